@@ -1,0 +1,233 @@
+"""Load settings: defaults, then the TOML file, then ``LIUHEN_*`` environment variables.
+
+Validation happens once, here; every rejection names the file (or variable), the key and
+the reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from config import env
+from config.errors import ConfigError
+from config.settings import DIGEST_ALGORITHMS, SECTIONS, Settings
+
+STATION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def default_data_dir(environ: Mapping[str, str]) -> Path:
+    if environ.get(env.HOME):
+        return Path(environ[env.HOME]).expanduser()
+    xdg = environ.get(env.XDG_DATA_HOME)
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".local" / "share"
+    return base / "liuhen"
+
+
+def resolve_paths(
+    data_dir: str | Path | None,
+    config_file: str | Path | None,
+    environ: Mapping[str, str] | None = None,
+) -> tuple[Path, Path, bool]:
+    """(data dir, config file, whether the config file was named explicitly)."""
+    environ = os.environ if environ is None else environ
+    ddir = Path(data_dir).expanduser() if data_dir else default_data_dir(environ)
+    if config_file:
+        return ddir, Path(config_file).expanduser(), True
+    if environ.get(env.CONFIG):
+        return ddir, Path(environ[env.CONFIG]).expanduser(), True
+    return ddir, ddir / "liuhen.toml", False
+
+
+def load_settings(
+    data_dir: str | Path | None = None,
+    config_file: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    environ = os.environ if environ is None else environ
+    ddir, cfg_path, explicit = resolve_paths(data_dir, config_file, environ)
+    raw: dict[str, Any] = {}
+    source: Path | None = None
+    if cfg_path.exists():
+        source = cfg_path
+        try:
+            raw = tomllib.loads(cfg_path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(
+                f"{cfg_path}: not valid TOML: {exc}", hint="fix the file or run 'liuhen init'"
+            ) from exc
+        except OSError as exc:
+            raise ConfigError(f"{cfg_path}: cannot read: {exc.strerror}") from exc
+    elif explicit:
+        raise ConfigError(
+            f"{cfg_path}: settings file not found",
+            hint="check --config / LIUHEN_CONFIG, or run 'liuhen init' to create one",
+        )
+
+    where = str(cfg_path)
+    unknown = set(raw) - set(SECTIONS)
+    if unknown:
+        name = sorted(unknown)[0]
+        raise ConfigError(
+            f"{where}: unknown section [{name}]",
+            hint=f"known sections: {', '.join(SECTIONS)}",
+        )
+    sections: dict[str, Any] = {}
+    for name, cls in SECTIONS.items():
+        table = raw.get(name, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: [{name}] must be a table")
+        sections[name] = _build_section(name, cls, table, where, environ)
+    settings = Settings(data_dir=ddir, source=source, **sections)
+    _validate(settings, where)
+    return settings
+
+
+def _build_section(
+    section: str, cls: type, table: dict[str, Any], where: str, environ: Mapping[str, str]
+) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in table:
+        if key not in names:
+            raise ConfigError(
+                f"{where}: unknown key '{section}.{key}'",
+                hint=f"known keys in [{section}]: {', '.join(sorted(names))}",
+            )
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        typ = hints[f.name]
+        var = env.field_variable(section, f.name)
+        if var in environ:
+            values[f.name] = _from_env(var, environ[var], typ)
+        elif f.name in table:
+            values[f.name] = _from_toml(f"{where}: '{section}.{f.name}'", table[f.name], typ)
+    return cls(**values)
+
+
+def _from_toml(label: str, value: Any, typ: Any) -> Any:
+    if typ is bool:
+        ok = isinstance(value, bool)
+    elif typ is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif typ is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif typ is str:
+        ok = isinstance(value, str)
+    elif typing.get_origin(typ) is tuple:
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        value = tuple(value) if ok else value
+    else:  # pragma: no cover - a settings field of a type this loader does not know
+        raise TypeError(typ)
+    if not ok:
+        raise ConfigError(f"{label} must be {_type_name(typ)}, got {value!r}")
+    return value
+
+
+def _from_env(var: str, text: str, typ: Any) -> Any:
+    try:
+        if typ is bool:
+            low = text.strip().lower()
+            if low not in {"1", "0", "true", "false", "yes", "no", "on", "off"}:
+                raise ValueError(text)
+            return low in {"1", "true", "yes", "on"}
+        if typ is int:
+            return int(text)
+        if typ is float:
+            return float(text)
+        if typ is str:
+            return text
+        if typing.get_origin(typ) is tuple:
+            return tuple(p.strip() for p in text.split(",") if p.strip())
+    except ValueError as exc:
+        raise ConfigError(
+            f"environment variable {var} must be {_type_name(typ)}, got {text!r}"
+        ) from exc
+    raise TypeError(typ)  # pragma: no cover
+
+
+def _type_name(typ: Any) -> str:
+    if typing.get_origin(typ) is tuple:
+        return "a list of strings"
+    return {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}[
+        typ
+    ]
+
+
+def _validate(s: Settings, where: str) -> None:
+    def bad(key: str, reason: str, hint: str | None = None) -> ConfigError:
+        return ConfigError(f"{where}: '{key}' {reason}", hint=hint)
+
+    if not STATION_ID.match(s.station.id):
+        raise bad(
+            "station.id",
+            f"must be 1-64 letters, digits, '.', '_' or '-', got {s.station.id!r}",
+        )
+    algs = s.digests.algorithms
+    if "sha256" not in algs:
+        raise bad("digests.algorithms", "must include sha256 (it is the object key)")
+    for alg in algs:
+        if alg not in DIGEST_ALGORITHMS:
+            raise bad("digests.algorithms", f"has unknown algorithm {alg!r}",
+                      hint=f"choose from {', '.join(DIGEST_ALGORITHMS)}")
+    scheme = urlsplit(s.store_url).scheme
+    if scheme not in {"file", "s3"}:
+        raise bad("store.url", f"must be file:///path or s3://bucket/prefix, got {s.store_url!r}")
+    if not s.catalog_url.startswith(("sqlite:", "postgresql:", "postgresql+psycopg:")):
+        raise bad(
+            "catalog.url",
+            f"must be a sqlite:/// or postgresql+psycopg:// URL, got {mask_url(s.catalog_url)!r}",
+        )
+    if s.store.addressing_style not in {"path", "virtual", "auto"}:
+        raise bad("store.addressing_style", "must be path, virtual or auto")
+    if s.store.object_lock_mode not in {"COMPLIANCE", "GOVERNANCE"}:
+        raise bad("store.object_lock_mode", "must be COMPLIANCE or GOVERNANCE")
+    positive = {
+        "store.multipart_threshold_mb": s.store.multipart_threshold_mb,
+        "store.multipart_chunk_mb": s.store.multipart_chunk_mb,
+        "store.max_attempts": s.store.max_attempts,
+        "catalog.busy_timeout_ms": s.catalog.busy_timeout_ms,
+        "retention.unattached_days": s.retention.unattached_days,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise bad(key, f"must be greater than 0, got {value}")
+    if s.store.multipart_chunk_mb < 5:
+        raise bad("store.multipart_chunk_mb", "must be at least 5 (the S3 minimum part size)")
+    if s.store.object_lock_days < 0:
+        raise bad("store.object_lock_days", "must not be negative")
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+def settings_as_dict(settings: Settings) -> dict[str, Any]:
+    """The effective settings with secrets masked, for `config show`."""
+    out: dict[str, Any] = {
+        "data_dir": str(settings.data_dir),
+        "source": str(settings.source) if settings.source else None,
+    }
+    for name in SECTIONS:
+        section = dataclasses.asdict(getattr(settings, name))
+        for key, value in section.items():
+            if isinstance(value, tuple):
+                section[key] = list(value)
+        out[name] = section
+    out["catalog"]["url"] = mask_url(settings.catalog_url)
+    out["store"]["url"] = mask_url(settings.store_url)
+    out["station"]["key_file"] = str(settings.key_file)
+    return out

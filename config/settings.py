@@ -1,0 +1,114 @@
+"""The typed settings of one 留痕 installation (a station, a worker, an archivist's desk).
+
+One frozen object, built once at start-up by :func:`config.loader.load_settings`, and
+passed down. Defaults here are the embedded default: SQLite and a local directory store
+under the data directory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DIGEST_ALGORITHMS = ("sha256", "sm3", "sha512")
+
+
+@dataclass(frozen=True)
+class StationSettings:
+    # A short stable identifier; it names the station in every custody event.
+    id: str = "station-01"
+    name: str = ""
+    unit: str = ""
+    # The station's Ed25519 private key (PEM, mode 0600). Empty: <data dir>/keys/station.pem.
+    key_file: str = ""
+
+
+@dataclass(frozen=True)
+class CatalogSettings:
+    # SQLAlchemy URL. Empty: sqlite:///<data dir>/catalog.sqlite3.
+    url: str = ""
+    # How long SQLite waits for a lock held by another process before giving up.
+    busy_timeout_ms: int = 30_000
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    # file:///path or s3://bucket/prefix. Empty: file://<data dir>/objects.
+    url: str = ""
+    # S3 only: a non-AWS endpoint (MinIO, Ceph RGW, OSS), region and addressing.
+    endpoint_url: str = ""
+    region: str = "us-east-1"
+    addressing_style: str = "path"
+    # Objects above this size go up in parts, each with a server-checked SHA-256.
+    multipart_threshold_mb: int = 64
+    multipart_chunk_mb: int = 16
+    # Attempts per request on throttling and connection errors (exponential backoff).
+    max_attempts: int = 8
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 60.0
+    # Days of Object Lock retention set on each original when the bucket has Object Lock
+    # enabled; 0 leaves retention to the bucket's default rule.
+    object_lock_days: int = 183
+    object_lock_mode: str = "COMPLIANCE"
+
+
+@dataclass(frozen=True)
+class DigestSettings:
+    # SHA-256 is always computed (it is the object key); SM3 is the national hash.
+    algorithms: tuple[str, ...] = ("sha256", "sm3")
+
+
+@dataclass(frozen=True)
+class FfmpegSettings:
+    ffmpeg: str = "ffmpeg"
+    ffprobe: str = "ffprobe"
+
+
+@dataclass(frozen=True)
+class RetentionSettings:
+    # Unattached recordings are kept at least this long from capture (6 months).
+    unattached_days: int = 183
+    # Attachment rule margin around an enforcement action's window.
+    attach_margin_s: int = 300
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    # The file the settings were read from, or None when none existed.
+    source: Path | None = None
+    station: StationSettings = field(default_factory=StationSettings)
+    catalog: CatalogSettings = field(default_factory=CatalogSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
+    digests: DigestSettings = field(default_factory=DigestSettings)
+    ffmpeg: FfmpegSettings = field(default_factory=FfmpegSettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
+
+    @property
+    def catalog_url(self) -> str:
+        return self.catalog.url or f"sqlite:///{self.data_dir / 'catalog.sqlite3'}"
+
+    @property
+    def store_url(self) -> str:
+        return self.store.url or (self.data_dir / "objects").as_uri()
+
+    @property
+    def key_file(self) -> Path:
+        if self.station.key_file:
+            return Path(self.station.key_file).expanduser()
+        return self.data_dir / "keys" / "station.pem"
+
+    @property
+    def staging_dir(self) -> Path:
+        return self.data_dir / "staging"
+
+
+# The sections of the settings file, in the order `config show` prints them.
+SECTIONS: dict[str, type] = {
+    "station": StationSettings,
+    "catalog": CatalogSettings,
+    "store": StoreSettings,
+    "digests": DigestSettings,
+    "ffmpeg": FfmpegSettings,
+    "retention": RetentionSettings,
+}

@@ -1,0 +1,51 @@
+"""The one key validator every store uses, and the content-addressed key scheme."""
+
+from __future__ import annotations
+
+import re
+
+from storage.digest import Digest
+from storage.errors import InvalidKeyError
+
+MAX_KEY_LENGTH = 512
+# Segments start with a letter or digit, so '.', '..' and hidden temp names cannot be keys.
+_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=-]{0,127}$")
+
+
+def validate_key(key: object) -> str:
+    """Return ``key`` if it is a well-formed object key, else raise InvalidKeyError."""
+    if not isinstance(key, str):
+        raise InvalidKeyError(f"object key must be a string, got {type(key).__name__}")
+    shown = repr(key[:80])
+    if not key:
+        raise InvalidKeyError("object key is empty")
+    if len(key) > MAX_KEY_LENGTH:
+        raise InvalidKeyError(f"object key {shown}... is {len(key)} characters (max {MAX_KEY_LENGTH})")
+    if "\x00" in key:
+        raise InvalidKeyError(f"object key {shown} contains a NUL character")
+    if key.startswith("/") or key.endswith("/"):
+        raise InvalidKeyError(f"object key {shown} must not start or end with '/'")
+    for segment in key.split("/"):
+        if segment in {"", ".", ".."}:
+            raise InvalidKeyError(f"object key {shown} has an empty, '.' or '..' segment")
+        if not _SEGMENT.match(segment):
+            raise InvalidKeyError(
+                f"object key {shown} has an invalid segment {segment[:40]!r}",
+                hint="keys use letters, digits, '.', '_', '=', '-' and '/' only",
+            )
+    return key
+
+
+def validate_prefix(prefix: str) -> str:
+    """A listing prefix: empty, or a key followed by an optional '/'."""
+    if prefix:
+        validate_key(prefix.rstrip("/"))
+    return prefix
+
+
+def content_key(sha256: Digest) -> str:
+    """The key of an object whose SHA-256 is ``sha256``: ``sha256/ab/cd/<hex>``."""
+    if sha256.algorithm != "sha256":
+        raise ValueError("content keys derive from SHA-256")
+    h = sha256.hex
+    return f"sha256/{h[:2]}/{h[2:4]}/{h}"

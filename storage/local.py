@@ -1,0 +1,254 @@
+"""LocalStore: a directory of immutable, content-addressed objects.
+
+Writes follow borgstore's posix backend: a temp file in the object's own directory,
+fsync, then a no-replace link into place, fsync of the directory. Temp names start with
+a dot, which no valid key segment does, so they never show in ``list()``. Objects are
+made read-only before they become visible.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import io
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import BinaryIO
+
+from storage.base import CheckResult, ObjectInfo, StoreReport
+from storage.digest import READ_SIZE, Digest, digest_bytes, new_hasher
+from storage.errors import (
+    DigestMismatch,
+    ObjectNotFound,
+    RetentionRefused,
+    StorageError,
+    StoreUnavailable,
+)
+from storage.keys import validate_key, validate_prefix
+
+TEMP_PREFIX = ".tmp-"
+_HOLD_SUFFIX = ".hold"  # legal holds live beside the store, in a hidden folder
+
+
+class LocalStore:
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root).absolute()
+        self.url = self.root.as_uri()
+
+    # -- paths -------------------------------------------------------------------------
+
+    def _path(self, key: str) -> Path:
+        validate_key(key)
+        path = self.root / key
+        # Defence in depth: the validator already forbids '..', but a symlinked folder
+        # inside the root must not lead out of it either.
+        resolved = path.resolve(strict=False)
+        if not resolved.is_relative_to(self.root.resolve()):
+            raise StorageError(f"{self.url}: key {key} resolves outside the store")
+        return path
+
+    def _holds_dir(self) -> Path:
+        return self.root / ".holds"
+
+    # -- writing -----------------------------------------------------------------------
+
+    def put(
+        self,
+        key: str,
+        stream: BinaryIO,
+        *,
+        expected: Digest,
+        size: int | None = None,
+        retain_until: datetime | None = None,
+    ) -> ObjectInfo:
+        path = self._path(key)
+        if expected.algorithm != "sha256":
+            raise ValueError("put verifies SHA-256")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreUnavailable(f"{self.url}: cannot create {path.parent}: {exc.strerror}") from exc
+        tmp = path.parent / f"{TEMP_PREFIX}{path.name}.{uuid.uuid4().hex}"
+        hasher = new_hasher("sha256")
+        written = 0
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                while chunk := stream.read(READ_SIZE):
+                    hasher.update(chunk)
+                    view = memoryview(chunk)
+                    while view:
+                        n = os.write(fd, view)
+                        view = view[n:]
+                    written += len(chunk)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            actual = Digest("sha256", hasher.hexdigest())
+            if actual != expected:
+                raise DigestMismatch(f"{self.url}/{key}", expected, actual)
+            if size is not None and written != size:
+                raise StorageError(
+                    f"{self.url}/{key}: got {written} bytes, expected {size}",
+                    hint="the source changed while it was read; retry",
+                )
+            os.chmod(tmp, 0o444)
+            try:
+                os.link(tmp, path)  # never replaces an existing object
+            except FileExistsError:
+                pass  # same key, same SHA-256: the object is already there
+            _fsync_dir(path.parent)
+        except OSError as exc:
+            hint = "free space on the store's disk, then retry" if exc.errno == errno.ENOSPC else None
+            raise StorageError(f"{self.url}/{key}: write failed: {exc.strerror}", hint=hint) from exc
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        return self.head(key)
+
+    # -- reading -----------------------------------------------------------------------
+
+    def open(self, key: str) -> BinaryIO:
+        path = self._path(key)
+        try:
+            return open(path, "rb")  # noqa: SIM115 - the caller closes it
+        except FileNotFoundError as exc:
+            raise ObjectNotFound(self.url, key) from exc
+
+    def head(self, key: str) -> ObjectInfo:
+        path = self._path(key)
+        try:
+            st = path.stat()
+        except FileNotFoundError as exc:
+            raise ObjectNotFound(self.url, key) from exc
+        sha = None
+        if key.startswith("sha256/"):
+            with contextlib.suppress(ValueError):
+                sha = Digest("sha256", key.rsplit("/", 1)[-1])
+        return ObjectInfo(
+            key=key,
+            size=st.st_size,
+            sha256=sha,
+            last_modified=datetime.fromtimestamp(st.st_mtime, UTC),
+            legal_hold=self._hold_path(key).exists(),
+        )
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        validate_prefix(prefix)
+        if not self.root.is_dir():
+            return
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            # Hidden folders (.holds) and temp files are not objects.
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            rel = os.path.relpath(dirpath, self.root)
+            for name in sorted(filenames):
+                if name.startswith("."):
+                    continue
+                key = name if rel == "." else f"{rel}/{name}".replace(os.sep, "/")
+                if key.startswith(prefix):
+                    yield key
+
+    def verify(self, key: str, expected: Digest) -> ObjectInfo:
+        hasher = new_hasher(expected.algorithm)
+        with self.open(key) as f:
+            while chunk := f.read(READ_SIZE):
+                hasher.update(chunk)
+        actual = Digest(expected.algorithm, hasher.hexdigest())
+        if actual != expected:
+            raise DigestMismatch(f"{self.url}/{key}", expected, actual)
+        return self.head(key)
+
+    # -- retention ---------------------------------------------------------------------
+
+    def _hold_path(self, key: str) -> Path:
+        return self._holds_dir() / (key.replace("/", "_") + _HOLD_SUFFIX)
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        if self._hold_path(key).exists():
+            raise RetentionRefused(f"{self.url}/{key}: object is under legal hold")
+        try:
+            os.unlink(path)
+        except FileNotFoundError as exc:
+            raise ObjectNotFound(self.url, key) from exc
+        _fsync_dir(path.parent)
+
+    def set_retention(self, key: str, until: datetime) -> None:
+        # A directory has no retention lock of its own: the catalog's retention rules
+        # decide; this only checks that the object exists.
+        self.head(key)
+
+    def set_legal_hold(self, key: str, on: bool) -> None:
+        self.head(key)
+        hold = self._hold_path(key)
+        if on:
+            hold.parent.mkdir(parents=True, exist_ok=True)
+            hold.touch()
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                hold.unlink()
+
+    # -- housekeeping ------------------------------------------------------------------
+
+    def remove_stale_temp_files(self, older_than_s: float = 3600.0) -> int:
+        """Remove temp files left by a process killed mid-put. Returns how many."""
+        removed = 0
+        cutoff = time.time() - older_than_s
+        for dirpath, _dirs, files in os.walk(self.root):
+            for name in files:
+                if name.startswith(TEMP_PREFIX):
+                    p = Path(dirpath) / name
+                    with contextlib.suppress(FileNotFoundError):
+                        if p.stat().st_mtime < cutoff:
+                            p.unlink()
+                            removed += 1
+        return removed
+
+    def check(self) -> StoreReport:
+        checks: list[CheckResult] = []
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            checks.append(CheckResult("reachable", True, f"directory {self.root}"))
+        except OSError as exc:
+            checks.append(CheckResult("reachable", False, f"{self.root}: {exc.strerror}"))
+            return StoreReport(self.url, checks)
+        writable = os.access(self.root, os.W_OK)
+        checks.append(CheckResult("writable", writable, "write permission on the root"))
+        if writable:
+            checks.append(_round_trip(self))
+        st = os.statvfs(self.root)
+        free = st.f_bavail * st.f_frsize
+        checks.append(CheckResult("free space", free > 1 << 30, f"{free / 1e9:.1f} GB free"))
+        checks.append(
+            CheckResult("object lock", True, "not available on a directory store; "
+                        "retention is enforced by the catalog")
+        )
+        return StoreReport(self.url, checks, object_lock=False)
+
+
+def _round_trip(store: LocalStore) -> CheckResult:
+    payload = f"liuhen store check {uuid.uuid4()}".encode()
+    expected = digest_bytes(payload)
+    key = f"liuhen-check/{uuid.uuid4().hex}"
+    try:
+        store.put(key, io.BytesIO(payload), expected=expected, size=len(payload))
+        store.verify(key, expected)
+        store.delete(key)
+    except Exception as exc:  # reported, not raised: check lists every problem
+        return CheckResult("round trip", False, f"write/read/verify failed: {exc}")
+    return CheckResult("round trip", True, "write, read back, verify and delete a probe object")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
