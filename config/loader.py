@@ -157,9 +157,7 @@ def _from_env(var: str, text: str, typ: Any) -> Any:
 def _type_name(typ: Any) -> str:
     if typing.get_origin(typ) is tuple:
         return "a list of strings"
-    return {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}[
-        typ
-    ]
+    return {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}[typ]
 
 
 def _validate(s: Settings, where: str) -> None:
@@ -176,8 +174,11 @@ def _validate(s: Settings, where: str) -> None:
         raise bad("digests.algorithms", "must include sha256 (it is the object key)")
     for alg in algs:
         if alg not in DIGEST_ALGORITHMS:
-            raise bad("digests.algorithms", f"has unknown algorithm {alg!r}",
-                      hint=f"choose from {', '.join(DIGEST_ALGORITHMS)}")
+            raise bad(
+                "digests.algorithms",
+                f"has unknown algorithm {alg!r}",
+                hint=f"choose from {', '.join(DIGEST_ALGORITHMS)}",
+            )
     scheme = urlsplit(s.store_url).scheme
     if scheme not in {"file", "s3"}:
         raise bad("store.url", f"must be file:///path or s3://bucket/prefix, got {s.store_url!r}")

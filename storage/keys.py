@@ -20,7 +20,9 @@ def validate_key(key: object) -> str:
     if not key:
         raise InvalidKeyError("object key is empty")
     if len(key) > MAX_KEY_LENGTH:
-        raise InvalidKeyError(f"object key {shown}... is {len(key)} characters (max {MAX_KEY_LENGTH})")
+        raise InvalidKeyError(
+            f"object key {shown}... is {len(key)} characters (max {MAX_KEY_LENGTH})"
+        )
     if "\x00" in key:
         raise InvalidKeyError(f"object key {shown} contains a NUL character")
     if key.startswith("/") or key.endswith("/"):

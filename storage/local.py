@@ -71,7 +71,9 @@ class LocalStore:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise StoreUnavailable(f"{self.url}: cannot create {path.parent}: {exc.strerror}") from exc
+            raise StoreUnavailable(
+                f"{self.url}: cannot create {path.parent}: {exc.strerror}"
+            ) from exc
         tmp = path.parent / f"{TEMP_PREFIX}{path.name}.{uuid.uuid4().hex}"
         hasher = new_hasher("sha256")
         written = 0
@@ -97,14 +99,17 @@ class LocalStore:
                     hint="the source changed while it was read; retry",
                 )
             os.chmod(tmp, 0o444)
-            try:
-                os.link(tmp, path)  # never replaces an existing object
-            except FileExistsError:
-                pass  # same key, same SHA-256: the object is already there
+            # Never replace an existing object: same key means same SHA-256, already there.
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, path)
             _fsync_dir(path.parent)
         except OSError as exc:
-            hint = "free space on the store's disk, then retry" if exc.errno == errno.ENOSPC else None
-            raise StorageError(f"{self.url}/{key}: write failed: {exc.strerror}", hint=hint) from exc
+            hint = (
+                "free space on the store's disk, then retry" if exc.errno == errno.ENOSPC else None
+            )
+            raise StorageError(
+                f"{self.url}/{key}: write failed: {exc.strerror}", hint=hint
+            ) from exc
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
@@ -115,7 +120,7 @@ class LocalStore:
     def open(self, key: str) -> BinaryIO:
         path = self._path(key)
         try:
-            return open(path, "rb")  # noqa: SIM115 - the caller closes it
+            return open(path, "rb")
         except FileNotFoundError as exc:
             raise ObjectNotFound(self.url, key) from exc
 
@@ -227,8 +232,11 @@ class LocalStore:
         free = st.f_bavail * st.f_frsize
         checks.append(CheckResult("free space", free > 1 << 30, f"{free / 1e9:.1f} GB free"))
         checks.append(
-            CheckResult("object lock", True, "not available on a directory store; "
-                        "retention is enforced by the catalog")
+            CheckResult(
+                "object lock",
+                True,
+                "not available on a directory store; retention is enforced by the catalog",
+            )
         )
         return StoreReport(self.url, checks, object_lock=False)
 

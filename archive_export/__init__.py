@@ -1,0 +1,1 @@
+"""Retention bundles (BagIt), package metadata, signatures, verifier, four-properties checks."""

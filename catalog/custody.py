@@ -1,0 +1,291 @@
+"""The custody log: append-only, hash-chained, signed events, one chain per station.
+
+Each event's canonical bytes (sorted-key compact JSON of its fields, UTF-8) are hashed
+with SHA-256 and signed with the acting station's Ed25519 key; each event carries the
+hash of the station's previous event. The canonical form includes the sequence number,
+the previous hash and the key id, so editing, deleting, inserting or reordering a row,
+or swapping a key, breaks a hash, a signature or the sequence.
+
+Events are appended inside the caller's transaction, so a state change and its custody
+event commit together or not at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from catalog.models import CustodyEvent, SigningKey, Station
+from catalog.signing import Signer, key_id_of, verify_signature
+
+GENESIS = "0" * 64
+FORMAT_VERSION = 1
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def format_time(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def canonical_bytes(
+    *,
+    station_id: str,
+    seq: int,
+    at: str,
+    actor: str,
+    action: str,
+    object_type: str,
+    object_id: str,
+    details: str,
+    prev_hash: str,
+    key_id: str,
+) -> bytes:
+    doc = {
+        "v": FORMAT_VERSION,
+        "station": station_id,
+        "seq": seq,
+        "at": at,
+        "actor": actor,
+        "action": action,
+        "object_type": object_type,
+        "object_id": object_id,
+        "details": details,
+        "prev": prev_hash,
+        "key": key_id,
+    }
+    return canonical_json(doc).encode("utf-8")
+
+
+def event_bytes(ev: CustodyEvent) -> bytes:
+    return canonical_bytes(
+        station_id=ev.station_id,
+        seq=ev.seq,
+        at=ev.at,
+        actor=ev.actor,
+        action=ev.action,
+        object_type=ev.object_type,
+        object_id=ev.object_id,
+        details=ev.details,
+        prev_hash=ev.prev_hash,
+        key_id=ev.key_id,
+    )
+
+
+def register_station(
+    session: Session, signer: Signer, *, name: str = "", unit: str = "", role: str = "station"
+) -> bool:
+    """Record the station and its public key; idempotent. True when the key is new."""
+    station = session.get(Station, signer.station_id)
+    if station is None:
+        session.add(Station(id=signer.station_id, name=name, unit=unit, role=role))
+        session.flush()
+    elif (name and station.name != name) or (unit and station.unit != unit):
+        station.name = name or station.name
+        station.unit = unit or station.unit
+    if session.get(SigningKey, signer.key_id) is not None:
+        return False
+    session.add(
+        SigningKey(key_id=signer.key_id, station_id=signer.station_id, public_key=signer.public_key)
+    )
+    session.flush()
+    append_event(
+        session,
+        signer,
+        actor=f"station:{signer.station_id}",
+        action="key-registered",
+        object_type="key",
+        object_id=signer.key_id,
+        details={"public_key": signer.public_key.hex(), "role": role},
+    )
+    return True
+
+
+def append_event(
+    session: Session,
+    signer: Signer,
+    *,
+    actor: str,
+    action: str,
+    object_type: str,
+    object_id: str,
+    details: Mapping[str, Any] | None = None,
+    at: datetime | None = None,
+) -> CustodyEvent:
+    """Append one signed event to the signer's station chain, in ``session``'s transaction."""
+    if session.get_bind().dialect.name == "postgresql":
+        # Serialise appends per station across processes: the row lock is held until
+        # the caller's transaction ends, so two appends cannot fork the chain.
+        session.execute(select(Station.id).where(Station.id == signer.station_id).with_for_update())
+    head = session.execute(
+        select(CustodyEvent.seq, CustodyEvent.event_hash)
+        .where(CustodyEvent.station_id == signer.station_id)
+        .order_by(CustodyEvent.seq.desc())
+        .limit(1)
+    ).first()
+    seq, prev = (head[0] + 1, head[1]) if head else (1, GENESIS)
+    fields = {
+        "station_id": signer.station_id,
+        "seq": seq,
+        "at": format_time(at or datetime.now(UTC)),
+        "actor": actor,
+        "action": action,
+        "object_type": object_type,
+        "object_id": object_id,
+        "details": canonical_json(dict(details or {})),
+        "prev_hash": prev,
+        "key_id": signer.key_id,
+    }
+    data = canonical_bytes(**fields)  # type: ignore[arg-type]
+    ev = CustodyEvent(
+        **fields,
+        event_hash=hashlib.sha256(data).hexdigest(),
+        signature=signer.sign(data).hex(),
+    )
+    session.add(ev)
+    session.flush()
+    return ev
+
+
+# -- verification ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Problem:
+    station_id: str
+    seq: int | None
+    event_id: int | None
+    kind: str  # edited | bad-signature | unknown-key | untrusted-key | gap | broken-link | ...
+    detail: str
+
+    def describe(self) -> str:
+        where = f"station {self.station_id}"
+        if self.seq is not None:
+            where += f" event #{self.seq}"
+        if self.event_id is not None:
+            where += f" (row id {self.event_id})"
+        return f"{where}: {self.kind}: {self.detail}"
+
+
+@dataclass
+class CustodyReport:
+    events: int = 0
+    stations: dict[str, int] = field(default_factory=dict)  # station -> events checked
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "events": self.events,
+            "stations": self.stations,
+            "problems": [p.__dict__ | {"message": p.describe()} for p in self.problems],
+        }
+
+
+def verify_chain(
+    session: Session,
+    *,
+    trusted: Mapping[str, Iterable[str]] | None = None,
+    station_id: str | None = None,
+) -> CustodyReport:
+    """Walk every station's chain and report every broken link, not just the first.
+
+    ``trusted`` pins, per station, the key ids the verifier accepts from outside the
+    catalog (the station's own key file, an auditor's key ring): a key row replaced in
+    the database, even with every event re-signed, is then caught.
+    """
+    report = CustodyReport()
+    keys: dict[str, SigningKey] = {}
+    for k in session.scalars(select(SigningKey)):
+        keys[k.key_id] = k
+        if key_id_of(k.public_key) != k.key_id:
+            report.problems.append(
+                Problem(
+                    k.station_id,
+                    None,
+                    None,
+                    "key-mismatch",
+                    f"public key stored under {k.key_id} does not match that id "
+                    "(the key row was replaced)",
+                )
+            )
+    pinned = {s: set(ids) for s, ids in (trusted or {}).items()}
+
+    query = select(CustodyEvent).order_by(CustodyEvent.station_id, CustodyEvent.seq)
+    if station_id is not None:
+        query = query.where(CustodyEvent.station_id == station_id)
+    current: str | None = None
+    expect_seq, prev_hash = 1, GENESIS
+    for ev in session.scalars(query.execution_options(yield_per=2000)):
+        if ev.station_id != current:
+            current, expect_seq, prev_hash = ev.station_id, 1, GENESIS
+            report.stations[current] = 0
+        report.events += 1
+        report.stations[current] += 1
+        _check_event(ev, expect_seq, prev_hash, keys, pinned, report.problems)
+        expect_seq, prev_hash = ev.seq + 1, ev.event_hash
+    for sid in pinned:
+        if sid not in report.stations and (station_id is None or sid == station_id):
+            report.problems.append(
+                Problem(sid, None, None, "missing-chain", "no custody events for a trusted station")
+            )
+    return report
+
+
+def _check_event(
+    ev: CustodyEvent,
+    expect_seq: int,
+    prev_hash: str,
+    keys: Mapping[str, SigningKey],
+    pinned: Mapping[str, set[str]],
+    problems: list[Problem],
+) -> None:
+    def problem(kind: str, detail: str) -> None:
+        problems.append(Problem(ev.station_id, ev.seq, ev.id, kind, detail))
+
+    if ev.seq > expect_seq:
+        problem("gap", f"events #{expect_seq}..#{ev.seq - 1} are missing (deleted rows?)")
+    elif ev.seq < expect_seq:
+        problem("duplicate", f"sequence number {ev.seq} repeats")
+    if ev.prev_hash != prev_hash:
+        problem(
+            "broken-link",
+            "does not follow the previous event (a row was inserted, deleted or reordered)",
+        )
+    data = event_bytes(ev)
+    if hashlib.sha256(data).hexdigest() != ev.event_hash:
+        problem(
+            "edited",
+            f"content does not match its hash (action {ev.action!r} on "
+            f"{ev.object_type} {ev.object_id})",
+        )
+    key = keys.get(ev.key_id)
+    if key is None:
+        problem("unknown-key", f"signed by {ev.key_id}, which the catalog does not know")
+        return
+    if key.station_id != ev.station_id:
+        problem("unknown-key", f"signed by {ev.key_id}, a key of station {key.station_id}")
+    if ev.station_id in pinned and ev.key_id not in pinned[ev.station_id]:
+        problem(
+            "untrusted-key",
+            f"signed by {ev.key_id}, which is not a trusted key of the station (key replaced?)",
+        )
+    try:
+        signature = bytes.fromhex(ev.signature)
+    except ValueError:
+        signature = b""
+    if not verify_signature(key.public_key, signature, data):
+        problem("bad-signature", f"signature does not verify with {ev.key_id}")

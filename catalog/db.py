@@ -1,0 +1,160 @@
+"""Catalog engine and sessions, for SQLite (embedded default) and PostgreSQL (district).
+
+SQLite runs in WAL mode with foreign keys on and a busy timeout. Python's sqlite3 module
+would otherwise open transactions lazily and upgrade read locks to write locks (a
+classic deadlock between two writers), so we take over transaction control: read
+sessions begin with BEGIN, write sessions with BEGIN IMMEDIATE.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from catalog.errors import CatalogUnavailable, SchemaOutOfDate
+from config.loader import mask_url
+
+_IMMEDIATE = "liuhen_immediate"
+
+
+class Catalog:
+    def __init__(self, url: str, *, busy_timeout_ms: int = 30_000, echo: bool = False) -> None:
+        self.url = url
+        parsed: URL = make_url(url)
+        if parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        self.dialect = parsed.get_backend_name()
+        kwargs: dict[str, Any] = {"echo": echo, "future": True}
+        if self.dialect == "sqlite":
+            if parsed.database and parsed.database != ":memory:":
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"timeout": busy_timeout_ms / 1000, "check_same_thread": False}
+        else:
+            kwargs["pool_pre_ping"] = True
+            kwargs["connect_args"] = {"connect_timeout": 10}
+        self.engine: Engine = create_engine(parsed, **kwargs)
+        if self.dialect == "sqlite":
+            _configure_sqlite(self.engine, busy_timeout_ms)
+        self._read = sessionmaker(self.engine, expire_on_commit=False)
+        self._write = sessionmaker(
+            self.engine.execution_options(**{_IMMEDIATE: True}), expire_on_commit=False
+        )
+
+    @property
+    def display_url(self) -> str:
+        return mask_url(self.url)
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.dialect == "postgresql"
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A read session (no commit)."""
+        with self._guard(), self._read() as s:
+            yield s
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A write transaction: committed when the block ends, rolled back on error."""
+        with self._guard(), self._write() as s, s.begin():
+            yield s
+
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        try:
+            yield
+        except OperationalError as exc:
+            if _is_connection_error(exc):
+                raise CatalogUnavailable(
+                    f"catalog {self.display_url} is unreachable: {str(exc.orig).strip()}",
+                    hint="check that the database is running and catalog.url is right; "
+                    "nothing was lost, retry",
+                ) from exc
+            raise
+
+    # -- schema --------------------------------------------------------------------------
+
+    def current_revision(self) -> str | None:
+        from catalog.migrate import current_revision
+
+        with self._guard():
+            return current_revision(self.engine)
+
+    def require_current_schema(self) -> None:
+        """Refuse to work on a catalog whose schema is not the one this code expects."""
+        from catalog.migrate import head_revision
+
+        current = self.current_revision()
+        head = head_revision()
+        if current == head:
+            return
+        if current is None:
+            raise SchemaOutOfDate(
+                f"catalog {self.display_url} has no 留痕 schema",
+                hint="run 'liuhen init' (new installation) or 'liuhen db upgrade'",
+            )
+        raise SchemaOutOfDate(
+            f"catalog {self.display_url} is at schema revision {current}, "
+            f"this version of 留痕 needs {head}",
+            hint="run 'liuhen db upgrade' (back up the catalog first)",
+        )
+
+    def upgrade(self) -> tuple[str | None, str]:
+        from catalog.migrate import upgrade
+
+        before = self.current_revision()
+        with self._guard():
+            upgrade(self.engine)
+        return before, self.current_revision() or ""
+
+    def ping(self) -> None:
+        with self.session() as s:
+            s.execute(text("SELECT 1"))
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (see module doc)
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        # FULL: a committed custody event survives power loss, not only a crash.
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        immediate = conn.get_execution_options().get(_IMMEDIATE, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _is_connection_error(exc: OperationalError) -> bool:
+    msg = str(exc.orig).lower()
+    return any(
+        s in msg
+        for s in (
+            "connection refused",
+            "could not connect",
+            "connection failed",
+            "server closed the connection",
+            "terminating connection",
+            "unable to open database",
+            "connection timeout",
+            "timeout expired",
+            "the database system is",
+            "no such host",
+        )
+    )

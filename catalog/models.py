@@ -1,0 +1,218 @@
+"""SQLAlchemy 2 models of the catalog: the single source of truth and the work queue.
+
+Times are stored as timezone-aware UTC. Custody events keep their canonical timestamp
+and details as text, because their bytes are signed and must read back identically on
+SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """DateTime that always comes back timezone-aware UTC (SQLite drops the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the catalog; use UTC")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime, dict[str, Any]: JSON}
+
+
+class Station(Base):
+    """A station or worker host: an actor that signs custody events with its own key."""
+
+    __tablename__ = "stations"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    unit: Mapped[str] = mapped_column(String(200), default="")
+    role: Mapped[str] = mapped_column(String(16), default="station")  # station | worker
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    keys: Mapped[list[SigningKey]] = relationship(back_populates="station")
+
+
+class SigningKey(Base):
+    """A station's Ed25519 public key. Old keys stay valid for the events they signed."""
+
+    __tablename__ = "signing_keys"
+
+    # "ed25519:" + SHA-256 of the raw public key: the id commits to the key bytes.
+    key_id: Mapped[str] = mapped_column(String(80), primary_key=True)
+    station_id: Mapped[str] = mapped_column(ForeignKey("stations.id"), index=True)
+    public_key: Mapped[bytes] = mapped_column(LargeBinary(32))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    retired_at: Mapped[datetime | None] = mapped_column(default=None)
+
+    station: Mapped[Station] = relationship(back_populates="keys")
+
+
+class Officer(Base):
+    __tablename__ = "officers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    number: Mapped[str] = mapped_column(String(32), unique=True)  # 警号
+    name: Mapped[str] = mapped_column(String(100), default="")
+    unit: Mapped[str] = mapped_column(String(200), default="")
+
+
+class Device(Base):
+    """A recorder (执法记录仪), known by its serial."""
+
+    __tablename__ = "devices"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    serial: Mapped[str] = mapped_column(String(64), unique=True)
+    model: Mapped[str] = mapped_column(String(100), default="")
+    unit: Mapped[str] = mapped_column(String(200), default="")
+    # Seen at a dock but not registered: ingested anyway, and flagged.
+    registered: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Docking(Base):
+    """One recorder session at a station: OFFLOADING → SAFE_TO_CLEAR → CLEARED | INCOMPLETE."""
+
+    __tablename__ = "dockings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    station_id: Mapped[str] = mapped_column(ForeignKey("stations.id"), index=True)
+    device_id: Mapped[int | None] = mapped_column(ForeignKey("devices.id"), index=True)
+    officer_id: Mapped[int | None] = mapped_column(ForeignKey("officers.id"))
+    slot: Mapped[str] = mapped_column(String(255))
+    source_path: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), default="OFFLOADING", index=True)
+    # Where the identity came from (device-info, file-name, folder) and the raw values.
+    identity_source: Mapped[str] = mapped_column(String(16), default="folder")
+    identity_raw: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class Recording(Base):
+    """One original file, stored once per distinct content (SHA-256)."""
+
+    __tablename__ = "recordings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    sm3: Mapped[str] = mapped_column(String(64), index=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    object_key: Mapped[str] = mapped_column(String(512))
+    state: Mapped[str] = mapped_column(String(16), default="STORED", index=True)
+    # The name on the recorder: display text, and the raw bytes when not valid UTF-8.
+    original_name: Mapped[str] = mapped_column(Text)
+    original_name_raw: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    device_id: Mapped[int | None] = mapped_column(ForeignKey("devices.id"), index=True)
+    officer_id: Mapped[int | None] = mapped_column(ForeignKey("officers.id"))
+    docking_id: Mapped[int | None] = mapped_column(ForeignKey("dockings.id"), index=True)
+    captured_at: Mapped[datetime | None] = mapped_column(default=None, index=True)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    stored_at: Mapped[datetime | None] = mapped_column(default=None)
+    verified_at: Mapped[datetime | None] = mapped_column(default=None)
+    flags: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class Derivative(Base):
+    """A file made from an original (access copy, proxy, poster): its own object and digests."""
+
+    __tablename__ = "derivatives"
+    __table_args__ = (UniqueConstraint("recording_id", "kind"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    recording_id: Mapped[int] = mapped_column(ForeignKey("recordings.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    sm3: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    object_key: Mapped[str] = mapped_column(String(512))
+    profile: Mapped[str] = mapped_column(String(64), default="")
+    command: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CustodyEvent(Base):
+    """One link of a station's append-only, hash-chained, signed custody log."""
+
+    __tablename__ = "custody_events"
+    __table_args__ = (
+        UniqueConstraint("station_id", "seq"),
+        Index("ix_custody_object", "object_type", "object_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    station_id: Mapped[str] = mapped_column(ForeignKey("stations.id"))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    at: Mapped[str] = mapped_column(String(40))  # canonical UTC timestamp text
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    object_type: Mapped[str] = mapped_column(String(32))
+    object_id: Mapped[str] = mapped_column(String(200))
+    details: Mapped[str] = mapped_column(Text)  # canonical JSON text
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    event_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    key_id: Mapped[str] = mapped_column(String(80))
+    signature: Mapped[str] = mapped_column(String(128))  # hex Ed25519 signature
+
+
+class WorkItem(Base):
+    """A unit of work in the catalog queue, claimed with a lease.
+
+    On PostgreSQL claims use FOR UPDATE SKIP LOCKED so any number of workers on any host
+    share the queue; on SQLite one writer at a time makes the same code safe.
+    """
+
+    __tablename__ = "work_items"
+    __table_args__ = (
+        UniqueConstraint("kind", "subject"),
+        Index("ix_work_claimable", "kind", "state", "not_before"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    subject: Mapped[str] = mapped_column(String(200))
+    state: Mapped[str] = mapped_column(String(16), default="PENDING")  # PENDING|CLAIMED|DONE|FAILED
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(200), default=None)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    not_before: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)

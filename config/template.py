@@ -1,0 +1,58 @@
+"""The commented settings file `liuhen init` writes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+TEMPLATE = """\
+# 留痕 (liuhen) settings for this installation.
+# Every key can also be set by an environment variable LIUHEN_<SECTION>_<KEY>,
+# e.g. LIUHEN_CATALOG_URL; the environment wins over this file.
+# Data directory: {data_dir}
+
+[station]
+# Names this station in every custody event. Letters, digits, '.', '_', '-'.
+id = "{station_id}"
+name = ""
+unit = ""
+# Ed25519 private key (mode 0600); empty means <data dir>/keys/station.pem.
+key_file = ""
+
+[catalog]
+# Empty: SQLite in the data directory. A district uses PostgreSQL, e.g.
+# url = "postgresql+psycopg://liuhen@db.example/liuhen"  (password: PGPASSWORD or ~/.pgpass)
+url = ""
+busy_timeout_ms = 30000
+
+[store]
+# Empty: a directory store in <data dir>/objects. A district uses S3, e.g.
+# url = "s3://evidence/liuhen" with endpoint_url = "https://minio.example:9000".
+# Credentials come from the environment (AWS_ACCESS_KEY_ID ...) or ~/.aws, never from here.
+url = ""
+endpoint_url = ""
+region = "us-east-1"
+addressing_style = "path"
+multipart_threshold_mb = 64
+multipart_chunk_mb = 16
+max_attempts = 8
+# Object Lock retention for each original when the bucket has Object Lock enabled.
+object_lock_days = 183
+object_lock_mode = "COMPLIANCE"
+
+[digests]
+# SHA-256 is always computed (it keys the object); SM3 is the national hash (GB/T 32905).
+algorithms = ["sha256", "sm3"]
+
+[ffmpeg]
+ffmpeg = "ffmpeg"
+ffprobe = "ffprobe"
+
+[retention]
+# Unattached recordings are kept at least this many days from capture.
+unattached_days = 183
+attach_margin_s = 300
+"""
+
+
+def render(data_dir: Path, station_id: str) -> str:
+    return TEMPLATE.format(data_dir=data_dir, station_id=station_id)

@@ -1,0 +1,93 @@
+"""Wiring: build the catalog, store and signer from settings, once per command."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from catalog import Catalog, Signer, generate_key_file, load_key_file, register_station
+from config import Settings
+from config.template import render
+from storage import LocalStore, ObjectStore, StoreReport, open_store
+
+
+@dataclass
+class App:
+    settings: Settings
+
+    @cached_property
+    def catalog(self) -> Catalog:
+        return Catalog(
+            self.settings.catalog_url, busy_timeout_ms=self.settings.catalog.busy_timeout_ms
+        )
+
+    def ready_catalog(self) -> Catalog:
+        """The catalog, after checking its schema is the one this code expects."""
+        self.catalog.require_current_schema()
+        return self.catalog
+
+    @cached_property
+    def store(self) -> ObjectStore:
+        return open_store(self.settings.store_url, self.settings.store)
+
+    @cached_property
+    def signer(self) -> Signer:
+        return Signer(self.settings.station.id, load_key_file(self.settings.key_file))
+
+    def close(self) -> None:
+        if "catalog" in self.__dict__:
+            self.catalog.dispose()
+
+
+@dataclass
+class InitReport:
+    data_dir: Path
+    created: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+    schema: str = ""
+    store: StoreReport | None = None
+
+
+def initialize(app: App) -> InitReport:
+    """Create what is missing; keep what exists. Safe to run any number of times."""
+    s = app.settings
+    report = InitReport(s.data_dir)
+    s.data_dir.mkdir(parents=True, exist_ok=True)
+    cfg = s.source or s.data_dir / "liuhen.toml"
+    if cfg.exists():
+        report.kept.append(f"settings file {cfg}")
+    else:
+        tmp = cfg.with_name(cfg.name + ".new")
+        tmp.write_text(render(s.data_dir, s.station.id), encoding="utf-8")
+        os.replace(tmp, cfg)
+        report.created.append(f"settings file {cfg}")
+    if s.key_file.exists():
+        load_key_file(s.key_file)  # refuses a key readable by others
+        report.kept.append(f"signing key {s.key_file}")
+    else:
+        generate_key_file(s.key_file)
+        report.created.append(f"signing key {s.key_file} (Ed25519, mode 0600)")
+    before, after = app.catalog.upgrade()
+    report.schema = after
+    if before == after:
+        report.kept.append(f"catalog {app.catalog.display_url} (schema {after})")
+    else:
+        report.created.append(
+            f"catalog {app.catalog.display_url} (schema {before or 'none'} → {after})"
+        )
+    with app.catalog.transaction() as session:
+        if register_station(session, app.signer, name=s.station.name, unit=s.station.unit):
+            report.created.append(f"station {s.station.id} with key {app.signer.key_id[:24]}…")
+        else:
+            report.kept.append(f"station {s.station.id}")
+    store = app.store
+    if isinstance(store, LocalStore):
+        if store.root.is_dir():
+            report.kept.append(f"object store {store.url}")
+        else:
+            store.root.mkdir(parents=True)
+            report.created.append(f"object store {store.url}")
+    report.store = store.check()
+    return report

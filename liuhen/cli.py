@@ -1,0 +1,237 @@
+"""The `liuhen` command. Each command parses its arguments and calls one function;
+errors become exit codes and one-line messages in one place, :func:`main`."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from catalog import verify_chain
+from catalog.signing import load_keyring
+from config import LiuhenError, load_settings, settings_as_dict
+from config.errors import EXIT_FAILED_CHECK, EXIT_SOFTWARE
+from liuhen import __version__
+from liuhen.app import App, initialize
+from liuhen.output import err, mark, out, print_json
+
+
+@dataclass
+class Context:
+    data_dir: str | None
+    config: str | None
+    verbose: bool
+    _app: App | None = None
+
+    def app(self) -> App:
+        if self._app is None:
+            self._app = App(load_settings(self.data_dir, self.config))
+        return self._app
+
+
+pass_ctx = click.make_pass_decorator(Context)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for programs.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Data directory [LIUHEN_HOME].")
+@click.option("--config", type=click.Path(dir_okay=False), help="Settings file [LIUHEN_CONFIG].")
+@click.option("-v", "--verbose", is_flag=True, help="Show the cause of errors.")
+@click.version_option(__version__, prog_name="liuhen")
+@click.pass_context
+def cli(ctx: click.Context, data_dir: str | None, config: str | None, verbose: bool) -> None:
+    """留痕 (liuhen): evidence-recording ingestion for body-worn cameras."""
+    ctx.obj = Context(data_dir, config, verbose)
+    ctx.call_on_close(lambda: ctx.obj._app.close() if ctx.obj._app else None)
+
+
+@cli.command()
+@json_option
+@pass_ctx
+def init(ctx: Context, as_json: bool) -> None:
+    """Create the data directory, settings file, signing key, catalog and store."""
+    report = initialize(ctx.app())
+    if as_json:
+        print_json(
+            {
+                "data_dir": str(report.data_dir),
+                "created": report.created,
+                "kept": report.kept,
+                "schema": report.schema,
+                "store_ok": report.store.ok if report.store else None,
+            }
+        )
+        return
+    for line in report.created:
+        out.print(f"[green]created[/green] {line}")
+    for line in report.kept:
+        out.print(f"[dim]kept[/dim]    {line}")
+    if report.store and not report.store.ok:
+        failed = [c for c in report.store.checks if not c.ok]
+        for c in failed:
+            err.print(f"[yellow]warning[/yellow] store check '{c.name}': {c.detail}")
+
+
+@cli.group("config")
+def config_group() -> None:
+    """Inspect settings."""
+
+
+@config_group.command("show")
+@json_option
+@pass_ctx
+def config_show(ctx: Context, as_json: bool) -> None:
+    """Print the effective settings (file, then environment), secrets masked."""
+    data = settings_as_dict(ctx.app().settings)
+    if as_json:
+        print_json(data)
+        return
+    out.print(f"# data directory: {data.pop('data_dir')}")
+    out.print(f"# settings file:  {data.pop('source') or '(none: defaults)'}")
+    for section, values in data.items():
+        out.print(f"\n[bold]\\[{section}][/bold]")
+        for key, value in values.items():
+            out.print(f"{key} = {_toml_value(value)}")
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return str(value)
+
+
+@cli.group("db")
+def db_group() -> None:
+    """Catalog schema."""
+
+
+@db_group.command("upgrade")
+@pass_ctx
+def db_upgrade(ctx: Context) -> None:
+    """Bring the catalog schema up to this version of 留痕."""
+    catalog = ctx.app().catalog
+    before, after = catalog.upgrade()
+    if before == after:
+        out.print(f"catalog {catalog.display_url} is up to date (schema {after})")
+    else:
+        out.print(f"catalog {catalog.display_url}: schema {before or 'none'} → {after}")
+
+
+@cli.group("store")
+def store_group() -> None:
+    """Object store."""
+
+
+@store_group.command("check")
+@json_option
+@pass_ctx
+def store_check(ctx: Context, as_json: bool) -> None:
+    """Check connectivity, permissions, Object Lock and a write/read/verify round trip."""
+    report = ctx.app().store.check()
+    if as_json:
+        print_json(
+            {
+                "url": report.url,
+                "ok": report.ok,
+                "object_lock": report.object_lock,
+                "checks": [c.__dict__ for c in report.checks],
+            }
+        )
+    else:
+        out.print(f"store {report.url}")
+        for c in report.checks:
+            out.print(f"  {mark(c.ok)} {c.name}: {c.detail}")
+    if not report.ok:
+        sys.exit(EXIT_FAILED_CHECK)
+
+
+@cli.group("custody")
+def custody_group() -> None:
+    """Custody log."""
+
+
+@custody_group.command("verify")
+@click.option("--station", help="Verify only this station's chain.")
+@click.option(
+    "--trust",
+    "trust_files",
+    multiple=True,
+    type=click.Path(dir_okay=False, exists=True),
+    help="Key ring of trusted keys: '<station id> <key id>' per line (repeatable).",
+)
+@json_option
+@pass_ctx
+def custody_verify(
+    ctx: Context, station: str | None, trust_files: tuple[str, ...], as_json: bool
+) -> None:
+    """Walk every custody chain; report every broken link, bad signature or unknown key."""
+    app = ctx.app()
+    trusted: dict[str, set[str]] = {}
+    for path in trust_files:
+        for sid, ids in load_keyring(Path(path)).items():
+            trusted.setdefault(sid, set()).update(ids)
+    if app.settings.key_file.exists():
+        # This station's own key file is a trust anchor outside the catalog.
+        trusted.setdefault(app.settings.station.id, set()).add(app.signer.key_id)
+    with app.ready_catalog().session() as session:
+        report = verify_chain(session, trusted=trusted, station_id=station)
+    if as_json:
+        print_json(report.as_dict())
+    else:
+        for p in report.problems:
+            out.print(f"[red]✗[/red] {p.describe()}")
+        summary = f"{report.events} events in {len(report.stations)} station chain(s)"
+        if report.ok:
+            out.print(f"[green]✓[/green] custody log verifies: {summary}")
+        else:
+            out.print(f"[red]✗[/red] {len(report.problems)} problem(s) in {summary}")
+    if not report.ok:
+        sys.exit(EXIT_FAILED_CHECK)
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    """Entry point: the one place errors become exit codes and one-line messages."""
+    verbose = "-v" in (argv or sys.argv[1:]) or "--verbose" in (argv or sys.argv[1:])
+    try:
+        cli.main(args=argv, prog_name="liuhen", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        err.print("aborted")
+        sys.exit(130)
+    except LiuhenError as exc:
+        _report(exc, verbose)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+    except Exception as exc:  # a bug: say so plainly, keep the traceback for --verbose
+        err.print(f"liuhen: internal error: {type(exc).__name__}: {exc}", markup=False)
+        if verbose:
+            traceback.print_exc()
+        else:
+            err.print("run again with --verbose for the traceback, and report it", markup=False)
+        sys.exit(EXIT_SOFTWARE)
+    sys.exit(0)
+
+
+def _report(exc: LiuhenError, verbose: bool) -> None:
+    err.print(f"liuhen: error: {exc.message}", markup=False)
+    if exc.hint:
+        err.print(f"  what to do: {exc.hint}", markup=False)
+    if verbose:
+        cause = exc.__cause__
+        while cause is not None:
+            err.print(f"  cause: {type(cause).__name__}: {cause}", markup=False)
+            cause = cause.__cause__
