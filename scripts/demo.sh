@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Set up (scripts/setup.sh), then run 留痕's main job on the embedded default
+# (SQLite catalog + local directory store) in ./demo-data.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export LIUHEN_HOME="${LIUHEN_HOME:-$PWD/demo-data}"
+.venv/bin/liuhen init
+.venv/bin/liuhen store check
+.venv/bin/liuhen custody verify

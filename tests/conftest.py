@@ -1,0 +1,91 @@
+"""Shared fixtures: an isolated environment, and a catalog on SQLite or PostgreSQL.
+
+Real services over real connections: the PostgreSQL at 127.0.0.1:5432 (or
+LIUHEN_TEST_PG_URL) and an S3 server process (tests/fixtures/s3server.py). Under CI=true
+a missing service fails the test; elsewhere it skips, so a laptop without PostgreSQL can
+still run the rest.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from catalog import Catalog
+from config import env
+
+pytest_plugins = ["tests.fixtures.s3server"]
+
+DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def service_missing(what: str) -> None:
+    """Fail under CI (a missing service is a broken run), skip elsewhere."""
+    if IN_CI:
+        pytest.fail(f"{what} is required under CI=true", pytrace=False)
+    pytest.skip(f"{what} not available")
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No test reads the developer's home, settings or LIUHEN_* variables."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv(env.XDG_DATA_HOME, raising=False)
+    for name in list(os.environ):
+        if name.startswith(env.PREFIX) and name not in {env.TEST_S3_URL, env.TEST_PG_URL}:
+            monkeypatch.delenv(name)
+    return home
+
+
+def pg_base_url() -> str:
+    return os.environ.get(env.TEST_PG_URL, DEFAULT_PG_URL)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> str:
+    url = pg_base_url()
+    engine = create_engine(url, connect_args={"connect_timeout": 5})
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:
+        service_missing(f"PostgreSQL at {url} ({type(exc).__name__}: {exc})")
+    finally:
+        engine.dispose()
+    return url
+
+
+@pytest.fixture
+def pg_url(pg_server: str) -> Iterator[str]:
+    """A PostgreSQL catalog URL of its own: a fresh schema, dropped afterwards."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(pg_server)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    sep = "&" if "?" in pg_server else "?"
+    yield f"{pg_server}{sep}options=-csearch_path%3D{schema}"
+    with admin.begin() as conn:
+        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def catalog_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'catalog.sqlite3'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def catalog(catalog_url: str) -> Iterator[Catalog]:
+    cat = Catalog(catalog_url)
+    cat.upgrade()
+    yield cat
+    cat.dispose()

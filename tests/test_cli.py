@@ -1,0 +1,128 @@
+"""The foundation commands as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from catalog import Catalog
+from tests.cli_helpers import run_cli
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("LIUHEN_HOME", str(tmp_path / "liuhen"))
+    return tmp_path / "liuhen"
+
+
+def test_init_creates_everything_and_is_safe_to_repeat(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = run_cli(capsys, "init")
+    assert first.code == 0, first.err
+    key = home / "keys" / "station.pem"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert (home / "liuhen.toml").read_text(encoding="utf-8").startswith("# 留痕")
+    assert (home / "objects").is_dir()
+    key_bytes = key.read_bytes()
+    second = run_cli(capsys, "init", "--json")
+    assert second.code == 0
+    report = json.loads(second.out)
+    assert report["created"] == [] and report["store_ok"] is True
+    assert key.read_bytes() == key_bytes  # never replaced
+    verify = run_cli(capsys, "custody", "verify", "--json")
+    assert verify.code == 0 and json.loads(verify.out)["events"] == 1  # one key registration
+
+
+def test_init_refuses_a_key_readable_by_others(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli(capsys, "init").code == 0
+    os.chmod(home / "keys" / "station.pem", 0o644)
+    result = run_cli(capsys, "init")
+    assert result.code == 78
+    assert "readable by others" in result.err and "chmod 600" in result.err
+
+
+def test_commands_refuse_an_out_of_date_schema(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run_cli(capsys, "init").code == 0
+    cat = Catalog(f"sqlite:///{home / 'catalog.sqlite3'}")
+    with cat.transaction() as s:
+        s.execute(text("UPDATE alembic_version SET version_num = '0000'"))
+    cat.dispose()
+    result = run_cli(capsys, "custody", "verify")
+    assert result.code == 78 and "liuhen db upgrade" in result.err
+    # 'db upgrade' from an unknown revision must not pretend: alembic refuses, we say so.
+    with Catalog(f"sqlite:///{home / 'catalog.sqlite3'}").transaction() as s:
+        s.execute(text("DELETE FROM alembic_version"))
+    result = run_cli(capsys, "custody", "verify")
+    assert result.code == 78 and "no 留痕 schema" in result.err
+
+
+def test_config_show_masks_the_catalog_password(
+    home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LIUHEN_CATALOG_URL", "postgresql+psycopg://liuhen:s3cret@db/liuhen")
+    result = run_cli(capsys, "config", "show")
+    assert result.code == 0
+    assert "liuhen:***@db" in result.out and "s3cret" not in result.out
+    shown = json.loads(run_cli(capsys, "config", "show", "--json").out)
+    assert shown["catalog"]["url"].endswith("***@db/liuhen")
+
+
+def test_bad_settings_file_exit_code_and_message(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home.mkdir(parents=True)
+    (home / "liuhen.toml").write_text("[store]\nmultipart_chunk_mb = 1\n", encoding="utf-8")
+    result = run_cli(capsys, "config", "show")
+    assert result.code == 78
+    assert str(home / "liuhen.toml") in result.err and "store.multipart_chunk_mb" in result.err
+
+
+def test_unreachable_catalog_is_a_clear_error(
+    home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LIUHEN_CATALOG_URL", "postgresql+psycopg://nobody@127.0.0.1:1/none")
+    result = run_cli(capsys, "db", "upgrade")
+    assert result.code == 69
+    assert "unreachable" in result.err and "what to do" in result.err
+    verbose = run_cli(capsys, "--verbose", "db", "upgrade")
+    assert "cause: OperationalError" in verbose.err
+
+
+def test_store_check_reports_each_check(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli(capsys, "init").code == 0
+    result = run_cli(capsys, "store", "check", "--json")
+    report = json.loads(result.out)
+    assert result.code == 0 and report["ok"]
+    assert {c["name"] for c in report["checks"]} >= {"reachable", "writable", "round trip"}
+
+
+def test_store_check_fails_on_an_unusable_store(
+    home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocker = home.parent / "not-a-directory"
+    blocker.write_text("x", encoding="utf-8")
+    monkeypatch.setenv("LIUHEN_STORE_URL", (blocker / "objects").as_uri())
+    result = run_cli(capsys, "store", "check")
+    assert result.code == 1
+    assert "✗ reachable" in result.out and str(blocker) in result.out
+
+
+def test_installed_console_script_runs(home: Path) -> None:
+    """The `liuhen` script on PATH, as a newcomer calls it."""
+    exe = Path(sys.executable).with_name("liuhen")
+    done = subprocess.run([str(exe), "init"], capture_output=True, text=True, check=False,
+                          env={**os.environ})
+    assert done.returncode == 0, done.stderr
+    done = subprocess.run([str(exe), "custody", "verify"], capture_output=True, text=True,
+                          check=False, env={**os.environ})
+    assert done.returncode == 0 and "verifies" in done.stdout
