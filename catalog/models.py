@@ -112,6 +112,8 @@ class Docking(Base):
     __tablename__ = "dockings"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # The station journal's id for this docking: registering it again is a no-op.
+    uid: Mapped[str] = mapped_column(String(36), unique=True)
     station_id: Mapped[str] = mapped_column(ForeignKey("stations.id"), index=True)
     device_id: Mapped[int | None] = mapped_column(ForeignKey("devices.id"), index=True)
     officer_id: Mapped[int | None] = mapped_column(ForeignKey("officers.id"))
@@ -124,6 +126,34 @@ class Docking(Base):
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    files_total: Mapped[int] = mapped_column(Integer, default=0)
+    bytes_total: Mapped[int] = mapped_column(BigInteger, default=0)
+    problems: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class DockingFile(Base):
+    """One file seen on a docked recorder, and what became of it.
+
+    Several files (in one docking or across dockings) may share one Recording when their
+    bytes are the same.
+    """
+
+    __tablename__ = "docking_files"
+    __table_args__ = (UniqueConstraint("docking_id", "path_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    docking_id: Mapped[int] = mapped_column(ForeignKey("dockings.id"), index=True)
+    # SHA-256 of the raw path bytes: names need not be valid UTF-8.
+    path_key: Mapped[str] = mapped_column(String(64))
+    relpath: Mapped[str] = mapped_column(Text)
+    relpath_raw: Mapped[bytes] = mapped_column(LargeBinary)
+    size: Mapped[int] = mapped_column(BigInteger)
+    mtime: Mapped[datetime | None] = mapped_column(default=None)
+    # STORED | DUPLICATE | REJECTED | QUARANTINED | CLEARED
+    state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text, default=None)
+    recording_id: Mapped[int | None] = mapped_column(ForeignKey("recordings.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Recording(Base):

@@ -203,6 +203,24 @@ def _validate(s: Settings, where: str) -> None:
             raise bad(key, f"must be greater than 0, got {value}")
     if s.store.multipart_chunk_mb < 5:
         raise bad("store.multipart_chunk_mb", "must be at least 5 (the S3 minimum part size)")
+    for pattern in s.ingest.filename_patterns:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise bad("ingest.filename_patterns", f"has an invalid pattern {pattern!r}: {exc}")
+    if s.ingest.observer not in {"auto", "poll", "native"}:
+        raise bad("ingest.observer", "must be auto, poll or native")
+    for key, number in {
+        "ingest.file_workers": s.ingest.file_workers,
+        "ingest.docking_workers": s.ingest.docking_workers,
+        "ingest.chunk_mb": s.ingest.chunk_mb,
+        "ingest.poll_interval_s": s.ingest.poll_interval_s,
+        "ingest.retry_initial_s": s.ingest.retry_initial_s,
+    }.items():
+        if number <= 0:
+            raise bad(key, f"must be greater than 0, got {number}")
+    if s.ingest.stable_s < 0:
+        raise bad("ingest.stable_s", "must not be negative")
     if s.store.object_lock_days < 0:
         raise bad("store.object_lock_days", "must not be negative")
 

@@ -72,6 +72,41 @@ class RetentionSettings:
     attach_margin_s: int = 300
 
 
+# GA/T 947-style recorder file names. Named groups: serial (device), officer (警号),
+# start (capture start, YYYYMMDDHHMMSS), seq (segment number). First match wins.
+DEFAULT_FILENAME_PATTERNS = (
+    r"^(?P<serial>[A-Za-z0-9]{7})_(?P<officer>[0-9]{6})_(?P<start>[0-9]{14})_(?P<seq>[0-9]{1,4})\.",
+    r"^(?P<officer>[0-9]{6})_(?P<start>[0-9]{14})(?:_(?P<seq>[0-9]{1,4}))?\.",
+    r"^(?P<serial>[A-Za-z0-9]{7})_(?P<start>[0-9]{8}_[0-9]{6})",
+)
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    # The dock root `liuhen station watch` watches; each recorder is a folder in it.
+    dock_root: str = ""
+    # "auto": native file events, polling where they don't work (removable and network
+    # mounts); "poll": always poll; "native": never poll.
+    observer: str = "auto"
+    poll_interval_s: float = 1.0
+    # A file is taken when its size and mtime have not changed for this long.
+    stable_s: float = 2.0
+    # `liuhen ingest` gives up on a file still growing after this long.
+    growing_timeout_s: float = 60.0
+    # Files copied at once per docking, and dockings at once per station.
+    file_workers: int = 3
+    docking_workers: int = 2
+    chunk_mb: int = 4
+    # Delete files from the recorder after their stored copy is verified again. Off:
+    # clearing is normally done by the dock; 留痕 only says when it is safe.
+    clear_recorder: bool = False
+    device_info_files: tuple[str, ...] = ("DEVICE.INF", "DEVINFO.TXT", "device_info.txt")
+    filename_patterns: tuple[str, ...] = DEFAULT_FILENAME_PATTERNS
+    # Waits between retries while the catalog or store is unreachable.
+    retry_initial_s: float = 1.0
+    retry_max_s: float = 60.0
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path
@@ -83,6 +118,7 @@ class Settings:
     digests: DigestSettings = field(default_factory=DigestSettings)
     ffmpeg: FfmpegSettings = field(default_factory=FfmpegSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
+    ingest: IngestSettings = field(default_factory=IngestSettings)
 
     @property
     def catalog_url(self) -> str:
@@ -102,6 +138,11 @@ class Settings:
     def staging_dir(self) -> Path:
         return self.data_dir / "staging"
 
+    @property
+    def journal_path(self) -> Path:
+        """The station's local journal: dockings and files, durable without the catalog."""
+        return self.data_dir / "station-journal.sqlite3"
+
 
 # The sections of the settings file, in the order `config show` prints them.
 SECTIONS: dict[str, type] = {
@@ -111,4 +152,5 @@ SECTIONS: dict[str, type] = {
     "digests": DigestSettings,
     "ffmpeg": FfmpegSettings,
     "retention": RetentionSettings,
+    "ingest": IngestSettings,
 }

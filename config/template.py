@@ -51,6 +51,27 @@ ffprobe = "ffprobe"
 # Unattached recordings are kept at least this many days from capture.
 unattached_days = 183
 attach_margin_s = 300
+
+[ingest]
+# The folder `liuhen station watch` watches; each docked recorder is a folder in it.
+dock_root = ""
+# auto: native file events, polling for removable and network mounts; or poll, native.
+observer = "auto"
+poll_interval_s = 1.0
+# A file is taken once its size and mtime have been unchanged for this many seconds.
+stable_s = 2.0
+growing_timeout_s = 60.0
+file_workers = 3
+docking_workers = 2
+chunk_mb = 4
+# Delete files from the recorder once their stored copy is verified again (off: the
+# dock clears it; 留痕 only says when that is safe).
+clear_recorder = false
+device_info_files = ["DEVICE.INF", "DEVINFO.TXT", "device_info.txt"]
+# Recorder file names, first match wins; groups: serial, officer (警号), start, seq.
+# filename_patterns = ['^(?P<serial>[A-Za-z0-9]{{7}})_(?P<officer>[0-9]{{6}})_(?P<start>[0-9]{{14}})_(?P<seq>[0-9]{{1,4}})\\.']
+retry_initial_s = 1.0
+retry_max_s = 60.0
 """
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from catalog import Catalog, Signer, generate_key_file, load_key_file, register_station
 from config import Settings
 from config.template import render
+from ingest.station import Station
 from storage import LocalStore, ObjectStore, StoreReport, open_store
 
 
@@ -35,6 +36,10 @@ class App:
     @cached_property
     def signer(self) -> Signer:
         return Signer(self.settings.station.id, load_key_file(self.settings.key_file))
+
+    def station(self) -> Station:
+        return Station(self.settings, catalog=self.ready_catalog(), store=self.store,
+                       signer=self.signer)
 
     def close(self) -> None:
         if "catalog" in self.__dict__:

@@ -235,3 +235,12 @@ def _report(exc: LiuhenError, verbose: bool) -> None:
         while cause is not None:
             err.print(f"  cause: {type(cause).__name__}: {cause}", markup=False)
             cause = cause.__cause__
+
+
+def _register_more() -> None:
+    from liuhen import ingest_cmds
+
+    ingest_cmds.register(cli, pass_ctx, json_option)
+
+
+_register_more()

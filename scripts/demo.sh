@@ -6,5 +6,6 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export LIUHEN_HOME="${LIUHEN_HOME:-$PWD/demo-data}"
 .venv/bin/liuhen init
-.venv/bin/liuhen store check
+.venv/bin/liuhen demo
+.venv/bin/liuhen station status
 .venv/bin/liuhen custody verify

@@ -1,0 +1,182 @@
+"""One read of a recorder file: the same buffers feed the staging copy, SHA-256 and SM3.
+
+SM3 runs on a helper thread while this thread reads the next chunk, hashes it with
+SHA-256 and writes it; both hash functions release the GIL, so on two cores the copy
+runs at about the speed of SM3 alone (the slowest part), not of the sum.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from config.errors import EXIT_IOERR, LiuhenError
+from storage.digest import new_hasher
+
+
+class OffloadError(LiuhenError):
+    exit_code = EXIT_IOERR
+
+
+class SourceVanished(OffloadError):
+    """The file disappeared or shrank while it was read (recorder pulled?)."""
+
+
+class SourceChanged(OffloadError):
+    """The file grew or was rewritten while it was read: not stable yet."""
+
+
+class DiskFull(OffloadError):
+    """Staging ran out of space: the docking pauses; nothing staged is lost."""
+
+
+@dataclass(frozen=True)
+class Copied:
+    size: int
+    sha256: str
+    sm3: str
+
+
+@dataclass(frozen=True)
+class Entry:
+    """Something found on a recorder."""
+
+    relpath: bytes  # raw bytes, '/' separated, relative to the recorder root
+    kind: str  # file | symlink | special
+    size: int
+    mtime_ns: int
+
+
+def scan(root: Path) -> Iterator[Entry]:
+    """Walk the recorder without following symlinks; names are kept as raw bytes."""
+    base = os.fsencode(root)
+    stack = [b""]
+    while stack:
+        rel_dir = stack.pop()
+        try:
+            it = os.scandir(os.path.join(base, rel_dir) if rel_dir else base)
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # the recorder (or a folder of it) went away mid-scan
+        with it:
+            for e in sorted(it, key=lambda x: x.name):
+                rel = rel_dir + b"/" + e.name if rel_dir else e.name
+                try:
+                    st = e.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                if stat.S_ISLNK(st.st_mode):
+                    yield Entry(rel, "symlink", 0, st.st_mtime_ns)
+                elif stat.S_ISDIR(st.st_mode):
+                    stack.append(rel)
+                elif stat.S_ISREG(st.st_mode):
+                    yield Entry(rel, "file", st.st_size, st.st_mtime_ns)
+                else:
+                    yield Entry(rel, "special", 0, st.st_mtime_ns)
+
+
+def open_source(root: Path, relpath: bytes) -> int:
+    """Open a recorder file for reading, refusing symlinks at every level below root."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        parts = relpath.split(b"/")
+        for part in parts[:-1]:
+            nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+        return os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW, dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
+def copy_and_hash(
+    src_fd: int,
+    dst: Path,
+    *,
+    expected_size: int,
+    expected_mtime_ns: int,
+    chunk_size: int,
+    sm3_pool: ThreadPoolExecutor,
+    on_bytes: Callable[[int], None] | None = None,
+) -> Copied:
+    """Copy ``src_fd`` to ``dst`` (created, fsynced) hashing on the way; raise on change.
+
+    Memory use is two chunks whatever the file size.
+    """
+    sha = new_hasher("sha256")
+    sm3 = new_hasher("sm3")
+    pending: Future[None] | None = None
+    total = 0
+    with _suppress_fadvise():
+        os.posix_fadvise(src_fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+    try:
+        out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except OSError as exc:
+        raise _staging_error(dst, exc) from exc
+    try:
+        while True:
+            try:
+                buf = os.read(src_fd, chunk_size)
+            except OSError as exc:
+                raise SourceVanished(
+                    f"read error after {total} bytes: {exc.strerror}",
+                    hint="check the recorder and its cable, then dock it again",
+                ) from exc
+            if not buf:
+                break
+            if pending is not None:
+                pending.result()
+            pending = sm3_pool.submit(sm3.update, buf)
+            sha.update(buf)
+            try:
+                view = memoryview(buf)
+                while view:
+                    n = os.write(out, view)
+                    view = view[n:]
+            except OSError as exc:
+                raise _staging_error(dst, exc) from exc
+            total += len(buf)
+            if on_bytes is not None:
+                on_bytes(len(buf))
+        if pending is not None:
+            pending.result()
+        try:
+            os.fsync(out)
+        except OSError as exc:
+            raise _staging_error(dst, exc) from exc
+    finally:
+        if pending is not None and not pending.done():
+            pending.result()
+        os.close(out)
+    st = os.fstat(src_fd)
+    if total < expected_size or st.st_size < expected_size:
+        raise SourceVanished(
+            f"file shrank while it was read ({expected_size} bytes expected, {total} read)",
+            hint="the recorder may have been pulled or rewritten; dock it again",
+        )
+    if total != st.st_size or st.st_size != expected_size or st.st_mtime_ns != expected_mtime_ns:
+        raise SourceChanged(
+            f"file changed while it was read ({expected_size} → {st.st_size} bytes)"
+        )
+    return Copied(total, sha.hexdigest(), sm3.hexdigest())
+
+
+def _staging_error(dst: Path, exc: OSError) -> OffloadError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFull(
+            f"staging disk full while writing {dst}",
+            hint="free space on the station's data disk; the docking resumes by itself",
+        )
+    return OffloadError(f"cannot write staging file {dst}: {exc.strerror}")
+
+
+class _suppress_fadvise:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> bool:
+        return exc[0] is not None and issubclass(exc[0], OSError)  # type: ignore[arg-type]

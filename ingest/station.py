@@ -1,0 +1,497 @@
+"""A docking, end to end: scan → one read with copy and digests → store → catalog → safe.
+
+State lives in the station journal first (durable without the catalog), then in the
+catalog. Every step can be repeated: a station killed anywhere replays the journal and
+ends with every file stored once and the custody chain whole. SAFE_TO_CLEAR is written
+only after every file of the docking is stored, verified and registered.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from catalog import Catalog, CatalogUnavailable, Signer
+from catalog.dockings import (
+    DockingInfo,
+    OffloadedFile,
+    display_name,
+    ensure_docking,
+    finish_docking,
+    mark_cleared,
+    record_problem_file,
+    register_file,
+)
+from catalog.models import Docking, Recording
+from config import Settings
+from ingest import journal as J
+from ingest.identity import DeviceIdentity, NameParser, identify
+from ingest.journal import Journal, JournalDocking, JournalFile
+from ingest.offload import (
+    DiskFull,
+    OffloadError,
+    SourceChanged,
+    SourceVanished,
+    copy_and_hash,
+    open_source,
+    scan,
+)
+from storage import Digest, LocalStore, ObjectStore, StorageError, StoreUnavailable, content_key
+
+log = logging.getLogger("liuhen.station")
+
+# Problems with these services are waited out; the docking goes on staging meanwhile.
+TRANSIENT = (StoreUnavailable, CatalogUnavailable)
+
+
+@dataclass
+class DockingResult:
+    uid: str
+    state: str
+    files: int
+    stored: int
+    duplicates: int
+    bytes: int
+    problems: list[tuple[str, str, str]] = field(default_factory=list)  # (path, state, reason)
+    identity_flags: tuple[str, ...] = ()
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.state in (J.SAFE_TO_CLEAR, "CLEARED") and not self.problems else 3
+
+
+@dataclass
+class Progress:
+    """Live figures of one docking, for progress bars and status."""
+
+    uid: str = ""
+    files_total: int = 0
+    files_done: int = 0
+    bytes_total: int = 0
+    bytes_done: int = 0
+    waiting: str | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add_bytes(self, n: int) -> None:
+        with self.lock:
+            self.bytes_done += n
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+class Station:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        catalog: Catalog,
+        store: ObjectStore,
+        signer: Signer,
+        journal: Journal | None = None,
+    ) -> None:
+        self.settings = settings
+        self.ingest = settings.ingest
+        self.catalog = catalog
+        self.store = store
+        self.signer = signer
+        self.journal = journal or Journal(settings.journal_path)
+        self.actor = f"station:{signer.station_id}"
+        self.parser = NameParser(self.ingest.filename_patterns)
+        self.staging = settings.staging_dir
+        self.staging.mkdir(parents=True, exist_ok=True)
+        self._docking_ids: dict[str, int] = {}
+        self._sm3_pool = ThreadPoolExecutor(
+            max_workers=self.ingest.file_workers * max(1, self.ingest.docking_workers),
+            thread_name_prefix="sm3",
+        )
+
+    def close(self) -> None:
+        self._sm3_pool.shutdown(wait=True)
+        self.journal.close()
+
+    # -- the docking --------------------------------------------------------------------------
+
+    def run_docking(
+        self,
+        root: Path,
+        *,
+        slot: str | None = None,
+        stop: threading.Event | None = None,
+        on_progress: ProgressCallback | None = None,
+        wait_for_services: bool = True,
+    ) -> DockingResult:
+        stop = stop or threading.Event()
+        root = root.absolute()
+        if not root.is_dir():
+            raise OffloadError(f"{root}: not a folder", hint="name the recorder's folder or mount")
+        entries = list(scan(root))
+        names = [os.fsdecode(e.relpath.rsplit(b"/", 1)[-1]) for e in entries if e.kind == "file"]
+        ident = identify(root, names, self.parser, self.ingest.device_info_files)
+        jd = self._open_docking(root, slot or root.name, ident)
+        uid = jd.uid
+        log.info("docking %s of %s (%s)", uid, root, ident.serial or "unknown device")
+        self.journal.add_files(
+            uid, [(e.relpath, e.size, e.mtime_ns) for e in entries if e.kind == "file"]
+        )
+        self._reject_unusable(uid, entries)
+        progress = Progress(uid=uid)
+        self._refresh(progress)
+        report = on_progress or (lambda _p: None)
+
+        with ThreadPoolExecutor(self.ingest.file_workers, thread_name_prefix="offload") as pool:
+            futures = [
+                pool.submit(self._take_file, root, f, progress, stop, report)
+                for f in self.journal.files(uid, (J.PENDING, J.STAGED))
+            ]
+            for fut in futures:
+                fut.result()
+        # What is still STAGED waits for the store or catalog; retry with backoff.
+        self._drain_staged(uid, progress, stop, report, wait_for_services)
+        result = self._finish(uid, root, progress, stop, report, wait_for_services)
+        report(progress)
+        return result
+
+    def _open_docking(self, root: Path, slot: str, ident: DeviceIdentity) -> JournalDocking:
+        previous = self.journal.resumable(str(root), ident.serial)
+        if previous is not None:
+            log.info("resuming docking %s (%s)", previous.uid, previous.state)
+            self.journal.set_docking(previous.uid, state=J.OFFLOADING, source_path=str(root),
+                                     slot=slot, message=None)
+            resumed = self.journal.docking(previous.uid)
+            assert resumed is not None
+            return resumed
+        now = J.now_text()
+        jd = JournalDocking(
+            uid=str(uuid.uuid4()), slot=slot, source_path=str(root), serial=ident.serial,
+            identity={
+                "serial": ident.serial, "officer_number": ident.officer_number,
+                "officer_name": ident.officer_name, "unit_number": ident.unit_number,
+                "unit_name": ident.unit_name, "model": ident.model,
+                "clock_offset_s": ident.clock_offset_s, "source": ident.source,
+                "raw": ident.raw, "flags": list(ident.flags),
+            },
+            state=J.OFFLOADING, started_at=now, updated_at=now, waiting=None, message=None,
+        )
+        self.journal.add_docking(jd)
+        return jd
+
+    def _reject_unusable(self, uid: str, entries: list[Any]) -> None:
+        for e in entries:
+            if e.kind == "file":
+                continue
+            reason = ("symbolic link: not followed out of the recorder" if e.kind == "symlink"
+                      else "not a regular file (device, socket or pipe)")
+            self.journal.add_files(uid, [(e.relpath, 0, e.mtime_ns)])
+            (f,) = [x for x in self.journal.files(uid) if x.relpath == e.relpath]
+            if f.state == J.PENDING:
+                self.journal.set_file(f.id, state=J.REJECTED, reason=reason)
+
+    # -- one file -----------------------------------------------------------------------------
+
+    def _take_file(
+        self, root: Path, f: JournalFile, progress: Progress, stop: threading.Event,
+        report: ProgressCallback,
+    ) -> None:
+        name = display_name(f.relpath)
+        try:
+            if f.state == J.PENDING:
+                f = self._stage(root, f, progress, stop, report)
+            if f.state == J.STAGED:
+                self._commit(f, progress)
+        except TRANSIENT as exc:
+            progress.waiting = str(exc.message)
+            self.journal.set_docking(f.docking_uid, waiting=exc.message)
+        except Exception as exc:  # one bad file never blocks the others
+            log.exception("%s: unexpected error", name)
+            self.journal.set_file(f.id, state=J.QUARANTINED,
+                                  reason=f"unexpected error: {type(exc).__name__}: {exc}")
+        finally:
+            report(progress)
+
+    def _stage(
+        self, root: Path, f: JournalFile, progress: Progress, stop: threading.Event,
+        report: ProgressCallback,
+    ) -> JournalFile:
+        name = display_name(f.relpath)
+        deadline = time.monotonic() + self.ingest.growing_timeout_s
+        backoff = self.ingest.retry_initial_s
+        while not stop.is_set():
+            try:
+                fd = open_source(root, f.relpath)
+            except FileNotFoundError:
+                return self._quarantine(f, "vanished from the recorder before it was read")
+            except OSError as exc:
+                return self._quarantine(f, f"cannot open: {exc.strerror}")
+            try:
+                st = os.fstat(fd)
+                if st.st_size != f.size or st.st_mtime_ns != f.mtime_ns:
+                    self.journal.set_file(f.id, size=st.st_size, mtime_ns=st.st_mtime_ns)
+                    f = self.journal.file(f.id)
+                age = time.time() - st.st_mtime_ns / 1e9
+                if age < self.ingest.stable_s:
+                    if time.monotonic() > deadline:
+                        return self._quarantine(
+                            f, f"still growing after {self.ingest.growing_timeout_s:.0f} s; "
+                            "dock the recorder again when it has finished writing")
+                    stop.wait(min(self.ingest.stable_s - age + 0.05, 1.0))
+                    continue
+                if st.st_size == 0:
+                    self.journal.set_file(f.id, state=J.REJECTED,
+                                          reason="zero-byte file: nothing to store")
+                    return self.journal.file(f.id)
+                part = self.staging / f.docking_uid / f"{f.id}.part"
+                part.parent.mkdir(parents=True, exist_ok=True)
+                before = progress.bytes_done
+                try:
+                    copied = copy_and_hash(
+                        fd, part, expected_size=f.size, expected_mtime_ns=f.mtime_ns,
+                        chunk_size=self.ingest.chunk_mb << 20, sm3_pool=self._sm3_pool,
+                        on_bytes=progress.add_bytes,
+                    )
+                except SourceChanged:
+                    with progress.lock:
+                        progress.bytes_done = before
+                    part.unlink(missing_ok=True)
+                    if time.monotonic() > deadline:
+                        return self._quarantine(f, "kept changing while it was read")
+                    continue
+                except SourceVanished as exc:
+                    part.unlink(missing_ok=True)
+                    return self._quarantine(f, exc.message)
+                except DiskFull as exc:
+                    part.unlink(missing_ok=True)
+                    with progress.lock:
+                        progress.bytes_done = before
+                    progress.waiting = f"{exc.message}: {exc.hint}"
+                    self.journal.set_docking(f.docking_uid, waiting=progress.waiting)
+                    report(progress)
+                    log.warning("%s: %s; retrying in %.0f s", name, exc.message, backoff)
+                    stop.wait(backoff)
+                    backoff = min(backoff * 2, self.ingest.retry_max_s)
+                    continue
+            finally:
+                os.close(fd)
+            staged = part.with_suffix(".staged")
+            os.replace(part, staged)
+            _fsync_dir(staged.parent)
+            self.journal.set_file(f.id, state=J.STAGED, sha256=copied.sha256, sm3=copied.sm3,
+                                  staged_at=J.now_text())
+            if progress.waiting and progress.waiting.startswith("staging disk full"):
+                progress.waiting = None
+                self.journal.set_docking(f.docking_uid, waiting=None)
+            return self.journal.file(f.id)
+        return f
+
+    def _quarantine(self, f: JournalFile, reason: str) -> JournalFile:
+        log.warning("%s: quarantined: %s", display_name(f.relpath), reason)
+        self.journal.set_file(f.id, state=J.QUARANTINED, reason=reason)
+        return self.journal.file(f.id)
+
+    def _staged_path(self, f: JournalFile) -> Path:
+        return self.staging / f.docking_uid / f"{f.id}.staged"
+
+    def _commit(self, f: JournalFile, progress: Progress) -> None:
+        """Store, verify and register one staged file; then drop the staged copy."""
+        assert f.sha256 and f.sm3 and f.staged_at
+        digest = Digest("sha256", f.sha256)
+        key = content_key(digest)
+        staged = self._staged_path(f)
+        held = self._already_held(f.sha256)
+        if held:
+            verified_by = "duplicate of a stored, verified recording"
+        elif staged.exists():
+            verified_by = self._store(key, staged, digest, f.size)
+        else:
+            # Killed after storing and before the journal said DONE: the object is there.
+            self.store.verify(key, digest)
+            verified_by = "re-read of the stored object (SHA-256)"
+        jd = self.journal.docking(f.docking_uid)
+        assert jd is not None
+        fields = self.parser.parse(os.fsdecode(f.relpath.rsplit(b"/", 1)[-1]))
+        offloaded = OffloadedFile(
+            relpath_raw=f.relpath, size=f.size,
+            mtime=datetime.fromtimestamp(f.mtime_ns / 1e9, UTC), sha256=f.sha256, sm3=f.sm3,
+            object_key=key, captured_at=fields.start,
+            staged_at=datetime.fromisoformat(f.staged_at), verified_by=verified_by,
+        )
+        with self.catalog.transaction() as s:
+            docking = self._catalog_docking(s, jd)
+            register_file(s, self.signer, docking, offloaded, self.actor)
+        self.journal.set_file(f.id, state=J.DONE)
+        staged.unlink(missing_ok=True)
+        with progress.lock:
+            progress.files_done += 1
+
+    def _already_held(self, sha256: str) -> bool:
+        with self.catalog.session() as s:
+            rec = s.query(Recording.id).filter(Recording.sha256 == sha256).first()
+        return rec is not None
+
+    def _store(self, key: str, staged: Path, digest: Digest, size: int) -> str:
+        if isinstance(self.store, LocalStore):
+            self.store.adopt(key, staged, expected=digest)
+            return "re-read of the stored object (SHA-256)"
+        retain = None
+        if self.settings.store.object_lock_days:
+            retain = datetime.now(UTC) + timedelta(days=self.settings.store.object_lock_days)
+        with open(staged, "rb") as stream:
+            self.store.put(key, stream, expected=digest, size=size, retain_until=retain)
+        return "SHA-256 checksum checked by the object store"
+
+    def _catalog_docking(self, s: Any, jd: JournalDocking) -> Docking:
+        ident = jd.identity
+        info = DockingInfo(
+            uid=jd.uid, slot=jd.slot, source_path=jd.source_path, serial=jd.serial,
+            officer_number=ident.get("officer_number"), officer_name=ident.get("officer_name", ""),
+            unit=ident.get("unit_name", ""), model=ident.get("model", ""),
+            identity_source=ident.get("source", "folder"), identity_raw=ident,
+            started_at=datetime.fromisoformat(jd.started_at),
+        )
+        return ensure_docking(s, self.signer, info, self.actor)
+
+    # -- waiting for services, and the end of a docking ------------------------------------------
+
+    def _drain_staged(
+        self, uid: str, progress: Progress, stop: threading.Event, report: ProgressCallback,
+        wait: bool,
+    ) -> None:
+        backoff = self.ingest.retry_initial_s
+        while not stop.is_set():
+            staged = self.journal.files(uid, (J.STAGED,))
+            if not staged:
+                break
+            try:
+                for f in staged:
+                    self._commit(f, progress)
+            except TRANSIENT as exc:
+                progress.waiting = f"waiting: {exc.message}"
+                self.journal.set_docking(uid, waiting=progress.waiting)
+                report(progress)
+                if not wait:
+                    return
+                log.warning("%s; retrying in %.0f s", exc.message, backoff)
+                stop.wait(backoff)
+                backoff = min(backoff * 2, self.ingest.retry_max_s)
+                continue
+            except StorageError as exc:  # a store error that will not pass by waiting
+                self.journal.set_file(staged[0].id, state=J.QUARANTINED, reason=exc.message)
+        if progress.waiting:
+            progress.waiting = None
+            self.journal.set_docking(uid, waiting=None)
+        report(progress)
+
+    def _finish(
+        self, uid: str, root: Path, progress: Progress, stop: threading.Event,
+        report: ProgressCallback, wait: bool,
+    ) -> DockingResult:
+        files = self.journal.files(uid)
+        jd = self.journal.docking(uid)
+        assert jd is not None
+        open_work = [f for f in files if f.state in (J.PENDING, J.STAGED)]
+        problems = [(display_name(f.relpath), f.state, f.reason or "")
+                    for f in files if f.state in (J.REJECTED, J.QUARANTINED)]
+        blocking = [f for f in files if f.state == J.QUARANTINED]
+        recorder_gone = not root.is_dir()
+        if open_work or stop.is_set():
+            state = J.OFFLOADING  # interrupted: the next run resumes it
+        elif blocking or recorder_gone:
+            state = J.INCOMPLETE
+        else:
+            state = J.SAFE_TO_CLEAR
+        if state != J.OFFLOADING:
+            self._record_outcome(jd, files, state, problems, stop, wait)
+            if state == J.SAFE_TO_CLEAR and self.ingest.clear_recorder:
+                state = self._clear(root, jd, files)
+            self.journal.set_docking(uid, state=state, waiting=None,
+                                     message="; ".join(f"{p}: {r}" for p, _s, r in problems)
+                                     or None)
+        files = self.journal.files(uid)
+        done = [f for f in files if f.state in (J.DONE, J.CLEARED)]
+        return DockingResult(
+            uid=uid, state=state, files=len(files), stored=len(done),
+            duplicates=0, bytes=sum(f.size for f in done), problems=problems,
+            identity_flags=tuple(jd.identity.get("flags", [])),
+        )
+
+    def _record_outcome(
+        self, jd: JournalDocking, files: list[JournalFile], state: str,
+        problems: list[tuple[str, str, str]], stop: threading.Event, wait: bool,
+    ) -> None:
+        backoff = self.ingest.retry_initial_s
+        while True:
+            try:
+                with self.catalog.transaction() as s:
+                    docking = self._catalog_docking(s, jd)
+                    for f in files:
+                        if f.state in (J.REJECTED, J.QUARANTINED):
+                            record_problem_file(s, self.signer, docking, f.relpath, f.size,
+                                                f.state, f.reason or "", self.actor)
+                    finish_docking(
+                        s, self.signer, docking, state,
+                        files=len(files), size=sum(f.size for f in files),
+                        problems={p: r for p, _s, r in problems}, actor=self.actor)
+                return
+            except TRANSIENT:
+                if not wait or stop.is_set():
+                    raise
+                stop.wait(backoff)
+                backoff = min(backoff * 2, self.ingest.retry_max_s)
+
+    def _clear(self, root: Path, jd: JournalDocking, files: list[JournalFile]) -> str:
+        """Delete each stored file from the recorder after checking its stored copy again."""
+        for f in files:
+            if f.state != J.DONE or not f.sha256:
+                continue
+            digest = Digest("sha256", f.sha256)
+            self.store.verify(content_key(digest), digest)
+            _unlink_on_recorder(root, f.relpath)
+            with self.catalog.transaction() as s:
+                mark_cleared(s, self.signer, self._catalog_docking(s, jd), f.relpath, f.sha256,
+                             self.actor)
+            self.journal.set_file(f.id, state=J.CLEARED)
+        with self.catalog.transaction() as s:
+            docking = self._catalog_docking(s, jd)
+            finish_docking(s, self.signer, docking, "CLEARED", files=docking.files_total,
+                           size=docking.bytes_total, problems=docking.problems, actor=self.actor)
+        return "CLEARED"
+
+    def _refresh(self, progress: Progress) -> None:
+        files = self.journal.files(progress.uid)
+        progress.files_total = len(files)
+        progress.bytes_total = sum(f.size for f in files)
+        done = [f for f in files if f.state in (J.DONE, J.CLEARED, J.STAGED)]
+        progress.files_done = sum(1 for f in files if f.state in (J.DONE, J.CLEARED))
+        progress.bytes_done = sum(f.size for f in done)
+
+
+def _unlink_on_recorder(root: Path, relpath: bytes) -> None:
+    parent, _, name = relpath.rpartition(b"/")
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for part in parent.split(b"/") if parent else []:
+            nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name, dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
