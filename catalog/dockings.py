@@ -8,16 +8,20 @@ file of the same docking again changes nothing.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from catalog.custody import append_event
 from catalog.models import Device, Docking, DockingFile, Officer, Recording, utcnow
 from catalog.signing import Signer
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -58,26 +62,42 @@ def display_name(relpath_raw: bytes) -> str:
     return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
 
 
+def _get_or_create(session: Session, model: type[T], where: Any, make: Callable[[], T]) -> T:
+    """The row matching ``where``, created if missing; safe when another process races us.
+
+    On PostgreSQL two stations (or two threads) may insert the same device at once; the
+    loser's insert fails on the unique key inside a savepoint, and it reads the winner's.
+    """
+    row = session.scalars(select(model).where(where)).first()
+    if row is not None:
+        return row
+    try:
+        with session.begin_nested():
+            row = make()
+            session.add(row)
+    except IntegrityError:
+        row = session.scalars(select(model).where(where)).one()
+    return row
+
+
 def ensure_docking(session: Session, signer: Signer, info: DockingInfo, actor: str) -> Docking:
     docking = session.scalars(select(Docking).where(Docking.uid == info.uid)).first()
     if docking is not None:
         return docking
     device = None
     if info.serial:
-        device = session.scalars(select(Device).where(Device.serial == info.serial)).first()
-        if device is None:
-            device = Device(serial=info.serial, model=info.model, unit=info.unit, registered=False)
-            session.add(device)
-            session.flush()
+        serial = info.serial
+        device = _get_or_create(
+            session, Device, Device.serial == serial,
+            lambda: Device(serial=serial, model=info.model, unit=info.unit, registered=False),
+        )
     officer = None
     if info.officer_number:
-        officer = session.scalars(
-            select(Officer).where(Officer.number == info.officer_number)
-        ).first()
-        if officer is None:
-            officer = Officer(number=info.officer_number, name=info.officer_name, unit=info.unit)
-            session.add(officer)
-            session.flush()
+        number = info.officer_number
+        officer = _get_or_create(
+            session, Officer, Officer.number == number,
+            lambda: Officer(number=number, name=info.officer_name, unit=info.unit),
+        )
     docking = Docking(
         uid=info.uid,
         station_id=signer.station_id,
@@ -112,7 +132,7 @@ def register_file(
     existing = session.scalars(
         select(DockingFile).where(DockingFile.docking_id == docking.id, DockingFile.path_key == key)
     ).first()
-    if existing is not None:
+    if existing is not None and existing.state not in ("REJECTED", "QUARANTINED"):
         return existing, existing.state == "DUPLICATE"
     name = display_name(f.relpath_raw)
     recording = session.scalars(select(Recording).where(Recording.sha256 == f.sha256)).first()
@@ -134,12 +154,17 @@ def register_file(
     elif recording.sm3 != f.sm3 or recording.size != f.size:
         # Same SHA-256, different SM3 or size: impossible for honest bytes. Refuse loudly.
         raise ValueError(f"{name}: SHA-256 {f.sha256} already held with a different SM3/size")
-    row = DockingFile(
-        docking_id=docking.id, path_key=key, relpath=name, relpath_raw=f.relpath_raw,
-        size=f.size, mtime=f.mtime, state="DUPLICATE" if duplicate else "STORED",
-        recording_id=recording.id,
-    )
-    session.add(row)
+    if existing is not None:  # quarantined on an earlier try, taken now
+        row = existing
+        row.size, row.mtime, row.reason, row.recording_id = f.size, f.mtime, None, recording.id
+        row.state = "DUPLICATE" if duplicate else "STORED"
+    else:
+        row = DockingFile(
+            docking_id=docking.id, path_key=key, relpath=name, relpath_raw=f.relpath_raw,
+            size=f.size, mtime=f.mtime, state="DUPLICATE" if duplicate else "STORED",
+            recording_id=recording.id,
+        )
+        session.add(row)
     session.flush()
     common = {"docking": docking.uid, "path": name, "size": f.size}
     append_event(session, signer, actor=actor, action="offloaded", object_type="recording",

@@ -207,7 +207,9 @@ def _validate(s: Settings, where: str) -> None:
         try:
             re.compile(pattern)
         except re.error as exc:
-            raise bad("ingest.filename_patterns", f"has an invalid pattern {pattern!r}: {exc}")
+            raise bad(
+                "ingest.filename_patterns", f"has an invalid pattern {pattern!r}: {exc}"
+            ) from exc
     if s.ingest.observer not in {"auto", "poll", "native"}:
         raise bad("ingest.observer", "must be auto, poll or native")
     for key, number in {

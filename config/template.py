@@ -69,10 +69,13 @@ chunk_mb = 4
 clear_recorder = false
 device_info_files = ["DEVICE.INF", "DEVINFO.TXT", "device_info.txt"]
 # Recorder file names, first match wins; groups: serial, officer (警号), start, seq.
-# filename_patterns = ['^(?P<serial>[A-Za-z0-9]{{7}})_(?P<officer>[0-9]{{6}})_(?P<start>[0-9]{{14}})_(?P<seq>[0-9]{{1,4}})\\.']
+# Example (the first default):
+# filename_patterns = [
+#   '^(?P<serial>[A-Za-z0-9]{{7}})_(?P<officer>[0-9]{{6}})_(?P<start>[0-9]{{14}})_(?P<seq>[0-9]{{1,4}})\\.',
+# ]
 retry_initial_s = 1.0
 retry_max_s = 60.0
-"""
+"""  # noqa: E501
 
 
 def render(data_dir: Path, station_id: str) -> str:

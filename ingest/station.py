@@ -145,6 +145,7 @@ class Station:
             uid, [(e.relpath, e.size, e.mtime_ns) for e in entries if e.kind == "file"]
         )
         self._reject_unusable(uid, entries)
+        self._register_docking_early(jd)
         progress = Progress(uid=uid)
         self._refresh(progress)
         report = on_progress or (lambda _p: None)
@@ -168,6 +169,9 @@ class Station:
             log.info("resuming docking %s (%s)", previous.uid, previous.state)
             self.journal.set_docking(previous.uid, state=J.OFFLOADING, source_path=str(root),
                                      slot=slot, message=None)
+            # Docked again: what could not be taken last time gets another try.
+            for f in self.journal.files(previous.uid, (J.QUARANTINED,)):
+                self.journal.set_file(f.id, state=J.PENDING, reason=None)
             resumed = self.journal.docking(previous.uid)
             assert resumed is not None
             return resumed
@@ -185,6 +189,14 @@ class Station:
         )
         self.journal.add_docking(jd)
         return jd
+
+    def _register_docking_early(self, jd: JournalDocking) -> None:
+        """Create the catalog docking before files commit in parallel (if reachable now)."""
+        try:
+            with self.catalog.transaction() as s:
+                self._catalog_docking(s, jd)
+        except TRANSIENT as exc:
+            log.warning("catalog not reachable yet (%s); staging goes on", exc.message)
 
     def _reject_unusable(self, uid: str, entries: list[Any]) -> None:
         for e in entries:
@@ -235,6 +247,11 @@ class Station:
                 return self._quarantine(f, f"cannot open: {exc.strerror}")
             try:
                 st = os.fstat(fd)
+                if st.st_size < f.size:
+                    # Recordings grow while written; one that shrinks was damaged or
+                    # rewritten on the recorder. Keep it for a person to look at.
+                    return self._quarantine(
+                        f, f"shrank from {f.size} to {st.st_size} bytes before it was read")
                 if st.st_size != f.size or st.st_mtime_ns != f.mtime_ns:
                     self.journal.set_file(f.id, size=st.st_size, mtime_ns=st.st_mtime_ns)
                     f = self.journal.file(f.id)

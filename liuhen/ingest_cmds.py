@@ -5,8 +5,8 @@ from __future__ import annotations
 import shutil
 import sys
 import tempfile
-import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -162,7 +162,10 @@ def run_demo(app: Any, keep: bool) -> None:
             shutil.rmtree(dock, ignore_errors=True)
 
 
-def register(cli: click.Group, pass_ctx: Any, json_option: Any) -> None:
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> None:
     @cli.command("ingest")
     @click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
     @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
@@ -192,4 +195,3 @@ def register(cli: click.Group, pass_ctx: Any, json_option: Any) -> None:
         """Simulate a docking end to end with a synthetic recorder."""
         run_demo(ctx.app(), keep)
 
-    _ = threading  # station watch (below) uses threads

@@ -41,7 +41,9 @@ def test_init_creates_everything_and_is_safe_to_repeat(
     assert verify.code == 0 and json.loads(verify.out)["events"] == 1  # one key registration
 
 
-def test_init_refuses_a_key_readable_by_others(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_init_refuses_a_key_readable_by_others(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert run_cli(capsys, "init").code == 0
     os.chmod(home / "keys" / "station.pem", 0o644)
     result = run_cli(capsys, "init")

@@ -144,7 +144,9 @@ def test_tampering_is_detected_and_named(
     station.dispose()
 
 
-def test_json_report_lists_every_problem(station: Catalog, capsys: pytest.CaptureFixture[str]) -> None:
+def test_json_report_lists_every_problem(
+    station: Catalog, capsys: pytest.CaptureFixture[str]
+) -> None:
     with station.transaction() as s:
         event(s, 3).actor = "someone else"
         event(s, 8).object_id = "other"

@@ -1,0 +1,338 @@
+"""Station offload end to end, and every kind of bad input, on real files and services."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from catalog import verify_chain
+from catalog.models import CustodyEvent, Docking, DockingFile, Recording
+from ingest import journal as J
+from ingest.synthetic import make_bulk_files, make_recorder
+from tests.offload_helpers import file_digests, make_app
+
+
+def recorder_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def assert_stored_exactly(app: Any, root: Path, expect_state: str = "SAFE_TO_CLEAR") -> None:
+    """Every recorder file is in the catalog and store with independently computed digests."""
+    with app.catalog.session() as s:
+        recs = {r.sha256: r for r in s.scalars(select(Recording))}
+        (docking,) = s.scalars(select(Docking)).all()
+        assert docking.state == expect_state
+        report = verify_chain(s, trusted={app.settings.station.id: {app.signer.key_id}})
+    assert report.ok, [p.describe() for p in report.problems]
+    for path in recorder_files(root):
+        sha, sm3 = file_digests(path)
+        assert sha in recs, f"{path} not in the catalog"
+        assert recs[sha].sm3 == sm3
+        with app.store.open(recs[sha].object_key) as f:
+            assert f.read() == path.read_bytes()
+
+
+def test_synthetic_recorder_sqlite_local(tmp_path: Path) -> None:
+    rec = make_recorder(tmp_path / "dock" / "A123456")
+    app = make_app(tmp_path / "data")
+    station = app.station()
+    result = station.run_docking(rec.root)
+    station.close()
+    assert result.state == "SAFE_TO_CLEAR" and result.exit_code == 0
+    assert result.stored == len(rec.files) and not result.problems
+    assert_stored_exactly(app, rec.root)
+    with app.catalog.session() as s:
+        (docking,) = s.scalars(select(Docking)).all()
+        assert docking.identity_source == "device-info"
+        actions = [e.action for e in s.scalars(select(CustodyEvent).order_by(CustodyEvent.seq))]
+    assert actions[-1] == "safe-to-clear"
+    assert actions.count("verified") == len(rec.files)
+    assert not any((tmp_path / "data" / "staging").rglob("*.staged"))
+
+
+@pytest.mark.postgres
+@pytest.mark.s3
+def test_synthetic_recorder_postgres_s3(
+    tmp_path: Path, pg_url: str, s3_endpoint: Any, s3_bucket: str, s3_client: Any
+) -> None:
+    rec = make_recorder(tmp_path / "dock" / "A123456")
+    app = make_app(tmp_path / "data", catalog_url=pg_url, store_url=f"s3://{s3_bucket}/ev",
+                   store_env={"LIUHEN_STORE_ENDPOINT_URL": s3_endpoint.url})
+    station = app.station()
+    result = station.run_docking(rec.root)
+    station.close()
+    assert result.state == "SAFE_TO_CLEAR", result.problems
+    assert_stored_exactly(app, rec.root)
+    listed = s3_client.list_objects_v2(Bucket=s3_bucket, Prefix="ev/")
+    assert listed["KeyCount"] == len(rec.files)
+
+
+def test_duplicate_bytes_are_linked_not_stored_again(tmp_path: Path) -> None:
+    first = make_bulk_files(tmp_path / "dock" / "first", 3, 10_000)
+    second = tmp_path / "dock" / "second"
+    shutil.copytree(first.root, second)
+    app = make_app(tmp_path / "data")
+    station = app.station()
+    station.run_docking(first.root)
+    station.journal.set_docking(station.journal.dockings()[0].uid, state="CLEARED")
+    result = station.run_docking(second)
+    station.close()
+    assert result.state == "SAFE_TO_CLEAR"
+    with app.catalog.session() as s:
+        assert len(s.scalars(select(Recording)).all()) == len(first.files)
+        states = [f.state for f in s.scalars(select(DockingFile))]
+        linked = s.scalars(select(CustodyEvent).where(CustodyEvent.action == "duplicate-linked"))
+        assert len(linked.all()) == len(first.files)
+    assert states.count("DUPLICATE") == len(first.files)
+    assert len(list(app.store.list())) == len(first.files)
+
+
+def test_unknown_device_is_ingested_and_flagged(tmp_path: Path) -> None:
+    root = tmp_path / "dock" / "mystery"
+    root.mkdir(parents=True)
+    (root / "VID0001.MP4").write_bytes(b"not really a video" * 100)
+    app = make_app(tmp_path / "data")
+    station = app.station()
+    result = station.run_docking(root)
+    station.close()
+    assert result.state == "SAFE_TO_CLEAR"
+    assert any("unknown device" in f for f in result.identity_flags)
+    with app.catalog.session() as s:
+        (docking,) = s.scalars(select(Docking)).all()
+        assert docking.device_id is None and docking.identity_raw["raw"]["folder"] == "mystery"
+
+
+def test_device_identity_from_file_names(tmp_path: Path) -> None:
+    rec = make_recorder(tmp_path / "dock" / "slot3", with_device_info=False, h265=0, wav=0,
+                        segments=0, truncated=0)
+    app = make_app(tmp_path / "data")
+    station = app.station()
+    station.run_docking(rec.root)
+    station.close()
+    with app.catalog.session() as s:
+        (docking,) = s.scalars(select(Docking)).all()
+        assert docking.identity_source == "file-name"
+        rec_row = s.scalars(select(Recording)).first()
+        assert rec_row is not None and rec_row.captured_at is not None
+
+
+def test_hostile_names_and_special_files(tmp_path: Path) -> None:
+    """Control characters, invalid UTF-8, long names, symlinks, FIFOs, empty files."""
+    root = tmp_path / "dock" / "B7654321"
+    root.mkdir(parents=True)
+    base = os.fsencode(root)
+    hostile = {
+        b"bad\x07\x1bname.MP4": b"bell and escape",
+        b"latin1-\xe9\xff.MP4": b"not utf-8",
+        b"x" * 240 + b".MP4": b"long name",
+        "中文名称.MP4".encode(): b"utf-8 is fine",
+    }
+    for name, data in hostile.items():
+        with open(os.path.join(base, name), "wb") as f:
+            f.write(data)
+    (root / "empty.MP4").write_bytes(b"")
+    secret = tmp_path / "outside-secret.txt"
+    secret.write_text("must never be read", encoding="utf-8")
+    (root / "link.MP4").symlink_to(secret)
+    (root / "dirlink").symlink_to(tmp_path)
+    os.mkfifo(root / "pipe.MP4")
+    app = make_app(tmp_path / "data")
+    station = app.station()
+    result = station.run_docking(root)
+    station.close()
+    problems = {p: (s, r) for p, s, r in result.problems}
+    assert problems["empty.MP4"][0] == "REJECTED" and "zero-byte" in problems["empty.MP4"][1]
+    assert "symbolic link" in problems["link.MP4"][1]
+    assert "symbolic link" in problems["dirlink"][1]
+    assert "not a regular file" in problems["pipe.MP4"][1]
+    assert result.state == "SAFE_TO_CLEAR"  # nothing here could be lost by clearing
+    assert result.exit_code == 3  # but the officer is told about the rejected entries
+    with app.catalog.session() as s:
+        raw = {r.original_name_raw for r in s.scalars(select(Recording))}
+        names = {r.relpath for r in s.scalars(select(DockingFile))}
+    assert set(hostile) == raw  # every original name kept byte for byte
+    assert "bad\\x07\\x1bname.MP4" in names and "latin1-\\xe9\\xff.MP4" in names
+    stored = [app.store.open(k).read() for k in app.store.list()]
+    assert b"must never be read" not in stored
+
+
+def test_file_vanishing_or_shrinking_mid_copy_is_quarantined(tmp_path: Path) -> None:
+    rec = make_bulk_files(tmp_path / "dock" / "A123456", 4, 3 << 20)
+    reading, shrunk, vanished, _intact = sorted(rec.media(), key=lambda f: f.relpath)
+    app = make_app(tmp_path / "data", chunk_mb=1, file_workers=1)
+    station = app.station()
+    done = {"hit": False}
+
+    def sabotage(p: Any) -> None:
+        # One megabyte into the first file: it is cut short under the reader (battery
+        # died, card pulled), the next one shrinks and the third disappears.
+        if not done["hit"] and p.bytes_done >= 1 << 20:
+            done["hit"] = True
+            os.truncate(rec.root / reading.relpath, 1000)
+            os.truncate(rec.root / shrunk.relpath, 1000)
+            (rec.root / vanished.relpath).unlink()
+
+    result = _run_with_byte_hook(station, rec.root, sabotage)
+    station.close()
+    problems = {p: r for p, _s, r in result.problems}
+    assert "shrank while it was read" in problems[reading.relpath]
+    assert "shrank from" in problems[shrunk.relpath]
+    assert "vanished" in problems[vanished.relpath]
+    assert result.state == "INCOMPLETE" and result.exit_code == 3
+    assert result.stored == len(rec.files) - 3  # the others are stored all the same
+
+
+def _run_with_byte_hook(station: Any, root: Path, hook: Any) -> Any:
+    from ingest import station as station_module
+
+    real = station_module.Progress.add_bytes
+
+    def add_bytes(self: Any, n: int) -> None:
+        real(self, n)
+        hook(self)
+
+    station_module.Progress.add_bytes = add_bytes  # type: ignore[method-assign]
+    try:
+        return station.run_docking(root)
+    finally:
+        station_module.Progress.add_bytes = real  # type: ignore[method-assign]
+
+
+def test_growing_file_waits_then_is_taken_or_quarantined(tmp_path: Path) -> None:
+    root = tmp_path / "dock" / "A123456"
+    root.mkdir(parents=True)
+    (root / "done.MP4").write_bytes(b"finished" * 1000)
+    os.utime(root / "done.MP4", (time.time() - 60, time.time() - 60))
+    growing = root / "growing.MP4"
+    growing.write_bytes(b"start")
+    stop = threading.Event()
+
+    def grow() -> None:
+        while not stop.is_set():
+            with open(growing, "ab") as f:
+                f.write(b"more")
+            time.sleep(0.05)
+
+    writer = threading.Thread(target=grow)
+    writer.start()
+    app = make_app(tmp_path / "data", stable_s=0.5, growing_timeout_s=1.5)
+    station = app.station()
+    try:
+        result = station.run_docking(root)
+    finally:
+        stop.set()
+        writer.join()
+    problems = {p: r for p, _s, r in result.problems}
+    assert "still growing" in problems["growing.MP4"]
+    assert result.state == "INCOMPLETE"
+    # Docked again once the recorder has finished writing: the same docking resumes.
+    os.utime(growing, (time.time() - 60, time.time() - 60))
+    uid = result.uid
+    again = station.run_docking(root)
+    station.close()
+    assert again.uid == uid and again.state == "SAFE_TO_CLEAR"
+
+
+def test_recorder_pulled_early_then_resumed_on_next_docking(tmp_path: Path) -> None:
+    rec = make_bulk_files(tmp_path / "dock" / "A123456", 6, 2 << 20)
+    app = make_app(tmp_path / "data", chunk_mb=1, file_workers=1)
+    station = app.station()
+    pulled = tmp_path / "pulled"
+
+    def pull(p: Any) -> None:
+        # Two files in, the officer pulls the recorder (its folder goes away).
+        if p.bytes_done >= 5 << 20 and not pulled.exists():
+            shutil.copytree(rec.root, pulled)
+            shutil.rmtree(rec.root)
+
+    first = _run_with_byte_hook(station, rec.root, pull)
+    assert first.state == "INCOMPLETE" and first.stored < len(rec.files)
+    with app.catalog.session() as s:
+        assert s.scalars(select(Docking)).one().state == "INCOMPLETE"
+    # Docked again (another mount point): the same docking resumes and completes.
+    again = station.run_docking(pulled)
+    station.close()
+    assert again.uid == first.uid and again.state == "SAFE_TO_CLEAR"
+    assert_stored_exactly(app, pulled)
+
+
+def test_full_disk_pauses_then_resumes(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a small tmpfs as the staging disk")
+    rec = make_bulk_files(tmp_path / "dock" / "A123456", 4, 2 << 20)
+    data = tmp_path / "data"
+    app = make_app(data, retry_initial_s=0.2, retry_max_s=0.3)
+    staging = app.settings.staging_dir
+    staging.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(staging)], check=True)
+    try:
+        # Staging and the store are on different filesystems now: adopt falls back to a copy.
+        station = app.station()
+        box: dict[str, Any] = {}
+        waits: list[str] = []
+
+        def run() -> None:
+            box["result"] = station.run_docking(rec.root, on_progress=lambda p: waits.append(
+                p.waiting or ""))
+
+        t = threading.Thread(target=run)
+        t.start()
+        deadline = time.time() + 20
+        while not any("disk full" in w for w in waits) and time.time() < deadline:
+            time.sleep(0.05)
+        assert any("disk full" in w for w in waits), "the pause was never shown"
+        subprocess.run(["mount", "-o", "remount,size=64m", str(staging)], check=True)
+        t.join(30)
+        assert not t.is_alive()
+        station.close()
+        assert box["result"].state == "SAFE_TO_CLEAR"
+        assert_stored_exactly(app, rec.root)
+    finally:
+        subprocess.run(["umount", "-l", str(staging)], check=False)
+
+
+def test_ingest_command_exit_codes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.cli_helpers import run_cli
+
+    monkeypatch.setenv("LIUHEN_HOME", str(tmp_path / "data"))
+    monkeypatch.setenv("LIUHEN_INGEST_STABLE_S", "0")
+    assert run_cli(capsys, "init").code == 0
+    good = make_bulk_files(tmp_path / "dock" / "good", 3, 1000)
+    result = run_cli(capsys, "ingest", str(good.root), "--json")
+    assert result.code == 0, result.err
+    assert '"state": "SAFE_TO_CLEAR"' in result.out
+    bad = tmp_path / "dock" / "bad"
+    bad.mkdir()
+    (bad / "empty.MP4").write_bytes(b"")
+    (bad / "ok.MP4").write_bytes(b"ok")
+    result = run_cli(capsys, "ingest", str(bad))
+    assert result.code == 3 and "empty.MP4" in result.out and "zero-byte" in result.out
+    status = run_cli(capsys, "station", "status", "--json")
+    assert status.code == 0 and '"safe_to_clear": true' in status.out
+    missing = run_cli(capsys, "ingest", str(tmp_path / "nope"))
+    assert missing.code == 2
+
+
+def test_clearing_deletes_only_after_recheck(tmp_path: Path) -> None:
+    rec = make_bulk_files(tmp_path / "dock" / "A123456", 3, 5000)
+    app = make_app(tmp_path / "data", clear_recorder=True)
+    station = app.station()
+    result = station.run_docking(rec.root)
+    station.close()
+    assert result.state == "CLEARED"
+    assert recorder_files(rec.root) == []
+    with app.catalog.session() as s:
+        cleared = s.scalars(select(CustodyEvent).where(
+            CustodyEvent.action == "cleared-from-recorder")).all()
+    assert len(cleared) == len(rec.files)
+    assert len(list(app.store.list())) == len(rec.files)
+    assert J.CLEARED == "CLEARED"
