@@ -146,9 +146,13 @@ class Journal:
             rows = self._rows("SELECT * FROM dockings ORDER BY started_at")
         return [_docking(r) for r in rows]
 
-    def resumable(self, source_path: str, serial: str | None) -> JournalDocking | None:
+    def resumable(
+        self, source_path: str, serial: str | None, exclude: set[str] | None = None
+    ) -> JournalDocking | None:
         """An unfinished docking this recorder continues: same device, else same folder."""
         for d in reversed(self.dockings((OFFLOADING, INCOMPLETE))):
+            if exclude and d.uid in exclude:
+                continue
             if serial is not None and d.serial == serial:
                 return d
             if serial is None and d.serial is None and d.source_path == source_path:

@@ -110,7 +110,9 @@ class Station:
         self.parser = NameParser(self.ingest.filename_patterns)
         self.staging = settings.staging_dir
         self.staging.mkdir(parents=True, exist_ok=True)
-        self._docking_ids: dict[str, int] = {}
+        # Dockings running in this process: never resumed twice at once.
+        self._active: set[str] = set()
+        self._active_lock = threading.Lock()
         self._sm3_pool = ThreadPoolExecutor(
             max_workers=self.ingest.file_workers * max(1, self.ingest.docking_workers),
             thread_name_prefix="sm3",
@@ -119,6 +121,14 @@ class Station:
     def close(self) -> None:
         self._sm3_pool.shutdown(wait=True)
         self.journal.close()
+
+    def flush_journal(self, stop: threading.Event | None = None) -> None:
+        """Store and register what a previous run staged but did not finish (no recorder
+        needed: the staged copies are complete)."""
+        stop = stop or threading.Event()
+        for jd in self.journal.dockings((J.OFFLOADING, J.INCOMPLETE)):
+            if self.journal.files(jd.uid, (J.STAGED,)):
+                self._drain_staged(jd.uid, Progress(uid=jd.uid), stop, lambda _p: None, True)
 
     # -- the docking --------------------------------------------------------------------------
 
@@ -140,7 +150,18 @@ class Station:
         ident = identify(root, names, self.parser, self.ingest.device_info_files)
         jd = self._open_docking(root, slot or root.name, ident)
         uid = jd.uid
-        log.info("docking %s of %s (%s)", uid, root, ident.serial or "unknown device")
+        try:
+            return self._run_opened(jd, root, entries, stop, on_progress, wait_for_services)
+        finally:
+            with self._active_lock:
+                self._active.discard(uid)
+
+    def _run_opened(
+        self, jd: JournalDocking, root: Path, entries: list[Any], stop: threading.Event,
+        on_progress: ProgressCallback | None, wait_for_services: bool,
+    ) -> DockingResult:
+        uid = jd.uid
+        log.info("docking %s of %s (%s)", uid, root, jd.serial or "unknown device")
         self.journal.add_files(
             uid, [(e.relpath, e.size, e.mtime_ns) for e in entries if e.kind == "file"]
         )
@@ -164,7 +185,15 @@ class Station:
         return result
 
     def _open_docking(self, root: Path, slot: str, ident: DeviceIdentity) -> JournalDocking:
-        previous = self.journal.resumable(str(root), ident.serial)
+        with self._active_lock:
+            jd = self._open_docking_unlocked(root, slot, ident)
+            self._active.add(jd.uid)
+            return jd
+
+    def _open_docking_unlocked(
+        self, root: Path, slot: str, ident: DeviceIdentity
+    ) -> JournalDocking:
+        previous = self.journal.resumable(str(root), ident.serial, exclude=self._active)
         if previous is not None:
             log.info("resuming docking %s (%s)", previous.uid, previous.state)
             self.journal.set_docking(previous.uid, state=J.OFFLOADING, source_path=str(root),

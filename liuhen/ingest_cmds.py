@@ -140,6 +140,31 @@ def run_status(app: Any, as_json: bool, watch: bool) -> None:
         journal.close()
 
 
+def run_watch(app: Any, dock_root: Path | None) -> None:
+    import logging
+    import signal
+    import threading
+
+    from ingest.service import watch
+
+    root = dock_root or (Path(app.settings.ingest.dock_root) if app.settings.ingest.dock_root
+                         else None)
+    if root is None:
+        from config import ConfigError
+
+        raise ConfigError("no dock root", hint="pass --dock-root or set ingest.dock_root")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    station = app.station()
+    out.print(f"watching {root} (Ctrl-C to stop)")
+    try:
+        watch(station, root, stop)
+    finally:
+        station.close()
+
+
 def run_demo(app: Any, keep: bool) -> None:
     """Make a synthetic recorder, dock it, and show what the catalog now holds."""
     from ingest.synthetic import make_recorder
@@ -187,6 +212,14 @@ def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> N
     def status_cmd(ctx: Any, watch: bool, as_json: bool) -> None:
         """Each docking: device, officer, files and bytes done, problems, SAFE TO CLEAR."""
         run_status(ctx.app(), as_json, watch)
+
+    @station_group.command("watch")
+    @click.option("--dock-root", type=click.Path(file_okay=False, path_type=Path),
+                  help="Folder where recorders appear [ingest.dock_root].")
+    @pass_ctx
+    def watch_cmd(ctx: Any, dock_root: Path | None) -> None:
+        """Watch the dock root and offload every recorder docked there (until Ctrl-C)."""
+        run_watch(ctx.app(), dock_root)
 
     @cli.command("demo")
     @click.option("--keep", is_flag=True, help="Keep the synthetic recorder folder.")

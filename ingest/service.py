@@ -1,0 +1,60 @@
+"""`liuhen station watch`: the station service. Watches the dock root and runs dockings.
+
+Each recorder folder that appears is docked on a pool of ``ingest.docking_workers``
+threads. At start-up, what the journal holds from before a crash is finished first
+(staged files stored and registered), and the watcher's start-up scan re-docks every
+recorder still present, so a killed station resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+from config.errors import ConfigError
+from ingest.station import Station
+from ingest.watcher import DockEvent, DockWatcher, RecorderDocked, RecorderUndocked
+
+log = logging.getLogger("liuhen.service")
+
+
+def watch(station: Station, dock_root: Path, stop: threading.Event) -> None:
+    """Run until ``stop`` is set."""
+    if not dock_root.is_dir():
+        raise ConfigError(
+            f"dock root {dock_root} is not a folder",
+            hint="create it, or set ingest.dock_root / pass --dock-root",
+        )
+    settings = station.ingest
+    station.flush_journal(stop)
+    running: dict[Path, Future[object]] = {}
+    lock = threading.Lock()
+    with ThreadPoolExecutor(settings.docking_workers, thread_name_prefix="docking") as pool:
+
+        def on_event(event: DockEvent) -> None:
+            if isinstance(event, RecorderUndocked):
+                log.info("recorder left the dock: %s", event.path)
+                return
+            assert isinstance(event, RecorderDocked)
+            with lock:
+                current = running.get(event.path)
+                if current is not None and not current.done():
+                    return
+                log.info("recorder docked: %s", event.path)
+                running[event.path] = pool.submit(_dock, station, event.path, stop)
+
+        with DockWatcher(dock_root, mode=settings.observer,
+                         poll_interval_s=settings.poll_interval_s, on_event=on_event):
+            stop.wait()
+
+
+def _dock(station: Station, path: Path, stop: threading.Event) -> object:
+    try:
+        result = station.run_docking(path, stop=stop)
+        log.info("docking %s of %s: %s", result.uid, path, result.state)
+        return result
+    except Exception:
+        log.exception("docking of %s failed", path)
+        return None

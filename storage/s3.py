@@ -1,0 +1,846 @@
+"""S3Store: immutable, SHA-256-checked objects in an S3 bucket (AWS, MinIO, Ceph RGW, OSS).
+
+Every put is checked twice: we hash the bytes ourselves and refuse to make an object
+visible unless they match the expected digest, and each request carries an explicit
+``x-amz-checksum-sha256`` so the server rejects bytes changed in transit. An object
+becomes visible only through a single PutObject or CompleteMultipartUpload, so a reader
+never sees half of it, and a failed multipart upload is aborted rather than left behind.
+
+On a bucket with Object Lock, retention is the server's job: puts carry the retention
+date, and deletes name the object's version so the server can refuse them.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal
+
+import boto3
+import urllib3.exceptions
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    HTTPClientError,
+    NoCredentialsError,
+)
+from botocore.exceptions import ConnectionError as BotoConnectionError
+
+from config.errors import ConfigError
+from config.settings import StoreSettings
+from storage.base import CheckResult, ObjectInfo, StoreReport
+from storage.digest import READ_SIZE, Digest, Hasher, digest_bytes, new_hasher
+from storage.errors import (
+    DigestMismatch,
+    InvalidKeyError,
+    ObjectNotFound,
+    RetentionRefused,
+    StorageError,
+    StoreUnavailable,
+)
+from storage.keys import validate_key, validate_prefix
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
+
+MIB = 1 << 20
+# S3 refuses parts under 5 MiB (except the last) and uploads of more than 10,000 parts.
+MIN_PART_SIZE = 5 * MIB
+MAX_PARTS = 10_000
+# x-amz-meta-sha256: the whole-object digest, which S3 itself only keeps for single-part
+# objects (a multipart object's checksum is a checksum of part checksums).
+SHA256_METADATA = "sha256"
+
+UNAVAILABLE_HINT = "check that the object store is running and reachable; nothing was lost, retry"
+_NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound", "NoSuchVersion"})
+_ACCESS_CODES = frozenset(
+    {
+        "AccessDenied",
+        "403",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "ExpiredToken",
+        "InvalidToken",
+        "AllAccessDisabled",
+    }
+)
+_TRANSIENT_CODES = frozenset(
+    {
+        "SlowDown",
+        "ServiceUnavailable",
+        "InternalError",
+        "RequestTimeout",
+        "Throttling",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "503",
+        "500",
+    }
+)
+_CHECKSUM_CODES = frozenset({"BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch"})
+# What servers answer for "this bucket has no Object Lock": AWS and MinIO send the first;
+# S3-compatible servers without the feature send one of the others.
+_NO_LOCK_CODES = frozenset(
+    {
+        "ObjectLockConfigurationNotFoundError",
+        "ObjectLockConfigurationNotFound",
+        "NotImplemented",
+        "MethodNotAllowed",
+        "XNotImplemented",
+    }
+)
+_REFUSED_DELETE_CODES = frozenset({"AccessDenied", "InvalidRequest", "403"})
+# A part or a whole small object in memory (botocore takes either as a body).
+Chunk = bytes | bytearray
+_ADDRESSING: dict[str, Literal["auto", "virtual", "path"]] = {
+    "auto": "auto",
+    "virtual": "virtual",
+    "path": "path",
+}
+
+
+class S3Store:
+    """An :class:`~storage.base.ObjectStore` on ``s3://bucket/prefix``.
+
+    Credentials come from the boto credential chain (environment, profile, instance
+    role), never from the settings.
+    """
+
+    def __init__(self, bucket: str, prefix: str, options: StoreSettings) -> None:
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
+        if self.prefix:
+            try:
+                validate_key(self.prefix)
+            except InvalidKeyError as exc:
+                raise ConfigError(
+                    f"store URL {self.url}: the prefix is not a valid key path: {exc.message}",
+                    hint="fix store.url",
+                ) from exc
+        addressing = _ADDRESSING.get(options.addressing_style)
+        if addressing is None:
+            raise ConfigError(
+                f"store.addressing_style {options.addressing_style!r} is not one of "
+                "path, virtual, auto",
+                hint="MinIO and Ceph usually need path",
+            )
+        self.options = options
+        self.multipart_threshold = max(1, options.multipart_threshold_mb) * MIB
+        self.part_size = max(MIN_PART_SIZE, options.multipart_chunk_mb * MIB)
+        config = Config(
+            region_name=options.region or None,
+            retries={"mode": "standard", "max_attempts": max(1, options.max_attempts)},
+            connect_timeout=options.connect_timeout_s,
+            read_timeout=options.read_timeout_s,
+            s3={"addressing_style": addressing},
+            # We send our own SHA-256 with every upload; botocore's default would add
+            # a CRC32 of its own on top and validate responses we re-hash anyway.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        )
+        # A session of our own: boto3's module-level default session is shared state.
+        # Typed Any on purpose: the S3 client stubs (mypy_boto3_s3) are optional.
+        self.client: Any = boto3.session.Session().client(
+            "s3", endpoint_url=options.endpoint_url or None, config=config
+        )
+        self.endpoint = str(self.client.meta.endpoint_url)
+        self._lock_enabled: bool | None = None
+        self._lock_detail = ""
+        # Flipped off once if the server rejects If-None-Match (older S3-compatibles).
+        self._conditional_writes = True
+        self._bucket_seen = False
+
+    # -- keys and errors ---------------------------------------------------------------
+
+    def _full(self, key: str) -> str:
+        validate_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _where(self, key: str | None) -> str:
+        return f"{self.url}/{key}" if key else self.url
+
+    def _translate(self, exc: Exception, action: str, key: str | None) -> StorageError:
+        """The LiuhenError a boto error means to a user; the caller keeps it as cause."""
+        where = self._where(key)
+        if isinstance(exc, NoCredentialsError):
+            return StorageError(
+                f"{where}: no S3 credentials found to {action}",
+                hint="set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or use an "
+                "instance role; credentials never go in the settings file",
+            )
+        if isinstance(exc, BotoConnectionError | HTTPClientError):
+            return StoreUnavailable(
+                f"{where}: cannot {action}: the object store at {self.endpoint} "
+                f"did not answer ({exc})",
+                hint=UNAVAILABLE_HINT,
+            )
+        if not isinstance(exc, ClientError):
+            return StorageError(f"{where}: cannot {action}: {exc}")
+        code = _error_code(exc)
+        status = _status(exc)
+        message = str(exc.response.get("Error", {}).get("Message") or code)
+        if code == "NoSuchBucket" or (status == 404 and key is None):
+            return StorageError(
+                f"{self.url}: bucket {self.bucket} does not exist at {self.endpoint}",
+                hint="create the bucket (with Object Lock enabled for evidence) or fix store.url",
+            )
+        if key is not None and (code in _NOT_FOUND_CODES or status == 404):
+            return ObjectNotFound(self.url, key)
+        if code in _ACCESS_CODES or status == 403:
+            return StorageError(
+                f"{where}: access denied when trying to {action} ({code}: {message})",
+                hint="check the S3 credentials (AWS_ACCESS_KEY_ID / AWS_PROFILE) and that "
+                f"their policy allows this on bucket {self.bucket}",
+            )
+        if code in _CHECKSUM_CODES:
+            return StorageError(
+                f"{where}: the object store computed a different checksum than the one "
+                f"sent ({code}); nothing was stored",
+                hint="the bytes changed in transit; retry",
+            )
+        if code in _TRANSIENT_CODES or status >= 500:
+            return StoreUnavailable(
+                f"{where}: cannot {action}: the object store at {self.endpoint} "
+                f"answered {code}: {message}",
+                hint=UNAVAILABLE_HINT,
+            )
+        return StorageError(f"{where}: cannot {action}: {code}: {message}")
+
+    def _call(self, action: str, key: str | None, operation: str, **params: Any) -> Any:
+        try:
+            return getattr(self.client, operation)(Bucket=self.bucket, **params)
+        except (ClientError, BotoCoreError) as exc:
+            raise self._translate(exc, action, key) from exc
+
+    # -- Object Lock -------------------------------------------------------------------
+
+    def _object_lock(self) -> bool:
+        """Whether the bucket has Object Lock enabled; asked once, then remembered."""
+        if self._lock_enabled is None:
+            try:
+                resp = self.client.get_object_lock_configuration(Bucket=self.bucket)
+            except ClientError as exc:
+                if _error_code(exc) not in _NO_LOCK_CODES:
+                    # Not knowing must not silently drop retention on evidence.
+                    raise self._translate(
+                        exc, "read the bucket's Object Lock configuration", None
+                    ) from exc
+                self._lock_enabled = False
+                self._lock_detail = (
+                    "not enabled on the bucket; retention is enforced by the catalog only"
+                )
+            except BotoCoreError as exc:
+                raise self._translate(
+                    exc, "read the bucket's Object Lock configuration", None
+                ) from exc
+            else:
+                conf = resp.get("ObjectLockConfiguration") or {}
+                self._lock_enabled = conf.get("ObjectLockEnabled") == "Enabled"
+                default = (conf.get("Rule") or {}).get("DefaultRetention") or {}
+                if not self._lock_enabled:
+                    self._lock_detail = "not enabled on the bucket"
+                elif default:
+                    period = (
+                        f"{default['Days']} days"
+                        if "Days" in default
+                        else f"{default.get('Years')} years"
+                    )
+                    self._lock_detail = (
+                        f"enabled; bucket default retention {default.get('Mode')} {period}"
+                    )
+                else:
+                    self._lock_detail = (
+                        f"enabled; no default retention, puts set "
+                        f"{self.options.object_lock_mode} retention"
+                    )
+        return self._lock_enabled
+
+    def _lock_params(self, retain_until: datetime | None) -> dict[str, Any]:
+        if retain_until is None or not self._object_lock():
+            return {}
+        return {
+            "ObjectLockMode": self.options.object_lock_mode,
+            "ObjectLockRetainUntilDate": _retention_date(retain_until),
+        }
+
+    # -- writing -----------------------------------------------------------------------
+
+    def put(
+        self,
+        key: str,
+        stream: BinaryIO,
+        *,
+        expected: Digest,
+        size: int | None = None,
+        retain_until: datetime | None = None,
+    ) -> ObjectInfo:
+        full = self._full(key)
+        if expected.algorithm != "sha256":
+            raise ValueError("put verifies SHA-256")
+        # Asked before any byte is sent, so an unknown lock state fails the put cleanly.
+        lock_params = self._lock_params(retain_until)
+        existing = self._head_or_none(key, full)
+        if existing is not None:
+            return self._confirm_existing(key, existing, stream, expected, size, retain_until)
+
+        hasher = new_hasher("sha256")
+        pieces: list[Chunk] = []
+        if size is None or size < self.multipart_threshold:
+            # Whether the object is small is only known once its end is reached. A size
+            # below the threshold is trusted that far; without one, never buffer more
+            # than a part: an unknown size in between goes up in parts, which is fine.
+            limit = self.multipart_threshold
+            if size is None:
+                limit = min(limit, self.part_size)
+            first = _read_up_to(stream, limit)
+            pieces.append(first)
+            if len(first) == limit:
+                pieces.append(_read_up_to(stream, self.part_size))
+            if not pieces[-1]:
+                pieces.pop()
+            if len(pieces) <= 1:  # the whole object is in memory, and small
+                data = pieces[0] if pieces else b""
+                hasher.update(memoryview(data))
+                actual = Digest("sha256", hasher.hexdigest())
+                self._check_bytes(key, expected, actual, len(data), size)
+                return self._put_single(key, full, data, expected, retain_until, lock_params)
+            del first
+        return self._put_multipart(
+            key, full, stream, pieces, hasher, expected, size, retain_until, lock_params
+        )
+
+    def _check_bytes(
+        self, key: str, expected: Digest, actual: Digest, total: int, size: int | None
+    ) -> None:
+        if actual != expected:
+            raise DigestMismatch(self._where(key), expected, actual)
+        if size is not None and total != size:
+            raise StorageError(
+                f"{self._where(key)}: got {total} bytes, expected {size}; nothing was written",
+                hint="the source changed while it was read; retry",
+            )
+
+    def _put_single(
+        self,
+        key: str,
+        full: str,
+        data: Chunk,
+        expected: Digest,
+        retain_until: datetime | None,
+        lock_params: dict[str, Any],
+    ) -> ObjectInfo:
+        params: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Key": full,
+            "Body": data,
+            # The algorithm header as well as the value: AWS requires it (or Content-MD5)
+            # on puts that carry Object Lock retention.
+            "ChecksumAlgorithm": "SHA256",
+            "ChecksumSHA256": expected.b64,
+            "Metadata": {SHA256_METADATA: expected.hex},
+            **lock_params,
+        }
+        try:
+            self._conditional(params, lambda p: self.client.put_object(**p))
+        except ClientError as exc:
+            if _status(exc) == 412:  # another writer put the same key meanwhile
+                return self._settle(key, expected, retain_until)
+            raise self._translate(exc, "write the object", key) from exc
+        except BotoCoreError as exc:
+            raise self._translate(exc, "write the object", key) from exc
+        return self._settle(key, expected, retain_until)
+
+    def _put_multipart(
+        self,
+        key: str,
+        full: str,
+        stream: BinaryIO,
+        pieces: list[Chunk],
+        hasher: Hasher,
+        expected: Digest,
+        size: int | None,
+        retain_until: datetime | None,
+        lock_params: dict[str, Any],
+    ) -> ObjectInfo:
+        part_size = self.part_size
+        if size is not None:
+            part_size = max(part_size, -(-size // MAX_PARTS))
+        # The metadata is the expected digest: the upload only completes if the bytes
+        # hash to it, so the object never carries a wrong one.
+        resp = self._call(
+            "start a multipart upload",
+            key,
+            "create_multipart_upload",
+            Key=full,
+            ChecksumAlgorithm="SHA256",
+            Metadata={SHA256_METADATA: expected.hex},
+            **lock_params,
+        )
+        upload_id = str(resp["UploadId"])
+        parts: list[dict[str, Any]] = []
+
+        def send(piece: Chunk) -> None:
+            number = len(parts) + 1
+            if number > MAX_PARTS:
+                raise StorageError(
+                    f"{self._where(key)}: more than {MAX_PARTS} parts",
+                    hint="raise store.multipart_chunk_mb or pass the size to put",
+                )
+            checksum = base64.b64encode(hashlib.sha256(piece).digest()).decode("ascii")
+            part = self._call(
+                f"upload part {number}",
+                key,
+                "upload_part",
+                Key=full,
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=piece,
+                ChecksumAlgorithm="SHA256",
+                ChecksumSHA256=checksum,
+            )
+            parts.append({"PartNumber": number, "ETag": part["ETag"], "ChecksumSHA256": checksum})
+
+        completed = False
+        total = 0
+        try:
+            # Pieces are dropped as soon as they are sent: memory holds about one part.
+            while True:
+                piece = pieces.pop(0) if pieces else _read_up_to(stream, part_size)
+                if not piece:
+                    break
+                hasher.update(memoryview(piece))
+                total += len(piece)
+                if size is not None and total > size:
+                    break  # no point sending more; the check below refuses it
+                send(piece)
+                del piece
+            self._check_bytes(key, expected, Digest("sha256", hasher.hexdigest()), total, size)
+            params: dict[str, Any] = {
+                "Bucket": self.bucket,
+                "Key": full,
+                "UploadId": upload_id,
+                "MultipartUpload": {"Parts": parts},
+            }
+            try:
+                self._conditional(params, lambda p: self.client.complete_multipart_upload(**p))
+            except ClientError as exc:
+                if _status(exc) != 412:
+                    raise self._translate(exc, "complete the multipart upload", key) from exc
+            except BotoCoreError as exc:
+                raise self._translate(exc, "complete the multipart upload", key) from exc
+            else:
+                completed = True
+        except BaseException as exc:
+            self._abort(full, upload_id, exc)
+            raise
+        if not completed:  # another writer completed the same key first
+            self._abort(full, upload_id, None)
+        return self._settle(key, expected, retain_until)
+
+    def _conditional(self, params: dict[str, Any], send: Callable[[dict[str, Any]], Any]) -> None:
+        """Send with If-None-Match: * so an existing object is never replaced."""
+        if self._conditional_writes:
+            try:
+                send({**params, "IfNoneMatch": "*"})
+                return
+            except ClientError as exc:
+                if _error_code(exc) not in {"NotImplemented", "501"}:
+                    raise
+                self._conditional_writes = False
+        send(params)
+
+    def _abort(self, full: str, upload_id: str, cause: BaseException | None) -> None:
+        try:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=full, UploadId=upload_id)
+        except (ClientError, BotoCoreError) as exc:
+            if cause is not None:
+                cause.add_note(
+                    f"the incomplete multipart upload {upload_id} of {full} could not be "
+                    f"aborted ({exc}); a bucket lifecycle rule AbortIncompleteMultipartUpload "
+                    "removes such leftovers"
+                )
+
+    def _head_or_none(self, key: str, full: str) -> ObjectInfo | None:
+        try:
+            return self._info(key, self._head_raw(key, full))
+        except ObjectNotFound:
+            return None
+
+    def _head_raw(self, key: str, full: str) -> Any:
+        try:
+            return self.client.head_object(Bucket=self.bucket, Key=full)
+        except (ClientError, BotoCoreError) as exc:
+            error = self._translate(exc, "read metadata of", key)
+            if isinstance(error, ObjectNotFound) and not self._bucket_seen:
+                # A HEAD has no body to say which is missing, the key or the bucket;
+                # every key "missing" from a misnamed bucket would mislead.
+                self._call("reach the bucket", None, "head_bucket")
+                self._bucket_seen = True
+            raise error from exc
+
+    def _confirm_existing(
+        self,
+        key: str,
+        existing: ObjectInfo,
+        stream: BinaryIO,
+        expected: Digest,
+        size: int | None,
+        retain_until: datetime | None,
+    ) -> ObjectInfo:
+        """Content addressing: the key exists, so only prove the stream is the same bytes."""
+        hasher = new_hasher("sha256")
+        total = 0
+        while chunk := stream.read(READ_SIZE):
+            hasher.update(chunk)
+            total += len(chunk)
+        self._check_bytes(key, expected, Digest("sha256", hasher.hexdigest()), total, size)
+        return self._settle(key, expected, retain_until, existing)
+
+    def _settle(
+        self,
+        key: str,
+        expected: Digest,
+        retain_until: datetime | None,
+        existing: ObjectInfo | None = None,
+    ) -> ObjectInfo:
+        """The end of every put: the object under ``key`` holds ``expected`` and is
+        retained at least until ``retain_until``."""
+        info = existing or self.head(key)
+        if info.sha256 is not None and info.sha256 != expected:
+            raise StorageError(
+                f"{self._where(key)}: the key already holds an object with "
+                f"SHA-256 {info.sha256.hex}, not {expected.hex}",
+                hint="objects are immutable; store the new bytes under their own key",
+            )
+        if (
+            retain_until is not None
+            and self._object_lock()
+            and (info.retain_until is None or info.retain_until < _retention_date(retain_until))
+        ):
+            # A duplicate may be evidence with a longer retention than the first copy;
+            # and some servers (moto) ignore the retention sent with a multipart upload.
+            self.set_retention(key, retain_until)
+            info = self.head(key)
+        return info
+
+    # -- reading -----------------------------------------------------------------------
+
+    def open(self, key: str) -> BinaryIO:
+        full = self._full(key)
+        resp = self._call("read", key, "get_object", Key=full)
+        raw = _BodyReader(resp["Body"], self, key)
+        return io.BufferedReader(raw, buffer_size=READ_SIZE)
+
+    def head(self, key: str) -> ObjectInfo:
+        full = self._full(key)
+        return self._info(key, self._head_raw(key, full))
+
+    def _info(self, key: str, resp: Any) -> ObjectInfo:
+        sha = None
+        recorded = (resp.get("Metadata") or {}).get(SHA256_METADATA)
+        if recorded:
+            try:
+                sha = Digest("sha256", str(recorded).lower())
+            except ValueError:
+                sha = None  # written by another tool; verify() still works
+        until = resp.get("ObjectLockRetainUntilDate")
+        modified = resp.get("LastModified")
+        return ObjectInfo(
+            key=key,
+            size=int(resp["ContentLength"]),
+            sha256=sha,
+            last_modified=_utc(modified) if modified else None,
+            retain_until=_utc(until) if until else None,
+            legal_hold=resp.get("ObjectLockLegalHoldStatus") == "ON",
+        )
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.head(key)
+        except ObjectNotFound:
+            return False
+        return True
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        validate_prefix(prefix)  # before the generator starts, so a bad prefix fails here
+        return self._list(prefix)
+
+    def _list(self, prefix: str) -> Iterator[str]:
+        base = f"{self.prefix}/" if self.prefix else ""
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=base + prefix
+        )
+        try:
+            for page in pages:
+                for obj in page.get("Contents") or ():
+                    rel = str(obj["Key"])[len(base) :]
+                    try:
+                        validate_key(rel)
+                    except InvalidKeyError:
+                        continue  # not ours (a folder marker, another tool's name)
+                    yield rel
+        except (ClientError, BotoCoreError) as exc:
+            raise self._translate(exc, "list objects", None) from exc
+
+    def verify(self, key: str, expected: Digest) -> ObjectInfo:
+        hasher = new_hasher(expected.algorithm)
+        with self.open(key) as f:
+            while chunk := f.read(READ_SIZE):
+                hasher.update(chunk)
+        actual = Digest(expected.algorithm, hasher.hexdigest())
+        if actual != expected:
+            raise DigestMismatch(self._where(key), expected, actual)
+        return self.head(key)
+
+    # -- retention ---------------------------------------------------------------------
+
+    def delete(self, key: str) -> None:
+        full = self._full(key)
+        # S3 answers a delete of a missing key with success; the contract says otherwise.
+        resp = self._head_raw(key, full)
+        if not self._object_lock():
+            self._call("delete", key, "delete_object", Key=full)
+            return
+        # A plain delete on a versioned bucket only adds a delete marker: the locked
+        # version survives and the server never checks its retention. Deleting the
+        # version itself is what the server refuses while retention or a hold applies.
+        version = resp.get("VersionId")
+        params: dict[str, Any] = {"Key": full}
+        if version:
+            params["VersionId"] = version
+        try:
+            self.client.delete_object(Bucket=self.bucket, **params)
+        except ClientError as exc:
+            if _error_code(exc) in _REFUSED_DELETE_CODES or _status(exc) == 403:
+                raise RetentionRefused(
+                    f"{self._where(key)}: the object store refused to delete it: "
+                    f"{_protection(self._info(key, resp))}",
+                    hint="evidence under retention or legal hold cannot be deleted; "
+                    "nothing was changed",
+                ) from exc
+            raise self._translate(exc, "delete", key) from exc
+        except BotoCoreError as exc:
+            raise self._translate(exc, "delete", key) from exc
+
+    def set_retention(self, key: str, until: datetime) -> None:
+        full = self._full(key)
+        until = _retention_date(until)
+        resp = self._head_raw(key, full)
+        if not self._object_lock():
+            return  # like LocalStore: without Object Lock the catalog's rules decide
+        current = resp.get("ObjectLockRetainUntilDate")
+        if current is not None and until <= _utc(current):
+            if until < _utc(current):
+                # COMPLIANCE refuses this on the server; GOVERNANCE would need a bypass
+                # we never ask for. Refuse here so both modes behave alike.
+                raise RetentionRefused(
+                    f"{self._where(key)}: retained until {_utc(current).isoformat()}; "
+                    f"cannot shorten to {until.isoformat()}",
+                    hint="retention can only be extended",
+                )
+            return
+        current_mode = resp.get("ObjectLockMode")
+        mode = "COMPLIANCE" if current_mode == "COMPLIANCE" else self.options.object_lock_mode
+        params: dict[str, Any] = {
+            "Key": full,
+            "Retention": {"Mode": mode, "RetainUntilDate": until},
+        }
+        if resp.get("VersionId"):
+            params["VersionId"] = resp["VersionId"]
+        self._call("set retention on", key, "put_object_retention", **params)
+
+    def set_legal_hold(self, key: str, on: bool) -> None:
+        full = self._full(key)
+        resp = self._head_raw(key, full)
+        if not self._object_lock():
+            raise StorageError(
+                f"{self._where(key)}: cannot set a legal hold: bucket {self.bucket} "
+                "has no Object Lock",
+                hint="legal holds on S3 need a bucket created with Object Lock enabled",
+            )
+        params: dict[str, Any] = {"Key": full, "LegalHold": {"Status": "ON" if on else "OFF"}}
+        if resp.get("VersionId"):
+            params["VersionId"] = resp["VersionId"]
+        self._call("set the legal hold on", key, "put_object_legal_hold", **params)
+
+    # -- housekeeping ------------------------------------------------------------------
+
+    def remove_stale_temp_files(self, older_than_s: float = 3600.0) -> int:
+        """Abort multipart uploads left by a process killed mid-put (or a put whose abort
+        could not reach the server). Returns how many. Like LocalStore's method of the
+        same name, it leaves younger ones alone: they may be puts still running."""
+        base = f"{self.prefix}/" if self.prefix else ""
+        cutoff = datetime.now(UTC).timestamp() - older_than_s
+        removed = 0
+        pages = self.client.get_paginator("list_multipart_uploads").paginate(
+            Bucket=self.bucket, Prefix=base
+        )
+        try:
+            for page in pages:
+                for upload in page.get("Uploads") or ():
+                    if _utc(upload["Initiated"]).timestamp() >= cutoff:
+                        continue
+                    try:
+                        self.client.abort_multipart_upload(
+                            Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                        )
+                    except ClientError as exc:
+                        if _error_code(exc) != "NoSuchUpload":  # finished or aborted meanwhile
+                            raise
+                    else:
+                        removed += 1
+        except (ClientError, BotoCoreError) as exc:
+            raise self._translate(exc, "clean up incomplete uploads", None) from exc
+        return removed
+
+    # -- checks ------------------------------------------------------------------------
+
+    def check(self) -> StoreReport:
+        checks: list[CheckResult] = []
+        try:
+            self._call("reach the bucket", None, "head_bucket")
+        except StorageError as exc:
+            checks.append(CheckResult("reachable", False, str(exc)))
+            return StoreReport(self.url, checks)
+        checks.append(CheckResult("reachable", True, f"bucket {self.bucket} at {self.endpoint}"))
+
+        try:
+            status = self._call("read versioning of", None, "get_bucket_versioning").get("Status")
+            checks.append(CheckResult("versioning", True, str(status or "never enabled")))
+        except StorageError as exc:
+            checks.append(CheckResult("versioning", False, str(exc)))
+
+        lock = False
+        try:
+            lock = self._object_lock()
+            checks.append(CheckResult("object lock", True, self._lock_detail))
+        except StorageError as exc:
+            checks.append(CheckResult("object lock", False, str(exc)))
+
+        try:
+            self._call("list objects", None, "list_objects_v2", Prefix=self.prefix, MaxKeys=1)
+            checks.append(CheckResult("list", True, "list objects under the prefix"))
+        except StorageError as exc:
+            checks.append(CheckResult("list", False, str(exc)))
+
+        checks.append(self._round_trip())
+        return StoreReport(self.url, checks, object_lock=lock)
+
+    def _round_trip(self) -> CheckResult:
+        payload = f"liuhen store check {uuid.uuid4()}".encode()
+        expected = digest_bytes(payload)
+        key = f"liuhen-check/{uuid.uuid4().hex}"
+        try:
+            self.put(key, io.BytesIO(payload), expected=expected, size=len(payload))
+            with self.open(key) as f:
+                if f.read() != payload:
+                    return CheckResult("round trip", False, f"{key}: read back other bytes")
+            self.verify(key, expected)
+        except Exception as exc:  # reported, not raised: check lists every problem
+            return CheckResult("round trip", False, f"write/read/verify failed: {exc}")
+        try:
+            self.delete(key)
+        except RetentionRefused:
+            # A bucket default retention protects the probe too: that is the point.
+            return CheckResult(
+                "round trip",
+                True,
+                f"write, read back and verify a probe object; its delete was refused by "
+                f"the bucket's retention, so {key} stays until it expires",
+            )
+        except Exception as exc:
+            return CheckResult("round trip", False, f"probe {key} written, delete failed: {exc}")
+        return CheckResult("round trip", True, "write, read back, verify and delete a probe object")
+
+
+class _BodyReader(io.RawIOBase):
+    """A GetObject body as a raw stream whose network errors are LiuhenErrors."""
+
+    def __init__(self, body: Any, store: S3Store, key: str) -> None:
+        super().__init__()
+        self._body = body
+        self._store = store
+        self._key = key
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer, /) -> int:
+        view = memoryview(buffer).cast("B")
+        try:
+            data = self._body.read(len(view))
+        except (BotoCoreError, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise StoreUnavailable(
+                f"{self._store.url}/{self._key}: reading stopped: the object store at "
+                f"{self._store.endpoint} went away ({exc})",
+                hint=UNAVAILABLE_HINT,
+            ) from exc
+        n = len(data)
+        view[:n] = data
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            self._body.close()
+        super().close()
+
+
+def _read_up_to(stream: BinaryIO, n: int) -> Chunk:
+    """Up to ``n`` bytes; fewer only at the end (a pipe's read may return less).
+
+    Short reads are gathered in a bytearray, returned as is: converting it to bytes
+    would hold the part twice."""
+    first = stream.read(n)
+    if not first or len(first) >= n:
+        return first or b""
+    buf = bytearray(first)
+    del first
+    while len(buf) < n:
+        more = stream.read(n - len(buf))
+        if not more:
+            break
+        buf += more
+    return buf
+
+
+def _error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _status(exc: ClientError) -> int:
+    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+
+
+def _utc(when: datetime) -> datetime:
+    # A naive datetime from our own code means UTC; S3 wants an aware one.
+    if when.tzinfo is None:
+        return when.replace(tzinfo=UTC)
+    return when.astimezone(UTC)
+
+
+def _retention_date(when: datetime) -> datetime:
+    # Servers keep retention dates to the second; rounding up keeps "at least until"
+    # true and stops a stored date from comparing earlier than the one asked for.
+    when = _utc(when)
+    if when.microsecond:
+        when = when.replace(microsecond=0) + timedelta(seconds=1)
+    return when
+
+
+def _protection(info: ObjectInfo) -> str:
+    reasons = []
+    if info.legal_hold:
+        reasons.append("it is under legal hold")
+    if info.retain_until is not None and info.retain_until > datetime.now(UTC):
+        reasons.append(f"it is retained until {info.retain_until.isoformat()}")
+    if not reasons:
+        return (
+            "Object Lock retention or legal hold (or the credentials lack s3:DeleteObjectVersion)"
+        )
+    return " and ".join(reasons)
