@@ -10,8 +10,15 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select, text
 
-from catalog import Catalog, SchemaOutOfDate, Signer, append_event, register_station, verify_chain
-from catalog import queue
+from catalog import (
+    Catalog,
+    SchemaOutOfDate,
+    Signer,
+    append_event,
+    queue,
+    register_station,
+    verify_chain,
+)
 from catalog.models import CustodyEvent, WorkItem
 
 
