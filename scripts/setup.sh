@@ -22,6 +22,13 @@ fi
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+# pip's own chatter goes to a log; it is shown only when the install fails.
+log=.venv/install.log
+if ! { .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip &&
+       .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'; } >"$log" 2>&1
+then
+  cat "$log" >&2
+  echo "setup: installing the Python packages failed (log above, also in $log)" >&2
+  exit 1
+fi
 echo "setup: ready (.venv/bin/liuhen)" >&2
