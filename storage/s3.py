@@ -111,7 +111,16 @@ class S3Store:
     role), never from the settings.
     """
 
-    def __init__(self, bucket: str, prefix: str, options: StoreSettings) -> None:
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str,
+        options: StoreSettings,
+        *,
+        session: boto3.session.Session | None = None,
+    ) -> None:
+        """``session``: share one boto3 session between stores built on one thread;
+        it saves loading the S3 service model again for each."""
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
@@ -144,9 +153,10 @@ class S3Store:
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
         )
-        # A session of our own: boto3's module-level default session is shared state.
+        # Not boto3's module-level default session: that is shared mutable state.
         # Typed Any on purpose: the S3 client stubs (mypy_boto3_s3) are optional.
-        self.client: Any = boto3.session.Session().client(
+        session = session or boto3.session.Session()
+        self.client: Any = session.client(
             "s3", endpoint_url=options.endpoint_url or None, config=config
         )
         self.endpoint = str(self.client.meta.endpoint_url)
