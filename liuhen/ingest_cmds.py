@@ -7,6 +7,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +93,14 @@ def status_rows(journal: Journal) -> list[dict[str, Any]]:
         done_files = sum(v["files"] for v in done.values())
         done_bytes = sum(v["bytes"] for v in done.values())
         problems = sum(prog.get(k, {}).get("files", 0) for k in (J.QUARANTINED, J.REJECTED))
+        start = datetime.fromisoformat(d.started_at)
+        end = datetime.now(UTC) if d.state == J.OFFLOADING else datetime.fromisoformat(
+            d.updated_at)
+        elapsed = max((end - start).total_seconds(), 1e-3)
+        rate = done_bytes / elapsed
+        eta = (total_bytes - done_bytes) / rate if d.state == J.OFFLOADING and rate > 0 else None
         rows.append({
+            "throughput_mb_s": round(rate / 1e6, 2), "eta_s": round(eta) if eta else None,
             "docking": d.uid, "slot": d.slot, "device": d.serial,
             "officer": d.identity.get("officer_number"), "state": d.state,
             "files_done": done_files, "files_total": total_files, "bytes_done": done_bytes,
@@ -105,7 +113,7 @@ def status_rows(journal: Journal) -> list[dict[str, Any]]:
 
 def status_table(rows: list[dict[str, Any]]) -> Table:
     table = Table(title="留痕 station status", expand=True)
-    for col in ("slot", "device", "officer", "files", "MB", "problems", "state"):
+    for col in ("slot", "device", "officer", "files", "MB", "MB/s", "ETA", "problems", "state"):
         table.add_column(col)
     for r in rows:
         state = ("[bold black on green] SAFE TO CLEAR [/]" if r["safe_to_clear"]
@@ -116,6 +124,7 @@ def status_table(rows: list[dict[str, Any]]) -> Table:
             r["slot"], r["device"] or "[red]unknown[/red]", r["officer"] or "",
             f"{r['files_done']}/{r['files_total']}",
             f"{r['bytes_done'] / 1e6:.1f}/{r['bytes_total'] / 1e6:.1f}",
+            f"{r['throughput_mb_s']:.1f}", f"{r['eta_s']} s" if r["eta_s"] is not None else "",
             str(r["problems"]) if r["problems"] else "", state,
         )
     return table
