@@ -113,8 +113,9 @@ def status_rows(journal: Journal) -> list[dict[str, Any]]:
 
 def status_table(rows: list[dict[str, Any]]) -> Table:
     table = Table(title="留痕 station status", expand=True)
-    for col in ("slot", "device", "officer", "files", "MB", "MB/s", "ETA", "problems", "state"):
+    for col in ("slot", "device", "officer", "files", "MB", "MB/s", "ETA", "problems"):
         table.add_column(col)
+    table.add_column("state", no_wrap=True)  # SAFE TO CLEAR must read as one phrase
     for r in rows:
         state = ("[bold black on green] SAFE TO CLEAR [/]" if r["safe_to_clear"]
                  else f"[yellow]{r['state']}[/yellow]")
