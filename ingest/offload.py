@@ -79,16 +79,50 @@ def scan(root: Path) -> Iterator[Entry]:
                     yield Entry(rel, "special", 0, st.st_mtime_ns)
 
 
-def open_source(root: Path, relpath: bytes) -> int:
-    """Open a recorder file for reading, refusing symlinks at every level below root."""
+def open_parent(root: Path, relpath: bytes) -> tuple[int, bytes]:
+    """A descriptor of the folder holding ``relpath`` and the file's name in it.
+
+    Each folder below the root is opened with O_NOFOLLOW, so a symlinked folder planted
+    on the recorder cannot lead the station out of it. The caller closes the descriptor.
+    """
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    parent, _, name = relpath.rpartition(b"/")
     try:
-        parts = relpath.split(b"/")
-        for part in parts[:-1]:
+        for part in parent.split(b"/") if parent else []:
             nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
             os.close(fd)
             fd = nxt
-        return os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW, dir_fd=fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, name
+
+
+def open_source(root: Path, relpath: bytes) -> int:
+    """Open a recorder file for reading, refusing symlinks at every level below root."""
+    fd, name = open_parent(root, relpath)
+    try:
+        return os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
+def unlink_source(root: Path, relpath: bytes) -> None:
+    """Delete a recorder file (clearing), by the same link-refusing path walk."""
+    fd, name = open_parent(root, relpath)
+    try:
+        os.unlink(name, dir_fd=fd)
+    except FileNotFoundError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or unlink in ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
     finally:
         os.close(fd)
 

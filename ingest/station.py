@@ -8,7 +8,6 @@ only after every file of the docking is stored, verified and registered.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import threading
@@ -20,6 +19,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from catalog import Catalog, CatalogUnavailable, Signer
 from catalog.dockings import (
@@ -43,8 +45,10 @@ from ingest.offload import (
     SourceChanged,
     SourceVanished,
     copy_and_hash,
+    fsync_dir,
     open_source,
     scan,
+    unlink_source,
 )
 from storage import Digest, LocalStore, ObjectStore, StorageError, StoreUnavailable, content_key
 
@@ -52,6 +56,8 @@ log = logging.getLogger("liuhen.station")
 
 # Problems with these services are waited out; the docking goes on staging meanwhile.
 TRANSIENT = (StoreUnavailable, CatalogUnavailable)
+# Catalog transactions that lost an insert race (see Station._in_catalog) run again.
+CATALOG_RACE_ATTEMPTS = 5
 
 
 @dataclass
@@ -222,8 +228,7 @@ class Station:
     def _register_docking_early(self, jd: JournalDocking) -> None:
         """Create the catalog docking before files commit in parallel (if reachable now)."""
         try:
-            with self.catalog.transaction() as s:
-                self._catalog_docking(s, jd)
+            self._in_catalog(lambda s: self._catalog_docking(s, jd))
         except TRANSIENT as exc:
             log.warning("catalog not reachable yet (%s); staging goes on", exc.message)
 
@@ -330,7 +335,7 @@ class Station:
                 os.close(fd)
             staged = part.with_suffix(".staged")
             os.replace(part, staged)
-            _fsync_dir(staged.parent)
+            fsync_dir(staged.parent)
             self.journal.set_file(f.id, state=J.STAGED, sha256=copied.sha256, sm3=copied.sm3,
                                   staged_at=J.now_text())
             if progress.waiting and progress.waiting.startswith("staging disk full"):
@@ -371,13 +376,35 @@ class Station:
             object_key=key, captured_at=fields.start,
             staged_at=datetime.fromisoformat(f.staged_at), verified_by=verified_by,
         )
-        with self.catalog.transaction() as s:
-            docking = self._catalog_docking(s, jd)
-            register_file(s, self.signer, docking, offloaded, self.actor)
-        self.journal.set_file(f.id, state=J.DONE)
+        self._in_catalog(lambda s: register_file(
+            s, self.signer, self._catalog_docking(s, jd), offloaded, self.actor))
+        # The staged copy goes before the journal says DONE: a station killed between the
+        # two finds the file registered (held) on restart and needs the copy no more, while
+        # the other order would leave the copy in staging for ever.
         staged.unlink(missing_ok=True)
+        self.journal.set_file(f.id, state=J.DONE)
         with progress.lock:
             progress.files_done += 1
+
+    def _in_catalog(self, work: Callable[[Session], object]) -> None:
+        """Run ``work`` in one catalog transaction, again if it lost an insert race.
+
+        The catalog functions look a row up and insert it when missing (docking, device,
+        officer, recording). On PostgreSQL another docking of this station or of another
+        one can insert the same row in between; the unique constraint then refuses ours
+        and the whole transaction, custody events included, is rolled back. Run again,
+        the look-up finds the other's row (a duplicate recording, an existing docking).
+        SQLite never gets here: its write transactions do not overlap.
+        """
+        for attempt in range(1, CATALOG_RACE_ATTEMPTS + 1):
+            try:
+                with self.catalog.transaction() as s:
+                    work(s)
+                return
+            except IntegrityError:
+                if attempt == CATALOG_RACE_ATTEMPTS:
+                    raise
+                log.info("catalog insert raced with another docking; running it again")
 
     def _already_held(self, sha256: str) -> bool:
         with self.catalog.session() as s:
@@ -474,19 +501,21 @@ class Station:
         self, jd: JournalDocking, files: list[JournalFile], state: str,
         problems: list[tuple[str, str, str]], stop: threading.Event, wait: bool,
     ) -> None:
+        def record(s: Session) -> None:
+            docking = self._catalog_docking(s, jd)
+            for f in files:
+                if f.state in (J.REJECTED, J.QUARANTINED):
+                    record_problem_file(s, self.signer, docking, f.relpath, f.size,
+                                        f.state, f.reason or "", self.actor)
+            finish_docking(
+                s, self.signer, docking, state,
+                files=len(files), size=sum(f.size for f in files),
+                problems={p: r for p, _s, r in problems}, actor=self.actor)
+
         backoff = self.ingest.retry_initial_s
         while True:
             try:
-                with self.catalog.transaction() as s:
-                    docking = self._catalog_docking(s, jd)
-                    for f in files:
-                        if f.state in (J.REJECTED, J.QUARANTINED):
-                            record_problem_file(s, self.signer, docking, f.relpath, f.size,
-                                                f.state, f.reason or "", self.actor)
-                    finish_docking(
-                        s, self.signer, docking, state,
-                        files=len(files), size=sum(f.size for f in files),
-                        problems={p: r for p, _s, r in problems}, actor=self.actor)
+                self._in_catalog(record)
                 return
             except TRANSIENT:
                 if not wait or stop.is_set():
@@ -501,7 +530,7 @@ class Station:
                 continue
             digest = Digest("sha256", f.sha256)
             self.store.verify(content_key(digest), digest)
-            _unlink_on_recorder(root, f.relpath)
+            unlink_source(root, f.relpath)
             with self.catalog.transaction() as s:
                 mark_cleared(s, self.signer, self._catalog_docking(s, jd), f.relpath, f.sha256,
                              self.actor)
@@ -519,25 +548,3 @@ class Station:
         done = [f for f in files if f.state in (J.DONE, J.CLEARED, J.STAGED)]
         progress.files_done = sum(1 for f in files if f.state in (J.DONE, J.CLEARED))
         progress.bytes_done = sum(f.size for f in done)
-
-
-def _unlink_on_recorder(root: Path, relpath: bytes) -> None:
-    parent, _, name = relpath.rpartition(b"/")
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        for part in parent.split(b"/") if parent else []:
-            nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
-            os.close(fd)
-            fd = nxt
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(name, dir_fd=fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
