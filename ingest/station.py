@@ -446,7 +446,14 @@ class Station:
                 break
             try:
                 for f in staged:
-                    self._commit(f, progress)
+                    try:
+                        self._commit(f, progress)
+                    except StorageError as exc:
+                        if isinstance(exc, TRANSIENT):
+                            raise
+                        # An error waiting will not cure (e.g. the staged copy no longer
+                        # matches its digest): keep the staged copy, quarantine the file.
+                        self.journal.set_file(f.id, state=J.QUARANTINED, reason=exc.message)
             except TRANSIENT as exc:
                 progress.waiting = f"waiting: {exc.message}"
                 self.journal.set_docking(uid, waiting=progress.waiting)
@@ -457,8 +464,6 @@ class Station:
                 stop.wait(backoff)
                 backoff = min(backoff * 2, self.ingest.retry_max_s)
                 continue
-            except StorageError as exc:  # a store error that will not pass by waiting
-                self.journal.set_file(staged[0].id, state=J.QUARANTINED, reason=exc.message)
         if progress.waiting:
             progress.waiting = None
             self.journal.set_docking(uid, waiting=None)

@@ -99,9 +99,10 @@ class LocalStore:
                     hint="the source changed while it was read; retry",
                 )
             os.chmod(tmp, 0o444)
-            # Never replace an existing object: same key means same SHA-256, already there.
-            with contextlib.suppress(FileExistsError):
-                os.link(tmp, path)
+            try:
+                os.link(tmp, path)  # never replaces an existing object
+            except FileExistsError:
+                _same_size_or_fail(self.url, key, path, written)
             _fsync_dir(path.parent)
         except OSError as exc:
             hint = (
@@ -131,7 +132,7 @@ class LocalStore:
         try:
             os.link(source, path)
         except FileExistsError:
-            pass  # same key, same bytes: already stored
+            _same_size_or_fail(self.url, key, path, source.stat().st_size)
         except OSError as exc:
             if exc.errno != errno.EXDEV:
                 raise StorageError(f"{self.url}/{key}: cannot store: {exc.strerror}") from exc
@@ -276,6 +277,17 @@ def _round_trip(store: LocalStore) -> CheckResult:
     except Exception as exc:  # reported, not raised: check lists every problem
         return CheckResult("round trip", False, f"write/read/verify failed: {exc}")
     return CheckResult("round trip", True, "write, read back, verify and delete a probe object")
+
+
+def _same_size_or_fail(url: str, key: str, path: Path, size: int) -> None:
+    """An existing object under the same key should hold the same bytes; a different size
+    means the stored copy was damaged. Say so rather than report success."""
+    held = path.stat().st_size
+    if held != size:
+        raise StorageError(
+            f"{url}/{key}: the stored object has {held} bytes, the new copy {size}",
+            hint="the stored copy may be damaged: run a fixity check; nothing was replaced",
+        )
 
 
 def _hash_path(path: Path, algorithm: str) -> Digest:
