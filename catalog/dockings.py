@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from catalog import queue
 from catalog.custody import append_event
 from catalog.models import Device, Docking, DockingFile, Officer, Recording, utcnow
 from catalog.signing import Signer
@@ -151,6 +152,8 @@ def register_file(
         )
         session.add(recording)
         session.flush()
+        # Media work (probe, derivatives) is queued with the registration, atomically.
+        queue.enqueue(session, "probe", str(recording.id))
     elif recording.sm3 != f.sm3 or recording.size != f.size:
         # Same SHA-256, different SM3 or size: impossible for honest bytes. Refuse loudly.
         raise ValueError(f"{name}: SHA-256 {f.sha256} already held with a different SM3/size")

@@ -14,6 +14,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -174,10 +175,33 @@ class Recording(Base):
     officer_id: Mapped[int | None] = mapped_column(ForeignKey("officers.id"))
     docking_id: Mapped[int | None] = mapped_column(ForeignKey("dockings.id"), index=True)
     captured_at: Mapped[datetime | None] = mapped_column(default=None, index=True)
+    capture_end: Mapped[datetime | None] = mapped_column(default=None)
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # What ffprobe said (or why it could not read the file), and every raw time with the
+    # derived capture interval and its flags. Raw values are never overwritten.
+    media_kind: Mapped[str | None] = mapped_column(String(16), default=None)
+    duration_s: Mapped[float | None] = mapped_column(Float, default=None)
+    probe: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    time_evidence: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    # Segments a recorder split from one recording share a group (chapters).
+    group_id: Mapped[int | None] = mapped_column(ForeignKey("recording_groups.id"), index=True,
+                                                 default=None)
+    group_seq: Mapped[int | None] = mapped_column(Integer, default=None)
     stored_at: Mapped[datetime | None] = mapped_column(default=None)
     verified_at: Mapped[datetime | None] = mapped_column(default=None)
     flags: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class RecordingGroup(Base):
+    """One logical recording the device split into consecutive segments (chapters)."""
+
+    __tablename__ = "recording_groups"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    device_id: Mapped[int | None] = mapped_column(ForeignKey("devices.id"), index=True)
+    start: Mapped[datetime | None] = mapped_column(default=None)
+    end: Mapped[datetime | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Derivative(Base):
@@ -194,6 +218,10 @@ class Derivative(Base):
     size: Mapped[int] = mapped_column(BigInteger)
     object_key: Mapped[str] = mapped_column(String(512))
     profile: Mapped[str] = mapped_column(String(64), default="")
+    # remux | reencode | extract | recovered | joined
+    method: Mapped[str] = mapped_column(String(16), default="")
+    tool_version: Mapped[str] = mapped_column(String(200), default="")
+    duration_s: Mapped[float | None] = mapped_column(Float, default=None)
     command: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
