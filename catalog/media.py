@@ -172,3 +172,66 @@ def find_recording(session: Session, ref: str) -> list[Recording]:
     found += [r for r in session.scalars(select(Recording).where(Recording.sm3.startswith(ref))
                                          .limit(5)) if r not in found]
     return found
+
+
+def recording_report(session: Session, rec: Recording) -> dict[str, Any]:
+    """Everything `liuhen show` prints about one recording."""
+    from catalog.models import CustodyEvent, Device, DockingFile, Officer
+
+    derivatives = list(session.scalars(
+        select(Derivative).where(Derivative.recording_id == rec.id).order_by(Derivative.id)))
+    object_ids = [rec.sha256, *(d.sha256 for d in derivatives)]
+    events = session.scalars(
+        select(CustodyEvent).where(CustodyEvent.object_id.in_(object_ids))
+        .order_by(CustodyEvent.at, CustodyEvent.station_id, CustodyEvent.seq))
+    files = session.scalars(select(DockingFile).where(DockingFile.recording_id == rec.id)
+                            .order_by(DockingFile.id))
+    device = session.get(Device, rec.device_id) if rec.device_id else None
+    officer = session.get(Officer, rec.officer_id) if rec.officer_id else None
+    probe = dict(rec.probe or {})
+    probe.pop("raw", None)
+    segments: list[dict[str, Any]] = []
+    if rec.group_id is not None:
+        segments = [
+            {"id": r.id, "seq": r.group_seq, "name": r.original_name,
+             "start": _iso(r.captured_at), "end": _iso(r.capture_end)}
+            for r in session.scalars(select(Recording).where(Recording.group_id == rec.group_id)
+                                     .order_by(Recording.group_seq))
+        ]
+    return {
+        "id": rec.id,
+        "name": rec.original_name,
+        "state": rec.state,
+        "sha256": rec.sha256,
+        "sm3": rec.sm3,
+        "size": rec.size,
+        "object_key": rec.object_key,
+        "device": device.serial if device else None,
+        "officer": officer.number if officer else None,
+        "capture_start": _iso(rec.captured_at),
+        "capture_end": _iso(rec.capture_end),
+        "received_at": _iso(rec.received_at),
+        "media_kind": rec.media_kind,
+        "duration_s": rec.duration_s,
+        "probe": probe,
+        "time_evidence": rec.time_evidence,
+        "flags": rec.flags,
+        "chapters": segments,
+        "seen_in": [{"docking": f.docking_id, "path": f.relpath, "state": f.state}
+                    for f in files],
+        "derivatives": [
+            {"kind": d.kind, "method": d.method, "sha256": d.sha256, "sm3": d.sm3,
+             "size": d.size, "duration_s": d.duration_s, "object_key": d.object_key,
+             "ffmpeg": d.tool_version, "command": (d.command or {}).get("argv")}
+            for d in derivatives
+        ],
+        "custody": [
+            {"station": e.station_id, "seq": e.seq, "at": e.at, "actor": e.actor,
+             "action": e.action, "object": e.object_id}
+            for e in events
+        ],
+    }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None

@@ -221,6 +221,14 @@ def _validate(s: Settings, where: str) -> None:
     }.items():
         if number <= 0:
             raise bad(key, f"must be greater than 0, got {number}")
+    for key, number in {
+        "media.proxy_max_height": s.media.proxy_max_height,
+        "media.timeout_scale": s.media.timeout_scale,
+        "media.lease_s": s.media.lease_s,
+        "media.time_threshold_s": s.media.time_threshold_s,
+    }.items():
+        if number <= 0:
+            raise bad(key, f"must be greater than 0, got {number}")
     if s.ingest.stable_s < 0:
         raise bad("ingest.stable_s", "must not be negative")
     if s.store.object_lock_days < 0:

@@ -108,6 +108,26 @@ class IngestSettings:
 
 
 @dataclass(frozen=True)
+class MediaSettings:
+    # Browser proxy: at most this tall, x264 quality (higher = smaller), and preset.
+    proxy_max_height: int = 720
+    proxy_crf: int = 28
+    # Access copy when the original must be re-encoded (HEVC, MJPEG, PCM/AMR audio).
+    access_crf: int = 23
+    preset: str = "veryfast"
+    poster_at_s: float = 1.0
+    # Scales ffmpeg's time limits (re-encode: 10 × the duration, at least 60 s; remux:
+    # 2 × the duration, at least 30 s); ffmpeg is stopped past them.
+    timeout_scale: float = 1.0
+    # Flag raw times that disagree by more than this.
+    time_threshold_s: float = 120.0
+    # Also make one joined access copy of a recording the device split into segments.
+    join_chapters: bool = False
+    # A claimed work item is taken over by another worker when not renewed for this long.
+    lease_s: float = 600.0
+
+
+@dataclass(frozen=True)
 class Settings:
     data_dir: Path
     # The file the settings were read from, or None when none existed.
@@ -119,6 +139,7 @@ class Settings:
     ffmpeg: FfmpegSettings = field(default_factory=FfmpegSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
+    media: MediaSettings = field(default_factory=MediaSettings)
 
     @property
     def catalog_url(self) -> str:
@@ -139,6 +160,11 @@ class Settings:
         return self.data_dir / "staging"
 
     @property
+    def work_dir(self) -> Path:
+        """Scratch space of media workers (inputs fetched from S3, ffmpeg outputs)."""
+        return self.data_dir / "work"
+
+    @property
     def journal_path(self) -> Path:
         """The station's local journal: dockings and files, durable without the catalog."""
         return self.data_dir / "station-journal.sqlite3"
@@ -153,4 +179,5 @@ SECTIONS: dict[str, type] = {
     "ffmpeg": FfmpegSettings,
     "retention": RetentionSettings,
     "ingest": IngestSettings,
+    "media": MediaSettings,
 }

@@ -75,6 +75,22 @@ device_info_files = ["DEVICE.INF", "DEVINFO.TXT", "device_info.txt"]
 # ]
 retry_initial_s = 1.0
 retry_max_s = 60.0
+
+[media]
+# Derivatives (the original is never changed): browser proxy, access copy, poster.
+proxy_max_height = 720
+proxy_crf = 28
+access_crf = 23
+preset = "veryfast"
+poster_at_s = 1.0
+# Scales ffmpeg's time limits (re-encode 10 × duration, remux 2 × duration).
+timeout_scale = 1.0
+# Raw times (file name, embedded, mtime) that disagree by more than this are flagged.
+time_threshold_s = 120.0
+# Also make one joined access copy of a recording the device split into segments.
+join_chapters = false
+# A worker's claim on a work item lapses when not renewed for this long.
+lease_s = 600.0
 """  # noqa: E501
 
 

@@ -1,0 +1,1006 @@
+"""Derivatives of a recording: access copy, browser proxy, poster frame, audio access, joins.
+
+Pure functions over local files (no catalog, no store). The camera original is the
+evidence master and is never modified: ffmpeg only ever opens it for reading, and every
+output is a new file. Each function returns a :class:`Derivation` that records how the
+file was made (the exact ffmpeg argument list, the ffmpeg version, the tail of its log),
+which is what evidence practice (ISO/IEC 27037, SWGDE) asks for a derivative.
+
+Outputs are atomic: ffmpeg writes a hidden temporary name in the output directory; only
+when ffmpeg exited 0 *and* ffprobe opened the result and found the expected codecs (and,
+for time-based media, not less duration than the source) is it fsynced and renamed to its
+final name. On a failure, a timeout or an exception from the progress callback, the
+temporary file is removed, so no partial derivative is ever visible.
+
+GB/T 18894-2016 accepts MP4 (H.264) for video and WAV/MP3 for audio, so an H.264/AAC
+original only needs a stream copy into a fast-start MP4 (:func:`plan_access` says
+``"remux"``); anything else (HEVC, MJPEG, PCM or AMR audio in a video, ...) is re-encoded
+to H.264/AAC. Where only the audio is unfriendly (H.264 with PCM audio, common in MOV/AVI
+recorders), the video is still copied bit for bit and only the audio is encoded.
+
+ffmpeg runs with an argument list (never a shell string), ``-progress pipe:1`` feeds the
+optional progress callback, stderr is drained on a thread (no pipe deadlock) and its last
+4 KB are kept. Time limits are proportional to the duration (:data:`TIMEOUTS`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import math
+import os
+import queue
+import re
+import secrets
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Final, Literal
+
+from config.errors import EXIT_DATAERR, EXIT_TEMPFAIL, EXIT_UNAVAILABLE, LiuhenError
+from ingest.offload import fsync_dir
+
+__all__ = [
+    "PLAN_REENCODE",
+    "PLAN_REMUX",
+    "STDERR_TAIL_BYTES",
+    "TIMEOUTS",
+    "AccessProfile",
+    "AudioProfile",
+    "Derivation",
+    "DerivationError",
+    "DerivationTimeout",
+    "FfmpegMissingError",
+    "FfmpegRun",
+    "OutputProbe",
+    "PosterProfile",
+    "ProxyProfile",
+    "Timeouts",
+    "ffmpeg_version",
+    "join_segments",
+    "make_access_copy",
+    "make_audio_access",
+    "make_poster",
+    "make_proxy",
+    "plan_access",
+    "probe_output",
+    "run_ffmpeg",
+]
+
+log = logging.getLogger(__name__)
+
+DerivationKind = Literal["access", "proxy", "poster", "audio", "joined", "recovered"]
+DerivationMethod = Literal["remux", "reencode", "extract", "recovered"]
+ProgressCallback = Callable[[float], None]
+
+PLAN_REMUX: Final = "remux"
+PLAN_REENCODE: Final = "reencode"
+
+STDERR_TAIL_BYTES: Final = 4096
+_PROBE_TIMEOUT_S: Final = 60.0
+_VERSION_TIMEOUT_S: Final = 30.0
+# A derivative may be a little longer than its source (AAC priming), never much shorter:
+# a shorter access copy would silently drop part of the evidence.
+_DURATION_SHORTFALL_S: Final = 0.5
+_DURATION_SHORTFALL_RATIO: Final = 0.02
+
+_BROWSER_VIDEO: Final = frozenset({"h264"})
+_BROWSER_PIX_FMTS: Final = frozenset({"yuv420p", "yuvj420p"})
+_BROWSER_AUDIO_IN_VIDEO: Final = frozenset({"aac"})
+_BROWSER_AUDIO_ONLY: Final = frozenset({"aac", "mp3"})
+_X264_PRESETS: Final = frozenset(
+    {"ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
+     "veryslow", "placebo"}
+)  # fmt: skip
+_BITRATE_RE: Final = re.compile(r"^[1-9][0-9]*[kM]?$")
+# Even output dimensions: libx264 with yuv420p refuses odd widths and heights.
+_EVEN: Final = "scale=trunc(iw/2)*2:trunc(ih/2)*2"
+
+
+# --- errors -------------------------------------------------------------------------
+
+
+class DerivationError(LiuhenError):
+    """ffmpeg could not make a derivative, or what it made failed the output check.
+
+    ``command`` is the exact argument list and ``stderr_tail`` the end of ffmpeg's log.
+    The original is never touched, and nothing is left under the output name.
+    """
+
+    exit_code = EXIT_DATAERR
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        command: Sequence[str] = (),
+        stderr_tail: str = "",
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.command = tuple(command)
+        self.stderr_tail = stderr_tail
+
+
+class DerivationTimeout(DerivationError):
+    """ffmpeg ran past its time limit and was killed."""
+
+    exit_code = EXIT_TEMPFAIL
+
+
+class FfmpegMissingError(DerivationError):
+    """ffmpeg or ffprobe (or an encoder it needs) is not available."""
+
+    exit_code = EXIT_UNAVAILABLE
+
+
+_INSTALL_HINT: Final = (
+    "install ffmpeg built with libx264 (it provides ffmpeg and ffprobe), e.g. "
+    "apt-get install ffmpeg, or configure the path to the ffmpeg binary"
+)
+
+
+# --- profiles -----------------------------------------------------------------------
+
+
+def _check_x264(crf: int, preset: str) -> None:
+    if not 0 <= crf <= 51:
+        raise ValueError(f"crf {crf} is outside 0..51")
+    if preset not in _X264_PRESETS:
+        raise ValueError(f"preset {preset!r} is not an x264 preset ({sorted(_X264_PRESETS)})")
+
+
+def _check_bitrate(name: str, value: str) -> None:
+    if not _BITRATE_RE.match(value):
+        raise ValueError(f"{name} {value!r} is not a bit rate such as '128k'")
+
+
+def _check_height(value: int | None) -> None:
+    if value is not None and (value < 16 or value % 2):
+        raise ValueError(f"max_height {value} must be even and at least 16")
+
+
+@dataclass(frozen=True)
+class AccessProfile:
+    """The access copy, when it must be re-encoded (H.264/AAC MP4, full resolution)."""
+
+    crf: int = 23
+    preset: str = "veryfast"
+    audio_bitrate: str = "128k"
+
+    def __post_init__(self) -> None:
+        _check_x264(self.crf, self.preset)
+        _check_bitrate("audio_bitrate", self.audio_bitrate)
+
+
+@dataclass(frozen=True)
+class ProxyProfile:
+    """A small browser proxy: at most ``max_height`` lines, never upscaled."""
+
+    max_height: int = 720
+    crf: int = 28
+    preset: str = "veryfast"
+    audio_bitrate: str = "64k"
+
+    def __post_init__(self) -> None:
+        _check_x264(self.crf, self.preset)
+        _check_bitrate("audio_bitrate", self.audio_bitrate)
+        _check_height(self.max_height)
+
+
+@dataclass(frozen=True)
+class PosterProfile:
+    """A JPEG poster frame taken at ``min(offset_s, duration / 2)``."""
+
+    offset_s: float = 1.0
+    max_height: int | None = 720  # None: the source's own size
+    quality: int = 3  # mjpeg -q:v, 2 (best) .. 31
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.offset_s) and self.offset_s >= 0):
+            raise ValueError(f"offset_s {self.offset_s} must be a finite number >= 0")
+        if not 2 <= self.quality <= 31:
+            raise ValueError(f"quality {self.quality} is outside 2..31")
+        _check_height(self.max_height)
+
+
+@dataclass(frozen=True)
+class AudioProfile:
+    """The access copy of an audio-only recording: AAC in .m4a, or MP3."""
+
+    codec: Literal["aac", "mp3"] = "aac"
+    bitrate: str = "128k"
+
+    def __post_init__(self) -> None:
+        if self.codec not in ("aac", "mp3"):
+            raise ValueError(f"audio codec {self.codec!r} is neither 'aac' nor 'mp3'")
+        _check_bitrate("bitrate", self.bitrate)
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Time limits: ``max(min_s, per_s × duration)``; ``unknown_s`` without a duration."""
+
+    remux_min_s: float = 30.0
+    remux_per_s: float = 2.0
+    reencode_min_s: float = 60.0
+    reencode_per_s: float = 10.0
+    unknown_s: float = 3600.0
+
+    def limit(self, method: str, duration_s: float | None, factor: float) -> float:
+        if not (math.isfinite(factor) and factor > 0):
+            raise ValueError(f"timeout_factor {factor} must be a positive number")
+        if duration_s is None or not math.isfinite(duration_s) or duration_s <= 0:
+            return self.unknown_s * factor
+        if method == PLAN_REENCODE:
+            return max(self.reencode_min_s, self.reencode_per_s * duration_s) * factor
+        return max(self.remux_min_s, self.remux_per_s * duration_s) * factor
+
+
+TIMEOUTS: Final = Timeouts()
+
+
+# --- results ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Derivation:
+    """One derivative file and how it was made (for the derivation/custody record)."""
+
+    kind: DerivationKind
+    path: Path  # the final output
+    method: DerivationMethod
+    command: tuple[str, ...]  # the exact ffmpeg argv that wrote it
+    ffmpeg_version: str  # first line of `ffmpeg -version`
+    duration_s: float | None  # of the output, by ffprobe (None for a poster)
+    elapsed_s: float  # wall time of the whole derivation, output check included
+    stderr_tail: str  # last ~4 KB of ffmpeg's log
+    sources: tuple[Path, ...] = field(default=())  # the input(s), as given
+
+
+@dataclass(frozen=True)
+class FfmpegRun:
+    """What :func:`run_ffmpeg` saw: exit status, log tail, time, last progress values."""
+
+    returncode: int
+    stderr_tail: str
+    elapsed_s: float
+    frames: int | None  # the last ``frame=`` progress value
+    out_time_s: float | None  # the last ``out_time_us=`` progress value
+
+
+# --- running ffmpeg -----------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=8)
+def ffmpeg_version(ffmpeg: str = "ffmpeg") -> str:
+    """First line of ``ffmpeg -version`` (cached per binary)."""
+    command = [ffmpeg, "-version"]
+    try:
+        proc = subprocess.run(
+            command, stdin=subprocess.DEVNULL, capture_output=True, check=False,
+            timeout=_VERSION_TIMEOUT_S,
+        )  # fmt: skip
+    except OSError as exc:
+        raise FfmpegMissingError(
+            f"cannot run {ffmpeg!r}: {exc.strerror or exc}", hint=_INSTALL_HINT, command=command
+        ) from exc
+    except subprocess.TimeoutExpired as exc:
+        raise DerivationTimeout(
+            f"{ffmpeg} -version did not answer within {_VERSION_TIMEOUT_S:.0f} s",
+            hint="the machine may be overloaded",
+            command=command,
+        ) from exc
+    text = proc.stdout.decode("utf-8", "replace").strip()
+    if proc.returncode != 0 or not text:
+        raise FfmpegMissingError(
+            f"{ffmpeg} -version failed with status {proc.returncode}",
+            hint=_INSTALL_HINT,
+            command=command,
+            stderr_tail=_decode_tail(proc.stderr),
+        )
+    return text.splitlines()[0]
+
+
+def _decode_tail(data: bytes) -> str:
+    tail = data[-STDERR_TAIL_BYTES:]
+    text = tail.decode("utf-8", "replace")
+    if len(data) > STDERR_TAIL_BYTES and "\n" in text:
+        text = text[text.index("\n") + 1 :]  # start at a whole line
+    return text.strip()
+
+
+def _drain_stderr(stream: IO[bytes], sink: list[bytes]) -> None:
+    """Read stderr to EOF keeping only the last few KB (bounded memory on noisy logs)."""
+    kept = b""
+    for chunk in iter(lambda: stream.read(65536), b""):
+        kept = (kept + chunk)[-2 * STDERR_TAIL_BYTES :]
+    sink.append(kept)
+
+
+@dataclass
+class _Progress:
+    frames: int | None = None
+    out_time_s: float | None = None
+
+
+def _read_progress(
+    stream: IO[bytes], updates: queue.Queue[float | None], seen: _Progress,
+    duration_s: float | None,
+) -> None:  # fmt: skip
+    """Parse ``-progress pipe:1`` key=value lines; queue fractions for the caller's thread."""
+    last: float | None = None
+    try:
+        for raw in stream:
+            key, _, value = raw.decode("ascii", "replace").strip().partition("=")
+            if key == "frame":
+                with contextlib.suppress(ValueError):
+                    seen.frames = int(value)
+            elif key in ("out_time_us", "out_time_ms"):
+                # Both are microseconds (out_time_ms is misnamed in ffmpeg).
+                try:
+                    seconds = max(0, int(value)) / 1e6
+                except ValueError:
+                    continue  # "N/A" before the first packet
+                seen.out_time_s = seconds
+                if duration_s:
+                    fraction = min(1.0, seconds / duration_s)
+                    if fraction != last:
+                        last = fraction
+                        updates.put(fraction)
+            elif key == "progress" and value == "end" and last != 1.0:
+                last = 1.0
+                updates.put(1.0)
+    finally:
+        updates.put(None)
+
+
+def run_ffmpeg(
+    command: Sequence[str],
+    *,
+    timeout_s: float,
+    duration_s: float | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> FfmpegRun:
+    """Run one ffmpeg command (argument list); return its status, never raise on one.
+
+    The command must write progress to ``pipe:1`` (``-progress pipe:1``) for
+    ``on_progress``, which is called on the caller's thread with a fraction 0..1 when
+    ``duration_s`` is known (and 1.0 at the end). Raises :class:`FfmpegMissingError`
+    when the binary cannot be started and :class:`DerivationTimeout` (after killing
+    ffmpeg) past ``timeout_s``. An exception from ``on_progress`` kills ffmpeg and
+    propagates.
+    """
+    argv = list(command)
+    started = time.monotonic()
+    try:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+    except OSError as exc:
+        raise FfmpegMissingError(
+            f"cannot run {argv[0]!r}: {exc.strerror or exc}", hint=_INSTALL_HINT, command=argv
+        ) from exc
+    assert proc.stdout is not None and proc.stderr is not None
+    updates: queue.Queue[float | None] = queue.Queue()
+    seen = _Progress()
+    err_sink: list[bytes] = []
+    readers = [
+        threading.Thread(
+            target=_read_progress, args=(proc.stdout, updates, seen, duration_s),
+            name="ffmpeg-progress", daemon=True,
+        ),
+        threading.Thread(
+            target=_drain_stderr, args=(proc.stderr, err_sink), name="ffmpeg-stderr",
+            daemon=True,
+        ),
+    ]  # fmt: skip
+    for reader in readers:
+        reader.start()
+    deadline = started + timeout_s
+    timed_out = False
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                timed_out = True
+                break
+            try:
+                item = updates.get(timeout=remaining)
+            except queue.Empty:
+                timed_out = True
+                break
+            if item is None:  # stdout closed: ffmpeg is exiting
+                break
+            if on_progress is not None:
+                on_progress(item)
+        if not timed_out:
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                timed_out = True
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        for reader in readers:
+            reader.join()
+        proc.stdout.close()
+        proc.stderr.close()
+    elapsed = time.monotonic() - started
+    tail = _decode_tail(err_sink[0] if err_sink else b"")
+    if timed_out:
+        raise DerivationTimeout(
+            f"ffmpeg timeout: killed after {timeout_s:.3g} s: {_short(argv)}",
+            hint="the machine may be overloaded or the input unusually slow to decode; "
+            "raise timeout_factor",
+            command=argv,
+            stderr_tail=tail,
+        )
+    return FfmpegRun(proc.returncode, tail, elapsed, seen.frames, seen.out_time_s)
+
+
+def _short(argv: Sequence[str]) -> str:
+    text = " ".join(argv)
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _base(ffmpeg: str) -> list[str]:
+    return [ffmpeg, "-nostdin", "-hide_banner", "-y", "-progress", "pipe:1", "-nostats"]
+
+
+# --- ffprobe ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OutputProbe:
+    """The few ffprobe fields the output checks and joins need."""
+
+    streams: tuple[Mapping[str, Any], ...]
+    duration_s: float | None
+
+    def codecs(self, codec_type: str) -> list[str]:
+        return [str(s.get("codec_name")) for s in self.streams if s.get("codec_type") == codec_type]
+
+    def signature(self) -> tuple[tuple[Any, ...], ...]:
+        """What must match for a stream-copy concatenation."""
+        keys = ("codec_type", "codec_name", "width", "height", "pix_fmt", "sample_rate",
+                "channels", "profile")  # fmt: skip
+        return tuple(
+            tuple(s.get(k) for k in keys)
+            for s in self.streams
+            if s.get("codec_type") in ("video", "audio")
+        )
+
+
+def probe_output(ffprobe: str, path: Path) -> OutputProbe:
+    """ffprobe a file (a derivative, or a segment to join); raise when it does not open."""
+    command = [
+        ffprobe, "-v", "error", "-of", "json",
+        "-show_entries",
+        "stream=codec_type,codec_name,width,height,pix_fmt,sample_rate,channels,profile"
+        ":format=duration",
+        str(path),
+    ]  # fmt: skip
+    try:
+        proc = subprocess.run(
+            command, stdin=subprocess.DEVNULL, capture_output=True, check=False,
+            timeout=_PROBE_TIMEOUT_S,
+        )  # fmt: skip
+    except OSError as exc:
+        raise FfmpegMissingError(
+            f"cannot run {ffprobe!r}: {exc.strerror or exc}", hint=_INSTALL_HINT, command=command
+        ) from exc
+    except subprocess.TimeoutExpired as exc:
+        raise DerivationTimeout(
+            f"ffprobe timeout on {path.name} after {_PROBE_TIMEOUT_S:.0f} s", command=command
+        ) from exc
+    tail = _decode_tail(proc.stderr)
+    if proc.returncode != 0:
+        raise DerivationError(
+            f"ffprobe cannot read {path.name}: {tail or f'status {proc.returncode}'}",
+            command=command,
+            stderr_tail=tail,
+        )
+    try:
+        data = json.loads(proc.stdout)
+    except ValueError as exc:
+        raise DerivationError(f"ffprobe printed no JSON for {path.name}", command=command) from exc
+    streams = tuple(s for s in data.get("streams", ()) if isinstance(s, dict))
+    duration: float | None = None
+    try:
+        duration = float(data.get("format", {}).get("duration"))
+    except (TypeError, ValueError):
+        duration = None
+    if duration is not None and not math.isfinite(duration):
+        duration = None
+    return OutputProbe(streams, duration)
+
+
+# --- planning -----------------------------------------------------------------------
+
+
+def _norm(value: object) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip().lower()
+    return text or None
+
+
+def _info_kind(info: Mapping[str, Any]) -> str:
+    kind = _norm(info.get("kind"))
+    if kind in ("video", "audio", "image"):
+        return kind
+    if _norm(info.get("video_codec")):
+        return "video"
+    if _norm(info.get("audio_codec")):
+        return "audio"
+    raise ValueError(f"cannot tell the kind of recording from {dict(info)!r}")
+
+
+def _pix_fmt(info: Mapping[str, Any]) -> str | None:
+    # "pixel_format" is what ingest.media.probe.ProbeResult calls it.
+    return _norm(info.get("pix_fmt", info.get("pixel_format")))
+
+
+def _video_friendly(info: Mapping[str, Any]) -> bool:
+    return _norm(info.get("video_codec")) in _BROWSER_VIDEO and _pix_fmt(info) in _BROWSER_PIX_FMTS
+
+
+def plan_access(probe_info: Mapping[str, Any]) -> str:
+    """``"remux"`` when the original's codecs play in a browser and are archival, else
+    ``"reencode"``.
+
+    ``probe_info`` is a minimal dict: ``video_codec``, ``pix_fmt`` (or ``pixel_format``),
+    ``audio_codec`` (``None`` when there is no audio) and ``kind`` (``"video"``,
+    ``"audio"`` or ``"image"``; inferred from the codecs when missing). Video remuxes
+    when it is H.264 in 4:2:0 8-bit (``yuv420p``/``yuvj420p``) with AAC or no audio;
+    audio-only remuxes when it is AAC or MP3. An unknown pixel format is taken as
+    unfriendly. Images get no access copy: ``ValueError``.
+    """
+    kind = _info_kind(probe_info)
+    audio = _norm(probe_info.get("audio_codec"))
+    if kind == "image":
+        raise ValueError("images get no access copy: JPEG originals are archival as they are")
+    if kind == "audio":
+        return PLAN_REMUX if audio in _BROWSER_AUDIO_ONLY else PLAN_REENCODE
+    if _video_friendly(probe_info) and (audio is None or audio in _BROWSER_AUDIO_IN_VIDEO):
+        return PLAN_REMUX
+    return PLAN_REENCODE
+
+
+# --- the common driver --------------------------------------------------------------
+
+
+def _final_path(src: Path, out_dir: Path, name: str | None, suffix: str) -> Path:
+    if name is not None and (
+        not name or name.startswith(".") or "/" in name or os.sep in name or "\0" in name
+    ):
+        raise ValueError(f"output name {name!r} must be a plain, non-hidden file name")
+    final = out_dir / (name or f"{src.stem}{suffix}")
+    if final.exists() and final.resolve() == src.resolve():
+        raise ValueError(f"{final}: the output would overwrite the original")
+    return final
+
+
+def _temp_path(final: Path) -> Path:
+    return final.with_name(f".{final.name}.{secrets.token_hex(4)}.partial")
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _check_output(
+    ffprobe: str, tmp: Path, final: Path, *, expected: Mapping[str, str],
+    min_duration_s: float | None, command: Sequence[str], stderr_tail: str,
+) -> OutputProbe:  # fmt: skip
+    try:
+        probed = probe_output(ffprobe, tmp)
+    except FfmpegMissingError:
+        raise
+    except DerivationError as exc:
+        raise DerivationError(
+            f"{final.name}: ffmpeg reported success but the output does not open: {exc.message}",
+            hint="see the ffmpeg log; the original is unchanged",
+            command=command,
+            stderr_tail=stderr_tail,
+        ) from exc
+    for codec_type, codec in expected.items():
+        found = probed.codecs(codec_type)
+        if codec not in found:
+            raise DerivationError(
+                f"{final.name}: expected a {codec} {codec_type} stream, found {found or 'none'}",
+                hint="see the ffmpeg log; the original is unchanged",
+                command=command,
+                stderr_tail=stderr_tail,
+            )
+    if min_duration_s is not None:
+        got = probed.duration_s
+        if got is None or got < min_duration_s:
+            raise DerivationError(
+                f"{final.name}: output lasts {got if got is not None else 'unknown'} s, "
+                f"less than the expected {min_duration_s:.3f} s",
+                hint="the original may be damaged part-way; the original is unchanged",
+                command=command,
+                stderr_tail=stderr_tail,
+            )
+    return probed
+
+
+def _min_duration(duration_s: float | None) -> float | None:
+    if duration_s is None or not math.isfinite(duration_s) or duration_s <= 0:
+        return None
+    return duration_s - max(_DURATION_SHORTFALL_S, _DURATION_SHORTFALL_RATIO * duration_s)
+
+
+def _derive(
+    *,
+    kind: DerivationKind,
+    method: DerivationMethod,
+    sources: Sequence[Path],
+    final: Path,
+    build: Callable[[Path], list[str]],
+    expected: Mapping[str, str],
+    duration_s: float | None,
+    check_duration: bool,
+    timeout_s: float,
+    on_progress: ProgressCallback | None,
+    ffmpeg: str,
+    ffprobe: str,
+) -> Derivation:
+    """Run ffmpeg into a temp name, check the result, then fsync and rename it."""
+    started = time.monotonic()
+    version = ffmpeg_version(ffmpeg)  # also fails fast, before any file, if ffmpeg is missing
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_path(final)
+    command = build(tmp)
+    try:
+        run = run_ffmpeg(command, timeout_s=timeout_s, duration_s=duration_s,
+                         on_progress=on_progress)  # fmt: skip
+        if run.returncode != 0:
+            _raise_failed(command, run, final)
+        probed = _check_output(
+            ffprobe, tmp, final, expected=expected,
+            min_duration_s=_min_duration(duration_s) if check_duration else None,
+            command=command, stderr_tail=run.stderr_tail,
+        )  # fmt: skip
+        _fsync_file(tmp)
+        os.replace(tmp, final)
+        fsync_dir(final.parent)
+    finally:
+        tmp.unlink(missing_ok=True)
+    elapsed = time.monotonic() - started
+    log.info("%s %s of %s -> %s in %.2f s", method, kind, sources[0].name, final, elapsed)
+    return Derivation(
+        kind=kind,
+        path=final,
+        method=method,
+        command=tuple(command),
+        ffmpeg_version=version,
+        duration_s=probed.duration_s if kind != "poster" else None,
+        elapsed_s=elapsed,
+        stderr_tail=run.stderr_tail,
+        sources=tuple(sources),
+    )
+
+
+def _raise_failed(command: Sequence[str], run: FfmpegRun, final: Path) -> None:
+    tail = run.stderr_tail
+    last = tail[-1500:] if tail else "(no output)"
+    if "Unknown encoder" in tail or "Encoder not found" in tail:
+        raise FfmpegMissingError(
+            f"{final.name}: this ffmpeg lacks an encoder it needs: {last}",
+            hint=_INSTALL_HINT,
+            command=command,
+            stderr_tail=tail,
+        )
+    raise DerivationError(
+        f"{final.name}: ffmpeg exited with status {run.returncode}: {last}",
+        hint="the original may be damaged or in an unsupported format; it is unchanged",
+        command=command,
+        stderr_tail=tail,
+    )
+
+
+def _scale_to(max_height: int) -> str:
+    # Never upscale; -2 keeps the aspect ratio with an even width; the height is even too.
+    return f"scale=w=-2:h='trunc(min({max_height},ih)/2)*2'"
+
+
+# --- public derivations -------------------------------------------------------------
+
+
+def make_access_copy(
+    src: Path,
+    out_dir: Path,
+    *,
+    info: Mapping[str, Any],
+    profile: AccessProfile = AccessProfile(),
+    audio_profile: AudioProfile = AudioProfile(),
+    ffmpeg: str = "ffmpeg",
+    ffprobe: str = "ffprobe",
+    duration_s: float | None = None,
+    on_progress: ProgressCallback | None = None,
+    timeout_factor: float = 1.0,
+    name: str | None = None,
+) -> Derivation:
+    """An H.264/AAC MP4 (``-movflags +faststart``) next to, never instead of, the original.
+
+    Stream copy when :func:`plan_access` says ``"remux"``; otherwise libx264 + AAC, with
+    the video still copied when only the audio is unfriendly. Global metadata (title,
+    creation_time, comment) is carried over. Audio-only recordings are handed to
+    :func:`make_audio_access` (kind ``"audio"``). The default name is
+    ``<stem>.access.mp4`` in ``out_dir``.
+    """
+    kind = _info_kind(info)
+    if kind == "audio":
+        return make_audio_access(
+            src, out_dir, info=info, profile=audio_profile, ffmpeg=ffmpeg, ffprobe=ffprobe,
+            duration_s=duration_s, on_progress=on_progress, timeout_factor=timeout_factor,
+            name=name,
+        )  # fmt: skip
+    if kind != "video":
+        raise ValueError(f"{src.name}: no access copy for a {kind}")
+    plan = plan_access(info)
+    final = _final_path(src, out_dir, name, ".access.mp4")
+    has_audio = _norm(info.get("audio_codec")) is not None
+    expected = {"video": "h264", **({"audio": "aac"} if has_audio else {})}
+    head = _base(ffmpeg)
+
+    if plan == PLAN_REMUX:
+        method: DerivationMethod = "remux"
+        codec_args = ["-map", "0:V?", "-map", "0:a?", "-c", "copy"]
+    else:
+        method = "reencode"
+        # Encode only what is unfriendly: a stream that is already fine is copied bit for
+        # bit (no generation loss, exact timing), e.g. the AAC of an HEVC recording or the
+        # H.264 of a MOV with PCM audio.
+        if _video_friendly(info):
+            video = ["-c:v", "copy"]
+        else:
+            video = [
+                "-vf", _EVEN, "-c:v", "libx264", "-preset", profile.preset,
+                "-crf", str(profile.crf), "-pix_fmt", "yuv420p",
+            ]  # fmt: skip
+        if _norm(info.get("audio_codec")) in _BROWSER_AUDIO_IN_VIDEO:
+            audio = ["-c:a", "copy"]
+        else:
+            audio = ["-c:a", "aac", "-b:a", profile.audio_bitrate]
+        codec_args = ["-map", "0:V:0", "-map", "0:a:0?", *video, *audio]
+
+    def build(tmp: Path) -> list[str]:
+        return [
+            *head, "-i", str(src), *codec_args,
+            "-map_metadata", "0", "-movflags", "+faststart", "-f", "mp4", str(tmp),
+        ]  # fmt: skip
+
+    return _derive(
+        kind="access", method=method, sources=[src], final=final, build=build,
+        expected=expected, duration_s=duration_s, check_duration=True,
+        timeout_s=TIMEOUTS.limit(method, duration_s, timeout_factor),
+        on_progress=on_progress, ffmpeg=ffmpeg, ffprobe=ffprobe,
+    )  # fmt: skip
+
+
+def make_proxy(
+    src: Path,
+    out_dir: Path,
+    *,
+    info: Mapping[str, Any] | None = None,
+    profile: ProxyProfile = ProxyProfile(),
+    ffmpeg: str = "ffmpeg",
+    ffprobe: str = "ffprobe",
+    duration_s: float | None = None,
+    on_progress: ProgressCallback | None = None,
+    timeout_factor: float = 1.0,
+    name: str | None = None,
+) -> Derivation:
+    """A small H.264/AAC MP4 for the browser: at most ``profile.max_height`` lines.
+
+    Scaled keeping the aspect ratio, never upscaled, even dimensions; the first video
+    stream and the first audio stream (if any). ``info`` (as for :func:`plan_access`)
+    only sharpens the output check: with an ``audio_codec`` the proxy must carry AAC.
+    Default name ``<stem>.proxy.mp4``.
+    """
+    final = _final_path(src, out_dir, name, ".proxy.mp4")
+    has_audio = info is not None and _norm(info.get("audio_codec")) is not None
+    expected = {"video": "h264", **({"audio": "aac"} if has_audio else {})}
+    head = _base(ffmpeg)
+
+    def build(tmp: Path) -> list[str]:
+        return [
+            *head, "-i", str(src),
+            "-map", "0:V:0", "-map", "0:a:0?",
+            "-vf", _scale_to(profile.max_height),
+            "-c:v", "libx264", "-preset", profile.preset, "-crf", str(profile.crf),
+            "-pix_fmt", "yuv420p",
+            "-c:a", "aac", "-b:a", profile.audio_bitrate,
+            "-map_metadata", "0", "-movflags", "+faststart", "-f", "mp4", str(tmp),
+        ]  # fmt: skip
+
+    return _derive(
+        kind="proxy", method="reencode", sources=[src], final=final, build=build,
+        expected=expected, duration_s=duration_s, check_duration=True,
+        timeout_s=TIMEOUTS.limit(PLAN_REENCODE, duration_s, timeout_factor),
+        on_progress=on_progress, ffmpeg=ffmpeg, ffprobe=ffprobe,
+    )  # fmt: skip
+
+
+def make_poster(
+    src: Path,
+    out_dir: Path,
+    *,
+    profile: PosterProfile = PosterProfile(),
+    ffmpeg: str = "ffmpeg",
+    ffprobe: str = "ffprobe",
+    duration_s: float | None = None,
+    on_progress: ProgressCallback | None = None,
+    timeout_factor: float = 1.0,
+    name: str | None = None,
+) -> Derivation:
+    """A JPEG poster frame at ``min(profile.offset_s, duration_s / 2)`` (0 s without a
+    duration), at most ``profile.max_height`` lines. Default name ``<stem>.poster.jpg``.
+    """
+    final = _final_path(src, out_dir, name, ".poster.jpg")
+    at = 0.0 if not duration_s or duration_s <= 0 else min(profile.offset_s, duration_s / 2)
+    scale = ["-vf", _scale_to(profile.max_height)] if profile.max_height else []
+    head = _base(ffmpeg)
+
+    def build(tmp: Path) -> list[str]:
+        # -ss before -i seeks in the demuxer and decodes from the previous keyframe: exact
+        # and fast even deep into a long recording.
+        return [
+            *head, "-ss", f"{at:.3f}", "-i", str(src),
+            "-map", "0:V:0", "-frames:v", "1", *scale,
+            "-c:v", "mjpeg", "-q:v", str(profile.quality),
+            "-map_metadata", "-1", "-f", "mjpeg", str(tmp),
+        ]  # fmt: skip
+
+    return _derive(
+        kind="poster", method="extract", sources=[src], final=final, build=build,
+        expected={"video": "mjpeg"}, duration_s=None, check_duration=False,
+        timeout_s=TIMEOUTS.limit(PLAN_REMUX, at, timeout_factor),
+        on_progress=on_progress, ffmpeg=ffmpeg, ffprobe=ffprobe,
+    )  # fmt: skip
+
+
+def make_audio_access(
+    src: Path,
+    out_dir: Path,
+    *,
+    info: Mapping[str, Any] | None = None,
+    profile: AudioProfile = AudioProfile(),
+    ffmpeg: str = "ffmpeg",
+    ffprobe: str = "ffprobe",
+    duration_s: float | None = None,
+    on_progress: ProgressCallback | None = None,
+    timeout_factor: float = 1.0,
+    name: str | None = None,
+) -> Derivation:
+    """The access copy of an audio-only recording: AAC in a fast-start ``.m4a``.
+
+    An AAC or MP3 original (per ``info["audio_codec"]``) is stream-copied (AAC into
+    ``.m4a``, MP3 into ``.mp3``); anything else (PCM WAV, AMR, ...) is encoded to
+    ``profile.codec`` (AAC ``.m4a`` by default, or MP3). Only the first audio stream is
+    kept (no cover art). Default name ``<stem>.audio.m4a`` / ``.mp3``.
+    """
+    source_codec = _norm(info.get("audio_codec")) if info is not None else None
+    if source_codec in _BROWSER_AUDIO_ONLY:
+        method: DerivationMethod = "remux"
+        codec = source_codec
+        codec_args = ["-c:a", "copy"]
+    else:
+        method = "reencode"
+        codec = profile.codec
+        encoder = "aac" if codec == "aac" else "libmp3lame"
+        codec_args = ["-c:a", encoder, "-b:a", profile.bitrate]
+    if codec == "aac":
+        suffix, container = ".audio.m4a", ["-movflags", "+faststart", "-f", "ipod"]
+    else:
+        suffix, container = ".audio.mp3", ["-f", "mp3"]
+    final = _final_path(src, out_dir, name, suffix)
+    head = _base(ffmpeg)
+
+    def build(tmp: Path) -> list[str]:
+        return [
+            *head, "-i", str(src), "-map", "0:a:0", "-vn", *codec_args,
+            "-map_metadata", "0", *container, str(tmp),
+        ]  # fmt: skip
+
+    return _derive(
+        kind="audio", method=method, sources=[src], final=final, build=build,
+        expected={"audio": str(codec)}, duration_s=duration_s, check_duration=True,
+        timeout_s=TIMEOUTS.limit(method, duration_s, timeout_factor),
+        on_progress=on_progress, ffmpeg=ffmpeg, ffprobe=ffprobe,
+    )  # fmt: skip
+
+
+def concat_list(paths: Iterable[Path]) -> str:
+    """The concat demuxer's list file: ``file '<absolute path>'`` per line.
+
+    Inside single quotes nothing is special but the quote itself, which is written as
+    ``'\\''`` (close, escaped quote, reopen). A newline cannot be expressed: ValueError.
+    """
+    lines = []
+    for path in paths:
+        text = str(path.resolve())
+        if "\n" in text or "\r" in text:
+            raise ValueError(f"{text!r}: the concat list cannot hold a path with a newline")
+        lines.append("file '" + text.replace("'", "'\\''") + "'\n")
+    return "".join(lines)
+
+
+def join_segments(
+    segments: Sequence[Path],
+    out_dir: Path,
+    *,
+    ffmpeg: str = "ffmpeg",
+    ffprobe: str = "ffprobe",
+    on_progress: ProgressCallback | None = None,
+    timeout_factor: float = 1.0,
+    name: str | None = None,
+) -> Derivation:
+    """Join the contiguous segments of one split recording into one MP4 (kind ``"joined"``).
+
+    Stream copy through the concat demuxer, ``+faststart``, in the order given. Every
+    segment is probed first: all must carry the same streams (codec, size, pixel format,
+    sample rate, channels), else :class:`DerivationError`. The result keeps the segments'
+    codecs (an HEVC join is still HEVC: make its access copy from the joined file).
+    Default name ``<first stem>.joined.mp4``.
+    """
+    if not segments:
+        raise ValueError("join_segments needs at least one segment")
+    final = _final_path(segments[0], out_dir, name, ".joined.mp4")
+    if any(final.exists() and final.resolve() == s.resolve() for s in segments):
+        raise ValueError(f"{final}: the output would overwrite a segment")
+    ffmpeg_version(ffmpeg)  # fail fast before probing anything
+    probes = [probe_output(ffprobe, s) for s in segments]
+    first = probes[0].signature()
+    if not first:
+        raise DerivationError(f"{segments[0].name}: no audio or video stream to join")
+    for seg, p in zip(segments[1:], probes[1:], strict=True):
+        if p.signature() != first:
+            raise DerivationError(
+                f"{seg.name} does not match {segments[0].name} ({p.signature()} vs {first}); "
+                "only segments of one recording with the same settings can be joined",
+                hint="join only the segments of one split recording",
+            )
+    durations = [p.duration_s for p in probes]
+    total = sum(d for d in durations if d is not None) if None not in durations else None
+    expected: dict[str, str] = {}
+    for stream in probes[0].streams:
+        codec_type = str(stream.get("codec_type"))
+        if codec_type in ("video", "audio") and codec_type not in expected:
+            expected[codec_type] = str(stream.get("codec_name"))
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    list_file = out_dir / f".{final.name}.{secrets.token_hex(4)}.concat.txt"
+    head = _base(ffmpeg)
+
+    def build(tmp: Path) -> list[str]:
+        return [
+            *head, "-f", "concat", "-safe", "0", "-i", str(list_file),
+            "-map", "0:V?", "-map", "0:a?", "-c", "copy",
+            "-map_metadata", "0", "-movflags", "+faststart", "-f", "mp4", str(tmp),
+        ]  # fmt: skip
+
+    try:
+        list_file.write_text(concat_list(segments), encoding="utf-8")
+        return _derive(
+            kind="joined", method="remux", sources=list(segments), final=final, build=build,
+            expected=expected, duration_s=total, check_duration=True,
+            timeout_s=TIMEOUTS.limit(PLAN_REMUX, total, timeout_factor),
+            on_progress=on_progress, ffmpeg=ffmpeg, ffprobe=ffprobe,
+        )  # fmt: skip
+    finally:
+        list_file.unlink(missing_ok=True)

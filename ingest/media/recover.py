@@ -1,0 +1,724 @@
+"""Best-effort salvage of a truncated MP4: the recorder lost power before writing ``moov``.
+
+Without its ``moov`` atom an MP4 has no index: no codec configuration, no sample sizes,
+no timestamps, so no player opens it. The samples themselves are still in ``mdat``. This
+module does what the ``untrunc`` tool does, for H.264 video only:
+
+1. From a *healthy reference* MP4 recorded by the same device with the same settings,
+   read the H.264 codec configuration (``avcC``: NAL length size, SPS and PPS) and the
+   frame rate (``mdhd`` timescale over the commonest ``stts`` delta).
+2. Walk the truncated file's ``mdat`` payload as length-prefixed NAL units. Audio
+   samples are interleaved with the video, so a position that does not hold a plausible
+   NAL (forbidden bit 0, type 1..23, a length that fits) starts a resynchronisation:
+   scan forward to the first position where three plausible NAL units follow one
+   another. The walk ends where the file ends (the last, cut-off unit is dropped).
+3. Write an Annex-B elementary stream (start codes; the reference's SPS/PPS first) and
+   let ffmpeg mux it (stream copy) into a fast-start MP4 at the reference frame rate.
+4. Check the result: ffprobe opens it as H.264 and ffmpeg decodes at least one frame.
+
+The output is *not* the original and says so: title ``[RECOVERED] <stem>`` and comment
+``RECOVERED from truncated original <name> sha256:<hex>; not the original``. Audio is
+not recovered (its samples are skipped); timestamps are regenerated at the reference frame
+rate, so a recording with dropped frames plays slightly short. The truncated original is
+only ever opened for reading (``mmap`` with ``ACCESS_READ``).
+
+:func:`recover_truncated_mp4` returns ``None`` (and logs why) when nothing can be
+salvaged: no reference, a reference that is not H.264, no ``mdat``, no plausible NAL
+units, or nothing ffmpeg can decode. A missing ffmpeg or a timeout still raises.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import logging
+import mmap
+import os
+import secrets
+import struct
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import BinaryIO, Final
+
+from ingest.media.derive import (
+    STDERR_TAIL_BYTES,
+    TIMEOUTS,
+    Derivation,
+    DerivationError,
+    FfmpegMissingError,
+    ffmpeg_version,
+    probe_output,
+    run_ffmpeg,
+)
+from ingest.offload import fsync_dir
+
+__all__ = ["RECOVERED_COMMENT_PREFIX", "RECOVERED_TITLE_PREFIX", "recover_truncated_mp4"]
+
+log = logging.getLogger(__name__)
+
+RECOVERED_TITLE_PREFIX: Final = "[RECOVERED]"
+RECOVERED_COMMENT_PREFIX: Final = "RECOVERED from truncated original"
+
+_START_CODE: Final = b"\x00\x00\x00\x01"
+_MAX_MOOV_BYTES: Final = 256 << 20  # a reference's moov is KB to a few MB
+# NAL types that never have nal_ref_idc != 0 (SEI, AUD, end of sequence/stream, filler).
+_UNREFERENCED_TYPES: Final = frozenset({6, 9, 10, 11, 12})
+_SLICE_TYPES: Final = frozenset({1, 5})
+_CHUNK: Final = 1 << 20
+_CONTAINERS: Final = frozenset({b"moov", b"trak", b"mdia", b"minf", b"stbl"})
+_VISUAL_SAMPLE_ENTRY_FIELDS: Final = 78  # bytes before a visual sample entry's child boxes
+
+
+# --- boxes --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Box:
+    type: bytes
+    start: int
+    payload: int  # offset of the payload (after the header)
+    end: int  # offset after the box, clamped to what exists
+
+
+def _is_fourcc(value: bytes) -> bool:
+    return len(value) == 4 and all(32 <= c < 127 for c in value)
+
+
+def _boxes(data: bytes, start: int, end: int) -> Iterator[_Box]:
+    """Boxes in ``data[start:end]``; 64-bit sizes; size 0 runs to ``end``."""
+    at = start
+    while at + 8 <= end:
+        size, kind = struct.unpack_from(">I4s", data, at)
+        header = 8
+        if size == 1:
+            if at + 16 > end:
+                return
+            size = struct.unpack_from(">Q", data, at + 8)[0]
+            header = 16
+        elif size == 0:
+            size = end - at
+        if size < header or not _is_fourcc(kind):
+            return
+        yield _Box(kind, at, at + header, min(at + size, end))
+        at += size
+
+
+def _top_level(f: BinaryIO, file_size: int) -> Iterator[_Box]:
+    """Top-level boxes of a file, read header by header (a truncated ``mdat`` usually
+    claims more bytes than the file has: its end is clamped to the file size)."""
+    at = 0
+    while at + 8 <= file_size:
+        f.seek(at)
+        head = f.read(16)
+        size, kind = struct.unpack_from(">I4s", head, 0)
+        header = 8
+        if size == 1:
+            if len(head) < 16:
+                return
+            size = struct.unpack_from(">Q", head, 8)[0]
+            header = 16
+        elif size == 0:
+            size = file_size - at
+        if size < header or not _is_fourcc(kind):
+            return
+        yield _Box(kind, at, at + header, min(at + size, file_size))
+        at += size
+
+
+def _child(data: bytes, box: _Box, kind: bytes, skip: int = 0) -> _Box | None:
+    return next((b for b in _boxes(data, box.payload + skip, box.end) if b.type == kind), None)
+
+
+@dataclass(frozen=True)
+class _AvcConfig:
+    length_size: int
+    sps: tuple[bytes, ...]
+    pps: tuple[bytes, ...]
+    frame_rate: Fraction
+    width: int
+    height: int
+    rules: _SliceRules | None  # None: the SPS did not parse; NAL checks are looser
+    largest_sample: int  # the reference's largest video sample (access unit), bytes
+
+
+class _NotSalvageable(Exception):
+    """A reason why nothing can be recovered (logged, then ``None`` is returned)."""
+
+
+def _read_moov(path: Path) -> bytes:
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        for box in _top_level(f, size):
+            if box.type == b"moov":
+                if box.end - box.start > _MAX_MOOV_BYTES:
+                    raise _NotSalvageable(f"reference {path.name}: moov is implausibly large")
+                f.seek(box.start)
+                return f.read(box.end - box.start)
+    raise _NotSalvageable(f"reference {path.name} has no moov atom (is it truncated too?)")
+
+
+def _parse_avcc(data: bytes, box: _Box) -> tuple[int, tuple[bytes, ...], tuple[bytes, ...]]:
+    at = box.payload
+    if box.end - at < 7 or data[at] != 1:
+        raise _NotSalvageable("the reference's avcC box is malformed")
+    length_size = (data[at + 4] & 0x03) + 1
+    if length_size == 3:
+        raise _NotSalvageable("the reference's avcC declares a 3-byte NAL length (invalid)")
+    at += 5
+    sets: list[tuple[bytes, ...]] = []
+    for mask in (0x1F, 0xFF):  # SPS count is 5 bits, PPS count 8 bits
+        if at >= box.end:
+            raise _NotSalvageable("the reference's avcC box is cut short")
+        count = data[at] & mask
+        at += 1
+        items: list[bytes] = []
+        for _ in range(count):
+            if at + 2 > box.end:
+                raise _NotSalvageable("the reference's avcC box is cut short")
+            (n,) = struct.unpack_from(">H", data, at)
+            if at + 2 + n > box.end:
+                raise _NotSalvageable("the reference's avcC box is cut short")
+            items.append(bytes(data[at + 2 : at + 2 + n]))
+            at += 2 + n
+        sets.append(tuple(items))
+    sps, pps = sets
+    if not sps or not pps:
+        raise _NotSalvageable("the reference's avcC holds no SPS or no PPS")
+    return length_size, sps, pps
+
+
+def _frame_rate(data: bytes, mdia: _Box, stbl: _Box) -> Fraction:
+    mdhd = _child(data, mdia, b"mdhd")
+    stts = _child(data, stbl, b"stts")
+    if mdhd is None or stts is None:
+        raise _NotSalvageable("the reference's video track has no mdhd or stts")
+    version = data[mdhd.payload]
+    timescale_at = mdhd.payload + (20 if version == 1 else 12)
+    (timescale,) = struct.unpack_from(">I", data, timescale_at)
+    (entries,) = struct.unpack_from(">I", data, stts.payload + 4)
+    deltas: Counter[int] = Counter()
+    at = stts.payload + 8
+    for _ in range(entries):
+        if at + 8 > stts.end:
+            break
+        count, delta = struct.unpack_from(">II", data, at)
+        deltas[delta] += count
+        at += 8
+    if not timescale or not deltas:
+        raise _NotSalvageable("the reference's video track has no usable timing")
+    delta = deltas.most_common(1)[0][0]
+    if delta <= 0:
+        raise _NotSalvageable("the reference's video track has no usable timing")
+    return Fraction(timescale, delta)
+
+
+def _largest_sample(data: bytes, stbl: _Box) -> int:
+    stsz = _child(data, stbl, b"stsz")
+    if stsz is None or stsz.end - stsz.payload < 12:
+        return 0
+    uniform, count = struct.unpack_from(">II", data, stsz.payload + 4)
+    if uniform:
+        return int(uniform)
+    count = min(count, (stsz.end - stsz.payload - 12) // 4)
+    sizes = struct.unpack_from(f">{count}I", data, stsz.payload + 12)
+    return max(sizes, default=0)
+
+
+def _reference_config(reference: Path) -> _AvcConfig:
+    data = _read_moov(reference)
+    moov = _Box(b"moov", 0, 8, len(data))
+    if struct.unpack_from(">I", data, 0)[0] == 1:
+        moov = _Box(b"moov", 0, 16, len(data))
+    seen: list[str] = []
+    for trak in (b for b in _boxes(data, moov.payload, moov.end) if b.type == b"trak"):
+        mdia = _child(data, trak, b"mdia")
+        hdlr = _child(data, mdia, b"hdlr") if mdia else None
+        if mdia is None or hdlr is None or data[hdlr.payload + 8 : hdlr.payload + 12] != b"vide":
+            continue
+        minf = _child(data, mdia, b"minf")
+        stbl = _child(data, minf, b"stbl") if minf else None
+        stsd = _child(data, stbl, b"stsd") if stbl else None
+        if stbl is None or stsd is None:
+            continue
+        # stsd is a full box (4 bytes) with an entry count (4 bytes) before its entries.
+        for entry in _boxes(data, stsd.payload + 8, stsd.end):
+            seen.append(entry.type.decode("ascii", "replace"))
+            if entry.type not in (b"avc1", b"avc3"):
+                continue
+            width, height = struct.unpack_from(">HH", data, entry.payload + 24)
+            avcc = _child(data, entry, b"avcC", skip=_VISUAL_SAMPLE_ENTRY_FIELDS)
+            if avcc is None:
+                raise _NotSalvageable(f"reference {reference.name}: avc1 without an avcC box")
+            length_size, sps, pps = _parse_avcc(data, avcc)
+            fps = _frame_rate(data, mdia, stbl)
+            try:
+                rules: _SliceRules | None = _slice_rules(sps[0], pps)
+            except ValueError:
+                log.warning("reference %s: SPS not parsed; slice checks are off", reference.name)
+                rules = None
+            largest = _largest_sample(data, stbl)
+            return _AvcConfig(length_size, sps, pps, fps, width, height, rules, largest)
+    what = ", ".join(seen) or "no video track"
+    raise _NotSalvageable(
+        f"reference {reference.name} is not H.264 ({what}); only H.264 can be salvaged"
+    )
+
+
+# --- H.264 syntax, just enough to tell a NAL unit from audio bytes --------------------
+
+
+def _unescape(data: bytes) -> bytes:
+    """RBSP from a NAL payload: drop the emulation-prevention 0x03 of each 00 00 03."""
+    return data.replace(b"\x00\x00\x03", b"\x00\x00") if b"\x00\x00\x03" in data else data
+
+
+class _Bits:
+    """An MSB-first bit reader with Exp-Golomb codes; raises ``ValueError`` past the end."""
+
+    def __init__(self, data: bytes) -> None:
+        self._value = int.from_bytes(data, "big")
+        self._left = len(data) * 8
+
+    def u(self, n: int) -> int:
+        if n > self._left:
+            raise ValueError("read past the end")
+        self._left -= n
+        return self._value >> self._left & ((1 << n) - 1)
+
+    def ue(self) -> int:
+        zeros = 0
+        while self.u(1) == 0:
+            zeros += 1
+            if zeros > 31:
+                raise ValueError("Exp-Golomb code too long")
+        return (1 << zeros) - 1 + self.u(zeros)
+
+    def se(self) -> int:
+        k = self.ue()
+        return (k + 1) // 2 if k % 2 else -(k // 2)
+
+
+_EXTENDED_PROFILE: Final = 88
+_HIGH_PROFILES: Final = frozenset({100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135})
+
+
+@dataclass(frozen=True)
+class _SliceRules:
+    """What every slice header of the stream must agree with (from the reference)."""
+
+    profile_idc: int
+    pic_size_in_mbs: int
+    log2_max_frame_num: int
+    separate_colour_plane: bool
+    pps_ids: frozenset[int]
+
+
+def _slice_rules(sps: bytes, pps: tuple[bytes, ...]) -> _SliceRules:
+    """Parse the fields of the SPS (H.264 7.3.2.1.1) that a slice header depends on."""
+    r = _Bits(_unescape(sps[1:]))
+    profile_idc = r.u(8)
+    r.u(16)  # constraint flags, level_idc
+    r.ue()  # seq_parameter_set_id
+    separate = False
+    if profile_idc in _HIGH_PROFILES:
+        chroma_format_idc = r.ue()
+        if chroma_format_idc == 3:
+            separate = bool(r.u(1))
+        r.ue()  # bit_depth_luma_minus8
+        r.ue()  # bit_depth_chroma_minus8
+        r.u(1)  # qpprime_y_zero_transform_bypass_flag
+        if r.u(1):  # seq_scaling_matrix_present_flag
+            for i in range(12 if chroma_format_idc == 3 else 8):
+                if r.u(1):
+                    last = nxt = 8
+                    for _ in range(16 if i < 6 else 64):
+                        if nxt:
+                            nxt = (last + r.se() + 256) % 256
+                        last = nxt or last
+    log2_max_frame_num = r.ue() + 4
+    poc_type = r.ue()
+    if poc_type == 0:
+        r.ue()
+    elif poc_type == 1:
+        r.u(1)
+        r.se()
+        r.se()
+        for _ in range(r.ue()):
+            r.se()
+    r.ue()  # max_num_ref_frames
+    r.u(1)  # gaps_in_frame_num_value_allowed_flag
+    width_mbs = r.ue() + 1
+    height_map_units = r.ue() + 1
+    frame_mbs_only = r.u(1)
+    pps_ids = frozenset(_Bits(_unescape(p[1:])).ue() for p in pps)
+    if log2_max_frame_num > 16 or not pps_ids:
+        raise ValueError("implausible SPS")
+    return _SliceRules(
+        profile_idc=profile_idc,
+        pic_size_in_mbs=width_mbs * height_map_units * (2 - frame_mbs_only),
+        log2_max_frame_num=log2_max_frame_num,
+        separate_colour_plane=separate,
+        pps_ids=pps_ids,
+    )
+
+
+def _sei_well_formed(rbsp: bytes) -> bool:
+    """SEI messages (type, size, payload) that end exactly at the RBSP stop bit."""
+    at = 0
+    while at < len(rbsp) - 1 or (at == len(rbsp) - 1 and rbsp[at] != 0x80):
+        for _ in range(2):  # payloadType, then payloadSize: 0xFF bytes plus a last byte
+            value = 0
+            while at < len(rbsp) and rbsp[at] == 0xFF:
+                value += 255
+                at += 1
+            if at >= len(rbsp):
+                return False
+            value += rbsp[at]
+            at += 1
+        at += value  # the payload (its size is the last value read)
+    return at == len(rbsp) - 1 and rbsp[at] == 0x80
+
+
+# --- walking mdat -------------------------------------------------------------------
+
+_MIN_BOUND: Final = 1 << 20
+_MAX_BOUND: Final = 64 << 20
+_BOUND_FACTOR: Final = 4  # a NAL may be this many times the reference's largest frame
+_PARAMETER_SET_MAX: Final = 1024
+_SEI_MAX: Final = 64 << 10
+_SLICE_HEADER_BYTES: Final = 24  # enough of a slice for its first few header fields
+
+
+class _NalCheck:
+    """Is there a plausible length-prefixed NAL unit at a position of ``mdat``?
+
+    Plausible: the length fits (and is at most ``bound``), the header has
+    forbidden_zero_bit 0, a type of 1..12 with a consistent nal_ref_idc, and the body
+    parses for its type: a slice header that agrees with the reference's SPS and PPS
+    (first macroblock inside the picture, slice type 0..9, a known PPS id, an IDR that
+    is an I slice with frame_num 0), a well-formed SEI, a two-byte access unit
+    delimiter, an SPS or PPS identical to the reference's. Audio bytes still pass now
+    and then (a low-bit-rate AAC frame has runs of zero bytes); :func:`_best_path`
+    sorts those out.
+    """
+
+    def __init__(
+        self, data: mmap.mmap, length_size: int, rules: _SliceRules | None,
+        parameter_sets: frozenset[bytes], bound: int,
+    ) -> None:  # fmt: skip
+        self.data = data
+        self.n = length_size
+        self.rules = rules
+        self.parameter_sets = parameter_sets
+        self.bound = bound
+
+    def length_at(self, at: int, end: int) -> int:
+        """The NAL length when the unit at ``at`` is plausible, else -1."""
+        data, n = self.data, self.n
+        if at + n + 1 > end:
+            return -1
+        length = int.from_bytes(data[at : at + n], "big")
+        if length < 1 or length > self.bound or at + n + length > end:
+            return -1
+        header = data[at + n]
+        nal_type = header & 0x1F
+        ref_idc = header >> 5 & 0x03
+        if header & 0x80 or not 1 <= nal_type <= 12:
+            return -1
+        if (nal_type == 5 and ref_idc == 0) or (nal_type in _UNREFERENCED_TYPES and ref_idc):
+            return -1
+        body = at + n + 1
+        if nal_type in _SLICE_TYPES:
+            head = data[body : body + min(length - 1, _SLICE_HEADER_BYTES)]
+            return length if self._slice_ok(head, idr=nal_type == 5) else -1
+        if nal_type == 6:
+            if length > _SEI_MAX:
+                return -1
+            return length if _sei_well_formed(_unescape(data[body : at + n + length])) else -1
+        if nal_type == 9:
+            return length if length == 2 and data[body] & 0x1F == 0x10 else -1
+        if nal_type in (7, 8):
+            unit = data[at + n : at + n + length] if length <= _PARAMETER_SET_MAX else b""
+            return length if unit in self.parameter_sets else -1
+        if nal_type in (10, 11):
+            return length if length == 1 else -1
+        if nal_type == 12:  # filler data: 0xFF bytes, then the stop bit
+            tail = data[body : at + n + length]
+            return length if tail[-1:] == b"\x80" and not tail[:-1].strip(b"\xff") else -1
+        # Data partitions (2..4) exist only in the Extended profile; the length must do.
+        rules = self.rules
+        return length if rules is None or rules.profile_idc == _EXTENDED_PROFILE else -1
+
+    def _slice_ok(self, head: bytes, *, idr: bool) -> bool:
+        rules = self.rules
+        if rules is None:
+            return True
+        try:
+            r = _Bits(_unescape(head))
+            first_mb = r.ue()
+            slice_type = r.ue()
+            pps_id = r.ue()
+            if rules.separate_colour_plane:
+                r.u(2)
+            frame_num = r.u(rules.log2_max_frame_num)
+        except ValueError:
+            return False
+        if first_mb >= rules.pic_size_in_mbs or slice_type > 9 or pps_id not in rules.pps_ids:
+            return False
+        return not idr or (slice_type % 5 in (2, 4) and frame_num == 0)
+
+
+def _candidates(check: _NalCheck, start: int, end: int) -> tuple[list[int], list[int]]:
+    """Every position in ``[start, end)`` holding a plausible NAL unit: (starts, ends)."""
+    starts: list[int] = []
+    ends: list[int] = []
+    data, n = check.data, check.n
+    # A length prefix below 2**(8*(n-1)) starts with a zero byte: jump from zero to zero.
+    zero_first = check.bound < 1 << (8 * (n - 1))
+    at = start
+    while at < end:
+        if zero_first:
+            at = data.find(b"\x00", at, end)
+            if at < 0:
+                break
+        length = check.length_at(at, end)
+        if length > 0:
+            starts.append(at)
+            ends.append(at + n + length)
+        at += 1
+    return starts, ends
+
+
+def _best_path(starts: list[int], ends: list[int], start: int, end: int) -> list[int]:
+    """The chain of non-overlapping candidates with the most NAL units, and among those
+    the fewest bytes skipped between them (dynamic programming, O(K log K)).
+
+    Why this picks the real units: real NAL units follow one another with only audio
+    chunks between them. A false one found in audio either overlaps the real unit after
+    it (same count, but more bytes skipped, since it ends inside a real unit) or, being
+    long, swallows several real units (fewer units). Only a false unit that fits wholly
+    inside an audio gap survives, which is rare.
+    """
+    k = len(starts)
+    count = [0] * k
+    skipped = [0] * k
+    following = [-1] * k
+    best_from = [-1] * (k + 1)  # best_from[i]: the best candidate index among i..k-1
+
+    def key(i: int) -> tuple[int, int]:
+        # Comparable across candidates: the start is added so the skip before it counts.
+        return count[i], -(skipped[i] + starts[i])
+
+    for i in range(k - 1, -1, -1):
+        j = best_from[bisect.bisect_left(starts, ends[i])]
+        count[i], skipped[i] = 1, end - ends[i]  # the last unit: the rest is cut off
+        if j >= 0 and (count[j] + 1, -(skipped[j] + starts[j] - ends[i])) > (count[i], -skipped[i]):
+            count[i] = count[j] + 1
+            skipped[i] = skipped[j] + starts[j] - ends[i]
+            following[i] = j
+        nxt = best_from[i + 1]
+        best_from[i] = i if nxt < 0 or key(i) > key(nxt) else nxt
+    path: list[int] = []
+    i = best_from[0]
+    while i >= 0:
+        path.append(i)
+        i = following[i]
+    return path
+
+
+@dataclass
+class _Walk:
+    nal_units: int = 0
+    slices: int = 0
+    idr_slices: int = 0
+    skipped_bytes: int = 0
+    gaps: int = 0
+    candidates: int = 0
+
+
+def _walk_mdat(check: _NalCheck, start: int, end: int, out: BinaryIO, walk: _Walk) -> None:
+    starts, ends = _candidates(check, start, end)
+    walk.candidates += len(starts)
+    at = start
+    for i in _best_path(starts, ends, start, end):
+        if starts[i] > at:
+            walk.gaps += 1
+            walk.skipped_bytes += starts[i] - at
+        nal = check.data[starts[i] + check.n : ends[i]]
+        out.write(_START_CODE)
+        out.write(nal)
+        walk.nal_units += 1
+        nal_type = nal[0] & 0x1F
+        if nal_type in _SLICE_TYPES:
+            walk.slices += 1
+            walk.idr_slices += nal_type == 5
+        at = ends[i]
+    walk.skipped_bytes += end - at
+
+
+def _extract_stream(src: Path, config: _AvcConfig, out: Path) -> _Walk:
+    size = src.stat().st_size
+    walk = _Walk()
+    bound = min(_MAX_BOUND, max(_MIN_BOUND, _BOUND_FACTOR * config.largest_sample))
+    with src.open("rb") as f:
+        mdats = [b for b in _top_level(f, size) if b.type == b"mdat"]
+        if not mdats:
+            raise _NotSalvageable(f"{src.name}: no mdat box (not an MP4, or cut before data)")
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data, out.open("wb") as w:
+            check = _NalCheck(
+                data, config.length_size, config.rules,
+                frozenset((*config.sps, *config.pps)), bound,
+            )  # fmt: skip
+            for unit in (*config.sps, *config.pps):
+                w.write(_START_CODE + unit)
+            for box in mdats:
+                _walk_mdat(check, box.payload, box.end, w, walk)
+            w.flush()
+            os.fsync(w.fileno())
+    if walk.slices == 0:
+        raise _NotSalvageable(f"{src.name}: no plausible H.264 slices in mdat")
+    return walk
+
+
+# --- muxing and checking ------------------------------------------------------------
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _decoded_frames(ffmpeg: str, path: Path, timeout_s: float) -> tuple[int, str]:
+    command = [
+        ffmpeg, "-nostdin", "-hide_banner", "-v", "error", "-progress", "pipe:1", "-nostats",
+        "-i", str(path), "-map", "0:v:0", "-f", "null", "-",
+    ]  # fmt: skip
+    run = run_ffmpeg(command, timeout_s=timeout_s)
+    if run.returncode != 0:
+        return 0, run.stderr_tail
+    return run.frames or 0, run.stderr_tail
+
+
+def _fps_text(fps: Fraction) -> str:
+    return str(fps.numerator) if fps.denominator == 1 else f"{fps.numerator}/{fps.denominator}"
+
+
+def recover_truncated_mp4(
+    src: Path,
+    reference: Path | None,
+    out_dir: Path,
+    *,
+    ffmpeg: str = "ffmpeg",
+    ffprobe: str = "ffprobe",
+    timeout_factor: float = 1.0,
+    name: str | None = None,
+) -> Derivation | None:
+    """Salvage the H.264 video of a truncated MP4 into ``out_dir/<stem>.recovered.mp4``.
+
+    ``reference`` is a healthy MP4 from the same recorder with the same settings (its
+    SPS/PPS must match the lost ones). Returns a :class:`Derivation` (kind and method
+    ``"recovered"``), or ``None`` with the reason logged when nothing can be salvaged.
+    The original is never modified; nothing is left in ``out_dir`` on failure.
+    Raises :class:`~ingest.media.derive.FfmpegMissingError` when ffmpeg cannot run and
+    :class:`~ingest.media.derive.DerivationTimeout` when it runs past its limit.
+    """
+    started = time.monotonic()
+
+    def give_up(reason: str) -> None:
+        log.warning("recover %s: nothing salvaged: %s", src.name, reason)
+
+    if reference is None:
+        give_up("no healthy reference recording from the same device and settings")
+        return None
+    if name is not None and (not name or name.startswith(".") or "/" in name):
+        raise ValueError(f"output name {name!r} must be a plain, non-hidden file name")
+    final = out_dir / (name or f"{src.stem}.recovered.mp4")
+    version = ffmpeg_version(ffmpeg)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_hex(4)
+    stream = out_dir / f".{final.name}.{token}.h264"
+    tmp = out_dir / f".{final.name}.{token}.partial"
+    try:
+        try:
+            config = _reference_config(reference)
+            walk = _extract_stream(src, config, stream)
+        except _NotSalvageable as exc:
+            give_up(str(exc))
+            return None
+        except (OSError, struct.error, IndexError) as exc:
+            give_up(f"cannot parse: {exc}")
+            return None
+        log.info(
+            "recover %s: %d NAL units (%d slices, %d IDR), %d bytes skipped in %d gaps; "
+            "%dx%d at %s fps from %s",
+            src.name, walk.nal_units, walk.slices, walk.idr_slices, walk.skipped_bytes,
+            walk.gaps, config.width, config.height, _fps_text(config.frame_rate),
+            reference.name,
+        )  # fmt: skip
+        digest = _sha256(src)
+        comment = f"{RECOVERED_COMMENT_PREFIX} {src.name} sha256:{digest}; not the original"
+        estimate_s = float(walk.slices / config.frame_rate)
+        command = [
+            ffmpeg, "-nostdin", "-hide_banner", "-y", "-progress", "pipe:1", "-nostats",
+            "-fflags", "+genpts", "-r", _fps_text(config.frame_rate), "-f", "h264",
+            "-i", str(stream),
+            "-map", "0:v:0", "-c", "copy", "-map_metadata", "-1",
+            "-metadata", f"title={RECOVERED_TITLE_PREFIX} {src.stem}",
+            "-metadata", f"comment={comment}",
+            "-movflags", "+faststart", "-f", "mp4", str(tmp),
+        ]  # fmt: skip
+        timeout_s = TIMEOUTS.limit("remux", estimate_s, timeout_factor)
+        run = run_ffmpeg(command, timeout_s=timeout_s)
+        if run.returncode != 0:
+            give_up(f"ffmpeg could not mux the salvaged stream: {run.stderr_tail[-1000:]}")
+            return None
+        try:
+            probed = probe_output(ffprobe, tmp)
+        except FfmpegMissingError:
+            raise
+        except DerivationError as exc:
+            give_up(f"the salvaged MP4 does not open: {exc.message}")
+            return None
+        if "h264" not in probed.codecs("video"):
+            give_up(f"the salvaged MP4 has no H.264 video ({probed.codecs('video')})")
+            return None
+        frames, decode_log = _decoded_frames(
+            ffmpeg, tmp, TIMEOUTS.limit("reencode", estimate_s, timeout_factor)
+        )
+        if frames < 1:
+            give_up(f"no frame decodes: {decode_log[-1000:] or 'no output'}")
+            return None
+        tail = run.stderr_tail
+        if decode_log:
+            tail = f"{tail}\n--- decode check ({frames} frames) ---\n{decode_log}"
+        tail = tail[-STDERR_TAIL_BYTES:]
+        with tmp.open("rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+        fsync_dir(out_dir)
+    finally:
+        stream.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
+    elapsed = time.monotonic() - started
+    log.warning(
+        "recover %s: RECOVERED %d frames (video only) into %s; not the original",
+        src.name, frames, final,
+    )  # fmt: skip
+    return Derivation(
+        kind="recovered",
+        path=final,
+        method="recovered",
+        command=tuple(command),
+        ffmpeg_version=version,
+        duration_s=probed.duration_s,
+        elapsed_s=elapsed,
+        stderr_tail=tail,
+        sources=(src, reference),
+    )

@@ -1,0 +1,342 @@
+"""`liuhen worker`: claims probe and derivative work from the catalog and does it.
+
+Any number of workers on any host share the queue (SKIP LOCKED on PostgreSQL). A claim
+is a lease, renewed while the work runs; a worker killed mid-transcode leaves only
+scratch files (in its own work folder, cleared at start) and its lease lapses, so
+another worker takes the item again. Outputs become objects only when complete and
+checked; the catalog records each with its digests and a derivation event in one
+transaction, so nothing half-done is ever visible.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from catalog import Catalog, Signer, queue
+from catalog.media import (
+    DERIVE,
+    PROBE,
+    DerivedObject,
+    ProbeOutcome,
+    mark_derived,
+    record_derivative,
+    record_probe,
+)
+from catalog.models import Docking, DockingFile, Recording
+from config import Settings
+from ingest.identity import NameParser
+from ingest.media import derive as D
+from ingest.media.probe import probe
+from ingest.media.timeevidence import TimeSources, derive_times
+from storage import Digest, LocalStore, ObjectStore, content_key, digest_stream
+
+log = logging.getLogger("liuhen.worker")
+
+
+@dataclass
+class WorkerStats:
+    probed: int = 0
+    derived: int = 0
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class Worker:
+    def __init__(
+        self, settings: Settings, *, catalog: Catalog, store: ObjectStore, signer: Signer,
+        owner: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.store = store
+        self.signer = signer
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.actor = f"worker:{signer.station_id}"
+        self.lease = timedelta(seconds=settings.media.lease_s)
+        self.parser = NameParser(settings.ingest.filename_patterns)
+        self.scratch = settings.work_dir / self.owner.replace(":", "-")
+        self._clear_old_scratch()
+
+    def _clear_old_scratch(self) -> None:
+        """Scratch left by killed workers of this host is garbage: nothing refers to it."""
+        base = self.settings.work_dir
+        if base.is_dir():
+            for child in base.iterdir():
+                pid = child.name.split("-")[-2] if child.name.count("-") >= 2 else ""
+                if pid.isdigit() and _pid_alive(int(pid)):
+                    continue
+                shutil.rmtree(child, ignore_errors=True)
+        self.scratch.mkdir(parents=True, exist_ok=True)
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def run(self, *, drain: bool = False, stop: threading.Event | None = None,
+            idle_s: float = 2.0) -> WorkerStats:
+        stop = stop or threading.Event()
+        stats = WorkerStats()
+        while not stop.is_set():
+            with self.catalog.transaction() as s:
+                items = queue.claim(s, [PROBE, DERIVE], self.owner, lease=self.lease)
+                claimed = [(i.id, i.kind, i.subject) for i in items]
+            if not claimed:
+                if drain and not self._pending():
+                    break
+                stop.wait(idle_s)
+                continue
+            for item_id, kind, subject in claimed:
+                self._run_item(item_id, kind, int(subject), stats)
+        shutil.rmtree(self.scratch, ignore_errors=True)
+        return stats
+
+    def _pending(self) -> bool:
+        """Work left that this drain should wait for (claimed by others, or retrying)."""
+        from catalog.models import WorkItem
+
+        with self.catalog.session() as s:
+            left = s.scalars(select(WorkItem.id).where(
+                WorkItem.kind.in_([PROBE, DERIVE]),
+                WorkItem.state.in_([queue.PENDING, queue.CLAIMED])).limit(1)).first()
+        return left is not None
+
+    def _run_item(self, item_id: int, kind: str, rec_id: int, stats: WorkerStats) -> None:
+        done = threading.Event()
+        renewer = threading.Thread(target=self._renew, args=(item_id, done), daemon=True)
+        renewer.start()
+        try:
+            if kind == PROBE:
+                self.probe_recording(rec_id)
+                stats.probed += 1
+            else:
+                self.derive_recording(rec_id)
+                stats.derived += 1
+            with self.catalog.transaction() as s:
+                if not queue.complete(s, item_id, self.owner):
+                    log.warning("work item %s was taken over by another worker", item_id)
+        except Exception as exc:
+            log.exception("%s of recording %s failed", kind, rec_id)
+            stats.failed += 1
+            stats.errors.append(f"{kind} recording {rec_id}: {exc}")
+            with self.catalog.transaction() as s:
+                queue.fail(s, item_id, self.owner, f"{type(exc).__name__}: {exc}",
+                           retry_after=timedelta(seconds=30))
+        finally:
+            done.set()
+            renewer.join()
+
+    def _renew(self, item_id: int, done: threading.Event) -> None:
+        while not done.wait(self.lease.total_seconds() / 3):
+            try:
+                with self.catalog.transaction() as s:
+                    queue.renew(s, item_id, self.owner, self.lease)
+            except Exception:  # the catalog may be briefly away; the next try may work
+                log.warning("could not renew the lease of work item %s", item_id)
+
+    # -- probe ----------------------------------------------------------------------------------
+
+    def probe_recording(self, rec_id: int) -> None:
+        with self.catalog.session() as s:
+            rec = s.get(Recording, rec_id)
+            assert rec is not None, rec_id
+            if rec.state not in ("STORED", "PROBED"):
+                return
+            mtime = s.scalars(select(DockingFile.mtime).where(
+                DockingFile.recording_id == rec.id).order_by(DockingFile.id)).first()
+            docking = s.get(Docking, rec.docking_id) if rec.docking_id else None
+            offset = (docking.identity_raw or {}).get("clock_offset_s") if docking else None
+            name = rec.original_name
+            sha, received = rec.sha256, rec.received_at
+        with self._original(rec_id) as path:
+            result = probe(path, ffprobe=self.settings.ffmpeg.ffprobe)
+        fields = self.parser.parse(name)
+        times = derive_times(
+            TimeSources(file_name=fields.start, embedded=result.creation_time, file_mtime=mtime,
+                        received=received, clock_offset_s=_float(offset),
+                        duration_s=result.duration_s),
+            threshold_s=self.settings.media.time_threshold_s,
+        )
+        flags: dict[str, Any] = {}
+        if not result.ok:
+            reason = result.error or "ffprobe could not read the file"
+            if _looks_like_mp4(name) or "moov" in reason:
+                flags["damaged"] = f"ffprobe: {reason}"
+            else:
+                flags["unreadable"] = f"ffprobe: {reason}"
+        if times.flags:
+            flags["time"] = list(times.flags)
+        outcome = ProbeOutcome(
+            probe=result.as_dict() | {"raw": result.raw}, media_kind=result.kind,
+            duration_s=result.duration_s, time_evidence=times.as_dict(), start=times.start,
+            end=times.end, flags=flags, segment_seq=fields.seq,
+        )
+        with self.catalog.transaction() as s:
+            rec = s.get(Recording, rec_id)
+            assert rec is not None
+            record_probe(s, self.signer, rec, outcome, self.actor)
+        log.info("probed %s (%s): %s", sha[:12], name, result.kind if result.ok else "unreadable")
+
+    # -- derivatives ----------------------------------------------------------------------------
+
+    def derive_recording(self, rec_id: int) -> None:
+        with self.catalog.session() as s:
+            rec = s.get(Recording, rec_id)
+            assert rec is not None, rec_id
+            if rec.state != "PROBED":
+                return
+            info = dict(rec.probe or {})
+            flags = dict(rec.flags or {})
+            kind = rec.media_kind
+            device_id = rec.device_id
+        out_dir = Path(tempfile.mkdtemp(prefix=f"rec{rec_id}-", dir=self.scratch))
+        try:
+            with self._original(rec_id) as src:
+                for derivation in self._plan(src, rec_id, kind, info, flags, device_id, out_dir):
+                    self._keep(rec_id, derivation)
+        finally:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        with self.catalog.transaction() as s:
+            rec = s.get(Recording, rec_id)
+            assert rec is not None
+            mark_derived(s, rec)
+
+    def _plan(self, src: Path, rec_id: int, kind: str | None, info: dict[str, Any],
+              flags: dict[str, Any], device_id: int | None, out_dir: Path) -> Iterator[Any]:
+        m = self.settings.media
+        ffmpeg = self.settings.ffmpeg.ffmpeg
+        ffprobe = self.settings.ffmpeg.ffprobe
+        duration = info.get("duration_s")
+        if flags.get("damaged"):
+            reference = self._reference_for(rec_id, device_id)
+            if reference is None:
+                log.info("recording %s is damaged and no healthy reference exists", rec_id)
+                return
+            with self._original(reference) as ref:
+                recovered = D_recover(src, ref, out_dir, self.settings)
+            if recovered is not None:
+                yield recovered
+            return
+        plan_info = {"video_codec": info.get("video_codec"), "pix_fmt": info.get("pixel_format"),
+                     "audio_codec": info.get("audio_codec"), "kind": kind}
+        if kind == "video":
+            yield D.make_access_copy(src, out_dir, info=plan_info, ffmpeg=ffmpeg,
+                                     duration_s=duration,
+                                     profile=D.AccessProfile(crf=m.access_crf, preset=m.preset),
+                                     ffprobe=ffprobe, timeout_factor=m.timeout_scale)
+            yield D.make_proxy(src, out_dir, info=plan_info, ffmpeg=ffmpeg, duration_s=duration,
+                               profile=D.ProxyProfile(max_height=m.proxy_max_height,
+                                                      crf=m.proxy_crf, preset=m.preset),
+                               ffprobe=ffprobe, timeout_factor=m.timeout_scale)
+            yield D.make_poster(src, out_dir, ffmpeg=ffmpeg, duration_s=duration,
+                                profile=D.PosterProfile(offset_s=m.poster_at_s),
+                                ffprobe=ffprobe, timeout_factor=m.timeout_scale)
+        elif kind == "audio":
+            yield D.make_audio_access(src, out_dir, info=plan_info, ffmpeg=ffmpeg,
+                                      duration_s=duration, ffprobe=ffprobe,
+                                      timeout_factor=m.timeout_scale)
+
+    def _reference_for(self, rec_id: int, device_id: int | None) -> int | None:
+        """A healthy H.264 recording of the same device, to borrow codec settings from."""
+        with self.catalog.session() as s:
+            query = select(Recording).where(Recording.id != rec_id,
+                                            Recording.media_kind == "video")
+            if device_id is not None:
+                query = query.where(Recording.device_id == device_id)
+            for r in s.scalars(query.order_by(Recording.id)):
+                if (r.probe or {}).get("video_codec") == "h264" and not (r.flags or {}).get(
+                        "damaged"):
+                    return r.id
+        return None
+
+    def _keep(self, rec_id: int, d: Any) -> None:
+        """Store a finished derivative and record it, with its derivation event."""
+        path = Path(d.path)
+        with open(path, "rb") as f:
+            digests = digest_stream(f, ("sha256", "sm3"))
+        sha = digests["sha256"]
+        key = content_key(sha)
+        if isinstance(self.store, LocalStore):
+            self.store.adopt(key, path, expected=sha)
+        else:
+            with open(path, "rb") as f:
+                self.store.put(key, f, expected=sha, size=path.stat().st_size)
+        obj = DerivedObject(
+            kind=d.kind, sha256=sha.hex, sm3=digests["sm3"].hex, size=path.stat().st_size,
+            object_key=key, method=d.method, command=list(d.command),
+            tool_version=d.ffmpeg_version, duration_s=d.duration_s,
+            profile=getattr(d, "profile", "") or "",
+        )
+        with self.catalog.transaction() as s:
+            rec = s.get(Recording, rec_id)
+            assert rec is not None
+            record_derivative(s, self.signer, rec, obj, self.actor)
+        log.info("derived %s of recording %s (%s)", d.kind, rec_id, d.method)
+
+    # -- inputs ---------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _original(self, rec_id: int) -> Iterator[Path]:
+        """A local, read-only path of a stored original, checked against its SHA-256."""
+        with self.catalog.session() as s:
+            rec = s.get(Recording, rec_id)
+            assert rec is not None
+            key, sha = rec.object_key, Digest("sha256", rec.sha256)
+        if isinstance(self.store, LocalStore):
+            # The object file itself: read-only on disk, and ffmpeg only reads it.
+            yield self.store.root / key
+            return
+        fd, name = tempfile.mkstemp(prefix="orig-", dir=self.scratch)
+        try:
+            with os.fdopen(fd, "wb") as out, self.store.open(key) as src:
+                shutil.copyfileobj(src, out, 1 << 20)
+            with open(name, "rb") as f:
+                got = digest_stream(f)["sha256"]
+            if got != sha:
+                from storage import DigestMismatch
+
+                raise DigestMismatch(f"{self.store.url}/{key}", sha, got)
+            yield Path(name)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name)
+
+
+def D_recover(src: Path, ref: Path, out_dir: Path, settings: Settings) -> Any:
+    from ingest.media.recover import recover_truncated_mp4
+
+    return recover_truncated_mp4(src, ref, out_dir, ffmpeg=settings.ffmpeg.ffmpeg,
+                                 ffprobe=settings.ffmpeg.ffprobe)
+
+
+def _looks_like_mp4(name: str) -> bool:
+    return name.lower().endswith((".mp4", ".mov", ".m4a", ".3gp"))
+
+
+def _float(value: Any) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+

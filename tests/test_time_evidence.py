@@ -1,0 +1,301 @@
+"""ingest.media.timeevidence: capture time precedence, offset correction and flags."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from ingest.identity import CHINA_STANDARD_TIME
+from ingest.media.timeevidence import (
+    SOURCE_EMBEDDED,
+    SOURCE_FILE_MTIME,
+    SOURCE_FILE_MTIME_MINUS_DURATION,
+    SOURCE_FILE_NAME,
+    SOURCE_RECEIVED,
+    TimeEvidence,
+    TimeSources,
+    derive_times,
+)
+
+START = datetime(2026, 11, 26, 0, 30, tzinfo=UTC)  # 08:30 China Standard Time
+DURATION_S = 600.0
+RECEIVED = datetime(2026, 11, 26, 4, 0, tzinfo=UTC)  # docked at noon
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def sources(**changes: Any) -> TimeSources:
+    """A recording whose sources all agree; ``changes`` override fields."""
+    base = TimeSources(
+        file_name=START,
+        embedded=START,
+        file_mtime=START + timedelta(seconds=DURATION_S),
+        received=RECEIVED,
+        clock_offset_s=None,
+        duration_s=DURATION_S,
+    )
+    return replace(base, **changes)
+
+
+def flagged(evidence: TimeEvidence, text: str) -> bool:
+    return any(text in flag for flag in evidence.flags)
+
+
+def test_agreeing_sources_use_the_file_name_without_flags() -> None:
+    ev = derive_times(sources())
+
+    assert ev.source == SOURCE_FILE_NAME
+    assert ev.start == START
+    assert ev.end == START + timedelta(seconds=DURATION_S)
+    assert ev.corrected_by_offset is False
+    assert ev.flags == ()
+
+
+def test_precedence_falls_through_the_sources_in_order() -> None:
+    later = START + timedelta(seconds=30)  # within the threshold: no disagreement flags
+
+    ev = derive_times(sources(embedded=later))
+    assert (ev.source, ev.start) == (SOURCE_FILE_NAME, START)
+
+    ev = derive_times(sources(file_name=None, embedded=later))
+    assert (ev.source, ev.start) == (SOURCE_EMBEDDED, later)
+    assert ev.flags == ()
+
+    ev = derive_times(sources(file_name=None, embedded=None, file_mtime=later))
+    assert ev.source == SOURCE_FILE_MTIME_MINUS_DURATION
+    assert ev.start == later - timedelta(seconds=DURATION_S)
+    assert ev.end == later  # the mtime is the end of the recording
+    assert ev.flags == ()
+
+
+def test_mtime_without_duration_is_used_as_is_and_flagged() -> None:
+    ev = derive_times(sources(file_name=None, embedded=None, duration_s=None))
+
+    assert ev.source == SOURCE_FILE_MTIME
+    assert ev.start == START + timedelta(seconds=DURATION_S)
+    assert ev.end is None
+    assert flagged(ev, "duration unknown")
+
+
+def test_no_device_time_falls_back_to_received_and_says_so() -> None:
+    ev = derive_times(sources(file_name=None, embedded=None, file_mtime=None, duration_s=None))
+
+    assert ev.source == SOURCE_RECEIVED
+    assert ev.start == RECEIVED
+    assert ev.end is None
+    assert ev.corrected_by_offset is False
+    assert flagged(ev, "no plausible capture time")
+
+
+def test_clock_offset_is_subtracted_from_device_sources() -> None:
+    # The device clock runs 30 s ahead: it showed START + 30 s for a recording at START.
+    shown = START + timedelta(seconds=30)
+    ev = derive_times(
+        sources(
+            file_name=shown,
+            embedded=shown,
+            file_mtime=shown + timedelta(seconds=DURATION_S),
+            clock_offset_s=30.0,
+        )
+    )
+
+    assert ev.start == START
+    assert ev.source == SOURCE_FILE_NAME
+    assert ev.corrected_by_offset is True
+    assert ev.flags == ()  # 30 s is within the threshold: no note about the clock
+    assert ev.raw["file_name"] == "2026-11-26T00:30:30Z"  # what the device said
+
+
+def test_zero_offset_moves_nothing() -> None:
+    ev = derive_times(sources(clock_offset_s=0.0))
+    assert ev.start == START
+    assert ev.corrected_by_offset is False
+
+
+def test_large_offset_is_noted_and_corrected() -> None:
+    behind = START - timedelta(hours=1)
+    ev = derive_times(sources(file_name=behind, embedded=behind, file_mtime=None,
+                              clock_offset_s=-3600.0))  # fmt: skip
+
+    assert ev.start == START
+    assert ev.corrected_by_offset is True
+    assert flagged(ev, "device clock was 3600 s behind the station clock")
+
+
+def test_offset_rescues_a_clock_reset_to_1970() -> None:
+    shown = EPOCH + timedelta(days=3)
+    offset = (shown - START).total_seconds()  # the dock measured the wrong clock
+    ev = derive_times(sources(file_name=None, embedded=shown, file_mtime=None,
+                              clock_offset_s=offset))  # fmt: skip
+
+    assert (ev.source, ev.start) == (SOURCE_EMBEDDED, START)
+    assert not flagged(ev, "before 2000")
+
+
+@pytest.mark.parametrize(("apart_s", "flag"), [(119, False), (120, False), (121, True)])
+def test_disagreement_threshold_boundary(apart_s: int, flag: bool) -> None:
+    ev = derive_times(sources(embedded=START + timedelta(seconds=apart_s), file_mtime=None))
+
+    assert ev.start == START
+    message = f"file name and embedded creation time differ by {apart_s} s (threshold 120 s)"
+    assert ev.flags == ((message,) if flag else ())
+
+
+def test_disagreement_between_name_and_mtime() -> None:
+    ev = derive_times(
+        sources(embedded=None, file_mtime=START + timedelta(seconds=DURATION_S + 121))
+    )
+
+    assert ev.flags == (
+        "file name and file mtime minus duration differ by 121 s (threshold 120 s)",
+    )
+
+
+def test_threshold_is_configurable() -> None:
+    ev = derive_times(sources(embedded=START + timedelta(seconds=11), file_mtime=None),
+                      threshold_s=10)  # fmt: skip
+    assert ev.flags == ("file name and embedded creation time differ by 11 s (threshold 10 s)",)
+
+
+def test_every_pair_is_compared() -> None:
+    ev = derive_times(
+        sources(
+            embedded=START + timedelta(seconds=3600),
+            file_mtime=START + timedelta(seconds=DURATION_S + 7200),
+        )
+    )
+
+    assert ev.start == START
+    assert len([f for f in ev.flags if " differ by " in f]) == 3
+
+
+def test_pre_2000_clock_is_flagged_and_not_used() -> None:
+    ev = derive_times(sources(embedded=EPOCH))
+
+    assert (ev.source, ev.start) == (SOURCE_FILE_NAME, START)
+    assert ev.flags == (
+        "embedded creation time 1970-01-01T00:00:00Z is before 2000: device clock not set; "
+        "not used",
+    )
+
+    ev = derive_times(sources(file_name=datetime(1999, 12, 31, 23, 59, 59, tzinfo=UTC)))
+    assert (ev.source, ev.start) == (SOURCE_EMBEDDED, START)
+    assert flagged(ev, "file name time 1999-12-31T23:59:59Z is before 2000")
+
+    ev = derive_times(sources(file_name=EPOCH, embedded=EPOCH, file_mtime=EPOCH))
+    assert ev.source == SOURCE_RECEIVED
+    assert len([f for f in ev.flags if "before 2000" in f]) == 3
+
+
+@pytest.mark.parametrize(("ahead_s", "used"), [(120, True), (121, False)])
+def test_future_clock_boundary(ahead_s: int, used: bool) -> None:
+    future = RECEIVED + timedelta(seconds=ahead_s)
+    ev = derive_times(sources(file_name=future, embedded=None, file_mtime=None, duration_s=None))
+
+    if used:
+        assert (ev.source, ev.start) == (SOURCE_FILE_NAME, future)
+        assert ev.flags == ()
+    else:
+        assert ev.source == SOURCE_RECEIVED
+        assert flagged(ev, "file name time 2026-11-26T04:02:01Z is 121 s after the station")
+        assert flagged(ev, "not used")
+
+
+def test_future_clock_falls_back_to_the_next_source() -> None:
+    ev = derive_times(sources(file_name=datetime(2031, 1, 1, tzinfo=UTC)))
+
+    assert (ev.source, ev.start) == (SOURCE_EMBEDDED, START)
+    assert flagged(ev, "device clock wrong")
+
+
+def test_local_time_written_as_utc() -> None:
+    # Recorded at 08:30 CST; the firmware wrote "08:30" into creation_time as UTC.
+    wrong = START.astimezone(CHINA_STANDARD_TIME).replace(tzinfo=UTC)
+    assert (wrong - START).total_seconds() == 28800
+    ev = derive_times(sources(embedded=wrong, received=START + timedelta(days=1)))
+
+    assert (ev.source, ev.start) == (SOURCE_FILE_NAME, START)
+    assert flagged(ev, "embedded creation time is exactly 8 h off: local time written as UTC?")
+    assert flagged(ev, "differ by 28800 s")
+
+
+def test_local_time_as_utc_is_recognised_even_when_it_lies_in_the_future() -> None:
+    # Docked an hour after recording: the +8 h embedded time is after the receive time.
+    wrong = START + timedelta(hours=8)
+    ev = derive_times(sources(embedded=wrong, received=START + timedelta(hours=1)))
+
+    assert ev.start == START
+    assert flagged(ev, "exactly 8 h off")
+    assert flagged(ev, "device clock wrong")
+
+
+def test_eight_hours_is_exact() -> None:
+    ev = derive_times(sources(embedded=START + timedelta(hours=8, seconds=30),
+                              received=START + timedelta(days=1)))  # fmt: skip
+    assert not flagged(ev, "8 h")
+    assert flagged(ev, "differ by 28830 s")
+
+
+def test_mtime_before_the_start_without_duration() -> None:
+    ev = derive_times(sources(duration_s=None, file_mtime=START - timedelta(hours=1)))
+
+    assert ev.start == START and ev.end is None
+    assert flagged(ev, "file mtime 2026-11-25T23:30:00Z is 3600 s before the file name start")
+
+
+def test_end_after_receive_time_is_flagged() -> None:
+    ev = derive_times(sources(file_mtime=None, received=START + timedelta(seconds=60)))
+
+    assert ev.start == START
+    assert flagged(ev, "capture end 2026-11-26T00:40:00Z is after the station received")
+
+
+def test_raw_values_are_kept_as_given() -> None:
+    src = sources(
+        file_name=START.astimezone(CHINA_STANDARD_TIME),
+        embedded=EPOCH,
+        file_mtime=datetime(2035, 1, 1, tzinfo=UTC),
+        clock_offset_s=12.5,
+    )
+    ev = derive_times(src)
+
+    assert ev.raw == {
+        "file_name": "2026-11-26T08:30:00+08:00",
+        "embedded": "1970-01-01T00:00:00Z",
+        "file_mtime": "2035-01-01T00:00:00Z",
+        "received": "2026-11-26T04:00:00Z",
+        "clock_offset_s": 12.5,
+        "duration_s": DURATION_S,
+    }
+    assert ev.start == START - timedelta(seconds=12.5)
+
+
+def test_as_dict_is_json() -> None:
+    ev = derive_times(sources(embedded=EPOCH, clock_offset_s=1.0))
+    data = json.loads(json.dumps(ev.as_dict()))
+
+    assert data["start"] == "2026-11-26T00:29:59Z"
+    assert data["end"] == "2026-11-26T00:39:59Z"
+    assert data["source"] == SOURCE_FILE_NAME
+    assert data["corrected_by_offset"] is True
+    assert data["flags"] == list(ev.flags) and data["flags"]
+    assert data["raw"]["embedded"] == "1970-01-01T00:00:00Z"
+
+
+def test_unusable_numbers_are_flagged_and_ignored() -> None:
+    ev = derive_times(sources(clock_offset_s=float("nan"), duration_s=-5.0))
+
+    assert ev.start == START and ev.end is None
+    assert ev.corrected_by_offset is False
+    assert flagged(ev, "offset nan is not a number")
+    assert flagged(ev, "duration -5.0 is not a valid length")
+
+
+def test_naive_datetimes_are_refused() -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        sources(file_name=datetime(2026, 11, 26, 8, 30))
+    with pytest.raises(ValueError, match="threshold_s"):
+        derive_times(sources(), threshold_s=-1)
