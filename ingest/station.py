@@ -272,6 +272,8 @@ class Station:
         name = display_name(f.relpath)
         deadline = time.monotonic() + self.ingest.growing_timeout_s
         backoff = self.ingest.retry_initial_s
+        last_seen: tuple[int, int] | None = None
+        seen_since = time.monotonic()
         while not stop.is_set():
             try:
                 fd = open_source(root, f.relpath)
@@ -289,7 +291,12 @@ class Station:
                 if st.st_size != f.size or st.st_mtime_ns != f.mtime_ns:
                     self.journal.set_file(f.id, size=st.st_size, mtime_ns=st.st_mtime_ns)
                     f = self.journal.file(f.id)
-                age = time.time() - st.st_mtime_ns / 1e9
+                # Stable: unchanged for stable_s, judged by the mtime's age or, when the
+                # recorder's clock is ahead of ours (mtime in the future), by watching it.
+                seen = (st.st_size, st.st_mtime_ns)
+                if seen != last_seen:
+                    last_seen, seen_since = seen, time.monotonic()
+                age = max(time.time() - st.st_mtime_ns / 1e9, time.monotonic() - seen_since)
                 if age < self.ingest.stable_s:
                     if time.monotonic() > deadline:
                         return self._quarantine(

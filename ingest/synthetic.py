@@ -715,6 +715,10 @@ def make_recorder(
         files.append(_write_device_info(root, device))
     for plan in plans:
         nbytes, sha256, sm3 = _digest_file(root / plan.relpath)
+        # A recorder closes a file when the recording ends: its mtime is the end time.
+        end = plan.start + timedelta(seconds=plan.duration_s or duration_s)
+        stamp = end.replace(tzinfo=CHINA_STANDARD_TIME).timestamp()
+        os.utime(root / plan.relpath, (stamp, stamp))
         files.append(
             SyntheticFile(
                 relpath=plan.relpath,

@@ -336,3 +336,19 @@ def test_clearing_deletes_only_after_recheck(tmp_path: Path) -> None:
     assert len(cleared) == len(rec.files)
     assert len(list(app.store.list())) == len(rec.files)
     assert J.CLEARED == "CLEARED"
+
+
+def test_recorder_clock_ahead_of_the_station_does_not_stall(tmp_path: Path) -> None:
+    """A recorder whose clock runs ahead writes mtimes in the future; files still settle."""
+    root = tmp_path / "dock" / "A123456"
+    root.mkdir(parents=True)
+    future = time.time() + 3 * 86400
+    for i in range(3):
+        (root / f"A123456_010203_20261126083000_000{i}.MP4").write_bytes(b"v" * 1000 * (i + 1))
+        os.utime(root / f"A123456_010203_20261126083000_000{i}.MP4", (future, future))
+    app = make_app(tmp_path / "data", stable_s=0.3, growing_timeout_s=5)
+    station = app.station()
+    started = time.monotonic()
+    result = station.run_docking(root)
+    station.close()
+    assert result.state == "SAFE_TO_CLEAR" and time.monotonic() - started < 4

@@ -7,20 +7,26 @@ module does what the ``untrunc`` tool does, for H.264 video only:
 1. From a *healthy reference* MP4 recorded by the same device with the same settings,
    read the H.264 codec configuration (``avcC``: NAL length size, SPS and PPS) and the
    frame rate (``mdhd`` timescale over the commonest ``stts`` delta).
-2. Walk the truncated file's ``mdat`` payload as length-prefixed NAL units. Audio
-   samples are interleaved with the video, so a position that does not hold a plausible
-   NAL (forbidden bit 0, type 1..23, a length that fits) starts a resynchronisation:
-   scan forward to the first position where three plausible NAL units follow one
-   another. The walk ends where the file ends (the last, cut-off unit is dropped).
+2. Find every position of the truncated file's ``mdat`` payload that holds a plausible
+   length-prefixed NAL unit (4-byte big-endian length per ``lengthSizeMinusOne``;
+   forbidden_zero_bit 0; a type with a consistent nal_ref_idc; a length that fits and
+   is at most 4x the reference's largest frame; and a body that parses for its type: a
+   slice header agreeing with the reference's SPS/PPS, a well-formed SEI, ...). Audio
+   samples are interleaved with the video and now and then look like a NAL unit, so
+   the units kept are the chain of non-overlapping candidates with the most units and,
+   among those, the fewest bytes skipped between them (real units follow one another
+   with only audio chunks between them; a false one ends inside real data). The bytes
+   after the last whole unit (the cut-off one) are dropped.
 3. Write an Annex-B elementary stream (start codes; the reference's SPS/PPS first) and
    let ffmpeg mux it (stream copy) into a fast-start MP4 at the reference frame rate.
 4. Check the result: ffprobe opens it as H.264 and ffmpeg decodes at least one frame.
 
 The output is *not* the original and says so: title ``[RECOVERED] <stem>`` and comment
 ``RECOVERED from truncated original <name> sha256:<hex>; not the original``. Audio is
-not recovered (its samples are skipped); timestamps are regenerated at the reference frame
-rate, so a recording with dropped frames plays slightly short. The truncated original is
-only ever opened for reading (``mmap`` with ``ACCESS_READ``).
+not recovered (its samples are skipped). Timestamps are regenerated at the reference
+frame rate, so a variable-rate recording plays at the wrong pace, and with B-frames the
+last frame or two may not decode (a raw stream carries no presentation times). The
+truncated original is only ever opened for reading (``mmap`` with ``ACCESS_READ``).
 
 :func:`recover_truncated_mp4` returns ``None`` (and logs why) when nothing can be
 salvaged: no reference, a reference that is not H.264, no ``mdat``, no plausible NAL
@@ -69,7 +75,6 @@ _MAX_MOOV_BYTES: Final = 256 << 20  # a reference's moov is KB to a few MB
 _UNREFERENCED_TYPES: Final = frozenset({6, 9, 10, 11, 12})
 _SLICE_TYPES: Final = frozenset({1, 5})
 _CHUNK: Final = 1 << 20
-_CONTAINERS: Final = frozenset({b"moov", b"trak", b"mdia", b"minf", b"stbl"})
 _VISUAL_SAMPLE_ENTRY_FIELDS: Final = 78  # bytes before a visual sample entry's child boxes
 
 
@@ -652,7 +657,7 @@ def recover_truncated_mp4(
         except _NotSalvageable as exc:
             give_up(str(exc))
             return None
-        except (OSError, struct.error, IndexError) as exc:
+        except (struct.error, IndexError, ValueError) as exc:  # a box cut short, or empty
             give_up(f"cannot parse: {exc}")
             return None
         log.info(
@@ -669,7 +674,10 @@ def recover_truncated_mp4(
             ffmpeg, "-nostdin", "-hide_banner", "-y", "-progress", "pipe:1", "-nostats",
             "-fflags", "+genpts", "-r", _fps_text(config.frame_rate), "-f", "h264",
             "-i", str(stream),
-            "-map", "0:v:0", "-c", "copy", "-map_metadata", "-1",
+            # A raw stream has no presentation times: with B-frames ffmpeg gives the first
+            # frames negative ones, which the MP4 edit list would hide; start at zero.
+            "-map", "0:v:0", "-c", "copy", "-avoid_negative_ts", "make_zero",
+            "-map_metadata", "-1",
             "-metadata", f"title={RECOVERED_TITLE_PREFIX} {src.stem}",
             "-metadata", f"comment={comment}",
             "-movflags", "+faststart", "-f", "mp4", str(tmp),
