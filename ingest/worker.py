@@ -36,7 +36,7 @@ from catalog.media import (
     record_derivative,
     record_probe,
 )
-from catalog.models import Docking, DockingFile, Recording
+from catalog.models import Derivative, Docking, DockingFile, Recording
 from config import Settings
 from ingest.identity import NameParser
 from ingest.media import derive as D
@@ -211,6 +211,37 @@ class Worker:
             rec = s.get(Recording, rec_id)
             assert rec is not None
             mark_derived(s, rec)
+            group_id = rec.group_id
+        if self.settings.media.join_chapters and group_id is not None:
+            self._join_chapters(group_id)
+
+    def _join_chapters(self, group_id: int) -> None:
+        """One joined access copy of a split recording, once all its segments are probed.
+
+        It is kept as a derivative of the first segment; each segment stays its own
+        original. Whichever worker finishes the last segment makes it.
+        """
+        with self.catalog.session() as s:
+            members = list(s.scalars(select(Recording).where(Recording.group_id == group_id)
+                                     .order_by(Recording.group_seq)))
+            if len(members) < 2 or any(m.state not in ("PROBED", "DERIVED") for m in members):
+                return
+            first = members[0].id
+            ids = [m.id for m in members]
+            done = s.scalars(select(Derivative.id).where(
+                Derivative.recording_id == first, Derivative.kind == "joined")).first()
+        if done is not None:
+            return
+        out_dir = Path(tempfile.mkdtemp(prefix=f"group{group_id}-", dir=self.scratch))
+        try:
+            with contextlib.ExitStack() as stack:
+                paths = [stack.enter_context(self._original(i)) for i in ids]
+                joined = D.join_segments(paths, out_dir, ffmpeg=self.settings.ffmpeg.ffmpeg,
+                                         ffprobe=self.settings.ffmpeg.ffprobe,
+                                         timeout_factor=self.settings.media.timeout_scale)
+                self._keep(first, joined)
+        finally:
+            shutil.rmtree(out_dir, ignore_errors=True)
 
     def _plan(self, src: Path, rec_id: int, kind: str | None, info: dict[str, Any],
               flags: dict[str, Any], device_id: int | None, out_dir: Path) -> Iterator[Any]:
@@ -230,15 +261,18 @@ class Worker:
             return
         plan_info = {"video_codec": info.get("video_codec"), "pix_fmt": info.get("pixel_format"),
                      "audio_codec": info.get("audio_codec"), "kind": kind}
+        progress = _progress_logger(rec_id)
         if kind == "video":
             yield D.make_access_copy(src, out_dir, info=plan_info, ffmpeg=ffmpeg,
                                      duration_s=duration,
                                      profile=D.AccessProfile(crf=m.access_crf, preset=m.preset),
-                                     ffprobe=ffprobe, timeout_factor=m.timeout_scale)
+                                     ffprobe=ffprobe, timeout_factor=m.timeout_scale,
+                                     on_progress=progress("access"))
             yield D.make_proxy(src, out_dir, info=plan_info, ffmpeg=ffmpeg, duration_s=duration,
                                profile=D.ProxyProfile(max_height=m.proxy_max_height,
                                                       crf=m.proxy_crf, preset=m.preset),
-                               ffprobe=ffprobe, timeout_factor=m.timeout_scale)
+                               ffprobe=ffprobe, timeout_factor=m.timeout_scale,
+                               on_progress=progress("proxy"))
             yield D.make_poster(src, out_dir, ffmpeg=ffmpeg, duration_s=duration,
                                 profile=D.PosterProfile(offset_s=m.poster_at_s),
                                 ffprobe=ffprobe, timeout_factor=m.timeout_scale)
@@ -318,6 +352,23 @@ def D_recover(src: Path, ref: Path, out_dir: Path, settings: Settings) -> Any:
 
     return recover_truncated_mp4(src, ref, out_dir, ffmpeg=settings.ffmpeg.ffmpeg,
                                  ffprobe=settings.ffmpeg.ffprobe)
+
+
+def _progress_logger(rec_id: int) -> Any:
+    """ffmpeg progress, logged every 25 %, so a long transcode is visibly alive."""
+
+    def for_kind(kind: str) -> Any:
+        last = [-1]
+
+        def report(fraction: float) -> None:
+            step = int(fraction * 4)
+            if step > last[0]:
+                last[0] = step
+                log.info("recording %s: %s %d%%", rec_id, kind, min(100, step * 25))
+
+        return report
+
+    return for_kind
 
 
 def _looks_like_mp4(name: str) -> bool:

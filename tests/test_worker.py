@@ -229,3 +229,22 @@ def test_two_workers_on_postgres_never_do_the_same_item_twice(tmp_path: Path, pg
     # Between them the two workers probed every recording once (each prints its count).
     counts = [int(out.rsplit("probed ", 1)[1].split(",")[0]) for out in outputs]
     assert sum(counts) == len(rec.files)
+
+
+def test_joined_chapter_copy_when_asked(tmp_path: Path) -> None:
+    rec = make_recorder(tmp_path / "dock" / "A123456", h264=0, h265=0, wav=0, jpeg=0,
+                        truncated=0, segments=3)
+    app = make_app(tmp_path / "data")
+    from dataclasses import replace
+
+    app.settings = replace(app.settings, media=replace(app.settings.media, join_chapters=True))
+    station = app.station()
+    station.run_docking(rec.root)
+    station.close()
+    assert drain(app).failed == 0
+    with app.catalog.session() as s:
+        (joined,) = s.scalars(select(Derivative).where(Derivative.kind == "joined")).all()
+        segments = [r for r in s.scalars(select(Recording)) if r.media_kind == "video"]
+    got = probe(app.store.root / joined.object_key)
+    assert abs((got.duration_s or 0) - sum(r.duration_s or 0 for r in segments)) <= 0.1
+    assert len(segments) == 3  # each segment stays its own original
