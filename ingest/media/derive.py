@@ -40,7 +40,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Final, Literal
+from typing import IO, Any, Final, Literal, NoReturn
 
 from config.errors import EXIT_DATAERR, EXIT_TEMPFAIL, EXIT_UNAVAILABLE, LiuhenError
 from ingest.offload import fsync_dir
@@ -694,7 +694,7 @@ def _derive(
     )
 
 
-def _raise_failed(command: Sequence[str], run: FfmpegRun, final: Path) -> None:
+def _raise_failed(command: Sequence[str], run: FfmpegRun, final: Path) -> NoReturn:
     tail = run.stderr_tail
     last = tail[-1500:] if tail else "(no output)"
     if "Unknown encoder" in tail or "Encoder not found" in tail:
@@ -869,7 +869,8 @@ def make_poster(
     return _derive(
         kind="poster", method="extract", sources=[src], final=final, build=build,
         expected={"video": "mjpeg"}, duration_s=None, check_duration=False,
-        timeout_s=TIMEOUTS.limit(PLAN_REMUX, at, timeout_factor),
+        # One frame: the remux limit (30 s by default) however long the recording is.
+        timeout_s=TIMEOUTS.limit(PLAN_REMUX, max(at, 1.0), timeout_factor),
         on_progress=on_progress, ffmpeg=ffmpeg, ffprobe=ffprobe,
     )  # fmt: skip
 
