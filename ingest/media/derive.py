@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import IO, Any, Final, Literal, NoReturn
 
 from config.errors import EXIT_DATAERR, EXIT_TEMPFAIL, EXIT_UNAVAILABLE, LiuhenError
+from ingest.media import mp4check
 from ingest.offload import fsync_dir
 
 __all__ = [
@@ -478,6 +479,15 @@ class OutputProbe:
         )
 
 
+def _quick_probe(path: Path) -> OutputProbe | None:
+    """The same fields from the MP4's own boxes, for a fast-start MP4 (see mp4check)."""
+    summary = mp4check.summarise(path)
+    if summary is None or not summary.moov_first or not summary.streams:
+        return None
+    streams = tuple({"codec_type": t, "codec_name": c} for t, c in summary.streams)
+    return OutputProbe(streams, summary.duration_s)
+
+
 def probe_output(ffprobe: str, path: Path) -> OutputProbe:
     """ffprobe a file (a derivative, or a segment to join); raise when it does not open."""
     command = [
@@ -605,7 +615,7 @@ def _check_output(
     min_duration_s: float | None, command: Sequence[str], stderr_tail: str,
 ) -> OutputProbe:  # fmt: skip
     try:
-        probed = probe_output(ffprobe, tmp)
+        probed = _quick_probe(tmp) or probe_output(ffprobe, tmp)
     except FfmpegMissingError:
         raise
     except DerivationError as exc:
