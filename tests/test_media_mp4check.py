@@ -35,3 +35,12 @@ def test_declines_damaged_and_foreign_files(tmp_path: Path) -> None:
     data = (rec.root / truncated.relpath).read_bytes()
     cut.write_bytes(data[:100])
     assert mp4check.summarise(cut) is None
+
+
+def test_jpeg_poster_size_and_truncation(tmp_path: Path) -> None:
+    rec = make_recorder(tmp_path / "r", h264=0, h265=0, wav=0, jpeg=1, truncated=0, segments=0)
+    photo = rec.root / rec.media()[0].relpath
+    assert mp4check.jpeg_size(photo) == (320, 240)
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(photo.read_bytes()[:-100])  # no end-of-image marker
+    assert mp4check.jpeg_size(cut) is None

@@ -481,6 +481,13 @@ class OutputProbe:
 
 def _quick_probe(path: Path) -> OutputProbe | None:
     """The same fields from the MP4's own boxes, for a fast-start MP4 (see mp4check)."""
+    name = path.name.lower()  # temp names look like .<final name>.<hex>.partial
+    if name.endswith((".jpg", ".jpeg")) or ".jpg." in name or ".jpeg." in name:
+        size = mp4check.jpeg_size(path)
+        if size is None:
+            return None
+        return OutputProbe(({"codec_type": "video", "codec_name": "mjpeg", "width": size[0],
+                             "height": size[1]},), None)
     summary = mp4check.summarise(path)
     if summary is None or not summary.moov_first or not summary.streams:
         return None

@@ -104,3 +104,33 @@ def _track(f: BinaryIO, start: int, end: int) -> tuple[str, str] | None:
     if handler is None or codec is None:
         return None
     return handler, codec
+
+
+def jpeg_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) of a complete baseline or progressive JPEG, else None.
+
+    Complete: starts with SOI, ends with EOI, and a start-of-frame segment is found
+    before the image data.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read(1 << 20)
+            f.seek(-2, 2)
+            tail = f.read(2)
+    except OSError:
+        return None
+    if data[:2] != b"\xff\xd8" or tail != b"\xff\xd9":
+        return None
+    pos = 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        (length,) = struct.unpack(">H", data[pos + 2:pos + 4])
+        if marker in (0xC0, 0xC1, 0xC2) and pos + 9 <= len(data):
+            height, width = struct.unpack(">HH", data[pos + 5:pos + 9])
+            return (width, height) if width and height else None
+        if marker == 0xDA:  # image data before any frame header
+            return None
+        pos += 2 + length
+    return None
