@@ -116,6 +116,7 @@ class Station:
         self.parser = NameParser(self.ingest.filename_patterns)
         self.staging = settings.staging_dir
         self.staging.mkdir(parents=True, exist_ok=True)
+        self._catalog_ids: dict[str, int] = {}  # journal uid -> catalog docking id
         # Dockings running in this process: never resumed twice at once.
         self._active: set[str] = set()
         self._active_lock = threading.Lock()
@@ -430,6 +431,18 @@ class Station:
         return "SHA-256 checksum checked by the object store"
 
     def _catalog_docking(self, s: Any, jd: JournalDocking) -> Docking:
+        # Its catalog id, once known, is a primary-key read: the docking's identity
+        # never changes, and this runs once per file.
+        known = self._catalog_ids.get(jd.uid)
+        if known is not None:
+            row = s.get(Docking, known)
+            if row is not None:
+                return row  # type: ignore[no-any-return]
+        docking = self._ensure_catalog_docking(s, jd)
+        self._catalog_ids[jd.uid] = docking.id
+        return docking
+
+    def _ensure_catalog_docking(self, s: Any, jd: JournalDocking) -> Docking:
         ident = jd.identity
         info = DockingInfo(
             uid=jd.uid, slot=jd.slot, source_path=jd.source_path, serial=jd.serial,
