@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from config.errors import EXIT_UNAVAILABLE, LiuhenError
-from ingest.media.probe import ProbeResult, ProbeToolMissing, ffmpeg_version, probe
+from ingest.media.probe import ProbeResult, ProbeToolMissing, probe
 from ingest.synthetic import (
     CHINA_STANDARD_TIME,
     KIND_AUDIO_WAV,
@@ -179,10 +179,3 @@ def test_ffprobe_path_that_is_not_a_program(recorder: SyntheticRecorder, tmp_pat
         probe(path, ffprobe=str(tmp_path))  # a directory
 
 
-def test_ffmpeg_version(tmp_path: Path) -> None:
-    line = ffmpeg_version()
-    assert line.startswith("ffmpeg version ")
-    assert "\n" not in line
-    assert ffmpeg_version() is line  # cached
-    with pytest.raises(ProbeToolMissing):
-        ffmpeg_version(str(tmp_path / "no-such-ffmpeg"))

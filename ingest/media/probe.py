@@ -27,7 +27,6 @@ specification defines it. Whether that time is right is judged elsewhere
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import os
@@ -46,7 +45,6 @@ __all__ = [
     "Kind",
     "ProbeResult",
     "ProbeToolMissing",
-    "ffmpeg_version",
     "probe",
 ]
 
@@ -59,7 +57,6 @@ IMAGE_CODECS: Final = frozenset(
 # Demuxers that only ever read stills (image2, and the jpeg_pipe/png_pipe family).
 _IMAGE_FORMATS: Final = frozenset({"image2", "image2pipe"})
 
-_VERSION_TIMEOUT_S: Final = 30.0
 # ffprobe prefixes log lines with the component: "[mov,mp4,... @ 0x55b05e2751c0] ".
 _LOG_PREFIX_RE: Final = re.compile(r"^\[[^\]]*@ 0x[0-9a-fA-F]+\]\s*")
 _MAX_REASON_LINES: Final = 4
@@ -193,31 +190,6 @@ def probe(path: Path, *, ffprobe: str = "ffprobe", timeout_s: float = 60) -> Pro
             path=str(path), ok=False, error="ffprobe printed no format section", stderr=stderr
         )
     return _summarise(str(path), data, stderr)
-
-
-@functools.lru_cache(maxsize=16)
-def ffmpeg_version(ffmpeg: str = "ffmpeg") -> str:
-    """The first line of ``ffmpeg -version`` (e.g. "ffmpeg version 5.1.9-0+deb12u1 ..."),
-    recorded with every derivative as its software environment. Cached per path."""
-    command = [ffmpeg, "-version"]
-    try:
-        proc = subprocess.run(
-            command,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            check=False,
-            timeout=_VERSION_TIMEOUT_S,
-        )
-    except subprocess.TimeoutExpired as exc:
-        reason = f"'-version' did not finish in {_VERSION_TIMEOUT_S:g} s"
-        raise ProbeToolMissing(ffmpeg, reason) from exc
-    except OSError as exc:
-        raise ProbeToolMissing(ffmpeg, exc.strerror or str(exc)) from exc
-    lines = [line.strip() for line in _text(proc.stdout).splitlines() if line.strip()]
-    if proc.returncode != 0 or not lines:
-        reason = _text(proc.stderr).strip()[-500:] or f"exit status {proc.returncode}"
-        raise ProbeToolMissing(ffmpeg, f"'-version' failed: {reason}")
-    return lines[0]
 
 
 # --- condensing ffprobe's JSON -------------------------------------------------------
