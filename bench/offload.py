@@ -364,7 +364,7 @@ PROFILE_LABELS = (
     "    verify re-read (SHA-256 of the staged file)",
     "  duplicate lookup (catalog read)",
     "  Station._in_catalog: the catalog write transaction",
-    "    ensure_docking (catalog, per file)",
+    "    catalog docking row (per file)",
     "    register_file (rows + signed custody events)",
     "      work-queue enqueue (probe job)",
     "catalog COMMIT (SQLite WAL, synchronous=FULL)",

@@ -18,6 +18,9 @@ from pathlib import Path
 from config.errors import EXIT_IOERR, LiuhenError
 from storage.digest import new_hasher
 
+# Staged bytes are flushed to disk every this many bytes while they are written.
+SYNC_EVERY = 64 << 20
+
 
 class OffloadError(LiuhenError):
     exit_code = EXIT_IOERR
@@ -144,7 +147,7 @@ def copy_and_hash(
     sha = new_hasher("sha256")
     sm3 = new_hasher("sm3")
     pending: Future[None] | None = None
-    total = 0
+    total = synced = 0
     with _suppress_fadvise():
         os.posix_fadvise(src_fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
     try:
@@ -174,6 +177,14 @@ def copy_and_hash(
             except OSError as exc:
                 raise _staging_error(dst, exc) from exc
             total += len(buf)
+            if total - synced >= SYNC_EVERY:
+                # Flush as we go: the final fsync then waits for the last stretch only,
+                # not for gigabytes of dirty pages at once, and memory pressure stays low.
+                try:
+                    os.fdatasync(out)
+                except OSError as exc:
+                    raise _staging_error(dst, exc) from exc
+                synced = total
             if on_bytes is not None:
                 on_bytes(len(buf))
         if pending is not None:

@@ -34,7 +34,7 @@ from catalog.dockings import (
     record_problem_file,
     register_file,
 )
-from catalog.models import Docking, Recording
+from catalog.models import Docking
 from config import Settings
 from ingest import journal as J
 from ingest.identity import DeviceIdentity, NameParser, identify
@@ -366,10 +366,10 @@ class Station:
         digest = Digest("sha256", f.sha256)
         key = content_key(digest)
         staged = self._staged_path(f)
-        held = self._already_held(f.sha256)
-        if held:
-            verified_by = "duplicate of a stored, verified recording"
-        elif staged.exists():
+        # No separate "already held?" read: storing is idempotent (the store finds the
+        # object and checks the bytes against it) and register_file sees a duplicate by
+        # its SHA-256 in the same transaction that records it.
+        if staged.exists():
             verified_by = self._store(key, staged, digest, f.size)
         else:
             # Killed after storing and before the journal said DONE: the object is there.
@@ -413,11 +413,6 @@ class Station:
                 if attempt == CATALOG_RACE_ATTEMPTS:
                     raise
                 log.info("catalog insert raced with another docking; running it again")
-
-    def _already_held(self, sha256: str) -> bool:
-        with self.catalog.session() as s:
-            rec = s.query(Recording.id).filter(Recording.sha256 == sha256).first()
-        return rec is not None
 
     def _store(self, key: str, staged: Path, digest: Digest, size: int) -> str:
         if isinstance(self.store, LocalStore):
