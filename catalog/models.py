@@ -190,6 +190,11 @@ class Recording(Base):
     stored_at: Mapped[datetime | None] = mapped_column(default=None)
     verified_at: Mapped[datetime | None] = mapped_column(default=None)
     flags: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Marked important on the device (or by a reviewer): kept until reviewed.
+    important: Mapped[bool] = mapped_column(default=False)
+    reviewed_at: Mapped[datetime | None] = mapped_column(default=None)
+    # The retention date last pushed to the store (S3 Object Lock); None while undetermined.
+    retain_until: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class RecordingGroup(Base):
@@ -274,3 +279,203 @@ class WorkItem(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     last_error: Mapped[str | None] = mapped_column(Text, default=None)
+
+
+# --- devices, cases, retention -------------------------------------------------------
+
+
+class DeviceAssignment(Base):
+    """Who carried a recorder when: [start, end), end None while current."""
+
+    __tablename__ = "device_assignments"
+    __table_args__ = (Index("ix_device_assignment_span", "device_id", "start"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id"))
+    officer_id: Mapped[int] = mapped_column(ForeignKey("officers.id"), index=True)
+    start: Mapped[datetime] = mapped_column()
+    end: Mapped[datetime | None] = mapped_column(default=None)
+    actor: Mapped[str] = mapped_column(String(200), default="")
+    note: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Case(Base):
+    """A case as the enforcement unit numbers it (e.g. 沪徐市监罚〔2026〕123号)."""
+
+    __tablename__ = "cases"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    number: Mapped[str] = mapped_column(String(200), unique=True)  # the case ID / 档号 source
+    title: Mapped[str] = mapped_column(Text, default="")  # 题名
+    unit: Mapped[str] = mapped_column(String(200), default="")
+    status: Mapped[str] = mapped_column(String(16), default="open")  # open|closed|archived
+    retention: Mapped[str] = mapped_column(String(16), default="永久")  # 保管期限: 永久|30年|10年
+    security_class: Mapped[str] = mapped_column(String(32), default="")  # 密级
+    closed_at: Mapped[datetime | None] = mapped_column(default=None)
+    source: Mapped[str] = mapped_column(Text, default="")  # import file or "manual"
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class EnforcementAction(Base):
+    """One enforcement action of a case: who, when, where."""
+
+    __tablename__ = "enforcement_actions"
+    __table_args__ = (UniqueConstraint("case_id", "external_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    # The case-management system's id of the action: importing it again is a no-op.
+    external_id: Mapped[str] = mapped_column(String(200))
+    start: Mapped[datetime] = mapped_column(index=True)
+    end: Mapped[datetime] = mapped_column()
+    place: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ActionOfficer(Base):
+    __tablename__ = "action_officers"
+
+    action_id: Mapped[int] = mapped_column(ForeignKey("enforcement_actions.id"), primary_key=True)
+    officer_id: Mapped[int] = mapped_column(ForeignKey("officers.id"), primary_key=True,
+                                            index=True)
+
+
+class CaseRecording(Base):
+    """A recording attached to a case, by rule or by hand. Detached rows stay, for history."""
+
+    __tablename__ = "case_recordings"
+    __table_args__ = (UniqueConstraint("case_id", "recording_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    recording_id: Mapped[int] = mapped_column(ForeignKey("recordings.id"), index=True)
+    method: Mapped[str] = mapped_column(String(16))  # rule | manual
+    # For rule attachments: the action and margin that matched; for manual: empty.
+    rule: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    actor: Mapped[str] = mapped_column(String(200), default="")
+    reason: Mapped[str] = mapped_column(Text, default="")
+    attached_at: Mapped[datetime] = mapped_column(default=utcnow)
+    detached_at: Mapped[datetime | None] = mapped_column(default=None)
+    detached_by: Mapped[str | None] = mapped_column(String(200), default=None)
+    detach_reason: Mapped[str | None] = mapped_column(Text, default=None)
+
+
+class LegalHold(Base):
+    """A legal hold on a recording: it never expires while a hold is unreleased."""
+
+    __tablename__ = "legal_holds"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    recording_id: Mapped[int] = mapped_column(ForeignKey("recordings.id"), index=True)
+    reason: Mapped[str] = mapped_column(Text)
+    placed_by: Mapped[str] = mapped_column(String(200))
+    placed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    released_at: Mapped[datetime | None] = mapped_column(default=None)
+    released_by: Mapped[str | None] = mapped_column(String(200), default=None)
+    release_reason: Mapped[str | None] = mapped_column(Text, default=None)
+
+
+class Tombstone(Base):
+    """What an expired, deleted original was: kept for ever."""
+
+    __tablename__ = "tombstones"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    recording_id: Mapped[int] = mapped_column(ForeignKey("recordings.id"), unique=True)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    sm3: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    original_name: Mapped[str] = mapped_column(Text, default="")
+    captured_at: Mapped[datetime | None] = mapped_column(default=None)
+    received_at: Mapped[datetime | None] = mapped_column(default=None)
+    expired_at: Mapped[datetime | None] = mapped_column(default=None)
+    deleted_at: Mapped[datetime] = mapped_column(default=utcnow)
+    reason: Mapped[str] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(String(200))
+    # Object keys and digests of the original and its derivatives, as they were.
+    objects: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+# --- export and fixity ----------------------------------------------------------------
+
+
+class Export(Base):
+    """One archive export (one or more numbered bags)."""
+
+    __tablename__ = "exports"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    uid: Mapped[str] = mapped_column(String(36), unique=True)
+    actor: Mapped[str] = mapped_column(String(200))
+    out_path: Mapped[str] = mapped_column(Text)
+    scope: Mapped[dict[str, Any]] = mapped_column(default=dict)  # cases, date range
+    state: Mapped[str] = mapped_column(String(16), default="RUNNING")  # RUNNING|DONE|FAILED
+    bags: Mapped[dict[str, Any]] = mapped_column(default=dict)  # names, oxum, signature key
+    files: Mapped[int] = mapped_column(Integer, default=0)
+    bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class ExportItem(Base):
+    __tablename__ = "export_items"
+
+    export_id: Mapped[int] = mapped_column(ForeignKey("exports.id"), primary_key=True)
+    recording_id: Mapped[int] = mapped_column(ForeignKey("recordings.id"), primary_key=True,
+                                              index=True)
+    path: Mapped[str] = mapped_column(Text, default="")  # path inside the bag
+
+
+class FixityRun(Base):
+    """A fixity audit of the object store; resumable from `cursor`."""
+
+    __tablename__ = "fixity_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    uid: Mapped[str] = mapped_column(String(36), unique=True)
+    actor: Mapped[str] = mapped_column(String(200))
+    scope: Mapped[dict[str, Any]] = mapped_column(default=dict)  # all | sample | older-than
+    state: Mapped[str] = mapped_column(String(16), default="RUNNING")  # RUNNING|DONE
+    cursor: Mapped[int] = mapped_column(Integer, default=0)  # last recording id checked
+    checked: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    report: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class FixityCheck(Base):
+    __tablename__ = "fixity_checks"
+    __table_args__ = (UniqueConstraint("run_id", "object_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("fixity_runs.id"), index=True)
+    recording_id: Mapped[int | None] = mapped_column(ForeignKey("recordings.id"), index=True)
+    object_key: Mapped[str] = mapped_column(String(512))
+    ok: Mapped[bool] = mapped_column()
+    detail: Mapped[str] = mapped_column(Text, default="")
+    checked_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# --- district health -------------------------------------------------------------------
+
+
+class Heartbeat(Base):
+    """A running station or worker process says it is alive, and what it is doing."""
+
+    __tablename__ = "heartbeats"
+
+    process_id: Mapped[str] = mapped_column(String(200), primary_key=True)  # host:pid:role
+    role: Mapped[str] = mapped_column(String(16))  # station | worker
+    station_id: Mapped[str] = mapped_column(String(64), index=True)
+    host: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int] = mapped_column(Integer)
+    version: Mapped[str] = mapped_column(String(40), default="")
+    state: Mapped[str] = mapped_column(String(32), default="running")  # running|stopped
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
