@@ -1,0 +1,828 @@
+"""Offline verification of a BagIt bag (a directory or a tar): `liuhen verify BUNDLE`.
+
+Needs nothing but the bag: no catalog, no network. Checks, reporting every failure with
+the file it concerns (never stopping at the first):
+
+1. ``bagit.txt`` strictly (two lines, exact form, known version, encoding), the
+   metadata file (``bag-info.txt``; ``package-info.txt`` before 0.96), ``fetch.txt``.
+2. Every payload and tag manifest of every algorithm present (md5, sha1, sha256, sha512,
+   SM3 and any other hashlib knows): format, unsafe paths (absolute, ``..``), payload
+   entries outside ``data/``, duplicate entries, percent-encoding (1.0), Unicode
+   normalisation clashes (a warning).
+3. Completeness: every listed file exists, every payload file is listed in every payload
+   manifest, nothing unexpected (links and special files are reported, never followed),
+   ``Payload-Oxum``.
+4. Fixity: every checksum, each file read once with all its algorithms computed over
+   the same bytes, on every core (:mod:`archive_export.parallel_hash`).
+5. The export signature (``tagmanifest-sha256.txt.sig`` by ``signing-key.pem``): valid,
+   key id equal to ``Liuhen-Signing-Key-Id``, and trusted (in an auditor's key ring) or
+   only self-declared. A 留痕 bag must be signed; another tool's bag need not be.
+6. The custody excerpt (``data/metadata/custody.jsonl`` with ``keys.json``): each
+   event's hash and signature, chain links between consecutive events of a station,
+   and the digests events name against the manifests.
+
+A tar is read in place: an uncompressed tar is memory-mapped and its members hashed
+like files (in parallel); a compressed tar is streamed once, members hashed as they
+come. Members that would escape (absolute names, ``..``, links) are reported, never
+extracted. Nothing is ever written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import mmap
+import os
+import stat
+import tarfile
+import time
+import unicodedata
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from archive_export import bagparse as P
+from archive_export.bagparse import ERROR, WARNING, Finding
+from archive_export.parallel_hash import (
+    FileSource,
+    Item,
+    Outcome,
+    SliceSource,
+    hash_items,
+    hash_names,
+    make_hasher,
+)
+from catalog.custody import canonical_bytes
+from catalog.signing import key_id_of, public_raw, verify_signature
+from config.errors import EXIT_USAGE, LiuhenError
+
+SIGNATURE_FILE = "tagmanifest-sha256.txt.sig"
+SIGNED_FILE = "tagmanifest-sha256.txt"
+KEY_FILE = "signing-key.pem"
+CUSTODY_FILE = "data/metadata/custody.jsonl"
+KEYS_FILE = "data/metadata/keys.json"
+KEY_ID_LABEL = "Liuhen-Signing-Key-Id"
+LIUHEN_MANIFESTS = ("sha256", "sha512", "sm3")
+# A tag file is read whole into memory; bigger than this is not a tag file we parse.
+MAX_TAG_BYTES = 256 << 20
+# Algorithms a compressed tar's payload is hashed with before any manifest was seen.
+STREAM_DEFAULT = ("md5", "sha1", "sha256", "sha512", "sm3")
+_CUSTODY_FIELDS = ("station_id", "seq", "at", "actor", "action", "object_type", "object_id",
+                   "details", "prev_hash", "event_hash", "key_id", "signature")
+
+
+class BagUnusable(LiuhenError):
+    """Not something that can be verified as a bag at all (exit 2)."""
+
+    exit_code = EXIT_USAGE
+
+
+@dataclass
+class BagReport:
+    source: str
+    container: str  # directory | tar | tar-stream
+    version: str | None = None
+    liuhen: bool = False
+    payload_files: int = 0
+    payload_bytes: int = 0
+    algorithms: list[str] = field(default_factory=list)
+    hashed_bytes: int = 0
+    findings: list[Finding] = field(default_factory=list)
+    signature: dict[str, Any] = field(default_factory=dict)
+    custody: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == ERROR]
+
+    @property
+    def warnings(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == WARNING]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def kinds(self) -> set[str]:
+        return {f.kind for f in self.errors}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "source": self.source,
+            "container": self.container,
+            "bagit_version": self.version,
+            "liuhen_bag": self.liuhen,
+            "payload_files": self.payload_files,
+            "payload_bytes": self.payload_bytes,
+            "algorithms": self.algorithms,
+            "hashed_bytes": self.hashed_bytes,
+            "signature": self.signature,
+            "custody": self.custody,
+            "seconds": round(self.seconds, 3),
+            "errors": [f.as_dict() for f in self.errors],
+            "warnings": [f.as_dict() for f in self.warnings],
+        }
+
+
+# -- what a bag is made of, from a directory or a tar -------------------------------------------
+
+
+@dataclass
+class _Tree:
+    files: dict[str, int] = field(default_factory=dict)  # relpath -> size (regular files)
+    dirs: set[str] = field(default_factory=set)
+    findings: list[Finding] = field(default_factory=list)
+    root: Path | None = None  # directory bags
+    buffer: mmap.mmap | None = None  # uncompressed tar, mapped
+    offsets: dict[str, int] = field(default_factory=dict)  # tar member data offsets
+    blobs: dict[str, bytes] = field(default_factory=dict)  # tag files read from a stream
+    streamed: dict[str, dict[str, str]] | None = None  # digests computed while streaming
+    closers: list[Callable[[], None]] = field(default_factory=list)
+
+    def read(self, rel: str) -> bytes:
+        if rel in self.blobs:
+            return self.blobs[rel]
+        size = self.files[rel]
+        if size > MAX_TAG_BYTES:
+            raise OSError(f"{rel} is {size} bytes, too big for a tag file")
+        if self.buffer is not None:
+            off = self.offsets[rel]
+            return bytes(self.buffer[off : off + size])
+        assert self.root is not None
+        return (self.root / rel).read_bytes()
+
+    def source(self, rel: str) -> FileSource | SliceSource:
+        if self.buffer is not None:
+            return SliceSource(self.buffer, self.offsets[rel], self.files[rel])
+        assert self.root is not None
+        return FileSource(self.root / rel, self.files[rel])
+
+    def close(self) -> None:
+        for close in reversed(self.closers):
+            close()
+        self.closers.clear()
+
+
+def _walk_directory(root: Path) -> _Tree:
+    tree = _Tree(root=root)
+    stack = [""]
+    while stack:
+        rel_dir = stack.pop()
+        try:
+            entries = list(os.scandir(root / rel_dir if rel_dir else root))
+        except OSError as exc:
+            tree.findings.append(Finding("unreadable", rel_dir or ".",
+                                         f"cannot list directory: {exc.strerror}"))
+            continue
+        for e in entries:
+            rel = f"{rel_dir}/{e.name}" if rel_dir else e.name
+            try:
+                st = e.stat(follow_symlinks=False)
+            except OSError as exc:
+                tree.findings.append(Finding("unreadable", rel, f"cannot stat: {exc.strerror}"))
+                continue
+            if stat.S_ISLNK(st.st_mode):
+                # Never followed: a link could point outside the bag.
+                tree.findings.append(Finding("link", rel, "is a symbolic link (not followed; "
+                                             "a bag holds regular files only)"))
+            elif stat.S_ISDIR(st.st_mode):
+                tree.dirs.add(rel)
+                stack.append(rel)
+            elif stat.S_ISREG(st.st_mode):
+                tree.files[rel] = st.st_size
+            else:
+                tree.findings.append(Finding("special-file", rel,
+                                             "is not a regular file (device, fifo or socket)"))
+    return tree
+
+
+def _member_problem(name: str) -> str | None:
+    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+        return "absolute member name"
+    if ".." in name.split("/"):
+        return "member name contains '..'"
+    return None
+
+
+def _tar_root(names: Iterable[str]) -> str:
+    """The folder the bag sits in inside the tar ("" when bagit.txt is at the top)."""
+    names = list(names)
+    if "bagit.txt" in names:
+        return ""
+    tops = {n.split("/", 1)[0] for n in names if "/" in n}
+    for top in sorted(tops):
+        if f"{top}/bagit.txt" in names:
+            return top + "/"
+    raise BagUnusable("the tar holds no bagit.txt (at the top or in one top-level folder)",
+                      hint="is this a BagIt bag? a 留痕 export tar holds one folder with the bag")
+
+
+def _norm_member(name: str) -> str:
+    name = name.removeprefix("./")
+    return name.rstrip("/")
+
+
+def _add_member(tree: _Tree, m: tarfile.TarInfo, rel: str) -> bool:
+    """Record a member; True when it is a regular file whose bytes belong to the bag."""
+    if m.issym() or m.islnk():
+        tree.findings.append(Finding("link", rel, f"tar member is a link to {m.linkname!r} "
+                                     "(never followed)"))
+    elif m.isdir():
+        tree.dirs.add(rel)
+    elif m.isreg() and not m.issparse():
+        if rel in tree.files:
+            tree.findings.append(Finding("duplicate-member", rel,
+                                         "appears more than once in the tar (a later copy "
+                                         "would silently replace the first on extraction)"))
+            return False
+        tree.files[rel] = m.size
+        parts = rel.split("/")
+        for i in range(1, len(parts)):
+            tree.dirs.add("/".join(parts[:i]))
+        return True
+    else:
+        tree.findings.append(Finding("special-file", rel, "tar member is not a regular file"))
+    return False
+
+
+def _open_tar(path: Path) -> _Tree:
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 - kept open for the mapping; tree.close closes it
+    except OSError as exc:
+        raise BagUnusable(f"{path}: cannot open: {exc.strerror}") from exc
+    try:
+        tf = tarfile.open(fileobj=fh, mode="r:")  # noqa: SIM115 - fh is what stays open
+        members = tf.getmembers()  # seeks over member data: cheap for an uncompressed file
+    except (tarfile.TarError, EOFError, OSError):
+        fh.close()
+        return _stream_tar(path)
+    tree = _Tree()
+    tree.closers.append(fh.close)
+    root = _tar_root(_norm_member(m.name) for m in members)
+    regular: list[tuple[str, tarfile.TarInfo]] = []
+    for m in members:
+        name = _norm_member(m.name)
+        why = _member_problem(m.name)
+        if why:
+            tree.findings.append(Finding("unsafe-path", m.name, f"{why} (never extracted)"))
+            continue
+        if not name or name + "/" == root:
+            continue
+        if root and not name.startswith(root):
+            tree.findings.append(Finding("unexpected-file", name,
+                                         f"tar member outside the bag folder {root!r}"))
+            continue
+        if _add_member(tree, m, name[len(root):]):
+            regular.append((name[len(root):], m))
+    if os.fstat(fh.fileno()).st_size:
+        tree.buffer = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        tree.closers.append(tree.buffer.close)
+    for rel, m in regular:
+        tree.offsets[rel] = m.offset_data
+    return tree
+
+
+def _stream_tar(path: Path) -> _Tree:
+    """A compressed (or otherwise unseekable) tar: one pass, hashing members as they come."""
+    tree = _Tree(streamed={})
+    assert tree.streamed is not None
+    algorithms: set[str] = set()
+    known = hash_names()
+    root: str | None = None
+    try:
+        with tarfile.open(path, mode="r|*") as tf:
+            for m in tf:
+                name = _norm_member(m.name)
+                why = _member_problem(m.name)
+                if why:
+                    tree.findings.append(Finding("unsafe-path", m.name, f"{why} (never extracted)"))
+                    continue
+                if root is None:
+                    root = name.split("/", 1)[0] + "/" if "/" in name or m.isdir() else ""
+                    if name == "bagit.txt":
+                        root = ""
+                if not name or name + "/" == root:
+                    continue
+                if root and not name.startswith(root):
+                    tree.findings.append(Finding("unexpected-file", name,
+                                                 f"tar member outside the bag folder {root!r}"))
+                    continue
+                rel = name[len(root):]
+                if not _add_member(tree, m, rel):
+                    continue
+                f = tf.extractfile(m)
+                assert f is not None
+                if not rel.startswith("data/") or rel in (CUSTODY_FILE, KEYS_FILE):
+                    data = f.read(MAX_TAG_BYTES + 1)
+                    tree.blobs[rel] = data
+                    kind = P.manifest_kind(rel)
+                    if kind and kind[1] in known:
+                        algorithms.add(kind[1])
+                    digests = {a: _digest(a, data) for a in (algorithms or set(STREAM_DEFAULT))}
+                else:
+                    digests = _hash_stream(f, algorithms or set(STREAM_DEFAULT))
+                tree.streamed[rel] = digests
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        if not tree.files:
+            raise BagUnusable(
+                f"{path}: not a readable tar: {exc}",
+                hint="give a bag directory or a .tar made by 'liuhen export'") from exc
+        tree.findings.append(Finding("unreadable", str(path), f"the tar is damaged: {exc}"))
+    if root is None or "bagit.txt" not in tree.files:
+        raise BagUnusable(f"{path}: the tar holds no bagit.txt")
+    return tree
+
+
+def _digest(algorithm: str, data: bytes) -> str:
+    h = make_hasher(algorithm)
+    h.update(data)
+    return h.hexdigest()
+
+
+def _hash_stream(f: IO[bytes], algorithms: Iterable[str]) -> dict[str, str]:
+    hashers = {a: make_hasher(a) for a in algorithms}
+    while chunk := f.read(4 << 20):
+        for h in hashers.values():
+            h.update(chunk)
+    return {a: h.hexdigest() for a, h in hashers.items()}
+
+
+def _load(path: Path) -> tuple[_Tree, str]:
+    try:
+        st = path.stat()
+    except FileNotFoundError as exc:
+        raise BagUnusable(f"{path}: no such file or directory") from exc
+    except OSError as exc:
+        raise BagUnusable(f"{path}: cannot read: {exc.strerror}") from exc
+    if stat.S_ISDIR(st.st_mode):
+        tree = _walk_directory(path)
+        if "bagit.txt" not in tree.files:
+            raise BagUnusable(f"{path}: no bagit.txt: not a BagIt bag",
+                              hint="give the bag's top folder (the one holding bagit.txt and "
+                              "data/), or its .tar")
+        return tree, "directory"
+    if not tarfile.is_tarfile(path):
+        raise BagUnusable(f"{path}: neither a bag directory nor a tar",
+                          hint="give a bag folder or a .tar made by 'liuhen export'")
+    tree = _open_tar(path)
+    return tree, "tar-stream" if tree.streamed is not None else "tar"
+
+
+# -- verification -----------------------------------------------------------------------------
+
+
+def verify_bag(
+    path: Path | str,
+    *,
+    trusted: Mapping[str, Iterable[str]] | None = None,
+    workers: int | None = None,
+    only_algorithms: Iterable[str] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> BagReport:
+    """Validate the bag at ``path`` (directory or tar) and report every problem.
+
+    ``trusted`` is an auditor's key ring (station id → key ids, see
+    :func:`catalog.signing.load_keyring`). ``only_algorithms`` limits fixity to some
+    algorithms (the benchmark's breakdown); a real verification leaves it None.
+    """
+    t0 = time.perf_counter()
+    path = Path(path)
+    tree, container = _load(path)
+    report = BagReport(str(path), container)
+    try:
+        _verify(tree, report, trusted, workers,
+                set(only_algorithms) if only_algorithms is not None else None, progress)
+    finally:
+        tree.close()
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _read_tag(tree: _Tree, rel: str, report: BagReport) -> bytes | None:
+    try:
+        return tree.read(rel)
+    except (OSError, KeyError) as exc:
+        report.findings.append(Finding("unreadable", rel, f"cannot read: {exc}"))
+        return None
+
+
+def _verify(tree: _Tree, report: BagReport, trusted: Mapping[str, Iterable[str]] | None,
+            workers: int | None, only: set[str] | None,
+            progress: Callable[[int], None] | None) -> None:
+    add = report.findings.append
+    report.findings.extend(tree.findings)
+    raw = _read_tag(tree, "bagit.txt", report) or b""
+    decl = P.parse_bagit_txt(raw)
+    report.findings.extend(decl.findings)
+    report.version = decl.version_text
+    version = decl.version if decl.version in P.SUPPORTED_VERSIONS else (1, 0)
+
+    # Metadata file.
+    info = P.BagInfo()
+    info_name = decl.info_file
+    if info_name in tree.files:
+        data = _read_tag(tree, info_name, report)
+        if data is not None:
+            info = P.parse_bag_info(P.decode_tag_file(data, info_name, decl.encoding,
+                                                      report.findings), info_name)
+            report.findings.extend(info.findings)
+    other_info = "bag-info.txt" if info_name == "package-info.txt" else "package-info.txt"
+    if other_info in tree.files:
+        add(Finding("version", other_info, f"BagIt {decl.version_text} names its metadata file "
+                    f"{info_name}, not {other_info}", WARNING))
+    report.liuhen = any(k.lower().startswith("liuhen-") for k, _ in info.items)
+
+    # Manifests.
+    known = hash_names()
+    manifests: list[P.Manifest] = []
+    for rel in sorted(r for r in tree.files if "/" not in r):
+        kind = P.manifest_kind(rel)
+        if kind is None:
+            continue
+        alg = kind[1]
+        if alg not in known:
+            add(Finding("unsupported-algorithm", rel, f"algorithm {alg!r} is not one this "
+                        "system can compute; this manifest's checksums were NOT verified",
+                        WARNING))
+            continue
+        data = _read_tag(tree, rel, report)
+        if data is None:
+            continue
+        text = P.decode_tag_file(data, rel, decl.encoding, report.findings)
+        m = P.parse_manifest(rel, text, version, make_hasher_len(alg))
+        report.findings.extend(m.findings)
+        manifests.append(m)
+    payload_ms = [m for m in manifests if m.kind == "manifest"]
+    tag_ms = [m for m in manifests if m.kind == "tagmanifest"]
+    root_kinds = [P.manifest_kind(r) for r in tree.files if "/" not in r]
+    if not any(k is not None and k[0] == "manifest" for k in root_kinds):
+        add(Finding("missing-manifest", "", "no payload manifest (manifest-<algorithm>.txt)"))
+    if report.liuhen:
+        present = {m.algorithm for m in payload_ms} | {
+            r[len("manifest-"):-4] for r in tree.files if r.startswith("manifest-")}
+        for alg in LIUHEN_MANIFESTS:
+            if alg not in present:
+                add(Finding("missing-manifest", f"manifest-{alg}.txt",
+                            f"a 留痕 bag carries a {alg} payload manifest; it is missing"))
+            if f"tagmanifest-{alg}.txt" not in tree.files:
+                add(Finding("missing-manifest", f"tagmanifest-{alg}.txt",
+                            f"a 留痕 bag carries a {alg} tag manifest; it is missing"))
+    report.algorithms = sorted({m.algorithm for m in manifests})
+
+    # Payload on disk.
+    if "data" not in tree.dirs:
+        add(Finding("missing-payload-dir", "data/", "there is no data/ payload directory"))
+    payload = {r: s for r, s in tree.files.items() if r.startswith("data/")}
+    report.payload_files = len(payload)
+    report.payload_bytes = sum(payload.values())
+    fetch: dict[str, str] = {}
+    if "fetch.txt" in tree.files:
+        data = _read_tag(tree, "fetch.txt", report)
+        if data is not None:
+            fetch, found = P.parse_fetch(P.decode_tag_file(data, "fetch.txt", decl.encoding,
+                                                           report.findings), version)
+            report.findings.extend(found)
+    nfc_disk: dict[str, str] = {}
+    for r in tree.files:
+        nfc_disk.setdefault(unicodedata.normalize("NFC", r), r)
+
+    def locate(entry_path: str, manifest: str) -> str | None:
+        if entry_path in tree.files:
+            return entry_path
+        alt = nfc_disk.get(unicodedata.normalize("NFC", entry_path))
+        if alt is not None:
+            add(Finding("normalization-clash", manifest, f"{entry_path!r} is on disk as "
+                        f"{alt!r} (different Unicode normalisation)", WARNING))
+            return alt
+        return None
+
+    # want[actual file] -> algorithms; expect[(manifest, actual)] -> entry
+    want: dict[str, set[str]] = {}
+    checks: list[tuple[P.Manifest, P.Entry, str]] = []
+    listed_payload: dict[str, set[str]] = {}
+    for m in manifests:
+        for e in m.entries.values():
+            actual = locate(e.path, m.name)
+            if actual is None:
+                if e.path in fetch:
+                    add(Finding("not-fetched", e.path, f"listed in {m.name} and fetch.txt "
+                                f"({fetch[e.path]}) but not fetched into the bag"))
+                else:
+                    add(Finding("missing-file", e.path, f"listed in {m.name} but not in the "
+                                "bag", line=e.line))
+                continue
+            if m.kind == "manifest":
+                listed_payload.setdefault(actual, set()).add(m.name)
+            if only is not None and m.algorithm not in only:
+                continue
+            want.setdefault(actual, set()).add(m.algorithm)
+            checks.append((m, e, actual))
+    names = {m.name for m in payload_ms}
+    for r in sorted(payload):
+        got = listed_payload.get(r, set())
+        if not got:
+            add(Finding("unexpected-file", r, "is in data/ but in no payload manifest"))
+        elif got != names:
+            for missing in sorted(names - got):
+                add(Finding("not-in-manifest", r, f"is in data/ and in {', '.join(sorted(got))} "
+                            f"but not in {missing}"))
+
+    # Tag files not covered by a tag manifest.
+    if tag_ms:
+        tag_listed = {e for m in tag_ms for e in m.entries}
+        for r in sorted(tree.files):
+            if r.startswith("data/") or r in tag_listed or r == SIGNATURE_FILE:
+                continue
+            if P.manifest_kind(r) == ("tagmanifest", r[len("tagmanifest-"):-4]):
+                continue
+            for m in tag_ms:
+                if r not in m.entries:
+                    # A 留痕 bag's tag manifests list every tag file; RFC 8493 only says SHOULD.
+                    add(Finding("unexpected-file", r, f"tag file not listed in {m.name}",
+                                ERROR if report.liuhen else WARNING))
+        for m in tag_ms:
+            for listed in m.entries:
+                if P.manifest_kind(listed) == ("tagmanifest", listed[len("tagmanifest-"):-4]):
+                    add(Finding("manifest-format", m.name, f"lists the tag manifest {listed!r} "
+                                "(tag manifests must not list tag manifests)", WARNING))
+
+    # Payload-Oxum.
+    oxum_text = info.get("Payload-Oxum")
+    if oxum_text is not None:
+        oxum = P.parse_oxum(oxum_text)
+        if oxum is not None and oxum != (report.payload_bytes, report.payload_files):
+            add(Finding("oxum-mismatch", info_name,
+                        f"Payload-Oxum {oxum_text} but data/ holds {report.payload_bytes} bytes "
+                        f"in {report.payload_files} files"))
+    elif report.liuhen:
+        add(Finding("bag-info", info_name, "a 留痕 bag declares Payload-Oxum; it is missing"))
+
+    # Fixity.
+    outcomes = _fixity(tree, want, workers, progress)
+    report.hashed_bytes = sum(o.size or 0 for o in outcomes.values())
+    for m, e, actual in checks:
+        out = outcomes.get(actual)
+        if out is None:
+            continue
+        if out.error:
+            add(Finding("unreadable", actual, out.error))
+            continue
+        computed = out.digests.get(m.algorithm)
+        if computed is None:
+            add(Finding("not-verified", actual, f"{m.algorithm} could not be computed: a "
+                        f"compressed tar streamed its payload before {m.name}; decompress it "
+                        "and verify again"))
+            continue
+        if computed != e.digest:
+            add(Finding("checksum-mismatch", actual,
+                        f"{m.algorithm} is {computed}, {m.name} line {e.line} says {e.digest}"))
+    # Outcomes reported once per file even when several manifests list it.
+    seen_unreadable: set[str] = set()
+    deduped: list[Finding] = []
+    for f in report.findings:
+        if f.kind == "unreadable" and f.path in outcomes:
+            if f.path in seen_unreadable:
+                continue
+            seen_unreadable.add(f.path)
+        deduped.append(f)
+    report.findings[:] = deduped
+
+    _check_signature(tree, report, info, trusted)
+    if CUSTODY_FILE in tree.files:
+        _check_custody(tree, report, payload_ms, trusted)
+    elif report.liuhen:
+        add(Finding("custody", CUSTODY_FILE, "a 留痕 bag carries a custody excerpt; it is "
+                    "missing"))
+
+
+def make_hasher_len(algorithm: str) -> int | None:
+    try:
+        return len(make_hasher(algorithm).hexdigest())
+    except (ValueError, TypeError):
+        return None
+
+
+def _fixity(tree: _Tree, want: Mapping[str, set[str]], workers: int | None,
+            progress: Callable[[int], None] | None) -> dict[str, Outcome]:
+    if tree.streamed is not None:
+        return {r: Outcome(dict(tree.streamed.get(r, {})), size=tree.files.get(r))
+                for r in want}
+    items = [Item(r, tree.source(r), tuple(sorted(algs))) for r, algs in want.items()]
+    return hash_items(items, workers=workers, progress=progress)
+
+
+# -- signature --------------------------------------------------------------------------------
+
+
+def _trust_of(key_id: str, trusted: Mapping[str, Iterable[str]] | None) -> list[str]:
+    if not trusted:
+        return []
+    return sorted(s for s, ids in trusted.items() if key_id in set(ids))
+
+
+def _check_signature(tree: _Tree, report: BagReport, info: P.BagInfo,
+                     trusted: Mapping[str, Iterable[str]] | None) -> None:
+    add = report.findings.append
+    has_sig, has_key = SIGNATURE_FILE in tree.files, KEY_FILE in tree.files
+    sig = report.signature
+    if not has_sig and not has_key:
+        sig["status"] = "not signed"
+        if report.liuhen:
+            add(Finding("not-signed", SIGNATURE_FILE, f"a 留痕 bag is signed ({SIGNATURE_FILE} "
+                        f"by {KEY_FILE}); both are missing"))
+        return
+    if not has_sig or not has_key:
+        missing = SIGNATURE_FILE if not has_sig else KEY_FILE
+        sig["status"] = "incomplete"
+        add(Finding("not-signed", missing, f"{missing} is missing, so the signature cannot be "
+                    "checked"))
+        return
+    pem = _read_tag(tree, KEY_FILE, report)
+    signature = _read_tag(tree, SIGNATURE_FILE, report)
+    signed = _read_tag(tree, SIGNED_FILE, report) if SIGNED_FILE in tree.files else None
+    if signed is None:
+        sig["status"] = "invalid"
+        add(Finding("bad-signature", SIGNED_FILE, "the signed file is missing"))
+        return
+    if pem is None or signature is None:
+        sig["status"] = "invalid"
+        return
+    try:
+        key = serialization.load_pem_public_key(pem)
+    except (ValueError, TypeError) as exc:
+        sig["status"] = "invalid"
+        add(Finding("signing-key", KEY_FILE, f"not a PEM public key: {exc}"))
+        return
+    if not isinstance(key, Ed25519PublicKey):
+        sig["status"] = "invalid"
+        add(Finding("signing-key", KEY_FILE, "not an Ed25519 public key"))
+        return
+    raw = public_raw(key)
+    key_id = key_id_of(raw)
+    sig["key_id"] = key_id
+    declared = info.get(KEY_ID_LABEL)
+    sig["declared_key_id"] = declared
+    if declared is not None and declared != key_id:
+        add(Finding("key-id-mismatch", KEY_FILE, f"key id {key_id} does not match "
+                    f"{KEY_ID_LABEL} {declared} in bag-info.txt (key replaced?)"))
+    elif declared is None and report.liuhen:
+        add(Finding("key-id-mismatch", "bag-info.txt", f"no {KEY_ID_LABEL}"))
+    if verify_signature(raw, signature, signed):
+        sig["status"] = "valid"
+    else:
+        sig["status"] = "invalid"
+        add(Finding("bad-signature", SIGNATURE_FILE, f"does not verify over {SIGNED_FILE} with "
+                    f"{KEY_FILE} ({key_id})"))
+    stations = _trust_of(key_id, trusted)
+    sig["trusted_by"] = stations
+    if stations:
+        sig["trust"] = "trusted"
+    elif trusted:
+        sig["trust"] = "untrusted"
+        add(Finding("untrusted-key", KEY_FILE, f"{key_id} is in none of the given key rings"))
+    else:
+        sig["trust"] = "self-declared"
+
+
+# -- custody excerpt --------------------------------------------------------------------------
+
+
+def _check_custody(tree: _Tree, report: BagReport, payload_ms: list[P.Manifest],
+                   trusted: Mapping[str, Iterable[str]] | None) -> None:
+    add = report.findings.append
+    keys: dict[str, tuple[str, bytes]] = {}  # key id -> (station, raw public key)
+    keys_data = _read_tag(tree, KEYS_FILE, report) if KEYS_FILE in tree.files else None
+    if keys_data is None:
+        if KEYS_FILE not in tree.files:
+            add(Finding("custody", KEYS_FILE, "missing: custody signatures cannot be checked"))
+    else:
+        try:
+            doc = json.loads(keys_data.decode("utf-8"))
+            rows = doc["keys"]
+            for n, k in enumerate(rows, 1):
+                raw = bytes.fromhex(k["public_key_hex"])
+                if key_id_of(raw) != k["key_id"]:
+                    add(Finding("custody-key-mismatch", KEYS_FILE, f"key #{n}: public key does "
+                                f"not match its id {k['key_id']}"))
+                    continue
+                keys[k["key_id"]] = (str(k.get("station_id", "")), raw)
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+            add(Finding("custody-format", KEYS_FILE, f"not the expected keys document: {exc!r}"))
+    raw_events = _read_tag(tree, CUSTODY_FILE, report)
+    if raw_events is None:
+        return
+    pinned = {s: set(ids) for s, ids in (trusted or {}).items()}
+    # Digests the bag holds, to compare with what events say about the same objects.
+    sha_m = next((m for m in payload_ms if m.algorithm == "sha256"), None)
+    sm3_m = next((m for m in payload_ms if m.algorithm == "sm3"), None)
+    by_sha: dict[str, str] = {e.digest: p for p, e in (sha_m.entries.items() if sha_m else ())}
+    events: list[tuple[int, dict[str, Any]]] = []
+    lines = raw_events.decode("utf-8", "replace").split("\n")
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            ev = json.loads(line)
+            if not isinstance(ev, dict):
+                raise ValueError("not an object")
+            missing = [f for f in _CUSTODY_FIELDS if f not in ev]
+            if missing:
+                raise ValueError("missing " + ", ".join(missing))
+            ev["seq"] = int(ev["seq"])
+        except (ValueError, TypeError) as exc:
+            add(Finding("custody-format", CUSTODY_FILE, f"not a custody event: {exc}",
+                        line=number))
+            continue
+        events.append((number, ev))
+    stations: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+    mentioned: set[str] = set()
+    for number, ev in events:
+        name = (f"station {ev['station_id']} event #{ev['seq']} ({ev['action']} on "
+                f"{ev['object_type']} {str(ev['object_id'])[:16]})")
+
+        def bad(kind: str, detail: str, severity: str = ERROR,
+                _number: int = number, _name: str = name) -> None:
+            add(Finding(kind, CUSTODY_FILE, f"{_name}: {detail}", severity, _number))
+
+        stations.setdefault(str(ev["station_id"]), []).append((number, ev))
+        try:
+            data = canonical_bytes(
+                station_id=ev["station_id"], seq=ev["seq"], at=ev["at"], actor=ev["actor"],
+                action=ev["action"], object_type=ev["object_type"], object_id=ev["object_id"],
+                details=ev["details"], prev_hash=ev["prev_hash"], key_id=ev["key_id"])
+        except TypeError as exc:
+            bad("custody-format", str(exc))
+            continue
+        if hashlib.sha256(data).hexdigest() != ev["event_hash"]:
+            bad("custody-edited", "content does not match its event hash (the line was edited)")
+        key = keys.get(ev["key_id"])
+        if key is None:
+            bad("custody-unknown-key", f"signed by {ev['key_id']}, which {KEYS_FILE} does not "
+                "hold")
+        else:
+            if key[0] and key[0] != ev["station_id"]:
+                bad("custody-unknown-key", f"signed by {ev['key_id']}, a key of station {key[0]}")
+            try:
+                signature = bytes.fromhex(ev["signature"])
+            except (ValueError, TypeError):
+                signature = b""
+            if not verify_signature(key[1], signature, data):
+                bad("custody-bad-signature", f"signature does not verify with {ev['key_id']}")
+        st = str(ev["station_id"])
+        if st in pinned and ev["key_id"] not in pinned[st]:
+            bad("custody-untrusted-key", f"signed by {ev['key_id']}, not a trusted key of the "
+                "station")
+        # What the event says about an object the bag holds must match the manifests.
+        if ev["object_type"] in {"recording", "derivative"}:
+            oid = str(ev["object_id"])
+            mentioned.add(oid)
+            path = by_sha.get(oid)
+            if path is not None:
+                try:
+                    details = json.loads(ev["details"])
+                except (ValueError, TypeError):
+                    details = {}
+                if not isinstance(details, dict):
+                    details = {}
+                sm3 = details.get("sm3")
+                if sm3 and sm3_m is not None and path in sm3_m.entries \
+                        and sm3_m.entries[path].digest != str(sm3).lower():
+                    bad("custody-digest-mismatch", f"says SM3 {sm3}, manifest-sm3.txt has "
+                        f"{sm3_m.entries[path].digest} for {path}")
+                size = details.get("size")
+                if isinstance(size, int) and path in tree.files and tree.files[path] != size:
+                    bad("custody-digest-mismatch", f"says {size} bytes, {path} has "
+                        f"{tree.files[path]}")
+    links = 0
+    for st, evs in stations.items():
+        evs.sort(key=lambda x: x[1]["seq"])
+        for (_, a), (nb, b) in itertools.pairwise(evs):
+            if b["seq"] == a["seq"]:
+                add(Finding("custody-duplicate", CUSTODY_FILE, f"station {st} event #{b['seq']} "
+                            "appears twice", line=nb))
+            elif b["seq"] == a["seq"] + 1:
+                links += 1
+                if b["prev_hash"] != a["event_hash"]:
+                    add(Finding("custody-broken-link", CUSTODY_FILE,
+                                f"station {st} event #{b['seq']} does not follow event "
+                                f"#{a['seq']} (inserted, deleted or edited)", line=nb))
+    if report.liuhen:
+        for path in sorted(p for p in tree.files if p.startswith("data/originals/")):
+            sha = sha_m.entries[path].digest if sha_m and path in sha_m.entries else None
+            if sha is not None and sha not in mentioned:
+                add(Finding("custody", path, "no custody event in the excerpt names this "
+                            "original", WARNING))
+    report.custody = {
+        "events": len(events),
+        "stations": {s: len(v) for s, v in stations.items()},
+        "links_checked": links,
+        "keys": len(keys),
+        "ok": not any(f.path in {CUSTODY_FILE, KEYS_FILE} for f in report.errors),
+    }

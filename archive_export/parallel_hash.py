@@ -1,0 +1,190 @@
+"""Hash many files with several algorithms on every core, each file read once.
+
+Why it is built this way (see docs/performance.md, bench/verify):
+
+* hashlib releases the GIL while it hashes a buffer larger than 2 KiB, so threads run
+  digests truly in parallel; processes would only add pickling and start-up cost.
+* A large file is memory-mapped and each algorithm hashes the mapping on its own job:
+  the bytes come from the page cache once (no copy into Python buffers at all), and the
+  slow SM3 of one big file does not hold up SHA-256 and SHA-512 of the same file, which
+  run on the other core meanwhile.
+* A small file is one job: one ``read()``, every algorithm over that one buffer. Per-file
+  overhead, not hashing, dominates there; splitting it would only add hand-offs.
+* Jobs are started longest first (by an estimate of their CPU cost per algorithm), the
+  classic LPT rule, so that one big SM3 job started last does not leave a core idle
+  at the end.
+
+Sources are either a file path or a slice of an already mapped buffer (a member of an
+uncompressed tar). A job that cannot read its source records the error for that file;
+the others go on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mmap
+import os
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from storage.digest import Hasher, new_hasher
+
+# Files at least this big get one job per algorithm over a shared mapping.
+SPLIT_MIN = 4 << 20
+# Hash a mapping in slices this big: bounds the copy the cryptography-based SM3 fallback
+# makes, and lets a job notice a failure on another thread.
+SLICE = 64 << 20
+# Relative CPU cost per byte (measured on the reference machine: SHA-256 with SHA-NI
+# ≈ 1.4 GB/s, SHA-512 ≈ 0.65, MD5 ≈ 0.6, SM3 ≈ 0.3); only the order matters.
+_COST = {"sha1": 0.7, "sha256": 0.75, "sha224": 0.75, "sha512": 1.6, "sha384": 1.6,
+         "md5": 1.6, "sm3": 3.4}
+_FILE_OVERHEAD = 40_000  # bytes-equivalent of opening and reading one file
+
+
+def hash_names() -> set[str]:
+    """Algorithm names this module can compute (manifest spelling)."""
+    names = {n.lower() for n in hashlib.algorithms_available if n.isidentifier()}
+    names.add("sm3")
+    return names
+
+
+def make_hasher(algorithm: str) -> Hasher:
+    if algorithm == "sm3":
+        return new_hasher("sm3")
+    return hashlib.new(algorithm)
+
+
+def default_workers() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class FileSource:
+    path: Path
+    size: int
+
+
+@dataclass(frozen=True)
+class SliceSource:
+    """``size`` bytes at ``offset`` of a mapped buffer (kept open by the caller)."""
+
+    buffer: mmap.mmap
+    offset: int
+    size: int
+
+
+Source = FileSource | SliceSource
+
+
+@dataclass(frozen=True)
+class Item:
+    key: str  # what the result is reported under (a path inside the bag)
+    source: Source
+    algorithms: tuple[str, ...]
+
+
+@dataclass
+class Outcome:
+    digests: dict[str, str]
+    error: str | None = None
+    size: int | None = None  # bytes actually hashed
+
+
+def _cost(size: int, algorithms: Iterable[str]) -> float:
+    return sum(_COST.get(a, 1.6) for a in algorithms) * size + _FILE_OVERHEAD
+
+
+def hash_items(items: Sequence[Item], *, workers: int | None = None,
+               progress: Callable[[int], None] | None = None) -> dict[str, Outcome]:
+    """Digests of every item, for every algorithm it asks for, computed in parallel."""
+    workers = workers or default_workers()
+    results: dict[str, Outcome] = {it.key: Outcome({}) for it in items}
+    lock = threading.Lock()
+    jobs: list[tuple[float, Callable[[], None]]] = []
+
+    def record(key: str, digests: dict[str, str], error: str | None, size: int) -> None:
+        with lock:
+            out = results[key]
+            out.digests.update(digests)
+            out.size = size
+            if error and not out.error:
+                out.error = error
+        if progress is not None:
+            progress(size)
+
+    for it in items:
+        size = it.source.size
+        if size >= SPLIT_MIN and len(it.algorithms) > 1:
+            for alg in it.algorithms:
+                jobs.append((_cost(size, [alg]), _job(it, (alg,), record)))
+        else:
+            jobs.append((_cost(size, it.algorithms), _job(it, it.algorithms, record)))
+    jobs.sort(key=lambda j: -j[0])
+    if workers == 1 or len(jobs) <= 1:
+        for _, job in jobs:
+            job()
+        return results
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hash") as pool:
+        for future in [pool.submit(job) for _, job in jobs]:
+            future.result()
+    return results
+
+
+def _job(it: Item, algorithms: tuple[str, ...],
+         record: Callable[[str, dict[str, str], str | None, int], None]) -> Callable[[], None]:
+    def run() -> None:
+        hashers = {a: make_hasher(a) for a in algorithms}
+        try:
+            n = _feed(it.source, list(hashers.values()))
+        except OSError as exc:
+            record(it.key, {}, f"cannot read: {exc.strerror or exc}", 0)
+            return
+        except ValueError as exc:  # mmap of a file that changed under us
+            record(it.key, {}, f"cannot read: {exc}", 0)
+            return
+        record(it.key, {a: h.hexdigest() for a, h in hashers.items()}, None, n)
+
+    return run
+
+
+def _feed(source: Source, hashers: list[Hasher]) -> int:
+    if isinstance(source, SliceSource):
+        view = memoryview(source.buffer)
+        try:
+            return _feed_view(view[source.offset : source.offset + source.size], hashers)
+        finally:
+            view.release()
+    with open(source.path, "rb", buffering=0) as f:
+        size = os.fstat(f.fileno()).st_size
+        if size < SPLIT_MIN:
+            data = f.read()
+            for h in hashers:
+                h.update(data)
+            return len(data)
+        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        try:
+            # Tell the kernel we read it front to back: bigger read-ahead when cold.
+            if hasattr(mapped, "madvise") and hasattr(mmap, "MADV_SEQUENTIAL"):
+                mapped.madvise(mmap.MADV_SEQUENTIAL)
+            view = memoryview(mapped)
+            try:
+                return _feed_view(view, hashers)
+            finally:
+                view.release()
+        finally:
+            mapped.close()
+
+
+def _feed_view(view: memoryview, hashers: list[Hasher]) -> int:
+    for start in range(0, len(view), SLICE):
+        part = view[start : start + SLICE]
+        for h in hashers:
+            h.update(part)
+        part.release()
+    return len(view)
