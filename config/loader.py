@@ -218,6 +218,7 @@ def _validate(s: Settings, where: str) -> None:
         "ingest.chunk_mb": s.ingest.chunk_mb,
         "ingest.poll_interval_s": s.ingest.poll_interval_s,
         "ingest.retry_initial_s": s.ingest.retry_initial_s,
+        "station.heartbeat_s": s.station.heartbeat_s,
     }.items():
         if number <= 0:
             raise bad(key, f"must be greater than 0, got {number}")
@@ -233,6 +234,8 @@ def _validate(s: Settings, where: str) -> None:
         raise bad("ingest.stable_s", "must not be negative")
     if s.store.object_lock_days < 0:
         raise bad("store.object_lock_days", "must not be negative")
+    if not 0 <= s.station.metrics_port <= 65535:
+        raise bad("station.metrics_port", f"must be 0 (off) to 65535, got {s.station.metrics_port}")
 
 
 def mask_url(url: str) -> str:

@@ -21,6 +21,13 @@ class StationSettings:
     unit: str = ""
     # The station's Ed25519 private key (PEM, mode 0600). Empty: <data dir>/keys/station.pem.
     key_file: str = ""
+    # `station watch` and `worker` write a heartbeat to the catalog this often; a process
+    # silent for 3 intervals shows as lost in `district status`.
+    heartbeat_s: float = 30.0
+    # Prometheus metrics of `station watch` / `worker` on http://metrics_address:port/metrics;
+    # 0: no endpoint.
+    metrics_port: int = 0
+    metrics_address: str = "127.0.0.1"
 
 
 @dataclass(frozen=True)

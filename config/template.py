@@ -17,6 +17,11 @@ name = ""
 unit = ""
 # Ed25519 private key (mode 0600); empty means <data dir>/keys/station.pem.
 key_file = ""
+# Heartbeat in the catalog every this many seconds (`liuhen district status`).
+heartbeat_s = 30.0
+# Prometheus metrics on http://<metrics_address>:<metrics_port>/metrics; 0: none.
+metrics_port = 0
+metrics_address = "127.0.0.1"
 
 [catalog]
 # Empty: SQLite in the data directory. A district uses PostgreSQL, e.g.
