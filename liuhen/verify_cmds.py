@@ -1,0 +1,252 @@
+"""`liuhen verify`: a bag (directory or tar), a single file, or the whole object store.
+
+One command, several mutually exclusive modes; each mode is one function below and is
+chosen by :func:`_mode` from the arguments. Adding a mode (e.g. ``--district``) is one
+option, one entry in ``MODES`` and one function.
+"""
+
+from __future__ import annotations
+
+import sys
+import tarfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from archive_export.bagverify import BagReport, BagUnusable, verify_bag
+from catalog.signing import load_keyring
+from config.errors import EXIT_FAILED_CHECK, EXIT_USAGE, LiuhenError
+from liuhen.output import out, print_json
+
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+class VerifyUsageError(LiuhenError):
+    exit_code = EXIT_USAGE
+
+
+@dataclass(frozen=True)
+class Request:
+    """Everything `liuhen verify` was asked, for whichever mode runs."""
+
+    target: Path | None
+    as_file: bool
+    store: bool
+    audit_all: bool
+    sample: int | None
+    older_than: float | None
+    resume: bool
+    trust_files: tuple[str, ...]
+    workers: int | None
+    as_json: bool
+
+
+def _trusted(req: Request) -> dict[str, set[str]]:
+    ring: dict[str, set[str]] = {}
+    for path in req.trust_files:
+        for sid, ids in load_keyring(Path(path)).items():
+            ring.setdefault(sid, set()).update(ids)
+    return ring
+
+
+# -- bag ---------------------------------------------------------------------------------------
+
+
+def run_bag(ctx: Any, req: Request) -> None:
+    assert req.target is not None
+    try:
+        report = verify_bag(req.target, trusted=_trusted(req) or None, workers=req.workers)
+    except BagUnusable as exc:
+        if req.as_json:
+            print_json({"ok": False, "usable": False, "source": str(req.target),
+                        "error": exc.message, "hint": exc.hint})
+            sys.exit(exc.exit_code)
+        raise
+    if req.as_json:
+        print_json(report.as_dict())
+    else:
+        _print_bag(report)
+    if not report.ok:
+        sys.exit(EXIT_FAILED_CHECK)
+
+
+def _print_bag(r: BagReport) -> None:
+    kind = "留痕 bag" if r.liuhen else "bag"
+    out.print(f"[bold]{kind}[/bold] {r.source} ({r.container}, BagIt {r.version or '?'})",
+              markup=True)
+    for f in r.errors:
+        out.print(f"  [red]✗[/red] {_esc(f.describe())}")
+    for f in r.warnings:
+        out.print(f"  [yellow]![/yellow] {_esc(f.describe())}")
+    sig = r.signature
+    line = f"signature: {sig.get('status', '?')}"
+    if sig.get("key_id"):
+        line += f" by {sig['key_id'][:24]}…, {sig.get('trust')}"
+        if sig.get("trusted_by"):
+            line += f" (station {', '.join(sig['trusted_by'])})"
+    out.print(f"  {_esc(line)}")
+    if r.custody:
+        c = r.custody
+        out.print(f"  custody excerpt: {c['events']} events from {len(c['stations'])} "
+                  f"station(s), {c['links_checked']} chain links checked, "
+                  f"{'verifies' if c['ok'] else 'PROBLEMS (above)'}")
+    mb = r.payload_bytes / 1e6
+    summary = (f"{r.payload_files} payload files, {mb:,.1f} MB; "
+               f"{', '.join(r.algorithms) or 'no'} checked in {r.seconds:.2f} s")
+    if r.ok:
+        out.print(f"[green]✓[/green] valid: {summary}"
+                  + (f" ({len(r.warnings)} warning(s))" if r.warnings else ""))
+    else:
+        out.print(f"[red]✗[/red] INVALID: {len(r.errors)} problem(s); {summary}")
+
+
+def _esc(text: str) -> str:
+    return text.replace("[", "\\[")
+
+
+# -- one file ---------------------------------------------------------------------------------
+
+
+def run_file(ctx: Any, req: Request) -> None:
+    from archive_export.lookup import lookup_file
+
+    assert req.target is not None
+    with ctx.app().ready_catalog().session() as s:
+        report = lookup_file(s, req.target)
+    if req.as_json:
+        print_json(report.as_dict())
+    else:
+        out.print(f"[bold]{_esc(str(req.target))}[/bold]  {report.size} bytes")
+        out.print(f"  sha256 {report.sha256}\n  sm3    {report.sm3}")
+        if not report.known:
+            out.print("[red]✗[/red] not a recording, derivative or deleted original this "
+                      "catalog holds")
+        for m in report.matches:
+            desc = ", ".join(f"{k}={v}" for k, v in m.items() if k not in {"type", "sm3"})
+            out.print(f"  [green]✓[/green] {m['type']}: {_esc(desc)}")
+        for p in report.problems:
+            out.print(f"  [red]✗[/red] {_esc(p)}")
+        if report.custody:
+            out.print("  custody history:")
+            for e in report.custody:
+                mark = "✓" if e["hash_ok"] and e["signature_ok"] else "✗"
+                out.print(f"    {mark} {e['at']}  {e['station']} #{e['seq']}  {e['action']}  "
+                          f"{_esc(e['actor'])}")
+    if not report.ok:
+        sys.exit(EXIT_FAILED_CHECK)
+
+
+# -- the store --------------------------------------------------------------------------------
+
+
+def run_store(ctx: Any, req: Request) -> None:
+    from archive_export.fixity import audit_store, make_scope
+
+    if req.sample is not None:
+        scope = make_scope("sample", sample=req.sample)
+    elif req.older_than is not None:
+        scope = make_scope("older-than", older_than_days=req.older_than)
+    else:
+        scope = make_scope("all")
+    app = ctx.app()
+
+    def show(r: Any) -> None:
+        if not r.ok and not req.as_json:
+            out.print(f"  [red]✗[/red] recording {r.target.recording_id} {r.target.kind} "
+                      f"{r.target.key}: {_esc(r.detail)}")
+
+    report = audit_store(app.ready_catalog(), app.store, app.signer, scope=scope,
+                         actor=f"station:{app.settings.station.id}", resume=req.resume,
+                         workers=req.workers or 2, on_result=show)
+    if req.as_json:
+        print_json(report.as_dict())
+    else:
+        what = "resumed run" if report.resumed else "run"
+        summary = (f"{what} {report.run_uid}: {report.checked} objects, "
+                   f"{report.bytes / 1e6:,.1f} MB checked, {report.failed} failed")
+        if report.ok:
+            out.print(f"[green]✓[/green] store fixity: {summary}")
+        else:
+            out.print(f"[red]✗[/red] store fixity: {summary} (nothing was deleted; see the "
+                      "custody log's fixity-failed events)")
+    if not report.ok:
+        sys.exit(EXIT_FAILED_CHECK)
+
+
+# -- mode selection ---------------------------------------------------------------------------
+
+MODES: dict[str, Callable[[Any, Request], None]] = {
+    "bag": run_bag,
+    "file": run_file,
+    "store": run_store,
+}
+
+
+def _looks_like_bag(path: Path) -> bool:
+    if path.is_dir():
+        return True
+    try:
+        return path.is_file() and tarfile.is_tarfile(path)
+    except OSError:
+        return False
+
+
+def _mode(req: Request) -> str:
+    store_opts = req.audit_all or req.sample is not None or req.older_than is not None \
+        or req.resume
+    if req.store:
+        if req.target is not None:
+            raise VerifyUsageError("--store checks the whole store; give no BUNDLE or FILE")
+        if sum([req.audit_all, req.sample is not None, req.older_than is not None]) > 1:
+            raise VerifyUsageError("choose one of --all, --sample N, --older-than DAYS")
+        return "store"
+    if store_opts:
+        raise VerifyUsageError("--all, --sample, --older-than and --resume go with --store")
+    if req.target is None:
+        raise VerifyUsageError("give a BUNDLE (bag folder or .tar), a FILE, or --store",
+                               hint="liuhen verify --help")
+    if req.as_file:
+        return "file"
+    if not req.target.exists():
+        raise BagUnusable(f"{req.target}: no such file or directory")
+    return "bag" if _looks_like_bag(req.target) else "file"
+
+
+def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> None:
+    @cli.command("verify")
+    @click.argument("target", required=False, type=click.Path(path_type=Path))
+    @click.option("--file", "as_file", is_flag=True,
+                  help="Treat TARGET as a file to look up, even if it is a tar.")
+    @click.option("--store", is_flag=True, help="Fixity audit of the object store.")
+    @click.option("--all", "audit_all", is_flag=True, help="With --store: every object "
+                  "(the default).")
+    @click.option("--sample", type=click.IntRange(min=1), metavar="N",
+                  help="With --store: N recordings drawn at random.")
+    @click.option("--older-than", type=click.FloatRange(min=0), metavar="DAYS",
+                  help="With --store: recordings not verified for DAYS days.")
+    @click.option("--resume", is_flag=True, help="With --store: continue the last unfinished "
+                  "audit.")
+    @click.option("--trust", "trust_files", multiple=True,
+                  type=click.Path(dir_okay=False, exists=True),
+                  help="Key ring of trusted keys: '<station id> <key id>' per line "
+                  "(repeatable).")
+    @click.option("--workers", type=click.IntRange(min=1),
+                  help="Hashing threads (default: every core).")
+    @json_option
+    @pass_ctx
+    def verify_cmd(ctx: Any, target: Path | None, as_file: bool, store: bool, audit_all: bool,
+                   sample: int | None, older_than: float | None, resume: bool,
+                   trust_files: tuple[str, ...], workers: int | None, as_json: bool) -> None:
+        """Verify a BUNDLE (bag folder or .tar, offline), a FILE against the catalog, or the
+        object store (--store).
+
+        \b
+        Exit status: 0 valid; 1 problems found (all listed); 2 unusable input (not a bag,
+        unreadable tar, no bagit.txt) or wrong options.
+        """
+        req = Request(target, as_file, store, audit_all, sample, older_than, resume,
+                      trust_files, workers, as_json)
+        MODES[_mode(req)](ctx, req)
