@@ -44,6 +44,7 @@ from ingest.offload import (
     OffloadError,
     SourceChanged,
     SourceVanished,
+    StagingReadBackMismatch,
     copy_and_hash,
     fsync_dir,
     open_source,
@@ -113,7 +114,7 @@ class Station:
         self.signer = signer
         self.journal = journal or Journal(settings.journal_path)
         self.actor = f"station:{signer.station_id}"
-        self.parser = NameParser(self.ingest.filename_patterns)
+        self.parser = NameParser(self.ingest.filename_patterns, self.ingest.important_marker)
         self.staging = settings.staging_dir
         self.staging.mkdir(parents=True, exist_ok=True)
         self._catalog_ids: dict[str, int] = {}  # journal uid -> catalog docking id
@@ -124,9 +125,25 @@ class Station:
             max_workers=self.ingest.file_workers * max(1, self.ingest.docking_workers),
             thread_name_prefix="sm3",
         )
+        # Reads each staged file back behind its copy (LocalStore only: an S3 server
+        # checks the SHA-256 itself on upload).
+        self._verify_pool = (
+            ThreadPoolExecutor(
+                max_workers=self.ingest.file_workers * max(1, self.ingest.docking_workers),
+                thread_name_prefix="read-back",
+            )
+            if isinstance(store, LocalStore)
+            else None
+        )
+        # Journal ids of files staged and read back by this process: their commit links
+        # the staged file without a second read. A file staged before a restart is read
+        # again in full, since nothing vouches for it in between.
+        self._read_back: set[int] = set()
 
     def close(self) -> None:
         self._sm3_pool.shutdown(wait=True)
+        if self._verify_pool is not None:
+            self._verify_pool.shutdown(wait=True)
         self.journal.close()
 
     def flush_journal(self, stop: threading.Event | None = None) -> None:
@@ -316,8 +333,17 @@ class Station:
                     copied = copy_and_hash(
                         fd, part, expected_size=f.size, expected_mtime_ns=f.mtime_ns,
                         chunk_size=self.ingest.chunk_mb << 20, sm3_pool=self._sm3_pool,
-                        on_bytes=progress.add_bytes,
+                        verify_pool=self._verify_pool, on_bytes=progress.add_bytes,
                     )
+                except StagingReadBackMismatch as exc:
+                    with progress.lock:
+                        progress.bytes_done = before
+                    part.unlink(missing_ok=True)
+                    log.error("%s: %s", name, exc.message)
+                    if time.monotonic() > deadline:
+                        raise
+                    stop.wait(backoff)
+                    continue
                 except SourceChanged:
                     with progress.lock:
                         progress.bytes_done = before
@@ -346,6 +372,8 @@ class Station:
             fsync_dir(staged.parent)
             self.journal.set_file(f.id, state=J.STAGED, sha256=copied.sha256, sm3=copied.sm3,
                                   staged_at=J.now_text())
+            if copied.read_back:
+                self._read_back.add(f.id)
             if progress.waiting and progress.waiting.startswith("staging disk full"):
                 progress.waiting = None
                 self.journal.set_docking(f.docking_uid, waiting=None)
@@ -370,7 +398,8 @@ class Station:
         # object and checks the bytes against it) and register_file sees a duplicate by
         # its SHA-256 in the same transaction that records it.
         if staged.exists():
-            verified_by = self._store(key, staged, digest, f.size)
+            verified_by = self._store(key, staged, digest, f.size, f.id in self._read_back)
+            self._read_back.discard(f.id)
         else:
             # Killed after storing and before the journal said DONE: the object is there.
             self.store.verify(key, digest)
@@ -383,6 +412,7 @@ class Station:
             mtime=datetime.fromtimestamp(f.mtime_ns / 1e9, UTC), sha256=f.sha256, sm3=f.sm3,
             object_key=key, captured_at=fields.start,
             staged_at=datetime.fromisoformat(f.staged_at), verified_by=verified_by,
+            important=fields.important,
         )
         self._in_catalog(lambda s: register_file(
             s, self.signer, self._catalog_docking(s, jd), offloaded, self.actor))
@@ -414,9 +444,11 @@ class Station:
                     raise
                 log.info("catalog insert raced with another docking; running it again")
 
-    def _store(self, key: str, staged: Path, digest: Digest, size: int) -> str:
+    def _store(self, key: str, staged: Path, digest: Digest, size: int, read_back: bool) -> str:
         if isinstance(self.store, LocalStore):
-            self.store.adopt(key, staged, expected=digest)
+            self.store.adopt(key, staged, expected=digest, read_back=read_back)
+            if read_back:
+                return "read-back of the stored file while it was copied (SHA-256)"
             return "re-read of the stored object (SHA-256)"
         retain = None
         if self.settings.store.object_lock_days:

@@ -116,17 +116,21 @@ class LocalStore:
                 os.unlink(tmp)
         return self.head(key)
 
-    def adopt(self, key: str, source: Path, *, expected: Digest) -> ObjectInfo:
+    def adopt(
+        self, key: str, source: Path, *, expected: Digest, read_back: bool = False
+    ) -> ObjectInfo:
         """Take a finished, fsynced file on the same filesystem as the object, by link.
 
-        The file is hashed again first (that re-read is the verification), then linked
-        read-only into place; the caller removes its own name for it. Falls back to a
-        copy through :meth:`put` across filesystems.
+        The file is hashed again first (that re-read is the verification) unless the
+        caller already read this very file back and checked it (``read_back``), then
+        linked read-only into place; the caller removes its own name for it. Falls back
+        to a copy through :meth:`put` across filesystems.
         """
         path = self._path(key)
-        actual = _hash_path(source, expected.algorithm)
-        if actual != expected:
-            raise DigestMismatch(str(source), expected, actual)
+        if not read_back:
+            actual = _hash_path(source, expected.algorithm)
+            if actual != expected:
+                raise DigestMismatch(str(source), expected, actual)
         path.parent.mkdir(parents=True, exist_ok=True)
         os.chmod(source, 0o444)
         try:

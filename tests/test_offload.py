@@ -352,3 +352,57 @@ def test_recorder_clock_ahead_of_the_station_does_not_stall(tmp_path: Path) -> N
     result = station.run_docking(root)
     station.close()
     assert result.state == "SAFE_TO_CLEAR" and time.monotonic() - started < 4
+
+
+def test_copy_reads_the_staged_file_back_behind_the_copy(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ingest.offload import SYNC_EVERY, copy_and_hash
+
+    src = tmp_path / "src.bin"
+    src.write_bytes(os.urandom(SYNC_EVERY + 12345))  # two flushed stretches
+    st = src.stat()
+    fd = os.open(src, os.O_RDONLY)
+    try:
+        with ThreadPoolExecutor(1) as sm3_pool, ThreadPoolExecutor(1) as verify_pool:
+            copied = copy_and_hash(fd, tmp_path / "dst.part", expected_size=st.st_size,
+                                   expected_mtime_ns=st.st_mtime_ns, chunk_size=1 << 20,
+                                   sm3_pool=sm3_pool, verify_pool=verify_pool)
+    finally:
+        os.close(fd)
+    assert copied.read_back
+    assert (copied.sha256, copied.sm3) == file_digests(src)
+    assert (tmp_path / "dst.part").read_bytes() == src.read_bytes()
+
+
+def test_staged_bytes_that_read_back_different_fail_the_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A station disk that returns other bytes than were written (the only thing here that
+    cannot be made real: the read-back is made to see a flipped bit)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ingest import offload
+
+    real_pread = os.pread
+
+    def flipped(fd: int, n: int, offset: int) -> bytes:
+        data = bytearray(real_pread(fd, n, offset))
+        if offset == 0 and data:
+            data[0] ^= 1
+        return bytes(data)
+
+    src = tmp_path / "src.bin"
+    src.write_bytes(os.urandom(3 << 20))
+    st = src.stat()
+    monkeypatch.setattr(offload.os, "pread", flipped)
+    fd = os.open(src, os.O_RDONLY)
+    try:
+        with ThreadPoolExecutor(1) as sm3_pool, ThreadPoolExecutor(1) as verify_pool, \
+                pytest.raises(offload.StagingReadBackMismatch) as info:
+            offload.copy_and_hash(fd, tmp_path / "dst.part", expected_size=st.st_size,
+                                  expected_mtime_ns=st.st_mtime_ns, chunk_size=1 << 20,
+                                  sm3_pool=sm3_pool, verify_pool=verify_pool)
+    finally:
+        os.close(fd)
+    assert "dst.part" in info.value.message and "reads back different bytes" in info.value.message
