@@ -1,0 +1,664 @@
+"""``liuhen export``: cases or a date range to BagIt bags (directories or ``.tar`` files).
+
+The flow of one export:
+
+1. select the recordings (a case's attached recordings, or those captured in a date
+   range) and give each a readable, safe path; split into numbered bags by a size limit;
+2. record the export (``Export`` row RUNNING, its items, an ``export-started`` custody
+   event) in one transaction, so even an export that dies is on record;
+3. per bag: stream every original (and access copy) from the object store into the bag,
+   hashing SHA-256, SHA-512 and SM3 while writing and checking SHA-256 and SM3 against
+   the catalog; write the metadata files; run the four-properties check; write the
+   manifests, tag manifests and the Ed25519 signature. Each bag is written under
+   ``<name>.partial``;
+4. when every bag is finished, rename them into place, then record the export DONE with
+   one ``exported`` custody event per recording and an ``export-finished`` event.
+
+Any failure (a corrupt object, the store or disk failing) removes every ``.partial``
+output of this export, records the export FAILED with the error and an
+``export-failed`` custody event naming the object, and raises. A process killed
+mid-export leaves ``<name>.partial`` (clearly incomplete) and the export RUNNING.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.orm import Session
+
+from archive_export import fourprops
+from archive_export.bagview import DirBag, TarBag
+from archive_export.bagwriter import (
+    BagWriter,
+    PayloadMismatch,
+    human_size,
+)
+from archive_export.descriptor import package_xml
+from archive_export.handover import handover_csv
+from archive_export.paths import (
+    CHINA_STANDARD_TIME,
+    PathAllocator,
+    date_folder,
+    device_folder,
+    escaped_text,
+    safe_component,
+    with_extension,
+)
+from archive_export.premis import events_xml
+from archive_export.records import PayloadFile, RecordInfo
+from catalog.custody import append_event
+from catalog.db import Catalog
+from catalog.models import (
+    ActionOfficer,
+    Case,
+    CaseRecording,
+    CustodyEvent,
+    Derivative,
+    Device,
+    EnforcementAction,
+    Export,
+    ExportItem,
+    Officer,
+    Recording,
+    SigningKey,
+    utcnow,
+)
+from catalog.signing import Signer
+from config.errors import EXIT_NOINPUT, EXIT_USAGE, LiuhenError
+from storage.base import ObjectStore
+
+LIVE_STATES = ("STORED", "PROBED", "DERIVED")
+# Access copies, in order of preference, when --with-access asks for them.
+ACCESS_KINDS = ("access", "audio", "recovered", "joined")
+_ACCESS_EXT = {"access": ".mp4", "audio": ".m4a", "recovered": ".mp4", "joined": ".mp4"}
+_RETENTION_RANK = {"永久": 3, "30年": 2, "10年": 1}
+_IN_CHUNK = 500
+
+
+class ExportError(LiuhenError):
+    exit_code = EXIT_USAGE
+
+
+class NothingToExport(LiuhenError):
+    exit_code = EXIT_NOINPUT
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    out: Path  # a directory to create, or a file ending in .tar
+    cases: tuple[str, ...] = ()
+    date_from: datetime | None = None  # [from, to), aware
+    date_to: datetime | None = None
+    with_access: bool = False
+    max_bag_bytes: int | None = None  # split into numbered bags above this payload size
+    organization: str = ""
+    fonds: str = ""  # 全宗号
+    retention: str = ""  # 保管期限 when no case gives one
+    security_class: str = ""  # 密级 when no case gives one
+    actor: str = ""
+    options: fourprops.Options = field(default_factory=fourprops.Options)
+
+
+@dataclass
+class BagResult:
+    name: str
+    path: Path
+    files: int
+    bytes: int
+    recordings: int
+    four_properties: dict[str, Any]
+
+
+@dataclass
+class ExportResult:
+    uid: str
+    bags: list[BagResult]
+    recordings: int
+
+    @property
+    def bytes(self) -> int:
+        return sum(b.bytes for b in self.bags)
+
+
+def parse_day(text: str) -> datetime:
+    """``YYYY-MM-DD`` (a day in China Standard Time) or an ISO 8601 time."""
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        pass
+    else:
+        return datetime(day.year, day.month, day.day, tzinfo=CHINA_STANDARD_TIME)
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise ExportError(f"{text!r} is neither a date (YYYY-MM-DD) nor an ISO 8601 time") \
+            from exc
+    return when if when.tzinfo else when.replace(tzinfo=CHINA_STANDARD_TIME)
+
+
+# -- selection ----------------------------------------------------------------------------
+
+
+@dataclass
+class _Selected:
+    rec: Recording
+    cases: list[Case]
+    access: Derivative | None
+
+
+def _select(session: Session, req: ExportRequest) -> tuple[list[_Selected], list[Case]]:
+    problems: list[str] = []
+    cases: list[Case] = []
+    by_rec: dict[int, _Selected] = {}
+    if req.cases:
+        for number in req.cases:
+            case = session.scalars(select(Case).where(Case.number == number.strip())).first()
+            if case is None:
+                problems.append(f"case {number!r} is not in the catalog")
+                continue
+            cases.append(case)
+        if problems:
+            raise NothingToExport("; ".join(problems), hint="see 'liuhen case list'")
+        for case in cases:
+            rows = session.execute(
+                select(Recording).join(CaseRecording, CaseRecording.recording_id == Recording.id)
+                .where(CaseRecording.case_id == case.id, CaseRecording.detached_at.is_(None))
+                .order_by(Recording.id)).scalars()
+            for rec in rows:
+                by_rec.setdefault(rec.id, _Selected(rec, [], None)).cases.append(case)
+    else:
+        lo, hi = req.date_from, req.date_to
+        assert lo is not None and hi is not None
+        rows = session.scalars(select(Recording).where(or_(
+            and_(Recording.captured_at >= lo, Recording.captured_at < hi),
+            and_(Recording.captured_at.is_(None), Recording.received_at >= lo,
+                 Recording.received_at < hi))).order_by(Recording.id))
+        for rec in rows:
+            by_rec[rec.id] = _Selected(rec, [], None)
+        ids = list(by_rec)
+        for chunk in _chunks(ids):
+            for cr, case in session.execute(
+                    select(CaseRecording, Case).join(Case, Case.id == CaseRecording.case_id)
+                    .where(CaseRecording.recording_id.in_(chunk),
+                           CaseRecording.detached_at.is_(None))):
+                by_rec[cr.recording_id].cases.append(case)
+                if case not in cases:
+                    cases.append(case)
+    gone = [s.rec for s in by_rec.values() if s.rec.state not in LIVE_STATES]
+    if gone:
+        raise NothingToExport(
+            "the bytes of these recordings are not held: " + ", ".join(
+                f"{r.id} ({r.original_name}, {r.state})" for r in gone[:20]),
+            hint="they expired or were quarantined; see 'liuhen show ID'")
+    selected = sorted(by_rec.values(), key=lambda s: (
+        s.rec.captured_at or s.rec.received_at, s.rec.id))
+    if not selected:
+        scope = (f"case(s) {', '.join(req.cases)}" if req.cases
+                 else f"[{req.date_from}, {req.date_to})")
+        raise NothingToExport(f"no recordings to export for {scope}",
+                              hint="attach recordings to the case, or widen the date range")
+    if req.with_access:
+        ids = [s.rec.id for s in selected]
+        derivs: dict[int, list[Derivative]] = {}
+        for chunk in _chunks(ids):
+            for d in session.scalars(select(Derivative).where(Derivative.recording_id.in_(chunk),
+                                                              Derivative.kind.in_(ACCESS_KINDS))):
+                derivs.setdefault(d.recording_id, []).append(d)
+        for s in selected:
+            options = sorted(derivs.get(s.rec.id, []), key=lambda d: ACCESS_KINDS.index(d.kind))
+            s.access = options[0] if options else None
+    return selected, cases
+
+
+def _chunks(ids: Sequence[Any]) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(ids), _IN_CHUNK):
+        yield ids[i : i + _IN_CHUNK]
+
+
+# -- records ------------------------------------------------------------------------------
+
+
+def _iso_local(when: datetime | None) -> str | None:
+    return when.astimezone(CHINA_STANDARD_TIME).isoformat() if when else None
+
+
+def _iso_utc(when: datetime | None) -> str | None:
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if when else None
+
+
+def _build_records(session: Session, selected: list[_Selected], req: ExportRequest,
+                   today: str) -> tuple[list[RecordInfo], list[tuple[str, str, str]]]:
+    """Records with their bag paths, and the name map rows (path, name, hex)."""
+    alloc = PathAllocator()
+    name_map: list[tuple[str, str, str]] = []
+    devices = {d.id: d for d in session.scalars(select(Device))} if selected else {}
+    officer_ids = {s.rec.officer_id for s in selected if s.rec.officer_id}
+    officers = {o.id: o for o in session.scalars(select(Officer).where(
+        Officer.id.in_(officer_ids)))} if officer_ids else {}
+    records: list[RecordInfo] = []
+    for seq, s in enumerate(selected, 1):
+        rec = s.rec
+        raw = (rec.original_name_raw or rec.original_name.encode("utf-8")).rsplit(b"/", 1)[-1]
+        safe = safe_component(raw)
+        device = devices.get(rec.device_id) if rec.device_id else None
+        probe = rec.probe or {}
+        folder = f"data/originals/{device_folder(device.serial if device else None)}/" \
+                 f"{date_folder(rec.captured_at)}"
+        path, tagged = alloc.take(folder, safe.name, rec.sha256[:8])
+        if safe.changed or tagged:
+            name_map.append((path, escaped_text(raw), raw.hex()))
+        files = [PayloadFile("original", path, rec.size, rec.sha256, rec.sm3, rec.object_key)]
+        if s.access is not None:
+            d = s.access
+            ext = _derivative_ext(d)
+            apath = "data/access/" + with_extension(path.removeprefix("data/originals/"), ext)
+            apath, _t = alloc.take(apath.rsplit("/", 1)[0], apath.rsplit("/", 1)[1],
+                                   d.sha256[:8])
+            files.append(PayloadFile("access", apath, d.size, d.sha256, d.sm3, d.object_key,
+                                     kind=d.kind, method=d.method))
+        case_numbers = [c.number for c in s.cases]
+        first_case = s.cases[0] if s.cases else None
+        retention = max((c.retention for c in s.cases),
+                        key=lambda r: _RETENTION_RANK.get(r, 0), default="") or req.retention
+        security = next((c.security_class for c in s.cases if c.security_class), "") \
+            or req.security_class
+        place, people = _actions(session, s.cases, rec)
+        officer = officers.get(rec.officer_id) if rec.officer_id else None
+        prefix = first_case.number if first_case else f"{req.fonds or 'LH'}-{today}"
+        title_base = (first_case.title or first_case.number) if first_case else "执法记录"
+        records.append(RecordInfo(
+            seq=seq, recording_id=rec.id, sha256=rec.sha256, sm3=rec.sm3, size=rec.size,
+            object_key=rec.object_key, original_name=escaped_text(raw),
+            original_name_hex=raw.hex(), archival_code=f"{prefix}-{seq:04d}",
+            title=f"{title_base}：{safe.name}",
+            start=_iso_local(rec.captured_at), end=_iso_local(rec.capture_end),
+            time_source=(rec.time_evidence or {}).get("source"),
+            place=place, people=people,
+            recorder={"number": officer.number, "name": officer.name} if officer else {},
+            retention=retention, security_class=security, case_numbers=case_numbers,
+            media_kind=rec.media_kind,
+            technical={
+                "container": probe.get("container"), "format": probe.get("format_long_name"),
+                "duration-s": rec.duration_s, "size": rec.size,
+                "bit-rate": probe.get("bit_rate"), "video-codec": probe.get("video_codec"),
+                "width": probe.get("width"), "height": probe.get("height"),
+                "frame-rate": probe.get("frame_rate"), "audio-codec": probe.get("audio_codec"),
+                "sample-rate": probe.get("sample_rate"), "channels": probe.get("channels"),
+                "probe-error": probe.get("error") if probe.get("ok") is False else None,
+            },
+            device={k: v for k, v in {
+                "serial": device.serial if device else "", "model": device.model if device
+                else "", "make": probe.get("make") or "", "unit": device.unit if device
+                else ""}.items() if v},
+            flags=dict(rec.flags or {}),
+            chapter={"group": rec.group_id, "seq": rec.group_seq}
+            if rec.group_id is not None else None,
+            captured_at_iso=_iso_utc(rec.captured_at), received_at_iso=_iso_utc(rec.received_at),
+            files=files,
+        ))
+    return records, name_map
+
+
+def _derivative_ext(d: Derivative) -> str:
+    argv = (d.command or {}).get("argv") or []
+    last = str(argv[-1]) if argv else ""
+    tail = last.rsplit("/", 1)[-1]
+    if "." in tail:
+        ext = "." + tail.rsplit(".", 1)[1].lower()
+        if ext.isascii() and 2 <= len(ext) <= 6:
+            return ext
+    return _ACCESS_EXT.get(d.kind, ".bin")
+
+
+def _actions(session: Session, cases: list[Case], rec: Recording
+             ) -> tuple[str, list[dict[str, str]]]:
+    """Place and people: the enforcement actions of the cases around the capture time."""
+    if not cases:
+        return "", []
+    start = rec.captured_at
+    end = rec.capture_end or start
+    query = select(EnforcementAction).where(
+        EnforcementAction.case_id.in_([c.id for c in cases]))
+    actions = list(session.scalars(query))
+    if start is not None and end is not None:
+        margin = timedelta(minutes=30)
+        near = [a for a in actions if a.start - margin <= end and start <= a.end + margin]
+        actions = near or actions
+    places = sorted({a.place for a in actions if a.place})
+    people: list[dict[str, str]] = []
+    ids = [a.id for a in actions]
+    if ids:
+        for o in session.scalars(select(Officer).join(
+                ActionOfficer, ActionOfficer.officer_id == Officer.id)
+                .where(ActionOfficer.action_id.in_(ids)).distinct()):
+            people.append({"number": o.number, "name": o.name, "role": "officer"})
+    return "；".join(places), people
+
+
+# -- custody excerpt ----------------------------------------------------------------------
+
+
+def _custody(session: Session, records: Sequence[RecordInfo], case_numbers: Sequence[str],
+             export_uid: str) -> list[dict[str, Any]]:
+    ids: set[str] = {export_uid, *case_numbers}
+    docking_ids = set()
+    for r in records:
+        ids.update(f.sha256 for f in r.files)
+    rec_ids = [r.recording_id for r in records]
+    for chunk in _chunks(rec_ids):
+        for d in session.scalars(select(Derivative.sha256).where(
+                Derivative.recording_id.in_(chunk))):
+            ids.add(d)
+        for dock in session.scalars(select(Recording.docking_id).where(Recording.id.in_(chunk))):
+            if dock is not None:
+                docking_ids.add(dock)
+    if docking_ids:
+        from catalog.models import Docking
+
+        for uid in session.scalars(select(Docking.uid).where(Docking.id.in_(docking_ids))):
+            ids.add(uid)
+    events: dict[tuple[str, int], CustodyEvent] = {}
+    for chunk in _chunks(sorted(ids)):
+        for ev in session.scalars(select(CustodyEvent).where(CustodyEvent.object_id.in_(chunk))):
+            events[(ev.station_id, ev.seq)] = ev
+    return [
+        {"station_id": ev.station_id, "seq": ev.seq, "at": ev.at, "actor": ev.actor,
+         "action": ev.action, "object_type": ev.object_type, "object_id": ev.object_id,
+         "details": ev.details, "prev_hash": ev.prev_hash, "event_hash": ev.event_hash,
+         "key_id": ev.key_id, "signature": ev.signature}
+        for _k, ev in sorted(events.items())
+    ]
+
+
+def _keys(session: Session, key_ids: Iterable[str]) -> list[dict[str, Any]]:
+    rows = session.scalars(select(SigningKey).where(SigningKey.key_id.in_(sorted(set(key_ids)))))
+    return [{"key_id": k.key_id, "station_id": k.station_id,
+             "public_key_hex": k.public_key.hex(),
+             "created_at": _iso_utc(k.created_at), "retired_at": _iso_utc(k.retired_at)}
+            for k in sorted(rows, key=lambda k: k.key_id)]
+
+
+# -- splitting ------------------------------------------------------------------------------
+
+
+def plan_bags(records: Sequence[RecordInfo], limit: int | None) -> list[list[RecordInfo]]:
+    """Greedy, in record order: a new bag when the next record would pass ``limit``.
+    A record larger than the limit gets a bag of its own (a file is never cut)."""
+    if not limit:
+        return [list(records)]
+    bags: list[list[RecordInfo]] = [[]]
+    size = 0
+    for r in records:
+        rsize = sum(f.size for f in r.files)
+        if bags[-1] and size + rsize > limit:
+            bags.append([])
+            size = 0
+        bags[-1].append(r)
+        size += rsize
+    return bags
+
+
+def _bag_paths(out: Path, count: int) -> list[Path]:
+    tar = out.suffix.lower() == ".tar"
+    if count == 1:
+        return [out]
+    stem = out.name[: -len(".tar")] if tar else out.name
+    return [out.with_name(f"{stem}-{i:03d}{'.tar' if tar else ''}") for i in range(1, count + 1)]
+
+
+VERIFY_TEXT = """How to verify this bag / 如何校验本档案包
+==========================================
+
+This is a BagIt 1.0 bag (RFC 8493) written by 留痕 (liuhen). Every file under data/ is
+listed with its SHA-256, SHA-512 and SM3 in manifest-sha256.txt, manifest-sha512.txt
+and manifest-sm3.txt; the tag files are listed in tagmanifest-*.txt, and
+tagmanifest-sha256.txt is signed with the exporting station's Ed25519 key.
+
+1. Check every payload file with standard tools (in this directory):
+
+     sha256sum -c manifest-sha256.txt
+     sha512sum -c manifest-sha512.txt
+     sha256sum -c tagmanifest-sha256.txt
+
+   (SM3: 'gmssl sm3' or 'openssl dgst -sm3' per file against manifest-sm3.txt.)
+
+2. Check the signature over tagmanifest-sha256.txt (OpenSSL 3):
+
+     openssl pkeyutl -verify -pubin -inkey signing-key.pem -rawin \\
+       -in tagmanifest-sha256.txt -sigfile tagmanifest-sha256.txt.sig
+
+   The key's id is bag-info.txt's Liuhen-Signing-Key-Id: "ed25519:" followed by the
+   SHA-256 of the raw 32-byte public key. Compare it with the key the archives bureau
+   holds for the exporting station.
+
+3. With 留痕 installed: 'liuhen verify <bag>' checks all of the above, SM3, the custody
+   excerpt (data/metadata/custody.jsonl, keys in data/metadata/keys.json) and the
+   hand-over list; 'liuhen four-properties <bag>' runs the DA/T 70 four-properties check
+   (the report made at export is data/metadata/four-properties.html).
+
+A name that had to be made safe is listed in data/metadata/name-map.csv with the
+original name's bytes.
+"""
+
+
+# -- the export ---------------------------------------------------------------------------
+
+
+def export_bundle(catalog: Catalog, store: ObjectStore, signer: Signer,
+                  req: ExportRequest) -> ExportResult:
+    if bool(req.cases) == (req.date_from is not None or req.date_to is not None):
+        raise ExportError("give either --case (one or more) or a date range (--from and --to)")
+    if not req.cases and (req.date_from is None or req.date_to is None):
+        raise ExportError("a date range needs both --from and --to")
+    if req.date_from and req.date_to and req.date_from >= req.date_to:
+        raise ExportError(f"--from {req.date_from} is not before --to {req.date_to}")
+    if req.max_bag_bytes is not None and req.max_bag_bytes <= 0:
+        raise ExportError("the bag size limit must be positive")
+    out = req.out.absolute()
+    if not out.parent.is_dir():
+        raise ExportError(f"{out.parent} is not a directory",
+                          hint="create it first, or choose another --out")
+    actor = req.actor or f"station:{signer.station_id}"
+    now = utcnow()
+    today = now.astimezone(CHINA_STANDARD_TIME).strftime("%Y%m%d")
+    uid = str(uuid.uuid4())
+    with catalog.session() as session:
+        selected, cases = _select(session, req)
+        records, name_map = _build_records(session, selected, req, today)
+    bags = plan_bags(records, req.max_bag_bytes)
+    paths = _bag_paths(out, len(bags))
+    taken = [p for p in paths if p.exists() or p.with_name(p.name + ".partial").exists()]
+    if taken:
+        raise ExportError(f"{', '.join(map(str, taken))} already exist(s)",
+                          hint="choose another --out; an export never overwrites")
+    scope: dict[str, Any] = {"cases": list(req.cases)} if req.cases else {
+        "from": req.date_from.isoformat() if req.date_from else None,
+        "to": req.date_to.isoformat() if req.date_to else None}
+    scope["with_access"] = req.with_access
+    with catalog.transaction() as session:
+        row = Export(uid=uid, actor=actor, out_path=str(out), scope=scope, state="RUNNING",
+                     bags={"planned": [p.name for p in paths]})
+        session.add(row)
+        session.flush()
+        export_id = row.id
+        for r in records:
+            session.add(ExportItem(export_id=export_id, recording_id=r.recording_id,
+                                   path=r.original.path))
+        append_event(session, signer, actor=actor, action="export-started",
+                     object_type="export", object_id=uid,
+                     details={"scope": scope, "recordings": len(records),
+                              "bags": [p.name for p in paths], "out": str(out)})
+    writers: list[BagWriter] = []
+    results: list[BagResult] = []
+    try:
+        for index, (bag_records, path) in enumerate(zip(bags, paths, strict=True), 1):
+            writer = BagWriter(path, tar=path.suffix.lower() == ".tar")
+            writers.append(writer)
+            results.append(_write_bag(
+                catalog, store, signer, writer, bag_records, name_map, cases, req,
+                uid=uid, actor=actor, now=now, index=index, count=len(bags)))
+        for w in writers:
+            w.commit()
+    except BaseException as exc:
+        for w in writers:
+            w.abort()
+        _record_failure(catalog, signer, export_id, uid, actor, exc)
+        raise
+    try:
+        with catalog.transaction() as session:
+            row2 = session.get(Export, export_id)
+            assert row2 is not None
+            row2.state = "DONE"
+            row2.finished_at = utcnow()
+            row2.files = sum(b.files for b in results)
+            row2.bytes = sum(b.bytes for b in results)
+            row2.bags = {"names": [b.name for b in results],
+                         "oxum": {b.name: f"{b.bytes}.{b.files}" for b in results},
+                         "key_id": signer.key_id,
+                         "four_properties": {b.name: b.four_properties["ok"] for b in results}}
+            for b_index, bag_records in enumerate(bags):
+                for r in bag_records:
+                    append_event(session, signer, actor=actor, action="exported",
+                                 object_type="recording", object_id=r.sha256,
+                                 details={"export": uid, "bag": results[b_index].name,
+                                          "path": r.original.path,
+                                          "access": r.access.path if r.access else None})
+            append_event(session, signer, actor=actor, action="export-finished",
+                         object_type="export", object_id=uid,
+                         details={"bags": [{"name": b.name, "oxum": f"{b.bytes}.{b.files}",
+                                            "four_properties_ok": b.four_properties["ok"]}
+                                           for b in results],
+                                  "recordings": len(records)})
+    except BaseException:
+        # The catalog cannot say the export happened: take the bags back rather than
+        # leave a hand-over the custody log does not know about.
+        for w in writers:
+            w.remove_final()
+        raise
+    return ExportResult(uid, results, len(records))
+
+
+def _record_failure(catalog: Catalog, signer: Signer, export_id: int, uid: str, actor: str,
+                    exc: BaseException) -> None:
+    message = str(exc) if isinstance(exc, LiuhenError) else f"{type(exc).__name__}: {exc}"
+    details: dict[str, Any] = {"error": message[:2000]}
+    if isinstance(exc, PayloadMismatch):
+        details["object"] = exc.what
+        details["problems"] = exc.problems
+    try:
+        with catalog.transaction() as session:
+            row = session.get(Export, export_id)
+            if row is not None:
+                row.state = "FAILED"
+                row.error = message
+                row.finished_at = utcnow()
+            append_event(session, signer, actor=actor, action="export-failed",
+                         object_type="export", object_id=uid, details=details)
+    except Exception:
+        pass
+
+
+def _write_bag(
+    catalog: Catalog, store: ObjectStore, signer: Signer, writer: BagWriter,
+    records: list[RecordInfo], name_map: list[tuple[str, str, str]], cases: list[Case],
+    req: ExportRequest, *, uid: str, actor: str, now: datetime, index: int, count: int,
+) -> BagResult:
+    for r in records:
+        for f in r.files:
+            what = (f"object {f.object_key} ({f.role} of recording {r.recording_id}, "
+                    f"{r.original_name}, sha256 {r.sha256})")
+            with store.open(f.object_key) as stream:
+                writer.add_stream(f.path, stream, f.size,
+                                  expect={"sha256": f.sha256, "sm3": f.sm3}, what=what)
+    case_numbers = sorted({n for r in records for n in r.case_numbers})
+    bag_cases = [c for c in cases if c.number in case_numbers]
+    bag_count = f"{index} of {count}"
+    meta = {"uid": uid, "bag": writer.name, "bag_count": bag_count,
+            "created": now.strftime("%Y-%m-%dT%H:%M:%SZ"), "station": signer.station_id,
+            "actor": actor, "organization": req.organization, "fonds": req.fonds,
+            "key_id": signer.key_id,
+            "scope": ",".join(req.cases) if req.cases else
+            f"{req.date_from.isoformat() if req.date_from else ''}/"
+            f"{req.date_to.isoformat() if req.date_to else ''}"}
+    with catalog.session() as session:
+        custody = _custody(session, records, case_numbers, uid)
+        keys = _keys(session, [e["key_id"] for e in custody] + [signer.key_id])
+    m = "data/metadata/"
+    writer.add_bytes(m + "events.xml", events_xml(records, custody, export=meta))
+    writer.add_bytes(m + "custody.jsonl", "".join(
+        json.dumps(e, ensure_ascii=False, sort_keys=True) + "\n" for e in custody).encode())
+    writer.add_bytes(m + "keys.json", (json.dumps({"keys": keys}, ensure_ascii=False, indent=2)
+                                       + "\n").encode())
+    bag_map = [row for row in name_map
+               if any(row[0] == f.path for r in records for f in r.files)]
+    if bag_map:
+        import csv
+        import io
+
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["path", "original_name", "original_name_hex"])
+        w.writerows(bag_map)
+        writer.add_bytes(m + "name-map.csv", buf.getvalue().encode("utf-8"))
+    case_dicts = [{"number": c.number, "title": c.title, "unit": c.unit, "status": c.status,
+                   "retention": c.retention, "security_class": c.security_class,
+                   "closed_at": _iso_utc(c.closed_at)} for c in bag_cases]
+    writer.add_bytes(m + "package.xml", package_xml(
+        export=meta, cases=case_dicts, records=records, files=list(writer.entries)))
+    writer.add_bytes(m + "handover.csv", handover_csv(list(writer.entries)))
+    # Four-properties on the bag as written so far (all payload but the report itself).
+    writer.flush()
+    view = TarBag(writer.temp) if writer.tar else DirBag(writer.temp, writer.name)
+    view.name = writer.name
+    known = {e.path: e.digests for e in writer.entries}
+    report = fourprops.check_bag(view, in_progress=True, known_digests=known,
+                                 catalog=catalog_lookup(catalog), options=req.options)
+    report["location"] = str(writer.final)
+    writer.add_bytes(fourprops.REPORT_JSON, fourprops.report_json(report))
+    writer.add_bytes(fourprops.REPORT_HTML, fourprops.report_html(report))
+    payload_bytes = sum(e.size for e in writer.entries)
+    info: list[tuple[str, str]] = [
+        ("Source-Organization", req.organization or signer.station_id),
+        ("External-Identifier", ",".join(req.cases) if req.cases else uid),
+        ("Bagging-Date", now.astimezone(CHINA_STANDARD_TIME).strftime("%Y-%m-%d")),
+        ("Payload-Oxum", f"{payload_bytes}.{len(writer.entries)}"),
+        ("Bag-Size", human_size(payload_bytes)),
+    ]
+    if count > 1:
+        info += [("Bag-Group-Identifier", uid), ("Bag-Count", bag_count)]
+    info += [("Liuhen-Export-Id", uid)]
+    if req.fonds:
+        info.append(("Liuhen-Fonds", req.fonds))
+    retentions = sorted({r.retention for r in records if r.retention},
+                        key=lambda v: -_RETENTION_RANK.get(v, 0))
+    if retentions:
+        info.append(("Liuhen-Retention", retentions[0]))
+    classes = sorted({r.security_class for r in records if r.security_class})
+    if classes:
+        info.append(("Liuhen-Security-Class", ",".join(classes)))
+    info += [("Liuhen-Case-Id", n) for n in case_numbers]
+    info.append(("Liuhen-Signing-Key-Id", signer.key_id))
+    writer.finish(info, signer, VERIFY_TEXT)
+    return BagResult(writer.name, writer.final, len(writer.entries), payload_bytes,
+                     len(records), report)
+
+
+def catalog_lookup(catalog: Catalog) -> fourprops.DigestLookup:
+    """sha256 -> (sm3, size) from the catalog: recordings, then derivatives."""
+
+    def lookup(sha256: str) -> tuple[str, int] | None:
+        with catalog.session() as session:
+            rec = session.scalars(select(Recording).where(Recording.sha256 == sha256)).first()
+            if rec is not None:
+                return rec.sm3, rec.size
+            d = session.scalars(select(Derivative).where(Derivative.sha256 == sha256)).first()
+            return (d.sm3, d.size) if d is not None else None
+
+    return lookup

@@ -1,0 +1,863 @@
+"""The four-properties check (四性检测, DA/T 70-2018) of a bundle: authenticity (真实性),
+integrity (完整性), usability (可用性) and security (安全性).
+
+It runs on a bag alone (offline: a directory or a ``.tar``) and, when given a catalog
+lookup, also compares every record's digests with the catalog. It runs at export, on the
+bag being written (the tag manifests and signature do not exist yet and are reported as
+"written after this report"), and on demand (``liuhen four-properties``). Every check
+reports every problem it finds; each check's status is ``pass``, ``warn``, ``fail`` or
+``not-run``. The report is JSON for programs and HTML with Chinese and English labels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import platform
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any, BinaryIO
+
+from archive_export.bagview import BagView
+from archive_export.bagwriter import ALGORITHMS, BAGIT_TXT, KEY_NAME, SIGNATURE_NAME
+from archive_export.descriptor import (
+    RECOMMENDED_FIELDS,
+    REQUIRED_FIELDS,
+    PackageDoc,
+    read_package,
+)
+from archive_export.handover import read_handover
+from archive_export.paths import decode_manifest_path
+from catalog.custody import canonical_bytes
+from catalog.signing import key_id_of, verify_signature
+from storage.digest import new_hasher
+
+FORMAT = "liuhen-four-properties/1"
+METADATA = "data/metadata/"
+PACKAGE = METADATA + "package.xml"
+HANDOVER = METADATA + "handover.csv"
+CUSTODY = METADATA + "custody.jsonl"
+KEYS = METADATA + "keys.json"
+REPORT_JSON = METADATA + "four-properties.json"
+REPORT_HTML = METADATA + "four-properties.html"
+# Files the hand-over list cannot name: itself and what is written after it.
+NOT_IN_HANDOVER = {HANDOVER, REPORT_JSON, REPORT_HTML}
+
+PROPERTIES = {
+    "authenticity": ("真实性", "Authenticity"),
+    "integrity": ("完整性", "Integrity"),
+    "usability": ("可用性", "Usability"),
+    "security": ("安全性", "Security"),
+}
+STATUS_LABELS = {"pass": ("通过", "pass"), "warn": ("警告", "warning"), "fail": ("不通过", "fail"),
+                 "not-run": ("未检测", "not run")}
+_RANK = {"not-run": 0, "pass": 1, "warn": 2, "fail": 3}
+
+# GB/T 18894-2016 archival formats for audio/video records and photos.
+ALLOWED: dict[str, dict[str, set[str] | None]] = {
+    "video": {"MP4": {"h264", "mpeg2video", "mpeg4"}, "MPG": {"mpeg2video", "mpeg1video"},
+              "AVI": {"h264", "mpeg2video", "mpeg4", "mjpeg"}},
+    "audio": {"WAV": None, "MP3": None},
+    "image": {"JPEG": None, "TIFF": None},
+}
+ENCRYPTED_ENTRIES = {b"encv", b"enca", b"enct", b"encs", b"drms", b"drmi"}
+_CONTAINERS = {b"moov", b"trak", b"mdia", b"minf", b"stbl", b"mvex", b"edts", b"udta",
+               b"moof", b"traf", b"dinf"}
+
+DigestLookup = Callable[[str], "tuple[str, int] | None"]  # sha256 -> (sm3, size)
+
+
+@dataclass
+class Check:
+    id: str
+    prop: str
+    zh: str
+    en: str
+    status: str = "pass"
+    detail: str = ""
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def fail(self, problem: str) -> None:
+        self.problems.append(problem)
+        self.status = "fail"
+
+    def warn(self, problem: str) -> None:
+        self.problems.append(problem)
+        if self.status != "fail":
+            self.status = "warn"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "property": self.prop, "label_zh": self.zh, "label_en": self.en,
+                "status": self.status, "detail": self.detail, "problems": self.problems,
+                "notes": self.notes}
+
+
+@dataclass
+class Options:
+    ffmpeg: str = "ffmpeg"
+    ffprobe: str = "ffprobe"
+    full_decode: bool = False  # default: decode key frames only, demux everything
+    decode_timeout_s: float = 300.0
+    clamscan: str | None = None  # None: found on PATH, or the scan is recorded as not run
+
+
+def check_bag(
+    bag: BagView,
+    *,
+    in_progress: bool = False,
+    known_digests: Mapping[str, dict[str, str]] | None = None,
+    catalog: DigestLookup | None = None,
+    options: Options | None = None,
+) -> dict[str, Any]:
+    """Run every check and return the report (see the module doc).
+
+    ``in_progress``: the bag is being exported; its tag files are written after this.
+    ``known_digests``: path -> digests already computed (at export, while writing), so
+    payload files are not read again for hashing.
+    """
+    opts = options or Options()
+    files = bag.files()
+    checks: list[Check] = []
+    c = Check  # short alias for the table below
+
+    structure = c("A1", "authenticity", "包结构与签名", "bag structure and signature")
+    payload = c("A2", "authenticity", "载荷摘要与清单一致", "payload digests match the manifests")
+    cat = c("A3", "authenticity", "摘要与目录库一致", "digests match the catalog")
+    custody = c("A4", "authenticity", "保管链事件签名", "custody events and signatures")
+    probe_match = c("A5", "authenticity", "元数据与文件属性一致 (ffprobe)",
+                    "metadata matches the files (ffprobe)")
+    handover = c("I1", "integrity", "移交清单：数量、字节、摘要",
+                 "hand-over list: count, bytes, digests")
+    descriptor = c("I2", "integrity", "包描述文件与载荷一致",
+                   "package descriptor matches the payload")
+    fields_ = c("I3", "integrity", "必备元数据项齐全", "required metadata present")
+    gaps = c("I4", "integrity", "编号连续无缺漏", "no gaps in numbering")
+    decode = c("U1", "usability", "文件可正常解码", "every media file decodes")
+    formats = c("U2", "usability", "归档格式符合 GB/T 18894", "archival formats (GB/T 18894)")
+    crypt = c("U3", "usability", "无加密、无专有压缩", "no encryption or proprietary packing")
+    env = c("U4", "usability", "软件环境已记录", "software environment recorded")
+    virus = c("S1", "security", "病毒检测", "virus scan")
+    contents = c("S2", "security", "包内无异常文件", "no unexpected entries in the bag")
+    checks = [structure, payload, cat, custody, probe_match, handover, descriptor, fields_, gaps,
+              decode, formats, crypt, env, virus, contents]
+
+    # -- digests of the payload (read once) ----------------------------------------------
+    payload_files = {p: s for p, s in files.items() if p.startswith("data/")}
+    digests: dict[str, dict[str, str]] = {}
+    for path in sorted(payload_files):
+        if path in (REPORT_JSON, REPORT_HTML):
+            continue
+        if known_digests and path in known_digests:
+            digests[path] = dict(known_digests[path])
+        else:
+            with bag.open(path) as f:
+                digests[path] = _hash(f)
+
+    # -- authenticity -----------------------------------------------------------------------
+    if in_progress:
+        structure.status = "not-run"
+        structure.detail = ("the tag manifests and the Ed25519 signature are written after this "
+                            "report; check them with 'liuhen verify' or VERIFY.txt")
+        payload.detail = "digests computed while each file was written"
+    else:
+        _check_structure(bag, files, structure)
+        _check_manifests(bag, files, digests, payload)
+    doc: PackageDoc | None = None
+    if PACKAGE in files:
+        try:
+            doc = read_package(bag.read(PACKAGE))
+        except ET.ParseError as exc:
+            descriptor.fail(f"{PACKAGE} is not well-formed XML: {exc}")
+    else:
+        descriptor.fail(f"{PACKAGE} is missing")
+    if catalog is None:
+        cat.status = "not-run"
+        cat.detail = "no catalog given (offline check)"
+    elif doc is not None:
+        _check_catalog(doc, digests, catalog, cat)
+    _check_custody(bag, files, doc, custody)
+
+    # -- integrity ------------------------------------------------------------------------
+    _check_handover(bag, files, digests, handover)
+    if doc is not None:
+        _check_descriptor(doc, files, digests, descriptor)
+        _check_fields(doc, fields_)
+        _check_gaps(doc, gaps)
+
+    # -- usability and the ffprobe side of authenticity -----------------------------------
+    media = _media_files(doc, files)
+    file_reports: list[dict[str, Any]] = []
+    for path, role, record in media:
+        if path not in files:
+            continue  # reported missing by the descriptor check
+        info = _inspect(bag, path, opts, record)
+        info.update(path=path, role=role)
+        file_reports.append(info)
+        if info["decode"] == "not-media":
+            formats.warn(f"{path}: not an audio, video or image file (kept as recorded)")
+            continue
+        if info["decode"] == "fail":
+            decode.fail(f"{path}: does not decode: {info['decode_error']}")
+        elif info["decode"] == "timeout":
+            decode.warn(f"{path}: decoding did not finish in {opts.decode_timeout_s:.0f} s")
+        if info.get("encrypted"):
+            crypt.fail(f"{path}: {info['encrypted']}")
+        _check_format(info, role, record, formats)
+        if record is not None and role == "original":
+            _compare_probe(record, info, probe_match)
+    decode.detail = ("full decode of every stream" if opts.full_decode
+                     else "every packet demuxed, video key frames and all audio decoded")
+    if not media:
+        for chk in (decode, formats, crypt, probe_match):
+            chk.status, chk.detail = "not-run", "no media files listed in the descriptor"
+    env.notes = [f"ffmpeg: {_tool_version(opts.ffmpeg)}", f"python: {sys.version.split()[0]}",
+                 f"platform: {platform.platform()}"]
+    env.detail = "; ".join(env.notes)
+
+    # -- security ---------------------------------------------------------------------------
+    _virus_scan(bag, opts, virus)
+    for odd in bag.odd_entries():
+        contents.fail(f"{odd}: not a regular file inside the bag (link, device or escaping path)")
+    for path in payload_files:
+        if not path.startswith(("data/originals/", "data/access/", "data/metadata/")):
+            contents.warn(f"{path}: outside data/originals, data/access and data/metadata")
+
+    props: dict[str, Any] = {}
+    for key, (zh, en) in PROPERTIES.items():
+        mine = [ch for ch in checks if ch.prop == key]
+        status = max((ch.status for ch in mine), key=lambda s: _RANK[s])
+        props[key] = {"label_zh": zh, "label_en": en, "status": status,
+                      "checks": [ch.as_dict() for ch in mine]}
+    ok = all(p["status"] != "fail" for p in props.values())
+    return {
+        "format": FORMAT,
+        "bag": bag.name,
+        "location": str(bag.location),
+        "mode": "export" if in_progress else "on-demand",
+        "checked_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "ok": ok,
+        "properties": props,
+        "files": file_reports,
+        "payload": {"files": len(payload_files), "bytes": sum(payload_files.values())},
+    }
+
+
+# -- authenticity ---------------------------------------------------------------------------
+
+
+def _hash(f: BinaryIO) -> dict[str, str]:
+    hashers = {alg: new_hasher(alg) for alg in ALGORITHMS}
+    while chunk := f.read(4 << 20):
+        for h in hashers.values():
+            h.update(chunk)
+    return {alg: h.hexdigest() for alg, h in hashers.items()}
+
+
+def _check_structure(bag: BagView, files: Mapping[str, int], chk: Check) -> None:
+    if "bagit.txt" not in files:
+        chk.fail("bagit.txt is missing")
+    elif bag.read("bagit.txt") != BAGIT_TXT:
+        chk.fail("bagit.txt is not exactly 'BagIt-Version: 1.0' / 'Tag-File-Character-Encoding: "
+                 "UTF-8'")
+    info = _bag_info(bag, files)
+    for label in ("Source-Organization", "External-Identifier", "Bagging-Date", "Payload-Oxum"):
+        if not info.get(label):
+            chk.fail(f"bag-info.txt lacks {label}")
+    oxum = (info.get("Payload-Oxum") or [""])[0]
+    payload = {p: s for p, s in files.items() if p.startswith("data/")}
+    if oxum and oxum != f"{sum(payload.values())}.{len(payload)}":
+        chk.fail(f"Payload-Oxum {oxum} != {sum(payload.values())}.{len(payload)} in data/")
+    for name in (KEY_NAME, SIGNATURE_NAME, "tagmanifest-sha256.txt"):
+        if name not in files:
+            chk.fail(f"{name} is missing")
+    if chk.status == "fail" and any(n not in files for n in (KEY_NAME, SIGNATURE_NAME)):
+        return
+    try:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+        key = serialization.load_pem_public_key(bag.read(KEY_NAME))
+        if not isinstance(key, Ed25519PublicKey):
+            chk.fail(f"{KEY_NAME} is not an Ed25519 public key")
+            return
+        raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    except (ValueError, KeyError) as exc:
+        chk.fail(f"{KEY_NAME}: not a PEM public key ({exc})")
+        return
+    key_id = key_id_of(raw)
+    declared = (info.get("Liuhen-Signing-Key-Id") or [""])[0]
+    if declared and declared != key_id:
+        chk.fail(f"bag-info.txt names signing key {declared}, {KEY_NAME} is {key_id}")
+    if not verify_signature(raw, bag.read(SIGNATURE_NAME), bag.read("tagmanifest-sha256.txt")):
+        chk.fail(f"{SIGNATURE_NAME} does not verify over tagmanifest-sha256.txt with {key_id}")
+    else:
+        chk.notes.append(f"signature by {key_id} verifies")
+    chk.detail = f"signing key {key_id}"
+
+
+def _bag_info(bag: BagView, files: Mapping[str, int]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    if "bag-info.txt" not in files:
+        return out
+    for line in bag.read("bag-info.txt").decode("utf-8", errors="replace").splitlines():
+        label, sep, value = line.partition(":")
+        if sep and not line[:1].isspace():
+            out.setdefault(label.strip(), []).append(value.strip())
+    return out
+
+
+def _read_manifest(data: bytes) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for line in data.decode("utf-8", errors="replace").splitlines():
+        if line.strip():
+            digest, _, path = line.partition(" ")
+            out[decode_manifest_path(path.lstrip(" ").lstrip("*"))] = digest.lower()
+    return out
+
+
+def _check_manifests(bag: BagView, files: Mapping[str, int],
+                     digests: Mapping[str, dict[str, str]], chk: Check) -> None:
+    payload = {p for p in files if p.startswith("data/")}
+    for alg in ALGORITHMS:
+        name = f"manifest-{alg}.txt"
+        if name not in files:
+            chk.fail(f"{name} is missing")
+            continue
+        listed = _read_manifest(bag.read(name))
+        for path in sorted(payload - set(listed)):
+            chk.fail(f"{path}: in data/ but not in {name}")
+        for path, want in sorted(listed.items()):
+            if path not in files:
+                chk.fail(f"{path}: listed in {name} but missing")
+            elif path in digests and digests[path][alg] != want:
+                chk.fail(f"{path}: {alg} is {digests[path][alg]}, {name} says {want}")
+    chk.detail = f"{len(payload)} payload files hashed with {', '.join(ALGORITHMS)}"
+
+
+def _check_catalog(doc: PackageDoc, digests: Mapping[str, dict[str, str]],
+                   lookup: DigestLookup, chk: Check) -> None:
+    n = 0
+    for rec in doc.records:
+        for f in rec["files"]:
+            known = lookup(f.get("sha256", ""))
+            n += 1
+            if known is None:
+                chk.fail(f"{f.get('path')}: SHA-256 {f.get('sha256')} is not in the catalog")
+                continue
+            sm3, size = known
+            actual = digests.get(f.get("path", ""))
+            if actual is not None and actual["sha256"] != f.get("sha256"):
+                chk.fail(f"{f.get('path')}: the file's SHA-256 {actual['sha256']} is not the "
+                         f"catalog's {f.get('sha256')}")
+            if actual is not None and actual["sm3"] != sm3:
+                chk.fail(f"{f.get('path')}: the file's SM3 {actual['sm3']} is not the catalog's "
+                         f"{sm3}")
+            if str(size) != f.get("size"):
+                chk.fail(f"{f.get('path')}: size {f.get('size')} in the descriptor, {size} in the "
+                         "catalog")
+    chk.detail = f"{n} files compared with the catalog (SHA-256, SM3, size)"
+
+
+def _check_custody(bag: BagView, files: Mapping[str, int], doc: PackageDoc | None,
+                   chk: Check) -> None:
+    if CUSTODY not in files or KEYS not in files:
+        chk.fail(f"{CUSTODY} or {KEYS} is missing")
+        return
+    try:
+        keys = {k["key_id"]: bytes.fromhex(k["public_key_hex"])
+                for k in json.loads(bag.read(KEYS))["keys"]}
+    except (ValueError, KeyError, TypeError) as exc:
+        chk.fail(f"{KEYS} is not a key list: {exc}")
+        return
+    for kid, raw in keys.items():
+        if key_id_of(raw) != kid:
+            chk.fail(f"{KEYS}: key {kid} does not match its public key")
+    n = 0
+    objects: set[str] = set()
+    for number, line in enumerate(bag.read(CUSTODY).decode("utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        n += 1
+        try:
+            ev = json.loads(line)
+            data = canonical_bytes(
+                station_id=ev["station_id"], seq=ev["seq"], at=ev["at"], actor=ev["actor"],
+                action=ev["action"], object_type=ev["object_type"], object_id=ev["object_id"],
+                details=ev["details"], prev_hash=ev["prev_hash"], key_id=ev["key_id"])
+        except (ValueError, KeyError, TypeError) as exc:
+            chk.fail(f"{CUSTODY} line {number}: not a custody event ({exc})")
+            continue
+        if hashlib.sha256(data).hexdigest() != ev.get("event_hash"):
+            chk.fail(f"{CUSTODY} line {number}: event {ev['station_id']}#{ev['seq']} does not "
+                     "match its hash (edited)")
+        key = keys.get(ev["key_id"])
+        if key is None:
+            chk.fail(f"{CUSTODY} line {number}: signed by {ev['key_id']}, not in {KEYS}")
+        elif not verify_signature(key, bytes.fromhex(ev.get("signature", "")), data):
+            chk.fail(f"{CUSTODY} line {number}: signature of {ev['station_id']}#{ev['seq']} "
+                     "does not verify")
+        objects.add(ev["object_id"])
+    if doc is not None:
+        for rec in doc.records:
+            if rec.get("sha256") not in objects:
+                chk.fail(f"record {rec.get('seq')} ({rec.get('sha256')}): no custody event in "
+                         f"{CUSTODY}")
+    chk.detail = f"{n} events, {len(keys)} keys"
+
+
+# -- integrity ----------------------------------------------------------------------------
+
+
+def _check_handover(bag: BagView, files: Mapping[str, int],
+                    digests: Mapping[str, dict[str, str]], chk: Check) -> None:
+    if HANDOVER not in files:
+        chk.fail(f"{HANDOVER} is missing")
+        return
+    h = read_handover(bag.read(HANDOVER))
+    for p in h.problems:
+        chk.fail(f"{HANDOVER}: {p}")
+    listed = {row[0] for row in h.rows}
+    for path, size, sha256, sm3 in h.rows:
+        if path not in files:
+            chk.fail(f"{path}: in the hand-over list but missing from the bag")
+            continue
+        if files[path] != size:
+            chk.fail(f"{path}: {files[path]} bytes, the hand-over list says {size}")
+        got = digests.get(path)
+        if got and (got["sha256"] != sha256 or got["sm3"] != sm3):
+            chk.fail(f"{path}: digests differ from the hand-over list")
+    expected = {p for p in files if p.startswith("data/")} - NOT_IN_HANDOVER
+    for path in sorted(expected - listed):
+        chk.fail(f"{path}: in the bag but not in the hand-over list")
+    if h.total_files is not None and h.total_files != len(h.rows):
+        chk.fail(f"TOTAL says {h.total_files} files, the list has {len(h.rows)}")
+    if h.total_bytes is not None and h.total_bytes != sum(r[1] for r in h.rows):
+        chk.fail(f"TOTAL says {h.total_bytes} bytes, the rows add up to "
+                 f"{sum(r[1] for r in h.rows)}")
+    present = sum(files.get(r[0], 0) for r in h.rows)
+    chk.detail = f"{len(h.rows)} files, {h.total_bytes} bytes listed; {present} bytes present"
+
+
+def _check_descriptor(doc: PackageDoc, files: Mapping[str, int],
+                      digests: Mapping[str, dict[str, str]], chk: Check) -> None:
+    described: set[str] = set()
+    for rec in doc.records:
+        for f in rec["files"]:
+            path = f.get("path", "")
+            described.add(path)
+            if path not in files:
+                chk.fail(f"{path}: record {rec.get('seq')} lists it, the bag lacks it")
+                continue
+            if str(files[path]) != f.get("size"):
+                chk.fail(f"{path}: {files[path]} bytes, the descriptor says {f.get('size')}")
+            got = digests.get(path)
+            if got and (got["sha256"] != f.get("sha256") or got["sm3"] != f.get("sm3")):
+                chk.fail(f"{path}: digests differ from the descriptor")
+    for f in doc.files:
+        path = f.get("path", "")
+        described.add(path)
+        if path not in files:
+            chk.fail(f"{path}: listed in the descriptor, the bag lacks it")
+        elif str(files[path]) != f.get("size"):
+            chk.fail(f"{path}: {files[path]} bytes, the descriptor says {f.get('size')}")
+    for path in sorted(files):
+        if path.startswith(("data/originals/", "data/access/")) and path not in described:
+            chk.fail(f"{path}: a media file the descriptor does not describe")
+    chk.detail = f"{len(doc.records)} records, {len(described)} files described"
+
+
+def _check_fields(doc: PackageDoc, chk: Check) -> None:
+    for rec in doc.records:
+        have = set(rec["fields"])
+        if rec.get("retention"):
+            have.add("retention")
+        missing = [f for f in REQUIRED_FIELDS if f not in have]
+        if missing:
+            chk.fail(f"record {rec.get('seq')}: required field(s) missing: {', '.join(missing)}")
+        weak = [f for f in RECOMMENDED_FIELDS if f not in have]
+        if weak:
+            chk.warn(f"record {rec.get('seq')}: recommended field(s) empty: {', '.join(weak)}")
+    chk.detail = ("required: " + ", ".join(REQUIRED_FIELDS) + "; recommended: "
+                  + ", ".join(RECOMMENDED_FIELDS))
+
+
+def _check_gaps(doc: PackageDoc, chk: Check) -> None:
+    seqs = sorted(int(r.get("seq", 0)) for r in doc.records)
+    # Records are numbered across an export; a split export's later bags start further on.
+    first = 1 if doc.export.get("bag-count", "1 of 1").startswith("1 of") else (
+        seqs[0] if seqs else 1)
+    if seqs != list(range(first, first + len(seqs))):
+        chk.fail(f"record numbers are not {first}..{first + len(seqs) - 1} without gaps: "
+                 f"{seqs[:20]}")
+    groups: dict[str, list[int]] = {}
+    for r in doc.records:
+        ch = r.get("chapter")
+        if ch and ch.get("group") and ch.get("seq"):
+            groups.setdefault(ch["group"], []).append(int(ch["seq"]))
+    for group, segs in sorted(groups.items()):
+        segs.sort()
+        if segs != list(range(segs[0], segs[0] + len(segs))):
+            chk.warn(f"chapter group {group}: segments {segs} are not consecutive "
+                     "(a segment of a split recording is not in this bag)")
+    chk.detail = f"{len(seqs)} records numbered; {len(groups)} split recording(s)"
+
+
+# -- usability ----------------------------------------------------------------------------
+
+
+def _media_files(doc: PackageDoc | None, files: Mapping[str, int]
+                 ) -> list[tuple[str, str, dict[str, Any] | None]]:
+    if doc is None:
+        return [(p, "original" if p.startswith("data/originals/") else "access", None)
+                for p in sorted(files) if p.startswith(("data/originals/", "data/access/"))]
+    return [(f.get("path", ""), f.get("role", ""), rec) for rec in doc.records
+            for f in rec["files"]]
+
+
+def _sniff(head: bytes) -> str | None:
+    if head[4:8] == b"ftyp":
+        brand = head[8:12]
+        if brand == b"qt  ":
+            return "MOV"
+        if brand in (b"M4A ", b"M4B "):
+            return "M4A"
+        return "MP4"
+    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+        return "WAV"
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        return "AVI"
+    if head[:3] == b"ID3" or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0):
+        return "MP3"
+    if head[:3] == b"\xff\xd8\xff":
+        return "JPEG"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return "TIFF"
+    if head[:4] == b"\x00\x00\x01\xba":
+        return "MPG"
+    if head[:1] == b"\x47" and len(head) > 188 and head[188:189] == b"\x47":
+        return "MPEG-TS"
+    if head[:4] == b"PK\x03\x04" or head[:6] == b"7z\xbc\xaf\x27\x1c" or head[:4] == b"Rar!":
+        return "ARCHIVE"
+    return None
+
+
+def _inspect(bag: BagView, path: str, opts: Options,
+             record: dict[str, Any] | None) -> dict[str, Any]:
+    with bag.open(path) as f:
+        head = f.read(512)
+        container = _sniff(head)
+        encrypted = None
+        if container in ("MP4", "MOV", "M4A"):
+            encrypted = _mp4_encryption(f)
+        elif container == "ARCHIVE":
+            encrypted = "an archive (possibly encrypted or proprietary packing), not a media file"
+    info: dict[str, Any] = {"container": container, "encrypted": encrypted}
+    kind = (record or {}).get("technical", {}).get("media-kind")
+    if container is None and kind not in ("video", "audio", "image"):
+        # Neither the bytes nor the catalog's probe say media (a device info file, notes):
+        # nothing to decode; the format check reports it.
+        info.update(decode="not-media", decode_error="", allowed_format=False)
+        return info
+    url = bag.media_url(path)
+    info.update(_ffprobe(url, opts))
+    info["decode"], info["decode_error"] = _decode(url, opts)
+    return info
+
+
+def _mp4_encryption(f: BinaryIO) -> str | None:
+    """The reason an MP4 is encrypted (encv/enca sample entries, pssh/sinf boxes), or None."""
+    f.seek(0, 2)
+    end = f.tell()
+    for typ, start, size in _boxes(f, 0, end):
+        if typ == b"moov" and size <= 256 << 20:
+            f.seek(start)
+            found = _scan(f.read(size), 8)
+            if found:
+                return f"encrypted: '{found}' box in moov (DRM or Common Encryption)"
+        if typ in (b"pssh", b"sinf"):
+            return f"encrypted: top-level '{typ.decode()}' box"
+    return None
+
+
+def _boxes(f: BinaryIO, start: int, end: int) -> list[tuple[bytes, int, int]]:
+    out = []
+    pos = start
+    while pos + 8 <= end:
+        f.seek(pos)
+        hdr = f.read(16)
+        if len(hdr) < 8:
+            break
+        size, typ = int.from_bytes(hdr[:4], "big"), hdr[4:8]
+        if size == 1 and len(hdr) == 16:
+            size = int.from_bytes(hdr[8:16], "big")
+        elif size == 0:
+            size = end - pos
+        if size < 8:
+            break
+        out.append((typ, pos, min(size, end - pos)))
+        pos += size
+    return out
+
+
+def _scan(data: bytes, pos: int) -> str | None:
+    """Walk the box tree in ``data`` from ``pos``; stsd entries are checked by type."""
+    end = len(data)
+    while pos + 8 <= end:
+        size, typ = int.from_bytes(data[pos:pos + 4], "big"), data[pos + 4:pos + 8]
+        header = 8
+        if size == 1:
+            size, header = int.from_bytes(data[pos + 8:pos + 16], "big"), 16
+        elif size == 0:
+            size = end - pos
+        if size < header:
+            return None
+        if typ in (b"pssh", b"sinf", b"tenc", b"schm"):
+            return typ.decode("latin-1")
+        if typ == b"stsd":
+            inner = pos + header + 8  # version/flags, entry count
+            while inner + 8 <= min(pos + size, end):
+                esize = int.from_bytes(data[inner:inner + 4], "big")
+                etype = data[inner + 4:inner + 8]
+                if etype in ENCRYPTED_ENTRIES:
+                    return etype.decode("latin-1")
+                if esize < 8:
+                    break
+                inner += esize
+        elif typ in _CONTAINERS:
+            found = _scan(data[: pos + size], pos + header)
+            if found:
+                return found
+        pos += size
+    return None
+
+
+def _ffprobe(url: str, opts: Options) -> dict[str, Any]:
+    cmd = [opts.ffprobe, "-v", "error", "-show_format", "-show_streams", "-of", "json", url]
+    try:
+        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=60,
+                              check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return {"probe_error": f"ffprobe: {exc}"}
+    if proc.returncode != 0:
+        return {"probe_error": _one_line(proc.stderr)}
+    data = json.loads(proc.stdout or b"{}")
+    fmt = data.get("format", {})
+    out: dict[str, Any] = {"format_name": fmt.get("format_name"),
+                           "duration_s": _float(fmt.get("duration"))}
+    for s in data.get("streams", []):
+        kind = s.get("codec_type")
+        if kind == "video" and "video_codec" not in out:
+            out.update(video_codec=s.get("codec_name"), width=s.get("width"),
+                       height=s.get("height"))
+        elif kind == "audio" and "audio_codec" not in out:
+            out.update(audio_codec=s.get("codec_name"), sample_rate=_int(s.get("sample_rate")))
+    return out
+
+
+def _decode(url: str, opts: Options) -> tuple[str, str]:
+    cmd = [opts.ffmpeg, "-nostdin", "-hide_banner", "-v", "error"]
+    if not opts.full_decode:
+        cmd += ["-skip_frame", "nokey"]
+    cmd += ["-i", url, "-map", "0", "-f", "null", "-"]
+    try:
+        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True,
+                              timeout=opts.decode_timeout_s, check=False)
+    except subprocess.TimeoutExpired:
+        return "timeout", ""
+    except OSError as exc:
+        return "fail", f"cannot run ffmpeg: {exc}"
+    err = _one_line(proc.stderr)
+    if proc.returncode != 0 or err:
+        return "fail", err or f"ffmpeg exit status {proc.returncode}"
+    return "pass", ""
+
+
+def _check_format(info: dict[str, Any], role: str, record: dict[str, Any] | None,
+                  chk: Check) -> None:
+    path = info["path"]
+    container = info.get("container")
+    kind = None
+    if info.get("video_codec") and container not in ("JPEG", "TIFF"):
+        kind = "video"
+    elif info.get("audio_codec"):
+        kind = "audio"
+    elif container in ("JPEG", "TIFF"):
+        kind = "image"
+    allowed = False
+    why = f"container {container or 'unknown'}"
+    if info.get("probe_error"):
+        why += " (unreadable: ffprobe fails on it)"
+    if kind and container in ALLOWED[kind]:
+        codecs = ALLOWED[kind][container]
+        allowed = codecs is None or info.get("video_codec") in codecs
+        why = f"{container} with {info.get('video_codec') or info.get('audio_codec') or ''}"
+    info["allowed_format"] = allowed
+    if allowed:
+        return
+    access = None
+    if record is not None and role == "original":
+        access = next((f.get("path") for f in record["files"] if f.get("role") == "access"), None)
+    if access:
+        chk.notes.append(f"{path}: {why} is not a GB/T 18894 format; its access copy {access} "
+                         "is in the bag")
+    elif role == "original":
+        chk.warn(f"{path}: {why} is not a GB/T 18894 archival format and no access copy is in "
+                 "the bag (export with --with-access)")
+    else:
+        chk.warn(f"{path}: access copy in {why}, not a GB/T 18894 archival format")
+
+
+def _compare_probe(record: dict[str, Any], info: dict[str, Any], chk: Check) -> None:
+    tech = record.get("technical") or {}
+    path = info["path"]
+    if info.get("probe_error"):
+        if tech.get("probe-error") or tech.get("container"):
+            # The catalog's probe also failed (a damaged original): consistent, but say so.
+            chk.notes.append(f"{path}: ffprobe cannot read it: {info['probe_error'][:200]}")
+        return
+    for key, mine in (("video-codec", "video_codec"), ("audio-codec", "audio_codec"),
+                      ("width", "width"), ("height", "height")):
+        want = tech.get(key)
+        got = info.get(mine)
+        if want not in (None, "") and str(got) != str(want):
+            chk.fail(f"{path}: {key} is {got} in the file, {want} in the descriptor")
+    want_d = _float(tech.get("duration-s"))
+    got_d = info.get("duration_s")
+    if want_d is not None and got_d is not None and abs(want_d - got_d) > 0.5:
+        chk.fail(f"{path}: duration {got_d:.2f} s in the file, {want_d:.2f} s in the descriptor")
+
+
+def _one_line(stderr: bytes) -> str:
+    """ffmpeg's complaint on one line, without the (temporary) file path it names."""
+    text = " / ".join(x.strip() for x in stderr.decode("utf-8", "replace").splitlines()
+                      if x.strip())
+    return text[-400:]
+
+
+@lru_cache(maxsize=8)
+def _tool_version(tool: str) -> str:
+    try:
+        proc = subprocess.run([tool, "-version"], capture_output=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return "not found"
+    return proc.stdout.decode("utf-8", "replace").splitlines()[0] if proc.stdout else "unknown"
+
+
+def _float(v: Any) -> float | None:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _int(v: Any) -> int | None:
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return None
+
+
+# -- security -----------------------------------------------------------------------------
+
+
+def _virus_scan(bag: BagView, opts: Options, chk: Check) -> None:
+    tool = opts.clamscan or shutil.which("clamscan")
+    if not tool:
+        chk.status = "not-run"
+        chk.detail = "clamscan is not installed on this machine: no virus scan was run"
+        return
+    cmd = [tool, "--no-summary", "--infected", "-r", str(bag.location)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, timeout=3600, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        chk.warn(f"clamscan could not finish: {exc}")
+        return
+    text = proc.stdout.decode("utf-8", "replace")
+    if proc.returncode == 1:
+        for line in text.splitlines():
+            if line.rstrip().endswith("FOUND"):
+                chk.fail(line.strip())
+        if not chk.problems:
+            chk.fail("clamscan reports an infection")
+    elif proc.returncode != 0:
+        chk.warn(f"clamscan failed (exit {proc.returncode}): "
+                 f"{proc.stderr.decode('utf-8', 'replace').strip()[-300:]}")
+    chk.detail = f"clamscan {_tool_version_clam(tool)}"
+
+
+def _tool_version_clam(tool: str) -> str:
+    try:
+        proc = subprocess.run([tool, "--version"], capture_output=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return proc.stdout.decode("utf-8", "replace").strip()
+
+
+# -- output -------------------------------------------------------------------------------
+
+
+def report_json(report: Mapping[str, Any]) -> bytes:
+    return (json.dumps(report, ensure_ascii=False, indent=2, sort_keys=False) + "\n").encode()
+
+
+def report_html(report: Mapping[str, Any]) -> bytes:
+    e = html.escape
+    rows = []
+    for prop in report["properties"].values():
+        zh, en = STATUS_LABELS[prop["status"]]
+        rows.append(f'<h2 class="{e(prop["status"])}">{e(prop["label_zh"])} {e(prop["label_en"])}'
+                    f' — {e(zh)} / {e(en)}</h2>\n<table>\n<tr><th>检测项 Check</th>'
+                    "<th>结果 Result</th><th>说明 Detail</th></tr>")
+        for chk in prop["checks"]:
+            szh, sen = STATUS_LABELS[chk["status"]]
+            items = "".join(f"<li>{e(p)}</li>" for p in chk["problems"])
+            notes = "".join(f'<li class="note">{e(n)}</li>' for n in chk["notes"])
+            rows.append(
+                f'<tr class="{e(chk["status"])}"><td>{e(chk["id"])} {e(chk["label_zh"])}<br>'
+                f'<small>{e(chk["label_en"])}</small></td><td>{e(szh)}<br><small>{e(sen)}</small>'
+                f'</td><td>{e(chk["detail"])}<ul>{items}{notes}</ul></td></tr>')
+        rows.append("</table>")
+    files = "".join(
+        f"<tr><td>{e(f['path'])}</td><td>{e(str(f.get('container')))}</td>"
+        f"<td>{e(str(f.get('video_codec') or f.get('audio_codec') or ''))}</td>"
+        f"<td>{e(str(f.get('decode')))}</td><td>{'是 yes' if f.get('allowed_format') else '否 no'}"
+        f"</td></tr>" for f in report["files"])
+    overall = "通过 pass" if report["ok"] else "不通过 fail"
+    doc = f"""<!DOCTYPE html>
+<html lang="zh-CN"><head><meta charset="utf-8">
+<title>四性检测报告 Four-properties report — {e(report['bag'])}</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;width:100%}}
+td,th{{border:1px solid #999;padding:4px;vertical-align:top;text-align:left}}
+.fail{{background:#fdd}}.warn{{background:#ffd}}.pass{{background:#efe}}.note{{color:#555}}
+</style></head><body>
+<h1>四性检测报告 Four-properties report (DA/T 70)</h1>
+<p>包 Bag: <b>{e(report['bag'])}</b><br>检测时间 Checked at: {e(report['checked_at'])}<br>
+方式 Mode: {e(report['mode'])}<br>载荷 Payload: {report['payload']['files']} 个文件 files,
+{report['payload']['bytes']} 字节 bytes<br>总体结论 Overall: <b>{overall}</b></p>
+{''.join(rows)}
+<h2>媒体文件 Media files</h2>
+<table><tr><th>路径 Path</th><th>格式 Container</th><th>编码 Codec</th><th>解码 Decode</th>
+<th>归档格式 Allowed format</th></tr>{files}</table>
+</body></html>
+"""
+    return doc.encode("utf-8")
+
+
+def summary_lines(report: Mapping[str, Any]) -> list[str]:
+    lines = []
+    for prop in report["properties"].values():
+        zh, en = STATUS_LABELS[prop["status"]]
+        lines.append(f"{prop['label_zh']} {prop['label_en']}: {zh} / {en}")
+        for chk in prop["checks"]:
+            for p in chk["problems"]:
+                lines.append(f"  {chk['id']} {chk['label_en']}: {p}")
+    return lines
+

@@ -1,0 +1,148 @@
+"""`liuhen export` and `liuhen four-properties`: thin commands over archive_export."""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from config.errors import EXIT_FAILED_CHECK, EXIT_USAGE, LiuhenError
+from liuhen.output import err, mark, out, print_json
+
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B)?\s*$", re.IGNORECASE)
+
+
+class BadSize(LiuhenError):
+    exit_code = EXIT_USAGE
+
+
+def parse_size(text: str) -> int:
+    """``500M``, ``4G``, ``4GiB``, ``1000000`` → bytes (powers of 1024 for K/M/G/T)."""
+    m = _SIZE.match(text)
+    if not m:
+        raise BadSize(f"--max-bag-size {text!r} is not a size", hint="e.g. 500M, 4G or 1000000")
+    scale = 1024 ** " KMGT".index((m.group(2) or " ").upper())
+    return int(float(m.group(1)) * scale)
+
+
+def run_export(app: Any, *, out_path: str, cases: tuple[str, ...], date_from: str | None,
+               date_to: str | None, with_access: bool, max_bag_size: str | None, fonds: str,
+               retention: str, security_class: str, organization: str, full_decode: bool,
+               as_json: bool) -> None:
+    from archive_export.export import ExportRequest, export_bundle, parse_day
+    from archive_export.fourprops import Options, summary_lines
+
+    s = app.settings
+    req = ExportRequest(
+        out=Path(out_path), cases=cases,
+        date_from=parse_day(date_from) if date_from else None,
+        date_to=parse_day(date_to) if date_to else None,
+        with_access=with_access,
+        max_bag_bytes=parse_size(max_bag_size) if max_bag_size else None,
+        organization=organization or s.station.unit or s.station.name,
+        fonds=fonds, retention=retention, security_class=security_class,
+        actor=f"station:{s.station.id}",
+        options=Options(ffmpeg=s.ffmpeg.ffmpeg, ffprobe=s.ffmpeg.ffprobe,
+                        full_decode=full_decode),
+    )
+    result = export_bundle(app.ready_catalog(), app.store, app.signer, req)
+    if as_json:
+        print_json({"export": result.uid, "recordings": result.recordings,
+                    "bytes": result.bytes,
+                    "bags": [{"name": b.name, "path": str(b.path), "files": b.files,
+                              "bytes": b.bytes, "recordings": b.recordings,
+                              "four_properties_ok": b.four_properties["ok"]}
+                             for b in result.bags]})
+        return
+    out.print(f"export {result.uid}: {result.recordings} recordings, {result.bytes} bytes, "
+              f"{len(result.bags)} bag(s)")
+    for b in result.bags:
+        out.print(f"  {mark(b.four_properties['ok'])} {b.path}  ({b.files} files, {b.bytes} "
+                  f"bytes; four-properties {'pass' if b.four_properties['ok'] else 'FAIL'})")
+        if not b.four_properties["ok"]:
+            for line in summary_lines(b.four_properties):
+                if line.startswith("  "):
+                    err.print(f"   {line}", markup=False)
+
+
+def run_four_properties(app: Any | None, bundle: str, *, as_json: bool, html_out: str | None,
+                        full_decode: bool) -> None:
+    from archive_export.bagview import open_bag
+    from archive_export.fourprops import (
+        Options,
+        check_bag,
+        report_html,
+        report_json,
+        summary_lines,
+    )
+
+    lookup = None
+    opts = Options(full_decode=full_decode)
+    if app is not None:
+        from archive_export.export import catalog_lookup
+
+        lookup = catalog_lookup(app.ready_catalog())
+        opts = Options(ffmpeg=app.settings.ffmpeg.ffmpeg, ffprobe=app.settings.ffmpeg.ffprobe,
+                       full_decode=full_decode)
+    report = check_bag(open_bag(Path(bundle)), catalog=lookup, options=opts)
+    if html_out:
+        Path(html_out).write_bytes(report_html(report))
+    if as_json:
+        sys.stdout.write(report_json(report).decode("utf-8"))
+    else:
+        out.print(f"{mark(report['ok'])} four-properties check of {report['location']}")
+        for line in summary_lines(report):
+            out.print(line, markup=False)
+    if not report["ok"]:
+        sys.exit(EXIT_FAILED_CHECK)
+
+
+def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> None:
+    @cli.command("export")
+    @click.option("--case", "cases", multiple=True, help="Case number (repeatable).")
+    @click.option("--from", "date_from", help="Start of a date range (YYYY-MM-DD, UTC+8; "
+                  "inclusive).")
+    @click.option("--to", "date_to", help="End of the date range (exclusive).")
+    @click.option("--out", "out_path", required=True, type=click.Path(),
+                  help="Bag directory to create, or a .tar file.")
+    @click.option("--with-access", is_flag=True, help="Include access copies (data/access).")
+    @click.option("--max-bag-size", help="Split into numbered bags of at most this payload "
+                  "size (e.g. 4G).")
+    @click.option("--fonds", default="", help="Fonds number (全宗号) label.")
+    @click.option("--retention", default="", help="保管期限 for recordings in no case.")
+    @click.option("--security-class", default="", help="密级 for recordings in no case.")
+    @click.option("--organization", default="", help="Source-Organization (default: the "
+                  "station's unit).")
+    @click.option("--full-decode", is_flag=True, help="Four-properties: decode every frame "
+                  "(default: key frames).")
+    @json_option
+    @pass_ctx
+    def export_cmd(ctx: Any, cases: tuple[str, ...], date_from: str | None,
+                   date_to: str | None, out_path: str, with_access: bool,
+                   max_bag_size: str | None, fonds: str, retention: str, security_class: str,
+                   organization: str, full_decode: bool, as_json: bool) -> None:
+        """Export cases or a date range as BagIt retention bundles, with the four-properties
+        report."""
+        run_export(ctx.app(), out_path=out_path, cases=cases, date_from=date_from,
+                   date_to=date_to, with_access=with_access, max_bag_size=max_bag_size,
+                   fonds=fonds, retention=retention, security_class=security_class,
+                   organization=organization, full_decode=full_decode, as_json=as_json)
+
+    @cli.command("four-properties")
+    @click.argument("bundle", type=click.Path(exists=True))
+    @click.option("--html", "html_out", type=click.Path(dir_okay=False),
+                  help="Also write the HTML report (Chinese and English) here.")
+    @click.option("--with-catalog", is_flag=True, help="Also compare digests with the catalog.")
+    @click.option("--full-decode", is_flag=True, help="Decode every frame (default: key frames).")
+    @json_option
+    @pass_ctx
+    def four_properties_cmd(ctx: Any, bundle: str, html_out: str | None, with_catalog: bool,
+                            full_decode: bool, as_json: bool) -> None:
+        """DA/T 70 four-properties check (四性检测) of a bundle, offline by default."""
+        run_four_properties(ctx.app() if with_catalog else None, bundle, as_json=as_json,
+                            html_out=html_out, full_decode=full_decode)
