@@ -51,6 +51,7 @@ class OffloadedFile:
     captured_at: datetime | None
     staged_at: datetime
     verified_by: str  # how the stored copy was verified
+    important: bool = False  # marked important on the recorder (kept until reviewed)
 
 
 def path_key(relpath_raw: bytes) -> str:
@@ -149,6 +150,7 @@ def register_file(
             original_name_raw=f.relpath_raw, device_id=docking.device_id,
             officer_id=docking.officer_id, docking_id=docking.id, captured_at=f.captured_at,
             received_at=f.staged_at, stored_at=now, verified_at=now, flags=flags,
+            important=f.important,
         )
         session.add(recording)
         session.flush()

@@ -197,19 +197,19 @@ def _validate(s: Settings, where: str) -> None:
         "store.max_attempts": s.store.max_attempts,
         "catalog.busy_timeout_ms": s.catalog.busy_timeout_ms,
         "retention.unattached_days": s.retention.unattached_days,
+        "retention.permanent_years": s.retention.permanent_years,
     }
     for key, value in positive.items():
         if value <= 0:
             raise bad(key, f"must be greater than 0, got {value}")
     if s.store.multipart_chunk_mb < 5:
         raise bad("store.multipart_chunk_mb", "must be at least 5 (the S3 minimum part size)")
-    for pattern in s.ingest.filename_patterns:
+    for key, pattern in [*(("ingest.filename_patterns", p) for p in s.ingest.filename_patterns),
+                         ("ingest.important_marker", s.ingest.important_marker)]:
         try:
             re.compile(pattern)
         except re.error as exc:
-            raise bad(
-                "ingest.filename_patterns", f"has an invalid pattern {pattern!r}: {exc}"
-            ) from exc
+            raise bad(key, f"has an invalid pattern {pattern!r}: {exc}") from exc
     if s.ingest.observer not in {"auto", "poll", "native"}:
         raise bad("ingest.observer", "must be auto, poll or native")
     for key, number in {

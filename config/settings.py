@@ -77,6 +77,8 @@ class RetentionSettings:
     unattached_days: int = 183
     # Attachment rule margin around an enforcement action's window.
     attach_margin_s: int = 300
+    # 永久 (permanent) cases: the Object Lock retain-until date set on their recordings.
+    permanent_years: int = 100
 
 
 # GA/T 947-style recorder file names. Named groups: serial (device), officer (警号),
@@ -86,6 +88,10 @@ DEFAULT_FILENAME_PATTERNS = (
     r"^(?P<officer>[0-9]{6})_(?P<start>[0-9]{14})(?:_(?P<seq>[0-9]{1,4}))?\.",
     r"^(?P<serial>[A-Za-z0-9]{7})_(?P<start>[0-9]{8}_[0-9]{6})",
 )
+
+# Recorders that mark a file important tag its name: "..._0001_IMP.MP4", "..._0001_I.MP4"
+# or "IMP_...". (Vendor practice varies; the exact tag is unverified, hence configurable.)
+DEFAULT_IMPORTANT_MARKER = r"_(?:IMP|I)(?=\.[^.]*$)|^IMP_"
 
 
 @dataclass(frozen=True)
@@ -109,6 +115,10 @@ class IngestSettings:
     clear_recorder: bool = False
     device_info_files: tuple[str, ...] = ("DEVICE.INF", "DEVINFO.TXT", "device_info.txt")
     filename_patterns: tuple[str, ...] = DEFAULT_FILENAME_PATTERNS
+    # How a recorder marks a file important (kept until reviewed): a regular expression
+    # searched in the file name; the matched text is removed before the patterns above
+    # are tried. Empty: no marker.
+    important_marker: str = DEFAULT_IMPORTANT_MARKER
     # Waits between retries while the catalog or store is unreachable.
     retry_initial_s: float = 1.0
     retry_max_s: float = 60.0

@@ -55,7 +55,11 @@ ffprobe = "ffprobe"
 [retention]
 # Unattached recordings are kept at least this many days from capture.
 unattached_days = 183
+# A recording attaches by rule to an enforcement action of its officer when its capture
+# interval overlaps the action's window widened by this many seconds on each side.
 attach_margin_s = 300
+# 永久 (permanent) cases: Object Lock retain-until set this many years ahead on attach.
+permanent_years = 100
 
 [ingest]
 # The folder `liuhen station watch` watches; each docked recorder is a folder in it.
@@ -78,6 +82,9 @@ device_info_files = ["DEVICE.INF", "DEVINFO.TXT", "device_info.txt"]
 # filename_patterns = [
 #   '^(?P<serial>[A-Za-z0-9]{{7}})_(?P<officer>[0-9]{{6}})_(?P<start>[0-9]{{14}})_(?P<seq>[0-9]{{1,4}})\\.',
 # ]
+# A file marked important on the recorder (kept until reviewed): a name tag, removed
+# before the patterns above are tried. The default:
+# important_marker = '_(?:IMP|I)(?=\\.[^.]*$)|^IMP_'
 retry_initial_s = 1.0
 retry_max_s = 60.0
 

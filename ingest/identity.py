@@ -28,6 +28,7 @@ class NameFields:
     start: datetime | None = None  # aware, UTC
     seq: int | None = None
     pattern: int | None = None  # index of the pattern that matched
+    important: bool = False  # the recorder tagged the file important (see important_marker)
 
 
 @dataclass(frozen=True)
@@ -49,10 +50,17 @@ class DeviceIdentity:
 
 
 class NameParser:
-    def __init__(self, patterns: tuple[str, ...]) -> None:
+    def __init__(self, patterns: tuple[str, ...], important_marker: str = "") -> None:
         self.patterns = [re.compile(p) for p in patterns]
+        self.important = re.compile(important_marker) if important_marker else None
 
     def parse(self, name: str) -> NameFields:
+        # The important tag is vendor decoration around the usual name: take it out, so
+        # the same patterns read a tagged and an untagged file alike.
+        important = False
+        if self.important is not None:
+            stripped = self.important.sub("", name, count=1)
+            important, name = stripped != name, stripped
         for index, pattern in enumerate(self.patterns):
             m = pattern.search(name)
             if not m:
@@ -66,8 +74,9 @@ class NameParser:
                 start=start,
                 seq=int(seq) if seq else None,
                 pattern=index,
+                important=important,
             )
-        return NameFields()
+        return NameFields(important=important)
 
 
 def _parse_start(text: str | None) -> datetime | None:

@@ -17,6 +17,7 @@ import shutil
 import socket
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from typing import Any
 from sqlalchemy import select
 
 from catalog import Catalog, Signer, queue
+from catalog.attach import after_probe
 from catalog.media import (
     DERIVE,
     PROBE,
@@ -42,6 +44,7 @@ from ingest.identity import NameParser
 from ingest.media import derive as D
 from ingest.media.probe import probe
 from ingest.media.timeevidence import TimeSources, derive_times
+from ingest.metrics import ServiceMetrics, service_health, worker_details
 from storage import Digest, LocalStore, ObjectStore, content_key, digest_stream
 
 log = logging.getLogger("liuhen.worker")
@@ -58,16 +61,18 @@ class WorkerStats:
 class Worker:
     def __init__(
         self, settings: Settings, *, catalog: Catalog, store: ObjectStore, signer: Signer,
-        owner: str | None = None,
+        owner: str | None = None, metrics: ServiceMetrics | None = None,
     ) -> None:
         self.settings = settings
         self.catalog = catalog
         self.store = store
         self.signer = signer
+        self.metrics = metrics or ServiceMetrics()
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.actor = f"worker:{signer.station_id}"
         self.lease = timedelta(seconds=settings.media.lease_s)
-        self.parser = NameParser(settings.ingest.filename_patterns)
+        self.parser = NameParser(settings.ingest.filename_patterns,
+                                 settings.ingest.important_marker)
         self.scratch = settings.work_dir / self.owner.replace(":", "-")
         self._clear_old_scratch()
 
@@ -86,6 +91,12 @@ class Worker:
 
     def run(self, *, drain: bool = False, stop: threading.Event | None = None,
             idle_s: float = 2.0) -> WorkerStats:
+        # A heartbeat (and metrics endpoint, when configured) for as long as the loop runs.
+        with service_health(self.catalog, self.settings, "worker", self.metrics,
+                            worker_details(self.catalog, self.metrics, self.owner)):
+            return self._run(drain=drain, stop=stop, idle_s=idle_s)
+
+    def _run(self, *, drain: bool, stop: threading.Event | None, idle_s: float) -> WorkerStats:
         stop = stop or threading.Event()
         stats = WorkerStats()
         while not stop.is_set():
@@ -116,6 +127,7 @@ class Worker:
         done = threading.Event()
         renewer = threading.Thread(target=self._renew, args=(item_id, done), daemon=True)
         renewer.start()
+        started = time.monotonic()
         try:
             if kind == PROBE:
                 self.probe_recording(rec_id)
@@ -126,8 +138,11 @@ class Worker:
             with self.catalog.transaction() as s:
                 if not queue.complete(s, item_id, self.owner):
                     log.warning("work item %s was taken over by another worker", item_id)
+            self.metrics.work_items.inc(kind=kind, result="done")
+            self.metrics.work_seconds.observe(time.monotonic() - started, kind=kind)
         except Exception as exc:
             log.exception("%s of recording %s failed", kind, rec_id)
+            self.metrics.work_items.inc(kind=kind, result="failed")
             stats.failed += 1
             stats.errors.append(f"{kind} recording {rec_id}: {exc}")
             with self.catalog.transaction() as s:
@@ -186,6 +201,11 @@ class Worker:
             rec = s.get(Recording, rec_id)
             assert rec is not None
             record_probe(s, self.signer, rec, outcome, self.actor)
+            # With the capture time known: the recording's officer (device assignment at
+            # capture), the important mark, and attachment to cases by rule.
+            after_probe(s, self.signer, rec, name_officer=fields.officer,
+                        important=fields.important, policy=self.settings.retention,
+                        actor=self.actor, store=self.store)
         log.info("probed %s (%s): %s", sha[:12], name, result.kind if result.ok else "unreadable")
 
     # -- derivatives ----------------------------------------------------------------------------
@@ -316,6 +336,7 @@ class Worker:
             rec = s.get(Recording, rec_id)
             assert rec is not None
             record_derivative(s, self.signer, rec, obj, self.actor)
+        self.metrics.derived_bytes.inc(obj.size)
         log.info("derived %s of recording %s (%s)", d.kind, rec_id, d.method)
 
     # -- inputs ---------------------------------------------------------------------------------

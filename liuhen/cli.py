@@ -238,12 +238,20 @@ def _report(exc: LiuhenError, verbose: bool) -> None:
 
 
 def _register_more() -> None:
-    from liuhen import district_cmds, export_cmds, ingest_cmds, media_cmds, verify_cmds
+    from liuhen import (
+        case_cmds,
+        district_cmds,
+        export_cmds,
+        ingest_cmds,
+        media_cmds,
+        verify_cmds,
+    )
 
     ingest_cmds.register(cli, pass_ctx, json_option)
     media_cmds.register(cli, pass_ctx, json_option)
     district_cmds.register(cli, pass_ctx, json_option)
     verify_cmds.register(cli, pass_ctx, json_option)
+    case_cmds.register(cli, pass_ctx, json_option)
     export_cmds.register(cli, pass_ctx, json_option)
 
 

@@ -1,0 +1,160 @@
+"""Device registry: recorders and who carried each one when.
+
+An assignment covers ``[start, end)``; ``end`` is None while it is current. A
+recording's officer is the one assigned to its device at its capture start, because a
+recorder changes hands between shifts and the name on the file (or the device file)
+says only what the recorder was last configured with.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from catalog.custody import append_event
+from catalog.errors import CatalogError
+from catalog.models import Device, DeviceAssignment, Officer
+from catalog.signing import Signer
+from config.errors import EXIT_NOINPUT
+
+OFFICER_NUMBER = re.compile(r"^[0-9A-Za-z]{1,32}$")
+SERIAL = re.compile(r"^[0-9A-Za-z-]{1,64}$")
+
+
+class DeviceError(CatalogError):
+    """A device or assignment request the registry cannot take."""
+
+
+class DeviceNotFound(CatalogError):
+    exit_code = EXIT_NOINPUT
+
+
+def check_serial(serial: str) -> str | None:
+    return None if SERIAL.match(serial) else f"device serial {serial!r} is not 1-64 letters/digits"
+
+
+def check_officer_number(number: str) -> str | None:
+    if OFFICER_NUMBER.match(number):
+        return None
+    return f"officer number (警号) {number!r} is not 1-32 letters/digits"
+
+
+def ensure_officer(session: Session, number: str, name: str = "", unit: str = "") -> Officer:
+    """The officer with this 警号, created if new; empty name/unit filled in, never replaced."""
+    officer = session.scalars(select(Officer).where(Officer.number == number)).first()
+    if officer is None:
+        officer = Officer(number=number, name=name, unit=unit)
+        session.add(officer)
+        session.flush()
+    else:
+        officer.name = officer.name or name
+        officer.unit = officer.unit or unit
+    return officer
+
+
+def add_device(session: Session, signer: Signer, *, serial: str, model: str = "",
+               unit: str = "", actor: str) -> tuple[Device, bool]:
+    """Register a recorder (also one first seen at a dock). Returns (device, changed)."""
+    if problem := check_serial(serial):
+        raise DeviceError(problem, hint="give the serial printed on the recorder")
+    device = session.scalars(select(Device).where(Device.serial == serial)).first()
+    if device is None:
+        device = Device(serial=serial, model=model, unit=unit, registered=True)
+        session.add(device)
+        session.flush()
+    elif device.registered and (not model or device.model == model) and (
+            not unit or device.unit == unit):
+        return device, False
+    else:
+        device.registered = True
+        device.model = model or device.model
+        device.unit = unit or device.unit
+    append_event(session, signer, actor=actor, action="device-registered", object_type="device",
+                 object_id=serial, details={"model": device.model, "unit": device.unit})
+    return device, True
+
+
+def assign_device(
+    session: Session, signer: Signer, *, serial: str, officer_number: str,
+    officer_name: str = "", officer_unit: str = "", start: datetime,
+    end: datetime | None = None, actor: str, note: str = "",
+) -> tuple[DeviceAssignment, bool]:
+    """Give the recorder to an officer from ``start`` (until ``end``, or the next hand-over).
+
+    The assignment current at ``start`` ends there. Returns (assignment, changed); the
+    same assignment again changes nothing, so importing an assignment list twice is safe.
+    """
+    problems = [p for p in (check_serial(serial), check_officer_number(officer_number)) if p]
+    if end is not None and end <= start:
+        problems.append(f"end {end.isoformat()} is not after start {start.isoformat()}")
+    if problems:
+        raise DeviceError("; ".join(problems), hint="correct the assignment and run it again")
+    device = session.scalars(select(Device).where(Device.serial == serial)).first()
+    if device is None:
+        raise DeviceNotFound(f"no device with serial {serial!r}",
+                             hint=f"register it first: liuhen device add {serial}")
+    officer = ensure_officer(session, officer_number, officer_name, officer_unit)
+    spans = list(session.scalars(
+        select(DeviceAssignment).where(DeviceAssignment.device_id == device.id)
+        .order_by(DeviceAssignment.start)))
+    for a in spans:
+        if a.start == start:
+            if a.officer_id == officer.id and (end is None or a.end == end):
+                return a, False
+            raise DeviceError(
+                f"device {serial} is already assigned from {start.isoformat()} to another "
+                "officer or until another time",
+                hint="an assignment is history: give the hand-over time of a new one")
+    later = [a for a in spans if a.start > start]
+    next_start = later[0].start if later else None
+    if end is not None and next_start is not None and end > next_start:
+        raise DeviceError(
+            f"device {serial}: {start.isoformat()}–{end.isoformat()} overlaps the assignment "
+            f"from {next_start.isoformat()}",
+            hint="end the new assignment at or before the next hand-over")
+    ended = None
+    for a in spans:
+        if a.start < start and (a.end is None or a.end > start):
+            ended = a
+            a.end = start  # the hand-over ends the previous holder's span
+    row = DeviceAssignment(device_id=device.id, officer_id=officer.id, start=start,
+                           end=end if end is not None else next_start, actor=actor, note=note)
+    session.add(row)
+    session.flush()
+    append_event(
+        session, signer, actor=actor, action="device-assigned", object_type="device",
+        object_id=serial,
+        details={"officer": officer_number, "start": start.isoformat(),
+                 "end": row.end.isoformat() if row.end else None, "note": note,
+                 "ended": ended.id if ended else None},
+    )
+    return row, True
+
+
+def officer_at(session: Session, device_id: int, at: datetime) -> int | None:
+    """The officer assigned to the device at ``at``, if any."""
+    return session.scalars(
+        select(DeviceAssignment.officer_id).where(
+            DeviceAssignment.device_id == device_id, DeviceAssignment.start <= at,
+            or_(DeviceAssignment.end.is_(None), DeviceAssignment.end > at))
+        .order_by(DeviceAssignment.start.desc()).limit(1)).first()
+
+
+def list_devices(session: Session) -> list[dict[str, Any]]:
+    """Every device with its assignment history, for `liuhen device list`."""
+    officers = {o.id: o for o in session.scalars(select(Officer))}
+    history: dict[int, list[dict[str, Any]]] = {}
+    for a in session.scalars(select(DeviceAssignment).order_by(DeviceAssignment.start)):
+        o = officers[a.officer_id]
+        history.setdefault(a.device_id, []).append(
+            {"officer": o.number, "name": o.name, "unit": o.unit, "start": a.start.isoformat(),
+             "end": a.end.isoformat() if a.end else None})
+    return [
+        {"serial": d.serial, "model": d.model, "unit": d.unit, "registered": d.registered,
+         "assignments": history.get(d.id, [])}
+        for d in session.scalars(select(Device).order_by(Device.serial))
+    ]

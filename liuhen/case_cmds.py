@@ -1,0 +1,429 @@
+"""`liuhen device …`, `liuhen case …`, `liuhen retention …`: thin commands over
+catalog/devices, cases, case_import, attach and retention."""
+
+from __future__ import annotations
+
+import getpass
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+
+from catalog import attach as A
+from catalog import case_import as I
+from catalog import cases as C
+from catalog import devices as D
+from catalog import retention as R
+from config.errors import EXIT_FAILED_CHECK, EXIT_PARTIAL
+from liuhen.output import err, out, print_json
+
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+def _actor_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--actor", default=lambda: getpass.getuser(), show_default="OS user",
+                        help="Who does this (recorded in the custody log).")(f)
+
+
+def _reason_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--reason", required=True, help="Why (recorded in the custody log).")(f)
+
+
+class _Time(click.ParamType):  # type: ignore[type-arg]
+    name = "time"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        try:
+            return I.parse_time(str(value))
+        except ValueError:
+            self.fail(f"{value!r} is not a time (ISO 8601; without a zone: China Standard "
+                      "Time)", param, ctx)
+
+
+TIME = _Time()
+
+
+def _name_officer(app: Any) -> Callable[[str], str | None]:
+    from ingest.identity import NameParser
+
+    parser = NameParser(app.settings.ingest.filename_patterns,
+                        app.settings.ingest.important_marker)
+    return lambda name: parser.parse(name).officer
+
+
+def _print_errors(errors: list[str]) -> None:
+    for line in errors:
+        err.print(f"[red]refused[/red] {line}", markup=True, highlight=False)
+
+
+# --- device ------------------------------------------------------------------------------
+
+
+def run_device_assign(app: Any, serial: str, officer: str, name: str, unit: str,
+                      start: datetime, end: datetime | None, actor: str) -> None:
+    catalog = app.ready_catalog()
+    with catalog.transaction() as s:
+        row, changed = D.assign_device(s, app.signer, serial=serial, officer_number=officer,
+                                       officer_name=name, officer_unit=unit, start=start,
+                                       end=end, actor=actor)
+        looked = A.after_assignment(s, app.signer, row, name_officer=_name_officer(app),
+                                    policy=app.settings.retention, actor=actor,
+                                    store=app.store) if changed else 0
+    out.print(f"{serial} → {officer} from {start.isoformat()}"
+              + (f" to {row.end.isoformat()}" if row.end else "")
+              + ("" if changed else " (already recorded)")
+              + (f"; {looked} recording(s) re-resolved" if looked else ""))
+
+
+def run_device_import(app: Any, path: Path, actor: str, as_json: bool) -> None:
+    catalog = app.ready_catalog()
+    with catalog.transaction() as s:
+        report = I.import_devices(s, app.signer, path, actor=actor)
+        for row in report.new_assignments:
+            A.after_assignment(s, app.signer, row, name_officer=_name_officer(app),
+                               policy=app.settings.retention, actor=actor, store=app.store)
+    if as_json:
+        print_json(report.as_dict())
+    else:
+        out.print(f"{report.rows} rows: {report.devices} devices registered or updated, "
+                  f"{report.assignments} assignments, {report.unchanged} unchanged, "
+                  f"{len(report.errors)} refused")
+        _print_errors(report.errors)
+    if report.errors:
+        sys.exit(EXIT_PARTIAL)
+
+
+# --- case ---------------------------------------------------------------------------------
+
+
+def run_case_import(app: Any, path: Path, actor: str, as_json: bool) -> None:
+    catalog = app.ready_catalog()
+    with catalog.transaction() as s:
+        report = I.import_actions(s, app.signer, path, actor=actor)
+        report.attached = A.attach_for_actions(s, app.signer, report.new_action_ids,
+                                               policy=app.settings.retention, actor=actor,
+                                               store=app.store)
+    if as_json:
+        print_json(report.as_dict())
+    else:
+        out.print(f"{report.rows} rows: {report.cases_created} cases created, "
+                  f"{report.cases_updated} updated; {report.actions_created} actions created, "
+                  f"{report.actions_updated} updated, {report.unchanged} unchanged; "
+                  f"{report.attached} recordings attached; {len(report.errors)} refused")
+        _print_errors(report.errors)
+    if report.errors:
+        sys.exit(EXIT_PARTIAL)
+
+
+def run_case_show(app: Any, number: str, as_json: bool) -> None:
+    with app.ready_catalog().session() as s:
+        report = C.case_report(s, number)
+    if as_json:
+        print_json(report)
+        return
+    out.print(f"[bold]{report['number']}[/bold]  {report['title']}", markup=True)
+    for key in ("unit", "status", "retention", "security_class", "closed_at", "source"):
+        out.print(f"  {key:15} {report[key] or ''}")
+    if report["actions"]:
+        table = Table("action", "start", "end", "officers", "place", title="enforcement actions")
+        for a in report["actions"]:
+            table.add_row(a["id"], a["start"], a["end"], ", ".join(a["officers"]), a["place"])
+        out.print(table)
+    table = Table("id", "name", "sha256", "start", "end", "officer", "why attached",
+                  title=f"recordings ({len(report['recordings'])})")
+    for r in report["recordings"]:
+        table.add_row(str(r["recording"]), r["name"], r["sha256"][:16], r["capture_start"] or "",
+                      r["capture_end"] or "", r["officer"] or "", r["why"])
+    out.print(table)
+    for r in report["detached"]:
+        out.print(f"  detached {r['recording']} {r['name']} by {r['detached_by']} at "
+                  f"{r['detached_at']}: {r['detach_reason']}")
+
+
+def run_attach(app: Any, number: str, ref: str, reason: str, actor: str) -> None:
+    with app.ready_catalog().transaction() as s:
+        rec = A.get_recording(s, ref)
+        changed = A.attach_manual(s, app.signer, case_number=number, rec=rec, reason=reason,
+                                  actor=actor, policy=app.settings.retention, store=app.store)
+    out.print(f"recording {rec.id} ({rec.sha256[:16]}) "
+              + ("attached to " if changed else "was already attached to ") + number)
+
+
+def run_detach(app: Any, number: str, ref: str, reason: str, actor: str, force: bool) -> None:
+    with app.ready_catalog().transaction() as s:
+        rec = A.get_recording(s, ref)
+        details = A.detach(s, app.signer, case_number=number, rec=rec, reason=reason,
+                           actor=actor, force_exported=force)
+    out.print(f"recording {rec.id} ({rec.sha256[:16]}) detached from {number}"
+              + (f" (exported in {', '.join(details['exports'])}: override recorded)"
+                 if details["override"] else ""))
+
+
+# --- retention ------------------------------------------------------------------------------
+
+
+def run_explain(app: Any, ref: str, as_json: bool) -> None:
+    with app.ready_catalog().session() as s:
+        decision = R.explain(s, A.get_recording(s, ref), app.settings.retention)
+    if as_json:
+        print_json(decision.as_dict())
+        return
+    until = decision.keep_until.isoformat() if decision.keep_until else "indefinitely"
+    out.print(f"[bold]recording {decision.recording_id}[/bold] {decision.name} "
+              f"({decision.state}): kept until {until} [rule: {decision.rule}]"
+              + ("; [red]expired[/red]" if decision.expired else ""), markup=True)
+    for line in decision.reasons:
+        out.print(f"  - {line}")
+    if decision.store_retain_until:
+        out.print(f"  - object store retention until {decision.store_retain_until.isoformat()}")
+
+
+def run_hold(app: Any, ref: str, reason: str, actor: str, on: bool) -> None:
+    with app.ready_catalog().transaction() as s:
+        rec = A.get_recording(s, ref)
+        if on:
+            R.hold(s, app.signer, app.store, rec, reason=reason, actor=actor)
+        else:
+            R.release(s, app.signer, app.store, rec, reason=reason, actor=actor)
+    out.print(f"recording {rec.id} ({rec.sha256[:16]}): legal hold "
+              + ("placed" if on else "released"))
+
+
+def run_review(app: Any, ref: str, reason: str, actor: str) -> None:
+    with app.ready_catalog().transaction() as s:
+        rec = A.get_recording(s, ref)
+        R.review(s, app.signer, rec, reason=reason, actor=actor)
+    out.print(f"recording {rec.id} ({rec.sha256[:16]}) reviewed; the other rules apply again")
+
+
+def run_sweep(app: Any, apply: bool, limit: int | None, actor: str, as_json: bool) -> None:
+    report = R.sweep(app.ready_catalog(), app.signer, app.store, app.settings.retention,
+                     actor=actor, apply=apply, limit=limit, now=datetime.now(UTC))
+    if as_json:
+        print_json({"applied": report.applied, "due": [d.as_dict() for d in report.due],
+                    "deleted": report.deleted, "refused": report.refused})
+    else:
+        table = Table("id", "name", "sha256", "kept until", title=f"due ({len(report.due)})")
+        for d in report.due:
+            table.add_row(str(d.recording_id), d.name, d.sha256[:16],
+                          d.keep_until.isoformat() if d.keep_until else "")
+        out.print(table)
+        if apply:
+            out.print(f"deleted {len(report.deleted)}, refused by the store "
+                      f"{len(report.refused)}")
+            for r in report.refused:
+                err.print(f"refused {r['recording']} {r['name']}: {r['error']}", markup=False)
+        else:
+            out.print("dry run: nothing deleted (run with --apply to delete)")
+    if report.refused:
+        sys.exit(EXIT_FAILED_CHECK)
+
+
+def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> None:
+    @cli.group("device")
+    def device_group() -> None:
+        """Recorders and who carries them."""
+
+    @device_group.command("add")
+    @click.argument("serial")
+    @click.option("--model", default="")
+    @click.option("--unit", default="")
+    @_actor_option
+    @pass_ctx
+    def device_add(ctx: Any, serial: str, model: str, unit: str, actor: str) -> None:
+        """Register a recorder by its serial."""
+        app = ctx.app()
+        with app.ready_catalog().transaction() as s:
+            _, changed = D.add_device(s, app.signer, serial=serial, model=model, unit=unit,
+                                      actor=actor)
+        out.print(f"device {serial} " + ("registered" if changed else "already registered"))
+
+    @device_group.command("assign")
+    @click.argument("serial")
+    @click.argument("officer")
+    @click.option("--name", default="", help="Officer's name.")
+    @click.option("--unit", default="", help="Officer's unit.")
+    @click.option("--start", type=TIME, required=True, help="Hand-over time.")
+    @click.option("--end", type=TIME, default=None, help="End (default: the next hand-over).")
+    @_actor_option
+    @pass_ctx
+    def device_assign(ctx: Any, serial: str, officer: str, name: str, unit: str,
+                      start: datetime, end: datetime | None, actor: str) -> None:
+        """Give recorder SERIAL to officer OFFICER (警号) from --start."""
+        run_device_assign(ctx.app(), serial, officer, name, unit, start, end, actor)
+
+    @device_group.command("list")
+    @json_option
+    @pass_ctx
+    def device_list(ctx: Any, as_json: bool) -> None:
+        """Recorders and their assignment history."""
+        with ctx.app().ready_catalog().session() as s:
+            devices = D.list_devices(s)
+        if as_json:
+            print_json(devices)
+            return
+        table = Table("serial", "model", "unit", "registered", "assignments")
+        for d in devices:
+            table.add_row(d["serial"], d["model"], d["unit"], "yes" if d["registered"] else "no",
+                          "\n".join(f"{a['officer']} {a['name']} {a['start']} → {a['end'] or '…'}"
+                                    for a in d["assignments"]))
+        out.print(table)
+
+    @device_group.command("import")
+    @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+    @_actor_option
+    @json_option
+    @pass_ctx
+    def device_import(ctx: Any, path: Path, actor: str, as_json: bool) -> None:
+        """Devices and assignments from CSV."""
+        run_device_import(ctx.app(), path, actor, as_json)
+
+    @cli.group("case")
+    def case_group() -> None:
+        """Cases, enforcement actions and attached recordings."""
+
+    @case_group.command("create")
+    @click.argument("number")
+    @click.option("--title", default="")
+    @click.option("--unit", default="")
+    @click.option("--status", type=click.Choice(C.STATUSES), default="open")
+    @click.option("--retention", default="永久", help="保管期限: 永久, 30年 or 10年.")
+    @click.option("--security-class", default="", help="密级.")
+    @_actor_option
+    @pass_ctx
+    def case_create(ctx: Any, number: str, title: str, unit: str, status: str, retention: str,
+                    security_class: str, actor: str) -> None:
+        """Create case NUMBER (as the unit writes it, e.g. 沪徐市监罚〔2026〕123号)."""
+        app = ctx.app()
+        with app.ready_catalog().transaction() as s:
+            case = C.create_case(s, app.signer, number=number, title=title, unit=unit,
+                                 status=status, retention=retention,
+                                 security_class=security_class, actor=actor)
+        out.print(f"case {case.number} created")
+
+    @case_group.command("action")
+    @click.argument("number")
+    @click.argument("action_id")
+    @click.option("--officer", "officers", multiple=True, required=True, help="警号 (repeat).")
+    @click.option("--start", type=TIME, required=True)
+    @click.option("--end", type=TIME, required=True)
+    @click.option("--place", default="")
+    @_actor_option
+    @pass_ctx
+    def case_action(ctx: Any, number: str, action_id: str, officers: tuple[str, ...],
+                    start: datetime, end: datetime, place: str, actor: str) -> None:
+        """Record enforcement action ACTION_ID of case NUMBER; attach matching recordings."""
+        app = ctx.app()
+        with app.ready_catalog().transaction() as s:
+            action, _ = C.add_action(s, app.signer, case=C.get_case(s, number),
+                                     external_id=action_id, officers=officers, start=start,
+                                     end=end, place=place, actor=actor)
+            n = A.attach_for_actions(s, app.signer, [action.id], policy=app.settings.retention,
+                                     actor=actor, store=app.store)
+        out.print(f"action {action_id} of {number} recorded; {n} recording(s) attached")
+
+    @case_group.command("show")
+    @click.argument("number")
+    @json_option
+    @pass_ctx
+    def case_show(ctx: Any, number: str, as_json: bool) -> None:
+        """A case, its actions and its recordings (digests, times, officer, why attached)."""
+        run_case_show(ctx.app(), number, as_json)
+
+    @case_group.command("list")
+    @click.option("--status", type=click.Choice(C.STATUSES), default=None)
+    @json_option
+    @pass_ctx
+    def case_list(ctx: Any, status: str | None, as_json: bool) -> None:
+        """Cases, with how many recordings each holds."""
+        with ctx.app().ready_catalog().session() as s:
+            cases = C.list_cases(s, status)
+        if as_json:
+            print_json(cases)
+            return
+        table = Table("number", "title", "status", "retention", "密级", "recordings")
+        for c in cases:
+            table.add_row(c["number"], c["title"], c["status"], c["retention"],
+                          c["security_class"], str(c["recordings"]))
+        out.print(table)
+
+    @case_group.command("import")
+    @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+    @_actor_option
+    @json_option
+    @pass_ctx
+    def case_import(ctx: Any, path: Path, actor: str, as_json: bool) -> None:
+        """Cases and actions from a case-management export (.csv or .json)."""
+        run_case_import(ctx.app(), path, actor, as_json)
+
+    @case_group.command("attach")
+    @click.argument("number")
+    @click.argument("recording")
+    @_reason_option
+    @_actor_option
+    @pass_ctx
+    def case_attach(ctx: Any, number: str, recording: str, reason: str, actor: str) -> None:
+        """Attach RECORDING (id or digest prefix) to case NUMBER by hand."""
+        run_attach(ctx.app(), number, recording, reason, actor)
+
+    @case_group.command("detach")
+    @click.argument("number")
+    @click.argument("recording")
+    @_reason_option
+    @click.option("--force-exported", is_flag=True,
+                  help="Detach even though the recording was already exported.")
+    @_actor_option
+    @pass_ctx
+    def case_detach(ctx: Any, number: str, recording: str, reason: str, force_exported: bool,
+                    actor: str) -> None:
+        """Detach RECORDING from case NUMBER (the rule will not attach it again)."""
+        run_detach(ctx.app(), number, recording, reason, actor, force_exported)
+
+    @cli.group("retention")
+    def retention_group() -> None:
+        """How long recordings are kept: explain, holds, reviews, expiry."""
+
+    @retention_group.command("explain")
+    @click.argument("recording")
+    @json_option
+    @pass_ctx
+    def retention_explain(ctx: Any, recording: str, as_json: bool) -> None:
+        """Until when RECORDING is kept, and by which rule."""
+        run_explain(ctx.app(), recording, as_json)
+
+    for name, on in (("hold", True), ("release", False)):
+        @retention_group.command(name, help=("Place a legal hold on RECORDING." if on else
+                                             "Release the legal holds of RECORDING."))
+        @click.argument("recording")
+        @_reason_option
+        @_actor_option
+        @pass_ctx
+        def hold_cmd(ctx: Any, recording: str, reason: str, actor: str, on: bool = on) -> None:
+            run_hold(ctx.app(), recording, reason, actor, on)
+
+    @retention_group.command("review")
+    @click.argument("recording")
+    @_reason_option
+    @_actor_option
+    @pass_ctx
+    def retention_review(ctx: Any, recording: str, reason: str, actor: str) -> None:
+        """Mark an important RECORDING reviewed (the other rules apply again)."""
+        run_review(ctx.app(), recording, reason, actor)
+
+    @retention_group.command("sweep")
+    @click.option("--apply", is_flag=True, help="Delete what is due (default: list only).")
+    @click.option("--limit", type=int, default=None, help="At most this many recordings.")
+    @_actor_option
+    @json_option
+    @pass_ctx
+    def retention_sweep(ctx: Any, apply: bool, limit: int | None, actor: str,
+                        as_json: bool) -> None:
+        """List unattached, unheld, unimportant originals past their retention; --apply
+        deletes them (and their derivatives), with a tombstone and a custody event each."""
+        run_sweep(ctx.app(), apply, limit, actor, as_json)
