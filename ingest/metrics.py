@@ -13,16 +13,23 @@ process: Prometheus keeps the history.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from catalog import Catalog
+from catalog.district_status import queue_counts
+from catalog.heartbeat import Heartbeater, software_version
+from config import Settings
 from config.errors import ConfigError
+from ingest import journal as J
+from ingest.journal import Journal
 
 log = logging.getLogger("liuhen.metrics")
 
@@ -106,6 +113,13 @@ class Counter(_Family):
     def value(self, **labels: str) -> float:
         with self._lock:
             return self._values.get(self._key(labels), 0.0)
+
+    def total(self, **labels: str) -> float:
+        """The sum over every series matching the given labels (e.g. all kinds)."""
+        idx = {self.labelnames.index(n): str(v) for n, v in labels.items()}
+        with self._lock:
+            return sum(v for k, v in self._values.items()
+                       if all(k[i] == want for i, want in idx.items()))
 
     def samples(self) -> list[str]:
         with self._lock:
@@ -264,11 +278,11 @@ class ServiceMetrics:
         self.bytes = r.counter("liuhen_offload_bytes_total",
                                "Bytes of files stored and verified (or linked as duplicates).")
         self.failures = r.counter("liuhen_offload_failures_total",
-                                  "Files quarantined or rejected, and waits for an unreachable "
-                                  "catalog or store.", ("reason",))
+                                  "Files quarantined, and waits for an unreachable catalog or "
+                                  "store.", ("reason",))
         for result in ("stored", "duplicate"):
             self.files.touch(result=result)
-        for reason in ("quarantined", "rejected", "unavailable"):
+        for reason in ("quarantined", "unavailable"):
             self.failures.touch(reason=reason)
         self.stage_seconds = r.histogram("liuhen_offload_stage_seconds",
                                          "Reading one file from the recorder with its digests "
@@ -380,11 +394,68 @@ def serve_if_configured(metrics: ServiceMetrics, address: str, port: int) -> Met
     return MetricsServer(metrics.registry, address=address, port=port)
 
 
-def journal_gauge_values(progress: Iterable[dict[str, dict[str, int]]]) -> dict[LabelValues, float]:
-    """Files per state summed over the progress maps of unfinished dockings."""
-    totals: dict[LabelValues, float] = {("PENDING",): 0.0, ("STAGED",): 0.0}
-    for states in progress:
-        for state, figures in states.items():
-            if state in ("PENDING", "STAGED"):
-                totals[(state,)] += figures.get("files", 0)
+def journal_files(journal: Journal) -> dict[str, int]:
+    """Files of unfinished dockings by state (what the station still has to do)."""
+    totals = {J.PENDING: 0, J.STAGED: 0}
+    for d in journal.dockings((J.OFFLOADING, J.INCOMPLETE)):
+        for state, figures in journal.progress(d.uid).items():
+            if state in totals:
+                totals[state] += int(figures.get("files", 0))
     return totals
+
+
+def station_details(journal: Journal, metrics: ServiceMetrics) -> Callable[[], dict[str, Any]]:
+    """What a station's heartbeat publishes, refreshing the journal gauge on the way."""
+
+    def details() -> dict[str, Any]:
+        files = journal_files(journal)
+        metrics.station_files.replace({(k,): v for k, v in files.items()})
+        return {
+            "files_pending": files[J.PENDING],
+            "files_staged": files[J.STAGED],
+            "files_offloaded": int(sum(metrics.files.value(result=r)
+                                       for r in ("stored", "duplicate"))),
+            "bytes_offloaded": int(metrics.bytes.value()),
+        }
+
+    return details
+
+
+def worker_details(catalog: Catalog, metrics: ServiceMetrics,
+                   owner: str) -> Callable[[], dict[str, Any]]:
+    """What a worker's heartbeat publishes; it also refreshes the queue-depth gauge."""
+
+    def details() -> dict[str, Any]:
+        with catalog.session() as s:
+            counts = queue_counts(s)
+        metrics.queue_depth.replace({(kind, state): n for kind, states in counts.items()
+                                     for state, n in states.items()})
+        return {"lease_owner": owner,
+                "items_done": int(metrics.work_items.total(result="done")),
+                "items_failed": int(metrics.work_items.total(result="failed"))}
+
+    return details
+
+
+@contextlib.contextmanager
+def service_health(
+    catalog: Catalog, settings: Settings, role: str, metrics: ServiceMetrics,
+    details: Callable[[], Mapping[str, Any]] | None = None,
+) -> Iterator[Heartbeater]:
+    """Heartbeats (and the metrics endpoint, when configured) for as long as a service runs.
+
+    The heartbeat row is marked stopped on the way out; a crash leaves it running, and
+    `district status` shows it lost after three intervals.
+    """
+    st = settings.station
+    metrics.build_info.set(1, version=software_version() or "dev", role=role, station=st.id)
+    server = serve_if_configured(metrics, st.metrics_address, st.metrics_port)
+    beater = Heartbeater(catalog, role=role, station_id=st.id, interval_s=st.heartbeat_s,
+                         details=details, on_result=metrics.beat_result)
+    beater.start()
+    try:
+        yield beater
+    finally:
+        beater.stop()
+        if server is not None:
+            server.close()

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from config.errors import ConfigError
+from ingest.metrics import service_health, station_details
 from ingest.station import Station
 from ingest.watcher import DockEvent, DockWatcher, RecorderDocked, RecorderUndocked
 
@@ -27,6 +29,14 @@ def watch(station: Station, dock_root: Path, stop: threading.Event) -> None:
             f"dock root {dock_root} is not a folder",
             hint="create it, or set ingest.dock_root / pass --dock-root",
         )
+    # Heartbeats and metrics never stop offloading: a beat the catalog refuses is retried
+    # at the next one, while dockings go on into staging.
+    with service_health(station.catalog, station.settings, "station", station.metrics,
+                        station_details(station.journal, station.metrics)):
+        _watch(station, dock_root, stop)
+
+
+def _watch(station: Station, dock_root: Path, stop: threading.Event) -> None:
     settings = station.ingest
     station.flush_journal(stop)
     running: dict[Path, Future[object]] = {}
@@ -51,9 +61,12 @@ def watch(station: Station, dock_root: Path, stop: threading.Event) -> None:
 
 
 def _dock(station: Station, path: Path, stop: threading.Event) -> object:
+    started = time.monotonic()
     try:
         result = station.run_docking(path, stop=stop)
         log.info("docking %s of %s: %s", result.uid, path, result.state)
+        station.metrics.dockings.inc(state=result.state)
+        station.metrics.docking_seconds.observe(time.monotonic() - started)
         return result
     except Exception:
         log.exception("docking of %s failed", path)

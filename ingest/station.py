@@ -39,6 +39,7 @@ from config import Settings
 from ingest import journal as J
 from ingest.identity import DeviceIdentity, NameParser, identify
 from ingest.journal import Journal, JournalDocking, JournalFile
+from ingest.metrics import ServiceMetrics
 from ingest.offload import (
     DiskFull,
     OffloadError,
@@ -106,8 +107,10 @@ class Station:
         store: ObjectStore,
         signer: Signer,
         journal: Journal | None = None,
+        metrics: ServiceMetrics | None = None,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics or ServiceMetrics()
         self.ingest = settings.ingest
         self.catalog = catalog
         self.store = store
@@ -270,14 +273,19 @@ class Station:
         name = display_name(f.relpath)
         try:
             if f.state == J.PENDING:
+                started = time.monotonic()
                 f = self._stage(root, f, progress, stop, report)
+                if f.state == J.STAGED:
+                    self.metrics.stage_seconds.observe(time.monotonic() - started)
             if f.state == J.STAGED:
                 self._commit(f, progress)
         except TRANSIENT as exc:
+            self.metrics.failures.inc(reason="unavailable")
             progress.waiting = str(exc.message)
             self.journal.set_docking(f.docking_uid, waiting=exc.message)
         except Exception as exc:  # one bad file never blocks the others
             log.exception("%s: unexpected error", name)
+            self.metrics.failures.inc(reason="quarantined")
             self.journal.set_file(f.id, state=J.QUARANTINED,
                                   reason=f"unexpected error: {type(exc).__name__}: {exc}")
         finally:
@@ -382,6 +390,7 @@ class Station:
 
     def _quarantine(self, f: JournalFile, reason: str) -> JournalFile:
         log.warning("%s: quarantined: %s", display_name(f.relpath), reason)
+        self.metrics.failures.inc(reason="quarantined")
         self.journal.set_file(f.id, state=J.QUARANTINED, reason=reason)
         return self.journal.file(f.id)
 
@@ -390,6 +399,7 @@ class Station:
 
     def _commit(self, f: JournalFile, progress: Progress) -> None:
         """Store, verify and register one staged file; then drop the staged copy."""
+        started = time.monotonic()
         assert f.sha256 and f.sm3 and f.staged_at
         digest = Digest("sha256", f.sha256)
         key = content_key(digest)
@@ -414,8 +424,9 @@ class Station:
             staged_at=datetime.fromisoformat(f.staged_at), verified_by=verified_by,
             important=fields.important,
         )
-        self._in_catalog(lambda s: register_file(
-            s, self.signer, self._catalog_docking(s, jd), offloaded, self.actor))
+        duplicate: list[bool] = []
+        self._in_catalog(lambda s: duplicate.append(register_file(
+            s, self.signer, self._catalog_docking(s, jd), offloaded, self.actor)[1]))
         # The staged copy goes before the journal says DONE: a station killed between the
         # two finds the file registered (held) on restart and needs the copy no more, while
         # the other order would leave the copy in staging for ever.
@@ -423,6 +434,9 @@ class Station:
         self.journal.set_file(f.id, state=J.DONE)
         with progress.lock:
             progress.files_done += 1
+        self.metrics.files.inc(result="duplicate" if duplicate[-1] else "stored")
+        self.metrics.bytes.inc(f.size)
+        self.metrics.store_seconds.observe(time.monotonic() - started)
 
     def _in_catalog(self, work: Callable[[Session], object]) -> None:
         """Run ``work`` in one catalog transaction, again if it lost an insert race.
@@ -500,8 +514,10 @@ class Station:
                             raise
                         # An error waiting will not cure (e.g. the staged copy no longer
                         # matches its digest): keep the staged copy, quarantine the file.
+                        self.metrics.failures.inc(reason="quarantined")
                         self.journal.set_file(f.id, state=J.QUARANTINED, reason=exc.message)
             except TRANSIENT as exc:
+                self.metrics.failures.inc(reason="unavailable")
                 progress.waiting = f"waiting: {exc.message}"
                 self.journal.set_docking(uid, waiting=progress.waiting)
                 report(progress)

@@ -130,3 +130,20 @@ def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> N
         """Stations, workers, queue depths, stuck and failed items, storage used and
         recordings due for expiry."""
         run_status(ctx.app(), as_json, expiry_days)
+
+
+def metrics_port_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--metrics-port`` for the long-running services (overrides station.metrics_port)."""
+    return click.option(
+        "--metrics-port", type=click.IntRange(0, 65535), default=None,
+        help="Serve Prometheus metrics on this port (127.0.0.1, or "
+        "station.metrics_address) [station.metrics_port; 0: off].")(fn)
+
+
+def apply_metrics_port(app: Any, port: int | None) -> None:
+    """Put a --metrics-port given on the command line into the app's settings."""
+    if port is not None:
+        from dataclasses import replace
+
+        app.settings = replace(app.settings,
+                               station=replace(app.settings.station, metrics_port=port))

@@ -27,6 +27,7 @@ from ingest import journal as J
 from ingest.journal import Journal
 from ingest.station import DockingResult
 from ingest.station import Progress as DockProgress
+from liuhen.district_cmds import apply_metrics_port, metrics_port_option
 from liuhen.output import err, out, print_json
 
 
@@ -226,9 +227,11 @@ def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> N
     @station_group.command("watch")
     @click.option("--dock-root", type=click.Path(file_okay=False, path_type=Path),
                   help="Folder where recorders appear [ingest.dock_root].")
+    @metrics_port_option
     @pass_ctx
-    def watch_cmd(ctx: Any, dock_root: Path | None) -> None:
+    def watch_cmd(ctx: Any, dock_root: Path | None, metrics_port: int | None) -> None:
         """Watch the dock root and offload every recorder docked there (until Ctrl-C)."""
+        apply_metrics_port(ctx.app(), metrics_port)
         run_watch(ctx.app(), dock_root)
 
     @cli.command("demo")

@@ -15,6 +15,7 @@ from rich.table import Table
 from catalog.errors import CatalogError
 from catalog.media import find_recording, recording_report
 from config.errors import EXIT_FAILED_CHECK, EXIT_NOINPUT
+from liuhen.district_cmds import apply_metrics_port, metrics_port_option
 from liuhen.output import out, print_json
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
@@ -93,9 +94,11 @@ def run_show(app: Any, ref: str, as_json: bool) -> None:
 def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> None:
     @cli.command("worker")
     @click.option("--drain", is_flag=True, help="Do all pending work, then exit.")
+    @metrics_port_option
     @pass_ctx
-    def worker_cmd(ctx: Any, drain: bool) -> None:
+    def worker_cmd(ctx: Any, drain: bool, metrics_port: int | None) -> None:
         """Probe stored originals and make derivatives (access copy, proxy, poster)."""
+        apply_metrics_port(ctx.app(), metrics_port)
         run_worker(ctx.app(), drain)
 
     @cli.command("show")
