@@ -45,7 +45,6 @@ from ingest.media import derive as D
 from ingest.media.probe import probe
 from ingest.media.timeevidence import TimeSources, derive_times
 from ingest.metrics import ServiceMetrics, service_health, worker_details
-from ingest.metrics import ServiceMetrics, service_health, worker_details
 from storage import Digest, LocalStore, ObjectStore, content_key, digest_stream
 
 log = logging.getLogger("liuhen.worker")
@@ -337,7 +336,6 @@ class Worker:
             rec = s.get(Recording, rec_id)
             assert rec is not None
             record_derivative(s, self.signer, rec, obj, self.actor)
-        self.metrics.derived_bytes.inc(obj.size)
         self.metrics.derived_bytes.inc(obj.size)
         log.info("derived %s of recording %s (%s)", d.kind, rec_id, d.method)
 
