@@ -11,7 +11,6 @@ caller receives; the lists (stuck items, failures) are capped and carry the full
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
@@ -34,11 +33,14 @@ from catalog.models import (
     WorkItem,
     utcnow,
 )
+from config.settings import RetentionSettings
 
 # Stopped processes stay listed this long, so a clean restart is visible.
 STOPPED_SHOWN_FOR = timedelta(days=1)
 LIST_LIMIT = 50
 ERROR_CHARS = 500
+# Recordings examined per expiry figure: a backlog beyond this is reported as "at least".
+EXPIRY_SCAN_LIMIT = 10_000
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -51,6 +53,7 @@ def district_status(
     now: datetime | None = None,
     expiry_within_days: int = 30,
     limit: int = LIST_LIMIT,
+    retention: RetentionSettings | None = None,
 ) -> dict[str, Any]:
     """The whole picture, as `district status --json` prints it."""
     now = now or utcnow()
@@ -64,7 +67,8 @@ def district_status(
         "stuck": stuck_items(session, processes, now=now, limit=limit),
         "failures": failures(session, limit=limit),
         "storage": storage_used(session),
-        "expiry": expiry_due(session, now=now, within_days=expiry_within_days),
+        "expiry": expiry_due(session, now=now, within_days=expiry_within_days,
+                             policy=retention),
     }
 
 
@@ -257,19 +261,39 @@ def storage_used(session: Session) -> dict[str, Any]:
     }
 
 
-def expiry_due(session: Session, *, now: datetime | None = None,
-               within_days: int = 30) -> dict[str, Any]:
-    """Recordings whose retention date has passed (due for the retention sweep) and those
-    due within ``within_days``; held, tombstoned and unreviewed important ones excluded.
+def expiry_due(session: Session, *, now: datetime | None = None, within_days: int = 30,
+               policy: RetentionSettings | None = None) -> dict[str, Any]:
+    """Recordings the retention sweep may delete now, and those it may delete within
+    ``within_days``: held, important-unreviewed and case-attached recordings never count.
 
-    When the retention module offers its own answer (``catalog.retention.due_summary``),
-    that is used, so both commands agree on what is due.
+    With the retention policy, the retention rules decide (``catalog.retention.due``), so
+    `district status` and `liuhen retention sweep` agree; at most ``EXPIRY_SCAN_LIMIT``
+    recordings are examined per figure (``capped`` says when the figure is a floor).
+    Without it, recordings whose stored retention date (``retain_until``) has passed.
     """
     now = now or utcnow()
-    module = _retention_module()
-    if module is not None and hasattr(module, "due_summary"):
-        summary = module.due_summary(session, now=now, within_days=within_days)
-        return {"source": "catalog.retention", **summary}
+    soon = now + timedelta(days=within_days)
+    if policy is not None:
+        from catalog.retention import due
+
+        def figure(at: datetime) -> tuple[dict[str, int], bool]:
+            decisions = due(session, policy, at, limit=EXPIRY_SCAN_LIMIT)
+            size = session.scalar(
+                select(func.coalesce(func.sum(Recording.size), 0))
+                .where(Recording.id.in_([d.recording_id for d in decisions]))) or 0
+            return ({"count": len(decisions), "bytes": int(size)},
+                    len(decisions) >= EXPIRY_SCAN_LIMIT)
+
+        now_fig, now_capped = figure(now)
+        soon_fig, soon_capped = figure(soon)
+        return {
+            "source": "retention rules",
+            "due": now_fig,
+            "within_days": within_days,
+            "due_soon": {"count": soon_fig["count"] - now_fig["count"],
+                         "bytes": soon_fig["bytes"] - now_fig["bytes"]},
+            "capped": now_capped or soon_capped,
+        }
     held = select(LegalHold.recording_id).where(LegalHold.released_at.is_(None))
     tomb = select(Tombstone.recording_id)
     base = (
@@ -280,22 +304,11 @@ def expiry_due(session: Session, *, now: datetime | None = None,
     )
     due_n, due_bytes = session.execute(base.where(Recording.retain_until <= now)).one()
     soon_n, soon_bytes = session.execute(base.where(
-        Recording.retain_until > now,
-        Recording.retain_until <= now + timedelta(days=within_days))).one()
-    undetermined = session.scalar(
-        select(func.count()).select_from(Recording).where(
-            Recording.retain_until.is_(None), Recording.id.not_in(tomb))) or 0
+        Recording.retain_until > now, Recording.retain_until <= soon)).one()
     return {
         "source": "recordings.retain_until",
         "due": {"count": int(due_n), "bytes": int(due_bytes)},
         "within_days": within_days,
         "due_soon": {"count": int(soon_n), "bytes": int(soon_bytes)},
-        "undetermined": int(undetermined),
+        "capped": False,
     }
-
-
-def _retention_module() -> Any:
-    try:
-        return importlib.import_module("catalog.retention")
-    except ImportError:
-        return None

@@ -49,7 +49,8 @@ def _size(n: int) -> str:
 
 def run_status(app: Any, as_json: bool, expiry_days: int) -> None:
     with app.ready_catalog().session() as session:
-        status = district_status(session, expiry_within_days=expiry_days)
+        status = district_status(session, expiry_within_days=expiry_days,
+                                 retention=app.settings.retention)
     if as_json:
         print_json(status)
         return
