@@ -326,14 +326,14 @@ def _land(session: Session, rows: list[ActionRow],
     numbers_needed = sorted({o for r in rows for o in r.officers})
     officers: dict[str, int] = {}
     for chunk in _chunks(numbers_needed):
-        officers.update(session.execute(select(Officer.number, Officer.id).where(
-            Officer.number.in_(chunk))).tuples().all())
+        officers.update((n, i) for n, i in session.execute(select(
+            Officer.number, Officer.id).where(Officer.number.in_(chunk))))
     missing = [{"number": n, "name": "", "unit": ""} for n in numbers_needed if n not in officers]
     for chunk in _chunks(missing):
         session.execute(insert(Officer), list(chunk))
     for chunk in _chunks([m["number"] for m in missing]):
-        officers.update(session.execute(select(Officer.number, Officer.id).where(
-            Officer.number.in_(chunk))).tuples().all())
+        officers.update((n, i) for n, i in session.execute(select(
+            Officer.number, Officer.id).where(Officer.number.in_(chunk))))
     # Existing actions of these cases, with their officers.
     action_rows = [r for r in rows if r.action_id]
     case_ids = sorted({cases[r.case_number].id for r in action_rows})

@@ -127,7 +127,7 @@ def run_case_show(app: Any, number: str, as_json: bool) -> None:
     if as_json:
         print_json(report)
         return
-    out.print(f"[bold]{report['number']}[/bold]  {report['title']}", markup=True)
+    out.print(f"{report['number']}  {report['title']}", markup=False)
     for key in ("unit", "status", "retention", "security_class", "closed_at", "source"):
         out.print(f"  {key:15} {report[key] or ''}")
     if report["actions"]:
@@ -175,11 +175,11 @@ def run_explain(app: Any, ref: str, as_json: bool) -> None:
         print_json(decision.as_dict())
         return
     until = decision.keep_until.isoformat() if decision.keep_until else "indefinitely"
-    out.print(f"[bold]recording {decision.recording_id}[/bold] {decision.name} "
-              f"({decision.state}): kept until {until} [rule: {decision.rule}]"
-              + ("; [red]expired[/red]" if decision.expired else ""), markup=True)
+    out.print(f"recording {decision.recording_id} {decision.name} ({decision.state}): "
+              f"kept until {until} (rule: {decision.rule})"
+              + ("; expired" if decision.expired else ""), markup=False)
     for line in decision.reasons:
-        out.print(f"  - {line}")
+        out.print(f"  - {line}", markup=False)
     if decision.store_retain_until:
         out.print(f"  - object store retention until {decision.store_retain_until.isoformat()}")
 

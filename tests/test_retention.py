@@ -1,0 +1,299 @@
+"""Retention: every rule explained, holds and reviews, the sweep (a property over random
+histories: it never deletes what must be kept, and every deletion is in the custody
+chain), tombstones, derivatives, and S3 Object Lock refusing an early delete."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import select
+
+from catalog import verify_chain
+from catalog.attach import attach_manual, detach
+from catalog.cases import create_case
+from catalog.models import (
+    CaseRecording,
+    CustodyEvent,
+    Derivative,
+    LegalHold,
+    Recording,
+    Tombstone,
+)
+from catalog.retention import explain, hold, release, review, sweep
+from storage import RetentionRefused
+from tests.case_helpers import cst, make_recording, put_object
+from tests.cli_helpers import run_cli
+from tests.offload_helpers import make_app
+
+DAYS = 183  # retention.unattached_days
+
+
+@pytest.fixture
+def app(tmp_path: Path, catalog_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    monkeypatch.setenv("LIUHEN_CATALOG_URL", catalog_url)
+    monkeypatch.setenv("LIUHEN_HOME", str(tmp_path / "data"))
+    a = make_app(tmp_path / "data", catalog_url=catalog_url)
+    yield a
+    a.close()
+
+
+def decision(app: Any, rec_id: int, now: datetime) -> Any:
+    with app.catalog.session() as s:
+        rec = s.get(Recording, rec_id)
+        return explain(s, rec, app.settings.retention, now)
+
+
+def test_each_rule_explained(app: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    start = cst(2026, 1, 10, 9, 0)
+    later = start + timedelta(days=400)
+    plain = make_recording(app, start=start)
+    important = make_recording(app, start=start, important=True)
+    held = make_recording(app, start=start)
+    attached = make_recording(app, start=start)
+    d = decision(app, plain, later)
+    assert (d.rule, d.keep_until, d.expired, d.deletable) == (
+        "unattached", start + timedelta(days=DAYS), True, True)
+    assert decision(app, plain, start + timedelta(days=DAYS - 1)).expired is False
+    d = decision(app, important, later)
+    assert (d.rule, d.keep_until, d.deletable) == ("important", None, False)
+    with app.catalog.transaction() as s:
+        hold(s, app.signer, app.store, s.get(Recording, held), reason="诉讼", actor="法务")
+        case = create_case(s, app.signer, number="沪徐市监罚〔2026〕1号", retention="10年",
+                           status="closed", actor="a")
+        case.closed_at = start + timedelta(days=30)
+        attach_manual(s, app.signer, case_number=case.number, rec=s.get(Recording, attached),
+                      reason="证据", actor="a", policy=app.settings.retention)
+    d = decision(app, held, later)
+    assert (d.rule, d.keep_until, d.deletable) == ("legal-hold", None, False)
+    assert d.holds[0]["reason"] == "诉讼"
+    d = decision(app, attached, later)
+    # 10年 from the case's closing (2026-02-09): 2036-02-09.
+    assert d.rule == "case" and d.keep_until == cst(2036, 2, 9, 9, 0) and not d.deletable
+    # The longest of the cases wins; a permanent one keeps it indefinitely.
+    with app.catalog.transaction() as s:
+        create_case(s, app.signer, number="沪徐市监罚〔2026〕2号", retention="永久", actor="a")
+        attach_manual(s, app.signer, case_number="沪徐市监罚〔2026〕2号",
+                      rec=s.get(Recording, attached), reason="证据", actor="a",
+                      policy=app.settings.retention)
+    d = decision(app, attached, later)
+    assert d.rule == "case" and d.keep_until is None
+    assert any("永久" in line for line in d.reasons)
+    # Reviewed and released: back to the unattached rule.
+    with app.catalog.transaction() as s:
+        review(s, app.signer, s.get(Recording, important), reason="已复核", actor="审核员")
+        release(s, app.signer, app.store, s.get(Recording, held), reason="结案", actor="法务")
+    assert decision(app, important, later).rule == "unattached"
+    assert decision(app, held, later).deletable
+    r = run_cli(capsys, "retention", "explain", str(attached), "--json")
+    assert r.code == 0, r.err
+    assert json.loads(r.out)["rule"] == "case"
+    r = run_cli(capsys, "retention", "explain", str(plain))
+    assert "rule: unattached" in r.out and "183 days from capture" in r.out
+
+
+def test_sweep_dry_run_then_apply(app: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    old = datetime.now(UTC) - timedelta(days=DAYS + 10)
+    expired = make_recording(app, start=old)
+    young = make_recording(app, start=datetime.now(UTC) - timedelta(days=10))
+    with app.catalog.transaction() as s:
+        rec = s.get(Recording, expired)
+        assert rec is not None
+        access = b"derived access copy of " + rec.sha256.encode()
+        key = put_object(app, access)
+        import hashlib
+
+        s.add(Derivative(recording_id=rec.id, kind="access", sha256=hashlib.sha256(
+            access).hexdigest(), sm3="0" * 64, size=len(access), object_key=key))
+        original_key = rec.object_key
+    r = run_cli(capsys, "retention", "sweep", "--json")
+    assert r.code == 0, r.err
+    listed = json.loads(r.out)
+    assert [d["recording"] for d in listed["due"]] == [expired] and listed["deleted"] == []
+    assert app.store.exists(original_key)
+    r = run_cli(capsys, "retention", "sweep", "--apply", "--actor", "管理员")
+    assert r.code == 0, r.err
+    assert not app.store.exists(original_key) and not app.store.exists(key)
+    with app.catalog.session() as s:
+        rec = s.get(Recording, expired)
+        assert rec is not None and rec.state == "EXPIRED"
+        stone = s.scalars(select(Tombstone).where(Tombstone.recording_id == expired)).one()
+        assert stone.sha256 == rec.sha256 and stone.actor == "管理员"
+        assert stone.objects["derivatives"][0]["key"] == key
+        assert stone.captured_at == old
+        events = [e.object_type for e in s.scalars(select(CustodyEvent).where(
+            CustodyEvent.action == "expired-deleted"))]
+        assert sorted(events) == ["derivative", "recording"]
+        assert verify_chain(s).ok
+        assert s.get(Recording, young).state == "PROBED"  # type: ignore[union-attr]
+    r = run_cli(capsys, "retention", "explain", str(expired))
+    assert "rule: expired" in r.out and "deleted at expiry" in r.out
+    # Nothing more to do; an expired recording cannot be attached or held.
+    r = run_cli(capsys, "retention", "sweep", "--apply", "--json")
+    assert json.loads(r.out)["due"] == []
+    with app.catalog.transaction() as s:
+        create_case(s, app.signer, number="沪徐市监罚〔2026〕9号", actor="a")
+    r = run_cli(capsys, "case", "attach", "沪徐市监罚〔2026〕9号", str(expired), "--reason", "x")
+    assert r.code == 65 and "EXPIRED" in r.err
+
+
+# --- the property ---------------------------------------------------------------------------
+
+OPS = st.sampled_from(["attach", "detach", "hold", "release", "review", "nothing"])
+
+
+@st.composite
+def histories(draw: Any) -> list[dict[str, Any]]:
+    n = draw(st.integers(1, 6))
+    return [{"age_days": draw(st.integers(0, 2 * DAYS)),
+             "unknown_capture": draw(st.booleans()),
+             "important": draw(st.booleans()),
+             "ops": draw(st.lists(OPS, max_size=4))} for _ in range(n)]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_sweep_never_deletes_what_must_be_kept(tmp_path_factory: pytest.TempPathFactory,
+                                               backend: str, request: pytest.FixtureRequest
+                                               ) -> None:
+    if backend == "postgresql":
+        url = request.getfixturevalue("pg_url")
+    else:
+        url = f"sqlite:///{tmp_path_factory.mktemp('prop') / 'catalog.sqlite3'}"
+    app = make_app(tmp_path_factory.mktemp("data"), catalog_url=url)
+    with app.catalog.transaction() as s:
+        create_case(s, app.signer, number="沪徐市监罚〔2026〕1号", retention="10年", actor="a")
+    now = datetime.now(UTC)
+
+    @settings(max_examples=25, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                     HealthCheck.too_slow])
+    @given(histories())
+    def run(history: list[dict[str, Any]]) -> None:
+        ids = []
+        for h in history:
+            captured = now - timedelta(days=h["age_days"], hours=1)
+            rec_id = make_recording(app, start=captured, important=h["important"],
+                                    received=captured + timedelta(hours=1),
+                                    probe=not h["unknown_capture"])
+            if h["unknown_capture"]:
+                with app.catalog.transaction() as s:
+                    rec = s.get(Recording, rec_id)
+                    rec.captured_at = None  # type: ignore[union-attr]
+            with app.catalog.transaction() as s:
+                rec = s.get(Recording, rec_id)
+                for op in h["ops"]:
+                    apply_op(app, s, rec, op)
+            ids.append(rec_id)
+        # What must be kept, as the rules say, computed independently of explain().
+        keep = {}
+        with app.catalog.session() as s:
+            for rec_id in ids:
+                rec = s.get(Recording, rec_id)
+                attached = s.scalars(select(CaseRecording.id).where(
+                    CaseRecording.recording_id == rec_id,
+                    CaseRecording.detached_at.is_(None))).first() is not None
+                held = s.scalars(select(LegalHold.id).where(
+                    LegalHold.recording_id == rec_id,
+                    LegalHold.released_at.is_(None))).first() is not None
+                since = rec.captured_at or rec.received_at  # type: ignore[union-attr]
+                unexpired = since + timedelta(days=DAYS) > now
+                important = rec.important and rec.reviewed_at is None  # type: ignore[union-attr]
+                keep[rec_id] = attached or held or important or unexpired
+        report = sweep(app.catalog, app.signer, app.store, app.settings.retention,
+                       actor="sweeper", apply=True, now=now)
+        deleted = {d["recording"] for d in report.deleted}
+        assert not report.refused
+        with app.catalog.session() as s:
+            for rec_id in ids:
+                rec = s.get(Recording, rec_id)
+                assert rec is not None
+                if keep[rec_id]:
+                    assert rec_id not in deleted and rec.state != "EXPIRED"
+                    assert app.store.exists(rec.object_key)
+                else:  # and what may go, goes, with its tombstone and custody event
+                    assert rec_id in deleted and rec.state == "EXPIRED"
+                    assert not app.store.exists(rec.object_key)
+                    assert s.scalars(select(Tombstone).where(
+                        Tombstone.recording_id == rec_id)).one().sha256 == rec.sha256
+                    assert s.scalars(select(CustodyEvent).where(
+                        CustodyEvent.action == "expired-deleted",
+                        CustodyEvent.object_id == rec.sha256)).one().actor == "sweeper"
+
+    run()
+    with app.catalog.session() as s:
+        assert verify_chain(s).ok
+    app.close()
+
+
+def apply_op(app: Any, s: Any, rec: Recording, op: str) -> None:
+    attached = s.scalars(select(CaseRecording).where(
+        CaseRecording.recording_id == rec.id, CaseRecording.detached_at.is_(None))).first()
+    if op == "attach":
+        attach_manual(s, app.signer, case_number="沪徐市监罚〔2026〕1号", rec=rec, reason="r",
+                      actor="a", policy=app.settings.retention, store=app.store)
+    elif op == "detach" and attached is not None:
+        detach(s, app.signer, case_number="沪徐市监罚〔2026〕1号", rec=rec, reason="r",
+               actor="a")
+    elif op == "hold":
+        hold(s, app.signer, app.store, rec, reason="r", actor="a")
+    elif op == "release" and s.scalars(select(LegalHold).where(
+            LegalHold.recording_id == rec.id, LegalHold.released_at.is_(None))).first():
+        release(s, app.signer, app.store, rec, reason="r", actor="a")
+    elif op == "review" and rec.important and rec.reviewed_at is None:
+        review(s, app.signer, rec, reason="r", actor="a")
+
+
+# --- S3 Object Lock -----------------------------------------------------------------------
+
+
+def test_object_lock_refuses_an_early_delete_and_attach_extends(
+        tmp_path: Path, s3_endpoint: Any, s3_lock_bucket: str) -> None:
+    """On a bucket with Object Lock, the store itself keeps a retained original: a
+    delete through the store fails, the sweep reports the refusal and changes nothing,
+    and attaching to a permanent case pushes the retain-until date far ahead."""
+    app = make_app(tmp_path / "data", store_url=f"s3://{s3_lock_bucket}/ev",
+                   store_env={"LIUHEN_STORE_ENDPOINT_URL": s3_endpoint.url})
+    now = datetime.now(UTC)
+    # Captured 200 days ago, but stored today with the default 183-day lock from receipt:
+    # the catalog's rule lets it go, the store does not.
+    rec_id = make_recording(app, start=now - timedelta(days=200),
+                            retain_until=now + timedelta(days=183))
+    with app.catalog.session() as s:
+        rec = s.get(Recording, rec_id)
+        assert rec is not None
+        key = rec.object_key
+    assert app.store.head(key).retain_until is not None
+    with pytest.raises(RetentionRefused):
+        app.store.delete(key)
+    report = sweep(app.catalog, app.signer, app.store, app.settings.retention, actor="s",
+                   apply=True, now=now)
+    assert [r["recording"] for r in report.refused] == [rec_id] and not report.deleted
+    assert "retained until" in report.refused[0]["error"]
+    with app.catalog.session() as s:
+        assert s.get(Recording, rec_id).state == "PROBED"  # type: ignore[union-attr]
+        assert s.scalars(select(Tombstone)).first() is None
+    assert app.store.exists(key)
+    # Attach to a permanent case: retain-until moves ~100 years ahead, in the store and
+    # in the catalog.
+    with app.catalog.transaction() as s:
+        create_case(s, app.signer, number="沪徐市监罚〔2026〕8号", retention="永久", actor="a")
+        attach_manual(s, app.signer, case_number="沪徐市监罚〔2026〕8号",
+                      rec=s.get(Recording, rec_id), reason="证据", actor="a",
+                      policy=app.settings.retention, store=app.store)
+    until = app.store.head(key).retain_until
+    assert until is not None and until > now + timedelta(days=99 * 365)
+    with app.catalog.session() as s:
+        stored = s.get(Recording, rec_id).retain_until  # type: ignore[union-attr]
+        assert stored is not None and abs((stored - until).total_seconds()) <= 1
+    # A legal hold is mirrored in the store.
+    with app.catalog.transaction() as s:
+        hold(s, app.signer, app.store, s.get(Recording, rec_id), reason="诉讼", actor="法务")
+    assert app.store.head(key).legal_hold
+    app.close()
+
