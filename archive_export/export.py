@@ -462,9 +462,8 @@ def export_bundle(catalog: Catalog, store: ObjectStore, signer: Signer,
     if req.max_bag_bytes is not None and req.max_bag_bytes <= 0:
         raise ExportError("the bag size limit must be positive")
     out = req.out.absolute()
-    if not out.parent.is_dir():
-        raise ExportError(f"{out.parent} is not a directory",
-                          hint="create it first, or choose another --out")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise ExportError(f"{out.parent} is not a directory", hint="choose another --out")
     actor = req.actor or f"station:{signer.station_id}"
     now = utcnow()
     today = now.astimezone(CHINA_STANDARD_TIME).strftime("%Y%m%d")
@@ -478,6 +477,10 @@ def export_bundle(catalog: Catalog, store: ObjectStore, signer: Signer,
     if taken:
         raise ExportError(f"{', '.join(map(str, taken))} already exist(s)",
                           hint="choose another --out; an export never overwrites")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExportError(f"cannot create {out.parent}: {exc.strerror}") from exc
     scope: dict[str, Any] = {"cases": list(req.cases)} if req.cases else {
         "from": req.date_from.isoformat() if req.date_from else None,
         "to": req.date_to.isoformat() if req.date_to else None}

@@ -1,0 +1,431 @@
+"""`liuhen export` end to end: real recordings from the synthetic recorder, docked through
+the real station, probed and derived by the real worker, exported from the real stores
+(local directory and the moto S3 server), on SQLite and PostgreSQL; every bag checked
+with bagit-python, `sha256sum -c`, `sha512sum -c`, OpenSSL and `liuhen verify`."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import bagit
+import pytest
+from sqlalchemy import select
+
+from archive_export.bagwriter import PayloadMismatch
+from archive_export.export import ExportRequest, NothingToExport, export_bundle
+from catalog import verify_chain
+from catalog.custody import append_event, canonical_bytes
+from catalog.models import (
+    ActionOfficer,
+    Case,
+    CaseRecording,
+    CustodyEvent,
+    EnforcementAction,
+    Export,
+    ExportItem,
+    Officer,
+    Recording,
+)
+from catalog.signing import verify_signature
+from ingest.synthetic import make_recorder
+from ingest.worker import Worker
+from liuhen.app import App
+from tests.cli_helpers import run_cli
+from tests.offload_helpers import make_app
+
+CASE = "沪徐市监罚〔2026〕123号"
+
+
+@dataclass
+class Docked:
+    app: App
+    recorder: Any
+    root: Path
+
+
+def dock_and_derive(tmp_path: Path, *, catalog_url: str | None = None,
+                    store_url: str | None = None, store_env: dict[str, str] | None = None,
+                    derive: bool = True, **recorder: Any) -> Docked:
+    root = tmp_path / "dock" / "A123456"
+    rec = make_recorder(root, **recorder)
+    app = make_app(tmp_path / "data", catalog_url=catalog_url, store_url=store_url,
+                   store_env=store_env)
+    station = app.station()
+    assert station.run_docking(root).state == "SAFE_TO_CLEAR"
+    station.close()
+    if derive:
+        stats = Worker(app.settings, catalog=app.catalog, store=app.store,
+                       signer=app.signer).run(drain=True, idle_s=0.1)
+        assert stats.failed == 0, stats.errors
+    return Docked(app, rec, root)
+
+
+def make_case(app: App, number: str = CASE, *, recordings: list[int] | None = None,
+              place: str = "徐汇区漕溪北路 100 号") -> None:
+    """A case with one enforcement action over the whole shift, every recording attached
+    by hand, with the custody events attaching writes."""
+    with app.catalog.transaction() as s:
+        case = Case(number=number, title="无证经营案", unit="徐汇区市场监督管理局",
+                    retention="30年", security_class="内部")
+        s.add(case)
+        s.flush()
+        append_event(s, app.signer, actor="test", action="case-created", object_type="case",
+                     object_id=number, details={"title": case.title})
+        recs = list(s.scalars(select(Recording).order_by(Recording.id)))
+        starts = [r.captured_at for r in recs if r.captured_at]
+        action = EnforcementAction(case_id=case.id, external_id="A-1",
+                                   start=min(starts) - timedelta(minutes=5),
+                                   end=max(starts) + timedelta(minutes=5), place=place)
+        s.add(action)
+        s.flush()
+        officer = s.scalars(select(Officer)).first()
+        assert officer is not None
+        s.add(ActionOfficer(action_id=action.id, officer_id=officer.id))
+        for r in recs:
+            if recordings is not None and r.id not in recordings:
+                continue
+            s.add(CaseRecording(case_id=case.id, recording_id=r.id, method="manual",
+                                actor="test", reason="test"))
+            append_event(s, app.signer, actor="test", action="attached",
+                         object_type="recording", object_id=r.sha256,
+                         details={"case": number, "method": "manual"})
+
+
+def export(app: App, out: Path, **kwargs: Any) -> Any:
+    kwargs.setdefault("cases", (CASE,))
+    return export_bundle(app.catalog, app.store, app.signer,
+                         ExportRequest(out=out, organization="徐汇区市场监督管理局", **kwargs))
+
+
+def assert_valid_bag(bag: Path, capsys: pytest.CaptureFixture[str] | None = None) -> None:
+    bagit.Bag(str(bag)).validate()
+    for tool, manifest in (("sha256sum", "manifest-sha256.txt"),
+                           ("sha512sum", "manifest-sha512.txt"),
+                           ("sha256sum", "tagmanifest-sha256.txt")):
+        proc = subprocess.run([tool, "-c", "--strict", manifest], cwd=bag, capture_output=True,
+                              text=True, check=False)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc = subprocess.run(
+        ["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", "signing-key.pem", "-rawin",
+         "-in", "tagmanifest-sha256.txt", "-sigfile", "tagmanifest-sha256.txt.sig"],
+        cwd=bag, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0 and "Verified Successfully" in proc.stdout, proc.stderr
+    if capsys is not None:
+        result = run_cli(capsys, "verify", str(bag))
+        assert result.code == 0, result.out + result.err
+
+
+def payload(bag: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(bag)): p.read_bytes() for p in (bag / "data").rglob("*")
+            if p.is_file()}
+
+
+@pytest.mark.slow
+def test_case_export_is_a_valid_signed_bag(
+    tmp_path: Path, catalog_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    d = dock_and_derive(tmp_path, catalog_url=catalog_url)
+    make_case(d.app)
+    result = export(d.app, tmp_path / "out" / "case-123", with_access=True)
+    bag = tmp_path / "out" / "case-123"
+    assert [b.path for b in result.bags] == [bag]
+    assert sorted(os.listdir(tmp_path / "out")) == ["case-123"]  # no .partial left
+    assert_valid_bag(bag, capsys)
+
+    files = payload(bag)
+    # Every camera original, bit for bit, under device / local capture date / name.
+    media = d.recorder.files
+    for f in media:
+        name = f.relpath.rsplit("/", 1)[-1]
+        matches = [p for p in files if p.startswith("data/originals/A123456/") and
+                   p.endswith("/" + name)]
+        assert len(matches) == 1, name
+        assert files[matches[0]] == (d.root / f.relpath).read_bytes()
+        if f.start is not None:
+            assert matches[0].split("/")[3] == f.start.strftime("%Y-%m-%d")
+    assert any(p.startswith("data/access/A123456/") and p.endswith(".mp4") for p in files)
+
+    info = bagit.Bag(str(bag)).info
+    assert info["External-Identifier"] == CASE and info["Liuhen-Case-Id"] == CASE
+    assert info["Liuhen-Retention"] == "30年" and info["Liuhen-Security-Class"] == "内部"
+    assert info["Payload-Oxum"] == f"{sum(map(len, files.values()))}.{len(files)}"
+    assert info["Liuhen-Signing-Key-Id"] == d.app.signer.key_id
+    assert "Bag-Count" not in info
+    assert (bag / "bagit.txt").read_bytes() == (
+        b"BagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\n")
+    verify_text = (bag / "VERIFY.txt").read_text(encoding="utf-8")
+    assert "sha256sum -c manifest-sha256.txt" in verify_text and "liuhen verify" in verify_text
+
+    # The descriptor lists every original with size and both digests, and the record fields.
+    root = ET.fromstring(files["data/metadata/package.xml"])
+    with d.app.catalog.session() as s:
+        recs = {r.sha256: r for r in s.scalars(select(Recording))}
+    records = root.findall("records/record")
+    assert len(records) == len(recs)
+    for el in records:
+        r = recs[el.get("sha256", "")]
+        original = el.find("file[@role='original']")
+        assert original is not None
+        assert original.get("size") == str(r.size) and original.get("sm3") == r.sm3
+        assert el.findtext("archival-code", "").startswith(CASE)
+        assert el.findtext("retention") == "30年" and el.findtext("security-class") == "内部"
+        assert el.findtext("place") == "徐汇区漕溪北路 100 号"
+        assert el.find("recorder") is not None and el.findtext("case-id") == CASE
+    listed = {f.get("path") for f in root.findall("files/file")}
+    assert {p for p in files if p.startswith(("data/originals/", "data/access/"))} <= listed
+
+    # Hand-over list: every file before it, and a totals row that adds up.
+    rows = list(csv.reader(files["data/metadata/handover.csv"].decode().splitlines()))
+    assert rows[0] == ["path", "bytes", "sha256", "sm3"] and rows[-1][0] == "TOTAL"
+    body = rows[1:-1]
+    assert int(rows[-1][1]) == sum(int(r[1]) for r in body) and int(rows[-1][2]) == len(body)
+    for path, size, _sha, _sm3 in body:
+        assert len(files[path]) == int(size)
+
+    # The custody excerpt verifies event by event with the keys shipped beside it.
+    keys = {k["key_id"]: bytes.fromhex(k["public_key_hex"])
+            for k in json.loads(files["data/metadata/keys.json"])["keys"]}
+    events = [json.loads(line) for line in files["data/metadata/custody.jsonl"].splitlines()]
+    actions = {e["action"] for e in events}
+    assert {"offloaded", "stored", "verified", "probed", "derived", "attached",
+            "case-created", "export-started"} <= actions
+    for e in events:
+        data = canonical_bytes(**{k: e[k] for k in (
+            "station_id", "seq", "at", "actor", "action", "object_type", "object_id",
+            "details", "prev_hash", "key_id")})
+        assert verify_signature(keys[e["key_id"]], bytes.fromhex(e["signature"]), data)
+    premis = ET.fromstring(files["data/metadata/events.xml"])
+    types = {e.get("type") for e in premis.findall("event")}
+    assert {"capture", "offload", "store", "fixity check", "derivation", "attachment",
+            "export"} <= types
+
+    # Four-properties at export: the truncated original is flagged as not decoding.
+    report = json.loads(files["data/metadata/four-properties.json"])
+    assert result.bags[0].four_properties["ok"] is False
+    decode = report["properties"]["usability"]["checks"][0]
+    truncated = next(f for f in media if f.kind == "video-truncated")
+    assert any(truncated.relpath.rsplit("/", 1)[-1] in p for p in decode["problems"])
+    assert report["properties"]["integrity"]["status"] != "fail"
+    assert report["properties"]["authenticity"]["status"] == "pass"
+    html = files["data/metadata/four-properties.html"].decode()
+    assert "真实性" in html and "Authenticity" in html
+
+    # The catalog: export DONE, its items, one signed `exported` event per recording.
+    with d.app.catalog.session() as s:
+        row = s.scalars(select(Export)).one()
+        assert row.state == "DONE" and row.uid == result.uid
+        assert row.files == len(files) and row.bytes == sum(map(len, files.values()))
+        items = s.scalars(select(ExportItem).where(ExportItem.export_id == row.id)).all()
+        assert len(items) == len(recs)
+        exported = s.scalars(select(CustodyEvent).where(CustodyEvent.action == "exported")).all()
+        assert {e.object_id for e in exported} == set(recs)
+        assert verify_chain(s).ok
+
+
+@pytest.mark.slow
+def test_tar_export_split_into_numbered_bags(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    d = dock_and_derive(tmp_path, derive=False, h265=0, wav=1, jpeg=1, truncated=0)
+    make_case(d.app)
+    with d.app.catalog.session() as s:
+        sizes = [r.size for r in s.scalars(select(Recording))]
+    limit = max(sizes) + 1
+    out = tmp_path / "out" / "case.tar"
+    result = export(d.app, out, max_bag_bytes=limit)
+    count = len(result.bags)
+    assert count >= 3
+    names = sorted(os.listdir(tmp_path / "out"))
+    assert names == [f"case-{i:03d}.tar" for i in range(1, count + 1)]
+    seen: list[str] = []
+    group = set()
+    for i, b in enumerate(result.bags, 1):
+        with tarfile.open(b.path) as tar:
+            tops = {m.name.split("/", 1)[0] for m in tar.getmembers()}
+            assert tops == {f"case-{i:03d}"}
+            tar.extractall(tmp_path / "x", filter="data")
+        bag = tmp_path / "x" / f"case-{i:03d}"
+        assert_valid_bag(bag)
+        info = bagit.Bag(str(bag)).info
+        assert info["Bag-Count"] == f"{i} of {count}"
+        group.add(info["Bag-Group-Identifier"])
+        originals = [p for p in payload(bag) if p.startswith("data/originals/")]
+        media_bytes = sum((bag / p).stat().st_size for p in originals)
+        assert media_bytes <= limit or len(originals) == 1
+        seen += originals
+        # The tar itself verifies without unpacking.
+        verified = run_cli(capsys, "verify", str(b.path))
+        assert verified.code == 0, verified.out + verified.err
+    assert group == {result.uid}
+    assert len(seen) == len(set(seen)) == len(sizes)  # every recording once, in one bag
+
+
+@pytest.mark.slow
+def test_corrupt_object_aborts_the_export_and_names_it(tmp_path: Path) -> None:
+    d = dock_and_derive(tmp_path, derive=False, h265=0, wav=0, jpeg=0, truncated=0,
+                        segments=0)
+    make_case(d.app)
+    with d.app.catalog.session() as s:
+        victim = s.scalars(select(Recording).where(
+            Recording.original_name.like("%.MP4"))).first()
+        assert victim is not None
+    path = d.app.store.root / victim.object_key  # type: ignore[attr-defined]
+    os.chmod(path, 0o644)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    for out in (tmp_path / "out" / "bag", tmp_path / "out" / "bag.tar"):
+        out.parent.mkdir(exist_ok=True)
+        with pytest.raises(PayloadMismatch) as info:
+            export(d.app, out)
+        assert victim.object_key in str(info.value) and victim.sha256 in str(info.value)
+        assert "sha256 mismatch" in str(info.value)
+        assert os.listdir(out.parent) == []  # nothing half-written stays visible
+    with d.app.catalog.session() as s:
+        rows = s.scalars(select(Export)).all()
+        assert [r.state for r in rows] == ["FAILED", "FAILED"]
+        assert all(victim.object_key in (r.error or "") for r in rows)
+        failed = s.scalars(select(CustodyEvent).where(
+            CustodyEvent.action == "export-failed")).all()
+        assert len(failed) == 2 and victim.object_key in failed[0].details
+        assert verify_chain(s).ok
+
+
+@pytest.mark.slow
+@pytest.mark.s3
+def test_export_from_s3_on_postgres(
+    tmp_path: Path, pg_url: str, s3_endpoint: Any, s3_bucket: str, s3_client: Any,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    d = dock_and_derive(tmp_path, catalog_url=pg_url, store_url=f"s3://{s3_bucket}/ev",
+                        store_env={"LIUHEN_STORE_ENDPOINT_URL": s3_endpoint.url},
+                        derive=False, h265=0, wav=1, jpeg=1, truncated=0, segments=0)
+    make_case(d.app)
+    result = export(d.app, tmp_path / "out" / "s3.tar")
+    with tarfile.open(result.bags[0].path) as tar:
+        tar.extractall(tmp_path / "x", filter="data")
+    assert_valid_bag(tmp_path / "x" / "s3", capsys)
+    for f in d.recorder.media():
+        got = [p for p in (tmp_path / "x" / "s3" / "data" / "originals").rglob(
+            f.relpath.rsplit("/", 1)[-1])]
+        assert got and got[0].read_bytes() == (d.root / f.relpath).read_bytes()
+
+    # A flipped byte in the bucket aborts the next export, naming the object.
+    with d.app.catalog.session() as s:
+        victim = s.scalars(select(Recording).order_by(Recording.id)).first()
+        assert victim is not None
+    key = f"ev/{victim.object_key}"
+    body = bytearray(s3_client.get_object(Bucket=s3_bucket, Key=key)["Body"].read())
+    body[-1] ^= 0xFF
+    s3_client.put_object(Bucket=s3_bucket, Key=key, Body=bytes(body))
+    with pytest.raises(PayloadMismatch, match=victim.object_key):
+        export(d.app, tmp_path / "out2" / "again")
+    assert not (tmp_path / "out2").exists() or os.listdir(tmp_path / "out2") == []
+
+
+@pytest.mark.slow
+def test_hostile_names_get_safe_paths_and_a_name_map(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "dock" / "A123456"
+    rec = make_recorder(root, h265=0, wav=0, jpeg=0, truncated=0, segments=0)
+    first = next(f for f in rec.media())
+    original = (root / first.relpath).read_bytes()
+    hostile = {
+        b"DCIM/100RECORD/latin1-\xe9\xff.MP4": original + b"1",
+        b"DCIM/100RECORD/a%b\\c:d*e.MP4": original + b"2",
+        b"DCIM/100RECORD/ line\nbreak .MP4": original + b"3",
+        # Same name as the first file, other folder, other bytes: a collision in the bag.
+        os.fsencode(first.relpath.replace("100RECORD", "101RECORD")): original + b"4",
+    }
+    for raw, data in hostile.items():
+        target = os.path.join(os.fsencode(root), raw)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with open(target, "wb") as fh:
+            fh.write(data)
+    app = make_app(tmp_path / "data")
+    station = app.station()
+    assert station.run_docking(root).state == "SAFE_TO_CLEAR"
+    station.close()
+    make_case(app)
+    result = export(app, tmp_path / "out" / "names")
+    bag = result.bags[0].path
+    assert_valid_bag(bag, capsys)
+    rows = list(csv.reader((bag / "data/metadata/name-map.csv").read_text("utf-8")
+                           .splitlines()))
+    assert rows[0] == ["path", "original_name", "original_name_hex"]
+    by_hex = {bytes.fromhex(r[2]): r for r in rows[1:]}
+    unsafe = [raw for raw in hostile if "101RECORD" not in os.fsdecode(raw)]
+    for raw in unsafe:
+        name = raw.rsplit(b"/", 1)[-1]
+        assert name in by_hex, name
+        path = by_hex[name][0]
+        assert (bag / path).read_bytes() == hostile[raw]
+        assert not set("%\\:*\n") & set(path.rsplit("/", 1)[-1])
+    assert "\\xe9\\xff" in by_hex[b"latin1-\xe9\xff.MP4"][1]
+    # Two recordings named alike: both kept, the second tagged with its hash and mapped.
+    plain = first.relpath.rsplit("/", 1)[-1]
+    tagged = by_hex[plain.encode()][0]
+    folder = bag / tagged.rsplit("/", 1)[0]
+    stem = plain.rsplit(".", 1)[0]
+    assert "~" in tagged.rsplit("/", 1)[-1]
+    twins = {p.read_bytes() for p in folder.iterdir() if p.name.startswith(stem)}
+    assert twins == {original, original + b"4"}
+
+
+@pytest.mark.slow
+def test_export_command_by_date_range(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    start = datetime(2026, 3, 9, 23, 0, 0)  # China Standard Time, as the recorder's clock
+    d = dock_and_derive(tmp_path, start=start, h265=0, wav=1, jpeg=0, truncated=0, segments=0)
+    monkeypatch.setenv("LIUHEN_HOME", str(tmp_path / "data"))
+    out = tmp_path / "out" / "march.tar"
+    out.parent.mkdir()
+    res = run_cli(capsys, "export", "--from", "2026-03-09", "--to", "2026-03-11", "--out",
+                  str(out), "--retention", "10年", "--security-class", "公开", "--fonds",
+                  "J001", "--json")
+    assert res.code == 0, res.err
+    report = json.loads(res.out)
+    # The media (captured in the range); DEVICE.INF has no capture time and was received
+    # today, outside the range.
+    assert report["recordings"] == len(d.recorder.media())
+    assert report["bags"][0]["path"] == str(out)
+    with tarfile.open(out) as tar:
+        names = tar.getnames()
+        info = tar.extractfile("march/bag-info.txt")
+        assert info is not None
+        text = info.read().decode()
+    assert "Liuhen-Fonds: J001" in text and "Liuhen-Retention: 10年" in text
+    # Date folders are the local (UTC+8) capture dates the recorder's names carry.
+    days = {n.split("/")[4] for n in names if n.startswith("march/data/originals/A123456/")
+            and n.count("/") >= 5}
+    assert days == {f.start.strftime("%Y-%m-%d") for f in d.recorder.media()}
+    # Nothing in another range; an existing --out is never overwritten.
+    empty = run_cli(capsys, "export", "--from", "2026-04-01", "--to", "2026-04-02", "--out",
+                    str(tmp_path / "out" / "april"))
+    assert empty.code == 66 and "no recordings to export" in empty.err
+    again = run_cli(capsys, "export", "--from", "2026-03-09", "--to", "2026-03-11", "--out",
+                    str(out))
+    assert again.code == 2 and "already exist" in again.err
+    assert not (tmp_path / "out" / "april").exists()
+
+
+def test_unknown_case_is_named(tmp_path: Path) -> None:
+    app = make_app(tmp_path / "data")
+    with pytest.raises(NothingToExport, match="nope-1.*nope-2"):
+        export_bundle(app.catalog, app.store, app.signer,
+                      ExportRequest(out=tmp_path / "o", cases=("nope-1", "nope-2")))
+    assert not (tmp_path / "o").exists()
+    shutil.rmtree(tmp_path / "data")
+
