@@ -216,7 +216,7 @@ class Registry:
 
     def __init__(self) -> None:
         self._families: dict[str, _Family] = {}
-        self._collectors: list[Callable[[], None]] = []
+        self._collectors: list[Callable[[], object]] = []
         self._lock = threading.Lock()
 
     def _add(self, family: _Family) -> Any:
@@ -237,7 +237,7 @@ class Registry:
         return self._add(  # type: ignore[no-any-return]
             Histogram(name, help_text, labelnames, buckets))
 
-    def on_collect(self, collector: Callable[[], None]) -> None:
+    def on_collect(self, collector: Callable[[], object]) -> None:
         """Run ``collector`` before each rendering (to read a value at scrape time)."""
         with self._lock:
             self._collectors.append(collector)
@@ -405,11 +405,18 @@ def journal_files(journal: Journal) -> dict[str, int]:
 
 
 def station_details(journal: Journal, metrics: ServiceMetrics) -> Callable[[], dict[str, Any]]:
-    """What a station's heartbeat publishes, refreshing the journal gauge on the way."""
+    """What a station's heartbeat publishes; the journal gauge is refreshed with each beat
+    and each scrape."""
 
-    def details() -> dict[str, Any]:
+    def refresh() -> dict[str, int]:
         files = journal_files(journal)
         metrics.station_files.replace({(k,): v for k, v in files.items()})
+        return files
+
+    metrics.registry.on_collect(refresh)
+
+    def details() -> dict[str, Any]:
+        files = refresh()
         return {
             "files_pending": files[J.PENDING],
             "files_staged": files[J.STAGED],
