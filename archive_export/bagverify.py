@@ -53,9 +53,9 @@ from archive_export.parallel_hash import (
     Item,
     Outcome,
     SliceSource,
-    hash_items,
     hash_names,
     make_hasher,
+    start_hashing,
 )
 from catalog.custody import canonical_bytes
 from catalog.signing import key_id_of, public_raw, verify_signature
@@ -320,15 +320,16 @@ def _stream_tar(path: Path) -> _Tree:
                 f = tf.extractfile(m)
                 assert f is not None
                 if not rel.startswith("data/") or rel in (CUSTODY_FILE, KEYS_FILE):
-                    data = f.read(MAX_TAG_BYTES + 1)
-                    tree.blobs[rel] = data
+                    # Kept whole (tag files are small): hashed at the end, when every
+                    # manifest, and so every algorithm needed, is known.
+                    tree.blobs[rel] = f.read(MAX_TAG_BYTES + 1)
                     kind = P.manifest_kind(rel)
                     if kind and kind[1] in known:
                         algorithms.add(kind[1])
-                    digests = {a: _digest(a, data) for a in (algorithms or set(STREAM_DEFAULT))}
                 else:
-                    digests = _hash_stream(f, algorithms or set(STREAM_DEFAULT))
-                tree.streamed[rel] = digests
+                    # Manifests may come after the payload (tar sorts "data" before
+                    # "manifest-…"): hash with the usual algorithms and any seen so far.
+                    tree.streamed[rel] = _hash_stream(f, algorithms | set(STREAM_DEFAULT))
     except (tarfile.TarError, EOFError, OSError) as exc:
         if not tree.files:
             raise BagUnusable(
@@ -337,6 +338,8 @@ def _stream_tar(path: Path) -> _Tree:
         tree.findings.append(Finding("unreadable", str(path), f"the tar is damaged: {exc}"))
     if root is None or "bagit.txt" not in tree.files:
         raise BagUnusable(f"{path}: the tar holds no bagit.txt")
+    for rel, data in tree.blobs.items():
+        tree.streamed[rel] = {a: _digest(a, data) for a in algorithms | set(STREAM_DEFAULT)}
     return tree
 
 
@@ -564,8 +567,19 @@ def _verify(tree: _Tree, report: BagReport, trusted: Mapping[str, Iterable[str]]
     elif report.liuhen:
         add(Finding("bag-info", info_name, "a 留痕 bag declares Payload-Oxum; it is missing"))
 
-    # Fixity.
-    outcomes = _fixity(tree, want, workers, progress)
+    # Fixity: the pool hashes while this thread checks the signature and the custody
+    # excerpt (neither needs the digests: they compare with the manifests, which the
+    # fixity check ties to the bytes).
+    pending = _fixity(tree, want, workers, progress)
+    try:
+        _check_signature(tree, report, info, trusted)
+        if CUSTODY_FILE in tree.files:
+            _check_custody(tree, report, payload_ms, trusted)
+        elif report.liuhen:
+            add(Finding("custody", CUSTODY_FILE, "a 留痕 bag carries a custody excerpt; it "
+                        "is missing"))
+    finally:
+        outcomes = pending()  # never leave hashing threads behind, even on a bug above
     report.hashed_bytes = sum(o.size or 0 for o in outcomes.values())
     for m, e, actual in checks:
         out = outcomes.get(actual)
@@ -594,13 +608,6 @@ def _verify(tree: _Tree, report: BagReport, trusted: Mapping[str, Iterable[str]]
         deduped.append(f)
     report.findings[:] = deduped
 
-    _check_signature(tree, report, info, trusted)
-    if CUSTODY_FILE in tree.files:
-        _check_custody(tree, report, payload_ms, trusted)
-    elif report.liuhen:
-        add(Finding("custody", CUSTODY_FILE, "a 留痕 bag carries a custody excerpt; it is "
-                    "missing"))
-
 
 def make_hasher_len(algorithm: str) -> int | None:
     try:
@@ -610,12 +617,14 @@ def make_hasher_len(algorithm: str) -> int | None:
 
 
 def _fixity(tree: _Tree, want: Mapping[str, set[str]], workers: int | None,
-            progress: Callable[[int], None] | None) -> dict[str, Outcome]:
+            progress: Callable[[int], None] | None) -> Callable[[], dict[str, Outcome]]:
+    """Start hashing what the manifests list; the returned function waits for the digests."""
     if tree.streamed is not None:
-        return {r: Outcome(dict(tree.streamed.get(r, {})), size=tree.files.get(r))
-                for r in want}
+        streamed = tree.streamed
+        done = {r: Outcome(dict(streamed.get(r, {})), size=tree.files.get(r)) for r in want}
+        return lambda: done
     items = [Item(r, tree.source(r), tuple(sorted(algs))) for r, algs in want.items()]
-    return hash_items(items, workers=workers, progress=progress)
+    return start_hashing(items, workers=workers, progress=progress).result
 
 
 # -- signature --------------------------------------------------------------------------------

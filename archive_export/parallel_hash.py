@@ -26,7 +26,7 @@ import mmap
 import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,6 +103,33 @@ def _cost(size: int, algorithms: Iterable[str]) -> float:
 def hash_items(items: Sequence[Item], *, workers: int | None = None,
                progress: Callable[[int], None] | None = None) -> dict[str, Outcome]:
     """Digests of every item, for every algorithm it asks for, computed in parallel."""
+    return start_hashing(items, workers=workers, progress=progress).result()
+
+
+class Pending:
+    """Hashing under way on a thread pool; :meth:`result` waits for all of it.
+
+    The caller's thread is free meanwhile: the verifier checks signatures and the custody
+    excerpt (work that holds the GIL) while the pool hashes (work that releases it).
+    """
+
+    def __init__(self, pool: ThreadPoolExecutor | None, futures: list[Future[None]],
+                 results: dict[str, Outcome]) -> None:
+        self._pool, self._futures, self._results = pool, futures, results
+
+    def result(self) -> dict[str, Outcome]:
+        try:
+            for f in self._futures:
+                f.result()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True, cancel_futures=True)
+                self._pool = None
+        return self._results
+
+
+def start_hashing(items: Sequence[Item], *, workers: int | None = None,
+                  progress: Callable[[int], None] | None = None) -> Pending:
     workers = workers or default_workers()
     results: dict[str, Outcome] = {it.key: Outcome({}) for it in items}
     lock = threading.Lock()
@@ -125,15 +152,12 @@ def hash_items(items: Sequence[Item], *, workers: int | None = None,
                 jobs.append((_cost(size, [alg]), _job(it, (alg,), record)))
         else:
             jobs.append((_cost(size, it.algorithms), _job(it, it.algorithms, record)))
+    # Longest first: list scheduling in this order keeps the cores evenly busy to the end.
     jobs.sort(key=lambda j: -j[0])
-    if workers == 1 or len(jobs) <= 1:
-        for _, job in jobs:
-            job()
-        return results
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hash") as pool:
-        for future in [pool.submit(job) for _, job in jobs]:
-            future.result()
-    return results
+    if not jobs:
+        return Pending(None, [], results)
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hash")
+    return Pending(pool, [pool.submit(job) for _, job in jobs], results)
 
 
 def _job(it: Item, algorithms: tuple[str, ...],
