@@ -423,7 +423,7 @@ def test_export_command_by_date_range(
 
 def test_unknown_case_is_named(tmp_path: Path) -> None:
     app = make_app(tmp_path / "data")
-    with pytest.raises(NothingToExport, match="nope-1.*nope-2"):
+    with pytest.raises(NothingToExport, match=r"nope-1.*nope-2"):
         export_bundle(app.catalog, app.store, app.signer,
                       ExportRequest(out=tmp_path / "o", cases=("nope-1", "nope-2")))
     assert not (tmp_path / "o").exists()

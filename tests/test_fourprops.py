@@ -1,0 +1,148 @@
+"""The four-properties check (四性检测) on real exported bags: a sound bag passes offline,
+as a directory and as a tar; a corrupt media file, a missing file, an encrypted MP4, a
+format outside GB/T 18894 and a bag the catalog does not know are each reported."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from archive_export.bagview import DirBag, TarBag
+from archive_export.export import catalog_lookup
+from archive_export.fourprops import check_bag
+from tests.cli_helpers import run_cli
+from tests.offload_helpers import make_app
+from tests.test_export import dock_and_derive, export, make_case
+
+pytestmark = pytest.mark.slow
+
+
+def checks(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["id"]: c for p in report["properties"].values() for c in p["checks"]}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """One docked, derived and exported shift (H.264 + H.265 videos, audio, photo), as a
+    directory with access copies and as a tar without."""
+    tmp = tmp_path_factory.mktemp("fourprops")
+    d = dock_and_derive(tmp, h264=1, h265=1, wav=1, jpeg=1, truncated=0, segments=0,
+                        with_device_info=False)
+    make_case(d.app)
+    bag = export(d.app, tmp / "out" / "bag", with_access=True).bags[0]
+    tar = export(d.app, tmp / "out" / "plain.tar").bags[0]
+    yield {"app": d.app, "bag": bag.path, "tar": tar.path, "export_report": bag.four_properties,
+           "tmp": tmp}
+    d.app.close()
+
+
+def copy_bag(exported: dict[str, Any], tmp_path: Path) -> Path:
+    target = tmp_path / "bag"
+    shutil.copytree(exported["bag"], target)
+    return target
+
+
+def test_sound_bag_passes_offline_as_directory_and_tar(exported: dict[str, Any]) -> None:
+    # At export: everything it can check before the signature exists passes.
+    at_export = exported["export_report"]
+    assert at_export["ok"] is True and at_export["mode"] == "export"
+    assert checks(at_export)["A1"]["status"] == "not-run"  # signed after the report
+
+    for view in (DirBag(exported["bag"]), TarBag(exported["tar"])):
+        report = check_bag(view)
+        by_id = checks(report)
+        assert report["ok"] is True, [c for c in by_id.values() if c["status"] == "fail"]
+        assert by_id["A1"]["status"] == "pass"  # signature over the tag manifest verifies
+        assert by_id["A2"]["status"] == "pass" and by_id["I1"]["status"] == "pass"
+        assert by_id["U1"]["status"] == "pass" and by_id["U3"]["status"] == "pass"
+        assert by_id["A3"]["status"] == "not-run"  # offline: no catalog
+        assert by_id["S1"]["status"] in ("not-run", "pass")
+        if shutil.which("clamscan") is None:
+            assert "not installed" in by_id["S1"]["detail"]
+        assert all(f["decode"] == "pass" for f in report["files"])
+
+
+def test_format_outside_gbt18894_is_flagged_with_its_access_copy(
+    exported: dict[str, Any]
+) -> None:
+    with_access = checks(check_bag(DirBag(exported["bag"])))["U2"]
+    hevc = [n for n in with_access["notes"] if "hevc" in n]
+    assert len(hevc) == 1 and "data/access/" in hevc[0]
+    without = checks(check_bag(TarBag(exported["tar"])))["U2"]
+    assert without["status"] == "warn"
+    assert any("hevc" in p and "--with-access" in p for p in without["problems"])
+
+
+def test_corrupt_and_missing_files_are_reported(exported: dict[str, Any],
+                                                 tmp_path: Path) -> None:
+    bag = copy_bag(exported, tmp_path)
+    originals = sorted((bag / "data" / "originals").rglob("*.MP4"))
+    corrupt, missing = originals[0], originals[1]
+    data = corrupt.read_bytes()
+    corrupt.chmod(0o644)
+    corrupt.write_bytes(data[: len(data) // 2])  # the moov atom (at the end) is gone
+    missing.unlink()
+    report = check_bag(DirBag(bag))
+    by_id = checks(report)
+    rel_c = str(corrupt.relative_to(bag))
+    rel_m = str(missing.relative_to(bag))
+    assert report["ok"] is False
+    assert any(rel_c in p and "does not decode" in p for p in by_id["U1"]["problems"])
+    assert any(rel_c in p for p in by_id["A2"]["problems"])  # digest differs from manifest
+    handover = by_id["I1"]["problems"]
+    assert any(rel_c in p and "bytes" in p for p in handover)
+    assert any(rel_m in p and "missing" in p for p in handover)
+    assert any(rel_m in p for p in by_id["I2"]["problems"])
+    assert report["properties"]["integrity"]["status"] == "fail"
+    assert report["properties"]["usability"]["status"] == "fail"
+
+
+def test_encrypted_mp4_is_reported(exported: dict[str, Any], tmp_path: Path) -> None:
+    bag = copy_bag(exported, tmp_path)
+    target = next((bag / "data" / "originals").rglob("*_0001.MP4"))
+    encrypted = tmp_path / "enc.mp4"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-nostdin", "-i", str(target), "-c", "copy",
+         "-encryption_scheme", "cenc-aes-ctr",
+         "-encryption_key", "76a6c65c5ea762046bd749a2e632ccbb",
+         "-encryption_kid", "a7e61c373e219033c21091fa607bf3b8", str(encrypted)], check=True)
+    target.chmod(0o644)
+    shutil.copyfile(encrypted, target)
+    by_id = checks(check_bag(DirBag(bag)))
+    assert by_id["U3"]["status"] == "fail"
+    assert any(str(target.relative_to(bag)) in p and "encv" in p
+               for p in by_id["U3"]["problems"])
+
+
+def test_catalog_comparison(exported: dict[str, Any], tmp_path: Path) -> None:
+    ours = check_bag(DirBag(exported["bag"]), catalog=catalog_lookup(exported["app"].catalog))
+    assert checks(ours)["A3"]["status"] == "pass"
+    other = make_app(tmp_path / "other")  # another installation: knows none of these files
+    theirs = check_bag(DirBag(exported["bag"]), catalog=catalog_lookup(other.catalog))
+    a3 = checks(theirs)["A3"]
+    assert a3["status"] == "fail" and all("not in the catalog" in p for p in a3["problems"])
+    other.close()
+
+
+def test_command_json_html_and_exit_codes(exported: dict[str, Any], tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    html = tmp_path / "report.html"
+    good = run_cli(capsys, "four-properties", str(exported["tar"]), "--json", "--html",
+                   str(html))
+    assert good.code == 0, good.out[-2000:]
+    assert json.loads(good.out)["ok"] is True
+    page = html.read_text(encoding="utf-8")
+    for label in ("真实性", "Authenticity", "完整性", "Integrity", "可用性", "Usability",
+                  "安全性", "Security"):
+        assert label in page
+    bag = copy_bag(exported, tmp_path)
+    next((bag / "data" / "originals").rglob("*.WAV")).unlink()
+    bad = run_cli(capsys, "four-properties", str(bag))
+    assert bad.code == 1
+    assert "完整性 Integrity: 不通过 / fail" in bad.out and ".WAV" in bad.out
