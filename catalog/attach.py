@@ -35,7 +35,7 @@ from catalog.models import (
     Recording,
     utcnow,
 )
-from catalog.retention import LIVE_STATES, sync_store_retention
+from catalog.retention import LIVE_STATES, lock_recording, sync_store_retention
 from catalog.signing import Signer
 from config.errors import EXIT_NOINPUT
 from config.settings import RetentionSettings
@@ -51,12 +51,6 @@ def capture_interval(rec: Recording) -> tuple[datetime, datetime] | None:
     if rec.captured_at is None:
         return None
     return rec.captured_at, rec.capture_end or rec.captured_at
-
-
-def lock_recording(session: Session, rec_id: int) -> Recording | None:
-    """The recording, locked against a concurrent sweep or attach on PostgreSQL."""
-    return session.get(Recording, rec_id, with_for_update=session.get_bind().dialect.name
-                       == "postgresql", populate_existing=True)
 
 
 def attach_by_rule(session: Session, signer: Signer, rec: Recording, *,
@@ -265,6 +259,10 @@ def after_probe(session: Session, signer: Signer, rec: Recording, *, name_office
         append_event(session, signer, actor=actor, action="marked-important",
                      object_type="recording", object_id=rec.sha256,
                      details={"source": "file-name", "name": rec.original_name})
+    if store is not None and rec.retain_until is None:
+        # The station set the store's retention when it stored the original (Object Lock);
+        # the catalog mirrors what the store holds, so `retention explain` can show it.
+        rec.retain_until = store.head(rec.object_key).retain_until
     resolve_officer(session, signer, rec, name_officer, actor)
     return attach_by_rule(session, signer, rec, policy=policy, actor=actor, store=store)
 

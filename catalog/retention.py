@@ -53,6 +53,14 @@ class RetentionError(CatalogError):
     """A hold, release or review that cannot be done as asked."""
 
 
+def lock_recording(session: Session, rec_id: int) -> Recording | None:
+    """The recording, re-read and locked on PostgreSQL, so an attach, a hold or a probe and
+    the sweep's deletion of the same recording happen one after the other, each seeing the
+    other's outcome. (SQLite write transactions are serial already.)"""
+    return session.get(Recording, rec_id, with_for_update=session.get_bind().dialect.name
+                       == "postgresql", populate_existing=True)
+
+
 def add_years(when: datetime, years: int) -> datetime:
     try:
         return when.replace(year=when.year + years)
@@ -210,6 +218,7 @@ def hold(session: Session, signer: Signer, store: ObjectStore | None, rec: Recor
          reason: str, actor: str) -> LegalHold:
     if not reason.strip():
         raise RetentionError("a legal hold needs a reason", hint="give --reason TEXT")
+    rec = lock_recording(session, rec.id) or rec
     if rec.state not in LIVE_STATES:
         raise RetentionError(f"recording {rec.id} is {rec.state}: nothing left to hold")
     row = LegalHold(recording_id=rec.id, reason=reason, placed_by=actor)
@@ -226,6 +235,7 @@ def release(session: Session, signer: Signer, store: ObjectStore | None, rec: Re
             reason: str, actor: str) -> list[int]:
     if not reason.strip():
         raise RetentionError("releasing a legal hold needs a reason", hint="give --reason TEXT")
+    rec = lock_recording(session, rec.id) or rec
     rows = list(session.scalars(select(LegalHold).where(
         LegalHold.recording_id == rec.id, LegalHold.released_at.is_(None))))
     if not rows:
@@ -260,6 +270,7 @@ def review(session: Session, signer: Signer, rec: Recording, *, reason: str,
     """A reviewer has looked at an important recording: the other rules apply again."""
     if not reason.strip():
         raise RetentionError("a review needs a reason", hint="give --reason TEXT")
+    rec = lock_recording(session, rec.id) or rec
     if not rec.important or rec.reviewed_at is not None:
         raise RetentionError(f"recording {rec.id} is not awaiting review",
                              hint="only recordings marked important are reviewed")
@@ -309,8 +320,7 @@ def expire_one(session: Session, signer: Signer, store: ObjectStore, rec_id: int
     gone and completes the catalog side; the other order could leave a tombstone for
     bytes that still exist, or bytes with no record of why they were kept.
     """
-    rec = session.get(Recording, rec_id, populate_existing=True,
-                      with_for_update=session.get_bind().dialect.name == "postgresql")
+    rec = lock_recording(session, rec_id)
     if rec is None:
         return None
     decision = explain(session, rec, policy, now)

@@ -39,6 +39,7 @@ from catalog.media import (
     record_probe,
 )
 from catalog.models import Derivative, Docking, DockingFile, Recording
+from catalog.retention import lock_recording
 from config import Settings
 from ingest.identity import NameParser
 from ingest.media import derive as D
@@ -198,7 +199,8 @@ class Worker:
             end=times.end, flags=flags, segment_seq=fields.seq,
         )
         with self.catalog.transaction() as s:
-            rec = s.get(Recording, rec_id)
+            # Locked (PostgreSQL): a sweep expiring this recording meanwhile is seen, not undone.
+            rec = lock_recording(s, rec_id)
             assert rec is not None
             record_probe(s, self.signer, rec, outcome, self.actor)
             # With the capture time known: the recording's officer (device assignment at

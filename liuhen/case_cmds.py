@@ -135,15 +135,17 @@ def run_case_show(app: Any, number: str, as_json: bool) -> None:
         for a in report["actions"]:
             table.add_row(a["id"], a["start"], a["end"], ", ".join(a["officers"]), a["place"])
         out.print(table)
-    table = Table("id", "name", "sha256", "start", "end", "officer", "why attached",
-                  title=f"recordings ({len(report['recordings'])})")
+    # One block per recording rather than a table: digests and reasons are too wide for
+    # a terminal's columns, and these lines are what an auditor copies.
+    out.print(f"recordings ({len(report['recordings'])}):")
     for r in report["recordings"]:
-        table.add_row(str(r["recording"]), r["name"], r["sha256"][:16], r["capture_start"] or "",
-                      r["capture_end"] or "", r["officer"] or "", r["why"])
-    out.print(table)
+        out.print(f"  #{r['recording']} {r['name']}  officer {r['officer'] or '?'}  "
+                  f"{r['capture_start'] or '?'} → {r['capture_end'] or '?'}", markup=False)
+        out.print(f"      sha256 {r['sha256']}  sm3 {r['sm3']}", markup=False)
+        out.print(f"      why: {r['why']}", markup=False)
     for r in report["detached"]:
-        out.print(f"  detached {r['recording']} {r['name']} by {r['detached_by']} at "
-                  f"{r['detached_at']}: {r['detach_reason']}")
+        out.print(f"  detached #{r['recording']} {r['name']} by {r['detached_by']} at "
+                  f"{r['detached_at']}: {r['detach_reason']}", markup=False)
 
 
 def run_attach(app: Any, number: str, ref: str, reason: str, actor: str) -> None:

@@ -100,7 +100,9 @@ def test_each_rule_explained(app: Any, capsys: pytest.CaptureFixture[str]) -> No
 
 def test_sweep_dry_run_then_apply(app: Any, capsys: pytest.CaptureFixture[str]) -> None:
     old = datetime.now(UTC) - timedelta(days=DAYS + 10)
-    expired = make_recording(app, start=old)
+    expired = make_recording(app, start=old, data=b"the same bytes" * 100)
+    # The same bytes docked again (another docking file): still one recording.
+    assert make_recording(app, start=old, data=b"the same bytes" * 100) == expired
     young = make_recording(app, start=datetime.now(UTC) - timedelta(days=10))
     with app.catalog.transaction() as s:
         rec = s.get(Recording, expired)
@@ -130,6 +132,7 @@ def test_sweep_dry_run_then_apply(app: Any, capsys: pytest.CaptureFixture[str]) 
         events = [e.object_type for e in s.scalars(select(CustodyEvent).where(
             CustodyEvent.action == "expired-deleted"))]
         assert sorted(events) == ["derivative", "recording"]
+        assert len(s.scalars(select(Tombstone)).all()) == 1
         assert verify_chain(s).ok
         assert s.get(Recording, young).state == "PROBED"  # type: ignore[union-attr]
     r = run_cli(capsys, "retention", "explain", str(expired))
@@ -268,7 +271,10 @@ def test_object_lock_refuses_an_early_delete_and_attach_extends(
         rec = s.get(Recording, rec_id)
         assert rec is not None
         key = rec.object_key
-    assert app.store.head(key).retain_until is not None
+    locked_until = app.store.head(key).retain_until
+    assert locked_until is not None
+    with app.catalog.session() as s:  # the worker's probe step recorded the store's date
+        assert s.get(Recording, rec_id).retain_until == locked_until  # type: ignore[union-attr]
     with pytest.raises(RetentionRefused):
         app.store.delete(key)
     report = sweep(app.catalog, app.signer, app.store, app.settings.retention, actor="s",
