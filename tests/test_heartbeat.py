@@ -62,9 +62,9 @@ def test_beat_upserts_and_status_follows_the_interval(catalog: Catalog) -> None:
         assert mark_stopped(s, pid)
         assert not mark_stopped(s, "elsewhere:1:worker")
     with catalog.session() as s:
-        row = s.get(Heartbeat, pid)
-        assert row is not None and row.state == "stopped"
-        assert status_of(row, start + timedelta(days=1)) == STOPPED
+        stopped = s.get(Heartbeat, pid)
+        assert stopped is not None and stopped.state == "stopped"
+        assert status_of(stopped, start + timedelta(days=1)) == STOPPED
 
 
 def test_heartbeater_beats_and_marks_stopped(catalog: Catalog) -> None:
