@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from catalog.custody import append_event
@@ -149,10 +149,10 @@ def list_cases(session: Session, status: str | None = None) -> list[dict[str, An
     if status:
         query = query.where(Case.status == status)
     cases = list(session.scalars(query))
-    counts: dict[int, int] = {}
-    for case_id in session.scalars(select(CaseRecording.case_id).where(
-            CaseRecording.detached_at.is_(None))):
-        counts[case_id] = counts.get(case_id, 0) + 1
+    counts: dict[int, int] = {
+        case_id: n for case_id, n in session.execute(
+            select(CaseRecording.case_id, func.count()).where(
+                CaseRecording.detached_at.is_(None)).group_by(CaseRecording.case_id))}
     return [{"number": c.number, "title": c.title, "unit": c.unit, "status": c.status,
              "retention": c.retention, "security_class": c.security_class,
              "recordings": counts.get(c.id, 0)} for c in cases]
@@ -162,28 +162,33 @@ def case_report(session: Session, number: str) -> dict[str, Any]:
     """Everything `liuhen case show` prints: the case, its actions, and its recordings with
     digests, times, officer and why each is attached (which rule, or who)."""
     case = get_case(session, number)
-    officers = {o.id: o for o in session.scalars(select(Officer))}
-    actions = []
-    for a in session.scalars(select(EnforcementAction).where(
-            EnforcementAction.case_id == case.id).order_by(EnforcementAction.start)):
-        ids = session.scalars(select(ActionOfficer.officer_id).where(
-            ActionOfficer.action_id == a.id))
-        actions.append({"id": a.external_id, "start": a.start.isoformat(),
-                        "end": a.end.isoformat(), "place": a.place,
-                        "officers": sorted(officers[i].number for i in ids)})
+    # Three queries whatever the size of the case (actions with their officers, and
+    # recordings with theirs), not one per row.
+    crew: dict[int, list[str]] = {}
+    for action_id, officer_number in session.execute(
+            select(ActionOfficer.action_id, Officer.number)
+            .join(Officer, Officer.id == ActionOfficer.officer_id)
+            .join(EnforcementAction, EnforcementAction.id == ActionOfficer.action_id)
+            .where(EnforcementAction.case_id == case.id)):
+        crew.setdefault(action_id, []).append(officer_number)
+    actions = [{"id": a.external_id, "start": a.start.isoformat(), "end": a.end.isoformat(),
+                "place": a.place, "officers": sorted(crew.get(a.id, []))}
+               for a in session.scalars(select(EnforcementAction).where(
+                   EnforcementAction.case_id == case.id).order_by(EnforcementAction.start))]
     recordings = []
     history = []
     rows = session.execute(
-        select(CaseRecording, Recording).join(Recording, Recording.id == CaseRecording.recording_id)
+        select(CaseRecording, Recording, Officer.number)
+        .join(Recording, Recording.id == CaseRecording.recording_id)
+        .outerjoin(Officer, Officer.id == Recording.officer_id)
         .where(CaseRecording.case_id == case.id).order_by(Recording.captured_at, Recording.id))
-    for cr, rec in rows:
-        officer = officers.get(rec.officer_id) if rec.officer_id else None
+    for cr, rec, officer_number in rows:
         entry = {
             "recording": rec.id, "name": rec.original_name, "state": rec.state,
             "sha256": rec.sha256, "sm3": rec.sm3, "size": rec.size,
             "capture_start": rec.captured_at.isoformat() if rec.captured_at else None,
             "capture_end": rec.capture_end.isoformat() if rec.capture_end else None,
-            "officer": officer.number if officer else None,
+            "officer": officer_number,
             "method": cr.method, "why": attachment_reason(cr),
             "attached_at": cr.attached_at.isoformat(), "attached_by": cr.actor,
         }
