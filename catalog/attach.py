@@ -281,9 +281,59 @@ def after_assignment(session: Session, signer: Signer, assignment: DeviceAssignm
     for rec_id in ids:
         rec = lock_recording(session, rec_id)
         assert rec is not None
+        before = rec.officer_id
         resolve_officer(session, signer, rec, name_officer(rec.original_name), actor)
+        if rec.officer_id != before:
+            release_stale_rule_attachments(session, signer, rec, policy=policy, actor=actor)
         attach_by_rule(session, signer, rec, policy=policy, actor=actor, store=store)
     return len(ids)
+
+
+def release_stale_rule_attachments(session: Session, signer: Signer, rec: Recording, *,
+                                   policy: RetentionSettings, actor: str) -> list[str]:
+    """Rule attachments made for the officer the recording was first thought to have.
+
+    Once an assignment recorded after the fact names another officer, the rule no longer
+    matches them: they are detached, with a custody event saying why. Attachments made
+    by hand are a person's decision and stay; an exported recording stays attached and
+    is flagged for a person to decide (detaching it needs --force-exported).
+    """
+    margin = timedelta(seconds=policy.attach_margin_s)
+    span = capture_interval(rec)
+    rows = session.execute(select(CaseRecording, Case).join(Case, Case.id == CaseRecording.case_id)
+                           .where(CaseRecording.recording_id == rec.id,
+                                  CaseRecording.method == "rule",
+                                  CaseRecording.detached_at.is_(None))).all()
+    released = []
+    for row, case in rows:
+        still = span is not None and rec.officer_id is not None and session.scalars(
+            select(EnforcementAction.id)
+            .join(ActionOfficer, ActionOfficer.action_id == EnforcementAction.id)
+            .where(EnforcementAction.case_id == case.id,
+                   ActionOfficer.officer_id == rec.officer_id,
+                   EnforcementAction.start <= span[1] + margin,
+                   EnforcementAction.end >= span[0] - margin).limit(1)).first() is not None
+        if still:
+            continue
+        exported = session.scalars(select(ExportItem.export_id).where(
+            ExportItem.recording_id == rec.id).limit(1)).first() is not None
+        if exported:
+            flags = dict(rec.flags or {})
+            flags["stale_rule_attachment"] = sorted({*flags.get("stale_rule_attachment", []),
+                                                     case.number})
+            rec.flags = flags
+            continue
+        reason = "the rule no longer matches: the recording's officer was re-resolved " \
+                 "from a device assignment"
+        # The row stays detached, for history; like a person's detach, the rule does not
+        # attach this recording to this case again.
+        row.detached_at, row.detached_by, row.detach_reason = utcnow(), actor, reason
+        append_event(session, signer, actor=actor, action="detached", object_type="recording",
+                     object_id=rec.sha256,
+                     details={"case": case.number, "reason": reason, "was": "rule",
+                              "exports": [], "override": False})
+        released.append(case.number)
+    return released
 
 
 def get_recording(session: Session, ref: str) -> Recording:

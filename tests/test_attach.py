@@ -259,3 +259,35 @@ def test_worker_resolves_officer_marks_important_and_attaches(tmp_path: Path) ->
         assert plain.flags["officer_mismatch"]["officer"] == "999001"
     assert cases_of(app, plain.id) == {"沪徐市监罚〔2026〕500号"}
     app.close()
+
+
+def test_assignment_recorded_late_moves_rule_attachments(
+        app: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """Probed while only the device file (010203) was known, the recording attached to
+    010203's case; the hand-over to 040506 recorded afterwards moves it to 040506's case,
+    and a recording attached by hand stays where the person put it."""
+    day = (2026, 3, 6)
+    with app.catalog.transaction() as s:
+        a = create_case(s, app.signer, number="沪徐市监罚〔2026〕601号", actor="admin")
+        b = create_case(s, app.signer, number="沪徐市监罚〔2026〕602号", actor="admin")
+        for case, officer in ((a, "010203"), (b, "040506")):
+            add_action(s, app.signer, case=case, external_id="1", officers=[officer],
+                       start=cst(*day, 14, 0), end=cst(*day, 15, 0), actor="admin")
+    moved = make_recording(app, start=cst(*day, 14, 10))
+    kept = make_recording(app, start=cst(*day, 14, 20))
+    assert cases_of(app, moved) == cases_of(app, kept) == {"沪徐市监罚〔2026〕601号"}
+    with app.catalog.transaction() as s:
+        case = get_case(s, "沪徐市监罚〔2026〕601号")
+        row = s.scalars(select(CaseRecording).where(CaseRecording.recording_id == kept,
+                                                    CaseRecording.case_id == case.id)).one()
+        row.method = "manual"  # as if a person had attached it
+    r = run_cli(capsys, "--data-dir", str(app.settings.data_dir), "device", "assign",
+                "A123456", "040506", "--start", "2026-03-06 12:00", "--actor", "调度")
+    assert r.code == 0 and "2 recording(s) re-resolved" in r.out, r.err
+    assert cases_of(app, moved) == {"沪徐市监罚〔2026〕602号"}
+    assert cases_of(app, kept) == {"沪徐市监罚〔2026〕601号", "沪徐市监罚〔2026〕602号"}
+    with app.catalog.session() as s:
+        detached = s.scalars(select(CustodyEvent).where(
+            CustodyEvent.action == "detached")).one()
+        assert detached.actor == "调度" and "re-resolved" in detached.details
+        assert verify_chain(s).ok
