@@ -14,6 +14,7 @@ from config.errors import EXIT_FAILED_CHECK, EXIT_USAGE, LiuhenError
 from liuhen.output import err, mark, out, print_json
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+DECODE_MODES = ("keyframes", "full", "none")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B)?\s*$", re.IGNORECASE)
 
 
@@ -32,7 +33,7 @@ def parse_size(text: str) -> int:
 
 def run_export(app: Any, *, out_path: str, cases: tuple[str, ...], date_from: str | None,
                date_to: str | None, with_access: bool, max_bag_size: str | None, fonds: str,
-               retention: str, security_class: str, organization: str, full_decode: bool,
+               retention: str, security_class: str, organization: str, decode: str,
                as_json: bool) -> None:
     from archive_export.export import ExportRequest, export_bundle, parse_day
     from archive_export.fourprops import Options, summary_lines
@@ -47,8 +48,7 @@ def run_export(app: Any, *, out_path: str, cases: tuple[str, ...], date_from: st
         organization=organization or s.station.unit or s.station.name,
         fonds=fonds, retention=retention, security_class=security_class,
         actor=f"station:{s.station.id}",
-        options=Options(ffmpeg=s.ffmpeg.ffmpeg, ffprobe=s.ffmpeg.ffprobe,
-                        full_decode=full_decode),
+        options=Options(ffmpeg=s.ffmpeg.ffmpeg, ffprobe=s.ffmpeg.ffprobe, decode=decode),
     )
     result = export_bundle(app.ready_catalog(), app.store, app.signer, req)
     if as_json:
@@ -71,7 +71,7 @@ def run_export(app: Any, *, out_path: str, cases: tuple[str, ...], date_from: st
 
 
 def run_four_properties(app: Any | None, bundle: str, *, as_json: bool, html_out: str | None,
-                        full_decode: bool) -> None:
+                        decode: str) -> None:
     from archive_export.bagview import open_bag
     from archive_export.fourprops import (
         Options,
@@ -82,13 +82,13 @@ def run_four_properties(app: Any | None, bundle: str, *, as_json: bool, html_out
     )
 
     lookup = None
-    opts = Options(full_decode=full_decode)
+    opts = Options(decode=decode)
     if app is not None:
         from archive_export.export import catalog_lookup
 
         lookup = catalog_lookup(app.ready_catalog())
         opts = Options(ffmpeg=app.settings.ffmpeg.ffmpeg, ffprobe=app.settings.ffmpeg.ffprobe,
-                       full_decode=full_decode)
+                       decode=decode)
     report = check_bag(open_bag(Path(bundle)), catalog=lookup, options=opts)
     if html_out:
         Path(html_out).write_bytes(report_html(report))
@@ -118,31 +118,33 @@ def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> N
     @click.option("--security-class", default="", help="密级 for recordings in no case.")
     @click.option("--organization", default="", help="Source-Organization (default: the "
                   "station's unit).")
-    @click.option("--full-decode", is_flag=True, help="Four-properties: decode every frame "
-                  "(default: key frames).")
+    @click.option("--decode", type=click.Choice(DECODE_MODES), default="keyframes",
+                  show_default=True, help="Four-properties decode check: key frames, every "
+                  "frame, or not run.")
     @json_option
     @pass_ctx
     def export_cmd(ctx: Any, cases: tuple[str, ...], date_from: str | None,
                    date_to: str | None, out_path: str, with_access: bool,
                    max_bag_size: str | None, fonds: str, retention: str, security_class: str,
-                   organization: str, full_decode: bool, as_json: bool) -> None:
+                   organization: str, decode: str, as_json: bool) -> None:
         """Export cases or a date range as BagIt retention bundles, with the four-properties
         report."""
         run_export(ctx.app(), out_path=out_path, cases=cases, date_from=date_from,
                    date_to=date_to, with_access=with_access, max_bag_size=max_bag_size,
                    fonds=fonds, retention=retention, security_class=security_class,
-                   organization=organization, full_decode=full_decode, as_json=as_json)
+                   organization=organization, decode=decode, as_json=as_json)
 
     @cli.command("four-properties")
     @click.argument("bundle", type=click.Path(exists=True))
     @click.option("--html", "html_out", type=click.Path(dir_okay=False),
                   help="Also write the HTML report (Chinese and English) here.")
     @click.option("--with-catalog", is_flag=True, help="Also compare digests with the catalog.")
-    @click.option("--full-decode", is_flag=True, help="Decode every frame (default: key frames).")
+    @click.option("--decode", type=click.Choice(DECODE_MODES), default="keyframes",
+                  show_default=True, help="Decode check: key frames, every frame, or not run.")
     @json_option
     @pass_ctx
     def four_properties_cmd(ctx: Any, bundle: str, html_out: str | None, with_catalog: bool,
-                            full_decode: bool, as_json: bool) -> None:
+                            decode: str, as_json: bool) -> None:
         """DA/T 70 four-properties check (四性检测) of a bundle, offline by default."""
         run_four_properties(ctx.app() if with_catalog else None, bundle, as_json=as_json,
-                            html_out=html_out, full_decode=full_decode)
+                            html_out=html_out, decode=decode)

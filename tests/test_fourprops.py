@@ -134,9 +134,11 @@ def test_command_json_html_and_exit_codes(exported: dict[str, Any], tmp_path: Pa
                                           capsys: pytest.CaptureFixture[str]) -> None:
     html = tmp_path / "report.html"
     good = run_cli(capsys, "four-properties", str(exported["tar"]), "--json", "--html",
-                   str(html))
+                   str(html), "--decode", "full")
     assert good.code == 0, good.out[-2000:]
-    assert json.loads(good.out)["ok"] is True
+    report = json.loads(good.out)
+    assert report["ok"] is True
+    assert checks(report)["U1"]["detail"].startswith("every frame")
     page = html.read_text(encoding="utf-8")
     for label in ("真实性", "Authenticity", "完整性", "Integrity", "可用性", "Usability",
                   "安全性", "Security"):
