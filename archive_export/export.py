@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session
 from archive_export import fourprops
 from archive_export.bagview import DirBag, TarBag
 from archive_export.bagwriter import (
+    PARTIAL_SUFFIX,
     BagWriter,
     PayloadMismatch,
     human_size,
@@ -473,7 +474,11 @@ def export_bundle(catalog: Catalog, store: ObjectStore, signer: Signer,
         records, name_map = _build_records(session, selected, req, today)
     bags = plan_bags(records, req.max_bag_bytes)
     paths = _bag_paths(out, len(bags))
-    taken = [p for p in paths if p.exists() or p.with_name(p.name + ".partial").exists()]
+    partial = [q for p in paths if (q := p.with_name(p.name + PARTIAL_SUFFIX)).exists()]
+    if partial:
+        raise ExportError(f"{', '.join(map(str, partial))}: left by an interrupted export",
+                          hint="it is incomplete: remove it, then export again")
+    taken = [p for p in paths if p.exists()]
     if taken:
         raise ExportError(f"{', '.join(map(str, taken))} already exist(s)",
                           hint="choose another --out; an export never overwrites")

@@ -15,6 +15,7 @@ import hashlib
 import html
 import json
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -481,6 +482,7 @@ def _check_descriptor(doc: PackageDoc, files: Mapping[str, int],
 
 
 def _check_fields(doc: PackageDoc, chk: Check) -> None:
+    empty: dict[str, list[str]] = {}
     for rec in doc.records:
         have = set(rec["fields"])
         if rec.get("retention"):
@@ -488,9 +490,14 @@ def _check_fields(doc: PackageDoc, chk: Check) -> None:
         missing = [f for f in REQUIRED_FIELDS if f not in have]
         if missing:
             chk.fail(f"record {rec.get('seq')}: required field(s) missing: {', '.join(missing)}")
-        weak = [f for f in RECOMMENDED_FIELDS if f not in have]
-        if weak:
-            chk.warn(f"record {rec.get('seq')}: recommended field(s) empty: {', '.join(weak)}")
+        for f in RECOMMENDED_FIELDS:
+            if f not in have:
+                empty.setdefault(f, []).append(str(rec.get("seq")))
+    for f, seqs in empty.items():
+        # One line per field: a case without places would otherwise repeat it per record.
+        shown = ", ".join(seqs[:20]) + (" …" if len(seqs) > 20 else "")
+        chk.warn(f"recommended field '{f}' is empty in {len(seqs)} of {len(doc.records)} "
+                 f"records ({shown})")
     chk.detail = ("required: " + ", ".join(REQUIRED_FIELDS) + "; recommended: "
                   + ", ".join(RECOMMENDED_FIELDS))
 
@@ -573,8 +580,8 @@ def _inspect(bag: BagView, path: str, opts: Options,
         info.update(decode="not-media", decode_error="", allowed_format=False)
         return info
     url = bag.media_url(path)
-    info.update(_ffprobe(url, opts))
-    info["decode"], info["decode_error"] = _decode(url, opts)
+    info.update(_ffprobe(url, opts, path))
+    info["decode"], info["decode_error"] = _decode(url, opts, path)
     return info
 
 
@@ -645,7 +652,7 @@ def _scan(data: bytes, pos: int) -> str | None:
     return None
 
 
-def _ffprobe(url: str, opts: Options) -> dict[str, Any]:
+def _ffprobe(url: str, opts: Options, path: str) -> dict[str, Any]:
     cmd = [opts.ffprobe, "-v", "error", "-show_format", "-show_streams", "-of", "json", url]
     try:
         proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=60,
@@ -653,7 +660,7 @@ def _ffprobe(url: str, opts: Options) -> dict[str, Any]:
     except (OSError, subprocess.TimeoutExpired) as exc:
         return {"probe_error": f"ffprobe: {exc}"}
     if proc.returncode != 0:
-        return {"probe_error": _one_line(proc.stderr)}
+        return {"probe_error": _one_line(proc.stderr, url, path)}
     data = json.loads(proc.stdout or b"{}")
     fmt = data.get("format", {})
     out: dict[str, Any] = {"format_name": fmt.get("format_name"),
@@ -668,7 +675,7 @@ def _ffprobe(url: str, opts: Options) -> dict[str, Any]:
     return out
 
 
-def _decode(url: str, opts: Options) -> tuple[str, str]:
+def _decode(url: str, opts: Options, path: str) -> tuple[str, str]:
     if opts.decode == "none":
         return "not-run", ""
     cmd = [opts.ffmpeg, "-nostdin", "-hide_banner", "-v", "error"]
@@ -682,7 +689,7 @@ def _decode(url: str, opts: Options) -> tuple[str, str]:
         return "timeout", ""
     except OSError as exc:
         return "fail", f"cannot run ffmpeg: {exc}"
-    err = _one_line(proc.stderr)
+    err = _one_line(proc.stderr, url, path)
     if proc.returncode != 0 or err:
         return "fail", err or f"ffmpeg exit status {proc.returncode}"
     return "pass", ""
@@ -743,10 +750,12 @@ def _compare_probe(record: dict[str, Any], info: dict[str, Any], chk: Check) -> 
         chk.fail(f"{path}: duration {got_d:.2f} s in the file, {want_d:.2f} s in the descriptor")
 
 
-def _one_line(stderr: bytes) -> str:
-    """ffmpeg's complaint on one line, without the (temporary) file path it names."""
+def _one_line(stderr: bytes, url: str, path: str) -> str:
+    """ffmpeg's complaint on one line, naming the file by its bag path rather than where
+    it happened to be read (a temporary name at export, a tar byte range)."""
     text = " / ".join(x.strip() for x in stderr.decode("utf-8", "replace").splitlines()
                       if x.strip())
+    text = re.sub(r" @ 0x[0-9a-f]+\]", "]", text.replace(url, path))
     return text[-400:]
 
 
@@ -859,13 +868,17 @@ td,th{{border:1px solid #999;padding:4px;vertical-align:top;text-align:left}}
     return doc.encode("utf-8")
 
 
-def summary_lines(report: Mapping[str, Any]) -> list[str]:
+def summary_lines(report: Mapping[str, Any], *, failures_only: bool = False) -> list[str]:
+    """One line per property, then its checks' problems (``fail``/``warn``)."""
     lines = []
     for prop in report["properties"].values():
         zh, en = STATUS_LABELS[prop["status"]]
-        lines.append(f"{prop['label_zh']} {prop['label_en']}: {zh} / {en}")
+        if not failures_only:
+            lines.append(f"{prop['label_zh']} {prop['label_en']}: {zh} / {en}")
         for chk in prop["checks"]:
+            if failures_only and chk["status"] != "fail":
+                continue
             for p in chk["problems"]:
-                lines.append(f"  {chk['id']} {chk['label_en']}: {p}")
+                lines.append(f"  [{chk['status']}] {chk['id']} {chk['label_en']}: {p}")
     return lines
 

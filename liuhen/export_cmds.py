@@ -64,10 +64,11 @@ def run_export(app: Any, *, out_path: str, cases: tuple[str, ...], date_from: st
     for b in result.bags:
         out.print(f"  {mark(b.four_properties['ok'])} {b.path}  ({b.files} files, {b.bytes} "
                   f"bytes; four-properties {'pass' if b.four_properties['ok'] else 'FAIL'})")
-        if not b.four_properties["ok"]:
-            for line in summary_lines(b.four_properties):
-                if line.startswith("  "):
-                    err.print(f"   {line}", markup=False)
+        for line in summary_lines(b.four_properties, failures_only=True):
+            err.print(f"   {line}", markup=False)
+    if any(not b.four_properties["ok"] for b in result.bags):
+        err.print("   the bags are complete and signed; the four-properties report in each "
+                  "(data/metadata/four-properties.html) lists every finding", markup=False)
 
 
 def run_four_properties(app: Any | None, bundle: str, *, as_json: bool, html_out: str | None,

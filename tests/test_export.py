@@ -13,7 +13,7 @@ import subprocess
 import tarfile
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -238,8 +238,15 @@ def test_tar_export_split_into_numbered_bags(
 ) -> None:
     d = dock_and_derive(tmp_path, derive=False, h265=0, wav=1, jpeg=1, truncated=0)
     make_case(d.app)
-    with d.app.catalog.session() as s:
-        sizes = [r.size for r in s.scalars(select(Recording))]
+    with d.app.catalog.transaction() as s:
+        # A detached recording is no longer the case's: it must not be exported.
+        detached = s.scalars(select(CaseRecording).order_by(CaseRecording.id)).first()
+        assert detached is not None
+        detached.detached_at, detached.detached_by = datetime.now(UTC), "test"
+        gone = s.get(Recording, detached.recording_id)
+        assert gone is not None
+        gone_name = gone.original_name
+        sizes = [r.size for r in s.scalars(select(Recording)) if r.id != gone.id]
     limit = max(sizes) + 1
     out = tmp_path / "out" / "case.tar"
     result = export(d.app, out, max_bag_bytes=limit)
@@ -268,6 +275,7 @@ def test_tar_export_split_into_numbered_bags(
         assert verified.code == 0, verified.out + verified.err
     assert group == {result.uid}
     assert len(seen) == len(set(seen)) == len(sizes)  # every recording once, in one bag
+    assert not any(p.endswith("/" + gone_name) for p in seen)
 
 
 @pytest.mark.slow
@@ -419,6 +427,12 @@ def test_export_command_by_date_range(
                     str(out))
     assert again.code == 2 and "already exist" in again.err
     assert not (tmp_path / "out" / "april").exists()
+    # What a killed export leaves is named as such, and blocks that --out until removed.
+    (tmp_path / "out" / "killed.partial").mkdir()
+    blocked = run_cli(capsys, "export", "--from", "2026-03-09", "--to", "2026-03-11",
+                      "--out", str(tmp_path / "out" / "killed"))
+    assert blocked.code == 2 and "interrupted export" in blocked.err
+    assert not (tmp_path / "out" / "killed").exists()
 
 
 def test_unknown_case_is_named(tmp_path: Path) -> None:
