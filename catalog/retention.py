@@ -298,9 +298,21 @@ def due(session: Session, policy: RetentionSettings, now: datetime,
              .order_by(func.coalesce(Recording.captured_at, Recording.received_at), Recording.id))
     if limit:
         query = query.limit(limit)
-    # The query narrows; explain() decides, so the list and the rules cannot disagree.
-    return [d for rec in session.scalars(query)
-            if (d := explain(session, rec, policy, now)).deletable]
+    # The query applies rules 1-3 (nothing attached, held or awaiting review); what is
+    # left is under rule 4. expire_one() runs explain() again under the row lock before
+    # deleting anything, so a change after this listing is never overlooked.
+    listed = []
+    for rec in session.scalars(query):
+        until = floor_date(rec, policy)
+        if until > now:  # rounding at the cutoff
+            continue
+        listed.append(Decision(
+            recording_id=rec.id, sha256=rec.sha256, name=rec.original_name, state=rec.state,
+            rule="unattached", keep_until=until, expired=True, deletable=True,
+            reasons=[f"unattached minimum: {policy.unattached_days} days from "
+                     f"{'capture' if rec.captured_at else 'receipt'} → {until.isoformat()}"],
+            store_retain_until=rec.retain_until))
+    return listed
 
 
 @dataclass
