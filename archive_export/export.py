@@ -4,15 +4,16 @@ The flow of one export:
 
 1. select the recordings (a case's attached recordings, or those captured in a date
    range) and give each a readable, safe path; split into numbered bags by a size limit;
-2. record the export (``Export`` row RUNNING, its items, an ``export-started`` custody
-   event) in one transaction, so even an export that dies is on record;
+2. record the export (``Export`` row RUNNING with its scope, an ``export-started``
+   custody event) in one transaction, so even an export that dies is on record;
 3. per bag: stream every original (and access copy) from the object store into the bag,
    hashing SHA-256, SHA-512 and SM3 while writing and checking SHA-256 and SM3 against
    the catalog; write the metadata files; run the four-properties check; write the
    manifests, tag manifests and the Ed25519 signature. Each bag is written under
    ``<name>.partial``;
 4. when every bag is finished, rename them into place, then record the export DONE with
-   one ``exported`` custody event per recording and an ``export-finished`` event.
+   its ``ExportItem`` rows, one ``exported`` custody event per recording and an
+   ``export-finished`` event.
 
 Any failure (a corrupt object, the store or disk failing) removes every ``.partial``
 output of this export, records the export FAILED with the error and an
@@ -496,9 +497,6 @@ def export_bundle(catalog: Catalog, store: ObjectStore, signer: Signer,
         session.add(row)
         session.flush()
         export_id = row.id
-        for r in records:
-            session.add(ExportItem(export_id=export_id, recording_id=r.recording_id,
-                                   path=r.original.path))
         append_event(session, signer, actor=actor, action="export-started",
                      object_type="export", object_id=uid,
                      details={"scope": scope, "recordings": len(records),
@@ -533,6 +531,10 @@ def export_bundle(catalog: Catalog, store: ObjectStore, signer: Signer,
                          "four_properties": {b.name: b.four_properties["ok"] for b in results}}
             for b_index, bag_records in enumerate(bags):
                 for r in bag_records:
+                    # Items only for a finished export: "exported" means in a bag that
+                    # exists (cases refuse to detach an exported recording lightly).
+                    session.add(ExportItem(export_id=export_id, recording_id=r.recording_id,
+                                           path=r.original.path))
                     append_event(session, signer, actor=actor, action="exported",
                                  object_type="recording", object_id=r.sha256,
                                  details={"export": uid, "bag": results[b_index].name,

@@ -13,7 +13,7 @@ import subprocess
 import tarfile
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +24,12 @@ from sqlalchemy import select
 from archive_export.bagwriter import PayloadMismatch
 from archive_export.export import ExportRequest, NothingToExport, export_bundle
 from catalog import verify_chain
-from catalog.custody import append_event, canonical_bytes
+from catalog.attach import attach_manual, detach
+from catalog.cases import add_action, create_case
+from catalog.custody import canonical_bytes
 from catalog.models import (
-    ActionOfficer,
-    Case,
     CaseRecording,
     CustodyEvent,
-    EnforcementAction,
     Export,
     ExportItem,
     Officer,
@@ -70,35 +69,23 @@ def dock_and_derive(tmp_path: Path, *, catalog_url: str | None = None,
     return Docked(app, rec, root)
 
 
-def make_case(app: App, number: str = CASE, *, recordings: list[int] | None = None,
-              place: str = "徐汇区漕溪北路 100 号") -> None:
-    """A case with one enforcement action over the whole shift, every recording attached
-    by hand, with the custody events attaching writes."""
+def make_case(app: App, number: str = CASE, *, place: str = "徐汇区漕溪北路 100 号") -> None:
+    """A case with one enforcement action over the whole shift and every recording
+    attached by hand, through the catalog's case API (with its custody events)."""
     with app.catalog.transaction() as s:
-        case = Case(number=number, title="无证经营案", unit="徐汇区市场监督管理局",
-                    retention="30年", security_class="内部")
-        s.add(case)
-        s.flush()
-        append_event(s, app.signer, actor="test", action="case-created", object_type="case",
-                     object_id=number, details={"title": case.title})
+        case = create_case(s, app.signer, number=number, title="无证经营案",
+                           unit="徐汇区市场监督管理局", retention="30年", security_class="内部",
+                           actor="test")
         recs = list(s.scalars(select(Recording).order_by(Recording.id)))
         starts = [r.captured_at for r in recs if r.captured_at]
-        action = EnforcementAction(case_id=case.id, external_id="A-1",
-                                   start=min(starts) - timedelta(minutes=5),
-                                   end=max(starts) + timedelta(minutes=5), place=place)
-        s.add(action)
-        s.flush()
         officer = s.scalars(select(Officer)).first()
         assert officer is not None
-        s.add(ActionOfficer(action_id=action.id, officer_id=officer.id))
+        add_action(s, app.signer, case=case, external_id="A-1", officers=[officer.number],
+                   start=min(starts) - timedelta(minutes=5),
+                   end=max(starts) + timedelta(minutes=5), place=place, actor="test")
         for r in recs:
-            if recordings is not None and r.id not in recordings:
-                continue
-            s.add(CaseRecording(case_id=case.id, recording_id=r.id, method="manual",
-                                actor="test", reason="test"))
-            append_event(s, app.signer, actor="test", action="attached",
-                         object_type="recording", object_id=r.sha256,
-                         details={"case": number, "method": "manual"})
+            attach_manual(s, app.signer, case_number=number, rec=r, reason="test",
+                          actor="test", policy=app.settings.retention, store=app.store)
 
 
 def export(app: App, out: Path, **kwargs: Any) -> Any:
@@ -240,11 +227,11 @@ def test_tar_export_split_into_numbered_bags(
     make_case(d.app)
     with d.app.catalog.transaction() as s:
         # A detached recording is no longer the case's: it must not be exported.
-        detached = s.scalars(select(CaseRecording).order_by(CaseRecording.id)).first()
-        assert detached is not None
-        detached.detached_at, detached.detached_by = datetime.now(UTC), "test"
-        gone = s.get(Recording, detached.recording_id)
+        first = s.scalars(select(CaseRecording).order_by(CaseRecording.id)).first()
+        assert first is not None
+        gone = s.get(Recording, first.recording_id)
         assert gone is not None
+        detach(s, d.app.signer, case_number=CASE, rec=gone, reason="wrong case", actor="test")
         gone_name = gone.original_name
         sizes = [r.size for r in s.scalars(select(Recording)) if r.id != gone.id]
     limit = max(sizes) + 1
@@ -303,6 +290,7 @@ def test_corrupt_object_aborts_the_export_and_names_it(tmp_path: Path) -> None:
         rows = s.scalars(select(Export)).all()
         assert [r.state for r in rows] == ["FAILED", "FAILED"]
         assert all(victim.object_key in (r.error or "") for r in rows)
+        assert s.scalars(select(ExportItem)).all() == []  # nothing was exported
         failed = s.scalars(select(CustodyEvent).where(
             CustodyEvent.action == "export-failed")).all()
         assert len(failed) == 2 and victim.object_key in failed[0].details
