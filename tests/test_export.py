@@ -267,13 +267,14 @@ def test_tar_export_split_into_numbered_bags(
 
 @pytest.mark.slow
 def test_corrupt_object_aborts_the_export_and_names_it(tmp_path: Path) -> None:
-    d = dock_and_derive(tmp_path, derive=False, h265=0, wav=0, jpeg=0, truncated=0,
+    d = dock_and_derive(tmp_path, derive=False, h264=2, h265=0, wav=0, jpeg=0, truncated=0,
                         segments=0)
     make_case(d.app)
     with d.app.catalog.session() as s:
-        victim = s.scalars(select(Recording).where(
-            Recording.original_name.like("%.MP4"))).first()
-        assert victim is not None
+        videos = s.scalars(select(Recording).where(Recording.original_name.like("%.MP4"))
+                           .order_by(Recording.captured_at)).all()
+        victim = videos[-1]  # exported last: the bags before it are already finished
+        limit = max(v.size for v in videos)
     path = d.app.store.root / victim.object_key  # type: ignore[attr-defined]
     os.chmod(path, 0o644)
     data = bytearray(path.read_bytes())
@@ -282,7 +283,8 @@ def test_corrupt_object_aborts_the_export_and_names_it(tmp_path: Path) -> None:
     for out in (tmp_path / "out" / "bag", tmp_path / "out" / "bag.tar"):
         out.parent.mkdir(exist_ok=True)
         with pytest.raises(PayloadMismatch) as info:
-            export(d.app, out)
+            # Split: one bag per recording, so finished bags exist when the mismatch hits.
+            export(d.app, out, max_bag_bytes=limit)
         assert victim.object_key in str(info.value) and victim.sha256 in str(info.value)
         assert "sha256 mismatch" in str(info.value)
         assert os.listdir(out.parent) == []  # nothing half-written stays visible

@@ -148,3 +148,17 @@ def test_command_json_html_and_exit_codes(exported: dict[str, Any], tmp_path: Pa
     bad = run_cli(capsys, "four-properties", str(bag))
     assert bad.code == 1
     assert "完整性 Integrity: 不通过 / fail" in bad.out and ".WAV" in bad.out
+
+
+def test_metadata_that_disagrees_with_the_file_is_reported(exported: dict[str, Any],
+                                                           tmp_path: Path) -> None:
+    bag = copy_bag(exported, tmp_path)
+    package = bag / "data" / "metadata" / "package.xml"
+    text = package.read_text(encoding="utf-8")
+    assert 'width="320"' in text
+    package.chmod(0o644)
+    package.write_text(text.replace('width="320"', 'width="1920"', 1), encoding="utf-8")
+    by_id = checks(check_bag(DirBag(bag)))
+    assert any("width is 320 in the file, 1920 in the descriptor" in p
+               for p in by_id["A5"]["problems"])
+    assert any("package.xml" in p for p in by_id["A2"]["problems"])  # and the manifest
