@@ -39,6 +39,7 @@ from catalog.signing import verify_signature
 from ingest.synthetic import make_recorder
 from ingest.worker import Worker
 from liuhen.app import App
+from storage import ObjectNotFound
 from tests.cli_helpers import run_cli
 from tests.offload_helpers import make_app
 
@@ -277,7 +278,8 @@ def test_corrupt_object_aborts_the_export_and_names_it(tmp_path: Path) -> None:
         limit = max(v.size for v in videos)
     path = d.app.store.root / victim.object_key  # type: ignore[attr-defined]
     os.chmod(path, 0o644)
-    data = bytearray(path.read_bytes())
+    good = path.read_bytes()
+    data = bytearray(good)
     data[len(data) // 2] ^= 0x01
     path.write_bytes(bytes(data))
     for out in (tmp_path / "out" / "bag", tmp_path / "out" / "bag.tar"):
@@ -297,6 +299,15 @@ def test_corrupt_object_aborts_the_export_and_names_it(tmp_path: Path) -> None:
             CustodyEvent.action == "export-failed")).all()
         assert len(failed) == 2 and victim.object_key in failed[0].details
         assert verify_chain(s).ok
+
+    # An object gone from the store: the same abort, naming the key.
+    path.write_bytes(good)
+    other = d.app.store.root / videos[0].object_key  # type: ignore[attr-defined]
+    os.chmod(other, 0o644)
+    other.unlink()
+    with pytest.raises(ObjectNotFound, match=videos[0].object_key):
+        export(d.app, tmp_path / "out" / "again.tar")
+    assert os.listdir(tmp_path / "out") == []
 
 
 @pytest.mark.slow
