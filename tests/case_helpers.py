@@ -19,9 +19,10 @@ CST = timezone(timedelta(hours=8))
 _counter = itertools.count(1)
 
 
-def cst(*args: int) -> datetime:
+def cst(year: int, month: int, day: int, hour: int = 0, minute: int = 0,
+        second: int = 0) -> datetime:
     """A China Standard Time wall-clock time, as UTC."""
-    return datetime(*args, tzinfo=CST).astimezone(UTC)  # type: ignore[misc]
+    return datetime(year, month, day, hour, minute, second, tzinfo=CST).astimezone(UTC)
 
 
 def put_object(app: Any, data: bytes, retain_until: datetime | None = None) -> str:
@@ -63,7 +64,7 @@ def make_recording(
             important=important), "test")
         rec = s.get(Recording, row.recording_id)
         assert rec is not None
-        rec_id = rec.id
+        rec_id: int = rec.id
     if probe:
         probe_recording(app, rec_id, start, start + timedelta(seconds=seconds),
                         name_officer=officer, important=important)

@@ -32,7 +32,7 @@ def officer_number_at(app: Any, serial: str, at: Any) -> str | None:
     with app.catalog.session() as s:
         device = s.scalars(select(Device).where(Device.serial == serial)).one()
         oid = officer_at(s, device.id, at)
-        return s.get(Officer, oid).number if oid else None  # type: ignore[union-attr]
+        return s.get(Officer, oid).number if oid else None
 
 
 def test_hand_overs_make_a_history(app: Any) -> None:

@@ -134,7 +134,7 @@ def test_sweep_dry_run_then_apply(app: Any, capsys: pytest.CaptureFixture[str]) 
         assert sorted(events) == ["derivative", "recording"]
         assert len(s.scalars(select(Tombstone)).all()) == 1
         assert verify_chain(s).ok
-        assert s.get(Recording, young).state == "PROBED"  # type: ignore[union-attr]
+        assert s.get(Recording, young).state == "PROBED"
     r = run_cli(capsys, "retention", "explain", str(expired))
     assert "rule: expired" in r.out and "deleted at expiry" in r.out
     # Nothing more to do; an expired recording cannot be attached or held.
@@ -190,6 +190,7 @@ def test_sweep_never_deletes_what_must_be_kept(tmp_path_factory: pytest.TempPath
                     rec.captured_at = None  # type: ignore[union-attr]
             with app.catalog.transaction() as s:
                 rec = s.get(Recording, rec_id)
+                assert rec is not None
                 for op in h["ops"]:
                     apply_op(app, s, rec, op)
             ids.append(rec_id)
@@ -290,7 +291,7 @@ def test_object_lock_refuses_an_early_delete_and_attach_extends(
     with app.catalog.transaction() as s:
         create_case(s, app.signer, number="沪徐市监罚〔2026〕8号", retention="永久", actor="a")
         attach_manual(s, app.signer, case_number="沪徐市监罚〔2026〕8号",
-                      rec=s.get(Recording, rec_id), reason="证据", actor="a",
+                      rec=s.get_one(Recording, rec_id), reason="证据", actor="a",
                       policy=app.settings.retention, store=app.store)
     until = app.store.head(key).retain_until
     assert until is not None and until > now + timedelta(days=99 * 365)
@@ -299,7 +300,8 @@ def test_object_lock_refuses_an_early_delete_and_attach_extends(
         assert stored is not None and abs((stored - until).total_seconds()) <= 1
     # A legal hold is mirrored in the store.
     with app.catalog.transaction() as s:
-        hold(s, app.signer, app.store, s.get(Recording, rec_id), reason="诉讼", actor="法务")
+        hold(s, app.signer, app.store, s.get_one(Recording, rec_id), reason="诉讼",
+             actor="法务")
     assert app.store.head(key).legal_hold
     app.close()
 
