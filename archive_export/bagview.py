@@ -120,6 +120,10 @@ class TarBag:
         with self.open(path) as f:
             return f.read()
 
+    def member_range(self, path: str) -> tuple[int, int]:
+        """Where ``path``'s bytes lie in the tar file: (offset, size)."""
+        return self._members[path]
+
     def media_url(self, path: str) -> str:
         offset, size = self._members[path]
         # ffmpeg's subfile protocol: bytes [start, end) of the tar, seekable.
