@@ -114,6 +114,7 @@ class ImportReport:
     attached: int = 0
     errors: list[str] = field(default_factory=list)
     new_action_ids: list[int] = field(default_factory=list)
+    closed_case_ids: list[int] = field(default_factory=list)  # open → closed/archived now
 
     @property
     def changed(self) -> bool:
@@ -316,6 +317,7 @@ def _land(session: Session, rows: list[ActionRow],
         if current != v:
             if v["status"] != "open" and case.status == "open":
                 case.closed_at = now
+                report.closed_case_ids.append(case.id)
             for k, value in v.items():
                 setattr(case, k, value)
             report.cases_updated += 1

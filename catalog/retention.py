@@ -204,6 +204,21 @@ def sync_store_retention(session: Session, store: ObjectStore, rec: Recording,
     return rec.retain_until
 
 
+def sync_cases_store_retention(session: Session, store: ObjectStore, case_ids: list[int],
+                               policy: RetentionSettings) -> int:
+    """After cases closed: their N-year periods now run from the closing, later than the
+    date pushed at attach time; extend their recordings' store retention to match."""
+    if not case_ids:
+        return 0
+    rec_ids = sorted(set(session.scalars(select(CaseRecording.recording_id).where(
+        CaseRecording.case_id.in_(case_ids), CaseRecording.detached_at.is_(None)))))
+    for rec_id in rec_ids:
+        rec = lock_recording(session, rec_id)
+        if rec is not None and rec.state in LIVE_STATES:
+            sync_store_retention(session, store, rec, policy)
+    return len(rec_ids)
+
+
 def _store_locks(store: ObjectStore, key: str, target: datetime) -> bool:
     """Whether the store itself now holds the date (not a directory store, not an S3 bucket
     without Object Lock): only then does the catalog record it as pushed."""

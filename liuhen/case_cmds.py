@@ -109,6 +109,8 @@ def run_case_import(app: Any, path: Path, actor: str, as_json: bool) -> None:
         report.attached = A.attach_for_actions(s, app.signer, report.new_action_ids,
                                                policy=app.settings.retention, actor=actor,
                                                store=app.store)
+        R.sync_cases_store_retention(s, app.store, report.closed_case_ids,
+                                     app.settings.retention)
     if as_json:
         print_json(report.as_dict())
     else:

@@ -19,6 +19,7 @@ from catalog import verify_chain
 from catalog.attach import attach_manual, detach
 from catalog.cases import create_case
 from catalog.models import (
+    Case,
     CaseRecording,
     CustodyEvent,
     Derivative,
@@ -26,7 +27,14 @@ from catalog.models import (
     Recording,
     Tombstone,
 )
-from catalog.retention import explain, hold, release, review, sweep
+from catalog.retention import (
+    explain,
+    hold,
+    release,
+    review,
+    sweep,
+    sync_cases_store_retention,
+)
 from storage import RetentionRefused
 from tests.case_helpers import cst, make_recording, put_object
 from tests.cli_helpers import run_cli
@@ -298,6 +306,23 @@ def test_object_lock_refuses_an_early_delete_and_attach_extends(
     with app.catalog.session() as s:
         stored = s.get(Recording, rec_id).retain_until  # type: ignore[union-attr]
         assert stored is not None and abs((stored - until).total_seconds()) <= 1
+    # A 10年 case attached while open pushes now + 10 years; when it closes, the period
+    # runs from the closing, and the store's date follows.
+    other = make_recording(app, start=now - timedelta(days=1))
+    with app.catalog.transaction() as s:
+        create_case(s, app.signer, number="沪徐市监罚〔2026〕10号", retention="10年", actor="a")
+        attach_manual(s, app.signer, case_number="沪徐市监罚〔2026〕10号",
+                      rec=s.get_one(Recording, other), reason="证据", actor="a",
+                      policy=app.settings.retention, store=app.store)
+        other_key = s.get_one(Recording, other).object_key
+    at_attach = app.store.head(other_key).retain_until
+    assert at_attach is not None and at_attach > now + timedelta(days=3650)
+    with app.catalog.transaction() as s:
+        case = s.scalars(select(Case).where(Case.number == "沪徐市监罚〔2026〕10号")).one()
+        case.status, case.closed_at = "closed", now + timedelta(days=40)
+        assert sync_cases_store_retention(s, app.store, [case.id], app.settings.retention) == 1
+    closed_until = app.store.head(other_key).retain_until
+    assert closed_until is not None and closed_until >= at_attach + timedelta(days=39)
     # A legal hold is mirrored in the store.
     with app.catalog.transaction() as s:
         hold(s, app.signer, app.store, s.get_one(Recording, rec_id), reason="诉讼",
