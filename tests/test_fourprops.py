@@ -131,7 +131,8 @@ def test_catalog_comparison(exported: dict[str, Any], tmp_path: Path) -> None:
 
 
 def test_command_json_html_and_exit_codes(exported: dict[str, Any], tmp_path: Path,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+                                          capsys: pytest.CaptureFixture[str],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
     html = tmp_path / "report.html"
     good = run_cli(capsys, "four-properties", str(exported["tar"]), "--json", "--html",
                    str(html), "--decode", "full")
@@ -143,6 +144,12 @@ def test_command_json_html_and_exit_codes(exported: dict[str, Any], tmp_path: Pa
     for label in ("真实性", "Authenticity", "完整性", "Integrity", "可用性", "Usability",
                   "安全性", "Security"):
         assert label in page
+    monkeypatch.setenv("LIUHEN_HOME", str(exported["app"].settings.data_dir))
+    with_catalog = run_cli(capsys, "four-properties", str(exported["bag"]), "--with-catalog",
+                           "--json", "--decode", "none")
+    assert with_catalog.code == 0, with_catalog.out[-2000:]
+    by_id = checks(json.loads(with_catalog.out))
+    assert by_id["A3"]["status"] == "pass" and by_id["U1"]["status"] == "not-run"
     bag = copy_bag(exported, tmp_path)
     next((bag / "data" / "originals").rglob("*.WAV")).unlink()
     bad = run_cli(capsys, "four-properties", str(bag))
