@@ -1,0 +1,342 @@
+"""District invariants: the catalog and the object store checked against each other.
+
+`liuhen verify --district` and the district simulation (tests/district/) call
+:func:`check_district`. It reads the whole catalog and lists the whole store, and reports
+every violation it finds, each naming the object (docking uid, recording SHA-256, object
+key, work item id, custody event), never only the first:
+
+* every file of every docking is stored exactly once: each registered docking file points
+  at a recording; each recording's object exists with its size, SHA-256 and SM3 (the
+  bytes re-read from the store: all of them, or a deterministic sample at large size);
+  one ``stored`` custody event per recording; object keys unique and content-derived;
+* every docking is SAFE_TO_CLEAR/CLEARED with all its files registered, or visibly
+  waiting: OFFLOADING updated recently (or its station's heartbeat is recent),
+  INCOMPLETE with the reason listed;
+* no work item claimed by a dead process stays stuck past its lease (plus a grace), none
+  failed for good, and no media work was done twice to completion (one ``probed`` event
+  per recording, one derivative and one ``derived`` event per recording and kind);
+* the custody chain of every station verifies (:func:`catalog.verify_chain`);
+* store and catalog agree: every object is referenced by a recording or a derivative (no
+  orphans), every referenced object exists;
+* optionally, against ground truth: the SHA-256 of every file the recorders held equals
+  the set of recordings reached through docking files.
+
+It lives in ``archive_export`` rather than ``catalog`` because it lists and re-reads the
+store, and ``catalog`` must not import ``storage``; like the bundle verifier, it is a
+check an auditor runs over catalog and store together.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+
+from catalog import Catalog, verify_chain
+from catalog.models import (
+    CustodyEvent,
+    Derivative,
+    Docking,
+    DockingFile,
+    Heartbeat,
+    Recording,
+    WorkItem,
+    utcnow,
+)
+from storage import Digest, ObjectNotFound, ObjectStore, StorageError, content_key, digest_stream
+
+# Objects under these prefixes are not evidence: `store check` probes (kept when a bucket's
+# default retention refuses their delete).
+IGNORED_PREFIXES = ("liuhen-check/",)
+# Docking-file states that mean "stored and verified" (CLEARED: also deleted from the
+# recorder afterwards).
+HELD_FILE_STATES = ("STORED", "DUPLICATE", "CLEARED")
+SAFE_DOCKING_STATES = ("SAFE_TO_CLEAR", "CLEARED")
+
+
+@dataclass(frozen=True)
+class Violation:
+    kind: str  # stable, for programs: object-missing, orphan-object, work-stuck, ...
+    object: str  # what it is about: "docking <uid>", "recording <sha256>", "object <key>"
+    detail: str
+
+    def describe(self) -> str:
+        return f"{self.kind}: {self.object}: {self.detail}"
+
+
+@dataclass
+class DistrictReport:
+    violations: list[Violation] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)  # what was looked at
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    def add(self, kind: str, obj: str, detail: str) -> None:
+        self.violations.append(Violation(kind, obj, detail))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "counts": dict(self.counts),
+            "violations": [v.__dict__ | {"message": v.describe()} for v in self.violations],
+        }
+
+
+@dataclass(frozen=True)
+class CheckOptions:
+    # Fraction of recordings and derivatives whose bytes are re-read and re-hashed (1.0:
+    # all, 0: none, only sizes). Chosen by SHA-256, so the same objects every run.
+    digest_sample: float = 1.0
+    # An OFFLOADING docking counts as visibly waiting when updated (or its station seen)
+    # this recently.
+    stalled_after: timedelta = timedelta(minutes=10)
+    # A CLAIMED work item may be this far past its lease before it counts as stuck (the
+    # next worker's poll interval, clock skew between hosts).
+    lease_grace: timedelta = timedelta(seconds=60)
+    ignored_prefixes: tuple[str, ...] = IGNORED_PREFIXES
+    # Station id -> key ids trusted from outside the catalog (see verify_chain).
+    trusted: Mapping[str, Iterable[str]] | None = None
+    # SHA-256 of every file the recorders held, when known (the simulation knows).
+    expected_sha256: frozenset[str] | None = None
+
+
+def check_district(
+    catalog: Catalog, store: ObjectStore, options: CheckOptions | None = None,
+    *, now: datetime | None = None, on_progress: Callable[[str], None] | None = None,
+) -> DistrictReport:
+    """Check every invariant; return every violation found."""
+    opts = options or CheckOptions()
+    now = now or utcnow()
+    say = on_progress or (lambda _m: None)
+    report = DistrictReport()
+    with catalog.session() as s:
+        say("dockings")
+        _check_dockings(s, report, opts, now)
+        say("recordings and derivatives")
+        referenced, missing = _check_recordings(s, store, report, opts)
+        say("work queue")
+        _check_work(s, report, opts, now)
+        say("custody chains")
+        custody = verify_chain(s, trusted=opts.trusted)
+        report.counts["custody_events"] = custody.events
+        report.counts["custody_chains"] = len(custody.stations)
+        for p in custody.problems:
+            report.add("custody", f"station {p.station_id}", p.describe())
+    say("store listing")
+    _check_store(store, referenced, missing, report, opts)
+    return report
+
+
+# -- dockings ---------------------------------------------------------------------------------
+
+
+def _check_dockings(s: Any, report: DistrictReport, opts: CheckOptions, now: datetime) -> None:
+    files_by_docking: dict[int, list[DockingFile]] = defaultdict(list)
+    for f in s.scalars(select(DockingFile)):
+        files_by_docking[f.docking_id].append(f)
+    seen = {h.station_id: h.last_seen for h in s.scalars(select(Heartbeat))
+            if h.state == "running"}
+    recording_ids = set(s.scalars(select(Recording.id)))
+    dockings = list(s.scalars(select(Docking).order_by(Docking.id)))
+    report.counts["dockings"] = len(dockings)
+    report.counts["docking_files"] = sum(len(v) for v in files_by_docking.values())
+    for d in dockings:
+        name = f"docking {d.uid} (station {d.station_id}, slot {d.slot})"
+        files = files_by_docking.get(d.id, [])
+        for f in files:
+            where = f"{name} file {f.relpath}"
+            if f.state in HELD_FILE_STATES:
+                if f.recording_id is None or f.recording_id not in recording_ids:
+                    report.add("file-without-recording", where,
+                               f"state {f.state} but no recording row ({f.recording_id})")
+            elif f.state == "QUARANTINED" and d.state in SAFE_DOCKING_STATES:
+                report.add("docking-file-state", where,
+                           f"quarantined ({f.reason}) in a docking marked {d.state}")
+        if d.state in SAFE_DOCKING_STATES:
+            # Every file the station found is registered: stored, duplicate or rejected.
+            if len(files) != d.files_total:
+                report.add("docking-files-missing", name,
+                           f"{d.state} with {d.files_total} files found on the recorder but "
+                           f"{len(files)} registered in the catalog")
+        elif d.state == "INCOMPLETE":
+            if not d.problems:
+                report.add("docking-incomplete-silent", name,
+                           "INCOMPLETE without any reason listed")
+        elif d.state == "OFFLOADING":
+            last = max(x for x in (d.updated_at, seen.get(d.station_id)) if x is not None)
+            if now - last > opts.stalled_after:
+                report.add("docking-stalled", name,
+                           f"OFFLOADING, no sign of life from it or its station since "
+                           f"{last.isoformat()} ({(now - last).total_seconds():.0f} s)")
+        else:
+            report.add("docking-state", name, f"unknown state {d.state!r}")
+
+
+# -- recordings, derivatives and their objects --------------------------------------------------
+
+
+def _sampled(sha256: str, fraction: float) -> bool:
+    if fraction >= 1.0:
+        return True
+    if fraction <= 0.0:
+        return False
+    return int(sha256[:8], 16) / 0x1_0000_0000 < fraction
+
+
+def _check_object(store: ObjectStore, report: DistrictReport, what: str, key: str, size: int,
+                  sha256: str, sm3: str, rehash: bool, missing: set[str]) -> None:
+    try:
+        info = store.head(key)
+    except ObjectNotFound:
+        report.add("object-missing", what, f"object {key} is not in {store.url}")
+        missing.add(key)
+        return
+    if info.size != size:
+        report.add("object-size", what, f"object {key} is {info.size} bytes, catalog says {size}")
+        return
+    if rehash:
+        try:
+            with store.open(key) as stream:
+                got = digest_stream(stream, ("sha256", "sm3"))
+        except StorageError as exc:
+            report.add("object-unreadable", what, f"object {key}: {exc.message}")
+            return
+        for alg, want in (("sha256", sha256), ("sm3", sm3)):
+            if got[alg] != Digest(alg, want):
+                report.add("object-digest", what,
+                           f"object {key}: {alg} {got[alg].hex}, catalog says {want}")
+        report.counts["objects_rehashed"] = report.counts.get("objects_rehashed", 0) + 1
+
+
+def _check_recordings(s: Any, store: ObjectStore, report: DistrictReport,
+                      opts: CheckOptions) -> tuple[set[str], set[str]]:
+    """Check each recording and derivative; returns the object keys the catalog names, and
+    those of them the store does not have."""
+    referenced: set[str] = set()
+    missing: set[str] = set()
+    recs = list(s.scalars(select(Recording).order_by(Recording.id)))
+    report.counts["recordings"] = len(recs)
+    events: dict[str, Counter[str]] = defaultdict(Counter)
+    derived_events: Counter[tuple[str, str]] = Counter()
+    for action, object_id, details in s.execute(
+        select(CustodyEvent.action, CustodyEvent.object_id, CustodyEvent.details)
+        .where(CustodyEvent.action.in_(["stored", "probed", "derived"]))
+    ):
+        events[action][object_id] += 1
+        if action == "derived":
+            d = json.loads(details)
+            derived_events[(str(d.get("source")), str(d.get("kind")))] += 1
+    for r in recs:
+        what = f"recording {r.sha256} ({r.original_name})"
+        referenced.add(r.object_key)
+        if r.object_key != content_key(Digest("sha256", r.sha256)):
+            report.add("object-key", what, f"key {r.object_key} is not the content key")
+        _check_object(store, report, what, r.object_key, r.size, r.sha256, r.sm3,
+                      _sampled(r.sha256, opts.digest_sample), missing)
+        stored = events["stored"][r.sha256]
+        if stored != 1:
+            report.add("stored-count", what, f"{stored} 'stored' custody events (want 1)")
+        probed = events["probed"][r.sha256]
+        if probed > 1:
+            report.add("processed-twice", what, f"probed {probed} times to completion")
+        if r.state in ("PROBED", "DERIVED") and probed == 0:
+            report.add("probe-unrecorded", what, f"state {r.state} without a 'probed' event")
+
+    derivs = list(s.scalars(select(Derivative).order_by(Derivative.id)))
+    report.counts["derivatives"] = len(derivs)
+    by_sha = {r.id: r.sha256 for r in recs}
+    per_kind: Counter[tuple[int, str]] = Counter()
+    for d in derivs:
+        source = by_sha.get(d.recording_id, f"id {d.recording_id}")
+        what = f"derivative {d.kind} {d.sha256} of recording {source}"
+        per_kind[(d.recording_id, d.kind)] += 1
+        referenced.add(d.object_key)
+        if d.object_key != content_key(Digest("sha256", d.sha256)):
+            report.add("object-key", what, f"key {d.object_key} is not the content key")
+        _check_object(store, report, what, d.object_key, d.size, d.sha256, d.sm3,
+                      _sampled(d.sha256, opts.digest_sample), missing)
+    for (rec_id, kind), n in sorted(per_kind.items()):
+        if n > 1:
+            report.add("processed-twice", f"recording {by_sha.get(rec_id, rec_id)}",
+                       f"{n} '{kind}' derivatives")
+    for (source, kind), n in sorted(derived_events.items()):
+        if n > 1:
+            report.add("processed-twice", f"recording {source}",
+                       f"{n} 'derived' custody events for its {kind}")
+    # Two recordings on one key would mean two catalog rows for one set of bytes.
+    rec_keys = Counter(r.object_key for r in recs)
+    for key, n in rec_keys.items():
+        if n > 1:
+            report.add("object-key-shared", f"object {key}", f"named by {n} recordings")
+    dup_sha = s.execute(select(Recording.sha256, func.count()).group_by(Recording.sha256)
+                        .having(func.count() > 1)).all()
+    for sha, n in dup_sha:
+        report.add("stored-twice", f"recording {sha}", f"{n} recording rows")
+
+    if opts.expected_sha256 is not None:
+        reached = set(s.scalars(
+            select(Recording.sha256).join(DockingFile, DockingFile.recording_id == Recording.id)
+            .where(DockingFile.state.in_(HELD_FILE_STATES))))
+        for sha in sorted(opts.expected_sha256 - reached):
+            report.add("file-not-stored", f"recorder file {sha}",
+                       "a recorder held it, no docking file reaches a recording of it")
+        for sha in sorted(reached - opts.expected_sha256):
+            report.add("file-unexpected", f"recording {sha}",
+                       "stored through a docking, but no recorder held it")
+    return referenced, missing
+
+
+# -- the work queue ---------------------------------------------------------------------------
+
+
+def _check_work(s: Any, report: DistrictReport, opts: CheckOptions, now: datetime) -> None:
+    items = list(s.scalars(select(WorkItem).order_by(WorkItem.id)))
+    report.counts["work_items"] = len(items)
+    by_state = Counter(i.state for i in items)
+    for state, n in by_state.items():
+        report.counts[f"work_{state.lower()}"] = n
+    probe_subjects = {i.subject for i in items if i.kind == "probe"}
+    for i in items:
+        what = f"work item {i.id} ({i.kind} of recording {i.subject})"
+        if i.state == "CLAIMED" and i.lease_expires_at is not None \
+                and now - i.lease_expires_at > opts.lease_grace:
+            report.add("work-stuck", what,
+                       f"claimed by {i.lease_owner}, lease expired "
+                       f"{(now - i.lease_expires_at).total_seconds():.0f} s ago, not taken over")
+        elif i.state == "FAILED":
+            report.add("work-failed", what,
+                       f"failed for good after {i.attempts} attempts: {i.last_error}")
+    # A probe is queued in the transaction that registers the recording.
+    for rec_id, sha in s.execute(select(Recording.id, Recording.sha256)):
+        if str(rec_id) not in probe_subjects:
+            report.add("work-missing", f"recording {sha}", "no probe work item was queued")
+
+
+# -- the store ----------------------------------------------------------------------------------
+
+
+def _check_store(store: ObjectStore, referenced: set[str], missing: set[str],
+                 report: DistrictReport, opts: CheckOptions) -> None:
+    listed = 0
+    present: set[str] = set()
+    for key in store.list():
+        if key.startswith(opts.ignored_prefixes):
+            continue
+        listed += 1
+        present.add(key)
+        if key not in referenced:
+            report.add("orphan-object", f"object {key}",
+                       "in the store, but no recording or derivative names it")
+    report.counts["objects_listed"] = listed
+    # Missing objects were already named one by one (head); the listing catches objects a
+    # head reached through a cache or another replica but the bucket listing does not hold.
+    for key in sorted(referenced - present - missing):
+        report.add("object-unlisted", f"object {key}",
+                   "named by the catalog, answers head, but is not in the store listing")
