@@ -125,7 +125,12 @@ def append_event(
     if session.get_bind().dialect.name == "postgresql":
         # Serialise appends per station across processes: the row lock is held until
         # the caller's transaction ends, so two appends cannot fork the chain.
-        session.execute(select(Station.id).where(Station.id == signer.station_id).with_for_update())
+        # FOR NO KEY UPDATE, not FOR UPDATE: inserting a row that references the station
+        # (a docking, an event) takes FOR KEY SHARE on it, which FOR UPDATE conflicts
+        # with; two transactions that each inserted one then deadlocked upgrading to FOR
+        # UPDATE (seen in the district simulation). NO KEY UPDATE still excludes itself.
+        session.execute(select(Station.id).where(Station.id == signer.station_id)
+                        .with_for_update(key_share=True))
     head = session.execute(
         select(CustodyEvent.seq, CustodyEvent.event_hash)
         .where(CustodyEvent.station_id == signer.station_id)
