@@ -51,6 +51,10 @@ from storage import Digest, LocalStore, ObjectStore, content_key, digest_stream
 log = logging.getLogger("liuhen.worker")
 
 
+class LeaseLost(Exception):
+    """Our claim on a work item lapsed and another worker holds it now."""
+
+
 @dataclass
 class WorkerStats:
     probed: int = 0
@@ -130,17 +134,21 @@ class Worker:
         renewer.start()
         started = time.monotonic()
         try:
+            completed = False
             if kind == PROBE:
-                self.probe_recording(rec_id)
+                completed = self.probe_recording(rec_id, item_id=item_id)
                 stats.probed += 1
             else:
                 self.derive_recording(rec_id)
                 stats.derived += 1
-            with self.catalog.transaction() as s:
-                if not queue.complete(s, item_id, self.owner):
-                    log.warning("work item %s was taken over by another worker", item_id)
+            if not completed:
+                with self.catalog.transaction() as s:
+                    if not queue.complete(s, item_id, self.owner):
+                        log.warning("work item %s was taken over by another worker", item_id)
             self.metrics.work_items.inc(kind=kind, result="done")
             self.metrics.work_seconds.observe(time.monotonic() - started, kind=kind)
+        except LeaseLost as exc:  # not a failure: the worker that holds it finishes it
+            log.warning("%s", exc)
         except Exception as exc:
             log.exception("%s of recording %s failed", kind, rec_id)
             self.metrics.work_items.inc(kind=kind, result="failed")
@@ -163,12 +171,16 @@ class Worker:
 
     # -- probe ----------------------------------------------------------------------------------
 
-    def probe_recording(self, rec_id: int) -> None:
+    def probe_recording(self, rec_id: int, *, item_id: int | None = None) -> bool:
+        """Probe one original. With ``item_id``, its work item is completed in the
+        transaction that records the probe, and True is returned: a worker killed between
+        two separate transactions would leave the item to be claimed and the recording
+        probed a second time (found by the district simulation's checker)."""
         with self.catalog.session() as s:
             rec = s.get(Recording, rec_id)
             assert rec is not None, rec_id
             if rec.state not in ("STORED", "PROBED"):
-                return
+                return False
             mtime = s.scalars(select(DockingFile.mtime).where(
                 DockingFile.recording_id == rec.id).order_by(DockingFile.id)).first()
             docking = s.get(Docking, rec.docking_id) if rec.docking_id else None
@@ -208,7 +220,11 @@ class Worker:
             after_probe(s, self.signer, rec, name_officer=fields.officer,
                         important=fields.important, policy=self.settings.retention,
                         actor=self.actor, store=self.store)
+            if item_id is not None and not queue.complete(s, item_id, self.owner):
+                # Another worker took the item over (our lease lapsed): roll this back.
+                raise LeaseLost(f"work item {item_id} was taken over by another worker")
         log.info("probed %s (%s): %s", sha[:12], name, result.kind if result.ok else "unreadable")
+        return item_id is not None
 
     # -- derivatives ----------------------------------------------------------------------------
 
