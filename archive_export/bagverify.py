@@ -33,12 +33,14 @@ import hashlib
 import itertools
 import json
 import mmap
+import multiprocessing as mp
 import os
 import stat
 import tarfile
 import time
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -570,14 +572,20 @@ def _verify(tree: _Tree, report: BagReport, trusted: Mapping[str, Iterable[str]]
     # Fixity: the pool hashes while this thread checks the signature and the custody
     # excerpt (neither needs the digests: they compare with the manifests, which the
     # fixity check ties to the bytes).
+    custody: Callable[[], tuple[list[Finding], dict[str, Any]]] | None = None
+    if CUSTODY_FILE in tree.files:
+        inp = _custody_input(tree, report, payload_ms, trusted)
+        if inp is not None:
+            custody = _start_custody(inp)
+    elif report.liuhen:
+        add(Finding("custody", CUSTODY_FILE, "a 留痕 bag carries a custody excerpt; it "
+                    "is missing"))
     pending = _fixity(tree, want, workers, progress)
     try:
         _check_signature(tree, report, info, trusted)
-        if CUSTODY_FILE in tree.files:
-            _check_custody(tree, report, payload_ms, trusted)
-        elif report.liuhen:
-            add(Finding("custody", CUSTODY_FILE, "a 留痕 bag carries a custody excerpt; it "
-                        "is missing"))
+        if custody is not None:
+            found, report.custody = custody()
+            report.findings.extend(found)
     finally:
         outcomes = pending()  # never leave hashing threads behind, even on a bug above
     report.hashed_bytes = sum(o.size or 0 for o in outcomes.values())
@@ -703,17 +711,77 @@ def _check_signature(tree: _Tree, report: BagReport, info: P.BagInfo,
 # -- custody excerpt --------------------------------------------------------------------------
 
 
-def _check_custody(tree: _Tree, report: BagReport, payload_ms: list[P.Manifest],
-                   trusted: Mapping[str, Iterable[str]] | None) -> None:
-    add = report.findings.append
-    keys: dict[str, tuple[str, bytes]] = {}  # key id -> (station, raw public key)
-    keys_data = _read_tag(tree, KEYS_FILE, report) if KEYS_FILE in tree.files else None
-    if keys_data is None:
-        if KEYS_FILE not in tree.files:
-            add(Finding("custody", KEYS_FILE, "missing: custody signatures cannot be checked"))
+@dataclass(frozen=True)
+class CustodyInput:
+    """What the custody check needs, as plain data (it may run in a child process)."""
+
+    events: bytes
+    keys: bytes | None
+    digests_by_sha256: dict[str, str]  # payload sha256 -> path
+    sm3_by_path: dict[str, str]
+    sizes: dict[str, int]  # payload path -> size
+    originals: dict[str, str]  # data/originals/... path -> its sha256 from the manifest
+    liuhen: bool
+    trusted: dict[str, set[str]]
+
+
+def _custody_input(tree: _Tree, report: BagReport, payload_ms: list[P.Manifest],
+                   trusted: Mapping[str, Iterable[str]] | None) -> CustodyInput | None:
+    keys_data = None
+    if KEYS_FILE in tree.files:
+        keys_data = _read_tag(tree, KEYS_FILE, report)
     else:
+        report.findings.append(
+            Finding("custody", KEYS_FILE, "missing: custody signatures cannot be checked"))
+    raw_events = _read_tag(tree, CUSTODY_FILE, report)
+    if raw_events is None:
+        return None
+    sha_m = next((m for m in payload_ms if m.algorithm == "sha256"), None)
+    sm3_m = next((m for m in payload_ms if m.algorithm == "sm3"), None)
+    sha_entries = sha_m.entries if sha_m else {}
+    return CustodyInput(
+        events=raw_events,
+        keys=keys_data,
+        digests_by_sha256={e.digest: p for p, e in sha_entries.items()},
+        sm3_by_path={p: e.digest for p, e in (sm3_m.entries.items() if sm3_m else ())},
+        sizes={p: s for p, s in tree.files.items() if p.startswith("data/")},
+        originals={p: sha_entries[p].digest for p in tree.files
+                   if p.startswith("data/originals/") and p in sha_entries},
+        liuhen=report.liuhen,
+        trusted={s: set(ids) for s, ids in (trusted or {}).items()},
+    )
+
+
+# Above this many events the check runs in a child process: Ed25519 verification holds
+# the GIL (≈ 0.1–0.2 ms an event), which would otherwise stall the hashing threads.
+CUSTODY_FORK_MIN = 500
+
+
+def _start_custody(inp: CustodyInput) -> Callable[[], tuple[list[Finding], dict[str, Any]]]:
+    if inp.events.count(b"\n") < CUSTODY_FORK_MIN or "fork" not in mp.get_all_start_methods():
+        result = check_custody_excerpt(inp)
+        return lambda: result
+    # Forked before the hashing threads start, so no thread's lock is copied mid-use.
+    pool = ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("fork"))
+    future = pool.submit(check_custody_excerpt, inp)
+
+    def wait() -> tuple[list[Finding], dict[str, Any]]:
         try:
-            doc = json.loads(keys_data.decode("utf-8"))
+            return future.result()
+        finally:
+            pool.shutdown(wait=True)
+
+    return wait
+
+
+def check_custody_excerpt(inp: CustodyInput) -> tuple[list[Finding], dict[str, Any]]:
+    """Every event's hash and signature, chain links, and digests against the manifests."""
+    findings: list[Finding] = []
+    add = findings.append
+    keys: dict[str, tuple[str, bytes]] = {}  # key id -> (station, raw public key)
+    if inp.keys is not None:
+        try:
+            doc = json.loads(inp.keys.decode("utf-8"))
             rows = doc["keys"]
             for n, k in enumerate(rows, 1):
                 raw = bytes.fromhex(k["public_key_hex"])
@@ -724,16 +792,10 @@ def _check_custody(tree: _Tree, report: BagReport, payload_ms: list[P.Manifest],
                 keys[k["key_id"]] = (str(k.get("station_id", "")), raw)
         except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
             add(Finding("custody-format", KEYS_FILE, f"not the expected keys document: {exc!r}"))
-    raw_events = _read_tag(tree, CUSTODY_FILE, report)
-    if raw_events is None:
-        return
-    pinned = {s: set(ids) for s, ids in (trusted or {}).items()}
-    # Digests the bag holds, to compare with what events say about the same objects.
-    sha_m = next((m for m in payload_ms if m.algorithm == "sha256"), None)
-    sm3_m = next((m for m in payload_ms if m.algorithm == "sm3"), None)
-    by_sha: dict[str, str] = {e.digest: p for p, e in (sha_m.entries.items() if sha_m else ())}
+    pinned = inp.trusted
+    by_sha = inp.digests_by_sha256
     events: list[tuple[int, dict[str, Any]]] = []
-    lines = raw_events.decode("utf-8", "replace").split("\n")
+    lines = inp.events.decode("utf-8", "replace").split("\n")
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -801,14 +863,14 @@ def _check_custody(tree: _Tree, report: BagReport, payload_ms: list[P.Manifest],
                 if not isinstance(details, dict):
                     details = {}
                 sm3 = details.get("sm3")
-                if sm3 and sm3_m is not None and path in sm3_m.entries \
-                        and sm3_m.entries[path].digest != str(sm3).lower():
+                listed = inp.sm3_by_path.get(path)
+                if sm3 and listed is not None and listed != str(sm3).lower():
                     bad("custody-digest-mismatch", f"says SM3 {sm3}, manifest-sm3.txt has "
-                        f"{sm3_m.entries[path].digest} for {path}")
+                        f"{listed} for {path}")
                 size = details.get("size")
-                if isinstance(size, int) and path in tree.files and tree.files[path] != size:
+                if isinstance(size, int) and path in inp.sizes and inp.sizes[path] != size:
                     bad("custody-digest-mismatch", f"says {size} bytes, {path} has "
-                        f"{tree.files[path]}")
+                        f"{inp.sizes[path]}")
     links = 0
     for st, evs in stations.items():
         evs.sort(key=lambda x: x[1]["seq"])
@@ -822,16 +884,16 @@ def _check_custody(tree: _Tree, report: BagReport, payload_ms: list[P.Manifest],
                     add(Finding("custody-broken-link", CUSTODY_FILE,
                                 f"station {st} event #{b['seq']} does not follow event "
                                 f"#{a['seq']} (inserted, deleted or edited)", line=nb))
-    if report.liuhen:
-        for path in sorted(p for p in tree.files if p.startswith("data/originals/")):
-            sha = sha_m.entries[path].digest if sha_m and path in sha_m.entries else None
-            if sha is not None and sha not in mentioned:
+    if inp.liuhen:
+        for path, sha in sorted(inp.originals.items()):
+            if sha not in mentioned:
                 add(Finding("custody", path, "no custody event in the excerpt names this "
                             "original", WARNING))
-    report.custody = {
+    summary = {
         "events": len(events),
         "stations": {s: len(v) for s, v in stations.items()},
         "links_checked": links,
         "keys": len(keys),
-        "ok": not any(f.path in {CUSTODY_FILE, KEYS_FILE} for f in report.errors),
+        "ok": not any(f.severity == ERROR for f in findings),
     }
+    return findings, summary

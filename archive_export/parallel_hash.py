@@ -41,7 +41,9 @@ SLICE = 64 << 20
 # ≈ 1.4 GB/s, SHA-512 ≈ 0.65, MD5 ≈ 0.6, SM3 ≈ 0.3); only the order matters.
 _COST = {"sha1": 0.7, "sha256": 0.75, "sha224": 0.75, "sha512": 1.6, "sha384": 1.6,
          "md5": 1.6, "sm3": 3.4}
-_FILE_OVERHEAD = 40_000  # bytes-equivalent of opening and reading one file
+_FILE_OVERHEAD = 40_000
+GROUP_FILES = 16
+GROUP_BYTES = 4 << 20  # bytes-equivalent of opening and reading one file
 
 
 def hash_names() -> set[str]:
@@ -145,13 +147,30 @@ def start_hashing(items: Sequence[Item], *, workers: int | None = None,
         if progress is not None:
             progress(size)
 
+    small: list[Item] = []
     for it in items:
         size = it.source.size
         if size >= SPLIT_MIN and len(it.algorithms) > 1:
             for alg in it.algorithms:
-                jobs.append((_cost(size, [alg]), _job(it, (alg,), record)))
+                jobs.append((_cost(size, [alg]), _job([it], (alg,), record)))
+        elif size >= SPLIT_MIN:
+            jobs.append((_cost(size, it.algorithms), _job([it], it.algorithms, record)))
         else:
-            jobs.append((_cost(size, it.algorithms), _job(it, it.algorithms, record)))
+            small.append(it)
+    # Small files go in groups: one hand-off to the pool per group, not per file (a
+    # thread hand-off costs about as much as hashing a few kB).
+    group: list[Item] = []
+    group_bytes = 0
+    for it in sorted(small, key=lambda i: -i.source.size):
+        group.append(it)
+        group_bytes += it.source.size
+        if len(group) >= GROUP_FILES or group_bytes >= GROUP_BYTES:
+            jobs.append((sum(_cost(i.source.size, i.algorithms) for i in group),
+                         _job(group, None, record)))
+            group, group_bytes = [], 0
+    if group:
+        jobs.append((sum(_cost(i.source.size, i.algorithms) for i in group),
+                     _job(group, None, record)))
     # Longest first: list scheduling in this order keeps the cores evenly busy to the end.
     jobs.sort(key=lambda j: -j[0])
     if not jobs:
@@ -160,19 +179,22 @@ def start_hashing(items: Sequence[Item], *, workers: int | None = None,
     return Pending(pool, [pool.submit(job) for _, job in jobs], results)
 
 
-def _job(it: Item, algorithms: tuple[str, ...],
+def _job(group: list[Item], algorithms: tuple[str, ...] | None,
          record: Callable[[str, dict[str, str], str | None, int], None]) -> Callable[[], None]:
+    """Hash each item of ``group`` with ``algorithms`` (None: the item's own)."""
+
     def run() -> None:
-        hashers = {a: make_hasher(a) for a in algorithms}
-        try:
-            n = _feed(it.source, list(hashers.values()))
-        except OSError as exc:
-            record(it.key, {}, f"cannot read: {exc.strerror or exc}", 0)
-            return
-        except ValueError as exc:  # mmap of a file that changed under us
-            record(it.key, {}, f"cannot read: {exc}", 0)
-            return
-        record(it.key, {a: h.hexdigest() for a, h in hashers.items()}, None, n)
+        for it in group:
+            hashers = {a: make_hasher(a) for a in (algorithms or it.algorithms)}
+            try:
+                n = _feed(it.source, list(hashers.values()))
+            except OSError as exc:
+                record(it.key, {}, f"cannot read: {exc.strerror or exc}", 0)
+                continue
+            except ValueError as exc:  # mmap of a file that changed under us
+                record(it.key, {}, f"cannot read: {exc}", 0)
+                continue
+            record(it.key, {a: h.hexdigest() for a, h in hashers.items()}, None, n)
 
     return run
 

@@ -616,3 +616,28 @@ def test_key_row_matches_catalog_scheme() -> None:
     key = Ed25519PrivateKey.generate()
     row = key_row(key, STATION)
     assert row["key_id"] == key_id_of(bytes.fromhex(str(row["public_key_hex"])))
+
+
+def test_large_custody_excerpt_checked_in_a_child_process(tmp_path: Path) -> None:
+    """Past CUSTODY_FORK_MIN events the check runs in a forked child; findings come back."""
+    from archive_export import bagverify
+    from bench.verify import signed_events
+
+    root = tmp_path / "bag"
+    objects = []
+    for i in range(200):
+        data = os.urandom(64) + i.to_bytes(4, "big")
+        p = root / "data" / "originals" / "D1" / "2026-11-26" / f"IMG_{i:04d}.JPG"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+        objects.append((hashlib.sha256(data).hexdigest(), hashlib.new("sm3", data).hexdigest(),
+                        len(data)))
+    key = Ed25519PrivateKey.generate()
+    events = signed_events(key, STATION, objects)
+    assert len(events) > bagverify.CUSTODY_FORK_MIN
+    events[400]["actor"] = "station:forged"
+    write_bag(root, key=key, custody=events, keys=[key_row(key, STATION)])
+    report = verify_bag(root)
+    assert report.custody["events"] == 600 and report.custody["links_checked"] == 599
+    assert {(f.kind, f.line) for f in report.errors} == {
+        ("custody-edited", 401), ("custody-bad-signature", 401)}
