@@ -641,3 +641,48 @@ def test_large_custody_excerpt_checked_in_a_child_process(tmp_path: Path) -> Non
     assert report.custody["events"] == 600 and report.custody["links_checked"] == 599
     assert {(f.kind, f.line) for f in report.errors} == {
         ("custody-edited", 401), ("custody-bad-signature", 401)}
+
+
+# -- a bag written by `liuhen export` ----------------------------------------------------------
+
+
+def test_real_export_verifies_and_its_corruptions_are_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """End to end: docked through the real station, exported by archive_export.export."""
+    from datetime import UTC, datetime, timedelta
+
+    from archive_export import fourprops
+    from archive_export.export import ExportRequest, export_bundle
+    from ingest.synthetic import make_bulk_files
+    from tests.offload_helpers import make_app
+
+    app = make_app(tmp_path / "data")
+    make_bulk_files(tmp_path / "dock" / "A123456", 4, 30_000)
+    station = app.station()
+    assert station.run_docking(tmp_path / "dock" / "A123456").state == "SAFE_TO_CLEAR"
+    station.close()
+    now = datetime.now(UTC)
+    for out in (tmp_path / "out" / "bag", tmp_path / "out" / "bag.tar"):
+        export_bundle(app.catalog, app.store, app.signer, ExportRequest(
+            out=out, date_from=now - timedelta(days=1), date_to=now + timedelta(days=1),
+            organization="test", options=fourprops.Options(decode="none")))
+        trusted = {app.settings.station.id: {app.signer.key_id}}
+        report = verify_bag(out, trusted=trusted)
+        assert report.ok, [f.describe() for f in report.errors]
+        assert report.liuhen and report.signature["trust"] == "trusted"
+        assert report.custody["ok"] and report.custody["events"] > 0
+    bag = tmp_path / "out" / "bag"
+    original = sorted(p for p in (bag / "data" / "originals").rglob("*") if p.is_file())[0]
+    rel = str(original.relative_to(bag))
+    flip(original, 10)
+    lines = (bag / CUSTODY_FILE).read_text(encoding="utf-8").splitlines()
+    ev = json.loads(lines[-1])
+    ev["actor"] = ev["actor"] + "x"
+    lines[-1] = json.dumps(ev, ensure_ascii=False)
+    (bag / CUSTODY_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = run_cli(capsys, "verify", "--json", str(bag))
+    assert result.code == 1
+    found = {(e["kind"], e["path"]) for e in json.loads(result.out)["errors"]}
+    assert {("checksum-mismatch", rel), ("custody-edited", CUSTODY_FILE),
+            ("checksum-mismatch", CUSTODY_FILE)} <= found
