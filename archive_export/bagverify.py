@@ -519,6 +519,9 @@ def _verify(tree: _Tree, report: BagReport, trusted: Mapping[str, Iterable[str]]
                 if e.path in fetch:
                     add(Finding("not-fetched", e.path, f"listed in {m.name} and fetch.txt "
                                 f"({fetch[e.path]}) but not fetched into the bag"))
+                elif e.path in tree.dirs:
+                    add(Finding("manifest-format", m.name, f"{e.path!r} is a directory; "
+                                "manifests list files only", line=e.line))
                 else:
                     add(Finding("missing-file", e.path, f"listed in {m.name} but not in the "
                                 "bag", line=e.line))
