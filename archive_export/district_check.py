@@ -94,6 +94,8 @@ class CheckOptions:
     # Fraction of recordings and derivatives whose bytes are re-read and re-hashed (1.0:
     # all, 0: none, only sizes). Chosen by SHA-256, so the same objects every run.
     digest_sample: float = 1.0
+    # Instead of a fraction: re-hash about this many objects (None: use digest_sample).
+    digest_sample_count: int | None = None
     # An OFFLOADING docking counts as visibly waiting when updated (or its station seen)
     # this recently.
     stalled_after: timedelta = timedelta(minutes=10)
@@ -223,6 +225,10 @@ def _check_recordings(s: Any, store: ObjectStore, report: DistrictReport,
     missing: set[str] = set()
     recs = list(s.scalars(select(Recording).order_by(Recording.id)))
     report.counts["recordings"] = len(recs)
+    fraction = opts.digest_sample
+    if opts.digest_sample_count is not None:
+        total = len(recs) + (s.scalar(select(func.count()).select_from(Derivative)) or 0)
+        fraction = min(1.0, opts.digest_sample_count / total) if total else 1.0
     events: dict[str, Counter[str]] = defaultdict(Counter)
     derived_events: Counter[tuple[str, str]] = Counter()
     for action, object_id, details in s.execute(
@@ -239,7 +245,7 @@ def _check_recordings(s: Any, store: ObjectStore, report: DistrictReport,
         if r.object_key != content_key(Digest("sha256", r.sha256)):
             report.add("object-key", what, f"key {r.object_key} is not the content key")
         _check_object(store, report, what, r.object_key, r.size, r.sha256, r.sm3,
-                      _sampled(r.sha256, opts.digest_sample), missing)
+                      _sampled(r.sha256, fraction), missing)
         stored = events["stored"][r.sha256]
         if stored != 1:
             report.add("stored-count", what, f"{stored} 'stored' custody events (want 1)")
@@ -261,7 +267,7 @@ def _check_recordings(s: Any, store: ObjectStore, report: DistrictReport,
         if d.object_key != content_key(Digest("sha256", d.sha256)):
             report.add("object-key", what, f"key {d.object_key} is not the content key")
         _check_object(store, report, what, d.object_key, d.size, d.sha256, d.sm3,
-                      _sampled(d.sha256, opts.digest_sample), missing)
+                      _sampled(d.sha256, fraction), missing)
     for (rec_id, kind), n in sorted(per_kind.items()):
         if n > 1:
             report.add("processed-twice", f"recording {by_sha.get(rec_id, rec_id)}",

@@ -42,6 +42,7 @@ class Request:
     trust_files: tuple[str, ...]
     workers: int | None
     as_json: bool
+    district: bool = False
 
 
 def _trusted(req: Request) -> dict[str, set[str]]:
@@ -176,12 +177,39 @@ def run_store(ctx: Any, req: Request) -> None:
         sys.exit(EXIT_FAILED_CHECK)
 
 
+# -- the district -----------------------------------------------------------------------------
+
+
+def run_district(ctx: Any, req: Request) -> None:
+    from archive_export.district_check import CheckOptions, check_district
+
+    app = ctx.app()
+    trusted = _trusted(req)
+    if app.settings.key_file.exists():  # this installation's own key: an outside anchor
+        trusted.setdefault(app.settings.station.id, set()).add(app.signer.key_id)
+    report = check_district(app.ready_catalog(), app.store,
+                            CheckOptions(trusted=trusted, digest_sample_count=req.sample))
+    if req.as_json:
+        print_json(report.as_dict())
+    else:
+        for v in report.violations:
+            out.print(f"  [red]✗[/red] {_esc(v.describe())}")
+        looked = ", ".join(f"{k} {n}" for k, n in report.counts.items())
+        if report.ok:
+            out.print(f"[green]✓[/green] district invariants hold ({looked})")
+        else:
+            out.print(f"[red]✗[/red] {len(report.violations)} violation(s) ({looked})")
+    if not report.ok:
+        sys.exit(EXIT_FAILED_CHECK)
+
+
 # -- mode selection ---------------------------------------------------------------------------
 
 MODES: dict[str, Callable[[Any, Request], None]] = {
     "bag": run_bag,
     "file": run_file,
     "store": run_store,
+    "district": run_district,
 }
 
 
@@ -195,6 +223,13 @@ def _looks_like_bag(path: Path) -> bool:
 
 
 def _mode(req: Request) -> str:
+    if req.district:
+        if req.target is not None or req.store:
+            raise VerifyUsageError("--district checks the whole catalog and store; give no "
+                                   "BUNDLE, FILE or --store")
+        if req.audit_all or req.older_than is not None or req.resume:
+            raise VerifyUsageError("with --district only --sample N applies")
+        return "district"
     store_opts = req.audit_all or req.sample is not None or req.older_than is not None \
         or req.resume
     if req.store:
@@ -221,6 +256,10 @@ def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> N
     @click.option("--file", "as_file", is_flag=True,
                   help="Treat TARGET as a file to look up, even if it is a tar.")
     @click.option("--store", is_flag=True, help="Fixity audit of the object store.")
+    @click.option("--district", is_flag=True, help="Catalog and store against each other: "
+                  "every file stored once, dockings safe or visibly waiting, no stuck work, "
+                  "custody chains, no orphan or missing objects (--sample N: re-hash about "
+                  "N objects instead of all).")
     @click.option("--all", "audit_all", is_flag=True, help="With --store: every object "
                   "(the default).")
     @click.option("--sample", type=click.IntRange(min=1), metavar="N",
@@ -237,16 +276,16 @@ def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> N
                   help="Hashing threads (default: every core).")
     @json_option
     @pass_ctx
-    def verify_cmd(ctx: Any, target: Path | None, as_file: bool, store: bool, audit_all: bool,
-                   sample: int | None, older_than: float | None, resume: bool,
+    def verify_cmd(ctx: Any, target: Path | None, as_file: bool, store: bool, district: bool,
+                   audit_all: bool, sample: int | None, older_than: float | None, resume: bool,
                    trust_files: tuple[str, ...], workers: int | None, as_json: bool) -> None:
-        """Verify a BUNDLE (bag folder or .tar, offline), a FILE against the catalog, or the
-        object store (--store).
+        """Verify a BUNDLE (bag folder or .tar, offline), a FILE against the catalog, the
+        object store (--store), or catalog and store together (--district).
 
         \b
         Exit status: 0 valid; 1 problems found (all listed); 2 unusable input (not a bag,
         unreadable tar, no bagit.txt) or wrong options.
         """
         req = Request(target, as_file, store, audit_all, sample, older_than, resume,
-                      trust_files, workers, as_json)
+                      trust_files, workers, as_json, district=district)
         MODES[_mode(req)](ctx, req)
