@@ -102,9 +102,10 @@ def run_status(app: Any, as_json: bool, expiry_days: int) -> None:
               f"{_size(st['derivatives_bytes'])} derivatives)")
     ex = status["expiry"]
     if "due" in ex:
-        out.print(f"expiry: {ex['due']['count']} recording(s) due now, "
-                  f"{ex.get('due_soon', {}).get('count', 0)} within "
-                  f"{ex.get('within_days', expiry_days)} days")
+        floor = "at least " if ex.get("capped") else ""
+        out.print(f"expiry: {floor}{ex['due']['count']} recording(s) due now "
+                  f"({_size(ex['due']['bytes'])}), {ex['due_soon']['count']} more within "
+                  f"{ex['within_days']} days")
 
 
 def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> None:
