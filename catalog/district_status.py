@@ -19,7 +19,7 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
 from catalog import queue
-from catalog.heartbeat import ALIVE, ALIVE_FACTOR, interval_of, status_of
+from catalog.heartbeat import ALIVE, ALIVE_FACTOR, RUNNING, interval_of, status_of
 from catalog.models import (
     Derivative,
     Docking,
@@ -35,7 +35,8 @@ from catalog.models import (
 )
 from config.settings import RetentionSettings
 
-# Stopped processes stay listed this long, so a clean restart is visible.
+# Stopped and died processes stay listed this long (from when last seen), so a restart
+# is visible.
 STOPPED_SHOWN_FOR = timedelta(days=1)
 LIST_LIMIT = 50
 ERROR_CHARS = 500
@@ -80,7 +81,7 @@ def list_processes(session: Session, *, now: datetime | None = None) -> list[dic
     now = now or utcnow()
     rows = session.scalars(
         select(Heartbeat)
-        .where((Heartbeat.state != "stopped") | (Heartbeat.last_seen >= now - STOPPED_SHOWN_FOR))
+        .where((Heartbeat.state == RUNNING) | (Heartbeat.last_seen >= now - STOPPED_SHOWN_FOR))
         .order_by(Heartbeat.station_id, Heartbeat.role, Heartbeat.process_id)
     )
     out = []

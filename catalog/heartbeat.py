@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from importlib import metadata
 from typing import Any
 
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from catalog.db import Catalog
@@ -31,8 +32,10 @@ log = logging.getLogger("liuhen.heartbeat")
 # Missed beats after which a running process counts as lost.
 ALIVE_FACTOR = 3
 DEFAULT_INTERVAL_S = 30.0
-ALIVE, LOST, STOPPED = "alive", "lost", "stopped"
+ALIVE, LOST, STOPPED, DIED = "alive", "lost", "stopped", "died"
 RUNNING = "running"
+# Rows not seen for this long are deleted when a process starts (decommissioned hosts).
+FORGET_AFTER = timedelta(days=30)
 
 
 def software_version() -> str:
@@ -79,13 +82,48 @@ def beat(
     return row
 
 
-def mark_stopped(session: Session, process_id: str, *, now: datetime | None = None) -> bool:
-    """Say this process ended cleanly; False when it never beat."""
+def mark_stopped(session: Session, process_id: str, *, now: datetime | None = None,
+                 details: Mapping[str, Any] | None = None) -> bool:
+    """Say this process ended cleanly (with its final details); False when it never beat."""
     row = session.get(Heartbeat, process_id)
     if row is None:
         return False
     row.state = STOPPED
     row.last_seen = now or utcnow()
+    if details is not None:
+        row.details = {**details, "interval_s": interval_of(row)}
+    return True
+
+
+def reap(
+    session: Session, *, host: str, own_pid: int, pid_alive: Callable[[int], bool],
+    now: datetime | None = None,
+) -> list[str]:
+    """Mark ``died`` the rows of this host that say running but whose process is gone
+    (killed, or its host rebooted), and forget rows not seen for FORGET_AFTER.
+
+    Only this host can tell whether one of its pids lives, so each process does this for
+    its own host when it starts. Returns the process ids marked died.
+    """
+    now = now or utcnow()
+    died = []
+    for row in session.scalars(select(Heartbeat).where(
+            Heartbeat.host == host, Heartbeat.state == RUNNING, Heartbeat.pid != own_pid)):
+        if not pid_alive(row.pid):
+            row.state = DIED
+            row.details = {**(row.details or {}), "found_dead_at": now.isoformat()}
+            died.append(row.process_id)
+    session.execute(delete(Heartbeat).where(Heartbeat.last_seen < now - FORGET_AFTER))
+    return died
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
     return True
 
 
@@ -97,9 +135,10 @@ def interval_of(row: Heartbeat) -> float:
 
 
 def status_of(row: Heartbeat, now: datetime | None = None, factor: float = ALIVE_FACTOR) -> str:
-    """alive, lost (running but silent for ``factor`` intervals) or stopped."""
-    if row.state == STOPPED:
-        return STOPPED
+    """alive, lost (running but silent for ``factor`` intervals), stopped (ended cleanly)
+    or died (its host found the process gone)."""
+    if row.state in (STOPPED, DIED):
+        return row.state
     now = now or utcnow()
     if now - row.last_seen <= timedelta(seconds=factor * interval_of(row)):
         return ALIVE
@@ -143,11 +182,7 @@ class Heartbeater:
 
     def beat_once(self) -> bool:
         """One beat; True when it reached the catalog."""
-        try:
-            details = dict(self._details())
-        except Exception as exc:  # what the process publishes is optional, the beat is not
-            log.warning("heartbeat details failed: %s", exc)
-            details = {"details_error": f"{type(exc).__name__}: {exc}"}
+        details = self._collect()
         try:
             with self.catalog.transaction() as s:
                 beat(s, process_id=self.process_id, role=self.role, station_id=self.station_id,
@@ -165,13 +200,30 @@ class Heartbeater:
             log.warning("heartbeat result callback failed", exc_info=True)
         return ok
 
+    def _collect(self) -> dict[str, Any]:
+        try:
+            return dict(self._details())
+        except Exception as exc:  # what the process publishes is optional, the beat is not
+            log.warning("heartbeat details failed: %s", exc)
+            return {"details_error": f"{type(exc).__name__}: {exc}"}
+
     def start(self) -> Heartbeater:
         self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{self.role}",
                                         daemon=True)
         self._thread.start()
         return self
 
+    def _reap(self) -> None:
+        try:
+            with self.catalog.transaction() as s:
+                died = reap(s, host=self.host, own_pid=self.pid, pid_alive=pid_alive)
+            for process_id in died:
+                log.warning("process %s of this host ended without saying so", process_id)
+        except Exception as exc:  # housekeeping only; the next start tries again
+            log.warning("could not tidy heartbeats: %s", getattr(exc, "message", None) or exc)
+
     def _loop(self) -> None:
+        self._reap()
         while True:
             self.beat_once()
             if self._stop.wait(self.interval_s):
@@ -182,9 +234,10 @@ class Heartbeater:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
+        details = self._collect()  # the final figures, e.g. items done in a --drain run
         try:
             with self.catalog.transaction() as s:
-                mark_stopped(s, self.process_id)
+                mark_stopped(s, self.process_id, details=details)
         except Exception as exc:
             log.warning("could not mark heartbeat %s stopped: %s", self.process_id,
                         getattr(exc, "message", None) or exc)

@@ -67,7 +67,7 @@ def run_status(app: Any, as_json: bool, expiry_days: int) -> None:
     out.print(stations)
     procs = Table("process", "role", "station", "status", "last seen", "doing", title="processes")
     for p in status["processes"]:
-        colour = {"alive": "green", "lost": "red"}.get(p["status"], "dim")
+        colour = {"alive": "green", "lost": "red", "died": "yellow"}.get(p["status"], "dim")
         doing = ", ".join(f"{k}={v}" for k, v in sorted(p["details"].items())
                           if k not in ("interval_s", "lease_owner"))
         procs.add_row(p["process_id"], p["role"], p["station_id"],

@@ -3,6 +3,7 @@ station that goes on offloading while the catalog is down and its heartbeats fai
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -172,3 +173,45 @@ def test_station_offloads_while_the_catalog_is_down_and_heartbeats_fail(
     with app.catalog.session() as s:
         assert s.scalars(select(Heartbeat.state)).one() == "stopped"
     app.close()
+
+
+def test_a_restart_marks_dead_processes_of_its_host_and_forgets_old_rows(
+    catalog: Catalog,
+) -> None:
+    """A process killed without a word stays 'running' in the catalog; the next process
+    on the same host sees its pid is gone and marks it died. Rows of other hosts are
+    theirs to judge; rows silent for 30 days are forgotten."""
+    import socket
+    import subprocess
+    import sys
+
+    host = socket.gethostname()
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead_pid = int(gone.stdout)
+    now = utcnow()
+    rows = {
+        "dead": (host, dead_pid, now - timedelta(minutes=5)),
+        "parent": (host, os.getppid(), now),  # alive: left alone
+        "elsewhere": ("other-host", dead_pid, now - timedelta(minutes=5)),
+        "ancient": ("retired-host", 5, now - timedelta(days=31)),
+    }
+    with catalog.transaction() as s:
+        for name, (h, pid, seen) in rows.items():
+            beat(s, process_id=f"{h}:{pid}:{name}", role="worker", station_id="w", host=h,
+                 pid=pid, started_at=seen, interval_s=30, now=seen)
+    hb = Heartbeater(catalog, role="worker", station_id="w", interval_s=30)
+    with hb:
+        wait_for(lambda: _state(catalog, hb.process_id) == "running")
+    states = {name: _state(catalog, f"{h}:{pid}:{name}") for name, (h, pid, _) in rows.items()}
+    assert states == {"dead": "died", "parent": "running", "elsewhere": "running",
+                      "ancient": None}
+    with catalog.session() as s:
+        row = s.get(Heartbeat, f"{host}:{dead_pid}:dead")
+        assert row is not None and status_of(row) == "died" and row.details["found_dead_at"]
+
+
+def _state(catalog: Catalog, process_id: str) -> str | None:
+    with catalog.session() as s:
+        row = s.get(Heartbeat, process_id)
+        return row.state if row is not None else None

@@ -231,6 +231,8 @@ def test_worker_metrics_count_items_by_kind_and_result(tmp_path: Path) -> None:
         (hb,) = s.scalars(select(Heartbeat)).all()
         assert hb.role == "worker" and hb.state == "stopped"
         assert hb.details["lease_owner"] == worker.owner
+        # Stopping publishes the final figures.
+        assert hb.details["items_done"] == sum(done.values())
     app.close()
 
 
