@@ -2,9 +2,11 @@
 
 A small registry of counters, gauges and histograms rendered in the Prometheus text
 exposition format (version 0.0.4), and a ``http.server`` on a daemon thread that serves
-it at ``/metrics``. No dependency: the format is a few lines of text, and
-``prometheus_client`` would add process-global default registries, which this code base
-avoids (state lives in objects handed down, not in modules).
+it at ``/metrics``. No dependency: the format is a few lines of text. ``prometheus_client``
+would do the same job (with a ``CollectorRegistry`` of our own rather than its
+process-global default one, since state here lives in objects handed down, not in
+modules), but nothing it adds beyond that (multiprocess mode, push gateway, OpenMetrics)
+is needed here.
 
 Each process builds one :class:`ServiceMetrics` and hands it to its station or worker;
 the service updates it as it works, and a scrape reads it. Values only live in the
