@@ -216,3 +216,30 @@ def test_s3_store_overwritten_object(
     assert details[recs[0].object_key].startswith("missing")
     assert app.store.exists(victim.object_key)
     assert Digest("sha256", victim.sha256) != digest_bytes(bytes(body), "sha256")
+
+
+@pytest.mark.s3
+def test_unreachable_store_stops_the_run_resumable(
+    tmp_path: Path, s3_proxy: Any, s3_bucket: str, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The store going away is not 'every object failed': the run stops and resumes."""
+    env = {"LIUHEN_STORE_ENDPOINT_URL": s3_proxy.url, "LIUHEN_STORE_MAX_ATTEMPTS": "1",
+           "LIUHEN_STORE_CONNECT_TIMEOUT_S": "1", "LIUHEN_STORE_READ_TIMEOUT_S": "2"}
+    app = docked(tmp_path, store_url=f"s3://{s3_bucket}/ev", store_env=env)
+    s3_proxy.cut()
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("LIUHEN_STORE_URL", f"s3://{s3_bucket}/ev")
+    result = run_cli(capsys, "--data-dir", str(tmp_path / "data"), "verify", "--store")
+    assert result.code == 69, result.out + result.err
+    with app.catalog.session() as s:
+        run = s.scalars(select(FixityRun)).one()
+        assert run.state == "RUNNING" and run.failed == 0
+        assert not s.scalars(select(CustodyEvent).where(
+            CustodyEvent.action == "fixity-failed")).all()
+    s3_proxy.restore()
+    again = run_cli(capsys, "--data-dir", str(tmp_path / "data"), "verify", "--store",
+                    "--json")
+    doc = json.loads(again.out)
+    assert again.code == 0 and doc["resumed"] and doc["checked"] == COUNT + 1
