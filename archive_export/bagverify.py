@@ -37,6 +37,7 @@ import multiprocessing as mp
 import os
 import stat
 import tarfile
+import threading
 import time
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping
@@ -58,6 +59,7 @@ from archive_export.parallel_hash import (
     hash_names,
     make_hasher,
     start_hashing,
+    work_units,
 )
 from catalog.custody import canonical_bytes
 from catalog.signing import key_id_of, public_raw, verify_signature
@@ -389,13 +391,15 @@ def verify_bag(
     trusted: Mapping[str, Iterable[str]] | None = None,
     workers: int | None = None,
     only_algorithms: Iterable[str] | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> BagReport:
     """Validate the bag at ``path`` (directory or tar) and report every problem.
 
     ``trusted`` is an auditor's key ring (station id → key ids, see
     :func:`catalog.signing.load_keyring`). ``only_algorithms`` limits fixity to some
     algorithms (the benchmark's breakdown); a real verification leaves it None.
+    ``progress(done, total)`` is called from the hashing threads as work completes
+    (units: bytes × algorithms).
     """
     t0 = time.perf_counter()
     path = Path(path)
@@ -420,7 +424,7 @@ def _read_tag(tree: _Tree, rel: str, report: BagReport) -> bytes | None:
 
 def _verify(tree: _Tree, report: BagReport, trusted: Mapping[str, Iterable[str]] | None,
             workers: int | None, only: set[str] | None,
-            progress: Callable[[int], None] | None) -> None:
+            progress: Callable[[int, int], None] | None) -> None:
     add = report.findings.append
     report.findings.extend(tree.findings)
     raw = _read_tag(tree, "bagit.txt", report) or b""
@@ -628,14 +632,25 @@ def make_hasher_len(algorithm: str) -> int | None:
 
 
 def _fixity(tree: _Tree, want: Mapping[str, set[str]], workers: int | None,
-            progress: Callable[[int], None] | None) -> Callable[[], dict[str, Outcome]]:
+            progress: Callable[[int, int], None] | None) -> Callable[[], dict[str, Outcome]]:
     """Start hashing what the manifests list; the returned function waits for the digests."""
     if tree.streamed is not None:
         streamed = tree.streamed
-        done = {r: Outcome(dict(streamed.get(r, {})), size=tree.files.get(r)) for r in want}
-        return lambda: done
+        hashed = {r: Outcome(dict(streamed.get(r, {})), size=tree.files.get(r)) for r in want}
+        return lambda: hashed
     items = [Item(r, tree.source(r), tuple(sorted(algs))) for r, algs in want.items()]
-    return start_hashing(items, workers=workers, progress=progress).result
+    if progress is None:
+        return start_hashing(items, workers=workers).result
+    total, done, lock = work_units(items), [0], threading.Lock()
+    tick = progress
+
+    def count(units: int) -> None:
+        with lock:
+            done[0] += units
+            now = done[0]
+        tick(now, total)
+
+    return start_hashing(items, workers=workers, progress=count).result
 
 
 # -- signature --------------------------------------------------------------------------------

@@ -102,6 +102,11 @@ def _cost(size: int, algorithms: Iterable[str]) -> float:
     return sum(_COST.get(a, 1.6) for a in algorithms) * size + _FILE_OVERHEAD
 
 
+def work_units(items: Sequence[Item]) -> int:
+    """Total of what ``progress`` callbacks will report: bytes × algorithms, per item."""
+    return sum(it.source.size * len(it.algorithms) for it in items)
+
+
 def hash_items(items: Sequence[Item], *, workers: int | None = None,
                progress: Callable[[int], None] | None = None) -> dict[str, Outcome]:
     """Digests of every item, for every algorithm it asks for, computed in parallel."""
@@ -145,7 +150,7 @@ def start_hashing(items: Sequence[Item], *, workers: int | None = None,
             if error and not out.error:
                 out.error = error
         if progress is not None:
-            progress(size)
+            progress(size * max(1, len(digests)))  # in work units, see work_units()
 
     small: list[Item] = []
     for it in items:

@@ -9,17 +9,26 @@ from __future__ import annotations
 
 import sys
 import tarfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from archive_export.bagverify import BagReport, BagUnusable, verify_bag
 from catalog.signing import load_keyring
 from config.errors import EXIT_FAILED_CHECK, EXIT_USAGE, LiuhenError
-from liuhen.output import out, print_json
+from liuhen.output import err, out, print_json
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
@@ -59,7 +68,9 @@ def _trusted(req: Request) -> dict[str, set[str]]:
 def run_bag(ctx: Any, req: Request) -> None:
     assert req.target is not None
     try:
-        report = verify_bag(req.target, trusted=_trusted(req) or None, workers=req.workers)
+        with _progress(enabled=not req.as_json) as tick:
+            report = verify_bag(req.target, trusted=_trusted(req) or None,
+                                workers=req.workers, progress=tick)
     except BagUnusable as exc:
         if req.as_json:
             print_json({"ok": False, "usable": False, "source": str(req.target),
@@ -72,6 +83,23 @@ def run_bag(ctx: Any, req: Request) -> None:
         _print_bag(report)
     if not report.ok:
         sys.exit(EXIT_FAILED_CHECK)
+
+
+@contextmanager
+def _progress(*, enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
+    """A progress bar on stderr while a bag is hashed, only for a person at a terminal."""
+    if not enabled or not err.is_terminal:
+        yield None
+        return
+    with Progress(TextColumn("hashing"), BarColumn(), TaskProgressColumn(),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=err,
+                  transient=True) as bar:
+        task = bar.add_task("hashing", total=None)
+
+        def tick(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield tick
 
 
 def _print_bag(r: BagReport) -> None:
