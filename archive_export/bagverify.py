@@ -269,7 +269,11 @@ def _open_tar(path: Path) -> _Tree:
         return _stream_tar(path)
     tree = _Tree()
     tree.closers.append(fh.close)
-    root = _tar_root(_norm_member(m.name) for m in members)
+    try:
+        root = _tar_root(_norm_member(m.name) for m in members)
+    except BagUnusable:
+        tree.close()
+        raise
     regular: list[tuple[str, tarfile.TarInfo]] = []
     for m in members:
         name = _norm_member(m.name)

@@ -43,6 +43,7 @@ _COST = {"sha1": 0.7, "sha256": 0.75, "sha224": 0.75, "sha512": 1.6, "sha384": 1
          "md5": 1.6, "sm3": 3.4}
 _FILE_OVERHEAD = 40_000
 GROUP_FILES = 16
+LOCKSTEP_SLICE = 16 << 20
 GROUP_BYTES = 4 << 20  # bytes-equivalent of opening and reading one file
 
 
@@ -108,9 +109,11 @@ def work_units(items: Sequence[Item]) -> int:
 
 
 def hash_items(items: Sequence[Item], *, workers: int | None = None,
-               progress: Callable[[int], None] | None = None) -> dict[str, Outcome]:
+               progress: Callable[[int], None] | None = None,
+               split_max: int | None = None) -> dict[str, Outcome]:
     """Digests of every item, for every algorithm it asks for, computed in parallel."""
-    return start_hashing(items, workers=workers, progress=progress).result()
+    return start_hashing(items, workers=workers, progress=progress,
+                         split_max=split_max).result()
 
 
 class Pending:
@@ -135,8 +138,22 @@ class Pending:
         return self._results
 
 
+def default_split_max() -> int:
+    """Largest file hashed as one job per algorithm: a quarter of physical memory.
+
+    Per-algorithm jobs read the same mapping at different speeds (SHA-256 runs ahead of
+    SM3); a file much bigger than memory would have its pages evicted between them and be
+    read from disk once per algorithm.
+    """
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        return 1 << 30
+
+
 def start_hashing(items: Sequence[Item], *, workers: int | None = None,
-                  progress: Callable[[int], None] | None = None) -> Pending:
+                  progress: Callable[[int], None] | None = None,
+                  split_max: int | None = None) -> Pending:
     workers = workers or default_workers()
     results: dict[str, Outcome] = {it.key: Outcome({}) for it in items}
     lock = threading.Lock()
@@ -153,9 +170,15 @@ def start_hashing(items: Sequence[Item], *, workers: int | None = None,
             progress(size * max(1, len(digests)))  # in work units, see work_units()
 
     small: list[Item] = []
+    limit = split_max if split_max is not None else default_split_max()
     for it in items:
         size = it.source.size
-        if size >= SPLIT_MIN and len(it.algorithms) > 1:
+        if size > limit and len(it.algorithms) > 1:
+            # Too big to trust the page cache to keep it between separate passes: one
+            # job reads each slice once and hashes it on two threads in lockstep.
+            jobs.append((_cost(size, it.algorithms) / 2,
+                         _job([it], it.algorithms, record, lockstep=True)))
+        elif size >= SPLIT_MIN and len(it.algorithms) > 1:
             for alg in it.algorithms:
                 jobs.append((_cost(size, [alg]), _job([it], (alg,), record)))
         elif size >= SPLIT_MIN:
@@ -185,14 +208,15 @@ def start_hashing(items: Sequence[Item], *, workers: int | None = None,
 
 
 def _job(group: list[Item], algorithms: tuple[str, ...] | None,
-         record: Callable[[str, dict[str, str], str | None, int], None]) -> Callable[[], None]:
+         record: Callable[[str, dict[str, str], str | None, int], None],
+         lockstep: bool = False) -> Callable[[], None]:
     """Hash each item of ``group`` with ``algorithms`` (None: the item's own)."""
 
     def run() -> None:
         for it in group:
             hashers = {a: make_hasher(a) for a in (algorithms or it.algorithms)}
             try:
-                n = _feed(it.source, list(hashers.values()))
+                n = _feed(it.source, hashers, lockstep)
             except OSError as exc:
                 record(it.key, {}, f"cannot read: {exc.strerror or exc}", 0)
                 continue
@@ -204,18 +228,19 @@ def _job(group: list[Item], algorithms: tuple[str, ...] | None,
     return run
 
 
-def _feed(source: Source, hashers: list[Hasher]) -> int:
+def _feed(source: Source, hashers: dict[str, Hasher], lockstep: bool) -> int:
     if isinstance(source, SliceSource):
         view = memoryview(source.buffer)
         try:
-            return _feed_view(view[source.offset : source.offset + source.size], hashers)
+            return _feed_view(view[source.offset : source.offset + source.size], hashers,
+                              lockstep)
         finally:
             view.release()
     with open(source.path, "rb", buffering=0) as f:
         size = os.fstat(f.fileno()).st_size
         if size < SPLIT_MIN:
             data = f.read()
-            for h in hashers:
+            for h in hashers.values():
                 h.update(data)
             return len(data)
         mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
@@ -225,17 +250,31 @@ def _feed(source: Source, hashers: list[Hasher]) -> int:
                 mapped.madvise(mmap.MADV_SEQUENTIAL)
             view = memoryview(mapped)
             try:
-                return _feed_view(view, hashers)
+                return _feed_view(view, hashers, lockstep)
             finally:
                 view.release()
         finally:
             mapped.close()
 
 
-def _feed_view(view: memoryview, hashers: list[Hasher]) -> int:
-    for start in range(0, len(view), SLICE):
-        part = view[start : start + SLICE]
-        for h in hashers:
-            h.update(part)
-        part.release()
+def _feed_view(view: memoryview, hashers: dict[str, Hasher], lockstep: bool) -> int:
+    if not lockstep or len(hashers) < 2:
+        for start in range(0, len(view), SLICE):
+            part = view[start : start + SLICE]
+            for h in hashers.values():
+                h.update(part)
+            part.release()
+        return len(view)
+    # Lockstep: the costliest algorithm on a helper thread, the others here, both over the
+    # same slice before moving on, so each slice is read from disk once.
+    slow = max(hashers, key=lambda a: _COST.get(a, 1.6))
+    rest = [h for a, h in hashers.items() if a != slow]
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="hash-lane") as lane:
+        for start in range(0, len(view), LOCKSTEP_SLICE):
+            part = view[start : start + LOCKSTEP_SLICE]
+            pending = lane.submit(hashers[slow].update, part)
+            for h in rest:
+                h.update(part)
+            pending.result()
+            part.release()
     return len(view)

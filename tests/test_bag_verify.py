@@ -594,16 +594,19 @@ def test_bag_info_continuation_lines() -> None:
 # -- the hashing engine -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_parallel_hashes_equal_hashlib(tmp_path: Path, workers: int) -> None:
-    sizes = [0, 1, 2047, 2049, 100_000, SPLIT_MIN - 1, SPLIT_MIN, SPLIT_MIN + 3_000_001]
+@pytest.mark.parametrize(("workers", "split_max"), [(1, None), (2, None), (2, SPLIT_MIN)])
+def test_parallel_hashes_equal_hashlib(tmp_path: Path, workers: int,
+                                       split_max: int | None) -> None:
+    """Every path of the engine: small groups, per-algorithm mappings, lockstep slices."""
+    sizes = [0, 1, 2047, 2049, 100_000, SPLIT_MIN - 1, SPLIT_MIN, SPLIT_MIN + 3_000_001,
+             40_000_003]  # the last spans several lockstep slices
     items = []
     for i, size in enumerate(sizes):
         p = tmp_path / f"f{i}"
         p.write_bytes(os.urandom(size))
         items.append(Item(p.name, FileSource(p, size), ("md5", "sha256", "sha512", "sm3")))
     items.append(Item("gone", FileSource(tmp_path / "gone", 10), ("sha256",)))
-    out = hash_items(items, workers=workers)
+    out = hash_items(items, workers=workers, split_max=split_max)
     for i, _ in enumerate(sizes):
         data = (tmp_path / f"f{i}").read_bytes()
         assert out[f"f{i}"].digests == {a: hashlib.new(a, data).hexdigest()
