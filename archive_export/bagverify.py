@@ -780,8 +780,12 @@ CUSTODY_FORK_MIN = 500
 
 
 def _start_custody(inp: CustodyInput) -> Callable[[], tuple[list[Finding], dict[str, Any]]]:
-    if inp.events.count(b"\n") < CUSTODY_FORK_MIN or "fork" not in mp.get_all_start_methods():
+    if (inp.events.count(b"\n") < CUSTODY_FORK_MIN or "fork" not in mp.get_all_start_methods()
+            or threading.active_count() > 1):
+        # Inline: a small excerpt, no fork, or other threads whose locks (OpenSSL's,
+        # logging's) a forked child could inherit held.
         result = check_custody_excerpt(inp)
+        result[1]["checked_in"] = "this process"
         return lambda: result
     # Forked before the hashing threads start, so no thread's lock is copied mid-use.
     pool = ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("fork"))
@@ -789,9 +793,11 @@ def _start_custody(inp: CustodyInput) -> Callable[[], tuple[list[Finding], dict[
 
     def wait() -> tuple[list[Finding], dict[str, Any]]:
         try:
-            return future.result()
+            found, summary = future.result()
         finally:
             pool.shutdown(wait=True)
+        summary["checked_in"] = "child process"
+        return found, summary
 
     return wait
 
