@@ -33,6 +33,8 @@ NON_REPEATABLE = {"bagging-date", "bag-size", "payload-oxum", "bag-group-identif
 _MANIFEST_NAME = re.compile(r"^(tag)?manifest-([A-Za-z0-9_-]+)\.txt$")
 _VERSION = re.compile(r"^(\d+)\.(\d+)$")
 _OXUM = re.compile(r"^(\d+)\.(\d+)$")
+_BAG_COUNT = re.compile(r"^(\d+) of (\d+|\?)$")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _HEX = re.compile(r"^[0-9A-Fa-f]+$")
 _PERCENT = re.compile(r"%(0A|0D|25)", re.IGNORECASE)
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
@@ -253,6 +255,17 @@ def parse_bag_info(text: str, path: str = "bag-info.txt") -> BagInfo:
     if oxum is not None and not _OXUM.match(oxum):
         info.findings.append(
             Finding("bag-info", path, f"Payload-Oxum {oxum!r} is not '<bytes>.<count>'"))
+    bag_count = info.get("Bag-Count")
+    if bag_count is not None:
+        m = _BAG_COUNT.match(bag_count)
+        if not m or (m.group(2) != "?" and int(m.group(1)) > int(m.group(2))):
+            info.findings.append(
+                Finding("bag-info", path, f"Bag-Count {bag_count!r} is not 'N of T' "
+                        "(T may be '?')"))
+    date = info.get("Bagging-Date")
+    if date is not None and not _DATE.match(date):
+        info.findings.append(
+            Finding("bag-info", path, f"Bagging-Date {date!r} is not YYYY-MM-DD", WARNING))
     return info
 
 

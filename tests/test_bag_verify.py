@@ -590,6 +590,10 @@ def test_bag_info_continuation_lines() -> None:
     info = bagparse.parse_bag_info("A: one\nB: two\n  continued\n\tand more\nC: three\n")
     assert info.items == [("A", "one"), ("B", "two continued and more"), ("C", "three")]
     assert not info.findings
+    good = bagparse.parse_bag_info("Bag-Count: 2 of 3\nBagging-Date: 2026-11-26\n")
+    assert not good.findings
+    bad = bagparse.parse_bag_info("Bag-Count: 4 of 3\nBagging-Date: 26/11/2026\n")
+    assert [f.severity for f in bad.findings] == ["error", "warning"]
 
 
 # -- the hashing engine -------------------------------------------------------------------------
