@@ -552,9 +552,8 @@ def _verify(tree: _Tree, report: BagReport, trusted: Mapping[str, Iterable[str]]
 
     # Tag files not covered by a tag manifest.
     if tag_ms:
-        tag_listed = {e for m in tag_ms for e in m.entries}
         for r in sorted(tree.files):
-            if r.startswith("data/") or r in tag_listed or r == SIGNATURE_FILE:
+            if r.startswith("data/") or r == SIGNATURE_FILE:
                 continue
             if P.manifest_kind(r) == ("tagmanifest", r[len("tagmanifest-"):-4]):
                 continue
@@ -834,7 +833,9 @@ def check_custody_excerpt(inp: CustodyInput) -> tuple[list[Finding], dict[str, A
             missing = [f for f in _CUSTODY_FIELDS if f not in ev]
             if missing:
                 raise ValueError("missing " + ", ".join(missing))
-            ev["seq"] = int(ev["seq"])
+            wrong = [f for f in _CUSTODY_FIELDS if f != "seq" and not isinstance(ev[f], str)]
+            if wrong or isinstance(ev["seq"], bool) or not isinstance(ev["seq"], int):
+                raise ValueError("not text: " + ", ".join(wrong) if wrong else "seq not a number")
         except (ValueError, TypeError) as exc:
             add(Finding("custody-format", CUSTODY_FILE, f"not a custody event: {exc}",
                         line=number))

@@ -696,3 +696,37 @@ def test_real_export_verifies_and_its_corruptions_are_named(
     found = {(e["kind"], e["path"]) for e in json.loads(result.out)["errors"]}
     assert {("checksum-mismatch", rel), ("custody-edited", CUSTODY_FILE),
             ("checksum-mismatch", CUSTODY_FILE)} <= found
+
+
+# -- hostile input never crashes the verifier ------------------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+TAG_FILES = ["bagit.txt", "bag-info.txt", "manifest-sha256.txt", "tagmanifest-sm3.txt",
+             CUSTODY_FILE, "data/metadata/keys.json", SIGNATURE_FILE, "signing-key.pem"]
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(target=st.sampled_from(TAG_FILES),
+       junk=st.one_of(st.binary(max_size=300),
+                      st.text(max_size=200).map(lambda t: t.encode("utf-8", "surrogatepass")),
+                      st.lists(st.dictionaries(st.sampled_from(
+                          ["seq", "station_id", "key_id", "details", "event_hash", "keys"]),
+                          st.one_of(st.integers(), st.text(max_size=5), st.none(),
+                                    st.lists(st.integers(), max_size=2))), max_size=3)
+                      .map(lambda ds: "\n".join(json.dumps(d) for d in ds).encode())))
+def test_garbage_in_any_tag_file_is_reported_not_a_crash(
+    template: Made, tmp_path_factory: pytest.TempPathFactory, target: str, junk: bytes
+) -> None:
+    root = tmp_path_factory.mktemp("fuzz") / "bag"
+    shutil.copytree(template.root, root)
+    (root / target).write_bytes(junk)
+    try:
+        report = verify_bag(root)
+    except BagUnusable:
+        return
+    assert not report.ok
+    assert any(target in f.path or f.path in {"bagit.txt", "bag-info.txt"} or
+               target in f.detail for f in report.errors), [f.describe() for f in report.errors]
