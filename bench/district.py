@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -53,7 +54,7 @@ def run_size(root: Path, stations: int, workers: int, args: argparse.Namespace) 
         root=root / f"{stations}x{workers}", stations=stations, workers=workers,
         dockings=args.dockings, chaos_events=0, long_pg_outage_s=0.0,
         docking_interval_s=args.interval, seed=args.seed, max_wall_s=args.max_wall,
-        drain_timeout_s=args.max_wall,
+        drain_timeout_s=args.max_wall, devices_per_station=args.devices,
     )
     return run_simulation(cfg)
 
@@ -87,14 +88,34 @@ def table(results: list[SimResult]) -> str:
     return "\n".join(rows)
 
 
+def cpu_table(results: list[SimResult]) -> str:
+    """Where the CPU went: seconds per component, and how busy the cores were."""
+    names = ["stations", "workers", "postgresql", "s3 (moto)", "driver"]
+    cores = os.cpu_count() or 1
+    rows = ["| stations × workers | " + " | ".join(f"{n} CPU s" for n in names)
+            + f" | total CPU s | wall s | cores busy (of {cores}) |",
+            "|" + "---|" * (len(names) + 4)]
+    for r in results:
+        wall = r.timings.get("cpu_wall_s", 0.0)  # processes started → stopped
+        total = sum(r.cpu.values())
+        rows.append(f"| {r.config.stations} × {r.config.workers} | "
+                    + " | ".join(f"{r.cpu.get(n, 0.0):.1f}" for n in names)
+                    + f" | {total:.1f} | {wall:.1f} | "
+                    f"{total / wall if wall else float('nan'):.2f} |")
+    return "\n".join(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sizes", default="1x1,2x2,4x4",
-                   help="comma-separated SxW (stations x workers) [1x1,2x2,4x4]")
-    p.add_argument("--dockings", type=int, default=24, help="dockings per size [24]")
+    p.add_argument("--sizes", default="1x1,2x2,4x4,4x0",
+                   help="comma-separated SxW (stations x workers; 0 workers: offload "
+                   "only) [1x1,2x2,4x4,4x0]")
+    p.add_argument("--dockings", type=int, default=40, help="dockings per size [40]")
     p.add_argument("--interval", type=float, default=0.05,
                    help="mean seconds between dockings, district-wide [0.05]")
+    p.add_argument("--devices", type=int, default=8,
+                   help="recorders (and dock slots) per station [8]")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--max-wall", type=float, default=900.0)
     p.add_argument("--workdir", type=Path, default=None)
@@ -116,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
     print(table(results))
+    print()
+    print(cpu_table(results))
     if args.json:
         data: list[dict[str, Any]] = [
             {"stations": r.config.stations, "workers": r.config.workers,

@@ -130,6 +130,9 @@ class SimResult:
     problems: list[str] = field(default_factory=list)  # simulation-level failures
     timings: dict[str, float] = field(default_factory=dict)
     waits: dict[str, dict[str, float]] = field(default_factory=dict)
+    # CPU seconds by component over the run (stations, workers with their ffmpeg,
+    # PostgreSQL, the S3 server, this driver), for "where the time goes".
+    cpu: dict[str, float] = field(default_factory=dict)
     pg_mode: str = ""
     s3_mode: str = ""
     logs: dict[str, Path] = field(default_factory=dict)
@@ -153,6 +156,9 @@ class SimResult:
             f"{self.unplanned_exits or 'none'}",
             f"  drained: {self.drained}",
         ]
+        if self.cpu:
+            lines.append("  cpu seconds: " + ", ".join(f"{k} {v:.1f}"
+                                                       for k, v in self.cpu.items()))
         if self.report is not None:
             lines.append(f"  invariant checker: {len(self.report.violations)} violation(s); "
                          f"looked at {self.report.counts}")
@@ -891,6 +897,7 @@ class Simulation:
             templates = render_templates(self.root / "templates")
             prep = self.root / "prep"
             self.feeder = Feeder(cfg, self.rng, templates, self.docks, prep)
+            cpu0, t_procs = _own_cpu(), time.monotonic()
             for p in self.procs:
                 p.start()
             self.supervisor = Supervisor(self.procs, res)
@@ -917,6 +924,9 @@ class Simulation:
             finally:
                 officer.stopping.set()
                 chaos.stopping.set()
+                with contextlib.suppress(Exception):
+                    res.cpu = self._cpu(cpu0)
+                    res.timings["cpu_wall_s"] = time.monotonic() - t_procs
                 self.supervisor.stop_all()
                 officer.join(timeout=5)
             res.dockings_placed = len(self.feeder.placed)
@@ -937,6 +947,26 @@ class Simulation:
             self._measure(t0)
         res.timings["wall_s"] = time.monotonic() - t0
         return res
+
+    def _cpu(self, driver_start: float) -> dict[str, float]:
+        """CPU seconds used so far by each component (live processes and their reaped
+        children: ffmpeg under the workers, backends under the postmaster)."""
+        cpu: dict[str, float] = {"stations": 0.0, "workers": 0.0}
+        for p in self.procs:
+            if p.proc is not None and p.proc.poll() is None:
+                cpu[p.role + "s"] += _proc_cpu(p.proc.pid, children=True)
+        if isinstance(self.pg, PrivatePostgres):
+            pid_file = self.pg.data / "postmaster.pid"
+            with contextlib.suppress(OSError, ValueError):
+                master = int(pid_file.read_text().split()[0])
+                total = _proc_cpu(master, children=True)
+                for child in _children(master):
+                    total += _proc_cpu(child, children=True)
+                cpu["postgresql"] = total
+        if isinstance(self.s3, MotoS3):
+            cpu["s3 (moto)"] = _proc_cpu(self.s3.proc.pid, children=True)
+        cpu["driver"] = _own_cpu() - driver_start
+        return cpu
 
     def _feed(self, deadline: float) -> None:
         cfg = self.cfg
@@ -979,7 +1009,9 @@ class Simulation:
                     open_items, unsafe, total = self._queue_state()
                 except Exception:
                     open_items, unsafe, total = -1, -1, -1
-                if open_items == 0 and unsafe == 0 and total == len(self.feeder.placed):
+                # Without workers (an offload-only benchmark) the queue just fills.
+                queue_done = open_items == 0 or self.cfg.workers == 0
+                if queue_done and unsafe == 0 and total == len(self.feeder.placed):
                     self.drained_at = time.monotonic()
                     return True
             time.sleep(0.5)
@@ -1091,6 +1123,38 @@ class Simulation:
             ("stored→probed", stored_to_probed),
             ("probed→last derivative", probed_to_derived),
         )}
+
+
+def _own_cpu() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _proc_cpu(pid: int, *, children: bool) -> float:
+    """utime + stime (and reaped children's) of a live process, from /proc (Linux)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = text.rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime
+    if children:
+        ticks += int(fields[13]) + int(fields[14])  # cutime, cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
 
 
 def _stats(values: list[float]) -> dict[str, float]:
