@@ -148,6 +148,7 @@ class _Tree:
     offsets: dict[str, int] = field(default_factory=dict)  # tar member data offsets
     blobs: dict[str, bytes] = field(default_factory=dict)  # tag files read from a stream
     streamed: dict[str, dict[str, str]] | None = None  # digests computed while streaming
+    stream_errors: dict[str, str] = field(default_factory=dict)  # member -> why unread
     closers: list[Callable[[], None]] = field(default_factory=list)
 
     def read(self, rel: str) -> bytes:
@@ -289,10 +290,17 @@ def _open_tar(path: Path) -> _Tree:
             continue
         if _add_member(tree, m, name[len(root):]):
             regular.append((name[len(root):], m))
-    if os.fstat(fh.fileno()).st_size:
+    length = os.fstat(fh.fileno()).st_size
+    if length:
         tree.buffer = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
         tree.closers.append(tree.buffer.close)
     for rel, m in regular:
+        if m.offset_data + m.size > length:
+            # A cut-off tar: the member's header is there, not all of its bytes.
+            tree.findings.append(Finding("unreadable", rel, f"truncated: the tar ends "
+                                         f"{m.offset_data + m.size - length} bytes into it"))
+            del tree.files[rel]
+            continue
         tree.offsets[rel] = m.offset_data
     return tree
 
@@ -304,9 +312,11 @@ def _stream_tar(path: Path) -> _Tree:
     algorithms: set[str] = set()
     known = hash_names()
     root: str | None = None
+    current: str | None = None  # the member being read
     try:
         with tarfile.open(path, mode="r|*") as tf:
             for m in tf:
+                current = None
                 name = _norm_member(m.name)
                 why = _member_problem(m.name)
                 if why:
@@ -327,6 +337,7 @@ def _stream_tar(path: Path) -> _Tree:
                     continue
                 f = tf.extractfile(m)
                 assert f is not None
+                current = rel
                 if not rel.startswith("data/") or rel in (CUSTODY_FILE, KEYS_FILE):
                     # Kept whole (tag files are small): hashed at the end, when every
                     # manifest, and so every algorithm needed, is known.
@@ -338,7 +349,13 @@ def _stream_tar(path: Path) -> _Tree:
                     # Manifests may come after the payload (tar sorts "data" before
                     # "manifest-…"): hash with the usual algorithms and any seen so far.
                     tree.streamed[rel] = _hash_stream(f, algorithms | set(STREAM_DEFAULT))
+                current = None
     except (tarfile.TarError, EOFError, OSError) as exc:
+        if current is not None:
+            why = f"cannot read: the tar ends inside it ({exc})"
+            tree.stream_errors[current] = why
+            tree.findings.append(Finding("unreadable", current, why))
+            tree.blobs.pop(current, None)
         if not tree.files:
             raise BagUnusable(
                 f"{path}: not a readable tar: {exc}",
@@ -639,7 +656,8 @@ def _fixity(tree: _Tree, want: Mapping[str, set[str]], workers: int | None,
     """Start hashing what the manifests list; the returned function waits for the digests."""
     if tree.streamed is not None:
         streamed = tree.streamed
-        hashed = {r: Outcome(dict(streamed.get(r, {})), size=tree.files.get(r)) for r in want}
+        hashed = {r: Outcome(dict(streamed.get(r, {})), size=tree.files.get(r),
+                             error=tree.stream_errors.get(r)) for r in want}
         return lambda: hashed
     items = [Item(r, tree.source(r), tuple(sorted(algs))) for r, algs in want.items()]
     if progress is None:

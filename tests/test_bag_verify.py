@@ -730,3 +730,22 @@ def test_garbage_in_any_tag_file_is_reported_not_a_crash(
     assert not report.ok
     assert any(target in f.path or f.path in {"bagit.txt", "bag-info.txt"} or
                target in f.detail for f in report.errors), [f.describe() for f in report.errors]
+
+
+def test_truncated_tar_is_reported_not_a_crash(bag: Made, tmp_path: Path) -> None:
+    whole = _tar(bag.root, tmp_path / "whole.tar").read_bytes()
+    with tarfile.open(tmp_path / "whole.tar") as tf:
+        big = tf.getmember(f"export-2026-001/{VID2}")
+    # (Cutting only the zero blocks and record padding at the end loses nothing.)
+    for cut in (100, 5_000, len(whole) // 3, big.offset_data + big.size // 2,
+                big.offset_data + big.size - 1):
+        part = tmp_path / f"cut-{cut}.tar"
+        part.write_bytes(whole[:cut])
+        try:
+            report = verify_bag(part)
+        except BagUnusable:
+            continue
+        assert not report.ok, cut
+        if cut > big.offset_data:
+            assert ("unreadable", VID2) in errors(report) or (
+                "missing-file", VID2) in errors(report), [f.describe() for f in report.errors]
