@@ -32,7 +32,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from catalog.custody import append_event
 from catalog.db import Catalog
@@ -301,10 +300,3 @@ def _finish(catalog: Catalog, signer: Signer, run_id: int, actor: str,
                      details={"scope": scope, "checked": report.checked, "failed": report.failed,
                               "bytes": report.bytes, "resumed": report.resumed})
     report.state = "DONE"
-
-
-def recent_runs(session: Session, limit: int = 10) -> list[dict[str, Any]]:
-    return [{"run": r.uid, "state": r.state, "scope": r.scope.get("mode"), "checked": r.checked,
-             "failed": r.failed, "started_at": r.started_at.isoformat()}
-            for r in session.scalars(select(FixityRun).order_by(FixityRun.id.desc())
-                                     .limit(limit))]

@@ -95,3 +95,31 @@ def test_file_mode_forced_for_a_tar(
     # As a bundle: not a bag (exit 2). As a file: an unknown file (exit 1).
     assert run_cli(capsys, "--data-dir", str(data), "verify", str(tar)).code == 2
     assert run_cli(capsys, "--data-dir", str(data), "verify", "--file", str(tar)).code == 1
+
+
+def test_a_derivative_is_found_with_its_source(
+    station_with_files: tuple[Path, list[Path]], tmp_path: Path, catalog_url: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from catalog.media import DerivedObject, record_derivative
+    from catalog.signing import Signer, load_key_file
+
+    data, files = station_with_files
+    sha, _ = file_digests(files[0])
+    copy = tmp_path / "access.mp4"
+    copy.write_bytes(b"an access copy of it" * 500)
+    dsha, dsm3 = file_digests(copy)
+    catalog = Catalog(catalog_url)
+    signer = Signer("station-01", load_key_file(data / "keys" / "station.pem"))
+    with catalog.transaction() as s:
+        rec = s.scalars(select(Recording).where(Recording.sha256 == sha)).one()
+        record_derivative(s, signer, rec, DerivedObject(
+            kind="access", sha256=dsha, sm3=dsm3, size=copy.stat().st_size,
+            object_key=f"sha256/{dsha[:2]}/{dsha[2:4]}/{dsha}", method="remux",
+            command=["ffmpeg"], tool_version="test", duration_s=None), actor="test")
+    catalog.dispose()
+    doc = json.loads(run_cli(capsys, "--data-dir", str(data), "verify", "--json",
+                             str(copy)).out)
+    assert doc["ok"] and doc["matches"][0]["type"] == "derivative"
+    assert doc["matches"][0]["source_sha256"] == sha
+    assert [e["action"] for e in doc["custody"]] == ["derived"]
