@@ -173,6 +173,7 @@ def run_file(ctx: Any, req: Request) -> None:
 
 def run_store(ctx: Any, req: Request) -> None:
     from archive_export.fixity import audit_store, make_scope
+    from archive_export.parallel_hash import default_workers
 
     if req.sample is not None:
         scope = make_scope("sample", sample=req.sample)
@@ -189,7 +190,7 @@ def run_store(ctx: Any, req: Request) -> None:
 
     report = audit_store(app.ready_catalog(), app.store, app.signer, scope=scope,
                          actor=f"station:{app.settings.station.id}", resume=req.resume,
-                         workers=req.workers or 2, on_result=show)
+                         workers=req.workers or default_workers(), on_result=show)
     if req.as_json:
         print_json(report.as_dict())
     else:
