@@ -533,7 +533,7 @@ def _verify(tree: _Tree, report: BagReport, trusted: Mapping[str, Iterable[str]]
             return alt
         return None
 
-    # want[actual file] -> algorithms; expect[(manifest, actual)] -> entry
+    # want: file -> the algorithms to compute; checks: (manifest, entry, file) to compare.
     want: dict[str, set[str]] = {}
     checks: list[tuple[P.Manifest, P.Entry, str]] = []
     listed_payload: dict[str, set[str]] = {}
@@ -548,8 +548,8 @@ def _verify(tree: _Tree, report: BagReport, trusted: Mapping[str, Iterable[str]]
                     add(Finding("manifest-format", m.name, f"{e.path!r} is a directory; "
                                 "manifests list files only", line=e.line))
                 else:
-                    add(Finding("missing-file", e.path, f"listed in {m.name} but not in the "
-                                "bag", line=e.line))
+                    add(Finding("missing-file", e.path, f"listed in {m.name} (line {e.line}) "
+                                "but not in the bag"))
                 continue
             if m.kind == "manifest":
                 listed_payload.setdefault(actual, set()).add(m.name)
