@@ -178,9 +178,9 @@ def run_explain(app: Any, ref: str, as_json: bool) -> None:
     if as_json:
         print_json(decision.as_dict())
         return
-    until = decision.keep_until.isoformat() if decision.keep_until else "indefinitely"
+    until = f"until {decision.keep_until.isoformat()}" if decision.keep_until else "indefinitely"
     out.print(f"recording {decision.recording_id} {decision.name} ({decision.state}): "
-              f"kept until {until} (rule: {decision.rule})"
+              f"kept {until} (rule: {decision.rule})"
               + ("; expired" if decision.expired else ""), markup=False)
     for line in decision.reasons:
         out.print(f"  - {line}", markup=False)
@@ -213,11 +213,15 @@ def run_sweep(app: Any, apply: bool, limit: int | None, actor: str, as_json: boo
         print_json({"applied": report.applied, "due": [d.as_dict() for d in report.due],
                     "deleted": report.deleted, "refused": report.refused})
     else:
-        table = Table("id", "name", "sha256", "kept until", title=f"due ({len(report.due)})")
-        for d in report.due:
-            table.add_row(str(d.recording_id), d.name, d.sha256[:16],
-                          d.keep_until.isoformat() if d.keep_until else "")
-        out.print(table)
+        if report.due:
+            table = Table("id", "name", "sha256", "kept until",
+                          title=f"due ({len(report.due)})")
+            for d in report.due:
+                table.add_row(str(d.recording_id), d.name, d.sha256[:16],
+                              d.keep_until.isoformat() if d.keep_until else "")
+            out.print(table)
+        else:
+            out.print("no recording is due for expiry")
         if apply:
             out.print(f"deleted {len(report.deleted)}, refused by the store "
                       f"{len(report.refused)}")
