@@ -7,7 +7,8 @@ Sizes (the CI defaults are the issue's small size; raise them for a run by hand,
   ``LIUHEN_SIM_CHAOS`` (20, at least this many chaos events), ``LIUHEN_SIM_SEED`` (1),
   ``LIUHEN_SIM_MAX_WALL_S`` (600), ``LIUHEN_SIM_DIGEST_SAMPLE`` (1.0: re-hash every object).
 * ``LIUHEN_SIM_PG_BIN``: the PostgreSQL bin folder (initdb, pg_ctl) when not in
-  /usr/lib/postgresql/*/bin or on PATH.
+  /usr/lib/postgresql/*/bin or on PATH; ``LIUHEN_SIM_PG=proxy``: use the shared server
+  (``LIUHEN_TEST_PG_URL``) behind a TCP proxy instead of a private cluster.
 """
 
 from __future__ import annotations

@@ -345,19 +345,31 @@ class ProxiedPostgres:
 
 
 def open_postgres() -> PrivatePostgres | ProxiedPostgres:
+    """A private cluster when PostgreSQL's binaries work here; else the shared server
+    behind a proxy (the reason is kept in ``mode``)."""
+    why = "no initdb/pg_ctl found"
     bindir = PrivatePostgres.find_bindir()
+    if os.environ.get("LIUHEN_SIM_PG") == "proxy":  # to exercise the fallback on purpose
+        bindir, why = None, "LIUHEN_SIM_PG=proxy"
     if bindir is not None:
-        pg: PrivatePostgres | ProxiedPostgres = PrivatePostgres(bindir)
-    else:
-        base = os.environ.get("LIUHEN_TEST_PG_URL",
-                              "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-        pg = ProxiedPostgres(base)
+        private = PrivatePostgres(bindir)
+        try:
+            private.init()
+            return private
+        except Exception as exc:
+            private.close()
+            why = f"private cluster failed: {exc}"
+    base = os.environ.get("LIUHEN_TEST_PG_URL",
+                          "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    proxied = ProxiedPostgres(base)
     try:
-        pg.init()
+        proxied.init()
     except Exception as exc:
-        pg.close()
-        raise SimulationError(f"cannot start PostgreSQL for the simulation: {exc}") from exc
-    return pg
+        proxied.close()
+        raise SimulationError(f"cannot start PostgreSQL for the simulation ({why}), nor "
+                              f"reach {base}: {exc}") from exc
+    proxied.mode += f" [{why[:200]}]"
+    return proxied
 
 
 # -- S3: a moto server of our own (frozen with SIGSTOP), or an external one behind a proxy ----
