@@ -547,6 +547,9 @@ class Template:
     ext: str  # MP4, WAV, JPG
     folder: str
     data: bytes
+    # The file-name stem the media carry inside (MP4 and WAV title, JPEG comment); every
+    # copy gets its own name there, so its derivatives differ from every other copy's.
+    stem: str
 
 
 def render_templates(where: Path) -> list[Template]:
@@ -560,12 +563,16 @@ def render_templates(where: Path) -> list[Template]:
     for f in rec.media():
         folder, name = f.relpath.rsplit("/", 1)
         ext = name.rsplit(".", 1)[1].upper()
-        out.append(Template(ext, folder, (where / f.relpath).read_bytes()))
+        stem = name.rsplit(".", 1)[0]
+        out.append(Template(ext, folder, (where / f.relpath).read_bytes(), stem))
     return out
 
 
-def unique_copy(t: Template, tag: bytes) -> bytes:
-    """The template's bytes made unique by ``tag``, still a well-formed file of its type."""
+def unique_copy(t: Template, tag: bytes, stem: str) -> bytes:
+    """The template's bytes made unique by ``tag``, still a well-formed file of its type,
+    with ``stem`` (the copy's name, as long as the template's) for the name inside."""
+    assert len(stem) == len(t.stem), (stem, t.stem)
+    t = Template(t.ext, t.folder, t.data.replace(t.stem.encode(), stem.encode()), stem)
     if t.ext == "MP4":  # a trailing 'free' box: skipped by every MP4 reader
         return t.data + struct.pack(">I", 8 + len(tag)) + b"free" + tag
     if t.ext == "WAV":  # an extra RIFF chunk (even length), and the RIFF size updated
@@ -637,7 +644,7 @@ class Feeder:
                 start += timedelta(seconds=30)
                 name = recorder_filename(device, start, counter, t.ext)
                 tag = f"liuhen-sim {uuid.uuid4()} {name}".encode()
-                files.append((f"{t.folder}/{name}", unique_copy(t, tag)))
+                files.append((f"{t.folder}/{name}", unique_copy(t, tag, name.rsplit(".", 1)[0])))
         past = time.time() - 3600  # finished recordings: their mtime is well in the past
         for rel, data in files:
             p = folder / rel
