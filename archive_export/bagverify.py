@@ -693,6 +693,11 @@ def _check_signature(tree: _Tree, report: BagReport, info: P.BagInfo,
         if report.liuhen:
             add(Finding("not-signed", SIGNATURE_FILE, f"a 留痕 bag is signed ({SIGNATURE_FILE} "
                         f"by {KEY_FILE}); both are missing"))
+        elif trusted is not None:
+            # A key ring asks "signed by a trusted key?": an unsigned bag is not. Otherwise a
+            # tampered bag re-made by any tool, labels and signature dropped, would pass.
+            add(Finding("not-signed", SIGNATURE_FILE, f"a key ring was given but the bag is "
+                        f"not signed (no {SIGNATURE_FILE}, no {KEY_FILE})"))
         return
     if not has_sig or not has_key:
         missing = SIGNATURE_FILE if not has_sig else KEY_FILE
@@ -740,7 +745,7 @@ def _check_signature(tree: _Tree, report: BagReport, info: P.BagInfo,
     sig["trusted_by"] = stations
     if stations:
         sig["trust"] = "trusted"
-    elif trusted:
+    elif trusted is not None:  # an empty ring trusts nothing; it is not "no ring"
         sig["trust"] = "untrusted"
         add(Finding("untrusted-key", KEY_FILE, f"{key_id} is in none of the given key rings"))
     else:

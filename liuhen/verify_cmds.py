@@ -69,7 +69,8 @@ def run_bag(ctx: Any, req: Request) -> None:
     assert req.target is not None
     try:
         with _progress(enabled=not req.as_json) as tick:
-            report = verify_bag(req.target, trusted=_trusted(req) or None,
+            # A ring given but empty still means "trust no key", never "no ring".
+            report = verify_bag(req.target, trusted=_trusted(req) if req.trust_files else None,
                                 workers=req.workers, progress=tick)
     except BagUnusable as exc:
         if req.as_json:

@@ -333,6 +333,40 @@ def test_completely_remade_bag_is_caught_only_by_a_key_ring(bag: Made, tmp_path:
     assert ("untrusted-key", "signing-key.pem") in errors(ring)
 
 
+def test_key_ring_fails_a_rebagged_unsigned_bag(bag: Made, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """Tampered payload re-bagged by another tool, signature and Liuhen-* labels dropped:
+    fine as an unsigned bag on its own, but an auditor with a key ring asked for a trusted
+    signature, and an unsigned bag has none."""
+    flip(bag.root / VID1, 1000)
+    for name in os.listdir(bag.root):
+        if name != "data":
+            (bag.root / name).unlink()
+    payload = tmp_path / "payload"
+    (bag.root / "data").rename(payload)
+    bag.root.rmdir()
+    payload.rename(bag.root)
+    bagit.make_bag(str(bag.root), checksums=["sha256", "sha512"])
+    assert verify_bag(bag.root).ok  # nothing claims authenticity: "not signed"
+    ring = verify_bag(bag.root, trusted={STATION: {bag.key_id}})
+    assert ("not-signed", SIGNATURE_FILE) in errors(ring)
+    keyring = tmp_path / "ring.txt"
+    keyring.write_text(f"{STATION} {bag.key_id}\n")
+    assert run_cli(capsys, "verify", "--trust", str(keyring), str(bag.root)).code == 1
+
+
+def test_empty_key_ring_trusts_nothing(bag: Made, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """A key ring file with no keys (only comments) must not silently mean "no ring"."""
+    keyring = tmp_path / "ring.txt"
+    keyring.write_text("# keys to be filled in\n")
+    result = run_cli(capsys, "verify", "--json", "--trust", str(keyring), str(bag.root))
+    assert result.code == 1
+    doc = json.loads(result.out)
+    assert doc["signature"]["trust"] == "untrusted"
+    assert "untrusted-key" in {e["kind"] for e in doc["errors"]}
+
+
 def test_liuhen_bag_without_signature_is_invalid(bag: Made) -> None:
     (bag.root / SIGNATURE_FILE).unlink()
     (bag.root / "signing-key.pem").unlink()
