@@ -45,6 +45,8 @@ log = logging.getLogger("liuhen.retention")
 # States whose original bytes are held; EXPIRED keeps the row (and its tombstone) only.
 LIVE_STATES = ("STORED", "PROBED", "DERIVED")
 EXPIRED = "EXPIRED"
+# The sweep has decided (and committed) the deletion; the store delete may be under way.
+EXPIRING = "EXPIRING"
 PERMANENT = "永久"
 PERIOD_YEARS = {"30年": 30, "10年": 10}
 
@@ -120,6 +122,15 @@ def explain(session: Session, rec: Recording, policy: RetentionSettings,
             else "expired"
         return Decision(**base, rule="expired", keep_until=stone.expired_at if stone else None,  # type: ignore[arg-type]
                         expired=True, deletable=False, reasons=[why])
+    if rec.state == EXPIRING:
+        pending = (rec.flags or {}).get("expiry") or {}
+        until = pending.get("keep_until")
+        return Decision(**base, rule="expired",  # type: ignore[arg-type]
+                        keep_until=datetime.fromisoformat(until) if until else None,
+                        expired=True, deletable=False,
+                        reasons=[f"deletion decided on {pending.get('decided_at')} by "
+                                 f"{pending.get('actor')} ({pending.get('reason')}); not "
+                                 "finished: the next 'retention sweep --apply' completes it"])
     floor = floor_date(rec, policy)
     since = "capture" if rec.captured_at else "receipt (capture time unknown)"
     reasons = [f"unattached minimum: {policy.unattached_days} days from {since} → "
@@ -317,6 +328,11 @@ def due(session: Session, policy: RetentionSettings, now: datetime,
     # left is under rule 4. expire_one() runs explain() again under the row lock before
     # deleting anything, so a change after this listing is never overlooked.
     listed = []
+    # Deletions decided by a sweep that did not finish come first, whatever the rules
+    # say now: the decision is taken, and the bytes may already be gone.
+    for rec in session.scalars(select(Recording).where(Recording.state == EXPIRING)
+                               .order_by(Recording.id)):
+        listed.append(explain(session, rec, policy, now))
     for rec in session.scalars(query):
         until = floor_date(rec, policy)
         if until > now:  # rounding at the cutoff
@@ -338,38 +354,79 @@ class SweepReport:
     refused: list[dict[str, Any]] = field(default_factory=list)
 
 
-def expire_one(session: Session, signer: Signer, store: ObjectStore, rec_id: int,
-               policy: RetentionSettings, now: datetime, actor: str) -> dict[str, Any] | None:
-    """Delete one expired original and its derivatives, in the caller's transaction.
-
-    The rules are checked again under the row lock, so an attach or hold that raced the
-    listing wins. Store objects go first: killed after that, the next sweep finds them
-    gone and completes the catalog side; the other order could leave a tombstone for
-    bytes that still exist, or bytes with no record of why they were kept.
-    """
+def decide_expiry(session: Session, store: ObjectStore, signer: Signer, rec_id: int,
+                  policy: RetentionSettings, now: datetime, actor: str) -> bool:
+    """Phase 1, in the caller's transaction: decide the deletion, durably, before any byte
+    goes. The rules are checked again under the row lock, so an attach or hold that raced
+    the listing wins; once committed the recording is EXPIRING, which no attach, hold or
+    probe accepts, and the next sweep finishes it whatever the rules say by then. (Deleting
+    first and recording after left, when killed in between, a recording anyone could
+    still attach although its bytes were gone, with no tombstone.)"""
     rec = lock_recording(session, rec_id)
     if rec is None:
-        return None
+        return False
+    if rec.state == EXPIRING:
+        return True
     decision = explain(session, rec, policy, now)
     if not decision.deletable:
+        return False
+    try:
+        info = store.head(rec.object_key)
+    except ObjectNotFound:
+        info = None
+    if info is not None and (info.legal_hold or (info.retain_until is not None
+                                                 and info.retain_until > now)):
+        # The store's own lock outlasts the catalog's rule: decide nothing.
+        raise RetentionRefused(f"{rec.object_key}: the store keeps it (retained until "
+                               f"{info.retain_until}, legal hold {info.legal_hold})")
+    until = decision.keep_until.isoformat() if decision.keep_until else None
+    reason = (f"unattached, unheld, not important; kept {policy.unattached_days} days from "
+              f"{'capture' if rec.captured_at else 'receipt'} until {until or '?'}")
+    rec.flags = {**(rec.flags or {}), "expiry": {
+        "from_state": rec.state, "keep_until": until, "reason": reason,
+        "decided_at": now.isoformat(), "actor": actor}}
+    rec.state = EXPIRING
+    append_event(session, signer, actor=actor, action="expiry-decided", object_type="recording",
+                 object_id=rec.sha256, details={"reason": reason, "keep_until": until})
+    return True
+
+
+def expire_one(session: Session, signer: Signer, store: ObjectStore, rec_id: int,
+               now: datetime, actor: str) -> dict[str, Any] | None:
+    """Phase 2, in the caller's transaction: delete an EXPIRING original and its
+    derivatives, then write the tombstone and the custody events. Killed part-way, the
+    recording stays EXPIRING and the next sweep completes it (objects already gone are
+    noted as such). Where the store refuses the original (Object Lock, legal hold),
+    nothing was deleted: the recording returns to its earlier state."""
+    rec = lock_recording(session, rec_id)
+    if rec is None or rec.state != EXPIRING:
         return None
+    pending = dict((rec.flags or {}).get("expiry") or {})
+    keep_until = pending.get("keep_until")
+    reason = str(pending.get("reason") or "expired")
     derivatives = list(session.scalars(select(Derivative).where(
         Derivative.recording_id == rec.id).order_by(Derivative.id)))
     objects = {"original": {"key": rec.object_key, "sha256": rec.sha256, "sm3": rec.sm3,
                             "size": rec.size},
                "derivatives": [{"kind": d.kind, "key": d.object_key, "sha256": d.sha256,
                                 "sm3": d.sm3, "size": d.size} for d in derivatives]}
-    # The original first: where the store refuses it (Object Lock), nothing is deleted.
-    original = _delete(store, rec.object_key)
+    # The original first: where the store refuses it, nothing is deleted.
+    try:
+        original = _delete(store, rec.object_key)
+    except RetentionRefused as exc:
+        rec.state = str(pending.get("from_state") or "STORED")
+        rec.flags = {k: v for k, v in (rec.flags or {}).items() if k != "expiry"}
+        append_event(session, signer, actor=actor, action="expiry-undone",
+                     object_type="recording", object_id=rec.sha256,
+                     details={"error": exc.message})
+        return {"refused": exc.message}
     gone = [_delete(store, d.object_key) if not _shared(session, d.object_key, rec.id)
             else "kept: shared with another recording" for d in derivatives]
-    reason = (f"unattached, unheld, not important; kept {policy.unattached_days} days from "
-              f"{'capture' if rec.captured_at else 'receipt'} until "
-              f"{decision.keep_until.isoformat() if decision.keep_until else '?'}")
     session.add(Tombstone(
         recording_id=rec.id, sha256=rec.sha256, sm3=rec.sm3, size=rec.size,
         original_name=rec.original_name, captured_at=rec.captured_at,
-        received_at=rec.received_at, expired_at=decision.keep_until, deleted_at=now,
+        received_at=rec.received_at,
+        expired_at=datetime.fromisoformat(keep_until) if keep_until else None, deleted_at=now,
         reason=reason, actor=actor, objects=objects))
     rec.state = EXPIRED
     for d, how in zip(derivatives, gone, strict=True):
@@ -384,8 +441,7 @@ def expire_one(session: Session, signer: Signer, store: ObjectStore, rec_id: int
                           "derivatives": [d.sha256 for d in derivatives]})
     session.flush()
     return {"recording": rec.id, "sha256": rec.sha256, "name": rec.original_name,
-            "keep_until": decision.keep_until.isoformat() if decision.keep_until else None,
-            "derivatives": len(derivatives)}
+            "keep_until": keep_until, "derivatives": len(derivatives)}
 
 
 def _shared(session: Session, key: str, rec_id: int) -> bool:
@@ -417,13 +473,20 @@ def sweep(catalog: Catalog, signer: Signer, store: ObjectStore, policy: Retentio
     for d in listed:
         try:
             with catalog.transaction() as s:
-                done = expire_one(s, signer, store, d.recording_id, policy, now, actor)
+                decided = decide_expiry(s, store, signer, d.recording_id, policy, now, actor)
+            done = None
+            if decided:
+                with catalog.transaction() as s:
+                    done = expire_one(s, signer, store, d.recording_id, now, actor)
         except RetentionRefused as exc:
             # The store's own lock outlasts the catalog's rule (it was set from receipt,
             # or extended on an attach since undone): the store wins; try a later sweep.
             report.refused.append({"recording": d.recording_id, "sha256": d.sha256,
                                    "name": d.name, "error": exc.message})
             continue
-        if done is not None:
+        if done is not None and "refused" in done:
+            report.refused.append({"recording": d.recording_id, "sha256": d.sha256,
+                                   "name": d.name, "error": done["refused"]})
+        elif done is not None:
             report.deleted.append(done)
     return report

@@ -4,6 +4,7 @@ chain), tombstones, derivatives, and S3 Object Lock refusing an early delete."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -18,6 +19,7 @@ from sqlalchemy import select
 from catalog import verify_chain
 from catalog.attach import attach_manual, detach
 from catalog.cases import create_case
+from catalog.errors import CatalogError
 from catalog.models import (
     Case,
     CaseRecording,
@@ -330,3 +332,63 @@ def test_object_lock_refuses_an_early_delete_and_attach_extends(
     assert app.store.head(key).legal_hold
     app.close()
 
+
+
+# --- a sweep killed between the store delete and the catalog commit ----------------------
+
+
+class SweepKilled(BaseException):
+    """The sweep process dying right after the store deleted an object (kill -9, power)."""
+
+
+class DiesAfterDelete:
+    """The real store; its first delete succeeds and then the process 'dies'."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def delete(self, key: str) -> None:
+        self.store.delete(key)
+        raise SweepKilled(key)
+
+
+def test_sweep_killed_after_the_store_delete_is_completed_not_forgotten(app: Any) -> None:
+    """The deletion is decided durably before any byte goes: a sweep killed after the
+    store delete leaves a recording nobody can attach or hold (its bytes may be gone),
+    and the next sweep writes the tombstone and the custody event even if the rules
+    would no longer let it go (here: a longer unattached period configured since)."""
+    now = datetime.now(UTC)
+    rec_id = make_recording(app, start=now - timedelta(days=DAYS + 10))
+    with app.catalog.session() as s:
+        key = s.get_one(Recording, rec_id).object_key
+    with pytest.raises(SweepKilled):
+        sweep(app.catalog, app.signer, DiesAfterDelete(app.store), app.settings.retention,
+              actor="sweeper", apply=True, now=now)
+    assert not app.store.exists(key)
+    with app.catalog.transaction() as s:
+        create_case(s, app.signer, number="沪徐市监罚〔2026〕77号", retention="永久", actor="a")
+    # A person finds the recording and attaches it: refused, its bytes are not held.
+    with pytest.raises(CatalogError), app.catalog.transaction() as s:
+        attach_manual(s, app.signer, case_number="沪徐市监罚〔2026〕77号",
+                      rec=s.get_one(Recording, rec_id), reason="证据", actor="a",
+                      policy=app.settings.retention, store=app.store)
+    with pytest.raises(CatalogError), app.catalog.transaction() as s:
+        hold(s, app.signer, app.store, s.get_one(Recording, rec_id), reason="诉讼", actor="法务")
+    longer = dataclasses.replace(app.settings.retention, unattached_days=10 * DAYS)
+    assert decision(app, rec_id, now).rule == "expired"
+    report = sweep(app.catalog, app.signer, app.store, longer, actor="sweeper", apply=True,
+                   now=now)
+    assert [d["recording"] for d in report.deleted] == [rec_id] and not report.refused
+    with app.catalog.session() as s:
+        assert s.get_one(Recording, rec_id).state == "EXPIRED"
+        stone = s.scalars(select(Tombstone).where(Tombstone.recording_id == rec_id)).one()
+        assert f"{DAYS} days" in stone.reason
+        event = s.scalars(select(CustodyEvent).where(
+            CustodyEvent.action == "expired-deleted",
+            CustodyEvent.object_type == "recording")).one()
+        assert json.loads(event.details)["store"] == "already gone"
+        assert event.actor == "sweeper"
+        assert verify_chain(s).ok
