@@ -231,7 +231,8 @@ def _tar_root(names: Iterable[str]) -> str:
 
 def _norm_member(name: str) -> str:
     name = name.removeprefix("./")
-    return name.rstrip("/")
+    name = name.rstrip("/")
+    return "" if name == "." else name  # "." / "./": the tar's top itself
 
 
 def _add_member(tree: _Tree, m: tarfile.TarInfo, rel: str) -> bool:
@@ -322,11 +323,17 @@ def _stream_tar(path: Path) -> _Tree:
                 if why:
                     tree.findings.append(Finding("unsafe-path", m.name, f"{why} (never extracted)"))
                     continue
+                if not name:
+                    continue
                 if root is None:
-                    root = name.split("/", 1)[0] + "/" if "/" in name or m.isdir() else ""
-                    if name == "bagit.txt":
-                        root = ""
-                if not name or name + "/" == root:
+                    # Guessed from the first member (a stream cannot look ahead): a file
+                    # at the top, or anything under data/, means the bag is the tar's top
+                    # (`tar czf x.tgz -C bag .` starts with ./ then any entry); otherwise
+                    # the bag is that top-level folder.
+                    top = name.split("/", 1)[0]
+                    root = "" if top == "data" or ("/" not in name and not m.isdir()) \
+                        else top + "/"
+                if name + "/" == root:
                     continue
                 if root and not name.startswith(root):
                     tree.findings.append(Finding("unexpected-file", name,

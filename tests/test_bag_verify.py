@@ -432,6 +432,24 @@ def test_compressed_tar_is_streamed(bag: Made, tmp_path: Path) -> None:
     assert errors(bad) == {("checksum-mismatch", WAV)}
 
 
+@pytest.mark.parametrize("prefix", ["", "./"])
+def test_compressed_tar_with_the_bag_at_its_top(bag: Made, tmp_path: Path, prefix: str) -> None:
+    """`tar czf bag.tgz -C bag .` (members ./, ./data/…, in directory order) or a tar
+    whose first members are data/…: the bag root is the tar's top, not data/ or ./."""
+    dest = tmp_path / "top.tar.gz"
+    paths = sorted((p for p in bag.root.rglob("*")), key=lambda p: (
+        not str(p.relative_to(bag.root)).startswith("data"), str(p)))
+    with tarfile.open(dest, "w:gz") as tf:
+        if prefix:
+            tf.add(bag.root, arcname=".", recursive=False)
+        for p in paths:
+            tf.add(p, arcname=prefix + str(p.relative_to(bag.root)), recursive=False)
+    report = verify_bag(dest)
+    assert report.container == "tar-stream"
+    assert report.ok, [f.describe() for f in report.errors]
+    assert report.signature["status"] == "valid" and report.payload_files == 6
+
+
 def test_tar_members_that_escape_are_rejected(bag: Made, tmp_path: Path) -> None:
     dest = _tar(bag.root, tmp_path / "evil.tar")
     with tarfile.open(dest, "a") as tf:
