@@ -21,8 +21,11 @@ UNDATED = "undated"
 # Bytes of one path component; most file systems allow 255, leave room for "~<hash>".
 MAX_COMPONENT_BYTES = 200
 _FORBIDDEN = set('<>:"/\\|?*%')  # % would need manifest encoding; the rest break Windows
-_RESERVED_WINDOWS = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)),
-                     *(f"LPT{i}" for i in range(1, 10))}
+# Windows device names (also with any extension): COM/LPT with 0-9 and the superscript
+# digits ¹²³ (which Windows counts as digits), and the console's CONIN$ and CONOUT$.
+_RESERVED_WINDOWS = {"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$",
+                     *(f"{dev}{d}" for dev in ("COM", "LPT")
+                       for d in "0123456789\u00b9\u00b2\u00b3")}
 
 
 def encode_manifest_path(path: str) -> str:
@@ -90,7 +93,9 @@ def safe_component(raw: bytes) -> SafeName:
     if not name:
         reasons.append("empty")
         name = "unnamed"
-    if name.split(".", 1)[0].upper() in _RESERVED_WINDOWS:
+    # Windows looks at the name before the first dot, trailing spaces dropped: "CON .MP4"
+    # is the console too.
+    if name.split(".", 1)[0].rstrip(" ").upper() in _RESERVED_WINDOWS:
         reasons.append("reserved name")
         name = "_" + name
     if len(name.encode("utf-8")) > MAX_COMPONENT_BYTES:
@@ -100,6 +105,8 @@ def safe_component(raw: bytes) -> SafeName:
             stem, ext, dot = name, "", ""
         budget = MAX_COMPONENT_BYTES - len(ext.encode("utf-8")) - len(dot)
         stem = stem.encode("utf-8")[:budget].decode("utf-8", errors="ignore")
+        # A cut may end in a space or dot, which Windows would silently drop.
+        stem = stem.rstrip(" .") or "unnamed"
         name = f"{stem}{dot}{ext}"
     return SafeName(name, bool(reasons) or name.encode("utf-8") != raw, "; ".join(reasons))
 

@@ -444,3 +444,31 @@ def test_unknown_case_is_named(tmp_path: Path) -> None:
     assert not (tmp_path / "o").exists()
     shutil.rmtree(tmp_path / "data")
 
+
+
+@pytest.mark.parametrize("raw", [
+    "CON .MP4", "nul  .txt", "COM0.MP4", "LPT0", "COM\u00b9.MP4", "lpt\u00b2.wav", "LPT\u00b3",
+    "CONIN$", "conout$.txt",
+])
+def test_windows_device_names_are_made_safe(raw: str) -> None:
+    """Windows opens these as devices, not files: an auditor could not unpack the bag
+    there (the base name before the first dot counts, trailing spaces stripped)."""
+    from archive_export.paths import safe_component
+
+    safe = safe_component(raw.encode("utf-8"))
+    assert safe.changed and "reserved name" in safe.reason
+    base = safe.name.split(".", 1)[0].rstrip(" ").upper()
+    assert base.startswith("_")
+
+
+@pytest.mark.parametrize("raw", ["x" * 199 + " " + "y" * 60, "a" * 199 + "." + "b" * 70,
+                                 "录" * 66 + " " + "z" * 40])
+def test_long_names_cut_never_end_in_a_space_or_dot(raw: str) -> None:
+    """Windows drops a trailing space or dot, so a cut name ending in one would not be
+    the name the manifests list."""
+    from archive_export.paths import MAX_COMPONENT_BYTES, safe_component
+
+    safe = safe_component(raw.encode("utf-8"))
+    assert "too long" in safe.reason
+    assert len(safe.name.encode("utf-8")) <= MAX_COMPONENT_BYTES
+    assert safe.name == safe.name.rstrip(" .") and safe.name
