@@ -225,8 +225,9 @@ class BagWriter:
         if not self._closed:
             raise BagWriteError(f"{self.temp}: commit before finish")
         if self.final.exists():
-            raise BagWriteError(f"{self.final} appeared while exporting; the export is at "
-                                f"{self.temp}")
+            raise BagWriteError(f"{self.final} appeared while exporting; it was left as it "
+                                "is and this export was not put in its place",
+                                hint="choose another --out and export again")
         os.rename(self.temp, self.final)
         _fsync_dir(self.final.parent)
 

@@ -16,7 +16,7 @@ The flow of one export:
    ``export-finished`` event.
 
 Any failure (a corrupt object, the store or disk failing) removes every ``.partial``
-output of this export, records the export FAILED with the error and an
+output of this export (and any of its bags already renamed into place), records the export FAILED with the error and an
 ``export-failed`` custody event naming the object, and raises. A process killed
 mid-export leaves ``<name>.partial`` (clearly incomplete) and the export RUNNING.
 """
@@ -502,6 +502,7 @@ def export_bundle(catalog: Catalog, store: ObjectStore, signer: Signer,
                      details={"scope": scope, "recordings": len(records),
                               "bags": [p.name for p in paths], "out": str(out)})
     writers: list[BagWriter] = []
+    committed: list[BagWriter] = []
     results: list[BagResult] = []
     try:
         for index, (bag_records, path) in enumerate(zip(bags, paths, strict=True), 1):
@@ -512,9 +513,14 @@ def export_bundle(catalog: Catalog, store: ObjectStore, signer: Signer,
                 uid=uid, actor=actor, now=now, index=index, count=len(bags)))
         for w in writers:
             w.commit()
+            committed.append(w)
     except BaseException as exc:
         for w in writers:
             w.abort()
+        # Bags already renamed into place belong to an export that failed: take them back,
+        # so no split export is left half-visible at --out.
+        for w in committed:
+            w.remove_final()
         _record_failure(catalog, signer, export_id, uid, actor, exc)
         raise
     try:

@@ -472,3 +472,42 @@ def test_long_names_cut_never_end_in_a_space_or_dot(raw: str) -> None:
     assert "too long" in safe.reason
     assert len(safe.name.encode("utf-8")) <= MAX_COMPONENT_BYTES
     assert safe.name == safe.name.rstrip(" .") and safe.name
+
+
+class _RacingStore:
+    """The real store; when the last object is read, another process creates ``path``."""
+
+    def __init__(self, store: Any, last_key: str, path: Path) -> None:
+        self._store, self._last, self._path = store, last_key, path
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def open(self, key: str) -> Any:
+        if key == self._last:
+            self._path.mkdir()
+        return self._store.open(key)
+
+
+@pytest.mark.slow
+def test_failed_commit_of_a_split_export_takes_back_the_bags_already_in_place(
+    tmp_path: Path,
+) -> None:
+    """Bag 2's final path appears while it is written: its rename fails, and bag 1, already
+    renamed into place, must not stay behind as if the export had (partly) happened."""
+    d = dock_and_derive(tmp_path, derive=False, h264=2, h265=0, wav=0, jpeg=0, truncated=0,
+                        segments=0)
+    make_case(d.app)
+    with d.app.catalog.session() as s:
+        videos = s.scalars(select(Recording).where(Recording.original_name.like("%.MP4"))
+                           .order_by(Recording.captured_at)).all()
+        last, limit = videos[-1].object_key, max(v.size for v in videos)
+    out = tmp_path / "out" / "bag"
+    out.parent.mkdir()
+    store = _RacingStore(d.app.store, last, tmp_path / "out" / "bag-002")
+    with pytest.raises(Exception, match="bag-002"):
+        export_bundle(d.app.catalog, store, d.app.signer,  # type: ignore[arg-type]
+                      ExportRequest(out=out, cases=(CASE,), max_bag_bytes=limit))
+    assert sorted(os.listdir(out.parent)) == ["bag-002"]  # only what the other process made
+    with d.app.catalog.session() as s:
+        assert [r.state for r in s.scalars(select(Export))] == ["FAILED"]
