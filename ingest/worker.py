@@ -27,7 +27,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from catalog import Catalog, Signer, queue
+from catalog import Catalog, CatalogUnavailable, Signer, queue
 from catalog.attach import after_probe
 from catalog.media import (
     DERIVE,
@@ -39,14 +39,14 @@ from catalog.media import (
     record_probe,
 )
 from catalog.models import Derivative, Docking, DockingFile, Recording
-from catalog.retention import lock_recording
+from catalog.retention import LIVE_STATES, lock_recording
 from config import Settings
 from ingest.identity import NameParser
 from ingest.media import derive as D
 from ingest.media.probe import probe
 from ingest.media.timeevidence import TimeSources, derive_times
 from ingest.metrics import ServiceMetrics, service_health, worker_details
-from storage import Digest, LocalStore, ObjectStore, content_key, digest_stream
+from storage import Digest, LocalStore, ObjectNotFound, ObjectStore, content_key, digest_stream
 
 log = logging.getLogger("liuhen.worker")
 
@@ -104,13 +104,23 @@ class Worker:
     def _run(self, *, drain: bool, stop: threading.Event | None, idle_s: float) -> WorkerStats:
         stop = stop or threading.Event()
         stats = WorkerStats()
+        backoff = self.settings.ingest.retry_initial_s
         while not stop.is_set():
-            with self.catalog.transaction() as s:
-                items = queue.claim(s, [PROBE, DERIVE], self.owner, lease=self.lease)
-                claimed = [(i.id, i.kind, i.subject) for i in items]
-            if not claimed:
-                if drain and not self._pending():
+            try:
+                with self.catalog.transaction() as s:
+                    items = queue.claim(s, [PROBE, DERIVE], self.owner, lease=self.lease)
+                    claimed = [(i.id, i.kind, i.subject) for i in items]
+                if not claimed and drain and not self._pending():
                     break
+            except CatalogUnavailable as exc:
+                # A district's catalog restarts or fails over now and then: wait for it
+                # rather than exit (what this worker held goes back when its lease ends).
+                log.warning("%s; retrying in %.0f s", exc.message, backoff)
+                stop.wait(backoff)
+                backoff = min(backoff * 2, self.settings.ingest.retry_max_s)
+                continue
+            backoff = self.settings.ingest.retry_initial_s
+            if not claimed:
                 stop.wait(idle_s)
                 continue
             for item_id, kind, subject in claimed:
@@ -149,14 +159,22 @@ class Worker:
             self.metrics.work_seconds.observe(time.monotonic() - started, kind=kind)
         except LeaseLost as exc:  # not a failure: the worker that holds it finishes it
             log.warning("%s", exc)
+        except CatalogUnavailable as exc:
+            # Not the recording's fault, and nothing can be recorded now: the item goes
+            # back to the queue when its lease ends, and is done again from the start.
+            log.warning("%s of recording %s interrupted: %s", kind, rec_id, exc.message)
         except Exception as exc:
             log.exception("%s of recording %s failed", kind, rec_id)
             self.metrics.work_items.inc(kind=kind, result="failed")
             stats.failed += 1
             stats.errors.append(f"{kind} recording {rec_id}: {exc}")
-            with self.catalog.transaction() as s:
-                queue.fail(s, item_id, self.owner, f"{type(exc).__name__}: {exc}",
-                           retry_after=timedelta(seconds=30))
+            try:
+                with self.catalog.transaction() as s:
+                    queue.fail(s, item_id, self.owner, f"{type(exc).__name__}: {exc}",
+                               retry_after=timedelta(seconds=30))
+            except CatalogUnavailable as gone:  # the lease runs out instead
+                log.warning("could not record the failure of work item %s: %s", item_id,
+                            gone.message)
         finally:
             done.set()
             renewer.join()
@@ -351,8 +369,20 @@ class Worker:
             profile=getattr(d, "profile", "") or "",
         )
         with self.catalog.transaction() as s:
-            rec = s.get(Recording, rec_id)
+            # Locked: a retention sweep deleting this recording either lists this derivative
+            # and deletes it too, or has decided first; then the copy is not kept (it would
+            # outlive its expired original, with nothing left to expire it).
+            rec = lock_recording(s, rec_id)
             assert rec is not None
+            if rec.state not in LIVE_STATES:
+                if s.scalars(select(Derivative.id).join(
+                        Recording, Recording.id == Derivative.recording_id).where(
+                        Derivative.object_key == key, Recording.state.in_(LIVE_STATES))
+                        .limit(1)).first() is None:
+                    with contextlib.suppress(ObjectNotFound):
+                        self.store.delete(key)
+                log.info("dropped %s of recording %s: it is %s", d.kind, rec_id, rec.state)
+                return
             record_derivative(s, self.signer, rec, obj, self.actor)
         self.metrics.derived_bytes.inc(obj.size)
         log.info("derived %s of recording %s (%s)", d.kind, rec_id, d.method)

@@ -392,3 +392,51 @@ def test_sweep_killed_after_the_store_delete_is_completed_not_forgotten(app: Any
         assert json.loads(event.details)["store"] == "already gone"
         assert event.actor == "sweeper"
         assert verify_chain(s).ok
+
+
+def test_a_derivative_finished_after_the_sweep_is_not_kept(tmp_path: Path) -> None:
+    """A transcode that finishes after the sweep deleted its recording (the sweep committed
+    while ffmpeg ran) must not leave a derivative of an expired recording in the store
+    and the catalog, kept for ever with nothing to expire it."""
+    from ingest.synthetic import make_recorder
+    from ingest.worker import Worker
+    from storage import Digest, content_key
+
+    rec = make_recorder(tmp_path / "dock" / "A123456", h265=0, wav=0, jpeg=0, truncated=0,
+                        segments=0, start=datetime.now(UTC) - timedelta(days=DAYS + 10))
+    app = make_app(tmp_path / "data")
+    station = app.station()
+    assert station.run_docking(rec.root).state == "SAFE_TO_CLEAR"
+    station.close()
+    late: list[str] = []
+
+    class SweptWhileTranscoding(Worker):
+        def _keep(self, rec_id: int, d: Any) -> None:
+            if d.kind == "poster":  # the last one: the sweep ran while ffmpeg made it
+                report = sweep(self.catalog, self.signer, self.store, self.settings.retention,
+                               actor="sweeper", apply=True)
+                assert [x["recording"] for x in report.deleted] == [rec_id]
+                import hashlib
+                late.append(content_key(Digest("sha256", hashlib.sha256(
+                    Path(d.path).read_bytes()).hexdigest())))
+            super()._keep(rec_id, d)
+
+    worker = SweptWhileTranscoding(app.settings, catalog=app.catalog, store=app.store,
+                                   signer=app.signer)
+    stats = worker.run(drain=True, idle_s=0.1)
+    assert stats.failed == 0, stats.errors
+    assert len(late) == 1 and not app.store.exists(late[0])
+    with app.catalog.session() as s:
+        recording = s.scalars(select(Recording).where(Recording.media_kind == "video")).one()
+        assert recording.state == "EXPIRED"
+        kinds = sorted(d.kind for d in s.scalars(select(Derivative)))
+        assert kinds == ["access", "proxy"]  # recorded before the sweep, listed in its tombstone
+        stone = s.scalars(select(Tombstone)).one()
+        assert sorted(d["kind"] for d in stone.objects["derivatives"]) == kinds
+        for d in s.scalars(select(Derivative)):
+            assert not app.store.exists(d.object_key)
+        actions = [e.action for e in s.scalars(select(CustodyEvent).where(
+            CustodyEvent.object_type == "derivative").order_by(CustodyEvent.id))]
+        assert "derived" not in actions[actions.index("expired-deleted"):]
+        assert verify_chain(s).ok
+    app.close()
