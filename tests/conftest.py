@@ -12,12 +12,17 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import pytest
 from sqlalchemy import create_engine, text
 
 from catalog import Catalog
 from config import env
+
+if TYPE_CHECKING:
+    from tests.fixtures.s3server import TcpProxy
 
 pytest_plugins = ["tests.fixtures.s3server"]
 
@@ -74,6 +79,20 @@ def pg_url(pg_server: str) -> Iterator[str]:
     with admin.begin() as conn:
         conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
     admin.dispose()
+
+
+@pytest.fixture
+def proxied_pg(pg_url: str) -> Iterator[tuple[str, TcpProxy]]:
+    """The test PostgreSQL behind a TCP proxy whose cut() makes the catalog unreachable."""
+    # Imported here: the plugin module must be loaded by pytest_plugins first, so that
+    # pytest rewrites its asserts.
+    from tests.fixtures.s3server import TcpProxy
+    parts = urlsplit(pg_url)
+    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+    netloc = parts.netloc.replace(f":{parts.port}", f":{proxy.port}") if parts.port \
+        else f"{parts.netloc}:{proxy.port}"
+    yield parts._replace(netloc=netloc).geturl(), proxy
+    proxy.close()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -6,11 +6,10 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 from sqlalchemy import select
@@ -96,17 +95,6 @@ def test_heartbeats_never_raise_when_the_catalog_is_unreachable(tmp_path: Path) 
         wait_for(lambda: len(results) >= 3)
     assert not any(results) and hb.failures >= 3
     down.dispose()
-
-
-@pytest.fixture
-def proxied_pg(pg_url: str) -> Iterator[tuple[str, TcpProxy]]:
-    """The test PostgreSQL behind a TCP proxy whose cut() makes the catalog unreachable."""
-    parts = urlsplit(pg_url)
-    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
-    netloc = parts.netloc.replace(f":{parts.port}", f":{proxy.port}") if parts.port \
-        else f"{parts.netloc}:{proxy.port}"
-    yield parts._replace(netloc=netloc).geturl(), proxy
-    proxy.close()
 
 
 @pytest.mark.postgres

@@ -248,3 +248,61 @@ def test_joined_chapter_copy_when_asked(tmp_path: Path) -> None:
     got = probe(app.store.root / joined.object_key)
     assert abs((got.duration_s or 0) - sum(r.duration_s or 0 for r in segments)) <= 0.1
     assert len(segments) == 3  # each segment stays its own original
+
+
+@pytest.mark.postgres
+@pytest.mark.fault
+def test_worker_waits_out_a_catalog_outage_instead_of_exiting(
+    tmp_path: Path, pg_url: str, proxied_pg: tuple[str, Any]
+) -> None:
+    """PostgreSQL unreachable while a worker runs: the worker keeps running (backing off),
+    and when the catalog is back it does every item once."""
+    import threading
+    from dataclasses import replace
+
+    url, proxy = proxied_pg
+    rec = make_recorder(tmp_path / "dock" / "A123456", h265=0, truncated=0, segments=0)
+    app = make_app(tmp_path / "data", catalog_url=url)
+    station = app.station()
+    assert station.run_docking(rec.root).state == "SAFE_TO_CLEAR"
+    station.close()
+    app.settings = replace(app.settings, ingest=replace(app.settings.ingest,
+                                                        retry_initial_s=0.2, retry_max_s=0.5))
+    worker = Worker(app.settings, catalog=app.catalog, store=app.store, signer=app.signer)
+    proxy.cut()
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            worker.run(stop=stop, idle_s=0.1)
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        time.sleep(2.0)
+        assert thread.is_alive() and not errors
+        proxy.restore()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with app.catalog.session() as s:
+                states = s.scalars(select(WorkItem.state)).all()
+            if states and all(st == "DONE" for st in states) and len(states) >= 2:
+                with app.catalog.session() as s:
+                    if all(r.state == "DERIVED" for r in s.scalars(select(Recording))):
+                        break
+            time.sleep(0.3)
+    finally:
+        proxy.restore()
+        stop.set()
+        thread.join(timeout=60)
+    assert not errors, errors
+    with app.catalog.session() as s:
+        recs = s.scalars(select(Recording)).all()
+        assert recs and all(r.state == "DERIVED" for r in recs), [r.state for r in recs]
+        probed = Counter(e.object_id for e in s.scalars(
+            select(CustodyEvent).where(CustodyEvent.action == "probed")))
+    assert probed and set(probed.values()) == {1}
+    app.close()
