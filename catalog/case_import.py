@@ -158,11 +158,15 @@ def _csv_rows(data: bytes, columns: dict[str, tuple[str, ...]], required: Iterab
         raise ImportFileError(f"{source}: no column for {', '.join(missing)}",
                               hint="the header must name: " + ", ".join(
                                   f"{c} ({'/'.join(columns[c][1:])})" for c in missing))
+    end = reader.line_num
     for values in reader:
+        # reader.line_num is the row's last line: a quoted field may hold line breaks,
+        # and a person looks for the line the row starts on.
+        first, end = end + 1, reader.line_num
         if not any(v.strip() for v in values):
             continue
-        yield reader.line_num, {k: (values[i].strip() if i < len(values) else "")
-                                for k, i in index.items()}
+        yield first, {k: (values[i].strip() if i < len(values) else "")
+                      for k, i in index.items()}
 
 
 def read_actions(path: Path, data: bytes | None = None) -> Iterator[ActionRow | str]:

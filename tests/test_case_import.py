@@ -236,3 +236,17 @@ def test_device_assignment_import(app: Any, tmp_path: Path,
     with app.catalog.transaction() as s:
         again = import_devices(s, app.signer, path, actor="a")
     assert again.assignments == 0 and again.unchanged == 2
+
+
+def test_a_row_spanning_lines_is_reported_at_its_first_line(tmp_path: Path) -> None:
+    """A quoted field with a line break (an address typed on two lines, as Excel exports
+    it) makes one row span two lines: a bad row is named by the line it starts on."""
+    from catalog.case_import import read_actions
+
+    data = ("案件编号,执法活动编号,执法人员,开始时间,结束时间,地点\n"
+            '沪徐市监罚〔2026〕1号,a1,010203,2026-03-01 09:00,2026-03-01 10:00,"徐汇区\n漕溪路"\n'
+            "沪徐市监罚〔2026〕1号,a2,010203,昨天,2026-03-01 10:00,p\n").encode("utf-8-sig")
+    rows = list(read_actions(tmp_path / "cases.csv", data))
+    assert not isinstance(rows[0], str) and rows[0].where == "line 2"
+    assert rows[0].place == "徐汇区\n漕溪路"
+    assert isinstance(rows[1], str) and rows[1].startswith("line 4: start '昨天'")
