@@ -169,3 +169,21 @@ def test_metadata_that_disagrees_with_the_file_is_reported(exported: dict[str, A
     assert any("width is 320 in the file, 1920 in the descriptor" in p
                for p in by_id["A5"]["problems"])
     assert any("package.xml" in p for p in by_id["A2"]["problems"])  # and the manifest
+
+
+def test_damaged_custody_excerpt_is_reported_not_a_crash(exported: dict[str, Any],
+                                                         tmp_path: Path) -> None:
+    """A damaged bag is when the check matters most: undecodable bytes, a signature that
+    is not hex and an object id that is not text are findings, not an internal error."""
+    bag = copy_bag(exported, tmp_path)
+    path = bag / "data/metadata/custody.jsonl"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    first, second = json.loads(lines[0]), json.loads(lines[1])
+    first["signature"] = "not hex"
+    second["object_id"] = ["a", "list"]
+    lines[0], lines[1] = json.dumps(first), json.dumps(second)
+    path.write_bytes("\n".join(lines).encode() + b"\n\xff\xfe not UTF-8\n")
+    a4 = checks(check_bag(DirBag(bag)))["A4"]
+    assert a4["status"] == "fail"
+    assert any("line 1" in p and "signature" in p for p in a4["problems"]), a4["problems"]
+    assert any(f"line {len(lines) + 1}" in p for p in a4["problems"]), a4["problems"]
