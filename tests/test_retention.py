@@ -440,3 +440,52 @@ def test_a_derivative_finished_after_the_sweep_is_not_kept(tmp_path: Path) -> No
         assert "derived" not in actions[actions.index("expired-deleted"):]
         assert verify_chain(s).ok
     app.close()
+
+
+def test_an_attach_the_sweep_waits_for_wins(tmp_path: Path, pg_url: str) -> None:
+    """PostgreSQL, two connections: the sweep lists a recording while a person's attach of
+    it is not yet committed, then waits on the recording's row lock; once the attach
+    commits, the sweep's re-check sees it and deletes nothing."""
+    import threading
+
+    from sqlalchemy import create_engine, text
+
+    app = make_app(tmp_path / "data", catalog_url=pg_url)
+    now = datetime.now(UTC)
+    rec_id = make_recording(app, start=now - timedelta(days=DAYS + 10))
+    with app.catalog.transaction() as s:
+        create_case(s, app.signer, number="沪徐市监罚〔2026〕5号", retention="永久", actor="a")
+        key = s.get_one(Recording, rec_id).object_key
+    result: dict[str, Any] = {}
+
+    def run_sweep() -> None:
+        result["report"] = sweep(app.catalog, app.signer, app.store, app.settings.retention,
+                                 actor="sweeper", apply=True, now=now)
+
+    watcher = create_engine(pg_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    sweeper = threading.Thread(target=run_sweep)
+    with app.catalog.transaction() as s:
+        attach_manual(s, app.signer, case_number="沪徐市监罚〔2026〕5号",
+                      rec=s.get_one(Recording, rec_id), reason="证据", actor="a",
+                      policy=app.settings.retention, store=app.store)
+        pid = s.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        sweeper.start()
+        with watcher.connect() as conn:
+            for _ in range(600):  # until the sweep waits on our lock (at most 60 s)
+                if conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE "
+                                     ":pid = ANY(pg_blocking_pids(pid))"),
+                                {"pid": pid}).scalar_one():
+                    break
+                threading.Event().wait(0.1)
+            else:
+                pytest.fail("the sweep never waited on the attach's row lock")
+    sweeper.join(60)
+    watcher.dispose()
+    report = result["report"]
+    assert [d.recording_id for d in report.due] == [rec_id]  # listed before the commit
+    assert report.deleted == [] and report.refused == []
+    assert app.store.exists(key)
+    with app.catalog.session() as s:
+        assert s.get_one(Recording, rec_id).state == "PROBED"
+        assert decision(app, rec_id, now).rule == "case"
+    app.close()
