@@ -35,6 +35,7 @@ import json
 import mmap
 import multiprocessing as mp
 import os
+import posixpath
 import stat
 import tarfile
 import threading
@@ -230,8 +231,12 @@ def _tar_root(names: Iterable[str]) -> str:
 
 
 def _norm_member(name: str) -> str:
-    name = name.removeprefix("./")
-    name = name.rstrip("/")
+    """The path a member lands on when extracted: '.' and empty segments collapsed, so
+    that 'bag/./data/x' or 'bag//data/x' is seen as the 'bag/data/x' it would replace.
+    ('..' never gets here: such members are rejected first.)"""
+    if not name:
+        return ""
+    name = posixpath.normpath(name)
     return "" if name == "." else name  # "." / "./": the tar's top itself
 
 
@@ -272,7 +277,8 @@ def _open_tar(path: Path) -> _Tree:
     tree = _Tree()
     tree.closers.append(fh.close)
     try:
-        root = _tar_root(_norm_member(m.name) for m in members)
+        root = _tar_root(_norm_member(m.name) for m in members
+                         if not _member_problem(m.name))
     except BagUnusable:
         tree.close()
         raise

@@ -450,6 +450,26 @@ def test_compressed_tar_with_the_bag_at_its_top(bag: Made, tmp_path: Path, prefi
     assert report.signature["status"] == "valid" and report.payload_files == 6
 
 
+@pytest.mark.parametrize("alias", ["bag/./data/a.txt", "bag//data/a.txt", "./bag/data/./a.txt"])
+@pytest.mark.parametrize("mode", ["w", "w:gz"])
+def test_tar_member_aliasing_a_payload_file_is_caught(tmp_path: Path, alias: str,
+                                                      mode: str) -> None:
+    """A later member whose name reaches the same file through '.' or '//' replaces the
+    payload file on extraction (GNU tar, any file system): it must not pass as a harmless
+    tag file, even in another tool's bag (where an unlisted tag file is only a warning)."""
+    src = _plain_dir(tmp_path)
+    bagit.make_bag(str(src), checksums=["sha256"])
+    dest = tmp_path / "aliased.tar"
+    with tarfile.open(dest, mode) as tf:  # type: ignore[call-overload]
+        tf.add(src, arcname="bag")
+        info = tarfile.TarInfo(alias)
+        info.size = 5
+        tf.addfile(info, io.BytesIO(b"EVIL\n"))
+    report = verify_bag(dest)
+    assert ("duplicate-member", "data/a.txt") in errors(report), [
+        f.describe() for f in report.findings]
+
+
 def test_tar_members_that_escape_are_rejected(bag: Made, tmp_path: Path) -> None:
     dest = _tar(bag.root, tmp_path / "evil.tar")
     with tarfile.open(dest, "a") as tf:
