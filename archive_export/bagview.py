@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import posixpath
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -91,12 +92,21 @@ class TarBag:
             with tarfile.open(path, "r:") as tar:
                 for m in tar:
                     top, _, rest = m.name.partition("/")
+                    if rest and ".." not in rest.split("/"):
+                        # As extraction resolves it: 'bag/./data/x' and 'bag//data/x' are
+                        # 'bag/data/x' ('..' is refused below, unresolved).
+                        rest = posixpath.normpath(rest).lstrip("/")
+                        rest = "" if rest == "." else rest
                     tops.add(top)
                     if m.isdir():
                         continue
                     if not m.isfile() or not rest or ".." in rest.split("/") \
                             or m.name.startswith("/"):
                         self._odd.append(m.name)
+                        continue
+                    if rest in self._members:
+                        # A later copy replaces the first on extraction.
+                        self._odd.append(f"{m.name} (a second member for {top}/{rest})")
                         continue
                     self._members[rest] = (m.offset_data, m.size)
         except (tarfile.TarError, OSError) as exc:

@@ -4,9 +4,11 @@ format outside GB/T 18894 and a bag the catalog does not know are each reported.
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import subprocess
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,7 @@ import pytest
 
 from archive_export.bagview import DirBag, TarBag
 from archive_export.export import catalog_lookup
-from archive_export.fourprops import check_bag
+from archive_export.fourprops import Options, check_bag
 from tests.cli_helpers import run_cli
 from tests.offload_helpers import make_app
 from tests.test_export import dock_and_derive, export, make_case
@@ -187,3 +189,23 @@ def test_damaged_custody_excerpt_is_reported_not_a_crash(exported: dict[str, Any
     assert a4["status"] == "fail"
     assert any("line 1" in p and "signature" in p for p in a4["problems"]), a4["problems"]
     assert any(f"line {len(lines) + 1}" in p for p in a4["problems"]), a4["problems"]
+
+
+@pytest.mark.parametrize("alias", ["{top}/./{path}", "{top}//{path}", "{top}/{path}"])
+def test_tar_member_replacing_a_payload_file_fails_the_check(
+    exported: dict[str, Any], tmp_path: Path, alias: str
+) -> None:
+    """A member appended under the name of a payload file (spelt as is, or through '.' or
+    '//') replaces that file on extraction: an unexpected entry (S2), never silent."""
+    tar = tmp_path / "appended.tar"
+    shutil.copyfile(exported["tar"], tar)
+    view = TarBag(tar)
+    target = sorted(p for p in view.files() if p.startswith("data/originals/"))[0]
+    with tarfile.open(tar, "a") as tf:
+        info = tarfile.TarInfo(alias.format(top=view.name, path=target))
+        info.size = 5
+        tf.addfile(info, io.BytesIO(b"EVIL\n"))
+    report = check_bag(TarBag(tar), options=Options(decode="none"))
+    s2 = checks(report)["S2"]
+    assert report["ok"] is False and s2["status"] == "fail"
+    assert any(target in p for p in s2["problems"]), s2["problems"]
