@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, exists, func, or_, select
+from sqlalchemy import case as sql_case
 from sqlalchemy.orm import Session
 
 from catalog.custody import append_event
@@ -99,8 +100,19 @@ class Decision:
         }
 
 
+def floor_since(rec: Recording) -> tuple[datetime, str]:
+    """Where rule 4's period runs from. Before the probe (state STORED) the capture time is
+    only the file name's, unchecked: a recorder whose clock was never set names files 1970,
+    and the probe, not the name, rejects that. Until then the receipt counts."""
+    if rec.state == "STORED":
+        return rec.received_at, "receipt (capture time not yet checked: not probed)"
+    if rec.captured_at is None:
+        return rec.received_at, "receipt (capture time unknown)"
+    return rec.captured_at, "capture"
+
+
 def floor_date(rec: Recording, policy: RetentionSettings) -> datetime:
-    return (rec.captured_at or rec.received_at) + timedelta(days=policy.unattached_days)
+    return floor_since(rec)[0] + timedelta(days=policy.unattached_days)
 
 
 def case_keep_until(case: Case) -> datetime | None:
@@ -132,7 +144,7 @@ def explain(session: Session, rec: Recording, policy: RetentionSettings,
                                  f"{pending.get('actor')} ({pending.get('reason')}); not "
                                  "finished: the next 'retention sweep --apply' completes it"])
     floor = floor_date(rec, policy)
-    since = "capture" if rec.captured_at else "receipt (capture time unknown)"
+    since = floor_since(rec)[1]
     reasons = [f"unattached minimum: {policy.unattached_days} days from {since} → "
                f"{floor.isoformat()}"]
     holds = [{"id": h.id, "reason": h.reason, "by": h.placed_by, "at": h.placed_at.isoformat()}
@@ -312,16 +324,19 @@ def due(session: Session, policy: RetentionSettings, now: datetime,
         limit: int | None = None) -> list[Decision]:
     """Recordings the sweep may delete now, oldest first."""
     cutoff = now - timedelta(days=policy.unattached_days)
+    # floor_since() in SQL.
+    since = sql_case((Recording.state == "STORED", Recording.received_at),
+                     else_=func.coalesce(Recording.captured_at, Recording.received_at))
     attached = exists().where(CaseRecording.recording_id == Recording.id,
                               CaseRecording.detached_at.is_(None))
     held = exists().where(LegalHold.recording_id == Recording.id, LegalHold.released_at.is_(None))
     query = (select(Recording).where(
         Recording.state.in_(LIVE_STATES),
-        func.coalesce(Recording.captured_at, Recording.received_at) <= cutoff,
+        since <= cutoff,
         ~attached, ~held,
         or_(Recording.important.is_(False), and_(Recording.important.is_(True),
                                                  Recording.reviewed_at.is_not(None))))
-             .order_by(func.coalesce(Recording.captured_at, Recording.received_at), Recording.id))
+             .order_by(since, Recording.id))
     if limit:
         query = query.limit(limit)
     # The query applies rules 1-3 (nothing attached, held or awaiting review); what is
@@ -341,7 +356,7 @@ def due(session: Session, policy: RetentionSettings, now: datetime,
             recording_id=rec.id, sha256=rec.sha256, name=rec.original_name, state=rec.state,
             rule="unattached", keep_until=until, expired=True, deletable=True,
             reasons=[f"unattached minimum: {policy.unattached_days} days from "
-                     f"{'capture' if rec.captured_at else 'receipt'} → {until.isoformat()}"],
+                     f"{floor_since(rec)[1]} → {until.isoformat()}"],
             store_retain_until=rec.retain_until))
     return listed
 
@@ -381,7 +396,7 @@ def decide_expiry(session: Session, store: ObjectStore, signer: Signer, rec_id: 
                                f"{info.retain_until}, legal hold {info.legal_hold})")
     until = decision.keep_until.isoformat() if decision.keep_until else None
     reason = (f"unattached, unheld, not important; kept {policy.unattached_days} days from "
-              f"{'capture' if rec.captured_at else 'receipt'} until {until or '?'}")
+              f"{floor_since(rec)[1]} until {until or '?'}")
     rec.flags = {**(rec.flags or {}), "expiry": {
         "from_state": rec.state, "keep_until": until, "reason": reason,
         "decided_at": now.isoformat(), "actor": actor}}

@@ -489,3 +489,31 @@ def test_an_attach_the_sweep_waits_for_wins(tmp_path: Path, pg_url: str) -> None
         assert s.get_one(Recording, rec_id).state == "PROBED"
         assert decision(app, rec_id, now).rule == "case"
     app.close()
+
+
+def test_an_unprobed_recording_is_kept_from_receipt(app: Any,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """Until the probe has weighed a recording's times, its capture time is only what the
+    file name says: a recorder whose clock was never set names files 1970 (or any wrong
+    date). A recording docked today and not yet probed (workers behind) is kept from
+    its receipt, not deleted by tonight's sweep."""
+    now = datetime.now(UTC)
+    rec_id = make_recording(app, start=datetime(1970, 1, 1, tzinfo=UTC),
+                            received=now - timedelta(hours=2), probe=False)
+    with app.catalog.session() as s:
+        rec = s.get_one(Recording, rec_id)
+        assert rec.state == "STORED" and rec.captured_at == datetime(1970, 1, 1, tzinfo=UTC)
+        key = rec.object_key
+    d = decision(app, rec_id, now)
+    assert (d.rule, d.expired, d.deletable) == ("unattached", False, False)
+    assert d.keep_until == now - timedelta(hours=2) + timedelta(days=DAYS)
+    assert "from receipt" in d.reasons[0]
+    report = sweep(app.catalog, app.signer, app.store, app.settings.retention,
+                   actor="sweeper", apply=True, now=now)
+    assert report.due == [] and report.deleted == []
+    assert app.store.exists(key)
+    # Still unprobed half a year after receipt: then it goes, from receipt.
+    later = now + timedelta(days=DAYS)
+    report = sweep(app.catalog, app.signer, app.store, app.settings.retention,
+                   actor="sweeper", apply=True, now=later)
+    assert [x["recording"] for x in report.deleted] == [rec_id]
