@@ -37,7 +37,7 @@ from archive_export.descriptor import (
     read_package,
 )
 from archive_export.handover import read_handover
-from archive_export.parallel_hash import FileSource, Item, SliceSource, hash_items
+from archive_export.parallel_hash import FileSource, Item, SliceSource, hash_items, make_hasher
 from archive_export.paths import decode_manifest_path
 from catalog.custody import canonical_bytes
 from catalog.signing import key_id_of, verify_signature
@@ -171,6 +171,7 @@ def check_bag(
         payload.detail = "digests computed while each file was written"
     else:
         _check_structure(bag, files, structure)
+        _check_tag_manifests(bag, files, structure)
         _check_manifests(bag, files, digests, payload)
     doc: PackageDoc | None = None
     if PACKAGE in files:
@@ -327,6 +328,32 @@ def _check_structure(bag: BagView, files: Mapping[str, int], chk: Check) -> None
     else:
         chk.notes.append(f"signature by {key_id} verifies")
     chk.detail = f"signing key {key_id}"
+
+
+def _check_tag_manifests(bag: BagView, files: Mapping[str, int], chk: Check) -> None:
+    """Each tag file against the tag manifests: the signature covers only
+    tagmanifest-sha256.txt, and its digests are what carry it to bag-info.txt and the
+    payload manifests (and so to every payload byte)."""
+    tag_files = {p for p in files if not p.startswith("data/") and p != SIGNATURE_NAME
+                 and not (p.startswith("tagmanifest-") and p.endswith(".txt"))}
+    for alg in ALGORITHMS:
+        name = f"tagmanifest-{alg}.txt"
+        if name not in files:
+            if alg != "sha256":  # (a missing tagmanifest-sha256.txt is reported above)
+                chk.fail(f"{name} is missing")
+            continue
+        listed = _read_manifest(bag.read(name))
+        for path in sorted(tag_files - set(listed)):
+            chk.fail(f"{path}: a tag file not in {name}")
+        for path, want in sorted(listed.items()):
+            if path not in files:
+                chk.fail(f"{path}: listed in {name} but missing")
+                continue
+            h = make_hasher(alg)
+            h.update(bag.read(path))
+            if h.hexdigest() != want:
+                chk.fail(f"{path}: {alg} is {h.hexdigest()}, {name} says {want} (the tag file "
+                         "is not the one signed)")
 
 
 def _bag_info(bag: BagView, files: Mapping[str, int]) -> dict[str, list[str]]:

@@ -209,3 +209,26 @@ def test_tar_member_replacing_a_payload_file_fails_the_check(
     s2 = checks(report)["S2"]
     assert report["ok"] is False and s2["status"] == "fail"
     assert any(target in p for p in s2["problems"]), s2["problems"]
+
+
+def test_tag_files_are_held_to_the_signed_tag_manifest(exported: dict[str, Any],
+                                                       tmp_path: Path) -> None:
+    """The signature covers tagmanifest-sha256.txt; only its digests carry that to
+    bag-info.txt and the payload manifests. An edited tag file must fail authenticity."""
+    bag = copy_bag(exported, tmp_path)
+    info = bag / "bag-info.txt"
+    info.chmod(0o644)
+    info.write_text(info.read_text(encoding="utf-8").replace(
+        "Liuhen-Retention: 30年", "Liuhen-Retention: 10年"), encoding="utf-8")
+    original = sorted((bag / "data" / "originals").rglob("*.WAV"))[0]
+    rel = str(original.relative_to(bag))
+    manifest = bag / "manifest-sha256.txt"
+    manifest.chmod(0o644)
+    manifest.write_text("".join(
+        ("0" * 64 + "  " + rel + "\n") if line.endswith("  " + rel + "\n") else line
+        for line in manifest.read_text(encoding="utf-8").splitlines(keepends=True)),
+        encoding="utf-8")
+    a1 = checks(check_bag(DirBag(bag), options=Options(decode="none")))["A1"]
+    assert a1["status"] == "fail"
+    assert any("bag-info.txt" in p for p in a1["problems"]), a1["problems"]
+    assert any("manifest-sha256.txt" in p for p in a1["problems"]), a1["problems"]
