@@ -183,6 +183,10 @@ def register_file(
                      object_id=f.sha256, details={"key": f.object_key})
         append_event(session, signer, actor=actor, action="verified", object_type="recording",
                      object_id=f.sha256, details={"method": f.verified_by})
+        if f.important:  # kept until reviewed: the chain says why (as after the probe)
+            append_event(session, signer, actor=actor, action="marked-important",
+                         object_type="recording", object_id=f.sha256,
+                         details={"source": "file-name", "name": recording.original_name})
     return row, duplicate
 
 

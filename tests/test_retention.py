@@ -517,3 +517,16 @@ def test_an_unprobed_recording_is_kept_from_receipt(app: Any,
     report = sweep(app.catalog, app.signer, app.store, app.settings.retention,
                    actor="sweeper", apply=True, now=later)
     assert [x["recording"] for x in report.deleted] == [rec_id]
+
+
+def test_the_important_mark_is_in_the_custody_chain(app: Any) -> None:
+    """Marked important on the recorder (file-name tag, read by the station) changes how
+    long the recording is kept: the custody chain says so once, whoever set it."""
+    rec_id = make_recording(app, start=datetime.now(UTC) - timedelta(days=1), important=True)
+    with app.catalog.session() as s:
+        rec = s.get_one(Recording, rec_id)
+        assert rec.important
+        events = list(s.scalars(select(CustodyEvent).where(
+            CustodyEvent.action == "marked-important", CustodyEvent.object_id == rec.sha256)))
+        assert len(events) == 1
+        assert json.loads(events[0].details)["source"] == "file-name"
