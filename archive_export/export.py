@@ -16,8 +16,9 @@ The flow of one export:
    ``export-finished`` event.
 
 Any failure (a corrupt object, the store or disk failing) removes every ``.partial``
-output of this export (and any of its bags already renamed into place), records the export FAILED with the error and an
-``export-failed`` custody event naming the object, and raises. A process killed
+output of this export (and any of its bags already renamed into place), records the
+export FAILED with the error and an ``export-failed`` custody event naming the object,
+and raises. A process killed
 mid-export leaves ``<name>.partial`` (clearly incomplete) and the export RUNNING.
 """
 
