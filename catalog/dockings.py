@@ -19,7 +19,17 @@ from sqlalchemy.orm import Session
 
 from catalog import queue
 from catalog.custody import append_event
-from catalog.models import Device, Docking, DockingFile, Officer, Recording, utcnow
+from catalog.errors import RecordingBeingExpired
+from catalog.models import (
+    Derivative,
+    Device,
+    Docking,
+    DockingFile,
+    Officer,
+    Recording,
+    WorkItem,
+    utcnow,
+)
 from catalog.signing import Signer
 
 T = TypeVar("T")
@@ -137,9 +147,21 @@ def register_file(
     if existing is not None and existing.state not in ("REJECTED", "QUARANTINED"):
         return existing, existing.state == "DUPLICATE"
     name = display_name(f.relpath_raw)
-    recording = session.scalars(select(Recording).where(Recording.sha256 == f.sha256)).first()
-    duplicate = recording is not None
+    recording = session.scalars(
+        select(Recording).where(Recording.sha256 == f.sha256).with_for_update()).first()
     now = utcnow()
+    if recording is not None and recording.state == "EXPIRING":
+        raise RecordingBeingExpired(
+            f"{name}: its bytes are those of recording {recording.id}, whose expiry is "
+            "under way; the file is kept staged and registered when that has finished",
+            hint="the station retries by itself; if it keeps waiting, finish the expiry "
+            "with `liuhen retention sweep --apply`",
+        )
+    revived = recording is not None and recording.state == "EXPIRED"
+    if revived:
+        assert recording is not None
+        _revive(session, recording, docking, f, now)
+    duplicate = recording is not None and not revived
     if recording is None:
         flags: dict[str, Any] = {}
         if name != f.relpath_raw.decode("utf-8", errors="replace") or len(name) > 255:
@@ -179,6 +201,11 @@ def register_file(
                      object_type="recording", object_id=f.sha256,
                      details=common | {"recording": recording.id})
     else:
+        if revived:
+            assert recording is not None
+            append_event(session, signer, actor=actor, action="restored-after-expiry",
+                         object_type="recording", object_id=f.sha256,
+                         details={"recording": recording.id, "docking": docking.uid})
         append_event(session, signer, actor=actor, action="stored", object_type="recording",
                      object_id=f.sha256, details={"key": f.object_key})
         append_event(session, signer, actor=actor, action="verified", object_type="recording",
@@ -188,6 +215,35 @@ def register_file(
                          object_type="recording", object_id=f.sha256,
                          details={"source": "file-name", "name": recording.original_name})
     return row, duplicate
+
+
+def _revive(
+    session: Session, rec: Recording, docking: Docking, f: OffloadedFile, now: datetime
+) -> None:
+    """Hold again the bytes of an expired, deleted recording that came back on a recorder.
+
+    They were offloaded and stored again just now, so they are evidence in hand: the
+    recording is live again (its tombstone stays, as history) and goes through the
+    probe and derivatives again; the derivative rows of before point at deleted objects
+    (the tombstone lists them) and are dropped, so they are made anew.
+    """
+    for d in session.scalars(select(Derivative).where(Derivative.recording_id == rec.id)):
+        session.delete(d)
+    rec.state = "STORED"
+    rec.object_key = f.object_key
+    rec.docking_id = docking.id
+    rec.received_at = f.staged_at
+    rec.stored_at = rec.verified_at = now
+    rec.important = rec.important or f.important
+    rec.reviewed_at = None
+    rec.retain_until = None
+    rec.flags = {k: v for k, v in (rec.flags or {}).items() if k != "expiry"} | {
+        "restored_after_expiry": f.staged_at.isoformat()}
+    for item in session.scalars(select(WorkItem).where(WorkItem.subject == str(rec.id),
+                                                       WorkItem.kind.in_(("probe", "derive")))):
+        session.delete(item)
+    session.flush()
+    queue.enqueue(session, "probe", str(rec.id))
 
 
 def record_problem_file(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from config.errors import EXIT_CONFIG, EXIT_DATAERR, EXIT_UNAVAILABLE, LiuhenError
+from config.errors import EXIT_CONFIG, EXIT_DATAERR, EXIT_TEMPFAIL, EXIT_UNAVAILABLE, LiuhenError
 
 
 class CatalogError(LiuhenError):
@@ -11,6 +11,13 @@ class CatalogError(LiuhenError):
 
 class CatalogUnavailable(CatalogError):
     exit_code = EXIT_UNAVAILABLE
+
+
+class RecordingBeingExpired(CatalogError):
+    """The bytes just offloaded belong to a recording whose expiry is under way: its
+    object may be deleted any moment, so the file cannot be registered yet."""
+
+    exit_code = EXIT_TEMPFAIL
 
 
 class SchemaOutOfDate(CatalogError):

@@ -34,6 +34,7 @@ from catalog.dockings import (
     record_problem_file,
     register_file,
 )
+from catalog.errors import RecordingBeingExpired
 from catalog.models import Docking
 from config import Settings
 from ingest import journal as J
@@ -57,7 +58,7 @@ from storage import Digest, LocalStore, ObjectStore, StorageError, StoreUnavaila
 log = logging.getLogger("liuhen.station")
 
 # Problems with these services are waited out; the docking goes on staging meanwhile.
-TRANSIENT = (StoreUnavailable, CatalogUnavailable)
+TRANSIENT = (StoreUnavailable, CatalogUnavailable, RecordingBeingExpired)
 # Catalog transactions that lost an insert race (see Station._in_catalog) run again.
 CATALOG_RACE_ATTEMPTS = 5
 

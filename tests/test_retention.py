@@ -530,3 +530,100 @@ def test_the_important_mark_is_in_the_custody_chain(app: Any) -> None:
             CustodyEvent.action == "marked-important", CustodyEvent.object_id == rec.sha256)))
         assert len(events) == 1
         assert json.loads(events[0].details)["source"] == "file-name"
+
+
+def test_expired_bytes_docked_again_are_held_again(tmp_path: Path) -> None:
+    """A recorder that still holds a file whose recording expired and was deleted: docking
+    it again stores the bytes again, the recording is live again (its tombstone stays),
+    the custody chain says so, and the worker makes its derivatives anew. The station
+    never says SAFE TO CLEAR over bytes the store no longer has."""
+    from ingest.synthetic import make_recorder
+    from ingest.worker import Worker
+
+    rec = make_recorder(tmp_path / "dock" / "A123456", h265=0, wav=0, jpeg=0, truncated=0,
+                        segments=0, start=datetime.now(UTC) - timedelta(days=DAYS + 10))
+    app = make_app(tmp_path / "data")
+
+    def dock_and_work() -> None:
+        station = app.station()
+        assert station.run_docking(rec.root).state == "SAFE_TO_CLEAR"
+        station.close()
+        stats = Worker(app.settings, catalog=app.catalog, store=app.store,
+                       signer=app.signer).run(drain=True, idle_s=0.1)
+        assert stats.failed == 0, stats.errors
+
+    dock_and_work()
+    report = sweep(app.catalog, app.signer, app.store, app.settings.retention,
+                   actor="sweeper", apply=True)
+    assert report.deleted
+    with app.catalog.session() as s:
+        video = s.scalars(select(Recording).where(Recording.media_kind == "video")).one()
+        assert video.state == "EXPIRED" and not app.store.exists(video.object_key)
+        video_id = video.id
+    dock_and_work()
+    with app.catalog.session() as s:
+        again = s.get(Recording, video_id)
+        assert again is not None and again.state == "DERIVED"
+        assert app.store.exists(again.object_key)
+        derivatives = s.scalars(select(Derivative).where(Derivative.recording_id == video_id))
+        kinds = sorted(d.kind for d in derivatives)
+        assert kinds == ["access", "poster", "proxy"]
+        for d in s.scalars(select(Derivative).where(Derivative.recording_id == video_id)):
+            assert app.store.exists(d.object_key)
+        assert s.scalars(select(Tombstone).where(Tombstone.recording_id == video_id)).one()
+        actions = [e.action for e in s.scalars(select(CustodyEvent).where(
+            CustodyEvent.object_id == again.sha256).order_by(CustodyEvent.id))]
+        assert "restored-after-expiry" in actions[actions.index("expired-deleted"):]
+        assert verify_chain(s).ok
+    app.close()
+
+
+def test_bytes_docked_during_their_expiry_wait_for_it_then_are_held_again(
+    tmp_path: Path,
+) -> None:
+    """A sweep decided to expire a recording (EXPIRING) and was killed before deleting:
+    the same bytes docked now are not linked to it (its object may go any moment); the
+    docking waits, visibly, and completes once a sweep has finished the expiry."""
+    import threading
+    from dataclasses import replace
+
+    from ingest import journal as J
+    from ingest.synthetic import make_recorder
+
+    rec = make_recorder(tmp_path / "dock" / "A123456", h264=1, h265=0, wav=0, jpeg=0,
+                        truncated=0, segments=0)
+    app = make_app(tmp_path / "data")
+    app.settings = replace(app.settings, ingest=replace(app.settings.ingest,
+                                                        retry_initial_s=0.1, retry_max_s=0.2))
+    station = app.station()
+    assert station.run_docking(rec.root).state == "SAFE_TO_CLEAR"
+    with app.catalog.transaction() as s:
+        video = s.scalars(select(Recording).where(Recording.original_name.like("%.MP4"))).one()
+        video.state = "EXPIRING"  # what a sweep killed between its two phases leaves
+        video.flags = {**video.flags, "expiry": {"reason": "test", "from_state": "STORED"}}
+        video_id = video.id
+    result: list[Any] = []
+    thread = threading.Thread(target=lambda: result.append(station.run_docking(rec.root)))
+    thread.start()
+    try:
+        deadline = datetime.now(UTC) + timedelta(seconds=60)
+        while datetime.now(UTC) < deadline:
+            waiting = [d.waiting for d in station.journal.dockings() if d.waiting]
+            if any("expiry" in w for w in waiting):
+                break
+            thread.join(0.1)
+        assert any("expiry" in w for w in waiting), waiting
+        assert thread.is_alive()  # not SAFE TO CLEAR while the expiry is pending
+        sweep(app.catalog, app.signer, app.store, app.settings.retention, actor="sweeper",
+              apply=True)
+    finally:
+        thread.join(60)
+    assert result and result[0].state == "SAFE_TO_CLEAR"
+    assert all(d.state in (J.SAFE_TO_CLEAR, J.CLEARED) for d in station.journal.dockings())
+    station.close()
+    with app.catalog.session() as s:
+        again = s.get(Recording, video_id)
+        assert again is not None and again.state == "STORED"
+        assert app.store.exists(again.object_key)
+        assert verify_chain(s).ok
+    app.close()
