@@ -12,7 +12,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -108,3 +108,16 @@ def catalog(catalog_url: str) -> Iterator[Catalog]:
     cat.upgrade()
     yield cat
     cat.dispose()
+
+
+@pytest.fixture
+def app(tmp_path: Path, catalog_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """An initialised station on the parametrised catalog; commands run in-process (see
+    tests/cli_helpers.py) find the same data directory and catalog in the environment."""
+    from tests.offload_helpers import make_app
+
+    monkeypatch.setenv(env.HOME, str(tmp_path / "data"))
+    monkeypatch.setenv("LIUHEN_CATALOG_URL", catalog_url)
+    a = make_app(tmp_path / "data", catalog_url=catalog_url)
+    yield a
+    a.close()

@@ -25,14 +25,6 @@ from tests.offload_helpers import make_app
 MARGIN = 300  # the default retention.attach_margin_s
 
 
-@pytest.fixture
-def app(tmp_path: Path, catalog_url: str, monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.setenv("LIUHEN_CATALOG_URL", catalog_url)  # for the commands run in-process
-    a = make_app(tmp_path / "data", catalog_url=catalog_url)
-    yield a
-    a.close()
-
-
 def cases_of(app: Any, rec_id: int) -> set[str]:
     with app.catalog.session() as s:
         from catalog.models import Case

@@ -7,7 +7,6 @@ import csv
 import io
 import json
 import random
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -26,19 +25,9 @@ from catalog.models import (
 )
 from tests.case_helpers import CST, cst, make_recording
 from tests.cli_helpers import run_cli
-from tests.offload_helpers import make_app
 
 HEADER = ["案件编号", "案件名称", "办案单位", "案件状态", "保管期限", "密级", "执法活动编号",
           "执法人员", "开始时间", "结束时间", "地点"]
-
-
-@pytest.fixture
-def app(tmp_path: Path, catalog_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    monkeypatch.setenv("LIUHEN_CATALOG_URL", catalog_url)
-    monkeypatch.setenv("LIUHEN_HOME", str(tmp_path / "data"))
-    a = make_app(tmp_path / "data", catalog_url=catalog_url)
-    yield a
-    a.close()
 
 
 def big_csv(n_actions: int, seed: int = 7) -> tuple[bytes, dict[int, str]]:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import unicodedata
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,18 +13,8 @@ from catalog.cases import CaseError, CaseNotFound, add_action, create_case, get_
 from catalog.models import Case, CustodyEvent
 from tests.case_helpers import cst, make_recording
 from tests.cli_helpers import run_cli
-from tests.offload_helpers import make_app
 
 NUMBER = "沪徐市监罚〔2026〕123号"
-
-
-@pytest.fixture
-def app(tmp_path: Path, catalog_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    monkeypatch.setenv("LIUHEN_CATALOG_URL", catalog_url)
-    monkeypatch.setenv("LIUHEN_HOME", str(tmp_path / "data"))
-    a = make_app(tmp_path / "data", catalog_url=catalog_url)
-    yield a
-    a.close()
 
 
 def test_unicode_case_numbers_are_one_case_whatever_the_normal_form(app: Any) -> None:

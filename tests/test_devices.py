@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,16 +14,6 @@ from catalog.devices import DeviceError, DeviceNotFound, add_device, assign_devi
 from catalog.models import CustodyEvent, Device, DeviceAssignment, Officer
 from tests.case_helpers import cst
 from tests.cli_helpers import run_cli
-from tests.offload_helpers import make_app
-
-
-@pytest.fixture
-def app(tmp_path: Path, catalog_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    monkeypatch.setenv("LIUHEN_CATALOG_URL", catalog_url)
-    monkeypatch.setenv("LIUHEN_HOME", str(tmp_path / "data"))
-    a = make_app(tmp_path / "data", catalog_url=catalog_url)
-    yield a
-    a.close()
 
 
 def officer_number_at(app: Any, serial: str, at: Any) -> str | None:

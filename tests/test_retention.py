@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -43,15 +42,6 @@ from tests.cli_helpers import run_cli
 from tests.offload_helpers import make_app
 
 DAYS = 183  # retention.unattached_days
-
-
-@pytest.fixture
-def app(tmp_path: Path, catalog_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    monkeypatch.setenv("LIUHEN_CATALOG_URL", catalog_url)
-    monkeypatch.setenv("LIUHEN_HOME", str(tmp_path / "data"))
-    a = make_app(tmp_path / "data", catalog_url=catalog_url)
-    yield a
-    a.close()
 
 
 def decision(app: Any, rec_id: int, now: datetime) -> Any:
