@@ -10,11 +10,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import queue
 import stat
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from config.errors import EXIT_IOERR, LiuhenError
 from storage.digest import new_hasher
@@ -155,7 +157,7 @@ def copy_and_hash(
     """
     sha = new_hasher("sha256")
     sm3 = new_hasher("sm3")
-    pending: Future[None] | None = None
+    sm3_feed = _Sm3Feed(sm3, sm3_pool)
     total = synced = 0
     with _suppress_fadvise():
         os.posix_fadvise(src_fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
@@ -175,9 +177,7 @@ def copy_and_hash(
                 ) from exc
             if not buf:
                 break
-            if pending is not None:
-                pending.result()
-            pending = sm3_pool.submit(sm3.update, buf)
+            sm3_feed.put(buf)
             sha.update(buf)
             try:
                 view = memoryview(buf)
@@ -199,8 +199,7 @@ def copy_and_hash(
                 synced = total
             if on_bytes is not None:
                 on_bytes(len(buf))
-        if pending is not None:
-            pending.result()
+        sm3_feed.finish()
         try:
             os.fsync(out)
         except OSError as exc:
@@ -209,8 +208,7 @@ def copy_and_hash(
             back.submit(synced, total)
             back.finish(sha.hexdigest())
     finally:
-        if pending is not None and not pending.done():
-            pending.result()
+        sm3_feed.close()
         if back is not None:
             back.close()
         os.close(out)
@@ -225,6 +223,42 @@ def copy_and_hash(
             f"file changed while it was read ({expected_size} → {st.st_size} bytes)"
         )
     return Copied(total, sha.hexdigest(), sm3.hexdigest(), read_back=back is not None)
+
+
+# Chunks SM3 may fall behind the copy: enough that it never waits while the copy
+# stalls in a write or an fdatasync (SM3 is the slowest step and cannot be split), few
+# enough that memory stays a few chunks per file whatever the file's size.
+SM3_LAG = 4
+
+
+class _Sm3Feed:
+    """Feeds chunks, in order, to one SM3 consumer running on ``pool`` for this file.
+
+    The pool must have a thread for every file copied at once (the station sizes it
+    so); a file whose consumer waits for a thread only waits, it does not deadlock.
+    """
+
+    def __init__(self, sm3: Any, pool: ThreadPoolExecutor) -> None:
+        self.sm3 = sm3
+        self.chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=SM3_LAG)
+        self.done = pool.submit(self._consume)
+        self.closed = False
+
+    def _consume(self) -> None:
+        while (buf := self.chunks.get()) is not None:
+            self.sm3.update(buf)
+
+    def put(self, buf: bytes) -> None:
+        self.chunks.put(buf)
+
+    def finish(self) -> None:
+        self.close()
+        self.done.result()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.chunks.put(None)
 
 
 class StagingReadBackMismatch(OffloadError):
