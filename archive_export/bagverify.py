@@ -62,7 +62,7 @@ from archive_export.parallel_hash import (
     start_hashing,
     work_units,
 )
-from catalog.custody import canonical_bytes
+from catalog.canonical import canonical_bytes
 from catalog.signing import key_id_of, public_raw, verify_signature
 from config.errors import EXIT_USAGE, LiuhenError
 

@@ -39,7 +39,7 @@ from archive_export.descriptor import (
 from archive_export.handover import read_handover
 from archive_export.parallel_hash import FileSource, Item, SliceSource, hash_items, make_hasher
 from archive_export.paths import decode_manifest_path
-from catalog.custody import canonical_bytes
+from catalog.canonical import canonical_bytes
 from catalog.signing import key_id_of, verify_signature
 
 FORMAT = "liuhen-four-properties/1"

@@ -13,7 +13,6 @@ event commit together or not at all.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,48 +21,13 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from catalog.canonical import FORMAT_VERSION as FORMAT_VERSION
+from catalog.canonical import GENESIS as GENESIS
+from catalog.canonical import canonical_bytes as canonical_bytes
+from catalog.canonical import canonical_json as canonical_json
+from catalog.canonical import format_time as format_time
 from catalog.models import CustodyEvent, SigningKey, Station
 from catalog.signing import Signer, key_id_of, verify_signature
-
-GENESIS = "0" * 64
-FORMAT_VERSION = 1
-
-
-def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def format_time(at: datetime) -> str:
-    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def canonical_bytes(
-    *,
-    station_id: str,
-    seq: int,
-    at: str,
-    actor: str,
-    action: str,
-    object_type: str,
-    object_id: str,
-    details: str,
-    prev_hash: str,
-    key_id: str,
-) -> bytes:
-    doc = {
-        "v": FORMAT_VERSION,
-        "station": station_id,
-        "seq": seq,
-        "at": at,
-        "actor": actor,
-        "action": action,
-        "object_type": object_type,
-        "object_id": object_id,
-        "details": details,
-        "prev": prev_hash,
-        "key": key_id,
-    }
-    return canonical_json(doc).encode("utf-8")
 
 
 def event_bytes(ev: CustodyEvent) -> bytes:

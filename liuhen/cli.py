@@ -3,21 +3,52 @@ errors become exit codes and one-line messages in one place, :func:`main`."""
 
 from __future__ import annotations
 
+import importlib
 import sys
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from catalog import verify_chain
-from catalog.signing import load_keyring
 from config import LiuhenError, load_settings, settings_as_dict
 from config.errors import EXIT_FAILED_CHECK, EXIT_SOFTWARE
 from liuhen import __version__
-from liuhen.app import App, initialize
 from liuhen.output import err, mark, out, print_json
+
+if TYPE_CHECKING:
+    from liuhen.app import App
+
+# Commands that live in their own modules, loaded only when named (or for --help): a
+# command then pays only for the libraries it uses (`liuhen verify BUNDLE` does not
+# load SQLAlchemy, boto3 or the station).
+LAZY_COMMANDS = {
+    "case": "case_cmds",
+    "demo": "ingest_cmds",
+    "device": "case_cmds",
+    "district": "district_cmds",
+    "doctor": "district_cmds",
+    "export": "export_cmds",
+    "four-properties": "export_cmds",
+    "ingest": "ingest_cmds",
+    "retention": "case_cmds",
+    "show": "media_cmds",
+    "station": "ingest_cmds",
+    "verify": "verify_cmds",
+    "worker": "media_cmds",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(self.commands) | set(LAZY_COMMANDS))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in LAZY_COMMANDS:
+            module = importlib.import_module(f"liuhen.{LAZY_COMMANDS[cmd_name]}")
+            module.register(self, pass_ctx, json_option)
+        return self.commands.get(cmd_name)
 
 
 @dataclass
@@ -29,6 +60,8 @@ class Context:
 
     def app(self) -> App:
         if self._app is None:
+            from liuhen.app import App
+
             self._app = App(load_settings(self.data_dir, self.config))
         return self._app
 
@@ -37,7 +70,7 @@ pass_ctx = click.make_pass_decorator(Context)
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for programs.")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Data directory [LIUHEN_HOME].")
 @click.option("--config", type=click.Path(dir_okay=False), help="Settings file [LIUHEN_CONFIG].")
 @click.option("-v", "--verbose", is_flag=True, help="Show the cause of errors.")
@@ -54,6 +87,8 @@ def cli(ctx: click.Context, data_dir: str | None, config: str | None, verbose: b
 @pass_ctx
 def init(ctx: Context, as_json: bool) -> None:
     """Create the data directory, settings file, signing key, catalog and store."""
+    from liuhen.app import initialize
+
     report = initialize(ctx.app())
     if as_json:
         print_json(
@@ -173,6 +208,9 @@ def custody_verify(
     ctx: Context, station: str | None, trust_files: tuple[str, ...], as_json: bool
 ) -> None:
     """Walk every custody chain; report every broken link, bad signature or unknown key."""
+    from catalog import verify_chain
+    from catalog.signing import load_keyring
+
     app = ctx.app()
     trusted: dict[str, set[str]] = {}
     for path in trust_files:
@@ -235,24 +273,3 @@ def _report(exc: LiuhenError, verbose: bool) -> None:
         while cause is not None:
             err.print(f"  cause: {type(cause).__name__}: {cause}", markup=False)
             cause = cause.__cause__
-
-
-def _register_more() -> None:
-    from liuhen import (
-        case_cmds,
-        district_cmds,
-        export_cmds,
-        ingest_cmds,
-        media_cmds,
-        verify_cmds,
-    )
-
-    ingest_cmds.register(cli, pass_ctx, json_option)
-    media_cmds.register(cli, pass_ctx, json_option)
-    district_cmds.register(cli, pass_ctx, json_option)
-    verify_cmds.register(cli, pass_ctx, json_option)
-    case_cmds.register(cli, pass_ctx, json_option)
-    export_cmds.register(cli, pass_ctx, json_option)
-
-
-_register_more()
