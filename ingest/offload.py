@@ -3,26 +3,41 @@
 SM3 runs on a helper thread while this thread reads the next chunk, hashes it with
 SHA-256 and writes it; both hash functions release the GIL, so on two cores the copy
 runs at about the speed of SM3 alone (the slowest part), not of the sum.
+
+The staged file is read back after each flush and compared with the recorder's bytes by
+XXH3-128, not by a second SHA-256: the comparison needs no cryptographic strength (both
+sides are our own bytes, seconds apart; the custody digests are SHA-256 and SM3 of the
+recorder's bytes), and a second SHA-256 pass over a 2 GiB recording costs as many CPU
+seconds as the first, which on a two-core station without SHA instructions made one
+long recording slower than SM3 alone. XXH3 runs at memory speed.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import queue
 import stat
 from collections.abc import Callable, Iterator
+from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
+
+import xxhash
 
 from config.errors import EXIT_IOERR, LiuhenError
 from storage.digest import new_hasher
 
 # Staged bytes are flushed to disk every this many bytes while they are written.
 SYNC_EVERY = 64 << 20
+
+# What a copy made with a verify pool checked, for the custody event's ``verified_by``.
+READ_BACK_CHECK: Final[str] = (
+    "staged file read back after each flush to disk and compared with the recorder's "
+    "bytes (XXH3-128); SHA-256 and SM3 of the recorder's bytes"
+)
 
 
 class OffloadError(LiuhenError):
@@ -46,8 +61,8 @@ class Copied:
     size: int
     sha256: str
     sm3: str
-    # True when the staged file was read back from disk (page cache) stretch by stretch
-    # behind the copy and its SHA-256 matched the bytes read from the recorder.
+    # True when the staged file was read back (through the page cache) after each flush
+    # to disk and every stretch's XXH3-128 matched the bytes read from the recorder.
     read_back: bool = False
 
 
@@ -149,43 +164,99 @@ def copy_and_hash(
 ) -> Copied:
     """Copy ``src_fd`` to ``dst`` (created, fsynced) hashing on the way; raise on change.
 
-    With ``verify_pool``, every flushed stretch of ``dst`` is read back and hashed on that
-    pool while the copy goes on, and the copy fails unless the staged file's SHA-256
-    equals the recorder's bytes': the verification a store would otherwise do by reading
-    the whole file again after the copy, overlapped with the copy instead (the copy is
-    bound by SM3 on another core). Memory use is a few chunks whatever the file size.
+    With ``verify_pool``, the staged file is read back after each flush to disk and its
+    XXH3-128 compared with that of the recorder's bytes written there (see
+    :data:`READ_BACK_CHECK`): the check a store would otherwise make by reading the whole
+    file again after the copy, overlapped with the copy instead. SHA-256 and SM3 are
+    computed once, over the bytes read from the recorder. Memory use is a few chunks
+    whatever the file size.
+
+    A file of at most one chunk (a photo, a short clip) is read, hashed, written and read
+    back on the calling thread: handing one chunk to pool threads costs more in thread
+    switches than the hashing itself. Larger files hash SM3 on ``sm3_pool`` and read
+    back on ``verify_pool`` while this thread reads, hashes SHA-256 and writes.
     """
+    try:
+        # Read and write: the small-file path reads back through this same descriptor.
+        out = os.open(dst, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    except OSError as exc:
+        raise _staging_error(dst, exc) from exc
+    try:
+        if expected_size <= chunk_size:
+            total, sha, sm3 = _copy_whole(
+                src_fd, out, dst, expected_size, verify_pool is not None, on_bytes
+            )
+        else:
+            total, sha, sm3 = _copy_chunked(
+                src_fd, out, dst, chunk_size, sm3_pool, verify_pool, on_bytes
+            )
+    finally:
+        os.close(out)
+    _check_source(src_fd, total, expected_size, expected_mtime_ns)
+    return Copied(total, sha, sm3, read_back=verify_pool is not None)
+
+
+def _copy_whole(
+    src_fd: int,
+    out: int,
+    dst: Path,
+    expected_size: int,
+    verify: bool,
+    on_bytes: Callable[[int], None] | None,
+) -> tuple[int, str, str]:
+    """The one-chunk file: every step inline, no pool hand-off. Returns size and digests."""
+    # One byte more than expected: a file that grew since it was listed shows it here, and
+    # the source check then refuses it without reading the rest.
+    buf = _read_upto(src_fd, expected_size + 1)
+    sha = new_hasher("sha256")
+    sm3 = new_hasher("sm3")
+    sha.update(buf)
+    sm3.update(buf)
+    _write_all(out, dst, buf)
+    if on_bytes is not None:
+        on_bytes(len(buf))
+    try:
+        os.fsync(out)
+    except OSError as exc:
+        raise _staging_error(dst, exc) from exc
+    if verify:
+        _read_back_stretch(dst, out, 0, len(buf), len(buf), xxhash.xxh3_128_digest(buf))
+    return len(buf), sha.hexdigest(), sm3.hexdigest()
+
+
+def _copy_chunked(
+    src_fd: int,
+    out: int,
+    dst: Path,
+    chunk_size: int,
+    sm3_pool: ThreadPoolExecutor,
+    verify_pool: ThreadPoolExecutor | None,
+    on_bytes: Callable[[int], None] | None,
+) -> tuple[int, str, str]:
+    """The chunked copy: SM3 on ``sm3_pool``, read-back of each stretch on ``verify_pool``."""
     sha = new_hasher("sha256")
     sm3 = new_hasher("sm3")
     sm3_feed = _Sm3Feed(sm3, sm3_pool)
+    back = _ReadBack(dst, out, chunk_size, verify_pool) if verify_pool is not None else None
+    # XXH3-128 of the recorder's bytes of the stretch not yet flushed; the read-back
+    # compares the staged file's stretch with it.
+    stretch = xxhash.xxh3_128() if back is not None else None
     total = synced = 0
     with _suppress_fadvise():
         os.posix_fadvise(src_fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
-    try:
-        out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    except OSError as exc:
-        raise _staging_error(dst, exc) from exc
-    back = _ReadBack(dst, chunk_size, verify_pool) if verify_pool is not None else None
     try:
         while True:
             try:
                 buf = os.read(src_fd, chunk_size)
             except OSError as exc:
-                raise SourceVanished(
-                    f"read error after {total} bytes: {exc.strerror}",
-                    hint="check the recorder and its cable, then dock it again",
-                ) from exc
+                raise _read_error(total, exc) from exc
             if not buf:
                 break
             sm3_feed.put(buf)
             sha.update(buf)
-            try:
-                view = memoryview(buf)
-                while view:
-                    n = os.write(out, view)
-                    view = view[n:]
-            except OSError as exc:
-                raise _staging_error(dst, exc) from exc
+            if stretch is not None:
+                stretch.update(buf)
+            _write_all(out, dst, buf)
             total += len(buf)
             if total - synced >= SYNC_EVERY:
                 # Flush as we go: the final fsync then waits for the last stretch only,
@@ -194,8 +265,9 @@ def copy_and_hash(
                     os.fdatasync(out)
                 except OSError as exc:
                     raise _staging_error(dst, exc) from exc
-                if back is not None:
-                    back.submit(synced, total)
+                if back is not None and stretch is not None:
+                    back.submit(synced, total, stretch.digest())
+                    stretch.reset()
                 synced = total
             if on_bytes is not None:
                 on_bytes(len(buf))
@@ -204,14 +276,51 @@ def copy_and_hash(
             os.fsync(out)
         except OSError as exc:
             raise _staging_error(dst, exc) from exc
-        if back is not None:
-            back.submit(synced, total)
-            back.finish(sha.hexdigest())
+        if back is not None and stretch is not None:
+            back.submit(synced, total, stretch.digest())
+            back.finish()
     finally:
         sm3_feed.close()
         if back is not None:
-            back.close()
-        os.close(out)
+            back.close()  # before the caller closes ``out``, which the read-back reads
+    return total, sha.hexdigest(), sm3.hexdigest()
+
+
+def _read_upto(fd: int, limit: int) -> bytes:
+    """Up to ``limit`` bytes from ``fd``: fewer only at the end of the file."""
+    parts: list[bytes] = []
+    got = 0
+    while got < limit:
+        try:
+            buf = os.read(fd, limit - got)
+        except OSError as exc:
+            raise _read_error(got, exc) from exc
+        if not buf:
+            break
+        parts.append(buf)
+        got += len(buf)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _read_error(done: int, exc: OSError) -> SourceVanished:
+    return SourceVanished(
+        f"read error after {done} bytes: {exc.strerror}",
+        hint="check the recorder and its cable, then dock it again",
+    )
+
+
+def _write_all(out: int, dst: Path, buf: bytes) -> None:
+    try:
+        view = memoryview(buf)
+        while view:
+            n = os.write(out, view)
+            view = view[n:]
+    except OSError as exc:
+        raise _staging_error(dst, exc) from exc
+
+
+def _check_source(src_fd: int, total: int, expected_size: int, expected_mtime_ns: int) -> None:
+    """Refuse the copy when the recorder's file is not what was listed and read."""
     st = os.fstat(src_fd)
     if total < expected_size or st.st_size < expected_size:
         raise SourceVanished(
@@ -222,7 +331,6 @@ def copy_and_hash(
         raise SourceChanged(
             f"file changed while it was read ({expected_size} → {st.st_size} bytes)"
         )
-    return Copied(total, sha.hexdigest(), sm3.hexdigest(), read_back=back is not None)
 
 
 # Chunks SM3 may fall behind the copy: enough that it never waits while the copy
@@ -266,54 +374,71 @@ class StagingReadBackMismatch(OffloadError):
 
 
 class _ReadBack:
-    """Hashes flushed stretches of a staging file, in order, on a pool thread."""
+    """Reads flushed stretches of a staging file back on pool threads and compares each
+    with the XXH3-128 of the recorder's bytes written there.
 
-    def __init__(self, path: Path, chunk_size: int, pool: ThreadPoolExecutor) -> None:
+    Stretches are independent, so they need no ordering; a stretch found different fails
+    the copy at the next flush, naming its byte range, rather than at the end.
+    """
+
+    def __init__(self, path: Path, fd: int, chunk_size: int, pool: ThreadPoolExecutor) -> None:
         self.path = path
+        self.fd = fd  # the copy's own descriptor: pread does not move its offset
         self.chunk_size = chunk_size
         self.pool = pool
-        self.sha = new_hasher("sha256")
-        self.pending: Future[None] | None = None
-        self.fd = os.open(path, os.O_RDONLY)
+        self.pending: list[Future[None]] = []
 
-    def submit(self, start: int, end: int) -> None:
-        if end <= start:
-            return
-        before = self.pending
-        self.pending = self.pool.submit(self._hash, before, start, end)
+    def submit(self, start: int, end: int, expected: bytes) -> None:
+        still: list[Future[None]] = []
+        for done in self.pending:
+            if done.done():
+                done.result()  # raises the mismatch of an earlier stretch
+            else:
+                still.append(done)
+        self.pending = still
+        if end > start:
+            self.pending.append(self.pool.submit(
+                _read_back_stretch, self.path, self.fd, start, end, self.chunk_size, expected
+            ))  # fmt: skip
 
-    def _hash(self, before: Future[None] | None, start: int, end: int) -> None:
-        if before is not None:
-            before.result()  # stretches are hashed in file order
-        offset = start
-        while offset < end:
-            buf = os.pread(self.fd, min(self.chunk_size, end - offset), offset)
-            if not buf:
-                raise StagingReadBackMismatch(
-                    f"staging file {self.path} is shorter than what was written "
-                    f"({offset} of {end} bytes read back)",
-                    hint="check the station's data disk; the file will be copied again",
-                )
-            self.sha.update(buf)
-            offset += len(buf)
-
-    def finish(self, expected_sha256: str) -> None:
-        if self.pending is not None:
-            self.pending.result()
-        actual = self.sha.hexdigest()
-        if actual != expected_sha256:
-            raise StagingReadBackMismatch(
-                f"staging file {self.path} reads back different bytes than were written "
-                f"(SHA-256 {actual[:16]}…, recorder {expected_sha256[:16]}…)",
-                hint="check the station's data disk (dmesg, SMART); the file is copied again",
-            )
+    def finish(self) -> None:
+        for pending in self.pending:
+            pending.result()
+        self.pending = []
 
     def close(self) -> None:
-        if self.pending is not None:
-            # Its error, if any, already reached the caller or lost to the copy's own.
-            with contextlib.suppress(Exception):
-                self.pending.result()
-        os.close(self.fd)
+        # The copy failed (or finished): stretches not started are not worth reading, and
+        # those under way must end before the caller closes the descriptor they read.
+        for pending in self.pending:
+            pending.cancel()
+        futures.wait(self.pending)
+        self.pending = []
+
+
+def _read_back_stretch(
+    path: Path, fd: int, start: int, end: int, chunk_size: int, expected: bytes
+) -> None:
+    """Read bytes ``start``–``end`` of the staged file back; raise unless their XXH3-128
+    is ``expected``, that of the recorder's bytes written there."""
+    back = xxhash.xxh3_128()
+    offset = start
+    while offset < end:
+        buf = os.pread(fd, min(chunk_size, end - offset), offset)
+        if not buf:
+            raise StagingReadBackMismatch(
+                f"staging file {path} is shorter than what was written "
+                f"({offset} of {end} bytes read back)",
+                hint="check the station's data disk; the file will be copied again",
+            )
+        back.update(buf)
+        offset += len(buf)
+    actual = back.digest()
+    if actual != expected:
+        raise StagingReadBackMismatch(
+            f"staging file {path} reads back different bytes than were written, in bytes "
+            f"{start}–{end} (XXH3-128 {actual.hex()[:16]}…, recorder {expected.hex()[:16]}…)",
+            hint="check the station's data disk (dmesg, SMART); the file is copied again",
+        )
 
 
 def _staging_error(dst: Path, exc: OSError) -> OffloadError:
