@@ -20,6 +20,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -47,6 +48,7 @@ from ingest.media.probe import probe
 from ingest.media.timeevidence import TimeSources, derive_times
 from ingest.metrics import ServiceMetrics, service_health, worker_details
 from storage import Digest, LocalStore, ObjectNotFound, ObjectStore, content_key, digest_stream
+from storage.digest import READ_SIZE, new_hasher
 
 log = logging.getLogger("liuhen.worker")
 
@@ -80,16 +82,28 @@ class Worker:
                                  settings.ingest.important_marker)
         self.scratch = settings.work_dir / self.owner.replace(":", "-")
         self._clear_old_scratch()
+        # Derivatives are made durable by _keep only when the store will link the very
+        # file (a LocalStore on the scratch's filesystem); S3, or a copy across
+        # filesystems, writes and syncs a new copy anyway.
+        self._sync_before_store = isinstance(store, LocalStore) and _same_filesystem(
+            self.scratch, store.root)
 
     def _clear_old_scratch(self) -> None:
-        """Scratch left by killed workers of this host is garbage: nothing refers to it."""
+        """Scratch left by killed workers of this host is garbage: nothing refers to it.
+
+        A scratch folder is named ``<host>-<pid>-<hex>`` (the owner). Another host's
+        folders are left alone (a data folder on shared storage: its pids mean nothing
+        here); this host's are removed unless their process still runs. A name of no
+        worker's form is not scratch of a live worker either, and goes.
+        """
         base = self.settings.work_dir
+        here = socket.gethostname().replace(":", "-")
         if base.is_dir():
             for child in base.iterdir():
-                pid = child.name.split("-")[-2] if child.name.count("-") >= 2 else ""
-                if pid.isdigit() and _pid_alive(int(pid)):
+                host, pid = _scratch_owner(child.name)
+                if host is not None and (host != here or _pid_alive(pid)):
                     continue
-                shutil.rmtree(child, ignore_errors=True)
+                _remove_tree(child)
         self.scratch.mkdir(parents=True, exist_ok=True)
 
     # -- the loop -------------------------------------------------------------------------------
@@ -294,7 +308,8 @@ class Worker:
                 paths = [stack.enter_context(self._original(i)) for i in ids]
                 joined = D.join_segments(paths, out_dir, ffmpeg=self.settings.ffmpeg.ffmpeg,
                                          ffprobe=self.settings.ffmpeg.ffprobe,
-                                         timeout_factor=self.settings.media.timeout_scale)
+                                         timeout_factor=self.settings.media.timeout_scale,
+                                         durable=False)
                 self._keep(first, joined)
         finally:
             shutil.rmtree(out_dir, ignore_errors=True)
@@ -323,19 +338,19 @@ class Worker:
                                      duration_s=duration,
                                      profile=D.AccessProfile(crf=m.access_crf, preset=m.preset),
                                      ffprobe=ffprobe, timeout_factor=m.timeout_scale,
-                                     on_progress=progress("access"))
+                                     on_progress=progress("access"), durable=False)
             yield D.make_proxy(src, out_dir, info=plan_info, ffmpeg=ffmpeg, duration_s=duration,
                                profile=D.ProxyProfile(max_height=m.proxy_max_height,
                                                       crf=m.proxy_crf, preset=m.preset),
                                ffprobe=ffprobe, timeout_factor=m.timeout_scale,
-                               on_progress=progress("proxy"))
+                               on_progress=progress("proxy"), durable=False)
             yield D.make_poster(src, out_dir, ffmpeg=ffmpeg, duration_s=duration,
                                 profile=D.PosterProfile(offset_s=m.poster_at_s),
-                                ffprobe=ffprobe, timeout_factor=m.timeout_scale)
+                                ffprobe=ffprobe, timeout_factor=m.timeout_scale, durable=False)
         elif kind == "audio":
             yield D.make_audio_access(src, out_dir, info=plan_info, ffmpeg=ffmpeg,
                                       duration_s=duration, ffprobe=ffprobe,
-                                      timeout_factor=m.timeout_scale)
+                                      timeout_factor=m.timeout_scale, durable=False)
 
     def _reference_for(self, rec_id: int, device_id: int | None) -> int | None:
         """A healthy H.264 recording of the same device, to borrow codec settings from."""
@@ -351,19 +366,27 @@ class Worker:
         return None
 
     def _keep(self, rec_id: int, d: Any) -> None:
-        """Store a finished derivative and record it, with its derivation event."""
+        """Store a finished derivative and record it, with its derivation event.
+
+        The derivative was renamed into this worker's private scratch unsynced
+        (``durable=False``): a crash before the store holds it loses only scratch, and
+        the work item is taken again. Here it is made read-only, then hashed (SHA-256
+        and SM3 on two threads) while its data is synced to disk on a third, and only
+        then linked into the store. The store does not hash it again: the digest it
+        would check is the one just computed from this same private, read-only file.
+        """
         path = Path(d.path)
-        with open(path, "rb") as f:
-            digests = digest_stream(f, ("sha256", "sm3"))
+        os.chmod(path, 0o444)  # nothing writes it from here on; the store keeps it so
+        digests, size = _digest_durably(path, sync=self._sync_before_store)
         sha = digests["sha256"]
         key = content_key(sha)
         if isinstance(self.store, LocalStore):
-            self.store.adopt(key, path, expected=sha)
+            self.store.adopt(key, path, expected=sha, read_back=True)
         else:
             with open(path, "rb") as f:
-                self.store.put(key, f, expected=sha, size=path.stat().st_size)
+                self.store.put(key, f, expected=sha, size=size)
         obj = DerivedObject(
-            kind=d.kind, sha256=sha.hex, sm3=digests["sm3"].hex, size=path.stat().st_size,
+            kind=d.kind, sha256=sha.hex, sm3=digests["sm3"].hex, size=size,
             object_key=key, method=d.method, command=list(d.command),
             tool_version=d.ffmpeg_version, duration_s=d.duration_s,
             profile=getattr(d, "profile", "") or "",
@@ -420,7 +443,7 @@ def D_recover(src: Path, ref: Path, out_dir: Path, settings: Settings) -> Any:
     from ingest.media.recover import recover_truncated_mp4
 
     return recover_truncated_mp4(src, ref, out_dir, ffmpeg=settings.ffmpeg.ffmpeg,
-                                 ffprobe=settings.ffmpeg.ffprobe)
+                                 ffprobe=settings.ffmpeg.ffprobe, durable=False)
 
 
 def _progress_logger(rec_id: int) -> Any:
@@ -449,6 +472,79 @@ def _float(value: Any) -> float | None:
         return float(value) if value is not None else None
     except (TypeError, ValueError):
         return None
+
+
+def _digest_durably(path: Path, *, sync: bool) -> tuple[dict[str, Digest], int]:
+    """SHA-256 and SM3 of a finished file, and its size; with ``sync``, its data on disk.
+
+    One pass over the file (from the page cache: ffmpeg has just written it): each
+    buffer is hashed by SHA-256 and SM3 on two threads at once while the next buffer is
+    read, and the fsync runs on a third thread meanwhile. hashlib and fsync release the
+    GIL, so the step takes about as long as SM3 alone (the slowest of the three on a
+    machine without SHA extensions) instead of the sum. Both digests are of the very
+    same bytes, and a file bigger than the page cache is still read from disk once.
+    ``fsync`` rather than ``fdatasync``: it also covers the read-only mode set just
+    before, for the same cost on a file just written.
+    """
+    hashers = {"sha256": new_hasher("sha256"), "sm3": new_hasher("sm3")}
+    buffers = (bytearray(READ_SIZE), bytearray(READ_SIZE))
+    size = 0
+    with ThreadPoolExecutor(max_workers=3, thread_name_prefix="keep") as pool:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            synced = pool.submit(os.fsync, fd) if sync else None
+            hashing: list[Future[None]] = []
+            with open(path, "rb", buffering=0) as f:
+                turn = 0
+                while True:
+                    # Read into the buffer not being hashed, then wait for the other.
+                    n = f.readinto(buffers[turn])
+                    for job in hashing:
+                        job.result()
+                    if not n:
+                        break
+                    chunk = memoryview(buffers[turn])[:n]
+                    hashing = [pool.submit(h.update, chunk) for h in hashers.values()]
+                    size += n
+                    turn ^= 1
+            if synced is not None:
+                synced.result()
+        finally:
+            os.close(fd)
+    return {alg: Digest(alg, h.hexdigest()) for alg, h in hashers.items()}, size
+
+
+def _same_filesystem(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` (or, not made yet, their nearest existing parents) share
+    a filesystem. Unknown counts as the same: an extra fsync is only time."""
+    try:
+        return _existing(a).stat().st_dev == _existing(b).stat().st_dev
+    except OSError:
+        return True
+
+
+def _existing(path: Path) -> Path:
+    while not path.exists() and path.parent != path:
+        path = path.parent
+    return path
+
+
+def _scratch_owner(name: str) -> tuple[str | None, int]:
+    """(host, pid) of a scratch folder named ``<host>-<pid>-<hex>``; (None, 0) otherwise."""
+    host, sep, rest = name.rpartition("-")
+    host, sep2, pid = host.rpartition("-")
+    if not (sep and sep2 and host and pid.isdigit() and rest):
+        return None, 0
+    return host, int(pid)
+
+
+def _remove_tree(path: Path) -> None:
+    """Remove a scratch folder, or a stray file (which rmtree would leave)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)  # read-only files go too: it is the folder's
+    else:
+        with contextlib.suppress(OSError):
+            path.unlink()
 
 
 def _pid_alive(pid: int) -> bool:

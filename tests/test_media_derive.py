@@ -365,3 +365,77 @@ def test_recover_without_a_usable_reference_gives_none(
     assert recover_truncated_mp4(truncated, hevc, tmp_path) is None
     assert "not H.264" in caplog.text
     assert list(tmp_path.iterdir()) == []
+
+
+# --- durable=False: the caller syncs; nothing partial is ever visible all the same ----
+
+
+def test_durable_false_output_is_the_same_complete_file(
+    recorder: SyntheticRecorder, tmp_path: Path
+) -> None:
+    src = media(recorder, KIND_VIDEO_H264)[0]
+    synced = make_access_copy(src, tmp_path / "synced", info=H264_INFO, duration_s=duration(src))
+    lazy = make_access_copy(src, tmp_path / "lazy", info=H264_INFO, duration_s=duration(src),
+                            durable=False)  # fmt: skip
+    assert lazy.path == tmp_path / "lazy" / f"{src.stem}.access.mp4"
+    assert lazy.path.read_bytes() == synced.path.read_bytes()  # the same remux, whole
+    assert abs(duration(lazy.path) - duration(src)) <= 0.1
+    only_final(tmp_path / "lazy", lazy)
+    poster = make_poster(src, tmp_path / "poster", duration_s=duration(src), durable=False)
+    assert poster.path.read_bytes()[:2] == b"\xff\xd8"
+    only_final(tmp_path / "poster", poster)
+
+
+def test_durable_false_failure_leaves_nothing(tmp_path: Path) -> None:
+    src = tmp_path / "in" / "BROKEN.MP4"
+    src.parent.mkdir()
+    src.write_bytes(b"\x00\x00\x00\x18ftypisom" + os.urandom(4096))
+    out = tmp_path / "out"
+    with pytest.raises(DerivationError):
+        make_access_copy(src, out, info=H264_INFO, duration_s=2.0, durable=False)
+    assert list(out.iterdir()) == []
+
+
+def _ffmpeg_children() -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmd = (entry / "cmdline").read_bytes().split(b"\0")[0]
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == os.getpid() and cmd.endswith(b"ffmpeg"):
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.fault
+@pytest.mark.parametrize("durable", [False, True])
+def test_ffmpeg_killed_mid_write_leaves_no_output(tmp_path: Path, durable: bool) -> None:
+    """ffmpeg dies by SIGKILL with its output half written: nothing at the final name,
+    no temporary file left, whether or not the output would have been synced."""
+    import signal
+
+    src = tmp_path / "long.mp4"
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-f", "lavfi", "-i",
+         "testsrc2=size=640x360:rate=25:duration=20", "-c:v", "libx264", "-preset",
+         "ultrafast", "-pix_fmt", "yuv420p", str(src)],
+        check=True, timeout=120,
+    )  # fmt: skip
+    out = tmp_path / "out"
+    partial_sizes: list[int] = []
+
+    def kill_ffmpeg(fraction: float) -> None:
+        if fraction >= 1.0 or partial_sizes:
+            return
+        partial_sizes.extend(p.stat().st_size for p in out.glob(".*.partial"))
+        for pid in _ffmpeg_children():
+            os.kill(pid, signal.SIGKILL)
+
+    with pytest.raises(DerivationError, match="status -9"):
+        make_proxy(src, out, duration_s=20.0, on_progress=kill_ffmpeg, durable=durable)
+    assert partial_sizes and partial_sizes[0] > 0  # it was killed with an output under way
+    assert list(out.iterdir()) == []

@@ -3,9 +3,12 @@ crash safety and concurrent workers, on real ffmpeg and real services."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
+import socket
+import stat
 import subprocess
 import sys
 import time
@@ -21,8 +24,9 @@ from catalog.models import CustodyEvent, Derivative, Recording, WorkItem
 from ingest.media.probe import probe
 from ingest.synthetic import make_recorder
 from ingest.worker import Worker
+from storage import Digest, LocalStore, content_key
 from tests.cli_helpers import run_cli
-from tests.offload_helpers import make_app
+from tests.offload_helpers import file_digests, make_app
 
 LIUHEN = str(Path(sys.executable).with_name("liuhen"))
 
@@ -34,6 +38,11 @@ def docked(tmp_path: Path, **kwargs: Any) -> tuple[Any, Any]:
     assert station.run_docking(rec.root).state == "SAFE_TO_CLEAR"
     station.close()
     return app, rec
+
+
+def store_root(app: Any) -> Path:
+    assert isinstance(app.store, LocalStore)
+    return app.store.root
 
 
 def drain(app: Any) -> Any:
@@ -63,16 +72,16 @@ def test_every_file_is_probed_and_derived(tmp_path: Path) -> None:
                 assert {(r.id, "proxy"), (r.id, "poster")} <= set(derivatives)
                 for kind in ("access", "proxy"):
                     d = derivatives[(r.id, kind)]
-                    got = probe(app.store.root / d.object_key)
+                    got = probe(store_root(app) / d.object_key)
                     assert got.video_codec == "h264" and got.audio_codec == "aac"
                     assert abs((got.duration_s or 0) - (r.duration_s or 0)) <= 0.1
                     assert d.tool_version.startswith("ffmpeg version")
                     assert d.command["argv"][0].endswith("ffmpeg")
-                poster = probe(app.store.root / derivatives[(r.id, "poster")].object_key)
+                poster = probe(store_root(app) / derivatives[(r.id, "poster")].object_key)
                 assert poster.kind == "image"
             elif synthetic.kind == "audio-wav":
                 assert r.media_kind == "audio" and r.probe["audio_codec"] == "pcm_s16le"
-                audio = probe(app.store.root / derivatives[(r.id, "audio")].object_key)
+                audio = probe(store_root(app) / derivatives[(r.id, "audio")].object_key)
                 assert audio.audio_codec == "aac"
             elif synthetic.kind == "photo-jpeg":
                 assert r.media_kind == "image"
@@ -85,7 +94,7 @@ def test_every_file_is_probed_and_derived(tmp_path: Path) -> None:
         assert verify_chain(s).ok
     # The originals were never touched: still the bytes the recorder had.
     for r in recordings:
-        assert (app.store.root / r.object_key).read_bytes() == (
+        assert (store_root(app) / r.object_key).read_bytes() == (
             rec.root / by_name[r.original_name].relpath).read_bytes()
 
 
@@ -110,7 +119,7 @@ def test_damaged_and_non_media_files_stay_stored_and_flagged(
     assert set(kinds) <= {"recovered"}  # never an access copy pretending to be whole
     if kinds:
         assert kinds["recovered"]["method"] == "recovered"
-    assert (app.store.root / report["object_key"]).read_bytes() == (
+    assert (store_root(app) / report["object_key"]).read_bytes() == (
         root / truncated.relpath).read_bytes()
     text = run_cli(capsys, "show", truncated.sha256[:12])
     assert "moov atom not found" in text.out
@@ -245,7 +254,7 @@ def test_joined_chapter_copy_when_asked(tmp_path: Path) -> None:
     with app.catalog.session() as s:
         (joined,) = s.scalars(select(Derivative).where(Derivative.kind == "joined")).all()
         segments = [r for r in s.scalars(select(Recording)) if r.media_kind == "video"]
-    got = probe(app.store.root / joined.object_key)
+    got = probe(store_root(app) / joined.object_key)
     assert abs((got.duration_s or 0) - sum(r.duration_s or 0 for r in segments)) <= 0.1
     assert len(segments) == 3  # each segment stays its own original
 
@@ -306,3 +315,143 @@ def test_worker_waits_out_a_catalog_outage_instead_of_exiting(
             select(CustodyEvent).where(CustodyEvent.action == "probed")))
     assert probed and set(probed.values()) == {1}
     app.close()
+
+
+# --- stored derivatives: digests, completeness, crash safety of _keep ---------------------
+
+
+def assert_stored_derivatives_are_whole(app: Any) -> list[str]:
+    """Every derivative's object: the bytes its catalog row's SHA-256, SM3 and size name,
+    under the key its SHA-256 gives, read-only. Returns the derivatives' keys."""
+    keys = []
+    with app.catalog.session() as s:
+        rows = list(s.scalars(select(Derivative)))
+        events = {e.object_id: json.loads(e.details) for e in s.scalars(
+            select(CustodyEvent).where(CustodyEvent.action == "derived"))}
+    assert rows
+    for d in rows:
+        path = store_root(app) / d.object_key
+        sha, sm3 = file_digests(path)  # computed here, independently of the worker
+        assert (d.sha256, d.sm3, d.size) == (sha, sm3, path.stat().st_size), d.kind
+        assert d.object_key == content_key(Digest("sha256", sha))
+        assert stat.S_IMODE(path.stat().st_mode) & 0o222 == 0, oct(path.stat().st_mode)
+        assert events[d.sha256]["sm3"] == sm3 and events[d.sha256]["size"] == d.size
+        keys.append(d.object_key)
+    return keys
+
+
+def test_stored_derivatives_carry_the_digests_of_their_bytes(tmp_path: Path) -> None:
+    app, _rec = docked(tmp_path, h264=1, h265=1, wav=1, jpeg=0, truncated=0, segments=0)
+    assert drain(app).failed == 0
+    keys = assert_stored_derivatives_are_whole(app)
+    assert len(keys) == 3 + 3 + 1  # access, proxy, poster twice; the audio access copy
+    with app.catalog.session() as s:
+        for d in s.scalars(select(Derivative).where(Derivative.kind.in_(["access", "proxy"]))):
+            got = probe(store_root(app) / d.object_key)  # whole: it opens and lasts the length
+            assert got.ok and abs((got.duration_s or 0) - (d.duration_s or 0)) <= 0.1
+    # Nothing is left in the scratch folders once the worker has stopped.
+    assert [p for p in (tmp_path / "data" / "work").rglob("*") if p.is_file()] == []
+
+
+@pytest.mark.s3
+def test_derivatives_on_s3_carry_the_digests_of_their_bytes(
+    tmp_path: Path, s3_endpoint: Any, s3_bucket: str, s3_client: Any
+) -> None:
+    rec = make_recorder(tmp_path / "dock" / "A123456", h264=1, h265=0, wav=0, jpeg=0,
+                        truncated=0, segments=0)
+    app = make_app(tmp_path / "data", store_url=f"s3://{s3_bucket}/ev",
+                   store_env={"LIUHEN_STORE_ENDPOINT_URL": s3_endpoint.url})
+    station = app.station()
+    assert station.run_docking(rec.root).state == "SAFE_TO_CLEAR"
+    station.close()
+    assert drain(app).failed == 0
+    with app.catalog.session() as s:
+        rows = list(s.scalars(select(Derivative)))
+    assert sorted(d.kind for d in rows) == ["access", "poster", "proxy"]
+    for d in rows:
+        body = s3_client.get_object(Bucket=s3_bucket, Key=f"ev/{d.object_key}")["Body"].read()
+        assert (d.sha256, d.sm3, d.size) == (hashlib.sha256(body).hexdigest(),
+                                             hashlib.new("sm3", body).hexdigest(), len(body))
+
+
+# Where the worker process is killed, by SIGKILL, inside _keep: while it hashes (the
+# derivative only in its scratch, unsynced), before the store links it (hashed and
+# synced), and after the link but before the catalog row commits.
+_KILL_AT = {
+    "hashing": "import ingest.worker as w; w._digest_durably = die",
+    "adopt": "import storage.local as l; l.LocalStore.adopt = die",
+    "record": "import ingest.worker as w; w.record_derivative = die",
+}
+
+
+@pytest.mark.fault
+@pytest.mark.parametrize("point", sorted(_KILL_AT))
+def test_worker_killed_in_keep_leaves_nothing_partial_and_rerun_completes(
+    tmp_path: Path, point: str
+) -> None:
+    rec = make_recorder(tmp_path / "dock" / "A123456", h264=1, h265=0, wav=0, jpeg=0,
+                        truncated=0, segments=0)
+    app = make_app(tmp_path / "data")
+    station = app.station()
+    assert station.run_docking(rec.root).state == "SAFE_TO_CLEAR"
+    station.close()
+    originals = set(app.store.list())
+    script = (
+        "import os, signal\n"
+        "def die(*args, **kwargs):\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+        f"{_KILL_AT[point]}\n"
+        "from liuhen.cli import main\n"
+        "main(['worker', '--drain'])\n"
+    )
+    env = {**os.environ, "LIUHEN_HOME": str(tmp_path / "data"), "LIUHEN_MEDIA_LEASE_S": "2"}
+    killed = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                            text=True, timeout=240, cwd=Path(__file__).resolve().parents[1])
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    with app.catalog.session() as s:
+        assert not s.scalars(select(Derivative)).all()  # nothing recorded
+        assert s.scalars(select(WorkItem).where(WorkItem.kind == "derive",
+                                                WorkItem.state == "CLAIMED")).all()
+    # The store holds the originals and, killed after the link, the one derivative the
+    # link made visible: whole (its bytes hash to its key), never a partial file.
+    extra = set(app.store.list()) - originals
+    assert len(extra) == (1 if point == "record" else 0), extra
+    for key in extra:
+        sha, _ = file_digests(store_root(app) / key)
+        assert key == content_key(Digest("sha256", sha))
+    # The dead worker's scratch, with the derivative it was keeping, is still there...
+    assert [p for p in (tmp_path / "data" / "work").rglob("*") if p.is_file()]
+    time.sleep(2.1)  # ...until its lease lapses and a new worker starts
+    assert drain(app).failed == 0
+    with app.catalog.session() as s:
+        assert sorted(d.kind for d in s.scalars(select(Derivative))) == [
+            "access", "poster", "proxy"]
+        assert verify_chain(s).ok
+    keys = assert_stored_derivatives_are_whole(app)
+    assert set(app.store.list()) == originals | set(keys)  # the orphan was the same remux
+    assert [p for p in (tmp_path / "data" / "work").rglob("*") if p.is_file()] == []
+
+
+def test_scratch_of_dead_workers_of_this_host_is_cleared_at_start(tmp_path: Path) -> None:
+    app = make_app(tmp_path / "data")
+    work = app.settings.work_dir
+    host = socket.gethostname()
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead_pid = int(gone.stdout)  # exited: no process has this pid now (or soon reused)
+    dead = work / f"{host}-{dead_pid}-abc123" / "rec1-x"
+    alive = work / f"{host}-{os.getpid()}-def456" / "rec2-y"
+    other_host = work / f"other-station-{dead_pid}-0a0b0c" / "rec3-z"
+    stray = work / "orig-leftover"
+    for folder in (dead, alive, other_host):
+        folder.mkdir(parents=True)
+        kept = folder / "A.access.mp4"
+        kept.write_bytes(b"derivative being kept")
+        kept.chmod(0o444)  # as _keep leaves it
+    stray.write_bytes(b"x")
+    worker = Worker(app.settings, catalog=app.catalog, store=app.store, signer=app.signer)
+    assert not dead.parent.exists()  # a killed worker of this host: garbage
+    assert (alive / "A.access.mp4").exists()  # a running worker's: untouched
+    assert (other_host / "A.access.mp4").exists()  # another host's pid means nothing here
+    assert not stray.exists()
+    assert worker.scratch.is_dir()

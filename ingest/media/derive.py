@@ -10,7 +10,11 @@ Outputs are atomic: ffmpeg writes a hidden temporary name in the output director
 when ffmpeg exited 0 *and* ffprobe opened the result and found the expected codecs (and,
 for time-based media, not less duration than the source) is it fsynced and renamed to its
 final name. On a failure, a timeout or an exception from the progress callback, the
-temporary file is removed, so no partial derivative is ever visible.
+temporary file is removed, so no partial derivative is ever visible. With
+``durable=False`` (every public function takes it) the fsyncs are left to the caller: the
+worker writes into private scratch that a crash discards, and makes each derivative
+durable while it hashes it, so ffmpeg's path does not wait for the disk (an fsync of a
+100 MB remux costs about as much as the remux itself).
 
 GB/T 18894-2016 accepts MP4 (H.264) for video and WAV/MP3 for audio, so an H.264/AAC
 original only needs a stream copy into a fast-start MP4 (:func:`plan_access` says
@@ -674,8 +678,16 @@ def _derive(
     on_progress: ProgressCallback | None,
     ffmpeg: str,
     ffprobe: str,
+    durable: bool,
 ) -> Derivation:
-    """Run ffmpeg into a temp name, check the result, then fsync and rename it."""
+    """Run ffmpeg into a temp name, check the result, then (``durable``) fsync and rename it.
+
+    Without ``durable`` the checked file is renamed into place unsynced: still never
+    visible before it is complete and checked, but a crash may lose it (or leave it
+    short, on a filesystem that does not order the rename after the data). That is for a
+    caller that makes the file durable itself, later and off ffmpeg's path (the worker
+    syncs it while hashing it, before the store links it), or discards it on a crash.
+    """
     started = time.monotonic()
     version = ffmpeg_version(ffmpeg)  # also fails fast, before any file, if ffmpeg is missing
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -691,9 +703,11 @@ def _derive(
             min_duration_s=_min_duration(duration_s) if check_duration else None,
             command=command, stderr_tail=run.stderr_tail,
         )  # fmt: skip
-        _fsync_file(tmp)
+        if durable:
+            _fsync_file(tmp)
         os.replace(tmp, final)
-        fsync_dir(final.parent)
+        if durable:
+            fsync_dir(final.parent)
     finally:
         tmp.unlink(missing_ok=True)
     elapsed = time.monotonic() - started
@@ -750,6 +764,7 @@ def make_access_copy(
     on_progress: ProgressCallback | None = None,
     timeout_factor: float = 1.0,
     name: str | None = None,
+    durable: bool = True,
 ) -> Derivation:
     """An H.264/AAC MP4 (``-movflags +faststart``) next to, never instead of, the original.
 
@@ -764,7 +779,7 @@ def make_access_copy(
         return make_audio_access(
             src, out_dir, info=info, profile=audio_profile, ffmpeg=ffmpeg, ffprobe=ffprobe,
             duration_s=duration_s, on_progress=on_progress, timeout_factor=timeout_factor,
-            name=name,
+            name=name, durable=durable,
         )  # fmt: skip
     if kind != "video":
         raise ValueError(f"{src.name}: no access copy for a {kind}")
@@ -805,7 +820,7 @@ def make_access_copy(
         kind="access", method=method, sources=[src], final=final, build=build,
         expected=expected, duration_s=duration_s, check_duration=True,
         timeout_s=TIMEOUTS.limit(method, duration_s, timeout_factor),
-        on_progress=on_progress, ffmpeg=ffmpeg, ffprobe=ffprobe,
+        on_progress=on_progress, ffmpeg=ffmpeg, ffprobe=ffprobe, durable=durable,
     )  # fmt: skip
 
 
@@ -821,6 +836,7 @@ def make_proxy(
     on_progress: ProgressCallback | None = None,
     timeout_factor: float = 1.0,
     name: str | None = None,
+    durable: bool = True,
 ) -> Derivation:
     """A small H.264/AAC MP4 for the browser: at most ``profile.max_height`` lines.
 
@@ -849,7 +865,7 @@ def make_proxy(
         kind="proxy", method="reencode", sources=[src], final=final, build=build,
         expected=expected, duration_s=duration_s, check_duration=True,
         timeout_s=TIMEOUTS.limit(PLAN_REENCODE, duration_s, timeout_factor),
-        on_progress=on_progress, ffmpeg=ffmpeg, ffprobe=ffprobe,
+        on_progress=on_progress, ffmpeg=ffmpeg, ffprobe=ffprobe, durable=durable,
     )  # fmt: skip
 
 
@@ -864,6 +880,7 @@ def make_poster(
     on_progress: ProgressCallback | None = None,
     timeout_factor: float = 1.0,
     name: str | None = None,
+    durable: bool = True,
 ) -> Derivation:
     """A JPEG poster frame at ``min(profile.offset_s, duration_s / 2)`` (0 s without a
     duration), at most ``profile.max_height`` lines. Default name ``<stem>.poster.jpg``.
@@ -888,7 +905,7 @@ def make_poster(
         expected={"video": "mjpeg"}, duration_s=None, check_duration=False,
         # One frame: the remux limit (30 s by default) however long the recording is.
         timeout_s=TIMEOUTS.limit(PLAN_REMUX, max(at, 1.0), timeout_factor),
-        on_progress=on_progress, ffmpeg=ffmpeg, ffprobe=ffprobe,
+        on_progress=on_progress, ffmpeg=ffmpeg, ffprobe=ffprobe, durable=durable,
     )  # fmt: skip
 
 
@@ -904,6 +921,7 @@ def make_audio_access(
     on_progress: ProgressCallback | None = None,
     timeout_factor: float = 1.0,
     name: str | None = None,
+    durable: bool = True,
 ) -> Derivation:
     """The access copy of an audio-only recording: AAC in a fast-start ``.m4a``.
 
@@ -939,7 +957,7 @@ def make_audio_access(
         kind="audio", method=method, sources=[src], final=final, build=build,
         expected={"audio": str(codec)}, duration_s=duration_s, check_duration=True,
         timeout_s=TIMEOUTS.limit(method, duration_s, timeout_factor),
-        on_progress=on_progress, ffmpeg=ffmpeg, ffprobe=ffprobe,
+        on_progress=on_progress, ffmpeg=ffmpeg, ffprobe=ffprobe, durable=durable,
     )  # fmt: skip
 
 
@@ -967,6 +985,7 @@ def join_segments(
     on_progress: ProgressCallback | None = None,
     timeout_factor: float = 1.0,
     name: str | None = None,
+    durable: bool = True,
 ) -> Derivation:
     """Join the contiguous segments of one split recording into one MP4 (kind ``"joined"``).
 
@@ -1018,7 +1037,7 @@ def join_segments(
             kind="joined", method="remux", sources=list(segments), final=final, build=build,
             expected=expected, duration_s=total, check_duration=True,
             timeout_s=TIMEOUTS.limit(PLAN_REMUX, total, timeout_factor),
-            on_progress=on_progress, ffmpeg=ffmpeg, ffprobe=ffprobe,
+            on_progress=on_progress, ffmpeg=ffmpeg, ffprobe=ffprobe, durable=durable,
         )  # fmt: skip
     finally:
         list_file.unlink(missing_ok=True)

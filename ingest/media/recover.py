@@ -582,8 +582,7 @@ def _extract_stream(src: Path, config: _AvcConfig, out: Path) -> _Walk:
                 w.write(_START_CODE + unit)
             for box in mdats:
                 _walk_mdat(check, box.payload, box.end, w, walk)
-            w.flush()
-            os.fsync(w.fileno())
+            # No fsync: this raw stream is only ffmpeg's input and is deleted once muxed.
     if walk.slices == 0:
         raise _NotSalvageable(f"{src.name}: no plausible H.264 slices in mdat")
     return walk
@@ -624,6 +623,7 @@ def recover_truncated_mp4(
     ffprobe: str = "ffprobe",
     timeout_factor: float = 1.0,
     name: str | None = None,
+    durable: bool = True,
 ) -> Derivation | None:
     """Salvage the H.264 video of a truncated MP4 into ``out_dir/<stem>.recovered.mp4``.
 
@@ -633,6 +633,8 @@ def recover_truncated_mp4(
     The original is never modified; nothing is left in ``out_dir`` on failure.
     Raises :class:`~ingest.media.derive.FfmpegMissingError` when ffmpeg cannot run and
     :class:`~ingest.media.derive.DerivationTimeout` when it runs past its limit.
+    ``durable=False`` renames the checked output into place without the fsyncs, as for
+    the functions of :mod:`ingest.media.derive`: the caller makes it durable.
     """
     started = time.monotonic()
 
@@ -707,10 +709,12 @@ def recover_truncated_mp4(
         if decode_log:
             tail = f"{tail}\n--- decode check ({frames} frames) ---\n{decode_log}"
         tail = tail[-STDERR_TAIL_BYTES:]
-        with tmp.open("rb") as f:
-            os.fsync(f.fileno())
+        if durable:
+            with tmp.open("rb") as f:
+                os.fsync(f.fileno())
         os.replace(tmp, final)
-        fsync_dir(out_dir)
+        if durable:
+            fsync_dir(out_dir)
     finally:
         stream.unlink(missing_ok=True)
         tmp.unlink(missing_ok=True)
