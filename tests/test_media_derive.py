@@ -435,7 +435,11 @@ def test_ffmpeg_killed_mid_write_leaves_no_output(tmp_path: Path, durable: bool)
         for pid in _ffmpeg_children():
             os.kill(pid, signal.SIGKILL)
 
+    # veryslow: the encode lasts well past ffmpeg's first progress report (0.5 s) even on
+    # a fast machine, so the kill lands mid-write.
+    slow = ProxyProfile(preset="veryslow")
     with pytest.raises(DerivationError, match="status -9"):
-        make_proxy(src, out, duration_s=20.0, on_progress=kill_ffmpeg, durable=durable)
+        make_proxy(src, out, duration_s=20.0, profile=slow, on_progress=kill_ffmpeg,
+                   durable=durable)  # fmt: skip
     assert partial_sizes and partial_sizes[0] > 0  # it was killed with an output under way
     assert list(out.iterdir()) == []
