@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, insert, select
 from sqlalchemy.orm import Session
 
 from catalog.canonical import FORMAT_VERSION as FORMAT_VERSION
@@ -74,6 +74,13 @@ def register_station(
     return True
 
 
+def table_of(model: type[Any]) -> Table:
+    """The Core table of a mapped class, for bulk statements without the ORM's per-row work."""
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
+
+
 def append_event(
     session: Session,
     signer: Signer,
@@ -86,6 +93,18 @@ def append_event(
     at: datetime | None = None,
 ) -> CustodyEvent:
     """Append one signed event to the signer's station chain, in ``session``'s transaction."""
+    seq, prev = _lock_and_read_head(session, signer.station_id)
+    fields = _signed_fields(signer, signer.key_id, seq, prev, actor=actor, action=action,
+                            object_type=object_type, object_id=object_id, details=details, at=at)
+    ev = CustodyEvent(**fields)
+    session.add(ev)
+    session.flush()
+    return ev
+
+
+def _lock_and_read_head(session: Session, station_id: str) -> tuple[int, str]:
+    """The next sequence number and the previous hash of the station's chain, with the
+    chain locked against other appenders until the caller's transaction ends."""
     if session.get_bind().dialect.name == "postgresql":
         # Serialise appends per station across processes: the row lock is held until
         # the caller's transaction ends, so two appends cannot fork the chain.
@@ -93,16 +112,24 @@ def append_event(
         # (a docking, an event) takes FOR KEY SHARE on it, which FOR UPDATE conflicts
         # with; two transactions that each inserted one then deadlocked upgrading to FOR
         # UPDATE (seen in the district simulation). NO KEY UPDATE still excludes itself.
-        session.execute(select(Station.id).where(Station.id == signer.station_id)
+        session.execute(select(Station.id).where(Station.id == station_id)
                         .with_for_update(key_share=True))
+    # (On SQLite the caller's write transaction, BEGIN IMMEDIATE, is the lock.)
     head = session.execute(
         select(CustodyEvent.seq, CustodyEvent.event_hash)
-        .where(CustodyEvent.station_id == signer.station_id)
+        .where(CustodyEvent.station_id == station_id)
         .order_by(CustodyEvent.seq.desc())
         .limit(1)
     ).first()
-    seq, prev = (head[0] + 1, head[1]) if head else (1, GENESIS)
-    fields = {
+    return (head[0] + 1, head[1]) if head else (1, GENESIS)
+
+
+def _signed_fields(
+    signer: Signer, key_id: str, seq: int, prev: str, *, actor: str, action: str,
+    object_type: str, object_id: str, details: Mapping[str, Any] | None, at: datetime | None,
+) -> dict[str, Any]:
+    """The columns of one event: its canonical fields, their hash and signature."""
+    fields: dict[str, Any] = {
         "station_id": signer.station_id,
         "seq": seq,
         "at": format_time(at or datetime.now(UTC)),
@@ -112,17 +139,73 @@ def append_event(
         "object_id": object_id,
         "details": canonical_json(dict(details or {})),
         "prev_hash": prev,
-        "key_id": signer.key_id,
+        "key_id": key_id,
     }
-    data = canonical_bytes(**fields)  # type: ignore[arg-type]
-    ev = CustodyEvent(
-        **fields,
-        event_hash=hashlib.sha256(data).hexdigest(),
-        signature=signer.sign(data).hex(),
-    )
-    session.add(ev)
-    session.flush()
-    return ev
+    data = canonical_bytes(**fields)
+    fields["event_hash"] = hashlib.sha256(data).hexdigest()
+    fields["signature"] = signer.sign(data).hex()
+    return fields
+
+
+class ChainBatch:
+    """Many events appended to the signer's chain in one go, in ``session``'s transaction.
+
+    The chain head is locked and read once, each event is linked to the one before it in
+    Python, and :meth:`flush` inserts them all with one executemany. The events are the
+    same, byte for byte, as the same calls of :func:`append_event` would write. Between
+    creating a batch and flushing it nothing else may append to this station's chain in
+    the same transaction (it would read a head the batch has moved on from); the lock
+    keeps other transactions out.
+    """
+
+    def __init__(self, session: Session, signer: Signer) -> None:
+        self._session = session
+        self._signer = signer
+        self._key_id = signer.key_id  # a property that hashes the key: once, not per event
+        session.flush()  # an ORM-appended event still pending would be missed as the head
+        conn = session.connection()
+        if conn.dialect.name == "postgresql":  # the same lock as append_event's
+            conn.execute(_LOCK_STATION, {"station": signer.station_id})
+        head = conn.execute(_HEAD, {"station": signer.station_id}).first()
+        self._seq: int = head[0] + 1 if head else 1
+        self._prev: str = head[1] if head else GENESIS
+        self._rows: list[dict[str, Any]] = []
+
+    def add(
+        self,
+        *,
+        actor: str,
+        action: str,
+        object_type: str,
+        object_id: str,
+        details: Mapping[str, Any] | None = None,
+        at: datetime | None = None,
+    ) -> None:
+        fields = _signed_fields(self._signer, self._key_id, self._seq, self._prev, actor=actor,
+                                action=action, object_type=object_type, object_id=object_id,
+                                details=details, at=at)
+        self._rows.append(fields)
+        self._seq += 1
+        self._prev = fields["event_hash"]
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def flush(self) -> None:
+        """Insert the events added so far (Core executemany; no ORM objects)."""
+        if self._rows:
+            self._session.connection().execute(_INSERT_EVENTS, self._rows)
+            self._rows = []
+
+
+# ChainBatch's statements, built once (Core: no ORM work per batch).
+_EVENTS = table_of(CustodyEvent)
+_STATIONS = table_of(Station)
+_LOCK_STATION = select(_STATIONS.c.id).where(
+    _STATIONS.c.id == bindparam("station")).with_for_update(key_share=True)
+_HEAD = select(_EVENTS.c.seq, _EVENTS.c.event_hash).where(
+    _EVENTS.c.station_id == bindparam("station")).order_by(_EVENTS.c.seq.desc()).limit(1)
+_INSERT_EVENTS = insert(_EVENTS)
 
 
 # -- verification ----------------------------------------------------------------------------

@@ -8,17 +8,17 @@ file of the same docking again changes nothing.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from catalog import queue
-from catalog.custody import append_event
+from catalog.custody import ChainBatch, append_event, table_of
 from catalog.errors import RecordingBeingExpired
 from catalog.models import (
     Derivative,
@@ -71,6 +71,8 @@ def path_key(relpath_raw: bytes) -> str:
 def display_name(relpath_raw: bytes) -> str:
     """Readable text for any name: invalid UTF-8 and control characters are escaped."""
     text = relpath_raw.decode("utf-8", errors="backslashreplace")
+    if text.isprintable():  # the usual name: nothing to escape (one C call, not per char)
+        return text
     return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
 
 
@@ -151,21 +153,14 @@ def register_file(
         select(Recording).where(Recording.sha256 == f.sha256).with_for_update()).first()
     now = utcnow()
     if recording is not None and recording.state == "EXPIRING":
-        raise RecordingBeingExpired(
-            f"{name}: its bytes are those of recording {recording.id}, whose expiry is "
-            "under way; the file is kept staged and registered when that has finished",
-            hint="the station retries by itself; if it keeps waiting, finish the expiry "
-            "with `liuhen retention sweep --apply`",
-        )
+        raise _being_expired(name, recording.id)
     revived = recording is not None and recording.state == "EXPIRED"
     if revived:
         assert recording is not None
-        _revive(session, recording, docking, f, now)
+        _revive(session, recording, docking.id, f, now)
     duplicate = recording is not None and not revived
     if recording is None:
-        flags: dict[str, Any] = {}
-        if name != f.relpath_raw.decode("utf-8", errors="replace") or len(name) > 255:
-            flags["unsafe_name"] = True
+        flags = _name_flags(name, f.relpath_raw)
         recording = Recording(
             sha256=f.sha256, sm3=f.sm3, size=f.size, object_key=f.object_key, state="STORED",
             original_name=name.rsplit("/", 1)[-1],
@@ -179,8 +174,7 @@ def register_file(
         # Media work (probe, derivatives) is queued with the registration, atomically.
         queue.enqueue(session, "probe", str(recording.id))
     elif recording.sm3 != f.sm3 or recording.size != f.size:
-        # Same SHA-256, different SM3 or size: impossible for honest bytes. Refuse loudly.
-        raise ValueError(f"{name}: SHA-256 {f.sha256} already held with a different SM3/size")
+        raise _digest_conflict(name, f.sha256)
     if existing is not None:  # quarantined on an earlier try, taken now
         row = existing
         row.size, row.mtime, row.reason, row.recording_id = f.size, f.mtime, None, recording.id
@@ -217,8 +211,234 @@ def register_file(
     return row, duplicate
 
 
+@dataclass(frozen=True)
+class DockingRef:
+    """What registering files needs of their catalog docking; none of it changes once the
+    docking exists, so one look-up serves a whole batch."""
+
+    id: int
+    uid: str
+    device_id: int | None
+    officer_id: int | None
+
+    @classmethod
+    def of(cls, docking: Docking) -> DockingRef:
+        return cls(docking.id, docking.uid, docking.device_id, docking.officer_id)
+
+
+# The batch's statements, built once: Core on the tables (no ORM entity loading), with
+# expanding IN parameters, so that a batch pays for executing them and nothing else.
+_DOCKINGS = table_of(Docking)
+_FILES = table_of(DockingFile)
+_RECORDINGS = table_of(Recording)
+_DOCKING_REFS = select(
+    _DOCKINGS.c.id, _DOCKINGS.c.uid, _DOCKINGS.c.device_id, _DOCKINGS.c.officer_id,
+).where(_DOCKINGS.c.uid.in_(bindparam("uids", expanding=True)))
+_KNOWN_FILES = select(
+    _FILES.c.id, _FILES.c.docking_id, _FILES.c.path_key, _FILES.c.state,
+).where(_FILES.c.docking_id.in_(bindparam("dockings", expanding=True)),
+        _FILES.c.path_key.in_(bindparam("keys", expanding=True)))
+# FOR UPDATE (PostgreSQL; SQLite's write transaction is the lock), in SHA-256 order.
+_HELD = select(
+    _RECORDINGS.c.id, _RECORDINGS.c.sha256, _RECORDINGS.c.sm3, _RECORDINGS.c.size,
+    _RECORDINGS.c.state, _RECORDINGS.c.original_name,
+).where(_RECORDINGS.c.sha256.in_(bindparam("shas", expanding=True))).order_by(
+    _RECORDINGS.c.sha256).with_for_update()
+_NEW_RECORDINGS = insert(_RECORDINGS).returning(_RECORDINGS.c.id, _RECORDINGS.c.sha256)
+_NEW_FILES = insert(_FILES)
+
+
+def docking_refs(session: Session, uids: Iterable[str]) -> dict[str, DockingRef]:
+    """The catalog dockings of these journal uids that exist, in one query."""
+    rows = session.connection().execute(_DOCKING_REFS, {"uids": sorted(set(uids))})
+    return {r.uid: DockingRef(r.id, r.uid, r.device_id, r.officer_id) for r in rows}
+
+
+@dataclass(frozen=True)
+class Registered:
+    """What became of one file given to :func:`register_files`."""
+
+    duplicate: bool = False  # its bytes were already held: linked, not stored again
+    error: Exception | None = None  # not registered (nothing written for it); the rest were
+
+
+@dataclass
+class _Held:
+    """A recording as the batch sees it: read at its start, or made by it (id None until
+    the insert)."""
+
+    id: int | None
+    sm3: str
+    size: int
+    state: str
+    original_name: str
+
+
+def register_files(
+    session: Session, signer: Signer, files: Sequence[tuple[DockingRef, OffloadedFile]],
+    actor: str,
+) -> list[Registered]:
+    """Register many stored, verified files in ``session``'s transaction, with a few bulk
+    statements instead of an ORM flush per row: the rows and custody events are those
+    :func:`register_file` would write for each file in turn, in the same order.
+
+    Two look-ups for the whole batch (its docking-file rows; its recordings by SHA-256,
+    locked on PostgreSQL as register_file locks each one), one insert of the new
+    recordings (RETURNING their ids), one of the docking-file rows, one of the probe jobs
+    and one of the custody events, whose chain is read once and linked in Python. The rare
+    cases keep register_file's handling: a path already registered in its docking is not
+    registered again; bytes already held are linked as a duplicate (also when an earlier
+    file of the batch holds them); an expired recording is revived; a file quarantined
+    earlier and taken now updates its row.
+
+    A file that cannot be registered now has its error in its result and nothing written
+    for it, and the others are registered: bytes of a recording whose expiry is under way
+    (RecordingBeingExpired: retry later), or a SHA-256 already held with another SM3 or
+    size (ValueError). Any other error ends the transaction for the whole batch.
+    """
+    results: list[Registered | None] = [None] * len(files)
+    if not files:
+        return []
+    session.flush()  # what the ORM holds pending goes first: the rest is Core
+    conn = session.connection()
+    keys = [path_key(f.relpath_raw) for _d, f in files]
+    known = {
+        (r.docking_id, r.path_key): r
+        for r in conn.execute(_KNOWN_FILES, {"dockings": sorted({d.id for d, _f in files}),
+                                             "keys": sorted(set(keys))})
+    }
+    todo = [i for i, ((d, _f), key) in enumerate(zip(files, keys, strict=True))
+            if (r := known.get((d.id, key))) is None or r.state in ("REJECTED", "QUARANTINED")]
+    for i in set(range(len(files))) - set(todo):  # registered before: nothing to do
+        results[i] = Registered(duplicate=known[(files[i][0].id, keys[i])].state == "DUPLICATE")
+    # Locked in SHA-256 order, so that two stations' batches cannot deadlock on them.
+    shas = sorted({files[i][1].sha256 for i in todo})
+    held = {
+        r.sha256: _Held(r.id, r.sm3, r.size, r.state, r.original_name)
+        for r in (conn.execute(_HELD, {"shas": shas}) if shas else ())
+    }
+
+    # Decide, file after file, what each one is; the batch's own new recordings count.
+    plan: list[tuple[int, str]] = []  # (index, "new" | "duplicate" | "revive")
+    first: dict[tuple[int, str], int] = {}  # a file given twice is registered once
+    new_rows: dict[str, dict[str, Any]] = {}
+    now = utcnow()
+    for i in todo:
+        d, f = files[i]
+        if (d.id, keys[i]) in first:
+            continue
+        name = display_name(f.relpath_raw)
+        rec = held.get(f.sha256)
+        if rec is not None and rec.state == "EXPIRING":
+            assert rec.id is not None
+            results[i] = Registered(error=_being_expired(name, rec.id))
+            continue
+        if rec is not None and (rec.sm3 != f.sm3 or rec.size != f.size):
+            results[i] = Registered(error=_digest_conflict(name, f.sha256))
+            continue
+        first[(d.id, keys[i])] = i
+        if rec is None:
+            held[f.sha256] = _Held(None, f.sm3, f.size, "STORED", name.rsplit("/", 1)[-1])
+            new_rows[f.sha256] = {
+                "sha256": f.sha256, "sm3": f.sm3, "size": f.size, "object_key": f.object_key,
+                "state": "STORED", "original_name": name.rsplit("/", 1)[-1],
+                "original_name_raw": f.relpath_raw, "device_id": d.device_id,
+                "officer_id": d.officer_id, "docking_id": d.id, "captured_at": f.captured_at,
+                "received_at": f.staged_at, "stored_at": now, "verified_at": now,
+                "flags": _name_flags(name, f.relpath_raw), "important": f.important,
+            }
+            plan.append((i, "new"))
+        elif rec.state == "EXPIRED":
+            rec.state = "STORED"  # held again from here on: later copies are duplicates
+            plan.append((i, "revive"))
+        else:
+            plan.append((i, "duplicate"))
+
+    if new_rows:
+        inserted = conn.execute(_NEW_RECORDINGS, [new_rows[sha] for sha in sorted(new_rows)])
+        for rec_id, sha in inserted:  # (inserted in SHA-256 order, as locked above)
+            held[sha].id = rec_id
+
+    chain = ChainBatch(session, signer)  # after every ORM append of this transaction
+    file_rows: list[dict[str, Any]] = []
+    probes: list[str] = []
+    for i, how in plan:
+        d, f = files[i]
+        rec = held[f.sha256]
+        assert rec.id is not None
+        name = display_name(f.relpath_raw)
+        duplicate = how == "duplicate"
+        if how == "revive":
+            recording = session.get(Recording, rec.id)
+            assert recording is not None
+            _revive(session, recording, d.id, f, now)
+        elif how == "new":
+            probes.append(str(rec.id))  # media work is queued with the registration
+        state = "DUPLICATE" if duplicate else "STORED"
+        earlier = known.get((d.id, keys[i]))
+        if earlier is not None:  # quarantined on an earlier try, taken now
+            conn.execute(update(_FILES).where(_FILES.c.id == earlier.id).values(
+                size=f.size, mtime=f.mtime, reason=None, recording_id=rec.id, state=state))
+        else:
+            file_rows.append({
+                "docking_id": d.id, "path_key": keys[i], "relpath": name,
+                "relpath_raw": f.relpath_raw, "size": f.size, "mtime": f.mtime,
+                "state": state, "recording_id": rec.id,
+            })
+        common = {"docking": d.uid, "path": name, "size": f.size}
+        chain.add(actor=actor, action="offloaded", object_type="recording",
+                  object_id=f.sha256, details=common | {"sm3": f.sm3}, at=f.staged_at)
+        if duplicate:
+            chain.add(actor=actor, action="duplicate-linked", object_type="recording",
+                      object_id=f.sha256, details=common | {"recording": rec.id})
+        else:
+            if how == "revive":
+                chain.add(actor=actor, action="restored-after-expiry", object_type="recording",
+                          object_id=f.sha256, details={"recording": rec.id, "docking": d.uid})
+            chain.add(actor=actor, action="stored", object_type="recording",
+                      object_id=f.sha256, details={"key": f.object_key})
+            chain.add(actor=actor, action="verified", object_type="recording",
+                      object_id=f.sha256, details={"method": f.verified_by})
+            if f.important:  # kept until reviewed: the chain says why (as after the probe)
+                chain.add(actor=actor, action="marked-important", object_type="recording",
+                          object_id=f.sha256,
+                          details={"source": "file-name", "name": rec.original_name})
+        results[i] = Registered(duplicate=duplicate)
+    if file_rows:
+        conn.execute(_NEW_FILES, file_rows)
+    queue.enqueue_many(session, "probe", probes)
+    chain.flush()
+    for i in todo:  # a file given twice: as its first
+        if results[i] is None:
+            d, _f = files[i]
+            results[i] = results[first[(d.id, keys[i])]]
+    assert all(r is not None for r in results)
+    return [r for r in results if r is not None]
+
+
+def _name_flags(name: str, relpath_raw: bytes) -> dict[str, Any]:
+    flags: dict[str, Any] = {}
+    if name != relpath_raw.decode("utf-8", errors="replace") or len(name) > 255:
+        flags["unsafe_name"] = True
+    return flags
+
+
+def _being_expired(name: str, recording_id: int) -> RecordingBeingExpired:
+    return RecordingBeingExpired(
+        f"{name}: its bytes are those of recording {recording_id}, whose expiry is "
+        "under way; the file is kept staged and registered when that has finished",
+        hint="the station retries by itself; if it keeps waiting, finish the expiry "
+        "with `liuhen retention sweep --apply`",
+    )
+
+
+def _digest_conflict(name: str, sha256: str) -> ValueError:
+    # Same SHA-256, different SM3 or size: impossible for honest bytes. Refuse loudly.
+    return ValueError(f"{name}: SHA-256 {sha256} already held with a different SM3/size")
+
+
 def _revive(
-    session: Session, rec: Recording, docking: Docking, f: OffloadedFile, now: datetime
+    session: Session, rec: Recording, docking_id: int, f: OffloadedFile, now: datetime
 ) -> None:
     """Hold again the bytes of an expired, deleted recording that came back on a recorder.
 
@@ -231,7 +451,7 @@ def _revive(
         session.delete(d)
     rec.state = "STORED"
     rec.object_key = f.object_key
-    rec.docking_id = docking.id
+    rec.docking_id = docking_id
     rec.received_at = f.staged_at
     rec.stored_at = rec.verified_at = now
     rec.important = rec.important or f.important

@@ -8,10 +8,10 @@ never take the same row and never wait on each other; on SQLite the write transa
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import Table, and_, bindparam, insert, or_, select
 from sqlalchemy.orm import Session
 
 from catalog.models import WorkItem, utcnow
@@ -31,6 +31,31 @@ def enqueue(
         session.add(item)
         session.flush()
     return item
+
+
+def enqueue_many(
+    session: Session, kind: str, subjects: Iterable[str], *, not_before: datetime | None = None
+) -> int:
+    """:func:`enqueue` for many subjects with two statements (one look-up, one executemany
+    insert of the missing ones) instead of two per subject. Returns how many were added."""
+    wanted = list(dict.fromkeys(subjects))
+    if not wanted:
+        return 0
+    session.flush()  # an item the ORM holds pending must be seen
+    conn = session.connection()
+    queued = set(conn.scalars(_QUEUED, {"kind": kind, "subjects": wanted}))
+    when = not_before or utcnow()
+    rows = [{"kind": kind, "subject": s, "not_before": when} for s in wanted if s not in queued]
+    if rows:
+        conn.execute(_INSERT, rows)  # Core: the column defaults apply, no ORM objects
+    return len(rows)
+
+
+_ITEMS = WorkItem.__table__
+assert isinstance(_ITEMS, Table)
+_QUEUED = select(_ITEMS.c.subject).where(
+    _ITEMS.c.kind == bindparam("kind"), _ITEMS.c.subject.in_(bindparam("subjects", expanding=True)))
+_INSERT = insert(_ITEMS)
 
 
 def claim(

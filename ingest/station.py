@@ -13,26 +13,31 @@ import os
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_all
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from catalog import Catalog, CatalogUnavailable, Signer
 from catalog.dockings import (
     DockingInfo,
+    DockingRef,
     OffloadedFile,
+    Registered,
     display_name,
+    docking_refs,
     ensure_docking,
     finish_docking,
     mark_cleared,
     record_problem_file,
-    register_file,
+    register_files,
 )
 from catalog.errors import RecordingBeingExpired
 from catalog.models import Docking
@@ -61,6 +66,15 @@ log = logging.getLogger("liuhen.station")
 TRANSIENT = (StoreUnavailable, CatalogUnavailable, RecordingBeingExpired)
 # Catalog transactions that lost an insert race (see Station._in_catalog) run again.
 CATALOG_RACE_ATTEMPTS = 5
+# PostgreSQL's "deadlock detected" and "could not serialize": the transaction was rolled
+# back whole and can run again like a lost insert race.
+RETRYABLE_SQLSTATES = ("40P01", "40001")
+# At most this many stored files are registered in one catalog transaction, gathered for
+# at most this long while more are on their way (see _Committer).
+COMMIT_BATCH_MAX = 64
+COMMIT_WINDOW_S = 0.05
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -97,6 +111,104 @@ class Progress:
 
 
 ProgressCallback = Callable[[Progress], None]
+TransientHandler = Callable[[Any], None]  # called with a TRANSIENT error
+
+
+@dataclass
+class _Stored:
+    """A staged file whose object is stored and verified, on its way to the catalog."""
+
+    f: JournalFile
+    jd: JournalDocking
+    offloaded: OffloadedFile
+    staged: Path
+    progress: Progress
+    report: ProgressCallback
+    started: float  # monotonic time its store began (the store_seconds metric)
+    # What a transient refusal (catalog away, recording being expired) does for the file's
+    # submitter; None: the submitter handles the error returned by ``done``.
+    on_transient: TransientHandler | None
+    # Settles once the file is DONE or quarantined (None), or left STAGED by a TRANSIENT
+    # error (that error).
+    done: Future[Exception | None] = field(default_factory=Future)
+
+
+class _Committer:
+    """One thread per station that registers stored files in batches (group commit).
+
+    File workers store files in parallel and hand them here. Each batch is one catalog
+    transaction and one journal transaction. Once a file has arrived, the thread waits up
+    to ``window_s`` for more while more are on their way (files of a docking still being
+    staged or stored, counted by :meth:`coming`), and takes up to ``max_batch``; with
+    nothing more on its way, what has arrived is committed at once, so that a lone file
+    (or a docking's last) never waits.
+    """
+
+    def __init__(
+        self, commit: Callable[[list[_Stored]], None], max_batch: int, window_s: float,
+    ) -> None:
+        self._commit = commit
+        self._max = max_batch
+        self._window = window_s
+        self._cond = threading.Condition()
+        self._items: deque[_Stored] = deque()
+        self._coming = 0  # files that will be submitted unless they fail on their way
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def coming(self, n: int) -> None:
+        """``n`` more files are on their way (negative: fewer, they will not come)."""
+        with self._cond:
+            self._coming = max(0, self._coming + n)
+            if self._coming == 0:
+                self._cond.notify()
+
+    def submit(self, item: _Stored, *, was_coming: bool) -> Future[Exception | None]:
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("the station is closed")
+            if self._thread is None:
+                # A daemon: every submitter waits for its files, so the thread holds no
+                # work of its own when the process exits (and a kill is replayed anyway).
+                self._thread = threading.Thread(target=self._run, name="committer",
+                                                daemon=True)
+                self._thread.start()
+            self._items.append(item)
+            if was_coming:
+                self._coming = max(0, self._coming - 1)
+            if len(self._items) in (1, self._max) or self._coming == 0:
+                self._cond.notify()
+        return item.done
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            thread = self._thread
+            self._cond.notify()
+        if thread is not None:
+            thread.join()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._items and not self._closed:
+                    self._cond.wait()
+                if not self._items:
+                    return  # closed, and nothing left
+                deadline = time.monotonic() + self._window
+                while len(self._items) < self._max and self._coming and not self._closed:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
+                batch = [self._items.popleft() for _ in range(min(self._max, len(self._items)))]
+            try:
+                self._commit(batch)
+            except BaseException as exc:  # the journal failed: each submitter sees it
+                log.exception("registering %d stored files failed", len(batch))
+                for item in batch:
+                    if not item.done.done():
+                        item.done.set_exception(exc)
 
 
 class Station:
@@ -122,6 +234,9 @@ class Station:
         self.staging = settings.staging_dir
         self.staging.mkdir(parents=True, exist_ok=True)
         self._catalog_ids: dict[str, int] = {}  # journal uid -> catalog docking id
+        # The same, with what registering files needs of the docking (the committer's;
+        # none of it changes once the docking exists).
+        self._docking_refs: dict[str, DockingRef] = {}
         # Dockings running in this process: never resumed twice at once.
         self._active: set[str] = set()
         self._active_lock = threading.Lock()
@@ -143,8 +258,10 @@ class Station:
         # the staged file without a second read. A file staged before a restart is read
         # again in full, since nothing vouches for it in between.
         self._read_back: set[int] = set()
+        self._committer = _Committer(self._commit_batch, COMMIT_BATCH_MAX, COMMIT_WINDOW_S)
 
     def close(self) -> None:
+        self._committer.close()
         self._sm3_pool.shutdown(wait=True)
         if self._verify_pool is not None:
             self._verify_pool.shutdown(wait=True)
@@ -156,7 +273,7 @@ class Station:
         stop = stop or threading.Event()
         for jd in self.journal.dockings((J.OFFLOADING, J.INCOMPLETE)):
             if self.journal.files(jd.uid, (J.STAGED,)):
-                self._drain_staged(jd.uid, Progress(uid=jd.uid), stop, lambda _p: None, True)
+                self._drain_staged(jd, Progress(uid=jd.uid), stop, lambda _p: None, True)
 
     # -- the docking --------------------------------------------------------------------------
 
@@ -199,15 +316,28 @@ class Station:
         self._refresh(progress)
         report = on_progress or (lambda _p: None)
 
-        with ThreadPoolExecutor(self.ingest.file_workers, thread_name_prefix="offload") as pool:
-            futures = [
-                pool.submit(self._take_file, root, f, progress, stop, report)
-                for f in self.journal.files(uid, (J.PENDING, J.STAGED))
-            ]
-            for fut in futures:
-                fut.result()
+        # Workers stage and store files; the committer registers them in batches.
+        commits: list[Future[Exception | None]] = []
+        todo = self.journal.files(uid, (J.PENDING, J.STAGED))
+        # The committer knows they are coming and gathers them in bigger batches; each
+        # _take_file call settles its own one.
+        self._committer.coming(len(todo))
+        try:
+            with ThreadPoolExecutor(self.ingest.file_workers,
+                                    thread_name_prefix="offload") as pool:
+                futures = [
+                    pool.submit(self._take_file, root, jd, f, progress, stop, report)
+                    for f in todo
+                ]
+                for fut in futures:
+                    if (commit := fut.result()) is not None:
+                        commits.append(commit)
+        finally:
+            wait_all(commits)  # settled before anything reads the journal again
+        for commit in commits:
+            commit.result()  # a journal failure in the committer ends the docking here
         # What is still STAGED waits for the store or catalog; retry with backoff.
-        self._drain_staged(uid, progress, stop, report, wait_for_services)
+        self._drain_staged(jd, progress, stop, report, wait_for_services)
         result = self._finish(uid, root, progress, stop, report, wait_for_services)
         report(progress)
         return result
@@ -255,23 +385,33 @@ class Station:
             log.warning("catalog not reachable yet (%s); staging goes on", exc.message)
 
     def _reject_unusable(self, uid: str, entries: list[Any]) -> None:
-        for e in entries:
-            if e.kind == "file":
-                continue
+        odd = [e for e in entries if e.kind != "file"]
+        if not odd:
+            return
+        self.journal.add_files(uid, [(e.relpath, 0, e.mtime_ns) for e in odd])
+        by_path = {x.relpath: x for x in self.journal.files(uid)}
+        for e in odd:
             reason = ("symbolic link: not followed out of the recorder" if e.kind == "symlink"
                       else "not a regular file (device, socket or pipe)")
-            self.journal.add_files(uid, [(e.relpath, 0, e.mtime_ns)])
-            (f,) = [x for x in self.journal.files(uid) if x.relpath == e.relpath]
+            f = by_path[e.relpath]
             if f.state == J.PENDING:
                 self.journal.set_file(f.id, state=J.REJECTED, reason=reason)
 
     # -- one file -----------------------------------------------------------------------------
 
     def _take_file(
-        self, root: Path, f: JournalFile, progress: Progress, stop: threading.Event,
-        report: ProgressCallback,
-    ) -> None:
+        self, root: Path, jd: JournalDocking, f: JournalFile, progress: Progress,
+        stop: threading.Event, report: ProgressCallback,
+    ) -> Future[Exception | None] | None:
+        """Stage and store one file and hand it to the committer (whose future it returns)."""
         name = display_name(f.relpath)
+
+        def waiting(exc: Any) -> None:
+            self.metrics.failures.inc(reason="unavailable")
+            progress.waiting = str(exc.message)
+            self.journal.set_docking(f.docking_uid, waiting=exc.message)
+
+        handed = False
         try:
             if f.state == J.PENDING:
                 started = time.monotonic()
@@ -279,18 +419,24 @@ class Station:
                 if f.state == J.STAGED:
                     self.metrics.stage_seconds.observe(time.monotonic() - started)
             if f.state == J.STAGED:
-                self._commit(f, progress)
+                stored = self._store_file(jd, f, progress, report, waiting)
+                handed = True
+                return self._committer.submit(stored, was_coming=True)
         except TRANSIENT as exc:
-            self.metrics.failures.inc(reason="unavailable")
-            progress.waiting = str(exc.message)
-            self.journal.set_docking(f.docking_uid, waiting=exc.message)
+            waiting(exc)
         except Exception as exc:  # one bad file never blocks the others
             log.exception("%s: unexpected error", name)
-            self.metrics.failures.inc(reason="quarantined")
-            self.journal.set_file(f.id, state=J.QUARANTINED,
-                                  reason=f"unexpected error: {type(exc).__name__}: {exc}")
+            self._quarantine_unexpected(f, exc)
         finally:
+            if not handed:
+                self._committer.coming(-1)  # it will not come: nothing to wait for
             report(progress)
+        return None
+
+    def _quarantine_unexpected(self, f: JournalFile, exc: Exception) -> None:
+        self.metrics.failures.inc(reason="quarantined")
+        self.journal.set_file(f.id, state=J.QUARANTINED,
+                              reason=f"unexpected error: {type(exc).__name__}: {exc}")
 
     def _stage(
         self, root: Path, f: JournalFile, progress: Progress, stop: threading.Event,
@@ -317,7 +463,7 @@ class Station:
                         f, f"shrank from {f.size} to {st.st_size} bytes before it was read")
                 if st.st_size != f.size or st.st_mtime_ns != f.mtime_ns:
                     self.journal.set_file(f.id, size=st.st_size, mtime_ns=st.st_mtime_ns)
-                    f = self.journal.file(f.id)
+                    f = replace(f, size=st.st_size, mtime_ns=st.st_mtime_ns)
                 # Stable: unchanged for stable_s, judged by the mtime's age or, when the
                 # recorder's clock is ahead of ours (mtime in the future), by watching it.
                 seen = (st.st_size, st.st_mtime_ns)
@@ -332,9 +478,9 @@ class Station:
                     stop.wait(min(self.ingest.stable_s - age + 0.05, 1.0))
                     continue
                 if st.st_size == 0:
-                    self.journal.set_file(f.id, state=J.REJECTED,
-                                          reason="zero-byte file: nothing to store")
-                    return self.journal.file(f.id)
+                    reason = "zero-byte file: nothing to store"
+                    self.journal.set_file(f.id, state=J.REJECTED, reason=reason)
+                    return replace(f, state=J.REJECTED, reason=reason)
                 part = self.staging / f.docking_uid / f"{f.id}.part"
                 part.parent.mkdir(parents=True, exist_ok=True)
                 before = progress.bytes_done
@@ -379,34 +525,41 @@ class Station:
             staged = part.with_suffix(".staged")
             os.replace(part, staged)
             fsync_dir(staged.parent)
+            staged_at = J.now_text()
             self.journal.set_file(f.id, state=J.STAGED, sha256=copied.sha256, sm3=copied.sm3,
-                                  staged_at=J.now_text())
+                                  staged_at=staged_at)
             if copied.read_back:
                 self._read_back.add(f.id)
             if progress.waiting and progress.waiting.startswith("staging disk full"):
                 progress.waiting = None
                 self.journal.set_docking(f.docking_uid, waiting=None)
-            return self.journal.file(f.id)
+            # What the journal now holds for it, without reading it back.
+            return replace(f, state=J.STAGED, sha256=copied.sha256, sm3=copied.sm3,
+                           staged_at=staged_at)
         return f
 
     def _quarantine(self, f: JournalFile, reason: str) -> JournalFile:
         log.warning("%s: quarantined: %s", display_name(f.relpath), reason)
         self.metrics.failures.inc(reason="quarantined")
         self.journal.set_file(f.id, state=J.QUARANTINED, reason=reason)
-        return self.journal.file(f.id)
+        return replace(f, state=J.QUARANTINED, reason=reason)
 
     def _staged_path(self, f: JournalFile) -> Path:
         return self.staging / f.docking_uid / f"{f.id}.staged"
 
-    def _commit(self, f: JournalFile, progress: Progress) -> None:
-        """Store, verify and register one staged file; then drop the staged copy."""
+    def _store_file(
+        self, jd: JournalDocking, f: JournalFile, progress: Progress, report: ProgressCallback,
+        on_transient: TransientHandler | None,
+    ) -> _Stored:
+        """Store and verify one staged file (in the calling worker, in parallel with the
+        others); what it needs for its registration comes back, for the committer."""
         started = time.monotonic()
         assert f.sha256 and f.sm3 and f.staged_at
         digest = Digest("sha256", f.sha256)
         key = content_key(digest)
         staged = self._staged_path(f)
         # No separate "already held?" read: storing is idempotent (the store finds the
-        # object and checks the bytes against it) and register_file sees a duplicate by
+        # object and checks the bytes against it) and register_files sees a duplicate by
         # its SHA-256 in the same transaction that records it.
         if staged.exists():
             verified_by = self._store(key, staged, digest, f.size, f.id in self._read_back)
@@ -415,8 +568,6 @@ class Station:
             # Killed after storing and before the journal said DONE: the object is there.
             self.store.verify(key, digest)
             verified_by = "re-read of the stored object (SHA-256)"
-        jd = self.journal.docking(f.docking_uid)
-        assert jd is not None
         fields = self.parser.parse(os.fsdecode(f.relpath.rsplit(b"/", 1)[-1]))
         offloaded = OffloadedFile(
             relpath_raw=f.relpath, size=f.size,
@@ -425,21 +576,83 @@ class Station:
             staged_at=datetime.fromisoformat(f.staged_at), verified_by=verified_by,
             important=fields.important,
         )
-        duplicate: list[bool] = []
-        self._in_catalog(lambda s: duplicate.append(register_file(
-            s, self.signer, self._catalog_docking(s, jd), offloaded, self.actor)[1]))
+        return _Stored(f, jd, offloaded, staged, progress, report, started, on_transient)
+
+    def _commit_batch(self, batch: list[_Stored]) -> None:
+        """Register stored files in one catalog transaction, drop their staged copies and
+        mark them DONE in one journal transaction (the committer thread runs this).
+
+        The order is that of a single file: object stored (done by the workers), catalog
+        commit, staged copy unlinked, journal DONE. A file the catalog cannot take now
+        stays STAGED without holding back the others; an unexpected error in the batch's
+        transaction has each file tried alone, so that only the bad one is quarantined.
+        """
+        try:
+            results = self._register_batch(batch)
+        except TRANSIENT as exc:  # the catalog is away: every file waits
+            results = [Registered(error=exc)] * len(batch)
+        except Exception as exc:
+            if len(batch) > 1:
+                log.warning("registering %d files together failed (%s: %s); registering "
+                            "them one by one", len(batch), type(exc).__name__, exc)
+                for item in batch:
+                    self._commit_batch([item])
+                return
+            results = [Registered(error=exc)]
+        done = [item for item, r in zip(batch, results, strict=True) if r.error is None]
         # The staged copy goes before the journal says DONE: a station killed between the
         # two finds the file registered (held) on restart and needs the copy no more, while
         # the other order would leave the copy in staging for ever.
-        staged.unlink(missing_ok=True)
-        self.journal.set_file(f.id, state=J.DONE)
-        with progress.lock:
-            progress.files_done += 1
-        self.metrics.files.inc(result="duplicate" if duplicate[-1] else "stored")
-        self.metrics.bytes.inc(f.size)
-        self.metrics.store_seconds.observe(time.monotonic() - started)
+        for item in done:
+            item.staged.unlink(missing_ok=True)
+        self.journal.set_files([item.f.id for item in done], state=J.DONE)
+        reports: dict[int, _Stored] = {}
+        for item, r in zip(batch, results, strict=True):
+            reports[id(item.progress)] = item
+            if r.error is None:
+                with item.progress.lock:
+                    item.progress.files_done += 1
+                self.metrics.files.inc(result="duplicate" if r.duplicate else "stored")
+                self.metrics.bytes.inc(item.f.size)
+                self.metrics.store_seconds.observe(time.monotonic() - item.started)
+                item.done.set_result(None)
+            elif isinstance(r.error, TRANSIENT):
+                if item.on_transient is not None:
+                    item.on_transient(r.error)
+                item.done.set_result(r.error)
+            else:  # one bad file never blocks the others
+                log.error("%s: %s: %s", display_name(item.f.relpath),
+                          type(r.error).__name__, r.error)
+                self._quarantine_unexpected(item.f, r.error)
+                item.done.set_result(None)
+        for item in reports.values():
+            item.report(item.progress)
 
-    def _in_catalog(self, work: Callable[[Session], object]) -> None:
+    def _register_batch(self, batch: list[_Stored]) -> list[Registered]:
+        """The catalog transaction of a batch (run again whole if it lost an insert race:
+        the files another station registered meanwhile are then duplicates)."""
+        dockings = {item.jd.uid: item.jd for item in batch}
+        refs: dict[str, DockingRef] = {}
+
+        def work(s: Session) -> list[Registered]:
+            refs.clear()
+            refs.update((uid, self._docking_refs[uid]) for uid in dockings
+                        if uid in self._docking_refs)
+            if len(refs) < len(dockings):  # one look-up, for the first batch of a docking
+                refs.update(docking_refs(s, [uid for uid in dockings if uid not in refs]))
+            for uid, jd in dockings.items():
+                if uid not in refs:  # the catalog was away when the docking began
+                    refs[uid] = DockingRef.of(self._catalog_docking(s, jd))
+            return register_files(
+                s, self.signer, [(refs[item.jd.uid], item.offloaded) for item in batch],
+                self.actor)
+
+        results = self._in_catalog(work)
+        # Kept only once committed (a rolled-back transaction may have made the docking).
+        self._docking_refs.update(refs)
+        return results
+
+    def _in_catalog(self, work: Callable[[Session], T]) -> T:
         """Run ``work`` in one catalog transaction, again if it lost an insert race.
 
         The catalog functions look a row up and insert it when missing (docking, device,
@@ -447,17 +660,23 @@ class Station:
         one can insert the same row in between; the unique constraint then refuses ours
         and the whole transaction, custody events included, is rolled back. Run again,
         the look-up finds the other's row (a duplicate recording, an existing docking).
-        SQLite never gets here: its write transactions do not overlap.
+        SQLite never gets here: its write transactions do not overlap. A deadlock or
+        serialization failure that PostgreSQL resolved by rolling us back is run again too.
         """
         for attempt in range(1, CATALOG_RACE_ATTEMPTS + 1):
             try:
                 with self.catalog.transaction() as s:
-                    work(s)
-                return
-            except IntegrityError:
+                    result = work(s)
+                return result
+            except (IntegrityError, OperationalError) as exc:
+                if isinstance(exc, OperationalError) and getattr(
+                        exc.orig, "sqlstate", None) not in RETRYABLE_SQLSTATES:
+                    raise
                 if attempt == CATALOG_RACE_ATTEMPTS:
                     raise
-                log.info("catalog insert raced with another docking; running it again")
+                log.info("catalog transaction raced with another docking (%s); running it "
+                         "again", type(exc.orig).__name__)
+        raise AssertionError("unreachable")
 
     def _store(self, key: str, staged: Path, digest: Digest, size: int, read_back: bool) -> str:
         if isinstance(self.store, LocalStore):
@@ -498,25 +717,17 @@ class Station:
     # -- waiting for services, and the end of a docking ------------------------------------------
 
     def _drain_staged(
-        self, uid: str, progress: Progress, stop: threading.Event, report: ProgressCallback,
-        wait: bool,
+        self, jd: JournalDocking, progress: Progress, stop: threading.Event,
+        report: ProgressCallback, wait: bool,
     ) -> None:
+        uid = jd.uid
         backoff = self.ingest.retry_initial_s
         while not stop.is_set():
             staged = self.journal.files(uid, (J.STAGED,))
             if not staged:
                 break
             try:
-                for f in staged:
-                    try:
-                        self._commit(f, progress)
-                    except StorageError as exc:
-                        if isinstance(exc, TRANSIENT):
-                            raise
-                        # An error waiting will not cure (e.g. the staged copy no longer
-                        # matches its digest): keep the staged copy, quarantine the file.
-                        self.metrics.failures.inc(reason="quarantined")
-                        self.journal.set_file(f.id, state=J.QUARANTINED, reason=exc.message)
+                self._store_and_commit(jd, staged, progress, report)
             except TRANSIENT as exc:
                 self.metrics.failures.inc(reason="unavailable")
                 progress.waiting = f"waiting: {exc.message}"
@@ -532,6 +743,40 @@ class Station:
             progress.waiting = None
             self.journal.set_docking(uid, waiting=None)
         report(progress)
+
+    def _store_and_commit(
+        self, jd: JournalDocking, files: list[JournalFile], progress: Progress,
+        report: ProgressCallback,
+    ) -> None:
+        """Store staged files one after the other, the committer registering them behind;
+        returns when every file handed over is settled, raising the first TRANSIENT error
+        (of the store, or of the catalog for a file the committer had to leave STAGED)."""
+        commits: list[Future[Exception | None]] = []
+        self._committer.coming(len(files))
+        left = len(files)
+        try:
+            for f in files:
+                try:
+                    stored = self._store_file(jd, f, progress, report, None)
+                except StorageError as exc:
+                    if isinstance(exc, TRANSIENT):
+                        raise
+                    # An error waiting will not cure (e.g. the staged copy no longer
+                    # matches its digest): keep the staged copy, quarantine the file.
+                    self.metrics.failures.inc(reason="quarantined")
+                    self.journal.set_file(f.id, state=J.QUARANTINED, reason=exc.message)
+                    left -= 1
+                    self._committer.coming(-1)
+                    continue
+                left -= 1
+                commits.append(self._committer.submit(stored, was_coming=True))
+        finally:
+            self._committer.coming(-left)  # those not stored (the store went away)
+            wait_all(commits)  # nothing is handed over twice: the caller reads STAGED again
+        for commit in commits:
+            error = commit.result()
+            if error is not None:
+                raise error
 
     def _finish(
         self, uid: str, root: Path, progress: Progress, stop: threading.Event,
