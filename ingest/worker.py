@@ -20,10 +20,11 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from queue import Full, Queue
 from typing import Any
 
 from sqlalchemy import select
@@ -474,44 +475,62 @@ def _float(value: Any) -> float | None:
         return None
 
 
+# Chunks SM3 may lag behind the reader (which hashes SHA-256 as it reads): enough that
+# SM3, the slowest step, never waits for a read or for the other thread's turn on a busy
+# machine; few enough that memory stays a few MiB whatever the derivative's size.
+_SM3_LAG = 8
+
+
 def _digest_durably(path: Path, *, sync: bool) -> tuple[dict[str, Digest], int]:
     """SHA-256 and SM3 of a finished file, and its size; with ``sync``, its data on disk.
 
-    One pass over the file (from the page cache: ffmpeg has just written it): each
-    buffer is hashed by SHA-256 and SM3 on two threads at once while the next buffer is
-    read, and the fsync runs on a third thread meanwhile. hashlib and fsync release the
-    GIL, so the step takes about as long as SM3 alone (the slowest of the three on a
-    machine without SHA extensions) instead of the sum. Both digests are of the very
-    same bytes, and a file bigger than the page cache is still read from disk once.
-    ``fsync`` rather than ``fdatasync``: it also covers the read-only mode set just
-    before, for the same cost on a file just written.
+    One pass over the file (from the page cache: ffmpeg has just written it). The
+    calling thread reads each chunk and hashes it with SHA-256; SM3 hashes the same
+    chunk on a second thread, up to ``_SM3_LAG`` chunks behind; the fsync runs on a third
+    meanwhile (the same pattern as the offload copy). hashlib and fsync release the GIL,
+    so the step takes about as long as SM3 alone (the slowest of the three on a machine
+    without SHA extensions) instead of the sum. Both digests are of the very same bytes,
+    and a file bigger than the page cache is still read from disk once. ``fsync`` rather
+    than ``fdatasync``: it also covers the read-only mode set just before, for the same
+    cost on a file just written.
     """
-    hashers = {"sha256": new_hasher("sha256"), "sm3": new_hasher("sm3")}
-    buffers = (bytearray(READ_SIZE), bytearray(READ_SIZE))
+    sha = new_hasher("sha256")
+    sm3 = new_hasher("sm3")
+    chunks: Queue[bytes | None] = Queue(maxsize=_SM3_LAG)
+
+    def consume() -> None:
+        while (chunk := chunks.get()) is not None:
+            sm3.update(chunk)
+
+    def feed(item: bytes | None) -> None:
+        while True:
+            try:
+                chunks.put(item, timeout=1.0)
+                return
+            except Full:
+                if sm3_done.done():  # SM3 failed: say why rather than wait forever
+                    sm3_done.result()
+
     size = 0
-    with ThreadPoolExecutor(max_workers=3, thread_name_prefix="keep") as pool:
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="keep") as pool:
+        sm3_done = pool.submit(consume)
         fd = os.open(path, os.O_RDONLY)
         try:
             synced = pool.submit(os.fsync, fd) if sync else None
-            hashing: list[Future[None]] = []
-            with open(path, "rb", buffering=0) as f:
-                turn = 0
-                while True:
-                    # Read into the buffer not being hashed, then wait for the other.
-                    n = f.readinto(buffers[turn])
-                    for job in hashing:
-                        job.result()
-                    if not n:
-                        break
-                    chunk = memoryview(buffers[turn])[:n]
-                    hashing = [pool.submit(h.update, chunk) for h in hashers.values()]
-                    size += n
-                    turn ^= 1
+            try:
+                while chunk := os.read(fd, READ_SIZE):
+                    feed(chunk)
+                    sha.update(chunk)
+                    size += len(chunk)
+            finally:
+                feed(None)
+            sm3_done.result()
             if synced is not None:
                 synced.result()
         finally:
             os.close(fd)
-    return {alg: Digest(alg, h.hexdigest()) for alg, h in hashers.items()}, size
+    return {"sha256": Digest("sha256", sha.hexdigest()),
+            "sm3": Digest("sm3", sm3.hexdigest())}, size
 
 
 def _same_filesystem(a: Path, b: Path) -> bool:
