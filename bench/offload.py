@@ -354,49 +354,78 @@ class Profiler:
 
         setattr(owner, attr, timed)
 
+    def count(self, label: str, calls: int, amount: float) -> None:
+        with self._lock:
+            entry = self.stats.setdefault(label, [0, 0.0])
+            entry[0] += calls
+            entry[1] += amount
+
+
+def _batch_label(size: int) -> str:
+    for lo, hi in BATCH_BUCKETS:
+        if lo <= size <= hi:
+            return BATCH_LABEL.format(lo=lo, hi=hi if hi < 1 << 30 else "")
+    return BATCH_LABEL.format(lo=size, hi=size)
+
 
 # Labels in display order; indentation shows what is inside what.
 PROFILE_LABELS = (
-    "Station._stage: one file to staging",
+    "Station._stage: one file to staging (file workers)",
     "  copy_and_hash: read + SHA-256 + SM3 + write + fsync",
-    "Station._commit: store, verify, catalog, journal",
-    "  LocalStore.adopt: verify re-read + link + dir fsync",
+    "Station._store_file: store + verify (file workers)",
+    "  LocalStore.adopt: link + dir fsync (+ re-read)",
     "    verify re-read (SHA-256 of the staged file)",
-    "  duplicate lookup (catalog read)",
+    "Station._commit_batch: one batch (committer thread)",
     "  Station._in_catalog: the catalog write transaction",
-    "    catalog docking row (per file)",
-    "    register_file (rows + signed custody events)",
-    "      work-queue enqueue (probe job)",
+    "    register_files (Core bulk rows + custody events)",
+    "      custody events: chained + signed (ChainBatch.add)",
+    "      custody events: bulk insert (ChainBatch.flush)",
+    "      work-queue enqueue (probe jobs, bulk)",
+    "  journal DONE of the batch (one transaction)",
     "catalog COMMIT (SQLite WAL, synchronous=FULL)",
     "journal writes (SQLite WAL, synchronous=FULL)",
     "journal reads",
     "os.fsync calls (files and directories)",
     "Station._finish: outcome, custody, SAFE_TO_CLEAR",
 )
+# Batch sizes of the committer (calls: batches of that size, seconds: files in them).
+BATCH_BUCKETS = ((1, 1), (2, 3), (4, 7), (8, 15), (16, 31), (32, 63), (64, 1 << 30))
+BATCH_LABEL = "registration batches of {lo}-{hi} files"
 
 
 def _install_profiler(prof: Profiler, app: Any) -> None:
     import catalog.queue as queue_mod
     import ingest.station as station_mod
     import storage.local as local_mod
+    from catalog.custody import ChainBatch
     from ingest.journal import Journal
     from ingest.station import Station
     from storage import LocalStore
 
+    # The batch sizes first: the timing wrapper below then wraps this one.
+    commit_batch = Station._commit_batch
+
+    def sized(self: Any, batch: list[Any]) -> None:
+        prof.count(_batch_label(len(batch)), 1, len(batch))
+        commit_batch(self, batch)
+
+    Station._commit_batch = sized  # type: ignore[method-assign]
     L = iter(PROFILE_LABELS)
     prof.wrap(Station, "_stage", next(L))
     prof.wrap(station_mod, "copy_and_hash", next(L))
-    prof.wrap(Station, "_commit", next(L))
+    prof.wrap(Station, "_store_file", next(L))
     prof.wrap(LocalStore, "adopt", next(L))
     prof.wrap(local_mod, "_hash_path", next(L))
-    prof.wrap(Station, "_already_held", next(L))
+    prof.wrap(Station, "_commit_batch", next(L))
     prof.wrap(Station, "_in_catalog", next(L))
-    prof.wrap(Station, "_catalog_docking", next(L))
-    prof.wrap(station_mod, "register_file", next(L))
-    prof.wrap(queue_mod, "enqueue", next(L))
+    prof.wrap(station_mod, "register_files", next(L))
+    prof.wrap(ChainBatch, "add", next(L))
+    prof.wrap(ChainBatch, "flush", next(L))
+    prof.wrap(queue_mod, "enqueue_many", next(L))
+    prof.wrap(Journal, "set_files", next(L))
     prof.wrap(app.catalog.engine.dialect, "do_commit", next(L))
     label = next(L)
-    for name in ("set_file", "set_docking", "add_files", "add_docking"):
+    for name in ("set_file", "set_files", "set_docking", "add_files", "add_docking"):
         prof.wrap(Journal, name, label)
     label = next(L)
     for name in ("file", "files", "docking", "dockings"):
@@ -580,6 +609,16 @@ def print_profile(r: WorkloadResult) -> None:
         calls, seconds = d.profile.get(label, [0, 0.0])
         per = f"{seconds / calls * 1000:9.2f}" if calls else "        –"
         print(f"    {label:<56} {int(calls):7d} {seconds:9.3f} {per}")
+    sizes = {k: v for k, v in d.profile.items() if k.startswith(BATCH_LABEL[:20])}
+    batches = sum(int(c) for c, _files in sizes.values())
+    if batches:
+        files = sum(int(n) for _c, n in sizes.values())
+        print(f"    registration batches: {batches}, {files / batches:.1f} files each on "
+              "average; batches (files) by size:")
+        for lo, hi in BATCH_BUCKETS:
+            calls, n = sizes.get(_batch_label(lo), [0, 0])
+            span = f"{lo}" if lo == hi else f"{lo}-{hi}" if hi < 1 << 30 else f"{lo}+"
+            print(f"      {span:>6} files: {int(calls):6d} ({int(n)})")
 
 
 def machine_info(workdir: Path) -> dict[str, str]:

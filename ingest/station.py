@@ -1,5 +1,9 @@
 """A docking, end to end: scan → one read with copy and digests → store → catalog → safe.
 
+File workers copy, hash and store files in parallel; one committer thread per station
+registers the stored files in the catalog in batches (one transaction for up to 64
+files), then marks them DONE in one journal transaction.
+
 State lives in the station journal first (durable without the catalog), then in the
 catalog. Every step can be repeated: a station killed anywhere replays the journal and
 ends with every file stored once and the custody chain whole. SAFE_TO_CLEAR is written
@@ -258,7 +262,9 @@ class Station:
         # the staged file without a second read. A file staged before a restart is read
         # again in full, since nothing vouches for it in between.
         self._read_back: set[int] = set()
-        self._committer = _Committer(self._commit_batch, COMMIT_BATCH_MAX, COMMIT_WINDOW_S)
+        # (Looked up at each batch, not bound now: a profiler may wrap the method.)
+        self._committer = _Committer(lambda batch: self._commit_batch(batch), COMMIT_BATCH_MAX,
+                                     COMMIT_WINDOW_S)
 
     def close(self) -> None:
         self._committer.close()
@@ -317,25 +323,22 @@ class Station:
         report = on_progress or (lambda _p: None)
 
         # Workers stage and store files; the committer registers them in batches.
-        commits: list[Future[Exception | None]] = []
         todo = self.journal.files(uid, (J.PENDING, J.STAGED))
         # The committer knows they are coming and gathers them in bigger batches; each
         # _take_file call settles its own one.
         self._committer.coming(len(todo))
-        try:
-            with ThreadPoolExecutor(self.ingest.file_workers,
-                                    thread_name_prefix="offload") as pool:
-                futures = [
-                    pool.submit(self._take_file, root, jd, f, progress, stop, report)
-                    for f in todo
-                ]
-                for fut in futures:
-                    if (commit := fut.result()) is not None:
-                        commits.append(commit)
-        finally:
-            wait_all(commits)  # settled before anything reads the journal again
+        with ThreadPoolExecutor(self.ingest.file_workers, thread_name_prefix="offload") as pool:
+            futures = [pool.submit(self._take_file, root, jd, f, progress, stop, report)
+                       for f in todo]
+        # Every worker has finished; their files' registrations are settled before
+        # anything reads the journal again (even when a worker failed).
+        commits = [c for fut in futures if fut.exception() is None
+                   and (c := fut.result()) is not None]
+        wait_all(commits)
+        for fut in futures:
+            fut.result()  # a worker's journal failure ends the docking here
         for commit in commits:
-            commit.result()  # a journal failure in the committer ends the docking here
+            commit.result()  # and so does one in the committer
         # What is still STAGED waits for the store or catalog; retry with backoff.
         self._drain_staged(jd, progress, stop, report, wait_for_services)
         result = self._finish(uid, root, progress, stop, report, wait_for_services)
