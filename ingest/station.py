@@ -319,11 +319,11 @@ class Station:
         self._reject_unusable(uid, entries)
         self._register_docking_early(jd)
         progress = Progress(uid=uid)
-        self._refresh(progress)
+        files = self._refresh(progress)
         report = on_progress or (lambda _p: None)
 
         # Workers stage and store files; the committer registers them in batches.
-        todo = self.journal.files(uid, (J.PENDING, J.STAGED))
+        todo = [f for f in files if f.state in (J.PENDING, J.STAGED)]
         # The committer knows they are coming and gathers them in bigger batches; each
         # _take_file call settles its own one.
         self._committer.coming(len(todo))
@@ -803,10 +803,10 @@ class Station:
             self._record_outcome(jd, files, state, problems, stop, wait)
             if state == J.SAFE_TO_CLEAR and self.ingest.clear_recorder:
                 state = self._clear(root, jd, files)
+                files = self.journal.files(uid)  # now CLEARED
             self.journal.set_docking(uid, state=state, waiting=None,
                                      message="; ".join(f"{p}: {r}" for p, _s, r in problems)
                                      or None)
-        files = self.journal.files(uid)
         done = [f for f in files if f.state in (J.DONE, J.CLEARED)]
         return DockingResult(
             uid=uid, state=state, files=len(files), stored=len(done),
@@ -858,10 +858,11 @@ class Station:
                            size=docking.bytes_total, problems=docking.problems, actor=self.actor)
         return "CLEARED"
 
-    def _refresh(self, progress: Progress) -> None:
+    def _refresh(self, progress: Progress) -> list[JournalFile]:
         files = self.journal.files(progress.uid)
         progress.files_total = len(files)
         progress.bytes_total = sum(f.size for f in files)
         done = [f for f in files if f.state in (J.DONE, J.CLEARED, J.STAGED)]
         progress.files_done = sum(1 for f in files if f.state in (J.DONE, J.CLEARED))
         progress.bytes_done = sum(f.size for f in done)
+        return files
