@@ -133,7 +133,7 @@ def test_small_file_changed_on_disk_before_read_back_fails(
         copy(src, dst, pools, chunk=4 << 20, on_bytes=lambda _n: flip_byte(dst, 54_321))
     message = info.value.message
     assert str(dst) in message and "reads back different bytes" in message
-    assert "bytes 0–100000" in message
+    assert "bytes 0–100000 (first difference at byte 54321)" in message
     assert "copied again" in (info.value.hint or "")
     assert src.read_bytes() == data  # the recorder's file is untouched
 
@@ -147,6 +147,45 @@ def test_small_staged_file_cut_short_before_read_back_fails(
     with pytest.raises(StagingReadBackMismatch) as info:
         copy(src, dst, pools, chunk=4 << 20, on_bytes=lambda _n: os.truncate(dst, 40_000))
     assert f"staging file {dst} is shorter than what was written" in info.value.message
+    assert "(40000 of 100000 bytes read back)" in info.value.message
+
+
+def append_to(path: Path) -> None:
+    with path.open("ab") as f:
+        f.write(b"extra")
+
+
+def test_small_staged_file_grown_before_read_back_fails(
+    tmp_path: Path, pools: tuple[ThreadPoolExecutor, ThreadPoolExecutor]
+) -> None:
+    """Bytes after the recorder's would be stored with them: the copy must not pass."""
+    src = tmp_path / "photo.jpg"
+    src.write_bytes(os.urandom(100_000))
+    dst = tmp_path / "dst.part"
+    with pytest.raises(StagingReadBackMismatch, match="first difference at byte 100000"):
+        copy(src, dst, pools, chunk=4 << 20, on_bytes=lambda _n: append_to(dst))
+
+
+def test_long_staged_file_grown_before_read_back_fails(
+    tmp_path: Path, pools: tuple[ThreadPoolExecutor, ThreadPoolExecutor]
+) -> None:
+    size = 3 * CHUNK + 500
+    src = tmp_path / "long.MP4"
+    src.write_bytes(os.urandom(size))
+    dst = tmp_path / "dst.part"
+    copied_bytes = 0
+
+    def grow(n: int) -> None:
+        nonlocal copied_bytes
+        copied_bytes += n
+        if copied_bytes == size:  # after the last write, before the fsync and read-back
+            append_to(dst)
+
+    with pytest.raises(StagingReadBackMismatch) as info:
+        copy(src, dst, pools, on_bytes=grow)
+    assert f"staging file {dst} is {size + 5} bytes long, {size} were written" in (
+        info.value.message
+    )
 
 
 def test_flushed_stretch_changed_on_disk_fails_and_is_named(
