@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import event, select, text
 
 from catalog import Catalog, register_station, verify_chain
 from catalog.dockings import (
@@ -368,6 +368,62 @@ def test_a_catalog_outage_keeps_the_files_staged_and_the_docking_waiting(
         assert len(s.scalars(select(DockingFile)).all()) == len(rec.files)
         assert verify_chain(s).ok
     app.close()
+
+
+@pytest.mark.postgres
+def test_a_batch_that_loses_an_insert_race_runs_again_and_links_the_winner(
+    tmp_path: Path, pg_url: str, patient_committer: None,
+) -> None:
+    """Another station inserts a recording of the same bytes while this station's batch
+    registers them: the batch's insert waits for the other transaction, fails on the
+    unique SHA-256 when it commits, and the batch runs again, finding the other's row: that
+    file is a duplicate, the others of the batch are stored, nothing is lost."""
+    rec = make_bulk_files(tmp_path / "dock" / "A123456", 10, 3000)
+    app = make_app(tmp_path / "data", catalog_url=pg_url)
+    contested = rec.files[3]
+    sha, sm3 = file_digests(rec.root / contested.relpath)
+    other = Catalog(pg_url)
+    watcher = Catalog(pg_url)
+    station = app.station()
+    try:
+        with other.transaction() as s:  # the other station's registration, held open
+            s.add(Recording(sha256=sha, sm3=sm3, size=3000, object_key=f"sha256/{sha}",
+                            original_name="other-station.JPG", received_at=datetime.now(UTC)))
+            s.flush()
+            holder = s.scalar(text("SELECT pg_backend_pid()"))
+            result: list[Any] = []
+            thread = threading.Thread(target=lambda: result.append(
+                station.run_docking(rec.root)))
+            thread.start()
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not blocked_by(watcher, holder):
+                thread.join(0.05)
+            assert blocked_by(watcher, holder), "the batch never waited on the other's insert"
+        thread.join(60)  # the other transaction committed as the block ended
+        assert result and result[0].state == "SAFE_TO_CLEAR", result
+        with app.catalog.session() as s:
+            rows = {f.relpath: f.state for f in s.scalars(select(DockingFile))}
+            winner = s.scalars(select(Recording).where(Recording.sha256 == sha)).one()
+            assert winner.original_name == "other-station.JPG"
+            linked = s.scalars(select(CustodyEvent).where(
+                CustodyEvent.action == "duplicate-linked")).all()
+            assert [json.loads(e.details)["recording"] for e in linked] == [winner.id]
+            assert verify_chain(s).ok
+        assert rows.pop(contested.relpath) == "DUPLICATE"
+        assert set(rows.values()) == {"STORED"} and len(rows) == len(rec.files) - 1
+    finally:
+        station.close()
+        other.dispose()
+        watcher.dispose()
+        app.close()
+
+
+def blocked_by(catalog: Catalog, pid: int) -> bool:
+    """Whether a session waits for a lock the backend ``pid`` holds."""
+    with catalog.session() as s:
+        return bool(s.scalar(text(
+            "SELECT count(*) FROM pg_stat_activity WHERE :pid = ANY(pg_blocking_pids(pid))"),
+            {"pid": pid}))
 
 
 def staged_count(app: Any) -> int:
