@@ -12,6 +12,7 @@ import contextlib
 import errno
 import io
 import os
+import stat
 import time
 import uuid
 from collections.abc import Iterator
@@ -38,18 +39,45 @@ class LocalStore:
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root).absolute()
         self.url = self.root.as_uri()
+        # Folders below the root already seen to be real folders (not links): a docking
+        # of thousands of small files asks for the same few folders again and again,
+        # and resolving every key's full path cost ~0.7 ms of CPU per file.
+        self._real_dirs: set[str] = set()
 
     # -- paths -------------------------------------------------------------------------
 
     def _path(self, key: str) -> Path:
         validate_key(key)
         path = self.root / key
-        # Defence in depth: the validator already forbids '..', but a symlinked folder
-        # inside the root must not lead out of it either.
-        resolved = path.resolve(strict=False)
-        if not resolved.is_relative_to(self.root.resolve()):
-            raise StorageError(f"{self.url}: key {key} resolves outside the store")
+        self._check_inside(key)
         return path
+
+    def _check_inside(self, key: str) -> None:
+        """Defence in depth: the validator already forbids '..', but a symlink planted
+        inside the root (a folder or the object itself) must not lead out of it either.
+
+        Only the key's own components are examined, with one ``lstat`` each (none for a
+        folder already known to be real); a link is followed and must stay in the root.
+        """
+        prefix = ""
+        for part in key.split("/"):
+            prefix = f"{prefix}/{part}" if prefix else part
+            if prefix in self._real_dirs:
+                continue
+            try:
+                st = os.lstat(self.root / prefix)
+            except (FileNotFoundError, NotADirectoryError):
+                return  # nothing below exists yet, so nothing below can be a link
+            if stat.S_ISLNK(st.st_mode):
+                target = (self.root / prefix).resolve(strict=False)
+                if not target.is_relative_to(self.root.resolve()):
+                    raise StorageError(
+                        f"{self.url}: key {key} resolves outside the store "
+                        f"({prefix} is a link to {target})",
+                        hint="remove the link from the store folder; objects are never links",
+                    )
+            elif stat.S_ISDIR(st.st_mode):
+                self._real_dirs.add(prefix)
 
     def _holds_dir(self) -> Path:
         return self.root / ".holds"

@@ -47,3 +47,47 @@ def test_put_over_a_damaged_object_is_reported_not_taken_as_stored(tmp_path: Pat
     with pytest.raises(StorageError, match="stored object has 10 bytes"):
         store.put(key, io.BytesIO(data), expected=digest)
     assert path.stat().st_size == 10  # nothing replaced: the damage stays visible for audit
+
+
+def test_a_link_planted_in_the_store_never_leads_out_of_it(tmp_path: Path) -> None:
+    """A folder of the store replaced by a link to elsewhere: nothing is written there,
+    nothing is read from there, and the error names the key and the link."""
+    store = LocalStore(tmp_path / "objects")
+    first = digest_bytes(b"first object")
+    store.put(content_key(first), io.BytesIO(b"first object"), expected=first)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    data = b"second object"
+    digest = digest_bytes(data)
+    key = content_key(digest)
+    prefix = tmp_path / "objects" / key.rsplit("/", 2)[0]  # sha256/ab
+    prefix.mkdir(parents=True, exist_ok=True)
+    (outside / key.split("/")[2]).mkdir()
+    planted = prefix / key.split("/")[2]  # sha256/ab/cd -> elsewhere/cd
+    if planted.exists():
+        pytest.skip("the two test objects share a folder")
+    planted.symlink_to(outside / key.split("/")[2], target_is_directory=True)
+    with pytest.raises(StorageError) as info:
+        store.put(key, io.BytesIO(data), expected=digest)
+    assert key in str(info.value) and "link" in str(info.value)
+    assert list(outside.rglob("*")) == [outside / key.split("/")[2]]  # nothing written out there
+    # Placed there by hand, an object outside is not read through the link either.
+    (outside / key.split("/")[2] / key.rsplit("/", 1)[1]).write_bytes(data)
+    with pytest.raises(StorageError):
+        store.open(key)
+    # The object stored before is untouched and still readable.
+    with store.open(content_key(first)) as f:
+        assert f.read() == b"first object"
+
+
+def test_a_link_inside_the_store_that_stays_inside_is_followed(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "objects")
+    data = b"moved folder"
+    digest = digest_bytes(data)
+    key = content_key(digest)
+    parts = key.split("/")
+    real = tmp_path / "objects" / "moved"
+    real.mkdir(parents=True)
+    (tmp_path / "objects" / parts[0]).symlink_to(real, target_is_directory=True)
+    store.put(key, io.BytesIO(data), expected=digest)
+    assert (real / "/".join(parts[1:])).read_bytes() == data
