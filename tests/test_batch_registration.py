@@ -348,16 +348,18 @@ def test_a_catalog_outage_keeps_the_files_staged_and_the_docking_waiting(
     thread = threading.Thread(target=lambda: result.append(station.run_docking(
         rec.root, on_progress=lambda p: waits.append(p.waiting or ""))))
     thread.start()
+    def all_staged() -> bool:  # every file of the docking copied, none registered
+        journal = station.journal
+        return {f.state for d in journal.dockings() for f in journal.files(d.uid)} == {J.STAGED}
+
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not (
-                any("catalog" in w for w in waits) and staged_count(app) == len(rec.files)):
+                any("catalog" in w for w in waits) and all_staged()):
             thread.join(0.05)
         assert any("catalog" in w and "unreachable" in w for w in waits), set(waits)
         time.sleep(0.5)  # retry rounds while it is away: nothing is lost, nothing is DONE
-        (jd,) = station.journal.dockings()
-        assert {f.state for f in station.journal.files(jd.uid)} == {J.STAGED}
-        assert staged_count(app) == len(rec.files) and thread.is_alive()
+        assert all_staged() and staged_count(app) == len(rec.files) and thread.is_alive()
     finally:
         proxy.restore()
         thread.join(60)
@@ -450,7 +452,7 @@ main()
 
 @pytest.mark.fault
 def test_killed_between_a_batch_commit_and_its_journal_done_replays_once(
-    tmp_path: Path, patient_committer: None,
+    tmp_path: Path,
 ) -> None:
     home = tmp_path / "station"
     env = {k: v for k, v in os.environ.items() if not k.startswith("LIUHEN_")}
@@ -463,12 +465,17 @@ def test_killed_between_a_batch_commit_and_its_journal_done_replays_once(
                             capture_output=True, text=True, check=False, timeout=120)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     with contextlib.closing(sqlite3.connect(home / "station-journal.sqlite3")) as db:
-        journal_states = dict(db.execute("SELECT state, COUNT(*) FROM files GROUP BY state"))
+        journal = {bytes(rel): (state, home / "staging" / uid / f"{i}.staged")
+                   for i, uid, rel, state in db.execute(
+                       "SELECT id, docking_uid, relpath, state FROM files")}
     with contextlib.closing(sqlite3.connect(home / "catalog.sqlite3")) as db:
-        registered = db.execute("SELECT COUNT(*) FROM docking_files").fetchone()[0]
-    assert J.DONE not in journal_states and registered > 0, (journal_states, registered)
-    staged = sum(1 for _ in (home / "staging").rglob("*.staged"))
-    assert staged == journal_states[J.STAGED] - registered  # the batch's copies are gone
+        registered = {bytes(r) for (r,) in db.execute("SELECT relpath_raw FROM docking_files")}
+    assert registered and not any(state == J.DONE for state, _p in journal.values())
+    for rel, (state, staged) in journal.items():
+        if rel in registered:  # the batch: committed, its staged copies gone, not DONE yet
+            assert state == J.STAGED and not staged.exists(), rel
+        elif state == J.STAGED:  # staged, waiting for a batch: the copy is kept
+            assert staged.exists(), rel
 
     again = subprocess.run([str(LIUHEN), "ingest", str(rec.root), "--quiet", "--json"],
                            env=env, capture_output=True, text=True, check=False, timeout=120)
