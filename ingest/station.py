@@ -51,6 +51,7 @@ from ingest.identity import DeviceIdentity, NameParser, identify
 from ingest.journal import Journal, JournalDocking, JournalFile
 from ingest.metrics import ServiceMetrics
 from ingest.offload import (
+    READ_BACK_CHECK,
     DiskFull,
     OffloadError,
     SourceChanged,
@@ -685,7 +686,7 @@ class Station:
         if isinstance(self.store, LocalStore):
             self.store.adopt(key, staged, expected=digest, read_back=read_back)
             if read_back:
-                return "read-back of the stored file while it was copied (SHA-256)"
+                return READ_BACK_CHECK
             return "re-read of the stored object (SHA-256)"
         retain = None
         if self.settings.store.object_lock_days:
