@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Table, bindparam, insert, select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session
 
 from catalog.canonical import FORMAT_VERSION as FORMAT_VERSION
@@ -163,12 +163,8 @@ class ChainBatch:
         self._signer = signer
         self._key_id = signer.key_id  # a property that hashes the key: once, not per event
         session.flush()  # an ORM-appended event still pending would be missed as the head
-        conn = session.connection()
-        if conn.dialect.name == "postgresql":  # the same lock as append_event's
-            conn.execute(_LOCK_STATION, {"station": signer.station_id})
-        head = conn.execute(_HEAD, {"station": signer.station_id}).first()
-        self._seq: int = head[0] + 1 if head else 1
-        self._prev: str = head[1] if head else GENESIS
+        # Once per batch, so append_event's own lock and head read serve.
+        self._seq, self._prev = _lock_and_read_head(session, signer.station_id)
         self._rows: list[dict[str, Any]] = []
 
     def add(
@@ -200,11 +196,6 @@ class ChainBatch:
 
 # ChainBatch's statements, built once (Core: no ORM work per batch).
 _EVENTS = table_of(CustodyEvent)
-_STATIONS = table_of(Station)
-_LOCK_STATION = select(_STATIONS.c.id).where(
-    _STATIONS.c.id == bindparam("station")).with_for_update(key_share=True)
-_HEAD = select(_EVENTS.c.seq, _EVENTS.c.event_hash).where(
-    _EVENTS.c.station_id == bindparam("station")).order_by(_EVENTS.c.seq.desc()).limit(1)
 _INSERT_EVENTS = insert(_EVENTS)
 
 
