@@ -7,6 +7,7 @@ the reason.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import tomllib
@@ -18,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from config import env
 from config.errors import ConfigError
-from config.settings import DIGEST_ALGORITHMS, SECTIONS, Settings
+from config.settings import DIGEST_ALGORITHMS, RANGE, SECTIONS, Settings
 
 STATION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -59,7 +60,8 @@ def load_settings(
         source = cfg_path
         try:
             raw = tomllib.loads(cfg_path.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        # ValueError: also what tomllib lets through for an integer of thousands of digits.
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError, ValueError) as exc:
             raise ConfigError(
                 f"{cfg_path}: not valid TOML: {exc}", hint="fix the file or run 'liuhen init'"
             ) from exc
@@ -86,7 +88,7 @@ def load_settings(
             raise ConfigError(f"{where}: [{name}] must be a table")
         sections[name] = _build_section(name, cls, table, where, environ)
     settings = Settings(data_dir=ddir, source=source, **sections)
-    _validate(settings, where)
+    _validate(settings, where, environ)
     return settings
 
 
@@ -106,10 +108,31 @@ def _build_section(
         typ = hints[f.name]
         var = env.field_variable(section, f.name)
         if var in environ:
-            values[f.name] = _from_env(var, environ[var], typ)
+            label = f"environment variable {var} ('{section}.{f.name}')"
+            values[f.name] = _in_range(label, _from_env(var, environ[var], typ), f)
         elif f.name in table:
-            values[f.name] = _from_toml(f"{where}: '{section}.{f.name}'", table[f.name], typ)
+            label = f"{where}: '{section}.{f.name}'"
+            values[f.name] = _in_range(label, _from_toml(label, table[f.name], typ), f)
     return cls(**values)
+
+
+def _in_range(label: str, value: Any, f: dataclasses.Field[Any]) -> Any:
+    """A numeric value inside its field's declared range (finite, for floats)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return value
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{label} must be a finite number, got {value}")
+    bounds = f.metadata.get(RANGE)
+    if bounds is not None and not bounds[0] <= value <= bounds[1]:
+        low, high = bounds
+        raise ConfigError(f"{label} must be between {low} and {high}, got {_shown(value)}")
+    return value
+
+
+def _shown(value: float) -> str:
+    """A number as the user can read it: a 300-digit integer is cut, not printed whole."""
+    text = str(value)
+    return text if len(text) <= 24 else f"{text[:12]}… ({len(text)} digits)"
 
 
 def _from_toml(label: str, value: Any, typ: Any) -> Any:
@@ -160,9 +183,12 @@ def _type_name(typ: Any) -> str:
     return {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}[typ]
 
 
-def _validate(s: Settings, where: str) -> None:
+def _validate(s: Settings, where: str, environ: Mapping[str, str]) -> None:
     def bad(key: str, reason: str, hint: str | None = None) -> ConfigError:
-        return ConfigError(f"{where}: '{key}' {reason}", hint=hint)
+        # Blame the variable when the value came from the environment, not the file.
+        var = env.field_variable(*key.split(".", 1))
+        origin = f"environment variable {var}" if var in environ else where
+        return ConfigError(f"{origin}: '{key}' {reason}", hint=hint)
 
     if not STATION_ID.match(s.station.id):
         raise bad(
@@ -191,19 +217,6 @@ def _validate(s: Settings, where: str) -> None:
         raise bad("store.addressing_style", "must be path, virtual or auto")
     if s.store.object_lock_mode not in {"COMPLIANCE", "GOVERNANCE"}:
         raise bad("store.object_lock_mode", "must be COMPLIANCE or GOVERNANCE")
-    positive = {
-        "store.multipart_threshold_mb": s.store.multipart_threshold_mb,
-        "store.multipart_chunk_mb": s.store.multipart_chunk_mb,
-        "store.max_attempts": s.store.max_attempts,
-        "catalog.busy_timeout_ms": s.catalog.busy_timeout_ms,
-        "retention.unattached_days": s.retention.unattached_days,
-        "retention.permanent_years": s.retention.permanent_years,
-    }
-    for key, value in positive.items():
-        if value <= 0:
-            raise bad(key, f"must be greater than 0, got {value}")
-    if s.store.multipart_chunk_mb < 5:
-        raise bad("store.multipart_chunk_mb", "must be at least 5 (the S3 minimum part size)")
     for key, pattern in [*(("ingest.filename_patterns", p) for p in s.ingest.filename_patterns),
                          ("ingest.important_marker", s.ingest.important_marker)]:
         try:
@@ -212,30 +225,7 @@ def _validate(s: Settings, where: str) -> None:
             raise bad(key, f"has an invalid pattern {pattern!r}: {exc}") from exc
     if s.ingest.observer not in {"auto", "poll", "native"}:
         raise bad("ingest.observer", "must be auto, poll or native")
-    for key, number in {
-        "ingest.file_workers": s.ingest.file_workers,
-        "ingest.docking_workers": s.ingest.docking_workers,
-        "ingest.chunk_mb": s.ingest.chunk_mb,
-        "ingest.poll_interval_s": s.ingest.poll_interval_s,
-        "ingest.retry_initial_s": s.ingest.retry_initial_s,
-        "station.heartbeat_s": s.station.heartbeat_s,
-    }.items():
-        if number <= 0:
-            raise bad(key, f"must be greater than 0, got {number}")
-    for key, number in {
-        "media.proxy_max_height": s.media.proxy_max_height,
-        "media.timeout_scale": s.media.timeout_scale,
-        "media.lease_s": s.media.lease_s,
-        "media.time_threshold_s": s.media.time_threshold_s,
-    }.items():
-        if number <= 0:
-            raise bad(key, f"must be greater than 0, got {number}")
-    if s.ingest.stable_s < 0:
-        raise bad("ingest.stable_s", "must not be negative")
-    if s.store.object_lock_days < 0:
-        raise bad("store.object_lock_days", "must not be negative")
-    if not 0 <= s.station.metrics_port <= 65535:
-        raise bad("station.metrics_port", f"must be 0 (off) to 65535, got {s.station.metrics_port}")
+    # Numeric ranges are checked as each value is read (config.settings.bounded).
 
 
 def mask_url(url: str) -> str:

@@ -9,8 +9,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 DIGEST_ALGORITHMS = ("sha256", "sm3", "sha512")
+
+# Metadata key of a numeric setting's allowed range (inclusive), read by the loader.
+RANGE = "range"
+DAY_S = 86_400
+
+
+def bounded(default: Any, low: float, high: float) -> Any:
+    """A numeric setting and its allowed range, both inclusive. The loader refuses a value
+    outside it, and NaN or infinity, at start-up: a nonsense number would otherwise pass
+    and crash much later (a timedelta overflow, a sleep of 1e300 s)."""
+    return field(default=default, metadata={RANGE: (low, high)})
 
 
 @dataclass(frozen=True)
@@ -23,10 +35,10 @@ class StationSettings:
     key_file: str = ""
     # `station watch` and `worker` write a heartbeat to the catalog this often; a process
     # silent for 3 intervals shows as lost in `district status`.
-    heartbeat_s: float = 30.0
+    heartbeat_s: float = bounded(30.0, 0.01, 3600)
     # Prometheus metrics of `station watch` / `worker` on http://metrics_address:port/metrics;
     # 0: no endpoint.
-    metrics_port: int = 0
+    metrics_port: int = bounded(0, 0, 65535)
     metrics_address: str = "127.0.0.1"
 
 
@@ -35,7 +47,7 @@ class CatalogSettings:
     # SQLAlchemy URL. Empty: sqlite:///<data dir>/catalog.sqlite3.
     url: str = ""
     # How long SQLite waits for a lock held by another process before giving up.
-    busy_timeout_ms: int = 30_000
+    busy_timeout_ms: int = bounded(30_000, 1, 3_600_000)
 
 
 @dataclass(frozen=True)
@@ -47,15 +59,16 @@ class StoreSettings:
     region: str = "us-east-1"
     addressing_style: str = "path"
     # Objects above this size go up in parts, each with a server-checked SHA-256.
-    multipart_threshold_mb: int = 64
-    multipart_chunk_mb: int = 16
+    multipart_threshold_mb: int = bounded(64, 1, 5 * 1024 * 1024)
+    # S3 parts are 5 MiB to 5 GiB.
+    multipart_chunk_mb: int = bounded(16, 5, 5 * 1024)
     # Attempts per request on throttling and connection errors (exponential backoff).
-    max_attempts: int = 8
-    connect_timeout_s: float = 5.0
-    read_timeout_s: float = 60.0
+    max_attempts: int = bounded(8, 1, 100)
+    connect_timeout_s: float = bounded(5.0, 0.01, 3600)
+    read_timeout_s: float = bounded(60.0, 0.01, 3600)
     # Days of Object Lock retention set on each original when the bucket has Object Lock
     # enabled; 0 leaves retention to the bucket's default rule.
-    object_lock_days: int = 183
+    object_lock_days: int = bounded(183, 0, 36_600)
     object_lock_mode: str = "COMPLIANCE"
 
 
@@ -74,11 +87,11 @@ class FfmpegSettings:
 @dataclass(frozen=True)
 class RetentionSettings:
     # Unattached recordings are kept at least this long from capture (6 months).
-    unattached_days: int = 183
+    unattached_days: int = bounded(183, 1, 36_600)
     # Attachment rule margin around an enforcement action's window.
-    attach_margin_s: int = 300
+    attach_margin_s: int = bounded(300, 0, DAY_S)
     # 永久 (permanent) cases: the Object Lock retain-until date set on their recordings.
-    permanent_years: int = 100
+    permanent_years: int = bounded(100, 1, 1000)
 
 
 # GA/T 947-style recorder file names. Named groups: serial (device), officer (警号),
@@ -101,15 +114,15 @@ class IngestSettings:
     # "auto": native file events, polling where they don't work (removable and network
     # mounts); "poll": always poll; "native": never poll.
     observer: str = "auto"
-    poll_interval_s: float = 1.0
+    poll_interval_s: float = bounded(1.0, 0.01, 3600)
     # A file is taken when its size and mtime have not changed for this long.
-    stable_s: float = 2.0
+    stable_s: float = bounded(2.0, 0, 3600)
     # `liuhen ingest` gives up on a file still growing after this long.
-    growing_timeout_s: float = 60.0
+    growing_timeout_s: float = bounded(60.0, 0, DAY_S)
     # Files copied at once per docking, and dockings at once per station.
-    file_workers: int = 3
-    docking_workers: int = 2
-    chunk_mb: int = 4
+    file_workers: int = bounded(3, 1, 64)
+    docking_workers: int = bounded(2, 1, 64)
+    chunk_mb: int = bounded(4, 1, 1024)
     # Delete files from the recorder after their stored copy is verified again. Off:
     # clearing is normally done by the dock; 留痕 only says when it is safe.
     clear_recorder: bool = False
@@ -120,28 +133,28 @@ class IngestSettings:
     # are tried. Empty: no marker.
     important_marker: str = DEFAULT_IMPORTANT_MARKER
     # Waits between retries while the catalog or store is unreachable.
-    retry_initial_s: float = 1.0
-    retry_max_s: float = 60.0
+    retry_initial_s: float = bounded(1.0, 0.01, 3600)
+    retry_max_s: float = bounded(60.0, 0.01, DAY_S)
 
 
 @dataclass(frozen=True)
 class MediaSettings:
     # Browser proxy: at most this tall, x264 quality (higher = smaller), and preset.
-    proxy_max_height: int = 720
-    proxy_crf: int = 28
+    proxy_max_height: int = bounded(720, 16, 4320)
+    proxy_crf: int = bounded(28, 0, 51)  # x264's CRF scale
     # Access copy when the original must be re-encoded (HEVC, MJPEG, PCM/AMR audio).
-    access_crf: int = 23
+    access_crf: int = bounded(23, 0, 51)
     preset: str = "veryfast"
-    poster_at_s: float = 1.0
+    poster_at_s: float = bounded(1.0, 0, DAY_S)
     # Scales ffmpeg's time limits (re-encode: 10 × the duration, at least 60 s; remux:
     # 2 × the duration, at least 30 s); ffmpeg is stopped past them.
-    timeout_scale: float = 1.0
+    timeout_scale: float = bounded(1.0, 0.01, 1000)
     # Flag raw times that disagree by more than this.
-    time_threshold_s: float = 120.0
+    time_threshold_s: float = bounded(120.0, 0.001, 366 * DAY_S)
     # Also make one joined access copy of a recording the device split into segments.
     join_chapters: bool = False
     # A claimed work item is taken over by another worker when not renewed for this long.
-    lease_s: float = 600.0
+    lease_s: float = bounded(600.0, 1, DAY_S)
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+import dataclasses
+import typing
 from pathlib import Path
 
 import pytest
 
 from config import ConfigError, load_settings, settings_as_dict
+from config.settings import RANGE, SECTIONS
+from tests.cli_helpers import run_cli
 
 
 def write(path: Path, text: str) -> Path:
@@ -57,7 +61,7 @@ def test_config_file_from_environment(tmp_path: Path, monkeypatch: pytest.Monkey
         ("[nonsense]\na = 1\n", ["unknown section [nonsense]"]),
         ('[store]\nurll = "x"\n', ["unknown key 'store.urll'"]),
         ('[store]\nmax_attempts = "many"\n', ["'store.max_attempts'", "whole number"]),
-        ("[store]\nmax_attempts = 0\n", ["'store.max_attempts'", "greater than 0"]),
+        ("[store]\nmax_attempts = 0\n", ["'store.max_attempts'", "between 1 and 100"]),
         ('[station]\nid = "../evil"\n', ["'station.id'"]),
         ('[digests]\nalgorithms = ["md5", "sha256"]\n', ["'digests.algorithms'", "md5"]),
         ('[digests]\nalgorithms = ["sm3"]\n', ["'digests.algorithms'", "sha256"]),
@@ -97,3 +101,75 @@ def test_show_masks_secrets(tmp_path: Path) -> None:
     shown = settings_as_dict(load_settings(data_dir=tmp_path))
     assert shown["catalog"]["url"] == "postgresql+psycopg://liuhen:***@db/liuhen"
     assert "hunter2" not in repr(shown)
+
+
+# -- numbers that would pass as numbers and crash later ----------------------------------------
+
+NONSENSE_NUMBERS = [
+    ("[station]\nheartbeat_s = nan\n", "'station.heartbeat_s'", "finite"),
+    ("[ingest]\npoll_interval_s = inf\n", "'ingest.poll_interval_s'", "finite"),
+    ("[media]\nlease_s = -inf\n", "'media.lease_s'", "finite"),
+    ("[media]\ntime_threshold_s = 1e300\n", "'media.time_threshold_s'", "between"),
+    ("[store]\nread_timeout_s = 1e300\n", "'store.read_timeout_s'", "between"),
+    ("[retention]\npermanent_years = 99999999999999999999\n", "'retention.permanent_years'",
+     "between 1 and 1000"),
+    ("[store]\nobject_lock_days = 10000000000\n", "'store.object_lock_days'", "between"),
+    ("[retention]\nattach_margin_s = -5\n", "'retention.attach_margin_s'", "between"),
+    ("[media]\nproxy_crf = 99\n", "'media.proxy_crf'", "between 0 and 51"),
+    ("[ingest]\nchunk_mb = " + "9" * 5000 + "\n", "", "not valid TOML"),
+]
+
+
+@pytest.mark.parametrize(("text", "key", "reason"), NONSENSE_NUMBERS)
+def test_nan_infinity_and_huge_numbers_are_refused_at_load_naming_file_and_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, key: str, reason: str,
+) -> None:
+    cfg = write(tmp_path / "liuhen.toml", text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(data_dir=tmp_path)
+    assert str(cfg) in str(info.value) and key in str(info.value) and reason in str(info.value)
+    # What the user sees: a configuration error (78) naming the key, no traceback.
+    result = run_cli(capsys, "--data-dir", str(tmp_path), "config", "show")
+    assert result.code == 78, result.out + result.err
+    assert key in result.err and "Traceback" not in result.err
+    assert len(result.err) < 2000  # a 5000-digit number is not echoed back whole
+
+
+@pytest.mark.parametrize(("var", "value", "reason"), [
+    ("LIUHEN_STATION_HEARTBEAT_S", "nan", "finite"),
+    ("LIUHEN_STORE_CONNECT_TIMEOUT_S", "1e400", "finite"),  # float() gives inf
+    ("LIUHEN_INGEST_RETRY_MAX_S", "1e300", "between"),
+    ("LIUHEN_RETENTION_UNATTACHED_DAYS", "99999999999999999999", "between"),
+    ("LIUHEN_STATION_METRICS_PORT", "70000", "between 0 and 65535"),
+    ("LIUHEN_STATION_ID", "../evil", "'station.id'"),
+    ("LIUHEN_STORE_URL", "ftp://x/y", "'store.url'"),
+])
+def test_bad_environment_value_is_blamed_on_the_variable_not_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, var: str, value: str, reason: str,
+) -> None:
+    cfg = write(tmp_path / "liuhen.toml", '[station]\nid = "xh-07"\n')
+    monkeypatch.setenv(var, value)
+    with pytest.raises(ConfigError) as info:
+        load_settings(data_dir=tmp_path)
+    message = str(info.value)
+    assert var in message and reason in message
+    assert str(cfg) not in message
+
+
+def test_every_numeric_setting_has_a_range_its_default_is_in() -> None:
+    for section, cls in SECTIONS.items():
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if hints[f.name] not in (int, float):
+                continue
+            low, high = f.metadata.get(RANGE, (None, None))
+            assert low is not None, f"{section}.{f.name} declares no range"
+            assert low <= f.default <= high, f"{section}.{f.name}"
+
+
+def test_values_at_the_ends_of_a_range_are_taken(tmp_path: Path) -> None:
+    write(tmp_path / "liuhen.toml",
+          "[station]\nmetrics_port = 65535\n[store]\nmultipart_chunk_mb = 5\n"
+          "[ingest]\nstable_s = 0\n")
+    s = load_settings(data_dir=tmp_path)
+    assert (s.station.metrics_port, s.store.multipart_chunk_mb, s.ingest.stable_s) == (65535, 5, 0)
