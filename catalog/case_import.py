@@ -41,8 +41,16 @@ from catalog.cases import (
     normalize_retention,
 )
 from catalog.custody import append_event
-from catalog.devices import DeviceError, DeviceNotFound, add_device, assign_device, check_serial
+from catalog.devices import (
+    DeviceError,
+    DeviceNotFound,
+    add_device,
+    assign_device,
+    device_problems,
+    officer_problems,
+)
 from catalog.errors import CatalogError
+from catalog.fields import shown
 from catalog.models import ActionOfficer, Case, DeviceAssignment, EnforcementAction, Officer, utcnow
 from catalog.signing import Signer
 from config.errors import EXIT_NOINPUT
@@ -82,6 +90,12 @@ class ImportFileError(CatalogError):
     exit_code = EXIT_NOINPUT
 
 
+def source_name(path: Path) -> str:
+    """The file's name as stored text (Case.source, notes): a name that is not UTF-8
+    keeps its readable part, since neither database takes undecodable characters."""
+    return path.name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def parse_time(text: str) -> datetime:
     """ISO 8601 (``T`` or a space); naive times are China Standard Time."""
     value = datetime.fromisoformat(text.strip().replace("/", "-"))
@@ -100,6 +114,9 @@ class ActionRow:
     start: datetime | None
     end: datetime | None
     place: str
+    # What was wrong with the row as read (times that are not times), reported with the
+    # reasons the checks of its values find: a person fixes every one at once.
+    problems: tuple[str, ...] = ()
 
 
 @dataclass
@@ -131,14 +148,51 @@ class ImportReport:
 # --- reading ------------------------------------------------------------------------------
 
 
-def _header_map(header: Sequence[str], columns: dict[str, tuple[str, ...]]) -> dict[str, int]:
+def _header_map(header: Sequence[str], columns: dict[str, tuple[str, ...]],
+                source: str) -> dict[str, int]:
     found: dict[str, int] = {}
     for index, name in enumerate(header):
         key = name.strip().lower()
         for canonical, aliases in columns.items():
-            if key in aliases and canonical not in found:
-                found[canonical] = index
+            if key not in aliases:
+                continue
+            if canonical in found:
+                # Which of the two is meant cannot be guessed: taking either would land
+                # values the case system never meant for that column.
+                first = found[canonical]
+                raise ImportFileError(
+                    f"{source}: the header names the column {canonical} twice: column "
+                    f"{first + 1} {header[first].strip()!r} and column {index + 1} "
+                    f"{name.strip()!r}",
+                    hint="keep one of them and import again")
+            found[canonical] = index
     return found
+
+
+def _parse_csv(text: str, source: str) -> list[tuple[int, list[str]]]:
+    """Every row with the line it starts on.
+
+    The csv module refuses a field over its size limit with an error that leaves the
+    rest of a quoted field to be read as rows of its own; the whole file is in memory,
+    so the limit is lifted to its size for this parse and field lengths are checked
+    per row instead (``catalog.fields``), where a long field is that row's error."""
+    previous = csv.field_size_limit()
+    csv.field_size_limit(max(previous, len(text) + 1))
+    try:
+        reader = csv.reader(io.StringIO(text, newline=""))
+        rows = []
+        end = 0
+        for values in reader:
+            # reader.line_num is the row's last line: a quoted field may hold line
+            # breaks, and a person looks for the line the row starts on.
+            first, end = end + 1, reader.line_num
+            rows.append((first, values))
+        return rows
+    except csv.Error as exc:
+        raise ImportFileError(f"{source}: not a CSV file the import can read ({exc})",
+                              hint="export the file as CSV again") from exc
+    finally:
+        csv.field_size_limit(previous)
 
 
 def _csv_rows(data: bytes, columns: dict[str, tuple[str, ...]], required: Iterable[str],
@@ -148,21 +202,16 @@ def _csv_rows(data: bytes, columns: dict[str, tuple[str, ...]], required: Iterab
     except UnicodeDecodeError as exc:
         raise ImportFileError(f"{source}: not UTF-8 text ({exc})",
                               hint="export the file as UTF-8 CSV") from exc
-    reader = csv.reader(io.StringIO(text, newline=""))
-    header = next(reader, None)
-    if header is None:
+    rows = _parse_csv(text, source)
+    if not rows:
         raise ImportFileError(f"{source}: the file is empty", hint="export it again")
-    index = _header_map(header, columns)
+    index = _header_map(rows[0][1], columns, source)
     missing = [c for c in required if c not in index]
     if missing:
         raise ImportFileError(f"{source}: no column for {', '.join(missing)}",
                               hint="the header must name: " + ", ".join(
                                   f"{c} ({'/'.join(columns[c][1:])})" for c in missing))
-    end = reader.line_num
-    for values in reader:
-        # reader.line_num is the row's last line: a quoted field may hold line breaks,
-        # and a person looks for the line the row starts on.
-        first, end = end + 1, reader.line_num
+    for first, values in rows[1:]:
         if not any(v.strip() for v in values):
             continue
         yield first, {k: (values[i].strip() if i < len(values) else "")
@@ -170,8 +219,8 @@ def _csv_rows(data: bytes, columns: dict[str, tuple[str, ...]], required: Iterab
 
 
 def read_actions(path: Path, data: bytes | None = None) -> Iterator[ActionRow | str]:
-    """The rows of a CSV or JSON export: ActionRow, or a problem text for a row that
-    could not even be read (bad time text)."""
+    """The rows of a CSV or JSON export: ActionRow (its ``problems`` say what could not
+    be read, e.g. a bad time text), or a problem text for a JSON entry that is not one."""
     data = path.read_bytes() if data is None else data
     if path.suffix.lower() == ".json":
         yield from _json_actions(data, path.name)
@@ -189,13 +238,11 @@ def _make_row(where: str, row: dict[str, Any]) -> ActionRow | str:
             try:
                 times[key] = parse_time(text)
             except ValueError:
-                problems.append(f"{key} {text!r} is not a time (ISO 8601, e.g. "
+                problems.append(f"{key} {shown(text)!r} is not a time (ISO 8601, e.g. "
                                 "2026-03-01 09:30:00)")
     officers = row.get("officers") or ""
     if isinstance(officers, str):
         officers = [o for o in OFFICER_SPLIT.split(officers) if o]
-    if problems:
-        return f"{where}: " + "; ".join(problems)
     status = str(row.get("status") or "open").strip()
     return ActionRow(
         where=where, case_number=normalize_number(str(row.get("case_number") or "")),
@@ -206,7 +253,8 @@ def _make_row(where: str, row: dict[str, Any]) -> ActionRow | str:
               "security_class": str(row.get("security_class") or "").strip()},
         action_id=str(row.get("action_id") or "").strip(),
         officers=tuple(sorted({str(o).strip() for o in officers})),
-        start=times["start"], end=times["end"], place=str(row.get("place") or "").strip())
+        start=times["start"], end=times["end"], place=str(row.get("place") or "").strip(),
+        problems=tuple(problems))
 
 
 def _json_actions(data: bytes, source: str) -> Iterator[ActionRow | str]:
@@ -250,7 +298,7 @@ def import_actions(session: Session, signer: Signer, path: Path, *, actor: str,
                    data: bytes | None = None) -> ImportReport:
     """Land the good rows of a case-management export; report the bad ones."""
     data = path.read_bytes() if data is None else data
-    report = ImportReport(source=path.name)
+    report = ImportReport(source=source_name(path))
     good: list[ActionRow] = []
     seen_actions: dict[tuple[str, str], ActionRow] = {}
     case_values: dict[str, tuple[dict[str, str], str]] = {}
@@ -259,9 +307,13 @@ def import_actions(session: Session, signer: Signer, path: Path, *, actor: str,
         if isinstance(row, str):
             report.errors.append(row)
             continue
-        problems = case_problems(row.case_number, row.case["status"], row.case["retention"])
-        if row.action_id or row.officers or row.start or row.end:
-            problems += action_problems(row.action_id, row.officers, row.start, row.end)
+        problems = list(row.problems)
+        problems += case_problems(row.case_number, row.case["status"], row.case["retention"],
+                                  title=row.case["title"], unit=row.case["unit"],
+                                  security_class=row.case["security_class"])
+        if row.action_id or row.officers or row.start or row.end or row.problems:
+            problems += action_problems(row.action_id, row.officers, row.start, row.end,
+                                        place=row.place, times_required=not row.problems)
         first = case_values.get(row.case_number)
         if first is not None and first[0] != row.case:
             problems.append(f"case {row.case_number} is described differently on {first[1]}")
@@ -423,19 +475,23 @@ def import_devices(session: Session, signer: Signer, path: Path, *,
     """Devices and assignments from CSV (serial, model, unit, officer_number,
     officer_name, officer_unit, start, end). Rows without an officer only register the
     device. Each row is its own savepoint: a bad row is reported and the rest land."""
-    report = DeviceImportReport(source=path.name)
-    rows = _csv_rows(path.read_bytes(), DEVICE_COLUMNS, ("serial",), path.name)
+    report = DeviceImportReport(source=source_name(path))
+    rows = _csv_rows(path.read_bytes(), DEVICE_COLUMNS, ("serial",), report.source)
     for line, row in sorted(rows, key=lambda r: (r[1].get("start") or "", r[0])):
         report.rows += 1
         where = f"line {line}"
-        problems = [p for p in [check_serial(row["serial"])] if p]
+        problems = device_problems(row["serial"], row.get("model", ""), row.get("unit", ""))
+        if row.get("officer_number") or row.get("officer_name") or row.get("officer_unit"):
+            problems += officer_problems(row.get("officer_number", ""),
+                                         row.get("officer_name", ""),
+                                         row.get("officer_unit", ""))
         times: dict[str, datetime | None] = {}
         for key in ("start", "end"):
             text = row.get(key, "")
             try:
                 times[key] = parse_time(text) if text else None
             except ValueError:
-                problems.append(f"{key} {text!r} is not a time (ISO 8601)")
+                problems.append(f"{key} {shown(text)!r} is not a time (ISO 8601)")
         if row.get("officer_number") and times.get("start") is None:
             problems.append("an assignment needs a start time")
         if problems:
@@ -455,7 +511,7 @@ def import_devices(session: Session, signer: Signer, path: Path, *,
                         officer_number=row["officer_number"],
                         officer_name=row.get("officer_name", ""),
                         officer_unit=row.get("officer_unit", ""), start=start,
-                        end=times["end"], actor=actor, note=f"import {path.name} {where}")
+                        end=times["end"], actor=actor, note=f"import {report.source} {where}")
                     if new:
                         report.assignments += 1
                         report.new_assignments.append(assignment)
@@ -463,4 +519,7 @@ def import_devices(session: Session, signer: Signer, path: Path, *,
                         report.unchanged += 1
         except (DeviceError, DeviceNotFound) as exc:
             report.errors.append(f"{where}: {exc.message}")
+    # Rows are landed in time order (hand-overs in sequence); a person reads the errors
+    # in file order.
+    report.errors.sort(key=lambda e: int(e.split(":", 1)[0].removeprefix("line ")))
     return report

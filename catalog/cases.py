@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from catalog.custody import append_event
 from catalog.devices import check_officer_number, ensure_officer
 from catalog.errors import CatalogError
+from catalog.fields import fields_problems, shown
 from catalog.models import (
     ActionOfficer,
     Case,
@@ -54,29 +55,41 @@ def normalize_retention(value: str) -> str:
     return RETENTION_ALIASES.get(value.lower(), value)
 
 
-def case_problems(number: str, status: str, retention: str) -> list[str]:
+def case_problems(number: str, status: str, retention: str, *, title: str = "",
+                  unit: str = "", security_class: str = "") -> list[str]:
+    """Every reason a case cannot be stored as given."""
     problems = []
     if not number:
         problems.append("case number is empty")
-    elif len(number) > 200 or any(not c.isprintable() for c in number):
-        problems.append(f"case number {number!r} is longer than 200 or holds control characters")
+    elif any(not c.isprintable() for c in number):
+        problems.append(f"case number {shown(number)!r} holds control characters")
+    problems += fields_problems({
+        "case number": (number, Case.number), "title": (title, Case.title),
+        "unit": (unit, Case.unit), "security class (密级)": (security_class,
+                                                          Case.security_class)})
     if status not in STATUSES:
-        problems.append(f"status {status!r} is not one of {', '.join(STATUSES)}")
+        problems.append(f"status {shown(status)!r} is not one of {', '.join(STATUSES)}")
     if retention not in RETENTIONS:
-        problems.append(f"retention {retention!r} is not one of {', '.join(RETENTIONS)}")
+        problems.append(f"retention {shown(retention)!r} is not one of {', '.join(RETENTIONS)}")
     return problems
 
 
 def action_problems(external_id: str, officers: Sequence[str], start: datetime | None,
-                    end: datetime | None) -> list[str]:
+                    end: datetime | None, *, place: str = "",
+                    times_required: bool = True) -> list[str]:
+    """Every reason an action cannot be stored as given. ``times_required=False`` when the
+    caller has already reported times it could not read (one reason, not two)."""
     problems = []
     if not external_id:
         problems.append("action id is empty")
+    problems += fields_problems({"action id": (external_id, EnforcementAction.external_id),
+                                 "place": (place, EnforcementAction.place)})
     if not officers:
         problems.append("action has no officers")
     problems += [p for o in officers if (p := check_officer_number(o))]
     if start is None or end is None:
-        problems.append("action start and end are both required")
+        if times_required:
+            problems.append("action start and end are both required")
     elif end < start:
         problems.append(f"action ends ({end.isoformat()}) before it starts ({start.isoformat()})")
     return problems
@@ -96,7 +109,8 @@ def create_case(session: Session, signer: Signer, *, number: str, title: str = "
                 security_class: str = "", actor: str, source: str = "manual") -> Case:
     number = normalize_number(number)
     retention = normalize_retention(retention)
-    if problems := case_problems(number, status, retention):
+    if problems := case_problems(number, status, retention, title=title, unit=unit,
+                                 security_class=security_class):
         raise CaseError("; ".join(problems), hint="correct the case and run it again")
     if session.scalars(select(Case.id).where(Case.number == number)).first() is not None:
         raise CaseError(f"case {number!r} already exists", hint=f"liuhen case show '{number}'")
@@ -117,7 +131,7 @@ def add_action(session: Session, signer: Signer, *, case: Case, external_id: str
                officers: Sequence[str], start: datetime, end: datetime, place: str = "",
                actor: str) -> tuple[EnforcementAction, bool]:
     """Record an enforcement action; the same action again changes nothing."""
-    if problems := action_problems(external_id, officers, start, end):
+    if problems := action_problems(external_id, officers, start, end, place=place):
         raise CaseError("; ".join(problems), hint="correct the action and run it again")
     existing = session.scalars(select(EnforcementAction).where(
         EnforcementAction.case_id == case.id,

@@ -17,12 +17,16 @@ from sqlalchemy.orm import Session
 
 from catalog.custody import append_event
 from catalog.errors import CatalogError
+from catalog.fields import column_length, fields_problems, shown
 from catalog.models import Device, DeviceAssignment, Officer
 from catalog.signing import Signer
 from config.errors import EXIT_NOINPUT
 
-OFFICER_NUMBER = re.compile(r"^[0-9A-Za-z]{1,32}$")
-SERIAL = re.compile(r"^[0-9A-Za-z-]{1,64}$")
+# The longest 警号 and serial are the columns' lengths (one place for each number).
+OFFICER_NUMBER_MAX = column_length(Officer.number) or 32
+SERIAL_MAX = column_length(Device.serial) or 64
+OFFICER_NUMBER = re.compile(rf"^[0-9A-Za-z]{{1,{OFFICER_NUMBER_MAX}}}$")
+SERIAL = re.compile(rf"^[0-9A-Za-z-]{{1,{SERIAL_MAX}}}$")
 
 
 class DeviceError(CatalogError):
@@ -34,13 +38,29 @@ class DeviceNotFound(CatalogError):
 
 
 def check_serial(serial: str) -> str | None:
-    return None if SERIAL.match(serial) else f"device serial {serial!r} is not 1-64 letters/digits"
+    if SERIAL.match(serial):
+        return None
+    return f"device serial {shown(serial)!r} is not 1-{SERIAL_MAX} letters/digits"
 
 
 def check_officer_number(number: str) -> str | None:
     if OFFICER_NUMBER.match(number):
         return None
-    return f"officer number (警号) {number!r} is not 1-32 letters/digits"
+    return f"officer number (警号) {shown(number)!r} is not 1-{OFFICER_NUMBER_MAX} letters/digits"
+
+
+def device_problems(serial: str, model: str, unit: str) -> list[str]:
+    """Every reason a device's fields cannot be stored."""
+    problems = [p for p in [check_serial(serial)] if p]
+    return problems + fields_problems({"device model": (model, Device.model),
+                                       "device unit": (unit, Device.unit)})
+
+
+def officer_problems(number: str, name: str, unit: str) -> list[str]:
+    """Every reason an officer's fields cannot be stored."""
+    problems = [p for p in [check_officer_number(number)] if p]
+    return problems + fields_problems({"officer name": (name, Officer.name),
+                                       "officer unit": (unit, Officer.unit)})
 
 
 def ensure_officer(session: Session, number: str, name: str = "", unit: str = "") -> Officer:
@@ -59,8 +79,9 @@ def ensure_officer(session: Session, number: str, name: str = "", unit: str = ""
 def add_device(session: Session, signer: Signer, *, serial: str, model: str = "",
                unit: str = "", actor: str) -> tuple[Device, bool]:
     """Register a recorder (also one first seen at a dock). Returns (device, changed)."""
-    if problem := check_serial(serial):
-        raise DeviceError(problem, hint="give the serial printed on the recorder")
+    if problems := device_problems(serial, model, unit):
+        raise DeviceError("; ".join(problems), hint="give the serial printed on the recorder, "
+                          "and a model and unit that fit")
     device = session.scalars(select(Device).where(Device.serial == serial)).first()
     if device is None:
         device = Device(serial=serial, model=model, unit=unit, registered=True)
@@ -88,7 +109,10 @@ def assign_device(
     The assignment current at ``start`` ends there. Returns (assignment, changed); the
     same assignment again changes nothing, so importing an assignment list twice is safe.
     """
-    problems = [p for p in (check_serial(serial), check_officer_number(officer_number)) if p]
+    problems = [p for p in [check_serial(serial)] if p]
+    problems += officer_problems(officer_number, officer_name, officer_unit)
+    problems += fields_problems({"actor": (actor, DeviceAssignment.actor),
+                                 "note": (note, DeviceAssignment.note)})
     if end is not None and end <= start:
         problems.append(f"end {end.isoformat()} is not after start {start.isoformat()}")
     if problems:

@@ -238,4 +238,143 @@ def test_a_row_spanning_lines_is_reported_at_its_first_line(tmp_path: Path) -> N
     rows = list(read_actions(tmp_path / "cases.csv", data))
     assert not isinstance(rows[0], str) and rows[0].where == "line 2"
     assert rows[0].place == "徐汇区\n漕溪路"
-    assert isinstance(rows[1], str) and rows[1].startswith("line 4: start '昨天'")
+    assert not isinstance(rows[1], str) and rows[1].where == "line 4"
+    assert rows[1].problems[0].startswith("start '昨天'")
+
+
+# -- values the catalog's columns cannot hold ---------------------------------------------------
+
+
+def write_rows(path: Path, rows: list[list[str]]) -> Path:
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        csv.writer(f).writerows(rows)
+    return path
+
+
+def test_long_and_nul_values_are_row_errors_and_the_good_rows_land(
+    app: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """On PostgreSQL such a value used to fail the whole import (DataError, exit 70); on
+    SQLite it landed as given. Now each row is judged alone, the same on both."""
+    def row(number: str, action: str, *, unit: str = "徐汇", security: str = "",
+            title: str = "案件", place: str = "漕溪路",
+            start: str = "2026-02-01 09:00") -> list[str]:
+        return [number, title, unit, "open", "永久", security, action, "010203", start,
+                "2026-02-01 10:00", place]
+
+    path = write_rows(tmp_path / "cases.csv", [
+        HEADER,
+        row("沪徐市监罚〔2026〕1号", "g1"),  # line 2: good
+        row("沪徐市监罚〔2026〕2号", "b1", unit="单" * 201, security="密" * 33,
+            place="漕溪\x00路"),  # line 3: three reasons
+        row("号" * 201, "b2"),  # line 4
+        row("沪徐市监罚〔2026〕4号", "g2"),  # line 5: good
+        row("沪徐市监罚〔2026〕5号", "b\x004", start="昨天"),  # line 6: two reasons
+    ])
+    r = run_cli(capsys, "case", "import", str(path), "--json")
+    assert r.code == 3, r.out + r.err  # partial: the good rows landed, the bad ones named
+    report = json.loads(r.out)
+    assert (report["cases_created"], report["actions_created"]) == (2, 2)
+    errors = report["errors"]
+    assert [e.split(":")[0] for e in errors] == ["line 3", "line 4", "line 6"]
+    assert "unit is 201 characters long, more than the 200" in errors[0]
+    assert "security class (密级) is 33 characters long, more than the 32" in errors[0]
+    assert "place contains a NUL character" in errors[0]
+    assert "case number is 201 characters long, more than the 200" in errors[1]
+    assert "start '昨天' is not a time" in errors[2]
+    assert "action id contains a NUL character" in errors[2]
+    with app.catalog.session() as s:
+        assert sorted(s.scalars(select(Case.number))) == ["沪徐市监罚〔2026〕1号",
+                                                          "沪徐市监罚〔2026〕4号"]
+        assert sorted(s.scalars(select(EnforcementAction.external_id))) == ["g1", "g2"]
+
+
+def test_json_values_with_nul_or_a_lone_surrogate_are_row_errors(app: Any,
+                                                                  tmp_path: Path) -> None:
+    path = tmp_path / "cases.json"
+    # json.dumps writes "\u0000" and "\ud800": valid JSON that decodes to text neither
+    # database can store.
+    path.write_text(json.dumps({"cases": [
+        {"number": "沪徐市监罚〔2026〕8号", "title": "坏\ud800题名", "retention": "10年"},
+        {"number": "沪徐市监罚〔2026〕9号", "retention": "10年",
+         "actions": [{"id": "a1", "officers": ["010203"], "start": "2026-02-01 09:00",
+                      "end": "2026-02-01 10:00", "place": "漕\u0000溪路"}]},
+        {"number": "沪徐市监罚〔2026〕10号", "retention": "10年"},
+    ]}), encoding="utf-8")
+    with app.catalog.transaction() as s:
+        report = import_actions(s, app.signer, path, actor="a")
+    assert report.errors == [
+        "cases[0]: title is not valid Unicode (it holds a lone surrogate)",
+        "cases[1].actions[0]: place contains a NUL character"]
+    with app.catalog.session() as s:
+        assert list(s.scalars(select(Case.number))) == ["沪徐市监罚〔2026〕10号"]
+
+
+def test_a_header_naming_a_column_twice_is_refused(app: Any, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_rows(tmp_path / "cases.csv", [
+        ["案件编号", "案件名称", "case_number"],
+        ["沪徐市监罚〔2026〕1号", "甲", "沪徐市监罚〔2026〕2号"]])
+    r = run_cli(capsys, "case", "import", str(path))
+    assert r.code == 66, r.out + r.err
+    assert "names the column case_number twice" in r.err
+    assert "column 1 '案件编号' and column 3 'case_number'" in r.err
+    path = write_rows(tmp_path / "devices.csv", [["serial", "设备编号"], ["A1", "A2"]])
+    r = run_cli(capsys, "device", "import", str(path))
+    assert r.code == 66 and "names the column serial twice" in r.err
+    assert counts(app)[0] == 0
+
+
+def test_device_import_reports_long_and_nul_values_per_row(
+    app: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = write_rows(tmp_path / "devices.csv", [
+        ["serial", "model", "unit", "officer_number", "officer_name", "officer_unit", "start"],
+        ["A000001", "DSJ-V9", "徐汇", "010203", "张三", "", "2026-03-02 07:00:00"],
+        ["A000002", "型" * 101, "徐\x00汇", "010203", "名" * 101, "", "2026-03-02 07:00:00"],
+        ["A" * 65, "DSJ-V9", "徐汇", "", "", "", ""],
+        ["A000003", "DSJ-V9", "徐汇", "0" * 33, "李四", "单" * 201, "2026-03-02 07:00:00"],
+        ["A000005", "DSJ-V9", "徐汇", "", "", "", ""],
+    ])
+    r = run_cli(capsys, "device", "import", str(path), "--json")
+    assert r.code == 3, r.out + r.err
+    report = json.loads(r.out)
+    errors = report["errors"]
+    assert [e.split(":")[0] for e in errors] == ["line 3", "line 4", "line 5"]
+    assert "device model is 101 characters long, more than the 100" in errors[0]
+    assert "device unit contains a NUL character" in errors[0]
+    assert "officer name is 101 characters long, more than the 100" in errors[0]
+    assert "is not 1-64 letters/digits" in errors[1]
+    assert "is not 1-32 letters/digits" in errors[2]
+    assert "officer unit is 201 characters long, more than the 200" in errors[2]
+    assert (report["devices"], report["assignments"]) == (2, 1)
+    r = run_cli(capsys, "device", "list", "--json")
+    assert sorted(d["serial"] for d in json.loads(r.out)) == ["A000001", "A000005"]
+
+
+def test_a_field_over_the_csv_limit_is_a_row_error(
+    app: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The csv module stops at a field over 128 KiB; such a field, even inside quotes over
+    several lines that look like rows, is that one row's error and the rest land."""
+    huge = "长" * 100_000 + "\n沪徐市监罚〔2026〕6号,x\n" + "长" * 100_000
+    path = write_rows(tmp_path / "cases.csv", [
+        ["案件编号", "案件名称", "保管期限"],
+        ["沪徐市监罚〔2026〕1号", "甲", "永久"],
+        ["沪徐市监罚〔2026〕2号", huge, "永久"],
+        ["沪徐市监罚〔2026〕3号", "丙", "永久"],
+    ])
+    r = run_cli(capsys, "case", "import", str(path), "--json")
+    assert r.code == 3, r.out + r.err
+    report = json.loads(r.out)
+    assert report["errors"] == [
+        "line 3: title is 200017 characters long, more than the 131072 it may have"]
+    with app.catalog.session() as s:
+        assert sorted(s.scalars(select(Case.number))) == ["沪徐市监罚〔2026〕1号",
+                                                          "沪徐市监罚〔2026〕3号"]
+    path = write_rows(tmp_path / "devices.csv", [
+        ["serial", "unit"], ["A000001", "x" * 200_000], ["A000002", "徐汇"]])
+    r = run_cli(capsys, "device", "import", str(path), "--json")
+    assert r.code == 3, r.out + r.err
+    assert json.loads(r.out)["errors"] == [
+        "line 2: device unit is 200000 characters long, more than the 200 it may have"]

@@ -109,3 +109,22 @@ def test_device_commands(app: Any, capsys: pytest.CaptureFixture[str]) -> None:
         actor = s.scalars(select(CustodyEvent.actor).where(
             CustodyEvent.action == "device-registered")).one()
         assert actor == "管理员"
+
+
+def test_values_the_columns_cannot_hold_are_refused_by_the_commands_too(
+    app: Any, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The same rule as the imports (catalog.fields): by hand, one clear refusal naming
+    every field, not a database error (PostgreSQL) or a silent overlong row (SQLite)."""
+    r = run_cli(capsys, "device", "add", "A123456", "--model", "型" * 101, "--unit", "徐\x00汇")
+    assert r.code == 65, r.out + r.err
+    assert "device model is 101 characters long, more than the 100" in r.err
+    assert "device unit contains a NUL character" in r.err
+    r = run_cli(capsys, "device", "add", "A123456")
+    r = run_cli(capsys, "device", "assign", "A123456", "010203", "--name", "名" * 101,
+                "--start", "2026-03-02 07:00")
+    assert r.code == 65 and "officer name is 101 characters long" in r.err, r.out + r.err
+    r = run_cli(capsys, "case", "create", "沪徐市监罚〔2026〕1号", "--unit", "单" * 201)
+    assert r.code == 65 and "unit is 201 characters long, more than the 200" in r.err
+    r = run_cli(capsys, "device", "list", "--json")
+    assert json.loads(r.out)[0]["model"] == "" and json.loads(r.out)[0]["assignments"] == []
