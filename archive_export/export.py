@@ -11,20 +11,27 @@ The flow of one export:
    the catalog; write the metadata files; run the four-properties check; write the
    manifests, tag manifests and the Ed25519 signature. Each bag is written under
    ``<name>.partial``;
-4. when every bag is finished, rename them into place, then record the export DONE with
-   its ``ExportItem`` rows, one ``exported`` custody event per recording and an
-   ``export-finished`` event.
+4. when every bag is finished, record the export DONE with its ``ExportItem`` rows, one
+   ``exported`` custody event per recording and an ``export-finished`` event, then
+   rename the bags into place (and set ``finished_at``). Recording first means a bag
+   visible at ``--out`` is always one the catalog knows as exported.
 
-Any failure (a corrupt object, the store or disk failing) removes every ``.partial``
-output of this export (and any of its bags already renamed into place), records the
-export FAILED with the error and an ``export-failed`` custody event naming the object,
-and raises. A process killed
-mid-export leaves ``<name>.partial`` (clearly incomplete) and the export RUNNING.
+Any failure before the DONE commit (a corrupt object, the store or disk failing)
+removes every ``.partial`` output of this export, records the export FAILED with the
+error and an ``export-failed`` custody event naming the object, and raises; a rename
+that fails after it takes the export back (bags out of sight, FAILED, items removed). A
+process killed mid-export leaves ``<name>.partial`` and the export RUNNING, or (killed
+between the DONE commit and the last rename) DONE with some bags still ``.partial``:
+``reconcile_interrupted``, run by the next ``liuhen export`` on the same host, removes
+the former (FAILED) and completes the latter, and says so.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import socket
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +39,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from archive_export import fourprops
@@ -43,6 +50,7 @@ from archive_export.bagwriter import (
     PayloadMismatch,
     human_size,
 )
+from archive_export.bagwriter import _fsync_dir as fsync_dir
 from archive_export.descriptor import package_xml
 from archive_export.handover import handover_csv
 from archive_export.paths import (
@@ -494,7 +502,7 @@ def export_bundle(catalog: Catalog, store: ObjectStore, signer: Signer,
     scope["with_access"] = req.with_access
     with catalog.transaction() as session:
         row = Export(uid=uid, actor=actor, out_path=str(out), scope=scope, state="RUNNING",
-                     bags={"planned": [p.name for p in paths]})
+                     bags={"planned": [p.name for p in paths], "process": _this_process()})
         session.add(row)
         session.flush()
         export_id = row.id
@@ -503,7 +511,6 @@ def export_bundle(catalog: Catalog, store: ObjectStore, signer: Signer,
                      details={"scope": scope, "recordings": len(records),
                               "bags": [p.name for p in paths], "out": str(out)})
     writers: list[BagWriter] = []
-    committed: list[BagWriter] = []
     results: list[BagResult] = []
     try:
         for index, (bag_records, path) in enumerate(zip(bags, paths, strict=True), 1):
@@ -512,54 +519,240 @@ def export_bundle(catalog: Catalog, store: ObjectStore, signer: Signer,
             results.append(_write_bag(
                 catalog, store, signer, writer, bag_records, name_map, cases, req,
                 uid=uid, actor=actor, now=now, index=index, count=len(bags)))
-        for w in writers:
-            w.commit()
-            committed.append(w)
+        _check_finals_free(writers)
+        _record_done(catalog, signer, export_id, uid, actor, bags, results, len(records))
     except BaseException as exc:
         for w in writers:
             w.abort()
-        # Bags already renamed into place belong to an export that failed: take them back,
-        # so no split export is left half-visible at --out.
-        for w in committed:
-            w.remove_final()
         _record_failure(catalog, signer, export_id, uid, actor, exc)
         raise
+    # The catalog now records the export DONE with its items and events; only now do its
+    # bags appear at --out, so a bag there is always one the catalog knows (and a case
+    # refuses to detach its recordings lightly). A kill from here on leaves the export
+    # DONE with some bags still <name>.partial: the next `liuhen export` finishes the
+    # renames (reconcile_interrupted).
+    placed: list[BagWriter] = []
+    try:
+        for w in writers:
+            w.commit()
+            placed.append(w)
+    except BaseException as exc:
+        _take_back(catalog, signer, export_id, uid, actor, writers, placed, exc)
+        raise
+    _record_in_place(catalog, export_id)
+    return ExportResult(uid, results, len(records))
+
+
+def _check_finals_free(writers: Sequence[BagWriter]) -> None:
+    """Refuse before the export is recorded DONE when a final path appeared meanwhile
+    (another process made it): the rename would fail after the catalog said DONE."""
+    taken = [w.final for w in writers if w.final.exists()]
+    if taken:
+        raise ExportError(f"{', '.join(map(str, taken))} appeared while exporting; it was "
+                          "left as it is and this export was not put in its place",
+                          hint="choose another --out and export again")
+
+
+def _record_done(catalog: Catalog, signer: Signer, export_id: int, uid: str, actor: str,
+                 bags: Sequence[Sequence[RecordInfo]], results: Sequence[BagResult],
+                 recordings: int) -> None:
+    """DONE with the ``ExportItem`` rows and the ``exported`` / ``export-finished`` events,
+    in one transaction. ``finished_at`` stays empty until the bags are in place."""
+    with catalog.transaction() as session:
+        row = session.get(Export, export_id)
+        assert row is not None
+        row.state = "DONE"
+        row.files = sum(b.files for b in results)
+        row.bytes = sum(b.bytes for b in results)
+        row.bags = {"planned": list(row.bags.get("planned", [])),
+                    "process": row.bags.get("process"),
+                    "names": [b.name for b in results],
+                    "oxum": {b.name: f"{b.bytes}.{b.files}" for b in results},
+                    "key_id": signer.key_id,
+                    "four_properties": {b.name: b.four_properties["ok"] for b in results}}
+        for b_index, bag_records in enumerate(bags):
+            for r in bag_records:
+                # Items only for an export whose bags are finished: "exported" means in a
+                # bag (cases refuse to detach an exported recording lightly).
+                session.add(ExportItem(export_id=export_id, recording_id=r.recording_id,
+                                       path=r.original.path))
+                append_event(session, signer, actor=actor, action="exported",
+                             object_type="recording", object_id=r.sha256,
+                             details={"export": uid, "bag": results[b_index].name,
+                                      "path": r.original.path,
+                                      "access": r.access.path if r.access else None})
+        append_event(session, signer, actor=actor, action="export-finished",
+                     object_type="export", object_id=uid,
+                     details={"bags": [{"name": b.name, "oxum": f"{b.bytes}.{b.files}",
+                                        "four_properties_ok": b.four_properties["ok"]}
+                                       for b in results],
+                              "recordings": recordings})
+
+
+def _record_in_place(catalog: Catalog, export_id: int) -> None:
+    """``finished_at``: every bag is in place. A failure here is left to the next run's
+    reconciliation (the bags are in place and the catalog already says DONE)."""
     try:
         with catalog.transaction() as session:
-            row2 = session.get(Export, export_id)
-            assert row2 is not None
-            row2.state = "DONE"
-            row2.finished_at = utcnow()
-            row2.files = sum(b.files for b in results)
-            row2.bytes = sum(b.bytes for b in results)
-            row2.bags = {"names": [b.name for b in results],
-                         "oxum": {b.name: f"{b.bytes}.{b.files}" for b in results},
-                         "key_id": signer.key_id,
-                         "four_properties": {b.name: b.four_properties["ok"] for b in results}}
-            for b_index, bag_records in enumerate(bags):
-                for r in bag_records:
-                    # Items only for a finished export: "exported" means in a bag that
-                    # exists (cases refuse to detach an exported recording lightly).
-                    session.add(ExportItem(export_id=export_id, recording_id=r.recording_id,
-                                           path=r.original.path))
-                    append_event(session, signer, actor=actor, action="exported",
-                                 object_type="recording", object_id=r.sha256,
-                                 details={"export": uid, "bag": results[b_index].name,
-                                          "path": r.original.path,
-                                          "access": r.access.path if r.access else None})
-            append_event(session, signer, actor=actor, action="export-finished",
-                         object_type="export", object_id=uid,
-                         details={"bags": [{"name": b.name, "oxum": f"{b.bytes}.{b.files}",
-                                            "four_properties_ok": b.four_properties["ok"]}
-                                           for b in results],
-                                  "recordings": len(records)})
-    except BaseException:
-        # The catalog cannot say the export happened: take the bags back rather than
-        # leave a hand-over the custody log does not know about.
-        for w in writers:
+            session.execute(update(Export).where(Export.id == export_id)
+                            .values(finished_at=utcnow()))
+    except Exception:  # reconcile_interrupted records it later
+        pass
+
+
+def _take_back(catalog: Catalog, signer: Signer, export_id: int, uid: str, actor: str,
+               writers: Sequence[BagWriter], placed: Sequence[BagWriter],
+               exc: BaseException) -> None:
+    """A bag could not be renamed into place after the export was recorded DONE (or the
+    renames were interrupted by Ctrl-C): the bags already in place go back out of sight
+    first, then the catalog takes the export back (FAILED, no items, an ``export-failed``
+    event after its ``exported`` ones), then the temporary bags are removed. Killed
+    between those steps, the next run either completes the export (still DONE) or
+    finds a FAILED one whose ``.partial`` the user is told to remove."""
+    for w in placed:
+        try:
+            os.rename(w.final, w.temp)
+        except OSError:
             w.remove_final()
-        raise
-    return ExportResult(uid, results, len(records))
+    message = str(exc) if isinstance(exc, LiuhenError) else f"{type(exc).__name__}: {exc}"
+    try:
+        with catalog.transaction() as session:
+            row = session.get(Export, export_id)
+            if row is not None:
+                row.state = "FAILED"
+                row.error = message
+                row.finished_at = utcnow()
+            session.execute(delete(ExportItem).where(ExportItem.export_id == export_id))
+            append_event(session, signer, actor=actor, action="export-failed",
+                         object_type="export", object_id=uid,
+                         details={"error": message[:2000], "taken_back": True})
+    except Exception:  # still DONE: the next run completes it instead
+        return
+    for w in writers:
+        w.abort()
+
+
+# -- interrupted exports ------------------------------------------------------------------
+
+
+def _this_process() -> dict[str, Any]:
+    """Who runs an export: enough for a later run on the same host to tell that this
+    process is gone (its pid, and the pid's start time against pid reuse)."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "start": _start_ticks(os.getpid())}
+
+
+def _start_ticks(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (Linux /proc), else None."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Field 22; the command name (field 2) is in parentheses and may hold spaces.
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def _gone(process: Any) -> bool:
+    """Whether the process recorded by ``_this_process`` on this host has ended."""
+    if not isinstance(process, dict) or process.get("host") != socket.gethostname():
+        return False  # another host's export (or one from before processes were recorded)
+    pid = process.get("pid")
+    if not isinstance(pid, int):
+        return False
+    if pid == os.getpid():
+        return True  # our own pid, reused (a container's pid 1): we are not that export
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # alive, another user's
+    start = process.get("start")
+    return start is not None and _start_ticks(pid) not in (None, start)
+
+
+def reconcile_interrupted(catalog: Catalog, signer: Signer, *, actor: str) -> list[str]:
+    """Settle the exports of this host whose process died: an export recorded DONE has
+    its remaining ``.partial`` bags renamed into place (they were finished and signed
+    before the catalog said DONE); one still RUNNING has its ``.partial`` output removed
+    and is recorded FAILED. Returns one line per export saying what was done."""
+    with catalog.session() as session:
+        rows = [(e.id, e.uid, e.state, e.out_path, dict(e.bags or {}))
+                for e in session.scalars(select(Export).where(or_(
+                    Export.state == "RUNNING",
+                    and_(Export.state == "DONE", Export.finished_at.is_(None))))
+                    .order_by(Export.id))]
+    notes: list[str] = []
+    for export_id, uid, state, out_path, bags in rows:
+        if not _gone(bags.get("process")):
+            continue
+        out = Path(out_path)
+        paths = [out.with_name(name) for name in bags.get("planned", [])]
+        if state == "DONE":
+            notes.append(_complete(catalog, export_id, uid, paths))
+        else:
+            notes.append(_remove_interrupted(catalog, signer, export_id, uid, paths,
+                                             bags["process"], actor))
+    return notes
+
+
+def _partial(path: Path) -> Path:
+    return path.with_name(path.name + PARTIAL_SUFFIX)
+
+
+def _complete(catalog: Catalog, export_id: int, uid: str, paths: Sequence[Path]) -> str:
+    moved: list[str] = []
+    problems: list[str] = []
+    for path in paths:
+        partial = _partial(path)
+        if partial.exists() and not path.exists():
+            try:
+                os.rename(partial, path)
+            except FileNotFoundError:
+                pass  # another run completed it a moment ago
+            else:
+                fsync_dir(path.parent)
+                moved.append(f"{partial.name} -> {path.name}")
+        elif not path.exists():
+            problems.append(f"{path} is missing (neither it nor {partial.name} is there: "
+                            "removed, or on a medium not mounted now)")
+        elif partial.exists():
+            problems.append(f"both {path} and {partial} exist: left as they are")
+    if problems:
+        # Still recorded as exported (its items keep its recordings from being detached
+        # lightly); said again on every run until someone looks.
+        return (f"export {uid} (DONE, interrupted while putting its bags in place): "
+                + "; ".join(problems))
+    _record_in_place(catalog, export_id)
+    done = f"renamed {', '.join(moved)}" if moved else "its bags were already in place"
+    where = f" in {paths[0].parent}" if paths else ""
+    return (f"export {uid} (DONE, interrupted while putting its bags in place{where}): "
+            f"completed, {done}")
+
+
+def _remove_interrupted(catalog: Catalog, signer: Signer, export_id: int, uid: str,
+                        paths: Sequence[Path], process: dict[str, Any], actor: str) -> str:
+    removed = []
+    for path in paths:
+        partial = _partial(path)
+        if partial.is_dir():
+            shutil.rmtree(partial, ignore_errors=True)
+            removed.append(str(partial))
+        elif partial.exists():
+            partial.unlink(missing_ok=True)
+            removed.append(str(partial))
+    error = (f"interrupted: its process ({process.get('pid')} on {process.get('host')}) "
+             "ended before the export was recorded")
+    with catalog.transaction() as session:
+        claimed = session.scalars(
+            update(Export).where(Export.id == export_id, Export.state == "RUNNING")
+            .values(state="FAILED", error=error, finished_at=utcnow())
+            .returning(Export.id)).first()
+        if claimed is not None:  # once, whoever reconciles first
+            append_event(session, signer, actor=actor, action="export-failed",
+                         object_type="export", object_id=uid,
+                         details={"error": error, "removed": removed})
+    what = f"removed {', '.join(removed)}" if removed else "it had written nothing"
+    return f"export {uid} (RUNNING, its process is gone): {what}; recorded FAILED"
 
 
 def _record_failure(catalog: Catalog, signer: Signer, export_id: int, uid: str, actor: str,

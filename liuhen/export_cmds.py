@@ -35,7 +35,12 @@ def run_export(app: Any, *, out_path: str, cases: tuple[str, ...], date_from: st
                date_to: str | None, with_access: bool, max_bag_size: str | None, fonds: str,
                retention: str, security_class: str, organization: str, decode: str,
                as_json: bool) -> None:
-    from archive_export.export import ExportRequest, export_bundle, parse_day
+    from archive_export.export import (
+        ExportRequest,
+        export_bundle,
+        parse_day,
+        reconcile_interrupted,
+    )
     from archive_export.fourprops import Options, summary_lines
 
     s = app.settings
@@ -50,9 +55,16 @@ def run_export(app: Any, *, out_path: str, cases: tuple[str, ...], date_from: st
         actor=f"station:{s.station.id}",
         options=Options(ffmpeg=s.ffmpeg.ffmpeg, ffprobe=s.ffmpeg.ffprobe, decode=decode),
     )
-    result = export_bundle(app.ready_catalog(), app.store, app.signer, req)
+    catalog = app.ready_catalog()
+    # Exports of this host killed mid-way are settled first, and said on stderr whatever
+    # becomes of this export (it may need the --out an interrupted one left behind).
+    reconciled = reconcile_interrupted(catalog, app.signer, actor=req.actor)
+    for note in reconciled:
+        err.print(f"reconciled an interrupted export: {note}", markup=False)
+    result = export_bundle(catalog, app.store, app.signer, req)
     if as_json:
         print_json({"export": result.uid, "recordings": result.recordings,
+                    "reconciled": reconciled,
                     "bytes": result.bytes,
                     "bags": [{"name": b.name, "path": str(b.path), "files": b.files,
                               "bytes": b.bytes, "recordings": b.recordings,

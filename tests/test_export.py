@@ -9,7 +9,9 @@ import csv
 import json
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import tarfile
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -511,3 +513,171 @@ def test_failed_commit_of_a_split_export_takes_back_the_bags_already_in_place(
     assert sorted(os.listdir(out.parent)) == ["bag-002"]  # only what the other process made
     with d.app.catalog.session() as s:
         assert [r.state for r in s.scalars(select(Export))] == ["FAILED"]
+
+
+# -- killed at the dangerous points -------------------------------------------------------------
+
+# `liuhen export`, killed (SIGKILL, as a power cut would) right after its first bag is
+# renamed into place: the point where a bag is visible at --out.
+KILLED_AFTER_FIRST_RENAME = """
+import os, signal
+from archive_export import bagwriter
+real = bagwriter.BagWriter.commit
+def commit(self):
+    real(self)
+    os.kill(os.getpid(), signal.SIGKILL)
+bagwriter.BagWriter.commit = commit
+from liuhen.cli import main
+main()
+"""
+
+# `liuhen export`, killed while it copies the second file into its first bag.
+KILLED_WHILE_WRITING = """
+import os, signal
+from archive_export import bagwriter
+real = bagwriter.BagWriter.add_stream
+calls = []
+def add_stream(self, *args, **kwargs):
+    calls.append(1)
+    if len(calls) == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(self, *args, **kwargs)
+bagwriter.BagWriter.add_stream = add_stream
+from liuhen.cli import main
+main()
+"""
+
+
+def killed_export(script: str, home: Path, *args: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIUHEN_")}
+    env["LIUHEN_HOME"] = str(home)
+    killed = subprocess.run([sys.executable, "-c", script, "export", "--case", CASE,
+                             "--decode", "none", *args], env=env, cwd=Path.cwd(),
+                            capture_output=True, text=True, check=False, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+
+
+def split_case(tmp_path: Path) -> tuple[Docked, int, list[int]]:
+    """Two videos attached to CASE; a bag size limit that puts them in two bags."""
+    d = dock_and_derive(tmp_path, derive=False, h264=2, h265=0, wav=0, jpeg=0, truncated=0,
+                        segments=0)
+    make_case(d.app)
+    with d.app.catalog.session() as s:
+        recs = s.scalars(select(Recording).order_by(Recording.id)).all()
+        limit = max(r.size for r in recs if r.original_name.endswith(".MP4"))
+        return d, limit, [r.id for r in recs]
+
+
+@pytest.mark.slow
+@pytest.mark.fault
+def test_export_killed_after_a_bag_is_renamed_into_place_is_known_and_completed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    d, limit, rec_ids = split_case(tmp_path)
+    home = tmp_path / "data"
+    out = tmp_path / "out" / "case"
+    killed_export(KILLED_AFTER_FIRST_RENAME, home, "--out", str(out),
+                  "--max-bag-size", str(limit))
+    with d.app.catalog.session() as s:
+        (row,) = s.scalars(select(Export)).all()
+        items = {i.recording_id for i in s.scalars(select(ExportItem))}
+    bags = [out.with_name(name) for name in row.bags["planned"]]
+    assert [b.name for b in bags[:2]] == ["case-001", "case-002"]
+    # A bag is visible at --out: the catalog knows the export, with every recording in it.
+    assert bags[0].is_dir() and not any(b.exists() for b in bags[1:])
+    assert all(b.with_name(b.name + ".partial").is_dir() for b in bags[1:])
+    assert row.state == "DONE" and row.finished_at is None
+    assert items == set(rec_ids)
+    monkeypatch.setenv("LIUHEN_HOME", str(home))
+    refused = run_cli(capsys, "case", "detach", CASE, str(rec_ids[0]), "--reason", "test")
+    assert refused.code != 0 and "was exported" in refused.err, refused.out + refused.err
+    assert "--force-exported" in refused.err
+
+    # The next export settles the interrupted one first, and says what it did.
+    again = run_cli(capsys, "export", "--case", CASE, "--decode", "none", "--json", "--out",
+                    str(tmp_path / "out" / "again"))
+    assert again.code == 0, again.out + again.err
+    (note,) = json.loads(again.out)["reconciled"]
+    assert note.startswith(f"export {row.uid} (DONE") and "case-002.partial -> case-002" in note
+    assert f"reconciled an interrupted export: export {row.uid}" in again.err
+    assert sorted(p.name for p in out.parent.iterdir()) == sorted(
+        ["again"] + [b.name for b in bags])
+    for bag in bags:
+        assert_valid_bag(bag, capsys)
+    with d.app.catalog.session() as s:
+        done = s.get(Export, row.id)
+        assert done is not None and done.state == "DONE" and done.finished_at is not None
+        assert verify_chain(s).ok
+    # Settled once: a later export has nothing to reconcile.
+    third = run_cli(capsys, "export", "--case", CASE, "--decode", "none", "--json", "--out",
+                    str(tmp_path / "out" / "third"))
+    assert third.code == 0 and json.loads(third.out)["reconciled"] == []
+
+
+@pytest.mark.slow
+@pytest.mark.fault
+def test_export_killed_while_writing_is_removed_and_recorded_failed_by_the_next_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    d, _limit, _ids = split_case(tmp_path)
+    home = tmp_path / "data"
+    out = tmp_path / "out" / "case.tar"
+    killed_export(KILLED_WHILE_WRITING, home, "--out", str(out))
+    assert sorted(p.name for p in out.parent.iterdir()) == ["case.tar.partial"]
+    with d.app.catalog.session() as s:
+        (row,) = s.scalars(select(Export)).all()
+        assert row.state == "RUNNING" and not s.scalars(select(ExportItem)).all()
+    # The same --out again: the interrupted output is removed (it said it was
+    # incomplete), the interrupted export is recorded FAILED, and this one is written.
+    monkeypatch.setenv("LIUHEN_HOME", str(home))
+    again = run_cli(capsys, "export", "--case", CASE, "--decode", "none", "--out", str(out))
+    assert again.code == 0, again.out + again.err
+    assert (f"reconciled an interrupted export: export {row.uid} (RUNNING, its process is "
+            f"gone): removed {out}.partial; recorded FAILED") in again.err
+    assert sorted(p.name for p in out.parent.iterdir()) == ["case.tar"]
+    with d.app.catalog.session() as s:
+        failed = s.get(Export, row.id)
+        assert failed is not None and failed.state == "FAILED" and "interrupted" in (
+            failed.error or "")
+        events = [json.loads(e.details) for e in s.scalars(select(CustodyEvent).where(
+            CustodyEvent.action == "export-failed", CustodyEvent.object_id == row.uid))]
+        assert [e["removed"] for e in events] == [[f"{out}.partial"]]
+        assert verify_chain(s).ok
+
+
+@pytest.mark.slow
+def test_a_rename_failing_after_the_export_was_recorded_takes_the_export_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Bag 2's final path is made by another process just after bag 1 was renamed into
+    place (after the catalog said DONE): bag 1 leaves --out again and the catalog takes
+    the export back, so neither claims a hand-over the other does not know."""
+    from archive_export import bagwriter
+
+    d, limit, rec_ids = split_case(tmp_path)
+    out = tmp_path / "out" / "bag"
+    out.parent.mkdir()
+    real = bagwriter.BagWriter.commit
+
+    def commit(self: bagwriter.BagWriter) -> None:
+        real(self)
+        if self.final.name == "bag-001":
+            (out.parent / "bag-002").mkdir()  # what the other process makes
+
+    monkeypatch.setattr(bagwriter.BagWriter, "commit", commit)
+    with pytest.raises(Exception, match="bag-002 appeared while exporting"):
+        export(d.app, out, max_bag_bytes=limit)
+    assert sorted(os.listdir(out.parent)) == ["bag-002"]  # only what the other process made
+    with d.app.catalog.session() as s:
+        (row,) = s.scalars(select(Export)).all()
+        assert row.state == "FAILED" and not s.scalars(select(ExportItem)).all()
+        actions = [e.action for e in s.scalars(select(CustodyEvent).where(
+            CustodyEvent.object_id == row.uid).order_by(CustodyEvent.seq))]
+        assert actions == ["export-started", "export-finished", "export-failed"]
+        assert verify_chain(s).ok
+        rec = s.get(Recording, rec_ids[0])
+    assert rec is not None
+    with d.app.catalog.transaction() as s:  # not exported after all: detaching is plain
+        details = detach(s, d.app.signer, case_number=CASE, rec=rec, reason="test",
+                         actor="test")
+    assert details["override"] is False
