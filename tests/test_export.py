@@ -548,19 +548,21 @@ main()
 """
 
 
-def killed_export(script: str, home: Path, *args: str) -> None:
+def killed_export(script: str, d: Docked, *args: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LIUHEN_")}
-    env["LIUHEN_HOME"] = str(home)
+    env.update(LIUHEN_HOME=str(d.app.settings.data_dir),
+               LIUHEN_CATALOG_URL=d.app.settings.catalog_url)
     killed = subprocess.run([sys.executable, "-c", script, "export", "--case", CASE,
                              "--decode", "none", *args], env=env, cwd=Path.cwd(),
                             capture_output=True, text=True, check=False, timeout=300)
     assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
 
 
-def split_case(tmp_path: Path) -> tuple[Docked, int, list[int]]:
+def split_case(tmp_path: Path, catalog_url: str | None = None
+               ) -> tuple[Docked, int, list[int]]:
     """Two videos attached to CASE; a bag size limit that puts them in two bags."""
-    d = dock_and_derive(tmp_path, derive=False, h264=2, h265=0, wav=0, jpeg=0, truncated=0,
-                        segments=0)
+    d = dock_and_derive(tmp_path, catalog_url=catalog_url, derive=False, h264=2, h265=0,
+                        wav=0, jpeg=0, truncated=0, segments=0)
     make_case(d.app)
     with d.app.catalog.session() as s:
         recs = s.scalars(select(Recording).order_by(Recording.id)).all()
@@ -571,12 +573,14 @@ def split_case(tmp_path: Path) -> tuple[Docked, int, list[int]]:
 @pytest.mark.slow
 @pytest.mark.fault
 def test_export_killed_after_a_bag_is_renamed_into_place_is_known_and_completed(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path, catalog_url: str, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    d, limit, rec_ids = split_case(tmp_path)
+    d, limit, rec_ids = split_case(tmp_path, catalog_url)
     home = tmp_path / "data"
+    monkeypatch.setenv("LIUHEN_CATALOG_URL", catalog_url)
     out = tmp_path / "out" / "case"
-    killed_export(KILLED_AFTER_FIRST_RENAME, home, "--out", str(out),
+    killed_export(KILLED_AFTER_FIRST_RENAME, d, "--out", str(out),
                   "--max-bag-size", str(limit))
     with d.app.catalog.session() as s:
         (row,) = s.scalars(select(Export)).all()
@@ -622,7 +626,7 @@ def test_export_killed_while_writing_is_removed_and_recorded_failed_by_the_next_
     d, _limit, _ids = split_case(tmp_path)
     home = tmp_path / "data"
     out = tmp_path / "out" / "case.tar"
-    killed_export(KILLED_WHILE_WRITING, home, "--out", str(out))
+    killed_export(KILLED_WHILE_WRITING, d, "--out", str(out))
     assert sorted(p.name for p in out.parent.iterdir()) == ["case.tar.partial"]
     with d.app.catalog.session() as s:
         (row,) = s.scalars(select(Export)).all()
