@@ -688,7 +688,7 @@ def reconcile_interrupted(catalog: Catalog, signer: Signer, *, actor: str) -> li
         out = Path(out_path)
         paths = [out.with_name(name) for name in bags.get("planned", [])]
         if state == "DONE":
-            notes.append(_complete(catalog, export_id, uid, paths))
+            notes.append(_complete(catalog, export_id, uid, paths, bags.get("oxum", {})))
         else:
             notes.append(_remove_interrupted(catalog, signer, export_id, uid, paths,
                                              bags["process"], actor))
@@ -699,12 +699,29 @@ def _partial(path: Path) -> Path:
     return path.with_name(path.name + PARTIAL_SUFFIX)
 
 
-def _complete(catalog: Catalog, export_id: int, uid: str, paths: Sequence[Path]) -> str:
+def _dir_oxum(bag: Path) -> str | None:
+    """Payload-Oxum (``bytes.files``) of a bag directory's ``data/``; None for a tar or
+    a path that is not there (a tar is one file, synced whole before the DONE commit)."""
+    if not bag.is_dir():
+        return None
+    sizes = [p.stat().st_size for p in (bag / "data").rglob("*") if p.is_file()]
+    return f"{sum(sizes)}.{len(sizes)}"
+
+
+def _complete(catalog: Catalog, export_id: int, uid: str, paths: Sequence[Path],
+              oxum: dict[str, str]) -> str:
     moved: list[str] = []
     problems: list[str] = []
     for path in paths:
         partial = _partial(path)
-        if partial.exists() and not path.exists():
+        found = _dir_oxum(partial)
+        want = oxum.get(path.name.removesuffix(".tar"))
+        if found is not None and found != want:
+            # A power cut can lose files whose directory was never synced: such a bag
+            # is not the one the catalog recorded, and is not put in place.
+            problems.append(f"{partial} holds {found} (bytes.files) of payload, the "
+                            f"export recorded {want}: left as it is")
+        elif partial.exists() and not path.exists():
             try:
                 os.rename(partial, path)
             except FileNotFoundError:

@@ -685,3 +685,28 @@ def test_a_rename_failing_after_the_export_was_recorded_takes_the_export_back(
         details = detach(s, d.app.signer, case_number=CASE, rec=rec, reason="test",
                          actor="test")
     assert details["override"] is False
+
+
+@pytest.mark.slow
+@pytest.mark.fault
+def test_an_interrupted_bag_that_lost_files_is_not_put_in_place(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What a power cut can do to a bag directory whose folders were never synced: a file
+    gone. Completing the export must not put that bag at --out as if it were the one
+    recorded; it is reported, and the export stays recorded as exported."""
+    d, limit, _ids = split_case(tmp_path)
+    out = tmp_path / "out" / "case"
+    killed_export(KILLED_AFTER_FIRST_RENAME, d, "--out", str(out), "--max-bag-size", str(limit))
+    partial = out.with_name("case-002.partial")
+    next(p for p in (partial / "data" / "originals").rglob("*") if p.is_file()).unlink()
+    monkeypatch.setenv("LIUHEN_HOME", str(d.app.settings.data_dir))
+    again = run_cli(capsys, "export", "--case", CASE, "--decode", "none", "--json", "--out",
+                    str(tmp_path / "out" / "again"))
+    assert again.code == 0, again.out + again.err
+    (note,) = json.loads(again.out)["reconciled"]
+    assert f"{partial} holds" in note and "left as it is" in note
+    assert partial.is_dir() and not out.with_name("case-002").exists()
+    with d.app.catalog.session() as s:
+        row = s.scalars(select(Export).order_by(Export.id)).first()
+        assert row is not None and row.state == "DONE" and row.finished_at is None
