@@ -142,6 +142,10 @@ def _from_toml(label: str, value: Any, typ: Any) -> Any:
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif typ is float:
         ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if ok and isinstance(value, int) and abs(value) > 2**53:
+            # float() of a huge integer overflows (or rounds): no setting is that big.
+            raise ConfigError(f"{label} must be a number of at most 16 digits, "
+                              f"got {_shown(value)}")
         value = float(value) if ok else value
     elif typ is str:
         ok = isinstance(value, str)
