@@ -621,10 +621,12 @@ def test_export_killed_after_a_bag_is_renamed_into_place_is_known_and_completed(
 @pytest.mark.slow
 @pytest.mark.fault
 def test_export_killed_while_writing_is_removed_and_recorded_failed_by_the_next_run(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path, catalog_url: str, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    d, _limit, _ids = split_case(tmp_path)
+    d, _limit, _ids = split_case(tmp_path, catalog_url)
     home = tmp_path / "data"
+    monkeypatch.setenv("LIUHEN_CATALOG_URL", catalog_url)
     out = tmp_path / "out" / "case.tar"
     killed_export(KILLED_WHILE_WRITING, d, "--out", str(out))
     assert sorted(p.name for p in out.parent.iterdir()) == ["case.tar.partial"]
