@@ -493,8 +493,8 @@ def check_excerpt(events: bytes, keys: bytes | None, trust: Trust | None = None,
         read, bad = heads_from_lines(heads, "anchors.jsonl")
         good, wrong = check_heads(read, result.keys, trust)
         result.heads = len(good)
-        result.issues += [replace(i, part="anchors") for i in
-                          bad + wrong + _heads_against_excerpt(good, ordered)]
+        result.issues += [replace(i, part="anchors") for i in bad + wrong]
+        result.issues += _heads_against_excerpt(good, ordered)  # on the excerpt's line
     return result
 
 
