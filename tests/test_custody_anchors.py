@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -184,3 +185,31 @@ def test_auditor_keeping_a_bag_detects_erasure_without_journal_or_store_anchors(
     result = custody_verify(capsys, "--anchors", str(bag))
     assert result.code == 1 and "truncated" in result.out, result.out
     assert f"last anchored seq {anchored}" in result.out and str(bag) in result.out
+
+
+@pytest.mark.s3
+@pytest.mark.parametrize("catalog_url", ["sqlite"], indirect=True)
+def test_chain_head_in_an_object_lock_bucket_cannot_be_deleted(
+    catalog: Any, make_s3_store: Any, s3_lock_bucket: str
+) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from catalog import Signer, register_station
+    from catalog.anchors import publish, store_heads, store_key
+    from storage.errors import RetentionRefused
+
+    store = make_s3_store(s3_lock_bucket, "evidence")
+    signer = Signer(STATION, Ed25519PrivateKey.generate())
+    with catalog.transaction() as s:
+        register_station(s, signer)
+    with catalog.session() as s:
+        signed = publish(s, signer, store=store)
+    assert signed is not None and signed.seq == 1
+    key = store_key(signed)
+    info = store.head(key)
+    assert info.retain_until is not None
+    assert info.retain_until > datetime.now(UTC) + timedelta(days=365 * 29)
+    with pytest.raises(RetentionRefused):
+        store.delete(key)
+    (read,), bad = store_heads(store)
+    assert read == signed and not bad
