@@ -202,7 +202,7 @@ class ChainChecker:
         if key.retired_at is not None and self._latest_at > key.retired_at:
             issue("retired-key", f"signed by {ev.key_id} after its retirement at "
                   f"{key.retired_at} (the chain had reached {self._latest_at})")
-        if not self._verifies(key, ev.signature, data):
+        if not self.verifies(key, ev.signature, data):
             issue("bad-signature", f"signature does not verify with {ev.key_id}")
         return issues
 
@@ -239,7 +239,7 @@ class ChainChecker:
             issue("untrusted-station", f"station {ev.station_id} is not in the key ring, so "
                   f"its key {ev.key_id} is not trusted")
 
-    def _verifies(self, key: Key, signature_hex: str, data: bytes) -> bool:
+    def verifies(self, key: Key, signature_hex: str, data: bytes) -> bool:
         if key.key_id not in self._loaded:
             self._loaded[key.key_id] = _load(key.public_key)
         public = self._loaded[key.key_id]
@@ -362,7 +362,7 @@ def check_heads(heads: Iterable[ChainHead], keys: Mapping[str, Key],
             bad("bad-anchor", f"signed by {h.key_id}, not a known key of the station")
         elif pinned is not None and h.key_id not in pinned:
             bad("bad-anchor", f"signed by {h.key_id}, not a trusted key of the station")
-        elif not checker._verifies(key, h.signature, h.signed_bytes()):
+        elif not checker.verifies(key, h.signature, h.signed_bytes()):
             bad("bad-anchor", f"signature does not verify with {h.key_id}")
         else:
             if key.retired_at is not None and h.at > key.retired_at:

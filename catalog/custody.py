@@ -222,6 +222,8 @@ class Problem:
     detail: str
 
     def describe(self) -> str:
+        if not self.station_id:  # an anchor that could not even be read names no station
+            return f"{self.kind}: {self.detail}"
         where = f"station {self.station_id}"
         if self.seq is not None:
             where += f" event #{self.seq}"

@@ -213,3 +213,42 @@ def test_chain_head_in_an_object_lock_bucket_cannot_be_deleted(
         store.delete(key)
     (read,), bad = store_heads(store)
     assert read == signed and not bad
+
+
+@pytest.mark.parametrize("catalog_url", ["sqlite"], indirect=True)
+def test_anchored_event_deleted_inside_the_chain_is_missing(
+    app: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dock(app, tmp_path, "R1", 1)
+    first = head(app)
+    dock(app, tmp_path, "R2", 2)
+    with app.catalog.transaction() as s:
+        s.execute(delete(CustodyEvent).where(CustodyEvent.station_id == STATION,
+                                             CustodyEvent.seq == first))
+    result = custody_verify(capsys)
+    assert result.code == 1
+    assert f"event #{first}: missing: event #{first}, anchored by chain head" in result.out
+
+
+@pytest.mark.parametrize("catalog_url", ["sqlite"], indirect=True)
+def test_forged_chain_head_in_the_store_is_reported(
+    app: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A head signed by another key (whoever can write the store can add objects) is
+    evidence of tampering, never a head the catalog is held to."""
+    import io
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from catalog import Signer
+    from catalog.anchors import store_key
+    from catalog.chainrule import sign_head
+    from storage import digest_bytes
+
+    dock(app, tmp_path, "R1", 1)
+    forged = sign_head(Signer(STATION, Ed25519PrivateKey.generate()), 10**6, "f" * 64)
+    data = (forged.to_line() + "\n").encode()
+    app.store.put(store_key(forged), io.BytesIO(data), expected=digest_bytes(data))
+    result = custody_verify(capsys)
+    assert result.code == 1 and "bad-anchor" in result.out, result.out
+    assert "truncated" not in result.out  # a forged head vouches for nothing
