@@ -58,8 +58,8 @@ from archive_export.paths import (
 from archive_export.premis import events_xml
 from archive_export.records import PayloadFile, RecordInfo
 from catalog import anchors
-from catalog.chainrule import ChainHead
-from catalog.custody import append_event
+from catalog.chainrule import ChainHead, check_heads
+from catalog.custody import append_event, catalog_keys
 from catalog.db import Catalog
 from catalog.models import (
     ActionOfficer,
@@ -400,9 +400,13 @@ def _chain_heads(session: Session, store: ObjectStore, signer: Signer,
     except StorageError as exc:  # the bag is still good evidence without them
         log.warning("chain heads of other stations not copied into the bag: %s", exc)
         stored = []
-    heads += sorted((h for h in stored if h.station_id in stations - {signer.station_id}),
-                    key=lambda h: h.station_id)
-    return heads
+    others = [h for h in stored if h.station_id in stations - {signer.station_id}]
+    # Only heads that verify: a forged one planted in the store would otherwise make every
+    # later bag fail its check (custody verify and verify --district report it instead).
+    good, bad = check_heads(others, catalog_keys(session))
+    for issue in bad:
+        log.warning("chain head not copied into the bag: %s", issue.detail)
+    return heads + sorted(good, key=lambda h: h.station_id)
 
 
 def _keys(session: Session, key_ids: Iterable[str]) -> list[dict[str, Any]]:

@@ -24,7 +24,15 @@ from typing import Protocol
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from catalog.chainrule import ChainHead, Issue, head_from_json, heads_from_lines, sign_head
+from catalog.chainrule import (
+    ChainHead,
+    Issue,
+    Key,
+    check_heads,
+    head_from_json,
+    heads_from_lines,
+    sign_head,
+)
 from catalog.errors import CatalogError
 from catalog.models import CustodyEvent
 from catalog.signing import Signer
@@ -96,6 +104,8 @@ def publish(session: Session, signer: Signer, *, journal: AnchorLog | None = Non
         return None
     seq, event_hash = head
     last = journal.anchors(signer.station_id, newest=1) if journal is not None else []
+    if not last and store is not None:  # a host without a journal: its newest stored head
+        last = _newest_own_in_store(store, signer)
     if last:
         _refuse_if_contradicted(session, last[0], seq)
         if (last[0].seq, last[0].event_hash) == (seq, event_hash):
@@ -108,6 +118,22 @@ def publish(session: Session, signer: Signer, *, journal: AnchorLog | None = Non
     if store is not None:
         _put(store, signed)
     return signed
+
+
+def _newest_own_in_store(store: ObjectStore, signer: Signer) -> list[ChainHead]:
+    """The newest head of the signer's chain in the store, if this key signed it (a head
+    planted under another key must not stop the station from anchoring)."""
+    keys = sorted(store.list(f"{PREFIX}{station_segment(signer.station_id)}/"))
+    if not keys:
+        return []
+    try:
+        with store.open(keys[-1]) as f:
+            h = head_from_json(json.loads(f.read(1 << 16)), f"store {keys[-1]}")
+    except (ValueError, StorageError):
+        return []
+    key = Key(signer.key_id, signer.station_id, signer.public_key)
+    good, _bad = check_heads([h], {signer.key_id: key})
+    return good if good and h.station_id == signer.station_id else []
 
 
 def _refuse_if_contradicted(session: Session, last: ChainHead, seq: int) -> None:

@@ -119,6 +119,12 @@ def test_catalog_restored_from_an_earlier_copy_is_reported(
     district = run_cli(capsys, "verify", "--district")
     assert district.code == 1 and "rollback" in district.out
     assert doctor_heads(capsys)["status"] == "fail"
+    # No host signs a head over the rolled-back chain, with its journal or (a host
+    # without one) against the newest head in the store: the old head stays the evidence.
+    app.settings.journal_path.rename(tmp_path / "journal-aside")
+    refused = run_cli(capsys, "custody", "anchor")
+    assert refused.code == 1 and f"no longer holds event #{anchored}" in refused.err
+    assert len(list(app.store.list("anchors/"))) == 2
 
 
 def erase_docking(app: Any, uid: str, since_seq: int, *, anchors_too: bool) -> None:
