@@ -50,6 +50,8 @@ STORE_NEWEST = 4
 # Anchors are kept as long as the custody log matters: longer than any retention period
 # a recording can get short of 永久 (then the store's default retention applies too).
 RETAIN = timedelta(days=366 * 30)
+# An anchors file holds a few hundred bytes a head; beyond this it is something else.
+MAX_FILE_BYTES = 64 << 20
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=-]{0,100}$")
 
 
@@ -191,7 +193,7 @@ def file_heads(path: Path) -> tuple[list[ChainHead], list[Issue]]:
         if not inner.is_file():
             return [], [Issue("bad-anchor", "", None, f"{path}: no {BAG_FILE} (a bag exported "
                               "before chain heads were written has none)")]
-        return heads_from_lines(inner.read_bytes(), f"{path}/{BAG_FILE}")
+        return file_heads(inner)
     if tarfile.is_tarfile(path):
         with tarfile.open(path) as tar:
             member = next((m for m in tar if m.isfile() and m.name.split("/", 1)[-1]
@@ -199,7 +201,11 @@ def file_heads(path: Path) -> tuple[list[ChainHead], list[Issue]]:
             f = tar.extractfile(member) if member is not None else None
             if f is None:
                 return [], [Issue("bad-anchor", "", None, f"{path}: no {BAG_FILE}")]
-            return heads_from_lines(f.read(1 << 24), f"{path}:{member.name}")  # type: ignore[union-attr]
+            return heads_from_lines(f.read(MAX_FILE_BYTES), f"{path}:{member.name}")  # type: ignore[union-attr]
+    if path.stat().st_size > MAX_FILE_BYTES:
+        return [], [Issue("bad-anchor", "", None, f"{path}: {path.stat().st_size} bytes, too "
+                          "large for an anchors file (name a bag or a JSON-lines file of chain "
+                          "heads)")]
     return heads_from_lines(path.read_bytes(), str(path))
 
 

@@ -45,6 +45,8 @@ from catalog.signing import Signer, key_id_of
 EVENT_FIELDS = ("station_id", "seq", "at", "actor", "action", "object_type", "object_id",
                 "details", "prev_hash", "event_hash", "key_id", "signature")
 HEAD_TYPE = "liuhen-chain-head"
+# Lines of an anchors file reported one by one before the rest is summarised.
+MAX_BAD_HEAD_LINES = 20
 HEAD_VERSION = 1
 
 
@@ -338,6 +340,10 @@ def heads_from_lines(data: bytes, source: str) -> tuple[list[ChainHead], list[Is
         try:
             heads.append(head_from_json(json.loads(line), f"{source} line {number}"))
         except ValueError as exc:
+            if len(issues) == MAX_BAD_HEAD_LINES:  # not an anchors file: say so once
+                issues.append(Issue("bad-anchor", "", None, f"{source}: more lines that are "
+                                    "not chain heads (not an anchors file?)", number, "anchors"))
+                break
             issues.append(Issue("bad-anchor", "", None, f"{source} line {number}: {exc}", number,
                                 "anchors"))
     return heads, issues
