@@ -37,6 +37,7 @@ from catalog.chainrule import (
     key_issues,
     retired_text,
 )
+from catalog.errors import CatalogError
 from catalog.models import CustodyEvent, SigningKey, Station
 from catalog.signing import Signer
 
@@ -83,6 +84,31 @@ def register_station(
         details={"public_key": signer.public_key.hex(), "role": role},
     )
     return True
+
+
+def retire_key(session: Session, signer: Signer, key_id: str, *, actor: str, reason: str,
+               at: datetime | None = None) -> tuple[SigningKey, bool]:
+    """Set a key's ``retired_at`` and record it as a ``key-retired`` event signed by
+    ``signer``; from then on every event the key signs is reported (catalog.chainrule).
+    Idempotent (False when it was retired already). The key the signer itself uses cannot
+    be retired this way: rotate to a new key first (docs/operations.md)."""
+    key = session.get(SigningKey, key_id)
+    if key is None:
+        raise CatalogError(f"no signing key {key_id} in the catalog",
+                           hint="liuhen custody verify --json lists the keys events name")
+    if key_id == signer.key_id:
+        raise CatalogError(f"{key_id} is the key this host signs with; retiring it would "
+                           "make its own events invalid",
+                           hint="rotate this host to a new key first (docs/operations.md, "
+                           "'Signing-key rotation'), then retire the old one")
+    if key.retired_at is not None:
+        return key, False
+    when = at or datetime.now(UTC)
+    key.retired_at = when
+    append_event(session, signer, actor=actor, action="key-retired", object_type="key",
+                 object_id=key_id, details={"station": key.station_id, "reason": reason,
+                                            "retired_at": format_time(when)})
+    return key, True
 
 
 def table_of(model: type[Any]) -> Table:

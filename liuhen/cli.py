@@ -3,6 +3,7 @@ errors become exit codes and one-line messages in one place, :func:`main`."""
 
 from __future__ import annotations
 
+import getpass
 import importlib
 import sys
 import traceback
@@ -256,6 +257,27 @@ def custody_verify(
             out.print(f"[red]✗[/red] {len(report.problems)} problem(s) in {summary}")
     if not report.ok:
         sys.exit(EXIT_FAILED_CHECK)
+
+
+@custody_group.command("retire-key")
+@click.argument("key_id")
+@click.option("--actor", default=lambda: getpass.getuser(), show_default="OS user",
+              help="Who retires it (recorded in the custody log).")
+@click.option("--reason", required=True, help="Why (recorded in the custody log).")
+@pass_ctx
+def custody_retire_key(ctx: Context, key_id: str, actor: str, reason: str) -> None:
+    """Retire a station's old or leaked signing key: every event it signs from now on is
+    reported by `custody verify`, `verify BUNDLE` and `four-properties`."""
+    from catalog.custody import retire_key
+
+    app = ctx.app()
+    with app.ready_catalog().transaction() as session:
+        key, changed = retire_key(session, app.signer, key_id, actor=actor, reason=reason)
+        station, when = key.station_id, key.retired_at
+    if changed:
+        out.print(f"key {key_id} of station {station} retired at {when}")
+    else:
+        out.print(f"key {key_id} of station {station} was already retired at {when}")
 
 
 @custody_group.command("anchor")

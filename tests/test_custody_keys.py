@@ -186,3 +186,31 @@ def test_verify_bundle_loads_neither_sqlalchemy_nor_boto3(
     done = subprocess.run([sys.executable, "-c", probe, str(bag)], capture_output=True,
                           text=True, check=False, cwd=Path(__file__).parent.parent)
     assert done.stderr.split()[-3:] == ["0", "False", "False"], done.stderr + done.stdout
+
+
+def test_retire_key_command_then_later_events_of_that_key_are_reported(
+    home: Path, catalog_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cat = Catalog(catalog_url)
+    own = signer_of(home)
+    leaked = Signer(OTHER, Ed25519PrivateKey.generate())
+    with cat.transaction() as s:
+        register_station(s, leaked)  # OTHER #1
+    append(cat, leaked, datetime.now(UTC), 1)  # OTHER #2, before the retirement
+    refused = run_cli(capsys, "custody", "retire-key", own.key_id, "--reason", "test")
+    assert refused.code == 65 and "the key this host signs with" in refused.err
+    unknown = run_cli(capsys, "custody", "retire-key", "ed25519:" + "0" * 64, "--reason", "x")
+    assert unknown.code == 65 and "no signing key ed25519:000" in unknown.err
+    done = run_cli(capsys, "custody", "retire-key", leaked.key_id, "--reason", "key leaked",
+                   "--actor", "admin")
+    assert done.code == 0 and f"station {OTHER} retired at" in done.out
+    with cat.session() as s:
+        event = s.scalars(select(CustodyEvent).where(CustodyEvent.action == "key-retired")).one()
+        assert (event.station_id, event.object_id, event.actor) == (STATION, leaked.key_id,
+                                                                   "admin")
+    append(cat, leaked, datetime.now(UTC) + timedelta(minutes=1), 3)  # OTHER #3, after
+    report = json.loads(run_cli(capsys, "custody", "verify", "--json").out)
+    retired = [(p["station_id"], p["seq"]) for p in report["problems"]
+               if p["kind"] == "retired-key"]
+    assert retired == [(OTHER, 3)], report["problems"]
+    cat.dispose()
