@@ -29,8 +29,6 @@ extracted. Nothing is ever written.
 
 from __future__ import annotations
 
-import hashlib
-import itertools
 import json
 import mmap
 import multiprocessing as mp
@@ -62,7 +60,7 @@ from archive_export.parallel_hash import (
     start_hashing,
     work_units,
 )
-from catalog.canonical import canonical_bytes
+from catalog.chainrule import EventRecord, Issue, Trust, check_excerpt
 from catalog.signing import key_id_of, public_raw, verify_signature
 from config.errors import EXIT_USAGE, LiuhenError
 
@@ -71,14 +69,13 @@ SIGNED_FILE = "tagmanifest-sha256.txt"
 KEY_FILE = "signing-key.pem"
 CUSTODY_FILE = "data/metadata/custody.jsonl"
 KEYS_FILE = "data/metadata/keys.json"
+ANCHORS_FILE = "data/metadata/anchors.jsonl"
 KEY_ID_LABEL = "Liuhen-Signing-Key-Id"
 LIUHEN_MANIFESTS = ("sha256", "sha512", "sm3")
 # A tag file is read whole into memory; bigger than this is not a tag file we parse.
 MAX_TAG_BYTES = 256 << 20
 # Algorithms a compressed tar's payload is hashed with before any manifest was seen.
 STREAM_DEFAULT = ("md5", "sha1", "sha256", "sha512", "sm3")
-_CUSTODY_FIELDS = ("station_id", "seq", "at", "actor", "action", "object_type", "object_id",
-                   "details", "prev_hash", "event_hash", "key_id", "signature")
 
 
 class BagUnusable(LiuhenError):
@@ -780,6 +777,7 @@ class CustodyInput:
     originals: dict[str, str]  # data/originals/... path -> its sha256 from the manifest
     liuhen: bool
     trusted: dict[str, set[str]]
+    anchors: bytes | None = None  # the signed chain heads, when the bag carries them
 
 
 def _custody_input(tree: _Tree, report: BagReport, payload_ms: list[P.Manifest],
@@ -806,6 +804,7 @@ def _custody_input(tree: _Tree, report: BagReport, payload_ms: list[P.Manifest],
                    if p.startswith("data/originals/") and p in sha_entries},
         liuhen=report.liuhen,
         trusted={s: set(ids) for s, ids in (trusted or {}).items()},
+        anchors=_read_tag(tree, ANCHORS_FILE, report) if ANCHORS_FILE in tree.files else None,
     )
 
 
@@ -838,127 +837,69 @@ def _start_custody(inp: CustodyInput) -> Callable[[], tuple[list[Finding], dict[
 
 
 def check_custody_excerpt(inp: CustodyInput) -> tuple[list[Finding], dict[str, Any]]:
-    """Every event's hash and signature, chain links, and digests against the manifests."""
+    """The custody rule (:mod:`catalog.chainrule`, shared with `custody verify` and the
+    four-properties check) over the excerpt, its keys and its signed chain heads; then
+    the digests the events name against the manifests."""
+    result = check_excerpt(inp.events, inp.keys, Trust.of(inp.trusted, bool(inp.trusted)),
+                           heads=inp.anchors)
     findings: list[Finding] = []
     add = findings.append
-    keys: dict[str, tuple[str, bytes]] = {}  # key id -> (station, raw public key)
-    if inp.keys is not None:
-        try:
-            doc = json.loads(inp.keys.decode("utf-8"))
-            rows = doc["keys"]
-            for n, k in enumerate(rows, 1):
-                raw = bytes.fromhex(k["public_key_hex"])
-                if key_id_of(raw) != k["key_id"]:
-                    add(Finding("custody-key-mismatch", KEYS_FILE, f"key #{n}: public key does "
-                                f"not match its id {k['key_id']}"))
-                    continue
-                keys[k["key_id"]] = (str(k.get("station_id", "")), raw)
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
-            add(Finding("custody-format", KEYS_FILE, f"not the expected keys document: {exc!r}"))
-    pinned = inp.trusted
+    at_line = {n: ev for n, ev in result.events}
+    for issue in result.issues:
+        add(_custody_finding(issue, at_line))
     by_sha = inp.digests_by_sha256
-    events: list[tuple[int, dict[str, Any]]] = []
-    lines = inp.events.decode("utf-8", "replace").split("\n")
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            ev = json.loads(line)
-            if not isinstance(ev, dict):
-                raise ValueError("not an object")
-            missing = [f for f in _CUSTODY_FIELDS if f not in ev]
-            if missing:
-                raise ValueError("missing " + ", ".join(missing))
-            wrong = [f for f in _CUSTODY_FIELDS if f != "seq" and not isinstance(ev[f], str)]
-            if wrong or isinstance(ev["seq"], bool) or not isinstance(ev["seq"], int):
-                raise ValueError("not text: " + ", ".join(wrong) if wrong else "seq not a number")
-        except (ValueError, TypeError) as exc:
-            add(Finding("custody-format", CUSTODY_FILE, f"not a custody event: {exc}",
-                        line=number))
-            continue
-        events.append((number, ev))
-    stations: dict[str, list[tuple[int, dict[str, Any]]]] = {}
     mentioned: set[str] = set()
-    for number, ev in events:
-        name = (f"station {ev['station_id']} event #{ev['seq']} ({ev['action']} on "
-                f"{ev['object_type']} {str(ev['object_id'])[:16]})")
-
-        def bad(kind: str, detail: str, severity: str = ERROR,
-                _number: int = number, _name: str = name) -> None:
-            add(Finding(kind, CUSTODY_FILE, f"{_name}: {detail}", severity, _number))
-
-        stations.setdefault(str(ev["station_id"]), []).append((number, ev))
-        try:
-            data = canonical_bytes(
-                station_id=ev["station_id"], seq=ev["seq"], at=ev["at"], actor=ev["actor"],
-                action=ev["action"], object_type=ev["object_type"], object_id=ev["object_id"],
-                details=ev["details"], prev_hash=ev["prev_hash"], key_id=ev["key_id"])
-        except TypeError as exc:
-            bad("custody-format", str(exc))
+    for number, ev in result.events:
+        if ev.object_type not in {"recording", "derivative"}:
             continue
-        if hashlib.sha256(data).hexdigest() != ev["event_hash"]:
-            bad("custody-edited", "content does not match its event hash (the line was edited)")
-        key = keys.get(ev["key_id"])
-        if key is None:
-            bad("custody-unknown-key", f"signed by {ev['key_id']}, which {KEYS_FILE} does not "
-                "hold")
-        else:
-            if key[0] and key[0] != ev["station_id"]:
-                bad("custody-unknown-key", f"signed by {ev['key_id']}, a key of station {key[0]}")
-            try:
-                signature = bytes.fromhex(ev["signature"])
-            except (ValueError, TypeError):
-                signature = b""
-            if not verify_signature(key[1], signature, data):
-                bad("custody-bad-signature", f"signature does not verify with {ev['key_id']}")
-        st = str(ev["station_id"])
-        if st in pinned and ev["key_id"] not in pinned[st]:
-            bad("custody-untrusted-key", f"signed by {ev['key_id']}, not a trusted key of the "
-                "station")
         # What the event says about an object the bag holds must match the manifests.
-        if ev["object_type"] in {"recording", "derivative"}:
-            oid = str(ev["object_id"])
-            mentioned.add(oid)
-            path = by_sha.get(oid)
-            if path is not None:
-                try:
-                    details = json.loads(ev["details"])
-                except (ValueError, TypeError):
-                    details = {}
-                if not isinstance(details, dict):
-                    details = {}
-                sm3 = details.get("sm3")
-                listed = inp.sm3_by_path.get(path)
-                if sm3 and listed is not None and listed != str(sm3).lower():
-                    bad("custody-digest-mismatch", f"says SM3 {sm3}, manifest-sm3.txt has "
-                        f"{listed} for {path}")
-                size = details.get("size")
-                if isinstance(size, int) and path in inp.sizes and inp.sizes[path] != size:
-                    bad("custody-digest-mismatch", f"says {size} bytes, {path} has "
-                        f"{inp.sizes[path]}")
-    links = 0
-    for st, evs in stations.items():
-        evs.sort(key=lambda x: x[1]["seq"])
-        for (_, a), (nb, b) in itertools.pairwise(evs):
-            if b["seq"] == a["seq"]:
-                add(Finding("custody-duplicate", CUSTODY_FILE, f"station {st} event #{b['seq']} "
-                            "appears twice", line=nb))
-            elif b["seq"] == a["seq"] + 1:
-                links += 1
-                if b["prev_hash"] != a["event_hash"]:
-                    add(Finding("custody-broken-link", CUSTODY_FILE,
-                                f"station {st} event #{b['seq']} does not follow event "
-                                f"#{a['seq']} (inserted, deleted or edited)", line=nb))
+        mentioned.add(ev.object_id)
+        path = by_sha.get(ev.object_id)
+        if path is None:
+            continue
+        try:
+            details = json.loads(ev.details)
+        except (ValueError, TypeError):
+            details = {}
+        if not isinstance(details, dict):
+            details = {}
+        sm3 = details.get("sm3")
+        listed = inp.sm3_by_path.get(path)
+        name = _event_name(ev)
+        if sm3 and listed is not None and listed != str(sm3).lower():
+            add(Finding("custody-digest-mismatch", CUSTODY_FILE, f"{name}: says SM3 {sm3}, "
+                        f"manifest-sm3.txt has {listed} for {path}", ERROR, number))
+        size = details.get("size")
+        if isinstance(size, int) and path in inp.sizes and inp.sizes[path] != size:
+            add(Finding("custody-digest-mismatch", CUSTODY_FILE, f"{name}: says {size} bytes, "
+                        f"{path} has {inp.sizes[path]}", ERROR, number))
     if inp.liuhen:
         for path, sha in sorted(inp.originals.items()):
             if sha not in mentioned:
                 add(Finding("custody", path, "no custody event in the excerpt names this "
                             "original", WARNING))
     summary = {
-        "events": len(events),
-        "stations": {s: len(v) for s, v in stations.items()},
-        "links_checked": links,
-        "keys": len(keys),
+        "events": len(result.events),
+        "stations": result.stations,
+        "links_checked": result.links,
+        "keys": len(result.keys),
+        "chain_heads": result.heads,
         "ok": not any(f.severity == ERROR for f in findings),
     }
     return findings, summary
+
+
+def _event_name(ev: EventRecord) -> str:
+    return (f"station {ev.station_id} event #{ev.seq} ({ev.action} on {ev.object_type} "
+            f"{ev.object_id[:16]})")
+
+
+def _custody_finding(issue: Issue, at_line: Mapping[int, EventRecord]) -> Finding:
+    """A rule issue as a finding on the file it concerns, naming the event."""
+    if issue.part == "keys":
+        return Finding("custody-" + issue.kind, KEYS_FILE, issue.detail)
+    if issue.part == "anchors":
+        return Finding("custody-" + issue.kind, ANCHORS_FILE, issue.detail, line=issue.line)
+    ev = at_line.get(issue.line) if issue.line is not None else None
+    detail = f"{_event_name(ev)}: {issue.detail}" if ev is not None else issue.detail
+    return Finding("custody-" + issue.kind, CUSTODY_FILE, detail, line=issue.line)

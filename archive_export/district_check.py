@@ -15,7 +15,10 @@ key, work item id, custody event), never only the first:
 * no work item claimed by a dead process stays stuck past its lease (plus a grace), none
   failed for good, and no media work was done twice to completion (one ``probed`` event
   per recording, one derivative and one ``derived`` event per recording and kind);
-* the custody chain of every station verifies (:func:`catalog.verify_chain`);
+* the custody chain of every station verifies (:func:`catalog.verify_chain`), and holds
+  every event its signed chain heads (anchors) in the store, and those the caller read
+  elsewhere (the station journal), vouch for: no tail truncation, rollback or missing
+  event (the same check as `custody verify` and `doctor`);
 * store and catalog agree: every object is referenced by a recording or a derivative (no
   orphans), every referenced object exists;
 * optionally, against ground truth: the SHA-256 of every file the recorders held equals
@@ -38,6 +41,8 @@ from typing import Any
 from sqlalchemy import func, select
 
 from catalog import Catalog, verify_chain
+from catalog.anchors import PREFIX, store_heads
+from catalog.chainrule import ChainHead
 from catalog.models import (
     CustodyEvent,
     Derivative,
@@ -53,6 +58,9 @@ from storage import Digest, ObjectNotFound, ObjectStore, StorageError, content_k
 # Objects under these prefixes are not evidence: `store check` probes (kept when a bucket's
 # default retention refuses their delete).
 IGNORED_PREFIXES = ("liuhen-check/",)
+# Signed custody chain heads (catalog.anchors): evidence about the catalog, not objects it
+# references.
+ANCHORS_PREFIX = PREFIX
 # Docking-file states that mean "stored and verified" (CLEARED: also deleted from the
 # recorder afterwards).
 HELD_FILE_STATES = ("STORED", "DUPLICATE", "CLEARED")
@@ -107,6 +115,11 @@ class CheckOptions:
     trusted: Mapping[str, Iterable[str]] | None = None
     # SHA-256 of every file the recorders held, when known (the simulation knows).
     expected_sha256: frozenset[str] | None = None
+    # Signed chain heads read outside the catalog and the store (the station journal, an
+    # auditor's bags); the store's own are always read.
+    anchors: tuple[ChainHead, ...] = ()
+    # An auditor's key ring was given: a station it does not name is untrusted.
+    ring: bool = False
 
 
 def check_district(
@@ -126,11 +139,16 @@ def check_district(
         say("work queue")
         _check_work(s, report, opts, now)
         say("custody chains")
-        custody = verify_chain(s, trusted=opts.trusted)
+        stored, unreadable = store_heads(store)
+        custody = verify_chain(s, trusted=opts.trusted, ring=opts.ring,
+                               anchors=[*opts.anchors, *stored])
         report.counts["custody_events"] = custody.events
         report.counts["custody_chains"] = len(custody.stations)
+        report.counts["custody_chain_heads"] = len(opts.anchors) + len(stored)
         for p in custody.problems:
             report.add("custody", f"station {p.station_id}", p.describe())
+        for i in unreadable:
+            report.add("custody", "chain head", i.detail)
     say("store listing")
     _check_store(store, referenced, missing, report, opts)
     return report
@@ -333,7 +351,7 @@ def _check_store(store: ObjectStore, referenced: set[str], missing: set[str],
     listed = 0
     present: set[str] = set()
     for key in store.list():
-        if key.startswith(opts.ignored_prefixes):
+        if key.startswith(opts.ignored_prefixes) or key.startswith(ANCHORS_PREFIX):
             continue
         listed += 1
         present.add(key)

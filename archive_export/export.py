@@ -29,6 +29,7 @@ the former (FAILED) and completes the latter, and says so.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import socket
@@ -64,7 +65,9 @@ from archive_export.paths import (
 )
 from archive_export.premis import events_xml
 from archive_export.records import PayloadFile, RecordInfo
-from catalog.custody import append_event
+from catalog import anchors
+from catalog.chainrule import ChainHead, check_heads
+from catalog.custody import append_event, catalog_keys
 from catalog.db import Catalog
 from catalog.models import (
     ActionOfficer,
@@ -84,6 +87,9 @@ from catalog.models import (
 from catalog.signing import Signer
 from config.errors import EXIT_NOINPUT, EXIT_USAGE, LiuhenError
 from storage.base import ObjectStore
+from storage.errors import StorageError
+
+log = logging.getLogger(__name__)
 
 LIVE_STATES = ("STORED", "PROBED", "DERIVED")
 # Access copies, in order of preference, when --with-access asks for them.
@@ -386,6 +392,29 @@ def _custody(session: Session, records: Sequence[RecordInfo], case_numbers: Sequ
          "key_id": ev.key_id, "signature": ev.signature}
         for _k, ev in sorted(events.items())
     ]
+
+
+def _chain_heads(session: Session, store: ObjectStore, signer: Signer,
+                 stations: set[str]) -> list[ChainHead]:
+    """Signed chain heads for the bag (docs/custody.md): this host's own, signed now, and
+    the newest one in the store of every other station the excerpt names. An auditor who
+    keeps the bag can later tell whether the catalog still holds those events."""
+    heads: list[ChainHead] = []
+    own = anchors.publish(session, signer, store=store)
+    if own is not None:
+        heads.append(own)
+    try:
+        stored, _bad = anchors.store_heads(store, newest=1)
+    except StorageError as exc:  # the bag is still good evidence without them
+        log.warning("chain heads of other stations not copied into the bag: %s", exc)
+        stored = []
+    others = [h for h in stored if h.station_id in stations - {signer.station_id}]
+    # Only heads that verify: a forged one planted in the store would otherwise make every
+    # later bag fail its check (custody verify and verify --district report it instead).
+    good, bad = check_heads(others, catalog_keys(session))
+    for issue in bad:
+        log.warning("chain head not copied into the bag: %s", issue.detail)
+    return heads + sorted(good, key=lambda h: h.station_id)
 
 
 def _keys(session: Session, key_ids: Iterable[str]) -> list[dict[str, Any]]:
@@ -816,8 +845,11 @@ def _write_bag(
             f"{req.date_to.isoformat() if req.date_to else ''}"}
     with catalog.session() as session:
         custody = _custody(session, records, case_numbers, uid)
-        keys = _keys(session, [e["key_id"] for e in custody] + [signer.key_id])
+        heads = _chain_heads(session, store, signer, {e["station_id"] for e in custody})
+        keys = _keys(session, [e["key_id"] for e in custody] + [signer.key_id]
+                     + [h.key_id for h in heads])
     m = "data/metadata/"
+    writer.add_bytes(m + "anchors.jsonl", "".join(h.to_line() + "\n" for h in heads).encode())
     writer.add_bytes(m + "events.xml", events_xml(records, custody, export=meta))
     writer.add_bytes(m + "custody.jsonl", "".join(
         json.dumps(e, ensure_ascii=False, sort_keys=True) + "\n" for e in custody).encode())

@@ -12,7 +12,6 @@ reports every problem it finds; each check's status is ``pass``, ``warn``, ``fai
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import html
 import json
 import mmap
@@ -39,7 +38,7 @@ from archive_export.descriptor import (
 from archive_export.handover import read_handover
 from archive_export.parallel_hash import FileSource, Item, SliceSource, hash_items, make_hasher
 from archive_export.paths import decode_manifest_path
-from catalog.canonical import canonical_bytes
+from catalog.chainrule import check_excerpt
 from catalog.signing import key_id_of, verify_signature
 
 FORMAT = "liuhen-four-properties/1"
@@ -48,6 +47,7 @@ PACKAGE = METADATA + "package.xml"
 HANDOVER = METADATA + "handover.csv"
 CUSTODY = METADATA + "custody.jsonl"
 KEYS = METADATA + "keys.json"
+ANCHORS = METADATA + "anchors.jsonl"
 REPORT_JSON = METADATA + "four-properties.json"
 REPORT_HTML = METADATA + "four-properties.html"
 # Files the hand-over list cannot name: itself and what is written after it.
@@ -421,55 +421,27 @@ def _check_catalog(doc: PackageDoc, digests: Mapping[str, dict[str, str]],
 
 def _check_custody(bag: BagView, files: Mapping[str, int], doc: PackageDoc | None,
                    chk: Check) -> None:
+    """The custody rule of `custody verify` and `verify BUNDLE` (catalog.chainrule)."""
     if CUSTODY not in files or KEYS not in files:
         chk.fail(f"{CUSTODY} or {KEYS} is missing")
         return
-    try:
-        keys = {k["key_id"]: bytes.fromhex(k["public_key_hex"])
-                for k in json.loads(bag.read(KEYS))["keys"]}
-    except (ValueError, KeyError, TypeError) as exc:
-        chk.fail(f"{KEYS} is not a key list: {exc}")
-        return
-    for kid, raw in keys.items():
-        if key_id_of(raw) != kid:
-            chk.fail(f"{KEYS}: key {kid} does not match its public key")
-    n = 0
-    objects: set[str] = set()
-    for number, raw_line in enumerate(bag.read(CUSTODY).splitlines(), 1):
-        if not raw_line.strip():
-            continue
-        n += 1
-        try:
-            # A damaged excerpt is reported line by line, never a crash of the whole check.
-            line = raw_line.decode("utf-8")
-            ev = json.loads(line)
-            data = canonical_bytes(
-                station_id=ev["station_id"], seq=ev["seq"], at=ev["at"], actor=ev["actor"],
-                action=ev["action"], object_type=ev["object_type"], object_id=ev["object_id"],
-                details=ev["details"], prev_hash=ev["prev_hash"], key_id=ev["key_id"])
-        except (ValueError, KeyError, TypeError) as exc:
-            chk.fail(f"{CUSTODY} line {number}: not a custody event ({exc})")
-            continue
-        if hashlib.sha256(data).hexdigest() != ev.get("event_hash"):
-            chk.fail(f"{CUSTODY} line {number}: event {ev['station_id']}#{ev['seq']} does not "
-                     "match its hash (edited)")
-        key = keys.get(str(ev["key_id"]))
-        try:
-            signature = bytes.fromhex(ev.get("signature", ""))
-        except (ValueError, TypeError):
-            signature = b""  # not hex: verifies with no key
-        if key is None:
-            chk.fail(f"{CUSTODY} line {number}: signed by {ev['key_id']}, not in {KEYS}")
-        elif not verify_signature(key, signature, data):
-            chk.fail(f"{CUSTODY} line {number}: signature of {ev['station_id']}#{ev['seq']} "
-                     "does not verify")
-        objects.add(str(ev["object_id"]))
+    result = check_excerpt(bag.read(CUSTODY), bag.read(KEYS),
+                           heads=bag.read(ANCHORS) if ANCHORS in files else None)
+    for issue in result.issues:
+        where = {"keys": KEYS, "anchors": ANCHORS}.get(issue.part, CUSTODY)
+        line = f" line {issue.line}" if issue.line is not None and issue.part != "keys" else ""
+        event = (f" event {issue.station_id}#{issue.seq}" if issue.seq is not None
+                 and issue.part == "events" else "")
+        chk.fail(f"{where}{line}:{event} {issue.kind}: {issue.detail}")
+    objects = {ev.object_id for _n, ev in result.events}
     if doc is not None:
         for rec in doc.records:
             if rec.get("sha256") not in objects:
                 chk.fail(f"record {rec.get('seq')} ({rec.get('sha256')}): no custody event in "
                          f"{CUSTODY}")
-    chk.detail = f"{n} events, {len(keys)} keys"
+    chk.detail = f"{len(result.events)} events, {len(result.keys)} keys"
+    if result.heads:
+        chk.detail += f", {result.heads} signed chain heads"
 
 
 # -- integrity ----------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Table, func, insert, select
 from sqlalchemy.orm import Session
 
 from catalog.canonical import FORMAT_VERSION as FORMAT_VERSION
@@ -26,8 +26,20 @@ from catalog.canonical import GENESIS as GENESIS
 from catalog.canonical import canonical_bytes as canonical_bytes
 from catalog.canonical import canonical_json as canonical_json
 from catalog.canonical import format_time as format_time
+from catalog.chainrule import (
+    ChainChecker,
+    ChainHead,
+    Issue,
+    Key,
+    Trust,
+    check_heads,
+    compare_heads,
+    key_issues,
+    retired_text,
+)
+from catalog.errors import CatalogError
 from catalog.models import CustodyEvent, SigningKey, Station
-from catalog.signing import Signer, key_id_of, verify_signature
+from catalog.signing import Signer
 
 
 def event_bytes(ev: CustodyEvent) -> bytes:
@@ -72,6 +84,31 @@ def register_station(
         details={"public_key": signer.public_key.hex(), "role": role},
     )
     return True
+
+
+def retire_key(session: Session, signer: Signer, key_id: str, *, actor: str, reason: str,
+               at: datetime | None = None) -> tuple[SigningKey, bool]:
+    """Set a key's ``retired_at`` and record it as a ``key-retired`` event signed by
+    ``signer``; from then on every event the key signs is reported (catalog.chainrule).
+    Idempotent (False when it was retired already). The key the signer itself uses cannot
+    be retired this way: rotate to a new key first (docs/operations.md)."""
+    key = session.get(SigningKey, key_id)
+    if key is None:
+        raise CatalogError(f"no signing key {key_id} in the catalog",
+                           hint="liuhen custody verify --json lists the keys events name")
+    if key_id == signer.key_id:
+        raise CatalogError(f"{key_id} is the key this host signs with; retiring it would "
+                           "make its own events invalid",
+                           hint="rotate this host to a new key first (docs/operations.md, "
+                           "'Signing-key rotation'), then retire the old one")
+    if key.retired_at is not None:
+        return key, False
+    when = at or datetime.now(UTC)
+    key.retired_at = when
+    append_event(session, signer, actor=actor, action="key-retired", object_type="key",
+                 object_id=key_id, details={"station": key.station_id, "reason": reason,
+                                            "retired_at": format_time(when)})
+    return key, True
 
 
 def table_of(model: type[Any]) -> Table:
@@ -207,10 +244,12 @@ class Problem:
     station_id: str
     seq: int | None
     event_id: int | None
-    kind: str  # edited | bad-signature | unknown-key | untrusted-key | gap | broken-link | ...
+    kind: str  # see catalog.chainrule: edited, bad-signature, gap, truncated, rollback, ...
     detail: str
 
     def describe(self) -> str:
+        if not self.station_id:  # an anchor that could not even be read names no station
+            return f"{self.kind}: {self.detail}"
         where = f"station {self.station_id}"
         if self.seq is not None:
             where += f" event #{self.seq}"
@@ -224,6 +263,8 @@ class CustodyReport:
     events: int = 0
     stations: dict[str, int] = field(default_factory=dict)  # station -> events checked
     problems: list[Problem] = field(default_factory=list)
+    # Station -> the highest event number a signed chain head (anchor) vouches for.
+    last_anchored: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -234,6 +275,7 @@ class CustodyReport:
             "ok": self.ok,
             "events": self.events,
             "stations": self.stations,
+            "last_anchored": self.last_anchored,
             "problems": [p.__dict__ | {"message": p.describe()} for p in self.problems],
         }
 
@@ -243,92 +285,82 @@ def verify_chain(
     *,
     trusted: Mapping[str, Iterable[str]] | None = None,
     station_id: str | None = None,
+    ring: bool = False,
+    anchors: Iterable[ChainHead] | None = None,
 ) -> CustodyReport:
     """Walk every station's chain and report every broken link, not just the first.
 
     ``trusted`` pins, per station, the key ids the verifier accepts from outside the
     catalog (the station's own key file, an auditor's key ring): a key row replaced in
-    the database, even with every event re-signed, is then caught.
+    the database, even with every event re-signed, is then caught. ``ring``: an auditor's
+    key ring was given, so a station it does not name is untrusted. ``anchors``: signed
+    chain heads kept outside the catalog (:func:`check_anchors`). The rule itself is
+    :mod:`catalog.chainrule`, shared with the bag verifiers.
     """
     report = CustodyReport()
-    keys: dict[str, SigningKey] = {}
-    for k in session.scalars(select(SigningKey)):
-        keys[k.key_id] = k
-        if key_id_of(k.public_key) != k.key_id:
-            report.problems.append(
-                Problem(
-                    k.station_id,
-                    None,
-                    None,
-                    "key-mismatch",
-                    f"public key stored under {k.key_id} does not match that id "
-                    "(the key row was replaced)",
-                )
-            )
-    pinned = {s: set(ids) for s, ids in (trusted or {}).items()}
-
+    trust = Trust.of(trusted, ring)
+    keys = catalog_keys(session)
+    report.problems += [_problem(i) for i in key_issues(keys.values())
+                        if station_id is None or i.station_id == station_id]
+    checker = ChainChecker(keys, trust, whole=True)
     query = select(CustodyEvent).order_by(CustodyEvent.station_id, CustodyEvent.seq)
     if station_id is not None:
         query = query.where(CustodyEvent.station_id == station_id)
-    current: str | None = None
-    expect_seq, prev_hash = 1, GENESIS
     for ev in session.scalars(query.execution_options(yield_per=2000)):
-        if ev.station_id != current:
-            current, expect_seq, prev_hash = ev.station_id, 1, GENESIS
-            report.stations[current] = 0
         report.events += 1
-        report.stations[current] += 1
-        _check_event(ev, expect_seq, prev_hash, keys, pinned, report.problems)
-        expect_seq, prev_hash = ev.seq + 1, ev.event_hash
-    for sid in pinned:
-        if sid not in report.stations and (station_id is None or sid == station_id):
-            report.problems.append(
-                Problem(sid, None, None, "missing-chain", "no custody events for a trusted station")
-            )
+        report.problems += [_problem(i, ev.id) for i in checker.check(ev)]
+    report.stations = dict(checker.stations)
+    report.problems += [_problem(i) for i in checker.finish()
+                        if station_id is None or i.station_id == station_id]
+    if anchors is not None:
+        heads = [h for h in anchors if station_id is None or h.station_id == station_id]
+        problems, report.last_anchored = check_anchors(session, heads, keys=keys, trust=trust)
+        report.problems += problems
     return report
 
 
-def _check_event(
-    ev: CustodyEvent,
-    expect_seq: int,
-    prev_hash: str,
-    keys: Mapping[str, SigningKey],
-    pinned: Mapping[str, set[str]],
-    problems: list[Problem],
-) -> None:
-    def problem(kind: str, detail: str) -> None:
-        problems.append(Problem(ev.station_id, ev.seq, ev.id, kind, detail))
+def catalog_keys(session: Session) -> dict[str, Key]:
+    """Every signing key of the catalog, as the rule sees keys."""
+    return {k.key_id: Key(k.key_id, k.station_id, k.public_key, retired_text(k.retired_at))
+            for k in session.scalars(select(SigningKey))}
 
-    if ev.seq > expect_seq:
-        problem("gap", f"events #{expect_seq}..#{ev.seq - 1} are missing (deleted rows?)")
-    elif ev.seq < expect_seq:
-        problem("duplicate", f"sequence number {ev.seq} repeats")
-    if ev.prev_hash != prev_hash:
-        problem(
-            "broken-link",
-            "does not follow the previous event (a row was inserted, deleted or reordered)",
-        )
-    data = event_bytes(ev)
-    if hashlib.sha256(data).hexdigest() != ev.event_hash:
-        problem(
-            "edited",
-            f"content does not match its hash (action {ev.action!r} on "
-            f"{ev.object_type} {ev.object_id})",
-        )
-    key = keys.get(ev.key_id)
-    if key is None:
-        problem("unknown-key", f"signed by {ev.key_id}, which the catalog does not know")
-        return
-    if key.station_id != ev.station_id:
-        problem("unknown-key", f"signed by {ev.key_id}, a key of station {key.station_id}")
-    if ev.station_id in pinned and ev.key_id not in pinned[ev.station_id]:
-        problem(
-            "untrusted-key",
-            f"signed by {ev.key_id}, which is not a trusted key of the station (key replaced?)",
-        )
-    try:
-        signature = bytes.fromhex(ev.signature)
-    except ValueError:
-        signature = b""
-    if not verify_signature(key.public_key, signature, data):
-        problem("bad-signature", f"signature does not verify with {ev.key_id}")
+
+def check_anchors(
+    session: Session, heads: Iterable[ChainHead], *, keys: Mapping[str, Key] | None = None,
+    trust: Trust | None = None,
+) -> tuple[list[Problem], dict[str, int]]:
+    """Signed chain heads (anchors) kept outside the catalog against the catalog's chains:
+    a head that does not verify, tail truncation, rollback, missing events, forks. The one
+    check behind `custody verify`, `verify --district` and `doctor`; with the last
+    anchored event number of each station."""
+    keys = catalog_keys(session) if keys is None else keys
+    good, issues = check_heads(heads, keys, trust)
+    found, last = compare_heads(good, _CatalogChains(session))
+    return [_problem(i) for i in issues + found], last
+
+
+class _CatalogChains:
+    """The catalog's chains as :func:`catalog.chainrule.compare_heads` reads them."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def last_seq(self, station_id: str) -> int:
+        top = self._session.scalar(select(func.max(CustodyEvent.seq))
+                                   .where(CustodyEvent.station_id == station_id))
+        return int(top or 0)
+
+    def hashes(self, station_id: str, seqs: Iterable[int]) -> dict[int, str]:
+        wanted = sorted(set(seqs))
+        found: dict[int, str] = {}
+        for i in range(0, len(wanted), 500):
+            rows = self._session.execute(
+                select(CustodyEvent.seq, CustodyEvent.event_hash)
+                .where(CustodyEvent.station_id == station_id,
+                       CustodyEvent.seq.in_(wanted[i:i + 500])))
+            found.update({seq: h for seq, h in rows})
+        return found
+
+
+def _problem(issue: Issue, event_id: int | None = None) -> Problem:
+    return Problem(issue.station_id, issue.seq, event_id, issue.kind, issue.detail)

@@ -36,6 +36,9 @@ class StationSettings:
     # `station watch` and `worker` write a heartbeat to the catalog this often; a process
     # silent for 3 intervals shows as lost in `district status`.
     heartbeat_s: float = bounded(30.0, 0.01, 3600)
+    # While it works, the station signs its custody chain head at least this often (and
+    # after every docking) into its journal and the store (docs/custody.md).
+    anchor_interval_s: float = bounded(300.0, 1.0, 86400)
     # Prometheus metrics of `station watch` / `worker` on http://metrics_address:port/metrics;
     # 0: no endpoint.
     metrics_port: int = bounded(0, 0, 65535)

@@ -19,6 +19,8 @@ unit = ""
 key_file = ""
 # Heartbeat in the catalog every this many seconds (`liuhen district status`).
 heartbeat_s = 30.0
+# Signed custody chain head into the journal and the store at least this often.
+anchor_interval_s = 300.0
 # Prometheus metrics on http://<metrics_address>:<metrics_port>/metrics; 0: none.
 metrics_port = 0
 metrics_address = "127.0.0.1"

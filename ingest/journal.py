@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from catalog.chainrule import ChainHead, head_from_json
+
 # File states. PENDING: seen, not yet copied. STAGED: copied, hashed, fsynced in staging.
 # DONE: stored, verified and in the catalog. CLEARED: also deleted from the recorder.
 # REJECTED: not a recording to store (symlink, empty file ...). QUARANTINED: could not be
@@ -54,6 +56,15 @@ CREATE TABLE IF NOT EXISTS files (
     UNIQUE (docking_uid, relpath)
 );
 CREATE INDEX IF NOT EXISTS files_by_state ON files (docking_uid, state);
+-- Signed chain heads of the station's custody chain (catalog.anchors): the station's own
+-- record of how far its chain had reached, out of reach of the catalog's owner.
+CREATE TABLE IF NOT EXISTS anchors (
+    station TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    event_hash TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    PRIMARY KEY (station, seq, event_hash)
+);
 """
 
 
@@ -222,6 +233,50 @@ class Journal:
             "SELECT state, COUNT(*), COALESCE(SUM(size), 0) FROM files WHERE docking_uid = ? "
             "GROUP BY state", (uid,))
         return {state: {"files": n, "bytes": b} for state, n, b in rows}
+
+    # -- signed chain heads (catalog.anchors) -----------------------------------------------
+
+    def add_anchor(self, head: ChainHead) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR IGNORE INTO anchors VALUES (?,?,?,?)",
+                       (head.station_id, head.seq, head.event_hash, head.to_line()))
+
+    def anchors(self, station_id: str | None = None,
+                newest: int | None = None) -> list[ChainHead]:
+        with self._lock:
+            return _read_anchors(self._db, station_id, newest, str(self.path))
+
+
+# -- signed chain heads (catalog.anchors) -----------------------------------------------------
+
+
+def _read_anchors(db: sqlite3.Connection, station_id: str | None, newest: int | None,
+                  where: str) -> list[ChainHead]:
+    """Newest first, per station when ``newest`` is given."""
+    sql = ("SELECT doc FROM (SELECT doc, row_number() OVER (PARTITION BY station ORDER BY "
+           "seq DESC) AS n, seq FROM anchors WHERE (? IS NULL OR station = ?)) "
+           "WHERE (? IS NULL OR n <= ?) ORDER BY seq DESC")
+    heads = []
+    for (doc,) in db.execute(sql, (station_id, station_id, newest, newest)):
+        try:
+            heads.append(head_from_json(json.loads(doc), f"station journal {where}"))
+        except ValueError:
+            continue  # written by this code; a damaged row is simply not evidence
+    return heads
+
+
+def read_anchors(path: Path, newest: int = 16) -> list[ChainHead]:
+    """The newest anchors of each station in a station journal, read-only (a verifier
+    never creates a journal); none when there is no journal or it predates anchors."""
+    if not path.is_file():
+        return []
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    try:
+        return _read_anchors(db, None, newest, str(path))
+    except sqlite3.OperationalError:
+        return []
+    finally:
+        db.close()
 
 
 def _docking(row: tuple[Any, ...]) -> JournalDocking:

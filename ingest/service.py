@@ -57,7 +57,11 @@ def _watch(station: Station, dock_root: Path, stop: threading.Event) -> None:
 
         with DockWatcher(dock_root, mode=settings.observer,
                          poll_interval_s=settings.poll_interval_s, on_event=on_event):
-            stop.wait()
+            # Idle too, the chain head is anchored every few minutes: other processes
+            # (case commands, exports on this host) append to this station's chain.
+            interval = max(station.settings.station.anchor_interval_s, 1.0)
+            while not stop.wait(interval):
+                station.anchor_chain_head(due_only=True)
 
 
 def _dock(station: Station, path: Path, stop: threading.Event) -> object:

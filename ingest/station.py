@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
-from catalog import Catalog, CatalogUnavailable, Signer
+from catalog import Catalog, CatalogUnavailable, Signer, anchors
 from catalog.dockings import (
     DockingInfo,
     DockingRef,
@@ -266,6 +266,8 @@ class Station:
         # (Looked up at each batch, not bound now: a profiler may wrap the method.)
         self._committer = _Committer(lambda batch: self._commit_batch(batch), COMMIT_BATCH_MAX,
                                      COMMIT_WINDOW_S)
+        self._anchored_at = time.monotonic()  # when the chain head was last anchored
+        self._anchor_lock = threading.Lock()  # one signer at a time: one head per seq
 
     def close(self) -> None:
         self._committer.close()
@@ -631,6 +633,7 @@ class Station:
                 item.done.set_result(None)
         for item in reports.values():
             item.report(item.progress)
+        self.anchor_chain_head(due_only=True)  # and every few minutes while it works
 
     def _register_batch(self, batch: list[_Stored]) -> list[Registered]:
         """The catalog transaction of a batch (run again whole if it lost an insert race:
@@ -808,6 +811,7 @@ class Station:
             self.journal.set_docking(uid, state=state, waiting=None,
                                      message="; ".join(f"{p}: {r}" for p, _s, r in problems)
                                      or None)
+            self.anchor_chain_head()  # signed chain head after every docking (custody.md)
         done = [f for f in files if f.state in (J.DONE, J.CLEARED)]
         return DockingResult(
             uid=uid, state=state, files=len(files), stored=len(done),
@@ -858,6 +862,23 @@ class Station:
             finish_docking(s, self.signer, docking, "CLEARED", files=docking.files_total,
                            size=docking.bytes_total, problems=docking.problems, actor=self.actor)
         return "CLEARED"
+
+    # -- signed chain heads (catalog.anchors; docs/custody.md) --------------------------------
+
+    def anchor_chain_head(self, *, due_only: bool = False) -> None:
+        """Sign this station's custody chain head and write it to the journal and the
+        store. Never fails a docking: a catalog or store that is away, or a chain that
+        contradicts the last anchor (reported by the verifiers), is only logged."""
+        with self._anchor_lock:
+            now = time.monotonic()
+            if due_only and now - self._anchored_at < self.settings.station.anchor_interval_s:
+                return
+            self._anchored_at = now
+            try:
+                with self.catalog.session() as s:
+                    anchors.publish(s, self.signer, journal=self.journal, store=self.store)
+            except Exception as exc:  # evidence flow must go on; see the docstring
+                log.error("custody chain head not anchored: %s: %s", type(exc).__name__, exc)
 
     def _refresh(self, progress: Progress) -> list[JournalFile]:
         files = self.journal.files(progress.uid)

@@ -3,6 +3,7 @@ errors become exit codes and one-line messages in one place, :func:`main`."""
 
 from __future__ import annotations
 
+import getpass
 import importlib
 import sys
 import traceback
@@ -200,16 +201,29 @@ def custody_group() -> None:
     "trust_files",
     multiple=True,
     type=click.Path(dir_okay=False, exists=True),
-    help="Key ring of trusted keys: '<station id> <key id>' per line (repeatable).",
+    help="Key ring of trusted keys: '<station id> <key id>' per line (repeatable). A "
+    "station it does not name is untrusted.",
+)
+@click.option(
+    "--anchors",
+    "anchor_files",
+    multiple=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="Signed chain heads kept outside the catalog: an exported bag (folder or .tar) or "
+    "an anchors file (repeatable). The station journal and the store are always read.",
 )
 @json_option
 @pass_ctx
 def custody_verify(
-    ctx: Context, station: str | None, trust_files: tuple[str, ...], as_json: bool
+    ctx: Context, station: str | None, trust_files: tuple[str, ...],
+    anchor_files: tuple[Path, ...], as_json: bool,
 ) -> None:
-    """Walk every custody chain; report every broken link, bad signature or unknown key."""
+    """Walk every custody chain; report every broken link, bad signature or unknown key,
+    and every event the signed chain heads vouch for that the catalog lacks."""
     from catalog import verify_chain
+    from catalog.custody import Problem
     from catalog.signing import load_keyring
+    from liuhen.anchoring import reachable_anchors
 
     app = ctx.app()
     trusted: dict[str, set[str]] = {}
@@ -219,20 +233,79 @@ def custody_verify(
     if app.settings.key_file.exists():
         # This station's own key file is a trust anchor outside the catalog.
         trusted.setdefault(app.settings.station.id, set()).add(app.signer.key_id)
+    reached = reachable_anchors(app.settings, app.store, anchor_files)
     with app.ready_catalog().session() as session:
-        report = verify_chain(session, trusted=trusted, station_id=station)
+        report = verify_chain(session, trusted=trusted, station_id=station,
+                              ring=bool(trust_files), anchors=reached.heads)
+    report.problems += [Problem(i.station_id, i.seq, None, i.kind, i.detail)
+                        for i in reached.issues]
     if as_json:
-        print_json(report.as_dict())
+        print_json(report.as_dict() | {"anchor_sources": reached.sources,
+                                       "anchors_unreachable": reached.unreachable})
     else:
         for p in report.problems:
             out.print(f"[red]✗[/red] {p.describe()}")
+        for where in reached.unreachable:
+            out.print(f"[yellow]![/yellow] anchors not read: {where}")
         summary = f"{report.events} events in {len(report.stations)} station chain(s)"
+        anchored = ", ".join(f"{s} #{n}" for s, n in sorted(report.last_anchored.items()))
+        summary += (f"; last anchored: {anchored} ({len(reached.heads)} signed chain heads)"
+                    if anchored else "; no signed chain head found")
         if report.ok:
             out.print(f"[green]✓[/green] custody log verifies: {summary}")
         else:
             out.print(f"[red]✗[/red] {len(report.problems)} problem(s) in {summary}")
     if not report.ok:
         sys.exit(EXIT_FAILED_CHECK)
+
+
+@custody_group.command("retire-key")
+@click.argument("key_id")
+@click.option("--actor", default=lambda: getpass.getuser(), show_default="OS user",
+              help="Who retires it (recorded in the custody log).")
+@click.option("--reason", required=True, help="Why (recorded in the custody log).")
+@pass_ctx
+def custody_retire_key(ctx: Context, key_id: str, actor: str, reason: str) -> None:
+    """Retire a station's old or leaked signing key: every event it signs from now on is
+    reported by `custody verify`, `verify BUNDLE` and `four-properties`."""
+    from catalog.custody import retire_key
+
+    app = ctx.app()
+    with app.ready_catalog().transaction() as session:
+        key, changed = retire_key(session, app.signer, key_id, actor=actor, reason=reason)
+        station, when = key.station_id, key.retired_at
+    if changed:
+        out.print(f"key {key_id} of station {station} retired at {when}")
+    else:
+        out.print(f"key {key_id} of station {station} was already retired at {when}")
+
+
+@custody_group.command("anchor")
+@json_option
+@pass_ctx
+def custody_anchor(ctx: Context, as_json: bool) -> None:
+    """Sign this host's custody chain head now and write it to the store (and the station
+    journal on a station). Stations do this by themselves; a worker or an admin host can
+    run it from cron. Prints the signed head (keep a copy: it is evidence)."""
+    from catalog.anchors import publish
+    from ingest.journal import Journal
+
+    app = ctx.app()
+    journal = Journal(app.settings.journal_path) if app.settings.journal_path.exists() else None
+    try:
+        with app.ready_catalog().session() as session:
+            head = publish(session, app.signer, journal=journal, store=app.store)
+    finally:
+        if journal is not None:
+            journal.close()
+    if head is None:
+        out.print(f"station {app.signer.station_id} has no custody events yet")
+    elif as_json:
+        print_json(head.as_json())
+    else:
+        out.print(f"signed chain head of {head.station_id}: #{head.seq} {head.event_hash} "
+                  f"at {head.at}")
+        print(head.to_line())
 
 
 def main(argv: list[str] | None = None) -> NoReturn:

@@ -92,6 +92,7 @@ class _State:
     catalog: Catalog | None = None
     catalog_ok: bool = False
     schema_ok: bool = False
+    store: Any = None  # the object store, once it opened (custody chain heads are read there)
 
 
 def run_doctor(
@@ -115,6 +116,7 @@ def run_doctor(
         add(_registration(st))
         add(_clock(st))
         report.checks.extend(_store(st))
+        add(_chain_heads(st))
         report.checks.extend(_media_tools(st, role))
         add(_space(st, role))
         if role in ("all", "station"):
@@ -371,6 +373,7 @@ def _store(st: _State) -> list[Check]:
                        connect_timeout_s=min(s.store.connect_timeout_s, 5.0),
                        read_timeout_s=min(s.store.read_timeout_s, 20.0))
         store = open_store(s.store_url, opts)
+        st.store = store
         report = store.check()
     except LiuhenError as exc:
         return [Check("store", FAIL, exc.message, exc.hint or "fix store.url")]
@@ -432,6 +435,43 @@ def _store_problem(name: str, what: str, detail: str, s: Settings, is_s3: bool,
 
 
 # -- media tools, space, journal, dock root ----------------------------------------------------
+
+
+def _chain_heads(st: _State) -> Check:
+    """The catalog against the signed custody chain heads in the journal and the store:
+    the check of `custody verify` and `verify --district` (catalog.custody.check_anchors)."""
+    name = "custody chain heads"
+    if st.settings is None:
+        return _skip(name, "settings did not load")
+    if not st.schema_ok or st.catalog is None:
+        return _skip(name, "the catalog is not reachable or its schema is not current")
+    cat, settings = st.catalog, st.settings
+
+    def check() -> Check:
+        from catalog.custody import check_anchors
+        from liuhen.anchoring import reachable_anchors
+
+        reached = reachable_anchors(settings, st.store)
+        with cat.session() as s:
+            problems, last = check_anchors(s, reached.heads)
+        found = [p.describe() for p in problems] + [i.detail for i in reached.issues]
+        if found:
+            return Check(name, FAIL, "; ".join(found),
+                         "the catalog lost custody events the stations signed for: run "
+                         "'liuhen custody verify', then restore the catalog from a copy that "
+                         "holds them (docs/custody.md)")
+        if not last and not reached.unreachable:
+            # A new installation: stations sign their head after their first docking.
+            return Check(name, OK, "no signed chain head yet (a station signs one after "
+                         "each docking; other hosts: 'liuhen custody anchor')")
+        anchored = ", ".join(f"{sid} #{n}" for sid, n in sorted(last.items()))
+        detail = f"the catalog holds every anchored event (last anchored: {anchored})"
+        if reached.unreachable:
+            return Check(name, WARN, detail + "; not read: " + "; ".join(reached.unreachable),
+                         "make the store reachable")
+        return Check(name, OK, detail)
+
+    return _guarded(name, check)
 
 
 def _media_tools(st: _State, role: str) -> list[Check]:

@@ -217,8 +217,13 @@ def run_district(ctx: Any, req: Request) -> None:
     trusted = _trusted(req)
     if app.settings.key_file.exists():  # this installation's own key: an outside anchor
         trusted.setdefault(app.settings.station.id, set()).add(app.signer.key_id)
+    # Signed chain heads in this host's station journal (custody: liuhen.anchoring).
+    from ingest.journal import read_anchors
+
+    journal_heads = tuple(read_anchors(app.settings.journal_path))
     report = check_district(app.ready_catalog(), app.store,
-                            CheckOptions(trusted=trusted, digest_sample_count=req.sample))
+                            CheckOptions(trusted=trusted, digest_sample_count=req.sample,
+                                         anchors=journal_heads, ring=bool(req.trust_files)))
     if req.as_json:
         print_json(report.as_dict())
     else:

@@ -71,7 +71,7 @@ def test_synthetic_recorder_postgres_s3(
     station.close()
     assert result.state == "SAFE_TO_CLEAR", result.problems
     assert_stored_exactly(app, rec.root)
-    listed = s3_client.list_objects_v2(Bucket=s3_bucket, Prefix="ev/")
+    listed = s3_client.list_objects_v2(Bucket=s3_bucket, Prefix="ev/sha256/")
     assert listed["KeyCount"] == len(rec.files)
 
 
@@ -92,7 +92,7 @@ def test_duplicate_bytes_are_linked_not_stored_again(tmp_path: Path) -> None:
         linked = s.scalars(select(CustodyEvent).where(CustodyEvent.action == "duplicate-linked"))
         assert len(linked.all()) == len(first.files)
     assert states.count("DUPLICATE") == len(first.files)
-    assert len(list(app.store.list())) == len(first.files)
+    assert len(list(app.store.list("sha256/"))) == len(first.files)
 
 
 def test_unknown_device_is_ingested_and_flagged(tmp_path: Path) -> None:
@@ -160,7 +160,7 @@ def test_hostile_names_and_special_files(tmp_path: Path) -> None:
         names = {r.relpath for r in s.scalars(select(DockingFile))}
     assert set(hostile) == raw  # every original name kept byte for byte
     assert "bad\\x07\\x1bname.MP4" in names and "latin1-\\xe9\\xff.MP4" in names
-    stored = [app.store.open(k).read() for k in app.store.list()]
+    stored = [app.store.open(k).read() for k in app.store.list("sha256/")]
     assert b"must never be read" not in stored
 
 
@@ -334,7 +334,7 @@ def test_clearing_deletes_only_after_recheck(tmp_path: Path) -> None:
         cleared = s.scalars(select(CustodyEvent).where(
             CustodyEvent.action == "cleared-from-recorder")).all()
     assert len(cleared) == len(rec.files)
-    assert len(list(app.store.list())) == len(rec.files)
+    assert len(list(app.store.list("sha256/"))) == len(rec.files)
     assert J.CLEARED == "CLEARED"
 
 

@@ -328,7 +328,7 @@ def assert_all_stored_once(
     -> how many dockings it had, when more than one."""
     redocked = redocked or {}
     # The store: exactly the expected objects, no temp files, bytes that hash right.
-    keys = sorted(store.list())
+    keys = sorted(store.list("sha256/"))  # evidence (anchors/ holds signed chain heads)
     assert not [k for k in keys if ".tmp-" in k]
     for dirpath, _dirs, names in os.walk(store.root):
         assert not [n for n in names if n.startswith(".tmp-")], dirpath
@@ -623,7 +623,8 @@ def test_store_outage_mid_docking_waits_then_finishes(
 
     # Every file is in the bucket, read back with a plain client, bytes hashing right.
     listed: list[str] = []
-    for page in s3_client.get_paginator("list_objects_v2").paginate(Bucket=s3_bucket):
+    for page in s3_client.get_paginator("list_objects_v2").paginate(Bucket=s3_bucket,
+                                                                    Prefix="evidence/sha256/"):
         listed += [o["Key"] for o in page.get("Contents") or ()]
     assert sorted(listed) == sorted(
         f"evidence/{content_key(Digest('sha256', h))}" for h in contents.by_sha256)
