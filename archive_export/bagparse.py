@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import codecs
 import re
+import sys
 import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -60,7 +61,7 @@ _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 # (tests/test_verify_bounds.py measures it); a bag beyond one is reported "too large" or
 # "too many" (exit 1), never a crash. 留痕 exports are far below them; split a bigger
 # handover into several bags.
-MAX_FILES = 100_000  # files (and tar members) in one bag, entries in one manifest
+MAX_FILES = 40_000  # files (and tar members) in one bag, entries in one manifest
 MAX_LINES = MAX_FILES + 10_000  # lines read from one tag file (blank ones included)
 MAX_TAG_BYTES = 32 << 20  # one tag file (manifest, bag-info, custody excerpt…) in memory
 MAX_BAGIT_TXT = 4096  # bagit.txt holds two short lines
@@ -501,7 +502,8 @@ def parse_manifest(name: str, text: str, version: tuple[int, int] | None,
             add(Finding("manifest-format", name, f"path {_clip(raw_path)!r} contains a "
                         "backslash (separators must be '/'; on Windows a backslash is a "
                         "separator, so the file would not be found there)", WARNING, number))
-        path = decode_path(raw_path, version)
+        # Interned: every manifest lists the same paths; one string serves them all.
+        path = sys.intern(decode_path(raw_path, version))
         alt = None
         if version == (0, 97) and _PERCENT.search(raw_path):
             alt = _percent_decode(raw_path)

@@ -188,7 +188,8 @@ class _Tree:
         if self.tar is not None:
             return SliceSource(self.tar, self.offsets[rel], self.files[rel])
         assert self.root is not None
-        return FileSource(self.root / rel, self.files[rel])
+        # A str, not a Path: a Path object costs several times the memory, per file.
+        return FileSource(os.path.join(self.root, rel), self.files[rel])
 
     def count_file(self, where: str) -> bool:
         """False (and a ``too-many`` finding, once) when the bag already has MAX_FILES."""
@@ -642,9 +643,9 @@ def _verify(tree: _Tree, report: BagReport, trusted: Mapping[str, Iterable[str]]
         return None
 
     # want: file -> the algorithms to compute; checks: (manifest, entry, file) to compare.
-    want: dict[str, set[str]] = {}
+    want: dict[str, list[str]] = {}  # (lists: a set per file costs 200 bytes more)
     checks: list[tuple[P.Manifest, P.Entry, str]] = []
-    listed_payload: dict[str, set[str]] = {}
+    listed_payload: dict[str, list[str]] = {}
     for m in manifests:
         for e in m.entries.values():
             actual = locate(e.path, m.name, e.alt)
@@ -660,14 +661,14 @@ def _verify(tree: _Tree, report: BagReport, trusted: Mapping[str, Iterable[str]]
                                 "but not in the bag"))
                 continue
             if m.kind == "manifest":
-                listed_payload.setdefault(actual, set()).add(m.name)
+                listed_payload.setdefault(actual, []).append(m.name)
             if only is not None and m.algorithm not in only:
                 continue
-            want.setdefault(actual, set()).add(m.algorithm)
+            want.setdefault(actual, []).append(m.algorithm)
             checks.append((m, e, actual))
     names = {m.name for m in payload_ms}
     for r in sorted(payload):
-        got = listed_payload.get(r, set())
+        got = set(listed_payload.get(r, ()))
         if not got:
             add(Finding("unexpected-file", r, "is in data/ but in no payload manifest"))
         elif got != names:
@@ -777,7 +778,7 @@ def make_hasher_len(algorithm: str) -> int | None:
         return None
 
 
-def _fixity(tree: _Tree, want: Mapping[str, set[str]], workers: int | None,
+def _fixity(tree: _Tree, want: Mapping[str, list[str]], workers: int | None,
             progress: Callable[[int, int], None] | None) -> Callable[[], dict[str, Outcome]]:
     """Start hashing what the manifests list; the returned function waits for the digests."""
     if tree.streamed is not None:
@@ -785,7 +786,7 @@ def _fixity(tree: _Tree, want: Mapping[str, set[str]], workers: int | None,
         hashed = {r: Outcome(dict(streamed.get(r, {})), size=tree.files.get(r),
                              error=tree.stream_errors.get(r)) for r in want}
         return lambda: hashed
-    items = [Item(r, tree.source(r), tuple(sorted(algs))) for r, algs in want.items()]
+    items = [Item(r, tree.source(r), tuple(sorted(set(algs)))) for r, algs in want.items()]
     if progress is None:
         return start_hashing(items, workers=workers).result
     total, done, lock = work_units(items), [0], threading.Lock()

@@ -71,13 +71,14 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-@dataclass(frozen=True)
+# slots: a bag may hold up to bagparse.MAX_FILES items, each with a source and an outcome.
+@dataclass(frozen=True, slots=True)
 class FileSource:
-    path: Path
+    path: Path | str
     size: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SliceSource:
     """``size`` bytes at ``offset`` of a file (a member of an uncompressed tar)."""
 
@@ -93,14 +94,14 @@ class SourceChanged(Exception):
 Source = FileSource | SliceSource
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Item:
     key: str  # what the result is reported under (a path inside the bag)
     source: Source
     algorithms: tuple[str, ...]
 
 
-@dataclass
+@dataclass(slots=True)
 class Outcome:
     digests: dict[str, str]
     error: str | None = None
@@ -245,10 +246,9 @@ def _job(group: list[Item], algorithms: tuple[str, ...] | None, record: Recorder
 def _feed(source: Source, hashers: dict[str, Hasher], buffer: bytearray,
           lockstep: bool) -> int:
     """Hash exactly ``source.size`` bytes; SourceChanged when the file is not that size."""
-    if isinstance(source, SliceSource):
-        path, offset, what = source.path, source.offset, "the tar"
-    else:
-        path, offset, what = source.path, 0, "the file"
+    path: Path | str = source.path
+    tar = isinstance(source, SliceSource)
+    offset, what = (source.offset, "the tar") if tar else (0, "the file")
     with open(path, "rb", buffering=0) as f:
         fd = f.fileno()
         _check_length(fd, offset + source.size, what, "before it was read")
