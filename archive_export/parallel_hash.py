@@ -247,8 +247,9 @@ def _feed(source: Source, hashers: dict[str, Hasher], buffer: bytearray,
           lockstep: bool) -> int:
     """Hash exactly ``source.size`` bytes; SourceChanged when the file is not that size."""
     path: Path | str = source.path
-    tar = isinstance(source, SliceSource)
-    offset, what = (source.offset, "the tar") if tar else (0, "the file")
+    offset, what = 0, "the file"
+    if isinstance(source, SliceSource):
+        offset, what = source.offset, "the tar"
     with open(path, "rb", buffering=0) as f:
         fd = f.fileno()
         _check_length(fd, offset + source.size, what, "before it was read")
