@@ -31,7 +31,7 @@ from archive_export.bagverify import verify_bag
 LIUHEN = Path(sys.executable).with_name("liuhen")
 PEAK_LIMIT_MB = 200
 # Far above any bounded run, far below what an unbounded one would take on this machine.
-ADDRESS_SPACE = 6 << 30
+ADDRESS_SPACE = 3 << 30
 BLANK_BOMB = 5_000_000  # bytes of blank lines: was 2 GB at 1 MB and a MemoryError at 5 MB
 TAG_BOMB = 300 << 20  # a "tag file" of zeros: sparse on disk, tiny gzipped
 
