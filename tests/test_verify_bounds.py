@@ -27,6 +27,7 @@ import pytest
 
 from archive_export import bagparse
 from archive_export.bagverify import verify_bag
+from tests.cli_helpers import run_cli
 
 LIUHEN = Path(sys.executable).with_name("liuhen")
 PEAK_LIMIT_MB = 200
@@ -193,3 +194,13 @@ def test_four_properties_on_a_huge_tag_file(tmp_path: Path) -> None:
     assert "Traceback" not in run.err
     assert run.peak_mb < PEAK_LIMIT_MB, f"peak RSS {run.peak_mb:.0f} MB"
     assert "bag-info.txt" in run.err and "too large" in run.err
+
+
+def test_too_many_files_says_so_plainly(tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    dest = tmp_path / "many.tar.gz"
+    _many_empty_members(dest, bagparse.MAX_FILES + 10)
+    result = run_cli(capsys, "verify", str(dest))
+    assert result.code == 1
+    assert f"more than {bagparse.MAX_FILES:,} files" in result.out
+    assert "INVALID: too many files; the bag was not checked further" in result.out
