@@ -63,7 +63,7 @@ def run_measured(tmp: Path, *args: str) -> Run:
 
 
 def small_bag(root: Path) -> Path:
-    (root / "sub").mkdir(parents=True)
+    (root / "sub").mkdir(parents=True, exist_ok=True)
     (root / "a.txt").write_bytes(b"hello\n")
     (root / "sub" / "b.bin").write_bytes(os.urandom(5000))
     bagit.make_bag(str(root), checksums=["sha256"])
@@ -109,6 +109,16 @@ def test_repeats_are_summarised_with_their_count(tmp_path: Path) -> None:
     assert blank[-1].detail.startswith(f"and {20_000 - bagparse.LIST_PER_FILE:,} more like this")
     # (The tag manifest no longer matches the edited bag-info.txt: that stays an error.)
     assert {(f.kind, f.path) for f in report.errors} == {("checksum-mismatch", "bag-info.txt")}
+
+
+def test_blank_line_bomb_in_the_custody_excerpt(tmp_path: Path) -> None:
+    """Its events are parsed into a list: past the line bound it is not parsed at all."""
+    root = tmp_path / "bag"
+    (root / "metadata").mkdir(parents=True)
+    (root / "metadata" / "custody.jsonl").write_bytes(b"\n" * BLANK_BOMB)
+    small_bag(root)
+    run = run_measured(tmp_path, "verify", "--json", str(root))
+    assert_bounded_invalid(run, kind="too-large", path="data/metadata/custody.jsonl")
 
 
 def test_huge_tag_file_is_too_large_not_read(tmp_path: Path) -> None:
