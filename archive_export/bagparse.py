@@ -9,16 +9,33 @@ Version differences handled (``version`` is the ``(major, minor)`` of ``bagit.tx
 
 * 0.93–0.95 call the metadata file ``package-info.txt``; 0.96 and later ``bag-info.txt``.
 * 1.0 percent-encodes LF, CR and ``%`` in manifest paths (``%0A``, ``%0D``, ``%25``);
-  earlier versions wrote paths as they were.
-* 1.0 forbids a byte-order mark in ``bagit.txt`` and duplicate manifest entries;
-  earlier versions are read tolerantly (a warning).
+  0.93–0.96 wrote paths as they were; the later 0.97 drafts (2014–2016) began to
+  percent-encode LF and CR, so a 0.97 path is taken literally, and decoded when only
+  the decoded name is in the bag.
+* Up to 0.97 a metadata element is "a label, a colon and a value, each separated by
+  optional whitespace", and every element "MAY be repeated"; 1.0 asks for exactly one
+  space after the colon, no whitespace around the label, and forbids repeating the
+  reserved elements (``Payload-Oxum``…). The same goes for the two lines of
+  ``bagit.txt``. An asterisk before a manifest path (md5sum's binary marker) is allowed
+  up to 0.97.
+* 1.0 forbids duplicate manifest entries; earlier versions are read tolerantly (a
+  warning when the checksums agree).
+* A byte-order mark in ``bagit.txt`` is an error in every version: every draft says the
+  declaration is UTF-8, and a tool that does not expect the mark misreads the version.
+
+Bounds: a hostile bag must not exhaust memory or time. Each parser stops at
+:data:`MAX_LINES` lines (and a manifest at :data:`MAX_FILES` entries) with a
+``too-large`` error, and findings go into a :class:`FindingList`, which lists the first
+few of each kind and counts the rest ("and 12,345 more like this").
 """
 
 from __future__ import annotations
 
 import codecs
 import re
+import sys
 import unicodedata
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 ERROR = "error"
@@ -38,6 +55,19 @@ _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _HEX = re.compile(r"^[0-9A-Fa-f]+$")
 _PERCENT = re.compile(r"%(0A|0D|25)", re.IGNORECASE)
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+# -- bounds ------------------------------------------------------------------------------------
+# Chosen so that a bag at every limit at once is verified in well under 200 MB of memory
+# (tests/test_verify_bounds.py measures it); a bag beyond one is reported "too large" or
+# "too many" (exit 1), never a crash. 留痕 exports are far below them; split a bigger
+# handover into several bags.
+MAX_FILES = 40_000  # files (and tar members) in one bag, entries in one manifest
+MAX_LINES = MAX_FILES + 10_000  # lines read from one tag file (blank ones included)
+MAX_TAG_BYTES = 32 << 20  # one tag file (manifest, bag-info, custody excerpt…) in memory
+MAX_BAGIT_TXT = 4096  # bagit.txt holds two short lines
+# Findings listed before the rest are only counted: per kind in one file, and per kind.
+LIST_PER_FILE = 20
+LIST_PER_KIND = 500
 
 
 @dataclass(frozen=True)
@@ -67,6 +97,82 @@ class Finding:
         }
 
 
+class FindingList(list[Finding]):
+    """Findings, with repeats summarised instead of stored.
+
+    A bag can hold a million blank lines or a million unlisted files; one finding for
+    each would take gigabytes (more again as JSON). The first :data:`LIST_PER_FILE` of a
+    kind in one file and the first :data:`LIST_PER_KIND` of a kind overall are kept;
+    the rest are counted, and :meth:`close` adds one "and N more like this" finding per
+    group, with the severity of what it stands for (so an error never hides as a count).
+    """
+
+    def __init__(self, items: Iterable[Finding] = ()) -> None:
+        super().__init__()
+        self._per_file: dict[tuple[str, str, str], int] = {}
+        self._per_kind: dict[tuple[str, str], int] = {}
+        self.more_in_file: dict[tuple[str, str, str], int] = {}
+        self.more_of_kind: dict[tuple[str, str], int] = {}
+        self.extend(items)
+
+    def append(self, f: Finding) -> None:
+        kind_key = (f.kind, f.severity)
+        if self._per_kind.get(kind_key, 0) >= LIST_PER_KIND:
+            self.more_of_kind[kind_key] = self.more_of_kind.get(kind_key, 0) + 1
+            return
+        file_key = (f.kind, f.path, f.severity)
+        if self._per_file.get(file_key, 0) >= LIST_PER_FILE:
+            self.more_in_file[file_key] = self.more_in_file.get(file_key, 0) + 1
+            return
+        self._per_kind[kind_key] = self._per_kind.get(kind_key, 0) + 1
+        self._per_file[file_key] = self._per_file.get(file_key, 0) + 1
+        super().append(f)
+
+    def extend(self, items: Iterable[Finding]) -> None:
+        for f in items:
+            self.append(f)
+        if isinstance(items, FindingList):  # what it had only counted stays counted
+            for k, n in items.more_in_file.items():
+                self.more_in_file[k] = self.more_in_file.get(k, 0) + n
+            for kk, n in items.more_of_kind.items():
+                self.more_of_kind[kk] = self.more_of_kind.get(kk, 0) + n
+
+    def close(self) -> None:
+        """Add the "and N more" findings; the counts are emptied (call once, at the end)."""
+        for (kind, path, severity), n in sorted(self.more_in_file.items()):
+            super().append(Finding(kind, path, f"and {n:,} more like this in this file "
+                                   "(not listed one by one)", severity))
+        for (kind, severity), n in sorted(self.more_of_kind.items()):
+            super().append(Finding(kind, "", f"and {n:,} more {kind} findings in other "
+                                   "files (not listed one by one)", severity))
+        self.more_in_file.clear()
+        self.more_of_kind.clear()
+
+
+def iter_lines(text: str) -> Iterator[str]:
+    """Lines ended by LF, CR or CRLF (all three are allowed in tag files), one at a time:
+    a list of a million empty lines would itself take tens of megabytes."""
+    pos, end = 0, len(text)
+    while pos < end:
+        m = _LINE_BREAK.search(text, pos)
+        if m is None:
+            yield text[pos:]
+            return
+        yield text[pos : m.start()]
+        pos = m.end()
+
+
+def bounded_lines(text: str, path: str, findings: list[Finding]) -> Iterator[tuple[int, str]]:
+    """(number, line) for at most :data:`MAX_LINES` lines; past that a ``too-large`` error."""
+    for number, line in enumerate(iter_lines(text), 1):
+        if number > MAX_LINES:
+            findings.append(Finding("too-large", path, f"has more than {MAX_LINES:,} lines; "
+                                    "the rest was not read (a bag this verifier checks holds "
+                                    f"at most {MAX_FILES:,} files)", ERROR, number))
+            return
+        yield number, line
+
+
 def manifest_kind(name: str) -> tuple[str, str] | None:
     """``("manifest"|"tagmanifest", algorithm)`` for a manifest file name, else None."""
     m = _MANIFEST_NAME.match(name)
@@ -76,11 +182,8 @@ def manifest_kind(name: str) -> tuple[str, str] | None:
 
 
 def split_lines(text: str) -> list[str]:
-    """Lines ended by LF, CR or CRLF (all three are allowed in tag files)."""
-    lines = _LINE_BREAK.split(text)
-    if lines and lines[-1] == "":
-        lines.pop()
-    return lines
+    """Lines ended by LF, CR or CRLF, as a list (for short texts; see :func:`iter_lines`)."""
+    return list(iter_lines(text))
 
 
 # -- bagit.txt ---------------------------------------------------------------------------------
@@ -91,7 +194,11 @@ class Declaration:
     version_text: str | None = None
     version: tuple[int, int] | None = None
     encoding: str = "utf-8"
-    findings: list[Finding] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=FindingList)
+
+    @property
+    def before_1_0(self) -> bool:
+        return self.version is not None and self.version < (1, 0)
 
     @property
     def info_file(self) -> str:
@@ -101,20 +208,24 @@ class Declaration:
 
 
 def parse_bagit_txt(data: bytes) -> Declaration:
-    """Check ``bagit.txt`` strictly: exactly two lines, ``Label: value``, in order."""
+    """Check ``bagit.txt``: exactly two lines, ``Label: value``, in order; the exact
+    spacing of 1.0 only for 1.0 bags (see the module doc)."""
     d = Declaration()
     path = "bagit.txt"
 
     def bad(detail: str, line: int | None = None, severity: str = ERROR) -> None:
         d.findings.append(Finding("bagit-txt", path, detail, severity, line))
 
+    if len(data) > MAX_BAGIT_TXT:
+        bad(f"is {len(data):,} bytes; it holds two short lines (only the first "
+            f"{MAX_BAGIT_TXT} bytes were read)")
+        data = data[:MAX_BAGIT_TXT]
     if data.startswith(codecs.BOM_UTF8):
-        # Only 1.0 forbids it outright; earlier drafts were silent.
-        bad("starts with a byte-order mark", 1, WARNING)
+        # Every version: the declaration is UTF-8, and a reader not expecting the mark
+        # sees a label "\ufeffBagIt-Version" and so no version at all.
+        bad("starts with a byte-order mark (bagit.txt must not have one, in every BagIt "
+            "version); remove the first three bytes", 1)
         data = data[len(codecs.BOM_UTF8) :]
-        bom = True
-    else:
-        bom = False
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -123,14 +234,15 @@ def parse_bagit_txt(data: bytes) -> Declaration:
     lines = split_lines(text)
     expected = ("BagIt-Version", "Tag-File-Character-Encoding")
     values: dict[str, str] = {}
+    spacing: list[tuple[str, int]] = []  # judged once the version is known
     for number, line in enumerate(lines, 1):
         label, sep, value = line.partition(":")
         if not sep:
             bad(f"line {line!r} is not 'Label: value'", number)
             continue
         if label != label.strip() or not value.startswith(" ") or value[1:] != value[1:].strip():
-            bad(f"line {line!r}: expected exactly 'Label: value' (one space after the colon, "
-                "no other whitespace)", number)
+            spacing.append((f"line {line!r}: expected exactly 'Label: value' (one space after "
+                            "the colon, no other whitespace)", number))
         label, value = label.strip(), value.strip()
         if number <= 2 and label != expected[number - 1]:
             bad(f"line {number} must be {expected[number - 1]!r}, found {label!r}", number)
@@ -152,9 +264,10 @@ def parse_bagit_txt(data: bytes) -> Declaration:
             if d.version not in SUPPORTED_VERSIONS:
                 bad(f"BagIt-Version {d.version_text} is not one this verifier knows "
                     "(0.93–0.97, 1.0); checked as 1.0", severity=WARNING)
-    if bom and d.version is not None and d.version >= (1, 0):
-        d.findings[0] = Finding("bagit-txt", path, "starts with a byte-order mark "
-                                "(forbidden in BagIt 1.0)", ERROR, 1)
+    if not d.before_1_0:
+        # Up to 0.97 "optional whitespace" separated label, colon and value.
+        for detail, number in spacing:
+            bad(detail, number)
     enc = values.get("Tag-File-Character-Encoding")
     if enc is None:
         bad("no Tag-File-Character-Encoding")
@@ -190,7 +303,7 @@ def decode_tag_file(data: bytes, path: str, encoding: str, findings: list[Findin
 @dataclass
 class BagInfo:
     items: list[tuple[str, str]] = field(default_factory=list)
-    findings: list[Finding] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=FindingList)
 
     def get(self, label: str) -> str | None:
         wanted = label.lower()
@@ -204,22 +317,27 @@ class BagInfo:
         return [v for k, v in self.items if k.lower() == wanted]
 
 
-def parse_bag_info(text: str, path: str = "bag-info.txt") -> BagInfo:
-    """``Label: value`` lines; a line starting with whitespace continues the previous value."""
+def parse_bag_info(text: str, path: str = "bag-info.txt",
+                   version: tuple[int, int] | None = None) -> BagInfo:
+    """``Label: value`` lines; a line starting with whitespace continues the previous value.
+
+    ``version`` None or 1.0: RFC 8493's rules; before 1.0 the drafts' looser ones (the
+    module doc)."""
     info = BagInfo()
+    strict = version is None or version >= (1, 0)
     current: list[str] | None = None  # [label, value] being built
 
     def close() -> None:
-        if current is not None:
+        if current is not None and len(info.items) < MAX_LINES:
             info.items.append((current[0], current[1]))
 
-    for number, line in enumerate(split_lines(text), 1):
+    for number, line in bounded_lines(text, path, info.findings):
         if line[:1] in {" ", "\t"}:
             if current is None:
                 info.findings.append(
                     Finding("bag-info", path, "continuation line with no element before it",
                             ERROR, number))
-            else:
+            elif len(current[1]) < MAX_VALUE:
                 # Folding whitespace is not part of the value (RFC 8493 §2.2.2).
                 current[1] += " " + line.strip()
             continue
@@ -231,16 +349,19 @@ def parse_bag_info(text: str, path: str = "bag-info.txt") -> BagInfo:
         label, sep, value = line.partition(":")
         if not sep:
             info.findings.append(
-                Finding("bag-info", path, f"line {line!r} is not 'Label: value'", ERROR, number))
+                Finding("bag-info", path, f"line {_clip(line)!r} is not 'Label: value'", ERROR,
+                        number))
             continue
-        if not label or label != label.strip():
+        if not label.strip():
+            info.findings.append(Finding("bag-info", path, "empty label", ERROR, number))
+        elif strict and label != label.strip():
             info.findings.append(
-                Finding("bag-info", path, f"label {label!r} is empty or has leading/trailing "
-                        "whitespace", ERROR, number))
-        if value[:1] not in {" ", "\t"}:
+                Finding("bag-info", path, f"label {_clip(label)!r} has leading/trailing "
+                        "whitespace (BagIt 1.0 forbids it)", ERROR, number))
+        if strict and value[:1] not in {" ", "\t"}:
             info.findings.append(
-                Finding("bag-info", path, f"label {label.strip()!r}: no whitespace after the "
-                        "colon", WARNING, number))
+                Finding("bag-info", path, f"label {_clip(label.strip())!r}: no whitespace after "
+                        "the colon", WARNING, number))
         current = [label.strip(), value.strip()]
     close()
     seen: dict[str, int] = {}
@@ -248,25 +369,43 @@ def parse_bag_info(text: str, path: str = "bag-info.txt") -> BagInfo:
         seen[label.lower()] = seen.get(label.lower(), 0) + 1
     for label, count in sorted(seen.items()):
         if count > 1 and label in NON_REPEATABLE:
+            if strict:
+                info.findings.append(
+                    Finding("bag-info", path, f"reserved element {label!r} appears {count} "
+                            "times (it must not repeat)"))
+            elif len(set(v for k, v in info.items if k.lower() == label)) > 1:
+                # Allowed before 1.0, but two different values cannot both be right.
+                info.findings.append(
+                    Finding("bag-info", path, f"{label!r} appears {count} times with "
+                            "different values", WARNING))
+    for oxum in info.get_all("Payload-Oxum"):
+        if not _OXUM.match(oxum):
             info.findings.append(
-                Finding("bag-info", path, f"reserved element {label!r} appears {count} times "
-                        "(it must not repeat)"))
-    oxum = info.get("Payload-Oxum")
-    if oxum is not None and not _OXUM.match(oxum):
-        info.findings.append(
-            Finding("bag-info", path, f"Payload-Oxum {oxum!r} is not '<bytes>.<count>'"))
+                Finding("bag-info", path, f"Payload-Oxum {_clip(oxum)!r} is not "
+                        "'<bytes>.<count>'"))
     bag_count = info.get("Bag-Count")
     if bag_count is not None:
         m = _BAG_COUNT.match(bag_count)
         if not m or (m.group(2) != "?" and int(m.group(1)) > int(m.group(2))):
             info.findings.append(
-                Finding("bag-info", path, f"Bag-Count {bag_count!r} is not 'N of T' "
+                Finding("bag-info", path, f"Bag-Count {_clip(bag_count)!r} is not 'N of T' "
                         "(T may be '?')"))
     date = info.get("Bagging-Date")
     if date is not None and not _DATE.match(date):
         info.findings.append(
-            Finding("bag-info", path, f"Bagging-Date {date!r} is not YYYY-MM-DD", WARNING))
+            Finding("bag-info", path, f"Bagging-Date {_clip(date)!r} is not YYYY-MM-DD",
+                    WARNING))
     return info
+
+
+# A value (and what a finding quotes of a line) is cut here: one finding must not be able
+# to carry a whole hostile tag file.
+MAX_VALUE = 64 << 10
+_QUOTE = 200
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _QUOTE else text[:_QUOTE] + f"… ({len(text):,} characters)"
 
 
 def parse_oxum(value: str) -> tuple[int, int] | None:
@@ -277,11 +416,14 @@ def parse_oxum(value: str) -> tuple[int, int] | None:
 # -- manifests ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Entry:
     path: str  # decoded path relative to the bag root
     digest: str  # lower-case hex
     line: int
+    # 0.97 only: the percent-decoded path, used when ``path`` is not in the bag (the later
+    # 0.97 drafts percent-encoded LF and CR; the earlier ones wrote names as they were).
+    alt: str | None = None
 
 
 @dataclass
@@ -290,13 +432,17 @@ class Manifest:
     kind: str  # manifest | tagmanifest
     algorithm: str
     entries: dict[str, Entry] = field(default_factory=dict)
-    findings: list[Finding] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=FindingList)
+
+
+def _percent_decode(raw: str) -> str:
+    return _PERCENT.sub(lambda m: {"0a": "\n", "0d": "\r", "25": "%"}[m.group(1).lower()], raw)
 
 
 def decode_path(raw: str, version: tuple[int, int] | None) -> str:
     if version is not None and version < (1, 0):
         return raw
-    return _PERCENT.sub(lambda m: {"0a": "\n", "0d": "\r", "25": "%"}[m.group(1).lower()], raw)
+    return _percent_decode(raw)
 
 
 def check_path(path: str) -> str | None:
@@ -315,70 +461,81 @@ def check_path(path: str) -> str | None:
     return None
 
 
+def _split_line(line: str, version: tuple[int, int] | None) -> list[str]:
+    if version is not None and version < (1, 0):
+        return line.strip().split(None, 1)
+    # 1.0: checksum, one or more linear whitespace, path (which may itself contain
+    # spaces, and keeps trailing ones).
+    mm = re.match(r"^([^ \t]+)[ \t]+(.*)$", line)
+    return [mm.group(1), mm.group(2)] if mm else line.split(None, 1)
+
+
 def parse_manifest(name: str, text: str, version: tuple[int, int] | None,
                    digest_length: int | None) -> Manifest:
     """Every ``<checksum> <path>`` line; bad lines, unsafe paths and duplicates are findings."""
     kind, algorithm = manifest_kind(name) or ("manifest", "?")
     m = Manifest(name, kind, algorithm)
-    first_line: dict[str, int] = {}
-    for number, line in enumerate(split_lines(text), 1):
+    old = version is not None and version < (1, 0)
+    add = m.findings.append
+    for number, line in bounded_lines(text, name, m.findings):
         if not line.strip():
-            m.findings.append(Finding("manifest-format", name, "blank line", WARNING, number))
+            add(Finding("manifest-format", name, "blank line", WARNING, number))
             continue
-        parts = line.strip().split(None, 1) if version and version < (1, 0) else None
-        if parts is None:
-            # 1.0: checksum, one or more linear whitespace, path (which may itself contain
-            # spaces, and keeps trailing ones).
-            mm = re.match(r"^([^ \t]+)[ \t]+(.*)$", line)
-            parts = [mm.group(1), mm.group(2)] if mm else line.split(None, 1)
+        parts = _split_line(line, version)
         if len(parts) != 2 or not parts[1]:
-            m.findings.append(Finding("manifest-format", name,
-                                      f"line {line!r} is not '<checksum> <path>'", ERROR, number))
+            add(Finding("manifest-format", name,
+                        f"line {_clip(line)!r} is not '<checksum> <path>'", ERROR, number))
             continue
         digest, raw_path = parts
         if raw_path.startswith("*"):
-            # md5sum's binary-mode marker; some old tools wrote it.
-            m.findings.append(Finding("manifest-format", name,
-                                      f"path {raw_path!r} starts with '*' (binary-mode marker "
-                                      "of md5sum); ignored", WARNING, number))
+            # md5sum's binary-mode marker: the drafts up to 0.97 allowed it; 1.0 does not
+            # mention it.
+            if not old:
+                add(Finding("manifest-format", name, f"path {_clip(raw_path)!r} starts with "
+                            "'*' (binary-mode marker of md5sum); ignored", WARNING, number))
             raw_path = raw_path[1:]
         if not _HEX.match(digest) or (digest_length is not None and len(digest) != digest_length):
             want = f"{digest_length} hex digits" if digest_length else "hex digits"
-            m.findings.append(Finding("manifest-format", name,
-                                      f"checksum {digest!r} for {raw_path!r} is not {want}",
-                                      ERROR, number))
+            add(Finding("manifest-format", name, f"checksum {_clip(digest)!r} for "
+                        f"{_clip(raw_path)!r} is not {want}", ERROR, number))
         if "\\" in raw_path:
-            m.findings.append(Finding("manifest-format", name,
-                                      f"path {raw_path!r} contains a backslash (separators must "
-                                      "be '/')", WARNING, number))
-        path = decode_path(raw_path, version)
-        if version is not None and version >= (1, 0) and re.search(r"%(?!0[AaDd]|25)", raw_path):
-            m.findings.append(Finding("percent-encoding", name,
-                                      f"path {raw_path!r} has a '%' that is not %0A, %0D or %25",
-                                      WARNING, number))
-        why = check_path(path)
+            add(Finding("manifest-format", name, f"path {_clip(raw_path)!r} contains a "
+                        "backslash (separators must be '/'; on Windows a backslash is a "
+                        "separator, so the file would not be found there)", WARNING, number))
+        # Interned: every manifest lists the same paths; one string serves them all.
+        path = sys.intern(decode_path(raw_path, version))
+        alt = None
+        if version == (0, 97) and _PERCENT.search(raw_path):
+            alt = _percent_decode(raw_path)
+        if not old and re.search(r"%(?!0[AaDd]|25)", raw_path):
+            add(Finding("percent-encoding", name, f"path {_clip(raw_path)!r} has a '%' that "
+                        "is not %0A, %0D or %25", WARNING, number))
+        why = check_path(path) or (check_path(alt) if alt is not None else None)
         if why is not None:
-            m.findings.append(Finding("unsafe-path", name, f"{path!r}: {why}", ERROR, number))
+            add(Finding("unsafe-path", name, f"{_clip(path)!r}: {why}", ERROR, number))
             continue
         if kind == "manifest" and not path.startswith("data/"):
-            m.findings.append(Finding("path-outside-data", name,
-                                      f"{path!r} is a payload manifest entry outside data/",
-                                      ERROR, number))
+            add(Finding("path-outside-data", name,
+                        f"{_clip(path)!r} is a payload manifest entry outside data/", ERROR,
+                        number))
             continue
         if kind == "tagmanifest" and path.startswith("data/"):
-            m.findings.append(Finding("path-outside-data", name,
-                                      f"{path!r}: a tag manifest lists a payload file",
-                                      WARNING, number))
+            add(Finding("path-outside-data", name,
+                        f"{_clip(path)!r}: a tag manifest lists a payload file", WARNING,
+                        number))
         if path in m.entries:
             prev = m.entries[path]
             same = "same" if prev.digest == digest.lower() else "a different"
-            sev = ERROR if (version is None or version >= (1, 0) or same != "same") else WARNING
-            m.findings.append(Finding("duplicate-entry", name,
-                                      f"{path!r} is listed again (first on line "
-                                      f"{first_line[path]}) with {same} checksum", sev, number))
+            sev = ERROR if (not old or same != "same") else WARNING
+            add(Finding("duplicate-entry", name, f"{_clip(path)!r} is listed again (first on "
+                        f"line {prev.line}) with {same} checksum", sev, number))
             continue
-        first_line[path] = number
-        m.entries[path] = Entry(path, digest.lower(), number)
+        if len(m.entries) >= MAX_FILES:
+            add(Finding("too-large", name, f"lists more than {MAX_FILES:,} files; the rest "
+                        "was not read (this verifier checks bags of at most that many "
+                        "files)", ERROR, number))
+            break
+        m.entries[path] = Entry(path, digest.lower(), number, alt)
     _normalisation_clashes(m)
     return m
 
@@ -395,23 +552,47 @@ def _normalisation_clashes(m: Manifest) -> None:
                                       WARNING, m.entries[path].line))
 
 
+def portability_findings(paths: Iterable[str]) -> list[Finding]:
+    """Payload names that cannot all be extracted on Windows or macOS: names equal but for
+    letter case (or case and Unicode normalisation), and names with a backslash. Warnings:
+    the bag is sound, but a copy made there silently loses or misplaces files."""
+    found: list[Finding] = FindingList()
+    by_key: dict[str, str] = {}
+    for path in sorted(paths):
+        if "\\" in path:
+            found.append(Finding("backslash-name", path, "the name contains a backslash, "
+                                 "which Windows takes as a folder separator: extracted there "
+                                 "it lands in another folder or is refused", WARNING))
+        nfc = unicodedata.normalize("NFC", path)
+        other = by_key.setdefault(nfc.casefold(), path)
+        if other != path and unicodedata.normalize("NFC", other) != nfc:
+            # (Equal after normalisation alone is the manifests' normalization-clash.)
+            found.append(Finding("case-clash", path, f"differs from {other!r} only in letter "
+                                 "case: on a case-insensitive file system (Windows, macOS) "
+                                 "one of the two overwrites the other when the bag is "
+                                 "extracted or copied", WARNING))
+    return found
+
+
 def parse_fetch(text: str, version: tuple[int, int] | None) -> tuple[dict[str, str], list[Finding]]:
     """``url length path`` lines: the payload files that were to be fetched from elsewhere."""
     entries: dict[str, str] = {}
-    findings: list[Finding] = []
-    for number, line in enumerate(split_lines(text), 1):
+    findings: list[Finding] = FindingList()
+    for number, line in bounded_lines(text, "fetch.txt", findings):
         if not line.strip():
             continue
         parts = line.split(None, 2)
         if len(parts) != 3 or not (parts[1] == "-" or parts[1].isdigit()):
             findings.append(Finding("fetch-format", "fetch.txt",
-                                    f"line {line!r} is not '<url> <length> <path>'", ERROR, number))
+                                    f"line {_clip(line)!r} is not '<url> <length> <path>'",
+                                    ERROR, number))
             continue
         path = decode_path(parts[2], version)
         why = check_path(path)
         if why is not None or not path.startswith("data/"):
             findings.append(Finding("unsafe-path", "fetch.txt",
-                                    f"{path!r}: {why or 'outside data/'}", ERROR, number))
+                                    f"{_clip(path)!r}: {why or 'outside data/'}", ERROR, number))
             continue
-        entries[path] = parts[0]
+        if len(entries) < MAX_FILES:
+            entries[path] = parts[0][:_QUOTE]
     return entries, findings

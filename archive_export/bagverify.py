@@ -21,16 +21,21 @@ the file it concerns (never stopping at the first):
    event's hash and signature, chain links between consecutive events of a station,
    and the digests events name against the manifests.
 
-A tar is read in place: an uncompressed tar is memory-mapped and its members hashed
-like files (in parallel); a compressed tar is streamed once, members hashed as they
-come. Members that would escape (absolute names, ``..``, links) are reported, never
-extracted. Nothing is ever written.
+A tar is read in place: an uncompressed tar's members are read at their offsets and
+hashed like files (in parallel); a compressed tar is streamed once, members hashed as
+they come. Members that would escape (absolute names, ``..``, links) are reported, never
+extracted. Nothing is ever written, and nothing is memory-mapped (a mapped file truncated
+by someone else kills the process with SIGBUS; a read just comes back short).
+
+Bounded: at most :data:`bagparse.MAX_FILES` files or tar members, tag files of at most
+:data:`bagparse.MAX_TAG_BYTES` each and :data:`MAX_HELD_BYTES` in all held in memory,
+findings summarised past the first few of a kind. A bag beyond a bound is "too large" /
+"too many" (exit 1), never an internal error.
 """
 
 from __future__ import annotations
 
 import json
-import mmap
 import multiprocessing as mp
 import os
 import posixpath
@@ -39,17 +44,17 @@ import tarfile
 import threading
 import time
 import unicodedata
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from archive_export import bagparse as P
-from archive_export.bagparse import ERROR, WARNING, Finding
+from archive_export.bagparse import ERROR, MAX_FILES, MAX_TAG_BYTES, WARNING, Finding, FindingList
 from archive_export.parallel_hash import (
     FileSource,
     Item,
@@ -72,8 +77,11 @@ KEYS_FILE = "data/metadata/keys.json"
 ANCHORS_FILE = "data/metadata/anchors.jsonl"
 KEY_ID_LABEL = "Liuhen-Signing-Key-Id"
 LIUHEN_MANIFESTS = ("sha256", "sha512", "sm3")
-# A tag file is read whole into memory; bigger than this is not a tag file we parse.
-MAX_TAG_BYTES = 256 << 20
+# Non-payload members of a compressed tar are held in memory until the stream ends (their
+# manifests may come later); this is all of them together.
+MAX_HELD_BYTES = 2 * MAX_TAG_BYTES
+# Tar members of any kind (directories too) read before giving up.
+MAX_MEMBERS = 2 * MAX_FILES
 # Algorithms a compressed tar's payload is hashed with before any manifest was seen.
 STREAM_DEFAULT = ("md5", "sha1", "sha256", "sha512", "sm3")
 
@@ -94,7 +102,7 @@ class BagReport:
     payload_bytes: int = 0
     algorithms: list[str] = field(default_factory=list)
     hashed_bytes: int = 0
-    findings: list[Finding] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=FindingList)
     signature: dict[str, Any] = field(default_factory=dict)
     custody: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
@@ -136,74 +144,109 @@ class BagReport:
 # -- what a bag is made of, from a directory or a tar -------------------------------------------
 
 
+class TagTooLarge(OSError):
+    """A tag file too big to hold in memory: reported as ``too-large``, not parsed."""
+
+
 @dataclass
 class _Tree:
     files: dict[str, int] = field(default_factory=dict)  # relpath -> size (regular files)
     dirs: set[str] = field(default_factory=set)
-    findings: list[Finding] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=FindingList)
     root: Path | None = None  # directory bags
-    buffer: mmap.mmap | None = None  # uncompressed tar, mapped
+    tar: Path | None = None  # uncompressed tar bags: members read at their offsets
     offsets: dict[str, int] = field(default_factory=dict)  # tar member data offsets
     blobs: dict[str, bytes] = field(default_factory=dict)  # tag files read from a stream
     streamed: dict[str, dict[str, str]] | None = None  # digests computed while streaming
     stream_errors: dict[str, str] = field(default_factory=dict)  # member -> why unread
-    closers: list[Callable[[], None]] = field(default_factory=list)
+    too_many: bool = False  # listing stopped at a bound: the bag is not checked further
 
     def read(self, rel: str) -> bytes:
         if rel in self.blobs:
             return self.blobs[rel]
         size = self.files[rel]
-        if size > MAX_TAG_BYTES:
-            raise OSError(f"{rel} is {size} bytes, too big for a tag file")
-        if self.buffer is not None:
-            off = self.offsets[rel]
-            return bytes(self.buffer[off : off + size])
-        assert self.root is not None
-        return (self.root / rel).read_bytes()
+        if size > MAX_TAG_BYTES or self.streamed is not None:
+            # (Streamed: a member not kept in blobs was too big to keep.)
+            raise TagTooLarge(f"{size:,} bytes, more than the {MAX_TAG_BYTES:,} a tag file "
+                              "may have here; not read")
+        if self.tar is not None:
+            with open(self.tar, "rb", buffering=0) as f:
+                data = os.pread(f.fileno(), size, self.offsets[rel])
+        else:
+            assert self.root is not None
+            with open(self.root / rel, "rb", buffering=0) as f:
+                data = f.read(size + 1)
+        if len(data) != size:
+            raise OSError(f"changed during verification: {size:,} bytes when listed, "
+                          f"{len(data):,} read")
+        return data
 
     def source(self, rel: str) -> FileSource | SliceSource:
-        if self.buffer is not None:
-            return SliceSource(self.buffer, self.offsets[rel], self.files[rel])
+        if self.tar is not None:
+            return SliceSource(self.tar, self.offsets[rel], self.files[rel])
         assert self.root is not None
-        return FileSource(self.root / rel, self.files[rel])
+        # A str, not a Path: a Path object costs several times the memory, per file.
+        return FileSource(os.path.join(self.root, rel), self.files[rel])
 
-    def close(self) -> None:
-        for close in reversed(self.closers):
-            close()
-        self.closers.clear()
+    def count_file(self, where: str) -> bool:
+        """False (and a ``too-many`` finding, once) when the bag already has MAX_FILES."""
+        if len(self.files) < MAX_FILES:
+            return True
+        self.stop(f"the bag holds more than {MAX_FILES:,} files (stopped listing at {where})")
+        return False
+
+    def stop(self, detail: str) -> None:
+        if not self.too_many:
+            self.too_many = True
+            self.findings.append(Finding("too-many", "", f"{detail}; this verifier checks "
+                                         "bags of at most that many: split the handover into "
+                                         "several bags"))
 
 
 def _walk_directory(root: Path) -> _Tree:
     tree = _Tree(root=root)
     stack = [""]
-    while stack:
+    while stack and not tree.too_many:
         rel_dir = stack.pop()
         try:
-            entries = list(os.scandir(root / rel_dir if rel_dir else root))
+            it = os.scandir(root / rel_dir if rel_dir else root)
         except OSError as exc:
             tree.findings.append(Finding("unreadable", rel_dir or ".",
                                          f"cannot list directory: {exc.strerror}"))
             continue
-        for e in entries:
-            rel = f"{rel_dir}/{e.name}" if rel_dir else e.name
-            try:
-                st = e.stat(follow_symlinks=False)
-            except OSError as exc:
-                tree.findings.append(Finding("unreadable", rel, f"cannot stat: {exc.strerror}"))
-                continue
-            if stat.S_ISLNK(st.st_mode):
-                # Never followed: a link could point outside the bag.
-                tree.findings.append(Finding("link", rel, "is a symbolic link (not followed; "
-                                             "a bag holds regular files only)"))
-            elif stat.S_ISDIR(st.st_mode):
-                tree.dirs.add(rel)
-                stack.append(rel)
-            elif stat.S_ISREG(st.st_mode):
-                tree.files[rel] = st.st_size
-            else:
-                tree.findings.append(Finding("special-file", rel,
-                                             "is not a regular file (device, fifo or socket)"))
+        with it:
+            for e in it:
+                if not _walk_entry(tree, e, f"{rel_dir}/{e.name}" if rel_dir else e.name,
+                                   stack):
+                    break
     return tree
+
+
+def _walk_entry(tree: _Tree, e: os.DirEntry[str], rel: str, stack: list[str]) -> bool:
+    """Record one directory entry; False once the bag is over its bounds."""
+    try:
+        st = e.stat(follow_symlinks=False)
+    except OSError as exc:
+        tree.findings.append(Finding("unreadable", rel, f"cannot stat: {exc.strerror}"))
+        return True
+    if stat.S_ISLNK(st.st_mode):
+        # Never followed: a link could point outside the bag.
+        tree.findings.append(Finding("link", rel, "is a symbolic link (not followed; "
+                                     "a bag holds regular files only)"))
+    elif stat.S_ISDIR(st.st_mode):
+        if len(tree.dirs) >= MAX_MEMBERS:
+            tree.stop(f"the bag holds more than {MAX_MEMBERS:,} folders (stopped at {rel})")
+            return False
+        tree.dirs.add(rel)
+        stack.append(rel)
+    elif stat.S_ISREG(st.st_mode):
+        if not tree.count_file(rel):
+            return False
+        tree.files[rel] = st.st_size
+    else:
+        tree.findings.append(Finding("special-file", rel,
+                                     "is not a regular file (device, fifo or socket)"))
+    return True
 
 
 def _member_problem(name: str) -> str | None:
@@ -216,7 +259,7 @@ def _member_problem(name: str) -> str | None:
 
 def _tar_root(names: Iterable[str]) -> str:
     """The folder the bag sits in inside the tar ("" when bagit.txt is at the top)."""
-    names = list(names)
+    names = set(names)
     if "bagit.txt" in names:
         return ""
     tops = {n.split("/", 1)[0] for n in names if "/" in n}
@@ -237,18 +280,43 @@ def _norm_member(name: str) -> str:
     return "" if name == "." else name  # "." / "./": the tar's top itself
 
 
-def _add_member(tree: _Tree, m: tarfile.TarInfo, rel: str) -> bool:
+@dataclass(frozen=True, slots=True)
+class _Member:
+    """What the verifier keeps of a tar header (a TarInfo is several times bigger)."""
+
+    name: str
+    type: str  # file | dir | link | other
+    size: int
+    offset: int
+    linkname: str
+
+    @classmethod
+    def of(cls, m: tarfile.TarInfo) -> _Member:
+        if m.issym() or m.islnk():
+            kind = "link"
+        elif m.isdir():
+            kind = "dir"
+        elif m.isreg() and not m.issparse():
+            kind = "file"
+        else:
+            kind = "other"
+        return cls(m.name, kind, m.size, m.offset_data, m.linkname)
+
+
+def _add_member(tree: _Tree, m: _Member, rel: str) -> bool:
     """Record a member; True when it is a regular file whose bytes belong to the bag."""
-    if m.issym() or m.islnk():
+    if m.type == "link":
         tree.findings.append(Finding("link", rel, f"tar member is a link to {m.linkname!r} "
                                      "(never followed)"))
-    elif m.isdir():
+    elif m.type == "dir":
         tree.dirs.add(rel)
-    elif m.isreg() and not m.issparse():
+    elif m.type == "file":
         if rel in tree.files:
             tree.findings.append(Finding("duplicate-member", rel,
                                          "appears more than once in the tar (a later copy "
                                          "would silently replace the first on extraction)"))
+            return False
+        if not tree.count_file(rel):
             return False
         tree.files[rel] = m.size
         parts = rel.split("/")
@@ -260,26 +328,34 @@ def _add_member(tree: _Tree, m: tarfile.TarInfo, rel: str) -> bool:
     return False
 
 
+def _tar_members(tf: tarfile.TarFile, tree: _Tree) -> Iterator[tarfile.TarInfo]:
+    """Members one at a time, at most MAX_MEMBERS; tarfile's own list of every member it
+    has read (TarFile.members) is emptied as we go, so memory does not grow with them."""
+    count = 0
+    while (m := tf.next()) is not None:
+        cast(Any, tf).members.clear()  # (TarFile.members is not in the type stubs)
+        count += 1
+        if count > MAX_MEMBERS or tree.too_many:
+            tree.stop(f"the tar holds more than {MAX_MEMBERS:,} members (stopped reading "
+                      f"it at {m.name})")
+            return
+        yield m
+
+
 def _open_tar(path: Path) -> _Tree:
+    tree = _Tree(tar=path)
+    members: list[_Member] = []
     try:
-        fh = open(path, "rb")  # noqa: SIM115 - kept open for the mapping; tree.close closes it
-    except OSError as exc:
-        raise BagUnusable(f"{path}: cannot open: {exc.strerror}") from exc
-    try:
-        tf = tarfile.open(fileobj=fh, mode="r:")  # noqa: SIM115 - fh is what stays open
-        members = tf.getmembers()  # seeks over member data: cheap for an uncompressed file
+        with open(path, "rb") as fh, tarfile.open(fileobj=fh, mode="r:") as tf:
+            length = os.fstat(fh.fileno()).st_size
+            # Headers only: next() seeks over member data, cheap for an uncompressed file.
+            members = [_Member.of(m) for m in _tar_members(tf, tree)]
     except (tarfile.TarError, EOFError, OSError):
-        fh.close()
         return _stream_tar(path)
-    tree = _Tree()
-    tree.closers.append(fh.close)
-    try:
-        root = _tar_root(_norm_member(m.name) for m in members
-                         if not _member_problem(m.name))
-    except BagUnusable:
-        tree.close()
-        raise
-    regular: list[tuple[str, tarfile.TarInfo]] = []
+    if tree.too_many:
+        return tree  # not checked further: a root guessed from part of it would mislead
+    root = _tar_root(_norm_member(m.name) for m in members if not _member_problem(m.name))
+    regular: list[tuple[str, _Member]] = []
     for m in members:
         name = _norm_member(m.name)
         why = _member_problem(m.name)
@@ -294,18 +370,14 @@ def _open_tar(path: Path) -> _Tree:
             continue
         if _add_member(tree, m, name[len(root):]):
             regular.append((name[len(root):], m))
-    length = os.fstat(fh.fileno()).st_size
-    if length:
-        tree.buffer = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-        tree.closers.append(tree.buffer.close)
     for rel, m in regular:
-        if m.offset_data + m.size > length:
+        if m.offset + m.size > length:
             # A cut-off tar: the member's header is there, not all of its bytes.
             tree.findings.append(Finding("unreadable", rel, f"truncated: the tar ends "
-                                         f"{m.offset_data + m.size - length} bytes into it"))
+                                         f"{m.offset + m.size - length} bytes into it"))
             del tree.files[rel]
             continue
-        tree.offsets[rel] = m.offset_data
+        tree.offsets[rel] = m.offset
     return tree
 
 
@@ -314,12 +386,11 @@ def _stream_tar(path: Path) -> _Tree:
     tree = _Tree(streamed={})
     assert tree.streamed is not None
     algorithms: set[str] = set()
-    known = hash_names()
     root: str | None = None
     current: str | None = None  # the member being read
     try:
         with tarfile.open(path, mode="r|*") as tf:
-            for m in tf:
+            for m in _tar_members(tf, tree):
                 current = None
                 name = _norm_member(m.name)
                 why = _member_problem(m.name)
@@ -343,22 +414,12 @@ def _stream_tar(path: Path) -> _Tree:
                                                  f"tar member outside the bag folder {root!r}"))
                     continue
                 rel = name[len(root):]
-                if not _add_member(tree, m, rel):
+                if not _add_member(tree, _Member.of(m), rel):
                     continue
                 f = tf.extractfile(m)
                 assert f is not None
                 current = rel
-                if not rel.startswith("data/") or rel in (CUSTODY_FILE, KEYS_FILE):
-                    # Kept whole (tag files are small): hashed at the end, when every
-                    # manifest, and so every algorithm needed, is known.
-                    tree.blobs[rel] = f.read(MAX_TAG_BYTES + 1)
-                    kind = P.manifest_kind(rel)
-                    if kind and kind[1] in known:
-                        algorithms.add(kind[1])
-                else:
-                    # Manifests may come after the payload (tar sorts "data" before
-                    # "manifest-…"): hash with the usual algorithms and any seen so far.
-                    tree.streamed[rel] = _hash_stream(f, algorithms | set(STREAM_DEFAULT))
+                _take_member(tree, rel, f, m.size, algorithms)
                 current = None
     except (tarfile.TarError, EOFError, OSError) as exc:
         if current is not None:
@@ -371,11 +432,36 @@ def _stream_tar(path: Path) -> _Tree:
                 f"{path}: not a readable tar: {exc}",
                 hint="give a bag directory or a .tar made by 'liuhen export'") from exc
         tree.findings.append(Finding("unreadable", str(path), f"the tar is damaged: {exc}"))
-    if root is None or "bagit.txt" not in tree.files:
+    if (root is None or "bagit.txt" not in tree.files) and not tree.too_many:
         raise BagUnusable(f"{path}: the tar holds no bagit.txt")
     for rel, data in tree.blobs.items():
         tree.streamed[rel] = {a: _digest(a, data) for a in algorithms | set(STREAM_DEFAULT)}
     return tree
+
+
+def _take_member(tree: _Tree, rel: str, f: IO[bytes], size: int, algorithms: set[str]) -> None:
+    """Hash a payload member as it passes; keep a tag file (or the custody excerpt) whole,
+    within the bounds, to parse and hash once every manifest has been seen."""
+    assert tree.streamed is not None
+    if rel.startswith("data/") and rel not in (CUSTODY_FILE, KEYS_FILE):
+        # Manifests may come after the payload (tar sorts "data" before "manifest-…"):
+        # hash with the usual algorithms and any seen so far.
+        tree.streamed[rel] = _hash_stream(f, algorithms | set(STREAM_DEFAULT))
+        return
+    held = sum(len(b) for b in tree.blobs.values())
+    if size > MAX_TAG_BYTES or held + size > MAX_HELD_BYTES:
+        # Not kept (a gzip bomb of zeros costs nothing on disk): reading it is reported
+        # as too large, and its digests are unknown, so it cannot pass a manifest either.
+        why = (f"{size:,} bytes, more than the {MAX_TAG_BYTES:,} a tag file may have here"
+               if size <= MAX_TAG_BYTES else
+               f"the tag files before it already hold {held:,} bytes in memory")
+        tree.findings.append(Finding("too-large", rel, f"{why}; not read"))
+        tree.stream_errors[rel] = f"too large to check ({why})"
+        return
+    tree.blobs[rel] = f.read(size)
+    kind = P.manifest_kind(rel)
+    if kind and kind[1] in hash_names():
+        algorithms.add(kind[1])
 
 
 def _digest(algorithm: str, data: bytes) -> str:
@@ -401,7 +487,7 @@ def _load(path: Path) -> tuple[_Tree, str]:
         raise BagUnusable(f"{path}: cannot read: {exc.strerror}") from exc
     if stat.S_ISDIR(st.st_mode):
         tree = _walk_directory(path)
-        if "bagit.txt" not in tree.files:
+        if "bagit.txt" not in tree.files and not tree.too_many:
             raise BagUnusable(f"{path}: no bagit.txt: not a BagIt bag",
                               hint="give the bag's top folder (the one holding bagit.txt and "
                               "data/), or its .tar")
@@ -436,11 +522,15 @@ def verify_bag(
     path = Path(path)
     tree, container = _load(path)
     report = BagReport(str(path), container)
-    try:
+    if tree.too_many:
+        # Listing stopped at a bound: what was listed is not the bag, so checking it
+        # would only add findings about the part not read.
+        report.findings.extend(tree.findings)
+    else:
         _verify(tree, report, trusted, workers,
                 set(only_algorithms) if only_algorithms is not None else None, progress)
-    finally:
-        tree.close()
+    assert isinstance(report.findings, FindingList)
+    report.findings.close()
     report.seconds = time.perf_counter() - t0
     return report
 
@@ -448,6 +538,9 @@ def verify_bag(
 def _read_tag(tree: _Tree, rel: str, report: BagReport) -> bytes | None:
     try:
         return tree.read(rel)
+    except TagTooLarge as exc:
+        report.findings.append(Finding("too-large", rel, str(exc)))
+        return None
     except (OSError, KeyError) as exc:
         report.findings.append(Finding("unreadable", rel, f"cannot read: {exc}"))
         return None
@@ -471,7 +564,7 @@ def _verify(tree: _Tree, report: BagReport, trusted: Mapping[str, Iterable[str]]
         data = _read_tag(tree, info_name, report)
         if data is not None:
             info = P.parse_bag_info(P.decode_tag_file(data, info_name, decl.encoding,
-                                                      report.findings), info_name)
+                                                      report.findings), info_name, version)
             report.findings.extend(info.findings)
     other_info = "bag-info.txt" if info_name == "package-info.txt" else "package-info.txt"
     if other_info in tree.files:
@@ -522,6 +615,7 @@ def _verify(tree: _Tree, report: BagReport, trusted: Mapping[str, Iterable[str]]
     payload = {r: s for r, s in tree.files.items() if r.startswith("data/")}
     report.payload_files = len(payload)
     report.payload_bytes = sum(payload.values())
+    report.findings.extend(P.portability_findings(payload))
     fetch: dict[str, str] = {}
     if "fetch.txt" in tree.files:
         data = _read_tag(tree, "fetch.txt", report)
@@ -533,9 +627,11 @@ def _verify(tree: _Tree, report: BagReport, trusted: Mapping[str, Iterable[str]]
     for r in tree.files:
         nfc_disk.setdefault(unicodedata.normalize("NFC", r), r)
 
-    def locate(entry_path: str, manifest: str) -> str | None:
+    def locate(entry_path: str, manifest: str, alt: str | None = None) -> str | None:
         if entry_path in tree.files:
             return entry_path
+        if alt is not None and alt in tree.files:
+            return alt  # a 0.97 bag whose maker percent-encoded the name (P.Entry.alt)
         alt = nfc_disk.get(unicodedata.normalize("NFC", entry_path))
         if alt is not None:
             add(Finding("normalization-clash", manifest, f"{entry_path!r} is on disk as "
@@ -544,12 +640,12 @@ def _verify(tree: _Tree, report: BagReport, trusted: Mapping[str, Iterable[str]]
         return None
 
     # want: file -> the algorithms to compute; checks: (manifest, entry, file) to compare.
-    want: dict[str, set[str]] = {}
+    want: dict[str, list[str]] = {}  # (lists: a set per file costs 200 bytes more)
     checks: list[tuple[P.Manifest, P.Entry, str]] = []
-    listed_payload: dict[str, set[str]] = {}
+    listed_payload: dict[str, list[str]] = {}
     for m in manifests:
         for e in m.entries.values():
-            actual = locate(e.path, m.name)
+            actual = locate(e.path, m.name, e.alt)
             if actual is None:
                 if e.path in fetch:
                     add(Finding("not-fetched", e.path, f"listed in {m.name} and fetch.txt "
@@ -562,14 +658,14 @@ def _verify(tree: _Tree, report: BagReport, trusted: Mapping[str, Iterable[str]]
                                 "but not in the bag"))
                 continue
             if m.kind == "manifest":
-                listed_payload.setdefault(actual, set()).add(m.name)
+                listed_payload.setdefault(actual, []).append(m.name)
             if only is not None and m.algorithm not in only:
                 continue
-            want.setdefault(actual, set()).add(m.algorithm)
+            want.setdefault(actual, []).append(m.algorithm)
             checks.append((m, e, actual))
     names = {m.name for m in payload_ms}
     for r in sorted(payload):
-        got = listed_payload.get(r, set())
+        got = set(listed_payload.get(r, ()))
         if not got:
             add(Finding("unexpected-file", r, "is in data/ but in no payload manifest"))
         elif got != names:
@@ -595,22 +691,24 @@ def _verify(tree: _Tree, report: BagReport, trusted: Mapping[str, Iterable[str]]
                     add(Finding("manifest-format", m.name, f"lists the tag manifest {listed!r} "
                                 "(tag manifests must not list tag manifests)", WARNING))
 
-    # Payload-Oxum.
-    oxum_text = info.get("Payload-Oxum")
-    if oxum_text is not None:
+    # Payload-Oxum (every value: before 1.0 it may be repeated).
+    oxums = info.get_all("Payload-Oxum")
+    for oxum_text in dict.fromkeys(oxums):
         oxum = P.parse_oxum(oxum_text)
         if oxum is not None and oxum != (report.payload_bytes, report.payload_files):
             add(Finding("oxum-mismatch", info_name,
-                        f"Payload-Oxum {oxum_text} but data/ holds {report.payload_bytes} bytes "
-                        f"in {report.payload_files} files"))
-    elif report.liuhen:
+                        f"Payload-Oxum {oxum_text[:100]} but data/ holds {report.payload_bytes} "
+                        f"bytes in {report.payload_files} files"))
+    if not oxums and report.liuhen:
         add(Finding("bag-info", info_name, "a 留痕 bag declares Payload-Oxum; it is missing"))
 
     # Fixity: the pool hashes while this thread checks the signature and the custody
     # excerpt (neither needs the digests: they compare with the manifests, which the
     # fixity check ties to the bytes).
     custody: Callable[[], tuple[list[Finding], dict[str, Any]]] | None = None
-    if CUSTODY_FILE in tree.files:
+    if CUSTODY_FILE in tree.files and not _custody_within_bounds(tree, report):
+        pass  # reported; its lines are not parsed one by one
+    elif CUSTODY_FILE in tree.files:
         inp = _custody_input(tree, report, payload_ms, trusted)
         if inp is not None:
             custody = _start_custody(inp)
@@ -631,7 +729,8 @@ def _verify(tree: _Tree, report: BagReport, trusted: Mapping[str, Iterable[str]]
         if out is None:
             continue
         if out.error:
-            add(Finding("unreadable", actual, out.error))
+            add(Finding("changed-during-verification" if out.changed else "unreadable",
+                        actual, out.error))
             continue
         computed = out.digests.get(m.algorithm)
         if computed is None:
@@ -646,12 +745,27 @@ def _verify(tree: _Tree, report: BagReport, trusted: Mapping[str, Iterable[str]]
     seen_unreadable: set[str] = set()
     deduped: list[Finding] = []
     for f in report.findings:
-        if f.kind == "unreadable" and f.path in outcomes:
+        if f.kind in {"unreadable", "changed-during-verification"} and f.path in outcomes:
             if f.path in seen_unreadable:
                 continue
             seen_unreadable.add(f.path)
         deduped.append(f)
     report.findings[:] = deduped
+
+
+def _custody_within_bounds(tree: _Tree, report: BagReport) -> bool:
+    """False (with a ``too-large`` finding) for a custody excerpt of more than MAX_LINES
+    lines: its events are parsed into a list, which a blank-line bomb would blow up."""
+    data = _read_tag(tree, CUSTODY_FILE, report)
+    if data is None:
+        return True  # the custody check reports it unreadable
+    lines = data.count(b"\n") + data.count(b"\r")
+    if lines <= P.MAX_LINES:
+        return True
+    report.findings.append(Finding("too-large", CUSTODY_FILE, f"{lines:,} lines, more than the "
+                                   f"{P.MAX_LINES:,} this verifier reads; its events were not "
+                                   "checked"))
+    return False
 
 
 def make_hasher_len(algorithm: str) -> int | None:
@@ -661,7 +775,7 @@ def make_hasher_len(algorithm: str) -> int | None:
         return None
 
 
-def _fixity(tree: _Tree, want: Mapping[str, set[str]], workers: int | None,
+def _fixity(tree: _Tree, want: Mapping[str, list[str]], workers: int | None,
             progress: Callable[[int, int], None] | None) -> Callable[[], dict[str, Outcome]]:
     """Start hashing what the manifests list; the returned function waits for the digests."""
     if tree.streamed is not None:
@@ -669,7 +783,7 @@ def _fixity(tree: _Tree, want: Mapping[str, set[str]], workers: int | None,
         hashed = {r: Outcome(dict(streamed.get(r, {})), size=tree.files.get(r),
                              error=tree.stream_errors.get(r)) for r in want}
         return lambda: hashed
-    items = [Item(r, tree.source(r), tuple(sorted(algs))) for r, algs in want.items()]
+    items = [Item(r, tree.source(r), tuple(sorted(set(algs)))) for r, algs in want.items()]
     if progress is None:
         return start_hashing(items, workers=workers).result
     total, done, lock = work_units(items), [0], threading.Lock()

@@ -2,6 +2,12 @@
 
 Media tools read a tar member in place through ffmpeg's ``subfile`` protocol (a byte
 range of the tar file), so checking a ``.tar`` bundle needs no temporary copy.
+
+A bag opened with :func:`open_bag` (a bundle someone handed over, so possibly hostile) is
+bounded like ``liuhen verify`` (:mod:`archive_export.bagparse`): at most ``MAX_FILES``
+files or tar members, and a tag file read whole at most ``MAX_TAG_BYTES``; beyond that
+:class:`BagTooLarge` (exit 1, naming the file), never an exhausted memory. The export's
+own view of the bag it is writing is not bounded.
 """
 
 from __future__ import annotations
@@ -12,13 +18,35 @@ import posixpath
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol, cast
 
-from config.errors import EXIT_NOINPUT, LiuhenError
+from archive_export.bagparse import MAX_FILES, MAX_TAG_BYTES
+from config.errors import EXIT_FAILED_CHECK, EXIT_NOINPUT, LiuhenError
 
 
 class BundleNotFound(LiuhenError):
     exit_code = EXIT_NOINPUT
+
+
+class BagTooLarge(LiuhenError):
+    """The bag is over a bound: invalid as "too large / too many" (a failed check)."""
+
+    exit_code = EXIT_FAILED_CHECK
+
+
+_SPLIT_HINT = "a bag checked here holds at most {n:,} files; split the handover into several bags"
+
+
+def _too_many(where: Path) -> BagTooLarge:
+    return BagTooLarge(f"{where}: invalid: more than {MAX_FILES:,} files (too many)",
+                       hint=_SPLIT_HINT.format(n=MAX_FILES))
+
+
+def _check_tag_size(location: Path, path: str, size: int) -> None:
+    if size > MAX_TAG_BYTES:
+        raise BagTooLarge(f"{location}: invalid: {path} is {size:,} bytes, more than the "
+                          f"{MAX_TAG_BYTES:,} a file read whole may have here (too large)",
+                          hint="a tag or metadata file that big is not one a bag needs")
 
 
 class BagView(Protocol):
@@ -43,10 +71,11 @@ class BagView(Protocol):
 
 
 class DirBag:
-    def __init__(self, root: Path, name: str | None = None) -> None:
+    def __init__(self, root: Path, name: str | None = None, *, bounded: bool = False) -> None:
         self.location = root
         self.name = name or root.name
         self._odd: list[str] = []
+        self._bounded = bounded
 
     def files(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -61,8 +90,11 @@ class DirBag:
                 rel = os.path.relpath(full, self.location).replace(os.sep, "/")
                 st = os.lstat(full)
                 if not os.path.isfile(full) or os.path.islink(full):
-                    self._odd.append(rel)
+                    if len(self._odd) < MAX_FILES:
+                        self._odd.append(rel)
                     continue
+                if self._bounded and len(out) >= MAX_FILES:
+                    raise _too_many(self.location)
                 out[rel] = st.st_size
         return out
 
@@ -73,7 +105,11 @@ class DirBag:
         return open(self.location / path, "rb")
 
     def read(self, path: str) -> bytes:
-        return (self.location / path).read_bytes()
+        with open(self.location / path, "rb") as f:
+            if self._bounded:
+                _check_tag_size(self.location, path, os.fstat(f.fileno()).st_size)
+                return f.read(MAX_TAG_BYTES)
+            return f.read()
 
     def media_url(self, path: str) -> str:
         # Absolute: cannot be mistaken for an option or an ffmpeg protocol.
@@ -83,14 +119,22 @@ class DirBag:
 class TarBag:
     """A bag inside a tar file: one top-level directory (the bag's name)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, bounded: bool = False) -> None:
         self.location = path
         self._members: dict[str, tuple[int, int]] = {}
         self._odd: list[str] = []
+        self._bounded = bounded
         tops: set[str] = set()
+        count = 0
         try:
             with tarfile.open(path, "r:") as tar:
-                for m in tar:
+                while (m := tar.next()) is not None:
+                    # tarfile keeps every header it read (TarFile.members, not in the type
+                    # stubs); emptied so that memory does not grow with the member count.
+                    cast(Any, tar).members.clear()
+                    count += 1
+                    if bounded and count > 2 * MAX_FILES:
+                        raise _too_many(path)
                     top, _, rest = m.name.partition("/")
                     if rest and ".." not in rest.split("/"):
                         # As extraction resolves it: 'bag/./data/x' and 'bag//data/x' are
@@ -108,6 +152,8 @@ class TarBag:
                         # A later copy replaces the first on extraction.
                         self._odd.append(f"{m.name} (a second member for {top}/{rest})")
                         continue
+                    if bounded and len(self._members) >= MAX_FILES:
+                        raise _too_many(path)
                     self._members[rest] = (m.offset_data, m.size)
         except (tarfile.TarError, OSError) as exc:
             raise BundleNotFound(f"{path}: not a readable tar file ({exc})",
@@ -127,6 +173,8 @@ class TarBag:
         return _Range(open(self.location, "rb"), offset, size)
 
     def read(self, path: str) -> bytes:
+        if self._bounded:
+            _check_tag_size(self.location, path, self._members[path][1])
         with self.open(path) as f:
             return f.read()
 
@@ -177,10 +225,11 @@ class _Range(io.RawIOBase, BinaryIO):
 
 
 def open_bag(path: Path) -> BagView:
+    """A bundle handed over (bounded: see the module doc)."""
     if path.is_dir():
-        return DirBag(path)
+        return DirBag(path, bounded=True)
     if path.is_file():
-        return TarBag(path)
+        return TarBag(path, bounded=True)
     raise BundleNotFound(f"{path}: no such bundle",
                          hint="give a bag directory or the .tar an export wrote")
 

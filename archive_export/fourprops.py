@@ -11,10 +11,8 @@ reports every problem it finds; each check's status is ``pass``, ``warn``, ``fai
 
 from __future__ import annotations
 
-import contextlib
 import html
 import json
-import mmap
 import platform
 import re
 import shutil
@@ -27,6 +25,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, BinaryIO
 
+from archive_export.bagparse import LIST_PER_KIND, MAX_LINES, iter_lines
 from archive_export.bagview import BagView, TarBag
 from archive_export.bagwriter import ALGORITHMS, BAGIT_TXT, KEY_NAME, SIGNATURE_NAME
 from archive_export.descriptor import (
@@ -74,6 +73,10 @@ ENCRYPTED_ENTRIES = {b"encv", b"enca", b"enct", b"encs", b"drms", b"drmi"}
 _CONTAINERS = {b"moov", b"trak", b"mdia", b"minf", b"stbl", b"mvex", b"edts", b"udta",
                b"moof", b"traf", b"dinf"}
 
+# package.xml is parsed into a tree; past this many elements it is "too large" (about
+# twenty elements a record: room for some 25,000 records).
+MAX_XML_ELEMENTS = 500_000
+
 DigestLookup = Callable[[str], "tuple[str, int] | None"]  # sha256 -> (sm3, size)
 
 
@@ -87,19 +90,29 @@ class Check:
     detail: str = ""
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    more: int = 0  # problems counted but not listed (see LIST_PER_KIND)
 
     def fail(self, problem: str) -> None:
-        self.problems.append(problem)
+        self._note(problem)
         self.status = "fail"
 
     def warn(self, problem: str) -> None:
-        self.problems.append(problem)
+        self._note(problem)
         if self.status != "fail":
             self.status = "warn"
 
+    def _note(self, problem: str) -> None:
+        # A hostile bag can produce a problem per file or per line: list the first ones.
+        if len(self.problems) < LIST_PER_KIND:
+            self.problems.append(problem)
+        else:
+            self.more += 1
+
     def as_dict(self) -> dict[str, Any]:
+        problems = self.problems + ([f"and {self.more:,} more like these (not listed)"]
+                                    if self.more else [])
         return {"id": self.id, "property": self.prop, "label_zh": self.zh, "label_en": self.en,
-                "status": self.status, "detail": self.detail, "problems": self.problems,
+                "status": self.status, "detail": self.detail, "problems": problems,
                 "notes": self.notes}
 
 
@@ -175,8 +188,14 @@ def check_bag(
         _check_manifests(bag, files, digests, payload)
     doc: PackageDoc | None = None
     if PACKAGE in files:
+        data = bag.read(PACKAGE)
         try:
-            doc = read_package(bag.read(PACKAGE))
+            if data.count(b"<") > MAX_XML_ELEMENTS:
+                # ElementTree holds every element (a few hundred bytes each).
+                descriptor.fail(f"{PACKAGE}: invalid: more than {MAX_XML_ELEMENTS:,} elements "
+                                "(too large); not read")
+            else:
+                doc = read_package(data)
         except ET.ParseError as exc:
             descriptor.fail(f"{PACKAGE} is not well-formed XML: {exc}")
     else:
@@ -186,10 +205,12 @@ def check_bag(
         cat.detail = "no catalog given (offline check)"
     elif doc is not None:
         _check_catalog(doc, digests, catalog, cat)
-    _check_custody(bag, files, doc, custody)
+    if _within_lines(bag, files, CUSTODY, custody):
+        _check_custody(bag, files, doc, custody)
 
     # -- integrity ------------------------------------------------------------------------
-    _check_handover(bag, files, digests, handover)
+    if _within_lines(bag, files, HANDOVER, handover):
+        _check_handover(bag, files, digests, handover)
     if doc is not None:
         _check_descriptor(doc, files, digests, descriptor)
         _check_fields(doc, fields_)
@@ -262,22 +283,19 @@ def check_bag(
 def _hash_all(bag: BagView, paths: list[str]
               ) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
     """SHA-256, SHA-512 and SM3 of ``paths``, on every core (the verifier's hasher: big
-    files memory-mapped, one job per algorithm, longest first)."""
+    files one job per algorithm, longest first; never memory-mapped, so a file truncated
+    meanwhile is reported as changed instead of killing the process)."""
     if not paths:
         return {}, {}
     sizes = bag.files()
-    with contextlib.ExitStack() as stack:
-        items: list[Item] = []
+    items: list[Item] = []
+    for p in paths:
         if isinstance(bag, TarBag):
-            f = stack.enter_context(open(bag.location, "rb"))
-            mapped = stack.enter_context(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
-            for p in paths:
-                offset, size = bag.member_range(p)
-                items.append(Item(p, SliceSource(mapped, offset, size), ALGORITHMS))
+            offset, size = bag.member_range(p)
+            items.append(Item(p, SliceSource(bag.location, offset, size), ALGORITHMS))
         else:
-            for p in paths:
-                items.append(Item(p, FileSource(bag.location / p, sizes[p]), ALGORITHMS))
-        outcomes = hash_items(items)
+            items.append(Item(p, FileSource(bag.location / p, sizes[p]), ALGORITHMS))
+    outcomes = hash_items(items)
     out: dict[str, dict[str, str]] = {}
     errors: dict[str, str] = {}
     for p, o in outcomes.items():
@@ -286,6 +304,20 @@ def _hash_all(bag: BagView, paths: list[str]
         else:
             errors[p] = o.error
     return out, errors
+
+
+def _within_lines(bag: BagView, files: Mapping[str, int], path: str, chk: Check) -> bool:
+    """False (the check failed, naming the file) for a file of more than MAX_LINES lines,
+    which the check would otherwise split into a list of that many lines."""
+    if path not in files:
+        return True
+    data = bag.read(path)
+    lines = data.count(b"\n") + data.count(b"\r")
+    if lines <= MAX_LINES:
+        return True
+    chk.fail(f"{path}: invalid: {lines:,} lines, more than the {MAX_LINES:,} read here (too "
+             "large); not checked")
+    return False
 
 
 def _check_structure(bag: BagView, files: Mapping[str, int], chk: Check) -> None:
@@ -360,7 +392,7 @@ def _bag_info(bag: BagView, files: Mapping[str, int]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     if "bag-info.txt" not in files:
         return out
-    for line in bag.read("bag-info.txt").decode("utf-8", errors="replace").splitlines():
+    for line in iter_lines(bag.read("bag-info.txt").decode("utf-8", errors="replace")):
         label, sep, value = line.partition(":")
         if sep and not line[:1].isspace():
             out.setdefault(label.strip(), []).append(value.strip())
@@ -369,7 +401,7 @@ def _bag_info(bag: BagView, files: Mapping[str, int]) -> dict[str, list[str]]:
 
 def _read_manifest(data: bytes) -> dict[str, str]:
     out: dict[str, str] = {}
-    for line in data.decode("utf-8", errors="replace").splitlines():
+    for line in iter_lines(data.decode("utf-8", errors="replace")):
         if line.strip():
             digest, _, path = line.partition(" ")
             out[decode_manifest_path(path.lstrip(" ").lstrip("*"))] = digest.lower()

@@ -4,25 +4,28 @@ Why it is built this way (see docs/performance.md, bench/verify):
 
 * hashlib releases the GIL while it hashes a buffer larger than 2 KiB, so threads run
   digests truly in parallel; processes would only add pickling and start-up cost.
-* A large file is memory-mapped and each algorithm hashes the mapping on its own job:
-  the bytes come from the page cache once (no copy into Python buffers at all), and the
-  slow SM3 of one big file does not hold up SHA-256 and SHA-512 of the same file, which
-  run on the other core meanwhile.
-* A small file is one job: one ``read()``, every algorithm over that one buffer. Per-file
-  overhead, not hashing, dominates there; splitting it would only add hand-offs.
+* A large file gets one job per algorithm, each reading it into its own reused buffer:
+  the slow SM3 of one big file does not hold up SHA-256 and SHA-512 of the same file,
+  which run on the other core meanwhile (the second read comes from the page cache; a
+  copy costs a few per cent of a hash).
+* Nothing is memory-mapped: a mapped file that someone truncates kills the process with
+  SIGBUS, with no report. A read of a shrunken file just comes back short, and the file
+  is named as changed during verification. Reads use ``readinto`` on one buffer per job,
+  so memory does not grow with file size.
+* A small file is one job: its bytes read once, every algorithm over the same buffer.
+  Per-file overhead, not hashing, dominates there; splitting it would only add hand-offs.
 * Jobs are started longest first (by an estimate of their CPU cost per algorithm), the
   classic LPT rule, so that one big SM3 job started last does not leave a core idle
   at the end.
 
-Sources are either a file path or a slice of an already mapped buffer (a member of an
-uncompressed tar). A job that cannot read its source records the error for that file;
-the others go on.
+Sources are either a file or a byte range of a file (a member of an uncompressed tar),
+each with the size it had when the bag was listed. A job that cannot read its source,
+or finds it changed, records that for the file; the others go on.
 """
 
 from __future__ import annotations
 
 import hashlib
-import mmap
 import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -32,11 +35,12 @@ from pathlib import Path
 
 from storage.digest import Hasher, new_hasher
 
-# Files at least this big get one job per algorithm over a shared mapping.
+# Files at least this big get one job per algorithm, each reading the file itself.
 SPLIT_MIN = 4 << 20
-# Hash a mapping in slices this big: bounds the copy the cryptography-based SM3 fallback
-# makes, and lets a job notice a failure on another thread.
-SLICE = 64 << 20
+# Bytes read (and hashed by every algorithm of a job) at a time: small enough that the
+# second algorithm finds them still in the CPU cache, big enough that per-call overhead
+# is noise.
+READ_CHUNK = 1 << 20
 # Relative CPU cost per byte (measured on the reference machine: SHA-256 with SHA-NI
 # ≈ 1.4 GB/s, SHA-512 ≈ 0.65, MD5 ≈ 0.6, SM3 ≈ 0.3); only the order matters.
 _COST = {"sha1": 0.7, "sha256": 0.75, "sha224": 0.75, "sha512": 1.6, "sha384": 1.6,
@@ -67,36 +71,42 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-@dataclass(frozen=True)
+# slots: a bag may hold up to bagparse.MAX_FILES items, each with a source and an outcome.
+@dataclass(frozen=True, slots=True)
 class FileSource:
-    path: Path
+    path: Path | str
     size: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SliceSource:
-    """``size`` bytes at ``offset`` of a mapped buffer (kept open by the caller)."""
+    """``size`` bytes at ``offset`` of a file (a member of an uncompressed tar)."""
 
-    buffer: mmap.mmap
+    path: Path
     offset: int
     size: int
+
+
+class SourceChanged(Exception):
+    """The file no longer has the size it was listed with: changed during verification."""
 
 
 Source = FileSource | SliceSource
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Item:
     key: str  # what the result is reported under (a path inside the bag)
     source: Source
     algorithms: tuple[str, ...]
 
 
-@dataclass
+@dataclass(slots=True)
 class Outcome:
     digests: dict[str, str]
     error: str | None = None
     size: int | None = None  # bytes actually hashed
+    changed: bool = False  # the error is "changed during verification", not "cannot read"
 
 
 def _cost(size: int, algorithms: Iterable[str]) -> float:
@@ -159,13 +169,14 @@ def start_hashing(items: Sequence[Item], *, workers: int | None = None,
     lock = threading.Lock()
     jobs: list[tuple[float, Callable[[], None]]] = []
 
-    def record(key: str, digests: dict[str, str], error: str | None, size: int) -> None:
+    def record(key: str, digests: dict[str, str], error: str | None, size: int,
+               changed: bool = False) -> None:
         with lock:
             out = results[key]
             out.digests.update(digests)
             out.size = size
             if error and not out.error:
-                out.error = error
+                out.error, out.changed = error, changed
         if progress is not None:
             progress(size * max(1, len(digests)))  # in work units, see work_units()
 
@@ -207,74 +218,104 @@ def start_hashing(items: Sequence[Item], *, workers: int | None = None,
     return Pending(pool, [pool.submit(job) for _, job in jobs], results)
 
 
-def _job(group: list[Item], algorithms: tuple[str, ...] | None,
-         record: Callable[[str, dict[str, str], str | None, int], None],
+Recorder = Callable[..., None]
+
+
+def _job(group: list[Item], algorithms: tuple[str, ...] | None, record: Recorder,
          lockstep: bool = False) -> Callable[[], None]:
     """Hash each item of ``group`` with ``algorithms`` (None: the item's own)."""
 
     def run() -> None:
+        buffer = bytearray(min(READ_CHUNK, max((it.source.size for it in group), default=0))
+                           or 1)
         for it in group:
             hashers = {a: make_hasher(a) for a in (algorithms or it.algorithms)}
             try:
-                n = _feed(it.source, hashers, lockstep)
+                n = _feed(it.source, hashers, buffer, lockstep)
+            except SourceChanged as exc:
+                record(it.key, {}, str(exc), 0, True)
+                continue
             except OSError as exc:
                 record(it.key, {}, f"cannot read: {exc.strerror or exc}", 0)
-                continue
-            except ValueError as exc:  # mmap of a file that changed under us
-                record(it.key, {}, f"cannot read: {exc}", 0)
                 continue
             record(it.key, {a: h.hexdigest() for a, h in hashers.items()}, None, n)
 
     return run
 
 
-def _feed(source: Source, hashers: dict[str, Hasher], lockstep: bool) -> int:
+def _feed(source: Source, hashers: dict[str, Hasher], buffer: bytearray,
+          lockstep: bool) -> int:
+    """Hash exactly ``source.size`` bytes; SourceChanged when the file is not that size."""
+    path: Path | str = source.path
+    offset, what = 0, "the file"
     if isinstance(source, SliceSource):
-        view = memoryview(source.buffer)
-        try:
-            return _feed_view(view[source.offset : source.offset + source.size], hashers,
-                              lockstep)
-        finally:
-            view.release()
-    with open(source.path, "rb", buffering=0) as f:
-        size = os.fstat(f.fileno()).st_size
-        if size < SPLIT_MIN:
-            data = f.read()
-            for h in hashers.values():
-                h.update(data)
-            return len(data)
-        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        try:
-            # Tell the kernel we read it front to back: bigger read-ahead when cold.
-            if hasattr(mapped, "madvise") and hasattr(mmap, "MADV_SEQUENTIAL"):
-                mapped.madvise(mmap.MADV_SEQUENTIAL)
-            view = memoryview(mapped)
-            try:
-                return _feed_view(view, hashers, lockstep)
-            finally:
-                view.release()
-        finally:
-            mapped.close()
+        offset, what = source.offset, "the tar"
+    with open(path, "rb", buffering=0) as f:
+        fd = f.fileno()
+        _check_length(fd, offset + source.size, what, "before it was read")
+        if lockstep and len(hashers) > 1:
+            _feed_lockstep(fd, offset, source.size, hashers, what)
+        else:
+            _feed_plain(fd, offset, source.size, hashers, buffer, what)
+        # Grown or shrunk while being read: the bytes hashed may not be the file's bytes.
+        _check_length(fd, offset + source.size, what, "while it was read")
+    return source.size
 
 
-def _feed_view(view: memoryview, hashers: dict[str, Hasher], lockstep: bool) -> int:
-    if not lockstep or len(hashers) < 2:
-        for start in range(0, len(view), SLICE):
-            part = view[start : start + SLICE]
+def _check_length(fd: int, needed: int, what: str, when: str) -> None:
+    length = os.fstat(fd).st_size
+    if what == "the tar" and length >= needed:
+        return  # a member's bytes are all there; the tar may hold more after them
+    if length != needed:
+        raise SourceChanged(f"changed during verification: {what} was {needed} bytes when "
+                            f"the bag was listed, {length} {when} (truncated or written to "
+                            "by someone else; verify a copy nobody is writing to)")
+
+
+def _read_exactly(fd: int, view: memoryview, position: int, what: str) -> None:
+    """Fill ``view`` from ``position``; a short read means the file shrank under us."""
+    done = 0
+    while done < len(view):
+        n = os.preadv(fd, [view[done:]], position + done)
+        if n == 0:
+            raise SourceChanged(f"changed during verification: {what} ended at byte "
+                                f"{position + done}, before the {len(view)} bytes expected "
+                                "there (truncated while being read)")
+        done += n
+
+
+def _feed_plain(fd: int, offset: int, size: int, hashers: dict[str, Hasher],
+                buffer: bytearray, what: str) -> None:
+    view = memoryview(buffer)
+    try:
+        for start in range(0, size, len(buffer)):
+            part = view[: min(len(buffer), size - start)]
+            _read_exactly(fd, part, offset + start, what)
             for h in hashers.values():
                 h.update(part)
             part.release()
-        return len(view)
-    # Lockstep: the costliest algorithm on a helper thread, the others here, both over the
-    # same slice before moving on, so each slice is read from disk once.
+    finally:
+        view.release()
+
+
+def _feed_lockstep(fd: int, offset: int, size: int, hashers: dict[str, Hasher],
+                   what: str) -> None:
+    """The costliest algorithm on a helper thread, the others here, both over the same
+    slice before the next is read, so that each slice of a file bigger than the page
+    cache holds is read from disk once."""
     slow = max(hashers, key=lambda a: _COST.get(a, 1.6))
     rest = [h for a, h in hashers.items() if a != slow]
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="hash-lane") as lane:
-        for start in range(0, len(view), LOCKSTEP_SLICE):
-            part = view[start : start + LOCKSTEP_SLICE]
-            pending = lane.submit(hashers[slow].update, part)
-            for h in rest:
-                h.update(part)
-            pending.result()
-            part.release()
-    return len(view)
+    buffer = bytearray(min(LOCKSTEP_SLICE, size) or 1)
+    view = memoryview(buffer)
+    try:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="hash-lane") as lane:
+            for start in range(0, size, LOCKSTEP_SLICE):
+                part = view[: min(LOCKSTEP_SLICE, size - start)]
+                _read_exactly(fd, part, offset + start, what)
+                pending = lane.submit(hashers[slow].update, part)
+                for h in rest:
+                    h.update(part)
+                pending.result()
+                part.release()
+    finally:
+        view.release()

@@ -111,6 +111,10 @@ def _print_bag(r: BagReport) -> None:
         out.print(f"  [red]✗[/red] {_esc(f.describe())}")
     for f in r.warnings:
         out.print(f"  [yellow]![/yellow] {_esc(f.describe())}")
+    if "too-many" in r.kinds():
+        # Listing stopped at a bound: nothing else was checked, so nothing else to show.
+        out.print("[red]✗[/red] INVALID: too many files; the bag was not checked further")
+        return
     sig = r.signature
     line = f"signature: {sig.get('status', '?')}"
     if sig.get("key_id"):

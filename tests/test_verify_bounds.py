@@ -1,0 +1,216 @@
+"""A hostile bag or tar cannot exhaust the verifier: memory stays bounded, the verdict is
+"invalid: too large / too many" (exit 1), never an internal error.
+
+Each hostile input is made at test time and is small on disk (blank lines, a sparse
+file, gzip bombs of zeros). `liuhen verify` / `liuhen four-properties` run as real
+processes; their peak resident memory is read from the kernel (``wait4``'s rusage of
+that one child), which measures memory, not speed. An address-space limit on the child
+keeps a regression from eating the machine: it then dies (exit 70, or a signal) and the
+test fails on the exit code.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import resource
+import subprocess
+import sys
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import bagit
+import pytest
+
+from archive_export import bagparse
+from archive_export.bagverify import verify_bag
+from tests.cli_helpers import run_cli
+
+LIUHEN = Path(sys.executable).with_name("liuhen")
+PEAK_LIMIT_MB = 200
+# Far above any bounded run, far below what an unbounded one would take on this machine.
+ADDRESS_SPACE = 3 << 30
+BLANK_BOMB = 5_000_000  # bytes of blank lines: was 2 GB at 1 MB and a MemoryError at 5 MB
+TAG_BOMB = 300 << 20  # a "tag file" of zeros: sparse on disk, tiny gzipped
+
+
+@dataclass
+class Run:
+    code: int
+    out: str
+    err: str
+    peak_mb: float
+
+
+def run_measured(tmp: Path, *args: str) -> Run:
+    """Run `liuhen ARGS` in a child process; its exit code, output and peak RSS."""
+    out, err = tmp / "stdout.txt", tmp / "stderr.txt"
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE, ADDRESS_SPACE))
+
+    with open(out, "wb") as o, open(err, "wb") as e:
+        proc = subprocess.Popen([str(LIUHEN), *args], stdout=o, stderr=e, preexec_fn=limit)
+        # wait4: the rusage of this child alone (RUSAGE_CHILDREN would mix in every
+        # earlier child of the test process).
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    return Run(proc.returncode, out.read_text(errors="replace"), err.read_text(errors="replace"),
+               usage.ru_maxrss / 1024)  # kB on Linux
+
+
+def small_bag(root: Path) -> Path:
+    (root / "sub").mkdir(parents=True, exist_ok=True)
+    (root / "a.txt").write_bytes(b"hello\n")
+    (root / "sub" / "b.bin").write_bytes(os.urandom(5000))
+    bagit.make_bag(str(root), checksums=["sha256"])
+    return root
+
+
+def assert_bounded_invalid(run: Run, *, kind: str, path: str) -> dict[str, object]:
+    assert run.code == 1, (run.code, run.err[-2000:])
+    assert "Traceback" not in run.err
+    assert run.peak_mb < PEAK_LIMIT_MB, f"peak RSS {run.peak_mb:.0f} MB"
+    doc = json.loads(run.out)
+    assert doc["ok"] is False
+    found = {(e["kind"], e["path"]) for e in doc["errors"]}
+    assert (kind, path) in found, sorted(found)[:20]
+    return doc
+
+
+# -- tag files --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tag_file", ["bag-info.txt", "manifest-sha256.txt"])
+def test_blank_line_bomb_in_a_tag_file(tmp_path: Path, tag_file: str) -> None:
+    bag = small_bag(tmp_path / "bag")
+    with open(bag / tag_file, "ab") as f:
+        f.write(b"\n" * BLANK_BOMB)
+    run = run_measured(tmp_path, "verify", "--json", str(bag))
+    doc = assert_bounded_invalid(run, kind="too-large", path=tag_file)
+    warnings = doc["warnings"]
+    assert isinstance(warnings, list)
+    # The first few blank lines are named, the rest counted, not a million entries.
+    assert len(warnings) <= bagparse.LIST_PER_FILE + 5
+    assert any("more like this" in w["detail"] for w in warnings)
+
+
+def test_repeats_are_summarised_with_their_count(tmp_path: Path) -> None:
+    """Below the line bound the bag is checked in full, and repeats are counted exactly."""
+    bag = small_bag(tmp_path / "bag")
+    with open(bag / "bag-info.txt", "ab") as f:
+        f.write(b"\n" * 20_000)
+    report = verify_bag(bag)
+    blank = [w for w in report.warnings if w.kind == "bag-info" and w.path == "bag-info.txt"]
+    assert len(blank) == bagparse.LIST_PER_FILE + 1
+    assert blank[-1].detail.startswith(f"and {20_000 - bagparse.LIST_PER_FILE:,} more like this")
+    # (The tag manifest no longer matches the edited bag-info.txt: that stays an error.)
+    assert {(f.kind, f.path) for f in report.errors} == {("checksum-mismatch", "bag-info.txt")}
+
+
+def test_blank_line_bomb_in_the_custody_excerpt(tmp_path: Path) -> None:
+    """Its events are parsed into a list: past the line bound it is not parsed at all."""
+    root = tmp_path / "bag"
+    (root / "metadata").mkdir(parents=True)
+    (root / "metadata" / "custody.jsonl").write_bytes(b"\n" * BLANK_BOMB)
+    small_bag(root)
+    run = run_measured(tmp_path, "verify", "--json", str(root))
+    assert_bounded_invalid(run, kind="too-large", path="data/metadata/custody.jsonl")
+
+
+def test_huge_tag_file_is_too_large_not_read(tmp_path: Path) -> None:
+    bag = small_bag(tmp_path / "bag")
+    with open(bag / "bag-info.txt", "r+b") as f:
+        f.truncate(TAG_BOMB)  # sparse: nothing on disk
+    run = run_measured(tmp_path, "verify", "--json", str(bag))
+    assert_bounded_invalid(run, kind="too-large", path="bag-info.txt")
+
+
+# -- tars -------------------------------------------------------------------------------------
+
+
+class _Zeros(io.RawIOBase):
+    def __init__(self, size: int) -> None:
+        self.left = size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: bytearray | memoryview) -> int:  # type: ignore[override]
+        n = min(len(buf), self.left)
+        buf[:n] = bytes(n)
+        self.left -= n
+        return n
+
+
+def test_gzip_bomb_of_large_zero_members(tmp_path: Path) -> None:
+    bag = small_bag(tmp_path / "bag")
+    dest = tmp_path / "bomb.tar.gz"
+    with tarfile.open(dest, "w:gz", compresslevel=9) as tf:
+        tf.add(bag, arcname="bag")
+        for name in ("bag/zeros-1.txt", "bag/zeros-2.txt"):
+            info = tarfile.TarInfo(name)
+            info.size = TAG_BOMB
+            tf.addfile(info, io.BufferedReader(_Zeros(TAG_BOMB), 1 << 20))
+    assert dest.stat().st_size < 2 << 20  # 600 MB of members, under 2 MB on disk
+    run = run_measured(tmp_path, "verify", "--json", str(dest))
+    doc = assert_bounded_invalid(run, kind="too-large", path="zeros-1.txt")
+    errors = doc["errors"]
+    assert isinstance(errors, list)
+    assert ("too-large", "zeros-2.txt") in {(e["kind"], e["path"]) for e in errors}
+
+
+def _many_empty_members(dest: Path, count: int) -> None:
+    """A .tar.gz of a bagit.txt and ``count`` empty payload members: ustar headers written
+    directly (tarfile would take seconds building 300,000 TarInfo objects)."""
+    declaration = b"BagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\n"
+    first = tarfile.TarInfo("bag/bagit.txt")
+    first.size = len(declaration)
+    template = bytearray(tarfile.TarInfo("bag/data/e0000000").tobuf(
+        format=tarfile.USTAR_FORMAT))
+    with gzip.open(dest, "wb", compresslevel=1) as g:
+        g.write(first.tobuf(format=tarfile.USTAR_FORMAT) + declaration
+                + bytes(-len(declaration) % 512))
+        for i in range(count):
+            h = bytearray(template)
+            h[10:17] = b"%07d" % i  # the digits of "e0000000"
+            h[148:156] = b" " * 8  # the checksum is computed with its own field as spaces
+            h[148:156] = b"%06o\0 " % sum(h)
+            g.write(h)
+        g.write(bytes(1024))
+
+
+def test_hundreds_of_thousands_of_empty_members(tmp_path: Path) -> None:
+    dest = tmp_path / "many.tar.gz"
+    _many_empty_members(dest, 300_000)
+    assert dest.stat().st_size < 4 << 20
+    run = run_measured(tmp_path, "verify", "--json", str(dest))
+    assert_bounded_invalid(run, kind="too-many", path="")
+    assert f"{bagparse.MAX_FILES:,}" in run.out
+
+
+# -- four-properties reads a bag with the same bounds ------------------------------------------
+
+
+def test_four_properties_on_a_huge_tag_file(tmp_path: Path) -> None:
+    bag = small_bag(tmp_path / "bag")
+    with open(bag / "bag-info.txt", "r+b") as f:
+        f.truncate(TAG_BOMB)
+    run = run_measured(tmp_path, "four-properties", "--json", "--decode", "none", str(bag))
+    assert run.code == 1, (run.code, run.err[-2000:])
+    assert "Traceback" not in run.err
+    assert run.peak_mb < PEAK_LIMIT_MB, f"peak RSS {run.peak_mb:.0f} MB"
+    assert "bag-info.txt" in run.err and "too large" in run.err
+
+
+def test_too_many_files_says_so_plainly(tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    dest = tmp_path / "many.tar.gz"
+    _many_empty_members(dest, bagparse.MAX_FILES + 10)
+    result = run_cli(capsys, "verify", str(dest))
+    assert result.code == 1
+    assert f"more than {bagparse.MAX_FILES:,} files" in result.out
+    assert "INVALID: too many files; the bag was not checked further" in result.out
