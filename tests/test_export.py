@@ -908,3 +908,41 @@ def test_catalog_lost_before_it_got_the_commit_removes_the_bags_and_records_fail
     assert list(out.parent.iterdir()) == []
     row, items = export_row(pg_url)
     assert row.state == "FAILED" and items == 0
+
+
+@pytest.mark.slow
+@pytest.mark.fault
+def test_catalog_lost_before_it_got_the_commit_is_settled_by_the_next_run(
+    tmp_path: Path, pg_url: str, proxied_pg: tuple[str, Any],
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Unreachable, the export cannot tell a lost COMMIT from a lost reply: it keeps the
+    bags as for the latter, and the next run, finding the export still RUNNING, removes
+    them."""
+    url, proxy = proxied_pg
+    d, limit, _ids = split_case(tmp_path, url)
+    monkeypatch.setenv("LIUHEN_HOME", str(d.app.settings.data_dir))
+    monkeypatch.setenv("LIUHEN_CATALOG_URL", url)
+    out = tmp_path / "out" / "case"
+    lose_connection_at_the_done_commit(monkeypatch, d.app, proxy, committed=False,
+                                       reachable=False)
+    lost = run_cli(capsys, "export", "--case", CASE, "--decode", "none", "--out", str(out),
+                   "--max-bag-size", str(limit))
+    assert lost.code == 69 and "stopped answering while export" in lost.err, lost.err
+    row, items = export_row(pg_url)
+    assert row.state == "RUNNING" and items == 0
+    partials = sorted(p.name for p in out.parent.iterdir())
+    assert len(partials) > 1 and all(p.endswith(".partial") for p in partials)
+
+    monkeypatch.undo()
+    proxy.restore()
+    monkeypatch.setenv("LIUHEN_HOME", str(d.app.settings.data_dir))
+    monkeypatch.setenv("LIUHEN_CATALOG_URL", url)
+    again = run_cli(capsys, "export", "--case", CASE, "--decode", "none", "--json", "--out",
+                    str(tmp_path / "out" / "again"))
+    assert again.code == 0, again.out + again.err
+    (note,) = json.loads(again.out)["reconciled"]
+    assert note.startswith(f"export {row.uid} (RUNNING") and "recorded FAILED" in note, note
+    assert sorted(p.name for p in out.parent.iterdir()) == ["again"]
+    failed, items = export_row(pg_url)
+    assert failed.state == "FAILED" and items == 0
