@@ -601,40 +601,46 @@ def _record_done(catalog: Catalog, signer: Signer, export_id: int, uid: str, act
     pending = False
     try:
         with catalog.transaction() as session:
-            row = session.get(Export, export_id)
-            assert row is not None
-            row.state = "DONE"
-            row.files = sum(b.files for b in results)
-            row.bytes = sum(b.bytes for b in results)
-            row.bags = {"planned": list(row.bags.get("planned", [])),
-                        "process": row.bags.get("process"),
-                        "names": [b.name for b in results],
-                        "oxum": {b.name: f"{b.bytes}.{b.files}" for b in results},
-                        "key_id": signer.key_id,
-                        "four_properties": {b.name: b.four_properties["ok"] for b in results}}
-            for b_index, bag_records in enumerate(bags):
-                for r in bag_records:
-                    # Items only for an export whose bags are finished: "exported" means in a
-                    # bag (cases refuse to detach an exported recording lightly).
-                    session.add(ExportItem(export_id=export_id, recording_id=r.recording_id,
-                                           path=r.original.path))
-                    append_event(session, signer, actor=actor, action="exported",
-                                 object_type="recording", object_id=r.sha256,
-                                 details={"export": uid, "bag": results[b_index].name,
-                                          "path": r.original.path,
-                                          "access": r.access.path if r.access else None})
-            append_event(session, signer, actor=actor, action="export-finished",
-                         object_type="export", object_id=uid,
-                         details={"bags": [{"name": b.name, "oxum": f"{b.bytes}.{b.files}",
-                                            "four_properties_ok": b.four_properties["ok"]}
-                                           for b in results],
-                                  "recordings": recordings})
+            _add_done(session, signer, export_id, uid, actor, bags, results, recordings)
             session.flush()
             pending = True  # all that is left is the COMMIT, as this block ends
     except BaseException as exc:
         if pending:
             raise _CommitOutcomeUnknown(exc) from exc
         raise
+
+
+def _add_done(session: Session, signer: Signer, export_id: int, uid: str, actor: str,
+              bags: Sequence[Sequence[RecordInfo]], results: Sequence[BagResult],
+              recordings: int) -> None:
+    row = session.get(Export, export_id)
+    assert row is not None
+    row.state = "DONE"
+    row.files = sum(b.files for b in results)
+    row.bytes = sum(b.bytes for b in results)
+    row.bags = {"planned": list(row.bags.get("planned", [])),
+                "process": row.bags.get("process"),
+                "names": [b.name for b in results],
+                "oxum": {b.name: f"{b.bytes}.{b.files}" for b in results},
+                "key_id": signer.key_id,
+                "four_properties": {b.name: b.four_properties["ok"] for b in results}}
+    for b_index, bag_records in enumerate(bags):
+        for r in bag_records:
+            # Items only for an export whose bags are finished: "exported" means in a
+            # bag (cases refuse to detach an exported recording lightly).
+            session.add(ExportItem(export_id=export_id, recording_id=r.recording_id,
+                                   path=r.original.path))
+            append_event(session, signer, actor=actor, action="exported",
+                         object_type="recording", object_id=r.sha256,
+                         details={"export": uid, "bag": results[b_index].name,
+                                  "path": r.original.path,
+                                  "access": r.access.path if r.access else None})
+    append_event(session, signer, actor=actor, action="export-finished",
+                 object_type="export", object_id=uid,
+                 details={"bags": [{"name": b.name, "oxum": f"{b.bytes}.{b.files}",
+                                    "four_properties_ok": b.four_properties["ok"]}
+                                   for b in results],
+                          "recordings": recordings})
 
 
 def _record_in_place(catalog: Catalog, export_id: int) -> None:
