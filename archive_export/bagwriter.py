@@ -4,7 +4,9 @@ Every payload file is hashed with SHA-256, SHA-512 and SM3 in the same pass that
 it, and checked against the digests the caller expects (the catalog's) before the bag
 can be finished; nothing is read twice and no second copy is made. The bag is written
 under a temporary name beside its final one (``<name>.partial``) and only renamed into
-place by :meth:`BagWriter.commit`; :meth:`BagWriter.abort` removes it.
+place by :meth:`BagWriter.commit`; :meth:`BagWriter.abort` removes it. Finishing a bag
+syncs every file and folder of it and its entry in the parent folder, so a bag the
+caller records as done survives a power cut.
 
 The tar stream is written here rather than through ``tarfile.addfile`` so that payload
 bytes move in large chunks through the hashers; headers come from the public
@@ -30,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from archive_export.paths import encode_manifest_path
 from catalog.signing import Signer
 from config.errors import EXIT_DATAERR, EXIT_IOERR, LiuhenError
+from ingest.offload import fsync_dir
 from storage.digest import Hasher, new_hasher
 
 ALGORITHMS = ("sha256", "sha512", "sm3")
@@ -210,8 +213,20 @@ class BagWriter:
             os.fsync(self._tar_out.fileno())
             self._tar_out.close()
             self._tar_out = None
+        else:
+            self._sync_folders()
+        # The ``.partial`` entry itself: the export is recorded DONE once finish() has
+        # returned, and a bag a power cut can take away must not be recorded.
+        fsync_dir(self.temp.parent)
         self._pool.shutdown()
         self._closed = True
+
+    def _sync_folders(self) -> None:
+        """Make every folder of the bag directory durable. Each file was synced as it was
+        written, but a file's name lives in its folder: without this, a power cut can
+        lose whole files (or folders) of a bag the catalog already records as exported."""
+        for folder, _dirs, _files in os.walk(self.temp, topdown=False):
+            fsync_dir(Path(folder))
 
     def flush(self) -> None:
         """Make what was written so far readable by other processes (ffmpeg, a reader)."""
@@ -229,7 +244,7 @@ class BagWriter:
                                 "is and this export was not put in its place",
                                 hint="choose another --out and export again")
         os.rename(self.temp, self.final)
-        _fsync_dir(self.final.parent)
+        fsync_dir(self.final.parent)
 
     def abort(self) -> None:
         """Remove the temporary output; never the final path (it was not ours yet)."""
@@ -330,14 +345,6 @@ def _public_pem(raw: bytes) -> bytes:
     return Ed25519PublicKey.from_public_bytes(raw).public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def human_size(n: int) -> str:

@@ -14,7 +14,9 @@ The flow of one export:
 4. when every bag is finished, record the export DONE with its ``ExportItem`` rows, one
    ``exported`` custody event per recording and an ``export-finished`` event, then
    rename the bags into place (and set ``finished_at``). Recording first means a bag
-   visible at ``--out`` is always one the catalog knows as exported.
+   visible at ``--out`` is always one the catalog knows as exported; every file and
+   folder of the bags is synced before that commit, so a power cut after it finds
+   them whole.
 
 Any failure before the DONE commit (a corrupt object, the store or disk failing)
 removes every ``.partial`` output of this export, records the export FAILED with the
@@ -23,7 +25,10 @@ that fails after it takes the export back (bags out of sight, FAILED, items remo
 process killed mid-export leaves ``<name>.partial`` and the export RUNNING, or (killed
 between the DONE commit and the last rename) DONE with some bags still ``.partial``:
 ``reconcile_interrupted``, run by the next ``liuhen export`` on the same host, removes
-the former (FAILED) and completes the latter, and says so.
+the former (FAILED) and completes the latter, and says so. The connection lost at the
+DONE commit itself leaves its outcome unknown: the ``.partial`` bags are kept, the
+catalog asked again on a fresh connection, and an unreachable one leaves the export to
+that same reconciliation (``_settle_unknown_commit``).
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import and_, delete, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from archive_export import fourprops
@@ -51,7 +56,6 @@ from archive_export.bagwriter import (
     PayloadMismatch,
     human_size,
 )
-from archive_export.bagwriter import _fsync_dir as fsync_dir
 from archive_export.descriptor import package_xml
 from archive_export.handover import handover_csv
 from archive_export.paths import (
@@ -85,7 +89,8 @@ from catalog.models import (
     utcnow,
 )
 from catalog.signing import Signer
-from config.errors import EXIT_NOINPUT, EXIT_USAGE, LiuhenError
+from config.errors import EXIT_NOINPUT, EXIT_UNAVAILABLE, EXIT_USAGE, LiuhenError
+from ingest.offload import fsync_dir
 from storage.base import ObjectStore
 from storage.errors import StorageError
 
@@ -105,6 +110,21 @@ class ExportError(LiuhenError):
 
 class NothingToExport(LiuhenError):
     exit_code = EXIT_NOINPUT
+
+
+class ExportOutcomeUnknown(LiuhenError):
+    """The catalog went away while recording the export DONE: whether it did is unknown,
+    so the finished bags were kept as ``.partial`` for the next run to settle."""
+
+    exit_code = EXIT_UNAVAILABLE
+
+
+class _CommitOutcomeUnknown(Exception):
+    """The DONE transaction failed at its COMMIT: the database may have committed it."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
 
 
 @dataclass(frozen=True)
@@ -522,7 +542,7 @@ def export_bundle(catalog: Catalog, store: ObjectStore, signer: Signer,
         raise ExportError(f"{', '.join(map(str, taken))} already exist(s)",
                           hint="choose another --out; an export never overwrites")
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
+        _make_folder(out.parent)
     except OSError as exc:
         raise ExportError(f"cannot create {out.parent}: {exc.strerror}") from exc
     scope: dict[str, Any] = {"cases": list(req.cases)} if req.cases else {
@@ -550,6 +570,9 @@ def export_bundle(catalog: Catalog, store: ObjectStore, signer: Signer,
                 uid=uid, actor=actor, now=now, index=index, count=len(bags)))
         _check_finals_free(writers)
         _record_done(catalog, signer, export_id, uid, actor, bags, results, len(records))
+    except _CommitOutcomeUnknown as unknown:
+        # Returns only when the catalog did record the export: its bags go in place.
+        _settle_unknown_commit(catalog, signer, export_id, uid, actor, writers, unknown.cause)
     except BaseException as exc:
         for w in writers:
             w.abort()
@@ -572,6 +595,19 @@ def export_bundle(catalog: Catalog, store: ObjectStore, signer: Signer,
     return ExportResult(uid, results, len(records))
 
 
+def _make_folder(folder: Path) -> None:
+    """Create ``folder`` and its missing parents, each new one made durable in its own
+    parent: the bags' entries in ``folder`` are synced before the export is recorded,
+    which is worth nothing if a power cut can take the folder itself away."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for new in reversed(missing):
+        new.mkdir(exist_ok=True)
+        fsync_dir(new.parent)
+
+
 def _check_finals_free(writers: Sequence[BagWriter]) -> None:
     """Refuse before the export is recorded DONE when a final path appeared meanwhile
     (another process made it): the rename would fail after the catalog said DONE."""
@@ -586,36 +622,54 @@ def _record_done(catalog: Catalog, signer: Signer, export_id: int, uid: str, act
                  bags: Sequence[Sequence[RecordInfo]], results: Sequence[BagResult],
                  recordings: int) -> None:
     """DONE with the ``ExportItem`` rows and the ``exported`` / ``export-finished`` events,
-    in one transaction. ``finished_at`` stays empty until the bags are in place."""
-    with catalog.transaction() as session:
-        row = session.get(Export, export_id)
-        assert row is not None
-        row.state = "DONE"
-        row.files = sum(b.files for b in results)
-        row.bytes = sum(b.bytes for b in results)
-        row.bags = {"planned": list(row.bags.get("planned", [])),
-                    "process": row.bags.get("process"),
-                    "names": [b.name for b in results],
-                    "oxum": {b.name: f"{b.bytes}.{b.files}" for b in results},
-                    "key_id": signer.key_id,
-                    "four_properties": {b.name: b.four_properties["ok"] for b in results}}
-        for b_index, bag_records in enumerate(bags):
-            for r in bag_records:
-                # Items only for an export whose bags are finished: "exported" means in a
-                # bag (cases refuse to detach an exported recording lightly).
-                session.add(ExportItem(export_id=export_id, recording_id=r.recording_id,
-                                       path=r.original.path))
-                append_event(session, signer, actor=actor, action="exported",
-                             object_type="recording", object_id=r.sha256,
-                             details={"export": uid, "bag": results[b_index].name,
-                                      "path": r.original.path,
-                                      "access": r.access.path if r.access else None})
-        append_event(session, signer, actor=actor, action="export-finished",
-                     object_type="export", object_id=uid,
-                     details={"bags": [{"name": b.name, "oxum": f"{b.bytes}.{b.files}",
-                                        "four_properties_ok": b.four_properties["ok"]}
-                                       for b in results],
-                              "recordings": recordings})
+    in one transaction. ``finished_at`` stays empty until the bags are in place.
+
+    A failure once everything but the COMMIT has reached the database raises
+    :class:`_CommitOutcomeUnknown`: the connection may have dropped after the database
+    committed, and the bags must then not be removed."""
+    pending = False
+    try:
+        with catalog.transaction() as session:
+            _add_done(session, signer, export_id, uid, actor, bags, results, recordings)
+            session.flush()
+            pending = True  # all that is left is the COMMIT, as this block ends
+    except BaseException as exc:
+        if pending:
+            raise _CommitOutcomeUnknown(exc) from exc
+        raise
+
+
+def _add_done(session: Session, signer: Signer, export_id: int, uid: str, actor: str,
+              bags: Sequence[Sequence[RecordInfo]], results: Sequence[BagResult],
+              recordings: int) -> None:
+    row = session.get(Export, export_id)
+    assert row is not None
+    row.state = "DONE"
+    row.files = sum(b.files for b in results)
+    row.bytes = sum(b.bytes for b in results)
+    row.bags = {"planned": list(row.bags.get("planned", [])),
+                "process": row.bags.get("process"),
+                "names": [b.name for b in results],
+                "oxum": {b.name: f"{b.bytes}.{b.files}" for b in results},
+                "key_id": signer.key_id,
+                "four_properties": {b.name: b.four_properties["ok"] for b in results}}
+    for b_index, bag_records in enumerate(bags):
+        for r in bag_records:
+            # Items only for an export whose bags are finished: "exported" means in a
+            # bag (cases refuse to detach an exported recording lightly).
+            session.add(ExportItem(export_id=export_id, recording_id=r.recording_id,
+                                   path=r.original.path))
+            append_event(session, signer, actor=actor, action="exported",
+                         object_type="recording", object_id=r.sha256,
+                         details={"export": uid, "bag": results[b_index].name,
+                                  "path": r.original.path,
+                                  "access": r.access.path if r.access else None})
+    append_event(session, signer, actor=actor, action="export-finished",
+                 object_type="export", object_id=uid,
+                 details={"bags": [{"name": b.name, "oxum": f"{b.bytes}.{b.files}",
+                                    "four_properties_ok": b.four_properties["ok"]}
+                                   for b in results],
+                          "recordings": recordings})
 
 
 def _record_in_place(catalog: Catalog, export_id: int) -> None:
@@ -819,6 +873,60 @@ def _record_failure(catalog: Catalog, signer: Signer, export_id: int, uid: str, 
                          object_type="export", object_id=uid, details=details)
     except Exception:
         pass
+
+
+def _settle_unknown_commit(catalog: Catalog, signer: Signer, export_id: int, uid: str,
+                           actor: str, writers: Sequence[BagWriter],
+                           cause: BaseException) -> None:
+    """The DONE commit failed with its outcome unknown (the connection dropped while the
+    database may have committed). Nothing is removed until the catalog says which: asked
+    on a fresh connection, it either records the export DONE (this returns, and the
+    caller puts the bags in place) or lets this process record it FAILED (the bags are
+    removed and ``cause`` raised). Unreachable, or interrupted, everything is left for
+    the next run's ``reconcile_interrupted``, which settles both cases."""
+    partials = ", ".join(str(w.temp) for w in writers)
+    if not isinstance(cause, Exception):  # Ctrl-C: stop now, settled by the next run
+        raise cause
+    try:
+        state = _fail_unless_done(catalog, signer, export_id, uid, actor, cause)
+    except Exception as exc:
+        raise ExportOutcomeUnknown(
+            f"catalog {catalog.display_url} stopped answering while export {uid} was being "
+            f"recorded as finished, so whether it was recorded is not known; its finished "
+            f"bags were kept as {partials}",
+            hint="nothing was lost: when the catalog answers again, run 'liuhen export' "
+            "again on this host; it first settles this export (puts its bags in place if "
+            "the catalog recorded it, removes them if not) and says so",
+        ) from exc
+    if state == "DONE":
+        return
+    for w in writers:
+        w.abort()
+    raise cause
+
+
+def _fail_unless_done(catalog: Catalog, signer: Signer, export_id: int, uid: str,
+                      actor: str, cause: BaseException) -> str:
+    """Record the export FAILED if it is still RUNNING (its DONE commit did not happen),
+    in one statement that waits for that commit if the database is still making it.
+    Returns the export's state afterwards."""
+    message = f"{type(cause).__name__}: {cause}"
+    with catalog.transaction() as session:
+        if catalog.is_postgres:
+            # A backend of the lost connection may still hold the row (until it notices
+            # the connection is gone): wait a while for it, not for ever.
+            session.execute(text("SET LOCAL lock_timeout = '60s'"))
+        claimed = session.scalars(
+            update(Export).where(Export.id == export_id, Export.state == "RUNNING")
+            .values(state="FAILED", error=message, finished_at=utcnow())
+            .returning(Export.id)).first()
+        if claimed is not None:
+            append_event(session, signer, actor=actor, action="export-failed",
+                         object_type="export", object_id=uid,
+                         details={"error": message[:2000], "commit_lost": True})
+            return "FAILED"
+        state = session.scalars(select(Export.state).where(Export.id == export_id)).one()
+    return str(state)
 
 
 def _write_bag(

@@ -13,6 +13,8 @@ from typing import Any
 
 from sqlalchemy.orm import InstrumentedAttribute
 
+from catalog.models import Base
+
 # The longest value of an unbounded text column (a title, a place) an import takes: the
 # csv module's default field limit, so a CSV field and a JSON value get the same answer.
 MAX_TEXT = 128 * 1024
@@ -25,6 +27,11 @@ def column_length(column: InstrumentedAttribute[Any]) -> int | None:
 
 def text_problems(label: str, value: str, column: InstrumentedAttribute[Any]) -> list[str]:
     """Every reason ``value`` cannot be stored in ``column`` (empty when it can)."""
+    return limit_problems(label, value, column_length(column) or MAX_TEXT)
+
+
+def limit_problems(label: str, value: str, limit: int) -> list[str]:
+    """Every reason ``value`` cannot be stored in a text column of ``limit`` characters."""
     problems = []
     if "\x00" in value:
         # PostgreSQL text cannot hold NUL at all.
@@ -32,7 +39,6 @@ def text_problems(label: str, value: str, column: InstrumentedAttribute[Any]) ->
     if any("\ud800" <= c <= "\udfff" for c in value):
         # A lone surrogate (e.g. a JSON "\ud800" escape) is not encodable as UTF-8.
         problems.append(f"{label} is not valid Unicode (it holds a lone surrogate)")
-    limit = column_length(column) or MAX_TEXT
     if len(value) > limit:
         problems.append(f"{label} is {len(value)} characters long, more than the {limit} "
                         "it may have")
@@ -43,6 +49,23 @@ def fields_problems(values: dict[str, tuple[str, InstrumentedAttribute[Any]]]) -
     """``text_problems`` of several values: {label: (value, column)}."""
     return [p for label, (value, column) in values.items()
             for p in text_problems(label, value, column)]
+
+
+def actor_problems(value: str, label: str = "the actor") -> list[str]:
+    """Every reason ``value`` cannot be recorded as who did something. An actor goes into
+    the custody event and into the acting row (an assignment, an attachment, a hold, an
+    export…), so it must fit the narrowest of those columns."""
+    return limit_problems(label, value, actor_length())
+
+
+def actor_length() -> int:
+    """The length of the narrowest column that records an actor: by the schema's naming
+    rule, a string column called ``actor`` or ``…_by``."""
+    lengths = [getattr(col.type, "length", None) or MAX_TEXT
+               for mapper in Base.registry.mappers for prop in mapper.column_attrs
+               if prop.key == "actor" or prop.key.endswith("_by")
+               for col in prop.columns]
+    return min(lengths, default=MAX_TEXT)
 
 
 def shown(text: str) -> str:

@@ -18,14 +18,34 @@ from catalog import case_import as I
 from catalog import cases as C
 from catalog import devices as D
 from catalog import retention as R
+from catalog.fields import actor_problems
 from config.errors import EXIT_FAILED_CHECK, EXIT_PARTIAL
 from liuhen.output import err, out, print_json
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 
+class _Actor(click.ParamType):  # type: ignore[type-arg]
+    """Who acts: refused here, naming --actor, when the catalog could not record it (too
+    long for its columns, a NUL), rather than by PostgreSQL mid-command (SQLite would
+    silently keep it)."""
+
+    name = "actor"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> str:
+        problems = actor_problems(str(value))
+        if problems:
+            self.fail("; ".join(problems) + " (give a shorter name: a user name or 警号)",
+                      param, ctx)
+        return str(value)
+
+
+ACTOR = _Actor()
+
+
 def _actor_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--actor", default=lambda: getpass.getuser(), show_default="OS user",
+    return click.option("--actor", type=ACTOR, default=lambda: getpass.getuser(),
+                        show_default="OS user",
                         help="Who does this (recorded in the custody log).")(f)
 
 

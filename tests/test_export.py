@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tarfile
@@ -712,3 +713,236 @@ def test_an_interrupted_bag_that_lost_files_is_not_put_in_place(
     with d.app.catalog.session() as s:
         row = s.scalars(select(Export).order_by(Export.id)).first()
         assert row is not None and row.state == "DONE" and row.finished_at is None
+
+
+# -- durable before recorded ----------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["case", "case.tar"])
+def test_every_folder_of_a_bag_is_synced_before_the_export_is_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str,
+) -> None:
+    """A power cut just after the DONE commit must find the bags whole: every folder
+    of a bag directory (a file's name lives in its folder), the ``.partial`` entries and
+    a newly made --out folder are synced before the commit, and the folder the bags are
+    renamed in after the renames. Seen from the calls to fsync(2) themselves."""
+    from archive_export import export as export_module
+
+    d, limit, _ids = split_case(tmp_path)
+    out = tmp_path / "out" / "new" / name
+    (tmp_path / "out").mkdir()
+    log: list[tuple[str, Path]] = []
+    real_fsync, real_record_done = os.fsync, export_module._record_done
+
+    def fsync(fd: int) -> None:
+        real_fsync(fd)
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            log.append(("synced", Path(os.readlink(f"/proc/self/fd/{fd}"))))
+
+    def record_done(*args: Any, **kwargs: Any) -> None:
+        real_record_done(*args, **kwargs)
+        log.append(("DONE committed", out.parent))
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(export_module, "_record_done", record_done)
+    result = export(d.app, out, max_bag_bytes=limit)
+    assert len(result.bags) > 1
+    done = log.index(("DONE committed", out.parent))
+    before = {path for _what, path in log[:done]}
+    after = {path for _what, path in log[done + 1:]}
+    for bag in result.bags:
+        partial = bag.path.with_name(bag.path.name + ".partial")
+        if bag.path.is_dir():
+            folders = [Path(f) for f, _d, _f in os.walk(bag.path)]
+            assert len(folders) > 4  # data/originals/<device>/<date>/ and data/metadata/
+            unsynced = [f for f in folders if partial / f.relative_to(bag.path) not in before]
+            assert unsynced == []
+    assert out.parent in before  # the .partial entries
+    assert tmp_path / "out" in before  # the new --out folder's entry
+    assert out.parent in after  # the renames
+
+
+# -- the connection lost at the DONE commit ------------------------------------------------
+
+
+def lose_connection_at_the_done_commit(monkeypatch: pytest.MonkeyPatch, app: App,
+                                       proxy: Any, *, committed: bool,
+                                       reachable: bool) -> None:
+    """At the COMMIT of the transaction that records the export DONE, the network between
+    the station and PostgreSQL goes (the proxy resets every connection): just after the
+    server committed (``committed``) or just before it got the COMMIT. ``reachable``:
+    new connections get through again at once (a blip), else the catalog stays away."""
+    from archive_export import export as export_module
+
+    dialect = type(app.catalog.engine.dialect)
+    real_commit, real_record_done = dialect.do_commit, export_module._record_done
+    armed = []
+
+    def record_done(*args: Any, **kwargs: Any) -> None:
+        armed.append(True)
+        real_record_done(*args, **kwargs)
+
+    def do_commit(self: Any, dbapi_connection: Any) -> None:
+        if not armed:
+            return real_commit(self, dbapi_connection)
+        armed.clear()
+        if committed:
+            real_commit(self, dbapi_connection)
+        proxy.cut()
+        if reachable:
+            proxy.restore()
+        # The client learns of the cut from its dead connection: at the COMMIT it had not
+        # sent yet, or (the reply lost) at once, before the export code hears back.
+        if committed:
+            dbapi_connection.execute("SELECT 1")
+        else:
+            real_commit(self, dbapi_connection)
+
+    monkeypatch.setattr(export_module, "_record_done", record_done)
+    monkeypatch.setattr(dialect, "do_commit", do_commit)
+
+
+def export_row(pg_url: str) -> tuple[Export, int]:
+    """The first export and its number of items, as the catalog really holds them (read
+    past the proxy)."""
+    from catalog import Catalog
+
+    direct = Catalog(pg_url)
+    try:
+        with direct.session() as s:
+            row = s.scalars(select(Export).order_by(Export.id)).first()
+            assert row is not None
+            return row, len(s.scalars(select(ExportItem).where(
+                ExportItem.export_id == row.id)).all())
+    finally:
+        direct.dispose()
+
+
+@pytest.mark.slow
+@pytest.mark.fault
+def test_catalog_lost_just_after_it_committed_the_export_keeps_the_bags_for_the_next_run(
+    tmp_path: Path, pg_url: str, proxied_pg: tuple[str, Any],
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url, proxy = proxied_pg
+    d, limit, rec_ids = split_case(tmp_path, url)
+    monkeypatch.setenv("LIUHEN_HOME", str(d.app.settings.data_dir))
+    monkeypatch.setenv("LIUHEN_CATALOG_URL", url)
+    out = tmp_path / "out" / "case"
+    lose_connection_at_the_done_commit(monkeypatch, d.app, proxy, committed=True,
+                                       reachable=False)
+    lost = run_cli(capsys, "export", "--case", CASE, "--decode", "none", "--out", str(out),
+                   "--max-bag-size", str(limit))
+    assert lost.code == 69, lost.out + lost.err
+    assert "stopped answering while export" in lost.err, lost.err
+    assert f"{out.with_name('case-001')}.partial" in lost.err
+    assert "run 'liuhen export' again" in lost.err and "Traceback" not in lost.err
+    # The catalog recorded the export: its finished bags are all still there.
+    row, items = export_row(pg_url)
+    assert row.state == "DONE" and row.finished_at is None and items == len(rec_ids)
+    bags = [out.with_name(name) for name in row.bags["planned"]]
+    assert len(bags) > 1
+    assert sorted(p.name for p in out.parent.iterdir()) == sorted(
+        b.name + ".partial" for b in bags)
+
+    # The catalog back, the next export settles this one first: the bags in place.
+    monkeypatch.undo()
+    proxy.restore()
+    monkeypatch.setenv("LIUHEN_HOME", str(d.app.settings.data_dir))
+    monkeypatch.setenv("LIUHEN_CATALOG_URL", url)
+    again = run_cli(capsys, "export", "--case", CASE, "--decode", "none", "--json", "--out",
+                    str(tmp_path / "out" / "again"))
+    assert again.code == 0, again.out + again.err
+    (note,) = json.loads(again.out)["reconciled"]
+    assert note.startswith(f"export {row.uid} (DONE") and "completed" in note, note
+    assert sorted(p.name for p in out.parent.iterdir()) == sorted(
+        ["again"] + [b.name for b in bags])
+    for bag in bags:
+        assert_valid_bag(bag, capsys)
+    done, items = export_row(pg_url)
+    assert done.state == "DONE" and done.finished_at is not None and items == len(rec_ids)
+
+
+@pytest.mark.slow
+@pytest.mark.fault
+def test_catalog_blip_just_after_it_committed_the_export_still_puts_the_bags_in_place(
+    tmp_path: Path, pg_url: str, proxied_pg: tuple[str, Any],
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url, proxy = proxied_pg
+    d, limit, _ids = split_case(tmp_path, url)
+    monkeypatch.setenv("LIUHEN_HOME", str(d.app.settings.data_dir))
+    monkeypatch.setenv("LIUHEN_CATALOG_URL", url)
+    out = tmp_path / "out" / "case"
+    lose_connection_at_the_done_commit(monkeypatch, d.app, proxy, committed=True,
+                                       reachable=True)
+    r = run_cli(capsys, "export", "--case", CASE, "--decode", "none", "--json", "--out",
+                str(out), "--max-bag-size", str(limit))
+    assert r.code == 0, r.out + r.err
+    bags = [Path(b["path"]) for b in json.loads(r.out)["bags"]]
+    assert sorted(p.name for p in out.parent.iterdir()) == sorted(b.name for b in bags)
+    for bag in bags:
+        assert_valid_bag(bag)
+    row, _items = export_row(pg_url)
+    assert row.state == "DONE" and row.finished_at is not None
+
+
+@pytest.mark.slow
+@pytest.mark.fault
+def test_catalog_lost_before_it_got_the_commit_removes_the_bags_and_records_failed(
+    tmp_path: Path, pg_url: str, proxied_pg: tuple[str, Any],
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url, proxy = proxied_pg
+    d, limit, _ids = split_case(tmp_path, url)
+    monkeypatch.setenv("LIUHEN_HOME", str(d.app.settings.data_dir))
+    monkeypatch.setenv("LIUHEN_CATALOG_URL", url)
+    out = tmp_path / "out" / "case"
+    lose_connection_at_the_done_commit(monkeypatch, d.app, proxy, committed=False,
+                                       reachable=True)
+    r = run_cli(capsys, "export", "--case", CASE, "--decode", "none", "--out", str(out),
+                "--max-bag-size", str(limit))
+    # Not recorded: said as the catalog being unreachable, nothing left half-done.
+    assert r.code == 69 and "unreachable" in r.err, r.out + r.err
+    assert list(out.parent.iterdir()) == []
+    row, items = export_row(pg_url)
+    assert row.state == "FAILED" and items == 0
+
+
+@pytest.mark.slow
+@pytest.mark.fault
+def test_catalog_lost_before_it_got_the_commit_is_settled_by_the_next_run(
+    tmp_path: Path, pg_url: str, proxied_pg: tuple[str, Any],
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Unreachable, the export cannot tell a lost COMMIT from a lost reply: it keeps the
+    bags as for the latter, and the next run, finding the export still RUNNING, removes
+    them."""
+    url, proxy = proxied_pg
+    d, limit, _ids = split_case(tmp_path, url)
+    monkeypatch.setenv("LIUHEN_HOME", str(d.app.settings.data_dir))
+    monkeypatch.setenv("LIUHEN_CATALOG_URL", url)
+    out = tmp_path / "out" / "case"
+    lose_connection_at_the_done_commit(monkeypatch, d.app, proxy, committed=False,
+                                       reachable=False)
+    lost = run_cli(capsys, "export", "--case", CASE, "--decode", "none", "--out", str(out),
+                   "--max-bag-size", str(limit))
+    assert lost.code == 69 and "stopped answering while export" in lost.err, lost.err
+    row, items = export_row(pg_url)
+    assert row.state == "RUNNING" and items == 0
+    partials = sorted(p.name for p in out.parent.iterdir())
+    assert len(partials) > 1 and all(p.endswith(".partial") for p in partials)
+
+    monkeypatch.undo()
+    proxy.restore()
+    monkeypatch.setenv("LIUHEN_HOME", str(d.app.settings.data_dir))
+    monkeypatch.setenv("LIUHEN_CATALOG_URL", url)
+    again = run_cli(capsys, "export", "--case", CASE, "--decode", "none", "--json", "--out",
+                    str(tmp_path / "out" / "again"))
+    assert again.code == 0, again.out + again.err
+    (note,) = json.loads(again.out)["reconciled"]
+    assert note.startswith(f"export {row.uid} (RUNNING") and "recorded FAILED" in note, note
+    assert sorted(p.name for p in out.parent.iterdir()) == ["again"]
+    failed, items = export_row(pg_url)
+    assert failed.state == "FAILED" and items == 0
