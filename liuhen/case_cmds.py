@@ -3,7 +3,6 @@ catalog/devices, cases, case_import, attach and retention."""
 
 from __future__ import annotations
 
-import getpass
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -18,35 +17,11 @@ from catalog import case_import as I
 from catalog import cases as C
 from catalog import devices as D
 from catalog import retention as R
-from catalog.fields import actor_problems
 from config.errors import EXIT_FAILED_CHECK, EXIT_PARTIAL
+from liuhen.actor import actor_option
 from liuhen.output import err, out, print_json
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
-
-
-class _Actor(click.ParamType):  # type: ignore[type-arg]
-    """Who acts: refused here, naming --actor, when the catalog could not record it (too
-    long for its columns, a NUL), rather than by PostgreSQL mid-command (SQLite would
-    silently keep it)."""
-
-    name = "actor"
-
-    def convert(self, value: Any, param: Any, ctx: Any) -> str:
-        problems = actor_problems(str(value))
-        if problems:
-            self.fail("; ".join(problems) + " (give a shorter name: a user name or 警号)",
-                      param, ctx)
-        return str(value)
-
-
-ACTOR = _Actor()
-
-
-def _actor_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--actor", type=ACTOR, default=lambda: getpass.getuser(),
-                        show_default="OS user",
-                        help="Who does this (recorded in the custody log).")(f)
 
 
 def _reason_option(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -262,7 +237,7 @@ def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> N
     @click.argument("serial")
     @click.option("--model", default="")
     @click.option("--unit", default="")
-    @_actor_option
+    @actor_option
     @pass_ctx
     def device_add(ctx: Any, serial: str, model: str, unit: str, actor: str) -> None:
         """Register a recorder by its serial."""
@@ -279,7 +254,7 @@ def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> N
     @click.option("--unit", default="", help="Officer's unit.")
     @click.option("--start", type=TIME, required=True, help="Hand-over time.")
     @click.option("--end", type=TIME, default=None, help="End (default: the next hand-over).")
-    @_actor_option
+    @actor_option
     @pass_ctx
     def device_assign(ctx: Any, serial: str, officer: str, name: str, unit: str,
                       start: datetime, end: datetime | None, actor: str) -> None:
@@ -305,7 +280,7 @@ def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> N
 
     @device_group.command("import")
     @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-    @_actor_option
+    @actor_option
     @json_option
     @pass_ctx
     def device_import(ctx: Any, path: Path, actor: str, as_json: bool) -> None:
@@ -323,7 +298,7 @@ def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> N
     @click.option("--status", type=click.Choice(C.STATUSES), default="open")
     @click.option("--retention", default="永久", help="保管期限: 永久, 30年 or 10年.")
     @click.option("--security-class", default="", help="密级.")
-    @_actor_option
+    @actor_option
     @pass_ctx
     def case_create(ctx: Any, number: str, title: str, unit: str, status: str, retention: str,
                     security_class: str, actor: str) -> None:
@@ -342,7 +317,7 @@ def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> N
     @click.option("--start", type=TIME, required=True)
     @click.option("--end", type=TIME, required=True)
     @click.option("--place", default="")
-    @_actor_option
+    @actor_option
     @pass_ctx
     def case_action(ctx: Any, number: str, action_id: str, officers: tuple[str, ...],
                     start: datetime, end: datetime, place: str, actor: str) -> None:
@@ -383,7 +358,7 @@ def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> N
 
     @case_group.command("import")
     @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-    @_actor_option
+    @actor_option
     @json_option
     @pass_ctx
     def case_import(ctx: Any, path: Path, actor: str, as_json: bool) -> None:
@@ -394,7 +369,7 @@ def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> N
     @click.argument("number")
     @click.argument("recording")
     @_reason_option
-    @_actor_option
+    @actor_option
     @pass_ctx
     def case_attach(ctx: Any, number: str, recording: str, reason: str, actor: str) -> None:
         """Attach RECORDING (id or digest prefix) to case NUMBER by hand."""
@@ -406,7 +381,7 @@ def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> N
     @_reason_option
     @click.option("--force-exported", is_flag=True,
                   help="Detach even though the recording was already exported.")
-    @_actor_option
+    @actor_option
     @pass_ctx
     def case_detach(ctx: Any, number: str, recording: str, reason: str, force_exported: bool,
                     actor: str) -> None:
@@ -430,7 +405,7 @@ def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> N
                                              "Release the legal holds of RECORDING."))
         @click.argument("recording")
         @_reason_option
-        @_actor_option
+        @actor_option
         @pass_ctx
         def hold_cmd(ctx: Any, recording: str, reason: str, actor: str, on: bool = on) -> None:
             run_hold(ctx.app(), recording, reason, actor, on)
@@ -438,7 +413,7 @@ def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> N
     @retention_group.command("review")
     @click.argument("recording")
     @_reason_option
-    @_actor_option
+    @actor_option
     @pass_ctx
     def retention_review(ctx: Any, recording: str, reason: str, actor: str) -> None:
         """Mark an important RECORDING reviewed (the other rules apply again)."""
@@ -447,7 +422,7 @@ def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> N
     @retention_group.command("sweep")
     @click.option("--apply", is_flag=True, help="Delete what is due (default: list only).")
     @click.option("--limit", type=int, default=None, help="At most this many recordings.")
-    @_actor_option
+    @actor_option
     @json_option
     @pass_ctx
     def retention_sweep(ctx: Any, apply: bool, limit: int | None, actor: str,

@@ -3,7 +3,6 @@ errors become exit codes and one-line messages in one place, :func:`main`."""
 
 from __future__ import annotations
 
-import getpass
 import importlib
 import sys
 import traceback
@@ -16,6 +15,7 @@ import click
 from config import LiuhenError, load_settings, settings_as_dict
 from config.errors import EXIT_FAILED_CHECK, EXIT_SOFTWARE
 from liuhen import __version__
+from liuhen.actor import actor_option
 from liuhen.output import err, mark, out, print_json
 
 if TYPE_CHECKING:
@@ -261,8 +261,7 @@ def custody_verify(
 
 @custody_group.command("retire-key")
 @click.argument("key_id")
-@click.option("--actor", default=lambda: getpass.getuser(), show_default="OS user",
-              help="Who retires it (recorded in the custody log).")
+@actor_option
 @click.option("--reason", required=True, help="Why (recorded in the custody log).")
 @pass_ctx
 def custody_retire_key(ctx: Context, key_id: str, actor: str, reason: str) -> None:

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from catalog.fields import actor_length
 from catalog.models import CaseRecording, CustodyEvent, Device, LegalHold
-from liuhen.case_cmds import ACTOR
+from liuhen.actor import ACTOR
 from liuhen.cli import cli
 from tests.cli_helpers import run_cli
 
