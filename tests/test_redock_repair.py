@@ -119,6 +119,8 @@ def test_redocking_over_a_damaged_held_copy_repairs_it(
     assert "SAFE TO CLEAR" in again.out and "NOT SAFE" not in again.out
     assert_repaired(app, victim, good, damaged, read_local(app))
     assert run_cli(capsys, "verify", "--store").code == 0
+    district = run_cli(capsys, "verify", "--district")  # the damaged copy is no orphan
+    assert district.code == 0, district.out + district.err
     app.close()
 
 
