@@ -352,7 +352,7 @@ class Station:
         """A docking that found nothing: recorded (station status shows it), never safe to
         clear, and never resuming an earlier docking of the folder (whose files would then
         look vanished). Nothing goes to the catalog: there is nothing to account for."""
-        log.warning("%s: %s", root, J.NO_FILES_MESSAGE)
+        log.info("%s: %s", root, J.NO_FILES_MESSAGE)
         now = J.now_text()
         jd = JournalDocking(
             uid=str(uuid.uuid4()), slot=slot, source_path=str(root), serial=None,

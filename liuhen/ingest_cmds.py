@@ -124,7 +124,8 @@ def status_table(rows: list[dict[str, Any]]) -> Table:
         if r["safe_to_clear"]:
             state = "[bold black on green] SAFE TO CLEAR [/]"
         elif r["state"] == J.NO_FILES:
-            state = f"[bold white on red] NO FILES FOUND [/]\n[red]{r['message']}[/red]"
+            # (The whole message is in --json; the table keeps its columns readable.)
+            state = "[bold white on red] NO FILES FOUND [/]\n[red]mounted? do not clear[/red]"
         else:
             state = f"[yellow]{r['state']}[/yellow]"
         if r["waiting"]:
