@@ -10,9 +10,11 @@ the store forbids the replacement, the docking is not safe to clear and says why
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
+import sqlite3
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -244,3 +246,26 @@ def test_s3_redocking_over_a_damaged_held_copy_repairs_it(
 
     assert_repaired(app, victim, good, bytes(damaged), read)
     app.close()
+
+
+def test_a_journal_written_before_repairs_were_journaled_opens_and_keeps_its_files(
+    tmp_path: Path,
+) -> None:
+    """A station upgraded in place keeps its journal: the column that remembers a repair
+    is added, and the files already journaled read back unchanged."""
+    path = tmp_path / "station-journal.sqlite3"
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.executescript(J.SCHEMA.replace("    repair TEXT,\n", ""))
+        db.execute("INSERT INTO dockings VALUES ('d1', 'slot', '/dock/A', 'A123456', '{}', "
+                   "'OFFLOADING', 't', 't', NULL, NULL)")
+        db.execute("INSERT INTO files (docking_uid, relpath, size, mtime_ns, state) "
+                   "VALUES ('d1', X'412E4A5047', 5, 1, 'PENDING')")
+        db.commit()
+    journal = J.Journal(path)
+    try:
+        (f,) = journal.files("d1")
+        assert (f.relpath, f.state, f.repair) == (b"A.JPG", J.PENDING, None)
+        journal.set_file(f.id, repair='{"sha256": "found"}')
+        assert journal.file(f.id).repair == '{"sha256": "found"}'
+    finally:
+        journal.close()
