@@ -641,9 +641,9 @@ class Station:
         digest = Digest("sha256", f.sha256)
         key = content_key(digest)
         staged = self._staged_path(f)
-        # No separate "already held?" read: storing is idempotent (the store finds the
-        # object and checks the bytes against it) and register_files sees a duplicate by
-        # its SHA-256 in the same transaction that records it.
+        # Storing is idempotent: bytes already held are compared with the held copy (see
+        # _store), and register_files sees a duplicate by its SHA-256 in the same
+        # transaction that records it.
         repaired: dict[str, str] | None = json.loads(f.repair) if f.repair else None
         if staged.exists():
             verified_by, now_repaired = self._store(f, key, staged, digest,
