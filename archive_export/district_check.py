@@ -54,10 +54,13 @@ from catalog.models import (
     utcnow,
 )
 from storage import Digest, ObjectNotFound, ObjectStore, StorageError, content_key, digest_stream
+from storage.base import DAMAGED_PREFIX
 
 # Objects under these prefixes are not evidence: `store check` probes (kept when a bucket's
 # default retention refuses their delete).
-IGNORED_PREFIXES = ("liuhen-check/",)
+# Store check probes, and the damaged bytes a station kept aside when it replaced a
+# damaged object from a recorder (evidence of the damage, named by a custody event).
+IGNORED_PREFIXES = ("liuhen-check/", DAMAGED_PREFIX)
 # Signed custody chain heads (catalog.anchors): evidence about the catalog, not objects it
 # references.
 ANCHORS_PREFIX = PREFIX

@@ -62,6 +62,21 @@ class OffloadedFile:
     staged_at: datetime
     verified_by: str  # how the stored copy was verified
     important: bool = False  # marked important on the recorder (kept until reviewed)
+    # The held copy of these bytes was found damaged and replaced from this file: the
+    # digests found ("sha256", "sm3") and the key keeping the damaged bytes ("kept_at").
+    repaired: dict[str, str] | None = None
+
+
+def repaired_details(f: OffloadedFile, docking_uid: str, name: str) -> dict[str, Any]:
+    """The custody event ``repaired``: both digests of the bytes expected (the recorder's)
+    and of those the store held, and where the damaged bytes are kept."""
+    assert f.repaired is not None
+    return {
+        "key": f.object_key, "docking": docking_uid, "path": name,
+        "expected": {"sha256": f.sha256, "sm3": f.sm3},
+        "found": {"sha256": f.repaired["sha256"], "sm3": f.repaired["sm3"]},
+        "damaged_copy": f.repaired["kept_at"], "method": f.verified_by,
+    }
 
 
 def path_key(relpath_raw: bytes) -> str:
@@ -190,6 +205,9 @@ def register_file(
     common = {"docking": docking.uid, "path": name, "size": f.size}
     append_event(session, signer, actor=actor, action="offloaded", object_type="recording",
                  object_id=f.sha256, details=common | {"sm3": f.sm3}, at=f.staged_at)
+    if f.repaired is not None:
+        append_event(session, signer, actor=actor, action="repaired", object_type="recording",
+                     object_id=f.sha256, details=repaired_details(f, docking.uid, name))
     if duplicate:
         append_event(session, signer, actor=actor, action="duplicate-linked",
                      object_type="recording", object_id=f.sha256,
@@ -388,6 +406,9 @@ def register_files(
         common = {"docking": d.uid, "path": name, "size": f.size}
         chain.add(actor=actor, action="offloaded", object_type="recording",
                   object_id=f.sha256, details=common | {"sm3": f.sm3}, at=f.staged_at)
+        if f.repaired is not None:
+            chain.add(actor=actor, action="repaired", object_type="recording",
+                      object_id=f.sha256, details=repaired_details(f, d.uid, name))
         if duplicate:
             chain.add(actor=actor, action="duplicate-linked", object_type="recording",
                       object_id=f.sha256, details=common | {"recording": rec.id})

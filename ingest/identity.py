@@ -8,6 +8,7 @@ and flagged.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
@@ -163,3 +164,42 @@ def identify(root: Path, file_names: list[str], parser: NameParser,
         raw={"folder": root.name, "officers": officers},
         flags=tuple(flags),
     )
+
+
+def several_recorders(root: Path, file_relpaths: list[bytes], parser: NameParser,
+                      info_names: tuple[str, ...]) -> list[tuple[str, str]]:
+    """The folders of ``root`` that are recorders of different devices, as
+    ``(folder, serial)``; empty when ``root`` is one recorder.
+
+    A folder copied from several recorders (``K111111/``, ``K222222/``) must not become one
+    docking filed under the first serial. ``root`` is one recorder when it has a device
+    file of its own; else each top-level folder is identified by its own device file or,
+    without one, by the single serial its files' names carry. Folders of one recorder
+    (dates, DCIM) carry the same serial and so are not several recorders.
+    """
+    if read_device_info(root, info_names) is not None:
+        return []
+    names: dict[str, set[str]] = {}
+    for rel in file_relpaths:
+        top, sep, rest = rel.partition(b"/")
+        if not sep:
+            continue
+        serial = parser.parse(os.fsdecode(rest.rsplit(b"/", 1)[-1])).serial
+        names.setdefault(os.fsdecode(top), set()).update([serial] if serial else [])
+    found: dict[str, str] = {}
+    for folder, serials in names.items():
+        info = read_device_info(root / folder, info_names)
+        serial = info[1].get("serial") if info is not None else None
+        if not serial and len(serials) == 1:
+            serial = next(iter(serials))
+        if serial:
+            found[folder] = serial
+    if len(set(found.values())) < 2:
+        return []
+    return sorted(found.items())
+
+
+def foreign_device(name: str, parser: NameParser, serial: str | None) -> str | None:
+    """The device serial ``name`` carries when it is not the docking's ``serial``."""
+    named = parser.parse(name).serial
+    return named if named and serial and named != serial else None

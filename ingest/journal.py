@@ -27,6 +27,11 @@ PENDING, STAGED, DONE, CLEARED, REJECTED, QUARANTINED = (
     "PENDING", "STAGED", "DONE", "CLEARED", "REJECTED", "QUARANTINED",
 )
 OFFLOADING, SAFE_TO_CLEAR, INCOMPLETE = "OFFLOADING", "SAFE_TO_CLEAR", "INCOMPLETE"
+# Docking state: nothing at all was found on the recorder (an empty or unmounted folder).
+# Never safe to clear: 0 of 0 files stored proves nothing about what the recorder holds.
+NO_FILES = "NO_FILES"
+NO_FILES_MESSAGE = ("no files found on the recorder: check that it is mounted (or copied) "
+                    "completely, then dock it again; do not clear it")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS dockings (
@@ -53,6 +58,7 @@ CREATE TABLE IF NOT EXISTS files (
     staged_at TEXT,
     reason TEXT,
     done_bytes INTEGER NOT NULL DEFAULT 0,
+    repair TEXT,
     UNIQUE (docking_uid, relpath)
 );
 CREATE INDEX IF NOT EXISTS files_by_state ON files (docking_uid, state);
@@ -84,6 +90,10 @@ class JournalFile:
     sm3: str | None
     staged_at: str | None
     reason: str | None
+    # JSON, set before a damaged held copy of the file's bytes is replaced: the digests
+    # found and where the damaged bytes were kept; the registration's custody event
+    # ``repaired`` reads it (also after a restart between the repair and the catalog).
+    repair: str | None = None
 
 
 @dataclass(frozen=True)
@@ -113,6 +123,11 @@ class Journal:
         # FULL: a file marked STAGED or DONE stays so after a power cut.
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
+        # Journals written before the repair column existed get it (SQLite adds it in
+        # place; existing rows read NULL).
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(files)")}
+        if "repair" not in columns:
+            self._db.execute("ALTER TABLE files ADD COLUMN repair TEXT")
 
     def close(self) -> None:
         with self._lock:
@@ -190,7 +205,8 @@ class Journal:
             )
 
     def files(self, uid: str, states: tuple[str, ...] | None = None) -> list[JournalFile]:
-        cols = "id, docking_uid, relpath, size, mtime_ns, state, sha256, sm3, staged_at, reason"
+        cols = ("id, docking_uid, relpath, size, mtime_ns, state, sha256, sm3, staged_at, "
+                "reason, repair")
         if states:
             marks = ",".join("?" * len(states))
             rows = self._rows(
@@ -203,12 +219,12 @@ class Journal:
     def file(self, file_id: int) -> JournalFile:
         rows = self._rows(
             "SELECT id, docking_uid, relpath, size, mtime_ns, state, sha256, sm3, staged_at, "
-            "reason FROM files WHERE id = ?", (file_id,))
+            "reason, repair FROM files WHERE id = ?", (file_id,))
         return JournalFile(*rows[0])
 
     def set_file(self, file_id: int, **fields: Any) -> None:
         allowed = {"state", "sha256", "sm3", "staged_at", "reason", "size", "mtime_ns",
-                   "done_bytes"}
+                   "done_bytes", "repair"}
         assert set(fields) <= allowed, fields
         sets = ", ".join(f"{k} = ?" for k in fields)
         with self._tx() as db:

@@ -14,7 +14,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from config.errors import ConfigError
+from config.errors import ConfigError, LiuhenError
 from ingest.metrics import service_health, station_details
 from ingest.station import Station
 from ingest.watcher import DockEvent, DockWatcher, RecorderDocked, RecorderUndocked
@@ -72,6 +72,9 @@ def _dock(station: Station, path: Path, stop: threading.Event) -> object:
         station.metrics.dockings.inc(state=result.state)
         station.metrics.docking_seconds.observe(time.monotonic() - started)
         return result
+    except LiuhenError as exc:  # e.g. a folder of several recorders: said, no traceback
+        log.error("docking of %s refused: %s", path, exc)
+        return None
     except Exception:
         log.exception("docking of %s failed", path)
         return None

@@ -12,6 +12,7 @@ only after every file of the docking is stored, verified and registered.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -46,8 +47,15 @@ from catalog.dockings import (
 from catalog.errors import RecordingBeingExpired
 from catalog.models import Docking
 from config import Settings
+from config.errors import EXIT_NOINPUT, EXIT_PARTIAL, EXIT_USAGE
 from ingest import journal as J
-from ingest.identity import DeviceIdentity, NameParser, identify
+from ingest.identity import (
+    DeviceIdentity,
+    NameParser,
+    foreign_device,
+    identify,
+    several_recorders,
+)
 from ingest.journal import Journal, JournalDocking, JournalFile
 from ingest.metrics import ServiceMetrics
 from ingest.offload import (
@@ -64,6 +72,8 @@ from ingest.offload import (
     unlink_source,
 )
 from storage import Digest, LocalStore, ObjectStore, StorageError, StoreUnavailable, content_key
+from storage.base import check_held_copy, damaged_key
+from storage.errors import DamagedObject
 
 log = logging.getLogger("liuhen.station")
 
@@ -95,7 +105,31 @@ class DockingResult:
 
     @property
     def exit_code(self) -> int:
-        return 0 if self.state in (J.SAFE_TO_CLEAR, "CLEARED") and not self.problems else 3
+        if self.state == J.NO_FILES:
+            return EXIT_NOINPUT  # nothing found: distinct from "some files were not taken"
+        return 0 if self.state in (J.SAFE_TO_CLEAR, "CLEARED") and not self.problems \
+            else EXIT_PARTIAL
+
+
+# The custody event ``verified`` of a file whose damaged held copy it replaced.
+REPAIR_CHECK = ("damaged held copy replaced by the recorder's bytes (kept aside first) and "
+                "read back in full (SHA-256)")
+
+
+class SeveralRecorders(OffloadError):
+    """A folder holding several recorders' folders: each is a docking of its own."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, root: Path, found: list[tuple[str, str]]) -> None:
+        listed = ", ".join(f"{folder}/ ({serial})" for folder, serial in found)
+        super().__init__(
+            f"{root} holds several recorders: {listed}; it is not docked as one",
+            hint="dock each recorder folder on its own: "
+            + "; ".join(f"liuhen ingest {root / folder}" for folder, _s in found),
+        )
+        self.root = root
+        self.folders = [root / folder for folder, _s in found]
 
 
 @dataclass
@@ -300,7 +334,13 @@ class Station:
         if not root.is_dir():
             raise OffloadError(f"{root}: not a folder", hint="name the recorder's folder or mount")
         entries = list(scan(root))
-        names = [os.fsdecode(e.relpath.rsplit(b"/", 1)[-1]) for e in entries if e.kind == "file"]
+        if not entries:  # an empty folder, or a mount point with nothing mounted
+            return self._no_files(root, slot or root.name)
+        files = [e.relpath for e in entries if e.kind == "file"]
+        found = several_recorders(root, files, self.parser, self.ingest.device_info_files)
+        if found:
+            raise SeveralRecorders(root, found)
+        names = [os.fsdecode(rel.rsplit(b"/", 1)[-1]) for rel in files]
         ident = identify(root, names, self.parser, self.ingest.device_info_files)
         jd = self._open_docking(root, slot or root.name, ident)
         uid = jd.uid
@@ -309,6 +349,22 @@ class Station:
         finally:
             with self._active_lock:
                 self._active.discard(uid)
+
+    def _no_files(self, root: Path, slot: str) -> DockingResult:
+        """A docking that found nothing: recorded (station status shows it), never safe to
+        clear, and never resuming an earlier docking of the folder (whose files would then
+        look vanished). Nothing goes to the catalog: there is nothing to account for."""
+        log.info("%s: %s", root, J.NO_FILES_MESSAGE)
+        now = J.now_text()
+        jd = JournalDocking(
+            uid=str(uuid.uuid4()), slot=slot, source_path=str(root), serial=None,
+            identity={"source": "folder", "raw": {"folder": root.name}, "flags": []},
+            state=J.NO_FILES, started_at=now, updated_at=now, waiting=None,
+            message=J.NO_FILES_MESSAGE,
+        )
+        self.journal.add_docking(jd)
+        return DockingResult(uid=jd.uid, state=J.NO_FILES, files=0, stored=0, duplicates=0,
+                             bytes=0)
 
     def _run_opened(
         self, jd: JournalDocking, root: Path, entries: list[Any], stop: threading.Event,
@@ -419,6 +475,14 @@ class Station:
 
         handed = False
         try:
+            other = foreign_device(name.rsplit("/", 1)[-1], self.parser, jd.serial)
+            if other is not None and f.state in (J.PENDING, J.STAGED):
+                # Never filed silently under another device than the one its name names.
+                self._quarantine(
+                    f, f"its name names device {other}, not this recorder's {jd.serial}: "
+                    f"not filed under {jd.serial}; dock it in a folder of its own (or "
+                    "correct the recorder's device file), then dock this recorder again")
+                return None
             if f.state == J.PENDING:
                 started = time.monotonic()
                 f = self._stage(root, f, progress, stop, report)
@@ -430,6 +494,8 @@ class Station:
                 return self._committer.submit(stored, was_coming=True)
         except TRANSIENT as exc:
             waiting(exc)
+        except StorageError as exc:  # the store refused this file, saying why
+            self._store_refused(f, exc)
         except Exception as exc:  # one bad file never blocks the others
             log.exception("%s: unexpected error", name)
             self._quarantine_unexpected(f, exc)
@@ -438,6 +504,12 @@ class Station:
                 self._committer.coming(-1)  # it will not come: nothing to wait for
             report(progress)
         return None
+
+    def _store_refused(self, f: JournalFile, exc: StorageError) -> None:
+        """A store error that waiting will not cure (the staged copy no longer matches its
+        digest, a damaged held copy the store will not let us replace): the staged copy
+        is kept, the file quarantined with the store's reason and what to do."""
+        self._quarantine(f, f"{exc.message}: {exc.hint}" if exc.hint else exc.message)
 
     def _quarantine_unexpected(self, f: JournalFile, exc: Exception) -> None:
         self.metrics.failures.inc(reason="quarantined")
@@ -519,6 +591,12 @@ class Station:
                     part.unlink(missing_ok=True)
                     with progress.lock:
                         progress.bytes_done = before
+                    capacity = _capacity(self.staging)
+                    if f.size > capacity:  # freeing space cannot help: waiting never ends
+                        return self._quarantine(
+                            f, f"{f.size} bytes, larger than the whole staging disk "
+                            f"{self.staging} ({capacity} bytes): give the station a larger "
+                            "data disk, then dock the recorder again")
                     progress.waiting = f"{exc.message}: {exc.hint}"
                     self.journal.set_docking(f.docking_uid, waiting=progress.waiting)
                     report(progress)
@@ -532,8 +610,9 @@ class Station:
             os.replace(part, staged)
             fsync_dir(staged.parent)
             staged_at = J.now_text()
+            # (A repair noted for an earlier staged copy is judged again for this one.)
             self.journal.set_file(f.id, state=J.STAGED, sha256=copied.sha256, sm3=copied.sm3,
-                                  staged_at=staged_at)
+                                  staged_at=staged_at, repair=None)
             if copied.read_back:
                 self._read_back.add(f.id)
             if progress.waiting and progress.waiting.startswith("staging disk full"):
@@ -541,7 +620,7 @@ class Station:
                 self.journal.set_docking(f.docking_uid, waiting=None)
             # What the journal now holds for it, without reading it back.
             return replace(f, state=J.STAGED, sha256=copied.sha256, sm3=copied.sm3,
-                           staged_at=staged_at)
+                           staged_at=staged_at, repair=None)
         return f
 
     def _quarantine(self, f: JournalFile, reason: str) -> JournalFile:
@@ -564,11 +643,14 @@ class Station:
         digest = Digest("sha256", f.sha256)
         key = content_key(digest)
         staged = self._staged_path(f)
-        # No separate "already held?" read: storing is idempotent (the store finds the
-        # object and checks the bytes against it) and register_files sees a duplicate by
-        # its SHA-256 in the same transaction that records it.
+        # Storing is idempotent: bytes already held are compared with the held copy (see
+        # _store), and register_files sees a duplicate by its SHA-256 in the same
+        # transaction that records it.
+        repaired: dict[str, str] | None = json.loads(f.repair) if f.repair else None
         if staged.exists():
-            verified_by = self._store(key, staged, digest, f.size, f.id in self._read_back)
+            verified_by, now_repaired = self._store(f, key, staged, digest,
+                                                    f.id in self._read_back)
+            repaired = now_repaired or repaired
             self._read_back.discard(f.id)
         else:
             # Killed after storing and before the journal said DONE: the object is there.
@@ -580,7 +662,7 @@ class Station:
             mtime=datetime.fromtimestamp(f.mtime_ns / 1e9, UTC), sha256=f.sha256, sm3=f.sm3,
             object_key=key, captured_at=fields.start,
             staged_at=datetime.fromisoformat(f.staged_at), verified_by=verified_by,
-            important=fields.important,
+            important=fields.important, repaired=repaired,
         )
         return _Stored(f, jd, offloaded, staged, progress, report, started, on_transient)
 
@@ -685,18 +767,48 @@ class Station:
                          "again", type(exc.orig).__name__)
         raise AssertionError("unreachable")
 
-    def _store(self, key: str, staged: Path, digest: Digest, size: int, read_back: bool) -> str:
-        if isinstance(self.store, LocalStore):
-            self.store.adopt(key, staged, expected=digest, read_back=read_back)
-            if read_back:
-                return READ_BACK_CHECK
-            return "re-read of the stored object (SHA-256)"
+    def _store(
+        self, f: JournalFile, key: str, staged: Path, digest: Digest, read_back: bool,
+    ) -> tuple[str, dict[str, str] | None]:
+        """Store the staged copy; returns how it was verified and, when the store held a
+        damaged copy of these bytes that this one replaced, what was found.
+
+        Bytes the store already holds are never taken on trust: their held copy is
+        compared with the staged one in full (LocalStore inside adopt; on S3 here, as a
+        put of a held key only compares the stream with the object's recorded digest).
+        """
         retain = None
         if self.settings.store.object_lock_days:
             retain = datetime.now(UTC) + timedelta(days=self.settings.store.object_lock_days)
-        with open(staged, "rb") as stream:
-            self.store.put(key, stream, expected=digest, size=size, retain_until=retain)
-        return "SHA-256 checksum checked by the object store"
+        try:
+            if isinstance(self.store, LocalStore):
+                self.store.adopt(key, staged, expected=digest, read_back=read_back)
+                return (READ_BACK_CHECK if read_back
+                        else "re-read of the stored object (SHA-256)"), None
+            held = self.store.exists(key)
+            with open(staged, "rb") as stream:
+                self.store.put(key, stream, expected=digest, size=f.size, retain_until=retain)
+            if held:
+                check_held_copy(self.store, key, staged, digest)
+            return "SHA-256 checksum checked by the object store", None
+        except DamagedObject as damaged:
+            return REPAIR_CHECK, self._repair(f, key, staged, digest, damaged, retain)
+
+    def _repair(
+        self, f: JournalFile, key: str, staged: Path, digest: Digest, damaged: DamagedObject,
+        retain: datetime | None,
+    ) -> dict[str, str]:
+        """Replace a damaged held copy by the staged (recorder's) bytes, the damaged bytes
+        kept aside. What was found is journaled first, so that a station killed after the
+        replacement still records the custody event ``repaired`` at registration."""
+        repair = {"sha256": damaged.found.hex,
+                  "sm3": damaged.found_sm3.hex if damaged.found_sm3 else "",
+                  "kept_at": damaged_key(key, damaged.found)}
+        log.error("%s; replacing it from %s", damaged.message, display_name(f.relpath))
+        self.journal.set_file(f.id, repair=json.dumps(repair))
+        self.store.replace_damaged(key, staged, expected=digest, found=damaged.found,
+                                   retain_until=retain)
+        return repair
 
     def _catalog_docking(self, s: Any, jd: JournalDocking) -> Docking:
         # Its catalog id, once known, is a primary-key read: the docking's identity
@@ -768,10 +880,7 @@ class Station:
                 except StorageError as exc:
                     if isinstance(exc, TRANSIENT):
                         raise
-                    # An error waiting will not cure (e.g. the staged copy no longer
-                    # matches its digest): keep the staged copy, quarantine the file.
-                    self.metrics.failures.inc(reason="quarantined")
-                    self.journal.set_file(f.id, state=J.QUARANTINED, reason=exc.message)
+                    self._store_refused(f, exc)
                     left -= 1
                     self._committer.coming(-1)
                     continue
@@ -888,3 +997,9 @@ class Station:
         progress.files_done = sum(1 for f in files if f.state in (J.DONE, J.CLEARED))
         progress.bytes_done = sum(f.size for f in done)
         return files
+
+
+def _capacity(folder: Path) -> int:
+    """The size of the file system holding ``folder``, in bytes."""
+    st = os.statvfs(folder)
+    return st.f_blocks * st.f_frsize

@@ -22,7 +22,6 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from config.errors import EXIT_PARTIAL
 from ingest import journal as J
 from ingest.journal import Journal
 from ingest.station import DockingResult
@@ -42,7 +41,7 @@ def run_ingest(app: Any, path: Path, as_json: bool, quiet: bool) -> None:
         station.close()
     _print_result(result, as_json)
     if result.exit_code:
-        sys.exit(EXIT_PARTIAL)
+        sys.exit(result.exit_code)
 
 
 def _with_bars(station: Any, path: Path) -> DockingResult:
@@ -69,6 +68,8 @@ def _print_result(result: DockingResult, as_json: bool) -> None:
             "stored": result.stored, "bytes": result.bytes,
             "problems": [{"path": p, "state": s, "reason": r} for p, s, r in result.problems],
             "identity_flags": list(result.identity_flags),
+            "safe_to_clear": result.state in (J.SAFE_TO_CLEAR, "CLEARED"),
+            "message": J.NO_FILES_MESSAGE if result.state == J.NO_FILES else None,
         })
         return
     for flag in result.identity_flags:
@@ -78,7 +79,9 @@ def _print_result(result: DockingResult, as_json: bool) -> None:
     summary = (f"docking {result.uid}: {result.stored} of {result.files} files stored and "
                f"verified ({result.bytes / 1e6:.1f} MB)")
     out.print(summary)
-    if result.state in (J.SAFE_TO_CLEAR, "CLEARED"):
+    if result.state == J.NO_FILES:
+        out.print(f"[bold red]NOT SAFE TO CLEAR[/bold red]: {J.NO_FILES_MESSAGE}")
+    elif result.state in (J.SAFE_TO_CLEAR, "CLEARED"):
         out.print(f"[bold green]SAFE TO CLEAR[/bold green] ({result.state})")
     else:
         out.print(f"[bold red]NOT SAFE TO CLEAR[/bold red]: docking is {result.state}")
@@ -118,8 +121,13 @@ def status_table(rows: list[dict[str, Any]]) -> Table:
         table.add_column(col)
     table.add_column("state", no_wrap=True)  # SAFE TO CLEAR must read as one phrase
     for r in rows:
-        state = ("[bold black on green] SAFE TO CLEAR [/]" if r["safe_to_clear"]
-                 else f"[yellow]{r['state']}[/yellow]")
+        if r["safe_to_clear"]:
+            state = "[bold black on green] SAFE TO CLEAR [/]"
+        elif r["state"] == J.NO_FILES:
+            # (The whole message is in --json; the table keeps its columns readable.)
+            state = "[bold white on red] NO FILES FOUND [/]\n[red]mounted? do not clear[/red]"
+        else:
+            state = f"[yellow]{r['state']}[/yellow]"
         if r["waiting"]:
             state += f"\n[yellow]{r['waiting']}[/yellow]"
         table.add_row(
@@ -209,7 +217,8 @@ def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> N
     @pass_ctx
     def ingest_cmd(ctx: Any, path: Path, quiet: bool, as_json: bool) -> None:
         """Offload one recorder folder; exit 0 when every file is stored and verified,
-        3 when some were quarantined or rejected (listed)."""
+        3 when some were quarantined or rejected (listed), 66 when no files were found
+        on the recorder (nothing is safe to clear)."""
         run_ingest(ctx.app(), path, as_json, quiet)
 
     @cli.group("station")

@@ -5,9 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 
-from storage.digest import Digest
+from storage.digest import READ_SIZE, Digest, digest_stream
+from storage.errors import DamagedObject, StorageError
+
+# Where a damaged object's bytes are kept when a good copy replaces it:
+# ``damaged/<key>/<SHA-256 of the damaged bytes>``, beside the objects, never overwritten.
+DAMAGED_PREFIX = "damaged/"
 
 
 @dataclass(frozen=True)
@@ -84,3 +90,54 @@ class ObjectStore(Protocol):
     def set_legal_hold(self, key: str, on: bool) -> None: ...
 
     def check(self) -> StoreReport: ...
+
+    def replace_damaged(
+        self,
+        key: str,
+        source: Path,
+        *,
+        expected: Digest,
+        found: Digest,
+        retain_until: datetime | None = None,
+    ) -> str:
+        """Replace the damaged object under ``key`` (its bytes hash to ``found``) by the
+        bytes of ``source``, which must hash to ``expected``; the damaged bytes are first
+        kept under :func:`damaged_key`, which is returned. The new object is read back in
+        full before this returns. Raises RepairRefused when the store forbids the overwrite.
+        """
+        ...
+
+
+def damaged_key(key: str, found: Digest) -> str:
+    """The key that keeps the damaged bytes (SHA-256 ``found``) once held under ``key``."""
+    return f"{DAMAGED_PREFIX}{key}/{found.hex}"
+
+
+def check_held_copy(store: ObjectStore, key: str, source: Path, expected: Digest) -> None:
+    """Raise DamagedObject unless the object under ``key`` holds exactly the bytes of
+    ``source``, a copy the caller knows hashes to ``expected``.
+
+    Storing bytes the store already holds must not trust the held copy: one flipped byte
+    keeps its size and its key. The two are compared byte for byte, in one read of each
+    (as strong as re-hashing the held copy, since the source's digests are known, and far
+    cheaper on a station's CPU than SHA-256 and SM3); only a difference costs another read
+    of the held copy, to name the digests of what it holds.
+    """
+    with store.open(key) as held, open(source, "rb") as good:
+        while True:
+            mine = good.read(READ_SIZE)
+            theirs = held.read(READ_SIZE)
+            if mine != theirs:
+                break
+            if not mine:
+                return
+    with store.open(key) as held:
+        found = digest_stream(held, ("sha256", "sm3"))
+    if found["sha256"] == expected:
+        # The held copy is right and the new copy is not: never replace good with bad.
+        raise StorageError(
+            f"{source}: this copy of {key} differs from the held object, which hashes "
+            "right; the copy is wrong, not the store",
+            hint="check the station's data disk; the file is copied again at the next docking",
+        )
+    raise DamagedObject(f"{store.url}/{key}", key, expected, found["sha256"], found["sm3"])

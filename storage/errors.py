@@ -54,3 +54,37 @@ class RetentionRefused(StorageError):
     """The store refused to delete or alter an object under retention or legal hold."""
 
     exit_code = EXIT_DATAERR
+
+
+class StoreFull(StoreUnavailable):
+    """The store has no space left: writes wait (nothing is quarantined) until it has."""
+
+
+class StoreReadOnly(StoreUnavailable):
+    """The store refuses every write (a read-only mount): writes wait until it is writable."""
+
+
+class DamagedObject(StorageError):
+    """A held object does not hold the bytes its key promises (found while storing the
+    same bytes again); carries the digests expected and those of the bytes found."""
+
+    exit_code = EXIT_DATAERR
+
+    def __init__(self, where: str, key: str, expected: Digest, found: Digest,
+                 found_sm3: Digest | None = None) -> None:
+        super().__init__(
+            f"{where}: the stored copy is damaged: SHA-256 {found.hex}, expected {expected.hex}",
+            hint="the station replaces it from the recorder's good bytes and keeps the damaged "
+            "copy aside; do not clear the recorder until the docking says SAFE TO CLEAR",
+        )
+        self.key = key
+        self.expected = expected
+        self.found = found
+        self.found_sm3 = found_sm3
+
+
+class RepairRefused(StorageError):
+    """The store refused to replace a damaged object (immutable file, Object Lock, a policy
+    without the right to overwrite): the recorder holds the only good copy."""
+
+    exit_code = EXIT_DATAERR

@@ -20,19 +20,24 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from storage.base import CheckResult, ObjectInfo, StoreReport
+from storage.base import CheckResult, ObjectInfo, StoreReport, check_held_copy, damaged_key
 from storage.digest import READ_SIZE, Digest, digest_bytes, new_hasher
 from storage.errors import (
     DigestMismatch,
     ObjectNotFound,
+    RepairRefused,
     RetentionRefused,
     StorageError,
+    StoreFull,
+    StoreReadOnly,
     StoreUnavailable,
 )
 from storage.keys import validate_key, validate_prefix
 
 TEMP_PREFIX = ".tmp-"
 _HOLD_SUFFIX = ".hold"  # legal holds live beside the store, in a hidden folder
+# A store that is full or read-only: writes wait for it (see LocalStore._write_error).
+_WAITING_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 
 class LocalStore:
@@ -99,50 +104,73 @@ class LocalStore:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
+            if exc.errno in _WAITING_ERRNOS:
+                raise self._write_error(key, exc, f"cannot create {path.parent}") from exc
             raise StoreUnavailable(
                 f"{self.url}: cannot create {path.parent}: {exc.strerror}"
             ) from exc
-        tmp = path.parent / f"{TEMP_PREFIX}{path.name}.{uuid.uuid4().hex}"
-        hasher = new_hasher("sha256")
-        written = 0
+        tmp = _temp_path(path)
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                while chunk := stream.read(READ_SIZE):
-                    hasher.update(chunk)
-                    view = memoryview(chunk)
-                    while view:
-                        n = os.write(fd, view)
-                        view = view[n:]
-                    written += len(chunk)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            actual = Digest("sha256", hasher.hexdigest())
-            if actual != expected:
-                raise DigestMismatch(f"{self.url}/{key}", expected, actual)
-            if size is not None and written != size:
-                raise StorageError(
-                    f"{self.url}/{key}: got {written} bytes, expected {size}",
-                    hint="the source changed while it was read; retry",
-                )
-            os.chmod(tmp, 0o444)
+            self._write_temp(tmp, key, stream, expected, size)
             try:
                 os.link(tmp, path)  # never replaces an existing object
             except FileExistsError:
-                _same_size_or_fail(self.url, key, path, written)
+                check_held_copy(self, key, tmp, expected)
             _fsync_dir(path.parent)
         except OSError as exc:
-            hint = (
-                "free space on the store's disk, then retry" if exc.errno == errno.ENOSPC else None
-            )
-            raise StorageError(
-                f"{self.url}/{key}: write failed: {exc.strerror}", hint=hint
-            ) from exc
+            raise self._write_error(key, exc, "write failed") from exc
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
         return self.head(key)
+
+    def _write_temp(
+        self, tmp: Path, key: str, stream: BinaryIO, expected: Digest, size: int | None
+    ) -> None:
+        """Write ``stream`` to the new file ``tmp``, fsynced and read-only, if it hashes to
+        ``expected`` (and has ``size`` bytes); the caller removes ``tmp`` in every case."""
+        hasher = new_hasher("sha256")
+        written = 0
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            while chunk := stream.read(READ_SIZE):
+                hasher.update(chunk)
+                view = memoryview(chunk)
+                while view:
+                    n = os.write(fd, view)
+                    view = view[n:]
+                written += len(chunk)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        actual = Digest("sha256", hasher.hexdigest())
+        if actual != expected:
+            raise DigestMismatch(f"{self.url}/{key}", expected, actual)
+        if size is not None and written != size:
+            raise StorageError(
+                f"{self.url}/{key}: got {written} bytes, expected {size}",
+                hint="the source changed while it was read; retry",
+            )
+        os.chmod(tmp, 0o444)
+
+    def _write_error(self, key: str, exc: OSError, what: str) -> StorageError:
+        """The error a failed write means to the caller: a full or read-only store is a
+        state to wait out (the station keeps the files staged), not a bad file."""
+        where = f"{self.url}/{key}"
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return StoreFull(
+                f"store full: free space or extend the volume ({where}: {what}: "
+                f"{exc.strerror})",
+                hint="free space on the store's disk or extend the volume; waiting writes "
+                "resume by themselves",
+            )
+        if exc.errno == errno.EROFS:
+            return StoreReadOnly(
+                f"store read-only: remount it read-write ({where}: {what}: {exc.strerror})",
+                hint="make the store's file system writable again; waiting writes resume "
+                "by themselves",
+            )
+        return StorageError(f"{where}: {what}: {exc.strerror}")
 
     def adopt(
         self, key: str, source: Path, *, expected: Digest, read_back: bool = False
@@ -159,19 +187,61 @@ class LocalStore:
             actual = _hash_path(source, expected.algorithm)
             if actual != expected:
                 raise DigestMismatch(str(source), expected, actual)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        os.chmod(source, 0o444)
         try:
-            os.link(source, path)
-        except FileExistsError:
-            _same_size_or_fail(self.url, key, path, source.stat().st_size)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.chmod(source, 0o444)
+            try:
+                os.link(source, path)
+            except FileExistsError:
+                check_held_copy(self, key, source, expected)
+            _fsync_dir(path.parent)
         except OSError as exc:
             if exc.errno != errno.EXDEV:
-                raise StorageError(f"{self.url}/{key}: cannot store: {exc.strerror}") from exc
+                raise self._write_error(key, exc, "cannot store") from exc
             with open(source, "rb") as f:
                 return self.put(key, f, expected=expected)
-        _fsync_dir(path.parent)
         return self.head(key)
+
+    def replace_damaged(
+        self,
+        key: str,
+        source: Path,
+        *,
+        expected: Digest,
+        found: Digest,
+        retain_until: datetime | None = None,
+    ) -> str:
+        """See :meth:`storage.base.ObjectStore.replace_damaged`. The damaged file is kept
+        by a second link to it (no copy), then the good copy, written and fsynced beside
+        it, is renamed over the key: a reader sees the damaged or the good bytes, never
+        neither."""
+        path = self._path(key)
+        aside_key = damaged_key(key, found)
+        aside = self._path(aside_key)
+        tmp = _temp_path(path)
+        try:
+            aside.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileExistsError):  # kept by an earlier try
+                os.link(path, aside)
+            _fsync_dir(aside.parent)
+            with open(source, "rb") as stream:
+                self._write_temp(tmp, key, stream, expected, None)
+            os.rename(tmp, path)
+            _fsync_dir(path.parent)
+        except OSError as exc:
+            if exc.errno in (errno.EPERM, errno.EACCES):
+                raise RepairRefused(
+                    f"{self.url}/{key}: the store refused to replace the damaged copy "
+                    f"({exc.strerror}: {exc.filename})",
+                    hint="the file or its folder is protected (immutable attribute, "
+                    "permissions); lift the protection, then dock the recorder again",
+                ) from exc
+            raise self._write_error(key, exc, "cannot replace the damaged copy") from exc
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        self.verify(key, expected)
+        return aside_key
 
     # -- reading -----------------------------------------------------------------------
 
@@ -311,15 +381,8 @@ def _round_trip(store: LocalStore) -> CheckResult:
     return CheckResult("round trip", True, "write, read back, verify and delete a probe object")
 
 
-def _same_size_or_fail(url: str, key: str, path: Path, size: int) -> None:
-    """An existing object under the same key should hold the same bytes; a different size
-    means the stored copy was damaged. Say so rather than report success."""
-    held = path.stat().st_size
-    if held != size:
-        raise StorageError(
-            f"{url}/{key}: the stored object has {held} bytes, the new copy {size}",
-            hint="the stored copy may be damaged: run a fixity check; nothing was replaced",
-        )
+def _temp_path(path: Path) -> Path:
+    return path.parent / f"{TEMP_PREFIX}{path.name}.{uuid.uuid4().hex}"
 
 
 def _hash_path(path: Path, algorithm: str) -> Digest:

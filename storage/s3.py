@@ -13,11 +13,13 @@ date, and deletes name the object's version so the server can refuse them.
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import io
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 import boto3
@@ -33,12 +35,13 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from config.errors import ConfigError
 from config.settings import StoreSettings
-from storage.base import CheckResult, ObjectInfo, StoreReport
+from storage.base import CheckResult, ObjectInfo, StoreReport, damaged_key
 from storage.digest import READ_SIZE, Digest, Hasher, digest_bytes, new_hasher
 from storage.errors import (
     DigestMismatch,
     InvalidKeyError,
     ObjectNotFound,
+    RepairRefused,
     RetentionRefused,
     StorageError,
     StoreUnavailable,
@@ -767,6 +770,62 @@ class S3Store:
         except Exception as exc:
             return CheckResult("round trip", False, f"probe {key} written, delete failed: {exc}")
         return CheckResult("round trip", True, "write, read back, verify and delete a probe object")
+
+
+    # -- repair of a damaged object (the station, on a docking of bytes already held) ------
+
+    def replace_damaged(
+        self,
+        key: str,
+        source: Path,
+        *,
+        expected: Digest,
+        found: Digest,
+        retain_until: datetime | None = None,
+    ) -> str:
+        """See :meth:`storage.base.ObjectStore.replace_damaged`.
+
+        The damaged bytes are copied aside on the server (and read back: they are the
+        evidence of the damage); on a versioned bucket the damaged version stays as well.
+        The good bytes then go up through :meth:`put` itself, with its checksums, on a
+        twin of this store that neither sees the held object nor sends If-None-Match (an
+        overwrite needs s3:PutObject only, which a station has). The result is read back
+        in full, since some servers do not check the checksums sent with an upload.
+        """
+        aside = damaged_key(key, found)
+        try:
+            self.client.copy(
+                CopySource={"Bucket": self.bucket, "Key": self._full(key)},
+                Bucket=self.bucket, Key=self._full(aside),
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise self._repair_error(exc, key, "keep the damaged copy aside") from exc
+        self.verify(aside, found)
+        twin = copy.copy(self)
+        twin._conditional_writes = False
+        twin._head_or_none = lambda _key, _full: None  # type: ignore[method-assign,assignment]
+        try:
+            with open(source, "rb") as stream:
+                twin.put(key, stream, expected=expected, size=source.stat().st_size,
+                         retain_until=retain_until)
+        except StorageError as exc:
+            if isinstance(exc, StoreUnavailable) or not isinstance(
+                    exc.__cause__, ClientError | BotoCoreError):
+                raise
+            raise self._repair_error(exc.__cause__, key, "replace the damaged copy") from exc
+        self.verify(key, expected)
+        return aside
+
+    def _repair_error(self, exc: Exception, key: str, action: str) -> StorageError:
+        error = self._translate(exc, action, key)
+        if isinstance(error, StoreUnavailable):
+            return error
+        return RepairRefused(
+            f"{self._where(key)}: the object store refused to {action}: {error.message}",
+            hint="the bucket's Object Lock or policy forbids it; give the station the "
+            "right to overwrite (s3:PutObject) or repair the object by hand, then dock "
+            "the recorder again",
+        )
 
 
 class _BodyReader(io.RawIOBase):

@@ -118,19 +118,23 @@ def build_recorder(
     big_dir = root / "DCIM" / "102BULK"
     if big or big_unique_mb:
         big_dir.mkdir()
+    # Every name carries this recorder's serial: a name naming another device is not
+    # filed under this one (the station quarantines it).
     for path in big:
-        os.link(path, big_dir / path.name)
+        os.link(path, big_dir / path.name.replace(SHARED_SERIAL, serial))
     if big_unique_mb:
-        own = dataclasses.replace(device, serial="U" + serial[1:])
-        made = make_bulk_files(scratch / "big", 1, big_unique_mb * MB, device=own)
+        made = make_bulk_files(scratch / "big", 1, big_unique_mb * MB, device=device)
         src = scratch / "big" / made.files[-1].relpath
         src.rename(big_dir / src.name)
     shutil.rmtree(scratch, ignore_errors=True)
 
 
+SHARED_SERIAL = "SHARED0"
+
+
 def shared_big_files(where: Path, count: int = 1, size_mb: int = 30) -> tuple[Path, ...]:
     """Big files several recorders hold (hard links): stored once, then duplicates."""
-    device = dataclasses.replace(DEFAULT_DEVICE, serial="SHARED0")
+    device = dataclasses.replace(DEFAULT_DEVICE, serial=SHARED_SERIAL)
     made = make_bulk_files(where, count, size_mb * MB, device=device)
     return tuple(where / f.relpath for f in made.files if f.kind != KIND_DEVICE_INFO)
 
@@ -655,7 +659,8 @@ def recorders_with_files_in_common(
     shared: int = 12,
 ) -> list[Recorder]:
     """Recorders whose first recorder's media and ``shared`` small files are copied into
-    every other (same paths), plus one big file all of them hold."""
+    every other (same folders, names with the other's serial), plus one big file all of
+    them hold."""
     big = shared_big_files(where / "big", size_mb=12)
     roots = [where / s for s in serials]
     for root, serial in zip(roots, serials, strict=True):
@@ -663,9 +668,12 @@ def recorders_with_files_in_common(
     first = roots[0]
     common = sorted((first / "DCIM" / "101BULK").iterdir())[:shared]
     common += sorted((first / "DCIM" / "100RECORD").iterdir())
-    for root in roots[1:]:
+    for root, serial in zip(roots[1:], serials[1:], strict=True):
         for path in common:
-            shutil.copy2(path, root / path.relative_to(first))
+            # The same bytes, named as this recorder names them (a name naming another
+            # device is not filed under this one).
+            rel = path.relative_to(first)
+            shutil.copy2(path, root / rel.parent / rel.name.replace(serials[0], serial))
     return [contents.recorder(root) for root in roots]
 
 

@@ -44,7 +44,7 @@ def test_put_over_a_damaged_object_is_reported_not_taken_as_stored(tmp_path: Pat
     os.chmod(path, 0o644)
     with open(path, "r+b") as f:
         f.truncate(10)  # damaged at rest
-    with pytest.raises(StorageError, match="stored object has 10 bytes"):
+    with pytest.raises(StorageError, match="stored copy is damaged"):
         store.put(key, io.BytesIO(data), expected=digest)
     assert path.stat().st_size == 10  # nothing replaced: the damage stays visible for audit
 
