@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 
 from archive_export import bagparse, bagverify, fourprops
 from archive_export.bagwriter import ALGORITHMS, FileEntry, manifest_bytes
@@ -92,11 +93,16 @@ _EMPTY_PACKAGE: dict[str, str] = {k: "" for k in (
     "key_id", "scope")}
 
 
+@cache
+def _empty_package() -> bytes:
+    return package_xml(export=_EMPTY_PACKAGE, cases=[], records=[], files=[])
+
+
 def record_cost(r: RecordInfo, objects: frozenset[str]) -> Cost:
     entries = [_fake_entry(f.path, f.size) for f in r.files]
     folders = {"/".join(f.path.split("/")[:i]) for f in r.files
                for i in range(1, f.path.count("/") + 1)}
-    empty = package_xml(export=_EMPTY_PACKAGE, cases=[], records=[], files=[])
+    empty = _empty_package()
     package = package_xml(export=_EMPTY_PACKAGE, cases=[], records=[r], files=entries)
     return Cost(
         files=len(entries), folders=frozenset(folders),
@@ -133,7 +139,8 @@ class Load:
         """Which bounds the bag would pass with ``c`` added (empty: it fits)."""
         b = self.bounds
         files = self.files + c.files
-        folders = len(self.folders | c.folders) + 2  # data/metadata, and a tar's root
+        # data/metadata, and a tar's root directory, come on top.
+        folders = len(self.folders) + len(c.folders - self.folders) + 2
         manifests = {alg: self.manifest.get(alg, 0) + c.manifest[alg]
                      + METADATA_FILES * (METADATA_PATH_BYTES + _DIGEST_HEX[alg])
                      for alg in ALGORITHMS}
@@ -207,8 +214,9 @@ def plan(records: Sequence[RecordInfo], *, max_bytes: int | None,
                 f"recording {r.recording_id} ({r.original_name}) alone needs a bag with "
                 + ", ".join(over) + ": more than 'liuhen verify' accepts in one bag "
                 "(its bounds keep memory bounded on any input)",
-                hint="export its files and custody history by other means and keep "
-                     "'liuhen custody verify' output with them; see docs/export.md")
+                hint="nothing was written or recorded; a history that long is not expected "
+                     "(see 'Bags that liuhen verify accepts' in docs/export.md): check it "
+                     f"with 'liuhen show {r.recording_id}' and 'liuhen custody verify'")
         load.add(r, cost)
         size += rsize
     return [b.records for b in bags]

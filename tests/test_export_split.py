@@ -7,6 +7,7 @@ the verifier and the exporter read) so that a few recordings stand for a distric
 from __future__ import annotations
 
 import sys
+import tarfile
 from pathlib import Path
 
 import bagit
@@ -15,6 +16,7 @@ from sqlalchemy import select
 
 from archive_export import bagparse, bagverify
 from archive_export.bagsplit import BagTooBig
+from archive_export.export import ExportResult
 from archive_export.handover import read_handover
 from catalog.custody import append_event
 from catalog.models import Export, ExportItem, Recording
@@ -35,40 +37,49 @@ def lower_bounds(monkeypatch: pytest.MonkeyPatch, **values: int) -> None:
     monkeypatch.setattr(bagverify, "MAX_HELD_BYTES", 2 * bagparse.MAX_TAG_BYTES)
 
 
-def check_group(tmp_path: Path, capsys: pytest.CaptureFixture[str], result: object,
+def check_group(tmp_path: Path, capsys: pytest.CaptureFixture[str], result: ExportResult,
                 out: Path) -> tuple[list[Path], list[str]]:
-    """Every bag verifies; Bag-Count and the hand-over lists agree with the export."""
-    bags = [b.path for b in result.bags]  # type: ignore[attr-defined]
-    count = len(bags)
+    """Every bag verifies (a tar as it is); Bag-Count and the hand-over lists agree with
+    the export. Returns the bag folders (a tar's unpacked) and the originals listed."""
+    count = len(result.bags)
+    folders: list[Path] = []
     listed: list[str] = []
-    for i, bag in enumerate(bags, 1):
-        verified = run_cli(capsys, "verify", str(bag))
+    for i, b in enumerate(result.bags, 1):
+        verified = run_cli(capsys, "verify", str(b.path))
         assert verified.code == 0, verified.out + verified.err
-        files = [p for p in bag.rglob("*") if p.is_file()]
-        assert len(files) <= bagparse.MAX_FILES
+        bag = b.path
+        if b.path.suffix == ".tar":
+            with tarfile.open(b.path) as tar:
+                assert len(tar.getmembers()) <= bagverify.MAX_MEMBERS
+                tar.extractall(tmp_path / "x", filter="data")
+            bag = tmp_path / "x" / b.name
+        folders.append(bag)
+        assert len([p for p in bag.rglob("*") if p.is_file()]) <= bagparse.MAX_FILES
         info = bagit.Bag(str(bag)).info
         assert info["Bag-Count"] == f"{i} of {count}"
-        assert info["Bag-Group-Identifier"] == result.uid  # type: ignore[attr-defined]
+        assert info["Bag-Group-Identifier"] == result.uid
         hand = read_handover((bag / "data/metadata/handover.csv").read_bytes())
         assert hand.problems == []
         assert hand.total_files == len(hand.rows)
         listed += [row[0] for row in hand.rows if row[0].startswith("data/originals/")]
     assert len(listed) == len(set(listed))  # no recording in two bags
     assert count >= 3, "the lowered bounds must split this export"
+    stem, suffix = out.name.removesuffix(".tar"), ".tar" if out.suffix == ".tar" else ""
     assert sorted(p.name for p in out.parent.iterdir()) == [
-        f"{out.name}-{i:03d}" for i in range(1, count + 1)]
-    return bags, listed
+        f"{stem}-{i:03d}{suffix}" for i in range(1, count + 1)]
+    return folders, listed
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("name", ["case", "case.tar"])
 def test_too_many_files_for_the_verifier_splits_into_bags_that_verify(
         tmp_path: Path, capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, name: str) -> None:
     d = dock_and_derive(tmp_path, derive=False, h264=0, h265=0, wav=0, jpeg=16, truncated=0,
                         segments=0)
     make_case(d.app)
     lower_bounds(monkeypatch, MAX_FILES=30)
-    out = tmp_path / "out" / "case"
+    out = tmp_path / "out" / name
     result = export(d.app, out)  # no --max-bag-size: the verifier's bound alone splits
     _bags, listed = check_group(tmp_path, capsys, result, out)
     with d.app.catalog.session() as s:
@@ -76,6 +87,7 @@ def test_too_many_files_for_the_verifier_splits_into_bags_that_verify(
         row = s.scalars(select(Export)).one()
         assert row.state == "DONE"
         assert row.bags["names"] == [b.name for b in result.bags]
+        assert row.bags["planned"] == [b.path.name for b in result.bags]
         items = s.scalars(select(ExportItem)).all()
     assert len(recordings) >= 16
     assert len(items) == len(listed) == len(recordings)  # every recording, in one bag
