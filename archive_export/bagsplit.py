@@ -51,7 +51,7 @@ class BagTooBig(LiuhenError):
 class Bounds:
     """What one bag may hold, from the verifier's bounds as they are now."""
 
-    files: int  # payload files
+    files: int  # payload and tag files
     members: int  # files and folders (tar members)
     lines: int  # lines of one file read whole
     tag_bytes: int  # bytes of one file read whole
@@ -63,8 +63,7 @@ class Bounds:
         def keep(limit: int) -> int:
             return int(limit * SAFETY)
 
-        return cls(files=keep(bagparse.MAX_FILES) - TAG_FILES - METADATA_FILES,
-                   members=keep(bagverify.MAX_MEMBERS) - TAG_FILES - METADATA_FILES,
+        return cls(files=keep(bagparse.MAX_FILES), members=keep(bagverify.MAX_MEMBERS),
                    lines=keep(bagparse.MAX_LINES), tag_bytes=keep(bagparse.MAX_TAG_BYTES),
                    held_bytes=keep(bagverify.MAX_HELD_BYTES),
                    xml_elements=keep(fourprops.MAX_XML_ELEMENTS))
@@ -136,35 +135,33 @@ class Load:
         self.events, self.custody_bytes = self.reserve
 
     def over_with(self, c: Cost) -> list[str]:
-        """Which bounds the bag would pass with ``c`` added (empty: it fits)."""
+        """Which bounds the bag would pass with ``c`` added (empty: it fits), each as
+        "<what> of <n> (at most <bound> here)"."""
         b = self.bounds
-        files = self.files + c.files
+        files = self.files + c.files + TAG_FILES + METADATA_FILES
         # data/metadata, and a tar's root directory, come on top.
         folders = len(self.folders) + len(c.folders - self.folders) + 2
         manifests = {alg: self.manifest.get(alg, 0) + c.manifest[alg]
                      + METADATA_FILES * (METADATA_PATH_BYTES + _DIGEST_HEX[alg])
                      for alg in ALGORITHMS}
         events, custody = self._custody_with(c)
-        cases = len(self.cases | c.cases)
-        checks: list[tuple[bool, str]] = [
-            (files > b.files, f"{files + TAG_FILES + METADATA_FILES:,} files"),
-            (files + folders > b.members, f"{files + folders:,} files and folders"),
-            (files + METADATA_FILES > b.lines, f"{files + METADATA_FILES:,} manifest lines"),
-            (max(manifests.values()) > b.tag_bytes,
-             f"a manifest of {max(manifests.values()):,} bytes"),
-            (self.handover + c.handover > b.tag_bytes,
-             f"a hand-over list of {self.handover + c.handover:,} bytes"),
-            (events > b.lines, f"a custody excerpt of {events:,} events"),
-            (custody > b.tag_bytes, f"a custody excerpt of {custody:,} bytes"),
-            (sum(manifests.values()) + custody > b.held_bytes,
-             "tag files and custody excerpt together beyond what a compressed tar may hold"),
-            (self.package + c.package > b.tag_bytes,
-             f"a package.xml of {self.package + c.package:,} bytes"),
-            (self.elements + c.elements + 4 * cases > b.xml_elements,
-             f"a package.xml of {self.elements + c.elements:,} elements"),
-            (BAG_INFO_LINES + cases > b.lines, f"bag-info.txt naming {cases:,} cases"),
+        cases = len(self.cases) + len(c.cases - self.cases)
+        measures: list[tuple[str, int, int]] = [
+            ("files", files, b.files),
+            ("files and folders", files + folders, b.members),
+            ("manifest lines", files - TAG_FILES, b.lines),
+            ("manifest bytes", max(manifests.values()), b.tag_bytes),
+            ("hand-over list bytes", self.handover + c.handover, b.tag_bytes),
+            ("custody excerpt events", events, b.lines),
+            ("custody excerpt bytes", custody, b.tag_bytes),
+            ("manifest and custody bytes held together", sum(manifests.values()) + custody,
+             b.held_bytes),
+            ("package.xml bytes", self.package + c.package, b.tag_bytes),
+            ("package.xml elements", self.elements + c.elements + 4 * cases, b.xml_elements),
+            ("bag-info.txt lines", BAG_INFO_LINES + cases, b.lines),
         ]
-        return [what for over, what in checks if over]
+        return [f"{what}: {n:,} (at most {bound:,} here)"
+                for what, n, bound in measures if n > bound]
 
     def _custody_with(self, c: Cost) -> tuple[int, int]:
         """Events and bytes of the custody excerpt with ``c`` added: an event belongs to
@@ -211,9 +208,9 @@ def plan(records: Sequence[RecordInfo], *, max_bytes: int | None,
             load, size = new_bag(), 0
         if over := load.over_with(cost):
             raise BagTooBig(
-                f"recording {r.recording_id} ({r.original_name}) alone needs a bag with "
-                + ", ".join(over) + ": more than 'liuhen verify' accepts in one bag "
-                "(its bounds keep memory bounded on any input)",
+                f"recording {r.recording_id} ({r.original_name}) is too big for one bag that "
+                "'liuhen verify' accepts (its bounds keep memory bounded on any input), even "
+                "alone: " + "; ".join(over),
                 hint="nothing was written or recorded; a history that long is not expected "
                      "(see 'Bags that liuhen verify accepts' in docs/export.md): check it "
                      f"with 'liuhen show {r.recording_id}' and 'liuhen custody verify'")

@@ -6,6 +6,7 @@ the verifier and the exporter read) so that a few recordings stand for a distric
 
 from __future__ import annotations
 
+import re
 import sys
 import tarfile
 from pathlib import Path
@@ -15,13 +16,12 @@ import pytest
 from sqlalchemy import select
 
 from archive_export import bagparse, bagverify
-from archive_export.bagsplit import BagTooBig
 from archive_export.export import ExportResult
 from archive_export.handover import read_handover
 from catalog.custody import append_event
 from catalog.models import Export, ExportItem, Recording
 from tests.cli_helpers import run_cli
-from tests.test_export import dock_and_derive, export, make_case
+from tests.test_export import CASE, dock_and_derive, export, make_case
 
 
 def lower_bounds(monkeypatch: pytest.MonkeyPatch, **values: int) -> None:
@@ -121,7 +121,8 @@ def test_custody_excerpt_beyond_the_verifier_splits_into_bags_that_verify(
 
 
 def test_a_recording_whose_history_alone_is_too_big_is_refused_before_writing(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
     d = dock_and_derive(tmp_path, derive=False, h264=0, h265=0, wav=0, jpeg=1, truncated=0,
                         segments=0)
     make_case(d.app)
@@ -132,13 +133,15 @@ def test_a_recording_whose_history_alone_is_too_big_is_refused_before_writing(
                          object_type="recording", object_id=rec.sha256, details={"n": i})
         rec_id, name = rec.id, rec.original_name
     lower_bounds(monkeypatch, MAX_LINES=60)
+    monkeypatch.setenv("LIUHEN_HOME", str(tmp_path / "data"))
     out = tmp_path / "out" / "case"
-    with pytest.raises(BagTooBig) as info:
-        export(d.app, out)
-    message = str(info.value)
-    assert f"recording {rec_id} ({name})" in message, message
-    assert "custody excerpt of" in message and "liuhen verify" in message
-    assert info.value.exit_code == 65
+    res = run_cli(capsys, "export", "--case", CASE, "--out", str(out))
+    assert res.code == 65, res.out + res.err
+    assert "Traceback" not in res.err
+    assert f"recording {rec_id} ({name})" in res.err, res.err
+    # 54: 90% of the lowered bound, the margin the export keeps.
+    assert re.search(r"custody excerpt events: 8\d \(at most 54 here\)", res.err), res.err
+    assert "liuhen verify" in res.err
     with d.app.catalog.session() as s:
         assert s.scalars(select(Export)).all() == []  # refused before anything was recorded
     assert not out.parent.exists() or list(out.parent.iterdir()) == []
