@@ -3,7 +3,8 @@
 The flow of one export:
 
 1. select the recordings (a case's attached recordings, or those captured in a date
-   range) and give each a readable, safe path; split into numbered bags by a size limit;
+   range) and give each a readable, safe path; split into numbered bags by a size limit
+   and before any bag would pass what ``liuhen verify`` accepts (:mod:`bagsplit`);
 2. record the export (``Export`` row RUNNING with its scope, an ``export-started``
    custody event) in one transaction, so even an export that dies is on record;
 3. per bag: stream every original (and access copy) from the object store into the bag,
