@@ -183,11 +183,11 @@ class BagWriter:
         tags: list[tuple[str, bytes]] = [("bagit.txt", BAGIT_TXT)]
         tags.append(("bag-info.txt", _bag_info_bytes(bag_info)))
         for alg in ALGORITHMS:
-            tags.append((f"manifest-{alg}.txt", _manifest(payload, alg)))
+            tags.append((f"manifest-{alg}.txt", manifest_bytes(payload, alg)))
         tags.append(("VERIFY.txt", verify_text.encode("utf-8")))
         tags.append((KEY_NAME, _public_pem(signer.public_key)))
         entries = [self._write_tag(name, data) for name, data in tags]
-        tag_manifests = {alg: _manifest(entries, alg) for alg in ALGORITHMS}
+        tag_manifests = {alg: manifest_bytes(entries, alg) for alg in ALGORITHMS}
         for alg in ALGORITHMS:
             self._write_tag(f"tagmanifest-{alg}.txt", tag_manifests[alg])
         self._write_tag(SIGNATURE_NAME, signer.sign(tag_manifests["sha256"]))
@@ -327,7 +327,7 @@ def _parents(path: str) -> list[str]:
     return [""] + ["/".join(parts[: i + 1]) for i in range(len(parts))]
 
 
-def _manifest(entries: Sequence[FileEntry], alg: str) -> bytes:
+def manifest_bytes(entries: Sequence[FileEntry], alg: str) -> bytes:
     # Two spaces: the separator both BagIt readers and `sha256sum -c` accept.
     lines = [f"{e.digests[alg]}  {encode_manifest_path(e.path)}\n" for e in entries]
     return "".join(lines).encode("utf-8")

@@ -3,7 +3,8 @@
 The flow of one export:
 
 1. select the recordings (a case's attached recordings, or those captured in a date
-   range) and give each a readable, safe path; split into numbered bags by a size limit;
+   range) and give each a readable, safe path; split into numbered bags by a size limit
+   and before any bag would pass what ``liuhen verify`` accepts (:mod:`bagsplit`);
 2. record the export (``Export`` row RUNNING with its scope, an ``export-started``
    custody event) in one transaction, so even an export that dies is on record;
 3. per bag: stream every original (and access copy) from the object store into the bag,
@@ -48,7 +49,7 @@ from typing import Any
 from sqlalchemy import and_, delete, or_, select, text, update
 from sqlalchemy.orm import Session
 
-from archive_export import fourprops
+from archive_export import bagsplit, fourprops
 from archive_export.bagview import DirBag, TarBag
 from archive_export.bagwriter import (
     PARTIAL_SUFFIX,
@@ -80,6 +81,7 @@ from catalog.models import (
     CustodyEvent,
     Derivative,
     Device,
+    Docking,
     EnforcementAction,
     Export,
     ExportItem,
@@ -382,36 +384,55 @@ def _actions(session: Session, cases: list[Case], rec: Recording
 # -- custody excerpt ----------------------------------------------------------------------
 
 
+def _object_ids(session: Session, records: Sequence[RecordInfo]) -> dict[int, frozenset[str]]:
+    """Recording id -> the custody object ids of its history: the digests of its files
+    and of all its derivatives, and its docking's uid."""
+    ids: dict[int, set[str]] = {r.recording_id: {f.sha256 for f in r.files} for r in records}
+    for chunk in _chunks(list(ids)):
+        for rec_id, sha in session.execute(select(Derivative.recording_id, Derivative.sha256)
+                                           .where(Derivative.recording_id.in_(chunk))):
+            ids[rec_id].add(sha)
+        for rec_id, dock_uid in session.execute(
+                select(Recording.id, Docking.uid).join(Docking, Docking.id == Recording.docking_id)
+                .where(Recording.id.in_(chunk))):
+            ids[rec_id].add(dock_uid)
+    return {k: frozenset(v) for k, v in ids.items()}
+
+
+def _events(session: Session, ids: Iterable[str]) -> Iterable[CustodyEvent]:
+    for chunk in _chunks(sorted(ids)):
+        yield from session.scalars(select(CustodyEvent).where(CustodyEvent.object_id.in_(chunk)))
+
+
+def _event_dict(ev: CustodyEvent) -> dict[str, Any]:
+    return {"station_id": ev.station_id, "seq": ev.seq, "at": ev.at, "actor": ev.actor,
+            "action": ev.action, "object_type": ev.object_type, "object_id": ev.object_id,
+            "details": ev.details, "prev_hash": ev.prev_hash, "event_hash": ev.event_hash,
+            "key_id": ev.key_id, "signature": ev.signature}
+
+
+def custody_line(event: dict[str, Any]) -> bytes:
+    """One line of ``custody.jsonl``."""
+    return (json.dumps(event, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
+
+
 def _custody(session: Session, records: Sequence[RecordInfo], case_numbers: Sequence[str],
              export_uid: str) -> list[dict[str, Any]]:
     ids: set[str] = {export_uid, *case_numbers}
-    docking_ids = set()
-    for r in records:
-        ids.update(f.sha256 for f in r.files)
-    rec_ids = [r.recording_id for r in records]
-    for chunk in _chunks(rec_ids):
-        for d in session.scalars(select(Derivative.sha256).where(
-                Derivative.recording_id.in_(chunk))):
-            ids.add(d)
-        for dock in session.scalars(select(Recording.docking_id).where(Recording.id.in_(chunk))):
-            if dock is not None:
-                docking_ids.add(dock)
-    if docking_ids:
-        from catalog.models import Docking
+    for rec_ids in _object_ids(session, records).values():
+        ids |= rec_ids
+    events = {(ev.station_id, ev.seq): ev for ev in _events(session, ids)}
+    return [_event_dict(ev) for _k, ev in sorted(events.items())]
 
-        for uid in session.scalars(select(Docking.uid).where(Docking.id.in_(docking_ids))):
-            ids.add(uid)
-    events: dict[tuple[str, int], CustodyEvent] = {}
-    for chunk in _chunks(sorted(ids)):
-        for ev in session.scalars(select(CustodyEvent).where(CustodyEvent.object_id.in_(chunk))):
-            events[(ev.station_id, ev.seq)] = ev
-    return [
-        {"station_id": ev.station_id, "seq": ev.seq, "at": ev.at, "actor": ev.actor,
-         "action": ev.action, "object_type": ev.object_type, "object_id": ev.object_id,
-         "details": ev.details, "prev_hash": ev.prev_hash, "event_hash": ev.event_hash,
-         "key_id": ev.key_id, "signature": ev.signature}
-        for _k, ev in sorted(events.items())
-    ]
+
+def _custody_sizes(session: Session, ids: Iterable[str]) -> dict[str, tuple[int, int]]:
+    """Object id -> (events, bytes) of its part of a custody excerpt: what a bag holding
+    it must have room for (an event belongs to one object)."""
+    sizes: dict[str, tuple[int, int]] = {}
+    for ev in _events(session, ids):
+        n, size = sizes.get(ev.object_id, (0, 0))
+        sizes[ev.object_id] = (n + 1, size + len(custody_line(_event_dict(ev))))
+    return sizes
 
 
 def _chain_heads(session: Session, store: ObjectStore, signer: Signer,
@@ -448,21 +469,20 @@ def _keys(session: Session, key_ids: Iterable[str]) -> list[dict[str, Any]]:
 # -- splitting ------------------------------------------------------------------------------
 
 
-def plan_bags(records: Sequence[RecordInfo], limit: int | None) -> list[list[RecordInfo]]:
-    """Greedy, in record order: a new bag when the next record would pass ``limit``.
-    A record larger than the limit gets a bag of its own (a file is never cut)."""
-    if not limit:
-        return [list(records)]
-    bags: list[list[RecordInfo]] = [[]]
-    size = 0
-    for r in records:
-        rsize = sum(f.size for f in r.files)
-        if bags[-1] and size + rsize > limit:
-            bags.append([])
-            size = 0
-        bags[-1].append(r)
-        size += rsize
-    return bags
+def _plan(session: Session, records: Sequence[RecordInfo], req: ExportRequest, out: Path,
+          uid: str) -> list[list[RecordInfo]]:
+    """Numbered bags by ``--max-bag-size`` and by what ``liuhen verify`` accepts in one
+    bag (:mod:`archive_export.bagsplit`)."""
+    objects = _object_ids(session, records)
+    cases = {n for r in records for n in r.case_numbers}
+    custody = _custody_sizes(session, set().union(*objects.values(), cases))
+    # The export-started event is written after planning, into every bag's excerpt: room
+    # for it naming as many bags as there are records (at most that many bags).
+    started = 2048 + len(str(out).encode()) * 2 + sum(len(c.encode()) + 4 for c in req.cases) \
+        + len(records) * (len(out.name.encode()) + 12) + len(uid)
+    return bagsplit.plan(records, max_bytes=req.max_bag_bytes,
+                         objects=lambda r: objects[r.recording_id], custody=custody,
+                         reserve=(1, started))
 
 
 def _bag_paths(out: Path, count: int) -> list[Path]:
@@ -531,7 +551,7 @@ def export_bundle(catalog: Catalog, store: ObjectStore, signer: Signer,
     with catalog.session() as session:
         selected, cases = _select(session, req)
         records, name_map = _build_records(session, selected, req, today)
-    bags = plan_bags(records, req.max_bag_bytes)
+        bags = _plan(session, records, req, out, uid)
     paths = _bag_paths(out, len(bags))
     partial = [q for p in paths if (q := p.with_name(p.name + PARTIAL_SUFFIX)).exists()]
     if partial:
@@ -959,8 +979,7 @@ def _write_bag(
     m = "data/metadata/"
     writer.add_bytes(m + "anchors.jsonl", "".join(h.to_line() + "\n" for h in heads).encode())
     writer.add_bytes(m + "events.xml", events_xml(records, custody, export=meta))
-    writer.add_bytes(m + "custody.jsonl", "".join(
-        json.dumps(e, ensure_ascii=False, sort_keys=True) + "\n" for e in custody).encode())
+    writer.add_bytes(m + "custody.jsonl", b"".join(custody_line(e) for e in custody))
     writer.add_bytes(m + "keys.json", (json.dumps({"keys": keys}, ensure_ascii=False, indent=2)
                                        + "\n").encode())
     bag_map = [row for row in name_map
