@@ -165,7 +165,8 @@ def explain(session: Session, rec: Recording, policy: RetentionSettings,
                 store_retain_until=rec.retain_until,
                 released_holds=[_hold_dict(h) for h in all_holds if h.released_at is not None])
     if rec.state == EXPIRED:
-        stone = session.scalars(select(Tombstone).where(Tombstone.recording_id == rec.id)).first()
+        stone = session.scalars(select(Tombstone).where(Tombstone.recording_id == rec.id)
+                                .order_by(Tombstone.id.desc())).first()  # the latest expiry
         why = f"deleted at expiry on {stone.deleted_at.isoformat()}: {stone.reason}" if stone \
             else "expired"
         return Decision(**base, rule="expired", keep_until=stone.expired_at if stone else None,  # type: ignore[arg-type]

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from catalog.models import Derivative, Recording
+from catalog.models import Derivative, FixityCheck, Recording, Tombstone
 from catalog.retention import sweep
 from ingest.synthetic import DEFAULT_DEVICE, make_recorder
 from ingest.worker import Worker
@@ -66,10 +66,12 @@ def test_district_is_clean_after_sweeps_and_restores_and_a_real_loss_is_named(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Two recorders docked and derived; half a year on, a sweep expires everything; one
     recorder (never cleared) is docked again: its recordings are restored, derived anew,
-    and counted from the new receipt (tonight's sweep deletes nothing). `verify
-    --district` finds no violation: the expired recordings' objects are gone as they
-    should be, the restored ones stored, probed and derived twice as they should be.
-    Then a live recording's object is lost behind the catalog's back: that is named."""
+    counted from the new receipt (tonight's sweep deletes nothing) and audited by `verify
+    --store`. Half a year later they expire again (a second tombstone each), and are
+    docked a third time. After each step `verify --district` finds no violation: expired
+    objects are gone as they should be, restored recordings stored, probed and derived
+    once per life. Then a live recording's object is lost behind the catalog's back: that
+    is named."""
     old = datetime.now(UTC) - timedelta(days=2 * DAYS)
     restored = make_recorder(tmp_path / "dock" / "A123456", h264=1, h265=0, wav=0, jpeg=1,
                              truncated=0, segments=0, duration_s=1.0, start=old)
@@ -78,37 +80,63 @@ def test_district_is_clean_after_sweeps_and_restores_and_a_real_loss_is_named(
                          device=replace(DEFAULT_DEVICE, serial="B654321",
                                         officer_number="040506"))
     app = make_app(tmp_path / "data", catalog_url=catalog_url)
+    data = ["--data-dir", str(tmp_path / "data")]
+    monkeypatch.setenv("LIUHEN_CATALOG_URL", catalog_url)
+
+    def district_clean() -> None:
+        r = run_cli(capsys, *data, "verify", "--district", "--json")
+        assert r.code == 0, r.out + r.err
+        assert json.loads(r.out)["violations"] == []
+
+    def states() -> list[str]:
+        with app.catalog.session() as s:
+            return sorted(r.state for r in s.scalars(select(Recording)))
+
     dock(app, restored.root)
     dock(app, gone.root)
+    district_clean()
     later = datetime.now(UTC) + timedelta(days=DAYS + 1)
     first = sweep(app.catalog, app.signer, app.store, app.settings.retention,
                   actor="sweeper", apply=True, now=later)
     assert len(first.deleted) == len(restored.files) + len(gone.files) and not first.refused
+    district_clean()
+
     dock(app, restored.root)
     tonight = sweep(app.catalog, app.signer, app.store, app.settings.retention,
                     actor="sweeper", apply=True)
     assert tonight.due == [] and tonight.deleted == []
+    assert states() == sorted(["DERIVED"] * len(restored.files) + ["EXPIRED"] * len(gone.files))
     with app.catalog.session() as s:
-        recs = list(s.scalars(select(Recording).order_by(Recording.id)))
-        assert sorted(r.state for r in recs) == sorted(
-            ["DERIVED"] * len(restored.files) + ["EXPIRED"] * len(gone.files))
-        live = [r for r in recs if r.state != "EXPIRED"]
-        for r in live:
-            assert app.store.exists(r.object_key)
+        live = {r.id: r.object_key for r in s.scalars(select(Recording).where(
+            Recording.state != "EXPIRED"))}
+        for r in s.scalars(select(Recording).where(Recording.state == "EXPIRED")):
+            assert not app.store.exists(r.object_key)
+    for key in live.values():
+        assert app.store.exists(key)
+    r = run_cli(capsys, *data, "verify", "--store", "--all", "--json")
+    assert r.code == 0, r.out + r.err
+    with app.catalog.session() as s:  # the restored recordings were audited too
+        audited = {c.recording_id for c in s.scalars(select(FixityCheck))}
+    assert set(live) <= audited
+    district_clean()
+
+    # Expired a second time (its new half year has run out): a second tombstone.
+    again = sweep(app.catalog, app.signer, app.store, app.settings.retention,
+                  actor="sweeper", apply=True, now=later + timedelta(days=1))
+    assert sorted(d["recording"] for d in again.deleted) == sorted(live) and not again.refused
+    with app.catalog.session() as s:
+        for rec_id in live:
+            assert len(s.scalars(select(Tombstone).where(
+                Tombstone.recording_id == rec_id)).all()) == 2
+    district_clean()
+    dock(app, restored.root)  # and docked a third time
+    district_clean()
+
+    # A real loss: a restored recording's derivative disappears.
+    with app.catalog.session() as s:
         derivative = s.scalars(select(Derivative).where(
-            Derivative.recording_id.in_([r.id for r in live])).order_by(Derivative.id)).first()
+            Derivative.recording_id.in_(list(live))).order_by(Derivative.id)).first()
         assert derivative is not None
-        for r in recs:
-            if r.state == "EXPIRED":
-                assert not app.store.exists(r.object_key)
-
-    data = ["--data-dir", str(tmp_path / "data")]
-    monkeypatch.setenv("LIUHEN_CATALOG_URL", catalog_url)
-    ok = run_cli(capsys, *data, "verify", "--district", "--json")
-    assert ok.code == 0, ok.out + ok.err
-    assert json.loads(ok.out)["violations"] == []
-
-    # A real loss among the expired ones: a restored recording's derivative disappears.
     app.store.delete(derivative.object_key)
     bad = run_cli(capsys, *data, "verify", "--district", "--json")
     assert bad.code == 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import threading
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -235,3 +236,91 @@ def apply_op(app: Any, s: Any, rec: Recording, op: str) -> None:
         release(s, app.signer, app.store, rec, reason="r", actor="a", hold_id=holds[0].id)
     elif op == "review" and rec.important and rec.reviewed_at is None:
         review(s, app.signer, rec, reason="r", actor="a")
+
+
+# --- a docking adds a reference while the sweep deletes the object ---------------------------
+
+
+class PausesBeforeDeleting:
+    """The real store; deleting ``key`` waits, once, until ``go`` is set (the sweep holds
+    the object's lock then, its check made, its delete not yet)."""
+
+    def __init__(self, store: Any, key: str) -> None:
+        self.store, self.key = store, key
+        self.deleting, self.go = threading.Event(), threading.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def delete(self, key: str) -> None:
+        if key == self.key and not self.deleting.is_set():
+            self.deleting.set()
+            self.go.wait(120)
+        self.store.delete(key)
+
+
+def test_bytes_docked_while_the_sweep_deletes_them_are_stored(
+        tmp_path: Path, pg_url: str) -> None:
+    """PostgreSQL, two connections. Expired recording A's poster has the bytes of a photo
+    on a recorder being docked now. The sweep has checked that nothing live names the
+    poster and is about to delete it when the docking stores the photo (the object is
+    there, so nothing is written) and registers it. Whichever commits first, the photo
+    ends stored: the registration waits for the sweep, finds the object gone, stores the
+    photo again and only then registers it and says SAFE TO CLEAR."""
+    from sqlalchemy import create_engine, text
+
+    from ingest.synthetic import make_recorder
+
+    recorder = make_recorder(tmp_path / "dock" / "A123456", h264=0, h265=0, wav=0, jpeg=1,
+                             truncated=0, segments=0)
+    photo = recorder.root / next(f.relpath for f in recorder.media())
+    app = make_app(tmp_path / "data", catalog_url=pg_url)
+    old = datetime.now(UTC) - timedelta(days=DAYS + 30)
+    a = make_recording(app, start=old, received=old + timedelta(hours=1))
+    key = add_derivative(app, a, "poster", photo.read_bytes())
+    store = PausesBeforeDeleting(app.store, key)
+    result: dict[str, Any] = {}
+
+    def run_sweep() -> None:
+        result["sweep"] = sweep(app.catalog, app.signer, store, app.settings.retention,
+                                actor="sweeper", apply=True)
+
+    def run_docking() -> None:
+        station = app.station()
+        try:
+            result["docking"] = station.run_docking(recorder.root)
+        finally:
+            station.close()
+
+    sweeper = threading.Thread(target=run_sweep)
+    docking = threading.Thread(target=run_docking)
+    watcher = create_engine(pg_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    sweeper.start()
+    try:
+        assert store.deleting.wait(120), "the sweep never came to delete the poster"
+        docking.start()
+        with watcher.connect() as conn:
+            for _ in range(600):  # until the registration waits on a lock, or is done
+                if not docking.is_alive() or conn.execute(text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                        " AND datname = current_database()")).scalar_one():
+                    break
+                docking.join(0.1)
+    finally:
+        store.go.set()
+        sweeper.join(120)
+        if docking.is_alive() or docking.ident is not None:
+            docking.join(120)
+        watcher.dispose()
+    assert [d["recording"] for d in result["sweep"].deleted] == [a]
+    assert result["docking"].state == "SAFE_TO_CLEAR"
+    sha = hashlib.sha256(photo.read_bytes()).hexdigest()
+    with app.catalog.session() as s:
+        b = s.scalars(select(Recording).where(Recording.sha256 == sha)).one()
+        assert b.state == "STORED" and b.object_key == key
+        stone = s.scalars(select(Tombstone).where(Tombstone.recording_id == a)).one()
+        assert stone.objects["derivatives"][0]["store"] == "deleted"
+    assert app.store.exists(key), f"the photo's object {key} is gone"
+    with app.store.open(key) as f:
+        assert hashlib.sha256(f.read()).hexdigest() == sha
+    app.close()
