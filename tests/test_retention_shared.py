@@ -209,8 +209,9 @@ def check_store(app: Any, keep: dict[int, bool], deleted: set[int],
                 assert rec_id not in deleted and rec.state != "EXPIRED"
             else:
                 assert rec_id in deleted and rec.state == "EXPIRED"
-                assert s.scalars(select(Tombstone).where(
-                    Tombstone.recording_id == rec_id)).one().sha256 == rec.sha256
+                latest = s.scalars(select(Tombstone).where(Tombstone.recording_id == rec_id)
+                                   .order_by(Tombstone.id.desc())).first()
+                assert latest is not None and latest.sha256 == rec.sha256
         # What the expired recordings named and nothing live names any more is gone.
         dead_keys = {r.object_key for r in recs.values() if r.state == "EXPIRED"} | {
             d.object_key for d in derivs if recs[d.recording_id].state == "EXPIRED"}
