@@ -428,7 +428,7 @@ def lock_object_keys(session: Session, keys: Iterable[str]) -> None:
     serial already. Lock order, against deadlocks: object keys first (in lock-number
     order), then recording rows, then the custody chain head.
     """
-    held: set[str] = session.info.setdefault(_KEY_LOCKS, set())
+    held = _locked_keys(session)
     todo = sorted(set(keys) - held, key=_lock_id)
     if not todo:
         return
@@ -437,6 +437,17 @@ def lock_object_keys(session: Session, keys: Iterable[str]) -> None:
         session.execute(text("SELECT pg_advisory_xact_lock(x) FROM unnest(CAST(:ids AS bigint[]))"
                              " AS t(x) ORDER BY x"), {"ids": ids})
     held.update(todo)
+
+
+def _locked_keys(session: Session) -> set[str]:
+    """The keys locked in the session's current transaction (the locks end with it)."""
+    session.connection()  # the transaction has begun: its locks are its own
+    txn = session.get_transaction()
+    entry = session.info.get(_KEY_LOCKS)
+    if entry is None or entry[0] is not txn:
+        entry = session.info[_KEY_LOCKS] = (txn, set())
+    keys: set[str] = entry[1]
+    return keys
 
 
 def live_references(session: Session, key: str, *, besides: int | None = None,
@@ -467,7 +478,7 @@ def delete_unreferenced(session: Session, store: ObjectStore, key: str, *,
     until it commits. Returns what was done, for the custody event: ``deleted``,
     ``already gone``, or ``kept: also the original of recording N, ...``. A store that
     refuses the delete (Object Lock) raises RetentionRefused."""
-    if key not in session.info.get(_KEY_LOCKS, ()):
+    if key not in _locked_keys(session):
         raise RuntimeError(f"deleting {key} without its key lock (lock_object_keys first)")
     refs = live_references(session, key, besides=besides)
     if refs:
@@ -489,7 +500,7 @@ def confirm_objects(session: Session, store: ObjectStore, keys: Iterable[str]) -
     objects before it took the locks): check each object is still in the store. A sweep
     that deleted one in between (it needed nothing else) committed before our lock was
     granted; raising rolls our references back, and the caller stores the bytes again."""
-    held = session.info.get(_KEY_LOCKS, ())
+    held = _locked_keys(session)
     for key in sorted(set(keys)):
         if key not in held:
             raise RuntimeError(f"confirming {key} without its key lock (lock_object_keys first)")

@@ -42,8 +42,13 @@ DAYS = 183  # retention.unattached_days
 PERMANENT_CASE = "沪徐市监罚〔2026〕100号"
 
 
-def add_derivative(app: Any, rec_id: int, kind: str, data: bytes) -> str:
-    """Store ``data`` and record it as ``kind`` of the recording, as the worker does."""
+def add_derivative(app: Any, rec_id: int, kind: str, data: bytes) -> str | None:
+    """Store ``data`` and record it as ``kind`` of the recording, as the worker does; None
+    when the recording has that kind already (docked before: the worker made it then)."""
+    with app.catalog.session() as s:
+        if s.scalars(select(Derivative.id).where(Derivative.recording_id == rec_id,
+                                                 Derivative.kind == kind)).first():
+            return None
     key = put_object(app, data)
     with app.catalog.transaction() as s:
         rec = s.get_one(Recording, rec_id)
@@ -279,6 +284,7 @@ def test_bytes_docked_while_the_sweep_deletes_them_are_stored(
     old = datetime.now(UTC) - timedelta(days=DAYS + 30)
     a = make_recording(app, start=old, received=old + timedelta(hours=1))
     key = add_derivative(app, a, "poster", photo.read_bytes())
+    assert key is not None
     store = PausesBeforeDeleting(app.store, key)
     result: dict[str, Any] = {}
 
@@ -315,6 +321,7 @@ def test_bytes_docked_while_the_sweep_deletes_them_are_stored(
         watcher.dispose()
     assert [d["recording"] for d in result["sweep"].deleted] == [a]
     assert result["docking"].state == "SAFE_TO_CLEAR"
+    assert app.store.exists(key), f"the photo's object {key} is gone, and SAFE TO CLEAR said"
     sha = hashlib.sha256(photo.read_bytes()).hexdigest()
     with app.catalog.session() as s:
         b = s.scalars(select(Recording).where(Recording.sha256 == sha)).one()
