@@ -265,6 +265,21 @@ class PausesBeforeDeleting:
         self.store.delete(key)
 
 
+def wait_until_blocked(watcher: Any, thread: threading.Thread) -> None:
+    """Until ``thread``'s transaction waits on a lock, or it is done (at most a minute: it
+    only steers the interleaving; the test's assertions hold in every one)."""
+    from sqlalchemy import text
+
+    for _ in range(600):
+        # A new transaction each time: pg_stat_activity is a snapshot per transaction.
+        with watcher.connect() as conn:
+            if not thread.is_alive() or conn.execute(text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    " AND datname = current_database()")).scalar_one():
+                return
+        thread.join(0.1)
+
+
 def test_bytes_docked_while_the_sweep_deletes_them_are_stored(
         tmp_path: Path, pg_url: str) -> None:
     """PostgreSQL, two connections. Expired recording A's poster has the bytes of a photo
@@ -273,7 +288,7 @@ def test_bytes_docked_while_the_sweep_deletes_them_are_stored(
     there, so nothing is written) and registers it. Whichever commits first, the photo
     ends stored: the registration waits for the sweep, finds the object gone, stores the
     photo again and only then registers it and says SAFE TO CLEAR."""
-    from sqlalchemy import create_engine, text
+    from sqlalchemy import create_engine
 
     from ingest.synthetic import make_recorder
 
@@ -306,13 +321,7 @@ def test_bytes_docked_while_the_sweep_deletes_them_are_stored(
     try:
         assert store.deleting.wait(120), "the sweep never came to delete the poster"
         docking.start()
-        with watcher.connect() as conn:
-            for _ in range(600):  # until the registration waits on a lock, or is done
-                if not docking.is_alive() or conn.execute(text(
-                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                        " AND datname = current_database()")).scalar_one():
-                    break
-                docking.join(0.1)
+        wait_until_blocked(watcher, docking)
     finally:
         store.go.set()
         sweeper.join(120)
@@ -331,4 +340,61 @@ def test_bytes_docked_while_the_sweep_deletes_them_are_stored(
     assert app.store.exists(key), f"the photo's object {key} is gone"
     with app.store.open(key) as f:
         assert hashlib.sha256(f.read()).hexdigest() == sha
+    app.close()
+
+
+def test_a_derivative_recorded_while_the_sweep_deletes_its_bytes_is_stored(
+        tmp_path: Path, pg_url: str) -> None:
+    """PostgreSQL, two connections. Two recordings' posters are the same JPEG (black first
+    frames). The sweep expiring A has checked that nothing live names A's poster and is
+    about to delete it when the worker finishes live recording B's poster: the worker
+    waits for the sweep, finds the object gone, stores it again, then records it."""
+    from types import SimpleNamespace
+
+    from sqlalchemy import create_engine
+
+    from ingest.worker import Worker
+
+    app = make_app(tmp_path / "data", catalog_url=pg_url)
+    old = datetime.now(UTC) - timedelta(days=DAYS + 30)
+    a = make_recording(app, start=old, received=old + timedelta(hours=1))
+    b = make_recording(app, start=datetime.now(UTC) - timedelta(days=1))
+    poster = b"\xff\xd8 a black first frame \xff\xd9" * 50
+    key = add_derivative(app, a, "poster", poster)
+    assert key is not None
+    worker = Worker(app.settings, catalog=app.catalog, store=app.store, signer=app.signer)
+    worker.scratch.mkdir(parents=True, exist_ok=True)
+    made = worker.scratch / "poster.jpg"
+    made.write_bytes(poster)
+    derivation = SimpleNamespace(path=str(made), kind="poster", method="extract",
+                                 command=["ffmpeg"], ffmpeg_version="test", duration_s=None,
+                                 profile="")
+    store = PausesBeforeDeleting(app.store, key)
+    result: dict[str, Any] = {}
+
+    def run_sweep() -> None:
+        result["sweep"] = sweep(app.catalog, app.signer, store, app.settings.retention,
+                                actor="sweeper", apply=True)
+
+    sweeper = threading.Thread(target=run_sweep)
+    keeper = threading.Thread(target=lambda: worker._keep(b, derivation))
+    watcher = create_engine(pg_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    sweeper.start()
+    try:
+        assert store.deleting.wait(120), "the sweep never came to delete the poster"
+        keeper.start()
+        wait_until_blocked(watcher, keeper)
+    finally:
+        store.go.set()
+        sweeper.join(120)
+        if keeper.ident is not None:
+            keeper.join(120)
+        watcher.dispose()
+    assert [d["recording"] for d in result["sweep"].deleted] == [a]
+    assert app.store.exists(key), f"recording {b}'s poster {key} is gone"
+    with app.catalog.session() as s:
+        row = s.scalars(select(Derivative).where(Derivative.recording_id == b)).one()
+        assert row.object_key == key and row.kind == "poster"
+    with app.store.open(key) as f:
+        assert f.read() == poster
     app.close()
