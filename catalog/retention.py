@@ -434,8 +434,11 @@ def lock_object_keys(session: Session, keys: Iterable[str]) -> None:
         return
     if session.get_bind().dialect.name == "postgresql":
         ids = sorted({_lock_id(k) for k in todo})
-        session.execute(text("SELECT pg_advisory_xact_lock(x) FROM unnest(CAST(:ids AS bigint[]))"
-                             " AS t(x) ORDER BY x"), {"ids": ids})
+        # Taken in the sorted subquery's order, one after the other (sorted outside, the
+        # projection could take them before sorting).
+        session.execute(text("SELECT pg_advisory_xact_lock(x) FROM (SELECT x FROM "
+                             "unnest(CAST(:ids AS bigint[])) AS t(x) ORDER BY x) AS sorted"),
+                        {"ids": ids})
     held.update(todo)
 
 
