@@ -144,7 +144,7 @@ def test_no_object_a_live_recording_needs_is_ever_deleted(
     now = datetime.now(UTC)
     seen: Counter[str] = Counter()
 
-    @settings(max_examples=40, deadline=None,
+    @settings(max_examples=40, deadline=None, derandomize=True,
               suppress_health_check=[HealthCheck.function_scoped_fixture,
                                      HealthCheck.too_slow])
     @given(HISTORIES)
@@ -176,8 +176,9 @@ def test_no_object_a_live_recording_needs_is_ever_deleted(
         seen["restored"] = len(s.scalars(select(CustodyEvent.id).where(
             CustodyEvent.action == "restored-after-expiry")).all())
     app.close()
-    # The histories did reach the cases this is about (hypothesis draws at random, but 40
-    # histories that never expire anything, or never share bytes, are not a test).
+    # The histories did reach the cases this is about: 40 histories that never expire
+    # anything, or never share bytes, are not a test. (Derandomized: the same histories
+    # every run, so this holds every run.)
     assert seen["expired"] and seen["kept-shared"], seen
 
 
