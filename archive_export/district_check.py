@@ -21,6 +21,10 @@ key, work item id, custody event), never only the first:
   event (the same check as `custody verify` and `doctor`);
 * store and catalog agree: every object is referenced by a recording or a derivative (no
   orphans), every referenced object exists;
+* retention: an EXPIRED recording's objects are gone, unless something live still names
+  them (shared bytes), and are not reported missing; an EXPIRING one's may be either way
+  (the next sweep finishes it). A recording restored after its expiry was stored, probed
+  and derived once more: one more of each per ``restored-after-expiry`` event;
 * optionally, against ground truth: the SHA-256 of every file the recorders held equals
   the set of recordings reached through docking files.
 
@@ -53,6 +57,7 @@ from catalog.models import (
     WorkItem,
     utcnow,
 )
+from catalog.retention import EXPIRED, EXPIRING
 from storage import Digest, ObjectNotFound, ObjectStore, StorageError, content_key, digest_stream
 from storage.base import DAMAGED_PREFIX
 
@@ -64,6 +69,8 @@ IGNORED_PREFIXES = ("liuhen-check/", DAMAGED_PREFIX)
 # Signed custody chain heads (catalog.anchors): evidence about the catalog, not objects it
 # references.
 ANCHORS_PREFIX = PREFIX
+# The custody event of bytes stored again after their recording's expiry.
+RESTORED = "restored-after-expiry"
 # Docking-file states that mean "stored and verified" (CLEARED: also deleted from the
 # recorder afterwards).
 HELD_FILE_STATES = ("STORED", "DUPLICATE", "CLEARED")
@@ -138,7 +145,7 @@ def check_district(
         say("dockings")
         _check_dockings(s, report, opts, now)
         say("recordings and derivatives")
-        referenced, missing = _check_recordings(s, store, report, opts)
+        referenced, missing, expired = _check_recordings(s, store, report, opts)
         say("work queue")
         _check_work(s, report, opts, now)
         say("custody chains")
@@ -153,7 +160,7 @@ def check_district(
         for i in unreadable:
             report.add("custody", "chain head", i.detail)
     say("store listing")
-    _check_store(store, referenced, missing, report, opts)
+    _check_store(store, referenced, missing, expired, report, opts)
     return report
 
 
@@ -238,12 +245,14 @@ def _check_object(store: ObjectStore, report: DistrictReport, what: str, key: st
         report.counts["objects_rehashed"] = report.counts.get("objects_rehashed", 0) + 1
 
 
-def _check_recordings(s: Any, store: ObjectStore, report: DistrictReport,
-                      opts: CheckOptions) -> tuple[set[str], set[str]]:
-    """Check each recording and derivative; returns the object keys the catalog names, and
-    those of them the store does not have."""
+def _check_recordings(s: Any, store: ObjectStore, report: DistrictReport, opts: CheckOptions
+                      ) -> tuple[set[str], set[str], dict[str, str]]:
+    """Check each recording and derivative; returns the object keys the catalog names (short
+    of EXPIRED), those of them the store does not have, and the keys only expired
+    recordings name (with whose they were)."""
     referenced: set[str] = set()
     missing: set[str] = set()
+    expired: dict[str, str] = {}
     recs = list(s.scalars(select(Recording).order_by(Recording.id)))
     report.counts["recordings"] = len(recs)
     fraction = opts.digest_sample
@@ -254,24 +263,33 @@ def _check_recordings(s: Any, store: ObjectStore, report: DistrictReport,
     derived_events: Counter[tuple[str, str]] = Counter()
     for action, object_id, details in s.execute(
         select(CustodyEvent.action, CustodyEvent.object_id, CustodyEvent.details)
-        .where(CustodyEvent.action.in_(["stored", "probed", "derived"]))
+        .where(CustodyEvent.action.in_(["stored", "probed", "derived", RESTORED]))
     ):
         events[action][object_id] += 1
         if action == "derived":
             d = json.loads(details)
             derived_events[(str(d.get("source")), str(d.get("kind")))] += 1
+    by_id = {r.id: r for r in recs}
     for r in recs:
         what = f"recording {r.sha256} ({r.original_name})"
-        referenced.add(r.object_key)
         if r.object_key != content_key(Digest("sha256", r.sha256)):
             report.add("object-key", what, f"key {r.object_key} is not the content key")
-        _check_object(store, report, what, r.object_key, r.size, r.sha256, r.sm3,
-                      _sampled(r.sha256, fraction), missing)
+        if r.state == EXPIRED:
+            expired.setdefault(r.object_key, f"expired recording {r.sha256}")
+        elif r.state == EXPIRING:
+            referenced.add(r.object_key)  # its deletion is under way: either way is right
+        else:
+            referenced.add(r.object_key)
+            _check_object(store, report, what, r.object_key, r.size, r.sha256, r.sm3,
+                          _sampled(r.sha256, fraction), missing)
+        # Each restore after expiry stores, probes and derives the bytes once more.
+        lives = 1 + events[RESTORED][r.sha256]
         stored = events["stored"][r.sha256]
-        if stored != 1:
-            report.add("stored-count", what, f"{stored} 'stored' custody events (want 1)")
+        if stored != lives:
+            report.add("stored-count", what, f"{stored} 'stored' custody events (want "
+                       f"{lives}: {lives - 1} restored after expiry)")
         probed = events["probed"][r.sha256]
-        if probed > 1:
+        if probed > lives:
             report.add("processed-twice", what, f"probed {probed} times to completion")
         if r.state in ("PROBED", "DERIVED") and probed == 0:
             report.add("probe-unrecorded", what, f"state {r.state} without a 'probed' event")
@@ -284,17 +302,22 @@ def _check_recordings(s: Any, store: ObjectStore, report: DistrictReport,
         source = by_sha.get(d.recording_id, f"id {d.recording_id}")
         what = f"derivative {d.kind} {d.sha256} of recording {source}"
         per_kind[(d.recording_id, d.kind)] += 1
-        referenced.add(d.object_key)
         if d.object_key != content_key(Digest("sha256", d.sha256)):
             report.add("object-key", what, f"key {d.object_key} is not the content key")
-        _check_object(store, report, what, d.object_key, d.size, d.sha256, d.sm3,
-                      _sampled(d.sha256, fraction), missing)
+        state = by_id[d.recording_id].state if d.recording_id in by_id else None
+        if state == EXPIRED:
+            expired.setdefault(d.object_key, f"{d.kind} of expired recording {source}")
+            continue
+        referenced.add(d.object_key)
+        if state != EXPIRING:
+            _check_object(store, report, what, d.object_key, d.size, d.sha256, d.sm3,
+                          _sampled(d.sha256, fraction), missing)
     for (rec_id, kind), n in sorted(per_kind.items()):
         if n > 1:
             report.add("processed-twice", f"recording {by_sha.get(rec_id, rec_id)}",
                        f"{n} '{kind}' derivatives")
     for (source, kind), n in sorted(derived_events.items()):
-        if n > 1:
+        if n > 1 + events[RESTORED][source]:
             report.add("processed-twice", f"recording {source}",
                        f"{n} 'derived' custody events for its {kind}")
     # Two recordings on one key would mean two catalog rows for one set of bytes.
@@ -317,7 +340,7 @@ def _check_recordings(s: Any, store: ObjectStore, report: DistrictReport,
         for sha in sorted(reached - opts.expected_sha256):
             report.add("file-unexpected", f"recording {sha}",
                        "stored through a docking, but no recorder held it")
-    return referenced, missing
+    return referenced, missing, expired
 
 
 # -- the work queue ---------------------------------------------------------------------------
@@ -350,7 +373,7 @@ def _check_work(s: Any, report: DistrictReport, opts: CheckOptions, now: datetim
 
 
 def _check_store(store: ObjectStore, referenced: set[str], missing: set[str],
-                 report: DistrictReport, opts: CheckOptions) -> None:
+                 expired: dict[str, str], report: DistrictReport, opts: CheckOptions) -> None:
     listed = 0
     present: set[str] = set()
     for key in store.list():
@@ -358,7 +381,13 @@ def _check_store(store: ObjectStore, referenced: set[str], missing: set[str],
             continue
         listed += 1
         present.add(key)
-        if key not in referenced:
+        if key in referenced:
+            continue
+        if key in expired:
+            report.add("orphan-object", f"object {key}",
+                       f"the {expired[key]} (deleted at expiry, see its tombstone) is still "
+                       "in the store, and nothing live names it")
+        else:
             report.add("orphan-object", f"object {key}",
                        "in the store, but no recording or derivative names it")
     report.counts["objects_listed"] = listed

@@ -35,7 +35,8 @@ from sqlalchemy import select
 
 from catalog.custody import append_event
 from catalog.db import Catalog
-from catalog.models import Derivative, FixityCheck, FixityRun, Recording, Tombstone
+from catalog.models import Derivative, FixityCheck, FixityRun, Recording
+from catalog.retention import EXPIRED
 from catalog.signing import Signer
 from config.errors import EXIT_USAGE, LiuhenError
 from storage import ObjectNotFound, ObjectStore, StorageError, StoreUnavailable, new_hasher
@@ -160,9 +161,10 @@ def _start_or_resume(catalog: Catalog, signer: Signer, scope: dict[str, Any], ac
 
 
 def _live_recordings() -> Any:
-    tombstoned = select(Tombstone.recording_id)
+    # Not "has no tombstone": a recording restored after its expiry keeps its tombstone
+    # and is live again.
     return (select(Recording.id).where(Recording.object_key != "")
-            .where(Recording.id.not_in(tombstoned)).order_by(Recording.id))
+            .where(Recording.state != EXPIRED).order_by(Recording.id))
 
 
 def _batches(catalog: Catalog, run: FixityRun, size: int) -> Iterator[list[int]]:

@@ -29,7 +29,6 @@ from catalog.models import (
     Recording,
     SigningKey,
     Station,
-    Tombstone,
     WorkItem,
     utcnow,
 )
@@ -238,7 +237,8 @@ def failures(session: Session, *, limit: int = LIST_LIMIT) -> dict[str, Any]:
 def storage_used(session: Session) -> dict[str, Any]:
     """Bytes held: originals by state, derivatives by kind; the total leaves out what a
     tombstone says was deleted."""
-    tomb = select(Tombstone.recording_id)
+    # Expired, not tombstoned: a recording restored after expiry keeps its tombstone.
+    tomb = select(Recording.id).where(Recording.state == "EXPIRED")
     recordings: dict[str, dict[str, int]] = {}
     for state, n, size in session.execute(
         select(Recording.state, func.count(), func.coalesce(func.sum(Recording.size), 0))
@@ -296,7 +296,8 @@ def expiry_due(session: Session, *, now: datetime | None = None, within_days: in
             "capped": now_capped or soon_capped,
         }
     held = select(LegalHold.recording_id).where(LegalHold.released_at.is_(None))
-    tomb = select(Tombstone.recording_id)
+    # Expired, not tombstoned: a recording restored after expiry keeps its tombstone.
+    tomb = select(Recording.id).where(Recording.state == "EXPIRED")
     base = (
         select(func.count(), func.coalesce(func.sum(Recording.size), 0))
         .where(Recording.retain_until.is_not(None), Recording.id.not_in(held),

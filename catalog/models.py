@@ -363,7 +363,8 @@ class CaseRecording(Base):
 
 
 class LegalHold(Base):
-    """A legal hold on a recording: it never expires while a hold is unreleased."""
+    """One legal hold on a recording, placed by a person for a reason of their own: the
+    recording never expires while any hold is unreleased, and a release lifts one hold."""
 
     __tablename__ = "legal_holds"
 
@@ -378,12 +379,13 @@ class LegalHold(Base):
 
 
 class Tombstone(Base):
-    """What an expired, deleted original was: kept for ever."""
+    """What an expired, deleted original was: kept for ever. One per expiry: a recording
+    restored after its expiry (its bytes docked again) may expire again."""
 
     __tablename__ = "tombstones"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    recording_id: Mapped[int] = mapped_column(ForeignKey("recordings.id"), unique=True)
+    recording_id: Mapped[int] = mapped_column(ForeignKey("recordings.id"), index=True)
     sha256: Mapped[str] = mapped_column(String(64), index=True)
     sm3: Mapped[str] = mapped_column(String(64))
     size: Mapped[int] = mapped_column(BigInteger)

@@ -6,27 +6,37 @@ The rules (STANDARDS.md), first match wins:
 2. marked important on the device and not yet reviewed: kept until reviewed;
 3. attached to cases: the longest of their periods (永久 never expires; 30年/10年 run
    from the case's closing, and an open case does not expire);
-4. otherwise: ``retention.unattached_days`` from capture (from receipt when the capture
-   time is unknown).
+4. otherwise: ``retention.unattached_days`` from the later of capture and receipt (from
+   receipt when the capture time is unknown or not yet checked), so that a recorder
+   docked months late does not bring files already due for deletion.
 
 Rule 4's period is also a floor for every recording. The sweep deletes only what rule
 4 lets go: attached, held and important recordings are never deleted by it.
+
+Objects are content-addressed: one object may be the original of one recording and a
+derivative of others, or a derivative of several. An evidence object is deleted only
+through :func:`delete_unreferenced`, the one rule: no recording or derivative in any
+state short of EXPIRED names it. Whoever adds a reference to an object (a docking, a
+worker) and whoever deletes it take the object's key lock (:func:`lock_object_keys`)
+first, so the two never interleave (see there for what that guarantees).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, exists, func, or_, select
+from sqlalchemy import and_, exists, or_, select, text
 from sqlalchemy import case as sql_case
 from sqlalchemy.orm import Session
 
 from catalog.custody import append_event
 from catalog.db import Catalog
-from catalog.errors import CatalogError
+from catalog.errors import CatalogError, RecordingBeingExpired
 from catalog.models import (
     Case,
     CaseRecording,
@@ -37,6 +47,7 @@ from catalog.models import (
     utcnow,
 )
 from catalog.signing import Signer
+from config.errors import EXIT_USAGE
 from config.settings import RetentionSettings
 from storage import ObjectNotFound, ObjectStore, StorageError
 from storage.errors import RetentionRefused, StoreUnavailable
@@ -54,6 +65,12 @@ PERIOD_YEARS = {"30年": 30, "10年": 10}
 
 class RetentionError(CatalogError):
     """A hold, release or review that cannot be done as asked."""
+
+
+class HoldNotNamed(RetentionError):
+    """A release without --hold on a recording with several holds: which one is meant?"""
+
+    exit_code = EXIT_USAGE
 
 
 def lock_recording(session: Session, rec_id: int) -> Recording | None:
@@ -85,7 +102,9 @@ class Decision:
     deletable: bool
     reasons: list[str] = field(default_factory=list)
     cases: list[dict[str, Any]] = field(default_factory=list)
+    # Legal holds in force, and those lifted (history): each with its id, who, when, why.
     holds: list[dict[str, Any]] = field(default_factory=list)
+    released_holds: list[dict[str, Any]] = field(default_factory=list)
     store_retain_until: datetime | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -94,21 +113,35 @@ class Decision:
             "state": self.state, "rule": self.rule,
             "keep_until": self.keep_until.isoformat() if self.keep_until else None,
             "expired": self.expired, "deletable": self.deletable, "reasons": self.reasons,
-            "cases": self.cases, "holds": self.holds,
+            "cases": self.cases, "holds": self.holds, "released_holds": self.released_holds,
             "store_retain_until": (self.store_retain_until.isoformat()
                                    if self.store_retain_until else None),
         }
 
 
 def floor_since(rec: Recording) -> tuple[datetime, str]:
-    """Where rule 4's period runs from. Before the probe (state STORED) the capture time is
-    only the file name's, unchecked: a recorder whose clock was never set names files 1970,
-    and the probe, not the name, rejects that. Until then the receipt counts."""
+    """Where rule 4's period runs from: the later of capture and receipt. A recorder docked
+    months after it recorded must not bring files already due for deletion: the minimum
+    keep is for the people who look at what came in, so it runs from its arrival (and a
+    recording restored after expiry counts from its new receipt). Before the probe (state
+    STORED) the capture time is only the file name's, unchecked: a recorder whose clock was
+    never set names files 1970, or far in the future; only the receipt counts then.
+    :func:`_floor_since_sql` is the same rule in SQL."""
     if rec.state == "STORED":
         return rec.received_at, "receipt (capture time not yet checked: not probed)"
     if rec.captured_at is None:
         return rec.received_at, "receipt (capture time unknown)"
-    return rec.captured_at, "capture"
+    if rec.captured_at > rec.received_at:
+        return rec.captured_at, "capture (later than receipt)"
+    return rec.received_at, "receipt (later than capture)"
+
+
+def _floor_since_sql() -> Any:
+    """:func:`floor_since` as a SQL expression, for listing what is due."""
+    return sql_case(
+        (or_(Recording.state == "STORED", Recording.captured_at.is_(None)), Recording.received_at),
+        (Recording.captured_at > Recording.received_at, Recording.captured_at),
+        else_=Recording.received_at)
 
 
 def floor_date(rec: Recording, policy: RetentionSettings) -> datetime:
@@ -126,10 +159,14 @@ def case_keep_until(case: Case) -> datetime | None:
 def explain(session: Session, rec: Recording, policy: RetentionSettings,
             now: datetime | None = None) -> Decision:
     now = now or datetime.now(UTC)
+    all_holds = list(session.scalars(select(LegalHold).where(LegalHold.recording_id == rec.id)
+                                     .order_by(LegalHold.id)))
     base = dict(recording_id=rec.id, sha256=rec.sha256, name=rec.original_name, state=rec.state,
-                store_retain_until=rec.retain_until)
+                store_retain_until=rec.retain_until,
+                released_holds=[_hold_dict(h) for h in all_holds if h.released_at is not None])
     if rec.state == EXPIRED:
-        stone = session.scalars(select(Tombstone).where(Tombstone.recording_id == rec.id)).first()
+        stone = session.scalars(select(Tombstone).where(Tombstone.recording_id == rec.id)
+                                .order_by(Tombstone.id.desc())).first()  # the latest expiry
         why = f"deleted at expiry on {stone.deleted_at.isoformat()}: {stone.reason}" if stone \
             else "expired"
         return Decision(**base, rule="expired", keep_until=stone.expired_at if stone else None,  # type: ignore[arg-type]
@@ -147,9 +184,7 @@ def explain(session: Session, rec: Recording, policy: RetentionSettings,
     since = floor_since(rec)[1]
     reasons = [f"unattached minimum: {policy.unattached_days} days from {since} → "
                f"{floor.isoformat()}"]
-    holds = [{"id": h.id, "reason": h.reason, "by": h.placed_by, "at": h.placed_at.isoformat()}
-             for h in session.scalars(select(LegalHold).where(
-                 LegalHold.recording_id == rec.id, LegalHold.released_at.is_(None)))]
+    holds = [_hold_dict(h) for h in all_holds if h.released_at is None]
     cases = []
     for cr, case in session.execute(select(CaseRecording, Case).join(
             Case, Case.id == CaseRecording.case_id).where(
@@ -161,7 +196,8 @@ def explain(session: Session, rec: Recording, policy: RetentionSettings,
     keep_until: datetime | None
     if holds:
         rule, keep_until = "legal-hold", None
-        reasons.insert(0, f"legal hold ({len(holds)}): never expires while held")
+        reasons[:0] = [f"legal hold ({len(holds)} in force): never expires while held",
+                       *(describe_hold(h) for h in all_holds if h.released_at is None)]
     elif important:
         rule, keep_until = "important", None
         reasons.insert(0, "marked important on the device: kept until reviewed")
@@ -183,6 +219,12 @@ def explain(session: Session, rec: Recording, policy: RetentionSettings,
                        "with the case file, never by the sweep")
     return Decision(**base, rule=rule, keep_until=keep_until, expired=expired,  # type: ignore[arg-type]
                     deletable=deletable, reasons=reasons, cases=cases, holds=holds)
+
+
+def _hold_dict(h: LegalHold) -> dict[str, Any]:
+    return {"id": h.id, "reason": h.reason, "by": h.placed_by, "at": h.placed_at.isoformat(),
+            "released_at": h.released_at.isoformat() if h.released_at else None,
+            "released_by": h.released_by, "release_reason": h.release_reason}
 
 
 def case_keep_until_from(c: dict[str, Any]) -> datetime | None:
@@ -269,24 +311,64 @@ def hold(session: Session, signer: Signer, store: ObjectStore | None, rec: Recor
     return row
 
 
+def open_holds(session: Session, rec_id: int) -> list[LegalHold]:
+    return list(session.scalars(select(LegalHold).where(
+        LegalHold.recording_id == rec_id, LegalHold.released_at.is_(None))
+        .order_by(LegalHold.id)))
+
+
+def describe_hold(h: LegalHold) -> str:
+    """One hold, as a person finds it again: its id, who placed it, when and why."""
+    text_ = f"hold {h.id}: placed by {h.placed_by} at {h.placed_at.isoformat()}: {h.reason}"
+    if h.released_at is not None:
+        text_ += (f"; released by {h.released_by} at {h.released_at.isoformat()}: "
+                  f"{h.release_reason}")
+    return text_
+
+
 def release(session: Session, signer: Signer, store: ObjectStore | None, rec: Recording, *,
-            reason: str, actor: str) -> list[int]:
+            reason: str, actor: str, hold_id: int | None = None) -> LegalHold:
+    """Lift one legal hold: the one named, or the recording's only one. Each hold is a
+    person's decision for a reason of its own (two proceedings, say); lifting one leaves
+    the others, and the store's hold stays on while any remains."""
     if not reason.strip():
         raise RetentionError("releasing a legal hold needs a reason", hint="give --reason TEXT")
     rec = lock_recording(session, rec.id) or rec
-    rows = list(session.scalars(select(LegalHold).where(
-        LegalHold.recording_id == rec.id, LegalHold.released_at.is_(None))))
-    if not rows:
-        raise RetentionError(f"recording {rec.id} ({rec.sha256[:16]}) has no legal hold",
+    holds = open_holds(session, rec.id)
+    which = f"recording {rec.id} ({rec.sha256[:16]})"
+    listing = "".join(f"\n  {describe_hold(h)}" for h in holds)
+    if not holds:
+        raise RetentionError(f"{which} has no legal hold in force",
                              hint="see 'liuhen retention explain'")
-    now = utcnow()
-    for row in rows:
-        row.released_at, row.released_by, row.release_reason = now, actor, reason
-    on_store = _set_store_hold(store, rec.object_key, False) if rec.state in LIVE_STATES else ""
+    if hold_id is None:
+        if len(holds) > 1:
+            raise HoldNotNamed(f"{which} has {len(holds)} legal holds in force, and a "
+                               f"release lifts one:{listing}",
+                               hint="name the one to lift with --hold ID")
+        row = holds[0]
+    else:
+        found = [h for h in holds if h.id == hold_id]
+        if not found:
+            other = session.get(LegalHold, hold_id)
+            why = ("is not a hold of this recording" if other is None
+                   or other.recording_id != rec.id else
+                   f"was already released by {other.released_by} at "
+                   f"{other.released_at.isoformat() if other.released_at else '?'}")
+            raise RetentionError(f"{which}: hold {hold_id} {why}; in force:{listing}",
+                                 hint="name one of the holds in force with --hold ID")
+        row = found[0]
+    row.released_at, row.released_by, row.release_reason = utcnow(), actor, reason
+    remaining = [h.id for h in holds if h.id != row.id]
+    on_store = ""
+    if rec.state in LIVE_STATES:
+        on_store = (_set_store_hold(store, rec.object_key, False) if not remaining
+                    else "kept on: other holds remain")
     append_event(session, signer, actor=actor, action="legal-hold-released",
                  object_type="recording", object_id=rec.sha256,
-                 details={"holds": [r.id for r in rows], "reason": reason, "store": on_store})
-    return [r.id for r in rows]
+                 details={"hold": row.id, "placed_by": row.placed_by,
+                          "hold_reason": row.reason, "reason": reason,
+                          "remaining": remaining, "store": on_store})
+    return row
 
 
 def _set_store_hold(store: ObjectStore | None, key: str, on: bool) -> str:
@@ -317,6 +399,121 @@ def review(session: Session, signer: Signer, rec: Recording, *, reason: str,
                  object_id=rec.sha256, details={"reason": reason})
 
 
+# --- objects: who still needs them ---------------------------------------------------------
+
+_KEY_LOCKS = "liuhen_object_key_locks"
+
+
+def _lock_id(key: str) -> int:
+    """The advisory lock number of an object key (64 bits of its SHA-256: two keys sharing
+    one only wait for each other needlessly)."""
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
+
+
+def lock_object_keys(session: Session, keys: Iterable[str]) -> None:
+    """Take, for the rest of this transaction, the lock of each object key.
+
+    Whoever adds a reference to an object (a docking registering a recording whose object
+    it has just stored, a worker recording a derivative) and whoever deletes an object
+    (:func:`delete_unreferenced`) hold its lock from their check to their commit, so:
+
+    * a reference committed before the deleter takes the lock is seen by its check, and
+      the object is kept;
+    * a writer that takes the lock after a deleter committed checks that the object is
+      still in the store (:func:`confirm_objects`) and stores it again if not, before
+      its reference commits.
+
+    Either way no committed reference names a deleted object. On PostgreSQL these are
+    transaction-scoped advisory locks; SQLite's write transactions (BEGIN IMMEDIATE) are
+    serial already. Lock order, against deadlocks: object keys first (in lock-number
+    order), then recording rows, then the custody chain head.
+    """
+    held = _locked_keys(session)
+    todo = sorted(set(keys) - held, key=_lock_id)
+    if not todo:
+        return
+    if session.get_bind().dialect.name == "postgresql":
+        ids = sorted({_lock_id(k) for k in todo})
+        # Taken in the sorted subquery's order, one after the other (sorted outside, the
+        # projection could take them before sorting).
+        session.execute(text("SELECT pg_advisory_xact_lock(x) FROM (SELECT x FROM "
+                             "unnest(CAST(:ids AS bigint[])) AS t(x) ORDER BY x) AS sorted"),
+                        {"ids": ids})
+    held.update(todo)
+
+
+def _locked_keys(session: Session) -> set[str]:
+    """The keys locked in the session's current transaction (the locks end with it)."""
+    session.connection()  # the transaction has begun: its locks are its own
+    txn = session.get_transaction()
+    entry = session.info.get(_KEY_LOCKS)
+    if entry is None or entry[0] is not txn:
+        entry = session.info[_KEY_LOCKS] = (txn, set())
+    keys: set[str] = entry[1]
+    return keys
+
+
+def live_references(session: Session, key: str, *, besides: int | None = None,
+                    limit: int = 5) -> list[str]:
+    """Who still needs the object ``key``: each recording (its original) and each derivative
+    naming it whose recording is in any state short of EXPIRED. EXPIRING counts: its
+    expiry may yet be undone (the store refusing it). ``besides``: a recording whose own
+    references do not count (the one being expired)."""
+    not_gone = Recording.state != EXPIRED
+    originals = select(Recording.id).where(Recording.object_key == key, not_gone)
+    derivatives = (select(Derivative.kind, Derivative.recording_id)
+                   .join(Recording, Recording.id == Derivative.recording_id)
+                   .where(Derivative.object_key == key, not_gone))
+    if besides is not None:
+        originals = originals.where(Recording.id != besides)
+        derivatives = derivatives.where(Derivative.recording_id != besides)
+    refs = [f"original of recording {rec_id}"
+            for rec_id in session.scalars(originals.order_by(Recording.id).limit(limit))]
+    refs += [f"{kind} of recording {rec_id}" for kind, rec_id in session.execute(
+        derivatives.order_by(Derivative.id).limit(limit))]
+    return refs[:limit]
+
+
+def delete_unreferenced(session: Session, store: ObjectStore, key: str, *,
+                        besides: int | None = None) -> str:
+    """Delete an evidence object unless something live still needs it (the one rule, see
+    :func:`live_references`); the caller holds the key's lock (:func:`lock_object_keys`)
+    until it commits. Returns what was done, for the custody event: ``deleted``,
+    ``already gone``, or ``kept: also the original of recording N, ...``. A store that
+    refuses the delete (Object Lock) raises RetentionRefused."""
+    if key not in _locked_keys(session):
+        raise RuntimeError(f"deleting {key} without its key lock (lock_object_keys first)")
+    refs = live_references(session, key, besides=besides)
+    if refs:
+        return "kept: also the " + ", ".join(refs)
+    try:
+        store.delete(key)
+    except ObjectNotFound:
+        return "already gone"  # an earlier sweep deleted it and was killed before recording
+    return "deleted"
+
+
+class ObjectGoneWhileReferenced(RecordingBeingExpired):
+    """An object stored a moment ago was deleted (its other users expired) before the
+    reference to it committed: the writer stores it again and retries."""
+
+
+def confirm_objects(session: Session, store: ObjectStore, keys: Iterable[str]) -> None:
+    """Before references to ``keys`` commit (they are locked by the caller, who stored the
+    objects before it took the locks): check each object is still in the store. A sweep
+    that deleted one in between (it needed nothing else) committed before our lock was
+    granted; raising rolls our references back, and the caller stores the bytes again."""
+    held = _locked_keys(session)
+    for key in sorted(set(keys)):
+        if key not in held:
+            raise RuntimeError(f"confirming {key} without its key lock (lock_object_keys first)")
+        if not store.exists(key):
+            raise ObjectGoneWhileReferenced(
+                f"{key}: the object was deleted by a retention sweep (it was another, "
+                "expired recording's) after it was stored for this reference",
+                hint="it is stored again and registered on the next try, by itself")
+
+
 # --- expiry -----------------------------------------------------------------------------
 
 
@@ -324,9 +521,7 @@ def due(session: Session, policy: RetentionSettings, now: datetime,
         limit: int | None = None) -> list[Decision]:
     """Recordings the sweep may delete now, oldest first."""
     cutoff = now - timedelta(days=policy.unattached_days)
-    # floor_since() in SQL.
-    since = sql_case((Recording.state == "STORED", Recording.received_at),
-                     else_=func.coalesce(Recording.captured_at, Recording.received_at))
+    since = _floor_since_sql()
     attached = exists().where(CaseRecording.recording_id == Recording.id,
                               CaseRecording.detached_at.is_(None))
     held = exists().where(LegalHold.recording_id == Recording.id, LegalHold.released_at.is_(None))
@@ -412,7 +607,17 @@ def expire_one(session: Session, signer: Signer, store: ObjectStore, rec_id: int
     derivatives, then write the tombstone and the custody events. Killed part-way, the
     recording stays EXPIRING and the next sweep completes it (objects already gone are
     noted as such). Where the store refuses the original (Object Lock, legal hold),
-    nothing was deleted: the recording returns to its earlier state."""
+    nothing was deleted: the recording returns to its earlier state. An object something
+    live still names (the same bytes are another recording's original or derivative) is
+    kept, and the tombstone and custody event say by whom."""
+    first = session.get(Recording, rec_id)
+    if first is None or first.state != EXPIRING:
+        return None
+    # The keys are locked before the row, the order every writer keeps (lock_object_keys).
+    # They cannot change meanwhile: no derivative is recorded for an EXPIRING recording,
+    # and only an EXPIRED one is restored with a new key.
+    lock_object_keys(session, [first.object_key, *session.scalars(
+        select(Derivative.object_key).where(Derivative.recording_id == rec_id))])
     rec = lock_recording(session, rec_id)
     if rec is None or rec.state != EXPIRING:
         return None
@@ -421,13 +626,10 @@ def expire_one(session: Session, signer: Signer, store: ObjectStore, rec_id: int
     reason = str(pending.get("reason") or "expired")
     derivatives = list(session.scalars(select(Derivative).where(
         Derivative.recording_id == rec.id).order_by(Derivative.id)))
-    objects = {"original": {"key": rec.object_key, "sha256": rec.sha256, "sm3": rec.sm3,
-                            "size": rec.size},
-               "derivatives": [{"kind": d.kind, "key": d.object_key, "sha256": d.sha256,
-                                "sm3": d.sm3, "size": d.size} for d in derivatives]}
+    lock_object_keys(session, [rec.object_key, *(d.object_key for d in derivatives)])
     # The original first: where the store refuses it, nothing is deleted.
     try:
-        original = _delete(store, rec.object_key)
+        original = delete_unreferenced(session, store, rec.object_key, besides=rec.id)
     except RetentionRefused as exc:
         rec.state = str(pending.get("from_state") or "STORED")
         rec.flags = {k: v for k, v in (rec.flags or {}).items() if k != "expiry"}
@@ -435,8 +637,13 @@ def expire_one(session: Session, signer: Signer, store: ObjectStore, rec_id: int
                      object_type="recording", object_id=rec.sha256,
                      details={"error": exc.message})
         return {"refused": exc.message}
-    gone = [_delete(store, d.object_key) if not _shared(session, d.object_key, rec.id)
-            else "kept: shared with another recording" for d in derivatives]
+    gone = [delete_unreferenced(session, store, d.object_key, besides=rec.id)
+            for d in derivatives]
+    objects = {"original": {"key": rec.object_key, "sha256": rec.sha256, "sm3": rec.sm3,
+                            "size": rec.size, "store": original},
+               "derivatives": [{"kind": d.kind, "key": d.object_key, "sha256": d.sha256,
+                                "sm3": d.sm3, "size": d.size, "store": how}
+                               for d, how in zip(derivatives, gone, strict=True)]}
     session.add(Tombstone(
         recording_id=rec.id, sha256=rec.sha256, sm3=rec.sm3, size=rec.size,
         original_name=rec.original_name, captured_at=rec.captured_at,
@@ -457,22 +664,6 @@ def expire_one(session: Session, signer: Signer, store: ObjectStore, rec_id: int
     session.flush()
     return {"recording": rec.id, "sha256": rec.sha256, "name": rec.original_name,
             "keep_until": keep_until, "derivatives": len(derivatives)}
-
-
-def _shared(session: Session, key: str, rec_id: int) -> bool:
-    """Another live recording's derivative with the same bytes (content-addressed key)."""
-    return session.scalars(select(Derivative.id).join(
-        Recording, Recording.id == Derivative.recording_id).where(
-        Derivative.object_key == key, Derivative.recording_id != rec_id,
-        Recording.state.in_(LIVE_STATES)).limit(1)).first() is not None
-
-
-def _delete(store: ObjectStore, key: str) -> str:
-    try:
-        store.delete(key)
-    except ObjectNotFound:
-        return "already gone"  # an earlier sweep deleted it and was killed before recording
-    return "deleted"
 
 
 def sweep(catalog: Catalog, signer: Signer, store: ObjectStore, policy: RetentionSettings, *,

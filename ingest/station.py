@@ -46,6 +46,7 @@ from catalog.dockings import (
 )
 from catalog.errors import RecordingBeingExpired
 from catalog.models import Docking
+from catalog.retention import confirm_objects, lock_object_keys
 from config import Settings
 from config.errors import EXIT_NOINPUT, EXIT_PARTIAL, EXIT_USAGE
 from ingest import journal as J
@@ -724,6 +725,16 @@ class Station:
         refs: dict[str, DockingRef] = {}
 
         def work(s: Session) -> list[Registered]:
+            # Retention: the objects' key locks first (the order the sweep keeps too), and
+            # each new recording's object confirmed still stored before it commits.
+            lock_object_keys(s, [item.offloaded.object_key for item in batch])
+            results = register(s)
+            confirm_objects(s, self.store, [
+                item.offloaded.object_key for item, r in zip(batch, results, strict=True)
+                if r.error is None and not r.duplicate])
+            return results
+
+        def register(s: Session) -> list[Registered]:
             refs.clear()
             refs.update((uid, self._docking_refs[uid]) for uid in dockings
                         if uid in self._docking_refs)

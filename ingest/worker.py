@@ -41,14 +41,19 @@ from catalog.media import (
     record_probe,
 )
 from catalog.models import Derivative, Docking, DockingFile, Recording
-from catalog.retention import LIVE_STATES, lock_recording
+from catalog.retention import (
+    LIVE_STATES,
+    delete_unreferenced,
+    lock_object_keys,
+    lock_recording,
+)
 from config import Settings
 from ingest.identity import NameParser
 from ingest.media import derive as D
 from ingest.media.probe import probe
 from ingest.media.timeevidence import TimeSources, derive_times
 from ingest.metrics import ServiceMetrics, service_health, worker_details
-from storage import Digest, LocalStore, ObjectNotFound, ObjectStore, content_key, digest_stream
+from storage import Digest, LocalStore, ObjectStore, content_key, digest_stream
 from storage.digest import READ_SIZE, new_hasher
 
 log = logging.getLogger("liuhen.worker")
@@ -381,11 +386,7 @@ class Worker:
         digests, size = _digest_durably(path, sync=self._sync_before_store)
         sha = digests["sha256"]
         key = content_key(sha)
-        if isinstance(self.store, LocalStore):
-            self.store.adopt(key, path, expected=sha, read_back=True)
-        else:
-            with open(path, "rb") as f:
-                self.store.put(key, f, expected=sha, size=size)
+        self._store_derivative(key, path, sha, size)
         obj = DerivedObject(
             kind=d.kind, sha256=sha.hex, sm3=digests["sm3"].hex, size=size,
             object_key=key, method=d.method, command=list(d.command),
@@ -393,23 +394,31 @@ class Worker:
             profile=getattr(d, "profile", "") or "",
         )
         with self.catalog.transaction() as s:
+            # The object's key lock first (the order every writer and the sweep keep): a
+            # sweep deleting the same bytes for another, expired recording either sees this
+            # reference or finished first, and then the object is stored again here.
+            lock_object_keys(s, [key])
             # Locked: a retention sweep deleting this recording either lists this derivative
             # and deletes it too, or has decided first; then the copy is not kept (it would
             # outlive its expired original, with nothing left to expire it).
             rec = lock_recording(s, rec_id)
             assert rec is not None
             if rec.state not in LIVE_STATES:
-                if s.scalars(select(Derivative.id).join(
-                        Recording, Recording.id == Derivative.recording_id).where(
-                        Derivative.object_key == key, Recording.state.in_(LIVE_STATES))
-                        .limit(1)).first() is None:
-                    with contextlib.suppress(ObjectNotFound):
-                        self.store.delete(key)
+                delete_unreferenced(s, self.store, key)
                 log.info("dropped %s of recording %s: it is %s", d.kind, rec_id, rec.state)
                 return
+            if not self.store.exists(key):  # deleted since we stored it: store it again
+                self._store_derivative(key, path, sha, size)
             record_derivative(s, self.signer, rec, obj, self.actor)
         self.metrics.derived_bytes.inc(obj.size)
         log.info("derived %s of recording %s (%s)", d.kind, rec_id, d.method)
+
+    def _store_derivative(self, key: str, path: Path, sha: Digest, size: int) -> None:
+        if isinstance(self.store, LocalStore):
+            self.store.adopt(key, path, expected=sha, read_back=True)
+        else:
+            with open(path, "rb") as f:
+                self.store.put(key, f, expected=sha, size=size)
 
     # -- inputs ---------------------------------------------------------------------------------
 

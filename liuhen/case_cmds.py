@@ -179,19 +179,34 @@ def run_explain(app: Any, ref: str, as_json: bool) -> None:
               + ("; expired" if decision.expired else ""), markup=False)
     for line in decision.reasons:
         out.print(f"  - {line}", markup=False)
+    for h in decision.released_holds:
+        out.print(f"  - released: hold {h['id']}: placed by {h['by']} at {h['at']}: "
+                  f"{h['reason']}; released by {h['released_by']} at {h['released_at']}: "
+                  f"{h['release_reason']}", markup=False)
     if decision.store_retain_until:
         out.print(f"  - object store retention until {decision.store_retain_until.isoformat()}")
 
 
-def run_hold(app: Any, ref: str, reason: str, actor: str, on: bool) -> None:
+def run_hold(app: Any, ref: str, reason: str, actor: str) -> None:
     with app.ready_catalog().transaction() as s:
         rec = A.get_recording(s, ref)
-        if on:
-            R.hold(s, app.signer, app.store, rec, reason=reason, actor=actor)
-        else:
-            R.release(s, app.signer, app.store, rec, reason=reason, actor=actor)
-    out.print(f"recording {rec.id} ({rec.sha256[:16]}): legal hold "
-              + ("placed" if on else "released"))
+        row = R.hold(s, app.signer, app.store, rec, reason=reason, actor=actor)
+        held = len(R.open_holds(s, rec.id))
+    out.print(f"recording {rec.id} ({rec.sha256[:16]}): legal hold {row.id} placed "
+              f"({held} in force; lift it with 'liuhen retention release {rec.id} "
+              f"--hold {row.id} --reason ...')", markup=False)
+
+
+def run_release(app: Any, ref: str, hold_id: int | None, reason: str, actor: str) -> None:
+    with app.ready_catalog().transaction() as s:
+        rec = A.get_recording(s, ref)
+        row = R.release(s, app.signer, app.store, rec, reason=reason, actor=actor,
+                        hold_id=hold_id)
+        left = R.open_holds(s, rec.id)
+    out.print(f"recording {rec.id} ({rec.sha256[:16]}): legal hold {row.id} released "
+              f"(placed by {row.placed_by}: {row.reason}); "
+              + (f"{len(left)} still in force: " + ", ".join(str(h.id) for h in left)
+                 if left else "no hold left"), markup=False)
 
 
 def run_review(app: Any, ref: str, reason: str, actor: str) -> None:
@@ -400,15 +415,27 @@ def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> N
         """Until when RECORDING is kept, and by which rule."""
         run_explain(ctx.app(), recording, as_json)
 
-    for name, on in (("hold", True), ("release", False)):
-        @retention_group.command(name, help=("Place a legal hold on RECORDING." if on else
-                                             "Release the legal holds of RECORDING."))
-        @click.argument("recording")
-        @_reason_option
-        @actor_option
-        @pass_ctx
-        def hold_cmd(ctx: Any, recording: str, reason: str, actor: str, on: bool = on) -> None:
-            run_hold(ctx.app(), recording, reason, actor, on)
+    @retention_group.command("hold")
+    @click.argument("recording")
+    @_reason_option
+    @actor_option
+    @pass_ctx
+    def retention_hold(ctx: Any, recording: str, reason: str, actor: str) -> None:
+        """Place a legal hold on RECORDING (each hold has its own id, and is lifted alone)."""
+        run_hold(ctx.app(), recording, reason, actor)
+
+    @retention_group.command("release")
+    @click.argument("recording")
+    @click.option("--hold", "hold_id", type=int, default=None,
+                  help="The id of the hold to lift (see 'retention explain'); may be left "
+                       "out when the recording has one hold only.")
+    @_reason_option
+    @actor_option
+    @pass_ctx
+    def retention_release(ctx: Any, recording: str, hold_id: int | None, reason: str,
+                          actor: str) -> None:
+        """Lift one legal hold of RECORDING; its other holds stay in force."""
+        run_release(ctx.app(), recording, hold_id, reason, actor)
 
     @retention_group.command("review")
     @click.argument("recording")

@@ -63,11 +63,11 @@ def _setup(tmp_path: Path, catalog_url: str) -> tuple[Any, dict[str, Any]]:
         # (lapsed after the other claims, which would otherwise take it over)
         expired.lease_expires_at = now - timedelta(minutes=1)
         facts.update(live=live.id, expired=expired.id, orphan=orphan.id, failed=failed.id)
-        # Expiry by the retention rules (183 days from capture when attached to no case):
-        # one long past, one due in about two weeks.
+        # Expiry by the retention rules (183 days from the later of capture and receipt
+        # when attached to no case): one long past, one due in about two weeks.
         # (probed: before the probe the capture time is unchecked and the receipt counts)
-        recs[0].captured_at = now - timedelta(days=400)
-        recs[1].captured_at = now - timedelta(days=170)
+        recs[0].captured_at = recs[0].received_at = now - timedelta(days=400)
+        recs[1].captured_at = recs[1].received_at = now - timedelta(days=170)
         recs[0].state = recs[1].state = "PROBED"
         facts["due_bytes"] = recs[0].size
         facts["soon_bytes"] = recs[1].size
