@@ -181,7 +181,7 @@ def test_worker_killed_mid_transcode_leaves_nothing_and_rerun_completes(tmp_path
         claimed = s.scalars(select(WorkItem).where(WorkItem.kind == "derive",
                                                    WorkItem.state == "CLAIMED")).all()
         assert len(claimed) == 1  # the dead worker's item, waiting for its lease to lapse
-    objects = list(app.store.list())
+    objects = list(app.store.list("sha256/"))  # evidence objects (anchors/ holds chain heads)
     assert len(objects) == len(rec.files)  # only the originals; no partial derivative
     time.sleep(2.1)  # the dead worker's lease lapses
     done = subprocess.run([LIUHEN, "worker", "--drain"], env=env, capture_output=True,
@@ -395,7 +395,7 @@ def test_worker_killed_in_keep_leaves_nothing_partial_and_rerun_completes(
     station = app.station()
     assert station.run_docking(rec.root).state == "SAFE_TO_CLEAR"
     station.close()
-    originals = set(app.store.list())
+    originals = set(app.store.list("sha256/"))
     script = (
         "import os, signal\n"
         "def die(*args, **kwargs):\n"
@@ -414,7 +414,7 @@ def test_worker_killed_in_keep_leaves_nothing_partial_and_rerun_completes(
                                                 WorkItem.state == "CLAIMED")).all()
     # The store holds the originals and, killed after the link, the one derivative the
     # link made visible: whole (its bytes hash to its key), never a partial file.
-    extra = set(app.store.list()) - originals
+    extra = set(app.store.list("sha256/")) - originals
     assert len(extra) == (1 if point == "record" else 0), extra
     for key in extra:
         sha, _ = file_digests(store_root(app) / key)
@@ -428,7 +428,7 @@ def test_worker_killed_in_keep_leaves_nothing_partial_and_rerun_completes(
             "access", "poster", "proxy"]
         assert verify_chain(s).ok
     keys = assert_stored_derivatives_are_whole(app)
-    assert set(app.store.list()) == originals | set(keys)  # the orphan was the same remux
+    assert set(app.store.list("sha256/")) == originals | set(keys)  # the orphan was the same remux
     assert [p for p in (tmp_path / "data" / "work").rglob("*") if p.is_file()] == []
 
 
