@@ -62,6 +62,10 @@ MAX_PARTS = 10_000
 # x-amz-meta-sha256: the whole-object digest, which S3 itself only keeps for single-part
 # objects (a multipart object's checksum is a checksum of part checksums).
 SHA256_METADATA = "sha256"
+# The latest retain-until date every server keeps: Ceph RGW 16 stores it as 32-bit
+# unsigned seconds, and a later date wraps into the past (2126 became 1990), leaving
+# 永久 evidence unprotected. Later dates are capped here, and each date set is read back.
+MAX_RETAIN_UNTIL = datetime(2106, 2, 7, 6, 28, 15, tzinfo=UTC)
 
 UNAVAILABLE_HINT = "check that the object store is running and reachable; nothing was lost, retry"
 _NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound", "NoSuchVersion"})
@@ -675,6 +679,15 @@ class S3Store:
         if resp.get("VersionId"):
             params["VersionId"] = resp["VersionId"]
         self._call("set retention on", key, "put_object_retention", **params)
+        # Read back: a server may keep another date than the one it accepted.
+        kept = self.head(key).retain_until
+        if kept is None or kept < until:
+            raise StorageError(
+                f"{self._where(key)}: the object store accepted retention until "
+                f"{until.isoformat()} but keeps {kept.isoformat() if kept else 'none'}",
+                hint="the object is stored but not protected as asked; check the server's "
+                "Object Lock support before storing evidence there",
+            )
 
     def set_legal_hold(self, key: str, on: bool) -> None:
         full = self._full(key)
@@ -985,7 +998,7 @@ def _retention_date(when: datetime) -> datetime:
     when = _utc(when)
     if when.microsecond:
         when = when.replace(microsecond=0) + timedelta(seconds=1)
-    return when
+    return min(when, MAX_RETAIN_UNTIL)
 
 
 def _protection(info: ObjectInfo) -> str:

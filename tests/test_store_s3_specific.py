@@ -25,7 +25,7 @@ from storage.errors import (
     StorageError,
     StoreUnavailable,
 )
-from storage.s3 import UNAVAILABLE_HINT, S3Store
+from storage.s3 import MAX_RETAIN_UNTIL, UNAVAILABLE_HINT, S3Store
 from tests.fixtures.s3server import AlteringTlsProxy, S3Endpoint, TcpProxy, free_closed_port
 
 pytestmark = pytest.mark.s3
@@ -147,6 +147,25 @@ def test_legal_hold_on_a_bucket_without_object_lock_says_why(plain_store: S3Stor
     with pytest.raises(StorageError) as err:
         plain_store.set_legal_hold("clip", True)
     assert "Object Lock" in str(err.value)
+
+
+def test_retention_a_century_ahead_is_kept_not_wrapped_into_the_past(
+    lock_store: S3Store,
+) -> None:
+    # 永久 cases lock ~100 years ahead; Ceph RGW 16 keeps 32-bit seconds, so 2126 would
+    # wrap to 1990 and the "permanent" object would be deletable at once.
+    century = datetime.now(UTC) + timedelta(days=100 * 366)
+    info = put_bytes(lock_store, "clip", b"evidence", retain_until=century)
+
+    assert info.retain_until == MAX_RETAIN_UNTIL
+    assert lock_store.head("clip").retain_until == MAX_RETAIN_UNTIL
+    with pytest.raises(RetentionRefused):
+        lock_store.delete("clip")
+    put_bytes(lock_store, "later", b"attached later", retain_until=in_a_day())
+    lock_store.set_retention("later", century)
+    assert lock_store.head("later").retain_until == MAX_RETAIN_UNTIL
+    with pytest.raises(RetentionRefused):
+        lock_store.delete("later")
 
 
 def test_retention_without_object_lock_is_left_to_the_catalog(plain_store: S3Store) -> None:
