@@ -285,12 +285,12 @@ def test_full_disk_pauses_then_resumes(tmp_path: Path) -> None:
 
         t = threading.Thread(target=run)
         t.start()
-        deadline = time.time() + 20
+        deadline = time.time() + 120  # ends as soon as it shows; the CI machine is loaded
         while not any("disk full" in w for w in waits) and time.time() < deadline:
             time.sleep(0.05)
         assert any("disk full" in w for w in waits), "the pause was never shown"
         subprocess.run(["mount", "-o", "remount,size=64m", str(staging)], check=True)
-        t.join(30)
+        t.join(120)
         assert not t.is_alive()
         station.close()
         assert box["result"].state == "SAFE_TO_CLEAR"

@@ -455,7 +455,7 @@ def test_kill_9_anywhere_in_a_docking_loses_nothing_and_stores_nothing_twice(
 # -- 2. the object store goes away mid-docking ------------------------------------------------
 
 
-def wait_for(what: str, check: Any, timeout: float = 30.0) -> Any:
+def wait_for(what: str, check: Any, timeout: float = 120.0) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = check()
