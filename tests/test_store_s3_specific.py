@@ -510,3 +510,39 @@ def test_a_refused_version_delete_on_a_lock_bucket_is_retention_refused() -> Non
     assert "ev/clip" in str(err.value)
     assert until.isoformat() in str(err.value)
     stubber.assert_no_pending_responses()
+
+
+# -- the test server itself --------------------------------------------------------------
+
+
+def _daemons_of(directory: Path) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ")
+            except OSError:
+                continue
+            if f"{directory}/ceph.conf".encode() in cmdline:
+                pids.append(int(proc.name))
+    return pids
+
+
+@pytest.mark.slow
+def test_the_rgw_fixture_stops_exactly_the_daemons_it_started_even_on_failure(
+    s3_client: Any,
+) -> None:
+    from tests.fixtures import rgw
+
+    if rgw.missing_tools():
+        pytest.skip("Ceph is not installed")
+    with pytest.raises(RuntimeError, match="a test failed"), rgw.running_rgw() as server:
+        started = _daemons_of(server.directory)
+        assert len(started) == 3  # monitor, OSD, gateway
+        raise RuntimeError("a test failed")
+
+    assert _daemons_of(server.directory) == []
+    assert not any(Path(f"/proc/{pid}").exists() for pid in started)
+    assert not server.directory.exists()
+    # The session's server (another cluster, or another server) is untouched.
+    s3_client.list_buckets()
