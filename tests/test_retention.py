@@ -464,9 +464,13 @@ def test_an_attach_the_sweep_waits_for_wins(tmp_path: Path, pg_url: str) -> None
         sweeper.start()
         with watcher.connect() as conn:
             for _ in range(600):  # until the sweep waits on our lock (at most 60 s)
-                if conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE "
-                                     ":pid = ANY(pg_blocking_pids(pid))"),
-                                {"pid": pid}).scalar_one():
+                blocked = conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE "
+                                            ":pid = ANY(pg_blocking_pids(pid))"),
+                                       {"pid": pid}).scalar_one()
+                # pg_stat_activity is a snapshot kept until the transaction ends: without
+                # this, a first look taken before the sweep blocked is all the loop sees.
+                conn.rollback()
+                if blocked:
                     break
                 threading.Event().wait(0.1)
             else:
