@@ -264,8 +264,9 @@ def sync_store_retention(session: Session, store: ObjectStore, rec: Recording,
     if target is None or (rec.retain_until is not None and rec.retain_until >= target):
         return rec.retain_until
     store.set_retention(rec.object_key, target)
-    if _store_locks(store, rec.object_key, target):
-        rec.retain_until = target
+    held = _store_lock(store, rec.object_key)
+    if held is not None and (rec.retain_until is None or held > rec.retain_until):
+        rec.retain_until = held
     return rec.retain_until
 
 
@@ -284,11 +285,11 @@ def sync_cases_store_retention(session: Session, store: ObjectStore, case_ids: l
     return len(rec_ids)
 
 
-def _store_locks(store: ObjectStore, key: str, target: datetime) -> bool:
-    """Whether the store itself now holds the date (not a directory store, not an S3 bucket
-    without Object Lock): only then does the catalog record it as pushed."""
-    info = store.head(key)
-    return info.retain_until is not None and info.retain_until >= target - timedelta(seconds=1)
+def _store_lock(store: ObjectStore, key: str) -> datetime | None:
+    """The date the store itself now holds (None: a directory store, an S3 bucket without
+    Object Lock). The catalog records what is held: the target, or the latest date the
+    server keeps when the target is later (storage.s3.MAX_RETAIN_UNTIL)."""
+    return store.head(key).retain_until
 
 
 # --- holds and reviews ----------------------------------------------------------------

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Set up a development/run environment on a fresh Debian-like machine:
-# ffmpeg from Debian's packages when missing, a virtual environment in .venv,
-# and 留痕 with its test extras installed into it. Safe to run again.
+# ffmpeg from Debian's packages when missing, Ceph's monitor, OSD and RADOS Gateway
+# for the S3 tests when missing (the tests start a throwaway cluster of their own;
+# LIUHEN_SETUP_NO_CEPH=1 skips them, e.g. on a station), a virtual environment in
+# .venv, and 留痕 with its test extras installed into it. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,12 +13,27 @@ if ! "$PY" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>
   exit 1
 fi
 
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+apt_updated=""
+apt_install() { # PACKAGE... from Debian's packages, without recommended extras
+  if [ -z "$apt_updated" ]; then $SUDO apt-get update -qq; apt_updated=1; fi
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
 if ! command -v ffmpeg >/dev/null 2>&1 || ! command -v ffprobe >/dev/null 2>&1; then
   echo "setup: installing ffmpeg from Debian's packages" >&2
-  SUDO=""
-  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq ffmpeg >/dev/null
+  apt_install ffmpeg
+fi
+
+ceph_missing=""
+for tool in ceph-mon ceph-osd radosgw radosgw-admin ceph ceph-authtool monmaptool; do
+  command -v "$tool" >/dev/null 2>&1 || ceph_missing=1
+done
+if [ -n "$ceph_missing" ] && [ "${LIUHEN_SETUP_NO_CEPH:-}" != 1 ]; then
+  echo "setup: installing Ceph (monitor, OSD, RADOS Gateway) from Debian's packages" \
+       "for the S3 tests" >&2
+  apt_install ceph-mon ceph-osd radosgw ceph-common
 fi
 
 if [ ! -x .venv/bin/python ]; then

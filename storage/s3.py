@@ -1,10 +1,13 @@
 """S3Store: immutable, SHA-256-checked objects in an S3 bucket (AWS, MinIO, Ceph RGW, OSS).
 
 Every put is checked twice: we hash the bytes ourselves and refuse to make an object
-visible unless they match the expected digest, and each request carries an explicit
-``x-amz-checksum-sha256`` so the server rejects bytes changed in transit. An object
-becomes visible only through a single PutObject or CompleteMultipartUpload, so a reader
-never sees half of it, and a failed multipart upload is aborted rather than left behind.
+visible unless they match the expected digest, and every request that carries bytes
+(PutObject, UploadPart) is signed with the SHA-256 of exactly those bytes
+(``x-amz-content-sha256``), which AWS, MinIO and Ceph RGW verify, refusing bytes changed
+in transit. The ``x-amz-checksum-sha256`` sent as well is not relied on: Ceph RGW 16
+ignores it. ``store check`` finds out what a server really verifies. An object becomes
+visible only through a single PutObject or CompleteMultipartUpload, so a reader never
+sees half of it, and a failed multipart upload is aborted rather than left behind.
 
 On a bucket with Object Lock, retention is the server's job: puts carry the retention
 date, and deletes name the object's version so the server can refuse them.
@@ -13,14 +16,18 @@ date, and deletes name the object's version so the server can refuse them.
 from __future__ import annotations
 
 import base64
+import builtins
+import contextlib
 import copy
 import hashlib
 import io
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal
+from urllib.parse import parse_qs, urlsplit
 
 import boto3
 import urllib3.exceptions
@@ -58,6 +65,10 @@ MAX_PARTS = 10_000
 # x-amz-meta-sha256: the whole-object digest, which S3 itself only keeps for single-part
 # objects (a multipart object's checksum is a checksum of part checksums).
 SHA256_METADATA = "sha256"
+# The latest retain-until date every server keeps: Ceph RGW 16 stores it as 32-bit
+# unsigned seconds, and a later date wraps into the past (2126 became 1990), leaving
+# 永久 evidence unprotected. Later dates are capped here, and each date set is read back.
+MAX_RETAIN_UNTIL = datetime(2106, 2, 7, 6, 28, 15, tzinfo=UTC)
 
 UNAVAILABLE_HINT = "check that the object store is running and reachable; nothing was lost, retry"
 _NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound", "NoSuchVersion"})
@@ -150,7 +161,11 @@ class S3Store:
             retries={"mode": "standard", "max_attempts": max(1, options.max_attempts)},
             connect_timeout=options.connect_timeout_s,
             read_timeout=options.read_timeout_s,
-            s3={"addressing_style": addressing},
+            # Signed payloads on https too (botocore signs them on http anyway): the
+            # signed SHA-256 of the body is the one check every S3 server makes;
+            # without it botocore sends UNSIGNED-PAYLOAD over https and a server that
+            # ignores x-amz-checksum-* (Ceph RGW 16) stores whatever bytes arrive.
+            s3={"addressing_style": addressing, "payload_signing_enabled": True},
             # We send our own SHA-256 with every upload; botocore's default would add
             # a CRC32 of its own on top and validate responses we re-hash anyway.
             request_checksum_calculation="when_required",
@@ -667,6 +682,15 @@ class S3Store:
         if resp.get("VersionId"):
             params["VersionId"] = resp["VersionId"]
         self._call("set retention on", key, "put_object_retention", **params)
+        # Read back: a server may keep another date than the one it accepted.
+        kept = self.head(key).retain_until
+        if kept is None or kept < until:
+            raise StorageError(
+                f"{self._where(key)}: the object store accepted retention until "
+                f"{until.isoformat()} but keeps {kept.isoformat() if kept else 'none'}",
+                hint="the object is stored but not protected as asked; check the server's "
+                "Object Lock support before storing evidence there",
+            )
 
     def set_legal_hold(self, key: str, on: bool) -> None:
         full = self._full(key)
@@ -742,10 +766,81 @@ class S3Store:
         except StorageError as exc:
             checks.append(CheckResult("list", False, str(exc)))
 
-        checks.append(self._round_trip())
+        checks.extend(self._upload_checks())
+        checks.extend(self._round_trip())
         return StoreReport(self.url, checks, object_lock=lock)
 
-    def _round_trip(self) -> CheckResult:
+    def _upload_checks(self) -> builtins.list[CheckResult]:
+        """What the server really verifies of uploaded bytes, found by sending wrong values.
+
+        Each probe is one part of a multipart upload that is aborted afterwards: no
+        object is ever created, so no bucket retention can keep a probe around."""
+        key = f"liuhen-check/{uuid.uuid4().hex}"
+        full = self._full(key)
+        try:
+            resp = self._call("start a probe upload", key, "create_multipart_upload", Key=full)
+        except StorageError as exc:
+            return [CheckResult("upload checks", False, str(exc))]
+        upload_id = str(resp["UploadId"])
+        try:
+            return [
+                self._upload_probe(probe, number, full, upload_id)
+                for number, probe in enumerate(_UPLOAD_PROBES, start=1)
+            ]
+        finally:
+            self._abort(full, upload_id, None)
+
+    def _upload_probe(
+        self, probe: _UploadProbe, number: int, full: str, upload_id: str
+    ) -> CheckResult:
+        body = f"liuhen store check probe {number}".encode()
+        params: dict[str, Any] = {
+            "Key": full, "UploadId": upload_id, "PartNumber": number, "Body": body,
+        }
+        wrong = f"not the body {uuid.uuid4()}".encode()
+        if probe.name == "Content-MD5":
+            params["ContentMD5"] = base64.b64encode(hashlib.md5(wrong).digest()).decode()
+        elif probe.name == "x-amz-checksum-sha256":
+            params["ChecksumAlgorithm"] = "SHA256"
+            params["ChecksumSHA256"] = base64.b64encode(hashlib.sha256(wrong).digest()).decode()
+
+        def alter(request: Any, **_: Any) -> None:
+            # After signing: the body no longer matches its signed SHA-256.
+            query = parse_qs(urlsplit(request.url).query)
+            if query.get("uploadId") == [upload_id] and query.get("partNumber") == [str(number)]:
+                request.body = wrong[: len(body)].ljust(len(body), b".")
+
+        hook = f"liuhen-store-check-{uuid.uuid4().hex}"
+        if probe.name == "x-amz-content-sha256":
+            self.client.meta.events.register("before-send.s3.UploadPart", alter, unique_id=hook)
+        try:
+            self.client.upload_part(Bucket=self.bucket, **params)
+        except ClientError as exc:
+            code = _error_code(exc)
+            if code in _CHECKSUM_CODES or _status(exc) == 400:
+                return CheckResult(
+                    f"verifies {probe.name}", True,
+                    f"a part with a wrong {probe.name} was refused ({code}); {probe.role}",
+                )
+            return CheckResult(f"verifies {probe.name}", False,
+                               str(self._translate(exc, "upload a probe part", None)))
+        except BotoCoreError as exc:
+            return CheckResult(f"verifies {probe.name}", False,
+                               str(self._translate(exc, "upload a probe part", None)))
+        finally:
+            self.client.meta.events.unregister("before-send.s3.UploadPart", unique_id=hook)
+        if probe.relied_on:
+            return CheckResult(
+                f"verifies {probe.name}", False,
+                f"a part with a wrong {probe.name} was accepted: this server would store "
+                f"bytes changed in transit; {probe.role}",
+            )
+        return CheckResult(
+            f"verifies {probe.name}", True,
+            f"no: a part with a wrong {probe.name} was accepted; {probe.role}",
+        )
+
+    def _round_trip(self) -> builtins.list[CheckResult]:
         payload = f"liuhen store check {uuid.uuid4()}".encode()
         expected = digest_bytes(payload)
         key = f"liuhen-check/{uuid.uuid4().hex}"
@@ -753,10 +848,51 @@ class S3Store:
             self.put(key, io.BytesIO(payload), expected=expected, size=len(payload))
             with self.open(key) as f:
                 if f.read() != payload:
-                    return CheckResult("round trip", False, f"{key}: read back other bytes")
+                    return [CheckResult("round trip", False, f"{key}: read back other bytes")]
             self.verify(key, expected)
         except Exception as exc:  # reported, not raised: check lists every problem
-            return CheckResult("round trip", False, f"write/read/verify failed: {exc}")
+            return [CheckResult("round trip", False, f"write/read/verify failed: {exc}")]
+        conditional = self._conditional_write_check(key, payload)
+        return [conditional, self._remove_probe(key)]
+
+    def _conditional_write_check(self, key: str, payload: bytes) -> CheckResult:
+        """Whether If-None-Match: * refuses to replace the probe, and which form of its
+        ETag If-Match accepts (Ceph RGW 16 refuses the quoted one boto sends)."""
+        full = self._full(key)
+        name = "conditional writes"
+        try:
+            etag = str(self._head_raw(key, full)["ETag"])
+            self.client.put_object(Bucket=self.bucket, Key=full, Body=payload, IfNoneMatch="*",
+                                   ChecksumAlgorithm="SHA256")
+        except ClientError as exc:
+            if _status(exc) != 412:
+                return CheckResult(name, False, f"If-None-Match: * on {key}: "
+                                   f"{self._translate(exc, 'write the probe', key)}")
+            if_none_match = "If-None-Match: * refuses to replace an object"
+        except (BotoCoreError, StorageError) as exc:
+            return CheckResult(name, False, f"If-None-Match: * on {key}: {exc}")
+        else:
+            # Harmless for content-addressed objects: a second writer's bytes hash to the
+            # same key, and every put checks what the key holds afterwards.
+            if_none_match = (
+                "If-None-Match: * is ignored (Ceph RGW on a versioned bucket): two stations "
+                "storing the same object at once may each write a version of the same bytes"
+            )
+        accepted = []
+        for form in (etag, etag.strip('"')):
+            try:
+                self.client.put_object(Bucket=self.bucket, Key=full, Body=payload, IfMatch=form,
+                                       ChecksumAlgorithm="SHA256")
+            except (ClientError, BotoCoreError):
+                continue
+            accepted.append("quoted" if form.startswith('"') else "unquoted")
+        if_match = (
+            f"If-Match accepts the {' and '.join(accepted)} ETag" if accepted
+            else "If-Match refuses the object's own ETag, quoted or not"
+        )
+        return CheckResult(name, True, f"{if_none_match}; {if_match}")
+
+    def _remove_probe(self, key: str) -> CheckResult:
         try:
             self.delete(key)
         except RetentionRefused:
@@ -769,6 +905,13 @@ class S3Store:
             )
         except Exception as exc:
             return CheckResult("round trip", False, f"probe {key} written, delete failed: {exc}")
+        # The If-Match probe wrote versions of its own on a versioned bucket.
+        with contextlib.suppress(ClientError, BotoCoreError):
+            listing = self.client.list_object_versions(Bucket=self.bucket, Prefix=self._full(key))
+            for v in listing.get("Versions", []) + listing.get("DeleteMarkers", []):
+                if v["Key"] == self._full(key):
+                    self.client.delete_object(Bucket=self.bucket, Key=v["Key"],
+                                              VersionId=v["VersionId"])
         return CheckResult("round trip", True, "write, read back, verify and delete a probe object")
 
 
@@ -826,6 +969,21 @@ class S3Store:
             "right to overwrite (s3:PutObject) or repair the object by hand, then dock "
             "the recorder again",
         )
+
+
+@dataclass(frozen=True)
+class _UploadProbe:
+    name: str  # the value a probe part gets wrong
+    relied_on: bool  # S3Store's guarantee rests on the server checking it
+    role: str  # what S3Store does with it, for the report
+
+
+_UPLOAD_PROBES = (
+    _UploadProbe("x-amz-content-sha256", True,
+                 "every put is signed with its SHA-256, so bytes changed in transit are refused"),
+    _UploadProbe("Content-MD5", False, "not relied on"),
+    _UploadProbe("x-amz-checksum-sha256", False, "sent with every put, not relied on"),
+)
 
 
 class _BodyReader(io.RawIOBase):
@@ -899,7 +1057,7 @@ def _retention_date(when: datetime) -> datetime:
     when = _utc(when)
     if when.microsecond:
         when = when.replace(microsecond=0) + timedelta(seconds=1)
-    return when
+    return min(when, MAX_RETAIN_UNTIL)
 
 
 def _protection(info: ObjectInfo) -> str:

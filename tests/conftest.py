@@ -28,6 +28,8 @@ pytest_plugins = ["tests.fixtures.s3server"]
 
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+# The test suite's own variables, kept when a test clears LIUHEN_* around it.
+TEST_ENV = frozenset({env.TEST_S3_URL, env.TEST_PG_URL, "LIUHEN_TEST_S3_SERVER"})
 
 
 def service_missing(what: str) -> None:
@@ -44,7 +46,7 @@ def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.delenv(env.XDG_DATA_HOME, raising=False)
     for name in list(os.environ):
-        if name.startswith(env.PREFIX) and name not in {env.TEST_S3_URL, env.TEST_PG_URL}:
+        if name.startswith(env.PREFIX) and name not in TEST_ENV:
             monkeypatch.delenv(name)
     return home
 

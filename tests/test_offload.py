@@ -285,12 +285,12 @@ def test_full_disk_pauses_then_resumes(tmp_path: Path) -> None:
 
         t = threading.Thread(target=run)
         t.start()
-        deadline = time.time() + 20
+        deadline = time.time() + 120  # ends as soon as it shows; the CI machine is loaded
         while not any("disk full" in w for w in waits) and time.time() < deadline:
             time.sleep(0.05)
         assert any("disk full" in w for w in waits), "the pause was never shown"
         subprocess.run(["mount", "-o", "remount,size=64m", str(staging)], check=True)
-        t.join(30)
+        t.join(120)
         assert not t.is_alive()
         station.close()
         assert box["result"].state == "SAFE_TO_CLEAR"
@@ -346,12 +346,13 @@ def test_recorder_clock_ahead_of_the_station_does_not_stall(tmp_path: Path) -> N
     for i in range(3):
         (root / f"A123456_010203_20261126083000_000{i}.MP4").write_bytes(b"v" * 1000 * (i + 1))
         os.utime(root / f"A123456_010203_20261126083000_000{i}.MP4", (future, future))
-    app = make_app(tmp_path / "data", stable_s=0.3, growing_timeout_s=5)
+    # A stall would end at the growing timeout with the files refused as still growing:
+    # the state says so, with no clock in the test (the CI machine is loaded).
+    app = make_app(tmp_path / "data", stable_s=0.3, growing_timeout_s=60)
     station = app.station()
-    started = time.monotonic()
     result = station.run_docking(root)
     station.close()
-    assert result.state == "SAFE_TO_CLEAR" and time.monotonic() - started < 4
+    assert result.state == "SAFE_TO_CLEAR"
 
 
 def test_copy_reads_the_staged_file_back_behind_the_copy(tmp_path: Path) -> None:

@@ -456,10 +456,17 @@ def test_legal_hold_blocks_delete_until_released(backend: Backend) -> None:
 # -- check -------------------------------------------------------------------------------
 
 
-def test_check_reports_a_healthy_store_and_leaves_no_probe(store: ObjectStore) -> None:
+def test_check_reports_a_healthy_store_and_leaves_no_probe(
+    backend: Backend, request: pytest.FixtureRequest
+) -> None:
+    store = backend.store
     report = store.check()
 
-    failed = [c for c in report.checks if not c.ok]
+    failed = [c.name for c in report.checks if not c.ok]
+    if backend.kind != "local" and request.getfixturevalue("s3_endpoint").is_moto:
+        # moto stores bytes whatever their signed SHA-256 says: not a store for evidence.
+        assert failed == ["verifies x-amz-content-sha256"]
+        return
     assert failed == []
     assert report.ok
     assert report.url == store.url
