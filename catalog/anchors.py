@@ -16,10 +16,12 @@ import json
 import logging
 import re
 import tarfile
+import threading
+import time
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -38,6 +40,9 @@ from catalog.models import CustodyEvent
 from catalog.signing import Signer
 from config.errors import EXIT_FAILED_CHECK
 from storage import Digest, ObjectStore, StorageError
+
+if TYPE_CHECKING:
+    from catalog.db import Catalog
 
 log = logging.getLogger(__name__)
 
@@ -223,3 +228,35 @@ def gather(paths: Sequence[Path] = (), *, journal_heads: Iterable[ChainHead] = (
         heads += got
         issues += bad
     return heads, issues
+
+
+class Anchorer:
+    """Anchors one host's chain head now and then: the station after every docking and
+    every few minutes, the worker (whose probe and derive events go on the same host's
+    chain) as it works and when it drains. One lock per process: one head per seq.
+
+    Never raises: a catalog or store that is away, or a chain that contradicts the last
+    anchor (which the verifiers report), must not stop the evidence flow; it is logged.
+    """
+
+    def __init__(self, catalog: Catalog, signer: Signer, store: ObjectStore | None,
+                 interval_s: float, journal: AnchorLog | None = None) -> None:
+        self.catalog = catalog
+        self.signer = signer
+        self.store = store
+        self.journal = journal
+        self.interval_s = interval_s
+        self._at = time.monotonic()
+        self._lock = threading.Lock()
+
+    def anchor(self, *, due_only: bool = False) -> None:
+        with self._lock:
+            now = time.monotonic()
+            if due_only and now - self._at < self.interval_s:
+                return
+            self._at = now
+            try:
+                with self.catalog.session() as s:
+                    publish(s, self.signer, journal=self.journal, store=self.store)
+            except Exception as exc:  # evidence flow must go on; see the docstring
+                log.error("custody chain head not anchored: %s: %s", type(exc).__name__, exc)

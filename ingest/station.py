@@ -301,8 +301,9 @@ class Station:
         # (Looked up at each batch, not bound now: a profiler may wrap the method.)
         self._committer = _Committer(lambda batch: self._commit_batch(batch), COMMIT_BATCH_MAX,
                                      COMMIT_WINDOW_S)
-        self._anchored_at = time.monotonic()  # when the chain head was last anchored
-        self._anchor_lock = threading.Lock()  # one signer at a time: one head per seq
+        self._anchorer = anchors.Anchorer(self.catalog, self.signer, self.store,
+                                          self.settings.station.anchor_interval_s,
+                                          journal=self.journal)
 
     def close(self) -> None:
         self._committer.close()
@@ -987,18 +988,8 @@ class Station:
 
     def anchor_chain_head(self, *, due_only: bool = False) -> None:
         """Sign this station's custody chain head and write it to the journal and the
-        store. Never fails a docking: a catalog or store that is away, or a chain that
-        contradicts the last anchor (reported by the verifiers), is only logged."""
-        with self._anchor_lock:
-            now = time.monotonic()
-            if due_only and now - self._anchored_at < self.settings.station.anchor_interval_s:
-                return
-            self._anchored_at = now
-            try:
-                with self.catalog.session() as s:
-                    anchors.publish(s, self.signer, journal=self.journal, store=self.store)
-            except Exception as exc:  # evidence flow must go on; see the docstring
-                log.error("custody chain head not anchored: %s: %s", type(exc).__name__, exc)
+        store (:class:`catalog.anchors.Anchorer`: never fails a docking)."""
+        self._anchorer.anchor(due_only=due_only)
 
     def _refresh(self, progress: Progress) -> list[JournalFile]:
         files = self.journal.files(progress.uid)

@@ -29,7 +29,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from catalog import Catalog, CatalogUnavailable, Signer, queue
+from catalog import Catalog, CatalogUnavailable, Signer, anchors, queue
 from catalog.attach import after_probe
 from catalog.media import (
     DERIVE,
@@ -87,6 +87,10 @@ class Worker:
         self.parser = NameParser(settings.ingest.filename_patterns,
                                  settings.ingest.important_marker)
         self.scratch = settings.work_dir / self.owner.replace(":", "-")
+        # Probe and derive events go on this host's custody chain: its head is anchored
+        # in the store as the worker goes and when it stops (docs/custody.md).
+        self._anchorer = anchors.Anchorer(catalog, signer, store,
+                                          settings.station.anchor_interval_s)
         self._clear_old_scratch()
         # Derivatives are made durable by _keep only when the store will link the very
         # file (a LocalStore on the scratch's filesystem); S3, or a copy across
@@ -141,10 +145,13 @@ class Worker:
                 continue
             backoff = self.settings.ingest.retry_initial_s
             if not claimed:
+                self._anchorer.anchor(due_only=True)
                 stop.wait(idle_s)
                 continue
             for item_id, kind, subject in claimed:
                 self._run_item(item_id, kind, int(subject), stats)
+            self._anchorer.anchor(due_only=True)
+        self._anchorer.anchor()  # the events of this run, vouched for before it ends
         shutil.rmtree(self.scratch, ignore_errors=True)
         return stats
 

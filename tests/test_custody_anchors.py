@@ -258,3 +258,27 @@ def test_forged_chain_head_in_the_store_is_reported(
     result = custody_verify(capsys)
     assert result.code == 1 and "bad-anchor" in result.out, result.out
     assert "truncated" not in result.out  # a forged head vouches for nothing
+
+
+def test_a_workers_events_are_anchored_when_it_drains(
+    app: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Probe and derive events go on the host's chain after the docking's anchor: the
+    worker anchors them itself, so deleting them is truncation, not a clean chain (a
+    worker-only host has no station loop to do it)."""
+    from ingest.worker import Worker
+
+    dock(app, tmp_path, "R1", 1)
+    docked = head(app)
+    Worker(app.settings, catalog=app.catalog, store=app.store,
+           signer=app.signer).run(drain=True, idle_s=0.1)
+    worked = head(app)
+    assert worked > docked  # the probes added events after the docking's anchor
+    newest = sorted(app.store.list("anchors/"))[-1]
+    assert newest.split("/")[2].startswith(f"{worked:012d}-")
+    with app.catalog.transaction() as s:  # the worker's events deleted
+        s.execute(delete(CustodyEvent).where(CustodyEvent.station_id == STATION,
+                                             CustodyEvent.seq > docked))
+    result = custody_verify(capsys)
+    assert result.code == 1 and "truncated" in result.out, result.out
+    assert f"last anchored seq {worked}" in result.out
