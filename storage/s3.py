@@ -51,6 +51,7 @@ from storage.errors import (
     RepairRefused,
     RetentionRefused,
     StorageError,
+    StoreFull,
     StoreUnavailable,
 )
 from storage.keys import validate_key, validate_prefix
@@ -96,6 +97,8 @@ _TRANSIENT_CODES = frozenset(
         "500",
     }
 )
+# "No room": a user or bucket quota (Ceph RGW, 403), a full MinIO (507), HTTP 507.
+_FULL_CODES = frozenset({"QuotaExceeded", "XMinioStorageFull", "InsufficientStorage", "507"})
 _CHECKSUM_CODES = frozenset({"BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch"})
 # What servers answer for "this bucket has no Object Lock": AWS and MinIO send the first;
 # S3-compatible servers without the feature send one of the others.
@@ -220,6 +223,14 @@ class S3Store:
             )
         if key is not None and (code in _NOT_FOUND_CODES or status == 404):
             return ObjectNotFound(self.url, key)
+        if code in _FULL_CODES or status == 507:
+            # Before the 403 test: RGW answers a quota it would exceed with 403. A full
+            # store is a wait (nothing quarantined), as on the directory store.
+            return StoreFull(
+                f"{where}: cannot {action}: store full ({code}: {message})",
+                hint="free space or raise the bucket's or user's quota; a station waits "
+                "and resumes by itself",
+            )
         if code in _ACCESS_CODES or status == 403:
             return StorageError(
                 f"{where}: access denied when trying to {action} ({code}: {message})",

@@ -271,3 +271,40 @@ def test_staging_smaller_than_a_file_is_a_permanent_named_error(
     said = " ".join(done.stdout.split())
     assert big.name in said and "larger than the whole staging disk" in said
     assert "NOT SAFE TO CLEAR" in said and "Traceback" not in done.stderr
+
+
+@pytest.mark.s3
+def test_a_full_s3_store_waits_named_and_resumes_when_the_quota_is_raised(
+    tmp_path: Path, cli_env: Path, s3_endpoint: Any, caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bucket whose owner's quota is used up (Ceph RGW answers 403 QuotaExceeded) is a
+    full store, as a full volume is: a wait, not "access denied" and a quarantine."""
+    import boto3
+
+    rgw = s3_endpoint.rgw
+    if rgw is None:
+        pytest.skip("needs the Ceph gateway the tests start (its admin tool sets quotas)")
+    uid = f"quota-{os.getpid()}-{time.monotonic_ns()}"
+    access, secret = uid.upper().replace("-", "")[:20], "quota-secret-" + uid
+    rgw.admin("user", "create", f"--uid={uid}", "--display-name=quota test",
+              f"--access-key={access}", f"--secret-key={secret}")
+    # Smaller than any one file: each upload is refused whatever the usage stats say.
+    rgw.admin("quota", "set", "--quota-scope=user", f"--uid={uid}", "--max-size=50000")
+    rgw.admin("quota", "enable", "--quota-scope=user", f"--uid={uid}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", access)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    bucket = "quota-" + uid[6:].replace("_", "-")[:50]
+    boto3.client("s3", endpoint_url=s3_endpoint.url).create_bucket(Bucket=bucket)
+    store_env = {"LIUHEN_STORE_ENDPOINT_URL": s3_endpoint.url}
+    app = make_app(cli_env, store_url=f"s3://{bucket}/ev", store_env=store_env)
+    for name, value in {"LIUHEN_STORE_URL": f"s3://{bucket}/ev", **store_env}.items():
+        monkeypatch.setenv(name, value)
+    rec = make_bulk_files(tmp_path / "dock" / "A123456", 3, 100_000)
+    caplog.set_level(logging.WARNING)
+    docking = Docking(app, rec.root)
+    assert_waiting_not_quarantined(docking, "store full", caplog, capsys)
+    rgw.admin("quota", "disable", "--quota-scope=user", f"--uid={uid}")  # room again
+    result = docking.finish()
+    assert_all_stored(app, result, len(rec.files))
+    app.close()
