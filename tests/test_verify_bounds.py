@@ -3,8 +3,10 @@
 
 Each hostile input is made at test time and is small on disk (blank lines, a sparse
 file, gzip bombs of zeros). `liuhen verify` / `liuhen four-properties` run as real
-processes; their peak resident memory is read from the kernel (``wait4``'s rusage of
-that one child), which measures memory, not speed. An address-space limit on the child
+processes; each reports its own peak resident memory (``VmHWM`` of its own address
+space, read as it exits), which measures memory, not speed. (The kernel's rusage of a
+child is no use here: it counts the copy of the test process the child was forked
+from, which is hundreds of MB late in a full run.) An address-space limit on the child
 keeps a regression from eating the machine: it then dies (exit 70, or a signal) and the
 test fails on the exit code.
 """
@@ -29,7 +31,6 @@ from archive_export import bagparse
 from archive_export.bagverify import verify_bag
 from tests.cli_helpers import run_cli
 
-LIUHEN = Path(sys.executable).with_name("liuhen")
 PEAK_LIMIT_MB = 200
 # Far above any bounded run, far below what an unbounded one would take on this machine.
 ADDRESS_SPACE = 3 << 30
@@ -45,21 +46,34 @@ class Run:
     peak_mb: float
 
 
+# Runs `liuhen` in this process and, as it exits, writes the peak RSS of this address
+# space (VmHWM, kB; a fresh one since exec) to the file named first.
+_MEASURED = """
+import atexit, sys
+def _report(path=sys.argv[1]):
+    with open("/proc/self/status") as status, open(path, "w") as out:
+        out.write(next(l.split()[1] for l in status if l.startswith("VmHWM:")))
+atexit.register(_report)
+sys.argv = ["liuhen", *sys.argv[2:]]
+from liuhen.cli import main
+main()
+"""
+
+
 def run_measured(tmp: Path, *args: str) -> Run:
     """Run `liuhen ARGS` in a child process; its exit code, output and peak RSS."""
-    out, err = tmp / "stdout.txt", tmp / "stderr.txt"
+    out, err, peak = tmp / "stdout.txt", tmp / "stderr.txt", tmp / "peak-kb.txt"
+    peak.unlink(missing_ok=True)
 
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE, ADDRESS_SPACE))
 
     with open(out, "wb") as o, open(err, "wb") as e:
-        proc = subprocess.Popen([str(LIUHEN), *args], stdout=o, stderr=e, preexec_fn=limit)
-        # wait4: the rusage of this child alone (RUSAGE_CHILDREN would mix in every
-        # earlier child of the test process).
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-    return Run(proc.returncode, out.read_text(errors="replace"), err.read_text(errors="replace"),
-               usage.ru_maxrss / 1024)  # kB on Linux
+        proc = subprocess.run([sys.executable, "-c", _MEASURED, str(peak), *args],
+                              stdout=o, stderr=e, preexec_fn=limit, check=False)
+    said = out.read_text(errors="replace"), err.read_text(errors="replace")
+    assert peak.exists(), f"liuhen {' '.join(args)} died ({proc.returncode}): {said[1][-2000:]}"
+    return Run(proc.returncode, *said, int(peak.read_text()) / 1024)
 
 
 def small_bag(root: Path) -> Path:
