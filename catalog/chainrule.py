@@ -121,6 +121,32 @@ def retired_text(when: datetime | str | None) -> str | None:
     return format_time(when)
 
 
+KEY_RETIRED = "key-retired"  # the custody event that retires a key (catalog.custody.retire_key)
+
+
+def with_retirements(keys: Mapping[str, Key], events: Iterable[Event]) -> dict[str, Key]:
+    """``keys`` with every retirement the custody log records as a ``key-retired`` event.
+
+    A retirement is a signed fact of the chain, not only a column of a key row (or an
+    entry of ``keys.json``) that whoever holds the catalog can clear: the earlier of the
+    two counts. Honouring an event's retirement can only add findings, so an event that
+    is itself forged is no way round it (it is reported as edited or badly signed).
+    """
+    found = dict(keys)
+    for ev in events:
+        if ev.action != KEY_RETIRED or ev.object_type != "key" or ev.object_id not in found:
+            continue
+        try:
+            details = json.loads(ev.details)
+            when = retired_text(details["retired_at"]) if isinstance(details, dict) else None
+        except (ValueError, TypeError, KeyError):
+            continue  # not a retirement this rule can read; the event is checked as any other
+        key = found[ev.object_id]
+        if when is not None and (key.retired_at is None or when < key.retired_at):
+            found[ev.object_id] = replace(key, retired_at=when)
+    return found
+
+
 @dataclass(frozen=True)
 class Trust:
     """Key ids the verifier accepts per station, known from outside the catalog.
@@ -490,6 +516,7 @@ def check_excerpt(events: bytes, keys: bytes | None, trust: Trust | None = None,
         except ValueError as exc:
             result.issues.append(Issue("format", "", None, f"{where} line {number}: not a "
                                        f"custody event: {exc}", number))
+    result.keys = with_retirements(result.keys, (ev for _n, ev in result.events))
     checker = ChainChecker(result.keys, trust, whole=False)
     ordered = sorted(result.events, key=lambda x: (x[1].station_id, x[1].seq, x[0]))
     for number, ev in ordered:

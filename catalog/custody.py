@@ -27,6 +27,7 @@ from catalog.canonical import canonical_bytes as canonical_bytes
 from catalog.canonical import canonical_json as canonical_json
 from catalog.canonical import format_time as format_time
 from catalog.chainrule import (
+    KEY_RETIRED,
     ChainChecker,
     ChainHead,
     Issue,
@@ -36,6 +37,7 @@ from catalog.chainrule import (
     compare_heads,
     key_issues,
     retired_text,
+    with_retirements,
 )
 from catalog.errors import CatalogError
 from catalog.models import CustodyEvent, SigningKey, Station
@@ -105,7 +107,7 @@ def retire_key(session: Session, signer: Signer, key_id: str, *, actor: str, rea
         return key, False
     when = at or datetime.now(UTC)
     key.retired_at = when
-    append_event(session, signer, actor=actor, action="key-retired", object_type="key",
+    append_event(session, signer, actor=actor, action=KEY_RETIRED, object_type="key",
                  object_id=key_id, details={"station": key.station_id, "reason": reason,
                                             "retired_at": format_time(when)})
     return key, True
@@ -320,9 +322,12 @@ def verify_chain(
 
 
 def catalog_keys(session: Session) -> dict[str, Key]:
-    """Every signing key of the catalog, as the rule sees keys."""
-    return {k.key_id: Key(k.key_id, k.station_id, k.public_key, retired_text(k.retired_at))
+    """Every signing key of the catalog, as the rule sees keys: retired as its row says
+    or, when earlier, as its signed ``key-retired`` event says (a row can be edited)."""
+    keys = {k.key_id: Key(k.key_id, k.station_id, k.public_key, retired_text(k.retired_at))
             for k in session.scalars(select(SigningKey))}
+    return with_retirements(keys, session.scalars(
+        select(CustodyEvent).where(CustodyEvent.action == KEY_RETIRED)))
 
 
 def check_anchors(
