@@ -214,3 +214,52 @@ def test_too_many_files_says_so_plainly(tmp_path: Path,
     assert result.code == 1
     assert f"more than {bagparse.MAX_FILES:,} files" in result.out
     assert "INVALID: too many files; the bag was not checked further" in result.out
+
+
+# -- tar extended headers, which tarfile reads whole -------------------------------------------
+
+
+def _pax_header_bomb(dest: Path, *, gz: bool) -> None:
+    """A tar whose one pax extended header declares ``TAG_BOMB`` bytes (zeros): tarfile
+    reads such a header into memory whole before the member it describes. Written
+    directly, the zeros sparse on disk (.tar) or a few hundred kB gzipped (.tar.gz)."""
+    declaration = b"BagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\n"
+    first = tarfile.TarInfo("bag/bagit.txt")
+    first.size = len(declaration)
+    pax = tarfile.TarInfo("bag/data/././@PaxHeader")
+    pax.type = tarfile.XHDTYPE
+    pax.size = TAG_BOMB
+    head = (first.tobuf(format=tarfile.USTAR_FORMAT) + declaration
+            + bytes(-len(declaration) % 512) + pax.tobuf(format=tarfile.USTAR_FORMAT))
+    tail = tarfile.TarInfo("bag/data/x").tobuf(format=tarfile.USTAR_FORMAT) + bytes(1024)
+    if gz:
+        with gzip.open(dest, "wb", compresslevel=1) as g:
+            g.write(head)
+            for _ in range(TAG_BOMB >> 20):
+                g.write(bytes(1 << 20))
+            g.write(tail)
+        return
+    with open(dest, "wb") as f:
+        f.write(head)
+        f.seek(TAG_BOMB, os.SEEK_CUR)  # a hole: zeros that take no disk
+        f.write(tail)
+
+
+@pytest.mark.parametrize("suffix", [".tar", ".tar.gz"])
+def test_a_huge_pax_header_is_too_large_not_read(tmp_path: Path, suffix: str) -> None:
+    dest = tmp_path / f"pax{suffix}"
+    _pax_header_bomb(dest, gz=suffix == ".tar.gz")
+    assert dest.stat().st_blocks * 512 < 4 << 20
+    run = run_measured(tmp_path, "verify", "--json", str(dest))
+    doc = assert_bounded_invalid(run, kind="too-large", path="")
+    assert "extended header" in json.dumps(doc["errors"])
+
+
+def test_four_properties_on_a_huge_pax_header(tmp_path: Path) -> None:
+    dest = tmp_path / "pax.tar"
+    _pax_header_bomb(dest, gz=False)
+    run = run_measured(tmp_path, "four-properties", "--json", "--decode", "none", str(dest))
+    assert run.code == 1, (run.code, run.err[-2000:])
+    assert "Traceback" not in run.err
+    assert run.peak_mb < PEAK_LIMIT_MB, f"peak RSS {run.peak_mb:.0f} MB"
+    assert "extended header" in run.err and "too large" in run.err
