@@ -35,7 +35,6 @@ findings summarised past the first few of a kind. A bag beyond a bound is "too l
 
 from __future__ import annotations
 
-import json
 import multiprocessing as mp
 import os
 import posixpath
@@ -65,7 +64,7 @@ from archive_export.parallel_hash import (
     start_hashing,
     work_units,
 )
-from catalog.chainrule import EventRecord, Issue, Trust, check_excerpt
+from catalog.chainrule import EventRecord, Issue, Trust, check_excerpt, parse_json
 from catalog.signing import key_id_of, public_raw, verify_signature
 from config.errors import EXIT_USAGE, LiuhenError
 
@@ -981,7 +980,7 @@ def check_custody_excerpt(inp: CustodyInput) -> tuple[list[Finding], dict[str, A
         if path is None:
             continue
         try:
-            details = json.loads(ev.details)
+            details = parse_json(ev.details)
         except (ValueError, TypeError):
             details = {}
         if not isinstance(details, dict):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import logging
 import re
 import tarfile
@@ -31,6 +30,7 @@ from catalog.chainrule import (
     check_heads,
     head_from_json,
     heads_from_lines,
+    parse_json,
     sign_head,
 )
 from catalog.errors import CatalogError
@@ -130,7 +130,7 @@ def _newest_own_in_store(store: ObjectStore, signer: Signer) -> list[ChainHead]:
         return []
     try:
         with store.open(keys[-1]) as f:
-            h = head_from_json(json.loads(f.read(1 << 16)), f"store {keys[-1]}")
+            h = head_from_json(parse_json(f.read(1 << 16)), f"store {keys[-1]}")
     except (ValueError, StorageError):
         return []
     key = Key(signer.key_id, signer.station_id, signer.public_key)
@@ -179,7 +179,7 @@ def store_heads(store: ObjectStore, newest: int = STORE_NEWEST
             try:
                 with store.open(key) as f:
                     data = f.read(1 << 16)
-                heads.append(head_from_json(json.loads(data), f"store {key}"))
+                heads.append(head_from_json(parse_json(data), f"store {key}"))
             except (ValueError, StorageError) as exc:
                 issues.append(Issue("bad-anchor", "", None, f"store {key}: {exc}"))
     return heads, issues

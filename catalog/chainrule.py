@@ -85,6 +85,16 @@ class EventRecord:
     signature: str
 
 
+def parse_json(text: str | bytes) -> Any:
+    """``json.loads`` for text from a bag, a store or a file an auditor names: nesting
+    deeper than the parser goes (``[[[[…``) raises ValueError like any other malformed
+    JSON, not RecursionError, so every caller's "not JSON" path reports it."""
+    try:
+        return json.loads(text)
+    except RecursionError as exc:
+        raise ValueError("JSON nested too deep") from exc
+
+
 def event_from_json(doc: object) -> EventRecord:
     """An excerpt line's object as an event; ValueError naming what is wrong."""
     if not isinstance(doc, dict):
@@ -137,7 +147,7 @@ def with_retirements(keys: Mapping[str, Key], events: Iterable[Event]) -> dict[s
         if ev.action != KEY_RETIRED or ev.object_type != "key" or ev.object_id not in found:
             continue
         try:
-            details = json.loads(ev.details)
+            details = parse_json(ev.details)
             when = retired_text(details["retired_at"]) if isinstance(details, dict) else None
         except (ValueError, TypeError, KeyError):
             continue  # not a retirement this rule can read; the event is checked as any other
@@ -364,7 +374,7 @@ def heads_from_lines(data: bytes, source: str) -> tuple[list[ChainHead], list[Is
         if not line.strip():
             continue
         try:
-            heads.append(head_from_json(json.loads(line), f"{source} line {number}"))
+            heads.append(head_from_json(parse_json(line), f"{source} line {number}"))
         except ValueError as exc:
             if len(issues) == MAX_BAD_HEAD_LINES:  # not an anchors file: say so once
                 issues.append(Issue("bad-anchor", "", None, f"{source}: more lines that are "
@@ -485,7 +495,7 @@ def keys_from_json(data: bytes, issues: list[Issue], where: str) -> dict[str, Ke
     """The keys of a bag's ``keys.json``; a malformed document or entry is an issue."""
     keys: dict[str, Key] = {}
     try:
-        rows = json.loads(data.decode("utf-8"))["keys"]
+        rows = parse_json(data.decode("utf-8"))["keys"]
         for n, k in enumerate(rows, 1):
             key = Key(k["key_id"], str(k.get("station_id") or ""),
                       bytes.fromhex(k["public_key_hex"]), retired_text(k.get("retired_at")))
@@ -512,7 +522,7 @@ def check_excerpt(events: bytes, keys: bytes | None, trust: Trust | None = None,
         if not line.strip():
             continue
         try:
-            result.events.append((number, event_from_json(json.loads(line))))
+            result.events.append((number, event_from_json(parse_json(line))))
         except ValueError as exc:
             result.issues.append(Issue("format", "", None, f"{where} line {number}: not a "
                                        f"custody event: {exc}", number))

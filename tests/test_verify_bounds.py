@@ -290,3 +290,45 @@ def test_old_gnu_sparse_extension_headers_are_not_collected(tmp_path: Path) -> N
     run = run_measured(tmp_path, "verify", "--json", str(dest))
     doc = assert_bounded_invalid(run, kind="too-large", path="")
     assert "old GNU sparse member" in json.dumps(doc["errors"])
+
+
+# -- JSON nested too deep for the parser ---------------------------------------------------------
+
+DEEP = "[" * 100_000  # json.loads raises RecursionError, not ValueError
+
+
+@pytest.mark.parametrize("where", ["custody", "keys", "anchors", "retirement"])
+def test_json_nested_too_deep_is_a_finding_not_a_crash(
+        tmp_path: Path, where: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A line of custody.jsonl or anchors.jsonl, keys.json, or an event's details (read for
+    a key's retirement) nested deeper than the parser goes: invalid, exit 1, no internal
+    error, in verify and four-properties alike."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from archive_export.bagview import DirBag
+    from archive_export.fourprops import check_bag
+    from bench.verify import write_bag
+    from catalog.chainrule import EVENT_FIELDS
+    from catalog.signing import key_id_of, public_raw
+
+    key = Ed25519PrivateKey.generate()
+    raw = public_raw(key.public_key())
+    kid = key_id_of(raw)
+    meta = tmp_path / "bag" / "data" / "metadata"
+    meta.mkdir(parents=True)
+    (meta / "note.txt").write_text("payload\n")
+    event = {f: "x" for f in EVENT_FIELDS} | {
+        "station_id": "s1", "seq": 1, "action": "key-retired", "object_type": "key",
+        "object_id": kid, "key_id": kid, "details": DEEP if where == "retirement" else "{}"}
+    (meta / "custody.jsonl").write_text(
+        json.dumps(event) + "\n" + (DEEP + "\n" if where == "custody" else ""))
+    (meta / "keys.json").write_text(DEEP if where == "keys" else json.dumps({"keys": [
+        {"key_id": kid, "station_id": "s1", "public_key_hex": raw.hex(), "retired_at": None}]}))
+    if where == "anchors":
+        (meta / "anchors.jsonl").write_text(DEEP + "\n")
+    bag = write_bag(tmp_path / "bag", key=key)
+    r = run_cli(capsys, "verify", "--json", str(bag))
+    assert r.code == 1 and "internal error" not in r.err, (r.code, r.err[-500:])
+    assert json.loads(r.out)["ok"] is False
+    report = check_bag(DirBag(bag))
+    assert report["ok"] is False
