@@ -57,7 +57,9 @@ def reachable_anchors(settings: Settings | None, store: ObjectStore | None,
     for p in files:
         try:
             add(str(p), *file_heads(p))
-        except (OSError, tarfile.TarError) as exc:
+        # EOFError: a compressed file cut off (gzip, lzma), which must not pass for the
+        # user's Ctrl-D (the CLI reports EOFError as "aborted").
+        except (OSError, EOFError, tarfile.TarError) as exc:
             raise AnchorFileError(f"anchors {p}: cannot read: {exc}",
                               hint="name an exported bag (folder or .tar) or an anchors "
                               "file") from exc

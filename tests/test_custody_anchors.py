@@ -258,3 +258,25 @@ def test_forged_chain_head_in_the_store_is_reported(
     result = custody_verify(capsys)
     assert result.code == 1 and "bad-anchor" in result.out, result.out
     assert "truncated" not in result.out  # a forged head vouches for nothing
+
+
+def test_a_truncated_compressed_bag_given_as_anchors_is_a_usage_error(
+    app: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A kept .tar.gz cut off inside its anchors.jsonl: an error naming the file (exit
+    2), not "aborted" (exit 130, as if the user had pressed Ctrl-C): gzip raises EOFError."""
+    import os
+    import tarfile
+
+    dock(app, tmp_path, "R1", 1)
+    member = tmp_path / "kept" / "bag" / "data" / "metadata" / "anchors.jsonl"
+    member.parent.mkdir(parents=True)
+    member.write_bytes(os.urandom(1 << 20).hex().encode())  # 2 MB that gzip cannot shrink much
+    kept = tmp_path / "kept.tar.gz"
+    with tarfile.open(kept, "w:gz") as tf:
+        tf.add(tmp_path / "kept" / "bag", arcname="bag")
+    data = kept.read_bytes()
+    kept.write_bytes(data[:len(data) // 2])
+    result = custody_verify(capsys, "--anchors", str(kept))
+    assert result.code == 2, (result.code, result.out, result.err)
+    assert str(kept) in result.err and "cannot read" in result.err, result.err
