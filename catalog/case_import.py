@@ -101,7 +101,10 @@ def parse_time(text: str) -> datetime:
     value = datetime.fromisoformat(text.strip().replace("/", "-"))
     if value.tzinfo is None:
         value = value.replace(tzinfo=CHINA_STANDARD_TIME)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:  # e.g. 0001-01-01 00:00 in UTC+8: before year 1 in UTC
+        raise ValueError(f"{text!r} is outside the calendar in UTC") from exc
 
 
 @dataclass(frozen=True)

@@ -420,3 +420,28 @@ def test_json_nested_too_deep_is_an_unusable_file(app: Any, tmp_path: Path,
     path.write_text("[" * 100_000, encoding="utf-8")
     r = run_cli(capsys, "case", "import", str(path))
     assert r.code == 66 and "cases.json" in r.err and "internal error" not in r.err, r.err
+
+
+def test_a_time_before_year_1_in_utc_is_a_row_error(
+        app: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Midnight of year 1 in China Standard Time is before year 1 in UTC: an OverflowError
+    (exit 70) that failed the whole import, cases and devices alike. Now a row error
+    naming the field; the good rows land."""
+    when = "0001-01-01 00:00"
+    cases = write_rows(tmp_path / "cases.csv", [
+        ["case_number", "action_id", "officers", "start", "end", "retention"],
+        ["C-1", "A1", "010203", "2026-01-01 10:00", when, "永久"],
+        ["C-2", "A2", "010203", "2026-01-01 10:00", "2026-01-01 11:00", "永久"]])
+    r = run_cli(capsys, "case", "import", str(cases))
+    assert r.code == 3, (r.code, r.err)
+    assert f"line 2: end '{when}' is not a time" in r.err, r.err
+    devices = write_rows(tmp_path / "devices.csv", [
+        ["serial", "model", "unit", "officer_number", "officer_name", "start", "end"],
+        ["A111111", "m", "u", "010203", "张三", when, ""],
+        ["A222222", "m", "u", "010203", "张三", "2026-03-02 07:00:00", ""]])
+    r = run_cli(capsys, "device", "import", str(devices))
+    assert r.code == 3, (r.code, r.err)
+    assert f"line 2: start '{when}' is not a time" in r.err, r.err
+    with app.catalog.session() as s:
+        assert list(s.scalars(select(Case.number))) == ["C-2"]
+        assert len(s.scalars(select(DeviceAssignment)).all()) == 1
