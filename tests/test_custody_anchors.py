@@ -280,3 +280,20 @@ def test_a_truncated_compressed_bag_given_as_anchors_is_a_usage_error(
     result = custody_verify(capsys, "--anchors", str(kept))
     assert result.code == 2, (result.code, result.out, result.err)
     assert str(kept) in result.err and "cannot read" in result.err, result.err
+
+
+def test_a_hostile_tar_given_as_anchors_is_refused_within_bounded_memory(
+    app: Any, tmp_path: Path
+) -> None:
+    """A bag handed to an auditor may be hostile too: a .tar.gz of a few hundred kB that
+    declares a 300 MB pax header took `custody verify --anchors` to 950 MB. Now the file
+    is refused by name (exit 2) before the header is read."""
+    from tests.test_verify_bounds import PEAK_LIMIT_MB, _pax_header_bomb, run_measured
+
+    dock(app, tmp_path, "R1", 1)
+    kept = tmp_path / "kept.tar.gz"
+    _pax_header_bomb(kept, gz=True)
+    run = run_measured(tmp_path, "custody", "verify", "--anchors", str(kept))
+    assert run.code == 2, (run.code, run.out, run.err[-2000:])
+    assert str(kept) in run.err and "too large" in run.err, run.err
+    assert run.peak_mb < PEAK_LIMIT_MB, f"peak RSS {run.peak_mb:.0f} MB"
