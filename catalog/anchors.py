@@ -15,7 +15,6 @@ import io
 import logging
 import re
 import tarfile
-from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol, cast
@@ -227,19 +226,3 @@ def _bag_member(tar: tarfile.TarFile) -> tarfile.TarInfo | None:
         if m.isfile() and m.name.split("/", 1)[-1] == BAG_FILE:
             return m
     return None
-
-
-def gather(paths: Sequence[Path] = (), *, journal_heads: Iterable[ChainHead] = (),
-           store: ObjectStore | None = None) -> tuple[list[ChainHead], list[Issue]]:
-    """Every anchor a verifier can reach: the journal's, the store's, the auditor's files."""
-    heads = list(journal_heads)
-    issues: list[Issue] = []
-    if store is not None:
-        got, bad = store_heads(store)
-        heads += got
-        issues += bad
-    for p in paths:
-        got, bad = file_heads(p)
-        heads += got
-        issues += bad
-    return heads, issues
