@@ -267,6 +267,7 @@ class CustodyReport:
     problems: list[Problem] = field(default_factory=list)
     # Station -> the highest event number a signed chain head (anchor) vouches for.
     last_anchored: dict[str, int] = field(default_factory=dict)
+    heads_verified: int = 0  # chain heads read whose signature verified (forged ones are not)
 
     @property
     def ok(self) -> bool:
@@ -278,6 +279,7 @@ class CustodyReport:
             "events": self.events,
             "stations": self.stations,
             "last_anchored": self.last_anchored,
+            "chain_heads_verified": self.heads_verified,
             "problems": [p.__dict__ | {"message": p.describe()} for p in self.problems],
         }
 
@@ -316,7 +318,8 @@ def verify_chain(
                         if station_id is None or i.station_id == station_id]
     if anchors is not None:
         heads = [h for h in anchors if station_id is None or h.station_id == station_id]
-        problems, report.last_anchored = check_anchors(session, heads, keys=keys, trust=trust)
+        problems, report.last_anchored, report.heads_verified = check_anchors(
+            session, heads, keys=keys, trust=trust)
         report.problems += problems
     return report
 
@@ -333,15 +336,15 @@ def catalog_keys(session: Session) -> dict[str, Key]:
 def check_anchors(
     session: Session, heads: Iterable[ChainHead], *, keys: Mapping[str, Key] | None = None,
     trust: Trust | None = None,
-) -> tuple[list[Problem], dict[str, int]]:
+) -> tuple[list[Problem], dict[str, int], int]:
     """Signed chain heads (anchors) kept outside the catalog against the catalog's chains:
     a head that does not verify, tail truncation, rollback, missing events, forks. The one
     check behind `custody verify`, `verify --district` and `doctor`; with the last
-    anchored event number of each station."""
+    anchored event number of each station and how many heads verified."""
     keys = catalog_keys(session) if keys is None else keys
     good, issues = check_heads(heads, keys, trust)
     found, last = compare_heads(good, _CatalogChains(session))
-    return [_problem(i) for i in issues + found], last
+    return [_problem(i) for i in issues + found], last, len(good)
 
 
 class _CatalogChains:

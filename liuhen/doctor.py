@@ -457,7 +457,7 @@ def _chain_heads(st: _State) -> Check:
 
         reached = reachable_anchors(settings, st.store)
         with cat.session() as s:
-            problems, last = check_anchors(s, reached.heads)
+            problems, last, _verified = check_anchors(s, reached.heads)
         found = [p.describe() for p in problems] + [i.detail for i in reached.issues]
         if found:
             return Check(name, FAIL, "; ".join(found),

@@ -297,3 +297,31 @@ def test_a_hostile_tar_given_as_anchors_is_refused_within_bounded_memory(
     assert run.code == 2, (run.code, run.out, run.err[-2000:])
     assert str(kept) in run.err and "too large" in run.err, run.err
     assert run.peak_mb < PEAK_LIMIT_MB, f"peak RSS {run.peak_mb:.0f} MB"
+
+
+def test_the_summary_counts_only_chain_heads_that_verify(
+    app: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A forged head is reported, and not counted among the signed chain heads the
+    summary says the chain was checked against."""
+    import io
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from catalog import Signer
+    from catalog.anchors import store_key
+    from catalog.chainrule import sign_head
+    from storage import digest_bytes
+
+    dock(app, tmp_path, "R1", 1)
+    genuine = custody_verify(capsys)
+    # The journal's head and the store's copy of it.
+    assert genuine.code == 0 and "(2 signed chain heads)" in genuine.out, genuine.out
+    forged = sign_head(Signer(STATION, Ed25519PrivateKey.generate()), 10**6, "f" * 64)
+    data = (forged.to_line() + "\n").encode()
+    app.store.put(store_key(forged), io.BytesIO(data), expected=digest_bytes(data))
+    result = custody_verify(capsys)
+    assert result.code == 1 and "bad-anchor" in result.out, result.out
+    assert "(2 signed chain heads)" in result.out, result.out
+    doc = json.loads(custody_verify(capsys, "--json").out)
+    assert doc["chain_heads_verified"] == 2, doc
