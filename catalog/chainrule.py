@@ -121,11 +121,14 @@ class Key:
 
 
 def retired_text(when: datetime | str | None) -> str | None:
-    """A retirement time in the events' own time format, so the two compare as text."""
+    """A retirement time in the events' own time format, so the two compare as text.
+    ValueError for anything else (a bag's keys.json or an event may hold a number)."""
     if when is None or when == "":
         return None
     if isinstance(when, str):
         when = datetime.fromisoformat(when.replace("Z", "+00:00"))
+    elif not isinstance(when, datetime):
+        raise ValueError(f"retired_at {when!r} is not a time")
     if when.tzinfo is None:  # SQLite hands back naive UTC
         when = when.replace(tzinfo=UTC)
     return format_time(when)

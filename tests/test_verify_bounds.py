@@ -332,3 +332,34 @@ def test_json_nested_too_deep_is_a_finding_not_a_crash(
     assert json.loads(r.out)["ok"] is False
     report = check_bag(DirBag(bag))
     assert report["ok"] is False
+
+
+@pytest.mark.parametrize("where", ["keys", "retirement"])
+def test_a_retirement_time_that_is_not_text_is_a_finding_not_a_crash(
+        tmp_path: Path, where: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """``"retired_at": 5`` in keys.json, or in a key-retired event's details: invalid,
+    exit 1, never an internal error (AttributeError, exit 70)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from bench.verify import write_bag
+    from catalog.chainrule import EVENT_FIELDS
+    from catalog.signing import key_id_of, public_raw
+
+    key = Ed25519PrivateKey.generate()
+    raw = public_raw(key.public_key())
+    kid = key_id_of(raw)
+    meta = tmp_path / "bag" / "data" / "metadata"
+    meta.mkdir(parents=True)
+    (meta / "note.txt").write_text("payload\n")
+    event = {f: "x" for f in EVENT_FIELDS} | {
+        "station_id": "s1", "seq": 1, "action": "key-retired", "object_type": "key",
+        "object_id": kid, "key_id": kid,
+        "details": json.dumps({"retired_at": 5}) if where == "retirement" else "{}"}
+    (meta / "custody.jsonl").write_text(json.dumps(event) + "\n")
+    (meta / "keys.json").write_text(json.dumps({"keys": [
+        {"key_id": kid, "station_id": "s1", "public_key_hex": raw.hex(),
+         "retired_at": 5 if where == "keys" else None}]}))
+    bag = write_bag(tmp_path / "bag", key=key)
+    r = run_cli(capsys, "verify", "--json", str(bag))
+    assert r.code == 1 and "internal error" not in r.err, (r.code, r.err[-500:])
+    assert json.loads(r.out)["ok"] is False
