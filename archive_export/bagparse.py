@@ -34,9 +34,11 @@ from __future__ import annotations
 import codecs
 import re
 import sys
+import tarfile
 import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import cast
 
 ERROR = "error"
 WARNING = "warning"
@@ -65,9 +67,40 @@ MAX_FILES = 40_000  # files (and tar members) in one bag, entries in one manifes
 MAX_LINES = MAX_FILES + 10_000  # lines read from one tag file (blank ones included)
 MAX_TAG_BYTES = 32 << 20  # one tag file (manifest, bag-info, custody excerpt…) in memory
 MAX_BAGIT_TXT = 4096  # bagit.txt holds two short lines
+# A tar extended header (pax, GNU long name or link), which tarfile reads whole before the
+# member it describes: a name or a few attributes, never more than this.
+MAX_TAR_HEADER_BYTES = 1 << 20
 # Findings listed before the rest are only counted: per kind in one file, and per kind.
 LIST_PER_FILE = 20
 LIST_PER_KIND = 500
+
+
+class TarHeaderTooLarge(tarfile.TarError):
+    """A tar extended header larger than :data:`MAX_TAR_HEADER_BYTES`: not read."""
+
+
+class BoundedTarInfo(tarfile.TarInfo):
+    """A tar header that refuses an oversized extended header before tarfile reads it
+    into memory (a gzipped tar of a few hundred kB can declare one of gigabytes). Pass as
+    ``tarfile.open(..., tarinfo=BoundedTarInfo)``; reading then raises TarHeaderTooLarge."""
+
+    _EXTENDED = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE,
+                 tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
+
+    def _proc_member(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+        # (tarfile's own dispatch, the one place that sees the size before the read.)
+        if self.type in self._EXTENDED and self.size > MAX_TAR_HEADER_BYTES:
+            raise TarHeaderTooLarge(
+                f"a tar extended header of {self.size:,} bytes (before {self.name!r}), more "
+                f"than the {MAX_TAR_HEADER_BYTES:,} one may have here (too large)")
+        extended = getattr(self, "_sparse_structs", (None, False))[1]  # (set by frombuf)
+        if self.type == tarfile.GNUTYPE_SPARSE and extended:
+            # An old GNU sparse map continued in extension blocks, which tarfile collects
+            # without limit (a 1 MB .tar.gz of them took 600 MB). A bag holds no sparse file.
+            raise TarHeaderTooLarge(
+                f"{self.name!r}: an old GNU sparse member whose map runs on in extension "
+                "headers (a bag holds regular files only; too large to read)")
+        return cast(tarfile.TarInfo, super()._proc_member(tarfile_))  # type: ignore[misc]
 
 
 @dataclass(frozen=True)

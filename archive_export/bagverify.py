@@ -35,7 +35,6 @@ findings summarised past the first few of a kind. A bag beyond a bound is "too l
 
 from __future__ import annotations
 
-import json
 import multiprocessing as mp
 import os
 import posixpath
@@ -65,7 +64,7 @@ from archive_export.parallel_hash import (
     start_hashing,
     work_units,
 )
-from catalog.chainrule import EventRecord, Issue, Trust, check_excerpt
+from catalog.chainrule import EventRecord, Issue, Trust, check_excerpt, parse_json
 from catalog.signing import key_id_of, public_raw, verify_signature
 from config.errors import EXIT_USAGE, LiuhenError
 
@@ -332,7 +331,15 @@ def _tar_members(tf: tarfile.TarFile, tree: _Tree) -> Iterator[tarfile.TarInfo]:
     """Members one at a time, at most MAX_MEMBERS; tarfile's own list of every member it
     has read (TarFile.members) is emptied as we go, so memory does not grow with them."""
     count = 0
-    while (m := tf.next()) is not None:
+    while True:
+        try:
+            m = tf.next()
+        except P.TarHeaderTooLarge as exc:  # not read: the verdict is "too large"
+            tree.findings.append(Finding("too-large", "", f"{exc}; not read"))
+            tree.too_many = True  # not checked further: the rest of the tar is unknown
+            return
+        if m is None:
+            return
         cast(Any, tf).members.clear()  # (TarFile.members is not in the type stubs)
         count += 1
         if count > MAX_MEMBERS or tree.too_many:
@@ -346,7 +353,8 @@ def _open_tar(path: Path) -> _Tree:
     tree = _Tree(tar=path)
     members: list[_Member] = []
     try:
-        with open(path, "rb") as fh, tarfile.open(fileobj=fh, mode="r:") as tf:
+        with open(path, "rb") as fh, tarfile.open(fileobj=fh, mode="r:",
+                                                    tarinfo=P.BoundedTarInfo) as tf:
             length = os.fstat(fh.fileno()).st_size
             # Headers only: next() seeks over member data, cheap for an uncompressed file.
             members = [_Member.of(m) for m in _tar_members(tf, tree)]
@@ -389,7 +397,7 @@ def _stream_tar(path: Path) -> _Tree:
     root: str | None = None
     current: str | None = None  # the member being read
     try:
-        with tarfile.open(path, mode="r|*") as tf:
+        with tarfile.open(path, mode="r|*", tarinfo=P.BoundedTarInfo) as tf:
             for m in _tar_members(tf, tree):
                 current = None
                 name = _norm_member(m.name)
@@ -972,7 +980,7 @@ def check_custody_excerpt(inp: CustodyInput) -> tuple[list[Finding], dict[str, A
         if path is None:
             continue
         try:
-            details = json.loads(ev.details)
+            details = parse_json(ev.details)
         except (ValueError, TypeError):
             details = {}
         if not isinstance(details, dict):

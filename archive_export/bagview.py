@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, cast
 
-from archive_export.bagparse import MAX_FILES, MAX_TAG_BYTES
+from archive_export.bagparse import MAX_FILES, MAX_TAG_BYTES, BoundedTarInfo, TarHeaderTooLarge
 from config.errors import EXIT_FAILED_CHECK, EXIT_NOINPUT, LiuhenError
 
 
@@ -127,7 +127,7 @@ class TarBag:
         tops: set[str] = set()
         count = 0
         try:
-            with tarfile.open(path, "r:") as tar:
+            with tarfile.open(path, "r:", tarinfo=BoundedTarInfo) as tar:
                 while (m := tar.next()) is not None:
                     # tarfile keeps every header it read (TarFile.members, not in the type
                     # stubs); emptied so that memory does not grow with the member count.
@@ -155,6 +155,9 @@ class TarBag:
                     if bounded and len(self._members) >= MAX_FILES:
                         raise _too_many(path)
                     self._members[rest] = (m.offset_data, m.size)
+        except TarHeaderTooLarge as exc:
+            raise BagTooLarge(f"{path}: invalid: {exc}", hint="give a bag directory or the "
+                              ".tar an export wrote") from exc
         except (tarfile.TarError, OSError) as exc:
             raise BundleNotFound(f"{path}: not a readable tar file ({exc})",
                                  hint="give a bag directory or the .tar an export wrote") from exc

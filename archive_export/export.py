@@ -460,9 +460,12 @@ def _chain_heads(session: Session, store: ObjectStore, signer: Signer,
 
 def _keys(session: Session, key_ids: Iterable[str]) -> list[dict[str, Any]]:
     rows = session.scalars(select(SigningKey).where(SigningKey.key_id.in_(sorted(set(key_ids)))))
+    # Retirement as the custody rule knows it (the row, or its key-retired event if earlier):
+    # the bag's excerpt rarely holds the key-retired event itself.
+    rule = catalog_keys(session)
     return [{"key_id": k.key_id, "station_id": k.station_id,
-             "public_key_hex": k.public_key.hex(),
-             "created_at": _iso_utc(k.created_at), "retired_at": _iso_utc(k.retired_at)}
+             "public_key_hex": k.public_key.hex(), "created_at": _iso_utc(k.created_at),
+             "retired_at": rule[k.key_id].retired_at if k.key_id in rule else None}
             for k in sorted(rows, key=lambda k: k.key_id)]
 
 

@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import logging
 import re
 import tarfile
 import threading
 import time
-from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -33,6 +31,7 @@ from catalog.chainrule import (
     check_heads,
     head_from_json,
     heads_from_lines,
+    parse_json,
     sign_head,
 )
 from catalog.errors import CatalogError
@@ -135,7 +134,7 @@ def _newest_own_in_store(store: ObjectStore, signer: Signer) -> list[ChainHead]:
         return []
     try:
         with store.open(keys[-1]) as f:
-            h = head_from_json(json.loads(f.read(1 << 16)), f"store {keys[-1]}")
+            h = head_from_json(parse_json(f.read(1 << 16)), f"store {keys[-1]}")
     except (ValueError, StorageError):
         return []
     key = Key(signer.key_id, signer.station_id, signer.public_key)
@@ -184,29 +183,38 @@ def store_heads(store: ObjectStore, newest: int = STORE_NEWEST
             try:
                 with store.open(key) as f:
                     data = f.read(1 << 16)
-                heads.append(head_from_json(json.loads(data), f"store {key}"))
+                heads.append(head_from_json(parse_json(data), f"store {key}"))
             except (ValueError, StorageError) as exc:
                 issues.append(Issue("bad-anchor", "", None, f"store {key}: {exc}"))
     return heads, issues
 
 
-def file_heads(path: Path) -> tuple[list[ChainHead], list[Issue]]:
+def file_heads(path: Path, *, tarinfo: type[tarfile.TarInfo] = tarfile.TarInfo
+               ) -> tuple[list[ChainHead], list[Issue]]:
     """Anchors an auditor kept: an exported bag (folder or .tar) or a JSON-lines file of
-    chain heads (what ``liuhen custody anchor --json`` or a bag's anchors.jsonl holds)."""
+    chain heads (what ``liuhen custody anchor --json`` or a bag's anchors.jsonl holds).
+
+    A tar is read with ``tarinfo`` (the verifier's bounded header reader, which refuses an
+    extended header too large to hold by raising a TarError) and one member at a time."""
     if path.is_dir():
         inner = path / BAG_FILE
         if not inner.is_file():
             return [], [Issue("bad-anchor", "", None, f"{path}: no {BAG_FILE} (a bag exported "
                               "before chain heads were written has none)")]
         return file_heads(inner)
-    if tarfile.is_tarfile(path):
-        with tarfile.open(path) as tar:
-            member = next((m for m in tar if m.isfile() and m.name.split("/", 1)[-1]
-                           == BAG_FILE), None)
+    try:
+        # (Not tarfile.is_tarfile: it reads the first header with the unbounded reader.
+        # Closed by the with below: only the open itself tells a tar from a text file.)
+        tar = tarfile.open(path, tarinfo=tarinfo)  # noqa: SIM115
+    except tarfile.ReadError:
+        tar = None  # not a tar: a JSON-lines file of chain heads
+    if tar is not None:
+        with tar:
+            member = _bag_member(tar)
             f = tar.extractfile(member) if member is not None else None
-            if f is None:
+            if member is None or f is None:
                 return [], [Issue("bad-anchor", "", None, f"{path}: no {BAG_FILE}")]
-            return heads_from_lines(f.read(MAX_FILE_BYTES), f"{path}:{member.name}")  # type: ignore[union-attr]
+            return heads_from_lines(f.read(MAX_FILE_BYTES), f"{path}:{member.name}")
     if path.stat().st_size > MAX_FILE_BYTES:
         return [], [Issue("bad-anchor", "", None, f"{path}: {path.stat().st_size} bytes, too "
                           "large for an anchors file (name a bag or a JSON-lines file of chain "
@@ -214,20 +222,15 @@ def file_heads(path: Path) -> tuple[list[ChainHead], list[Issue]]:
     return heads_from_lines(path.read_bytes(), str(path))
 
 
-def gather(paths: Sequence[Path] = (), *, journal_heads: Iterable[ChainHead] = (),
-           store: ObjectStore | None = None) -> tuple[list[ChainHead], list[Issue]]:
-    """Every anchor a verifier can reach: the journal's, the store's, the auditor's files."""
-    heads = list(journal_heads)
-    issues: list[Issue] = []
-    if store is not None:
-        got, bad = store_heads(store)
-        heads += got
-        issues += bad
-    for p in paths:
-        got, bad = file_heads(p)
-        heads += got
-        issues += bad
-    return heads, issues
+def _bag_member(tar: tarfile.TarFile) -> tarfile.TarInfo | None:
+    """The bag's anchors file among the tar's members, read one at a time: tarfile's own
+    list of the members it has read is emptied as it goes, so memory does not grow with
+    a tar of hundreds of thousands of members."""
+    while (m := tar.next()) is not None:
+        cast(Any, tar).members.clear()  # (TarFile.members is not in the type stubs)
+        if m.isfile() and m.name.split("/", 1)[-1] == BAG_FILE:
+            return m
+    return None
 
 
 class Anchorer:

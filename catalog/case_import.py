@@ -101,7 +101,10 @@ def parse_time(text: str) -> datetime:
     value = datetime.fromisoformat(text.strip().replace("/", "-"))
     if value.tzinfo is None:
         value = value.replace(tzinfo=CHINA_STANDARD_TIME)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:  # e.g. 0001-01-01 00:00 in UTC+8: before year 1 in UTC
+        raise ValueError(f"{text!r} is outside the calendar in UTC") from exc
 
 
 @dataclass(frozen=True)
@@ -229,8 +232,41 @@ def read_actions(path: Path, data: bytes | None = None) -> Iterator[ActionRow | 
         yield _make_row(f"line {line}", row)
 
 
+# Field labels of a row, as its problems name them.
+_LABELS = {"case_number": "case number", "title": "title", "unit": "unit", "status": "status",
+           "retention": "retention", "security_class": "security class",
+           "action_id": "action id", "start": "start", "end": "end", "place": "place"}
+_JSON_KINDS = {bool: "true or false", float: "a number", list: "a list", dict: "an object"}
+
+
+def _untextual(row: dict[str, Any], problems: list[str]) -> dict[str, Any]:
+    """``row`` with its values as text. A JSON export may hold a list, an object, true or
+    a fraction where text belongs: a problem naming the field, never its Python repr
+    landing as a case number ("['x']"). An integer is taken as its digits (an action id),
+    except for officer numbers."""
+    out = dict(row)
+    for key, label in _LABELS.items():
+        value = row.get(key)
+        if isinstance(value, bool) or not isinstance(value, str | int | type(None)):
+            problems.append(f"{label} is not text ({_JSON_KINDS.get(type(value), 'not text')})")
+            out[key] = None
+    # Officer numbers (警号) only as text: as a JSON number their leading zeros are gone,
+    # and the action would name another officer.
+    officers = row.get("officers")
+    items = officers if isinstance(officers, list) else [officers]
+    if not all(isinstance(o, str) for o in items) and officers is not None:
+        kind = ("a list holding something other than text" if isinstance(officers, list)
+                else "a number" if isinstance(officers, int) and not isinstance(officers, bool)
+                else _JSON_KINDS.get(type(officers), "not text"))
+        problems.append(f"officers is not a list of officer numbers ({kind}; write each "
+                        "as text, its leading zeros count)")
+        out["officers"] = None
+    return out
+
+
 def _make_row(where: str, row: dict[str, Any]) -> ActionRow | str:
-    problems = []
+    problems: list[str] = []
+    row = _untextual(row, problems)
     times: dict[str, datetime | None] = {"start": None, "end": None}
     for key in times:
         text = str(row.get(key) or "").strip()
@@ -260,7 +296,7 @@ def _make_row(where: str, row: dict[str, Any]) -> ActionRow | str:
 def _json_actions(data: bytes, source: str) -> Iterator[ActionRow | str]:
     try:
         doc = json.loads(data.decode("utf-8-sig"))
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # (nested too deep)
         raise ImportFileError(f"{source}: not valid UTF-8 JSON ({exc})",
                               hint="export the cases again") from exc
     cases = doc.get("cases") if isinstance(doc, dict) else doc

@@ -85,6 +85,16 @@ class EventRecord:
     signature: str
 
 
+def parse_json(text: str | bytes) -> Any:
+    """``json.loads`` for text from a bag, a store or a file an auditor names: nesting
+    deeper than the parser goes (``[[[[…``) raises ValueError like any other malformed
+    JSON, not RecursionError, so every caller's "not JSON" path reports it."""
+    try:
+        return json.loads(text)
+    except RecursionError as exc:
+        raise ValueError("JSON nested too deep") from exc
+
+
 def event_from_json(doc: object) -> EventRecord:
     """An excerpt line's object as an event; ValueError naming what is wrong."""
     if not isinstance(doc, dict):
@@ -111,14 +121,43 @@ class Key:
 
 
 def retired_text(when: datetime | str | None) -> str | None:
-    """A retirement time in the events' own time format, so the two compare as text."""
+    """A retirement time in the events' own time format, so the two compare as text.
+    ValueError for anything else (a bag's keys.json or an event may hold a number)."""
     if when is None or when == "":
         return None
     if isinstance(when, str):
         when = datetime.fromisoformat(when.replace("Z", "+00:00"))
+    elif not isinstance(when, datetime):
+        raise ValueError(f"retired_at {when!r} is not a time")
     if when.tzinfo is None:  # SQLite hands back naive UTC
         when = when.replace(tzinfo=UTC)
     return format_time(when)
+
+
+KEY_RETIRED = "key-retired"  # the custody event that retires a key (catalog.custody.retire_key)
+
+
+def with_retirements(keys: Mapping[str, Key], events: Iterable[Event]) -> dict[str, Key]:
+    """``keys`` with every retirement the custody log records as a ``key-retired`` event.
+
+    A retirement is a signed fact of the chain, not only a column of a key row (or an
+    entry of ``keys.json``) that whoever holds the catalog can clear: the earlier of the
+    two counts. Honouring an event's retirement can only add findings, so an event that
+    is itself forged is no way round it (it is reported as edited or badly signed).
+    """
+    found = dict(keys)
+    for ev in events:
+        if ev.action != KEY_RETIRED or ev.object_type != "key" or ev.object_id not in found:
+            continue
+        try:
+            details = parse_json(ev.details)
+            when = retired_text(details["retired_at"]) if isinstance(details, dict) else None
+        except (ValueError, TypeError, KeyError):
+            continue  # not a retirement this rule can read; the event is checked as any other
+        key = found[ev.object_id]
+        if when is not None and (key.retired_at is None or when < key.retired_at):
+            found[ev.object_id] = replace(key, retired_at=when)
+    return found
 
 
 @dataclass(frozen=True)
@@ -338,7 +377,7 @@ def heads_from_lines(data: bytes, source: str) -> tuple[list[ChainHead], list[Is
         if not line.strip():
             continue
         try:
-            heads.append(head_from_json(json.loads(line), f"{source} line {number}"))
+            heads.append(head_from_json(parse_json(line), f"{source} line {number}"))
         except ValueError as exc:
             if len(issues) == MAX_BAD_HEAD_LINES:  # not an anchors file: say so once
                 issues.append(Issue("bad-anchor", "", None, f"{source}: more lines that are "
@@ -459,7 +498,7 @@ def keys_from_json(data: bytes, issues: list[Issue], where: str) -> dict[str, Ke
     """The keys of a bag's ``keys.json``; a malformed document or entry is an issue."""
     keys: dict[str, Key] = {}
     try:
-        rows = json.loads(data.decode("utf-8"))["keys"]
+        rows = parse_json(data.decode("utf-8"))["keys"]
         for n, k in enumerate(rows, 1):
             key = Key(k["key_id"], str(k.get("station_id") or ""),
                       bytes.fromhex(k["public_key_hex"]), retired_text(k.get("retired_at")))
@@ -486,10 +525,11 @@ def check_excerpt(events: bytes, keys: bytes | None, trust: Trust | None = None,
         if not line.strip():
             continue
         try:
-            result.events.append((number, event_from_json(json.loads(line))))
+            result.events.append((number, event_from_json(parse_json(line))))
         except ValueError as exc:
             result.issues.append(Issue("format", "", None, f"{where} line {number}: not a "
                                        f"custody event: {exc}", number))
+    result.keys = with_retirements(result.keys, (ev for _n, ev in result.events))
     checker = ChainChecker(result.keys, trust, whole=False)
     ordered = sorted(result.events, key=lambda x: (x[1].station_id, x[1].seq, x[0]))
     for number, ev in ordered:

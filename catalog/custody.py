@@ -27,6 +27,7 @@ from catalog.canonical import canonical_bytes as canonical_bytes
 from catalog.canonical import canonical_json as canonical_json
 from catalog.canonical import format_time as format_time
 from catalog.chainrule import (
+    KEY_RETIRED,
     ChainChecker,
     ChainHead,
     Issue,
@@ -36,6 +37,7 @@ from catalog.chainrule import (
     compare_heads,
     key_issues,
     retired_text,
+    with_retirements,
 )
 from catalog.errors import CatalogError
 from catalog.models import CustodyEvent, SigningKey, Station
@@ -105,7 +107,7 @@ def retire_key(session: Session, signer: Signer, key_id: str, *, actor: str, rea
         return key, False
     when = at or datetime.now(UTC)
     key.retired_at = when
-    append_event(session, signer, actor=actor, action="key-retired", object_type="key",
+    append_event(session, signer, actor=actor, action=KEY_RETIRED, object_type="key",
                  object_id=key_id, details={"station": key.station_id, "reason": reason,
                                             "retired_at": format_time(when)})
     return key, True
@@ -265,6 +267,7 @@ class CustodyReport:
     problems: list[Problem] = field(default_factory=list)
     # Station -> the highest event number a signed chain head (anchor) vouches for.
     last_anchored: dict[str, int] = field(default_factory=dict)
+    heads_verified: int = 0  # chain heads read whose signature verified (forged ones are not)
 
     @property
     def ok(self) -> bool:
@@ -276,6 +279,7 @@ class CustodyReport:
             "events": self.events,
             "stations": self.stations,
             "last_anchored": self.last_anchored,
+            "chain_heads_verified": self.heads_verified,
             "problems": [p.__dict__ | {"message": p.describe()} for p in self.problems],
         }
 
@@ -314,29 +318,33 @@ def verify_chain(
                         if station_id is None or i.station_id == station_id]
     if anchors is not None:
         heads = [h for h in anchors if station_id is None or h.station_id == station_id]
-        problems, report.last_anchored = check_anchors(session, heads, keys=keys, trust=trust)
+        problems, report.last_anchored, report.heads_verified = check_anchors(
+            session, heads, keys=keys, trust=trust)
         report.problems += problems
     return report
 
 
 def catalog_keys(session: Session) -> dict[str, Key]:
-    """Every signing key of the catalog, as the rule sees keys."""
-    return {k.key_id: Key(k.key_id, k.station_id, k.public_key, retired_text(k.retired_at))
+    """Every signing key of the catalog, as the rule sees keys: retired as its row says
+    or, when earlier, as its signed ``key-retired`` event says (a row can be edited)."""
+    keys = {k.key_id: Key(k.key_id, k.station_id, k.public_key, retired_text(k.retired_at))
             for k in session.scalars(select(SigningKey))}
+    return with_retirements(keys, session.scalars(
+        select(CustodyEvent).where(CustodyEvent.action == KEY_RETIRED)))
 
 
 def check_anchors(
     session: Session, heads: Iterable[ChainHead], *, keys: Mapping[str, Key] | None = None,
     trust: Trust | None = None,
-) -> tuple[list[Problem], dict[str, int]]:
+) -> tuple[list[Problem], dict[str, int], int]:
     """Signed chain heads (anchors) kept outside the catalog against the catalog's chains:
     a head that does not verify, tail truncation, rollback, missing events, forks. The one
     check behind `custody verify`, `verify --district` and `doctor`; with the last
-    anchored event number of each station."""
+    anchored event number of each station and how many heads verified."""
     keys = catalog_keys(session) if keys is None else keys
     good, issues = check_heads(heads, keys, trust)
     found, last = compare_heads(good, _CatalogChains(session))
-    return [_problem(i) for i in issues + found], last
+    return [_problem(i) for i in issues + found], last, len(good)
 
 
 class _CatalogChains:

@@ -60,8 +60,9 @@ def load_settings(
         source = cfg_path
         try:
             raw = tomllib.loads(cfg_path.read_text(encoding="utf-8"))
-        # ValueError: also what tomllib lets through for an integer of thousands of digits.
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError, ValueError) as exc:
+        # ValueError: also what tomllib lets through for an integer of thousands of digits;
+        # RecursionError: arrays nested deeper than its parser goes.
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError, ValueError, RecursionError) as exc:
             raise ConfigError(
                 f"{cfg_path}: not valid TOML: {exc}", hint="fix the file or run 'liuhen init'"
             ) from exc

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from archive_export.bagparse import BoundedTarInfo
 from catalog.anchors import file_heads, store_heads
 from catalog.chainrule import ChainHead, Issue
 from config import LiuhenError, Settings
@@ -56,8 +57,10 @@ def reachable_anchors(settings: Settings | None, store: ObjectStore | None,
             got.unreachable.append(f"store {store.url}: {exc.message}")
     for p in files:
         try:
-            add(str(p), *file_heads(p))
-        except (OSError, tarfile.TarError) as exc:
+            add(str(p), *file_heads(p, tarinfo=BoundedTarInfo))
+        # EOFError: a compressed file cut off (gzip, lzma), which must not pass for the
+        # user's Ctrl-D (the CLI reports EOFError as "aborted").
+        except (OSError, EOFError, tarfile.TarError) as exc:
             raise AnchorFileError(f"anchors {p}: cannot read: {exc}",
                               hint="name an exported bag (folder or .tar) or an anchors "
                               "file") from exc

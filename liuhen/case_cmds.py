@@ -23,6 +23,12 @@ from liuhen.output import err, out, print_json
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
+# Numbers as both databases hold them, from 1: a row id (an INTEGER column, 32 bits on
+# PostgreSQL) and a count (a 64-bit LIMIT). Beyond, the database driver fails
+# (OverflowError, DataError) instead of saying which option is wrong.
+ROW_ID = click.IntRange(min=1, max=2**31 - 1)
+COUNT = click.IntRange(min=1, max=2**63 - 1)
+
 
 def _reason_option(f: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--reason", required=True, help="Why (recorded in the custody log).")(f)
@@ -426,7 +432,7 @@ def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> N
 
     @retention_group.command("release")
     @click.argument("recording")
-    @click.option("--hold", "hold_id", type=int, default=None,
+    @click.option("--hold", "hold_id", type=ROW_ID, default=None,
                   help="The id of the hold to lift (see 'retention explain'); may be left "
                        "out when the recording has one hold only.")
     @_reason_option
@@ -448,7 +454,7 @@ def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> N
 
     @retention_group.command("sweep")
     @click.option("--apply", is_flag=True, help="Delete what is due (default: list only).")
-    @click.option("--limit", type=int, default=None, help="At most this many recordings.")
+    @click.option("--limit", type=COUNT, default=None, help="At most this many recordings.")
     @actor_option
     @json_option
     @pass_ctx

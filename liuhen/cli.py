@@ -249,7 +249,7 @@ def custody_verify(
             out.print(f"[yellow]![/yellow] anchors not read: {where}")
         summary = f"{report.events} events in {len(report.stations)} station chain(s)"
         anchored = ", ".join(f"{s} #{n}" for s, n in sorted(report.last_anchored.items()))
-        summary += (f"; last anchored: {anchored} ({len(reached.heads)} signed chain heads)"
+        summary += (f"; last anchored: {anchored} ({report.heads_verified} signed chain heads)"
                     if anchored else "; no signed chain head found")
         if report.ok:
             out.print(f"[green]✓[/green] custody log verifies: {summary}")

@@ -295,9 +295,14 @@ def _registration(st: _State) -> Check:
     cat, key_id, sid = st.catalog, st.key_id, st.settings.station.id
 
     def check() -> Check:
+        from catalog.custody import catalog_keys
+
         with cat.session() as s:
             row = s.get(SigningKey, key_id)
             station = s.get(Station, sid)
+            # Retired as the custody rule sees it: the row, or its key-retired event.
+            rule = catalog_keys(s).get(key_id)
+            retired = rule.retired_at if rule is not None else None
             if row is None:
                 what = (f"station {sid} is not registered in the catalog" if station is None
                         else f"station {sid} is registered, but not with this key")
@@ -310,10 +315,9 @@ def _registration(st: _State) -> Check:
                              f"station.id is {sid}",
                              f"set station.id = \"{row.station_id}\", or give this host a key "
                              "of its own ('liuhen init' with a new station.key_file)")
-            if row.retired_at is not None:
+            if retired is not None:
                 return Check(name, FAIL,
-                             f"key {key_id} of station {sid} was retired at "
-                             f"{row.retired_at.isoformat()}",
+                             f"key {key_id} of station {sid} was retired at {retired}",
                              "point station.key_file at the station's current key "
                              "(docs/operations.md, 'Signing-key rotation')")
         return Check(name, OK, f"station {sid}, key {key_id[:24]}…")
@@ -453,7 +457,7 @@ def _chain_heads(st: _State) -> Check:
 
         reached = reachable_anchors(settings, st.store)
         with cat.session() as s:
-            problems, last = check_anchors(s, reached.heads)
+            problems, last, _verified = check_anchors(s, reached.heads)
         found = [p.describe() for p in problems] + [i.detail for i in reached.issues]
         if found:
             return Check(name, FAIL, "; ".join(found),

@@ -22,6 +22,7 @@ from catalog.models import (
     CustodyEvent,
     DeviceAssignment,
     EnforcementAction,
+    Officer,
 )
 from tests.case_helpers import CST, cst, make_recording
 from tests.cli_helpers import run_cli
@@ -378,3 +379,69 @@ def test_a_field_over_the_csv_limit_is_a_row_error(
     assert r.code == 3, r.out + r.err
     assert json.loads(r.out)["errors"] == [
         "line 2: device unit is 200000 characters long, more than the 200 it may have"]
+
+
+def test_json_values_of_the_wrong_type_are_row_errors(app: Any, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """A list or an object where text belongs is a row error naming the field (it used to
+    land as its Python repr, "['x']"), officers that are not a list or text too (they were
+    an internal error, exit 70); the good rows land."""
+    path = tmp_path / "cases.json"
+    path.write_text(json.dumps({"cases": [
+        {"number": ["沪徐市监罚〔2026〕1号"], "title": {"a": 1}, "retention": "10年"},
+        {"number": "沪徐市监罚〔2026〕2号", "retention": "10年",
+         "actions": [{"id": "a1", "officers": 5, "start": "2026-02-01 09:00",
+                      "end": "2026-02-01 10:00"}]},
+        {"number": "沪徐市监罚〔2026〕3号", "retention": "10年",
+         "actions": [{"id": 7, "officers": ["010203"], "start": "2026-02-01 09:00",
+                      "end": "2026-02-01 10:00"}]},
+        {"number": "沪徐市监罚〔2026〕4号", "retention": "10年",
+         "actions": [{"id": "a4", "officers": ["010203", 10204], "start": "2026-02-01 09:00",
+                      "end": "2026-02-01 10:00"}]},
+    ]}), encoding="utf-8")
+    r = run_cli(capsys, "case", "import", str(path))
+    assert r.code == 3, (r.code, r.out, r.err)
+    said = r.out + r.err
+    assert "cases[0]: case number is not text (a list); title is not text (an object)" \
+        in said, said
+    assert "cases[1].actions[0]: officers is not a list of officer numbers (a number; " in said
+    assert "cases[3].actions[0]: officers is not a list of officer numbers (a list holding " \
+        "something other than text; write each as text, its leading zeros count)" in said
+    with app.catalog.session() as s:
+        assert list(s.scalars(select(Case.number))) == ["沪徐市监罚〔2026〕3号"]
+        assert list(s.scalars(select(EnforcementAction.external_id))) == ["7"]
+        assert list(s.scalars(select(Officer.number).join(
+            ActionOfficer, ActionOfficer.officer_id == Officer.id))) == ["010203"]
+
+
+def test_json_nested_too_deep_is_an_unusable_file(app: Any, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "cases.json"
+    path.write_text("[" * 100_000, encoding="utf-8")
+    r = run_cli(capsys, "case", "import", str(path))
+    assert r.code == 66 and "cases.json" in r.err and "internal error" not in r.err, r.err
+
+
+def test_a_time_before_year_1_in_utc_is_a_row_error(
+        app: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Midnight of year 1 in China Standard Time is before year 1 in UTC: an OverflowError
+    (exit 70) that failed the whole import, cases and devices alike. Now a row error
+    naming the field; the good rows land."""
+    when = "0001-01-01 00:00"
+    cases = write_rows(tmp_path / "cases.csv", [
+        ["case_number", "action_id", "officers", "start", "end", "retention"],
+        ["C-1", "A1", "010203", "2026-01-01 10:00", when, "永久"],
+        ["C-2", "A2", "010203", "2026-01-01 10:00", "2026-01-01 11:00", "永久"]])
+    r = run_cli(capsys, "case", "import", str(cases))
+    assert r.code == 3, (r.code, r.err)
+    assert f"line 2: end '{when}' is not a time" in r.err, r.err
+    devices = write_rows(tmp_path / "devices.csv", [
+        ["serial", "model", "unit", "officer_number", "officer_name", "start", "end"],
+        ["A111111", "m", "u", "010203", "张三", when, ""],
+        ["A222222", "m", "u", "010203", "张三", "2026-03-02 07:00:00", ""]])
+    r = run_cli(capsys, "device", "import", str(devices))
+    assert r.code == 3, (r.code, r.err)
+    assert f"line 2: start '{when}' is not a time" in r.err, r.err
+    with app.catalog.session() as s:
+        assert list(s.scalars(select(Case.number))) == ["C-2"]
+        assert len(s.scalars(select(DeviceAssignment)).all()) == 1

@@ -117,6 +117,7 @@ NONSENSE_NUMBERS = [
     ("[retention]\nattach_margin_s = -5\n", "'retention.attach_margin_s'", "between"),
     ("[media]\nproxy_crf = 99\n", "'media.proxy_crf'", "between 0 and 51"),
     ("[ingest]\nchunk_mb = " + "9" * 5000 + "\n", "", "not valid TOML"),
+    ("[ingest]\nchunk_mb = " + "[" * 100_000 + "\n", "", "not valid TOML"),  # RecursionError
     ("[station]\nheartbeat_s = " + "9" * 400 + "\n", "'station.heartbeat_s'", "at most"),
 ]
 

@@ -282,3 +282,70 @@ def test_a_workers_events_are_anchored_when_it_drains(
     result = custody_verify(capsys)
     assert result.code == 1 and "truncated" in result.out, result.out
     assert f"last anchored seq {worked}" in result.out
+
+
+def test_a_truncated_compressed_bag_given_as_anchors_is_a_usage_error(
+    app: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A kept .tar.gz cut off inside its anchors.jsonl: an error naming the file (exit
+    2), not "aborted" (exit 130, as if the user had pressed Ctrl-C): gzip raises EOFError."""
+    import os
+    import tarfile
+
+    dock(app, tmp_path, "R1", 1)
+    member = tmp_path / "kept" / "bag" / "data" / "metadata" / "anchors.jsonl"
+    member.parent.mkdir(parents=True)
+    member.write_bytes(os.urandom(1 << 20).hex().encode())  # 2 MB that gzip cannot shrink much
+    kept = tmp_path / "kept.tar.gz"
+    with tarfile.open(kept, "w:gz") as tf:
+        tf.add(tmp_path / "kept" / "bag", arcname="bag")
+    data = kept.read_bytes()
+    kept.write_bytes(data[:len(data) // 2])
+    result = custody_verify(capsys, "--anchors", str(kept))
+    assert result.code == 2, (result.code, result.out, result.err)
+    assert str(kept) in result.err and "cannot read" in result.err, result.err
+
+
+def test_a_hostile_tar_given_as_anchors_is_refused_within_bounded_memory(
+    app: Any, tmp_path: Path
+) -> None:
+    """A bag handed to an auditor may be hostile too: a .tar.gz of a few hundred kB that
+    declares a 300 MB pax header took `custody verify --anchors` to 950 MB. Now the file
+    is refused by name (exit 2) before the header is read."""
+    from tests.test_verify_bounds import PEAK_LIMIT_MB, _pax_header_bomb, run_measured
+
+    dock(app, tmp_path, "R1", 1)
+    kept = tmp_path / "kept.tar.gz"
+    _pax_header_bomb(kept, gz=True)
+    run = run_measured(tmp_path, "custody", "verify", "--anchors", str(kept))
+    assert run.code == 2, (run.code, run.out, run.err[-2000:])
+    assert str(kept) in run.err and "too large" in run.err, run.err
+    assert run.peak_mb < PEAK_LIMIT_MB, f"peak RSS {run.peak_mb:.0f} MB"
+
+
+def test_the_summary_counts_only_chain_heads_that_verify(
+    app: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A forged head is reported, and not counted among the signed chain heads the
+    summary says the chain was checked against."""
+    import io
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from catalog import Signer
+    from catalog.anchors import store_key
+    from catalog.chainrule import sign_head
+    from storage import digest_bytes
+
+    dock(app, tmp_path, "R1", 1)
+    genuine = custody_verify(capsys)
+    # The journal's head and the store's copy of it.
+    assert genuine.code == 0 and "(2 signed chain heads)" in genuine.out, genuine.out
+    forged = sign_head(Signer(STATION, Ed25519PrivateKey.generate()), 10**6, "f" * 64)
+    data = (forged.to_line() + "\n").encode()
+    app.store.put(store_key(forged), io.BytesIO(data), expected=digest_bytes(data))
+    result = custody_verify(capsys)
+    assert result.code == 1 and "bad-anchor" in result.out, result.out
+    assert "(2 signed chain heads)" in result.out, result.out
+    doc = json.loads(custody_verify(capsys, "--json").out)
+    assert doc["chain_heads_verified"] == 2, doc

@@ -214,3 +214,34 @@ def test_retire_key_command_then_later_events_of_that_key_are_reported(
                if p["kind"] == "retired-key"]
     assert retired == [(OTHER, 3)], report["problems"]
     cat.dispose()
+
+
+def test_a_retirement_cleared_from_the_key_row_is_still_known_from_its_signed_event(
+    home: Path, catalog_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The retirement is a signed custody event: an insider holding the leaked key and the
+    catalog cannot undo it by clearing one column, then sign on with the leaked key."""
+    cat = Catalog(catalog_url)
+    own = signer_of(home)
+    leaked = Signer(OTHER, Ed25519PrivateKey.generate())
+    with cat.transaction() as s:
+        register_station(s, leaked)  # OTHER #1
+    append(cat, leaked, datetime.now(UTC), 1)  # OTHER #2, before the retirement
+    assert run_cli(capsys, "custody", "retire-key", leaked.key_id, "--reason", "key leaked",
+                   "--actor", "admin").code == 0
+    with cat.transaction() as s:  # the insider's edit: the row forgets the retirement
+        s.get(SigningKey, leaked.key_id).retired_at = None  # type: ignore[union-attr]
+    append(cat, leaked, datetime.now(UTC) + timedelta(minutes=1), 3)  # OTHER #3, after
+    result = run_cli(capsys, "custody", "verify", "--json")
+    assert result.code == 1, result.out
+    retired = [(p["station_id"], p["seq"]) for p in json.loads(result.out)["problems"]
+               if p["kind"] == "retired-key"]
+    assert retired == [(OTHER, 3)], result.out
+
+    # A bag carrying the same events (keys.json written from the edited row): the excerpt's
+    # own key-retired event is enough for `verify BUNDLE` and four-properties.
+    bag = excerpt_bag(cat, tmp_path / "bag", own)
+    found = verify_bag(bag)
+    assert [f.kind for f in found.errors] == ["custody-retired-key"], found.errors
+    assert sum("retired-key" in p for p in a4_problems(bag)) == 1
+    cat.dispose()

@@ -211,3 +211,32 @@ def test_healthy_district_postgres_and_object_lock_bucket(
     assert result.code == 0
     lock = checks(report)["store object lock"]
     assert lock["status"] == "warn" and "Object Lock" in lock["fix"]
+
+
+def test_a_retired_key_is_reported_even_when_its_row_was_cleared(
+        home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """doctor judges this host's key by the custody rule: retired by its row or, when the
+    row was cleared, by its signed key-retired event (custody verify would report every
+    event the host signs from now on)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from catalog import Signer, register_station
+    from catalog.custody import retire_key
+    from catalog.models import SigningKey
+    from catalog.signing import load_key_file
+
+    assert run_cli(capsys, "init").code == 0
+    own = Signer("station-01", load_key_file(home / "keys" / "station.pem"))
+    admin = Signer("admin-01", Ed25519PrivateKey.generate())
+    catalog = Catalog(f"sqlite:///{home / 'catalog.sqlite3'}")
+    with catalog.transaction() as s:
+        register_station(s, admin)
+        retire_key(s, admin, own.key_id, actor="admin", reason="leaked")
+    with catalog.transaction() as s:
+        row = s.get(SigningKey, own.key_id)
+        assert row is not None
+        row.retired_at = None
+    catalog.dispose()
+    _, report = doctor(capsys)
+    bad = failed(report)
+    assert "key registered" in bad and "was retired at" in bad["key registered"]["detail"], bad

@@ -90,3 +90,33 @@ def test_two_holds_are_lifted_one_at_a_time(app: Any,
         assert [(e["hold"], e["reason"], e["remaining"]) for e in events] == [
             (first_id, "诉讼结案", [second_id]), (second_id, "复查结束", [])]
         assert verify_chain(s).ok
+
+
+@pytest.mark.parametrize("args", [
+    ("retention", "release", "{rec}", "--hold", "99999999999999999999999", "--reason", "x"),
+    ("retention", "release", "{rec}", "--hold", "0", "--reason", "x"),
+    ("retention", "release", "{rec}", "--hold", str(2**31), "--reason", "x"),
+    ("retention", "sweep", "--limit", "99999999999999999999999"),
+    ("retention", "sweep", "--limit", "-5"),
+])
+def test_out_of_range_numbers_are_usage_errors(app: Any, capsys: pytest.CaptureFixture[str],
+                                               args: tuple[str, ...]) -> None:
+    """A number no id or count can be is refused by name (exit 2), not an internal error
+    from the database (exit 70)."""
+    rec_id = make_recording(app, start=datetime.now(UTC), received=datetime.now(UTC))
+    assert run_cli(capsys, "retention", "hold", str(rec_id), "--reason", "a").code == 0
+    r = run_cli(capsys, *(a.format(rec=rec_id) for a in args))
+    assert r.code == 2, (r.code, r.out, r.err)
+    option = next(a for a in args if a in ("--hold", "--limit"))
+    assert f"'{option}'" in r.err and "internal error" not in r.err, r.err
+    with app.catalog.session() as s:  # nothing released
+        assert s.scalars(select(LegalHold).where(LegalHold.released_at.is_(None))).all()
+
+
+def test_a_large_hold_id_is_not_a_hold_of_the_recording(
+        app: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    rec_id = make_recording(app, start=datetime.now(UTC), received=datetime.now(UTC))
+    assert run_cli(capsys, "retention", "hold", str(rec_id), "--reason", "a").code == 0
+    r = run_cli(capsys, "retention", "release", str(rec_id), "--hold", str(2**31 - 1),
+                "--reason", "x")
+    assert r.code == 65 and f"hold {2**31 - 1} is not a hold of this recording" in r.err, r.err

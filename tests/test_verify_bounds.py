@@ -228,3 +228,152 @@ def test_too_many_files_says_so_plainly(tmp_path: Path,
     assert result.code == 1
     assert f"more than {bagparse.MAX_FILES:,} files" in result.out
     assert "INVALID: too many files; the bag was not checked further" in result.out
+
+
+# -- tar extended headers, which tarfile reads whole -------------------------------------------
+
+
+def _pax_header_bomb(dest: Path, *, gz: bool) -> None:
+    """A tar whose one pax extended header declares ``TAG_BOMB`` bytes (zeros): tarfile
+    reads such a header into memory whole before the member it describes. Written
+    directly, the zeros sparse on disk (.tar) or a few hundred kB gzipped (.tar.gz)."""
+    declaration = b"BagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\n"
+    first = tarfile.TarInfo("bag/bagit.txt")
+    first.size = len(declaration)
+    pax = tarfile.TarInfo("bag/data/././@PaxHeader")
+    pax.type = tarfile.XHDTYPE
+    pax.size = TAG_BOMB
+    head = (first.tobuf(format=tarfile.USTAR_FORMAT) + declaration
+            + bytes(-len(declaration) % 512) + pax.tobuf(format=tarfile.USTAR_FORMAT))
+    tail = tarfile.TarInfo("bag/data/x").tobuf(format=tarfile.USTAR_FORMAT) + bytes(1024)
+    if gz:
+        with gzip.open(dest, "wb", compresslevel=1) as g:
+            g.write(head)
+            for _ in range(TAG_BOMB >> 20):
+                g.write(bytes(1 << 20))
+            g.write(tail)
+        return
+    with open(dest, "wb") as f:
+        f.write(head)
+        f.seek(TAG_BOMB, os.SEEK_CUR)  # a hole: zeros that take no disk
+        f.write(tail)
+
+
+@pytest.mark.parametrize("suffix", [".tar", ".tar.gz"])
+def test_a_huge_pax_header_is_too_large_not_read(tmp_path: Path, suffix: str) -> None:
+    dest = tmp_path / f"pax{suffix}"
+    _pax_header_bomb(dest, gz=suffix == ".tar.gz")
+    assert dest.stat().st_blocks * 512 < 4 << 20
+    run = run_measured(tmp_path, "verify", "--json", str(dest))
+    doc = assert_bounded_invalid(run, kind="too-large", path="")
+    assert "extended header" in json.dumps(doc["errors"])
+
+
+def test_four_properties_on_a_huge_pax_header(tmp_path: Path) -> None:
+    dest = tmp_path / "pax.tar"
+    _pax_header_bomb(dest, gz=False)
+    run = run_measured(tmp_path, "four-properties", "--json", "--decode", "none", str(dest))
+    assert run.code == 1, (run.code, run.err[-2000:])
+    assert "Traceback" not in run.err
+    assert run.peak_mb < PEAK_LIMIT_MB, f"peak RSS {run.peak_mb:.0f} MB"
+    assert "extended header" in run.err and "too large" in run.err
+
+
+def test_old_gnu_sparse_extension_headers_are_not_collected(tmp_path: Path) -> None:
+    """An old GNU sparse member's map, continued in extension blocks that tarfile collects
+    without limit: 400,000 of them gzip to about 1 MB (they took 600 MB and 20 s)."""
+    declaration = b"BagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\n"
+    first = tarfile.TarInfo("bag/bagit.txt")
+    first.size = len(declaration)
+    header = bytearray(tarfile.TarInfo("bag/data/sparse").tobuf(format=tarfile.GNU_FORMAT))
+    header[156:157] = tarfile.GNUTYPE_SPARSE
+    header[482] = 1  # the map goes on in an extension block
+    header[148:156] = b" " * 8
+    header[148:156] = b"%06o\0 " % sum(header)
+    extension = bytearray(512)
+    for i in range(21):
+        extension[i * 24:i * 24 + 24] = b"%011o\0%011o\0" % (2 * i, 1)
+    extension[504] = 1  # and on
+    dest = tmp_path / "sparse.tar.gz"
+    with gzip.open(dest, "wb", compresslevel=6) as g:
+        g.write(first.tobuf(format=tarfile.USTAR_FORMAT) + declaration
+                + bytes(-len(declaration) % 512) + bytes(header))
+        for _ in range(400_000):
+            g.write(extension)
+        g.write(bytes(1536))
+    run = run_measured(tmp_path, "verify", "--json", str(dest))
+    doc = assert_bounded_invalid(run, kind="too-large", path="")
+    assert "old GNU sparse member" in json.dumps(doc["errors"])
+
+
+# -- JSON nested too deep for the parser ---------------------------------------------------------
+
+DEEP = "[" * 100_000  # json.loads raises RecursionError, not ValueError
+
+
+@pytest.mark.parametrize("where", ["custody", "keys", "anchors", "retirement"])
+def test_json_nested_too_deep_is_a_finding_not_a_crash(
+        tmp_path: Path, where: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A line of custody.jsonl or anchors.jsonl, keys.json, or an event's details (read for
+    a key's retirement) nested deeper than the parser goes: invalid, exit 1, no internal
+    error, in verify and four-properties alike."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from archive_export.bagview import DirBag
+    from archive_export.fourprops import check_bag
+    from bench.verify import write_bag
+    from catalog.chainrule import EVENT_FIELDS
+    from catalog.signing import key_id_of, public_raw
+
+    key = Ed25519PrivateKey.generate()
+    raw = public_raw(key.public_key())
+    kid = key_id_of(raw)
+    meta = tmp_path / "bag" / "data" / "metadata"
+    meta.mkdir(parents=True)
+    (meta / "note.txt").write_text("payload\n")
+    event = {f: "x" for f in EVENT_FIELDS} | {
+        "station_id": "s1", "seq": 1, "action": "key-retired", "object_type": "key",
+        "object_id": kid, "key_id": kid, "details": DEEP if where == "retirement" else "{}"}
+    (meta / "custody.jsonl").write_text(
+        json.dumps(event) + "\n" + (DEEP + "\n" if where == "custody" else ""))
+    (meta / "keys.json").write_text(DEEP if where == "keys" else json.dumps({"keys": [
+        {"key_id": kid, "station_id": "s1", "public_key_hex": raw.hex(), "retired_at": None}]}))
+    if where == "anchors":
+        (meta / "anchors.jsonl").write_text(DEEP + "\n")
+    bag = write_bag(tmp_path / "bag", key=key)
+    r = run_cli(capsys, "verify", "--json", str(bag))
+    assert r.code == 1 and "internal error" not in r.err, (r.code, r.err[-500:])
+    assert json.loads(r.out)["ok"] is False
+    report = check_bag(DirBag(bag))
+    assert report["ok"] is False
+
+
+@pytest.mark.parametrize("where", ["keys", "retirement"])
+def test_a_retirement_time_that_is_not_text_is_a_finding_not_a_crash(
+        tmp_path: Path, where: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """``"retired_at": 5`` in keys.json, or in a key-retired event's details: invalid,
+    exit 1, never an internal error (AttributeError, exit 70)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from bench.verify import write_bag
+    from catalog.chainrule import EVENT_FIELDS
+    from catalog.signing import key_id_of, public_raw
+
+    key = Ed25519PrivateKey.generate()
+    raw = public_raw(key.public_key())
+    kid = key_id_of(raw)
+    meta = tmp_path / "bag" / "data" / "metadata"
+    meta.mkdir(parents=True)
+    (meta / "note.txt").write_text("payload\n")
+    event = {f: "x" for f in EVENT_FIELDS} | {
+        "station_id": "s1", "seq": 1, "action": "key-retired", "object_type": "key",
+        "object_id": kid, "key_id": kid,
+        "details": json.dumps({"retired_at": 5}) if where == "retirement" else "{}"}
+    (meta / "custody.jsonl").write_text(json.dumps(event) + "\n")
+    (meta / "keys.json").write_text(json.dumps({"keys": [
+        {"key_id": kid, "station_id": "s1", "public_key_hex": raw.hex(),
+         "retired_at": 5 if where == "keys" else None}]}))
+    bag = write_bag(tmp_path / "bag", key=key)
+    r = run_cli(capsys, "verify", "--json", str(bag))
+    assert r.code == 1 and "internal error" not in r.err, (r.code, r.err[-500:])
+    assert json.loads(r.out)["ok"] is False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import tarfile
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from sqlalchemy import select
 
 from archive_export.lookup import lookup_file
 from catalog import Catalog
-from catalog.models import CustodyEvent, Recording
+from catalog.models import CustodyEvent, Recording, SigningKey
 from ingest.synthetic import make_bulk_files
 from tests.cli_helpers import run_cli
 from tests.offload_helpers import file_digests, make_app
@@ -123,3 +124,25 @@ def test_a_derivative_is_found_with_its_source(
     assert doc["ok"] and doc["matches"][0]["type"] == "derivative"
     assert doc["matches"][0]["source_sha256"] == sha
     assert [e["action"] for e in doc["custody"]] == ["derived"]
+
+
+def test_custody_signed_by_a_retired_key_is_flagged(
+    station_with_files: tuple[Path, list[Path]], catalog_url: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`verify FILE` judges the file's custody history by the one custody rule: events
+    the station's key signed after the key was retired are not a verified history."""
+    data, files = station_with_files
+    catalog = Catalog(catalog_url)
+    with catalog.transaction() as s:  # retired before it signed this docking's events
+        first = s.scalars(select(CustodyEvent).order_by(CustodyEvent.seq)).first()
+        assert first is not None
+        key = s.get(SigningKey, first.key_id)
+        assert key is not None
+        key.retired_at = datetime.fromisoformat(first.at.replace("Z", "+00:00"))
+    catalog.dispose()
+    result = run_cli(capsys, "--data-dir", str(data), "verify", "--json", str(files[0]))
+    assert result.code == 1, result.out
+    doc = json.loads(result.out)
+    assert doc["known"] and not doc["ok"]
+    assert any("offloaded" in p and "retired" in p for p in doc["problems"]), doc["problems"]
