@@ -918,9 +918,12 @@ class Station:
                     for f in files if f.state in (J.REJECTED, J.QUARANTINED)]
         blocking = [f for f in files if f.state == J.QUARANTINED]
         recorder_gone = not root.is_dir()
+        # Every file rejected (links, pipes): nothing was taken, so, as with an empty
+        # folder, nothing vouches that the recorder's recordings are held.
+        took_none = not any(f.state in (J.DONE, J.CLEARED) for f in files)
         if open_work or stop.is_set():
             state = J.OFFLOADING  # interrupted: the next run resumes it
-        elif blocking or recorder_gone:
+        elif blocking or recorder_gone or took_none:
             state = J.INCOMPLETE
         else:
             state = J.SAFE_TO_CLEAR

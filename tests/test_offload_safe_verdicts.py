@@ -308,3 +308,27 @@ def test_a_full_s3_store_waits_named_and_resumes_when_the_quota_is_raised(
     result = docking.finish()
     assert_all_stored(app, result, len(rec.files))
     app.close()
+
+
+def test_a_recorder_whose_every_file_is_rejected_is_not_safe_to_clear(
+    tmp_path: Path, cli_env: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Found by the review: a folder holding only a link out of the recorder and a pipe
+    said "0 of 2 files stored and verified … SAFE TO CLEAR". Nothing taken is nothing
+    vouched for, as with an empty folder."""
+    dcim = tmp_path / "dock" / "A123456" / "DCIM"
+    dcim.mkdir(parents=True)
+    outside = tmp_path / "outside.MP4"
+    outside.write_bytes(b"not on the recorder")
+    (dcim / "A123456_010203_20261126083000_0001.MP4").symlink_to(outside)
+    os.mkfifo(dcim / "A123456_010203_20261126083100_0002.MP4")
+    make_app(cli_env).close()
+
+    result = run_cli(capsys, "ingest", str(dcim.parent))
+
+    said = " ".join(result.out.split())
+    assert result.code == 3, said
+    assert "0 of 2 files stored" in said and "NOT SAFE TO CLEAR" in said
+    assert "symbolic link" in said and "not a regular file" in said
+    (row,) = json.loads(run_cli(capsys, "station", "status", "--json").out)
+    assert row["safe_to_clear"] is False and row["state"] == J.INCOMPLETE
