@@ -214,12 +214,25 @@ def file_heads(path: Path, *, tarinfo: type[tarfile.TarInfo] = tarfile.TarInfo
             f = tar.extractfile(member) if member is not None else None
             if member is None or f is None:
                 return [], [Issue("bad-anchor", "", None, f"{path}: no {BAG_FILE}")]
-            return heads_from_lines(f.read(MAX_FILE_BYTES), f"{path}:{member.name}")
+            return _some_heads(heads_from_lines(f.read(MAX_FILE_BYTES), f"{path}:{member.name}"),
+                               path)
     if path.stat().st_size > MAX_FILE_BYTES:
         return [], [Issue("bad-anchor", "", None, f"{path}: {path.stat().st_size} bytes, too "
                           "large for an anchors file (name a bag or a JSON-lines file of chain "
                           "heads)")]
-    return heads_from_lines(path.read_bytes(), str(path))
+    return _some_heads(heads_from_lines(path.read_bytes(), str(path)), path)
+
+
+def _some_heads(read: tuple[list[ChainHead], list[Issue]], path: Path
+                ) -> tuple[list[ChainHead], list[Issue]]:
+    """An auditor names a file to check the catalog against it: one that holds no chain
+    head at all (empty, /dev/null, the wrong file) checks nothing and must say so rather
+    than pass in silence."""
+    heads, issues = read
+    if not heads and not issues:
+        issues = [Issue("bad-anchor", "", None, f"{path}: holds no chain heads (name a bag or "
+                        "a JSON-lines file of chain heads)")]
+    return heads, issues
 
 
 def _bag_member(tar: tarfile.TarFile) -> tarfile.TarInfo | None:

@@ -349,3 +349,16 @@ def test_the_summary_counts_only_chain_heads_that_verify(
     assert "(2 signed chain heads)" in result.out, result.out
     doc = json.loads(custody_verify(capsys, "--json").out)
     assert doc["chain_heads_verified"] == 2, doc
+
+
+def test_an_anchors_file_with_no_chain_head_is_said_not_passed(
+    app: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An auditor who names the wrong file (empty, /dev/null) has checked nothing: the
+    verdict says so instead of passing in silence (found by the review)."""
+    dock(app, tmp_path, "R1", 1)
+    empty = tmp_path / "kept-heads.jsonl"
+    empty.write_bytes(b"\n")
+    result = custody_verify(capsys, "--anchors", str(empty))
+    assert result.code == 1, result.out
+    assert f"{empty}: holds no chain heads" in " ".join(result.out.split())
