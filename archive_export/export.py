@@ -720,20 +720,8 @@ def _take_back(catalog: Catalog, signer: Signer, export_id: int, uid: str, actor
             os.rename(w.final, w.temp)
         except OSError:
             w.remove_final()
-    message = str(exc) if isinstance(exc, LiuhenError) else f"{type(exc).__name__}: {exc}"
-    try:
-        with catalog.transaction() as session:
-            row = session.get(Export, export_id)
-            if row is not None:
-                row.state = "FAILED"
-                row.error = message
-                row.finished_at = utcnow()
-            session.execute(delete(ExportItem).where(ExportItem.export_id == export_id))
-            append_event(session, signer, actor=actor, action="export-failed",
-                         object_type="export", object_id=uid,
-                         details={"error": message[:2000], "taken_back": True})
-    except Exception:  # still DONE: the next run completes it instead
-        return
+    if not _record_failure(catalog, signer, export_id, uid, actor, exc, taken_back=True):
+        return  # still DONE: the next run completes it instead
     for w in writers:
         w.abort()
 
@@ -879,12 +867,17 @@ def _remove_interrupted(catalog: Catalog, signer: Signer, export_id: int, uid: s
 
 
 def _record_failure(catalog: Catalog, signer: Signer, export_id: int, uid: str, actor: str,
-                    exc: BaseException) -> None:
+                    exc: BaseException, *, taken_back: bool = False) -> bool:
+    """Record the export FAILED with an ``export-failed`` event; ``taken_back``: it had
+    been recorded DONE, so its items go too. False when the catalog could not be told
+    (the caller's error stands; the next run reconciles)."""
     message = str(exc) if isinstance(exc, LiuhenError) else f"{type(exc).__name__}: {exc}"
     details: dict[str, Any] = {"error": message[:2000]}
     if isinstance(exc, PayloadMismatch):
         details["object"] = exc.what
         details["problems"] = exc.problems
+    if taken_back:
+        details["taken_back"] = True
     try:
         with catalog.transaction() as session:
             row = session.get(Export, export_id)
@@ -892,10 +885,13 @@ def _record_failure(catalog: Catalog, signer: Signer, export_id: int, uid: str, 
                 row.state = "FAILED"
                 row.error = message
                 row.finished_at = utcnow()
+            if taken_back:
+                session.execute(delete(ExportItem).where(ExportItem.export_id == export_id))
             append_event(session, signer, actor=actor, action="export-failed",
                          object_type="export", object_id=uid, details=details)
     except Exception:
-        pass
+        return False
+    return True
 
 
 def _settle_unknown_commit(catalog: Catalog, signer: Signer, export_id: int, uid: str,

@@ -925,7 +925,6 @@ class S3Store:
                                               VersionId=v["VersionId"])
         return CheckResult("round trip", True, "write, read back, verify and delete a probe object")
 
-
     # -- repair of a damaged object (the station, on a docking of bytes already held) ------
 
     def replace_damaged(
