@@ -6,7 +6,8 @@
 # Safe to run again: imports are idempotent and every export gets a new folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+# The demo runs on the embedded default: no S3 server, so no Ceph packages to install.
+LIUHEN_SETUP_NO_CEPH=1 bash scripts/setup.sh
 export LIUHEN_HOME="${LIUHEN_HOME:-$PWD/demo-data}"
 liuhen=.venv/bin/liuhen
 $liuhen init
