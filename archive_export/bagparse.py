@@ -84,22 +84,29 @@ class BoundedTarInfo(tarfile.TarInfo):
     into memory (a gzipped tar of a few hundred kB can declare one of gigabytes). Pass as
     ``tarfile.open(..., tarinfo=BoundedTarInfo)``; reading then raises TarHeaderTooLarge."""
 
-    _EXTENDED = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE,
-                 tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
+    _EXTENDED = (
+        tarfile.XHDTYPE,
+        tarfile.XGLTYPE,
+        tarfile.SOLARIS_XHDTYPE,
+        tarfile.GNUTYPE_LONGNAME,
+        tarfile.GNUTYPE_LONGLINK,
+    )
 
     def _proc_member(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
         # (tarfile's own dispatch, the one place that sees the size before the read.)
         if self.type in self._EXTENDED and self.size > MAX_TAR_HEADER_BYTES:
             raise TarHeaderTooLarge(
                 f"a tar extended header of {self.size:,} bytes (before {self.name!r}), more "
-                f"than the {MAX_TAR_HEADER_BYTES:,} one may have here (too large)")
+                f"than the {MAX_TAR_HEADER_BYTES:,} one may have here (too large)"
+            )
         extended = getattr(self, "_sparse_structs", (None, False))[1]  # (set by frombuf)
         if self.type == tarfile.GNUTYPE_SPARSE and extended:
             # An old GNU sparse map continued in extension blocks, which tarfile collects
             # without limit (a 1 MB .tar.gz of them took 600 MB). A bag holds no sparse file.
             raise TarHeaderTooLarge(
                 f"{self.name!r}: an old GNU sparse member whose map runs on in extension "
-                "headers (a bag holds regular files only; too large to read)")
+                "headers (a bag holds regular files only; too large to read)"
+            )
         return cast(tarfile.TarInfo, super()._proc_member(tarfile_))  # type: ignore[misc]
 
 
@@ -173,11 +180,23 @@ class FindingList(list[Finding]):
     def close(self) -> None:
         """Add the "and N more" findings; the counts are emptied (call once, at the end)."""
         for (kind, path, severity), n in sorted(self.more_in_file.items()):
-            super().append(Finding(kind, path, f"and {n:,} more like this in this file "
-                                   "(not listed one by one)", severity))
+            super().append(
+                Finding(
+                    kind,
+                    path,
+                    f"and {n:,} more like this in this file (not listed one by one)",
+                    severity,
+                )
+            )
         for (kind, severity), n in sorted(self.more_of_kind.items()):
-            super().append(Finding(kind, "", f"and {n:,} more {kind} findings in other "
-                                   "files (not listed one by one)", severity))
+            super().append(
+                Finding(
+                    kind,
+                    "",
+                    f"and {n:,} more {kind} findings in other files (not listed one by one)",
+                    severity,
+                )
+            )
         self.more_in_file.clear()
         self.more_of_kind.clear()
 
@@ -199,9 +218,17 @@ def bounded_lines(text: str, path: str, findings: list[Finding]) -> Iterator[tup
     """(number, line) for at most :data:`MAX_LINES` lines; past that a ``too-large`` error."""
     for number, line in enumerate(iter_lines(text), 1):
         if number > MAX_LINES:
-            findings.append(Finding("too-large", path, f"has more than {MAX_LINES:,} lines; "
-                                    "the rest was not read (a bag this verifier checks holds "
-                                    f"at most {MAX_FILES:,} files)", ERROR, number))
+            findings.append(
+                Finding(
+                    "too-large",
+                    path,
+                    f"has more than {MAX_LINES:,} lines; "
+                    "the rest was not read (a bag this verifier checks holds "
+                    f"at most {MAX_FILES:,} files)",
+                    ERROR,
+                    number,
+                )
+            )
             return
         yield number, line
 
@@ -250,14 +277,19 @@ def parse_bagit_txt(data: bytes) -> Declaration:
         d.findings.append(Finding("bagit-txt", path, detail, severity, line))
 
     if len(data) > MAX_BAGIT_TXT:
-        bad(f"is {len(data):,} bytes; it holds two short lines (only the first "
-            f"{MAX_BAGIT_TXT} bytes were read)")
+        bad(
+            f"is {len(data):,} bytes; it holds two short lines (only the first "
+            f"{MAX_BAGIT_TXT} bytes were read)"
+        )
         data = data[:MAX_BAGIT_TXT]
     if data.startswith(codecs.BOM_UTF8):
         # Every version: the declaration is UTF-8, and a reader not expecting the mark
         # sees a label "\ufeffBagIt-Version" and so no version at all.
-        bad("starts with a byte-order mark (bagit.txt must not have one, in every BagIt "
-            "version); remove the first three bytes", 1)
+        bad(
+            "starts with a byte-order mark (bagit.txt must not have one, in every BagIt "
+            "version); remove the first three bytes",
+            1,
+        )
         data = data[len(codecs.BOM_UTF8) :]
     try:
         text = data.decode("utf-8")
@@ -274,8 +306,13 @@ def parse_bagit_txt(data: bytes) -> Declaration:
             bad(f"line {line!r} is not 'Label: value'", number)
             continue
         if label != label.strip() or not value.startswith(" ") or value[1:] != value[1:].strip():
-            spacing.append((f"line {line!r}: expected exactly 'Label: value' (one space after "
-                            "the colon, no other whitespace)", number))
+            spacing.append(
+                (
+                    f"line {line!r}: expected exactly 'Label: value' (one space after "
+                    "the colon, no other whitespace)",
+                    number,
+                )
+            )
         label, value = label.strip(), value.strip()
         if number <= 2 and label != expected[number - 1]:
             bad(f"line {number} must be {expected[number - 1]!r}, found {label!r}", number)
@@ -283,8 +320,10 @@ def parse_bagit_txt(data: bytes) -> Declaration:
             bad(f"unexpected line {line!r} (bagit.txt has exactly two lines)", number)
         values.setdefault(label, value)
     if len(lines) < 2:
-        bad(f"has {len(lines)} line(s); exactly two are required "
-            "(BagIt-Version, Tag-File-Character-Encoding)")
+        bad(
+            f"has {len(lines)} line(s); exactly two are required "
+            "(BagIt-Version, Tag-File-Character-Encoding)"
+        )
     d.version_text = values.get("BagIt-Version")
     if d.version_text is None:
         bad("no BagIt-Version")
@@ -295,8 +334,11 @@ def parse_bagit_txt(data: bytes) -> Declaration:
         else:
             d.version = (int(m.group(1)), int(m.group(2)))
             if d.version not in SUPPORTED_VERSIONS:
-                bad(f"BagIt-Version {d.version_text} is not one this verifier knows "
-                    "(0.93–0.97, 1.0); checked as 1.0", severity=WARNING)
+                bad(
+                    f"BagIt-Version {d.version_text} is not one this verifier knows "
+                    "(0.93–0.97, 1.0); checked as 1.0",
+                    severity=WARNING,
+                )
     if not d.before_1_0:
         # Up to 0.97 "optional whitespace" separated label, colon and value.
         for detail, number in spacing:
@@ -309,22 +351,28 @@ def parse_bagit_txt(data: bytes) -> Declaration:
             codecs.lookup(enc)
             d.encoding = enc
         except LookupError:
-            bad(f"Tag-File-Character-Encoding {enc!r} is not an encoding this system knows; "
-                "tag files read as UTF-8")
+            bad(
+                f"Tag-File-Character-Encoding {enc!r} is not an encoding this system knows; "
+                "tag files read as UTF-8"
+            )
     return d
 
 
 def decode_tag_file(data: bytes, path: str, encoding: str, findings: list[Finding]) -> str:
-    if encoding.lower().replace("_", "-") in {"utf-8", "utf8"} and data.startswith(
-        codecs.BOM_UTF8
-    ):
+    if encoding.lower().replace("_", "-") in {"utf-8", "utf8"} and data.startswith(codecs.BOM_UTF8):
         findings.append(Finding("encoding", path, "starts with a byte-order mark", WARNING, 1))
         data = data[len(codecs.BOM_UTF8) :]
     try:
         return data.decode(encoding)
     except UnicodeDecodeError as exc:
-        findings.append(Finding("encoding", path, f"not valid {encoding} ({exc.reason} at byte "
-                                f"{exc.start}); undecodable bytes replaced"))
+        findings.append(
+            Finding(
+                "encoding",
+                path,
+                f"not valid {encoding} ({exc.reason} at byte "
+                f"{exc.start}); undecodable bytes replaced",
+            )
+        )
         return data.decode(encoding, "replace")
     except LookupError:
         return data.decode("utf-8", "replace")
@@ -350,8 +398,9 @@ class BagInfo:
         return [v for k, v in self.items if k.lower() == wanted]
 
 
-def parse_bag_info(text: str, path: str = "bag-info.txt",
-                   version: tuple[int, int] | None = None) -> BagInfo:
+def parse_bag_info(
+    text: str, path: str = "bag-info.txt", version: tuple[int, int] | None = None
+) -> BagInfo:
     """``Label: value`` lines; a line starting with whitespace continues the previous value.
 
     ``version`` None or 1.0: RFC 8493's rules; before 1.0 the drafts' looser ones (the
@@ -368,8 +417,14 @@ def parse_bag_info(text: str, path: str = "bag-info.txt",
         if line[:1] in {" ", "\t"}:
             if current is None:
                 info.findings.append(
-                    Finding("bag-info", path, "continuation line with no element before it",
-                            ERROR, number))
+                    Finding(
+                        "bag-info",
+                        path,
+                        "continuation line with no element before it",
+                        ERROR,
+                        number,
+                    )
+                )
             elif len(current[1]) < MAX_VALUE:
                 # Folding whitespace is not part of the value (RFC 8493 §2.2.2).
                 current[1] += " " + line.strip()
@@ -382,19 +437,34 @@ def parse_bag_info(text: str, path: str = "bag-info.txt",
         label, sep, value = line.partition(":")
         if not sep:
             info.findings.append(
-                Finding("bag-info", path, f"line {_clip(line)!r} is not 'Label: value'", ERROR,
-                        number))
+                Finding(
+                    "bag-info", path, f"line {_clip(line)!r} is not 'Label: value'", ERROR, number
+                )
+            )
             continue
         if not label.strip():
             info.findings.append(Finding("bag-info", path, "empty label", ERROR, number))
         elif strict and label != label.strip():
             info.findings.append(
-                Finding("bag-info", path, f"label {_clip(label)!r} has leading/trailing "
-                        "whitespace (BagIt 1.0 forbids it)", ERROR, number))
+                Finding(
+                    "bag-info",
+                    path,
+                    f"label {_clip(label)!r} has leading/trailing "
+                    "whitespace (BagIt 1.0 forbids it)",
+                    ERROR,
+                    number,
+                )
+            )
         if strict and value[:1] not in {" ", "\t"}:
             info.findings.append(
-                Finding("bag-info", path, f"label {_clip(label.strip())!r}: no whitespace after "
-                        "the colon", WARNING, number))
+                Finding(
+                    "bag-info",
+                    path,
+                    f"label {_clip(label.strip())!r}: no whitespace after the colon",
+                    WARNING,
+                    number,
+                )
+            )
         current = [label.strip(), value.strip()]
     close()
     seen: dict[str, int] = {}
@@ -404,30 +474,43 @@ def parse_bag_info(text: str, path: str = "bag-info.txt",
         if count > 1 and label in NON_REPEATABLE:
             if strict:
                 info.findings.append(
-                    Finding("bag-info", path, f"reserved element {label!r} appears {count} "
-                            "times (it must not repeat)"))
+                    Finding(
+                        "bag-info",
+                        path,
+                        f"reserved element {label!r} appears {count} times (it must not repeat)",
+                    )
+                )
             elif len(set(v for k, v in info.items if k.lower() == label)) > 1:
                 # Allowed before 1.0, but two different values cannot both be right.
                 info.findings.append(
-                    Finding("bag-info", path, f"{label!r} appears {count} times with "
-                            "different values", WARNING))
+                    Finding(
+                        "bag-info",
+                        path,
+                        f"{label!r} appears {count} times with different values",
+                        WARNING,
+                    )
+                )
     for oxum in info.get_all("Payload-Oxum"):
         if not _OXUM.match(oxum):
             info.findings.append(
-                Finding("bag-info", path, f"Payload-Oxum {_clip(oxum)!r} is not "
-                        "'<bytes>.<count>'"))
+                Finding("bag-info", path, f"Payload-Oxum {_clip(oxum)!r} is not '<bytes>.<count>'")
+            )
     bag_count = info.get("Bag-Count")
     if bag_count is not None:
         m = _BAG_COUNT.match(bag_count)
         if not m or (m.group(2) != "?" and int(m.group(1)) > int(m.group(2))):
             info.findings.append(
-                Finding("bag-info", path, f"Bag-Count {_clip(bag_count)!r} is not 'N of T' "
-                        "(T may be '?')"))
+                Finding(
+                    "bag-info",
+                    path,
+                    f"Bag-Count {_clip(bag_count)!r} is not 'N of T' (T may be '?')",
+                )
+            )
     date = info.get("Bagging-Date")
     if date is not None and not _DATE.match(date):
         info.findings.append(
-            Finding("bag-info", path, f"Bagging-Date {_clip(date)!r} is not YYYY-MM-DD",
-                    WARNING))
+            Finding("bag-info", path, f"Bagging-Date {_clip(date)!r} is not YYYY-MM-DD", WARNING)
+        )
     return info
 
 
@@ -503,8 +586,9 @@ def _split_line(line: str, version: tuple[int, int] | None) -> list[str]:
     return [mm.group(1), mm.group(2)] if mm else line.split(None, 1)
 
 
-def parse_manifest(name: str, text: str, version: tuple[int, int] | None,
-                   digest_length: int | None) -> Manifest:
+def parse_manifest(
+    name: str, text: str, version: tuple[int, int] | None, digest_length: int | None
+) -> Manifest:
     """Every ``<checksum> <path>`` line; bad lines, unsafe paths and duplicates are findings."""
     kind, algorithm = manifest_kind(name) or ("manifest", "?")
     m = Manifest(name, kind, algorithm)
@@ -516,57 +600,122 @@ def parse_manifest(name: str, text: str, version: tuple[int, int] | None,
             continue
         parts = _split_line(line, version)
         if len(parts) != 2 or not parts[1]:
-            add(Finding("manifest-format", name,
-                        f"line {_clip(line)!r} is not '<checksum> <path>'", ERROR, number))
+            add(
+                Finding(
+                    "manifest-format",
+                    name,
+                    f"line {_clip(line)!r} is not '<checksum> <path>'",
+                    ERROR,
+                    number,
+                )
+            )
             continue
         digest, raw_path = parts
         if raw_path.startswith("*"):
             # md5sum's binary-mode marker: the drafts up to 0.97 allowed it; 1.0 does not
             # mention it.
             if not old:
-                add(Finding("manifest-format", name, f"path {_clip(raw_path)!r} starts with "
-                            "'*' (binary-mode marker of md5sum); ignored", WARNING, number))
+                add(
+                    Finding(
+                        "manifest-format",
+                        name,
+                        f"path {_clip(raw_path)!r} starts with "
+                        "'*' (binary-mode marker of md5sum); ignored",
+                        WARNING,
+                        number,
+                    )
+                )
             raw_path = raw_path[1:]
         if not _HEX.match(digest) or (digest_length is not None and len(digest) != digest_length):
             want = f"{digest_length} hex digits" if digest_length else "hex digits"
-            add(Finding("manifest-format", name, f"checksum {_clip(digest)!r} for "
-                        f"{_clip(raw_path)!r} is not {want}", ERROR, number))
+            add(
+                Finding(
+                    "manifest-format",
+                    name,
+                    f"checksum {_clip(digest)!r} for {_clip(raw_path)!r} is not {want}",
+                    ERROR,
+                    number,
+                )
+            )
         if "\\" in raw_path:
-            add(Finding("manifest-format", name, f"path {_clip(raw_path)!r} contains a "
-                        "backslash (separators must be '/'; on Windows a backslash is a "
-                        "separator, so the file would not be found there)", WARNING, number))
+            add(
+                Finding(
+                    "manifest-format",
+                    name,
+                    f"path {_clip(raw_path)!r} contains a "
+                    "backslash (separators must be '/'; on Windows a backslash is a "
+                    "separator, so the file would not be found there)",
+                    WARNING,
+                    number,
+                )
+            )
         # Interned: every manifest lists the same paths; one string serves them all.
         path = sys.intern(decode_path(raw_path, version))
         alt = None
         if version == (0, 97) and _PERCENT.search(raw_path):
             alt = _percent_decode(raw_path)
         if not old and re.search(r"%(?!0[AaDd]|25)", raw_path):
-            add(Finding("percent-encoding", name, f"path {_clip(raw_path)!r} has a '%' that "
-                        "is not %0A, %0D or %25", WARNING, number))
+            add(
+                Finding(
+                    "percent-encoding",
+                    name,
+                    f"path {_clip(raw_path)!r} has a '%' that is not %0A, %0D or %25",
+                    WARNING,
+                    number,
+                )
+            )
         why = check_path(path) or (check_path(alt) if alt is not None else None)
         if why is not None:
             add(Finding("unsafe-path", name, f"{_clip(path)!r}: {why}", ERROR, number))
             continue
         if kind == "manifest" and not path.startswith("data/"):
-            add(Finding("path-outside-data", name,
-                        f"{_clip(path)!r} is a payload manifest entry outside data/", ERROR,
-                        number))
+            add(
+                Finding(
+                    "path-outside-data",
+                    name,
+                    f"{_clip(path)!r} is a payload manifest entry outside data/",
+                    ERROR,
+                    number,
+                )
+            )
             continue
         if kind == "tagmanifest" and path.startswith("data/"):
-            add(Finding("path-outside-data", name,
-                        f"{_clip(path)!r}: a tag manifest lists a payload file", WARNING,
-                        number))
+            add(
+                Finding(
+                    "path-outside-data",
+                    name,
+                    f"{_clip(path)!r}: a tag manifest lists a payload file",
+                    WARNING,
+                    number,
+                )
+            )
         if path in m.entries:
             prev = m.entries[path]
             same = "same" if prev.digest == digest.lower() else "a different"
             sev = ERROR if (not old or same != "same") else WARNING
-            add(Finding("duplicate-entry", name, f"{_clip(path)!r} is listed again (first on "
-                        f"line {prev.line}) with {same} checksum", sev, number))
+            add(
+                Finding(
+                    "duplicate-entry",
+                    name,
+                    f"{_clip(path)!r} is listed again (first on "
+                    f"line {prev.line}) with {same} checksum",
+                    sev,
+                    number,
+                )
+            )
             continue
         if len(m.entries) >= MAX_FILES:
-            add(Finding("too-large", name, f"lists more than {MAX_FILES:,} files; the rest "
-                        "was not read (this verifier checks bags of at most that many "
-                        "files)", ERROR, number))
+            add(
+                Finding(
+                    "too-large",
+                    name,
+                    f"lists more than {MAX_FILES:,} files; the rest "
+                    "was not read (this verifier checks bags of at most that many "
+                    "files)",
+                    ERROR,
+                    number,
+                )
+            )
             break
         m.entries[path] = Entry(path, digest.lower(), number, alt)
     _normalisation_clashes(m)
@@ -579,10 +728,16 @@ def _normalisation_clashes(m: Manifest) -> None:
         key = unicodedata.normalize("NFC", path)
         other = by_nfc.setdefault(key, path)
         if other != path:
-            m.findings.append(Finding("normalization-clash", m.name,
-                                      f"{other!r} and {path!r} differ only in Unicode "
-                                      "normalisation (they clash on macOS and some archives)",
-                                      WARNING, m.entries[path].line))
+            m.findings.append(
+                Finding(
+                    "normalization-clash",
+                    m.name,
+                    f"{other!r} and {path!r} differ only in Unicode "
+                    "normalisation (they clash on macOS and some archives)",
+                    WARNING,
+                    m.entries[path].line,
+                )
+            )
 
 
 def portability_findings(paths: Iterable[str]) -> list[Finding]:
@@ -593,17 +748,31 @@ def portability_findings(paths: Iterable[str]) -> list[Finding]:
     by_key: dict[str, str] = {}
     for path in sorted(paths):
         if "\\" in path:
-            found.append(Finding("backslash-name", path, "the name contains a backslash, "
-                                 "which Windows takes as a folder separator: extracted there "
-                                 "it lands in another folder or is refused", WARNING))
+            found.append(
+                Finding(
+                    "backslash-name",
+                    path,
+                    "the name contains a backslash, "
+                    "which Windows takes as a folder separator: extracted there "
+                    "it lands in another folder or is refused",
+                    WARNING,
+                )
+            )
         nfc = unicodedata.normalize("NFC", path)
         other = by_key.setdefault(nfc.casefold(), path)
         if other != path and unicodedata.normalize("NFC", other) != nfc:
             # (Equal after normalisation alone is the manifests' normalization-clash.)
-            found.append(Finding("case-clash", path, f"differs from {other!r} only in letter "
-                                 "case: on a case-insensitive file system (Windows, macOS) "
-                                 "one of the two overwrites the other when the bag is "
-                                 "extracted or copied", WARNING))
+            found.append(
+                Finding(
+                    "case-clash",
+                    path,
+                    f"differs from {other!r} only in letter "
+                    "case: on a case-insensitive file system (Windows, macOS) "
+                    "one of the two overwrites the other when the bag is "
+                    "extracted or copied",
+                    WARNING,
+                )
+            )
     return found
 
 
@@ -616,15 +785,28 @@ def parse_fetch(text: str, version: tuple[int, int] | None) -> tuple[dict[str, s
             continue
         parts = line.split(None, 2)
         if len(parts) != 3 or not (parts[1] == "-" or parts[1].isdigit()):
-            findings.append(Finding("fetch-format", "fetch.txt",
-                                    f"line {_clip(line)!r} is not '<url> <length> <path>'",
-                                    ERROR, number))
+            findings.append(
+                Finding(
+                    "fetch-format",
+                    "fetch.txt",
+                    f"line {_clip(line)!r} is not '<url> <length> <path>'",
+                    ERROR,
+                    number,
+                )
+            )
             continue
         path = decode_path(parts[2], version)
         why = check_path(path)
         if why is not None or not path.startswith("data/"):
-            findings.append(Finding("unsafe-path", "fetch.txt",
-                                    f"{_clip(path)!r}: {why or 'outside data/'}", ERROR, number))
+            findings.append(
+                Finding(
+                    "unsafe-path",
+                    "fetch.txt",
+                    f"{_clip(path)!r}: {why or 'outside data/'}",
+                    ERROR,
+                    number,
+                )
+            )
             continue
         if len(entries) < MAX_FILES:
             entries[path] = parts[0][:_QUOTE]

@@ -63,10 +63,14 @@ class Bounds:
         def keep(limit: int) -> int:
             return int(limit * SAFETY)
 
-        return cls(files=keep(bagparse.MAX_FILES), members=keep(bagverify.MAX_MEMBERS),
-                   lines=keep(bagparse.MAX_LINES), tag_bytes=keep(bagparse.MAX_TAG_BYTES),
-                   held_bytes=keep(bagverify.MAX_HELD_BYTES),
-                   xml_elements=keep(fourprops.MAX_XML_ELEMENTS))
+        return cls(
+            files=keep(bagparse.MAX_FILES),
+            members=keep(bagverify.MAX_MEMBERS),
+            lines=keep(bagparse.MAX_LINES),
+            tag_bytes=keep(bagparse.MAX_TAG_BYTES),
+            held_bytes=keep(bagverify.MAX_HELD_BYTES),
+            xml_elements=keep(fourprops.MAX_XML_ELEMENTS),
+        )
 
 
 @dataclass(frozen=True)
@@ -87,9 +91,21 @@ def _fake_entry(path: str, size: int) -> FileEntry:
     return FileEntry(path, size, {alg: "0" * _DIGEST_HEX[alg] for alg in ALGORITHMS})
 
 
-_EMPTY_PACKAGE: dict[str, str] = {k: "" for k in (
-    "uid", "bag", "bag_count", "created", "station", "actor", "organization", "fonds",
-    "key_id", "scope")}
+_EMPTY_PACKAGE: dict[str, str] = {
+    k: ""
+    for k in (
+        "uid",
+        "bag",
+        "bag_count",
+        "created",
+        "station",
+        "actor",
+        "organization",
+        "fonds",
+        "key_id",
+        "scope",
+    )
+}
 
 
 @cache
@@ -99,17 +115,21 @@ def _empty_package() -> bytes:
 
 def record_cost(r: RecordInfo, objects: frozenset[str]) -> Cost:
     entries = [_fake_entry(f.path, f.size) for f in r.files]
-    folders = {"/".join(f.path.split("/")[:i]) for f in r.files
-               for i in range(1, f.path.count("/") + 1)}
+    folders = {
+        "/".join(f.path.split("/")[:i]) for f in r.files for i in range(1, f.path.count("/") + 1)
+    }
     empty = _empty_package()
     package = package_xml(export=_EMPTY_PACKAGE, cases=[], records=[r], files=entries)
     return Cost(
-        files=len(entries), folders=frozenset(folders),
+        files=len(entries),
+        folders=frozenset(folders),
         manifest={alg: len(manifest_bytes(entries, alg)) for alg in ALGORITHMS},
         handover=len(handover_csv(entries)) - len(handover_csv([])),
         package=len(package) - len(empty),
         elements=package.count(b"<") - empty.count(b"<"),
-        objects=objects, cases=frozenset(r.case_numbers))
+        objects=objects,
+        cases=frozenset(r.case_numbers),
+    )
 
 
 @dataclass
@@ -141,9 +161,12 @@ class Load:
         files = self.files + c.files + TAG_FILES + METADATA_FILES
         # data/metadata, and a tar's root directory, come on top.
         folders = len(self.folders) + len(c.folders - self.folders) + 2
-        manifests = {alg: self.manifest.get(alg, 0) + c.manifest[alg]
-                     + METADATA_FILES * (METADATA_PATH_BYTES + _DIGEST_HEX[alg])
-                     for alg in ALGORITHMS}
+        manifests = {
+            alg: self.manifest.get(alg, 0)
+            + c.manifest[alg]
+            + METADATA_FILES * (METADATA_PATH_BYTES + _DIGEST_HEX[alg])
+            for alg in ALGORITHMS
+        }
         events, custody = self._custody_with(c)
         cases = len(self.cases) + len(c.cases - self.cases)
         measures: list[tuple[str, int, int]] = [
@@ -154,21 +177,24 @@ class Load:
             ("hand-over list bytes", self.handover + c.handover, b.tag_bytes),
             ("custody excerpt events", events, b.lines),
             ("custody excerpt bytes", custody, b.tag_bytes),
-            ("manifest and custody bytes held together", sum(manifests.values()) + custody,
-             b.held_bytes),
+            (
+                "manifest and custody bytes held together",
+                sum(manifests.values()) + custody,
+                b.held_bytes,
+            ),
             ("package.xml bytes", self.package + c.package, b.tag_bytes),
             ("package.xml elements", self.elements + c.elements + 4 * cases, b.xml_elements),
             ("bag-info.txt lines", BAG_INFO_LINES + cases, b.lines),
         ]
-        return [f"{what}: {n:,} (at most {bound:,} here)"
-                for what, n, bound in measures if n > bound]
+        return [
+            f"{what}: {n:,} (at most {bound:,} here)" for what, n, bound in measures if n > bound
+        ]
 
     def _custody_with(self, c: Cost) -> tuple[int, int]:
         """Events and bytes of the custody excerpt with ``c`` added: an event belongs to
         one object, and each object's events are in the excerpt once."""
         new = [self.custody.get(o, (0, 0)) for o in (c.objects | c.cases) - self.objects]
-        return (self.events + sum(n for n, _b in new),
-                self.custody_bytes + sum(b for _n, b in new))
+        return (self.events + sum(n for n, _b in new), self.custody_bytes + sum(b for _n, b in new))
 
     def add(self, r: RecordInfo, c: Cost) -> None:
         self.records.append(r)
@@ -184,10 +210,14 @@ class Load:
         self.cases |= c.cases
 
 
-def plan(records: Sequence[RecordInfo], *, max_bytes: int | None,
-         objects: Callable[[RecordInfo], frozenset[str]],
-         custody: Mapping[str, tuple[int, int]], reserve: tuple[int, int],
-         ) -> list[list[RecordInfo]]:
+def plan(
+    records: Sequence[RecordInfo],
+    *,
+    max_bytes: int | None,
+    objects: Callable[[RecordInfo], frozenset[str]],
+    custody: Mapping[str, tuple[int, int]],
+    reserve: tuple[int, int],
+) -> list[list[RecordInfo]]:
     """Greedy, in record order: a new bag when the next record would pass ``max_bytes``
     of payload or any of the verifier's bounds. A record larger than ``max_bytes`` gets
     a bag of its own (a file is never cut); a record that alone passes a verifier bound
@@ -212,8 +242,9 @@ def plan(records: Sequence[RecordInfo], *, max_bytes: int | None,
                 "'liuhen verify' accepts (its bounds keep memory bounded on any input), even "
                 "alone: " + "; ".join(over),
                 hint="nothing was written or recorded; a history that long is not expected "
-                     "(see 'Bags that liuhen verify accepts' in docs/export.md): check it "
-                     f"with 'liuhen show {r.recording_id}' and 'liuhen custody verify'")
+                "(see 'Bags that liuhen verify accepts' in docs/export.md): check it "
+                f"with 'liuhen show {r.recording_id}' and 'liuhen custody verify'",
+            )
         load.add(r, cost)
         size += rsize
     return [b.records for b in bags]

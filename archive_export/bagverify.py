@@ -166,8 +166,10 @@ class _Tree:
         size = self.files[rel]
         if size > MAX_TAG_BYTES or self.streamed is not None:
             # (Streamed: a member not kept in blobs was too big to keep.)
-            raise TagTooLarge(f"{size:,} bytes, more than the {MAX_TAG_BYTES:,} a tag file "
-                              "may have here; not read")
+            raise TagTooLarge(
+                f"{size:,} bytes, more than the {MAX_TAG_BYTES:,} a tag file "
+                "may have here; not read"
+            )
         if self.tar is not None:
             with open(self.tar, "rb", buffering=0) as f:
                 data = os.pread(f.fileno(), size, self.offsets[rel])
@@ -176,8 +178,9 @@ class _Tree:
             with open(self.root / rel, "rb", buffering=0) as f:
                 data = f.read(size + 1)
         if len(data) != size:
-            raise OSError(f"changed during verification: {size:,} bytes when listed, "
-                          f"{len(data):,} read")
+            raise OSError(
+                f"changed during verification: {size:,} bytes when listed, {len(data):,} read"
+            )
         return data
 
     def source(self, rel: str) -> FileSource | SliceSource:
@@ -197,9 +200,15 @@ class _Tree:
     def stop(self, detail: str) -> None:
         if not self.too_many:
             self.too_many = True
-            self.findings.append(Finding("too-many", "", f"{detail}; this verifier checks "
-                                         "bags of at most that many: split the handover into "
-                                         "several bags"))
+            self.findings.append(
+                Finding(
+                    "too-many",
+                    "",
+                    f"{detail}; this verifier checks "
+                    "bags of at most that many: split the handover into "
+                    "several bags",
+                )
+            )
 
 
 def _walk_directory(root: Path) -> _Tree:
@@ -210,13 +219,13 @@ def _walk_directory(root: Path) -> _Tree:
         try:
             it = os.scandir(root / rel_dir if rel_dir else root)
         except OSError as exc:
-            tree.findings.append(Finding("unreadable", rel_dir or ".",
-                                         f"cannot list directory: {exc.strerror}"))
+            tree.findings.append(
+                Finding("unreadable", rel_dir or ".", f"cannot list directory: {exc.strerror}")
+            )
             continue
         with it:
             for e in it:
-                if not _walk_entry(tree, e, f"{rel_dir}/{e.name}" if rel_dir else e.name,
-                                   stack):
+                if not _walk_entry(tree, e, f"{rel_dir}/{e.name}" if rel_dir else e.name, stack):
                     break
     return tree
 
@@ -230,8 +239,11 @@ def _walk_entry(tree: _Tree, e: os.DirEntry[str], rel: str, stack: list[str]) ->
         return True
     if stat.S_ISLNK(st.st_mode):
         # Never followed: a link could point outside the bag.
-        tree.findings.append(Finding("link", rel, "is a symbolic link (not followed; "
-                                     "a bag holds regular files only)"))
+        tree.findings.append(
+            Finding(
+                "link", rel, "is a symbolic link (not followed; a bag holds regular files only)"
+            )
+        )
     elif stat.S_ISDIR(st.st_mode):
         if len(tree.dirs) >= MAX_MEMBERS:
             tree.stop(f"the bag holds more than {MAX_MEMBERS:,} folders (stopped at {rel})")
@@ -243,8 +255,9 @@ def _walk_entry(tree: _Tree, e: os.DirEntry[str], rel: str, stack: list[str]) ->
             return False
         tree.files[rel] = st.st_size
     else:
-        tree.findings.append(Finding("special-file", rel,
-                                     "is not a regular file (device, fifo or socket)"))
+        tree.findings.append(
+            Finding("special-file", rel, "is not a regular file (device, fifo or socket)")
+        )
     return True
 
 
@@ -265,8 +278,10 @@ def _tar_root(names: Iterable[str]) -> str:
     for top in sorted(tops):
         if f"{top}/bagit.txt" in names:
             return top + "/"
-    raise BagUnusable("the tar holds no bagit.txt (at the top or in one top-level folder)",
-                      hint="is this a BagIt bag? a 留痕 export tar holds one folder with the bag")
+    raise BagUnusable(
+        "the tar holds no bagit.txt (at the top or in one top-level folder)",
+        hint="is this a BagIt bag? a 留痕 export tar holds one folder with the bag",
+    )
 
 
 def _norm_member(name: str) -> str:
@@ -305,15 +320,21 @@ class _Member:
 def _add_member(tree: _Tree, m: _Member, rel: str) -> bool:
     """Record a member; True when it is a regular file whose bytes belong to the bag."""
     if m.type == "link":
-        tree.findings.append(Finding("link", rel, f"tar member is a link to {m.linkname!r} "
-                                     "(never followed)"))
+        tree.findings.append(
+            Finding("link", rel, f"tar member is a link to {m.linkname!r} (never followed)")
+        )
     elif m.type == "dir":
         tree.dirs.add(rel)
     elif m.type == "file":
         if rel in tree.files:
-            tree.findings.append(Finding("duplicate-member", rel,
-                                         "appears more than once in the tar (a later copy "
-                                         "would silently replace the first on extraction)"))
+            tree.findings.append(
+                Finding(
+                    "duplicate-member",
+                    rel,
+                    "appears more than once in the tar (a later copy "
+                    "would silently replace the first on extraction)",
+                )
+            )
             return False
         if not tree.count_file(rel):
             return False
@@ -343,8 +364,9 @@ def _tar_members(tf: tarfile.TarFile, tree: _Tree) -> Iterator[tarfile.TarInfo]:
         cast(Any, tf).members.clear()  # (TarFile.members is not in the type stubs)
         count += 1
         if count > MAX_MEMBERS or tree.too_many:
-            tree.stop(f"the tar holds more than {MAX_MEMBERS:,} members (stopped reading "
-                      f"it at {m.name})")
+            tree.stop(
+                f"the tar holds more than {MAX_MEMBERS:,} members (stopped reading it at {m.name})"
+            )
             return
         yield m
 
@@ -353,8 +375,10 @@ def _open_tar(path: Path) -> _Tree:
     tree = _Tree(tar=path)
     members: list[_Member] = []
     try:
-        with open(path, "rb") as fh, tarfile.open(fileobj=fh, mode="r:",
-                                                    tarinfo=P.BoundedTarInfo) as tf:
+        with (
+            open(path, "rb") as fh,
+            tarfile.open(fileobj=fh, mode="r:", tarinfo=P.BoundedTarInfo) as tf,
+        ):
             length = os.fstat(fh.fileno()).st_size
             # Headers only: next() seeks over member data, cheap for an uncompressed file.
             members = [_Member.of(m) for m in _tar_members(tf, tree)]
@@ -373,16 +397,22 @@ def _open_tar(path: Path) -> _Tree:
         if not name or name + "/" == root:
             continue
         if root and not name.startswith(root):
-            tree.findings.append(Finding("unexpected-file", name,
-                                         f"tar member outside the bag folder {root!r}"))
+            tree.findings.append(
+                Finding("unexpected-file", name, f"tar member outside the bag folder {root!r}")
+            )
             continue
-        if _add_member(tree, m, name[len(root):]):
-            regular.append((name[len(root):], m))
+        if _add_member(tree, m, name[len(root) :]):
+            regular.append((name[len(root) :], m))
     for rel, m in regular:
         if m.offset + m.size > length:
             # A cut-off tar: the member's header is there, not all of its bytes.
-            tree.findings.append(Finding("unreadable", rel, f"truncated: the tar ends "
-                                         f"{m.offset + m.size - length} bytes into it"))
+            tree.findings.append(
+                Finding(
+                    "unreadable",
+                    rel,
+                    f"truncated: the tar ends {m.offset + m.size - length} bytes into it",
+                )
+            )
             del tree.files[rel]
             continue
         tree.offsets[rel] = m.offset
@@ -413,15 +443,17 @@ def _stream_tar(path: Path) -> _Tree:
                     # (`tar czf x.tgz -C bag .` starts with ./ then any entry); otherwise
                     # the bag is that top-level folder.
                     top = name.split("/", 1)[0]
-                    root = "" if top == "data" or ("/" not in name and not m.isdir()) \
-                        else top + "/"
+                    root = "" if top == "data" or ("/" not in name and not m.isdir()) else top + "/"
                 if name + "/" == root:
                     continue
                 if root and not name.startswith(root):
-                    tree.findings.append(Finding("unexpected-file", name,
-                                                 f"tar member outside the bag folder {root!r}"))
+                    tree.findings.append(
+                        Finding(
+                            "unexpected-file", name, f"tar member outside the bag folder {root!r}"
+                        )
+                    )
                     continue
-                rel = name[len(root):]
+                rel = name[len(root) :]
                 if not _add_member(tree, _Member.of(m), rel):
                     continue
                 f = tf.extractfile(m)
@@ -438,7 +470,8 @@ def _stream_tar(path: Path) -> _Tree:
         if not tree.files:
             raise BagUnusable(
                 f"{path}: not a readable tar: {exc}",
-                hint="give a bag directory or a .tar made by 'liuhen export'") from exc
+                hint="give a bag directory or a .tar made by 'liuhen export'",
+            ) from exc
         tree.findings.append(Finding("unreadable", str(path), f"the tar is damaged: {exc}"))
     if (root is None or "bagit.txt" not in tree.files) and not tree.too_many:
         raise BagUnusable(f"{path}: the tar holds no bagit.txt")
@@ -460,9 +493,11 @@ def _take_member(tree: _Tree, rel: str, f: IO[bytes], size: int, algorithms: set
     if size > MAX_TAG_BYTES or held + size > MAX_HELD_BYTES:
         # Not kept (a gzip bomb of zeros costs nothing on disk): reading it is reported
         # as too large, and its digests are unknown, so it cannot pass a manifest either.
-        why = (f"{size:,} bytes, more than the {MAX_TAG_BYTES:,} a tag file may have here"
-               if size <= MAX_TAG_BYTES else
-               f"the tag files before it already hold {held:,} bytes in memory")
+        why = (
+            f"{size:,} bytes, more than the {MAX_TAG_BYTES:,} a tag file may have here"
+            if size <= MAX_TAG_BYTES
+            else f"the tag files before it already hold {held:,} bytes in memory"
+        )
         tree.findings.append(Finding("too-large", rel, f"{why}; not read"))
         tree.stream_errors[rel] = f"too large to check ({why})"
         return
@@ -496,13 +531,16 @@ def _load(path: Path) -> tuple[_Tree, str]:
     if stat.S_ISDIR(st.st_mode):
         tree = _walk_directory(path)
         if "bagit.txt" not in tree.files and not tree.too_many:
-            raise BagUnusable(f"{path}: no bagit.txt: not a BagIt bag",
-                              hint="give the bag's top folder (the one holding bagit.txt and "
-                              "data/), or its .tar")
+            raise BagUnusable(
+                f"{path}: no bagit.txt: not a BagIt bag",
+                hint="give the bag's top folder (the one holding bagit.txt and data/), or its .tar",
+            )
         return tree, "directory"
     if not tarfile.is_tarfile(path):
-        raise BagUnusable(f"{path}: neither a bag directory nor a tar",
-                          hint="give a bag folder or a .tar made by 'liuhen export'")
+        raise BagUnusable(
+            f"{path}: neither a bag directory nor a tar",
+            hint="give a bag folder or a .tar made by 'liuhen export'",
+        )
     tree = _open_tar(path)
     return tree, "tar-stream" if tree.streamed is not None else "tar"
 
@@ -535,8 +573,14 @@ def verify_bag(
         # would only add findings about the part not read.
         report.findings.extend(tree.findings)
     else:
-        _verify(tree, report, trusted, workers,
-                set(only_algorithms) if only_algorithms is not None else None, progress)
+        _verify(
+            tree,
+            report,
+            trusted,
+            workers,
+            set(only_algorithms) if only_algorithms is not None else None,
+            progress,
+        )
     assert isinstance(report.findings, FindingList)
     report.findings.close()
     report.seconds = time.perf_counter() - t0
@@ -554,9 +598,14 @@ def _read_tag(tree: _Tree, rel: str, report: BagReport) -> bytes | None:
         return None
 
 
-def _verify(tree: _Tree, report: BagReport, trusted: Mapping[str, Iterable[str]] | None,
-            workers: int | None, only: set[str] | None,
-            progress: Callable[[int, int], None] | None) -> None:
+def _verify(
+    tree: _Tree,
+    report: BagReport,
+    trusted: Mapping[str, Iterable[str]] | None,
+    workers: int | None,
+    only: set[str] | None,
+    progress: Callable[[int, int], None] | None,
+) -> None:
     add = report.findings.append
     report.findings.extend(tree.findings)
     raw = _read_tag(tree, "bagit.txt", report) or b""
@@ -571,13 +620,22 @@ def _verify(tree: _Tree, report: BagReport, trusted: Mapping[str, Iterable[str]]
     if info_name in tree.files:
         data = _read_tag(tree, info_name, report)
         if data is not None:
-            info = P.parse_bag_info(P.decode_tag_file(data, info_name, decl.encoding,
-                                                      report.findings), info_name, version)
+            info = P.parse_bag_info(
+                P.decode_tag_file(data, info_name, decl.encoding, report.findings),
+                info_name,
+                version,
+            )
             report.findings.extend(info.findings)
     other_info = "bag-info.txt" if info_name == "package-info.txt" else "package-info.txt"
     if other_info in tree.files:
-        add(Finding("version", other_info, f"BagIt {decl.version_text} names its metadata file "
-                    f"{info_name}, not {other_info}", WARNING))
+        add(
+            Finding(
+                "version",
+                other_info,
+                f"BagIt {decl.version_text} names its metadata file {info_name}, not {other_info}",
+                WARNING,
+            )
+        )
     report.liuhen = any(k.lower().startswith("liuhen-") for k, _ in info.items)
 
     # Manifests.
@@ -589,9 +647,15 @@ def _verify(tree: _Tree, report: BagReport, trusted: Mapping[str, Iterable[str]]
             continue
         alg = kind[1]
         if alg not in known:
-            add(Finding("unsupported-algorithm", rel, f"algorithm {alg!r} is not one this "
-                        "system can compute; this manifest's checksums were NOT verified",
-                        WARNING))
+            add(
+                Finding(
+                    "unsupported-algorithm",
+                    rel,
+                    f"algorithm {alg!r} is not one this "
+                    "system can compute; this manifest's checksums were NOT verified",
+                    WARNING,
+                )
+            )
             continue
         data = _read_tag(tree, rel, report)
         if data is None:
@@ -607,14 +671,25 @@ def _verify(tree: _Tree, report: BagReport, trusted: Mapping[str, Iterable[str]]
         add(Finding("missing-manifest", "", "no payload manifest (manifest-<algorithm>.txt)"))
     if report.liuhen:
         present = {m.algorithm for m in payload_ms} | {
-            r[len("manifest-"):-4] for r in tree.files if r.startswith("manifest-")}
+            r[len("manifest-") : -4] for r in tree.files if r.startswith("manifest-")
+        }
         for alg in LIUHEN_MANIFESTS:
             if alg not in present:
-                add(Finding("missing-manifest", f"manifest-{alg}.txt",
-                            f"a 留痕 bag carries a {alg} payload manifest; it is missing"))
+                add(
+                    Finding(
+                        "missing-manifest",
+                        f"manifest-{alg}.txt",
+                        f"a 留痕 bag carries a {alg} payload manifest; it is missing",
+                    )
+                )
             if f"tagmanifest-{alg}.txt" not in tree.files:
-                add(Finding("missing-manifest", f"tagmanifest-{alg}.txt",
-                            f"a 留痕 bag carries a {alg} tag manifest; it is missing"))
+                add(
+                    Finding(
+                        "missing-manifest",
+                        f"tagmanifest-{alg}.txt",
+                        f"a 留痕 bag carries a {alg} tag manifest; it is missing",
+                    )
+                )
     report.algorithms = sorted({m.algorithm for m in manifests})
 
     # Payload on disk.
@@ -628,8 +703,9 @@ def _verify(tree: _Tree, report: BagReport, trusted: Mapping[str, Iterable[str]]
     if "fetch.txt" in tree.files:
         data = _read_tag(tree, "fetch.txt", report)
         if data is not None:
-            fetch, found = P.parse_fetch(P.decode_tag_file(data, "fetch.txt", decl.encoding,
-                                                           report.findings), version)
+            fetch, found = P.parse_fetch(
+                P.decode_tag_file(data, "fetch.txt", decl.encoding, report.findings), version
+            )
             report.findings.extend(found)
     nfc_disk: dict[str, str] = {}
     for r in tree.files:
@@ -642,8 +718,14 @@ def _verify(tree: _Tree, report: BagReport, trusted: Mapping[str, Iterable[str]]
             return alt  # a 0.97 bag whose maker percent-encoded the name (P.Entry.alt)
         alt = nfc_disk.get(unicodedata.normalize("NFC", entry_path))
         if alt is not None:
-            add(Finding("normalization-clash", manifest, f"{entry_path!r} is on disk as "
-                        f"{alt!r} (different Unicode normalisation)", WARNING))
+            add(
+                Finding(
+                    "normalization-clash",
+                    manifest,
+                    f"{entry_path!r} is on disk as {alt!r} (different Unicode normalisation)",
+                    WARNING,
+                )
+            )
             return alt
         return None
 
@@ -656,14 +738,31 @@ def _verify(tree: _Tree, report: BagReport, trusted: Mapping[str, Iterable[str]]
             actual = locate(e.path, m.name, e.alt)
             if actual is None:
                 if e.path in fetch:
-                    add(Finding("not-fetched", e.path, f"listed in {m.name} and fetch.txt "
-                                f"({fetch[e.path]}) but not fetched into the bag"))
+                    add(
+                        Finding(
+                            "not-fetched",
+                            e.path,
+                            f"listed in {m.name} and fetch.txt "
+                            f"({fetch[e.path]}) but not fetched into the bag",
+                        )
+                    )
                 elif e.path in tree.dirs:
-                    add(Finding("manifest-format", m.name, f"{e.path!r} is a directory; "
-                                "manifests list files only", line=e.line))
+                    add(
+                        Finding(
+                            "manifest-format",
+                            m.name,
+                            f"{e.path!r} is a directory; manifests list files only",
+                            line=e.line,
+                        )
+                    )
                 else:
-                    add(Finding("missing-file", e.path, f"listed in {m.name} (line {e.line}) "
-                                "but not in the bag"))
+                    add(
+                        Finding(
+                            "missing-file",
+                            e.path,
+                            f"listed in {m.name} (line {e.line}) but not in the bag",
+                        )
+                    )
                 continue
             if m.kind == "manifest":
                 listed_payload.setdefault(actual, []).append(m.name)
@@ -678,35 +777,58 @@ def _verify(tree: _Tree, report: BagReport, trusted: Mapping[str, Iterable[str]]
             add(Finding("unexpected-file", r, "is in data/ but in no payload manifest"))
         elif got != names:
             for missing in sorted(names - got):
-                add(Finding("not-in-manifest", r, f"is in data/ and in {', '.join(sorted(got))} "
-                            f"but not in {missing}"))
+                add(
+                    Finding(
+                        "not-in-manifest",
+                        r,
+                        f"is in data/ and in {', '.join(sorted(got))} but not in {missing}",
+                    )
+                )
 
     # Tag files not covered by a tag manifest.
     if tag_ms:
         for r in sorted(tree.files):
             if r.startswith("data/") or r == SIGNATURE_FILE:
                 continue
-            if P.manifest_kind(r) == ("tagmanifest", r[len("tagmanifest-"):-4]):
+            if P.manifest_kind(r) == ("tagmanifest", r[len("tagmanifest-") : -4]):
                 continue
             for m in tag_ms:
                 if r not in m.entries:
                     # A 留痕 bag's tag manifests list every tag file; RFC 8493 only says SHOULD.
-                    add(Finding("unexpected-file", r, f"tag file not listed in {m.name}",
-                                ERROR if report.liuhen else WARNING))
+                    add(
+                        Finding(
+                            "unexpected-file",
+                            r,
+                            f"tag file not listed in {m.name}",
+                            ERROR if report.liuhen else WARNING,
+                        )
+                    )
         for m in tag_ms:
             for listed in m.entries:
-                if P.manifest_kind(listed) == ("tagmanifest", listed[len("tagmanifest-"):-4]):
-                    add(Finding("manifest-format", m.name, f"lists the tag manifest {listed!r} "
-                                "(tag manifests must not list tag manifests)", WARNING))
+                if P.manifest_kind(listed) == ("tagmanifest", listed[len("tagmanifest-") : -4]):
+                    add(
+                        Finding(
+                            "manifest-format",
+                            m.name,
+                            f"lists the tag manifest {listed!r} "
+                            "(tag manifests must not list tag manifests)",
+                            WARNING,
+                        )
+                    )
 
     # Payload-Oxum (every value: before 1.0 it may be repeated).
     oxums = info.get_all("Payload-Oxum")
     for oxum_text in dict.fromkeys(oxums):
         oxum = P.parse_oxum(oxum_text)
         if oxum is not None and oxum != (report.payload_bytes, report.payload_files):
-            add(Finding("oxum-mismatch", info_name,
-                        f"Payload-Oxum {oxum_text[:100]} but data/ holds {report.payload_bytes} "
-                        f"bytes in {report.payload_files} files"))
+            add(
+                Finding(
+                    "oxum-mismatch",
+                    info_name,
+                    f"Payload-Oxum {oxum_text[:100]} but data/ holds {report.payload_bytes} "
+                    f"bytes in {report.payload_files} files",
+                )
+            )
     if not oxums and report.liuhen:
         add(Finding("bag-info", info_name, "a 留痕 bag declares Payload-Oxum; it is missing"))
 
@@ -721,8 +843,7 @@ def _verify(tree: _Tree, report: BagReport, trusted: Mapping[str, Iterable[str]]
         if inp is not None:
             custody = _start_custody(inp)
     elif report.liuhen:
-        add(Finding("custody", CUSTODY_FILE, "a 留痕 bag carries a custody excerpt; it "
-                    "is missing"))
+        add(Finding("custody", CUSTODY_FILE, "a 留痕 bag carries a custody excerpt; it is missing"))
     pending = _fixity(tree, want, workers, progress)
     try:
         _check_signature(tree, report, info, trusted)
@@ -737,18 +858,34 @@ def _verify(tree: _Tree, report: BagReport, trusted: Mapping[str, Iterable[str]]
         if out is None:
             continue
         if out.error:
-            add(Finding("changed-during-verification" if out.changed else "unreadable",
-                        actual, out.error))
+            add(
+                Finding(
+                    "changed-during-verification" if out.changed else "unreadable",
+                    actual,
+                    out.error,
+                )
+            )
             continue
         computed = out.digests.get(m.algorithm)
         if computed is None:
-            add(Finding("not-verified", actual, f"{m.algorithm} could not be computed: a "
-                        f"compressed tar streamed its payload before {m.name}; decompress it "
-                        "and verify again"))
+            add(
+                Finding(
+                    "not-verified",
+                    actual,
+                    f"{m.algorithm} could not be computed: a "
+                    f"compressed tar streamed its payload before {m.name}; decompress it "
+                    "and verify again",
+                )
+            )
             continue
         if computed != e.digest:
-            add(Finding("checksum-mismatch", actual,
-                        f"{m.algorithm} is {computed}, {m.name} line {e.line} says {e.digest}"))
+            add(
+                Finding(
+                    "checksum-mismatch",
+                    actual,
+                    f"{m.algorithm} is {computed}, {m.name} line {e.line} says {e.digest}",
+                )
+            )
     # Outcomes reported once per file even when several manifests list it.
     seen_unreadable: set[str] = set()
     deduped: list[Finding] = []
@@ -770,9 +907,15 @@ def _custody_within_bounds(tree: _Tree, report: BagReport) -> bool:
     lines = data.count(b"\n") + data.count(b"\r")
     if lines <= P.MAX_LINES:
         return True
-    report.findings.append(Finding("too-large", CUSTODY_FILE, f"{lines:,} lines, more than the "
-                                   f"{P.MAX_LINES:,} this verifier reads; its events were not "
-                                   "checked"))
+    report.findings.append(
+        Finding(
+            "too-large",
+            CUSTODY_FILE,
+            f"{lines:,} lines, more than the "
+            f"{P.MAX_LINES:,} this verifier reads; its events were not "
+            "checked",
+        )
+    )
     return False
 
 
@@ -783,13 +926,21 @@ def make_hasher_len(algorithm: str) -> int | None:
         return None
 
 
-def _fixity(tree: _Tree, want: Mapping[str, list[str]], workers: int | None,
-            progress: Callable[[int, int], None] | None) -> Callable[[], dict[str, Outcome]]:
+def _fixity(
+    tree: _Tree,
+    want: Mapping[str, list[str]],
+    workers: int | None,
+    progress: Callable[[int, int], None] | None,
+) -> Callable[[], dict[str, Outcome]]:
     """Start hashing what the manifests list; the returned function waits for the digests."""
     if tree.streamed is not None:
         streamed = tree.streamed
-        hashed = {r: Outcome(dict(streamed.get(r, {})), size=tree.files.get(r),
-                             error=tree.stream_errors.get(r)) for r in want}
+        hashed = {
+            r: Outcome(
+                dict(streamed.get(r, {})), size=tree.files.get(r), error=tree.stream_errors.get(r)
+            )
+            for r in want
+        }
         return lambda: hashed
     items = [Item(r, tree.source(r), tuple(sorted(set(algs)))) for r, algs in want.items()]
     if progress is None:
@@ -815,27 +966,42 @@ def _trust_of(key_id: str, trusted: Mapping[str, Iterable[str]] | None) -> list[
     return sorted(s for s, ids in trusted.items() if key_id in set(ids))
 
 
-def _check_signature(tree: _Tree, report: BagReport, info: P.BagInfo,
-                     trusted: Mapping[str, Iterable[str]] | None) -> None:
+def _check_signature(
+    tree: _Tree, report: BagReport, info: P.BagInfo, trusted: Mapping[str, Iterable[str]] | None
+) -> None:
     add = report.findings.append
     has_sig, has_key = SIGNATURE_FILE in tree.files, KEY_FILE in tree.files
     sig = report.signature
     if not has_sig and not has_key:
         sig["status"] = "not signed"
         if report.liuhen:
-            add(Finding("not-signed", SIGNATURE_FILE, f"a 留痕 bag is signed ({SIGNATURE_FILE} "
-                        f"by {KEY_FILE}); both are missing"))
+            add(
+                Finding(
+                    "not-signed",
+                    SIGNATURE_FILE,
+                    f"a 留痕 bag is signed ({SIGNATURE_FILE} by {KEY_FILE}); both are missing",
+                )
+            )
         elif trusted is not None:
             # A key ring asks "signed by a trusted key?": an unsigned bag is not. Otherwise a
             # tampered bag re-made by any tool, labels and signature dropped, would pass.
-            add(Finding("not-signed", SIGNATURE_FILE, f"a key ring was given but the bag is "
-                        f"not signed (no {SIGNATURE_FILE}, no {KEY_FILE})"))
+            add(
+                Finding(
+                    "not-signed",
+                    SIGNATURE_FILE,
+                    f"a key ring was given but the bag is "
+                    f"not signed (no {SIGNATURE_FILE}, no {KEY_FILE})",
+                )
+            )
         return
     if not has_sig or not has_key:
         missing = SIGNATURE_FILE if not has_sig else KEY_FILE
         sig["status"] = "incomplete"
-        add(Finding("not-signed", missing, f"{missing} is missing, so the signature cannot be "
-                    "checked"))
+        add(
+            Finding(
+                "not-signed", missing, f"{missing} is missing, so the signature cannot be checked"
+            )
+        )
         return
     pem = _read_tag(tree, KEY_FILE, report)
     signature = _read_tag(tree, SIGNATURE_FILE, report)
@@ -863,16 +1029,27 @@ def _check_signature(tree: _Tree, report: BagReport, info: P.BagInfo,
     declared = info.get(KEY_ID_LABEL)
     sig["declared_key_id"] = declared
     if declared is not None and declared != key_id:
-        add(Finding("key-id-mismatch", KEY_FILE, f"key id {key_id} does not match "
-                    f"{KEY_ID_LABEL} {declared} in bag-info.txt (key replaced?)"))
+        add(
+            Finding(
+                "key-id-mismatch",
+                KEY_FILE,
+                f"key id {key_id} does not match "
+                f"{KEY_ID_LABEL} {declared} in bag-info.txt (key replaced?)",
+            )
+        )
     elif declared is None and report.liuhen:
         add(Finding("key-id-mismatch", "bag-info.txt", f"no {KEY_ID_LABEL}"))
     if verify_signature(raw, signature, signed):
         sig["status"] = "valid"
     else:
         sig["status"] = "invalid"
-        add(Finding("bad-signature", SIGNATURE_FILE, f"does not verify over {SIGNED_FILE} with "
-                    f"{KEY_FILE} ({key_id})"))
+        add(
+            Finding(
+                "bad-signature",
+                SIGNATURE_FILE,
+                f"does not verify over {SIGNED_FILE} with {KEY_FILE} ({key_id})",
+            )
+        )
     stations = _trust_of(key_id, trusted)
     sig["trusted_by"] = stations
     if stations:
@@ -902,14 +1079,19 @@ class CustodyInput:
     anchors: bytes | None = None  # the signed chain heads, when the bag carries them
 
 
-def _custody_input(tree: _Tree, report: BagReport, payload_ms: list[P.Manifest],
-                   trusted: Mapping[str, Iterable[str]] | None) -> CustodyInput | None:
+def _custody_input(
+    tree: _Tree,
+    report: BagReport,
+    payload_ms: list[P.Manifest],
+    trusted: Mapping[str, Iterable[str]] | None,
+) -> CustodyInput | None:
     keys_data = None
     if KEYS_FILE in tree.files:
         keys_data = _read_tag(tree, KEYS_FILE, report)
     else:
         report.findings.append(
-            Finding("custody", KEYS_FILE, "missing: custody signatures cannot be checked"))
+            Finding("custody", KEYS_FILE, "missing: custody signatures cannot be checked")
+        )
     raw_events = _read_tag(tree, CUSTODY_FILE, report)
     if raw_events is None:
         return None
@@ -922,8 +1104,11 @@ def _custody_input(tree: _Tree, report: BagReport, payload_ms: list[P.Manifest],
         digests_by_sha256={e.digest: p for p, e in sha_entries.items()},
         sm3_by_path={p: e.digest for p, e in (sm3_m.entries.items() if sm3_m else ())},
         sizes={p: s for p, s in tree.files.items() if p.startswith("data/")},
-        originals={p: sha_entries[p].digest for p in tree.files
-                   if p.startswith("data/originals/") and p in sha_entries},
+        originals={
+            p: sha_entries[p].digest
+            for p in tree.files
+            if p.startswith("data/originals/") and p in sha_entries
+        },
         liuhen=report.liuhen,
         trusted={s: set(ids) for s, ids in (trusted or {}).items()},
         anchors=_read_tag(tree, ANCHORS_FILE, report) if ANCHORS_FILE in tree.files else None,
@@ -936,8 +1121,11 @@ CUSTODY_FORK_MIN = 500
 
 
 def _start_custody(inp: CustodyInput) -> Callable[[], tuple[list[Finding], dict[str, Any]]]:
-    if (inp.events.count(b"\n") < CUSTODY_FORK_MIN or "fork" not in mp.get_all_start_methods()
-            or threading.active_count() > 1):
+    if (
+        inp.events.count(b"\n") < CUSTODY_FORK_MIN
+        or "fork" not in mp.get_all_start_methods()
+        or threading.active_count() > 1
+    ):
         # Inline: a small excerpt, no fork, or other threads whose locks (OpenSSL's,
         # logging's) a forked child could inherit held.
         result = check_custody_excerpt(inp)
@@ -962,8 +1150,9 @@ def check_custody_excerpt(inp: CustodyInput) -> tuple[list[Finding], dict[str, A
     """The custody rule (:mod:`catalog.chainrule`, shared with `custody verify` and the
     four-properties check) over the excerpt, its keys and its signed chain heads; then
     the digests the events name against the manifests."""
-    result = check_excerpt(inp.events, inp.keys, Trust.of(inp.trusted, bool(inp.trusted)),
-                           heads=inp.anchors)
+    result = check_excerpt(
+        inp.events, inp.keys, Trust.of(inp.trusted, bool(inp.trusted)), heads=inp.anchors
+    )
     findings: list[Finding] = []
     add = findings.append
     at_line = {n: ev for n, ev in result.events}
@@ -989,17 +1178,37 @@ def check_custody_excerpt(inp: CustodyInput) -> tuple[list[Finding], dict[str, A
         listed = inp.sm3_by_path.get(path)
         name = _event_name(ev)
         if sm3 and listed is not None and listed != str(sm3).lower():
-            add(Finding("custody-digest-mismatch", CUSTODY_FILE, f"{name}: says SM3 {sm3}, "
-                        f"manifest-sm3.txt has {listed} for {path}", ERROR, number))
+            add(
+                Finding(
+                    "custody-digest-mismatch",
+                    CUSTODY_FILE,
+                    f"{name}: says SM3 {sm3}, manifest-sm3.txt has {listed} for {path}",
+                    ERROR,
+                    number,
+                )
+            )
         size = details.get("size")
         if isinstance(size, int) and path in inp.sizes and inp.sizes[path] != size:
-            add(Finding("custody-digest-mismatch", CUSTODY_FILE, f"{name}: says {size} bytes, "
-                        f"{path} has {inp.sizes[path]}", ERROR, number))
+            add(
+                Finding(
+                    "custody-digest-mismatch",
+                    CUSTODY_FILE,
+                    f"{name}: says {size} bytes, {path} has {inp.sizes[path]}",
+                    ERROR,
+                    number,
+                )
+            )
     if inp.liuhen:
         for path, sha in sorted(inp.originals.items()):
             if sha not in mentioned:
-                add(Finding("custody", path, "no custody event in the excerpt names this "
-                            "original", WARNING))
+                add(
+                    Finding(
+                        "custody",
+                        path,
+                        "no custody event in the excerpt names this original",
+                        WARNING,
+                    )
+                )
     summary = {
         "events": len(result.events),
         "stations": result.stations,
@@ -1012,8 +1221,10 @@ def check_custody_excerpt(inp: CustodyInput) -> tuple[list[Finding], dict[str, A
 
 
 def _event_name(ev: EventRecord) -> str:
-    return (f"station {ev.station_id} event #{ev.seq} ({ev.action} on {ev.object_type} "
-            f"{ev.object_id[:16]})")
+    return (
+        f"station {ev.station_id} event #{ev.seq} ({ev.action} on {ev.object_type} "
+        f"{ev.object_id[:16]})"
+    )
 
 
 def _custody_finding(issue: Issue, at_line: Mapping[int, EventRecord]) -> Finding:

@@ -38,15 +38,19 @@ _SPLIT_HINT = "a bag checked here holds at most {n:,} files; split the handover 
 
 
 def _too_many(where: Path) -> BagTooLarge:
-    return BagTooLarge(f"{where}: invalid: more than {MAX_FILES:,} files (too many)",
-                       hint=_SPLIT_HINT.format(n=MAX_FILES))
+    return BagTooLarge(
+        f"{where}: invalid: more than {MAX_FILES:,} files (too many)",
+        hint=_SPLIT_HINT.format(n=MAX_FILES),
+    )
 
 
 def _check_tag_size(location: Path, path: str, size: int) -> None:
     if size > MAX_TAG_BYTES:
-        raise BagTooLarge(f"{location}: invalid: {path} is {size:,} bytes, more than the "
-                          f"{MAX_TAG_BYTES:,} a file read whole may have here (too large)",
-                          hint="a tag or metadata file that big is not one a bag needs")
+        raise BagTooLarge(
+            f"{location}: invalid: {path} is {size:,} bytes, more than the "
+            f"{MAX_TAG_BYTES:,} a file read whole may have here (too large)",
+            hint="a tag or metadata file that big is not one a bag needs",
+        )
 
 
 class BagView(Protocol):
@@ -144,8 +148,12 @@ class TarBag:
                     tops.add(top)
                     if m.isdir():
                         continue
-                    if not m.isfile() or not rest or ".." in rest.split("/") \
-                            or m.name.startswith("/"):
+                    if (
+                        not m.isfile()
+                        or not rest
+                        or ".." in rest.split("/")
+                        or m.name.startswith("/")
+                    ):
                         self._odd.append(m.name)
                         continue
                     if rest in self._members:
@@ -156,11 +164,14 @@ class TarBag:
                         raise _too_many(path)
                     self._members[rest] = (m.offset_data, m.size)
         except TarHeaderTooLarge as exc:
-            raise BagTooLarge(f"{path}: invalid: {exc}", hint="give a bag directory or the "
-                              ".tar an export wrote") from exc
+            raise BagTooLarge(
+                f"{path}: invalid: {exc}", hint="give a bag directory or the .tar an export wrote"
+            ) from exc
         except (tarfile.TarError, OSError) as exc:
-            raise BundleNotFound(f"{path}: not a readable tar file ({exc})",
-                                 hint="give a bag directory or the .tar an export wrote") from exc
+            raise BundleNotFound(
+                f"{path}: not a readable tar file ({exc})",
+                hint="give a bag directory or the .tar an export wrote",
+            ) from exc
         if len(tops) > 1:
             self._odd.extend(sorted(f"{t}/ (another top-level directory)" for t in tops)[1:])
         self.name = sorted(tops)[0] if tops else path.stem
@@ -233,8 +244,9 @@ def open_bag(path: Path) -> BagView:
         return DirBag(path, bounded=True)
     if path.is_file():
         return TarBag(path, bounded=True)
-    raise BundleNotFound(f"{path}: no such bundle",
-                         hint="give a bag directory or the .tar an export wrote")
+    raise BundleNotFound(
+        f"{path}: no such bundle", hint="give a bag directory or the .tar an export wrote"
+    )
 
 
 def iter_chunks(f: BinaryIO, size: int = 4 << 20) -> Iterator[bytes]:

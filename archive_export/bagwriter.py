@@ -126,7 +126,12 @@ class BagWriter:
     # -- payload ---------------------------------------------------------------------------
 
     def add_stream(
-        self, path: str, stream: BinaryIO, size: int, *, expect: dict[str, str] | None = None,
+        self,
+        path: str,
+        stream: BinaryIO,
+        size: int,
+        *,
+        expect: dict[str, str] | None = None,
         what: str = "",
     ) -> FileEntry:
         """Copy ``size`` bytes of ``stream`` to ``path``, hashing them on the way.
@@ -240,9 +245,11 @@ class BagWriter:
         if not self._closed:
             raise BagWriteError(f"{self.temp}: commit before finish")
         if self.final.exists():
-            raise BagWriteError(f"{self.final} appeared while exporting; it was left as it "
-                                "is and this export was not put in its place",
-                                hint="choose another --out and export again")
+            raise BagWriteError(
+                f"{self.final} appeared while exporting; it was left as it "
+                "is and this export was not put in its place",
+                hint="choose another --out and export again",
+            )
         os.rename(self.temp, self.final)
         fsync_dir(self.final.parent)
 

@@ -31,28 +31,52 @@ def _clean(value: Any) -> str:
 
 
 def _sub(parent: ET.Element, tag: str, text: Any = None, **attrs: Any) -> ET.Element:
-    el = ET.SubElement(parent, tag, {k.replace("_", "-"): _clean(v) for k, v in attrs.items()
-                                     if v is not None and v != ""})
+    el = ET.SubElement(
+        parent,
+        tag,
+        {k.replace("_", "-"): _clean(v) for k, v in attrs.items() if v is not None and v != ""},
+    )
     if text is not None and text != "":
         el.text = _clean(text)
     return el
 
 
 def package_xml(
-    *, export: dict[str, Any], cases: Sequence[dict[str, Any]], records: Sequence[RecordInfo],
+    *,
+    export: dict[str, Any],
+    cases: Sequence[dict[str, Any]],
+    records: Sequence[RecordInfo],
     files: Sequence[FileEntry],
 ) -> bytes:
     """The descriptor of one bag. ``files`` are every payload file written before it."""
     root = ET.Element("package", {"format": FORMAT})
-    _sub(root, "export", id=export["uid"], bag=export["bag"], bag_count=export["bag_count"],
-         created=export["created"], station=export["station"], actor=export["actor"],
-         source_organization=export["organization"], fonds=export["fonds"],
-         signing_key=export["key_id"], scope=export["scope"])
+    _sub(
+        root,
+        "export",
+        id=export["uid"],
+        bag=export["bag"],
+        bag_count=export["bag_count"],
+        created=export["created"],
+        station=export["station"],
+        actor=export["actor"],
+        source_organization=export["organization"],
+        fonds=export["fonds"],
+        signing_key=export["key_id"],
+        scope=export["scope"],
+    )
     cases_el = _sub(root, "cases")
     for c in cases:
-        _sub(cases_el, "case", c.get("title"), number=c["number"], unit=c.get("unit"),
-             status=c.get("status"), retention=c.get("retention"),
-             security_class=c.get("security_class"), closed_at=c.get("closed_at"))
+        _sub(
+            cases_el,
+            "case",
+            c.get("title"),
+            number=c["number"],
+            unit=c.get("unit"),
+            status=c.get("status"),
+            retention=c.get("retention"),
+            security_class=c.get("security_class"),
+            closed_at=c.get("closed_at"),
+        )
     records_el = _sub(root, "records", count=len(records))
     for r in records:
         rec = _sub(records_el, "record", seq=r.seq, id=r.recording_id, sha256=r.sha256)
@@ -70,8 +94,12 @@ def package_xml(
         for number in r.case_numbers:
             _sub(rec, "case-id", number)
         _sub(rec, "original-name", r.original_name, hex=r.original_name_hex)
-        _sub(rec, "technical", media_kind=r.media_kind,
-             **{k: v for k, v in r.technical.items() if v is not None})
+        _sub(
+            rec,
+            "technical",
+            media_kind=r.media_kind,
+            **{k: v for k, v in r.technical.items() if v is not None},
+        )
         if r.device:
             _sub(rec, "device", **r.device)
         if r.chapter:
@@ -79,12 +107,27 @@ def package_xml(
         for flag, value in sorted((r.flags or {}).items()):
             _sub(rec, "flag", value if not isinstance(value, bool) else "", name=flag)
         for f in r.files:
-            _sub(rec, "file", role=f.role, path=f.path, size=f.size, sha256=f.sha256, sm3=f.sm3,
-                 kind=f.kind, method=f.method)
+            _sub(
+                rec,
+                "file",
+                role=f.role,
+                path=f.path,
+                size=f.size,
+                sha256=f.sha256,
+                sm3=f.sm3,
+                kind=f.kind,
+                method=f.method,
+            )
     files_el = _sub(root, "files", count=len(files), bytes=sum(f.size for f in files))
     for entry in sorted(files, key=lambda e: e.path):
-        _sub(files_el, "file", path=entry.path, size=entry.size,
-             sha256=entry.digests["sha256"], sm3=entry.digests["sm3"])
+        _sub(
+            files_el,
+            "file",
+            path=entry.path,
+            size=entry.size,
+            sha256=entry.digests["sha256"],
+            sm3=entry.digests["sm3"],
+        )
     ET.indent(root)
     data: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
     return data + b"\n"

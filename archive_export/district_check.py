@@ -133,8 +133,12 @@ class CheckOptions:
 
 
 def check_district(
-    catalog: Catalog, store: ObjectStore, options: CheckOptions | None = None,
-    *, now: datetime | None = None, on_progress: Callable[[str], None] | None = None,
+    catalog: Catalog,
+    store: ObjectStore,
+    options: CheckOptions | None = None,
+    *,
+    now: datetime | None = None,
+    on_progress: Callable[[str], None] | None = None,
 ) -> DistrictReport:
     """Check every invariant; return every violation found."""
     opts = options or CheckOptions()
@@ -150,8 +154,9 @@ def check_district(
         _check_work(s, report, opts, now)
         say("custody chains")
         stored, unreadable = store_heads(store)
-        custody = verify_chain(s, trusted=opts.trusted, ring=opts.ring,
-                               anchors=[*opts.anchors, *stored])
+        custody = verify_chain(
+            s, trusted=opts.trusted, ring=opts.ring, anchors=[*opts.anchors, *stored]
+        )
         report.counts["custody_events"] = custody.events
         report.counts["custody_chains"] = len(custody.stations)
         report.counts["custody_chain_heads"] = len(opts.anchors) + len(stored)
@@ -171,8 +176,7 @@ def _check_dockings(s: Any, report: DistrictReport, opts: CheckOptions, now: dat
     files_by_docking: dict[int, list[DockingFile]] = defaultdict(list)
     for f in s.scalars(select(DockingFile)):
         files_by_docking[f.docking_id].append(f)
-    seen = {h.station_id: h.last_seen for h in s.scalars(select(Heartbeat))
-            if h.state == "running"}
+    seen = {h.station_id: h.last_seen for h in s.scalars(select(Heartbeat)) if h.state == "running"}
     recording_ids = set(s.scalars(select(Recording.id)))
     dockings = list(s.scalars(select(Docking).order_by(Docking.id)))
     report.counts["dockings"] = len(dockings)
@@ -184,27 +188,40 @@ def _check_dockings(s: Any, report: DistrictReport, opts: CheckOptions, now: dat
             where = f"{name} file {f.relpath}"
             if f.state in HELD_FILE_STATES:
                 if f.recording_id is None or f.recording_id not in recording_ids:
-                    report.add("file-without-recording", where,
-                               f"state {f.state} but no recording row ({f.recording_id})")
+                    report.add(
+                        "file-without-recording",
+                        where,
+                        f"state {f.state} but no recording row ({f.recording_id})",
+                    )
             elif f.state == "QUARANTINED" and d.state in SAFE_DOCKING_STATES:
-                report.add("docking-file-state", where,
-                           f"quarantined ({f.reason}) in a docking marked {d.state}")
+                report.add(
+                    "docking-file-state",
+                    where,
+                    f"quarantined ({f.reason}) in a docking marked {d.state}",
+                )
         if d.state in SAFE_DOCKING_STATES:
             # Every file the station found is registered: stored, duplicate or rejected.
             if len(files) != d.files_total:
-                report.add("docking-files-missing", name,
-                           f"{d.state} with {d.files_total} files found on the recorder but "
-                           f"{len(files)} registered in the catalog")
+                report.add(
+                    "docking-files-missing",
+                    name,
+                    f"{d.state} with {d.files_total} files found on the recorder but "
+                    f"{len(files)} registered in the catalog",
+                )
         elif d.state == "INCOMPLETE":
             if not d.problems:
-                report.add("docking-incomplete-silent", name,
-                           "INCOMPLETE without any reason listed")
+                report.add(
+                    "docking-incomplete-silent", name, "INCOMPLETE without any reason listed"
+                )
         elif d.state == "OFFLOADING":
             last = max(x for x in (d.updated_at, seen.get(d.station_id)) if x is not None)
             if now - last > opts.stalled_after:
-                report.add("docking-stalled", name,
-                           f"OFFLOADING, no sign of life from it or its station since "
-                           f"{last.isoformat()} ({(now - last).total_seconds():.0f} s)")
+                report.add(
+                    "docking-stalled",
+                    name,
+                    f"OFFLOADING, no sign of life from it or its station since "
+                    f"{last.isoformat()} ({(now - last).total_seconds():.0f} s)",
+                )
         else:
             report.add("docking-state", name, f"unknown state {d.state!r}")
 
@@ -220,8 +237,17 @@ def _sampled(sha256: str, fraction: float) -> bool:
     return int(sha256[:8], 16) / 0x1_0000_0000 < fraction
 
 
-def _check_object(store: ObjectStore, report: DistrictReport, what: str, key: str, size: int,
-                  sha256: str, sm3: str, rehash: bool, missing: set[str]) -> None:
+def _check_object(
+    store: ObjectStore,
+    report: DistrictReport,
+    what: str,
+    key: str,
+    size: int,
+    sha256: str,
+    sm3: str,
+    rehash: bool,
+    missing: set[str],
+) -> None:
     try:
         info = store.head(key)
     except ObjectNotFound:
@@ -240,13 +266,17 @@ def _check_object(store: ObjectStore, report: DistrictReport, what: str, key: st
             return
         for alg, want in (("sha256", sha256), ("sm3", sm3)):
             if got[alg] != Digest(alg, want):
-                report.add("object-digest", what,
-                           f"object {key}: {alg} {got[alg].hex}, catalog says {want}")
+                report.add(
+                    "object-digest",
+                    what,
+                    f"object {key}: {alg} {got[alg].hex}, catalog says {want}",
+                )
         report.counts["objects_rehashed"] = report.counts.get("objects_rehashed", 0) + 1
 
 
-def _check_recordings(s: Any, store: ObjectStore, report: DistrictReport, opts: CheckOptions
-                      ) -> tuple[set[str], set[str], dict[str, str]]:
+def _check_recordings(
+    s: Any, store: ObjectStore, report: DistrictReport, opts: CheckOptions
+) -> tuple[set[str], set[str], dict[str, str]]:
     """Check each recording and derivative; returns the object keys the catalog names (short
     of EXPIRED), those of them the store does not have, and the keys only expired
     recordings name (with whose they were)."""
@@ -262,8 +292,9 @@ def _check_recordings(s: Any, store: ObjectStore, report: DistrictReport, opts: 
     events: dict[str, Counter[str]] = defaultdict(Counter)
     derived_events: Counter[tuple[str, str]] = Counter()
     for action, object_id, details in s.execute(
-        select(CustodyEvent.action, CustodyEvent.object_id, CustodyEvent.details)
-        .where(CustodyEvent.action.in_(["stored", "probed", "derived", RESTORED]))
+        select(CustodyEvent.action, CustodyEvent.object_id, CustodyEvent.details).where(
+            CustodyEvent.action.in_(["stored", "probed", "derived", RESTORED])
+        )
     ):
         events[action][object_id] += 1
         if action == "derived":
@@ -280,14 +311,27 @@ def _check_recordings(s: Any, store: ObjectStore, report: DistrictReport, opts: 
             referenced.add(r.object_key)  # its deletion is under way: either way is right
         else:
             referenced.add(r.object_key)
-            _check_object(store, report, what, r.object_key, r.size, r.sha256, r.sm3,
-                          _sampled(r.sha256, fraction), missing)
+            _check_object(
+                store,
+                report,
+                what,
+                r.object_key,
+                r.size,
+                r.sha256,
+                r.sm3,
+                _sampled(r.sha256, fraction),
+                missing,
+            )
         # Each restore after expiry stores, probes and derives the bytes once more.
         lives = 1 + events[RESTORED][r.sha256]
         stored = events["stored"][r.sha256]
         if stored != lives:
-            report.add("stored-count", what, f"{stored} 'stored' custody events (want "
-                       f"{lives}: {lives - 1} restored after expiry)")
+            report.add(
+                "stored-count",
+                what,
+                f"{stored} 'stored' custody events (want "
+                f"{lives}: {lives - 1} restored after expiry)",
+            )
         probed = events["probed"][r.sha256]
         if probed > lives:
             report.add("processed-twice", what, f"probed {probed} times to completion")
@@ -310,36 +354,62 @@ def _check_recordings(s: Any, store: ObjectStore, report: DistrictReport, opts: 
             continue
         referenced.add(d.object_key)
         if state != EXPIRING:
-            _check_object(store, report, what, d.object_key, d.size, d.sha256, d.sm3,
-                          _sampled(d.sha256, fraction), missing)
+            _check_object(
+                store,
+                report,
+                what,
+                d.object_key,
+                d.size,
+                d.sha256,
+                d.sm3,
+                _sampled(d.sha256, fraction),
+                missing,
+            )
     for (rec_id, kind), n in sorted(per_kind.items()):
         if n > 1:
-            report.add("processed-twice", f"recording {by_sha.get(rec_id, rec_id)}",
-                       f"{n} '{kind}' derivatives")
+            report.add(
+                "processed-twice",
+                f"recording {by_sha.get(rec_id, rec_id)}",
+                f"{n} '{kind}' derivatives",
+            )
     for (source, kind), n in sorted(derived_events.items()):
         if n > 1 + events[RESTORED][source]:
-            report.add("processed-twice", f"recording {source}",
-                       f"{n} 'derived' custody events for its {kind}")
+            report.add(
+                "processed-twice",
+                f"recording {source}",
+                f"{n} 'derived' custody events for its {kind}",
+            )
     # Two recordings on one key would mean two catalog rows for one set of bytes.
     rec_keys = Counter(r.object_key for r in recs)
     for key, n in rec_keys.items():
         if n > 1:
             report.add("object-key-shared", f"object {key}", f"named by {n} recordings")
-    dup_sha = s.execute(select(Recording.sha256, func.count()).group_by(Recording.sha256)
-                        .having(func.count() > 1)).all()
+    dup_sha = s.execute(
+        select(Recording.sha256, func.count()).group_by(Recording.sha256).having(func.count() > 1)
+    ).all()
     for sha, n in dup_sha:
         report.add("stored-twice", f"recording {sha}", f"{n} recording rows")
 
     if opts.expected_sha256 is not None:
-        reached = set(s.scalars(
-            select(Recording.sha256).join(DockingFile, DockingFile.recording_id == Recording.id)
-            .where(DockingFile.state.in_(HELD_FILE_STATES))))
+        reached = set(
+            s.scalars(
+                select(Recording.sha256)
+                .join(DockingFile, DockingFile.recording_id == Recording.id)
+                .where(DockingFile.state.in_(HELD_FILE_STATES))
+            )
+        )
         for sha in sorted(opts.expected_sha256 - reached):
-            report.add("file-not-stored", f"recorder file {sha}",
-                       "a recorder held it, no docking file reaches a recording of it")
+            report.add(
+                "file-not-stored",
+                f"recorder file {sha}",
+                "a recorder held it, no docking file reaches a recording of it",
+            )
         for sha in sorted(reached - opts.expected_sha256):
-            report.add("file-unexpected", f"recording {sha}",
-                       "stored through a docking, but no recorder held it")
+            report.add(
+                "file-unexpected",
+                f"recording {sha}",
+                "stored through a docking, but no recorder held it",
+            )
     return referenced, missing, expired
 
 
@@ -355,14 +425,21 @@ def _check_work(s: Any, report: DistrictReport, opts: CheckOptions, now: datetim
     probe_subjects = {i.subject for i in items if i.kind == "probe"}
     for i in items:
         what = f"work item {i.id} ({i.kind} of recording {i.subject})"
-        if i.state == "CLAIMED" and i.lease_expires_at is not None \
-                and now - i.lease_expires_at > opts.lease_grace:
-            report.add("work-stuck", what,
-                       f"claimed by {i.lease_owner}, lease expired "
-                       f"{(now - i.lease_expires_at).total_seconds():.0f} s ago, not taken over")
+        if (
+            i.state == "CLAIMED"
+            and i.lease_expires_at is not None
+            and now - i.lease_expires_at > opts.lease_grace
+        ):
+            report.add(
+                "work-stuck",
+                what,
+                f"claimed by {i.lease_owner}, lease expired "
+                f"{(now - i.lease_expires_at).total_seconds():.0f} s ago, not taken over",
+            )
         elif i.state == "FAILED":
-            report.add("work-failed", what,
-                       f"failed for good after {i.attempts} attempts: {i.last_error}")
+            report.add(
+                "work-failed", what, f"failed for good after {i.attempts} attempts: {i.last_error}"
+            )
     # A probe is queued in the transaction that registers the recording.
     for rec_id, sha in s.execute(select(Recording.id, Recording.sha256)):
         if str(rec_id) not in probe_subjects:
@@ -372,8 +449,14 @@ def _check_work(s: Any, report: DistrictReport, opts: CheckOptions, now: datetim
 # -- the store ----------------------------------------------------------------------------------
 
 
-def _check_store(store: ObjectStore, referenced: set[str], missing: set[str],
-                 expired: dict[str, str], report: DistrictReport, opts: CheckOptions) -> None:
+def _check_store(
+    store: ObjectStore,
+    referenced: set[str],
+    missing: set[str],
+    expired: dict[str, str],
+    report: DistrictReport,
+    opts: CheckOptions,
+) -> None:
     listed = 0
     present: set[str] = set()
     for key in store.list():
@@ -384,15 +467,24 @@ def _check_store(store: ObjectStore, referenced: set[str], missing: set[str],
         if key in referenced:
             continue
         if key in expired:
-            report.add("orphan-object", f"object {key}",
-                       f"the {expired[key]} (deleted at expiry, see its tombstone) is still "
-                       "in the store, and nothing live names it")
+            report.add(
+                "orphan-object",
+                f"object {key}",
+                f"the {expired[key]} (deleted at expiry, see its tombstone) is still "
+                "in the store, and nothing live names it",
+            )
         else:
-            report.add("orphan-object", f"object {key}",
-                       "in the store, but no recording or derivative names it")
+            report.add(
+                "orphan-object",
+                f"object {key}",
+                "in the store, but no recording or derivative names it",
+            )
     report.counts["objects_listed"] = listed
     # Missing objects were already named one by one (head); the listing catches objects a
     # head reached through a cache or another replica but the bucket listing does not hold.
     for key in sorted(referenced - present - missing):
-        report.add("object-unlisted", f"object {key}",
-                   "named by the catalog, answers head, but is not in the store listing")
+        report.add(
+            "object-unlisted",
+            f"object {key}",
+            "named by the catalog, answers head, but is not in the store listing",
+        )

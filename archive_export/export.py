@@ -177,8 +177,7 @@ def parse_day(text: str) -> datetime:
     try:
         when = datetime.fromisoformat(text)
     except ValueError as exc:
-        raise ExportError(f"{text!r} is neither a date (YYYY-MM-DD) nor an ISO 8601 time") \
-            from exc
+        raise ExportError(f"{text!r} is neither a date (YYYY-MM-DD) nor an ISO 8601 time") from exc
     return when if when.tzinfo else when.replace(tzinfo=CHINA_STANDARD_TIME)
 
 
@@ -207,48 +206,69 @@ def _select(session: Session, req: ExportRequest) -> tuple[list[_Selected], list
             raise NothingToExport("; ".join(problems), hint="see 'liuhen case list'")
         for case in cases:
             rows = session.execute(
-                select(Recording).join(CaseRecording, CaseRecording.recording_id == Recording.id)
+                select(Recording)
+                .join(CaseRecording, CaseRecording.recording_id == Recording.id)
                 .where(CaseRecording.case_id == case.id, CaseRecording.detached_at.is_(None))
-                .order_by(Recording.id)).scalars()
+                .order_by(Recording.id)
+            ).scalars()
             for rec in rows:
                 by_rec.setdefault(rec.id, _Selected(rec, [], None)).cases.append(case)
     else:
         lo, hi = req.date_from, req.date_to
         assert lo is not None and hi is not None
-        rows = session.scalars(select(Recording).where(or_(
-            and_(Recording.captured_at >= lo, Recording.captured_at < hi),
-            and_(Recording.captured_at.is_(None), Recording.received_at >= lo,
-                 Recording.received_at < hi))).order_by(Recording.id))
+        rows = session.scalars(
+            select(Recording)
+            .where(
+                or_(
+                    and_(Recording.captured_at >= lo, Recording.captured_at < hi),
+                    and_(
+                        Recording.captured_at.is_(None),
+                        Recording.received_at >= lo,
+                        Recording.received_at < hi,
+                    ),
+                )
+            )
+            .order_by(Recording.id)
+        )
         for rec in rows:
             by_rec[rec.id] = _Selected(rec, [], None)
         ids = list(by_rec)
         for chunk in _chunks(ids):
             for cr, case in session.execute(
-                    select(CaseRecording, Case).join(Case, Case.id == CaseRecording.case_id)
-                    .where(CaseRecording.recording_id.in_(chunk),
-                           CaseRecording.detached_at.is_(None))):
+                select(CaseRecording, Case)
+                .join(Case, Case.id == CaseRecording.case_id)
+                .where(CaseRecording.recording_id.in_(chunk), CaseRecording.detached_at.is_(None))
+            ):
                 by_rec[cr.recording_id].cases.append(case)
                 if case not in cases:
                     cases.append(case)
     gone = [s.rec for s in by_rec.values() if s.rec.state not in LIVE_STATES]
     if gone:
         raise NothingToExport(
-            "the bytes of these recordings are not held: " + ", ".join(
-                f"{r.id} ({r.original_name}, {r.state})" for r in gone[:20]),
-            hint="they expired or were quarantined; see 'liuhen show ID'")
-    selected = sorted(by_rec.values(), key=lambda s: (
-        s.rec.captured_at or s.rec.received_at, s.rec.id))
+            "the bytes of these recordings are not held: "
+            + ", ".join(f"{r.id} ({r.original_name}, {r.state})" for r in gone[:20]),
+            hint="they expired or were quarantined; see 'liuhen show ID'",
+        )
+    selected = sorted(
+        by_rec.values(), key=lambda s: (s.rec.captured_at or s.rec.received_at, s.rec.id)
+    )
     if not selected:
-        scope = (f"case(s) {', '.join(req.cases)}" if req.cases
-                 else f"[{req.date_from}, {req.date_to})")
-        raise NothingToExport(f"no recordings to export for {scope}",
-                              hint="attach recordings to the case, or widen the date range")
+        scope = (
+            f"case(s) {', '.join(req.cases)}" if req.cases else f"[{req.date_from}, {req.date_to})"
+        )
+        raise NothingToExport(
+            f"no recordings to export for {scope}",
+            hint="attach recordings to the case, or widen the date range",
+        )
     if req.with_access:
         ids = [s.rec.id for s in selected]
         derivs: dict[int, list[Derivative]] = {}
         for chunk in _chunks(ids):
-            for d in session.scalars(select(Derivative).where(Derivative.recording_id.in_(chunk),
-                                                              Derivative.kind.in_(ACCESS_KINDS))):
+            for d in session.scalars(
+                select(Derivative).where(
+                    Derivative.recording_id.in_(chunk), Derivative.kind.in_(ACCESS_KINDS)
+                )
+            ):
                 derivs.setdefault(d.recording_id, []).append(d)
         for s in selected:
             options = sorted(derivs.get(s.rec.id, []), key=lambda d: ACCESS_KINDS.index(d.kind))
@@ -272,15 +292,19 @@ def _iso_utc(when: datetime | None) -> str | None:
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if when else None
 
 
-def _build_records(session: Session, selected: list[_Selected], req: ExportRequest,
-                   today: str) -> tuple[list[RecordInfo], list[tuple[str, str, str]]]:
+def _build_records(
+    session: Session, selected: list[_Selected], req: ExportRequest, today: str
+) -> tuple[list[RecordInfo], list[tuple[str, str, str]]]:
     """Records with their bag paths, and the name map rows (path, name, hex)."""
     alloc = PathAllocator()
     name_map: list[tuple[str, str, str]] = []
     devices = {d.id: d for d in session.scalars(select(Device))} if selected else {}
     officer_ids = {s.rec.officer_id for s in selected if s.rec.officer_id}
-    officers = {o.id: o for o in session.scalars(select(Officer).where(
-        Officer.id.in_(officer_ids)))} if officer_ids else {}
+    officers = (
+        {o.id: o for o in session.scalars(select(Officer).where(Officer.id.in_(officer_ids)))}
+        if officer_ids
+        else {}
+    )
     records: list[RecordInfo] = []
     for seq, s in enumerate(selected, 1):
         rec = s.rec
@@ -288,8 +312,10 @@ def _build_records(session: Session, selected: list[_Selected], req: ExportReque
         safe = safe_component(raw)
         device = devices.get(rec.device_id) if rec.device_id else None
         probe = rec.probe or {}
-        folder = f"data/originals/{device_folder(device.serial if device else None)}/" \
-                 f"{date_folder(rec.captured_at)}"
+        folder = (
+            f"data/originals/{device_folder(device.serial if device else None)}/"
+            f"{date_folder(rec.captured_at)}"
+        )
         path, tagged = alloc.take(folder, safe.name, rec.sha256[:8])
         if safe.changed or tagged:
             name_map.append((path, escaped_text(raw), raw.hex()))
@@ -298,50 +324,88 @@ def _build_records(session: Session, selected: list[_Selected], req: ExportReque
             d = s.access
             ext = _derivative_ext(d)
             apath = "data/access/" + with_extension(path.removeprefix("data/originals/"), ext)
-            apath, _t = alloc.take(apath.rsplit("/", 1)[0], apath.rsplit("/", 1)[1],
-                                   d.sha256[:8])
-            files.append(PayloadFile("access", apath, d.size, d.sha256, d.sm3, d.object_key,
-                                     kind=d.kind, method=d.method))
+            apath, _t = alloc.take(apath.rsplit("/", 1)[0], apath.rsplit("/", 1)[1], d.sha256[:8])
+            files.append(
+                PayloadFile(
+                    "access",
+                    apath,
+                    d.size,
+                    d.sha256,
+                    d.sm3,
+                    d.object_key,
+                    kind=d.kind,
+                    method=d.method,
+                )
+            )
         case_numbers = [c.number for c in s.cases]
         first_case = s.cases[0] if s.cases else None
-        retention = max((c.retention for c in s.cases),
-                        key=lambda r: _RETENTION_RANK.get(r, 0), default="") or req.retention
-        security = next((c.security_class for c in s.cases if c.security_class), "") \
-            or req.security_class
+        retention = (
+            max((c.retention for c in s.cases), key=lambda r: _RETENTION_RANK.get(r, 0), default="")
+            or req.retention
+        )
+        security = (
+            next((c.security_class for c in s.cases if c.security_class), "") or req.security_class
+        )
         place, people = _actions(session, s.cases, rec)
         officer = officers.get(rec.officer_id) if rec.officer_id else None
         prefix = first_case.number if first_case else f"{req.fonds or 'LH'}-{today}"
         title_base = (first_case.title or first_case.number) if first_case else "执法记录"
-        records.append(RecordInfo(
-            seq=seq, recording_id=rec.id, sha256=rec.sha256, sm3=rec.sm3, size=rec.size,
-            object_key=rec.object_key, original_name=escaped_text(raw),
-            original_name_hex=raw.hex(), archival_code=f"{prefix}-{seq:04d}",
-            title=f"{title_base}：{safe.name}",
-            start=_iso_local(rec.captured_at), end=_iso_local(rec.capture_end),
-            time_source=(rec.time_evidence or {}).get("source"),
-            place=place, people=people,
-            recorder={"number": officer.number, "name": officer.name} if officer else {},
-            retention=retention, security_class=security, case_numbers=case_numbers,
-            media_kind=rec.media_kind,
-            technical={
-                "container": probe.get("container"), "format": probe.get("format_long_name"),
-                "duration-s": rec.duration_s, "size": rec.size,
-                "bit-rate": probe.get("bit_rate"), "video-codec": probe.get("video_codec"),
-                "width": probe.get("width"), "height": probe.get("height"),
-                "frame-rate": probe.get("frame_rate"), "audio-codec": probe.get("audio_codec"),
-                "sample-rate": probe.get("sample_rate"), "channels": probe.get("channels"),
-                "probe-error": probe.get("error") if probe.get("ok") is False else None,
-            },
-            device={k: v for k, v in {
-                "serial": device.serial if device else "", "model": device.model if device
-                else "", "make": probe.get("make") or "", "unit": device.unit if device
-                else ""}.items() if v},
-            flags=dict(rec.flags or {}),
-            chapter={"group": rec.group_id, "seq": rec.group_seq}
-            if rec.group_id is not None else None,
-            captured_at_iso=_iso_utc(rec.captured_at), received_at_iso=_iso_utc(rec.received_at),
-            files=files,
-        ))
+        records.append(
+            RecordInfo(
+                seq=seq,
+                recording_id=rec.id,
+                sha256=rec.sha256,
+                sm3=rec.sm3,
+                size=rec.size,
+                object_key=rec.object_key,
+                original_name=escaped_text(raw),
+                original_name_hex=raw.hex(),
+                archival_code=f"{prefix}-{seq:04d}",
+                title=f"{title_base}：{safe.name}",
+                start=_iso_local(rec.captured_at),
+                end=_iso_local(rec.capture_end),
+                time_source=(rec.time_evidence or {}).get("source"),
+                place=place,
+                people=people,
+                recorder={"number": officer.number, "name": officer.name} if officer else {},
+                retention=retention,
+                security_class=security,
+                case_numbers=case_numbers,
+                media_kind=rec.media_kind,
+                technical={
+                    "container": probe.get("container"),
+                    "format": probe.get("format_long_name"),
+                    "duration-s": rec.duration_s,
+                    "size": rec.size,
+                    "bit-rate": probe.get("bit_rate"),
+                    "video-codec": probe.get("video_codec"),
+                    "width": probe.get("width"),
+                    "height": probe.get("height"),
+                    "frame-rate": probe.get("frame_rate"),
+                    "audio-codec": probe.get("audio_codec"),
+                    "sample-rate": probe.get("sample_rate"),
+                    "channels": probe.get("channels"),
+                    "probe-error": probe.get("error") if probe.get("ok") is False else None,
+                },
+                device={
+                    k: v
+                    for k, v in {
+                        "serial": device.serial if device else "",
+                        "model": device.model if device else "",
+                        "make": probe.get("make") or "",
+                        "unit": device.unit if device else "",
+                    }.items()
+                    if v
+                },
+                flags=dict(rec.flags or {}),
+                chapter={"group": rec.group_id, "seq": rec.group_seq}
+                if rec.group_id is not None
+                else None,
+                captured_at_iso=_iso_utc(rec.captured_at),
+                received_at_iso=_iso_utc(rec.received_at),
+                files=files,
+            )
+        )
     return records, name_map
 
 
@@ -356,15 +420,15 @@ def _derivative_ext(d: Derivative) -> str:
     return _ACCESS_EXT.get(d.kind, ".bin")
 
 
-def _actions(session: Session, cases: list[Case], rec: Recording
-             ) -> tuple[str, list[dict[str, str]]]:
+def _actions(
+    session: Session, cases: list[Case], rec: Recording
+) -> tuple[str, list[dict[str, str]]]:
     """Place and people: the enforcement actions of the cases around the capture time."""
     if not cases:
         return "", []
     start = rec.captured_at
     end = rec.capture_end or start
-    query = select(EnforcementAction).where(
-        EnforcementAction.case_id.in_([c.id for c in cases]))
+    query = select(EnforcementAction).where(EnforcementAction.case_id.in_([c.id for c in cases]))
     actions = list(session.scalars(query))
     if start is not None and end is not None:
         margin = timedelta(minutes=30)
@@ -374,9 +438,12 @@ def _actions(session: Session, cases: list[Case], rec: Recording
     people: list[dict[str, str]] = []
     ids = [a.id for a in actions]
     if ids:
-        for o in session.scalars(select(Officer).join(
-                ActionOfficer, ActionOfficer.officer_id == Officer.id)
-                .where(ActionOfficer.action_id.in_(ids)).distinct()):
+        for o in session.scalars(
+            select(Officer)
+            .join(ActionOfficer, ActionOfficer.officer_id == Officer.id)
+            .where(ActionOfficer.action_id.in_(ids))
+            .distinct()
+        ):
             people.append({"number": o.number, "name": o.name, "role": "officer"})
     return "；".join(places), people
 
@@ -389,12 +456,17 @@ def _object_ids(session: Session, records: Sequence[RecordInfo]) -> dict[int, fr
     and of all its derivatives, and its docking's uid."""
     ids: dict[int, set[str]] = {r.recording_id: {f.sha256 for f in r.files} for r in records}
     for chunk in _chunks(list(ids)):
-        for rec_id, sha in session.execute(select(Derivative.recording_id, Derivative.sha256)
-                                           .where(Derivative.recording_id.in_(chunk))):
+        for rec_id, sha in session.execute(
+            select(Derivative.recording_id, Derivative.sha256).where(
+                Derivative.recording_id.in_(chunk)
+            )
+        ):
             ids[rec_id].add(sha)
         for rec_id, dock_uid in session.execute(
-                select(Recording.id, Docking.uid).join(Docking, Docking.id == Recording.docking_id)
-                .where(Recording.id.in_(chunk))):
+            select(Recording.id, Docking.uid)
+            .join(Docking, Docking.id == Recording.docking_id)
+            .where(Recording.id.in_(chunk))
+        ):
             ids[rec_id].add(dock_uid)
     return {k: frozenset(v) for k, v in ids.items()}
 
@@ -405,10 +477,20 @@ def _events(session: Session, ids: Iterable[str]) -> Iterable[CustodyEvent]:
 
 
 def _event_dict(ev: CustodyEvent) -> dict[str, Any]:
-    return {"station_id": ev.station_id, "seq": ev.seq, "at": ev.at, "actor": ev.actor,
-            "action": ev.action, "object_type": ev.object_type, "object_id": ev.object_id,
-            "details": ev.details, "prev_hash": ev.prev_hash, "event_hash": ev.event_hash,
-            "key_id": ev.key_id, "signature": ev.signature}
+    return {
+        "station_id": ev.station_id,
+        "seq": ev.seq,
+        "at": ev.at,
+        "actor": ev.actor,
+        "action": ev.action,
+        "object_type": ev.object_type,
+        "object_id": ev.object_id,
+        "details": ev.details,
+        "prev_hash": ev.prev_hash,
+        "event_hash": ev.event_hash,
+        "key_id": ev.key_id,
+        "signature": ev.signature,
+    }
 
 
 def custody_line(event: dict[str, Any]) -> bytes:
@@ -416,8 +498,9 @@ def custody_line(event: dict[str, Any]) -> bytes:
     return (json.dumps(event, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
 
 
-def _custody(session: Session, records: Sequence[RecordInfo], case_numbers: Sequence[str],
-             export_uid: str) -> list[dict[str, Any]]:
+def _custody(
+    session: Session, records: Sequence[RecordInfo], case_numbers: Sequence[str], export_uid: str
+) -> list[dict[str, Any]]:
     ids: set[str] = {export_uid, *case_numbers}
     for rec_ids in _object_ids(session, records).values():
         ids |= rec_ids
@@ -435,8 +518,9 @@ def _custody_sizes(session: Session, ids: Iterable[str]) -> dict[str, tuple[int,
     return sizes
 
 
-def _chain_heads(session: Session, store: ObjectStore, signer: Signer,
-                 stations: set[str]) -> list[ChainHead]:
+def _chain_heads(
+    session: Session, store: ObjectStore, signer: Signer, stations: set[str]
+) -> list[ChainHead]:
     """Signed chain heads for the bag (docs/custody.md): this host's own, signed now, and
     the newest one in the store of every other station the excerpt names. An auditor who
     keeps the bag can later tell whether the catalog still holds those events."""
@@ -463,17 +547,24 @@ def _keys(session: Session, key_ids: Iterable[str]) -> list[dict[str, Any]]:
     # Retirement as the custody rule knows it (the row, or its key-retired event if earlier):
     # the bag's excerpt rarely holds the key-retired event itself.
     rule = catalog_keys(session)
-    return [{"key_id": k.key_id, "station_id": k.station_id,
-             "public_key_hex": k.public_key.hex(), "created_at": _iso_utc(k.created_at),
-             "retired_at": rule[k.key_id].retired_at if k.key_id in rule else None}
-            for k in sorted(rows, key=lambda k: k.key_id)]
+    return [
+        {
+            "key_id": k.key_id,
+            "station_id": k.station_id,
+            "public_key_hex": k.public_key.hex(),
+            "created_at": _iso_utc(k.created_at),
+            "retired_at": rule[k.key_id].retired_at if k.key_id in rule else None,
+        }
+        for k in sorted(rows, key=lambda k: k.key_id)
+    ]
 
 
 # -- splitting ------------------------------------------------------------------------------
 
 
-def _plan(session: Session, records: Sequence[RecordInfo], req: ExportRequest, out: Path,
-          uid: str) -> list[list[RecordInfo]]:
+def _plan(
+    session: Session, records: Sequence[RecordInfo], req: ExportRequest, out: Path, uid: str
+) -> list[list[RecordInfo]]:
     """Numbered bags by ``--max-bag-size`` and by what ``liuhen verify`` accepts in one
     bag (:mod:`archive_export.bagsplit`)."""
     objects = _object_ids(session, records)
@@ -481,11 +572,20 @@ def _plan(session: Session, records: Sequence[RecordInfo], req: ExportRequest, o
     custody = _custody_sizes(session, set().union(*objects.values(), cases))
     # The export-started event is written after planning, into every bag's excerpt: room
     # for it naming as many bags as there are records (at most that many bags).
-    started = 2048 + len(str(out).encode()) * 2 + sum(len(c.encode()) + 4 for c in req.cases) \
-        + len(records) * (len(out.name.encode()) + 12) + len(uid)
-    return bagsplit.plan(records, max_bytes=req.max_bag_bytes,
-                         objects=lambda r: objects[r.recording_id], custody=custody,
-                         reserve=(1, started))
+    started = (
+        2048
+        + len(str(out).encode()) * 2
+        + sum(len(c.encode()) + 4 for c in req.cases)
+        + len(records) * (len(out.name.encode()) + 12)
+        + len(uid)
+    )
+    return bagsplit.plan(
+        records,
+        max_bytes=req.max_bag_bytes,
+        objects=lambda r: objects[r.recording_id],
+        custody=custody,
+        reserve=(1, started),
+    )
 
 
 def _bag_paths(out: Path, count: int) -> list[Path]:
@@ -534,8 +634,9 @@ original name's bytes.
 # -- the export ---------------------------------------------------------------------------
 
 
-def export_bundle(catalog: Catalog, store: ObjectStore, signer: Signer,
-                  req: ExportRequest) -> ExportResult:
+def export_bundle(
+    catalog: Catalog, store: ObjectStore, signer: Signer, req: ExportRequest
+) -> ExportResult:
     if bool(req.cases) == (req.date_from is not None or req.date_to is not None):
         raise ExportError("give either --case (one or more) or a date range (--from and --to)")
     if not req.cases and (req.date_from is None or req.date_to is None):
@@ -558,39 +659,78 @@ def export_bundle(catalog: Catalog, store: ObjectStore, signer: Signer,
     paths = _bag_paths(out, len(bags))
     partial = [q for p in paths if (q := p.with_name(p.name + PARTIAL_SUFFIX)).exists()]
     if partial:
-        raise ExportError(f"{', '.join(map(str, partial))}: left by an interrupted export",
-                          hint="it is incomplete: remove it, then export again")
+        raise ExportError(
+            f"{', '.join(map(str, partial))}: left by an interrupted export",
+            hint="it is incomplete: remove it, then export again",
+        )
     taken = [p for p in paths if p.exists()]
     if taken:
-        raise ExportError(f"{', '.join(map(str, taken))} already exist(s)",
-                          hint="choose another --out; an export never overwrites")
+        raise ExportError(
+            f"{', '.join(map(str, taken))} already exist(s)",
+            hint="choose another --out; an export never overwrites",
+        )
     try:
         _make_folder(out.parent)
     except OSError as exc:
         raise ExportError(f"cannot create {out.parent}: {exc.strerror}") from exc
-    scope: dict[str, Any] = {"cases": list(req.cases)} if req.cases else {
-        "from": req.date_from.isoformat() if req.date_from else None,
-        "to": req.date_to.isoformat() if req.date_to else None}
+    scope: dict[str, Any] = (
+        {"cases": list(req.cases)}
+        if req.cases
+        else {
+            "from": req.date_from.isoformat() if req.date_from else None,
+            "to": req.date_to.isoformat() if req.date_to else None,
+        }
+    )
     scope["with_access"] = req.with_access
     with catalog.transaction() as session:
-        row = Export(uid=uid, actor=actor, out_path=str(out), scope=scope, state="RUNNING",
-                     bags={"planned": [p.name for p in paths], "process": _this_process()})
+        row = Export(
+            uid=uid,
+            actor=actor,
+            out_path=str(out),
+            scope=scope,
+            state="RUNNING",
+            bags={"planned": [p.name for p in paths], "process": _this_process()},
+        )
         session.add(row)
         session.flush()
         export_id = row.id
-        append_event(session, signer, actor=actor, action="export-started",
-                     object_type="export", object_id=uid,
-                     details={"scope": scope, "recordings": len(records),
-                              "bags": [p.name for p in paths], "out": str(out)})
+        append_event(
+            session,
+            signer,
+            actor=actor,
+            action="export-started",
+            object_type="export",
+            object_id=uid,
+            details={
+                "scope": scope,
+                "recordings": len(records),
+                "bags": [p.name for p in paths],
+                "out": str(out),
+            },
+        )
     writers: list[BagWriter] = []
     results: list[BagResult] = []
     try:
         for index, (bag_records, path) in enumerate(zip(bags, paths, strict=True), 1):
             writer = BagWriter(path, tar=path.suffix.lower() == ".tar")
             writers.append(writer)
-            results.append(_write_bag(
-                catalog, store, signer, writer, bag_records, name_map, cases, req,
-                uid=uid, actor=actor, now=now, index=index, count=len(bags)))
+            results.append(
+                _write_bag(
+                    catalog,
+                    store,
+                    signer,
+                    writer,
+                    bag_records,
+                    name_map,
+                    cases,
+                    req,
+                    uid=uid,
+                    actor=actor,
+                    now=now,
+                    index=index,
+                    count=len(bags),
+                )
+            )
         _check_finals_free(writers)
         _record_done(catalog, signer, export_id, uid, actor, bags, results, len(records))
     except _CommitOutcomeUnknown as unknown:
@@ -636,14 +776,23 @@ def _check_finals_free(writers: Sequence[BagWriter]) -> None:
     (another process made it): the rename would fail after the catalog said DONE."""
     taken = [w.final for w in writers if w.final.exists()]
     if taken:
-        raise ExportError(f"{', '.join(map(str, taken))} appeared while exporting; it was "
-                          "left as it is and this export was not put in its place",
-                          hint="choose another --out and export again")
+        raise ExportError(
+            f"{', '.join(map(str, taken))} appeared while exporting; it was "
+            "left as it is and this export was not put in its place",
+            hint="choose another --out and export again",
+        )
 
 
-def _record_done(catalog: Catalog, signer: Signer, export_id: int, uid: str, actor: str,
-                 bags: Sequence[Sequence[RecordInfo]], results: Sequence[BagResult],
-                 recordings: int) -> None:
+def _record_done(
+    catalog: Catalog,
+    signer: Signer,
+    export_id: int,
+    uid: str,
+    actor: str,
+    bags: Sequence[Sequence[RecordInfo]],
+    results: Sequence[BagResult],
+    recordings: int,
+) -> None:
     """DONE with the ``ExportItem`` rows and the ``exported`` / ``export-finished`` events,
     in one transaction. ``finished_at`` stays empty until the bags are in place.
 
@@ -662,37 +811,69 @@ def _record_done(catalog: Catalog, signer: Signer, export_id: int, uid: str, act
         raise
 
 
-def _add_done(session: Session, signer: Signer, export_id: int, uid: str, actor: str,
-              bags: Sequence[Sequence[RecordInfo]], results: Sequence[BagResult],
-              recordings: int) -> None:
+def _add_done(
+    session: Session,
+    signer: Signer,
+    export_id: int,
+    uid: str,
+    actor: str,
+    bags: Sequence[Sequence[RecordInfo]],
+    results: Sequence[BagResult],
+    recordings: int,
+) -> None:
     row = session.get(Export, export_id)
     assert row is not None
     row.state = "DONE"
     row.files = sum(b.files for b in results)
     row.bytes = sum(b.bytes for b in results)
-    row.bags = {"planned": list(row.bags.get("planned", [])),
-                "process": row.bags.get("process"),
-                "names": [b.name for b in results],
-                "oxum": {b.name: f"{b.bytes}.{b.files}" for b in results},
-                "key_id": signer.key_id,
-                "four_properties": {b.name: b.four_properties["ok"] for b in results}}
+    row.bags = {
+        "planned": list(row.bags.get("planned", [])),
+        "process": row.bags.get("process"),
+        "names": [b.name for b in results],
+        "oxum": {b.name: f"{b.bytes}.{b.files}" for b in results},
+        "key_id": signer.key_id,
+        "four_properties": {b.name: b.four_properties["ok"] for b in results},
+    }
     for b_index, bag_records in enumerate(bags):
         for r in bag_records:
             # Items only for an export whose bags are finished: "exported" means in a
             # bag (cases refuse to detach an exported recording lightly).
-            session.add(ExportItem(export_id=export_id, recording_id=r.recording_id,
-                                   path=r.original.path))
-            append_event(session, signer, actor=actor, action="exported",
-                         object_type="recording", object_id=r.sha256,
-                         details={"export": uid, "bag": results[b_index].name,
-                                  "path": r.original.path,
-                                  "access": r.access.path if r.access else None})
-    append_event(session, signer, actor=actor, action="export-finished",
-                 object_type="export", object_id=uid,
-                 details={"bags": [{"name": b.name, "oxum": f"{b.bytes}.{b.files}",
-                                    "four_properties_ok": b.four_properties["ok"]}
-                                   for b in results],
-                          "recordings": recordings})
+            session.add(
+                ExportItem(export_id=export_id, recording_id=r.recording_id, path=r.original.path)
+            )
+            append_event(
+                session,
+                signer,
+                actor=actor,
+                action="exported",
+                object_type="recording",
+                object_id=r.sha256,
+                details={
+                    "export": uid,
+                    "bag": results[b_index].name,
+                    "path": r.original.path,
+                    "access": r.access.path if r.access else None,
+                },
+            )
+    append_event(
+        session,
+        signer,
+        actor=actor,
+        action="export-finished",
+        object_type="export",
+        object_id=uid,
+        details={
+            "bags": [
+                {
+                    "name": b.name,
+                    "oxum": f"{b.bytes}.{b.files}",
+                    "four_properties_ok": b.four_properties["ok"],
+                }
+                for b in results
+            ],
+            "recordings": recordings,
+        },
+    )
 
 
 def _record_in_place(catalog: Catalog, export_id: int) -> None:
@@ -700,15 +881,23 @@ def _record_in_place(catalog: Catalog, export_id: int) -> None:
     reconciliation (the bags are in place and the catalog already says DONE)."""
     try:
         with catalog.transaction() as session:
-            session.execute(update(Export).where(Export.id == export_id)
-                            .values(finished_at=utcnow()))
+            session.execute(
+                update(Export).where(Export.id == export_id).values(finished_at=utcnow())
+            )
     except Exception:  # reconcile_interrupted records it later
         pass
 
 
-def _take_back(catalog: Catalog, signer: Signer, export_id: int, uid: str, actor: str,
-               writers: Sequence[BagWriter], placed: Sequence[BagWriter],
-               exc: BaseException) -> None:
+def _take_back(
+    catalog: Catalog,
+    signer: Signer,
+    export_id: int,
+    uid: str,
+    actor: str,
+    writers: Sequence[BagWriter],
+    placed: Sequence[BagWriter],
+    exc: BaseException,
+) -> None:
     """A bag could not be renamed into place after the export was recorded DONE (or the
     renames were interrupted by Ctrl-C): the bags already in place go back out of sight
     first, then the catalog takes the export back (FAILED, no items, an ``export-failed``
@@ -770,11 +959,19 @@ def reconcile_interrupted(catalog: Catalog, signer: Signer, *, actor: str) -> li
     before the catalog said DONE); one still RUNNING has its ``.partial`` output removed
     and is recorded FAILED. Returns one line per export saying what was done."""
     with catalog.session() as session:
-        rows = [(e.id, e.uid, e.state, e.out_path, dict(e.bags or {}))
-                for e in session.scalars(select(Export).where(or_(
-                    Export.state == "RUNNING",
-                    and_(Export.state == "DONE", Export.finished_at.is_(None))))
-                    .order_by(Export.id))]
+        rows = [
+            (e.id, e.uid, e.state, e.out_path, dict(e.bags or {}))
+            for e in session.scalars(
+                select(Export)
+                .where(
+                    or_(
+                        Export.state == "RUNNING",
+                        and_(Export.state == "DONE", Export.finished_at.is_(None)),
+                    )
+                )
+                .order_by(Export.id)
+            )
+        ]
     notes: list[str] = []
     for export_id, uid, state, out_path, bags in rows:
         if not _gone(bags.get("process")):
@@ -784,8 +981,9 @@ def reconcile_interrupted(catalog: Catalog, signer: Signer, *, actor: str) -> li
         if state == "DONE":
             notes.append(_complete(catalog, export_id, uid, paths, bags.get("oxum", {})))
         else:
-            notes.append(_remove_interrupted(catalog, signer, export_id, uid, paths,
-                                             bags["process"], actor))
+            notes.append(
+                _remove_interrupted(catalog, signer, export_id, uid, paths, bags["process"], actor)
+            )
     return notes
 
 
@@ -802,8 +1000,9 @@ def _dir_oxum(bag: Path) -> str | None:
     return f"{sum(sizes)}.{len(sizes)}"
 
 
-def _complete(catalog: Catalog, export_id: int, uid: str, paths: Sequence[Path],
-              oxum: dict[str, str]) -> str:
+def _complete(
+    catalog: Catalog, export_id: int, uid: str, paths: Sequence[Path], oxum: dict[str, str]
+) -> str:
     moved: list[str] = []
     problems: list[str] = []
     for path in paths:
@@ -813,8 +1012,10 @@ def _complete(catalog: Catalog, export_id: int, uid: str, paths: Sequence[Path],
         if found is not None and found != want:
             # A power cut can lose files whose directory was never synced: such a bag
             # is not the one the catalog recorded, and is not put in place.
-            problems.append(f"{partial} holds {found} (bytes.files) of payload, the "
-                            f"export recorded {want}: left as it is")
+            problems.append(
+                f"{partial} holds {found} (bytes.files) of payload, the "
+                f"export recorded {want}: left as it is"
+            )
         elif partial.exists() and not path.exists():
             try:
                 os.rename(partial, path)
@@ -824,24 +1025,36 @@ def _complete(catalog: Catalog, export_id: int, uid: str, paths: Sequence[Path],
                 fsync_dir(path.parent)
                 moved.append(f"{partial.name} -> {path.name}")
         elif not path.exists():
-            problems.append(f"{path} is missing (neither it nor {partial.name} is there: "
-                            "removed, or on a medium not mounted now)")
+            problems.append(
+                f"{path} is missing (neither it nor {partial.name} is there: "
+                "removed, or on a medium not mounted now)"
+            )
         elif partial.exists():
             problems.append(f"both {path} and {partial} exist: left as they are")
     if problems:
         # Still recorded as exported (its items keep its recordings from being detached
         # lightly); said again on every run until someone looks.
-        return (f"export {uid} (DONE, interrupted while putting its bags in place): "
-                + "; ".join(problems))
+        return f"export {uid} (DONE, interrupted while putting its bags in place): " + "; ".join(
+            problems
+        )
     _record_in_place(catalog, export_id)
     done = f"renamed {', '.join(moved)}" if moved else "its bags were already in place"
     where = f" in {paths[0].parent}" if paths else ""
-    return (f"export {uid} (DONE, interrupted while putting its bags in place{where}): "
-            f"completed, {done}")
+    return (
+        f"export {uid} (DONE, interrupted while putting its bags in place{where}): "
+        f"completed, {done}"
+    )
 
 
-def _remove_interrupted(catalog: Catalog, signer: Signer, export_id: int, uid: str,
-                        paths: Sequence[Path], process: dict[str, Any], actor: str) -> str:
+def _remove_interrupted(
+    catalog: Catalog,
+    signer: Signer,
+    export_id: int,
+    uid: str,
+    paths: Sequence[Path],
+    process: dict[str, Any],
+    actor: str,
+) -> str:
     removed = []
     for path in paths:
         partial = _partial(path)
@@ -851,23 +1064,41 @@ def _remove_interrupted(catalog: Catalog, signer: Signer, export_id: int, uid: s
         elif partial.exists():
             partial.unlink(missing_ok=True)
             removed.append(str(partial))
-    error = (f"interrupted: its process ({process.get('pid')} on {process.get('host')}) "
-             "ended before the export was recorded")
+    error = (
+        f"interrupted: its process ({process.get('pid')} on {process.get('host')}) "
+        "ended before the export was recorded"
+    )
     with catalog.transaction() as session:
         claimed = session.scalars(
-            update(Export).where(Export.id == export_id, Export.state == "RUNNING")
+            update(Export)
+            .where(Export.id == export_id, Export.state == "RUNNING")
             .values(state="FAILED", error=error, finished_at=utcnow())
-            .returning(Export.id)).first()
+            .returning(Export.id)
+        ).first()
         if claimed is not None:  # once, whoever reconciles first
-            append_event(session, signer, actor=actor, action="export-failed",
-                         object_type="export", object_id=uid,
-                         details={"error": error, "removed": removed})
+            append_event(
+                session,
+                signer,
+                actor=actor,
+                action="export-failed",
+                object_type="export",
+                object_id=uid,
+                details={"error": error, "removed": removed},
+            )
     what = f"removed {', '.join(removed)}" if removed else "it had written nothing"
     return f"export {uid} (RUNNING, its process is gone): {what}; recorded FAILED"
 
 
-def _record_failure(catalog: Catalog, signer: Signer, export_id: int, uid: str, actor: str,
-                    exc: BaseException, *, taken_back: bool = False) -> bool:
+def _record_failure(
+    catalog: Catalog,
+    signer: Signer,
+    export_id: int,
+    uid: str,
+    actor: str,
+    exc: BaseException,
+    *,
+    taken_back: bool = False,
+) -> bool:
     """Record the export FAILED with an ``export-failed`` event; ``taken_back``: it had
     been recorded DONE, so its items go too. False when the catalog could not be told
     (the caller's error stands; the next run reconciles)."""
@@ -887,16 +1118,29 @@ def _record_failure(catalog: Catalog, signer: Signer, export_id: int, uid: str, 
                 row.finished_at = utcnow()
             if taken_back:
                 session.execute(delete(ExportItem).where(ExportItem.export_id == export_id))
-            append_event(session, signer, actor=actor, action="export-failed",
-                         object_type="export", object_id=uid, details=details)
+            append_event(
+                session,
+                signer,
+                actor=actor,
+                action="export-failed",
+                object_type="export",
+                object_id=uid,
+                details=details,
+            )
     except Exception:
         return False
     return True
 
 
-def _settle_unknown_commit(catalog: Catalog, signer: Signer, export_id: int, uid: str,
-                           actor: str, writers: Sequence[BagWriter],
-                           cause: BaseException) -> None:
+def _settle_unknown_commit(
+    catalog: Catalog,
+    signer: Signer,
+    export_id: int,
+    uid: str,
+    actor: str,
+    writers: Sequence[BagWriter],
+    cause: BaseException,
+) -> None:
     """The DONE commit failed with its outcome unknown (the connection dropped while the
     database may have committed). Nothing is removed until the catalog says which: asked
     on a fresh connection, it either records the export DONE (this returns, and the
@@ -924,8 +1168,9 @@ def _settle_unknown_commit(catalog: Catalog, signer: Signer, export_id: int, uid
     raise cause
 
 
-def _fail_unless_done(catalog: Catalog, signer: Signer, export_id: int, uid: str,
-                      actor: str, cause: BaseException) -> str:
+def _fail_unless_done(
+    catalog: Catalog, signer: Signer, export_id: int, uid: str, actor: str, cause: BaseException
+) -> str:
     """Record the export FAILED if it is still RUNNING (its DONE commit did not happen),
     in one statement that waits for that commit if the database is still making it.
     Returns the export's state afterwards."""
@@ -936,53 +1181,84 @@ def _fail_unless_done(catalog: Catalog, signer: Signer, export_id: int, uid: str
             # the connection is gone): wait a while for it, not for ever.
             session.execute(text("SET LOCAL lock_timeout = '60s'"))
         claimed = session.scalars(
-            update(Export).where(Export.id == export_id, Export.state == "RUNNING")
+            update(Export)
+            .where(Export.id == export_id, Export.state == "RUNNING")
             .values(state="FAILED", error=message, finished_at=utcnow())
-            .returning(Export.id)).first()
+            .returning(Export.id)
+        ).first()
         if claimed is not None:
-            append_event(session, signer, actor=actor, action="export-failed",
-                         object_type="export", object_id=uid,
-                         details={"error": message[:2000], "commit_lost": True})
+            append_event(
+                session,
+                signer,
+                actor=actor,
+                action="export-failed",
+                object_type="export",
+                object_id=uid,
+                details={"error": message[:2000], "commit_lost": True},
+            )
             return "FAILED"
         state = session.scalars(select(Export.state).where(Export.id == export_id)).one()
     return str(state)
 
 
 def _write_bag(
-    catalog: Catalog, store: ObjectStore, signer: Signer, writer: BagWriter,
-    records: list[RecordInfo], name_map: list[tuple[str, str, str]], cases: list[Case],
-    req: ExportRequest, *, uid: str, actor: str, now: datetime, index: int, count: int,
+    catalog: Catalog,
+    store: ObjectStore,
+    signer: Signer,
+    writer: BagWriter,
+    records: list[RecordInfo],
+    name_map: list[tuple[str, str, str]],
+    cases: list[Case],
+    req: ExportRequest,
+    *,
+    uid: str,
+    actor: str,
+    now: datetime,
+    index: int,
+    count: int,
 ) -> BagResult:
     for r in records:
         for f in r.files:
-            what = (f"object {f.object_key} ({f.role} of recording {r.recording_id}, "
-                    f"{r.original_name}, sha256 {r.sha256})")
+            what = (
+                f"object {f.object_key} ({f.role} of recording {r.recording_id}, "
+                f"{r.original_name}, sha256 {r.sha256})"
+            )
             with store.open(f.object_key) as stream:
-                writer.add_stream(f.path, stream, f.size,
-                                  expect={"sha256": f.sha256, "sm3": f.sm3}, what=what)
+                writer.add_stream(
+                    f.path, stream, f.size, expect={"sha256": f.sha256, "sm3": f.sm3}, what=what
+                )
     case_numbers = sorted({n for r in records for n in r.case_numbers})
     bag_cases = [c for c in cases if c.number in case_numbers]
     bag_count = f"{index} of {count}"
-    meta = {"uid": uid, "bag": writer.name, "bag_count": bag_count,
-            "created": now.strftime("%Y-%m-%dT%H:%M:%SZ"), "station": signer.station_id,
-            "actor": actor, "organization": req.organization, "fonds": req.fonds,
-            "key_id": signer.key_id,
-            "scope": ",".join(req.cases) if req.cases else
-            f"{req.date_from.isoformat() if req.date_from else ''}/"
-            f"{req.date_to.isoformat() if req.date_to else ''}"}
+    meta = {
+        "uid": uid,
+        "bag": writer.name,
+        "bag_count": bag_count,
+        "created": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "station": signer.station_id,
+        "actor": actor,
+        "organization": req.organization,
+        "fonds": req.fonds,
+        "key_id": signer.key_id,
+        "scope": ",".join(req.cases)
+        if req.cases
+        else f"{req.date_from.isoformat() if req.date_from else ''}/"
+        f"{req.date_to.isoformat() if req.date_to else ''}",
+    }
     with catalog.session() as session:
         custody = _custody(session, records, case_numbers, uid)
         heads = _chain_heads(session, store, signer, {e["station_id"] for e in custody})
-        keys = _keys(session, [e["key_id"] for e in custody] + [signer.key_id]
-                     + [h.key_id for h in heads])
+        keys = _keys(
+            session, [e["key_id"] for e in custody] + [signer.key_id] + [h.key_id for h in heads]
+        )
     m = "data/metadata/"
     writer.add_bytes(m + "anchors.jsonl", "".join(h.to_line() + "\n" for h in heads).encode())
     writer.add_bytes(m + "events.xml", events_xml(records, custody, export=meta))
     writer.add_bytes(m + "custody.jsonl", b"".join(custody_line(e) for e in custody))
-    writer.add_bytes(m + "keys.json", (json.dumps({"keys": keys}, ensure_ascii=False, indent=2)
-                                       + "\n").encode())
-    bag_map = [row for row in name_map
-               if any(row[0] == f.path for r in records for f in r.files)]
+    writer.add_bytes(
+        m + "keys.json", (json.dumps({"keys": keys}, ensure_ascii=False, indent=2) + "\n").encode()
+    )
+    bag_map = [row for row in name_map if any(row[0] == f.path for r in records for f in r.files)]
     if bag_map:
         import csv
         import io
@@ -992,19 +1268,35 @@ def _write_bag(
         w.writerow(["path", "original_name", "original_name_hex"])
         w.writerows(bag_map)
         writer.add_bytes(m + "name-map.csv", buf.getvalue().encode("utf-8"))
-    case_dicts = [{"number": c.number, "title": c.title, "unit": c.unit, "status": c.status,
-                   "retention": c.retention, "security_class": c.security_class,
-                   "closed_at": _iso_utc(c.closed_at)} for c in bag_cases]
-    writer.add_bytes(m + "package.xml", package_xml(
-        export=meta, cases=case_dicts, records=records, files=list(writer.entries)))
+    case_dicts = [
+        {
+            "number": c.number,
+            "title": c.title,
+            "unit": c.unit,
+            "status": c.status,
+            "retention": c.retention,
+            "security_class": c.security_class,
+            "closed_at": _iso_utc(c.closed_at),
+        }
+        for c in bag_cases
+    ]
+    writer.add_bytes(
+        m + "package.xml",
+        package_xml(export=meta, cases=case_dicts, records=records, files=list(writer.entries)),
+    )
     writer.add_bytes(m + "handover.csv", handover_csv(list(writer.entries)))
     # Four-properties on the bag as written so far (all payload but the report itself).
     writer.flush()
     view = TarBag(writer.temp) if writer.tar else DirBag(writer.temp, writer.name)
     view.name = writer.name
     known = {e.path: e.digests for e in writer.entries}
-    report = fourprops.check_bag(view, in_progress=True, known_digests=known,
-                                 catalog=catalog_lookup(catalog), options=req.options)
+    report = fourprops.check_bag(
+        view,
+        in_progress=True,
+        known_digests=known,
+        catalog=catalog_lookup(catalog),
+        options=req.options,
+    )
     report["location"] = str(writer.final)
     writer.add_bytes(fourprops.REPORT_JSON, fourprops.report_json(report))
     writer.add_bytes(fourprops.REPORT_HTML, fourprops.report_html(report))
@@ -1021,8 +1313,9 @@ def _write_bag(
     info += [("Liuhen-Export-Id", uid)]
     if req.fonds:
         info.append(("Liuhen-Fonds", req.fonds))
-    retentions = sorted({r.retention for r in records if r.retention},
-                        key=lambda v: -_RETENTION_RANK.get(v, 0))
+    retentions = sorted(
+        {r.retention for r in records if r.retention}, key=lambda v: -_RETENTION_RANK.get(v, 0)
+    )
     if retentions:
         info.append(("Liuhen-Retention", retentions[0]))
     classes = sorted({r.security_class for r in records if r.security_class})
@@ -1031,8 +1324,9 @@ def _write_bag(
     info += [("Liuhen-Case-Id", n) for n in case_numbers]
     info.append(("Liuhen-Signing-Key-Id", signer.key_id))
     writer.finish(info, signer, VERIFY_TEXT)
-    return BagResult(writer.name, writer.final, len(writer.entries), payload_bytes,
-                     len(records), report)
+    return BagResult(
+        writer.name, writer.final, len(writer.entries), payload_bytes, len(records), report
+    )
 
 
 def catalog_lookup(catalog: Catalog) -> fourprops.DigestLookup:

@@ -85,13 +85,24 @@ class AuditReport:
         return self.failed == 0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "run": self.run_uid, "scope": self.scope, "resumed": self.resumed,
-                "state": self.state, "checked": self.checked, "failed": self.failed,
-                "bytes": self.bytes, "failures": self.failures}
+        return {
+            "ok": self.ok,
+            "run": self.run_uid,
+            "scope": self.scope,
+            "resumed": self.resumed,
+            "state": self.state,
+            "checked": self.checked,
+            "failed": self.failed,
+            "bytes": self.bytes,
+            "failures": self.failures,
+        }
 
 
-def make_scope(mode: str, sample: int | None = None, older_than_days: float | None = None,
-               ) -> dict[str, Any]:
+def make_scope(
+    mode: str,
+    sample: int | None = None,
+    older_than_days: float | None = None,
+) -> dict[str, Any]:
     if mode == "all":
         return {"mode": "all"}
     if mode == "sample":
@@ -124,9 +135,16 @@ def audit_store(
     use it to stand for a killed run).
     """
     run, resumed = _start_or_resume(catalog, signer, scope, actor, resume)
-    report = AuditReport(run.uid, run.id, dict(run.scope), resumed=resumed,
-                         checked=run.checked, failed=run.failed, bytes=run.bytes,
-                         failures=list((run.report or {}).get("failures", [])))
+    report = AuditReport(
+        run.uid,
+        run.id,
+        dict(run.scope),
+        resumed=resumed,
+        checked=run.checked,
+        failed=run.failed,
+        bytes=run.bytes,
+        failures=list((run.report or {}).get("failures", [])),
+    )
     for batches, ids in enumerate(_batches(catalog, run, batch), 1):
         targets = _targets(catalog, ids)
         results = _check_all(store, targets, workers)
@@ -140,11 +158,13 @@ def audit_store(
     return report
 
 
-def _start_or_resume(catalog: Catalog, signer: Signer, scope: dict[str, Any], actor: str,
-                     resume: bool) -> tuple[FixityRun, bool]:
+def _start_or_resume(
+    catalog: Catalog, signer: Signer, scope: dict[str, Any], actor: str, resume: bool
+) -> tuple[FixityRun, bool]:
     with catalog.transaction() as s:
-        unfinished = s.scalars(select(FixityRun).where(FixityRun.state == "RUNNING")
-                               .order_by(FixityRun.id.desc())).all()
+        unfinished = s.scalars(
+            select(FixityRun).where(FixityRun.state == "RUNNING").order_by(FixityRun.id.desc())
+        ).all()
         for run in unfinished:
             same = {k: v for k, v in run.scope.items() if k != "ids"} == scope
             if resume or same:
@@ -153,8 +173,9 @@ def _start_or_resume(catalog: Catalog, signer: Signer, scope: dict[str, Any], ac
             ids = [r for r in s.scalars(_live_recordings())]
             picked = sorted(random.SystemRandom().sample(ids, min(scope["n"], len(ids))))
             scope = scope | {"ids": picked}
-        run = FixityRun(uid=str(uuid.uuid4()), actor=actor, scope=scope, state="RUNNING",
-                        cursor=0, report={})
+        run = FixityRun(
+            uid=str(uuid.uuid4()), actor=actor, scope=scope, state="RUNNING", cursor=0, report={}
+        )
         s.add(run)
         s.flush()
         return run, False
@@ -163,8 +184,12 @@ def _start_or_resume(catalog: Catalog, signer: Signer, scope: dict[str, Any], ac
 def _live_recordings() -> Any:
     # Not "has no tombstone": a recording restored after its expiry keeps its tombstone
     # and is live again.
-    return (select(Recording.id).where(Recording.object_key != "")
-            .where(Recording.state != EXPIRED).order_by(Recording.id))
+    return (
+        select(Recording.id)
+        .where(Recording.object_key != "")
+        .where(Recording.state != EXPIRED)
+        .order_by(Recording.id)
+    )
 
 
 def _batches(catalog: Catalog, run: FixityRun, size: int) -> Iterator[list[int]]:
@@ -178,8 +203,7 @@ def _batches(catalog: Catalog, run: FixityRun, size: int) -> Iterator[list[int]]
                 q = _live_recordings().where(Recording.id > cursor)
                 if scope["mode"] == "older-than":
                     limit = datetime.now(UTC) - timedelta(days=float(scope["days"]))
-                    q = q.where((Recording.verified_at.is_(None))
-                                | (Recording.verified_at < limit))
+                    q = q.where((Recording.verified_at.is_(None)) | (Recording.verified_at < limit))
                 ids = list(s.scalars(q.limit(size)))
         if not ids:
             return
@@ -192,8 +216,9 @@ def _targets(catalog: Catalog, ids: list[int]) -> list[Target]:
     with catalog.session() as s:
         recs = {r.id: r for r in s.scalars(select(Recording).where(Recording.id.in_(ids)))}
         ders: dict[int, list[Derivative]] = {}
-        for d in s.scalars(select(Derivative).where(Derivative.recording_id.in_(ids))
-                           .order_by(Derivative.id)):
+        for d in s.scalars(
+            select(Derivative).where(Derivative.recording_id.in_(ids)).order_by(Derivative.id)
+        ):
             ders.setdefault(d.recording_id, []).append(d)
         for rid in ids:
             r = recs.get(rid)
@@ -201,8 +226,9 @@ def _targets(catalog: Catalog, ids: list[int]) -> list[Target]:
                 continue
             out.append(Target(rid, "recording", r.sha256, r.sm3, r.size, r.object_key))
             for d in ders.get(rid, []):
-                out.append(Target(rid, f"derivative:{d.kind}", d.sha256, d.sm3, d.size,
-                                  d.object_key))
+                out.append(
+                    Target(rid, f"derivative:{d.kind}", d.sha256, d.sm3, d.size, d.object_key)
+                )
     return out
 
 
@@ -244,22 +270,42 @@ def _check(store: ObjectStore, t: Target) -> Result:
     return Result(t, True, "", n)
 
 
-def _commit_batch(catalog: Catalog, signer: Signer, run_id: int, last_id: int,
-                  results: list[Result], actor: str, report: AuditReport) -> None:
+def _commit_batch(
+    catalog: Catalog,
+    signer: Signer,
+    run_id: int,
+    last_id: int,
+    results: list[Result],
+    actor: str,
+    report: AuditReport,
+) -> None:
     now = datetime.now(UTC)
     with catalog.transaction() as s:
         run = s.get(FixityRun, run_id)
         assert run is not None
-        done = set(s.scalars(select(FixityCheck.object_key).where(
-            FixityCheck.run_id == run_id,
-            FixityCheck.object_key.in_([r.target.key for r in results]))))
+        done = set(
+            s.scalars(
+                select(FixityCheck.object_key).where(
+                    FixityCheck.run_id == run_id,
+                    FixityCheck.object_key.in_([r.target.key for r in results]),
+                )
+            )
+        )
         ok_recordings: set[int] = set()
         for r in results:
             if r.target.key in done:  # an object shared by two rows: checked once per run
                 continue
             done.add(r.target.key)
-            s.add(FixityCheck(run_id=run_id, recording_id=r.target.recording_id,
-                              object_key=r.target.key, ok=r.ok, detail=r.detail, checked_at=now))
+            s.add(
+                FixityCheck(
+                    run_id=run_id,
+                    recording_id=r.target.recording_id,
+                    object_key=r.target.key,
+                    ok=r.ok,
+                    detail=r.detail,
+                    checked_at=now,
+                )
+            )
             report.checked += 1
             report.bytes += r.nbytes
             if r.ok:
@@ -267,16 +313,29 @@ def _commit_batch(catalog: Catalog, signer: Signer, run_id: int, last_id: int,
                     ok_recordings.add(r.target.recording_id)
                 continue
             report.failed += 1
-            failure = {"recording_id": r.target.recording_id, "object": r.target.kind,
-                       "key": r.target.key, "sha256": r.target.sha256, "detail": r.detail}
+            failure = {
+                "recording_id": r.target.recording_id,
+                "object": r.target.kind,
+                "key": r.target.key,
+                "sha256": r.target.sha256,
+                "detail": r.detail,
+            }
             if len(report.failures) < MAX_REPORTED:
                 report.failures.append(failure)
-            append_event(s, signer, actor=actor, action="fixity-failed",
-                         object_type="derivative" if r.target.kind != "recording"
-                         else "recording",
-                         object_id=r.target.sha256,
-                         details={"run": run.uid, "key": r.target.key, "kind": r.target.kind,
-                                  "problem": r.detail})
+            append_event(
+                s,
+                signer,
+                actor=actor,
+                action="fixity-failed",
+                object_type="derivative" if r.target.kind != "recording" else "recording",
+                object_id=r.target.sha256,
+                details={
+                    "run": run.uid,
+                    "key": r.target.key,
+                    "kind": r.target.kind,
+                    "problem": r.detail,
+                },
+            )
         for rec in s.scalars(select(Recording).where(Recording.id.in_(ok_recordings))):
             rec.verified_at = now
         run.cursor = last_id
@@ -288,8 +347,7 @@ def _store_counts(run: FixityRun, report: AuditReport) -> None:
     run.report = {"failures": report.failures}
 
 
-def _finish(catalog: Catalog, signer: Signer, run_id: int, actor: str,
-            report: AuditReport) -> None:
+def _finish(catalog: Catalog, signer: Signer, run_id: int, actor: str, report: AuditReport) -> None:
     with catalog.transaction() as s:
         run = s.get(FixityRun, run_id)
         assert run is not None
@@ -297,8 +355,19 @@ def _finish(catalog: Catalog, signer: Signer, run_id: int, actor: str,
         run.finished_at = datetime.now(UTC)
         _store_counts(run, report)
         scope = {k: v for k, v in run.scope.items() if k != "ids"}
-        append_event(s, signer, actor=actor, action="fixity-run", object_type="fixity-run",
-                     object_id=run.uid,
-                     details={"scope": scope, "checked": report.checked, "failed": report.failed,
-                              "bytes": report.bytes, "resumed": report.resumed})
+        append_event(
+            s,
+            signer,
+            actor=actor,
+            action="fixity-run",
+            object_type="fixity-run",
+            object_id=run.uid,
+            details={
+                "scope": scope,
+                "checked": report.checked,
+                "failed": report.failed,
+                "bytes": report.bytes,
+                "resumed": report.resumed,
+            },
+        )
     report.state = "DONE"

@@ -58,20 +58,38 @@ PROPERTIES = {
     "usability": ("可用性", "Usability"),
     "security": ("安全性", "Security"),
 }
-STATUS_LABELS = {"pass": ("通过", "pass"), "warn": ("警告", "warning"), "fail": ("不通过", "fail"),
-                 "not-run": ("未检测", "not run")}
+STATUS_LABELS = {
+    "pass": ("通过", "pass"),
+    "warn": ("警告", "warning"),
+    "fail": ("不通过", "fail"),
+    "not-run": ("未检测", "not run"),
+}
 _RANK = {"not-run": 0, "pass": 1, "warn": 2, "fail": 3}
 
 # GB/T 18894-2016 archival formats for audio/video records and photos.
 ALLOWED: dict[str, dict[str, set[str] | None]] = {
-    "video": {"MP4": {"h264", "mpeg2video", "mpeg4"}, "MPG": {"mpeg2video", "mpeg1video"},
-              "AVI": {"h264", "mpeg2video", "mpeg4", "mjpeg"}},
+    "video": {
+        "MP4": {"h264", "mpeg2video", "mpeg4"},
+        "MPG": {"mpeg2video", "mpeg1video"},
+        "AVI": {"h264", "mpeg2video", "mpeg4", "mjpeg"},
+    },
     "audio": {"WAV": None, "MP3": None},
     "image": {"JPEG": None, "TIFF": None},
 }
 ENCRYPTED_ENTRIES = {b"encv", b"enca", b"enct", b"encs", b"drms", b"drmi"}
-_CONTAINERS = {b"moov", b"trak", b"mdia", b"minf", b"stbl", b"mvex", b"edts", b"udta",
-               b"moof", b"traf", b"dinf"}
+_CONTAINERS = {
+    b"moov",
+    b"trak",
+    b"mdia",
+    b"minf",
+    b"stbl",
+    b"mvex",
+    b"edts",
+    b"udta",
+    b"moof",
+    b"traf",
+    b"dinf",
+}
 
 # package.xml is parsed into a tree; past this many elements it is "too large" (about
 # twenty elements a record: room for some 25,000 records).
@@ -109,11 +127,19 @@ class Check:
             self.more += 1
 
     def as_dict(self) -> dict[str, Any]:
-        problems = self.problems + ([f"and {self.more:,} more like these (not listed)"]
-                                    if self.more else [])
-        return {"id": self.id, "property": self.prop, "label_zh": self.zh, "label_en": self.en,
-                "status": self.status, "detail": self.detail, "problems": problems,
-                "notes": self.notes}
+        problems = self.problems + (
+            [f"and {self.more:,} more like these (not listed)"] if self.more else []
+        )
+        return {
+            "id": self.id,
+            "property": self.prop,
+            "label_zh": self.zh,
+            "label_en": self.en,
+            "status": self.status,
+            "detail": self.detail,
+            "problems": problems,
+            "notes": self.notes,
+        }
 
 
 @dataclass
@@ -151,12 +177,18 @@ def check_bag(
     payload = c("A2", "authenticity", "载荷摘要与清单一致", "payload digests match the manifests")
     cat = c("A3", "authenticity", "摘要与目录库一致", "digests match the catalog")
     custody = c("A4", "authenticity", "保管链事件签名", "custody events and signatures")
-    probe_match = c("A5", "authenticity", "元数据与文件属性一致 (ffprobe)",
-                    "metadata matches the files (ffprobe)")
-    handover = c("I1", "integrity", "移交清单：数量、字节、摘要",
-                 "hand-over list: count, bytes, digests")
-    descriptor = c("I2", "integrity", "包描述文件与载荷一致",
-                   "package descriptor matches the payload")
+    probe_match = c(
+        "A5",
+        "authenticity",
+        "元数据与文件属性一致 (ffprobe)",
+        "metadata matches the files (ffprobe)",
+    )
+    handover = c(
+        "I1", "integrity", "移交清单：数量、字节、摘要", "hand-over list: count, bytes, digests"
+    )
+    descriptor = c(
+        "I2", "integrity", "包描述文件与载荷一致", "package descriptor matches the payload"
+    )
     fields_ = c("I3", "integrity", "必备元数据项齐全", "required metadata present")
     gaps = c("I4", "integrity", "编号连续无缺漏", "no gaps in numbering")
     decode = c("U1", "usability", "文件可正常解码", "every media file decodes")
@@ -165,8 +197,23 @@ def check_bag(
     env = c("U4", "usability", "软件环境已记录", "software environment recorded")
     virus = c("S1", "security", "病毒检测", "virus scan")
     contents = c("S2", "security", "包内无异常文件", "no unexpected entries in the bag")
-    checks = [structure, payload, cat, custody, probe_match, handover, descriptor, fields_, gaps,
-              decode, formats, crypt, env, virus, contents]
+    checks = [
+        structure,
+        payload,
+        cat,
+        custody,
+        probe_match,
+        handover,
+        descriptor,
+        fields_,
+        gaps,
+        decode,
+        formats,
+        crypt,
+        env,
+        virus,
+        contents,
+    ]
 
     # -- digests of the payload (read once) ----------------------------------------------
     payload_files = {p: s for p, s in files.items() if p.startswith("data/")}
@@ -179,8 +226,10 @@ def check_bag(
     # -- authenticity -----------------------------------------------------------------------
     if in_progress:
         structure.status = "not-run"
-        structure.detail = ("the tag manifests and the Ed25519 signature are written after this "
-                            "report; check them with 'liuhen verify' or VERIFY.txt")
+        structure.detail = (
+            "the tag manifests and the Ed25519 signature are written after this "
+            "report; check them with 'liuhen verify' or VERIFY.txt"
+        )
         payload.detail = "digests computed while each file was written"
     else:
         _check_structure(bag, files, structure)
@@ -192,8 +241,10 @@ def check_bag(
         try:
             if data.count(b"<") > MAX_XML_ELEMENTS:
                 # ElementTree holds every element (a few hundred bytes each).
-                descriptor.fail(f"{PACKAGE}: invalid: more than {MAX_XML_ELEMENTS:,} elements "
-                                "(too large); not read")
+                descriptor.fail(
+                    f"{PACKAGE}: invalid: more than {MAX_XML_ELEMENTS:,} elements "
+                    "(too large); not read"
+                )
             else:
                 doc = read_package(data)
         except ET.ParseError as exc:
@@ -237,16 +288,20 @@ def check_bag(
         _check_format(info, role, record, formats)
         if record is not None and role == "original":
             _compare_probe(record, info, probe_match)
-    decode.detail = {"full": "every frame of every stream decoded",
-                     "none": "not run (--decode none)"}.get(
-        opts.decode, "every packet demuxed, video key frames and all audio decoded")
+    decode.detail = {
+        "full": "every frame of every stream decoded",
+        "none": "not run (--decode none)",
+    }.get(opts.decode, "every packet demuxed, video key frames and all audio decoded")
     if opts.decode == "none":
         decode.status = "not-run"
     if not media:
         for chk in (decode, formats, crypt, probe_match):
             chk.status, chk.detail = "not-run", "no media files listed in the descriptor"
-    env.notes = [f"ffmpeg: {_tool_version(opts.ffmpeg)}", f"python: {sys.version.split()[0]}",
-                 f"platform: {platform.platform()}"]
+    env.notes = [
+        f"ffmpeg: {_tool_version(opts.ffmpeg)}",
+        f"python: {sys.version.split()[0]}",
+        f"platform: {platform.platform()}",
+    ]
     env.detail = "; ".join(env.notes)
 
     # -- security ---------------------------------------------------------------------------
@@ -261,8 +316,12 @@ def check_bag(
     for key, (zh, en) in PROPERTIES.items():
         mine = [ch for ch in checks if ch.prop == key]
         status = max((ch.status for ch in mine), key=lambda s: _RANK[s])
-        props[key] = {"label_zh": zh, "label_en": en, "status": status,
-                      "checks": [ch.as_dict() for ch in mine]}
+        props[key] = {
+            "label_zh": zh,
+            "label_en": en,
+            "status": status,
+            "checks": [ch.as_dict() for ch in mine],
+        }
     ok = all(p["status"] != "fail" for p in props.values())
     return {
         "format": FORMAT,
@@ -280,8 +339,7 @@ def check_bag(
 # -- authenticity ---------------------------------------------------------------------------
 
 
-def _hash_all(bag: BagView, paths: list[str]
-              ) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
+def _hash_all(bag: BagView, paths: list[str]) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
     """SHA-256, SHA-512 and SM3 of ``paths``, on every core (the verifier's hasher: big
     files one job per algorithm, longest first; never memory-mapped, so a file truncated
     meanwhile is reported as changed instead of killing the process)."""
@@ -315,8 +373,10 @@ def _within_lines(bag: BagView, files: Mapping[str, int], path: str, chk: Check)
     lines = data.count(b"\n") + data.count(b"\r")
     if lines <= MAX_LINES:
         return True
-    chk.fail(f"{path}: invalid: {lines:,} lines, more than the {MAX_LINES:,} read here (too "
-             "large); not checked")
+    chk.fail(
+        f"{path}: invalid: {lines:,} lines, more than the {MAX_LINES:,} read here (too "
+        "large); not checked"
+    )
     return False
 
 
@@ -324,8 +384,9 @@ def _check_structure(bag: BagView, files: Mapping[str, int], chk: Check) -> None
     if "bagit.txt" not in files:
         chk.fail("bagit.txt is missing")
     elif bag.read("bagit.txt") != BAGIT_TXT:
-        chk.fail("bagit.txt is not exactly 'BagIt-Version: 1.0' / 'Tag-File-Character-Encoding: "
-                 "UTF-8'")
+        chk.fail(
+            "bagit.txt is not exactly 'BagIt-Version: 1.0' / 'Tag-File-Character-Encoding: UTF-8'"
+        )
     info = _bag_info(bag, files)
     for label in ("Source-Organization", "External-Identifier", "Bagging-Date", "Payload-Oxum"):
         if not info.get(label):
@@ -366,8 +427,13 @@ def _check_tag_manifests(bag: BagView, files: Mapping[str, int], chk: Check) -> 
     """Each tag file against the tag manifests: the signature covers only
     tagmanifest-sha256.txt, and its digests are what carry it to bag-info.txt and the
     payload manifests (and so to every payload byte)."""
-    tag_files = {p for p in files if not p.startswith("data/") and p != SIGNATURE_NAME
-                 and not (p.startswith("tagmanifest-") and p.endswith(".txt"))}
+    tag_files = {
+        p
+        for p in files
+        if not p.startswith("data/")
+        and p != SIGNATURE_NAME
+        and not (p.startswith("tagmanifest-") and p.endswith(".txt"))
+    }
     for alg in ALGORITHMS:
         name = f"tagmanifest-{alg}.txt"
         if name not in files:
@@ -384,8 +450,10 @@ def _check_tag_manifests(bag: BagView, files: Mapping[str, int], chk: Check) -> 
             h = make_hasher(alg)
             h.update(bag.read(path))
             if h.hexdigest() != want:
-                chk.fail(f"{path}: {alg} is {h.hexdigest()}, {name} says {want} (the tag file "
-                         "is not the one signed)")
+                chk.fail(
+                    f"{path}: {alg} is {h.hexdigest()}, {name} says {want} (the tag file "
+                    "is not the one signed)"
+                )
 
 
 def _bag_info(bag: BagView, files: Mapping[str, int]) -> dict[str, list[str]]:
@@ -408,8 +476,9 @@ def _read_manifest(data: bytes) -> dict[str, str]:
     return out
 
 
-def _check_manifests(bag: BagView, files: Mapping[str, int],
-                     digests: Mapping[str, dict[str, str]], chk: Check) -> None:
+def _check_manifests(
+    bag: BagView, files: Mapping[str, int], digests: Mapping[str, dict[str, str]], chk: Check
+) -> None:
     payload = {p for p in files if p.startswith("data/")}
     for alg in ALGORITHMS:
         name = f"manifest-{alg}.txt"
@@ -427,8 +496,9 @@ def _check_manifests(bag: BagView, files: Mapping[str, int],
     chk.detail = f"{len(payload)} payload files hashed with {', '.join(ALGORITHMS)}"
 
 
-def _check_catalog(doc: PackageDoc, digests: Mapping[str, dict[str, str]],
-                   lookup: DigestLookup, chk: Check) -> None:
+def _check_catalog(
+    doc: PackageDoc, digests: Mapping[str, dict[str, str]], lookup: DigestLookup, chk: Check
+) -> None:
     n = 0
     for rec in doc.records:
         for f in rec["files"]:
@@ -440,37 +510,48 @@ def _check_catalog(doc: PackageDoc, digests: Mapping[str, dict[str, str]],
             sm3, size = known
             actual = digests.get(f.get("path", ""))
             if actual is not None and actual["sha256"] != f.get("sha256"):
-                chk.fail(f"{f.get('path')}: the file's SHA-256 {actual['sha256']} is not the "
-                         f"catalog's {f.get('sha256')}")
+                chk.fail(
+                    f"{f.get('path')}: the file's SHA-256 {actual['sha256']} is not the "
+                    f"catalog's {f.get('sha256')}"
+                )
             if actual is not None and actual["sm3"] != sm3:
-                chk.fail(f"{f.get('path')}: the file's SM3 {actual['sm3']} is not the catalog's "
-                         f"{sm3}")
+                chk.fail(
+                    f"{f.get('path')}: the file's SM3 {actual['sm3']} is not the catalog's {sm3}"
+                )
             if str(size) != f.get("size"):
-                chk.fail(f"{f.get('path')}: size {f.get('size')} in the descriptor, {size} in the "
-                         "catalog")
+                chk.fail(
+                    f"{f.get('path')}: size {f.get('size')} in the descriptor, {size} in the "
+                    "catalog"
+                )
     chk.detail = f"{n} files compared with the catalog (SHA-256, SM3, size)"
 
 
-def _check_custody(bag: BagView, files: Mapping[str, int], doc: PackageDoc | None,
-                   chk: Check) -> None:
+def _check_custody(
+    bag: BagView, files: Mapping[str, int], doc: PackageDoc | None, chk: Check
+) -> None:
     """The custody rule of `custody verify` and `verify BUNDLE` (catalog.chainrule)."""
     if CUSTODY not in files or KEYS not in files:
         chk.fail(f"{CUSTODY} or {KEYS} is missing")
         return
-    result = check_excerpt(bag.read(CUSTODY), bag.read(KEYS),
-                           heads=bag.read(ANCHORS) if ANCHORS in files else None)
+    result = check_excerpt(
+        bag.read(CUSTODY), bag.read(KEYS), heads=bag.read(ANCHORS) if ANCHORS in files else None
+    )
     for issue in result.issues:
         where = {"keys": KEYS, "anchors": ANCHORS}.get(issue.part, CUSTODY)
         line = f" line {issue.line}" if issue.line is not None and issue.part != "keys" else ""
-        event = (f" event {issue.station_id}#{issue.seq}" if issue.seq is not None
-                 and issue.part == "events" else "")
+        event = (
+            f" event {issue.station_id}#{issue.seq}"
+            if issue.seq is not None and issue.part == "events"
+            else ""
+        )
         chk.fail(f"{where}{line}:{event} {issue.kind}: {issue.detail}")
     objects = {ev.object_id for _n, ev in result.events}
     if doc is not None:
         for rec in doc.records:
             if rec.get("sha256") not in objects:
-                chk.fail(f"record {rec.get('seq')} ({rec.get('sha256')}): no custody event in "
-                         f"{CUSTODY}")
+                chk.fail(
+                    f"record {rec.get('seq')} ({rec.get('sha256')}): no custody event in {CUSTODY}"
+                )
     chk.detail = f"{len(result.events)} events, {len(result.keys)} keys"
     if result.heads:
         chk.detail += f", {result.heads} signed chain heads"
@@ -479,8 +560,9 @@ def _check_custody(bag: BagView, files: Mapping[str, int], doc: PackageDoc | Non
 # -- integrity ----------------------------------------------------------------------------
 
 
-def _check_handover(bag: BagView, files: Mapping[str, int],
-                    digests: Mapping[str, dict[str, str]], chk: Check) -> None:
+def _check_handover(
+    bag: BagView, files: Mapping[str, int], digests: Mapping[str, dict[str, str]], chk: Check
+) -> None:
     if HANDOVER not in files:
         chk.fail(f"{HANDOVER} is missing")
         return
@@ -503,14 +585,16 @@ def _check_handover(bag: BagView, files: Mapping[str, int],
     if h.total_files is not None and h.total_files != len(h.rows):
         chk.fail(f"TOTAL says {h.total_files} files, the list has {len(h.rows)}")
     if h.total_bytes is not None and h.total_bytes != sum(r[1] for r in h.rows):
-        chk.fail(f"TOTAL says {h.total_bytes} bytes, the rows add up to "
-                 f"{sum(r[1] for r in h.rows)}")
+        chk.fail(
+            f"TOTAL says {h.total_bytes} bytes, the rows add up to {sum(r[1] for r in h.rows)}"
+        )
     present = sum(files.get(r[0], 0) for r in h.rows)
     chk.detail = f"{len(h.rows)} files, {h.total_bytes} bytes listed; {present} bytes present"
 
 
-def _check_descriptor(doc: PackageDoc, files: Mapping[str, int],
-                      digests: Mapping[str, dict[str, str]], chk: Check) -> None:
+def _check_descriptor(
+    doc: PackageDoc, files: Mapping[str, int], digests: Mapping[str, dict[str, str]], chk: Check
+) -> None:
     described: set[str] = set()
     for rec in doc.records:
         for f in rec["files"]:
@@ -552,20 +636,28 @@ def _check_fields(doc: PackageDoc, chk: Check) -> None:
     for f, seqs in empty.items():
         # One line per field: a case without places would otherwise repeat it per record.
         shown = ", ".join(seqs[:20]) + (" …" if len(seqs) > 20 else "")
-        chk.warn(f"recommended field '{f}' is empty in {len(seqs)} of {len(doc.records)} "
-                 f"records ({shown})")
-    chk.detail = ("required: " + ", ".join(REQUIRED_FIELDS) + "; recommended: "
-                  + ", ".join(RECOMMENDED_FIELDS))
+        chk.warn(
+            f"recommended field '{f}' is empty in {len(seqs)} of {len(doc.records)} "
+            f"records ({shown})"
+        )
+    chk.detail = (
+        "required: "
+        + ", ".join(REQUIRED_FIELDS)
+        + "; recommended: "
+        + ", ".join(RECOMMENDED_FIELDS)
+    )
 
 
 def _check_gaps(doc: PackageDoc, chk: Check) -> None:
     seqs = sorted(int(r.get("seq", 0)) for r in doc.records)
     # Records are numbered across an export; a split export's later bags start further on.
-    first = 1 if doc.export.get("bag-count", "1 of 1").startswith("1 of") else (
-        seqs[0] if seqs else 1)
+    first = (
+        1 if doc.export.get("bag-count", "1 of 1").startswith("1 of") else (seqs[0] if seqs else 1)
+    )
     if seqs != list(range(first, first + len(seqs))):
-        chk.fail(f"record numbers are not {first}..{first + len(seqs) - 1} without gaps: "
-                 f"{seqs[:20]}")
+        chk.fail(
+            f"record numbers are not {first}..{first + len(seqs) - 1} without gaps: {seqs[:20]}"
+        )
     groups: dict[str, list[int]] = {}
     for r in doc.records:
         ch = r.get("chapter")
@@ -574,21 +666,28 @@ def _check_gaps(doc: PackageDoc, chk: Check) -> None:
     for group, segs in sorted(groups.items()):
         segs.sort()
         if segs != list(range(segs[0], segs[0] + len(segs))):
-            chk.warn(f"chapter group {group}: segments {segs} are not consecutive "
-                     "(a segment of a split recording is not in this bag)")
+            chk.warn(
+                f"chapter group {group}: segments {segs} are not consecutive "
+                "(a segment of a split recording is not in this bag)"
+            )
     chk.detail = f"{len(seqs)} records numbered; {len(groups)} split recording(s)"
 
 
 # -- usability ----------------------------------------------------------------------------
 
 
-def _media_files(doc: PackageDoc | None, files: Mapping[str, int]
-                 ) -> list[tuple[str, str, dict[str, Any] | None]]:
+def _media_files(
+    doc: PackageDoc | None, files: Mapping[str, int]
+) -> list[tuple[str, str, dict[str, Any] | None]]:
     if doc is None:
-        return [(p, "original" if p.startswith("data/originals/") else "access", None)
-                for p in sorted(files) if p.startswith(("data/originals/", "data/access/"))]
-    return [(f.get("path", ""), f.get("role", ""), rec) for rec in doc.records
-            for f in rec["files"]]
+        return [
+            (p, "original" if p.startswith("data/originals/") else "access", None)
+            for p in sorted(files)
+            if p.startswith(("data/originals/", "data/access/"))
+        ]
+    return [
+        (f.get("path", ""), f.get("role", ""), rec) for rec in doc.records for f in rec["files"]
+    ]
 
 
 def _sniff(head: bytes) -> str | None:
@@ -618,8 +717,9 @@ def _sniff(head: bytes) -> str | None:
     return None
 
 
-def _inspect(bag: BagView, path: str, opts: Options,
-             record: dict[str, Any] | None) -> dict[str, Any]:
+def _inspect(
+    bag: BagView, path: str, opts: Options, record: dict[str, Any] | None
+) -> dict[str, Any]:
     with bag.open(path) as f:
         head = f.read(512)
         container = _sniff(head)
@@ -680,10 +780,10 @@ def _scan(data: bytes, pos: int) -> str | None:
     """Walk the box tree in ``data`` from ``pos``; stsd entries are checked by type."""
     end = len(data)
     while pos + 8 <= end:
-        size, typ = int.from_bytes(data[pos:pos + 4], "big"), data[pos + 4:pos + 8]
+        size, typ = int.from_bytes(data[pos : pos + 4], "big"), data[pos + 4 : pos + 8]
         header = 8
         if size == 1:
-            size, header = int.from_bytes(data[pos + 8:pos + 16], "big"), 16
+            size, header = int.from_bytes(data[pos + 8 : pos + 16], "big"), 16
         elif size == 0:
             size = end - pos
         if size < header:
@@ -693,8 +793,8 @@ def _scan(data: bytes, pos: int) -> str | None:
         if typ == b"stsd":
             inner = pos + header + 8  # version/flags, entry count
             while inner + 8 <= min(pos + size, end):
-                esize = int.from_bytes(data[inner:inner + 4], "big")
-                etype = data[inner + 4:inner + 8]
+                esize = int.from_bytes(data[inner : inner + 4], "big")
+                etype = data[inner + 4 : inner + 8]
                 if etype in ENCRYPTED_ENTRIES:
                     return etype.decode("latin-1")
                 if esize < 8:
@@ -711,21 +811,25 @@ def _scan(data: bytes, pos: int) -> str | None:
 def _ffprobe(url: str, opts: Options, path: str) -> dict[str, Any]:
     cmd = [opts.ffprobe, "-v", "error", "-show_format", "-show_streams", "-of", "json", url]
     try:
-        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=60,
-                              check=False)
+        proc = subprocess.run(
+            cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=60, check=False
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return {"probe_error": f"ffprobe: {exc}"}
     if proc.returncode != 0:
         return {"probe_error": _one_line(proc.stderr, url, path)}
     data = json.loads(proc.stdout or b"{}")
     fmt = data.get("format", {})
-    out: dict[str, Any] = {"format_name": fmt.get("format_name"),
-                           "duration_s": _float(fmt.get("duration"))}
+    out: dict[str, Any] = {
+        "format_name": fmt.get("format_name"),
+        "duration_s": _float(fmt.get("duration")),
+    }
     for s in data.get("streams", []):
         kind = s.get("codec_type")
         if kind == "video" and "video_codec" not in out:
-            out.update(video_codec=s.get("codec_name"), width=s.get("width"),
-                       height=s.get("height"))
+            out.update(
+                video_codec=s.get("codec_name"), width=s.get("width"), height=s.get("height")
+            )
         elif kind == "audio" and "audio_codec" not in out:
             out.update(audio_codec=s.get("codec_name"), sample_rate=_int(s.get("sample_rate")))
     return out
@@ -739,8 +843,13 @@ def _decode(url: str, opts: Options, path: str) -> tuple[str, str]:
         cmd += ["-skip_frame", "nokey"]
     cmd += ["-i", url, "-map", "0", "-f", "null", "-"]
     try:
-        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True,
-                              timeout=opts.decode_timeout_s, check=False)
+        proc = subprocess.run(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=opts.decode_timeout_s,
+            check=False,
+        )
     except subprocess.TimeoutExpired:
         return "timeout", ""
     except OSError as exc:
@@ -751,8 +860,9 @@ def _decode(url: str, opts: Options, path: str) -> tuple[str, str]:
     return "pass", ""
 
 
-def _check_format(info: dict[str, Any], role: str, record: dict[str, Any] | None,
-                  chk: Check) -> None:
+def _check_format(
+    info: dict[str, Any], role: str, record: dict[str, Any] | None, chk: Check
+) -> None:
     path = info["path"]
     container = info.get("container")
     kind = None
@@ -777,11 +887,14 @@ def _check_format(info: dict[str, Any], role: str, record: dict[str, Any] | None
     if record is not None and role == "original":
         access = next((f.get("path") for f in record["files"] if f.get("role") == "access"), None)
     if access:
-        chk.notes.append(f"{path}: {why} is not a GB/T 18894 format; its access copy {access} "
-                         "is in the bag")
+        chk.notes.append(
+            f"{path}: {why} is not a GB/T 18894 format; its access copy {access} is in the bag"
+        )
     elif role == "original":
-        chk.warn(f"{path}: {why} is not a GB/T 18894 archival format and no access copy is in "
-                 "the bag (export with --with-access)")
+        chk.warn(
+            f"{path}: {why} is not a GB/T 18894 archival format and no access copy is in "
+            "the bag (export with --with-access)"
+        )
     else:
         chk.warn(f"{path}: access copy in {why}, not a GB/T 18894 archival format")
 
@@ -794,8 +907,12 @@ def _compare_probe(record: dict[str, Any], info: dict[str, Any], chk: Check) -> 
             # The catalog's probe also failed (a damaged original): consistent, but say so.
             chk.notes.append(f"{path}: ffprobe cannot read it: {info['probe_error'][:200]}")
         return
-    for key, mine in (("video-codec", "video_codec"), ("audio-codec", "audio_codec"),
-                      ("width", "width"), ("height", "height")):
+    for key, mine in (
+        ("video-codec", "video_codec"),
+        ("audio-codec", "audio_codec"),
+        ("width", "width"),
+        ("height", "height"),
+    ):
         want = tech.get(key)
         got = info.get(mine)
         if want not in (None, "") and str(got) != str(want):
@@ -809,8 +926,9 @@ def _compare_probe(record: dict[str, Any], info: dict[str, Any], chk: Check) -> 
 def _one_line(stderr: bytes, url: str, path: str) -> str:
     """ffmpeg's complaint on one line, naming the file by its bag path rather than where
     it happened to be read (a temporary name at export, a tar byte range)."""
-    text = " / ".join(x.strip() for x in stderr.decode("utf-8", "replace").splitlines()
-                      if x.strip())
+    text = " / ".join(
+        x.strip() for x in stderr.decode("utf-8", "replace").splitlines() if x.strip()
+    )
     text = re.sub(r" @ 0x[0-9a-f]+\]", "]", text.replace(url, path))
     return text[-400:]
 
@@ -861,8 +979,10 @@ def _virus_scan(bag: BagView, opts: Options, chk: Check) -> None:
         if not chk.problems:
             chk.fail("clamscan reports an infection")
     elif proc.returncode != 0:
-        chk.warn(f"clamscan failed (exit {proc.returncode}): "
-                 f"{proc.stderr.decode('utf-8', 'replace').strip()[-300:]}")
+        chk.warn(
+            f"clamscan failed (exit {proc.returncode}): "
+            f"{proc.stderr.decode('utf-8', 'replace').strip()[-300:]}"
+        )
     chk.detail = f"clamscan {_tool_version_clam(tool)}"
 
 
@@ -886,36 +1006,41 @@ def report_html(report: Mapping[str, Any]) -> bytes:
     rows = []
     for prop in report["properties"].values():
         zh, en = STATUS_LABELS[prop["status"]]
-        rows.append(f'<h2 class="{e(prop["status"])}">{e(prop["label_zh"])} {e(prop["label_en"])}'
-                    f' — {e(zh)} / {e(en)}</h2>\n<table>\n<tr><th>检测项 Check</th>'
-                    "<th>结果 Result</th><th>说明 Detail</th></tr>")
+        rows.append(
+            f'<h2 class="{e(prop["status"])}">{e(prop["label_zh"])} {e(prop["label_en"])}'
+            f" — {e(zh)} / {e(en)}</h2>\n<table>\n<tr><th>检测项 Check</th>"
+            "<th>结果 Result</th><th>说明 Detail</th></tr>"
+        )
         for chk in prop["checks"]:
             szh, sen = STATUS_LABELS[chk["status"]]
             items = "".join(f"<li>{e(p)}</li>" for p in chk["problems"])
             notes = "".join(f'<li class="note">{e(n)}</li>' for n in chk["notes"])
             rows.append(
                 f'<tr class="{e(chk["status"])}"><td>{e(chk["id"])} {e(chk["label_zh"])}<br>'
-                f'<small>{e(chk["label_en"])}</small></td><td>{e(szh)}<br><small>{e(sen)}</small>'
-                f'</td><td>{e(chk["detail"])}<ul>{items}{notes}</ul></td></tr>')
+                f"<small>{e(chk['label_en'])}</small></td><td>{e(szh)}<br><small>{e(sen)}</small>"
+                f"</td><td>{e(chk['detail'])}<ul>{items}{notes}</ul></td></tr>"
+            )
         rows.append("</table>")
     files = "".join(
         f"<tr><td>{e(f['path'])}</td><td>{e(str(f.get('container')))}</td>"
         f"<td>{e(str(f.get('video_codec') or f.get('audio_codec') or ''))}</td>"
         f"<td>{e(str(f.get('decode')))}</td><td>{'是 yes' if f.get('allowed_format') else '否 no'}"
-        f"</td></tr>" for f in report["files"])
+        f"</td></tr>"
+        for f in report["files"]
+    )
     overall = "通过 pass" if report["ok"] else "不通过 fail"
     doc = f"""<!DOCTYPE html>
 <html lang="zh-CN"><head><meta charset="utf-8">
-<title>四性检测报告 Four-properties report — {e(report['bag'])}</title>
+<title>四性检测报告 Four-properties report — {e(report["bag"])}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;width:100%}}
 td,th{{border:1px solid #999;padding:4px;vertical-align:top;text-align:left}}
 .fail{{background:#fdd}}.warn{{background:#ffd}}.pass{{background:#efe}}.note{{color:#555}}
 </style></head><body>
 <h1>四性检测报告 Four-properties report (DA/T 70)</h1>
-<p>包 Bag: <b>{e(report['bag'])}</b><br>检测时间 Checked at: {e(report['checked_at'])}<br>
-方式 Mode: {e(report['mode'])}<br>载荷 Payload: {report['payload']['files']} 个文件 files,
-{report['payload']['bytes']} 字节 bytes<br>总体结论 Overall: <b>{overall}</b></p>
-{''.join(rows)}
+<p>包 Bag: <b>{e(report["bag"])}</b><br>检测时间 Checked at: {e(report["checked_at"])}<br>
+方式 Mode: {e(report["mode"])}<br>载荷 Payload: {report["payload"]["files"]} 个文件 files,
+{report["payload"]["bytes"]} 字节 bytes<br>总体结论 Overall: <b>{overall}</b></p>
+{"".join(rows)}
 <h2>媒体文件 Media files</h2>
 <table><tr><th>路径 Path</th><th>格式 Container</th><th>编码 Codec</th><th>解码 Decode</th>
 <th>归档格式 Allowed format</th></tr>{files}</table>
@@ -937,4 +1062,3 @@ def summary_lines(report: Mapping[str, Any], *, failures_only: bool = False) -> 
             for p in chk["problems"]:
                 lines.append(f"  [{chk['status']}] {chk['id']} {chk['label_en']}: {p}")
     return lines
-

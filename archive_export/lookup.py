@@ -45,9 +45,17 @@ class FileReport:
         return self.known and not self.problems
 
     def as_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "known": self.known, "path": self.path, "size": self.size,
-                "sha256": self.sha256, "sm3": self.sm3, "matches": self.matches,
-                "problems": self.problems, "custody": self.custody}
+        return {
+            "ok": self.ok,
+            "known": self.known,
+            "path": self.path,
+            "size": self.size,
+            "sha256": self.sha256,
+            "sm3": self.sm3,
+            "matches": self.matches,
+            "problems": self.problems,
+            "custody": self.custody,
+        }
 
 
 def hash_file(path: Path) -> tuple[int, str, str]:
@@ -68,56 +76,91 @@ def lookup_file(session: Session, path: Path) -> FileReport:
     report = FileReport(str(path), size, sha256, sm3)
     object_ids = {sha256}
     for rec in session.scalars(select(Recording).where(Recording.sha256 == sha256)):
-        report.matches.append({
-            "type": "recording", "id": rec.id, "name": rec.original_name, "state": rec.state,
-            "size": rec.size, "sm3": rec.sm3, "object_key": rec.object_key,
-            "captured_at": rec.captured_at.isoformat() if rec.captured_at else None,
-            "verified_at": rec.verified_at.isoformat() if rec.verified_at else None,
-        })
+        report.matches.append(
+            {
+                "type": "recording",
+                "id": rec.id,
+                "name": rec.original_name,
+                "state": rec.state,
+                "size": rec.size,
+                "sm3": rec.sm3,
+                "object_key": rec.object_key,
+                "captured_at": rec.captured_at.isoformat() if rec.captured_at else None,
+                "verified_at": rec.verified_at.isoformat() if rec.verified_at else None,
+            }
+        )
         _compare(report, "recording", rec.id, rec.sm3, rec.size)
     for d in session.scalars(select(Derivative).where(Derivative.sha256 == sha256)):
         source = session.get(Recording, d.recording_id)
-        report.matches.append({
-            "type": "derivative", "id": d.id, "kind": d.kind, "method": d.method,
-            "recording_id": d.recording_id, "source_sha256": source.sha256 if source else None,
-            "size": d.size, "sm3": d.sm3, "object_key": d.object_key,
-        })
+        report.matches.append(
+            {
+                "type": "derivative",
+                "id": d.id,
+                "kind": d.kind,
+                "method": d.method,
+                "recording_id": d.recording_id,
+                "source_sha256": source.sha256 if source else None,
+                "size": d.size,
+                "sm3": d.sm3,
+                "object_key": d.object_key,
+            }
+        )
         _compare(report, "derivative", d.id, d.sm3, d.size)
     for t in session.scalars(select(Tombstone).where(Tombstone.sha256 == sha256)):
-        report.matches.append({
-            "type": "tombstone", "recording_id": t.recording_id, "name": t.original_name,
-            "deleted_at": t.deleted_at.isoformat(), "reason": t.reason, "actor": t.actor,
-        })
+        report.matches.append(
+            {
+                "type": "tombstone",
+                "recording_id": t.recording_id,
+                "name": t.original_name,
+                "deleted_at": t.deleted_at.isoformat(),
+                "reason": t.reason,
+                "actor": t.actor,
+            }
+        )
         _compare(report, "tombstone of recording", t.recording_id, t.sm3, t.size)
     if not report.matches:
         # A digest prefix match would be a different file: only exact digests count.
         return report
-    events = list(session.scalars(
-        select(CustodyEvent).where(CustodyEvent.object_id.in_(object_ids))
-        .order_by(CustodyEvent.at, CustodyEvent.station_id, CustodyEvent.seq)))
+    events = list(
+        session.scalars(
+            select(CustodyEvent)
+            .where(CustodyEvent.object_id.in_(object_ids))
+            .order_by(CustodyEvent.at, CustodyEvent.station_id, CustodyEvent.seq)
+        )
+    )
     # The one custody rule (catalog.chainrule), applied to this excerpt of the chains in
     # (station, seq) order, as `verify BUNDLE` applies it to a bag's excerpt.
     checker = ChainChecker(catalog_keys(session), whole=False)
-    found = {ev.id: checker.check(ev) for ev in
-             sorted(events, key=lambda e: (e.station_id, e.seq))}
+    found = {ev.id: checker.check(ev) for ev in sorted(events, key=lambda e: (e.station_id, e.seq))}
     for ev in events:
         kinds = {i.kind for i in found[ev.id]}
         for issue in found[ev.id]:
-            report.problems.append(f"custody event station {ev.station_id} #{ev.seq} "
-                                   f"({ev.action}): {issue.kind}: {issue.detail}")
-        report.custody.append({
-            "station": ev.station_id, "seq": ev.seq, "at": ev.at, "actor": ev.actor,
-            "action": ev.action, "object_type": ev.object_type, "details": ev.details,
-            "hash_ok": "edited" not in kinds,
-            "signature_ok": not kinds & {"bad-signature", "unknown-key"},
-        })
+            report.problems.append(
+                f"custody event station {ev.station_id} #{ev.seq} "
+                f"({ev.action}): {issue.kind}: {issue.detail}"
+            )
+        report.custody.append(
+            {
+                "station": ev.station_id,
+                "seq": ev.seq,
+                "at": ev.at,
+                "actor": ev.actor,
+                "action": ev.action,
+                "object_type": ev.object_type,
+                "details": ev.details,
+                "hash_ok": "edited" not in kinds,
+                "signature_ok": not kinds & {"bad-signature", "unknown-key"},
+            }
+        )
     return report
 
 
 def _compare(report: FileReport, what: str, ident: int, sm3: str, size: int) -> None:
     if sm3 != report.sm3:
-        report.problems.append(f"{what} {ident}: SHA-256 matches but SM3 differs "
-                               f"(catalog {sm3}, file {report.sm3})")
+        report.problems.append(
+            f"{what} {ident}: SHA-256 matches but SM3 differs (catalog {sm3}, file {report.sm3})"
+        )
     if size != report.size:
-        report.problems.append(f"{what} {ident}: SHA-256 matches but size differs "
-                               f"(catalog {size}, file {report.size})")
+        report.problems.append(
+            f"{what} {ident}: SHA-256 matches but size differs (catalog {size}, file {report.size})"
+        )

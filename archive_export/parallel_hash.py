@@ -43,8 +43,15 @@ SPLIT_MIN = 4 << 20
 READ_CHUNK = 1 << 20
 # Relative CPU cost per byte (measured on the reference machine: SHA-256 with SHA-NI
 # ≈ 1.4 GB/s, SHA-512 ≈ 0.65, MD5 ≈ 0.6, SM3 ≈ 0.3); only the order matters.
-_COST = {"sha1": 0.7, "sha256": 0.75, "sha224": 0.75, "sha512": 1.6, "sha384": 1.6,
-         "md5": 1.6, "sm3": 3.4}
+_COST = {
+    "sha1": 0.7,
+    "sha256": 0.75,
+    "sha224": 0.75,
+    "sha512": 1.6,
+    "sha384": 1.6,
+    "md5": 1.6,
+    "sm3": 3.4,
+}
 _FILE_OVERHEAD = 40_000
 GROUP_FILES = 16
 LOCKSTEP_SLICE = 16 << 20
@@ -118,12 +125,15 @@ def work_units(items: Sequence[Item]) -> int:
     return sum(it.source.size * len(it.algorithms) for it in items)
 
 
-def hash_items(items: Sequence[Item], *, workers: int | None = None,
-               progress: Callable[[int], None] | None = None,
-               split_max: int | None = None) -> dict[str, Outcome]:
+def hash_items(
+    items: Sequence[Item],
+    *,
+    workers: int | None = None,
+    progress: Callable[[int], None] | None = None,
+    split_max: int | None = None,
+) -> dict[str, Outcome]:
     """Digests of every item, for every algorithm it asks for, computed in parallel."""
-    return start_hashing(items, workers=workers, progress=progress,
-                         split_max=split_max).result()
+    return start_hashing(items, workers=workers, progress=progress, split_max=split_max).result()
 
 
 class Pending:
@@ -133,8 +143,12 @@ class Pending:
     excerpt (work that holds the GIL) while the pool hashes (work that releases it).
     """
 
-    def __init__(self, pool: ThreadPoolExecutor | None, futures: list[Future[None]],
-                 results: dict[str, Outcome]) -> None:
+    def __init__(
+        self,
+        pool: ThreadPoolExecutor | None,
+        futures: list[Future[None]],
+        results: dict[str, Outcome],
+    ) -> None:
         self._pool, self._futures, self._results = pool, futures, results
 
     def result(self) -> dict[str, Outcome]:
@@ -161,16 +175,21 @@ def default_split_max() -> int:
         return 1 << 30
 
 
-def start_hashing(items: Sequence[Item], *, workers: int | None = None,
-                  progress: Callable[[int], None] | None = None,
-                  split_max: int | None = None) -> Pending:
+def start_hashing(
+    items: Sequence[Item],
+    *,
+    workers: int | None = None,
+    progress: Callable[[int], None] | None = None,
+    split_max: int | None = None,
+) -> Pending:
     workers = workers or default_workers()
     results: dict[str, Outcome] = {it.key: Outcome({}) for it in items}
     lock = threading.Lock()
     jobs: list[tuple[float, Callable[[], None]]] = []
 
-    def record(key: str, digests: dict[str, str], error: str | None, size: int,
-               changed: bool = False) -> None:
+    def record(
+        key: str, digests: dict[str, str], error: str | None, size: int, changed: bool = False
+    ) -> None:
         with lock:
             out = results[key]
             out.digests.update(digests)
@@ -187,8 +206,9 @@ def start_hashing(items: Sequence[Item], *, workers: int | None = None,
         if size > limit and len(it.algorithms) > 1:
             # Too big to trust the page cache to keep it between separate passes: one
             # job reads each slice once and hashes it on two threads in lockstep.
-            jobs.append((_cost(size, it.algorithms) / 2,
-                         _job([it], it.algorithms, record, lockstep=True)))
+            jobs.append(
+                (_cost(size, it.algorithms) / 2, _job([it], it.algorithms, record, lockstep=True))
+            )
         elif size >= SPLIT_MIN and len(it.algorithms) > 1:
             for alg in it.algorithms:
                 jobs.append((_cost(size, [alg]), _job([it], (alg,), record)))
@@ -204,12 +224,14 @@ def start_hashing(items: Sequence[Item], *, workers: int | None = None,
         group.append(it)
         group_bytes += it.source.size
         if len(group) >= GROUP_FILES or group_bytes >= GROUP_BYTES:
-            jobs.append((sum(_cost(i.source.size, i.algorithms) for i in group),
-                         _job(group, None, record)))
+            jobs.append(
+                (sum(_cost(i.source.size, i.algorithms) for i in group), _job(group, None, record))
+            )
             group, group_bytes = [], 0
     if group:
-        jobs.append((sum(_cost(i.source.size, i.algorithms) for i in group),
-                     _job(group, None, record)))
+        jobs.append(
+            (sum(_cost(i.source.size, i.algorithms) for i in group), _job(group, None, record))
+        )
     # Longest first: list scheduling in this order keeps the cores evenly busy to the end.
     jobs.sort(key=lambda j: -j[0])
     if not jobs:
@@ -221,13 +243,13 @@ def start_hashing(items: Sequence[Item], *, workers: int | None = None,
 Recorder = Callable[..., None]
 
 
-def _job(group: list[Item], algorithms: tuple[str, ...] | None, record: Recorder,
-         lockstep: bool = False) -> Callable[[], None]:
+def _job(
+    group: list[Item], algorithms: tuple[str, ...] | None, record: Recorder, lockstep: bool = False
+) -> Callable[[], None]:
     """Hash each item of ``group`` with ``algorithms`` (None: the item's own)."""
 
     def run() -> None:
-        buffer = bytearray(min(READ_CHUNK, max((it.source.size for it in group), default=0))
-                           or 1)
+        buffer = bytearray(min(READ_CHUNK, max((it.source.size for it in group), default=0)) or 1)
         for it in group:
             hashers = {a: make_hasher(a) for a in (algorithms or it.algorithms)}
             try:
@@ -243,8 +265,7 @@ def _job(group: list[Item], algorithms: tuple[str, ...] | None, record: Recorder
     return run
 
 
-def _feed(source: Source, hashers: dict[str, Hasher], buffer: bytearray,
-          lockstep: bool) -> int:
+def _feed(source: Source, hashers: dict[str, Hasher], buffer: bytearray, lockstep: bool) -> int:
     """Hash exactly ``source.size`` bytes; SourceChanged when the file is not that size."""
     path: Path | str = source.path
     offset, what = 0, "the file"
@@ -267,9 +288,11 @@ def _check_length(fd: int, needed: int, what: str, when: str) -> None:
     if what == "the tar" and length >= needed:
         return  # a member's bytes are all there; the tar may hold more after them
     if length != needed:
-        raise SourceChanged(f"changed during verification: {what} was {needed} bytes when "
-                            f"the bag was listed, {length} {when} (truncated or written to "
-                            "by someone else; verify a copy nobody is writing to)")
+        raise SourceChanged(
+            f"changed during verification: {what} was {needed} bytes when "
+            f"the bag was listed, {length} {when} (truncated or written to "
+            "by someone else; verify a copy nobody is writing to)"
+        )
 
 
 def _read_exactly(fd: int, view: memoryview, position: int, what: str) -> None:
@@ -278,14 +301,17 @@ def _read_exactly(fd: int, view: memoryview, position: int, what: str) -> None:
     while done < len(view):
         n = os.preadv(fd, [view[done:]], position + done)
         if n == 0:
-            raise SourceChanged(f"changed during verification: {what} ended at byte "
-                                f"{position + done}, before the {len(view)} bytes expected "
-                                "there (truncated while being read)")
+            raise SourceChanged(
+                f"changed during verification: {what} ended at byte "
+                f"{position + done}, before the {len(view)} bytes expected "
+                "there (truncated while being read)"
+            )
         done += n
 
 
-def _feed_plain(fd: int, offset: int, size: int, hashers: dict[str, Hasher],
-                buffer: bytearray, what: str) -> None:
+def _feed_plain(
+    fd: int, offset: int, size: int, hashers: dict[str, Hasher], buffer: bytearray, what: str
+) -> None:
     view = memoryview(buffer)
     try:
         for start in range(0, size, len(buffer)):
@@ -298,8 +324,7 @@ def _feed_plain(fd: int, offset: int, size: int, hashers: dict[str, Hasher],
         view.release()
 
 
-def _feed_lockstep(fd: int, offset: int, size: int, hashers: dict[str, Hasher],
-                   what: str) -> None:
+def _feed_lockstep(fd: int, offset: int, size: int, hashers: dict[str, Hasher], what: str) -> None:
     """The costliest algorithm on a helper thread, the others here, both over the same
     slice before the next is read, so that each slice of a file bigger than the page
     cache holds is read from disk once."""

@@ -23,9 +23,15 @@ MAX_COMPONENT_BYTES = 200
 _FORBIDDEN = set('<>:"/\\|?*%')  # % would need manifest encoding; the rest break Windows
 # Windows device names (also with any extension): COM/LPT with 0-9 and the superscript
 # digits ¹²³ (which Windows counts as digits), and the console's CONIN$ and CONOUT$.
-_RESERVED_WINDOWS = {"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$",
-                     *(f"{dev}{d}" for dev in ("COM", "LPT")
-                       for d in "0123456789\u00b9\u00b2\u00b3")}
+_RESERVED_WINDOWS = {
+    "CON",
+    "PRN",
+    "AUX",
+    "NUL",
+    "CONIN$",
+    "CONOUT$",
+    *(f"{dev}{d}" for dev in ("COM", "LPT") for d in "0123456789\u00b9\u00b2\u00b3"),
+}
 
 
 def encode_manifest_path(path: str) -> str:

@@ -56,12 +56,20 @@ def events_xml(
     root = ET.Element("events", {"format": FORMAT})
     n = 0
 
-    def add(obj: RecordInfo, etype: str, at: str | None, agent: str, outcome: str,
-            detail: str, ref: dict[str, Any] | None = None) -> None:
+    def add(
+        obj: RecordInfo,
+        etype: str,
+        at: str | None,
+        agent: str,
+        outcome: str,
+        detail: str,
+        ref: dict[str, Any] | None = None,
+    ) -> None:
         nonlocal n
         n += 1
-        el = ET.SubElement(root, "event", {"id": f"e{n}", "type": etype, "object": obj.sha256,
-                                           "outcome": outcome})
+        el = ET.SubElement(
+            root, "event", {"id": f"e{n}", "type": etype, "object": obj.sha256, "outcome": outcome}
+        )
         if at:
             el.set("at", at)
         ET.SubElement(el, "agent").text = _clean(agent)
@@ -72,28 +80,54 @@ def events_xml(
 
     for r in records:
         device = r.device.get("serial") or "unknown device"
-        add(r, "capture", r.captured_at_iso, f"device:{device}",
+        add(
+            r,
+            "capture",
+            r.captured_at_iso,
+            f"device:{device}",
             "success" if not r.flags.get("damaged") else "damaged",
-            f"time source {r.time_source or 'unknown'}; start {r.start}; end {r.end}")
+            f"time source {r.time_source or 'unknown'}; start {r.start}; end {r.end}",
+        )
         related = [*by_object.get(r.sha256, [])]
         for f in r.files:
             if f.role == "access":
                 related += by_object.get(f.sha256, [])
         for case_number in r.case_numbers:
-            related += [e for e in by_object.get(case_number, [])
-                        if r.sha256 in e["details"] or str(r.recording_id) in e["details"]]
+            related += [
+                e
+                for e in by_object.get(case_number, [])
+                if r.sha256 in e["details"] or str(r.recording_id) in e["details"]
+            ]
         for ev in sorted(related, key=lambda e: (e["at"], e["station_id"], e["seq"])):
             details = json.loads(ev["details"]) if ev["details"] else {}
             outcome = "failure" if details.get("ok") is False else "success"
-            add(r, event_type(ev["action"]), ev["at"], ev["actor"], outcome,
+            add(
+                r,
+                event_type(ev["action"]),
+                ev["at"],
+                ev["actor"],
+                outcome,
                 f"{ev['action']}: {ev['details']}",
-                {"station": ev["station_id"], "seq": ev["seq"], "hash": ev["event_hash"]})
+                {"station": ev["station_id"], "seq": ev["seq"], "hash": ev["event_hash"]},
+            )
         for f in r.files:
-            add(r, "fixity check", export["created"], f"station:{export['station']}", "success",
+            add(
+                r,
+                "fixity check",
+                export["created"],
+                f"station:{export['station']}",
+                "success",
                 f"{f.role} {f.path}: SHA-256 and SM3 of the bytes read from object "
-                f"{f.object_key} matched the catalog while written")
-        add(r, "export", export["created"], export["actor"], "success",
-            f"export {export['uid']} bag {export['bag']} ({export['bag_count']})")
+                f"{f.object_key} matched the catalog while written",
+            )
+        add(
+            r,
+            "export",
+            export["created"],
+            export["actor"],
+            "success",
+            f"export {export['uid']} bag {export['bag']} ({export['bag_count']})",
+        )
     ET.indent(root)
     data: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
     return data + b"\n"

@@ -51,10 +51,17 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
 
 def run_size(root: Path, stations: int, workers: int, args: argparse.Namespace) -> SimResult:
     cfg = SimConfig(
-        root=root / f"{stations}x{workers}", stations=stations, workers=workers,
-        dockings=args.dockings, chaos_events=0, long_pg_outage_s=0.0,
-        docking_interval_s=args.interval, seed=args.seed, max_wall_s=args.max_wall,
-        drain_timeout_s=args.max_wall, devices_per_station=args.devices,
+        root=root / f"{stations}x{workers}",
+        stations=stations,
+        workers=workers,
+        dockings=args.dockings,
+        chaos_events=0,
+        long_pg_outage_s=0.0,
+        docking_interval_s=args.interval,
+        seed=args.seed,
+        max_wall_s=args.max_wall,
+        drain_timeout_s=args.max_wall,
+        devices_per_station=args.devices,
     )
     return run_simulation(cfg)
 
@@ -65,9 +72,11 @@ def _w(res: SimResult, name: str, stat: str) -> str:
 
 
 def table(results: list[SimResult]) -> str:
-    head = ("| stations × workers | dockings | files | MB | offload files/s | offload MB/s | "
-            "all work done (s) | docked→safe p50 / p95 (s) | placed→undocked p50 / p95 (s) "
-            "| stored→probed p50 / p95 (s) | probed→derived p50 / p95 (s) | check |")
+    head = (
+        "| stations × workers | dockings | files | MB | offload files/s | offload MB/s | "
+        "all work done (s) | docked→safe p50 / p95 (s) | placed→undocked p50 / p95 (s) "
+        "| stored→probed p50 / p95 (s) | probed→derived p50 / p95 (s) | check |"
+    )
     rows = [head, "|" + "---|" * 12]
     for r in results:
         t = r.timings
@@ -84,7 +93,8 @@ def table(results: list[SimResult]) -> str:
             f"{_w(r, 'stored→probed', 'p50')} / {_w(r, 'stored→probed', 'p95')} | "
             f"{_w(r, 'probed→last derivative', 'p50')} / "
             f"{_w(r, 'probed→last derivative', 'p95')} | "
-            f"{'PASS' if r.ok else 'FAIL'} |")
+            f"{'PASS' if r.ok else 'FAIL'} |"
+        )
     return "\n".join(rows)
 
 
@@ -92,30 +102,43 @@ def cpu_table(results: list[SimResult]) -> str:
     """Where the CPU went: seconds per component, and how busy the cores were."""
     names = ["stations", "workers", "postgresql", "s3 (moto)", "driver"]
     cores = os.cpu_count() or 1
-    rows = ["| stations × workers | " + " | ".join(f"{n} CPU s" for n in names)
-            + f" | total CPU s | wall s | cores busy (of {cores}) |",
-            "|" + "---|" * (len(names) + 4)]
+    rows = [
+        "| stations × workers | "
+        + " | ".join(f"{n} CPU s" for n in names)
+        + f" | total CPU s | wall s | cores busy (of {cores}) |",
+        "|" + "---|" * (len(names) + 4),
+    ]
     for r in results:
         wall = r.timings.get("cpu_wall_s", 0.0)  # processes started → stopped
         total = sum(r.cpu.values())
-        rows.append(f"| {r.config.stations} × {r.config.workers} | "
-                    + " | ".join(f"{r.cpu.get(n, 0.0):.1f}" for n in names)
-                    + f" | {total:.1f} | {wall:.1f} | "
-                    f"{total / wall if wall else float('nan'):.2f} |")
+        rows.append(
+            f"| {r.config.stations} × {r.config.workers} | "
+            + " | ".join(f"{r.cpu.get(n, 0.0):.1f}" for n in names)
+            + f" | {total:.1f} | {wall:.1f} | "
+            f"{total / wall if wall else float('nan'):.2f} |"
+        )
     return "\n".join(rows)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sizes", default="1x1,2x2,4x4,4x0",
-                   help="comma-separated SxW (stations x workers; 0 workers: offload "
-                   "only) [1x1,2x2,4x4,4x0]")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--sizes",
+        default="1x1,2x2,4x4,4x0",
+        help="comma-separated SxW (stations x workers; 0 workers: offload only) [1x1,2x2,4x4,4x0]",
+    )
     p.add_argument("--dockings", type=int, default=40, help="dockings per size [40]")
-    p.add_argument("--interval", type=float, default=0.05,
-                   help="mean seconds between dockings, district-wide [0.05]")
-    p.add_argument("--devices", type=int, default=8,
-                   help="recorders (and dock slots) per station [8]")
+    p.add_argument(
+        "--interval",
+        type=float,
+        default=0.05,
+        help="mean seconds between dockings, district-wide [0.05]",
+    )
+    p.add_argument(
+        "--devices", type=int, default=8, help="recorders (and dock slots) per station [8]"
+    )
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--max-wall", type=float, default=900.0)
     p.add_argument("--workdir", type=Path, default=None)
@@ -129,8 +152,11 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.monotonic()
             res = run_size(root, stations, workers, args)
             results.append(res)
-            print(f"{stations} × {workers}: {time.monotonic() - t0:.0f} s, "
-                  f"{'ok' if res.ok else 'FAILED'}", file=sys.stderr)
+            print(
+                f"{stations} × {workers}: {time.monotonic() - t0:.0f} s, "
+                f"{'ok' if res.ok else 'FAILED'}",
+                file=sys.stderr,
+            )
             if not res.ok:
                 print(res.summary(), file=sys.stderr)
     finally:
@@ -141,10 +167,18 @@ def main(argv: list[str] | None = None) -> int:
     print(cpu_table(results))
     if args.json:
         data: list[dict[str, Any]] = [
-            {"stations": r.config.stations, "workers": r.config.workers,
-             "dockings": r.dockings_placed, "files": r.files_placed, "bytes": r.bytes_placed,
-             "timings": r.timings, "waits": r.waits, "ok": r.ok}
-            for r in results]
+            {
+                "stations": r.config.stations,
+                "workers": r.config.workers,
+                "dockings": r.dockings_placed,
+                "files": r.files_placed,
+                "bytes": r.bytes_placed,
+                "timings": r.timings,
+                "waits": r.waits,
+                "ok": r.ok,
+            }
+            for r in results
+        ]
         args.json.write_text(json.dumps(data, indent=2))
     return 0 if all(r.ok for r in results) else 1
 

@@ -96,8 +96,14 @@ STORED_CASES = (REMUX, HEVC, PROXY, POSTER)
 ROWS = (REMUX, HEVC, PROXY, POSTER, REMUX_DURABLE)
 # --cases names: the re-encodes take minutes at 1080p on a small machine; the remux and
 # the poster, where the pipeline's own cost shows, take a fraction of a second.
-CASE_NAMES = {"remux": REMUX, "hevc": HEVC, "proxy": PROXY, "poster": POSTER,
-              "forced": FORCED, "remux-durable": REMUX_DURABLE}  # fmt: skip
+CASE_NAMES = {
+    "remux": REMUX,
+    "hevc": HEVC,
+    "proxy": PROXY,
+    "poster": POSTER,
+    "forced": FORCED,
+    "remux-durable": REMUX_DURABLE,
+}
 
 
 def _say(text: str) -> None:
@@ -126,15 +132,20 @@ def _sample(label: str, root: Path, relpath: str) -> Sample:
     found = probe(root / relpath)
     if not found.ok or found.kind != "video":
         raise SystemExit(f"{relpath}: ffprobe cannot read the sample: {found.error}")
-    info = {"video_codec": found.video_codec, "pix_fmt": found.pixel_format,
-            "audio_codec": found.audio_codec, "kind": found.kind}  # fmt: skip
+    info = {
+        "video_codec": found.video_codec,
+        "pix_fmt": found.pixel_format,
+        "audio_codec": found.audio_codec,
+        "kind": found.kind,
+    }
     video = f"{found.video_codec} {found.width}x{found.height} {found.pixel_format}"
     size = (root / relpath).stat().st_size
     return Sample(label, root, relpath, info, found.duration_s, video, size)
 
 
-def make_samples(base: Path, seconds: float, height: int,
-                 cache: Path | None = None) -> tuple[Sample, Sample]:
+def make_samples(
+    base: Path, seconds: float, height: int, cache: Path | None = None
+) -> tuple[Sample, Sample]:
     """The two samples, made in ``base``; or, with ``cache``, reused from (or made once
     in) a folder of ``cache`` named by their duration and size (making them at 1080p
     takes minutes, longer than the measurements on a busy machine)."""
@@ -156,16 +167,25 @@ def make_samples(base: Path, seconds: float, height: int,
     width = round(height * 16 / 9 / 2) * 2
     t0 = time.perf_counter()
     rec = make_recorder(
-        base / "recorder" / "A123456", h264=1, h265=1, wav=0, jpeg=0, truncated=0, segments=0,
-        duration_s=seconds, size=(width, height),
-    )  # fmt: skip
+        base / "recorder" / "A123456",
+        h264=1,
+        h265=1,
+        wav=0,
+        jpeg=0,
+        truncated=0,
+        segments=0,
+        duration_s=seconds,
+        size=(width, height),
+    )
     made = time.perf_counter() - t0
     h264 = next(f for f in rec.media() if f.kind == KIND_VIDEO_H264)
     h265 = next(f for f in rec.media() if f.kind == KIND_VIDEO_H265)
     a = _sample("H.264", rec.root, h264.relpath)
     b = _sample("HEVC", rec.root, h265.relpath)
-    _say(f"  made {width}x{height} {seconds:g} s samples in {made:.1f} s: "
-         f"H.264 {a.size / MB:.1f} MB, HEVC {b.size / MB:.1f} MB")  # fmt: skip
+    _say(
+        f"  made {width}x{height} {seconds:g} s samples in {made:.1f} s: "
+        f"H.264 {a.size / MB:.1f} MB, HEVC {b.size / MB:.1f} MB"
+    )
     if cache is not None:
         (base / ".complete").touch()
     return a, b
@@ -274,20 +294,56 @@ class Measured:
 def make_cases(h264: Sample, hevc: Sample) -> list[Case]:
     forced = {**h264.info, "video_codec": "hevc", "audio_codec": "pcm_s16le"}
     return [
-        Case(REMUX, h264, "remux", lambda out, durable: D.make_access_copy(
-            h264.path, out, info=h264.info, duration_s=h264.duration_s, durable=durable)),
-        Case(HEVC, hevc, "reencode", lambda out, durable: D.make_access_copy(
-            hevc.path, out, info=hevc.info, duration_s=hevc.duration_s, durable=durable)),
-        Case(PROXY, h264, "reencode", lambda out, durable: D.make_proxy(
-            h264.path, out, info=h264.info, duration_s=h264.duration_s, durable=durable)),
-        Case(POSTER, h264, "extract", lambda out, durable: D.make_poster(
-            h264.path, out, duration_s=h264.duration_s, durable=durable)),
-        Case(FORCED, h264, "reencode", lambda out, durable: D.make_access_copy(
-            h264.path, out, info=forced, duration_s=h264.duration_s, durable=durable)),
-        Case(REMUX_DURABLE, h264, "remux", lambda out, durable: D.make_access_copy(
-            h264.path, out, info=h264.info, duration_s=h264.duration_s, durable=durable),
-             durable=True),
-    ]  # fmt: skip
+        Case(
+            REMUX,
+            h264,
+            "remux",
+            lambda out, durable: D.make_access_copy(
+                h264.path, out, info=h264.info, duration_s=h264.duration_s, durable=durable
+            ),
+        ),
+        Case(
+            HEVC,
+            hevc,
+            "reencode",
+            lambda out, durable: D.make_access_copy(
+                hevc.path, out, info=hevc.info, duration_s=hevc.duration_s, durable=durable
+            ),
+        ),
+        Case(
+            PROXY,
+            h264,
+            "reencode",
+            lambda out, durable: D.make_proxy(
+                h264.path, out, info=h264.info, duration_s=h264.duration_s, durable=durable
+            ),
+        ),
+        Case(
+            POSTER,
+            h264,
+            "extract",
+            lambda out, durable: D.make_poster(
+                h264.path, out, duration_s=h264.duration_s, durable=durable
+            ),
+        ),
+        Case(
+            FORCED,
+            h264,
+            "reencode",
+            lambda out, durable: D.make_access_copy(
+                h264.path, out, info=forced, duration_s=h264.duration_s, durable=durable
+            ),
+        ),
+        Case(
+            REMUX_DURABLE,
+            h264,
+            "remux",
+            lambda out, durable: D.make_access_copy(
+                h264.path, out, info=h264.info, duration_s=h264.duration_s, durable=durable
+            ),
+            durable=True,
+        ),
+    ]
 
 
 def _cpu(*, own: bool) -> float:
@@ -340,8 +396,13 @@ def run_bare(m: Measured, scratch: Path) -> None:
     os.sync()
     c0 = _cpu(own=False)
     t0 = time.perf_counter()
-    proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL, check=False)  # fmt: skip
+    proc = subprocess.run(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=False,
+    )
     seconds = time.perf_counter() - t0
     m.bare_cpu.append(_cpu(own=False) - c0)
     if proc.returncode != 0:
@@ -359,8 +420,10 @@ def measure(cases: list[Case], scratch: Path, repeat: int) -> dict[str, Measured
             order = [run_pipeline, run_bare] if rnd % 2 == 0 else [run_bare, run_pipeline]
             for fn in order:
                 fn(m, scratch)
-            _say(f"  round {rnd + 1}: {m.case.label}: bare {m.bare[-1]:.3f} s, "
-                 f"pipeline {m.pipe[-1]:.3f} s")  # fmt: skip
+            _say(
+                f"  round {rnd + 1}: {m.case.label}: bare {m.bare[-1]:.3f} s, "
+                f"pipeline {m.pipe[-1]:.3f} s"
+            )
     return results
 
 
@@ -400,10 +463,17 @@ def keep_as_before(worker: Any, rec_id: int, d: D.Derivation) -> None:
     key = content_key(sha)
     worker.store.adopt(key, path, expected=sha)
     obj = DerivedObject(
-        kind=d.kind, sha256=sha.hex, sm3=digests["sm3"].hex, size=path.stat().st_size,
-        object_key=key, method=d.method, command=list(d.command),
-        tool_version=d.ffmpeg_version, duration_s=d.duration_s, profile="",
-    )  # fmt: skip
+        kind=d.kind,
+        sha256=sha.hex,
+        sm3=digests["sm3"].hex,
+        size=path.stat().st_size,
+        object_key=key,
+        method=d.method,
+        command=list(d.command),
+        tool_version=d.ffmpeg_version,
+        duration_s=d.duration_s,
+        profile="",
+    )
     with worker.catalog.transaction() as s:
         rec = lock_recording(s, rec_id)
         assert rec is not None
@@ -482,9 +552,11 @@ def stored_env(samples: list[Sample], base: Path) -> Iterator[StoredEnv]:
             for sample in samples:
                 name = sample.relpath.rsplit("/", 1)[-1]
                 rec_ids[sample.label] = s.scalars(
-                    select(Recording.id).where(Recording.original_name == name)).one()
-        worker = worker_mod.Worker(settings, catalog=app.ready_catalog(), store=app.store,
-                                   signer=app.signer)  # fmt: skip
+                    select(Recording.id).where(Recording.original_name == name)
+                ).one()
+        worker = worker_mod.Worker(
+            settings, catalog=app.ready_catalog(), store=app.store, signer=app.signer
+        )
         yield StoredEnv(app, worker, rec_ids)
     finally:
         app.close()
@@ -498,10 +570,14 @@ def _forget(env: StoredEnv, rec_id: int, kind: str) -> None:
     from catalog.models import Derivative
 
     with env.app.catalog.transaction() as s:
-        keys = s.scalars(select(Derivative.object_key).where(
-            Derivative.recording_id == rec_id, Derivative.kind == kind)).all()
-        s.execute(delete(Derivative).where(Derivative.recording_id == rec_id,
-                                           Derivative.kind == kind))
+        keys = s.scalars(
+            select(Derivative.object_key).where(
+                Derivative.recording_id == rec_id, Derivative.kind == kind
+            )
+        ).all()
+        s.execute(
+            delete(Derivative).where(Derivative.recording_id == rec_id, Derivative.kind == kind)
+        )
     for key in keys:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(env.app.store.root / key)
@@ -553,8 +629,13 @@ def run_stored_bare(m: Stored, scratch: Path) -> None:
     os.sync()
     c0 = _cpu(own=True)
     t0 = time.perf_counter()
-    proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL, check=False)  # fmt: skip
+    proc = subprocess.run(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=False,
+    )
     t1 = time.perf_counter()
     if proc.returncode != 0:
         raise SystemExit(f"{m.case.label}: bare ffmpeg failed ({proc.returncode}): {argv}")
@@ -568,11 +649,15 @@ def run_stored_bare(m: Stored, scratch: Path) -> None:
     shutil.rmtree(out_dir, ignore_errors=True)
 
 
-def measure_stored(cases: list[Case], samples: list[Sample], base: Path,
-                   repeat: int) -> dict[str, Stored]:
+def measure_stored(
+    cases: list[Case], samples: list[Sample], base: Path, repeat: int
+) -> dict[str, Stored]:
     with stored_env(samples, base) as env:
-        results = {c.label: Stored(c, env.rec_ids[c.sample.label])
-                   for c in cases if c.label in STORED_CASES}  # fmt: skip
+        results = {
+            c.label: Stored(c, env.rec_ids[c.sample.label])
+            for c in cases
+            if c.label in STORED_CASES
+        }
         steps: list[Callable[[Stored], None]] = [
             lambda m: run_stored(m, env, as_before=False),
             lambda m: run_stored_bare(m, base / "scratch"),
@@ -584,9 +669,11 @@ def measure_stored(cases: list[Case], samples: list[Sample], base: Path,
                 # of the three goes first in turn.
                 for i in range(3):
                     steps[(i + rnd) % 3](m)
-                _say(f"  stored, round {rnd + 1}: {m.case.label}: bare+digests "
-                     f"{m.bare.total[-1]:.3f} s, now {m.now.total[-1]:.3f} s, before "
-                     f"{m.before.total[-1]:.3f} s")  # fmt: skip
+                _say(
+                    f"  stored, round {rnd + 1}: {m.case.label}: bare+digests "
+                    f"{m.bare.total[-1]:.3f} s, now {m.now.total[-1]:.3f} s, before "
+                    f"{m.before.total[-1]:.3f} s"
+                )
     return results
 
 
@@ -632,17 +719,22 @@ def run_worker_path(sample: Sample, base: Path) -> WorkerRun:
         name = sample.relpath.rsplit("/", 1)[-1]
         with app.catalog.session() as s:
             rec_id = s.scalars(select(Recording.id).where(Recording.original_name == name)).one()
-        worker = worker_mod.Worker(settings, catalog=app.ready_catalog(), store=app.store,
-                                   signer=app.signer)  # fmt: skip
+        worker = worker_mod.Worker(
+            settings, catalog=app.ready_catalog(), store=app.store, signer=app.signer
+        )
         spans = Spans()
         with contextlib.ExitStack() as stack:
             for owner, attr, label in [
-                (D, "run_ffmpeg", FFMPEG), (D, _CHECK_ATTR, CHECK),
+                (D, "run_ffmpeg", FFMPEG),
+                (D, _CHECK_ATTR, CHECK),
                 (D, "probe_output", FFPROBE_OUT),
-                (worker_mod, "probe", PROBE), (worker_mod, "_digest_durably", HASH),
-                (app.store, "adopt", STORE), (worker_mod, "record_probe", CATALOG),
-                (worker_mod, "record_derivative", CATALOG), (worker_mod, "mark_derived", CATALOG),
-            ]:  # fmt: skip
+                (worker_mod, "probe", PROBE),
+                (worker_mod, "_digest_durably", HASH),
+                (app.store, "adopt", STORE),
+                (worker_mod, "record_probe", CATALOG),
+                (worker_mod, "record_derivative", CATALOG),
+                (worker_mod, "mark_derived", CATALOG),
+            ]:
                 stack.enter_context(spans.patch(owner, attr, label))
             os.sync()
             t0 = time.perf_counter()
@@ -653,8 +745,11 @@ def run_worker_path(sample: Sample, base: Path) -> WorkerRun:
         with app.catalog.session() as s:
             rec = s.get(Recording, rec_id)
             assert rec is not None
-            count = s.scalar(select(func.count()).select_from(Derivative)
-                             .where(Derivative.recording_id == rec_id))  # fmt: skip
+            count = s.scalar(
+                select(func.count())
+                .select_from(Derivative)
+                .where(Derivative.recording_id == rec_id)
+            )
             if rec.state != "DERIVED" or count != 3:
                 raise SystemExit(f"worker path: state {rec.state}, {count} derivatives (want 3)")
         return WorkerRun(docking_s, t1 - t0, t2 - t1, spans, int(count or 0))
@@ -732,8 +827,10 @@ def print_stored(stored: dict[str, Stored]) -> None:
     print("  runs (s):")
     for label in stored:
         m = stored[label]
-        print(f"    {label:<30} bare [{_runs(m.bare.total)}]  now [{_runs(m.now.total)}]  "
-              f"before [{_runs(m.before.total)}]")  # fmt: skip
+        print(
+            f"    {label:<30} bare [{_runs(m.bare.total)}]  now [{_runs(m.now.total)}]  "
+            f"before [{_runs(m.before.total)}]"
+        )
     print("  bare = the same argv, then SHA-256 and SM3 of its output (two threads). now =")
     print("   make_*(durable=False) + Worker._keep: make; h+sync = the two digests with the")
     print("   fsync of the file beside them (_digest_durably); adopt = LocalStore.adopt")
@@ -774,9 +871,11 @@ def print_worker(w: WorkerRun, results: dict[str, Measured], repeat_note: str) -
     around = w.total - ff
     print(f"    worker path minus run_ffmpeg = {around:.3f} s around ffmpeg")
     if bare is not None:
-        print(f"    worker path / sum of the three bare commands ({bare:.3f} s) = "
-              f"{w.total / bare:.3f}; (bare + {around:.3f}) / bare = {(bare + around) / bare:.3f}"
-              " (ffmpeg's run-to-run noise taken out)")  # fmt: skip
+        print(
+            f"    worker path / sum of the three bare commands ({bare:.3f} s) = "
+            f"{w.total / bare:.3f}; (bare + {around:.3f}) / bare = {(bare + around) / bare:.3f}"
+            " (ffmpeg's run-to-run noise taken out)"
+        )
 
 
 def print_speedup(results: dict[str, Measured]) -> None:
@@ -793,8 +892,9 @@ def print_speedup(results: dict[str, Measured]) -> None:
     )
 
 
-def verdicts(results: dict[str, Measured], w: WorkerRun | None,
-             stored: dict[str, Stored] | None = None) -> list[str]:
+def verdicts(
+    results: dict[str, Measured], w: WorkerRun | None, stored: dict[str, Stored] | None = None
+) -> list[str]:
     lines = []
     for label in (r for r in STORED_CASES if r in results):
         m = results[label]
@@ -896,16 +996,28 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--seconds", type=float, default=60.0, help="sample duration, s")
     p.add_argument("--height", type=int, default=1080, help="sample height (16:9), lines")
     p.add_argument("--repeat", type=int, default=3, help="runs of each measurement (best of)")
-    p.add_argument("--worker-repeat", type=int, default=1,
-                   help="runs of the full worker path (best of; 0: skip)")  # fmt: skip
-    p.add_argument("--cases", default=",".join(CASE_NAMES),
-                   help=f"comma-separated, of {', '.join(CASE_NAMES)} (default: all)")
-    p.add_argument("--no-stored", action="store_true",
-                   help="skip the stored-derivative comparison (1b)")  # fmt: skip
+    p.add_argument(
+        "--worker-repeat",
+        type=int,
+        default=1,
+        help="runs of the full worker path (best of; 0: skip)",
+    )
+    p.add_argument(
+        "--cases",
+        default=",".join(CASE_NAMES),
+        help=f"comma-separated, of {', '.join(CASE_NAMES)} (default: all)",
+    )
+    p.add_argument(
+        "--no-stored", action="store_true", help="skip the stored-derivative comparison (1b)"
+    )
     p.add_argument("--workdir", type=Path, help="make the temporary work folder in DIR")
     p.add_argument("--keep", action="store_true", help="keep the work folder")
-    p.add_argument("--samples", type=Path, metavar="DIR",
-                   help="keep the samples in DIR and reuse them in later runs")  # fmt: skip
+    p.add_argument(
+        "--samples",
+        type=Path,
+        metavar="DIR",
+        help="keep the samples in DIR and reuse them in later runs",
+    )
     args = p.parse_args(argv)
     names = [n.strip() for n in args.cases.split(",") if n.strip()]
     unknown = [n for n in names if n not in CASE_NAMES]

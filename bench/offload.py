@@ -107,10 +107,14 @@ def make_workload(base: Path, name: str, title: str, count: int, size: int, seed
     manifest = base / "expected-sha256.json"
     manifest.write_text(json.dumps([f.sha256 for f in rec.files]), encoding="utf-8")
     w = Workload(
-        name=name, title=title, root=rec.root,
-        relpaths=tuple(f.relpath for f in rec.files), sha256=tuple(f.sha256 for f in rec.files),
-        nbytes=sum(f.size for f in rec.files), manifest=manifest,
-    )  # fmt: skip
+        name=name,
+        title=title,
+        root=rec.root,
+        relpaths=tuple(f.relpath for f in rec.files),
+        sha256=tuple(f.sha256 for f in rec.files),
+        nbytes=sum(f.size for f in rec.files),
+        manifest=manifest,
+    )
     _say(f"  made {w.count} files, {w.nbytes / MB:,.1f} MB in {time.perf_counter() - t0:.1f} s")
     return w
 
@@ -186,8 +190,12 @@ def run_cat(w: Workload, _scratch: Path) -> float:
     rel = list(w.relpaths)
     t0 = time.perf_counter()
     for i in range(0, len(rel), CAT_BATCH):
-        subprocess.run(["cat", "--", *rel[i : i + CAT_BATCH]], cwd=w.root,
-                       stdout=subprocess.DEVNULL, check=True)  # fmt: skip
+        subprocess.run(
+            ["cat", "--", *rel[i : i + CAT_BATCH]],
+            cwd=w.root,
+            stdout=subprocess.DEVNULL,
+            check=True,
+        )
     return time.perf_counter() - t0
 
 
@@ -253,9 +261,13 @@ def run_one_read_copy(w: Workload, scratch: Path) -> float:
             try:
                 st = os.fstat(fd)
                 copied = copy_and_hash(
-                    fd, scratch / f"{i}.part", expected_size=st.st_size,
-                    expected_mtime_ns=st.st_mtime_ns, chunk_size=chunk, sm3_pool=pool,
-                )  # fmt: skip
+                    fd,
+                    scratch / f"{i}.part",
+                    expected_size=st.st_size,
+                    expected_mtime_ns=st.st_mtime_ns,
+                    chunk_size=chunk,
+                    sm3_pool=pool,
+                )
             finally:
                 os.close(fd)
             digests.append(copied.sha256)
@@ -294,13 +306,21 @@ def _child_env() -> dict[str, str]:
 
 
 def run_pipeline(w: Workload, data_dir: Path, *, profile: bool = False) -> Docked:
-    spec = {"root": str(w.root), "data_dir": str(data_dir), "manifest": str(w.manifest),
-            "profile": profile}  # fmt: skip
+    spec = {
+        "root": str(w.root),
+        "data_dir": str(data_dir),
+        "manifest": str(w.manifest),
+        "profile": profile,
+    }
     proc = subprocess.run(
         [sys.executable, "-m", "bench.offload", CHILD_FLAG, json.dumps(spec)],
-        cwd=REPO, env=_child_env(), capture_output=True, text=True, timeout=CHILD_TIMEOUT_S,
+        cwd=REPO,
+        env=_child_env(),
+        capture_output=True,
+        text=True,
+        timeout=CHILD_TIMEOUT_S,
         check=False,
-    )  # fmt: skip
+    )
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
         raise RuntimeError(
@@ -314,11 +334,18 @@ def run_pipeline(w: Workload, data_dir: Path, *, profile: bool = False) -> Docke
     if out["missing_objects"] or out["recordings"] != w.count:
         raise AssertionError(f"store or catalog incomplete after the docking: {out}")
     return Docked(
-        seconds=out["seconds"], state=out["state"], files=out["files"], stored=out["stored"],
-        rss_before_kb=out["rss_before_kb"], hwm_kb=out["hwm_kb"], maxrss_kb=out["maxrss_kb"],
-        other_cpu=out["other_cpu"], cpu_user=out["cpu_user"], cpu_sys=out["cpu_sys"],
+        seconds=out["seconds"],
+        state=out["state"],
+        files=out["files"],
+        stored=out["stored"],
+        rss_before_kb=out["rss_before_kb"],
+        hwm_kb=out["hwm_kb"],
+        maxrss_kb=out["maxrss_kb"],
+        other_cpu=out["other_cpu"],
+        cpu_user=out["cpu_user"],
+        cpu_sys=out["cpu_sys"],
         profile=out.get("profile", {}),
-    )  # fmt: skip
+    )
 
 
 def _proc_status_kb(field_name: str) -> int:
@@ -466,15 +493,26 @@ def child_main(spec_text: str) -> int:
         recordings = s.scalar(select(func.count()).select_from(Recording))
     station.close()
     app.close()
-    print(json.dumps({
-        "seconds": seconds, "state": result.state, "files": result.files,
-        "stored": result.stored, "problems": result.problems, "missing_objects": len(missing),
-        "recordings": recordings, "rss_before_kb": rss_before, "hwm_kb": hwm,
-        "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-        "other_cpu": meter.other,
-        "cpu_user": cpu1.user - cpu0.user, "cpu_sys": cpu1.system - cpu0.system,
-        "profile": prof.stats if prof is not None else {},
-    }))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "state": result.state,
+                "files": result.files,
+                "stored": result.stored,
+                "problems": result.problems,
+                "missing_objects": len(missing),
+                "recordings": recordings,
+                "rss_before_kb": rss_before,
+                "hwm_kb": hwm,
+                "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                "other_cpu": meter.other,
+                "cpu_user": cpu1.user - cpu0.user,
+                "cpu_sys": cpu1.system - cpu0.system,
+                "profile": prof.stats if prof is not None else {},
+            }
+        )
+    )
     return 0
 
 
@@ -516,12 +554,14 @@ def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def measure_workload(w: Workload, scratch_base: Path, repeat: int, repeat_fast: int,
-                     profile: bool) -> WorkloadResult:  # fmt: skip
+def measure_workload(
+    w: Workload, scratch_base: Path, repeat: int, repeat_fast: int, profile: bool
+) -> WorkloadResult:
     fast: list[tuple[str, Callable[[Workload, Path], float]]] = [(CAT, run_cat), (SM3, run_sm3)]
     slow: list[tuple[str, Callable[[Workload, Path], float]]] = [
-        (NAIVE, run_naive), (DURABLE, run_durable_copy),
-    ]  # fmt: skip
+        (NAIVE, run_naive),
+        (DURABLE, run_durable_copy),
+    ]
     if profile:  # the one-read copy without the station around it, for the profile
         slow.append((ONE_READ, run_one_read_copy))
     labels = [label for label, _fn in fast + slow] + [PIPELINE]
@@ -550,8 +590,10 @@ def measure_workload(w: Workload, scratch_base: Path, repeat: int, repeat_fast: 
             measures[PIPELINE].runs.append(docked.seconds)
             measures[PIPELINE].other.append(docked.other_cpu)
             measures[PIPELINE].docked.append(docked)
-            _say(f"  round {rnd + 1}: {PIPELINE}: {docked.seconds:.3f} s "
-                 f"(peak RSS {docked.hwm_kb / 1024:.1f} MiB)")  # fmt: skip
+            _say(
+                f"  round {rnd + 1}: {PIPELINE}: {docked.seconds:.3f} s "
+                f"(peak RSS {docked.hwm_kb / 1024:.1f} MiB)"
+            )
     result = WorkloadResult(w, measures)
     if profile:
         n += 1
@@ -572,15 +614,19 @@ def _share(x: float) -> str:
 def _row(label: str, m: Measure, w: Workload, floor: float | None) -> str:
     runs = " ".join(f"{r:.2f}" for r in m.runs)
     ratio = f"{m.best / floor:6.2f}×" if floor else "      –"
-    return (f"  {label:<38} {m.best:9.3f}  {runs:<20} {w.nbytes / m.best / MB:9.1f}"
-            f" {w.count / m.best:9.1f}  {ratio:>14}  {_share(m.other_at_best)}")  # fmt: skip
+    return (
+        f"  {label:<38} {m.best:9.3f}  {runs:<20} {w.nbytes / m.best / MB:9.1f}"
+        f" {w.count / m.best:9.1f}  {ratio:>14}  {_share(m.other_at_best)}"
+    )
 
 
 def print_table(r: WorkloadResult) -> None:
     w = r.workload
     print(f"\n{w.title}: {w.count} files, {w.nbytes / MB:,.1f} MB")
-    print(f"  {'measurement':<38} {'best s':>9}  {'runs (s)':<20} {'MB/s':>9} {'files/s':>9}"
-          f"  {'÷ max(cat,SM3)':>14}  {'other CPU'}")  # fmt: skip
+    print(
+        f"  {'measurement':<38} {'best s':>9}  {'runs (s)':<20} {'MB/s':>9} {'files/s':>9}"
+        f"  {'÷ max(cat,SM3)':>14}  {'other CPU'}"
+    )
     for label, m in r.measures.items():
         print(_row(label, m, w, r.floor))
     print("  (other CPU: share of the machine busy outside the measured process during the best")
@@ -613,8 +659,10 @@ def print_profile(r: WorkloadResult) -> None:
     batches = sum(int(c) for c, _files in sizes.values())
     if batches:
         files = sum(int(n) for _c, n in sizes.values())
-        print(f"    registration batches: {batches}, {files / batches:.1f} files each on "
-              "average; batches (files) by size:")
+        print(
+            f"    registration batches: {batches}, {files / batches:.1f} files each on "
+            "average; batches (files) by size:"
+        )
         for lo, hi in BATCH_BUCKETS:
             calls, n = sizes.get(_batch_label(lo), [0, 0])
             span = f"{lo}" if lo == hi else f"{lo}-{hi}" if hi < 1 << 30 else f"{lo}+"
@@ -635,8 +683,9 @@ def machine_info(workdir: Path) -> dict[str, str]:
                 break
     fs = "?"
     with contextlib.suppress(OSError, subprocess.SubprocessError):
-        out = subprocess.run(["df", "-PT", str(workdir)], capture_output=True, text=True,
-                             check=True, timeout=10).stdout.splitlines()  # fmt: skip
+        out = subprocess.run(
+            ["df", "-PT", str(workdir)], capture_output=True, text=True, check=True, timeout=10
+        ).stdout.splitlines()
         fs = f"{out[-1].split()[1]} ({out[-1].split()[0]})"
     return {
         "cpus": f"{len(os.sched_getaffinity(0))} usable of {os.cpu_count()} ({cpu})",
@@ -648,8 +697,9 @@ def machine_info(workdir: Path) -> dict[str, str]:
     }
 
 
-def verdicts(big: WorkloadResult | None, small: WorkloadResult | None,
-             mem_small: Docked | None) -> list[str]:  # fmt: skip
+def verdicts(
+    big: WorkloadResult | None, small: WorkloadResult | None, mem_small: Docked | None
+) -> list[str]:
     lines: list[str] = []
 
     def verdict(ok: bool) -> str:
@@ -787,13 +837,21 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def _result_json(r: WorkloadResult) -> dict[str, Any]:
     w = r.workload
     return {
-        "files": w.count, "bytes": w.nbytes,
-        "measures": {k: {"runs": m.runs, "best": m.best, "mb_s": w.nbytes / m.best / MB,
-                         "files_s": w.count / m.best,
-                         "peak_rss_kib": [d.hwm_kb for d in m.docked]}
-                     for k, m in r.measures.items()},
-        "floor": r.floor, "profiled": vars(r.profiled) if r.profiled else None,
-    }  # fmt: skip
+        "files": w.count,
+        "bytes": w.nbytes,
+        "measures": {
+            k: {
+                "runs": m.runs,
+                "best": m.best,
+                "mb_s": w.nbytes / m.best / MB,
+                "files_s": w.count / m.best,
+                "peak_rss_kib": [d.hwm_kb for d in m.docked],
+            }
+            for k, m in r.measures.items()
+        },
+        "floor": r.floor,
+        "profiled": vars(r.profiled) if r.profiled else None,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -825,21 +883,24 @@ def main(argv: list[str] | None = None) -> int:
             (wd / "mem" / "run").mkdir()
             settle(w)
             mem_small = run_pipeline(w, wd / "mem" / "run" / "data")
-            _say(f"  {PIPELINE}: {mem_small.seconds:.3f} s "
-                 f"(peak RSS {mem_small.hwm_kb / 1024:.1f} MiB)")  # fmt: skip
+            _say(
+                f"  {PIPELINE}: {mem_small.seconds:.3f} s "
+                f"(peak RSS {mem_small.hwm_kb / 1024:.1f} MiB)"
+            )
             shutil.rmtree(wd / "mem")
         if args.small_count:
             title = f"small: {args.small_count} × {args.small_kb:g} kB"
             _say(f"{title}: writing the recorder…")
             w = make_workload(wd / "small", "small", title, args.small_count, small_size, seed=2)
-            small = measure_workload(w, wd / "small", args.repeat, args.repeat_fast,
-                                     args.profile)  # fmt: skip
+            small = measure_workload(w, wd / "small", args.repeat, args.repeat_fast, args.profile)
 
     print("offload benchmark (python -m bench.offload); MB = 10^6 bytes; best of the runs")
     for k, v in info.items():
         print(f"  {k:<8} {v}")
-    print(f"  settings: defaults (file_workers {IngestSettings().file_workers}, chunk_mb "
-          f"{IngestSettings().chunk_mb}), stable_s 0, SQLite catalog, LocalStore")  # fmt: skip
+    print(
+        f"  settings: defaults (file_workers {IngestSettings().file_workers}, chunk_mb "
+        f"{IngestSettings().chunk_mb}), stable_s 0, SQLite catalog, LocalStore"
+    )
     print("  each recorder also holds DEVICE.INF, counted as a file")
     for r in (big, small):
         if r is not None:
@@ -848,24 +909,34 @@ def main(argv: list[str] | None = None) -> int:
     if big is not None and mem_small is not None:
         hwm = [d.hwm_kb / 1024 for d in big.measures[PIPELINE].docked]
         before = [d.rss_before_kb / 1024 for d in big.measures[PIPELINE].docked]
-        print(f"\npeak RSS of the docking process (VmHWM): {big.workload.title}: "
-              f"{', '.join(f'{h:.1f}' for h in hwm)} MiB (RSS before the docking "
-              f"{', '.join(f'{b:.1f}' for b in before)} MiB); "
-              f"{args.big_count} × {args.mem_mb:g} MB: {mem_small.hwm_kb / 1024:.1f} MiB "
-              f"(before {mem_small.rss_before_kb / 1024:.1f} MiB)")  # fmt: skip
+        print(
+            f"\npeak RSS of the docking process (VmHWM): {big.workload.title}: "
+            f"{', '.join(f'{h:.1f}' for h in hwm)} MiB (RSS before the docking "
+            f"{', '.join(f'{b:.1f}' for b in before)} MiB); "
+            f"{args.big_count} × {args.mem_mb:g} MB: {mem_small.hwm_kb / 1024:.1f} MiB "
+            f"(before {mem_small.rss_before_kb / 1024:.1f} MiB)"
+        )
     lines = verdicts(big, small, mem_small)
     print()
     for line in lines:
         print(line)
     print(f"\ntotal benchmark time {time.perf_counter() - started:.0f} s")
     if args.json:
-        args.json.write_text(json.dumps({
-            "machine": info, "args": {k: str(v) for k, v in vars(args).items()},
-            "big": _result_json(big) if big else None,
-            "small": _result_json(small) if small else None,
-            "memory_small": vars(mem_small) if mem_small else None,
-            "verdicts": lines,
-        }, indent=2, ensure_ascii=False), encoding="utf-8")  # fmt: skip
+        args.json.write_text(
+            json.dumps(
+                {
+                    "machine": info,
+                    "args": {k: str(v) for k, v in vars(args).items()},
+                    "big": _result_json(big) if big else None,
+                    "small": _result_json(small) if small else None,
+                    "memory_small": vars(mem_small) if mem_small else None,
+                    "verdicts": lines,
+                },
+                indent=2,
+                ensure_ascii=False,
+            ),
+            encoding="utf-8",
+        )
     return 0
 
 

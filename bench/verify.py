@@ -91,12 +91,16 @@ def write_bag(
     if custody is not None:
         meta.mkdir(parents=True, exist_ok=True)
         (meta / "custody.jsonl").write_text(
-            "".join(json.dumps(dict(e), ensure_ascii=False, sort_keys=True) + "\n"
-                    for e in custody), encoding="utf-8")
+            "".join(
+                json.dumps(dict(e), ensure_ascii=False, sort_keys=True) + "\n" for e in custody
+            ),
+            encoding="utf-8",
+        )
     if keys is not None:
         meta.mkdir(parents=True, exist_ok=True)
-        (meta / "keys.json").write_text(json.dumps({"keys": list(keys)}, indent=1),
-                                        encoding="utf-8")
+        (meta / "keys.json").write_text(
+            json.dumps({"keys": list(keys)}, indent=1), encoding="utf-8"
+        )
     payload = sorted(p for p in (root / "data").rglob("*") if p.is_file())
     rel = {str(p.relative_to(root)): p for p in payload}
     digests = _digests(rel, algorithms)
@@ -113,57 +117,77 @@ def write_bag(
     if key is not None:
         labels["Liuhen-Signing-Key-Id"] = key_id_of(public_raw(key.public_key()))
     labels.update(info or {})
-    (root / "bag-info.txt").write_text("".join(f"{k}: {v}\n" for k, v in labels.items()),
-                                       encoding="utf-8")
+    (root / "bag-info.txt").write_text(
+        "".join(f"{k}: {v}\n" for k, v in labels.items()), encoding="utf-8"
+    )
     for alg in algorithms:
         (root / f"manifest-{alg}.txt").write_text(
-            manifest_text({p: d[alg] for p, d in digests.items()}), encoding="utf-8")
+            manifest_text({p: d[alg] for p, d in digests.items()}), encoding="utf-8"
+        )
     (root / "VERIFY.txt").write_text(
         "sha256sum -c manifest-sha256.txt\n"
         "openssl pkeyutl -verify -pubin -inkey signing-key.pem -rawin "
         "-in tagmanifest-sha256.txt -sigfile tagmanifest-sha256.txt.sig\n"
-        "liuhen verify .\n", encoding="utf-8")
+        "liuhen verify .\n",
+        encoding="utf-8",
+    )
     if key is not None:
-        (root / "signing-key.pem").write_bytes(key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
-    tags = ["bagit.txt", "bag-info.txt", "VERIFY.txt",
-            *(f"manifest-{a}.txt" for a in algorithms)]
+        (root / "signing-key.pem").write_bytes(
+            key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+    tags = ["bagit.txt", "bag-info.txt", "VERIFY.txt", *(f"manifest-{a}.txt" for a in algorithms)]
     if key is not None:
         tags.append("signing-key.pem")
     tag_digests = _digests({t: root / t for t in tags}, algorithms)
     for alg in algorithms:
         (root / f"tagmanifest-{alg}.txt").write_text(
-            manifest_text({p: d[alg] for p, d in tag_digests.items()}), encoding="utf-8")
+            manifest_text({p: d[alg] for p, d in tag_digests.items()}), encoding="utf-8"
+        )
     if key is not None:
         (root / "tagmanifest-sha256.txt.sig").write_bytes(
-            key.sign((root / "tagmanifest-sha256.txt").read_bytes()))
+            key.sign((root / "tagmanifest-sha256.txt").read_bytes())
+        )
     return root
 
 
 def _digests(files: Mapping[str, Path], algorithms: Sequence[str]) -> dict[str, dict[str, str]]:
-    items = [Item(r, FileSource(p, p.stat().st_size), tuple(algorithms))
-             for r, p in files.items()]
+    items = [Item(r, FileSource(p, p.stat().st_size), tuple(algorithms)) for r, p in files.items()]
     return {k: v.digests for k, v in hash_items(items).items()}
 
 
-def signed_events(key: Ed25519PrivateKey, station: str,
-                  objects: Sequence[tuple[str, str, int]]) -> list[dict[str, Any]]:
+def signed_events(
+    key: Ed25519PrivateKey, station: str, objects: Sequence[tuple[str, str, int]]
+) -> list[dict[str, Any]]:
     """A chain of offloaded/stored/verified events per (sha256, sm3, size), as custody.jsonl
     lines (for the benchmark; the tests make theirs with the real catalog)."""
     key_id = key_id_of(public_raw(key.public_key()))
     prev, seq, out = GENESIS, 0, []
     for sha, sm3, size in objects:
-        for action, details in (("offloaded", {"sm3": sm3, "size": size}),
-                                ("stored", {"key": f"sha256/{sha[:2]}/{sha[2:4]}/{sha}"}),
-                                ("verified", {"method": "re-read"})):
+        for action, details in (
+            ("offloaded", {"sm3": sm3, "size": size}),
+            ("stored", {"key": f"sha256/{sha[:2]}/{sha[2:4]}/{sha}"}),
+            ("verified", {"method": "re-read"}),
+        ):
             seq += 1
-            fields = {"station_id": station, "seq": seq, "at": "2026-11-26T01:00:00.000000Z",
-                      "actor": f"station:{station}", "action": action,
-                      "object_type": "recording", "object_id": sha,
-                      "details": canonical_json(details), "prev_hash": prev, "key_id": key_id}
+            fields = {
+                "station_id": station,
+                "seq": seq,
+                "at": "2026-11-26T01:00:00.000000Z",
+                "actor": f"station:{station}",
+                "action": action,
+                "object_type": "recording",
+                "object_id": sha,
+                "details": canonical_json(details),
+                "prev_hash": prev,
+                "key_id": key_id,
+            }
             data = canonical_bytes(**fields)  # type: ignore[arg-type]
-            ev = fields | {"event_hash": hashlib.sha256(data).hexdigest(),
-                           "signature": key.sign(data).hex()}
+            ev = fields | {
+                "event_hash": hashlib.sha256(data).hexdigest(),
+                "signature": key.sign(data).hex(),
+            }
             out.append(ev)
             prev = str(ev["event_hash"])
     return out
@@ -171,8 +195,13 @@ def signed_events(key: Ed25519PrivateKey, station: str,
 
 def key_row(key: Ed25519PrivateKey, station: str) -> dict[str, Any]:
     raw = public_raw(key.public_key())
-    return {"key_id": key_id_of(raw), "station_id": station, "public_key_hex": raw.hex(),
-            "created_at": "2026-11-01T00:00:00Z", "retired_at": None}
+    return {
+        "key_id": key_id_of(raw),
+        "station_id": station,
+        "public_key_hex": raw.hex(),
+        "created_at": "2026-11-01T00:00:00Z",
+        "retired_at": None,
+    }
 
 
 # -- the benchmark bag ------------------------------------------------------------------------
@@ -188,29 +217,41 @@ def _write_random(path: Path, size: int, pool: bytes, index: int) -> None:
             n = min(size - written, len(pool) // 2)
             chunk = pool[off : off + n]
             if written == 0:
-                chunk = header + chunk[len(header):]
+                chunk = header + chunk[len(header) :]
             f.write(chunk)
             written += n
 
 
-def make_bench_bag(root: Path, small_count: int, small_size: int, big_count: int,
-                   big_size: int) -> Path:
+def make_bench_bag(
+    root: Path, small_count: int, small_size: int, big_count: int, big_size: int
+) -> Path:
     pool = os.urandom(16 << 20)
     n = 0
     for i in range(big_count):
-        _write_random(root / "data" / "originals" / "A123456" / "2026-11-26" /
-                      f"VID_{i:04d}.MP4", big_size, pool, n)
+        _write_random(
+            root / "data" / "originals" / "A123456" / "2026-11-26" / f"VID_{i:04d}.MP4",
+            big_size,
+            pool,
+            n,
+        )
         n += 1
     for i in range(small_count):
-        _write_random(root / "data" / "originals" / "A123456" / "2026-11-26" /
-                      f"IMG_{i:05d}.JPG", small_size, pool, n)
+        _write_random(
+            root / "data" / "originals" / "A123456" / "2026-11-26" / f"IMG_{i:05d}.JPG",
+            small_size,
+            pool,
+            n,
+        )
         n += 1
     originals = sorted((root / "data" / "originals").rglob("*"))
     files = {str(p): p for p in originals if p.is_file()}
     digests = _digests(files, ("sha256", "sm3"))
     key = Ed25519PrivateKey.generate()
-    events = signed_events(key, "bench-01", [(d["sha256"], d["sm3"], files[p].stat().st_size)
-                                             for p, d in sorted(digests.items())])
+    events = signed_events(
+        key,
+        "bench-01",
+        [(d["sha256"], d["sm3"], files[p].stat().st_size) for p, d in sorted(digests.items())],
+    )
     return write_bag(root, key=key, custody=events, keys=[key_row(key, "bench-01")])
 
 
@@ -251,8 +292,10 @@ def floors(bag: Path, repeat: int) -> list[Timing]:
     out = []
     cases: list[tuple[str, list[Item]]] = [
         (f"floor: SM3 of every byte, {default_workers()} threads", items),
-        ("floor: SHA-256 + SHA-512 of every byte, same engine",
-         [Item(i.key, i.source, ("sha256", "sha512")) for i in items]),
+        (
+            "floor: SHA-256 + SHA-512 of every byte, same engine",
+            [Item(i.key, i.source, ("sha256", "sha512")) for i in items],
+        ),
     ]
     for name, batch in cases:
         hash_items(batch)
@@ -297,8 +340,11 @@ def workdir(base: Path | None, keep: bool) -> Iterator[Path]:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench.verify", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m bench.verify",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--small-count", type=int, default=2000)
     p.add_argument("--small-kb", type=float, default=100.0, help="size of small files, kB")
     p.add_argument("--big-count", type=int, default=2)
@@ -322,40 +368,71 @@ def main(argv: list[str] | None = None) -> int:
     with workdir(args.workdir, args.keep) as wd:
         bag = wd / "bag"
         t0 = time.perf_counter()
-        make_bench_bag(bag, args.small_count, int(args.small_kb * 1000), args.big_count,
-                       int(args.big_mb * MB))
+        make_bench_bag(
+            bag, args.small_count, int(args.small_kb * 1000), args.big_count, int(args.big_mb * MB)
+        )
         payload = [p for p in (bag / "data").rglob("*") if p.is_file()]
         nbytes = sum(p.stat().st_size for p in payload)
-        _say(f"bag: {len(payload)} payload files, {nbytes / MB:,.1f} MB, made in "
-             f"{time.perf_counter() - t0:.1f} s")
+        _say(
+            f"bag: {len(payload)} payload files, {nbytes / MB:,.1f} MB, made in "
+            f"{time.perf_counter() - t0:.1f} s"
+        )
         script = Path(py).parent / "liuhen"  # the installed command, as a user runs it
-        liuhen = ([str(script)] if script.exists()
-                  else [py, "-c", "from liuhen.cli import main; main()"]) + ["verify", str(bag)]
-        only = [py, "-c", "import sys; from archive_export.bagverify import verify_bag; "
-                f"r = verify_bag({str(bag)!r}, only_algorithms=('sha256', 'sha512')); "
-                "sys.exit(0 if r.ok else 1)"]
+        liuhen = (
+            [str(script)] if script.exists() else [py, "-c", "from liuhen.cli import main; main()"]
+        ) + ["verify", str(bag)]
+        only = [
+            py,
+            "-c",
+            "import sys; from archive_export.bagverify import verify_bag; "
+            f"r = verify_bag({str(bag)!r}, only_algorithms=('sha256', 'sha512')); "
+            "sys.exit(0 if r.ok else 1)",
+        ]
         timings = [
-            measure("bagit-python --validate (1 process)",
-                    [py, "-m", "bagit", "--validate", str(bag)], args.repeat),
-            measure("bagit-python --validate --processes 2",
-                    [py, "-m", "bagit", "--validate", "--processes", "2", str(bag)],
-                    args.repeat),
-            measure("liuhen verify (SHA-256 + SHA-512 + SM3, signature, custody)",
-                    liuhen, args.repeat),
-            measure("breakdown: liuhen, SHA-256 + SHA-512 only (+ signature, custody)",
-                    only, args.repeat),
-            measure("breakdown: liuhen start-up alone (import liuhen.cli)",
-                    [py, "-c", "import liuhen.cli"], args.repeat),
-            measure("breakdown: custody excerpt alone (hash + signature per event)",
-                    [py, "-c", "from archive_export.bagverify import verify_bag; "
-                     f"verify_bag({str(bag)!r}, only_algorithms=())"], args.repeat),
+            measure(
+                "bagit-python --validate (1 process)",
+                [py, "-m", "bagit", "--validate", str(bag)],
+                args.repeat,
+            ),
+            measure(
+                "bagit-python --validate --processes 2",
+                [py, "-m", "bagit", "--validate", "--processes", "2", str(bag)],
+                args.repeat,
+            ),
+            measure(
+                "liuhen verify (SHA-256 + SHA-512 + SM3, signature, custody)", liuhen, args.repeat
+            ),
+            measure(
+                "breakdown: liuhen, SHA-256 + SHA-512 only (+ signature, custody)",
+                only,
+                args.repeat,
+            ),
+            measure(
+                "breakdown: liuhen start-up alone (import liuhen.cli)",
+                [py, "-c", "import liuhen.cli"],
+                args.repeat,
+            ),
+            measure(
+                "breakdown: custody excerpt alone (hash + signature per event)",
+                [
+                    py,
+                    "-c",
+                    "from archive_export.bagverify import verify_bag; "
+                    f"verify_bag({str(bag)!r}, only_algorithms=())",
+                ],
+                args.repeat,
+            ),
             *floors(bag, args.repeat),
         ]
     base = timings[0].best
-    print(f"\nBag verification: {len(payload)} payload files, {nbytes / MB:,.1f} MB "
-          f"(+ tag files), best of {args.repeat}, page cache warm")
-    print(f"  {platform.python_implementation()} {platform.python_version()}, "
-          f"{default_workers()} cores, load {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(
+        f"\nBag verification: {len(payload)} payload files, {nbytes / MB:,.1f} MB "
+        f"(+ tag files), best of {args.repeat}, page cache warm"
+    )
+    print(
+        f"  {platform.python_implementation()} {platform.python_version()}, "
+        f"{default_workers()} cores, load {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    )
     print(f"\n| {'what':62} | best s | runs s | vs bagit 1 proc |")
     print(f"|{'-' * 64}|-------:|--------|---------------:|")
     for t in timings:
@@ -365,8 +442,10 @@ def main(argv: list[str] | None = None) -> int:
     ours = timings[2]
     ratio = base / ours.best
     verdict = "PASS" if ratio >= TARGET and ours.ok else "MISS"
-    print(f"\n{verdict}: liuhen verify is {ratio:.2f}× faster than bagit-python (1 process); "
-          f"target ≥ {TARGET}×")
+    print(
+        f"\n{verdict}: liuhen verify is {ratio:.2f}× faster than bagit-python (1 process); "
+        f"target ≥ {TARGET}×"
+    )
     print(f"(benchmark wall time {time.perf_counter() - started:.0f} s)")
     return 0
 

@@ -64,8 +64,9 @@ class AnchorLog(Protocol):
 
     def add_anchor(self, head: ChainHead) -> None: ...
 
-    def anchors(self, station_id: str | None = None,
-                newest: int | None = None) -> list[ChainHead]: ...
+    def anchors(
+        self, station_id: str | None = None, newest: int | None = None
+    ) -> list[ChainHead]: ...
 
 
 class AnchorRefused(CatalogError):
@@ -91,12 +92,19 @@ def chain_head(session: Session, station_id: str) -> tuple[int, str] | None:
     row = session.execute(
         select(CustodyEvent.seq, CustodyEvent.event_hash)
         .where(CustodyEvent.station_id == station_id)
-        .order_by(CustodyEvent.seq.desc()).limit(1)).first()
+        .order_by(CustodyEvent.seq.desc())
+        .limit(1)
+    ).first()
     return (int(row[0]), str(row[1])) if row else None
 
 
-def publish(session: Session, signer: Signer, *, journal: AnchorLog | None = None,
-            store: ObjectStore | None = None) -> ChainHead | None:
+def publish(
+    session: Session,
+    signer: Signer,
+    *,
+    journal: AnchorLog | None = None,
+    store: ObjectStore | None = None,
+) -> ChainHead | None:
     """Sign the signer's chain head as the catalog holds it and write it out of reach of
     the catalog: to ``journal`` and ``store``. None when the chain is empty.
 
@@ -143,14 +151,19 @@ def _newest_own_in_store(store: ObjectStore, signer: Signer) -> list[ChainHead]:
 
 
 def _refuse_if_contradicted(session: Session, last: ChainHead, seq: int) -> None:
-    held = session.scalar(select(CustodyEvent.event_hash).where(
-        CustodyEvent.station_id == last.station_id, CustodyEvent.seq == last.seq))
+    held = session.scalar(
+        select(CustodyEvent.event_hash).where(
+            CustodyEvent.station_id == last.station_id, CustodyEvent.seq == last.seq
+        )
+    )
     if seq < last.seq or held != last.event_hash:
         raise AnchorRefused(
             f"custody chain of station {last.station_id}: the catalog no longer holds event "
             f"#{last.seq} as anchored at {last.at} (catalog head #{seq}); not signing over "
-            "it", hint="run 'liuhen custody verify'; restore the catalog from a copy that "
-            "holds the anchored events")
+            "it",
+            hint="run 'liuhen custody verify'; restore the catalog from a copy that "
+            "holds the anchored events",
+        )
 
 
 def _put(store: ObjectStore, head: ChainHead) -> None:
@@ -161,19 +174,24 @@ def _put(store: ObjectStore, head: ChainHead) -> None:
     try:
         if store.exists(key):
             return
-        store.put(key, io.BytesIO(data), expected=Digest("sha256",
-                  hashlib.sha256(data).hexdigest()), size=len(data),
-                  retain_until=datetime.now(UTC) + RETAIN)
+        store.put(
+            key,
+            io.BytesIO(data),
+            expected=Digest("sha256", hashlib.sha256(data).hexdigest()),
+            size=len(data),
+            retain_until=datetime.now(UTC) + RETAIN,
+        )
     except StorageError as exc:
         log.warning("chain head %s not written to the store yet: %s", key, exc)
 
 
-def store_heads(store: ObjectStore, newest: int = STORE_NEWEST
-                ) -> tuple[list[ChainHead], list[Issue]]:
+def store_heads(
+    store: ObjectStore, newest: int = STORE_NEWEST
+) -> tuple[list[ChainHead], list[Issue]]:
     """The newest anchors of every station in the store (key names sort by seq)."""
     by_station: dict[str, list[str]] = {}
     for key in store.list(PREFIX):
-        parts = key[len(PREFIX):].split("/")
+        parts = key[len(PREFIX) :].split("/")
         if len(parts) == 2 and parts[1].endswith(".json"):
             by_station.setdefault(parts[0], []).append(key)
     heads: list[ChainHead] = []
@@ -189,8 +207,9 @@ def store_heads(store: ObjectStore, newest: int = STORE_NEWEST
     return heads, issues
 
 
-def file_heads(path: Path, *, tarinfo: type[tarfile.TarInfo] = tarfile.TarInfo
-               ) -> tuple[list[ChainHead], list[Issue]]:
+def file_heads(
+    path: Path, *, tarinfo: type[tarfile.TarInfo] = tarfile.TarInfo
+) -> tuple[list[ChainHead], list[Issue]]:
     """Anchors an auditor kept: an exported bag (folder or .tar) or a JSON-lines file of
     chain heads (what ``liuhen custody anchor --json`` or a bag's anchors.jsonl holds).
 
@@ -199,8 +218,15 @@ def file_heads(path: Path, *, tarinfo: type[tarfile.TarInfo] = tarfile.TarInfo
     if path.is_dir():
         inner = path / BAG_FILE
         if not inner.is_file():
-            return [], [Issue("bad-anchor", "", None, f"{path}: no {BAG_FILE} (a bag exported "
-                              "before chain heads were written has none)")]
+            return [], [
+                Issue(
+                    "bad-anchor",
+                    "",
+                    None,
+                    f"{path}: no {BAG_FILE} (a bag exported "
+                    "before chain heads were written has none)",
+                )
+            ]
         return file_heads(inner)
     try:
         # (Not tarfile.is_tarfile: it reads the first header with the unbounded reader.
@@ -214,24 +240,39 @@ def file_heads(path: Path, *, tarinfo: type[tarfile.TarInfo] = tarfile.TarInfo
             f = tar.extractfile(member) if member is not None else None
             if member is None or f is None:
                 return [], [Issue("bad-anchor", "", None, f"{path}: no {BAG_FILE}")]
-            return _some_heads(heads_from_lines(f.read(MAX_FILE_BYTES), f"{path}:{member.name}"),
-                               path)
+            return _some_heads(
+                heads_from_lines(f.read(MAX_FILE_BYTES), f"{path}:{member.name}"), path
+            )
     if path.stat().st_size > MAX_FILE_BYTES:
-        return [], [Issue("bad-anchor", "", None, f"{path}: {path.stat().st_size} bytes, too "
-                          "large for an anchors file (name a bag or a JSON-lines file of chain "
-                          "heads)")]
+        return [], [
+            Issue(
+                "bad-anchor",
+                "",
+                None,
+                f"{path}: {path.stat().st_size} bytes, too "
+                "large for an anchors file (name a bag or a JSON-lines file of chain "
+                "heads)",
+            )
+        ]
     return _some_heads(heads_from_lines(path.read_bytes(), str(path)), path)
 
 
-def _some_heads(read: tuple[list[ChainHead], list[Issue]], path: Path
-                ) -> tuple[list[ChainHead], list[Issue]]:
+def _some_heads(
+    read: tuple[list[ChainHead], list[Issue]], path: Path
+) -> tuple[list[ChainHead], list[Issue]]:
     """An auditor names a file to check the catalog against it: one that holds no chain
     head at all (empty, /dev/null, the wrong file) checks nothing and must say so rather
     than pass in silence."""
     heads, issues = read
     if not heads and not issues:
-        issues = [Issue("bad-anchor", "", None, f"{path}: holds no chain heads (name a bag or "
-                        "a JSON-lines file of chain heads)")]
+        issues = [
+            Issue(
+                "bad-anchor",
+                "",
+                None,
+                f"{path}: holds no chain heads (name a bag or a JSON-lines file of chain heads)",
+            )
+        ]
     return heads, issues
 
 
@@ -255,8 +296,14 @@ class Anchorer:
     anchor (which the verifiers report), must not stop the evidence flow; it is logged.
     """
 
-    def __init__(self, catalog: Catalog, signer: Signer, store: ObjectStore | None,
-                 interval_s: float, journal: AnchorLog | None = None) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        signer: Signer,
+        store: ObjectStore | None,
+        interval_s: float,
+        journal: AnchorLog | None = None,
+    ) -> None:
         self.catalog = catalog
         self.signer = signer
         self.store = store

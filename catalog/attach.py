@@ -53,9 +53,15 @@ def capture_interval(rec: Recording) -> tuple[datetime, datetime] | None:
     return rec.captured_at, rec.capture_end or rec.captured_at
 
 
-def attach_by_rule(session: Session, signer: Signer, rec: Recording, *,
-                   policy: RetentionSettings, actor: str,
-                   store: ObjectStore | None = None) -> list[str]:
+def attach_by_rule(
+    session: Session,
+    signer: Signer,
+    rec: Recording,
+    *,
+    policy: RetentionSettings,
+    actor: str,
+    store: ObjectStore | None = None,
+) -> list[str]:
     """Attach ``rec`` to every case whose actions match it. Returns the case numbers."""
     span = capture_interval(rec)
     if rec.officer_id is None or span is None or rec.state not in LIVE_STATES:
@@ -66,14 +72,18 @@ def attach_by_rule(session: Session, signer: Signer, rec: Recording, *,
         select(EnforcementAction, Case)
         .join(ActionOfficer, ActionOfficer.action_id == EnforcementAction.id)
         .join(Case, Case.id == EnforcementAction.case_id)
-        .where(ActionOfficer.officer_id == rec.officer_id,
-               EnforcementAction.start <= end + margin,
-               EnforcementAction.end >= start - margin)
-        .order_by(EnforcementAction.start, EnforcementAction.id)).all()
+        .where(
+            ActionOfficer.officer_id == rec.officer_id,
+            EnforcementAction.start <= end + margin,
+            EnforcementAction.end >= start - margin,
+        )
+        .order_by(EnforcementAction.start, EnforcementAction.id)
+    ).all()
     if not rows:
         return []
-    existing = set(session.scalars(select(CaseRecording.case_id).where(
-        CaseRecording.recording_id == rec.id)))
+    existing = set(
+        session.scalars(select(CaseRecording.case_id).where(CaseRecording.recording_id == rec.id))
+    )
     by_case: dict[int, tuple[Case, list[EnforcementAction]]] = {}
     for action, case in rows:
         by_case.setdefault(case.id, (case, []))[1].append(action)
@@ -83,23 +93,42 @@ def attach_by_rule(session: Session, signer: Signer, rec: Recording, *,
     for case_id, (case, actions) in by_case.items():
         if case_id in existing:
             continue  # attached already, or detached by a person: the rule never overrides
-        rule = {"actions": [a.external_id for a in actions], "action_ids": [a.id for a in actions],
-                "officer": number, "margin_s": policy.attach_margin_s}
-        session.add(CaseRecording(case_id=case_id, recording_id=rec.id, method="rule", rule=rule,
-                                  actor=actor))
+        rule = {
+            "actions": [a.external_id for a in actions],
+            "action_ids": [a.id for a in actions],
+            "officer": number,
+            "margin_s": policy.attach_margin_s,
+        }
+        session.add(
+            CaseRecording(
+                case_id=case_id, recording_id=rec.id, method="rule", rule=rule, actor=actor
+            )
+        )
         session.flush()
-        append_event(session, signer, actor=actor, action="attached", object_type="recording",
-                     object_id=rec.sha256,
-                     details={"case": case.number, "method": "rule"} | rule)
+        append_event(
+            session,
+            signer,
+            actor=actor,
+            action="attached",
+            object_type="recording",
+            object_id=rec.sha256,
+            details={"case": case.number, "method": "rule"} | rule,
+        )
         attached.append(case.number)
     if attached and store is not None:
         sync_store_retention(session, store, rec, policy)
     return attached
 
 
-def attach_for_actions(session: Session, signer: Signer, action_ids: Iterable[int], *,
-                       policy: RetentionSettings, actor: str,
-                       store: ObjectStore | None = None) -> int:
+def attach_for_actions(
+    session: Session,
+    signer: Signer,
+    action_ids: Iterable[int],
+    *,
+    policy: RetentionSettings,
+    actor: str,
+    store: ObjectStore | None = None,
+) -> int:
     """After actions were created or changed: attach the recordings they match.
 
     Returns the number of new attachments. Candidates come from one query over the
@@ -112,11 +141,12 @@ def attach_for_actions(session: Session, signer: Signer, action_ids: Iterable[in
     margin = timedelta(seconds=policy.attach_margin_s)
     windows: dict[int, list[tuple[datetime, datetime]]] = {}
     for chunk_start in range(0, len(ids), 500):
-        chunk = ids[chunk_start:chunk_start + 500]
+        chunk = ids[chunk_start : chunk_start + 500]
         for officer_id, start, end in session.execute(
-                select(ActionOfficer.officer_id, EnforcementAction.start, EnforcementAction.end)
-                .join(EnforcementAction, EnforcementAction.id == ActionOfficer.action_id)
-                .where(EnforcementAction.id.in_(chunk))):
+            select(ActionOfficer.officer_id, EnforcementAction.start, EnforcementAction.end)
+            .join(EnforcementAction, EnforcementAction.id == ActionOfficer.action_id)
+            .where(EnforcementAction.id.in_(chunk))
+        ):
             windows.setdefault(officer_id, []).append((start - margin, end + margin))
     if not windows:
         return 0
@@ -125,12 +155,17 @@ def attach_for_actions(session: Session, signer: Signer, action_ids: Iterable[in
     officer_ids = list(windows)
     candidates: list[int] = []
     for chunk_start in range(0, len(officer_ids), 500):
-        chunk = officer_ids[chunk_start:chunk_start + 500]
+        chunk = officer_ids[chunk_start : chunk_start + 500]
         for rec_id, rec_officer, rec_start, rec_end in session.execute(
-                select(Recording.id, Recording.officer_id, Recording.captured_at,
-                       Recording.capture_end)
-                .where(Recording.officer_id.in_(chunk), Recording.captured_at >= lo,
-                       Recording.captured_at <= hi, Recording.state.in_(LIVE_STATES))):
+            select(
+                Recording.id, Recording.officer_id, Recording.captured_at, Recording.capture_end
+            ).where(
+                Recording.officer_id.in_(chunk),
+                Recording.captured_at >= lo,
+                Recording.captured_at <= hi,
+                Recording.state.in_(LIVE_STATES),
+            )
+        ):
             if rec_officer is None or rec_start is None:
                 continue
             stop = rec_end or rec_start
@@ -140,14 +175,23 @@ def attach_for_actions(session: Session, signer: Signer, action_ids: Iterable[in
     for rec_id in sorted(candidates):
         rec = lock_recording(session, rec_id)
         if rec is not None:
-            count += len(attach_by_rule(session, signer, rec, policy=policy, actor=actor,
-                                        store=store))
+            count += len(
+                attach_by_rule(session, signer, rec, policy=policy, actor=actor, store=store)
+            )
     return count
 
 
-def attach_manual(session: Session, signer: Signer, *, case_number: str, rec: Recording,
-                  reason: str, actor: str, policy: RetentionSettings,
-                  store: ObjectStore | None = None) -> bool:
+def attach_manual(
+    session: Session,
+    signer: Signer,
+    *,
+    case_number: str,
+    rec: Recording,
+    reason: str,
+    actor: str,
+    policy: RetentionSettings,
+    store: ObjectStore | None = None,
+) -> bool:
     """Attach by hand. False when it was attached already (nothing changes)."""
     if not reason.strip():
         raise CaseError("attaching needs a reason", hint="give --reason TEXT")
@@ -156,10 +200,15 @@ def attach_manual(session: Session, signer: Signer, *, case_number: str, rec: Re
     assert locked is not None
     rec = locked
     if rec.state not in LIVE_STATES:
-        raise CaseError(f"recording {rec.id} ({rec.sha256[:16]}) is {rec.state}: "
-                        "its bytes are not held", hint="see 'liuhen retention explain'")
-    row = session.scalars(select(CaseRecording).where(
-        CaseRecording.case_id == case.id, CaseRecording.recording_id == rec.id)).first()
+        raise CaseError(
+            f"recording {rec.id} ({rec.sha256[:16]}) is {rec.state}: its bytes are not held",
+            hint="see 'liuhen retention explain'",
+        )
+    row = session.scalars(
+        select(CaseRecording).where(
+            CaseRecording.case_id == case.id, CaseRecording.recording_id == rec.id
+        )
+    ).first()
     if row is not None and row.detached_at is None:
         return False
     if row is None:
@@ -171,46 +220,84 @@ def attach_manual(session: Session, signer: Signer, *, case_number: str, rec: Re
     row.attached_at = utcnow()
     row.detached_at = row.detached_by = row.detach_reason = None
     session.flush()
-    append_event(session, signer, actor=actor, action="attached", object_type="recording",
-                 object_id=rec.sha256,
-                 details={"case": case.number, "method": "manual", "reason": reason})
+    append_event(
+        session,
+        signer,
+        actor=actor,
+        action="attached",
+        object_type="recording",
+        object_id=rec.sha256,
+        details={"case": case.number, "method": "manual", "reason": reason},
+    )
     if store is not None:
         sync_store_retention(session, store, rec, policy)
     return True
 
 
-def detach(session: Session, signer: Signer, *, case_number: str, rec: Recording, reason: str,
-           actor: str, force_exported: bool = False) -> dict[str, Any]:
+def detach(
+    session: Session,
+    signer: Signer,
+    *,
+    case_number: str,
+    rec: Recording,
+    reason: str,
+    actor: str,
+    force_exported: bool = False,
+) -> dict[str, Any]:
     """Detach by hand. A recording already exported needs ``force_exported``."""
     if not reason.strip():
         raise CaseError("detaching needs a reason", hint="give --reason TEXT")
     case = get_case(session, case_number)
-    row = session.scalars(select(CaseRecording).where(
-        CaseRecording.case_id == case.id, CaseRecording.recording_id == rec.id)).first()
+    row = session.scalars(
+        select(CaseRecording).where(
+            CaseRecording.case_id == case.id, CaseRecording.recording_id == rec.id
+        )
+    ).first()
     if row is None or row.detached_at is not None:
-        raise CaseError(f"recording {rec.id} ({rec.sha256[:16]}) is not attached to "
-                        f"{case.number}", hint=f"liuhen case show '{case.number}'")
-    exports = list(session.scalars(select(Export.uid).join(
-        ExportItem, ExportItem.export_id == Export.id).where(ExportItem.recording_id == rec.id)))
+        raise CaseError(
+            f"recording {rec.id} ({rec.sha256[:16]}) is not attached to {case.number}",
+            hint=f"liuhen case show '{case.number}'",
+        )
+    exports = list(
+        session.scalars(
+            select(Export.uid)
+            .join(ExportItem, ExportItem.export_id == Export.id)
+            .where(ExportItem.recording_id == rec.id)
+        )
+    )
     if exports and not force_exported:
         raise CaseError(
             f"recording {rec.id} ({rec.sha256[:16]}) was exported ({', '.join(exports)}); "
             "detaching it leaves the exported package disagreeing with the catalog",
-            hint="if that is intended, run again with --force-exported")
+            hint="if that is intended, run again with --force-exported",
+        )
     row.detached_at = utcnow()
     row.detached_by, row.detach_reason = actor, reason
-    details = {"case": case.number, "reason": reason, "was": row.method,
-               "exports": exports, "override": bool(exports)}
-    append_event(session, signer, actor=actor, action="detached", object_type="recording",
-                 object_id=rec.sha256, details=details)
+    details = {
+        "case": case.number,
+        "reason": reason,
+        "was": row.method,
+        "exports": exports,
+        "override": bool(exports),
+    }
+    append_event(
+        session,
+        signer,
+        actor=actor,
+        action="detached",
+        object_type="recording",
+        object_id=rec.sha256,
+        details=details,
+    )
     return details
 
 
 # --- officer of a recording -------------------------------------------------------------
 
 
-def resolve_officer(session: Session, signer: Signer, rec: Recording, name_officer: str | None,
-                    actor: str) -> None:
+def resolve_officer(
+    session: Session, signer: Signer, rec: Recording, name_officer: str | None, actor: str
+) -> None:
     """Set the recording's officer from the device's assignment at capture time.
 
     Without an assignment the docking's officer (device file) stays. A file-name 警号 (or
@@ -222,10 +309,15 @@ def resolve_officer(session: Session, signer: Signer, rec: Recording, name_offic
     assigned = None
     if rec.device_id is not None and rec.captured_at is not None:
         assigned = officer_at(session, rec.device_id, rec.captured_at)
-    chosen, source = (assigned, "assignment") if assigned else (docked or rec.officer_id,
-                                                               "device-info")
-    numbers = {o.id: o.number for o in session.scalars(select(Officer).where(
-        Officer.id.in_([i for i in (chosen, docked) if i is not None])))}
+    chosen, source = (
+        (assigned, "assignment") if assigned else (docked or rec.officer_id, "device-info")
+    )
+    numbers = {
+        o.id: o.number
+        for o in session.scalars(
+            select(Officer).where(Officer.id.in_([i for i in (chosen, docked) if i is not None]))
+        )
+    }
     number = numbers.get(chosen) if chosen else None
     mismatch: dict[str, Any] = {}
     if name_officer and name_officer != number:
@@ -242,23 +334,43 @@ def resolve_officer(session: Session, signer: Signer, rec: Recording, name_offic
     if not changed:
         return
     rec.officer_id = chosen
-    append_event(session, signer, actor=actor, action="officer-resolved", object_type="recording",
-                 object_id=rec.sha256,
-                 details={"officer": number, "source": source, "mismatch": mismatch})
+    append_event(
+        session,
+        signer,
+        actor=actor,
+        action="officer-resolved",
+        object_type="recording",
+        object_id=rec.sha256,
+        details={"officer": number, "source": source, "mismatch": mismatch},
+    )
 
 
-def after_probe(session: Session, signer: Signer, rec: Recording, *, name_officer: str | None,
-                important: bool, policy: RetentionSettings, actor: str,
-                store: ObjectStore | None = None) -> list[str]:
+def after_probe(
+    session: Session,
+    signer: Signer,
+    rec: Recording,
+    *,
+    name_officer: str | None,
+    important: bool,
+    policy: RetentionSettings,
+    actor: str,
+    store: ObjectStore | None = None,
+) -> list[str]:
     """What follows once a recording's capture time is known: the important mark, its
     officer, and attachment by rule. Idempotent (a replayed work item changes nothing)."""
     if rec.state not in LIVE_STATES:
         return []
     if important and not rec.important and rec.reviewed_at is None:
         rec.important = True
-        append_event(session, signer, actor=actor, action="marked-important",
-                     object_type="recording", object_id=rec.sha256,
-                     details={"source": "file-name", "name": rec.original_name})
+        append_event(
+            session,
+            signer,
+            actor=actor,
+            action="marked-important",
+            object_type="recording",
+            object_id=rec.sha256,
+            details={"source": "file-name", "name": rec.original_name},
+        )
     if store is not None and rec.retain_until is None:
         # The station set the store's retention when it stored the original (Object Lock);
         # the catalog mirrors what the store holds, so `retention explain` can show it.
@@ -267,14 +379,23 @@ def after_probe(session: Session, signer: Signer, rec: Recording, *, name_office
     return attach_by_rule(session, signer, rec, policy=policy, actor=actor, store=store)
 
 
-def after_assignment(session: Session, signer: Signer, assignment: DeviceAssignment, *,
-                     name_officer: NameOfficer, policy: RetentionSettings, actor: str,
-                     store: ObjectStore | None = None) -> int:
+def after_assignment(
+    session: Session,
+    signer: Signer,
+    assignment: DeviceAssignment,
+    *,
+    name_officer: NameOfficer,
+    policy: RetentionSettings,
+    actor: str,
+    store: ObjectStore | None = None,
+) -> int:
     """An assignment recorded after the fact: re-resolve the recordings it covers and
     attach them by rule. Returns the number of recordings looked at."""
     query = select(Recording.id).where(
-        Recording.device_id == assignment.device_id, Recording.captured_at >= assignment.start,
-        Recording.state.in_(LIVE_STATES))
+        Recording.device_id == assignment.device_id,
+        Recording.captured_at >= assignment.start,
+        Recording.state.in_(LIVE_STATES),
+    )
     if assignment.end is not None:
         query = query.where(Recording.captured_at < assignment.end)
     ids = list(session.scalars(query.order_by(Recording.id)))
@@ -289,8 +410,9 @@ def after_assignment(session: Session, signer: Signer, assignment: DeviceAssignm
     return len(ids)
 
 
-def release_stale_rule_attachments(session: Session, signer: Signer, rec: Recording, *,
-                                   policy: RetentionSettings, actor: str) -> list[str]:
+def release_stale_rule_attachments(
+    session: Session, signer: Signer, rec: Recording, *, policy: RetentionSettings, actor: str
+) -> list[str]:
     """Rule attachments made for the officer the recording was first thought to have.
 
     Once an assignment recorded after the fact names another officer, the rule no longer
@@ -300,38 +422,70 @@ def release_stale_rule_attachments(session: Session, signer: Signer, rec: Record
     """
     margin = timedelta(seconds=policy.attach_margin_s)
     span = capture_interval(rec)
-    rows = session.execute(select(CaseRecording, Case).join(Case, Case.id == CaseRecording.case_id)
-                           .where(CaseRecording.recording_id == rec.id,
-                                  CaseRecording.method == "rule",
-                                  CaseRecording.detached_at.is_(None))).all()
+    rows = session.execute(
+        select(CaseRecording, Case)
+        .join(Case, Case.id == CaseRecording.case_id)
+        .where(
+            CaseRecording.recording_id == rec.id,
+            CaseRecording.method == "rule",
+            CaseRecording.detached_at.is_(None),
+        )
+    ).all()
     released = []
     for row, case in rows:
-        still = span is not None and rec.officer_id is not None and session.scalars(
-            select(EnforcementAction.id)
-            .join(ActionOfficer, ActionOfficer.action_id == EnforcementAction.id)
-            .where(EnforcementAction.case_id == case.id,
-                   ActionOfficer.officer_id == rec.officer_id,
-                   EnforcementAction.start <= span[1] + margin,
-                   EnforcementAction.end >= span[0] - margin).limit(1)).first() is not None
+        still = (
+            span is not None
+            and rec.officer_id is not None
+            and session.scalars(
+                select(EnforcementAction.id)
+                .join(ActionOfficer, ActionOfficer.action_id == EnforcementAction.id)
+                .where(
+                    EnforcementAction.case_id == case.id,
+                    ActionOfficer.officer_id == rec.officer_id,
+                    EnforcementAction.start <= span[1] + margin,
+                    EnforcementAction.end >= span[0] - margin,
+                )
+                .limit(1)
+            ).first()
+            is not None
+        )
         if still:
             continue
-        exported = session.scalars(select(ExportItem.export_id).where(
-            ExportItem.recording_id == rec.id).limit(1)).first() is not None
+        exported = (
+            session.scalars(
+                select(ExportItem.export_id).where(ExportItem.recording_id == rec.id).limit(1)
+            ).first()
+            is not None
+        )
         if exported:
             flags = dict(rec.flags or {})
-            flags["stale_rule_attachment"] = sorted({*flags.get("stale_rule_attachment", []),
-                                                     case.number})
+            flags["stale_rule_attachment"] = sorted(
+                {*flags.get("stale_rule_attachment", []), case.number}
+            )
             rec.flags = flags
             continue
-        reason = "the rule no longer matches: the recording's officer was re-resolved " \
-                 "from a device assignment"
+        reason = (
+            "the rule no longer matches: the recording's officer was re-resolved "
+            "from a device assignment"
+        )
         # The row stays detached, for history; like a person's detach, the rule does not
         # attach this recording to this case again.
         row.detached_at, row.detached_by, row.detach_reason = utcnow(), actor, reason
-        append_event(session, signer, actor=actor, action="detached", object_type="recording",
-                     object_id=rec.sha256,
-                     details={"case": case.number, "reason": reason, "was": "rule",
-                              "exports": [], "override": False})
+        append_event(
+            session,
+            signer,
+            actor=actor,
+            action="detached",
+            object_type="recording",
+            object_id=rec.sha256,
+            details={
+                "case": case.number,
+                "reason": reason,
+                "was": "rule",
+                "exports": [],
+                "override": False,
+            },
+        )
         released.append(case.number)
     return released
 
@@ -347,9 +501,12 @@ def get_recording(session: Session, ref: str) -> Recording:
     if not found:
         raise RecordingNotFound(
             f"no recording matches {ref!r}",
-            hint="give a recording id, or at least 6 hex digits of its SHA-256 or SM3")
-    raise RetentionError(f"{ref!r} matches {len(found)} recordings",
-                         hint="give more digits: " + ", ".join(r.sha256[:16] for r in found))
+            hint="give a recording id, or at least 6 hex digits of its SHA-256 or SM3",
+        )
+    raise RetentionError(
+        f"{ref!r} matches {len(found)} recordings",
+        hint="give more digits: " + ", ".join(r.sha256[:16] for r in found),
+    )
 
 
 class RecordingNotFound(CaseError):

@@ -82,8 +82,14 @@ DEVICE_COLUMNS = {
     "start": ("start", "开始时间"),
     "end": ("end", "结束时间"),
 }
-STATUS_ALIASES = {"办理中": "open", "在办": "open", "已结案": "closed", "结案": "closed",
-                  "已归档": "archived", "归档": "archived"}
+STATUS_ALIASES = {
+    "办理中": "open",
+    "在办": "open",
+    "已结案": "closed",
+    "结案": "closed",
+    "已归档": "archived",
+    "归档": "archived",
+}
 
 
 class ImportFileError(CatalogError):
@@ -138,21 +144,30 @@ class ImportReport:
 
     @property
     def changed(self) -> bool:
-        return bool(self.cases_created or self.cases_updated or self.actions_created
-                    or self.actions_updated)
+        return bool(
+            self.cases_created or self.cases_updated or self.actions_created or self.actions_updated
+        )
 
     def as_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "rows": self.rows, "cases_created": self.cases_created,
-                "cases_updated": self.cases_updated, "actions_created": self.actions_created,
-                "actions_updated": self.actions_updated, "unchanged": self.unchanged,
-                "attached": self.attached, "errors": self.errors}
+        return {
+            "source": self.source,
+            "rows": self.rows,
+            "cases_created": self.cases_created,
+            "cases_updated": self.cases_updated,
+            "actions_created": self.actions_created,
+            "actions_updated": self.actions_updated,
+            "unchanged": self.unchanged,
+            "attached": self.attached,
+            "errors": self.errors,
+        }
 
 
 # --- reading ------------------------------------------------------------------------------
 
 
-def _header_map(header: Sequence[str], columns: dict[str, tuple[str, ...]],
-                source: str) -> dict[str, int]:
+def _header_map(
+    header: Sequence[str], columns: dict[str, tuple[str, ...]], source: str
+) -> dict[str, int]:
     found: dict[str, int] = {}
     for index, name in enumerate(header):
         key = name.strip().lower()
@@ -167,7 +182,8 @@ def _header_map(header: Sequence[str], columns: dict[str, tuple[str, ...]],
                     f"{source}: the header names the column {canonical} twice: column "
                     f"{first + 1} {header[first].strip()!r} and column {index + 1} "
                     f"{name.strip()!r}",
-                    hint="keep one of them and import again")
+                    hint="keep one of them and import again",
+                )
             found[canonical] = index
     return found
 
@@ -192,33 +208,38 @@ def _parse_csv(text: str, source: str) -> list[tuple[int, list[str]]]:
             rows.append((first, values))
         return rows
     except csv.Error as exc:
-        raise ImportFileError(f"{source}: not a CSV file the import can read ({exc})",
-                              hint="export the file as CSV again") from exc
+        raise ImportFileError(
+            f"{source}: not a CSV file the import can read ({exc})",
+            hint="export the file as CSV again",
+        ) from exc
     finally:
         csv.field_size_limit(previous)
 
 
-def _csv_rows(data: bytes, columns: dict[str, tuple[str, ...]], required: Iterable[str],
-              source: str) -> Iterator[tuple[int, dict[str, str]]]:
+def _csv_rows(
+    data: bytes, columns: dict[str, tuple[str, ...]], required: Iterable[str], source: str
+) -> Iterator[tuple[int, dict[str, str]]]:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise ImportFileError(f"{source}: not UTF-8 text ({exc})",
-                              hint="export the file as UTF-8 CSV") from exc
+        raise ImportFileError(
+            f"{source}: not UTF-8 text ({exc})", hint="export the file as UTF-8 CSV"
+        ) from exc
     rows = _parse_csv(text, source)
     if not rows:
         raise ImportFileError(f"{source}: the file is empty", hint="export it again")
     index = _header_map(rows[0][1], columns, source)
     missing = [c for c in required if c not in index]
     if missing:
-        raise ImportFileError(f"{source}: no column for {', '.join(missing)}",
-                              hint="the header must name: " + ", ".join(
-                                  f"{c} ({'/'.join(columns[c][1:])})" for c in missing))
+        raise ImportFileError(
+            f"{source}: no column for {', '.join(missing)}",
+            hint="the header must name: "
+            + ", ".join(f"{c} ({'/'.join(columns[c][1:])})" for c in missing),
+        )
     for first, values in rows[1:]:
         if not any(v.strip() for v in values):
             continue
-        yield first, {k: (values[i].strip() if i < len(values) else "")
-                      for k, i in index.items()}
+        yield first, {k: (values[i].strip() if i < len(values) else "") for k, i in index.items()}
 
 
 def read_actions(path: Path, data: bytes | None = None) -> Iterator[ActionRow | str]:
@@ -233,9 +254,18 @@ def read_actions(path: Path, data: bytes | None = None) -> Iterator[ActionRow | 
 
 
 # Field labels of a row, as its problems name them.
-_LABELS = {"case_number": "case number", "title": "title", "unit": "unit", "status": "status",
-           "retention": "retention", "security_class": "security class",
-           "action_id": "action id", "start": "start", "end": "end", "place": "place"}
+_LABELS = {
+    "case_number": "case number",
+    "title": "title",
+    "unit": "unit",
+    "status": "status",
+    "retention": "retention",
+    "security_class": "security class",
+    "action_id": "action id",
+    "start": "start",
+    "end": "end",
+    "place": "place",
+}
 _JSON_KINDS = {bool: "true or false", float: "a number", list: "a list", dict: "an object"}
 
 
@@ -255,11 +285,17 @@ def _untextual(row: dict[str, Any], problems: list[str]) -> dict[str, Any]:
     officers = row.get("officers")
     items = officers if isinstance(officers, list) else [officers]
     if not all(isinstance(o, str) for o in items) and officers is not None:
-        kind = ("a list holding something other than text" if isinstance(officers, list)
-                else "a number" if isinstance(officers, int) and not isinstance(officers, bool)
-                else _JSON_KINDS.get(type(officers), "not text"))
-        problems.append(f"officers is not a list of officer numbers ({kind}; write each "
-                        "as text, its leading zeros count)")
+        kind = (
+            "a list holding something other than text"
+            if isinstance(officers, list)
+            else "a number"
+            if isinstance(officers, int) and not isinstance(officers, bool)
+            else _JSON_KINDS.get(type(officers), "not text")
+        )
+        problems.append(
+            f"officers is not a list of officer numbers ({kind}; write each "
+            "as text, its leading zeros count)"
+        )
         out["officers"] = None
     return out
 
@@ -274,43 +310,54 @@ def _make_row(where: str, row: dict[str, Any]) -> ActionRow | str:
             try:
                 times[key] = parse_time(text)
             except ValueError:
-                problems.append(f"{key} {shown(text)!r} is not a time (ISO 8601, e.g. "
-                                "2026-03-01 09:30:00)")
+                problems.append(
+                    f"{key} {shown(text)!r} is not a time (ISO 8601, e.g. 2026-03-01 09:30:00)"
+                )
     officers = row.get("officers") or ""
     if isinstance(officers, str):
         officers = [o for o in OFFICER_SPLIT.split(officers) if o]
     status = str(row.get("status") or "open").strip()
     return ActionRow(
-        where=where, case_number=normalize_number(str(row.get("case_number") or "")),
-        case={"title": str(row.get("title") or "").strip(),
-              "unit": str(row.get("unit") or "").strip(),
-              "status": STATUS_ALIASES.get(status, status.lower()),
-              "retention": normalize_retention(str(row.get("retention") or "永久")),
-              "security_class": str(row.get("security_class") or "").strip()},
+        where=where,
+        case_number=normalize_number(str(row.get("case_number") or "")),
+        case={
+            "title": str(row.get("title") or "").strip(),
+            "unit": str(row.get("unit") or "").strip(),
+            "status": STATUS_ALIASES.get(status, status.lower()),
+            "retention": normalize_retention(str(row.get("retention") or "永久")),
+            "security_class": str(row.get("security_class") or "").strip(),
+        },
         action_id=str(row.get("action_id") or "").strip(),
         officers=tuple(sorted({str(o).strip() for o in officers})),
-        start=times["start"], end=times["end"], place=str(row.get("place") or "").strip(),
-        problems=tuple(problems))
+        start=times["start"],
+        end=times["end"],
+        place=str(row.get("place") or "").strip(),
+        problems=tuple(problems),
+    )
 
 
 def _json_actions(data: bytes, source: str) -> Iterator[ActionRow | str]:
     try:
         doc = json.loads(data.decode("utf-8-sig"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # (nested too deep)
-        raise ImportFileError(f"{source}: not valid UTF-8 JSON ({exc})",
-                              hint="export the cases again") from exc
+        raise ImportFileError(
+            f"{source}: not valid UTF-8 JSON ({exc})", hint="export the cases again"
+        ) from exc
     cases = doc.get("cases") if isinstance(doc, dict) else doc
     if not isinstance(cases, list):
-        raise ImportFileError(f"{source}: no list of cases",
-                              hint='expected {"cases": [{"number": ..., "actions": [...]}]}')
+        raise ImportFileError(
+            f"{source}: no list of cases",
+            hint='expected {"cases": [{"number": ..., "actions": [...]}]}',
+        )
     for i, case in enumerate(cases):
         where = f"cases[{i}]"
         if not isinstance(case, dict):
             yield f"{where}: not an object"
             continue
-        base = {"case_number": case.get("number") or case.get("case_number"),
-                **{k: case.get(k) for k in ("title", "unit", "status", "retention",
-                                            "security_class")}}
+        base = {
+            "case_number": case.get("number") or case.get("case_number"),
+            **{k: case.get(k) for k in ("title", "unit", "status", "retention", "security_class")},
+        }
         actions = case.get("actions") or []
         if not isinstance(actions, list):
             yield f"{where}.actions: not a list"
@@ -321,17 +368,25 @@ def _json_actions(data: bytes, source: str) -> Iterator[ActionRow | str]:
             if not isinstance(action, dict):
                 yield f"{where}.actions[{j}]: not an object"
                 continue
-            yield _make_row(f"{where}.actions[{j}]", base | {
-                "action_id": action.get("id") or action.get("action_id"),
-                "officers": action.get("officers") or [], "start": action.get("start"),
-                "end": action.get("end"), "place": action.get("place")})
+            yield _make_row(
+                f"{where}.actions[{j}]",
+                base
+                | {
+                    "action_id": action.get("id") or action.get("action_id"),
+                    "officers": action.get("officers") or [],
+                    "start": action.get("start"),
+                    "end": action.get("end"),
+                    "place": action.get("place"),
+                },
+            )
 
 
 # --- landing --------------------------------------------------------------------------------
 
 
-def import_actions(session: Session, signer: Signer, path: Path, *, actor: str,
-                   data: bytes | None = None) -> ImportReport:
+def import_actions(
+    session: Session, signer: Signer, path: Path, *, actor: str, data: bytes | None = None
+) -> ImportReport:
     """Land the good rows of a case-management export; report the bad ones."""
     data = path.read_bytes() if data is None else data
     report = ImportReport(source=source_name(path))
@@ -344,20 +399,35 @@ def import_actions(session: Session, signer: Signer, path: Path, *, actor: str,
             report.errors.append(row)
             continue
         problems = list(row.problems)
-        problems += case_problems(row.case_number, row.case["status"], row.case["retention"],
-                                  title=row.case["title"], unit=row.case["unit"],
-                                  security_class=row.case["security_class"])
+        problems += case_problems(
+            row.case_number,
+            row.case["status"],
+            row.case["retention"],
+            title=row.case["title"],
+            unit=row.case["unit"],
+            security_class=row.case["security_class"],
+        )
         if row.action_id or row.officers or row.start or row.end or row.problems:
-            problems += action_problems(row.action_id, row.officers, row.start, row.end,
-                                        place=row.place, times_required=not row.problems)
+            problems += action_problems(
+                row.action_id,
+                row.officers,
+                row.start,
+                row.end,
+                place=row.place,
+                times_required=not row.problems,
+            )
         first = case_values.get(row.case_number)
         if first is not None and first[0] != row.case:
             problems.append(f"case {row.case_number} is described differently on {first[1]}")
         key = (row.case_number, row.action_id)
-        if row.action_id and key in seen_actions and _action_key(seen_actions[key]) != \
-                _action_key(row):
-            problems.append(f"action {row.action_id} appears on {seen_actions[key].where} "
-                            "with other values")
+        if (
+            row.action_id
+            and key in seen_actions
+            and _action_key(seen_actions[key]) != _action_key(row)
+        ):
+            problems.append(
+                f"action {row.action_id} appears on {seen_actions[key].where} with other values"
+            )
         if problems:
             report.errors.append(f"{row.where}: " + "; ".join(problems))
             continue
@@ -370,9 +440,15 @@ def import_actions(session: Session, signer: Signer, path: Path, *, actor: str,
         good.append(row)
     _land(session, good, case_values, report)
     if report.changed:
-        append_event(session, signer, actor=actor, action="cases-imported", object_type="import",
-                     object_id=hashlib.sha256(data).hexdigest(),
-                     details=report.as_dict() | {"errors": len(report.errors)})
+        append_event(
+            session,
+            signer,
+            actor=actor,
+            action="cases-imported",
+            object_type="import",
+            object_id=hashlib.sha256(data).hexdigest(),
+            details=report.as_dict() | {"errors": len(report.errors)},
+        )
     return report
 
 
@@ -382,21 +458,34 @@ def _action_key(row: ActionRow) -> tuple[Any, ...]:
 
 def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
     for i in range(0, len(items), CHUNK):
-        yield items[i:i + CHUNK]
+        yield items[i : i + CHUNK]
 
 
-def _land(session: Session, rows: list[ActionRow],
-          case_values: dict[str, tuple[dict[str, str], str]], report: ImportReport) -> None:
+def _land(
+    session: Session,
+    rows: list[ActionRow],
+    case_values: dict[str, tuple[dict[str, str], str]],
+    report: ImportReport,
+) -> None:
     numbers = list(case_values)
     cases: dict[str, Case] = {}
     for chunk in _chunks(numbers):
-        cases.update((c.number, c) for c in session.scalars(select(Case).where(
-            Case.number.in_(chunk))))
+        cases.update(
+            (c.number, c) for c in session.scalars(select(Case).where(Case.number.in_(chunk)))
+        )
     now = utcnow()
-    new_cases = [{"number": n, **v, "source": report.source,
-                  "closed_at": now if v["status"] != "open" else None,
-                  "created_at": now, "updated_at": now}
-                 for n, (v, _) in case_values.items() if n not in cases]
+    new_cases = [
+        {
+            "number": n,
+            **v,
+            "source": report.source,
+            "closed_at": now if v["status"] != "open" else None,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for n, (v, _) in case_values.items()
+        if n not in cases
+    ]
     for chunk in _chunks(new_cases):
         session.execute(insert(Case), list(chunk))
     report.cases_created = len(new_cases)
@@ -404,8 +493,13 @@ def _land(session: Session, rows: list[ActionRow],
         case = cases.get(n)
         if case is None:
             continue
-        current = {"title": case.title, "unit": case.unit, "status": case.status,
-                   "retention": case.retention, "security_class": case.security_class}
+        current = {
+            "title": case.title,
+            "unit": case.unit,
+            "status": case.status,
+            "retention": case.retention,
+            "security_class": case.security_class,
+        }
         if current != v:
             if v["status"] != "open" and case.status == "open":
                 case.closed_at = now
@@ -414,32 +508,47 @@ def _land(session: Session, rows: list[ActionRow],
                 setattr(case, k, value)
             report.cases_updated += 1
     for chunk in _chunks([c["number"] for c in new_cases]):
-        cases.update((c.number, c) for c in session.scalars(select(Case).where(
-            Case.number.in_(chunk))))
+        cases.update(
+            (c.number, c) for c in session.scalars(select(Case).where(Case.number.in_(chunk)))
+        )
     # Officers, created where new (警号 only: names come from the device registry).
     numbers_needed = sorted({o for r in rows for o in r.officers})
     officers: dict[str, int] = {}
     for chunk in _chunks(numbers_needed):
-        officers.update((n, i) for n, i in session.execute(select(
-            Officer.number, Officer.id).where(Officer.number.in_(chunk))))
+        officers.update(
+            (n, i)
+            for n, i in session.execute(
+                select(Officer.number, Officer.id).where(Officer.number.in_(chunk))
+            )
+        )
     missing = [{"number": n, "name": "", "unit": ""} for n in numbers_needed if n not in officers]
     for chunk in _chunks(missing):
         session.execute(insert(Officer), list(chunk))
     for chunk in _chunks([m["number"] for m in missing]):
-        officers.update((n, i) for n, i in session.execute(select(
-            Officer.number, Officer.id).where(Officer.number.in_(chunk))))
+        officers.update(
+            (n, i)
+            for n, i in session.execute(
+                select(Officer.number, Officer.id).where(Officer.number.in_(chunk))
+            )
+        )
     # Existing actions of these cases, with their officers.
     action_rows = [r for r in rows if r.action_id]
     case_ids = sorted({cases[r.case_number].id for r in action_rows})
     existing: dict[tuple[int, str], EnforcementAction] = {}
     for chunk in _chunks(case_ids):
-        existing.update(((a.case_id, a.external_id), a) for a in session.scalars(
-            select(EnforcementAction).where(EnforcementAction.case_id.in_(chunk))))
+        existing.update(
+            ((a.case_id, a.external_id), a)
+            for a in session.scalars(
+                select(EnforcementAction).where(EnforcementAction.case_id.in_(chunk))
+            )
+        )
     crew: dict[int, set[int]] = {}
     for chunk in _chunks([a.id for a in existing.values()]):
-        for action_id, officer_id in session.execute(select(
-                ActionOfficer.action_id, ActionOfficer.officer_id).where(
-                ActionOfficer.action_id.in_(chunk))):
+        for action_id, officer_id in session.execute(
+            select(ActionOfficer.action_id, ActionOfficer.officer_id).where(
+                ActionOfficer.action_id.in_(chunk)
+            )
+        ):
             crew.setdefault(action_id, set()).add(officer_id)
     to_insert: list[ActionRow] = []
     changed_ids: list[int] = []
@@ -450,30 +559,50 @@ def _land(session: Session, rows: list[ActionRow],
         if old is None:
             to_insert.append(r)
             continue
-        if (old.start, old.end, old.place, crew.get(old.id, set())) == (r.start, r.end, r.place,
-                                                                          ids):
+        if (old.start, old.end, old.place, crew.get(old.id, set())) == (
+            r.start,
+            r.end,
+            r.place,
+            ids,
+        ):
             report.unchanged += 1
             continue
         old.start, old.end, old.place = r.start, r.end, r.place  # type: ignore[assignment]
         for gone in crew.get(old.id, set()) - ids:
-            session.execute(delete(ActionOfficer).where(
-                ActionOfficer.action_id == old.id, ActionOfficer.officer_id == gone))
+            session.execute(
+                delete(ActionOfficer).where(
+                    ActionOfficer.action_id == old.id, ActionOfficer.officer_id == gone
+                )
+            )
         added = ids - crew.get(old.id, set())
         if added:
-            session.execute(insert(ActionOfficer), [{"action_id": old.id, "officer_id": o}
-                                                    for o in added])
+            session.execute(
+                insert(ActionOfficer), [{"action_id": old.id, "officer_id": o} for o in added]
+            )
         changed_ids.append(old.id)
         report.actions_updated += 1
     for chunk in _chunks(to_insert):
-        values = [{"case_id": cases[r.case_number].id, "external_id": r.action_id,
-                   "start": r.start, "end": r.end, "place": r.place, "created_at": now}
-                  for r in chunk]
+        values = [
+            {
+                "case_id": cases[r.case_number].id,
+                "external_id": r.action_id,
+                "start": r.start,
+                "end": r.end,
+                "place": r.place,
+                "created_at": now,
+            }
+            for r in chunk
+        ]
         session.execute(insert(EnforcementAction), values)
         keys = {(cases[r.case_number].id, r.action_id): r for r in chunk}
-        got = session.execute(select(EnforcementAction.id, EnforcementAction.case_id,
-                                     EnforcementAction.external_id).where(
-            EnforcementAction.case_id.in_({k[0] for k in keys}),
-            EnforcementAction.external_id.in_({k[1] for k in keys}))).all()
+        got = session.execute(
+            select(
+                EnforcementAction.id, EnforcementAction.case_id, EnforcementAction.external_id
+            ).where(
+                EnforcementAction.case_id.in_({k[0] for k in keys}),
+                EnforcementAction.external_id.in_({k[1] for k in keys}),
+            )
+        ).all()
         links = []
         for action_id, case_id, external_id in got:
             row = keys.get((case_id, external_id))
@@ -501,13 +630,19 @@ class DeviceImportReport:
     new_assignments: list[DeviceAssignment] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "rows": self.rows, "devices": self.devices,
-                "assignments": self.assignments, "unchanged": self.unchanged,
-                "errors": self.errors}
+        return {
+            "source": self.source,
+            "rows": self.rows,
+            "devices": self.devices,
+            "assignments": self.assignments,
+            "unchanged": self.unchanged,
+            "errors": self.errors,
+        }
 
 
-def import_devices(session: Session, signer: Signer, path: Path, *,
-                   actor: str) -> DeviceImportReport:
+def import_devices(
+    session: Session, signer: Signer, path: Path, *, actor: str
+) -> DeviceImportReport:
     """Devices and assignments from CSV (serial, model, unit, officer_number,
     officer_name, officer_unit, start, end). Rows without an officer only register the
     device. Each row is its own savepoint: a bad row is reported and the rest land."""
@@ -518,9 +653,11 @@ def import_devices(session: Session, signer: Signer, path: Path, *,
         where = f"line {line}"
         problems = device_problems(row["serial"], row.get("model", ""), row.get("unit", ""))
         if row.get("officer_number") or row.get("officer_name") or row.get("officer_unit"):
-            problems += officer_problems(row.get("officer_number", ""),
-                                         row.get("officer_name", ""),
-                                         row.get("officer_unit", ""))
+            problems += officer_problems(
+                row.get("officer_number", ""),
+                row.get("officer_name", ""),
+                row.get("officer_unit", ""),
+            )
         times: dict[str, datetime | None] = {}
         for key in ("start", "end"):
             text = row.get(key, "")
@@ -535,19 +672,30 @@ def import_devices(session: Session, signer: Signer, path: Path, *,
             continue
         try:
             with session.begin_nested():
-                _, changed = add_device(session, signer, serial=row["serial"],
-                                        model=row.get("model", ""), unit=row.get("unit", ""),
-                                        actor=actor)
+                _, changed = add_device(
+                    session,
+                    signer,
+                    serial=row["serial"],
+                    model=row.get("model", ""),
+                    unit=row.get("unit", ""),
+                    actor=actor,
+                )
                 report.devices += changed
                 if row.get("officer_number"):
                     start = times["start"]
                     assert start is not None
                     assignment, new = assign_device(
-                        session, signer, serial=row["serial"],
+                        session,
+                        signer,
+                        serial=row["serial"],
                         officer_number=row["officer_number"],
                         officer_name=row.get("officer_name", ""),
-                        officer_unit=row.get("officer_unit", ""), start=start,
-                        end=times["end"], actor=actor, note=f"import {report.source} {where}")
+                        officer_unit=row.get("officer_unit", ""),
+                        start=start,
+                        end=times["end"],
+                        actor=actor,
+                        note=f"import {report.source} {where}",
+                    )
                     if new:
                         report.assignments += 1
                         report.new_assignments.append(assignment)

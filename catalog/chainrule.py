@@ -42,8 +42,20 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from catalog.canonical import GENESIS, canonical_bytes, canonical_json, format_time
 from catalog.signing import Signer, key_id_of
 
-EVENT_FIELDS = ("station_id", "seq", "at", "actor", "action", "object_type", "object_id",
-                "details", "prev_hash", "event_hash", "key_id", "signature")
+EVENT_FIELDS = (
+    "station_id",
+    "seq",
+    "at",
+    "actor",
+    "action",
+    "object_type",
+    "object_id",
+    "details",
+    "prev_hash",
+    "event_hash",
+    "key_id",
+    "signature",
+)
 HEAD_TYPE = "liuhen-chain-head"
 # Lines of an anchors file reported one by one before the rest is summarised.
 MAX_BAD_HEAD_LINES = 20
@@ -201,8 +213,7 @@ class ChainChecker:
     between two events are a gap. Otherwise an excerpt: only consecutive numbers link.
     """
 
-    def __init__(self, keys: Mapping[str, Key], trust: Trust | None = None, *,
-                 whole: bool) -> None:
+    def __init__(self, keys: Mapping[str, Key], trust: Trust | None = None, *, whole: bool) -> None:
         self.keys = keys
         self.trust = trust or Trust()
         self.whole = whole
@@ -227,12 +238,23 @@ class ChainChecker:
         self._last = (ev.seq, ev.event_hash)
         self._latest_at = max(self._latest_at, ev.at)
         data = canonical_bytes(
-            station_id=ev.station_id, seq=ev.seq, at=ev.at, actor=ev.actor, action=ev.action,
-            object_type=ev.object_type, object_id=ev.object_id, details=ev.details,
-            prev_hash=ev.prev_hash, key_id=ev.key_id)
+            station_id=ev.station_id,
+            seq=ev.seq,
+            at=ev.at,
+            actor=ev.actor,
+            action=ev.action,
+            object_type=ev.object_type,
+            object_id=ev.object_id,
+            details=ev.details,
+            prev_hash=ev.prev_hash,
+            key_id=ev.key_id,
+        )
         if hashlib.sha256(data).hexdigest() != ev.event_hash:
-            issue("edited", f"content does not match its hash (action {ev.action!r} on "
-                  f"{ev.object_type} {ev.object_id})")
+            issue(
+                "edited",
+                f"content does not match its hash (action {ev.action!r} on "
+                f"{ev.object_type} {ev.object_id})",
+            )
         self._check_trust(ev, issue)
         key = self.keys.get(ev.key_id)
         if key is None:
@@ -241,8 +263,11 @@ class ChainChecker:
         if key.station_id and key.station_id != ev.station_id:
             issue("unknown-key", f"signed by {ev.key_id}, a key of station {key.station_id}")
         if key.retired_at is not None and self._latest_at > key.retired_at:
-            issue("retired-key", f"signed by {ev.key_id} after its retirement at "
-                  f"{key.retired_at} (the chain had reached {self._latest_at})")
+            issue(
+                "retired-key",
+                f"signed by {ev.key_id} after its retirement at "
+                f"{key.retired_at} (the chain had reached {self._latest_at})",
+            )
         if not self.verifies(key, ev.signature, data):
             issue("bad-signature", f"signature does not verify with {ev.key_id}")
         return issues
@@ -255,8 +280,10 @@ class ChainChecker:
             elif ev.seq < expect_seq:
                 issue("duplicate", f"sequence number {ev.seq} repeats")
             if ev.prev_hash != prev:
-                issue("broken-link", "does not follow the previous event (a row was inserted, "
-                      "deleted or reordered)")
+                issue(
+                    "broken-link",
+                    "does not follow the previous event (a row was inserted, deleted or reordered)",
+                )
             else:
                 self.links += 1
             return
@@ -267,18 +294,26 @@ class ChainChecker:
         elif ev.seq == self._last[0] + 1:
             self.links += 1
             if ev.prev_hash != self._last[1]:
-                issue("broken-link", f"does not follow event #{self._last[0]} (inserted, "
-                      "deleted or edited)")
+                issue(
+                    "broken-link",
+                    f"does not follow event #{self._last[0]} (inserted, deleted or edited)",
+                )
 
     def _check_trust(self, ev: Event, issue: Callable[[str, str], None]) -> None:
         pinned = self.trust.pinned.get(ev.station_id)
         if pinned is not None:
             if ev.key_id not in pinned:
-                issue("untrusted-key", f"signed by {ev.key_id}, which is not a trusted key of "
-                      "the station (key replaced?)")
+                issue(
+                    "untrusted-key",
+                    f"signed by {ev.key_id}, which is not a trusted key of "
+                    "the station (key replaced?)",
+                )
         elif self.trust.ring:
-            issue("untrusted-station", f"station {ev.station_id} is not in the key ring, so "
-                  f"its key {ev.key_id} is not trusted")
+            issue(
+                "untrusted-station",
+                f"station {ev.station_id} is not in the key ring, so "
+                f"its key {ev.key_id} is not trusted",
+            )
 
     def verifies(self, key: Key, signature_hex: str, data: bytes) -> bool:
         if key.key_id not in self._loaded:
@@ -300,16 +335,25 @@ class ChainChecker:
         """What only the whole set shows: a trusted station with no events at all."""
         if not self.whole:
             return []
-        return [Issue("missing-chain", sid, None, "no custody events for a trusted station")
-                for sid in sorted(self.trust.pinned) if sid not in self.stations]
+        return [
+            Issue("missing-chain", sid, None, "no custody events for a trusted station")
+            for sid in sorted(self.trust.pinned)
+            if sid not in self.stations
+        ]
 
 
 def key_issues(keys: Iterable[Key]) -> list[Issue]:
     """A key whose bytes do not match its id (a key row or entry replaced)."""
-    return [Issue("key-mismatch", k.station_id, None,
-                  f"public key stored under {k.key_id} does not match that id "
-                  "(the key was replaced)")
-            for k in keys if key_id_of(k.public_key) != k.key_id]
+    return [
+        Issue(
+            "key-mismatch",
+            k.station_id,
+            None,
+            f"public key stored under {k.key_id} does not match that id (the key was replaced)",
+        )
+        for k in keys
+        if key_id_of(k.public_key) != k.key_id
+    ]
 
 
 # -- signed chain heads (anchors) -------------------------------------------------------------
@@ -331,9 +375,16 @@ class ChainHead:
         return head_bytes(self.station_id, self.seq, self.event_hash, self.at, self.key_id)
 
     def as_json(self) -> dict[str, Any]:
-        return {"type": HEAD_TYPE, "v": HEAD_VERSION, "station_id": self.station_id,
-                "seq": self.seq, "event_hash": self.event_hash, "at": self.at,
-                "key_id": self.key_id, "signature": self.signature}
+        return {
+            "type": HEAD_TYPE,
+            "v": HEAD_VERSION,
+            "station_id": self.station_id,
+            "seq": self.seq,
+            "event_hash": self.event_hash,
+            "at": self.at,
+            "key_id": self.key_id,
+            "signature": self.signature,
+        }
 
     def to_line(self) -> str:
         return canonical_json(self.as_json())
@@ -344,9 +395,17 @@ class ChainHead:
 
 
 def head_bytes(station_id: str, seq: int, event_hash: str, at: str, key_id: str) -> bytes:
-    return canonical_json({"type": HEAD_TYPE, "v": HEAD_VERSION, "station": station_id,
-                           "seq": seq, "event": event_hash, "at": at,
-                           "key": key_id}).encode("utf-8")
+    return canonical_json(
+        {
+            "type": HEAD_TYPE,
+            "v": HEAD_VERSION,
+            "station": station_id,
+            "seq": seq,
+            "event": event_hash,
+            "at": at,
+            "key": key_id,
+        }
+    ).encode("utf-8")
 
 
 def sign_head(signer: Signer, seq: int, event_hash: str, at: datetime | None = None) -> ChainHead:
@@ -365,8 +424,15 @@ def head_from_json(doc: object, source: str = "") -> ChainHead:
     seq = doc.get("seq")
     if wrong or isinstance(seq, bool) or not isinstance(seq, int):
         raise ValueError("missing or wrong fields: " + ", ".join(wrong or ["seq"]))
-    return ChainHead(doc["station_id"], seq, doc["event_hash"], doc["at"], doc["key_id"],
-                     doc["signature"], source)
+    return ChainHead(
+        doc["station_id"],
+        seq,
+        doc["event_hash"],
+        doc["at"],
+        doc["key_id"],
+        doc["signature"],
+        source,
+    )
 
 
 def heads_from_lines(data: bytes, source: str) -> tuple[list[ChainHead], list[Issue]]:
@@ -380,16 +446,26 @@ def heads_from_lines(data: bytes, source: str) -> tuple[list[ChainHead], list[Is
             heads.append(head_from_json(parse_json(line), f"{source} line {number}"))
         except ValueError as exc:
             if len(issues) == MAX_BAD_HEAD_LINES:  # not an anchors file: say so once
-                issues.append(Issue("bad-anchor", "", None, f"{source}: more lines that are "
-                                    "not chain heads (not an anchors file?)", number, "anchors"))
+                issues.append(
+                    Issue(
+                        "bad-anchor",
+                        "",
+                        None,
+                        f"{source}: more lines that are not chain heads (not an anchors file?)",
+                        number,
+                        "anchors",
+                    )
+                )
                 break
-            issues.append(Issue("bad-anchor", "", None, f"{source} line {number}: {exc}", number,
-                                "anchors"))
+            issues.append(
+                Issue("bad-anchor", "", None, f"{source} line {number}: {exc}", number, "anchors")
+            )
     return heads, issues
 
 
-def check_heads(heads: Iterable[ChainHead], keys: Mapping[str, Key],
-                trust: Trust | None = None) -> tuple[list[ChainHead], list[Issue]]:
+def check_heads(
+    heads: Iterable[ChainHead], keys: Mapping[str, Key], trust: Trust | None = None
+) -> tuple[list[ChainHead], list[Issue]]:
     """The heads whose signature verifies with a known, trusted key of their station;
     an issue for each other one (a forged or damaged anchor is itself evidence)."""
     trust = trust or Trust()
@@ -397,9 +473,11 @@ def check_heads(heads: Iterable[ChainHead], keys: Mapping[str, Key],
     good: list[ChainHead] = []
     issues: list[Issue] = []
     for h in heads:
+
         def bad(kind: str, detail: str, _h: ChainHead = h) -> None:
-            issues.append(Issue(kind, _h.station_id, _h.seq, f"chain head {_h.describe()}: "
-                                f"{detail}"))
+            issues.append(
+                Issue(kind, _h.station_id, _h.seq, f"chain head {_h.describe()}: {detail}")
+            )
 
         key = keys.get(h.key_id)
         pinned = trust.pinned.get(h.station_id)
@@ -411,8 +489,7 @@ def check_heads(heads: Iterable[ChainHead], keys: Mapping[str, Key],
             bad("bad-anchor", f"signature does not verify with {h.key_id}")
         else:
             if key.retired_at is not None and h.at > key.retired_at:
-                bad("retired-key", f"signed by {h.key_id} after its retirement at "
-                    f"{key.retired_at}")
+                bad("retired-key", f"signed by {h.key_id} after its retirement at {key.retired_at}")
             good.append(h)
     return good, issues
 
@@ -429,8 +506,9 @@ class ChainView(Protocol):
         ...
 
 
-def compare_heads(heads: Iterable[ChainHead], chains: ChainView) -> tuple[list[Issue],
-                                                                          dict[str, int]]:
+def compare_heads(
+    heads: Iterable[ChainHead], chains: ChainView
+) -> tuple[list[Issue], dict[str, int]]:
     """Verified heads against the chains: tail truncation, rollback, missing events and
     forked heads; with the last anchored number of each station."""
     by_station: dict[str, dict[tuple[int, str], ChainHead]] = {}
@@ -447,24 +525,49 @@ def compare_heads(heads: Iterable[ChainHead], chains: ChainView) -> tuple[list[I
         beyond = [h for h in anchored if h.seq > tail]
         if beyond:
             have = f"ends at #{tail}" if tail else "holds no event"
-            issues.append(Issue("truncated", sid, top.seq, (
-                f"the catalog {have}, but the station signed a chain head at "
-                f"{top.describe()}: events #{tail + 1}..#{top.seq} are missing (the newest "
-                f"events were deleted or the catalog restored from an earlier copy); last "
-                f"anchored seq {top.seq}")))
+            issues.append(
+                Issue(
+                    "truncated",
+                    sid,
+                    top.seq,
+                    (
+                        f"the catalog {have}, but the station signed a chain head at "
+                        f"{top.describe()}: events #{tail + 1}..#{top.seq} are missing (the newest "
+                        f"events were deleted or the catalog restored from an earlier copy); last "
+                        f"anchored seq {top.seq}"
+                    ),
+                )
+            )
         within = [h for h in anchored if h.seq <= tail]
         found = chains.hashes(sid, {h.seq for h in within})
         for h in within:
             actual = found.get(h.seq)
             if actual is None:
-                issues.append(Issue("missing", sid, h.seq, (
-                    f"event #{h.seq}, anchored by chain head {h.describe()}, is not in the "
-                    f"catalog; last anchored seq {top.seq}")))
+                issues.append(
+                    Issue(
+                        "missing",
+                        sid,
+                        h.seq,
+                        (
+                            f"event #{h.seq}, anchored by chain head {h.describe()}, is not in the "
+                            f"catalog; last anchored seq {top.seq}"
+                        ),
+                    )
+                )
             elif actual != h.event_hash:
-                issues.append(Issue("rollback", sid, h.seq, (
-                    f"event #{h.seq} in the catalog ({actual[:16]}…) is not the event the "
-                    f"station anchored in chain head {h.describe()}: the catalog was rolled "
-                    f"back to an earlier copy or rewritten; last anchored seq {top.seq}")))
+                issues.append(
+                    Issue(
+                        "rollback",
+                        sid,
+                        h.seq,
+                        (
+                            f"event #{h.seq} in the catalog ({actual[:16]}…) is not the event the "
+                            f"station anchored in chain head {h.describe()}: the catalog was "
+                            f"rolled back to an earlier copy or rewritten; last anchored seq "
+                            f"{top.seq}"
+                        ),
+                    )
+                )
     return issues, last_anchored
 
 
@@ -474,10 +577,18 @@ def _forks(sid: str, anchored: list[ChainHead]) -> list[Issue]:
     for h in anchored:
         other = seen.setdefault(h.seq, h)
         if other is not h:
-            issues.append(Issue("forked-anchor", sid, h.seq, (
-                f"two validly signed chain heads at #{h.seq} name different events "
-                f"({other.describe()} and {h.describe()}): the station's chain forked (a "
-                "rollback that went on docking, or its key was used elsewhere)")))
+            issues.append(
+                Issue(
+                    "forked-anchor",
+                    sid,
+                    h.seq,
+                    (
+                        f"two validly signed chain heads at #{h.seq} name different events "
+                        f"({other.describe()} and {h.describe()}): the station's chain forked (a "
+                        "rollback that went on docking, or its key was used elsewhere)"
+                    ),
+                )
+            )
     return issues
 
 
@@ -500,22 +611,41 @@ def keys_from_json(data: bytes, issues: list[Issue], where: str) -> dict[str, Ke
     try:
         rows = parse_json(data.decode("utf-8"))["keys"]
         for n, k in enumerate(rows, 1):
-            key = Key(k["key_id"], str(k.get("station_id") or ""),
-                      bytes.fromhex(k["public_key_hex"]), retired_text(k.get("retired_at")))
+            key = Key(
+                k["key_id"],
+                str(k.get("station_id") or ""),
+                bytes.fromhex(k["public_key_hex"]),
+                retired_text(k.get("retired_at")),
+            )
             if key_id_of(key.public_key) != key.key_id:
-                issues.append(Issue("key-mismatch", key.station_id, None,
-                                    f"{where} key #{n}: public key does not match its id "
-                                    f"{key.key_id}", part="keys"))
+                issues.append(
+                    Issue(
+                        "key-mismatch",
+                        key.station_id,
+                        None,
+                        f"{where} key #{n}: public key does not match its id {key.key_id}",
+                        part="keys",
+                    )
+                )
                 continue
             keys[key.key_id] = key
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
-        issues.append(Issue("format", "", None, f"{where}: not the expected keys document: "
-                            f"{exc!r}", part="keys"))
+        issues.append(
+            Issue(
+                "format", "", None, f"{where}: not the expected keys document: {exc!r}", part="keys"
+            )
+        )
     return keys
 
 
-def check_excerpt(events: bytes, keys: bytes | None, trust: Trust | None = None, *,
-                  heads: bytes | None = None, where: str = "custody.jsonl") -> ExcerptResult:
+def check_excerpt(
+    events: bytes,
+    keys: bytes | None,
+    trust: Trust | None = None,
+    *,
+    heads: bytes | None = None,
+    where: str = "custody.jsonl",
+) -> ExcerptResult:
     """A custody excerpt (JSON lines of events) with its keys and, when present, the
     signed chain heads it carries: the rule above, line by line."""
     result = ExcerptResult()
@@ -527,8 +657,11 @@ def check_excerpt(events: bytes, keys: bytes | None, trust: Trust | None = None,
         try:
             result.events.append((number, event_from_json(parse_json(line))))
         except ValueError as exc:
-            result.issues.append(Issue("format", "", None, f"{where} line {number}: not a "
-                                       f"custody event: {exc}", number))
+            result.issues.append(
+                Issue(
+                    "format", "", None, f"{where} line {number}: not a custody event: {exc}", number
+                )
+            )
     result.keys = with_retirements(result.keys, (ev for _n, ev in result.events))
     checker = ChainChecker(result.keys, trust, whole=False)
     ordered = sorted(result.events, key=lambda x: (x[1].station_id, x[1].seq, x[0]))
@@ -544,15 +677,25 @@ def check_excerpt(events: bytes, keys: bytes | None, trust: Trust | None = None,
     return result
 
 
-def _heads_against_excerpt(heads: list[ChainHead],
-                           events: list[tuple[int, EventRecord]]) -> list[Issue]:
+def _heads_against_excerpt(
+    heads: list[ChainHead], events: list[tuple[int, EventRecord]]
+) -> list[Issue]:
     """An excerpt holds only some events: a head can only contradict one it holds."""
     at = {(ev.station_id, ev.seq): (n, ev.event_hash) for n, ev in events}
     issues: list[Issue] = []
     for h in heads:
         got = at.get((h.station_id, h.seq))
         if got is not None and got[1] != h.event_hash:
-            issues.append(Issue("rollback", h.station_id, h.seq, (
-                f"event #{h.seq} in the excerpt ({got[1][:16]}…) is not the event of the "
-                f"signed chain head {h.describe()}"), got[0]))
+            issues.append(
+                Issue(
+                    "rollback",
+                    h.station_id,
+                    h.seq,
+                    (
+                        f"event #{h.seq} in the excerpt ({got[1][:16]}…) is not the event of the "
+                        f"signed chain head {h.describe()}"
+                    ),
+                    got[0],
+                )
+            )
     return issues

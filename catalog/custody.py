@@ -88,28 +88,45 @@ def register_station(
     return True
 
 
-def retire_key(session: Session, signer: Signer, key_id: str, *, actor: str, reason: str,
-               at: datetime | None = None) -> tuple[SigningKey, bool]:
+def retire_key(
+    session: Session,
+    signer: Signer,
+    key_id: str,
+    *,
+    actor: str,
+    reason: str,
+    at: datetime | None = None,
+) -> tuple[SigningKey, bool]:
     """Set a key's ``retired_at`` and record it as a ``key-retired`` event signed by
     ``signer``; from then on every event the key signs is reported (catalog.chainrule).
     Idempotent (False when it was retired already). The key the signer itself uses cannot
     be retired this way: rotate to a new key first (docs/operations.md)."""
     key = session.get(SigningKey, key_id)
     if key is None:
-        raise CatalogError(f"no signing key {key_id} in the catalog",
-                           hint="liuhen custody verify --json lists the keys events name")
+        raise CatalogError(
+            f"no signing key {key_id} in the catalog",
+            hint="liuhen custody verify --json lists the keys events name",
+        )
     if key_id == signer.key_id:
-        raise CatalogError(f"{key_id} is the key this host signs with; retiring it would "
-                           "make its own events invalid",
-                           hint="rotate this host to a new key first (docs/operations.md, "
-                           "'Signing-key rotation'), then retire the old one")
+        raise CatalogError(
+            f"{key_id} is the key this host signs with; retiring it would "
+            "make its own events invalid",
+            hint="rotate this host to a new key first (docs/operations.md, "
+            "'Signing-key rotation'), then retire the old one",
+        )
     if key.retired_at is not None:
         return key, False
     when = at or datetime.now(UTC)
     key.retired_at = when
-    append_event(session, signer, actor=actor, action=KEY_RETIRED, object_type="key",
-                 object_id=key_id, details={"station": key.station_id, "reason": reason,
-                                            "retired_at": format_time(when)})
+    append_event(
+        session,
+        signer,
+        actor=actor,
+        action=KEY_RETIRED,
+        object_type="key",
+        object_id=key_id,
+        details={"station": key.station_id, "reason": reason, "retired_at": format_time(when)},
+    )
     return key, True
 
 
@@ -133,8 +150,18 @@ def append_event(
 ) -> CustodyEvent:
     """Append one signed event to the signer's station chain, in ``session``'s transaction."""
     seq, prev = _lock_and_read_head(session, signer.station_id)
-    fields = _signed_fields(signer, signer.key_id, seq, prev, actor=actor, action=action,
-                            object_type=object_type, object_id=object_id, details=details, at=at)
+    fields = _signed_fields(
+        signer,
+        signer.key_id,
+        seq,
+        prev,
+        actor=actor,
+        action=action,
+        object_type=object_type,
+        object_id=object_id,
+        details=details,
+        at=at,
+    )
     ev = CustodyEvent(**fields)
     session.add(ev)
     session.flush()
@@ -151,8 +178,9 @@ def _lock_and_read_head(session: Session, station_id: str) -> tuple[int, str]:
         # (a docking, an event) takes FOR KEY SHARE on it, which FOR UPDATE conflicts
         # with; two transactions that each inserted one then deadlocked upgrading to FOR
         # UPDATE (seen in the district simulation). NO KEY UPDATE still excludes itself.
-        session.execute(select(Station.id).where(Station.id == station_id)
-                        .with_for_update(key_share=True))
+        session.execute(
+            select(Station.id).where(Station.id == station_id).with_for_update(key_share=True)
+        )
     # (On SQLite the caller's write transaction, BEGIN IMMEDIATE, is the lock.)
     head = session.execute(
         select(CustodyEvent.seq, CustodyEvent.event_hash)
@@ -164,8 +192,17 @@ def _lock_and_read_head(session: Session, station_id: str) -> tuple[int, str]:
 
 
 def _signed_fields(
-    signer: Signer, key_id: str, seq: int, prev: str, *, actor: str, action: str,
-    object_type: str, object_id: str, details: Mapping[str, Any] | None, at: datetime | None,
+    signer: Signer,
+    key_id: str,
+    seq: int,
+    prev: str,
+    *,
+    actor: str,
+    action: str,
+    object_type: str,
+    object_id: str,
+    details: Mapping[str, Any] | None,
+    at: datetime | None,
 ) -> dict[str, Any]:
     """The columns of one event: its canonical fields, their hash and signature."""
     fields: dict[str, Any] = {
@@ -216,9 +253,18 @@ class ChainBatch:
         details: Mapping[str, Any] | None = None,
         at: datetime | None = None,
     ) -> None:
-        fields = _signed_fields(self._signer, self._key_id, self._seq, self._prev, actor=actor,
-                                action=action, object_type=object_type, object_id=object_id,
-                                details=details, at=at)
+        fields = _signed_fields(
+            self._signer,
+            self._key_id,
+            self._seq,
+            self._prev,
+            actor=actor,
+            action=action,
+            object_type=object_type,
+            object_id=object_id,
+            details=details,
+            at=at,
+        )
         self._rows.append(fields)
         self._seq += 1
         self._prev = fields["event_hash"]
@@ -304,8 +350,11 @@ def verify_chain(
     report = CustodyReport()
     trust = Trust.of(trusted, ring)
     keys = catalog_keys(session)
-    report.problems += [_problem(i) for i in key_issues(keys.values())
-                        if station_id is None or i.station_id == station_id]
+    report.problems += [
+        _problem(i)
+        for i in key_issues(keys.values())
+        if station_id is None or i.station_id == station_id
+    ]
     checker = ChainChecker(keys, trust, whole=True)
     query = select(CustodyEvent).order_by(CustodyEvent.station_id, CustodyEvent.seq)
     if station_id is not None:
@@ -314,12 +363,14 @@ def verify_chain(
         report.events += 1
         report.problems += [_problem(i, ev.id) for i in checker.check(ev)]
     report.stations = dict(checker.stations)
-    report.problems += [_problem(i) for i in checker.finish()
-                        if station_id is None or i.station_id == station_id]
+    report.problems += [
+        _problem(i) for i in checker.finish() if station_id is None or i.station_id == station_id
+    ]
     if anchors is not None:
         heads = [h for h in anchors if station_id is None or h.station_id == station_id]
         problems, report.last_anchored, report.heads_verified = check_anchors(
-            session, heads, keys=keys, trust=trust)
+            session, heads, keys=keys, trust=trust
+        )
         report.problems += problems
     return report
 
@@ -327,14 +378,20 @@ def verify_chain(
 def catalog_keys(session: Session) -> dict[str, Key]:
     """Every signing key of the catalog, as the rule sees keys: retired as its row says
     or, when earlier, as its signed ``key-retired`` event says (a row can be edited)."""
-    keys = {k.key_id: Key(k.key_id, k.station_id, k.public_key, retired_text(k.retired_at))
-            for k in session.scalars(select(SigningKey))}
-    return with_retirements(keys, session.scalars(
-        select(CustodyEvent).where(CustodyEvent.action == KEY_RETIRED)))
+    keys = {
+        k.key_id: Key(k.key_id, k.station_id, k.public_key, retired_text(k.retired_at))
+        for k in session.scalars(select(SigningKey))
+    }
+    return with_retirements(
+        keys, session.scalars(select(CustodyEvent).where(CustodyEvent.action == KEY_RETIRED))
+    )
 
 
 def check_anchors(
-    session: Session, heads: Iterable[ChainHead], *, keys: Mapping[str, Key] | None = None,
+    session: Session,
+    heads: Iterable[ChainHead],
+    *,
+    keys: Mapping[str, Key] | None = None,
     trust: Trust | None = None,
 ) -> tuple[list[Problem], dict[str, int], int]:
     """Signed chain heads (anchors) kept outside the catalog against the catalog's chains:
@@ -354,8 +411,9 @@ class _CatalogChains:
         self._session = session
 
     def last_seq(self, station_id: str) -> int:
-        top = self._session.scalar(select(func.max(CustodyEvent.seq))
-                                   .where(CustodyEvent.station_id == station_id))
+        top = self._session.scalar(
+            select(func.max(CustodyEvent.seq)).where(CustodyEvent.station_id == station_id)
+        )
         return int(top or 0)
 
     def hashes(self, station_id: str, seqs: Iterable[int]) -> dict[int, str]:
@@ -363,9 +421,10 @@ class _CatalogChains:
         found: dict[int, str] = {}
         for i in range(0, len(wanted), 500):
             rows = self._session.execute(
-                select(CustodyEvent.seq, CustodyEvent.event_hash)
-                .where(CustodyEvent.station_id == station_id,
-                       CustodyEvent.seq.in_(wanted[i:i + 500])))
+                select(CustodyEvent.seq, CustodyEvent.event_hash).where(
+                    CustodyEvent.station_id == station_id, CustodyEvent.seq.in_(wanted[i : i + 500])
+                )
+            )
             found.update({seq: h for seq, h in rows})
         return found
 

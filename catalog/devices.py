@@ -52,15 +52,17 @@ def check_officer_number(number: str) -> str | None:
 def device_problems(serial: str, model: str, unit: str) -> list[str]:
     """Every reason a device's fields cannot be stored."""
     problems = [p for p in [check_serial(serial)] if p]
-    return problems + fields_problems({"device model": (model, Device.model),
-                                       "device unit": (unit, Device.unit)})
+    return problems + fields_problems(
+        {"device model": (model, Device.model), "device unit": (unit, Device.unit)}
+    )
 
 
 def officer_problems(number: str, name: str, unit: str) -> list[str]:
     """Every reason an officer's fields cannot be stored."""
     problems = [p for p in [check_officer_number(number)] if p]
-    return problems + fields_problems({"officer name": (name, Officer.name),
-                                       "officer unit": (unit, Officer.unit)})
+    return problems + fields_problems(
+        {"officer name": (name, Officer.name), "officer unit": (unit, Officer.unit)}
+    )
 
 
 def ensure_officer(session: Session, number: str, name: str = "", unit: str = "") -> Officer:
@@ -76,33 +78,54 @@ def ensure_officer(session: Session, number: str, name: str = "", unit: str = ""
     return officer
 
 
-def add_device(session: Session, signer: Signer, *, serial: str, model: str = "",
-               unit: str = "", actor: str) -> tuple[Device, bool]:
+def add_device(
+    session: Session, signer: Signer, *, serial: str, model: str = "", unit: str = "", actor: str
+) -> tuple[Device, bool]:
     """Register a recorder (also one first seen at a dock). Returns (device, changed)."""
     if problems := device_problems(serial, model, unit):
-        raise DeviceError("; ".join(problems), hint="give the serial printed on the recorder, "
-                          "and a model and unit that fit")
+        raise DeviceError(
+            "; ".join(problems),
+            hint="give the serial printed on the recorder, and a model and unit that fit",
+        )
     device = session.scalars(select(Device).where(Device.serial == serial)).first()
     if device is None:
         device = Device(serial=serial, model=model, unit=unit, registered=True)
         session.add(device)
         session.flush()
-    elif device.registered and (not model or device.model == model) and (
-            not unit or device.unit == unit):
+    elif (
+        device.registered
+        and (not model or device.model == model)
+        and (not unit or device.unit == unit)
+    ):
         return device, False
     else:
         device.registered = True
         device.model = model or device.model
         device.unit = unit or device.unit
-    append_event(session, signer, actor=actor, action="device-registered", object_type="device",
-                 object_id=serial, details={"model": device.model, "unit": device.unit})
+    append_event(
+        session,
+        signer,
+        actor=actor,
+        action="device-registered",
+        object_type="device",
+        object_id=serial,
+        details={"model": device.model, "unit": device.unit},
+    )
     return device, True
 
 
 def assign_device(
-    session: Session, signer: Signer, *, serial: str, officer_number: str,
-    officer_name: str = "", officer_unit: str = "", start: datetime,
-    end: datetime | None = None, actor: str, note: str = "",
+    session: Session,
+    signer: Signer,
+    *,
+    serial: str,
+    officer_number: str,
+    officer_name: str = "",
+    officer_unit: str = "",
+    start: datetime,
+    end: datetime | None = None,
+    actor: str,
+    note: str = "",
 ) -> tuple[DeviceAssignment, bool]:
     """Give the recorder to an officer from ``start`` (until ``end``, or the next hand-over).
 
@@ -111,20 +134,27 @@ def assign_device(
     """
     problems = [p for p in [check_serial(serial)] if p]
     problems += officer_problems(officer_number, officer_name, officer_unit)
-    problems += fields_problems({"actor": (actor, DeviceAssignment.actor),
-                                 "note": (note, DeviceAssignment.note)})
+    problems += fields_problems(
+        {"actor": (actor, DeviceAssignment.actor), "note": (note, DeviceAssignment.note)}
+    )
     if end is not None and end <= start:
         problems.append(f"end {end.isoformat()} is not after start {start.isoformat()}")
     if problems:
         raise DeviceError("; ".join(problems), hint="correct the assignment and run it again")
     device = session.scalars(select(Device).where(Device.serial == serial)).first()
     if device is None:
-        raise DeviceNotFound(f"no device with serial {serial!r}",
-                             hint=f"register it first: liuhen device add {serial}")
+        raise DeviceNotFound(
+            f"no device with serial {serial!r}",
+            hint=f"register it first: liuhen device add {serial}",
+        )
     officer = ensure_officer(session, officer_number, officer_name, officer_unit)
-    spans = list(session.scalars(
-        select(DeviceAssignment).where(DeviceAssignment.device_id == device.id)
-        .order_by(DeviceAssignment.start)))
+    spans = list(
+        session.scalars(
+            select(DeviceAssignment)
+            .where(DeviceAssignment.device_id == device.id)
+            .order_by(DeviceAssignment.start)
+        )
+    )
     for a in spans:
         if a.start == start:
             if a.officer_id == officer.id and (end is None or a.end == end):
@@ -132,29 +162,45 @@ def assign_device(
             raise DeviceError(
                 f"device {serial} is already assigned from {start.isoformat()} to another "
                 "officer or until another time",
-                hint="an assignment is history: give the hand-over time of a new one")
+                hint="an assignment is history: give the hand-over time of a new one",
+            )
     later = [a for a in spans if a.start > start]
     next_start = later[0].start if later else None
     if end is not None and next_start is not None and end > next_start:
         raise DeviceError(
             f"device {serial}: {start.isoformat()}–{end.isoformat()} overlaps the assignment "
             f"from {next_start.isoformat()}",
-            hint="end the new assignment at or before the next hand-over")
+            hint="end the new assignment at or before the next hand-over",
+        )
     ended = None
     for a in spans:
         if a.start < start and (a.end is None or a.end > start):
             ended = a
             a.end = start  # the hand-over ends the previous holder's span
-    row = DeviceAssignment(device_id=device.id, officer_id=officer.id, start=start,
-                           end=end if end is not None else next_start, actor=actor, note=note)
+    row = DeviceAssignment(
+        device_id=device.id,
+        officer_id=officer.id,
+        start=start,
+        end=end if end is not None else next_start,
+        actor=actor,
+        note=note,
+    )
     session.add(row)
     session.flush()
     append_event(
-        session, signer, actor=actor, action="device-assigned", object_type="device",
+        session,
+        signer,
+        actor=actor,
+        action="device-assigned",
+        object_type="device",
         object_id=serial,
-        details={"officer": officer_number, "start": start.isoformat(),
-                 "end": row.end.isoformat() if row.end else None, "note": note,
-                 "ended": ended.id if ended else None},
+        details={
+            "officer": officer_number,
+            "start": start.isoformat(),
+            "end": row.end.isoformat() if row.end else None,
+            "note": note,
+            "ended": ended.id if ended else None,
+        },
     )
     return row, True
 
@@ -162,10 +208,15 @@ def assign_device(
 def officer_at(session: Session, device_id: int, at: datetime) -> int | None:
     """The officer assigned to the device at ``at``, if any."""
     return session.scalars(
-        select(DeviceAssignment.officer_id).where(
-            DeviceAssignment.device_id == device_id, DeviceAssignment.start <= at,
-            or_(DeviceAssignment.end.is_(None), DeviceAssignment.end > at))
-        .order_by(DeviceAssignment.start.desc()).limit(1)).first()
+        select(DeviceAssignment.officer_id)
+        .where(
+            DeviceAssignment.device_id == device_id,
+            DeviceAssignment.start <= at,
+            or_(DeviceAssignment.end.is_(None), DeviceAssignment.end > at),
+        )
+        .order_by(DeviceAssignment.start.desc())
+        .limit(1)
+    ).first()
 
 
 def list_devices(session: Session) -> list[dict[str, Any]]:
@@ -175,10 +226,21 @@ def list_devices(session: Session) -> list[dict[str, Any]]:
     for a in session.scalars(select(DeviceAssignment).order_by(DeviceAssignment.start)):
         o = officers[a.officer_id]
         history.setdefault(a.device_id, []).append(
-            {"officer": o.number, "name": o.name, "unit": o.unit, "start": a.start.isoformat(),
-             "end": a.end.isoformat() if a.end else None})
+            {
+                "officer": o.number,
+                "name": o.name,
+                "unit": o.unit,
+                "start": a.start.isoformat(),
+                "end": a.end.isoformat() if a.end else None,
+            }
+        )
     return [
-        {"serial": d.serial, "model": d.model, "unit": d.unit, "registered": d.registered,
-         "assignments": history.get(d.id, [])}
+        {
+            "serial": d.serial,
+            "model": d.model,
+            "unit": d.unit,
+            "registered": d.registered,
+            "assignments": history.get(d.id, []),
+        }
         for d in session.scalars(select(Device).order_by(Device.serial))
     ]

@@ -67,8 +67,7 @@ def district_status(
         "stuck": stuck_items(session, processes, now=now, limit=limit),
         "failures": failures(session, limit=limit),
         "storage": storage_used(session),
-        "expiry": expiry_due(session, now=now, within_days=expiry_within_days,
-                             policy=retention),
+        "expiry": expiry_due(session, now=now, within_days=expiry_within_days, policy=retention),
     }
 
 
@@ -85,20 +84,22 @@ def list_processes(session: Session, *, now: datetime | None = None) -> list[dic
     )
     out = []
     for hb in rows:
-        out.append({
-            "process_id": hb.process_id,
-            "role": hb.role,
-            "station_id": hb.station_id,
-            "host": hb.host,
-            "pid": hb.pid,
-            "version": hb.version,
-            "status": status_of(hb, now),
-            "started_at": _iso(hb.started_at),
-            "last_seen": _iso(hb.last_seen),
-            "seen_s_ago": round((now - hb.last_seen).total_seconds(), 1),
-            "interval_s": interval_of(hb),
-            "details": dict(hb.details or {}),
-        })
+        out.append(
+            {
+                "process_id": hb.process_id,
+                "role": hb.role,
+                "station_id": hb.station_id,
+                "host": hb.host,
+                "pid": hb.pid,
+                "version": hb.version,
+                "status": status_of(hb, now),
+                "started_at": _iso(hb.started_at),
+                "last_seen": _iso(hb.last_seen),
+                "seen_s_ago": round((now - hb.last_seen).total_seconds(), 1),
+                "interval_s": interval_of(hb),
+                "details": dict(hb.details or {}),
+            }
+        )
     return out
 
 
@@ -109,15 +110,18 @@ def list_stations(session: Session, processes: Iterable[dict[str, Any]]) -> list
         by_station.setdefault(p["station_id"], []).append(p)
     keys: dict[str, tuple[int, int]] = {}
     for sid, total, active in session.execute(
-        select(SigningKey.station_id, func.count(),
-               func.count().filter(SigningKey.retired_at.is_(None)))
-        .group_by(SigningKey.station_id)
+        select(
+            SigningKey.station_id,
+            func.count(),
+            func.count().filter(SigningKey.retired_at.is_(None)),
+        ).group_by(SigningKey.station_id)
     ):
         keys[sid] = (int(total), int(active))
     dockings: dict[str, dict[str, int]] = {}
     for sid, state, n in session.execute(
-        select(Docking.station_id, Docking.state, func.count())
-        .group_by(Docking.station_id, Docking.state)
+        select(Docking.station_id, Docking.state, func.count()).group_by(
+            Docking.station_id, Docking.state
+        )
     ):
         dockings.setdefault(sid, {})[state] = int(n)
     # The latest docking of each station: its highest id (ids grow with time per catalog).
@@ -129,21 +133,29 @@ def list_stations(session: Session, processes: Iterable[dict[str, Any]]) -> list
     for st in session.scalars(select(Station).order_by(Station.id)):
         procs = by_station.get(st.id, [])
         d = last.get(st.id)
-        out.append({
-            "id": st.id,
-            "name": st.name,
-            "unit": st.unit,
-            "role": st.role,
-            "keys": {"total": keys.get(st.id, (0, 0))[0], "active": keys.get(st.id, (0, 0))[1]},
-            "dockings": dockings.get(st.id, {}),
-            "last_docking": None if d is None else {
-                "uid": d.uid, "state": d.state, "slot": d.slot,
-                "started_at": _iso(d.started_at), "finished_at": _iso(d.finished_at),
-                "files": d.files_total, "bytes": d.bytes_total,
-            },
-            "processes": [p["process_id"] for p in procs],
-            "alive": any(p["status"] == ALIVE for p in procs),
-        })
+        out.append(
+            {
+                "id": st.id,
+                "name": st.name,
+                "unit": st.unit,
+                "role": st.role,
+                "keys": {"total": keys.get(st.id, (0, 0))[0], "active": keys.get(st.id, (0, 0))[1]},
+                "dockings": dockings.get(st.id, {}),
+                "last_docking": None
+                if d is None
+                else {
+                    "uid": d.uid,
+                    "state": d.state,
+                    "slot": d.slot,
+                    "started_at": _iso(d.started_at),
+                    "finished_at": _iso(d.finished_at),
+                    "files": d.files_total,
+                    "bytes": d.bytes_total,
+                },
+                "processes": [p["process_id"] for p in procs],
+                "alive": any(p["status"] == ALIVE for p in procs),
+            }
+        )
     return out
 
 
@@ -173,7 +185,10 @@ def _owner_alive(owner: str, alive: list[dict[str, Any]]) -> bool:
 
 
 def stuck_items(
-    session: Session, processes: Iterable[dict[str, Any]], *, now: datetime | None = None,
+    session: Session,
+    processes: Iterable[dict[str, Any]],
+    *,
+    now: datetime | None = None,
     limit: int = LIST_LIMIT,
 ) -> dict[str, Any]:
     """Claimed items that are not progressing: the lease lapsed (its worker died or hung),
@@ -187,48 +202,84 @@ def stuck_items(
     ):
         owner = item.lease_owner or ""
         if item.lease_expires_at is None or item.lease_expires_at < now:
-            reason = (f"lease expired at {_iso(item.lease_expires_at)}: its worker died or hung"
-                      if item.lease_expires_at else "claimed without a lease")
+            reason = (
+                f"lease expired at {_iso(item.lease_expires_at)}: its worker died or hung"
+                if item.lease_expires_at
+                else "claimed without a lease"
+            )
         elif not _owner_alive(owner, alive):
-            reason = (f"no live heartbeat from its owner {owner} "
-                      f"(none within {ALIVE_FACTOR} heartbeat intervals)")
+            reason = (
+                f"no live heartbeat from its owner {owner} "
+                f"(none within {ALIVE_FACTOR} heartbeat intervals)"
+            )
         else:
             continue
-        items.append({
-            "id": item.id, "kind": item.kind, "subject": item.subject,
-            "attempts": item.attempts, "lease_owner": item.lease_owner,
-            "lease_expires_at": _iso(item.lease_expires_at),
-            "updated_at": _iso(item.updated_at), "reason": reason,
-        })
+        items.append(
+            {
+                "id": item.id,
+                "kind": item.kind,
+                "subject": item.subject,
+                "attempts": item.attempts,
+                "lease_owner": item.lease_owner,
+                "lease_expires_at": _iso(item.lease_expires_at),
+                "updated_at": _iso(item.updated_at),
+                "reason": reason,
+            }
+        )
     return {"count": len(items), "items": items[:limit]}
 
 
 def failures(session: Session, *, limit: int = LIST_LIMIT) -> dict[str, Any]:
     """Work items that ran out of attempts, latest first, and quarantined files."""
-    count = session.scalar(
-        select(func.count()).select_from(WorkItem).where(WorkItem.state == queue.FAILED)) or 0
+    count = (
+        session.scalar(
+            select(func.count()).select_from(WorkItem).where(WorkItem.state == queue.FAILED)
+        )
+        or 0
+    )
     items = [
-        {"id": w.id, "kind": w.kind, "subject": w.subject, "attempts": w.attempts,
-         "updated_at": _iso(w.updated_at),
-         "last_error": (w.last_error or "")[-ERROR_CHARS:]}
+        {
+            "id": w.id,
+            "kind": w.kind,
+            "subject": w.subject,
+            "attempts": w.attempts,
+            "updated_at": _iso(w.updated_at),
+            "last_error": (w.last_error or "")[-ERROR_CHARS:],
+        }
         for w in session.scalars(
-            select(WorkItem).where(WorkItem.state == queue.FAILED)
-            .order_by(WorkItem.updated_at.desc(), WorkItem.id.desc()).limit(limit))
+            select(WorkItem)
+            .where(WorkItem.state == queue.FAILED)
+            .order_by(WorkItem.updated_at.desc(), WorkItem.id.desc())
+            .limit(limit)
+        )
     ]
-    quarantined = session.scalar(
-        select(func.count()).select_from(DockingFile)
-        .where(DockingFile.state == "QUARANTINED")) or 0
+    quarantined = (
+        session.scalar(
+            select(func.count()).select_from(DockingFile).where(DockingFile.state == "QUARANTINED")
+        )
+        or 0
+    )
     files = [
-        {"docking": uid, "station_id": sid, "path": f.relpath, "reason": f.reason,
-         "at": _iso(f.created_at)}
+        {
+            "docking": uid,
+            "station_id": sid,
+            "path": f.relpath,
+            "reason": f.reason,
+            "at": _iso(f.created_at),
+        }
         for f, uid, sid in session.execute(
             select(DockingFile, Docking.uid, Docking.station_id)
             .join(Docking, Docking.id == DockingFile.docking_id)
             .where(DockingFile.state == "QUARANTINED")
-            .order_by(DockingFile.id.desc()).limit(limit))
+            .order_by(DockingFile.id.desc())
+            .limit(limit)
+        )
     ]
-    return {"count": int(count), "items": items,
-            "quarantined_files": {"count": int(quarantined), "items": files}}
+    return {
+        "count": int(count),
+        "items": items,
+        "quarantined_files": {"count": int(quarantined), "items": files},
+    }
 
 
 # -- storage and retention --------------------------------------------------------------------
@@ -242,13 +293,15 @@ def storage_used(session: Session) -> dict[str, Any]:
     recordings: dict[str, dict[str, int]] = {}
     for state, n, size in session.execute(
         select(Recording.state, func.count(), func.coalesce(func.sum(Recording.size), 0))
-        .where(Recording.id.not_in(tomb)).group_by(Recording.state)
+        .where(Recording.id.not_in(tomb))
+        .group_by(Recording.state)
     ):
         recordings[state] = {"count": int(n), "bytes": int(size)}
     derivatives: dict[str, dict[str, int]] = {}
     for kind, n, size in session.execute(
         select(Derivative.kind, func.count(), func.coalesce(func.sum(Derivative.size), 0))
-        .where(Derivative.recording_id.not_in(tomb)).group_by(Derivative.kind)
+        .where(Derivative.recording_id.not_in(tomb))
+        .group_by(Derivative.kind)
     ):
         derivatives[kind] = {"count": int(n), "bytes": int(size)}
     originals = sum(v["bytes"] for v in recordings.values())
@@ -262,8 +315,13 @@ def storage_used(session: Session) -> dict[str, Any]:
     }
 
 
-def expiry_due(session: Session, *, now: datetime | None = None, within_days: int = 30,
-               policy: RetentionSettings | None = None) -> dict[str, Any]:
+def expiry_due(
+    session: Session,
+    *,
+    now: datetime | None = None,
+    within_days: int = 30,
+    policy: RetentionSettings | None = None,
+) -> dict[str, Any]:
     """Recordings the retention sweep may delete now, and those it may delete within
     ``within_days``: held, important-unreviewed and case-attached recordings never count.
 
@@ -279,11 +337,18 @@ def expiry_due(session: Session, *, now: datetime | None = None, within_days: in
 
         def figure(at: datetime) -> tuple[dict[str, int], bool]:
             decisions = due(session, policy, at, limit=EXPIRY_SCAN_LIMIT)
-            size = session.scalar(
-                select(func.coalesce(func.sum(Recording.size), 0))
-                .where(Recording.id.in_([d.recording_id for d in decisions]))) or 0
-            return ({"count": len(decisions), "bytes": int(size)},
-                    len(decisions) >= EXPIRY_SCAN_LIMIT)
+            size = (
+                session.scalar(
+                    select(func.coalesce(func.sum(Recording.size), 0)).where(
+                        Recording.id.in_([d.recording_id for d in decisions])
+                    )
+                )
+                or 0
+            )
+            return (
+                {"count": len(decisions), "bytes": int(size)},
+                len(decisions) >= EXPIRY_SCAN_LIMIT,
+            )
 
         now_fig, now_capped = figure(now)
         soon_fig, soon_capped = figure(soon)
@@ -291,22 +356,25 @@ def expiry_due(session: Session, *, now: datetime | None = None, within_days: in
             "source": "retention rules",
             "due": now_fig,
             "within_days": within_days,
-            "due_soon": {"count": soon_fig["count"] - now_fig["count"],
-                         "bytes": soon_fig["bytes"] - now_fig["bytes"]},
+            "due_soon": {
+                "count": soon_fig["count"] - now_fig["count"],
+                "bytes": soon_fig["bytes"] - now_fig["bytes"],
+            },
             "capped": now_capped or soon_capped,
         }
     held = select(LegalHold.recording_id).where(LegalHold.released_at.is_(None))
     # Expired, not tombstoned: a recording restored after expiry keeps its tombstone.
     tomb = select(Recording.id).where(Recording.state == "EXPIRED")
-    base = (
-        select(func.count(), func.coalesce(func.sum(Recording.size), 0))
-        .where(Recording.retain_until.is_not(None), Recording.id.not_in(held),
-               Recording.id.not_in(tomb),
-               ~and_(Recording.important, Recording.reviewed_at.is_(None)))
+    base = select(func.count(), func.coalesce(func.sum(Recording.size), 0)).where(
+        Recording.retain_until.is_not(None),
+        Recording.id.not_in(held),
+        Recording.id.not_in(tomb),
+        ~and_(Recording.important, Recording.reviewed_at.is_(None)),
     )
     due_n, due_bytes = session.execute(base.where(Recording.retain_until <= now)).one()
-    soon_n, soon_bytes = session.execute(base.where(
-        Recording.retain_until > now, Recording.retain_until <= soon)).one()
+    soon_n, soon_bytes = session.execute(
+        base.where(Recording.retain_until > now, Recording.retain_until <= soon)
+    ).one()
     return {
         "source": "recordings.retain_until",
         "due": {"count": int(due_n), "bytes": int(due_bytes)},

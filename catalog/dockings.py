@@ -72,10 +72,13 @@ def repaired_details(f: OffloadedFile, docking_uid: str, name: str) -> dict[str,
     and of those the store held, and where the damaged bytes are kept."""
     assert f.repaired is not None
     return {
-        "key": f.object_key, "docking": docking_uid, "path": name,
+        "key": f.object_key,
+        "docking": docking_uid,
+        "path": name,
         "expected": {"sha256": f.sha256, "sm3": f.sm3},
         "found": {"sha256": f.repaired["sha256"], "sm3": f.repaired["sm3"]},
-        "damaged_copy": f.repaired["kept_at"], "method": f.verified_by,
+        "damaged_copy": f.repaired["kept_at"],
+        "method": f.verified_by,
     }
 
 
@@ -117,14 +120,18 @@ def ensure_docking(session: Session, signer: Signer, info: DockingInfo, actor: s
     if info.serial:
         serial = info.serial
         device = _get_or_create(
-            session, Device, Device.serial == serial,
+            session,
+            Device,
+            Device.serial == serial,
             lambda: Device(serial=serial, model=info.model, unit=info.unit, registered=False),
         )
     officer = None
     if info.officer_number:
         number = info.officer_number
         officer = _get_or_create(
-            session, Officer, Officer.number == number,
+            session,
+            Officer,
+            Officer.number == number,
             lambda: Officer(number=number, name=info.officer_name, unit=info.unit),
         )
     docking = Docking(
@@ -144,10 +151,19 @@ def ensure_docking(session: Session, signer: Signer, info: DockingInfo, actor: s
     if device is None or not device.registered:
         flags.append("unregistered-device" if device else "unknown-device")
     append_event(
-        session, signer, actor=actor, action="docked", object_type="docking",
+        session,
+        signer,
+        actor=actor,
+        action="docked",
+        object_type="docking",
         object_id=info.uid,
-        details={"slot": info.slot, "serial": info.serial, "officer": info.officer_number,
-                 "identity": info.identity_source, "flags": flags},
+        details={
+            "slot": info.slot,
+            "serial": info.serial,
+            "officer": info.officer_number,
+            "identity": info.identity_source,
+            "flags": flags,
+        },
         at=info.started_at,
     )
     return docking
@@ -165,7 +181,8 @@ def register_file(
         return existing, existing.state == "DUPLICATE"
     name = display_name(f.relpath_raw)
     recording = session.scalars(
-        select(Recording).where(Recording.sha256 == f.sha256).with_for_update()).first()
+        select(Recording).where(Recording.sha256 == f.sha256).with_for_update()
+    ).first()
     now = utcnow()
     if recording is not None and recording.state == "EXPIRING":
         raise _being_expired(name, recording.id)
@@ -177,11 +194,21 @@ def register_file(
     if recording is None:
         flags = _name_flags(name, f.relpath_raw)
         recording = Recording(
-            sha256=f.sha256, sm3=f.sm3, size=f.size, object_key=f.object_key, state="STORED",
+            sha256=f.sha256,
+            sm3=f.sm3,
+            size=f.size,
+            object_key=f.object_key,
+            state="STORED",
             original_name=name.rsplit("/", 1)[-1],
-            original_name_raw=f.relpath_raw, device_id=docking.device_id,
-            officer_id=docking.officer_id, docking_id=docking.id, captured_at=f.captured_at,
-            received_at=f.staged_at, stored_at=now, verified_at=now, flags=flags,
+            original_name_raw=f.relpath_raw,
+            device_id=docking.device_id,
+            officer_id=docking.officer_id,
+            docking_id=docking.id,
+            captured_at=f.captured_at,
+            received_at=f.staged_at,
+            stored_at=now,
+            verified_at=now,
+            flags=flags,
             important=f.important,
         )
         session.add(recording)
@@ -196,36 +223,88 @@ def register_file(
         row.state = "DUPLICATE" if duplicate else "STORED"
     else:
         row = DockingFile(
-            docking_id=docking.id, path_key=key, relpath=name, relpath_raw=f.relpath_raw,
-            size=f.size, mtime=f.mtime, state="DUPLICATE" if duplicate else "STORED",
+            docking_id=docking.id,
+            path_key=key,
+            relpath=name,
+            relpath_raw=f.relpath_raw,
+            size=f.size,
+            mtime=f.mtime,
+            state="DUPLICATE" if duplicate else "STORED",
             recording_id=recording.id,
         )
         session.add(row)
     session.flush()
     common = {"docking": docking.uid, "path": name, "size": f.size}
-    append_event(session, signer, actor=actor, action="offloaded", object_type="recording",
-                 object_id=f.sha256, details=common | {"sm3": f.sm3}, at=f.staged_at)
+    append_event(
+        session,
+        signer,
+        actor=actor,
+        action="offloaded",
+        object_type="recording",
+        object_id=f.sha256,
+        details=common | {"sm3": f.sm3},
+        at=f.staged_at,
+    )
     if f.repaired is not None:
-        append_event(session, signer, actor=actor, action="repaired", object_type="recording",
-                     object_id=f.sha256, details=repaired_details(f, docking.uid, name))
+        append_event(
+            session,
+            signer,
+            actor=actor,
+            action="repaired",
+            object_type="recording",
+            object_id=f.sha256,
+            details=repaired_details(f, docking.uid, name),
+        )
     if duplicate:
-        append_event(session, signer, actor=actor, action="duplicate-linked",
-                     object_type="recording", object_id=f.sha256,
-                     details=common | {"recording": recording.id})
+        append_event(
+            session,
+            signer,
+            actor=actor,
+            action="duplicate-linked",
+            object_type="recording",
+            object_id=f.sha256,
+            details=common | {"recording": recording.id},
+        )
     else:
         if revived:
             assert recording is not None
-            append_event(session, signer, actor=actor, action="restored-after-expiry",
-                         object_type="recording", object_id=f.sha256,
-                         details={"recording": recording.id, "docking": docking.uid})
-        append_event(session, signer, actor=actor, action="stored", object_type="recording",
-                     object_id=f.sha256, details={"key": f.object_key})
-        append_event(session, signer, actor=actor, action="verified", object_type="recording",
-                     object_id=f.sha256, details={"method": f.verified_by})
+            append_event(
+                session,
+                signer,
+                actor=actor,
+                action="restored-after-expiry",
+                object_type="recording",
+                object_id=f.sha256,
+                details={"recording": recording.id, "docking": docking.uid},
+            )
+        append_event(
+            session,
+            signer,
+            actor=actor,
+            action="stored",
+            object_type="recording",
+            object_id=f.sha256,
+            details={"key": f.object_key},
+        )
+        append_event(
+            session,
+            signer,
+            actor=actor,
+            action="verified",
+            object_type="recording",
+            object_id=f.sha256,
+            details={"method": f.verified_by},
+        )
         if f.important:  # kept until reviewed: the chain says why (as after the probe)
-            append_event(session, signer, actor=actor, action="marked-important",
-                         object_type="recording", object_id=f.sha256,
-                         details={"source": "file-name", "name": recording.original_name})
+            append_event(
+                session,
+                signer,
+                actor=actor,
+                action="marked-important",
+                object_type="recording",
+                object_id=f.sha256,
+                details={"source": "file-name", "name": recording.original_name},
+            )
     return row, duplicate
 
 
@@ -250,18 +329,34 @@ _DOCKINGS = table_of(Docking)
 _FILES = table_of(DockingFile)
 _RECORDINGS = table_of(Recording)
 _DOCKING_REFS = select(
-    _DOCKINGS.c.id, _DOCKINGS.c.uid, _DOCKINGS.c.device_id, _DOCKINGS.c.officer_id,
+    _DOCKINGS.c.id,
+    _DOCKINGS.c.uid,
+    _DOCKINGS.c.device_id,
+    _DOCKINGS.c.officer_id,
 ).where(_DOCKINGS.c.uid.in_(bindparam("uids", expanding=True)))
 _KNOWN_FILES = select(
-    _FILES.c.id, _FILES.c.docking_id, _FILES.c.path_key, _FILES.c.state,
-).where(_FILES.c.docking_id.in_(bindparam("dockings", expanding=True)),
-        _FILES.c.path_key.in_(bindparam("keys", expanding=True)))
+    _FILES.c.id,
+    _FILES.c.docking_id,
+    _FILES.c.path_key,
+    _FILES.c.state,
+).where(
+    _FILES.c.docking_id.in_(bindparam("dockings", expanding=True)),
+    _FILES.c.path_key.in_(bindparam("keys", expanding=True)),
+)
 # FOR UPDATE (PostgreSQL; SQLite's write transaction is the lock), in SHA-256 order.
-_HELD = select(
-    _RECORDINGS.c.id, _RECORDINGS.c.sha256, _RECORDINGS.c.sm3, _RECORDINGS.c.size,
-    _RECORDINGS.c.state, _RECORDINGS.c.original_name,
-).where(_RECORDINGS.c.sha256.in_(bindparam("shas", expanding=True))).order_by(
-    _RECORDINGS.c.sha256).with_for_update()
+_HELD = (
+    select(
+        _RECORDINGS.c.id,
+        _RECORDINGS.c.sha256,
+        _RECORDINGS.c.sm3,
+        _RECORDINGS.c.size,
+        _RECORDINGS.c.state,
+        _RECORDINGS.c.original_name,
+    )
+    .where(_RECORDINGS.c.sha256.in_(bindparam("shas", expanding=True)))
+    .order_by(_RECORDINGS.c.sha256)
+    .with_for_update()
+)
 _NEW_RECORDINGS = insert(_RECORDINGS).returning(_RECORDINGS.c.id, _RECORDINGS.c.sha256)
 _NEW_FILES = insert(_FILES)
 
@@ -293,7 +388,9 @@ class _Held:
 
 
 def register_files(
-    session: Session, signer: Signer, files: Sequence[tuple[DockingRef, OffloadedFile]],
+    session: Session,
+    signer: Signer,
+    files: Sequence[tuple[DockingRef, OffloadedFile]],
     actor: str,
 ) -> list[Registered]:
     """Register many stored, verified files in ``session``'s transaction, with a few bulk
@@ -322,11 +419,15 @@ def register_files(
     keys = [path_key(f.relpath_raw) for _d, f in files]
     known = {
         (r.docking_id, r.path_key): r
-        for r in conn.execute(_KNOWN_FILES, {"dockings": sorted({d.id for d, _f in files}),
-                                             "keys": sorted(set(keys))})
+        for r in conn.execute(
+            _KNOWN_FILES, {"dockings": sorted({d.id for d, _f in files}), "keys": sorted(set(keys))}
+        )
     }
-    todo = [i for i, ((d, _f), key) in enumerate(zip(files, keys, strict=True))
-            if (r := known.get((d.id, key))) is None or r.state in ("REJECTED", "QUARANTINED")]
+    todo = [
+        i
+        for i, ((d, _f), key) in enumerate(zip(files, keys, strict=True))
+        if (r := known.get((d.id, key))) is None or r.state in ("REJECTED", "QUARANTINED")
+    ]
     for i in set(range(len(files))) - set(todo):  # registered before: nothing to do
         results[i] = Registered(duplicate=known[(files[i][0].id, keys[i])].state == "DUPLICATE")
     # Locked in SHA-256 order, so that two stations' batches cannot deadlock on them.
@@ -358,12 +459,22 @@ def register_files(
         if rec is None:
             held[f.sha256] = _Held(None, f.sm3, f.size, "STORED", name.rsplit("/", 1)[-1])
             new_rows[f.sha256] = {
-                "sha256": f.sha256, "sm3": f.sm3, "size": f.size, "object_key": f.object_key,
-                "state": "STORED", "original_name": name.rsplit("/", 1)[-1],
-                "original_name_raw": f.relpath_raw, "device_id": d.device_id,
-                "officer_id": d.officer_id, "docking_id": d.id, "captured_at": f.captured_at,
-                "received_at": f.staged_at, "stored_at": now, "verified_at": now,
-                "flags": _name_flags(name, f.relpath_raw), "important": f.important,
+                "sha256": f.sha256,
+                "sm3": f.sm3,
+                "size": f.size,
+                "object_key": f.object_key,
+                "state": "STORED",
+                "original_name": name.rsplit("/", 1)[-1],
+                "original_name_raw": f.relpath_raw,
+                "device_id": d.device_id,
+                "officer_id": d.officer_id,
+                "docking_id": d.id,
+                "captured_at": f.captured_at,
+                "received_at": f.staged_at,
+                "stored_at": now,
+                "verified_at": now,
+                "flags": _name_flags(name, f.relpath_raw),
+                "important": f.important,
             }
             plan.append((i, "new"))
         elif rec.state == "EXPIRED":
@@ -395,35 +506,80 @@ def register_files(
         state = "DUPLICATE" if duplicate else "STORED"
         earlier = known.get((d.id, keys[i]))
         if earlier is not None:  # quarantined on an earlier try, taken now
-            conn.execute(update(_FILES).where(_FILES.c.id == earlier.id).values(
-                size=f.size, mtime=f.mtime, reason=None, recording_id=rec.id, state=state))
+            conn.execute(
+                update(_FILES)
+                .where(_FILES.c.id == earlier.id)
+                .values(size=f.size, mtime=f.mtime, reason=None, recording_id=rec.id, state=state)
+            )
         else:
-            file_rows.append({
-                "docking_id": d.id, "path_key": keys[i], "relpath": name,
-                "relpath_raw": f.relpath_raw, "size": f.size, "mtime": f.mtime,
-                "state": state, "recording_id": rec.id,
-            })
+            file_rows.append(
+                {
+                    "docking_id": d.id,
+                    "path_key": keys[i],
+                    "relpath": name,
+                    "relpath_raw": f.relpath_raw,
+                    "size": f.size,
+                    "mtime": f.mtime,
+                    "state": state,
+                    "recording_id": rec.id,
+                }
+            )
         common = {"docking": d.uid, "path": name, "size": f.size}
-        chain.add(actor=actor, action="offloaded", object_type="recording",
-                  object_id=f.sha256, details=common | {"sm3": f.sm3}, at=f.staged_at)
+        chain.add(
+            actor=actor,
+            action="offloaded",
+            object_type="recording",
+            object_id=f.sha256,
+            details=common | {"sm3": f.sm3},
+            at=f.staged_at,
+        )
         if f.repaired is not None:
-            chain.add(actor=actor, action="repaired", object_type="recording",
-                      object_id=f.sha256, details=repaired_details(f, d.uid, name))
+            chain.add(
+                actor=actor,
+                action="repaired",
+                object_type="recording",
+                object_id=f.sha256,
+                details=repaired_details(f, d.uid, name),
+            )
         if duplicate:
-            chain.add(actor=actor, action="duplicate-linked", object_type="recording",
-                      object_id=f.sha256, details=common | {"recording": rec.id})
+            chain.add(
+                actor=actor,
+                action="duplicate-linked",
+                object_type="recording",
+                object_id=f.sha256,
+                details=common | {"recording": rec.id},
+            )
         else:
             if how == "revive":
-                chain.add(actor=actor, action="restored-after-expiry", object_type="recording",
-                          object_id=f.sha256, details={"recording": rec.id, "docking": d.uid})
-            chain.add(actor=actor, action="stored", object_type="recording",
-                      object_id=f.sha256, details={"key": f.object_key})
-            chain.add(actor=actor, action="verified", object_type="recording",
-                      object_id=f.sha256, details={"method": f.verified_by})
+                chain.add(
+                    actor=actor,
+                    action="restored-after-expiry",
+                    object_type="recording",
+                    object_id=f.sha256,
+                    details={"recording": rec.id, "docking": d.uid},
+                )
+            chain.add(
+                actor=actor,
+                action="stored",
+                object_type="recording",
+                object_id=f.sha256,
+                details={"key": f.object_key},
+            )
+            chain.add(
+                actor=actor,
+                action="verified",
+                object_type="recording",
+                object_id=f.sha256,
+                details={"method": f.verified_by},
+            )
             if f.important:  # kept until reviewed: the chain says why (as after the probe)
-                chain.add(actor=actor, action="marked-important", object_type="recording",
-                          object_id=f.sha256,
-                          details={"source": "file-name", "name": rec.original_name})
+                chain.add(
+                    actor=actor,
+                    action="marked-important",
+                    object_type="recording",
+                    object_id=f.sha256,
+                    details={"source": "file-name", "name": rec.original_name},
+                )
         results[i] = Registered(duplicate=duplicate)
     if file_rows:
         conn.execute(_NEW_FILES, file_rows)
@@ -479,17 +635,27 @@ def _revive(
     rec.reviewed_at = None
     rec.retain_until = None
     rec.flags = {k: v for k, v in (rec.flags or {}).items() if k != "expiry"} | {
-        "restored_after_expiry": f.staged_at.isoformat()}
-    for item in session.scalars(select(WorkItem).where(WorkItem.subject == str(rec.id),
-                                                       WorkItem.kind.in_(("probe", "derive")))):
+        "restored_after_expiry": f.staged_at.isoformat()
+    }
+    for item in session.scalars(
+        select(WorkItem).where(
+            WorkItem.subject == str(rec.id), WorkItem.kind.in_(("probe", "derive"))
+        )
+    ):
         session.delete(item)
     session.flush()
     queue.enqueue(session, "probe", str(rec.id))
 
 
 def record_problem_file(
-    session: Session, signer: Signer, docking: Docking, relpath_raw: bytes, size: int,
-    state: str, reason: str, actor: str,
+    session: Session,
+    signer: Signer,
+    docking: Docking,
+    relpath_raw: bytes,
+    size: int,
+    state: str,
+    reason: str,
+    actor: str,
 ) -> None:
     """A file that was not stored (rejected or quarantined), with the reason, once."""
     key = path_key(relpath_raw)
@@ -501,18 +667,39 @@ def record_problem_file(
             return
         row.state, row.reason = state, reason
     else:
-        session.add(DockingFile(docking_id=docking.id, path_key=key,
-                                relpath=display_name(relpath_raw), relpath_raw=relpath_raw,
-                                size=size, state=state, reason=reason))
+        session.add(
+            DockingFile(
+                docking_id=docking.id,
+                path_key=key,
+                relpath=display_name(relpath_raw),
+                relpath_raw=relpath_raw,
+                size=size,
+                state=state,
+                reason=reason,
+            )
+        )
     session.flush()
-    append_event(session, signer, actor=actor, action=state.lower(), object_type="docking-file",
-                 object_id=f"{docking.uid}/{key[:16]}",
-                 details={"path": display_name(relpath_raw), "reason": reason})
+    append_event(
+        session,
+        signer,
+        actor=actor,
+        action=state.lower(),
+        object_type="docking-file",
+        object_id=f"{docking.uid}/{key[:16]}",
+        details={"path": display_name(relpath_raw), "reason": reason},
+    )
 
 
 def finish_docking(
-    session: Session, signer: Signer, docking: Docking, state: str, *, files: int, size: int,
-    problems: dict[str, Any], actor: str,
+    session: Session,
+    signer: Signer,
+    docking: Docking,
+    state: str,
+    *,
+    files: int,
+    size: int,
+    problems: dict[str, Any],
+    actor: str,
 ) -> None:
     if docking.state == state:
         return
@@ -521,22 +708,39 @@ def finish_docking(
     docking.bytes_total = size
     docking.problems = problems
     docking.finished_at = utcnow()
-    append_event(session, signer, actor=actor, action=state.lower().replace("_", "-"),
-                 object_type="docking", object_id=docking.uid,
-                 details={"files": files, "bytes": size, "problems": len(problems)})
+    append_event(
+        session,
+        signer,
+        actor=actor,
+        action=state.lower().replace("_", "-"),
+        object_type="docking",
+        object_id=docking.uid,
+        details={"files": files, "bytes": size, "problems": len(problems)},
+    )
 
 
 def mark_cleared(
-    session: Session, signer: Signer, docking: Docking, relpath_raw: bytes, sha256: str,
+    session: Session,
+    signer: Signer,
+    docking: Docking,
+    relpath_raw: bytes,
+    sha256: str,
     actor: str,
 ) -> None:
     row = session.scalars(
-        select(DockingFile).where(DockingFile.docking_id == docking.id,
-                                  DockingFile.path_key == path_key(relpath_raw))
+        select(DockingFile).where(
+            DockingFile.docking_id == docking.id, DockingFile.path_key == path_key(relpath_raw)
+        )
     ).one()
     if row.state == "CLEARED":
         return
     row.state = "CLEARED"
-    append_event(session, signer, actor=actor, action="cleared-from-recorder",
-                 object_type="recording", object_id=sha256,
-                 details={"docking": docking.uid, "path": row.relpath})
+    append_event(
+        session,
+        signer,
+        actor=actor,
+        action="cleared-from-recorder",
+        object_type="recording",
+        object_id=sha256,
+        details={"docking": docking.uid, "path": row.relpath},
+    )

@@ -40,15 +40,17 @@ def limit_problems(label: str, value: str, limit: int) -> list[str]:
         # A lone surrogate (e.g. a JSON "\ud800" escape) is not encodable as UTF-8.
         problems.append(f"{label} is not valid Unicode (it holds a lone surrogate)")
     if len(value) > limit:
-        problems.append(f"{label} is {len(value)} characters long, more than the {limit} "
-                        "it may have")
+        problems.append(
+            f"{label} is {len(value)} characters long, more than the {limit} it may have"
+        )
     return problems
 
 
 def fields_problems(values: dict[str, tuple[str, InstrumentedAttribute[Any]]]) -> list[str]:
     """``text_problems`` of several values: {label: (value, column)}."""
-    return [p for label, (value, column) in values.items()
-            for p in text_problems(label, value, column)]
+    return [
+        p for label, (value, column) in values.items() for p in text_problems(label, value, column)
+    ]
 
 
 def actor_problems(value: str, label: str = "the actor") -> list[str]:
@@ -61,10 +63,13 @@ def actor_problems(value: str, label: str = "the actor") -> list[str]:
 def actor_length() -> int:
     """The length of the narrowest column that records an actor: by the schema's naming
     rule, a string column called ``actor`` or ``…_by``."""
-    lengths = [getattr(col.type, "length", None) or MAX_TEXT
-               for mapper in Base.registry.mappers for prop in mapper.column_attrs
-               if prop.key == "actor" or prop.key.endswith("_by")
-               for col in prop.columns]
+    lengths = [
+        getattr(col.type, "length", None) or MAX_TEXT
+        for mapper in Base.registry.mappers
+        for prop in mapper.column_attrs
+        if prop.key == "actor" or prop.key.endswith("_by")
+        for col in prop.columns
+    ]
     return min(lengths, default=MAX_TEXT)
 
 

@@ -69,9 +69,18 @@ def beat(
     doc = {**(details or {}), "interval_s": float(interval_s)}
     row = session.get(Heartbeat, process_id)
     if row is None:
-        row = Heartbeat(process_id=process_id, role=role, station_id=station_id, host=host,
-                        pid=pid, version=version, state=RUNNING, started_at=started_at,
-                        last_seen=now, details=doc)
+        row = Heartbeat(
+            process_id=process_id,
+            role=role,
+            station_id=station_id,
+            host=host,
+            pid=pid,
+            version=version,
+            state=RUNNING,
+            started_at=started_at,
+            last_seen=now,
+            details=doc,
+        )
         session.add(row)
     else:
         # A restarted process can reuse a pid (pid 1 in a container): it takes the row over.
@@ -82,8 +91,13 @@ def beat(
     return row
 
 
-def mark_stopped(session: Session, process_id: str, *, now: datetime | None = None,
-                 details: Mapping[str, Any] | None = None) -> bool:
+def mark_stopped(
+    session: Session,
+    process_id: str,
+    *,
+    now: datetime | None = None,
+    details: Mapping[str, Any] | None = None,
+) -> bool:
     """Say this process ended cleanly (with its final details); False when it never beat."""
     row = session.get(Heartbeat, process_id)
     if row is None:
@@ -96,7 +110,11 @@ def mark_stopped(session: Session, process_id: str, *, now: datetime | None = No
 
 
 def reap(
-    session: Session, *, host: str, own_pid: int, pid_alive: Callable[[int], bool],
+    session: Session,
+    *,
+    host: str,
+    own_pid: int,
+    pid_alive: Callable[[int], bool],
     now: datetime | None = None,
 ) -> list[str]:
     """Mark ``died`` the rows of this host that say running but whose process is gone
@@ -107,8 +125,11 @@ def reap(
     """
     now = now or utcnow()
     died = []
-    for row in session.scalars(select(Heartbeat).where(
-            Heartbeat.host == host, Heartbeat.state == RUNNING, Heartbeat.pid != own_pid)):
+    for row in session.scalars(
+        select(Heartbeat).where(
+            Heartbeat.host == host, Heartbeat.state == RUNNING, Heartbeat.pid != own_pid
+        )
+    ):
         if not pid_alive(row.pid):
             row.state = DIED
             row.details = {**(row.details or {}), "found_dead_at": now.isoformat()}
@@ -185,14 +206,26 @@ class Heartbeater:
         details = self._collect()
         try:
             with self.catalog.transaction() as s:
-                beat(s, process_id=self.process_id, role=self.role, station_id=self.station_id,
-                     host=self.host, pid=self.pid, started_at=self.started_at,
-                     interval_s=self.interval_s, details=details, version=self.version)
+                beat(
+                    s,
+                    process_id=self.process_id,
+                    role=self.role,
+                    station_id=self.station_id,
+                    host=self.host,
+                    pid=self.pid,
+                    started_at=self.started_at,
+                    interval_s=self.interval_s,
+                    details=details,
+                    version=self.version,
+                )
             ok = True
         except Exception as exc:  # the catalog may be down: the work goes on regardless
             self.failures += 1
-            log.warning("heartbeat not written (retrying in %.0f s): %s", self.interval_s,
-                        getattr(exc, "message", None) or exc)
+            log.warning(
+                "heartbeat not written (retrying in %.0f s): %s",
+                self.interval_s,
+                getattr(exc, "message", None) or exc,
+            )
             ok = False
         try:
             self._on_result(ok)
@@ -208,8 +241,9 @@ class Heartbeater:
             return {"details_error": f"{type(exc).__name__}: {exc}"}
 
     def start(self) -> Heartbeater:
-        self._thread = threading.Thread(target=self._loop, name=f"heartbeat-{self.role}",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop, name=f"heartbeat-{self.role}", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -239,8 +273,11 @@ class Heartbeater:
             with self.catalog.transaction() as s:
                 mark_stopped(s, self.process_id, details=details)
         except Exception as exc:
-            log.warning("could not mark heartbeat %s stopped: %s", self.process_id,
-                        getattr(exc, "message", None) or exc)
+            log.warning(
+                "could not mark heartbeat %s stopped: %s",
+                self.process_id,
+                getattr(exc, "message", None) or exc,
+            )
 
     def __enter__(self) -> Heartbeater:
         return self.start()

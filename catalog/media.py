@@ -49,8 +49,9 @@ class DerivedObject:
     profile: str = ""
 
 
-def record_probe(session: Session, signer: Any, rec: Recording, out: ProbeOutcome,
-                 actor: str) -> None:
+def record_probe(
+    session: Session, signer: Any, rec: Recording, out: ProbeOutcome, actor: str
+) -> None:
     if rec.state not in ("STORED", "PROBED"):
         return  # already further along: a replayed work item changes nothing
     rec.probe = out.probe
@@ -62,20 +63,33 @@ def record_probe(session: Session, signer: Any, rec: Recording, out: ProbeOutcom
     rec.flags = {**(rec.flags or {}), **out.flags}
     rec.state = "PROBED"
     append_event(
-        session, signer, actor=actor, action="probed", object_type="recording",
+        session,
+        signer,
+        actor=actor,
+        action="probed",
+        object_type="recording",
         object_id=rec.sha256,
         details={
-            "ok": out.probe.get("ok"), "error": out.probe.get("error"),
-            "container": out.probe.get("container"), "video": out.probe.get("video_codec"),
-            "audio": out.probe.get("audio_codec"), "duration_s": out.duration_s,
+            "ok": out.probe.get("ok"),
+            "error": out.probe.get("error"),
+            "container": out.probe.get("container"),
+            "video": out.probe.get("video_codec"),
+            "audio": out.probe.get("audio_codec"),
+            "duration_s": out.duration_s,
             "start": out.start.isoformat() if out.start else None,
             "flags": sorted(out.flags),
         },
     )
     if out.flags.get("damaged"):
-        append_event(session, signer, actor=actor, action="flagged-damaged",
-                     object_type="recording", object_id=rec.sha256,
-                     details={"reason": out.flags["damaged"]})
+        append_event(
+            session,
+            signer,
+            actor=actor,
+            action="flagged-damaged",
+            object_type="recording",
+            object_id=rec.sha256,
+            details={"reason": out.flags["damaged"]},
+        )
     if out.segment_seq is not None and out.start is not None:
         assign_group(session, rec, out.segment_seq)
     queue.enqueue(session, DERIVE, str(rec.id))
@@ -97,10 +111,16 @@ def assign_group(session: Session, rec: Recording, seq: int) -> None:
     for other in neighbours:
         if other.captured_at is None:
             continue
-        before = other.group_seq == seq - 1 and other.capture_end is not None and abs(
-            rec.captured_at - other.capture_end) <= SEGMENT_GAP
-        after = other.group_seq == seq + 1 and rec.capture_end is not None and abs(
-            other.captured_at - rec.capture_end) <= SEGMENT_GAP
+        before = (
+            other.group_seq == seq - 1
+            and other.capture_end is not None
+            and abs(rec.captured_at - other.capture_end) <= SEGMENT_GAP
+        )
+        after = (
+            other.group_seq == seq + 1
+            and rec.capture_end is not None
+            and abs(other.captured_at - rec.capture_end) <= SEGMENT_GAP
+        )
         if not (before or after):
             continue
         if other.group_id is None and rec.group_id is None:
@@ -123,31 +143,54 @@ def assign_group(session: Session, rec: Recording, seq: int) -> None:
         assert current is not None
         group = current
         group.start = min(starts) if starts else None
-        ends = [m.capture_end for m in session.scalars(
-            select(Recording).where(Recording.group_id == rec.group_id)) if m.capture_end]
+        ends = [
+            m.capture_end
+            for m in session.scalars(select(Recording).where(Recording.group_id == rec.group_id))
+            if m.capture_end
+        ]
         group.end = max(ends) if ends else None
 
 
-def record_derivative(session: Session, signer: Any, rec: Recording, d: DerivedObject,
-                      actor: str) -> Derivative:
+def record_derivative(
+    session: Session, signer: Any, rec: Recording, d: DerivedObject, actor: str
+) -> Derivative:
     existing = session.scalars(
         select(Derivative).where(Derivative.recording_id == rec.id, Derivative.kind == d.kind)
     ).first()
     if existing is not None:
         return existing
     row = Derivative(
-        recording_id=rec.id, kind=d.kind, sha256=d.sha256, sm3=d.sm3, size=d.size,
-        object_key=d.object_key, profile=d.profile, method=d.method,
-        tool_version=d.tool_version, duration_s=d.duration_s, command={"argv": d.command},
+        recording_id=rec.id,
+        kind=d.kind,
+        sha256=d.sha256,
+        sm3=d.sm3,
+        size=d.size,
+        object_key=d.object_key,
+        profile=d.profile,
+        method=d.method,
+        tool_version=d.tool_version,
+        duration_s=d.duration_s,
+        command={"argv": d.command},
     )
     session.add(row)
     session.flush()
     append_event(
-        session, signer, actor=actor, action="derived", object_type="derivative",
+        session,
+        signer,
+        actor=actor,
+        action="derived",
+        object_type="derivative",
         object_id=d.sha256,
-        details={"source": rec.sha256, "kind": d.kind, "method": d.method,
-                 "command": d.command, "ffmpeg": d.tool_version, "sm3": d.sm3, "size": d.size,
-                 "recovered": d.method == "recovered"},
+        details={
+            "source": rec.sha256,
+            "kind": d.kind,
+            "method": d.method,
+            "command": d.command,
+            "ffmpeg": d.tool_version,
+            "sm3": d.sm3,
+            "size": d.size,
+            "recovered": d.method == "recovered",
+        },
     )
     return row
 
@@ -167,10 +210,14 @@ def find_recording(session: Session, ref: str) -> list[Recording]:
         return [rec] if rec else []
     if len(ref) < 6 or any(c not in "0123456789abcdef" for c in ref):
         return []
-    found = list(session.scalars(select(Recording).where(Recording.sha256.startswith(ref))
-                                 .limit(5)))
-    found += [r for r in session.scalars(select(Recording).where(Recording.sm3.startswith(ref))
-                                         .limit(5)) if r not in found]
+    found = list(
+        session.scalars(select(Recording).where(Recording.sha256.startswith(ref)).limit(5))
+    )
+    found += [
+        r
+        for r in session.scalars(select(Recording).where(Recording.sm3.startswith(ref)).limit(5))
+        if r not in found
+    ]
     return found
 
 
@@ -178,14 +225,20 @@ def recording_report(session: Session, rec: Recording) -> dict[str, Any]:
     """Everything `liuhen show` prints about one recording."""
     from catalog.models import CustodyEvent, Device, DockingFile, Officer
 
-    derivatives = list(session.scalars(
-        select(Derivative).where(Derivative.recording_id == rec.id).order_by(Derivative.id)))
+    derivatives = list(
+        session.scalars(
+            select(Derivative).where(Derivative.recording_id == rec.id).order_by(Derivative.id)
+        )
+    )
     object_ids = [rec.sha256, *(d.sha256 for d in derivatives)]
     events = session.scalars(
-        select(CustodyEvent).where(CustodyEvent.object_id.in_(object_ids))
-        .order_by(CustodyEvent.at, CustodyEvent.station_id, CustodyEvent.seq))
-    files = session.scalars(select(DockingFile).where(DockingFile.recording_id == rec.id)
-                            .order_by(DockingFile.id))
+        select(CustodyEvent)
+        .where(CustodyEvent.object_id.in_(object_ids))
+        .order_by(CustodyEvent.at, CustodyEvent.station_id, CustodyEvent.seq)
+    )
+    files = session.scalars(
+        select(DockingFile).where(DockingFile.recording_id == rec.id).order_by(DockingFile.id)
+    )
     device = session.get(Device, rec.device_id) if rec.device_id else None
     officer = session.get(Officer, rec.officer_id) if rec.officer_id else None
     probe = dict(rec.probe or {})
@@ -193,10 +246,18 @@ def recording_report(session: Session, rec: Recording) -> dict[str, Any]:
     segments: list[dict[str, Any]] = []
     if rec.group_id is not None:
         segments = [
-            {"id": r.id, "seq": r.group_seq, "name": r.original_name,
-             "start": _iso(r.captured_at), "end": _iso(r.capture_end)}
-            for r in session.scalars(select(Recording).where(Recording.group_id == rec.group_id)
-                                     .order_by(Recording.group_seq))
+            {
+                "id": r.id,
+                "seq": r.group_seq,
+                "name": r.original_name,
+                "start": _iso(r.captured_at),
+                "end": _iso(r.capture_end),
+            }
+            for r in session.scalars(
+                select(Recording)
+                .where(Recording.group_id == rec.group_id)
+                .order_by(Recording.group_seq)
+            )
         ]
     return {
         "id": rec.id,
@@ -217,17 +278,30 @@ def recording_report(session: Session, rec: Recording) -> dict[str, Any]:
         "time_evidence": rec.time_evidence,
         "flags": rec.flags,
         "chapters": segments,
-        "seen_in": [{"docking": f.docking_id, "path": f.relpath, "state": f.state}
-                    for f in files],
+        "seen_in": [{"docking": f.docking_id, "path": f.relpath, "state": f.state} for f in files],
         "derivatives": [
-            {"kind": d.kind, "method": d.method, "sha256": d.sha256, "sm3": d.sm3,
-             "size": d.size, "duration_s": d.duration_s, "object_key": d.object_key,
-             "ffmpeg": d.tool_version, "command": (d.command or {}).get("argv")}
+            {
+                "kind": d.kind,
+                "method": d.method,
+                "sha256": d.sha256,
+                "sm3": d.sm3,
+                "size": d.size,
+                "duration_s": d.duration_s,
+                "object_key": d.object_key,
+                "ffmpeg": d.tool_version,
+                "command": (d.command or {}).get("argv"),
+            }
             for d in derivatives
         ],
         "custody": [
-            {"station": e.station_id, "seq": e.seq, "at": e.at, "actor": e.actor,
-             "action": e.action, "object": e.object_id}
+            {
+                "station": e.station_id,
+                "seq": e.seq,
+                "at": e.at,
+                "actor": e.actor,
+                "action": e.action,
+                "object": e.object_id,
+            }
             for e in events
         ],
     }

@@ -184,8 +184,9 @@ class Recording(Base):
     probe: Mapped[dict[str, Any] | None] = mapped_column(default=None)
     time_evidence: Mapped[dict[str, Any] | None] = mapped_column(default=None)
     # Segments a recorder split from one recording share a group (chapters).
-    group_id: Mapped[int | None] = mapped_column(ForeignKey("recording_groups.id"), index=True,
-                                                 default=None)
+    group_id: Mapped[int | None] = mapped_column(
+        ForeignKey("recording_groups.id"), index=True, default=None
+    )
     group_seq: Mapped[int | None] = mapped_column(Integer, default=None)
     stored_at: Mapped[datetime | None] = mapped_column(default=None)
     verified_at: Mapped[datetime | None] = mapped_column(default=None)
@@ -338,8 +339,7 @@ class ActionOfficer(Base):
     __tablename__ = "action_officers"
 
     action_id: Mapped[int] = mapped_column(ForeignKey("enforcement_actions.id"), primary_key=True)
-    officer_id: Mapped[int] = mapped_column(ForeignKey("officers.id"), primary_key=True,
-                                            index=True)
+    officer_id: Mapped[int] = mapped_column(ForeignKey("officers.id"), primary_key=True, index=True)
 
 
 class CaseRecording(Base):
@@ -426,8 +426,9 @@ class ExportItem(Base):
     __tablename__ = "export_items"
 
     export_id: Mapped[int] = mapped_column(ForeignKey("exports.id"), primary_key=True)
-    recording_id: Mapped[int] = mapped_column(ForeignKey("recordings.id"), primary_key=True,
-                                              index=True)
+    recording_id: Mapped[int] = mapped_column(
+        ForeignKey("recordings.id"), primary_key=True, index=True
+    )
     path: Mapped[str] = mapped_column(Text, default="")  # path inside the bag
 
 

@@ -54,7 +54,8 @@ def enqueue_many(
 _ITEMS = WorkItem.__table__
 assert isinstance(_ITEMS, Table)
 _QUEUED = select(_ITEMS.c.subject).where(
-    _ITEMS.c.kind == bindparam("kind"), _ITEMS.c.subject.in_(bindparam("subjects", expanding=True)))
+    _ITEMS.c.kind == bindparam("kind"), _ITEMS.c.subject.in_(bindparam("subjects", expanding=True))
+)
 _INSERT = insert(_ITEMS)
 
 

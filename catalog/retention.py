@@ -77,8 +77,12 @@ def lock_recording(session: Session, rec_id: int) -> Recording | None:
     """The recording, re-read and locked on PostgreSQL, so an attach, a hold or a probe and
     the sweep's deletion of the same recording happen one after the other, each seeing the
     other's outcome. (SQLite write transactions are serial already.)"""
-    return session.get(Recording, rec_id, with_for_update=session.get_bind().dialect.name
-                       == "postgresql", populate_existing=True)
+    return session.get(
+        Recording,
+        rec_id,
+        with_for_update=session.get_bind().dialect.name == "postgresql",
+        populate_existing=True,
+    )
 
 
 def add_years(when: datetime, years: int) -> datetime:
@@ -109,13 +113,21 @@ class Decision:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "recording": self.recording_id, "sha256": self.sha256, "name": self.name,
-            "state": self.state, "rule": self.rule,
+            "recording": self.recording_id,
+            "sha256": self.sha256,
+            "name": self.name,
+            "state": self.state,
+            "rule": self.rule,
             "keep_until": self.keep_until.isoformat() if self.keep_until else None,
-            "expired": self.expired, "deletable": self.deletable, "reasons": self.reasons,
-            "cases": self.cases, "holds": self.holds, "released_holds": self.released_holds,
-            "store_retain_until": (self.store_retain_until.isoformat()
-                                   if self.store_retain_until else None),
+            "expired": self.expired,
+            "deletable": self.deletable,
+            "reasons": self.reasons,
+            "cases": self.cases,
+            "holds": self.holds,
+            "released_holds": self.released_holds,
+            "store_retain_until": (
+                self.store_retain_until.isoformat() if self.store_retain_until else None
+            ),
         }
 
 
@@ -141,7 +153,8 @@ def _floor_since_sql() -> Any:
     return sql_case(
         (or_(Recording.state == "STORED", Recording.captured_at.is_(None)), Recording.received_at),
         (Recording.captured_at > Recording.received_at, Recording.captured_at),
-        else_=Recording.received_at)
+        else_=Recording.received_at,
+    )
 
 
 def floor_date(rec: Recording, policy: RetentionSettings) -> datetime:
@@ -156,75 +169,135 @@ def case_keep_until(case: Case) -> datetime | None:
     return add_years(case.closed_at or case.updated_at, years)
 
 
-def explain(session: Session, rec: Recording, policy: RetentionSettings,
-            now: datetime | None = None) -> Decision:
+def explain(
+    session: Session, rec: Recording, policy: RetentionSettings, now: datetime | None = None
+) -> Decision:
     now = now or datetime.now(UTC)
-    all_holds = list(session.scalars(select(LegalHold).where(LegalHold.recording_id == rec.id)
-                                     .order_by(LegalHold.id)))
-    base = dict(recording_id=rec.id, sha256=rec.sha256, name=rec.original_name, state=rec.state,
-                store_retain_until=rec.retain_until,
-                released_holds=[_hold_dict(h) for h in all_holds if h.released_at is not None])
+    all_holds = list(
+        session.scalars(
+            select(LegalHold).where(LegalHold.recording_id == rec.id).order_by(LegalHold.id)
+        )
+    )
+    # The fields every decision shares (Any: they go to Decision by keyword).
+    base: dict[str, Any] = dict(
+        recording_id=rec.id,
+        sha256=rec.sha256,
+        name=rec.original_name,
+        state=rec.state,
+        store_retain_until=rec.retain_until,
+        released_holds=[_hold_dict(h) for h in all_holds if h.released_at is not None],
+    )
     if rec.state == EXPIRED:
-        stone = session.scalars(select(Tombstone).where(Tombstone.recording_id == rec.id)
-                                .order_by(Tombstone.id.desc())).first()  # the latest expiry
-        why = f"deleted at expiry on {stone.deleted_at.isoformat()}: {stone.reason}" if stone \
+        stone = session.scalars(
+            select(Tombstone).where(Tombstone.recording_id == rec.id).order_by(Tombstone.id.desc())
+        ).first()  # the latest expiry
+        why = (
+            f"deleted at expiry on {stone.deleted_at.isoformat()}: {stone.reason}"
+            if stone
             else "expired"
-        return Decision(**base, rule="expired", keep_until=stone.expired_at if stone else None,  # type: ignore[arg-type]
-                        expired=True, deletable=False, reasons=[why])
+        )
+        return Decision(
+            **base,
+            rule="expired",
+            keep_until=stone.expired_at if stone else None,
+            expired=True,
+            deletable=False,
+            reasons=[why],
+        )
     if rec.state == EXPIRING:
         pending = (rec.flags or {}).get("expiry") or {}
         until = pending.get("keep_until")
-        return Decision(**base, rule="expired",  # type: ignore[arg-type]
-                        keep_until=datetime.fromisoformat(until) if until else None,
-                        expired=True, deletable=False,
-                        reasons=[f"deletion decided on {pending.get('decided_at')} by "
-                                 f"{pending.get('actor')} ({pending.get('reason')}); not "
-                                 "finished: the next 'retention sweep --apply' completes it"])
+        return Decision(
+            **base,
+            rule="expired",
+            keep_until=datetime.fromisoformat(until) if until else None,
+            expired=True,
+            deletable=False,
+            reasons=[
+                f"deletion decided on {pending.get('decided_at')} by "
+                f"{pending.get('actor')} ({pending.get('reason')}); not "
+                "finished: the next 'retention sweep --apply' completes it"
+            ],
+        )
     floor = floor_date(rec, policy)
     since = floor_since(rec)[1]
-    reasons = [f"unattached minimum: {policy.unattached_days} days from {since} → "
-               f"{floor.isoformat()}"]
+    reasons = [
+        f"unattached minimum: {policy.unattached_days} days from {since} → {floor.isoformat()}"
+    ]
     holds = [_hold_dict(h) for h in all_holds if h.released_at is None]
     cases = []
-    for cr, case in session.execute(select(CaseRecording, Case).join(
-            Case, Case.id == CaseRecording.case_id).where(
-            CaseRecording.recording_id == rec.id, CaseRecording.detached_at.is_(None))):
+    for cr, case in session.execute(
+        select(CaseRecording, Case)
+        .join(Case, Case.id == CaseRecording.case_id)
+        .where(CaseRecording.recording_id == rec.id, CaseRecording.detached_at.is_(None))
+    ):
         until = case_keep_until(case)
-        cases.append({"case": case.number, "retention": case.retention, "status": case.status,
-                      "method": cr.method, "keep_until": until.isoformat() if until else None})
+        cases.append(
+            {
+                "case": case.number,
+                "retention": case.retention,
+                "status": case.status,
+                "method": cr.method,
+                "keep_until": until.isoformat() if until else None,
+            }
+        )
     important = rec.important and rec.reviewed_at is None
     keep_until: datetime | None
     if holds:
         rule, keep_until = "legal-hold", None
-        reasons[:0] = [f"legal hold ({len(holds)} in force): never expires while held",
-                       *(describe_hold(h) for h in all_holds if h.released_at is None)]
+        reasons[:0] = [
+            f"legal hold ({len(holds)} in force): never expires while held",
+            *(describe_hold(h) for h in all_holds if h.released_at is None),
+        ]
     elif important:
         rule, keep_until = "important", None
         reasons.insert(0, "marked important on the device: kept until reviewed")
     elif cases:
         rule = "case"
         ends = [case_keep_until_from(c) for c in cases]
-        keep_until = None if any(e is None for e in ends) else max(
-            [floor, *(e for e in ends if e is not None)])
+        keep_until = (
+            None
+            if any(e is None for e in ends)
+            else max([floor, *(e for e in ends if e is not None)])
+        )
         for c in cases:
-            end = c["keep_until"] or ("永久" if c["retention"] == PERMANENT else
-                                      f"{c['retention']} from closing (case is {c['status']})")
+            end = c["keep_until"] or (
+                "永久"
+                if c["retention"] == PERMANENT
+                else f"{c['retention']} from closing (case is {c['status']})"
+            )
             reasons.insert(0, f"attached to {c['case']} ({c['method']}): {c['retention']} → {end}")
     else:
         rule, keep_until = "unattached", floor
     expired = keep_until is not None and keep_until <= now
     deletable = expired and rule == "unattached" and rec.state in LIVE_STATES
     if expired and rule == "case":
-        reasons.append("the case periods have run out; attached recordings are disposed of "
-                       "with the case file, never by the sweep")
-    return Decision(**base, rule=rule, keep_until=keep_until, expired=expired,  # type: ignore[arg-type]
-                    deletable=deletable, reasons=reasons, cases=cases, holds=holds)
+        reasons.append(
+            "the case periods have run out; attached recordings are disposed of "
+            "with the case file, never by the sweep"
+        )
+    return Decision(
+        **base,
+        rule=rule,
+        keep_until=keep_until,
+        expired=expired,
+        deletable=deletable,
+        reasons=reasons,
+        cases=cases,
+        holds=holds,
+    )
 
 
 def _hold_dict(h: LegalHold) -> dict[str, Any]:
-    return {"id": h.id, "reason": h.reason, "by": h.placed_by, "at": h.placed_at.isoformat(),
-            "released_at": h.released_at.isoformat() if h.released_at else None,
-            "released_by": h.released_by, "release_reason": h.release_reason}
+    return {
+        "id": h.id,
+        "reason": h.reason,
+        "by": h.placed_by,
+        "at": h.placed_at.isoformat(),
+        "released_at": h.released_at.isoformat() if h.released_at else None,
+        "released_by": h.released_by,
+        "release_reason": h.release_reason,
+    }
 
 
 def case_keep_until_from(c: dict[str, Any]) -> datetime | None:
@@ -234,8 +307,9 @@ def case_keep_until_from(c: dict[str, Any]) -> datetime | None:
 # --- the store's own retention (S3 Object Lock) -------------------------------------------
 
 
-def store_target(session: Session, rec: Recording, policy: RetentionSettings,
-                 now: datetime | None = None) -> datetime | None:
+def store_target(
+    session: Session, rec: Recording, policy: RetentionSettings, now: datetime | None = None
+) -> datetime | None:
     """The retain-until date the store should hold for an attached recording, or None.
 
     Permanent cases get ``permanent_years`` ahead; an N-year case N years from its
@@ -244,9 +318,11 @@ def store_target(session: Session, rec: Recording, policy: RetentionSettings,
     """
     now = now or datetime.now(UTC)
     best: datetime | None = None
-    for case in session.scalars(select(Case).join(CaseRecording, CaseRecording.case_id == Case.id)
-                                .where(CaseRecording.recording_id == rec.id,
-                                       CaseRecording.detached_at.is_(None))):
+    for case in session.scalars(
+        select(Case)
+        .join(CaseRecording, CaseRecording.case_id == Case.id)
+        .where(CaseRecording.recording_id == rec.id, CaseRecording.detached_at.is_(None))
+    ):
         years = PERIOD_YEARS.get(case.retention)
         if years is None:
             until = add_years(now, policy.permanent_years)
@@ -257,8 +333,9 @@ def store_target(session: Session, rec: Recording, policy: RetentionSettings,
     return best
 
 
-def sync_store_retention(session: Session, store: ObjectStore, rec: Recording,
-                         policy: RetentionSettings) -> datetime | None:
+def sync_store_retention(
+    session: Session, store: ObjectStore, rec: Recording, policy: RetentionSettings
+) -> datetime | None:
     """Extend the original's retention in the store to what its cases need."""
     target = store_target(session, rec, policy)
     if target is None or (rec.retain_until is not None and rec.retain_until >= target):
@@ -270,14 +347,22 @@ def sync_store_retention(session: Session, store: ObjectStore, rec: Recording,
     return rec.retain_until
 
 
-def sync_cases_store_retention(session: Session, store: ObjectStore, case_ids: list[int],
-                               policy: RetentionSettings) -> int:
+def sync_cases_store_retention(
+    session: Session, store: ObjectStore, case_ids: list[int], policy: RetentionSettings
+) -> int:
     """After cases closed: their N-year periods now run from the closing, later than the
     date pushed at attach time; extend their recordings' store retention to match."""
     if not case_ids:
         return 0
-    rec_ids = sorted(set(session.scalars(select(CaseRecording.recording_id).where(
-        CaseRecording.case_id.in_(case_ids), CaseRecording.detached_at.is_(None)))))
+    rec_ids = sorted(
+        set(
+            session.scalars(
+                select(CaseRecording.recording_id).where(
+                    CaseRecording.case_id.in_(case_ids), CaseRecording.detached_at.is_(None)
+                )
+            )
+        )
+    )
     for rec_id in rec_ids:
         rec = lock_recording(session, rec_id)
         if rec is not None and rec.state in LIVE_STATES:
@@ -295,8 +380,15 @@ def _store_lock(store: ObjectStore, key: str) -> datetime | None:
 # --- holds and reviews ----------------------------------------------------------------
 
 
-def hold(session: Session, signer: Signer, store: ObjectStore | None, rec: Recording, *,
-         reason: str, actor: str) -> LegalHold:
+def hold(
+    session: Session,
+    signer: Signer,
+    store: ObjectStore | None,
+    rec: Recording,
+    *,
+    reason: str,
+    actor: str,
+) -> LegalHold:
     if not reason.strip():
         raise RetentionError("a legal hold needs a reason", hint="give --reason TEXT")
     rec = lock_recording(session, rec.id) or rec
@@ -306,29 +398,46 @@ def hold(session: Session, signer: Signer, store: ObjectStore | None, rec: Recor
     session.add(row)
     session.flush()
     on_store = _set_store_hold(store, rec.object_key, True)
-    append_event(session, signer, actor=actor, action="legal-hold-placed",
-                 object_type="recording", object_id=rec.sha256,
-                 details={"hold": row.id, "reason": reason, "store": on_store})
+    append_event(
+        session,
+        signer,
+        actor=actor,
+        action="legal-hold-placed",
+        object_type="recording",
+        object_id=rec.sha256,
+        details={"hold": row.id, "reason": reason, "store": on_store},
+    )
     return row
 
 
 def open_holds(session: Session, rec_id: int) -> list[LegalHold]:
-    return list(session.scalars(select(LegalHold).where(
-        LegalHold.recording_id == rec_id, LegalHold.released_at.is_(None))
-        .order_by(LegalHold.id)))
+    return list(
+        session.scalars(
+            select(LegalHold)
+            .where(LegalHold.recording_id == rec_id, LegalHold.released_at.is_(None))
+            .order_by(LegalHold.id)
+        )
+    )
 
 
 def describe_hold(h: LegalHold) -> str:
     """One hold, as a person finds it again: its id, who placed it, when and why."""
     text_ = f"hold {h.id}: placed by {h.placed_by} at {h.placed_at.isoformat()}: {h.reason}"
     if h.released_at is not None:
-        text_ += (f"; released by {h.released_by} at {h.released_at.isoformat()}: "
-                  f"{h.release_reason}")
+        text_ += f"; released by {h.released_by} at {h.released_at.isoformat()}: {h.release_reason}"
     return text_
 
 
-def release(session: Session, signer: Signer, store: ObjectStore | None, rec: Recording, *,
-            reason: str, actor: str, hold_id: int | None = None) -> LegalHold:
+def release(
+    session: Session,
+    signer: Signer,
+    store: ObjectStore | None,
+    rec: Recording,
+    *,
+    reason: str,
+    actor: str,
+    hold_id: int | None = None,
+) -> LegalHold:
     """Lift one legal hold: the one named, or the recording's only one. Each hold is a
     person's decision for a reason of its own (two proceedings, say); lifting one leaves
     the others, and the store's hold stays on while any remains."""
@@ -339,36 +448,56 @@ def release(session: Session, signer: Signer, store: ObjectStore | None, rec: Re
     which = f"recording {rec.id} ({rec.sha256[:16]})"
     listing = "".join(f"\n  {describe_hold(h)}" for h in holds)
     if not holds:
-        raise RetentionError(f"{which} has no legal hold in force",
-                             hint="see 'liuhen retention explain'")
+        raise RetentionError(
+            f"{which} has no legal hold in force", hint="see 'liuhen retention explain'"
+        )
     if hold_id is None:
         if len(holds) > 1:
-            raise HoldNotNamed(f"{which} has {len(holds)} legal holds in force, and a "
-                               f"release lifts one:{listing}",
-                               hint="name the one to lift with --hold ID")
+            raise HoldNotNamed(
+                f"{which} has {len(holds)} legal holds in force, and a release lifts one:{listing}",
+                hint="name the one to lift with --hold ID",
+            )
         row = holds[0]
     else:
         found = [h for h in holds if h.id == hold_id]
         if not found:
             other = session.get(LegalHold, hold_id)
-            why = ("is not a hold of this recording" if other is None
-                   or other.recording_id != rec.id else
-                   f"was already released by {other.released_by} at "
-                   f"{other.released_at.isoformat() if other.released_at else '?'}")
-            raise RetentionError(f"{which}: hold {hold_id} {why}; in force:{listing}",
-                                 hint="name one of the holds in force with --hold ID")
+            why = (
+                "is not a hold of this recording"
+                if other is None or other.recording_id != rec.id
+                else f"was already released by {other.released_by} at "
+                f"{other.released_at.isoformat() if other.released_at else '?'}"
+            )
+            raise RetentionError(
+                f"{which}: hold {hold_id} {why}; in force:{listing}",
+                hint="name one of the holds in force with --hold ID",
+            )
         row = found[0]
     row.released_at, row.released_by, row.release_reason = utcnow(), actor, reason
     remaining = [h.id for h in holds if h.id != row.id]
     on_store = ""
     if rec.state in LIVE_STATES:
-        on_store = (_set_store_hold(store, rec.object_key, False) if not remaining
-                    else "kept on: other holds remain")
-    append_event(session, signer, actor=actor, action="legal-hold-released",
-                 object_type="recording", object_id=rec.sha256,
-                 details={"hold": row.id, "placed_by": row.placed_by,
-                          "hold_reason": row.reason, "reason": reason,
-                          "remaining": remaining, "store": on_store})
+        on_store = (
+            _set_store_hold(store, rec.object_key, False)
+            if not remaining
+            else "kept on: other holds remain"
+        )
+    append_event(
+        session,
+        signer,
+        actor=actor,
+        action="legal-hold-released",
+        object_type="recording",
+        object_id=rec.sha256,
+        details={
+            "hold": row.id,
+            "placed_by": row.placed_by,
+            "hold_reason": row.reason,
+            "reason": reason,
+            "remaining": remaining,
+            "store": on_store,
+        },
+    )
     return row
 
 
@@ -386,18 +515,26 @@ def _set_store_hold(store: ObjectStore | None, key: str, on: bool) -> str:
     return "on" if on else "off"
 
 
-def review(session: Session, signer: Signer, rec: Recording, *, reason: str,
-           actor: str) -> None:
+def review(session: Session, signer: Signer, rec: Recording, *, reason: str, actor: str) -> None:
     """A reviewer has looked at an important recording: the other rules apply again."""
     if not reason.strip():
         raise RetentionError("a review needs a reason", hint="give --reason TEXT")
     rec = lock_recording(session, rec.id) or rec
     if not rec.important or rec.reviewed_at is not None:
-        raise RetentionError(f"recording {rec.id} is not awaiting review",
-                             hint="only recordings marked important are reviewed")
+        raise RetentionError(
+            f"recording {rec.id} is not awaiting review",
+            hint="only recordings marked important are reviewed",
+        )
     rec.reviewed_at = utcnow()
-    append_event(session, signer, actor=actor, action="reviewed", object_type="recording",
-                 object_id=rec.sha256, details={"reason": reason})
+    append_event(
+        session,
+        signer,
+        actor=actor,
+        action="reviewed",
+        object_type="recording",
+        object_id=rec.sha256,
+        details={"reason": reason},
+    )
 
 
 # --- objects: who still needs them ---------------------------------------------------------
@@ -437,9 +574,13 @@ def lock_object_keys(session: Session, keys: Iterable[str]) -> None:
         ids = sorted({_lock_id(k) for k in todo})
         # Taken in the sorted subquery's order, one after the other (sorted outside, the
         # projection could take them before sorting).
-        session.execute(text("SELECT pg_advisory_xact_lock(x) FROM (SELECT x FROM "
-                             "unnest(CAST(:ids AS bigint[])) AS t(x) ORDER BY x) AS sorted"),
-                        {"ids": ids})
+        session.execute(
+            text(
+                "SELECT pg_advisory_xact_lock(x) FROM (SELECT x FROM "
+                "unnest(CAST(:ids AS bigint[])) AS t(x) ORDER BY x) AS sorted"
+            ),
+            {"ids": ids},
+        )
     held.update(todo)
 
 
@@ -454,29 +595,37 @@ def _locked_keys(session: Session) -> set[str]:
     return keys
 
 
-def live_references(session: Session, key: str, *, besides: int | None = None,
-                    limit: int = 5) -> list[str]:
+def live_references(
+    session: Session, key: str, *, besides: int | None = None, limit: int = 5
+) -> list[str]:
     """Who still needs the object ``key``: each recording (its original) and each derivative
     naming it whose recording is in any state short of EXPIRED. EXPIRING counts: its
     expiry may yet be undone (the store refusing it). ``besides``: a recording whose own
     references do not count (the one being expired)."""
     not_gone = Recording.state != EXPIRED
     originals = select(Recording.id).where(Recording.object_key == key, not_gone)
-    derivatives = (select(Derivative.kind, Derivative.recording_id)
-                   .join(Recording, Recording.id == Derivative.recording_id)
-                   .where(Derivative.object_key == key, not_gone))
+    derivatives = (
+        select(Derivative.kind, Derivative.recording_id)
+        .join(Recording, Recording.id == Derivative.recording_id)
+        .where(Derivative.object_key == key, not_gone)
+    )
     if besides is not None:
         originals = originals.where(Recording.id != besides)
         derivatives = derivatives.where(Derivative.recording_id != besides)
-    refs = [f"original of recording {rec_id}"
-            for rec_id in session.scalars(originals.order_by(Recording.id).limit(limit))]
-    refs += [f"{kind} of recording {rec_id}" for kind, rec_id in session.execute(
-        derivatives.order_by(Derivative.id).limit(limit))]
+    refs = [
+        f"original of recording {rec_id}"
+        for rec_id in session.scalars(originals.order_by(Recording.id).limit(limit))
+    ]
+    refs += [
+        f"{kind} of recording {rec_id}"
+        for kind, rec_id in session.execute(derivatives.order_by(Derivative.id).limit(limit))
+    ]
     return refs[:limit]
 
 
-def delete_unreferenced(session: Session, store: ObjectStore, key: str, *,
-                        besides: int | None = None) -> str:
+def delete_unreferenced(
+    session: Session, store: ObjectStore, key: str, *, besides: int | None = None
+) -> str:
     """Delete an evidence object unless something live still needs it (the one rule, see
     :func:`live_references`); the caller holds the key's lock (:func:`lock_object_keys`)
     until it commits. Returns what was done, for the custody event: ``deleted``,
@@ -512,27 +661,37 @@ def confirm_objects(session: Session, store: ObjectStore, keys: Iterable[str]) -
             raise ObjectGoneWhileReferenced(
                 f"{key}: the object was deleted by a retention sweep (it was another, "
                 "expired recording's) after it was stored for this reference",
-                hint="it is stored again and registered on the next try, by itself")
+                hint="it is stored again and registered on the next try, by itself",
+            )
 
 
 # --- expiry -----------------------------------------------------------------------------
 
 
-def due(session: Session, policy: RetentionSettings, now: datetime,
-        limit: int | None = None) -> list[Decision]:
+def due(
+    session: Session, policy: RetentionSettings, now: datetime, limit: int | None = None
+) -> list[Decision]:
     """Recordings the sweep may delete now, oldest first."""
     cutoff = now - timedelta(days=policy.unattached_days)
     since = _floor_since_sql()
-    attached = exists().where(CaseRecording.recording_id == Recording.id,
-                              CaseRecording.detached_at.is_(None))
+    attached = exists().where(
+        CaseRecording.recording_id == Recording.id, CaseRecording.detached_at.is_(None)
+    )
     held = exists().where(LegalHold.recording_id == Recording.id, LegalHold.released_at.is_(None))
-    query = (select(Recording).where(
-        Recording.state.in_(LIVE_STATES),
-        since <= cutoff,
-        ~attached, ~held,
-        or_(Recording.important.is_(False), and_(Recording.important.is_(True),
-                                                 Recording.reviewed_at.is_not(None))))
-             .order_by(since, Recording.id))
+    query = (
+        select(Recording)
+        .where(
+            Recording.state.in_(LIVE_STATES),
+            since <= cutoff,
+            ~attached,
+            ~held,
+            or_(
+                Recording.important.is_(False),
+                and_(Recording.important.is_(True), Recording.reviewed_at.is_not(None)),
+            ),
+        )
+        .order_by(since, Recording.id)
+    )
     if limit:
         query = query.limit(limit)
     # The query applies rules 1-3 (nothing attached, held or awaiting review); what is
@@ -541,19 +700,31 @@ def due(session: Session, policy: RetentionSettings, now: datetime,
     listed = []
     # Deletions decided by a sweep that did not finish come first, whatever the rules
     # say now: the decision is taken, and the bytes may already be gone.
-    for rec in session.scalars(select(Recording).where(Recording.state == EXPIRING)
-                               .order_by(Recording.id)):
+    for rec in session.scalars(
+        select(Recording).where(Recording.state == EXPIRING).order_by(Recording.id)
+    ):
         listed.append(explain(session, rec, policy, now))
     for rec in session.scalars(query):
         until = floor_date(rec, policy)
         if until > now:  # rounding at the cutoff
             continue
-        listed.append(Decision(
-            recording_id=rec.id, sha256=rec.sha256, name=rec.original_name, state=rec.state,
-            rule="unattached", keep_until=until, expired=True, deletable=True,
-            reasons=[f"unattached minimum: {policy.unattached_days} days from "
-                     f"{floor_since(rec)[1]} → {until.isoformat()}"],
-            store_retain_until=rec.retain_until))
+        listed.append(
+            Decision(
+                recording_id=rec.id,
+                sha256=rec.sha256,
+                name=rec.original_name,
+                state=rec.state,
+                rule="unattached",
+                keep_until=until,
+                expired=True,
+                deletable=True,
+                reasons=[
+                    f"unattached minimum: {policy.unattached_days} days from "
+                    f"{floor_since(rec)[1]} → {until.isoformat()}"
+                ],
+                store_retain_until=rec.retain_until,
+            )
+        )
     return listed
 
 
@@ -565,8 +736,15 @@ class SweepReport:
     refused: list[dict[str, Any]] = field(default_factory=list)
 
 
-def decide_expiry(session: Session, store: ObjectStore, signer: Signer, rec_id: int,
-                  policy: RetentionSettings, now: datetime, actor: str) -> bool:
+def decide_expiry(
+    session: Session,
+    store: ObjectStore,
+    signer: Signer,
+    rec_id: int,
+    policy: RetentionSettings,
+    now: datetime,
+    actor: str,
+) -> bool:
     """Phase 1, in the caller's transaction: decide the deletion, durably, before any byte
     goes. The rules are checked again under the row lock, so an attach or hold that raced
     the listing wins; once committed the recording is EXPIRING, which no attach, hold or
@@ -585,25 +763,45 @@ def decide_expiry(session: Session, store: ObjectStore, signer: Signer, rec_id: 
         info = store.head(rec.object_key)
     except ObjectNotFound:
         info = None
-    if info is not None and (info.legal_hold or (info.retain_until is not None
-                                                 and info.retain_until > now)):
+    if info is not None and (
+        info.legal_hold or (info.retain_until is not None and info.retain_until > now)
+    ):
         # The store's own lock outlasts the catalog's rule: decide nothing.
-        raise RetentionRefused(f"{rec.object_key}: the store keeps it (retained until "
-                               f"{info.retain_until}, legal hold {info.legal_hold})")
+        raise RetentionRefused(
+            f"{rec.object_key}: the store keeps it (retained until "
+            f"{info.retain_until}, legal hold {info.legal_hold})"
+        )
     until = decision.keep_until.isoformat() if decision.keep_until else None
-    reason = (f"unattached, unheld, not important; kept {policy.unattached_days} days from "
-              f"{floor_since(rec)[1]} until {until or '?'}")
-    rec.flags = {**(rec.flags or {}), "expiry": {
-        "from_state": rec.state, "keep_until": until, "reason": reason,
-        "decided_at": now.isoformat(), "actor": actor}}
+    reason = (
+        f"unattached, unheld, not important; kept {policy.unattached_days} days from "
+        f"{floor_since(rec)[1]} until {until or '?'}"
+    )
+    rec.flags = {
+        **(rec.flags or {}),
+        "expiry": {
+            "from_state": rec.state,
+            "keep_until": until,
+            "reason": reason,
+            "decided_at": now.isoformat(),
+            "actor": actor,
+        },
+    }
     rec.state = EXPIRING
-    append_event(session, signer, actor=actor, action="expiry-decided", object_type="recording",
-                 object_id=rec.sha256, details={"reason": reason, "keep_until": until})
+    append_event(
+        session,
+        signer,
+        actor=actor,
+        action="expiry-decided",
+        object_type="recording",
+        object_id=rec.sha256,
+        details={"reason": reason, "keep_until": until},
+    )
     return True
 
 
-def expire_one(session: Session, signer: Signer, store: ObjectStore, rec_id: int,
-               now: datetime, actor: str) -> dict[str, Any] | None:
+def expire_one(
+    session: Session, signer: Signer, store: ObjectStore, rec_id: int, now: datetime, actor: str
+) -> dict[str, Any] | None:
     """Phase 2, in the caller's transaction: delete an EXPIRING original and its
     derivatives, then write the tombstone and the custody events. Killed part-way, the
     recording stays EXPIRING and the next sweep completes it (objects already gone are
@@ -617,16 +815,26 @@ def expire_one(session: Session, signer: Signer, store: ObjectStore, rec_id: int
     # The keys are locked before the row, the order every writer keeps (lock_object_keys).
     # They cannot change meanwhile: no derivative is recorded for an EXPIRING recording,
     # and only an EXPIRED one is restored with a new key.
-    lock_object_keys(session, [first.object_key, *session.scalars(
-        select(Derivative.object_key).where(Derivative.recording_id == rec_id))])
+    lock_object_keys(
+        session,
+        [
+            first.object_key,
+            *session.scalars(
+                select(Derivative.object_key).where(Derivative.recording_id == rec_id)
+            ),
+        ],
+    )
     rec = lock_recording(session, rec_id)
     if rec is None or rec.state != EXPIRING:
         return None
     pending = dict((rec.flags or {}).get("expiry") or {})
     keep_until = pending.get("keep_until")
     reason = str(pending.get("reason") or "expired")
-    derivatives = list(session.scalars(select(Derivative).where(
-        Derivative.recording_id == rec.id).order_by(Derivative.id)))
+    derivatives = list(
+        session.scalars(
+            select(Derivative).where(Derivative.recording_id == rec.id).order_by(Derivative.id)
+        )
+    )
     lock_object_keys(session, [rec.object_key, *(d.object_key for d in derivatives)])
     # The original first: where the store refuses it, nothing is deleted.
     try:
@@ -634,42 +842,101 @@ def expire_one(session: Session, signer: Signer, store: ObjectStore, rec_id: int
     except RetentionRefused as exc:
         rec.state = str(pending.get("from_state") or "STORED")
         rec.flags = {k: v for k, v in (rec.flags or {}).items() if k != "expiry"}
-        append_event(session, signer, actor=actor, action="expiry-undone",
-                     object_type="recording", object_id=rec.sha256,
-                     details={"error": exc.message})
+        append_event(
+            session,
+            signer,
+            actor=actor,
+            action="expiry-undone",
+            object_type="recording",
+            object_id=rec.sha256,
+            details={"error": exc.message},
+        )
         return {"refused": exc.message}
-    gone = [delete_unreferenced(session, store, d.object_key, besides=rec.id)
-            for d in derivatives]
-    objects = {"original": {"key": rec.object_key, "sha256": rec.sha256, "sm3": rec.sm3,
-                            "size": rec.size, "store": original},
-               "derivatives": [{"kind": d.kind, "key": d.object_key, "sha256": d.sha256,
-                                "sm3": d.sm3, "size": d.size, "store": how}
-                               for d, how in zip(derivatives, gone, strict=True)]}
-    session.add(Tombstone(
-        recording_id=rec.id, sha256=rec.sha256, sm3=rec.sm3, size=rec.size,
-        original_name=rec.original_name, captured_at=rec.captured_at,
-        received_at=rec.received_at,
-        expired_at=datetime.fromisoformat(keep_until) if keep_until else None, deleted_at=now,
-        reason=reason, actor=actor, objects=objects))
+    gone = [delete_unreferenced(session, store, d.object_key, besides=rec.id) for d in derivatives]
+    objects = {
+        "original": {
+            "key": rec.object_key,
+            "sha256": rec.sha256,
+            "sm3": rec.sm3,
+            "size": rec.size,
+            "store": original,
+        },
+        "derivatives": [
+            {
+                "kind": d.kind,
+                "key": d.object_key,
+                "sha256": d.sha256,
+                "sm3": d.sm3,
+                "size": d.size,
+                "store": how,
+            }
+            for d, how in zip(derivatives, gone, strict=True)
+        ],
+    }
+    session.add(
+        Tombstone(
+            recording_id=rec.id,
+            sha256=rec.sha256,
+            sm3=rec.sm3,
+            size=rec.size,
+            original_name=rec.original_name,
+            captured_at=rec.captured_at,
+            received_at=rec.received_at,
+            expired_at=datetime.fromisoformat(keep_until) if keep_until else None,
+            deleted_at=now,
+            reason=reason,
+            actor=actor,
+            objects=objects,
+        )
+    )
     rec.state = EXPIRED
     for d, how in zip(derivatives, gone, strict=True):
-        append_event(session, signer, actor=actor, action="expired-deleted",
-                     object_type="derivative", object_id=d.sha256,
-                     details={"source": rec.sha256, "kind": d.kind, "key": d.object_key,
-                              "store": how})
-    append_event(session, signer, actor=actor, action="expired-deleted", object_type="recording",
-                 object_id=rec.sha256,
-                 details={"key": rec.object_key, "sm3": rec.sm3, "size": rec.size,
-                          "reason": reason, "store": original,
-                          "derivatives": [d.sha256 for d in derivatives]})
+        append_event(
+            session,
+            signer,
+            actor=actor,
+            action="expired-deleted",
+            object_type="derivative",
+            object_id=d.sha256,
+            details={"source": rec.sha256, "kind": d.kind, "key": d.object_key, "store": how},
+        )
+    append_event(
+        session,
+        signer,
+        actor=actor,
+        action="expired-deleted",
+        object_type="recording",
+        object_id=rec.sha256,
+        details={
+            "key": rec.object_key,
+            "sm3": rec.sm3,
+            "size": rec.size,
+            "reason": reason,
+            "store": original,
+            "derivatives": [d.sha256 for d in derivatives],
+        },
+    )
     session.flush()
-    return {"recording": rec.id, "sha256": rec.sha256, "name": rec.original_name,
-            "keep_until": keep_until, "derivatives": len(derivatives)}
+    return {
+        "recording": rec.id,
+        "sha256": rec.sha256,
+        "name": rec.original_name,
+        "keep_until": keep_until,
+        "derivatives": len(derivatives),
+    }
 
 
-def sweep(catalog: Catalog, signer: Signer, store: ObjectStore, policy: RetentionSettings, *,
-          actor: str, apply: bool = False, now: datetime | None = None,
-          limit: int | None = None) -> SweepReport:
+def sweep(
+    catalog: Catalog,
+    signer: Signer,
+    store: ObjectStore,
+    policy: RetentionSettings,
+    *,
+    actor: str,
+    apply: bool = False,
+    now: datetime | None = None,
+    limit: int | None = None,
+) -> SweepReport:
     """List what is due; with ``apply``, delete it, one transaction per recording."""
     now = now or datetime.now(UTC)
     with catalog.session() as s:
@@ -688,12 +955,24 @@ def sweep(catalog: Catalog, signer: Signer, store: ObjectStore, policy: Retentio
         except RetentionRefused as exc:
             # The store's own lock outlasts the catalog's rule (it was set from receipt,
             # or extended on an attach since undone): the store wins; try a later sweep.
-            report.refused.append({"recording": d.recording_id, "sha256": d.sha256,
-                                   "name": d.name, "error": exc.message})
+            report.refused.append(
+                {
+                    "recording": d.recording_id,
+                    "sha256": d.sha256,
+                    "name": d.name,
+                    "error": exc.message,
+                }
+            )
             continue
         if done is not None and "refused" in done:
-            report.refused.append({"recording": d.recording_id, "sha256": d.sha256,
-                                   "name": d.name, "error": done["refused"]})
+            report.refused.append(
+                {
+                    "recording": d.recording_id,
+                    "sha256": d.sha256,
+                    "name": d.name,
+                    "error": done["refused"],
+                }
+            )
         elif done is not None:
             report.deleted.append(done)
     return report

@@ -145,8 +145,7 @@ def _from_toml(label: str, value: Any, typ: Any) -> Any:
         ok = isinstance(value, int | float) and not isinstance(value, bool)
         if ok and isinstance(value, int) and abs(value) > 2**53:
             # float() of a huge integer overflows (or rounds): no setting is that big.
-            raise ConfigError(f"{label} must be a number of at most 16 digits, "
-                              f"got {_shown(value)}")
+            raise ConfigError(f"{label} must be a number of at most 16 digits, got {_shown(value)}")
         value = float(value) if ok else value
     elif typ is str:
         ok = isinstance(value, str)
@@ -222,8 +221,10 @@ def _validate(s: Settings, where: str, environ: Mapping[str, str]) -> None:
         raise bad("store.addressing_style", "must be path, virtual or auto")
     if s.store.object_lock_mode not in {"COMPLIANCE", "GOVERNANCE"}:
         raise bad("store.object_lock_mode", "must be COMPLIANCE or GOVERNANCE")
-    for key, pattern in [*(("ingest.filename_patterns", p) for p in s.ingest.filename_patterns),
-                         ("ingest.important_marker", s.ingest.important_marker)]:
+    for key, pattern in [
+        *(("ingest.filename_patterns", p) for p in s.ingest.filename_patterns),
+        ("ingest.important_marker", s.ingest.important_marker),
+    ]:
         try:
             re.compile(pattern)
         except re.error as exc:

@@ -109,8 +109,9 @@ def read_device_info(root: Path, names: tuple[str, ...]) -> tuple[str, dict[str,
     return None
 
 
-def identify(root: Path, file_names: list[str], parser: NameParser,
-             info_names: tuple[str, ...]) -> DeviceIdentity:
+def identify(
+    root: Path, file_names: list[str], parser: NameParser, info_names: tuple[str, ...]
+) -> DeviceIdentity:
     info = read_device_info(root, info_names)
     from_names = [parser.parse(n) for n in file_names]
     serials = sorted({f.serial for f in from_names if f.serial})
@@ -121,11 +122,14 @@ def identify(root: Path, file_names: list[str], parser: NameParser,
         serial = v.get("serial") or None
         officer = v.get("officer_number") or None
         if serials and serial and serials != [serial]:
-            flags.append(f"file names carry device serial(s) {', '.join(serials)}, "
-                         f"device file says {serial}")
+            flags.append(
+                f"file names carry device serial(s) {', '.join(serials)}, device file says {serial}"
+            )
         if officers and officer and officers != [officer]:
-            flags.append(f"file names carry officer number(s) {', '.join(officers)}, "
-                         f"device file says {officer}")
+            flags.append(
+                f"file names carry officer number(s) {', '.join(officers)}, "
+                f"device file says {officer}"
+            )
         offset: float | None
         try:
             offset = float(v["clock_offset_s"]) if v.get("clock_offset_s") else None
@@ -166,8 +170,9 @@ def identify(root: Path, file_names: list[str], parser: NameParser,
     )
 
 
-def several_recorders(root: Path, file_relpaths: list[bytes], parser: NameParser,
-                      info_names: tuple[str, ...]) -> list[tuple[str, str]]:
+def several_recorders(
+    root: Path, file_relpaths: list[bytes], parser: NameParser, info_names: tuple[str, ...]
+) -> list[tuple[str, str]]:
     """The folders of ``root`` that are recorders of different devices, as
     ``(folder, serial)``; empty when ``root`` is one recorder.
 

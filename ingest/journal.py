@@ -24,14 +24,21 @@ from catalog.chainrule import ChainHead, head_from_json
 # REJECTED: not a recording to store (symlink, empty file ...). QUARANTINED: could not be
 # taken (vanished, I/O error, still growing): blocks SAFE_TO_CLEAR.
 PENDING, STAGED, DONE, CLEARED, REJECTED, QUARANTINED = (
-    "PENDING", "STAGED", "DONE", "CLEARED", "REJECTED", "QUARANTINED",
+    "PENDING",
+    "STAGED",
+    "DONE",
+    "CLEARED",
+    "REJECTED",
+    "QUARANTINED",
 )
 OFFLOADING, SAFE_TO_CLEAR, INCOMPLETE = "OFFLOADING", "SAFE_TO_CLEAR", "INCOMPLETE"
 # Docking state: nothing at all was found on the recorder (an empty or unmounted folder).
 # Never safe to clear: 0 of 0 files stored proves nothing about what the recorder holds.
 NO_FILES = "NO_FILES"
-NO_FILES_MESSAGE = ("no files found on the recorder: check that it is mounted (or copied) "
-                    "completely, then dock it again; do not clear it")
+NO_FILES_MESSAGE = (
+    "no files found on the recorder: check that it is mounted (or copied) "
+    "completely, then dock it again; do not clear it"
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS dockings (
@@ -117,8 +124,7 @@ class Journal:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
-                                   timeout=30)
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
         # FULL: a file marked STAGED or DONE stays so after a power cut.
         self._db.execute("PRAGMA synchronous=FULL")
@@ -154,8 +160,18 @@ class Journal:
         with self._tx() as db:
             db.execute(
                 "INSERT INTO dockings VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (d.uid, d.slot, d.source_path, d.serial, json.dumps(d.identity, ensure_ascii=False),
-                 d.state, d.started_at, d.updated_at, d.waiting, d.message),
+                (
+                    d.uid,
+                    d.slot,
+                    d.source_path,
+                    d.serial,
+                    json.dumps(d.identity, ensure_ascii=False),
+                    d.state,
+                    d.started_at,
+                    d.updated_at,
+                    d.waiting,
+                    d.message,
+                ),
             )
 
     def docking(self, uid: str) -> JournalDocking | None:
@@ -190,8 +206,10 @@ class Journal:
         assert set(fields) <= allowed, fields
         sets = ", ".join(f"{k} = ?" for k in fields)
         with self._tx() as db:
-            db.execute(f"UPDATE dockings SET {sets}, updated_at = ? WHERE uid = ?",
-                       (*fields.values(), now_text(), uid))
+            db.execute(
+                f"UPDATE dockings SET {sets}, updated_at = ? WHERE uid = ?",
+                (*fields.values(), now_text(), uid),
+            )
 
     # -- files ------------------------------------------------------------------------------
 
@@ -205,13 +223,17 @@ class Journal:
             )
 
     def files(self, uid: str, states: tuple[str, ...] | None = None) -> list[JournalFile]:
-        cols = ("id, docking_uid, relpath, size, mtime_ns, state, sha256, sm3, staged_at, "
-                "reason, repair")
+        cols = (
+            "id, docking_uid, relpath, size, mtime_ns, state, sha256, sm3, staged_at, "
+            "reason, repair"
+        )
         if states:
             marks = ",".join("?" * len(states))
             rows = self._rows(
                 f"SELECT {cols} FROM files WHERE docking_uid = ? AND state IN ({marks}) "
-                "ORDER BY id", (uid, *states))
+                "ORDER BY id",
+                (uid, *states),
+            )
         else:
             rows = self._rows(f"SELECT {cols} FROM files WHERE docking_uid = ? ORDER BY id", (uid,))
         return [JournalFile(*r) for r in rows]
@@ -219,12 +241,23 @@ class Journal:
     def file(self, file_id: int) -> JournalFile:
         rows = self._rows(
             "SELECT id, docking_uid, relpath, size, mtime_ns, state, sha256, sm3, staged_at, "
-            "reason, repair FROM files WHERE id = ?", (file_id,))
+            "reason, repair FROM files WHERE id = ?",
+            (file_id,),
+        )
         return JournalFile(*rows[0])
 
     def set_file(self, file_id: int, **fields: Any) -> None:
-        allowed = {"state", "sha256", "sm3", "staged_at", "reason", "size", "mtime_ns",
-                   "done_bytes", "repair"}
+        allowed = {
+            "state",
+            "sha256",
+            "sm3",
+            "staged_at",
+            "reason",
+            "size",
+            "mtime_ns",
+            "done_bytes",
+            "repair",
+        }
         assert set(fields) <= allowed, fields
         sets = ", ".join(f"{k} = ?" for k in fields)
         with self._tx() as db:
@@ -247,18 +280,21 @@ class Journal:
         """Counts and bytes per state, for status views."""
         rows = self._rows(
             "SELECT state, COUNT(*), COALESCE(SUM(size), 0) FROM files WHERE docking_uid = ? "
-            "GROUP BY state", (uid,))
+            "GROUP BY state",
+            (uid,),
+        )
         return {state: {"files": n, "bytes": b} for state, n, b in rows}
 
     # -- signed chain heads (catalog.anchors) -----------------------------------------------
 
     def add_anchor(self, head: ChainHead) -> None:
         with self._tx() as db:
-            db.execute("INSERT OR IGNORE INTO anchors VALUES (?,?,?,?)",
-                       (head.station_id, head.seq, head.event_hash, head.to_line()))
+            db.execute(
+                "INSERT OR IGNORE INTO anchors VALUES (?,?,?,?)",
+                (head.station_id, head.seq, head.event_hash, head.to_line()),
+            )
 
-    def anchors(self, station_id: str | None = None,
-                newest: int | None = None) -> list[ChainHead]:
+    def anchors(self, station_id: str | None = None, newest: int | None = None) -> list[ChainHead]:
         with self._lock:
             return _read_anchors(self._db, station_id, newest, str(self.path))
 
@@ -266,12 +302,15 @@ class Journal:
 # -- signed chain heads (catalog.anchors) -----------------------------------------------------
 
 
-def _read_anchors(db: sqlite3.Connection, station_id: str | None, newest: int | None,
-                  where: str) -> list[ChainHead]:
+def _read_anchors(
+    db: sqlite3.Connection, station_id: str | None, newest: int | None, where: str
+) -> list[ChainHead]:
     """Newest first, per station when ``newest`` is given."""
-    sql = ("SELECT doc FROM (SELECT doc, row_number() OVER (PARTITION BY station ORDER BY "
-           "seq DESC) AS n, seq FROM anchors WHERE (? IS NULL OR station = ?)) "
-           "WHERE (? IS NULL OR n <= ?) ORDER BY seq DESC")
+    sql = (
+        "SELECT doc FROM (SELECT doc, row_number() OVER (PARTITION BY station ORDER BY "
+        "seq DESC) AS n, seq FROM anchors WHERE (? IS NULL OR station = ?)) "
+        "WHERE (? IS NULL OR n <= ?) ORDER BY seq DESC"
+    )
     heads = []
     for (doc,) in db.execute(sql, (station_id, station_id, newest, newest)):
         try:

@@ -120,8 +120,9 @@ class Counter(_Family):
         """The sum over every series matching the given labels (e.g. all kinds)."""
         idx = {self.labelnames.index(n): str(v) for n, v in labels.items()}
         with self._lock:
-            return sum(v for k, v in self._values.items()
-                       if all(k[i] == want for i, want in idx.items()))
+            return sum(
+                v for k, v in self._values.items() if all(k[i] == want for i, want in idx.items())
+            )
 
     def samples(self) -> list[str]:
         with self._lock:
@@ -173,8 +174,13 @@ class Histogram(_Family):
 
     kind = "histogram"
 
-    def __init__(self, name: str, help_text: str, labelnames: Sequence[str] = (),
-                 buckets: Sequence[float] = DEFAULT_BUCKETS) -> None:
+    def __init__(
+        self,
+        name: str,
+        help_text: str,
+        labelnames: Sequence[str] = (),
+        buckets: Sequence[float] = DEFAULT_BUCKETS,
+    ) -> None:
         super().__init__(name, help_text, labelnames)
         self.bounds = tuple(sorted(float(b) for b in buckets))
         self._data: dict[LabelValues, _Buckets] = {}
@@ -199,16 +205,18 @@ class Histogram(_Family):
     def samples(self) -> list[str]:
         lines: list[str] = []
         with self._lock:
-            items = sorted((k, _Buckets(list(d.counts), d.total, d.count))
-                           for k, d in self._data.items())
+            items = sorted(
+                (k, _Buckets(list(d.counts), d.total, d.count)) for k, d in self._data.items()
+            )
         for key, data in items:
             for bound, n in zip(self.bounds, data.counts, strict=True):
                 le = f'le="{_format_value(bound)}"'
                 lines.append(f"{self.name}_bucket{_labels(self.labelnames, key, le)} {n}")
             inf = 'le="+Inf"'
             lines.append(f"{self.name}_bucket{_labels(self.labelnames, key, inf)} {data.count}")
-            lines.append(f"{self.name}_sum{_labels(self.labelnames, key)} "
-                         f"{_format_value(data.total)}")
+            lines.append(
+                f"{self.name}_sum{_labels(self.labelnames, key)} {_format_value(data.total)}"
+            )
             lines.append(f"{self.name}_count{_labels(self.labelnames, key)} {data.count}")
         return lines
 
@@ -234,10 +242,16 @@ class Registry:
     def gauge(self, name: str, help_text: str, labelnames: Sequence[str] = ()) -> Gauge:
         return self._add(Gauge(name, help_text, labelnames))  # type: ignore[no-any-return]
 
-    def histogram(self, name: str, help_text: str, labelnames: Sequence[str] = (),
-                  buckets: Sequence[float] = DEFAULT_BUCKETS) -> Histogram:
+    def histogram(
+        self,
+        name: str,
+        help_text: str,
+        labelnames: Sequence[str] = (),
+        buckets: Sequence[float] = DEFAULT_BUCKETS,
+    ) -> Histogram:
         return self._add(  # type: ignore[no-any-return]
-            Histogram(name, help_text, labelnames, buckets))
+            Histogram(name, help_text, labelnames, buckets)
+        )
 
     def on_collect(self, collector: Callable[[], object]) -> None:
         """Run ``collector`` before each rendering (to read a value at scrape time)."""
@@ -268,55 +282,78 @@ class ServiceMetrics:
 
     def __post_init__(self) -> None:
         r = self.registry
-        self.build_info = r.gauge("liuhen_build_info", "Version of 留痕 running.",
-                                  ("version", "role", "station"))
-        self.start_time = r.gauge("liuhen_process_start_time_seconds",
-                                  "Start time of the process since the epoch.")
+        self.build_info = r.gauge(
+            "liuhen_build_info", "Version of 留痕 running.", ("version", "role", "station")
+        )
+        self.start_time = r.gauge(
+            "liuhen_process_start_time_seconds", "Start time of the process since the epoch."
+        )
         self.start_time.set(time.time())
         # -- station: offload
-        self.files = r.counter("liuhen_offload_files_total",
-                               "Files stored and verified (or linked as duplicates) and "
-                               "registered in the catalog.", ("result",))
-        self.bytes = r.counter("liuhen_offload_bytes_total",
-                               "Bytes of files stored and verified (or linked as duplicates).")
-        self.failures = r.counter("liuhen_offload_failures_total",
-                                  "Files quarantined, and waits for an unreachable catalog or "
-                                  "store.", ("reason",))
+        self.files = r.counter(
+            "liuhen_offload_files_total",
+            "Files stored and verified (or linked as duplicates) and registered in the catalog.",
+            ("result",),
+        )
+        self.bytes = r.counter(
+            "liuhen_offload_bytes_total",
+            "Bytes of files stored and verified (or linked as duplicates).",
+        )
+        self.failures = r.counter(
+            "liuhen_offload_failures_total",
+            "Files quarantined, and waits for an unreachable catalog or store.",
+            ("reason",),
+        )
         for result in ("stored", "duplicate"):
             self.files.touch(result=result)
         for reason in ("quarantined", "unavailable"):
             self.failures.touch(reason=reason)
-        self.stage_seconds = r.histogram("liuhen_offload_stage_seconds",
-                                         "Reading one file from the recorder with its digests "
-                                         "into staging.")
-        self.store_seconds = r.histogram("liuhen_offload_store_seconds",
-                                         "Storing, verifying and registering one staged file.")
-        self.dockings = r.counter("liuhen_dockings_total", "Dockings finished, by state.",
-                                  ("state",))
-        self.docking_seconds = r.histogram("liuhen_docking_duration_seconds",
-                                           "One docking, from docked to its final state.")
-        self.station_files = r.gauge("liuhen_station_files",
-                                     "Files of unfinished dockings in the station journal, by "
-                                     "state (PENDING: not yet read; STAGED: waiting for the "
-                                     "store or catalog).", ("state",))
+        self.stage_seconds = r.histogram(
+            "liuhen_offload_stage_seconds",
+            "Reading one file from the recorder with its digests into staging.",
+        )
+        self.store_seconds = r.histogram(
+            "liuhen_offload_store_seconds", "Storing, verifying and registering one staged file."
+        )
+        self.dockings = r.counter(
+            "liuhen_dockings_total", "Dockings finished, by state.", ("state",)
+        )
+        self.docking_seconds = r.histogram(
+            "liuhen_docking_duration_seconds", "One docking, from docked to its final state."
+        )
+        self.station_files = r.gauge(
+            "liuhen_station_files",
+            "Files of unfinished dockings in the station journal, by "
+            "state (PENDING: not yet read; STAGED: waiting for the "
+            "store or catalog).",
+            ("state",),
+        )
         # -- worker: the catalog work queue
-        self.work_items = r.counter("liuhen_work_items_total",
-                                    "Work items finished by this worker.", ("kind", "result"))
-        self.work_seconds = r.histogram("liuhen_work_duration_seconds",
-                                        "Time to do one work item (probe or derivatives).",
-                                        ("kind",))
-        self.derived_bytes = r.counter("liuhen_derived_bytes_total",
-                                       "Bytes of derivatives stored.")
-        self.queue_depth = r.gauge("liuhen_queue_depth",
-                                   "Work items in the catalog queue by kind and state, as of "
-                                   "the last heartbeat.", ("kind", "state"))
+        self.work_items = r.counter(
+            "liuhen_work_items_total", "Work items finished by this worker.", ("kind", "result")
+        )
+        self.work_seconds = r.histogram(
+            "liuhen_work_duration_seconds",
+            "Time to do one work item (probe or derivatives).",
+            ("kind",),
+        )
+        self.derived_bytes = r.counter("liuhen_derived_bytes_total", "Bytes of derivatives stored.")
+        self.queue_depth = r.gauge(
+            "liuhen_queue_depth",
+            "Work items in the catalog queue by kind and state, as of the last heartbeat.",
+            ("kind", "state"),
+        )
         # -- both: heartbeat and catalog reachability
-        self.catalog_up = r.gauge("liuhen_catalog_up",
-                                  "1 when the last heartbeat reached the catalog, else 0.")
-        self.heartbeat_failures = r.counter("liuhen_heartbeat_failures_total",
-                                            "Heartbeats that could not be written.")
-        self.last_heartbeat = r.gauge("liuhen_heartbeat_last_success_timestamp_seconds",
-                                      "When a heartbeat last reached the catalog.")
+        self.catalog_up = r.gauge(
+            "liuhen_catalog_up", "1 when the last heartbeat reached the catalog, else 0."
+        )
+        self.heartbeat_failures = r.counter(
+            "liuhen_heartbeat_failures_total", "Heartbeats that could not be written."
+        )
+        self.last_heartbeat = r.gauge(
+            "liuhen_heartbeat_last_success_timestamp_seconds",
+            "When a heartbeat last reached the catalog.",
+        )
 
     def beat_result(self, ok: bool) -> None:
         """Record the outcome of one heartbeat (the catalog answered or not)."""
@@ -367,9 +404,12 @@ class MetricsServer:
             ) from exc
         self.address = address
         self.port = int(self._http.server_address[1])
-        self._thread = threading.Thread(target=self._http.serve_forever,
-                                        kwargs={"poll_interval": 0.5},
-                                        name="metrics-http", daemon=True)
+        self._thread = threading.Thread(
+            target=self._http.serve_forever,
+            kwargs={"poll_interval": 0.5},
+            name="metrics-http",
+            daemon=True,
+        )
         self._thread.start()
         log.info("metrics on http://%s:%d/metrics", address, self.port)
 
@@ -422,33 +462,41 @@ def station_details(journal: Journal, metrics: ServiceMetrics) -> Callable[[], d
         return {
             "files_pending": files[J.PENDING],
             "files_staged": files[J.STAGED],
-            "files_offloaded": int(sum(metrics.files.value(result=r)
-                                       for r in ("stored", "duplicate"))),
+            "files_offloaded": int(
+                sum(metrics.files.value(result=r) for r in ("stored", "duplicate"))
+            ),
             "bytes_offloaded": int(metrics.bytes.value()),
         }
 
     return details
 
 
-def worker_details(catalog: Catalog, metrics: ServiceMetrics,
-                   owner: str) -> Callable[[], dict[str, Any]]:
+def worker_details(
+    catalog: Catalog, metrics: ServiceMetrics, owner: str
+) -> Callable[[], dict[str, Any]]:
     """What a worker's heartbeat publishes; it also refreshes the queue-depth gauge."""
 
     def details() -> dict[str, Any]:
         with catalog.session() as s:
             counts = queue_counts(s)
-        metrics.queue_depth.replace({(kind, state): n for kind, states in counts.items()
-                                     for state, n in states.items()})
-        return {"lease_owner": owner,
-                "items_done": int(metrics.work_items.total(result="done")),
-                "items_failed": int(metrics.work_items.total(result="failed"))}
+        metrics.queue_depth.replace(
+            {(kind, state): n for kind, states in counts.items() for state, n in states.items()}
+        )
+        return {
+            "lease_owner": owner,
+            "items_done": int(metrics.work_items.total(result="done")),
+            "items_failed": int(metrics.work_items.total(result="failed")),
+        }
 
     return details
 
 
 @contextlib.contextmanager
 def service_health(
-    catalog: Catalog, settings: Settings, role: str, metrics: ServiceMetrics,
+    catalog: Catalog,
+    settings: Settings,
+    role: str,
+    metrics: ServiceMetrics,
     details: Callable[[], Mapping[str, Any]] | None = None,
 ) -> Iterator[Heartbeater]:
     """Heartbeats (and the metrics endpoint, when configured) for as long as a service runs.
@@ -459,8 +507,14 @@ def service_health(
     st = settings.station
     metrics.build_info.set(1, version=software_version() or "dev", role=role, station=st.id)
     server = serve_if_configured(metrics, st.metrics_address, st.metrics_port)
-    beater = Heartbeater(catalog, role=role, station_id=st.id, interval_s=st.heartbeat_s,
-                         details=details, on_result=metrics.beat_result)
+    beater = Heartbeater(
+        catalog,
+        role=role,
+        station_id=st.id,
+        interval_s=st.heartbeat_s,
+        details=details,
+        on_result=metrics.beat_result,
+    )
     beater.start()
     try:
         yield beater

@@ -31,8 +31,13 @@ def watch(station: Station, dock_root: Path, stop: threading.Event) -> None:
         )
     # Heartbeats and metrics never stop offloading: a beat the catalog refuses is retried
     # at the next one, while dockings go on into staging.
-    with service_health(station.catalog, station.settings, "station", station.metrics,
-                        station_details(station.journal, station.metrics)):
+    with service_health(
+        station.catalog,
+        station.settings,
+        "station",
+        station.metrics,
+        station_details(station.journal, station.metrics),
+    ):
         _watch(station, dock_root, stop)
 
 
@@ -55,8 +60,12 @@ def _watch(station: Station, dock_root: Path, stop: threading.Event) -> None:
                 log.info("recorder docked: %s", event.path)
                 running[event.path] = pool.submit(_dock, station, event.path, stop)
 
-        with DockWatcher(dock_root, mode=settings.observer,
-                         poll_interval_s=settings.poll_interval_s, on_event=on_event):
+        with DockWatcher(
+            dock_root,
+            mode=settings.observer,
+            poll_interval_s=settings.poll_interval_s,
+            on_event=on_event,
+        ):
             # Idle too, the chain head is anchored every few minutes: other processes
             # (case commands, exports on this host) append to this station's chain.
             interval = max(station.settings.station.anchor_interval_s, 1.0)

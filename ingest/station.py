@@ -108,13 +108,16 @@ class DockingResult:
     def exit_code(self) -> int:
         if self.state == J.NO_FILES:
             return EXIT_NOINPUT  # nothing found: distinct from "some files were not taken"
-        return 0 if self.state in (J.SAFE_TO_CLEAR, "CLEARED") and not self.problems \
-            else EXIT_PARTIAL
+        return (
+            0 if self.state in (J.SAFE_TO_CLEAR, "CLEARED") and not self.problems else EXIT_PARTIAL
+        )
 
 
 # The custody event ``verified`` of a file whose damaged held copy it replaced.
-REPAIR_CHECK = ("damaged held copy replaced by the recorder's bytes (kept aside first) and "
-                "read back in full (SHA-256)")
+REPAIR_CHECK = (
+    "damaged held copy replaced by the recorder's bytes (kept aside first) and "
+    "read back in full (SHA-256)"
+)
 
 
 class SeveralRecorders(OffloadError):
@@ -185,7 +188,10 @@ class _Committer:
     """
 
     def __init__(
-        self, commit: Callable[[list[_Stored]], None], max_batch: int, window_s: float,
+        self,
+        commit: Callable[[list[_Stored]], None],
+        max_batch: int,
+        window_s: float,
     ) -> None:
         self._commit = commit
         self._max = max_batch
@@ -210,8 +216,7 @@ class _Committer:
             if self._thread is None:
                 # A daemon: every submitter waits for its files, so the thread holds no
                 # work of its own when the process exits (and a kill is replayed anyway).
-                self._thread = threading.Thread(target=self._run, name="committer",
-                                                daemon=True)
+                self._thread = threading.Thread(target=self._run, name="committer", daemon=True)
                 self._thread.start()
             self._items.append(item)
             if was_coming:
@@ -299,11 +304,16 @@ class Station:
         # again in full, since nothing vouches for it in between.
         self._read_back: set[int] = set()
         # (Looked up at each batch, not bound now: a profiler may wrap the method.)
-        self._committer = _Committer(lambda batch: self._commit_batch(batch), COMMIT_BATCH_MAX,
-                                     COMMIT_WINDOW_S)
-        self._anchorer = anchors.Anchorer(self.catalog, self.signer, self.store,
-                                          self.settings.station.anchor_interval_s,
-                                          journal=self.journal)
+        self._committer = _Committer(
+            lambda batch: self._commit_batch(batch), COMMIT_BATCH_MAX, COMMIT_WINDOW_S
+        )
+        self._anchorer = anchors.Anchorer(
+            self.catalog,
+            self.signer,
+            self.store,
+            self.settings.station.anchor_interval_s,
+            journal=self.journal,
+        )
 
     def close(self) -> None:
         self._committer.close()
@@ -359,18 +369,28 @@ class Station:
         log.info("%s: %s", root, J.NO_FILES_MESSAGE)
         now = J.now_text()
         jd = JournalDocking(
-            uid=str(uuid.uuid4()), slot=slot, source_path=str(root), serial=None,
+            uid=str(uuid.uuid4()),
+            slot=slot,
+            source_path=str(root),
+            serial=None,
             identity={"source": "folder", "raw": {"folder": root.name}, "flags": []},
-            state=J.NO_FILES, started_at=now, updated_at=now, waiting=None,
+            state=J.NO_FILES,
+            started_at=now,
+            updated_at=now,
+            waiting=None,
             message=J.NO_FILES_MESSAGE,
         )
         self.journal.add_docking(jd)
-        return DockingResult(uid=jd.uid, state=J.NO_FILES, files=0, stored=0, duplicates=0,
-                             bytes=0)
+        return DockingResult(uid=jd.uid, state=J.NO_FILES, files=0, stored=0, duplicates=0, bytes=0)
 
     def _run_opened(
-        self, jd: JournalDocking, root: Path, entries: list[Any], stop: threading.Event,
-        on_progress: ProgressCallback | None, wait_for_services: bool,
+        self,
+        jd: JournalDocking,
+        root: Path,
+        entries: list[Any],
+        stop: threading.Event,
+        on_progress: ProgressCallback | None,
+        wait_for_services: bool,
     ) -> DockingResult:
         uid = jd.uid
         log.info("docking %s of %s (%s)", uid, root, jd.serial or "unknown device")
@@ -389,12 +409,14 @@ class Station:
         # _take_file call settles its own one.
         self._committer.coming(len(todo))
         with ThreadPoolExecutor(self.ingest.file_workers, thread_name_prefix="offload") as pool:
-            futures = [pool.submit(self._take_file, root, jd, f, progress, stop, report)
-                       for f in todo]
+            futures = [
+                pool.submit(self._take_file, root, jd, f, progress, stop, report) for f in todo
+            ]
         # Every worker has finished; their files' registrations are settled before
         # anything reads the journal again (even when a worker failed).
-        commits = [c for fut in futures if fut.exception() is None
-                   and (c := fut.result()) is not None]
+        commits = [
+            c for fut in futures if fut.exception() is None and (c := fut.result()) is not None
+        ]
         wait_all(commits)
         for fut in futures:
             fut.result()  # a worker's journal failure ends the docking here
@@ -418,8 +440,9 @@ class Station:
         previous = self.journal.resumable(str(root), ident.serial, exclude=self._active)
         if previous is not None:
             log.info("resuming docking %s (%s)", previous.uid, previous.state)
-            self.journal.set_docking(previous.uid, state=J.OFFLOADING, source_path=str(root),
-                                     slot=slot, message=None)
+            self.journal.set_docking(
+                previous.uid, state=J.OFFLOADING, source_path=str(root), slot=slot, message=None
+            )
             # Docked again: what could not be taken last time gets another try.
             for f in self.journal.files(previous.uid, (J.QUARANTINED,)):
                 self.journal.set_file(f.id, state=J.PENDING, reason=None)
@@ -428,15 +451,27 @@ class Station:
             return resumed
         now = J.now_text()
         jd = JournalDocking(
-            uid=str(uuid.uuid4()), slot=slot, source_path=str(root), serial=ident.serial,
+            uid=str(uuid.uuid4()),
+            slot=slot,
+            source_path=str(root),
+            serial=ident.serial,
             identity={
-                "serial": ident.serial, "officer_number": ident.officer_number,
-                "officer_name": ident.officer_name, "unit_number": ident.unit_number,
-                "unit_name": ident.unit_name, "model": ident.model,
-                "clock_offset_s": ident.clock_offset_s, "source": ident.source,
-                "raw": ident.raw, "flags": list(ident.flags),
+                "serial": ident.serial,
+                "officer_number": ident.officer_number,
+                "officer_name": ident.officer_name,
+                "unit_number": ident.unit_number,
+                "unit_name": ident.unit_name,
+                "model": ident.model,
+                "clock_offset_s": ident.clock_offset_s,
+                "source": ident.source,
+                "raw": ident.raw,
+                "flags": list(ident.flags),
             },
-            state=J.OFFLOADING, started_at=now, updated_at=now, waiting=None, message=None,
+            state=J.OFFLOADING,
+            started_at=now,
+            updated_at=now,
+            waiting=None,
+            message=None,
         )
         self.journal.add_docking(jd)
         return jd
@@ -455,8 +490,11 @@ class Station:
         self.journal.add_files(uid, [(e.relpath, 0, e.mtime_ns) for e in odd])
         by_path = {x.relpath: x for x in self.journal.files(uid)}
         for e in odd:
-            reason = ("symbolic link: not followed out of the recorder" if e.kind == "symlink"
-                      else "not a regular file (device, socket or pipe)")
+            reason = (
+                "symbolic link: not followed out of the recorder"
+                if e.kind == "symlink"
+                else "not a regular file (device, socket or pipe)"
+            )
             f = by_path[e.relpath]
             if f.state == J.PENDING:
                 self.journal.set_file(f.id, state=J.REJECTED, reason=reason)
@@ -464,8 +502,13 @@ class Station:
     # -- one file -----------------------------------------------------------------------------
 
     def _take_file(
-        self, root: Path, jd: JournalDocking, f: JournalFile, progress: Progress,
-        stop: threading.Event, report: ProgressCallback,
+        self,
+        root: Path,
+        jd: JournalDocking,
+        f: JournalFile,
+        progress: Progress,
+        stop: threading.Event,
+        report: ProgressCallback,
     ) -> Future[Exception | None] | None:
         """Stage and store one file and hand it to the committer (whose future it returns)."""
         name = display_name(f.relpath)
@@ -481,9 +524,11 @@ class Station:
             if other is not None and f.state in (J.PENDING, J.STAGED):
                 # Never filed silently under another device than the one its name names.
                 self._quarantine(
-                    f, f"its name names device {other}, not this recorder's {jd.serial}: "
+                    f,
+                    f"its name names device {other}, not this recorder's {jd.serial}: "
                     f"not filed under {jd.serial}; dock it in a folder of its own (or "
-                    "correct the recorder's device file), then dock this recorder again")
+                    "correct the recorder's device file), then dock this recorder again",
+                )
                 return None
             if f.state == J.PENDING:
                 started = time.monotonic()
@@ -515,11 +560,16 @@ class Station:
 
     def _quarantine_unexpected(self, f: JournalFile, exc: Exception) -> None:
         self.metrics.failures.inc(reason="quarantined")
-        self.journal.set_file(f.id, state=J.QUARANTINED,
-                              reason=f"unexpected error: {type(exc).__name__}: {exc}")
+        self.journal.set_file(
+            f.id, state=J.QUARANTINED, reason=f"unexpected error: {type(exc).__name__}: {exc}"
+        )
 
     def _stage(
-        self, root: Path, f: JournalFile, progress: Progress, stop: threading.Event,
+        self,
+        root: Path,
+        f: JournalFile,
+        progress: Progress,
+        stop: threading.Event,
         report: ProgressCallback,
     ) -> JournalFile:
         name = display_name(f.relpath)
@@ -540,7 +590,8 @@ class Station:
                     # Recordings grow while written; one that shrinks was damaged or
                     # rewritten on the recorder. Keep it for a person to look at.
                     return self._quarantine(
-                        f, f"shrank from {f.size} to {st.st_size} bytes before it was read")
+                        f, f"shrank from {f.size} to {st.st_size} bytes before it was read"
+                    )
                 if st.st_size != f.size or st.st_mtime_ns != f.mtime_ns:
                     self.journal.set_file(f.id, size=st.st_size, mtime_ns=st.st_mtime_ns)
                     f = replace(f, size=st.st_size, mtime_ns=st.st_mtime_ns)
@@ -553,8 +604,10 @@ class Station:
                 if age < self.ingest.stable_s:
                     if time.monotonic() > deadline:
                         return self._quarantine(
-                            f, f"still growing after {self.ingest.growing_timeout_s:.0f} s; "
-                            "dock the recorder again when it has finished writing")
+                            f,
+                            f"still growing after {self.ingest.growing_timeout_s:.0f} s; "
+                            "dock the recorder again when it has finished writing",
+                        )
                     stop.wait(min(self.ingest.stable_s - age + 0.05, 1.0))
                     continue
                 if st.st_size == 0:
@@ -566,9 +619,14 @@ class Station:
                 before = progress.bytes_done
                 try:
                     copied = copy_and_hash(
-                        fd, part, expected_size=f.size, expected_mtime_ns=f.mtime_ns,
-                        chunk_size=self.ingest.chunk_mb << 20, sm3_pool=self._sm3_pool,
-                        verify_pool=self._verify_pool, on_bytes=progress.add_bytes,
+                        fd,
+                        part,
+                        expected_size=f.size,
+                        expected_mtime_ns=f.mtime_ns,
+                        chunk_size=self.ingest.chunk_mb << 20,
+                        sm3_pool=self._sm3_pool,
+                        verify_pool=self._verify_pool,
+                        on_bytes=progress.add_bytes,
                     )
                 except StagingReadBackMismatch as exc:
                     with progress.lock:
@@ -596,9 +654,11 @@ class Station:
                     capacity = _capacity(self.staging)
                     if f.size > capacity:  # freeing space cannot help: waiting never ends
                         return self._quarantine(
-                            f, f"{f.size} bytes, larger than the whole staging disk "
+                            f,
+                            f"{f.size} bytes, larger than the whole staging disk "
                             f"{self.staging} ({capacity} bytes): give the station a larger "
-                            "data disk, then dock the recorder again")
+                            "data disk, then dock the recorder again",
+                        )
                     progress.waiting = f"{exc.message}: {exc.hint}"
                     self.journal.set_docking(f.docking_uid, waiting=progress.waiting)
                     report(progress)
@@ -613,16 +673,28 @@ class Station:
             fsync_dir(staged.parent)
             staged_at = J.now_text()
             # (A repair noted for an earlier staged copy is judged again for this one.)
-            self.journal.set_file(f.id, state=J.STAGED, sha256=copied.sha256, sm3=copied.sm3,
-                                  staged_at=staged_at, repair=None)
+            self.journal.set_file(
+                f.id,
+                state=J.STAGED,
+                sha256=copied.sha256,
+                sm3=copied.sm3,
+                staged_at=staged_at,
+                repair=None,
+            )
             if copied.read_back:
                 self._read_back.add(f.id)
             if progress.waiting and progress.waiting.startswith("staging disk full"):
                 progress.waiting = None
                 self.journal.set_docking(f.docking_uid, waiting=None)
             # What the journal now holds for it, without reading it back.
-            return replace(f, state=J.STAGED, sha256=copied.sha256, sm3=copied.sm3,
-                           staged_at=staged_at, repair=None)
+            return replace(
+                f,
+                state=J.STAGED,
+                sha256=copied.sha256,
+                sm3=copied.sm3,
+                staged_at=staged_at,
+                repair=None,
+            )
         return f
 
     def _quarantine(self, f: JournalFile, reason: str) -> JournalFile:
@@ -635,7 +707,11 @@ class Station:
         return self.staging / f.docking_uid / f"{f.id}.staged"
 
     def _store_file(
-        self, jd: JournalDocking, f: JournalFile, progress: Progress, report: ProgressCallback,
+        self,
+        jd: JournalDocking,
+        f: JournalFile,
+        progress: Progress,
+        report: ProgressCallback,
         on_transient: TransientHandler | None,
     ) -> _Stored:
         """Store and verify one staged file (in the calling worker, in parallel with the
@@ -650,8 +726,7 @@ class Station:
         # transaction that records it.
         repaired: dict[str, str] | None = json.loads(f.repair) if f.repair else None
         if staged.exists():
-            verified_by, now_repaired = self._store(f, key, staged, digest,
-                                                    f.id in self._read_back)
+            verified_by, now_repaired = self._store(f, key, staged, digest, f.id in self._read_back)
             repaired = now_repaired or repaired
             self._read_back.discard(f.id)
         else:
@@ -660,11 +735,17 @@ class Station:
             verified_by = "re-read of the stored object (SHA-256)"
         fields = self.parser.parse(os.fsdecode(f.relpath.rsplit(b"/", 1)[-1]))
         offloaded = OffloadedFile(
-            relpath_raw=f.relpath, size=f.size,
-            mtime=datetime.fromtimestamp(f.mtime_ns / 1e9, UTC), sha256=f.sha256, sm3=f.sm3,
-            object_key=key, captured_at=fields.start,
-            staged_at=datetime.fromisoformat(f.staged_at), verified_by=verified_by,
-            important=fields.important, repaired=repaired,
+            relpath_raw=f.relpath,
+            size=f.size,
+            mtime=datetime.fromtimestamp(f.mtime_ns / 1e9, UTC),
+            sha256=f.sha256,
+            sm3=f.sm3,
+            object_key=key,
+            captured_at=fields.start,
+            staged_at=datetime.fromisoformat(f.staged_at),
+            verified_by=verified_by,
+            important=fields.important,
+            repaired=repaired,
         )
         return _Stored(f, jd, offloaded, staged, progress, report, started, on_transient)
 
@@ -683,8 +764,12 @@ class Station:
             results = [Registered(error=exc)] * len(batch)
         except Exception as exc:
             if len(batch) > 1:
-                log.warning("registering %d files together failed (%s: %s); registering "
-                            "them one by one", len(batch), type(exc).__name__, exc)
+                log.warning(
+                    "registering %d files together failed (%s: %s); registering them one by one",
+                    len(batch),
+                    type(exc).__name__,
+                    exc,
+                )
                 for item in batch:
                     self._commit_batch([item])
                 return
@@ -711,8 +796,9 @@ class Station:
                     item.on_transient(r.error)
                 item.done.set_result(r.error)
             else:  # one bad file never blocks the others
-                log.error("%s: %s: %s", display_name(item.f.relpath),
-                          type(r.error).__name__, r.error)
+                log.error(
+                    "%s: %s: %s", display_name(item.f.relpath), type(r.error).__name__, r.error
+                )
                 self._quarantine_unexpected(item.f, r.error)
                 item.done.set_result(None)
         for item in reports.values():
@@ -730,23 +816,30 @@ class Station:
             # each new recording's object confirmed still stored before it commits.
             lock_object_keys(s, [item.offloaded.object_key for item in batch])
             results = register(s)
-            confirm_objects(s, self.store, [
-                item.offloaded.object_key for item, r in zip(batch, results, strict=True)
-                if r.error is None and not r.duplicate])
+            confirm_objects(
+                s,
+                self.store,
+                [
+                    item.offloaded.object_key
+                    for item, r in zip(batch, results, strict=True)
+                    if r.error is None and not r.duplicate
+                ],
+            )
             return results
 
         def register(s: Session) -> list[Registered]:
             refs.clear()
-            refs.update((uid, self._docking_refs[uid]) for uid in dockings
-                        if uid in self._docking_refs)
+            refs.update(
+                (uid, self._docking_refs[uid]) for uid in dockings if uid in self._docking_refs
+            )
             if len(refs) < len(dockings):  # one look-up, for the first batch of a docking
                 refs.update(docking_refs(s, [uid for uid in dockings if uid not in refs]))
             for uid, jd in dockings.items():
                 if uid not in refs:  # the catalog was away when the docking began
                     refs[uid] = DockingRef.of(self._catalog_docking(s, jd))
             return register_files(
-                s, self.signer, [(refs[item.jd.uid], item.offloaded) for item in batch],
-                self.actor)
+                s, self.signer, [(refs[item.jd.uid], item.offloaded) for item in batch], self.actor
+            )
 
         results = self._in_catalog(work)
         # Kept only once committed (a rolled-back transaction may have made the docking).
@@ -770,17 +863,26 @@ class Station:
                     result = work(s)
                 return result
             except (IntegrityError, OperationalError) as exc:
-                if isinstance(exc, OperationalError) and getattr(
-                        exc.orig, "sqlstate", None) not in RETRYABLE_SQLSTATES:
+                if (
+                    isinstance(exc, OperationalError)
+                    and getattr(exc.orig, "sqlstate", None) not in RETRYABLE_SQLSTATES
+                ):
                     raise
                 if attempt == CATALOG_RACE_ATTEMPTS:
                     raise
-                log.info("catalog transaction raced with another docking (%s); running it "
-                         "again", type(exc.orig).__name__)
+                log.info(
+                    "catalog transaction raced with another docking (%s); running it again",
+                    type(exc.orig).__name__,
+                )
         raise AssertionError("unreachable")
 
     def _store(
-        self, f: JournalFile, key: str, staged: Path, digest: Digest, read_back: bool,
+        self,
+        f: JournalFile,
+        key: str,
+        staged: Path,
+        digest: Digest,
+        read_back: bool,
     ) -> tuple[str, dict[str, str] | None]:
         """Store the staged copy; returns how it was verified and, when the store held a
         damaged copy of these bytes that this one replaced, what was found.
@@ -795,8 +897,9 @@ class Station:
         try:
             if isinstance(self.store, LocalStore):
                 self.store.adopt(key, staged, expected=digest, read_back=read_back)
-                return (READ_BACK_CHECK if read_back
-                        else "re-read of the stored object (SHA-256)"), None
+                return (
+                    READ_BACK_CHECK if read_back else "re-read of the stored object (SHA-256)"
+                ), None
             held = self.store.exists(key)
             with open(staged, "rb") as stream:
                 self.store.put(key, stream, expected=digest, size=f.size, retain_until=retain)
@@ -807,19 +910,27 @@ class Station:
             return REPAIR_CHECK, self._repair(f, key, staged, digest, damaged, retain)
 
     def _repair(
-        self, f: JournalFile, key: str, staged: Path, digest: Digest, damaged: DamagedObject,
+        self,
+        f: JournalFile,
+        key: str,
+        staged: Path,
+        digest: Digest,
+        damaged: DamagedObject,
         retain: datetime | None,
     ) -> dict[str, str]:
         """Replace a damaged held copy by the staged (recorder's) bytes, the damaged bytes
         kept aside. What was found is journaled first, so that a station killed after the
         replacement still records the custody event ``repaired`` at registration."""
-        repair = {"sha256": damaged.found.hex,
-                  "sm3": damaged.found_sm3.hex if damaged.found_sm3 else "",
-                  "kept_at": damaged_key(key, damaged.found)}
+        repair = {
+            "sha256": damaged.found.hex,
+            "sm3": damaged.found_sm3.hex if damaged.found_sm3 else "",
+            "kept_at": damaged_key(key, damaged.found),
+        }
         log.error("%s; replacing it from %s", damaged.message, display_name(f.relpath))
         self.journal.set_file(f.id, repair=json.dumps(repair))
-        self.store.replace_damaged(key, staged, expected=digest, found=damaged.found,
-                                   retain_until=retain)
+        self.store.replace_damaged(
+            key, staged, expected=digest, found=damaged.found, retain_until=retain
+        )
         return repair
 
     def _catalog_docking(self, s: Any, jd: JournalDocking) -> Docking:
@@ -837,10 +948,16 @@ class Station:
     def _ensure_catalog_docking(self, s: Any, jd: JournalDocking) -> Docking:
         ident = jd.identity
         info = DockingInfo(
-            uid=jd.uid, slot=jd.slot, source_path=jd.source_path, serial=jd.serial,
-            officer_number=ident.get("officer_number"), officer_name=ident.get("officer_name", ""),
-            unit=ident.get("unit_name", ""), model=ident.get("model", ""),
-            identity_source=ident.get("source", "folder"), identity_raw=ident,
+            uid=jd.uid,
+            slot=jd.slot,
+            source_path=jd.source_path,
+            serial=jd.serial,
+            officer_number=ident.get("officer_number"),
+            officer_name=ident.get("officer_name", ""),
+            unit=ident.get("unit_name", ""),
+            model=ident.get("model", ""),
+            identity_source=ident.get("source", "folder"),
+            identity_raw=ident,
             started_at=datetime.fromisoformat(jd.started_at),
         )
         return ensure_docking(s, self.signer, info, self.actor)
@@ -848,8 +965,12 @@ class Station:
     # -- waiting for services, and the end of a docking ------------------------------------------
 
     def _drain_staged(
-        self, jd: JournalDocking, progress: Progress, stop: threading.Event,
-        report: ProgressCallback, wait: bool,
+        self,
+        jd: JournalDocking,
+        progress: Progress,
+        stop: threading.Event,
+        report: ProgressCallback,
+        wait: bool,
     ) -> None:
         uid = jd.uid
         backoff = self.ingest.retry_initial_s
@@ -876,7 +997,10 @@ class Station:
         report(progress)
 
     def _store_and_commit(
-        self, jd: JournalDocking, files: list[JournalFile], progress: Progress,
+        self,
+        jd: JournalDocking,
+        files: list[JournalFile],
+        progress: Progress,
         report: ProgressCallback,
     ) -> None:
         """Store staged files one after the other, the committer registering them behind;
@@ -907,15 +1031,23 @@ class Station:
                 raise error
 
     def _finish(
-        self, uid: str, root: Path, progress: Progress, stop: threading.Event,
-        report: ProgressCallback, wait: bool,
+        self,
+        uid: str,
+        root: Path,
+        progress: Progress,
+        stop: threading.Event,
+        report: ProgressCallback,
+        wait: bool,
     ) -> DockingResult:
         files = self.journal.files(uid)
         jd = self.journal.docking(uid)
         assert jd is not None
         open_work = [f for f in files if f.state in (J.PENDING, J.STAGED)]
-        problems = [(display_name(f.relpath), f.state, f.reason or "")
-                    for f in files if f.state in (J.REJECTED, J.QUARANTINED)]
+        problems = [
+            (display_name(f.relpath), f.state, f.reason or "")
+            for f in files
+            if f.state in (J.REJECTED, J.QUARANTINED)
+        ]
         blocking = [f for f in files if f.state == J.QUARANTINED]
         recorder_gone = not root.is_dir()
         # Every file rejected (links, pipes): nothing was taken, so, as with an empty
@@ -932,31 +1064,58 @@ class Station:
             if state == J.SAFE_TO_CLEAR and self.ingest.clear_recorder:
                 state = self._clear(root, jd, files)
                 files = self.journal.files(uid)  # now CLEARED
-            self.journal.set_docking(uid, state=state, waiting=None,
-                                     message="; ".join(f"{p}: {r}" for p, _s, r in problems)
-                                     or None)
+            self.journal.set_docking(
+                uid,
+                state=state,
+                waiting=None,
+                message="; ".join(f"{p}: {r}" for p, _s, r in problems) or None,
+            )
             self.anchor_chain_head()  # signed chain head after every docking (custody.md)
         done = [f for f in files if f.state in (J.DONE, J.CLEARED)]
         return DockingResult(
-            uid=uid, state=state, files=len(files), stored=len(done),
-            duplicates=0, bytes=sum(f.size for f in done), problems=problems,
+            uid=uid,
+            state=state,
+            files=len(files),
+            stored=len(done),
+            duplicates=0,
+            bytes=sum(f.size for f in done),
+            problems=problems,
             identity_flags=tuple(jd.identity.get("flags", [])),
         )
 
     def _record_outcome(
-        self, jd: JournalDocking, files: list[JournalFile], state: str,
-        problems: list[tuple[str, str, str]], stop: threading.Event, wait: bool,
+        self,
+        jd: JournalDocking,
+        files: list[JournalFile],
+        state: str,
+        problems: list[tuple[str, str, str]],
+        stop: threading.Event,
+        wait: bool,
     ) -> None:
         def record(s: Session) -> None:
             docking = self._catalog_docking(s, jd)
             for f in files:
                 if f.state in (J.REJECTED, J.QUARANTINED):
-                    record_problem_file(s, self.signer, docking, f.relpath, f.size,
-                                        f.state, f.reason or "", self.actor)
+                    record_problem_file(
+                        s,
+                        self.signer,
+                        docking,
+                        f.relpath,
+                        f.size,
+                        f.state,
+                        f.reason or "",
+                        self.actor,
+                    )
             finish_docking(
-                s, self.signer, docking, state,
-                files=len(files), size=sum(f.size for f in files),
-                problems={p: r for p, _s, r in problems}, actor=self.actor)
+                s,
+                self.signer,
+                docking,
+                state,
+                files=len(files),
+                size=sum(f.size for f in files),
+                problems={p: r for p, _s, r in problems},
+                actor=self.actor,
+            )
 
         backoff = self.ingest.retry_initial_s
         while True:
@@ -978,13 +1137,22 @@ class Station:
             self.store.verify(content_key(digest), digest)
             unlink_source(root, f.relpath)
             with self.catalog.transaction() as s:
-                mark_cleared(s, self.signer, self._catalog_docking(s, jd), f.relpath, f.sha256,
-                             self.actor)
+                mark_cleared(
+                    s, self.signer, self._catalog_docking(s, jd), f.relpath, f.sha256, self.actor
+                )
             self.journal.set_file(f.id, state=J.CLEARED)
         with self.catalog.transaction() as s:
             docking = self._catalog_docking(s, jd)
-            finish_docking(s, self.signer, docking, "CLEARED", files=docking.files_total,
-                           size=docking.bytes_total, problems=docking.problems, actor=self.actor)
+            finish_docking(
+                s,
+                self.signer,
+                docking,
+                "CLEARED",
+                files=docking.files_total,
+                size=docking.bytes_total,
+                problems=docking.problems,
+                actor=self.actor,
+            )
         return "CLEARED"
 
     # -- signed chain heads (catalog.anchors; docs/custody.md) --------------------------------

@@ -434,16 +434,30 @@ _COMMON_OUT: Final = ("-map_metadata", "-1", "-fflags", "+bitexact")
 
 
 def _mp4_command(
-    ffmpeg: str, plan: _Plan, out: Path, codec: str, duration_s: float, size: tuple[int, int],
-    device: DeviceInfo, look: _Look,
-) -> list[str]:  # fmt: skip
+    ffmpeg: str,
+    plan: _Plan,
+    out: Path,
+    codec: str,
+    duration_s: float,
+    size: tuple[int, int],
+    device: DeviceInfo,
+    look: _Look,
+) -> list[str]:
     width, height = size
     seconds = f"{duration_s:.3f}"
     if codec == "libx265":
         video = [
-            "-c:v", "libx265", "-preset", "ultrafast", "-crf", "32", "-tag:v", "hvc1",
-            "-x265-params", "log-level=error:pools=none:frame-threads=1",
-        ]  # fmt: skip
+            "-c:v",
+            "libx265",
+            "-preset",
+            "ultrafast",
+            "-crf",
+            "32",
+            "-tag:v",
+            "hvc1",
+            "-x265-params",
+            "log-level=error:pools=none:frame-threads=1",
+        ]
     else:
         video = ["-c:v", "libx264", "-preset", "ultrafast", "-crf", "28", "-threads", "1"]
     creation = (
@@ -452,48 +466,117 @@ def _mp4_command(
         .strftime("%Y-%m-%dT%H:%M:%S.000000Z")
     )
     return [
-        ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
-        "-f", "lavfi", "-i",
+        ffmpeg,
+        "-nostdin",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-y",
+        "-f",
+        "lavfi",
+        "-i",
         f"testsrc2=size={width}x{height}:rate={FRAME_RATE}:duration={seconds}",
-        "-f", "lavfi", "-i",
+        "-f",
+        "lavfi",
+        "-i",
         f"sine=frequency={look.tone_hz}:sample_rate={AUDIO_RATE}:duration={seconds}",
-        "-map", "0:v:0", "-map", "1:a:0",
-        "-vf", f"hue=h={look.hue}", "-pix_fmt", "yuv420p", "-g", str(FRAME_RATE),
+        "-map",
+        "0:v:0",
+        "-map",
+        "1:a:0",
+        "-vf",
+        f"hue=h={look.hue}",
+        "-pix_fmt",
+        "yuv420p",
+        "-g",
+        str(FRAME_RATE),
         *video,
-        "-c:a", "aac", "-ac", "1", "-b:a", "32k",
-        *_COMMON_OUT, "-flags:v", "+bitexact", "-flags:a", "+bitexact",
-        "-metadata", f"creation_time={creation}",
-        "-metadata", f"title={plan.stem}",
-        "-metadata", f"comment=serial={device.serial} officer={device.officer_number}",
-        "-f", "mp4", str(out),
-    ]  # fmt: skip
+        "-c:a",
+        "aac",
+        "-ac",
+        "1",
+        "-b:a",
+        "32k",
+        *_COMMON_OUT,
+        "-flags:v",
+        "+bitexact",
+        "-flags:a",
+        "+bitexact",
+        "-metadata",
+        f"creation_time={creation}",
+        "-metadata",
+        f"title={plan.stem}",
+        "-metadata",
+        f"comment=serial={device.serial} officer={device.officer_number}",
+        "-f",
+        "mp4",
+        str(out),
+    ]
 
 
 def _wav_command(
     ffmpeg: str, plan: _Plan, out: Path, duration_s: float, device: DeviceInfo, look: _Look
 ) -> list[str]:
     return [
-        ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
-        "-f", "lavfi", "-i",
+        ffmpeg,
+        "-nostdin",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-y",
+        "-f",
+        "lavfi",
+        "-i",
         f"sine=frequency={look.tone_hz}:sample_rate={AUDIO_RATE}:duration={duration_s:.3f}",
-        "-c:a", "pcm_s16le", "-ac", "1", "-ar", str(AUDIO_RATE),
-        *_COMMON_OUT, "-flags:a", "+bitexact",
-        "-metadata", f"title={plan.stem}",
-        "-metadata", f"comment=serial={device.serial} officer={device.officer_number}",
-        "-f", "wav", str(out),
-    ]  # fmt: skip
+        "-c:a",
+        "pcm_s16le",
+        "-ac",
+        "1",
+        "-ar",
+        str(AUDIO_RATE),
+        *_COMMON_OUT,
+        "-flags:a",
+        "+bitexact",
+        "-metadata",
+        f"title={plan.stem}",
+        "-metadata",
+        f"comment=serial={device.serial} officer={device.officer_number}",
+        "-f",
+        "wav",
+        str(out),
+    ]
 
 
 def _jpeg_command(ffmpeg: str, out: Path, size: tuple[int, int], look: _Look) -> list[str]:
     width, height = size
     return [
-        ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
-        "-f", "lavfi", "-i", f"testsrc2=size={width}x{height}:rate={FRAME_RATE}",
-        "-vf", f"trim=start_frame={look.frame},hue=h={look.hue}",
-        "-frames:v", "1", "-c:v", "mjpeg", "-q:v", "3", "-pix_fmt", "yuvj420p",
-        *_COMMON_OUT, "-flags:v", "+bitexact",
-        "-f", "mjpeg", str(out),
-    ]  # fmt: skip
+        ffmpeg,
+        "-nostdin",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-y",
+        "-f",
+        "lavfi",
+        "-i",
+        f"testsrc2=size={width}x{height}:rate={FRAME_RATE}",
+        "-vf",
+        f"trim=start_frame={look.frame},hue=h={look.hue}",
+        "-frames:v",
+        "1",
+        "-c:v",
+        "mjpeg",
+        "-q:v",
+        "3",
+        "-pix_fmt",
+        "yuvj420p",
+        *_COMMON_OUT,
+        "-flags:v",
+        "+bitexact",
+        "-f",
+        "mjpeg",
+        str(out),
+    ]
 
 
 def _add_jpeg_comment(path: Path, text: str) -> None:
@@ -548,9 +631,12 @@ def _truncate_mp4(ffprobe: str, path: Path) -> None:
         f.truncate(cut)
     command = [ffprobe, "-v", "error", "-of", "json", "-show_format", str(path)]
     proc = subprocess.run(
-        command, stdin=subprocess.DEVNULL, capture_output=True, check=False,
+        command,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        check=False,
         timeout=FFMPEG_TIMEOUT_S,
-    )  # fmt: skip
+    )
     if proc.returncode == 0:
         raise SyntheticMediaError(
             f"{path}: ffprobe still reads the truncated MP4",
@@ -627,8 +713,9 @@ def _write_device_info(root: Path, device: DeviceInfo) -> SyntheticFile:
     path = root / DEVICE_INFO_NAME
     path.write_bytes(device.info_text().encode("utf-8"))
     size, sha256, sm3 = _digest_file(path)
-    return SyntheticFile(DEVICE_INFO_NAME, KIND_DEVICE_INFO, size, sha256, sm3, None, None,
-                         None, None)  # fmt: skip
+    return SyntheticFile(
+        DEVICE_INFO_NAME, KIND_DEVICE_INFO, size, sha256, sm3, None, None, None, None
+    )
 
 
 def _validate_counts(**counts: int) -> None:
@@ -663,8 +750,9 @@ def make_recorder(
     fails or is missing (files already made are then left in place).
     """
     device = device or DEFAULT_DEVICE
-    _validate_counts(h264=h264, h265=h265, wav=wav, jpeg=jpeg, truncated=truncated,
-                     segments=segments)  # fmt: skip
+    _validate_counts(
+        h264=h264, h265=h265, wav=wav, jpeg=jpeg, truncated=truncated, segments=segments
+    )
     if not (math.isfinite(duration_s) and 0.1 <= duration_s <= 3600):
         raise ValueError(f"duration_s must be between 0.1 and 3600 seconds, not {duration_s}")
     if segments and not float(duration_s).is_integer():
@@ -677,9 +765,17 @@ def make_recorder(
         raise ValueError(f"size {size} must be even and at least 16x16 (yuv420p)")
 
     plans = _plan_shift(
-        device, _wall_clock(start), h264=h264, h265=h265, wav=wav, jpeg=jpeg,
-        truncated=truncated, segments=segments, duration_s=duration_s, seed=seed,
-    )  # fmt: skip
+        device,
+        _wall_clock(start),
+        h264=h264,
+        h265=h265,
+        wav=wav,
+        jpeg=jpeg,
+        truncated=truncated,
+        segments=segments,
+        duration_s=duration_s,
+        seed=seed,
+    )
     relpaths = [p.relpath for p in plans]
     if with_device_info:
         relpaths.append(DEVICE_INFO_NAME)

@@ -73,8 +73,14 @@ class WorkerStats:
 
 class Worker:
     def __init__(
-        self, settings: Settings, *, catalog: Catalog, store: ObjectStore, signer: Signer,
-        owner: str | None = None, metrics: ServiceMetrics | None = None,
+        self,
+        settings: Settings,
+        *,
+        catalog: Catalog,
+        store: ObjectStore,
+        signer: Signer,
+        owner: str | None = None,
+        metrics: ServiceMetrics | None = None,
     ) -> None:
         self.settings = settings
         self.catalog = catalog
@@ -84,19 +90,22 @@ class Worker:
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.actor = f"worker:{signer.station_id}"
         self.lease = timedelta(seconds=settings.media.lease_s)
-        self.parser = NameParser(settings.ingest.filename_patterns,
-                                 settings.ingest.important_marker)
+        self.parser = NameParser(
+            settings.ingest.filename_patterns, settings.ingest.important_marker
+        )
         self.scratch = settings.work_dir / self.owner.replace(":", "-")
         # Probe and derive events go on this host's custody chain: its head is anchored
         # in the store as the worker goes and when it stops (docs/custody.md).
-        self._anchorer = anchors.Anchorer(catalog, signer, store,
-                                          settings.station.anchor_interval_s)
+        self._anchorer = anchors.Anchorer(
+            catalog, signer, store, settings.station.anchor_interval_s
+        )
         self._clear_old_scratch()
         # Derivatives are made durable by _keep only when the store will link the very
         # file (a LocalStore on the scratch's filesystem); S3, or a copy across
         # filesystems, writes and syncs a new copy anyway.
         self._sync_before_store = isinstance(store, LocalStore) and _same_filesystem(
-            self.scratch, store.root)
+            self.scratch, store.root
+        )
 
     def _clear_old_scratch(self) -> None:
         """Scratch left by killed workers of this host is garbage: nothing refers to it.
@@ -118,11 +127,17 @@ class Worker:
 
     # -- the loop -------------------------------------------------------------------------------
 
-    def run(self, *, drain: bool = False, stop: threading.Event | None = None,
-            idle_s: float = 2.0) -> WorkerStats:
+    def run(
+        self, *, drain: bool = False, stop: threading.Event | None = None, idle_s: float = 2.0
+    ) -> WorkerStats:
         # A heartbeat (and metrics endpoint, when configured) for as long as the loop runs.
-        with service_health(self.catalog, self.settings, "worker", self.metrics,
-                            worker_details(self.catalog, self.metrics, self.owner)):
+        with service_health(
+            self.catalog,
+            self.settings,
+            "worker",
+            self.metrics,
+            worker_details(self.catalog, self.metrics, self.owner),
+        ):
             return self._run(drain=drain, stop=stop, idle_s=idle_s)
 
     def _run(self, *, drain: bool, stop: threading.Event | None, idle_s: float) -> WorkerStats:
@@ -160,9 +175,14 @@ class Worker:
         from catalog.models import WorkItem
 
         with self.catalog.session() as s:
-            left = s.scalars(select(WorkItem.id).where(
-                WorkItem.kind.in_([PROBE, DERIVE]),
-                WorkItem.state.in_([queue.PENDING, queue.CLAIMED])).limit(1)).first()
+            left = s.scalars(
+                select(WorkItem.id)
+                .where(
+                    WorkItem.kind.in_([PROBE, DERIVE]),
+                    WorkItem.state.in_([queue.PENDING, queue.CLAIMED]),
+                )
+                .limit(1)
+            ).first()
         return left is not None
 
     def _run_item(self, item_id: int, kind: str, rec_id: int, stats: WorkerStats) -> None:
@@ -197,11 +217,17 @@ class Worker:
             stats.errors.append(f"{kind} recording {rec_id}: {exc}")
             try:
                 with self.catalog.transaction() as s:
-                    queue.fail(s, item_id, self.owner, f"{type(exc).__name__}: {exc}",
-                               retry_after=timedelta(seconds=30))
+                    queue.fail(
+                        s,
+                        item_id,
+                        self.owner,
+                        f"{type(exc).__name__}: {exc}",
+                        retry_after=timedelta(seconds=30),
+                    )
             except CatalogUnavailable as gone:  # the lease runs out instead
-                log.warning("could not record the failure of work item %s: %s", item_id,
-                            gone.message)
+                log.warning(
+                    "could not record the failure of work item %s: %s", item_id, gone.message
+                )
         finally:
             done.set()
             renewer.join()
@@ -226,8 +252,11 @@ class Worker:
             assert rec is not None, rec_id
             if rec.state not in ("STORED", "PROBED"):
                 return False
-            mtime = s.scalars(select(DockingFile.mtime).where(
-                DockingFile.recording_id == rec.id).order_by(DockingFile.id)).first()
+            mtime = s.scalars(
+                select(DockingFile.mtime)
+                .where(DockingFile.recording_id == rec.id)
+                .order_by(DockingFile.id)
+            ).first()
             docking = s.get(Docking, rec.docking_id) if rec.docking_id else None
             offset = (docking.identity_raw or {}).get("clock_offset_s") if docking else None
             name = rec.original_name
@@ -236,9 +265,14 @@ class Worker:
             result = probe(path, ffprobe=self.settings.ffmpeg.ffprobe)
         fields = self.parser.parse(name)
         times = derive_times(
-            TimeSources(file_name=fields.start, embedded=result.creation_time, file_mtime=mtime,
-                        received=received, clock_offset_s=_float(offset),
-                        duration_s=result.duration_s),
+            TimeSources(
+                file_name=fields.start,
+                embedded=result.creation_time,
+                file_mtime=mtime,
+                received=received,
+                clock_offset_s=_float(offset),
+                duration_s=result.duration_s,
+            ),
             threshold_s=self.settings.media.time_threshold_s,
         )
         flags: dict[str, Any] = {}
@@ -251,9 +285,14 @@ class Worker:
         if times.flags:
             flags["time"] = list(times.flags)
         outcome = ProbeOutcome(
-            probe=result.as_dict() | {"raw": result.raw}, media_kind=result.kind,
-            duration_s=result.duration_s, time_evidence=times.as_dict(), start=times.start,
-            end=times.end, flags=flags, segment_seq=fields.seq,
+            probe=result.as_dict() | {"raw": result.raw},
+            media_kind=result.kind,
+            duration_s=result.duration_s,
+            time_evidence=times.as_dict(),
+            start=times.start,
+            end=times.end,
+            flags=flags,
+            segment_seq=fields.seq,
         )
         with self.catalog.transaction() as s:
             # Locked (PostgreSQL): a sweep expiring this recording meanwhile is seen, not undone.
@@ -262,9 +301,16 @@ class Worker:
             record_probe(s, self.signer, rec, outcome, self.actor)
             # With the capture time known: the recording's officer (device assignment at
             # capture), the important mark, and attachment to cases by rule.
-            after_probe(s, self.signer, rec, name_officer=fields.officer,
-                        important=fields.important, policy=self.settings.retention,
-                        actor=self.actor, store=self.store)
+            after_probe(
+                s,
+                self.signer,
+                rec,
+                name_officer=fields.officer,
+                important=fields.important,
+                policy=self.settings.retention,
+                actor=self.actor,
+                store=self.store,
+            )
             if item_id is not None and not queue.complete(s, item_id, self.owner):
                 # Another worker took the item over (our lease lapsed): roll this back.
                 raise LeaseLost(f"work item {item_id} was taken over by another worker")
@@ -305,30 +351,50 @@ class Worker:
         original. Whichever worker finishes the last segment makes it.
         """
         with self.catalog.session() as s:
-            members = list(s.scalars(select(Recording).where(Recording.group_id == group_id)
-                                     .order_by(Recording.group_seq)))
+            members = list(
+                s.scalars(
+                    select(Recording)
+                    .where(Recording.group_id == group_id)
+                    .order_by(Recording.group_seq)
+                )
+            )
             if len(members) < 2 or any(m.state not in ("PROBED", "DERIVED") for m in members):
                 return
             first = members[0].id
             ids = [m.id for m in members]
-            done = s.scalars(select(Derivative.id).where(
-                Derivative.recording_id == first, Derivative.kind == "joined")).first()
+            done = s.scalars(
+                select(Derivative.id).where(
+                    Derivative.recording_id == first, Derivative.kind == "joined"
+                )
+            ).first()
         if done is not None:
             return
         out_dir = Path(tempfile.mkdtemp(prefix=f"group{group_id}-", dir=self.scratch))
         try:
             with contextlib.ExitStack() as stack:
                 paths = [stack.enter_context(self._original(i)) for i in ids]
-                joined = D.join_segments(paths, out_dir, ffmpeg=self.settings.ffmpeg.ffmpeg,
-                                         ffprobe=self.settings.ffmpeg.ffprobe,
-                                         timeout_factor=self.settings.media.timeout_scale,
-                                         durable=False)
+                joined = D.join_segments(
+                    paths,
+                    out_dir,
+                    ffmpeg=self.settings.ffmpeg.ffmpeg,
+                    ffprobe=self.settings.ffmpeg.ffprobe,
+                    timeout_factor=self.settings.media.timeout_scale,
+                    durable=False,
+                )
                 self._keep(first, joined)
         finally:
             shutil.rmtree(out_dir, ignore_errors=True)
 
-    def _plan(self, src: Path, rec_id: int, kind: str | None, info: dict[str, Any],
-              flags: dict[str, Any], device_id: int | None, out_dir: Path) -> Iterator[Any]:
+    def _plan(
+        self,
+        src: Path,
+        rec_id: int,
+        kind: str | None,
+        info: dict[str, Any],
+        flags: dict[str, Any],
+        device_id: int | None,
+        out_dir: Path,
+    ) -> Iterator[Any]:
         m = self.settings.media
         ffmpeg = self.settings.ffmpeg.ffmpeg
         ffprobe = self.settings.ffmpeg.ffprobe
@@ -343,38 +409,72 @@ class Worker:
             if recovered is not None:
                 yield recovered
             return
-        plan_info = {"video_codec": info.get("video_codec"), "pix_fmt": info.get("pixel_format"),
-                     "audio_codec": info.get("audio_codec"), "kind": kind}
+        plan_info = {
+            "video_codec": info.get("video_codec"),
+            "pix_fmt": info.get("pixel_format"),
+            "audio_codec": info.get("audio_codec"),
+            "kind": kind,
+        }
         progress = _progress_logger(rec_id)
         if kind == "video":
-            yield D.make_access_copy(src, out_dir, info=plan_info, ffmpeg=ffmpeg,
-                                     duration_s=duration,
-                                     profile=D.AccessProfile(crf=m.access_crf, preset=m.preset),
-                                     ffprobe=ffprobe, timeout_factor=m.timeout_scale,
-                                     on_progress=progress("access"), durable=False)
-            yield D.make_proxy(src, out_dir, info=plan_info, ffmpeg=ffmpeg, duration_s=duration,
-                               profile=D.ProxyProfile(max_height=m.proxy_max_height,
-                                                      crf=m.proxy_crf, preset=m.preset),
-                               ffprobe=ffprobe, timeout_factor=m.timeout_scale,
-                               on_progress=progress("proxy"), durable=False)
-            yield D.make_poster(src, out_dir, ffmpeg=ffmpeg, duration_s=duration,
-                                profile=D.PosterProfile(offset_s=m.poster_at_s),
-                                ffprobe=ffprobe, timeout_factor=m.timeout_scale, durable=False)
+            yield D.make_access_copy(
+                src,
+                out_dir,
+                info=plan_info,
+                ffmpeg=ffmpeg,
+                duration_s=duration,
+                profile=D.AccessProfile(crf=m.access_crf, preset=m.preset),
+                ffprobe=ffprobe,
+                timeout_factor=m.timeout_scale,
+                on_progress=progress("access"),
+                durable=False,
+            )
+            yield D.make_proxy(
+                src,
+                out_dir,
+                info=plan_info,
+                ffmpeg=ffmpeg,
+                duration_s=duration,
+                profile=D.ProxyProfile(
+                    max_height=m.proxy_max_height, crf=m.proxy_crf, preset=m.preset
+                ),
+                ffprobe=ffprobe,
+                timeout_factor=m.timeout_scale,
+                on_progress=progress("proxy"),
+                durable=False,
+            )
+            yield D.make_poster(
+                src,
+                out_dir,
+                ffmpeg=ffmpeg,
+                duration_s=duration,
+                profile=D.PosterProfile(offset_s=m.poster_at_s),
+                ffprobe=ffprobe,
+                timeout_factor=m.timeout_scale,
+                durable=False,
+            )
         elif kind == "audio":
-            yield D.make_audio_access(src, out_dir, info=plan_info, ffmpeg=ffmpeg,
-                                      duration_s=duration, ffprobe=ffprobe,
-                                      timeout_factor=m.timeout_scale, durable=False)
+            yield D.make_audio_access(
+                src,
+                out_dir,
+                info=plan_info,
+                ffmpeg=ffmpeg,
+                duration_s=duration,
+                ffprobe=ffprobe,
+                timeout_factor=m.timeout_scale,
+                durable=False,
+            )
 
     def _reference_for(self, rec_id: int, device_id: int | None) -> int | None:
         """A healthy H.264 recording of the same device, to borrow codec settings from."""
         with self.catalog.session() as s:
-            query = select(Recording).where(Recording.id != rec_id,
-                                            Recording.media_kind == "video")
+            query = select(Recording).where(Recording.id != rec_id, Recording.media_kind == "video")
             if device_id is not None:
                 query = query.where(Recording.device_id == device_id)
             for r in s.scalars(query.order_by(Recording.id)):
                 if (r.probe or {}).get("video_codec") == "h264" and not (r.flags or {}).get(
-                        "damaged"):
+                    "damaged"
+                ):
                     return r.id
         return None
 
@@ -395,9 +495,15 @@ class Worker:
         key = content_key(sha)
         self._store_derivative(key, path, sha, size)
         obj = DerivedObject(
-            kind=d.kind, sha256=sha.hex, sm3=digests["sm3"].hex, size=size,
-            object_key=key, method=d.method, command=list(d.command),
-            tool_version=d.ffmpeg_version, duration_s=d.duration_s,
+            kind=d.kind,
+            sha256=sha.hex,
+            sm3=digests["sm3"].hex,
+            size=size,
+            object_key=key,
+            method=d.method,
+            command=list(d.command),
+            tool_version=d.ffmpeg_version,
+            duration_s=d.duration_s,
             profile=getattr(d, "profile", "") or "",
         )
         with self.catalog.transaction() as s:
@@ -459,8 +565,14 @@ class Worker:
 def D_recover(src: Path, ref: Path, out_dir: Path, settings: Settings) -> Any:
     from ingest.media.recover import recover_truncated_mp4
 
-    return recover_truncated_mp4(src, ref, out_dir, ffmpeg=settings.ffmpeg.ffmpeg,
-                                 ffprobe=settings.ffmpeg.ffprobe, durable=False)
+    return recover_truncated_mp4(
+        src,
+        ref,
+        out_dir,
+        ffmpeg=settings.ffmpeg.ffmpeg,
+        ffprobe=settings.ffmpeg.ffprobe,
+        durable=False,
+    )
 
 
 def _progress_logger(rec_id: int) -> Any:
@@ -545,8 +657,10 @@ def _digest_durably(path: Path, *, sync: bool) -> tuple[dict[str, Digest], int]:
                 synced.result()
         finally:
             os.close(fd)
-    return {"sha256": Digest("sha256", sha.hexdigest()),
-            "sm3": Digest("sm3", sm3.hexdigest())}, size
+    return {
+        "sha256": Digest("sha256", sha.hexdigest()),
+        "sm3": Digest("sm3", sm3.hexdigest()),
+    }, size
 
 
 def _same_filesystem(a: Path, b: Path) -> bool:
@@ -590,4 +704,3 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-

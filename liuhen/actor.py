@@ -26,8 +26,9 @@ class ActorType(click.ParamType):  # type: ignore[type-arg]
 
         problems = actor_problems(str(value))
         if problems:
-            self.fail("; ".join(problems) + " (give a shorter name: a user name or 警号)",
-                      param, ctx)
+            self.fail(
+                "; ".join(problems) + " (give a shorter name: a user name or 警号)", param, ctx
+            )
         return str(value)
 
 
@@ -35,6 +36,10 @@ ACTOR = ActorType()
 
 
 def actor_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--actor", type=ACTOR, default=lambda: getpass.getuser(),
-                        show_default="OS user",
-                        help="Who does this (recorded in the custody log).")(f)
+    return click.option(
+        "--actor",
+        type=ACTOR,
+        default=lambda: getpass.getuser(),
+        show_default="OS user",
+        help="Who does this (recorded in the custody log).",
+    )(f)

@@ -37,8 +37,9 @@ class Reached:
     unreachable: list[str] = field(default_factory=list)  # sources that could not be read
 
 
-def reachable_anchors(settings: Settings | None, store: ObjectStore | None,
-                      files: Sequence[Path] = ()) -> Reached:
+def reachable_anchors(
+    settings: Settings | None, store: ObjectStore | None, files: Sequence[Path] = ()
+) -> Reached:
     """Every anchor within reach; a source that cannot be read is noted, not fatal."""
     got = Reached()
 
@@ -61,7 +62,8 @@ def reachable_anchors(settings: Settings | None, store: ObjectStore | None,
         # EOFError: a compressed file cut off (gzip, lzma), which must not pass for the
         # user's Ctrl-D (the CLI reports EOFError as "aborted").
         except (OSError, EOFError, tarfile.TarError) as exc:
-            raise AnchorFileError(f"anchors {p}: cannot read: {exc}",
-                              hint="name an exported bag (folder or .tar) or an anchors "
-                              "file") from exc
+            raise AnchorFileError(
+                f"anchors {p}: cannot read: {exc}",
+                hint="name an exported bag (folder or .tar) or an anchors file",
+            ) from exc
     return got

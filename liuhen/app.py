@@ -38,8 +38,9 @@ class App:
         return Signer(self.settings.station.id, load_key_file(self.settings.key_file))
 
     def station(self) -> Station:
-        return Station(self.settings, catalog=self.ready_catalog(), store=self.store,
-                       signer=self.signer)
+        return Station(
+            self.settings, catalog=self.ready_catalog(), store=self.store, signer=self.signer
+        )
 
     def close(self) -> None:
         if "catalog" in self.__dict__:

@@ -43,8 +43,11 @@ class _Time(click.ParamType):  # type: ignore[type-arg]
         try:
             return I.parse_time(str(value))
         except ValueError:
-            self.fail(f"{value!r} is not a time (ISO 8601; without a zone: China Standard "
-                      "Time)", param, ctx)
+            self.fail(
+                f"{value!r} is not a time (ISO 8601; without a zone: China Standard Time)",
+                param,
+                ctx,
+            )
 
 
 TIME = _Time()
@@ -53,8 +56,7 @@ TIME = _Time()
 def _name_officer(app: Any) -> Callable[[str], str | None]:
     from ingest.identity import NameParser
 
-    parser = NameParser(app.settings.ingest.filename_patterns,
-                        app.settings.ingest.important_marker)
+    parser = NameParser(app.settings.ingest.filename_patterns, app.settings.ingest.important_marker)
     return lambda name: parser.parse(name).officer
 
 
@@ -66,20 +68,48 @@ def _print_errors(errors: list[str]) -> None:
 # --- device ------------------------------------------------------------------------------
 
 
-def run_device_assign(app: Any, serial: str, officer: str, name: str, unit: str,
-                      start: datetime, end: datetime | None, actor: str) -> None:
+def run_device_assign(
+    app: Any,
+    serial: str,
+    officer: str,
+    name: str,
+    unit: str,
+    start: datetime,
+    end: datetime | None,
+    actor: str,
+) -> None:
     catalog = app.ready_catalog()
     with catalog.transaction() as s:
-        row, changed = D.assign_device(s, app.signer, serial=serial, officer_number=officer,
-                                       officer_name=name, officer_unit=unit, start=start,
-                                       end=end, actor=actor)
-        looked = A.after_assignment(s, app.signer, row, name_officer=_name_officer(app),
-                                    policy=app.settings.retention, actor=actor,
-                                    store=app.store) if changed else 0
-    out.print(f"{serial} → {officer} from {start.isoformat()}"
-              + (f" to {row.end.isoformat()}" if row.end else "")
-              + ("" if changed else " (already recorded)")
-              + (f"; {looked} recording(s) re-resolved" if looked else ""))
+        row, changed = D.assign_device(
+            s,
+            app.signer,
+            serial=serial,
+            officer_number=officer,
+            officer_name=name,
+            officer_unit=unit,
+            start=start,
+            end=end,
+            actor=actor,
+        )
+        looked = (
+            A.after_assignment(
+                s,
+                app.signer,
+                row,
+                name_officer=_name_officer(app),
+                policy=app.settings.retention,
+                actor=actor,
+                store=app.store,
+            )
+            if changed
+            else 0
+        )
+    out.print(
+        f"{serial} → {officer} from {start.isoformat()}"
+        + (f" to {row.end.isoformat()}" if row.end else "")
+        + ("" if changed else " (already recorded)")
+        + (f"; {looked} recording(s) re-resolved" if looked else "")
+    )
 
 
 def run_device_import(app: Any, path: Path, actor: str, as_json: bool) -> None:
@@ -87,14 +117,23 @@ def run_device_import(app: Any, path: Path, actor: str, as_json: bool) -> None:
     with catalog.transaction() as s:
         report = I.import_devices(s, app.signer, path, actor=actor)
         for row in report.new_assignments:
-            A.after_assignment(s, app.signer, row, name_officer=_name_officer(app),
-                               policy=app.settings.retention, actor=actor, store=app.store)
+            A.after_assignment(
+                s,
+                app.signer,
+                row,
+                name_officer=_name_officer(app),
+                policy=app.settings.retention,
+                actor=actor,
+                store=app.store,
+            )
     if as_json:
         print_json(report.as_dict())
     else:
-        out.print(f"{report.rows} rows: {report.devices} devices registered or updated, "
-                  f"{report.assignments} assignments, {report.unchanged} unchanged, "
-                  f"{len(report.errors)} refused")
+        out.print(
+            f"{report.rows} rows: {report.devices} devices registered or updated, "
+            f"{report.assignments} assignments, {report.unchanged} unchanged, "
+            f"{len(report.errors)} refused"
+        )
         _print_errors(report.errors)
     if report.errors:
         sys.exit(EXIT_PARTIAL)
@@ -107,18 +146,24 @@ def run_case_import(app: Any, path: Path, actor: str, as_json: bool) -> None:
     catalog = app.ready_catalog()
     with catalog.transaction() as s:
         report = I.import_actions(s, app.signer, path, actor=actor)
-        report.attached = A.attach_for_actions(s, app.signer, report.new_action_ids,
-                                               policy=app.settings.retention, actor=actor,
-                                               store=app.store)
-        R.sync_cases_store_retention(s, app.store, report.closed_case_ids,
-                                     app.settings.retention)
+        report.attached = A.attach_for_actions(
+            s,
+            app.signer,
+            report.new_action_ids,
+            policy=app.settings.retention,
+            actor=actor,
+            store=app.store,
+        )
+        R.sync_cases_store_retention(s, app.store, report.closed_case_ids, app.settings.retention)
     if as_json:
         print_json(report.as_dict())
     else:
-        out.print(f"{report.rows} rows: {report.cases_created} cases created, "
-                  f"{report.cases_updated} updated; {report.actions_created} actions created, "
-                  f"{report.actions_updated} updated, {report.unchanged} unchanged; "
-                  f"{report.attached} recordings attached; {len(report.errors)} refused")
+        out.print(
+            f"{report.rows} rows: {report.cases_created} cases created, "
+            f"{report.cases_updated} updated; {report.actions_created} actions created, "
+            f"{report.actions_updated} updated, {report.unchanged} unchanged; "
+            f"{report.attached} recordings attached; {len(report.errors)} refused"
+        )
         _print_errors(report.errors)
     if report.errors:
         sys.exit(EXIT_PARTIAL)
@@ -142,32 +187,61 @@ def run_case_show(app: Any, number: str, as_json: bool) -> None:
     # a terminal's columns, and these lines are what an auditor copies.
     out.print(f"recordings ({len(report['recordings'])}):")
     for r in report["recordings"]:
-        out.print(f"  #{r['recording']} {r['name']}  officer {r['officer'] or '?'}  "
-                  f"{r['capture_start'] or '?'} → {r['capture_end'] or '?'}", markup=False)
+        out.print(
+            f"  #{r['recording']} {r['name']}  officer {r['officer'] or '?'}  "
+            f"{r['capture_start'] or '?'} → {r['capture_end'] or '?'}",
+            markup=False,
+        )
         out.print(f"      sha256 {r['sha256']}  sm3 {r['sm3']}", markup=False)
         out.print(f"      why: {r['why']}", markup=False)
     for r in report["detached"]:
-        out.print(f"  detached #{r['recording']} {r['name']} by {r['detached_by']} at "
-                  f"{r['detached_at']}: {r['detach_reason']}", markup=False)
+        out.print(
+            f"  detached #{r['recording']} {r['name']} by {r['detached_by']} at "
+            f"{r['detached_at']}: {r['detach_reason']}",
+            markup=False,
+        )
 
 
 def run_attach(app: Any, number: str, ref: str, reason: str, actor: str) -> None:
     with app.ready_catalog().transaction() as s:
         rec = A.get_recording(s, ref)
-        changed = A.attach_manual(s, app.signer, case_number=number, rec=rec, reason=reason,
-                                  actor=actor, policy=app.settings.retention, store=app.store)
-    out.print(f"recording {rec.id} ({rec.sha256[:16]}) "
-              + ("attached to " if changed else "was already attached to ") + number)
+        changed = A.attach_manual(
+            s,
+            app.signer,
+            case_number=number,
+            rec=rec,
+            reason=reason,
+            actor=actor,
+            policy=app.settings.retention,
+            store=app.store,
+        )
+    out.print(
+        f"recording {rec.id} ({rec.sha256[:16]}) "
+        + ("attached to " if changed else "was already attached to ")
+        + number
+    )
 
 
 def run_detach(app: Any, number: str, ref: str, reason: str, actor: str, force: bool) -> None:
     with app.ready_catalog().transaction() as s:
         rec = A.get_recording(s, ref)
-        details = A.detach(s, app.signer, case_number=number, rec=rec, reason=reason,
-                           actor=actor, force_exported=force)
-    out.print(f"recording {rec.id} ({rec.sha256[:16]}) detached from {number}"
-              + (f" (exported in {', '.join(details['exports'])}: override recorded)"
-                 if details["override"] else ""))
+        details = A.detach(
+            s,
+            app.signer,
+            case_number=number,
+            rec=rec,
+            reason=reason,
+            actor=actor,
+            force_exported=force,
+        )
+    out.print(
+        f"recording {rec.id} ({rec.sha256[:16]}) detached from {number}"
+        + (
+            f" (exported in {', '.join(details['exports'])}: override recorded)"
+            if details["override"]
+            else ""
+        )
+    )
 
 
 # --- retention ------------------------------------------------------------------------------
@@ -180,15 +254,20 @@ def run_explain(app: Any, ref: str, as_json: bool) -> None:
         print_json(decision.as_dict())
         return
     until = f"until {decision.keep_until.isoformat()}" if decision.keep_until else "indefinitely"
-    out.print(f"recording {decision.recording_id} {decision.name} ({decision.state}): "
-              f"kept {until} (rule: {decision.rule})"
-              + ("; expired" if decision.expired else ""), markup=False)
+    out.print(
+        f"recording {decision.recording_id} {decision.name} ({decision.state}): "
+        f"kept {until} (rule: {decision.rule})" + ("; expired" if decision.expired else ""),
+        markup=False,
+    )
     for line in decision.reasons:
         out.print(f"  - {line}", markup=False)
     for h in decision.released_holds:
-        out.print(f"  - released: hold {h['id']}: placed by {h['by']} at {h['at']}: "
-                  f"{h['reason']}; released by {h['released_by']} at {h['released_at']}: "
-                  f"{h['release_reason']}", markup=False)
+        out.print(
+            f"  - released: hold {h['id']}: placed by {h['by']} at {h['at']}: "
+            f"{h['reason']}; released by {h['released_by']} at {h['released_at']}: "
+            f"{h['release_reason']}",
+            markup=False,
+        )
     if decision.store_retain_until:
         out.print(f"  - object store retention until {decision.store_retain_until.isoformat()}")
 
@@ -198,21 +277,29 @@ def run_hold(app: Any, ref: str, reason: str, actor: str) -> None:
         rec = A.get_recording(s, ref)
         row = R.hold(s, app.signer, app.store, rec, reason=reason, actor=actor)
         held = len(R.open_holds(s, rec.id))
-    out.print(f"recording {rec.id} ({rec.sha256[:16]}): legal hold {row.id} placed "
-              f"({held} in force; lift it with 'liuhen retention release {rec.id} "
-              f"--hold {row.id} --reason ...')", markup=False)
+    out.print(
+        f"recording {rec.id} ({rec.sha256[:16]}): legal hold {row.id} placed "
+        f"({held} in force; lift it with 'liuhen retention release {rec.id} "
+        f"--hold {row.id} --reason ...')",
+        markup=False,
+    )
 
 
 def run_release(app: Any, ref: str, hold_id: int | None, reason: str, actor: str) -> None:
     with app.ready_catalog().transaction() as s:
         rec = A.get_recording(s, ref)
-        row = R.release(s, app.signer, app.store, rec, reason=reason, actor=actor,
-                        hold_id=hold_id)
+        row = R.release(s, app.signer, app.store, rec, reason=reason, actor=actor, hold_id=hold_id)
         left = R.open_holds(s, rec.id)
-    out.print(f"recording {rec.id} ({rec.sha256[:16]}): legal hold {row.id} released "
-              f"(placed by {row.placed_by}: {row.reason}); "
-              + (f"{len(left)} still in force: " + ", ".join(str(h.id) for h in left)
-                 if left else "no hold left"), markup=False)
+    out.print(
+        f"recording {rec.id} ({rec.sha256[:16]}): legal hold {row.id} released "
+        f"(placed by {row.placed_by}: {row.reason}); "
+        + (
+            f"{len(left)} still in force: " + ", ".join(str(h.id) for h in left)
+            if left
+            else "no hold left"
+        ),
+        markup=False,
+    )
 
 
 def run_review(app: Any, ref: str, reason: str, actor: str) -> None:
@@ -223,24 +310,40 @@ def run_review(app: Any, ref: str, reason: str, actor: str) -> None:
 
 
 def run_sweep(app: Any, apply: bool, limit: int | None, actor: str, as_json: bool) -> None:
-    report = R.sweep(app.ready_catalog(), app.signer, app.store, app.settings.retention,
-                     actor=actor, apply=apply, limit=limit, now=datetime.now(UTC))
+    report = R.sweep(
+        app.ready_catalog(),
+        app.signer,
+        app.store,
+        app.settings.retention,
+        actor=actor,
+        apply=apply,
+        limit=limit,
+        now=datetime.now(UTC),
+    )
     if as_json:
-        print_json({"applied": report.applied, "due": [d.as_dict() for d in report.due],
-                    "deleted": report.deleted, "refused": report.refused})
+        print_json(
+            {
+                "applied": report.applied,
+                "due": [d.as_dict() for d in report.due],
+                "deleted": report.deleted,
+                "refused": report.refused,
+            }
+        )
     else:
         if report.due:
-            table = Table("id", "name", "sha256", "kept until",
-                          title=f"due ({len(report.due)})")
+            table = Table("id", "name", "sha256", "kept until", title=f"due ({len(report.due)})")
             for d in report.due:
-                table.add_row(str(d.recording_id), d.name, d.sha256[:16],
-                              d.keep_until.isoformat() if d.keep_until else "")
+                table.add_row(
+                    str(d.recording_id),
+                    d.name,
+                    d.sha256[:16],
+                    d.keep_until.isoformat() if d.keep_until else "",
+                )
             out.print(table)
         else:
             out.print("no recording is due for expiry")
         if apply:
-            out.print(f"deleted {len(report.deleted)}, refused by the store "
-                      f"{len(report.refused)}")
+            out.print(f"deleted {len(report.deleted)}, refused by the store {len(report.refused)}")
             for r in report.refused:
                 err.print(f"refused {r['recording']} {r['name']}: {r['error']}", markup=False)
         else:
@@ -264,8 +367,9 @@ def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> N
         """Register a recorder by its serial."""
         app = ctx.app()
         with app.ready_catalog().transaction() as s:
-            _, changed = D.add_device(s, app.signer, serial=serial, model=model, unit=unit,
-                                      actor=actor)
+            _, changed = D.add_device(
+                s, app.signer, serial=serial, model=model, unit=unit, actor=actor
+            )
         out.print(f"device {serial} " + ("registered" if changed else "already registered"))
 
     @device_group.command("assign")
@@ -277,8 +381,16 @@ def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> N
     @click.option("--end", type=TIME, default=None, help="End (default: the next hand-over).")
     @actor_option
     @pass_ctx
-    def device_assign(ctx: Any, serial: str, officer: str, name: str, unit: str,
-                      start: datetime, end: datetime | None, actor: str) -> None:
+    def device_assign(
+        ctx: Any,
+        serial: str,
+        officer: str,
+        name: str,
+        unit: str,
+        start: datetime,
+        end: datetime | None,
+        actor: str,
+    ) -> None:
         """Give recorder SERIAL to officer OFFICER (警号) from --start."""
         run_device_assign(ctx.app(), serial, officer, name, unit, start, end, actor)
 
@@ -294,9 +406,16 @@ def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> N
             return
         table = Table("serial", "model", "unit", "registered", "assignments")
         for d in devices:
-            table.add_row(d["serial"], d["model"], d["unit"], "yes" if d["registered"] else "no",
-                          "\n".join(f"{a['officer']} {a['name']} {a['start']} → {a['end'] or '…'}"
-                                    for a in d["assignments"]))
+            table.add_row(
+                d["serial"],
+                d["model"],
+                d["unit"],
+                "yes" if d["registered"] else "no",
+                "\n".join(
+                    f"{a['officer']} {a['name']} {a['start']} → {a['end'] or '…'}"
+                    for a in d["assignments"]
+                ),
+            )
         out.print(table)
 
     @device_group.command("import")
@@ -321,14 +440,30 @@ def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> N
     @click.option("--security-class", default="", help="密级.")
     @actor_option
     @pass_ctx
-    def case_create(ctx: Any, number: str, title: str, unit: str, status: str, retention: str,
-                    security_class: str, actor: str) -> None:
+    def case_create(
+        ctx: Any,
+        number: str,
+        title: str,
+        unit: str,
+        status: str,
+        retention: str,
+        security_class: str,
+        actor: str,
+    ) -> None:
         """Create case NUMBER (as the unit writes it, e.g. 沪徐市监罚〔2026〕123号)."""
         app = ctx.app()
         with app.ready_catalog().transaction() as s:
-            case = C.create_case(s, app.signer, number=number, title=title, unit=unit,
-                                 status=status, retention=retention,
-                                 security_class=security_class, actor=actor)
+            case = C.create_case(
+                s,
+                app.signer,
+                number=number,
+                title=title,
+                unit=unit,
+                status=status,
+                retention=retention,
+                security_class=security_class,
+                actor=actor,
+            )
         out.print(f"case {case.number} created")
 
     @case_group.command("action")
@@ -340,16 +475,38 @@ def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> N
     @click.option("--place", default="")
     @actor_option
     @pass_ctx
-    def case_action(ctx: Any, number: str, action_id: str, officers: tuple[str, ...],
-                    start: datetime, end: datetime, place: str, actor: str) -> None:
+    def case_action(
+        ctx: Any,
+        number: str,
+        action_id: str,
+        officers: tuple[str, ...],
+        start: datetime,
+        end: datetime,
+        place: str,
+        actor: str,
+    ) -> None:
         """Record enforcement action ACTION_ID of case NUMBER; attach matching recordings."""
         app = ctx.app()
         with app.ready_catalog().transaction() as s:
-            action, _ = C.add_action(s, app.signer, case=C.get_case(s, number),
-                                     external_id=action_id, officers=officers, start=start,
-                                     end=end, place=place, actor=actor)
-            n = A.attach_for_actions(s, app.signer, [action.id], policy=app.settings.retention,
-                                     actor=actor, store=app.store)
+            action, _ = C.add_action(
+                s,
+                app.signer,
+                case=C.get_case(s, number),
+                external_id=action_id,
+                officers=officers,
+                start=start,
+                end=end,
+                place=place,
+                actor=actor,
+            )
+            n = A.attach_for_actions(
+                s,
+                app.signer,
+                [action.id],
+                policy=app.settings.retention,
+                actor=actor,
+                store=app.store,
+            )
         out.print(f"action {action_id} of {number} recorded; {n} recording(s) attached")
 
     @case_group.command("show")
@@ -373,8 +530,14 @@ def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> N
             return
         table = Table("number", "title", "status", "retention", "密级", "recordings")
         for c in cases:
-            table.add_row(c["number"], c["title"], c["status"], c["retention"],
-                          c["security_class"], str(c["recordings"]))
+            table.add_row(
+                c["number"],
+                c["title"],
+                c["status"],
+                c["retention"],
+                c["security_class"],
+                str(c["recordings"]),
+            )
         out.print(table)
 
     @case_group.command("import")
@@ -400,12 +563,16 @@ def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> N
     @click.argument("number")
     @click.argument("recording")
     @_reason_option
-    @click.option("--force-exported", is_flag=True,
-                  help="Detach even though the recording was already exported.")
+    @click.option(
+        "--force-exported",
+        is_flag=True,
+        help="Detach even though the recording was already exported.",
+    )
     @actor_option
     @pass_ctx
-    def case_detach(ctx: Any, number: str, recording: str, reason: str, force_exported: bool,
-                    actor: str) -> None:
+    def case_detach(
+        ctx: Any, number: str, recording: str, reason: str, force_exported: bool, actor: str
+    ) -> None:
         """Detach RECORDING from case NUMBER (the rule will not attach it again)."""
         run_detach(ctx.app(), number, recording, reason, actor, force_exported)
 
@@ -432,14 +599,20 @@ def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> N
 
     @retention_group.command("release")
     @click.argument("recording")
-    @click.option("--hold", "hold_id", type=ROW_ID, default=None,
-                  help="The id of the hold to lift (see 'retention explain'); may be left "
-                       "out when the recording has one hold only.")
+    @click.option(
+        "--hold",
+        "hold_id",
+        type=ROW_ID,
+        default=None,
+        help="The id of the hold to lift (see 'retention explain'); may be left "
+        "out when the recording has one hold only.",
+    )
     @_reason_option
     @actor_option
     @pass_ctx
-    def retention_release(ctx: Any, recording: str, hold_id: int | None, reason: str,
-                          actor: str) -> None:
+    def retention_release(
+        ctx: Any, recording: str, hold_id: int | None, reason: str, actor: str
+    ) -> None:
         """Lift one legal hold of RECORDING; its other holds stay in force."""
         run_release(ctx.app(), recording, hold_id, reason, actor)
 
@@ -458,8 +631,9 @@ def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> N
     @actor_option
     @json_option
     @pass_ctx
-    def retention_sweep(ctx: Any, apply: bool, limit: int | None, actor: str,
-                        as_json: bool) -> None:
+    def retention_sweep(
+        ctx: Any, apply: bool, limit: int | None, actor: str, as_json: bool
+    ) -> None:
         """List unattached, unheld, unimportant originals past their retention; --apply
         deletes them (and their derivatives), with a tombstone and a custody event each."""
         run_sweep(ctx.app(), apply, limit, actor, as_json)

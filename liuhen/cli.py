@@ -215,8 +215,11 @@ def custody_group() -> None:
 @json_option
 @pass_ctx
 def custody_verify(
-    ctx: Context, station: str | None, trust_files: tuple[str, ...],
-    anchor_files: tuple[Path, ...], as_json: bool,
+    ctx: Context,
+    station: str | None,
+    trust_files: tuple[str, ...],
+    anchor_files: tuple[Path, ...],
+    as_json: bool,
 ) -> None:
     """Walk every custody chain; report every broken link, bad signature or unknown key,
     and every event the signed chain heads vouch for that the catalog lacks."""
@@ -235,13 +238,21 @@ def custody_verify(
         trusted.setdefault(app.settings.station.id, set()).add(app.signer.key_id)
     reached = reachable_anchors(app.settings, app.store, anchor_files)
     with app.ready_catalog().session() as session:
-        report = verify_chain(session, trusted=trusted, station_id=station,
-                              ring=bool(trust_files), anchors=reached.heads)
-    report.problems += [Problem(i.station_id, i.seq, None, i.kind, i.detail)
-                        for i in reached.issues]
+        report = verify_chain(
+            session,
+            trusted=trusted,
+            station_id=station,
+            ring=bool(trust_files),
+            anchors=reached.heads,
+        )
+    report.problems += [
+        Problem(i.station_id, i.seq, None, i.kind, i.detail) for i in reached.issues
+    ]
     if as_json:
-        print_json(report.as_dict() | {"anchor_sources": reached.sources,
-                                       "anchors_unreachable": reached.unreachable})
+        print_json(
+            report.as_dict()
+            | {"anchor_sources": reached.sources, "anchors_unreachable": reached.unreachable}
+        )
     else:
         for p in report.problems:
             out.print(f"[red]✗[/red] {p.describe()}")
@@ -249,8 +260,11 @@ def custody_verify(
             out.print(f"[yellow]![/yellow] anchors not read: {where}")
         summary = f"{report.events} events in {len(report.stations)} station chain(s)"
         anchored = ", ".join(f"{s} #{n}" for s, n in sorted(report.last_anchored.items()))
-        summary += (f"; last anchored: {anchored} ({report.heads_verified} signed chain heads)"
-                    if anchored else "; no signed chain head found")
+        summary += (
+            f"; last anchored: {anchored} ({report.heads_verified} signed chain heads)"
+            if anchored
+            else "; no signed chain head found"
+        )
         if report.ok:
             out.print(f"[green]✓[/green] custody log verifies: {summary}")
         else:
@@ -302,8 +316,9 @@ def custody_anchor(ctx: Context, as_json: bool) -> None:
     elif as_json:
         print_json(head.as_json())
     else:
-        out.print(f"signed chain head of {head.station_id}: #{head.seq} {head.event_hash} "
-                  f"at {head.at}")
+        out.print(
+            f"signed chain head of {head.station_id}: #{head.seq} {head.event_hash} at {head.at}"
+        )
         print(head.to_line())
 
 

@@ -17,8 +17,12 @@ from liuhen.output import out, print_json
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
-_MARKS = {OK: "[green]✓[/green]", WARN: "[yellow]![/yellow]", FAIL: "[red]✗[/red]",
-          SKIP: "[dim]-[/dim]"}
+_MARKS = {
+    OK: "[green]✓[/green]",
+    WARN: "[yellow]![/yellow]",
+    FAIL: "[red]✗[/red]",
+    SKIP: "[dim]-[/dim]",
+}
 
 
 def run_doctor_cmd(ctx: Any, role: str, as_json: bool) -> None:
@@ -49,35 +53,49 @@ def _size(n: int) -> str:
 
 def run_status(app: Any, as_json: bool, expiry_days: int) -> None:
     with app.ready_catalog().session() as session:
-        status = district_status(session, expiry_within_days=expiry_days,
-                                 retention=app.settings.retention)
+        status = district_status(
+            session, expiry_within_days=expiry_days, retention=app.settings.retention
+        )
     if as_json:
         print_json(status)
         return
     out.print(f"[bold]留痕 district[/bold] {app.catalog.display_url} at {status['generated_at']}")
-    stations = Table("station", "name", "alive", "last docking", "state", "dockings",
-                     title="stations")
+    stations = Table(
+        "station", "name", "alive", "last docking", "state", "dockings", title="stations"
+    )
     for s in status["stations"]:
         d = s["last_docking"]
         stations.add_row(
-            s["id"], s["name"], "[green]yes[/green]" if s["alive"] else "[dim]no[/dim]",
-            d["started_at"][:19] if d else "", d["state"] if d else "",
+            s["id"],
+            s["name"],
+            "[green]yes[/green]" if s["alive"] else "[dim]no[/dim]",
+            d["started_at"][:19] if d else "",
+            d["state"] if d else "",
             ", ".join(f"{k} {v}" for k, v in sorted(s["dockings"].items())),
         )
     out.print(stations)
     procs = Table("process", "role", "station", "status", "last seen", "doing", title="processes")
     for p in status["processes"]:
         colour = {"alive": "green", "lost": "red", "died": "yellow"}.get(p["status"], "dim")
-        doing = ", ".join(f"{k}={v}" for k, v in sorted(p["details"].items())
-                          if k not in ("interval_s", "lease_owner"))
-        procs.add_row(p["process_id"], p["role"], p["station_id"],
-                      f"[{colour}]{p['status']}[/{colour}]", f"{p['seen_s_ago']:.0f} s ago",
-                      doing)
+        doing = ", ".join(
+            f"{k}={v}"
+            for k, v in sorted(p["details"].items())
+            if k not in ("interval_s", "lease_owner")
+        )
+        procs.add_row(
+            p["process_id"],
+            p["role"],
+            p["station_id"],
+            f"[{colour}]{p['status']}[/{colour}]",
+            f"{p['seen_s_ago']:.0f} s ago",
+            doing,
+        )
     out.print(procs)
     queue = Table("kind", "PENDING", "CLAIMED", "DONE", "FAILED", title="work queue")
     for kind, states in sorted(status["queue"].items()):
-        queue.add_row(kind, *(str(states.get(k, 0)) for k in ("PENDING", "CLAIMED", "DONE",
-                                                               "FAILED")))
+        queue.add_row(
+            kind, *(str(states.get(k, 0)) for k in ("PENDING", "CLAIMED", "DONE", "FAILED"))
+        )
     out.print(queue)
     stuck = status["stuck"]
     if stuck["count"]:
@@ -89,29 +107,41 @@ def run_status(app: Any, as_json: bool, expiry_days: int) -> None:
         out.print(f"[red]{fails['count']} failed item(s)[/red]")
         for i in fails["items"]:
             last = (i["last_error"] or "").strip().splitlines()[-1:] or [""]
-            out.print(f"  #{i['id']} {i['kind']} {i['subject']} after {i['attempts']} "
-                      f"attempt(s): {last[0]}", markup=False)
+            out.print(
+                f"  #{i['id']} {i['kind']} {i['subject']} after {i['attempts']} "
+                f"attempt(s): {last[0]}",
+                markup=False,
+            )
     q = fails["quarantined_files"]
     if q["count"]:
         out.print(f"[yellow]{q['count']} quarantined file(s)[/yellow]")
         for f in q["items"][:10]:
             out.print(f"  {f['station_id']} {f['path']}: {f['reason']}", markup=False)
     st = status["storage"]
-    out.print(f"storage: {_size(st['total_bytes'])} ({_size(st['originals_bytes'])} originals "
-              f"in {sum(v['count'] for v in st['recordings'].values())} recordings, "
-              f"{_size(st['derivatives_bytes'])} derivatives)")
+    out.print(
+        f"storage: {_size(st['total_bytes'])} ({_size(st['originals_bytes'])} originals "
+        f"in {sum(v['count'] for v in st['recordings'].values())} recordings, "
+        f"{_size(st['derivatives_bytes'])} derivatives)"
+    )
     ex = status["expiry"]
     if "due" in ex:
         floor = "at least " if ex.get("capped") else ""
-        out.print(f"expiry: {floor}{ex['due']['count']} recording(s) due now "
-                  f"({_size(ex['due']['bytes'])}), {ex['due_soon']['count']} more within "
-                  f"{ex['within_days']} days")
+        out.print(
+            f"expiry: {floor}{ex['due']['count']} recording(s) due now "
+            f"({_size(ex['due']['bytes'])}), {ex['due_soon']['count']} more within "
+            f"{ex['within_days']} days"
+        )
 
 
 def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> None:
     @cli.command("doctor")
-    @click.option("--role", type=click.Choice(ROLES), default="all", show_default=True,
-                  help="What this host runs: a station needs no ffmpeg, a worker no dock.")
+    @click.option(
+        "--role",
+        type=click.Choice(ROLES),
+        default="all",
+        show_default=True,
+        help="What this host runs: a station needs no ffmpeg, a worker no dock.",
+    )
     @json_option
     @pass_ctx
     def doctor_cmd(ctx: Any, role: str, as_json: bool) -> None:
@@ -124,8 +154,13 @@ def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> N
         """The district: every station and worker on one catalog."""
 
     @district_group.command("status")
-    @click.option("--expiry-days", type=click.IntRange(min=1), default=30, show_default=True,
-                  help="Also count recordings due for expiry within this many days.")
+    @click.option(
+        "--expiry-days",
+        type=click.IntRange(min=1),
+        default=30,
+        show_default=True,
+        help="Also count recordings due for expiry within this many days.",
+    )
     @json_option
     @pass_ctx
     def status_cmd(ctx: Any, expiry_days: int, as_json: bool) -> None:
@@ -137,9 +172,12 @@ def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> N
 def metrics_port_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``--metrics-port`` for the long-running services (overrides station.metrics_port)."""
     return click.option(
-        "--metrics-port", type=click.IntRange(0, 65535), default=None,
+        "--metrics-port",
+        type=click.IntRange(0, 65535),
+        default=None,
         help="Serve Prometheus metrics on this port (127.0.0.1, or "
-        "station.metrics_address) [station.metrics_port; 0: off].")(fn)
+        "station.metrics_address) [station.metrics_port; 0: off].",
+    )(fn)
 
 
 def apply_metrics_port(app: Any, port: int | None) -> None:
@@ -147,5 +185,6 @@ def apply_metrics_port(app: Any, port: int | None) -> None:
     if port is not None:
         from dataclasses import replace
 
-        app.settings = replace(app.settings,
-                               station=replace(app.settings.station, metrics_port=port))
+        app.settings = replace(
+            app.settings, station=replace(app.settings.station, metrics_port=port)
+        )

@@ -78,8 +78,11 @@ class DoctorReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "ok": self.ok, "role": self.role, "problems": self.count(FAIL),
-            "warnings": self.count(WARN), "checks": [c.as_dict() for c in self.checks],
+            "ok": self.ok,
+            "role": self.role,
+            "problems": self.count(FAIL),
+            "warnings": self.count(WARN),
+            "checks": [c.as_dict() for c in self.checks],
         }
 
 
@@ -136,8 +139,12 @@ def _guarded(name: str, fn: Callable[[], Check]) -> Check:
     except LiuhenError as exc:
         return Check(name, FAIL, exc.message, exc.hint or "")
     except Exception as exc:
-        return Check(name, FAIL, f"the check itself failed: {type(exc).__name__}: {exc}",
-                     "run 'liuhen --verbose doctor' and report it")
+        return Check(
+            name,
+            FAIL,
+            f"the check itself failed: {type(exc).__name__}: {exc}",
+            "run 'liuhen --verbose doctor' and report it",
+        )
 
 
 def _skip(name: str, why: str) -> Check:
@@ -147,20 +154,34 @@ def _skip(name: str, why: str) -> Check:
 # -- settings, data directory, key --------------------------------------------------------------
 
 
-def _settings(st: _State, data_dir: str | Path | None, config_file: str | Path | None,
-              environ: Mapping[str, str] | None) -> Check:
+def _settings(
+    st: _State,
+    data_dir: str | Path | None,
+    config_file: str | Path | None,
+    environ: Mapping[str, str] | None,
+) -> Check:
     try:
         st.settings = load_settings(data_dir, config_file, environ)
     except LiuhenError as exc:
-        return Check("settings", FAIL, exc.message,
-                     exc.hint or "fix the settings file (compare with 'liuhen init' output)")
+        return Check(
+            "settings",
+            FAIL,
+            exc.message,
+            exc.hint or "fix the settings file (compare with 'liuhen init' output)",
+        )
     s = st.settings
     where = str(s.source) if s.source else "no settings file (defaults and environment)"
-    detail = (f"{where}; station {s.station.id}; catalog {mask_url(s.catalog_url)}; "
-              f"store {mask_url(s.store_url)}")
+    detail = (
+        f"{where}; station {s.station.id}; catalog {mask_url(s.catalog_url)}; "
+        f"store {mask_url(s.store_url)}"
+    )
     if s.source is None:
-        return Check("settings", WARN, detail,
-                     f"run 'liuhen init' to write {s.data_dir / 'liuhen.toml'} with every key")
+        return Check(
+            "settings",
+            WARN,
+            detail,
+            f"run 'liuhen init' to write {s.data_dir / 'liuhen.toml'} with every key",
+        )
     return Check("settings", OK, detail)
 
 
@@ -170,11 +191,19 @@ def _data_dir(st: _State) -> Check:
         return _skip("data directory", "settings did not load")
     d = s.data_dir
     if not d.is_dir():
-        return Check("data directory", FAIL, f"{d} does not exist",
-                     "run 'liuhen init' (or pass --data-dir / set LIUHEN_HOME to the right one)")
+        return Check(
+            "data directory",
+            FAIL,
+            f"{d} does not exist",
+            "run 'liuhen init' (or pass --data-dir / set LIUHEN_HOME to the right one)",
+        )
     if not os.access(d, os.W_OK | os.X_OK):
-        return Check("data directory", FAIL, f"{d} is not writable by this user",
-                     f"run the service as the owner of {d}, or 'chown -R <user> {d}'")
+        return Check(
+            "data directory",
+            FAIL,
+            f"{d} is not writable by this user",
+            f"run the service as the owner of {d}, or 'chown -R <user> {d}'",
+        )
     return Check("data directory", OK, str(d))
 
 
@@ -190,14 +219,22 @@ def _key_check(st: _State, path: Path) -> Check:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     if not path.exists():
-        return Check("signing key", FAIL, f"station signing key {path} not found",
-                     "run 'liuhen init' to create and register it, or set station.key_file "
-                     "to the station's key")
+        return Check(
+            "signing key",
+            FAIL,
+            f"station signing key {path} not found",
+            "run 'liuhen init' to create and register it, or set station.key_file "
+            "to the station's key",
+        )
     try:
         data = path.read_bytes()
     except OSError as exc:
-        return Check("signing key", FAIL, f"{path}: cannot read: {exc.strerror}",
-                     f"run the service as the key's owner, or 'chown <user> {path}'")
+        return Check(
+            "signing key",
+            FAIL,
+            f"{path}: cannot read: {exc.strerror}",
+            f"run the service as the key's owner, or 'chown <user> {path}'",
+        )
     problems: list[str] = []
     fixes: list[str] = []
     try:
@@ -205,8 +242,10 @@ def _key_check(st: _State, path: Path) -> Check:
     except (ValueError, TypeError):
         key = None
         problems.append(f"{path} is not an unencrypted PEM private key")
-        fixes.append("restore the station's key from its backup, or rotate to a new key "
-                     "(docs/operations.md, 'Signing-key rotation')")
+        fixes.append(
+            "restore the station's key from its backup, or rotate to a new key "
+            "(docs/operations.md, 'Signing-key rotation')"
+        )
     if key is not None and not isinstance(key, Ed25519PrivateKey):
         problems.append(f"{path} is not an Ed25519 key")
         fixes.append("use an Ed25519 key ('liuhen init' makes one)")
@@ -235,10 +274,12 @@ def _catalog_fix(url: str) -> str:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         return "run 'liuhen init', or fix catalog.url"
-    return (f"check that PostgreSQL at {parsed.host or 'localhost'}:{parsed.port or 5432} is "
-            f"running and accepts this host (pg_hba.conf), that database "
-            f"'{parsed.database}' and role '{parsed.username}' exist, and the password "
-            f"(PGPASSWORD or ~/.pgpass); or fix catalog.url")
+    return (
+        f"check that PostgreSQL at {parsed.host or 'localhost'}:{parsed.port or 5432} is "
+        f"running and accepts this host (pg_hba.conf), that database "
+        f"'{parsed.database}' and role '{parsed.username}' exist, and the password "
+        f"(PGPASSWORD or ~/.pgpass); or fix catalog.url"
+    )
 
 
 def _catalog_check(st: _State, s: Settings) -> Check:
@@ -262,8 +303,13 @@ def _catalog_check(st: _State, s: Settings) -> Check:
     except LiuhenError as exc:
         return Check("catalog", FAIL, exc.message, _catalog_fix(url))
     except Exception as exc:
-        return Check("catalog", FAIL, f"catalog {mask_url(url)}: {type(exc).__name__}: "
-                     f"{str(getattr(exc, 'orig', None) or exc).strip()}", _catalog_fix(url))
+        return Check(
+            "catalog",
+            FAIL,
+            f"catalog {mask_url(url)}: {type(exc).__name__}: "
+            f"{str(getattr(exc, 'orig', None) or exc).strip()}",
+            _catalog_fix(url),
+        )
     st.catalog_ok = True
     return Check("catalog", OK, detail)
 
@@ -304,22 +350,34 @@ def _registration(st: _State) -> Check:
             rule = catalog_keys(s).get(key_id)
             retired = rule.retired_at if rule is not None else None
             if row is None:
-                what = (f"station {sid} is not registered in the catalog" if station is None
-                        else f"station {sid} is registered, but not with this key")
-                return Check(name, FAIL, f"{what} ({key_id})",
-                             "run 'liuhen init' on this host: it registers the station and "
-                             "its key (for a rotated key see docs/operations.md)")
+                what = (
+                    f"station {sid} is not registered in the catalog"
+                    if station is None
+                    else f"station {sid} is registered, but not with this key"
+                )
+                return Check(
+                    name,
+                    FAIL,
+                    f"{what} ({key_id})",
+                    "run 'liuhen init' on this host: it registers the station and "
+                    "its key (for a rotated key see docs/operations.md)",
+                )
             if row.station_id != sid:
-                return Check(name, FAIL,
-                             f"key {key_id} belongs to station {row.station_id}, but "
-                             f"station.id is {sid}",
-                             f"set station.id = \"{row.station_id}\", or give this host a key "
-                             "of its own ('liuhen init' with a new station.key_file)")
+                return Check(
+                    name,
+                    FAIL,
+                    f"key {key_id} belongs to station {row.station_id}, but station.id is {sid}",
+                    f'set station.id = "{row.station_id}", or give this host a key '
+                    "of its own ('liuhen init' with a new station.key_file)",
+                )
             if retired is not None:
-                return Check(name, FAIL,
-                             f"key {key_id} of station {sid} was retired at {retired}",
-                             "point station.key_file at the station's current key "
-                             "(docs/operations.md, 'Signing-key rotation')")
+                return Check(
+                    name,
+                    FAIL,
+                    f"key {key_id} of station {sid} was retired at {retired}",
+                    "point station.key_file at the station's current key "
+                    "(docs/operations.md, 'Signing-key rotation')",
+                )
         return Check(name, OK, f"station {sid}, key {key_id[:24]}…")
 
     return _guarded(name, check)
@@ -329,13 +387,21 @@ def _clock(st: _State) -> Check:
     name = "clock"
     now = datetime.now(UTC)
     if now < EARLIEST_SANE:
-        return Check(name, FAIL, f"the system clock reads {now.isoformat()}",
-                     "set the clock and enable NTP (timedatectl set-ntp true)")
+        return Check(
+            name,
+            FAIL,
+            f"the system clock reads {now.isoformat()}",
+            "set the clock and enable NTP (timedatectl set-ntp true)",
+        )
     if st.catalog is None or not st.catalog_ok or not st.catalog.is_postgres:
-        why = ("the catalog is not reachable" if st.settings and st.settings.catalog_url
-               .startswith("postgresql") else "a SQLite catalog has no server clock")
-        return Check(name, OK, f"{now.isoformat(timespec='seconds')} (not compared: {why}; "
-                     "keep NTP on)")
+        why = (
+            "the catalog is not reachable"
+            if st.settings and st.settings.catalog_url.startswith("postgresql")
+            else "a SQLite catalog has no server clock"
+        )
+        return Check(
+            name, OK, f"{now.isoformat(timespec='seconds')} (not compared: {why}; keep NTP on)"
+        )
     cat = st.catalog
 
     def check() -> Check:
@@ -344,8 +410,10 @@ def _clock(st: _State) -> Check:
             server = s.execute(text("SELECT clock_timestamp()")).scalar_one()
             t1 = time.time()
         offset = server.timestamp() - (t0 + t1) / 2
-        detail = (f"{abs(offset):.2f} s {'behind' if offset > 0 else 'ahead of'} the catalog "
-                  f"server (±{(t1 - t0) / 2:.2f} s)")
+        detail = (
+            f"{abs(offset):.2f} s {'behind' if offset > 0 else 'ahead of'} the catalog "
+            f"server (±{(t1 - t0) / 2:.2f} s)"
+        )
         fix = "enable NTP on this host and on the database server (timedatectl set-ntp true)"
         if abs(offset) > CLOCK_FAIL_S:
             return Check(name, FAIL, detail, fix)
@@ -367,23 +435,38 @@ def _store(st: _State) -> list[Check]:
         root = Path(unquote(urlsplit(s.store_url).path))
         if not root.is_dir():
             # LocalStore.check would create it; the doctor looks, it does not build.
-            return [Check("store", FAIL, f"store directory {root} does not exist",
-                          "run 'liuhen init' (it creates the store), or fix store.url")]
+            return [
+                Check(
+                    "store",
+                    FAIL,
+                    f"store directory {root} does not exist",
+                    "run 'liuhen init' (it creates the store), or fix store.url",
+                )
+            ]
     try:
         from storage import open_store
 
         # Few, quick retries: a doctor should answer in seconds, not wait out an outage.
-        opts = replace(s.store, max_attempts=min(s.store.max_attempts, 2),
-                       connect_timeout_s=min(s.store.connect_timeout_s, 5.0),
-                       read_timeout_s=min(s.store.read_timeout_s, 20.0))
+        opts = replace(
+            s.store,
+            max_attempts=min(s.store.max_attempts, 2),
+            connect_timeout_s=min(s.store.connect_timeout_s, 5.0),
+            read_timeout_s=min(s.store.read_timeout_s, 20.0),
+        )
         store = open_store(s.store_url, opts)
         st.store = store
         report = store.check()
     except LiuhenError as exc:
         return [Check("store", FAIL, exc.message, exc.hint or "fix store.url")]
     except Exception as exc:
-        return [Check("store", FAIL, f"store {mask_url(s.store_url)}: {type(exc).__name__}: "
-                      f"{exc}", "check store.url, store.endpoint_url and the credentials")]
+        return [
+            Check(
+                "store",
+                FAIL,
+                f"store {mask_url(s.store_url)}: {type(exc).__name__}: {exc}",
+                "check store.url, store.endpoint_url and the credentials",
+            )
+        ]
     is_s3 = urlsplit(s.store_url).scheme == "s3"
     bucket = urlsplit(s.store_url).netloc
     out: list[Check] = []
@@ -398,23 +481,36 @@ def _store(st: _State) -> list[Check]:
 
 def _store_ok(name: str, what: str, detail: str, is_s3: bool, lock: bool, bucket: str) -> Check:
     if is_s3 and what == "object lock" and not lock:
-        return Check(name, WARN, detail,
-                     f"evidence in bucket {bucket} is protected by the catalog only: use a "
-                     "bucket created with Object Lock (docs/operations.md, 'The bucket')")
+        return Check(
+            name,
+            WARN,
+            detail,
+            f"evidence in bucket {bucket} is protected by the catalog only: use a "
+            "bucket created with Object Lock (docs/operations.md, 'The bucket')",
+        )
     if is_s3 and what == "versioning" and "Enabled" not in detail:
-        return Check(name, WARN, f"versioning {detail}",
-                     f"enable versioning on bucket {bucket} (Object Lock needs it)")
+        return Check(
+            name,
+            WARN,
+            f"versioning {detail}",
+            f"enable versioning on bucket {bucket} (Object Lock needs it)",
+        )
     return Check(name, OK, detail)
 
 
-def _store_problem(name: str, what: str, detail: str, s: Settings, is_s3: bool,
-                   bucket: str) -> Check:
+def _store_problem(
+    name: str, what: str, detail: str, s: Settings, is_s3: bool, bucket: str
+) -> Check:
     low = detail.lower()
     if what == "round trip" and "delete failed" in low and "access denied" in low:
         # A station's policy may refuse deletes altogether; the probe then stays behind.
-        return Check(name, WARN, detail,
-                     f"allow s3:DeleteObject on {bucket}/<prefix>/liuhen-check/* only, so "
-                     "probe objects are removed (docs/operations.md, 'Credentials')")
+        return Check(
+            name,
+            WARN,
+            detail,
+            f"allow s3:DeleteObject on {bucket}/<prefix>/liuhen-check/* only, so "
+            "probe objects are removed (docs/operations.md, 'Credentials')",
+        )
     if not is_s3:
         root = urlsplit(s.store_url).path
         fixes = {
@@ -424,15 +520,21 @@ def _store_problem(name: str, what: str, detail: str, s: Settings, is_s3: bool,
         }
         return Check(name, FAIL, detail, fixes.get(what, f"check {root}"))
     if "does not exist" in low:
-        fix = (f"create bucket {bucket} with versioning and Object Lock "
-               f"(docs/operations.md, 'The bucket'), or fix store.url")
+        fix = (
+            f"create bucket {bucket} with versioning and Object Lock "
+            f"(docs/operations.md, 'The bucket'), or fix store.url"
+        )
     elif "access denied" in low or "no s3 credentials" in low:
-        fix = ("check the credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in the "
-               f"service's environment file) and that their policy allows this on bucket "
-               f"{bucket} (docs/operations.md, 'Credentials')")
+        fix = (
+            "check the credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in the "
+            f"service's environment file) and that their policy allows this on bucket "
+            f"{bucket} (docs/operations.md, 'Credentials')"
+        )
     elif "did not answer" in low or "unreachable" in low:
-        fix = (f"check that the object store at {s.store.endpoint_url or 'AWS'} is running "
-               "and reachable from this host, and store.endpoint_url")
+        fix = (
+            f"check that the object store at {s.store.endpoint_url or 'AWS'} is running "
+            "and reachable from this host, and store.endpoint_url"
+        )
     else:
         fix = "check store.url, store.endpoint_url and the bucket's policy"
     return Check(name, FAIL, detail, fix)
@@ -460,19 +562,31 @@ def _chain_heads(st: _State) -> Check:
             problems, last, _verified = check_anchors(s, reached.heads)
         found = [p.describe() for p in problems] + [i.detail for i in reached.issues]
         if found:
-            return Check(name, FAIL, "; ".join(found),
-                         "the catalog lost custody events the stations signed for: run "
-                         "'liuhen custody verify', then restore the catalog from a copy that "
-                         "holds them (docs/custody.md)")
+            return Check(
+                name,
+                FAIL,
+                "; ".join(found),
+                "the catalog lost custody events the stations signed for: run "
+                "'liuhen custody verify', then restore the catalog from a copy that "
+                "holds them (docs/custody.md)",
+            )
         if not last and not reached.unreachable:
             # A new installation: stations sign their head after their first docking.
-            return Check(name, OK, "no signed chain head yet (a station signs one after "
-                         "each docking; other hosts: 'liuhen custody anchor')")
+            return Check(
+                name,
+                OK,
+                "no signed chain head yet (a station signs one after "
+                "each docking; other hosts: 'liuhen custody anchor')",
+            )
         anchored = ", ".join(f"{sid} #{n}" for sid, n in sorted(last.items()))
         detail = f"the catalog holds every anchored event (last anchored: {anchored})"
         if reached.unreachable:
-            return Check(name, WARN, detail + "; not read: " + "; ".join(reached.unreachable),
-                         "make the store reachable")
+            return Check(
+                name,
+                WARN,
+                detail + "; not read: " + "; ".join(reached.unreachable),
+                "make the store reachable",
+            )
         return Check(name, OK, detail)
 
     return _guarded(name, check)
@@ -482,9 +596,10 @@ def _media_tools(st: _State, role: str) -> list[Check]:
     tools = st.settings.ffmpeg if st.settings else FfmpegSettings()
     # A station only offloads; it can run without ffmpeg (its workers cannot).
     severity = WARN if role == "station" else FAIL
-    out = [_guarded("ffmpeg", lambda: _tool("ffmpeg", tools.ffmpeg, "ffmpeg.ffmpeg", severity)),
-           _guarded("ffprobe",
-                    lambda: _tool("ffprobe", tools.ffprobe, "ffmpeg.ffprobe", severity))]
+    out = [
+        _guarded("ffmpeg", lambda: _tool("ffmpeg", tools.ffmpeg, "ffmpeg.ffmpeg", severity)),
+        _guarded("ffprobe", lambda: _tool("ffprobe", tools.ffprobe, "ffmpeg.ffprobe", severity)),
+    ]
     ffmpeg_path = shutil.which(tools.ffmpeg)
     if ffmpeg_path is not None:
         out.append(_guarded("ffmpeg encoders", lambda: _encoders(ffmpeg_path, severity)))
@@ -492,15 +607,22 @@ def _media_tools(st: _State, role: str) -> list[Check]:
 
 
 def _tool(name: str, binary: str, key: str, severity: str) -> Check:
-    fix = (f"install ffmpeg (Debian/Ubuntu: 'apt install ffmpeg'), or set {key} to the full "
-           f"path of {name}")
+    fix = (
+        f"install ffmpeg (Debian/Ubuntu: 'apt install ffmpeg'), or set {key} to the full "
+        f"path of {name}"
+    )
     path = shutil.which(binary)
     if path is None:
         where = "not found on PATH" if os.sep not in binary else "not an executable file"
         return Check(name, severity, f"{binary!r} {where}", fix)
     try:
-        proc = subprocess.run([path, "-hide_banner", "-version"], stdin=subprocess.DEVNULL,
-                              capture_output=True, timeout=TOOL_TIMEOUT_S, check=False)
+        proc = subprocess.run(
+            [path, "-hide_banner", "-version"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=TOOL_TIMEOUT_S,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return Check(name, severity, f"{path} did not run: {exc}", fix)
     first = proc.stdout.decode("utf-8", "replace").strip().splitlines()[:1]
@@ -512,16 +634,28 @@ def _tool(name: str, binary: str, key: str, severity: str) -> Check:
 
 
 def _encoders(ffmpeg: str, severity: str) -> Check:
-    proc = subprocess.run([ffmpeg, "-hide_banner", "-encoders"], stdin=subprocess.DEVNULL,
-                          capture_output=True, timeout=TOOL_TIMEOUT_S, check=False)
+    proc = subprocess.run(
+        [ffmpeg, "-hide_banner", "-encoders"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=TOOL_TIMEOUT_S,
+        check=False,
+    )
     listed = proc.stdout.decode("utf-8", "replace")
-    names = {line.split()[1] for line in listed.splitlines()
-             if len(line.split()) > 1 and re.match(r"^\s*[VAS][.A-Z]{5}\s", line)}
+    names = {
+        line.split()[1]
+        for line in listed.splitlines()
+        if len(line.split()) > 1 and re.match(r"^\s*[VAS][.A-Z]{5}\s", line)
+    }
     missing = [e for e in ("libx264", "aac") if e not in names]
     if missing:
-        return Check("ffmpeg encoders", severity,
-                     f"{ffmpeg} lacks the {', '.join(missing)} encoder(s) the access copies "
-                     "and proxies need", "install an ffmpeg build with libx264 (Debian's has it)")
+        return Check(
+            "ffmpeg encoders",
+            severity,
+            f"{ffmpeg} lacks the {', '.join(missing)} encoder(s) the access copies "
+            "and proxies need",
+            "install an ffmpeg build with libx264 (Debian's has it)",
+        )
     return Check("ffmpeg encoders", OK, "libx264 and aac available")
 
 
@@ -534,8 +668,11 @@ def _space(st: _State, role: str) -> Check:
         return _skip(name, f"{s.data_dir} does not exist")
 
     def check() -> Check:
-        dirs = [s.staging_dir] if role == "station" else (
-            [s.work_dir] if role == "worker" else [s.staging_dir, s.work_dir])
+        dirs = (
+            [s.staging_dir]
+            if role == "station"
+            else ([s.work_dir] if role == "worker" else [s.staging_dir, s.work_dir])
+        )
         for d in dirs:
             # Not created by the doctor: the service makes it; its parent must allow that.
             target = d if d.is_dir() else d.parent
@@ -549,13 +686,19 @@ def _space(st: _State, role: str) -> Check:
                     os.close(fd)
                 probe.unlink()
             except OSError as exc:
-                return Check(name, FAIL, f"cannot write in {target}: {exc.strerror}",
-                             f"make {target} writable by the service's user")
+                return Check(
+                    name,
+                    FAIL,
+                    f"cannot write in {target}: {exc.strerror}",
+                    f"make {target} writable by the service's user",
+                )
         vfs = os.statvfs(s.staging_dir if s.staging_dir.is_dir() else s.data_dir)
         free = vfs.f_bavail * vfs.f_frsize
         detail = f"{free / 1e9:.1f} GB free for {', '.join(str(d) for d in dirs)}"
-        fix = ("free space or move the data directory to a larger disk: staging holds a "
-               "docked recorder's files until they are stored")
+        fix = (
+            "free space or move the data directory to a larger disk: staging holds a "
+            "docked recorder's files until they are stored"
+        )
         if free < SPACE_FAIL_BYTES:
             return Check(name, FAIL, detail, fix)
         if free < SPACE_WARN_BYTES:
@@ -578,28 +721,41 @@ def _journal(st: _State) -> Check:
         try:
             db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
         except sqlite3.Error as exc:
-            return Check(name, FAIL, f"{path}: cannot open: {exc}",
-                         f"check the permissions of {path}")
+            return Check(
+                name, FAIL, f"{path}: cannot open: {exc}", f"check the permissions of {path}"
+            )
         try:
             result = db.execute("PRAGMA quick_check").fetchone()[0]
             if result != "ok":
-                return Check(name, FAIL, f"{path} is damaged: {result}",
-                             "stop the station, keep a copy of the journal and the staging "
-                             "folder, and restore the journal from backup")
+                return Check(
+                    name,
+                    FAIL,
+                    f"{path} is damaged: {result}",
+                    "stop the station, keep a copy of the journal and the staging "
+                    "folder, and restore the journal from backup",
+                )
             open_dockings = db.execute(
                 "SELECT count(*) FROM dockings WHERE state IN ('OFFLOADING','INCOMPLETE')"
             ).fetchone()[0]
             staged = db.execute("SELECT count(*) FROM files WHERE state = 'STAGED'").fetchone()[0]
         except sqlite3.Error as exc:
-            return Check(name, FAIL, f"{path}: cannot read: {exc}",
-                         "stop the station and check the disk; restore the journal if need be")
+            return Check(
+                name,
+                FAIL,
+                f"{path}: cannot read: {exc}",
+                "stop the station and check the disk; restore the journal if need be",
+            )
         finally:
             db.close()
         detail = f"{path}: {open_dockings} unfinished docking(s), {staged} file(s) staged"
         if staged:
-            return Check(name, WARN, detail + " waiting for the store or catalog",
-                         "they are stored when 'liuhen station watch' runs with the catalog "
-                         "and store reachable")
+            return Check(
+                name,
+                WARN,
+                detail + " waiting for the store or catalog",
+                "they are stored when 'liuhen station watch' runs with the catalog "
+                "and store reachable",
+            )
         return Check(name, OK, detail)
 
     return _guarded(name, check)
@@ -612,15 +768,27 @@ def _dock_root(st: _State) -> Check:
         return _skip(name, "settings did not load")
     root = s.ingest.dock_root
     if not root:
-        return Check(name, WARN, "ingest.dock_root is not set",
-                     "set ingest.dock_root (or pass --dock-root to 'liuhen station watch')")
+        return Check(
+            name,
+            WARN,
+            "ingest.dock_root is not set",
+            "set ingest.dock_root (or pass --dock-root to 'liuhen station watch')",
+        )
     path = Path(root).expanduser()
     if not path.is_dir():
-        return Check(name, FAIL, f"{path} is not a folder",
-                     f"create {path} (or mount the dock there), or fix ingest.dock_root")
+        return Check(
+            name,
+            FAIL,
+            f"{path} is not a folder",
+            f"create {path} (or mount the dock there), or fix ingest.dock_root",
+        )
     if not os.access(path, os.R_OK | os.X_OK):
-        return Check(name, FAIL, f"{path} is not readable by this user",
-                     f"give the service's user read access to {path}")
+        return Check(
+            name,
+            FAIL,
+            f"{path} is not readable by this user",
+            f"give the service's user read access to {path}",
+        )
     return Check(name, OK, str(path))
 
 
@@ -637,13 +805,19 @@ def _processes(st: _State) -> Check:
         states = [(r, status_of(r)) for r in rows]
         lost = [r for r, status in states if status == LOST]
         alive = [r for r, status in states if status == "alive"]
-        detail = (f"station {sid}: {len(alive)} running, {len(lost)} lost "
-                  f"({total} process heartbeats in the district)")
+        detail = (
+            f"station {sid}: {len(alive)} running, {len(lost)} lost "
+            f"({total} process heartbeats in the district)"
+        )
         if lost:
             names = ", ".join(f"{r.role} on {r.host} (pid {r.pid})" for r in lost)
-            return Check(name, WARN, f"{detail}: silent: {names}",
-                         "check the service: 'systemctl status liuhen-station' / "
-                         "'liuhen-worker@…' and its journal ('journalctl -u …')")
+            return Check(
+                name,
+                WARN,
+                f"{detail}: silent: {names}",
+                "check the service: 'systemctl status liuhen-station' / "
+                "'liuhen-worker@…' and its journal ('journalctl -u …')",
+            )
         return Check(name, OK, detail)
 
     return _guarded(name, check)

@@ -31,10 +31,22 @@ def parse_size(text: str) -> int:
     return int(float(m.group(1)) * scale)
 
 
-def run_export(app: Any, *, out_path: str, cases: tuple[str, ...], date_from: str | None,
-               date_to: str | None, with_access: bool, max_bag_size: str | None, fonds: str,
-               retention: str, security_class: str, organization: str, decode: str,
-               as_json: bool) -> None:
+def run_export(
+    app: Any,
+    *,
+    out_path: str,
+    cases: tuple[str, ...],
+    date_from: str | None,
+    date_to: str | None,
+    with_access: bool,
+    max_bag_size: str | None,
+    fonds: str,
+    retention: str,
+    security_class: str,
+    organization: str,
+    decode: str,
+    as_json: bool,
+) -> None:
     from archive_export.export import (
         ExportRequest,
         export_bundle,
@@ -45,13 +57,16 @@ def run_export(app: Any, *, out_path: str, cases: tuple[str, ...], date_from: st
 
     s = app.settings
     req = ExportRequest(
-        out=Path(out_path), cases=cases,
+        out=Path(out_path),
+        cases=cases,
         date_from=parse_day(date_from) if date_from else None,
         date_to=parse_day(date_to) if date_to else None,
         with_access=with_access,
         max_bag_bytes=parse_size(max_bag_size) if max_bag_size else None,
         organization=organization or s.station.unit or s.station.name,
-        fonds=fonds, retention=retention, security_class=security_class,
+        fonds=fonds,
+        retention=retention,
+        security_class=security_class,
         actor=f"station:{s.station.id}",
         options=Options(ffmpeg=s.ffmpeg.ffmpeg, ffprobe=s.ffmpeg.ffprobe, decode=decode),
     )
@@ -63,28 +78,48 @@ def run_export(app: Any, *, out_path: str, cases: tuple[str, ...], date_from: st
         err.print(f"reconciled an interrupted export: {note}", markup=False)
     result = export_bundle(catalog, app.store, app.signer, req)
     if as_json:
-        print_json({"export": result.uid, "recordings": result.recordings,
-                    "reconciled": reconciled,
-                    "bytes": result.bytes,
-                    "bags": [{"name": b.name, "path": str(b.path), "files": b.files,
-                              "bytes": b.bytes, "recordings": b.recordings,
-                              "four_properties_ok": b.four_properties["ok"]}
-                             for b in result.bags]})
+        print_json(
+            {
+                "export": result.uid,
+                "recordings": result.recordings,
+                "reconciled": reconciled,
+                "bytes": result.bytes,
+                "bags": [
+                    {
+                        "name": b.name,
+                        "path": str(b.path),
+                        "files": b.files,
+                        "bytes": b.bytes,
+                        "recordings": b.recordings,
+                        "four_properties_ok": b.four_properties["ok"],
+                    }
+                    for b in result.bags
+                ],
+            }
+        )
         return
-    out.print(f"export {result.uid}: {result.recordings} recordings, {result.bytes} bytes, "
-              f"{len(result.bags)} bag(s)")
+    out.print(
+        f"export {result.uid}: {result.recordings} recordings, {result.bytes} bytes, "
+        f"{len(result.bags)} bag(s)"
+    )
     for b in result.bags:
-        out.print(f"  {mark(b.four_properties['ok'])} {b.path}  ({b.files} files, {b.bytes} "
-                  f"bytes; four-properties {'pass' if b.four_properties['ok'] else 'FAIL'})")
+        out.print(
+            f"  {mark(b.four_properties['ok'])} {b.path}  ({b.files} files, {b.bytes} "
+            f"bytes; four-properties {'pass' if b.four_properties['ok'] else 'FAIL'})"
+        )
         for line in summary_lines(b.four_properties, failures_only=True):
             err.print(f"   {line}", markup=False)
     if any(not b.four_properties["ok"] for b in result.bags):
-        err.print("   the bags are complete and signed; the four-properties report in each "
-                  "(data/metadata/four-properties.html) lists every finding", markup=False)
+        err.print(
+            "   the bags are complete and signed; the four-properties report in each "
+            "(data/metadata/four-properties.html) lists every finding",
+            markup=False,
+        )
 
 
-def run_four_properties(app: Any | None, bundle: str, *, as_json: bool, html_out: str | None,
-                        decode: str) -> None:
+def run_four_properties(
+    app: Any | None, bundle: str, *, as_json: bool, html_out: str | None, decode: str
+) -> None:
     from archive_export.bagview import open_bag
     from archive_export.fourprops import (
         Options,
@@ -100,8 +135,9 @@ def run_four_properties(app: Any | None, bundle: str, *, as_json: bool, html_out
         from archive_export.export import catalog_lookup
 
         lookup = catalog_lookup(app.ready_catalog())
-        opts = Options(ffmpeg=app.settings.ffmpeg.ffmpeg, ffprobe=app.settings.ffmpeg.ffprobe,
-                       decode=decode)
+        opts = Options(
+            ffmpeg=app.settings.ffmpeg.ffmpeg, ffprobe=app.settings.ffmpeg.ffprobe, decode=decode
+        )
     report = check_bag(open_bag(Path(bundle)), catalog=lookup, options=opts)
     if html_out:
         Path(html_out).write_bytes(report_html(report))
@@ -118,46 +154,95 @@ def run_four_properties(app: Any | None, bundle: str, *, as_json: bool, html_out
 def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> None:
     @cli.command("export")
     @click.option("--case", "cases", multiple=True, help="Case number (repeatable).")
-    @click.option("--from", "date_from", help="Start of a date range (YYYY-MM-DD, UTC+8; "
-                  "inclusive).")
+    @click.option(
+        "--from", "date_from", help="Start of a date range (YYYY-MM-DD, UTC+8; inclusive)."
+    )
     @click.option("--to", "date_to", help="End of the date range (exclusive).")
-    @click.option("--out", "out_path", required=True, type=click.Path(),
-                  help="Bag directory to create, or a .tar file.")
+    @click.option(
+        "--out",
+        "out_path",
+        required=True,
+        type=click.Path(),
+        help="Bag directory to create, or a .tar file.",
+    )
     @click.option("--with-access", is_flag=True, help="Include access copies (data/access).")
-    @click.option("--max-bag-size", help="Split into numbered bags of at most this payload "
-                  "size (e.g. 4G).")
+    @click.option(
+        "--max-bag-size", help="Split into numbered bags of at most this payload size (e.g. 4G)."
+    )
     @click.option("--fonds", default="", help="Fonds number (全宗号) label.")
     @click.option("--retention", default="", help="保管期限 for recordings in no case.")
     @click.option("--security-class", default="", help="密级 for recordings in no case.")
-    @click.option("--organization", default="", help="Source-Organization (default: the "
-                  "station's unit).")
-    @click.option("--decode", type=click.Choice(DECODE_MODES), default="keyframes",
-                  show_default=True, help="Four-properties decode check: key frames, every "
-                  "frame, or not run.")
+    @click.option(
+        "--organization", default="", help="Source-Organization (default: the station's unit)."
+    )
+    @click.option(
+        "--decode",
+        type=click.Choice(DECODE_MODES),
+        default="keyframes",
+        show_default=True,
+        help="Four-properties decode check: key frames, every frame, or not run.",
+    )
     @json_option
     @pass_ctx
-    def export_cmd(ctx: Any, cases: tuple[str, ...], date_from: str | None,
-                   date_to: str | None, out_path: str, with_access: bool,
-                   max_bag_size: str | None, fonds: str, retention: str, security_class: str,
-                   organization: str, decode: str, as_json: bool) -> None:
+    def export_cmd(
+        ctx: Any,
+        cases: tuple[str, ...],
+        date_from: str | None,
+        date_to: str | None,
+        out_path: str,
+        with_access: bool,
+        max_bag_size: str | None,
+        fonds: str,
+        retention: str,
+        security_class: str,
+        organization: str,
+        decode: str,
+        as_json: bool,
+    ) -> None:
         """Export cases or a date range as BagIt retention bundles, with the four-properties
         report."""
-        run_export(ctx.app(), out_path=out_path, cases=cases, date_from=date_from,
-                   date_to=date_to, with_access=with_access, max_bag_size=max_bag_size,
-                   fonds=fonds, retention=retention, security_class=security_class,
-                   organization=organization, decode=decode, as_json=as_json)
+        run_export(
+            ctx.app(),
+            out_path=out_path,
+            cases=cases,
+            date_from=date_from,
+            date_to=date_to,
+            with_access=with_access,
+            max_bag_size=max_bag_size,
+            fonds=fonds,
+            retention=retention,
+            security_class=security_class,
+            organization=organization,
+            decode=decode,
+            as_json=as_json,
+        )
 
     @cli.command("four-properties")
     @click.argument("bundle", type=click.Path(exists=True))
-    @click.option("--html", "html_out", type=click.Path(dir_okay=False),
-                  help="Also write the HTML report (Chinese and English) here.")
+    @click.option(
+        "--html",
+        "html_out",
+        type=click.Path(dir_okay=False),
+        help="Also write the HTML report (Chinese and English) here.",
+    )
     @click.option("--with-catalog", is_flag=True, help="Also compare digests with the catalog.")
-    @click.option("--decode", type=click.Choice(DECODE_MODES), default="keyframes",
-                  show_default=True, help="Decode check: key frames, every frame, or not run.")
+    @click.option(
+        "--decode",
+        type=click.Choice(DECODE_MODES),
+        default="keyframes",
+        show_default=True,
+        help="Decode check: key frames, every frame, or not run.",
+    )
     @json_option
     @pass_ctx
-    def four_properties_cmd(ctx: Any, bundle: str, html_out: str | None, with_catalog: bool,
-                            decode: str, as_json: bool) -> None:
+    def four_properties_cmd(
+        ctx: Any, bundle: str, html_out: str | None, with_catalog: bool, decode: str, as_json: bool
+    ) -> None:
         """DA/T 70 four-properties check (四性检测) of a bundle, offline by default."""
-        run_four_properties(ctx.app() if with_catalog else None, bundle, as_json=as_json,
-                            html_out=html_out, decode=decode)
+        run_four_properties(
+            ctx.app() if with_catalog else None,
+            bundle,
+            as_json=as_json,
+            html_out=html_out,
+            decode=decode,
+        )

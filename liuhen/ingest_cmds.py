@@ -46,38 +46,54 @@ def run_ingest(app: Any, path: Path, as_json: bool, quiet: bool) -> None:
 
 def _with_bars(station: Any, path: Path) -> DockingResult:
     bars = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
-        TransferSpeedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[note]}"),
-        console=err, transient=False,
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[note]}"),
+        console=err,
+        transient=False,
     )
     with bars:
         task = bars.add_task(path.name, total=None, note="")
 
         def update(p: DockProgress) -> None:
-            bars.update(task, total=p.bytes_total or None, completed=p.bytes_done,
-                        note=f"{p.files_done}/{p.files_total} files"
-                        + (f"  [yellow]{p.waiting}[/yellow]" if p.waiting else ""))
+            bars.update(
+                task,
+                total=p.bytes_total or None,
+                completed=p.bytes_done,
+                note=f"{p.files_done}/{p.files_total} files"
+                + (f"  [yellow]{p.waiting}[/yellow]" if p.waiting else ""),
+            )
 
         return station.run_docking(path, on_progress=update)  # type: ignore[no-any-return]
 
 
 def _print_result(result: DockingResult, as_json: bool) -> None:
     if as_json:
-        print_json({
-            "docking": result.uid, "state": result.state, "files": result.files,
-            "stored": result.stored, "bytes": result.bytes,
-            "problems": [{"path": p, "state": s, "reason": r} for p, s, r in result.problems],
-            "identity_flags": list(result.identity_flags),
-            "safe_to_clear": result.state in (J.SAFE_TO_CLEAR, "CLEARED"),
-            "message": J.NO_FILES_MESSAGE if result.state == J.NO_FILES else None,
-        })
+        print_json(
+            {
+                "docking": result.uid,
+                "state": result.state,
+                "files": result.files,
+                "stored": result.stored,
+                "bytes": result.bytes,
+                "problems": [{"path": p, "state": s, "reason": r} for p, s, r in result.problems],
+                "identity_flags": list(result.identity_flags),
+                "safe_to_clear": result.state in (J.SAFE_TO_CLEAR, "CLEARED"),
+                "message": J.NO_FILES_MESSAGE if result.state == J.NO_FILES else None,
+            }
+        )
         return
     for flag in result.identity_flags:
         out.print(f"[yellow]flag[/yellow] {flag}", markup=True)
     for path, state, reason in result.problems:
         out.print(f"[red]{state.lower()}[/red] {path}: {reason}")
-    summary = (f"docking {result.uid}: {result.stored} of {result.files} files stored and "
-               f"verified ({result.bytes / 1e6:.1f} MB)")
+    summary = (
+        f"docking {result.uid}: {result.stored} of {result.files} files stored and "
+        f"verified ({result.bytes / 1e6:.1f} MB)"
+    )
     out.print(summary)
     if result.state == J.NO_FILES:
         out.print(f"[bold red]NOT SAFE TO CLEAR[/bold red]: {J.NO_FILES_MESSAGE}")
@@ -98,20 +114,31 @@ def status_rows(journal: Journal) -> list[dict[str, Any]]:
         done_bytes = sum(v["bytes"] for v in done.values())
         problems = sum(prog.get(k, {}).get("files", 0) for k in (J.QUARANTINED, J.REJECTED))
         start = datetime.fromisoformat(d.started_at)
-        end = datetime.now(UTC) if d.state == J.OFFLOADING else datetime.fromisoformat(
-            d.updated_at)
+        end = datetime.now(UTC) if d.state == J.OFFLOADING else datetime.fromisoformat(d.updated_at)
         elapsed = max((end - start).total_seconds(), 1e-3)
         rate = done_bytes / elapsed
         eta = (total_bytes - done_bytes) / rate if d.state == J.OFFLOADING and rate > 0 else None
-        rows.append({
-            "throughput_mb_s": round(rate / 1e6, 2), "eta_s": round(eta) if eta else None,
-            "docking": d.uid, "slot": d.slot, "device": d.serial,
-            "officer": d.identity.get("officer_number"), "state": d.state,
-            "files_done": done_files, "files_total": total_files, "bytes_done": done_bytes,
-            "bytes_total": total_bytes, "problems": problems, "waiting": d.waiting,
-            "message": d.message, "started_at": d.started_at, "updated_at": d.updated_at,
-            "safe_to_clear": d.state in (J.SAFE_TO_CLEAR, "CLEARED"),
-        })
+        rows.append(
+            {
+                "throughput_mb_s": round(rate / 1e6, 2),
+                "eta_s": round(eta) if eta else None,
+                "docking": d.uid,
+                "slot": d.slot,
+                "device": d.serial,
+                "officer": d.identity.get("officer_number"),
+                "state": d.state,
+                "files_done": done_files,
+                "files_total": total_files,
+                "bytes_done": done_bytes,
+                "bytes_total": total_bytes,
+                "problems": problems,
+                "waiting": d.waiting,
+                "message": d.message,
+                "started_at": d.started_at,
+                "updated_at": d.updated_at,
+                "safe_to_clear": d.state in (J.SAFE_TO_CLEAR, "CLEARED"),
+            }
+        )
     return rows
 
 
@@ -131,11 +158,15 @@ def status_table(rows: list[dict[str, Any]]) -> Table:
         if r["waiting"]:
             state += f"\n[yellow]{r['waiting']}[/yellow]"
         table.add_row(
-            r["slot"], r["device"] or "[red]unknown[/red]", r["officer"] or "",
+            r["slot"],
+            r["device"] or "[red]unknown[/red]",
+            r["officer"] or "",
             f"{r['files_done']}/{r['files_total']}",
             f"{r['bytes_done'] / 1e6:.1f}/{r['bytes_total'] / 1e6:.1f}",
-            f"{r['throughput_mb_s']:.1f}", f"{r['eta_s']} s" if r["eta_s"] is not None else "",
-            str(r["problems"]) if r["problems"] else "", state,
+            f"{r['throughput_mb_s']:.1f}",
+            f"{r['eta_s']} s" if r["eta_s"] is not None else "",
+            str(r["problems"]) if r["problems"] else "",
+            state,
         )
     return table
 
@@ -166,8 +197,9 @@ def run_watch(app: Any, dock_root: Path | None) -> None:
 
     from ingest.service import watch
 
-    root = dock_root or (Path(app.settings.ingest.dock_root) if app.settings.ingest.dock_root
-                         else None)
+    root = dock_root or (
+        Path(app.settings.ingest.dock_root) if app.settings.ingest.dock_root else None
+    )
     if root is None:
         from config import ConfigError
 
@@ -196,8 +228,11 @@ def run_demo(app: Any, keep: bool) -> None:
         station = app.station()
         station.ingest = station.ingest.__class__(**{**station.ingest.__dict__, "stable_s": 0.0})
         try:
-            result = _with_bars(station, recorder.root) if sys.stderr.isatty() \
+            result = (
+                _with_bars(station, recorder.root)
+                if sys.stderr.isatty()
                 else station.run_docking(recorder.root)
+            )
         finally:
             station.close()
         _print_result(result, as_json=False)
@@ -234,8 +269,11 @@ def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> N
         run_status(ctx.app(), as_json, watch)
 
     @station_group.command("watch")
-    @click.option("--dock-root", type=click.Path(file_okay=False, path_type=Path),
-                  help="Folder where recorders appear [ingest.dock_root].")
+    @click.option(
+        "--dock-root",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Folder where recorders appear [ingest.dock_root].",
+    )
     @metrics_port_option
     @pass_ctx
     def watch_cmd(ctx: Any, dock_root: Path | None, metrics_port: int | None) -> None:
@@ -249,4 +287,3 @@ def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> N
     def demo_cmd(ctx: Any, keep: bool) -> None:
         """Simulate a docking end to end with a synthetic recorder."""
         run_demo(ctx.app(), keep)
-

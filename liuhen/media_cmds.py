@@ -32,8 +32,7 @@ def run_worker(app: Any, drain: bool) -> None:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    worker = Worker(app.settings, catalog=app.ready_catalog(), store=app.store,
-                    signer=app.signer)
+    worker = Worker(app.settings, catalog=app.ready_catalog(), store=app.store, signer=app.signer)
     stats = worker.run(drain=drain, stop=stop)
     out.print(f"probed {stats.probed}, derived {stats.derived}, failed {stats.failed}")
     for line in stats.errors:
@@ -60,15 +59,26 @@ def run_show(app: Any, ref: str, as_json: bool) -> None:
         print_json(report)
         return
     out.print(f"[bold]recording {report['id']}[/bold]  {report['name']}  ({report['state']})")
-    for key in ("sha256", "sm3", "size", "device", "officer", "capture_start", "capture_end",
-                "media_kind", "duration_s"):
+    for key in (
+        "sha256",
+        "sm3",
+        "size",
+        "device",
+        "officer",
+        "capture_start",
+        "capture_end",
+        "media_kind",
+        "duration_s",
+    ):
         out.print(f"  {key:14} {report[key]}")
     probe = report["probe"]
     if probe:
         if probe.get("ok"):
-            out.print(f"  {'format':14} {probe.get('container')} video={probe.get('video_codec')}"
-                      f" {probe.get('width')}x{probe.get('height')}"
-                      f" audio={probe.get('audio_codec')}")
+            out.print(
+                f"  {'format':14} {probe.get('container')} video={probe.get('video_codec')}"
+                f" {probe.get('width')}x{probe.get('height')}"
+                f" audio={probe.get('audio_codec')}"
+            )
         else:
             out.print(f"  {'probe':14} [red]ffprobe could not read it:[/red] {probe.get('error')}")
     for flag, value in (report["flags"] or {}).items():
@@ -77,13 +87,19 @@ def run_show(app: Any, ref: str, as_json: bool) -> None:
         te = report["time_evidence"]
         out.print(f"  {'time source':14} {te.get('source')}  raw={te.get('raw')}")
     if report["chapters"]:
-        out.print("  chapters: " + ", ".join(f"#{c['seq']} {c['name']}"
-                                             for c in report["chapters"]))
+        out.print(
+            "  chapters: " + ", ".join(f"#{c['seq']} {c['name']}" for c in report["chapters"])
+        )
     if report["derivatives"]:
         table = Table("kind", "method", "sha256", "bytes", "duration", title="derivatives")
         for d in report["derivatives"]:
-            table.add_row(d["kind"], d["method"], d["sha256"][:16], str(d["size"]),
-                          f"{d['duration_s']:.2f}" if d["duration_s"] else "")
+            table.add_row(
+                d["kind"],
+                d["method"],
+                d["sha256"][:16],
+                str(d["size"]),
+                f"{d['duration_s']:.2f}" if d["duration_s"] else "",
+            )
         out.print(table)
     table = Table("at", "station", "#", "action", title="custody")
     for e in report["custody"]:

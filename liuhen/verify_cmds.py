@@ -70,12 +70,23 @@ def run_bag(ctx: Any, req: Request) -> None:
     try:
         with _progress(enabled=not req.as_json) as tick:
             # A ring given but empty still means "trust no key", never "no ring".
-            report = verify_bag(req.target, trusted=_trusted(req) if req.trust_files else None,
-                                workers=req.workers, progress=tick)
+            report = verify_bag(
+                req.target,
+                trusted=_trusted(req) if req.trust_files else None,
+                workers=req.workers,
+                progress=tick,
+            )
     except BagUnusable as exc:
         if req.as_json:
-            print_json({"ok": False, "usable": False, "source": str(req.target),
-                        "error": exc.message, "hint": exc.hint})
+            print_json(
+                {
+                    "ok": False,
+                    "usable": False,
+                    "source": str(req.target),
+                    "error": exc.message,
+                    "hint": exc.hint,
+                }
+            )
             sys.exit(exc.exit_code)
         raise
     if req.as_json:
@@ -92,9 +103,15 @@ def _progress(*, enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
     if not enabled or not err.is_terminal:
         yield None
         return
-    with Progress(TextColumn("hashing"), BarColumn(), TaskProgressColumn(),
-                  TimeElapsedColumn(), TimeRemainingColumn(), console=err,
-                  transient=True) as bar:
+    with Progress(
+        TextColumn("hashing"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
         task = bar.add_task("hashing", total=None)
 
         def tick(done: int, total: int) -> None:
@@ -105,8 +122,9 @@ def _progress(*, enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
 
 def _print_bag(r: BagReport) -> None:
     kind = "留痕 bag" if r.liuhen else "bag"
-    out.print(f"[bold]{kind}[/bold] {r.source} ({r.container}, BagIt {r.version or '?'})",
-              markup=True)
+    out.print(
+        f"[bold]{kind}[/bold] {r.source} ({r.container}, BagIt {r.version or '?'})", markup=True
+    )
     for f in r.errors:
         out.print(f"  [red]✗[/red] {_esc(f.describe())}")
     for f in r.warnings:
@@ -124,15 +142,21 @@ def _print_bag(r: BagReport) -> None:
     out.print(f"  {_esc(line)}")
     if r.custody:
         c = r.custody
-        out.print(f"  custody excerpt: {c['events']} events from {len(c['stations'])} "
-                  f"station(s), {c['links_checked']} chain links checked, "
-                  f"{'verifies' if c['ok'] else 'PROBLEMS (above)'}")
+        out.print(
+            f"  custody excerpt: {c['events']} events from {len(c['stations'])} "
+            f"station(s), {c['links_checked']} chain links checked, "
+            f"{'verifies' if c['ok'] else 'PROBLEMS (above)'}"
+        )
     mb = r.payload_bytes / 1e6
-    summary = (f"{r.payload_files} payload files, {mb:,.1f} MB; "
-               f"{', '.join(r.algorithms) or 'no'} checked in {r.seconds:.2f} s")
+    summary = (
+        f"{r.payload_files} payload files, {mb:,.1f} MB; "
+        f"{', '.join(r.algorithms) or 'no'} checked in {r.seconds:.2f} s"
+    )
     if r.ok:
-        out.print(f"[green]✓[/green] valid: {summary}"
-                  + (f" ({len(r.warnings)} warning(s))" if r.warnings else ""))
+        out.print(
+            f"[green]✓[/green] valid: {summary}"
+            + (f" ({len(r.warnings)} warning(s))" if r.warnings else "")
+        )
     else:
         out.print(f"[red]✗[/red] INVALID: {len(r.errors)} problem(s); {summary}")
 
@@ -156,8 +180,9 @@ def run_file(ctx: Any, req: Request) -> None:
         out.print(f"[bold]{_esc(str(req.target))}[/bold]  {report.size} bytes")
         out.print(f"  sha256 {report.sha256}\n  sm3    {report.sm3}")
         if not report.known:
-            out.print("[red]✗[/red] not a recording, derivative or deleted original this "
-                      "catalog holds")
+            out.print(
+                "[red]✗[/red] not a recording, derivative or deleted original this catalog holds"
+            )
         for m in report.matches:
             desc = ", ".join(f"{k}={v}" for k, v in m.items() if k not in {"type", "sm3"})
             out.print(f"  [green]✓[/green] {m['type']}: {_esc(desc)}")
@@ -167,8 +192,10 @@ def run_file(ctx: Any, req: Request) -> None:
             out.print("  custody history:")
             for e in report.custody:
                 mark = "✓" if e["hash_ok"] and e["signature_ok"] else "✗"
-                out.print(f"    {mark} {e['at']}  {e['station']} #{e['seq']}  {e['action']}  "
-                          f"{_esc(e['actor'])}")
+                out.print(
+                    f"    {mark} {e['at']}  {e['station']} #{e['seq']}  {e['action']}  "
+                    f"{_esc(e['actor'])}"
+                )
     if not report.ok:
         sys.exit(EXIT_FAILED_CHECK)
 
@@ -190,23 +217,36 @@ def run_store(ctx: Any, req: Request) -> None:
 
     def show(r: Any) -> None:
         if not r.ok and not req.as_json:
-            out.print(f"  [red]✗[/red] recording {r.target.recording_id} {r.target.kind} "
-                      f"{r.target.key}: {_esc(r.detail)}")
+            out.print(
+                f"  [red]✗[/red] recording {r.target.recording_id} {r.target.kind} "
+                f"{r.target.key}: {_esc(r.detail)}"
+            )
 
-    report = audit_store(app.ready_catalog(), app.store, app.signer, scope=scope,
-                         actor=f"station:{app.settings.station.id}", resume=req.resume,
-                         workers=req.workers or default_workers(), on_result=show)
+    report = audit_store(
+        app.ready_catalog(),
+        app.store,
+        app.signer,
+        scope=scope,
+        actor=f"station:{app.settings.station.id}",
+        resume=req.resume,
+        workers=req.workers or default_workers(),
+        on_result=show,
+    )
     if req.as_json:
         print_json(report.as_dict())
     else:
         what = "resumed run" if report.resumed else "run"
-        summary = (f"{what} {report.run_uid}: {report.checked} objects, "
-                   f"{report.bytes / 1e6:,.1f} MB checked, {report.failed} failed")
+        summary = (
+            f"{what} {report.run_uid}: {report.checked} objects, "
+            f"{report.bytes / 1e6:,.1f} MB checked, {report.failed} failed"
+        )
         if report.ok:
             out.print(f"[green]✓[/green] store fixity: {summary}")
         else:
-            out.print(f"[red]✗[/red] store fixity: {summary} (nothing was deleted; see the "
-                      "custody log's fixity-failed events)")
+            out.print(
+                f"[red]✗[/red] store fixity: {summary} (nothing was deleted; see the "
+                "custody log's fixity-failed events)"
+            )
     if not report.ok:
         sys.exit(EXIT_FAILED_CHECK)
 
@@ -225,9 +265,16 @@ def run_district(ctx: Any, req: Request) -> None:
     from ingest.journal import read_anchors
 
     journal_heads = tuple(read_anchors(app.settings.journal_path))
-    report = check_district(app.ready_catalog(), app.store,
-                            CheckOptions(trusted=trusted, digest_sample_count=req.sample,
-                                         anchors=journal_heads, ring=bool(req.trust_files)))
+    report = check_district(
+        app.ready_catalog(),
+        app.store,
+        CheckOptions(
+            trusted=trusted,
+            digest_sample_count=req.sample,
+            anchors=journal_heads,
+            ring=bool(req.trust_files),
+        ),
+    )
     if req.as_json:
         print_json(report.as_dict())
     else:
@@ -264,13 +311,13 @@ def _looks_like_bag(path: Path) -> bool:
 def _mode(req: Request) -> str:
     if req.district:
         if req.target is not None or req.store:
-            raise VerifyUsageError("--district checks the whole catalog and store; give no "
-                                   "BUNDLE, FILE or --store")
+            raise VerifyUsageError(
+                "--district checks the whole catalog and store; give no BUNDLE, FILE or --store"
+            )
         if req.audit_all or req.older_than is not None or req.resume:
             raise VerifyUsageError("with --district only --sample N applies")
         return "district"
-    store_opts = req.audit_all or req.sample is not None or req.older_than is not None \
-        or req.resume
+    store_opts = req.audit_all or req.sample is not None or req.older_than is not None or req.resume
     if req.store:
         if req.target is not None:
             raise VerifyUsageError("--store checks the whole store; give no BUNDLE or FILE")
@@ -280,8 +327,9 @@ def _mode(req: Request) -> str:
     if store_opts:
         raise VerifyUsageError("--all, --sample, --older-than and --resume go with --store")
     if req.target is None:
-        raise VerifyUsageError("give a BUNDLE (bag folder or .tar), a FILE, or --store",
-                               hint="liuhen verify --help")
+        raise VerifyUsageError(
+            "give a BUNDLE (bag folder or .tar), a FILE, or --store", hint="liuhen verify --help"
+        )
     if req.as_file:
         return "file"
     if not req.target.exists():
@@ -292,32 +340,65 @@ def _mode(req: Request) -> str:
 def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> None:
     @cli.command("verify")
     @click.argument("target", required=False, type=click.Path(path_type=Path))
-    @click.option("--file", "as_file", is_flag=True,
-                  help="Treat TARGET as a file to look up, even if it is a tar.")
+    @click.option(
+        "--file",
+        "as_file",
+        is_flag=True,
+        help="Treat TARGET as a file to look up, even if it is a tar.",
+    )
     @click.option("--store", is_flag=True, help="Fixity audit of the object store.")
-    @click.option("--district", is_flag=True, help="Catalog and store against each other: "
-                  "every file stored once, dockings safe or visibly waiting, no stuck work, "
-                  "custody chains, no orphan or missing objects (--sample N: re-hash about "
-                  "N objects instead of all).")
-    @click.option("--all", "audit_all", is_flag=True, help="With --store: every object "
-                  "(the default).")
-    @click.option("--sample", type=click.IntRange(min=1), metavar="N",
-                  help="With --store: N recordings drawn at random.")
-    @click.option("--older-than", type=click.FloatRange(min=0), metavar="DAYS",
-                  help="With --store: recordings not verified for DAYS days.")
-    @click.option("--resume", is_flag=True, help="With --store: continue the last unfinished "
-                  "audit.")
-    @click.option("--trust", "trust_files", multiple=True,
-                  type=click.Path(dir_okay=False, exists=True),
-                  help="Key ring of trusted keys: '<station id> <key id>' per line "
-                  "(repeatable).")
-    @click.option("--workers", type=click.IntRange(min=1),
-                  help="Hashing threads (default: every core).")
+    @click.option(
+        "--district",
+        is_flag=True,
+        help="Catalog and store against each other: "
+        "every file stored once, dockings safe or visibly waiting, no stuck work, "
+        "custody chains, no orphan or missing objects (--sample N: re-hash about "
+        "N objects instead of all).",
+    )
+    @click.option(
+        "--all", "audit_all", is_flag=True, help="With --store: every object (the default)."
+    )
+    @click.option(
+        "--sample",
+        type=click.IntRange(min=1),
+        metavar="N",
+        help="With --store: N recordings drawn at random.",
+    )
+    @click.option(
+        "--older-than",
+        type=click.FloatRange(min=0),
+        metavar="DAYS",
+        help="With --store: recordings not verified for DAYS days.",
+    )
+    @click.option(
+        "--resume", is_flag=True, help="With --store: continue the last unfinished audit."
+    )
+    @click.option(
+        "--trust",
+        "trust_files",
+        multiple=True,
+        type=click.Path(dir_okay=False, exists=True),
+        help="Key ring of trusted keys: '<station id> <key id>' per line (repeatable).",
+    )
+    @click.option(
+        "--workers", type=click.IntRange(min=1), help="Hashing threads (default: every core)."
+    )
     @json_option
     @pass_ctx
-    def verify_cmd(ctx: Any, target: Path | None, as_file: bool, store: bool, district: bool,
-                   audit_all: bool, sample: int | None, older_than: float | None, resume: bool,
-                   trust_files: tuple[str, ...], workers: int | None, as_json: bool) -> None:
+    def verify_cmd(
+        ctx: Any,
+        target: Path | None,
+        as_file: bool,
+        store: bool,
+        district: bool,
+        audit_all: bool,
+        sample: int | None,
+        older_than: float | None,
+        resume: bool,
+        trust_files: tuple[str, ...],
+        workers: int | None,
+        as_json: bool,
+    ) -> None:
         """Verify a BUNDLE (bag folder or .tar, offline), a FILE against the catalog, the
         object store (--store), or catalog and store together (--district).
 
@@ -325,6 +406,17 @@ def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> N
         Exit status: 0 valid; 1 problems found (all listed); 2 unusable input (not a bag,
         unreadable tar, no bagit.txt) or wrong options.
         """
-        req = Request(target, as_file, store, audit_all, sample, older_than, resume,
-                      trust_files, workers, as_json, district=district)
+        req = Request(
+            target,
+            as_file,
+            store,
+            audit_all,
+            sample,
+            older_than,
+            resume,
+            trust_files,
+            workers,
+            as_json,
+            district=district,
+        )
         MODES[_mode(req)](ctx, req)

@@ -70,8 +70,9 @@ class DamagedObject(StorageError):
 
     exit_code = EXIT_DATAERR
 
-    def __init__(self, where: str, key: str, expected: Digest, found: Digest,
-                 found_sm3: Digest | None = None) -> None:
+    def __init__(
+        self, where: str, key: str, expected: Digest, found: Digest, found_sm3: Digest | None = None
+    ) -> None:
         super().__init__(
             f"{where}: the stored copy is damaged: SHA-256 {found.hex}, expected {expected.hex}",
             hint="the station replaces it from the recorder's good bytes and keeps the damaged "

@@ -159,8 +159,7 @@ class LocalStore:
         where = f"{self.url}/{key}"
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             return StoreFull(
-                f"store full: free space or extend the volume ({where}: {what}: "
-                f"{exc.strerror})",
+                f"store full: free space or extend the volume ({where}: {what}: {exc.strerror})",
                 hint="free space on the store's disk or extend the volume; waiting writes "
                 "resume by themselves",
             )

@@ -806,7 +806,10 @@ class S3Store:
     ) -> CheckResult:
         body = f"liuhen store check probe {number}".encode()
         params: dict[str, Any] = {
-            "Key": full, "UploadId": upload_id, "PartNumber": number, "Body": body,
+            "Key": full,
+            "UploadId": upload_id,
+            "PartNumber": number,
+            "Body": body,
         }
         wrong = f"not the body {uuid.uuid4()}".encode()
         if probe.name == "Content-MD5":
@@ -830,24 +833,33 @@ class S3Store:
             code = _error_code(exc)
             if code in _CHECKSUM_CODES or _status(exc) == 400:
                 return CheckResult(
-                    f"verifies {probe.name}", True,
+                    f"verifies {probe.name}",
+                    True,
                     f"a part with a wrong {probe.name} was refused ({code}); {probe.role}",
                 )
-            return CheckResult(f"verifies {probe.name}", False,
-                               str(self._translate(exc, "upload a probe part", None)))
+            return CheckResult(
+                f"verifies {probe.name}",
+                False,
+                str(self._translate(exc, "upload a probe part", None)),
+            )
         except BotoCoreError as exc:
-            return CheckResult(f"verifies {probe.name}", False,
-                               str(self._translate(exc, "upload a probe part", None)))
+            return CheckResult(
+                f"verifies {probe.name}",
+                False,
+                str(self._translate(exc, "upload a probe part", None)),
+            )
         finally:
             self.client.meta.events.unregister("before-send.s3.UploadPart", unique_id=hook)
         if probe.relied_on:
             return CheckResult(
-                f"verifies {probe.name}", False,
+                f"verifies {probe.name}",
+                False,
                 f"a part with a wrong {probe.name} was accepted: this server would store "
                 f"bytes changed in transit; {probe.role}",
             )
         return CheckResult(
-            f"verifies {probe.name}", True,
+            f"verifies {probe.name}",
+            True,
             f"no: a part with a wrong {probe.name} was accepted; {probe.role}",
         )
 
@@ -873,12 +885,20 @@ class S3Store:
         name = "conditional writes"
         try:
             etag = str(self._head_raw(key, full)["ETag"])
-            self.client.put_object(Bucket=self.bucket, Key=full, Body=payload, IfNoneMatch="*",
-                                   ChecksumAlgorithm="SHA256")
+            self.client.put_object(
+                Bucket=self.bucket,
+                Key=full,
+                Body=payload,
+                IfNoneMatch="*",
+                ChecksumAlgorithm="SHA256",
+            )
         except ClientError as exc:
             if _status(exc) != 412:
-                return CheckResult(name, False, f"If-None-Match: * on {key}: "
-                                   f"{self._translate(exc, 'write the probe', key)}")
+                return CheckResult(
+                    name,
+                    False,
+                    f"If-None-Match: * on {key}: {self._translate(exc, 'write the probe', key)}",
+                )
             if_none_match = "If-None-Match: * refuses to replace an object"
         except (BotoCoreError, StorageError) as exc:
             return CheckResult(name, False, f"If-None-Match: * on {key}: {exc}")
@@ -892,13 +912,19 @@ class S3Store:
         accepted = []
         for form in (etag, etag.strip('"')):
             try:
-                self.client.put_object(Bucket=self.bucket, Key=full, Body=payload, IfMatch=form,
-                                       ChecksumAlgorithm="SHA256")
+                self.client.put_object(
+                    Bucket=self.bucket,
+                    Key=full,
+                    Body=payload,
+                    IfMatch=form,
+                    ChecksumAlgorithm="SHA256",
+                )
             except (ClientError, BotoCoreError):
                 continue
             accepted.append("quoted" if form.startswith('"') else "unquoted")
         if_match = (
-            f"If-Match accepts the {' and '.join(accepted)} ETag" if accepted
+            f"If-Match accepts the {' and '.join(accepted)} ETag"
+            if accepted
             else "If-Match refuses the object's own ETag, quoted or not"
         )
         return CheckResult(name, True, f"{if_none_match}; {if_match}")
@@ -921,8 +947,9 @@ class S3Store:
             listing = self.client.list_object_versions(Bucket=self.bucket, Prefix=self._full(key))
             for v in listing.get("Versions", []) + listing.get("DeleteMarkers", []):
                 if v["Key"] == self._full(key):
-                    self.client.delete_object(Bucket=self.bucket, Key=v["Key"],
-                                              VersionId=v["VersionId"])
+                    self.client.delete_object(
+                        Bucket=self.bucket, Key=v["Key"], VersionId=v["VersionId"]
+                    )
         return CheckResult("round trip", True, "write, read back, verify and delete a probe object")
 
     # -- repair of a damaged object (the station, on a docking of bytes already held) ------
@@ -949,7 +976,8 @@ class S3Store:
         try:
             self.client.copy(
                 CopySource={"Bucket": self.bucket, "Key": self._full(key)},
-                Bucket=self.bucket, Key=self._full(aside),
+                Bucket=self.bucket,
+                Key=self._full(aside),
             )
         except (ClientError, BotoCoreError) as exc:
             raise self._repair_error(exc, key, "keep the damaged copy aside") from exc
@@ -959,11 +987,17 @@ class S3Store:
         twin._head_or_none = lambda _key, _full: None  # type: ignore[method-assign,assignment]
         try:
             with open(source, "rb") as stream:
-                twin.put(key, stream, expected=expected, size=source.stat().st_size,
-                         retain_until=retain_until)
+                twin.put(
+                    key,
+                    stream,
+                    expected=expected,
+                    size=source.stat().st_size,
+                    retain_until=retain_until,
+                )
         except StorageError as exc:
             if isinstance(exc, StoreUnavailable) or not isinstance(
-                    exc.__cause__, ClientError | BotoCoreError):
+                exc.__cause__, ClientError | BotoCoreError
+            ):
                 raise
             raise self._repair_error(exc.__cause__, key, "replace the damaged copy") from exc
         self.verify(key, expected)
@@ -989,8 +1023,11 @@ class _UploadProbe:
 
 
 _UPLOAD_PROBES = (
-    _UploadProbe("x-amz-content-sha256", True,
-                 "every put is signed with its SHA-256, so bytes changed in transit are refused"),
+    _UploadProbe(
+        "x-amz-content-sha256",
+        True,
+        "every put is signed with its SHA-256, so bytes changed in transit are refused",
+    ),
     _UploadProbe("Content-MD5", False, "not relied on"),
     _UploadProbe("x-amz-checksum-sha256", False, "sent with every put, not relied on"),
 )

@@ -19,8 +19,9 @@ CST = timezone(timedelta(hours=8))
 _counter = itertools.count(1)
 
 
-def cst(year: int, month: int, day: int, hour: int = 0, minute: int = 0,
-        second: int = 0) -> datetime:
+def cst(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0
+) -> datetime:
     """A China Standard Time wall-clock time, as UTC."""
     return datetime(year, month, day, hour, minute, second, tzinfo=CST).astimezone(UTC)
 
@@ -28,16 +29,29 @@ def cst(year: int, month: int, day: int, hour: int = 0, minute: int = 0,
 def put_object(app: Any, data: bytes, retain_until: datetime | None = None) -> str:
     sha = hashlib.sha256(data).hexdigest()
     key = content_key(Digest("sha256", sha))
-    app.store.put(key, io.BytesIO(data), expected=Digest("sha256", sha), size=len(data),
-                  retain_until=retain_until)
+    app.store.put(
+        key,
+        io.BytesIO(data),
+        expected=Digest("sha256", sha),
+        size=len(data),
+        retain_until=retain_until,
+    )
     return key
 
 
 def make_recording(
-    app: Any, *, serial: str = "A123456", docking_officer: str | None = "010203",
-    start: datetime, seconds: float = 60.0, name_officer: str | None = None,
-    important: bool = False, received: datetime | None = None, probe: bool = True,
-    retain_until: datetime | None = None, data: bytes | None = None,
+    app: Any,
+    *,
+    serial: str = "A123456",
+    docking_officer: str | None = "010203",
+    start: datetime,
+    seconds: float = 60.0,
+    name_officer: str | None = None,
+    important: bool = False,
+    received: datetime | None = None,
+    probe: bool = True,
+    retain_until: datetime | None = None,
+    data: bytes | None = None,
 ) -> int:
     """Dock, store, register and (unless ``probe`` is False) probe one recording; returns its id.
 
@@ -53,29 +67,77 @@ def make_recording(
     received = received or start + timedelta(hours=8)
     with app.catalog.transaction() as s:
         add_device(s, app.signer, serial=serial, actor="test")
-        docking = ensure_docking(s, app.signer, DockingInfo(
-            uid=f"dock-{serial}-{n}", slot="slot", source_path="/dock", serial=serial,
-            officer_number=docking_officer, officer_name="", unit="", model="",
-            identity_source="device-info", identity_raw={}, started_at=received), "test")
-        row, _ = register_file(s, app.signer, docking, OffloadedFile(
-            relpath_raw=f"DCIM/{name}".encode(), size=len(data), mtime=None,
-            sha256=hashlib.sha256(data).hexdigest(), sm3=hashlib.new("sm3", data).hexdigest(),
-            object_key=key, captured_at=start, staged_at=received, verified_by="test",
-            important=important), "test")
+        docking = ensure_docking(
+            s,
+            app.signer,
+            DockingInfo(
+                uid=f"dock-{serial}-{n}",
+                slot="slot",
+                source_path="/dock",
+                serial=serial,
+                officer_number=docking_officer,
+                officer_name="",
+                unit="",
+                model="",
+                identity_source="device-info",
+                identity_raw={},
+                started_at=received,
+            ),
+            "test",
+        )
+        row, _ = register_file(
+            s,
+            app.signer,
+            docking,
+            OffloadedFile(
+                relpath_raw=f"DCIM/{name}".encode(),
+                size=len(data),
+                mtime=None,
+                sha256=hashlib.sha256(data).hexdigest(),
+                sm3=hashlib.new("sm3", data).hexdigest(),
+                object_key=key,
+                captured_at=start,
+                staged_at=received,
+                verified_by="test",
+                important=important,
+            ),
+            "test",
+        )
         rec = s.get(Recording, row.recording_id)
         assert rec is not None
         rec_id: int = rec.id
     if probe:
-        probe_recording(app, rec_id, start, start + timedelta(seconds=seconds),
-                        name_officer=officer, important=important)
+        probe_recording(
+            app,
+            rec_id,
+            start,
+            start + timedelta(seconds=seconds),
+            name_officer=officer,
+            important=important,
+        )
     return rec_id
 
 
-def probe_recording(app: Any, rec_id: int, start: datetime, end: datetime, *,
-                    name_officer: str | None, important: bool = False) -> list[str]:
+def probe_recording(
+    app: Any,
+    rec_id: int,
+    start: datetime,
+    end: datetime,
+    *,
+    name_officer: str | None,
+    important: bool = False,
+) -> list[str]:
     with app.catalog.transaction() as s:
         rec = s.get(Recording, rec_id)
         assert rec is not None
         rec.captured_at, rec.capture_end, rec.state = start, end, "PROBED"
-        return after_probe(s, app.signer, rec, name_officer=name_officer, important=important,
-                           policy=app.settings.retention, actor="worker:test", store=app.store)
+        return after_probe(
+            s,
+            app.signer,
+            rec,
+            name_officer=name_officer,
+            important=important,
+            policy=app.settings.retention,
+            actor="worker:test",
+            store=app.store,
+        )

@@ -89,10 +89,14 @@ def proxied_pg(pg_url: str) -> Iterator[tuple[str, TcpProxy]]:
     # Imported here: the plugin module must be loaded by pytest_plugins first, so that
     # pytest rewrites its asserts.
     from tests.fixtures.s3server import TcpProxy
+
     parts = urlsplit(pg_url)
     proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
-    netloc = parts.netloc.replace(f":{parts.port}", f":{proxy.port}") if parts.port \
+    netloc = (
+        parts.netloc.replace(f":{parts.port}", f":{proxy.port}")
+        if parts.port
         else f"{parts.netloc}:{proxy.port}"
+    )
     yield parts._replace(netloc=netloc).geturl(), proxy
     proxy.close()
 

@@ -11,8 +11,14 @@ from config import load_settings
 from liuhen.app import App, initialize
 
 
-def make_app(data_dir: Path, *, catalog_url: str | None = None, store_url: str | None = None,
-             store_env: dict[str, str] | None = None, **ingest: Any) -> App:
+def make_app(
+    data_dir: Path,
+    *,
+    catalog_url: str | None = None,
+    store_url: str | None = None,
+    store_env: dict[str, str] | None = None,
+    **ingest: Any,
+) -> App:
     environ: dict[str, str] = dict(store_env or {})
     if catalog_url:
         environ["LIUHEN_CATALOG_URL"] = catalog_url

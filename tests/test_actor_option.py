@@ -30,8 +30,12 @@ def _commands(group: click.Group, prefix: str = "") -> Iterator[tuple[str, click
 
 
 def test_every_command_taking_actor_checks_it() -> None:
-    taking = {name: param for name, command in _commands(cli) for param in command.params
-              if "--actor" in getattr(param, "opts", [])}
+    taking = {
+        name: param
+        for name, command in _commands(cli)
+        for param in command.params
+        if "--actor" in getattr(param, "opts", [])
+    }
     assert "device add" in taking and "case attach" in taking  # the walk found them
     unchecked = sorted(name for name, param in taking.items() if param.type is not ACTOR)
     assert unchecked == []
@@ -39,9 +43,15 @@ def test_every_command_taking_actor_checks_it() -> None:
 
 def test_the_limit_is_the_schemas() -> None:
     # Every column an actor goes into: a changed width changes the check with it.
-    widths = {c.property.columns[0].type.length for c in (
-        CustodyEvent.actor, CaseRecording.actor, CaseRecording.detached_by,
-        LegalHold.placed_by)}
+    widths = {
+        c.property.columns[0].type.length
+        for c in (
+            CustodyEvent.actor,
+            CaseRecording.actor,
+            CaseRecording.detached_by,
+            LegalHold.placed_by,
+        )
+    }
     assert actor_length() == min(widths) == 200
 
 
@@ -50,12 +60,18 @@ def _events(app: Any) -> int:
         return int(s.scalar(select(func.count()).select_from(CustodyEvent)) or 0)
 
 
-@pytest.mark.parametrize(("actor", "reason"), [
-    ("警" * 201, "the actor is 201 characters long, more than the 200 it may have"),
-    ("admin\x00root", "the actor contains a NUL character"),
-])
+@pytest.mark.parametrize(
+    ("actor", "reason"),
+    [
+        ("警" * 201, "the actor is 201 characters long, more than the 200 it may have"),
+        ("admin\x00root", "the actor contains a NUL character"),
+    ],
+)
 def test_an_actor_the_catalog_cannot_hold_is_a_usage_error_naming_actor(
-    app: Any, capsys: pytest.CaptureFixture[str], actor: str, reason: str,
+    app: Any,
+    capsys: pytest.CaptureFixture[str],
+    actor: str,
+    reason: str,
 ) -> None:
     before = _events(app)
     r = run_cli(capsys, "device", "add", "A123456", "--actor", actor)
@@ -68,17 +84,20 @@ def test_an_actor_the_catalog_cannot_hold_is_a_usage_error_naming_actor(
     assert _events(app) == before
     # Every command that takes --actor refuses it the same way (here: before it even
     # looks for the case or the recording).
-    r = run_cli(capsys, "case", "attach", "沪徐市监罚〔2026〕1号", "1", "--reason", "test",
-                "--actor", actor)
+    r = run_cli(
+        capsys, "case", "attach", "沪徐市监罚〔2026〕1号", "1", "--reason", "test", "--actor", actor
+    )
     assert r.code == 2 and "Invalid value for '--actor'" in r.err and reason in r.err, r.err
 
 
 def test_an_actor_as_long_as_the_column_is_recorded(
-    app: Any, capsys: pytest.CaptureFixture[str],
+    app: Any,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     r = run_cli(capsys, "device", "add", "A123456", "--actor", "警" * 200)
     assert r.code == 0, r.out + r.err
     with app.catalog.session() as s:
-        actor = s.scalars(select(CustodyEvent.actor).where(
-            CustodyEvent.action == "device-registered")).one()
+        actor = s.scalars(
+            select(CustodyEvent.actor).where(CustodyEvent.action == "device-registered")
+        ).one()
     assert actor == "警" * 200

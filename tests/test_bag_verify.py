@@ -64,8 +64,9 @@ def _payload() -> dict[str, bytes]:
     }
 
 
-def _custody_excerpt(tmp: Path, key: Ed25519PrivateKey, originals: dict[str, bytes]
-                     ) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+def _custody_excerpt(
+    tmp: Path, key: Ed25519PrivateKey, originals: dict[str, bytes]
+) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
     """Real custody events from a real catalog, exported as the bag layout says."""
     catalog = Catalog(f"sqlite:///{tmp / 'excerpt.sqlite3'}")
     catalog.upgrade()
@@ -75,20 +76,55 @@ def _custody_excerpt(tmp: Path, key: Ed25519PrivateKey, originals: dict[str, byt
         for rel, data in sorted(originals.items()):
             sha, sm3 = hashlib.sha256(data).hexdigest(), hashlib.new("sm3", data).hexdigest()
             common = {"docking": "d-1", "path": rel.rsplit("/", 1)[-1], "size": len(data)}
-            append_event(s, signer, actor=f"station:{STATION}", action="offloaded",
-                         object_type="recording", object_id=sha, details=common | {"sm3": sm3})
-            append_event(s, signer, actor=f"station:{STATION}", action="stored",
-                         object_type="recording", object_id=sha,
-                         details={"key": f"sha256/{sha[:2]}/{sha[2:4]}/{sha}"})
+            append_event(
+                s,
+                signer,
+                actor=f"station:{STATION}",
+                action="offloaded",
+                object_type="recording",
+                object_id=sha,
+                details=common | {"sm3": sm3},
+            )
+            append_event(
+                s,
+                signer,
+                actor=f"station:{STATION}",
+                action="stored",
+                object_type="recording",
+                object_id=sha,
+                details={"key": f"sha256/{sha[:2]}/{sha[2:4]}/{sha}"},
+            )
     with catalog.session() as s:
-        events = [{c: getattr(e, c) for c in ("station_id", "seq", "at", "actor", "action",
-                                              "object_type", "object_id", "details",
-                                              "prev_hash", "event_hash", "key_id", "signature")}
-                  for e in s.scalars(select(CustodyEvent).order_by(CustodyEvent.seq))]
+        events = [
+            {
+                c: getattr(e, c)
+                for c in (
+                    "station_id",
+                    "seq",
+                    "at",
+                    "actor",
+                    "action",
+                    "object_type",
+                    "object_id",
+                    "details",
+                    "prev_hash",
+                    "event_hash",
+                    "key_id",
+                    "signature",
+                )
+            }
+            for e in s.scalars(select(CustodyEvent).order_by(CustodyEvent.seq))
+        ]
         keys: list[dict[str, object]] = [
-            {"key_id": k.key_id, "station_id": k.station_id,
-             "public_key_hex": k.public_key.hex(), "created_at": k.created_at.isoformat(),
-             "retired_at": None} for k in s.scalars(select(SigningKey))]
+            {
+                "key_id": k.key_id,
+                "station_id": k.station_id,
+                "public_key_hex": k.public_key.hex(),
+                "created_at": k.created_at.isoformat(),
+                "retired_at": None,
+            }
+            for k in s.scalars(select(SigningKey))
+        ]
     catalog.dispose()
     return events, keys
 
@@ -103,9 +139,11 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Made:
         (root / rel).write_bytes(data)
     key = Ed25519PrivateKey.generate()
     events, keys = _custody_excerpt(
-        tmp, key, {r: d for r, d in payload.items() if r.startswith("data/originals/")})
-    write_bag(root, key=key, custody=events, keys=keys,
-              info={"Liuhen-Case-Id": "沪徐市监罚〔2026〕123号"})
+        tmp, key, {r: d for r, d in payload.items() if r.startswith("data/originals/")}
+    )
+    write_bag(
+        root, key=key, custody=events, keys=keys, info={"Liuhen-Case-Id": "沪徐市监罚〔2026〕123号"}
+    )
     return Made(root, key, key_id_of(public_raw(key.public_key())))
 
 
@@ -140,9 +178,13 @@ def test_liuhen_bag_is_valid_and_signed(bag: Made) -> None:
     assert report.liuhen and report.version == "1.0" and report.container == "directory"
     assert report.algorithms == ["sha256", "sha512", "sm3"]
     assert report.payload_files == 6  # 4 files + custody.jsonl + keys.json
-    assert report.signature == {"status": "valid", "key_id": bag.key_id,
-                                "declared_key_id": bag.key_id, "trusted_by": [],
-                                "trust": "self-declared"}
+    assert report.signature == {
+        "status": "valid",
+        "key_id": bag.key_id,
+        "declared_key_id": bag.key_id,
+        "trusted_by": [],
+        "trust": "self-declared",
+    }
     assert report.custody["events"] == 7 and report.custody["ok"]  # key-registered + 3 × 2
     assert report.custody["links_checked"] == 6
     # An independent validator agrees (it checks SHA-256 and SHA-512 but skips SM3).
@@ -199,13 +241,11 @@ def _duplicate_line(b: Made) -> None:
 
 
 def _dotdot_path(b: Made) -> None:
-    rewrite(b.root / "manifest-sha256.txt",
-            lambda t: t + f"{'0' * 64}  data/../../../etc/passwd\n")
+    rewrite(b.root / "manifest-sha256.txt", lambda t: t + f"{'0' * 64}  data/../../../etc/passwd\n")
 
 
 def _malformed_bagit_txt(b: Made) -> None:
-    (b.root / "bagit.txt").write_bytes(
-        b"BagIt-Version : 1.0\nTag-File-Character-Encoding: UTF-8\n")
+    (b.root / "bagit.txt").write_bytes(b"BagIt-Version : 1.0\nTag-File-Character-Encoding: UTF-8\n")
 
 
 def _bad_signature(b: Made) -> None:
@@ -229,27 +269,53 @@ MATRIX: list[tuple[str, Callable[[Made], None], set[tuple[str, str]]]] = [
     ("payload byte, mapped file", _flip_big_payload, {("checksum-mismatch", VID2)}),
     ("tag file byte", _flip_tag_file, {("checksum-mismatch", "VERIFY.txt")}),
     # The custody event that recorded VID1's SM3 at offload now disagrees with the manifest.
-    ("SM3 manifest only", _flip_sm3_manifest,
-     {("checksum-mismatch", VID1), ("checksum-mismatch", "manifest-sm3.txt"),
-      ("custody-digest-mismatch", CUSTODY_FILE)}),
+    (
+        "SM3 manifest only",
+        _flip_sm3_manifest,
+        {
+            ("checksum-mismatch", VID1),
+            ("checksum-mismatch", "manifest-sm3.txt"),
+            ("custody-digest-mismatch", CUSTODY_FILE),
+        },
+    ),
     ("missing file", _missing_file, {("missing-file", WAV), ("oxum-mismatch", "bag-info.txt")}),
-    ("extra file", _extra_file,
-     {("unexpected-file", "data/originals/extra.bin"), ("oxum-mismatch", "bag-info.txt")}),
-    ("duplicated manifest line", _duplicate_line,
-     {("duplicate-entry", "manifest-sha256.txt"), ("checksum-mismatch", "manifest-sha256.txt")}),
-    ("../ path", _dotdot_path,
-     {("unsafe-path", "manifest-sha256.txt"), ("checksum-mismatch", "manifest-sha256.txt")}),
-    ("malformed bagit.txt", _malformed_bagit_txt,
-     {("bagit-txt", "bagit.txt"), ("checksum-mismatch", "bagit.txt")}),
+    (
+        "extra file",
+        _extra_file,
+        {("unexpected-file", "data/originals/extra.bin"), ("oxum-mismatch", "bag-info.txt")},
+    ),
+    (
+        "duplicated manifest line",
+        _duplicate_line,
+        {("duplicate-entry", "manifest-sha256.txt"), ("checksum-mismatch", "manifest-sha256.txt")},
+    ),
+    (
+        "../ path",
+        _dotdot_path,
+        {("unsafe-path", "manifest-sha256.txt"), ("checksum-mismatch", "manifest-sha256.txt")},
+    ),
+    (
+        "malformed bagit.txt",
+        _malformed_bagit_txt,
+        {("bagit-txt", "bagit.txt"), ("checksum-mismatch", "bagit.txt")},
+    ),
     ("bad signature", _bad_signature, {("bad-signature", SIGNATURE_FILE)}),
-    ("edited custody line", _edited_custody_line,
-     {("custody-edited", CUSTODY_FILE), ("custody-bad-signature", CUSTODY_FILE),
-      ("custody-digest-mismatch", CUSTODY_FILE), ("checksum-mismatch", CUSTODY_FILE)}),
+    (
+        "edited custody line",
+        _edited_custody_line,
+        {
+            ("custody-edited", CUSTODY_FILE),
+            ("custody-bad-signature", CUSTODY_FILE),
+            ("custody-digest-mismatch", CUSTODY_FILE),
+            ("checksum-mismatch", CUSTODY_FILE),
+        },
+    ),
 ]
 
 
-@pytest.mark.parametrize(("mutate", "expected"), [(m, e) for _, m, e in MATRIX],
-                         ids=[n for n, _, _ in MATRIX])
+@pytest.mark.parametrize(
+    ("mutate", "expected"), [(m, e) for _, m, e in MATRIX], ids=[n for n, _, _ in MATRIX]
+)
 def test_corruption_is_detected_and_named(
     bag: Made, mutate: Callable[[Made], None], expected: set[tuple[str, str]]
 ) -> None:
@@ -285,15 +351,32 @@ def test_every_corruption_at_once_is_reported_by_the_command(
             mutate(bag)
     result = run_cli(capsys, "verify", str(bag.root))
     assert result.code == 1
-    for path in (VID1, VID2, "VERIFY.txt", WAV, "data/originals/extra.bin",
-                 "manifest-sha256.txt", "../../../etc/passwd", SIGNATURE_FILE, CUSTODY_FILE):
+    for path in (
+        VID1,
+        VID2,
+        "VERIFY.txt",
+        WAV,
+        "data/originals/extra.bin",
+        "manifest-sha256.txt",
+        "../../../etc/passwd",
+        SIGNATURE_FILE,
+        CUSTODY_FILE,
+    ):
         assert path in result.out, path
     as_json = run_cli(capsys, "verify", "--json", str(bag.root))
     doc = json.loads(as_json.out)
     assert as_json.code == 1 and doc["ok"] is False
     kinds = {e["kind"] for e in doc["errors"]}
-    assert {"checksum-mismatch", "missing-file", "unexpected-file", "duplicate-entry",
-            "unsafe-path", "bad-signature", "custody-edited", "oxum-mismatch"} <= kinds
+    assert {
+        "checksum-mismatch",
+        "missing-file",
+        "unexpected-file",
+        "duplicate-entry",
+        "unsafe-path",
+        "bad-signature",
+        "custody-edited",
+        "oxum-mismatch",
+    } <= kinds
 
 
 def test_valid_bag_exit_zero(bag: Made, capsys: pytest.CaptureFixture[str]) -> None:
@@ -310,8 +393,11 @@ def test_swapped_key_with_resigned_tagmanifest_is_caught(bag: Made) -> None:
     rogue = Ed25519PrivateKey.generate()
     from cryptography.hazmat.primitives import serialization
 
-    (bag.root / "signing-key.pem").write_bytes(rogue.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    (bag.root / "signing-key.pem").write_bytes(
+        rogue.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
     report = verify_bag(bag.root)
     assert ("key-id-mismatch", "signing-key.pem") in errors(report)
     assert ("bad-signature", SIGNATURE_FILE) in errors(report)
@@ -323,8 +409,10 @@ def test_completely_remade_bag_is_caught_only_by_a_key_ring(bag: Made, tmp_path:
     for name in os.listdir(bag.root):
         if name != "data":
             (bag.root / name).unlink()
-    events = [json.loads(line) for line in
-              (bag.root / CUSTODY_FILE).read_text(encoding="utf-8").splitlines()]
+    events = [
+        json.loads(line)
+        for line in (bag.root / CUSTODY_FILE).read_text(encoding="utf-8").splitlines()
+    ]
     keys = json.loads((bag.root / "data/metadata/keys.json").read_text())["keys"]
     (bag.root / CUSTODY_FILE).unlink()
     write_bag(bag.root, key=rogue, custody=events, keys=keys)
@@ -333,8 +421,9 @@ def test_completely_remade_bag_is_caught_only_by_a_key_ring(bag: Made, tmp_path:
     assert ("untrusted-key", "signing-key.pem") in errors(ring)
 
 
-def test_key_ring_fails_a_rebagged_unsigned_bag(bag: Made, tmp_path: Path,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_key_ring_fails_a_rebagged_unsigned_bag(
+    bag: Made, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Tampered payload re-bagged by another tool, signature and Liuhen-* labels dropped:
     fine as an unsigned bag on its own, but an auditor with a key ring asked for a trusted
     signature, and an unsigned bag has none."""
@@ -355,8 +444,9 @@ def test_key_ring_fails_a_rebagged_unsigned_bag(bag: Made, tmp_path: Path,
     assert run_cli(capsys, "verify", "--trust", str(keyring), str(bag.root)).code == 1
 
 
-def test_empty_key_ring_trusts_nothing(bag: Made, tmp_path: Path,
-                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_empty_key_ring_trusts_nothing(
+    bag: Made, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A key ring file with no keys (only comments) must not silently mean "no ring"."""
     keyring = tmp_path / "ring.txt"
     keyring.write_text("# keys to be filled in\n")
@@ -381,8 +471,21 @@ def test_custody_signature_and_links(bag: Made) -> None:
     # Re-hash an edited event consistently: only the signature can tell.
     ev = json.loads(lines[4])
     ev["actor"] = "someone-else"
-    fields = {k: ev[k] for k in ("station_id", "seq", "at", "actor", "action", "object_type",
-                                 "object_id", "details", "prev_hash", "key_id")}
+    fields = {
+        k: ev[k]
+        for k in (
+            "station_id",
+            "seq",
+            "at",
+            "actor",
+            "action",
+            "object_type",
+            "object_id",
+            "details",
+            "prev_hash",
+            "key_id",
+        )
+    }
     ev["event_hash"] = hashlib.sha256(canonical_bytes(**fields)).hexdigest()
     lines[4] = json.dumps(ev)
     del lines[6]  # event #7 gone: #6 → #8 is not consecutive, so no link claim there
@@ -395,8 +498,7 @@ def test_custody_signature_and_links(bag: Made) -> None:
 def test_keys_json_with_a_replaced_key(bag: Made) -> None:
     path = bag.root / "data/metadata/keys.json"
     doc = json.loads(path.read_text())
-    doc["keys"][0]["public_key_hex"] = public_raw(
-        Ed25519PrivateKey.generate().public_key()).hex()
+    doc["keys"][0]["public_key_hex"] = public_raw(Ed25519PrivateKey.generate().public_key()).hex()
     path.write_text(json.dumps(doc))
     kinds = {f.kind for f in verify_bag(bag.root).errors}
     assert {"custody-key-mismatch", "custody-unknown-key"} <= kinds
@@ -411,8 +513,9 @@ def _tar(src: Path, dest: Path, mode: str = "w") -> Path:
     return dest
 
 
-def test_tar_bag_valid_and_corrupt(bag: Made, tmp_path: Path,
-                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_tar_bag_valid_and_corrupt(
+    bag: Made, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     good = verify_bag(_tar(bag.root, tmp_path / "good.tar"))
     assert good.ok and good.container == "tar", [f.describe() for f in good.errors]
     assert good.signature["status"] == "valid" and good.custody["ok"]
@@ -437,8 +540,10 @@ def test_compressed_tar_with_the_bag_at_its_top(bag: Made, tmp_path: Path, prefi
     """`tar czf bag.tgz -C bag .` (members ./, ./data/…, in directory order) or a tar
     whose first members are data/…: the bag root is the tar's top, not data/ or ./."""
     dest = tmp_path / "top.tar.gz"
-    paths = sorted((p for p in bag.root.rglob("*")), key=lambda p: (
-        not str(p.relative_to(bag.root)).startswith("data"), str(p)))
+    paths = sorted(
+        (p for p in bag.root.rglob("*")),
+        key=lambda p: (not str(p.relative_to(bag.root)).startswith("data"), str(p)),
+    )
     with tarfile.open(dest, "w:gz") as tf:
         if prefix:
             tf.add(bag.root, arcname=".", recursive=False)
@@ -452,8 +557,9 @@ def test_compressed_tar_with_the_bag_at_its_top(bag: Made, tmp_path: Path, prefi
 
 @pytest.mark.parametrize("alias", ["bag/./data/a.txt", "bag//data/a.txt", "./bag/data/./a.txt"])
 @pytest.mark.parametrize("mode", ["w", "w:gz"])
-def test_tar_member_aliasing_a_payload_file_is_caught(tmp_path: Path, alias: str,
-                                                      mode: str) -> None:
+def test_tar_member_aliasing_a_payload_file_is_caught(
+    tmp_path: Path, alias: str, mode: str
+) -> None:
     """A later member whose name reaches the same file through '.' or '//' replaces the
     payload file on extraction (GNU tar, any file system): it must not pass as a harmless
     tag file, even in another tool's bag (where an unlisted tag file is only a warning)."""
@@ -467,7 +573,8 @@ def test_tar_member_aliasing_a_payload_file_is_caught(tmp_path: Path, alias: str
         tf.addfile(info, io.BytesIO(b"EVIL\n"))
     report = verify_bag(dest)
     assert ("duplicate-member", "data/a.txt") in errors(report), [
-        f.describe() for f in report.findings]
+        f.describe() for f in report.findings
+    ]
 
 
 def test_tar_members_that_escape_are_rejected(bag: Made, tmp_path: Path) -> None:
@@ -525,36 +632,53 @@ def test_bagit_python_bag_is_valid_not_signed(tmp_path: Path) -> None:
     assert report.algorithms == ["md5", "sha256", "sha512"]
     flip(src / "data" / "sub dir" / "b.bin", 7)
     (src / "data" / "new.txt").write_text("x")
-    assert errors(verify_bag(src)) == {("checksum-mismatch", "data/sub dir/b.bin"),
-                                       ("unexpected-file", "data/new.txt"),
-                                       ("oxum-mismatch", "bag-info.txt")}
+    assert errors(verify_bag(src)) == {
+        ("checksum-mismatch", "data/sub dir/b.bin"),
+        ("unexpected-file", "data/new.txt"),
+        ("oxum-mismatch", "bag-info.txt"),
+    }
 
 
 def test_foreign_bag_with_an_sm3_manifest(tmp_path: Path) -> None:
     src = _plain_dir(tmp_path)
     bagit.make_bag(str(src), checksums=["sha256"])
-    lines = [f"{hashlib.new('sm3', p.read_bytes()).hexdigest()}  {p.relative_to(src)}\n"
-             for p in sorted((src / "data").rglob("*")) if p.is_file()]
+    lines = [
+        f"{hashlib.new('sm3', p.read_bytes()).hexdigest()}  {p.relative_to(src)}\n"
+        for p in sorted((src / "data").rglob("*"))
+        if p.is_file()
+    ]
     (src / "manifest-sm3.txt").write_text("".join(lines))
     assert verify_bag(src).ok
     flip(src / "data" / "a.txt", 0)
     # Restore the SHA-256 line so that only SM3 can see it.
     good = hashlib.sha256((src / "data" / "a.txt").read_bytes()).hexdigest()
-    rewrite(src / "manifest-sha256.txt",
-            lambda t: "".join(good + "  data/a.txt\n" if line.endswith("data/a.txt\n") else line
-                              for line in t.splitlines(keepends=True)))
+    rewrite(
+        src / "manifest-sha256.txt",
+        lambda t: "".join(
+            good + "  data/a.txt\n" if line.endswith("data/a.txt\n") else line
+            for line in t.splitlines(keepends=True)
+        ),
+    )
     report = verify_bag(src)
     assert ("checksum-mismatch", "data/a.txt") in errors(report)
     (finding,) = [f for f in report.errors if f.path == "data/a.txt"]
     assert finding.detail.startswith("sm3")
 
 
-def _hand_bag(root: Path, version: str, files: dict[str, bytes], *, alg: str = "md5",
-              info_name: str = "bag-info.txt", tag_alg: str | None = None,
-              manifest_lines: list[str] | None = None) -> Path:
+def _hand_bag(
+    root: Path,
+    version: str,
+    files: dict[str, bytes],
+    *,
+    alg: str = "md5",
+    info_name: str = "bag-info.txt",
+    tag_alg: str | None = None,
+    manifest_lines: list[str] | None = None,
+) -> Path:
     root.mkdir()
     (root / "bagit.txt").write_text(
-        f"BagIt-Version: {version}\nTag-File-Character-Encoding: UTF-8\n")
+        f"BagIt-Version: {version}\nTag-File-Character-Encoding: UTF-8\n"
+    )
     for rel, data in files.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(data)
@@ -562,28 +686,39 @@ def _hand_bag(root: Path, version: str, files: dict[str, bytes], *, alg: str = "
     (root / info_name).write_text(
         f"Source-Organization: Somewhere\nPayload-Oxum: {size}.{len(files)}\n"
         "External-Description: a long description that a tool folded\n"
-        "  onto a second line\n")
-    lines = manifest_lines if manifest_lines is not None else [
-        f"{hashlib.new(alg, d).hexdigest()}  {rel}\n" for rel, d in files.items()]
+        "  onto a second line\n"
+    )
+    lines = (
+        manifest_lines
+        if manifest_lines is not None
+        else [f"{hashlib.new(alg, d).hexdigest()}  {rel}\n" for rel, d in files.items()]
+    )
     (root / f"manifest-{alg}.txt").write_text("".join(lines))
     if tag_alg:
         tags = ["bagit.txt", info_name, f"manifest-{alg}.txt"]
-        (root / f"tagmanifest-{tag_alg}.txt").write_text("".join(
-            f"{hashlib.new(tag_alg, (root / t).read_bytes()).hexdigest()} {t}\n" for t in tags))
+        (root / f"tagmanifest-{tag_alg}.txt").write_text(
+            "".join(
+                f"{hashlib.new(tag_alg, (root / t).read_bytes()).hexdigest()} {t}\n" for t in tags
+            )
+        )
     return root
 
 
 FILES = {"data/one.txt": b"one\n", "data/dir/two 2.txt": b"two\n", "data/a%25b.txt": b"pc"}
 
 
-@pytest.mark.parametrize(("version", "info_name", "tag_alg"), [
-    ("0.93", "package-info.txt", None),
-    ("0.95", "package-info.txt", None),
-    ("0.96", "bag-info.txt", "md5"),
-    ("0.97", "bag-info.txt", "sha1"),
-])
-def test_old_versions_are_valid(tmp_path: Path, version: str, info_name: str,
-                                tag_alg: str | None) -> None:
+@pytest.mark.parametrize(
+    ("version", "info_name", "tag_alg"),
+    [
+        ("0.93", "package-info.txt", None),
+        ("0.95", "package-info.txt", None),
+        ("0.96", "bag-info.txt", "md5"),
+        ("0.97", "bag-info.txt", "sha1"),
+    ],
+)
+def test_old_versions_are_valid(
+    tmp_path: Path, version: str, info_name: str, tag_alg: str | None
+) -> None:
     # Before 1.0 paths were not percent-encoded: "a%25b.txt" is that literal name.
     root = _hand_bag(tmp_path / "b", version, FILES, info_name=info_name, tag_alg=tag_alg)
     report = verify_bag(root)
@@ -597,7 +732,8 @@ def test_version_differences(tmp_path: Path) -> None:
     # The same literal name in a 1.0 bag means "a%b.txt": missing, and a%25b.txt unexpected.
     v1 = _hand_bag(tmp_path / "v1", "1.0", FILES)
     assert {("missing-file", "data/a%b.txt"), ("unexpected-file", "data/a%25b.txt")} <= errors(
-        verify_bag(v1))
+        verify_bag(v1)
+    )
     # A 0.95 bag with bag-info.txt instead of package-info.txt: a warning.
     v95 = _hand_bag(tmp_path / "v95", "0.95", FILES)
     report = verify_bag(v95)
@@ -628,32 +764,45 @@ def test_unicode_normalisation_clash_is_a_warning(tmp_path: Path) -> None:
 
 
 def test_structure_errors_all_reported(tmp_path: Path) -> None:
-    root = _hand_bag(tmp_path / "b", "1.0", {"data/x.txt": b"x"}, manifest_lines=[
-        "nothex  data/x.txt\n",
-        f"{hashlib.md5(b'x').hexdigest()}  /etc/passwd\n",
-        f"{hashlib.md5(b'x').hexdigest()}  bagit.txt\n",
-        "lonely-token\n",
-    ])
-    (root / "bag-info.txt").write_text("Good: yes\nno colon here\n  \nPayload-Oxum: 1.1\n"
-                                       "Payload-Oxum: 1.1\n")
+    root = _hand_bag(
+        tmp_path / "b",
+        "1.0",
+        {"data/x.txt": b"x"},
+        manifest_lines=[
+            "nothex  data/x.txt\n",
+            f"{hashlib.md5(b'x').hexdigest()}  /etc/passwd\n",
+            f"{hashlib.md5(b'x').hexdigest()}  bagit.txt\n",
+            "lonely-token\n",
+        ],
+    )
+    (root / "bag-info.txt").write_text(
+        "Good: yes\nno colon here\n  \nPayload-Oxum: 1.1\nPayload-Oxum: 1.1\n"
+    )
     (root / "data" / "link").symlink_to("/etc/passwd")
     found = errors(verify_bag(root))
-    assert {("manifest-format", "manifest-md5.txt"), ("unsafe-path", "manifest-md5.txt"),
-            ("path-outside-data", "manifest-md5.txt"), ("bag-info", "bag-info.txt"),
-            ("link", "data/link"), ("checksum-mismatch", "data/x.txt")} <= found
+    assert {
+        ("manifest-format", "manifest-md5.txt"),
+        ("unsafe-path", "manifest-md5.txt"),
+        ("path-outside-data", "manifest-md5.txt"),
+        ("bag-info", "bag-info.txt"),
+        ("link", "data/link"),
+        ("checksum-mismatch", "data/x.txt"),
+    } <= found
 
 
 def test_bagit_txt_strictness() -> None:
     good = bagparse.parse_bagit_txt(b"BagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\n")
     assert not good.findings and good.version == (1, 0)
-    for bad in (b"BagIt-Version : 1.0\nTag-File-Character-Encoding: UTF-8\n",
-                b"BagIt-Version:1.0\nTag-File-Character-Encoding: UTF-8\n",
-                b"Tag-File-Character-Encoding: UTF-8\nBagIt-Version: 1.0\n",
-                b"BagIt-Version: 1.0\n",
-                b"BagIt-Version: one\nTag-File-Character-Encoding: UTF-8\n",
-                b"BagIt-Version: 1.0\nTag-File-Character-Encoding: KLINGON\n",
-                b"\xef\xbb\xbfBagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\n",
-                b"BagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\nExtra: line\n"):
+    for bad in (
+        b"BagIt-Version : 1.0\nTag-File-Character-Encoding: UTF-8\n",
+        b"BagIt-Version:1.0\nTag-File-Character-Encoding: UTF-8\n",
+        b"Tag-File-Character-Encoding: UTF-8\nBagIt-Version: 1.0\n",
+        b"BagIt-Version: 1.0\n",
+        b"BagIt-Version: one\nTag-File-Character-Encoding: UTF-8\n",
+        b"BagIt-Version: 1.0\nTag-File-Character-Encoding: KLINGON\n",
+        b"\xef\xbb\xbfBagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\n",
+        b"BagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\nExtra: line\n",
+    ):
         parsed = bagparse.parse_bagit_txt(bad)
         assert any(f.severity == "error" for f in parsed.findings), bad
 
@@ -672,11 +821,19 @@ def test_bag_info_continuation_lines() -> None:
 
 
 @pytest.mark.parametrize(("workers", "split_max"), [(1, None), (2, None), (2, SPLIT_MIN)])
-def test_parallel_hashes_equal_hashlib(tmp_path: Path, workers: int,
-                                       split_max: int | None) -> None:
+def test_parallel_hashes_equal_hashlib(tmp_path: Path, workers: int, split_max: int | None) -> None:
     """Every path of the engine: small groups, per-algorithm mappings, lockstep slices."""
-    sizes = [0, 1, 2047, 2049, 100_000, SPLIT_MIN - 1, SPLIT_MIN, SPLIT_MIN + 3_000_001,
-             40_000_003]  # the last spans several lockstep slices
+    sizes = [
+        0,
+        1,
+        2047,
+        2049,
+        100_000,
+        SPLIT_MIN - 1,
+        SPLIT_MIN,
+        SPLIT_MIN + 3_000_001,
+        40_000_003,
+    ]  # the last spans several lockstep slices
     items = []
     for i, size in enumerate(sizes):
         p = tmp_path / f"f{i}"
@@ -686,8 +843,9 @@ def test_parallel_hashes_equal_hashlib(tmp_path: Path, workers: int,
     out = hash_items(items, workers=workers, split_max=split_max)
     for i, _ in enumerate(sizes):
         data = (tmp_path / f"f{i}").read_bytes()
-        assert out[f"f{i}"].digests == {a: hashlib.new(a, data).hexdigest()
-                                        for a in ("md5", "sha256", "sha512", "sm3")}
+        assert out[f"f{i}"].digests == {
+            a: hashlib.new(a, data).hexdigest() for a in ("md5", "sha256", "sha512", "sm3")
+        }
         assert out[f"f{i}"].size == len(data)
     assert out["gone"].error and "cannot read" in out["gone"].error
 
@@ -710,8 +868,9 @@ def test_large_custody_excerpt_checked_in_a_child_process(tmp_path: Path) -> Non
         p = root / "data" / "originals" / "D1" / "2026-11-26" / f"IMG_{i:04d}.JPG"
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(data)
-        objects.append((hashlib.sha256(data).hexdigest(), hashlib.new("sm3", data).hexdigest(),
-                        len(data)))
+        objects.append(
+            (hashlib.sha256(data).hexdigest(), hashlib.new("sm3", data).hexdigest(), len(data))
+        )
     key = Ed25519PrivateKey.generate()
     events = signed_events(key, STATION, objects)
     assert len(events) > bagverify.CUSTODY_FORK_MIN
@@ -722,7 +881,9 @@ def test_large_custody_excerpt_checked_in_a_child_process(tmp_path: Path) -> Non
     assert report.custody["checked_in"] == ("child process" if alone else "this process")
     assert report.custody["events"] == 600 and report.custody["links_checked"] == 599
     assert {(f.kind, f.line) for f in report.errors} == {
-        ("custody-edited", 401), ("custody-bad-signature", 401)}
+        ("custody-edited", 401),
+        ("custody-bad-signature", 401),
+    }
 
 
 # -- a bag written by `liuhen export` ----------------------------------------------------------
@@ -746,9 +907,18 @@ def test_real_export_verifies_and_its_corruptions_are_named(
     station.close()
     now = datetime.now(UTC)
     for out in (tmp_path / "out" / "bag", tmp_path / "out" / "bag.tar"):
-        export_bundle(app.catalog, app.store, app.signer, ExportRequest(
-            out=out, date_from=now - timedelta(days=1), date_to=now + timedelta(days=1),
-            organization="test", options=fourprops.Options(decode="none")))
+        export_bundle(
+            app.catalog,
+            app.store,
+            app.signer,
+            ExportRequest(
+                out=out,
+                date_from=now - timedelta(days=1),
+                date_to=now + timedelta(days=1),
+                organization="test",
+                options=fourprops.Options(decode="none"),
+            ),
+        )
         trusted = {app.settings.station.id: {app.signer.key_id}}
         report = verify_bag(out, trusted=trusted)
         assert report.ok, [f.describe() for f in report.errors]
@@ -766,8 +936,11 @@ def test_real_export_verifies_and_its_corruptions_are_named(
     result = run_cli(capsys, "verify", "--json", str(bag))
     assert result.code == 1
     found = {(e["kind"], e["path"]) for e in json.loads(result.out)["errors"]}
-    assert {("checksum-mismatch", rel), ("custody-edited", CUSTODY_FILE),
-            ("checksum-mismatch", CUSTODY_FILE)} <= found
+    assert {
+        ("checksum-mismatch", rel),
+        ("custody-edited", CUSTODY_FILE),
+        ("checksum-mismatch", CUSTODY_FILE),
+    } <= found
 
 
 # -- hostile input never crashes the verifier ------------------------------------------------
@@ -775,20 +948,40 @@ def test_real_export_verifies_and_its_corruptions_are_named(
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-TAG_FILES = ["bagit.txt", "bag-info.txt", "manifest-sha256.txt", "tagmanifest-sm3.txt",
-             CUSTODY_FILE, "data/metadata/keys.json", SIGNATURE_FILE, "signing-key.pem"]
+TAG_FILES = [
+    "bagit.txt",
+    "bag-info.txt",
+    "manifest-sha256.txt",
+    "tagmanifest-sm3.txt",
+    CUSTODY_FILE,
+    "data/metadata/keys.json",
+    SIGNATURE_FILE,
+    "signing-key.pem",
+]
 
 
-@settings(max_examples=60, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(target=st.sampled_from(TAG_FILES),
-       junk=st.one_of(st.binary(max_size=300),
-                      st.text(max_size=200).map(lambda t: t.encode("utf-8", "surrogatepass")),
-                      st.lists(st.dictionaries(st.sampled_from(
-                          ["seq", "station_id", "key_id", "details", "event_hash", "keys"]),
-                          st.one_of(st.integers(), st.text(max_size=5), st.none(),
-                                    st.lists(st.integers(), max_size=2))), max_size=3)
-                      .map(lambda ds: "\n".join(json.dumps(d) for d in ds).encode())))
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    target=st.sampled_from(TAG_FILES),
+    junk=st.one_of(
+        st.binary(max_size=300),
+        st.text(max_size=200).map(lambda t: t.encode("utf-8", "surrogatepass")),
+        st.lists(
+            st.dictionaries(
+                st.sampled_from(["seq", "station_id", "key_id", "details", "event_hash", "keys"]),
+                st.one_of(
+                    st.integers(),
+                    st.text(max_size=5),
+                    st.none(),
+                    st.lists(st.integers(), max_size=2),
+                ),
+            ),
+            max_size=3,
+        ).map(lambda ds: "\n".join(json.dumps(d) for d in ds).encode()),
+    ),
+)
 def test_garbage_in_any_tag_file_is_reported_not_a_crash(
     template: Made, tmp_path_factory: pytest.TempPathFactory, target: str, junk: bytes
 ) -> None:
@@ -800,8 +993,10 @@ def test_garbage_in_any_tag_file_is_reported_not_a_crash(
     except BagUnusable:
         return
     assert not report.ok
-    assert any(target in f.path or f.path in {"bagit.txt", "bag-info.txt"} or
-               target in f.detail for f in report.errors), [f.describe() for f in report.errors]
+    assert any(
+        target in f.path or f.path in {"bagit.txt", "bag-info.txt"} or target in f.detail
+        for f in report.errors
+    ), [f.describe() for f in report.errors]
 
 
 def test_truncated_tar_is_reported_not_a_crash(bag: Made, tmp_path: Path) -> None:
@@ -809,8 +1004,13 @@ def test_truncated_tar_is_reported_not_a_crash(bag: Made, tmp_path: Path) -> Non
     with tarfile.open(tmp_path / "whole.tar") as tf:
         big = tf.getmember(f"export-2026-001/{VID2}")
     # (Cutting only the zero blocks and record padding at the end loses nothing.)
-    for cut in (100, 5_000, len(whole) // 3, big.offset_data + big.size // 2,
-                big.offset_data + big.size - 1):
+    for cut in (
+        100,
+        5_000,
+        len(whole) // 3,
+        big.offset_data + big.size // 2,
+        big.offset_data + big.size - 1,
+    ):
         part = tmp_path / f"cut-{cut}.tar"
         part.write_bytes(whole[:cut])
         try:
@@ -819,5 +1019,6 @@ def test_truncated_tar_is_reported_not_a_crash(bag: Made, tmp_path: Path) -> Non
             continue
         assert not report.ok, cut
         if cut > big.offset_data:
-            assert ("unreadable", VID2) in errors(report) or (
-                "missing-file", VID2) in errors(report), [f.describe() for f in report.errors]
+            assert ("unreadable", VID2) in errors(report) or ("missing-file", VID2) in errors(
+                report
+            ), [f.describe() for f in report.errors]

@@ -58,21 +58,43 @@ ACTOR = "station:test"
 # -- register_files against register_file ------------------------------------------------------
 
 
-def offloaded(data: bytes, path: str, *, important: bool = False,
-              sm3: str | None = None) -> OffloadedFile:
+def offloaded(
+    data: bytes, path: str, *, important: bool = False, sm3: str | None = None
+) -> OffloadedFile:
     sha = hashlib.sha256(data).hexdigest()
     return OffloadedFile(
-        relpath_raw=path.encode(), size=len(data), mtime=datetime(2026, 11, 26, tzinfo=UTC),
-        sha256=sha, sm3=sm3 or hashlib.new("sm3", data).hexdigest(), object_key=f"sha256/{sha}",
-        captured_at=None, staged_at=datetime(2026, 11, 26, 1, tzinfo=UTC),
-        verified_by="test", important=important)
+        relpath_raw=path.encode(),
+        size=len(data),
+        mtime=datetime(2026, 11, 26, tzinfo=UTC),
+        sha256=sha,
+        sm3=sm3 or hashlib.new("sm3", data).hexdigest(),
+        object_key=f"sha256/{sha}",
+        captured_at=None,
+        staged_at=datetime(2026, 11, 26, 1, tzinfo=UTC),
+        verified_by="test",
+        important=important,
+    )
 
 
 def new_docking(s: Any, signer: Any, uid: str) -> Docking:
-    return ensure_docking(s, signer, DockingInfo(
-        uid=uid, slot="slot", source_path=f"/dock/{uid}", serial="A123456",
-        officer_number="010203", officer_name="", unit="", model="", identity_source="folder",
-        identity_raw={}, started_at=datetime(2026, 11, 26, tzinfo=UTC)), ACTOR)
+    return ensure_docking(
+        s,
+        signer,
+        DockingInfo(
+            uid=uid,
+            slot="slot",
+            source_path=f"/dock/{uid}",
+            serial="A123456",
+            officer_number="010203",
+            officer_name="",
+            unit="",
+            model="",
+            identity_source="folder",
+            identity_raw={},
+            started_at=datetime(2026, 11, 26, tzinfo=UTC),
+        ),
+        ACTOR,
+    )
 
 
 HELD = b"bytes held since an earlier docking" * 10
@@ -94,8 +116,9 @@ def prepare(s: Any, signer: Any) -> Docking:
     first = new_docking(s, signer, "earlier")
     register_file(s, signer, first, offloaded(HELD, "DCIM/held.JPG"), ACTOR)
     docking = new_docking(s, signer, "this")
-    record_problem_file(s, signer, docking, b"DCIM/retaken.JPG", len(RETAKEN), "QUARANTINED",
-                        "vanished", ACTOR)
+    record_problem_file(
+        s, signer, docking, b"DCIM/retaken.JPG", len(RETAKEN), "QUARANTINED", "vanished", ACTOR
+    )
     return docking
 
 
@@ -104,14 +127,24 @@ def catalog_view(s: Any, docking_uid: str) -> dict[str, Any]:
     events written for it (timestamps left out), recording ids shown as their SHA-256."""
     sha_of = {r.id: r.sha256 for r in s.scalars(select(Recording))}
     docking = s.scalars(select(Docking).where(Docking.uid == docking_uid)).one()
-    rows = sorted((f.relpath, f.state, f.size, f.reason, sha_of.get(f.recording_id))
-                  for f in s.scalars(select(DockingFile).where(
-                      DockingFile.docking_id == docking.id)))
-    recordings = sorted((r.sha256, r.state, r.original_name, r.original_name_raw, r.important,
-                         r.flags, r.size, r.object_key)
-                        for r in s.scalars(select(Recording)))
-    work = sorted((w.kind, sha_of[int(w.subject)], w.state)
-                  for w in s.scalars(select(WorkItem)))
+    rows = sorted(
+        (f.relpath, f.state, f.size, f.reason, sha_of.get(f.recording_id))
+        for f in s.scalars(select(DockingFile).where(DockingFile.docking_id == docking.id))
+    )
+    recordings = sorted(
+        (
+            r.sha256,
+            r.state,
+            r.original_name,
+            r.original_name_raw,
+            r.important,
+            r.flags,
+            r.size,
+            r.object_key,
+        )
+        for r in s.scalars(select(Recording))
+    )
+    work = sorted((w.kind, sha_of[int(w.subject)], w.state) for w in s.scalars(select(WorkItem)))
     events = []
     for e in s.scalars(select(CustodyEvent).order_by(CustodyEvent.seq)):
         details = json.loads(e.details)
@@ -122,14 +155,20 @@ def catalog_view(s: Any, docking_uid: str) -> dict[str, Any]:
 
 
 def test_register_files_writes_what_register_file_writes_file_by_file(
-    app: Any, tmp_path: Path,
+    app: Any,
+    tmp_path: Path,
 ) -> None:
     with app.catalog.transaction() as s:
         docking = prepare(s, app.signer)
-        results = register_files(s, app.signer, [(DockingRef.of(docking), f) for f in BATCH],
-                                 ACTOR)
-    assert results == [Registered(duplicate=True), Registered(), Registered(duplicate=True),
-                       Registered(), Registered(), Registered()]
+        results = register_files(s, app.signer, [(DockingRef.of(docking), f) for f in BATCH], ACTOR)
+    assert results == [
+        Registered(duplicate=True),
+        Registered(),
+        Registered(duplicate=True),
+        Registered(),
+        Registered(),
+        Registered(),
+    ]
 
     # The same files through register_file, one at a time, into a catalog of their own.
     reference = Catalog(f"sqlite:///{tmp_path / 'reference.sqlite3'}")
@@ -166,12 +205,17 @@ def test_a_file_that_cannot_be_registered_now_leaves_the_rest_of_its_batch(app: 
         first = new_docking(s, app.signer, "earlier")
         for data in (expiring, held):
             register_file(s, app.signer, first, offloaded(data, f"DCIM/{len(data)}.JPG"), ACTOR)
-        rec = s.scalars(select(Recording).where(
-            Recording.sha256 == hashlib.sha256(expiring).hexdigest())).one()
+        rec = s.scalars(
+            select(Recording).where(Recording.sha256 == hashlib.sha256(expiring).hexdigest())
+        ).one()
         rec.state = "EXPIRING"
         ref = DockingRef.of(new_docking(s, app.signer, "this"))
-    batch = [offloaded(expiring, "DCIM/again.MP4"), offloaded(NEW, "DCIM/new.JPG"),
-             offloaded(held, "DCIM/forged.JPG", sm3="0" * 64), offloaded(OTHER, "DCIM/other.JPG")]
+    batch = [
+        offloaded(expiring, "DCIM/again.MP4"),
+        offloaded(NEW, "DCIM/new.JPG"),
+        offloaded(held, "DCIM/forged.JPG", sm3="0" * 64),
+        offloaded(OTHER, "DCIM/other.JPG"),
+    ]
     with app.catalog.transaction() as s:
         results = register_files(s, app.signer, [(ref, f) for f in batch], ACTOR)
     assert isinstance(results[0].error, RecordingBeingExpired)
@@ -179,26 +223,36 @@ def test_a_file_that_cannot_be_registered_now_leaves_the_rest_of_its_batch(app: 
     assert isinstance(results[2].error, ValueError) and "SM3" in str(results[2].error)
     assert results[1] == results[3] == Registered()
     with app.catalog.session() as s:
-        rows = {f.relpath: f.state for f in s.scalars(
-            select(DockingFile).where(DockingFile.docking_id == ref.id))}
+        rows = {
+            f.relpath: f.state
+            for f in s.scalars(select(DockingFile).where(DockingFile.docking_id == ref.id))
+        }
         paths = [json.loads(e.details).get("path") for e in s.scalars(select(CustodyEvent))]
     assert rows == {"DCIM/new.JPG": "STORED", "DCIM/other.JPG": "STORED"}
     assert "DCIM/again.MP4" not in paths and "DCIM/forged.JPG" not in paths
 
     # Once the expiry has finished (EXPIRED), the same file holds the bytes again.
     with app.catalog.transaction() as s:
-        rec = s.scalars(select(Recording).where(
-            Recording.sha256 == hashlib.sha256(expiring).hexdigest())).one()
+        rec = s.scalars(
+            select(Recording).where(Recording.sha256 == hashlib.sha256(expiring).hexdigest())
+        ).one()
         rec.state = "EXPIRED"
     with app.catalog.transaction() as s:
         again = register_files(s, app.signer, [(ref, batch[0]), (ref, batch[1])], ACTOR)
     assert again == [Registered(), Registered()]  # revived; new.JPG was registered already
     with app.catalog.session() as s:
-        rec = s.scalars(select(Recording).where(
-            Recording.sha256 == hashlib.sha256(expiring).hexdigest())).one()
+        rec = s.scalars(
+            select(Recording).where(Recording.sha256 == hashlib.sha256(expiring).hexdigest())
+        ).one()
         assert rec.state == "STORED" and "restored_after_expiry" in rec.flags
-        actions = [e.action for e in s.scalars(select(CustodyEvent).where(
-            CustodyEvent.object_id == rec.sha256).order_by(CustodyEvent.seq))]
+        actions = [
+            e.action
+            for e in s.scalars(
+                select(CustodyEvent)
+                .where(CustodyEvent.object_id == rec.sha256)
+                .order_by(CustodyEvent.seq)
+            )
+        ]
         assert actions[-4:] == ["offloaded", "restored-after-expiry", "stored", "verified"]
         assert s.scalars(select(WorkItem).where(WorkItem.subject == str(rec.id))).one()
         assert verify_chain(s).ok
@@ -230,7 +284,8 @@ def count_commits(app: Any, station: Any) -> dict[str, int]:
 
 
 def test_a_docking_registers_its_files_in_a_few_transactions(
-    tmp_path: Path, patient_committer: None,
+    tmp_path: Path,
+    patient_committer: None,
 ) -> None:
     rec = make_bulk_files(tmp_path / "dock" / "A123456", 150, 3000)
     app = make_app(tmp_path / "data")
@@ -262,7 +317,8 @@ def test_a_docking_registers_its_files_in_a_few_transactions(
 
 
 def test_a_file_the_catalog_refuses_is_quarantined_and_its_batch_goes_on(
-    tmp_path: Path, patient_committer: None,
+    tmp_path: Path,
+    patient_committer: None,
 ) -> None:
     """A recording row forged with a recorder file's SHA-256 and another SM3: that file
     is refused (quarantined, the docking INCOMPLETE), every other file of the batch is
@@ -272,8 +328,16 @@ def test_a_file_the_catalog_refuses_is_quarantined_and_its_batch_goes_on(
     victim = rec.files[5]
     sha, _sm3 = file_digests(rec.root / victim.relpath)
     with app.catalog.transaction() as s:
-        s.add(Recording(sha256=sha, sm3="0" * 64, size=3000, object_key=f"sha256/{sha}",
-                        original_name="forged", received_at=datetime.now(UTC)))
+        s.add(
+            Recording(
+                sha256=sha,
+                sm3="0" * 64,
+                size=3000,
+                object_key=f"sha256/{sha}",
+                original_name="forged",
+                received_at=datetime.now(UTC),
+            )
+        )
     station = app.station()
     result = station.run_docking(rec.root)
     station.close()
@@ -282,14 +346,14 @@ def test_a_file_the_catalog_refuses_is_quarantined_and_its_batch_goes_on(
     assert (path, state) == (victim.relpath, "QUARANTINED") and "different SM3" in reason
     with app.catalog.session() as s:
         rows = s.scalars(select(DockingFile)).all()
-        assert Counter(r.state for r in rows) == {"STORED": len(rec.files) - 1,
-                                                  "QUARANTINED": 1}
+        assert Counter(r.state for r in rows) == {"STORED": len(rec.files) - 1, "QUARANTINED": 1}
         assert verify_chain(s).ok
     app.close()
 
 
 def test_a_file_whose_recording_is_being_expired_waits_and_its_batch_goes_on(
-    tmp_path: Path, patient_committer: None,
+    tmp_path: Path,
+    patient_committer: None,
 ) -> None:
     first = make_bulk_files(tmp_path / "first" / "A123456", 3, 3000)
     app = make_app(tmp_path / "data", retry_initial_s=0.1, retry_max_s=0.2)
@@ -321,8 +385,9 @@ def test_a_file_whose_recording_is_being_expired_waits_and_its_batch_goes_on(
         assert states.pop(b"DCIM/KEPT.JPG") == J.STAGED
         assert set(states.values()) == {J.DONE}  # the rest of its batch is registered
         assert thread.is_alive()  # and the docking is not SAFE TO CLEAR meanwhile
-        sweep(app.catalog, app.signer, app.store, app.settings.retention, actor="sweeper",
-              apply=True)
+        sweep(
+            app.catalog, app.signer, app.store, app.settings.retention, actor="sweeper", apply=True
+        )
     finally:
         thread.join(60)
     assert result and result[0].state == "SAFE_TO_CLEAR" and not result[0].problems
@@ -336,7 +401,8 @@ def test_a_file_whose_recording_is_being_expired_waits_and_its_batch_goes_on(
 
 @pytest.mark.postgres
 def test_a_catalog_outage_keeps_the_files_staged_and_the_docking_waiting(
-    tmp_path: Path, proxied_pg: tuple[str, Any],
+    tmp_path: Path,
+    proxied_pg: tuple[str, Any],
 ) -> None:
     url, proxy = proxied_pg
     rec = make_bulk_files(tmp_path / "dock" / "A123456", 30, 3000)
@@ -345,9 +411,13 @@ def test_a_catalog_outage_keeps_the_files_staged_and_the_docking_waiting(
     proxy.cut()
     waits: list[str] = []
     result: list[Any] = []
-    thread = threading.Thread(target=lambda: result.append(station.run_docking(
-        rec.root, on_progress=lambda p: waits.append(p.waiting or ""))))
+    thread = threading.Thread(
+        target=lambda: result.append(
+            station.run_docking(rec.root, on_progress=lambda p: waits.append(p.waiting or ""))
+        )
+    )
     thread.start()
+
     def all_staged() -> bool:  # every file of the docking copied, none registered
         journal = station.journal
         return {f.state for d in journal.dockings() for f in journal.files(d.uid)} == {J.STAGED}
@@ -355,7 +425,8 @@ def test_a_catalog_outage_keeps_the_files_staged_and_the_docking_waiting(
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not (
-                any("catalog" in w for w in waits) and all_staged()):
+            any("catalog" in w for w in waits) and all_staged()
+        ):
             thread.join(0.05)
         assert any("catalog" in w and "unreachable" in w for w in waits), set(waits)
         time.sleep(0.5)  # retry rounds while it is away: nothing is lost, nothing is DONE
@@ -374,7 +445,9 @@ def test_a_catalog_outage_keeps_the_files_staged_and_the_docking_waiting(
 
 @pytest.mark.postgres
 def test_a_batch_that_loses_an_insert_race_runs_again_and_links_the_winner(
-    tmp_path: Path, pg_url: str, patient_committer: None,
+    tmp_path: Path,
+    pg_url: str,
+    patient_committer: None,
 ) -> None:
     """Another station inserts a recording of the same bytes while this station's batch
     registers them: the batch's insert waits for the other transaction, fails on the
@@ -389,13 +462,20 @@ def test_a_batch_that_loses_an_insert_race_runs_again_and_links_the_winner(
     station = app.station()
     try:
         with other.transaction() as s:  # the other station's registration, held open
-            s.add(Recording(sha256=sha, sm3=sm3, size=3000, object_key=f"sha256/{sha}",
-                            original_name="other-station.JPG", received_at=datetime.now(UTC)))
+            s.add(
+                Recording(
+                    sha256=sha,
+                    sm3=sm3,
+                    size=3000,
+                    object_key=f"sha256/{sha}",
+                    original_name="other-station.JPG",
+                    received_at=datetime.now(UTC),
+                )
+            )
             s.flush()
             holder = s.scalar(text("SELECT pg_backend_pid()"))
             result: list[Any] = []
-            thread = threading.Thread(target=lambda: result.append(
-                station.run_docking(rec.root)))
+            thread = threading.Thread(target=lambda: result.append(station.run_docking(rec.root)))
             thread.start()
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline and not blocked_by(watcher, holder):
@@ -407,8 +487,9 @@ def test_a_batch_that_loses_an_insert_race_runs_again_and_links_the_winner(
             rows = {f.relpath: f.state for f in s.scalars(select(DockingFile))}
             winner = s.scalars(select(Recording).where(Recording.sha256 == sha)).one()
             assert winner.original_name == "other-station.JPG"
-            linked = s.scalars(select(CustodyEvent).where(
-                CustodyEvent.action == "duplicate-linked")).all()
+            linked = s.scalars(
+                select(CustodyEvent).where(CustodyEvent.action == "duplicate-linked")
+            ).all()
             assert [json.loads(e.details)["recording"] for e in linked] == [winner.id]
             assert verify_chain(s).ok
         assert rows.pop(contested.relpath) == "DUPLICATE"
@@ -423,9 +504,14 @@ def test_a_batch_that_loses_an_insert_race_runs_again_and_links_the_winner(
 def blocked_by(catalog: Catalog, pid: int) -> bool:
     """Whether a session waits for a lock the backend ``pid`` holds."""
     with catalog.session() as s:
-        return bool(s.scalar(text(
-            "SELECT count(*) FROM pg_stat_activity WHERE :pid = ANY(pg_blocking_pids(pid))"),
-            {"pid": pid}))
+        return bool(
+            s.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE :pid = ANY(pg_blocking_pids(pid))"
+                ),
+                {"pid": pid},
+            )
+        )
 
 
 def staged_count(app: Any) -> int:
@@ -457,17 +543,28 @@ def test_killed_between_a_batch_commit_and_its_journal_done_replays_once(
     home = tmp_path / "station"
     env = {k: v for k, v in os.environ.items() if not k.startswith("LIUHEN_")}
     env.update(LIUHEN_HOME=str(home), LIUHEN_INGEST_STABLE_S="0")
-    assert subprocess.run([str(LIUHEN), "init"], env=env, capture_output=True,
-                          check=False).returncode == 0
+    assert (
+        subprocess.run([str(LIUHEN), "init"], env=env, capture_output=True, check=False).returncode
+        == 0
+    )
     rec = make_bulk_files(tmp_path / "dock" / "A123456", 40, 3000)
-    killed = subprocess.run([sys.executable, "-c", KILLED_AT_FIRST_DONE, "ingest",
-                             str(rec.root), "--quiet", "--json"], env=env, cwd=Path.cwd(),
-                            capture_output=True, text=True, check=False, timeout=120)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_AT_FIRST_DONE, "ingest", str(rec.root), "--quiet", "--json"],
+        env=env,
+        cwd=Path.cwd(),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     with contextlib.closing(sqlite3.connect(home / "station-journal.sqlite3")) as db:
-        journal = {bytes(rel): (state, home / "staging" / uid / f"{i}.staged")
-                   for i, uid, rel, state in db.execute(
-                       "SELECT id, docking_uid, relpath, state FROM files")}
+        journal = {
+            bytes(rel): (state, home / "staging" / uid / f"{i}.staged")
+            for i, uid, rel, state in db.execute(
+                "SELECT id, docking_uid, relpath, state FROM files"
+            )
+        }
     with contextlib.closing(sqlite3.connect(home / "catalog.sqlite3")) as db:
         registered = {bytes(r) for (r,) in db.execute("SELECT relpath_raw FROM docking_files")}
     assert registered and not any(state == J.DONE for state, _p in journal.values())
@@ -477,8 +574,14 @@ def test_killed_between_a_batch_commit_and_its_journal_done_replays_once(
         elif state == J.STAGED:  # staged, waiting for a batch: the copy is kept
             assert staged.exists(), rel
 
-    again = subprocess.run([str(LIUHEN), "ingest", str(rec.root), "--quiet", "--json"],
-                           env=env, capture_output=True, text=True, check=False, timeout=120)
+    again = subprocess.run(
+        [str(LIUHEN), "ingest", str(rec.root), "--quiet", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
     assert again.returncode == 0, again.stdout + again.stderr
     assert json.loads(again.stdout)["stored"] == len(rec.files)
     assert not any((home / "staging").rglob("*.staged"))
@@ -490,8 +593,10 @@ def test_killed_between_a_batch_commit_and_its_journal_done_replays_once(
             rows = s.scalars(select(DockingFile)).all()
             assert len(rows) == len({r.path_key for r in rows}) == len(rec.files)
             assert len(s.scalars(select(Recording)).all()) == len(rec.files)
-            offloaded_paths = Counter(json.loads(e.details)["path"] for e in s.scalars(
-                select(CustodyEvent).where(CustodyEvent.action == "offloaded")))
+            offloaded_paths = Counter(
+                json.loads(e.details)["path"]
+                for e in s.scalars(select(CustodyEvent).where(CustodyEvent.action == "offloaded"))
+            )
             assert set(offloaded_paths.values()) == {1}  # the replay wrote no event twice
             assert len(offloaded_paths) == len(rec.files)
             assert verify_chain(s).ok
@@ -506,8 +611,16 @@ def test_timestamps_of_batch_events_are_those_of_single_events(app: Any) -> None
         ref = DockingRef.of(new_docking(s, app.signer, "this"))
         register_files(s, app.signer, [(ref, offloaded(NEW, "DCIM/new.JPG"))], ACTOR)
     with app.catalog.session() as s:
-        events = {e.action: e.at for e in s.scalars(select(CustodyEvent).where(
-            CustodyEvent.object_id == hashlib.sha256(NEW).hexdigest()))}
+        events = {
+            e.action: e.at
+            for e in s.scalars(
+                select(CustodyEvent).where(
+                    CustodyEvent.object_id == hashlib.sha256(NEW).hexdigest()
+                )
+            )
+        }
     assert events["offloaded"] == "2026-11-26T01:00:00.000000Z"
-    assert all(datetime.fromisoformat(events[a].replace("Z", "+00:00")) >= before
-               for a in ("stored", "verified"))
+    assert all(
+        datetime.fromisoformat(events[a].replace("Z", "+00:00")) >= before
+        for a in ("stored", "verified")
+    )

@@ -59,8 +59,15 @@ def test_custody_chain_appends_and_verifies(catalog: Catalog) -> None:
     with catalog.transaction() as s:
         register_station(s, signer, name="徐汇采集站")
         for i in range(5):
-            append_event(s, signer, actor="officer:010203", action="offloaded",
-                         object_type="recording", object_id=f"r{i}", details={"名": "值", "i": i})
+            append_event(
+                s,
+                signer,
+                actor="officer:010203",
+                action="offloaded",
+                object_type="recording",
+                object_id=f"r{i}",
+                details={"名": "值", "i": i},
+            )
     with catalog.session() as s:
         report = verify_chain(s, trusted={"st-1": {signer.key_id}})
         seqs = list(s.scalars(select(CustodyEvent.seq).order_by(CustodyEvent.seq)))
@@ -78,8 +85,9 @@ def test_concurrent_appends_never_fork_the_chain(catalog: Catalog) -> None:
         try:
             for i in range(15):
                 with catalog.transaction() as s:
-                    append_event(s, signer, actor="t", action="x", object_type="t",
-                                 object_id=f"{n}-{i}")
+                    append_event(
+                        s, signer, actor="t", action="x", object_type="t", object_id=f"{n}-{i}"
+                    )
         except BaseException as exc:  # surfaced below
             errors.append(exc)
 
@@ -125,8 +133,7 @@ def test_failed_work_is_retried_then_given_up(catalog: Catalog) -> None:
     for attempt in range(1, 4):
         with catalog.transaction() as s:
             (item,) = queue.claim(s, ["derive"], "w")
-            queue.fail(s, item.id, "w", f"boom {attempt}", retry_after=timedelta(0),
-                       max_attempts=3)
+            queue.fail(s, item.id, "w", f"boom {attempt}", retry_after=timedelta(0), max_attempts=3)
     with catalog.session() as s:
         item = s.get(WorkItem, item_id)
         assert item is not None

@@ -122,9 +122,15 @@ def test_store_check_fails_on_an_unusable_store(
 def test_installed_console_script_runs(home: Path) -> None:
     """The `liuhen` script on PATH, as a newcomer calls it."""
     exe = Path(sys.executable).with_name("liuhen")
-    done = subprocess.run([str(exe), "init"], capture_output=True, text=True, check=False,
-                          env={**os.environ})
+    done = subprocess.run(
+        [str(exe), "init"], capture_output=True, text=True, check=False, env={**os.environ}
+    )
     assert done.returncode == 0, done.stderr
-    done = subprocess.run([str(exe), "custody", "verify"], capture_output=True, text=True,
-                          check=False, env={**os.environ})
+    done = subprocess.run(
+        [str(exe), "custody", "verify"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ},
+    )
     assert done.returncode == 0 and "verifies" in done.stdout

@@ -111,8 +111,11 @@ NONSENSE_NUMBERS = [
     ("[media]\nlease_s = -inf\n", "'media.lease_s'", "finite"),
     ("[media]\ntime_threshold_s = 1e300\n", "'media.time_threshold_s'", "between"),
     ("[store]\nread_timeout_s = 1e300\n", "'store.read_timeout_s'", "between"),
-    ("[retention]\npermanent_years = 99999999999999999999\n", "'retention.permanent_years'",
-     "between 1 and 1000"),
+    (
+        "[retention]\npermanent_years = 99999999999999999999\n",
+        "'retention.permanent_years'",
+        "between 1 and 1000",
+    ),
     ("[store]\nobject_lock_days = 10000000000\n", "'store.object_lock_days'", "between"),
     ("[retention]\nattach_margin_s = -5\n", "'retention.attach_margin_s'", "between"),
     ("[media]\nproxy_crf = 99\n", "'media.proxy_crf'", "between 0 and 51"),
@@ -124,7 +127,11 @@ NONSENSE_NUMBERS = [
 
 @pytest.mark.parametrize(("text", "key", "reason"), NONSENSE_NUMBERS)
 def test_nan_infinity_and_huge_numbers_are_refused_at_load_naming_file_and_key(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, key: str, reason: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    text: str,
+    key: str,
+    reason: str,
 ) -> None:
     cfg = write(tmp_path / "liuhen.toml", text)
     with pytest.raises(ConfigError) as info:
@@ -137,17 +144,24 @@ def test_nan_infinity_and_huge_numbers_are_refused_at_load_naming_file_and_key(
     assert len(result.err) < 2000  # a 5000-digit number is not echoed back whole
 
 
-@pytest.mark.parametrize(("var", "value", "reason"), [
-    ("LIUHEN_STATION_HEARTBEAT_S", "nan", "finite"),
-    ("LIUHEN_STORE_CONNECT_TIMEOUT_S", "1e400", "finite"),  # float() gives inf
-    ("LIUHEN_INGEST_RETRY_MAX_S", "1e300", "between"),
-    ("LIUHEN_RETENTION_UNATTACHED_DAYS", "99999999999999999999", "between"),
-    ("LIUHEN_STATION_METRICS_PORT", "70000", "between 0 and 65535"),
-    ("LIUHEN_STATION_ID", "../evil", "'station.id'"),
-    ("LIUHEN_STORE_URL", "ftp://x/y", "'store.url'"),
-])
+@pytest.mark.parametrize(
+    ("var", "value", "reason"),
+    [
+        ("LIUHEN_STATION_HEARTBEAT_S", "nan", "finite"),
+        ("LIUHEN_STORE_CONNECT_TIMEOUT_S", "1e400", "finite"),  # float() gives inf
+        ("LIUHEN_INGEST_RETRY_MAX_S", "1e300", "between"),
+        ("LIUHEN_RETENTION_UNATTACHED_DAYS", "99999999999999999999", "between"),
+        ("LIUHEN_STATION_METRICS_PORT", "70000", "between 0 and 65535"),
+        ("LIUHEN_STATION_ID", "../evil", "'station.id'"),
+        ("LIUHEN_STORE_URL", "ftp://x/y", "'store.url'"),
+    ],
+)
 def test_bad_environment_value_is_blamed_on_the_variable_not_the_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, var: str, value: str, reason: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    var: str,
+    value: str,
+    reason: str,
 ) -> None:
     cfg = write(tmp_path / "liuhen.toml", '[station]\nid = "xh-07"\n')
     monkeypatch.setenv(var, value)
@@ -170,8 +184,10 @@ def test_every_numeric_setting_has_a_range_its_default_is_in() -> None:
 
 
 def test_values_at_the_ends_of_a_range_are_taken(tmp_path: Path) -> None:
-    write(tmp_path / "liuhen.toml",
-          "[station]\nmetrics_port = 65535\n[store]\nmultipart_chunk_mb = 5\n"
-          "[ingest]\nstable_s = 0\n")
+    write(
+        tmp_path / "liuhen.toml",
+        "[station]\nmetrics_port = 65535\n[store]\nmultipart_chunk_mb = 5\n"
+        "[ingest]\nstable_s = 0\n",
+    )
     s = load_settings(data_dir=tmp_path)
     assert (s.station.metrics_port, s.store.multipart_chunk_mb, s.ingest.stable_s) == (65535, 5, 0)

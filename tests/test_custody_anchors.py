@@ -40,8 +40,10 @@ def dock(app: Any, tmp_path: Path, name: str, seed: int) -> str:
 
 def head(app: Any) -> int:
     with app.catalog.session() as s:
-        return int(s.scalar(select(func.max(CustodyEvent.seq))
-                            .where(CustodyEvent.station_id == STATION)) or 0)
+        return int(
+            s.scalar(select(func.max(CustodyEvent.seq)).where(CustodyEvent.station_id == STATION))
+            or 0
+        )
 
 
 def custody_verify(capsys: pytest.CaptureFixture[str], *extra: str) -> Result:
@@ -77,8 +79,11 @@ def test_tail_truncation_is_reported_by_every_check(
     dock(app, tmp_path, "R2", 2)
     anchored = head(app)
     with app.catalog.transaction() as s:  # the newest three events deleted
-        s.execute(delete(CustodyEvent).where(CustodyEvent.station_id == STATION,
-                                             CustodyEvent.seq > anchored - 3))
+        s.execute(
+            delete(CustodyEvent).where(
+                CustodyEvent.station_id == STATION, CustodyEvent.seq > anchored - 3
+            )
+        )
     result = custody_verify(capsys)
     assert result.code == 1, result.out
     assert "truncated" in result.out
@@ -134,15 +139,17 @@ def erase_docking(app: Any, uid: str, since_seq: int, *, anchors_too: bool) -> N
         docking = s.scalars(select(Docking).where(Docking.uid == uid)).one()
         recordings = s.scalars(select(Recording).where(Recording.docking_id == docking.id)).all()
         keys = [r.object_key for r in recordings]
-        s.execute(delete(ExportItem).where(ExportItem.recording_id.in_([r.id for r in
-                                                                         recordings])))
+        s.execute(delete(ExportItem).where(ExportItem.recording_id.in_([r.id for r in recordings])))
         s.execute(delete(DockingFile).where(DockingFile.docking_id == docking.id))
         for r in recordings:
             s.delete(r)
         s.flush()
         s.delete(docking)
-        s.execute(delete(CustodyEvent).where(CustodyEvent.station_id == STATION,
-                                             CustodyEvent.seq > since_seq))
+        s.execute(
+            delete(CustodyEvent).where(
+                CustodyEvent.station_id == STATION, CustodyEvent.seq > since_seq
+            )
+        )
     root = app.store.root
     for key in keys:
         (root / key).chmod(0o644)
@@ -178,8 +185,18 @@ def test_auditor_keeping_a_bag_detects_erasure_without_journal_or_store_anchors(
     before = head(app)
     uid = dock(app, tmp_path, "R2", 2)
     bag = tmp_path / "kept-by-auditor"
-    exported = run_cli(capsys, "export", "--from", "2026-11-01", "--to", "2026-12-31",
-                       "--out", str(bag), "--decode", "none")
+    exported = run_cli(
+        capsys,
+        "export",
+        "--from",
+        "2026-11-01",
+        "--to",
+        "2026-12-31",
+        "--out",
+        str(bag),
+        "--decode",
+        "none",
+    )
     assert exported.code == 0, exported.out + exported.err
     assert run_cli(capsys, "verify", str(bag)).code == 0
     lines = (bag / "data/metadata/anchors.jsonl").read_text().splitlines()
@@ -229,8 +246,11 @@ def test_anchored_event_deleted_inside_the_chain_is_missing(
     first = head(app)
     dock(app, tmp_path, "R2", 2)
     with app.catalog.transaction() as s:
-        s.execute(delete(CustodyEvent).where(CustodyEvent.station_id == STATION,
-                                             CustodyEvent.seq == first))
+        s.execute(
+            delete(CustodyEvent).where(
+                CustodyEvent.station_id == STATION, CustodyEvent.seq == first
+            )
+        )
     result = custody_verify(capsys)
     assert result.code == 1
     assert f"event #{first}: missing: event #{first}, anchored by chain head" in result.out
@@ -270,15 +290,19 @@ def test_a_workers_events_are_anchored_when_it_drains(
 
     dock(app, tmp_path, "R1", 1)
     docked = head(app)
-    Worker(app.settings, catalog=app.catalog, store=app.store,
-           signer=app.signer).run(drain=True, idle_s=0.1)
+    Worker(app.settings, catalog=app.catalog, store=app.store, signer=app.signer).run(
+        drain=True, idle_s=0.1
+    )
     worked = head(app)
     assert worked > docked  # the probes added events after the docking's anchor
     newest = sorted(app.store.list("anchors/"))[-1]
     assert newest.split("/")[2].startswith(f"{worked:012d}-")
     with app.catalog.transaction() as s:  # the worker's events deleted
-        s.execute(delete(CustodyEvent).where(CustodyEvent.station_id == STATION,
-                                             CustodyEvent.seq > docked))
+        s.execute(
+            delete(CustodyEvent).where(
+                CustodyEvent.station_id == STATION, CustodyEvent.seq > docked
+            )
+        )
     result = custody_verify(capsys)
     assert result.code == 1 and "truncated" in result.out, result.out
     assert f"last anchored seq {worked}" in result.out
@@ -300,7 +324,7 @@ def test_a_truncated_compressed_bag_given_as_anchors_is_a_usage_error(
     with tarfile.open(kept, "w:gz") as tf:
         tf.add(tmp_path / "kept" / "bag", arcname="bag")
     data = kept.read_bytes()
-    kept.write_bytes(data[:len(data) // 2])
+    kept.write_bytes(data[: len(data) // 2])
     result = custody_verify(capsys, "--anchors", str(kept))
     assert result.code == 2, (result.code, result.out, result.err)
     assert str(kept) in result.err and "cannot read" in result.err, result.err

@@ -28,13 +28,29 @@ from tests.cli_helpers import run_cli
 
 STATION = "station-01"
 OTHER = "station-02"
-FIELDS = ("station_id", "seq", "at", "actor", "action", "object_type", "object_id", "details",
-          "prev_hash", "event_hash", "key_id", "signature")
+FIELDS = (
+    "station_id",
+    "seq",
+    "at",
+    "actor",
+    "action",
+    "object_type",
+    "object_id",
+    "details",
+    "prev_hash",
+    "event_hash",
+    "key_id",
+    "signature",
+)
 
 
 @pytest.fixture
-def home(tmp_path: Path, catalog_url: str, capsys: pytest.CaptureFixture[str],
-         monkeypatch: pytest.MonkeyPatch) -> Path:
+def home(
+    tmp_path: Path,
+    catalog_url: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> Path:
     monkeypatch.setenv("LIUHEN_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("LIUHEN_CATALOG_URL", catalog_url)
     assert run_cli(capsys, "init").code == 0
@@ -47,21 +63,40 @@ def signer_of(home: Path) -> Signer:
 
 def append(cat: Catalog, signer: Signer, at: datetime, n: int) -> None:
     with cat.transaction() as s:
-        append_event(s, signer, actor="officer:010203", action="stored", object_type="recording",
-                     object_id=f"{n:064x}", details={"size": n}, at=at)
+        append_event(
+            s,
+            signer,
+            actor="officer:010203",
+            action="stored",
+            object_type="recording",
+            object_id=f"{n:064x}",
+            details={"size": n},
+            at=at,
+        )
 
 
 def excerpt_bag(cat: Catalog, root: Path, signer: Signer, heads: str = "") -> Path:
     """A signed 留痕-layout bag whose custody excerpt is every event of the catalog, with
     the keys as the catalog holds them (retirement included)."""
     with cat.session() as s:
-        events = [{f: getattr(e, f) for f in FIELDS} for e in s.scalars(
-            select(CustodyEvent).order_by(CustodyEvent.station_id, CustodyEvent.seq))]
-        keys = [{"key_id": k.key_id, "station_id": k.station_id,
-                 "public_key_hex": k.public_key.hex(), "created_at": "2026-11-01T00:00:00Z",
-                 "retired_at": (k.retired_at.strftime("%Y-%m-%dT%H:%M:%SZ")
-                                if k.retired_at else None)}
-                for k in s.scalars(select(SigningKey))]
+        events = [
+            {f: getattr(e, f) for f in FIELDS}
+            for e in s.scalars(
+                select(CustodyEvent).order_by(CustodyEvent.station_id, CustodyEvent.seq)
+            )
+        ]
+        keys = [
+            {
+                "key_id": k.key_id,
+                "station_id": k.station_id,
+                "public_key_hex": k.public_key.hex(),
+                "created_at": "2026-11-01T00:00:00Z",
+                "retired_at": (
+                    k.retired_at.strftime("%Y-%m-%dT%H:%M:%SZ") if k.retired_at else None
+                ),
+            }
+            for k in s.scalars(select(SigningKey))
+        ]
     (root / "data" / "metadata").mkdir(parents=True)
     (root / "data" / "metadata" / "note.txt").write_text("payload\n")
     if heads:
@@ -101,8 +136,14 @@ def test_events_signed_after_the_key_was_retired_are_reported(
     bag = excerpt_bag(cat, tmp_path / "bag", signer)
     found = verify_bag(bag)
     # One event a line, from key-registered #1: each finding's line is its event number.
-    assert sorted({f.line for f in found.errors if f.kind == "custody-retired-key"}) == \
-        [7, 8, 9, 10, 11, 12]
+    assert sorted({f.line for f in found.errors if f.kind == "custody-retired-key"}) == [
+        7,
+        8,
+        9,
+        10,
+        11,
+        12,
+    ]
     cli = run_cli(capsys, "verify", str(bag))
     assert cli.code == 1 and "custody-retired-key" in cli.out and f"{STATION} event #7" in cli.out
     problems = a4_problems(bag)
@@ -129,8 +170,10 @@ def test_station_absent_from_the_key_ring_is_untrusted(
     assert run_cli(capsys, "custody", "verify").code == 0  # the catalog's own keys agree
     result = run_cli(capsys, "custody", "verify", "--trust", str(ring))
     assert result.code == 1, result.out
-    assert "untrusted-station" in result.out and f"station {OTHER} is not in the key ring" \
-        in result.out
+    assert (
+        "untrusted-station" in result.out
+        and f"station {OTHER} is not in the key ring" in result.out
+    )
     assert f"station {STATION} event" not in result.out  # the ring's station is trusted
 
     bag = excerpt_bag(cat, tmp_path / "bag", signer)
@@ -162,8 +205,10 @@ def test_bag_chain_heads_checked_against_the_excerpt(
     bag = excerpt_bag(cat, tmp_path / "bag", signer, heads)
     report = verify_bag(bag)
     kinds = {(f.kind, f.path) for f in report.errors}
-    assert kinds == {("custody-rollback", "data/metadata/custody.jsonl"),
-                     ("custody-bad-anchor", "data/metadata/anchors.jsonl")}, kinds
+    assert kinds == {
+        ("custody-rollback", "data/metadata/custody.jsonl"),
+        ("custody-bad-anchor", "data/metadata/anchors.jsonl"),
+    }, kinds
     assert report.custody["chain_heads"] == 2
     problems = a4_problems(bag)
     assert any("rollback" in p for p in problems) and any("bad-anchor" in p for p in problems)
@@ -180,11 +225,18 @@ def test_verify_bundle_loads_neither_sqlalchemy_nor_boto3(
     cat = Catalog(catalog_url)
     bag = excerpt_bag(cat, tmp_path / "bag", signer_of(home))
     cat.dispose()
-    probe = ("import sys\nfrom liuhen.cli import main\ntry:\n    main(['verify', sys.argv[1]])\n"
-             "except SystemExit as e:\n    code = e.code\n"
-             "print(code, 'sqlalchemy' in sys.modules, 'boto3' in sys.modules, file=sys.stderr)")
-    done = subprocess.run([sys.executable, "-c", probe, str(bag)], capture_output=True,
-                          text=True, check=False, cwd=Path(__file__).parent.parent)
+    probe = (
+        "import sys\nfrom liuhen.cli import main\ntry:\n    main(['verify', sys.argv[1]])\n"
+        "except SystemExit as e:\n    code = e.code\n"
+        "print(code, 'sqlalchemy' in sys.modules, 'boto3' in sys.modules, file=sys.stderr)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(bag)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=Path(__file__).parent.parent,
+    )
     assert done.stderr.split()[-3:] == ["0", "False", "False"], done.stderr + done.stdout
 
 
@@ -201,17 +253,18 @@ def test_retire_key_command_then_later_events_of_that_key_are_reported(
     assert refused.code == 65 and "the key this host signs with" in refused.err
     unknown = run_cli(capsys, "custody", "retire-key", "ed25519:" + "0" * 64, "--reason", "x")
     assert unknown.code == 65 and "no signing key ed25519:000" in unknown.err
-    done = run_cli(capsys, "custody", "retire-key", leaked.key_id, "--reason", "key leaked",
-                   "--actor", "admin")
+    done = run_cli(
+        capsys, "custody", "retire-key", leaked.key_id, "--reason", "key leaked", "--actor", "admin"
+    )
     assert done.code == 0 and f"station {OTHER} retired at" in done.out
     with cat.session() as s:
         event = s.scalars(select(CustodyEvent).where(CustodyEvent.action == "key-retired")).one()
-        assert (event.station_id, event.object_id, event.actor) == (STATION, leaked.key_id,
-                                                                   "admin")
+        assert (event.station_id, event.object_id, event.actor) == (STATION, leaked.key_id, "admin")
     append(cat, leaked, datetime.now(UTC) + timedelta(minutes=1), 3)  # OTHER #3, after
     report = json.loads(run_cli(capsys, "custody", "verify", "--json").out)
-    retired = [(p["station_id"], p["seq"]) for p in report["problems"]
-               if p["kind"] == "retired-key"]
+    retired = [
+        (p["station_id"], p["seq"]) for p in report["problems"] if p["kind"] == "retired-key"
+    ]
     assert retired == [(OTHER, 3)], report["problems"]
     cat.dispose()
 
@@ -227,15 +280,29 @@ def test_a_retirement_cleared_from_the_key_row_is_still_known_from_its_signed_ev
     with cat.transaction() as s:
         register_station(s, leaked)  # OTHER #1
     append(cat, leaked, datetime.now(UTC), 1)  # OTHER #2, before the retirement
-    assert run_cli(capsys, "custody", "retire-key", leaked.key_id, "--reason", "key leaked",
-                   "--actor", "admin").code == 0
+    assert (
+        run_cli(
+            capsys,
+            "custody",
+            "retire-key",
+            leaked.key_id,
+            "--reason",
+            "key leaked",
+            "--actor",
+            "admin",
+        ).code
+        == 0
+    )
     with cat.transaction() as s:  # the insider's edit: the row forgets the retirement
         s.get(SigningKey, leaked.key_id).retired_at = None  # type: ignore[union-attr]
     append(cat, leaked, datetime.now(UTC) + timedelta(minutes=1), 3)  # OTHER #3, after
     result = run_cli(capsys, "custody", "verify", "--json")
     assert result.code == 1, result.out
-    retired = [(p["station_id"], p["seq"]) for p in json.loads(result.out)["problems"]
-               if p["kind"] == "retired-key"]
+    retired = [
+        (p["station_id"], p["seq"])
+        for p in json.loads(result.out)["problems"]
+        if p["kind"] == "retired-key"
+    ]
     assert retired == [(OTHER, 3)], result.out
 
     # A bag carrying the same events (keys.json written from the edited row): the excerpt's

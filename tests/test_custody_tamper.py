@@ -19,7 +19,9 @@ from tests.cli_helpers import run_cli
 
 @pytest.fixture
 def station(
-    tmp_path: Path, catalog_url: str, capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    catalog_url: str,
+    capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> Catalog:
     """An initialised station with ten custody events after its key registration."""
@@ -32,9 +34,15 @@ def station(
     cat = Catalog(catalog_url)
     with cat.transaction() as s:
         for i in range(10):
-            append_event(s, signer, actor="officer:010203", action="stored",
-                         object_type="recording", object_id=f"sha256:{i:064x}",
-                         details={"size": 1000 + i})
+            append_event(
+                s,
+                signer,
+                actor="officer:010203",
+                action="stored",
+                object_type="recording",
+                object_id=f"sha256:{i:064x}",
+                details={"size": 1000 + i},
+            )
     assert run_cli(capsys, "custody", "verify").code == 0
     return cat
 
@@ -78,14 +86,26 @@ def insert_forged(s: Session) -> None:
     last = event(s, 11)
     forger = Ed25519PrivateKey.generate()
     kid = key_id_of(public_raw(forger.public_key()))
-    fields = dict(station_id=last.station_id, seq=12, at=last.at, actor="officer:x",
-                  action="stored", object_type="recording", object_id="forged", details="{}",
-                  prev_hash=last.event_hash, key_id=kid)
+    fields = dict(
+        station_id=last.station_id,
+        seq=12,
+        at=last.at,
+        actor="officer:x",
+        action="stored",
+        object_type="recording",
+        object_id="forged",
+        details="{}",
+        prev_hash=last.event_hash,
+        key_id=kid,
+    )
     data = canonical_bytes(**fields)  # type: ignore[arg-type]
     import hashlib
 
-    s.add(CustodyEvent(**fields, event_hash=hashlib.sha256(data).hexdigest(),
-                       signature=forger.sign(data).hex()))
+    s.add(
+        CustodyEvent(
+            **fields, event_hash=hashlib.sha256(data).hexdigest(), signature=forger.sign(data).hex()
+        )
+    )
 
 
 def resign_with_replaced_key(s: Session) -> None:
@@ -160,7 +180,9 @@ def test_json_report_lists_every_problem(
 
 
 def test_trusted_key_ring_catches_a_replaced_key(
-    station: Catalog, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    station: Catalog,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """An auditor without the station's key file pins the key id from a key ring."""

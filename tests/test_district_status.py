@@ -23,8 +23,9 @@ from tests.offload_helpers import make_app
 
 def _setup(tmp_path: Path, catalog_url: str) -> tuple[Any, dict[str, Any]]:
     app = make_app(tmp_path / "data", catalog_url=catalog_url)
-    rec = make_recorder(tmp_path / "dock" / "A123456", h264=1, h265=0, wav=1, jpeg=2,
-                        truncated=0, segments=0)
+    rec = make_recorder(
+        tmp_path / "dock" / "A123456", h264=1, h265=0, wav=1, jpeg=2, truncated=0, segments=0
+    )
     station = app.station()
     assert station.run_docking(rec.root).state == "SAFE_TO_CLEAR"
     station.close()
@@ -35,20 +36,40 @@ def _setup(tmp_path: Path, catalog_url: str) -> tuple[Any, dict[str, Any]]:
         facts["bytes"] = sum(r.size for r in recs)
         facts["recordings"] = len(recs)
         # A live worker, a worker that went silent (lost), and one that stopped cleanly.
-        for host, pid, seen, interval in (("w-live", 11, now, 30.0),
-                                          ("w-lost", 12, now - timedelta(minutes=10), 30.0),
-                                          ("w-gone", 13, now - timedelta(minutes=5), 30.0)):
-            beat(s, process_id=make_process_id("worker", host, pid), role="worker",
-                 station_id="station-01", host=host, pid=pid,
-                 started_at=now - timedelta(hours=1), interval_s=interval,
-                 details={"lease_owner": f"{host}:{pid}:abc"}, now=seen)
+        for host, pid, seen, interval in (
+            ("w-live", 11, now, 30.0),
+            ("w-lost", 12, now - timedelta(minutes=10), 30.0),
+            ("w-gone", 13, now - timedelta(minutes=5), 30.0),
+        ):
+            beat(
+                s,
+                process_id=make_process_id("worker", host, pid),
+                role="worker",
+                station_id="station-01",
+                host=host,
+                pid=pid,
+                started_at=now - timedelta(hours=1),
+                interval_s=interval,
+                details={"lease_owner": f"{host}:{pid}:abc"},
+                now=seen,
+            )
         mark_stopped(s, make_process_id("worker", "w-gone", 13))
-        beat(s, process_id=make_process_id("station", "st-host", 7), role="station",
-             station_id="station-01", host="st-host", pid=7, started_at=now,
-             interval_s=30.0, details={"files_staged": 0}, now=now)
+        beat(
+            s,
+            process_id=make_process_id("station", "st-host", 7),
+            role="station",
+            station_id="station-01",
+            host="st-host",
+            pid=7,
+            started_at=now,
+            interval_s=30.0,
+            details={"files_staged": 0},
+            now=now,
+        )
         # The docking queued one probe per recording. Claim four of them:
-        items = list(s.scalars(select(WorkItem).where(WorkItem.kind == "probe")
-                               .order_by(WorkItem.id)))
+        items = list(
+            s.scalars(select(WorkItem).where(WorkItem.kind == "probe").order_by(WorkItem.id))
+        )
         assert len(items) == len(recs) >= 4
         # 1. claimed by the live worker, lease valid: progressing, not stuck;
         (live,) = queue.claim(s, ["probe"], "w-live:11:abc", lease=timedelta(minutes=10))
@@ -58,8 +79,12 @@ def _setup(tmp_path: Path, catalog_url: str) -> tuple[Any, dict[str, Any]]:
         (orphan,) = queue.claim(s, ["probe"], "w-none:99:abc", lease=timedelta(minutes=10))
         # 4. failed for good, with its error.
         (failed,) = queue.claim(s, ["probe"], "w-live:11:abc")
-        queue.fail(s, failed.id, "w-live:11:abc",
-                   "FfprobeError: ffprobe could not read the file\nmoov atom not found")
+        queue.fail(
+            s,
+            failed.id,
+            "w-live:11:abc",
+            "FfprobeError: ffprobe could not read the file\nmoov atom not found",
+        )
         # (lapsed after the other claims, which would otherwise take it over)
         expired.lease_expires_at = now - timedelta(minutes=1)
         facts.update(live=live.id, expired=expired.id, orphan=orphan.id, failed=failed.id)
@@ -72,20 +97,39 @@ def _setup(tmp_path: Path, catalog_url: str) -> tuple[Any, dict[str, Any]]:
         facts["due_bytes"] = recs[0].size
         facts["soon_bytes"] = recs[1].size
         # A derivative counts in storage used.
-        s.add(Derivative(recording_id=recs[2].id, kind="poster", sha256="ab" * 32,
-                         sm3="cd" * 32, size=12345, object_key="sha256/ab/ab/" + "ab" * 32))
+        s.add(
+            Derivative(
+                recording_id=recs[2].id,
+                kind="poster",
+                sha256="ab" * 32,
+                sm3="cd" * 32,
+                size=12345,
+                object_key="sha256/ab/ab/" + "ab" * 32,
+            )
+        )
     return app, facts
 
 
 def test_district_status_from_a_real_catalog(
-    tmp_path: Path, catalog_url: str, capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    catalog_url: str,
+    capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     app, facts = _setup(tmp_path, catalog_url)
     with app.catalog.session() as s:
         status = district_status(s, retention=app.settings.retention)
-    assert set(status) == {"generated_at", "stations", "workers", "processes", "queue",
-                           "stuck", "failures", "storage", "expiry"}
+    assert set(status) == {
+        "generated_at",
+        "stations",
+        "workers",
+        "processes",
+        "queue",
+        "stuck",
+        "failures",
+        "storage",
+        "expiry",
+    }
     (station,) = status["stations"]
     assert station["id"] == "station-01" and station["alive"] is True
     assert station["last_docking"]["state"] == "SAFE_TO_CLEAR"
@@ -94,7 +138,10 @@ def test_district_status_from_a_real_catalog(
     assert station["keys"] == {"total": 1, "active": 1}
     workers = {w["host"]: w for w in status["workers"]}
     assert {h: w["status"] for h, w in workers.items()} == {
-        "w-live": "alive", "w-lost": "lost", "w-gone": "stopped"}
+        "w-live": "alive",
+        "w-lost": "lost",
+        "w-gone": "stopped",
+    }
     assert len(status["processes"]) == 4
     probe = status["queue"]["probe"]
     assert probe == {"PENDING": facts["recordings"] - 4, "CLAIMED": 3, "FAILED": 1}
@@ -127,8 +174,14 @@ def test_district_status_from_a_real_catalog(
     assert shown["expiry"]["due"]["count"] == 1
     text = run_cli(capsys, "district", "status")
     assert text.code == 0, text.err
-    for needle in ("station-01", "2 stuck item(s)", "1 failed item(s)", "moov atom not found",
-                   "lost", "1 recording(s) due now"):
+    for needle in (
+        "station-01",
+        "2 stuck item(s)",
+        "1 failed item(s)",
+        "moov atom not found",
+        "lost",
+        "1 recording(s) due now",
+    ):
         assert needle in text.out, needle
     app.close()
 

@@ -47,10 +47,24 @@ def test_healthy_installation(home: Path, capsys: pytest.CaptureFixture[str]) ->
     result, report = doctor(capsys)
     assert result.code == 0 and report["ok"] and report["problems"] == 0
     by_name = checks(report)
-    for name in ("settings", "data directory", "signing key", "catalog", "catalog schema",
-                 "key registered", "clock", "store reachable", "store round trip", "ffmpeg",
-                 "ffprobe", "ffmpeg encoders", "staging space", "station journal",
-                 "dock root", "services"):
+    for name in (
+        "settings",
+        "data directory",
+        "signing key",
+        "catalog",
+        "catalog schema",
+        "key registered",
+        "clock",
+        "store reachable",
+        "store round trip",
+        "ffmpeg",
+        "ffprobe",
+        "ffmpeg encoders",
+        "staging space",
+        "station journal",
+        "dock root",
+        "services",
+    ):
         assert by_name[name]["status"] == "ok", by_name[name]
     assert "mode 600" in by_name["signing key"]["detail"]
     human = run_cli(capsys, "doctor")
@@ -60,12 +74,15 @@ def test_healthy_installation(home: Path, capsys: pytest.CaptureFixture[str]) ->
 @pytest.mark.postgres
 @pytest.mark.s3
 def test_broken_installation_every_problem_and_its_fix_in_one_run(
-    home: Path, capsys: pytest.CaptureFixture[str], s3_endpoint: Any,
+    home: Path,
+    capsys: pytest.CaptureFixture[str],
+    s3_endpoint: Any,
 ) -> None:
     """The acceptance case: missing key, wrong bucket, unreachable catalog, no ffmpeg."""
     home.mkdir()
     port = free_closed_port()
-    (home / "liuhen.toml").write_text(f"""
+    (home / "liuhen.toml").write_text(
+        f"""
 [station]
 id = "xh-01"
 [catalog]
@@ -76,7 +93,9 @@ endpoint_url = "{s3_endpoint.url}"
 [ffmpeg]
 ffmpeg = "/opt/missing/ffmpeg"
 ffprobe = "/opt/missing/ffprobe"
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     result, report = doctor(capsys)
     assert result.code == 1 and not report["ok"]
     bad = failed(report)
@@ -121,8 +140,9 @@ def test_key_readable_by_others(home: Path, capsys: pytest.CaptureFixture[str]) 
     assert checks(report)["key registered"]["status"] == "ok"
 
 
-def test_key_of_another_station(home: Path, capsys: pytest.CaptureFixture[str],
-                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_key_of_another_station(
+    home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert run_cli(capsys, "init").code == 0
     monkeypatch.setenv("LIUHEN_STATION_ID", "renamed-02")
     _, report = doctor(capsys)
@@ -152,8 +172,9 @@ def test_out_of_date_schema(home: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert report["ok"]
 
 
-def test_no_ffmpeg_on_path(home: Path, capsys: pytest.CaptureFixture[str],
-                           monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_no_ffmpeg_on_path(
+    home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     assert run_cli(capsys, "init").code == 0
     empty = tmp_path / "bin"
     empty.mkdir()
@@ -187,8 +208,13 @@ def test_unreadable_settings_still_checks_what_it_can(
 @pytest.mark.postgres
 @pytest.mark.s3
 def test_healthy_district_postgres_and_object_lock_bucket(
-    home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
-    pg_url: str, s3_endpoint: Any, s3_lock_bucket: str, s3_bucket: str,
+    home: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    pg_url: str,
+    s3_endpoint: Any,
+    s3_lock_bucket: str,
+    s3_bucket: str,
 ) -> None:
     if s3_endpoint.is_moto:
         pytest.skip("moto verifies no upload: doctor's store check rightly fails there")
@@ -214,7 +240,8 @@ def test_healthy_district_postgres_and_object_lock_bucket(
 
 
 def test_a_retired_key_is_reported_even_when_its_row_was_cleared(
-        home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """doctor judges this host's key by the custody rule: retired by its row or, when the
     row was cleared, by its signed key-retired event (custody verify would report every
     event the host signs from now on)."""

@@ -56,19 +56,27 @@ class Docked:
     root: Path
 
 
-def dock_and_derive(tmp_path: Path, *, catalog_url: str | None = None,
-                    store_url: str | None = None, store_env: dict[str, str] | None = None,
-                    derive: bool = True, **recorder: Any) -> Docked:
+def dock_and_derive(
+    tmp_path: Path,
+    *,
+    catalog_url: str | None = None,
+    store_url: str | None = None,
+    store_env: dict[str, str] | None = None,
+    derive: bool = True,
+    **recorder: Any,
+) -> Docked:
     root = tmp_path / "dock" / "A123456"
     rec = make_recorder(root, **recorder)
-    app = make_app(tmp_path / "data", catalog_url=catalog_url, store_url=store_url,
-                   store_env=store_env)
+    app = make_app(
+        tmp_path / "data", catalog_url=catalog_url, store_url=store_url, store_env=store_env
+    )
     station = app.station()
     assert station.run_docking(root).state == "SAFE_TO_CLEAR"
     station.close()
     if derive:
-        stats = Worker(app.settings, catalog=app.catalog, store=app.store,
-                       signer=app.signer).run(drain=True, idle_s=0.1)
+        stats = Worker(app.settings, catalog=app.catalog, store=app.store, signer=app.signer).run(
+            drain=True, idle_s=0.1
+        )
         assert stats.failed == 0, stats.errors
     return Docked(app, rec, root)
 
@@ -77,39 +85,84 @@ def make_case(app: App, number: str = CASE, *, place: str = "徐汇区漕溪北�
     """A case with one enforcement action over the whole shift and every recording
     attached by hand, through the catalog's case API (with its custody events)."""
     with app.catalog.transaction() as s:
-        case = create_case(s, app.signer, number=number, title="无证经营案",
-                           unit="徐汇区市场监督管理局", retention="30年", security_class="内部",
-                           actor="test")
+        case = create_case(
+            s,
+            app.signer,
+            number=number,
+            title="无证经营案",
+            unit="徐汇区市场监督管理局",
+            retention="30年",
+            security_class="内部",
+            actor="test",
+        )
         recs = list(s.scalars(select(Recording).order_by(Recording.id)))
         starts = [r.captured_at for r in recs if r.captured_at]
         officer = s.scalars(select(Officer)).first()
         assert officer is not None
-        add_action(s, app.signer, case=case, external_id="A-1", officers=[officer.number],
-                   start=min(starts) - timedelta(minutes=5),
-                   end=max(starts) + timedelta(minutes=5), place=place, actor="test")
+        add_action(
+            s,
+            app.signer,
+            case=case,
+            external_id="A-1",
+            officers=[officer.number],
+            start=min(starts) - timedelta(minutes=5),
+            end=max(starts) + timedelta(minutes=5),
+            place=place,
+            actor="test",
+        )
         for r in recs:
-            attach_manual(s, app.signer, case_number=number, rec=r, reason="test",
-                          actor="test", policy=app.settings.retention, store=app.store)
+            attach_manual(
+                s,
+                app.signer,
+                case_number=number,
+                rec=r,
+                reason="test",
+                actor="test",
+                policy=app.settings.retention,
+                store=app.store,
+            )
 
 
 def export(app: App, out: Path, **kwargs: Any) -> Any:
     kwargs.setdefault("cases", (CASE,))
-    return export_bundle(app.catalog, app.store, app.signer,
-                         ExportRequest(out=out, organization="徐汇区市场监督管理局", **kwargs))
+    return export_bundle(
+        app.catalog,
+        app.store,
+        app.signer,
+        ExportRequest(out=out, organization="徐汇区市场监督管理局", **kwargs),
+    )
 
 
 def assert_valid_bag(bag: Path, capsys: pytest.CaptureFixture[str] | None = None) -> None:
     bagit.Bag(str(bag)).validate()
-    for tool, manifest in (("sha256sum", "manifest-sha256.txt"),
-                           ("sha512sum", "manifest-sha512.txt"),
-                           ("sha256sum", "tagmanifest-sha256.txt")):
-        proc = subprocess.run([tool, "-c", "--strict", manifest], cwd=bag, capture_output=True,
-                              text=True, check=False)
+    for tool, manifest in (
+        ("sha256sum", "manifest-sha256.txt"),
+        ("sha512sum", "manifest-sha512.txt"),
+        ("sha256sum", "tagmanifest-sha256.txt"),
+    ):
+        proc = subprocess.run(
+            [tool, "-c", "--strict", manifest], cwd=bag, capture_output=True, text=True, check=False
+        )
         assert proc.returncode == 0, proc.stdout + proc.stderr
     proc = subprocess.run(
-        ["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", "signing-key.pem", "-rawin",
-         "-in", "tagmanifest-sha256.txt", "-sigfile", "tagmanifest-sha256.txt.sig"],
-        cwd=bag, capture_output=True, text=True, check=False)
+        [
+            "openssl",
+            "pkeyutl",
+            "-verify",
+            "-pubin",
+            "-inkey",
+            "signing-key.pem",
+            "-rawin",
+            "-in",
+            "tagmanifest-sha256.txt",
+            "-sigfile",
+            "tagmanifest-sha256.txt.sig",
+        ],
+        cwd=bag,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert proc.returncode == 0 and "Verified Successfully" in proc.stdout, proc.stderr
     if capsys is not None:
         result = run_cli(capsys, "verify", str(bag))
@@ -117,8 +170,9 @@ def assert_valid_bag(bag: Path, capsys: pytest.CaptureFixture[str] | None = None
 
 
 def payload(bag: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(bag)): p.read_bytes() for p in (bag / "data").rglob("*")
-            if p.is_file()}
+    return {
+        str(p.relative_to(bag)): p.read_bytes() for p in (bag / "data").rglob("*") if p.is_file()
+    }
 
 
 @pytest.mark.slow
@@ -138,8 +192,9 @@ def test_case_export_is_a_valid_signed_bag(
     media = d.recorder.files
     for f in media:
         name = f.relpath.rsplit("/", 1)[-1]
-        matches = [p for p in files if p.startswith("data/originals/A123456/") and
-                   p.endswith("/" + name)]
+        matches = [
+            p for p in files if p.startswith("data/originals/A123456/") and p.endswith("/" + name)
+        ]
         assert len(matches) == 1, name
         assert files[matches[0]] == (d.root / f.relpath).read_bytes()
         if f.start is not None:
@@ -153,7 +208,8 @@ def test_case_export_is_a_valid_signed_bag(
     assert info["Liuhen-Signing-Key-Id"] == d.app.signer.key_id
     assert "Bag-Count" not in info
     assert (bag / "bagit.txt").read_bytes() == (
-        b"BagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\n")
+        b"BagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\n"
+    )
     verify_text = (bag / "VERIFY.txt").read_text(encoding="utf-8")
     assert "sha256sum -c manifest-sha256.txt" in verify_text and "liuhen verify" in verify_text
 
@@ -184,21 +240,52 @@ def test_case_export_is_a_valid_signed_bag(
         assert len(files[path]) == int(size)
 
     # The custody excerpt verifies event by event with the keys shipped beside it.
-    keys = {k["key_id"]: bytes.fromhex(k["public_key_hex"])
-            for k in json.loads(files["data/metadata/keys.json"])["keys"]}
+    keys = {
+        k["key_id"]: bytes.fromhex(k["public_key_hex"])
+        for k in json.loads(files["data/metadata/keys.json"])["keys"]
+    }
     events = [json.loads(line) for line in files["data/metadata/custody.jsonl"].splitlines()]
     actions = {e["action"] for e in events}
-    assert {"offloaded", "stored", "verified", "probed", "derived", "attached",
-            "case-created", "export-started"} <= actions
+    assert {
+        "offloaded",
+        "stored",
+        "verified",
+        "probed",
+        "derived",
+        "attached",
+        "case-created",
+        "export-started",
+    } <= actions
     for e in events:
-        data = canonical_bytes(**{k: e[k] for k in (
-            "station_id", "seq", "at", "actor", "action", "object_type", "object_id",
-            "details", "prev_hash", "key_id")})
+        data = canonical_bytes(
+            **{
+                k: e[k]
+                for k in (
+                    "station_id",
+                    "seq",
+                    "at",
+                    "actor",
+                    "action",
+                    "object_type",
+                    "object_id",
+                    "details",
+                    "prev_hash",
+                    "key_id",
+                )
+            }
+        )
         assert verify_signature(keys[e["key_id"]], bytes.fromhex(e["signature"]), data)
     premis = ET.fromstring(files["data/metadata/events.xml"])
     types = {e.get("type") for e in premis.findall("event")}
-    assert {"capture", "offload", "store", "fixity check", "derivation", "attachment",
-            "export"} <= types
+    assert {
+        "capture",
+        "offload",
+        "store",
+        "fixity check",
+        "derivation",
+        "attachment",
+        "export",
+    } <= types
 
     # Four-properties at export: the truncated original is flagged as not decoding.
     report = json.loads(files["data/metadata/four-properties.json"])
@@ -271,12 +358,16 @@ def test_tar_export_split_into_numbered_bags(
 
 @pytest.mark.slow
 def test_corrupt_object_aborts_the_export_and_names_it(tmp_path: Path) -> None:
-    d = dock_and_derive(tmp_path, derive=False, h264=2, h265=0, wav=0, jpeg=0, truncated=0,
-                        segments=0)
+    d = dock_and_derive(
+        tmp_path, derive=False, h264=2, h265=0, wav=0, jpeg=0, truncated=0, segments=0
+    )
     make_case(d.app)
     with d.app.catalog.session() as s:
-        videos = s.scalars(select(Recording).where(Recording.original_name.like("%.MP4"))
-                           .order_by(Recording.captured_at)).all()
+        videos = s.scalars(
+            select(Recording)
+            .where(Recording.original_name.like("%.MP4"))
+            .order_by(Recording.captured_at)
+        ).all()
         victim = videos[-1]  # exported last: the bags before it are already finished
         limit = max(v.size for v in videos)
     path = d.app.store.root / victim.object_key  # type: ignore[attr-defined]
@@ -298,8 +389,7 @@ def test_corrupt_object_aborts_the_export_and_names_it(tmp_path: Path) -> None:
         assert [r.state for r in rows] == ["FAILED", "FAILED"]
         assert all(victim.object_key in (r.error or "") for r in rows)
         assert s.scalars(select(ExportItem)).all() == []  # nothing was exported
-        failed = s.scalars(select(CustodyEvent).where(
-            CustodyEvent.action == "export-failed")).all()
+        failed = s.scalars(select(CustodyEvent).where(CustodyEvent.action == "export-failed")).all()
         assert len(failed) == 2 and victim.object_key in failed[0].details
         assert verify_chain(s).ok
 
@@ -316,20 +406,37 @@ def test_corrupt_object_aborts_the_export_and_names_it(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.s3
 def test_export_from_s3_on_postgres(
-    tmp_path: Path, pg_url: str, s3_endpoint: Any, s3_bucket: str, s3_client: Any,
+    tmp_path: Path,
+    pg_url: str,
+    s3_endpoint: Any,
+    s3_bucket: str,
+    s3_client: Any,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    d = dock_and_derive(tmp_path, catalog_url=pg_url, store_url=f"s3://{s3_bucket}/ev",
-                        store_env={"LIUHEN_STORE_ENDPOINT_URL": s3_endpoint.url},
-                        derive=False, h265=0, wav=1, jpeg=1, truncated=0, segments=0)
+    d = dock_and_derive(
+        tmp_path,
+        catalog_url=pg_url,
+        store_url=f"s3://{s3_bucket}/ev",
+        store_env={"LIUHEN_STORE_ENDPOINT_URL": s3_endpoint.url},
+        derive=False,
+        h265=0,
+        wav=1,
+        jpeg=1,
+        truncated=0,
+        segments=0,
+    )
     make_case(d.app)
     result = export(d.app, tmp_path / "out" / "s3.tar")
     with tarfile.open(result.bags[0].path) as tar:
         tar.extractall(tmp_path / "x", filter="data")
     assert_valid_bag(tmp_path / "x" / "s3", capsys)
     for f in d.recorder.media():
-        got = [p for p in (tmp_path / "x" / "s3" / "data" / "originals").rglob(
-            f.relpath.rsplit("/", 1)[-1])]
+        got = [
+            p
+            for p in (tmp_path / "x" / "s3" / "data" / "originals").rglob(
+                f.relpath.rsplit("/", 1)[-1]
+            )
+        ]
         assert got and got[0].read_bytes() == (d.root / f.relpath).read_bytes()
 
     # A flipped byte in the bucket aborts the next export, naming the object.
@@ -373,8 +480,7 @@ def test_hostile_names_get_safe_paths_and_a_name_map(
     result = export(app, tmp_path / "out" / "names")
     bag = result.bags[0].path
     assert_valid_bag(bag, capsys)
-    rows = list(csv.reader((bag / "data/metadata/name-map.csv").read_text("utf-8")
-                           .splitlines()))
+    rows = list(csv.reader((bag / "data/metadata/name-map.csv").read_text("utf-8").splitlines()))
     assert rows[0] == ["path", "original_name", "original_name_hex"]
     by_hex = {bytes.fromhex(r[2]): r for r in rows[1:]}
     unsafe = [raw for raw in hostile if "101RECORD" not in os.fsdecode(raw)]
@@ -404,9 +510,23 @@ def test_export_command_by_date_range(
     monkeypatch.setenv("LIUHEN_HOME", str(tmp_path / "data"))
     out = tmp_path / "out" / "march.tar"
     out.parent.mkdir()
-    res = run_cli(capsys, "export", "--from", "2026-03-09", "--to", "2026-03-11", "--out",
-                  str(out), "--retention", "10年", "--security-class", "公开", "--fonds",
-                  "J001", "--json")
+    res = run_cli(
+        capsys,
+        "export",
+        "--from",
+        "2026-03-09",
+        "--to",
+        "2026-03-11",
+        "--out",
+        str(out),
+        "--retention",
+        "10年",
+        "--security-class",
+        "公开",
+        "--fonds",
+        "J001",
+        "--json",
+    )
     assert res.code == 0, res.err
     report = json.loads(res.out)
     # The media (captured in the range); DEVICE.INF has no capture time and was received
@@ -420,21 +540,41 @@ def test_export_command_by_date_range(
         text = info.read().decode()
     assert "Liuhen-Fonds: J001" in text and "Liuhen-Retention: 10年" in text
     # Date folders are the local (UTC+8) capture dates the recorder's names carry.
-    days = {n.split("/")[4] for n in names if n.startswith("march/data/originals/A123456/")
-            and n.count("/") >= 5}
+    days = {
+        n.split("/")[4]
+        for n in names
+        if n.startswith("march/data/originals/A123456/") and n.count("/") >= 5
+    }
     assert days == {f.start.strftime("%Y-%m-%d") for f in d.recorder.media()}
     # Nothing in another range; an existing --out is never overwritten.
-    empty = run_cli(capsys, "export", "--from", "2026-04-01", "--to", "2026-04-02", "--out",
-                    str(tmp_path / "out" / "april"))
+    empty = run_cli(
+        capsys,
+        "export",
+        "--from",
+        "2026-04-01",
+        "--to",
+        "2026-04-02",
+        "--out",
+        str(tmp_path / "out" / "april"),
+    )
     assert empty.code == 66 and "no recordings to export" in empty.err
-    again = run_cli(capsys, "export", "--from", "2026-03-09", "--to", "2026-03-11", "--out",
-                    str(out))
+    again = run_cli(
+        capsys, "export", "--from", "2026-03-09", "--to", "2026-03-11", "--out", str(out)
+    )
     assert again.code == 2 and "already exist" in again.err
     assert not (tmp_path / "out" / "april").exists()
     # What a killed export leaves is named as such, and blocks that --out until removed.
     (tmp_path / "out" / "killed.partial").mkdir()
-    blocked = run_cli(capsys, "export", "--from", "2026-03-09", "--to", "2026-03-11",
-                      "--out", str(tmp_path / "out" / "killed"))
+    blocked = run_cli(
+        capsys,
+        "export",
+        "--from",
+        "2026-03-09",
+        "--to",
+        "2026-03-11",
+        "--out",
+        str(tmp_path / "out" / "killed"),
+    )
     assert blocked.code == 2 and "interrupted export" in blocked.err
     assert not (tmp_path / "out" / "killed").exists()
 
@@ -442,17 +582,30 @@ def test_export_command_by_date_range(
 def test_unknown_case_is_named(tmp_path: Path) -> None:
     app = make_app(tmp_path / "data")
     with pytest.raises(NothingToExport, match=r"nope-1.*nope-2"):
-        export_bundle(app.catalog, app.store, app.signer,
-                      ExportRequest(out=tmp_path / "o", cases=("nope-1", "nope-2")))
+        export_bundle(
+            app.catalog,
+            app.store,
+            app.signer,
+            ExportRequest(out=tmp_path / "o", cases=("nope-1", "nope-2")),
+        )
     assert not (tmp_path / "o").exists()
     shutil.rmtree(tmp_path / "data")
 
 
-
-@pytest.mark.parametrize("raw", [
-    "CON .MP4", "nul  .txt", "COM0.MP4", "LPT0", "COM\u00b9.MP4", "lpt\u00b2.wav", "LPT\u00b3",
-    "CONIN$", "conout$.txt",
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "CON .MP4",
+        "nul  .txt",
+        "COM0.MP4",
+        "LPT0",
+        "COM\u00b9.MP4",
+        "lpt\u00b2.wav",
+        "LPT\u00b3",
+        "CONIN$",
+        "conout$.txt",
+    ],
+)
 def test_windows_device_names_are_made_safe(raw: str) -> None:
     """Windows opens these as devices, not files: an auditor could not unpack the bag
     there (the base name before the first dot counts, trailing spaces stripped)."""
@@ -464,8 +617,9 @@ def test_windows_device_names_are_made_safe(raw: str) -> None:
     assert base.startswith("_")
 
 
-@pytest.mark.parametrize("raw", ["x" * 199 + " " + "y" * 60, "a" * 199 + "." + "b" * 70,
-                                 "录" * 66 + " " + "z" * 40])
+@pytest.mark.parametrize(
+    "raw", ["x" * 199 + " " + "y" * 60, "a" * 199 + "." + "b" * 70, "录" * 66 + " " + "z" * 40]
+)
 def test_long_names_cut_never_end_in_a_space_or_dot(raw: str) -> None:
     """Windows drops a trailing space or dot, so a cut name ending in one would not be
     the name the manifests list."""
@@ -498,19 +652,27 @@ def test_failed_commit_of_a_split_export_takes_back_the_bags_already_in_place(
 ) -> None:
     """Bag 2's final path appears while it is written: its rename fails, and bag 1, already
     renamed into place, must not stay behind as if the export had (partly) happened."""
-    d = dock_and_derive(tmp_path, derive=False, h264=2, h265=0, wav=0, jpeg=0, truncated=0,
-                        segments=0)
+    d = dock_and_derive(
+        tmp_path, derive=False, h264=2, h265=0, wav=0, jpeg=0, truncated=0, segments=0
+    )
     make_case(d.app)
     with d.app.catalog.session() as s:
-        videos = s.scalars(select(Recording).where(Recording.original_name.like("%.MP4"))
-                           .order_by(Recording.captured_at)).all()
+        videos = s.scalars(
+            select(Recording)
+            .where(Recording.original_name.like("%.MP4"))
+            .order_by(Recording.captured_at)
+        ).all()
         last, limit = videos[-1].object_key, max(v.size for v in videos)
     out = tmp_path / "out" / "bag"
     out.parent.mkdir()
     store = _RacingStore(d.app.store, last, tmp_path / "out" / "bag-002")
     with pytest.raises(Exception, match="bag-002"):
-        export_bundle(d.app.catalog, store, d.app.signer,  # type: ignore[arg-type]
-                      ExportRequest(out=out, cases=(CASE,), max_bag_bytes=limit))
+        export_bundle(
+            d.app.catalog,
+            store,
+            d.app.signer,  # type: ignore[arg-type]
+            ExportRequest(out=out, cases=(CASE,), max_bag_bytes=limit),
+        )
     assert sorted(os.listdir(out.parent)) == ["bag-002"]  # only what the other process made
     with d.app.catalog.session() as s:
         assert [r.state for r in s.scalars(select(Export))] == ["FAILED"]
@@ -551,19 +713,34 @@ main()
 
 def killed_export(script: str, d: Docked, *args: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LIUHEN_")}
-    env.update(LIUHEN_HOME=str(d.app.settings.data_dir),
-               LIUHEN_CATALOG_URL=d.app.settings.catalog_url)
-    killed = subprocess.run([sys.executable, "-c", script, "export", "--case", CASE,
-                             "--decode", "none", *args], env=env, cwd=Path.cwd(),
-                            capture_output=True, text=True, check=False, timeout=300)
+    env.update(
+        LIUHEN_HOME=str(d.app.settings.data_dir), LIUHEN_CATALOG_URL=d.app.settings.catalog_url
+    )
+    killed = subprocess.run(
+        [sys.executable, "-c", script, "export", "--case", CASE, "--decode", "none", *args],
+        env=env,
+        cwd=Path.cwd(),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
 
 
-def split_case(tmp_path: Path, catalog_url: str | None = None
-               ) -> tuple[Docked, int, list[int]]:
+def split_case(tmp_path: Path, catalog_url: str | None = None) -> tuple[Docked, int, list[int]]:
     """Two videos attached to CASE; a bag size limit that puts them in two bags."""
-    d = dock_and_derive(tmp_path, catalog_url=catalog_url, derive=False, h264=2, h265=0,
-                        wav=0, jpeg=0, truncated=0, segments=0)
+    d = dock_and_derive(
+        tmp_path,
+        catalog_url=catalog_url,
+        derive=False,
+        h264=2,
+        h265=0,
+        wav=0,
+        jpeg=0,
+        truncated=0,
+        segments=0,
+    )
     make_case(d.app)
     with d.app.catalog.session() as s:
         recs = s.scalars(select(Recording).order_by(Recording.id)).all()
@@ -574,15 +751,16 @@ def split_case(tmp_path: Path, catalog_url: str | None = None
 @pytest.mark.slow
 @pytest.mark.fault
 def test_export_killed_after_a_bag_is_renamed_into_place_is_known_and_completed(
-    tmp_path: Path, catalog_url: str, capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    catalog_url: str,
+    capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     d, limit, rec_ids = split_case(tmp_path, catalog_url)
     home = tmp_path / "data"
     monkeypatch.setenv("LIUHEN_CATALOG_URL", catalog_url)
     out = tmp_path / "out" / "case"
-    killed_export(KILLED_AFTER_FIRST_RENAME, d, "--out", str(out),
-                  "--max-bag-size", str(limit))
+    killed_export(KILLED_AFTER_FIRST_RENAME, d, "--out", str(out), "--max-bag-size", str(limit))
     with d.app.catalog.session() as s:
         (row,) = s.scalars(select(Export)).all()
         items = {i.recording_id for i in s.scalars(select(ExportItem))}
@@ -599,14 +777,24 @@ def test_export_killed_after_a_bag_is_renamed_into_place_is_known_and_completed(
     assert "--force-exported" in refused.err
 
     # The next export settles the interrupted one first, and says what it did.
-    again = run_cli(capsys, "export", "--case", CASE, "--decode", "none", "--json", "--out",
-                    str(tmp_path / "out" / "again"))
+    again = run_cli(
+        capsys,
+        "export",
+        "--case",
+        CASE,
+        "--decode",
+        "none",
+        "--json",
+        "--out",
+        str(tmp_path / "out" / "again"),
+    )
     assert again.code == 0, again.out + again.err
     (note,) = json.loads(again.out)["reconciled"]
     assert note.startswith(f"export {row.uid} (DONE") and "case-002.partial -> case-002" in note
     assert f"reconciled an interrupted export: export {row.uid}" in again.err
     assert sorted(p.name for p in out.parent.iterdir()) == sorted(
-        ["again"] + [b.name for b in bags])
+        ["again"] + [b.name for b in bags]
+    )
     for bag in bags:
         assert_valid_bag(bag, capsys)
     with d.app.catalog.session() as s:
@@ -614,15 +802,26 @@ def test_export_killed_after_a_bag_is_renamed_into_place_is_known_and_completed(
         assert done is not None and done.state == "DONE" and done.finished_at is not None
         assert verify_chain(s).ok
     # Settled once: a later export has nothing to reconcile.
-    third = run_cli(capsys, "export", "--case", CASE, "--decode", "none", "--json", "--out",
-                    str(tmp_path / "out" / "third"))
+    third = run_cli(
+        capsys,
+        "export",
+        "--case",
+        CASE,
+        "--decode",
+        "none",
+        "--json",
+        "--out",
+        str(tmp_path / "out" / "third"),
+    )
     assert third.code == 0 and json.loads(third.out)["reconciled"] == []
 
 
 @pytest.mark.slow
 @pytest.mark.fault
 def test_export_killed_while_writing_is_removed_and_recorded_failed_by_the_next_run(
-    tmp_path: Path, catalog_url: str, capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    catalog_url: str,
+    capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     d, _limit, _ids = split_case(tmp_path, catalog_url)
@@ -639,22 +838,34 @@ def test_export_killed_while_writing_is_removed_and_recorded_failed_by_the_next_
     monkeypatch.setenv("LIUHEN_HOME", str(home))
     again = run_cli(capsys, "export", "--case", CASE, "--decode", "none", "--out", str(out))
     assert again.code == 0, again.out + again.err
-    assert (f"reconciled an interrupted export: export {row.uid} (RUNNING, its process is "
-            f"gone): removed {out}.partial; recorded FAILED") in again.err
+    assert (
+        f"reconciled an interrupted export: export {row.uid} (RUNNING, its process is "
+        f"gone): removed {out}.partial; recorded FAILED"
+    ) in again.err
     assert sorted(p.name for p in out.parent.iterdir()) == ["case.tar"]
     with d.app.catalog.session() as s:
         failed = s.get(Export, row.id)
-        assert failed is not None and failed.state == "FAILED" and "interrupted" in (
-            failed.error or "")
-        events = [json.loads(e.details) for e in s.scalars(select(CustodyEvent).where(
-            CustodyEvent.action == "export-failed", CustodyEvent.object_id == row.uid))]
+        assert (
+            failed is not None
+            and failed.state == "FAILED"
+            and "interrupted" in (failed.error or "")
+        )
+        events = [
+            json.loads(e.details)
+            for e in s.scalars(
+                select(CustodyEvent).where(
+                    CustodyEvent.action == "export-failed", CustodyEvent.object_id == row.uid
+                )
+            )
+        ]
         assert [e["removed"] for e in events] == [[f"{out}.partial"]]
         assert verify_chain(s).ok
 
 
 @pytest.mark.slow
 def test_a_rename_failing_after_the_export_was_recorded_takes_the_export_back(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Bag 2's final path is made by another process just after bag 1 was renamed into
     place (after the catalog said DONE): bag 1 leaves --out again and the catalog takes
@@ -678,22 +889,29 @@ def test_a_rename_failing_after_the_export_was_recorded_takes_the_export_back(
     with d.app.catalog.session() as s:
         (row,) = s.scalars(select(Export)).all()
         assert row.state == "FAILED" and not s.scalars(select(ExportItem)).all()
-        actions = [e.action for e in s.scalars(select(CustodyEvent).where(
-            CustodyEvent.object_id == row.uid).order_by(CustodyEvent.seq))]
+        actions = [
+            e.action
+            for e in s.scalars(
+                select(CustodyEvent)
+                .where(CustodyEvent.object_id == row.uid)
+                .order_by(CustodyEvent.seq)
+            )
+        ]
         assert actions == ["export-started", "export-finished", "export-failed"]
         assert verify_chain(s).ok
         rec = s.get(Recording, rec_ids[0])
     assert rec is not None
     with d.app.catalog.transaction() as s:  # not exported after all: detaching is plain
-        details = detach(s, d.app.signer, case_number=CASE, rec=rec, reason="test",
-                         actor="test")
+        details = detach(s, d.app.signer, case_number=CASE, rec=rec, reason="test", actor="test")
     assert details["override"] is False
 
 
 @pytest.mark.slow
 @pytest.mark.fault
 def test_an_interrupted_bag_that_lost_files_is_not_put_in_place(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """What a power cut can do to a bag directory whose folders were never synced: a file
     gone. Completing the export must not put that bag at --out as if it were the one
@@ -704,8 +922,17 @@ def test_an_interrupted_bag_that_lost_files_is_not_put_in_place(
     partial = out.with_name("case-002.partial")
     next(p for p in (partial / "data" / "originals").rglob("*") if p.is_file()).unlink()
     monkeypatch.setenv("LIUHEN_HOME", str(d.app.settings.data_dir))
-    again = run_cli(capsys, "export", "--case", CASE, "--decode", "none", "--json", "--out",
-                    str(tmp_path / "out" / "again"))
+    again = run_cli(
+        capsys,
+        "export",
+        "--case",
+        CASE,
+        "--decode",
+        "none",
+        "--json",
+        "--out",
+        str(tmp_path / "out" / "again"),
+    )
     assert again.code == 0, again.out + again.err
     (note,) = json.loads(again.out)["reconciled"]
     assert f"{partial} holds" in note and "left as it is" in note
@@ -721,7 +948,9 @@ def test_an_interrupted_bag_that_lost_files_is_not_put_in_place(
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["case", "case.tar"])
 def test_every_folder_of_a_bag_is_synced_before_the_export_is_recorded(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
 ) -> None:
     """A power cut just after the DONE commit must find the bags whole: every folder
     of a bag directory (a file's name lives in its folder), the ``.partial`` entries and
@@ -750,7 +979,7 @@ def test_every_folder_of_a_bag_is_synced_before_the_export_is_recorded(
     assert len(result.bags) > 1
     done = log.index(("DONE committed", out.parent))
     before = {path for _what, path in log[:done]}
-    after = {path for _what, path in log[done + 1:]}
+    after = {path for _what, path in log[done + 1 :]}
     for bag in result.bags:
         partial = bag.path.with_name(bag.path.name + ".partial")
         if bag.path.is_dir():
@@ -766,9 +995,9 @@ def test_every_folder_of_a_bag_is_synced_before_the_export_is_recorded(
 # -- the connection lost at the DONE commit ------------------------------------------------
 
 
-def lose_connection_at_the_done_commit(monkeypatch: pytest.MonkeyPatch, app: App,
-                                       proxy: Any, *, committed: bool,
-                                       reachable: bool) -> None:
+def lose_connection_at_the_done_commit(
+    monkeypatch: pytest.MonkeyPatch, app: App, proxy: Any, *, committed: bool, reachable: bool
+) -> None:
     """At the COMMIT of the transaction that records the export DONE, the network between
     the station and PostgreSQL goes (the proxy resets every connection): just after the
     server committed (``committed``) or just before it got the COMMIT. ``reachable``:
@@ -813,8 +1042,9 @@ def export_row(pg_url: str) -> tuple[Export, int]:
         with direct.session() as s:
             row = s.scalars(select(Export).order_by(Export.id)).first()
             assert row is not None
-            return row, len(s.scalars(select(ExportItem).where(
-                ExportItem.export_id == row.id)).all())
+            return row, len(
+                s.scalars(select(ExportItem).where(ExportItem.export_id == row.id)).all()
+            )
     finally:
         direct.dispose()
 
@@ -822,18 +1052,30 @@ def export_row(pg_url: str) -> tuple[Export, int]:
 @pytest.mark.slow
 @pytest.mark.fault
 def test_catalog_lost_just_after_it_committed_the_export_keeps_the_bags_for_the_next_run(
-    tmp_path: Path, pg_url: str, proxied_pg: tuple[str, Any],
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    pg_url: str,
+    proxied_pg: tuple[str, Any],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     url, proxy = proxied_pg
     d, limit, rec_ids = split_case(tmp_path, url)
     monkeypatch.setenv("LIUHEN_HOME", str(d.app.settings.data_dir))
     monkeypatch.setenv("LIUHEN_CATALOG_URL", url)
     out = tmp_path / "out" / "case"
-    lose_connection_at_the_done_commit(monkeypatch, d.app, proxy, committed=True,
-                                       reachable=False)
-    lost = run_cli(capsys, "export", "--case", CASE, "--decode", "none", "--out", str(out),
-                   "--max-bag-size", str(limit))
+    lose_connection_at_the_done_commit(monkeypatch, d.app, proxy, committed=True, reachable=False)
+    lost = run_cli(
+        capsys,
+        "export",
+        "--case",
+        CASE,
+        "--decode",
+        "none",
+        "--out",
+        str(out),
+        "--max-bag-size",
+        str(limit),
+    )
     assert lost.code == 69, lost.out + lost.err
     assert "stopped answering while export" in lost.err, lost.err
     assert f"{out.with_name('case-001')}.partial" in lost.err
@@ -843,21 +1085,30 @@ def test_catalog_lost_just_after_it_committed_the_export_keeps_the_bags_for_the_
     assert row.state == "DONE" and row.finished_at is None and items == len(rec_ids)
     bags = [out.with_name(name) for name in row.bags["planned"]]
     assert len(bags) > 1
-    assert sorted(p.name for p in out.parent.iterdir()) == sorted(
-        b.name + ".partial" for b in bags)
+    assert sorted(p.name for p in out.parent.iterdir()) == sorted(b.name + ".partial" for b in bags)
 
     # The catalog back, the next export settles this one first: the bags in place.
     monkeypatch.undo()
     proxy.restore()
     monkeypatch.setenv("LIUHEN_HOME", str(d.app.settings.data_dir))
     monkeypatch.setenv("LIUHEN_CATALOG_URL", url)
-    again = run_cli(capsys, "export", "--case", CASE, "--decode", "none", "--json", "--out",
-                    str(tmp_path / "out" / "again"))
+    again = run_cli(
+        capsys,
+        "export",
+        "--case",
+        CASE,
+        "--decode",
+        "none",
+        "--json",
+        "--out",
+        str(tmp_path / "out" / "again"),
+    )
     assert again.code == 0, again.out + again.err
     (note,) = json.loads(again.out)["reconciled"]
     assert note.startswith(f"export {row.uid} (DONE") and "completed" in note, note
     assert sorted(p.name for p in out.parent.iterdir()) == sorted(
-        ["again"] + [b.name for b in bags])
+        ["again"] + [b.name for b in bags]
+    )
     for bag in bags:
         assert_valid_bag(bag, capsys)
     done, items = export_row(pg_url)
@@ -867,18 +1118,31 @@ def test_catalog_lost_just_after_it_committed_the_export_keeps_the_bags_for_the_
 @pytest.mark.slow
 @pytest.mark.fault
 def test_catalog_blip_just_after_it_committed_the_export_still_puts_the_bags_in_place(
-    tmp_path: Path, pg_url: str, proxied_pg: tuple[str, Any],
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    pg_url: str,
+    proxied_pg: tuple[str, Any],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     url, proxy = proxied_pg
     d, limit, _ids = split_case(tmp_path, url)
     monkeypatch.setenv("LIUHEN_HOME", str(d.app.settings.data_dir))
     monkeypatch.setenv("LIUHEN_CATALOG_URL", url)
     out = tmp_path / "out" / "case"
-    lose_connection_at_the_done_commit(monkeypatch, d.app, proxy, committed=True,
-                                       reachable=True)
-    r = run_cli(capsys, "export", "--case", CASE, "--decode", "none", "--json", "--out",
-                str(out), "--max-bag-size", str(limit))
+    lose_connection_at_the_done_commit(monkeypatch, d.app, proxy, committed=True, reachable=True)
+    r = run_cli(
+        capsys,
+        "export",
+        "--case",
+        CASE,
+        "--decode",
+        "none",
+        "--json",
+        "--out",
+        str(out),
+        "--max-bag-size",
+        str(limit),
+    )
     assert r.code == 0, r.out + r.err
     bags = [Path(b["path"]) for b in json.loads(r.out)["bags"]]
     assert sorted(p.name for p in out.parent.iterdir()) == sorted(b.name for b in bags)
@@ -891,18 +1155,30 @@ def test_catalog_blip_just_after_it_committed_the_export_still_puts_the_bags_in_
 @pytest.mark.slow
 @pytest.mark.fault
 def test_catalog_lost_before_it_got_the_commit_removes_the_bags_and_records_failed(
-    tmp_path: Path, pg_url: str, proxied_pg: tuple[str, Any],
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    pg_url: str,
+    proxied_pg: tuple[str, Any],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     url, proxy = proxied_pg
     d, limit, _ids = split_case(tmp_path, url)
     monkeypatch.setenv("LIUHEN_HOME", str(d.app.settings.data_dir))
     monkeypatch.setenv("LIUHEN_CATALOG_URL", url)
     out = tmp_path / "out" / "case"
-    lose_connection_at_the_done_commit(monkeypatch, d.app, proxy, committed=False,
-                                       reachable=True)
-    r = run_cli(capsys, "export", "--case", CASE, "--decode", "none", "--out", str(out),
-                "--max-bag-size", str(limit))
+    lose_connection_at_the_done_commit(monkeypatch, d.app, proxy, committed=False, reachable=True)
+    r = run_cli(
+        capsys,
+        "export",
+        "--case",
+        CASE,
+        "--decode",
+        "none",
+        "--out",
+        str(out),
+        "--max-bag-size",
+        str(limit),
+    )
     # Not recorded: said as the catalog being unreachable, nothing left half-done.
     assert r.code == 69 and "unreachable" in r.err, r.out + r.err
     assert list(out.parent.iterdir()) == []
@@ -913,8 +1189,11 @@ def test_catalog_lost_before_it_got_the_commit_removes_the_bags_and_records_fail
 @pytest.mark.slow
 @pytest.mark.fault
 def test_catalog_lost_before_it_got_the_commit_is_settled_by_the_next_run(
-    tmp_path: Path, pg_url: str, proxied_pg: tuple[str, Any],
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    pg_url: str,
+    proxied_pg: tuple[str, Any],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Unreachable, the export cannot tell a lost COMMIT from a lost reply: it keeps the
     bags as for the latter, and the next run, finding the export still RUNNING, removes
@@ -924,10 +1203,19 @@ def test_catalog_lost_before_it_got_the_commit_is_settled_by_the_next_run(
     monkeypatch.setenv("LIUHEN_HOME", str(d.app.settings.data_dir))
     monkeypatch.setenv("LIUHEN_CATALOG_URL", url)
     out = tmp_path / "out" / "case"
-    lose_connection_at_the_done_commit(monkeypatch, d.app, proxy, committed=False,
-                                       reachable=False)
-    lost = run_cli(capsys, "export", "--case", CASE, "--decode", "none", "--out", str(out),
-                   "--max-bag-size", str(limit))
+    lose_connection_at_the_done_commit(monkeypatch, d.app, proxy, committed=False, reachable=False)
+    lost = run_cli(
+        capsys,
+        "export",
+        "--case",
+        CASE,
+        "--decode",
+        "none",
+        "--out",
+        str(out),
+        "--max-bag-size",
+        str(limit),
+    )
     assert lost.code == 69 and "stopped answering while export" in lost.err, lost.err
     row, items = export_row(pg_url)
     assert row.state == "RUNNING" and items == 0
@@ -938,8 +1226,17 @@ def test_catalog_lost_before_it_got_the_commit_is_settled_by_the_next_run(
     proxy.restore()
     monkeypatch.setenv("LIUHEN_HOME", str(d.app.settings.data_dir))
     monkeypatch.setenv("LIUHEN_CATALOG_URL", url)
-    again = run_cli(capsys, "export", "--case", CASE, "--decode", "none", "--json", "--out",
-                    str(tmp_path / "out" / "again"))
+    again = run_cli(
+        capsys,
+        "export",
+        "--case",
+        CASE,
+        "--decode",
+        "none",
+        "--json",
+        "--out",
+        str(tmp_path / "out" / "again"),
+    )
     assert again.code == 0, again.out + again.err
     (note,) = json.loads(again.out)["reconciled"]
     assert note.startswith(f"export {row.uid} (RUNNING") and "recorded FAILED" in note, note

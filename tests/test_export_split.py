@@ -30,15 +30,18 @@ def lower_bounds(monkeypatch: pytest.MonkeyPatch, **values: int) -> None:
     for name, value in values.items():
         original = getattr(bagparse, name)
         for module in list(sys.modules.values()):
-            if (getattr(module, "__name__", "").startswith("archive_export")
-                    and getattr(module, name, None) is original):
+            if (
+                getattr(module, "__name__", "").startswith("archive_export")
+                and getattr(module, name, None) is original
+            ):
                 monkeypatch.setattr(module, name, value)
     monkeypatch.setattr(bagverify, "MAX_MEMBERS", 2 * bagparse.MAX_FILES)
     monkeypatch.setattr(bagverify, "MAX_HELD_BYTES", 2 * bagparse.MAX_TAG_BYTES)
 
 
-def check_group(tmp_path: Path, capsys: pytest.CaptureFixture[str], result: ExportResult,
-                out: Path) -> tuple[list[Path], list[str]]:
+def check_group(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], result: ExportResult, out: Path
+) -> tuple[list[Path], list[str]]:
     """Every bag verifies (a tar as it is); Bag-Count and the hand-over lists agree with
     the export. Returns the bag folders (a tar's unpacked) and the originals listed."""
     count = len(result.bags)
@@ -66,17 +69,19 @@ def check_group(tmp_path: Path, capsys: pytest.CaptureFixture[str], result: Expo
     assert count >= 3, "the lowered bounds must split this export"
     stem, suffix = out.name.removesuffix(".tar"), ".tar" if out.suffix == ".tar" else ""
     assert sorted(p.name for p in out.parent.iterdir()) == [
-        f"{stem}-{i:03d}{suffix}" for i in range(1, count + 1)]
+        f"{stem}-{i:03d}{suffix}" for i in range(1, count + 1)
+    ]
     return folders, listed
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["case", "case.tar"])
 def test_too_many_files_for_the_verifier_splits_into_bags_that_verify(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch, name: str) -> None:
-    d = dock_and_derive(tmp_path, derive=False, h264=0, h265=0, wav=0, jpeg=16, truncated=0,
-                        segments=0)
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    d = dock_and_derive(
+        tmp_path, derive=False, h264=0, h265=0, wav=0, jpeg=16, truncated=0, segments=0
+    )
     make_case(d.app)
     lower_bounds(monkeypatch, MAX_FILES=30)
     out = tmp_path / "out" / name
@@ -95,10 +100,11 @@ def test_too_many_files_for_the_verifier_splits_into_bags_that_verify(
 
 @pytest.mark.slow
 def test_custody_excerpt_beyond_the_verifier_splits_into_bags_that_verify(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    d = dock_and_derive(tmp_path, derive=False, h264=0, h265=0, wav=0, jpeg=12, truncated=0,
-                        segments=0)
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d = dock_and_derive(
+        tmp_path, derive=False, h264=0, h265=0, wav=0, jpeg=12, truncated=0, segments=0
+    )
     make_case(d.app)
     with d.app.catalog.session() as s:
         from catalog.models import CustodyEvent
@@ -121,16 +127,24 @@ def test_custody_excerpt_beyond_the_verifier_splits_into_bags_that_verify(
 
 
 def test_a_recording_whose_history_alone_is_too_big_is_refused_before_writing(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    d = dock_and_derive(tmp_path, derive=False, h264=0, h265=0, wav=0, jpeg=1, truncated=0,
-                        segments=0)
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d = dock_and_derive(
+        tmp_path, derive=False, h264=0, h265=0, wav=0, jpeg=1, truncated=0, segments=0
+    )
     make_case(d.app)
     with d.app.catalog.transaction() as s:
         rec = s.scalars(select(Recording).where(Recording.original_name.like("%.JPG"))).one()
         for i in range(80):  # a long history: signed events like any other
-            append_event(s, d.app.signer, actor="test", action="viewed",
-                         object_type="recording", object_id=rec.sha256, details={"n": i})
+            append_event(
+                s,
+                d.app.signer,
+                actor="test",
+                action="viewed",
+                object_type="recording",
+                object_id=rec.sha256,
+                details={"n": i},
+            )
         rec_id, name = rec.id, rec.original_name
     lower_bounds(monkeypatch, MAX_LINES=60)
     monkeypatch.setenv("LIUHEN_HOME", str(tmp_path / "data"))

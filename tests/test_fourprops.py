@@ -34,13 +34,19 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
     """One docked, derived and exported shift (H.264 + H.265 videos, audio, photo), as a
     directory with access copies and as a tar without."""
     tmp = tmp_path_factory.mktemp("fourprops")
-    d = dock_and_derive(tmp, h264=1, h265=1, wav=1, jpeg=1, truncated=0, segments=0,
-                        with_device_info=False)
+    d = dock_and_derive(
+        tmp, h264=1, h265=1, wav=1, jpeg=1, truncated=0, segments=0, with_device_info=False
+    )
     make_case(d.app)
     bag = export(d.app, tmp / "out" / "bag", with_access=True).bags[0]
     tar = export(d.app, tmp / "out" / "plain.tar").bags[0]
-    yield {"app": d.app, "bag": bag.path, "tar": tar.path, "export_report": bag.four_properties,
-           "tmp": tmp}
+    yield {
+        "app": d.app,
+        "bag": bag.path,
+        "tar": tar.path,
+        "export_report": bag.four_properties,
+        "tmp": tmp,
+    }
     d.app.close()
 
 
@@ -70,9 +76,7 @@ def test_sound_bag_passes_offline_as_directory_and_tar(exported: dict[str, Any])
         assert all(f["decode"] == "pass" for f in report["files"])
 
 
-def test_format_outside_gbt18894_is_flagged_with_its_access_copy(
-    exported: dict[str, Any]
-) -> None:
+def test_format_outside_gbt18894_is_flagged_with_its_access_copy(exported: dict[str, Any]) -> None:
     with_access = checks(check_bag(DirBag(exported["bag"])))["U2"]
     hevc = [n for n in with_access["notes"] if "hevc" in n]
     assert len(hevc) == 1 and "data/access/" in hevc[0]
@@ -81,8 +85,7 @@ def test_format_outside_gbt18894_is_flagged_with_its_access_copy(
     assert any("hevc" in p and "--with-access" in p for p in without["problems"])
 
 
-def test_corrupt_and_missing_files_are_reported(exported: dict[str, Any],
-                                                 tmp_path: Path) -> None:
+def test_corrupt_and_missing_files_are_reported(exported: dict[str, Any], tmp_path: Path) -> None:
     bag = copy_bag(exported, tmp_path)
     originals = sorted((bag / "data" / "originals").rglob("*.MP4"))
     corrupt, missing = originals[0], originals[1]
@@ -110,16 +113,30 @@ def test_encrypted_mp4_is_reported(exported: dict[str, Any], tmp_path: Path) -> 
     target = next((bag / "data" / "originals").rglob("*_0001.MP4"))
     encrypted = tmp_path / "enc.mp4"
     subprocess.run(
-        ["ffmpeg", "-v", "error", "-nostdin", "-i", str(target), "-c", "copy",
-         "-encryption_scheme", "cenc-aes-ctr",
-         "-encryption_key", "76a6c65c5ea762046bd749a2e632ccbb",
-         "-encryption_kid", "a7e61c373e219033c21091fa607bf3b8", str(encrypted)], check=True)
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-nostdin",
+            "-i",
+            str(target),
+            "-c",
+            "copy",
+            "-encryption_scheme",
+            "cenc-aes-ctr",
+            "-encryption_key",
+            "76a6c65c5ea762046bd749a2e632ccbb",
+            "-encryption_kid",
+            "a7e61c373e219033c21091fa607bf3b8",
+            str(encrypted),
+        ],
+        check=True,
+    )
     target.chmod(0o644)
     shutil.copyfile(encrypted, target)
     by_id = checks(check_bag(DirBag(bag)))
     assert by_id["U3"]["status"] == "fail"
-    assert any(str(target.relative_to(bag)) in p and "encv" in p
-               for p in by_id["U3"]["problems"])
+    assert any(str(target.relative_to(bag)) in p and "encv" in p for p in by_id["U3"]["problems"])
 
 
 def test_catalog_comparison(exported: dict[str, Any], tmp_path: Path) -> None:
@@ -132,23 +149,49 @@ def test_catalog_comparison(exported: dict[str, Any], tmp_path: Path) -> None:
     other.close()
 
 
-def test_command_json_html_and_exit_codes(exported: dict[str, Any], tmp_path: Path,
-                                          capsys: pytest.CaptureFixture[str],
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_command_json_html_and_exit_codes(
+    exported: dict[str, Any],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     html = tmp_path / "report.html"
-    good = run_cli(capsys, "four-properties", str(exported["tar"]), "--json", "--html",
-                   str(html), "--decode", "full")
+    good = run_cli(
+        capsys,
+        "four-properties",
+        str(exported["tar"]),
+        "--json",
+        "--html",
+        str(html),
+        "--decode",
+        "full",
+    )
     assert good.code == 0, good.out[-2000:]
     report = json.loads(good.out)
     assert report["ok"] is True
     assert checks(report)["U1"]["detail"].startswith("every frame")
     page = html.read_text(encoding="utf-8")
-    for label in ("真实性", "Authenticity", "完整性", "Integrity", "可用性", "Usability",
-                  "安全性", "Security"):
+    for label in (
+        "真实性",
+        "Authenticity",
+        "完整性",
+        "Integrity",
+        "可用性",
+        "Usability",
+        "安全性",
+        "Security",
+    ):
         assert label in page
     monkeypatch.setenv("LIUHEN_HOME", str(exported["app"].settings.data_dir))
-    with_catalog = run_cli(capsys, "four-properties", str(exported["bag"]), "--with-catalog",
-                           "--json", "--decode", "none")
+    with_catalog = run_cli(
+        capsys,
+        "four-properties",
+        str(exported["bag"]),
+        "--with-catalog",
+        "--json",
+        "--decode",
+        "none",
+    )
     assert with_catalog.code == 0, with_catalog.out[-2000:]
     by_id = checks(json.loads(with_catalog.out))
     assert by_id["A3"]["status"] == "pass" and by_id["U1"]["status"] == "not-run"
@@ -159,8 +202,9 @@ def test_command_json_html_and_exit_codes(exported: dict[str, Any], tmp_path: Pa
     assert "完整性 Integrity: 不通过 / fail" in bad.out and ".WAV" in bad.out
 
 
-def test_metadata_that_disagrees_with_the_file_is_reported(exported: dict[str, Any],
-                                                           tmp_path: Path) -> None:
+def test_metadata_that_disagrees_with_the_file_is_reported(
+    exported: dict[str, Any], tmp_path: Path
+) -> None:
     bag = copy_bag(exported, tmp_path)
     package = bag / "data" / "metadata" / "package.xml"
     text = package.read_text(encoding="utf-8")
@@ -168,13 +212,15 @@ def test_metadata_that_disagrees_with_the_file_is_reported(exported: dict[str, A
     package.chmod(0o644)
     package.write_text(text.replace('width="320"', 'width="1920"', 1), encoding="utf-8")
     by_id = checks(check_bag(DirBag(bag)))
-    assert any("width is 320 in the file, 1920 in the descriptor" in p
-               for p in by_id["A5"]["problems"])
+    assert any(
+        "width is 320 in the file, 1920 in the descriptor" in p for p in by_id["A5"]["problems"]
+    )
     assert any("package.xml" in p for p in by_id["A2"]["problems"])  # and the manifest
 
 
-def test_damaged_custody_excerpt_is_reported_not_a_crash(exported: dict[str, Any],
-                                                         tmp_path: Path) -> None:
+def test_damaged_custody_excerpt_is_reported_not_a_crash(
+    exported: dict[str, Any], tmp_path: Path
+) -> None:
     """A damaged bag is when the check matters most: undecodable bytes, a signature that
     is not hex and an object id that is not text are findings, not an internal error."""
     bag = copy_bag(exported, tmp_path)
@@ -211,23 +257,31 @@ def test_tar_member_replacing_a_payload_file_fails_the_check(
     assert any(target in p for p in s2["problems"]), s2["problems"]
 
 
-def test_tag_files_are_held_to_the_signed_tag_manifest(exported: dict[str, Any],
-                                                       tmp_path: Path) -> None:
+def test_tag_files_are_held_to_the_signed_tag_manifest(
+    exported: dict[str, Any], tmp_path: Path
+) -> None:
     """The signature covers tagmanifest-sha256.txt; only its digests carry that to
     bag-info.txt and the payload manifests. An edited tag file must fail authenticity."""
     bag = copy_bag(exported, tmp_path)
     info = bag / "bag-info.txt"
     info.chmod(0o644)
-    info.write_text(info.read_text(encoding="utf-8").replace(
-        "Liuhen-Retention: 30年", "Liuhen-Retention: 10年"), encoding="utf-8")
+    info.write_text(
+        info.read_text(encoding="utf-8").replace(
+            "Liuhen-Retention: 30年", "Liuhen-Retention: 10年"
+        ),
+        encoding="utf-8",
+    )
     original = sorted((bag / "data" / "originals").rglob("*.WAV"))[0]
     rel = str(original.relative_to(bag))
     manifest = bag / "manifest-sha256.txt"
     manifest.chmod(0o644)
-    manifest.write_text("".join(
-        ("0" * 64 + "  " + rel + "\n") if line.endswith("  " + rel + "\n") else line
-        for line in manifest.read_text(encoding="utf-8").splitlines(keepends=True)),
-        encoding="utf-8")
+    manifest.write_text(
+        "".join(
+            ("0" * 64 + "  " + rel + "\n") if line.endswith("  " + rel + "\n") else line
+            for line in manifest.read_text(encoding="utf-8").splitlines(keepends=True)
+        ),
+        encoding="utf-8",
+    )
     a1 = checks(check_bag(DirBag(bag), options=Options(decode="none")))["A1"]
     assert a1["status"] == "fail"
     assert any("bag-info.txt" in p for p in a1["problems"]), a1["problems"]

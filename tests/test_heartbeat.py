@@ -45,12 +45,31 @@ def test_beat_upserts_and_status_follows_the_interval(catalog: Catalog) -> None:
     pid = make_process_id("worker", "host-a", 42)
     assert pid == "host-a:42:worker"
     with catalog.transaction() as s:
-        beat(s, process_id=pid, role="worker", station_id="w-01", host="host-a", pid=42,
-             started_at=start, interval_s=10, details={"items_done": 1}, now=start)
+        beat(
+            s,
+            process_id=pid,
+            role="worker",
+            station_id="w-01",
+            host="host-a",
+            pid=42,
+            started_at=start,
+            interval_s=10,
+            details={"items_done": 1},
+            now=start,
+        )
     with catalog.transaction() as s:
-        beat(s, process_id=pid, role="worker", station_id="w-01", host="host-a", pid=42,
-             started_at=start, interval_s=10, details={"items_done": 5},
-             now=start + timedelta(seconds=10))
+        beat(
+            s,
+            process_id=pid,
+            role="worker",
+            station_id="w-01",
+            host="host-a",
+            pid=42,
+            started_at=start,
+            interval_s=10,
+            details={"items_done": 5},
+            now=start + timedelta(seconds=10),
+        )
     with catalog.session() as s:
         (row,) = s.scalars(select(Heartbeat)).all()
         assert row.details == {"items_done": 5, "interval_s": 10.0}
@@ -69,8 +88,14 @@ def test_beat_upserts_and_status_follows_the_interval(catalog: Catalog) -> None:
 
 def test_heartbeater_beats_and_marks_stopped(catalog: Catalog) -> None:
     results: list[bool] = []
-    hb = Heartbeater(catalog, role="station", station_id="s-01", interval_s=0.05,
-                     details=lambda: {"files_staged": 0}, on_result=results.append)
+    hb = Heartbeater(
+        catalog,
+        role="station",
+        station_id="s-01",
+        interval_s=0.05,
+        details=lambda: {"files_staged": 0},
+        on_result=results.append,
+    )
     with hb:
         wait_for(lambda: results.count(True) >= 3)
         with catalog.session() as s:
@@ -89,8 +114,14 @@ def test_heartbeats_never_raise_when_the_catalog_is_unreachable(tmp_path: Path) 
     def details() -> dict[str, int]:
         raise RuntimeError("details broke too")
 
-    hb = Heartbeater(down, role="worker", station_id="w", interval_s=0.05, details=details,
-                     on_result=results.append)
+    hb = Heartbeater(
+        down,
+        role="worker",
+        station_id="w",
+        interval_s=0.05,
+        details=details,
+        on_result=results.append,
+    )
     with hb:
         wait_for(lambda: len(results) >= 3)
     assert not any(results) and hb.failures >= 3
@@ -107,8 +138,7 @@ def test_station_offloads_while_the_catalog_is_down_and_heartbeats_fail(
     CLEAR and the heartbeat is alive again."""
     url, proxy = proxied_pg
     app = make_app(tmp_path / "data", catalog_url=url)
-    app.settings = replace(app.settings,
-                           station=replace(app.settings.station, heartbeat_s=0.1))
+    app.settings = replace(app.settings, station=replace(app.settings.station, heartbeat_s=0.1))
     station = app.station()
     dock = tmp_path / "dock"
     dock.mkdir()
@@ -128,14 +158,14 @@ def test_station_offloads_while_the_catalog_is_down_and_heartbeats_fail(
         proxy.cut()
         failures = station.metrics.heartbeat_failures.value()
         wait_for(lambda: station.metrics.heartbeat_failures.value() >= failures + 2)
-        rec = make_recorder(tmp_path / "outside" / "A123456", h265=0, truncated=0,
-                            segments=0)
+        rec = make_recorder(tmp_path / "outside" / "A123456", h265=0, truncated=0, segments=0)
         n_files = sum(1 for p in rec.root.rglob("*") if p.is_file())
         rec.root.rename(dock / "A123456")
 
         def staged() -> int:
-            return sum(len(station.journal.files(d.uid, (J.STAGED,)))
-                       for d in station.journal.dockings())
+            return sum(
+                len(station.journal.files(d.uid, (J.STAGED,))) for d in station.journal.dockings()
+            )
 
         # Every file is read, hashed and staged although the catalog does not answer.
         wait_for(lambda: staged() == n_files)
@@ -174,8 +204,12 @@ def test_a_restart_marks_dead_processes_of_its_host_and_forgets_old_rows(
     import sys
 
     host = socket.gethostname()
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     dead_pid = int(gone.stdout)
     now = utcnow()
     rows = {
@@ -186,14 +220,22 @@ def test_a_restart_marks_dead_processes_of_its_host_and_forgets_old_rows(
     }
     with catalog.transaction() as s:
         for name, (h, pid, seen) in rows.items():
-            beat(s, process_id=f"{h}:{pid}:{name}", role="worker", station_id="w", host=h,
-                 pid=pid, started_at=seen, interval_s=30, now=seen)
+            beat(
+                s,
+                process_id=f"{h}:{pid}:{name}",
+                role="worker",
+                station_id="w",
+                host=h,
+                pid=pid,
+                started_at=seen,
+                interval_s=30,
+                now=seen,
+            )
     hb = Heartbeater(catalog, role="worker", station_id="w", interval_s=30)
     with hb:
         wait_for(lambda: _state(catalog, hb.process_id) == "running")
     states = {name: _state(catalog, f"{h}:{pid}:{name}") for name, (h, pid, _) in rows.items()}
-    assert states == {"dead": "died", "parent": "running", "elsewhere": "running",
-                      "ancient": None}
+    assert states == {"dead": "died", "parent": "running", "elsewhere": "running", "ancient": None}
     with catalog.session() as s:
         row = s.get(Heartbeat, f"{host}:{dead_pid}:dead")
         assert row is not None and status_of(row) == "died" and row.details["found_dead_at"]

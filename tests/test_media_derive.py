@@ -62,8 +62,11 @@ def media(recorder: SyntheticRecorder, kind: str) -> list[Path]:
 def ffprobe(path: Path) -> dict[str, Any]:
     proc = subprocess.run(
         ["ffprobe", "-v", "error", "-of", "json", "-show_format", "-show_streams", str(path)],
-        capture_output=True, text=True, check=True, timeout=60,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
     data: dict[str, Any] = json.loads(proc.stdout)
     return data
 
@@ -143,8 +146,9 @@ def test_access_copy_of_h264_is_a_faststart_remux_and_leaves_the_original(
     assert top_level_boxes(src).index(b"moov") > top_level_boxes(src).index(b"mdat")
     progress: list[float] = []
 
-    d = make_access_copy(src, tmp_path, info=H264_INFO, duration_s=duration(src),
-                         on_progress=progress.append)  # fmt: skip
+    d = make_access_copy(
+        src, tmp_path, info=H264_INFO, duration_s=duration(src), on_progress=progress.append
+    )
 
     assert (d.kind, d.method) == ("access", "remux")
     assert d.path == tmp_path / f"{src.stem}.access.mp4"
@@ -200,11 +204,26 @@ def test_proxy_of_h264_is_small_h264(recorder: SyntheticRecorder, tmp_path: Path
 def test_proxy_scales_down_to_720_lines_keeping_the_aspect(tmp_path: Path) -> None:
     src = tmp_path / "big.mp4"
     subprocess.run(
-        ["ffmpeg", "-nostdin", "-v", "error", "-f", "lavfi", "-i",
-         "testsrc2=size=1440x1080:rate=25:duration=0.4", "-c:v", "libx264", "-preset",
-         "ultrafast", "-pix_fmt", "yuv420p", str(src)],
-        check=True, timeout=60,
-    )  # fmt: skip
+        [
+            "ffmpeg",
+            "-nostdin",
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=1440x1080:rate=25:duration=0.4",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+            str(src),
+        ],
+        check=True,
+        timeout=60,
+    )
     out = tmp_path / "out"
     d = make_proxy(src, out, profile=ProxyProfile(max_height=720), duration_s=0.4)
     video = ffprobe(d.path)["streams"][0]
@@ -271,15 +290,24 @@ def test_a_raising_progress_callback_stops_ffmpeg_and_leaves_nothing(
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        make_access_copy(media(recorder, KIND_VIDEO_H265)[0], tmp_path, info=HEVC_INFO,
-                         duration_s=2.0, on_progress=cancel)  # fmt: skip
+        make_access_copy(
+            media(recorder, KIND_VIDEO_H265)[0],
+            tmp_path,
+            info=HEVC_INFO,
+            duration_s=2.0,
+            on_progress=cancel,
+        )
     assert list(tmp_path.iterdir()) == []
 
 
 def test_missing_ffmpeg_is_unavailable(recorder: SyntheticRecorder, tmp_path: Path) -> None:
     with pytest.raises(FfmpegMissingError) as caught:
-        make_access_copy(media(recorder, KIND_VIDEO_H264)[0], tmp_path, info=H264_INFO,
-                         ffmpeg=str(tmp_path / "no-such-ffmpeg"))  # fmt: skip
+        make_access_copy(
+            media(recorder, KIND_VIDEO_H264)[0],
+            tmp_path,
+            info=H264_INFO,
+            ffmpeg=str(tmp_path / "no-such-ffmpeg"),
+        )
     assert caught.value.exit_code == EXIT_UNAVAILABLE
     assert caught.value.hint and "install ffmpeg" in caught.value.hint
     assert list(tmp_path.iterdir()) == []
@@ -329,8 +357,12 @@ def test_recover_truncated_mp4_with_a_reference(
     truncated = media(recorder, KIND_VIDEO_TRUNCATED)[0]
     reference = media(recorder, KIND_VIDEO_H264)[0]  # same recorder, same settings
     before = fingerprint(truncated)
-    assert subprocess.run(["ffprobe", "-v", "error", str(truncated)], check=False,
-                          capture_output=True).returncode != 0  # fmt: skip
+    assert (
+        subprocess.run(
+            ["ffprobe", "-v", "error", str(truncated)], check=False, capture_output=True
+        ).returncode
+        != 0
+    )
 
     d = recover_truncated_mp4(truncated, reference, tmp_path)
 
@@ -339,8 +371,11 @@ def test_recover_truncated_mp4_with_a_reference(
     assert d.path == tmp_path / f"{truncated.stem}.recovered.mp4"
     decoded = subprocess.run(
         ["ffmpeg", "-nostdin", "-v", "error", "-i", str(d.path), "-f", "framemd5", "-"],
-        capture_output=True, text=True, check=True, timeout=60,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
     frames = [line for line in decoded.stdout.splitlines() if line and line[0] != "#"]
     # The recorder ran 2 s at 25 fps and lost the last quarter of mdat: most frames are back.
     assert 25 <= len(frames) <= 50
@@ -375,8 +410,9 @@ def test_durable_false_output_is_the_same_complete_file(
 ) -> None:
     src = media(recorder, KIND_VIDEO_H264)[0]
     synced = make_access_copy(src, tmp_path / "synced", info=H264_INFO, duration_s=duration(src))
-    lazy = make_access_copy(src, tmp_path / "lazy", info=H264_INFO, duration_s=duration(src),
-                            durable=False)  # fmt: skip
+    lazy = make_access_copy(
+        src, tmp_path / "lazy", info=H264_INFO, duration_s=duration(src), durable=False
+    )
     assert lazy.path == tmp_path / "lazy" / f"{src.stem}.access.mp4"
     assert lazy.path.read_bytes() == synced.path.read_bytes()  # the same remux, whole
     assert abs(duration(lazy.path) - duration(src)) <= 0.1
@@ -420,11 +456,26 @@ def test_ffmpeg_killed_mid_write_leaves_no_output(tmp_path: Path, durable: bool)
 
     src = tmp_path / "long.mp4"
     subprocess.run(
-        ["ffmpeg", "-nostdin", "-v", "error", "-f", "lavfi", "-i",
-         "testsrc2=size=640x360:rate=25:duration=20", "-c:v", "libx264", "-preset",
-         "ultrafast", "-pix_fmt", "yuv420p", str(src)],
-        check=True, timeout=120,
-    )  # fmt: skip
+        [
+            "ffmpeg",
+            "-nostdin",
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=640x360:rate=25:duration=20",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+            str(src),
+        ],
+        check=True,
+        timeout=120,
+    )
     out = tmp_path / "out"
     partial_sizes: list[int] = []
 
@@ -439,7 +490,8 @@ def test_ffmpeg_killed_mid_write_leaves_no_output(tmp_path: Path, durable: bool)
     # a fast machine, so the kill lands mid-write.
     slow = ProxyProfile(preset="veryslow")
     with pytest.raises(DerivationError, match="status -9"):
-        make_proxy(src, out, duration_s=20.0, profile=slow, on_progress=kill_ffmpeg,
-                   durable=durable)  # fmt: skip
+        make_proxy(
+            src, out, duration_s=20.0, profile=slow, on_progress=kill_ffmpeg, durable=durable
+        )
     assert partial_sizes and partial_sizes[0] > 0  # it was killed with an output under way
     assert list(out.iterdir()) == []

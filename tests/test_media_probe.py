@@ -177,5 +177,3 @@ def test_ffprobe_path_that_is_not_a_program(recorder: SyntheticRecorder, tmp_pat
     path, _ = media(recorder, KIND_VIDEO_H264)
     with pytest.raises(ProbeToolMissing):
         probe(path, ffprobe=str(tmp_path))  # a directory
-
-

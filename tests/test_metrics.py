@@ -24,7 +24,7 @@ from ingest.worker import Worker
 from tests.offload_helpers import make_app
 
 # One sample line of the text format: name, optional {labels}, value (no timestamps).
-SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$')
+SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$")
 LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)",?')
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -50,8 +50,7 @@ def parse(text: str) -> Samples:
             assert consumed == labels, f"bad labels in {line!r}"
             for lm in LABEL.finditer(labels):
                 raw = lm.group(2)
-                unescaped = re.sub(r"\\(.)", lambda e: {"n": "\n"}.get(e.group(1), e.group(1)),
-                                   raw)
+                unescaped = re.sub(r"\\(.)", lambda e: {"n": "\n"}.get(e.group(1), e.group(1)), raw)
                 pairs.append((lm.group(1), unescaped))
         base = re.sub(r"_(bucket|sum|count)$", "", name)
         assert name in types or base in types, f"sample {name} has no TYPE line"
@@ -106,8 +105,12 @@ def test_exposition_format_counters_gauges_histograms() -> None:
     assert value(samples, "t_depth", kind="probe", state="PENDING") == 7
     assert value(samples, "t_depth", kind="derive", state="CLAIMED") == 1.5
     # Cumulative buckets; +Inf equals the count; the sum is the sum.
-    assert [value(samples, "t_seconds_bucket", le=le) for le in ("0.1", "1", "10", "+Inf")] \
-        == [1, 3, 4, 5]
+    assert [value(samples, "t_seconds_bucket", le=le) for le in ("0.1", "1", "10", "+Inf")] == [
+        1,
+        3,
+        4,
+        5,
+    ]
     assert value(samples, "t_seconds_count") == 5
     assert value(samples, "t_seconds_sum") == pytest.approx(56.05)
     depth.replace({("probe", "PENDING"): 2})
@@ -149,8 +152,9 @@ def test_station_watch_metrics_move_after_an_offload(tmp_path: Path) -> None:
     by the files and bytes of the docked recorder, and the heartbeat shows the station."""
     port = free_port()
     app = make_app(tmp_path / "data")
-    app.settings = replace(app.settings, station=replace(app.settings.station,
-                                                         metrics_port=port, heartbeat_s=0.2))
+    app.settings = replace(
+        app.settings, station=replace(app.settings.station, metrics_port=port, heartbeat_s=0.2)
+    )
     station = app.station()
     dock = tmp_path / "dock"
     dock.mkdir()
@@ -170,8 +174,16 @@ def test_station_watch_metrics_move_after_an_offload(tmp_path: Path) -> None:
         wait_for(lambda: _answers(url))
         before = scrape(url)
         assert value(before, "liuhen_offload_files_total", result="stored") == 0
-        assert value(before, "liuhen_build_info", version=_version(before), role="station",
-                     station="station-01") == 1
+        assert (
+            value(
+                before,
+                "liuhen_build_info",
+                version=_version(before),
+                role="station",
+                station="station-01",
+            )
+            == 1
+        )
         # Made beside the dock and moved in whole, as a recorder appears when mounted.
         rec = make_recorder(tmp_path / "outside" / "A123456", h265=0, truncated=0, segments=0)
         files = [p for p in rec.root.rglob("*") if p.is_file()]
@@ -179,8 +191,9 @@ def test_station_watch_metrics_move_after_an_offload(tmp_path: Path) -> None:
         rec.root.rename(dock / "A123456")
         wait_for(lambda: value(scrape(url), "liuhen_dockings_total", state="SAFE_TO_CLEAR") >= 1)
         after = scrape(url)
-        offloaded = (value(after, "liuhen_offload_files_total", result="stored")
-                     + value(after, "liuhen_offload_files_total", result="duplicate"))
+        offloaded = value(after, "liuhen_offload_files_total", result="stored") + value(
+            after, "liuhen_offload_files_total", result="duplicate"
+        )
         assert offloaded == len(files)
         assert value(after, "liuhen_offload_bytes_total") == expected_bytes
         assert value(after, "liuhen_offload_store_seconds_count") == len(files)
@@ -205,20 +218,27 @@ def test_station_watch_metrics_move_after_an_offload(tmp_path: Path) -> None:
 
 def test_worker_metrics_count_items_by_kind_and_result(tmp_path: Path) -> None:
     app = make_app(tmp_path / "data")
-    rec = make_recorder(tmp_path / "dock" / "A123456", h264=1, h265=0, wav=0, jpeg=1,
-                        truncated=0, segments=0)
+    rec = make_recorder(
+        tmp_path / "dock" / "A123456", h264=1, h265=0, wav=0, jpeg=1, truncated=0, segments=0
+    )
     station = app.station()
     assert station.run_docking(rec.root).state == "SAFE_TO_CLEAR"
     station.close()
     metrics = ServiceMetrics()
-    worker = Worker(app.settings, catalog=app.catalog, store=app.store, signer=app.signer,
-                    metrics=metrics)
+    worker = Worker(
+        app.settings, catalog=app.catalog, store=app.store, signer=app.signer, metrics=metrics
+    )
     stats = worker.run(drain=True, idle_s=0.1)
     assert stats.failed == 0, stats.errors
     samples = parse(metrics.registry.render())
     with app.catalog.session() as s:
-        done = dict(s.execute(select(WorkItem.kind, func.count()).where(
-            WorkItem.state == "DONE").group_by(WorkItem.kind)).all())
+        done = dict(
+            s.execute(
+                select(WorkItem.kind, func.count())
+                .where(WorkItem.state == "DONE")
+                .group_by(WorkItem.kind)
+            ).all()
+        )
     assert done["probe"] >= 2 and done["derive"] >= 2
     for kind, n in done.items():
         assert value(samples, "liuhen_work_items_total", kind=kind, result="done") == n

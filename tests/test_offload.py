@@ -64,8 +64,12 @@ def test_synthetic_recorder_postgres_s3(
     tmp_path: Path, pg_url: str, s3_endpoint: Any, s3_bucket: str, s3_client: Any
 ) -> None:
     rec = make_recorder(tmp_path / "dock" / "A123456")
-    app = make_app(tmp_path / "data", catalog_url=pg_url, store_url=f"s3://{s3_bucket}/ev",
-                   store_env={"LIUHEN_STORE_ENDPOINT_URL": s3_endpoint.url})
+    app = make_app(
+        tmp_path / "data",
+        catalog_url=pg_url,
+        store_url=f"s3://{s3_bucket}/ev",
+        store_env={"LIUHEN_STORE_ENDPOINT_URL": s3_endpoint.url},
+    )
     station = app.station()
     result = station.run_docking(rec.root)
     station.close()
@@ -111,8 +115,9 @@ def test_unknown_device_is_ingested_and_flagged(tmp_path: Path) -> None:
 
 
 def test_device_identity_from_file_names(tmp_path: Path) -> None:
-    rec = make_recorder(tmp_path / "dock" / "slot3", with_device_info=False, h265=0, wav=0,
-                        segments=0, truncated=0)
+    rec = make_recorder(
+        tmp_path / "dock" / "slot3", with_device_info=False, h265=0, wav=0, segments=0, truncated=0
+    )
     app = make_app(tmp_path / "data")
     station = app.station()
     station.run_docking(rec.root)
@@ -280,8 +285,9 @@ def test_full_disk_pauses_then_resumes(tmp_path: Path) -> None:
         waits: list[str] = []
 
         def run() -> None:
-            box["result"] = station.run_docking(rec.root, on_progress=lambda p: waits.append(
-                p.waiting or ""))
+            box["result"] = station.run_docking(
+                rec.root, on_progress=lambda p: waits.append(p.waiting or "")
+            )
 
         t = threading.Thread(target=run)
         t.start()
@@ -299,8 +305,9 @@ def test_full_disk_pauses_then_resumes(tmp_path: Path) -> None:
         subprocess.run(["umount", "-l", str(staging)], check=False)
 
 
-def test_ingest_command_exit_codes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_ingest_command_exit_codes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from tests.cli_helpers import run_cli
 
     monkeypatch.setenv("LIUHEN_HOME", str(tmp_path / "data"))
@@ -331,8 +338,9 @@ def test_clearing_deletes_only_after_recheck(tmp_path: Path) -> None:
     assert result.state == "CLEARED"
     assert recorder_files(rec.root) == []
     with app.catalog.session() as s:
-        cleared = s.scalars(select(CustodyEvent).where(
-            CustodyEvent.action == "cleared-from-recorder")).all()
+        cleared = s.scalars(
+            select(CustodyEvent).where(CustodyEvent.action == "cleared-from-recorder")
+        ).all()
     assert len(cleared) == len(rec.files)
     assert len(list(app.store.list("sha256/"))) == len(rec.files)
     assert J.CLEARED == "CLEARED"
@@ -366,9 +374,15 @@ def test_copy_reads_the_staged_file_back_behind_the_copy(tmp_path: Path) -> None
     fd = os.open(src, os.O_RDONLY)
     try:
         with ThreadPoolExecutor(1) as sm3_pool, ThreadPoolExecutor(1) as verify_pool:
-            copied = copy_and_hash(fd, tmp_path / "dst.part", expected_size=st.st_size,
-                                   expected_mtime_ns=st.st_mtime_ns, chunk_size=1 << 20,
-                                   sm3_pool=sm3_pool, verify_pool=verify_pool)
+            copied = copy_and_hash(
+                fd,
+                tmp_path / "dst.part",
+                expected_size=st.st_size,
+                expected_mtime_ns=st.st_mtime_ns,
+                chunk_size=1 << 20,
+                sm3_pool=sm3_pool,
+                verify_pool=verify_pool,
+            )
     finally:
         os.close(fd)
     assert copied.read_back
@@ -399,11 +413,20 @@ def test_staged_bytes_that_read_back_different_fail_the_copy(
     monkeypatch.setattr(offload.os, "pread", flipped)
     fd = os.open(src, os.O_RDONLY)
     try:
-        with ThreadPoolExecutor(1) as sm3_pool, ThreadPoolExecutor(1) as verify_pool, \
-                pytest.raises(offload.StagingReadBackMismatch) as info:
-            offload.copy_and_hash(fd, tmp_path / "dst.part", expected_size=st.st_size,
-                                  expected_mtime_ns=st.st_mtime_ns, chunk_size=1 << 20,
-                                  sm3_pool=sm3_pool, verify_pool=verify_pool)
+        with (
+            ThreadPoolExecutor(1) as sm3_pool,
+            ThreadPoolExecutor(1) as verify_pool,
+            pytest.raises(offload.StagingReadBackMismatch) as info,
+        ):
+            offload.copy_and_hash(
+                fd,
+                tmp_path / "dst.part",
+                expected_size=st.st_size,
+                expected_mtime_ns=st.st_mtime_ns,
+                chunk_size=1 << 20,
+                sm3_pool=sm3_pool,
+                verify_pool=verify_pool,
+            )
     finally:
         os.close(fd)
     assert "dst.part" in info.value.message and "reads back different bytes" in info.value.message

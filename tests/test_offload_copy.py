@@ -33,8 +33,10 @@ CHUNK = 64 << 10  # small chunks keep the chunked path's files small here
 
 @pytest.fixture
 def pools() -> Iterator[tuple[ThreadPoolExecutor, ThreadPoolExecutor]]:
-    with ThreadPoolExecutor(1, thread_name_prefix="sm3") as sm3, \
-            ThreadPoolExecutor(1, thread_name_prefix="read-back") as back:  # fmt: skip
+    with (
+        ThreadPoolExecutor(1, thread_name_prefix="sm3") as sm3,
+        ThreadPoolExecutor(1, thread_name_prefix="read-back") as back,
+    ):
         yield sm3, back
 
 
@@ -57,10 +59,15 @@ def copy(
     fd = os.open(src, os.O_RDONLY)
     try:
         return copy_and_hash(
-            fd, dst, expected_size=st.st_size if expected_size is None else expected_size,
-            expected_mtime_ns=st.st_mtime_ns, chunk_size=chunk, sm3_pool=pools[0],
-            verify_pool=pools[1] if verify else None, on_bytes=on_bytes,
-        )  # fmt: skip
+            fd,
+            dst,
+            expected_size=st.st_size if expected_size is None else expected_size,
+            expected_mtime_ns=st.st_mtime_ns,
+            chunk_size=chunk,
+            sm3_pool=pools[0],
+            verify_pool=pools[1] if verify else None,
+            on_bytes=on_bytes,
+        )
     finally:
         os.close(fd)
 
@@ -260,8 +267,11 @@ def test_source_cut_short_mid_copy_is_refused(
         copy(src, tmp_path / "dst.part", pools, on_bytes=lambda _n: os.truncate(src, 2 * CHUNK))
 
 
-@pytest.mark.parametrize("size", [0, 100_000, CHUNK, 5 * CHUNK + 7],
-                         ids=["empty", "one-chunk", "exactly-one-chunk", "chunked"])  # fmt: skip
+@pytest.mark.parametrize(
+    "size",
+    [0, 100_000, CHUNK, 5 * CHUNK + 7],
+    ids=["empty", "one-chunk", "exactly-one-chunk", "chunked"],
+)
 def test_source_grown_since_listed_is_refused(
     tmp_path: Path, pools: tuple[ThreadPoolExecutor, ThreadPoolExecutor], size: int
 ) -> None:
@@ -288,9 +298,15 @@ def test_source_rewritten_in_place_is_refused(
     fd = os.open(src, os.O_RDONLY)
     try:
         with pytest.raises(SourceChanged):
-            copy_and_hash(fd, tmp_path / "dst.part", expected_size=size,
-                          expected_mtime_ns=listed, chunk_size=CHUNK, sm3_pool=pools[0],
-                          verify_pool=pools[1])  # fmt: skip
+            copy_and_hash(
+                fd,
+                tmp_path / "dst.part",
+                expected_size=size,
+                expected_mtime_ns=listed,
+                chunk_size=CHUNK,
+                sm3_pool=pools[0],
+                verify_pool=pools[1],
+            )
     finally:
         os.close(fd)
 
@@ -305,8 +321,15 @@ def test_read_error_on_the_source_is_refused(
     fd = os.open(folder, os.O_RDONLY)
     try:
         with pytest.raises(SourceVanished, match="read error after 0 bytes"):
-            copy_and_hash(fd, tmp_path / "dst.part", expected_size=size, expected_mtime_ns=0,
-                          chunk_size=CHUNK, sm3_pool=pools[0], verify_pool=pools[1])  # fmt: skip
+            copy_and_hash(
+                fd,
+                tmp_path / "dst.part",
+                expected_size=size,
+                expected_mtime_ns=0,
+                chunk_size=CHUNK,
+                sm3_pool=pools[0],
+                verify_pool=pools[1],
+            )
     finally:
         os.close(fd)
 

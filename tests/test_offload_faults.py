@@ -107,8 +107,13 @@ class Contents:
 
 
 def build_recorder(
-    root: Path, serial: str, *, small: int = 150, big: tuple[Path, ...] = (),
-    big_unique_mb: int = 0, seed: int = 0,
+    root: Path,
+    serial: str,
+    *,
+    small: int = 150,
+    big: tuple[Path, ...] = (),
+    big_unique_mb: int = 0,
+    seed: int = 0,
 ) -> None:
     """make_recorder media, ``small`` bulk files of 20 KB, hard links to shared big files
     and optionally one big file of this recorder's own. Recorders built with the same
@@ -156,13 +161,19 @@ def station_env(home: Path, **extra: str) -> dict[str, str]:
 def liuhen(
     env: dict[str, str], *args: str, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(LIUHEN), *args], env=env, capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    return subprocess.run(
+        [str(LIUHEN), *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
 def start_ingest(env: dict[str, str], root: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen([str(LIUHEN), "ingest", str(root), "--quiet", "--json"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [str(LIUHEN), "ingest", str(root), "--quiet", "--json"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def ingest_until_done(env: dict[str, str], root: Path, attempts: int = 3) -> dict[str, Any]:
@@ -172,8 +183,9 @@ def ingest_until_done(env: dict[str, str], root: Path, attempts: int = 3) -> dic
         if done.returncode == 0:
             result: dict[str, Any] = json.loads(done.stdout)
             return result
-    raise AssertionError(f"ingest of {root} still exits {done.returncode}: {done.stdout}"
-                         f"{done.stderr}")
+    raise AssertionError(
+        f"ingest of {root} still exits {done.returncode}: {done.stdout}{done.stderr}"
+    )
 
 
 REPO = Path(__file__).resolve().parent.parent
@@ -181,14 +193,22 @@ REPO = Path(__file__).resolve().parent.parent
 
 def kill_at(env: dict[str, str], root: Path, point: KillPoint) -> None:
     """Run `liuhen ingest` with SIGKILL at ``point``; fail if the point was not reached."""
-    env = {**env, KILL_ENV: str(point),
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))}
-    done = subprocess.run([sys.executable, "-c", KILL_BOOT, "ingest", str(root), "--quiet",
-                           "--json"], env=env, capture_output=True, text=True, timeout=300,
-                          check=False)
+    env = {
+        **env,
+        KILL_ENV: str(point),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", KILL_BOOT, "ingest", str(root), "--quiet", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == -signal.SIGKILL, (
-        f"kill point {point} was not reached: exit {done.returncode}\n"
-        f"{done.stdout}{done.stderr}")
+        f"kill point {point} was not reached: exit {done.returncode}\n{done.stdout}{done.stderr}"
+    )
 
 
 # -- what the station left behind at a kill ----------------------------------------------------
@@ -210,8 +230,10 @@ class Seen:
 
     def __str__(self) -> str:
         files = " ".join(f"{s}={n}" for s, n in self.files) or "no files"
-        return (f"journal {self.docking} [{files}] staging .part={self.parts} "
-                f".staged={self.staged} catalog {self.catalog} registered={self.registered}")
+        return (
+            f"journal {self.docking} [{files}] staging .part={self.parts} "
+            f".staged={self.staged} catalog {self.catalog} registered={self.registered}"
+        )
 
 
 def observe(home: Path, root: Path) -> Seen:
@@ -222,13 +244,20 @@ def observe(home: Path, root: Path) -> Seen:
             tables = {t for (t,) in db.execute("SELECT name FROM sqlite_master")}
             row = None
             if {"dockings", "files"} <= tables:  # else killed before the schema was made
-                row = db.execute("SELECT uid, state FROM dockings WHERE source_path = ?",
-                                 (str(root),)).fetchone()
+                row = db.execute(
+                    "SELECT uid, state FROM dockings WHERE source_path = ?", (str(root),)
+                ).fetchone()
             if row is not None:
                 uid, state = row
-                files = tuple(sorted(db.execute(
-                    "SELECT state, COUNT(*) FROM files WHERE docking_uid = ? GROUP BY state",
-                    (uid,))))
+                files = tuple(
+                    sorted(
+                        db.execute(
+                            "SELECT state, COUNT(*) FROM files WHERE docking_uid = ? "
+                            "GROUP BY state",
+                            (uid,),
+                        )
+                    )
+                )
     parts = staged = 0
     catalog, registered = "-", 0
     if uid is not None:
@@ -240,7 +269,9 @@ def observe(home: Path, root: Path) -> Seen:
         with contextlib.closing(sqlite3.connect(home / "catalog.sqlite3", timeout=30)) as db:
             row = db.execute(
                 "SELECT state, (SELECT COUNT(*) FROM docking_files f WHERE f.docking_id = d.id) "
-                "FROM dockings d WHERE uid = ?", (uid,)).fetchone()
+                "FROM dockings d WHERE uid = ?",
+                (uid,),
+            ).fetchone()
             if row is not None:
                 catalog, registered = row
     return Seen(state, files, parts, staged, catalog, registered)
@@ -251,8 +282,9 @@ def file_state(home: Path, relpath: str) -> str | None:
         return None
     with contextlib.closing(sqlite3.connect(home / JOURNAL_NAME, timeout=30)) as db:
         try:
-            row = db.execute("SELECT state FROM files WHERE relpath = ?",
-                             (relpath.encode(),)).fetchone()
+            row = db.execute(
+                "SELECT state FROM files WHERE relpath = ?", (relpath.encode(),)
+            ).fetchone()
         except sqlite3.OperationalError:  # the schema is being made
             return None
     return None if row is None else str(row[0])
@@ -280,13 +312,16 @@ def assert_custody_order(session: Any, station_id: str, docking_uid: str) -> dic
     safe-to-clear event. Returns the files the chain records as offloaded in the docking
     (path -> SHA-256)."""
     events = session.scalars(
-        select(CustodyEvent).where(CustodyEvent.station_id == station_id)
-        .order_by(CustodyEvent.seq)).all()
+        select(CustodyEvent).where(CustodyEvent.station_id == station_id).order_by(CustodyEvent.seq)
+    ).all()
     by_seq = {e.seq: e for e in events}
     safe = [e for e in events if e.action == "safe-to-clear" and e.object_id == docking_uid]
     assert len(safe) == 1, f"{len(safe)} safe-to-clear events for docking {docking_uid}"
-    offloaded = [e for e in events
-                 if e.action == "offloaded" and json.loads(e.details)["docking"] == docking_uid]
+    offloaded = [
+        e
+        for e in events
+        if e.action == "offloaded" and json.loads(e.details)["docking"] == docking_uid
+    ]
     for ev in offloaded:
         nxt = by_seq[ev.seq + 1]
         assert nxt.object_id == ev.object_id
@@ -299,15 +334,20 @@ def assert_custody_order(session: Any, station_id: str, docking_uid: str) -> dic
             assert (last.action, last.object_id) == ("verified", ev.object_id)
         assert last.seq < safe[0].seq, (
             f"safe-to-clear (#{safe[0].seq}) before {json.loads(ev.details)['path']} was "
-            f"verified (#{last.seq})")
+            f"verified (#{last.seq})"
+        )
     paths = {json.loads(e.details)["path"]: e.object_id for e in offloaded}
     assert len(paths) == len(offloaded), "a file was offloaded twice in one docking"
     return paths
 
 
 def assert_all_stored_once(
-    catalog: Catalog, store: LocalStore, contents: Contents, recorders: list[Recorder],
-    stations: dict[str, str], redocked: dict[str, int] | None = None,
+    catalog: Catalog,
+    store: LocalStore,
+    contents: Contents,
+    recorders: list[Recorder],
+    stations: dict[str, str],
+    redocked: dict[str, int] | None = None,
 ) -> None:
     """One object and one recording per distinct content, with the right digests; every
     recorder file registered in its (single) docking, custody complete and in order.
@@ -335,8 +375,11 @@ def assert_all_stored_once(
         assert len(shas) == len(set(shas)) == len(contents.by_sha256)
         for r in recordings:
             sm3, size = contents.by_sha256[r.sha256]
-            assert (r.sm3, r.size, r.object_key) == (sm3, size, content_key(
-                Digest("sha256", r.sha256)))
+            assert (r.sm3, r.size, r.object_key) == (
+                sm3,
+                size,
+                content_key(Digest("sha256", r.sha256)),
+            )
         by_id = {r.id: r for r in recordings}
         for rec in recorders:
             dockings = s.scalars(select(Docking).where(Docking.source_path == str(rec.root))).all()
@@ -346,8 +389,11 @@ def assert_all_stored_once(
                 assert d.state == J.SAFE_TO_CLEAR and d.station_id == stations[str(rec.root)]
                 rows = s.scalars(select(DockingFile).where(DockingFile.docking_id == d.id)).all()
                 assert len(rows) == rec.files
-                got = {row.relpath: by_id[row.recording_id].sha256 for row in rows
-                       if row.recording_id is not None and row.state in ("STORED", "DUPLICATE")}
+                got = {
+                    row.relpath: by_id[row.recording_id].sha256
+                    for row in rows
+                    if row.recording_id is not None and row.state in ("STORED", "DUPLICATE")
+                }
                 assert got == rec.sha256
                 # Every file's offloaded event is in the chain: no custody event lost.
                 assert assert_custody_order(s, d.station_id, d.uid) == rec.sha256
@@ -381,22 +427,35 @@ STATION = "ingest.station.Station"
 CHAINS: tuple[tuple[KillPoint, ...], ...] = (
     # Start-up: before the docking is in the journal, just after, with its files listed;
     # then a copy complete but not yet renamed into staging.
-    (point(f"{JOURNAL}.add_docking", "before"), point(f"{JOURNAL}.add_docking", "after"),
-     point(f"{JOURNAL}.add_files", "after"), point("os.replace", "before", 20),
-     point(f"{STATION}._register_batch", "after")),
+    (
+        point(f"{JOURNAL}.add_docking", "before"),
+        point(f"{JOURNAL}.add_docking", "after"),
+        point(f"{JOURNAL}.add_files", "after"),
+        point("os.replace", "before", 20),
+        point(f"{STATION}._register_batch", "after"),
+    ),
     # A file just renamed into staging; then the catalog has a batch the journal has not.
     (point("os.replace", "after", 5), point(f"{JOURNAL}.set_files", "before", state="DONE")),
     # Storing: before the first object is linked into place (the resumed docking still
     # has all but at most one to store), and after the 40th.
-    (point("os.link", "before"), point("os.link", "after", 40),
-     point(f"{JOURNAL}.set_files", "after", state="DONE")),
-    (point(f"{JOURNAL}.set_file", "after", 60, state="STAGED"),
-     point(f"{STATION}._register_batch", "before")),
+    (
+        point("os.link", "before"),
+        point("os.link", "after", 40),
+        point(f"{JOURNAL}.set_files", "after", state="DONE"),
+    ),
+    (
+        point(f"{JOURNAL}.set_file", "after", 60, state="STAGED"),
+        point(f"{STATION}._register_batch", "before"),
+    ),
     # Registering: after the first batch is DONE, before the second is registered.
-    (point(f"{JOURNAL}.set_files", "after", state="DONE"),
-     point(f"{JOURNAL}.set_docking", "before", state="SAFE_TO_CLEAR")),
-    (point(f"{STATION}._register_batch", "before", 2),
-     point(f"{JOURNAL}.set_docking", "after", state="SAFE_TO_CLEAR")),
+    (
+        point(f"{JOURNAL}.set_files", "after", state="DONE"),
+        point(f"{JOURNAL}.set_docking", "before", state="SAFE_TO_CLEAR"),
+    ),
+    (
+        point(f"{STATION}._register_batch", "before", 2),
+        point(f"{JOURNAL}.set_docking", "after", state="SAFE_TO_CLEAR"),
+    ),
     # The end: just before and just after the journal says SAFE TO CLEAR.
     (point(f"{JOURNAL}.set_docking", "before", state="SAFE_TO_CLEAR"),),
     (point(f"{JOURNAL}.set_docking", "after", state="SAFE_TO_CLEAR"),),
@@ -407,7 +466,8 @@ CHAINS: tuple[tuple[KillPoint, ...], ...] = (
 @pytest.mark.slow
 @pytest.mark.timeout(1200)  # some 27 station runs; slow on a loaded machine, never stuck
 def test_kill_9_anywhere_in_a_docking_loses_nothing_and_stores_nothing_twice(
-    tmp_path: Path, record_property: Callable[[str, object], None],
+    tmp_path: Path,
+    record_property: Callable[[str, object], None],
 ) -> None:
     home = tmp_path / "station"
     env = station_env(home)
@@ -433,7 +493,10 @@ def test_kill_9_anywhere_in_a_docking_loses_nothing_and_stores_nothing_twice(
         if observe(home, rec.root).docking != J.SAFE_TO_CLEAR:
             result = ingest_until_done(env, rec.root)
             assert (result["state"], result["stored"], result["files"]) == (
-                J.SAFE_TO_CLEAR, rec.files, rec.files), result
+                J.SAFE_TO_CLEAR,
+                rec.files,
+                rec.files,
+            ), result
         assert observe(home, rec.root).catalog == J.SAFE_TO_CLEAR
     # Docking a finished recorder again is a new docking of duplicates: nothing stored.
     redock = recorders[0]
@@ -455,9 +518,14 @@ def test_kill_9_anywhere_in_a_docking_loses_nothing_and_stores_nothing_twice(
     settings = load_settings(home, environ=env)
     catalog = Catalog(settings.catalog_url)
     try:
-        assert_all_stored_once(catalog, LocalStore(home / "objects"), contents, recorders,
-                               {str(r.root): settings.station.id for r in recorders},
-                               {str(redock.root): 2})
+        assert_all_stored_once(
+            catalog,
+            LocalStore(home / "objects"),
+            contents,
+            recorders,
+            {str(r.root): settings.station.id for r in recorders},
+            {str(redock.root): 2},
+        )
     finally:
         catalog.dispose()
     with contextlib.closing(Journal(settings.journal_path)) as journal:
@@ -502,8 +570,11 @@ class DockingThread(threading.Thread):
 
 def status_of(journal_path: Path, root: Path) -> dict[str, Any] | None:
     with contextlib.closing(Journal(journal_path)) as journal:
-        rows = [r for r in status_rows(journal)
-                if journal.docking(r["docking"]).source_path == str(root)]  # type: ignore[union-attr]
+        rows = [
+            r
+            for r in status_rows(journal)
+            if journal.docking(r["docking"]).source_path == str(root)
+        ]  # type: ignore[union-attr]
     return rows[0] if rows else None
 
 
@@ -512,7 +583,11 @@ def status_of(journal_path: Path, root: Path) -> dict[str, Any] | None:
 @pytest.mark.s3
 @pytest.mark.parametrize("cut", ["before", "during"])
 def test_store_outage_mid_docking_waits_then_finishes(
-    tmp_path: Path, s3_proxy: TcpProxy, s3_bucket: str, s3_client: Any, cut: str,
+    tmp_path: Path,
+    s3_proxy: TcpProxy,
+    s3_bucket: str,
+    s3_client: Any,
+    cut: str,
 ) -> None:
     home = tmp_path / "station"
     environ = station_env(
@@ -544,15 +619,20 @@ def test_store_outage_mid_docking_waits_then_finishes(
         docking.start()
         if cut == "during":
             # Cut as the big file (multipart) goes up, if we catch it; else a little later.
-            wait_for("the big file staged",
-                     lambda: file_state(home, big) in (J.STAGED, J.DONE))
+            wait_for("the big file staged", lambda: file_state(home, big) in (J.STAGED, J.DONE))
             s3_proxy.cut()
         cut_during = file_state(home, big)
         try:
             # Everything is copied to staging meanwhile, and the status says why it waits.
-            row = wait_for("the docking to wait for the store", lambda: (
-                (r := status_of(settings.journal_path, rec.root)) is not None
-                and r["waiting"] and observe(home, rec.root).count(J.PENDING) == 0 and r))
+            row = wait_for(
+                "the docking to wait for the store",
+                lambda: (
+                    (r := status_of(settings.journal_path, rec.root)) is not None
+                    and r["waiting"]
+                    and observe(home, rec.root).count(J.PENDING) == 0
+                    and r
+                ),
+            )
             assert not row["safe_to_clear"] and row["state"] == J.OFFLOADING
             assert "object store" in row["waiting"], row["waiting"]
             done = observe(home, rec.root).count(J.DONE)
@@ -567,17 +647,23 @@ def test_store_outage_mid_docking_waits_then_finishes(
     finally:
         station.close()
     assert (result.state, result.stored, result.files, result.problems) == (
-        J.SAFE_TO_CLEAR, rec.files, rec.files, [])
+        J.SAFE_TO_CLEAR,
+        rec.files,
+        rec.files,
+        [],
+    )
     after = status_of(settings.journal_path, rec.root)
     assert after is not None and after["waiting"] is None and after["safe_to_clear"]
 
     # Every file is in the bucket, read back with a plain client, bytes hashing right.
     listed: list[str] = []
-    for page in s3_client.get_paginator("list_objects_v2").paginate(Bucket=s3_bucket,
-                                                                    Prefix="evidence/sha256/"):
+    for page in s3_client.get_paginator("list_objects_v2").paginate(
+        Bucket=s3_bucket, Prefix="evidence/sha256/"
+    ):
         listed += [o["Key"] for o in page.get("Contents") or ()]
     assert sorted(listed) == sorted(
-        f"evidence/{content_key(Digest('sha256', h))}" for h in contents.by_sha256)
+        f"evidence/{content_key(Digest('sha256', h))}" for h in contents.by_sha256
+    )
     for key in listed:
         body = s3_client.get_object(Bucket=s3_bucket, Key=key)["Body"].read()
         assert hashlib.sha256(body).hexdigest() == key.rsplit("/", 1)[-1]
@@ -601,7 +687,11 @@ def test_store_outage_mid_docking_waits_then_finishes(
 
 
 def recorders_with_files_in_common(
-    contents: Contents, where: Path, serials: tuple[str, ...], *, small: int = 40,
+    contents: Contents,
+    where: Path,
+    serials: tuple[str, ...],
+    *,
+    small: int = 40,
     shared: int = 12,
 ) -> list[Recorder]:
     """Recorders whose first recorder's media and ``shared`` small files are copied into
@@ -627,8 +717,11 @@ def assert_shared_files_linked(catalog: Catalog, recs: list[Recorder]) -> None:
     """Each content held by n recorder files has one STORED and n - 1 DUPLICATE rows."""
     holders = Counter(sha for r in recs for sha in r.sha256.values())
     with catalog.session() as s:
-        rows = s.execute(select(Recording.sha256, DockingFile.state)
-                         .join(DockingFile, DockingFile.recording_id == Recording.id)).all()
+        rows = s.execute(
+            select(Recording.sha256, DockingFile.state).join(
+                DockingFile, DockingFile.recording_id == Recording.id
+            )
+        ).all()
     states = {sha: Counter(state for h, state in rows if h == sha) for sha in holders}
     assert sum(n > 1 for n in holders.values()) > 10  # the recorders do share files
     for sha, n in holders.items():
@@ -654,11 +747,17 @@ def test_two_dockings_at_once_on_one_station(tmp_path: Path, catalog_url: str) -
     finally:
         station.close()
     for rec, result in zip(recs, results, strict=True):
-        assert (result.state, result.stored, result.problems) == (
-            J.SAFE_TO_CLEAR, rec.files, []), result
+        assert (result.state, result.stored, result.problems) == (J.SAFE_TO_CLEAR, rec.files, []), (
+            result
+        )
     assert_staging_empty(home)
-    assert_all_stored_once(app.catalog, LocalStore(home / "objects"), contents, recs,
-                           {str(r.root): settings.station.id for r in recs})
+    assert_all_stored_once(
+        app.catalog,
+        LocalStore(home / "objects"),
+        contents,
+        recs,
+        {str(r.root): settings.station.id for r in recs},
+    )
     assert_shared_files_linked(app.catalog, recs)
     app.close()
 
@@ -669,8 +768,12 @@ def test_two_dockings_at_once_on_one_station(tmp_path: Path, catalog_url: str) -
 def test_two_stations_on_one_postgres_catalog_and_one_store(tmp_path: Path, pg_url: str) -> None:
     objects = tmp_path / "shared" / "objects"
     envs = {
-        sid: station_env(tmp_path / sid, LIUHEN_STATION_ID=sid, LIUHEN_CATALOG_URL=pg_url,
-                         LIUHEN_STORE_URL=objects.as_uri())
+        sid: station_env(
+            tmp_path / sid,
+            LIUHEN_STATION_ID=sid,
+            LIUHEN_CATALOG_URL=pg_url,
+            LIUHEN_STORE_URL=objects.as_uri(),
+        )
         for sid in ("station-a", "station-b")
     }
     for env in envs.values():

@@ -53,12 +53,15 @@ def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_a_folder_of_several_recorders_is_refused_naming_them(
-    tmp_path: Path, cli_env: Path, capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    cli_env: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     parent = tmp_path / "copied"
     make_bulk_files(parent / "K111111", 2, 5_000, device=replace(DEFAULT_DEVICE, serial="K111111"))
-    make_bulk_files(parent / "K222222", 2, 5_000, seed=1,
-                    device=replace(DEFAULT_DEVICE, serial="K222222"))
+    make_bulk_files(
+        parent / "K222222", 2, 5_000, seed=1, device=replace(DEFAULT_DEVICE, serial="K222222")
+    )
     make_app(cli_env).close()
 
     refused = run_cli(capsys, "ingest", str(parent), "--quiet")
@@ -77,17 +80,23 @@ def test_a_folder_of_several_recorders_is_refused_naming_them(
         assert run_cli(capsys, "ingest", str(parent / serial), "--quiet").code == 0
     app = make_app(cli_env)
     with app.catalog.session() as s:
-        devices = {name.split("_")[0]: serial for name, serial in s.execute(
-            select(Recording.original_name, Device.serial).join(
-                Device, Device.id == Recording.device_id))
-            if name.endswith(".JPG")}
+        devices = {
+            name.split("_")[0]: serial
+            for name, serial in s.execute(
+                select(Recording.original_name, Device.serial).join(
+                    Device, Device.id == Recording.device_id
+                )
+            )
+            if name.endswith(".JPG")
+        }
     app.close()
     assert devices == {"K111111": "K111111", "K222222": "K222222"}
 
 
 def test_a_file_naming_another_device_is_not_filed_under_this_one(tmp_path: Path) -> None:
-    rec = make_bulk_files(tmp_path / "dock" / "K111111", 2, 5_000,
-                          device=replace(DEFAULT_DEVICE, serial="K111111"))
+    rec = make_bulk_files(
+        tmp_path / "dock" / "K111111", 2, 5_000, device=replace(DEFAULT_DEVICE, serial="K111111")
+    )
     stray = rec.root / "DCIM" / "K222222_010203_20261126083002_0001.JPG"
     stray.write_bytes(b"recorded by another device" * 100)
     app = make_app(tmp_path / "data")
@@ -109,7 +118,9 @@ def test_a_file_naming_another_device_is_not_filed_under_this_one(tmp_path: Path
 
 
 def test_an_empty_recorder_folder_is_no_files_found_never_safe(
-    tmp_path: Path, cli_env: Path, capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    cli_env: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     make_app(cli_env).close()
     mount_point = tmp_path / "dock" / "slot1"  # nothing mounted on it
@@ -140,8 +151,12 @@ def tmpfs() -> Iterator[Callable[[Path, str], None]]:
 
     def mount(path: Path, size: str) -> None:
         path.mkdir(parents=True, exist_ok=True)
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs",
-                               str(path)], capture_output=True, text=True, check=False)
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if done.returncode != 0:
             pytest.skip(f"cannot mount a small file system here: {done.stderr.strip()}")
         mounted.append(path)
@@ -194,10 +209,14 @@ class Docking:
 
 
 def assert_waiting_not_quarantined(
-    docking: Docking, phrase: str, caplog: pytest.LogCaptureFixture, capsys: Any,
+    docking: Docking,
+    phrase: str,
+    caplog: pytest.LogCaptureFixture,
+    capsys: Any,
 ) -> None:
-    waiting = wait_for(f"waiting state {phrase!r}",
-                       lambda: (w := docking.waiting()) and phrase in w and w)
+    waiting = wait_for(
+        f"waiting state {phrase!r}", lambda: (w := docking.waiting()) and phrase in w and w
+    )
     assert "unexpected" not in waiting
     files = docking.station.journal.files(docking.station.journal.dockings()[0].uid)
     assert not [f for f in files if f.state == J.QUARANTINED]
@@ -215,8 +234,12 @@ def assert_all_stored(app: App, result: DockingResult, count: int) -> None:
 
 
 def test_a_full_store_waits_named_and_resumes_when_space_returns(
-    tmp_path: Path, cli_env: Path, tmpfs: Any, caplog: pytest.LogCaptureFixture,
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    cli_env: Path,
+    tmpfs: Any,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     store = tmp_path / "store"
     tmpfs(store, "256k")
@@ -226,7 +249,8 @@ def test_a_full_store_waits_named_and_resumes_when_space_returns(
     caplog.set_level(logging.WARNING)
     docking = Docking(app, rec.root)
     assert_waiting_not_quarantined(
-        docking, "store full: free space or extend the volume", caplog, capsys)
+        docking, "store full: free space or extend the volume", caplog, capsys
+    )
     remount(store, "size=8m")  # the volume extended
     result = docking.finish()
     assert_all_stored(app, result, len(rec.files))
@@ -234,8 +258,12 @@ def test_a_full_store_waits_named_and_resumes_when_space_returns(
 
 
 def test_a_read_only_store_waits_named_and_resumes_when_writable(
-    tmp_path: Path, cli_env: Path, tmpfs: Any, caplog: pytest.LogCaptureFixture,
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    cli_env: Path,
+    tmpfs: Any,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     store = tmp_path / "store"
     tmpfs(store, "8m")
@@ -253,19 +281,26 @@ def test_a_read_only_store_waits_named_and_resumes_when_writable(
 
 
 def test_staging_smaller_than_a_file_is_a_permanent_named_error(
-    tmp_path: Path, cli_env: Path, tmpfs: Any,
+    tmp_path: Path,
+    cli_env: Path,
+    tmpfs: Any,
 ) -> None:
     tmpfs(cli_env / "staging", "64k")
     make_app(cli_env).close()
     rec = make_bulk_files(tmp_path / "dock" / "A123456", 1, 200_000)
     (big,) = [p for p in rec.root.rglob("*.JPG")]
     env = {k: v for k, v in os.environ.items() if not k.startswith("LIUHEN_")}
-    env.update(LIUHEN_HOME=str(cli_env), LIUHEN_INGEST_STABLE_S="0",
-               LIUHEN_INGEST_RETRY_MAX_S="1")
+    env.update(LIUHEN_HOME=str(cli_env), LIUHEN_INGEST_STABLE_S="0", LIUHEN_INGEST_RETRY_MAX_S="1")
 
     # A station that waited for space here would wait for ever: the timeout fails it.
-    done = subprocess.run([str(LIUHEN), "ingest", str(rec.root), "--quiet"], env=env,
-                          capture_output=True, text=True, check=False, timeout=PATIENCE_S)
+    done = subprocess.run(
+        [str(LIUHEN), "ingest", str(rec.root), "--quiet"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=PATIENCE_S,
+    )
 
     assert done.returncode == 3, done.stdout + done.stderr
     said = " ".join(done.stdout.split())
@@ -275,8 +310,12 @@ def test_staging_smaller_than_a_file_is_a_permanent_named_error(
 
 @pytest.mark.s3
 def test_a_full_s3_store_waits_named_and_resumes_when_the_quota_is_raised(
-    tmp_path: Path, cli_env: Path, s3_endpoint: Any, caplog: pytest.LogCaptureFixture,
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    cli_env: Path,
+    s3_endpoint: Any,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A bucket whose owner's quota is used up (Ceph RGW answers 403 QuotaExceeded) is a
     full store, as a full volume is: a wait, not "access denied" and a quarantine."""
@@ -287,8 +326,14 @@ def test_a_full_s3_store_waits_named_and_resumes_when_the_quota_is_raised(
         pytest.skip("needs the Ceph gateway the tests start (its admin tool sets quotas)")
     uid = f"quota-{os.getpid()}-{time.monotonic_ns()}"
     access, secret = uid.upper().replace("-", "")[:20], "quota-secret-" + uid
-    rgw.admin("user", "create", f"--uid={uid}", "--display-name=quota test",
-              f"--access-key={access}", f"--secret-key={secret}")
+    rgw.admin(
+        "user",
+        "create",
+        f"--uid={uid}",
+        "--display-name=quota test",
+        f"--access-key={access}",
+        f"--secret-key={secret}",
+    )
     # Smaller than any one file: each upload is refused whatever the usage stats say.
     rgw.admin("quota", "set", "--quota-scope=user", f"--uid={uid}", "--max-size=50000")
     rgw.admin("quota", "enable", "--quota-scope=user", f"--uid={uid}")
@@ -311,7 +356,9 @@ def test_a_full_s3_store_waits_named_and_resumes_when_the_quota_is_raised(
 
 
 def test_a_recorder_whose_every_file_is_rejected_is_not_safe_to_clear(
-    tmp_path: Path, cli_env: Path, capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    cli_env: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Found by the review: a folder holding only a link out of the recorder and a pipe
     said "0 of 2 files stored and verified … SAFE TO CLEAR". Nothing taken is nothing

@@ -87,15 +87,18 @@ def assert_repaired(app: App, rec: Recording, good: bytes, damaged: bytes, read:
     details = json.loads(event.details)
     assert event.object_id == rec.sha256
     assert details["expected"] == {"sha256": rec.sha256, "sm3": rec.sm3}
-    assert details["found"] == {"sha256": damaged_sha,
-                                "sm3": hashlib.new("sm3", damaged).hexdigest()}
+    assert details["found"] == {
+        "sha256": damaged_sha,
+        "sm3": hashlib.new("sm3", damaged).hexdigest(),
+    }
     assert details["damaged_copy"] == f"{DAMAGED_PREFIX}{rec.object_key}/{damaged_sha}"
     assert read(details["damaged_copy"]) == damaged
     with app.catalog.session() as s:
         report = verify_chain(s, trusted={app.settings.station.id: {app.signer.key_id}})
     assert report.ok, [p.describe() for p in report.problems]
-    audit = audit_store(app.catalog, app.store, app.signer, scope=make_scope("all"),
-                        actor="auditor")
+    audit = audit_store(
+        app.catalog, app.store, app.signer, scope=make_scope("all"), actor="auditor"
+    )
     assert audit.ok and audit.failed == 0, audit.failures
 
 
@@ -106,7 +109,10 @@ def read_local(app: App) -> Any:
 
 
 def test_redocking_over_a_damaged_held_copy_repairs_it(
-    tmp_path: Path, catalog_url: str, cli_env: Path, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    catalog_url: str,
+    cli_env: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("LIUHEN_CATALOG_URL", catalog_url)
@@ -174,8 +180,9 @@ def immutable() -> Iterator[Any]:
         pytest.skip("chattr is not installed")
 
     def mark(path: Path, on: bool = True) -> None:
-        done = subprocess.run(["chattr", "+i" if on else "-i", str(path)],
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            ["chattr", "+i" if on else "-i", str(path)], capture_output=True, text=True
+        )
         if done.returncode != 0:
             pytest.skip(f"cannot set the immutable attribute here: {done.stderr.strip()}")
         if on:
@@ -187,7 +194,10 @@ def immutable() -> Iterator[Any]:
 
 
 def test_a_damaged_copy_the_store_will_not_replace_is_not_safe_to_clear(
-    tmp_path: Path, cli_env: Path, immutable: Any, capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    cli_env: Path,
+    immutable: Any,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     app, root, recs = docked_once(tmp_path)
     victim = recs[2]
@@ -209,21 +219,25 @@ def test_a_damaged_copy_the_store_will_not_replace_is_not_safe_to_clear(
     immutable(path, on=False)
     again = run_cli(capsys, "ingest", str(root), "--quiet")
     assert again.code == 0, again.out
-    assert_repaired(app, victim, recorder_file(root, victim).read_bytes(), damaged,
-                    read_local(app))
+    assert_repaired(app, victim, recorder_file(root, victim).read_bytes(), damaged, read_local(app))
     app.close()
 
 
 @pytest.mark.s3
 @pytest.mark.parametrize("lock", [False, True], ids=["plain-bucket", "object-lock-bucket"])
 def test_s3_redocking_over_a_damaged_held_copy_repairs_it(
-    tmp_path: Path, lock: bool, s3_endpoint: Any, s3_client: Any,
+    tmp_path: Path,
+    lock: bool,
+    s3_endpoint: Any,
+    s3_client: Any,
     request: pytest.FixtureRequest,
 ) -> None:
     bucket = request.getfixturevalue("s3_lock_bucket" if lock else "s3_bucket")
     app, root, recs = docked_once(
-        tmp_path, store_url=f"s3://{bucket}/ev",
-        store_env={"LIUHEN_STORE_ENDPOINT_URL": s3_endpoint.url})
+        tmp_path,
+        store_url=f"s3://{bucket}/ev",
+        store_env={"LIUHEN_STORE_ENDPOINT_URL": s3_endpoint.url},
+    )
     victim = recs[1]
     key = f"ev/{victim.object_key}"
     good = recorder_file(root, victim).read_bytes()
@@ -232,8 +246,7 @@ def test_s3_redocking_over_a_damaged_held_copy_repairs_it(
     damaged[len(damaged) // 2] ^= 0x01
     # Overwritten behind the store's back, its recorded digest kept: the store's metadata
     # still vouches for the good bytes.
-    s3_client.put_object(Bucket=bucket, Key=key, Body=bytes(damaged),
-                         Metadata=held["Metadata"])
+    s3_client.put_object(Bucket=bucket, Key=key, Body=bytes(damaged), Metadata=held["Metadata"])
 
     station = app.station()
     result = station.run_docking(root)
@@ -256,10 +269,14 @@ def test_a_journal_written_before_repairs_were_journaled_opens_and_keeps_its_fil
     path = tmp_path / "station-journal.sqlite3"
     with contextlib.closing(sqlite3.connect(path)) as db:
         db.executescript(J.SCHEMA.replace("    repair TEXT,\n", ""))
-        db.execute("INSERT INTO dockings VALUES ('d1', 'slot', '/dock/A', 'A123456', '{}', "
-                   "'OFFLOADING', 't', 't', NULL, NULL)")
-        db.execute("INSERT INTO files (docking_uid, relpath, size, mtime_ns, state) "
-                   "VALUES ('d1', X'412E4A5047', 5, 1, 'PENDING')")
+        db.execute(
+            "INSERT INTO dockings VALUES ('d1', 'slot', '/dock/A', 'A123456', '{}', "
+            "'OFFLOADING', 't', 't', NULL, NULL)"
+        )
+        db.execute(
+            "INSERT INTO files (docking_uid, relpath, size, mtime_ns, state) "
+            "VALUES ('d1', X'412E4A5047', 5, 1, 'PENDING')"
+        )
         db.commit()
     journal = J.Journal(path)
     try:

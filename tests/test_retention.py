@@ -60,17 +60,34 @@ def test_each_rule_explained(app: Any, capsys: pytest.CaptureFixture[str]) -> No
     d = decision(app, plain, later)
     # From the later of capture and receipt (docked 8 hours after it began).
     assert (d.rule, d.keep_until, d.expired, d.deletable) == (
-        "unattached", start + timedelta(hours=8, days=DAYS), True, True)
+        "unattached",
+        start + timedelta(hours=8, days=DAYS),
+        True,
+        True,
+    )
     assert decision(app, plain, start + timedelta(days=DAYS, hours=7)).expired is False
     d = decision(app, important, later)
     assert (d.rule, d.keep_until, d.deletable) == ("important", None, False)
     with app.catalog.transaction() as s:
         hold(s, app.signer, app.store, s.get(Recording, held), reason="诉讼", actor="法务")
-        case = create_case(s, app.signer, number="沪徐市监罚〔2026〕1号", retention="10年",
-                           status="closed", actor="a")
+        case = create_case(
+            s,
+            app.signer,
+            number="沪徐市监罚〔2026〕1号",
+            retention="10年",
+            status="closed",
+            actor="a",
+        )
         case.closed_at = start + timedelta(days=30)
-        attach_manual(s, app.signer, case_number=case.number, rec=s.get(Recording, attached),
-                      reason="证据", actor="a", policy=app.settings.retention)
+        attach_manual(
+            s,
+            app.signer,
+            case_number=case.number,
+            rec=s.get(Recording, attached),
+            reason="证据",
+            actor="a",
+            policy=app.settings.retention,
+        )
     d = decision(app, held, later)
     assert (d.rule, d.keep_until, d.deletable) == ("legal-hold", None, False)
     assert d.holds[0]["reason"] == "诉讼"
@@ -80,9 +97,15 @@ def test_each_rule_explained(app: Any, capsys: pytest.CaptureFixture[str]) -> No
     # The longest of the cases wins; a permanent one keeps it indefinitely.
     with app.catalog.transaction() as s:
         create_case(s, app.signer, number="沪徐市监罚〔2026〕2号", retention="永久", actor="a")
-        attach_manual(s, app.signer, case_number="沪徐市监罚〔2026〕2号",
-                      rec=s.get(Recording, attached), reason="证据", actor="a",
-                      policy=app.settings.retention)
+        attach_manual(
+            s,
+            app.signer,
+            case_number="沪徐市监罚〔2026〕2号",
+            rec=s.get(Recording, attached),
+            reason="证据",
+            actor="a",
+            policy=app.settings.retention,
+        )
     d = decision(app, attached, later)
     assert d.rule == "case" and d.keep_until is None
     assert any("永久" in line for line in d.reasons)
@@ -112,8 +135,16 @@ def test_sweep_dry_run_then_apply(app: Any, capsys: pytest.CaptureFixture[str]) 
         key = put_object(app, access)
         import hashlib
 
-        s.add(Derivative(recording_id=rec.id, kind="access", sha256=hashlib.sha256(
-            access).hexdigest(), sm3="0" * 64, size=len(access), object_key=key))
+        s.add(
+            Derivative(
+                recording_id=rec.id,
+                kind="access",
+                sha256=hashlib.sha256(access).hexdigest(),
+                sm3="0" * 64,
+                size=len(access),
+                object_key=key,
+            )
+        )
         original_key = rec.object_key
     r = run_cli(capsys, "retention", "sweep", "--json")
     assert r.code == 0, r.err
@@ -130,8 +161,10 @@ def test_sweep_dry_run_then_apply(app: Any, capsys: pytest.CaptureFixture[str]) 
         assert stone.sha256 == rec.sha256 and stone.actor == "管理员"
         assert stone.objects["derivatives"][0]["key"] == key
         assert stone.captured_at == old
-        events = [e.object_type for e in s.scalars(select(CustodyEvent).where(
-            CustodyEvent.action == "expired-deleted"))]
+        events = [
+            e.object_type
+            for e in s.scalars(select(CustodyEvent).where(CustodyEvent.action == "expired-deleted"))
+        ]
         assert sorted(events) == ["derivative", "recording"]
         assert len(s.scalars(select(Tombstone)).all()) == 1
         assert verify_chain(s).ok
@@ -155,16 +188,21 @@ OPS = st.sampled_from(["attach", "detach", "hold", "release", "review", "nothing
 @st.composite
 def histories(draw: Any) -> list[dict[str, Any]]:
     n = draw(st.integers(1, 6))
-    return [{"age_days": draw(st.integers(0, 2 * DAYS)),
-             "unknown_capture": draw(st.booleans()),
-             "important": draw(st.booleans()),
-             "ops": draw(st.lists(OPS, max_size=4))} for _ in range(n)]
+    return [
+        {
+            "age_days": draw(st.integers(0, 2 * DAYS)),
+            "unknown_capture": draw(st.booleans()),
+            "important": draw(st.booleans()),
+            "ops": draw(st.lists(OPS, max_size=4)),
+        }
+        for _ in range(n)
+    ]
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_sweep_never_deletes_what_must_be_kept(tmp_path_factory: pytest.TempPathFactory,
-                                               backend: str, request: pytest.FixtureRequest
-                                               ) -> None:
+def test_sweep_never_deletes_what_must_be_kept(
+    tmp_path_factory: pytest.TempPathFactory, backend: str, request: pytest.FixtureRequest
+) -> None:
     if backend == "postgresql":
         url = request.getfixturevalue("pg_url")
     else:
@@ -174,17 +212,23 @@ def test_sweep_never_deletes_what_must_be_kept(tmp_path_factory: pytest.TempPath
         create_case(s, app.signer, number="沪徐市监罚〔2026〕1号", retention="10年", actor="a")
     now = datetime.now(UTC)
 
-    @settings(max_examples=25, deadline=None,
-              suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                     HealthCheck.too_slow])
+    @settings(
+        max_examples=25,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
     @given(histories())
     def run(history: list[dict[str, Any]]) -> None:
         ids = []
         for h in history:
             captured = now - timedelta(days=h["age_days"], hours=1)
-            rec_id = make_recording(app, start=captured, important=h["important"],
-                                    received=captured + timedelta(hours=1),
-                                    probe=not h["unknown_capture"])
+            rec_id = make_recording(
+                app,
+                start=captured,
+                important=h["important"],
+                received=captured + timedelta(hours=1),
+                probe=not h["unknown_capture"],
+            )
             if h["unknown_capture"]:
                 with app.catalog.transaction() as s:
                     rec = s.get(Recording, rec_id)
@@ -200,20 +244,41 @@ def test_sweep_never_deletes_what_must_be_kept(tmp_path_factory: pytest.TempPath
         with app.catalog.session() as s:
             for rec_id in ids:
                 rec = s.get(Recording, rec_id)
-                attached = s.scalars(select(CaseRecording.id).where(
-                    CaseRecording.recording_id == rec_id,
-                    CaseRecording.detached_at.is_(None))).first() is not None
-                held = s.scalars(select(LegalHold.id).where(
-                    LegalHold.recording_id == rec_id,
-                    LegalHold.released_at.is_(None))).first() is not None
+                attached = (
+                    s.scalars(
+                        select(CaseRecording.id).where(
+                            CaseRecording.recording_id == rec_id,
+                            CaseRecording.detached_at.is_(None),
+                        )
+                    ).first()
+                    is not None
+                )
+                held = (
+                    s.scalars(
+                        select(LegalHold.id).where(
+                            LegalHold.recording_id == rec_id, LegalHold.released_at.is_(None)
+                        )
+                    ).first()
+                    is not None
+                )
                 assert rec is not None
-                since = rec.received_at if rec.captured_at is None else max(
-                    rec.captured_at, rec.received_at)
+                since = (
+                    rec.received_at
+                    if rec.captured_at is None
+                    else max(rec.captured_at, rec.received_at)
+                )
                 unexpired = since + timedelta(days=DAYS) > now
                 important = rec.important and rec.reviewed_at is None  # type: ignore[union-attr]
                 keep[rec_id] = attached or held or important or unexpired
-        report = sweep(app.catalog, app.signer, app.store, app.settings.retention,
-                       actor="sweeper", apply=True, now=now)
+        report = sweep(
+            app.catalog,
+            app.signer,
+            app.store,
+            app.settings.retention,
+            actor="sweeper",
+            apply=True,
+            now=now,
+        )
         deleted = {d["recording"] for d in report.deleted}
         assert not report.refused
         with app.catalog.session() as s:
@@ -226,11 +291,23 @@ def test_sweep_never_deletes_what_must_be_kept(tmp_path_factory: pytest.TempPath
                 else:  # and what may go, goes, with its tombstone and custody event
                     assert rec_id in deleted and rec.state == "EXPIRED"
                     assert not app.store.exists(rec.object_key)
-                    assert s.scalars(select(Tombstone).where(
-                        Tombstone.recording_id == rec_id)).one().sha256 == rec.sha256
-                    assert s.scalars(select(CustodyEvent).where(
-                        CustodyEvent.action == "expired-deleted",
-                        CustodyEvent.object_id == rec.sha256)).one().actor == "sweeper"
+                    assert (
+                        s.scalars(select(Tombstone).where(Tombstone.recording_id == rec_id))
+                        .one()
+                        .sha256
+                        == rec.sha256
+                    )
+                    assert (
+                        s.scalars(
+                            select(CustodyEvent).where(
+                                CustodyEvent.action == "expired-deleted",
+                                CustodyEvent.object_id == rec.sha256,
+                            )
+                        )
+                        .one()
+                        .actor
+                        == "sweeper"
+                    )
 
     run()
     with app.catalog.session() as s:
@@ -239,18 +316,33 @@ def test_sweep_never_deletes_what_must_be_kept(tmp_path_factory: pytest.TempPath
 
 
 def apply_op(app: Any, s: Any, rec: Recording, op: str) -> None:
-    attached = s.scalars(select(CaseRecording).where(
-        CaseRecording.recording_id == rec.id, CaseRecording.detached_at.is_(None))).first()
+    attached = s.scalars(
+        select(CaseRecording).where(
+            CaseRecording.recording_id == rec.id, CaseRecording.detached_at.is_(None)
+        )
+    ).first()
     if op == "attach":
-        attach_manual(s, app.signer, case_number="沪徐市监罚〔2026〕1号", rec=rec, reason="r",
-                      actor="a", policy=app.settings.retention, store=app.store)
+        attach_manual(
+            s,
+            app.signer,
+            case_number="沪徐市监罚〔2026〕1号",
+            rec=rec,
+            reason="r",
+            actor="a",
+            policy=app.settings.retention,
+            store=app.store,
+        )
     elif op == "detach" and attached is not None:
-        detach(s, app.signer, case_number="沪徐市监罚〔2026〕1号", rec=rec, reason="r",
-               actor="a")
+        detach(s, app.signer, case_number="沪徐市监罚〔2026〕1号", rec=rec, reason="r", actor="a")
     elif op == "hold":
         hold(s, app.signer, app.store, rec, reason="r", actor="a")
-    elif op == "release" and (held := s.scalars(select(LegalHold).where(
-            LegalHold.recording_id == rec.id, LegalHold.released_at.is_(None))).first()):
+    elif op == "release" and (
+        held := s.scalars(
+            select(LegalHold).where(
+                LegalHold.recording_id == rec.id, LegalHold.released_at.is_(None)
+            )
+        ).first()
+    ):
         release(s, app.signer, app.store, rec, reason="r", actor="a", hold_id=held.id)
     elif op == "review" and rec.important and rec.reviewed_at is None:
         review(s, app.signer, rec, reason="r", actor="a")
@@ -260,17 +352,22 @@ def apply_op(app: Any, s: Any, rec: Recording, op: str) -> None:
 
 
 def test_object_lock_refuses_an_early_delete_and_attach_extends(
-        tmp_path: Path, s3_endpoint: Any, s3_lock_bucket: str) -> None:
+    tmp_path: Path, s3_endpoint: Any, s3_lock_bucket: str
+) -> None:
     """On a bucket with Object Lock, the store itself keeps a retained original: a
     delete through the store fails, the sweep reports the refusal and changes nothing,
     and attaching to a permanent case pushes the retain-until date far ahead."""
-    app = make_app(tmp_path / "data", store_url=f"s3://{s3_lock_bucket}/ev",
-                   store_env={"LIUHEN_STORE_ENDPOINT_URL": s3_endpoint.url})
+    app = make_app(
+        tmp_path / "data",
+        store_url=f"s3://{s3_lock_bucket}/ev",
+        store_env={"LIUHEN_STORE_ENDPOINT_URL": s3_endpoint.url},
+    )
     now = datetime.now(UTC)
     # Captured 200 days ago, but stored today with the default 183-day lock from receipt:
     # the catalog's rule lets it go, the store does not.
-    rec_id = make_recording(app, start=now - timedelta(days=200),
-                            retain_until=now + timedelta(days=183))
+    rec_id = make_recording(
+        app, start=now - timedelta(days=200), retain_until=now + timedelta(days=183)
+    )
     with app.catalog.session() as s:
         rec = s.get(Recording, rec_id)
         assert rec is not None
@@ -281,8 +378,9 @@ def test_object_lock_refuses_an_early_delete_and_attach_extends(
         assert s.get(Recording, rec_id).retain_until == locked_until  # type: ignore[union-attr]
     with pytest.raises(RetentionRefused):
         app.store.delete(key)
-    report = sweep(app.catalog, app.signer, app.store, app.settings.retention, actor="s",
-                   apply=True, now=now)
+    report = sweep(
+        app.catalog, app.signer, app.store, app.settings.retention, actor="s", apply=True, now=now
+    )
     assert [r["recording"] for r in report.refused] == [rec_id] and not report.deleted
     assert "retained until" in report.refused[0]["error"]
     with app.catalog.session() as s:
@@ -293,13 +391,21 @@ def test_object_lock_refuses_an_early_delete_and_attach_extends(
     # in the catalog.
     with app.catalog.transaction() as s:
         create_case(s, app.signer, number="沪徐市监罚〔2026〕8号", retention="永久", actor="a")
-        attach_manual(s, app.signer, case_number="沪徐市监罚〔2026〕8号",
-                      rec=s.get_one(Recording, rec_id), reason="证据", actor="a",
-                      policy=app.settings.retention, store=app.store)
+        attach_manual(
+            s,
+            app.signer,
+            case_number="沪徐市监罚〔2026〕8号",
+            rec=s.get_one(Recording, rec_id),
+            reason="证据",
+            actor="a",
+            policy=app.settings.retention,
+            store=app.store,
+        )
     until = app.store.head(key).retain_until
     # ~100 years, or the latest date an S3 server keeps (storage.s3.MAX_RETAIN_UNTIL).
-    assert until is not None and until >= min(now + timedelta(days=99 * 365),
-                                              datetime(2106, 2, 7, 6, 28, 15, tzinfo=UTC))
+    assert until is not None and until >= min(
+        now + timedelta(days=99 * 365), datetime(2106, 2, 7, 6, 28, 15, tzinfo=UTC)
+    )
     with app.catalog.session() as s:
         stored = s.get(Recording, rec_id).retain_until  # type: ignore[union-attr]
         assert stored is not None and abs((stored - until).total_seconds()) <= 1
@@ -308,9 +414,16 @@ def test_object_lock_refuses_an_early_delete_and_attach_extends(
     other = make_recording(app, start=now - timedelta(days=1))
     with app.catalog.transaction() as s:
         create_case(s, app.signer, number="沪徐市监罚〔2026〕10号", retention="10年", actor="a")
-        attach_manual(s, app.signer, case_number="沪徐市监罚〔2026〕10号",
-                      rec=s.get_one(Recording, other), reason="证据", actor="a",
-                      policy=app.settings.retention, store=app.store)
+        attach_manual(
+            s,
+            app.signer,
+            case_number="沪徐市监罚〔2026〕10号",
+            rec=s.get_one(Recording, other),
+            reason="证据",
+            actor="a",
+            policy=app.settings.retention,
+            store=app.store,
+        )
         other_key = s.get_one(Recording, other).object_key
     at_attach = app.store.head(other_key).retain_until
     assert at_attach is not None and at_attach > now + timedelta(days=3650)
@@ -322,11 +435,9 @@ def test_object_lock_refuses_an_early_delete_and_attach_extends(
     assert closed_until is not None and closed_until >= at_attach + timedelta(days=39)
     # A legal hold is mirrored in the store.
     with app.catalog.transaction() as s:
-        hold(s, app.signer, app.store, s.get_one(Recording, rec_id), reason="诉讼",
-             actor="法务")
+        hold(s, app.signer, app.store, s.get_one(Recording, rec_id), reason="诉讼", actor="法务")
     assert app.store.head(key).legal_hold
     app.close()
-
 
 
 # --- a sweep killed between the store delete and the catalog commit ----------------------
@@ -360,30 +471,45 @@ def test_sweep_killed_after_the_store_delete_is_completed_not_forgotten(app: Any
     with app.catalog.session() as s:
         key = s.get_one(Recording, rec_id).object_key
     with pytest.raises(SweepKilled):
-        sweep(app.catalog, app.signer, DiesAfterDelete(app.store), app.settings.retention,
-              actor="sweeper", apply=True, now=now)
+        sweep(
+            app.catalog,
+            app.signer,
+            DiesAfterDelete(app.store),
+            app.settings.retention,
+            actor="sweeper",
+            apply=True,
+            now=now,
+        )
     assert not app.store.exists(key)
     with app.catalog.transaction() as s:
         create_case(s, app.signer, number="沪徐市监罚〔2026〕77号", retention="永久", actor="a")
     # A person finds the recording and attaches it: refused, its bytes are not held.
     with pytest.raises(CatalogError), app.catalog.transaction() as s:
-        attach_manual(s, app.signer, case_number="沪徐市监罚〔2026〕77号",
-                      rec=s.get_one(Recording, rec_id), reason="证据", actor="a",
-                      policy=app.settings.retention, store=app.store)
+        attach_manual(
+            s,
+            app.signer,
+            case_number="沪徐市监罚〔2026〕77号",
+            rec=s.get_one(Recording, rec_id),
+            reason="证据",
+            actor="a",
+            policy=app.settings.retention,
+            store=app.store,
+        )
     with pytest.raises(CatalogError), app.catalog.transaction() as s:
         hold(s, app.signer, app.store, s.get_one(Recording, rec_id), reason="诉讼", actor="法务")
     longer = dataclasses.replace(app.settings.retention, unattached_days=10 * DAYS)
     assert decision(app, rec_id, now).rule == "expired"
-    report = sweep(app.catalog, app.signer, app.store, longer, actor="sweeper", apply=True,
-                   now=now)
+    report = sweep(app.catalog, app.signer, app.store, longer, actor="sweeper", apply=True, now=now)
     assert [d["recording"] for d in report.deleted] == [rec_id] and not report.refused
     with app.catalog.session() as s:
         assert s.get_one(Recording, rec_id).state == "EXPIRED"
         stone = s.scalars(select(Tombstone).where(Tombstone.recording_id == rec_id)).one()
         assert f"{DAYS} days" in stone.reason
-        event = s.scalars(select(CustodyEvent).where(
-            CustodyEvent.action == "expired-deleted",
-            CustodyEvent.object_type == "recording")).one()
+        event = s.scalars(
+            select(CustodyEvent).where(
+                CustodyEvent.action == "expired-deleted", CustodyEvent.object_type == "recording"
+            )
+        ).one()
         assert json.loads(event.details)["store"] == "already gone"
         assert event.actor == "sweeper"
         assert verify_chain(s).ok
@@ -397,8 +523,15 @@ def test_a_derivative_finished_after_the_sweep_is_not_kept(tmp_path: Path) -> No
     from ingest.worker import Worker
     from storage import Digest, content_key
 
-    rec = make_recorder(tmp_path / "dock" / "A123456", h265=0, wav=0, jpeg=0, truncated=0,
-                        segments=0, start=datetime.now(UTC) - timedelta(days=DAYS + 10))
+    rec = make_recorder(
+        tmp_path / "dock" / "A123456",
+        h265=0,
+        wav=0,
+        jpeg=0,
+        truncated=0,
+        segments=0,
+        start=datetime.now(UTC) - timedelta(days=DAYS + 10),
+    )
     app = make_app(tmp_path / "data")
     station = app.station()
     assert station.run_docking(rec.root).state == "SAFE_TO_CLEAR"
@@ -409,16 +542,28 @@ def test_a_derivative_finished_after_the_sweep_is_not_kept(tmp_path: Path) -> No
     class SweptWhileTranscoding(Worker):
         def _keep(self, rec_id: int, d: Any) -> None:
             if d.kind == "poster":  # the last one: the sweep ran while ffmpeg made it
-                report = sweep(self.catalog, self.signer, self.store, self.settings.retention,
-                               actor="sweeper", apply=True, now=later)
+                report = sweep(
+                    self.catalog,
+                    self.signer,
+                    self.store,
+                    self.settings.retention,
+                    actor="sweeper",
+                    apply=True,
+                    now=later,
+                )
                 assert rec_id in [x["recording"] for x in report.deleted]
                 import hashlib
-                late.append(content_key(Digest("sha256", hashlib.sha256(
-                    Path(d.path).read_bytes()).hexdigest())))
+
+                late.append(
+                    content_key(
+                        Digest("sha256", hashlib.sha256(Path(d.path).read_bytes()).hexdigest())
+                    )
+                )
             super()._keep(rec_id, d)
 
-    worker = SweptWhileTranscoding(app.settings, catalog=app.catalog, store=app.store,
-                                   signer=app.signer)
+    worker = SweptWhileTranscoding(
+        app.settings, catalog=app.catalog, store=app.store, signer=app.signer
+    )
     stats = worker.run(drain=True, idle_s=0.1)
     assert stats.failed == 0, stats.errors
     assert len(late) == 1 and not app.store.exists(late[0])
@@ -427,14 +572,19 @@ def test_a_derivative_finished_after_the_sweep_is_not_kept(tmp_path: Path) -> No
         assert recording.state == "EXPIRED"
         kinds = sorted(d.kind for d in s.scalars(select(Derivative)))
         assert kinds == ["access", "proxy"]  # recorded before the sweep, listed in its tombstone
-        stone = s.scalars(select(Tombstone).where(
-            Tombstone.recording_id == recording.id)).one()
+        stone = s.scalars(select(Tombstone).where(Tombstone.recording_id == recording.id)).one()
         assert sorted(d["kind"] for d in stone.objects["derivatives"]) == kinds
         for d in s.scalars(select(Derivative)):
             assert not app.store.exists(d.object_key)
-        actions = [e.action for e in s.scalars(select(CustodyEvent).where(
-            CustodyEvent.object_type == "derivative").order_by(CustodyEvent.id))]
-        assert "derived" not in actions[actions.index("expired-deleted"):]
+        actions = [
+            e.action
+            for e in s.scalars(
+                select(CustodyEvent)
+                .where(CustodyEvent.object_type == "derivative")
+                .order_by(CustodyEvent.id)
+            )
+        ]
+        assert "derived" not in actions[actions.index("expired-deleted") :]
         assert verify_chain(s).ok
     app.close()
 
@@ -456,22 +606,40 @@ def test_an_attach_the_sweep_waits_for_wins(tmp_path: Path, pg_url: str) -> None
     result: dict[str, Any] = {}
 
     def run_sweep() -> None:
-        result["report"] = sweep(app.catalog, app.signer, app.store, app.settings.retention,
-                                 actor="sweeper", apply=True, now=now)
+        result["report"] = sweep(
+            app.catalog,
+            app.signer,
+            app.store,
+            app.settings.retention,
+            actor="sweeper",
+            apply=True,
+            now=now,
+        )
 
     watcher = create_engine(pg_url.replace("postgresql://", "postgresql+psycopg://", 1))
     sweeper = threading.Thread(target=run_sweep)
     with app.catalog.transaction() as s:
-        attach_manual(s, app.signer, case_number="沪徐市监罚〔2026〕5号",
-                      rec=s.get_one(Recording, rec_id), reason="证据", actor="a",
-                      policy=app.settings.retention, store=app.store)
+        attach_manual(
+            s,
+            app.signer,
+            case_number="沪徐市监罚〔2026〕5号",
+            rec=s.get_one(Recording, rec_id),
+            reason="证据",
+            actor="a",
+            policy=app.settings.retention,
+            store=app.store,
+        )
         pid = s.execute(text("SELECT pg_backend_pid()")).scalar_one()
         sweeper.start()
         with watcher.connect() as conn:
             for _ in range(600):  # until the sweep waits on our lock (at most 60 s)
-                blocked = conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE "
-                                            ":pid = ANY(pg_blocking_pids(pid))"),
-                                       {"pid": pid}).scalar_one()
+                blocked = conn.execute(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE "
+                        ":pid = ANY(pg_blocking_pids(pid))"
+                    ),
+                    {"pid": pid},
+                ).scalar_one()
                 # pg_stat_activity is a snapshot kept until the transaction ends: without
                 # this, a first look taken before the sweep blocked is all the loop sees.
                 conn.rollback()
@@ -492,15 +660,17 @@ def test_an_attach_the_sweep_waits_for_wins(tmp_path: Path, pg_url: str) -> None
     app.close()
 
 
-def test_an_unprobed_recording_is_kept_from_receipt(app: Any,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_unprobed_recording_is_kept_from_receipt(
+    app: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Until the probe has weighed a recording's times, its capture time is only what the
     file name says: a recorder whose clock was never set names files 1970 (or any wrong
     date). A recording docked today and not yet probed (workers behind) is kept from
     its receipt, not deleted by tonight's sweep."""
     now = datetime.now(UTC)
-    rec_id = make_recording(app, start=datetime(1970, 1, 1, tzinfo=UTC),
-                            received=now - timedelta(hours=2), probe=False)
+    rec_id = make_recording(
+        app, start=datetime(1970, 1, 1, tzinfo=UTC), received=now - timedelta(hours=2), probe=False
+    )
     with app.catalog.session() as s:
         rec = s.get_one(Recording, rec_id)
         assert rec.state == "STORED" and rec.captured_at == datetime(1970, 1, 1, tzinfo=UTC)
@@ -509,14 +679,28 @@ def test_an_unprobed_recording_is_kept_from_receipt(app: Any,
     assert (d.rule, d.expired, d.deletable) == ("unattached", False, False)
     assert d.keep_until == now - timedelta(hours=2) + timedelta(days=DAYS)
     assert "from receipt" in d.reasons[0]
-    report = sweep(app.catalog, app.signer, app.store, app.settings.retention,
-                   actor="sweeper", apply=True, now=now)
+    report = sweep(
+        app.catalog,
+        app.signer,
+        app.store,
+        app.settings.retention,
+        actor="sweeper",
+        apply=True,
+        now=now,
+    )
     assert report.due == [] and report.deleted == []
     assert app.store.exists(key)
     # Still unprobed half a year after receipt: then it goes, from receipt.
     later = now + timedelta(days=DAYS)
-    report = sweep(app.catalog, app.signer, app.store, app.settings.retention,
-                   actor="sweeper", apply=True, now=later)
+    report = sweep(
+        app.catalog,
+        app.signer,
+        app.store,
+        app.settings.retention,
+        actor="sweeper",
+        apply=True,
+        now=later,
+    )
     assert [x["recording"] for x in report.deleted] == [rec_id]
 
 
@@ -527,8 +711,13 @@ def test_the_important_mark_is_in_the_custody_chain(app: Any) -> None:
     with app.catalog.session() as s:
         rec = s.get_one(Recording, rec_id)
         assert rec.important
-        events = list(s.scalars(select(CustodyEvent).where(
-            CustodyEvent.action == "marked-important", CustodyEvent.object_id == rec.sha256)))
+        events = list(
+            s.scalars(
+                select(CustodyEvent).where(
+                    CustodyEvent.action == "marked-important", CustodyEvent.object_id == rec.sha256
+                )
+            )
+        )
         assert len(events) == 1
         assert json.loads(events[0].details)["source"] == "file-name"
 
@@ -541,21 +730,36 @@ def test_expired_bytes_docked_again_are_held_again(tmp_path: Path) -> None:
     from ingest.synthetic import make_recorder
     from ingest.worker import Worker
 
-    rec = make_recorder(tmp_path / "dock" / "A123456", h265=0, wav=0, jpeg=0, truncated=0,
-                        segments=0, start=datetime.now(UTC) - timedelta(days=DAYS + 10))
+    rec = make_recorder(
+        tmp_path / "dock" / "A123456",
+        h265=0,
+        wav=0,
+        jpeg=0,
+        truncated=0,
+        segments=0,
+        start=datetime.now(UTC) - timedelta(days=DAYS + 10),
+    )
     app = make_app(tmp_path / "data")
 
     def dock_and_work() -> None:
         station = app.station()
         assert station.run_docking(rec.root).state == "SAFE_TO_CLEAR"
         station.close()
-        stats = Worker(app.settings, catalog=app.catalog, store=app.store,
-                       signer=app.signer).run(drain=True, idle_s=0.1)
+        stats = Worker(app.settings, catalog=app.catalog, store=app.store, signer=app.signer).run(
+            drain=True, idle_s=0.1
+        )
         assert stats.failed == 0, stats.errors
 
     dock_and_work()
-    report = sweep(app.catalog, app.signer, app.store, app.settings.retention,
-                   actor="sweeper", apply=True, now=datetime.now(UTC) + timedelta(days=DAYS + 1))
+    report = sweep(
+        app.catalog,
+        app.signer,
+        app.store,
+        app.settings.retention,
+        actor="sweeper",
+        apply=True,
+        now=datetime.now(UTC) + timedelta(days=DAYS + 1),
+    )
     assert report.deleted
     with app.catalog.session() as s:
         video = s.scalars(select(Recording).where(Recording.media_kind == "video")).one()
@@ -572,9 +776,15 @@ def test_expired_bytes_docked_again_are_held_again(tmp_path: Path) -> None:
         for d in s.scalars(select(Derivative).where(Derivative.recording_id == video_id)):
             assert app.store.exists(d.object_key)
         assert s.scalars(select(Tombstone).where(Tombstone.recording_id == video_id)).one()
-        actions = [e.action for e in s.scalars(select(CustodyEvent).where(
-            CustodyEvent.object_id == again.sha256).order_by(CustodyEvent.id))]
-        assert "restored-after-expiry" in actions[actions.index("expired-deleted"):]
+        actions = [
+            e.action
+            for e in s.scalars(
+                select(CustodyEvent)
+                .where(CustodyEvent.object_id == again.sha256)
+                .order_by(CustodyEvent.id)
+            )
+        ]
+        assert "restored-after-expiry" in actions[actions.index("expired-deleted") :]
         assert verify_chain(s).ok
     app.close()
 
@@ -591,11 +801,13 @@ def test_bytes_docked_during_their_expiry_wait_for_it_then_are_held_again(
     from ingest import journal as J
     from ingest.synthetic import make_recorder
 
-    rec = make_recorder(tmp_path / "dock" / "A123456", h264=1, h265=0, wav=0, jpeg=0,
-                        truncated=0, segments=0)
+    rec = make_recorder(
+        tmp_path / "dock" / "A123456", h264=1, h265=0, wav=0, jpeg=0, truncated=0, segments=0
+    )
     app = make_app(tmp_path / "data")
-    app.settings = replace(app.settings, ingest=replace(app.settings.ingest,
-                                                        retry_initial_s=0.1, retry_max_s=0.2))
+    app.settings = replace(
+        app.settings, ingest=replace(app.settings.ingest, retry_initial_s=0.1, retry_max_s=0.2)
+    )
     station = app.station()
     assert station.run_docking(rec.root).state == "SAFE_TO_CLEAR"
     with app.catalog.transaction() as s:
@@ -615,8 +827,9 @@ def test_bytes_docked_during_their_expiry_wait_for_it_then_are_held_again(
             thread.join(0.1)
         assert any("expiry" in w for w in waiting), waiting
         assert thread.is_alive()  # not SAFE TO CLEAR while the expiry is pending
-        sweep(app.catalog, app.signer, app.store, app.settings.retention, actor="sweeper",
-              apply=True)
+        sweep(
+            app.catalog, app.signer, app.store, app.settings.retention, actor="sweeper", apply=True
+        )
     finally:
         thread.join(60)
     assert result and result[0].state == "SAFE_TO_CLEAR"

@@ -46,22 +46,36 @@ def add_derivative(app: Any, rec_id: int, kind: str, data: bytes) -> str | None:
     """Store ``data`` and record it as ``kind`` of the recording, as the worker does; None
     when the recording has that kind already (docked before: the worker made it then)."""
     with app.catalog.session() as s:
-        if s.scalars(select(Derivative.id).where(Derivative.recording_id == rec_id,
-                                                 Derivative.kind == kind)).first():
+        if s.scalars(
+            select(Derivative.id).where(Derivative.recording_id == rec_id, Derivative.kind == kind)
+        ).first():
             return None
     key = put_object(app, data)
     with app.catalog.transaction() as s:
         rec = s.get_one(Recording, rec_id)
-        record_derivative(s, app.signer, rec, DerivedObject(
-            kind=kind, sha256=hashlib.sha256(data).hexdigest(),
-            sm3=hashlib.new("sm3", data).hexdigest(), size=len(data), object_key=key,
-            method="reencode", command=["ffmpeg"], tool_version="test", duration_s=None),
-            "worker:test")
+        record_derivative(
+            s,
+            app.signer,
+            rec,
+            DerivedObject(
+                kind=kind,
+                sha256=hashlib.sha256(data).hexdigest(),
+                sm3=hashlib.new("sm3", data).hexdigest(),
+                size=len(data),
+                object_key=key,
+                method="reencode",
+                command=["ffmpeg"],
+                tool_version="test",
+                duration_s=None,
+            ),
+            "worker:test",
+        )
     return key
 
 
 def test_expiring_a_recording_keeps_another_recordings_original_with_the_same_bytes(
-        app: Any, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    app: Any, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     """The review's scenario: recording B's original has the bytes of recording A's access
     copy, and B is attached to a 永久 case. Expiring A must not delete B's original:
     B stays stored, `verify --store` passes, B's case exports."""
@@ -72,8 +86,16 @@ def test_expiring_a_recording_keeps_another_recordings_original_with_the_same_by
     b = make_recording(app, start=old, received=old + timedelta(hours=2), data=shared)
     with app.catalog.transaction() as s:
         create_case(s, app.signer, number=PERMANENT_CASE, retention="永久", actor="a")
-        attach_manual(s, app.signer, case_number=PERMANENT_CASE, rec=s.get_one(Recording, b),
-                      reason="证据", actor="a", policy=app.settings.retention, store=app.store)
+        attach_manual(
+            s,
+            app.signer,
+            case_number=PERMANENT_CASE,
+            rec=s.get_one(Recording, b),
+            reason="证据",
+            actor="a",
+            policy=app.settings.retention,
+            store=app.store,
+        )
         key_a = s.get_one(Recording, a).object_key
         key_b = s.get_one(Recording, b).object_key
     r = run_cli(capsys, "retention", "sweep", "--apply", "--json")
@@ -86,9 +108,11 @@ def test_expiring_a_recording_keeps_another_recordings_original_with_the_same_by
         stone = s.scalars(select(Tombstone).where(Tombstone.recording_id == a)).one()
         kept = stone.objects["derivatives"][0]
         assert kept["key"] == key_b and f"original of recording {b}" in kept["store"]
-        event = s.scalars(select(CustodyEvent).where(
-            CustodyEvent.action == "expired-deleted",
-            CustodyEvent.object_type == "derivative")).one()
+        event = s.scalars(
+            select(CustodyEvent).where(
+                CustodyEvent.action == "expired-deleted", CustodyEvent.object_type == "derivative"
+            )
+        ).one()
         assert f"original of recording {b}" in json.loads(event.details)["store"]
         assert verify_chain(s).ok
     r = run_cli(capsys, "verify", "--store", "--all")
@@ -105,30 +129,35 @@ def test_expiring_a_recording_keeps_another_recordings_original_with_the_same_by
 # docked again after its expiry (restored).
 POOL_SIZE = 5
 _examples = itertools.count(1)
-OPS = st.sampled_from(["attach", "detach", "hold", "release", "review",
-                       "nothing", "nothing", "nothing"])
+OPS = st.sampled_from(
+    ["attach", "detach", "hold", "release", "review", "nothing", "nothing", "nothing"]
+)
 
 
 @st.composite
 def docking(draw: Any) -> dict[str, Any]:
     blob = st.integers(0, POOL_SIZE - 1)
-    return {"original": draw(blob),
-            "age_days": draw(st.integers(0, 2 * DAYS)),
-            "late_days": draw(st.sampled_from([0, 0, 1, DAYS])),
-            "important": draw(st.booleans()),
-            "derivatives": draw(st.dictionaries(st.sampled_from(["access", "proxy", "poster"]),
-                                                blob, max_size=2)),
-            "ops": draw(st.lists(OPS, max_size=2))}
+    return {
+        "original": draw(blob),
+        "age_days": draw(st.integers(0, 2 * DAYS)),
+        "late_days": draw(st.sampled_from([0, 0, 1, DAYS])),
+        "important": draw(st.booleans()),
+        "derivatives": draw(
+            st.dictionaries(st.sampled_from(["access", "proxy", "poster"]), blob, max_size=2)
+        ),
+        "ops": draw(st.lists(OPS, max_size=2)),
+    }
 
 
-HISTORIES = st.lists(st.one_of(docking(), docking(), docking(), st.just("sweep")),
-                     min_size=1, max_size=8)
+HISTORIES = st.lists(
+    st.one_of(docking(), docking(), docking(), st.just("sweep")), min_size=1, max_size=8
+)
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_no_object_a_live_recording_needs_is_ever_deleted(
-        tmp_path_factory: pytest.TempPathFactory, backend: str,
-        request: pytest.FixtureRequest) -> None:
+    tmp_path_factory: pytest.TempPathFactory, backend: str, request: pytest.FixtureRequest
+) -> None:
     """Over random histories (shared bytes, late dockings, attach/detach/hold/release/
     review, sweeps, bytes docked again after their expiry), after each sweep: every object
     named by a recording or derivative short of EXPIRED is in the store; what the rules
@@ -144,9 +173,12 @@ def test_no_object_a_live_recording_needs_is_ever_deleted(
     now = datetime.now(UTC)
     seen: Counter[str] = Counter()
 
-    @settings(max_examples=40, deadline=None, derandomize=True,
-              suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                     HealthCheck.too_slow])
+    @settings(
+        max_examples=40,
+        deadline=None,
+        derandomize=True,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
     @given(HISTORIES)
     def run(history: list[Any]) -> None:
         n = next(_examples)
@@ -154,15 +186,27 @@ def test_no_object_a_live_recording_needs_is_ever_deleted(
         for step in [*history, "sweep"]:
             if step == "sweep":
                 keep = must_keep(app, now)
-                report = sweep(app.catalog, app.signer, app.store, app.settings.retention,
-                               actor="sweeper", apply=True, now=now)
+                report = sweep(
+                    app.catalog,
+                    app.signer,
+                    app.store,
+                    app.settings.retention,
+                    actor="sweeper",
+                    apply=True,
+                    now=now,
+                )
                 assert not report.refused
                 check_store(app, keep, {d["recording"] for d in report.deleted}, seen)
                 continue
             captured = now - timedelta(days=step["age_days"], hours=1)
             received = min(now, captured + timedelta(days=step["late_days"], hours=1))
-            rec_id = make_recording(app, start=captured, received=received,
-                                    important=step["important"], data=pool[step["original"]])
+            rec_id = make_recording(
+                app,
+                start=captured,
+                received=received,
+                important=step["important"],
+                data=pool[step["original"]],
+            )
             for kind, blob in step["derivatives"].items():
                 add_derivative(app, rec_id, kind, pool[blob])
             with app.catalog.transaction() as s:
@@ -173,8 +217,11 @@ def test_no_object_a_live_recording_needs_is_ever_deleted(
     run()
     with app.catalog.session() as s:
         assert verify_chain(s).ok
-        seen["restored"] = len(s.scalars(select(CustodyEvent.id).where(
-            CustodyEvent.action == "restored-after-expiry")).all())
+        seen["restored"] = len(
+            s.scalars(
+                select(CustodyEvent.id).where(CustodyEvent.action == "restored-after-expiry")
+            ).all()
+        )
     app.close()
     # The histories did reach the cases this is about: 40 histories that never expire
     # anything, or never share bytes, are not a test. (Derandomized: the same histories
@@ -187,26 +234,39 @@ def must_keep(app: Any, now: datetime) -> dict[int, bool]:
     keep = {}
     with app.catalog.session() as s:
         for rec in s.scalars(select(Recording).where(Recording.state != "EXPIRED")):
-            attached = s.scalars(select(CaseRecording.id).where(
-                CaseRecording.recording_id == rec.id,
-                CaseRecording.detached_at.is_(None))).first() is not None
-            held = s.scalars(select(LegalHold.id).where(
-                LegalHold.recording_id == rec.id,
-                LegalHold.released_at.is_(None))).first() is not None
-            since = rec.received_at if rec.captured_at is None else max(rec.captured_at,
-                                                                         rec.received_at)
+            attached = (
+                s.scalars(
+                    select(CaseRecording.id).where(
+                        CaseRecording.recording_id == rec.id, CaseRecording.detached_at.is_(None)
+                    )
+                ).first()
+                is not None
+            )
+            held = (
+                s.scalars(
+                    select(LegalHold.id).where(
+                        LegalHold.recording_id == rec.id, LegalHold.released_at.is_(None)
+                    )
+                ).first()
+                is not None
+            )
+            since = (
+                rec.received_at
+                if rec.captured_at is None
+                else max(rec.captured_at, rec.received_at)
+            )
             important = rec.important and rec.reviewed_at is None
             keep[rec.id] = attached or held or important or since + timedelta(days=DAYS) > now
     return keep
 
 
-def check_store(app: Any, keep: dict[int, bool], deleted: set[int],
-                seen: Counter[str]) -> None:
+def check_store(app: Any, keep: dict[int, bool], deleted: set[int], seen: Counter[str]) -> None:
     with app.catalog.session() as s:
         recs = {r.id: r for r in s.scalars(select(Recording))}
         derivs = list(s.scalars(select(Derivative)))
         live_keys = {r.object_key for r in recs.values() if r.state != "EXPIRED"} | {
-            d.object_key for d in derivs if recs[d.recording_id].state != "EXPIRED"}
+            d.object_key for d in derivs if recs[d.recording_id].state != "EXPIRED"
+        }
         for key in sorted(live_keys):
             assert app.store.exists(key), f"{key} is needed by a live recording, and gone"
         for rec_id, kept in keep.items():
@@ -215,12 +275,16 @@ def check_store(app: Any, keep: dict[int, bool], deleted: set[int],
                 assert rec_id not in deleted and rec.state != "EXPIRED"
             else:
                 assert rec_id in deleted and rec.state == "EXPIRED"
-                latest = s.scalars(select(Tombstone).where(Tombstone.recording_id == rec_id)
-                                   .order_by(Tombstone.id.desc())).first()
+                latest = s.scalars(
+                    select(Tombstone)
+                    .where(Tombstone.recording_id == rec_id)
+                    .order_by(Tombstone.id.desc())
+                ).first()
                 assert latest is not None and latest.sha256 == rec.sha256
         # What the expired recordings named and nothing live names any more is gone.
         dead_keys = {r.object_key for r in recs.values() if r.state == "EXPIRED"} | {
-            d.object_key for d in derivs if recs[d.recording_id].state == "EXPIRED"}
+            d.object_key for d in derivs if recs[d.recording_id].state == "EXPIRED"
+        }
         for key in sorted(dead_keys - live_keys):
             assert not app.store.exists(key), f"{key} is needed by nothing live, and kept"
         seen["expired"] += len(deleted)
@@ -228,13 +292,29 @@ def check_store(app: Any, keep: dict[int, bool], deleted: set[int],
 
 
 def apply_op(app: Any, s: Any, rec: Recording, op: str) -> None:
-    attached = s.scalars(select(CaseRecording).where(
-        CaseRecording.recording_id == rec.id, CaseRecording.detached_at.is_(None))).first()
-    holds = list(s.scalars(select(LegalHold).where(
-        LegalHold.recording_id == rec.id, LegalHold.released_at.is_(None))))
+    attached = s.scalars(
+        select(CaseRecording).where(
+            CaseRecording.recording_id == rec.id, CaseRecording.detached_at.is_(None)
+        )
+    ).first()
+    holds = list(
+        s.scalars(
+            select(LegalHold).where(
+                LegalHold.recording_id == rec.id, LegalHold.released_at.is_(None)
+            )
+        )
+    )
     if op == "attach":
-        attach_manual(s, app.signer, case_number=PERMANENT_CASE, rec=rec, reason="r",
-                      actor="a", policy=app.settings.retention, store=app.store)
+        attach_manual(
+            s,
+            app.signer,
+            case_number=PERMANENT_CASE,
+            rec=rec,
+            reason="r",
+            actor="a",
+            policy=app.settings.retention,
+            store=app.store,
+        )
     elif op == "detach" and attached is not None:
         detach(s, app.signer, case_number=PERMANENT_CASE, rec=rec, reason="r", actor="a")
     elif op == "hold":
@@ -274,15 +354,20 @@ def wait_until_blocked(watcher: Any, thread: threading.Thread) -> None:
     for _ in range(600):
         # A new transaction each time: pg_stat_activity is a snapshot per transaction.
         with watcher.connect() as conn:
-            if not thread.is_alive() or conn.execute(text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                    " AND datname = current_database()")).scalar_one():
+            if (
+                not thread.is_alive()
+                or conn.execute(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                        " AND datname = current_database()"
+                    )
+                ).scalar_one()
+            ):
                 return
         thread.join(0.1)
 
 
-def test_bytes_docked_while_the_sweep_deletes_them_are_stored(
-        tmp_path: Path, pg_url: str) -> None:
+def test_bytes_docked_while_the_sweep_deletes_them_are_stored(tmp_path: Path, pg_url: str) -> None:
     """PostgreSQL, two connections. Expired recording A's poster has the bytes of a photo
     on a recorder being docked now. The sweep has checked that nothing live names the
     poster and is about to delete it when the docking stores the photo (the object is
@@ -293,8 +378,9 @@ def test_bytes_docked_while_the_sweep_deletes_them_are_stored(
 
     from ingest.synthetic import make_recorder
 
-    recorder = make_recorder(tmp_path / "dock" / "A123456", h264=0, h265=0, wav=0, jpeg=1,
-                             truncated=0, segments=0)
+    recorder = make_recorder(
+        tmp_path / "dock" / "A123456", h264=0, h265=0, wav=0, jpeg=1, truncated=0, segments=0
+    )
     photo = recorder.root / next(f.relpath for f in recorder.media())
     app = make_app(tmp_path / "data", catalog_url=pg_url)
     old = datetime.now(UTC) - timedelta(days=DAYS + 30)
@@ -305,8 +391,9 @@ def test_bytes_docked_while_the_sweep_deletes_them_are_stored(
     result: dict[str, Any] = {}
 
     def run_sweep() -> None:
-        result["sweep"] = sweep(app.catalog, app.signer, store, app.settings.retention,
-                                actor="sweeper", apply=True)
+        result["sweep"] = sweep(
+            app.catalog, app.signer, store, app.settings.retention, actor="sweeper", apply=True
+        )
 
     def run_docking() -> None:
         station = app.station()
@@ -345,7 +432,8 @@ def test_bytes_docked_while_the_sweep_deletes_them_are_stored(
 
 
 def test_a_derivative_recorded_while_the_sweep_deletes_its_bytes_is_stored(
-        tmp_path: Path, pg_url: str) -> None:
+    tmp_path: Path, pg_url: str
+) -> None:
     """PostgreSQL, two connections. Two recordings' posters are the same JPEG (black first
     frames). The sweep expiring A has checked that nothing live names A's poster and is
     about to delete it when the worker finishes live recording B's poster: the worker
@@ -367,15 +455,22 @@ def test_a_derivative_recorded_while_the_sweep_deletes_its_bytes_is_stored(
     worker.scratch.mkdir(parents=True, exist_ok=True)
     made = worker.scratch / "poster.jpg"
     made.write_bytes(poster)
-    derivation = SimpleNamespace(path=str(made), kind="poster", method="extract",
-                                 command=["ffmpeg"], ffmpeg_version="test", duration_s=None,
-                                 profile="")
+    derivation = SimpleNamespace(
+        path=str(made),
+        kind="poster",
+        method="extract",
+        command=["ffmpeg"],
+        ffmpeg_version="test",
+        duration_s=None,
+        profile="",
+    )
     store = PausesBeforeDeleting(app.store, key)
     result: dict[str, Any] = {}
 
     def run_sweep() -> None:
-        result["sweep"] = sweep(app.catalog, app.signer, store, app.settings.retention,
-                                actor="sweeper", apply=True)
+        result["sweep"] = sweep(
+            app.catalog, app.signer, store, app.settings.retention, actor="sweeper", apply=True
+        )
 
     sweeper = threading.Thread(target=run_sweep)
     keeper = threading.Thread(target=lambda: worker._keep(b, derivation))

@@ -274,15 +274,17 @@ def altering_proxy(
 
 @pytest.mark.parametrize("size", [1000, 11 * MIB], ids=["put", "parts"])
 def test_bytes_altered_on_the_wire_over_https_are_refused(
-    make_s3_store: MakeStore, s3_bucket: str, s3_client: Any,
-    altering_proxy: AlteringTlsProxy, size: int,
+    make_s3_store: MakeStore,
+    s3_bucket: str,
+    s3_client: Any,
+    altering_proxy: AlteringTlsProxy,
+    size: int,
 ) -> None:
     # Over https botocore leaves payloads unsigned by default, and Ceph RGW ignores
     # x-amz-checksum-sha256: the store must still refuse to keep altered bytes.
     rnd = random.Random(6)
     data = rnd.randbytes(size - 600) + MARK + rnd.randbytes(600 - len(MARK))
-    store = make_s3_store(s3_bucket, "evidence", endpoint_url=altering_proxy.url,
-                          max_attempts=1)
+    store = make_s3_store(s3_bucket, "evidence", endpoint_url=altering_proxy.url, max_attempts=1)
 
     with pytest.raises(StorageError) as err:
         put_bytes(store, "clip", data)
@@ -350,7 +352,8 @@ def test_unreachable_endpoint_is_store_unavailable_quickly(
     )
     attempts: list[str] = []
     store.client.meta.events.register(
-        "before-send.s3", lambda request, **_: attempts.append(request.method))
+        "before-send.s3", lambda request, **_: attempts.append(request.method)
+    )
 
     with pytest.raises(StoreUnavailable) as err:
         put_bytes(store, "clip", b"bytes")
@@ -419,7 +422,10 @@ class _CutAfter(io.RawIOBase):
 
 
 def test_server_gone_mid_multipart_leaves_no_object_and_cleanup_finds_the_upload(
-    make_s3_store: MakeStore, s3_bucket: str, s3_proxy: TcpProxy, s3_client: Any,
+    make_s3_store: MakeStore,
+    s3_bucket: str,
+    s3_proxy: TcpProxy,
+    s3_client: Any,
     s3_endpoint: S3Endpoint,
 ) -> None:
     store = make_s3_store(s3_bucket, "evidence", endpoint_url=s3_proxy.url, max_attempts=2)

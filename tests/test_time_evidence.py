@@ -117,8 +117,9 @@ def test_zero_offset_moves_nothing() -> None:
 
 def test_large_offset_is_noted_and_corrected() -> None:
     behind = START - timedelta(hours=1)
-    ev = derive_times(sources(file_name=behind, embedded=behind, file_mtime=None,
-                              clock_offset_s=-3600.0))  # fmt: skip
+    ev = derive_times(
+        sources(file_name=behind, embedded=behind, file_mtime=None, clock_offset_s=-3600.0)
+    )
 
     assert ev.start == START
     assert ev.corrected_by_offset is True
@@ -128,8 +129,9 @@ def test_large_offset_is_noted_and_corrected() -> None:
 def test_offset_rescues_a_clock_reset_to_1970() -> None:
     shown = EPOCH + timedelta(days=3)
     offset = (shown - START).total_seconds()  # the dock measured the wrong clock
-    ev = derive_times(sources(file_name=None, embedded=shown, file_mtime=None,
-                              clock_offset_s=offset))  # fmt: skip
+    ev = derive_times(
+        sources(file_name=None, embedded=shown, file_mtime=None, clock_offset_s=offset)
+    )
 
     assert (ev.source, ev.start) == (SOURCE_EMBEDDED, START)
     assert not flagged(ev, "before 2000")
@@ -155,8 +157,9 @@ def test_disagreement_between_name_and_mtime() -> None:
 
 
 def test_threshold_is_configurable() -> None:
-    ev = derive_times(sources(embedded=START + timedelta(seconds=11), file_mtime=None),
-                      threshold_s=10)  # fmt: skip
+    ev = derive_times(
+        sources(embedded=START + timedelta(seconds=11), file_mtime=None), threshold_s=10
+    )
     assert ev.flags == ("file name and embedded creation time differ by 11 s (threshold 10 s)",)
 
 
@@ -233,8 +236,9 @@ def test_local_time_as_utc_is_recognised_even_when_it_lies_in_the_future() -> No
 
 
 def test_eight_hours_is_exact() -> None:
-    ev = derive_times(sources(embedded=START + timedelta(hours=8, seconds=30),
-                              received=START + timedelta(days=1)))  # fmt: skip
+    ev = derive_times(
+        sources(embedded=START + timedelta(hours=8, seconds=30), received=START + timedelta(days=1))
+    )
     assert not flagged(ev, "8 h")
     assert flagged(ev, "differ by 28830 s")
 

@@ -69,8 +69,13 @@ def run_measured(tmp: Path, *args: str) -> Run:
         resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE, ADDRESS_SPACE))
 
     with open(out, "wb") as o, open(err, "wb") as e:
-        proc = subprocess.run([sys.executable, "-c", _MEASURED, str(peak), *args],
-                              stdout=o, stderr=e, preexec_fn=limit, check=False)
+        proc = subprocess.run(
+            [sys.executable, "-c", _MEASURED, str(peak), *args],
+            stdout=o,
+            stderr=e,
+            preexec_fn=limit,
+            check=False,
+        )
     said = out.read_text(errors="replace"), err.read_text(errors="replace")
     assert peak.exists(), f"liuhen {' '.join(args)} died ({proc.returncode}): {said[1][-2000:]}"
     return Run(proc.returncode, *said, int(peak.read_text()) / 1024)
@@ -183,11 +188,11 @@ def _many_empty_members(dest: Path, count: int) -> None:
     declaration = b"BagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\n"
     first = tarfile.TarInfo("bag/bagit.txt")
     first.size = len(declaration)
-    template = bytearray(tarfile.TarInfo("bag/data/e0000000").tobuf(
-        format=tarfile.USTAR_FORMAT))
+    template = bytearray(tarfile.TarInfo("bag/data/e0000000").tobuf(format=tarfile.USTAR_FORMAT))
     with gzip.open(dest, "wb", compresslevel=1) as g:
-        g.write(first.tobuf(format=tarfile.USTAR_FORMAT) + declaration
-                + bytes(-len(declaration) % 512))
+        g.write(
+            first.tobuf(format=tarfile.USTAR_FORMAT) + declaration + bytes(-len(declaration) % 512)
+        )
         for i in range(count):
             h = bytearray(template)
             h[10:17] = b"%07d" % i  # the digits of "e0000000"
@@ -220,8 +225,7 @@ def test_four_properties_on_a_huge_tag_file(tmp_path: Path) -> None:
     assert "bag-info.txt" in run.err and "too large" in run.err
 
 
-def test_too_many_files_says_so_plainly(tmp_path: Path,
-                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_too_many_files_says_so_plainly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     dest = tmp_path / "many.tar.gz"
     _many_empty_members(dest, bagparse.MAX_FILES + 10)
     result = run_cli(capsys, "verify", str(dest))
@@ -243,8 +247,12 @@ def _pax_header_bomb(dest: Path, *, gz: bool) -> None:
     pax = tarfile.TarInfo("bag/data/././@PaxHeader")
     pax.type = tarfile.XHDTYPE
     pax.size = TAG_BOMB
-    head = (first.tobuf(format=tarfile.USTAR_FORMAT) + declaration
-            + bytes(-len(declaration) % 512) + pax.tobuf(format=tarfile.USTAR_FORMAT))
+    head = (
+        first.tobuf(format=tarfile.USTAR_FORMAT)
+        + declaration
+        + bytes(-len(declaration) % 512)
+        + pax.tobuf(format=tarfile.USTAR_FORMAT)
+    )
     tail = tarfile.TarInfo("bag/data/x").tobuf(format=tarfile.USTAR_FORMAT) + bytes(1024)
     if gz:
         with gzip.open(dest, "wb", compresslevel=1) as g:
@@ -292,12 +300,16 @@ def test_old_gnu_sparse_extension_headers_are_not_collected(tmp_path: Path) -> N
     header[148:156] = b"%06o\0 " % sum(header)
     extension = bytearray(512)
     for i in range(21):
-        extension[i * 24:i * 24 + 24] = b"%011o\0%011o\0" % (2 * i, 1)
+        extension[i * 24 : i * 24 + 24] = b"%011o\0%011o\0" % (2 * i, 1)
     extension[504] = 1  # and on
     dest = tmp_path / "sparse.tar.gz"
     with gzip.open(dest, "wb", compresslevel=6) as g:
-        g.write(first.tobuf(format=tarfile.USTAR_FORMAT) + declaration
-                + bytes(-len(declaration) % 512) + bytes(header))
+        g.write(
+            first.tobuf(format=tarfile.USTAR_FORMAT)
+            + declaration
+            + bytes(-len(declaration) % 512)
+            + bytes(header)
+        )
         for _ in range(400_000):
             g.write(extension)
         g.write(bytes(1536))
@@ -313,7 +325,8 @@ DEEP = "[" * 100_000  # json.loads raises RecursionError, not ValueError
 
 @pytest.mark.parametrize("where", ["custody", "keys", "anchors", "retirement"])
 def test_json_nested_too_deep_is_a_finding_not_a_crash(
-        tmp_path: Path, where: str, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, where: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A line of custody.jsonl or anchors.jsonl, keys.json, or an event's details (read for
     a key's retirement) nested deeper than the parser goes: invalid, exit 1, no internal
     error, in verify and four-properties alike."""
@@ -332,12 +345,33 @@ def test_json_nested_too_deep_is_a_finding_not_a_crash(
     meta.mkdir(parents=True)
     (meta / "note.txt").write_text("payload\n")
     event = {f: "x" for f in EVENT_FIELDS} | {
-        "station_id": "s1", "seq": 1, "action": "key-retired", "object_type": "key",
-        "object_id": kid, "key_id": kid, "details": DEEP if where == "retirement" else "{}"}
+        "station_id": "s1",
+        "seq": 1,
+        "action": "key-retired",
+        "object_type": "key",
+        "object_id": kid,
+        "key_id": kid,
+        "details": DEEP if where == "retirement" else "{}",
+    }
     (meta / "custody.jsonl").write_text(
-        json.dumps(event) + "\n" + (DEEP + "\n" if where == "custody" else ""))
-    (meta / "keys.json").write_text(DEEP if where == "keys" else json.dumps({"keys": [
-        {"key_id": kid, "station_id": "s1", "public_key_hex": raw.hex(), "retired_at": None}]}))
+        json.dumps(event) + "\n" + (DEEP + "\n" if where == "custody" else "")
+    )
+    (meta / "keys.json").write_text(
+        DEEP
+        if where == "keys"
+        else json.dumps(
+            {
+                "keys": [
+                    {
+                        "key_id": kid,
+                        "station_id": "s1",
+                        "public_key_hex": raw.hex(),
+                        "retired_at": None,
+                    }
+                ]
+            }
+        )
+    )
     if where == "anchors":
         (meta / "anchors.jsonl").write_text(DEEP + "\n")
     bag = write_bag(tmp_path / "bag", key=key)
@@ -350,7 +384,8 @@ def test_json_nested_too_deep_is_a_finding_not_a_crash(
 
 @pytest.mark.parametrize("where", ["keys", "retirement"])
 def test_a_retirement_time_that_is_not_text_is_a_finding_not_a_crash(
-        tmp_path: Path, where: str, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, where: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     """``"retired_at": 5`` in keys.json, or in a key-retired event's details: invalid,
     exit 1, never an internal error (AttributeError, exit 70)."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -366,13 +401,29 @@ def test_a_retirement_time_that_is_not_text_is_a_finding_not_a_crash(
     meta.mkdir(parents=True)
     (meta / "note.txt").write_text("payload\n")
     event = {f: "x" for f in EVENT_FIELDS} | {
-        "station_id": "s1", "seq": 1, "action": "key-retired", "object_type": "key",
-        "object_id": kid, "key_id": kid,
-        "details": json.dumps({"retired_at": 5}) if where == "retirement" else "{}"}
+        "station_id": "s1",
+        "seq": 1,
+        "action": "key-retired",
+        "object_type": "key",
+        "object_id": kid,
+        "key_id": kid,
+        "details": json.dumps({"retired_at": 5}) if where == "retirement" else "{}",
+    }
     (meta / "custody.jsonl").write_text(json.dumps(event) + "\n")
-    (meta / "keys.json").write_text(json.dumps({"keys": [
-        {"key_id": kid, "station_id": "s1", "public_key_hex": raw.hex(),
-         "retired_at": 5 if where == "keys" else None}]}))
+    (meta / "keys.json").write_text(
+        json.dumps(
+            {
+                "keys": [
+                    {
+                        "key_id": kid,
+                        "station_id": "s1",
+                        "public_key_hex": raw.hex(),
+                        "retired_at": 5 if where == "keys" else None,
+                    }
+                ]
+            }
+        )
+    )
     bag = write_bag(tmp_path / "bag", key=key)
     r = run_cli(capsys, "verify", "--json", str(bag))
     assert r.code == 1 and "internal error" not in r.err, (r.code, r.err[-500:])

@@ -19,8 +19,9 @@ from tests.offload_helpers import file_digests, make_app
 
 
 @pytest.fixture
-def station_with_files(tmp_path: Path, catalog_url: str,
-                       monkeypatch: pytest.MonkeyPatch) -> tuple[Path, list[Path]]:
+def station_with_files(
+    tmp_path: Path, catalog_url: str, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Path, list[Path]]:
     app = make_app(tmp_path / "data", catalog_url=catalog_url)
     rec = make_bulk_files(tmp_path / "dock" / "A123456", 3, 30_000)
     station = app.station()
@@ -51,7 +52,8 @@ def test_known_file_shows_its_custody_history(
 
 
 def test_unknown_or_altered_file_exit_1(
-    station_with_files: tuple[Path, list[Path]], tmp_path: Path,
+    station_with_files: tuple[Path, list[Path]],
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     data, files = station_with_files
@@ -61,20 +63,23 @@ def test_unknown_or_altered_file_exit_1(
     altered.write_bytes(bytes(content))
     result = run_cli(capsys, "--data-dir", str(data), "verify", str(altered))
     assert result.code == 1 and "not a recording" in result.out
-    doc = json.loads(run_cli(capsys, "--data-dir", str(data), "verify", "--json",
-                             str(altered)).out)
+    doc = json.loads(run_cli(capsys, "--data-dir", str(data), "verify", "--json", str(altered)).out)
     assert doc == doc | {"known": False, "ok": False, "matches": []}
 
 
 def test_tampered_custody_event_is_flagged(
-    station_with_files: tuple[Path, list[Path]], catalog_url: str,
+    station_with_files: tuple[Path, list[Path]],
+    catalog_url: str,
 ) -> None:
     _, files = station_with_files
     sha, _ = file_digests(files[2])
     catalog = Catalog(catalog_url)
     with catalog.transaction() as s:
-        ev = s.scalars(select(CustodyEvent).where(CustodyEvent.object_id == sha,
-                                                  CustodyEvent.action == "stored")).one()
+        ev = s.scalars(
+            select(CustodyEvent).where(
+                CustodyEvent.object_id == sha, CustodyEvent.action == "stored"
+            )
+        ).one()
         ev.actor = "station:somewhere-else"
     with catalog.session() as s:
         report = lookup_file(s, files[2])
@@ -86,7 +91,8 @@ def test_tampered_custody_event_is_flagged(
 
 
 def test_file_mode_forced_for_a_tar(
-    station_with_files: tuple[Path, list[Path]], tmp_path: Path,
+    station_with_files: tuple[Path, list[Path]],
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     data, files = station_with_files
@@ -99,7 +105,9 @@ def test_file_mode_forced_for_a_tar(
 
 
 def test_a_derivative_is_found_with_its_source(
-    station_with_files: tuple[Path, list[Path]], tmp_path: Path, catalog_url: str,
+    station_with_files: tuple[Path, list[Path]],
+    tmp_path: Path,
+    catalog_url: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     from catalog.media import DerivedObject, record_derivative
@@ -114,20 +122,33 @@ def test_a_derivative_is_found_with_its_source(
     signer = Signer("station-01", load_key_file(data / "keys" / "station.pem"))
     with catalog.transaction() as s:
         rec = s.scalars(select(Recording).where(Recording.sha256 == sha)).one()
-        record_derivative(s, signer, rec, DerivedObject(
-            kind="access", sha256=dsha, sm3=dsm3, size=copy.stat().st_size,
-            object_key=f"sha256/{dsha[:2]}/{dsha[2:4]}/{dsha}", method="remux",
-            command=["ffmpeg"], tool_version="test", duration_s=None), actor="test")
+        record_derivative(
+            s,
+            signer,
+            rec,
+            DerivedObject(
+                kind="access",
+                sha256=dsha,
+                sm3=dsm3,
+                size=copy.stat().st_size,
+                object_key=f"sha256/{dsha[:2]}/{dsha[2:4]}/{dsha}",
+                method="remux",
+                command=["ffmpeg"],
+                tool_version="test",
+                duration_s=None,
+            ),
+            actor="test",
+        )
     catalog.dispose()
-    doc = json.loads(run_cli(capsys, "--data-dir", str(data), "verify", "--json",
-                             str(copy)).out)
+    doc = json.loads(run_cli(capsys, "--data-dir", str(data), "verify", "--json", str(copy)).out)
     assert doc["ok"] and doc["matches"][0]["type"] == "derivative"
     assert doc["matches"][0]["source_sha256"] == sha
     assert [e["action"] for e in doc["custody"]] == ["derived"]
 
 
 def test_custody_signed_by_a_retired_key_is_flagged(
-    station_with_files: tuple[Path, list[Path]], catalog_url: str,
+    station_with_files: tuple[Path, list[Path]],
+    catalog_url: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """`verify FILE` judges the file's custody history by the one custody rule: events

@@ -58,8 +58,7 @@ def damage_local(app: App, key: str) -> None:
 
 def audit(app: App, **kwargs: Any) -> Any:
     scope = kwargs.pop("scope", make_scope("all"))
-    return audit_store(app.catalog, app.store, app.signer, scope=scope, actor="auditor",
-                       **kwargs)
+    return audit_store(app.catalog, app.store, app.signer, scope=scope, actor="auditor", **kwargs)
 
 
 def test_clean_store_verifies_everything(tmp_path: Path, catalog_url: str) -> None:
@@ -81,7 +80,9 @@ def test_clean_store_verifies_everything(tmp_path: Path, catalog_url: str) -> No
 
 
 def test_damaged_and_missing_objects_are_reported_never_deleted(
-    tmp_path: Path, catalog_url: str, capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    catalog_url: str,
+    capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     app = docked(tmp_path, catalog_url=catalog_url)
@@ -98,13 +99,17 @@ def test_damaged_and_missing_objects_are_reported_never_deleted(
     assert "2 failed" in result.out
     assert (store.root / damaged.object_key).exists()  # reported, never deleted or repaired
     with app.catalog.session() as s:
-        failed = {c.object_key: c.detail for c in s.scalars(
-            select(FixityCheck).where(FixityCheck.ok.is_(False)))}
+        failed = {
+            c.object_key: c.detail
+            for c in s.scalars(select(FixityCheck).where(FixityCheck.ok.is_(False)))
+        }
         assert failed[damaged.object_key].startswith("mismatch: sha256")
         assert "sm3" in failed[damaged.object_key]
         assert failed[missing.object_key].startswith("missing")
-        events = {e.object_id: e for e in s.scalars(
-            select(CustodyEvent).where(CustodyEvent.action == "fixity-failed"))}
+        events = {
+            e.object_id: e
+            for e in s.scalars(select(CustodyEvent).where(CustodyEvent.action == "fixity-failed"))
+        }
         assert set(events) == {damaged.sha256, missing.sha256}
         assert json.loads(events[damaged.sha256].details)["key"] == damaged.object_key
         assert verify_chain(s).ok
@@ -112,15 +117,16 @@ def test_damaged_and_missing_objects_are_reported_never_deleted(
         fresh = {r.id: r.verified_at for r in s.scalars(select(Recording))}
     assert fresh[damaged.id] == damaged.verified_at
     assert fresh[recs[0].id] != recs[0].verified_at
-    as_json = run_cli(capsys, "--data-dir", str(tmp_path / "data"), "verify", "--store",
-                      "--json")
+    as_json = run_cli(capsys, "--data-dir", str(tmp_path / "data"), "verify", "--store", "--json")
     doc = json.loads(as_json.out)
     assert as_json.code == 1 and doc["failed"] == 2
     assert {f["key"] for f in doc["failures"]} == {damaged.object_key, missing.object_key}
 
 
 def test_killed_run_resumes_where_it_stopped(
-    tmp_path: Path, catalog_url: str, capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    catalog_url: str,
+    capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     app = docked(tmp_path, catalog_url=catalog_url)
@@ -131,8 +137,9 @@ def test_killed_run_resumes_where_it_stopped(
     with app.catalog.session() as s:
         assert s.scalars(select(FixityRun)).one().cursor == recs[1].id
     monkeypatch.setenv("LIUHEN_CATALOG_URL", catalog_url)
-    result = run_cli(capsys, "--data-dir", str(tmp_path / "data"), "verify", "--store",
-                     "--resume", "--json")
+    result = run_cli(
+        capsys, "--data-dir", str(tmp_path / "data"), "verify", "--store", "--resume", "--json"
+    )
     doc = json.loads(result.out)
     assert result.code == 1 and doc["resumed"] and doc["run"] == first.run_uid
     assert doc["checked"] == len(recs) and doc["failed"] == 1 and doc["state"] == "DONE"
@@ -172,10 +179,23 @@ def test_derivatives_are_checked_with_their_recording(tmp_path: Path) -> None:
     with app.catalog.transaction() as s:
         row = s.get(Recording, rec.id)
         assert row is not None
-        record_derivative(s, app.signer, row, DerivedObject(
-            kind="access", sha256=sha.hex, sm3=digest_bytes(data, "sm3").hex, size=len(data),
-            object_key=key, method="remux", command=["ffmpeg"], tool_version="test",
-            duration_s=None), actor="test")
+        record_derivative(
+            s,
+            app.signer,
+            row,
+            DerivedObject(
+                kind="access",
+                sha256=sha.hex,
+                sm3=digest_bytes(data, "sm3").hex,
+                size=len(data),
+                object_key=key,
+                method="remux",
+                command=["ffmpeg"],
+                tool_version="test",
+                duration_s=None,
+            ),
+            actor="test",
+        )
     assert audit(app).checked == 4  # 2 files + DEVICE.INF + the derivative
     damage_local(app, key)
     report = audit(app)
@@ -188,10 +208,12 @@ def test_derivatives_are_checked_with_their_recording(tmp_path: Path) -> None:
 def test_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     docked(tmp_path, count=1)
     data = str(tmp_path / "data")
-    for args in (("verify", "--store", "--sample", "2", "--older-than", "3"),
-                 ("verify", "--sample", "2"),
-                 ("verify", "--store", str(tmp_path)),
-                 ("verify",)):
+    for args in (
+        ("verify", "--store", "--sample", "2", "--older-than", "3"),
+        ("verify", "--sample", "2"),
+        ("verify", "--store", str(tmp_path)),
+        ("verify",),
+    ):
         assert run_cli(capsys, "--data-dir", data, *args).code == 2, args
 
 
@@ -199,13 +221,17 @@ def test_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
 def test_s3_store_overwritten_object(
     tmp_path: Path, s3_endpoint: Any, s3_bucket: str, s3_client: Any
 ) -> None:
-    app = docked(tmp_path, store_url=f"s3://{s3_bucket}/ev",
-                 store_env={"LIUHEN_STORE_ENDPOINT_URL": s3_endpoint.url})
+    app = docked(
+        tmp_path,
+        store_url=f"s3://{s3_bucket}/ev",
+        store_env={"LIUHEN_STORE_ENDPOINT_URL": s3_endpoint.url},
+    )
     recs = recordings(app)
     assert audit(app).ok
     victim = recs[2]
-    body = bytearray(s3_client.get_object(Bucket=s3_bucket, Key=f"ev/{victim.object_key}")
-                     ["Body"].read())
+    body = bytearray(
+        s3_client.get_object(Bucket=s3_bucket, Key=f"ev/{victim.object_key}")["Body"].read()
+    )
     body[7] ^= 0x10
     s3_client.put_object(Bucket=s3_bucket, Key=f"ev/{victim.object_key}", Body=bytes(body))
     s3_client.delete_object(Bucket=s3_bucket, Key=f"ev/{recs[0].object_key}")
@@ -220,12 +246,19 @@ def test_s3_store_overwritten_object(
 
 @pytest.mark.s3
 def test_unreachable_store_stops_the_run_resumable(
-    tmp_path: Path, s3_proxy: Any, s3_bucket: str, capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    s3_proxy: Any,
+    s3_bucket: str,
+    capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The store going away is not 'every object failed': the run stops and resumes."""
-    env = {"LIUHEN_STORE_ENDPOINT_URL": s3_proxy.url, "LIUHEN_STORE_MAX_ATTEMPTS": "1",
-           "LIUHEN_STORE_CONNECT_TIMEOUT_S": "1", "LIUHEN_STORE_READ_TIMEOUT_S": "2"}
+    env = {
+        "LIUHEN_STORE_ENDPOINT_URL": s3_proxy.url,
+        "LIUHEN_STORE_MAX_ATTEMPTS": "1",
+        "LIUHEN_STORE_CONNECT_TIMEOUT_S": "1",
+        "LIUHEN_STORE_READ_TIMEOUT_S": "2",
+    }
     app = docked(tmp_path, store_url=f"s3://{s3_bucket}/ev", store_env=env)
     s3_proxy.cut()
     for name, value in env.items():
@@ -236,10 +269,10 @@ def test_unreachable_store_stops_the_run_resumable(
     with app.catalog.session() as s:
         run = s.scalars(select(FixityRun)).one()
         assert run.state == "RUNNING" and run.failed == 0
-        assert not s.scalars(select(CustodyEvent).where(
-            CustodyEvent.action == "fixity-failed")).all()
+        assert not s.scalars(
+            select(CustodyEvent).where(CustodyEvent.action == "fixity-failed")
+        ).all()
     s3_proxy.restore()
-    again = run_cli(capsys, "--data-dir", str(tmp_path / "data"), "verify", "--store",
-                    "--json")
+    again = run_cli(capsys, "--data-dir", str(tmp_path / "data"), "verify", "--store", "--json")
     doc = json.loads(again.out)
     assert again.code == 0 and doc["resumed"] and doc["checked"] == COUNT + 1

@@ -51,9 +51,9 @@ def test_directory_files_changed_while_verifying_are_named(tmp_path: Path) -> No
     assert changed and not report.ok
     named = {f.path: f.detail for f in report.errors if f.kind == "changed-during-verification"}
     assert set(named) == {"data/video/a.mp4", "data/video/b.mp4", "data/note.txt"}, [
-        f.describe() for f in report.errors]
-    assert "truncated" in named["data/video/a.mp4"] or "ended at byte" in named[
-        "data/video/a.mp4"]
+        f.describe() for f in report.errors
+    ]
+    assert "truncated" in named["data/video/a.mp4"] or "ended at byte" in named["data/video/a.mp4"]
     # note.txt was listed at 50,000 bytes and shrank before it was opened.
     assert "50000 bytes when the bag was listed, 10 before it was read" in named["data/note.txt"]
 
@@ -88,8 +88,13 @@ def test_tar_truncated_while_verifying_is_named_not_sigbus(tmp_path: Path) -> No
         b = tf.getmember("bag/data/video/b.mp4")
     cut = b.offset_data + BIG // 2
     root = Path(__file__).resolve().parents[1]
-    proc = subprocess.run([sys.executable, "-c", _CHILD, str(dest), str(cut)], cwd=root,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD, str(dest), str(cut)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
     doc = json.loads(proc.stdout)
     assert doc["mapped"] == [0]

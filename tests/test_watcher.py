@@ -412,7 +412,10 @@ _NO_INOTIFY_CHILD = textwrap.dedent(
 def test_auto_falls_back_to_polling_when_inotify_cannot_be_opened(dock: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-c", _NO_INOTIFY_CHILD, str(dock)],
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
         cwd=Path(__file__).resolve().parent.parent,
     )
 

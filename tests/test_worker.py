@@ -95,7 +95,8 @@ def test_every_file_is_probed_and_derived(tmp_path: Path) -> None:
     # The originals were never touched: still the bytes the recorder had.
     for r in recordings:
         assert (store_root(app) / r.object_key).read_bytes() == (
-            rec.root / by_name[r.original_name].relpath).read_bytes()
+            rec.root / by_name[r.original_name].relpath
+        ).read_bytes()
 
 
 def test_damaged_and_non_media_files_stay_stored_and_flagged(
@@ -120,7 +121,8 @@ def test_damaged_and_non_media_files_stay_stored_and_flagged(
     if kinds:
         assert kinds["recovered"]["method"] == "recovered"
     assert (store_root(app) / report["object_key"]).read_bytes() == (
-        root / truncated.relpath).read_bytes()
+        root / truncated.relpath
+    ).read_bytes()
     text = run_cli(capsys, "show", truncated.sha256[:12])
     assert "moov atom not found" in text.out
     with app.catalog.session() as s:
@@ -137,7 +139,8 @@ def test_segments_are_grouped_as_chapters(tmp_path: Path) -> None:
         assert len(segs) == 3
         assert len({r.group_id for r in segs}) == 1 and segs[0].group_id is not None
         assert sorted(r.group_seq or 0 for r in segs) == sorted(
-            f.sequence or 0 for f in rec.media())
+            f.sequence or 0 for f in rec.media()
+        )
 
 
 def test_show_finds_by_digest_prefix_and_says_what_to_do(
@@ -154,15 +157,25 @@ def test_show_finds_by_digest_prefix_and_says_what_to_do(
 @pytest.mark.fault
 @pytest.mark.slow
 def test_worker_killed_mid_transcode_leaves_nothing_and_rerun_completes(tmp_path: Path) -> None:
-    rec = make_recorder(tmp_path / "dock" / "A123456", h264=0, h265=1, wav=0, jpeg=0,
-                        truncated=0, segments=0, duration_s=20.0, size=(640, 480))
+    rec = make_recorder(
+        tmp_path / "dock" / "A123456",
+        h264=0,
+        h265=1,
+        wav=0,
+        jpeg=0,
+        truncated=0,
+        segments=0,
+        duration_s=20.0,
+        size=(640, 480),
+    )
     app = make_app(tmp_path / "data")
     station = app.station()
     station.run_docking(rec.root)
     station.close()
     env = {**os.environ, "LIUHEN_HOME": str(tmp_path / "data"), "LIUHEN_MEDIA_LEASE_S": "2"}
-    worker = subprocess.Popen([LIUHEN, "worker", "--drain"], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    worker = subprocess.Popen(
+        [LIUHEN, "worker", "--drain"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     try:
         deadline = time.time() + 60
         while time.time() < deadline and not _ffmpeg_child_of(worker.pid):
@@ -178,14 +191,16 @@ def test_worker_killed_mid_transcode_leaves_nothing_and_rerun_completes(tmp_path
             worker.kill()
     with app.catalog.session() as s:
         assert not s.scalars(select(Derivative)).all()  # nothing half-done recorded
-        claimed = s.scalars(select(WorkItem).where(WorkItem.kind == "derive",
-                                                   WorkItem.state == "CLAIMED")).all()
+        claimed = s.scalars(
+            select(WorkItem).where(WorkItem.kind == "derive", WorkItem.state == "CLAIMED")
+        ).all()
         assert len(claimed) == 1  # the dead worker's item, waiting for its lease to lapse
     objects = list(app.store.list("sha256/"))  # evidence objects (anchors/ holds chain heads)
     assert len(objects) == len(rec.files)  # only the originals; no partial derivative
     time.sleep(2.1)  # the dead worker's lease lapses
-    done = subprocess.run([LIUHEN, "worker", "--drain"], env=env, capture_output=True,
-                          text=True, timeout=240)
+    done = subprocess.run(
+        [LIUHEN, "worker", "--drain"], env=env, capture_output=True, text=True, timeout=240
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     with app.catalog.session() as s:
         kinds = sorted(d.kind for d in s.scalars(select(Derivative)))
@@ -214,24 +229,34 @@ def _ffmpeg_child_of(pid: int) -> list[int]:
 @pytest.mark.postgres
 @pytest.mark.slow
 def test_two_workers_on_postgres_never_do_the_same_item_twice(tmp_path: Path, pg_url: str) -> None:
-    rec = make_recorder(tmp_path / "dock" / "A123456", h264=3, h265=1, wav=2, jpeg=2,
-                        segments=2)
+    rec = make_recorder(tmp_path / "dock" / "A123456", h264=3, h265=1, wav=2, jpeg=2, segments=2)
     app = make_app(tmp_path / "data", catalog_url=pg_url)
     station = app.station()
     station.run_docking(rec.root)
     station.close()
     env = {**os.environ, "LIUHEN_HOME": str(tmp_path / "data"), "LIUHEN_CATALOG_URL": pg_url}
-    workers = [subprocess.Popen([LIUHEN, "worker", "--drain"], env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    workers = [
+        subprocess.Popen(
+            [LIUHEN, "worker", "--drain"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     outputs = [w.communicate(timeout=240)[0] for w in workers]
     assert all(w.returncode == 0 for w in workers), outputs
     with app.catalog.session() as s:
-        probed = Counter(e.object_id for e in s.scalars(
-            select(CustodyEvent).where(CustodyEvent.action == "probed")))
+        probed = Counter(
+            e.object_id
+            for e in s.scalars(select(CustodyEvent).where(CustodyEvent.action == "probed"))
+        )
         assert len(probed) == len(rec.files) and set(probed.values()) == {1}
-        derived = Counter((json.loads(e.details)["source"], json.loads(e.details)["kind"])
-                          for e in s.scalars(
-                              select(CustodyEvent).where(CustodyEvent.action == "derived")))
+        derived = Counter(
+            (json.loads(e.details)["source"], json.loads(e.details)["kind"])
+            for e in s.scalars(select(CustodyEvent).where(CustodyEvent.action == "derived"))
+        )
         assert derived and set(derived.values()) == {1}
         assert all(r.state == "DERIVED" for r in s.scalars(select(Recording)))
         assert verify_chain(s).ok
@@ -241,8 +266,9 @@ def test_two_workers_on_postgres_never_do_the_same_item_twice(tmp_path: Path, pg
 
 
 def test_joined_chapter_copy_when_asked(tmp_path: Path) -> None:
-    rec = make_recorder(tmp_path / "dock" / "A123456", h264=0, h265=0, wav=0, jpeg=0,
-                        truncated=0, segments=3)
+    rec = make_recorder(
+        tmp_path / "dock" / "A123456", h264=0, h265=0, wav=0, jpeg=0, truncated=0, segments=3
+    )
     app = make_app(tmp_path / "data")
     from dataclasses import replace
 
@@ -275,8 +301,9 @@ def test_worker_waits_out_a_catalog_outage_instead_of_exiting(
     station = app.station()
     assert station.run_docking(rec.root).state == "SAFE_TO_CLEAR"
     station.close()
-    app.settings = replace(app.settings, ingest=replace(app.settings.ingest,
-                                                        retry_initial_s=0.2, retry_max_s=0.5))
+    app.settings = replace(
+        app.settings, ingest=replace(app.settings.ingest, retry_initial_s=0.2, retry_max_s=0.5)
+    )
     worker = Worker(app.settings, catalog=app.catalog, store=app.store, signer=app.signer)
     proxy.cut()
     stop = threading.Event()
@@ -311,8 +338,10 @@ def test_worker_waits_out_a_catalog_outage_instead_of_exiting(
     with app.catalog.session() as s:
         recs = s.scalars(select(Recording)).all()
         assert recs and all(r.state == "DERIVED" for r in recs), [r.state for r in recs]
-        probed = Counter(e.object_id for e in s.scalars(
-            select(CustodyEvent).where(CustodyEvent.action == "probed")))
+        probed = Counter(
+            e.object_id
+            for e in s.scalars(select(CustodyEvent).where(CustodyEvent.action == "probed"))
+        )
     assert probed and set(probed.values()) == {1}
     app.close()
 
@@ -326,8 +355,10 @@ def assert_stored_derivatives_are_whole(app: Any) -> list[str]:
     keys = []
     with app.catalog.session() as s:
         rows = list(s.scalars(select(Derivative)))
-        events = {e.object_id: json.loads(e.details) for e in s.scalars(
-            select(CustodyEvent).where(CustodyEvent.action == "derived"))}
+        events = {
+            e.object_id: json.loads(e.details)
+            for e in s.scalars(select(CustodyEvent).where(CustodyEvent.action == "derived"))
+        }
     assert rows
     for d in rows:
         path = store_root(app) / d.object_key
@@ -357,10 +388,14 @@ def test_stored_derivatives_carry_the_digests_of_their_bytes(tmp_path: Path) -> 
 def test_derivatives_on_s3_carry_the_digests_of_their_bytes(
     tmp_path: Path, s3_endpoint: Any, s3_bucket: str, s3_client: Any
 ) -> None:
-    rec = make_recorder(tmp_path / "dock" / "A123456", h264=1, h265=0, wav=0, jpeg=0,
-                        truncated=0, segments=0)
-    app = make_app(tmp_path / "data", store_url=f"s3://{s3_bucket}/ev",
-                   store_env={"LIUHEN_STORE_ENDPOINT_URL": s3_endpoint.url})
+    rec = make_recorder(
+        tmp_path / "dock" / "A123456", h264=1, h265=0, wav=0, jpeg=0, truncated=0, segments=0
+    )
+    app = make_app(
+        tmp_path / "data",
+        store_url=f"s3://{s3_bucket}/ev",
+        store_env={"LIUHEN_STORE_ENDPOINT_URL": s3_endpoint.url},
+    )
     station = app.station()
     assert station.run_docking(rec.root).state == "SAFE_TO_CLEAR"
     station.close()
@@ -370,8 +405,11 @@ def test_derivatives_on_s3_carry_the_digests_of_their_bytes(
     assert sorted(d.kind for d in rows) == ["access", "poster", "proxy"]
     for d in rows:
         body = s3_client.get_object(Bucket=s3_bucket, Key=f"ev/{d.object_key}")["Body"].read()
-        assert (d.sha256, d.sm3, d.size) == (hashlib.sha256(body).hexdigest(),
-                                             hashlib.new("sm3", body).hexdigest(), len(body))
+        assert (d.sha256, d.sm3, d.size) == (
+            hashlib.sha256(body).hexdigest(),
+            hashlib.new("sm3", body).hexdigest(),
+            len(body),
+        )
 
 
 # Where the worker process is killed, by SIGKILL, inside _keep: while it hashes (the
@@ -389,8 +427,9 @@ _KILL_AT = {
 def test_worker_killed_in_keep_leaves_nothing_partial_and_rerun_completes(
     tmp_path: Path, point: str
 ) -> None:
-    rec = make_recorder(tmp_path / "dock" / "A123456", h264=1, h265=0, wav=0, jpeg=0,
-                        truncated=0, segments=0)
+    rec = make_recorder(
+        tmp_path / "dock" / "A123456", h264=1, h265=0, wav=0, jpeg=0, truncated=0, segments=0
+    )
     app = make_app(tmp_path / "data")
     station = app.station()
     assert station.run_docking(rec.root).state == "SAFE_TO_CLEAR"
@@ -405,13 +444,20 @@ def test_worker_killed_in_keep_leaves_nothing_partial_and_rerun_completes(
         "main(['worker', '--drain'])\n"
     )
     env = {**os.environ, "LIUHEN_HOME": str(tmp_path / "data"), "LIUHEN_MEDIA_LEASE_S": "2"}
-    killed = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                            text=True, timeout=240, cwd=Path(__file__).resolve().parents[1])
+    killed = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
     with app.catalog.session() as s:
         assert not s.scalars(select(Derivative)).all()  # nothing recorded
-        assert s.scalars(select(WorkItem).where(WorkItem.kind == "derive",
-                                                WorkItem.state == "CLAIMED")).all()
+        assert s.scalars(
+            select(WorkItem).where(WorkItem.kind == "derive", WorkItem.state == "CLAIMED")
+        ).all()
     # The store holds the originals and, killed after the link, the one derivative the
     # link made visible: whole (its bytes hash to its key), never a partial file.
     extra = set(app.store.list("sha256/")) - originals
@@ -425,7 +471,10 @@ def test_worker_killed_in_keep_leaves_nothing_partial_and_rerun_completes(
     assert drain(app).failed == 0
     with app.catalog.session() as s:
         assert sorted(d.kind for d in s.scalars(select(Derivative))) == [
-            "access", "poster", "proxy"]
+            "access",
+            "poster",
+            "proxy",
+        ]
         assert verify_chain(s).ok
     keys = assert_stored_derivatives_are_whole(app)
     assert set(app.store.list("sha256/")) == originals | set(keys)  # the orphan was the same remux
@@ -436,8 +485,12 @@ def test_scratch_of_dead_workers_of_this_host_is_cleared_at_start(tmp_path: Path
     app = make_app(tmp_path / "data")
     work = app.settings.work_dir
     host = socket.gethostname()
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     dead_pid = int(gone.stdout)  # exited: no process has this pid now (or soon reused)
     dead = work / f"{host}-{dead_pid}-abc123" / "rec1-x"
     alive = work / f"{host}-{os.getpid()}-def456" / "rec2-y"

@@ -99,9 +99,19 @@ _BROWSER_PIX_FMTS: Final = frozenset({"yuv420p", "yuvj420p"})
 _BROWSER_AUDIO_IN_VIDEO: Final = frozenset({"aac"})
 _BROWSER_AUDIO_ONLY: Final = frozenset({"aac", "mp3"})
 _X264_PRESETS: Final = frozenset(
-    {"ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
-     "veryslow", "placebo"}
-)  # fmt: skip
+    {
+        "ultrafast",
+        "superfast",
+        "veryfast",
+        "faster",
+        "fast",
+        "medium",
+        "slow",
+        "slower",
+        "veryslow",
+        "placebo",
+    }
+)
 _BITRATE_RE: Final = re.compile(r"^[1-9][0-9]*[kM]?$")
 # Even output dimensions: libx264 with yuv420p refuses odd widths and heights.
 _EVEN: Final = "scale=trunc(iw/2)*2:trunc(ih/2)*2"
@@ -288,9 +298,12 @@ def ffmpeg_version(ffmpeg: str = "ffmpeg") -> str:
     command = [ffmpeg, "-version"]
     try:
         proc = subprocess.run(
-            command, stdin=subprocess.DEVNULL, capture_output=True, check=False,
+            command,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            check=False,
             timeout=_VERSION_TIMEOUT_S,
-        )  # fmt: skip
+        )
     except OSError as exc:
         raise FfmpegMissingError(
             f"cannot run {ffmpeg!r}: {exc.strerror or exc}", hint=_INSTALL_HINT, command=command
@@ -335,9 +348,11 @@ class _Progress:
 
 
 def _read_progress(
-    stream: IO[bytes], updates: queue.Queue[float | None], seen: _Progress,
+    stream: IO[bytes],
+    updates: queue.Queue[float | None],
+    seen: _Progress,
     duration_s: float | None,
-) -> None:  # fmt: skip
+) -> None:
     """Parse ``-progress pipe:1`` key=value lines; queue fractions for the caller's thread."""
     last: float | None = None
     try:
@@ -397,14 +412,18 @@ def run_ffmpeg(
     err_sink: list[bytes] = []
     readers = [
         threading.Thread(
-            target=_read_progress, args=(proc.stdout, updates, seen, duration_s),
-            name="ffmpeg-progress", daemon=True,
-        ),
-        threading.Thread(
-            target=_drain_stderr, args=(proc.stderr, err_sink), name="ffmpeg-stderr",
+            target=_read_progress,
+            args=(proc.stdout, updates, seen, duration_s),
+            name="ffmpeg-progress",
             daemon=True,
         ),
-    ]  # fmt: skip
+        threading.Thread(
+            target=_drain_stderr,
+            args=(proc.stderr, err_sink),
+            name="ffmpeg-stderr",
+            daemon=True,
+        ),
+    ]
     for reader in readers:
         reader.start()
     deadline = started + timeout_s
@@ -474,8 +493,16 @@ class OutputProbe:
 
     def signature(self) -> tuple[tuple[Any, ...], ...]:
         """What must match for a stream-copy concatenation."""
-        keys = ("codec_type", "codec_name", "width", "height", "pix_fmt", "sample_rate",
-                "channels", "profile")  # fmt: skip
+        keys = (
+            "codec_type",
+            "codec_name",
+            "width",
+            "height",
+            "pix_fmt",
+            "sample_rate",
+            "channels",
+            "profile",
+        )
         return tuple(
             tuple(s.get(k) for k in keys)
             for s in self.streams
@@ -490,8 +517,10 @@ def _quick_probe(path: Path) -> OutputProbe | None:
         size = mp4check.jpeg_size(path)
         if size is None:
             return None
-        return OutputProbe(({"codec_type": "video", "codec_name": "mjpeg", "width": size[0],
-                             "height": size[1]},), None)
+        return OutputProbe(
+            ({"codec_type": "video", "codec_name": "mjpeg", "width": size[0], "height": size[1]},),
+            None,
+        )
     summary = mp4check.summarise(path)
     if summary is None or not summary.moov_first or not summary.streams:
         return None
@@ -502,17 +531,24 @@ def _quick_probe(path: Path) -> OutputProbe | None:
 def probe_output(ffprobe: str, path: Path) -> OutputProbe:
     """ffprobe a file (a derivative, or a segment to join); raise when it does not open."""
     command = [
-        ffprobe, "-v", "error", "-of", "json",
+        ffprobe,
+        "-v",
+        "error",
+        "-of",
+        "json",
         "-show_entries",
         "stream=codec_type,codec_name,width,height,pix_fmt,sample_rate,channels,profile"
         ":format=duration",
         str(path),
-    ]  # fmt: skip
+    ]
     try:
         proc = subprocess.run(
-            command, stdin=subprocess.DEVNULL, capture_output=True, check=False,
+            command,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            check=False,
             timeout=_PROBE_TIMEOUT_S,
-        )  # fmt: skip
+        )
     except OSError as exc:
         raise FfmpegMissingError(
             f"cannot run {ffprobe!r}: {exc.strerror or exc}", hint=_INSTALL_HINT, command=command
@@ -622,9 +658,15 @@ def _fsync_file(path: Path) -> None:
 
 
 def _check_output(
-    ffprobe: str, tmp: Path, final: Path, *, expected: Mapping[str, str],
-    min_duration_s: float | None, command: Sequence[str], stderr_tail: str,
-) -> OutputProbe:  # fmt: skip
+    ffprobe: str,
+    tmp: Path,
+    final: Path,
+    *,
+    expected: Mapping[str, str],
+    min_duration_s: float | None,
+    command: Sequence[str],
+    stderr_tail: str,
+) -> OutputProbe:
     try:
         probed = _quick_probe(tmp) or probe_output(ffprobe, tmp)
     except FfmpegMissingError:
@@ -694,15 +736,20 @@ def _derive(
     tmp = _temp_path(final)
     command = build(tmp)
     try:
-        run = run_ffmpeg(command, timeout_s=timeout_s, duration_s=duration_s,
-                         on_progress=on_progress)  # fmt: skip
+        run = run_ffmpeg(
+            command, timeout_s=timeout_s, duration_s=duration_s, on_progress=on_progress
+        )
         if run.returncode != 0:
             _raise_failed(command, run, final)
         probed = _check_output(
-            ffprobe, tmp, final, expected=expected,
+            ffprobe,
+            tmp,
+            final,
+            expected=expected,
             min_duration_s=_min_duration(duration_s) if check_duration else None,
-            command=command, stderr_tail=run.stderr_tail,
-        )  # fmt: skip
+            command=command,
+            stderr_tail=run.stderr_tail,
+        )
         if durable:
             _fsync_file(tmp)
         os.replace(tmp, final)
@@ -777,10 +824,18 @@ def make_access_copy(
     kind = _info_kind(info)
     if kind == "audio":
         return make_audio_access(
-            src, out_dir, info=info, profile=audio_profile, ffmpeg=ffmpeg, ffprobe=ffprobe,
-            duration_s=duration_s, on_progress=on_progress, timeout_factor=timeout_factor,
-            name=name, durable=durable,
-        )  # fmt: skip
+            src,
+            out_dir,
+            info=info,
+            profile=audio_profile,
+            ffmpeg=ffmpeg,
+            ffprobe=ffprobe,
+            duration_s=duration_s,
+            on_progress=on_progress,
+            timeout_factor=timeout_factor,
+            name=name,
+            durable=durable,
+        )
     if kind != "video":
         raise ValueError(f"{src.name}: no access copy for a {kind}")
     plan = plan_access(info)
@@ -801,9 +856,17 @@ def make_access_copy(
             video = ["-c:v", "copy"]
         else:
             video = [
-                "-vf", _EVEN, "-c:v", "libx264", "-preset", profile.preset,
-                "-crf", str(profile.crf), "-pix_fmt", "yuv420p",
-            ]  # fmt: skip
+                "-vf",
+                _EVEN,
+                "-c:v",
+                "libx264",
+                "-preset",
+                profile.preset,
+                "-crf",
+                str(profile.crf),
+                "-pix_fmt",
+                "yuv420p",
+            ]
         if _norm(info.get("audio_codec")) in _BROWSER_AUDIO_IN_VIDEO:
             audio = ["-c:a", "copy"]
         else:
@@ -812,16 +875,34 @@ def make_access_copy(
 
     def build(tmp: Path) -> list[str]:
         return [
-            *head, "-i", str(src), *codec_args,
-            "-map_metadata", "0", "-movflags", "+faststart", "-f", "mp4", str(tmp),
-        ]  # fmt: skip
+            *head,
+            "-i",
+            str(src),
+            *codec_args,
+            "-map_metadata",
+            "0",
+            "-movflags",
+            "+faststart",
+            "-f",
+            "mp4",
+            str(tmp),
+        ]
 
     return _derive(
-        kind="access", method=method, sources=[src], final=final, build=build,
-        expected=expected, duration_s=duration_s, check_duration=True,
+        kind="access",
+        method=method,
+        sources=[src],
+        final=final,
+        build=build,
+        expected=expected,
+        duration_s=duration_s,
+        check_duration=True,
         timeout_s=TIMEOUTS.limit(method, duration_s, timeout_factor),
-        on_progress=on_progress, ffmpeg=ffmpeg, ffprobe=ffprobe, durable=durable,
-    )  # fmt: skip
+        on_progress=on_progress,
+        ffmpeg=ffmpeg,
+        ffprobe=ffprobe,
+        durable=durable,
+    )
 
 
 def make_proxy(
@@ -852,21 +933,51 @@ def make_proxy(
 
     def build(tmp: Path) -> list[str]:
         return [
-            *head, "-i", str(src),
-            "-map", "0:V:0", "-map", "0:a:0?",
-            "-vf", _scale_to(profile.max_height),
-            "-c:v", "libx264", "-preset", profile.preset, "-crf", str(profile.crf),
-            "-pix_fmt", "yuv420p",
-            "-c:a", "aac", "-b:a", profile.audio_bitrate,
-            "-map_metadata", "0", "-movflags", "+faststart", "-f", "mp4", str(tmp),
-        ]  # fmt: skip
+            *head,
+            "-i",
+            str(src),
+            "-map",
+            "0:V:0",
+            "-map",
+            "0:a:0?",
+            "-vf",
+            _scale_to(profile.max_height),
+            "-c:v",
+            "libx264",
+            "-preset",
+            profile.preset,
+            "-crf",
+            str(profile.crf),
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            "-b:a",
+            profile.audio_bitrate,
+            "-map_metadata",
+            "0",
+            "-movflags",
+            "+faststart",
+            "-f",
+            "mp4",
+            str(tmp),
+        ]
 
     return _derive(
-        kind="proxy", method="reencode", sources=[src], final=final, build=build,
-        expected=expected, duration_s=duration_s, check_duration=True,
+        kind="proxy",
+        method="reencode",
+        sources=[src],
+        final=final,
+        build=build,
+        expected=expected,
+        duration_s=duration_s,
+        check_duration=True,
         timeout_s=TIMEOUTS.limit(PLAN_REENCODE, duration_s, timeout_factor),
-        on_progress=on_progress, ffmpeg=ffmpeg, ffprobe=ffprobe, durable=durable,
-    )  # fmt: skip
+        on_progress=on_progress,
+        ffmpeg=ffmpeg,
+        ffprobe=ffprobe,
+        durable=durable,
+    )
 
 
 def make_poster(
@@ -894,19 +1005,43 @@ def make_poster(
         # -ss before -i seeks in the demuxer and decodes from the previous keyframe: exact
         # and fast even deep into a long recording.
         return [
-            *head, "-ss", f"{at:.3f}", "-i", str(src),
-            "-map", "0:V:0", "-frames:v", "1", *scale,
-            "-c:v", "mjpeg", "-q:v", str(profile.quality),
-            "-map_metadata", "-1", "-f", "mjpeg", str(tmp),
-        ]  # fmt: skip
+            *head,
+            "-ss",
+            f"{at:.3f}",
+            "-i",
+            str(src),
+            "-map",
+            "0:V:0",
+            "-frames:v",
+            "1",
+            *scale,
+            "-c:v",
+            "mjpeg",
+            "-q:v",
+            str(profile.quality),
+            "-map_metadata",
+            "-1",
+            "-f",
+            "mjpeg",
+            str(tmp),
+        ]
 
     return _derive(
-        kind="poster", method="extract", sources=[src], final=final, build=build,
-        expected={"video": "mjpeg"}, duration_s=None, check_duration=False,
+        kind="poster",
+        method="extract",
+        sources=[src],
+        final=final,
+        build=build,
+        expected={"video": "mjpeg"},
+        duration_s=None,
+        check_duration=False,
         # One frame: the remux limit (30 s by default) however long the recording is.
         timeout_s=TIMEOUTS.limit(PLAN_REMUX, max(at, 1.0), timeout_factor),
-        on_progress=on_progress, ffmpeg=ffmpeg, ffprobe=ffprobe, durable=durable,
-    )  # fmt: skip
+        on_progress=on_progress,
+        ffmpeg=ffmpeg,
+        ffprobe=ffprobe,
+        durable=durable,
+    )
 
 
 def make_audio_access(
@@ -949,16 +1084,34 @@ def make_audio_access(
 
     def build(tmp: Path) -> list[str]:
         return [
-            *head, "-i", str(src), "-map", "0:a:0", "-vn", *codec_args,
-            "-map_metadata", "0", *container, str(tmp),
-        ]  # fmt: skip
+            *head,
+            "-i",
+            str(src),
+            "-map",
+            "0:a:0",
+            "-vn",
+            *codec_args,
+            "-map_metadata",
+            "0",
+            *container,
+            str(tmp),
+        ]
 
     return _derive(
-        kind="audio", method=method, sources=[src], final=final, build=build,
-        expected={"audio": str(codec)}, duration_s=duration_s, check_duration=True,
+        kind="audio",
+        method=method,
+        sources=[src],
+        final=final,
+        build=build,
+        expected={"audio": str(codec)},
+        duration_s=duration_s,
+        check_duration=True,
         timeout_s=TIMEOUTS.limit(method, duration_s, timeout_factor),
-        on_progress=on_progress, ffmpeg=ffmpeg, ffprobe=ffprobe, durable=durable,
-    )  # fmt: skip
+        on_progress=on_progress,
+        ffmpeg=ffmpeg,
+        ffprobe=ffprobe,
+        durable=durable,
+    )
 
 
 def concat_list(paths: Iterable[Path]) -> str:
@@ -1026,18 +1179,44 @@ def join_segments(
 
     def build(tmp: Path) -> list[str]:
         return [
-            *head, "-f", "concat", "-safe", "0", "-i", str(list_file),
-            "-map", "0:V?", "-map", "0:a?", "-c", "copy",
-            "-map_metadata", "0", "-movflags", "+faststart", "-f", "mp4", str(tmp),
-        ]  # fmt: skip
+            *head,
+            "-f",
+            "concat",
+            "-safe",
+            "0",
+            "-i",
+            str(list_file),
+            "-map",
+            "0:V?",
+            "-map",
+            "0:a?",
+            "-c",
+            "copy",
+            "-map_metadata",
+            "0",
+            "-movflags",
+            "+faststart",
+            "-f",
+            "mp4",
+            str(tmp),
+        ]
 
     try:
         list_file.write_text(concat_list(segments), encoding="utf-8")
         return _derive(
-            kind="joined", method="remux", sources=list(segments), final=final, build=build,
-            expected=expected, duration_s=total, check_duration=True,
+            kind="joined",
+            method="remux",
+            sources=list(segments),
+            final=final,
+            build=build,
+            expected=expected,
+            duration_s=total,
+            check_duration=True,
             timeout_s=TIMEOUTS.limit(PLAN_REMUX, total, timeout_factor),
-            on_progress=on_progress, ffmpeg=ffmpeg, ffprobe=ffprobe, durable=durable,
-        )  # fmt: skip
+            on_progress=on_progress,
+            ffmpeg=ffmpeg,
+            ffprobe=ffprobe,
+            durable=durable,
+        )
     finally:
         list_file.unlink(missing_ok=True)

@@ -15,8 +15,15 @@ from pathlib import Path
 from typing import BinaryIO
 
 _CONTAINERS = {b"moov", b"trak", b"mdia", b"minf", b"stbl"}
-_CODECS = {b"avc1": "h264", b"avc3": "h264", b"hvc1": "hevc", b"hev1": "hevc",
-           b"mp4a": "aac", b".mp3": "mp3", b"mp4v": "mpeg4"}
+_CODECS = {
+    b"avc1": "h264",
+    b"avc3": "h264",
+    b"hvc1": "hevc",
+    b"hev1": "hevc",
+    b"mp4a": "aac",
+    b".mp3": "mp3",
+    b"mp4v": "mpeg4",
+}
 _HANDLERS = {b"vide": "video", b"soun": "audio"}
 MAX_MOOV = 64 << 20  # an index larger than this is not what ffmpeg writes for our outputs
 
@@ -69,8 +76,7 @@ def summarise(path: Path) -> Mp4Summary | None:
                     track = _track(f, s, e)
                     if track is not None:
                         streams.append(track)
-            return Mp4Summary(tuple(streams), duration,
-                              kinds.index(b"moov") < kinds.index(b"mdat"))
+            return Mp4Summary(tuple(streams), duration, kinds.index(b"moov") < kinds.index(b"mdat"))
     except (OSError, ValueError, struct.error, StopIteration):
         return None
 
@@ -126,9 +132,9 @@ def jpeg_size(path: Path) -> tuple[int, int] | None:
         if data[pos] != 0xFF:
             return None
         marker = data[pos + 1]
-        (length,) = struct.unpack(">H", data[pos + 2:pos + 4])
+        (length,) = struct.unpack(">H", data[pos + 2 : pos + 4])
         if marker in (0xC0, 0xC1, 0xC2) and pos + 9 <= len(data):
-            height, width = struct.unpack(">HH", data[pos + 5:pos + 9])
+            height, width = struct.unpack(">HH", data[pos + 5 : pos + 9])
             return (width, height) if width and height else None
         if marker == 0xDA:  # image data before any frame header
             return None

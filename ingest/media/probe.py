@@ -200,9 +200,8 @@ def _summarise(path: str, data: dict[str, Any], stderr: str) -> ProbeResult:
     streams = [s for s in data.get("streams") or [] if isinstance(s, dict)]
     # Cover art in an audio file is a "video" stream with the attached_pic disposition.
     videos = [
-        s for s in streams
-        if s.get("codec_type") == "video" and not _disposition(s, "attached_pic")
-    ]  # fmt: skip
+        s for s in streams if s.get("codec_type") == "video" and not _disposition(s, "attached_pic")
+    ]
     audios = [s for s in streams if s.get("codec_type") == "audio"]
     if not videos and not audios:
         return ProbeResult(

@@ -412,9 +412,13 @@ class _NalCheck:
     """
 
     def __init__(
-        self, data: mmap.mmap, length_size: int, rules: _SliceRules | None,
-        parameter_sets: frozenset[bytes], bound: int,
-    ) -> None:  # fmt: skip
+        self,
+        data: mmap.mmap,
+        length_size: int,
+        rules: _SliceRules | None,
+        parameter_sets: frozenset[bytes],
+        bound: int,
+    ) -> None:
         self.data = data
         self.n = length_size
         self.rules = rules
@@ -575,9 +579,12 @@ def _extract_stream(src: Path, config: _AvcConfig, out: Path) -> _Walk:
             raise _NotSalvageable(f"{src.name}: no mdat box (not an MP4, or cut before data)")
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data, out.open("wb") as w:
             check = _NalCheck(
-                data, config.length_size, config.rules,
-                frozenset((*config.sps, *config.pps)), bound,
-            )  # fmt: skip
+                data,
+                config.length_size,
+                config.rules,
+                frozenset((*config.sps, *config.pps)),
+                bound,
+            )
             for unit in (*config.sps, *config.pps):
                 w.write(_START_CODE + unit)
             for box in mdats:
@@ -601,9 +608,22 @@ def _sha256(path: Path) -> str:
 
 def _decoded_frames(ffmpeg: str, path: Path, timeout_s: float) -> tuple[int, str]:
     command = [
-        ffmpeg, "-nostdin", "-hide_banner", "-v", "error", "-progress", "pipe:1", "-nostats",
-        "-i", str(path), "-map", "0:v:0", "-f", "null", "-",
-    ]  # fmt: skip
+        ffmpeg,
+        "-nostdin",
+        "-hide_banner",
+        "-v",
+        "error",
+        "-progress",
+        "pipe:1",
+        "-nostats",
+        "-i",
+        str(path),
+        "-map",
+        "0:v:0",
+        "-f",
+        "null",
+        "-",
+    ]
     run = run_ffmpeg(command, timeout_s=timeout_s)
     if run.returncode != 0:
         return 0, run.stderr_tail
@@ -665,25 +685,56 @@ def recover_truncated_mp4(
         log.info(
             "recover %s: %d NAL units (%d slices, %d IDR), %d bytes skipped in %d gaps; "
             "%dx%d at %s fps from %s",
-            src.name, walk.nal_units, walk.slices, walk.idr_slices, walk.skipped_bytes,
-            walk.gaps, config.width, config.height, _fps_text(config.frame_rate),
+            src.name,
+            walk.nal_units,
+            walk.slices,
+            walk.idr_slices,
+            walk.skipped_bytes,
+            walk.gaps,
+            config.width,
+            config.height,
+            _fps_text(config.frame_rate),
             reference.name,
-        )  # fmt: skip
+        )
         digest = _sha256(src)
         comment = f"{RECOVERED_COMMENT_PREFIX} {src.name} sha256:{digest}; not the original"
         estimate_s = float(walk.slices / config.frame_rate)
         command = [
-            ffmpeg, "-nostdin", "-hide_banner", "-y", "-progress", "pipe:1", "-nostats",
-            "-fflags", "+genpts", "-r", _fps_text(config.frame_rate), "-f", "h264",
-            "-i", str(stream),
+            ffmpeg,
+            "-nostdin",
+            "-hide_banner",
+            "-y",
+            "-progress",
+            "pipe:1",
+            "-nostats",
+            "-fflags",
+            "+genpts",
+            "-r",
+            _fps_text(config.frame_rate),
+            "-f",
+            "h264",
+            "-i",
+            str(stream),
             # A raw stream has no presentation times: with B-frames ffmpeg gives the first
             # frames negative ones, which the MP4 edit list would hide; start at zero.
-            "-map", "0:v:0", "-c", "copy", "-avoid_negative_ts", "make_zero",
-            "-map_metadata", "-1",
-            "-metadata", f"title={RECOVERED_TITLE_PREFIX} {src.stem}",
-            "-metadata", f"comment={comment}",
-            "-movflags", "+faststart", "-f", "mp4", str(tmp),
-        ]  # fmt: skip
+            "-map",
+            "0:v:0",
+            "-c",
+            "copy",
+            "-avoid_negative_ts",
+            "make_zero",
+            "-map_metadata",
+            "-1",
+            "-metadata",
+            f"title={RECOVERED_TITLE_PREFIX} {src.stem}",
+            "-metadata",
+            f"comment={comment}",
+            "-movflags",
+            "+faststart",
+            "-f",
+            "mp4",
+            str(tmp),
+        ]
         timeout_s = TIMEOUTS.limit("remux", estimate_s, timeout_factor)
         run = run_ffmpeg(command, timeout_s=timeout_s)
         if run.returncode != 0:
@@ -721,8 +772,10 @@ def recover_truncated_mp4(
     elapsed = time.monotonic() - started
     log.warning(
         "recover %s: RECOVERED %d frames (video only) into %s; not the original",
-        src.name, frames, final,
-    )  # fmt: skip
+        src.name,
+        frames,
+        final,
+    )
     return Derivation(
         kind="recovered",
         path=final,

@@ -34,8 +34,9 @@ SIZE_VARS = {
 
 
 def sim_config(root: Path) -> SimConfig:
-    values = {name: cast(os.environ.get(var, default))
-              for name, (var, cast, default) in SIZE_VARS.items()}
+    values = {
+        name: cast(os.environ.get(var, default)) for name, (var, cast, default) in SIZE_VARS.items()
+    }
     return SimConfig(root=root, **values)
 
 

@@ -65,8 +65,13 @@ MOTO_ENV = {
     "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
 }
 # Variables that would send boto somewhere other than the server under test.
-CLEARED_AWS = ("AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE", "AWS_ENDPOINT_URL",
-               "AWS_ENDPOINT_URL_S3")
+CLEARED_AWS = (
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "AWS_PROFILE",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+)
 TEST_S3_URL = "LIUHEN_TEST_S3_URL"
 
 
@@ -139,8 +144,7 @@ class SimResult:
 
     @property
     def ok(self) -> bool:
-        return self.drained and not self.problems and self.report is not None \
-            and self.report.ok
+        return self.drained and not self.problems and self.report is not None and self.report.ok
 
     def summary(self) -> str:
         t = self.timings
@@ -157,11 +161,12 @@ class SimResult:
             f"  drained: {self.drained}",
         ]
         if self.cpu:
-            lines.append("  cpu seconds: " + ", ".join(f"{k} {v:.1f}"
-                                                       for k, v in self.cpu.items()))
+            lines.append("  cpu seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in self.cpu.items()))
         if self.report is not None:
-            lines.append(f"  invariant checker: {len(self.report.violations)} violation(s); "
-                         f"looked at {self.report.counts}")
+            lines.append(
+                f"  invariant checker: {len(self.report.violations)} violation(s); "
+                f"looked at {self.report.counts}"
+            )
             lines += [f"    ✗ {v.describe()}" for v in self.report.violations[:200]]
         lines += [f"  ✗ {p}" for p in self.problems]
         return "\n".join(lines)
@@ -198,8 +203,7 @@ def _answers_http(url: str) -> bool:
 def _clean_env() -> dict[str, str]:
     """The caller's environment without settings overrides (each process gets its own)."""
     keep = {TEST_S3_URL, "LIUHEN_TEST_PG_URL"}
-    return {k: v for k, v in os.environ.items()
-            if not k.startswith("LIUHEN_") or k in keep}
+    return {k: v for k, v in os.environ.items() if not k.startswith("LIUHEN_") or k in keep}
 
 
 def liuhen_argv() -> list[str]:
@@ -255,20 +259,34 @@ class PrivatePostgres:
         return None
 
     def _run(self, *argv: str, timeout: float = 60) -> None:
-        proc = subprocess.run([*self._as, *argv], capture_output=True, text=True,
-                              timeout=timeout, check=False)
+        proc = subprocess.run(
+            [*self._as, *argv], capture_output=True, text=True, timeout=timeout, check=False
+        )
         if proc.returncode != 0:
-            raise SimulationError(f"{' '.join(argv[:2])} failed ({proc.returncode}): "
-                                  f"{proc.stdout[-1500:]}{proc.stderr[-1500:]}")
+            raise SimulationError(
+                f"{' '.join(argv[:2])} failed ({proc.returncode}): "
+                f"{proc.stdout[-1500:]}{proc.stderr[-1500:]}"
+            )
 
     def init(self) -> None:
-        self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-A", "trust",
-                  "-U", "postgres", "--no-sync", "-E", "UTF8")
+        self._run(
+            str(self.bindir / "initdb"),
+            "-D",
+            str(self.data),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+            "-E",
+            "UTF8",
+        )
         self.start()
         from sqlalchemy import create_engine, text
 
-        admin = create_engine(self.url.rsplit("/", 1)[0] + "/postgres",
-                              isolation_level="AUTOCOMMIT")
+        admin = create_engine(
+            self.url.rsplit("/", 1)[0] + "/postgres", isolation_level="AUTOCOMMIT"
+        )
         with admin.connect() as conn:
             conn.execute(text("CREATE DATABASE district"))
         admin.dispose()
@@ -278,15 +296,29 @@ class PrivatePostgres:
         # cache keeps what was written. synchronous_commit stays on: with it off, a
         # commit acknowledged just before `stop -m immediate` is lost (the checker
         # found such a "lost" recording when it was off).
-        opts = (f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 "
-                "-c max_connections=300 -c fsync=off")
-        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-o", opts,
-                  "-l", str(self.log), "-w", "-t", "60", "start")
+        opts = (
+            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 "
+            "-c max_connections=300 -c fsync=off"
+        )
+        self._run(
+            str(self.bindir / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-o",
+            opts,
+            "-l",
+            str(self.log),
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
         self.running = True
 
     def stop(self) -> None:
-        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate",
-                  "-w", "stop")
+        self._run(
+            str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop"
+        )
         self.running = False
 
     def close(self) -> None:
@@ -359,15 +391,15 @@ def open_postgres() -> PrivatePostgres | ProxiedPostgres:
         except Exception as exc:
             private.close()
             why = f"private cluster failed: {exc}"
-    base = os.environ.get("LIUHEN_TEST_PG_URL",
-                          "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    base = os.environ.get("LIUHEN_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
     proxied = ProxiedPostgres(base)
     try:
         proxied.init()
     except Exception as exc:
         proxied.close()
-        raise SimulationError(f"cannot start PostgreSQL for the simulation ({why}), nor "
-                              f"reach {base}: {exc}") from exc
+        raise SimulationError(
+            f"cannot start PostgreSQL for the simulation ({why}), nor reach {base}: {exc}"
+        ) from exc
     proxied.mode += f" [{why[:200]}]"
     return proxied
 
@@ -386,13 +418,18 @@ class MotoS3:
         env = {k: v for k, v in _clean_env().items() if k not in CLEARED_AWS} | MOTO_ENV
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
         deadline = time.monotonic() + 30
         while not _answers_http(self.url):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.close()
-                raise SimulationError(f"the moto S3 server on {self.url} did not start "
-                                      f"(log: {log})")
+                raise SimulationError(
+                    f"the moto S3 server on {self.url} did not start (log: {log})"
+                )
             time.sleep(0.1)
         self.running = True
 
@@ -426,8 +463,9 @@ class ProxiedS3:
 
         parts = urlsplit(external)
         if parts.scheme != "http":
-            raise SimulationError(f"{TEST_S3_URL}={external}: the simulation's proxy "
-                                  "passes plain HTTP only")
+            raise SimulationError(
+                f"{TEST_S3_URL}={external}: the simulation's proxy passes plain HTTP only"
+            )
         self.proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 80)
         self.url = self.proxy.url
         self.env: dict[str, str] = {}
@@ -452,11 +490,15 @@ def _s3_client(url: str, env: dict[str, str]) -> Any:
     session = boto3.session.Session(
         aws_access_key_id=env.get("AWS_ACCESS_KEY_ID"),
         aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY"),
-        region_name=env.get("AWS_DEFAULT_REGION", "us-east-1"))
+        region_name=env.get("AWS_DEFAULT_REGION", "us-east-1"),
+    )
     return session, session.client(
-        "s3", endpoint_url=url,
-        config=Config(s3={"addressing_style": "path"},
-                      retries={"mode": "standard", "max_attempts": 3}))
+        "s3",
+        endpoint_url=url,
+        config=Config(
+            s3={"addressing_style": "path"}, retries={"mode": "standard", "max_attempts": 3}
+        ),
+    )
 
 
 # -- processes under a supervisor --------------------------------------------------------------
@@ -465,8 +507,9 @@ def _s3_client(url: str, env: dict[str, str]) -> Any:
 class Supervised:
     """One station or worker process; restarted like a systemd unit with Restart=always."""
 
-    def __init__(self, name: str, role: str, argv: list[str], env: dict[str, str],
-                 log: Path) -> None:
+    def __init__(
+        self, name: str, role: str, argv: list[str], env: dict[str, str], log: Path
+    ) -> None:
         self.name, self.role, self.argv, self.env, self.log = name, role, argv, env, log
         self.proc: subprocess.Popen[bytes] | None = None
         self.restart_at: float | None = None
@@ -476,9 +519,14 @@ class Supervised:
     def start(self) -> None:
         with self.log.open("ab") as f:
             f.write(f"\n=== start #{self.starts + 1} at {time.time():.3f}\n".encode())
-            self.proc = subprocess.Popen(self.argv, env=self.env, stdout=f,
-                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         cwd=str(self.log.parent))
+            self.proc = subprocess.Popen(
+                self.argv,
+                env=self.env,
+                stdout=f,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=str(self.log.parent),
+            )
         self.starts += 1
         self.restart_at = None
         self.killed_by_chaos = False
@@ -524,8 +572,9 @@ class Supervisor(threading.Thread):
                     if p.restart_at is None:  # exited by itself (e.g. catalog gone at start)
                         code = p.proc.returncode if p.proc else None
                         key = f"{p.name} (exit {code})"
-                        self.result.unplanned_exits[key] = \
+                        self.result.unplanned_exits[key] = (
                             self.result.unplanned_exits.get(key, 0) + 1
+                        )
                         p.restart_at = now + self.RESTART_S
                     if now >= p.restart_at:
                         p.start()
@@ -557,8 +606,19 @@ def render_templates(where: Path) -> list[Template]:
     (ffmpeg for every docking would dominate the run on a small machine)."""
     from ingest.synthetic import make_recorder
 
-    rec = make_recorder(where, h264=1, h265=0, wav=1, jpeg=1, truncated=0, segments=0,
-                        duration_s=1.0, size=(160, 120), with_device_info=False, seed=7)
+    rec = make_recorder(
+        where,
+        h264=1,
+        h265=0,
+        wav=1,
+        jpeg=1,
+        truncated=0,
+        segments=0,
+        duration_s=1.0,
+        size=(160, 120),
+        with_device_info=False,
+        seed=7,
+    )
     out = []
     for f in rec.media():
         folder, name = f.relpath.rsplit("/", 1)
@@ -596,16 +656,28 @@ class PlacedDocking:
 class Feeder:
     """Docks synthetic recorders at random stations at random times."""
 
-    def __init__(self, cfg: SimConfig, rng: random.Random, templates: list[Template],
-                 docks: list[Path], prep: Path) -> None:
+    def __init__(
+        self,
+        cfg: SimConfig,
+        rng: random.Random,
+        templates: list[Template],
+        docks: list[Path],
+        prep: Path,
+    ) -> None:
         from ingest.synthetic import DeviceInfo
 
         self.cfg, self.rng, self.templates, self.docks, self.prep = cfg, rng, templates, docks, prep
         self.devices = {
-            (s, d): DeviceInfo(serial=f"SIM{s:02d}{d:02d}", officer_number=f"7{s:02d}{d:02d}0",
-                               officer_name=f"警员{s:02d}{d:02d}", unit_number="310104000000",
-                               unit_name="模拟分局", model="DSJ-SIM")
-            for s in range(cfg.stations) for d in range(cfg.devices_per_station)
+            (s, d): DeviceInfo(
+                serial=f"SIM{s:02d}{d:02d}",
+                officer_number=f"7{s:02d}{d:02d}0",
+                officer_name=f"警员{s:02d}{d:02d}",
+                unit_number="310104000000",
+                unit_name="模拟分局",
+                model="DSJ-SIM",
+            )
+            for s in range(cfg.stations)
+            for d in range(cfg.devices_per_station)
         }
         self.counters: Counter[str] = Counter()
         self.docked: set[str] = set()  # serials now at a station
@@ -617,8 +689,11 @@ class Feeder:
 
     def free_device(self, station: int) -> Any:
         with self.lock:
-            free = [dev for (s, _d), dev in self.devices.items()
-                    if s == station and dev.serial not in self.docked]
+            free = [
+                dev
+                for (s, _d), dev in self.devices.items()
+                if s == station and dev.serial not in self.docked
+            ]
         return self.rng.choice(free) if free else None
 
     def dock(self, station: int) -> PlacedDocking | None:
@@ -634,9 +709,11 @@ class Feeder:
         (folder).mkdir(parents=True)
         files: list[tuple[str, bytes]] = [(DEVICE_INFO_NAME, device.info_text().encode())]
         start = self.base + timedelta(hours=n)
-        counts = {"MP4": self.rng.randint(*self.cfg.videos),
-                  "JPG": self.rng.randint(*self.cfg.photos),
-                  "WAV": self.rng.randint(*self.cfg.audio)}
+        counts = {
+            "MP4": self.rng.randint(*self.cfg.videos),
+            "JPG": self.rng.randint(*self.cfg.photos),
+            "WAV": self.rng.randint(*self.cfg.audio),
+        }
         for t in self.templates:
             for _ in range(counts.get(t.ext, 0)):
                 self.counters[device.serial] += 1
@@ -695,8 +772,11 @@ class Officer(threading.Thread):
                         if d.uid in safe:
                             by_path[d.source_path] = d
                     with self.feeder.lock:
-                        waiting = [p for p in self.feeder.placed
-                                   if p.station == station and p.safe_at is None]
+                        waiting = [
+                            p
+                            for p in self.feeder.placed
+                            if p.station == station and p.safe_at is None
+                        ]
                     for p in waiting:
                         if str(p.path) in by_path:
                             shutil.rmtree(p.path)  # undocked
@@ -725,8 +805,11 @@ class Chaos(threading.Thread):
         self.log.events.append((round(time.monotonic() - self.t0, 2), kind, target))
 
     def done(self) -> bool:
-        return self.sim.feeding_done.is_set() and len(self.log.events) >= self.cfg.chaos_events \
+        return (
+            self.sim.feeding_done.is_set()
+            and len(self.log.events) >= self.cfg.chaos_events
             and self.long_outage_done
+        )
 
     def run(self) -> None:
         try:
@@ -753,11 +836,13 @@ class Chaos(threading.Thread):
                 self.sim.pg_up()
                 self.long_outage_done = True
                 continue
-            if cfg.chaos_events <= 0 or (len(self.log.events) >= cfg.chaos_events
-                                         and self.sim.feeding_done.is_set()):
+            if cfg.chaos_events <= 0 or (
+                len(self.log.events) >= cfg.chaos_events and self.sim.feeding_done.is_set()
+            ):
                 continue
-            kind = rng.choices(["kill-station", "kill-worker", "pg-outage", "s3-outage"],
-                               weights=[35, 25, 20, 20])[0]
+            kind = rng.choices(
+                ["kill-station", "kill-worker", "pg-outage", "s3-outage"], weights=[35, 25, 20, 20]
+            )[0]
             if kind in ("kill-station", "kill-worker"):
                 role = "station" if kind == "kill-station" else "worker"
                 procs = [p for p in self.sim.procs if p.role == role]
@@ -937,8 +1022,9 @@ class Simulation:
                 if chaos.error is not None:
                     res.problems.append(f"chaos driver failed: {chaos.error!r}")
                 t_drain = time.monotonic()
-                res.drained = self._drain(min(deadline + cfg.drain_timeout_s,
-                                              time.monotonic() + cfg.drain_timeout_s))
+                res.drained = self._drain(
+                    min(deadline + cfg.drain_timeout_s, time.monotonic() + cfg.drain_timeout_s)
+                )
                 res.timings["drain_s"] = time.monotonic() - t_drain
             finally:
                 officer.stopping.set()
@@ -952,11 +1038,14 @@ class Simulation:
             res.files_placed = sum(p.files for p in self.feeder.placed)
             res.bytes_placed = self.feeder.bytes
             if res.dockings_placed < cfg.dockings:
-                res.problems.append(f"only {res.dockings_placed} of {cfg.dockings} dockings "
-                                    f"placed within {cfg.max_wall_s:.0f} s")
+                res.problems.append(
+                    f"only {res.dockings_placed} of {cfg.dockings} dockings "
+                    f"placed within {cfg.max_wall_s:.0f} s"
+                )
             if len(res.chaos.events) < cfg.chaos_events:
-                res.problems.append(f"only {len(res.chaos.events)} of {cfg.chaos_events} "
-                                    "chaos events happened")
+                res.problems.append(
+                    f"only {len(res.chaos.events)} of {cfg.chaos_events} chaos events happened"
+                )
             if not res.drained:
                 res.problems.append(self._not_drained())
             self._check_staging()
@@ -990,8 +1079,11 @@ class Simulation:
     def _feed(self, deadline: float) -> None:
         cfg = self.cfg
         while len(self.feeder.placed) < cfg.dockings and time.monotonic() < deadline:
-            gap = self.rng.expovariate(1.0 / cfg.docking_interval_s) \
-                if cfg.docking_interval_s > 0 else 0.0
+            gap = (
+                self.rng.expovariate(1.0 / cfg.docking_interval_s)
+                if cfg.docking_interval_s > 0
+                else 0.0
+            )
             time.sleep(min(gap, 5 * cfg.docking_interval_s))
             station = self.rng.randrange(cfg.stations)
             if self.feeder.dock(station) is None:
@@ -1009,10 +1101,22 @@ class Simulation:
         cat = Catalog(self.pg.url)
         try:
             with cat.session() as s:
-                open_items = s.scalar(select(func.count()).select_from(WorkItem).where(
-                    WorkItem.state.in_(["PENDING", "CLAIMED"]))) or 0
-                unsafe = s.scalar(select(func.count()).select_from(Docking).where(
-                    Docking.state.not_in(["SAFE_TO_CLEAR", "CLEARED"]))) or 0
+                open_items = (
+                    s.scalar(
+                        select(func.count())
+                        .select_from(WorkItem)
+                        .where(WorkItem.state.in_(["PENDING", "CLAIMED"]))
+                    )
+                    or 0
+                )
+                unsafe = (
+                    s.scalar(
+                        select(func.count())
+                        .select_from(Docking)
+                        .where(Docking.state.not_in(["SAFE_TO_CLEAR", "CLEARED"]))
+                    )
+                    or 0
+                )
                 total = s.scalar(select(func.count()).select_from(Docking)) or 0
         finally:
             cat.dispose()
@@ -1037,16 +1141,19 @@ class Simulation:
         return False
 
     def _not_drained(self) -> str:
-        pending = [f"{p.path.name}@station{p.station + 1}" for p in self.feeder.placed
-                   if p.safe_at is None]
+        pending = [
+            f"{p.path.name}@station{p.station + 1}" for p in self.feeder.placed if p.safe_at is None
+        ]
         try:
             state = self._queue_state()
         except Exception as exc:
             state = (-1, -1, -1)
             pending.append(f"(catalog unreadable: {exc})")
-        return (f"not drained within {self.cfg.drain_timeout_s:.0f} s: {len(pending)} "
-                f"dockings never shown SAFE TO CLEAR {pending[:20]}; work items open "
-                f"{state[0]}, catalog dockings not safe {state[1]} of {state[2]}")
+        return (
+            f"not drained within {self.cfg.drain_timeout_s:.0f} s: {len(pending)} "
+            f"dockings never shown SAFE TO CLEAR {pending[:20]}; work items open "
+            f"{state[0]}, catalog dockings not safe {state[1]} of {state[2]}"
+        )
 
     def _check_staging(self) -> None:
         """Station-local: nothing left in any journal or staging area once drained."""
@@ -1061,14 +1168,17 @@ class Simulation:
                     if left:
                         self.result.problems.append(
                             f"{path}: docking {d.uid} ({d.state}) still has {len(left)} "
-                            "files pending or staged")
+                            "files pending or staged"
+                        )
             finally:
                 j.close()
             staging = path.parent / "staging"
             leftovers = [p for p in staging.rglob("*") if p.is_file()] if staging.is_dir() else []
             if leftovers:
-                self.result.problems.append(f"{staging}: {len(leftovers)} staged copies left: "
-                                            f"{[str(p) for p in leftovers[:5]]}")
+                self.result.problems.append(
+                    f"{staging}: {len(leftovers)} staged copies left: "
+                    f"{[str(p) for p in leftovers[:5]]}"
+                )
 
     def _check(self, session: Any, bucket: str) -> DistrictReport:
         from catalog import Catalog
@@ -1077,14 +1187,23 @@ class Simulation:
 
         assert self.pg is not None and self.s3 is not None
         cat = Catalog(self.pg.url)
-        store = S3Store(bucket, "", StoreSettings(url=f"s3://{bucket}", endpoint_url=self.s3.url,
-                                                  max_attempts=5), session=session)
+        store = S3Store(
+            bucket,
+            "",
+            StoreSettings(url=f"s3://{bucket}", endpoint_url=self.s3.url, max_attempts=5),
+            session=session,
+        )
         try:
-            return check_district(cat, store, CheckOptions(
-                digest_sample=self.cfg.digest_sample,
-                expected_sha256=frozenset(self.feeder.expected),
-                # The lease plus the drain's own margin; after the drain nothing is claimed.
-                lease_grace=timedelta(seconds=5)))
+            return check_district(
+                cat,
+                store,
+                CheckOptions(
+                    digest_sample=self.cfg.digest_sample,
+                    expected_sha256=frozenset(self.feeder.expected),
+                    # The lease plus the drain's own margin; after the drain nothing is claimed.
+                    lease_grace=timedelta(seconds=5),
+                ),
+            )
         finally:
             cat.dispose()
 
@@ -1112,36 +1231,50 @@ class Simulation:
         cat = Catalog(self.pg.url)
         try:
             with cat.session() as s:
-                dock_waits = [(d.finished_at - d.started_at).total_seconds()
-                              for d in s.scalars(select(Docking))
-                              if d.finished_at is not None]
+                dock_waits = [
+                    (d.finished_at - d.started_at).total_seconds()
+                    for d in s.scalars(select(Docking))
+                    if d.finished_at is not None
+                ]
                 at: dict[tuple[str, str], datetime] = {}
                 for action, obj, when in s.execute(
-                        select(CustodyEvent.action, CustodyEvent.object_id, CustodyEvent.at)
-                        .where(CustodyEvent.action.in_(["stored", "probed", "derived"]))):
+                    select(CustodyEvent.action, CustodyEvent.object_id, CustodyEvent.at).where(
+                        CustodyEvent.action.in_(["stored", "probed", "derived"])
+                    )
+                ):
                     ts = datetime.fromisoformat(when.replace("Z", "+00:00"))
                     key = (action, obj)
                     at[key] = max(at.get(key, ts), ts)
                 derived_of: dict[str, datetime] = {}
-                for ev in s.scalars(select(CustodyEvent).where(
-                        CustodyEvent.action == "derived")):
+                for ev in s.scalars(select(CustodyEvent).where(CustodyEvent.action == "derived")):
                     src = json.loads(ev.details).get("source")
                     ts = datetime.fromisoformat(ev.at.replace("Z", "+00:00"))
                     if src:
                         derived_of[src] = max(derived_of.get(src, ts), ts)
         finally:
             cat.dispose()
-        stored_to_probed = [(at[("probed", o)] - t).total_seconds()
-                            for (a, o), t in at.items() if a == "stored" and ("probed", o) in at]
-        probed_to_derived = [(derived_of[o] - at[("probed", o)]).total_seconds()
-                             for (a, o) in at if a == "probed" and o in derived_of]
-        res.waits = {name: _stats(values) for name, values in (
-            ("docked→SAFE_TO_CLEAR (catalog)", dock_waits),
-            ("placed→undocked (officer)", [p.safe_at - p.placed_at for p in placed
-                                           if p.safe_at is not None]),
-            ("stored→probed", stored_to_probed),
-            ("probed→last derivative", probed_to_derived),
-        )}
+        stored_to_probed = [
+            (at[("probed", o)] - t).total_seconds()
+            for (a, o), t in at.items()
+            if a == "stored" and ("probed", o) in at
+        ]
+        probed_to_derived = [
+            (derived_of[o] - at[("probed", o)]).total_seconds()
+            for (a, o) in at
+            if a == "probed" and o in derived_of
+        ]
+        res.waits = {
+            name: _stats(values)
+            for name, values in (
+                ("docked→SAFE_TO_CLEAR (catalog)", dock_waits),
+                (
+                    "placed→undocked (officer)",
+                    [p.safe_at - p.placed_at for p in placed if p.safe_at is not None],
+                ),
+                ("stored→probed", stored_to_probed),
+                ("probed→last derivative", probed_to_derived),
+            )
+        }
 
 
 def _own_cpu() -> float:
@@ -1181,8 +1314,7 @@ def _stats(values: list[float]) -> dict[str, float]:
         return {"n": 0}
     values = sorted(values)
     p95 = values[min(len(values) - 1, math.ceil(0.95 * len(values)) - 1)]
-    return {"n": len(values), "p50": statistics.median(values), "p95": p95,
-            "max": values[-1]}
+    return {"n": len(values), "p50": statistics.median(values), "p95": p95, "max": values[-1]}
 
 
 @contextlib.contextmanager
@@ -1209,8 +1341,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dockings", type=int, default=50)
     ap.add_argument("--chaos", type=int, default=20, help="at least this many chaos events")
     ap.add_argument("--long-pg-outage", type=float, default=10.0)
-    ap.add_argument("--interval", type=float, default=1.0,
-                    help="mean seconds between dockings (district-wide)")
+    ap.add_argument(
+        "--interval", type=float, default=1.0, help="mean seconds between dockings (district-wide)"
+    )
     ap.add_argument("--max-wall", type=float, default=600.0)
     ap.add_argument("--drain-timeout", type=float, default=300.0)
     ap.add_argument("--seed", type=int, default=1)
@@ -1219,16 +1352,34 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     root = args.root or Path(tempfile.mkdtemp(prefix="liuhen-district-"))
-    cfg = SimConfig(root=root, stations=args.stations, workers=args.workers,
-                    dockings=args.dockings, chaos_events=args.chaos,
-                    long_pg_outage_s=args.long_pg_outage, docking_interval_s=args.interval,
-                    max_wall_s=args.max_wall, drain_timeout_s=args.drain_timeout,
-                    seed=args.seed, digest_sample=args.digest_sample)
+    cfg = SimConfig(
+        root=root,
+        stations=args.stations,
+        workers=args.workers,
+        dockings=args.dockings,
+        chaos_events=args.chaos,
+        long_pg_outage_s=args.long_pg_outage,
+        docking_interval_s=args.interval,
+        max_wall_s=args.max_wall,
+        drain_timeout_s=args.drain_timeout,
+        seed=args.seed,
+        digest_sample=args.digest_sample,
+    )
     res = run_simulation(cfg)
     if args.json:
-        print(json.dumps({"ok": res.ok, "timings": res.timings, "waits": res.waits,
-                          "chaos": res.chaos.counts(), "report": res.report.as_dict()
-                          if res.report else None, "problems": res.problems}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "ok": res.ok,
+                    "timings": res.timings,
+                    "waits": res.waits,
+                    "chaos": res.chaos.counts(),
+                    "report": res.report.as_dict() if res.report else None,
+                    "problems": res.problems,
+                },
+                indent=2,
+            )
+        )
     else:
         print(res.summary())
         print(f"work folder (logs, data): {root}")

@@ -27,16 +27,25 @@ from tests.offload_helpers import make_app
 
 
 def district(tmp_path: Path, catalog_url: str) -> tuple[Any, set[str]]:
-    rec = make_recorder(tmp_path / "dock" / "A123456", h264=1, h265=0, wav=0, jpeg=1,
-                        truncated=0, segments=0, duration_s=1.0)
+    rec = make_recorder(
+        tmp_path / "dock" / "A123456",
+        h264=1,
+        h265=0,
+        wav=0,
+        jpeg=1,
+        truncated=0,
+        segments=0,
+        duration_s=1.0,
+    )
     app = make_app(tmp_path / "data", catalog_url=catalog_url)
     station = app.station()
     try:
         assert station.run_docking(rec.root).state == "SAFE_TO_CLEAR"
     finally:
         station.close()
-    stats = Worker(app.settings, catalog=app.catalog, store=app.store,
-                   signer=app.signer).run(drain=True, idle_s=0.1)
+    stats = Worker(app.settings, catalog=app.catalog, store=app.store, signer=app.signer).run(
+        drain=True, idle_s=0.1
+    )
     assert stats.failed == 0, stats.errors
     return app, {f.sha256 for f in rec.files}
 
@@ -49,7 +58,9 @@ def kinds(report: Any) -> dict[str, list[str]]:
 
 
 def test_clean_district_verifies_and_every_broken_invariant_is_named(
-    tmp_path: Path, catalog_url: str, capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    catalog_url: str,
+    capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     app, expected = district(tmp_path, catalog_url)
@@ -59,8 +70,10 @@ def test_clean_district_verifies_and_every_broken_invariant_is_named(
     assert report.ok, [v.describe() for v in report.violations]
     assert report.counts["recordings"] == len(expected)
     assert report.counts["derivatives"] >= 3  # access copy, proxy, poster of the video
-    assert report.counts["objects_rehashed"] == report.counts["recordings"] + \
-        report.counts["derivatives"]
+    assert (
+        report.counts["objects_rehashed"]
+        == report.counts["recordings"] + report.counts["derivatives"]
+    )
 
     data = ["--data-dir", str(tmp_path / "data")]
     monkeypatch.setenv("LIUHEN_CATALOG_URL", catalog_url)  # the CLI reads the same catalog
@@ -71,8 +84,13 @@ def test_clean_district_verifies_and_every_broken_invariant_is_named(
     with app.catalog.session() as s:
         video = s.scalars(select(Recording).where(Recording.media_kind == "video")).one()
         photo = s.scalars(select(Recording).where(Recording.media_kind == "image")).one()
-        derivs = list(s.scalars(select(Derivative).where(
-            Derivative.recording_id == video.id).order_by(Derivative.id)))
+        derivs = list(
+            s.scalars(
+                select(Derivative)
+                .where(Derivative.recording_id == video.id)
+                .order_by(Derivative.id)
+            )
+        )
         docking = s.scalars(select(Docking)).one()
     # An object nobody names.
     stray = b"not evidence"
@@ -87,26 +105,41 @@ def test_clean_district_verifies_and_every_broken_invariant_is_named(
     photo_path.write_bytes(bytes(data_bytes))
     with app.catalog.transaction() as s:
         # A work item claimed by a worker that died an hour ago, never taken over.
-        s.execute(update(WorkItem).where(WorkItem.kind == "derive",
-                                         WorkItem.subject == str(video.id)).values(
-            state="CLAIMED", lease_owner="host:999999:dead",
-            lease_expires_at=utcnow() - timedelta(hours=1)))
+        s.execute(
+            update(WorkItem)
+            .where(WorkItem.kind == "derive", WorkItem.subject == str(video.id))
+            .values(
+                state="CLAIMED",
+                lease_owner="host:999999:dead",
+                lease_expires_at=utcnow() - timedelta(hours=1),
+            )
+        )
         # The same derivative made twice to completion (a second, validly signed
         # 'derived' event: the derivatives table itself refuses a second row).
         twin = derivs[1]
-        append_event(s, app.signer, actor="worker:test", action="derived",
-                     object_type="derivative", object_id=twin.sha256,
-                     details={"source": video.sha256, "kind": twin.kind})
+        append_event(
+            s,
+            app.signer,
+            actor="worker:test",
+            action="derived",
+            object_type="derivative",
+            object_id=twin.sha256,
+            details={"source": video.sha256, "kind": twin.kind},
+        )
         # A docking left OFFLOADING an hour ago, its station silent since.
-        s.execute(update(Docking).where(Docking.id == docking.id).values(
-            state="OFFLOADING", updated_at=utcnow() - timedelta(hours=1)))
+        s.execute(
+            update(Docking)
+            .where(Docking.id == docking.id)
+            .values(state="OFFLOADING", updated_at=utcnow() - timedelta(hours=1))
+        )
         # A custody event edited after the fact.
         ev = s.scalars(select(CustodyEvent).where(CustodyEvent.action == "stored")).first()
         assert ev is not None
         ev.details = ev.details.replace("sha256/", "sha256/x")
     extra = "0" * 64
-    report = check_district(app.catalog, store, CheckOptions(
-        expected_sha256=frozenset(expected | {extra})))
+    report = check_district(
+        app.catalog, store, CheckOptions(expected_sha256=frozenset(expected | {extra}))
+    )
 
     found = kinds(report)
     assert stray_key in " ".join(found["orphan-object"])
@@ -117,8 +150,16 @@ def test_clean_district_verifies_and_every_broken_invariant_is_named(
     assert docking.uid in " ".join(found["docking-stalled"])
     assert found["custody"], report.violations
     assert extra in " ".join(found["file-not-stored"])
-    assert set(found) == {"orphan-object", "object-missing", "object-digest", "work-stuck",
-                          "processed-twice", "docking-stalled", "custody", "file-not-stored"}
+    assert set(found) == {
+        "orphan-object",
+        "object-missing",
+        "object-digest",
+        "work-stuck",
+        "processed-twice",
+        "docking-stalled",
+        "custody",
+        "file-not-stored",
+    }
 
     bad = run_cli(capsys, *data, "verify", "--district", "--json")
     assert bad.code == 1

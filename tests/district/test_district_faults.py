@@ -31,8 +31,14 @@ from tests.district.simulation import (
     render_templates,
 )
 
-pytestmark = [pytest.mark.district, pytest.mark.slow, pytest.mark.fault,
-              pytest.mark.s3, pytest.mark.postgres, pytest.mark.timeout(600)]
+pytestmark = [
+    pytest.mark.district,
+    pytest.mark.slow,
+    pytest.mark.fault,
+    pytest.mark.s3,
+    pytest.mark.postgres,
+    pytest.mark.timeout(600),
+]
 
 
 def wait_for(what: str, condition: Any, timeout: float, every: float = 0.2) -> Any:
@@ -51,8 +57,9 @@ def check(sim: Simulation, session: Any, bucket: str, expected: set[str]) -> Dis
 
     assert sim.pg is not None and sim.s3 is not None
     cat = Catalog(sim.pg.url)
-    store = S3Store(bucket, "", StoreSettings(url=f"s3://{bucket}", endpoint_url=sim.s3.url),
-                    session=session)
+    store = S3Store(
+        bucket, "", StoreSettings(url=f"s3://{bucket}", endpoint_url=sim.s3.url), session=session
+    )
     try:
         return check_district(cat, store, CheckOptions(expected_sha256=frozenset(expected)))
     finally:
@@ -64,8 +71,7 @@ def failure_text(sim: Simulation, report: DistrictReport | None = None) -> str:
     return "\n".join(lines) + "\n" + sim.result.log_tails()
 
 
-@pytest.mark.parametrize("district", [{"stations": 1, "workers": 2, "lease_s": 4.0}],
-                         indirect=True)
+@pytest.mark.parametrize("district", [{"stations": 1, "workers": 2, "lease_s": 4.0}], indirect=True)
 def test_killed_worker_item_is_taken_over_after_its_lease_and_done_once(
     district: Simulation,
 ) -> None:
@@ -76,16 +82,31 @@ def test_killed_worker_item_is_taken_over_after_its_lease_and_done_once(
     for w in (worker_a, worker_b):
         w.env = w.env | {"LIUHEN_MEDIA_PRESET": "veryslow"}
     recorder = make_recorder(
-        sim.root / "prep" / "HEVC0001", h264=0, h265=1, wav=0, jpeg=0, truncated=0,
-        segments=0, duration_s=10.0, size=(320, 240),
-        device=DeviceInfo(serial="KILLW01", officer_number="700001", officer_name="警员",
-                          unit_number="310104000000", unit_name="模拟分局", model="DSJ-SIM"))
+        sim.root / "prep" / "HEVC0001",
+        h264=0,
+        h265=1,
+        wav=0,
+        jpeg=0,
+        truncated=0,
+        segments=0,
+        duration_s=10.0,
+        size=(320, 240),
+        device=DeviceInfo(
+            serial="KILLW01",
+            officer_number="700001",
+            officer_name="警员",
+            unit_number="310104000000",
+            unit_name="模拟分局",
+            model="DSJ-SIM",
+        ),
+    )
     expected = {f.sha256 for f in recorder.files}
     station.start()
     os.rename(recorder.root, sim.docks[0] / recorder.root.name)
     assert sim.pg is not None
     cat = Catalog(sim.pg.url)
     try:
+
         def hevc_id() -> int | None:
             with cat.session() as s:
                 return s.scalar(select(Recording.id).where(Recording.original_name.like("%.MP4")))
@@ -97,10 +118,16 @@ def test_killed_worker_item_is_taken_over_after_its_lease_and_done_once(
 
         def derive_claimed_by_a() -> WorkItem | None:
             with cat.session() as s:
-                item = s.scalars(select(WorkItem).where(
-                    WorkItem.kind == "derive", WorkItem.subject == str(rec_id))).first()
-            if item is not None and item.state == "CLAIMED" and \
-                    f":{pid_a}:" in (item.lease_owner or ""):
+                item = s.scalars(
+                    select(WorkItem).where(
+                        WorkItem.kind == "derive", WorkItem.subject == str(rec_id)
+                    )
+                ).first()
+            if (
+                item is not None
+                and item.state == "CLAIMED"
+                and f":{pid_a}:" in (item.lease_owner or "")
+            ):
                 return item
             return None
 
@@ -122,27 +149,34 @@ def test_killed_worker_item_is_taken_over_after_its_lease_and_done_once(
 
         while time.time() < lease_end.timestamp() - 0.5:
             state, lease_owner, _ = owner()
-            assert state == "CLAIMED" and f":{pid_a}:" in (lease_owner or ""), \
-                (state, lease_owner)
+            assert state == "CLAIMED" and f":{pid_a}:" in (lease_owner or ""), (state, lease_owner)
             time.sleep(0.2)
         wait_for("worker B to complete the item", lambda: owner()[0] == "DONE", 240, 0.5)
         state, _, attempts = owner()
         assert attempts == 2, "claimed once by A and once by B, never more"
         with cat.session() as s:
-            kinds = [d.kind for d in s.scalars(select(Derivative).where(
-                Derivative.recording_id == rec_id))]
-            events = [json.loads(e.details).get("kind") for e in s.scalars(
-                select(CustodyEvent).where(CustodyEvent.action == "derived"))]
+            kinds = [
+                d.kind
+                for d in s.scalars(select(Derivative).where(Derivative.recording_id == rec_id))
+            ]
+            events = [
+                json.loads(e.details).get("kind")
+                for e in s.scalars(select(CustodyEvent).where(CustodyEvent.action == "derived"))
+            ]
             rec = s.get(Recording, rec_id)
             assert rec is not None
-            probed = s.scalars(select(CustodyEvent).where(
-                CustodyEvent.action == "probed", CustodyEvent.object_id == rec.sha256)).all()
+            probed = s.scalars(
+                select(CustodyEvent).where(
+                    CustodyEvent.action == "probed", CustodyEvent.object_id == rec.sha256
+                )
+            ).all()
         assert sorted(kinds) == sorted(set(kinds)) and "access" in kinds, kinds
         assert sorted(events) == sorted(kinds), (events, kinds)
         assert len(probed) == 1
         # Every item done; then the whole district verifies.
-        wait_for("the queue to empty", lambda: all(
-            i.state == "DONE" for i in _items(cat)), 120, 0.5)
+        wait_for(
+            "the queue to empty", lambda: all(i.state == "DONE" for i in _items(cat)), 120, 0.5
+        )
     finally:
         cat.dispose()
         sim.shutdown()
@@ -173,8 +207,11 @@ def test_postgres_down_10s_stations_stage_then_catch_up(district: Simulation) ->
         # One docking per station while all is well: the stations are up and working.
         for st in range(sim.cfg.stations):
             feeder.dock(st)
-        wait_for("the first dockings to be safe to clear",
-                 lambda: all(p.safe_at for p in feeder.placed), 90)
+        wait_for(
+            "the first dockings to be safe to clear",
+            lambda: all(p.safe_at for p in feeder.placed),
+            90,
+        )
 
         sim.pg_down()
         down_at = time.monotonic()
@@ -207,16 +244,20 @@ def test_postgres_down_10s_stations_stage_then_catch_up(district: Simulation) ->
             j = Journal(path)
             try:
                 waiting = [d for d in j.dockings() if d.state == J.OFFLOADING]
-                assert waiting and all(d.waiting for d in waiting), \
+                assert waiting and all(d.waiting for d in waiting), (
                     f"station {station}: the wait for the catalog is not shown"
+                )
             finally:
                 j.close()
         assert not any(p.safe_at for p in during), "safe to clear without the catalog"
         assert all(p.alive() for p in sim.procs), "a station died while the catalog was down"
         sim.pg_up()
 
-        wait_for("every docking to be safe to clear after the outage",
-                 lambda: all(p.safe_at for p in feeder.placed), 120)
+        wait_for(
+            "every docking to be safe to clear after the outage",
+            lambda: all(p.safe_at for p in feeder.placed),
+            120,
+        )
         assert not sim.result.unplanned_exits, sim.result.unplanned_exits
     except BaseException:
         print(failure_text(sim))

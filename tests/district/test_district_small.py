@@ -12,8 +12,14 @@ from tests.conftest import service_missing
 from tests.district.conftest import sim_config
 from tests.district.simulation import SimulationError, run_simulation
 
-pytestmark = [pytest.mark.district, pytest.mark.slow, pytest.mark.fault,
-              pytest.mark.s3, pytest.mark.postgres, pytest.mark.timeout(1200)]
+pytestmark = [
+    pytest.mark.district,
+    pytest.mark.slow,
+    pytest.mark.fault,
+    pytest.mark.s3,
+    pytest.mark.postgres,
+    pytest.mark.timeout(1200),
+]
 
 
 def test_district_under_chaos_ends_with_zero_violations(tmp_path: Path) -> None:

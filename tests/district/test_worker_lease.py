@@ -17,27 +17,43 @@ from tests.offload_helpers import make_app
 
 
 def setup(tmp_path: Path, catalog_url: str) -> tuple[Worker, int, int, str]:
-    rec = make_recorder(tmp_path / "dock" / "A123456", h264=1, h265=0, wav=0, jpeg=0,
-                        truncated=0, segments=0, duration_s=1.0)
+    rec = make_recorder(
+        tmp_path / "dock" / "A123456",
+        h264=1,
+        h265=0,
+        wav=0,
+        jpeg=0,
+        truncated=0,
+        segments=0,
+        duration_s=1.0,
+    )
     app = make_app(tmp_path / "data", catalog_url=catalog_url)
     station = app.station()
     try:
         assert station.run_docking(rec.root).state == "SAFE_TO_CLEAR"
     finally:
         station.close()
-    worker = Worker(app.settings, catalog=app.catalog, store=app.store, signer=app.signer,
-                    owner="host:1:a")
+    worker = Worker(
+        app.settings, catalog=app.catalog, store=app.store, signer=app.signer, owner="host:1:a"
+    )
     with app.catalog.session() as s:
         video = s.scalars(select(Recording).where(Recording.original_name.like("%.MP4"))).one()
-        item = s.scalars(select(WorkItem).where(WorkItem.kind == "probe",
-                                                WorkItem.subject == str(video.id))).one()
+        item = s.scalars(
+            select(WorkItem).where(WorkItem.kind == "probe", WorkItem.subject == str(video.id))
+        ).one()
         return worker, video.id, item.id, video.sha256
 
 
 def probed_events(worker: Worker, sha256: str) -> int:
     with worker.catalog.session() as s:
-        return int(s.scalar(select(func.count()).select_from(CustodyEvent).where(
-            CustodyEvent.action == "probed", CustodyEvent.object_id == sha256)) or 0)
+        return int(
+            s.scalar(
+                select(func.count())
+                .select_from(CustodyEvent)
+                .where(CustodyEvent.action == "probed", CustodyEvent.object_id == sha256)
+            )
+            or 0
+        )
 
 
 def claim_as(worker: Worker, item_id: int, owner: str) -> None:
@@ -49,7 +65,8 @@ def claim_as(worker: Worker, item_id: int, owner: str) -> None:
 
 
 def test_probe_completes_its_item_in_the_same_transaction(
-    tmp_path: Path, catalog_url: str,
+    tmp_path: Path,
+    catalog_url: str,
 ) -> None:
     worker, rec_id, item_id, sha = setup(tmp_path, catalog_url)
     claim_as(worker, item_id, worker.owner)
@@ -80,6 +97,5 @@ def test_a_lease_taken_over_rolls_the_probe_back(tmp_path: Path, catalog_url: st
         item = s.get(WorkItem, item_id)
         rec = s.get(Recording, rec_id)
         assert item is not None and rec is not None
-        assert (item.state, item.lease_owner, rec.state) == (queue.CLAIMED, "host:2:b",
-                                                             "STORED")
+        assert (item.state, item.lease_owner, rec.state) == (queue.CLAIMED, "host:2:b", "STORED")
     assert probed_events(worker, sha) == 0
