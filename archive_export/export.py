@@ -90,6 +90,7 @@ from catalog.models import (
     SigningKey,
     utcnow,
 )
+from catalog.retention import LIVE_STATES
 from catalog.signing import Signer
 from config.errors import EXIT_NOINPUT, EXIT_UNAVAILABLE, EXIT_USAGE, LiuhenError
 from ingest.offload import fsync_dir
@@ -98,7 +99,6 @@ from storage.errors import StorageError
 
 log = logging.getLogger(__name__)
 
-LIVE_STATES = ("STORED", "PROBED", "DERIVED")
 # Access copies, in order of preference, when --with-access asks for them.
 ACCESS_KINDS = ("access", "audio", "recovered", "joined")
 _ACCESS_EXT = {"access": ".mp4", "audio": ".m4a", "recovered": ".mp4", "joined": ".mp4"}

@@ -97,6 +97,22 @@ class EventRecord:
     signature: str
 
 
+def event_bytes(ev: Event) -> bytes:
+    """The canonical bytes an event's hash and signature cover (docs/custody.md)."""
+    return canonical_bytes(
+        station_id=ev.station_id,
+        seq=ev.seq,
+        at=ev.at,
+        actor=ev.actor,
+        action=ev.action,
+        object_type=ev.object_type,
+        object_id=ev.object_id,
+        details=ev.details,
+        prev_hash=ev.prev_hash,
+        key_id=ev.key_id,
+    )
+
+
 def parse_json(text: str | bytes) -> Any:
     """``json.loads`` for text from a bag, a store or a file an auditor names: nesting
     deeper than the parser goes (``[[[[…``) raises ValueError like any other malformed
@@ -237,18 +253,7 @@ class ChainChecker:
         self._check_link(ev, issue)
         self._last = (ev.seq, ev.event_hash)
         self._latest_at = max(self._latest_at, ev.at)
-        data = canonical_bytes(
-            station_id=ev.station_id,
-            seq=ev.seq,
-            at=ev.at,
-            actor=ev.actor,
-            action=ev.action,
-            object_type=ev.object_type,
-            object_id=ev.object_id,
-            details=ev.details,
-            prev_hash=ev.prev_hash,
-            key_id=ev.key_id,
-        )
+        data = event_bytes(ev)
         if hashlib.sha256(data).hexdigest() != ev.event_hash:
             issue(
                 "edited",

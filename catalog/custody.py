@@ -44,21 +44,6 @@ from catalog.models import CustodyEvent, SigningKey, Station
 from catalog.signing import Signer
 
 
-def event_bytes(ev: CustodyEvent) -> bytes:
-    return canonical_bytes(
-        station_id=ev.station_id,
-        seq=ev.seq,
-        at=ev.at,
-        actor=ev.actor,
-        action=ev.action,
-        object_type=ev.object_type,
-        object_id=ev.object_id,
-        details=ev.details,
-        prev_hash=ev.prev_hash,
-        key_id=ev.key_id,
-    )
-
-
 def register_station(
     session: Session, signer: Signer, *, name: str = "", unit: str = "", role: str = "station"
 ) -> bool:
