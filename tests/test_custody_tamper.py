@@ -11,7 +11,8 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from catalog import Catalog, Signer, append_event
-from catalog.custody import canonical_bytes, event_bytes
+from catalog.chainrule import event_bytes
+from catalog.custody import canonical_bytes
 from catalog.models import CustodyEvent, SigningKey
 from catalog.signing import key_id_of, public_raw
 from tests.cli_helpers import run_cli
