@@ -467,13 +467,49 @@ def _land(
     case_values: dict[str, tuple[dict[str, str], str]],
     report: ImportReport,
 ) -> None:
-    numbers = list(case_values)
-    cases: dict[str, Case] = {}
+    """Write the checked rows: cases, then officers, then actions with their crews."""
+    now = utcnow()
+    cases = _land_cases(session, case_values, report, now)
+    officers = _land_officers(session, rows)
+    action_rows = [r for r in rows if r.action_id]
+    existing, crew = _existing_actions(
+        session, sorted({cases[r.case_number].id for r in action_rows})
+    )
+    to_insert: list[ActionRow] = []
+    changed_ids: list[int] = []
+    for r in action_rows:
+        old = existing.get((cases[r.case_number].id, r.action_id))
+        if old is None:
+            to_insert.append(r)
+        elif _update_action(session, old, r, {officers[o] for o in r.officers}, crew):
+            changed_ids.append(old.id)
+            report.actions_updated += 1
+        else:
+            report.unchanged += 1
+    for chunk in _chunks(to_insert):
+        changed_ids += _insert_actions(session, chunk, cases, officers, now)
+    report.actions_created = len(to_insert)
+    report.new_action_ids = changed_ids
+    session.flush()
+
+
+def _cases_by_number(session: Session, numbers: Sequence[str]) -> dict[str, Case]:
+    found: dict[str, Case] = {}
     for chunk in _chunks(numbers):
-        cases.update(
+        found.update(
             (c.number, c) for c in session.scalars(select(Case).where(Case.number.in_(chunk)))
         )
-    now = utcnow()
+    return found
+
+
+def _land_cases(
+    session: Session,
+    case_values: dict[str, tuple[dict[str, str], str]],
+    report: ImportReport,
+    now: datetime,
+) -> dict[str, Case]:
+    """Create the new cases and update changed ones; returns every named case by number."""
+    cases = _cases_by_number(session, list(case_values))
     new_cases = [
         {
             "number": n,
@@ -507,33 +543,37 @@ def _land(
             for k, value in v.items():
                 setattr(case, k, value)
             report.cases_updated += 1
-    for chunk in _chunks([c["number"] for c in new_cases]):
-        cases.update(
-            (c.number, c) for c in session.scalars(select(Case).where(Case.number.in_(chunk)))
-        )
-    # Officers, created where new (警号 only: names come from the device registry).
-    numbers_needed = sorted({o for r in rows for o in r.officers})
-    officers: dict[str, int] = {}
-    for chunk in _chunks(numbers_needed):
-        officers.update(
+    cases.update(_cases_by_number(session, [str(c["number"]) for c in new_cases]))
+    return cases
+
+
+def _officer_ids(session: Session, numbers: Sequence[str]) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for chunk in _chunks(numbers):
+        found.update(
             (n, i)
             for n, i in session.execute(
                 select(Officer.number, Officer.id).where(Officer.number.in_(chunk))
             )
         )
+    return found
+
+
+def _land_officers(session: Session, rows: list[ActionRow]) -> dict[str, int]:
+    """Officers by 警号, created where new (names come from the device registry)."""
+    numbers_needed = sorted({o for r in rows for o in r.officers})
+    officers = _officer_ids(session, numbers_needed)
     missing = [{"number": n, "name": "", "unit": ""} for n in numbers_needed if n not in officers]
     for chunk in _chunks(missing):
         session.execute(insert(Officer), list(chunk))
-    for chunk in _chunks([m["number"] for m in missing]):
-        officers.update(
-            (n, i)
-            for n, i in session.execute(
-                select(Officer.number, Officer.id).where(Officer.number.in_(chunk))
-            )
-        )
-    # Existing actions of these cases, with their officers.
-    action_rows = [r for r in rows if r.action_id]
-    case_ids = sorted({cases[r.case_number].id for r in action_rows})
+    officers.update(_officer_ids(session, [m["number"] for m in missing]))
+    return officers
+
+
+def _existing_actions(
+    session: Session, case_ids: list[int]
+) -> tuple[dict[tuple[int, str], EnforcementAction], dict[int, set[int]]]:
+    """The actions these cases already have, by (case id, external id), and their crews."""
     existing: dict[tuple[int, str], EnforcementAction] = {}
     for chunk in _chunks(case_ids):
         existing.update(
@@ -550,70 +590,74 @@ def _land(
             )
         ):
             crew.setdefault(action_id, set()).add(officer_id)
-    to_insert: list[ActionRow] = []
-    changed_ids: list[int] = []
-    for r in action_rows:
-        case_id = cases[r.case_number].id
-        ids = {officers[o] for o in r.officers}
-        old = existing.get((case_id, r.action_id))
-        if old is None:
-            to_insert.append(r)
+    return existing, crew
+
+
+def _update_action(
+    session: Session,
+    old: EnforcementAction,
+    r: ActionRow,
+    ids: set[int],
+    crew: dict[int, set[int]],
+) -> bool:
+    """Bring an existing action to the row's window, place and crew; False if unchanged."""
+    had = crew.get(old.id, set())
+    if (old.start, old.end, old.place, had) == (r.start, r.end, r.place, ids):
+        return False
+    old.start, old.end, old.place = r.start, r.end, r.place  # type: ignore[assignment]
+    for gone in had - ids:
+        session.execute(
+            delete(ActionOfficer).where(
+                ActionOfficer.action_id == old.id, ActionOfficer.officer_id == gone
+            )
+        )
+    added = ids - had
+    if added:
+        session.execute(
+            insert(ActionOfficer), [{"action_id": old.id, "officer_id": o} for o in added]
+        )
+    return True
+
+
+def _insert_actions(
+    session: Session,
+    chunk: Sequence[ActionRow],
+    cases: dict[str, Case],
+    officers: dict[str, int],
+    now: datetime,
+) -> list[int]:
+    """Insert new actions and their crews; returns the new actions' ids."""
+    values = [
+        {
+            "case_id": cases[r.case_number].id,
+            "external_id": r.action_id,
+            "start": r.start,
+            "end": r.end,
+            "place": r.place,
+            "created_at": now,
+        }
+        for r in chunk
+    ]
+    session.execute(insert(EnforcementAction), values)
+    keys = {(cases[r.case_number].id, r.action_id): r for r in chunk}
+    got = session.execute(
+        select(
+            EnforcementAction.id, EnforcementAction.case_id, EnforcementAction.external_id
+        ).where(
+            EnforcementAction.case_id.in_({k[0] for k in keys}),
+            EnforcementAction.external_id.in_({k[1] for k in keys}),
+        )
+    ).all()
+    new_ids: list[int] = []
+    links = []
+    for action_id, case_id, external_id in got:
+        row = keys.get((case_id, external_id))
+        if row is None:
             continue
-        if (old.start, old.end, old.place, crew.get(old.id, set())) == (
-            r.start,
-            r.end,
-            r.place,
-            ids,
-        ):
-            report.unchanged += 1
-            continue
-        old.start, old.end, old.place = r.start, r.end, r.place  # type: ignore[assignment]
-        for gone in crew.get(old.id, set()) - ids:
-            session.execute(
-                delete(ActionOfficer).where(
-                    ActionOfficer.action_id == old.id, ActionOfficer.officer_id == gone
-                )
-            )
-        added = ids - crew.get(old.id, set())
-        if added:
-            session.execute(
-                insert(ActionOfficer), [{"action_id": old.id, "officer_id": o} for o in added]
-            )
-        changed_ids.append(old.id)
-        report.actions_updated += 1
-    for chunk in _chunks(to_insert):
-        values = [
-            {
-                "case_id": cases[r.case_number].id,
-                "external_id": r.action_id,
-                "start": r.start,
-                "end": r.end,
-                "place": r.place,
-                "created_at": now,
-            }
-            for r in chunk
-        ]
-        session.execute(insert(EnforcementAction), values)
-        keys = {(cases[r.case_number].id, r.action_id): r for r in chunk}
-        got = session.execute(
-            select(
-                EnforcementAction.id, EnforcementAction.case_id, EnforcementAction.external_id
-            ).where(
-                EnforcementAction.case_id.in_({k[0] for k in keys}),
-                EnforcementAction.external_id.in_({k[1] for k in keys}),
-            )
-        ).all()
-        links = []
-        for action_id, case_id, external_id in got:
-            row = keys.get((case_id, external_id))
-            if row is None:
-                continue
-            changed_ids.append(action_id)
-            links += [{"action_id": action_id, "officer_id": officers[o]} for o in row.officers]
-        session.execute(insert(ActionOfficer), links)
-    report.actions_created = len(to_insert)
-    report.new_action_ids = changed_ids
-    session.flush()
+        new_ids.append(action_id)
+        links += [{"action_id": action_id, "officer_id": officers[o]} for o in row.officers]
+    session.execute(insert(ActionOfficer), links)
+    return new_ids
 
 
 # --- device assignments -------------------------------------------------------------------
