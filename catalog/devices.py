@@ -132,15 +132,7 @@ def assign_device(
     The assignment current at ``start`` ends there. Returns (assignment, changed); the
     same assignment again changes nothing, so importing an assignment list twice is safe.
     """
-    problems = [p for p in [check_serial(serial)] if p]
-    problems += officer_problems(officer_number, officer_name, officer_unit)
-    problems += fields_problems(
-        {"actor": (actor, DeviceAssignment.actor), "note": (note, DeviceAssignment.note)}
-    )
-    if end is not None and end <= start:
-        problems.append(f"end {end.isoformat()} is not after start {start.isoformat()}")
-    if problems:
-        raise DeviceError("; ".join(problems), hint="correct the assignment and run it again")
+    _check_assignment(serial, officer_number, officer_name, officer_unit, start, end, actor, note)
     device = session.scalars(select(Device).where(Device.serial == serial)).first()
     if device is None:
         raise DeviceNotFound(
@@ -155,23 +147,10 @@ def assign_device(
             .order_by(DeviceAssignment.start)
         )
     )
-    for a in spans:
-        if a.start == start:
-            if a.officer_id == officer.id and (end is None or a.end == end):
-                return a, False
-            raise DeviceError(
-                f"device {serial} is already assigned from {start.isoformat()} to another "
-                "officer or until another time",
-                hint="an assignment is history: give the hand-over time of a new one",
-            )
-    later = [a for a in spans if a.start > start]
-    next_start = later[0].start if later else None
-    if end is not None and next_start is not None and end > next_start:
-        raise DeviceError(
-            f"device {serial}: {start.isoformat()}–{end.isoformat()} overlaps the assignment "
-            f"from {next_start.isoformat()}",
-            hint="end the new assignment at or before the next hand-over",
-        )
+    same = _same_start(spans, serial, officer.id, start, end)
+    if same is not None:
+        return same, False
+    next_start = _next_start(spans, serial, start, end)
     ended = None
     for a in spans:
         if a.start < start and (a.end is None or a.end > start):
@@ -203,6 +182,64 @@ def assign_device(
         },
     )
     return row, True
+
+
+def _check_assignment(
+    serial: str,
+    officer_number: str,
+    officer_name: str,
+    officer_unit: str,
+    start: datetime,
+    end: datetime | None,
+    actor: str,
+    note: str,
+) -> None:
+    """Refuse an assignment whose fields are out of bounds, all problems in one message."""
+    problems = [p for p in [check_serial(serial)] if p]
+    problems += officer_problems(officer_number, officer_name, officer_unit)
+    problems += fields_problems(
+        {"actor": (actor, DeviceAssignment.actor), "note": (note, DeviceAssignment.note)}
+    )
+    if end is not None and end <= start:
+        problems.append(f"end {end.isoformat()} is not after start {start.isoformat()}")
+    if problems:
+        raise DeviceError("; ".join(problems), hint="correct the assignment and run it again")
+
+
+def _same_start(
+    spans: list[DeviceAssignment],
+    serial: str,
+    officer_id: int,
+    start: datetime,
+    end: datetime | None,
+) -> DeviceAssignment | None:
+    """The identical assignment already recorded (a repeat), or None; a different one at
+    the same start is refused: an assignment is history."""
+    for a in spans:
+        if a.start == start:
+            if a.officer_id == officer_id and (end is None or a.end == end):
+                return a
+            raise DeviceError(
+                f"device {serial} is already assigned from {start.isoformat()} to another "
+                "officer or until another time",
+                hint="an assignment is history: give the hand-over time of a new one",
+            )
+    return None
+
+
+def _next_start(
+    spans: list[DeviceAssignment], serial: str, start: datetime, end: datetime | None
+) -> datetime | None:
+    """The start of the next later assignment, refusing a new span that would overlap it."""
+    later = [a for a in spans if a.start > start]
+    next_start = later[0].start if later else None
+    if end is not None and next_start is not None and end > next_start:
+        raise DeviceError(
+            f"device {serial}: {start.isoformat()}–{end.isoformat()} overlaps the assignment "
+            f"from {next_start.isoformat()}",
+            hint="end the new assignment at or before the next hand-over",
+        )
+    return next_start
 
 
 def officer_at(session: Session, device_id: int, at: datetime) -> int | None:
