@@ -724,6 +724,40 @@ def _validate_counts(**counts: int) -> None:
         raise ValueError("counts must not be negative: " + ", ".join(bad))
 
 
+def _validate_shape(duration_s: float, segments: int, size: tuple[int, int]) -> None:
+    """Refuse a duration or frame size the recorder cannot write, before writing anything."""
+    if not (math.isfinite(duration_s) and 0.1 <= duration_s <= 3600):
+        raise ValueError(f"duration_s must be between 0.1 and 3600 seconds, not {duration_s}")
+    if segments and not float(duration_s).is_integer():
+        raise ValueError(
+            f"duration_s={duration_s} must be a whole number of seconds when segments > 0: "
+            "names have one-second resolution and segments must be contiguous"
+        )
+    width, height = size
+    if width < 16 or height < 16 or width % 2 or height % 2:
+        raise ValueError(f"size {size} must be even and at least 16x16 (yuv420p)")
+
+
+def _finish_file(root: Path, plan: _Plan, duration_s: float) -> SyntheticFile:
+    """Digest a rendered file and date it the way a recorder does."""
+    nbytes, sha256, sm3 = _digest_file(root / plan.relpath)
+    # A recorder closes a file when the recording ends: its mtime is the end time.
+    end = plan.start + timedelta(seconds=plan.duration_s or duration_s)
+    stamp = end.replace(tzinfo=CHINA_STANDARD_TIME).timestamp()
+    os.utime(root / plan.relpath, (stamp, stamp))
+    return SyntheticFile(
+        relpath=plan.relpath,
+        kind=plan.kind,
+        size=nbytes,
+        sha256=sha256,
+        sm3=sm3,
+        start=plan.start,
+        duration_s=plan.duration_s,
+        group=plan.group,
+        sequence=plan.sequence,
+    )
+
+
 def make_recorder(
     root: Path,
     *,
@@ -753,16 +787,7 @@ def make_recorder(
     _validate_counts(
         h264=h264, h265=h265, wav=wav, jpeg=jpeg, truncated=truncated, segments=segments
     )
-    if not (math.isfinite(duration_s) and 0.1 <= duration_s <= 3600):
-        raise ValueError(f"duration_s must be between 0.1 and 3600 seconds, not {duration_s}")
-    if segments and not float(duration_s).is_integer():
-        raise ValueError(
-            f"duration_s={duration_s} must be a whole number of seconds when segments > 0: "
-            "names have one-second resolution and segments must be contiguous"
-        )
-    width, height = size
-    if width < 16 or height < 16 or width % 2 or height % 2:
-        raise ValueError(f"size {size} must be even and at least 16x16 (yuv420p)")
+    _validate_shape(duration_s, segments, size)
 
     plans = _plan_shift(
         device,
@@ -809,25 +834,7 @@ def make_recorder(
     files: list[SyntheticFile] = []
     if with_device_info:
         files.append(_write_device_info(root, device))
-    for plan in plans:
-        nbytes, sha256, sm3 = _digest_file(root / plan.relpath)
-        # A recorder closes a file when the recording ends: its mtime is the end time.
-        end = plan.start + timedelta(seconds=plan.duration_s or duration_s)
-        stamp = end.replace(tzinfo=CHINA_STANDARD_TIME).timestamp()
-        os.utime(root / plan.relpath, (stamp, stamp))
-        files.append(
-            SyntheticFile(
-                relpath=plan.relpath,
-                kind=plan.kind,
-                size=nbytes,
-                sha256=sha256,
-                sm3=sm3,
-                start=plan.start,
-                duration_s=plan.duration_s,
-                group=plan.group,
-                sequence=plan.sequence,
-            )
-        )
+    files += [_finish_file(root, plan, duration_s) for plan in plans]
     return SyntheticRecorder(root=root, device=device, files=tuple(files))
 
 
