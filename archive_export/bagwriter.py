@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from archive_export.paths import encode_manifest_path
 from catalog.signing import Signer
 from config.errors import EXIT_DATAERR, EXIT_IOERR, LiuhenError
-from ingest.offload import fsync_dir
+from storage import fsync_dir
 from storage.digest import Hasher, new_hasher
 
 ALGORITHMS = ("sha256", "sha512", "sm3")

@@ -93,7 +93,7 @@ from catalog.models import (
 from catalog.retention import LIVE_STATES
 from catalog.signing import Signer
 from config.errors import EXIT_NOINPUT, EXIT_UNAVAILABLE, EXIT_USAGE, LiuhenError
-from ingest.offload import fsync_dir
+from storage import fsync_dir
 from storage.base import ObjectStore
 from storage.errors import StorageError
 

@@ -144,15 +144,6 @@ def unlink_source(root: Path, relpath: bytes) -> None:
         os.close(fd)
 
 
-def fsync_dir(path: Path) -> None:
-    """Make a rename or unlink in ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def copy_and_hash(
     src_fd: int,
     dst: Path,

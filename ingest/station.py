@@ -67,13 +67,19 @@ from ingest.offload import (
     SourceVanished,
     StagingReadBackMismatch,
     copy_and_hash,
-    fsync_dir,
     open_source,
     scan,
     unlink_source,
 )
-from storage import Digest, LocalStore, ObjectStore, StorageError, StoreUnavailable, content_key
-from storage.base import check_held_copy, damaged_key
+from storage import (
+    Digest,
+    ObjectStore,
+    StorageError,
+    StoreUnavailable,
+    content_key,
+    fsync_dir,
+)
+from storage.base import damaged_key
 from storage.errors import DamagedObject
 
 log = logging.getLogger("liuhen.station")
@@ -289,15 +295,15 @@ class Station:
             max_workers=self.ingest.file_workers * max(1, self.ingest.docking_workers),
             thread_name_prefix="sm3",
         )
-        # Reads each staged file back behind its copy (LocalStore only: an S3 server
+        # Reads each staged file back behind its copy (not where the store's server
         # checks the SHA-256 itself on upload).
         self._verify_pool = (
-            ThreadPoolExecutor(
+            None
+            if store.server_verifies_checksums
+            else ThreadPoolExecutor(
                 max_workers=self.ingest.file_workers * max(1, self.ingest.docking_workers),
                 thread_name_prefix="read-back",
             )
-            if isinstance(store, LocalStore)
-            else None
         )
         # Journal ids of files staged and read back by this process: their commit links
         # the staged file without a second read. A file staged before a restart is read
@@ -888,24 +894,20 @@ class Station:
         damaged copy of these bytes that this one replaced, what was found.
 
         Bytes the store already holds are never taken on trust: their held copy is
-        compared with the staged one in full (LocalStore inside adopt; on S3 here, as a
-        put of a held key only compares the stream with the object's recorded digest).
+        compared with the staged one in full (inside ``put_file``, on every store).
         """
         retain = None
         if self.settings.store.object_lock_days:
             retain = datetime.now(UTC) + timedelta(days=self.settings.store.object_lock_days)
         try:
-            if isinstance(self.store, LocalStore):
-                self.store.adopt(key, staged, expected=digest, read_back=read_back)
-                return (
-                    READ_BACK_CHECK if read_back else "re-read of the stored object (SHA-256)"
-                ), None
-            held = self.store.exists(key)
-            with open(staged, "rb") as stream:
-                self.store.put(key, stream, expected=digest, size=f.size, retain_until=retain)
-            if held:
-                check_held_copy(self.store, key, staged, digest)
-            return "SHA-256 checksum checked by the object store", None
+            self.store.put_file(
+                key, staged, expected=digest, size=f.size, retain_until=retain, verified=read_back
+            )
+            if self.store.server_verifies_checksums:
+                return "SHA-256 checksum checked by the object store", None
+            return (
+                READ_BACK_CHECK if read_back else "re-read of the stored object (SHA-256)"
+            ), None
         except DamagedObject as damaged:
             return REPAIR_CHECK, self._repair(f, key, staged, digest, damaged, retain)
 

@@ -53,7 +53,7 @@ from ingest.media import derive as D
 from ingest.media.probe import probe
 from ingest.media.timeevidence import TimeSources, derive_times
 from ingest.metrics import ServiceMetrics, service_health, worker_details
-from storage import Digest, LocalStore, ObjectStore, content_key, digest_stream
+from storage import Digest, ObjectStore, content_key
 from storage.digest import READ_SIZE, new_hasher
 
 log = logging.getLogger("liuhen.worker")
@@ -101,11 +101,9 @@ class Worker:
         )
         self._clear_old_scratch()
         # Derivatives are made durable by _keep only when the store will link the very
-        # file (a LocalStore on the scratch's filesystem); S3, or a copy across
-        # filesystems, writes and syncs a new copy anyway.
-        self._sync_before_store = isinstance(store, LocalStore) and _same_filesystem(
-            self.scratch, store.root
-        )
+        # file (a directory store on the scratch's filesystem); an upload, or a copy
+        # across filesystems, writes and syncs a new copy anyway.
+        self._sync_before_store = store.can_link(self.scratch)
 
     def _clear_old_scratch(self) -> None:
         """Scratch left by killed workers of this host is garbage: nothing refers to it.
@@ -527,11 +525,9 @@ class Worker:
         log.info("derived %s of recording %s (%s)", d.kind, rec_id, d.method)
 
     def _store_derivative(self, key: str, path: Path, sha: Digest, size: int) -> None:
-        if isinstance(self.store, LocalStore):
-            self.store.adopt(key, path, expected=sha, read_back=True)
-        else:
-            with open(path, "rb") as f:
-                self.store.put(key, f, expected=sha, size=size)
+        # verified: the digest is the one _digest_durably just computed from this same
+        # private, read-only file.
+        self.store.put_file(key, path, expected=sha, size=size, verified=True)
 
     # -- inputs ---------------------------------------------------------------------------------
 
@@ -542,24 +538,8 @@ class Worker:
             rec = s.get(Recording, rec_id)
             assert rec is not None
             key, sha = rec.object_key, Digest("sha256", rec.sha256)
-        if isinstance(self.store, LocalStore):
-            # The object file itself: read-only on disk, and ffmpeg only reads it.
-            yield self.store.root / key
-            return
-        fd, name = tempfile.mkstemp(prefix="orig-", dir=self.scratch)
-        try:
-            with os.fdopen(fd, "wb") as out, self.store.open(key) as src:
-                shutil.copyfileobj(src, out, 1 << 20)
-            with open(name, "rb") as f:
-                got = digest_stream(f)["sha256"]
-            if got != sha:
-                from storage import DigestMismatch
-
-                raise DigestMismatch(f"{self.store.url}/{key}", sha, got)
-            yield Path(name)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(name)
+        with self.store.local_file(key, sha, scratch=self.scratch) as path:
+            yield path
 
 
 def D_recover(src: Path, ref: Path, out_dir: Path, settings: Settings) -> Any:
@@ -661,21 +641,6 @@ def _digest_durably(path: Path, *, sync: bool) -> tuple[dict[str, Digest], int]:
         "sha256": Digest("sha256", sha.hexdigest()),
         "sm3": Digest("sm3", sm3.hexdigest()),
     }, size
-
-
-def _same_filesystem(a: Path, b: Path) -> bool:
-    """Whether ``a`` and ``b`` (or, not made yet, their nearest existing parents) share
-    a filesystem. Unknown counts as the same: an extra fsync is only time."""
-    try:
-        return _existing(a).stat().st_dev == _existing(b).stat().st_dev
-    except OSError:
-        return True
-
-
-def _existing(path: Path) -> Path:
-    while not path.exists() and path.parent != path:
-        path = path.parent
-    return path
 
 
 def _scratch_owner(name: str) -> tuple[str | None, int]:

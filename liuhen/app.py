@@ -11,7 +11,7 @@ from catalog import Catalog, Signer, generate_key_file, load_key_file, register_
 from config import Settings
 from config.template import render
 from ingest.station import Station
-from storage import LocalStore, ObjectStore, StoreReport, open_store
+from storage import ObjectStore, StoreReport, open_store
 
 
 @dataclass
@@ -89,11 +89,10 @@ def initialize(app: App) -> InitReport:
         else:
             report.kept.append(f"station {s.station.id}")
     store = app.store
-    if isinstance(store, LocalStore):
-        if store.root.is_dir():
-            report.kept.append(f"object store {store.url}")
-        else:
-            store.root.mkdir(parents=True)
-            report.created.append(f"object store {store.url}")
+    made = store.create()
+    if made == "created":
+        report.created.append(f"object store {store.url}")
+    elif made == "existed":
+        report.kept.append(f"object store {store.url}")
     report.store = store.check()
     return report

@@ -2,6 +2,7 @@
 
 from storage.base import CheckResult, ObjectInfo, ObjectStore, StoreReport
 from storage.digest import Digest, digest_bytes, digest_stream, new_hasher
+from storage.durable import fsync_dir, fsync_file
 from storage.errors import (
     DigestMismatch,
     InvalidKeyError,
@@ -30,6 +31,8 @@ __all__ = [
     "content_key",
     "digest_bytes",
     "digest_stream",
+    "fsync_dir",
+    "fsync_file",
     "new_hasher",
     "open_store",
     "validate_key",

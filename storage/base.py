@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import BinaryIO, Protocol, runtime_checkable
+from typing import BinaryIO, Literal, Protocol, runtime_checkable
 
 from storage.digest import READ_SIZE, Digest, digest_stream
 from storage.errors import DamagedObject, StorageError
@@ -58,6 +59,10 @@ class ObjectStore(Protocol):
     """
 
     url: str
+    # Whether the store's server checks the SHA-256 of every upload itself (S3: the
+    # signed payload digest, refused on mismatch). A directory store has no server: what
+    # it links must have been verified, by it or by a caller's read-back.
+    server_verifies_checksums: bool
 
     def put(
         self,
@@ -68,6 +73,50 @@ class ObjectStore(Protocol):
         size: int | None = None,
         retain_until: datetime | None = None,
     ) -> ObjectInfo: ...
+
+    def put_file(
+        self,
+        key: str,
+        source: Path,
+        *,
+        expected: Digest,
+        size: int | None = None,
+        retain_until: datetime | None = None,
+        verified: bool = False,
+    ) -> ObjectInfo:
+        """Store the finished local file ``source``, which must hash to ``expected``
+        (DigestMismatch otherwise, nothing stored); ``size``, its length if known, lets a
+        remote store plan the upload, as in :meth:`put`.
+
+        A store may take the file itself (a hard link, when :meth:`can_link` says so):
+        it is made read-only, and the caller must never write it again, only remove its
+        own name for it. ``verified`` says the caller has just read this very file back
+        and checked it against ``expected``, so a store that links it need not hash it
+        again; a store that streams it hashes the bytes it sends in any case. Bytes the
+        store already holds are never trusted: the held copy is compared with ``source``
+        in full, and DamagedObject is raised when it differs.
+        """
+        ...
+
+    def can_link(self, folder: Path) -> bool:
+        """Whether :meth:`put_file` takes a file from ``folder`` by link rather than by
+        copy; the caller then makes the file durable itself before handing it over."""
+        ...
+
+    def local_file(
+        self, key: str, expected: Digest, *, scratch: Path
+    ) -> AbstractContextManager[Path]:
+        """A local, read-only path holding the object's bytes, for a program that reads
+        files (ffmpeg), valid inside the ``with`` block; never written through.
+
+        A directory store gives the object's own file, after the key validation and the
+        link check every method makes (its bytes are not re-hashed: the store's folder is
+        as trusted as its files, and :meth:`verify` is the check at rest). A remote store
+        downloads it into a temporary file in the folder ``scratch``, raises
+        DigestMismatch unless it hashes to ``expected``, and removes it on leaving.
+        Raises ObjectNotFound for a missing object.
+        """
+        ...
 
     def open(self, key: str) -> BinaryIO: ...
 
@@ -90,6 +139,20 @@ class ObjectStore(Protocol):
     def set_legal_hold(self, key: str, on: bool) -> None: ...
 
     def check(self) -> StoreReport: ...
+
+    def create(self) -> Literal["created", "existed", "external"]:
+        """Make the store's container if liuhen is the one to make it (a directory
+        store's folder): ``created`` or ``existed``. ``external``: it is its
+        administrator's to create (an S3 bucket, with Object Lock); :meth:`check` says
+        whether it is there."""
+        ...
+
+    def remove_stale_temp_files(self, older_than_s: float = 3600.0) -> int:
+        """Remove what puts killed midway left behind (temporary files, unfinished
+        multipart uploads), none of it visible as an object; returns how many. Younger
+        ones are left alone: they may belong to a put still running. Meant for a
+        service's start."""
+        ...
 
     def replace_damaged(
         self,

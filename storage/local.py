@@ -18,10 +18,11 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Literal
 
 from storage.base import CheckResult, ObjectInfo, StoreReport, check_held_copy, damaged_key
 from storage.digest import READ_SIZE, Digest, digest_bytes, new_hasher
+from storage.durable import fsync_dir
 from storage.errors import (
     DigestMismatch,
     ObjectNotFound,
@@ -41,6 +42,9 @@ _WAITING_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 
 class LocalStore:
+    # No server between the caller and the disk: see ObjectStore.server_verifies_checksums.
+    server_verifies_checksums = False
+
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root).absolute()
         self.url = self.root.as_uri()
@@ -116,7 +120,7 @@ class LocalStore:
                 os.link(tmp, path)  # never replaces an existing object
             except FileExistsError:
                 check_held_copy(self, key, tmp, expected)
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
         except OSError as exc:
             raise self._write_error(key, exc, "write failed") from exc
         finally:
@@ -171,6 +175,24 @@ class LocalStore:
             )
         return StorageError(f"{where}: {what}: {exc.strerror}")
 
+    def put_file(
+        self,
+        key: str,
+        source: Path,
+        *,
+        expected: Digest,
+        size: int | None = None,
+        retain_until: datetime | None = None,
+        verified: bool = False,
+    ) -> ObjectInfo:
+        """See :meth:`storage.base.ObjectStore.put_file`: by :meth:`adopt`. A directory
+        has no retention lock (``retain_until`` is the catalog's to enforce, as in
+        :meth:`put`), and the digest, not ``size``, is what is checked."""
+        return self.adopt(key, source, expected=expected, read_back=verified)
+
+    def can_link(self, folder: Path) -> bool:
+        return _same_filesystem(folder, self.root)
+
     def adopt(
         self, key: str, source: Path, *, expected: Digest, read_back: bool = False
     ) -> ObjectInfo:
@@ -193,7 +215,7 @@ class LocalStore:
                 os.link(source, path)
             except FileExistsError:
                 check_held_copy(self, key, source, expected)
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
         except OSError as exc:
             if exc.errno != errno.EXDEV:
                 raise self._write_error(key, exc, "cannot store") from exc
@@ -222,11 +244,11 @@ class LocalStore:
             aside.parent.mkdir(parents=True, exist_ok=True)
             with contextlib.suppress(FileExistsError):  # kept by an earlier try
                 os.link(path, aside)
-            _fsync_dir(aside.parent)
+            fsync_dir(aside.parent)
             with open(source, "rb") as stream:
                 self._write_temp(tmp, key, stream, expected, None)
             os.rename(tmp, path)
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
         except OSError as exc:
             if exc.errno in (errno.EPERM, errno.EACCES):
                 raise RepairRefused(
@@ -272,6 +294,15 @@ class LocalStore:
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
+    @contextlib.contextmanager
+    def local_file(self, key: str, expected: Digest, *, scratch: Path) -> Iterator[Path]:
+        """See :meth:`storage.base.ObjectStore.local_file`: the object's own file,
+        read-only on disk, reached only through the validated, link-checked key."""
+        path = self._path(key)
+        if not path.is_file():
+            raise ObjectNotFound(self.url, key)
+        yield path
+
     def list(self, prefix: str = "") -> Iterator[str]:
         validate_prefix(prefix)
         if not self.root.is_dir():
@@ -309,7 +340,7 @@ class LocalStore:
             os.unlink(path)
         except FileNotFoundError as exc:
             raise ObjectNotFound(self.url, key) from exc
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
     def set_retention(self, key: str, until: datetime) -> None:
         # A directory has no retention lock of its own: the catalog's retention rules
@@ -327,6 +358,12 @@ class LocalStore:
                 hold.unlink()
 
     # -- housekeeping ------------------------------------------------------------------
+
+    def create(self) -> Literal["created", "existed", "external"]:
+        if self.root.is_dir():
+            return "existed"
+        self.root.mkdir(parents=True)
+        return "created"
 
     def remove_stale_temp_files(self, older_than_s: float = 3600.0) -> int:
         """Remove temp files left by a process killed mid-put. Returns how many."""
@@ -392,9 +429,16 @@ def _hash_path(path: Path, algorithm: str) -> Digest:
     return Digest(algorithm, hasher.hexdigest())
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+def _same_filesystem(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` (or, not made yet, their nearest existing parents) share
+    a filesystem. Unknown counts as the same: an extra fsync is only time."""
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        return _existing(a).stat().st_dev == _existing(b).stat().st_dev
+    except OSError:
+        return True
+
+
+def _existing(path: Path) -> Path:
+    while not path.exists() and path.parent != path:
+        path = path.parent
+    return path

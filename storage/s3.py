@@ -21,6 +21,8 @@ import contextlib
 import copy
 import hashlib
 import io
+import os
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -42,7 +44,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from config.errors import ConfigError
 from config.settings import StoreSettings
-from storage.base import CheckResult, ObjectInfo, StoreReport, damaged_key
+from storage.base import CheckResult, ObjectInfo, StoreReport, check_held_copy, damaged_key
 from storage.digest import READ_SIZE, Digest, Hasher, digest_bytes, new_hasher
 from storage.errors import (
     DigestMismatch,
@@ -127,6 +129,9 @@ class S3Store:
     Credentials come from the boto credential chain (environment, profile, instance
     role), never from the settings.
     """
+
+    # Every upload is signed with the SHA-256 of its bytes, which the server checks.
+    server_verifies_checksums = True
 
     def __init__(
         self,
@@ -354,6 +359,32 @@ class S3Store:
             key, full, stream, pieces, hasher, expected, size, retain_until, lock_params
         )
 
+    def put_file(
+        self,
+        key: str,
+        source: Path,
+        *,
+        expected: Digest,
+        size: int | None = None,
+        retain_until: datetime | None = None,
+        verified: bool = False,
+    ) -> ObjectInfo:
+        """See :meth:`storage.base.ObjectStore.put_file`: streamed through :meth:`put`,
+        which hashes what it sends whether or not the caller ``verified`` the file.
+
+        A put of a held key only compares the stream with the digest recorded with the
+        object, so a held copy is then compared with ``source`` in full as well.
+        """
+        held = self.exists(key)
+        with open(source, "rb") as stream:
+            info = self.put(key, stream, expected=expected, size=size, retain_until=retain_until)
+        if held:
+            check_held_copy(self, key, source, expected)
+        return info
+
+    def can_link(self, folder: Path) -> bool:
+        return False  # bytes reach a server only by upload
+
     def _check_bytes(
         self, key: str, expected: Digest, actual: Digest, total: int, size: int | None
     ) -> None:
@@ -576,6 +607,27 @@ class S3Store:
         raw = _BodyReader(resp["Body"], self, key)
         return io.BufferedReader(raw, buffer_size=READ_SIZE)
 
+    @contextlib.contextmanager
+    def local_file(self, key: str, expected: Digest, *, scratch: Path) -> Iterator[Path]:
+        """See :meth:`storage.base.ObjectStore.local_file`: a download into ``scratch``,
+        hashed as it arrives, handed out read-only only if it hashes to ``expected``."""
+        validate_key(key)  # a hostile key is refused before any file is made
+        fd, name = tempfile.mkstemp(prefix=".object-", dir=scratch)
+        try:
+            hasher = new_hasher(expected.algorithm)
+            with os.fdopen(fd, "wb") as out, self.open(key) as src:
+                while chunk := src.read(READ_SIZE):
+                    hasher.update(chunk)
+                    out.write(chunk)
+            actual = Digest(expected.algorithm, hasher.hexdigest())
+            if actual != expected:
+                raise DigestMismatch(self._where(key), expected, actual)
+            os.chmod(name, 0o444)
+            yield Path(name)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name)
+
     def head(self, key: str) -> ObjectInfo:
         full = self._full(key)
         return self._info(key, self._head_raw(key, full))
@@ -718,6 +770,9 @@ class S3Store:
         self._call("set the legal hold on", key, "put_object_legal_hold", **params)
 
     # -- housekeeping ------------------------------------------------------------------
+
+    def create(self) -> Literal["created", "existed", "external"]:
+        return "external"  # the bucket is its administrator's to create, with Object Lock
 
     def remove_stale_temp_files(self, older_than_s: float = 3600.0) -> int:
         """Abort multipart uploads left by a process killed mid-put (or a put whose abort

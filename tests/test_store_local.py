@@ -1,4 +1,5 @@
-"""LocalStore behaviour beyond the shared contract: adopting staged files, damaged objects."""
+"""LocalStore behaviour beyond the shared contract: linking staged files, damaged objects,
+links planted in the store."""
 
 from __future__ import annotations
 
@@ -21,6 +22,23 @@ def test_adopt_links_a_verified_file_read_only(tmp_path: Path) -> None:
     assert stored.read_bytes() == b"evidence bytes"
     assert oct(stored.stat().st_mode & 0o777) == oct(0o444)
     assert list(store.list()) == [info.key]
+
+
+def test_put_file_from_the_same_filesystem_links_the_very_file(tmp_path: Path) -> None:
+    """No second copy of a staged file: the object is the staged file, made read-only."""
+    store = LocalStore(tmp_path / "objects")
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    staged = staging / "clip.part"
+    staged.write_bytes(b"evidence bytes")
+    digest = digest_bytes(b"evidence bytes")
+    assert store.can_link(staging)
+
+    info = store.put_file(content_key(digest), staged, expected=digest, verified=True)
+
+    stored = tmp_path / "objects" / info.key
+    assert stored.stat().st_ino == staged.stat().st_ino
+    assert oct(staged.stat().st_mode & 0o777) == oct(0o444)
 
 
 def test_adopt_refuses_a_staged_file_that_changed(tmp_path: Path) -> None:
@@ -75,6 +93,10 @@ def test_a_link_planted_in_the_store_never_leads_out_of_it(tmp_path: Path) -> No
     (outside / key.split("/")[2] / key.rsplit("/", 1)[1]).write_bytes(data)
     with pytest.raises(StorageError):
         store.open(key)
+    # Nor is it handed to a program as a local file.
+    with pytest.raises(StorageError) as info, store.local_file(key, digest, scratch=tmp_path):
+        raise AssertionError("a path outside the store handed out")
+    assert "link" in str(info.value)
     # The object stored before is untouched and still readable.
     with store.open(content_key(first)) as f:
         assert f.read() == b"first object"

@@ -48,7 +48,7 @@ from typing import IO, Any, Final, Literal, NoReturn
 
 from config.errors import EXIT_DATAERR, EXIT_TEMPFAIL, EXIT_UNAVAILABLE, LiuhenError
 from ingest.media import mp4check
-from ingest.offload import fsync_dir
+from storage import fsync_dir, fsync_file
 
 __all__ = [
     "PLAN_REENCODE",
@@ -649,14 +649,6 @@ def _temp_path(final: Path) -> Path:
     return final.with_name(f".{final.name}.{secrets.token_hex(4)}.partial")
 
 
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _check_output(
     ffprobe: str,
     tmp: Path,
@@ -751,7 +743,7 @@ def _derive(
             stderr_tail=run.stderr_tail,
         )
         if durable:
-            _fsync_file(tmp)
+            fsync_file(tmp)
         os.replace(tmp, final)
         if durable:
             fsync_dir(final.parent)

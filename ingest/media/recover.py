@@ -60,7 +60,7 @@ from ingest.media.derive import (
     probe_output,
     run_ffmpeg,
 )
-from ingest.offload import fsync_dir
+from storage import fsync_dir
 
 __all__ = ["RECOVERED_COMMENT_PREFIX", "RECOVERED_TITLE_PREFIX", "recover_truncated_mp4"]
 
