@@ -176,11 +176,11 @@ def test_every_pair_is_compared() -> None:
 
 
 def test_pre_2000_clock_is_flagged_and_not_used() -> None:
-    ev = derive_times(sources(embedded=EPOCH))
+    ev = derive_times(sources(embedded=datetime(1999, 6, 1, tzinfo=UTC)))
 
     assert (ev.source, ev.start) == (SOURCE_FILE_NAME, START)
     assert ev.flags == (
-        "embedded creation time 1970-01-01T00:00:00Z is before 2000: device clock not set; "
+        "embedded creation time 1999-06-01T00:00:00Z is before 2000: device clock not set; "
         "not used",
     )
 
@@ -188,9 +188,23 @@ def test_pre_2000_clock_is_flagged_and_not_used() -> None:
     assert (ev.source, ev.start) == (SOURCE_EMBEDDED, START)
     assert flagged(ev, "file name time 1999-12-31T23:59:59Z is before 2000")
 
-    ev = derive_times(sources(file_name=EPOCH, embedded=EPOCH, file_mtime=EPOCH))
+
+@pytest.mark.parametrize(
+    ("zero", "epoch"),
+    [(EPOCH, "the Unix epoch"), (datetime(1904, 1, 1, tzinfo=UTC), "the MP4/QuickTime epoch")],
+)
+def test_a_stored_zero_is_flagged_unset_and_never_used(zero: datetime, epoch: str) -> None:
+    ev = derive_times(sources(embedded=zero))
+
+    assert (ev.source, ev.start) == (SOURCE_FILE_NAME, START)
+    assert ev.flags == (
+        f"embedded creation time {zero.isoformat().replace('+00:00', 'Z')} is zero ({epoch}): "
+        "unset, the device never set it; not used",
+    )
+    # Zero even where a clock offset was measured: the raw value is what is zero.
+    ev = derive_times(sources(file_name=zero, embedded=zero, file_mtime=zero, clock_offset_s=5))
     assert ev.source == SOURCE_RECEIVED
-    assert len([f for f in ev.flags if "before 2000" in f]) == 3
+    assert len([f for f in ev.flags if "unset" in f]) == 3
 
 
 @pytest.mark.parametrize(("ahead_s", "used"), [(120, True), (121, False)])
