@@ -1,0 +1,106 @@
+"""Sightings (issue 13 point 9): the same bytes docked again under another identity.
+
+A file copied off a card under a generic name is filed with no device; when the body-worn
+camera that made it docks later with the same bytes under its own name (serial, 警号,
+start time), the recording takes that device and officer with a custody event, every
+sighting shows the identity it gave, and a sighting naming another device is flagged.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cli_helpers import run_cli
+
+BYTES = b"the same recording, docked twice\n" * 64
+BODY_CAM_NAME = "A123456_010203_20261126083000_0001.MP4"  # serial, 警号, 08:30:00 local
+
+
+@pytest.fixture
+def station(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> Path:
+    monkeypatch.setenv("LIUHEN_HOME", str(tmp_path / "data"))
+    monkeypatch.setenv("LIUHEN_INGEST_STABLE_S", "0")
+    assert run_cli(capsys, "init").code == 0
+    return tmp_path / "dock"
+
+
+def dock(capsys: Any, folder: Path, name: str) -> None:
+    folder.mkdir(parents=True)
+    (folder / name).write_bytes(BYTES)
+    result = run_cli(capsys, "ingest", str(folder), "--json")
+    assert result.code == 0, result.out + result.err
+
+
+def show(capsys: Any) -> dict[str, Any]:
+    result = run_cli(capsys, "show", "1", "--json")
+    assert result.code == 0, result.err
+    report: dict[str, Any] = json.loads(result.out)
+    return report
+
+
+def test_body_cam_sighting_gives_its_identity_to_a_recording_without_one(
+    station: Path, capsys: Any
+) -> None:
+    dock(capsys, station / "card", "VID_0001.MP4")
+    first = show(capsys)
+    assert (first["device"], first["officer"]) == (None, None)
+
+    dock(capsys, station / "A123456", BODY_CAM_NAME)
+    report = show(capsys)
+
+    assert (report["device"], report["officer"]) == ("A123456", "010203")
+    assert report["name"] == "VID_0001.MP4"  # the first name stays the recording's name
+    actions = [e["action"] for e in report["custody"]]
+    assert actions.count("identity-from-sighting") == 1
+    assert actions.index("identity-from-sighting") > actions.index("duplicate-linked")
+    generic, body_cam = report["seen_in"]
+    assert (generic["path"], generic["state"], generic["device"]) == (
+        "VID_0001.MP4",
+        "STORED",
+        None,
+    )
+    assert generic["name"] == {"serial": None, "officer": None, "start": None}
+    assert (body_cam["path"], body_cam["state"]) == (BODY_CAM_NAME, "DUPLICATE")
+    assert (body_cam["device"], body_cam["officer"]) == ("A123456", "010203")
+    # 08:30:00 in the recorder's zone (UTC+8) = 00:30:00 UTC.
+    assert body_cam["name"] == {
+        "serial": "A123456",
+        "officer": "010203",
+        "start": "2026-11-26T00:30:00+00:00",
+    }
+    assert "identity_conflict" not in (report["flags"] or {})
+
+    # The human form lists both sightings with what each name says.
+    text = run_cli(capsys, "show", "1").out
+    assert "seen in" in text and "VID_0001.MP4" in text and "serial=A123456" in text
+
+
+def test_a_sighting_naming_another_device_is_flagged_not_taken(station: Path, capsys: Any) -> None:
+    dock(capsys, station / "A123456", BODY_CAM_NAME)
+    dock(capsys, station / "B765432", "B765432_020304_20261126083000_0001.MP4")
+    report = show(capsys)
+
+    assert (report["device"], report["officer"]) == ("A123456", "010203")
+    [conflict] = report["flags"]["identity_conflict"]
+    assert conflict["path"] == "B765432_020304_20261126083000_0001.MP4"
+    assert conflict["conflict"] == (
+        "device B765432 here, A123456 on the recording; officer 020304 here, 010203 on the "
+        "recording"
+    )
+    actions = [e["action"] for e in report["custody"]]
+    assert actions.count("flagged-identity-conflict") == 1
+    assert "identity-from-sighting" not in actions
+
+
+def test_a_sighting_that_knows_nobody_changes_nothing(station: Path, capsys: Any) -> None:
+    dock(capsys, station / "A123456", BODY_CAM_NAME)
+    dock(capsys, station / "card", "VID_0001.MP4")
+    report = show(capsys)
+
+    assert (report["device"], report["officer"]) == ("A123456", "010203")
+    assert "identity_conflict" not in (report["flags"] or {})
+    assert [v["path"] for v in report["seen_in"]] == [BODY_CAM_NAME, "VID_0001.MP4"]
