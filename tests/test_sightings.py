@@ -8,12 +8,24 @@ sighting shows the identity it gave, and a sighting naming another device is fla
 
 from __future__ import annotations
 
+import hashlib
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
+from catalog.dockings import (
+    DockingInfo,
+    DockingRef,
+    OffloadedFile,
+    ensure_docking,
+    register_file,
+    register_files,
+)
+from catalog.models import CustodyEvent, Device, Recording
 from tests.cli_helpers import run_cli
 
 BYTES = b"the same recording, docked twice\n" * 64
@@ -104,3 +116,55 @@ def test_a_sighting_that_knows_nobody_changes_nothing(station: Path, capsys: Any
     assert (report["device"], report["officer"]) == ("A123456", "010203")
     assert "identity_conflict" not in (report["flags"] or {})
     assert [v["path"] for v in report["seen_in"]] == [BODY_CAM_NAME, "VID_0001.MP4"]
+
+
+def test_register_file_and_register_files_take_the_identity_alike(app: Any) -> None:
+    """Both registration paths (one file; a station's batch) note the sighting alike."""
+
+    def docking(s: Any, uid: str, serial: str | None) -> Any:
+        info = DockingInfo(
+            uid=uid,
+            slot="slot",
+            source_path=f"/dock/{uid}",
+            serial=serial,
+            officer_number=None,
+            officer_name="",
+            unit="",
+            model="",
+            identity_source="file-name" if serial else "folder",
+            identity_raw={},
+            started_at=datetime(2026, 11, 26, tzinfo=UTC),
+        )
+        return ensure_docking(s, app.signer, info, "station:test")
+
+    def offloaded(data: bytes, name: str) -> OffloadedFile:
+        sha = hashlib.sha256(data).hexdigest()
+        return OffloadedFile(
+            relpath_raw=name.encode(),
+            size=len(data),
+            mtime=None,
+            sha256=sha,
+            sm3=hashlib.new("sm3", data).hexdigest(),
+            object_key=f"sha256/{sha}",
+            captured_at=None,
+            staged_at=datetime(2026, 11, 26, 1, tzinfo=UTC),
+            verified_by="test",
+        )
+
+    one, batch = b"registered one by one" * 8, b"registered in a batch" * 8
+    with app.catalog.transaction() as s:
+        generic = docking(s, "generic", None)
+        register_file(s, app.signer, generic, offloaded(one, "VID_0001.MP4"), "station:test")
+        register_file(s, app.signer, generic, offloaded(batch, "VID_0002.MP4"), "station:test")
+        body_cam = docking(s, "body-cam", "A123456")
+        register_file(s, app.signer, body_cam, offloaded(one, BODY_CAM_NAME), "station:test")
+        ref = DockingRef.of(body_cam)
+        register_files(s, app.signer, [(ref, offloaded(batch, "A123456_x.MP4"))], "station:test")
+    with app.catalog.session() as s:
+        device = s.scalars(select(Device).where(Device.serial == "A123456")).one()
+        recordings = list(s.scalars(select(Recording).order_by(Recording.id)))
+        assert [r.device_id for r in recordings] == [device.id, device.id]
+        adopted = s.scalars(
+            select(CustodyEvent.object_id).where(CustodyEvent.action == "identity-from-sighting")
+        ).all()
+        assert sorted(adopted) == sorted(r.sha256 for r in recordings)
