@@ -263,18 +263,7 @@ def _summarise(
     audios = [s for s in streams if s.get("codec_type") == "audio"]
     warnings = _warnings(stderr, str(target))
     if not videos and not audios:
-        return ProbeResult(
-            path=path,
-            ok=False,
-            error="ffprobe found no audio, video or image stream",
-            container=_str(fmt.get("format_name")),
-            format_long_name=_str(fmt.get("format_long_name")),
-            size=_int(fmt.get("size")),
-            tags=_tags(fmt),
-            raw=data,
-            stderr=stderr,
-            warnings=warnings,
-        )
+        return _no_streams(path, data, stderr, warnings)
 
     container = _str(fmt.get("format_name"))
     kind: Kind
@@ -292,18 +281,7 @@ def _summarise(
     stream_tags = [_tags(s) for s in (*videos, *audios)]
     comment = _comment_fields(_first_tag(_COMMENT_TAGS, tags, *stream_tags))
     exif = embedded.exif_from_jpeg(target) if still and video.get("codec_name") == "mjpeg" else {}
-    zero = None
-    if "mov" in (container or "").split(",") and not _first_tag(("creation_time",), tags):
-        zero = embedded.mvhd_creation_time(target)  # ffprobe leaves a stored 0 out
-    created = read_embedded_time(
-        container=container,
-        format_tags=tags,
-        stream_tags=stream_tags,
-        exif=exif,
-        stored_zero=zero,
-        avi_idit=embedded.avi_idit(target) if container == "avi" else None,
-        zone=zone,
-    )
+    created = _embedded_time(target, container, tags, stream_tags, exif, zone)
 
     def device(tag_names: Sequence[str], field_name: str) -> str | None:
         found = _first_tag(tag_names, tags, *stream_tags) or comment.get(field_name)
@@ -345,6 +323,48 @@ def _summarise(
         orientation=_int(exif.get("Orientation")),
         rotation=_rotation(video),
         **_time_fields(created),
+    )
+
+
+def _no_streams(
+    path: str, data: dict[str, Any], stderr: str, warnings: tuple[str, ...]
+) -> ProbeResult:
+    fmt: dict[str, Any] = data["format"]
+    return ProbeResult(
+        path=path,
+        ok=False,
+        error="ffprobe found no audio, video or image stream",
+        container=_str(fmt.get("format_name")),
+        format_long_name=_str(fmt.get("format_long_name")),
+        size=_int(fmt.get("size")),
+        tags=_tags(fmt),
+        raw=data,
+        stderr=stderr,
+        warnings=warnings,
+    )
+
+
+def _embedded_time(
+    target: Path,
+    container: str | None,
+    tags: dict[str, str],
+    stream_tags: list[dict[str, str]],
+    exif: dict[str, Any],
+    zone: tzinfo,
+) -> EmbeddedTime | None:
+    """The embedded capture time, with what ffprobe does not show read from the file:
+    an MP4/MOV movie header time of 0 (ffprobe leaves it out) and an AVI IDIT's text."""
+    zero = None
+    if "mov" in (container or "").split(",") and not _first_tag(("creation_time",), tags):
+        zero = embedded.mvhd_creation_time(target)
+    return read_embedded_time(
+        container=container,
+        format_tags=tags,
+        stream_tags=stream_tags,
+        exif=exif,
+        stored_zero=zero,
+        avi_idit=embedded.avi_idit(target) if container == "avi" else None,
+        zone=zone,
     )
 
 

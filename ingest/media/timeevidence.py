@@ -152,21 +152,7 @@ def derive_times(src: TimeSources, *, threshold_s: float = DEFAULT_THRESHOLD_S) 
     received = src.received.astimezone(UTC)
     latest = received + timedelta(seconds=threshold_s)
 
-    offset = src.clock_offset_s
-    if offset is not None and not math.isfinite(offset):
-        flags.append(f"device clock offset {offset} is not a number: not applied")
-        offset = None
-    if offset is not None and abs(offset) > threshold_s:
-        side = "ahead of" if offset > 0 else "behind"
-        flags.append(
-            f"device clock was {_secs(abs(offset))} s {side} the station clock at docking: "
-            "device times corrected by it"
-        )
-    duration = src.duration_s
-    if duration is not None and not (math.isfinite(duration) and duration >= 0):
-        flags.append(f"duration {duration} is not a valid length: ignored")
-        duration = None
-    length = timedelta(seconds=duration) if duration is not None else None
+    offset, length = _offset_and_length(src, threshold_s, flags)
 
     def reading(name: str, pair_name: str, value: datetime | None) -> _Reading | None:
         if value is None:
@@ -194,24 +180,8 @@ def derive_times(src: TimeSources, *, threshold_s: float = DEFAULT_THRESHOLD_S) 
             estimates.append((source, candidate, candidate.value))
     if mtime is not None and mtime in plausible and length is not None:
         estimates.append((SOURCE_FILE_MTIME_MINUS_DURATION, mtime, mtime.value - length))
-    for i, (_, a, start_a) in enumerate(estimates):
-        for _, b, start_b in estimates[i + 1 :]:
-            apart = abs((start_b - start_a).total_seconds())
-            if apart > threshold_s:
-                flags.append(
-                    f"{a.pair_name} and {b.pair_name} differ by {_secs(apart)} s "
-                    f"(threshold {_secs(threshold_s)} s)"
-                )
-    if mtime is not None and mtime in plausible and length is None:
-        # Without a duration the mtime bounds the start from one side only.
-        for _, r, estimate in estimates:
-            before = (estimate - mtime.value).total_seconds()
-            if before > threshold_s:
-                flags.append(
-                    f"file mtime {_iso(mtime.value)} is {_secs(before)} s before the "
-                    f"{r.pair_name} start (threshold {_secs(threshold_s)} s): a file cannot "
-                    "be written before its recording starts"
-                )
+    lone_mtime = mtime if mtime is not None and mtime in plausible and length is None else None
+    flags.extend(_disagreements(estimates, lone_mtime, threshold_s))
 
     chosen: _Reading | None
     if estimates:
@@ -252,6 +222,55 @@ def derive_times(src: TimeSources, *, threshold_s: float = DEFAULT_THRESHOLD_S) 
         flags=tuple(flags),
         raw=raw,
     )
+
+
+def _offset_and_length(
+    src: TimeSources, threshold_s: float, flags: list[str]
+) -> tuple[float | None, timedelta | None]:
+    """The clock offset and the duration that can be used; a flag for each that cannot."""
+    offset = src.clock_offset_s
+    if offset is not None and not math.isfinite(offset):
+        flags.append(f"device clock offset {offset} is not a number: not applied")
+        offset = None
+    if offset is not None and abs(offset) > threshold_s:
+        side = "ahead of" if offset > 0 else "behind"
+        flags.append(
+            f"device clock was {_secs(abs(offset))} s {side} the station clock at docking: "
+            "device times corrected by it"
+        )
+    duration = src.duration_s
+    if duration is not None and not (math.isfinite(duration) and duration >= 0):
+        flags.append(f"duration {duration} is not a valid length: ignored")
+        duration = None
+    return offset, timedelta(seconds=duration) if duration is not None else None
+
+
+def _disagreements(
+    estimates: list[tuple[str, _Reading, datetime]],
+    lone_mtime: _Reading | None,
+    threshold_s: float,
+) -> list[str]:
+    """Start estimates further apart than the threshold; and, without a duration, a
+    start after the file's mtime (the mtime then bounds the start from one side only)."""
+    flags: list[str] = []
+    for i, (_, a, start_a) in enumerate(estimates):
+        for _, b, start_b in estimates[i + 1 :]:
+            apart = abs((start_b - start_a).total_seconds())
+            if apart > threshold_s:
+                flags.append(
+                    f"{a.pair_name} and {b.pair_name} differ by {_secs(apart)} s "
+                    f"(threshold {_secs(threshold_s)} s)"
+                )
+    if lone_mtime is not None:
+        for _, r, estimate in estimates:
+            before = (estimate - lone_mtime.value).total_seconds()
+            if before > threshold_s:
+                flags.append(
+                    f"file mtime {_iso(lone_mtime.value)} is {_secs(before)} s before the "
+                    f"{r.pair_name} start (threshold {_secs(threshold_s)} s): a file cannot "
+                    "be written before its recording starts"
+                )
+    return flags
 
 
 def _plausible(
