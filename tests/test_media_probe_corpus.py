@@ -124,3 +124,39 @@ def test_video_rotation_from_the_display_matrix() -> None:
 
     assert result.ok and result.video_codec == "hevc"
     assert result.rotation == 90
+
+
+# What a person expects the probe to say of each healthy corpus file, worked out from the
+# files' own headers: kind, duration of the longest audio/video stream (s), which
+# embedded time, and that time in UTC ("unset" for a stored zero).
+HEALTHY = {
+    "android_with_gps.mp4": ("video", 0.170667, "container", "2017-02-22T08:20:28Z"),
+    "canon_MVI_4823.AVI": ("video", 2.599974, "avi-idit", "2012-09-10T12:52:00Z"),
+    "gopro_karma.mp4": ("video", 12.078733, "container", "2017-04-17T19:27:57Z"),
+    "iphone6.jpg": ("image", None, "exif", "2014-09-16T06:05:12.133000Z"),
+    "issue337.m4a": ("audio", 11.28771, "container", "unset"),
+    "issue515.mp4": ("video", 3.635, "container", "2020-11-20T14:04:36Z"),
+    "pp_quicktime_hvc1.mov": ("video", 1.166667, "quicktime-creationdate", "2023-09-22T16:34:05Z"),
+    "sony_a7m3.mts": ("video", 0.544, None, None),
+    "sounddevices_A101_1.WAV": ("audio", 5.004979, "bwf-bext", "2018-12-31T04:40:00Z"),
+    "yuan.amr": ("audio", 35.58, None, None),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HEALTHY))
+def test_healthy_corpus_file(name: str) -> None:
+    kind, duration, source, when = HEALTHY[name]
+    result = probe(corpus_path(name))
+    stored = json.loads(json.dumps(result.as_dict()))
+
+    assert result.ok and result.unsupported is None, result.error
+    assert result.kind == kind
+    if duration is None:
+        assert result.duration_s is None
+    else:
+        assert result.duration_s == pytest.approx(duration, abs=0.001)
+    assert result.creation_time_source == source
+    if when == "unset":
+        assert result.creation_time_unset is True
+    else:
+        assert stored["creation_time"] == when and result.creation_time_unset is False
