@@ -30,6 +30,7 @@ from catalog.models import (
     WorkItem,
     utcnow,
 )
+from catalog.sightings import note_sightings
 from catalog.signing import Signer
 
 T = TypeVar("T")
@@ -265,6 +266,7 @@ def register_file(
             object_id=f.sha256,
             details=common | {"recording": recording.id},
         )
+        note_sightings(session, signer, [(DockingRef.of(docking), f)], actor)
     else:
         if revived:
             assert recording is not None
@@ -590,6 +592,7 @@ def register_files(
             d, _f = files[i]
             results[i] = results[first[(d.id, keys[i])]]
     assert all(r is not None for r in results)
+    note_sightings(session, signer, [files[i] for i, how in plan if how == "duplicate"], actor)
     return [r for r in results if r is not None]
 
 

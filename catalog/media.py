@@ -223,7 +223,8 @@ def find_recording(session: Session, ref: str) -> list[Recording]:
 
 def recording_report(session: Session, rec: Recording) -> dict[str, Any]:
     """Everything `liuhen show` prints about one recording."""
-    from catalog.models import CustodyEvent, Device, DockingFile, Officer
+    from catalog.models import CustodyEvent, Device, Officer
+    from catalog.sightings import sighting_report
 
     derivatives = list(
         session.scalars(
@@ -235,9 +236,6 @@ def recording_report(session: Session, rec: Recording) -> dict[str, Any]:
         select(CustodyEvent)
         .where(CustodyEvent.object_id.in_(object_ids))
         .order_by(CustodyEvent.at, CustodyEvent.station_id, CustodyEvent.seq)
-    )
-    files = session.scalars(
-        select(DockingFile).where(DockingFile.recording_id == rec.id).order_by(DockingFile.id)
     )
     device = session.get(Device, rec.device_id) if rec.device_id else None
     officer = session.get(Officer, rec.officer_id) if rec.officer_id else None
@@ -278,7 +276,7 @@ def recording_report(session: Session, rec: Recording) -> dict[str, Any]:
         "time_evidence": rec.time_evidence,
         "flags": rec.flags,
         "chapters": segments,
-        "seen_in": [{"docking": f.docking_id, "path": f.relpath, "state": f.state} for f in files],
+        "seen_in": sighting_report(session, rec),
         "derivatives": [
             {
                 "kind": d.kind,

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from config import env
 from config.errors import ConfigError
-from config.settings import DIGEST_ALGORITHMS, RANGE, SECTIONS, Settings
+from config.settings import DIGEST_ALGORITHMS, RANGE, SECTIONS, Settings, zone_of
 
 STATION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -199,6 +199,10 @@ def _validate(s: Settings, where: str, environ: Mapping[str, str]) -> None:
             "station.id",
             f"must be 1-64 letters, digits, '.', '_' or '-', got {s.station.id!r}",
         )
+    try:
+        zone_of(s.station.time_zone)
+    except ValueError as exc:
+        raise bad("station.time_zone", str(exc), hint="e.g. Asia/Shanghai or UTC") from exc
     algs = s.digests.algorithms
     if "sha256" not in algs:
         raise bad("digests.algorithms", "must include sha256 (it is the object key)")

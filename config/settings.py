@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 DIGEST_ALGORITHMS = ("sha256", "sm3", "sha512")
 
@@ -23,6 +24,14 @@ def bounded(default: Any, low: float, high: float) -> Any:
     outside it, and NaN or infinity, at start-up: a nonsense number would otherwise pass
     and crash much later (a timedelta overflow, a sleep of 1e300 s)."""
     return field(default=default, metadata={RANGE: (low, high)})
+
+
+def zone_of(name: str) -> ZoneInfo:
+    """The IANA time zone ``name`` (e.g. "Asia/Shanghai"); ValueError when unknown."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:  # ValueError: "../x", "" and such
+        raise ValueError(f"must be an IANA time zone name, got {name!r}") from exc
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,9 @@ class StationSettings:
     # 0: no endpoint.
     metrics_port: int = bounded(0, 0, 65535)
     metrics_address: str = "127.0.0.1"
+    # The IANA time zone of the recorders' clocks (their file names, AVI IDIT, broadcast
+    # WAV bext and EXIF times are local wall-clock times without a zone).
+    time_zone: str = "Asia/Shanghai"
 
 
 @dataclass(frozen=True)

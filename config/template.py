@@ -24,6 +24,9 @@ anchor_interval_s = 300.0
 # Prometheus metrics on http://<metrics_address>:<metrics_port>/metrics; 0: none.
 metrics_port = 0
 metrics_address = "127.0.0.1"
+# IANA time zone of the recorders' clocks: local times they write without a zone (AVI
+# IDIT, broadcast WAV bext, EXIF) are read in it.
+time_zone = "Asia/Shanghai"
 
 [catalog]
 # Empty: SQLite in the data directory. A district uses PostgreSQL, e.g.

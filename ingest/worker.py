@@ -260,7 +260,9 @@ class Worker:
             name = rec.original_name
             sha, received = rec.sha256, rec.received_at
         with self._original(rec_id) as path:
-            result = probe(path, ffprobe=self.settings.ffmpeg.ffprobe)
+            result = probe(
+                path, ffprobe=self.settings.ffmpeg.ffprobe, zone=self.settings.station.time_zone
+            )
         fields = self.parser.parse(name)
         times = derive_times(
             TimeSources(

@@ -90,6 +90,7 @@ def run_show(app: Any, ref: str, as_json: bool) -> None:
         out.print(
             "  chapters: " + ", ".join(f"#{c['seq']} {c['name']}" for c in report["chapters"])
         )
+    _print_sightings(out, report["seen_in"])
     if report["derivatives"]:
         table = Table("kind", "method", "sha256", "bytes", "duration", title="derivatives")
         for d in report["derivatives"]:
@@ -105,6 +106,20 @@ def run_show(app: Any, ref: str, as_json: bool) -> None:
     for e in report["custody"]:
         table.add_row(e["at"], e["station"], str(e["seq"]), e["action"])
     out.print(table)
+
+
+def _print_sightings(out: Any, sightings: list[dict[str, Any]]) -> None:
+    """Each docking the bytes were seen in, with the identity it gave (issue 13 point 9)."""
+    for v in sightings:
+        gave = f"device {v['device'] or '-'}, officer {v['officer'] or '-'}"
+        says = " ".join(
+            f"{k}={v['name'][k]}" for k in ("serial", "officer", "start") if v["name"][k]
+        )
+        out.print(
+            f"  {'seen in':14} {v['path']} ({v['state']}, docked {v['docked_at'][:19]}): {gave}"
+            + (f"; the name says {says}" if says else ""),
+            markup=False,
+        )
 
 
 def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> None:

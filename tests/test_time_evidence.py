@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from config.errors import ConfigError
+from config.loader import load_settings
 from ingest.identity import CHINA_STANDARD_TIME
+from ingest.media.probe import probe
 from ingest.media.timeevidence import (
     SOURCE_EMBEDDED,
     SOURCE_FILE_MTIME,
@@ -20,6 +26,7 @@ from ingest.media.timeevidence import (
     TimeSources,
     derive_times,
 )
+from tests.fixtures.corpus import corpus_path
 
 START = datetime(2026, 11, 26, 0, 30, tzinfo=UTC)  # 08:30 China Standard Time
 DURATION_S = 600.0
@@ -176,11 +183,11 @@ def test_every_pair_is_compared() -> None:
 
 
 def test_pre_2000_clock_is_flagged_and_not_used() -> None:
-    ev = derive_times(sources(embedded=EPOCH))
+    ev = derive_times(sources(embedded=datetime(1999, 6, 1, tzinfo=UTC)))
 
     assert (ev.source, ev.start) == (SOURCE_FILE_NAME, START)
     assert ev.flags == (
-        "embedded creation time 1970-01-01T00:00:00Z is before 2000: device clock not set; "
+        "embedded creation time 1999-06-01T00:00:00Z is before 2000: device clock not set; "
         "not used",
     )
 
@@ -188,9 +195,23 @@ def test_pre_2000_clock_is_flagged_and_not_used() -> None:
     assert (ev.source, ev.start) == (SOURCE_EMBEDDED, START)
     assert flagged(ev, "file name time 1999-12-31T23:59:59Z is before 2000")
 
-    ev = derive_times(sources(file_name=EPOCH, embedded=EPOCH, file_mtime=EPOCH))
+
+@pytest.mark.parametrize(
+    ("zero", "epoch"),
+    [(EPOCH, "the Unix epoch"), (datetime(1904, 1, 1, tzinfo=UTC), "the MP4/QuickTime epoch")],
+)
+def test_a_stored_zero_is_flagged_unset_and_never_used(zero: datetime, epoch: str) -> None:
+    ev = derive_times(sources(embedded=zero))
+
+    assert (ev.source, ev.start) == (SOURCE_FILE_NAME, START)
+    assert ev.flags == (
+        f"embedded creation time {zero.isoformat().replace('+00:00', 'Z')} is zero ({epoch}): "
+        "unset, the device never set it; not used",
+    )
+    # Zero even where a clock offset was measured: the raw value is what is zero.
+    ev = derive_times(sources(file_name=zero, embedded=zero, file_mtime=zero, clock_offset_s=5))
     assert ev.source == SOURCE_RECEIVED
-    assert len([f for f in ev.flags if "before 2000" in f]) == 3
+    assert len([f for f in ev.flags if "unset" in f]) == 3
 
 
 @pytest.mark.parametrize(("ahead_s", "used"), [(120, True), (121, False)])
@@ -303,3 +324,160 @@ def test_naive_datetimes_are_refused() -> None:
         sources(file_name=datetime(2026, 11, 26, 8, 30))
     with pytest.raises(ValueError, match="threshold_s"):
         derive_times(sources(), threshold_s=-1)
+
+
+# -- embedded times: which field, which zone (issue 13 point 6) ----------------------------
+#
+# Each expected UTC value is worked out by hand from what the device wrote: local times
+# without a zone are in the station's zone (default Asia/Shanghai, UTC+8, no DST).
+
+
+def test_avi_idit_is_camera_local_time() -> None:
+    # Canon PowerShot: IDIT "MON SEP 10 20:52:00 2012", 20:52 at UTC+8 = 12:52 UTC.
+    result = probe(corpus_path("canon_MVI_4823.AVI"))
+
+    assert result.creation_time == datetime(2012, 9, 10, 12, 52, tzinfo=UTC)
+    assert result.creation_time_raw == "MON SEP 10 20:52:00 2012"
+    assert result.creation_time_source == "avi-idit"
+    assert result.creation_time_rule is not None and "Asia/Shanghai" in result.creation_time_rule
+    # A camera set to another zone: the station's setting says which.
+    berlin = probe(corpus_path("canon_MVI_4823.AVI"), zone="Europe/Berlin")
+    assert berlin.creation_time == datetime(2012, 9, 10, 18, 52, tzinfo=UTC)  # CEST, UTC+2
+
+
+def test_avi_idit_with_a_body_cam_name_raises_no_eight_hour_flag() -> None:
+    # The recorder's name says 20:52:00 local, as the IDIT does: they agree once both are
+    # read as local time (IDIT taken as UTC was "exactly 8 h off").
+    result = probe(corpus_path("canon_MVI_4823.AVI"))
+    name_time = datetime(2012, 9, 10, 20, 52, tzinfo=CHINA_STANDARD_TIME)
+    ev = derive_times(
+        sources(
+            file_name=name_time,
+            embedded=result.creation_time,
+            file_mtime=None,
+            received=datetime(2012, 9, 11, tzinfo=UTC),
+            duration_s=result.duration_s,
+        )
+    )
+    assert ev.start == datetime(2012, 9, 10, 12, 52, tzinfo=UTC)
+    assert ev.flags == ()
+
+
+def test_bwf_bext_origination_is_recorder_local_time() -> None:
+    # Sound Devices 702T: bext date "2018-12-31", time "12:40:00" local = 04:40 UTC.
+    result = probe(corpus_path("sounddevices_A101_1.WAV"))
+
+    assert result.creation_time == datetime(2018, 12, 31, 4, 40, tzinfo=UTC)
+    assert result.creation_time_raw == "2018-12-31 12:40:00"
+    assert result.creation_time_source == "bwf-bext"
+
+
+def test_bwf_bext_date_with_colons_is_read_too(tmp_path: Path) -> None:
+    # The corpus has only the dashed form; made here: ffmpeg writes a bext chunk with the
+    # colon form other recorders use, "2019:01:01" "09:15:30" = 2019-01-01 01:15:30 UTC.
+    wav = tmp_path / "ZOOM0001.WAV"
+    ffmpeg(
+        ["-f", "lavfi", "-i", "sine=d=1:r=8000", "-write_bext", "1"],
+        ["-metadata", "origination_date=2019:01:01", "-metadata", "origination_time=09:15:30"],
+        wav,
+    )
+    result = probe(wav)
+
+    assert result.creation_time == datetime(2019, 1, 1, 1, 15, 30, tzinfo=UTC)
+    assert result.creation_time_raw == "2019:01:01 09:15:30"
+
+
+def test_exif_time_is_camera_local_time() -> None:
+    # iPhone 6 JPEG: DateTimeOriginal "2014:09:16 14:05:12", SubSecTimeOriginal "133",
+    # no offset tag: 14:05:12.133 at UTC+8 = 06:05:12.133 UTC.
+    result = probe(corpus_path("iphone6.jpg"))
+
+    assert result.creation_time == datetime(2014, 9, 16, 6, 5, 12, 133000, tzinfo=UTC)
+    assert result.creation_time_source == "exif"
+    assert result.creation_time_raw == "2014:09:16 14:05:12.133"
+    assert probe(corpus_path("iphone6.jpg"), zone="UTC").creation_time == datetime(
+        2014, 9, 16, 14, 5, 12, 133000, tzinfo=UTC
+    )
+
+
+def test_apple_creationdate_with_its_offset() -> None:
+    # iPad HEVC MOV: com.apple.quicktime.creationdate "2023-09-22T18:34:05+0200"
+    # = 16:34:05 UTC (the station's zone plays no part: the offset is in the value).
+    result = probe(corpus_path("pp_quicktime_hvc1.mov"), zone="Asia/Shanghai")
+
+    assert result.creation_time == datetime(2023, 9, 22, 16, 34, 5, tzinfo=UTC)
+    assert result.creation_time_source == "quicktime-creationdate"
+    assert result.creation_time_raw == "2023-09-22T18:34:05+0200"
+
+
+def test_apple_creationdate_is_preferred_to_the_container_time(tmp_path: Path) -> None:
+    # Made here (the corpus file's two times agree): container creation_time 02:00:00Z,
+    # creationdate 10:00:30+08:00 = 02:00:30Z. The creationdate wins, to the second.
+    mov = tmp_path / "IMG_0001.MOV"
+    ffmpeg(
+        ["-f", "lavfi", "-i", "testsrc=d=0.2:s=64x48", "-c:v", "mpeg4", "-movflags"],
+        [
+            "use_metadata_tags",
+            "-metadata",
+            "creation_time=2026-01-01T02:00:00Z",
+            "-metadata",
+            "com.apple.quicktime.creationdate=2026-01-01T10:00:30+0800",
+        ],
+        mov,
+    )
+    result = probe(mov)
+
+    assert result.tags["creation_time"].startswith("2026-01-01T02:00:00")
+    assert result.creation_time == datetime(2026, 1, 1, 2, 0, 30, tzinfo=UTC)
+    assert result.creation_time_source == "quicktime-creationdate"
+
+
+def test_stored_zero_creation_time_is_unset_and_never_used() -> None:
+    # issue337.m4a: its movie header creation time is 0 (ffprobe shows none).
+    result = probe(corpus_path("issue337.m4a"))
+
+    assert result.creation_time_unset is True
+    assert result.creation_time == datetime(1904, 1, 1, tzinfo=UTC)
+    received = datetime(2026, 11, 26, tzinfo=UTC)
+    ev = derive_times(
+        TimeSources(
+            file_name=None,
+            embedded=result.creation_time,
+            file_mtime=None,
+            received=received,
+            clock_offset_s=None,
+            duration_s=result.duration_s,
+        )
+    )
+    assert (ev.source, ev.start) == (SOURCE_RECEIVED, received)
+    assert flagged(ev, "is zero (the MP4/QuickTime epoch): unset")
+
+
+def test_unix_epoch_creation_time_is_unset(tmp_path: Path) -> None:
+    # Made here: an MP4 whose movie header holds 2,082,844,800 s after 1904, i.e. the
+    # Unix epoch, which ffprobe shows as 1970-01-01T00:00:00Z.
+    clip = tmp_path / "clip.mp4"
+    ffmpeg(["-f", "lavfi", "-i", "sine=d=0.5"], ["-c:a", "aac"], clip)
+    data = bytearray(clip.read_bytes())
+    at = data.index(b"mvhd") + 8  # type, then version and flags: creation time (v0)
+    data[at : at + 4] = (2_082_844_800).to_bytes(4, "big")
+    clip.write_bytes(bytes(data))
+    result = probe(clip)
+
+    assert result.tags["creation_time"].startswith("1970-01-01T00:00:00")
+    assert result.creation_time == EPOCH
+    assert result.creation_time_unset is True
+
+
+def test_station_time_zone_setting_is_validated(tmp_path: Path) -> None:
+    assert load_settings(data_dir=tmp_path, environ={}).station.time_zone == "Asia/Shanghai"
+    (tmp_path / "liuhen.toml").write_text('[station]\ntime_zone = "Mars/Olympus"\n')
+    with pytest.raises(ConfigError, match=r"'station\.time_zone' must be an IANA time zone"):
+        load_settings(data_dir=tmp_path, environ={})
+    (tmp_path / "liuhen.toml").write_text('[station]\ntime_zone = "Europe/Berlin"\n')
+    assert load_settings(data_dir=tmp_path, environ={}).station.time_zone == "Europe/Berlin"
+
+
+def ffmpeg(inputs: list[str], options: list[str], out: Path) -> None:
+    tool = shutil.which("ffmpeg") or "ffmpeg"
+    subprocess.run([tool, "-v", "error", "-y", *inputs, *options, str(out)], check=True)

@@ -51,21 +51,27 @@ duration is known, else ``None``.
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, Final
 
 __all__ = [
     "DEFAULT_THRESHOLD_S",
+    "DEFAULT_ZONE",
     "EARLIEST_PLAUSIBLE",
     "SOURCE_EMBEDDED",
     "SOURCE_FILE_MTIME",
     "SOURCE_FILE_MTIME_MINUS_DURATION",
     "SOURCE_FILE_NAME",
     "SOURCE_RECEIVED",
+    "ZERO_TIMES",
+    "EmbeddedTime",
     "TimeEvidence",
     "TimeSources",
     "derive_times",
+    "read_embedded_time",
 ]
 
 DEFAULT_THRESHOLD_S: Final = 120.0
@@ -146,21 +152,7 @@ def derive_times(src: TimeSources, *, threshold_s: float = DEFAULT_THRESHOLD_S) 
     received = src.received.astimezone(UTC)
     latest = received + timedelta(seconds=threshold_s)
 
-    offset = src.clock_offset_s
-    if offset is not None and not math.isfinite(offset):
-        flags.append(f"device clock offset {offset} is not a number: not applied")
-        offset = None
-    if offset is not None and abs(offset) > threshold_s:
-        side = "ahead of" if offset > 0 else "behind"
-        flags.append(
-            f"device clock was {_secs(abs(offset))} s {side} the station clock at docking: "
-            "device times corrected by it"
-        )
-    duration = src.duration_s
-    if duration is not None and not (math.isfinite(duration) and duration >= 0):
-        flags.append(f"duration {duration} is not a valid length: ignored")
-        duration = None
-    length = timedelta(seconds=duration) if duration is not None else None
+    offset, length = _offset_and_length(src, threshold_s, flags)
 
     def reading(name: str, pair_name: str, value: datetime | None) -> _Reading | None:
         if value is None:
@@ -177,19 +169,7 @@ def derive_times(src: TimeSources, *, threshold_s: float = DEFAULT_THRESHOLD_S) 
     )
     readings = [r for r in (by_name, embedded, mtime) if r is not None]
 
-    plausible: list[_Reading] = []
-    for r in readings:
-        if r.value < EARLIEST_PLAUSIBLE:
-            flags.append(f"{r.describe()} is before 2000: device clock not set; not used")
-        elif r.value > latest:
-            ahead = (r.value - received).total_seconds()
-            flags.append(
-                f"{r.describe()} is {_secs(ahead)} s after the station received the file at "
-                f"{_iso(received)} (threshold {_secs(threshold_s)} s): device clock wrong; "
-                "not used"
-            )
-        else:
-            plausible.append(r)
+    plausible = _plausible(readings, received, threshold_s, flags)
 
     flags.extend(_eight_hour_flags(embedded, by_name, mtime, length))
 
@@ -200,24 +180,8 @@ def derive_times(src: TimeSources, *, threshold_s: float = DEFAULT_THRESHOLD_S) 
             estimates.append((source, candidate, candidate.value))
     if mtime is not None and mtime in plausible and length is not None:
         estimates.append((SOURCE_FILE_MTIME_MINUS_DURATION, mtime, mtime.value - length))
-    for i, (_, a, start_a) in enumerate(estimates):
-        for _, b, start_b in estimates[i + 1 :]:
-            apart = abs((start_b - start_a).total_seconds())
-            if apart > threshold_s:
-                flags.append(
-                    f"{a.pair_name} and {b.pair_name} differ by {_secs(apart)} s "
-                    f"(threshold {_secs(threshold_s)} s)"
-                )
-    if mtime is not None and mtime in plausible and length is None:
-        # Without a duration the mtime bounds the start from one side only.
-        for _, r, estimate in estimates:
-            before = (estimate - mtime.value).total_seconds()
-            if before > threshold_s:
-                flags.append(
-                    f"file mtime {_iso(mtime.value)} is {_secs(before)} s before the "
-                    f"{r.pair_name} start (threshold {_secs(threshold_s)} s): a file cannot "
-                    "be written before its recording starts"
-                )
+    lone_mtime = mtime if mtime is not None and mtime in plausible and length is None else None
+    flags.extend(_disagreements(estimates, lone_mtime, threshold_s))
 
     chosen: _Reading | None
     if estimates:
@@ -258,6 +222,82 @@ def derive_times(src: TimeSources, *, threshold_s: float = DEFAULT_THRESHOLD_S) 
         flags=tuple(flags),
         raw=raw,
     )
+
+
+def _offset_and_length(
+    src: TimeSources, threshold_s: float, flags: list[str]
+) -> tuple[float | None, timedelta | None]:
+    """The clock offset and the duration that can be used; a flag for each that cannot."""
+    offset = src.clock_offset_s
+    if offset is not None and not math.isfinite(offset):
+        flags.append(f"device clock offset {offset} is not a number: not applied")
+        offset = None
+    if offset is not None and abs(offset) > threshold_s:
+        side = "ahead of" if offset > 0 else "behind"
+        flags.append(
+            f"device clock was {_secs(abs(offset))} s {side} the station clock at docking: "
+            "device times corrected by it"
+        )
+    duration = src.duration_s
+    if duration is not None and not (math.isfinite(duration) and duration >= 0):
+        flags.append(f"duration {duration} is not a valid length: ignored")
+        duration = None
+    return offset, timedelta(seconds=duration) if duration is not None else None
+
+
+def _disagreements(
+    estimates: list[tuple[str, _Reading, datetime]],
+    lone_mtime: _Reading | None,
+    threshold_s: float,
+) -> list[str]:
+    """Start estimates further apart than the threshold; and, without a duration, a
+    start after the file's mtime (the mtime then bounds the start from one side only)."""
+    flags: list[str] = []
+    for i, (_, a, start_a) in enumerate(estimates):
+        for _, b, start_b in estimates[i + 1 :]:
+            apart = abs((start_b - start_a).total_seconds())
+            if apart > threshold_s:
+                flags.append(
+                    f"{a.pair_name} and {b.pair_name} differ by {_secs(apart)} s "
+                    f"(threshold {_secs(threshold_s)} s)"
+                )
+    if lone_mtime is not None:
+        for _, r, estimate in estimates:
+            before = (estimate - lone_mtime.value).total_seconds()
+            if before > threshold_s:
+                flags.append(
+                    f"file mtime {_iso(lone_mtime.value)} is {_secs(before)} s before the "
+                    f"{r.pair_name} start (threshold {_secs(threshold_s)} s): a file cannot "
+                    "be written before its recording starts"
+                )
+    return flags
+
+
+def _plausible(
+    readings: list[_Reading], received: datetime, threshold_s: float, flags: list[str]
+) -> list[_Reading]:
+    """The readings that can be a capture time; a flag in ``flags`` for each that cannot."""
+    latest = received + timedelta(seconds=threshold_s)
+    plausible: list[_Reading] = []
+    for r in readings:
+        if r.raw.astimezone(UTC) in ZERO_TIMES:
+            epoch = "the MP4/QuickTime epoch" if r.raw.year == 1904 else "the Unix epoch"
+            flags.append(
+                f"{r.name} {_iso(r.raw)} is zero ({epoch}): unset, the device never set it; "
+                "not used"
+            )
+        elif r.value < EARLIEST_PLAUSIBLE:
+            flags.append(f"{r.describe()} is before 2000: device clock not set; not used")
+        elif r.value > latest:
+            ahead = (r.value - received).total_seconds()
+            flags.append(
+                f"{r.describe()} is {_secs(ahead)} s after the station received the file at "
+                f"{_iso(received)} (threshold {_secs(threshold_s)} s): device clock wrong; "
+                "not used"
+            )
+        else:
+            plausible.append(r)
+    return plausible
 
 
 def _eight_hour_flags(
@@ -309,3 +349,243 @@ def _secs(value: float) -> str:
     if abs(value - round(value)) < 1e-6:
         return str(round(value))
     return f"{value:.3f}".rstrip("0").rstrip(".")
+
+
+# --- the embedded capture time: which field, which zone --------------------------------
+
+DEFAULT_ZONE: Final = "Asia/Shanghai"
+# Stored zeros: the QuickTime/MP4 epoch and the Unix epoch. A device that never set its
+# clock (or a tool that wrote "no time") leaves one of them; it is never a capture time.
+ZERO_TIMES: Final = (datetime(1904, 1, 1, tzinfo=UTC), datetime(1970, 1, 1, tzinfo=UTC))
+
+EMBEDDED_QUICKTIME_CREATIONDATE: Final = "quicktime-creationdate"
+EMBEDDED_EXIF: Final = "exif"
+EMBEDDED_AVI_IDIT: Final = "avi-idit"
+EMBEDDED_BWF_BEXT: Final = "bwf-bext"
+EMBEDDED_CONTAINER: Final = "container"
+
+_OFFSET_RE: Final = re.compile(r"([+-])(\d{2}):?(\d{2})$")
+# BWF OriginationDate: "2018-12-31"; some recorders write "2019:01:01" (or '/' or '.').
+_BEXT_DATE_RE: Final = re.compile(r"^(\d{4})[-:/.](\d{2})[-:/.](\d{2})$")
+_BEXT_TIME_RE: Final = re.compile(r"^(\d{2})[-:.](\d{2})[-:.](\d{2})$")
+_EXIF_TIME_RE: Final = re.compile(r"^(\d{4}):(\d{2}):(\d{2}) (\d{2}):(\d{2}):(\d{2})$")
+
+
+@dataclass(frozen=True)
+class EmbeddedTime:
+    """The capture time a recording carries in itself, and how it was read.
+
+    ``value`` is aware UTC. ``raw`` is the text as the file (or ffprobe) gave it,
+    ``source`` which field (EMBEDDED_*), ``rule`` in words how the text became ``value``
+    (which zone, and why). ``unset`` is True for a stored zero (1904-01-01 or
+    1970-01-01): ``value`` is then that zero, which :func:`derive_times` flags and never
+    uses.
+    """
+
+    value: datetime
+    raw: str
+    source: str
+    rule: str
+    unset: bool = False
+
+
+def read_embedded_time(
+    *,
+    container: str | None,
+    format_tags: Mapping[str, str],
+    stream_tags: Sequence[Mapping[str, str]] = (),
+    exif: Mapping[str, Any] | None = None,
+    stored_zero: datetime | None = None,
+    avi_idit: str | None = None,
+    zone: tzinfo,
+) -> EmbeddedTime | None:
+    """The best embedded capture time, by these rules (first that applies):
+
+    1. QuickTime ``com.apple.quicktime.creationdate`` ("2023-09-22T18:34:05+0200"): the
+       device's wall clock with its UTC offset, to the second; preferred to the
+       container's ``creation_time``, which is coarser and rewritten by any re-mux.
+    2. EXIF ``DateTimeOriginal`` of a photo, with ``OffsetTimeOriginal`` when the camera
+       wrote one, else the camera's local time, read in ``zone``.
+    3. AVI ``IDIT`` (``avi_idit``, the chunk's text, e.g. "MON SEP 10 20:52:00 2012";
+       ffmpeg shows it reformatted as the ``creation_time`` tag of an ``avi`` file): the
+       camera's local time, read in ``zone``.
+    4. Broadcast WAV ``bext`` origination date and time (ffmpeg's ``date`` and
+       ``creation_time`` tags of a ``wav`` file): the recorder's local time, read in
+       ``zone``.
+    5. Any other container's ``creation_time``: UTC, as MP4/MOV define it (a value
+       with its own zone is read in that zone).
+
+    A stored zero in any of them, or ``stored_zero`` (an MP4 ``mvhd`` creation time of 0,
+    which ffprobe does not show), gives an ``unset`` result.
+    """
+    names = set((container or "").split(","))
+    tag_sets = (format_tags, *stream_tags)
+    apple = _tag("com.apple.quicktime.creationdate", tag_sets)
+    if apple:
+        found = _read_local_or_offset(apple, EMBEDDED_QUICKTIME_CREATIONDATE, zone, "QuickTime")
+        if found is not None:
+            return found
+    if exif and isinstance(exif.get("DateTimeOriginal"), str):
+        found = _read_exif(exif, zone)
+        if found is not None:
+            return found
+    created = _tag("creation_time", tag_sets)
+    if "avi" in names and (avi_idit or created):
+        found = _read_idit(avi_idit, zone) or _read_local_or_offset(
+            created or "", EMBEDDED_AVI_IDIT, zone, "AVI IDIT (as ffmpeg shows it)"
+        )
+        if found is not None:
+            return found
+    if "wav" in names or "w64" in names:
+        found = _read_bext(_tag("date", tag_sets), created, zone)
+        if found is not None:
+            return found
+    if created:
+        found = _read_container(created)
+        if found is not None:
+            return found
+    if stored_zero is not None and stored_zero in ZERO_TIMES:
+        return EmbeddedTime(
+            value=stored_zero,
+            raw=f"0 ({_iso(stored_zero)})",
+            source=EMBEDDED_CONTAINER,
+            rule="movie header (mvhd) creation time is 0: never set by the device",
+            unset=True,
+        )
+    return None
+
+
+def _tag(name: str, tag_sets: Sequence[Mapping[str, str]]) -> str | None:
+    for tags in tag_sets:
+        for key, value in tags.items():
+            if key.lower() == name and value.strip():
+                return value.strip()
+    return None
+
+
+def _zone_name(zone: tzinfo, at: datetime) -> str:
+    offset = zone.utcoffset(at) or timedelta(0)
+    sign = "-" if offset < timedelta(0) else "+"
+    minutes = abs(int(offset.total_seconds())) // 60
+    return f"{zone} (UTC{sign}{minutes // 60:02d}:{minutes % 60:02d})"
+
+
+def _local(
+    naive: datetime, raw: str, source: str, zone: tzinfo, what: str, rule_extra: str = ""
+) -> EmbeddedTime:
+    """A wall-clock time without a zone, read in the station's zone."""
+    if _is_zero(naive):
+        return EmbeddedTime(
+            naive.replace(tzinfo=UTC), raw, source, f"{what} is a stored zero: never set", True
+        )
+    aware = naive.replace(tzinfo=zone)
+    rule = (
+        f"{what} is the device's local time without a zone{rule_extra}; read in the "
+        f"station's time zone {_zone_name(zone, aware)}"
+    )
+    return EmbeddedTime(aware.astimezone(UTC), raw, source, rule)
+
+
+def _is_zero(naive: datetime) -> bool:
+    return naive.replace(tzinfo=UTC) in ZERO_TIMES
+
+
+def _read_local_or_offset(raw: str, source: str, zone: tzinfo, what: str) -> EmbeddedTime | None:
+    text = raw.strip().replace("Z", "+00:00") if raw.strip().endswith("Z") else raw.strip()
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if value.tzinfo is None:
+        return _local(value, raw, source, zone, what)
+    if _is_zero(value.astimezone(UTC).replace(tzinfo=None)):
+        return EmbeddedTime(value.astimezone(UTC), raw, source, f"{what} is a stored zero", True)
+    offset = value.strftime("%z")
+    rule = f"{what} time with its own UTC offset {offset[:3]}:{offset[3:]}"
+    return EmbeddedTime(value.astimezone(UTC), raw, source, rule)
+
+
+def _read_idit(raw: str | None, zone: tzinfo) -> EmbeddedTime | None:
+    """An IDIT chunk's text: C ``ctime`` form ("MON SEP 10 20:52:00 2012", the usual one)
+    or EXIF form ("2012:09:10 20:52:00")."""
+    if not raw:
+        return None
+    text = " ".join(raw.split()).title()
+    for form in ("%a %b %d %H:%M:%S %Y", "%Y:%m:%d %H:%M:%S", "%Y-%m-%d %H:%M:%S"):
+        try:
+            naive = datetime.strptime(text, form)
+        except ValueError:
+            continue
+        return _local(naive, raw, EMBEDDED_AVI_IDIT, zone, "AVI IDIT date")
+    return None
+
+
+def _read_exif(exif: Mapping[str, Any], zone: tzinfo) -> EmbeddedTime | None:
+    raw = str(exif["DateTimeOriginal"]).strip()
+    m = _EXIF_TIME_RE.match(raw)
+    if m is None:
+        return None
+    try:
+        year, month, day, hour, minute, second = (int(g) for g in m.groups())
+        naive = datetime(year, month, day, hour, minute, second)
+    except ValueError:
+        return None  # "0000:00:00 00:00:00" and other placeholders
+    subsec = str(exif.get("SubSecTimeOriginal") or "").strip()
+    if subsec.isdigit():
+        naive += timedelta(seconds=float(f"0.{subsec}"))
+    offset = str(exif.get("OffsetTimeOriginal") or "").strip()
+    shown = raw + (f".{subsec}" if subsec.isdigit() else "")
+    om = _OFFSET_RE.match(offset)
+    if om is None:
+        return _local(naive, shown, EMBEDDED_EXIF, zone, "EXIF DateTimeOriginal")
+    sign, hours, minutes = om.groups()
+    delta = timedelta(hours=int(hours), minutes=int(minutes)) * (-1 if sign == "-" else 1)
+    value = (naive - delta).replace(tzinfo=UTC)
+    rule = f"EXIF DateTimeOriginal with its OffsetTimeOriginal {offset}"
+    return EmbeddedTime(value, f"{shown} {offset}", EMBEDDED_EXIF, rule)
+
+
+def _read_bext(date: str | None, time: str | None, zone: tzinfo) -> EmbeddedTime | None:
+    if not date or not time:
+        return None
+    dm, tm = _BEXT_DATE_RE.match(date), _BEXT_TIME_RE.match(time)
+    if dm is None or tm is None:
+        return None
+    try:
+        year, month, day = (int(g) for g in dm.groups())
+        hour, minute, second = (int(g) for g in tm.groups())
+        naive = datetime(year, month, day, hour, minute, second)
+    except ValueError:
+        return None
+    return _local(
+        naive,
+        f"{date} {time}",
+        EMBEDDED_BWF_BEXT,
+        zone,
+        "broadcast WAV bext origination date and time",
+    )
+
+
+def _read_container(raw: str) -> EmbeddedTime | None:
+    text = raw.strip()
+    try:
+        value = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+    except ValueError:
+        return None  # "0000-00-00 00:00:00" and other placeholders
+    stated = value.tzinfo is not None
+    value = (value if stated else value.replace(tzinfo=UTC)).astimezone(UTC)
+    if value in ZERO_TIMES:
+        return EmbeddedTime(
+            value,
+            raw,
+            EMBEDDED_CONTAINER,
+            "container creation time is a stored zero: never set",
+            True,
+        )
+    if not stated:
+        rule = "container creation_time without a zone: UTC, as MP4/MOV define it"
+    elif value.utcoffset() == timedelta(0) and text.endswith(("Z", "+00:00")):
+        rule = "container creation_time in UTC"
+    else:
+        rule = "container creation_time with its own UTC offset"
+    return EmbeddedTime(value, raw, EMBEDDED_CONTAINER, rule)
