@@ -66,6 +66,7 @@ __all__ = [
     "PosterProfile",
     "ProxyProfile",
     "Timeouts",
+    "VideoTiming",
     "ffmpeg_version",
     "join_segments",
     "make_access_copy",
@@ -75,6 +76,7 @@ __all__ = [
     "plan_access",
     "probe_output",
     "run_ffmpeg",
+    "video_timing",
 ]
 
 log = logging.getLogger(__name__)
@@ -649,6 +651,13 @@ def _temp_path(final: Path) -> Path:
     return final.with_name(f".{final.name}.{secrets.token_hex(4)}.partial")
 
 
+def _written(path: Path) -> bool:
+    try:
+        return path.stat().st_size > 0
+    except FileNotFoundError:
+        return False
+
+
 def _fsync_file(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -721,8 +730,14 @@ def _derive(
     ffmpeg: str,
     ffprobe: str,
     durable: bool,
+    fallbacks: Sequence[Callable[[Path], list[str]]] = (),
 ) -> Derivation:
     """Run ffmpeg into a temp name, check the result, then (``durable``) fsync and rename it.
+
+    ffmpeg may exit 0 having written nothing (a poster asked for a time after the last
+    frame it could decode). That is never success: the ``fallbacks`` (other commands
+    for the same output) are tried in order, and when none writes anything the
+    derivation fails, saying so.
 
     Without ``durable`` the checked file is renamed into place unsynced: still never
     visible before it is complete and checked, but a crash may lose it (or leave it
@@ -734,13 +749,25 @@ def _derive(
     version = ffmpeg_version(ffmpeg)  # also fails fast, before any file, if ffmpeg is missing
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_path(final)
-    command = build(tmp)
     try:
-        run = run_ffmpeg(
-            command, timeout_s=timeout_s, duration_s=duration_s, on_progress=on_progress
-        )
-        if run.returncode != 0:
-            _raise_failed(command, run, final)
+        for attempt in (build, *fallbacks):
+            command = attempt(tmp)
+            run = run_ffmpeg(
+                command, timeout_s=timeout_s, duration_s=duration_s, on_progress=on_progress
+            )
+            if run.returncode != 0:
+                _raise_failed(command, run, final)
+            if _written(tmp):
+                break
+            log.info("%s of %s: ffmpeg wrote nothing: %s", kind, sources[0].name, _short(command))
+        else:
+            raise DerivationError(
+                f"{final.name}: ffmpeg exited 0 but wrote nothing "
+                f"(tried {1 + len(fallbacks)} way{'s' if fallbacks else ''})",
+                hint="the original may hold no decodable frame or sample; it is unchanged",
+                command=command,
+                stderr_tail=run.stderr_tail,
+            )
         probed = _check_output(
             ffprobe,
             tmp,
@@ -980,6 +1007,82 @@ def make_proxy(
     )
 
 
+@dataclass(frozen=True)
+class VideoTiming:
+    """When the first video stream's frames are, from ffprobe's stream fields.
+
+    ``offset_s``: its first frame after the start of the file (ffmpeg's ``-ss`` counts
+    from the file's start, and an AVCHD clip's video starts 80 ms after its audio);
+    ``duration_s``: from its first frame to the end of its last; ``frame_s``: one frame.
+    """
+
+    offset_s: float
+    duration_s: float | None
+    frame_s: float
+
+    def poster_at(self, wanted_s: float) -> float:
+        """``wanted_s`` into the video, but at most half way and never after the start
+        of the last frame: a seek past it decodes nothing (ffmpeg still exits 0)."""
+        if self.duration_s is None:
+            return self.offset_s
+        last_start = max(0.0, self.duration_s - self.frame_s)
+        return self.offset_s + min(wanted_s, last_start / 2)
+
+
+def _seconds(value: object) -> float | None:
+    try:
+        number = float(str(value))
+    except ValueError:
+        if "/" not in str(value):
+            return None
+        top, _, bottom = str(value).partition("/")
+        try:
+            number = float(top) / float(bottom)
+        except (ValueError, ZeroDivisionError):
+            return None
+    return number if math.isfinite(number) else None
+
+
+def video_timing(ffprobe: str, src: Path, duration_s: float | None = None) -> VideoTiming | None:
+    """The first video stream's :class:`VideoTiming`; None when ffprobe finds none."""
+    command = [
+        ffprobe,
+        "-v",
+        "error",
+        "-select_streams",
+        "V:0",
+        "-of",
+        "json",
+        "-show_entries",
+        "stream=start_time,duration,avg_frame_rate,r_frame_rate:format=start_time,duration",
+        str(src),
+    ]
+    try:
+        proc = subprocess.run(
+            command, stdin=subprocess.DEVNULL, capture_output=True, timeout=_PROBE_TIMEOUT_S
+        )
+        data = json.loads(proc.stdout) if proc.returncode == 0 else {}
+    except OSError as exc:
+        raise FfmpegMissingError(
+            f"cannot run {ffprobe!r}: {exc.strerror or exc}", hint=_INSTALL_HINT, command=command
+        ) from exc
+    except (subprocess.TimeoutExpired, ValueError):
+        return None
+    streams = data.get("streams") or []
+    if not streams:
+        return None
+    stream, fmt = streams[0], data.get("format") or {}
+    file_start = _seconds(fmt.get("start_time")) or 0.0
+    start = _seconds(stream.get("start_time"))
+    offset = max(0.0, start - file_start) if start is not None else 0.0
+    length = _seconds(stream.get("duration"))
+    if length is None or length <= 0:
+        whole = _seconds(fmt.get("duration")) or duration_s
+        length = whole - offset if whole is not None and whole > offset else None
+    rate = _seconds(stream.get("avg_frame_rate")) or _seconds(stream.get("r_frame_rate"))
+    return VideoTiming(offset, length, 1.0 / rate if rate and rate > 0 else 0.0)
+
+
 def make_poster(
     src: Path,
     out_dir: Path,
@@ -993,45 +1096,57 @@ def make_poster(
     name: str | None = None,
     durable: bool = True,
 ) -> Derivation:
-    """A JPEG poster frame at ``min(profile.offset_s, duration_s / 2)`` (0 s without a
-    duration), at most ``profile.max_height`` lines. Default name ``<stem>.poster.jpg``.
+    """A JPEG poster frame ``profile.offset_s`` into the video, at most half way through
+    its frames (see :meth:`VideoTiming.poster_at`), at most ``profile.max_height``
+    lines. The time comes from the video stream's own timing, not the container's
+    duration (a 0.17 s phone clip has three frames, the last starting at 0.067 s).
+    When the seek decodes nothing (a clip whose only keyframe is its first), the first
+    decodable frame is taken; when even that gives nothing, :class:`DerivationError`.
+    Default name ``<stem>.poster.jpg``.
     """
     final = _final_path(src, out_dir, name, ".poster.jpg")
-    at = 0.0 if not duration_s or duration_s <= 0 else min(profile.offset_s, duration_s / 2)
+    timing = video_timing(ffprobe, src, duration_s)
+    if timing is not None:
+        at = timing.poster_at(profile.offset_s)
+    else:
+        at = 0.0 if not duration_s or duration_s <= 0 else min(profile.offset_s, duration_s / 2)
     scale = ["-vf", _scale_to(profile.max_height)] if profile.max_height else []
     head = _base(ffmpeg)
 
-    def build(tmp: Path) -> list[str]:
-        # -ss before -i seeks in the demuxer and decodes from the previous keyframe: exact
-        # and fast even deep into a long recording.
-        return [
-            *head,
-            "-ss",
-            f"{at:.3f}",
-            "-i",
-            str(src),
-            "-map",
-            "0:V:0",
-            "-frames:v",
-            "1",
-            *scale,
-            "-c:v",
-            "mjpeg",
-            "-q:v",
-            str(profile.quality),
-            "-map_metadata",
-            "-1",
-            "-f",
-            "mjpeg",
-            str(tmp),
-        ]
+    def one_frame(seek: list[str]) -> Callable[[Path], list[str]]:
+        def build(tmp: Path) -> list[str]:
+            # -ss before -i seeks in the demuxer and decodes from the previous keyframe:
+            # exact and fast even deep into a long recording.
+            return [
+                *head,
+                *seek,
+                "-i",
+                str(src),
+                "-map",
+                "0:V:0",
+                "-frames:v",
+                "1",
+                *scale,
+                "-c:v",
+                "mjpeg",
+                "-q:v",
+                str(profile.quality),
+                "-map_metadata",
+                "-1",
+                "-f",
+                "mjpeg",
+                str(tmp),
+            ]
+
+        return build
 
     return _derive(
         kind="poster",
         method="extract",
         sources=[src],
         final=final,
-        build=build,
+        build=one_frame(["-ss", f"{at:.3f}"]),
+        fallbacks=[one_frame([])] if at > 0 else [],
         expected={"video": "mjpeg"},
         duration_s=None,
         check_duration=False,
