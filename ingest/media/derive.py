@@ -57,6 +57,7 @@ __all__ = [
     "TIMEOUTS",
     "AccessProfile",
     "AudioProfile",
+    "DamagedSourceError",
     "Derivation",
     "DerivationError",
     "DerivationTimeout",
@@ -148,6 +149,19 @@ class DerivationTimeout(DerivationError):
     """ffmpeg ran past its time limit and was killed."""
 
     exit_code = EXIT_TEMPFAIL
+
+
+class DamagedSourceError(DerivationError):
+    """The derivative came out shorter than the original's streams say they last: the
+    original is damaged part-way (its data ends before its index says it does).
+
+    Deterministic: trying again makes the same short copy. ``reason`` is a sentence for
+    the DAMAGED flag and its custody event.
+    """
+
+    def __init__(self, message: str, *, reason: str, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.reason = reason
 
 
 class FfmpegMissingError(DerivationError):
@@ -672,7 +686,7 @@ def _check_output(
     final: Path,
     *,
     expected: Mapping[str, str],
-    min_duration_s: float | None,
+    expected_s: float | None,
     command: Sequence[str],
     stderr_tail: str,
 ) -> OutputProbe:
@@ -696,12 +710,16 @@ def _check_output(
                 command=command,
                 stderr_tail=stderr_tail,
             )
-    if min_duration_s is not None:
+    min_duration_s = _min_duration(expected_s)
+    if expected_s is not None and min_duration_s is not None:
         got = probed.duration_s
         if got is None or got < min_duration_s:
-            raise DerivationError(
-                f"{final.name}: output lasts {got if got is not None else 'unknown'} s, "
+            lasted = f"{got:.3f} s" if got is not None else "an unknown time"
+            raise DamagedSourceError(
+                f"{final.name}: output lasts {lasted}, "
                 f"less than the expected {min_duration_s:.3f} s",
+                reason=f"its streams decode to {lasted} of the {expected_s:.3f} s "
+                "its index declares (the media data ends early)",
                 hint="the original may be damaged part-way; the original is unchanged",
                 command=command,
                 stderr_tail=stderr_tail,
@@ -773,7 +791,7 @@ def _derive(
             tmp,
             final,
             expected=expected,
-            min_duration_s=_min_duration(duration_s) if check_duration else None,
+            expected_s=duration_s if check_duration else None,
             command=command,
             stderr_tail=run.stderr_tail,
         )
