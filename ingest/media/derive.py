@@ -41,13 +41,13 @@ import secrets
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Final, Literal, NoReturn
 
 from config.errors import EXIT_DATAERR, EXIT_TEMPFAIL, EXIT_UNAVAILABLE, LiuhenError
-from ingest.media import mp4check
+from ingest.media import mp4check, photo
 from ingest.offload import fsync_dir
 
 __all__ = [
@@ -64,6 +64,7 @@ __all__ = [
     "FfmpegMissingError",
     "FfmpegRun",
     "OutputProbe",
+    "PhotoProfile",
     "PosterProfile",
     "ProxyProfile",
     "Timeouts",
@@ -72,8 +73,10 @@ __all__ = [
     "join_segments",
     "make_access_copy",
     "make_audio_access",
+    "make_photo_access",
     "make_poster",
     "make_proxy",
+    "make_thumbnail",
     "plan_access",
     "probe_output",
     "run_ffmpeg",
@@ -82,7 +85,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DerivationKind = Literal["access", "proxy", "poster", "audio", "joined", "recovered"]
+DerivationKind = Literal["access", "proxy", "poster", "audio", "joined", "recovered", "thumbnail"]
 DerivationMethod = Literal["remux", "reencode", "extract", "recovered"]
 ProgressCallback = Callable[[float], None]
 
@@ -820,6 +823,15 @@ def _derive(
 def _raise_failed(command: Sequence[str], run: FfmpegRun, final: Path) -> NoReturn:
     tail = run.stderr_tail
     last = tail[-1500:] if tail else "(no output)"
+    decoder = re.search(r"Decoder \(codec (\w+)\) not found|No decoder for codec (\w+)", tail)
+    if decoder is not None:
+        missing = decoder.group(1) or decoder.group(2)
+        raise FfmpegMissingError(
+            f"{final.name}: unsupported here: this ffmpeg has no {missing} decoder",
+            hint=f"install an ffmpeg built with the {missing} decoder; the original is kept",
+            command=command,
+            stderr_tail=tail,
+        )
     if "Unknown encoder" in tail or "Encoder not found" in tail:
         raise FfmpegMissingError(
             f"{final.name}: this ffmpeg lacks an encoder it needs: {last}",
@@ -1173,6 +1185,189 @@ def make_poster(
         on_progress=on_progress,
         ffmpeg=ffmpeg,
         ffprobe=ffprobe,
+        durable=durable,
+    )
+
+
+@dataclass(frozen=True)
+class PhotoProfile:
+    """A photo's JPEG access copy (full size) and thumbnail (longest side ``thumb_max``)."""
+
+    quality: int = 2  # mjpeg -q:v of a re-encoded access copy, 2 (best) .. 31
+    thumb_max: int = 320
+    thumb_quality: int = 4
+
+    def __post_init__(self) -> None:
+        for value in (self.quality, self.thumb_quality):
+            if not 2 <= value <= 31:
+                raise ValueError(f"quality {value} is outside 2..31")
+        _check_height(self.thumb_max)
+
+
+_HEIF_ROTATIONS: Final = {
+    0: [],
+    1: ["transpose=cclock"],
+    2: ["hflip", "vflip"],
+    3: ["transpose=clock"],
+}
+
+
+@contextlib.contextmanager
+def _photo_input(src: Path, scratch: Path) -> Iterator[tuple[list[str], list[str]]]:
+    """ffmpeg input arguments and the filters that make the picture, for any photo.
+
+    A HEIF photo (which this ffmpeg may not demux) is handed over as its HEVC tiles in
+    a hidden raw stream next to the output, put back together by the ``tile`` filter,
+    cropped to the picture's size and turned by its ``irot``; the stream is removed
+    afterwards. Anything else is read by ffmpeg itself.
+    """
+    if not photo.is_heif(src):
+        yield ["-i", str(src)], []
+        return
+    try:
+        image = photo.read_heif(src)
+    except (photo.HeifError, OSError) as exc:
+        raise DerivationError(
+            f"{src.name}: cannot read the HEIF image: {exc}",
+            hint="the original is unchanged; it may use a HEIF layout not supported here",
+        ) from exc
+    stream = scratch / f".{src.name}.{secrets.token_hex(4)}.hevc"
+    try:
+        with src.open("rb") as f, stream.open("wb") as out:
+            photo.write_tiles(f, image, out)
+        filters = [
+            f"tile={image.columns}x{image.rows}",
+            f"crop={image.width}:{image.height}:0:0",
+            *_HEIF_ROTATIONS[image.rotation],
+        ]
+        yield ["-f", "hevc", "-i", str(stream)], filters
+    finally:
+        stream.unlink(missing_ok=True)
+
+
+def _photo_derivation(
+    src: Path,
+    out_dir: Path,
+    *,
+    kind: DerivationKind,
+    final: Path,
+    filters: list[str],
+    quality: int,
+    ffmpeg: str,
+    ffprobe: str,
+    timeout_factor: float,
+    durable: bool,
+) -> Derivation:
+    head = _base(ffmpeg)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    copy_jpeg = kind == "access" and not photo.is_heif(src) and _is_jpeg(src)
+    with _photo_input(src, out_dir) as (source_args, source_filters):
+        chain = [*source_filters, *filters]
+        if copy_jpeg:
+            # A JPEG original is already the archival and browser format: its bytes are
+            # copied, never recompressed.
+            codec = ["-c:v", "copy"]
+        else:
+            codec = [*(["-vf", ",".join(chain)] if chain else []), "-c:v", "mjpeg"]
+            codec += ["-q:v", str(quality)]
+
+        def build(tmp: Path) -> list[str]:
+            return [
+                *head,
+                *source_args,
+                "-map",
+                "0:V:0",
+                "-frames:v",
+                "1",
+                *codec,
+                "-f",
+                "mjpeg",
+                str(tmp),
+            ]
+
+        return _derive(
+            kind=kind,
+            method="remux" if copy_jpeg else "reencode",
+            sources=[src],
+            final=final,
+            build=build,
+            expected={"video": "mjpeg"},
+            duration_s=None,
+            check_duration=False,
+            timeout_s=TIMEOUTS.limit(PLAN_REENCODE, 1.0, timeout_factor),
+            on_progress=None,
+            ffmpeg=ffmpeg,
+            ffprobe=ffprobe,
+            durable=durable,
+        )
+
+
+def _is_jpeg(path: Path) -> bool:
+    with path.open("rb") as f:
+        return f.read(3) == b"\xff\xd8\xff"
+
+
+def make_photo_access(
+    src: Path,
+    out_dir: Path,
+    *,
+    profile: PhotoProfile = PhotoProfile(),
+    ffmpeg: str = "ffmpeg",
+    ffprobe: str = "ffprobe",
+    timeout_factor: float = 1.0,
+    name: str | None = None,
+    durable: bool = True,
+) -> Derivation:
+    """The JPEG access copy of a photo, full size (kind ``"access"``).
+
+    A JPEG is copied as it is (method ``"remux"``); a HEIC (HEVC tiles, decoded here
+    even where ffmpeg has no HEIF demuxer) or any other still image ffmpeg reads is
+    encoded to JPEG. Default name ``<stem>.access.jpg``. A photo whose decoder this
+    ffmpeg lacks raises :class:`FfmpegMissingError` naming it.
+    """
+    return _photo_derivation(
+        src,
+        out_dir,
+        kind="access",
+        final=_final_path(src, out_dir, name, ".access.jpg"),
+        filters=[],
+        quality=profile.quality,
+        ffmpeg=ffmpeg,
+        ffprobe=ffprobe,
+        timeout_factor=timeout_factor,
+        durable=durable,
+    )
+
+
+def make_thumbnail(
+    src: Path,
+    out_dir: Path,
+    *,
+    profile: PhotoProfile = PhotoProfile(),
+    ffmpeg: str = "ffmpeg",
+    ffprobe: str = "ffprobe",
+    timeout_factor: float = 1.0,
+    name: str | None = None,
+    durable: bool = True,
+) -> Derivation:
+    """A small JPEG of a photo (kind ``"thumbnail"``): its longest side at most
+    ``profile.thumb_max``, never upscaled, the aspect kept. Default ``<stem>.thumb.jpg``.
+    """
+    box = profile.thumb_max
+    fit = (
+        f"scale=w='min({box},iw)':h='min({box},ih)':force_original_aspect_ratio=decrease,"
+        "scale=trunc(iw/2)*2:trunc(ih/2)*2"
+    )
+    return _photo_derivation(
+        src,
+        out_dir,
+        kind="thumbnail",
+        final=_final_path(src, out_dir, name, ".thumb.jpg"),
+        filters=[fit],
+        quality=profile.thumb_quality,
+        ffmpeg=ffmpeg,
+        ffprobe=ffprobe,
+        timeout_factor=timeout_factor,
         durable=durable,
     )
 
