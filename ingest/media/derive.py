@@ -847,6 +847,21 @@ def _raise_failed(command: Sequence[str], run: FfmpegRun, final: Path) -> NoRetu
     )
 
 
+def _keep_frame_times(ffmpeg: str) -> list[str]:
+    """Output options that keep every frame at its source time (variable frame rate).
+
+    ffmpeg's default for MP4 output is a constant rate: it duplicates and drops frames
+    to fill a grid at the stream's guessed rate, so a phone video whose first frame
+    comes 0.27 s after its audio got a proxy 0.27 s longer than its video, its first
+    picture shown before it was taken. ``vfr`` passes frames with their own times
+    (dropping only exact duplicates). The option is ``-fps_mode`` since ffmpeg 5.1,
+    ``-vsync`` before it.
+    """
+    match = re.search(r"version n?(\d+)\.(\d+)", ffmpeg_version(ffmpeg))
+    old = match is not None and (int(match.group(1)), int(match.group(2))) < (5, 1)
+    return ["-vsync" if old else "-fps_mode", "vfr"]
+
+
 def _scale_to(max_height: int) -> str:
     # Never upscale; -2 keeps the aspect ratio with an even width; the height is even too.
     return f"scale=w=-2:h='trunc(min({max_height},ih)/2)*2'"
@@ -915,6 +930,7 @@ def make_access_copy(
             video = [
                 "-vf",
                 _EVEN,
+                *_keep_frame_times(ffmpeg),
                 "-c:v",
                 "libx264",
                 "-preset",
@@ -987,6 +1003,7 @@ def make_proxy(
     has_audio = info is not None and _norm(info.get("audio_codec")) is not None
     expected = {"video": "h264", **({"audio": "aac"} if has_audio else {})}
     head = _base(ffmpeg)
+    frame_times = _keep_frame_times(ffmpeg)
 
     def build(tmp: Path) -> list[str]:
         return [
@@ -999,6 +1016,7 @@ def make_proxy(
             "0:a:0?",
             "-vf",
             _scale_to(profile.max_height),
+            *frame_times,
             "-c:v",
             "libx264",
             "-preset",
