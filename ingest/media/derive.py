@@ -771,24 +771,14 @@ def _derive(
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_path(final)
     try:
-        for attempt in (build, *fallbacks):
-            command = attempt(tmp)
-            run = run_ffmpeg(
-                command, timeout_s=timeout_s, duration_s=duration_s, on_progress=on_progress
-            )
-            if run.returncode != 0:
-                _raise_failed(command, run, final)
-            if _written(tmp):
-                break
-            log.info("%s of %s: ffmpeg wrote nothing: %s", kind, sources[0].name, _short(command))
-        else:
-            raise DerivationError(
-                f"{final.name}: ffmpeg exited 0 but wrote nothing "
-                f"(tried {1 + len(fallbacks)} way{'s' if fallbacks else ''})",
-                hint="the original may hold no decodable frame or sample; it is unchanged",
-                command=command,
-                stderr_tail=run.stderr_tail,
-            )
+        command, run = _first_output(
+            (build, *fallbacks),
+            tmp,
+            final,
+            timeout_s=timeout_s,
+            duration_s=duration_s,
+            on_progress=on_progress,
+        )
         probed = _check_output(
             ffprobe,
             tmp,
@@ -817,6 +807,37 @@ def _derive(
         elapsed_s=elapsed,
         stderr_tail=run.stderr_tail,
         sources=tuple(sources),
+    )
+
+
+def _first_output(
+    attempts: Sequence[Callable[[Path], list[str]]],
+    tmp: Path,
+    final: Path,
+    *,
+    timeout_s: float,
+    duration_s: float | None,
+    on_progress: ProgressCallback | None,
+) -> tuple[list[str], FfmpegRun]:
+    """Run the commands in order until one writes something; a failure raises at once."""
+    command: list[str] = []
+    run: FfmpegRun | None = None
+    for attempt in attempts:
+        command = attempt(tmp)
+        run = run_ffmpeg(
+            command, timeout_s=timeout_s, duration_s=duration_s, on_progress=on_progress
+        )
+        if run.returncode != 0:
+            _raise_failed(command, run, final)
+        if _written(tmp):
+            return command, run
+        log.info("%s: ffmpeg wrote nothing: %s", final.name, _short(command))
+    raise DerivationError(
+        f"{final.name}: ffmpeg exited 0 but wrote nothing "
+        f"(tried {len(attempts)} way{'s' if len(attempts) > 1 else ''})",
+        hint="the original may hold no decodable frame or sample; it is unchanged",
+        command=command,
+        stderr_tail=run.stderr_tail if run is not None else "",
     )
 
 
@@ -870,6 +891,42 @@ def _scale_to(max_height: int) -> str:
 # --- public derivations -------------------------------------------------------------
 
 
+def _access_codecs(
+    plan: str, info: Mapping[str, Any], profile: AccessProfile, ffmpeg: str
+) -> tuple[DerivationMethod, list[str]]:
+    """The access copy's method and its stream and codec arguments."""
+    if plan == PLAN_REMUX:
+        method: DerivationMethod = "remux"
+        codec_args = ["-map", "0:V?", "-map", "0:a?", "-c", "copy"]
+    else:
+        method = "reencode"
+        # Encode only what is unfriendly: a stream that is already fine is copied bit for
+        # bit (no generation loss, exact timing), e.g. the AAC of an HEVC recording or the
+        # H.264 of a MOV with PCM audio.
+        if _video_friendly(info):
+            video = ["-c:v", "copy"]
+        else:
+            video = [
+                "-vf",
+                _EVEN,
+                *_keep_frame_times(ffmpeg),
+                "-c:v",
+                "libx264",
+                "-preset",
+                profile.preset,
+                "-crf",
+                str(profile.crf),
+                "-pix_fmt",
+                "yuv420p",
+            ]
+        if _norm(info.get("audio_codec")) in _BROWSER_AUDIO_IN_VIDEO:
+            audio = ["-c:a", "copy"]
+        else:
+            audio = ["-c:a", "aac", "-b:a", profile.audio_bitrate]
+        codec_args = ["-map", "0:V:0", "-map", "0:a:0?", *video, *audio]
+    return method, codec_args
+
+
 def make_access_copy(
     src: Path,
     out_dir: Path,
@@ -916,35 +973,7 @@ def make_access_copy(
     expected = {"video": "h264", **({"audio": "aac"} if has_audio else {})}
     head = _base(ffmpeg)
 
-    if plan == PLAN_REMUX:
-        method: DerivationMethod = "remux"
-        codec_args = ["-map", "0:V?", "-map", "0:a?", "-c", "copy"]
-    else:
-        method = "reencode"
-        # Encode only what is unfriendly: a stream that is already fine is copied bit for
-        # bit (no generation loss, exact timing), e.g. the AAC of an HEVC recording or the
-        # H.264 of a MOV with PCM audio.
-        if _video_friendly(info):
-            video = ["-c:v", "copy"]
-        else:
-            video = [
-                "-vf",
-                _EVEN,
-                *_keep_frame_times(ffmpeg),
-                "-c:v",
-                "libx264",
-                "-preset",
-                profile.preset,
-                "-crf",
-                str(profile.crf),
-                "-pix_fmt",
-                "yuv420p",
-            ]
-        if _norm(info.get("audio_codec")) in _BROWSER_AUDIO_IN_VIDEO:
-            audio = ["-c:a", "copy"]
-        else:
-            audio = ["-c:a", "aac", "-b:a", profile.audio_bitrate]
-        codec_args = ["-map", "0:V:0", "-map", "0:a:0?", *video, *audio]
+    method, codec_args = _access_codecs(plan, info, profile, ffmpeg)
 
     def build(tmp: Path) -> list[str]:
         return [

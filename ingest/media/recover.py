@@ -58,6 +58,8 @@ from ingest.media.derive import (
     Derivation,
     DerivationError,
     FfmpegMissingError,
+    FfmpegRun,
+    OutputProbe,
     ffmpeg_version,
     probe_output,
     run_ffmpeg,
@@ -812,6 +814,97 @@ def _fps_text(fps: Fraction) -> str:
     return str(fps.numerator) if fps.denominator == 1 else f"{fps.numerator}/{fps.denominator}"
 
 
+def _log_walk(src: Path, reference: Path, config: _AvcConfig, walk: _Walk) -> None:
+    log.info(
+        "recover %s: %d NAL units (%d slices, %d IDR), %d bytes skipped in %d gaps; "
+        "%dx%d at %s fps from %s",
+        src.name,
+        walk.nal_units,
+        walk.slices,
+        walk.idr_slices,
+        walk.skipped_bytes,
+        walk.gaps,
+        config.width,
+        config.height,
+        _fps_text(config.frame_rate),
+        reference.name,
+    )
+
+
+def _mux_command(ffmpeg: str, src: Path, config: _AvcConfig, stream: Path, tmp: Path) -> list[str]:
+    """ffmpeg muxing the salvaged raw stream into a fast-start MP4 that says what it is."""
+    comment = f"{RECOVERED_COMMENT_PREFIX} {src.name} sha256:{_sha256(src)}; not the original"
+    return [
+        ffmpeg,
+        "-nostdin",
+        "-hide_banner",
+        "-y",
+        "-progress",
+        "pipe:1",
+        "-nostats",
+        "-fflags",
+        "+genpts",
+        "-r",
+        _fps_text(config.frame_rate),
+        "-f",
+        "h264",
+        "-i",
+        str(stream),
+        # A raw stream has no presentation times: with B-frames ffmpeg gives the first
+        # frames negative ones, which the MP4 edit list would hide; start at zero.
+        "-map",
+        "0:v:0",
+        "-c",
+        "copy",
+        *_crop_filter(config),
+        "-avoid_negative_ts",
+        "make_zero",
+        "-map_metadata",
+        "-1",
+        "-metadata",
+        f"title={RECOVERED_TITLE_PREFIX} {src.stem}",
+        "-metadata",
+        f"comment={comment}",
+        "-movflags",
+        "+faststart",
+        "-f",
+        "mp4",
+        str(tmp),
+    ]
+
+
+def _check_salvage(
+    ffmpeg: str, ffprobe: str, tmp: Path, run: FfmpegRun, decode_timeout_s: float
+) -> tuple[OutputProbe, int, str]:
+    """The muxed file opens as H.264 and decodes: (probe, frames, log tail), else
+    :class:`_NotSalvageable` with the reason."""
+    if run.returncode != 0:
+        raise _NotSalvageable(
+            f"ffmpeg could not mux the salvaged stream: {run.stderr_tail[-1000:]}"
+        )
+    try:
+        probed = probe_output(ffprobe, tmp)
+    except FfmpegMissingError:
+        raise
+    except DerivationError as exc:
+        raise _NotSalvageable(f"the salvaged MP4 does not open: {exc.message}") from exc
+    if "h264" not in probed.codecs("video"):
+        raise _NotSalvageable(f"the salvaged MP4 has no H.264 video ({probed.codecs('video')})")
+    frames, decode_log = _decoded_frames(ffmpeg, tmp, decode_timeout_s)
+    if frames < 1:
+        raise _NotSalvageable(f"no frame decodes: {decode_log[-1000:] or 'no output'}")
+    tail = run.stderr_tail
+    if decode_log:
+        tail = f"{tail}\n--- decode check ({frames} frames) ---\n{decode_log}"
+    return probed, frames, tail[-STDERR_TAIL_BYTES:]
+
+
+def _final_path(src: Path, out_dir: Path, name: str | None) -> Path:
+    if name is not None and (not name or name.startswith(".") or "/" in name):
+        raise ValueError(f"output name {name!r} must be a plain, non-hidden file name")
+    return out_dir / (name or f"{src.stem}.recovered.mp4")
+
+
 def recover_truncated_mp4(
     src: Path,
     reference: Path | None,
@@ -842,9 +935,7 @@ def recover_truncated_mp4(
     if reference is None:
         give_up("no healthy reference recording from the same device and settings")
         return None
-    if name is not None and (not name or name.startswith(".") or "/" in name):
-        raise ValueError(f"output name {name!r} must be a plain, non-hidden file name")
-    final = out_dir / (name or f"{src.stem}.recovered.mp4")
+    final = _final_path(src, out_dir, name)
     version = ffmpeg_version(ffmpeg)
     out_dir.mkdir(parents=True, exist_ok=True)
     token = secrets.token_hex(4)
@@ -854,91 +945,19 @@ def recover_truncated_mp4(
         try:
             config = _reference_config(reference)
             walk = _extract_stream(src, config, stream)
+            _log_walk(src, reference, config, walk)
+            command = _mux_command(ffmpeg, src, config, stream, tmp)
+            estimate_s = float(walk.slices / config.frame_rate)
+            run = run_ffmpeg(command, timeout_s=TIMEOUTS.limit("remux", estimate_s, timeout_factor))
+            probed, frames, tail = _check_salvage(
+                ffmpeg, ffprobe, tmp, run, TIMEOUTS.limit("reencode", estimate_s, timeout_factor)
+            )
         except _NotSalvageable as exc:
             give_up(str(exc))
             return None
         except (struct.error, IndexError, ValueError) as exc:  # a box cut short, or empty
             give_up(f"cannot parse: {exc}")
             return None
-        log.info(
-            "recover %s: %d NAL units (%d slices, %d IDR), %d bytes skipped in %d gaps; "
-            "%dx%d at %s fps from %s",
-            src.name,
-            walk.nal_units,
-            walk.slices,
-            walk.idr_slices,
-            walk.skipped_bytes,
-            walk.gaps,
-            config.width,
-            config.height,
-            _fps_text(config.frame_rate),
-            reference.name,
-        )
-        digest = _sha256(src)
-        comment = f"{RECOVERED_COMMENT_PREFIX} {src.name} sha256:{digest}; not the original"
-        estimate_s = float(walk.slices / config.frame_rate)
-        command = [
-            ffmpeg,
-            "-nostdin",
-            "-hide_banner",
-            "-y",
-            "-progress",
-            "pipe:1",
-            "-nostats",
-            "-fflags",
-            "+genpts",
-            "-r",
-            _fps_text(config.frame_rate),
-            "-f",
-            "h264",
-            "-i",
-            str(stream),
-            # A raw stream has no presentation times: with B-frames ffmpeg gives the first
-            # frames negative ones, which the MP4 edit list would hide; start at zero.
-            "-map",
-            "0:v:0",
-            "-c",
-            "copy",
-            *_crop_filter(config),
-            "-avoid_negative_ts",
-            "make_zero",
-            "-map_metadata",
-            "-1",
-            "-metadata",
-            f"title={RECOVERED_TITLE_PREFIX} {src.stem}",
-            "-metadata",
-            f"comment={comment}",
-            "-movflags",
-            "+faststart",
-            "-f",
-            "mp4",
-            str(tmp),
-        ]
-        timeout_s = TIMEOUTS.limit("remux", estimate_s, timeout_factor)
-        run = run_ffmpeg(command, timeout_s=timeout_s)
-        if run.returncode != 0:
-            give_up(f"ffmpeg could not mux the salvaged stream: {run.stderr_tail[-1000:]}")
-            return None
-        try:
-            probed = probe_output(ffprobe, tmp)
-        except FfmpegMissingError:
-            raise
-        except DerivationError as exc:
-            give_up(f"the salvaged MP4 does not open: {exc.message}")
-            return None
-        if "h264" not in probed.codecs("video"):
-            give_up(f"the salvaged MP4 has no H.264 video ({probed.codecs('video')})")
-            return None
-        frames, decode_log = _decoded_frames(
-            ffmpeg, tmp, TIMEOUTS.limit("reencode", estimate_s, timeout_factor)
-        )
-        if frames < 1:
-            give_up(f"no frame decodes: {decode_log[-1000:] or 'no output'}")
-            return None
-        tail = run.stderr_tail
-        if decode_log:
-            tail = f"{tail}\n--- decode check ({frames} frames) ---\n{decode_log}"
-        tail = tail[-STDERR_TAIL_BYTES:]
         if durable:
             with tmp.open("rb") as f:
                 os.fsync(f.fileno())
@@ -949,12 +968,7 @@ def recover_truncated_mp4(
         stream.unlink(missing_ok=True)
         tmp.unlink(missing_ok=True)
     elapsed = time.monotonic() - started
-    log.warning(
-        "recover %s: RECOVERED %d frames (video only) into %s; not the original",
-        src.name,
-        frames,
-        final,
-    )
+    log.warning("recover %s: RECOVERED %d frames (video only) into %s", src.name, frames, final)
     return Derivation(
         kind="recovered",
         path=final,
