@@ -147,6 +147,18 @@ def _riff_chunks(data: bytes) -> dict[bytes, tuple[int, int]]:
     return found
 
 
+def test_reserved_space_cut_short_is_not_damage(tmp_path: Path) -> None:
+    # Made here: a healthy MP4 followed by a 'free' box (space a writer reserved) that
+    # claims more than is left; nothing of the recording is missing.
+    src = corpus_path("issue515.mp4")
+    padded = tmp_path / "padded.mp4"
+    padded.write_bytes(src.read_bytes() + struct.pack(">I4s", 1 << 20, b"free") + bytes(64))
+    assert damage_reason(padded) is None
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(src.read_bytes()[:-1000])
+    assert "cut short" in str(damage_reason(cut))
+
+
 def test_cut_avi_and_wav_are_damaged(tmp_path: Path) -> None:
     # Made here with ffmpeg (the corpus has no cut AVI or WAV): an MJPEG+PCM AVI like the
     # Canon's, and a PCM WAV; then cut, stripped of the index, or given a bad index.
@@ -250,6 +262,14 @@ def test_jpeg_photo_access_copy_is_the_jpeg_and_a_thumbnail(tmp_path: Path) -> N
         320,
         240,
     )
+
+
+def test_access_copy_of_a_photo_is_its_jpeg(tmp_path: Path) -> None:
+    # The probe calls a still image kind "photo"; the worker asks for the access copy.
+    src = corpus_path("iphone_IMG_2927.HEIC")
+    d = make_access_copy(src, tmp_path, info={"kind": "photo"})
+    assert (d.kind, d.path.name) == ("access", "iphone_IMG_2927.access.jpg")
+    assert stream(d.path, "video")["codec_name"] == "mjpeg"
 
 
 def test_heic_photo_gets_a_jpeg_access_copy_and_a_thumbnail(tmp_path: Path) -> None:

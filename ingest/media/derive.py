@@ -612,6 +612,8 @@ def _info_kind(info: Mapping[str, Any]) -> str:
     kind = _norm(info.get("kind"))
     if kind in ("video", "audio", "image"):
         return kind
+    if kind == "photo":  # what the probe calls a still image
+        return "image"
     if _norm(info.get("video_codec")):
         return "video"
     if _norm(info.get("audio_codec")):
@@ -947,10 +949,21 @@ def make_access_copy(
     Stream copy when :func:`plan_access` says ``"remux"``; otherwise libx264 + AAC, with
     the video still copied when only the audio is unfriendly. Global metadata (title,
     creation_time, comment) is carried over. Audio-only recordings are handed to
-    :func:`make_audio_access` (kind ``"audio"``). The default name is
+    :func:`make_audio_access` (kind ``"audio"``), photos (``info["kind"]`` ``"image"``
+    or ``"photo"``) to :func:`make_photo_access` (a JPEG). The default name is
     ``<stem>.access.mp4`` in ``out_dir``.
     """
     kind = _info_kind(info)
+    if kind == "image":
+        return make_photo_access(
+            src,
+            out_dir,
+            ffmpeg=ffmpeg,
+            ffprobe=ffprobe,
+            timeout_factor=timeout_factor,
+            name=name,
+            durable=durable,
+        )
     if kind == "audio":
         return make_audio_access(
             src,
@@ -974,21 +987,10 @@ def make_access_copy(
     head = _base(ffmpeg)
 
     method, codec_args = _access_codecs(plan, info, profile, ffmpeg)
+    container = ["-map_metadata", "0", "-movflags", "+faststart", "-f", "mp4"]
 
     def build(tmp: Path) -> list[str]:
-        return [
-            *head,
-            "-i",
-            str(src),
-            *codec_args,
-            "-map_metadata",
-            "0",
-            "-movflags",
-            "+faststart",
-            "-f",
-            "mp4",
-            str(tmp),
-        ]
+        return [*head, "-i", str(src), *codec_args, *container, str(tmp)]
 
     return _derive(
         kind="access",

@@ -40,6 +40,8 @@ _HEIF_BRANDS: Final = frozenset(
 )
 _MP4_FIRST: Final = frozenset({b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot"})
 _HANDLERS: Final = {b"vide": "video", b"soun": "audio"}
+# Space a writer reserved: cut short, it loses nothing of the recording.
+_PADDING: Final = frozenset({b"free", b"skip", b"wide"})
 _MAX_TABLE_BYTES: Final = 512 << 20  # a moov larger than this is not read into memory
 _TS_TAIL_BYTES: Final = 4 << 20
 
@@ -75,7 +77,7 @@ def _mp4_reason(data: mmap.mmap) -> str | None:
     size = len(data)
     top = list(mp4box.walk(data))
     for box in top:
-        if box.cut:
+        if box.cut and box.type not in _PADDING:
             what = "media data (mdat)" if box.type == b"mdat" else f"'{box.name}' box"
             return (
                 f"cut short: the {what} at byte {box.start:,} claims "
