@@ -238,7 +238,8 @@ def test_poster_is_a_jpeg(recorder: SyntheticRecorder, tmp_path: Path) -> None:
     assert d.path.name == f"{src.stem}.poster.jpg"
     assert d.path.read_bytes()[:2] == b"\xff\xd8"
     assert codecs(d.path) == {"video": "mjpeg"}
-    assert d.command[d.command.index("-ss") + 1] == "1.000"  # min(1 s, duration / 2)
+    # 2 s at 25 fps: the last frame starts at 1.96 s; min(1 s, 1.96 s / 2).
+    assert d.command[d.command.index("-ss") + 1] == "0.980"
     only_final(tmp_path, d)
 
 

@@ -41,13 +41,13 @@ import secrets
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Final, Literal, NoReturn
 
 from config.errors import EXIT_DATAERR, EXIT_TEMPFAIL, EXIT_UNAVAILABLE, LiuhenError
-from ingest.media import mp4check
+from ingest.media import mp4check, photo
 from storage import fsync_dir, fsync_file
 
 __all__ = [
@@ -57,29 +57,35 @@ __all__ = [
     "TIMEOUTS",
     "AccessProfile",
     "AudioProfile",
+    "DamagedSourceError",
     "Derivation",
     "DerivationError",
     "DerivationTimeout",
     "FfmpegMissingError",
     "FfmpegRun",
     "OutputProbe",
+    "PhotoProfile",
     "PosterProfile",
     "ProxyProfile",
     "Timeouts",
+    "VideoTiming",
     "ffmpeg_version",
     "join_segments",
     "make_access_copy",
     "make_audio_access",
+    "make_photo_access",
     "make_poster",
     "make_proxy",
+    "make_thumbnail",
     "plan_access",
     "probe_output",
     "run_ffmpeg",
+    "video_timing",
 ]
 
 log = logging.getLogger(__name__)
 
-DerivationKind = Literal["access", "proxy", "poster", "audio", "joined", "recovered"]
+DerivationKind = Literal["access", "proxy", "poster", "audio", "joined", "recovered", "thumbnail"]
 DerivationMethod = Literal["remux", "reencode", "extract", "recovered"]
 ProgressCallback = Callable[[float], None]
 
@@ -146,6 +152,19 @@ class DerivationTimeout(DerivationError):
     """ffmpeg ran past its time limit and was killed."""
 
     exit_code = EXIT_TEMPFAIL
+
+
+class DamagedSourceError(DerivationError):
+    """The derivative came out shorter than the original's streams say they last: the
+    original is damaged part-way (its data ends before its index says it does).
+
+    Deterministic: trying again makes the same short copy. ``reason`` is a sentence for
+    the DAMAGED flag and its custody event.
+    """
+
+    def __init__(self, message: str, *, reason: str, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.reason = reason
 
 
 class FfmpegMissingError(DerivationError):
@@ -593,6 +612,8 @@ def _info_kind(info: Mapping[str, Any]) -> str:
     kind = _norm(info.get("kind"))
     if kind in ("video", "audio", "image"):
         return kind
+    if kind == "photo":  # what the probe calls a still image
+        return "image"
     if _norm(info.get("video_codec")):
         return "video"
     if _norm(info.get("audio_codec")):
@@ -649,13 +670,20 @@ def _temp_path(final: Path) -> Path:
     return final.with_name(f".{final.name}.{secrets.token_hex(4)}.partial")
 
 
+def _written(path: Path) -> bool:
+    try:
+        return path.stat().st_size > 0
+    except FileNotFoundError:
+        return False
+
+
 def _check_output(
     ffprobe: str,
     tmp: Path,
     final: Path,
     *,
     expected: Mapping[str, str],
-    min_duration_s: float | None,
+    expected_s: float | None,
     command: Sequence[str],
     stderr_tail: str,
 ) -> OutputProbe:
@@ -679,12 +707,16 @@ def _check_output(
                 command=command,
                 stderr_tail=stderr_tail,
             )
-    if min_duration_s is not None:
+    min_duration_s = _min_duration(expected_s)
+    if expected_s is not None and min_duration_s is not None:
         got = probed.duration_s
         if got is None or got < min_duration_s:
-            raise DerivationError(
-                f"{final.name}: output lasts {got if got is not None else 'unknown'} s, "
+            lasted = f"{got:.3f} s" if got is not None else "an unknown time"
+            raise DamagedSourceError(
+                f"{final.name}: output lasts {lasted}, "
                 f"less than the expected {min_duration_s:.3f} s",
+                reason=f"its streams decode to {lasted} of the {expected_s:.3f} s "
+                "its index declares (the media data ends early)",
                 hint="the original may be damaged part-way; the original is unchanged",
                 command=command,
                 stderr_tail=stderr_tail,
@@ -713,8 +745,14 @@ def _derive(
     ffmpeg: str,
     ffprobe: str,
     durable: bool,
+    fallbacks: Sequence[Callable[[Path], list[str]]] = (),
 ) -> Derivation:
     """Run ffmpeg into a temp name, check the result, then (``durable``) fsync and rename it.
+
+    ffmpeg may exit 0 having written nothing (a poster asked for a time after the last
+    frame it could decode). That is never success: the ``fallbacks`` (other commands
+    for the same output) are tried in order, and when none writes anything the
+    derivation fails, saying so.
 
     Without ``durable`` the checked file is renamed into place unsynced: still never
     visible before it is complete and checked, but a crash may lose it (or leave it
@@ -726,19 +764,21 @@ def _derive(
     version = ffmpeg_version(ffmpeg)  # also fails fast, before any file, if ffmpeg is missing
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_path(final)
-    command = build(tmp)
     try:
-        run = run_ffmpeg(
-            command, timeout_s=timeout_s, duration_s=duration_s, on_progress=on_progress
+        command, run = _first_output(
+            (build, *fallbacks),
+            tmp,
+            final,
+            timeout_s=timeout_s,
+            duration_s=duration_s,
+            on_progress=on_progress,
         )
-        if run.returncode != 0:
-            _raise_failed(command, run, final)
         probed = _check_output(
             ffprobe,
             tmp,
             final,
             expected=expected,
-            min_duration_s=_min_duration(duration_s) if check_duration else None,
+            expected_s=duration_s if check_duration else None,
             command=command,
             stderr_tail=run.stderr_tail,
         )
@@ -764,9 +804,49 @@ def _derive(
     )
 
 
+def _first_output(
+    attempts: Sequence[Callable[[Path], list[str]]],
+    tmp: Path,
+    final: Path,
+    *,
+    timeout_s: float,
+    duration_s: float | None,
+    on_progress: ProgressCallback | None,
+) -> tuple[list[str], FfmpegRun]:
+    """Run the commands in order until one writes something; a failure raises at once."""
+    command: list[str] = []
+    run: FfmpegRun | None = None
+    for attempt in attempts:
+        command = attempt(tmp)
+        run = run_ffmpeg(
+            command, timeout_s=timeout_s, duration_s=duration_s, on_progress=on_progress
+        )
+        if run.returncode != 0:
+            _raise_failed(command, run, final)
+        if _written(tmp):
+            return command, run
+        log.info("%s: ffmpeg wrote nothing: %s", final.name, _short(command))
+    raise DerivationError(
+        f"{final.name}: ffmpeg exited 0 but wrote nothing "
+        f"(tried {len(attempts)} way{'s' if len(attempts) > 1 else ''})",
+        hint="the original may hold no decodable frame or sample; it is unchanged",
+        command=command,
+        stderr_tail=run.stderr_tail if run is not None else "",
+    )
+
+
 def _raise_failed(command: Sequence[str], run: FfmpegRun, final: Path) -> NoReturn:
     tail = run.stderr_tail
     last = tail[-1500:] if tail else "(no output)"
+    decoder = re.search(r"Decoder \(codec (\w+)\) not found|No decoder for codec (\w+)", tail)
+    if decoder is not None:
+        missing = decoder.group(1) or decoder.group(2)
+        raise FfmpegMissingError(
+            f"{final.name}: unsupported here: this ffmpeg has no {missing} decoder",
+            hint=f"install an ffmpeg built with the {missing} decoder; the original is kept",
+            command=command,
+            stderr_tail=tail,
+        )
     if "Unknown encoder" in tail or "Encoder not found" in tail:
         raise FfmpegMissingError(
             f"{final.name}: this ffmpeg lacks an encoder it needs: {last}",
@@ -782,12 +862,63 @@ def _raise_failed(command: Sequence[str], run: FfmpegRun, final: Path) -> NoRetu
     )
 
 
+def _keep_frame_times(ffmpeg: str) -> list[str]:
+    """Output options that keep every frame at its source time (variable frame rate).
+
+    ffmpeg's default for MP4 output is a constant rate: it duplicates and drops frames
+    to fill a grid at the stream's guessed rate, so a phone video whose first frame
+    comes 0.27 s after its audio got a proxy 0.27 s longer than its video, its first
+    picture shown before it was taken. ``vfr`` passes frames with their own times
+    (dropping only exact duplicates). The option is ``-fps_mode`` since ffmpeg 5.1,
+    ``-vsync`` before it.
+    """
+    match = re.search(r"version n?(\d+)\.(\d+)", ffmpeg_version(ffmpeg))
+    old = match is not None and (int(match.group(1)), int(match.group(2))) < (5, 1)
+    return ["-vsync" if old else "-fps_mode", "vfr"]
+
+
 def _scale_to(max_height: int) -> str:
     # Never upscale; -2 keeps the aspect ratio with an even width; the height is even too.
     return f"scale=w=-2:h='trunc(min({max_height},ih)/2)*2'"
 
 
 # --- public derivations -------------------------------------------------------------
+
+
+def _access_codecs(
+    plan: str, info: Mapping[str, Any], profile: AccessProfile, ffmpeg: str
+) -> tuple[DerivationMethod, list[str]]:
+    """The access copy's method and its stream and codec arguments."""
+    if plan == PLAN_REMUX:
+        method: DerivationMethod = "remux"
+        codec_args = ["-map", "0:V?", "-map", "0:a?", "-c", "copy"]
+    else:
+        method = "reencode"
+        # Encode only what is unfriendly: a stream that is already fine is copied bit for
+        # bit (no generation loss, exact timing), e.g. the AAC of an HEVC recording or the
+        # H.264 of a MOV with PCM audio.
+        if _video_friendly(info):
+            video = ["-c:v", "copy"]
+        else:
+            video = [
+                "-vf",
+                _EVEN,
+                *_keep_frame_times(ffmpeg),
+                "-c:v",
+                "libx264",
+                "-preset",
+                profile.preset,
+                "-crf",
+                str(profile.crf),
+                "-pix_fmt",
+                "yuv420p",
+            ]
+        if _norm(info.get("audio_codec")) in _BROWSER_AUDIO_IN_VIDEO:
+            audio = ["-c:a", "copy"]
+        else:
+            audio = ["-c:a", "aac", "-b:a", profile.audio_bitrate]
+        codec_args = ["-map", "0:V:0", "-map", "0:a:0?", *video, *audio]
+    return method, codec_args
 
 
 def make_access_copy(
@@ -810,10 +941,21 @@ def make_access_copy(
     Stream copy when :func:`plan_access` says ``"remux"``; otherwise libx264 + AAC, with
     the video still copied when only the audio is unfriendly. Global metadata (title,
     creation_time, comment) is carried over. Audio-only recordings are handed to
-    :func:`make_audio_access` (kind ``"audio"``). The default name is
+    :func:`make_audio_access` (kind ``"audio"``), photos (``info["kind"]`` ``"image"``
+    or ``"photo"``) to :func:`make_photo_access` (a JPEG). The default name is
     ``<stem>.access.mp4`` in ``out_dir``.
     """
     kind = _info_kind(info)
+    if kind == "image":
+        return make_photo_access(
+            src,
+            out_dir,
+            ffmpeg=ffmpeg,
+            ffprobe=ffprobe,
+            timeout_factor=timeout_factor,
+            name=name,
+            durable=durable,
+        )
     if kind == "audio":
         return make_audio_access(
             src,
@@ -836,49 +978,11 @@ def make_access_copy(
     expected = {"video": "h264", **({"audio": "aac"} if has_audio else {})}
     head = _base(ffmpeg)
 
-    if plan == PLAN_REMUX:
-        method: DerivationMethod = "remux"
-        codec_args = ["-map", "0:V?", "-map", "0:a?", "-c", "copy"]
-    else:
-        method = "reencode"
-        # Encode only what is unfriendly: a stream that is already fine is copied bit for
-        # bit (no generation loss, exact timing), e.g. the AAC of an HEVC recording or the
-        # H.264 of a MOV with PCM audio.
-        if _video_friendly(info):
-            video = ["-c:v", "copy"]
-        else:
-            video = [
-                "-vf",
-                _EVEN,
-                "-c:v",
-                "libx264",
-                "-preset",
-                profile.preset,
-                "-crf",
-                str(profile.crf),
-                "-pix_fmt",
-                "yuv420p",
-            ]
-        if _norm(info.get("audio_codec")) in _BROWSER_AUDIO_IN_VIDEO:
-            audio = ["-c:a", "copy"]
-        else:
-            audio = ["-c:a", "aac", "-b:a", profile.audio_bitrate]
-        codec_args = ["-map", "0:V:0", "-map", "0:a:0?", *video, *audio]
+    method, codec_args = _access_codecs(plan, info, profile, ffmpeg)
+    container = ["-map_metadata", "0", "-movflags", "+faststart", "-f", "mp4"]
 
     def build(tmp: Path) -> list[str]:
-        return [
-            *head,
-            "-i",
-            str(src),
-            *codec_args,
-            "-map_metadata",
-            "0",
-            "-movflags",
-            "+faststart",
-            "-f",
-            "mp4",
-            str(tmp),
-        ]
+        return [*head, "-i", str(src), *codec_args, *container, str(tmp)]
 
     return _derive(
         kind="access",
@@ -922,6 +1026,7 @@ def make_proxy(
     has_audio = info is not None and _norm(info.get("audio_codec")) is not None
     expected = {"video": "h264", **({"audio": "aac"} if has_audio else {})}
     head = _base(ffmpeg)
+    frame_times = _keep_frame_times(ffmpeg)
 
     def build(tmp: Path) -> list[str]:
         return [
@@ -934,6 +1039,7 @@ def make_proxy(
             "0:a:0?",
             "-vf",
             _scale_to(profile.max_height),
+            *frame_times,
             "-c:v",
             "libx264",
             "-preset",
@@ -972,6 +1078,82 @@ def make_proxy(
     )
 
 
+@dataclass(frozen=True)
+class VideoTiming:
+    """When the first video stream's frames are, from ffprobe's stream fields.
+
+    ``offset_s``: its first frame after the start of the file (ffmpeg's ``-ss`` counts
+    from the file's start, and an AVCHD clip's video starts 80 ms after its audio);
+    ``duration_s``: from its first frame to the end of its last; ``frame_s``: one frame.
+    """
+
+    offset_s: float
+    duration_s: float | None
+    frame_s: float
+
+    def poster_at(self, wanted_s: float) -> float:
+        """``wanted_s`` into the video, but at most half way and never after the start
+        of the last frame: a seek past it decodes nothing (ffmpeg still exits 0)."""
+        if self.duration_s is None:
+            return self.offset_s
+        last_start = max(0.0, self.duration_s - self.frame_s)
+        return self.offset_s + min(wanted_s, last_start / 2)
+
+
+def _seconds(value: object) -> float | None:
+    try:
+        number = float(str(value))
+    except ValueError:
+        if "/" not in str(value):
+            return None
+        top, _, bottom = str(value).partition("/")
+        try:
+            number = float(top) / float(bottom)
+        except (ValueError, ZeroDivisionError):
+            return None
+    return number if math.isfinite(number) else None
+
+
+def video_timing(ffprobe: str, src: Path, duration_s: float | None = None) -> VideoTiming | None:
+    """The first video stream's :class:`VideoTiming`; None when ffprobe finds none."""
+    command = [
+        ffprobe,
+        "-v",
+        "error",
+        "-select_streams",
+        "V:0",
+        "-of",
+        "json",
+        "-show_entries",
+        "stream=start_time,duration,avg_frame_rate,r_frame_rate:format=start_time,duration",
+        str(src),
+    ]
+    try:
+        proc = subprocess.run(
+            command, stdin=subprocess.DEVNULL, capture_output=True, timeout=_PROBE_TIMEOUT_S
+        )
+        data = json.loads(proc.stdout) if proc.returncode == 0 else {}
+    except OSError as exc:
+        raise FfmpegMissingError(
+            f"cannot run {ffprobe!r}: {exc.strerror or exc}", hint=_INSTALL_HINT, command=command
+        ) from exc
+    except (subprocess.TimeoutExpired, ValueError):
+        return None
+    streams = data.get("streams") or []
+    if not streams:
+        return None
+    stream, fmt = streams[0], data.get("format") or {}
+    file_start = _seconds(fmt.get("start_time")) or 0.0
+    start = _seconds(stream.get("start_time"))
+    offset = max(0.0, start - file_start) if start is not None else 0.0
+    length = _seconds(stream.get("duration"))
+    if length is None or length <= 0:
+        whole = _seconds(fmt.get("duration")) or duration_s
+        length = whole - offset if whole is not None and whole > offset else None
+    rate = _seconds(stream.get("avg_frame_rate")) or _seconds(stream.get("r_frame_rate"))
+    return VideoTiming(offset, length, 1.0 / rate if rate and rate > 0 else 0.0)
+
+
 def make_poster(
     src: Path,
     out_dir: Path,
@@ -985,45 +1167,57 @@ def make_poster(
     name: str | None = None,
     durable: bool = True,
 ) -> Derivation:
-    """A JPEG poster frame at ``min(profile.offset_s, duration_s / 2)`` (0 s without a
-    duration), at most ``profile.max_height`` lines. Default name ``<stem>.poster.jpg``.
+    """A JPEG poster frame ``profile.offset_s`` into the video, at most half way through
+    its frames (see :meth:`VideoTiming.poster_at`), at most ``profile.max_height``
+    lines. The time comes from the video stream's own timing, not the container's
+    duration (a 0.17 s phone clip has three frames, the last starting at 0.067 s).
+    When the seek decodes nothing (a clip whose only keyframe is its first), the first
+    decodable frame is taken; when even that gives nothing, :class:`DerivationError`.
+    Default name ``<stem>.poster.jpg``.
     """
     final = _final_path(src, out_dir, name, ".poster.jpg")
-    at = 0.0 if not duration_s or duration_s <= 0 else min(profile.offset_s, duration_s / 2)
+    timing = video_timing(ffprobe, src, duration_s)
+    if timing is not None:
+        at = timing.poster_at(profile.offset_s)
+    else:
+        at = 0.0 if not duration_s or duration_s <= 0 else min(profile.offset_s, duration_s / 2)
     scale = ["-vf", _scale_to(profile.max_height)] if profile.max_height else []
     head = _base(ffmpeg)
 
-    def build(tmp: Path) -> list[str]:
-        # -ss before -i seeks in the demuxer and decodes from the previous keyframe: exact
-        # and fast even deep into a long recording.
-        return [
-            *head,
-            "-ss",
-            f"{at:.3f}",
-            "-i",
-            str(src),
-            "-map",
-            "0:V:0",
-            "-frames:v",
-            "1",
-            *scale,
-            "-c:v",
-            "mjpeg",
-            "-q:v",
-            str(profile.quality),
-            "-map_metadata",
-            "-1",
-            "-f",
-            "mjpeg",
-            str(tmp),
-        ]
+    def one_frame(seek: list[str]) -> Callable[[Path], list[str]]:
+        def build(tmp: Path) -> list[str]:
+            # -ss before -i seeks in the demuxer and decodes from the previous keyframe:
+            # exact and fast even deep into a long recording.
+            return [
+                *head,
+                *seek,
+                "-i",
+                str(src),
+                "-map",
+                "0:V:0",
+                "-frames:v",
+                "1",
+                *scale,
+                "-c:v",
+                "mjpeg",
+                "-q:v",
+                str(profile.quality),
+                "-map_metadata",
+                "-1",
+                "-f",
+                "mjpeg",
+                str(tmp),
+            ]
+
+        return build
 
     return _derive(
         kind="poster",
         method="extract",
         sources=[src],
         final=final,
-        build=build,
+        build=one_frame(["-ss", f"{at:.3f}"]),
+        fallbacks=[one_frame([])] if at > 0 else [],
         expected={"video": "mjpeg"},
         duration_s=None,
         check_duration=False,
@@ -1032,6 +1226,189 @@ def make_poster(
         on_progress=on_progress,
         ffmpeg=ffmpeg,
         ffprobe=ffprobe,
+        durable=durable,
+    )
+
+
+@dataclass(frozen=True)
+class PhotoProfile:
+    """A photo's JPEG access copy (full size) and thumbnail (longest side ``thumb_max``)."""
+
+    quality: int = 2  # mjpeg -q:v of a re-encoded access copy, 2 (best) .. 31
+    thumb_max: int = 320
+    thumb_quality: int = 4
+
+    def __post_init__(self) -> None:
+        for value in (self.quality, self.thumb_quality):
+            if not 2 <= value <= 31:
+                raise ValueError(f"quality {value} is outside 2..31")
+        _check_height(self.thumb_max)
+
+
+_HEIF_ROTATIONS: Final = {
+    0: [],
+    1: ["transpose=cclock"],
+    2: ["hflip", "vflip"],
+    3: ["transpose=clock"],
+}
+
+
+@contextlib.contextmanager
+def _photo_input(src: Path, scratch: Path) -> Iterator[tuple[list[str], list[str]]]:
+    """ffmpeg input arguments and the filters that make the picture, for any photo.
+
+    A HEIF photo (which this ffmpeg may not demux) is handed over as its HEVC tiles in
+    a hidden raw stream next to the output, put back together by the ``tile`` filter,
+    cropped to the picture's size and turned by its ``irot``; the stream is removed
+    afterwards. Anything else is read by ffmpeg itself.
+    """
+    if not photo.is_heif(src):
+        yield ["-i", str(src)], []
+        return
+    try:
+        image = photo.read_heif(src)
+    except (photo.HeifError, OSError) as exc:
+        raise DerivationError(
+            f"{src.name}: cannot read the HEIF image: {exc}",
+            hint="the original is unchanged; it may use a HEIF layout not supported here",
+        ) from exc
+    stream = scratch / f".{src.name}.{secrets.token_hex(4)}.hevc"
+    try:
+        with src.open("rb") as f, stream.open("wb") as out:
+            photo.write_tiles(f, image, out)
+        filters = [
+            f"tile={image.columns}x{image.rows}",
+            f"crop={image.width}:{image.height}:0:0",
+            *_HEIF_ROTATIONS[image.rotation],
+        ]
+        yield ["-f", "hevc", "-i", str(stream)], filters
+    finally:
+        stream.unlink(missing_ok=True)
+
+
+def _photo_derivation(
+    src: Path,
+    out_dir: Path,
+    *,
+    kind: DerivationKind,
+    final: Path,
+    filters: list[str],
+    quality: int,
+    ffmpeg: str,
+    ffprobe: str,
+    timeout_factor: float,
+    durable: bool,
+) -> Derivation:
+    head = _base(ffmpeg)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    copy_jpeg = kind == "access" and not photo.is_heif(src) and _is_jpeg(src)
+    with _photo_input(src, out_dir) as (source_args, source_filters):
+        chain = [*source_filters, *filters]
+        if copy_jpeg:
+            # A JPEG original is already the archival and browser format: its bytes are
+            # copied, never recompressed.
+            codec = ["-c:v", "copy"]
+        else:
+            codec = [*(["-vf", ",".join(chain)] if chain else []), "-c:v", "mjpeg"]
+            codec += ["-q:v", str(quality)]
+
+        def build(tmp: Path) -> list[str]:
+            return [
+                *head,
+                *source_args,
+                "-map",
+                "0:V:0",
+                "-frames:v",
+                "1",
+                *codec,
+                "-f",
+                "mjpeg",
+                str(tmp),
+            ]
+
+        return _derive(
+            kind=kind,
+            method="remux" if copy_jpeg else "reencode",
+            sources=[src],
+            final=final,
+            build=build,
+            expected={"video": "mjpeg"},
+            duration_s=None,
+            check_duration=False,
+            timeout_s=TIMEOUTS.limit(PLAN_REENCODE, 1.0, timeout_factor),
+            on_progress=None,
+            ffmpeg=ffmpeg,
+            ffprobe=ffprobe,
+            durable=durable,
+        )
+
+
+def _is_jpeg(path: Path) -> bool:
+    with path.open("rb") as f:
+        return f.read(3) == b"\xff\xd8\xff"
+
+
+def make_photo_access(
+    src: Path,
+    out_dir: Path,
+    *,
+    profile: PhotoProfile = PhotoProfile(),
+    ffmpeg: str = "ffmpeg",
+    ffprobe: str = "ffprobe",
+    timeout_factor: float = 1.0,
+    name: str | None = None,
+    durable: bool = True,
+) -> Derivation:
+    """The JPEG access copy of a photo, full size (kind ``"access"``).
+
+    A JPEG is copied as it is (method ``"remux"``); a HEIC (HEVC tiles, decoded here
+    even where ffmpeg has no HEIF demuxer) or any other still image ffmpeg reads is
+    encoded to JPEG. Default name ``<stem>.access.jpg``. A photo whose decoder this
+    ffmpeg lacks raises :class:`FfmpegMissingError` naming it.
+    """
+    return _photo_derivation(
+        src,
+        out_dir,
+        kind="access",
+        final=_final_path(src, out_dir, name, ".access.jpg"),
+        filters=[],
+        quality=profile.quality,
+        ffmpeg=ffmpeg,
+        ffprobe=ffprobe,
+        timeout_factor=timeout_factor,
+        durable=durable,
+    )
+
+
+def make_thumbnail(
+    src: Path,
+    out_dir: Path,
+    *,
+    profile: PhotoProfile = PhotoProfile(),
+    ffmpeg: str = "ffmpeg",
+    ffprobe: str = "ffprobe",
+    timeout_factor: float = 1.0,
+    name: str | None = None,
+    durable: bool = True,
+) -> Derivation:
+    """A small JPEG of a photo (kind ``"thumbnail"``): its longest side at most
+    ``profile.thumb_max``, never upscaled, the aspect kept. Default ``<stem>.thumb.jpg``.
+    """
+    box = profile.thumb_max
+    fit = (
+        f"scale=w='min({box},iw)':h='min({box},ih)':force_original_aspect_ratio=decrease,"
+        "scale=trunc(iw/2)*2:trunc(ih/2)*2"
+    )
+    return _photo_derivation(
+        src,
+        out_dir,
+        kind="thumbnail",
+        final=_final_path(src, out_dir, name, ".thumb.jpg"),
+        filters=[fit],
+        quality=profile.thumb_quality,
+        ffmpeg=ffmpeg,
+        ffprobe=ffprobe,
+        timeout_factor=timeout_factor,
         durable=durable,
     )
 

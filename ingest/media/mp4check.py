@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from ingest.media import mp4box
+
 _CONTAINERS = {b"moov", b"trak", b"mdia", b"minf", b"stbl"}
 _CODECS = {
     b"avc1": "h264",
@@ -36,22 +38,17 @@ class Mp4Summary:
 
 
 def _boxes(f: BinaryIO, start: int, end: int) -> list[tuple[bytes, int, int]]:
-    """(type, payload offset, payload end) of the boxes in [start, end)."""
+    """(type, payload offset, payload end) of the boxes in [start, end); a box that runs
+    past its parent (the file was cut, or is not what ffmpeg wrote) is an error."""
     out = []
-    pos = start
-    while pos + 8 <= end:
-        f.seek(pos)
-        size, kind = struct.unpack(">I4s", f.read(8))
-        header = 8
-        if size == 1:
-            (size,) = struct.unpack(">Q", f.read(8))
-            header = 16
-        elif size == 0:
-            size = end - pos
-        if size < header or pos + size > end:
+    reached = start
+    for box in mp4box.walk(f, start, end, fourcc_only=False):
+        if box.cut:
             raise ValueError("box runs past its parent")
-        out.append((kind, pos + header, pos + size))
-        pos += size
+        out.append((box.type, box.payload, box.end))
+        reached = box.end
+    if end - reached >= 8:  # the walk stopped at a header that is not a box
+        raise ValueError("malformed box header")
     return out
 
 

@@ -38,31 +38,44 @@ from __future__ import annotations
 import bisect
 import hashlib
 import logging
+import math
 import mmap
 import os
 import secrets
 import struct
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import BinaryIO, Final
 
+from ingest.media import mp4box
 from ingest.media.derive import (
     STDERR_TAIL_BYTES,
     TIMEOUTS,
     Derivation,
     DerivationError,
     FfmpegMissingError,
+    FfmpegRun,
+    OutputProbe,
     ffmpeg_version,
     probe_output,
     run_ffmpeg,
 )
+from ingest.media.mp4box import Box
 from storage import fsync_dir
 
-__all__ = ["RECOVERED_COMMENT_PREFIX", "RECOVERED_TITLE_PREFIX", "recover_truncated_mp4"]
+__all__ = [
+    "RECOVERED_COMMENT_PREFIX",
+    "RECOVERED_TITLE_PREFIX",
+    "ReferenceCandidate",
+    "ReferenceChoice",
+    "ReferenceFit",
+    "choose_reference",
+    "recover_truncated_mp4",
+]
 
 log = logging.getLogger(__name__)
 
@@ -81,61 +94,19 @@ _VISUAL_SAMPLE_ENTRY_FIELDS: Final = 78  # bytes before a visual sample entry's 
 # --- boxes --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Box:
-    type: bytes
-    start: int
-    payload: int  # offset of the payload (after the header)
-    end: int  # offset after the box, clamped to what exists
+def _boxes(data: bytes, start: int, end: int) -> Iterator[Box]:
+    """Boxes in ``data[start:end]`` (ends clamped; the walk stops at a non-box header)."""
+    return mp4box.walk(data, start, end)
 
 
-def _is_fourcc(value: bytes) -> bool:
-    return len(value) == 4 and all(32 <= c < 127 for c in value)
-
-
-def _boxes(data: bytes, start: int, end: int) -> Iterator[_Box]:
-    """Boxes in ``data[start:end]``; 64-bit sizes; size 0 runs to ``end``."""
-    at = start
-    while at + 8 <= end:
-        size, kind = struct.unpack_from(">I4s", data, at)
-        header = 8
-        if size == 1:
-            if at + 16 > end:
-                return
-            size = struct.unpack_from(">Q", data, at + 8)[0]
-            header = 16
-        elif size == 0:
-            size = end - at
-        if size < header or not _is_fourcc(kind):
-            return
-        yield _Box(kind, at, at + header, min(at + size, end))
-        at += size
-
-
-def _top_level(f: BinaryIO, file_size: int) -> Iterator[_Box]:
+def _top_level(f: BinaryIO, file_size: int) -> Iterator[Box]:
     """Top-level boxes of a file, read header by header (a truncated ``mdat`` usually
     claims more bytes than the file has: its end is clamped to the file size)."""
-    at = 0
-    while at + 8 <= file_size:
-        f.seek(at)
-        head = f.read(16)
-        size, kind = struct.unpack_from(">I4s", head, 0)
-        header = 8
-        if size == 1:
-            if len(head) < 16:
-                return
-            size = struct.unpack_from(">Q", head, 8)[0]
-            header = 16
-        elif size == 0:
-            size = file_size - at
-        if size < header or not _is_fourcc(kind):
-            return
-        yield _Box(kind, at, at + header, min(at + size, file_size))
-        at += size
+    return mp4box.walk(f, 0, file_size)
 
 
-def _child(data: bytes, box: _Box, kind: bytes, skip: int = 0) -> _Box | None:
-    return next((b for b in _boxes(data, box.payload + skip, box.end) if b.type == kind), None)
+def _child(data: bytes, box: Box, kind: bytes, skip: int = 0) -> Box | None:
+    return mp4box.child(data, box, kind, skip=skip)
 
 
 @dataclass(frozen=True)
@@ -166,7 +137,7 @@ def _read_moov(path: Path) -> bytes:
     raise _NotSalvageable(f"reference {path.name} has no moov atom (is it truncated too?)")
 
 
-def _parse_avcc(data: bytes, box: _Box) -> tuple[int, tuple[bytes, ...], tuple[bytes, ...]]:
+def _parse_avcc(data: bytes, box: Box) -> tuple[int, tuple[bytes, ...], tuple[bytes, ...]]:
     at = box.payload
     if box.end - at < 7 or data[at] != 1:
         raise _NotSalvageable("the reference's avcC box is malformed")
@@ -196,7 +167,7 @@ def _parse_avcc(data: bytes, box: _Box) -> tuple[int, tuple[bytes, ...], tuple[b
     return length_size, sps, pps
 
 
-def _frame_rate(data: bytes, mdia: _Box, stbl: _Box) -> Fraction:
+def _frame_rate(data: bytes, mdia: Box, stbl: Box) -> Fraction:
     mdhd = _child(data, mdia, b"mdhd")
     stts = _child(data, stbl, b"stts")
     if mdhd is None or stts is None:
@@ -221,7 +192,7 @@ def _frame_rate(data: bytes, mdia: _Box, stbl: _Box) -> Fraction:
     return Fraction(timescale, delta)
 
 
-def _largest_sample(data: bytes, stbl: _Box) -> int:
+def _largest_sample(data: bytes, stbl: Box) -> int:
     stsz = _child(data, stbl, b"stsz")
     if stsz is None or stsz.end - stsz.payload < 12:
         return 0
@@ -235,9 +206,9 @@ def _largest_sample(data: bytes, stbl: _Box) -> int:
 
 def _reference_config(reference: Path) -> _AvcConfig:
     data = _read_moov(reference)
-    moov = _Box(b"moov", 0, 8, len(data))
-    if struct.unpack_from(">I", data, 0)[0] == 1:
-        moov = _Box(b"moov", 0, 16, len(data))
+    moov = next(mp4box.walk(data), None)
+    if moov is None or moov.type != b"moov":
+        raise _NotSalvageable(f"reference {reference.name}: moov is malformed")
     seen: list[str] = []
     for trak in (b for b in _boxes(data, moov.payload, moov.end) if b.type == b"trak"):
         mdia = _child(data, trak, b"mdia")
@@ -320,6 +291,11 @@ class _SliceRules:
     log2_max_frame_num: int
     separate_colour_plane: bool
     pps_ids: frozenset[int]
+    # What the SPS itself displays: the coded size less its cropping (H.264 7.4.2.1.1).
+    width: int = 0
+    height: int = 0
+    crop_unit: tuple[int, int] = (2, 2)  # (x, y) luma samples per cropping unit
+    cropped: bool = False
 
 
 def _slice_rules(sps: bytes, pps: tuple[bytes, ...]) -> _SliceRules:
@@ -329,6 +305,7 @@ def _slice_rules(sps: bytes, pps: tuple[bytes, ...]) -> _SliceRules:
     r.u(16)  # constraint flags, level_idc
     r.ue()  # seq_parameter_set_id
     separate = False
+    chroma_format_idc = 1  # 4:2:0 unless a High profile says otherwise
     if profile_idc in _HIGH_PROFILES:
         chroma_format_idc = r.ue()
         if chroma_format_idc == 3:
@@ -359,16 +336,46 @@ def _slice_rules(sps: bytes, pps: tuple[bytes, ...]) -> _SliceRules:
     width_mbs = r.ue() + 1
     height_map_units = r.ue() + 1
     frame_mbs_only = r.u(1)
+    if not frame_mbs_only:
+        r.u(1)  # mb_adaptive_frame_field_flag
+    r.u(1)  # direct_8x8_inference_flag
+    crop = (r.ue(), r.ue(), r.ue(), r.ue()) if r.u(1) else (0, 0, 0, 0)  # l, r, t, b
     pps_ids = frozenset(_Bits(_unescape(p[1:])).ue() for p in pps)
     if log2_max_frame_num > 16 or not pps_ids:
         raise ValueError("implausible SPS")
+    chroma = 0 if separate else chroma_format_idc
+    unit_x = 1 if chroma in (0, 3) else 2
+    unit_y = (2 - frame_mbs_only) * (2 if chroma == 1 else 1)
     return _SliceRules(
         profile_idc=profile_idc,
         pic_size_in_mbs=width_mbs * height_map_units * (2 - frame_mbs_only),
         log2_max_frame_num=log2_max_frame_num,
         separate_colour_plane=separate,
         pps_ids=pps_ids,
+        width=width_mbs * 16 - unit_x * (crop[0] + crop[1]),
+        height=height_map_units * 16 * (2 - frame_mbs_only) - unit_y * (crop[2] + crop[3]),
+        crop_unit=(unit_x, unit_y),
+        cropped=any(crop),
     )
+
+
+def _crop_filter(config: _AvcConfig) -> list[str]:
+    """A bitstream filter that crops the SPS's picture to the reference's display size.
+
+    Some recorders (GoPro) code 864x480 without SPS cropping and give the real 854x480
+    only in the MP4 sample entry, which a raw stream loses; without this the salvaged
+    copy would be 864 wide, with 10 columns of padding the camera never showed. The
+    crop is written into the SPS (the standard way to say it), only when the SPS crops
+    nothing and the reference is smaller by whole cropping units.
+    """
+    rules = config.rules
+    if rules is None or rules.cropped:
+        return []
+    right, bottom = rules.width - config.width, rules.height - config.height
+    unit_x, unit_y = rules.crop_unit
+    if (right, bottom) == (0, 0) or right < 0 or bottom < 0 or right % unit_x or bottom % unit_y:
+        return []
+    return ["-bsf:v", f"h264_metadata=crop_right={right}:crop_bottom={bottom}"]
 
 
 def _sei_well_formed(rbsp: bytes) -> bool:
@@ -595,6 +602,179 @@ def _extract_stream(src: Path, config: _AvcConfig, out: Path) -> _Walk:
     return walk
 
 
+# --- choosing a reference -----------------------------------------------------------
+
+# How much of the damaged mdat is read to test a candidate's codec parameters: enough
+# for several GOPs at body-cam bit rates, little enough to test a handful quickly.
+_FIT_SAMPLE_BYTES: Final = 2 << 20
+# The share of the sampled bytes that must parse as H.264 units under the candidate's
+# SPS/PPS. With the right parameters the video is most of the bytes (GoPro: 90 %, the
+# rest is audio); with another camera's, chance alignments cover a few percent at most.
+_MIN_COVERAGE: Final = 0.5
+
+
+@dataclass(frozen=True)
+class ReferenceCandidate:
+    """A healthy recording that might lend its codec configuration to a damaged one.
+
+    ``key`` is the caller's id for it (a recording id); ``path`` a local, readable copy
+    of its original; ``same_device`` whether the same device recorded it (False when
+    either device is unknown); ``seconds_apart`` the distance between the two capture
+    times (None when either is unknown).
+    """
+
+    key: int
+    path: Path
+    same_device: bool
+    seconds_apart: float | None = None
+
+
+@dataclass(frozen=True)
+class ReferenceFit:
+    """How one candidate fits: ``reason`` says why it was refused (None: it fits)."""
+
+    key: int
+    coverage: float  # share of the sampled mdat bytes that parse under its SPS/PPS
+    slices: int
+    width: int
+    height: int
+    profile: str
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class ReferenceChoice:
+    """The chosen candidate's ``key`` (None: none fits), why, and every candidate's fit."""
+
+    key: int | None
+    reason: str
+    fits: tuple[ReferenceFit, ...]
+
+
+_SPS_HEADERS: Final = frozenset({0x27, 0x47, 0x67})  # NAL type 7, nal_ref_idc 1..3
+
+
+def _inband_sps(data: mmap.mmap, start: int, stop: int) -> bytes | None:
+    """The first SPS the recorder wrote into the media data itself (most cameras repeat
+    it before each keyframe), found as a 4-byte length prefix followed by an SPS that
+    parses; None when there is none in ``[start, stop)``."""
+    at = start
+    while (at := data.find(b"\x00\x00\x00", at, stop)) >= 0 and at + 5 <= stop:
+        length = int.from_bytes(data[at : at + 4], "big")
+        if 4 <= length <= _PARAMETER_SET_MAX and data[at + 4] in _SPS_HEADERS:
+            unit = bytes(data[at + 4 : at + 4 + length])
+            try:
+                _slice_rules(unit, (b"\x68\x80",))  # any PPS: only the SPS must parse
+            except ValueError:
+                pass
+            else:
+                if len(unit) == length:
+                    return unit
+        at += 1
+    return None
+
+
+_PROFILE_NAMES: Final = {66: "Baseline", 77: "Main", 88: "Extended", 100: "High", 110: "High 10"}
+
+
+def _profile_text(config: _AvcConfig) -> str:
+    sps = config.sps[0]
+    if len(sps) < 4:
+        return "unknown profile"
+    name = _PROFILE_NAMES.get(sps[1], f"profile {sps[1]}")
+    return f"{name}@L{sps[3] / 10:g}"
+
+
+def _fit(damaged: Path, candidate: ReferenceCandidate) -> ReferenceFit:
+    """Parse the start of the damaged file's mdat with the candidate's SPS/PPS."""
+    try:
+        config = _reference_config(candidate.path)
+    except (_NotSalvageable, struct.error, IndexError, ValueError, OSError) as exc:
+        return ReferenceFit(candidate.key, 0.0, 0, 0, 0, "", f"unusable: {exc}")
+    profile = _profile_text(config)
+    dims = (config.width, config.height)
+    if config.rules is None:
+        return ReferenceFit(candidate.key, 0.0, 0, *dims, profile, "its SPS does not parse")
+    size = damaged.stat().st_size
+    bound = min(_MAX_BOUND, max(_MIN_BOUND, _BOUND_FACTOR * config.largest_sample))
+    sets = frozenset((*config.sps, *config.pps))
+    covered = sampled = slices = 0
+    with damaged.open("rb") as f:
+        mdats = [b for b in _top_level(f, size) if b.type == b"mdat"]
+        if not mdats or size == 0:
+            return ReferenceFit(candidate.key, 0.0, 0, *dims, profile, "no mdat to test")
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            first = mdats[0]
+            sps = _inband_sps(data, first.payload, min(first.end, first.payload + (1 << 20)))
+            if sps is not None and sps not in config.sps:
+                # The damaged file names its own parameters: only the same SPS will do
+                # (slice headers alone cannot tell 480p from 1080p).
+                return ReferenceFit(
+                    candidate.key,
+                    0.0,
+                    0,
+                    *dims,
+                    profile,
+                    f"its SPS ({config.width}x{config.height}, {profile}) differs from "
+                    "the one in the damaged data",
+                )
+            check = _NalCheck(data, config.length_size, config.rules, sets, bound)
+            for box in mdats:
+                stop = min(box.end, box.payload + _FIT_SAMPLE_BYTES - sampled)
+                starts, ends = _candidates(check, box.payload, stop)
+                for i in _best_path(starts, ends, box.payload, stop):
+                    covered += ends[i] - starts[i]
+                    slices += data[starts[i] + check.n] & 0x1F in _SLICE_TYPES
+                sampled += stop - box.payload
+                if sampled >= _FIT_SAMPLE_BYTES:
+                    break
+    coverage = covered / sampled if sampled else 0.0
+    reason = None
+    if slices == 0 or coverage < _MIN_COVERAGE:
+        reason = (
+            f"its codec parameters ({config.width}x{config.height}, {profile}) explain "
+            f"only {coverage:.0%} of the damaged data"
+        )
+    return ReferenceFit(candidate.key, coverage, slices, *dims, profile, reason)
+
+
+def choose_reference(damaged: Path, candidates: Sequence[ReferenceCandidate]) -> ReferenceChoice:
+    """The candidate to recover ``damaged`` (a truncated MP4 without its index) with.
+
+    A candidate must be an H.264 MP4 whose SPS/PPS (which fix resolution, profile and
+    slice syntax) make most of the damaged file's media data parse as H.264 units: that
+    is the test of "the same codec parameters" that does not need the lost index. Among
+    those that fit, one from the same device comes first, then the one closest in
+    capture time, then the best fit. With none, ``key`` is None and ``reason`` says why
+    (for ``show``). Each candidate costs a read of its moov and a scan of 2 MB of the
+    damaged file: give a handful, already narrowed to healthy H.264 video.
+    """
+    fits = tuple(_fit(damaged, c) for c in candidates)
+    by_key = {c.key: c for c in candidates}
+    usable = [f for f in fits if f.reason is None]
+    if not candidates:
+        return ReferenceChoice(None, "no healthy H.264 recording to take codec settings from", fits)
+    if not usable:
+        why = "; ".join(f"#{f.key}: {f.reason}" for f in fits[:5])
+        return ReferenceChoice(None, f"no recording has matching codec parameters ({why})", fits)
+
+    def rank(fit: ReferenceFit) -> tuple[bool, float, float]:
+        cand = by_key[fit.key]
+        apart = cand.seconds_apart
+        return (not cand.same_device, math.inf if apart is None else abs(apart), -fit.coverage)
+
+    best = min(usable, key=rank)
+    cand = by_key[best.key]
+    device = "same device" if cand.same_device else "device not known to match"
+    apart = "" if cand.seconds_apart is None else f", {abs(cand.seconds_apart):.0f} s apart"
+    return ReferenceChoice(
+        best.key,
+        f"#{best.key}: {best.width}x{best.height} {best.profile}, {device}{apart}, "
+        f"codec parameters explain {best.coverage:.0%} of the damaged data",
+        fits,
+    )
+
+
 # --- muxing and checking ------------------------------------------------------------
 
 
@@ -634,6 +814,97 @@ def _fps_text(fps: Fraction) -> str:
     return str(fps.numerator) if fps.denominator == 1 else f"{fps.numerator}/{fps.denominator}"
 
 
+def _log_walk(src: Path, reference: Path, config: _AvcConfig, walk: _Walk) -> None:
+    log.info(
+        "recover %s: %d NAL units (%d slices, %d IDR), %d bytes skipped in %d gaps; "
+        "%dx%d at %s fps from %s",
+        src.name,
+        walk.nal_units,
+        walk.slices,
+        walk.idr_slices,
+        walk.skipped_bytes,
+        walk.gaps,
+        config.width,
+        config.height,
+        _fps_text(config.frame_rate),
+        reference.name,
+    )
+
+
+def _mux_command(ffmpeg: str, src: Path, config: _AvcConfig, stream: Path, tmp: Path) -> list[str]:
+    """ffmpeg muxing the salvaged raw stream into a fast-start MP4 that says what it is."""
+    comment = f"{RECOVERED_COMMENT_PREFIX} {src.name} sha256:{_sha256(src)}; not the original"
+    return [
+        ffmpeg,
+        "-nostdin",
+        "-hide_banner",
+        "-y",
+        "-progress",
+        "pipe:1",
+        "-nostats",
+        "-fflags",
+        "+genpts",
+        "-r",
+        _fps_text(config.frame_rate),
+        "-f",
+        "h264",
+        "-i",
+        str(stream),
+        # A raw stream has no presentation times: with B-frames ffmpeg gives the first
+        # frames negative ones, which the MP4 edit list would hide; start at zero.
+        "-map",
+        "0:v:0",
+        "-c",
+        "copy",
+        *_crop_filter(config),
+        "-avoid_negative_ts",
+        "make_zero",
+        "-map_metadata",
+        "-1",
+        "-metadata",
+        f"title={RECOVERED_TITLE_PREFIX} {src.stem}",
+        "-metadata",
+        f"comment={comment}",
+        "-movflags",
+        "+faststart",
+        "-f",
+        "mp4",
+        str(tmp),
+    ]
+
+
+def _check_salvage(
+    ffmpeg: str, ffprobe: str, tmp: Path, run: FfmpegRun, decode_timeout_s: float
+) -> tuple[OutputProbe, int, str]:
+    """The muxed file opens as H.264 and decodes: (probe, frames, log tail), else
+    :class:`_NotSalvageable` with the reason."""
+    if run.returncode != 0:
+        raise _NotSalvageable(
+            f"ffmpeg could not mux the salvaged stream: {run.stderr_tail[-1000:]}"
+        )
+    try:
+        probed = probe_output(ffprobe, tmp)
+    except FfmpegMissingError:
+        raise
+    except DerivationError as exc:
+        raise _NotSalvageable(f"the salvaged MP4 does not open: {exc.message}") from exc
+    if "h264" not in probed.codecs("video"):
+        raise _NotSalvageable(f"the salvaged MP4 has no H.264 video ({probed.codecs('video')})")
+    frames, decode_log = _decoded_frames(ffmpeg, tmp, decode_timeout_s)
+    if frames < 1:
+        raise _NotSalvageable(f"no frame decodes: {decode_log[-1000:] or 'no output'}")
+    tail = run.stderr_tail
+    if decode_log:
+        tail = f"{tail}\n--- decode check ({frames} frames) ---\n{decode_log}"
+    return probed, frames, tail[-STDERR_TAIL_BYTES:]
+
+
+def _final_path(src: Path, out_dir: Path, name: str | None) -> Path:
+    if name is not None and (not name or name.startswith(".") or "/" in name):
+        raise ValueError(f"output name {name!r} must be a plain, non-hidden file name")
+    return out_dir / (name or f"{src.stem}.recovered.mp4")
+
+
 def recover_truncated_mp4(
     src: Path,
     reference: Path | None,
@@ -664,9 +935,7 @@ def recover_truncated_mp4(
     if reference is None:
         give_up("no healthy reference recording from the same device and settings")
         return None
-    if name is not None and (not name or name.startswith(".") or "/" in name):
-        raise ValueError(f"output name {name!r} must be a plain, non-hidden file name")
-    final = out_dir / (name or f"{src.stem}.recovered.mp4")
+    final = _final_path(src, out_dir, name)
     version = ffmpeg_version(ffmpeg)
     out_dir.mkdir(parents=True, exist_ok=True)
     token = secrets.token_hex(4)
@@ -676,90 +945,19 @@ def recover_truncated_mp4(
         try:
             config = _reference_config(reference)
             walk = _extract_stream(src, config, stream)
+            _log_walk(src, reference, config, walk)
+            command = _mux_command(ffmpeg, src, config, stream, tmp)
+            estimate_s = float(walk.slices / config.frame_rate)
+            run = run_ffmpeg(command, timeout_s=TIMEOUTS.limit("remux", estimate_s, timeout_factor))
+            probed, frames, tail = _check_salvage(
+                ffmpeg, ffprobe, tmp, run, TIMEOUTS.limit("reencode", estimate_s, timeout_factor)
+            )
         except _NotSalvageable as exc:
             give_up(str(exc))
             return None
         except (struct.error, IndexError, ValueError) as exc:  # a box cut short, or empty
             give_up(f"cannot parse: {exc}")
             return None
-        log.info(
-            "recover %s: %d NAL units (%d slices, %d IDR), %d bytes skipped in %d gaps; "
-            "%dx%d at %s fps from %s",
-            src.name,
-            walk.nal_units,
-            walk.slices,
-            walk.idr_slices,
-            walk.skipped_bytes,
-            walk.gaps,
-            config.width,
-            config.height,
-            _fps_text(config.frame_rate),
-            reference.name,
-        )
-        digest = _sha256(src)
-        comment = f"{RECOVERED_COMMENT_PREFIX} {src.name} sha256:{digest}; not the original"
-        estimate_s = float(walk.slices / config.frame_rate)
-        command = [
-            ffmpeg,
-            "-nostdin",
-            "-hide_banner",
-            "-y",
-            "-progress",
-            "pipe:1",
-            "-nostats",
-            "-fflags",
-            "+genpts",
-            "-r",
-            _fps_text(config.frame_rate),
-            "-f",
-            "h264",
-            "-i",
-            str(stream),
-            # A raw stream has no presentation times: with B-frames ffmpeg gives the first
-            # frames negative ones, which the MP4 edit list would hide; start at zero.
-            "-map",
-            "0:v:0",
-            "-c",
-            "copy",
-            "-avoid_negative_ts",
-            "make_zero",
-            "-map_metadata",
-            "-1",
-            "-metadata",
-            f"title={RECOVERED_TITLE_PREFIX} {src.stem}",
-            "-metadata",
-            f"comment={comment}",
-            "-movflags",
-            "+faststart",
-            "-f",
-            "mp4",
-            str(tmp),
-        ]
-        timeout_s = TIMEOUTS.limit("remux", estimate_s, timeout_factor)
-        run = run_ffmpeg(command, timeout_s=timeout_s)
-        if run.returncode != 0:
-            give_up(f"ffmpeg could not mux the salvaged stream: {run.stderr_tail[-1000:]}")
-            return None
-        try:
-            probed = probe_output(ffprobe, tmp)
-        except FfmpegMissingError:
-            raise
-        except DerivationError as exc:
-            give_up(f"the salvaged MP4 does not open: {exc.message}")
-            return None
-        if "h264" not in probed.codecs("video"):
-            give_up(f"the salvaged MP4 has no H.264 video ({probed.codecs('video')})")
-            return None
-        frames, decode_log = _decoded_frames(
-            ffmpeg, tmp, TIMEOUTS.limit("reencode", estimate_s, timeout_factor)
-        )
-        if frames < 1:
-            give_up(f"no frame decodes: {decode_log[-1000:] or 'no output'}")
-            return None
-        tail = run.stderr_tail
-        if decode_log:
-            tail = f"{tail}\n--- decode check ({frames} frames) ---\n{decode_log}"
-        tail = tail[-STDERR_TAIL_BYTES:]
         if durable:
             with tmp.open("rb") as f:
                 os.fsync(f.fileno())
@@ -770,12 +968,7 @@ def recover_truncated_mp4(
         stream.unlink(missing_ok=True)
         tmp.unlink(missing_ok=True)
     elapsed = time.monotonic() - started
-    log.warning(
-        "recover %s: RECOVERED %d frames (video only) into %s; not the original",
-        src.name,
-        frames,
-        final,
-    )
+    log.warning("recover %s: RECOVERED %d frames (video only) into %s", src.name, frames, final)
     return Derivation(
         kind="recovered",
         path=final,
