@@ -384,22 +384,7 @@ def recording_report(session: Session, rec: Recording) -> dict[str, Any]:
     officer = session.get(Officer, rec.officer_id) if rec.officer_id else None
     probe = dict(rec.probe or {})
     probe.pop("raw", None)
-    segments: list[dict[str, Any]] = []
-    if rec.group_id is not None:
-        segments = [
-            {
-                "id": r.id,
-                "seq": r.group_seq,
-                "name": r.original_name,
-                "start": _iso(r.captured_at),
-                "end": _iso(r.capture_end),
-            }
-            for r in session.scalars(
-                select(Recording)
-                .where(Recording.group_id == rec.group_id)
-                .order_by(Recording.group_seq)
-            )
-        ]
+    segments = _chapters(session, rec)
     return {
         "id": rec.id,
         "name": rec.original_name,
@@ -447,6 +432,26 @@ def recording_report(session: Session, rec: Recording) -> dict[str, Any]:
             for e in events
         ],
     }
+
+
+def _chapters(session: Session, rec: Recording) -> list[dict[str, Any]]:
+    """The segments of the recording's chapter group, in order (none when ungrouped)."""
+    if rec.group_id is None:
+        return []
+    return [
+        {
+            "id": r.id,
+            "seq": r.group_seq,
+            "name": r.original_name,
+            "start": _iso(r.captured_at),
+            "end": _iso(r.capture_end),
+        }
+        for r in session.scalars(
+            select(Recording)
+            .where(Recording.group_id == rec.group_id)
+            .order_by(Recording.group_seq)
+        )
+    ]
 
 
 def _iso(value: datetime | None) -> str | None:
