@@ -135,7 +135,7 @@ class _Source:
     damaged: bool = False
 
 
-def derivatives_for(media_kind: str | None, flags: dict[str, Any], name: str = "") -> list[str]:
+def derivatives_for(media_kind: str | None, flags: dict[str, Any], name: str) -> list[str]:
     """The derivative kinds a probed recording gets, one work item each."""
     if flags.get("damaged"):
         # Recovery rebuilds a truncated MP4/QuickTime H.264 stream, nothing else.
@@ -148,19 +148,23 @@ def derivatives_for(media_kind: str | None, flags: dict[str, Any], name: str = "
 
 
 def choose_reference(damaged: _Source, candidates: Iterable[_Source]) -> int | None:
-    """The recording whose codec settings a truncated one is recovered with: healthy, an
-    H.264 stream in an MP4/QuickTime container (the one a recorder writes: never an
-    MPEG-TS stub or a stream recovery cannot rebuild), of the same device when known,
-    captured closest in time (a recorder's settings change rarely), then the latest."""
+    """The recording whose codec settings a truncated one is recovered with: of the same
+    device, healthy, an H.264 stream in an MP4/QuickTime container (what a recorder
+    writes: never an MPEG-TS stub or a stream recovery cannot rebuild), captured closest
+    in time (a recorder's settings change rarely), then the latest. None when the device
+    is unknown: another device's settings salvage nothing, or garbage (issue 13.7), until
+    the candidates' SPS/PPS are compared with the damaged stream's."""
+    if damaged.device_id is None:
+        return None
 
     def fits(c: _Source) -> bool:
         container = str(c.info.get("container") or "")
         return (
             not c.damaged
             and c.rec_id != damaged.rec_id
+            and c.device_id == damaged.device_id
             and c.info.get("video_codec") == "h264"
             and ("mp4" in container or "mov" in container)
-            and (damaged.device_id is None or c.device_id == damaged.device_id)
         )
 
     def distance(c: _Source) -> tuple[float, int]:
@@ -490,7 +494,7 @@ class Worker:
             assert rec is not None, rec_id
             kinds: list[str] = []
             if rec.state == "PROBED":
-                kinds = derivatives_for(rec.media_kind, rec.flags or {})
+                kinds = derivatives_for(rec.media_kind, rec.flags or {}, rec.original_name)
                 plan_derivatives(s, rec, kinds)
             derived, group_id = rec.state == "DERIVED", rec.group_id
             self._complete_in(s, item_id)
@@ -506,7 +510,7 @@ class Worker:
             assert rec is not None, rec_id
             if rec.state != "PROBED":
                 return
-            kinds = derivatives_for(rec.media_kind, rec.flags or {})
+            kinds = derivatives_for(rec.media_kind, rec.flags or {}, rec.original_name)
         for kind in kinds:
             self.derive_step(rec_id, kind)
         with self.catalog.transaction() as s:
@@ -580,8 +584,9 @@ class Worker:
             rec = lock_recording(s, rec_id)
             assert rec is not None, rec_id
             flag_damaged(s, self.signer, rec, reason, self.actor)
-            if rec.state == "PROBED" and rec.media_kind == "video":
-                plan_derivatives(s, rec, ["recovered"])
+            if rec.state == "PROBED":
+                kinds = derivatives_for(rec.media_kind, rec.flags or {}, rec.original_name)
+                plan_derivatives(s, rec, kinds)
             self._complete_in(s, item_id)
             derived = rec.state == "PROBED" and settle_derivation(s, rec)
             group_id = rec.group_id
@@ -697,12 +702,16 @@ class Worker:
 
     def _recover(self, source: _Source, src: Path, out_dir: Path) -> Derivation | NotMade:
         """Salvage a truncated recording with the codec settings of a healthy reference."""
+        if source.device_id is None:
+            return NotMade(
+                "its device is unknown: no recording of the same device "
+                "to take the codec settings from"
+            )
         reference = self._reference_for(source)
         if reference is None:
             return NotMade(
-                "no healthy H.264 MP4/QuickTime recording "
-                + ("of the same device " if source.device_id is not None else "")
-                + "to take the codec settings from"
+                "no healthy H.264 MP4/QuickTime recording of the same device "
+                "to take the codec settings from"
             )
         with self._original(reference) as ref:
             recovered = D_recover(src, ref, out_dir, self.settings)
@@ -712,13 +721,13 @@ class Worker:
 
     def _reference_for(self, source: _Source) -> int | None:
         """The healthy recording to borrow codec settings from, by :func:`choose_reference`,
-        among the latest of the same device (of any device when it is unknown)."""
+        among the latest of the same device."""
         with self.catalog.session() as s:
             query = select(Recording).where(
-                Recording.id != source.rec_id, Recording.media_kind == "video"
+                Recording.id != source.rec_id,
+                Recording.media_kind == "video",
+                Recording.device_id == source.device_id,
             )
-            if source.device_id is not None:
-                query = query.where(Recording.device_id == source.device_id)
             candidates = [
                 _Source(
                     rec_id=r.id,

@@ -7,6 +7,7 @@ an older version upgrades and its failed work can be retried. SQLite and Postgre
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import stat
 from dataclasses import replace
@@ -345,8 +346,9 @@ def test_the_recovery_reference_is_of_the_same_device_and_codec_closest_in_time(
     ]
     for candidates, expected in table:
         assert choose_reference(damaged, candidates) == expected
+    # Device unknown: no other device's settings (they salvaged garbage on real files).
     unknown_device = replace(damaged, device_id=None)
-    assert choose_reference(unknown_device, [_candidate(2, device_id=8, at=at)]) == 2
+    assert choose_reference(unknown_device, [_candidate(2, device_id=None, at=at)]) is None
 
 
 def test_a_queue_of_the_older_version_upgrades_and_its_failures_can_be_retried(
@@ -392,4 +394,50 @@ def test_a_queue_of_the_older_version_upgrades_and_its_failures_can_be_retried(
         kinds = sorted(d.kind for d in s.scalars(select(Derivative)))
     assert kinds == ["access", "poster", "proxy"]
     assert {k for k in items_of(app, rec_id)} >= {"derive:access", "derive:poster"}
+    app.close()
+
+
+def real_corpus() -> Path:
+    """The real-media corpus (issue 13): ``LIUHEN_TEST_CORPUS``, or ``shared/corpus`` next
+    to the checkout. Required under CI; a fresh clone without it skips."""
+    here = Path(__file__).resolve().parents[1]
+    candidates = [Path(p) for p in [os.environ.get("LIUHEN_TEST_CORPUS", "")] if p]
+    candidates += [up / "shared" / "corpus" / "real-media" for up in here.parents[:2]]
+    for path in candidates:
+        if (path / "MANIFEST.tsv").is_file():
+            return path
+    if os.environ.get("CI") == "true":
+        pytest.fail("the real-media corpus is missing (set LIUHEN_TEST_CORPUS)")
+    pytest.skip("real-media corpus not present (../shared/corpus/real-media)")
+
+
+def test_a_truncated_gopro_file_is_recovered_with_its_own_devices_recording(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A recorder (known device) that wrote a whole GoPro clip and one cut at 60 % (its
+    index lost): the cut one is flagged damaged, and recovered from the whole one."""
+    corpus = real_corpus()
+    rec = make_recorder(
+        tmp_path / "dock" / "A123456", h264=0, h265=0, wav=0, jpeg=0, truncated=0, segments=0
+    )
+    folder = rec.root / "DCIM" / "100RECORD"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("gopro_karma.mp4", "gopro_karma_trunc60.mp4"):
+        shutil.copyfile(corpus / name, folder / name)
+    app = make_app(tmp_path / "data")
+    station = app.station()
+    assert station.run_docking(rec.root).state == "SAFE_TO_CLEAR"
+    station.close()
+    assert drain(app).failed == 0
+    with app.catalog.session() as s:
+        cut = s.scalars(
+            select(Recording).where(Recording.original_name == "gopro_karma_trunc60.mp4")
+        ).one()
+        assert cut.device_id is not None and "damaged" in (cut.flags or {})
+        (recovered,) = s.scalars(select(Derivative).where(Derivative.recording_id == cut.id))
+        assert recovered.kind == recovered.method == "recovered"
+        cut_id = cut.id
+    monkeypatch.setenv("LIUHEN_HOME", str(tmp_path / "data"))
+    shown = json.loads(run_cli(capsys, "show", str(cut_id), "--json").out)
+    assert shown["failures"] == [] and "recovery" not in shown["flags"]
     app.close()
