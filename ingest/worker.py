@@ -33,7 +33,7 @@ from sqlalchemy import select
 
 from catalog import Catalog, CatalogUnavailable, Signer, anchors, queue
 from catalog.attach import after_probe
-from catalog.errors import CatalogError
+from catalog.errors import RecordingBeingExpired
 from catalog.media import (
     DERIVE,
     MEDIA_WORK_KINDS,
@@ -189,7 +189,10 @@ def classify_failure(exc: BaseException) -> str | None:
         return queue.TRANSIENT
     if isinstance(exc, D.DerivationError):
         return queue.TRANSIENT if _KILLED.search(exc.message) else queue.DETERMINISTIC
-    if isinstance(exc, (UnavailableError, StorageError, CatalogError, OSError)):
+    # The store's errors too: an original missing or not matching its digest is not the
+    # recording's fault, and a repair of the store makes the next try succeed.
+    waits = (UnavailableError, StorageError, CatalogUnavailable, RecordingBeingExpired, OSError)
+    if isinstance(exc, waits):
         return queue.TRANSIENT
     if isinstance(exc, LiuhenError):
         return queue.DETERMINISTIC
@@ -332,10 +335,6 @@ class Worker:
             # Not the recording's fault, and nothing can be recorded now: the item goes
             # back to the queue when its lease ends, and is done again from the start.
             log.warning("%s of recording %s interrupted: %s", kind, rec_id, exc.message)
-        except DamageFound as exc:
-            # Damage is an outcome, not a failure: flagged with its reason, and the
-            # recording gets a recovery attempt instead of copies pretending to be whole.
-            self.record_damage(rec_id, exc.reason, item_id=item_id)
         except Exception as exc:
             failure = classify_failure(exc)
             self._record_failure(item_id, kind, rec_id, exc, failure or queue.DETERMINISTIC, stats)
@@ -352,8 +351,13 @@ class Worker:
         elif kind == DERIVE:
             self.plan_recording(rec_id, item_id=item_id)
         else:
-            if self.derive_step(rec_id, kind.removeprefix(STEP_PREFIX), item_id=item_id):
-                stats.derived += 1
+            try:
+                if self.derive_step(rec_id, kind.removeprefix(STEP_PREFIX), item_id=item_id):
+                    stats.derived += 1
+            except DamageFound as exc:
+                # Damage is an outcome, not a failure: flagged with its reason, and the
+                # recording gets a recovery attempt instead of copies pretending to be whole.
+                self.record_damage(rec_id, exc.reason, item_id=item_id)
 
     def _record_failure(
         self,

@@ -20,6 +20,8 @@ from alembic import command
 from sqlalchemy import func, inspect, select
 
 from catalog import queue
+from catalog.cases import CaseNotFound
+from catalog.errors import RecordingBeingExpired
 from catalog.media import STEP_KINDS, work_failures
 from catalog.migrate import alembic_config
 from catalog.models import CustodyEvent, Derivative, Recording, WorkItem, utcnow
@@ -256,6 +258,8 @@ def test_failures_are_classified_by_whether_they_would_repeat() -> None:
         (StoreUnavailable("store away"), "transient"),
         (mismatch, "transient"),
         (OSError(28, "No space left on device"), "transient"),
+        (RecordingBeingExpired("being expired"), "transient"),
+        (CaseNotFound("no case 12"), "deterministic"),
         (KeyError("video_codec"), None),  # a bug of ours: recorded, then raised
     ]
     for exc, expected in table:
