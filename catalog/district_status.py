@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from catalog import queue
 from catalog.heartbeat import ALIVE, ALIVE_FACTOR, RUNNING, interval_of, status_of
+from catalog.media import MEDIA_WORK_KINDS
 from catalog.models import (
     Derivative,
     Docking,
@@ -230,7 +231,9 @@ def stuck_items(
 
 
 def failures(session: Session, *, limit: int = LIST_LIMIT) -> dict[str, Any]:
-    """Work items that ran out of attempts, latest first, and quarantined files."""
+    """Work items that failed for good, latest first, also grouped by recording (each
+    with the reason and whether it would fail the same way again), and quarantined
+    files."""
     count = (
         session.scalar(
             select(func.count()).select_from(WorkItem).where(WorkItem.state == queue.FAILED)
@@ -243,6 +246,7 @@ def failures(session: Session, *, limit: int = LIST_LIMIT) -> dict[str, Any]:
             "kind": w.kind,
             "subject": w.subject,
             "attempts": w.attempts,
+            "failure": w.failure,
             "updated_at": _iso(w.updated_at),
             "last_error": (w.last_error or "")[-ERROR_CHARS:],
         }
@@ -278,8 +282,54 @@ def failures(session: Session, *, limit: int = LIST_LIMIT) -> dict[str, Any]:
     return {
         "count": int(count),
         "items": items,
+        "by_recording": failures_by_recording(session, limit=limit),
         "quarantined_files": {"count": int(quarantined), "items": files},
     }
+
+
+def failures_by_recording(session: Session, *, limit: int = LIST_LIMIT) -> dict[str, Any]:
+    """Recordings with media work that failed for good, the latest failure first: each
+    with its name, digest and failed items (kind, deterministic or transient, reason),
+    so an operator sees what to look at and what `liuhen worker retry` would redo."""
+    failed = (WorkItem.state == queue.FAILED) & WorkItem.kind.in_(MEDIA_WORK_KINDS)
+    count = session.scalar(select(func.count(func.distinct(WorkItem.subject))).where(failed)) or 0
+    latest = (
+        select(WorkItem.subject, func.max(WorkItem.updated_at).label("at"))
+        .where(failed)
+        .group_by(WorkItem.subject)
+        .order_by(func.max(WorkItem.updated_at).desc(), WorkItem.subject)
+        .limit(limit)
+    )
+    subjects = [subject for subject, _ in session.execute(latest)]
+    rec_ids = [int(x) for x in subjects if x.isdigit()]
+    names = {r.id: r for r in session.scalars(select(Recording).where(Recording.id.in_(rec_ids)))}
+    grouped: dict[str, list[dict[str, Any]]] = {x: [] for x in subjects}
+    for w in session.scalars(
+        select(WorkItem).where(failed, WorkItem.subject.in_(subjects)).order_by(WorkItem.id)
+    ):
+        grouped[w.subject].append(
+            {
+                "id": w.id,
+                "kind": w.kind,
+                "failure": w.failure,
+                "attempts": w.attempts,
+                "updated_at": _iso(w.updated_at),
+                "last_error": (w.last_error or "")[-ERROR_CHARS:],
+            }
+        )
+    out = []
+    for subject in subjects:
+        rec = names.get(int(subject)) if subject.isdigit() else None
+        out.append(
+            {
+                "recording": rec.id if rec else subject,
+                "name": rec.original_name if rec else None,
+                "sha256": rec.sha256 if rec else None,
+                "state": rec.state if rec else None,
+                "items": grouped[subject],
+            }
+        )
+    return {"count": int(count), "recordings": out}
 
 
 # -- storage and retention --------------------------------------------------------------------

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from catalog import queue
 from catalog.custody import ChainBatch, append_event, table_of
 from catalog.errors import RecordingBeingExpired
+from catalog.media import MEDIA_WORK_KINDS
 from catalog.models import (
     Derivative,
     Device,
@@ -641,9 +642,7 @@ def _revive(
         "restored_after_expiry": f.staged_at.isoformat()
     }
     for item in session.scalars(
-        select(WorkItem).where(
-            WorkItem.subject == str(rec.id), WorkItem.kind.in_(("probe", "derive"))
-        )
+        select(WorkItem).where(WorkItem.subject == str(rec.id), WorkItem.kind.in_(MEDIA_WORK_KINDS))
     ):
         session.delete(item)
     session.flush()

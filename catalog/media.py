@@ -10,14 +10,21 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from catalog import queue
 from catalog.custody import append_event
-from catalog.models import Derivative, Recording, RecordingGroup
+from catalog.models import Derivative, Recording, RecordingGroup, WorkItem, utcnow
 
+# Work item kinds. ``derive`` plans a recording's derivatives once it is probed: it queues
+# one ``derive:<kind>`` item per derivative, so that each is made, fails and is retried
+# on its own (a poster that fails neither blocks nor redoes the access copy).
 PROBE, DERIVE = "probe", "derive"
+DERIVATIVE_KINDS = ("access", "proxy", "poster", "audio", "recovered", "photo", "thumbnail")
+STEP_PREFIX = f"{DERIVE}:"
+STEP_KINDS = tuple(f"{STEP_PREFIX}{k}" for k in DERIVATIVE_KINDS)
+MEDIA_WORK_KINDS = (PROBE, DERIVE, *STEP_KINDS)
 # Segments count as contiguous when one starts within this of the previous one's end
 # (file-name times have one-second resolution; container durations are not exact).
 SEGMENT_GAP = timedelta(seconds=2)
@@ -200,6 +207,140 @@ def mark_derived(session: Session, rec: Recording) -> None:
         rec.state = "DERIVED"
 
 
+def step_kind(derivative: str) -> str:
+    """The work item kind that makes one derivative kind."""
+    if derivative not in DERIVATIVE_KINDS:
+        raise ValueError(f"no work item kind makes a {derivative!r} derivative")
+    return f"{STEP_PREFIX}{derivative}"
+
+
+def plan_derivatives(session: Session, rec: Recording, derivatives: list[str]) -> None:
+    """Queue one work item per derivative ``rec`` should have (none: it is derived as it
+    is). Idempotent: an item already queued, done or failed is left as it is."""
+    for kind in derivatives:
+        queue.enqueue(session, step_kind(kind), str(rec.id))
+    settle_derivation(session, rec)
+
+
+def settle_derivation(session: Session, rec: Recording) -> bool:
+    """Mark ``rec`` DERIVED once every derivative item of it is done; True if so. A failed
+    item keeps it PROBED (its derivatives are incomplete) until a retry succeeds. The
+    caller holds the recording's lock, so two workers finishing its last two items one
+    after the other see each other's outcome."""
+    session.flush()
+    open_items = session.scalars(
+        select(WorkItem.id).where(
+            WorkItem.subject == str(rec.id),
+            WorkItem.kind.in_(STEP_KINDS),
+            WorkItem.state != queue.DONE,
+        )
+    ).first()
+    if open_items is not None:
+        return False
+    mark_derived(session, rec)
+    return True
+
+
+def record_damage(session: Session, signer: Any, rec: Recording, reason: str, actor: str) -> bool:
+    """Flag ``rec`` damaged with ``reason`` and a signed ``flagged-damaged`` event: damage
+    found after the probe (a structure check, a derivative that comes out short). The
+    original stays as it is; a damaged recording gets a recovery attempt, never a copy
+    pretending to be whole. False when it was flagged with this reason already."""
+    flags = dict(rec.flags or {})
+    if flags.get("damaged") == reason:
+        return False
+    rec.flags = {**flags, "damaged": reason}
+    append_event(
+        session,
+        signer,
+        actor=actor,
+        action="flagged-damaged",
+        object_type="recording",
+        object_id=rec.sha256,
+        details={"reason": reason},
+    )
+    return True
+
+
+def set_flag(rec: Recording, name: str, value: Any) -> None:
+    """Set one flag of ``rec`` (a note for `show`, such as why no recovery was made)."""
+    rec.flags = {**(rec.flags or {}), name: value}
+
+
+def requeue_failures(
+    session: Session, signer: Any, actor: str, *, rec: Recording | None = None
+) -> list[WorkItem]:
+    """Put the failed media work of ``rec`` (or of every recording) back in the queue,
+    with a signed ``work-requeued`` event per recording naming the items and the errors
+    they had. Returns the items requeued."""
+    query = select(WorkItem).where(
+        WorkItem.state == queue.FAILED, WorkItem.kind.in_(MEDIA_WORK_KINDS)
+    )
+    if rec is not None:
+        query = query.where(WorkItem.subject == str(rec.id))
+    items = list(session.scalars(query.order_by(WorkItem.id).with_for_update()))
+    by_subject: dict[str, list[WorkItem]] = {}
+    for item in items:
+        by_subject.setdefault(item.subject, []).append(item)
+    for subject, group in by_subject.items():
+        target = rec if rec is not None else _recording_of(session, subject)
+        if target is None:
+            continue
+        append_event(
+            session,
+            signer,
+            actor=actor,
+            action="work-requeued",
+            object_type="recording",
+            object_id=target.sha256,
+            details={
+                "items": [
+                    {"kind": i.kind, "attempts": i.attempts, "error": (i.last_error or "")[-500:]}
+                    for i in group
+                ]
+            },
+        )
+    return queue.requeue_failed(session, items)
+
+
+def _recording_of(session: Session, subject: str) -> Recording | None:
+    return session.get(Recording, int(subject)) if subject.isdigit() else None
+
+
+def work_failures(session: Session, rec_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
+    """The media work of these recordings that failed for good, or failed and waits to be
+    tried again, with the reason: ``{rec_id: [{kind, state, failure, attempts, error,
+    retry_at}]}``."""
+    now = utcnow()
+    out: dict[int, list[dict[str, Any]]] = {}
+    rows = session.scalars(
+        select(WorkItem)
+        .where(
+            WorkItem.subject.in_([str(i) for i in rec_ids]),
+            WorkItem.kind.in_(MEDIA_WORK_KINDS),
+            or_(
+                WorkItem.state == queue.FAILED,
+                (WorkItem.state == queue.PENDING) & WorkItem.last_error.is_not(None),
+            ),
+        )
+        .order_by(WorkItem.id)
+    )
+    for item in rows:
+        retry_at = item.not_before if item.state == queue.PENDING else None
+        out.setdefault(int(item.subject), []).append(
+            {
+                "work_item": item.id,
+                "kind": item.kind,
+                "state": item.state,
+                "failure": item.failure,
+                "attempts": item.attempts,
+                "error": item.last_error,
+                "retry_at": _iso(retry_at) if retry_at and retry_at > now else None,
+            }
+        )
+    return out
+
+
 def find_recording(session: Session, ref: str) -> list[Recording]:
     """Recordings matching an id, or a SHA-256 / SM3 hex prefix (at least 6 digits)."""
     ref = ref.strip().lower()
@@ -241,22 +382,7 @@ def recording_report(session: Session, rec: Recording) -> dict[str, Any]:
     officer = session.get(Officer, rec.officer_id) if rec.officer_id else None
     probe = dict(rec.probe or {})
     probe.pop("raw", None)
-    segments: list[dict[str, Any]] = []
-    if rec.group_id is not None:
-        segments = [
-            {
-                "id": r.id,
-                "seq": r.group_seq,
-                "name": r.original_name,
-                "start": _iso(r.captured_at),
-                "end": _iso(r.capture_end),
-            }
-            for r in session.scalars(
-                select(Recording)
-                .where(Recording.group_id == rec.group_id)
-                .order_by(Recording.group_seq)
-            )
-        ]
+    segments = _chapters(session, rec)
     return {
         "id": rec.id,
         "name": rec.original_name,
@@ -276,6 +402,7 @@ def recording_report(session: Session, rec: Recording) -> dict[str, Any]:
         "time_evidence": rec.time_evidence,
         "flags": rec.flags,
         "chapters": segments,
+        "failures": work_failures(session, [rec.id]).get(rec.id, []),
         "seen_in": sighting_report(session, rec),
         "derivatives": [
             {
@@ -303,6 +430,26 @@ def recording_report(session: Session, rec: Recording) -> dict[str, Any]:
             for e in events
         ],
     }
+
+
+def _chapters(session: Session, rec: Recording) -> list[dict[str, Any]]:
+    """The segments of the recording's chapter group, in order (none when ungrouped)."""
+    if rec.group_id is None:
+        return []
+    return [
+        {
+            "id": r.id,
+            "seq": r.group_seq,
+            "name": r.original_name,
+            "start": _iso(r.captured_at),
+            "end": _iso(r.capture_end),
+        }
+        for r in session.scalars(
+            select(Recording)
+            .where(Recording.group_id == rec.group_id)
+            .order_by(Recording.group_seq)
+        )
+    ]
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -280,6 +280,8 @@ class WorkItem(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    # deterministic | transient (catalog.queue), with last_error; None when not failed.
+    failure: Mapped[str | None] = mapped_column(String(16), default=None)
 
 
 # --- devices, cases, retention -------------------------------------------------------

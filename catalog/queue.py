@@ -17,6 +17,16 @@ from sqlalchemy.orm import Session
 from catalog.models import WorkItem, utcnow
 
 PENDING, CLAIMED, DONE, FAILED = "PENDING", "CLAIMED", "DONE", "FAILED"
+# Why an item failed (``WorkItem.failure``). Deterministic: the same input fails the same
+# way every time (ffmpeg rejects it, the output is empty or short), so it is not tried
+# again until an operator asks. Transient: the input is not to blame (a service was
+# away, a time limit ran out, a process was killed), so it is tried again later.
+DETERMINISTIC, TRANSIENT = "deterministic", "transient"
+# A transient failure is tried again after RETRY_FIRST, then twice as long each time up
+# to RETRY_LONGEST, MAX_ATTEMPTS tries in all.
+RETRY_FIRST = timedelta(seconds=30)
+RETRY_LONGEST = timedelta(minutes=30)
+MAX_ATTEMPTS = 5
 
 
 def enqueue(
@@ -107,6 +117,7 @@ def complete(session: Session, item_id: int, owner: str) -> bool:
     if item is None or item.state != CLAIMED or item.lease_owner != owner:
         return False
     item.state = DONE
+    item.failure = None
     item.lease_owner = None
     item.lease_expires_at = None
     return True
@@ -118,18 +129,48 @@ def fail(
     owner: str,
     error: str,
     *,
+    failure: str = TRANSIENT,
     retry_after: timedelta | None = None,
-    max_attempts: int = 5,
-) -> None:
-    """Record a failure; the item is retried after ``retry_after`` until attempts run out."""
+    max_attempts: int = MAX_ATTEMPTS,
+) -> WorkItem | None:
+    """Record a failure with its reason. A deterministic one ends the item FAILED at once;
+    a transient one goes back to the queue, after ``retry_after`` (by default a delay that
+    doubles with each attempt), until ``max_attempts`` have been made. Returns the item,
+    or None when we no longer hold it (another worker took it over: its outcome stands)."""
     item = session.get(WorkItem, item_id, with_for_update=True)
     if item is None or item.lease_owner != owner:
-        return
+        return None
     item.last_error = error[-4000:]
+    item.failure = failure
     item.lease_owner = None
     item.lease_expires_at = None
-    if retry_after is not None and item.attempts < max_attempts:
+    if failure == TRANSIENT and item.attempts < max_attempts:
         item.state = PENDING
-        item.not_before = utcnow() + retry_after
+        delay = retry_delay(item.attempts) if retry_after is None else retry_after
+        item.not_before = utcnow() + delay
     else:
         item.state = FAILED
+    return item
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """How long a transient failure waits after its ``attempts``-th try."""
+    delay: timedelta = RETRY_FIRST * (2 ** max(0, attempts - 1))
+    return min(delay, RETRY_LONGEST)
+
+
+def requeue_failed(session: Session, items: Iterable[WorkItem]) -> list[WorkItem]:
+    """Put FAILED items back to be done now, with a fresh count of attempts; the last
+    error stays until the next outcome replaces it. Returns the items requeued."""
+    now = utcnow()
+    requeued = []
+    for item in items:
+        if item.state != FAILED:
+            continue
+        item.state = PENDING
+        item.attempts = 0
+        item.not_before = now
+        item.failure = None
+        requeued.append(item)
+    session.flush()
+    return requeued

@@ -11,18 +11,20 @@ transaction, so nothing half-done is ever visible.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
+import re
 import shutil
 import socket
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from queue import Full, Queue
 from typing import Any
@@ -31,15 +33,22 @@ from sqlalchemy import select
 
 from catalog import Catalog, CatalogUnavailable, Signer, anchors, queue
 from catalog.attach import after_probe
+from catalog.errors import RecordingBeingExpired
 from catalog.media import (
     DERIVE,
+    MEDIA_WORK_KINDS,
     PROBE,
+    STEP_PREFIX,
     DerivedObject,
     ProbeOutcome,
     mark_derived,
+    plan_derivatives,
     record_derivative,
     record_probe,
+    set_flag,
+    settle_derivation,
 )
+from catalog.media import record_damage as flag_damaged
 from catalog.models import Derivative, Docking, DockingFile, Recording
 from catalog.retention import (
     LIVE_STATES,
@@ -48,27 +57,152 @@ from catalog.retention import (
     lock_recording,
 )
 from config import Settings
+from config.errors import EXIT_DATAERR, EXIT_TEMPFAIL, LiuhenError, UnavailableError
 from ingest.identity import NameParser
 from ingest.media import derive as D
+from ingest.media.derive import Derivation
 from ingest.media.probe import probe
 from ingest.media.timeevidence import TimeSources, derive_times
 from ingest.metrics import ServiceMetrics, service_health, worker_details
 from storage import Digest, ObjectStore, content_key
 from storage.digest import READ_SIZE, new_hasher
+from storage.errors import StorageError
 
 log = logging.getLogger("liuhen.worker")
 
 
-class LeaseLost(Exception):
-    """Our claim on a work item lapsed and another worker holds it now."""
+# How many of a device's latest recordings are weighed as the reference for a recovery.
+REFERENCE_SCAN = 500
+
+
+class LeaseLost(LiuhenError):
+    """Our claim on a work item lapsed and another worker holds it now (not a failure:
+    the worker that holds it finishes it)."""
+
+    exit_code = EXIT_TEMPFAIL
+
+
+class DamageFound(LiuhenError):
+    """A check found the original damaged; ``reason`` names what is wrong. The recording
+    is flagged damaged with a custody event and gets a recovery attempt: an outcome of
+    its work item, not a failure."""
+
+    exit_code = EXIT_DATAERR
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 @dataclass
 class WorkerStats:
     probed: int = 0
-    derived: int = 0
-    failed: int = 0
+    derived: int = 0  # derivatives made
+    failed: int = 0  # items that ended FAILED
+    retrying: int = 0  # transient failures, queued to be tried again
     errors: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class NotMade:
+    """A derivative step that ended without a derivative, and why (a flag for `show`)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class DerivativePlan:
+    """One derivative to make: its kind, the settings it is made with (recorded as the
+    derivative's profile), and the call that makes it from the original into a scratch
+    folder. ``note_flag`` names the recording flag that says why nothing was made."""
+
+    kind: str
+    profile: str
+    make: Callable[[Path, Path], Derivation | NotMade]
+    note_flag: str = ""
+
+
+@dataclass(frozen=True)
+class _Source:
+    """What a derivative step needs to know of a recording (read in one short session)."""
+
+    rec_id: int
+    media_kind: str | None
+    info: dict[str, Any]
+    device_id: int | None
+    at: datetime | None
+    name: str
+    damaged: bool = False
+
+
+def derivatives_for(media_kind: str | None, flags: dict[str, Any], name: str) -> list[str]:
+    """The derivative kinds a probed recording gets, one work item each."""
+    if flags.get("damaged"):
+        # Recovery rebuilds a truncated MP4/QuickTime H.264 stream, nothing else.
+        return ["recovered"] if media_kind == "video" or _looks_like_mp4(name) else []
+    if media_kind == "video":
+        return ["access", "proxy", "poster"]
+    if media_kind == "audio":
+        return ["audio"]
+    return []
+
+
+def choose_reference(damaged: _Source, candidates: Iterable[_Source]) -> int | None:
+    """The recording whose codec settings a truncated one is recovered with: of the same
+    device, healthy, an H.264 stream in an MP4/QuickTime container (what a recorder
+    writes: never an MPEG-TS stub or a stream recovery cannot rebuild), captured closest
+    in time (a recorder's settings change rarely), then the latest. None when the device
+    is unknown: another device's settings salvage nothing, or garbage (issue 13.7), until
+    the candidates' SPS/PPS are compared with the damaged stream's."""
+    if damaged.device_id is None:
+        return None
+
+    def fits(c: _Source) -> bool:
+        container = str(c.info.get("container") or "")
+        return (
+            not c.damaged
+            and c.rec_id != damaged.rec_id
+            and c.device_id == damaged.device_id
+            and c.info.get("video_codec") == "h264"
+            and ("mp4" in container or "mov" in container)
+        )
+
+    def distance(c: _Source) -> tuple[float, int]:
+        if damaged.at is None or c.at is None:
+            return (float("inf"), -c.rec_id)
+        return (abs((c.at - damaged.at).total_seconds()), -c.rec_id)
+
+    best = min((c for c in candidates if fits(c)), key=distance, default=None)
+    return best.rec_id if best is not None else None
+
+
+# ffmpeg killed by a signal (the kernel's OOM killer, an operator): not the input's fault.
+_KILLED = re.compile(r"exited with status -\d+")
+
+
+def classify_failure(exc: BaseException) -> str | None:
+    """Whether a failed item would fail the same way again (DETERMINISTIC: the input or
+    the output is at fault), or might not (TRANSIENT: a service was away, a time limit
+    ran out, a process was killed, a tool is missing). None: not an error the worker
+    expects at all (a bug), which is recorded and then raised."""
+    if isinstance(exc, (D.DerivationTimeout, D.FfmpegMissingError)):
+        return queue.TRANSIENT
+    if isinstance(exc, D.DerivationError):
+        return queue.TRANSIENT if _KILLED.search(exc.message) else queue.DETERMINISTIC
+    # The store's errors too: an original missing or not matching its digest is not the
+    # recording's fault, and a repair of the store makes the next try succeed.
+    waits = (UnavailableError, StorageError, CatalogUnavailable, RecordingBeingExpired, OSError)
+    if isinstance(exc, waits):
+        return queue.TRANSIENT
+    if isinstance(exc, LiuhenError):
+        return queue.DETERMINISTIC
+    return None
+
+
+def _profile_text(profile: object) -> str:
+    """A derivative's profile as recorded with it: its settings, ``name=value`` each."""
+    assert dataclasses.is_dataclass(profile)
+    return " ".join(f"{f.name}={getattr(profile, f.name)}" for f in dataclasses.fields(profile))
 
 
 class Worker:
@@ -145,7 +279,7 @@ class Worker:
         while not stop.is_set():
             try:
                 with self.catalog.transaction() as s:
-                    items = queue.claim(s, [PROBE, DERIVE], self.owner, lease=self.lease)
+                    items = queue.claim(s, MEDIA_WORK_KINDS, self.owner, lease=self.lease)
                     claimed = [(i.id, i.kind, i.subject) for i in items]
                 if not claimed and drain and not self._pending():
                     break
@@ -169,14 +303,15 @@ class Worker:
         return stats
 
     def _pending(self) -> bool:
-        """Work left that this drain should wait for (claimed by others, or retrying)."""
+        """Work left that this drain should wait for (claimed by others, or retrying after
+        a transient failure; a deterministic one is FAILED at once and not waited for)."""
         from catalog.models import WorkItem
 
         with self.catalog.session() as s:
             left = s.scalars(
                 select(WorkItem.id)
                 .where(
-                    WorkItem.kind.in_([PROBE, DERIVE]),
+                    WorkItem.kind.in_(MEDIA_WORK_KINDS),
                     WorkItem.state.in_([queue.PENDING, queue.CLAIMED]),
                 )
                 .limit(1)
@@ -189,17 +324,7 @@ class Worker:
         renewer.start()
         started = time.monotonic()
         try:
-            completed = False
-            if kind == PROBE:
-                completed = self.probe_recording(rec_id, item_id=item_id)
-                stats.probed += 1
-            else:
-                self.derive_recording(rec_id)
-                stats.derived += 1
-            if not completed:
-                with self.catalog.transaction() as s:
-                    if not queue.complete(s, item_id, self.owner):
-                        log.warning("work item %s was taken over by another worker", item_id)
+            self._do_item(item_id, kind, rec_id, stats)
             self.metrics.work_items.inc(kind=kind, result="done")
             self.metrics.work_seconds.observe(time.monotonic() - started, kind=kind)
         except LeaseLost as exc:  # not a failure: the worker that holds it finishes it
@@ -209,26 +334,60 @@ class Worker:
             # back to the queue when its lease ends, and is done again from the start.
             log.warning("%s of recording %s interrupted: %s", kind, rec_id, exc.message)
         except Exception as exc:
-            log.exception("%s of recording %s failed", kind, rec_id)
-            self.metrics.work_items.inc(kind=kind, result="failed")
-            stats.failed += 1
-            stats.errors.append(f"{kind} recording {rec_id}: {exc}")
-            try:
-                with self.catalog.transaction() as s:
-                    queue.fail(
-                        s,
-                        item_id,
-                        self.owner,
-                        f"{type(exc).__name__}: {exc}",
-                        retry_after=timedelta(seconds=30),
-                    )
-            except CatalogUnavailable as gone:  # the lease runs out instead
-                log.warning(
-                    "could not record the failure of work item %s: %s", item_id, gone.message
-                )
+            failure = classify_failure(exc)
+            self._record_failure(item_id, kind, rec_id, exc, failure or queue.DETERMINISTIC, stats)
+            if failure is None:
+                raise  # a fault of ours, not of the input or a service: let it be seen
         finally:
             done.set()
             renewer.join()
+
+    def _do_item(self, item_id: int, kind: str, rec_id: int, stats: WorkerStats) -> None:
+        if kind == PROBE:
+            self.probe_recording(rec_id, item_id=item_id)
+            stats.probed += 1
+        elif kind == DERIVE:
+            self.plan_recording(rec_id, item_id=item_id)
+        else:
+            try:
+                if self.derive_step(rec_id, kind.removeprefix(STEP_PREFIX), item_id=item_id):
+                    stats.derived += 1
+            except DamageFound as exc:
+                # Damage is an outcome, not a failure: flagged with its reason, and the
+                # recording gets a recovery attempt instead of copies pretending to be whole.
+                self.record_damage(rec_id, exc.reason, item_id=item_id)
+
+    def _record_failure(
+        self,
+        item_id: int,
+        kind: str,
+        rec_id: int,
+        exc: BaseException,
+        failure: str,
+        stats: WorkerStats,
+    ) -> None:
+        """Record why an item failed: FAILED at once when it would fail the same way again,
+        back to the queue after a delay when it might not. Only the catalog being away is
+        caught here: then the lease runs out and the item is taken again."""
+        reason = f"{type(exc).__name__}: {exc}"
+        try:
+            with self.catalog.transaction() as s:
+                item = queue.fail(s, item_id, self.owner, reason, failure=failure)
+                final = item is not None and item.state == queue.FAILED
+                retry_at = item.not_before if item is not None and not final else None
+        except CatalogUnavailable as gone:
+            log.warning("could not record the failure of work item %s: %s", item_id, gone.message)
+            return
+        self.metrics.work_items.inc(kind=kind, result="failed" if final else "retry")
+        if final:
+            log.error("%s of recording %s failed (%s): %s", kind, rec_id, failure, reason)
+            stats.failed += 1
+            stats.errors.append(f"{kind} recording {rec_id} ({failure}): {exc}")
+        else:
+            log.warning(
+                "%s of recording %s failed, again at %s: %s", kind, rec_id, retry_at, reason
+            )
+            stats.retrying += 1
 
     def _renew(self, item_id: int, done: threading.Event) -> None:
         while not done.wait(self.lease.total_seconds() / 3):
@@ -248,8 +407,7 @@ class Worker:
         with self.catalog.session() as s:
             rec = s.get(Recording, rec_id)
             assert rec is not None, rec_id
-            if rec.state not in ("STORED", "PROBED"):
-                return False
+            state = rec.state
             mtime = s.scalars(
                 select(DockingFile.mtime)
                 .where(DockingFile.recording_id == rec.id)
@@ -259,6 +417,9 @@ class Worker:
             offset = (docking.identity_raw or {}).get("clock_offset_s") if docking else None
             name = rec.original_name
             sha, received = rec.sha256, rec.received_at
+        if state not in ("STORED", "PROBED"):
+            self._complete(item_id)  # further along already (or expired): nothing to do
+            return item_id is not None
         with self._original(rec_id) as path:
             result = probe(
                 path, ffprobe=self.settings.ffmpeg.ffprobe, zone=self.settings.station.time_zone
@@ -311,36 +472,133 @@ class Worker:
                 actor=self.actor,
                 store=self.store,
             )
-            if item_id is not None and not queue.complete(s, item_id, self.owner):
-                # Another worker took the item over (our lease lapsed): roll this back.
-                raise LeaseLost(f"work item {item_id} was taken over by another worker")
+            self._complete_in(s, item_id)
         log.info("probed %s (%s): %s", sha[:12], name, result.kind if result.ok else "unreadable")
         return item_id is not None
 
+    def _complete(self, item_id: int | None) -> None:
+        if item_id is not None:
+            with self.catalog.transaction() as s:
+                self._complete_in(s, item_id)
+
+    def _complete_in(self, s: Any, item_id: int | None) -> None:
+        """Complete our item in the caller's transaction; when another worker took it over
+        (our lease lapsed), raise LeaseLost so that what this transaction did rolls back."""
+        if item_id is not None and not queue.complete(s, item_id, self.owner):
+            raise LeaseLost(f"work item {item_id} was taken over by another worker")
+
     # -- derivatives ----------------------------------------------------------------------------
 
+    def plan_recording(self, rec_id: int, *, item_id: int | None = None) -> list[str]:
+        """Queue one work item per derivative a probed recording should have, in the
+        transaction that completes the planning item; returns their kinds. A recording
+        that gets none (unreadable, a photo) is DERIVED here."""
+        with self.catalog.transaction() as s:
+            rec = lock_recording(s, rec_id)
+            assert rec is not None, rec_id
+            kinds: list[str] = []
+            if rec.state == "PROBED":
+                kinds = derivatives_for(rec.media_kind, rec.flags or {}, rec.original_name)
+                plan_derivatives(s, rec, kinds)
+            derived, group_id = rec.state == "DERIVED", rec.group_id
+            self._complete_in(s, item_id)
+        if derived:
+            self._after_derived(group_id)
+        return kinds
+
     def derive_recording(self, rec_id: int) -> None:
+        """Make every derivative of a probed recording here and now, without the queue
+        (for tools and benchmarks; the service runs one work item per derivative)."""
         with self.catalog.session() as s:
             rec = s.get(Recording, rec_id)
             assert rec is not None, rec_id
             if rec.state != "PROBED":
                 return
-            info = dict(rec.probe or {})
-            flags = dict(rec.flags or {})
-            kind = rec.media_kind
-            device_id = rec.device_id
-        out_dir = Path(tempfile.mkdtemp(prefix=f"rec{rec_id}-", dir=self.scratch))
-        try:
-            with self._original(rec_id) as src:
-                for derivation in self._plan(src, rec_id, kind, info, flags, device_id, out_dir):
-                    self._keep(rec_id, derivation)
-        finally:
-            shutil.rmtree(out_dir, ignore_errors=True)
+            kinds = derivatives_for(rec.media_kind, rec.flags or {}, rec.original_name)
+        for kind in kinds:
+            self.derive_step(rec_id, kind)
         with self.catalog.transaction() as s:
-            rec = s.get(Recording, rec_id)
+            rec = lock_recording(s, rec_id)
             assert rec is not None
             mark_derived(s, rec)
             group_id = rec.group_id
+        self._after_derived(group_id)
+
+    def derive_step(self, rec_id: int, kind: str, *, item_id: int | None = None) -> bool:
+        """Make one derivative of a recording and record it (with ``item_id``, completing
+        that item in the same transaction). True when a derivative was made."""
+        with self.catalog.session() as s:
+            rec = s.get(Recording, rec_id)
+            assert rec is not None, rec_id
+            made = s.scalars(
+                select(Derivative.id).where(
+                    Derivative.recording_id == rec_id, Derivative.kind == kind
+                )
+            ).first()
+            flags = dict(rec.flags or {})
+            # A damaged recording gets a recovery attempt only: never a copy pretending
+            # to be whole (damage may be found after its other items were queued).
+            skip = rec.state != "PROBED" or made is not None
+            skip = skip or (bool(flags.get("damaged")) and kind != "recovered")
+            source = _Source(
+                rec_id=rec_id,
+                media_kind=rec.media_kind,
+                info=dict(rec.probe or {}),
+                device_id=rec.device_id,
+                at=rec.captured_at or rec.received_at,
+                name=rec.original_name,
+            )
+        if skip:
+            self._finish_step(rec_id, item_id)
+            return False
+        plan = self._plan(kind, source)
+        out_dir = Path(tempfile.mkdtemp(prefix=f"rec{rec_id}-", dir=self.scratch))
+        try:
+            with self._original(rec_id) as src:
+                result = plan.make(src, out_dir)
+            if isinstance(result, NotMade):
+                log.info("no %s of recording %s: %s", kind, rec_id, result.reason)
+                self._finish_step(rec_id, item_id, note=(plan.note_flag, result.reason))
+                return False
+            self._keep(rec_id, result, profile=plan.profile, item_id=item_id)
+        finally:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        return True
+
+    def _finish_step(
+        self, rec_id: int, item_id: int | None, *, note: tuple[str, str] | None = None
+    ) -> None:
+        """Complete a derivative item that made nothing (with ``note``: a flag saying why)."""
+        with self.catalog.transaction() as s:
+            rec = lock_recording(s, rec_id)
+            assert rec is not None
+            if note is not None:
+                set_flag(rec, *note)
+            self._complete_in(s, item_id)
+            derived = item_id is not None and rec.state == "PROBED" and settle_derivation(s, rec)
+            group_id = rec.group_id
+        if derived:
+            self._after_derived(group_id)
+
+    def record_damage(self, rec_id: int, reason: str, *, item_id: int | None = None) -> None:
+        """Flag a recording damaged (``reason`` says what is wrong) with its custody event,
+        and queue its recovery attempt; with ``item_id``, that item is completed, not
+        failed: damage is what the file is, not a fault of the work."""
+        with self.catalog.transaction() as s:
+            rec = lock_recording(s, rec_id)
+            assert rec is not None, rec_id
+            flag_damaged(s, self.signer, rec, reason, self.actor)
+            if rec.state == "PROBED":
+                kinds = derivatives_for(rec.media_kind, rec.flags or {}, rec.original_name)
+                plan_derivatives(s, rec, kinds)
+            self._complete_in(s, item_id)
+            derived = rec.state == "PROBED" and settle_derivation(s, rec)
+            group_id = rec.group_id
+        log.warning("recording %s is damaged: %s", rec_id, reason)
+        if derived:
+            self._after_derived(group_id)
+
+    def _after_derived(self, group_id: int | None) -> None:
         if self.settings.media.join_chapters and group_id is not None:
             self._join_chapters(group_id)
 
@@ -385,101 +643,115 @@ class Worker:
         finally:
             shutil.rmtree(out_dir, ignore_errors=True)
 
-    def _plan(
-        self,
-        src: Path,
-        rec_id: int,
-        kind: str | None,
-        info: dict[str, Any],
-        flags: dict[str, Any],
-        device_id: int | None,
-        out_dir: Path,
-    ) -> Iterator[Any]:
+    def _plan(self, kind: str, source: _Source) -> DerivativePlan:
+        """How to make one derivative kind of ``source``, and the profile recorded with it."""
         m = self.settings.media
         ffmpeg = self.settings.ffmpeg.ffmpeg
         ffprobe = self.settings.ffmpeg.ffprobe
+        info = source.info
         duration = info.get("duration_s")
-        if flags.get("damaged"):
-            reference = self._reference_for(rec_id, device_id)
-            if reference is None:
-                log.info("recording %s is damaged and no healthy reference exists", rec_id)
-                return
-            with self._original(reference) as ref:
-                recovered = D_recover(src, ref, out_dir, self.settings)
-            if recovered is not None:
-                yield recovered
-            return
         plan_info = {
             "video_codec": info.get("video_codec"),
             "pix_fmt": info.get("pixel_format"),
             "audio_codec": info.get("audio_codec"),
-            "kind": kind,
+            "kind": source.media_kind,
         }
-        progress = _progress_logger(rec_id)
-        if kind == "video":
-            yield D.make_access_copy(
-                src,
-                out_dir,
-                info=plan_info,
-                ffmpeg=ffmpeg,
-                duration_s=duration,
-                profile=D.AccessProfile(crf=m.access_crf, preset=m.preset),
-                ffprobe=ffprobe,
-                timeout_factor=m.timeout_scale,
-                on_progress=progress("access"),
-                durable=False,
-            )
-            yield D.make_proxy(
-                src,
-                out_dir,
-                info=plan_info,
-                ffmpeg=ffmpeg,
-                duration_s=duration,
-                profile=D.ProxyProfile(
-                    max_height=m.proxy_max_height, crf=m.proxy_crf, preset=m.preset
+        progress = _progress_logger(source.rec_id)
+        common: dict[str, Any] = {
+            "ffmpeg": ffmpeg,
+            "duration_s": duration,
+            "ffprobe": ffprobe,
+            "timeout_factor": m.timeout_scale,
+            "durable": False,
+        }
+        if kind == "access":
+            access = D.AccessProfile(crf=m.access_crf, preset=m.preset)
+            return DerivativePlan(
+                kind,
+                _profile_text(access),
+                lambda src, out: D.make_access_copy(
+                    src, out, info=plan_info, profile=access, on_progress=progress(kind), **common
                 ),
-                ffprobe=ffprobe,
-                timeout_factor=m.timeout_scale,
-                on_progress=progress("proxy"),
-                durable=False,
             )
-            yield D.make_poster(
-                src,
-                out_dir,
-                ffmpeg=ffmpeg,
-                duration_s=duration,
-                profile=D.PosterProfile(offset_s=m.poster_at_s),
-                ffprobe=ffprobe,
-                timeout_factor=m.timeout_scale,
-                durable=False,
+        if kind == "proxy":
+            proxy = D.ProxyProfile(max_height=m.proxy_max_height, crf=m.proxy_crf, preset=m.preset)
+            return DerivativePlan(
+                kind,
+                _profile_text(proxy),
+                lambda src, out: D.make_proxy(
+                    src, out, info=plan_info, profile=proxy, on_progress=progress(kind), **common
+                ),
             )
-        elif kind == "audio":
-            yield D.make_audio_access(
-                src,
-                out_dir,
-                info=plan_info,
-                ffmpeg=ffmpeg,
-                duration_s=duration,
-                ffprobe=ffprobe,
-                timeout_factor=m.timeout_scale,
-                durable=False,
+        if kind == "poster":
+            poster = D.PosterProfile(offset_s=m.poster_at_s)
+            return DerivativePlan(
+                kind,
+                _profile_text(poster),
+                lambda src, out: D.make_poster(src, out, profile=poster, **common),
             )
+        if kind == "audio":
+            audio = D.AudioProfile()
+            return DerivativePlan(
+                kind,
+                _profile_text(audio),
+                lambda src, out: D.make_audio_access(
+                    src, out, info=plan_info, profile=audio, **common
+                ),
+            )
+        if kind == "recovered":
+            return DerivativePlan(
+                kind, "", lambda src, out: self._recover(source, src, out), note_flag="recovery"
+            )
+        raise ValueError(f"the worker has no way to make a {kind!r} derivative")
 
-    def _reference_for(self, rec_id: int, device_id: int | None) -> int | None:
-        """A healthy H.264 recording of the same device, to borrow codec settings from."""
+    def _recover(self, source: _Source, src: Path, out_dir: Path) -> Derivation | NotMade:
+        """Salvage a truncated recording with the codec settings of a healthy reference."""
+        if source.device_id is None:
+            return NotMade(
+                "its device is unknown: no recording of the same device "
+                "to take the codec settings from"
+            )
+        reference = self._reference_for(source)
+        if reference is None:
+            return NotMade(
+                "no healthy H.264 MP4/QuickTime recording of the same device "
+                "to take the codec settings from"
+            )
+        with self._original(reference) as ref:
+            recovered = D_recover(src, ref, out_dir, self.settings)
+        if recovered is None:
+            return NotMade(f"nothing could be salvaged with recording {reference} as reference")
+        return recovered
+
+    def _reference_for(self, source: _Source) -> int | None:
+        """The healthy recording to borrow codec settings from, by :func:`choose_reference`,
+        among the latest of the same device."""
         with self.catalog.session() as s:
-            query = select(Recording).where(Recording.id != rec_id, Recording.media_kind == "video")
-            if device_id is not None:
-                query = query.where(Recording.device_id == device_id)
-            for r in s.scalars(query.order_by(Recording.id)):
-                if (r.probe or {}).get("video_codec") == "h264" and not (r.flags or {}).get(
-                    "damaged"
-                ):
-                    return r.id
-        return None
+            query = select(Recording).where(
+                Recording.id != source.rec_id,
+                Recording.media_kind == "video",
+                Recording.device_id == source.device_id,
+            )
+            candidates = [
+                _Source(
+                    rec_id=r.id,
+                    media_kind=r.media_kind,
+                    info=dict(r.probe or {}),
+                    device_id=r.device_id,
+                    at=r.captured_at or r.received_at,
+                    name=r.original_name,
+                    damaged=bool((r.flags or {}).get("damaged")),
+                )
+                for r in s.scalars(query.order_by(Recording.id.desc()).limit(REFERENCE_SCAN))
+            ]
+        return choose_reference(source, candidates)
 
-    def _keep(self, rec_id: int, d: Any) -> None:
-        """Store a finished derivative and record it, with its derivation event.
+    def _keep(
+        self, rec_id: int, d: Derivation, *, profile: str = "", item_id: int | None = None
+    ) -> None:
+        """Store a finished derivative and record it, with its derivation event; with
+        ``item_id``, complete that item in the same transaction (and mark the recording
+        DERIVED when it was its last).
 
         The derivative was renamed into this worker's private scratch unsynced
         (``durable=False``): a crash before the store holds it loses only scratch, and
@@ -504,8 +776,9 @@ class Worker:
             command=list(d.command),
             tool_version=d.ffmpeg_version,
             duration_s=d.duration_s,
-            profile=getattr(d, "profile", "") or "",
+            profile=profile,
         )
+        derived, group_id = False, None
         with self.catalog.transaction() as s:
             # The object's key lock first (the order every writer and the sweep keep): a
             # sweep deleting the same bytes for another, expired recording either sees this
@@ -519,12 +792,23 @@ class Worker:
             if rec.state not in LIVE_STATES:
                 delete_unreferenced(s, self.store, key)
                 log.info("dropped %s of recording %s: it is %s", d.kind, rec_id, rec.state)
+                if item_id is not None:
+                    queue.complete(s, item_id, self.owner)
                 return
             if not self.store.exists(key):  # deleted since we stored it: store it again
                 self._store_derivative(key, path, sha, size)
             record_derivative(s, self.signer, rec, obj, self.actor)
+            if item_id is not None:
+                # Recorded even when our lease lapsed meanwhile: the bytes are stored and
+                # checked, and the holder of the item finds this derivative made.
+                if not queue.complete(s, item_id, self.owner):
+                    log.warning("work item %s was taken over by another worker", item_id)
+                derived = rec.state == "PROBED" and settle_derivation(s, rec)
+                group_id = rec.group_id
         self.metrics.derived_bytes.inc(obj.size)
         log.info("derived %s of recording %s (%s)", d.kind, rec_id, d.method)
+        if derived:
+            self._after_derived(group_id)
 
     def _store_derivative(self, key: str, path: Path, sha: Digest, size: int) -> None:
         # verified: the digest is the one _digest_durably just computed from this same
@@ -544,7 +828,7 @@ class Worker:
             yield path
 
 
-def D_recover(src: Path, ref: Path, out_dir: Path, settings: Settings) -> Any:
+def D_recover(src: Path, ref: Path, out_dir: Path, settings: Settings) -> Derivation | None:
     from ingest.media.recover import recover_truncated_mp4
 
     return recover_truncated_mp4(

@@ -105,13 +105,7 @@ def run_status(app: Any, as_json: bool, expiry_days: int) -> None:
     fails = status["failures"]
     if fails["count"]:
         out.print(f"[red]{fails['count']} failed item(s)[/red]")
-        for i in fails["items"]:
-            last = (i["last_error"] or "").strip().splitlines()[-1:] or [""]
-            out.print(
-                f"  #{i['id']} {i['kind']} {i['subject']} after {i['attempts']} "
-                f"attempt(s): {last[0]}",
-                markup=False,
-            )
+        print_failures_by_recording(fails)
     q = fails["quarantined_files"]
     if q["count"]:
         out.print(f"[yellow]{q['count']} quarantined file(s)[/yellow]")
@@ -167,6 +161,31 @@ def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> N
         """Stations, workers, queue depths, stuck and failed items, storage used and
         recordings due for expiry."""
         run_status(ctx.app(), as_json, expiry_days)
+
+
+def print_failures_by_recording(fails: dict[str, Any]) -> None:
+    """Failed items under their recording (what `liuhen worker retry REC` would redo),
+    then any failed item that belongs to no recording."""
+    shown: set[int] = set()
+    for r in fails["by_recording"]["recordings"]:
+        name = f" {r['name']}" if r["name"] else ""
+        out.print(f"  recording {r['recording']}{name}:", markup=False)
+        for i in r["items"]:
+            shown.add(i["id"])
+            last = (i["last_error"] or "").strip().splitlines()[-1:] or [""]
+            why = f" ({i['failure']})" if i["failure"] else ""
+            out.print(
+                f"    #{i['id']} {i['kind']}{why} after {i['attempts']} attempt(s): {last[0]}",
+                markup=False,
+            )
+    for i in fails["items"]:
+        if i["id"] not in shown:
+            last = (i["last_error"] or "").strip().splitlines()[-1:] or [""]
+            out.print(
+                f"  #{i['id']} {i['kind']} {i['subject']} after {i['attempts']} "
+                f"attempt(s): {last[0]}",
+                markup=False,
+            )
 
 
 def metrics_port_option(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -13,8 +13,9 @@ import click
 from rich.table import Table
 
 from catalog.errors import CatalogError
-from catalog.media import find_recording, recording_report
-from config.errors import EXIT_FAILED_CHECK, EXIT_NOINPUT
+from catalog.media import find_recording, recording_report, requeue_failures
+from config.errors import EXIT_FAILED_CHECK, EXIT_NOINPUT, EXIT_USAGE
+from liuhen.actor import actor_option
 from liuhen.district_cmds import apply_metrics_port, metrics_port_option
 from liuhen.output import out, print_json
 
@@ -23,6 +24,10 @@ Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 class RecordingNotFound(CatalogError):
     exit_code = EXIT_NOINPUT
+
+
+class RetryUsage(CatalogError):
+    exit_code = EXIT_USAGE
 
 
 def run_worker(app: Any, drain: bool) -> None:
@@ -34,27 +39,60 @@ def run_worker(app: Any, drain: bool) -> None:
         signal.signal(sig, lambda *_: stop.set())
     worker = Worker(app.settings, catalog=app.ready_catalog(), store=app.store, signer=app.signer)
     stats = worker.run(drain=drain, stop=stop)
-    out.print(f"probed {stats.probed}, derived {stats.derived}, failed {stats.failed}")
+    out.print(
+        f"probed {stats.probed}, derived {stats.derived}, failed {stats.failed}"
+        + (f", {stats.retrying} to be tried again" if stats.retrying else "")
+    )
     for line in stats.errors:
         out.print(f"[red]failed[/red] {line}", markup=True)
     if stats.failed:
         sys.exit(EXIT_FAILED_CHECK)
 
 
+def _one_recording(session: Any, ref: str) -> Any:
+    found = find_recording(session, ref)
+    if not found:
+        raise RecordingNotFound(
+            f"no recording matches {ref!r}",
+            hint="give a recording id, or at least 6 hex digits of its SHA-256 or SM3",
+        )
+    if len(found) > 1:
+        raise RecordingNotFound(
+            f"{ref!r} matches {len(found)} recordings",
+            hint="give more digits: " + ", ".join(r.sha256[:16] for r in found),
+        )
+    return found[0]
+
+
+def run_retry(app: Any, ref: str | None, all_failed: bool, actor: str) -> None:
+    """Put failed media work back in the queue, for one recording or all, with a signed
+    ``work-requeued`` event per recording; say what was requeued."""
+    if (ref is None) == (not all_failed):
+        raise RetryUsage(
+            "name one recording, or give --all-failed",
+            hint="liuhen worker retry REC_ID, or liuhen worker retry --all-failed",
+        )
+    with app.ready_catalog().transaction() as s:
+        rec = _one_recording(s, ref) if ref is not None else None
+        items = requeue_failures(s, app.signer, actor, rec=rec)
+        requeued = [(i.subject, i.kind, i.last_error or "") for i in items]
+    if not requeued:
+        what = f"recording {rec.id}" if rec is not None else "any recording"
+        out.print(f"nothing to retry: no failed work for {what}")
+        return
+    subjects = sorted({subject for subject, _, _ in requeued}, key=lambda x: (len(x), x))
+    out.print(
+        f"requeued {len(requeued)} failed item(s) of {len(subjects)} recording(s); "
+        "a running worker (or liuhen worker --drain) does them now"
+    )
+    for subject, kind, error in requeued:
+        last = error.strip().splitlines()[-1:] or [""]
+        out.print(f"  recording {subject}: {kind} (last error: {last[0]})", markup=False)
+
+
 def run_show(app: Any, ref: str, as_json: bool) -> None:
     with app.ready_catalog().session() as s:
-        found = find_recording(s, ref)
-        if not found:
-            raise RecordingNotFound(
-                f"no recording matches {ref!r}",
-                hint="give a recording id, or at least 6 hex digits of its SHA-256 or SM3",
-            )
-        if len(found) > 1:
-            raise RecordingNotFound(
-                f"{ref!r} matches {len(found)} recordings",
-                hint="give more digits: " + ", ".join(r.sha256[:16] for r in found),
-            )
-        report = recording_report(s, found[0])
+        report = recording_report(s, _one_recording(s, ref))
     if as_json:
         print_json(report)
         return
@@ -83,6 +121,7 @@ def run_show(app: Any, ref: str, as_json: bool) -> None:
             out.print(f"  {'probe':14} [red]ffprobe could not read it:[/red] {probe.get('error')}")
     for flag, value in (report["flags"] or {}).items():
         out.print(f"  [yellow]flag {flag}[/yellow]: {value}")
+    _print_failures(report["failures"], report["id"])
     if report["time_evidence"]:
         te = report["time_evidence"]
         out.print(f"  {'time source':14} {te.get('source')}  raw={te.get('raw')}")
@@ -122,15 +161,53 @@ def _print_sightings(out: Any, sightings: list[dict[str, Any]]) -> None:
         )
 
 
+def _print_failures(failures: list[dict[str, Any]], rec_id: int) -> None:
+    """Each derivative or probe that failed, with its reason and what happens next."""
+    for f in failures:
+        last = (f["error"] or "").strip().splitlines()[-1:] or [""]
+        if f["state"] == "FAILED":
+            why = (
+                "fails the same way each time"
+                if f["failure"] == "deterministic"
+                else (f"gave up after {f['attempts']} attempt(s)")
+            )
+            status = f"[red]failed[/red] ({why}; liuhen worker retry {rec_id})"
+        elif f["retry_at"]:
+            status = f"[yellow]failed, tried again at {f['retry_at'][:19]}[/yellow]"
+        else:
+            status = "[yellow]failed before, queued again[/yellow]"
+        out.print(f"  {f['kind']:14} {status}: ", markup=True, end="")
+        out.print(last[0], markup=False)
+
+
 def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> None:
-    @cli.command("worker")
+    @cli.group("worker", invoke_without_command=True)
     @click.option("--drain", is_flag=True, help="Do all pending work, then exit.")
     @metrics_port_option
     @pass_ctx
-    def worker_cmd(ctx: Any, drain: bool, metrics_port: int | None) -> None:
-        """Probe stored originals and make derivatives (access copy, proxy, poster)."""
+    @click.pass_context
+    def worker_cmd(
+        click_ctx: click.Context, ctx: Any, drain: bool, metrics_port: int | None
+    ) -> None:
+        """Probe stored originals and make derivatives (access copy, proxy, poster).
+
+        With a subcommand (retry), manage the work instead of doing it."""
+        if click_ctx.invoked_subcommand is not None:
+            return
         apply_metrics_port(ctx.app(), metrics_port)
         run_worker(ctx.app(), drain)
+
+    @worker_cmd.command("retry")
+    @click.argument("recording", required=False)
+    @click.option(
+        "--all-failed", is_flag=True, help="Every recording's failed work (after an upgrade)."
+    )
+    @actor_option
+    @pass_ctx
+    def retry_cmd(ctx: Any, recording: str | None, all_failed: bool, actor: str) -> None:
+        """Queue the failed work of RECORDING (id or digest prefix) again, or of every
+        recording with --all-failed. Recorded in the custody log."""
+        run_retry(ctx.app(), recording, all_failed, actor)
 
     @cli.command("show")
     @click.argument("recording")

@@ -84,6 +84,7 @@ def _setup(tmp_path: Path, catalog_url: str) -> tuple[Any, dict[str, Any]]:
             failed.id,
             "w-live:11:abc",
             "FfprobeError: ffprobe could not read the file\nmoov atom not found",
+            failure=queue.DETERMINISTIC,
         )
         # (lapsed after the other claims, which would otherwise take it over)
         expired.lease_expires_at = now - timedelta(minutes=1)
@@ -153,6 +154,13 @@ def test_district_status_from_a_real_catalog(
     (failure,) = status["failures"]["items"]
     assert status["failures"]["count"] == 1 and failure["id"] == facts["failed"]
     assert "moov atom not found" in failure["last_error"] and failure["attempts"] == 1
+    assert failure["failure"] == "deterministic"
+    # ...and under its recording, named, with the reason.
+    (by_rec,) = status["failures"]["by_recording"]["recordings"]
+    assert status["failures"]["by_recording"]["count"] == 1
+    assert by_rec["recording"] == int(failure["subject"]) and by_rec["name"]
+    assert [i["id"] for i in by_rec["items"]] == [facts["failed"]]
+    assert "moov atom not found" in by_rec["items"][0]["last_error"]
     assert status["failures"]["quarantined_files"]["count"] == 0
     storage = status["storage"]
     assert storage["originals_bytes"] == facts["bytes"]
@@ -178,6 +186,8 @@ def test_district_status_from_a_real_catalog(
         "station-01",
         "2 stuck item(s)",
         "1 failed item(s)",
+        f"recording {failure['subject']} ",
+        "probe (deterministic) after 1 attempt(s)",
         "moov atom not found",
         "lost",
         "1 recording(s) due now",

@@ -540,7 +540,7 @@ def test_a_derivative_finished_after_the_sweep_is_not_kept(tmp_path: Path) -> No
     later = datetime.now(UTC) + timedelta(days=DAYS + 1)  # the minimum keep runs from receipt
 
     class SweptWhileTranscoding(Worker):
-        def _keep(self, rec_id: int, d: Any) -> None:
+        def _keep(self, rec_id: int, d: Any, **how: Any) -> None:
             if d.kind == "poster":  # the last one: the sweep ran while ffmpeg made it
                 report = sweep(
                     self.catalog,
@@ -559,7 +559,7 @@ def test_a_derivative_finished_after_the_sweep_is_not_kept(tmp_path: Path) -> No
                         Digest("sha256", hashlib.sha256(Path(d.path).read_bytes()).hexdigest())
                     )
                 )
-            super()._keep(rec_id, d)
+            super()._keep(rec_id, d, **how)
 
     worker = SweptWhileTranscoding(
         app.settings, catalog=app.catalog, store=app.store, signer=app.signer

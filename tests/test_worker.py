@@ -192,9 +192,10 @@ def test_worker_killed_mid_transcode_leaves_nothing_and_rerun_completes(tmp_path
     with app.catalog.session() as s:
         assert not s.scalars(select(Derivative)).all()  # nothing half-done recorded
         claimed = s.scalars(
-            select(WorkItem).where(WorkItem.kind == "derive", WorkItem.state == "CLAIMED")
+            select(WorkItem).where(WorkItem.kind.startswith("derive:"), WorkItem.state == "CLAIMED")
         ).all()
-        assert len(claimed) == 1  # the dead worker's item, waiting for its lease to lapse
+        # the dead worker's item (one derivative of the recording), waiting for its lease
+        assert len(claimed) == 1
     objects = list(app.store.list("sha256/"))  # evidence objects (anchors/ holds chain heads)
     assert len(objects) == len(rec.files)  # only the originals; no partial derivative
     time.sleep(2.1)  # the dead worker's lease lapses
@@ -456,7 +457,7 @@ def test_worker_killed_in_keep_leaves_nothing_partial_and_rerun_completes(
     with app.catalog.session() as s:
         assert not s.scalars(select(Derivative)).all()  # nothing recorded
         assert s.scalars(
-            select(WorkItem).where(WorkItem.kind == "derive", WorkItem.state == "CLAIMED")
+            select(WorkItem).where(WorkItem.kind.startswith("derive:"), WorkItem.state == "CLAIMED")
         ).all()
     # The store holds the originals and, killed after the link, the one derivative the
     # link made visible: whole (its bytes hash to its key), never a partial file.

@@ -120,7 +120,10 @@ def test_killed_worker_item_is_taken_over_after_its_lease_and_done_once(
             with cat.session() as s:
                 item = s.scalars(
                     select(WorkItem).where(
-                        WorkItem.kind == "derive", WorkItem.subject == str(rec_id)
+                        # the access copy: its own item (veryslow), since each
+                        # derivative is one
+                        WorkItem.kind == "derive:access",
+                        WorkItem.subject == str(rec_id),
                     )
                 ).first()
             if (
