@@ -31,6 +31,7 @@ from catalog.models import (
     utcnow,
 )
 from catalog.signing import Signer
+from catalog.states import RecordingState
 
 T = TypeVar("T")
 
@@ -184,9 +185,9 @@ def register_file(
         select(Recording).where(Recording.sha256 == f.sha256).with_for_update()
     ).first()
     now = utcnow()
-    if recording is not None and recording.state == "EXPIRING":
+    if recording is not None and recording.state == RecordingState.EXPIRING:
         raise _being_expired(name, recording.id)
-    revived = recording is not None and recording.state == "EXPIRED"
+    revived = recording is not None and recording.state == RecordingState.EXPIRED
     if revived:
         assert recording is not None
         _revive(session, recording, docking.id, f, now)
@@ -198,7 +199,7 @@ def register_file(
             sm3=f.sm3,
             size=f.size,
             object_key=f.object_key,
-            state="STORED",
+            state=RecordingState.STORED,
             original_name=name.rsplit("/", 1)[-1],
             original_name_raw=f.relpath_raw,
             device_id=docking.device_id,
@@ -448,7 +449,7 @@ def register_files(
             continue
         name = display_name(f.relpath_raw)
         rec = held.get(f.sha256)
-        if rec is not None and rec.state == "EXPIRING":
+        if rec is not None and rec.state == RecordingState.EXPIRING:
             assert rec.id is not None
             results[i] = Registered(error=_being_expired(name, rec.id))
             continue
@@ -457,13 +458,15 @@ def register_files(
             continue
         first[(d.id, keys[i])] = i
         if rec is None:
-            held[f.sha256] = _Held(None, f.sm3, f.size, "STORED", name.rsplit("/", 1)[-1])
+            held[f.sha256] = _Held(
+                None, f.sm3, f.size, RecordingState.STORED, name.rsplit("/", 1)[-1]
+            )
             new_rows[f.sha256] = {
                 "sha256": f.sha256,
                 "sm3": f.sm3,
                 "size": f.size,
                 "object_key": f.object_key,
-                "state": "STORED",
+                "state": RecordingState.STORED,
                 "original_name": name.rsplit("/", 1)[-1],
                 "original_name_raw": f.relpath_raw,
                 "device_id": d.device_id,
@@ -477,8 +480,9 @@ def register_files(
                 "important": f.important,
             }
             plan.append((i, "new"))
-        elif rec.state == "EXPIRED":
-            rec.state = "STORED"  # held again from here on: later copies are duplicates
+        elif rec.state == RecordingState.EXPIRED:
+            # Held again from here on: later copies are duplicates.
+            rec.state = RecordingState.STORED
             plan.append((i, "revive"))
         else:
             plan.append((i, "duplicate"))
@@ -626,7 +630,7 @@ def _revive(
     """
     for d in session.scalars(select(Derivative).where(Derivative.recording_id == rec.id)):
         session.delete(d)
-    rec.state = "STORED"
+    rec.state = RecordingState.STORED
     rec.object_key = f.object_key
     rec.docking_id = docking_id
     rec.received_at = f.staged_at

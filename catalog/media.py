@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from catalog import queue
 from catalog.custody import append_event
 from catalog.models import Derivative, Recording, RecordingGroup
+from catalog.states import PROBE_STATES, RecordingState
 
 PROBE, DERIVE = "probe", "derive"
 # Segments count as contiguous when one starts within this of the previous one's end
@@ -52,7 +53,7 @@ class DerivedObject:
 def record_probe(
     session: Session, signer: Any, rec: Recording, out: ProbeOutcome, actor: str
 ) -> None:
-    if rec.state not in ("STORED", "PROBED"):
+    if rec.state not in PROBE_STATES:
         return  # already further along: a replayed work item changes nothing
     rec.probe = out.probe
     rec.media_kind = out.media_kind
@@ -61,7 +62,7 @@ def record_probe(
     rec.captured_at = out.start or rec.captured_at
     rec.capture_end = out.end
     rec.flags = {**(rec.flags or {}), **out.flags}
-    rec.state = "PROBED"
+    rec.state = RecordingState.PROBED
     append_event(
         session,
         signer,
@@ -196,8 +197,8 @@ def record_derivative(
 
 
 def mark_derived(session: Session, rec: Recording) -> None:
-    if rec.state == "PROBED":
-        rec.state = "DERIVED"
+    if rec.state == RecordingState.PROBED:
+        rec.state = RecordingState.DERIVED
 
 
 def find_recording(session: Session, ref: str) -> list[Recording]:

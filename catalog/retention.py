@@ -47,6 +47,7 @@ from catalog.models import (
     utcnow,
 )
 from catalog.signing import Signer
+from catalog.states import LIVE_STATES, RecordingState
 from config.errors import EXIT_USAGE
 from config.settings import RetentionSettings
 from storage import ObjectNotFound, ObjectStore, StorageError
@@ -54,11 +55,6 @@ from storage.errors import RetentionRefused, StoreUnavailable
 
 log = logging.getLogger("liuhen.retention")
 
-# States whose original bytes are held; EXPIRED keeps the row (and its tombstone) only.
-LIVE_STATES = ("STORED", "PROBED", "DERIVED")
-EXPIRED = "EXPIRED"
-# The sweep has decided (and committed) the deletion; the store delete may be under way.
-EXPIRING = "EXPIRING"
 PERMANENT = "永久"
 PERIOD_YEARS = {"30年": 30, "10年": 10}
 
@@ -139,7 +135,7 @@ def floor_since(rec: Recording) -> tuple[datetime, str]:
     STORED) the capture time is only the file name's, unchecked: a recorder whose clock was
     never set names files 1970, or far in the future; only the receipt counts then.
     :func:`_floor_since_sql` is the same rule in SQL."""
-    if rec.state == "STORED":
+    if rec.state == RecordingState.STORED:
         return rec.received_at, "receipt (capture time not yet checked: not probed)"
     if rec.captured_at is None:
         return rec.received_at, "receipt (capture time unknown)"
@@ -151,7 +147,10 @@ def floor_since(rec: Recording) -> tuple[datetime, str]:
 def _floor_since_sql() -> Any:
     """:func:`floor_since` as a SQL expression, for listing what is due."""
     return sql_case(
-        (or_(Recording.state == "STORED", Recording.captured_at.is_(None)), Recording.received_at),
+        (
+            or_(Recording.state == RecordingState.STORED, Recording.captured_at.is_(None)),
+            Recording.received_at,
+        ),
         (Recording.captured_at > Recording.received_at, Recording.captured_at),
         else_=Recording.received_at,
     )
@@ -187,7 +186,7 @@ def explain(
         store_retain_until=rec.retain_until,
         released_holds=[_hold_dict(h) for h in all_holds if h.released_at is not None],
     )
-    if rec.state == EXPIRED:
+    if rec.state == RecordingState.EXPIRED:
         stone = session.scalars(
             select(Tombstone).where(Tombstone.recording_id == rec.id).order_by(Tombstone.id.desc())
         ).first()  # the latest expiry
@@ -204,7 +203,7 @@ def explain(
             deletable=False,
             reasons=[why],
         )
-    if rec.state == EXPIRING:
+    if rec.state == RecordingState.EXPIRING:
         pending = (rec.flags or {}).get("expiry") or {}
         until = pending.get("keep_until")
         return Decision(
@@ -602,7 +601,7 @@ def live_references(
     naming it whose recording is in any state short of EXPIRED. EXPIRING counts: its
     expiry may yet be undone (the store refusing it). ``besides``: a recording whose own
     references do not count (the one being expired)."""
-    not_gone = Recording.state != EXPIRED
+    not_gone = Recording.state != RecordingState.EXPIRED
     originals = select(Recording.id).where(Recording.object_key == key, not_gone)
     derivatives = (
         select(Derivative.kind, Derivative.recording_id)
@@ -701,7 +700,7 @@ def due(
     # Deletions decided by a sweep that did not finish come first, whatever the rules
     # say now: the decision is taken, and the bytes may already be gone.
     for rec in session.scalars(
-        select(Recording).where(Recording.state == EXPIRING).order_by(Recording.id)
+        select(Recording).where(Recording.state == RecordingState.EXPIRING).order_by(Recording.id)
     ):
         listed.append(explain(session, rec, policy, now))
     for rec in session.scalars(query):
@@ -754,7 +753,7 @@ def decide_expiry(
     rec = lock_recording(session, rec_id)
     if rec is None:
         return False
-    if rec.state == EXPIRING:
+    if rec.state == RecordingState.EXPIRING:
         return True
     decision = explain(session, rec, policy, now)
     if not decision.deletable:
@@ -786,7 +785,7 @@ def decide_expiry(
             "actor": actor,
         },
     }
-    rec.state = EXPIRING
+    rec.state = RecordingState.EXPIRING
     append_event(
         session,
         signer,
@@ -810,7 +809,7 @@ def expire_one(
     live still names (the same bytes are another recording's original or derivative) is
     kept, and the tombstone and custody event say by whom."""
     first = session.get(Recording, rec_id)
-    if first is None or first.state != EXPIRING:
+    if first is None or first.state != RecordingState.EXPIRING:
         return None
     # The keys are locked before the row, the order every writer keeps (lock_object_keys).
     # They cannot change meanwhile: no derivative is recorded for an EXPIRING recording,
@@ -825,7 +824,7 @@ def expire_one(
         ],
     )
     rec = lock_recording(session, rec_id)
-    if rec is None or rec.state != EXPIRING:
+    if rec is None or rec.state != RecordingState.EXPIRING:
         return None
     pending = dict((rec.flags or {}).get("expiry") or {})
     keep_until = pending.get("keep_until")
@@ -840,7 +839,7 @@ def expire_one(
     try:
         original = delete_unreferenced(session, store, rec.object_key, besides=rec.id)
     except RetentionRefused as exc:
-        rec.state = str(pending.get("from_state") or "STORED")
+        rec.state = str(pending.get("from_state") or RecordingState.STORED)
         rec.flags = {k: v for k, v in (rec.flags or {}).items() if k != "expiry"}
         append_event(
             session,
@@ -889,7 +888,7 @@ def expire_one(
             objects=objects,
         )
     )
-    rec.state = EXPIRED
+    rec.state = RecordingState.EXPIRED
     for d, how in zip(derivatives, gone, strict=True):
         append_event(
             session,

@@ -42,11 +42,11 @@ from catalog.media import (
 )
 from catalog.models import Derivative, Docking, DockingFile, Recording
 from catalog.retention import (
-    LIVE_STATES,
     delete_unreferenced,
     lock_object_keys,
     lock_recording,
 )
+from catalog.states import LIVE_STATES, PROBE_STATES, PROBED_STATES, RecordingState
 from config import Settings
 from ingest.identity import NameParser
 from ingest.media import derive as D
@@ -250,7 +250,7 @@ class Worker:
         with self.catalog.session() as s:
             rec = s.get(Recording, rec_id)
             assert rec is not None, rec_id
-            if rec.state not in ("STORED", "PROBED"):
+            if rec.state not in PROBE_STATES:
                 return False
             mtime = s.scalars(
                 select(DockingFile.mtime)
@@ -323,7 +323,7 @@ class Worker:
         with self.catalog.session() as s:
             rec = s.get(Recording, rec_id)
             assert rec is not None, rec_id
-            if rec.state != "PROBED":
+            if rec.state != RecordingState.PROBED:
                 return
             info = dict(rec.probe or {})
             flags = dict(rec.flags or {})
@@ -358,7 +358,7 @@ class Worker:
                     .order_by(Recording.group_seq)
                 )
             )
-            if len(members) < 2 or any(m.state not in ("PROBED", "DERIVED") for m in members):
+            if len(members) < 2 or any(m.state not in PROBED_STATES for m in members):
                 return
             first = members[0].id
             ids = [m.id for m in members]
