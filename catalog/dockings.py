@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from catalog import queue
 from catalog.custody import ChainBatch, append_event, table_of
-from catalog.errors import RecordingBeingExpired
+from catalog.errors import DigestConflict, RecordingBeingExpired
 from catalog.models import (
     Derivative,
     Device,
@@ -410,7 +410,7 @@ def register_files(
     A file that cannot be registered now has its error in its result and nothing written
     for it, and the others are registered: bytes of a recording whose expiry is under way
     (RecordingBeingExpired: retry later), or a SHA-256 already held with another SM3 or
-    size (ValueError). Any other error ends the transaction for the whole batch.
+    size (DigestConflict). Any other error ends the transaction for the whole batch.
     """
     results: list[Registered | None] = [None] * len(files)
     if not files:
@@ -613,9 +613,9 @@ def _being_expired(name: str, recording_id: int) -> RecordingBeingExpired:
     )
 
 
-def _digest_conflict(name: str, sha256: str) -> ValueError:
+def _digest_conflict(name: str, sha256: str) -> DigestConflict:
     # Same SHA-256, different SM3 or size: impossible for honest bytes. Refuse loudly.
-    return ValueError(f"{name}: SHA-256 {sha256} already held with a different SM3/size")
+    return DigestConflict(f"{name}: SHA-256 {sha256} already held with a different SM3/size")
 
 
 def _revive(
