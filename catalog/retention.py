@@ -63,6 +63,11 @@ class RetentionError(CatalogError):
     """A hold, release or review that cannot be done as asked."""
 
 
+class OriginalKept(RetentionRefused):
+    """The store refused to delete the original of a recording whose expiry was decided
+    (Object Lock, legal hold): nothing was deleted, and the decision is to be undone."""
+
+
 class HoldNotNamed(RetentionError):
     """A release without --hold on a recording with several holds: which one is meant?"""
 
@@ -805,9 +810,10 @@ def expire_one(
     derivatives, then write the tombstone and the custody events. Killed part-way, the
     recording stays EXPIRING and the next sweep completes it (objects already gone are
     noted as such). Where the store refuses the original (Object Lock, legal hold),
-    nothing was deleted: the recording returns to its earlier state. An object something
-    live still names (the same bytes are another recording's original or derivative) is
-    kept, and the tombstone and custody event say by whom."""
+    nothing was deleted and :class:`OriginalKept` is raised: the caller rolls back and
+    gives the recording its earlier state with :func:`undo_expiry`. An object something live
+    still names (the same bytes are another recording's original or derivative) is kept,
+    and the tombstone and custody event say by whom."""
     first = session.get(Recording, rec_id)
     if first is None or first.state != RecordingState.EXPIRING:
         return None
@@ -839,18 +845,7 @@ def expire_one(
     try:
         original = delete_unreferenced(session, store, rec.object_key, besides=rec.id)
     except RetentionRefused as exc:
-        rec.state = str(pending.get("from_state") or RecordingState.STORED)
-        rec.flags = {k: v for k, v in (rec.flags or {}).items() if k != "expiry"}
-        append_event(
-            session,
-            signer,
-            actor=actor,
-            action="expiry-undone",
-            object_type="recording",
-            object_id=rec.sha256,
-            details={"error": exc.message},
-        )
-        return {"refused": exc.message}
+        raise OriginalKept(exc.message, hint=exc.hint) from exc
     gone = [delete_unreferenced(session, store, d.object_key, besides=rec.id) for d in derivatives]
     objects = {
         "original": {
@@ -925,6 +920,54 @@ def expire_one(
     }
 
 
+def undo_expiry(session: Session, signer: Signer, rec_id: int, error: str, actor: str) -> None:
+    """The store refused to delete an EXPIRING recording's original (``error`` says why):
+    nothing was deleted, so the recording returns to the state it had before the
+    decision, and the custody log says why. A recording no longer EXPIRING is left."""
+    rec = lock_recording(session, rec_id)
+    if rec is None or rec.state != RecordingState.EXPIRING:
+        return
+    pending = dict((rec.flags or {}).get("expiry") or {})
+    rec.state = str(pending.get("from_state") or RecordingState.STORED)
+    rec.flags = {k: v for k, v in (rec.flags or {}).items() if k != "expiry"}
+    append_event(
+        session,
+        signer,
+        actor=actor,
+        action="expiry-undone",
+        object_type="recording",
+        object_id=rec.sha256,
+        details={"error": error},
+    )
+
+
+def _expire(
+    catalog: Catalog,
+    signer: Signer,
+    store: ObjectStore,
+    rec_id: int,
+    policy: RetentionSettings,
+    now: datetime,
+    actor: str,
+) -> dict[str, Any] | None:
+    """Both phases for one recording, one transaction each; None when nothing is due
+    after all. Where the store refuses the original's deletion, the decision is undone
+    in a transaction of its own (the refused one rolled back) and the refusal goes on to
+    the caller; killed before the undo, the recording stays EXPIRING and the next sweep
+    meets the same refusal. (A refusal after the original went, of a derivative, undoes
+    nothing: the recording stays EXPIRING until a sweep can finish it.)"""
+    with catalog.transaction() as s:
+        if not decide_expiry(s, store, signer, rec_id, policy, now, actor):
+            return None
+    try:
+        with catalog.transaction() as s:
+            return expire_one(s, signer, store, rec_id, now, actor)
+    except OriginalKept as exc:
+        with catalog.transaction() as s:
+            undo_expiry(s, signer, rec_id, exc.message, actor)
+        raise
+
+
 def sweep(
     catalog: Catalog,
     signer: Signer,
@@ -945,12 +988,7 @@ def sweep(
         return report
     for d in listed:
         try:
-            with catalog.transaction() as s:
-                decided = decide_expiry(s, store, signer, d.recording_id, policy, now, actor)
-            done = None
-            if decided:
-                with catalog.transaction() as s:
-                    done = expire_one(s, signer, store, d.recording_id, now, actor)
+            done = _expire(catalog, signer, store, d.recording_id, policy, now, actor)
         except RetentionRefused as exc:
             # The store's own lock outlasts the catalog's rule (it was set from receipt,
             # or extended on an attach since undone): the store wins; try a later sweep.
@@ -963,15 +1001,6 @@ def sweep(
                 }
             )
             continue
-        if done is not None and "refused" in done:
-            report.refused.append(
-                {
-                    "recording": d.recording_id,
-                    "sha256": d.sha256,
-                    "name": d.name,
-                    "error": done["refused"],
-                }
-            )
-        elif done is not None:
+        if done is not None:
             report.deleted.append(done)
     return report
