@@ -57,7 +57,7 @@ from catalog.models import (
     WorkItem,
     utcnow,
 )
-from catalog.retention import EXPIRED, EXPIRING
+from catalog.states import PROBED_STATES, RecordingState
 from storage import Digest, ObjectNotFound, ObjectStore, StorageError, content_key, digest_stream
 from storage.base import DAMAGED_PREFIX
 
@@ -305,9 +305,9 @@ def _check_recordings(
         what = f"recording {r.sha256} ({r.original_name})"
         if r.object_key != content_key(Digest("sha256", r.sha256)):
             report.add("object-key", what, f"key {r.object_key} is not the content key")
-        if r.state == EXPIRED:
+        if r.state == RecordingState.EXPIRED:
             expired.setdefault(r.object_key, f"expired recording {r.sha256}")
-        elif r.state == EXPIRING:
+        elif r.state == RecordingState.EXPIRING:
             referenced.add(r.object_key)  # its deletion is under way: either way is right
         else:
             referenced.add(r.object_key)
@@ -335,7 +335,7 @@ def _check_recordings(
         probed = events["probed"][r.sha256]
         if probed > lives:
             report.add("processed-twice", what, f"probed {probed} times to completion")
-        if r.state in ("PROBED", "DERIVED") and probed == 0:
+        if r.state in PROBED_STATES and probed == 0:
             report.add("probe-unrecorded", what, f"state {r.state} without a 'probed' event")
 
     derivs = list(s.scalars(select(Derivative).order_by(Derivative.id)))
@@ -349,11 +349,11 @@ def _check_recordings(
         if d.object_key != content_key(Digest("sha256", d.sha256)):
             report.add("object-key", what, f"key {d.object_key} is not the content key")
         state = by_id[d.recording_id].state if d.recording_id in by_id else None
-        if state == EXPIRED:
+        if state == RecordingState.EXPIRED:
             expired.setdefault(d.object_key, f"{d.kind} of expired recording {source}")
             continue
         referenced.add(d.object_key)
-        if state != EXPIRING:
+        if state != RecordingState.EXPIRING:
             _check_object(
                 store,
                 report,

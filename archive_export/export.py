@@ -90,8 +90,8 @@ from catalog.models import (
     SigningKey,
     utcnow,
 )
-from catalog.retention import LIVE_STATES
 from catalog.signing import Signer
+from catalog.states import LIVE_STATES
 from config.errors import EXIT_NOINPUT, EXIT_UNAVAILABLE, EXIT_USAGE, LiuhenError
 from storage import fsync_dir
 from storage.base import ObjectStore

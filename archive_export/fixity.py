@@ -36,8 +36,8 @@ from sqlalchemy import select
 from catalog.custody import append_event
 from catalog.db import Catalog
 from catalog.models import Derivative, FixityCheck, FixityRun, Recording
-from catalog.retention import EXPIRED
 from catalog.signing import Signer
+from catalog.states import RecordingState
 from config.errors import EXIT_USAGE, LiuhenError
 from storage import ObjectNotFound, ObjectStore, StorageError, StoreUnavailable, new_hasher
 
@@ -187,7 +187,7 @@ def _live_recordings() -> Any:
     return (
         select(Recording.id)
         .where(Recording.object_key != "")
-        .where(Recording.state != EXPIRED)
+        .where(Recording.state != RecordingState.EXPIRED)
         .order_by(Recording.id)
     )
 

@@ -35,8 +35,9 @@ from catalog.models import (
     Recording,
     utcnow,
 )
-from catalog.retention import LIVE_STATES, lock_recording, sync_store_retention
+from catalog.retention import lock_recording, sync_store_retention
 from catalog.signing import Signer
+from catalog.states import LIVE_STATES
 from config.errors import EXIT_NOINPUT
 from config.settings import RetentionSettings
 from storage import ObjectStore

@@ -33,6 +33,7 @@ from catalog.models import (
     WorkItem,
     utcnow,
 )
+from catalog.states import RecordingState
 from config.settings import RetentionSettings
 
 # Stopped and died processes stay listed this long (from when last seen), so a restart
@@ -339,7 +340,7 @@ def storage_used(session: Session) -> dict[str, Any]:
     """Bytes held: originals by state, derivatives by kind; the total leaves out what a
     tombstone says was deleted."""
     # Expired, not tombstoned: a recording restored after expiry keeps its tombstone.
-    tomb = select(Recording.id).where(Recording.state == "EXPIRED")
+    tomb = select(Recording.id).where(Recording.state == RecordingState.EXPIRED)
     recordings: dict[str, dict[str, int]] = {}
     for state, n, size in session.execute(
         select(Recording.state, func.count(), func.coalesce(func.sum(Recording.size), 0))
@@ -414,7 +415,7 @@ def expiry_due(
         }
     held = select(LegalHold.recording_id).where(LegalHold.released_at.is_(None))
     # Expired, not tombstoned: a recording restored after expiry keeps its tombstone.
-    tomb = select(Recording.id).where(Recording.state == "EXPIRED")
+    tomb = select(Recording.id).where(Recording.state == RecordingState.EXPIRED)
     base = select(func.count(), func.coalesce(func.sum(Recording.size), 0)).where(
         Recording.retain_until.is_not(None),
         Recording.id.not_in(held),

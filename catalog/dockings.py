@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from catalog import queue
 from catalog.custody import ChainBatch, append_event, table_of
-from catalog.errors import RecordingBeingExpired
+from catalog.errors import DigestConflict, RecordingBeingExpired
 from catalog.media import MEDIA_WORK_KINDS
 from catalog.models import (
     Derivative,
@@ -33,6 +33,7 @@ from catalog.models import (
 )
 from catalog.sightings import note_sightings
 from catalog.signing import Signer
+from catalog.states import RecordingState
 
 T = TypeVar("T")
 
@@ -186,9 +187,9 @@ def register_file(
         select(Recording).where(Recording.sha256 == f.sha256).with_for_update()
     ).first()
     now = utcnow()
-    if recording is not None and recording.state == "EXPIRING":
+    if recording is not None and recording.state == RecordingState.EXPIRING:
         raise _being_expired(name, recording.id)
-    revived = recording is not None and recording.state == "EXPIRED"
+    revived = recording is not None and recording.state == RecordingState.EXPIRED
     if revived:
         assert recording is not None
         _revive(session, recording, docking.id, f, now)
@@ -200,7 +201,7 @@ def register_file(
             sm3=f.sm3,
             size=f.size,
             object_key=f.object_key,
-            state="STORED",
+            state=RecordingState.STORED,
             original_name=name.rsplit("/", 1)[-1],
             original_name_raw=f.relpath_raw,
             device_id=docking.device_id,
@@ -412,7 +413,7 @@ def register_files(
     A file that cannot be registered now has its error in its result and nothing written
     for it, and the others are registered: bytes of a recording whose expiry is under way
     (RecordingBeingExpired: retry later), or a SHA-256 already held with another SM3 or
-    size (ValueError). Any other error ends the transaction for the whole batch.
+    size (DigestConflict). Any other error ends the transaction for the whole batch.
     """
     results: list[Registered | None] = [None] * len(files)
     if not files:
@@ -451,7 +452,7 @@ def register_files(
             continue
         name = display_name(f.relpath_raw)
         rec = held.get(f.sha256)
-        if rec is not None and rec.state == "EXPIRING":
+        if rec is not None and rec.state == RecordingState.EXPIRING:
             assert rec.id is not None
             results[i] = Registered(error=_being_expired(name, rec.id))
             continue
@@ -460,13 +461,15 @@ def register_files(
             continue
         first[(d.id, keys[i])] = i
         if rec is None:
-            held[f.sha256] = _Held(None, f.sm3, f.size, "STORED", name.rsplit("/", 1)[-1])
+            held[f.sha256] = _Held(
+                None, f.sm3, f.size, RecordingState.STORED, name.rsplit("/", 1)[-1]
+            )
             new_rows[f.sha256] = {
                 "sha256": f.sha256,
                 "sm3": f.sm3,
                 "size": f.size,
                 "object_key": f.object_key,
-                "state": "STORED",
+                "state": RecordingState.STORED,
                 "original_name": name.rsplit("/", 1)[-1],
                 "original_name_raw": f.relpath_raw,
                 "device_id": d.device_id,
@@ -480,8 +483,9 @@ def register_files(
                 "important": f.important,
             }
             plan.append((i, "new"))
-        elif rec.state == "EXPIRED":
-            rec.state = "STORED"  # held again from here on: later copies are duplicates
+        elif rec.state == RecordingState.EXPIRED:
+            # Held again from here on: later copies are duplicates.
+            rec.state = RecordingState.STORED
             plan.append((i, "revive"))
         else:
             plan.append((i, "duplicate"))
@@ -613,9 +617,9 @@ def _being_expired(name: str, recording_id: int) -> RecordingBeingExpired:
     )
 
 
-def _digest_conflict(name: str, sha256: str) -> ValueError:
+def _digest_conflict(name: str, sha256: str) -> DigestConflict:
     # Same SHA-256, different SM3 or size: impossible for honest bytes. Refuse loudly.
-    return ValueError(f"{name}: SHA-256 {sha256} already held with a different SM3/size")
+    return DigestConflict(f"{name}: SHA-256 {sha256} already held with a different SM3/size")
 
 
 def _revive(
@@ -630,7 +634,7 @@ def _revive(
     """
     for d in session.scalars(select(Derivative).where(Derivative.recording_id == rec.id)):
         session.delete(d)
-    rec.state = "STORED"
+    rec.state = RecordingState.STORED
     rec.object_key = f.object_key
     rec.docking_id = docking_id
     rec.received_at = f.staged_at

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from config.errors import EXIT_CONFIG, EXIT_DATAERR, EXIT_TEMPFAIL, EXIT_UNAVAILABLE, LiuhenError
+from config.errors import (
+    EXIT_CONFIG,
+    EXIT_DATAERR,
+    EXIT_TEMPFAIL,
+    EXIT_UNAVAILABLE,
+    LiuhenError,
+    UnavailableError,
+)
 
 
 class CatalogError(LiuhenError):
     exit_code = EXIT_DATAERR
 
 
-class CatalogUnavailable(CatalogError):
+class CatalogUnavailable(CatalogError, UnavailableError):
     exit_code = EXIT_UNAVAILABLE
 
 
@@ -18,6 +25,12 @@ class RecordingBeingExpired(CatalogError):
     object may be deleted any moment, so the file cannot be registered yet."""
 
     exit_code = EXIT_TEMPFAIL
+
+
+class DigestConflict(CatalogError):
+    """Bytes with the SHA-256 of a recording already held, but another SM3 or size: not
+    possible for honest bytes (a collision, or a catalog row that is wrong), so the file
+    is refused, never linked to that recording."""
 
 
 class SchemaOutOfDate(CatalogError):

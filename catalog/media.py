@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from catalog import queue
 from catalog.custody import append_event
 from catalog.models import Derivative, Recording, RecordingGroup, WorkItem, utcnow
+from catalog.states import PROBE_STATES, RecordingState
 
 # Work item kinds. ``derive`` plans a recording's derivatives once it is probed: it queues
 # one ``derive:<kind>`` item per derivative, so that each is made, fails and is retried
@@ -59,7 +60,7 @@ class DerivedObject:
 def record_probe(
     session: Session, signer: Any, rec: Recording, out: ProbeOutcome, actor: str
 ) -> None:
-    if rec.state not in ("STORED", "PROBED"):
+    if rec.state not in PROBE_STATES:
         return  # already further along: a replayed work item changes nothing
     rec.probe = out.probe
     rec.media_kind = out.media_kind
@@ -68,7 +69,7 @@ def record_probe(
     rec.captured_at = out.start or rec.captured_at
     rec.capture_end = out.end
     rec.flags = {**(rec.flags or {}), **out.flags}
-    rec.state = "PROBED"
+    rec.state = RecordingState.PROBED
     append_event(
         session,
         signer,
@@ -203,8 +204,8 @@ def record_derivative(
 
 
 def mark_derived(session: Session, rec: Recording) -> None:
-    if rec.state == "PROBED":
-        rec.state = "DERIVED"
+    if rec.state == RecordingState.PROBED:
+        rec.state = RecordingState.DERIVED
 
 
 def step_kind(derivative: str) -> str:

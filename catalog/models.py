@@ -27,6 +27,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from catalog.states import RecordingState
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -167,7 +169,7 @@ class Recording(Base):
     sm3: Mapped[str] = mapped_column(String(64), index=True)
     size: Mapped[int] = mapped_column(BigInteger)
     object_key: Mapped[str] = mapped_column(String(512))
-    state: Mapped[str] = mapped_column(String(16), default="STORED", index=True)
+    state: Mapped[str] = mapped_column(String(16), default=RecordingState.STORED, index=True)
     # The name on the recorder: display text, and the raw bytes when not valid UTF-8.
     original_name: Mapped[str] = mapped_column(Text)
     original_name_raw: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)

@@ -47,6 +47,7 @@ from catalog.models import (
     utcnow,
 )
 from catalog.signing import Signer
+from catalog.states import LIVE_STATES, RecordingState
 from config.errors import EXIT_USAGE
 from config.settings import RetentionSettings
 from storage import ObjectNotFound, ObjectStore, StorageError
@@ -54,17 +55,17 @@ from storage.errors import RetentionRefused, StoreUnavailable
 
 log = logging.getLogger("liuhen.retention")
 
-# States whose original bytes are held; EXPIRED keeps the row (and its tombstone) only.
-LIVE_STATES = ("STORED", "PROBED", "DERIVED")
-EXPIRED = "EXPIRED"
-# The sweep has decided (and committed) the deletion; the store delete may be under way.
-EXPIRING = "EXPIRING"
 PERMANENT = "永久"
 PERIOD_YEARS = {"30年": 30, "10年": 10}
 
 
 class RetentionError(CatalogError):
     """A hold, release or review that cannot be done as asked."""
+
+
+class OriginalKept(RetentionRefused):
+    """The store refused to delete the original of a recording whose expiry was decided
+    (Object Lock, legal hold): nothing was deleted, and the decision is to be undone."""
 
 
 class HoldNotNamed(RetentionError):
@@ -139,7 +140,7 @@ def floor_since(rec: Recording) -> tuple[datetime, str]:
     STORED) the capture time is only the file name's, unchecked: a recorder whose clock was
     never set names files 1970, or far in the future; only the receipt counts then.
     :func:`_floor_since_sql` is the same rule in SQL."""
-    if rec.state == "STORED":
+    if rec.state == RecordingState.STORED:
         return rec.received_at, "receipt (capture time not yet checked: not probed)"
     if rec.captured_at is None:
         return rec.received_at, "receipt (capture time unknown)"
@@ -151,7 +152,10 @@ def floor_since(rec: Recording) -> tuple[datetime, str]:
 def _floor_since_sql() -> Any:
     """:func:`floor_since` as a SQL expression, for listing what is due."""
     return sql_case(
-        (or_(Recording.state == "STORED", Recording.captured_at.is_(None)), Recording.received_at),
+        (
+            or_(Recording.state == RecordingState.STORED, Recording.captured_at.is_(None)),
+            Recording.received_at,
+        ),
         (Recording.captured_at > Recording.received_at, Recording.captured_at),
         else_=Recording.received_at,
     )
@@ -187,7 +191,7 @@ def explain(
         store_retain_until=rec.retain_until,
         released_holds=[_hold_dict(h) for h in all_holds if h.released_at is not None],
     )
-    if rec.state == EXPIRED:
+    if rec.state == RecordingState.EXPIRED:
         stone = session.scalars(
             select(Tombstone).where(Tombstone.recording_id == rec.id).order_by(Tombstone.id.desc())
         ).first()  # the latest expiry
@@ -204,7 +208,7 @@ def explain(
             deletable=False,
             reasons=[why],
         )
-    if rec.state == EXPIRING:
+    if rec.state == RecordingState.EXPIRING:
         pending = (rec.flags or {}).get("expiry") or {}
         until = pending.get("keep_until")
         return Decision(
@@ -602,7 +606,7 @@ def live_references(
     naming it whose recording is in any state short of EXPIRED. EXPIRING counts: its
     expiry may yet be undone (the store refusing it). ``besides``: a recording whose own
     references do not count (the one being expired)."""
-    not_gone = Recording.state != EXPIRED
+    not_gone = Recording.state != RecordingState.EXPIRED
     originals = select(Recording.id).where(Recording.object_key == key, not_gone)
     derivatives = (
         select(Derivative.kind, Derivative.recording_id)
@@ -701,7 +705,7 @@ def due(
     # Deletions decided by a sweep that did not finish come first, whatever the rules
     # say now: the decision is taken, and the bytes may already be gone.
     for rec in session.scalars(
-        select(Recording).where(Recording.state == EXPIRING).order_by(Recording.id)
+        select(Recording).where(Recording.state == RecordingState.EXPIRING).order_by(Recording.id)
     ):
         listed.append(explain(session, rec, policy, now))
     for rec in session.scalars(query):
@@ -754,7 +758,7 @@ def decide_expiry(
     rec = lock_recording(session, rec_id)
     if rec is None:
         return False
-    if rec.state == EXPIRING:
+    if rec.state == RecordingState.EXPIRING:
         return True
     decision = explain(session, rec, policy, now)
     if not decision.deletable:
@@ -786,7 +790,7 @@ def decide_expiry(
             "actor": actor,
         },
     }
-    rec.state = EXPIRING
+    rec.state = RecordingState.EXPIRING
     append_event(
         session,
         signer,
@@ -806,11 +810,12 @@ def expire_one(
     derivatives, then write the tombstone and the custody events. Killed part-way, the
     recording stays EXPIRING and the next sweep completes it (objects already gone are
     noted as such). Where the store refuses the original (Object Lock, legal hold),
-    nothing was deleted: the recording returns to its earlier state. An object something
-    live still names (the same bytes are another recording's original or derivative) is
-    kept, and the tombstone and custody event say by whom."""
+    nothing was deleted and :class:`OriginalKept` is raised: the caller rolls back and
+    gives the recording its earlier state with :func:`undo_expiry`. An object something live
+    still names (the same bytes are another recording's original or derivative) is kept,
+    and the tombstone and custody event say by whom."""
     first = session.get(Recording, rec_id)
-    if first is None or first.state != EXPIRING:
+    if first is None or first.state != RecordingState.EXPIRING:
         return None
     # The keys are locked before the row, the order every writer keeps (lock_object_keys).
     # They cannot change meanwhile: no derivative is recorded for an EXPIRING recording,
@@ -825,7 +830,7 @@ def expire_one(
         ],
     )
     rec = lock_recording(session, rec_id)
-    if rec is None or rec.state != EXPIRING:
+    if rec is None or rec.state != RecordingState.EXPIRING:
         return None
     pending = dict((rec.flags or {}).get("expiry") or {})
     keep_until = pending.get("keep_until")
@@ -840,18 +845,7 @@ def expire_one(
     try:
         original = delete_unreferenced(session, store, rec.object_key, besides=rec.id)
     except RetentionRefused as exc:
-        rec.state = str(pending.get("from_state") or "STORED")
-        rec.flags = {k: v for k, v in (rec.flags or {}).items() if k != "expiry"}
-        append_event(
-            session,
-            signer,
-            actor=actor,
-            action="expiry-undone",
-            object_type="recording",
-            object_id=rec.sha256,
-            details={"error": exc.message},
-        )
-        return {"refused": exc.message}
+        raise OriginalKept(exc.message, hint=exc.hint) from exc
     gone = [delete_unreferenced(session, store, d.object_key, besides=rec.id) for d in derivatives]
     objects = {
         "original": {
@@ -889,7 +883,7 @@ def expire_one(
             objects=objects,
         )
     )
-    rec.state = EXPIRED
+    rec.state = RecordingState.EXPIRED
     for d, how in zip(derivatives, gone, strict=True):
         append_event(
             session,
@@ -926,6 +920,54 @@ def expire_one(
     }
 
 
+def undo_expiry(session: Session, signer: Signer, rec_id: int, error: str, actor: str) -> None:
+    """The store refused to delete an EXPIRING recording's original (``error`` says why):
+    nothing was deleted, so the recording returns to the state it had before the
+    decision, and the custody log says why. A recording no longer EXPIRING is left."""
+    rec = lock_recording(session, rec_id)
+    if rec is None or rec.state != RecordingState.EXPIRING:
+        return
+    pending = dict((rec.flags or {}).get("expiry") or {})
+    rec.state = str(pending.get("from_state") or RecordingState.STORED)
+    rec.flags = {k: v for k, v in (rec.flags or {}).items() if k != "expiry"}
+    append_event(
+        session,
+        signer,
+        actor=actor,
+        action="expiry-undone",
+        object_type="recording",
+        object_id=rec.sha256,
+        details={"error": error},
+    )
+
+
+def _expire(
+    catalog: Catalog,
+    signer: Signer,
+    store: ObjectStore,
+    rec_id: int,
+    policy: RetentionSettings,
+    now: datetime,
+    actor: str,
+) -> dict[str, Any] | None:
+    """Both phases for one recording, one transaction each; None when nothing is due
+    after all. Where the store refuses the original's deletion, the decision is undone
+    in a transaction of its own (the refused one rolled back) and the refusal goes on to
+    the caller; killed before the undo, the recording stays EXPIRING and the next sweep
+    meets the same refusal. (A refusal after the original went, of a derivative, undoes
+    nothing: the recording stays EXPIRING until a sweep can finish it.)"""
+    with catalog.transaction() as s:
+        if not decide_expiry(s, store, signer, rec_id, policy, now, actor):
+            return None
+    try:
+        with catalog.transaction() as s:
+            return expire_one(s, signer, store, rec_id, now, actor)
+    except OriginalKept as exc:
+        with catalog.transaction() as s:
+            undo_expiry(s, signer, rec_id, exc.message, actor)
+        raise
+
+
 def sweep(
     catalog: Catalog,
     signer: Signer,
@@ -946,12 +988,7 @@ def sweep(
         return report
     for d in listed:
         try:
-            with catalog.transaction() as s:
-                decided = decide_expiry(s, store, signer, d.recording_id, policy, now, actor)
-            done = None
-            if decided:
-                with catalog.transaction() as s:
-                    done = expire_one(s, signer, store, d.recording_id, now, actor)
+            done = _expire(catalog, signer, store, d.recording_id, policy, now, actor)
         except RetentionRefused as exc:
             # The store's own lock outlasts the catalog's rule (it was set from receipt,
             # or extended on an attach since undone): the store wins; try a later sweep.
@@ -964,15 +1001,6 @@ def sweep(
                 }
             )
             continue
-        if done is not None and "refused" in done:
-            report.refused.append(
-                {
-                    "recording": d.recording_id,
-                    "sha256": d.sha256,
-                    "name": d.name,
-                    "error": done["refused"],
-                }
-            )
-        elif done is not None:
+        if done is not None:
             report.deleted.append(done)
     return report

@@ -4,6 +4,11 @@ Every error a user can meet is a :class:`LiuhenError`: it names what went wrong 
 to do next, and carries the process exit code the command line uses. Library errors
 (boto, SQLAlchemy, OS) are kept as ``__cause__`` so ``--verbose`` can show them.
 
+Commands never exit by themselves: they raise, and ``liuhen.cli.main`` turns every error
+into its message and exit code, in one place. A command whose report already says what
+went wrong (a check that found problems, rows refused) raises a :class:`Reported`, and
+only its exit code is given.
+
 This module lives in ``config`` because ``config`` is the one package every other
 package may import; it imports nothing of ours.
 """
@@ -32,6 +37,9 @@ class LiuhenError(Exception):
     """
 
     exit_code: int = EXIT_SOFTWARE
+    # The command has shown it to the user already (in its report, or as JSON): the
+    # command line then adds no message of its own.
+    reported: bool = False
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)
@@ -51,6 +59,33 @@ class ConfigError(LiuhenError):
 
 
 class UnavailableError(LiuhenError):
-    """A service (catalog database, object store) cannot be reached right now."""
+    """A service (catalog database, object store) cannot be reached right now: wait and
+    try again; nothing was lost. The base of ``CatalogUnavailable`` and
+    ``StoreUnavailable``."""
 
     exit_code = EXIT_UNAVAILABLE
+
+
+class Reported(LiuhenError):
+    """A command ran to its end and printed its report, and the outcome is not a success:
+    what is left to do is to exit with ``exit_code``. The message is for programs and
+    logs (the user has read the report)."""
+
+    reported = True
+
+    def __init__(self, message: str, *, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+
+class CheckFailed(Reported):
+    """A verification ran and found problems, listed in its report."""
+
+    exit_code = EXIT_FAILED_CHECK
+
+
+class PartlyRefused(Reported):
+    """A job finished, but refused some of its inputs, listed in its report."""
+
+    exit_code = EXIT_PARTIAL

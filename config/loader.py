@@ -19,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from config import env
 from config.errors import ConfigError
-from config.settings import DIGEST_ALGORITHMS, RANGE, SECTIONS, Settings, zone_of
+from config.settings import DIGEST_ALGORITHMS, RANGE, SECTIONS, X264_PRESETS, Settings, zone_of
 
 STATION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -235,6 +235,18 @@ def _validate(s: Settings, where: str, environ: Mapping[str, str]) -> None:
             raise bad(key, f"has an invalid pattern {pattern!r}: {exc}") from exc
     if s.ingest.observer not in {"auto", "poll", "native"}:
         raise bad("ingest.observer", "must be auto, poll or native")
+    # Media settings are checked here too, not by ffmpeg in the worker once per recording.
+    if s.media.preset not in X264_PRESETS:
+        raise bad(
+            "media.preset",
+            f"must be an x264 preset ({', '.join(X264_PRESETS)}), got {s.media.preset!r}",
+        )
+    if s.media.proxy_max_height % 2:
+        raise bad(
+            "media.proxy_max_height",
+            f"must be even (x264 encodes 4:2:0 video in pairs of lines), "
+            f"got {s.media.proxy_max_height}",
+        )
     # Numeric ranges are checked as each value is read (config.settings.bounded).
 
 

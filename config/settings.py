@@ -13,6 +13,19 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 DIGEST_ALGORITHMS = ("sha256", "sm3", "sha512")
+# x264's presets, fastest first (media.preset; the derivative profiles check the same list).
+X264_PRESETS = (
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
+    "placebo",
+)
 
 # Metadata key of a numeric setting's allowed range (inclusive), read by the loader.
 RANGE = "range"
@@ -154,7 +167,8 @@ class IngestSettings:
 
 @dataclass(frozen=True)
 class MediaSettings:
-    # Browser proxy: at most this tall, x264 quality (higher = smaller), and preset.
+    # Browser proxy: at most this tall (even), x264 quality (higher = smaller), and preset
+    # (one of X264_PRESETS).
     proxy_max_height: int = bounded(720, 16, 4320)
     proxy_crf: int = bounded(28, 0, 51)  # x264's CRF scale
     # Access copy when the original must be re-encoded (HEVC, MJPEG, PCM/AMR audio).

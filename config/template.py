@@ -95,6 +95,8 @@ retry_max_s = 60.0
 
 [media]
 # Derivatives (the original is never changed): browser proxy, access copy, poster.
+# Heights are even; CRF is x264's scale, 0-51 (higher = smaller); the preset is one of
+# ultrafast, superfast, veryfast, faster, fast, medium, slow, slower, veryslow, placebo.
 proxy_max_height = 720
 proxy_crf = 28
 access_crf = 23

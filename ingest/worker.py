@@ -51,11 +51,11 @@ from catalog.media import (
 from catalog.media import record_damage as flag_damaged
 from catalog.models import Derivative, Docking, DockingFile, Recording
 from catalog.retention import (
-    LIVE_STATES,
     delete_unreferenced,
     lock_object_keys,
     lock_recording,
 )
+from catalog.states import LIVE_STATES, PROBE_STATES, PROBED_STATES, RecordingState
 from config import Settings
 from config.errors import EXIT_DATAERR, EXIT_TEMPFAIL, LiuhenError, UnavailableError
 from ingest.identity import NameParser
@@ -417,7 +417,7 @@ class Worker:
             offset = (docking.identity_raw or {}).get("clock_offset_s") if docking else None
             name = rec.original_name
             sha, received = rec.sha256, rec.received_at
-        if state not in ("STORED", "PROBED"):
+        if state not in PROBE_STATES:
             self._complete(item_id)  # further along already (or expired): nothing to do
             return item_id is not None
         with self._original(rec_id) as path:
@@ -497,10 +497,10 @@ class Worker:
             rec = lock_recording(s, rec_id)
             assert rec is not None, rec_id
             kinds: list[str] = []
-            if rec.state == "PROBED":
+            if rec.state == RecordingState.PROBED:
                 kinds = derivatives_for(rec.media_kind, rec.flags or {}, rec.original_name)
                 plan_derivatives(s, rec, kinds)
-            derived, group_id = rec.state == "DERIVED", rec.group_id
+            derived, group_id = rec.state == RecordingState.DERIVED, rec.group_id
             self._complete_in(s, item_id)
         if derived:
             self._after_derived(group_id)
@@ -512,7 +512,7 @@ class Worker:
         with self.catalog.session() as s:
             rec = s.get(Recording, rec_id)
             assert rec is not None, rec_id
-            if rec.state != "PROBED":
+            if rec.state != RecordingState.PROBED:
                 return
             kinds = derivatives_for(rec.media_kind, rec.flags or {}, rec.original_name)
         for kind in kinds:
@@ -538,7 +538,7 @@ class Worker:
             flags = dict(rec.flags or {})
             # A damaged recording gets a recovery attempt only: never a copy pretending
             # to be whole (damage may be found after its other items were queued).
-            skip = rec.state != "PROBED" or made is not None
+            skip = rec.state != RecordingState.PROBED or made is not None
             skip = skip or (bool(flags.get("damaged")) and kind != "recovered")
             source = _Source(
                 rec_id=rec_id,
@@ -575,7 +575,11 @@ class Worker:
             if note is not None:
                 set_flag(rec, *note)
             self._complete_in(s, item_id)
-            derived = item_id is not None and rec.state == "PROBED" and settle_derivation(s, rec)
+            derived = (
+                item_id is not None
+                and rec.state == RecordingState.PROBED
+                and settle_derivation(s, rec)
+            )
             group_id = rec.group_id
         if derived:
             self._after_derived(group_id)
@@ -588,11 +592,11 @@ class Worker:
             rec = lock_recording(s, rec_id)
             assert rec is not None, rec_id
             flag_damaged(s, self.signer, rec, reason, self.actor)
-            if rec.state == "PROBED":
+            if rec.state == RecordingState.PROBED:
                 kinds = derivatives_for(rec.media_kind, rec.flags or {}, rec.original_name)
                 plan_derivatives(s, rec, kinds)
             self._complete_in(s, item_id)
-            derived = rec.state == "PROBED" and settle_derivation(s, rec)
+            derived = rec.state == RecordingState.PROBED and settle_derivation(s, rec)
             group_id = rec.group_id
         log.warning("recording %s is damaged: %s", rec_id, reason)
         if derived:
@@ -616,7 +620,7 @@ class Worker:
                     .order_by(Recording.group_seq)
                 )
             )
-            if len(members) < 2 or any(m.state not in ("PROBED", "DERIVED") for m in members):
+            if len(members) < 2 or any(m.state not in PROBED_STATES for m in members):
                 return
             first = members[0].id
             ids = [m.id for m in members]
@@ -803,7 +807,7 @@ class Worker:
                 # checked, and the holder of the item finds this derivative made.
                 if not queue.complete(s, item_id, self.owner):
                     log.warning("work item %s was taken over by another worker", item_id)
-                derived = rec.state == "PROBED" and settle_derivation(s, rec)
+                derived = rec.state == RecordingState.PROBED and settle_derivation(s, rec)
                 group_id = rec.group_id
         self.metrics.derived_bytes.inc(obj.size)
         log.info("derived %s of recording %s (%s)", d.kind, rec_id, d.method)

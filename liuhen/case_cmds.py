@@ -3,7 +3,6 @@ catalog/devices, cases, case_import, attach and retention."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,7 +16,7 @@ from catalog import case_import as I
 from catalog import cases as C
 from catalog import devices as D
 from catalog import retention as R
-from config.errors import EXIT_FAILED_CHECK, EXIT_PARTIAL
+from config.errors import CheckFailed, PartlyRefused
 from liuhen.actor import actor_option
 from liuhen.output import err, out, print_json
 
@@ -136,7 +135,7 @@ def run_device_import(app: Any, path: Path, actor: str, as_json: bool) -> None:
         )
         _print_errors(report.errors)
     if report.errors:
-        sys.exit(EXIT_PARTIAL)
+        raise PartlyRefused(f"{len(report.errors)} row(s) refused")
 
 
 # --- case ---------------------------------------------------------------------------------
@@ -166,7 +165,7 @@ def run_case_import(app: Any, path: Path, actor: str, as_json: bool) -> None:
         )
         _print_errors(report.errors)
     if report.errors:
-        sys.exit(EXIT_PARTIAL)
+        raise PartlyRefused(f"{len(report.errors)} row(s) refused")
 
 
 def run_case_show(app: Any, number: str, as_json: bool) -> None:
@@ -349,7 +348,7 @@ def run_sweep(app: Any, apply: bool, limit: int | None, actor: str, as_json: boo
         else:
             out.print("dry run: nothing deleted (run with --apply to delete)")
     if report.refused:
-        sys.exit(EXIT_FAILED_CHECK)
+        raise CheckFailed(f"{len(report.refused)} deletion(s) refused by the store")
 
 
 def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> None:

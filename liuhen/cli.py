@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from config import LiuhenError, load_settings, settings_as_dict
-from config.errors import EXIT_FAILED_CHECK, EXIT_SOFTWARE
+from config.errors import EXIT_SOFTWARE, CheckFailed
 from liuhen import __version__
 from liuhen.actor import actor_option
 from liuhen.output import err, mark, out, print_json
@@ -186,7 +186,7 @@ def store_check(ctx: Context, as_json: bool) -> None:
         for c in report.checks:
             out.print(f"  {mark(c.ok)} {c.name}: {c.detail}")
     if not report.ok:
-        sys.exit(EXIT_FAILED_CHECK)
+        raise CheckFailed(f"store {report.url}: some checks failed")
 
 
 @cli.group("custody")
@@ -270,7 +270,7 @@ def custody_verify(
         else:
             out.print(f"[red]✗[/red] {len(report.problems)} problem(s) in {summary}")
     if not report.ok:
-        sys.exit(EXIT_FAILED_CHECK)
+        raise CheckFailed(f"custody log: {len(report.problems)} problem(s)")
 
 
 @custody_group.command("retire-key")
@@ -323,7 +323,9 @@ def custody_anchor(ctx: Context, as_json: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
-    """Entry point: the one place errors become exit codes and one-line messages."""
+    """Entry point: the one place errors become exit codes and one-line messages.
+    Commands raise (a :class:`~config.errors.Reported` when their report has said what
+    failed) and never exit by themselves."""
     verbose = "-v" in (argv or sys.argv[1:]) or "--verbose" in (argv or sys.argv[1:])
     try:
         cli.main(args=argv, prog_name="liuhen", standalone_mode=False)
@@ -336,7 +338,8 @@ def main(argv: list[str] | None = None) -> NoReturn:
         err.print("aborted")
         sys.exit(130)
     except LiuhenError as exc:
-        _report(exc, verbose)
+        if not exc.reported:  # (a command's own report said it already)
+            _report(exc, verbose)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err.print("interrupted")

@@ -3,7 +3,6 @@ catalog.district_status."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -11,7 +10,7 @@ import click
 from rich.table import Table
 
 from catalog.district_status import district_status
-from config.errors import EXIT_FAILED_CHECK
+from config.errors import CheckFailed
 from liuhen.doctor import FAIL, OK, ROLES, SKIP, WARN, run_doctor
 from liuhen.output import out, print_json
 
@@ -40,7 +39,7 @@ def run_doctor_cmd(ctx: Any, role: str, as_json: bool) -> None:
         else:
             out.print(f"[red]{problems} problem(s)[/red], {warnings} warning(s)")
     if not report.ok:
-        sys.exit(EXIT_FAILED_CHECK)
+        raise CheckFailed(f"doctor: {report.count(FAIL)} problem(s)")
 
 
 def _size(n: int) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from config.errors import EXIT_FAILED_CHECK, EXIT_USAGE, LiuhenError
+from config.errors import EXIT_USAGE, CheckFailed, LiuhenError
 from liuhen.output import err, mark, out, print_json
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
@@ -148,7 +148,7 @@ def run_four_properties(
         for line in summary_lines(report):
             out.print(line, markup=False)
     if not report["ok"]:
-        sys.exit(EXIT_FAILED_CHECK)
+        raise CheckFailed(f"four-properties check of {report['location']} failed")
 
 
 def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> None:

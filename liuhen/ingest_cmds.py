@@ -22,6 +22,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from config.errors import Reported
 from ingest import journal as J
 from ingest.journal import Journal
 from ingest.station import DockingResult
@@ -41,7 +42,7 @@ def run_ingest(app: Any, path: Path, as_json: bool, quiet: bool) -> None:
         station.close()
     _print_result(result, as_json)
     if result.exit_code:
-        sys.exit(result.exit_code)
+        raise Reported(f"docking {result.uid}: {result.state}", exit_code=result.exit_code)
 
 
 def _with_bars(station: Any, path: Path) -> DockingResult:

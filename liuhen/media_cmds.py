@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import signal
-import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -14,7 +13,7 @@ from rich.table import Table
 
 from catalog.errors import CatalogError
 from catalog.media import find_recording, recording_report, requeue_failures
-from config.errors import EXIT_FAILED_CHECK, EXIT_NOINPUT, EXIT_USAGE
+from config.errors import EXIT_NOINPUT, EXIT_USAGE, CheckFailed
 from liuhen.actor import actor_option
 from liuhen.district_cmds import apply_metrics_port, metrics_port_option
 from liuhen.output import out, print_json
@@ -46,7 +45,7 @@ def run_worker(app: Any, drain: bool) -> None:
     for line in stats.errors:
         out.print(f"[red]failed[/red] {line}", markup=True)
     if stats.failed:
-        sys.exit(EXIT_FAILED_CHECK)
+        raise CheckFailed(f"worker: {stats.failed} work item(s) failed")
 
 
 def _one_recording(session: Any, ref: str) -> Any:

@@ -7,7 +7,6 @@ option, one entry in ``MODES`` and one function.
 
 from __future__ import annotations
 
-import sys
 import tarfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,7 +26,7 @@ from rich.progress import (
 
 from archive_export.bagverify import BagReport, BagUnusable, verify_bag
 from catalog.signing import load_keyring
-from config.errors import EXIT_FAILED_CHECK, EXIT_USAGE, LiuhenError
+from config.errors import EXIT_USAGE, CheckFailed, LiuhenError, Reported
 from liuhen.output import err, out, print_json
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
@@ -87,14 +86,14 @@ def run_bag(ctx: Any, req: Request) -> None:
                     "hint": exc.hint,
                 }
             )
-            sys.exit(exc.exit_code)
+            raise Reported(exc.message, exit_code=exc.exit_code) from exc
         raise
     if req.as_json:
         print_json(report.as_dict())
     else:
         _print_bag(report)
     if not report.ok:
-        sys.exit(EXIT_FAILED_CHECK)
+        raise CheckFailed(f"{req.target}: the bag does not verify")
 
 
 @contextmanager
@@ -197,7 +196,7 @@ def run_file(ctx: Any, req: Request) -> None:
                     f"{_esc(e['actor'])}"
                 )
     if not report.ok:
-        sys.exit(EXIT_FAILED_CHECK)
+        raise CheckFailed(f"{req.target}: not a recording this catalog holds, or not intact")
 
 
 # -- the store --------------------------------------------------------------------------------
@@ -248,7 +247,7 @@ def run_store(ctx: Any, req: Request) -> None:
                 "custody log's fixity-failed events)"
             )
     if not report.ok:
-        sys.exit(EXIT_FAILED_CHECK)
+        raise CheckFailed(f"store fixity: {report.failed} object(s) failed")
 
 
 # -- the district -----------------------------------------------------------------------------
@@ -286,7 +285,7 @@ def run_district(ctx: Any, req: Request) -> None:
         else:
             out.print(f"[red]✗[/red] {len(report.violations)} violation(s) ({looked})")
     if not report.ok:
-        sys.exit(EXIT_FAILED_CHECK)
+        raise CheckFailed(f"district: {len(report.violations)} violation(s)")
 
 
 # -- mode selection ---------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from config.errors import (
     EXIT_NOINPUT,
     EXIT_UNAVAILABLE,
     LiuhenError,
+    UnavailableError,
 )
 from storage.digest import Digest
 
@@ -46,7 +47,7 @@ class DigestMismatch(StorageError):
         self.actual = actual
 
 
-class StoreUnavailable(StorageError):
+class StoreUnavailable(StorageError, UnavailableError):
     exit_code = EXIT_UNAVAILABLE
 
 

@@ -344,6 +344,7 @@ def test_a_file_the_catalog_refuses_is_quarantined_and_its_batch_goes_on(
     assert result.state == "INCOMPLETE" and result.stored == len(rec.files) - 1
     ((path, state, reason),) = result.problems
     assert (path, state) == (victim.relpath, "QUARANTINED") and "different SM3" in reason
+    assert "DigestConflict" in reason  # a catalog error of the tree, named as such
     with app.catalog.session() as s:
         rows = s.scalars(select(DockingFile)).all()
         assert Counter(r.state for r in rows) == {"STORED": len(rec.files) - 1, "QUARANTINED": 1}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import stat
@@ -117,6 +118,38 @@ def test_store_check_fails_on_an_unusable_store(
     result = run_cli(capsys, "store", "check")
     assert result.code == 1
     assert "✗ reachable" in result.out and str(blocker) in result.out
+    assert result.err == ""  # the report said what failed: no error line repeats it
+
+
+def _exits(tree: ast.AST) -> list[int]:
+    """Lines that end the process: sys.exit(), exit(), os._exit(), raise SystemExit."""
+    lines = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            f = node.func
+            name = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", "")
+            if name in {"exit", "_exit"}:
+                lines.append(node.lineno)
+        elif isinstance(node, ast.Raise) and node.exc is not None:
+            exc = node.exc.func if isinstance(node.exc, ast.Call) else node.exc
+            if isinstance(exc, ast.Name) and exc.id == "SystemExit":
+                lines.append(node.lineno)
+    return lines
+
+
+def test_only_main_turns_errors_into_exit_codes() -> None:
+    """Commands raise (a Reported when their own report said what failed) and
+    liuhen.cli.main alone exits: one place maps every error to its message and code."""
+    found = []
+    for path in sorted((Path(__file__).parents[1] / "liuhen").glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        allowed: set[int] = set()
+        if path.name == "cli.py":
+            (main,) = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "main"]
+            allowed = set(_exits(main))
+            assert allowed, "main no longer exits: is the test still looking at the right place?"
+        found += [f"{path.name}:{line}" for line in _exits(tree) if line not in allowed]
+    assert found == []
 
 
 def test_installed_console_script_runs(home: Path) -> None:

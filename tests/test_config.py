@@ -67,6 +67,10 @@ def test_config_file_from_environment(tmp_path: Path, monkeypatch: pytest.Monkey
         ('[digests]\nalgorithms = ["sm3"]\n', ["'digests.algorithms'", "sha256"]),
         ('[store]\nurl = "ftp://x/y"\n', ["'store.url'"]),
         ('[catalog]\nurl = "mysql://u:secret@h/d"\n', ["'catalog.url'", "***"]),
+        ('[media]\npreset = "bogus"\n', ["'media.preset'", "'bogus'", "ultrafast", "placebo"]),
+        ("[media]\nproxy_max_height = 721\n", ["'media.proxy_max_height'", "even", "721"]),
+        ("[media]\nproxy_crf = 52\n", ["'media.proxy_crf'", "between 0 and 51"]),
+        ("[media]\naccess_crf = -1\n", ["'media.access_crf'", "between 0 and 51"]),
     ],
 )
 def test_bad_file_names_file_key_and_reason(tmp_path: Path, text: str, words: list[str]) -> None:
@@ -191,3 +195,20 @@ def test_values_at_the_ends_of_a_range_are_taken(tmp_path: Path) -> None:
     )
     s = load_settings(data_dir=tmp_path)
     assert (s.station.metrics_port, s.store.multipart_chunk_mb, s.ingest.stable_s) == (65535, 5, 0)
+
+
+def test_a_bad_media_setting_stops_the_worker_at_start_not_once_per_recording(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(tmp_path / "liuhen.toml", '[media]\npreset = "bogus"\n')
+    result = run_cli(capsys, "--data-dir", str(tmp_path), "worker", "--drain")
+    assert result.code == 78, result.out + result.err
+    assert "'media.preset'" in result.err and "veryfast" in result.err
+    assert "Traceback" not in result.err
+    # From the environment, the variable is blamed; every x264 preset is taken.
+    monkeypatch.setenv("LIUHEN_MEDIA_PRESET", "fastest")
+    with pytest.raises(ConfigError, match=r"LIUHEN_MEDIA_PRESET.*'fastest'"):
+        load_settings(data_dir=tmp_path)
+    for preset in ("ultrafast", "medium", "placebo"):
+        monkeypatch.setenv("LIUHEN_MEDIA_PRESET", preset)
+        assert load_settings(data_dir=tmp_path).media.preset == preset

@@ -515,6 +515,107 @@ def test_sweep_killed_after_the_store_delete_is_completed_not_forgotten(app: Any
         assert verify_chain(s).ok
 
 
+class RefusesDelete:
+    """The real store, whose delete of one key is refused the way Object Lock refuses it
+    (a legal hold put on in the store between the sweep's decision and its delete)."""
+
+    def __init__(self, store: Any, key: str) -> None:
+        self.store, self.key = store, key
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def delete(self, key: str) -> None:
+        if key == self.key:
+            raise RetentionRefused(f"{key}: the store keeps it (legal hold True)")
+        self.store.delete(key)
+
+
+def _with_access_copy(app: Any, rec_id: int) -> str:
+    """Record an access-copy derivative of the recording; its object key."""
+    import hashlib
+
+    with app.catalog.transaction() as s:
+        rec = s.get_one(Recording, rec_id)
+        access = b"derived access copy of " + rec.sha256.encode()
+        key = put_object(app, access)
+        s.add(
+            Derivative(
+                recording_id=rec.id,
+                kind="access",
+                sha256=hashlib.sha256(access).hexdigest(),
+                sm3="0" * 64,
+                size=len(access),
+                object_key=key,
+            )
+        )
+    return key
+
+
+def _actions(app: Any, sha256: str) -> list[str]:
+    with app.catalog.session() as s:
+        return list(
+            s.scalars(
+                select(CustodyEvent.action)
+                .where(CustodyEvent.object_id == sha256)
+                .order_by(CustodyEvent.id)
+            )
+        )
+
+
+def test_a_store_refusing_the_original_undoes_the_decided_expiry(app: Any) -> None:
+    """The store refuses the original's delete after the sweep decided the expiry:
+    nothing is deleted, the sweep reports the refusal, and the recording is live again in
+    the state it had, with an expiry-undone event saying why; a later sweep deletes it."""
+    now = datetime.now(UTC)
+    rec_id = make_recording(app, start=now - timedelta(days=DAYS + 10))
+    access_key = _with_access_copy(app, rec_id)
+    with app.catalog.session() as s:
+        rec = s.get_one(Recording, rec_id)
+        key, sha, state = rec.object_key, rec.sha256, rec.state
+    policy = app.settings.retention
+    refusing = RefusesDelete(app.store, key)
+    report = sweep(app.catalog, app.signer, refusing, policy, actor="s", apply=True, now=now)
+    assert [r["recording"] for r in report.refused] == [rec_id] and not report.deleted
+    assert "legal hold" in report.refused[0]["error"]
+    assert app.store.exists(key) and app.store.exists(access_key)
+    with app.catalog.session() as s:
+        rec = s.get_one(Recording, rec_id)
+        assert (rec.state, "expiry" in rec.flags) == (state, False)
+        assert s.scalars(select(Tombstone)).first() is None
+        assert verify_chain(s).ok
+    assert _actions(app, sha)[-2:] == ["expiry-decided", "expiry-undone"]
+    report = sweep(app.catalog, app.signer, app.store, policy, actor="s", apply=True, now=now)
+    assert [d["recording"] for d in report.deleted] == [rec_id] and not report.refused
+    assert not app.store.exists(key) and not app.store.exists(access_key)
+
+
+def test_a_store_refusing_a_derivative_leaves_the_expiry_to_finish(app: Any) -> None:
+    """Refused after the original went (a derivative's delete): the expiry is not undone,
+    since the recording's bytes are gone; it stays EXPIRING, reported, and the next sweep
+    finishes it with the tombstone."""
+    now = datetime.now(UTC)
+    rec_id = make_recording(app, start=now - timedelta(days=DAYS + 10))
+    access_key = _with_access_copy(app, rec_id)
+    with app.catalog.session() as s:
+        key = s.get_one(Recording, rec_id).object_key
+    policy = app.settings.retention
+    refusing = RefusesDelete(app.store, access_key)
+    report = sweep(app.catalog, app.signer, refusing, policy, actor="s", apply=True, now=now)
+    assert [r["recording"] for r in report.refused] == [rec_id] and not report.deleted
+    assert not app.store.exists(key) and app.store.exists(access_key)
+    with app.catalog.session() as s:
+        assert s.get_one(Recording, rec_id).state == "EXPIRING"
+    report = sweep(app.catalog, app.signer, app.store, policy, actor="s", apply=True, now=now)
+    assert [d["recording"] for d in report.deleted] == [rec_id] and not report.refused
+    assert not app.store.exists(access_key)
+    with app.catalog.session() as s:
+        assert s.get_one(Recording, rec_id).state == "EXPIRED"
+        stone = s.scalars(select(Tombstone).where(Tombstone.recording_id == rec_id)).one()
+        assert stone.objects["original"]["store"] == "already gone"
+        assert verify_chain(s).ok
+
+
 def test_a_derivative_finished_after_the_sweep_is_not_kept(tmp_path: Path) -> None:
     """A transcode that finishes after the sweep deleted its recording (the sweep committed
     while ffmpeg ran) must not leave a derivative of an expired recording in the store

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import IO, Any, Final, Literal, NoReturn
 
 from config.errors import EXIT_DATAERR, EXIT_TEMPFAIL, EXIT_UNAVAILABLE, LiuhenError
+from config.settings import X264_PRESETS
 from ingest.media import mp4check, photo
 from storage import fsync_dir, fsync_file
 
@@ -104,20 +105,7 @@ _BROWSER_VIDEO: Final = frozenset({"h264"})
 _BROWSER_PIX_FMTS: Final = frozenset({"yuv420p", "yuvj420p"})
 _BROWSER_AUDIO_IN_VIDEO: Final = frozenset({"aac"})
 _BROWSER_AUDIO_ONLY: Final = frozenset({"aac", "mp3"})
-_X264_PRESETS: Final = frozenset(
-    {
-        "ultrafast",
-        "superfast",
-        "veryfast",
-        "faster",
-        "fast",
-        "medium",
-        "slow",
-        "slower",
-        "veryslow",
-        "placebo",
-    }
-)
+_X264_PRESETS: Final = frozenset(X264_PRESETS)  # the list the settings loader checks
 _BITRATE_RE: Final = re.compile(r"^[1-9][0-9]*[kM]?$")
 # Even output dimensions: libx264 with yuv420p refuses odd widths and heights.
 _EVEN: Final = "scale=trunc(iw/2)*2:trunc(ih/2)*2"
