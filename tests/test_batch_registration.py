@@ -44,7 +44,7 @@ from catalog.dockings import (
     register_file,
     register_files,
 )
-from catalog.errors import RecordingBeingExpired
+from catalog.errors import DigestConflict, RecordingBeingExpired
 from catalog.models import CustodyEvent, Docking, DockingFile, Recording, WorkItem
 from catalog.retention import sweep
 from ingest import journal as J
@@ -220,7 +220,7 @@ def test_a_file_that_cannot_be_registered_now_leaves_the_rest_of_its_batch(app: 
         results = register_files(s, app.signer, [(ref, f) for f in batch], ACTOR)
     assert isinstance(results[0].error, RecordingBeingExpired)
     assert "expiry" in results[0].error.message
-    assert isinstance(results[2].error, ValueError) and "SM3" in str(results[2].error)
+    assert isinstance(results[2].error, DigestConflict) and "SM3" in str(results[2].error)
     assert results[1] == results[3] == Registered()
     with app.catalog.session() as s:
         rows = {
