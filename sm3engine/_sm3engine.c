@@ -30,18 +30,38 @@ static const uint32_t SM3_IV[8] = {
     0xa96f30bcU, 0x163138aaU, 0xe38dee4dU, 0xb0fb0e4eU,
 };
 
-/* T_j rotated left by j mod 32, the round constant as the compression uses it. */
-static uint32_t TJ[64];
+/* T_j rotated left by j mod 32, the round constant as the compression uses it (a
+ * literal table, so that the unrolled rounds take each as an immediate operand). */
+static const uint32_t TJ[64] = {
+    0x79cc4519U, 0xf3988a32U, 0xe7311465U, 0xce6228cbU,
+    0x9cc45197U, 0x3988a32fU, 0x7311465eU, 0xe6228cbcU,
+    0xcc451979U, 0x988a32f3U, 0x311465e7U, 0x6228cbceU,
+    0xc451979cU, 0x88a32f39U, 0x11465e73U, 0x228cbce6U,
+    0x9d8a7a87U, 0x3b14f50fU, 0x7629ea1eU, 0xec53d43cU,
+    0xd8a7a879U, 0xb14f50f3U, 0x629ea1e7U, 0xc53d43ceU,
+    0x8a7a879dU, 0x14f50f3bU, 0x29ea1e76U, 0x53d43cecU,
+    0xa7a879d8U, 0x4f50f3b1U, 0x9ea1e762U, 0x3d43cec5U,
+    0x7a879d8aU, 0xf50f3b14U, 0xea1e7629U, 0xd43cec53U,
+    0xa879d8a7U, 0x50f3b14fU, 0xa1e7629eU, 0x43cec53dU,
+    0x879d8a7aU, 0x0f3b14f5U, 0x1e7629eaU, 0x3cec53d4U,
+    0x79d8a7a8U, 0xf3b14f50U, 0xe7629ea1U, 0xcec53d43U,
+    0x9d8a7a87U, 0x3b14f50fU, 0x7629ea1eU, 0xec53d43cU,
+    0xd8a7a879U, 0xb14f50f3U, 0x629ea1e7U, 0xc53d43ceU,
+    0x8a7a879dU, 0x14f50f3bU, 0x29ea1e76U, 0x53d43cecU,
+    0xa7a879d8U, 0x4f50f3b1U, 0x9ea1e762U, 0x3d43cec5U
 
-static inline uint32_t rol32(uint32_t x, unsigned n) {
-    n &= 31;
-    return n ? (x << n) | (x >> (32 - n)) : x;
-}
+};
+
+/*
+ * The same constants repeated across 16 lanes for the SIMD paths, filled at import: the
+ * rounds add them straight from memory, where an immediate would first have to be
+ * moved into a vector register and broadcast (two more instructions per round).
+ */
+static uint32_t TJ_WIDE[64][MAX_LANES] __attribute__((aligned(64)));
 
 static void init_constants(void) {
-    for (int j = 0; j < 64; j++) {
-        TJ[j] = rol32(j < 16 ? 0x79cc4519U : 0x7a879d8aU, (unsigned)j);
-    }
+    for (int j = 0; j < 64; j++)
+        for (int l = 0; l < MAX_LANES; l++) TJ_WIDE[j][l] = TJ[j];
 }
 
 static inline uint32_t load_be32(const uint8_t *p) {
@@ -63,11 +83,12 @@ static inline void store_be32(uint8_t *p, uint32_t v) {
  */
 #define SM3_ROUND(A, B, C, D, E, F, G, H, j, FF, GG)                          \
     do {                                                                        \
+        if ((j) >= 12) SM3_EXPAND1((j) + 4);                                    \
         OP_T a12 = OP_ROL(A, 12);                                               \
-        OP_T ss1 = OP_ROL(OP_ADD(OP_ADD(a12, E), OP_CONST(TJ[j])), 7);          \
+        OP_T ss1 = OP_ROL(OP_ADD(OP_ADD(a12, E), OP_TJ(j)), 7);          \
         OP_T ss2 = OP_XOR(ss1, a12);                                            \
-        OP_T tt1 = OP_ADD(OP_ADD(FF(A, B, C), D), OP_ADD(ss2, OP_XOR(W[j], W[(j) + 4]))); \
-        OP_T tt2 = OP_ADD(OP_ADD(GG(E, F, G), H), OP_ADD(ss1, W[j]));           \
+        OP_T tt1 = OP_ADD(OP_ADD(FF(A, B, C), D), OP_ADD(ss2, OP_XOR(WR(j), WR((j) + 4)))); \
+        OP_T tt2 = OP_ADD(OP_ADD(GG(E, F, G), H), OP_ADD(ss1, WR(j)));           \
         B = OP_ROL(B, 9);                                                       \
         F = OP_ROL(F, 19);                                                      \
         D = tt1;                                                                \
@@ -95,12 +116,13 @@ static inline void store_be32(uint8_t *p, uint32_t v) {
     SM3_8ROUNDS(48, OP_FF1, OP_GG1);   \
     SM3_8ROUNDS(56, OP_FF1, OP_GG1)
 
-#define SM3_EXPAND()                                                                   \
-    for (int j = 16; j < 68; j++) {                                                    \
-        W[j] = OP_XOR(OP_XOR(OP_P1(OP_XOR(OP_XOR(W[j - 16], W[j - 9]), OP_ROL(W[j - 3], 15))), \
-                             OP_ROL(W[j - 13], 7)),                                    \
-                      W[j - 6]);                                                       \
-    }
+/* Message word k (16 <= k < 68), computed just before the round that first needs it. */
+/* Only the last sixteen words are live, so W is a ring of sixteen: word k in W[k % 16]. */
+#define WR(k) W[(k) & 15]
+#define SM3_EXPAND1(k)                                                                    \
+    WR(k) = OP_XOR(OP_XOR(OP_P1(OP_XOR(OP_XOR(WR((k)-16), WR((k)-9)), OP_ROL(WR((k)-3), 15))), \
+                          OP_ROL(WR((k)-13), 7)),                                         \
+                   WR((k)-6))
 
 /* ---- scalar ------------------------------------------------------------------------ */
 
@@ -108,7 +130,7 @@ static inline void store_be32(uint8_t *p, uint32_t v) {
 #define OP_ADD(x, y) ((x) + (y))
 #define OP_XOR(x, y) ((x) ^ (y))
 #define OP_ROL(x, n) (((x) << (n)) | ((x) >> (32 - (n))))
-#define OP_CONST(k) (k)
+#define OP_TJ(j) TJ[j]
 #define OP_FF0(x, y, z) ((x) ^ (y) ^ (z))
 #define OP_GG0(x, y, z) ((x) ^ (y) ^ (z))
 #define OP_FF1(x, y, z) (((x) & (y)) | ((z) & ((x) | (y))))
@@ -118,10 +140,9 @@ static inline void store_be32(uint8_t *p, uint32_t v) {
 
 #define SCALAR_BODY                                                        \
     {                                                                      \
-        uint32_t W[68];                                                    \
+        uint32_t W[16];                                                    \
         while (nblocks--) {                                                \
             for (int i = 0; i < 16; i++) W[i] = load_be32(p + 4 * i);      \
-            SM3_EXPAND();                                                  \
             uint32_t a = st[0], b = st[1], c = st[2], d = st[3];           \
             uint32_t e = st[4], f = st[5], g = st[6], h = st[7];           \
             SM3_64ROUNDS();                                                \
@@ -143,7 +164,7 @@ static void sm3_blocks_bmi2(uint32_t st[8], const uint8_t *p, size_t nblocks) SC
 #undef OP_ADD
 #undef OP_XOR
 #undef OP_ROL
-#undef OP_CONST
+#undef OP_TJ
 #undef OP_FF0
 #undef OP_GG0
 #undef OP_FF1
@@ -168,7 +189,7 @@ typedef void (*lane_fn)(uint32_t *st, const uint8_t *const *ptr, const size_t *s
 #define OP_ADD(x, y) _mm256_add_epi32(x, y)
 #define OP_XOR(x, y) _mm256_xor_si256(x, y)
 #define OP_ROL(x, n) _mm256_or_si256(_mm256_slli_epi32(x, n), _mm256_srli_epi32(x, 32 - (n)))
-#define OP_CONST(k) _mm256_set1_epi32((int)(k))
+#define OP_TJ(j) _mm256_loadu_si256((const __m256i *)TJ_WIDE[j])
 #define OP_FF0(x, y, z) OP_XOR(OP_XOR(x, y), z)
 #define OP_GG0(x, y, z) OP_XOR(OP_XOR(x, y), z)
 #define OP_FF1(x, y, z) \
@@ -206,7 +227,7 @@ __attribute__((target("avx2"))) static void sm3_lanes_avx2(uint32_t *st,
     for (int l = 0; l < 8; l++) p[l] = ptr[l];
     __m256i s[8];
     for (int w = 0; w < 8; w++) s[w] = _mm256_loadu_si256((const __m256i *)(st + 8 * w));
-    __m256i W[68];
+    __m256i W[16];
     for (size_t n = 0; n < nblocks; n++) {
         for (int half = 0; half < 2; half++) {
             __m256i r[8];
@@ -217,7 +238,6 @@ __attribute__((target("avx2"))) static void sm3_lanes_avx2(uint32_t *st,
             for (int w = 0; w < 8; w++) W[8 * half + w] = r[w];
         }
         for (int l = 0; l < 8; l++) p[l] += step[l];
-        SM3_EXPAND();
         __m256i a = s[0], b = s[1], c = s[2], d = s[3], e = s[4], f = s[5], g = s[6], h = s[7];
         SM3_64ROUNDS();
         s[0] = OP_XOR(s[0], a); s[1] = OP_XOR(s[1], b); s[2] = OP_XOR(s[2], c);
@@ -231,7 +251,7 @@ __attribute__((target("avx2"))) static void sm3_lanes_avx2(uint32_t *st,
 #undef OP_ADD
 #undef OP_XOR
 #undef OP_ROL
-#undef OP_CONST
+#undef OP_TJ
 #undef OP_FF0
 #undef OP_GG0
 #undef OP_FF1
@@ -245,7 +265,7 @@ __attribute__((target("avx2"))) static void sm3_lanes_avx2(uint32_t *st,
 #define OP_ADD(x, y) _mm512_add_epi32(x, y)
 #define OP_XOR(x, y) _mm512_xor_si512(x, y)
 #define OP_ROL(x, n) _mm512_rol_epi32(x, n)
-#define OP_CONST(k) _mm512_set1_epi32((int)(k))
+#define OP_TJ(j) _mm512_loadu_si512((const void *)TJ_WIDE[j])
 #define OP_XOR3(x, y, z) _mm512_ternarylogic_epi32(x, y, z, 0x96)
 #define OP_FF0(x, y, z) OP_XOR3(x, y, z)
 #define OP_GG0(x, y, z) OP_XOR3(x, y, z)
@@ -289,13 +309,12 @@ __attribute__((target("avx512f,avx512bw"))) static void sm3_lanes_avx512(
     for (int l = 0; l < 16; l++) p[l] = ptr[l];
     __m512i s[8];
     for (int w = 0; w < 8; w++) s[w] = _mm512_loadu_si512((const void *)(st + 16 * w));
-    __m512i W[68];
+    __m512i W[16];
     for (size_t n = 0; n < nblocks; n++) {
         for (int l = 0; l < 16; l++)
             W[l] = _mm512_shuffle_epi8(_mm512_loadu_si512((const void *)p[l]), bswap);
         transpose16(W);
         for (int l = 0; l < 16; l++) p[l] += step[l];
-        SM3_EXPAND();
         __m512i a = s[0], b = s[1], c = s[2], d = s[3], e = s[4], f = s[5], g = s[6], h = s[7];
         SM3_64ROUNDS();
         s[0] = OP_XOR(s[0], a); s[1] = OP_XOR(s[1], b); s[2] = OP_XOR(s[2], c);
