@@ -16,6 +16,7 @@ forces a path; :func:`set_path` changes it in a running process (tests, benchmar
 from __future__ import annotations
 
 import hashlib
+import itertools
 import warnings
 from collections.abc import Sequence
 from typing import Protocol
@@ -26,7 +27,7 @@ Buffer = bytes | bytearray | memoryview
 try:
     from sm3engine import _sm3engine as _c
 except ImportError as exc:  # not built (no compiler at install time) or a bad forced path
-    _c = None
+    _c = None  # type: ignore[assignment]  # checked through AVAILABLE below
     _why = str(exc)
     warnings.warn(
         f"the SM3 engine is not available ({exc}); hashing SM3 with hashlib, "
@@ -37,11 +38,16 @@ except ImportError as exc:  # not built (no compiler at install time) or a bad f
 else:
     _why = ""
 
+# True when the C engine runs; False when SM3 falls back to hashlib.
+AVAILABLE = _c is not None
+
 __all__ = [
+    "AVAILABLE",
     "SM3Hasher",
     "engine_info",
     "hash_batch",
     "hash_many",
+    "lanes",
     "new",
     "set_path",
     "supported_paths",
@@ -95,11 +101,12 @@ def hash_batch(data: Buffer, offsets: Sequence[int]) -> list[bytes]:
     if _c is not None:
         return _c.hash_batch(data, offsets)
     view = memoryview(data).cast("B")
-    if not offsets or any(b < a for a, b in zip(offsets, offsets[1:], strict=False)):
+    if not offsets or any(b < a for a, b in itertools.pairwise(offsets)):
         raise ValueError("offsets must be ascending and within the buffer")
     if offsets[0] < 0 or offsets[-1] > len(view):
         raise ValueError("offsets must be ascending and within the buffer")
-    return [hashlib.new("sm3", view[a:b]).digest() for a, b in zip(offsets, offsets[1:], strict=False)]
+    pairs = itertools.pairwise(offsets)
+    return [hashlib.new("sm3", view[a:b]).digest() for a, b in pairs]
 
 
 def supported_paths() -> list[str]:
