@@ -26,8 +26,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import platform
-import random
 import statistics
 import sys
 import time
@@ -113,8 +113,7 @@ def _messages(data: memoryview, size: int) -> tuple[Callable[[], object], Callab
 
 
 def workloads(scale: int) -> list[Workload]:
-    rnd = random.Random(32905)
-    pool = memoryview(rnd.randbytes(256 * MiB // scale))
+    pool = memoryview(os.urandom(256 * MiB // scale))
     streams = [pool[i * (16 * MiB // scale) : (i + 1) * (16 * MiB // scale)] for i in range(16)]
     msgs = pool[: 64 * MiB // scale]
     e4k, h4k = _messages(msgs, 4096)
