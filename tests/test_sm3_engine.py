@@ -260,3 +260,17 @@ def test_parallel_hash_many_files_side_by_side(tmp_path: Path, pool: memoryview)
         data = pool[i : i + n]
         assert o.error is None
         assert o.digests == {"sha256": hashlib.sha256(data).hexdigest(), "sm3": ref(data).hex()}
+
+
+def test_bench_hash_small_runs_every_path(capsys: pytest.CaptureFixture[str]) -> None:
+    """bench/hash --small compares every path's digests with hashlib's (it stops on a
+    mismatch) and names the CPU's flags; its figures are not asserted."""
+    from bench.hash import main
+
+    before = sm3engine.engine_info()["path"]
+    assert main(["--small", "--repeat", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("CPU: ") and "flags: " in out
+    for p in sm3engine.supported_paths():
+        assert f"{p} MB/s" in out
+    assert sm3engine.engine_info()["path"] == before  # the default path is put back
