@@ -274,3 +274,28 @@ def test_bench_hash_small_runs_every_path(capsys: pytest.CaptureFixture[str]) ->
     for p in sm3engine.supported_paths():
         assert f"{p} MB/s" in out
     assert sm3engine.engine_info()["path"] == before  # the default path is put back
+
+
+def test_shared_engine_many_threads_one_stream_each(pool: memoryview) -> None:
+    """A station's copying threads share one multi-stream engine: each gets its own
+    stream's digest, whatever the interleaving and chunk sizes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from storage.digest import SharedSM3
+
+    rnd = random.Random(7)
+    messages = [pool[rnd.randrange(1, 99) : rnd.randrange(100, 3 << 20)] for _ in range(24)]
+
+    def copy(shared: SharedSM3, data: memoryview, seed: int) -> str:
+        r, stream, done = random.Random(seed), shared.open_stream(), 0
+        while done < len(data):
+            n = r.choice([1, 100, 65536, 300_000, 1 << 20])
+            stream.update(data[done : done + n])
+            done += n
+        return stream.hexdigest()
+
+    with SharedSM3() as shared, ThreadPoolExecutor(max_workers=12) as threads:
+        got = list(threads.map(copy, [shared] * len(messages), messages, range(len(messages))))
+    assert got == [ref(m).hex() for m in messages]
+    with pytest.raises(RuntimeError):
+        shared.open_stream().update(pool[: 1 << 20])  # closed: refused, not lost
