@@ -73,9 +73,7 @@ def new(data: Buffer = b"") -> SM3Hasher:
     """A fresh SM3 context, fed ``data`` first."""
     if _c is not None:
         return _c.SM3(data)
-    h = hashlib.new("sm3")
-    h.update(data)
-    return h
+    return _slow(data)
 
 
 def update_many(hashers: Sequence[SM3Hasher], chunks: Sequence[Buffer]) -> None:
@@ -96,7 +94,7 @@ def hash_many(buffers: Sequence[Buffer]) -> list[bytes]:
     """The SM3 digest of each buffer."""
     if _c is not None:
         return _c.hash_many(buffers)
-    return [hashlib.new("sm3", bytes(b)).digest() for b in buffers]
+    return [_slow(b).digest() for b in buffers]
 
 
 def hash_batch(data: Buffer, offsets: Sequence[int]) -> list[bytes]:
@@ -109,7 +107,7 @@ def hash_batch(data: Buffer, offsets: Sequence[int]) -> list[bytes]:
     if offsets[0] < 0 or offsets[-1] > len(view):
         raise ValueError("offsets must be ascending and within the buffer")
     pairs = itertools.pairwise(offsets)
-    return [hashlib.new("sm3", view[a:b]).digest() for a, b in pairs]
+    return [_slow(view[a:b]).digest() for a, b in pairs]
 
 
 def supported_paths() -> list[str]:
@@ -140,3 +138,34 @@ def engine_info() -> dict[str, str]:
         "scalar": f"scalar ({_c.scalar_instructions()})",
     }[path]
     return {"engine": "sm3engine", "path": path, "instructions": instructions, "why": ""}
+
+
+def _slow(data: Buffer) -> SM3Hasher:
+    """Without the engine: OpenSSL's SM3 through hashlib, else the `cryptography` one."""
+    try:
+        h: SM3Hasher = hashlib.new("sm3")
+    except ValueError:  # OpenSSL built without SM3
+        h = _CryptographySM3()
+    h.update(data)
+    return h
+
+
+class _CryptographySM3:
+    name, digest_size, block_size = "sm3", 32, 64
+
+    def __init__(self, ctx: object = None) -> None:
+        from cryptography.hazmat.primitives import hashes
+
+        self._h = ctx if isinstance(ctx, hashes.Hash) else hashes.Hash(hashes.SM3())
+
+    def update(self, data: Buffer, /) -> None:
+        self._h.update(bytes(data))
+
+    def digest(self) -> bytes:
+        return self._h.copy().finalize()
+
+    def hexdigest(self) -> str:
+        return self.digest().hex()
+
+    def copy(self) -> _CryptographySM3:
+        return _CryptographySM3(self._h.copy())

@@ -299,3 +299,18 @@ def test_shared_engine_many_threads_one_stream_each(pool: memoryview) -> None:
     assert got == [ref(m).hex() for m in messages]
     with pytest.raises(RuntimeError):
         shared.open_stream().update(pool[: 1 << 20])  # closed: refused, not lost
+
+
+def test_without_the_extension_nor_openssl_sm3_cryptography_hashes() -> None:
+    code = (
+        "import sys, hashlib; sys.modules['sm3engine._sm3engine'] = None\n"
+        "real = hashlib.new\n"
+        "def new(name, *a):\n"
+        "    if name == 'sm3': raise ValueError('unsupported hash type sm3')\n"
+        "    return real(name, *a)\n"
+        "hashlib.new = new\n"
+        "import sm3engine\n"
+        "h = sm3engine.new(b'ab'); c = h.copy(); h.update(b'c'); c.update(b'c')\n"
+        "print(h.hexdigest(), c.hexdigest(), sm3engine.hash_many([b'abc'])[0].hex())\n"
+    )
+    assert _python(code).stdout.split() == [ABC, ABC, ABC]
