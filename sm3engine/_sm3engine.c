@@ -123,9 +123,8 @@ static inline void store_be32(uint8_t *p, uint32_t v) {
 /* Only the last sixteen words are live, so W is a ring of sixteen: word k in W[k % 16]. */
 #define WR(k) W[(k) & 15]
 #define SM3_EXPAND1(k)                                                                    \
-    WR(k) = OP_XOR(OP_XOR(OP_P1(OP_XOR(OP_XOR(WR((k)-16), WR((k)-9)), OP_ROL(WR((k)-3), 15))), \
-                          OP_ROL(WR((k)-13), 7)),                                         \
-                   WR((k)-6))
+    WR(k) = OP_XOR3(OP_P1(OP_XOR3(WR((k)-16), WR((k)-9), OP_ROL(WR((k)-3), 15))),         \
+                    OP_ROL(WR((k)-13), 7), WR((k)-6))
 
 /* ---- scalar ------------------------------------------------------------------------ */
 
@@ -140,6 +139,7 @@ static inline void store_be32(uint8_t *p, uint32_t v) {
 #define OP_GG1(x, y, z) ((((y) ^ (z)) & (x)) ^ (z))
 #define OP_P0(x) ((x) ^ OP_ROL(x, 9) ^ OP_ROL(x, 17))
 #define OP_P1(x) ((x) ^ OP_ROL(x, 15) ^ OP_ROL(x, 23))
+#define OP_XOR3(x, y, z) ((x) ^ (y) ^ (z))
 
 #define SCALAR_BODY                                                        \
     {                                                                      \
@@ -174,6 +174,7 @@ static void sm3_blocks_bmi2(uint32_t st[8], const uint8_t *p, size_t nblocks) SC
 #undef OP_GG1
 #undef OP_P0
 #undef OP_P1
+#undef OP_XOR3
 
 typedef void (*scalar_fn)(uint32_t st[8], const uint8_t *p, size_t nblocks);
 
@@ -200,6 +201,7 @@ typedef void (*lane_fn)(uint32_t *st, const uint8_t *const *ptr, const size_t *s
 #define OP_GG1(x, y, z) OP_XOR(_mm256_and_si256(OP_XOR(y, z), x), z)
 #define OP_P0(x) OP_XOR(OP_XOR(x, OP_ROL(x, 9)), OP_ROL(x, 17))
 #define OP_P1(x) OP_XOR(OP_XOR(x, OP_ROL(x, 15)), OP_ROL(x, 23))
+#define OP_XOR3(x, y, z) OP_XOR(OP_XOR(x, y), z)
 
 /* Eight rows (one per lane, eight words each) into eight columns (one per word). */
 __attribute__((target("avx2"))) static inline void transpose8(__m256i r[8]) {
@@ -263,6 +265,7 @@ __attribute__((target("avx2"))) static void sm3_lanes_avx2(uint32_t *st,
 #undef OP_GG1
 #undef OP_P0
 #undef OP_P1
+#undef OP_XOR3
 
 /* ---- AVX-512, 16 lanes: vprold rotates, vpternlogd three-input booleans ------------- */
 
