@@ -14,6 +14,11 @@ Why it is built this way (see docs/performance.md, bench/verify):
   so memory does not grow with file size.
 * A small file is one job: its bytes read once, every algorithm over the same buffer.
   Per-file overhead, not hashing, dominates there; splitting it would only add hand-offs.
+* SM3 goes through 留痕's engine (sm3engine), which hashes one stream per SIMD lane
+  (16 with AVX-512, 8 with AVX2) but cannot spread one stream over lanes. So SM3 is
+  hashed many files at a time: a group of small files hashes its buffers in one
+  multi-stream call, and big files' SM3 jobs are grouped, a lane's worth of files per
+  job, each file read in chunks that are fed to the lanes side by side.
 * Jobs are started longest first (by an estimate of their CPU cost per algorithm), the
   classic LPT rule, so that one big SM3 job started last does not leave a core idle
   at the end.
@@ -33,6 +38,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import sm3engine
 from storage.digest import Hasher, new_hasher
 
 # Files at least this big get one job per algorithm, each reading the file itself.
@@ -200,6 +206,7 @@ def start_hashing(
             progress(size * max(1, len(digests)))  # in work units, see work_units()
 
     small: list[Item] = []
+    big_sm3: list[Item] = []  # big files whose SM3 is hashed a lane's worth at a time
     limit = split_max if split_max is not None else default_split_max()
     for it in items:
         size = it.source.size
@@ -209,6 +216,11 @@ def start_hashing(
             jobs.append(
                 (_cost(size, it.algorithms) / 2, _job([it], it.algorithms, record, lockstep=True))
             )
+        elif size >= SPLIT_MIN and "sm3" in it.algorithms:
+            big_sm3.append(it)
+            for alg in it.algorithms:
+                if alg != "sm3":
+                    jobs.append((_cost(size, [alg]), _job([it], (alg,), record)))
         elif size >= SPLIT_MIN and len(it.algorithms) > 1:
             for alg in it.algorithms:
                 jobs.append((_cost(size, [alg]), _job([it], (alg,), record)))
@@ -232,6 +244,7 @@ def start_hashing(
         jobs.append(
             (sum(_cost(i.source.size, i.algorithms) for i in group), _job(group, None, record))
         )
+    jobs.extend(_sm3_stream_jobs(big_sm3, record))
     # Longest first: list scheduling in this order keeps the cores evenly busy to the end.
     jobs.sort(key=lambda j: -j[0])
     if not jobs:
@@ -247,6 +260,8 @@ def _job(
     group: list[Item], algorithms: tuple[str, ...] | None, record: Recorder, lockstep: bool = False
 ) -> Callable[[], None]:
     """Hash each item of ``group`` with ``algorithms`` (None: the item's own)."""
+    if algorithms is None and sum("sm3" in it.algorithms for it in group) > 1:
+        return _group_job(group, record)
 
     def run() -> None:
         buffer = bytearray(min(READ_CHUNK, max((it.source.size for it in group), default=0)) or 1)
@@ -265,8 +280,141 @@ def _job(
     return run
 
 
-def _feed(source: Source, hashers: dict[str, Hasher], buffer: bytearray, lockstep: bool) -> int:
-    """Hash exactly ``source.size`` bytes; SourceChanged when the file is not that size."""
+def _group_job(group: list[Item], record: Recorder) -> Callable[[], None]:
+    """Small files: each read whole into its own buffer, every algorithm but SM3 over it,
+    then the SM3 of all of them in one multi-stream call (the files side by side in the
+    engine's lanes). A group holds at most GROUP_BYTES plus one file below SPLIT_MIN."""
+
+    def run() -> None:
+        read: list[tuple[Item, bytearray, dict[str, str]]] = []
+        for it in group:
+            buffer = bytearray(it.source.size)
+            try:
+                _feed(it.source, {}, buffer, False, load=True)
+            except SourceChanged as exc:
+                record(it.key, {}, str(exc), 0, True)
+                continue
+            except OSError as exc:
+                record(it.key, {}, f"cannot read: {exc.strerror or exc}", 0)
+                continue
+            digests = {}
+            for alg in it.algorithms:
+                if alg != "sm3":
+                    h = make_hasher(alg)
+                    h.update(memoryview(buffer))
+                    digests[alg] = h.hexdigest()
+            read.append((it, buffer, digests))
+        wanted = [(it, buf) for it, buf, _ in read if "sm3" in it.algorithms]
+        sm3 = sm3engine.hash_many([buf for _, buf in wanted])
+        by_key = {it.key: raw.hex() for (it, _), raw in zip(wanted, sm3, strict=True)}
+        for it, buffer, digests in read:
+            if it.key in by_key:
+                digests["sm3"] = by_key[it.key]
+            record(it.key, digests, None, len(buffer))
+
+    return run
+
+
+def _sm3_stream_jobs(big: list[Item], record: Recorder) -> list[tuple[float, Callable[[], None]]]:
+    """Big files' SM3, a lane's worth of files per job, files of like size together (a
+    lane whose file ends early idles until the job's longest file ends)."""
+    per_job = max(2, sm3engine.lanes())
+    ordered = sorted(big, key=lambda i: -i.source.size)
+    jobs: list[tuple[float, Callable[[], None]]] = []
+    for start in range(0, len(ordered), per_job):
+        part = ordered[start : start + per_job]
+        # The files run side by side, at about half a lane's count times one stream's speed.
+        cost = sum(_cost(i.source.size, ["sm3"]) for i in part) / max(1, per_job // 2)
+        jobs.append((cost, _stream_job(part, record)))
+    return jobs
+
+
+def _stream_job(part: list[Item], record: Recorder) -> Callable[[], None]:
+    def run() -> None:
+        streams: list[tuple[Item, int, int, sm3engine.SM3Hasher]] = []  # fd, bytes done
+        buffers = [bytearray(READ_CHUNK) for _ in part]
+        try:
+            for it in part:
+                opened = _open_source(it, record)
+                if opened is not None:
+                    streams.append((it, opened, 0, sm3engine.new()))
+            while streams:
+                views, live = [], []
+                for (it, fd, done, h), buf in zip(streams, buffers, strict=False):
+                    n = min(READ_CHUNK, it.source.size - done)
+                    try:
+                        _read_exactly(fd, memoryview(buf)[:n], _offset(it.source) + done, _what(it))
+                    except (SourceChanged, OSError) as exc:
+                        _record_failure(it, exc, record)
+                        os.close(fd)
+                        continue
+                    views.append(memoryview(buf)[:n])
+                    live.append((it, fd, done + n, h))
+                sm3engine.update_many([h for *_, h in live], views)
+                streams = []
+                for it, fd, done, h in live:
+                    if done < it.source.size:
+                        streams.append((it, fd, done, h))
+                        continue
+                    _finish_stream(it, fd, h, record)
+        finally:
+            for _, fd, _, _ in streams:
+                os.close(fd)
+
+    return run
+
+
+def _offset(source: Source) -> int:
+    return source.offset if isinstance(source, SliceSource) else 0
+
+
+def _what(it: Item) -> str:
+    return "the tar" if isinstance(it.source, SliceSource) else "the file"
+
+
+def _open_source(it: Item, record: Recorder) -> int | None:
+    try:
+        fd = os.open(it.source.path, os.O_RDONLY)
+    except OSError as exc:
+        _record_failure(it, exc, record)
+        return None
+    try:
+        _check_length(fd, _offset(it.source) + it.source.size, _what(it), "before it was read")
+    except SourceChanged as exc:
+        os.close(fd)
+        _record_failure(it, exc, record)
+        return None
+    return fd
+
+
+def _finish_stream(it: Item, fd: int, h: sm3engine.SM3Hasher, record: Recorder) -> None:
+    try:
+        _check_length(fd, _offset(it.source) + it.source.size, _what(it), "while it was read")
+    except SourceChanged as exc:
+        _record_failure(it, exc, record)
+        return
+    finally:
+        os.close(fd)
+    record(it.key, {"sm3": h.hexdigest()}, None, it.source.size)
+
+
+def _record_failure(it: Item, exc: OSError | SourceChanged, record: Recorder) -> None:
+    if isinstance(exc, SourceChanged):
+        record(it.key, {}, str(exc), 0, True)
+    else:
+        record(it.key, {}, f"cannot read: {exc.strerror or exc}", 0)
+
+
+def _feed(
+    source: Source,
+    hashers: dict[str, Hasher],
+    buffer: bytearray,
+    lockstep: bool,
+    *,
+    load: bool = False,
+) -> int:
+    """Hash exactly ``source.size`` bytes; SourceChanged when the file is not that size.
+    ``load``: read them all into ``buffer`` (exactly that size) instead."""
     path: Path | str = source.path
     offset, what = 0, "the file"
     if isinstance(source, SliceSource):
@@ -274,7 +422,10 @@ def _feed(source: Source, hashers: dict[str, Hasher], buffer: bytearray, lockste
     with open(path, "rb", buffering=0) as f:
         fd = f.fileno()
         _check_length(fd, offset + source.size, what, "before it was read")
-        if lockstep and len(hashers) > 1:
+        if load:
+            with memoryview(buffer) as view:
+                _read_exactly(fd, view, offset, what)
+        elif lockstep and len(hashers) > 1:
             _feed_lockstep(fd, offset, source.size, hashers, what)
         else:
             _feed_plain(fd, offset, source.size, hashers, buffer, what)

@@ -122,6 +122,7 @@ def run_doctor(
         add(_chain_heads(st))
         report.checks.extend(_media_tools(st, role))
         add(_space(st, role))
+        add(_sm3_engine())
         if role in ("all", "station"):
             add(_journal(st))
             add(_dock_root(st))
@@ -657,6 +658,21 @@ def _encoders(ffmpeg: str, severity: str) -> Check:
             "install an ffmpeg build with libx264 (Debian's has it)",
         )
     return Check("ffmpeg encoders", OK, "libx264 and aac available")
+
+
+def _sm3_engine() -> Check:
+    """Which SM3 engine hashes, on which instruction set: hashlib's is several times slower."""
+    import sm3engine
+
+    info = sm3engine.engine_info()
+    if info["engine"] != "sm3engine":
+        return Check(
+            "sm3 engine",
+            WARN,
+            f"hashlib (OpenSSL), not 留痕's engine: {info['why']}",
+            "reinstall with a C compiler and Python's headers: bash scripts/setup.sh",
+        )
+    return Check("sm3 engine", OK, f"sm3engine on {info['instructions']}")
 
 
 def _space(st: _State, role: str) -> Check:

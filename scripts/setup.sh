@@ -36,6 +36,16 @@ if [ -n "$ceph_missing" ] && [ "${LIUHEN_SETUP_NO_CEPH:-}" != 1 ]; then
   apt_install ceph-mon ceph-osd radosgw ceph-common
 fi
 
+# The SM3 engine (sm3engine/_sm3engine.c) is built by pip with the system's C compiler
+# against Python's headers; without them 留痕 still installs but hashes SM3 with hashlib.
+if ! command -v cc >/dev/null 2>&1 ||
+   ! "$PY" -c 'import os, sys, sysconfig
+sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")) else 1)'
+then
+  echo "setup: installing a C compiler and Python's headers (build-essential, python3-dev)" >&2
+  apt_install build-essential python3-dev
+fi
+
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
@@ -47,5 +57,9 @@ then
   cat "$log" >&2
   echo "setup: installing the Python packages failed (log above, also in $log)" >&2
   exit 1
+fi
+if ! .venv/bin/python -W error -c 'import sm3engine' 2>/dev/null; then
+  echo "setup: the SM3 engine did not build; SM3 falls back to hashlib (slower)." \
+       "See $log and 'liuhen doctor'" >&2
 fi
 echo "setup: ready (.venv/bin/liuhen)" >&2
