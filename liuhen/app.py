@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -96,3 +97,17 @@ def initialize(app: App) -> InitReport:
         report.kept.append(f"object store {store.url}")
     report.store = store.check()
     return report
+
+
+def clean_store_at_start(store: ObjectStore) -> int:
+    """What puts killed midway left in the store (temporary files, unfinished multipart
+    uploads) older than an hour, removed when a service starts; the count is logged.
+
+    Only services call this (``station watch``, ``worker``): it walks the whole directory
+    store, too much for every one-shot command."""
+    removed = store.remove_stale_temp_files()
+    if removed:
+        logging.getLogger("liuhen.store").info(
+            "removed %d stale temporary file(s) from %s", removed, store.url
+        )
+    return removed

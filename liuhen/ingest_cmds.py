@@ -210,6 +210,9 @@ def run_watch(app: Any, dock_root: Path | None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     station = app.station()
+    from liuhen.app import clean_store_at_start
+
+    clean_store_at_start(app.store)
     out.print(f"watching {root} (Ctrl-C to stop)")
     try:
         watch(station, root, stop)

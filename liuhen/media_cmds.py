@@ -37,6 +37,9 @@ def run_worker(app: Any, drain: bool) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     worker = Worker(app.settings, catalog=app.ready_catalog(), store=app.store, signer=app.signer)
+    from liuhen.app import clean_store_at_start
+
+    clean_store_at_start(app.store)
     stats = worker.run(drain=drain, stop=stop)
     out.print(
         f"probed {stats.probed}, derived {stats.derived}, failed {stats.failed}"

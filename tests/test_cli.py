@@ -8,6 +8,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -167,3 +168,24 @@ def test_installed_console_script_runs(home: Path) -> None:
         env={**os.environ},
     )
     assert done.returncode == 0 and "verifies" in done.stdout
+
+
+def test_worker_start_removes_what_killed_puts_left_in_the_store(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A put killed midway leaves a temporary file in the directory store; the next
+    service start removes it once it is an hour old (a younger one may be a put still
+    running in another process) and never touches an object."""
+    assert run_cli(capsys, "init").code == 0
+    objects = home / "objects"
+    shard = objects / "sha256" / "ab"
+    shard.mkdir(parents=True)
+    stale, fresh = shard / ".tmp-killed", shard / ".tmp-running"
+    stale.write_bytes(b"half a recording")
+    fresh.write_bytes(b"a put in progress")
+    two_hours_ago = time.time() - 7200
+    os.utime(stale, (two_hours_ago, two_hours_ago))
+    result = run_cli(capsys, "worker", "--drain")
+    assert result.code == 0, result.err
+    assert not stale.exists()
+    assert fresh.exists()
