@@ -54,6 +54,11 @@ CUSTODY = METADATA + "custody.jsonl"
 KEYS = METADATA + "keys.json"
 ANCHORS = METADATA + "anchors.jsonl"
 CUSTODY_FILES = (CUSTODY, KEYS, ANCHORS)
+# Verifier findings that say a tag file is not the one the tag manifests (so the
+# signature) cover: authenticity of the bag's structure (A1), whichever file it is.
+TAG_FIXITY_KINDS = frozenset(
+    {"checksum-mismatch", "unreadable", "changed-during-verification", "not-verified", "too-large"}
+)
 REPORT_JSON = METADATA + "four-properties.json"
 REPORT_HTML = METADATA + "four-properties.html"
 # Files the hand-over list cannot name: itself and what is written after it.
@@ -413,15 +418,19 @@ def _not_signed_yet(chk: _Checks) -> None:
 
 
 def _check_of(f: Finding, chk: _Checks) -> Check:
-    """Which check a verifier finding belongs to: the custody excerpt (A4), the payload
-    against its manifests (A2), or the bag's structure and signature (A1)."""
+    """Which check a verifier finding belongs to: the custody excerpt (A4); the payload
+    and its manifests, their format included (A2); or the bag's structure and signature,
+    the tag files' digests included (A1)."""
     if f.kind.startswith("custody") or (
         f.path in CUSTODY_FILES and f.kind in ("too-large", "unreadable")
     ):
         return chk.custody
-    payload_manifest = f.kind == "missing-manifest" and not f.path.startswith("tagmanifest-")
-    if f.path.startswith("data/") or f.kind == "missing-payload-dir" or payload_manifest:
+    if f.path.startswith("data/") or f.kind == "missing-payload-dir":
         return chk.payload
+    if f.kind == "missing-manifest":
+        return chk.structure if f.path.startswith("tagmanifest-") else chk.payload
+    if f.path.startswith("manifest-") and f.kind not in TAG_FIXITY_KINDS:
+        return chk.payload  # how a payload manifest is written, not whether it was signed
     return chk.structure
 
 
