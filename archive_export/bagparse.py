@@ -36,7 +36,7 @@ import re
 import sys
 import tarfile
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -271,32 +271,11 @@ def parse_bagit_txt(data: bytes) -> Declaration:
     """Check ``bagit.txt``: exactly two lines, ``Label: value``, in order; the exact
     spacing of 1.0 only for 1.0 bags (see the module doc)."""
     d = Declaration()
-    path = "bagit.txt"
 
     def bad(detail: str, line: int | None = None, severity: str = ERROR) -> None:
-        d.findings.append(Finding("bagit-txt", path, detail, severity, line))
+        d.findings.append(Finding("bagit-txt", "bagit.txt", detail, severity, line))
 
-    if len(data) > MAX_BAGIT_TXT:
-        bad(
-            f"is {len(data):,} bytes; it holds two short lines (only the first "
-            f"{MAX_BAGIT_TXT} bytes were read)"
-        )
-        data = data[:MAX_BAGIT_TXT]
-    if data.startswith(codecs.BOM_UTF8):
-        # Every version: the declaration is UTF-8, and a reader not expecting the mark
-        # sees a label "\ufeffBagIt-Version" and so no version at all.
-        bad(
-            "starts with a byte-order mark (bagit.txt must not have one, in every BagIt "
-            "version); remove the first three bytes",
-            1,
-        )
-        data = data[len(codecs.BOM_UTF8) :]
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        bad(f"not UTF-8 ({exc.reason} at byte {exc.start})")
-        text = data.decode("utf-8", "replace")
-    lines = split_lines(text)
+    lines = split_lines(_declaration_text(data, bad))
     expected = ("BagIt-Version", "Tag-File-Character-Encoding")
     values: dict[str, str] = {}
     spacing: list[tuple[str, int]] = []  # judged once the version is known
@@ -324,38 +303,68 @@ def parse_bagit_txt(data: bytes) -> Declaration:
             f"has {len(lines)} line(s); exactly two are required "
             "(BagIt-Version, Tag-File-Character-Encoding)"
         )
-    d.version_text = values.get("BagIt-Version")
-    if d.version_text is None:
-        bad("no BagIt-Version")
-    else:
-        m = _VERSION.match(d.version_text)
-        if not m:
-            bad(f"BagIt-Version {d.version_text!r} is not M.N")
-        else:
-            d.version = (int(m.group(1)), int(m.group(2)))
-            if d.version not in SUPPORTED_VERSIONS:
-                bad(
-                    f"BagIt-Version {d.version_text} is not one this verifier knows "
-                    "(0.93–0.97, 1.0); checked as 1.0",
-                    severity=WARNING,
-                )
+    _declared_version(d, values.get("BagIt-Version"), bad)
     if not d.before_1_0:
         # Up to 0.97 "optional whitespace" separated label, colon and value.
         for detail, number in spacing:
             bad(detail, number)
-    enc = values.get("Tag-File-Character-Encoding")
+    _declared_encoding(d, values.get("Tag-File-Character-Encoding"), bad)
+    return d
+
+
+def _declaration_text(data: bytes, bad: Callable[..., None]) -> str:
+    """bagit.txt as text: at most MAX_BAGIT_TXT bytes, without a byte-order mark, UTF-8."""
+    if len(data) > MAX_BAGIT_TXT:
+        bad(
+            f"is {len(data):,} bytes; it holds two short lines (only the first "
+            f"{MAX_BAGIT_TXT} bytes were read)"
+        )
+        data = data[:MAX_BAGIT_TXT]
+    if data.startswith(codecs.BOM_UTF8):
+        # Every version: the declaration is UTF-8, and a reader not expecting the mark
+        # sees a label "\ufeffBagIt-Version" and so no version at all.
+        bad(
+            "starts with a byte-order mark (bagit.txt must not have one, in every BagIt "
+            "version); remove the first three bytes",
+            1,
+        )
+        data = data[len(codecs.BOM_UTF8) :]
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        bad(f"not UTF-8 ({exc.reason} at byte {exc.start})")
+        return data.decode("utf-8", "replace")
+
+
+def _declared_version(d: Declaration, text: str | None, bad: Callable[..., None]) -> None:
+    d.version_text = text
+    if text is None:
+        bad("no BagIt-Version")
+        return
+    m = _VERSION.match(text)
+    if not m:
+        bad(f"BagIt-Version {text!r} is not M.N")
+        return
+    d.version = (int(m.group(1)), int(m.group(2)))
+    if d.version not in SUPPORTED_VERSIONS:
+        bad(
+            f"BagIt-Version {text} is not one this verifier knows (0.93–0.97, 1.0); checked as 1.0",
+            severity=WARNING,
+        )
+
+
+def _declared_encoding(d: Declaration, enc: str | None, bad: Callable[..., None]) -> None:
     if enc is None:
         bad("no Tag-File-Character-Encoding")
-    else:
-        try:
-            codecs.lookup(enc)
-            d.encoding = enc
-        except LookupError:
-            bad(
-                f"Tag-File-Character-Encoding {enc!r} is not an encoding this system knows; "
-                "tag files read as UTF-8"
-            )
-    return d
+        return
+    try:
+        codecs.lookup(enc)
+        d.encoding = enc
+    except LookupError:
+        bad(
+            f"Tag-File-Character-Encoding {enc!r} is not an encoding this system knows; "
+            "tag files read as UTF-8"
+        )
 
 
 def decode_tag_file(data: bytes, path: str, encoding: str, findings: list[Finding]) -> str:
@@ -442,31 +451,44 @@ def parse_bag_info(
                 )
             )
             continue
-        if not label.strip():
-            info.findings.append(Finding("bag-info", path, "empty label", ERROR, number))
-        elif strict and label != label.strip():
-            info.findings.append(
-                Finding(
-                    "bag-info",
-                    path,
-                    f"label {_clip(label)!r} has leading/trailing "
-                    "whitespace (BagIt 1.0 forbids it)",
-                    ERROR,
-                    number,
-                )
-            )
-        if strict and value[:1] not in {" ", "\t"}:
-            info.findings.append(
-                Finding(
-                    "bag-info",
-                    path,
-                    f"label {_clip(label.strip())!r}: no whitespace after the colon",
-                    WARNING,
-                    number,
-                )
-            )
+        _check_label(info, path, label, value, number, strict)
         current = [label.strip(), value.strip()]
     close()
+    _check_repeats(info, path, strict)
+    _check_reserved_values(info, path)
+    return info
+
+
+def _check_label(
+    info: BagInfo, path: str, label: str, value: str, number: int, strict: bool
+) -> None:
+    """An element's label and the space after its colon (BagIt 1.0: exactly)."""
+    if not label.strip():
+        info.findings.append(Finding("bag-info", path, "empty label", ERROR, number))
+    elif strict and label != label.strip():
+        info.findings.append(
+            Finding(
+                "bag-info",
+                path,
+                f"label {_clip(label)!r} has leading/trailing whitespace (BagIt 1.0 forbids it)",
+                ERROR,
+                number,
+            )
+        )
+    if strict and value[:1] not in {" ", "\t"}:
+        info.findings.append(
+            Finding(
+                "bag-info",
+                path,
+                f"label {_clip(label.strip())!r}: no whitespace after the colon",
+                WARNING,
+                number,
+            )
+        )
+
+
+def _check_repeats(info: BagInfo, path: str, strict: bool) -> None:
+    """A reserved element that must not repeat, repeated."""
     seen: dict[str, int] = {}
     for label, _ in info.items:
         seen[label.lower()] = seen.get(label.lower(), 0) + 1
@@ -490,6 +512,10 @@ def parse_bag_info(
                         WARNING,
                     )
                 )
+
+
+def _check_reserved_values(info: BagInfo, path: str) -> None:
+    """Payload-Oxum, Bag-Count and Bagging-Date in their forms."""
     for oxum in info.get_all("Payload-Oxum"):
         if not _OXUM.match(oxum):
             info.findings.append(
@@ -511,7 +537,6 @@ def parse_bag_info(
         info.findings.append(
             Finding("bag-info", path, f"Bagging-Date {_clip(date)!r} is not YYYY-MM-DD", WARNING)
         )
-    return info
 
 
 # A value (and what a finding quotes of a line) is cut here: one finding must not be able
@@ -592,134 +617,173 @@ def parse_manifest(
     """Every ``<checksum> <path>`` line; bad lines, unsafe paths and duplicates are findings."""
     kind, algorithm = manifest_kind(name) or ("manifest", "?")
     m = Manifest(name, kind, algorithm)
-    old = version is not None and version < (1, 0)
-    add = m.findings.append
     for number, line in bounded_lines(text, name, m.findings):
-        if not line.strip():
-            add(Finding("manifest-format", name, "blank line", WARNING, number))
-            continue
-        parts = _split_line(line, version)
-        if len(parts) != 2 or not parts[1]:
-            add(
-                Finding(
-                    "manifest-format",
-                    name,
-                    f"line {_clip(line)!r} is not '<checksum> <path>'",
-                    ERROR,
-                    number,
-                )
-            )
-            continue
-        digest, raw_path = parts
-        if raw_path.startswith("*"):
-            # md5sum's binary-mode marker: the drafts up to 0.97 allowed it; 1.0 does not
-            # mention it.
-            if not old:
-                add(
-                    Finding(
-                        "manifest-format",
-                        name,
-                        f"path {_clip(raw_path)!r} starts with "
-                        "'*' (binary-mode marker of md5sum); ignored",
-                        WARNING,
-                        number,
-                    )
-                )
-            raw_path = raw_path[1:]
-        if not _HEX.match(digest) or (digest_length is not None and len(digest) != digest_length):
-            want = f"{digest_length} hex digits" if digest_length else "hex digits"
-            add(
-                Finding(
-                    "manifest-format",
-                    name,
-                    f"checksum {_clip(digest)!r} for {_clip(raw_path)!r} is not {want}",
-                    ERROR,
-                    number,
-                )
-            )
-        if "\\" in raw_path:
-            add(
-                Finding(
-                    "manifest-format",
-                    name,
-                    f"path {_clip(raw_path)!r} contains a "
-                    "backslash (separators must be '/'; on Windows a backslash is a "
-                    "separator, so the file would not be found there)",
-                    WARNING,
-                    number,
-                )
-            )
-        # Interned: every manifest lists the same paths; one string serves them all.
-        path = sys.intern(decode_path(raw_path, version))
-        alt = None
-        if version == (0, 97) and _PERCENT.search(raw_path):
-            alt = _percent_decode(raw_path)
-        if not old and re.search(r"%(?!0[AaDd]|25)", raw_path):
-            add(
-                Finding(
-                    "percent-encoding",
-                    name,
-                    f"path {_clip(raw_path)!r} has a '%' that is not %0A, %0D or %25",
-                    WARNING,
-                    number,
-                )
-            )
-        why = check_path(path) or (check_path(alt) if alt is not None else None)
-        if why is not None:
-            add(Finding("unsafe-path", name, f"{_clip(path)!r}: {why}", ERROR, number))
-            continue
-        if kind == "manifest" and not path.startswith("data/"):
-            add(
-                Finding(
-                    "path-outside-data",
-                    name,
-                    f"{_clip(path)!r} is a payload manifest entry outside data/",
-                    ERROR,
-                    number,
-                )
-            )
-            continue
-        if kind == "tagmanifest" and path.startswith("data/"):
-            add(
-                Finding(
-                    "path-outside-data",
-                    name,
-                    f"{_clip(path)!r}: a tag manifest lists a payload file",
-                    WARNING,
-                    number,
-                )
-            )
-        if path in m.entries:
-            prev = m.entries[path]
-            same = "same" if prev.digest == digest.lower() else "a different"
-            sev = ERROR if (not old or same != "same") else WARNING
-            add(
-                Finding(
-                    "duplicate-entry",
-                    name,
-                    f"{_clip(path)!r} is listed again (first on "
-                    f"line {prev.line}) with {same} checksum",
-                    sev,
-                    number,
-                )
-            )
-            continue
-        if len(m.entries) >= MAX_FILES:
-            add(
-                Finding(
-                    "too-large",
-                    name,
-                    f"lists more than {MAX_FILES:,} files; the rest "
-                    "was not read (this verifier checks bags of at most that many "
-                    "files)",
-                    ERROR,
-                    number,
-                )
-            )
+        read = _read_entry(m, line, number, version, digest_length)
+        if read is not None and not _place_entry(m, *read, number, version):
             break
-        m.entries[path] = Entry(path, digest.lower(), number, alt)
     _normalisation_clashes(m)
     return m
+
+
+def _read_entry(
+    m: Manifest,
+    line: str,
+    number: int,
+    version: tuple[int, int] | None,
+    digest_length: int | None,
+) -> tuple[str, str, str | None] | None:
+    """One manifest line as (path, digest, the 0.97 percent-decoded path), its format
+    findings added; None when the line names no usable entry."""
+    name, add = m.name, m.findings.append
+    if not line.strip():
+        add(Finding("manifest-format", name, "blank line", WARNING, number))
+        return None
+    parts = _split_line(line, version)
+    if len(parts) != 2 or not parts[1]:
+        add(
+            Finding(
+                "manifest-format",
+                name,
+                f"line {_clip(line)!r} is not '<checksum> <path>'",
+                ERROR,
+                number,
+            )
+        )
+        return None
+    digest, raw_path = parts
+    old = version is not None and version < (1, 0)
+    raw_path = _check_entry_text(m, digest, raw_path, number, old, digest_length)
+    # Interned: every manifest lists the same paths; one string serves them all.
+    path = sys.intern(decode_path(raw_path, version))
+    alt = None
+    if version == (0, 97) and _PERCENT.search(raw_path):
+        alt = _percent_decode(raw_path)
+    if not old and re.search(r"%(?!0[AaDd]|25)", raw_path):
+        add(
+            Finding(
+                "percent-encoding",
+                name,
+                f"path {_clip(raw_path)!r} has a '%' that is not %0A, %0D or %25",
+                WARNING,
+                number,
+            )
+        )
+    why = check_path(path) or (check_path(alt) if alt is not None else None)
+    if why is not None:
+        add(Finding("unsafe-path", name, f"{_clip(path)!r}: {why}", ERROR, number))
+        return None
+    return path, digest, alt
+
+
+def _check_entry_text(
+    m: Manifest, digest: str, raw_path: str, number: int, old: bool, digest_length: int | None
+) -> str:
+    """Findings on a line's checksum and path as written; the path without md5sum's
+    binary-mode marker."""
+    name, add = m.name, m.findings.append
+    if raw_path.startswith("*"):
+        # md5sum's binary-mode marker: the drafts up to 0.97 allowed it; 1.0 does not
+        # mention it.
+        if not old:
+            add(
+                Finding(
+                    "manifest-format",
+                    name,
+                    f"path {_clip(raw_path)!r} starts with "
+                    "'*' (binary-mode marker of md5sum); ignored",
+                    WARNING,
+                    number,
+                )
+            )
+        raw_path = raw_path[1:]
+    if not _HEX.match(digest) or (digest_length is not None and len(digest) != digest_length):
+        want = f"{digest_length} hex digits" if digest_length else "hex digits"
+        add(
+            Finding(
+                "manifest-format",
+                name,
+                f"checksum {_clip(digest)!r} for {_clip(raw_path)!r} is not {want}",
+                ERROR,
+                number,
+            )
+        )
+    if "\\" in raw_path:
+        add(
+            Finding(
+                "manifest-format",
+                name,
+                f"path {_clip(raw_path)!r} contains a "
+                "backslash (separators must be '/'; on Windows a backslash is a "
+                "separator, so the file would not be found there)",
+                WARNING,
+                number,
+            )
+        )
+    return raw_path
+
+
+def _place_entry(
+    m: Manifest,
+    path: str,
+    digest: str,
+    alt: str | None,
+    number: int,
+    version: tuple[int, int] | None,
+) -> bool:
+    """Add an entry unless it is misplaced or a duplicate; False once the manifest lists
+    more than MAX_FILES files (the rest is not read)."""
+    name, add = m.name, m.findings.append
+    if m.kind == "manifest" and not path.startswith("data/"):
+        add(
+            Finding(
+                "path-outside-data",
+                name,
+                f"{_clip(path)!r} is a payload manifest entry outside data/",
+                ERROR,
+                number,
+            )
+        )
+        return True
+    if m.kind == "tagmanifest" and path.startswith("data/"):
+        add(
+            Finding(
+                "path-outside-data",
+                name,
+                f"{_clip(path)!r}: a tag manifest lists a payload file",
+                WARNING,
+                number,
+            )
+        )
+    if path in m.entries:
+        prev = m.entries[path]
+        same = "same" if prev.digest == digest.lower() else "a different"
+        old = version is not None and version < (1, 0)
+        sev = ERROR if (not old or same != "same") else WARNING
+        add(
+            Finding(
+                "duplicate-entry",
+                name,
+                f"{_clip(path)!r} is listed again (first on line {prev.line}) with {same} checksum",
+                sev,
+                number,
+            )
+        )
+        return True
+    if len(m.entries) >= MAX_FILES:
+        add(
+            Finding(
+                "too-large",
+                name,
+                f"lists more than {MAX_FILES:,} files; the rest "
+                "was not read (this verifier checks bags of at most that many "
+                "files)",
+                ERROR,
+                number,
+            )
+        )
+        return False
+    m.entries[path] = Entry(path, digest.lower(), number, alt)
+    return True
 
 
 def _normalisation_clashes(m: Manifest) -> None:

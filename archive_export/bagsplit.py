@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 
-from archive_export import bagparse, bagverify, fourprops
+from archive_export import bagparse, bagview, fourprops
 from archive_export.bagwriter import ALGORITHMS, FileEntry, manifest_bytes
 from archive_export.descriptor import package_xml
 from archive_export.handover import handover_csv
@@ -65,10 +65,10 @@ class Bounds:
 
         return cls(
             files=keep(bagparse.MAX_FILES),
-            members=keep(bagverify.MAX_MEMBERS),
+            members=keep(bagview.MAX_MEMBERS),
             lines=keep(bagparse.MAX_LINES),
             tag_bytes=keep(bagparse.MAX_TAG_BYTES),
-            held_bytes=keep(bagverify.MAX_HELD_BYTES),
+            held_bytes=keep(bagview.MAX_HELD_BYTES),
             xml_elements=keep(fourprops.MAX_XML_ELEMENTS),
         )
 

@@ -21,44 +21,41 @@ the file it concerns (never stopping at the first):
    event's hash and signature, chain links between consecutive events of a station,
    and the digests events name against the manifests.
 
-A tar is read in place: an uncompressed tar's members are read at their offsets and
-hashed like files (in parallel); a compressed tar is streamed once, members hashed as
-they come. Members that would escape (absolute names, ``..``, links) are reported, never
-extracted. Nothing is ever written, and nothing is memory-mapped (a mapped file truncated
-by someone else kills the process with SIGBUS; a read just comes back short).
+The bag is read by :mod:`archive_export.bagview` (a directory, a tar read in place, a
+compressed tar streamed once; never written, never memory-mapped); members that would
+escape are reported, never extracted. The four-properties check (四性检测) takes its
+authenticity and integrity results from here (:func:`verify_tree`).
 
 Bounded: at most :data:`bagparse.MAX_FILES` files or tar members, tag files of at most
-:data:`bagparse.MAX_TAG_BYTES` each and :data:`MAX_HELD_BYTES` in all held in memory,
-findings summarised past the first few of a kind. A bag beyond a bound is "too large" /
-"too many" (exit 1), never an internal error.
+:data:`bagparse.MAX_TAG_BYTES` each and :data:`bagview.MAX_HELD_BYTES` in all held in
+memory, findings summarised past the first few of a kind. A bag beyond a bound is "too
+large" / "too many" (exit 1), never an internal error.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
-import posixpath
-import stat
-import tarfile
 import threading
 import time
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from archive_export import bagparse as P
-from archive_export.bagparse import ERROR, MAX_FILES, MAX_TAG_BYTES, WARNING, Finding, FindingList
+from archive_export.bagparse import ERROR, WARNING, Finding, FindingList
+from archive_export.bagview import CUSTODY_FILE as CUSTODY_FILE
+from archive_export.bagview import KEYS_FILE as KEYS_FILE
+from archive_export.bagview import BagTree, TagTooLarge, load_tree
+from archive_export.bagview import BagUnusable as BagUnusable
 from archive_export.parallel_hash import (
-    FileSource,
     Item,
     Outcome,
-    SliceSource,
     hash_names,
     make_hasher,
     start_hashing,
@@ -66,29 +63,13 @@ from archive_export.parallel_hash import (
 )
 from catalog.chainrule import EventRecord, Issue, Trust, check_excerpt, parse_json
 from catalog.signing import key_id_of, public_raw, verify_signature
-from config.errors import EXIT_USAGE, LiuhenError
 
 SIGNATURE_FILE = "tagmanifest-sha256.txt.sig"
 SIGNED_FILE = "tagmanifest-sha256.txt"
 KEY_FILE = "signing-key.pem"
-CUSTODY_FILE = "data/metadata/custody.jsonl"
-KEYS_FILE = "data/metadata/keys.json"
 ANCHORS_FILE = "data/metadata/anchors.jsonl"
 KEY_ID_LABEL = "Liuhen-Signing-Key-Id"
 LIUHEN_MANIFESTS = ("sha256", "sha512", "sm3")
-# Non-payload members of a compressed tar are held in memory until the stream ends (their
-# manifests may come later); this is all of them together.
-MAX_HELD_BYTES = 2 * MAX_TAG_BYTES
-# Tar members of any kind (directories too) read before giving up.
-MAX_MEMBERS = 2 * MAX_FILES
-# Algorithms a compressed tar's payload is hashed with before any manifest was seen.
-STREAM_DEFAULT = ("md5", "sha1", "sha256", "sha512", "sm3")
-
-
-class BagUnusable(LiuhenError):
-    """Not something that can be verified as a bag at all (exit 2)."""
-
-    exit_code = EXIT_USAGE
 
 
 @dataclass
@@ -105,6 +86,11 @@ class BagReport:
     signature: dict[str, Any] = field(default_factory=dict)
     custody: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    # What the checks read, for the four-properties check (not part of the JSON report):
+    info: P.BagInfo = field(default_factory=P.BagInfo, repr=False)
+    listed_payload: dict[str, list[str]] = field(default_factory=dict, repr=False)
+    digests: dict[str, dict[str, str]] = field(default_factory=dict, repr=False)  # computed
+    custody_objects: frozenset[str] = frozenset()  # object ids the custody events name
 
     @property
     def errors(self) -> list[Finding]:
@@ -140,411 +126,6 @@ class BagReport:
         }
 
 
-# -- what a bag is made of, from a directory or a tar -------------------------------------------
-
-
-class TagTooLarge(OSError):
-    """A tag file too big to hold in memory: reported as ``too-large``, not parsed."""
-
-
-@dataclass
-class _Tree:
-    files: dict[str, int] = field(default_factory=dict)  # relpath -> size (regular files)
-    dirs: set[str] = field(default_factory=set)
-    findings: list[Finding] = field(default_factory=FindingList)
-    root: Path | None = None  # directory bags
-    tar: Path | None = None  # uncompressed tar bags: members read at their offsets
-    offsets: dict[str, int] = field(default_factory=dict)  # tar member data offsets
-    blobs: dict[str, bytes] = field(default_factory=dict)  # tag files read from a stream
-    streamed: dict[str, dict[str, str]] | None = None  # digests computed while streaming
-    stream_errors: dict[str, str] = field(default_factory=dict)  # member -> why unread
-    too_many: bool = False  # listing stopped at a bound: the bag is not checked further
-
-    def read(self, rel: str) -> bytes:
-        if rel in self.blobs:
-            return self.blobs[rel]
-        size = self.files[rel]
-        if size > MAX_TAG_BYTES or self.streamed is not None:
-            # (Streamed: a member not kept in blobs was too big to keep.)
-            raise TagTooLarge(
-                f"{size:,} bytes, more than the {MAX_TAG_BYTES:,} a tag file "
-                "may have here; not read"
-            )
-        if self.tar is not None:
-            with open(self.tar, "rb", buffering=0) as f:
-                data = os.pread(f.fileno(), size, self.offsets[rel])
-        else:
-            assert self.root is not None
-            with open(self.root / rel, "rb", buffering=0) as f:
-                data = f.read(size + 1)
-        if len(data) != size:
-            raise OSError(
-                f"changed during verification: {size:,} bytes when listed, {len(data):,} read"
-            )
-        return data
-
-    def source(self, rel: str) -> FileSource | SliceSource:
-        if self.tar is not None:
-            return SliceSource(self.tar, self.offsets[rel], self.files[rel])
-        assert self.root is not None
-        # A str, not a Path: a Path object costs several times the memory, per file.
-        return FileSource(os.path.join(self.root, rel), self.files[rel])
-
-    def count_file(self, where: str) -> bool:
-        """False (and a ``too-many`` finding, once) when the bag already has MAX_FILES."""
-        if len(self.files) < MAX_FILES:
-            return True
-        self.stop(f"the bag holds more than {MAX_FILES:,} files (stopped listing at {where})")
-        return False
-
-    def stop(self, detail: str) -> None:
-        if not self.too_many:
-            self.too_many = True
-            self.findings.append(
-                Finding(
-                    "too-many",
-                    "",
-                    f"{detail}; this verifier checks "
-                    "bags of at most that many: split the handover into "
-                    "several bags",
-                )
-            )
-
-
-def _walk_directory(root: Path) -> _Tree:
-    tree = _Tree(root=root)
-    stack = [""]
-    while stack and not tree.too_many:
-        rel_dir = stack.pop()
-        try:
-            it = os.scandir(root / rel_dir if rel_dir else root)
-        except OSError as exc:
-            tree.findings.append(
-                Finding("unreadable", rel_dir or ".", f"cannot list directory: {exc.strerror}")
-            )
-            continue
-        with it:
-            for e in it:
-                if not _walk_entry(tree, e, f"{rel_dir}/{e.name}" if rel_dir else e.name, stack):
-                    break
-    return tree
-
-
-def _walk_entry(tree: _Tree, e: os.DirEntry[str], rel: str, stack: list[str]) -> bool:
-    """Record one directory entry; False once the bag is over its bounds."""
-    try:
-        st = e.stat(follow_symlinks=False)
-    except OSError as exc:
-        tree.findings.append(Finding("unreadable", rel, f"cannot stat: {exc.strerror}"))
-        return True
-    if stat.S_ISLNK(st.st_mode):
-        # Never followed: a link could point outside the bag.
-        tree.findings.append(
-            Finding(
-                "link", rel, "is a symbolic link (not followed; a bag holds regular files only)"
-            )
-        )
-    elif stat.S_ISDIR(st.st_mode):
-        if len(tree.dirs) >= MAX_MEMBERS:
-            tree.stop(f"the bag holds more than {MAX_MEMBERS:,} folders (stopped at {rel})")
-            return False
-        tree.dirs.add(rel)
-        stack.append(rel)
-    elif stat.S_ISREG(st.st_mode):
-        if not tree.count_file(rel):
-            return False
-        tree.files[rel] = st.st_size
-    else:
-        tree.findings.append(
-            Finding("special-file", rel, "is not a regular file (device, fifo or socket)")
-        )
-    return True
-
-
-def _member_problem(name: str) -> str | None:
-    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
-        return "absolute member name"
-    if ".." in name.split("/"):
-        return "member name contains '..'"
-    return None
-
-
-def _tar_root(names: Iterable[str]) -> str:
-    """The folder the bag sits in inside the tar ("" when bagit.txt is at the top)."""
-    names = set(names)
-    if "bagit.txt" in names:
-        return ""
-    tops = {n.split("/", 1)[0] for n in names if "/" in n}
-    for top in sorted(tops):
-        if f"{top}/bagit.txt" in names:
-            return top + "/"
-    raise BagUnusable(
-        "the tar holds no bagit.txt (at the top or in one top-level folder)",
-        hint="is this a BagIt bag? a 留痕 export tar holds one folder with the bag",
-    )
-
-
-def _norm_member(name: str) -> str:
-    """The path a member lands on when extracted: '.' and empty segments collapsed, so
-    that 'bag/./data/x' or 'bag//data/x' is seen as the 'bag/data/x' it would replace.
-    ('..' never gets here: such members are rejected first.)"""
-    if not name:
-        return ""
-    name = posixpath.normpath(name)
-    return "" if name == "." else name  # "." / "./": the tar's top itself
-
-
-@dataclass(frozen=True, slots=True)
-class _Member:
-    """What the verifier keeps of a tar header (a TarInfo is several times bigger)."""
-
-    name: str
-    type: str  # file | dir | link | other
-    size: int
-    offset: int
-    linkname: str
-
-    @classmethod
-    def of(cls, m: tarfile.TarInfo) -> _Member:
-        if m.issym() or m.islnk():
-            kind = "link"
-        elif m.isdir():
-            kind = "dir"
-        elif m.isreg() and not m.issparse():
-            kind = "file"
-        else:
-            kind = "other"
-        return cls(m.name, kind, m.size, m.offset_data, m.linkname)
-
-
-def _add_member(tree: _Tree, m: _Member, rel: str) -> bool:
-    """Record a member; True when it is a regular file whose bytes belong to the bag."""
-    if m.type == "link":
-        tree.findings.append(
-            Finding("link", rel, f"tar member is a link to {m.linkname!r} (never followed)")
-        )
-    elif m.type == "dir":
-        tree.dirs.add(rel)
-    elif m.type == "file":
-        if rel in tree.files:
-            tree.findings.append(
-                Finding(
-                    "duplicate-member",
-                    rel,
-                    "appears more than once in the tar (a later copy "
-                    "would silently replace the first on extraction)",
-                )
-            )
-            return False
-        if not tree.count_file(rel):
-            return False
-        tree.files[rel] = m.size
-        parts = rel.split("/")
-        for i in range(1, len(parts)):
-            tree.dirs.add("/".join(parts[:i]))
-        return True
-    else:
-        tree.findings.append(Finding("special-file", rel, "tar member is not a regular file"))
-    return False
-
-
-def _tar_members(tf: tarfile.TarFile, tree: _Tree) -> Iterator[tarfile.TarInfo]:
-    """Members one at a time, at most MAX_MEMBERS; tarfile's own list of every member it
-    has read (TarFile.members) is emptied as we go, so memory does not grow with them."""
-    count = 0
-    while True:
-        try:
-            m = tf.next()
-        except P.TarHeaderTooLarge as exc:  # not read: the verdict is "too large"
-            tree.findings.append(Finding("too-large", "", f"{exc}; not read"))
-            tree.too_many = True  # not checked further: the rest of the tar is unknown
-            return
-        if m is None:
-            return
-        cast(Any, tf).members.clear()  # (TarFile.members is not in the type stubs)
-        count += 1
-        if count > MAX_MEMBERS or tree.too_many:
-            tree.stop(
-                f"the tar holds more than {MAX_MEMBERS:,} members (stopped reading it at {m.name})"
-            )
-            return
-        yield m
-
-
-def _open_tar(path: Path) -> _Tree:
-    tree = _Tree(tar=path)
-    members: list[_Member] = []
-    try:
-        with (
-            open(path, "rb") as fh,
-            tarfile.open(fileobj=fh, mode="r:", tarinfo=P.BoundedTarInfo) as tf,
-        ):
-            length = os.fstat(fh.fileno()).st_size
-            # Headers only: next() seeks over member data, cheap for an uncompressed file.
-            members = [_Member.of(m) for m in _tar_members(tf, tree)]
-    except (tarfile.TarError, EOFError, OSError):
-        return _stream_tar(path)
-    if tree.too_many:
-        return tree  # not checked further: a root guessed from part of it would mislead
-    root = _tar_root(_norm_member(m.name) for m in members if not _member_problem(m.name))
-    regular: list[tuple[str, _Member]] = []
-    for m in members:
-        name = _norm_member(m.name)
-        why = _member_problem(m.name)
-        if why:
-            tree.findings.append(Finding("unsafe-path", m.name, f"{why} (never extracted)"))
-            continue
-        if not name or name + "/" == root:
-            continue
-        if root and not name.startswith(root):
-            tree.findings.append(
-                Finding("unexpected-file", name, f"tar member outside the bag folder {root!r}")
-            )
-            continue
-        if _add_member(tree, m, name[len(root) :]):
-            regular.append((name[len(root) :], m))
-    for rel, m in regular:
-        if m.offset + m.size > length:
-            # A cut-off tar: the member's header is there, not all of its bytes.
-            tree.findings.append(
-                Finding(
-                    "unreadable",
-                    rel,
-                    f"truncated: the tar ends {m.offset + m.size - length} bytes into it",
-                )
-            )
-            del tree.files[rel]
-            continue
-        tree.offsets[rel] = m.offset
-    return tree
-
-
-def _stream_tar(path: Path) -> _Tree:
-    """A compressed (or otherwise unseekable) tar: one pass, hashing members as they come."""
-    tree = _Tree(streamed={})
-    assert tree.streamed is not None
-    algorithms: set[str] = set()
-    root: str | None = None
-    current: str | None = None  # the member being read
-    try:
-        with tarfile.open(path, mode="r|*", tarinfo=P.BoundedTarInfo) as tf:
-            for m in _tar_members(tf, tree):
-                current = None
-                name = _norm_member(m.name)
-                why = _member_problem(m.name)
-                if why:
-                    tree.findings.append(Finding("unsafe-path", m.name, f"{why} (never extracted)"))
-                    continue
-                if not name:
-                    continue
-                if root is None:
-                    # Guessed from the first member (a stream cannot look ahead): a file
-                    # at the top, or anything under data/, means the bag is the tar's top
-                    # (`tar czf x.tgz -C bag .` starts with ./ then any entry); otherwise
-                    # the bag is that top-level folder.
-                    top = name.split("/", 1)[0]
-                    root = "" if top == "data" or ("/" not in name and not m.isdir()) else top + "/"
-                if name + "/" == root:
-                    continue
-                if root and not name.startswith(root):
-                    tree.findings.append(
-                        Finding(
-                            "unexpected-file", name, f"tar member outside the bag folder {root!r}"
-                        )
-                    )
-                    continue
-                rel = name[len(root) :]
-                if not _add_member(tree, _Member.of(m), rel):
-                    continue
-                f = tf.extractfile(m)
-                assert f is not None
-                current = rel
-                _take_member(tree, rel, f, m.size, algorithms)
-                current = None
-    except (tarfile.TarError, EOFError, OSError) as exc:
-        if current is not None:
-            why = f"cannot read: the tar ends inside it ({exc})"
-            tree.stream_errors[current] = why
-            tree.findings.append(Finding("unreadable", current, why))
-            tree.blobs.pop(current, None)
-        if not tree.files:
-            raise BagUnusable(
-                f"{path}: not a readable tar: {exc}",
-                hint="give a bag directory or a .tar made by 'liuhen export'",
-            ) from exc
-        tree.findings.append(Finding("unreadable", str(path), f"the tar is damaged: {exc}"))
-    if (root is None or "bagit.txt" not in tree.files) and not tree.too_many:
-        raise BagUnusable(f"{path}: the tar holds no bagit.txt")
-    for rel, data in tree.blobs.items():
-        tree.streamed[rel] = {a: _digest(a, data) for a in algorithms | set(STREAM_DEFAULT)}
-    return tree
-
-
-def _take_member(tree: _Tree, rel: str, f: IO[bytes], size: int, algorithms: set[str]) -> None:
-    """Hash a payload member as it passes; keep a tag file (or the custody excerpt) whole,
-    within the bounds, to parse and hash once every manifest has been seen."""
-    assert tree.streamed is not None
-    if rel.startswith("data/") and rel not in (CUSTODY_FILE, KEYS_FILE):
-        # Manifests may come after the payload (tar sorts "data" before "manifest-…"):
-        # hash with the usual algorithms and any seen so far.
-        tree.streamed[rel] = _hash_stream(f, algorithms | set(STREAM_DEFAULT))
-        return
-    held = sum(len(b) for b in tree.blobs.values())
-    if size > MAX_TAG_BYTES or held + size > MAX_HELD_BYTES:
-        # Not kept (a gzip bomb of zeros costs nothing on disk): reading it is reported
-        # as too large, and its digests are unknown, so it cannot pass a manifest either.
-        why = (
-            f"{size:,} bytes, more than the {MAX_TAG_BYTES:,} a tag file may have here"
-            if size <= MAX_TAG_BYTES
-            else f"the tag files before it already hold {held:,} bytes in memory"
-        )
-        tree.findings.append(Finding("too-large", rel, f"{why}; not read"))
-        tree.stream_errors[rel] = f"too large to check ({why})"
-        return
-    tree.blobs[rel] = f.read(size)
-    kind = P.manifest_kind(rel)
-    if kind and kind[1] in hash_names():
-        algorithms.add(kind[1])
-
-
-def _digest(algorithm: str, data: bytes) -> str:
-    h = make_hasher(algorithm)
-    h.update(data)
-    return h.hexdigest()
-
-
-def _hash_stream(f: IO[bytes], algorithms: Iterable[str]) -> dict[str, str]:
-    hashers = {a: make_hasher(a) for a in algorithms}
-    while chunk := f.read(4 << 20):
-        for h in hashers.values():
-            h.update(chunk)
-    return {a: h.hexdigest() for a, h in hashers.items()}
-
-
-def _load(path: Path) -> tuple[_Tree, str]:
-    try:
-        st = path.stat()
-    except FileNotFoundError as exc:
-        raise BagUnusable(f"{path}: no such file or directory") from exc
-    except OSError as exc:
-        raise BagUnusable(f"{path}: cannot read: {exc.strerror}") from exc
-    if stat.S_ISDIR(st.st_mode):
-        tree = _walk_directory(path)
-        if "bagit.txt" not in tree.files and not tree.too_many:
-            raise BagUnusable(
-                f"{path}: no bagit.txt: not a BagIt bag",
-                hint="give the bag's top folder (the one holding bagit.txt and data/), or its .tar",
-            )
-        return tree, "directory"
-    if not tarfile.is_tarfile(path):
-        raise BagUnusable(
-            f"{path}: neither a bag directory nor a tar",
-            hint="give a bag folder or a .tar made by 'liuhen export'",
-        )
-    tree = _open_tar(path)
-    return tree, "tar-stream" if tree.streamed is not None else "tar"
-
-
 # -- verification -----------------------------------------------------------------------------
 
 
@@ -566,28 +147,45 @@ def verify_bag(
     """
     t0 = time.perf_counter()
     path = Path(path)
-    tree, container = _load(path)
-    report = BagReport(str(path), container)
+    tree, container = load_tree(path)
+    report = verify_tree(
+        tree,
+        BagReport(str(path), container),
+        trusted=trusted,
+        workers=workers,
+        only=set(only_algorithms) if only_algorithms is not None else None,
+        progress=progress,
+    )
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def verify_tree(
+    tree: BagTree,
+    report: BagReport,
+    *,
+    trusted: Mapping[str, Iterable[str]] | None = None,
+    workers: int | None = None,
+    only: set[str] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    as_liuhen: bool = False,
+) -> BagReport:
+    """Verify a bag already listed by the reader (:mod:`archive_export.bagview`) into
+    ``report``. ``as_liuhen``: hold it to what a 留痕 bag carries (signature, manifests,
+    custody excerpt) even if its bag-info.txt does not say it is one (the
+    four-properties check, which judges a bag as a 留痕 hand-over)."""
     if tree.too_many:
         # Listing stopped at a bound: what was listed is not the bag, so checking it
         # would only add findings about the part not read.
         report.findings.extend(tree.findings)
     else:
-        _verify(
-            tree,
-            report,
-            trusted,
-            workers,
-            set(only_algorithms) if only_algorithms is not None else None,
-            progress,
-        )
+        _verify(_Run(tree, report, trusted, workers, only, progress), as_liuhen)
     assert isinstance(report.findings, FindingList)
     report.findings.close()
-    report.seconds = time.perf_counter() - t0
     return report
 
 
-def _read_tag(tree: _Tree, rel: str, report: BagReport) -> bytes | None:
+def _read_tag(tree: BagTree, rel: str, report: BagReport) -> bytes | None:
     try:
         return tree.read(rel)
     except TagTooLarge as exc:
@@ -598,56 +196,106 @@ def _read_tag(tree: _Tree, rel: str, report: BagReport) -> bytes | None:
         return None
 
 
-def _verify(
-    tree: _Tree,
-    report: BagReport,
-    trusted: Mapping[str, Iterable[str]] | None,
-    workers: int | None,
-    only: set[str] | None,
-    progress: Callable[[int, int], None] | None,
-) -> None:
-    add = report.findings.append
-    report.findings.extend(tree.findings)
-    raw = _read_tag(tree, "bagit.txt", report) or b""
-    decl = P.parse_bagit_txt(raw)
-    report.findings.extend(decl.findings)
-    report.version = decl.version_text
-    version = decl.version if decl.version in P.SUPPORTED_VERSIONS else (1, 0)
+@dataclass
+class _Run:
+    """One verification: the bag, its report, the options, and what the steps read."""
 
-    # Metadata file.
-    info = P.BagInfo()
-    info_name = decl.info_file
-    if info_name in tree.files:
-        data = _read_tag(tree, info_name, report)
-        if data is not None:
-            info = P.parse_bag_info(
-                P.decode_tag_file(data, info_name, decl.encoding, report.findings),
-                info_name,
-                version,
-            )
-            report.findings.extend(info.findings)
-    other_info = "bag-info.txt" if info_name == "package-info.txt" else "package-info.txt"
-    if other_info in tree.files:
-        add(
+    tree: BagTree
+    report: BagReport
+    trusted: Mapping[str, Iterable[str]] | None
+    workers: int | None
+    only: set[str] | None
+    progress: Callable[[int, int], None] | None
+    decl: P.Declaration | None = None
+    version: tuple[int, int] = (1, 0)
+    info: P.BagInfo = field(default_factory=P.BagInfo)
+    info_name: str = "bag-info.txt"
+    manifests: list[P.Manifest] = field(default_factory=list)
+    payload: dict[str, int] = field(default_factory=dict)  # data/ file -> size
+    fetch: dict[str, str] = field(default_factory=dict)
+    nfc_disk: dict[str, str] = field(default_factory=dict)  # NFC name -> name in the bag
+    # want: file -> the algorithms to compute (lists: a set per file costs 200 bytes more);
+    # checks: (manifest, entry, file) to compare once hashed.
+    want: dict[str, list[str]] = field(default_factory=dict)
+    checks: list[tuple[P.Manifest, P.Entry, str]] = field(default_factory=list)
+
+    def add(self, finding: Finding) -> None:
+        self.report.findings.append(finding)
+
+    def read_text(self, rel: str) -> str | None:
+        """A tag file decoded in the bag's declared encoding (None: unreadable)."""
+        data = _read_tag(self.tree, rel, self.report)
+        if data is None:
+            return None
+        encoding = self.decl.encoding if self.decl is not None else "UTF-8"
+        return P.decode_tag_file(data, rel, encoding, self.report.findings)
+
+    @property
+    def payload_ms(self) -> list[P.Manifest]:
+        return [m for m in self.manifests if m.kind == "manifest"]
+
+    @property
+    def tag_ms(self) -> list[P.Manifest]:
+        return [m for m in self.manifests if m.kind == "tagmanifest"]
+
+
+def _verify(run: _Run, as_liuhen: bool) -> None:
+    """Every check, in the order of the module doc; fixity hashes in the background while
+    the signature and the custody excerpt are checked."""
+    run.report.findings.extend(run.tree.findings)
+    _read_declaration(run)
+    _read_info(run)
+    run.report.liuhen = as_liuhen or any(k.lower().startswith("liuhen-") for k, _ in run.info.items)
+    _read_manifests(run)
+    _check_manifest_set(run)
+    _read_payload(run)
+    _match_entries(run)
+    _check_unlisted_payload(run)
+    _check_tag_coverage(run)
+    _check_oxum(run)
+    _check_contents(run)
+
+
+def _read_declaration(run: _Run) -> None:
+    raw = _read_tag(run.tree, "bagit.txt", run.report) or b""
+    run.decl = P.parse_bagit_txt(raw)
+    run.report.findings.extend(run.decl.findings)
+    run.report.version = run.decl.version_text
+    run.version = run.decl.version if run.decl.version in P.SUPPORTED_VERSIONS else (1, 0)
+
+
+def _read_info(run: _Run) -> None:
+    """The metadata file: ``bag-info.txt``, ``package-info.txt`` before 0.96."""
+    assert run.decl is not None
+    run.info_name = info_name = run.decl.info_file
+    if info_name in run.tree.files:
+        text = run.read_text(info_name)
+        if text is not None:
+            run.info = P.parse_bag_info(text, info_name, run.version)
+            run.report.findings.extend(run.info.findings)
+    run.report.info = run.info
+    other = "bag-info.txt" if info_name == "package-info.txt" else "package-info.txt"
+    if other in run.tree.files:
+        run.add(
             Finding(
                 "version",
-                other_info,
-                f"BagIt {decl.version_text} names its metadata file {info_name}, not {other_info}",
+                other,
+                f"BagIt {run.decl.version_text} names its metadata file {info_name}, not {other}",
                 WARNING,
             )
         )
-    report.liuhen = any(k.lower().startswith("liuhen-") for k, _ in info.items)
 
-    # Manifests.
+
+def _read_manifests(run: _Run) -> None:
+    """Every payload and tag manifest of an algorithm this system can compute."""
     known = hash_names()
-    manifests: list[P.Manifest] = []
-    for rel in sorted(r for r in tree.files if "/" not in r):
+    for rel in sorted(r for r in run.tree.files if "/" not in r):
         kind = P.manifest_kind(rel)
         if kind is None:
             continue
         alg = kind[1]
         if alg not in known:
-            add(
+            run.add(
                 Finding(
                     "unsupported-algorithm",
                     rel,
@@ -657,127 +305,131 @@ def _verify(
                 )
             )
             continue
-        data = _read_tag(tree, rel, report)
-        if data is None:
+        text = run.read_text(rel)
+        if text is None:
             continue
-        text = P.decode_tag_file(data, rel, decl.encoding, report.findings)
-        m = P.parse_manifest(rel, text, version, make_hasher_len(alg))
-        report.findings.extend(m.findings)
-        manifests.append(m)
-    payload_ms = [m for m in manifests if m.kind == "manifest"]
-    tag_ms = [m for m in manifests if m.kind == "tagmanifest"]
-    root_kinds = [P.manifest_kind(r) for r in tree.files if "/" not in r]
+        m = P.parse_manifest(rel, text, run.version, make_hasher_len(alg))
+        run.report.findings.extend(m.findings)
+        run.manifests.append(m)
+    run.report.algorithms = sorted({m.algorithm for m in run.manifests})
+
+
+def _check_manifest_set(run: _Run) -> None:
+    """A payload manifest at all; for a 留痕 bag, each of its algorithms' manifests."""
+    files = run.tree.files
+    root_kinds = [P.manifest_kind(r) for r in files if "/" not in r]
     if not any(k is not None and k[0] == "manifest" for k in root_kinds):
-        add(Finding("missing-manifest", "", "no payload manifest (manifest-<algorithm>.txt)"))
-    if report.liuhen:
-        present = {m.algorithm for m in payload_ms} | {
-            r[len("manifest-") : -4] for r in tree.files if r.startswith("manifest-")
-        }
-        for alg in LIUHEN_MANIFESTS:
-            if alg not in present:
-                add(
-                    Finding(
-                        "missing-manifest",
-                        f"manifest-{alg}.txt",
-                        f"a 留痕 bag carries a {alg} payload manifest; it is missing",
-                    )
-                )
-            if f"tagmanifest-{alg}.txt" not in tree.files:
-                add(
-                    Finding(
-                        "missing-manifest",
-                        f"tagmanifest-{alg}.txt",
-                        f"a 留痕 bag carries a {alg} tag manifest; it is missing",
-                    )
-                )
-    report.algorithms = sorted({m.algorithm for m in manifests})
-
-    # Payload on disk.
-    if "data" not in tree.dirs:
-        add(Finding("missing-payload-dir", "data/", "there is no data/ payload directory"))
-    payload = {r: s for r, s in tree.files.items() if r.startswith("data/")}
-    report.payload_files = len(payload)
-    report.payload_bytes = sum(payload.values())
-    report.findings.extend(P.portability_findings(payload))
-    fetch: dict[str, str] = {}
-    if "fetch.txt" in tree.files:
-        data = _read_tag(tree, "fetch.txt", report)
-        if data is not None:
-            fetch, found = P.parse_fetch(
-                P.decode_tag_file(data, "fetch.txt", decl.encoding, report.findings), version
-            )
-            report.findings.extend(found)
-    nfc_disk: dict[str, str] = {}
-    for r in tree.files:
-        nfc_disk.setdefault(unicodedata.normalize("NFC", r), r)
-
-    def locate(entry_path: str, manifest: str, alt: str | None = None) -> str | None:
-        if entry_path in tree.files:
-            return entry_path
-        if alt is not None and alt in tree.files:
-            return alt  # a 0.97 bag whose maker percent-encoded the name (P.Entry.alt)
-        alt = nfc_disk.get(unicodedata.normalize("NFC", entry_path))
-        if alt is not None:
-            add(
+        run.add(Finding("missing-manifest", "", "no payload manifest (manifest-<algorithm>.txt)"))
+    if not run.report.liuhen:
+        return
+    present = {m.algorithm for m in run.payload_ms} | {
+        r[len("manifest-") : -4] for r in files if r.startswith("manifest-")
+    }
+    for alg in LIUHEN_MANIFESTS:
+        if alg not in present:
+            run.add(
                 Finding(
-                    "normalization-clash",
-                    manifest,
-                    f"{entry_path!r} is on disk as {alt!r} (different Unicode normalisation)",
-                    WARNING,
+                    "missing-manifest",
+                    f"manifest-{alg}.txt",
+                    f"a 留痕 bag carries a {alg} payload manifest; it is missing",
                 )
             )
-            return alt
-        return None
+        if f"tagmanifest-{alg}.txt" not in files:
+            run.add(
+                Finding(
+                    "missing-manifest",
+                    f"tagmanifest-{alg}.txt",
+                    f"a 留痕 bag carries a {alg} tag manifest; it is missing",
+                )
+            )
 
-    # want: file -> the algorithms to compute; checks: (manifest, entry, file) to compare.
-    want: dict[str, list[str]] = {}  # (lists: a set per file costs 200 bytes more)
-    checks: list[tuple[P.Manifest, P.Entry, str]] = []
+
+def _read_payload(run: _Run) -> None:
+    """The payload on disk, its portability, and ``fetch.txt``."""
+    tree, report = run.tree, run.report
+    if "data" not in tree.dirs:
+        run.add(Finding("missing-payload-dir", "data/", "there is no data/ payload directory"))
+    run.payload = {r: s for r, s in tree.files.items() if r.startswith("data/")}
+    report.payload_files = len(run.payload)
+    report.payload_bytes = sum(run.payload.values())
+    report.findings.extend(P.portability_findings(run.payload))
+    if "fetch.txt" in tree.files:
+        text = run.read_text("fetch.txt")
+        if text is not None:
+            run.fetch, found = P.parse_fetch(text, run.version)
+            report.findings.extend(found)
+    for r in tree.files:
+        run.nfc_disk.setdefault(unicodedata.normalize("NFC", r), r)
+
+
+def _locate(run: _Run, entry_path: str, manifest: str, alt: str | None = None) -> str | None:
+    """The file a manifest entry names, as it is in the bag (None: not there)."""
+    files = run.tree.files
+    if entry_path in files:
+        return entry_path
+    if alt is not None and alt in files:
+        return alt  # a 0.97 bag whose maker percent-encoded the name (P.Entry.alt)
+    alt = run.nfc_disk.get(unicodedata.normalize("NFC", entry_path))
+    if alt is not None:
+        run.add(
+            Finding(
+                "normalization-clash",
+                manifest,
+                f"{entry_path!r} is on disk as {alt!r} (different Unicode normalisation)",
+                WARNING,
+            )
+        )
+        return alt
+    return None
+
+
+def _missing_entry(run: _Run, m: P.Manifest, e: P.Entry) -> Finding:
+    if e.path in run.fetch:
+        return Finding(
+            "not-fetched",
+            e.path,
+            f"listed in {m.name} and fetch.txt ({run.fetch[e.path]}) but not fetched into the bag",
+        )
+    if e.path in run.tree.dirs:
+        return Finding(
+            "manifest-format",
+            m.name,
+            f"{e.path!r} is a directory; manifests list files only",
+            line=e.line,
+        )
+    return Finding("missing-file", e.path, f"listed in {m.name} (line {e.line}) but not in the bag")
+
+
+def _match_entries(run: _Run) -> None:
+    """Each manifest entry to its file: what to hash with which algorithm, and what is
+    listed but missing."""
     listed_payload: dict[str, list[str]] = {}
-    for m in manifests:
+    for m in run.manifests:
         for e in m.entries.values():
-            actual = locate(e.path, m.name, e.alt)
+            actual = _locate(run, e.path, m.name, e.alt)
             if actual is None:
-                if e.path in fetch:
-                    add(
-                        Finding(
-                            "not-fetched",
-                            e.path,
-                            f"listed in {m.name} and fetch.txt "
-                            f"({fetch[e.path]}) but not fetched into the bag",
-                        )
-                    )
-                elif e.path in tree.dirs:
-                    add(
-                        Finding(
-                            "manifest-format",
-                            m.name,
-                            f"{e.path!r} is a directory; manifests list files only",
-                            line=e.line,
-                        )
-                    )
-                else:
-                    add(
-                        Finding(
-                            "missing-file",
-                            e.path,
-                            f"listed in {m.name} (line {e.line}) but not in the bag",
-                        )
-                    )
+                run.add(_missing_entry(run, m, e))
                 continue
             if m.kind == "manifest":
                 listed_payload.setdefault(actual, []).append(m.name)
-            if only is not None and m.algorithm not in only:
+            if run.only is not None and m.algorithm not in run.only:
                 continue
-            want.setdefault(actual, []).append(m.algorithm)
-            checks.append((m, e, actual))
-    names = {m.name for m in payload_ms}
-    for r in sorted(payload):
-        got = set(listed_payload.get(r, ()))
+            run.want.setdefault(actual, []).append(m.algorithm)
+            run.checks.append((m, e, actual))
+    run.report.listed_payload = listed_payload
+
+
+def _check_unlisted_payload(run: _Run) -> None:
+    """Every payload file is in every payload manifest."""
+    names = {m.name for m in run.payload_ms}
+    listed = run.report.listed_payload
+    for r in sorted(run.payload):
+        got = set(listed.get(r, ()))
         if not got:
-            add(Finding("unexpected-file", r, "is in data/ but in no payload manifest"))
+            run.add(Finding("unexpected-file", r, "is in data/ but in no payload manifest"))
         elif got != names:
             for missing in sorted(names - got):
-                add(
+                run.add(
                     Finding(
                         "not-in-manifest",
                         r,
@@ -785,90 +437,103 @@ def _verify(
                     )
                 )
 
-    # Tag files not covered by a tag manifest.
-    if tag_ms:
-        for r in sorted(tree.files):
-            if r.startswith("data/") or r == SIGNATURE_FILE:
-                continue
-            if P.manifest_kind(r) == ("tagmanifest", r[len("tagmanifest-") : -4]):
-                continue
-            for m in tag_ms:
-                if r not in m.entries:
-                    # A 留痕 bag's tag manifests list every tag file; RFC 8493 only says SHOULD.
-                    add(
-                        Finding(
-                            "unexpected-file",
-                            r,
-                            f"tag file not listed in {m.name}",
-                            ERROR if report.liuhen else WARNING,
-                        )
-                    )
-        for m in tag_ms:
-            for listed in m.entries:
-                if P.manifest_kind(listed) == ("tagmanifest", listed[len("tagmanifest-") : -4]):
-                    add(
-                        Finding(
-                            "manifest-format",
-                            m.name,
-                            f"lists the tag manifest {listed!r} "
-                            "(tag manifests must not list tag manifests)",
-                            WARNING,
-                        )
-                    )
 
-    # Payload-Oxum (every value: before 1.0 it may be repeated).
-    oxums = info.get_all("Payload-Oxum")
+def _is_tag_manifest(rel: str) -> bool:
+    return P.manifest_kind(rel) == ("tagmanifest", rel[len("tagmanifest-") : -4])
+
+
+def _check_tag_coverage(run: _Run) -> None:
+    """Tag files not covered by a tag manifest; tag manifests listing tag manifests."""
+    for r in sorted(run.tree.files):
+        if r.startswith("data/") or r == SIGNATURE_FILE or _is_tag_manifest(r):
+            continue
+        for m in run.tag_ms:
+            if r not in m.entries:
+                # A 留痕 bag's tag manifests list every tag file; RFC 8493 only says SHOULD.
+                run.add(
+                    Finding(
+                        "unexpected-file",
+                        r,
+                        f"tag file not listed in {m.name}",
+                        ERROR if run.report.liuhen else WARNING,
+                    )
+                )
+    for m in run.tag_ms:
+        for listed in m.entries:
+            if _is_tag_manifest(listed):
+                run.add(
+                    Finding(
+                        "manifest-format",
+                        m.name,
+                        f"lists the tag manifest {listed!r} "
+                        "(tag manifests must not list tag manifests)",
+                        WARNING,
+                    )
+                )
+
+
+def _check_oxum(run: _Run) -> None:
+    """Payload-Oxum (every value: before 1.0 it may be repeated)."""
+    report = run.report
+    oxums = run.info.get_all("Payload-Oxum")
     for oxum_text in dict.fromkeys(oxums):
         oxum = P.parse_oxum(oxum_text)
         if oxum is not None and oxum != (report.payload_bytes, report.payload_files):
-            add(
+            run.add(
                 Finding(
                     "oxum-mismatch",
-                    info_name,
+                    run.info_name,
                     f"Payload-Oxum {oxum_text[:100]} but data/ holds {report.payload_bytes} "
                     f"bytes in {report.payload_files} files",
                 )
             )
     if not oxums and report.liuhen:
-        add(Finding("bag-info", info_name, "a 留痕 bag declares Payload-Oxum; it is missing"))
+        run.add(
+            Finding("bag-info", run.info_name, "a 留痕 bag declares Payload-Oxum; it is missing")
+        )
 
-    # Fixity: the pool hashes while this thread checks the signature and the custody
-    # excerpt (neither needs the digests: they compare with the manifests, which the
-    # fixity check ties to the bytes).
-    custody: Callable[[], tuple[list[Finding], dict[str, Any]]] | None = None
-    if CUSTODY_FILE in tree.files and not _custody_within_bounds(tree, report):
-        pass  # reported; its lines are not parsed one by one
-    elif CUSTODY_FILE in tree.files:
-        inp = _custody_input(tree, report, payload_ms, trusted)
+
+def _check_contents(run: _Run) -> None:
+    """Fixity, with the signature and the custody excerpt checked meanwhile: the pool
+    hashes while this thread checks them (neither needs the digests: they compare with
+    the manifests, which the fixity check ties to the bytes)."""
+    tree, report = run.tree, run.report
+    custody: Callable[[], CustodyResult] | None = None
+    if CUSTODY_FILE in tree.files and custody_within_bounds(tree, report):
+        inp = custody_input(tree, report, *_manifest_digests(run.payload_ms), run.trusted)
         if inp is not None:
             custody = _start_custody(inp)
-    elif report.liuhen:
-        add(Finding("custody", CUSTODY_FILE, "a 留痕 bag carries a custody excerpt; it is missing"))
-    pending = _fixity(tree, want, workers, progress)
+    elif CUSTODY_FILE not in tree.files and report.liuhen:
+        run.add(
+            Finding("custody", CUSTODY_FILE, "a 留痕 bag carries a custody excerpt; it is missing")
+        )
+    pending = _fixity(tree, run.want, run.workers, run.progress)
     try:
-        _check_signature(tree, report, info, trusted)
+        _check_signature(tree, report, run.info, run.trusted)
         if custody is not None:
-            found, report.custody = custody()
-            report.findings.extend(found)
+            result = custody()
+            report.findings.extend(result.findings)
+            report.custody, report.custody_objects = result.summary, result.objects
     finally:
         outcomes = pending()  # never leave hashing threads behind, even on a bug above
     report.hashed_bytes = sum(o.size or 0 for o in outcomes.values())
-    for m, e, actual in checks:
+    report.digests = {r: o.digests for r, o in outcomes.items() if o.error is None}
+    _compare_digests(run, outcomes)
+    _report_unreadable_once(report, outcomes)
+
+
+def _compare_digests(run: _Run, outcomes: Mapping[str, Outcome]) -> None:
+    for m, e, actual in run.checks:
         out = outcomes.get(actual)
         if out is None:
             continue
         if out.error:
-            add(
-                Finding(
-                    "changed-during-verification" if out.changed else "unreadable",
-                    actual,
-                    out.error,
-                )
-            )
+            kind = "changed-during-verification" if out.changed else "unreadable"
+            run.add(Finding(kind, actual, out.error))
             continue
         computed = out.digests.get(m.algorithm)
         if computed is None:
-            add(
+            run.add(
                 Finding(
                     "not-verified",
                     actual,
@@ -877,16 +542,18 @@ def _verify(
                     "and verify again",
                 )
             )
-            continue
-        if computed != e.digest:
-            add(
+        elif computed != e.digest:
+            run.add(
                 Finding(
                     "checksum-mismatch",
                     actual,
                     f"{m.algorithm} is {computed}, {m.name} line {e.line} says {e.digest}",
                 )
             )
-    # Outcomes reported once per file even when several manifests list it.
+
+
+def _report_unreadable_once(report: BagReport, outcomes: Mapping[str, Outcome]) -> None:
+    """Outcomes reported once per file even when several manifests list it."""
     seen_unreadable: set[str] = set()
     deduped: list[Finding] = []
     for f in report.findings:
@@ -898,7 +565,7 @@ def _verify(
     report.findings[:] = deduped
 
 
-def _custody_within_bounds(tree: _Tree, report: BagReport) -> bool:
+def custody_within_bounds(tree: BagTree, report: BagReport) -> bool:
     """False (with a ``too-large`` finding) for a custody excerpt of more than MAX_LINES
     lines: its events are parsed into a list, which a blank-line bomb would blow up."""
     data = _read_tag(tree, CUSTODY_FILE, report)
@@ -927,7 +594,7 @@ def make_hasher_len(algorithm: str) -> int | None:
 
 
 def _fixity(
-    tree: _Tree,
+    tree: BagTree,
     want: Mapping[str, list[str]],
     workers: int | None,
     progress: Callable[[int, int], None] | None,
@@ -967,69 +634,97 @@ def _trust_of(key_id: str, trusted: Mapping[str, Iterable[str]] | None) -> list[
 
 
 def _check_signature(
-    tree: _Tree, report: BagReport, info: P.BagInfo, trusted: Mapping[str, Iterable[str]] | None
+    tree: BagTree, report: BagReport, info: P.BagInfo, trusted: Mapping[str, Iterable[str]] | None
 ) -> None:
-    add = report.findings.append
+    """The export signature: present, by the declared key, valid, and trusted or not."""
     has_sig, has_key = SIGNATURE_FILE in tree.files, KEY_FILE in tree.files
     sig = report.signature
     if not has_sig and not has_key:
         sig["status"] = "not signed"
-        if report.liuhen:
-            add(
-                Finding(
-                    "not-signed",
-                    SIGNATURE_FILE,
-                    f"a 留痕 bag is signed ({SIGNATURE_FILE} by {KEY_FILE}); both are missing",
-                )
-            )
-        elif trusted is not None:
-            # A key ring asks "signed by a trusted key?": an unsigned bag is not. Otherwise a
-            # tampered bag re-made by any tool, labels and signature dropped, would pass.
-            add(
-                Finding(
-                    "not-signed",
-                    SIGNATURE_FILE,
-                    f"a key ring was given but the bag is "
-                    f"not signed (no {SIGNATURE_FILE}, no {KEY_FILE})",
-                )
-            )
+        _unsigned(report, trusted)
         return
     if not has_sig or not has_key:
         missing = SIGNATURE_FILE if not has_sig else KEY_FILE
         sig["status"] = "incomplete"
-        add(
+        report.findings.append(
             Finding(
                 "not-signed", missing, f"{missing} is missing, so the signature cannot be checked"
             )
         )
         return
+    read = _signing_key(tree, report)
+    if read is None:
+        sig["status"] = "invalid"
+        return
+    raw, signature, signed = read
+    key_id = key_id_of(raw)
+    _check_key_id(report, info, key_id)
+    if verify_signature(raw, signature, signed):
+        sig["status"] = "valid"
+    else:
+        sig["status"] = "invalid"
+        report.findings.append(
+            Finding(
+                "bad-signature",
+                SIGNATURE_FILE,
+                f"does not verify over {SIGNED_FILE} with {KEY_FILE} ({key_id})",
+            )
+        )
+    _judge_trust(report, key_id, trusted)
+
+
+def _unsigned(report: BagReport, trusted: Mapping[str, Iterable[str]] | None) -> None:
+    if report.liuhen:
+        report.findings.append(
+            Finding(
+                "not-signed",
+                SIGNATURE_FILE,
+                f"a 留痕 bag is signed ({SIGNATURE_FILE} by {KEY_FILE}); both are missing",
+            )
+        )
+    elif trusted is not None:
+        # A key ring asks "signed by a trusted key?": an unsigned bag is not. Otherwise a
+        # tampered bag re-made by any tool, labels and signature dropped, would pass.
+        report.findings.append(
+            Finding(
+                "not-signed",
+                SIGNATURE_FILE,
+                f"a key ring was given but the bag is "
+                f"not signed (no {SIGNATURE_FILE}, no {KEY_FILE})",
+            )
+        )
+
+
+def _signing_key(tree: BagTree, report: BagReport) -> tuple[bytes, bytes, bytes] | None:
+    """The raw Ed25519 key of ``signing-key.pem``, the signature and the signed file
+    (None: one is unreadable or not what it should be, and a finding says why)."""
+    add = report.findings.append
     pem = _read_tag(tree, KEY_FILE, report)
     signature = _read_tag(tree, SIGNATURE_FILE, report)
     signed = _read_tag(tree, SIGNED_FILE, report) if SIGNED_FILE in tree.files else None
     if signed is None:
-        sig["status"] = "invalid"
         add(Finding("bad-signature", SIGNED_FILE, "the signed file is missing"))
-        return
+        return None
     if pem is None or signature is None:
-        sig["status"] = "invalid"
-        return
+        return None
     try:
         key = serialization.load_pem_public_key(pem)
     except (ValueError, TypeError) as exc:
-        sig["status"] = "invalid"
         add(Finding("signing-key", KEY_FILE, f"not a PEM public key: {exc}"))
-        return
+        return None
     if not isinstance(key, Ed25519PublicKey):
-        sig["status"] = "invalid"
         add(Finding("signing-key", KEY_FILE, "not an Ed25519 public key"))
-        return
-    raw = public_raw(key)
-    key_id = key_id_of(raw)
-    sig["key_id"] = key_id
+        return None
+    return public_raw(key), signature, signed
+
+
+def _check_key_id(report: BagReport, info: P.BagInfo, key_id: str) -> None:
+    """The key is the one bag-info.txt declares."""
+    report.signature["key_id"] = key_id
     declared = info.get(KEY_ID_LABEL)
-    sig["declared_key_id"] = declared
+    report.signature["declared_key_id"] = declared
     if declared is not None and declared != key_id:
-        add(
+        report.findings.append(
             Finding(
                 "key-id-mismatch",
                 KEY_FILE,
@@ -1038,25 +733,22 @@ def _check_signature(
             )
         )
     elif declared is None and report.liuhen:
-        add(Finding("key-id-mismatch", "bag-info.txt", f"no {KEY_ID_LABEL}"))
-    if verify_signature(raw, signature, signed):
-        sig["status"] = "valid"
-    else:
-        sig["status"] = "invalid"
-        add(
-            Finding(
-                "bad-signature",
-                SIGNATURE_FILE,
-                f"does not verify over {SIGNED_FILE} with {KEY_FILE} ({key_id})",
-            )
-        )
+        report.findings.append(Finding("key-id-mismatch", "bag-info.txt", f"no {KEY_ID_LABEL}"))
+
+
+def _judge_trust(
+    report: BagReport, key_id: str, trusted: Mapping[str, Iterable[str]] | None
+) -> None:
+    sig = report.signature
     stations = _trust_of(key_id, trusted)
     sig["trusted_by"] = stations
     if stations:
         sig["trust"] = "trusted"
     elif trusted is not None:  # an empty ring trusts nothing; it is not "no ring"
         sig["trust"] = "untrusted"
-        add(Finding("untrusted-key", KEY_FILE, f"{key_id} is in none of the given key rings"))
+        report.findings.append(
+            Finding("untrusted-key", KEY_FILE, f"{key_id} is in none of the given key rings")
+        )
     else:
         sig["trust"] = "self-declared"
 
@@ -1079,12 +771,33 @@ class CustodyInput:
     anchors: bytes | None = None  # the signed chain heads, when the bag carries them
 
 
-def _custody_input(
-    tree: _Tree,
+@dataclass(frozen=True)
+class CustodyResult:
+    findings: list[Finding]
+    summary: dict[str, Any]  # the report's "custody" section
+    objects: frozenset[str]  # the object ids (sha256) the excerpt's events name
+
+
+def _manifest_digests(payload_ms: list[P.Manifest]) -> tuple[dict[str, str], dict[str, str]]:
+    """Payload path -> SHA-256 and path -> SM3, as the manifests list them."""
+    sha_m = next((m for m in payload_ms if m.algorithm == "sha256"), None)
+    sm3_m = next((m for m in payload_ms if m.algorithm == "sm3"), None)
+    return (
+        {p: e.digest for p, e in (sha_m.entries.items() if sha_m else ())},
+        {p: e.digest for p, e in (sm3_m.entries.items() if sm3_m else ())},
+    )
+
+
+def custody_input(
+    tree: BagTree,
     report: BagReport,
-    payload_ms: list[P.Manifest],
+    sha256_of: Mapping[str, str],
+    sm3_of: Mapping[str, str],
     trusted: Mapping[str, Iterable[str]] | None,
 ) -> CustodyInput | None:
+    """The excerpt, its keys and anchors read from the bag, with the payload's digests
+    (``sha256_of``, ``sm3_of``: path -> digest, from the manifests or, at export, as
+    written) that the events are compared with. None: the excerpt is unreadable."""
     keys_data = None
     if KEYS_FILE in tree.files:
         keys_data = _read_tag(tree, KEYS_FILE, report)
@@ -1095,19 +808,16 @@ def _custody_input(
     raw_events = _read_tag(tree, CUSTODY_FILE, report)
     if raw_events is None:
         return None
-    sha_m = next((m for m in payload_ms if m.algorithm == "sha256"), None)
-    sm3_m = next((m for m in payload_ms if m.algorithm == "sm3"), None)
-    sha_entries = sha_m.entries if sha_m else {}
     return CustodyInput(
         events=raw_events,
         keys=keys_data,
-        digests_by_sha256={e.digest: p for p, e in sha_entries.items()},
-        sm3_by_path={p: e.digest for p, e in (sm3_m.entries.items() if sm3_m else ())},
+        digests_by_sha256={d: p for p, d in sha256_of.items()},
+        sm3_by_path=dict(sm3_of),
         sizes={p: s for p, s in tree.files.items() if p.startswith("data/")},
         originals={
-            p: sha_entries[p].digest
+            p: sha256_of[p]
             for p in tree.files
-            if p.startswith("data/originals/") and p in sha_entries
+            if p.startswith("data/originals/") and p in sha256_of
         },
         liuhen=report.liuhen,
         trusted={s: set(ids) for s, ids in (trusted or {}).items()},
@@ -1120,7 +830,7 @@ def _custody_input(
 CUSTODY_FORK_MIN = 500
 
 
-def _start_custody(inp: CustodyInput) -> Callable[[], tuple[list[Finding], dict[str, Any]]]:
+def _start_custody(inp: CustodyInput) -> Callable[[], CustodyResult]:
     if (
         inp.events.count(b"\n") < CUSTODY_FORK_MIN
         or "fork" not in mp.get_all_start_methods()
@@ -1129,86 +839,43 @@ def _start_custody(inp: CustodyInput) -> Callable[[], tuple[list[Finding], dict[
         # Inline: a small excerpt, no fork, or other threads whose locks (OpenSSL's,
         # logging's) a forked child could inherit held.
         result = check_custody_excerpt(inp)
-        result[1]["checked_in"] = "this process"
+        result.summary["checked_in"] = "this process"
         return lambda: result
     # Forked before the hashing threads start, so no thread's lock is copied mid-use.
     pool = ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("fork"))
     future = pool.submit(check_custody_excerpt, inp)
 
-    def wait() -> tuple[list[Finding], dict[str, Any]]:
+    def wait() -> CustodyResult:
         try:
-            found, summary = future.result()
+            result = future.result()
         finally:
             pool.shutdown(wait=True)
-        summary["checked_in"] = "child process"
-        return found, summary
+        result.summary["checked_in"] = "child process"
+        return result
 
     return wait
 
 
-def check_custody_excerpt(inp: CustodyInput) -> tuple[list[Finding], dict[str, Any]]:
-    """The custody rule (:mod:`catalog.chainrule`, shared with `custody verify` and the
-    four-properties check) over the excerpt, its keys and its signed chain heads; then
-    the digests the events name against the manifests."""
+def check_custody_excerpt(inp: CustodyInput) -> CustodyResult:
+    """The custody rule (:mod:`catalog.chainrule`, shared with `custody verify`) over the
+    excerpt, its keys and its signed chain heads; then the digests the events name
+    against the manifests. The four-properties check takes its custody result from here."""
     result = check_excerpt(
         inp.events, inp.keys, Trust.of(inp.trusted, bool(inp.trusted)), heads=inp.anchors
     )
-    findings: list[Finding] = []
-    add = findings.append
     at_line = {n: ev for n, ev in result.events}
-    for issue in result.issues:
-        add(_custody_finding(issue, at_line))
-    by_sha = inp.digests_by_sha256
+    findings = [_custody_finding(issue, at_line) for issue in result.issues]
     mentioned: set[str] = set()
     for number, ev in result.events:
-        if ev.object_type not in {"recording", "derivative"}:
-            continue
-        # What the event says about an object the bag holds must match the manifests.
-        mentioned.add(ev.object_id)
-        path = by_sha.get(ev.object_id)
-        if path is None:
-            continue
-        try:
-            details = parse_json(ev.details)
-        except (ValueError, TypeError):
-            details = {}
-        if not isinstance(details, dict):
-            details = {}
-        sm3 = details.get("sm3")
-        listed = inp.sm3_by_path.get(path)
-        name = _event_name(ev)
-        if sm3 and listed is not None and listed != str(sm3).lower():
-            add(
-                Finding(
-                    "custody-digest-mismatch",
-                    CUSTODY_FILE,
-                    f"{name}: says SM3 {sm3}, manifest-sm3.txt has {listed} for {path}",
-                    ERROR,
-                    number,
-                )
-            )
-        size = details.get("size")
-        if isinstance(size, int) and path in inp.sizes and inp.sizes[path] != size:
-            add(
-                Finding(
-                    "custody-digest-mismatch",
-                    CUSTODY_FILE,
-                    f"{name}: says {size} bytes, {path} has {inp.sizes[path]}",
-                    ERROR,
-                    number,
-                )
-            )
+        if ev.object_type in {"recording", "derivative"}:
+            mentioned.add(ev.object_id)
+            findings += _event_against_manifests(inp, number, ev)
     if inp.liuhen:
-        for path, sha in sorted(inp.originals.items()):
-            if sha not in mentioned:
-                add(
-                    Finding(
-                        "custody",
-                        path,
-                        "no custody event in the excerpt names this original",
-                        WARNING,
-                    )
-                )
+        findings += [
+            Finding("custody", path, "no custody event in the excerpt names this original", WARNING)
+            for path, sha in sorted(inp.originals.items())
+            if sha not in mentioned
+        ]
     summary = {
         "events": len(result.events),
         "stations": result.stations,
@@ -1217,7 +884,47 @@ def check_custody_excerpt(inp: CustodyInput) -> tuple[list[Finding], dict[str, A
         "chain_heads": result.heads,
         "ok": not any(f.severity == ERROR for f in findings),
     }
-    return findings, summary
+    return CustodyResult(findings, summary, frozenset(ev.object_id for _n, ev in result.events))
+
+
+def _event_against_manifests(inp: CustodyInput, number: int, ev: EventRecord) -> list[Finding]:
+    """What an event says about an object the bag holds (its SM3, its size) must match
+    the manifests."""
+    path = inp.digests_by_sha256.get(ev.object_id)
+    if path is None:
+        return []
+    try:
+        details = parse_json(ev.details)
+    except (ValueError, TypeError):
+        details = {}
+    if not isinstance(details, dict):
+        details = {}
+    found: list[Finding] = []
+    sm3 = details.get("sm3")
+    listed = inp.sm3_by_path.get(path)
+    name = _event_name(ev)
+    if sm3 and listed is not None and listed != str(sm3).lower():
+        found.append(
+            Finding(
+                "custody-digest-mismatch",
+                CUSTODY_FILE,
+                f"{name}: says SM3 {sm3}, manifest-sm3.txt has {listed} for {path}",
+                ERROR,
+                number,
+            )
+        )
+    size = details.get("size")
+    if isinstance(size, int) and path in inp.sizes and inp.sizes[path] != size:
+        found.append(
+            Finding(
+                "custody-digest-mismatch",
+                CUSTODY_FILE,
+                f"{name}: says {size} bytes, {path} has {inp.sizes[path]}",
+                ERROR,
+                number,
+            )
+        )
+    return found
 
 
 def _event_name(ev: EventRecord) -> str:

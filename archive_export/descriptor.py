@@ -79,45 +79,7 @@ def package_xml(
         )
     records_el = _sub(root, "records", count=len(records))
     for r in records:
-        rec = _sub(records_el, "record", seq=r.seq, id=r.recording_id, sha256=r.sha256)
-        _sub(rec, "archival-code", r.archival_code)
-        _sub(rec, "title", r.title)
-        _sub(rec, "time", start=r.start, end=r.end, source=r.time_source)
-        _sub(rec, "place", r.place)
-        people = _sub(rec, "people")
-        for p in r.people:
-            _sub(people, "person", p.get("name"), number=p.get("number"), role=p.get("role"))
-        if r.recorder:
-            _sub(rec, "recorder", r.recorder.get("name"), number=r.recorder.get("number"))
-        _sub(rec, "retention", r.retention)
-        _sub(rec, "security-class", r.security_class)
-        for number in r.case_numbers:
-            _sub(rec, "case-id", number)
-        _sub(rec, "original-name", r.original_name, hex=r.original_name_hex)
-        _sub(
-            rec,
-            "technical",
-            media_kind=r.media_kind,
-            **{k: v for k, v in r.technical.items() if v is not None},
-        )
-        if r.device:
-            _sub(rec, "device", **r.device)
-        if r.chapter:
-            _sub(rec, "chapter", **r.chapter)
-        for flag, value in sorted((r.flags or {}).items()):
-            _sub(rec, "flag", value if not isinstance(value, bool) else "", name=flag)
-        for f in r.files:
-            _sub(
-                rec,
-                "file",
-                role=f.role,
-                path=f.path,
-                size=f.size,
-                sha256=f.sha256,
-                sm3=f.sm3,
-                kind=f.kind,
-                method=f.method,
-            )
+        _record_xml(records_el, r)
     files_el = _sub(root, "files", count=len(files), bytes=sum(f.size for f in files))
     for entry in sorted(files, key=lambda e: e.path):
         _sub(
@@ -131,6 +93,49 @@ def package_xml(
     ET.indent(root)
     data: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
     return data + b"\n"
+
+
+def _record_xml(records_el: ET.Element, r: RecordInfo) -> None:
+    """One record: its description, technical metadata and files."""
+    rec = _sub(records_el, "record", seq=r.seq, id=r.recording_id, sha256=r.sha256)
+    _sub(rec, "archival-code", r.archival_code)
+    _sub(rec, "title", r.title)
+    _sub(rec, "time", start=r.start, end=r.end, source=r.time_source)
+    _sub(rec, "place", r.place)
+    people = _sub(rec, "people")
+    for p in r.people:
+        _sub(people, "person", p.get("name"), number=p.get("number"), role=p.get("role"))
+    if r.recorder:
+        _sub(rec, "recorder", r.recorder.get("name"), number=r.recorder.get("number"))
+    _sub(rec, "retention", r.retention)
+    _sub(rec, "security-class", r.security_class)
+    for number in r.case_numbers:
+        _sub(rec, "case-id", number)
+    _sub(rec, "original-name", r.original_name, hex=r.original_name_hex)
+    _sub(
+        rec,
+        "technical",
+        media_kind=r.media_kind,
+        **{k: v for k, v in r.technical.items() if v is not None},
+    )
+    if r.device:
+        _sub(rec, "device", **r.device)
+    if r.chapter:
+        _sub(rec, "chapter", **r.chapter)
+    for flag, value in sorted((r.flags or {}).items()):
+        _sub(rec, "flag", value if not isinstance(value, bool) else "", name=flag)
+    for f in r.files:
+        _sub(
+            rec,
+            "file",
+            role=f.role,
+            path=f.path,
+            size=f.size,
+            sha256=f.sha256,
+            sm3=f.sm3,
+            kind=f.kind,
+            method=f.method,
+        )
 
 
 # -- reading (the four-properties check) -------------------------------------------------

@@ -274,97 +274,30 @@ def _check_object(
         report.counts["objects_rehashed"] = report.counts.get("objects_rehashed", 0) + 1
 
 
+@dataclass
+class _Objects:
+    """What the recordings and derivatives check gathers about the store's objects."""
+
+    fraction: float  # of the objects re-hashed (the sample)
+    referenced: set[str] = field(default_factory=set)  # keys the catalog names (not EXPIRED)
+    missing: set[str] = field(default_factory=set)  # of those, keys the store lacks
+    expired: dict[str, str] = field(default_factory=dict)  # keys only expired ones name -> whose
+
+
 def _check_recordings(
     s: Any, store: ObjectStore, report: DistrictReport, opts: CheckOptions
 ) -> tuple[set[str], set[str], dict[str, str]]:
     """Check each recording and derivative; returns the object keys the catalog names (short
     of EXPIRED), those of them the store does not have, and the keys only expired
     recordings name (with whose they were)."""
-    referenced: set[str] = set()
-    missing: set[str] = set()
-    expired: dict[str, str] = {}
     recs = list(s.scalars(select(Recording).order_by(Recording.id)))
     report.counts["recordings"] = len(recs)
-    fraction = opts.digest_sample
-    if opts.digest_sample_count is not None:
-        total = len(recs) + (s.scalar(select(func.count()).select_from(Derivative)) or 0)
-        fraction = min(1.0, opts.digest_sample_count / total) if total else 1.0
-    events: dict[str, Counter[str]] = defaultdict(Counter)
-    derived_events: Counter[tuple[str, str]] = Counter()
-    for action, object_id, details in s.execute(
-        select(CustodyEvent.action, CustodyEvent.object_id, CustodyEvent.details).where(
-            CustodyEvent.action.in_(["stored", "probed", "derived", RESTORED])
-        )
-    ):
-        events[action][object_id] += 1
-        if action == "derived":
-            d = json.loads(details)
-            derived_events[(str(d.get("source")), str(d.get("kind")))] += 1
-    by_id = {r.id: r for r in recs}
+    seen = _Objects(_digest_fraction(s, len(recs), opts))
+    events, derived_events = _custody_counts(s)
     for r in recs:
-        what = f"recording {r.sha256} ({r.original_name})"
-        if r.object_key != content_key(Digest("sha256", r.sha256)):
-            report.add("object-key", what, f"key {r.object_key} is not the content key")
-        if r.state == RecordingState.EXPIRED:
-            expired.setdefault(r.object_key, f"expired recording {r.sha256}")
-        elif r.state == RecordingState.EXPIRING:
-            referenced.add(r.object_key)  # its deletion is under way: either way is right
-        else:
-            referenced.add(r.object_key)
-            _check_object(
-                store,
-                report,
-                what,
-                r.object_key,
-                r.size,
-                r.sha256,
-                r.sm3,
-                _sampled(r.sha256, fraction),
-                missing,
-            )
-        # Each restore after expiry stores, probes and derives the bytes once more.
-        lives = 1 + events[RESTORED][r.sha256]
-        stored = events["stored"][r.sha256]
-        if stored != lives:
-            report.add(
-                "stored-count",
-                what,
-                f"{stored} 'stored' custody events (want "
-                f"{lives}: {lives - 1} restored after expiry)",
-            )
-        probed = events["probed"][r.sha256]
-        if probed > lives:
-            report.add("processed-twice", what, f"probed {probed} times to completion")
-        if r.state in PROBED_STATES and probed == 0:
-            report.add("probe-unrecorded", what, f"state {r.state} without a 'probed' event")
-
-    derivs = list(s.scalars(select(Derivative).order_by(Derivative.id)))
-    report.counts["derivatives"] = len(derivs)
+        _check_recording(store, report, r, events, seen)
     by_sha = {r.id: r.sha256 for r in recs}
-    per_kind: Counter[tuple[int, str]] = Counter()
-    for d in derivs:
-        source = by_sha.get(d.recording_id, f"id {d.recording_id}")
-        what = f"derivative {d.kind} {d.sha256} of recording {source}"
-        per_kind[(d.recording_id, d.kind)] += 1
-        if d.object_key != content_key(Digest("sha256", d.sha256)):
-            report.add("object-key", what, f"key {d.object_key} is not the content key")
-        state = by_id[d.recording_id].state if d.recording_id in by_id else None
-        if state == RecordingState.EXPIRED:
-            expired.setdefault(d.object_key, f"{d.kind} of expired recording {source}")
-            continue
-        referenced.add(d.object_key)
-        if state != RecordingState.EXPIRING:
-            _check_object(
-                store,
-                report,
-                what,
-                d.object_key,
-                d.size,
-                d.sha256,
-                d.sm3,
-                _sampled(d.sha256, fraction),
-                missing,
-            )
+    per_kind = _check_derivatives(s, store, report, {r.id: r for r in recs}, by_sha, seen)
     for (rec_id, kind), n in sorted(per_kind.items()):
         if n > 1:
             report.add(
@@ -379,7 +312,120 @@ def _check_recordings(
                 f"recording {source}",
                 f"{n} 'derived' custody events for its {kind}",
             )
-    # Two recordings on one key would mean two catalog rows for one set of bytes.
+    _check_shared(s, report, recs)
+    if opts.expected_sha256 is not None:
+        _check_expected(s, report, opts.expected_sha256)
+    return seen.referenced, seen.missing, seen.expired
+
+
+def _digest_fraction(s: Any, recordings: int, opts: CheckOptions) -> float:
+    """The share of objects to re-hash: given, or from a count of objects."""
+    if opts.digest_sample_count is None:
+        return opts.digest_sample
+    total = recordings + (s.scalar(select(func.count()).select_from(Derivative)) or 0)
+    return min(1.0, opts.digest_sample_count / total) if total else 1.0
+
+
+def _custody_counts(s: Any) -> tuple[dict[str, Counter[str]], Counter[tuple[str, str]]]:
+    """Per action, how many custody events name each object; and the 'derived' events per
+    (source, kind)."""
+    events: dict[str, Counter[str]] = defaultdict(Counter)
+    derived_events: Counter[tuple[str, str]] = Counter()
+    for action, object_id, details in s.execute(
+        select(CustodyEvent.action, CustodyEvent.object_id, CustodyEvent.details).where(
+            CustodyEvent.action.in_(["stored", "probed", "derived", RESTORED])
+        )
+    ):
+        events[action][object_id] += 1
+        if action == "derived":
+            d = json.loads(details)
+            derived_events[(str(d.get("source")), str(d.get("kind")))] += 1
+    return events, derived_events
+
+
+def _check_recording(
+    store: ObjectStore,
+    report: DistrictReport,
+    r: Recording,
+    events: Mapping[str, Counter[str]],
+    seen: _Objects,
+) -> None:
+    what = f"recording {r.sha256} ({r.original_name})"
+    if r.object_key != content_key(Digest("sha256", r.sha256)):
+        report.add("object-key", what, f"key {r.object_key} is not the content key")
+    if r.state == RecordingState.EXPIRED:
+        seen.expired.setdefault(r.object_key, f"expired recording {r.sha256}")
+    elif r.state == RecordingState.EXPIRING:
+        seen.referenced.add(r.object_key)  # its deletion is under way: either way is right
+    else:
+        seen.referenced.add(r.object_key)
+        _check_object(
+            store,
+            report,
+            what,
+            r.object_key,
+            r.size,
+            r.sha256,
+            r.sm3,
+            _sampled(r.sha256, seen.fraction),
+            seen.missing,
+        )
+    # Each restore after expiry stores, probes and derives the bytes once more.
+    lives = 1 + events[RESTORED][r.sha256]
+    stored = events["stored"][r.sha256]
+    if stored != lives:
+        report.add(
+            "stored-count",
+            what,
+            f"{stored} 'stored' custody events (want {lives}: {lives - 1} restored after expiry)",
+        )
+    probed = events["probed"][r.sha256]
+    if probed > lives:
+        report.add("processed-twice", what, f"probed {probed} times to completion")
+    if r.state in PROBED_STATES and probed == 0:
+        report.add("probe-unrecorded", what, f"state {r.state} without a 'probed' event")
+
+
+def _check_derivatives(
+    s: Any,
+    store: ObjectStore,
+    report: DistrictReport,
+    by_id: Mapping[int, Recording],
+    by_sha: Mapping[int, str],
+    seen: _Objects,
+) -> Counter[tuple[int, str]]:
+    """Each derivative's key and object; returns how many of each kind a recording has."""
+    derivs = list(s.scalars(select(Derivative).order_by(Derivative.id)))
+    report.counts["derivatives"] = len(derivs)
+    per_kind: Counter[tuple[int, str]] = Counter()
+    for d in derivs:
+        source = by_sha.get(d.recording_id, f"id {d.recording_id}")
+        what = f"derivative {d.kind} {d.sha256} of recording {source}"
+        per_kind[(d.recording_id, d.kind)] += 1
+        if d.object_key != content_key(Digest("sha256", d.sha256)):
+            report.add("object-key", what, f"key {d.object_key} is not the content key")
+        state = by_id[d.recording_id].state if d.recording_id in by_id else None
+        if state == RecordingState.EXPIRED:
+            seen.expired.setdefault(d.object_key, f"{d.kind} of expired recording {source}")
+            continue
+        seen.referenced.add(d.object_key)
+        if state != RecordingState.EXPIRING:
+            _check_object(
+                store,
+                report,
+                what,
+                d.object_key,
+                d.size,
+                d.sha256,
+                d.sm3,
+                _sampled(d.sha256, seen.fraction),
+                seen.missing,
+            )
+    return per_kind
+
+
+def _check_shared(s: Any, report: DistrictReport, recs: list[Recording]) -> None:
+    """Two recordings on one key would mean two catalog rows for one set of bytes."""
     rec_keys = Counter(r.object_key for r in recs)
     for key, n in rec_keys.items():
         if n > 1:
@@ -390,27 +436,28 @@ def _check_recordings(
     for sha, n in dup_sha:
         report.add("stored-twice", f"recording {sha}", f"{n} recording rows")
 
-    if opts.expected_sha256 is not None:
-        reached = set(
-            s.scalars(
-                select(Recording.sha256)
-                .join(DockingFile, DockingFile.recording_id == Recording.id)
-                .where(DockingFile.state.in_(HELD_FILE_STATES))
-            )
+
+def _check_expected(s: Any, report: DistrictReport, expected: frozenset[str]) -> None:
+    """Every file a recorder held reaches a recording through a docking, and no other."""
+    reached = set(
+        s.scalars(
+            select(Recording.sha256)
+            .join(DockingFile, DockingFile.recording_id == Recording.id)
+            .where(DockingFile.state.in_(HELD_FILE_STATES))
         )
-        for sha in sorted(opts.expected_sha256 - reached):
-            report.add(
-                "file-not-stored",
-                f"recorder file {sha}",
-                "a recorder held it, no docking file reaches a recording of it",
-            )
-        for sha in sorted(reached - opts.expected_sha256):
-            report.add(
-                "file-unexpected",
-                f"recording {sha}",
-                "stored through a docking, but no recorder held it",
-            )
-    return referenced, missing, expired
+    )
+    for sha in sorted(expected - reached):
+        report.add(
+            "file-not-stored",
+            f"recorder file {sha}",
+            "a recorder held it, no docking file reaches a recording of it",
+        )
+    for sha in sorted(reached - expected):
+        report.add(
+            "file-unexpected",
+            f"recording {sha}",
+            "stored through a docking, but no recorder held it",
+        )
 
 
 # -- the work queue ---------------------------------------------------------------------------

@@ -192,56 +192,11 @@ class _Selected:
 
 
 def _select(session: Session, req: ExportRequest) -> tuple[list[_Selected], list[Case]]:
-    problems: list[str] = []
-    cases: list[Case] = []
-    by_rec: dict[int, _Selected] = {}
     if req.cases:
-        for number in req.cases:
-            case = session.scalars(select(Case).where(Case.number == number.strip())).first()
-            if case is None:
-                problems.append(f"case {number!r} is not in the catalog")
-                continue
-            cases.append(case)
-        if problems:
-            raise NothingToExport("; ".join(problems), hint="see 'liuhen case list'")
-        for case in cases:
-            rows = session.execute(
-                select(Recording)
-                .join(CaseRecording, CaseRecording.recording_id == Recording.id)
-                .where(CaseRecording.case_id == case.id, CaseRecording.detached_at.is_(None))
-                .order_by(Recording.id)
-            ).scalars()
-            for rec in rows:
-                by_rec.setdefault(rec.id, _Selected(rec, [], None)).cases.append(case)
+        by_rec, cases = _select_cases(session, req.cases)
     else:
-        lo, hi = req.date_from, req.date_to
-        assert lo is not None and hi is not None
-        rows = session.scalars(
-            select(Recording)
-            .where(
-                or_(
-                    and_(Recording.captured_at >= lo, Recording.captured_at < hi),
-                    and_(
-                        Recording.captured_at.is_(None),
-                        Recording.received_at >= lo,
-                        Recording.received_at < hi,
-                    ),
-                )
-            )
-            .order_by(Recording.id)
-        )
-        for rec in rows:
-            by_rec[rec.id] = _Selected(rec, [], None)
-        ids = list(by_rec)
-        for chunk in _chunks(ids):
-            for cr, case in session.execute(
-                select(CaseRecording, Case)
-                .join(Case, Case.id == CaseRecording.case_id)
-                .where(CaseRecording.recording_id.in_(chunk), CaseRecording.detached_at.is_(None))
-            ):
-                by_rec[cr.recording_id].cases.append(case)
-                if case not in cases:
-                    cases.append(case)
+        assert req.date_from is not None and req.date_to is not None
+        by_rec, cases = _select_range(session, req.date_from, req.date_to)
     gone = [s.rec for s in by_rec.values() if s.rec.state not in LIVE_STATES]
     if gone:
         raise NothingToExport(
@@ -261,19 +216,85 @@ def _select(session: Session, req: ExportRequest) -> tuple[list[_Selected], list
             hint="attach recordings to the case, or widen the date range",
         )
     if req.with_access:
-        ids = [s.rec.id for s in selected]
-        derivs: dict[int, list[Derivative]] = {}
-        for chunk in _chunks(ids):
-            for d in session.scalars(
-                select(Derivative).where(
-                    Derivative.recording_id.in_(chunk), Derivative.kind.in_(ACCESS_KINDS)
-                )
-            ):
-                derivs.setdefault(d.recording_id, []).append(d)
-        for s in selected:
-            options = sorted(derivs.get(s.rec.id, []), key=lambda d: ACCESS_KINDS.index(d.kind))
-            s.access = options[0] if options else None
+        _choose_access(session, selected)
     return selected, cases
+
+
+def _select_cases(
+    session: Session, numbers: Sequence[str]
+) -> tuple[dict[int, _Selected], list[Case]]:
+    """The recordings attached to these cases (each once, with every case it is in)."""
+    problems: list[str] = []
+    cases: list[Case] = []
+    by_rec: dict[int, _Selected] = {}
+    for number in numbers:
+        case = session.scalars(select(Case).where(Case.number == number.strip())).first()
+        if case is None:
+            problems.append(f"case {number!r} is not in the catalog")
+            continue
+        cases.append(case)
+    if problems:
+        raise NothingToExport("; ".join(problems), hint="see 'liuhen case list'")
+    for case in cases:
+        rows = session.execute(
+            select(Recording)
+            .join(CaseRecording, CaseRecording.recording_id == Recording.id)
+            .where(CaseRecording.case_id == case.id, CaseRecording.detached_at.is_(None))
+            .order_by(Recording.id)
+        ).scalars()
+        for rec in rows:
+            by_rec.setdefault(rec.id, _Selected(rec, [], None)).cases.append(case)
+    return by_rec, cases
+
+
+def _select_range(
+    session: Session, lo: datetime, hi: datetime
+) -> tuple[dict[int, _Selected], list[Case]]:
+    """The recordings captured (or, with no capture time, received) in [lo, hi), with the
+    cases they are attached to."""
+    cases: list[Case] = []
+    by_rec: dict[int, _Selected] = {}
+    rows = session.scalars(
+        select(Recording)
+        .where(
+            or_(
+                and_(Recording.captured_at >= lo, Recording.captured_at < hi),
+                and_(
+                    Recording.captured_at.is_(None),
+                    Recording.received_at >= lo,
+                    Recording.received_at < hi,
+                ),
+            )
+        )
+        .order_by(Recording.id)
+    )
+    for rec in rows:
+        by_rec[rec.id] = _Selected(rec, [], None)
+    for chunk in _chunks(list(by_rec)):
+        for cr, case in session.execute(
+            select(CaseRecording, Case)
+            .join(Case, Case.id == CaseRecording.case_id)
+            .where(CaseRecording.recording_id.in_(chunk), CaseRecording.detached_at.is_(None))
+        ):
+            by_rec[cr.recording_id].cases.append(case)
+            if case not in cases:
+                cases.append(case)
+    return by_rec, cases
+
+
+def _choose_access(session: Session, selected: list[_Selected]) -> None:
+    """Each recording's access copy, the preferred kind of those it has."""
+    derivs: dict[int, list[Derivative]] = {}
+    for chunk in _chunks([s.rec.id for s in selected]):
+        for d in session.scalars(
+            select(Derivative).where(
+                Derivative.recording_id.in_(chunk), Derivative.kind.in_(ACCESS_KINDS)
+            )
+        ):
+            derivs.setdefault(d.recording_id, []).append(d)
+    for s in selected:
+        options = sorted(derivs.get(s.rec.id, []), key=lambda d: ACCESS_KINDS.index(d.kind))
+        s.access = options[0] if options else None
 
 
 def _chunks(ids: Sequence[Any]) -> Iterable[Sequence[Any]]:
@@ -321,22 +342,7 @@ def _build_records(
             name_map.append((path, escaped_text(raw), raw.hex()))
         files = [PayloadFile("original", path, rec.size, rec.sha256, rec.sm3, rec.object_key)]
         if s.access is not None:
-            d = s.access
-            ext = _derivative_ext(d)
-            apath = "data/access/" + with_extension(path.removeprefix("data/originals/"), ext)
-            apath, _t = alloc.take(apath.rsplit("/", 1)[0], apath.rsplit("/", 1)[1], d.sha256[:8])
-            files.append(
-                PayloadFile(
-                    "access",
-                    apath,
-                    d.size,
-                    d.sha256,
-                    d.sm3,
-                    d.object_key,
-                    kind=d.kind,
-                    method=d.method,
-                )
-            )
+            files.append(_access_file(alloc, s.access, path))
         case_numbers = [c.number for c in s.cases]
         first_case = s.cases[0] if s.cases else None
         retention = (
@@ -372,31 +378,8 @@ def _build_records(
                 security_class=security,
                 case_numbers=case_numbers,
                 media_kind=rec.media_kind,
-                technical={
-                    "container": probe.get("container"),
-                    "format": probe.get("format_long_name"),
-                    "duration-s": rec.duration_s,
-                    "size": rec.size,
-                    "bit-rate": probe.get("bit_rate"),
-                    "video-codec": probe.get("video_codec"),
-                    "width": probe.get("width"),
-                    "height": probe.get("height"),
-                    "frame-rate": probe.get("frame_rate"),
-                    "audio-codec": probe.get("audio_codec"),
-                    "sample-rate": probe.get("sample_rate"),
-                    "channels": probe.get("channels"),
-                    "probe-error": probe.get("error") if probe.get("ok") is False else None,
-                },
-                device={
-                    k: v
-                    for k, v in {
-                        "serial": device.serial if device else "",
-                        "model": device.model if device else "",
-                        "make": probe.get("make") or "",
-                        "unit": device.unit if device else "",
-                    }.items()
-                    if v
-                },
+                technical=_technical(rec, probe),
+                device=_device_fields(device, probe),
                 flags=dict(rec.flags or {}),
                 chapter={"group": rec.group_id, "seq": rec.group_seq}
                 if rec.group_id is not None
@@ -407,6 +390,46 @@ def _build_records(
             )
         )
     return records, name_map
+
+
+def _access_file(alloc: PathAllocator, d: Derivative, original_path: str) -> PayloadFile:
+    """The access copy's payload file, beside where its original lies under data/access/."""
+    ext = _derivative_ext(d)
+    apath = "data/access/" + with_extension(original_path.removeprefix("data/originals/"), ext)
+    apath, _t = alloc.take(apath.rsplit("/", 1)[0], apath.rsplit("/", 1)[1], d.sha256[:8])
+    return PayloadFile(
+        "access", apath, d.size, d.sha256, d.sm3, d.object_key, kind=d.kind, method=d.method
+    )
+
+
+def _technical(rec: Recording, probe: dict[str, Any]) -> dict[str, Any]:
+    """The descriptor's technical metadata of a recording, from its probe."""
+    return {
+        "container": probe.get("container"),
+        "format": probe.get("format_long_name"),
+        "duration-s": rec.duration_s,
+        "size": rec.size,
+        "bit-rate": probe.get("bit_rate"),
+        "video-codec": probe.get("video_codec"),
+        "width": probe.get("width"),
+        "height": probe.get("height"),
+        "frame-rate": probe.get("frame_rate"),
+        "audio-codec": probe.get("audio_codec"),
+        "sample-rate": probe.get("sample_rate"),
+        "channels": probe.get("channels"),
+        "probe-error": probe.get("error") if probe.get("ok") is False else None,
+    }
+
+
+def _device_fields(device: Device | None, probe: dict[str, Any]) -> dict[str, str]:
+    """The recorder as the descriptor names it (fields left empty are left out)."""
+    fields = {
+        "serial": device.serial if device else "",
+        "model": device.model if device else "",
+        "make": probe.get("make") or "",
+        "unit": device.unit if device else "",
+    }
+    return {k: v for k, v in fields.items() if v}
 
 
 def _derivative_ext(d: Derivative) -> str:
@@ -637,14 +660,7 @@ original name's bytes.
 def export_bundle(
     catalog: Catalog, store: ObjectStore, signer: Signer, req: ExportRequest
 ) -> ExportResult:
-    if bool(req.cases) == (req.date_from is not None or req.date_to is not None):
-        raise ExportError("give either --case (one or more) or a date range (--from and --to)")
-    if not req.cases and (req.date_from is None or req.date_to is None):
-        raise ExportError("a date range needs both --from and --to")
-    if req.date_from and req.date_to and req.date_from >= req.date_to:
-        raise ExportError(f"--from {req.date_from} is not before --to {req.date_to}")
-    if req.max_bag_bytes is not None and req.max_bag_bytes <= 0:
-        raise ExportError("the bag size limit must be positive")
+    _check_request(req)
     out = req.out.absolute()
     if out.parent.exists() and not out.parent.is_dir():
         raise ExportError(f"{out.parent} is not a directory", hint="choose another --out")
@@ -657,57 +673,8 @@ def export_bundle(
         records, name_map = _build_records(session, selected, req, today)
         bags = _plan(session, records, req, out, uid)
     paths = _bag_paths(out, len(bags))
-    partial = [q for p in paths if (q := p.with_name(p.name + PARTIAL_SUFFIX)).exists()]
-    if partial:
-        raise ExportError(
-            f"{', '.join(map(str, partial))}: left by an interrupted export",
-            hint="it is incomplete: remove it, then export again",
-        )
-    taken = [p for p in paths if p.exists()]
-    if taken:
-        raise ExportError(
-            f"{', '.join(map(str, taken))} already exist(s)",
-            hint="choose another --out; an export never overwrites",
-        )
-    try:
-        _make_folder(out.parent)
-    except OSError as exc:
-        raise ExportError(f"cannot create {out.parent}: {exc.strerror}") from exc
-    scope: dict[str, Any] = (
-        {"cases": list(req.cases)}
-        if req.cases
-        else {
-            "from": req.date_from.isoformat() if req.date_from else None,
-            "to": req.date_to.isoformat() if req.date_to else None,
-        }
-    )
-    scope["with_access"] = req.with_access
-    with catalog.transaction() as session:
-        row = Export(
-            uid=uid,
-            actor=actor,
-            out_path=str(out),
-            scope=scope,
-            state="RUNNING",
-            bags={"planned": [p.name for p in paths], "process": _this_process()},
-        )
-        session.add(row)
-        session.flush()
-        export_id = row.id
-        append_event(
-            session,
-            signer,
-            actor=actor,
-            action="export-started",
-            object_type="export",
-            object_id=uid,
-            details={
-                "scope": scope,
-                "recordings": len(records),
-                "bags": [p.name for p in paths],
-                "out": str(out),
-            },
-        )
+    _check_paths_free(out, paths)
+    export_id = _start_export(catalog, signer, req, uid, actor, out, paths, len(records))
     writers: list[BagWriter] = []
     results: list[BagResult] = []
     try:
@@ -741,11 +708,106 @@ def export_bundle(
             w.abort()
         _record_failure(catalog, signer, export_id, uid, actor, exc)
         raise
-    # The catalog now records the export DONE with its items and events; only now do its
-    # bags appear at --out, so a bag there is always one the catalog knows (and a case
-    # refuses to detach its recordings lightly). A kill from here on leaves the export
-    # DONE with some bags still <name>.partial: the next `liuhen export` finishes the
-    # renames (reconcile_interrupted).
+    _place_bags(catalog, signer, export_id, uid, actor, writers)
+    return ExportResult(uid, results, len(records))
+
+
+def _check_request(req: ExportRequest) -> None:
+    """Cases or a date range, not both; a range with both ends, in order; a positive
+    bag size."""
+    if bool(req.cases) == (req.date_from is not None or req.date_to is not None):
+        raise ExportError("give either --case (one or more) or a date range (--from and --to)")
+    if not req.cases and (req.date_from is None or req.date_to is None):
+        raise ExportError("a date range needs both --from and --to")
+    if req.date_from and req.date_to and req.date_from >= req.date_to:
+        raise ExportError(f"--from {req.date_from} is not before --to {req.date_to}")
+    if req.max_bag_bytes is not None and req.max_bag_bytes <= 0:
+        raise ExportError("the bag size limit must be positive")
+
+
+def _check_paths_free(out: Path, paths: list[Path]) -> None:
+    """No bag path is taken, nor left half-written by an interrupted export; the folder
+    that will hold them exists."""
+    partial = [q for p in paths if (q := p.with_name(p.name + PARTIAL_SUFFIX)).exists()]
+    if partial:
+        raise ExportError(
+            f"{', '.join(map(str, partial))}: left by an interrupted export",
+            hint="it is incomplete: remove it, then export again",
+        )
+    taken = [p for p in paths if p.exists()]
+    if taken:
+        raise ExportError(
+            f"{', '.join(map(str, taken))} already exist(s)",
+            hint="choose another --out; an export never overwrites",
+        )
+    try:
+        _make_folder(out.parent)
+    except OSError as exc:
+        raise ExportError(f"cannot create {out.parent}: {exc.strerror}") from exc
+
+
+def _start_export(
+    catalog: Catalog,
+    signer: Signer,
+    req: ExportRequest,
+    uid: str,
+    actor: str,
+    out: Path,
+    paths: list[Path],
+    recordings: int,
+) -> int:
+    """The export's row (RUNNING) and its ``export-started`` event; the row's id."""
+    scope: dict[str, Any] = (
+        {"cases": list(req.cases)}
+        if req.cases
+        else {
+            "from": req.date_from.isoformat() if req.date_from else None,
+            "to": req.date_to.isoformat() if req.date_to else None,
+        }
+    )
+    scope["with_access"] = req.with_access
+    with catalog.transaction() as session:
+        row = Export(
+            uid=uid,
+            actor=actor,
+            out_path=str(out),
+            scope=scope,
+            state="RUNNING",
+            bags={"planned": [p.name for p in paths], "process": _this_process()},
+        )
+        session.add(row)
+        session.flush()
+        export_id = row.id
+        append_event(
+            session,
+            signer,
+            actor=actor,
+            action="export-started",
+            object_type="export",
+            object_id=uid,
+            details={
+                "scope": scope,
+                "recordings": recordings,
+                "bags": [p.name for p in paths],
+                "out": str(out),
+            },
+        )
+    return export_id
+
+
+def _place_bags(
+    catalog: Catalog,
+    signer: Signer,
+    export_id: int,
+    uid: str,
+    actor: str,
+    writers: list[BagWriter],
+) -> None:
+    """The catalog now records the export DONE with its items and events; only now do its
+    bags appear at --out, so a bag there is always one the catalog knows (and a case
+    refuses to detach its recordings lightly). A kill from here on leaves the export
+    DONE with some bags still <name>.partial: the next `liuhen export` finishes the
+    renames (reconcile_interrupted)."""
     placed: list[BagWriter] = []
     try:
         for w in writers:
@@ -755,7 +817,6 @@ def export_bundle(
         _take_back(catalog, signer, export_id, uid, actor, writers, placed, exc)
         raise
     _record_in_place(catalog, export_id)
-    return ExportResult(uid, results, len(records))
 
 
 def _make_folder(folder: Path) -> None:
@@ -1217,18 +1278,8 @@ def _write_bag(
     index: int,
     count: int,
 ) -> BagResult:
-    for r in records:
-        for f in r.files:
-            what = (
-                f"object {f.object_key} ({f.role} of recording {r.recording_id}, "
-                f"{r.original_name}, sha256 {r.sha256})"
-            )
-            with store.open(f.object_key) as stream:
-                writer.add_stream(
-                    f.path, stream, f.size, expect={"sha256": f.sha256, "sm3": f.sm3}, what=what
-                )
+    _copy_payload(store, writer, records)
     case_numbers = sorted({n for r in records for n in r.case_numbers})
-    bag_cases = [c for c in cases if c.number in case_numbers]
     bag_count = f"{index} of {count}"
     meta = {
         "uid": uid,
@@ -1245,8 +1296,57 @@ def _write_bag(
         else f"{req.date_from.isoformat() if req.date_from else ''}/"
         f"{req.date_to.isoformat() if req.date_to else ''}",
     }
+    _write_custody(catalog, store, signer, writer, records, case_numbers, meta)
+    _write_descriptors(
+        writer, records, name_map, [c for c in cases if c.number in case_numbers], meta
+    )
+    report = _four_properties(catalog, writer, req)
+    payload_bytes = sum(e.size for e in writer.entries)
+    info: list[tuple[str, str]] = [
+        ("Source-Organization", req.organization or signer.station_id),
+        ("External-Identifier", ",".join(req.cases) if req.cases else uid),
+        ("Bagging-Date", now.astimezone(CHINA_STANDARD_TIME).strftime("%Y-%m-%d")),
+        ("Payload-Oxum", f"{payload_bytes}.{len(writer.entries)}"),
+        ("Bag-Size", human_size(payload_bytes)),
+    ]
+    if count > 1:
+        info += [("Bag-Group-Identifier", uid), ("Bag-Count", bag_count)]
+    info += [("Liuhen-Export-Id", uid)]
+    info += _liuhen_labels(records, case_numbers, req, signer)
+    writer.finish(info, signer, VERIFY_TEXT)
+    return BagResult(
+        writer.name, writer.final, len(writer.entries), payload_bytes, len(records), report
+    )
+
+
+def _copy_payload(store: ObjectStore, writer: BagWriter, records: list[RecordInfo]) -> None:
+    """Every file of the records from the store into the bag, checked against the
+    catalog's digests as it is written."""
+    for r in records:
+        for f in r.files:
+            what = (
+                f"object {f.object_key} ({f.role} of recording {r.recording_id}, "
+                f"{r.original_name}, sha256 {r.sha256})"
+            )
+            with store.open(f.object_key) as stream:
+                writer.add_stream(
+                    f.path, stream, f.size, expect={"sha256": f.sha256, "sm3": f.sm3}, what=what
+                )
+
+
+def _write_custody(
+    catalog: Catalog,
+    store: ObjectStore,
+    signer: Signer,
+    writer: BagWriter,
+    records: list[RecordInfo],
+    case_numbers: list[str],
+    meta: dict[str, str],
+) -> None:
+    """The custody excerpt, the keys that signed it, the stations' signed chain heads,
+    and the PREMIS events."""
     with catalog.session() as session:
-        custody = _custody(session, records, case_numbers, uid)
+        custody = _custody(session, records, case_numbers, meta["uid"])
         heads = _chain_heads(session, store, signer, {e["station_id"] for e in custody})
         keys = _keys(
             session, [e["key_id"] for e in custody] + [signer.key_id] + [h.key_id for h in heads]
@@ -1258,6 +1358,17 @@ def _write_bag(
     writer.add_bytes(
         m + "keys.json", (json.dumps({"keys": keys}, ensure_ascii=False, indent=2) + "\n").encode()
     )
+
+
+def _write_descriptors(
+    writer: BagWriter,
+    records: list[RecordInfo],
+    name_map: list[tuple[str, str, str]],
+    bag_cases: list[Case],
+    meta: dict[str, str],
+) -> None:
+    """The name map, the package descriptor and the hand-over list."""
+    m = "data/metadata/"
     bag_map = [row for row in name_map if any(row[0] == f.path for r in records for f in r.files)]
     if bag_map:
         import csv
@@ -1285,7 +1396,11 @@ def _write_bag(
         package_xml(export=meta, cases=case_dicts, records=records, files=list(writer.entries)),
     )
     writer.add_bytes(m + "handover.csv", handover_csv(list(writer.entries)))
-    # Four-properties on the bag as written so far (all payload but the report itself).
+
+
+def _four_properties(catalog: Catalog, writer: BagWriter, req: ExportRequest) -> dict[str, Any]:
+    """Four-properties on the bag as written so far (all payload but the report itself),
+    its report added to the bag."""
     writer.flush()
     view = TarBag(writer.temp) if writer.tar else DirBag(writer.temp, writer.name)
     view.name = writer.name
@@ -1300,17 +1415,15 @@ def _write_bag(
     report["location"] = str(writer.final)
     writer.add_bytes(fourprops.REPORT_JSON, fourprops.report_json(report))
     writer.add_bytes(fourprops.REPORT_HTML, fourprops.report_html(report))
-    payload_bytes = sum(e.size for e in writer.entries)
-    info: list[tuple[str, str]] = [
-        ("Source-Organization", req.organization or signer.station_id),
-        ("External-Identifier", ",".join(req.cases) if req.cases else uid),
-        ("Bagging-Date", now.astimezone(CHINA_STANDARD_TIME).strftime("%Y-%m-%d")),
-        ("Payload-Oxum", f"{payload_bytes}.{len(writer.entries)}"),
-        ("Bag-Size", human_size(payload_bytes)),
-    ]
-    if count > 1:
-        info += [("Bag-Group-Identifier", uid), ("Bag-Count", bag_count)]
-    info += [("Liuhen-Export-Id", uid)]
+    return report
+
+
+def _liuhen_labels(
+    records: list[RecordInfo], case_numbers: list[str], req: ExportRequest, signer: Signer
+) -> list[tuple[str, str]]:
+    """bag-info.txt's Liuhen-* labels after the export id: fonds, the longest retention,
+    the security classes, the cases and the signing key."""
+    info: list[tuple[str, str]] = []
     if req.fonds:
         info.append(("Liuhen-Fonds", req.fonds))
     retentions = sorted(
@@ -1323,10 +1436,7 @@ def _write_bag(
         info.append(("Liuhen-Security-Class", ",".join(classes)))
     info += [("Liuhen-Case-Id", n) for n in case_numbers]
     info.append(("Liuhen-Signing-Key-Id", signer.key_id))
-    writer.finish(info, signer, VERIFY_TEXT)
-    return BagResult(
-        writer.name, writer.final, len(writer.entries), payload_bytes, len(records), report
-    )
+    return info
 
 
 def catalog_lookup(catalog: Catalog) -> fourprops.DigestLookup:

@@ -74,7 +74,16 @@ def hash_file(path: Path) -> tuple[int, str, str]:
 def lookup_file(session: Session, path: Path) -> FileReport:
     size, sha256, sm3 = hash_file(path)
     report = FileReport(str(path), size, sha256, sm3)
-    object_ids = {sha256}
+    _find_matches(session, report, sha256)
+    if not report.matches:
+        # A digest prefix match would be a different file: only exact digests count.
+        return report
+    _check_custody(session, report, {sha256})
+    return report
+
+
+def _find_matches(session: Session, report: FileReport, sha256: str) -> None:
+    """The recordings, derivatives and tombstones with these bytes, each compared."""
     for rec in session.scalars(select(Recording).where(Recording.sha256 == sha256)):
         report.matches.append(
             {
@@ -118,9 +127,10 @@ def lookup_file(session: Session, path: Path) -> FileReport:
             }
         )
         _compare(report, "tombstone of recording", t.recording_id, t.sm3, t.size)
-    if not report.matches:
-        # A digest prefix match would be a different file: only exact digests count.
-        return report
+
+
+def _check_custody(session: Session, report: FileReport, object_ids: set[str]) -> None:
+    """The custody events about the file, each checked by the custody rule."""
     events = list(
         session.scalars(
             select(CustodyEvent)
@@ -152,7 +162,6 @@ def lookup_file(session: Session, path: Path) -> FileReport:
                 "signature_ok": not kinds & {"bad-signature", "unknown-key"},
             }
         )
-    return report
 
 
 def _compare(report: FileReport, what: str, ident: int, sm3: str, size: int) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from archive_export.descriptor import _clean
@@ -53,34 +53,10 @@ def events_xml(
     by_object: dict[str, list[dict[str, Any]]] = {}
     for ev in custody:
         by_object.setdefault(ev["object_id"], []).append(ev)
-    root = ET.Element("events", {"format": FORMAT})
-    n = 0
-
-    def add(
-        obj: RecordInfo,
-        etype: str,
-        at: str | None,
-        agent: str,
-        outcome: str,
-        detail: str,
-        ref: dict[str, Any] | None = None,
-    ) -> None:
-        nonlocal n
-        n += 1
-        el = ET.SubElement(
-            root, "event", {"id": f"e{n}", "type": etype, "object": obj.sha256, "outcome": outcome}
-        )
-        if at:
-            el.set("at", at)
-        ET.SubElement(el, "agent").text = _clean(agent)
-        if detail:
-            ET.SubElement(el, "detail").text = _clean(detail)
-        if ref:
-            ET.SubElement(el, "custody", {k: str(v) for k, v in ref.items()})
-
+    events = _Events()
     for r in records:
         device = r.device.get("serial") or "unknown device"
-        add(
+        events.add(
             r,
             "capture",
             r.captured_at_iso,
@@ -88,20 +64,12 @@ def events_xml(
             "success" if not r.flags.get("damaged") else "damaged",
             f"time source {r.time_source or 'unknown'}; start {r.start}; end {r.end}",
         )
-        related = [*by_object.get(r.sha256, [])]
-        for f in r.files:
-            if f.role == "access":
-                related += by_object.get(f.sha256, [])
-        for case_number in r.case_numbers:
-            related += [
-                e
-                for e in by_object.get(case_number, [])
-                if r.sha256 in e["details"] or str(r.recording_id) in e["details"]
-            ]
-        for ev in sorted(related, key=lambda e: (e["at"], e["station_id"], e["seq"])):
+        for ev in sorted(
+            _related(r, by_object), key=lambda e: (e["at"], e["station_id"], e["seq"])
+        ):
             details = json.loads(ev["details"]) if ev["details"] else {}
             outcome = "failure" if details.get("ok") is False else "success"
-            add(
+            events.add(
                 r,
                 event_type(ev["action"]),
                 ev["at"],
@@ -111,7 +79,7 @@ def events_xml(
                 {"station": ev["station_id"], "seq": ev["seq"], "hash": ev["event_hash"]},
             )
         for f in r.files:
-            add(
+            events.add(
                 r,
                 "fixity check",
                 export["created"],
@@ -120,7 +88,7 @@ def events_xml(
                 f"{f.role} {f.path}: SHA-256 and SM3 of the bytes read from object "
                 f"{f.object_key} matched the catalog while written",
             )
-        add(
+        events.add(
             r,
             "export",
             export["created"],
@@ -128,6 +96,54 @@ def events_xml(
             "success",
             f"export {export['uid']} bag {export['bag']} ({export['bag_count']})",
         )
-    ET.indent(root)
-    data: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    ET.indent(events.root)
+    data: bytes = ET.tostring(events.root, encoding="utf-8", xml_declaration=True)
     return data + b"\n"
+
+
+def _related(r: RecordInfo, by_object: Mapping[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The custody events about a record: its own, its access copy's, and its cases'
+    events that name it."""
+    related = [*by_object.get(r.sha256, [])]
+    for f in r.files:
+        if f.role == "access":
+            related += by_object.get(f.sha256, [])
+    for case_number in r.case_numbers:
+        related += [
+            e
+            for e in by_object.get(case_number, [])
+            if r.sha256 in e["details"] or str(r.recording_id) in e["details"]
+        ]
+    return related
+
+
+class _Events:
+    """The <events> document, numbering its events as they are added."""
+
+    def __init__(self) -> None:
+        self.root = ET.Element("events", {"format": FORMAT})
+        self._n = 0
+
+    def add(
+        self,
+        obj: RecordInfo,
+        etype: str,
+        at: str | None,
+        agent: str,
+        outcome: str,
+        detail: str,
+        ref: dict[str, Any] | None = None,
+    ) -> None:
+        self._n += 1
+        el = ET.SubElement(
+            self.root,
+            "event",
+            {"id": f"e{self._n}", "type": etype, "object": obj.sha256, "outcome": outcome},
+        )
+        if at:
+            el.set("at", at)
+        ET.SubElement(el, "agent").text = _clean(agent)
+        if detail:
+            ET.SubElement(el, "detail").text = _clean(detail)
+        if ref:
+            ET.SubElement(el, "custody", {k: str(v) for k, v in ref.items()})

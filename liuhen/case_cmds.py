@@ -168,6 +168,65 @@ def run_case_import(app: Any, path: Path, actor: str, as_json: bool) -> None:
         raise PartlyRefused(f"{len(report.errors)} row(s) refused")
 
 
+def run_case_create(app: Any, *, number: str, actor: str, **fields: str) -> None:
+    with app.ready_catalog().transaction() as s:
+        case = C.create_case(s, app.signer, number=number, actor=actor, **fields)
+    out.print(f"case {case.number} created")
+
+
+def run_case_action(
+    app: Any,
+    number: str,
+    action_id: str,
+    *,
+    officers: tuple[str, ...],
+    start: datetime,
+    end: datetime,
+    place: str,
+    actor: str,
+) -> None:
+    with app.ready_catalog().transaction() as s:
+        action, _ = C.add_action(
+            s,
+            app.signer,
+            case=C.get_case(s, number),
+            external_id=action_id,
+            officers=officers,
+            start=start,
+            end=end,
+            place=place,
+            actor=actor,
+        )
+        n = A.attach_for_actions(
+            s,
+            app.signer,
+            [action.id],
+            policy=app.settings.retention,
+            actor=actor,
+            store=app.store,
+        )
+    out.print(f"action {action_id} of {number} recorded; {n} recording(s) attached")
+
+
+def run_case_list(app: Any, status: str | None, as_json: bool) -> None:
+    with app.ready_catalog().session() as s:
+        cases = C.list_cases(s, status)
+    if as_json:
+        print_json(cases)
+        return
+    table = Table("number", "title", "status", "retention", "密级", "recordings")
+    for c in cases:
+        table.add_row(
+            c["number"],
+            c["title"],
+            c["status"],
+            c["retention"],
+            c["security_class"],
+            str(c["recordings"]),
+        )
+    out.print(table)
+
+
 def run_case_show(app: Any, number: str, as_json: bool) -> None:
     with app.ready_catalog().session() as s:
         report = C.case_report(s, number)
@@ -352,6 +411,14 @@ def run_sweep(app: Any, apply: bool, limit: int | None, actor: str, as_json: boo
 
 
 def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> None:
+    """The `device`, `case` and `retention` command groups."""
+    _register_devices(cli, pass_ctx, json_option)
+    case_group = _register_cases(cli, pass_ctx, json_option)
+    _register_case_links(case_group, pass_ctx, json_option)
+    _register_retention(cli, pass_ctx, json_option)
+
+
+def _register_devices(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> None:
     @cli.group("device")
     def device_group() -> None:
         """Recorders and who carries them."""
@@ -426,6 +493,11 @@ def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> N
         """Devices and assignments from CSV."""
         run_device_import(ctx.app(), path, actor, as_json)
 
+
+def _register_cases(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> click.Group:
+    """`case create`, `action`, `list`; the group, for the commands that show and link
+    recordings (:func:`_register_case_links`)."""
+
     @cli.group("case")
     def case_group() -> None:
         """Cases, enforcement actions and attached recordings."""
@@ -450,20 +522,16 @@ def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> N
         actor: str,
     ) -> None:
         """Create case NUMBER (as the unit writes it, e.g. 沪徐市监罚〔2026〕123号)."""
-        app = ctx.app()
-        with app.ready_catalog().transaction() as s:
-            case = C.create_case(
-                s,
-                app.signer,
-                number=number,
-                title=title,
-                unit=unit,
-                status=status,
-                retention=retention,
-                security_class=security_class,
-                actor=actor,
-            )
-        out.print(f"case {case.number} created")
+        run_case_create(
+            ctx.app(),
+            number=number,
+            title=title,
+            unit=unit,
+            status=status,
+            retention=retention,
+            security_class=security_class,
+            actor=actor,
+        )
 
     @case_group.command("action")
     @click.argument("number")
@@ -485,28 +553,32 @@ def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> N
         actor: str,
     ) -> None:
         """Record enforcement action ACTION_ID of case NUMBER; attach matching recordings."""
-        app = ctx.app()
-        with app.ready_catalog().transaction() as s:
-            action, _ = C.add_action(
-                s,
-                app.signer,
-                case=C.get_case(s, number),
-                external_id=action_id,
-                officers=officers,
-                start=start,
-                end=end,
-                place=place,
-                actor=actor,
-            )
-            n = A.attach_for_actions(
-                s,
-                app.signer,
-                [action.id],
-                policy=app.settings.retention,
-                actor=actor,
-                store=app.store,
-            )
-        out.print(f"action {action_id} of {number} recorded; {n} recording(s) attached")
+        run_case_action(
+            ctx.app(),
+            number,
+            action_id,
+            officers=officers,
+            start=start,
+            end=end,
+            place=place,
+            actor=actor,
+        )
+
+    @case_group.command("list")
+    @click.option("--status", type=click.Choice(C.STATUSES), default=None)
+    @json_option
+    @pass_ctx
+    def case_list(ctx: Any, status: str | None, as_json: bool) -> None:
+        """Cases, with how many recordings each holds."""
+        run_case_list(ctx.app(), status, as_json)
+
+    return case_group
+
+
+def _register_case_links(
+    case_group: click.Group, pass_ctx: Decorator, json_option: Decorator
+) -> None:
+    """`case show`, `import`, `attach`, `detach`."""
 
     @case_group.command("show")
     @click.argument("number")
@@ -515,29 +587,6 @@ def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> N
     def case_show(ctx: Any, number: str, as_json: bool) -> None:
         """A case, its actions and its recordings (digests, times, officer, why attached)."""
         run_case_show(ctx.app(), number, as_json)
-
-    @case_group.command("list")
-    @click.option("--status", type=click.Choice(C.STATUSES), default=None)
-    @json_option
-    @pass_ctx
-    def case_list(ctx: Any, status: str | None, as_json: bool) -> None:
-        """Cases, with how many recordings each holds."""
-        with ctx.app().ready_catalog().session() as s:
-            cases = C.list_cases(s, status)
-        if as_json:
-            print_json(cases)
-            return
-        table = Table("number", "title", "status", "retention", "密级", "recordings")
-        for c in cases:
-            table.add_row(
-                c["number"],
-                c["title"],
-                c["status"],
-                c["retention"],
-                c["security_class"],
-                str(c["recordings"]),
-            )
-        out.print(table)
 
     @case_group.command("import")
     @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
@@ -575,6 +624,8 @@ def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> N
         """Detach RECORDING from case NUMBER (the rule will not attach it again)."""
         run_detach(ctx.app(), number, recording, reason, actor, force_exported)
 
+
+def _register_retention(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> None:
     @cli.group("retention")
     def retention_group() -> None:
         """How long recordings are kept: explain, holds, reviews, expiry."""

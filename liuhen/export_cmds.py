@@ -6,12 +6,15 @@ import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from config.errors import EXIT_USAGE, CheckFailed, LiuhenError
 from liuhen.output import err, mark, out, print_json
+
+if TYPE_CHECKING:  # (the command imports the export package only when it runs)
+    from archive_export.export import ExportResult
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 DECODE_MODES = ("keyframes", "full", "none")
@@ -53,7 +56,7 @@ def run_export(
         parse_day,
         reconcile_interrupted,
     )
-    from archive_export.fourprops import Options, summary_lines
+    from archive_export.fourprops import Options
 
     s = app.settings
     req = ExportRequest(
@@ -76,7 +79,13 @@ def run_export(
     reconciled = reconcile_interrupted(catalog, app.signer, actor=req.actor)
     for note in reconciled:
         err.print(f"reconciled an interrupted export: {note}", markup=False)
-    result = export_bundle(catalog, app.store, app.signer, req)
+    _print_export(export_bundle(catalog, app.store, app.signer, req), reconciled, as_json)
+
+
+def _print_export(result: ExportResult, reconciled: list[str], as_json: bool) -> None:
+    """What became of the export: its bags, and each one's four-properties verdict."""
+    from archive_export.fourprops import summary_lines
+
     if as_json:
         print_json(
             {
@@ -152,6 +161,12 @@ def run_four_properties(
 
 
 def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> None:
+    """The `export` and `four-properties` commands."""
+    _register_export(cli, pass_ctx, json_option)
+    _register_four_properties(cli, pass_ctx, json_option)
+
+
+def _register_export(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> None:
     @cli.command("export")
     @click.option("--case", "cases", multiple=True, help="Case number (repeatable).")
     @click.option(
@@ -217,6 +232,10 @@ def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> N
             as_json=as_json,
         )
 
+
+def _register_four_properties(
+    cli: click.Group, pass_ctx: Decorator, json_option: Decorator
+) -> None:
     @cli.command("four-properties")
     @click.argument("bundle", type=click.Path(exists=True))
     @click.option(

@@ -336,52 +336,65 @@ def _mode(req: Request) -> str:
     return "bag" if _looks_like_bag(req.target) else "file"
 
 
-def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> None:
-    @cli.command("verify")
-    @click.argument("target", required=False, type=click.Path(path_type=Path))
-    @click.option(
+# The options of `liuhen verify`, top to bottom as --help lists them: what to verify
+# (TARGET, --file, --store, --district), how much of the store, and the key ring.
+_VERIFY_OPTIONS: list[Decorator] = [
+    click.argument("target", required=False, type=click.Path(path_type=Path)),
+    click.option(
         "--file",
         "as_file",
         is_flag=True,
         help="Treat TARGET as a file to look up, even if it is a tar.",
-    )
-    @click.option("--store", is_flag=True, help="Fixity audit of the object store.")
-    @click.option(
+    ),
+    click.option("--store", is_flag=True, help="Fixity audit of the object store."),
+    click.option(
         "--district",
         is_flag=True,
         help="Catalog and store against each other: "
         "every file stored once, dockings safe or visibly waiting, no stuck work, "
         "custody chains, no orphan or missing objects (--sample N: re-hash about "
         "N objects instead of all).",
-    )
-    @click.option(
+    ),
+    click.option(
         "--all", "audit_all", is_flag=True, help="With --store: every object (the default)."
-    )
-    @click.option(
+    ),
+    click.option(
         "--sample",
         type=click.IntRange(min=1),
         metavar="N",
         help="With --store: N recordings drawn at random.",
-    )
-    @click.option(
+    ),
+    click.option(
         "--older-than",
         type=click.FloatRange(min=0),
         metavar="DAYS",
         help="With --store: recordings not verified for DAYS days.",
-    )
-    @click.option(
+    ),
+    click.option(
         "--resume", is_flag=True, help="With --store: continue the last unfinished audit."
-    )
-    @click.option(
+    ),
+    click.option(
         "--trust",
         "trust_files",
         multiple=True,
         type=click.Path(dir_okay=False, exists=True),
         help="Key ring of trusted keys: '<station id> <key id>' per line (repeatable).",
-    )
-    @click.option(
+    ),
+    click.option(
         "--workers", type=click.IntRange(min=1), help="Hashing threads (default: every core)."
-    )
+    ),
+]
+
+
+def _verify_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed(_VERIFY_OPTIONS):  # the last decorator applies first
+        f = option(f)
+    return f
+
+
+def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> None:
+    @cli.command("verify")
+    @_verify_options
     @json_option
     @pass_ctx
     def verify_cmd(

@@ -15,7 +15,7 @@ import bagit
 import pytest
 from sqlalchemy import select
 
-from archive_export import bagparse, bagverify
+from archive_export import bagparse, bagview
 from archive_export.export import ExportResult
 from archive_export.handover import read_handover
 from catalog.custody import append_event
@@ -26,7 +26,7 @@ from tests.test_export import CASE, dock_and_derive, export, make_case
 
 def lower_bounds(monkeypatch: pytest.MonkeyPatch, **values: int) -> None:
     """Set bagparse's bound ``NAME`` to ``value`` in every archive_export module that
-    holds it (several import it by name), and the bounds bagverify derives from them."""
+    holds it (several import it by name), and the bounds the bag reader derives from them."""
     for name, value in values.items():
         original = getattr(bagparse, name)
         for module in list(sys.modules.values()):
@@ -35,8 +35,8 @@ def lower_bounds(monkeypatch: pytest.MonkeyPatch, **values: int) -> None:
                 and getattr(module, name, None) is original
             ):
                 monkeypatch.setattr(module, name, value)
-    monkeypatch.setattr(bagverify, "MAX_MEMBERS", 2 * bagparse.MAX_FILES)
-    monkeypatch.setattr(bagverify, "MAX_HELD_BYTES", 2 * bagparse.MAX_TAG_BYTES)
+    monkeypatch.setattr(bagview, "MAX_MEMBERS", 2 * bagparse.MAX_FILES)
+    monkeypatch.setattr(bagview, "MAX_HELD_BYTES", 2 * bagparse.MAX_TAG_BYTES)
 
 
 def check_group(
@@ -53,7 +53,7 @@ def check_group(
         bag = b.path
         if b.path.suffix == ".tar":
             with tarfile.open(b.path) as tar:
-                assert len(tar.getmembers()) <= bagverify.MAX_MEMBERS
+                assert len(tar.getmembers()) <= bagview.MAX_MEMBERS
                 tar.extractall(tmp_path / "x", filter="data")
             bag = tmp_path / "x" / b.name
         folders.append(bag)

@@ -286,3 +286,67 @@ def test_tag_files_are_held_to_the_signed_tag_manifest(
     assert a1["status"] == "fail"
     assert any("bag-info.txt" in p for p in a1["problems"]), a1["problems"]
     assert any("manifest-sha256.txt" in p for p in a1["problems"]), a1["problems"]
+
+
+# -- one reader, one manifest parser: four-properties judges the bag as `liuhen verify` ------
+
+
+def _bench_bag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, duplicate: bool) -> Path:
+    """A small signed bag (no media, no custody excerpt); ``duplicate``: its payload
+    manifests list the first file twice, first with a wrong checksum (then signed)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    import bench.verify as bench
+
+    root = tmp_path / "bag"
+    (root / "data" / "metadata").mkdir(parents=True)
+    (root / "data" / "metadata" / "note.txt").write_text("payload\n")
+    (root / "data" / "metadata" / "other.txt").write_text("more payload\n")
+    if duplicate:
+        plain = bench.manifest_text
+
+        def with_duplicate(digests: dict[str, str]) -> str:
+            text = plain(digests)
+            first = sorted(digests)[0]
+            if not first.startswith("data/"):
+                return text
+            return f"{'0' * len(digests[first])}  {first}\n" + text
+
+        monkeypatch.setattr(bench, "manifest_text", with_duplicate)
+    return bench.write_bag(root, key=Ed25519PrivateKey.generate())
+
+
+def test_a_manifest_the_verifier_rejects_fails_four_properties_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A payload file listed twice with different checksums: 'liuhen verify' reports it;
+    four-properties read the manifest leniently (the later line won) and passed A2."""
+    bag = _bench_bag(tmp_path, monkeypatch, duplicate=True)
+    verify = run_cli(capsys, "verify", "--json", str(bag))
+    assert verify.code == 1
+    assert "duplicate-entry" in {e["kind"] for e in json.loads(verify.out)["errors"]}
+    by_id = checks(check_bag(DirBag(bag), options=Options(decode="none")))
+    assert by_id["A2"]["status"] == "fail", by_id["A2"]
+    assert any("listed again" in p for p in by_id["A2"]["problems"]), by_id["A2"]["problems"]
+    assert by_id["A1"]["status"] == "pass", by_id["A1"]["problems"]  # it is signed as it is
+
+
+def test_a_tar_with_the_bag_at_its_top_is_read_as_the_verifier_reads_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`tar cf x.tar -C bag bagit.txt data …`: bagit.txt at the top of the tar, no bag
+    folder. The verifier reads it; four-properties read every member as an odd entry."""
+    bag = _bench_bag(tmp_path, monkeypatch, duplicate=False)
+    tar = tmp_path / "flat.tar"
+    with tarfile.open(tar, "w") as tf:
+        for path in sorted(bag.iterdir()):
+            tf.add(path, arcname=path.name)
+    verify = run_cli(capsys, "verify", "--json", str(tar))
+    # (A 留痕 bag without a custody excerpt: that is all the verifier finds.)
+    assert {e["kind"] for e in json.loads(verify.out)["errors"]} == {"custody"}
+    report = check_bag(TarBag(tar), options=Options(decode="none"))
+    by_id = checks(report)
+    assert by_id["S2"]["status"] == "pass", by_id["S2"]["problems"]
+    assert by_id["A1"]["status"] == "pass", by_id["A1"]["problems"]
+    assert by_id["A2"]["status"] == "pass", by_id["A2"]["problems"]
+    assert report["payload"]["files"] == 2
