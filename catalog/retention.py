@@ -191,6 +191,38 @@ def explain(
         store_retain_until=rec.retain_until,
         released_holds=[_hold_dict(h) for h in all_holds if h.released_at is not None],
     )
+    gone = _explain_gone(session, rec, base)
+    if gone is not None:
+        return gone
+    floor = floor_date(rec, policy)
+    since = floor_since(rec)[1]
+    reasons = [
+        f"unattached minimum: {policy.unattached_days} days from {since} → {floor.isoformat()}"
+    ]
+    holds = [_hold_dict(h) for h in all_holds if h.released_at is None]
+    cases = _attached_cases(session, rec)
+    rule, keep_until = _rule_of(rec, all_holds, cases, floor, reasons)
+    expired = keep_until is not None and keep_until <= now
+    deletable = expired and rule == "unattached" and rec.state in LIVE_STATES
+    if expired and rule == "case":
+        reasons.append(
+            "the case periods have run out; attached recordings are disposed of "
+            "with the case file, never by the sweep"
+        )
+    return Decision(
+        **base,
+        rule=rule,
+        keep_until=keep_until,
+        expired=expired,
+        deletable=deletable,
+        reasons=reasons,
+        cases=cases,
+        holds=holds,
+    )
+
+
+def _explain_gone(session: Session, rec: Recording, base: dict[str, Any]) -> Decision | None:
+    """The decision for a recording already expired or being expired; None otherwise."""
     if rec.state == RecordingState.EXPIRED:
         stone = session.scalars(
             select(Tombstone).where(Tombstone.recording_id == rec.id).order_by(Tombstone.id.desc())
@@ -223,12 +255,11 @@ def explain(
                 "finished: the next 'retention sweep --apply' completes it"
             ],
         )
-    floor = floor_date(rec, policy)
-    since = floor_since(rec)[1]
-    reasons = [
-        f"unattached minimum: {policy.unattached_days} days from {since} → {floor.isoformat()}"
-    ]
-    holds = [_hold_dict(h) for h in all_holds if h.released_at is None]
+    return None
+
+
+def _attached_cases(session: Session, rec: Recording) -> list[dict[str, Any]]:
+    """The cases the recording is attached to now, with each case's keep-until."""
     cases = []
     for cr, case in session.execute(
         select(CaseRecording, Case)
@@ -245,13 +276,27 @@ def explain(
                 "keep_until": until.isoformat() if until else None,
             }
         )
+    return cases
+
+
+def _rule_of(
+    rec: Recording,
+    all_holds: list[LegalHold],
+    cases: list[dict[str, Any]],
+    floor: datetime,
+    reasons: list[str],
+) -> tuple[str, datetime | None]:
+    """Which rule keeps the recording, and until when (None: indefinitely); the reasons
+    that rule gives go to the front of ``reasons``. Holds come first, then 'important'
+    until reviewed, then the attached cases, then the unattached minimum."""
+    holds = [h for h in all_holds if h.released_at is None]
     important = rec.important and rec.reviewed_at is None
     keep_until: datetime | None
     if holds:
         rule, keep_until = "legal-hold", None
         reasons[:0] = [
             f"legal hold ({len(holds)} in force): never expires while held",
-            *(describe_hold(h) for h in all_holds if h.released_at is None),
+            *(describe_hold(h) for h in holds),
         ]
     elif important:
         rule, keep_until = "important", None
@@ -273,23 +318,7 @@ def explain(
             reasons.insert(0, f"attached to {c['case']} ({c['method']}): {c['retention']} → {end}")
     else:
         rule, keep_until = "unattached", floor
-    expired = keep_until is not None and keep_until <= now
-    deletable = expired and rule == "unattached" and rec.state in LIVE_STATES
-    if expired and rule == "case":
-        reasons.append(
-            "the case periods have run out; attached recordings are disposed of "
-            "with the case file, never by the sweep"
-        )
-    return Decision(
-        **base,
-        rule=rule,
-        keep_until=keep_until,
-        expired=expired,
-        deletable=deletable,
-        reasons=reasons,
-        cases=cases,
-        holds=holds,
-    )
+    return rule, keep_until
 
 
 def _hold_dict(h: LegalHold) -> dict[str, Any]:
@@ -847,6 +876,31 @@ def expire_one(
     except RetentionRefused as exc:
         raise OriginalKept(exc.message, hint=exc.hint) from exc
     gone = [delete_unreferenced(session, store, d.object_key, besides=rec.id) for d in derivatives]
+    _bury(session, signer, rec, derivatives, original, gone, keep_until, reason, now, actor)
+    session.flush()
+    return {
+        "recording": rec.id,
+        "sha256": rec.sha256,
+        "name": rec.original_name,
+        "keep_until": keep_until,
+        "derivatives": len(derivatives),
+    }
+
+
+def _bury(
+    session: Session,
+    signer: Signer,
+    rec: Recording,
+    derivatives: list[Derivative],
+    original: str,
+    gone: list[str],
+    keep_until: str | None,
+    reason: str,
+    now: datetime,
+    actor: str,
+) -> None:
+    """After the deletes: the tombstone (what was held, and what the store did with each
+    object), the EXPIRED state and the custody events, in the caller's transaction."""
     objects = {
         "original": {
             "key": rec.object_key,
@@ -910,14 +964,6 @@ def expire_one(
             "derivatives": [d.sha256 for d in derivatives],
         },
     )
-    session.flush()
-    return {
-        "recording": rec.id,
-        "sha256": rec.sha256,
-        "name": rec.original_name,
-        "keep_until": keep_until,
-        "derivatives": len(derivatives),
-    }
 
 
 def undo_expiry(session: Session, signer: Signer, rec_id: int, error: str, actor: str) -> None:
