@@ -454,28 +454,6 @@ class S3Store:
         )
         upload_id = str(resp["UploadId"])
         parts: list[dict[str, Any]] = []
-
-        def send(piece: Chunk) -> None:
-            number = len(parts) + 1
-            if number > MAX_PARTS:
-                raise StorageError(
-                    f"{self._where(key)}: more than {MAX_PARTS} parts",
-                    hint="raise store.multipart_chunk_mb or pass the size to put",
-                )
-            checksum = base64.b64encode(hashlib.sha256(piece).digest()).decode("ascii")
-            part = self._call(
-                f"upload part {number}",
-                key,
-                "upload_part",
-                Key=full,
-                UploadId=upload_id,
-                PartNumber=number,
-                Body=piece,
-                ChecksumAlgorithm="SHA256",
-                ChecksumSHA256=checksum,
-            )
-            parts.append({"PartNumber": number, "ETag": part["ETag"], "ChecksumSHA256": checksum})
-
         completed = False
         total = 0
         try:
@@ -488,30 +466,61 @@ class S3Store:
                 total += len(piece)
                 if size is not None and total > size:
                     break  # no point sending more; the check below refuses it
-                send(piece)
+                self._send_part(key, full, upload_id, parts, piece)
                 del piece
             self._check_bytes(key, expected, Digest("sha256", hasher.hexdigest()), total, size)
-            params: dict[str, Any] = {
-                "Bucket": self.bucket,
-                "Key": full,
-                "UploadId": upload_id,
-                "MultipartUpload": {"Parts": parts},
-            }
-            try:
-                self._conditional(params, lambda p: self.client.complete_multipart_upload(**p))
-            except ClientError as exc:
-                if _status(exc) != 412:
-                    raise self._translate(exc, "complete the multipart upload", key) from exc
-            except BotoCoreError as exc:
-                raise self._translate(exc, "complete the multipart upload", key) from exc
-            else:
-                completed = True
+            completed = self._complete_multipart(key, full, upload_id, parts)
         except BaseException as exc:
             self._abort(full, upload_id, exc)
             raise
         if not completed:  # another writer completed the same key first
             self._abort(full, upload_id, None)
         return self._settle(key, expected, retain_until)
+
+    def _send_part(
+        self, key: str, full: str, upload_id: str, parts: list[dict[str, Any]], piece: Chunk
+    ) -> None:
+        """Upload the next part with its SHA-256, which the server checks on receipt."""
+        number = len(parts) + 1
+        if number > MAX_PARTS:
+            raise StorageError(
+                f"{self._where(key)}: more than {MAX_PARTS} parts",
+                hint="raise store.multipart_chunk_mb or pass the size to put",
+            )
+        checksum = base64.b64encode(hashlib.sha256(piece).digest()).decode("ascii")
+        part = self._call(
+            f"upload part {number}",
+            key,
+            "upload_part",
+            Key=full,
+            UploadId=upload_id,
+            PartNumber=number,
+            Body=piece,
+            ChecksumAlgorithm="SHA256",
+            ChecksumSHA256=checksum,
+        )
+        parts.append({"PartNumber": number, "ETag": part["ETag"], "ChecksumSHA256": checksum})
+
+    def _complete_multipart(
+        self, key: str, full: str, upload_id: str, parts: list[dict[str, Any]]
+    ) -> bool:
+        """Complete the upload unless the key exists; False when another writer completed
+        the same key first (HTTP 412 on the conditional completion)."""
+        params: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Key": full,
+            "UploadId": upload_id,
+            "MultipartUpload": {"Parts": parts},
+        }
+        try:
+            self._conditional(params, lambda p: self.client.complete_multipart_upload(**p))
+        except ClientError as exc:
+            if _status(exc) != 412:
+                raise self._translate(exc, "complete the multipart upload", key) from exc
+            return False
+        except BotoCoreError as exc:
+            raise self._translate(exc, "complete the multipart upload", key) from exc
+        return True
 
     def _conditional(self, params: dict[str, Any], send: Callable[[dict[str, Any]], Any]) -> None:
         """Send with If-None-Match: * so an existing object is never replaced."""
