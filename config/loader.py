@@ -231,6 +231,8 @@ def _validate(s: Settings, where: str, environ: Mapping[str, str]) -> None:
             raise bad(key, f"has an invalid pattern {pattern!r}: {exc}") from exc
     if s.ingest.observer not in {"auto", "poll", "native"}:
         raise bad("ingest.observer", "must be auto, poll or native")
+    if s.compliance.rule not in {"each", "any"}:
+        raise bad("compliance.rule", "must be each (every officer records) or any")
     # Numeric ranges are checked as each value is read (config.settings.bounded).
 
 
