@@ -246,7 +246,7 @@ def test_compliance_settings_are_validated(tmp_path: Any) -> None:
 
     cfg = tmp_path / "liuhen.toml"
     cfg.write_text('[compliance]\nrule = "all"\n', encoding="utf-8")
-    with pytest.raises(LiuhenError, match="compliance.rule"):
+    with pytest.raises(LiuhenError, match=r"compliance\.rule"):
         load_settings(tmp_path, cfg, environ={})
     cfg.write_text("[compliance]\ncomplete_share = 1.5\n", encoding="utf-8")
     with pytest.raises(LiuhenError, match="between 0 and 1"):
