@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 # load SQLAlchemy, boto3 or the station).
 LAZY_COMMANDS = {
     "case": "case_cmds",
+    "compliance": "compliance_cmds",
     "coverage": "compliance_cmds",
     "demo": "ingest_cmds",
     "device": "case_cmds",

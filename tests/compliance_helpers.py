@@ -8,7 +8,7 @@ import itertools
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from catalog.models import (
@@ -128,7 +128,7 @@ class World:
             state="PROBED" if end is not None else "STORED",
             original_name=f"{serial}_{n}.MP4",
             device_id=self.device(serial),
-            officer_id=self.officer(officer) if officer else None,
+            officer_id=self.officer(officer) if officer else self._holder(serial, start),
             captured_at=start,
             capture_end=end,
             received_at=received or (end or start) + timedelta(hours=2),
@@ -137,6 +137,17 @@ class World:
         self.s.add(r)
         self.s.flush()
         return r.id
+
+    def _holder(self, serial: str, at: datetime) -> int | None:
+        """The officer the catalog resolves for a recording: the assignment at capture."""
+        found: int | None = self.s.scalar(
+            select(DeviceAssignment.officer_id).where(
+                DeviceAssignment.device_id == self.device(serial),
+                DeviceAssignment.start <= at,
+                or_(DeviceAssignment.end.is_(None), DeviceAssignment.end > at),
+            )
+        )
+        return found
 
     def docking(
         self,
