@@ -36,6 +36,7 @@ LAZY_COMMANDS = {
     "four-properties": "export_cmds",
     "ingest": "ingest_cmds",
     "retention": "case_cmds",
+    "review": "compliance_cmds",
     "show": "media_cmds",
     "station": "ingest_cmds",
     "verify": "verify_cmds",

@@ -3,15 +3,19 @@ commands over the compliance package (docs/compliance.md)."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any
 
 import click
 from rich.table import Table
 
+from config.errors import EXIT_FAILED_CHECK
+from liuhen.actor import actor_option
 from liuhen.output import out, print_json
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+ROW_ID = click.IntRange(min=1, max=2**31 - 1)
 
 
 def _secs(value: float) -> str:
@@ -160,6 +164,75 @@ def run_summary(
         print_summary(data)
 
 
+def print_sample(data: dict[str, Any]) -> None:
+    out.print(
+        f"review sample {data['sample']}: {data['unit']} {data['period']}, "
+        f"{len(data['actions'])} of {data['population']} action(s), seed {data['seed']}, "
+        f"population {data['population_hash'][:16]}…, drawn by {data['drawn_by']}"
+    )
+    rows = [
+        [
+            a["case"],
+            a["external_id"],
+            str(a["action"] or "gone"),
+            a["verdict"] or "-",
+            ("rectified: " + a["rectification"]) if a.get("rectification") else "",
+        ]
+        for a in data["actions"]
+    ]
+    out.print(_table(["case", "action", "row id", "verdict", "rectification"], rows))
+    check = data["check"]
+    if check["population_changed"]:
+        out.print(f"[yellow]population changed since the draw:[/yellow] {check['changes_text']}")
+    if not check["redraw_matches"] or not check["population_hash_matches"]:
+        out.print("[red]✗[/red] the recorded sample does not redraw from its seed and population")
+
+
+def run_sample(
+    app: Any,
+    unit: str,
+    period_text: str,
+    count: int,
+    seed: str | None,
+    redraw: bool,
+    actor: str,
+    as_json: bool,
+) -> None:
+    from compliance.review import sample_report, take_sample
+
+    with app.ready_catalog().transaction() as s:
+        sample, new = take_sample(
+            s,
+            app.signer,
+            unit=unit,
+            period_text=period_text,
+            count=count,
+            seed=seed,
+            actor=actor,
+            redraw=redraw,
+        )
+        data = sample_report(s, sample) | {"new": new}
+    if as_json:
+        print_json(data)
+        return
+    if not new:
+        out.print(f"same seed, same population: the sample drawn before (#{data['sample']})")
+    print_sample(data)
+
+
+def run_show_sample(app: Any, sample_id: int, as_json: bool) -> None:
+    from compliance.review import get_sample, sample_report
+
+    with app.ready_catalog().session() as s:
+        data = sample_report(s, get_sample(s, sample_id))
+    if as_json:
+        print_json(data)
+    else:
+        print_sample(data)
+    if not data["check"]["redraw_matches"] or not data["check"]["population_hash_matches"]:
+        sys.exit(EXIT_FAILED_CHECK)
+
+
 def _table(columns: list[str], rows: list[list[str]]) -> Table:
     table = Table(*columns)
     for row in rows:
@@ -192,3 +265,99 @@ def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> N
         """Per unit, month and officer: actions fully, partly, not recorded or uncertain;
         median and worst gap; unattached recordings, undocked devices, clocks found off."""
         run_summary(ctx.app(), unit, start[0], (end or start)[1], as_json)
+
+    _register_review(cli, pass_ctx, json_option)
+
+
+def _register_review(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> None:
+    from compliance.review import CHECKLIST, VERDICTS
+
+    @cli.group("review")
+    def review_group() -> None:
+        """Sampling review (案卷评查): draw a sample, record verdicts, mark rectifications."""
+
+    @review_group.command("sample")
+    @click.option("--unit", required=True, help="The enforcement unit reviewed.")
+    @click.option("--period", "period_text", required=True, help="2026, 2026-11 or a day.")
+    @click.option("--count", type=click.IntRange(min=1, max=100_000), required=True)
+    @click.option("--seed", help="Seed of the draw (default: a random one, recorded).")
+    @click.option("--redraw", is_flag=True, help="Draw again on a population that changed since.")
+    @actor_option
+    @json_option
+    @pass_ctx
+    def sample_cmd(
+        ctx: Any,
+        unit: str,
+        period_text: str,
+        count: int,
+        seed: str | None,
+        redraw: bool,
+        actor: str,
+        as_json: bool,
+    ) -> None:
+        """Draw a reproducible random sample of the unit's actions in the period; the
+        seed and the population are recorded in a signed custody event."""
+        run_sample(ctx.app(), unit, period_text, count, seed, redraw, actor, as_json)
+
+    @review_group.command("show")
+    @click.argument("sample_id", type=ROW_ID)
+    @json_option
+    @pass_ctx
+    def show_cmd(ctx: Any, sample_id: int, as_json: bool) -> None:
+        """A sample's actions and verdicts; redraws it from its seed to check it."""
+        run_show_sample(ctx.app(), sample_id, as_json)
+
+    @review_group.command("verdict")
+    @click.argument("sample_id", type=ROW_ID)
+    @click.argument("action")
+    @click.option("--verdict", type=click.Choice(VERDICTS), required=True)
+    @click.option(
+        "--check",
+        "checks",
+        multiple=True,
+        help=f"A checklist item and its result, e.g. 全程记录=是 (items: {', '.join(CHECKLIST)}).",
+    )
+    @click.option("--notes", default="", help="The reviewer's notes.")
+    @actor_option
+    @pass_ctx
+    def verdict_cmd(
+        ctx: Any,
+        sample_id: int,
+        action: str,
+        verdict: str,
+        checks: tuple[str, ...],
+        notes: str,
+        actor: str,
+    ) -> None:
+        """Record the verdict on ACTION (row id or external id) of sample SAMPLE_ID."""
+        from compliance.review import parse_checklist, record_verdict
+
+        checklist = parse_checklist(list(checks))
+        app = ctx.app()
+        with app.ready_catalog().transaction() as s:
+            row = record_verdict(
+                s,
+                app.signer,
+                sample_id=sample_id,
+                action_ref=action,
+                verdict=verdict,
+                checklist=checklist,
+                notes=notes,
+                reviewer=actor,
+            )
+            vid = row.id
+        out.print(f"verdict {vid}: action {action} of sample {sample_id} is {verdict}")
+
+    @review_group.command("rectify")
+    @click.argument("verdict_id", type=ROW_ID)
+    @click.option("--what", required=True, help="What was done to rectify the finding.")
+    @actor_option
+    @pass_ctx
+    def rectify_cmd(ctx: Any, verdict_id: int, what: str, actor: str) -> None:
+        """Mark the finding of VERDICT_ID rectified, with what was done."""
+        from compliance.review import rectify
+
+        app = ctx.app()
+        with app.ready_catalog().transaction() as s:
+            rectify(s, app.signer, verdict_id=verdict_id, what=what, actor=actor)
+        out.print(f"verdict {verdict_id} marked rectified")
