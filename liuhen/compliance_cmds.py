@@ -233,6 +233,29 @@ def run_show_sample(app: Any, sample_id: int, as_json: bool) -> None:
         sys.exit(EXIT_FAILED_CHECK)
 
 
+def run_survey(app: Any, unit: str | None, csv_path: str | None, as_json: bool) -> None:
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    from compliance.survey import COLUMNS, survey, to_csv
+
+    if csv_path == "-" and as_json:
+        raise click.UsageError("--csv - and --json both write to standard output: choose one")
+    with app.ready_catalog().session() as s:
+        rows = survey(s, unit, datetime.now(UTC))
+    if csv_path == "-":
+        sys.stdout.buffer.write(to_csv(rows))
+        sys.stdout.flush()
+    elif csv_path is not None:
+        Path(csv_path).write_bytes(to_csv(rows))
+        out.print(f"{len(rows)} device(s) written to {csv_path}")
+    if as_json:
+        print_json(rows)
+    elif csv_path is None:
+        cells = [["" if r[k] is None else str(r[k]) for k, _ in COLUMNS] for r in rows]
+        out.print(_table([head for _, head in COLUMNS], cells))
+
+
 def _table(columns: list[str], rows: list[list[str]]) -> Table:
     table = Table(*columns)
     for row in rows:
@@ -265,6 +288,21 @@ def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> N
         """Per unit, month and officer: actions fully, partly, not recorded or uncertain;
         median and worst gap; unattached recordings, undocked devices, clocks found off."""
         run_summary(ctx.app(), unit, start[0], (end or start)[1], as_json)
+
+    @compliance_group.command("survey")
+    @click.option("--unit", help="The enforcement unit (default: every unit).")
+    @click.option(
+        "--csv",
+        "csv_path",
+        type=click.Path(dir_okay=False, allow_dash=True),
+        help="Write CSV (UTF-8 with BOM, for Excel) to this file ('-': standard output).",
+    )
+    @json_option
+    @pass_ctx
+    def survey_cmd(ctx: Any, unit: str | None, csv_path: str | None, as_json: bool) -> None:
+        """Equipment survey (装备摸底): each recorder's model, serial, holder, last docking,
+        storage used and clock offset then, and recordings in the last 30 days."""
+        run_survey(ctx.app(), unit, csv_path, as_json)
 
     _register_review(cli, pass_ctx, json_option)
 
