@@ -52,6 +52,25 @@ class Housekeeping:
         return cls(settings.unattached_days, settings.undocked_days, settings.clock_off_s)
 
 
+# The gap histogram's buckets: (label, upper bound in seconds, inclusive).
+GAP_BUCKETS: tuple[tuple[str, float], ...] = (
+    ("0", 0.0),
+    ("≤30s", 30.0),
+    ("30-60s", 60.0),
+    ("1-5min", 300.0),
+    ("5-30min", 1800.0),
+    (">30min", math.inf),
+)
+
+
+def gap_histogram(gaps: Iterable[float]) -> dict[str, int]:
+    counts = {label: 0 for label, _ in GAP_BUCKETS}
+    for g in gaps:
+        label = next(label for label, top in GAP_BUCKETS if g <= top)
+        counts[label] += 1
+    return counts
+
+
 @dataclass
 class Tally:
     """Actions by status, and the longest gap of each action that was recorded at all."""
@@ -71,6 +90,7 @@ class Tally:
             d[f"{status}_share"] = self.counts[status] / n if n else None
         d["median_gap_s"] = statistics.median(self.gaps) if self.gaps else None
         d["worst_gap_s"] = max(self.gaps) if self.gaps else None
+        d["gap_histogram"] = gap_histogram(self.gaps)
         return d
 
 

@@ -35,6 +35,7 @@ LAZY_COMMANDS = {
     "export": "export_cmds",
     "four-properties": "export_cmds",
     "ingest": "ingest_cmds",
+    "report": "compliance_cmds",
     "retention": "case_cmds",
     "review": "compliance_cmds",
     "show": "media_cmds",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -235,7 +236,6 @@ def run_show_sample(app: Any, sample_id: int, as_json: bool) -> None:
 
 def run_survey(app: Any, unit: str | None, csv_path: str | None, as_json: bool) -> None:
     from datetime import UTC, datetime
-    from pathlib import Path
 
     from compliance.survey import COLUMNS, survey, to_csv
 
@@ -254,6 +254,69 @@ def run_survey(app: Any, unit: str | None, csv_path: str | None, as_json: bool) 
     elif csv_path is None:
         cells = [["" if r[k] is None else str(r[k]) for k, _ in COLUMNS] for r in rows]
         out.print(_table([head for _, head in COLUMNS], cells))
+
+
+def run_report(
+    app: Any, unit: str | None, year: int, out_dir: Path, actor: str, as_json: bool
+) -> None:
+    from datetime import UTC, datetime
+
+    from catalog.custody import append_event
+    from compliance.coverage import Rules
+    from compliance.report import report_data, write_report
+    from compliance.summary import Housekeeping
+
+    settings = app.settings.compliance
+    with app.ready_catalog().session() as s:
+        data = report_data(
+            s,
+            Rules.of(settings),
+            Housekeeping.of(settings),
+            unit=unit,
+            year=year,
+            now=datetime.now(UTC),
+        )
+    stem = f"自查报告-{unit}-{year}" if unit else f"全区汇总-{year}"
+    files, signature = write_report(data, out_dir, stem.replace("/", "_"), app.signer)
+    # The custody log keeps the report's digests too: a report replaced whole, and signed
+    # again with another key, still differs from what the station recorded.
+    with app.ready_catalog().transaction() as s:
+        append_event(
+            s,
+            app.signer,
+            actor=actor,
+            action="report-signed",
+            object_type="report",
+            object_id=signature["files"][files.pdf.name]["sha256"],
+            details={"unit": unit, "year": year, "files": signature["files"]},
+        )
+    if as_json:
+        print_json(signature | {"written": {k: str(v) for k, v in files.__dict__.items()}})
+        return
+    for path in (files.pdf, files.html, files.json, files.signature):
+        out.print(f"wrote {path}")
+
+
+def run_verify_report(path: Path, as_json: bool, trusted: dict[str, set[str]] | None) -> None:
+    """`liuhen verify REPORT.sig.json`: the signature and every file it names."""
+    from compliance.report import verify_report
+
+    result = verify_report(path, trusted)
+    if as_json:
+        print_json(result)
+    else:
+        for name, ok in result["files"].items():
+            out.print(f"{'[green]✓[/green]' if ok else '[red]✗[/red]'} {name}", markup=True)
+        for p in result["problems"]:
+            out.print(f"[red]✗[/red] {p}", markup=True)
+        if result["ok"]:
+            out.print(
+                f"[green]✓[/green] report signed by {result['station']} ({result['key_id']}) "
+                f"at {result['signed_at']} verifies",
+                markup=True,
+            )
+    if not result["ok"]:
+        sys.exit(EXIT_FAILED_CHECK)
 
 
 def _table(columns: list[str], rows: list[list[str]]) -> Table:
@@ -305,6 +368,32 @@ def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> N
         run_survey(ctx.app(), unit, csv_path, as_json)
 
     _register_review(cli, pass_ctx, json_option)
+
+    @cli.group("report")
+    def report_group() -> None:
+        """Reports a unit sends to the 区司法局 (自查报告), signed."""
+
+    @report_group.command("self-inspection")
+    @click.option("--unit", help="The enforcement unit (default: the district, every unit).")
+    @click.option("--year", type=click.IntRange(2000, 2999), required=True)
+    @click.option(
+        "--out",
+        "out_dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=Path("."),
+        show_default=True,
+        help="Folder to write the report to.",
+    )
+    @actor_option
+    @json_option
+    @pass_ctx
+    def self_inspection_cmd(
+        ctx: Any, unit: str | None, year: int, out_dir: Path, actor: str, as_json: bool
+    ) -> None:
+        """Write the self-inspection report (自查报告) of UNIT for YEAR as JSON, HTML and
+        PDF, signed (check it with `liuhen verify <file>.sig.json`); without --unit, the
+        district-wide summary across units."""
+        run_report(ctx.app(), unit, year, out_dir, actor, as_json)
 
 
 def _register_review(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> None:
