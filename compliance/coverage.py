@@ -206,13 +206,20 @@ def cover(
             if r.doubt is not None:
                 if r.start <= near_hi and (r.end or r.start) >= near_lo:
                     doubts.append((r.id, r.doubt))
-            elif r.end is not None and r.start <= action.end and r.end >= action.start:
+            elif r.end is not None and _overlaps(r.start, r.end, action):
                 used.append((r.start, r.end))
                 ids.append(r.id)
         layout = lay(action.start, action.end, used, o.number)
         per.append(OfficerCoverage(o, layout, ids, rules.complete(layout), doubts))
         everyone += used
     return ActionCoverage(action, rules, per, lay(action.start, action.end, everyone))
+
+
+def _overlaps(start: datetime, end: datetime, action: ActionRow) -> bool:
+    """Shares time with the window (an instant window: contains it)."""
+    if action.start == action.end:
+        return start <= action.start <= end
+    return start < action.end and end > action.start
 
 
 def _action_query() -> ActionSelect:

@@ -68,12 +68,13 @@ def lay(
 ) -> Layout:
     """Lay intervals on ``[start, end]``: the union, clipped, and what it leaves uncovered."""
     window_s = (end - start).total_seconds()
-    clipped = sorted((max(s, start), min(e, end)) for s, e in intervals if s <= end and e >= start)
     layout = Layout(window_s=window_s)
     if window_s <= 0:
-        if not clipped:
+        if not any(s <= start <= e for s, e in intervals):
             layout.holes.append(Gap(start, end, officer))
         return layout
+    # Strict: a recording that only touches the window at its start or end covers nothing.
+    clipped = sorted((max(s, start), min(e, end)) for s, e in intervals if s < end and e > start)
     cursor = start
     covered = 0.0
     for s, e in clipped:

@@ -147,10 +147,13 @@ def test_recording_of_another_holder_or_outside_the_window_is_not_counted(
         w.assign("D2", "010203", at(-86400))
         w.recording("D1", at(0), at(3600))  # someone else's recorder
         w.recording("D2", at(-7200), at(-1))  # ends a second before the window
+        w.recording("D2", at(-60), at(0))  # ends exactly at its start: touches, covers nothing
+        w.recording("D2", at(3600), at(3700))  # starts exactly at its end
         return w.action("A-1", ["010203"], at(0), at(3600))
 
     cov = coverage(catalog, build(catalog, fill))
     assert (cov.status, cov.share, cov.officers[0].recordings) == ("none", 0.0, [])
+    assert cov.officers[0].layout.started_late_s == 3600
 
 
 def test_device_without_assignment_counts_for_the_officer_the_catalog_resolved(
