@@ -123,7 +123,17 @@ class ActionCoverage:
     action: ActionRow
     rules: Rules
     officers: list[OfficerCoverage]
-    together: Layout  # all officers' recordings as one
+    # Every officer's recordings, for laying them together when asked (rule "any", JSON).
+    used: list[tuple[datetime, datetime]] = field(default_factory=list)
+    _together: Layout | None = None
+
+    @property
+    def together(self) -> Layout:
+        """All officers' recordings as one (laid once, on first use: a district summary
+        under the rule "each" never needs it)."""
+        if self._together is None:
+            self._together = lay(self.action.start, self.action.end, self.used)
+        return self._together
 
     @property
     def reasons(self) -> list[str]:
@@ -156,7 +166,7 @@ class ActionCoverage:
     def status(self) -> str:
         if self.reasons:
             return UNCERTAIN
-        if self.together.covered_s == 0 and self.together.holes:
+        if not any(o.recordings for o in self.officers):
             return NONE
         if self.rules.rule == "any":
             return COMPLETE if self.rules.complete(self.together) else PARTIAL
@@ -212,7 +222,7 @@ def cover(
         layout = lay(action.start, action.end, used, o.number)
         per.append(OfficerCoverage(o, layout, ids, rules.complete(layout), doubts))
         everyone += used
-    return ActionCoverage(action, rules, per, lay(action.start, action.end, everyone))
+    return ActionCoverage(action, rules, per, everyone)
 
 
 def _overlaps(start: datetime, end: datetime, action: ActionRow) -> bool:
@@ -236,7 +246,9 @@ def _action_query() -> ActionSelect:
 
 def coverage_of(session: Session, query: ActionSelect, rules: Rules) -> list[ActionCoverage]:
     """Coverage of every action the query (built on :func:`action_select`) selects."""
-    actions = [ActionRow(*row) for row in session.execute(query)]
+    # Core, not the ORM session: these are plain rows, and the ORM's per-statement work
+    # cost more than the query itself for one action.
+    actions = [ActionRow(*row) for row in session.connection().execute(query)]
     if not actions:
         return []
     officers = _officers_of(session, [a.id for a in actions])
@@ -266,7 +278,7 @@ def _officers_of(session: Session, action_ids: list[int]) -> dict[int, list[Offi
     # Chunked: an IN list per 5,000 actions stays well inside both databases' limits.
     for i in range(0, len(action_ids), 5000):
         chunk = action_ids[i : i + 5000]
-        for action_id, oid, number, name, unit in session.execute(
+        for action_id, oid, number, name, unit in session.connection().execute(
             q.where(ActionOfficer.action_id.in_(chunk))
         ):
             out.setdefault(action_id, []).append(OfficerRow(oid, number, name, unit))

@@ -9,10 +9,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from catalog.models import Base, utcnow
+from catalog.models import Base, Recording, utcnow
+
+# Coverage reads a few officers' recordings in a time window: by device (the assignment at
+# capture) or by officer (no assignment), each with the capture start. Declared here, on
+# the catalog's recordings table, because the compliance migration (0007) creates them.
+Index("ix_recordings_device_captured", Recording.device_id, Recording.captured_at)
+Index("ix_recordings_officer_captured", Recording.officer_id, Recording.captured_at)
 
 
 class ReviewSample(Base):

@@ -74,21 +74,28 @@ def lay(
             layout.holes.append(Gap(start, end, officer))
         return layout
     # Strict: a recording that only touches the window at its start or end covers nothing.
-    clipped = sorted((max(s, start), min(e, end)) for s, e in intervals if s < end and e > start)
-    cursor = start
+    clipped = [
+        (s if s > start else start, e if e < end else end)
+        for s, e in intervals
+        if s < end and e > start
+    ]
+    if not clipped:
+        layout.holes.append(Gap(start, end, officer))
+        layout.started_late_s = layout.stopped_early_s = window_s
+        return layout
+    clipped.sort()
+    cursor = start  # the end of what is covered so far (only grows)
     covered = 0.0
     for s, e in clipped:
         if s > cursor:
             layout.holes.append(Gap(cursor, s, officer))
+            cursor = s
         if e > cursor:
-            covered += (e - max(s, cursor)).total_seconds()
+            covered += (e - cursor).total_seconds()
             cursor = e
     if cursor < end:
         layout.holes.append(Gap(cursor, end, officer))
     layout.covered_s = covered
-    if not clipped:
-        layout.started_late_s = layout.stopped_early_s = window_s
-    else:
-        layout.started_late_s = (clipped[0][0] - start).total_seconds()
-        layout.stopped_early_s = (end - max(e for _, e in clipped)).total_seconds()
+    layout.started_late_s = (clipped[0][0] - start).total_seconds()
+    layout.stopped_early_s = (end - cursor).total_seconds()
     return layout

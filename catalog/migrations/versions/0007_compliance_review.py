@@ -1,4 +1,4 @@
-"""compliance: sampling reviews (案卷评查) and their verdicts
+"""compliance: sampling reviews (案卷评查) and their verdicts; recording indexes for coverage
 
 Revision ID: 0007
 Revises: 0005
@@ -16,6 +16,12 @@ depends_on = None
 
 
 def upgrade() -> None:
+    # Coverage (compliance.history) reads recordings by device or officer and capture start.
+    with op.batch_alter_table('recordings', schema=None) as batch_op:
+        batch_op.create_index('ix_recordings_device_captured', ['device_id', 'captured_at'],
+                              unique=False)
+        batch_op.create_index('ix_recordings_officer_captured', ['officer_id', 'captured_at'],
+                              unique=False)
     op.create_table(
         'review_samples',
         sa.Column('id', sa.Integer(), nullable=False),
@@ -59,5 +65,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('recordings', schema=None) as batch_op:
+        batch_op.drop_index('ix_recordings_officer_captured')
+        batch_op.drop_index('ix_recordings_device_captured')
     op.drop_table('review_verdicts')
     op.drop_table('review_samples')
