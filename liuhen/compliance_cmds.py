@@ -397,8 +397,6 @@ def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> N
 
 
 def _register_review(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> None:
-    from compliance.review import CHECKLIST, VERDICTS
-
     @cli.group("review")
     def review_group() -> None:
         """Sampling review (案卷评查): draw a sample, record verdicts, mark rectifications."""
@@ -433,6 +431,12 @@ def _register_review(cli: click.Group, pass_ctx: Decorator, json_option: Decorat
     def show_cmd(ctx: Any, sample_id: int, as_json: bool) -> None:
         """A sample's actions and verdicts; redraws it from its seed to check it."""
         run_show_sample(ctx.app(), sample_id, as_json)
+
+    _register_verdicts(review_group, pass_ctx)
+
+
+def _register_verdicts(review_group: click.Group, pass_ctx: Decorator) -> None:
+    from compliance.review import CHECKLIST, VERDICTS
 
     @review_group.command("verdict")
     @click.argument("sample_id", type=ROW_ID)
