@@ -242,6 +242,8 @@ def test_cli_coverage_json_and_table(app: Any, capsys: pytest.CaptureFixture[str
     assert [c["external_id"] for c in json.loads(r.out)] == ["A-1"]
     r = run_cli(capsys, "coverage", "A-404")
     assert r.code == 66 and "no enforcement action" in r.err
+    r = run_cli(capsys, "coverage", "A-1", "--case", "沪徐市监罚〔2026〕1号")
+    assert r.code == 2 and "either ACTION or --case" in r.err
 
 
 def test_compliance_settings_are_validated(tmp_path: Any) -> None:
@@ -257,3 +259,18 @@ def test_compliance_settings_are_validated(tmp_path: Any) -> None:
     cfg.write_text('[compliance]\nrule = "any"\ngap_threshold_s = 10\n', encoding="utf-8")
     s = load_settings(tmp_path, cfg, environ={})
     assert Rules.of(s.compliance) == Rules(rule="any", gap_threshold_s=10.0)
+
+
+def test_external_id_in_two_cases_must_be_named_by_row_id(catalog: Catalog) -> None:
+    from catalog.errors import CatalogError
+
+    def fill(w: World) -> tuple[int, int]:
+        one = w.action("A-1", ["010203"], at(0), at(60))
+        two = w.action("A-1", ["010203"], at(0), at(60), case="沪徐市监罚〔2026〕2号")
+        return one, two
+
+    one, two = build(catalog, fill)
+    with catalog.session() as s, pytest.raises(CatalogError, match="2 actions have the id"):
+        action_coverage(s, "A-1", RULES)
+    assert coverage(catalog, one).action.case_number == "沪徐市监罚〔2026〕1号"
+    assert coverage(catalog, two).action.case_number == "沪徐市监罚〔2026〕2号"
