@@ -10,7 +10,7 @@ import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import and_, exists, func, select
 from sqlalchemy.orm import Session
@@ -37,6 +37,10 @@ from compliance.coverage import (
     coverage_of,
 )
 from compliance.periods import month_of
+
+# A recording state as a plain string (catalog/states.py may make the states an enum;
+# a StrEnum member equals its string, so this compares the same either way).
+EXPIRED: Final = "EXPIRED"
 
 
 @dataclass(frozen=True)
@@ -205,7 +209,7 @@ def _unattached(
             Recording.captured_at >= start,
             Recording.captured_at < end,
             Recording.captured_at < before,
-            Recording.state != "EXPIRED",
+            Recording.state != EXPIRED,
             ~attached,
         )
         .group_by(Device.unit, Officer.number)
