@@ -247,6 +247,8 @@ def _validate(s: Settings, where: str, environ: Mapping[str, str]) -> None:
             f"must be even (x264 encodes 4:2:0 video in pairs of lines), "
             f"got {s.media.proxy_max_height}",
         )
+    if s.compliance.rule not in {"each", "any"}:
+        raise bad("compliance.rule", "must be each (every officer records) or any")
     # Numeric ranges are checked as each value is read (config.settings.bounded).
 
 

@@ -187,6 +187,28 @@ class MediaSettings:
 
 
 @dataclass(frozen=True)
+class ComplianceSettings:
+    # 全过程记录 (docs/compliance.md). Uncovered stretches of an action longer than this are
+    # listed as gaps.
+    gap_threshold_s: float = bounded(30.0, 0, DAY_S)
+    # "each": every officer of an action must record it whole; "any": one recording at a
+    # time, from any of its officers, is enough.
+    rule: str = "each"
+    # 完整 (fully recorded): at least this share of the window and no gap longer than this.
+    complete_share: float = bounded(0.95, 0, 1)
+    complete_max_gap_s: float = bounded(60.0, 0, DAY_S)
+    # A recording whose capture time is in doubt makes an action uncertain when its claimed
+    # time is within this many seconds of the action's window.
+    doubt_margin_s: float = bounded(300.0, 0, DAY_S)
+    # The unit's picture: recordings still attached to no case this many days after
+    # capture, devices not docked for this many days, and a docking clock offset beyond
+    # this many seconds (either way) counted as a clock found off.
+    unattached_days: int = bounded(30, 1, 36_600)
+    undocked_days: int = bounded(7, 1, 36_600)
+    clock_off_s: float = bounded(120.0, 0, DAY_S)
+
+
+@dataclass(frozen=True)
 class Settings:
     data_dir: Path
     # The file the settings were read from, or None when none existed.
@@ -199,6 +221,7 @@ class Settings:
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
     media: MediaSettings = field(default_factory=MediaSettings)
+    compliance: ComplianceSettings = field(default_factory=ComplianceSettings)
 
     @property
     def catalog_url(self) -> str:
@@ -239,4 +262,5 @@ SECTIONS: dict[str, type] = {
     "retention": RetentionSettings,
     "ingest": IngestSettings,
     "media": MediaSettings,
+    "compliance": ComplianceSettings,
 }

@@ -110,6 +110,21 @@ time_threshold_s = 120.0
 join_chapters = false
 # A worker's claim on a work item lapses when not renewed for this long.
 lease_s = 600.0
+
+[compliance]
+# 全过程记录 figures (docs/compliance.md). Uncovered stretches longer than this are gaps.
+gap_threshold_s = 30.0
+# each: every officer of an action must record it; any: one officer at a time is enough.
+rule = "each"
+# 完整: at least this share of the action's window and no gap longer than this.
+complete_share = 0.95
+complete_max_gap_s = 60.0
+# A recording with a doubtful capture time this close to an action makes it uncertain.
+doubt_margin_s = 300.0
+# Unit picture: unattached after N days, not docked for N days, clock off by N seconds.
+unattached_days = 30
+undocked_days = 7
+clock_off_s = 120.0
 """  # noqa: E501
 
 

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 # load SQLAlchemy, boto3 or the station).
 LAZY_COMMANDS = {
     "case": "case_cmds",
+    "compliance": "compliance_cmds",
+    "coverage": "compliance_cmds",
     "demo": "ingest_cmds",
     "device": "case_cmds",
     "district": "district_cmds",
@@ -33,7 +35,9 @@ LAZY_COMMANDS = {
     "export": "export_cmds",
     "four-properties": "export_cmds",
     "ingest": "ingest_cmds",
+    "report": "compliance_cmds",
     "retention": "case_cmds",
+    "review": "compliance_cmds",
     "show": "media_cmds",
     "station": "ingest_cmds",
     "verify": "verify_cmds",

@@ -290,7 +290,16 @@ def run_district(ctx: Any, req: Request) -> None:
 
 # -- mode selection ---------------------------------------------------------------------------
 
+
+def run_report(ctx: Any, req: Request) -> None:
+    from liuhen.compliance_cmds import run_verify_report
+
+    assert req.target is not None
+    run_verify_report(req.target, req.as_json, _trusted(req) if req.trust_files else None)
+
+
 MODES: dict[str, Callable[[Any, Request], None]] = {
+    "report": run_report,
     "bag": run_bag,
     "file": run_file,
     "store": run_store,
@@ -333,6 +342,8 @@ def _mode(req: Request) -> str:
         return "file"
     if not req.target.exists():
         raise BagUnusable(f"{req.target}: no such file or directory")
+    if req.target.name.endswith(".sig.json"):
+        return "report"  # a signed report's signature file (compliance/report.py)
     return "bag" if _looks_like_bag(req.target) else "file"
 
 

@@ -26,6 +26,14 @@ if ! command -v ffmpeg >/dev/null 2>&1 || ! command -v ffprobe >/dev/null 2>&1; 
   apt_install ffmpeg
 fi
 
+# The self-inspection report's PDF needs a CJK TrueType font; its test renders the PDF
+# with poppler's pdftoppm and reads it back with pdftotext.
+if [ ! -f /usr/share/fonts/truetype/wqy/wqy-zenhei.ttc ] || ! command -v pdftoppm >/dev/null 2>&1
+then
+  echo "setup: installing fonts-wqy-zenhei and poppler-utils from Debian's packages" >&2
+  apt_install fonts-wqy-zenhei poppler-utils
+fi
+
 ceph_missing=""
 for tool in ceph-mon ceph-osd radosgw radosgw-admin ceph ceph-authtool monmaptool; do
   command -v "$tool" >/dev/null 2>&1 || ceph_missing=1
