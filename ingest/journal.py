@@ -415,29 +415,19 @@ class Journal:
         ids = list(dict.fromkeys(file_ids))
         if not ids:
             return
-        sources = sorted(_FILE_MOVES[to] if allowed is None else allowed)
-        sets = "".join(f", {k} = ?" for k in fields)
-        marks = ",".join("?" * len(sources))
-        sql = f"UPDATE files SET state = ?{sets} WHERE id = ? AND state IN ({marks})"
+        sources = {s.value for s in (_FILE_MOVES[to] if allowed is None else allowed)}
+        sets = ", ".join(["state = ?", *(f"{k} = ?" for k in fields)])
+        marks = ",".join("?" * len(ids))
+        sql = f"UPDATE files SET {sets} WHERE id = ?"
         head = (to.value, *fields.values())
         with self._tx() as db:
-            moved = db.executemany(sql, [(*head, i, *sources) for i in ids]).rowcount
-            if moved != len(ids):
-                raise self._refused(db, ids, sources, to)
-
-    @staticmethod
-    def _refused(
-        db: sqlite3.Connection, ids: list[int], sources: list[FileState], to: FileState
-    ) -> IllegalTransition:
-        for file_id in ids:
-            row = db.execute("SELECT state, relpath FROM files WHERE id = ?", (file_id,)).fetchone()
-            if row is None or row[0] not in sources:
-                what = "not in the journal"
-                if row is not None:
-                    name = bytes(row[1]).decode("utf-8", errors="backslashreplace")
-                    what = f"{name} is {row[0]}"
-                return IllegalTransition(f"file {file_id}: {what}: it cannot become {to.value}")
-        return IllegalTransition(f"files {ids}: cannot become {to.value}")
+            found = dict(
+                db.execute(f"SELECT id, state FROM files WHERE id IN ({marks})", ids).fetchall()
+            )
+            for file_id in ids:
+                if found.get(file_id) not in sources:
+                    raise _refused(db, file_id, to)
+            db.executemany(sql, [(*head, i) for i in ids])
 
     def progress(self, uid: str) -> dict[str, Any]:
         """Counts and bytes per state, for status views."""
@@ -464,6 +454,14 @@ class Journal:
     def anchors(self, station_id: str | None = None, newest: int | None = None) -> list[ChainHead]:
         with self._lock:
             return _read_anchors(self._db, station_id, newest, str(self.path))
+
+
+def _refused(db: sqlite3.Connection, file_id: int, to: FileState) -> IllegalTransition:
+    row = db.execute("SELECT state, relpath FROM files WHERE id = ?", (file_id,)).fetchone()
+    if row is None:
+        return IllegalTransition(f"file {file_id} is not in the journal: it cannot become {to}")
+    name = bytes(row[1]).decode("utf-8", errors="backslashreplace")
+    return IllegalTransition(f"file {file_id}: {name} is {row[0]}: it cannot become {to}")
 
 
 # -- a summary, for `liuhen doctor` ------------------------------------------------------------
