@@ -83,6 +83,9 @@ def is_safe_to_clear(state: str) -> bool:
 
 
 _SAFE_TO_CLEAR = frozenset(s.value for s in DockingState if s.is_safe_to_clear)
+# For queries by state: dockings a docking of the recorder continues; files held.
+UNFINISHED: tuple[DockingState, ...] = tuple(s for s in DockingState if s.is_unfinished)
+HELD: tuple[FileState, ...] = tuple(s for s in FileState if s.is_held)
 
 # The moves the state machine allows: a journal method names what happened and refuses
 # a file or docking found in any other state (IllegalTransition).
@@ -271,7 +274,7 @@ class Journal:
         self, source_path: str, serial: str | None, exclude: set[str] | None = None
     ) -> JournalDocking | None:
         """An unfinished docking this recorder continues: same device, else same folder."""
-        for d in reversed(self.dockings((OFFLOADING, INCOMPLETE))):
+        for d in reversed(self.dockings(UNFINISHED)):
             if exclude and d.uid in exclude:
                 continue
             if serial is not None and d.serial == serial:
@@ -486,7 +489,7 @@ def _summary(db: sqlite3.Connection) -> JournalSummary:
     check = db.execute("PRAGMA quick_check").fetchone()[0]
     if check != "ok":
         return JournalSummary(check, 0, 0)
-    unfinished = [s.value for s in DockingState if s.is_unfinished]
+    unfinished = [s.value for s in UNFINISHED]
     (open_dockings,) = db.execute(
         f"SELECT count(*) FROM dockings WHERE state IN ({','.join('?' * len(unfinished))})",
         unfinished,

@@ -253,7 +253,7 @@ class Station:
         """Store and register what a previous run staged but did not finish (no recorder
         needed: the staged copies are complete)."""
         stop = stop or threading.Event()
-        for jd in self.journal.dockings((J.OFFLOADING, J.INCOMPLETE)):
+        for jd in self.journal.dockings(J.UNFINISHED):
             if self.journal.files(jd.uid, (J.STAGED,)):
                 DockingWork(self, jd, stop=stop, report=lambda _p: None, wait=True).drain_staged()
 
