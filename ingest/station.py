@@ -4,6 +4,10 @@ File workers copy, hash and store files in parallel; one committer thread per st
 registers the stored files in the catalog in batches (one transaction for up to 64
 files), then marks them DONE in one journal transaction.
 
+The Station holds what every docking shares (journal, pools, store, signer, committer);
+each docking is an object of its own (:mod:`ingest.docking`) holding that docking's state,
+and its outcome is a function of its files' states (:mod:`ingest.docking_outcome`).
+
 State lives in the station journal first (durable without the catalog), then in the
 catalog. Every step can be repeated: a station killed anywhere replays the journal and
 ends with every file stored once and the custody chain whole. SAFE_TO_CLEAR is written
