@@ -270,7 +270,7 @@ def run_one_read_copy(w: Workload, scratch: Path) -> float:
                 )
             finally:
                 os.close(fd)
-            digests.append(copied.sha256)
+            digests.append(copied.digests.sha256.hex)
         seconds = time.perf_counter() - t0
     if digests != list(w.sha256):
         raise AssertionError("copy_and_hash: SHA-256 differs from what make_bulk_files wrote")
@@ -397,13 +397,13 @@ def _batch_label(size: int) -> str:
 
 # Labels in display order; indentation shows what is inside what.
 PROFILE_LABELS = (
-    "Station._stage: one file to staging (file workers)",
+    "RecorderDocking.stage: one file to staging (file workers)",
     "  copy_and_hash: read + SHA-256 + SM3 + write + fsync",
-    "Station._store_file: store + verify (file workers)",
+    "Station.store_file: store + verify (file workers)",
     "  LocalStore.adopt: link + dir fsync (+ re-read)",
     "    verify re-read (SHA-256 of the staged file)",
     "Station._commit_batch: one batch (committer thread)",
-    "  Station._in_catalog: the catalog write transaction",
+    "  Catalog.run_retrying: the catalog write transaction",
     "    register_files (Core bulk rows + custody events)",
     "      custody events: chained + signed (ChainBatch.add)",
     "      custody events: bulk insert (ChainBatch.flush)",
@@ -413,7 +413,7 @@ PROFILE_LABELS = (
     "journal writes (SQLite WAL, synchronous=FULL)",
     "journal reads",
     "os.fsync calls (files and directories)",
-    "Station._finish: outcome, custody, SAFE_TO_CLEAR",
+    "RecorderDocking.finish: outcome, custody, SAFE_TO_CLEAR",
 )
 # Batch sizes of the committer (calls: batches of that size, seconds: files in them).
 BATCH_BUCKETS = ((1, 1), (2, 3), (4, 7), (8, 15), (16, 31), (32, 63), (64, 1 << 30))
@@ -424,7 +424,9 @@ def _install_profiler(prof: Profiler, app: Any) -> None:
     import catalog.queue as queue_mod
     import ingest.station as station_mod
     import storage.local as local_mod
+    from catalog import Catalog
     from catalog.custody import ChainBatch
+    from ingest.docking import RecorderDocking
     from ingest.journal import Journal
     from ingest.station import Station
     from storage import LocalStore
@@ -438,27 +440,28 @@ def _install_profiler(prof: Profiler, app: Any) -> None:
 
     Station._commit_batch = sized  # type: ignore[method-assign]
     L = iter(PROFILE_LABELS)
-    prof.wrap(Station, "_stage", next(L))
+    prof.wrap(RecorderDocking, "stage", next(L))
     prof.wrap(station_mod, "copy_and_hash", next(L))
-    prof.wrap(Station, "_store_file", next(L))
+    prof.wrap(Station, "store_file", next(L))
     prof.wrap(LocalStore, "adopt", next(L))
     prof.wrap(local_mod, "_hash_path", next(L))
     prof.wrap(Station, "_commit_batch", next(L))
-    prof.wrap(Station, "_in_catalog", next(L))
+    prof.wrap(Catalog, "run_retrying", next(L))
     prof.wrap(station_mod, "register_files", next(L))
     prof.wrap(ChainBatch, "add", next(L))
     prof.wrap(ChainBatch, "flush", next(L))
     prof.wrap(queue_mod, "enqueue_many", next(L))
-    prof.wrap(Journal, "set_files", next(L))
+    prof.wrap(Journal, "done", next(L))
     prof.wrap(app.catalog.engine.dialect, "do_commit", next(L))
     label = next(L)
-    for name in ("set_file", "set_files", "set_docking", "add_files", "add_docking"):
+    journal_writes = ("staged", "done", "quarantined", "rejected", "grew", "waiting", "finished")
+    for name in (*journal_writes, "add_files", "add_docking"):
         prof.wrap(Journal, name, label)
     label = next(L)
     for name in ("file", "files", "docking", "dockings"):
         prof.wrap(Journal, name, label)
     prof.wrap(os, "fsync", next(L))
-    prof.wrap(Station, "_finish", next(L))
+    prof.wrap(RecorderDocking, "finish", next(L))
 
 
 def child_main(spec_text: str) -> int:

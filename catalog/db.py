@@ -8,20 +8,31 @@ sessions begin with BEGIN, write sessions with BEGIN IMMEDIATE.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from catalog.errors import CatalogUnavailable, SchemaOutOfDate
 from config.loader import mask_url
 
 _IMMEDIATE = "liuhen_immediate"
+
+log = logging.getLogger("liuhen.catalog")
+
+# Transactions that lost an insert race run again, up to this many times in all.
+RACE_ATTEMPTS = 5
+# PostgreSQL's "deadlock detected" and "could not serialize": the transaction was rolled
+# back whole and can run again like a lost insert race.
+RETRYABLE_SQLSTATES = ("40P01", "40001")
+
+T = TypeVar("T")
 
 
 class Catalog:
@@ -66,6 +77,37 @@ class Catalog:
         """A write transaction: committed when the block ends, rolled back on error."""
         with self._guard(), self._write() as s, s.begin():
             yield s
+
+    def run_retrying(self, work: Callable[[Session], T]) -> T:
+        """Run ``work`` in one write transaction, again if it lost an insert race.
+
+        The catalog functions look a row up and insert it when missing (docking, device,
+        officer, recording). On PostgreSQL another writer can insert the same row in
+        between; the unique constraint then refuses ours and the whole transaction,
+        custody events included, is rolled back. Run again, the look-up finds the other's
+        row (a duplicate recording, an existing docking). SQLite never gets here: its
+        write transactions do not overlap. A deadlock or serialization failure that
+        PostgreSQL resolved by rolling us back is run again too. ``work`` must therefore
+        be safe to run more than once (it is given a fresh session each time).
+        """
+        for attempt in range(1, RACE_ATTEMPTS + 1):
+            try:
+                with self.transaction() as s:
+                    result = work(s)
+                return result
+            except (IntegrityError, OperationalError) as exc:
+                if (
+                    isinstance(exc, OperationalError)
+                    and getattr(exc.orig, "sqlstate", None) not in RETRYABLE_SQLSTATES
+                ):
+                    raise
+                if attempt == RACE_ATTEMPTS:
+                    raise
+                log.info(
+                    "catalog transaction raced with another writer (%s); running it again",
+                    type(exc.orig).__name__,
+                )
+        raise AssertionError("unreachable")
 
     @contextmanager
     def _guard(self) -> Iterator[None]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -34,6 +34,7 @@ from catalog.models import (
 from catalog.sightings import note_sightings
 from catalog.signing import Signer
 from catalog.states import RecordingState
+from storage.digest import DigestPair
 
 T = TypeVar("T")
 
@@ -58,8 +59,7 @@ class OffloadedFile:
     relpath_raw: bytes
     size: int
     mtime: datetime | None
-    sha256: str
-    sm3: str
+    digests: DigestPair  # of the recorder's bytes, as read when they were staged
     object_key: str
     captured_at: datetime | None
     staged_at: datetime
@@ -68,6 +68,14 @@ class OffloadedFile:
     # The held copy of these bytes was found damaged and replaced from this file: the
     # digests found ("sha256", "sm3") and the key keeping the damaged bytes ("kept_at").
     repaired: dict[str, str] | None = None
+
+    @property
+    def sha256(self) -> str:
+        return self.digests.sha256.hex
+
+    @property
+    def sm3(self) -> str:
+        return self.digests.sm3.hex
 
 
 def repaired_details(f: OffloadedFile, docking_uid: str, name: str) -> dict[str, Any]:
@@ -172,146 +180,6 @@ def ensure_docking(session: Session, signer: Signer, info: DockingInfo, actor: s
     return docking
 
 
-def register_file(
-    session: Session, signer: Signer, docking: Docking, f: OffloadedFile, actor: str
-) -> tuple[DockingFile, bool]:
-    """Record a stored, verified file. Returns (row, whether the bytes were already held)."""
-    key = path_key(f.relpath_raw)
-    existing = session.scalars(
-        select(DockingFile).where(DockingFile.docking_id == docking.id, DockingFile.path_key == key)
-    ).first()
-    if existing is not None and existing.state not in ("REJECTED", "QUARANTINED"):
-        return existing, existing.state == "DUPLICATE"
-    name = display_name(f.relpath_raw)
-    recording = session.scalars(
-        select(Recording).where(Recording.sha256 == f.sha256).with_for_update()
-    ).first()
-    now = utcnow()
-    if recording is not None and recording.state == RecordingState.EXPIRING:
-        raise _being_expired(name, recording.id)
-    revived = recording is not None and recording.state == RecordingState.EXPIRED
-    if revived:
-        assert recording is not None
-        _revive(session, recording, docking.id, f, now)
-    duplicate = recording is not None and not revived
-    if recording is None:
-        flags = _name_flags(name, f.relpath_raw)
-        recording = Recording(
-            sha256=f.sha256,
-            sm3=f.sm3,
-            size=f.size,
-            object_key=f.object_key,
-            state=RecordingState.STORED,
-            original_name=name.rsplit("/", 1)[-1],
-            original_name_raw=f.relpath_raw,
-            device_id=docking.device_id,
-            officer_id=docking.officer_id,
-            docking_id=docking.id,
-            captured_at=f.captured_at,
-            received_at=f.staged_at,
-            stored_at=now,
-            verified_at=now,
-            flags=flags,
-            important=f.important,
-        )
-        session.add(recording)
-        session.flush()
-        # Media work (probe, derivatives) is queued with the registration, atomically.
-        queue.enqueue(session, "probe", str(recording.id))
-    elif recording.sm3 != f.sm3 or recording.size != f.size:
-        raise _digest_conflict(name, f.sha256)
-    if existing is not None:  # quarantined on an earlier try, taken now
-        row = existing
-        row.size, row.mtime, row.reason, row.recording_id = f.size, f.mtime, None, recording.id
-        row.state = "DUPLICATE" if duplicate else "STORED"
-    else:
-        row = DockingFile(
-            docking_id=docking.id,
-            path_key=key,
-            relpath=name,
-            relpath_raw=f.relpath_raw,
-            size=f.size,
-            mtime=f.mtime,
-            state="DUPLICATE" if duplicate else "STORED",
-            recording_id=recording.id,
-        )
-        session.add(row)
-    session.flush()
-    common = {"docking": docking.uid, "path": name, "size": f.size}
-    append_event(
-        session,
-        signer,
-        actor=actor,
-        action="offloaded",
-        object_type="recording",
-        object_id=f.sha256,
-        details=common | {"sm3": f.sm3},
-        at=f.staged_at,
-    )
-    if f.repaired is not None:
-        append_event(
-            session,
-            signer,
-            actor=actor,
-            action="repaired",
-            object_type="recording",
-            object_id=f.sha256,
-            details=repaired_details(f, docking.uid, name),
-        )
-    if duplicate:
-        append_event(
-            session,
-            signer,
-            actor=actor,
-            action="duplicate-linked",
-            object_type="recording",
-            object_id=f.sha256,
-            details=common | {"recording": recording.id},
-        )
-        note_sightings(session, signer, [(DockingRef.of(docking), f)], actor)
-    else:
-        if revived:
-            assert recording is not None
-            append_event(
-                session,
-                signer,
-                actor=actor,
-                action="restored-after-expiry",
-                object_type="recording",
-                object_id=f.sha256,
-                details={"recording": recording.id, "docking": docking.uid},
-            )
-        append_event(
-            session,
-            signer,
-            actor=actor,
-            action="stored",
-            object_type="recording",
-            object_id=f.sha256,
-            details={"key": f.object_key},
-        )
-        append_event(
-            session,
-            signer,
-            actor=actor,
-            action="verified",
-            object_type="recording",
-            object_id=f.sha256,
-            details={"method": f.verified_by},
-        )
-        if f.important:  # kept until reviewed: the chain says why (as after the probe)
-            append_event(
-                session,
-                signer,
-                actor=actor,
-                action="marked-important",
-                object_type="recording",
-                object_id=f.sha256,
-                details={"source": "file-name", "name": recording.original_name},
-            )
-    return row, duplicate
-
-
 @dataclass(frozen=True)
 class DockingRef:
     """What registering files needs of their catalog docking; none of it changes once the
@@ -398,14 +266,15 @@ def register_files(
     actor: str,
 ) -> list[Registered]:
     """Register many stored, verified files in ``session``'s transaction, with a few bulk
-    statements instead of an ORM flush per row: the rows and custody events are those
-    :func:`register_file` would write for each file in turn, in the same order.
+    statements instead of an ORM flush per row: the rows and custody events are those a
+    registration of each file in turn would write (the tests keep that one-file version
+    as their oracle), in the same order.
 
     Two look-ups for the whole batch (its docking-file rows; its recordings by SHA-256,
-    locked on PostgreSQL as register_file locks each one), one insert of the new
+    locked on PostgreSQL), one insert of the new
     recordings (RETURNING their ids), one of the docking-file rows, one of the probe jobs
     and one of the custody events, whose chain is read once and linked in Python. The rare
-    cases keep register_file's handling: a path already registered in its docking is not
+    cases are handled as for one file: a path already registered in its docking is not
     registered again; bytes already held are linked as a duplicate (also when an earlier
     file of the batch holds them); an expired recording is revived; a file quarantined
     earlier and taken now updates its row.
@@ -415,11 +284,53 @@ def register_files(
     (RecordingBeingExpired: retry later), or a SHA-256 already held with another SM3 or
     size (DigestConflict). Any other error ends the transaction for the whole batch.
     """
-    results: list[Registered | None] = [None] * len(files)
     if not files:
         return []
     session.flush()  # what the ORM holds pending goes first: the rest is Core
     conn = session.connection()
+    batch = _look_up(conn, files)
+    now = utcnow()
+    _decide(batch, now)
+    if batch.new_rows:
+        inserted = conn.execute(
+            _NEW_RECORDINGS, [batch.new_rows[sha] for sha in sorted(batch.new_rows)]
+        )
+        for rec_id, sha in inserted:  # (inserted in SHA-256 order, as locked above)
+            batch.held[sha].id = rec_id
+    _write(session, signer, actor, batch, now)
+    duplicates = [batch.files[i] for i, how in batch.plan if how == "duplicate"]
+    note_sightings(session, signer, duplicates, actor)
+    return batch.outcome()
+
+
+@dataclass
+class _Batch:
+    """A batch of files being registered, as :func:`register_files` works through it."""
+
+    files: Sequence[tuple[DockingRef, OffloadedFile]]
+    keys: list[str]  # each file's path_key
+    known: dict[tuple[int, str], Any]  # its docking-file rows: (docking id, path key) → row
+    todo: list[int]  # indexes of the files not registered before
+    held: dict[str, _Held]  # recordings by SHA-256: read, or made by this batch
+    results: list[Registered | None]
+    plan: list[tuple[int, str]] = field(default_factory=list)  # (index, new|duplicate|revive)
+    first: dict[tuple[int, str], int] = field(default_factory=dict)  # a file given twice
+    new_rows: dict[str, dict[str, Any]] = field(default_factory=dict)  # by SHA-256
+
+    def outcome(self) -> list[Registered]:
+        for i in self.todo:  # a file given twice: as its first
+            if self.results[i] is None:
+                d, _f = self.files[i]
+                self.results[i] = self.results[self.first[(d.id, self.keys[i])]]
+        assert all(r is not None for r in self.results)
+        return [r for r in self.results if r is not None]
+
+
+def _look_up(conn: Any, files: Sequence[tuple[DockingRef, OffloadedFile]]) -> _Batch:
+    """The batch's two look-ups: its docking-file rows (a path registered before is not
+    registered again) and its recordings by SHA-256 (locked, in SHA-256 order, so that
+    two stations' batches cannot deadlock on them)."""
+    results: list[Registered | None] = [None] * len(files)
     keys = [path_key(f.relpath_raw) for _d, f in files]
     known = {
         (r.docking_id, r.path_key): r
@@ -434,84 +345,86 @@ def register_files(
     ]
     for i in set(range(len(files))) - set(todo):  # registered before: nothing to do
         results[i] = Registered(duplicate=known[(files[i][0].id, keys[i])].state == "DUPLICATE")
-    # Locked in SHA-256 order, so that two stations' batches cannot deadlock on them.
     shas = sorted({files[i][1].sha256 for i in todo})
     held = {
         r.sha256: _Held(r.id, r.sm3, r.size, r.state, r.original_name)
         for r in (conn.execute(_HELD, {"shas": shas}) if shas else ())
     }
+    return _Batch(files, keys, known, todo, held, results)
 
-    # Decide, file after file, what each one is; the batch's own new recordings count.
-    plan: list[tuple[int, str]] = []  # (index, "new" | "duplicate" | "revive")
-    first: dict[tuple[int, str], int] = {}  # a file given twice is registered once
-    new_rows: dict[str, dict[str, Any]] = {}
-    now = utcnow()
-    for i in todo:
-        d, f = files[i]
-        if (d.id, keys[i]) in first:
+
+def _decide(batch: _Batch, now: datetime) -> None:
+    """Decide, file after file, what each one is (new, a duplicate, or an expired
+    recording revived); the batch's own new recordings count."""
+    for i in batch.todo:
+        d, f = batch.files[i]
+        if (d.id, batch.keys[i]) in batch.first:
             continue
         name = display_name(f.relpath_raw)
-        rec = held.get(f.sha256)
+        rec = batch.held.get(f.sha256)
         if rec is not None and rec.state == RecordingState.EXPIRING:
             assert rec.id is not None
-            results[i] = Registered(error=_being_expired(name, rec.id))
+            batch.results[i] = Registered(error=_being_expired(name, rec.id))
             continue
         if rec is not None and (rec.sm3 != f.sm3 or rec.size != f.size):
-            results[i] = Registered(error=_digest_conflict(name, f.sha256))
+            batch.results[i] = Registered(error=_digest_conflict(name, f.sha256))
             continue
-        first[(d.id, keys[i])] = i
+        batch.first[(d.id, batch.keys[i])] = i
         if rec is None:
-            held[f.sha256] = _Held(
+            batch.held[f.sha256] = _Held(
                 None, f.sm3, f.size, RecordingState.STORED, name.rsplit("/", 1)[-1]
             )
-            new_rows[f.sha256] = {
-                "sha256": f.sha256,
-                "sm3": f.sm3,
-                "size": f.size,
-                "object_key": f.object_key,
-                "state": RecordingState.STORED,
-                "original_name": name.rsplit("/", 1)[-1],
-                "original_name_raw": f.relpath_raw,
-                "device_id": d.device_id,
-                "officer_id": d.officer_id,
-                "docking_id": d.id,
-                "captured_at": f.captured_at,
-                "received_at": f.staged_at,
-                "stored_at": now,
-                "verified_at": now,
-                "flags": _name_flags(name, f.relpath_raw),
-                "important": f.important,
-            }
-            plan.append((i, "new"))
+            batch.new_rows[f.sha256] = _recording_row(d, f, name, now)
+            batch.plan.append((i, "new"))
         elif rec.state == RecordingState.EXPIRED:
-            # Held again from here on: later copies are duplicates.
-            rec.state = RecordingState.STORED
-            plan.append((i, "revive"))
+            rec.state = (
+                RecordingState.STORED
+            )  # held again from here on: later copies are duplicates
+            batch.plan.append((i, "revive"))
         else:
-            plan.append((i, "duplicate"))
+            batch.plan.append((i, "duplicate"))
 
-    if new_rows:
-        inserted = conn.execute(_NEW_RECORDINGS, [new_rows[sha] for sha in sorted(new_rows)])
-        for rec_id, sha in inserted:  # (inserted in SHA-256 order, as locked above)
-            held[sha].id = rec_id
 
+def _recording_row(d: DockingRef, f: OffloadedFile, name: str, now: datetime) -> dict[str, Any]:
+    return {
+        "sha256": f.sha256,
+        "sm3": f.sm3,
+        "size": f.size,
+        "object_key": f.object_key,
+        "state": RecordingState.STORED,
+        "original_name": name.rsplit("/", 1)[-1],
+        "original_name_raw": f.relpath_raw,
+        "device_id": d.device_id,
+        "officer_id": d.officer_id,
+        "docking_id": d.id,
+        "captured_at": f.captured_at,
+        "received_at": f.staged_at,
+        "stored_at": now,
+        "verified_at": now,
+        "flags": _name_flags(name, f.relpath_raw),
+        "important": f.important,
+    }
+
+
+def _write(session: Session, signer: Signer, actor: str, batch: _Batch, now: datetime) -> None:
+    """The planned files' docking-file rows, probe jobs and custody events, in bulk."""
+    conn = session.connection()
     chain = ChainBatch(session, signer)  # after every ORM append of this transaction
     file_rows: list[dict[str, Any]] = []
     probes: list[str] = []
-    for i, how in plan:
-        d, f = files[i]
-        rec = held[f.sha256]
+    for i, how in batch.plan:
+        d, f = batch.files[i]
+        rec = batch.held[f.sha256]
         assert rec.id is not None
         name = display_name(f.relpath_raw)
-        duplicate = how == "duplicate"
         if how == "revive":
             recording = session.get(Recording, rec.id)
             assert recording is not None
             _revive(session, recording, d.id, f, now)
         elif how == "new":
             probes.append(str(rec.id))  # media work is queued with the registration
-        state = "DUPLICATE" if duplicate else "STORED"
-        earlier = known.get((d.id, keys[i]))
+        state = "DUPLICATE" if how == "duplicate" else "STORED"
+        earlier = batch.known.get((d.id, batch.keys[i]))
         if earlier is not None:  # quarantined on an earlier try, taken now
             conn.execute(
                 update(_FILES)
@@ -522,7 +435,7 @@ def register_files(
             file_rows.append(
                 {
                     "docking_id": d.id,
-                    "path_key": keys[i],
+                    "path_key": batch.keys[i],
                     "relpath": name,
                     "relpath_raw": f.relpath_raw,
                     "size": f.size,
@@ -531,74 +444,50 @@ def register_files(
                     "recording_id": rec.id,
                 }
             )
-        common = {"docking": d.uid, "path": name, "size": f.size}
-        chain.add(
-            actor=actor,
-            action="offloaded",
-            object_type="recording",
-            object_id=f.sha256,
-            details=common | {"sm3": f.sm3},
-            at=f.staged_at,
-        )
-        if f.repaired is not None:
-            chain.add(
-                actor=actor,
-                action="repaired",
-                object_type="recording",
-                object_id=f.sha256,
-                details=repaired_details(f, d.uid, name),
-            )
-        if duplicate:
-            chain.add(
-                actor=actor,
-                action="duplicate-linked",
-                object_type="recording",
-                object_id=f.sha256,
-                details=common | {"recording": rec.id},
-            )
-        else:
-            if how == "revive":
-                chain.add(
-                    actor=actor,
-                    action="restored-after-expiry",
-                    object_type="recording",
-                    object_id=f.sha256,
-                    details={"recording": rec.id, "docking": d.uid},
-                )
-            chain.add(
-                actor=actor,
-                action="stored",
-                object_type="recording",
-                object_id=f.sha256,
-                details={"key": f.object_key},
-            )
-            chain.add(
-                actor=actor,
-                action="verified",
-                object_type="recording",
-                object_id=f.sha256,
-                details={"method": f.verified_by},
-            )
-            if f.important:  # kept until reviewed: the chain says why (as after the probe)
-                chain.add(
-                    actor=actor,
-                    action="marked-important",
-                    object_type="recording",
-                    object_id=f.sha256,
-                    details={"source": "file-name", "name": rec.original_name},
-                )
-        results[i] = Registered(duplicate=duplicate)
+        _chain_events(chain, actor, d.uid, f, name, how, rec)
+        batch.results[i] = Registered(duplicate=how == "duplicate")
     if file_rows:
         conn.execute(_NEW_FILES, file_rows)
     queue.enqueue_many(session, "probe", probes)
     chain.flush()
-    for i in todo:  # a file given twice: as its first
-        if results[i] is None:
-            d, _f = files[i]
-            results[i] = results[first[(d.id, keys[i])]]
-    assert all(r is not None for r in results)
-    note_sightings(session, signer, [files[i] for i, how in plan if how == "duplicate"], actor)
-    return [r for r in results if r is not None]
+
+
+def _chain_events(
+    chain: ChainBatch,
+    actor: str,
+    docking_uid: str,
+    f: OffloadedFile,
+    name: str,
+    how: str,
+    rec: _Held,
+) -> None:
+    """A registered file's custody events, in the order one file's registration writes
+    them: offloaded, repaired (if it replaced a damaged copy), then duplicate-linked, or
+    restored-after-expiry (if revived), stored, verified and marked-important."""
+
+    def add(action: str, details: dict[str, Any], at: datetime | None = None) -> None:
+        chain.add(
+            actor=actor,
+            action=action,
+            object_type="recording",
+            object_id=f.sha256,
+            details=details,
+            at=at,
+        )
+
+    common = {"docking": docking_uid, "path": name, "size": f.size}
+    add("offloaded", common | {"sm3": f.sm3}, f.staged_at)
+    if f.repaired is not None:
+        add("repaired", repaired_details(f, docking_uid, name))
+    if how == "duplicate":
+        add("duplicate-linked", common | {"recording": rec.id})
+        return
+    if how == "revive":
+        add("restored-after-expiry", {"recording": rec.id, "docking": docking_uid})
+    add("stored", {"key": f.object_key})
+    add("verified", {"method": f.verified_by})
+    if f.important:  # kept until reviewed: the chain says why (as after the probe)
+        add("marked-important", {"source": "file-name", "name": rec.original_name})
 
 
 def _name_flags(name: str, relpath_raw: bytes) -> dict[str, Any]:

@@ -14,27 +14,102 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from catalog.chainrule import ChainHead, head_from_json
+from config.errors import LiuhenError
+from storage.digest import DigestPair
 
-# File states. PENDING: seen, not yet copied. STAGED: copied, hashed, fsynced in staging.
-# DONE: stored, verified and in the catalog. CLEARED: also deleted from the recorder.
-# REJECTED: not a recording to store (symlink, empty file ...). QUARANTINED: could not be
-# taken (vanished, I/O error, still growing): blocks SAFE_TO_CLEAR.
-PENDING, STAGED, DONE, CLEARED, REJECTED, QUARANTINED = (
-    "PENDING",
-    "STAGED",
-    "DONE",
-    "CLEARED",
-    "REJECTED",
-    "QUARANTINED",
-)
-OFFLOADING, SAFE_TO_CLEAR, INCOMPLETE = "OFFLOADING", "SAFE_TO_CLEAR", "INCOMPLETE"
-# Docking state: nothing at all was found on the recorder (an empty or unmounted folder).
-# Never safe to clear: 0 of 0 files stored proves nothing about what the recorder holds.
-NO_FILES = "NO_FILES"
+
+class IllegalTransition(LiuhenError):
+    """A journal move the state machine does not allow (a bug in the station: a file
+    marked DONE that was never staged, a finished docking finished again ...). Nothing
+    was written: the journal keeps the state it had."""
+
+
+class FileState(StrEnum):
+    """A file's state in the journal (the text stored in ``files.state``)."""
+
+    PENDING = "PENDING"  # seen on the recorder, not yet copied
+    STAGED = "STAGED"  # copied, hashed and fsynced in staging
+    DONE = "DONE"  # stored, verified and in the catalog
+    CLEARED = "CLEARED"  # also deleted from the recorder
+    REJECTED = "REJECTED"  # not a recording to store (symlink, empty file ...)
+    # Could not be taken (vanished, I/O error, still growing): blocks SAFE_TO_CLEAR.
+    QUARANTINED = "QUARANTINED"
+
+    @property
+    def is_held(self) -> bool:
+        """Stored, verified and registered (and maybe cleared from the recorder since)."""
+        return self in (FileState.DONE, FileState.CLEARED)
+
+    @property
+    def is_open(self) -> bool:
+        """Work is left to do for it on this docking (copy, store or register)."""
+        return self in (FileState.PENDING, FileState.STAGED)
+
+    @property
+    def is_problem(self) -> bool:
+        """Not taken, with a reason the docking reports."""
+        return self in (FileState.REJECTED, FileState.QUARANTINED)
+
+
+class DockingState(StrEnum):
+    """A docking's state in the journal (``dockings.state``)."""
+
+    OFFLOADING = "OFFLOADING"  # under way, or interrupted: the next run resumes it
+    SAFE_TO_CLEAR = "SAFE_TO_CLEAR"  # every file stored, verified and registered
+    CLEARED = "CLEARED"  # safe to clear, and the recorder was cleared
+    INCOMPLETE = "INCOMPLETE"  # finished with files not taken: do not clear
+    # Nothing at all was found on the recorder (an empty or unmounted folder). Never safe
+    # to clear: 0 of 0 files stored proves nothing about what the recorder holds.
+    NO_FILES = "NO_FILES"
+
+    @property
+    def is_safe_to_clear(self) -> bool:
+        return self in (DockingState.SAFE_TO_CLEAR, DockingState.CLEARED)
+
+    @property
+    def is_unfinished(self) -> bool:
+        """A docking of the recorder continues it (and its staged files get stored)."""
+        return self in (DockingState.OFFLOADING, DockingState.INCOMPLETE)
+
+
+def is_safe_to_clear(state: str) -> bool:
+    """Whether a docking in ``state`` (its journal text) may be cleared."""
+    return state in _SAFE_TO_CLEAR
+
+
+_SAFE_TO_CLEAR = frozenset(s.value for s in DockingState if s.is_safe_to_clear)
+# For queries by state: dockings a docking of the recorder continues; files held.
+UNFINISHED: tuple[DockingState, ...] = tuple(s for s in DockingState if s.is_unfinished)
+HELD: tuple[FileState, ...] = tuple(s for s in FileState if s.is_held)
+
+# The moves the state machine allows: a journal method names what happened and refuses
+# a file or docking found in any other state (IllegalTransition).
+_FILE_MOVES: dict[FileState, frozenset[FileState]] = {
+    FileState.PENDING: frozenset({FileState.QUARANTINED}),  # docked again: another try
+    FileState.STAGED: frozenset({FileState.PENDING}),
+    FileState.DONE: frozenset({FileState.STAGED}),
+    FileState.CLEARED: frozenset({FileState.DONE}),
+    FileState.REJECTED: frozenset({FileState.PENDING}),
+    FileState.QUARANTINED: frozenset({FileState.PENDING, FileState.STAGED}),
+}
+_DOCKING_MOVES: dict[DockingState, frozenset[DockingState]] = {
+    DockingState.OFFLOADING: frozenset({DockingState.OFFLOADING, DockingState.INCOMPLETE}),
+    DockingState.SAFE_TO_CLEAR: frozenset({DockingState.OFFLOADING}),
+    DockingState.CLEARED: frozenset({DockingState.OFFLOADING, DockingState.SAFE_TO_CLEAR}),
+    DockingState.INCOMPLETE: frozenset({DockingState.OFFLOADING}),
+    DockingState.NO_FILES: frozenset(),  # only add_docking makes it
+}
+
+# The names other modules use (``J.STAGED``, ``J.SAFE_TO_CLEAR`` ...).
+PENDING, STAGED, DONE = FileState.PENDING, FileState.STAGED, FileState.DONE
+CLEARED, REJECTED, QUARANTINED = FileState.CLEARED, FileState.REJECTED, FileState.QUARANTINED
+OFFLOADING, SAFE_TO_CLEAR = DockingState.OFFLOADING, DockingState.SAFE_TO_CLEAR
+INCOMPLETE, NO_FILES = DockingState.INCOMPLETE, DockingState.NO_FILES
 NO_FILES_MESSAGE = (
     "no files found on the recorder: check that it is mounted (or copied) "
     "completely, then dock it again; do not clear it"
@@ -92,7 +167,7 @@ class JournalFile:
     relpath: bytes
     size: int
     mtime_ns: int
-    state: str
+    state: FileState
     sha256: str | None
     sm3: str | None
     staged_at: str | None
@@ -102,6 +177,13 @@ class JournalFile:
     # ``repaired`` reads it (also after a restart between the repair and the catalog).
     repair: str | None = None
 
+    @property
+    def digests(self) -> DigestPair | None:
+        """Both digests once staged (None before)."""
+        if self.sha256 is None or self.sm3 is None:
+            return None
+        return DigestPair.of_hex(self.sha256, self.sm3)
+
 
 @dataclass(frozen=True)
 class JournalDocking:
@@ -110,7 +192,7 @@ class JournalDocking:
     source_path: str
     serial: str | None
     identity: dict[str, Any]
-    state: str
+    state: DockingState
     started_at: str
     updated_at: str
     waiting: str | None
@@ -192,7 +274,7 @@ class Journal:
         self, source_path: str, serial: str | None, exclude: set[str] | None = None
     ) -> JournalDocking | None:
         """An unfinished docking this recorder continues: same device, else same folder."""
-        for d in reversed(self.dockings((OFFLOADING, INCOMPLETE))):
+        for d in reversed(self.dockings(UNFINISHED)):
             if exclude and d.uid in exclude:
                 continue
             if serial is not None and d.serial == serial:
@@ -201,15 +283,46 @@ class Journal:
                 return d
         return None
 
-    def set_docking(self, uid: str, **fields: Any) -> None:
-        allowed = {"state", "waiting", "message", "source_path", "slot"}
-        assert set(fields) <= allowed, fields
-        sets = ", ".join(f"{k} = ?" for k in fields)
+    def resumed(self, uid: str, *, source_path: str, slot: str) -> None:
+        """Docked again before it finished: it goes on, from where the recorder is now."""
+        self._move_docking(
+            uid, DockingState.OFFLOADING, source_path=source_path, slot=slot, message=None
+        )
+
+    def finished(self, uid: str, *, state: DockingState, message: str | None) -> None:
+        """The docking's outcome (SAFE_TO_CLEAR, INCOMPLETE or CLEARED), with its problems."""
+        if state == DockingState.OFFLOADING:
+            raise IllegalTransition(f"docking {uid}: OFFLOADING is not an outcome")
+        self._move_docking(uid, state, waiting=None, message=message)
+
+    def recorder_cleared(self, uid: str) -> None:
+        """A docking safe to clear whose recorder was cleared (outside the station)."""
+        self._move_docking(uid, DockingState.CLEARED)
+
+    def waiting(self, uid: str, reason: str | None) -> None:
+        """What the docking waits for (a service, disk space), or None: no longer waiting."""
         with self._tx() as db:
             db.execute(
-                f"UPDATE dockings SET {sets}, updated_at = ? WHERE uid = ?",
-                (*fields.values(), now_text(), uid),
+                "UPDATE dockings SET waiting = ?, updated_at = ? WHERE uid = ?",
+                (reason, now_text(), uid),
             )
+
+    def _move_docking(self, uid: str, to: DockingState, **fields: Any) -> None:
+        sets = "".join(f", {k} = ?" for k in fields)
+        allowed = sorted(_DOCKING_MOVES[to])
+        marks = ",".join("?" * len(allowed))
+        with self._tx() as db:
+            moved = db.execute(
+                f"UPDATE dockings SET state = ?{sets}, updated_at = ? "
+                f"WHERE uid = ? AND state IN ({marks})",
+                (to.value, *fields.values(), now_text(), uid, *allowed),
+            ).rowcount
+            if moved != 1:
+                row = db.execute("SELECT state FROM dockings WHERE uid = ?", (uid,)).fetchone()
+                raise IllegalTransition(
+                    f"docking {uid} is {row[0] if row else 'not in the journal'}: "
+                    f"it cannot become {to.value}"
+                )
 
     # -- files ------------------------------------------------------------------------------
 
@@ -236,7 +349,7 @@ class Journal:
             )
         else:
             rows = self._rows(f"SELECT {cols} FROM files WHERE docking_uid = ? ORDER BY id", (uid,))
-        return [JournalFile(*r) for r in rows]
+        return [_file(r) for r in rows]
 
     def file(self, file_id: int) -> JournalFile:
         rows = self._rows(
@@ -244,37 +357,80 @@ class Journal:
             "reason, repair FROM files WHERE id = ?",
             (file_id,),
         )
-        return JournalFile(*rows[0])
+        return _file(rows[0])
 
-    def set_file(self, file_id: int, **fields: Any) -> None:
-        allowed = {
-            "state",
-            "sha256",
-            "sm3",
-            "staged_at",
-            "reason",
-            "size",
-            "mtime_ns",
-            "done_bytes",
-            "repair",
-        }
-        assert set(fields) <= allowed, fields
-        sets = ", ".join(f"{k} = ?" for k in fields)
+    def grew(self, file_id: int, *, size: int, mtime_ns: int) -> None:
+        """A pending file found larger or newer than listed (still being written)."""
+        self._move_files(
+            [file_id], FileState.PENDING, {FileState.PENDING}, size=size, mtime_ns=mtime_ns
+        )
+
+    def staged(self, file_id: int, *, digests: DigestPair, staged_at: str) -> None:
+        """Copied, hashed and fsynced in staging (a repair noted for an earlier staged
+        copy is judged again for this one)."""
+        self._move_files(
+            [file_id],
+            FileState.STAGED,
+            sha256=digests.sha256.hex,
+            sm3=digests.sm3.hex,
+            staged_at=staged_at,
+            repair=None,
+        )
+
+    def repair_noted(self, file_id: int, repair: str) -> None:
+        """Before a damaged held copy of a staged file's bytes is replaced: what was found
+        (JSON), read by the registration's custody event ``repaired``."""
+        self._move_files([file_id], FileState.STAGED, {FileState.STAGED}, repair=repair)
+
+    def done(self, file_ids: Iterable[int]) -> None:
+        """Stored, verified and registered: many files in one transaction (one commit, one
+        fsync, for a batch registered together)."""
+        self._move_files(file_ids, FileState.DONE)
+
+    def cleared(self, file_id: int) -> None:
+        """Deleted from the recorder, its stored copy checked again first."""
+        self._move_files([file_id], FileState.CLEARED)
+
+    def rejected(self, file_id: int, reason: str) -> None:
+        """Not a recording to store (a link, a pipe, an empty file)."""
+        self._move_files([file_id], FileState.REJECTED, reason=reason)
+
+    def quarantined(self, file_id: int, reason: str) -> None:
+        """Could not be taken: blocks SAFE_TO_CLEAR until the recorder is docked again."""
+        self._move_files([file_id], FileState.QUARANTINED, reason=reason)
+
+    def retry_quarantined(self, uid: str) -> None:
+        """Docked again: what could not be taken last time gets another try."""
         with self._tx() as db:
-            db.execute(f"UPDATE files SET {sets} WHERE id = ?", (*fields.values(), file_id))
+            db.execute(
+                "UPDATE files SET state = ?, reason = NULL WHERE docking_uid = ? AND state = ?",
+                (FileState.PENDING.value, uid, FileState.QUARANTINED.value),
+            )
 
-    def set_files(self, file_ids: Iterable[int], **fields: Any) -> None:
-        """The same fields on many files in one transaction: one commit, one fsync, for a
-        batch of files registered together (see Station: the batch is marked DONE at once)."""
-        allowed = {"state", "reason"}
-        assert set(fields) <= allowed, fields
-        ids = list(file_ids)
+    def _move_files(
+        self,
+        file_ids: Iterable[int],
+        to: FileState,
+        allowed: set[FileState] | frozenset[FileState] | None = None,
+        **fields: Any,
+    ) -> None:
+        """Set ``to`` (and ``fields``) on files found in an allowed state, all or none."""
+        ids = list(dict.fromkeys(file_ids))
         if not ids:
             return
-        sets = ", ".join(f"{k} = ?" for k in fields)
-        values = tuple(fields.values())
+        sources = {s.value for s in (_FILE_MOVES[to] if allowed is None else allowed)}
+        sets = ", ".join(["state = ?", *(f"{k} = ?" for k in fields)])
+        marks = ",".join("?" * len(ids))
+        sql = f"UPDATE files SET {sets} WHERE id = ?"
+        head = (to.value, *fields.values())
         with self._tx() as db:
-            db.executemany(f"UPDATE files SET {sets} WHERE id = ?", [(*values, i) for i in ids])
+            found = dict(
+                db.execute(f"SELECT id, state FROM files WHERE id IN ({marks})", ids).fetchall()
+            )
+            for file_id in ids:
+                if found.get(file_id) not in sources:
+                    raise _refused(db, file_id, to)
+            db.executemany(sql, [(*head, i) for i in ids])
 
     def progress(self, uid: str) -> dict[str, Any]:
         """Counts and bytes per state, for status views."""
@@ -284,6 +440,10 @@ class Journal:
             (uid,),
         )
         return {state: {"files": n, "bytes": b} for state, n, b in rows}
+
+    def summary(self) -> JournalSummary:
+        with self._lock:
+            return _summary(self._db)
 
     # -- signed chain heads (catalog.anchors) -----------------------------------------------
 
@@ -297,6 +457,61 @@ class Journal:
     def anchors(self, station_id: str | None = None, newest: int | None = None) -> list[ChainHead]:
         with self._lock:
             return _read_anchors(self._db, station_id, newest, str(self.path))
+
+
+def _refused(db: sqlite3.Connection, file_id: int, to: FileState) -> IllegalTransition:
+    row = db.execute("SELECT state, relpath FROM files WHERE id = ?", (file_id,)).fetchone()
+    if row is None:
+        return IllegalTransition(f"file {file_id} is not in the journal: it cannot become {to}")
+    name = bytes(row[1]).decode("utf-8", errors="backslashreplace")
+    return IllegalTransition(f"file {file_id}: {name} is {row[0]}: it cannot become {to}")
+
+
+# -- a summary, for `liuhen doctor` ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JournalSummary:
+    damage: str | None  # what SQLite's quick check found wrong, None when whole
+    unfinished_dockings: int  # OFFLOADING or INCOMPLETE
+    staged_files: int  # waiting for the store or the catalog
+
+
+class JournalUnreadable(LiuhenError):
+    """The journal could not be opened (``opening``) or read."""
+
+    def __init__(self, message: str, *, opening: bool) -> None:
+        super().__init__(message)
+        self.opening = opening
+
+
+def _summary(db: sqlite3.Connection) -> JournalSummary:
+    check = db.execute("PRAGMA quick_check").fetchone()[0]
+    if check != "ok":
+        return JournalSummary(check, 0, 0)
+    unfinished = [s.value for s in UNFINISHED]
+    (open_dockings,) = db.execute(
+        f"SELECT count(*) FROM dockings WHERE state IN ({','.join('?' * len(unfinished))})",
+        unfinished,
+    ).fetchone()
+    (staged,) = db.execute(
+        "SELECT count(*) FROM files WHERE state = ?", (FileState.STAGED.value,)
+    ).fetchone()
+    return JournalSummary(None, open_dockings, staged)
+
+
+def read_summary(path: Path) -> JournalSummary:
+    """The summary of the journal at ``path``, read-only (a check never writes to it)."""
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    except sqlite3.Error as exc:
+        raise JournalUnreadable(f"{path}: cannot open: {exc}", opening=True) from exc
+    try:
+        return _summary(db)
+    except sqlite3.Error as exc:
+        raise JournalUnreadable(f"{path}: cannot read: {exc}", opening=False) from exc
+    finally:
+        db.close()
 
 
 # -- signed chain heads (catalog.anchors) -----------------------------------------------------
@@ -337,4 +552,11 @@ def read_anchors(path: Path, newest: int = 16) -> list[ChainHead]:
 def _docking(row: tuple[Any, ...]) -> JournalDocking:
     values = list(row)
     values[4] = json.loads(values[4])
+    values[5] = DockingState(values[5])
     return JournalDocking(*values)
+
+
+def _file(row: tuple[Any, ...]) -> JournalFile:
+    values = list(row)
+    values[5] = FileState(values[5])
+    return JournalFile(*values)

@@ -438,8 +438,8 @@ def serve_if_configured(metrics: ServiceMetrics, address: str, port: int) -> Met
 
 def journal_files(journal: Journal) -> dict[str, int]:
     """Files of unfinished dockings by state (what the station still has to do)."""
-    totals = {J.PENDING: 0, J.STAGED: 0}
-    for d in journal.dockings((J.OFFLOADING, J.INCOMPLETE)):
+    totals: dict[str, int] = {J.PENDING: 0, J.STAGED: 0}
+    for d in journal.dockings(J.UNFINISHED):
         for state, figures in journal.progress(d.uid).items():
             if state in totals:
                 totals[state] += int(figures.get("files", 0))

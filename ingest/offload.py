@@ -29,7 +29,7 @@ from typing import Any, Final
 import xxhash
 
 from config.errors import EXIT_IOERR, LiuhenError
-from storage.digest import new_hasher
+from storage.digest import DigestPair, new_hasher
 
 # Staged bytes are flushed to disk every this many bytes while they are written.
 SYNC_EVERY = 64 << 20
@@ -61,8 +61,7 @@ class DiskFull(OffloadError):
 @dataclass(frozen=True)
 class Copied:
     size: int
-    sha256: str
-    sm3: str
+    digests: DigestPair  # of the recorder's bytes, taken in the read that copied them
     # True when the staged file was read back (through the page cache) after each flush
     # to disk and every stretch's XXH3-128 matched the bytes read from the recorder.
     read_back: bool = False
@@ -187,7 +186,7 @@ def copy_and_hash(
     finally:
         os.close(out)
     _check_source(src_fd, total, expected_size, expected_mtime_ns)
-    return Copied(total, sha, sm3, read_back=verify_pool is not None)
+    return Copied(total, DigestPair.of_hex(sha, sm3), read_back=verify_pool is not None)
 
 
 def _copy_whole(

@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import sqlite3
 import stat
 import subprocess
 import time
@@ -37,6 +36,7 @@ from catalog.signing import key_id_of, public_raw
 from config import LiuhenError, Settings, load_settings
 from config.loader import mask_url
 from config.settings import FfmpegSettings
+from ingest.journal import JournalUnreadable, read_summary
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
 ROLES = ("all", "station", "worker")
@@ -735,34 +735,23 @@ def _journal(st: _State) -> Check:
 
     def check() -> Check:
         try:
-            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-        except sqlite3.Error as exc:
-            return Check(
-                name, FAIL, f"{path}: cannot open: {exc}", f"check the permissions of {path}"
+            summary = read_summary(path)
+        except JournalUnreadable as exc:
+            fix = (
+                f"check the permissions of {path}"
+                if exc.opening
+                else "stop the station and check the disk; restore the journal if need be"
             )
-        try:
-            result = db.execute("PRAGMA quick_check").fetchone()[0]
-            if result != "ok":
-                return Check(
-                    name,
-                    FAIL,
-                    f"{path} is damaged: {result}",
-                    "stop the station, keep a copy of the journal and the staging "
-                    "folder, and restore the journal from backup",
-                )
-            open_dockings = db.execute(
-                "SELECT count(*) FROM dockings WHERE state IN ('OFFLOADING','INCOMPLETE')"
-            ).fetchone()[0]
-            staged = db.execute("SELECT count(*) FROM files WHERE state = 'STAGED'").fetchone()[0]
-        except sqlite3.Error as exc:
+            return Check(name, FAIL, exc.message, fix)
+        if summary.damage is not None:
             return Check(
                 name,
                 FAIL,
-                f"{path}: cannot read: {exc}",
-                "stop the station and check the disk; restore the journal if need be",
+                f"{path} is damaged: {summary.damage}",
+                "stop the station, keep a copy of the journal and the staging "
+                "folder, and restore the journal from backup",
             )
-        finally:
-            db.close()
+        open_dockings, staged = summary.unfinished_dockings, summary.staged_files
         detail = f"{path}: {open_dockings} unfinished docking(s), {staged} file(s) staged"
         if staged:
             return Check(

@@ -82,7 +82,7 @@ def _print_result(result: DockingResult, as_json: bool) -> None:
                 "bytes": result.bytes,
                 "problems": [{"path": p, "state": s, "reason": r} for p, s, r in result.problems],
                 "identity_flags": list(result.identity_flags),
-                "safe_to_clear": result.state in (J.SAFE_TO_CLEAR, "CLEARED"),
+                "safe_to_clear": J.is_safe_to_clear(result.state),
                 "message": J.NO_FILES_MESSAGE if result.state == J.NO_FILES else None,
             }
         )
@@ -98,7 +98,7 @@ def _print_result(result: DockingResult, as_json: bool) -> None:
     out.print(summary)
     if result.state == J.NO_FILES:
         out.print(f"[bold red]NOT SAFE TO CLEAR[/bold red]: {J.NO_FILES_MESSAGE}")
-    elif result.state in (J.SAFE_TO_CLEAR, "CLEARED"):
+    elif J.is_safe_to_clear(result.state):
         out.print(f"[bold green]SAFE TO CLEAR[/bold green] ({result.state})")
     else:
         out.print(f"[bold red]NOT SAFE TO CLEAR[/bold red]: docking is {result.state}")
@@ -110,7 +110,7 @@ def status_rows(journal: Journal) -> list[dict[str, Any]]:
         prog = journal.progress(d.uid)
         total_files = sum(v["files"] for v in prog.values())
         total_bytes = sum(v["bytes"] for v in prog.values())
-        done = {k: v for k, v in prog.items() if k in (J.DONE, J.CLEARED)}
+        done = {k: v for k, v in prog.items() if k in J.HELD}
         done_files = sum(v["files"] for v in done.values())
         done_bytes = sum(v["bytes"] for v in done.values())
         problems = sum(prog.get(k, {}).get("files", 0) for k in (J.QUARANTINED, J.REJECTED))
@@ -137,7 +137,7 @@ def status_rows(journal: Journal) -> list[dict[str, Any]]:
                 "message": d.message,
                 "started_at": d.started_at,
                 "updated_at": d.updated_at,
-                "safe_to_clear": d.state in (J.SAFE_TO_CLEAR, "CLEARED"),
+                "safe_to_clear": d.state.is_safe_to_clear,
             }
         )
     return rows

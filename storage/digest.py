@@ -51,6 +51,23 @@ class Digest:
         return cls(alg, hexpart.lower())
 
 
+@dataclass(frozen=True, slots=True)
+class DigestPair:
+    """A recording's two digests, taken in one read: SHA-256 (its identity and object key)
+    and SM3 (the national standard's), carried together from the read to the catalog."""
+
+    sha256: Digest
+    sm3: Digest
+
+    def __post_init__(self) -> None:
+        if self.sha256.algorithm != "sha256" or self.sm3.algorithm != "sm3":
+            raise ValueError(f"not a SHA-256 and SM3 pair: {self.sha256}, {self.sm3}")
+
+    @classmethod
+    def of_hex(cls, sha256: str, sm3: str) -> DigestPair:
+        return cls(Digest("sha256", sha256), Digest("sm3", sm3))
+
+
 def new_hasher(algorithm: str) -> Hasher:
     """A fresh hasher. SM3 comes from 留痕's engine (sm3engine), else from OpenSSL."""
     if algorithm == "sm3":

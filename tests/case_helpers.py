@@ -11,9 +11,11 @@ from typing import Any
 
 from catalog.attach import after_probe
 from catalog.devices import add_device
-from catalog.dockings import DockingInfo, OffloadedFile, ensure_docking, register_file
+from catalog.dockings import DockingInfo, OffloadedFile, ensure_docking
 from catalog.models import Recording
 from storage import Digest, content_key
+from storage.digest import DigestPair
+from tests.registration_oracle import register_file
 
 CST = timezone(timedelta(hours=8))
 _counter = itertools.count(1)
@@ -93,8 +95,9 @@ def make_recording(
                 relpath_raw=f"DCIM/{name}".encode(),
                 size=len(data),
                 mtime=None,
-                sha256=hashlib.sha256(data).hexdigest(),
-                sm3=hashlib.new("sm3", data).hexdigest(),
+                digests=DigestPair.of_hex(
+                    hashlib.sha256(data).hexdigest(), hashlib.new("sm3", data).hexdigest()
+                ),
                 object_key=key,
                 captured_at=start,
                 staged_at=received,

@@ -41,7 +41,6 @@ from catalog.dockings import (
     Registered,
     ensure_docking,
     record_problem_file,
-    register_file,
     register_files,
 )
 from catalog.errors import DigestConflict, RecordingBeingExpired
@@ -49,7 +48,9 @@ from catalog.models import CustodyEvent, Docking, DockingFile, Recording, WorkIt
 from catalog.retention import sweep
 from ingest import journal as J
 from ingest.synthetic import make_bulk_files
+from storage.digest import DigestPair
 from tests.offload_helpers import file_digests, make_app
+from tests.registration_oracle import register_file
 
 LIUHEN = Path(sys.executable).with_name("liuhen")
 ACTOR = "station:test"
@@ -66,8 +67,7 @@ def offloaded(
         relpath_raw=path.encode(),
         size=len(data),
         mtime=datetime(2026, 11, 26, tzinfo=UTC),
-        sha256=sha,
-        sm3=sm3 or hashlib.new("sm3", data).hexdigest(),
+        digests=DigestPair.of_hex(sha, sm3 or hashlib.new("sm3", data).hexdigest()),
         object_key=f"sha256/{sha}",
         captured_at=None,
         staged_at=datetime(2026, 11, 26, 1, tzinfo=UTC),
@@ -526,12 +526,9 @@ def staged_count(app: Any) -> int:
 KILLED_AT_FIRST_DONE = """
 import os, signal, sys
 from ingest import journal
-real = journal.Journal.set_files
-def set_files(self, ids, **fields):
-    if fields.get("state") == journal.DONE:
-        os.kill(os.getpid(), signal.SIGKILL)
-    return real(self, ids, **fields)
-journal.Journal.set_files = set_files
+def done(self, ids):
+    os.kill(os.getpid(), signal.SIGKILL)
+journal.Journal.done = done
 from liuhen.cli import main
 main()
 """

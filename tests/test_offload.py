@@ -86,7 +86,7 @@ def test_duplicate_bytes_are_linked_not_stored_again(tmp_path: Path) -> None:
     app = make_app(tmp_path / "data")
     station = app.station()
     station.run_docking(first.root)
-    station.journal.set_docking(station.journal.dockings()[0].uid, state="CLEARED")
+    station.journal.recorder_cleared(station.journal.dockings()[0].uid)
     result = station.run_docking(second)
     station.close()
     assert result.state == "SAFE_TO_CLEAR"
@@ -196,7 +196,7 @@ def test_file_vanishing_or_shrinking_mid_copy_is_quarantined(tmp_path: Path) -> 
 
 
 def _run_with_byte_hook(station: Any, root: Path, hook: Any) -> Any:
-    from ingest import station as station_module
+    from ingest import docking as station_module
 
     real = station_module.Progress.add_bytes
 
@@ -386,7 +386,7 @@ def test_copy_reads_the_staged_file_back_behind_the_copy(tmp_path: Path) -> None
     finally:
         os.close(fd)
     assert copied.read_back
-    assert (copied.sha256, copied.sm3) == file_digests(src)
+    assert (copied.digests.sha256.hex, copied.digests.sm3.hex) == file_digests(src)
     assert (tmp_path / "dst.part").read_bytes() == src.read_bytes()
 
 

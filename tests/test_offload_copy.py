@@ -27,6 +27,7 @@ from ingest.offload import (
     StagingReadBackMismatch,
     copy_and_hash,
 )
+from storage.digest import DigestPair
 
 CHUNK = 64 << 10  # small chunks keep the chunked path's files small here
 
@@ -96,7 +97,7 @@ def test_every_size_gives_the_recorders_digests_and_bytes(
     src.write_bytes(data)
     seen: list[int] = []
     copied = copy(src, tmp_path / "dst.part", pools, on_bytes=seen.append)
-    assert (copied.sha256, copied.sm3) == digests(data)
+    assert (copied.digests.sha256.hex, copied.digests.sm3.hex) == digests(data)
     assert copied.size == size and copied.read_back
     assert (tmp_path / "dst.part").read_bytes() == data
     assert sum(seen) == size  # progress counts every byte once
@@ -111,8 +112,8 @@ def test_one_chunk_and_chunked_copies_agree(
     whole = copy(src, tmp_path / "whole.part", pools, chunk=len(data))
     chunked = copy(src, tmp_path / "chunked.part", pools, chunk=CHUNK)
     unverified = copy(src, tmp_path / "plain.part", pools, chunk=CHUNK, verify=False)
-    assert whole == chunked == Copied(len(data), *digests(data), read_back=True)
-    assert unverified == Copied(len(data), *digests(data), read_back=False)
+    assert whole == chunked == Copied(len(data), DigestPair.of_hex(*digests(data)), read_back=True)
+    assert unverified == Copied(len(data), DigestPair.of_hex(*digests(data)), read_back=False)
     for name in ("whole.part", "chunked.part", "plain.part"):
         assert (tmp_path / name).read_bytes() == data
 
@@ -126,7 +127,7 @@ def test_a_one_chunk_file_is_copied_without_the_pools(tmp_path: Path) -> None:
     sm3_pool.shutdown()
     verify_pool.shutdown()  # submitting to either now raises RuntimeError
     copied = copy(src, tmp_path / "dst.part", (sm3_pool, verify_pool), chunk=4 << 20)
-    assert copied == Copied(len(data), *digests(data), read_back=True)
+    assert copied == Copied(len(data), DigestPair.of_hex(*digests(data)), read_back=True)
 
 
 def test_small_file_changed_on_disk_before_read_back_fails(

@@ -435,30 +435,30 @@ CHAINS: tuple[tuple[KillPoint, ...], ...] = (
         point(f"{STATION}._register_batch", "after"),
     ),
     # A file just renamed into staging; then the catalog has a batch the journal has not.
-    (point("os.replace", "after", 5), point(f"{JOURNAL}.set_files", "before", state="DONE")),
+    (point("os.replace", "after", 5), point(f"{JOURNAL}.done", "before")),
     # Storing: before the first object is linked into place (the resumed docking still
     # has all but at most one to store), and after the 40th.
     (
         point("os.link", "before"),
         point("os.link", "after", 40),
-        point(f"{JOURNAL}.set_files", "after", state="DONE"),
+        point(f"{JOURNAL}.done", "after"),
     ),
     (
-        point(f"{JOURNAL}.set_file", "after", 60, state="STAGED"),
+        point(f"{JOURNAL}.staged", "after", 60),
         point(f"{STATION}._register_batch", "before"),
     ),
     # Registering: after the first batch is DONE, before the second is registered.
     (
-        point(f"{JOURNAL}.set_files", "after", state="DONE"),
-        point(f"{JOURNAL}.set_docking", "before", state="SAFE_TO_CLEAR"),
+        point(f"{JOURNAL}.done", "after"),
+        point(f"{JOURNAL}.finished", "before", state="SAFE_TO_CLEAR"),
     ),
     (
         point(f"{STATION}._register_batch", "before", 2),
-        point(f"{JOURNAL}.set_docking", "after", state="SAFE_TO_CLEAR"),
+        point(f"{JOURNAL}.finished", "after", state="SAFE_TO_CLEAR"),
     ),
     # The end: just before and just after the journal says SAFE TO CLEAR.
-    (point(f"{JOURNAL}.set_docking", "before", state="SAFE_TO_CLEAR"),),
-    (point(f"{JOURNAL}.set_docking", "after", state="SAFE_TO_CLEAR"),),
+    (point(f"{JOURNAL}.finished", "before", state="SAFE_TO_CLEAR"),),
+    (point(f"{JOURNAL}.finished", "after", state="SAFE_TO_CLEAR"),),
 )
 
 

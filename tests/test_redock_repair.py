@@ -31,6 +31,7 @@ from ingest.synthetic import make_bulk_files
 from liuhen.app import App
 from storage import LocalStore
 from storage.base import DAMAGED_PREFIX
+from storage.digest import DigestPair
 from tests.cli_helpers import run_cli
 from tests.offload_helpers import make_app
 
@@ -282,7 +283,8 @@ def test_a_journal_written_before_repairs_were_journaled_opens_and_keeps_its_fil
     try:
         (f,) = journal.files("d1")
         assert (f.relpath, f.state, f.repair) == (b"A.JPG", J.PENDING, None)
-        journal.set_file(f.id, repair='{"sha256": "found"}')
+        journal.staged(f.id, digests=DigestPair.of_hex("a" * 64, "b" * 64), staged_at="t")
+        journal.repair_noted(f.id, '{"sha256": "found"}')
         assert journal.file(f.id).repair == '{"sha256": "found"}'
     finally:
         journal.close()

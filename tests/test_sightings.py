@@ -22,11 +22,11 @@ from catalog.dockings import (
     DockingRef,
     OffloadedFile,
     ensure_docking,
-    register_file,
     register_files,
 )
 from catalog.models import CustodyEvent, Device, Recording
 from tests.cli_helpers import run_cli
+from tests.registration_oracle import register_file
 
 BYTES = b"the same recording, docked twice\n" * 64
 BODY_CAM_NAME = "A123456_010203_20261126083000_0001.MP4"  # serial, 警号, 08:30:00 local

@@ -1,0 +1,615 @@
+"""One docking's work, holding its own state.
+
+The :class:`~ingest.station.Station` holds what every docking shares (the journal, the
+pools, the store, the signer, the committer); each docking is an object of its own that
+holds what is its alone: its journal record, its recorder folder, its progress, its stop
+event, whom to report to and whether to wait for services. :class:`DockingWork` stores
+and registers a docking's staged files (also those a previous run left, with no recorder
+present); :class:`RecorderDocking` takes the files from a recorder and ends the docking
+with its outcome (:func:`ingest.docking_outcome.outcome`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_all
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.orm import Session
+
+from catalog import CatalogUnavailable
+from catalog.dockings import (
+    OffloadedFile,
+    display_name,
+    finish_docking,
+    mark_cleared,
+    record_problem_file,
+)
+from catalog.errors import RecordingBeingExpired
+from config.errors import EXIT_NOINPUT, EXIT_PARTIAL
+from ingest import journal as J
+from ingest.docking_outcome import outcome
+from ingest.identity import foreign_device
+from ingest.journal import DockingState, FileState, JournalDocking, JournalFile
+from ingest.offload import (
+    Copied,
+    DiskFull,
+    SourceChanged,
+    SourceVanished,
+    StagingReadBackMismatch,
+    open_source,
+    unlink_source,
+)
+from storage import StorageError, StoreUnavailable, content_key, fsync_dir
+
+if TYPE_CHECKING:
+    from ingest.station import Station
+
+log = logging.getLogger("liuhen.station")
+
+# Problems with these services are waited out; the docking goes on staging meanwhile.
+TRANSIENT = (StoreUnavailable, CatalogUnavailable, RecordingBeingExpired)
+
+
+@dataclass
+class DockingResult:
+    uid: str
+    state: str
+    files: int
+    stored: int
+    duplicates: int
+    bytes: int
+    problems: list[tuple[str, str, str]] = field(default_factory=list)  # (path, state, reason)
+    identity_flags: tuple[str, ...] = ()
+
+    @property
+    def exit_code(self) -> int:
+        if self.state == J.NO_FILES:
+            return EXIT_NOINPUT  # nothing found: distinct from "some files were not taken"
+        return 0 if J.is_safe_to_clear(self.state) and not self.problems else EXIT_PARTIAL
+
+
+@dataclass
+class Progress:
+    """Live figures of one docking, for progress bars and status."""
+
+    uid: str = ""
+    files_total: int = 0
+    files_done: int = 0
+    bytes_total: int = 0
+    bytes_done: int = 0
+    waiting: str | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add_bytes(self, n: int) -> None:
+        with self.lock:
+            self.bytes_done += n
+
+    def rewind(self, to: int) -> None:
+        """A copy given up: its bytes count again when it is tried again."""
+        with self.lock:
+            self.bytes_done = to
+
+
+ProgressCallback = Callable[[Progress], None]
+TransientHandler = Callable[[Any], None]  # called with a TRANSIENT error
+
+
+@dataclass
+class Stored:
+    """A staged file whose object is stored and verified, on its way to the catalog."""
+
+    f: JournalFile
+    docking: DockingWork
+    offloaded: OffloadedFile
+    staged: Path
+    started: float  # monotonic time its store began (the store_seconds metric)
+    # What a transient refusal (catalog away, recording being expired) does for the file's
+    # submitter; None: the submitter handles the error returned by ``done``.
+    on_transient: TransientHandler | None
+    # Settles once the file is DONE or quarantined (None), or left STAGED by a TRANSIENT
+    # error (that error).
+    done: Future[Exception | None] = field(default_factory=Future)
+
+
+class DockingWork:
+    """A docking whose staged files are stored and registered (no recorder needed: the
+    staged copies are complete)."""
+
+    def __init__(
+        self,
+        station: Station,
+        jd: JournalDocking,
+        *,
+        stop: threading.Event,
+        report: ProgressCallback,
+        wait: bool,
+    ) -> None:
+        self.station = station
+        self.journal = station.journal
+        self.jd = jd
+        self.uid = jd.uid
+        self.progress = Progress(uid=jd.uid)
+        self.stop = stop
+        self.report = report
+        self.wait = wait  # for services that are away; else give up at once (OFFLOADING)
+
+    def drain_staged(self) -> None:
+        """Store and register what is STAGED, waiting out the store and catalog (with
+        backoff) when ``wait``; returns when nothing is STAGED, or when stopped."""
+        backoff = self.station.ingest.retry_initial_s
+        while not self.stop.is_set():
+            staged = self.journal.files(self.uid, (J.STAGED,))
+            if not staged:
+                break
+            try:
+                self.store_and_commit(staged)
+            except TRANSIENT as exc:
+                self.waiting_for(exc)
+                self.report(self.progress)
+                if not self.wait:
+                    return
+                log.warning("%s; retrying in %.0f s", exc.message, backoff)
+                self.stop.wait(backoff)
+                backoff = min(backoff * 2, self.station.ingest.retry_max_s)
+                continue
+        if self.progress.waiting:
+            self.progress.waiting = None
+            self.journal.waiting(self.uid, None)
+        self.report(self.progress)
+
+    def store_and_commit(self, files: list[JournalFile]) -> None:
+        """Store staged files one after the other, the committer registering them behind;
+        returns when every file handed over is settled, raising the first TRANSIENT error
+        (of the store, or of the catalog for a file the committer had to leave STAGED)."""
+        committer = self.station.committer
+        commits: list[Future[Exception | None]] = []
+        committer.coming(len(files))
+        left = len(files)
+        try:
+            for f in files:
+                try:
+                    stored = self.station.store_file(self, f, None)
+                except StorageError as exc:
+                    if isinstance(exc, TRANSIENT):
+                        raise
+                    self.store_refused(f, exc)
+                    left -= 1
+                    committer.coming(-1)
+                    continue
+                left -= 1
+                commits.append(committer.submit(stored, was_coming=True))
+        finally:
+            committer.coming(-left)  # those not stored (the store went away)
+            wait_all(commits)  # nothing is handed over twice: the caller reads STAGED again
+        for commit in commits:
+            error = commit.result()
+            if error is not None:
+                raise error
+
+    def waiting_for(self, exc: Any) -> None:
+        """A service is away (a TRANSIENT error): the docking says what it waits for."""
+        self.station.metrics.failures.inc(reason="unavailable")
+        self.progress.waiting = f"waiting: {exc.message}"
+        self.journal.waiting(self.uid, self.progress.waiting)
+
+    def quarantine(self, f: JournalFile, reason: str) -> JournalFile:
+        log.warning("%s: quarantined: %s", display_name(f.relpath), reason)
+        self.station.metrics.failures.inc(reason="quarantined")
+        self.journal.quarantined(f.id, reason)
+        return replace(f, state=FileState.QUARANTINED, reason=reason)
+
+    def quarantine_unexpected(self, f: JournalFile, exc: Exception) -> None:
+        self.station.metrics.failures.inc(reason="quarantined")
+        self.journal.quarantined(f.id, f"unexpected error: {type(exc).__name__}: {exc}")
+
+    def store_refused(self, f: JournalFile, exc: StorageError) -> None:
+        """A store error that waiting will not cure (the staged copy no longer matches its
+        digest, a damaged held copy the store will not let us replace): the staged copy
+        is kept, the file quarantined with the store's reason and what to do."""
+        self.quarantine(f, f"{exc.message}: {exc.hint}" if exc.hint else exc.message)
+
+    def refresh(self) -> list[JournalFile]:
+        """The docking's files, and the progress figures they give."""
+        files = self.journal.files(self.uid)
+        progress = self.progress
+        progress.files_total = len(files)
+        progress.bytes_total = sum(f.size for f in files)
+        progress.files_done = sum(1 for f in files if f.state.is_held)
+        progress.bytes_done = sum(
+            f.size for f in files if f.state.is_held or f.state == FileState.STAGED
+        )
+        return files
+
+
+@dataclass
+class _Attempt:
+    """Where the staging of one file stands across its tries."""
+
+    deadline: float  # monotonic: give up on a file still growing or changing after this
+    backoff: float
+    last_seen: tuple[int, int] | None = None  # (size, mtime_ns) at the last look
+    seen_since: float = field(default_factory=time.monotonic)
+
+
+class RecorderDocking(DockingWork):
+    """A docking of a recorder present at ``root``: every file taken, then its outcome."""
+
+    def __init__(
+        self,
+        station: Station,
+        jd: JournalDocking,
+        root: Path,
+        *,
+        stop: threading.Event,
+        report: ProgressCallback,
+        wait: bool,
+    ) -> None:
+        super().__init__(station, jd, stop=stop, report=report, wait=wait)
+        self.root = root
+
+    def run(self, entries: list[Any]) -> DockingResult:
+        log.info("docking %s of %s (%s)", self.uid, self.root, self.jd.serial or "unknown device")
+        self.journal.add_files(
+            self.uid, [(e.relpath, e.size, e.mtime_ns) for e in entries if e.kind == "file"]
+        )
+        self.reject_unusable(entries)
+        self.station.register_docking_early(self.jd)
+        files = self.refresh()
+        self.take_files([f for f in files if f.state.is_open])
+        # What is still STAGED waits for the store or catalog; retry with backoff.
+        self.drain_staged()
+        result = self.finish()
+        self.report(self.progress)
+        return result
+
+    def take_files(self, todo: list[JournalFile]) -> None:
+        """Workers stage and store files; the committer registers them in batches."""
+        committer = self.station.committer
+        # The committer knows they are coming and gathers them in bigger batches; each
+        # take_file call settles its own one.
+        committer.coming(len(todo))
+        workers = self.station.ingest.file_workers
+        with ThreadPoolExecutor(workers, thread_name_prefix="offload") as pool:
+            futures = [pool.submit(self.take_file, f) for f in todo]
+        # Every worker has finished; their files' registrations are settled before
+        # anything reads the journal again (even when a worker failed).
+        commits = [
+            c for fut in futures if fut.exception() is None and (c := fut.result()) is not None
+        ]
+        wait_all(commits)
+        for fut in futures:
+            fut.result()  # a worker's journal failure ends the docking here
+        for commit in commits:
+            commit.result()  # and so does one in the committer
+
+    def reject_unusable(self, entries: list[Any]) -> None:
+        odd = [e for e in entries if e.kind != "file"]
+        if not odd:
+            return
+        self.journal.add_files(self.uid, [(e.relpath, 0, e.mtime_ns) for e in odd])
+        by_path = {x.relpath: x for x in self.journal.files(self.uid)}
+        for e in odd:
+            reason = (
+                "symbolic link: not followed out of the recorder"
+                if e.kind == "symlink"
+                else "not a regular file (device, socket or pipe)"
+            )
+            f = by_path[e.relpath]
+            if f.state == FileState.PENDING:
+                self.journal.rejected(f.id, reason)
+
+    # -- one file -------------------------------------------------------------------------
+
+    def take_file(self, f: JournalFile) -> Future[Exception | None] | None:
+        """Stage and store one file and hand it to the committer (whose future it returns)."""
+        station = self.station
+        name = display_name(f.relpath)
+
+        def waiting(exc: Any) -> None:
+            station.metrics.failures.inc(reason="unavailable")
+            self.progress.waiting = str(exc.message)
+            self.journal.waiting(self.uid, exc.message)
+
+        handed = False
+        try:
+            other = foreign_device(name.rsplit("/", 1)[-1], station.parser, self.jd.serial)
+            if other is not None and f.state.is_open:
+                # Never filed silently under another device than the one its name names.
+                self.quarantine(
+                    f,
+                    f"its name names device {other}, not this recorder's {self.jd.serial}: "
+                    f"not filed under {self.jd.serial}; dock it in a folder of its own (or "
+                    "correct the recorder's device file), then dock this recorder again",
+                )
+                return None
+            if f.state == FileState.PENDING:
+                started = time.monotonic()
+                f = self.stage(f)
+                if f.state == FileState.STAGED:
+                    station.metrics.stage_seconds.observe(time.monotonic() - started)
+            if f.state == FileState.STAGED:
+                stored = station.store_file(self, f, waiting)
+                handed = True
+                return station.committer.submit(stored, was_coming=True)
+        except TRANSIENT as exc:
+            waiting(exc)
+        except StorageError as exc:  # the store refused this file, saying why
+            self.store_refused(f, exc)
+        except Exception as exc:  # one bad file never blocks the others
+            log.exception("%s: unexpected error", name)
+            self.quarantine_unexpected(f, exc)
+        finally:
+            if not handed:
+                station.committer.coming(-1)  # it will not come: nothing to wait for
+            self.report(self.progress)
+        return None
+
+    def stage(self, f: JournalFile) -> JournalFile:
+        """Copy a pending file into staging once it is stable, hashing it in the same read;
+        the file as the journal now holds it (STAGED, QUARANTINED, REJECTED, or PENDING
+        when stopped)."""
+        ingest = self.station.ingest
+        attempt = _Attempt(time.monotonic() + ingest.growing_timeout_s, ingest.retry_initial_s)
+        while not self.stop.is_set():
+            try:
+                fd = open_source(self.root, f.relpath)
+            except FileNotFoundError:
+                return self.quarantine(f, "vanished from the recorder before it was read")
+            except OSError as exc:
+                return self.quarantine(f, f"cannot open: {exc.strerror}")
+            try:
+                st = os.fstat(fd)
+                if st.st_size < f.size:
+                    # Recordings grow while written; one that shrinks was damaged or
+                    # rewritten on the recorder. Keep it for a person to look at.
+                    return self.quarantine(
+                        f, f"shrank from {f.size} to {st.st_size} bytes before it was read"
+                    )
+                if st.st_size != f.size or st.st_mtime_ns != f.mtime_ns:
+                    self.journal.grew(f.id, size=st.st_size, mtime_ns=st.st_mtime_ns)
+                    f = replace(f, size=st.st_size, mtime_ns=st.st_mtime_ns)
+                stable = self._stable(f, st, attempt)
+                if isinstance(stable, JournalFile):
+                    return stable  # quarantined: still growing
+                if not stable:
+                    continue  # looked at again after a little wait
+                if st.st_size == 0:
+                    reason = "zero-byte file: nothing to store"
+                    self.journal.rejected(f.id, reason)
+                    return replace(f, state=FileState.REJECTED, reason=reason)
+                copied = self._copy(fd, f, attempt)
+            finally:
+                os.close(fd)
+            if isinstance(copied, JournalFile):
+                return copied  # quarantined
+            if copied is not None:
+                return self._staged(f, copied)
+        return f
+
+    def _stable(self, f: JournalFile, st: os.stat_result, attempt: _Attempt) -> bool | JournalFile:
+        """Stable: unchanged for stable_s, judged by the mtime's age or, when the
+        recorder's clock is ahead of ours (mtime in the future), by watching it. When it
+        is not, waits a little (False: look again), or quarantines the file once it has
+        grown for too long."""
+        ingest = self.station.ingest
+        seen = (st.st_size, st.st_mtime_ns)
+        if seen != attempt.last_seen:
+            attempt.last_seen, attempt.seen_since = seen, time.monotonic()
+        age = max(time.time() - st.st_mtime_ns / 1e9, time.monotonic() - attempt.seen_since)
+        if age >= ingest.stable_s:
+            return True
+        if time.monotonic() > attempt.deadline:
+            return self.quarantine(
+                f,
+                f"still growing after {ingest.growing_timeout_s:.0f} s; "
+                "dock the recorder again when it has finished writing",
+            )
+        self.stop.wait(min(ingest.stable_s - age + 0.05, 1.0))
+        return False
+
+    def _copy(self, fd: int, f: JournalFile, attempt: _Attempt) -> Copied | JournalFile | None:
+        """One copy of an open, stable file into ``<id>.part``: what it copied, or the file
+        quarantined, or None when it is to be tried again (after a wait)."""
+        station, progress = self.station, self.progress
+        name = display_name(f.relpath)
+        part = station.staging / f.docking_uid / f"{f.id}.part"
+        part.parent.mkdir(parents=True, exist_ok=True)
+        before = progress.bytes_done
+        try:
+            return station.copy_to_staging(fd, part, f, progress.add_bytes)
+        except StagingReadBackMismatch as exc:
+            progress.rewind(before)
+            part.unlink(missing_ok=True)
+            log.error("%s: %s", name, exc.message)
+            if time.monotonic() > attempt.deadline:
+                raise
+            self.stop.wait(attempt.backoff)
+            return None
+        except SourceChanged:
+            progress.rewind(before)
+            part.unlink(missing_ok=True)
+            if time.monotonic() > attempt.deadline:
+                return self.quarantine(f, "kept changing while it was read")
+            return None
+        except SourceVanished as exc:
+            part.unlink(missing_ok=True)
+            return self.quarantine(f, exc.message)
+        except DiskFull as exc:
+            part.unlink(missing_ok=True)
+            progress.rewind(before)
+            return self._disk_full(f, exc, attempt)
+
+    def _disk_full(self, f: JournalFile, exc: DiskFull, attempt: _Attempt) -> JournalFile | None:
+        """Staging is full: wait for space (None: try again), unless the file is larger
+        than the whole staging disk, when waiting never ends (quarantined)."""
+        staging = self.station.staging
+        capacity = _capacity(staging)
+        if f.size > capacity:
+            return self.quarantine(
+                f,
+                f"{f.size} bytes, larger than the whole staging disk "
+                f"{staging} ({capacity} bytes): give the station a larger "
+                "data disk, then dock the recorder again",
+            )
+        self.progress.waiting = f"{exc.message}: {exc.hint}"
+        self.journal.waiting(self.uid, self.progress.waiting)
+        self.report(self.progress)
+        log.warning(
+            "%s: %s; retrying in %.0f s", display_name(f.relpath), exc.message, attempt.backoff
+        )
+        self.stop.wait(attempt.backoff)
+        attempt.backoff = min(attempt.backoff * 2, self.station.ingest.retry_max_s)
+        return None
+
+    def _staged(self, f: JournalFile, copied: Copied) -> JournalFile:
+        """The complete copy renamed into place, durably, and the file journaled STAGED."""
+        part = self.station.staging / f.docking_uid / f"{f.id}.part"
+        staged = part.with_suffix(".staged")
+        os.replace(part, staged)
+        fsync_dir(staged.parent)
+        staged_at = J.now_text()
+        self.journal.staged(f.id, digests=copied.digests, staged_at=staged_at)
+        if copied.read_back:
+            self.station.read_back_done(f.id)
+        if self.progress.waiting and self.progress.waiting.startswith("staging disk full"):
+            self.progress.waiting = None
+            self.journal.waiting(self.uid, None)
+        # What the journal now holds for it, without reading it back.
+        return replace(
+            f,
+            state=FileState.STAGED,
+            sha256=copied.digests.sha256.hex,
+            sm3=copied.digests.sm3.hex,
+            staged_at=staged_at,
+            repair=None,
+        )
+
+    # -- the end of a docking ---------------------------------------------------------------
+
+    def finish(self) -> DockingResult:
+        """The docking's outcome from its files' states; unless it is to go on
+        (OFFLOADING), recorded in the catalog and the journal, the recorder cleared first
+        when the station is set to and it is safe to."""
+        files = self.journal.files(self.uid)
+        state = outcome(
+            (f.state for f in files),
+            recorder_present=self.root.is_dir(),
+            stopped=self.stop.is_set(),
+        )
+        problems = [
+            (display_name(f.relpath), f.state.value, f.reason or "")
+            for f in files
+            if f.state.is_problem
+        ]
+        if state != DockingState.OFFLOADING:
+            self.record_outcome(files, state, problems)
+            if state == DockingState.SAFE_TO_CLEAR and self.station.ingest.clear_recorder:
+                state = self.clear(files)
+                files = self.journal.files(self.uid)  # now CLEARED
+            self.journal.finished(
+                self.uid,
+                state=state,
+                message="; ".join(f"{p}: {r}" for p, _s, r in problems) or None,
+            )
+            self.station.anchor_chain_head()  # signed chain head after every docking
+        done = [f for f in files if f.state.is_held]
+        return DockingResult(
+            uid=self.uid,
+            state=state,
+            files=len(files),
+            stored=len(done),
+            duplicates=0,
+            bytes=sum(f.size for f in done),
+            problems=problems,
+            identity_flags=tuple(self.jd.identity.get("flags", [])),
+        )
+
+    def record_outcome(
+        self, files: list[JournalFile], state: DockingState, problems: list[tuple[str, str, str]]
+    ) -> None:
+        """The docking's outcome and its problem files in the catalog, waiting for the
+        catalog (with backoff) when ``wait``."""
+        station = self.station
+
+        def record(s: Session) -> None:
+            docking = station.catalog_docking(s, self.jd)
+            for f in files:
+                if f.state.is_problem:
+                    record_problem_file(
+                        s,
+                        station.signer,
+                        docking,
+                        f.relpath,
+                        f.size,
+                        f.state.value,
+                        f.reason or "",
+                        station.actor,
+                    )
+            finish_docking(
+                s,
+                station.signer,
+                docking,
+                state.value,
+                files=len(files),
+                size=sum(f.size for f in files),
+                problems={p: r for p, _s, r in problems},
+                actor=station.actor,
+            )
+
+        backoff = station.ingest.retry_initial_s
+        while True:
+            try:
+                station.catalog.run_retrying(record)
+                return
+            except TRANSIENT:
+                if not self.wait or self.stop.is_set():
+                    raise
+                self.stop.wait(backoff)
+                backoff = min(backoff * 2, station.ingest.retry_max_s)
+
+    def clear(self, files: list[JournalFile]) -> DockingState:
+        """Delete each stored file from the recorder after checking its stored copy again."""
+        station = self.station
+        for f in files:
+            digests = f.digests
+            if f.state != FileState.DONE or digests is None:
+                continue
+            station.store.verify(content_key(digests.sha256), digests.sha256)
+            unlink_source(self.root, f.relpath)
+            with station.catalog.transaction() as s:
+                mark_cleared(
+                    s,
+                    station.signer,
+                    station.catalog_docking(s, self.jd),
+                    f.relpath,
+                    digests.sha256.hex,
+                    station.actor,
+                )
+            self.journal.cleared(f.id)
+        with station.catalog.transaction() as s:
+            docking = station.catalog_docking(s, self.jd)
+            finish_docking(
+                s,
+                station.signer,
+                docking,
+                DockingState.CLEARED.value,
+                files=docking.files_total,
+                size=docking.bytes_total,
+                problems=docking.problems,
+                actor=station.actor,
+            )
+        return DockingState.CLEARED
+
+
+def _capacity(folder: Path) -> int:
+    """The size of the file system holding ``folder``, in bytes."""
+    st = os.statvfs(folder)
+    return st.f_blocks * st.f_frsize
