@@ -11,7 +11,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from config.errors import EXIT_FAILED_CHECK
+from config.errors import CheckFailed
 from liuhen.actor import actor_option
 from liuhen.output import out, print_json
 
@@ -231,7 +231,7 @@ def run_show_sample(app: Any, sample_id: int, as_json: bool) -> None:
     else:
         print_sample(data)
     if not data["check"]["redraw_matches"] or not data["check"]["population_hash_matches"]:
-        sys.exit(EXIT_FAILED_CHECK)
+        raise CheckFailed("review sample: the sample no longer redraws from its population")
 
 
 def run_survey(app: Any, unit: str | None, csv_path: str | None, as_json: bool) -> None:
@@ -316,7 +316,7 @@ def run_verify_report(path: Path, as_json: bool, trusted: dict[str, set[str]] | 
                 markup=True,
             )
     if not result["ok"]:
-        sys.exit(EXIT_FAILED_CHECK)
+        raise CheckFailed("report signature check failed")
 
 
 def _table(columns: list[str], rows: list[list[str]]) -> Table:

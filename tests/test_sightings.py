@@ -25,6 +25,7 @@ from catalog.dockings import (
     register_files,
 )
 from catalog.models import CustodyEvent, Device, Recording
+from storage.digest import DigestPair
 from tests.cli_helpers import run_cli
 from tests.registration_oracle import register_file
 
@@ -143,8 +144,7 @@ def test_register_file_and_register_files_take_the_identity_alike(app: Any) -> N
             relpath_raw=name.encode(),
             size=len(data),
             mtime=None,
-            sha256=sha,
-            sm3=hashlib.new("sm3", data).hexdigest(),
+            digests=DigestPair.of_hex(sha, hashlib.new("sm3", data).hexdigest()),
             object_key=f"sha256/{sha}",
             captured_at=None,
             staged_at=datetime(2026, 11, 26, 1, tzinfo=UTC),
