@@ -160,6 +160,8 @@ def probe_flags(result: ProbeResult, damage: str | None, name: str) -> dict[str,
     missing decoder named), ``damaged`` (its structure, or ffprobe, says what is wrong)
     or ``unreadable`` (ffprobe cannot read it, and it is no container known to break)."""
     if damage is not None:
+        if not result.ok and result.error and result.unsupported is None:
+            damage = f"{damage} (ffprobe: {result.error})"  # what ffprobe said, kept too
         return {"damaged": damage}
     if result.damaged is not None:
         return {"damaged": result.damaged}

@@ -66,6 +66,20 @@ def test_valid_heic_photo_is_a_photo_decoded_here_not_damaged() -> None:
     assert result.creation_time_source == "exif"
 
 
+def test_heif_photo_not_decodable_here_is_unsupported_not_damaged(tmp_path: Path) -> None:
+    # Made here from the corpus photo: its tiles' item type changed from HEVC ("hvc1")
+    # to AV1 ("av01"), as an AVIF-coded HEIF would have: whole, but not decoded here.
+    data = corpus_path("iphone_IMG_2927.HEIC").read_bytes().replace(b"hvc1", b"av01")
+    photo = tmp_path / "IMG_2927.HEIC"
+    photo.write_bytes(data)
+    result = probe(photo)
+
+    assert result.ok is False and result.damaged is None
+    assert result.missing_decoder == "HEIF image reader (ffmpeg 7.1 or later)"
+    assert result.unsupported is not None and "not all HEVC" in result.unsupported
+    assert result.kind == "image" and (result.width, result.height) == (3024, 4032)
+
+
 def test_heic_cut_short_is_damaged_not_unsupported(tmp_path: Path) -> None:
     # Made here from the corpus photo: its first 60%, as a card pulled mid-write leaves it.
     data = corpus_path("iphone_IMG_2927.HEIC").read_bytes()

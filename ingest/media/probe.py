@@ -461,16 +461,19 @@ def _not_read_by_ffprobe(
     why_not = heif.decodable(path)
     if why_not is None and "hevc" in _decoders(ffprobe):
         return ProbeResult(ok=True, **common)
-    missing = (
-        "hevc"
-        if why_not is None
-        else f"HEIF/{photo_format.upper()} image reader (ffmpeg 7.1 or later)"
-    )
-    reason = (
-        f"unsupported here: a {photo_format.upper()} photo (HEIF brand {info.brand!r}), "
-        f"which this ffmpeg ({_version(ffprobe)}) cannot decode: it has no {missing} "
-        f"decoder{'' if why_not is None else f' ({why_not})'}"
-    )
+    if why_not is None:  # HEVC tiles, but no HEVC decoder in this ffmpeg
+        missing = "hevc"
+        reason = (
+            f"unsupported here: a {photo_format.upper()} photo (HEIF brand {info.brand!r}) "
+            f"of HEVC tiles, and this ffmpeg ({_version(ffprobe)}) has no hevc decoder"
+        )
+    else:
+        missing = "HEIF image reader (ffmpeg 7.1 or later)"
+        reason = (
+            f"unsupported here: a {photo_format.upper()} photo (HEIF brand {info.brand!r}) "
+            f"that this ffmpeg ({_version(ffprobe)}) cannot open and that is not decoded "
+            f"here ({why_not}): it needs a {missing}"
+        )
     return ProbeResult(
         ok=False, error=reason, unsupported=reason, missing_decoder=missing, **common
     )
