@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import socket
+import struct
 import tempfile
 import threading
 import time
@@ -427,9 +428,7 @@ class Worker:
             result = probe(
                 path, ffprobe=self.settings.ffmpeg.ffprobe, zone=self.settings.station.time_zone
             )
-            # ffprobe reads what it can and is silent about what is missing: the
-            # container's structure is checked against the file itself.
-            damage = damage_reason(path)
+            damage = _structure_damage(path)
         fields = self.parser.parse(name)
         times = derive_times(
             TimeSources(
@@ -871,6 +870,18 @@ class Worker:
             key, sha = rec.object_key, Digest("sha256", rec.sha256)
         with self.store.local_file(key, sha, scratch=self.scratch) as path:
             yield path
+
+
+def _structure_damage(path: Path) -> str | None:
+    """What the container's structure, checked against the file itself, says is wrong
+    (ffprobe reads what it can and is silent about what is missing). Bytes the check
+    cannot make sense of are no finding either way: they leave ffprobe's word standing
+    rather than stop the probe."""
+    try:
+        return damage_reason(path)
+    except (ValueError, IndexError, struct.error) as exc:
+        log.warning("structure check of %s gave no answer: %r", path.name, exc)
+        return None
 
 
 def _sources(s: Any, query: Any, keep: Callable[[Recording], bool], limit: int) -> list[_Source]:

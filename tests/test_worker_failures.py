@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 import stat
+import struct
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -437,4 +438,24 @@ def test_a_truncated_gopro_file_is_recovered_with_its_own_devices_recording(
     monkeypatch.setenv("LIUHEN_HOME", str(tmp_path / "data"))
     shown = json.loads(run_cli(capsys, "show", str(cut_id), "--json").out)
     assert shown["failures"] == [] and "recovery" not in shown["flags"]
+    app.close()
+
+
+def test_a_structure_check_without_an_answer_leaves_the_probe_standing(
+    tmp_path: Path, catalog_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bytes the structure check cannot make sense of (it raises) are no finding: the
+    recording is probed and derived on ffprobe's word, not failed or crashed."""
+    app, rec_id = docked_video(tmp_path, catalog_url)
+
+    def confused(path: Path) -> str | None:
+        raise struct.error("unpack requires a buffer of 8 bytes")
+
+    monkeypatch.setattr("ingest.worker.damage_reason", confused)
+    stats = drain(app)
+    assert stats.failed == 0
+    with app.catalog.session() as s:
+        rec = s.get(Recording, rec_id)
+        assert rec is not None and rec.state == "DERIVED"
+        assert "damaged" not in (rec.flags or {})
     app.close()
