@@ -22,7 +22,8 @@ from catalog.states import PROBE_STATES, RecordingState
 # one ``derive:<kind>`` item per derivative, so that each is made, fails and is retried
 # on its own (a poster that fails neither blocks nor redoes the access copy).
 PROBE, DERIVE = "probe", "derive"
-DERIVATIVE_KINDS = ("access", "proxy", "poster", "audio", "recovered", "photo", "thumbnail")
+# A photo's JPEG copy is its "access" derivative, with a "thumbnail" beside it.
+DERIVATIVE_KINDS = ("access", "proxy", "poster", "audio", "recovered", "thumbnail")
 STEP_PREFIX = f"{DERIVE}:"
 STEP_KINDS = tuple(f"{STEP_PREFIX}{k}" for k in DERIVATIVE_KINDS)
 MEDIA_WORK_KINDS = (PROBE, DERIVE, *STEP_KINDS)
@@ -39,7 +40,7 @@ class ProbeOutcome:
     time_evidence: dict[str, Any]
     start: datetime | None
     end: datetime | None
-    flags: dict[str, Any]  # damaged / unreadable / time flags
+    flags: dict[str, Any]  # damaged / unsupported / unreadable / time flags
     segment_seq: int | None  # sequence number from the file name, for chapters
 
 
@@ -68,7 +69,9 @@ def record_probe(
     rec.time_evidence = out.time_evidence
     rec.captured_at = out.start or rec.captured_at
     rec.capture_end = out.end
-    rec.flags = {**(rec.flags or {}), **out.flags}
+    found = dict(out.flags)
+    damage = found.pop("damaged", None)
+    rec.flags = {**(rec.flags or {}), **found}
     rec.state = RecordingState.PROBED
     append_event(
         session,
@@ -88,16 +91,8 @@ def record_probe(
             "flags": sorted(out.flags),
         },
     )
-    if out.flags.get("damaged"):
-        append_event(
-            session,
-            signer,
-            actor=actor,
-            action="flagged-damaged",
-            object_type="recording",
-            object_id=rec.sha256,
-            details={"reason": out.flags["damaged"]},
-        )
+    if damage:  # after the probed event: the damage flag and its event, one way for all
+        record_damage(session, signer, rec, str(damage), actor)
     if out.segment_seq is not None and out.start is not None:
         assign_group(session, rec, out.segment_seq)
     queue.enqueue(session, DERIVE, str(rec.id))

@@ -11,9 +11,10 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 # Recorder clocks show China Standard Time (UTC+8, no daylight saving).
 CHINA_STANDARD_TIME = timezone(timedelta(hours=8), "CST")
@@ -51,9 +52,20 @@ class DeviceIdentity:
 
 
 class NameParser:
-    def __init__(self, patterns: tuple[str, ...], important_marker: str = "") -> None:
+    """Reads recorder file names by the configured patterns. A name's start time is the
+    recorder's local wall-clock time, read in ``zone`` (the station's time zone,
+    ``station.time_zone``: the zone the media time rules read local times in too)."""
+
+    def __init__(
+        self,
+        patterns: tuple[str, ...],
+        important_marker: str = "",
+        *,
+        zone: tzinfo | str = CHINA_STANDARD_TIME,
+    ) -> None:
         self.patterns = [re.compile(p) for p in patterns]
         self.important = re.compile(important_marker) if important_marker else None
+        self.zone = ZoneInfo(zone) if isinstance(zone, str) else zone
 
     def parse(self, name: str) -> NameFields:
         # The important tag is vendor decoration around the usual name: take it out, so
@@ -67,7 +79,7 @@ class NameParser:
             if not m:
                 continue
             groups = m.groupdict()
-            start = _parse_start(groups.get("start"))
+            start = _parse_start(groups.get("start"), self.zone)
             seq = groups.get("seq")
             return NameFields(
                 serial=groups.get("serial"),
@@ -80,7 +92,7 @@ class NameParser:
         return NameFields(important=important)
 
 
-def _parse_start(text: str | None) -> datetime | None:
+def _parse_start(text: str | None, zone: tzinfo) -> datetime | None:
     if not text:
         return None
     digits = re.sub(r"[^0-9]", "", text)
@@ -88,7 +100,7 @@ def _parse_start(text: str | None) -> datetime | None:
         local = datetime.strptime(digits, "%Y%m%d%H%M%S")
     except ValueError:
         return None  # a name that looks right but names no real time (month 13 ...)
-    return local.replace(tzinfo=CHINA_STANDARD_TIME).astimezone(UTC)
+    return local.replace(tzinfo=zone).astimezone(UTC)
 
 
 def read_device_info(root: Path, names: tuple[str, ...]) -> tuple[str, dict[str, str]] | None:

@@ -206,7 +206,11 @@ class Station:
         self.signer = signer
         self.journal = journal or Journal(settings.journal_path)
         self.actor = f"station:{signer.station_id}"
-        self.parser = NameParser(self.ingest.filename_patterns, self.ingest.important_marker)
+        self.parser = NameParser(
+            self.ingest.filename_patterns,
+            self.ingest.important_marker,
+            zone=settings.station.time_zone,
+        )
         self.staging = settings.staging_dir
         self.staging.mkdir(parents=True, exist_ok=True)
         self._catalog_ids: dict[str, int] = {}  # journal uid -> catalog docking id

@@ -17,11 +17,12 @@ import os
 import re
 import shutil
 import socket
+import struct
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -60,8 +61,10 @@ from config import Settings
 from config.errors import EXIT_DATAERR, EXIT_TEMPFAIL, LiuhenError, UnavailableError
 from ingest.identity import NameParser
 from ingest.media import derive as D
+from ingest.media import recover
 from ingest.media.derive import Derivation
-from ingest.media.probe import probe
+from ingest.media.probe import ProbeResult, probe
+from ingest.media.structure import damage_reason
 from ingest.media.timeevidence import TimeSources, derive_times
 from ingest.metrics import ServiceMetrics, service_health, worker_details
 from storage import Digest, ObjectStore, content_key
@@ -71,7 +74,10 @@ from storage.errors import StorageError
 log = logging.getLogger("liuhen.worker")
 
 
-# How many of a device's latest recordings are weighed as the reference for a recovery.
+# How many healthy recordings are offered as the reference for a recovery (each is
+# tested against the damaged data), and how many of the latest video recordings are
+# looked through to find them.
+REFERENCE_CANDIDATES = 6
 REFERENCE_SCAN = 500
 
 
@@ -132,48 +138,42 @@ class _Source:
     device_id: int | None
     at: datetime | None
     name: str
-    damaged: bool = False
 
 
 def derivatives_for(media_kind: str | None, flags: dict[str, Any], name: str) -> list[str]:
     """The derivative kinds a probed recording gets, one work item each."""
+    if flags.get("unsupported"):
+        return []  # this installation cannot decode it: any copy would fail, every time
     if flags.get("damaged"):
         # Recovery rebuilds a truncated MP4/QuickTime H.264 stream, nothing else.
-        return ["recovered"] if media_kind == "video" or _looks_like_mp4(name) else []
+        return ["recovered"] if _looks_like_mp4(name) else []
     if media_kind == "video":
         return ["access", "proxy", "poster"]
     if media_kind == "audio":
         return ["audio"]
+    if media_kind == "image":
+        return ["access", "thumbnail"]  # a JPEG of the photo, full size, and a small one
     return []
 
 
-def choose_reference(damaged: _Source, candidates: Iterable[_Source]) -> int | None:
-    """The recording whose codec settings a truncated one is recovered with: of the same
-    device, healthy, an H.264 stream in an MP4/QuickTime container (what a recorder
-    writes: never an MPEG-TS stub or a stream recovery cannot rebuild), captured closest
-    in time (a recorder's settings change rarely), then the latest. None when the device
-    is unknown: another device's settings salvage nothing, or garbage (issue 13.7), until
-    the candidates' SPS/PPS are compared with the damaged stream's."""
-    if damaged.device_id is None:
-        return None
-
-    def fits(c: _Source) -> bool:
-        container = str(c.info.get("container") or "")
-        return (
-            not c.damaged
-            and c.rec_id != damaged.rec_id
-            and c.device_id == damaged.device_id
-            and c.info.get("video_codec") == "h264"
-            and ("mp4" in container or "mov" in container)
-        )
-
-    def distance(c: _Source) -> tuple[float, int]:
-        if damaged.at is None or c.at is None:
-            return (float("inf"), -c.rec_id)
-        return (abs((c.at - damaged.at).total_seconds()), -c.rec_id)
-
-    best = min((c for c in candidates if fits(c)), key=distance, default=None)
-    return best.rec_id if best is not None else None
+def probe_flags(result: ProbeResult, damage: str | None, name: str) -> dict[str, Any]:
+    """The flags a probe raises: ``unsupported`` (this installation cannot decode it, the
+    missing decoder named), ``damaged`` (its structure, or ffprobe, says what is wrong)
+    or ``unreadable`` (ffprobe cannot read it, and it is no container known to break)."""
+    if damage is not None:
+        if not result.ok and result.error and result.unsupported is None:
+            damage = f"{damage} (ffprobe: {result.error})"  # what ffprobe said, kept too
+        return {"damaged": damage}
+    if result.damaged is not None:
+        return {"damaged": result.damaged}
+    if result.unsupported is not None:
+        return {"unsupported": result.unsupported}
+    if result.ok:
+        return {}
+    reason = result.error or "ffprobe could not read the file"
+    if _looks_like_mp4(name) or "moov" in reason:
+        return {"damaged": f"ffprobe: {reason}"}
+    return {"unreadable": f"ffprobe: {reason}"}
 
 
 # ffmpeg killed by a signal (the kernel's OOM killer, an operator): not the input's fault.
@@ -225,7 +225,9 @@ class Worker:
         self.actor = f"worker:{signer.station_id}"
         self.lease = timedelta(seconds=settings.media.lease_s)
         self.parser = NameParser(
-            settings.ingest.filename_patterns, settings.ingest.important_marker
+            settings.ingest.filename_patterns,
+            settings.ingest.important_marker,
+            zone=settings.station.time_zone,
         )
         self.scratch = settings.work_dir / self.owner.replace(":", "-")
         # Probe and derive events go on this host's custody chain: its head is anchored
@@ -352,9 +354,11 @@ class Worker:
             try:
                 if self.derive_step(rec_id, kind.removeprefix(STEP_PREFIX), item_id=item_id):
                     stats.derived += 1
-            except DamageFound as exc:
+            except (DamageFound, D.DamagedSourceError) as exc:
                 # Damage is an outcome, not a failure: flagged with its reason, and the
-                # recording gets a recovery attempt instead of copies pretending to be whole.
+                # recording gets a recovery attempt instead of copies pretending to be
+                # whole. A copy shorter than the streams (DamagedSourceError, a kind of
+                # DerivationError) is caught here, before it could count as a failure.
                 self.record_damage(rec_id, exc.reason, item_id=item_id)
 
     def _record_failure(
@@ -424,6 +428,7 @@ class Worker:
             result = probe(
                 path, ffprobe=self.settings.ffmpeg.ffprobe, zone=self.settings.station.time_zone
             )
+            damage = _structure_damage(path)
         fields = self.parser.parse(name)
         times = derive_times(
             TimeSources(
@@ -436,13 +441,7 @@ class Worker:
             ),
             threshold_s=self.settings.media.time_threshold_s,
         )
-        flags: dict[str, Any] = {}
-        if not result.ok:
-            reason = result.error or "ffprobe could not read the file"
-            if _looks_like_mp4(name) or "moov" in reason:
-                flags["damaged"] = f"ffprobe: {reason}"
-            else:
-                flags["unreadable"] = f"ffprobe: {reason}"
+        flags = probe_flags(result, damage, name)
         if times.flags:
             flags["time"] = list(times.flags)
         outcome = ProbeOutcome(
@@ -473,7 +472,7 @@ class Worker:
                 store=self.store,
             )
             self._complete_in(s, item_id)
-        log.info("probed %s (%s): %s", sha[:12], name, result.kind if result.ok else "unreadable")
+        log.info("probed %s (%s): %s %s", sha[:12], name, result.kind, sorted(flags) or "ok")
         return item_id is not None
 
     def _complete(self, item_id: int | None) -> None:
@@ -516,7 +515,11 @@ class Worker:
                 return
             kinds = derivatives_for(rec.media_kind, rec.flags or {}, rec.original_name)
         for kind in kinds:
-            self.derive_step(rec_id, kind)
+            try:
+                self.derive_step(rec_id, kind)
+            except D.DamagedSourceError as exc:
+                self.record_damage(rec_id, exc.reason)
+                return
         with self.catalog.transaction() as s:
             rec = lock_recording(s, rec_id)
             assert rec is not None
@@ -702,6 +705,21 @@ class Worker:
                     src, out, info=plan_info, profile=audio, **common
                 ),
             )
+        if kind == "thumbnail":
+            photo = D.PhotoProfile()
+            return DerivativePlan(
+                kind,
+                _profile_text(photo),
+                lambda src, out: D.make_thumbnail(
+                    src,
+                    out,
+                    profile=photo,
+                    ffmpeg=ffmpeg,
+                    ffprobe=ffprobe,
+                    timeout_factor=m.timeout_scale,
+                    durable=False,
+                ),
+            )
         if kind == "recovered":
             return DerivativePlan(
                 kind, "", lambda src, out: self._recover(source, src, out), note_flag="recovery"
@@ -709,46 +727,68 @@ class Worker:
         raise ValueError(f"the worker has no way to make a {kind!r} derivative")
 
     def _recover(self, source: _Source, src: Path, out_dir: Path) -> Derivation | NotMade:
-        """Salvage a truncated recording with the codec settings of a healthy reference."""
-        if source.device_id is None:
-            return NotMade(
-                "its device is unknown: no recording of the same device "
-                "to take the codec settings from"
-            )
-        reference = self._reference_for(source)
-        if reference is None:
-            return NotMade(
-                "no healthy H.264 MP4/QuickTime recording of the same device "
-                "to take the codec settings from"
-            )
-        with self._original(reference) as ref:
-            recovered = D_recover(src, ref, out_dir, self.settings)
+        """Salvage a truncated recording with the codec settings of a healthy reference,
+        chosen by :func:`ingest.media.recover.choose_reference` among a handful of healthy
+        H.264 recordings (of the same device first): the one whose SPS/PPS fit the damaged
+        data. With none that fits, nothing is made and the reason is the recovery flag."""
+        candidates = self._reference_candidates(source)
+        with contextlib.ExitStack() as stack:
+            offered = [
+                recover.ReferenceCandidate(
+                    key=c.rec_id,
+                    path=stack.enter_context(self._original(c.rec_id)),
+                    same_device=source.device_id is not None and c.device_id == source.device_id,
+                    seconds_apart=(
+                        (c.at - source.at).total_seconds()
+                        if c.at is not None and source.at is not None
+                        else None
+                    ),
+                )
+                for c in candidates
+            ]
+            choice = recover.choose_reference(src, offered)
+            if choice.key is None:
+                return NotMade(choice.reason)
+            reference = next(o.path for o in offered if o.key == choice.key)
+            recovered = D_recover(src, reference, out_dir, self.settings)
         if recovered is None:
-            return NotMade(f"nothing could be salvaged with recording {reference} as reference")
+            return NotMade(f"nothing could be salvaged with reference {choice.reason}")
+        log.info("recording %s recovered with reference %s", source.rec_id, choice.reason)
         return recovered
 
-    def _reference_for(self, source: _Source) -> int | None:
-        """The healthy recording to borrow codec settings from, by :func:`choose_reference`,
-        among the latest of the same device."""
-        with self.catalog.session() as s:
-            query = select(Recording).where(
-                Recording.id != source.rec_id,
-                Recording.media_kind == "video",
-                Recording.device_id == source.device_id,
+    def _reference_candidates(self, source: _Source) -> list[_Source]:
+        """Healthy H.264 MP4/QuickTime recordings that may lend a damaged one their codec
+        settings: up to REFERENCE_CANDIDATES of the same device (the latest), then others
+        (each candidate costs recover.choose_reference a read of its index)."""
+
+        def healthy_h264(r: Recording) -> bool:
+            info = r.probe or {}
+            container = str(info.get("container") or "")
+            flags = r.flags or {}
+            return (
+                info.get("video_codec") == "h264"
+                and ("mp4" in container or "mov" in container)
+                and not flags.get("damaged")
+                and not flags.get("unsupported")
             )
-            candidates = [
-                _Source(
-                    rec_id=r.id,
-                    media_kind=r.media_kind,
-                    info=dict(r.probe or {}),
-                    device_id=r.device_id,
-                    at=r.captured_at or r.received_at,
-                    name=r.original_name,
-                    damaged=bool((r.flags or {}).get("damaged")),
-                )
-                for r in s.scalars(query.order_by(Recording.id.desc()).limit(REFERENCE_SCAN))
-            ]
-        return choose_reference(source, candidates)
+
+        query = select(Recording).where(
+            Recording.id != source.rec_id,
+            Recording.media_kind == "video",
+            Recording.state.in_(PROBED_STATES),
+        )
+        found: list[_Source] = []
+        with self.catalog.session() as s:
+            if source.device_id is not None:
+                same = query.where(Recording.device_id == source.device_id)
+                found += _sources(s, same, healthy_h264, REFERENCE_CANDIDATES)
+            others = query.where(
+                Recording.device_id.is_(None) | (Recording.device_id != source.device_id)
+                if source.device_id is not None
+                else Recording.id.is_not(None)
+            )
+            found += _sources(s, others, healthy_h264, REFERENCE_CANDIDATES - len(found))
+        return found
 
     def _keep(
         self, rec_id: int, d: Derivation, *, profile: str = "", item_id: int | None = None
@@ -832,10 +872,43 @@ class Worker:
             yield path
 
 
-def D_recover(src: Path, ref: Path, out_dir: Path, settings: Settings) -> Derivation | None:
-    from ingest.media.recover import recover_truncated_mp4
+def _structure_damage(path: Path) -> str | None:
+    """What the container's structure, checked against the file itself, says is wrong
+    (ffprobe reads what it can and is silent about what is missing). Bytes the check
+    cannot make sense of are no finding either way: they leave ffprobe's word standing
+    rather than stop the probe."""
+    try:
+        return damage_reason(path)
+    except (ValueError, IndexError, struct.error) as exc:
+        log.warning("structure check of %s gave no answer: %r", path.name, exc)
+        return None
 
-    return recover_truncated_mp4(
+
+def _sources(s: Any, query: Any, keep: Callable[[Recording], bool], limit: int) -> list[_Source]:
+    """Up to ``limit`` recordings of ``query`` (latest first) that ``keep`` accepts."""
+    out: list[_Source] = []
+    if limit <= 0:
+        return out
+    for r in s.scalars(query.order_by(Recording.id.desc()).limit(REFERENCE_SCAN)):
+        if not keep(r):
+            continue
+        out.append(
+            _Source(
+                rec_id=r.id,
+                media_kind=r.media_kind,
+                info=dict(r.probe or {}),
+                device_id=r.device_id,
+                at=r.captured_at or r.received_at,
+                name=r.original_name,
+            )
+        )
+        if len(out) >= limit:
+            break
+    return out
+
+
+def D_recover(src: Path, ref: Path, out_dir: Path, settings: Settings) -> Derivation | None:
+    return recover.recover_truncated_mp4(
         src,
         ref,
         out_dir,

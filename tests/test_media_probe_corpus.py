@@ -48,15 +48,15 @@ def test_duration_is_the_longest_audio_or_video_stream() -> None:
     assert result.audio_duration_s == pytest.approx(0.170667, abs=1e-6)
 
 
-def test_valid_heic_photo_is_unsupported_here_not_damaged() -> None:
+def test_valid_heic_photo_is_a_photo_decoded_here_not_damaged() -> None:
+    # ffprobe (before 7.1) cannot open HEIF ("moov atom not found"), but the photo's HEVC
+    # tiles decode here (ingest.media.heif): a supported photo, never damaged.
     result = probe(corpus_path("iphone_IMG_2927.HEIC"))
 
-    assert result.ok is False
-    assert result.unsupported is not None and result.unsupported.startswith("unsupported here")
-    assert result.missing_decoder is not None and "HEIF" in result.missing_decoder
-    assert result.error == result.unsupported and "moov" not in result.error
+    assert result.ok is True and result.error is None
+    assert result.unsupported is None and result.missing_decoder is None
     assert any("moov" in w for w in result.warnings)  # what ffprobe said is still kept
-    # Read from the HEIF boxes without decoding: a photo, its size, camera and EXIF time.
+    # Read from the HEIF boxes: a photo, its size, camera and EXIF time.
     assert (result.kind, result.photo_format) == ("image", "heic")
     assert (result.width, result.height) == (3024, 4032)
     assert (result.make, result.model) == ("Apple", "iPhone 11 Pro")
@@ -64,6 +64,20 @@ def test_valid_heic_photo_is_unsupported_here_not_damaged() -> None:
     # = 22:39:11.644 UTC (the offset the phone wrote wins over the station's zone).
     assert result.creation_time == datetime(2020, 5, 4, 22, 39, 11, 644000, tzinfo=UTC)
     assert result.creation_time_source == "exif"
+
+
+def test_heif_photo_not_decodable_here_is_unsupported_not_damaged(tmp_path: Path) -> None:
+    # Made here from the corpus photo: its tiles' item type changed from HEVC ("hvc1")
+    # to AV1 ("av01"), as an AVIF-coded HEIF would have: whole, but not decoded here.
+    data = corpus_path("iphone_IMG_2927.HEIC").read_bytes().replace(b"hvc1", b"av01")
+    photo = tmp_path / "IMG_2927.HEIC"
+    photo.write_bytes(data)
+    result = probe(photo)
+
+    assert result.ok is False and result.damaged is None
+    assert result.missing_decoder == "HEIF image reader (ffmpeg 7.1 or later)"
+    assert result.unsupported is not None and "not all HEVC" in result.unsupported
+    assert result.kind == "image" and (result.width, result.height) == (3024, 4032)
 
 
 def test_heic_cut_short_is_damaged_not_unsupported(tmp_path: Path) -> None:

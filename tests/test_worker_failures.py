@@ -7,11 +7,11 @@ an older version upgrades and its failed work can be retried. SQLite and Postgre
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import stat
+import struct
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,20 +26,19 @@ from catalog.media import STEP_KINDS, work_failures
 from catalog.migrate import alembic_config
 from catalog.models import CustodyEvent, Derivative, Recording, WorkItem, utcnow
 from config.errors import LiuhenError
-from ingest.media.derive import DerivationError, DerivationTimeout
+from ingest.media.derive import DamagedSourceError, DerivationError, DerivationTimeout
 from ingest.synthetic import make_recorder
 from ingest.worker import (
     DamageFound,
     LeaseLost,
     Worker,
     WorkerStats,
-    _Source,
-    choose_reference,
     classify_failure,
 )
 from storage import Digest
 from storage.errors import DigestMismatch, StoreUnavailable
 from tests.cli_helpers import run_cli
+from tests.fixtures.corpus import corpus_dir
 from tests.offload_helpers import make_app
 
 REAL_FFMPEG = shutil.which("ffmpeg") or "ffmpeg"
@@ -322,37 +321,46 @@ def test_damage_found_flags_the_recording_and_plans_recovery_not_copies(
     app.close()
 
 
-def _candidate(rec_id: int, **kw: Any) -> _Source:
-    info = {"video_codec": "h264", "container": "mov,mp4,m4a,3gp,3g2,mj2"}
-    info.update(kw.pop("info", {}))
-    base: dict[str, Any] = {
-        "rec_id": rec_id,
-        "media_kind": "video",
-        "info": info,
-        "device_id": 7,
-        "at": datetime(2026, 5, 1, 12, 0, tzinfo=UTC),
-        "name": f"r{rec_id}.MP4",
-    }
-    return _Source(**{**base, **kw})
+def test_a_copy_shorter_than_the_streams_flags_damage_not_a_failure(
+    tmp_path: Path, catalog_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """derive's DamagedSourceError (a DerivationError: the copy came out shorter than the
+    streams say) is damage: DAMAGED with the reason and its custody event, never FAILED."""
+    app, rec_id = docked_video(tmp_path, catalog_url)
+    worker = Worker(app.settings, catalog=app.catalog, store=app.store, signer=app.signer)
+    real_plan = Worker._plan
+
+    def proxy_comes_out_short(self: Worker, kind: str, source: Any) -> Any:
+        plan = real_plan(self, kind, source)
+        if kind != "proxy":
+            return plan
+
+        def short(src: Path, out: Path) -> Any:
+            raise DamagedSourceError(
+                "proxy.mp4 lasts 0.4 s, the streams 1.0 s",
+                reason="the media data ends after 0.4 s of the 1.0 s the streams claim",
+            )
+
+        return replace(plan, make=short)
+
+    monkeypatch.setattr(Worker, "_plan", proxy_comes_out_short)
+    stats = run_claimable(worker)
+    assert stats.failed == 0
+    items = items_of(app, rec_id)
+    assert items["derive:proxy"].state == "DONE" and items["derive:proxy"].failure is None
+    with app.catalog.session() as s:
+        rec = s.get(Recording, rec_id)
+        assert rec is not None
+        assert rec.flags["damaged"].startswith("the media data ends after 0.4 s")
+        (event,) = s.scalars(select(CustodyEvent).where(CustodyEvent.action == "flagged-damaged"))
+        assert "0.4 s" in json.loads(event.details)["reason"]
+    assert work_failures_of(app, rec_id) == []
+    app.close()
 
 
-def test_the_recovery_reference_is_of_the_same_device_and_codec_closest_in_time() -> None:
-    at = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
-    damaged = _candidate(1, info={"video_codec": None, "container": None}, at=at)
-    near = _candidate(5, at=at + timedelta(minutes=3))
-    table: list[tuple[list[_Source], int | None]] = [
-        ([_candidate(2, at=at - timedelta(days=2)), near], 5),  # closest in time
-        ([_candidate(2, device_id=8, at=at), near], 5),  # never another device's
-        ([_candidate(2, info={"container": "mpegts"}, at=at), near], 5),  # never a TS stub
-        ([_candidate(2, info={"video_codec": "hevc"}, at=at), near], 5),  # H.264 only
-        ([_candidate(2, damaged=True, at=at), near], 5),  # healthy only
-        ([_candidate(2, device_id=8)], None),  # none fits: say so
-    ]
-    for candidates, expected in table:
-        assert choose_reference(damaged, candidates) == expected
-    # Device unknown: no other device's settings (they salvaged garbage on real files).
-    unknown_device = replace(damaged, device_id=None)
-    assert choose_reference(unknown_device, [_candidate(2, device_id=None, at=at)]) is None
+def work_failures_of(app: Any, rec_id: int) -> list[dict[str, Any]]:
+    with app.catalog.session() as s:
+        return work_failures(s, [rec_id]).get(rec_id, [])
 
 
 def test_a_queue_of_the_older_version_upgrades_and_its_failures_can_be_retried(
@@ -401,26 +409,12 @@ def test_a_queue_of_the_older_version_upgrades_and_its_failures_can_be_retried(
     app.close()
 
 
-def real_corpus() -> Path:
-    """The real-media corpus (issue 13): ``LIUHEN_TEST_CORPUS``, or ``shared/corpus`` next
-    to the checkout. Required under CI; a fresh clone without it skips."""
-    here = Path(__file__).resolve().parents[1]
-    candidates = [Path(p) for p in [os.environ.get("LIUHEN_TEST_CORPUS", "")] if p]
-    candidates += [up / "shared" / "corpus" / "real-media" for up in here.parents[:2]]
-    for path in candidates:
-        if (path / "MANIFEST.tsv").is_file():
-            return path
-    if os.environ.get("CI") == "true":
-        pytest.fail("the real-media corpus is missing (set LIUHEN_TEST_CORPUS)")
-    pytest.skip("real-media corpus not present (../shared/corpus/real-media)")
-
-
 def test_a_truncated_gopro_file_is_recovered_with_its_own_devices_recording(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A recorder (known device) that wrote a whole GoPro clip and one cut at 60 % (its
     index lost): the cut one is flagged damaged, and recovered from the whole one."""
-    corpus = real_corpus()
+    corpus = corpus_dir()
     rec = make_recorder(
         tmp_path / "dock" / "A123456", h264=0, h265=0, wav=0, jpeg=0, truncated=0, segments=0
     )
@@ -444,4 +438,24 @@ def test_a_truncated_gopro_file_is_recovered_with_its_own_devices_recording(
     monkeypatch.setenv("LIUHEN_HOME", str(tmp_path / "data"))
     shown = json.loads(run_cli(capsys, "show", str(cut_id), "--json").out)
     assert shown["failures"] == [] and "recovery" not in shown["flags"]
+    app.close()
+
+
+def test_a_structure_check_without_an_answer_leaves_the_probe_standing(
+    tmp_path: Path, catalog_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bytes the structure check cannot make sense of (it raises) are no finding: the
+    recording is probed and derived on ffprobe's word, not failed or crashed."""
+    app, rec_id = docked_video(tmp_path, catalog_url)
+
+    def confused(path: Path) -> str | None:
+        raise struct.error("unpack requires a buffer of 8 bytes")
+
+    monkeypatch.setattr("ingest.worker.damage_reason", confused)
+    stats = drain(app)
+    assert stats.failed == 0
+    with app.catalog.session() as s:
+        rec = s.get(Recording, rec_id)
+        assert rec is not None and rec.state == "DERIVED"
+        assert "damaged" not in (rec.flags or {})
     app.close()

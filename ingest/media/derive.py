@@ -48,7 +48,7 @@ from typing import IO, Any, Final, Literal, NoReturn
 
 from config.errors import EXIT_DATAERR, EXIT_TEMPFAIL, EXIT_UNAVAILABLE, LiuhenError
 from config.settings import X264_PRESETS
-from ingest.media import mp4check, photo
+from ingest.media import heif, mp4check
 from storage import fsync_dir, fsync_file
 
 __all__ = [
@@ -1250,12 +1250,12 @@ def _photo_input(src: Path, scratch: Path) -> Iterator[tuple[list[str], list[str
     cropped to the picture's size and turned by its ``irot``; the stream is removed
     afterwards. Anything else is read by ffmpeg itself.
     """
-    if not photo.is_heif(src):
+    if not heif.is_heif(src):
         yield ["-i", str(src)], []
         return
     try:
-        image = photo.read_heif(src)
-    except (photo.HeifError, OSError) as exc:
+        image = heif.read_heif(src)
+    except (heif.HeifError, OSError) as exc:
         raise DerivationError(
             f"{src.name}: cannot read the HEIF image: {exc}",
             hint="the original is unchanged; it may use a HEIF layout not supported here",
@@ -1263,7 +1263,7 @@ def _photo_input(src: Path, scratch: Path) -> Iterator[tuple[list[str], list[str
     stream = scratch / f".{src.name}.{secrets.token_hex(4)}.hevc"
     try:
         with src.open("rb") as f, stream.open("wb") as out:
-            photo.write_tiles(f, image, out)
+            heif.write_tiles(f, image, out)
         filters = [
             f"tile={image.columns}x{image.rows}",
             f"crop={image.width}:{image.height}:0:0",
@@ -1289,7 +1289,7 @@ def _photo_derivation(
 ) -> Derivation:
     head = _base(ffmpeg)
     out_dir.mkdir(parents=True, exist_ok=True)
-    copy_jpeg = kind == "access" and not photo.is_heif(src) and _is_jpeg(src)
+    copy_jpeg = kind == "access" and not heif.is_heif(src) and _is_jpeg(src)
     with _photo_input(src, out_dir) as (source_args, source_filters):
         chain = [*source_filters, *filters]
         if copy_jpeg:

@@ -27,9 +27,11 @@ bitrate", e.g. for AMR) the packets are counted and their timestamps summed up
 
 Unsupported is not damaged: a file this installation cannot decode gets ``ok=False``
 with ``unsupported`` saying so and ``missing_decoder`` naming what is missing: a stream
-whose codec has no decoder in this ffmpeg (``ffprobe -decoders``), or a HEIF/HEIC photo,
-which ffmpeg before 7.1 cannot open at all (its structure is checked here instead, see
-:mod:`ingest.media.embedded`: a HEIF file whose items lie past its end is damaged).
+whose codec has no decoder in this ffmpeg (``ffprobe -decoders``), or a HEIF photo whose
+image cannot be decoded here. ffmpeg before 7.1 cannot open HEIF at all; its boxes are
+read by :mod:`ingest.media.heif` instead: a HEIC (HEVC tiles) is a photo like any other
+(decoded from its tiles), an AVIF is unsupported here, and a HEIF file whose items lie
+past its end is damaged.
 
 Photos (JPEG, HEIC) are ``kind == "image"``, with ``photo_format`` ("jpeg", "heic"),
 their EXIF fields in ``exif``, ``orientation`` (EXIF 1-8) and ``rotation`` (degrees
@@ -60,7 +62,7 @@ from typing import Any, Final, Literal
 
 from config.errors import UnavailableError
 from config.settings import zone_of
-from ingest.media import embedded
+from ingest.media import embedded, heif
 from ingest.media.timeevidence import DEFAULT_ZONE, EmbeddedTime, read_embedded_time
 
 __all__ = [
@@ -161,6 +163,7 @@ class ProbeResult:
     duration_source: str | None = None  # "streams", "packets" (counted) or "container"
     video_duration_s: float | None = None  # of the first video stream
     audio_duration_s: float | None = None  # of the first audio stream
+    damaged: str | None = None  # what is wrong with a file read from its own boxes (HEIF)
     unsupported: str | None = None  # why this installation cannot decode it (not damage)
     missing_decoder: str | None = None  # e.g. "avs2", "HEIF (ffmpeg 7.1 or later)"
     photo_format: str | None = None  # "jpeg", "heic", ... for kind == "image"
@@ -421,43 +424,59 @@ def _warnings(stderr: str, target: str) -> tuple[str, ...]:
 def _not_read_by_ffprobe(
     path: Path, failed: ProbeResult, ffprobe: str, zone: tzinfo
 ) -> ProbeResult:
-    """A file ffprobe could not open: a HEIF photo is unsupported here (or damaged, when
-    its structure says so); anything else stays as ffprobe's failure."""
+    """A file ffprobe could not open: a HEIF photo is read from its own boxes (a photo,
+    damaged when its structure says so, unsupported when its image cannot be decoded
+    here); anything else stays as ffprobe's failure."""
     try:
-        heif = embedded.heif_info(path)
+        info = heif.heif_info(path)
     except OSError:
         return failed
-    if heif is None:
+    if info is None:
         return failed
-    photo_format = "avif" if heif.brand.startswith("avi") else "heic"
-    created = read_embedded_time(container="heif", format_tags={}, exif=heif.exif, zone=zone)
+    photo_format = "avif" if info.brand.startswith("avi") else "heic"
+    created = read_embedded_time(container="heif", format_tags={}, exif=info.exif, zone=zone)
     common: dict[str, Any] = {
         "path": failed.path,
-        "ok": False,
-        "container": f"heif ({heif.brand})",
+        "container": f"heif ({info.brand})",
         "kind": "image",
-        "video_codec": heif.primary_type,
-        "width": heif.width,
-        "height": heif.height,
+        "video_codec": info.primary_type,
+        "width": info.width,
+        "height": info.height,
         "size": path.stat().st_size,
-        "make": _str(heif.exif.get("Make")),
-        "model": _str(heif.exif.get("Model")),
+        "make": _str(info.exif.get("Make")),
+        "model": _str(info.exif.get("Model")),
         "photo_format": photo_format,
-        "exif": heif.exif,
-        "orientation": _int(heif.exif.get("Orientation")),
-        "rotation": (-(heif.rotation or 0)) % 360,
+        "exif": info.exif,
+        "orientation": _int(info.exif.get("Orientation")),
+        "rotation": (-info.rotation) % 360,
         "stderr": failed.stderr,
         "warnings": _warnings(failed.stderr, str(path)),
         **_time_fields(created),
     }
-    if heif.problems:
-        return ProbeResult(error=f"damaged HEIF file: {'; '.join(heif.problems)}", **common)
-    missing = f"HEIF/{photo_format.upper()} image reader (ffmpeg 7.1 or later)"
-    reason = (
-        f"unsupported here: a {photo_format.upper()} photo (HEIF brand {heif.brand!r}), "
-        f"which this ffmpeg ({_version(ffprobe)}) cannot read: it has no {missing}"
+    if info.problems:
+        damaged = f"damaged HEIF file: {'; '.join(info.problems)}"
+        return ProbeResult(ok=False, error=damaged, damaged=damaged, **common)
+    # ffmpeg (before 7.1) cannot open HEIF, but an HEVC image is decoded here from its
+    # tiles (ingest.media.heif) with ffmpeg's HEVC decoder.
+    why_not = heif.decodable(path)
+    if why_not is None and "hevc" in _decoders(ffprobe):
+        return ProbeResult(ok=True, **common)
+    if why_not is None:  # HEVC tiles, but no HEVC decoder in this ffmpeg
+        missing = "hevc"
+        reason = (
+            f"unsupported here: a {photo_format.upper()} photo (HEIF brand {info.brand!r}) "
+            f"of HEVC tiles, and this ffmpeg ({_version(ffprobe)}) has no hevc decoder"
+        )
+    else:
+        missing = "HEIF image reader (ffmpeg 7.1 or later)"
+        reason = (
+            f"unsupported here: a {photo_format.upper()} photo (HEIF brand {info.brand!r}) "
+            f"that this ffmpeg ({_version(ffprobe)}) cannot open and that is not decoded "
+            f"here ({why_not}): it needs a {missing}"
+        )
+    return ProbeResult(
+        ok=False, error=reason, unsupported=reason, missing_decoder=missing, **common
     )
-    return ProbeResult(error=reason, unsupported=reason, missing_decoder=missing, **common)
 
 
 def _check_decoders(result: ProbeResult, ffprobe: str) -> ProbeResult:

@@ -31,13 +31,11 @@ from pathlib import Path
 from typing import Final
 
 from ingest.media import mp4box
+from ingest.media.heif import HEIF_BRANDS
 from ingest.media.mp4box import Box
 
 __all__ = ["damage_reason"]
 
-_HEIF_BRANDS: Final = frozenset(
-    {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"avif", b"avis"}
-)
 _MP4_FIRST: Final = frozenset({b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot"})
 _HANDLERS: Final = {b"vide": "video", b"soun": "audio"}
 # Space a writer reserved: cut short, it loses nothing of the recording.
@@ -107,7 +105,7 @@ def _mp4_reason(data: mmap.mmap) -> str | None:
 
 def _heif(data: mmap.mmap, ftyp: Box) -> bool:
     brands = {bytes(data[at : at + 4]) for at in range(ftyp.payload, ftyp.end - 3, 4)}
-    return bool(brands & _HEIF_BRANDS)
+    return bool(brands & HEIF_BRANDS)
 
 
 def _handler(data: mmap.mmap, trak: Box) -> str:
