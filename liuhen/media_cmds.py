@@ -119,6 +119,8 @@ def run_show(app: Any, ref: str, as_json: bool) -> None:
                 f" {probe.get('width')}x{probe.get('height')}"
                 f" audio={probe.get('audio_codec')}"
             )
+        elif probe.get("unsupported"):
+            out.print(f"  {'probe':14} [yellow]{probe.get('unsupported')}[/yellow]", markup=True)
         else:
             out.print(f"  {'probe':14} [red]ffprobe could not read it:[/red] {probe.get('error')}")
     for flag, value in (report["flags"] or {}).items():
