@@ -45,6 +45,7 @@ from archive_export.descriptor import (
 )
 from archive_export.handover import read_handover
 from archive_export.parallel_hash import Item, hash_items
+from formats import mp4box
 
 FORMAT = "liuhen-four-properties/1"
 METADATA = "data/metadata/"
@@ -779,95 +780,54 @@ def _inspect(
     return info
 
 
-# -- MP4 encryption: this module's own box walker -----------------------------------------
-# Kept apart on purpose: ingest/media is getting the one MP4 box walker (issue 19), and
-# _mp4_encryption is the single call (from _inspect) to move onto it; _boxes and _scan
-# are used by nothing else.
+# -- MP4 encryption, read with the project's one box walker (formats.mp4box) ------------
 
 ENCRYPTED_ENTRIES = {b"encv", b"enca", b"enct", b"encs", b"drms", b"drmi"}
-_CONTAINERS = {
-    b"moov",
-    b"trak",
-    b"mdia",
-    b"minf",
-    b"stbl",
-    b"mvex",
-    b"edts",
-    b"udta",
-    b"moof",
-    b"traf",
-    b"dinf",
-}
+_CONTAINERS = frozenset(
+    {
+        b"moov",
+        b"trak",
+        b"mdia",
+        b"minf",
+        b"stbl",
+        b"mvex",
+        b"edts",
+        b"udta",
+        b"moof",
+        b"traf",
+        b"dinf",
+    }
+)
 
 
 def _mp4_encryption(f: BinaryIO) -> str | None:
     """The reason an MP4 is encrypted (encv/enca sample entries, pssh/sinf boxes), or None."""
-    f.seek(0, 2)
-    end = f.tell()
-    for typ, start, size in _boxes(f, 0, end):
-        if typ == b"moov" and size <= 256 << 20:
-            f.seek(start)
-            found = _scan(f.read(size), 8)
+    for box in mp4box.walk(f, fourcc_only=False):
+        if box.type == b"moov" and box.size <= 256 << 20:
+            f.seek(box.start)
+            found = _scan(f.read(box.size))
             if found:
                 return f"encrypted: '{found}' box in moov (DRM or Common Encryption)"
-        if typ in (b"pssh", b"sinf"):
-            return f"encrypted: top-level '{typ.decode()}' box"
+        if box.type in (b"pssh", b"sinf"):
+            return f"encrypted: top-level '{box.name}' box"
     return None
 
 
-def _boxes(f: BinaryIO, start: int, end: int) -> list[tuple[bytes, int, int]]:
-    out = []
-    pos = start
-    while pos + 8 <= end:
-        f.seek(pos)
-        hdr = f.read(16)
-        if len(hdr) < 8:
-            break
-        size, typ = int.from_bytes(hdr[:4], "big"), hdr[4:8]
-        if size == 1 and len(hdr) == 16:
-            size = int.from_bytes(hdr[8:16], "big")
-        elif size == 0:
-            size = end - pos
-        if size < 8:
-            break
-        out.append((typ, pos, min(size, end - pos)))
-        pos += size
-    return out
-
-
-def _scan(data: bytes, pos: int) -> str | None:
-    """Walk the box tree in ``data`` from ``pos``; stsd entries are checked by type."""
-    end = len(data)
-    while pos + 8 <= end:
-        size, typ = int.from_bytes(data[pos : pos + 4], "big"), data[pos + 4 : pos + 8]
-        header = 8
-        if size == 1:
-            size, header = int.from_bytes(data[pos + 8 : pos + 16], "big"), 16
-        elif size == 0:
-            size = end - pos
-        if size < header:
-            return None
-        if typ in (b"pssh", b"sinf", b"tenc", b"schm"):
-            return typ.decode("latin-1")
-        if typ == b"stsd":
-            inner = pos + header + 8  # version/flags, entry count
-            while inner + 8 <= min(pos + size, end):
-                esize = int.from_bytes(data[inner : inner + 4], "big")
-                etype = data[inner + 4 : inner + 8]
-                if etype in ENCRYPTED_ENTRIES:
-                    return etype.decode("latin-1")
-                if esize < 8:
-                    break
-                inner += esize
-        elif typ in _CONTAINERS:
-            found = _scan(data[: pos + size], pos + header)
-            if found:
-                return found
-        pos += size
+def _scan(moov: bytes) -> str | None:
+    """The first encryption box under a moov, or an encrypted sample entry's type."""
+    root = next(mp4box.walk(moov, fourcc_only=False), None)
+    if root is None:
+        return None
+    for box in mp4box.walk_tree(
+        moov, root.payload, root.end, containers=_CONTAINERS, fourcc_only=False
+    ):
+        if box.type in (b"pssh", b"sinf", b"tenc", b"schm"):
+            return box.name
+        if box.type == b"stsd":  # version/flags and the entry count, then the entries
+            for entry in mp4box.walk(moov, box.payload + 8, box.end, fourcc_only=False):
+                if entry.type in ENCRYPTED_ENTRIES:
+                    return entry.name
     return None
-
-
-# -- end of the MP4 box walker ------------------------------------------------------------
 
 
 def _ffprobe(url: str, opts: Options, path: str) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from ingest.media import mp4box
+from formats import mp4box
 from ingest.media.derive import (
     DamagedSourceError,
     make_access_copy,

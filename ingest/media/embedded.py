@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
-from ingest.media import mp4box
+from formats import mp4box
 
 __all__ = [
     "avi_idit",

@@ -19,7 +19,7 @@ Two readers use these tables, both here so that the tables are read one way only
   ``tile`` filter puts back together. :func:`decodable` says whether that works for a
   file (the primary image is HEVC, alone or as a grid of HEVC tiles).
 
-Boxes are walked with :mod:`ingest.media.mp4box`; the original is only read.
+Boxes are walked with :mod:`formats.mp4box`; the original is only read.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Final
 
-from ingest.media import mp4box
+from formats import mp4box
+from formats.mp4box import Box
 from ingest.media.embedded import exif_from_tiff
-from ingest.media.mp4box import Box
 
 __all__ = [
     "HEIF_BRANDS",

@@ -51,7 +51,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import BinaryIO, Final
 
-from ingest.media import mp4box
+from formats import mp4box
+from formats.mp4box import Box
 from ingest.media.derive import (
     STDERR_TAIL_BYTES,
     TIMEOUTS,
@@ -64,7 +65,6 @@ from ingest.media.derive import (
     probe_output,
     run_ffmpeg,
 )
-from ingest.media.mp4box import Box
 from storage import fsync_dir
 
 __all__ = [

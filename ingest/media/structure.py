@@ -30,9 +30,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
-from ingest.media import mp4box
+from formats import mp4box
+from formats.mp4box import Box
 from ingest.media.heif import HEIF_BRANDS
-from ingest.media.mp4box import Box
 
 __all__ = ["damage_reason"]
 
