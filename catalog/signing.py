@@ -80,7 +80,7 @@ class _SodiumVerify:
         # The C function reads exactly 32 and 64 bytes: anything else never reaches it.
         if len(public_key) != 32 or len(signature) != 64:
             return False
-        return self._fn(signature, data, len(data), public_key) == 0
+        return bool(self._fn(signature, data, len(data), public_key) == 0)
 
 
 def _load_sodium() -> _SodiumVerify | None:
@@ -106,9 +106,14 @@ def _sodium() -> _SodiumVerify | None:
     return _sodium_state[0]
 
 
+def fast_verify_available() -> bool:
+    """Whether libsodium verifies here (its calls release the GIL; OpenSSL's do not)."""
+    return _sodium() is not None
+
+
 def signature_engine() -> str:
     """Which library verifies Ed25519 signatures in this process (for ``doctor``, benches)."""
-    return "libsodium, OpenSSL for rejections" if _sodium() is not None else "OpenSSL"
+    return "libsodium, OpenSSL for rejections" if fast_verify_available() else "OpenSSL"
 
 
 @lru_cache(maxsize=256)
@@ -147,7 +152,7 @@ def verify_signatures(
     libsodium, spread over ``workers`` threads (default: the cores)."""
     n = len(jobs)
     workers = min(workers or os.cpu_count() or 1, max(1, n // PARALLEL_MIN))
-    if _sodium() is None or workers <= 1:
+    if not fast_verify_available() or workers <= 1:
         return [verify_signature(*job) for job in jobs]
     bounds = [n * i // workers for i in range(workers + 1)]
 
