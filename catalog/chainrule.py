@@ -34,6 +34,7 @@ import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import Any, Protocol
 
 from catalog.canonical import GENESIS, canonical_bytes, canonical_json, format_time
@@ -53,6 +54,7 @@ EVENT_FIELDS = (
     "key_id",
     "signature",
 )
+_TEXT = itemgetter(*(i for i, f in enumerate(EVENT_FIELDS) if f != "seq"))
 HEAD_TYPE = "liuhen-chain-head"
 # Lines of an anchors file reported one by one before the rest is summarised.
 MAX_BAD_HEAD_LINES = 20
@@ -122,6 +124,15 @@ def parse_json(text: str | bytes) -> Any:
 
 def event_from_json(doc: object) -> EventRecord:
     """An excerpt line's object as an event; ValueError naming what is wrong."""
+    if type(doc) is dict:
+        # The common case in one pass: every field there, text but ``seq`` a number
+        # (``type(...) is int`` also refuses a bool). Anything else: the checks below.
+        try:
+            values = [doc[f] for f in EVENT_FIELDS]
+        except KeyError:
+            values = []
+        if values and type(values[1]) is int and all(type(v) is str for v in _TEXT(values)):
+            return EventRecord(*values)
     if not isinstance(doc, dict):
         raise ValueError("not an object")
     missing = [f for f in EVENT_FIELDS if f not in doc]

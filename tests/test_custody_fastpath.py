@@ -273,3 +273,26 @@ def test_large_excerpt_beside_other_threads_is_checked_on_a_thread(
         ("custody-bad-signature", 401),
         ("custody-bad-signature", 501),
     }
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        (lambda e: e.update(seq=True), "seq not a number"),
+        (lambda e: e.update(seq="7"), "seq not a number"),
+        (lambda e: e.update(actor=None), "not text: actor"),
+        (lambda e: e.update(signature=5), "not text: signature"),
+        (lambda e: e.pop("prev_hash"), "missing prev_hash"),
+    ],
+)
+def test_malformed_event_lines_are_format_findings(
+    change: Callable[[dict[str, Any]], object], why: str
+) -> None:
+    """The one-pass reading of a well-formed line refuses what the full checks refused."""
+    key = Ed25519PrivateKey.generate()
+    evs = signed_events(key, STATION, _objects(2))
+    change(evs[3])
+    result = check_excerpt(_excerpt(evs), _keys(key_row(key, STATION)))
+    assert [(i.kind, i.line) for i in result.issues] == [("format", 4)]
+    assert result.issues[0].detail.endswith(why)
+    assert len(result.events) == 5
