@@ -62,7 +62,7 @@ from archive_export.parallel_hash import (
     work_units,
 )
 from catalog.chainrule import EventRecord, Issue, Trust, check_excerpt, parse_json
-from catalog.signing import key_id_of, public_raw, verify_signature
+from catalog.signing import fast_verify_available, key_id_of, public_raw, verify_signature
 
 SIGNATURE_FILE = "tagmanifest-sha256.txt.sig"
 SIGNED_FILE = "tagmanifest-sha256.txt"
@@ -825,19 +825,20 @@ def custody_input(
     )
 
 
-# Above this many events the check runs in a child process: Ed25519 verification holds
-# the GIL (≈ 0.1–0.2 ms an event), which would otherwise stall the hashing threads.
+# Above this many events the check runs beside the hashing: in a child process (OpenSSL's
+# Ed25519 verification holds the GIL, ≈ 0.1–0.2 ms an event, which would stall the hashing
+# threads), or, where a fork is unsafe, on a thread when libsodium verifies (its calls
+# release the GIL).
 CUSTODY_FORK_MIN = 500
 
 
 def _start_custody(inp: CustodyInput) -> Callable[[], CustodyResult]:
-    if (
-        inp.events.count(b"\n") < CUSTODY_FORK_MIN
-        or "fork" not in mp.get_all_start_methods()
-        or threading.active_count() > 1
-    ):
-        # Inline: a small excerpt, no fork, or other threads whose locks (OpenSSL's,
-        # logging's) a forked child could inherit held.
+    small = inp.events.count(b"\n") < CUSTODY_FORK_MIN
+    if small or "fork" not in mp.get_all_start_methods() or threading.active_count() > 1:
+        # No fork for a small excerpt, without fork, or with other threads whose locks
+        # (OpenSSL's, logging's) a forked child could inherit held.
+        if not small and fast_verify_available():
+            return _custody_on_thread(inp)
         result = check_custody_excerpt(inp)
         result.summary["checked_in"] = "this process"
         return lambda: result
@@ -852,6 +853,29 @@ def _start_custody(inp: CustodyInput) -> Callable[[], CustodyResult]:
             pool.shutdown(wait=True)
         result.summary["checked_in"] = "child process"
         return result
+
+    return wait
+
+
+def _custody_on_thread(inp: CustodyInput) -> Callable[[], CustodyResult]:
+    box: list[CustodyResult | BaseException] = []
+
+    def run() -> None:
+        try:
+            box.append(check_custody_excerpt(inp))
+        except BaseException as exc:  # re-raised in the waiting thread, as inline would
+            box.append(exc)
+
+    thread = threading.Thread(target=run, name="custody", daemon=True)
+    thread.start()
+
+    def wait() -> CustodyResult:
+        thread.join()
+        got = box[0]
+        if isinstance(got, BaseException):
+            raise got
+        got.summary["checked_in"] = "this process"
+        return got
 
     return wait
 

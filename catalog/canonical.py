@@ -14,8 +14,13 @@ GENESIS = "0" * 64
 FORMAT_VERSION = 1
 
 
+# One encoder for the process: json.dumps with these options builds a new one per call,
+# which was a fifth of the cost of an event's canonical bytes.
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _ENCODER.encode(value)
 
 
 def format_time(at: datetime) -> str:

@@ -44,6 +44,13 @@ if [ -n "$ceph_missing" ] && [ "${LIUHEN_SETUP_NO_CEPH:-}" != 1 ]; then
   apt_install ceph-mon ceph-osd radosgw ceph-common
 fi
 
+# Custody signatures are verified by libsodium when it is there (about 3 × OpenSSL's
+# speed here, and its calls leave the GIL to other threads); without it, OpenSSL alone.
+if ! ldconfig -p 2>/dev/null | grep -q 'libsodium\.so'; then
+  echo "setup: installing libsodium from Debian's packages (custody signature checks)" >&2
+  apt_install libsodium23 || echo "setup: libsodium not installed; OpenSSL verifies" >&2
+fi
+
 # The SM3 engine (sm3engine/_sm3engine.c) is built by pip with the system's C compiler
 # against Python's headers; without them 留痕 still installs but hashes SM3 with hashlib.
 if ! command -v cc >/dev/null 2>&1 ||
