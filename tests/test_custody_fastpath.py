@@ -296,3 +296,15 @@ def test_malformed_event_lines_are_format_findings(
     assert [(i.kind, i.line) for i in result.issues] == [("format", 4)]
     assert result.issues[0].detail.endswith(why)
     assert len(result.events) == 5
+
+
+def test_doctor_says_which_library_verifies_signatures(engine: str) -> None:
+    """An operator sees whether custody checks run at libsodium's speed or OpenSSL's."""
+    from liuhen.doctor import _signature_engine
+
+    check = _signature_engine()
+    if engine == "libsodium":
+        assert (check.status, check.detail) == ("ok", "libsodium, OpenSSL for rejections")
+    else:
+        assert check.status == "warn" and "OpenSSL only" in check.detail
+        assert "libsodium" in check.fix
