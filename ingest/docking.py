@@ -578,12 +578,18 @@ class RecorderDocking(DockingWork):
     def clear(self, files: list[JournalFile]) -> DockingState:
         """Delete each stored file from the recorder after checking its stored copy again."""
         station = self.station
+        kept: list[str] = []
         for f in files:
             digests = f.digests
             if f.state != FileState.DONE or digests is None:
                 continue
             station.store.verify(content_key(digests.sha256), digests.sha256)
-            unlink_source(self.root, f.relpath)
+            if not unlink_source(self.root, f.relpath, size=f.size, mtime_ns=f.mtime_ns):
+                # Other bytes under the name now: never delete what was not stored.
+                name = display_name(f.relpath)
+                log.warning("%s changed on the recorder since it was stored: kept", name)
+                kept.append(name)
+                continue
             with station.catalog.transaction() as s:
                 mark_cleared(
                     s,
@@ -594,19 +600,23 @@ class RecorderDocking(DockingWork):
                     station.actor,
                 )
             self.journal.cleared(f.id)
+        # A file changed under its name while docked holds bytes nobody stored: the
+        # recorder is not cleared of it, and the docking says so (dock again to take it).
+        state = DockingState.INCOMPLETE if kept else DockingState.CLEARED
         with station.catalog.transaction() as s:
             docking = station.catalog_docking(s, self.jd)
+            changed = {n: "changed on the recorder after it was stored: kept" for n in kept}
             finish_docking(
                 s,
                 station.signer,
                 docking,
-                DockingState.CLEARED.value,
+                state.value,
                 files=docking.files_total,
                 size=docking.bytes_total,
-                problems=docking.problems,
+                problems=(docking.problems or {}) | changed,
                 actor=station.actor,
             )
-        return DockingState.CLEARED
+        return state
 
 
 def _capacity(folder: Path) -> int:

@@ -105,6 +105,9 @@ _DOCKING_MOVES: dict[DockingState, frozenset[DockingState]] = {
     DockingState.NO_FILES: frozenset(),  # only add_docking makes it
 }
 
+# The message of an unfinished docking that is never resumed (see Journal.superseded).
+SUPERSEDED = "superseded by a later docking"
+
 # The names other modules use (``J.STAGED``, ``J.SAFE_TO_CLEAR`` ...).
 PENDING, STAGED, DONE = FileState.PENDING, FileState.STAGED, FileState.DONE
 CLEARED, REJECTED, QUARANTINED = FileState.CLEARED, FileState.REJECTED, FileState.QUARANTINED
@@ -275,13 +278,27 @@ class Journal:
     ) -> JournalDocking | None:
         """An unfinished docking this recorder continues: same device, else same folder."""
         for d in reversed(self.dockings(UNFINISHED)):
-            if exclude and d.uid in exclude:
+            if (exclude and d.uid in exclude) or (d.message or "").startswith(SUPERSEDED):
                 continue
             if serial is not None and d.serial == serial:
                 return d
             if serial is None and d.serial is None and d.source_path == source_path:
                 return d
         return None
+
+    def superseded(self, uid: str, changed: list[str]) -> None:
+        """The recorder changed a file this unfinished docking holds: it is never resumed
+        (a new docking takes the recorder); its state stays, saying why."""
+        message = f"{SUPERSEDED}: {', '.join(changed)} changed on the recorder afterwards"
+        current = self.docking(uid)
+        if current is not None and current.state == DockingState.OFFLOADING:
+            self._move_docking(uid, DockingState.INCOMPLETE, message=message)
+            return
+        with self._tx() as db:
+            db.execute(
+                "UPDATE dockings SET message = ?, updated_at = ? WHERE uid = ?",
+                (message, now_text(), uid),
+            )
 
     def resumed(self, uid: str, *, source_path: str, slot: str) -> None:
         """Docked again before it finished: it goes on, from where the recorder is now."""

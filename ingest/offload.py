@@ -132,15 +132,30 @@ def open_source(root: Path, relpath: bytes) -> int:
         os.close(fd)
 
 
-def unlink_source(root: Path, relpath: bytes) -> None:
-    """Delete a recorder file (clearing), by the same link-refusing path walk."""
+def unlink_source(
+    root: Path, relpath: bytes, *, size: int | None = None, mtime_ns: int | None = None
+) -> bool:
+    """Delete a recorder file (clearing), by the same link-refusing path walk.
+
+    With ``size`` and ``mtime_ns`` (those of the bytes that were stored), a file that is
+    no longer that file (the recorder wrote other bytes under the name since) is kept and
+    False returned: clearing deletes only what was stored. True: deleted or already gone.
+    """
     fd, name = open_parent(root, relpath)
     try:
+        if size is not None and mtime_ns is not None:
+            try:
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                return True
+            if (st.st_size, st.st_mtime_ns) != (size, mtime_ns):
+                return False
         os.unlink(name, dir_fd=fd)
     except FileNotFoundError:
         pass
     finally:
         os.close(fd)
+    return True
 
 
 def copy_and_hash(

@@ -289,7 +289,7 @@ class Station:
             raise SeveralRecorders(root, found)
         names = [os.fsdecode(rel.rsplit(b"/", 1)[-1]) for rel in files]
         ident = identify(root, names, self.parser, self.ingest.device_info_files)
-        jd = self._open_docking(root, slot or root.name, ident)
+        jd = self._open_docking(root, slot or root.name, ident, entries)
         uid = jd.uid
         report = on_progress or (lambda _p: None)
         docking = RecorderDocking(self, jd, root, stop=stop, report=report, wait=wait_for_services)
@@ -320,16 +320,42 @@ class Station:
         self.journal.add_docking(jd)
         return DockingResult(uid=jd.uid, state=J.NO_FILES, files=0, stored=0, duplicates=0, bytes=0)
 
-    def _open_docking(self, root: Path, slot: str, ident: DeviceIdentity) -> JournalDocking:
+    def _open_docking(
+        self, root: Path, slot: str, ident: DeviceIdentity, entries: list[Any]
+    ) -> JournalDocking:
         with self._active_lock:
-            jd = self._open_docking_unlocked(root, slot, ident)
+            jd = self._open_docking_unlocked(root, slot, ident, entries)
             self._active.add(jd.uid)
             return jd
 
+    def _changed_since(self, previous: JournalDocking, entries: list[Any]) -> list[str]:
+        """Names the earlier docking holds (or cleared) whose file on the recorder now is
+        another file: other size or modification time."""
+        now = {e.relpath: (e.size, e.mtime_ns) for e in entries if e.kind == "file"}
+        return [
+            display_name(f.relpath)
+            for f in self.journal.files(previous.uid)
+            if (f.state.is_held or f.state == J.STAGED)
+            and f.relpath in now
+            and now[f.relpath] != (f.size, f.mtime_ns)
+        ]
+
     def _open_docking_unlocked(
-        self, root: Path, slot: str, ident: DeviceIdentity
+        self, root: Path, slot: str, ident: DeviceIdentity, entries: list[Any]
     ) -> JournalDocking:
         previous = self.journal.resumable(str(root), ident.serial, exclude=self._active)
+        changed = self._changed_since(previous, entries) if previous is not None else []
+        if previous is not None and changed:
+            # The recorder wrote other bytes under a name the earlier docking holds: that
+            # docking cannot take them (one row per name), so a new docking takes the
+            # recorder and the earlier one is left as it is, never resumed again.
+            log.warning(
+                "docking %s not resumed: %s changed on the recorder since; a new docking takes it",
+                previous.uid,
+                ", ".join(changed[:3]),
+            )
+            self.journal.superseded(previous.uid, changed)
+            previous = None
         if previous is not None:
             log.info("resuming docking %s (%s)", previous.uid, previous.state)
             self.journal.resumed(previous.uid, source_path=str(root), slot=slot)
