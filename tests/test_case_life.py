@@ -246,3 +246,22 @@ def test_show_and_attach_take_an_unambiguous_file_name(
     assert r.code == 0, r.err
     r = run_cli(capsys, "show", "no-such-file.MP4")
     assert r.code == 66 and "file name" in r.err
+
+
+def test_an_import_naming_a_case_as_typed_updates_that_case(
+    app: Any, capsys: pytest.CaptureFixture[str], tmp_path: Any
+) -> None:
+    assert run_cli(capsys, "case", "create", NUMBER, "--title", "无照经营").code == 0
+    csv = tmp_path / "cases.csv"
+    csv.write_text(
+        "case_number,title,action_id,officers,start,end\n"
+        "沪徐市监罚[２０２６]123号,无照经营,A-1,010203,2026-03-02 09:00,2026-03-02 10:00\n",
+        encoding="utf-8",
+    )
+    r = run_cli(capsys, "case", "import", str(csv), "--json")
+    assert r.code == 0, r.err
+    assert json.loads(r.out)["cases_created"] == 0
+    shown = json.loads(run_cli(capsys, "case", "show", NUMBER, "--json").out)
+    assert [a["id"] for a in shown["actions"]] == ["A-1"]
+    with app.catalog.session() as s:
+        assert list(s.scalars(select(Case.number))) == [NUMBER]
