@@ -192,8 +192,11 @@ def get_case(session: Session, number: str) -> Case:
     """The case ``number`` names: written exactly so, or with the same key; a near miss
     is refused with the case it probably meant."""
     number = normalize_number(number)
+    exact = session.scalars(select(Case).where(Case.number == number)).first()
+    if exact is not None:  # as written: no need to compare every number
+        return exact
     found = same_key_cases(session, number)
-    if found and (len(found) == 1 or found[0].number == number):
+    if len(found) == 1:
         return found[0]
     if found:
         raise CaseError(

@@ -585,8 +585,8 @@ def _register_devices(cli: click.Group, pass_ctx: Decorator, json_option: Decora
 
 
 def _register_cases(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> click.Group:
-    """`case create`, `action`, `list`; the group, for the commands that show and link
-    recordings (:func:`_register_case_links`)."""
+    """`case create`, `action`; the group, for the commands that list, show and link
+    (:func:`_register_case_links`) and close, reopen and update (:func:`_register_case_life`)."""
 
     @cli.group("case")
     def case_group() -> None:
@@ -662,6 +662,14 @@ def _register_cases(cli: click.Group, pass_ctx: Decorator, json_option: Decorato
             actor=actor,
         )
 
+    return case_group
+
+
+def _register_case_links(
+    case_group: click.Group, pass_ctx: Decorator, json_option: Decorator
+) -> None:
+    """`case list`, `show`, `import`, `attach`, `detach`."""
+
     @case_group.command("list")
     @click.option("--status", type=click.Choice(C.STATUSES), default=None)
     @json_option
@@ -669,14 +677,6 @@ def _register_cases(cli: click.Group, pass_ctx: Decorator, json_option: Decorato
     def case_list(ctx: Any, status: str | None, as_json: bool) -> None:
         """Cases, with how many recordings each holds."""
         run_case_list(ctx.app(), status, as_json)
-
-    return case_group
-
-
-def _register_case_links(
-    case_group: click.Group, pass_ctx: Decorator, json_option: Decorator
-) -> None:
-    """`case show`, `import`, `attach`, `detach`."""
 
     @case_group.command("show")
     @click.argument("number")
