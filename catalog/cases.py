@@ -71,7 +71,7 @@ class SimilarCase(CaseError):
             + ", ".join(repr(n) for n in existing)
             + " (brackets or digits typed differently)",
             hint="if it is another case, confirm on a terminal or run again with --yes; "
-            f"otherwise use 'liuhen case show {existing[0]!r}'",
+            f"if it is the same case: liuhen case show '{existing[0]}'",
         )
 
 
