@@ -71,9 +71,11 @@ from archive_export.paths import (
 from archive_export.premis import events_xml
 from archive_export.records import PayloadFile, RecordInfo
 from catalog import anchors
+from catalog.cases import get_case
 from catalog.chainrule import ChainHead, check_heads
 from catalog.custody import append_event, catalog_keys
 from catalog.db import Catalog
+from catalog.errors import CatalogError
 from catalog.models import (
     ActionOfficer,
     Case,
@@ -153,6 +155,8 @@ class BagResult:
     bytes: int
     recordings: int
     four_properties: dict[str, Any]
+    # SHA-256 of tagmanifest-sha256.txt: the bytes the bag's detached signature signs.
+    signed_digest: str = ""
 
 
 @dataclass
@@ -228,9 +232,10 @@ def _select_cases(
     cases: list[Case] = []
     by_rec: dict[int, _Selected] = {}
     for number in numbers:
-        case = session.scalars(select(Case).where(Case.number == number.strip())).first()
-        if case is None:
-            problems.append(f"case {number!r} is not in the catalog")
+        try:  # the number as people type it (brackets, full-width digits)
+            case = get_case(session, number)
+        except CatalogError as exc:
+            problems.append(f"case {number!r} is not in the catalog ({exc.message})")
             continue
         cases.append(case)
     if problems:
@@ -894,6 +899,7 @@ def _add_done(
         "oxum": {b.name: f"{b.bytes}.{b.files}" for b in results},
         "key_id": signer.key_id,
         "four_properties": {b.name: b.four_properties["ok"] for b in results},
+        "signed_digest": {b.name: b.signed_digest for b in results},
     }
     for b_index, bag_records in enumerate(bags):
         for r in bag_records:
@@ -929,6 +935,7 @@ def _add_done(
                     "name": b.name,
                     "oxum": f"{b.bytes}.{b.files}",
                     "four_properties_ok": b.four_properties["ok"],
+                    "signed_digest": b.signed_digest,
                 }
                 for b in results
             ],
@@ -1314,8 +1321,15 @@ def _write_bag(
     info += [("Liuhen-Export-Id", uid)]
     info += _liuhen_labels(records, case_numbers, req, signer)
     writer.finish(info, signer, VERIFY_TEXT)
+    signed = next(e for e in writer.tag_entries if e.path == "tagmanifest-sha256.txt")
     return BagResult(
-        writer.name, writer.final, len(writer.entries), payload_bytes, len(records), report
+        writer.name,
+        writer.final,
+        len(writer.entries),
+        payload_bytes,
+        len(records),
+        report,
+        signed.digests["sha256"],
     )
 
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from catalog.cases import CaseError, get_case
@@ -492,21 +492,62 @@ def release_stale_rule_attachments(
 
 
 def get_recording(session: Session, ref: str) -> Recording:
-    """One recording by id or digest prefix; an error naming the choices otherwise."""
+    """One recording by id, digest prefix or file name; an error naming the choices
+    otherwise."""
     from catalog.media import find_recording
     from catalog.retention import RetentionError
 
     found = find_recording(session, ref)
+    by_name = not found
+    if by_name:
+        found = recordings_named(session, ref)
     if len(found) == 1:
         return found[0]
     if not found:
         raise RecordingNotFound(
             f"no recording matches {ref!r}",
-            hint="give a recording id, or at least 6 hex digits of its SHA-256 or SM3",
+            hint="give a recording id, at least 6 hex digits of its SHA-256 or SM3, "
+            "or its file name",
+        )
+    if by_name:
+        raise RetentionError(
+            f"{len(found)} recordings are named {ref!r}: " + describe_choices(found),
+            hint="give the recording's id (the number after #) instead of its name",
         )
     raise RetentionError(
         f"{ref!r} matches {len(found)} recordings",
         hint="give more digits: " + ", ".join(r.sha256[:16] for r in found),
+    )
+
+
+def recordings_named(session: Session, name: str) -> list[Recording]:
+    """The recordings whose file name is ``name`` (exactly, else ignoring letter case:
+    recorders write upper case, people type either). At most 20, oldest first."""
+    name = name.strip()
+    if not name:
+        return []
+    # No index on the name: this runs only once an id or digest did not match.
+    for column, value in (
+        (Recording.original_name, name),
+        (func.lower(Recording.original_name), name.lower()),
+    ):
+        found = list(
+            session.scalars(
+                select(Recording).where(column == value).order_by(Recording.id).limit(20)
+            )
+        )
+        if found:
+            return found
+    return []
+
+
+def describe_choices(recs: Iterable[Recording]) -> str:
+    """Candidates as a person picks one: id, name, capture start, SHA-256 prefix."""
+    return "; ".join(
+        f"#{r.id} {r.original_name} "
+        f"(captured {r.captured_at.isoformat() if r.captured_at else '?'}, "
+        f"sha256 {r.sha256[:16]})"
+        for r in recs
     )
 
 

@@ -39,6 +39,7 @@ from catalog.cases import (
     case_problems,
     normalize_number,
     normalize_retention,
+    number_key,
 )
 from catalog.custody import append_event
 from catalog.devices import (
@@ -494,11 +495,24 @@ def _land(
 
 
 def _cases_by_number(session: Session, numbers: Sequence[str]) -> dict[str, Case]:
+    """The cases the numbers name: written exactly so, else the one case whose number has
+    the same key (brackets, full-width digits: catalog.cases.number_key)."""
     found: dict[str, Case] = {}
     for chunk in _chunks(numbers):
         found.update(
             (c.number, c) for c in session.scalars(select(Case).where(Case.number.in_(chunk)))
         )
+    missing = [n for n in numbers if n not in found]
+    if missing:
+        by_key: dict[str, list[int]] = {}
+        for case_id, number in session.execute(select(Case.id, Case.number)):
+            by_key.setdefault(number_key(number), []).append(case_id)
+        for n in missing:
+            ids = by_key.get(number_key(n), [])
+            if len(ids) == 1:
+                case = session.get(Case, ids[0])
+                assert case is not None
+                found[n] = case
     return found
 
 

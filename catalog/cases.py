@@ -2,11 +2,19 @@
 
 Case numbers are kept exactly as written (Unicode, e.g. 沪徐市监罚〔2026〕123号), after
 Unicode NFC normalisation and trimming, so the same number typed on two systems is
-one case.
+one case. People type the year's brackets and the digits several ways (〔2026〕, [2026],
+（2026）, (2026), 【2026】, full-width digits): :func:`number_key` folds those, and every
+lookup and creation compares keys, while the stored number stays as first written.
+
+A case's life cycle: open → closed (the 30年/10年 retention clock starts at
+``closed_at``) → reopened (the clock stops) → closed again (it restarts); ``archived``
+is closed and handed to the archives. Every change is a signed custody event with
+its actor and reason.
 """
 
 from __future__ import annotations
 
+import difflib
 import unicodedata
 from collections.abc import Sequence
 from datetime import datetime
@@ -53,8 +61,65 @@ class CaseNotFound(CatalogError):
     exit_code = EXIT_NOINPUT
 
 
+class SimilarCase(CaseError):
+    """A new case number that only the brackets or digit widths tell from existing ones."""
+
+    def __init__(self, number: str, existing: list[str]) -> None:
+        self.number, self.existing = number, existing
+        super().__init__(
+            f"{number!r} is written like existing case(s) "
+            + ", ".join(repr(n) for n in existing)
+            + " (brackets or digits typed differently)",
+            hint="if it is another case, confirm on a terminal or run again with --yes; "
+            f"if it is the same case: liuhen case show '{existing[0]}'",
+        )
+
+
 def normalize_number(number: str) -> str:
     return unicodedata.normalize("NFC", number).strip()
+
+
+# The brackets around a document number's year as people type them (the standard's
+# 六角括号 〔〕, ASCII and full-width square and round brackets, 【】) and full-width
+# digits, folded to one form for comparison only.
+_KEY_TABLE = str.maketrans(
+    {
+        **{c: "〔" for c in "[(（【［﹝〖"},
+        **{c: "〕" for c in "])）】］﹞〗"},
+        **{chr(0xFF10 + d): str(d) for d in range(10)},
+    }
+)
+
+
+def number_key(number: str) -> str:
+    """The form two case numbers are compared in: 沪徐市监罚[２０２６]123号 and
+    沪徐市监罚〔2026〕123号 have one key."""
+    return normalize_number(number).translate(_KEY_TABLE)
+
+
+def same_key_cases(session: Session, number: str) -> list[Case]:
+    """The cases whose number has ``number``'s key, the exact match first."""
+    number = normalize_number(number)
+    key = number_key(number)
+    exact = session.scalars(select(Case).where(Case.number == number)).first()
+    # Folded brackets and digits cannot be matched in SQL portably; the case list is
+    # small (thousands), so the numbers are compared here.
+    others = [
+        case_id
+        for case_id, n in session.execute(select(Case.id, Case.number))
+        if n != number and number_key(n) == key
+    ]
+    found = [exact] if exact is not None else []
+    if others:
+        found += session.scalars(select(Case).where(Case.id.in_(others)).order_by(Case.id))
+    return found
+
+
+def closest_number(session: Session, number: str) -> str | None:
+    """The existing case number nearest to ``number`` (a near miss), if any is near."""
+    keys = {number_key(n): n for n in session.scalars(select(Case.number))}
+    best = difflib.get_close_matches(number_key(number), list(keys), n=1, cutoff=0.8)
+    return keys[best[0]] if best else None
 
 
 def normalize_retention(value: str) -> str:
@@ -124,13 +189,28 @@ def action_problems(
 
 
 def get_case(session: Session, number: str) -> Case:
+    """The case ``number`` names: written exactly so, or with the same key; a near miss
+    is refused with the case it probably meant."""
     number = normalize_number(number)
-    case = session.scalars(select(Case).where(Case.number == number)).first()
-    if case is None:
-        raise CaseNotFound(
-            f"no case {number!r}", hint="list cases with 'liuhen case list', or create it"
+    exact = session.scalars(select(Case).where(Case.number == number)).first()
+    if exact is not None:  # as written: no need to compare every number
+        return exact
+    found = same_key_cases(session, number)
+    if len(found) == 1:
+        return found[0]
+    if found:
+        raise CaseError(
+            f"{number!r} names {len(found)} cases written differently: "
+            + ", ".join(repr(c.number) for c in found),
+            hint="give the case number exactly as one of them is written",
         )
-    return case
+    near = closest_number(session, number)
+    raise CaseNotFound(
+        f"no case {number!r}" + (f"; did you mean {near!r}?" if near else ""),
+        hint=f"liuhen case show '{near}'"
+        if near
+        else "list cases with 'liuhen case list', or create it",
+    )
 
 
 def create_case(
@@ -145,15 +225,22 @@ def create_case(
     security_class: str = "",
     actor: str,
     source: str = "manual",
+    allow_similar: bool = False,
 ) -> Case:
+    """A new case. One whose number differs from an existing case's only in the way the
+    brackets or digits are typed is refused (:class:`SimilarCase`) unless
+    ``allow_similar``: a person has confirmed it is another case."""
     number = normalize_number(number)
     retention = normalize_retention(retention)
     if problems := case_problems(
         number, status, retention, title=title, unit=unit, security_class=security_class
     ):
         raise CaseError("; ".join(problems), hint="correct the case and run it again")
-    if session.scalars(select(Case.id).where(Case.number == number)).first() is not None:
+    same = same_key_cases(session, number)
+    if same and same[0].number == number:
         raise CaseError(f"case {number!r} already exists", hint=f"liuhen case show '{number}'")
+    if same and not allow_similar:
+        raise SimilarCase(number, [c.number for c in same])
     case = Case(
         number=number,
         title=title,
@@ -246,6 +333,119 @@ def add_action(
         },
     )
     return action, True
+
+
+# --- life cycle ---------------------------------------------------------------------------
+
+UPDATABLE = ("title", "unit", "retention", "security_class")
+
+
+def _need_reason(reason: str, what: str) -> None:
+    if not reason.strip():
+        raise CaseError(f"{what} a case needs a reason", hint="give --reason TEXT")
+
+
+def close_case(
+    session: Session,
+    signer: Signer,
+    number: str,
+    *,
+    reason: str,
+    actor: str,
+    now: datetime | None = None,
+) -> Case:
+    """Close an open case: its 30年/10年 retention period runs from now."""
+    _need_reason(reason, "closing")
+    case = get_case(session, number)
+    if case.status != "open":
+        raise CaseError(
+            f"case {case.number} is {case.status} already (since "
+            f"{case.closed_at.isoformat() if case.closed_at else '?'})",
+            hint=f"liuhen case show '{case.number}'",
+        )
+    case.status, case.closed_at = "closed", now or utcnow()
+    session.flush()
+    append_event(
+        session,
+        signer,
+        actor=actor,
+        action="case-closed",
+        object_type="case",
+        object_id=case.number,
+        details={"reason": reason, "closed_at": case.closed_at.isoformat()},
+    )
+    return case
+
+
+def reopen_case(session: Session, signer: Signer, number: str, *, reason: str, actor: str) -> Case:
+    """Reopen a closed case: its retention clock stops until it is closed again. An
+    archived case is in the archives' hands and is not reopened here."""
+    _need_reason(reason, "reopening")
+    case = get_case(session, number)
+    if case.status != "closed":
+        raise CaseError(
+            f"case {case.number} is {case.status}: only a closed case can be reopened",
+            hint=f"liuhen case show '{case.number}'",
+        )
+    was = case.closed_at
+    case.status, case.closed_at = "open", None
+    session.flush()
+    append_event(
+        session,
+        signer,
+        actor=actor,
+        action="case-reopened",
+        object_type="case",
+        object_id=case.number,
+        details={"reason": reason, "was_closed_at": was.isoformat() if was else None},
+    )
+    return case
+
+
+def update_case(
+    session: Session,
+    signer: Signer,
+    number: str,
+    *,
+    reason: str,
+    actor: str,
+    **values: str | None,
+) -> tuple[Case, dict[str, list[str]]]:
+    """Change a case's title, unit, retention or security class (``None``: unchanged).
+    Returns the case and ``{field: [old, new]}`` for what changed; nothing changed, no
+    event."""
+    _need_reason(reason, "updating")
+    unknown = set(values) - set(UPDATABLE)
+    assert not unknown, f"not updatable: {unknown}"
+    case = get_case(session, number)
+    if values.get("retention") is not None:
+        values["retention"] = normalize_retention(str(values["retention"]))
+    new = {f: v if (v := values.get(f)) is not None else getattr(case, f) for f in UPDATABLE}
+    if problems := case_problems(
+        case.number,
+        case.status,
+        new["retention"],
+        title=new["title"],
+        unit=new["unit"],
+        security_class=new["security_class"],
+    ):
+        raise CaseError("; ".join(problems), hint="correct the values and run it again")
+    changes = {f: [getattr(case, f), new[f]] for f in UPDATABLE if getattr(case, f) != new[f]}
+    if not changes:
+        return case, {}
+    for f, (_, value) in changes.items():
+        setattr(case, f, value)
+    session.flush()
+    append_event(
+        session,
+        signer,
+        actor=actor,
+        action="case-updated",
+        object_type="case",
+        object_id=case.number,
+        details={"reason": reason, "changes": changes},
+    )
+    return case, changes
 
 
 def list_cases(session: Session, status: str | None = None) -> list[dict[str, Any]]:

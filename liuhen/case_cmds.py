@@ -3,6 +3,7 @@ catalog/devices, cases, case_import, attach and retention."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +18,7 @@ from catalog import cases as C
 from catalog import devices as D
 from catalog import retention as R
 from config.errors import CheckFailed, PartlyRefused
+from config.settings import zone_of
 from liuhen.actor import actor_option
 from liuhen.output import err, out, print_json
 
@@ -168,10 +170,94 @@ def run_case_import(app: Any, path: Path, actor: str, as_json: bool) -> None:
         raise PartlyRefused(f"{len(report.errors)} row(s) refused")
 
 
-def run_case_create(app: Any, *, number: str, actor: str, **fields: str) -> None:
+def local_time(app: Any, when: datetime | None) -> str:
+    """A time as the station's people read it: in its time zone, with the offset."""
+    if when is None:
+        return ""
+    zone = zone_of(app.settings.station.time_zone)
+    return when.astimezone(zone).isoformat(sep=" ", timespec="seconds")
+
+
+def _confirm_similar(exc: C.SimilarCase, yes: bool) -> bool:
+    """Whether to create a case whose number only brackets or digit widths tell from an
+    existing one: --yes, or a person's answer on a terminal; never silently."""
+    if yes:
+        return True
+    if not sys.stdin.isatty():
+        return False
+    err.print(f"{exc.message}", markup=False)
+    return click.confirm("create it as another case?", default=False, err=True)
+
+
+def run_case_create(app: Any, *, number: str, actor: str, yes: bool, **fields: str) -> None:
+    catalog = app.ready_catalog()
+
+    def create(allow_similar: bool) -> str:
+        with catalog.transaction() as s:
+            case = C.create_case(
+                s,
+                app.signer,
+                number=number,
+                actor=actor,
+                title=fields["title"],
+                unit=fields["unit"],
+                status=fields["status"],
+                retention=fields["retention"],
+                security_class=fields["security_class"],
+                allow_similar=allow_similar,
+            )
+            return case.number
+
+    try:
+        created = create(False)
+    except C.SimilarCase as exc:
+        if not _confirm_similar(exc, yes):
+            raise
+        created = create(True)
+    out.print(f"case {created} created", markup=False)
+
+
+def _keep_line(app: Any, case: Any) -> str:
+    until = R.case_keep_until(case)
+    if case.status == "open":
+        return f"retention {case.retention}: the clock stops while the case is open"
+    if until is None:
+        return f"retention {case.retention}: kept for ever"
+    return f"retention {case.retention} from the closing: kept until {local_time(app, until)}"
+
+
+def run_case_close(app: Any, number: str, reason: str, actor: str) -> None:
     with app.ready_catalog().transaction() as s:
-        case = C.create_case(s, app.signer, number=number, actor=actor, **fields)
-    out.print(f"case {case.number} created")
+        case = C.close_case(s, app.signer, number, reason=reason, actor=actor)
+        R.sync_cases_store_retention(s, app.store, [case.id], app.settings.retention)
+        line = f"case {case.number} closed at {local_time(app, case.closed_at)}; "
+        line += _keep_line(app, case)
+    out.print(line, markup=False)
+
+
+def run_case_reopen(app: Any, number: str, reason: str, actor: str) -> None:
+    with app.ready_catalog().transaction() as s:
+        case = C.reopen_case(s, app.signer, number, reason=reason, actor=actor)
+        line = f"case {case.number} reopened; " + _keep_line(app, case)
+    out.print(line, markup=False)
+
+
+def run_case_update(
+    app: Any, number: str, reason: str, actor: str, values: dict[str, str | None]
+) -> None:
+    with app.ready_catalog().transaction() as s:
+        case, changes = C.update_case(s, app.signer, number, reason=reason, actor=actor, **values)
+        if "retention" in changes:
+            R.sync_cases_store_retention(s, app.store, [case.id], app.settings.retention)
+        keep = _keep_line(app, case)
+    if not changes:
+        out.print(f"case {case.number}: nothing to change", markup=False)
+        return
+    out.print(f"case {case.number} updated:", markup=False)
+    for field, (old, new) in changes.items():
+        out.print(f"  {field:15} {old!r} → {new!r}", markup=False)
+    if "retention" in changes:
+        out.print(f"  {keep}", markup=False)
 
 
 def run_case_action(
@@ -234,8 +320,11 @@ def run_case_show(app: Any, number: str, as_json: bool) -> None:
         print_json(report)
         return
     out.print(f"{report['number']}  {report['title']}", markup=False)
-    for key in ("unit", "status", "retention", "security_class", "closed_at", "source"):
-        out.print(f"  {key:15} {report[key] or ''}")
+    for key in ("unit", "status", "retention", "security_class", "source"):
+        out.print(f"  {key:15} {report[key] or ''}", markup=False)
+    if report["closed_at"]:
+        closed = datetime.fromisoformat(report["closed_at"])
+        out.print(f"  {'closed_at':15} {local_time(app, closed)}", markup=False)
     if report["actions"]:
         table = Table("action", "start", "end", "officers", "place", title="enforcement actions")
         for a in report["actions"]:
@@ -415,6 +504,7 @@ def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> N
     _register_devices(cli, pass_ctx, json_option)
     case_group = _register_cases(cli, pass_ctx, json_option)
     _register_case_links(case_group, pass_ctx, json_option)
+    _register_case_life(case_group, pass_ctx)
     _register_retention(cli, pass_ctx, json_option)
 
 
@@ -495,8 +585,8 @@ def _register_devices(cli: click.Group, pass_ctx: Decorator, json_option: Decora
 
 
 def _register_cases(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> click.Group:
-    """`case create`, `action`, `list`; the group, for the commands that show and link
-    recordings (:func:`_register_case_links`)."""
+    """`case create`, `action`; the group, for the commands that list, show and link
+    (:func:`_register_case_links`) and close, reopen and update (:func:`_register_case_life`)."""
 
     @cli.group("case")
     def case_group() -> None:
@@ -509,6 +599,12 @@ def _register_cases(cli: click.Group, pass_ctx: Decorator, json_option: Decorato
     @click.option("--status", type=click.Choice(C.STATUSES), default="open")
     @click.option("--retention", default="永久", help="保管期限: 永久, 30年 or 10年.")
     @click.option("--security-class", default="", help="密级.")
+    @click.option(
+        "--yes",
+        is_flag=True,
+        help="Create it even though an existing case's number differs only in its "
+        "brackets or digit widths (otherwise asked on a terminal, refused in scripts).",
+    )
     @actor_option
     @pass_ctx
     def case_create(
@@ -519,12 +615,14 @@ def _register_cases(cli: click.Group, pass_ctx: Decorator, json_option: Decorato
         status: str,
         retention: str,
         security_class: str,
+        yes: bool,
         actor: str,
     ) -> None:
         """Create case NUMBER (as the unit writes it, e.g. 沪徐市监罚〔2026〕123号)."""
         run_case_create(
             ctx.app(),
             number=number,
+            yes=yes,
             title=title,
             unit=unit,
             status=status,
@@ -564,6 +662,14 @@ def _register_cases(cli: click.Group, pass_ctx: Decorator, json_option: Decorato
             actor=actor,
         )
 
+    return case_group
+
+
+def _register_case_links(
+    case_group: click.Group, pass_ctx: Decorator, json_option: Decorator
+) -> None:
+    """`case list`, `show`, `import`, `attach`, `detach`."""
+
     @case_group.command("list")
     @click.option("--status", type=click.Choice(C.STATUSES), default=None)
     @json_option
@@ -571,14 +677,6 @@ def _register_cases(cli: click.Group, pass_ctx: Decorator, json_option: Decorato
     def case_list(ctx: Any, status: str | None, as_json: bool) -> None:
         """Cases, with how many recordings each holds."""
         run_case_list(ctx.app(), status, as_json)
-
-    return case_group
-
-
-def _register_case_links(
-    case_group: click.Group, pass_ctx: Decorator, json_option: Decorator
-) -> None:
-    """`case show`, `import`, `attach`, `detach`."""
 
     @case_group.command("show")
     @click.argument("number")
@@ -604,7 +702,7 @@ def _register_case_links(
     @actor_option
     @pass_ctx
     def case_attach(ctx: Any, number: str, recording: str, reason: str, actor: str) -> None:
-        """Attach RECORDING (id or digest prefix) to case NUMBER by hand."""
+        """Attach RECORDING (id, digest prefix or file name) to case NUMBER by hand."""
         run_attach(ctx.app(), number, recording, reason, actor)
 
     @case_group.command("detach")
@@ -623,6 +721,56 @@ def _register_case_links(
     ) -> None:
         """Detach RECORDING from case NUMBER (the rule will not attach it again)."""
         run_detach(ctx.app(), number, recording, reason, actor, force_exported)
+
+
+def _register_case_life(case_group: click.Group, pass_ctx: Decorator) -> None:
+    """`case close`, `reopen`, `update`: each with a reason, each a custody event."""
+
+    @case_group.command("close")
+    @click.argument("number")
+    @_reason_option
+    @actor_option
+    @pass_ctx
+    def case_close(ctx: Any, number: str, reason: str, actor: str) -> None:
+        """Close case NUMBER: its 30年/10年 retention period runs from now."""
+        run_case_close(ctx.app(), number, reason, actor)
+
+    @case_group.command("reopen")
+    @click.argument("number")
+    @_reason_option
+    @actor_option
+    @pass_ctx
+    def case_reopen(ctx: Any, number: str, reason: str, actor: str) -> None:
+        """Reopen closed case NUMBER: its retention clock stops until it is closed again."""
+        run_case_reopen(ctx.app(), number, reason, actor)
+
+    @case_group.command("update")
+    @click.argument("number")
+    @click.option("--title", default=None)
+    @click.option("--unit", default=None)
+    @click.option("--retention", default=None, help="保管期限: 永久, 30年 or 10年.")
+    @click.option("--security-class", default=None, help="密级.")
+    @_reason_option
+    @actor_option
+    @pass_ctx
+    def case_update(
+        ctx: Any,
+        number: str,
+        title: str | None,
+        unit: str | None,
+        retention: str | None,
+        security_class: str | None,
+        reason: str,
+        actor: str,
+    ) -> None:
+        """Change the title, unit, retention or 密级 of case NUMBER."""
+        values = {
+            "title": title,
+            "unit": unit,
+            "retention": retention,
+            "security_class": security_class,
+        }
+        run_case_update(ctx.app(), number, reason, actor, values)
 
 
 def _register_retention(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> None:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from config.errors import EXIT_USAGE, CheckFailed, LiuhenError
+from liuhen.actor import actor_option
 from liuhen.output import err, mark, out, print_json
 
 if TYPE_CHECKING:  # (the command imports the export package only when it runs)
@@ -49,6 +50,7 @@ def run_export(
     organization: str,
     decode: str,
     as_json: bool,
+    actor: str,
 ) -> None:
     from archive_export.export import (
         ExportRequest,
@@ -70,7 +72,7 @@ def run_export(
         fonds=fonds,
         retention=retention,
         security_class=security_class,
-        actor=f"station:{s.station.id}",
+        actor=actor,
         options=Options(ffmpeg=s.ffmpeg.ffmpeg, ffprobe=s.ffmpeg.ffprobe, decode=decode),
     )
     catalog = app.ready_catalog()
@@ -160,6 +162,109 @@ def run_four_properties(
         raise CheckFailed(f"four-properties check of {report['location']} failed")
 
 
+def _local(app: Any, iso: str | None) -> str:
+    from datetime import datetime
+
+    from liuhen.case_cmds import local_time
+
+    return local_time(app, datetime.fromisoformat(iso)) if iso else "—"
+
+
+def _scope_text(scope: dict[str, Any]) -> str:
+    if scope.get("cases"):
+        return "cases " + ", ".join(scope["cases"])
+    return f"from {scope.get('from') or '…'} to {scope.get('to') or '…'} (exclusive)"
+
+
+def run_export_list(app: Any, include_failed: bool, as_json: bool) -> None:
+    from archive_export.history import handover_history
+
+    with app.ready_catalog().session() as s:
+        history = handover_history(s, include_failed=include_failed)
+    if as_json:
+        print_json(history)
+        return
+    if not history:
+        out.print("no hand-over yet (liuhen export --out … makes one)")
+        return
+    # One block per export, not a table: bag paths and 64-hex digests are wider than a
+    # docking station's screen, and the digest is what is compared with the receipt.
+    for h in history:
+        out.print(
+            f"{h['export']}  {h['state']}  {_local(app, h['finished_at'] or h['started_at'])}"
+            f"  by {h['actor']}",
+            markup=False,
+        )
+        out.print(
+            f"  {_scope_text(h['scope'])}; {h['recordings']} recordings, {h['files']} "
+            f"files, {h['bytes']} bytes",
+            markup=False,
+        )
+        for b in h["bags"]:
+            out.print(f"  bag {b['name']}  {b['path']}", markup=False)
+            out.print(
+                f"      signed digest (sha256 of tagmanifest-sha256.txt) "
+                f"{b['signed_digest'] or '(' + b['signed_digest_from'] + ')'}",
+                markup=False,
+            )
+
+
+def run_export_show(app: Any, ref: str, as_json: bool) -> None:
+    from archive_export.history import handover_receipt
+
+    with app.ready_catalog().session() as s:
+        r = handover_receipt(s, ref)
+    if as_json:
+        print_json(r)
+        return
+    lines = [
+        "移交回执 / hand-over receipt",
+        f"export        {r['export']} ({r['state']})",
+        f"handed over   {_local(app, r['finished_at'])} by {r['actor']} "
+        f"(started {_local(app, r['started_at'])})",
+        f"scope         {_scope_text(r['scope'])}",
+        f"content       {r['recordings']} recordings, {r['files']} files, {r['bytes']} bytes",
+        f"signing key   {r['key_id'] or '—'}",
+    ]
+    for b in r["bags"]:
+        lines += [
+            f"bag           {b['name']}  ({b['oxum'] or '?'} bytes.files; four-properties "
+            f"{ {True: 'pass', False: 'FAIL', None: '?'}[b['four_properties_ok']] })",
+            f"  at          {b['path']}",
+            f"  signed      {b['signed_digest'] or '—'} ({b['signed_digest_from']})",
+        ]
+    if r["event"]:
+        e = r["event"]
+        lines += [
+            f"custody event {e['station']} #{e['seq']} at {_local(app, e['at'])}",
+            f"  hash        {e['event_hash']}",
+            f"  signature   {e['signature']} (key {e['key_id']})",
+        ]
+    lines.append(f"recordings ({len(r['items'])}):")
+    for i in r["items"]:
+        lines += [f"  #{i['recording']} {i['name']}  {i['path']}", f"      sha256 {i['sha256']}"]
+    for line in lines:
+        out.print(line, markup=False)
+
+
+def _register_history(group: click.Group, pass_ctx: Decorator, json_option: Decorator) -> None:
+    @group.command("list")
+    @click.option("--all", "include_failed", is_flag=True, help="Also failed exports.")
+    @json_option
+    @pass_ctx
+    def export_list(ctx: Any, include_failed: bool, as_json: bool) -> None:
+        """The hand-overs made: who, when, which bags, each bag's signed digest."""
+        run_export_list(ctx.app(), include_failed, as_json)
+
+    @group.command("show")
+    @click.argument("export_id")
+    @json_option
+    @pass_ctx
+    def export_show(ctx: Any, export_id: str, as_json: bool) -> None:
+        """Reprint the hand-over receipt of EXPORT_ID (its id, or 4+ leading characters)."""
+        run_export_show(ctx.app(), export_id, as_json)
+
+
 def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> None:
     """The `export` and `four-properties` commands."""
     _register_export(cli, pass_ctx, json_option)
@@ -167,7 +272,7 @@ def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> N
 
 
 def _register_export(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> None:
-    @cli.command("export")
+    @cli.group("export", invoke_without_command=True)
     @click.option("--case", "cases", multiple=True, help="Case number (repeatable).")
     @click.option(
         "--from", "date_from", help="Start of a date range (YYYY-MM-DD, UTC+8; inclusive)."
@@ -176,9 +281,8 @@ def _register_export(cli: click.Group, pass_ctx: Decorator, json_option: Decorat
     @click.option(
         "--out",
         "out_path",
-        required=True,
         type=click.Path(),
-        help="Bag directory to create, or a .tar file.",
+        help="Bag directory to create, or a .tar file (required to export).",
     )
     @click.option("--with-access", is_flag=True, help="Include access copies (data/access).")
     @click.option(
@@ -197,40 +301,20 @@ def _register_export(cli: click.Group, pass_ctx: Decorator, json_option: Decorat
         show_default=True,
         help="Four-properties decode check: key frames, every frame, or not run.",
     )
+    @actor_option
     @json_option
     @pass_ctx
-    def export_cmd(
-        ctx: Any,
-        cases: tuple[str, ...],
-        date_from: str | None,
-        date_to: str | None,
-        out_path: str,
-        with_access: bool,
-        max_bag_size: str | None,
-        fonds: str,
-        retention: str,
-        security_class: str,
-        organization: str,
-        decode: str,
-        as_json: bool,
-    ) -> None:
+    @click.pass_context
+    def export_cmd(click_ctx: click.Context, /, ctx: Any, **options: Any) -> None:
         """Export cases or a date range as BagIt retention bundles, with the four-properties
-        report."""
-        run_export(
-            ctx.app(),
-            out_path=out_path,
-            cases=cases,
-            date_from=date_from,
-            date_to=date_to,
-            with_access=with_access,
-            max_bag_size=max_bag_size,
-            fonds=fonds,
-            retention=retention,
-            security_class=security_class,
-            organization=organization,
-            decode=decode,
-            as_json=as_json,
-        )
+        report; 'export list' and 'export show' for the hand-overs made."""
+        if click_ctx.invoked_subcommand is not None:
+            return
+        if not options["out_path"]:
+            raise click.UsageError("Missing option '--out'.", click_ctx)
+        run_export(ctx.app(), **options)
+
+    _register_history(export_cmd, pass_ctx, json_option)
 
 
 def _register_four_properties(

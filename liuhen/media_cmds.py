@@ -11,6 +11,7 @@ from typing import Any
 import click
 from rich.table import Table
 
+from catalog.attach import describe_choices, recordings_named
 from catalog.errors import CatalogError
 from catalog.media import find_recording, recording_report, requeue_failures
 from config.errors import EXIT_NOINPUT, EXIT_USAGE, CheckFailed
@@ -53,10 +54,18 @@ def run_worker(app: Any, drain: bool) -> None:
 
 def _one_recording(session: Any, ref: str) -> Any:
     found = find_recording(session, ref)
+    if not found and (named := recordings_named(session, ref)):
+        if len(named) > 1:
+            raise RecordingNotFound(
+                f"{len(named)} recordings are named {ref!r}: " + describe_choices(named),
+                hint="give the recording's id (the number after #) instead of its name",
+            )
+        return named[0]
     if not found:
         raise RecordingNotFound(
             f"no recording matches {ref!r}",
-            hint="give a recording id, or at least 6 hex digits of its SHA-256 or SM3",
+            hint="give a recording id, at least 6 hex digits of its SHA-256 or SM3, "
+            "or its file name",
         )
     if len(found) > 1:
         raise RecordingNotFound(
