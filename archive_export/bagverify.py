@@ -62,7 +62,13 @@ from archive_export.parallel_hash import (
     work_units,
 )
 from catalog.chainrule import EventRecord, Issue, Trust, check_excerpt, parse_json
-from catalog.signing import fast_verify_available, key_id_of, public_raw, verify_signature
+from catalog.signing import (
+    fast_verify_available,
+    judge_trust,
+    key_id_of,
+    public_raw,
+    verify_signature,
+)
 
 SIGNATURE_FILE = "tagmanifest-sha256.txt.sig"
 SIGNED_FILE = "tagmanifest-sha256.txt"
@@ -627,12 +633,6 @@ def _fixity(
 # -- signature --------------------------------------------------------------------------------
 
 
-def _trust_of(key_id: str, trusted: Mapping[str, Iterable[str]] | None) -> list[str]:
-    if not trusted:
-        return []
-    return sorted(s for s, ids in trusted.items() if key_id in set(ids))
-
-
 def _check_signature(
     tree: BagTree, report: BagReport, info: P.BagInfo, trusted: Mapping[str, Iterable[str]] | None
 ) -> None:
@@ -740,17 +740,11 @@ def _judge_trust(
     report: BagReport, key_id: str, trusted: Mapping[str, Iterable[str]] | None
 ) -> None:
     sig = report.signature
-    stations = _trust_of(key_id, trusted)
-    sig["trusted_by"] = stations
-    if stations:
-        sig["trust"] = "trusted"
-    elif trusted is not None:  # an empty ring trusts nothing; it is not "no ring"
-        sig["trust"] = "untrusted"
+    sig["trust"], sig["trusted_by"] = judge_trust(key_id, trusted)
+    if sig["trust"] == "untrusted":
         report.findings.append(
             Finding("untrusted-key", KEY_FILE, f"{key_id} is in none of the given key rings")
         )
-    else:
-        sig["trust"] = "self-declared"
 
 
 # -- custody excerpt --------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import ctypes
 import hashlib
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
@@ -233,3 +233,17 @@ def load_keyring(path: Path) -> dict[str, set[str]]:
             )
         ring.setdefault(parts[0], set()).add(parts[1])
     return ring
+
+
+def judge_trust(key_id: str, trusted: Mapping[str, Iterable[str]] | None) -> tuple[str, list[str]]:
+    """How far a signature's key is believed, and the stations a key ring trusts it for.
+
+    A signature names its own key, so without a key ring it proves only that the holder of
+    that key signed: "self-declared". With a ring, "trusted" when the ring names the key,
+    else "untrusted" (an empty ring trusts nothing; it is not "no ring"). Every signed
+    thing a user checks offline (bags, reports) is judged here, so they cannot disagree.
+    """
+    stations = sorted(s for s, ids in (trusted or {}).items() if key_id in set(ids))
+    if stations:
+        return "trusted", stations
+    return ("untrusted" if trusted is not None else "self-declared"), []

@@ -11,7 +11,7 @@ from __future__ import annotations
 import bisect
 import json
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -26,6 +26,8 @@ from catalog.models import DeviceAssignment, Recording
 MAX_RECORDING = timedelta(days=1)
 # Past this many ids an IN list is not worth it: the time range alone selects.
 IN_LIST_MAX = 5000
+# A file docked under a generic name has no capture time until the probe reads one.
+UNPROBED = "not probed yet: capture time unknown"
 
 
 class Rec(NamedTuple):
@@ -57,25 +59,35 @@ class History:
     recs: dict[int, list[Rec]]
     starts: dict[int, list[datetime]]
     longest: dict[int, timedelta]  # the officer's longest trusted recording
+    # Recordings of no known capture time, by receive time (their ``end``): each may have
+    # been captured at any time before it was received.
+    unknown: dict[int, list[Rec]] = field(default_factory=dict)
+    received: dict[int, list[datetime]] = field(default_factory=dict)
 
     def around(
         self, officer_id: int, start: datetime, end: datetime, margin: timedelta
     ) -> list[Rec]:
         """The officer's recordings that may touch ``[start - margin, end + margin]``."""
+        found: list[Rec] = []
         recs = self.recs.get(officer_id)
-        if not recs:
-            return []
-        reach = max(self.longest.get(officer_id, timedelta(0)), margin)
-        lo = bisect.bisect_left(self.starts[officer_id], start - margin - reach)
-        hi = bisect.bisect_right(self.starts[officer_id], end + margin)
-        return recs[lo:hi]
+        if recs:
+            reach = max(self.longest.get(officer_id, timedelta(0)), margin)
+            lo = bisect.bisect_left(self.starts[officer_id], start - margin - reach)
+            hi = bisect.bisect_right(self.starts[officer_id], end + margin)
+            found = recs[lo:hi]
+        unknown = self.unknown.get(officer_id)
+        if unknown:
+            i = bisect.bisect_left(self.received[officer_id], start - margin)
+            found = found + unknown[i:]
+        return found
 
 
 def load_history(
     session: Session, officer_ids: Collection[int], lo: datetime, hi: datetime
 ) -> History:
-    """The recordings of these officers captured from ``lo - MAX_RECORDING`` to ``hi``."""
-    lo = lo - MAX_RECORDING
+    """The recordings of these officers captured from ``lo - MAX_RECORDING`` to ``hi``,
+    and those of their devices received after ``lo`` that have no capture time yet."""
+    window_lo, lo = lo, lo - MAX_RECORDING
     devices = _devices_of(session, officer_ids, lo, hi)
     # Only the flags that mention times come back (as text, parsed here): parsing every
     # recording's JSON cost more than the rest of the load together.
@@ -95,7 +107,9 @@ def load_history(
     if len(officer_ids) > 50:  # a district's year: stream it; one action: one round trip
         q = q.execution_options(yield_per=20_000)
     rows = session.connection().execute(q).all()
-    spans = _assignments(session, {r.device_id for r in rows if r.device_id is not None}, lo, hi)
+    unprobed = _unprobed(session, officer_ids, devices, window_lo)
+    device_ids = {r.device_id for r in rows} | {d for _, d, _, _ in unprobed}
+    spans = _assignments(session, {d for d in device_ids if d is not None}, lo, hi)
     wanted = set(officer_ids)
     recs: dict[int, list[Rec]] = {}
     for rid, device_id, own_officer, start, end, flags in rows:
@@ -106,7 +120,33 @@ def load_history(
             continue
         doubt = doubt_of(json.loads(flags) if flags else None, end)
         recs.setdefault(officer, []).append(Rec(rid, start, end, doubt))
-    return _indexed(recs)
+    history = _indexed(recs)
+    for rid, device_id, own_officer, received in unprobed:
+        # Captured at some time before it was received: whoever held the device from the
+        # start of the period looked at until then may have recorded it.
+        held = spans.get(device_id) if device_id is not None else None
+        for officer in _holders(held, own_officer, lo, min(received, hi)):
+            if officer in wanted:
+                history.unknown.setdefault(officer, []).append(Rec(rid, lo, received, UNPROBED))
+    for officer, items in history.unknown.items():
+        items.sort(key=lambda r: (r.end, r.id))
+        history.received[officer] = [r.end for r in items if r.end is not None]
+    return history
+
+
+def _unprobed(
+    session: Session, officer_ids: Collection[int], devices: list[int], since: datetime
+) -> list[tuple[int, int | None, int | None, datetime]]:
+    """Recordings of these officers' devices (or officers) with no capture time yet,
+    received after ``since``: few, and found through the capture-time index (NULL)."""
+    q = select(
+        Recording.id, Recording.device_id, Recording.officer_id, Recording.received_at
+    ).where(Recording.captured_at.is_(None), Recording.received_at >= since)
+    if len(officer_ids) + len(devices) <= IN_LIST_MAX:
+        q = q.where(
+            or_(Recording.device_id.in_(devices), Recording.officer_id.in_(list(officer_ids)))
+        )
+    return [(rid, dev, own, at) for rid, dev, own, at in session.connection().execute(q)]
 
 
 def _indexed(recs: dict[int, list[Rec]]) -> History:
@@ -137,6 +177,18 @@ def _officer_at(spans: _Spans | None, at: datetime) -> int | None:
         return None
     end = spans.ends[i]
     return spans.officers[i] if end is None or at < end else None
+
+
+def _holders(spans: _Spans | None, own: int | None, lo: datetime, hi: datetime) -> set[int]:
+    """The officers a device was assigned to at any time in ``[lo, hi]``, else ``own``."""
+    found = set()
+    if spans is not None:
+        for start, end, officer in zip(spans.starts, spans.ends, spans.officers, strict=True):
+            if start <= hi and (end is None or end > lo):
+                found.add(officer)
+    if not found and own is not None:
+        found.add(own)
+    return found
 
 
 def _devices_of(

@@ -20,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from catalog.canonical import canonical_json
-from catalog.signing import Signer, key_id_of, verify_signature
+from catalog.signing import Signer, judge_trust, key_id_of, verify_signature
 from compliance.coverage import STATUS_ZH, STATUSES, Rules
 from compliance.models import ReviewSample
 from compliance.periods import period
@@ -196,10 +196,61 @@ def sign_files(signer: Signer, paths: list[Path]) -> dict[str, Any]:
     return body | {"signature": signer.sign(canonical_json(body).encode("utf-8")).hex()}
 
 
+# What a signature file must cover: the report as read (PDF), as published (HTML) and as
+# data (JSON). A signature over fewer files, or none, vouches for nothing a reader sees.
+REPORT_SUFFIXES: Final = (".pdf", ".json", ".html")
+
+
 def verify_report(sig_path: Path, trusted: dict[str, set[str]] | None = None) -> dict[str, Any]:
-    """Check a report's signature file and every file it names (offline)."""
+    """Check a report's signature file and every file it names (offline).
+
+    ``trusted``: the key ring (station id -> key ids), or None when none was given; the
+    verdict's "trust" is then "self-declared", as for a bag: anyone can sign a report with
+    a key of their own and name any station.
+    """
     problems: list[str] = []
-    sig = json.loads(sig_path.read_bytes())
+    sig = _read_signature(sig_path, problems)
+    checked: dict[str, bool] = {}
+    trust, trusted_by = judge_trust(str(sig.get("key_id")), trusted)
+    if sig:
+        _check_signature(sig, problems)
+        _check_trust(sig, trust, trusted_by, problems)
+        checked = _check_files(sig_path, sig.get("files"), problems)
+    return {
+        "ok": not problems,
+        "signature_file": str(sig_path),
+        "station": sig.get("station"),
+        "key_id": sig.get("key_id"),
+        "signed_at": sig.get("signed_at"),
+        "trust": trust,
+        "trusted_by": trusted_by,
+        "files": checked,
+        "problems": problems,
+    }
+
+
+def _read_signature(sig_path: Path, problems: list[str]) -> dict[str, Any]:
+    """The signature file's fields, or {} with the reason among the problems."""
+    try:
+        sig = json.loads(sig_path.read_bytes())
+    except OSError as exc:
+        problems.append(f"cannot read the signature file: {exc.strerror}")
+        return {}
+    except ValueError:
+        problems.append("the signature file is not JSON")
+        return {}
+    if not isinstance(sig, dict):
+        problems.append("the signature file is not a JSON object")
+        return {}
+    for field in ("station", "key_id", "public_key", "signature", "signed_at"):
+        if not isinstance(sig.get(field), str):
+            problems.append(f"the signature file's {field!r} is missing or not text")
+    if not isinstance(sig.get("files"), dict):
+        problems.append("the signature file's 'files' is missing or not an object")
+    return sig
+
+
+def _check_signature(sig: dict[str, Any], problems: list[str]) -> None:
     body = {k: v for k, v in sig.items() if k != "signature"}
     try:
         public = bytes.fromhex(str(sig.get("public_key", "")))
@@ -210,26 +261,40 @@ def verify_report(sig_path: Path, trusted: dict[str, set[str]] | None = None) ->
         problems.append("the key id does not match the public key")
     elif not verify_signature(public, signature, canonical_json(body).encode("utf-8")):
         problems.append("the signature does not verify: the signature file was altered")
-    if trusted is not None and sig.get("key_id") not in trusted.get(str(sig.get("station")), set()):
-        problems.append(f"key {sig.get('key_id')} of {sig.get('station')} is not in the key ring")
-    files = sig.get("files") or {}
-    checked = {}
+
+
+def _check_trust(
+    sig: dict[str, Any], trust: str, trusted_by: list[str], problems: list[str]
+) -> None:
+    key_id, station = sig.get("key_id"), sig.get("station")
+    if trust == "untrusted":
+        problems.append(f"key {key_id} of {station} is in none of the given key rings")
+    elif trust == "trusted" and station not in trusted_by:
+        # The station is whatever the signer wrote: the ring says whose key it really is.
+        problems.append(
+            f"key {key_id} is trusted for station {', '.join(trusted_by)}, "
+            f"not for {station}, the station the report names"
+        )
+
+
+def _check_files(sig_path: Path, files: Any, problems: list[str]) -> dict[str, bool]:
+    """Each signed file against its digest; the report's PDF, JSON and HTML must be there."""
+    if not isinstance(files, dict):
+        return {}
+    checked: dict[str, bool] = {}
     for name, expected in sorted(files.items()):
-        path = sig_path.with_name(Path(name).name)
+        base = Path(name).name
+        if base in ("", ".", "..") or base.endswith(".sig.json"):
+            problems.append(f"{name!r}: not a report file name")
+            continue
+        path = sig_path.with_name(base)
         if not path.is_file():
             problems.append(f"{name}: missing")
             continue
-        found = _digest(path)
-        ok = found == expected
-        checked[name] = ok
-        if not ok:
+        checked[name] = _digest(path) == expected
+        if not checked[name]:
             problems.append(f"{name}: content differs from the signed SHA-256 (altered)")
-    return {
-        "ok": not problems,
-        "signature_file": str(sig_path),
-        "station": sig.get("station"),
-        "key_id": sig.get("key_id"),
-        "signed_at": sig.get("signed_at"),
-        "files": checked,
-        "problems": problems,
-    }
+    for suffix in REPORT_SUFFIXES:
+        if not any(Path(n).name.endswith(suffix) for n in files):
+            problems.append(f"the signature covers no {suffix[1:].upper()} file of the report")
+    return checked

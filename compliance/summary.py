@@ -10,7 +10,7 @@ import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import Any
 
 from sqlalchemy import and_, exists, func, select
 from sqlalchemy.orm import Session
@@ -24,6 +24,7 @@ from catalog.models import (
     Officer,
     Recording,
 )
+from catalog.states import RecordingState
 from compliance.coverage import (
     COMPLETE,
     NONE,
@@ -37,10 +38,6 @@ from compliance.coverage import (
     coverage_of,
 )
 from compliance.periods import month_of
-
-# A recording state as a plain string (catalog/states.py may make the states an enum;
-# a StrEnum member equals its string, so this compares the same either way).
-EXPIRED: Final = "EXPIRED"
 
 
 @dataclass(frozen=True)
@@ -209,7 +206,7 @@ def _unattached(
             Recording.captured_at >= start,
             Recording.captured_at < end,
             Recording.captured_at < before,
-            Recording.state != EXPIRED,
+            Recording.state != RecordingState.EXPIRED,
             ~attached,
         )
         .group_by(Device.unit, Officer.number)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from config.errors import CheckFailed
@@ -298,25 +299,41 @@ def run_report(
 
 
 def run_verify_report(path: Path, as_json: bool, trusted: dict[str, set[str]] | None) -> None:
-    """`liuhen verify REPORT.sig.json`: the signature and every file it names."""
+    """`liuhen verify REPORT.sig.json`: the signature, whose key it is, every file it names."""
     from compliance.report import verify_report
 
     result = verify_report(path, trusted)
     if as_json:
         print_json(result)
     else:
-        for name, ok in result["files"].items():
-            out.print(f"{'[green]✓[/green]' if ok else '[red]✗[/red]'} {name}", markup=True)
-        for p in result["problems"]:
-            out.print(f"[red]✗[/red] {p}", markup=True)
-        if result["ok"]:
-            out.print(
-                f"[green]✓[/green] report signed by {result['station']} ({result['key_id']}) "
-                f"at {result['signed_at']} verifies",
-                markup=True,
-            )
+        _print_report_check(result)
     if not result["ok"]:
         raise CheckFailed("report signature check failed")
+
+
+def _print_report_check(result: dict[str, Any]) -> None:
+    for name, ok in result["files"].items():
+        out.print(f"{'[green]✓[/green]' if ok else '[red]✗[/red]'} {escape(name)}", markup=True)
+    for p in result["problems"]:
+        out.print(f"[red]✗[/red] {escape(p)}", markup=True)
+    if not result["ok"]:
+        return
+    signed = f"report signed at {result['signed_at']} by key {result['key_id']}"
+    if result["trust"] == "trusted":
+        out.print(
+            f"[green]✓[/green] {escape(signed)} of {escape(', '.join(result['trusted_by']))} "
+            "(trusted: in the key ring) verifies",
+            markup=True,
+        )
+        return
+    # Like a bag without --trust: the signature file names its own key and station, so it
+    # shows the files are as that key's holder signed them, not who that was.
+    out.print(
+        f"[yellow]![/yellow] {escape(signed)}, naming station {escape(str(result['station']))}: "
+        "self-declared; the files match it, but anyone can sign with a key of their own "
+        "(give --trust KEYRING to check whose key it is)",
+        markup=True,
+    )
 
 
 def _table(columns: list[str], rows: list[list[str]]) -> Table:

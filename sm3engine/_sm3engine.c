@@ -766,10 +766,24 @@ static PyObject *digests_list(const uint32_t *states, Py_ssize_t n) {
     return list;
 }
 
+/*
+ * A tuple of the sequence's items, holding a reference to each. The items' buffers and
+ * SM3 objects are used while the GIL is released, and getting a buffer or an integer can
+ * run Python code: the caller's list may shrink or drop its items meanwhile, a tuple
+ * cannot.
+ */
+static PyObject *snapshot(PyObject *obj, const char *message) {
+    PyObject *fast = PySequence_Fast(obj, message);
+    if (fast == NULL) return NULL;
+    PyObject *items = PySequence_Tuple(fast);
+    Py_DECREF(fast);
+    return items;
+}
+
 static PyObject *hash_many(PyObject *module, PyObject *arg) {
-    PyObject *seq = PySequence_Fast(arg, "hash_many() takes a sequence of buffers");
+    PyObject *seq = snapshot(arg, "hash_many() takes a sequence of buffers");
     if (seq == NULL) return NULL;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq), got = 0;
+    Py_ssize_t n = PyTuple_GET_SIZE(seq), got = 0;
     PyObject *result = NULL;
     Py_buffer *views = PyMem_Calloc((size_t)n + 1, sizeof *views);
     uint32_t *states = PyMem_Malloc(((size_t)n + 1) * 32);
@@ -778,7 +792,7 @@ static PyObject *hash_many(PyObject *module, PyObject *arg) {
         goto done;
     }
     for (; got < n; got++)
-        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(seq, got), &views[got], PyBUF_SIMPLE) < 0)
+        if (PyObject_GetBuffer(PyTuple_GET_ITEM(seq, got), &views[got], PyBUF_SIMPLE) < 0)
             goto done;
     many_src src = {views, states, n, 0};
     int path = current_path;
@@ -830,9 +844,9 @@ static int64_t *read_offsets(PyObject *obj, Py_ssize_t *count) {
         else if (out == NULL) PyErr_NoMemory();
         return out;
     }
-    PyObject *seq = PySequence_Fast(obj, "offsets must be a sequence of integers");
+    PyObject *seq = snapshot(obj, "offsets must be a sequence of integers");
     if (seq == NULL) return NULL;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    Py_ssize_t n = PyTuple_GET_SIZE(seq);
     int64_t *out = PyMem_Malloc(((size_t)n + 1) * sizeof *out);
     if (out == NULL) {
         Py_DECREF(seq);
@@ -840,7 +854,7 @@ static int64_t *read_offsets(PyObject *obj, Py_ssize_t *count) {
         return NULL;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
-        out[i] = PyLong_AsLongLong(PySequence_Fast_GET_ITEM(seq, i));
+        out[i] = PyLong_AsLongLong(PyTuple_GET_ITEM(seq, i));
         if (out[i] == -1 && PyErr_Occurred()) {
             PyMem_Free(out);
             Py_DECREF(seq);
@@ -919,19 +933,19 @@ static void release_update(SM3Object **objs, Py_buffer *views, Py_ssize_t claime
 static PyObject *update_many(PyObject *module, PyObject *args) {
     PyObject *hs, *cs;
     if (!PyArg_ParseTuple(args, "OO:update_many", &hs, &cs)) return NULL;
-    PyObject *hseq = PySequence_Fast(hs, "update_many() takes a sequence of SM3 objects");
+    PyObject *hseq = snapshot(hs, "update_many() takes a sequence of SM3 objects");
     if (hseq == NULL) return NULL;
-    PyObject *cseq = PySequence_Fast(cs, "update_many() takes a sequence of buffers");
+    PyObject *cseq = snapshot(cs, "update_many() takes a sequence of buffers");
     if (cseq == NULL) {
         Py_DECREF(hseq);
         return NULL;
     }
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(hseq), claimed = 0, viewed = 0;
+    Py_ssize_t n = PyTuple_GET_SIZE(hseq), claimed = 0, viewed = 0;
     PyObject *result = NULL;
     SM3Object **objs = PyMem_Calloc((size_t)n + 1, sizeof *objs);
     Py_buffer *views = PyMem_Calloc((size_t)n + 1, sizeof *views);
     job_t *jobs = PyMem_Calloc((size_t)n + 1, sizeof *jobs);
-    if (PySequence_Fast_GET_SIZE(cseq) != n) {
+    if (PyTuple_GET_SIZE(cseq) != n) {
         PyErr_SetString(PyExc_ValueError, "update_many() needs one chunk per SM3 object");
         goto done;
     }
@@ -940,17 +954,18 @@ static PyObject *update_many(PyObject *module, PyObject *args) {
         goto done;
     }
     for (; claimed < n; claimed++) {
-        PyObject *h = PySequence_Fast_GET_ITEM(hseq, claimed);
+        PyObject *h = PyTuple_GET_ITEM(hseq, claimed);
         if (!PyObject_TypeCheck(h, &SM3Type)) {
             PyErr_SetString(PyExc_TypeError, "update_many() takes SM3 objects of this engine");
             goto done;
         }
+        /* borrowed from hseq, a tuple this call keeps until after the last write */
         objs[claimed] = (SM3Object *)h;
         /* the same object twice would be two updates in no defined order */
         if (claim(objs[claimed]) < 0) goto done;
     }
     for (; viewed < n; viewed++)
-        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(cseq, viewed), &views[viewed],
+        if (PyObject_GetBuffer(PyTuple_GET_ITEM(cseq, viewed), &views[viewed],
                                PyBUF_SIMPLE) < 0)
             goto done;
     for (Py_ssize_t i = 0; i < n; i++)

@@ -122,7 +122,12 @@ def test_report_renders_in_chinese_and_verifies(
 
     r = run_cli(capsys, "verify", str(files["signature"]))
     assert r.code == 0, r.out + r.err
-    assert "verifies" in r.out
+    assert "self-declared" in r.out  # no key ring given: whose key it is stays unproven
+    ring = tmp_path / "ring.txt"
+    ring.write_text(f"{app.signer.station_id} {app.signer.key_id}\n", encoding="utf-8")
+    r = run_cli(capsys, "verify", str(files["signature"]), "--trust", str(ring))
+    assert r.code == 0, r.out + r.err
+    assert "trusted" in r.out and "verifies" in r.out
 
     # One flipped byte in the PDF, then in the data JSON: each fails, naming the file.
     for name in ("pdf", "json"):

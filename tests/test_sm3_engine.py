@@ -188,6 +188,55 @@ def test_misuse_is_refused_and_harmless() -> None:
     assert h.hexdigest() == ABC
 
 
+_DROPPED_WHILE_HASHING = """
+import hashlib, threading, sm3engine
+EMPTY = hashlib.new("sm3").digest()
+chunk = bytes(8 << 20)
+seen_busy = corrupted = 0
+for attempt in range(5):
+    hashers = [sm3engine.new() for _ in range(16)]
+    fresh, done = [], threading.Event()
+    def meddle():
+        global seen_busy
+        while not done.is_set():
+            try:
+                hashers[0].digest()
+            except RuntimeError:  # busy: update_many runs with the GIL released
+                seen_busy += 1
+                hashers.clear()  # the list held the only references
+                fresh.extend(sm3engine.new() for _ in range(200))
+                return
+    t = threading.Thread(target=meddle)
+    t.start()
+    sm3engine.update_many(hashers, [chunk] * 16)
+    done.set()
+    t.join()
+    corrupted += sum(h.digest() != EMPTY for h in fresh)
+print(seen_busy, corrupted)
+"""
+
+
+def test_update_many_keeps_the_objects_it_writes_to() -> None:
+    """Another thread dropping the hashers while update_many runs must not make the
+    engine write into whatever reuses their memory (here: fresh SM3 objects)."""
+    done = subprocess.run(
+        [sys.executable, "-c", _DROPPED_WHILE_HASHING], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    seen_busy, corrupted = map(int, done.stdout.split())
+    assert seen_busy > 0  # the other thread did drop them mid-call
+    assert corrupted == 0
+
+
+def test_tuples_and_lists_both_hash() -> None:
+    """The engine copies the caller's sequences: a tuple or a list gives the same digests."""
+    hashers = [sm3engine.new(), sm3engine.new()]
+    sm3engine.update_many(tuple(hashers), [b"a", bytearray(b"abc")])
+    assert [h.hexdigest() for h in hashers] == [ref(b"a").hex(), ABC]
+    assert sm3engine.hash_many((b"abc",)) == [bytes.fromhex(ABC)]
+    assert sm3engine.hash_batch(b"abc", (0, 3)) == bytes.fromhex(ABC)
+
+
 def _python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-W", "always", "-c", code],

@@ -24,6 +24,7 @@ Boxes are walked with :mod:`formats.mp4box`; the original is only read.
 
 from __future__ import annotations
 
+import mmap
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ __all__ = [
     "HeifImage",
     "HeifInfo",
     "decodable",
+    "ftyp_heif_brand",
     "heif_brand",
     "heif_info",
     "is_heif",
@@ -88,20 +90,33 @@ class HeifInfo:
     problems: tuple[str, ...] = ()  # structure that cannot be right: items beyond the end
 
 
+# More than any real ftyp box (a few dozen brands): the bound on what heif_brand reads.
+_FTYP_MAX: Final = 4096
+
+
+def ftyp_heif_brand(data: bytes | mmap.mmap, ftyp: Box) -> str | None:
+    """The major brand of an ``ftyp`` box whose brands (the major one or any compatible
+    one) name a HEIF image, else None: the one test of "is this a HEIF image"."""
+    major = bytes(data[ftyp.payload : ftyp.payload + 4])
+    # After the major brand comes the minor version (not a brand), then the compatibles.
+    compatible = range(ftyp.payload + 8, ftyp.end - 3, 4)
+    brands = {major} | {bytes(data[at : at + 4]) for at in compatible}
+    if len(major) < 4 or not brands & HEIF_BRANDS:
+        return None
+    return major.decode("latin-1")
+
+
 def heif_brand(path: Path) -> str | None:
     """The ``ftyp`` major brand of a file whose brands name a HEIF image, else None."""
     try:
         with path.open("rb") as f:
-            head = f.read(64)
+            head = f.read(_FTYP_MAX)
     except OSError:
         return None
-    if len(head) < 16 or head[4:8] != b"ftyp":
+    ftyp = next(mp4box.walk(head), None)
+    if ftyp is None or ftyp.start != 0 or ftyp.type != b"ftyp":
         return None
-    size = min(len(head), int.from_bytes(head[:4], "big"))
-    brands = {head[at : at + 4] for at in range(8, size - 3, 4)}
-    if not brands & HEIF_BRANDS:
-        return None
-    return head[8:12].decode("latin-1")
+    return ftyp_heif_brand(head, ftyp)
 
 
 def is_heif(path: Path) -> bool:

@@ -32,7 +32,7 @@ from typing import Final
 
 from formats import mp4box
 from formats.mp4box import Box
-from ingest.media.heif import HEIF_BRANDS
+from ingest.media.heif import ftyp_heif_brand
 
 __all__ = ["damage_reason"]
 
@@ -85,7 +85,7 @@ def _mp4_reason(data: mmap.mmap) -> str | None:
     moov = next((b for b in top if b.type == b"moov"), None)
     if moov is None:
         ftyp = next((b for b in top if b.type == b"ftyp"), None)
-        if ftyp is not None and _heif(data, ftyp):
+        if ftyp is not None and ftyp_heif_brand(data, ftyp) is not None:
             return None  # an image: its index is the meta box, not a moov
         return "no index (moov box): the recorder stopped before writing it"
     if moov.size > _MAX_TABLE_BYTES or b"mvex" in {
@@ -101,11 +101,6 @@ def _mp4_reason(data: mmap.mmap) -> str | None:
     if b"mdat" not in kinds and _any_samples(data, moov):
         return "no media data (mdat box): only the index is present"
     return None
-
-
-def _heif(data: mmap.mmap, ftyp: Box) -> bool:
-    brands = {bytes(data[at : at + 4]) for at in range(ftyp.payload, ftyp.end - 3, 4)}
-    return bool(brands & HEIF_BRANDS)
 
 
 def _handler(data: mmap.mmap, trak: Box) -> str:
