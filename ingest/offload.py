@@ -29,7 +29,7 @@ from typing import Any, Final
 import xxhash
 
 from config.errors import EXIT_IOERR, LiuhenError
-from storage.digest import DigestPair, new_hasher
+from storage.digest import DigestPair, Hasher, SharedSM3, new_hasher
 
 # Staged bytes are flushed to disk every this many bytes while they are written.
 SYNC_EVERY = 64 << 20
@@ -153,6 +153,7 @@ def copy_and_hash(
     sm3_pool: ThreadPoolExecutor,
     verify_pool: ThreadPoolExecutor | None = None,
     on_bytes: Callable[[int], None] | None = None,
+    sm3_engine: SharedSM3 | None = None,
 ) -> Copied:
     """Copy ``src_fd`` to ``dst`` (created, fsynced) hashing on the way; raise on change.
 
@@ -168,6 +169,10 @@ def copy_and_hash(
     in memory anyway. A larger file hashes SM3 on ``sm3_pool`` and reads each flushed
     stretch back on ``verify_pool`` (compared by XXH3-128, overlapped with the copy)
     while this thread reads, hashes SHA-256 and writes.
+
+    With ``sm3_engine`` (a station's one shared multi-stream engine), the file's SM3 is a
+    stream of that engine: the chunks of every file copied at the same moment are
+    hashed side by side in its SIMD lanes instead of one file per core.
     """
     try:
         # Read and write: the small-file path reads back through this same descriptor.
@@ -177,11 +182,11 @@ def copy_and_hash(
     try:
         if expected_size <= chunk_size:
             total, sha, sm3 = _copy_whole(
-                src_fd, out, dst, expected_size, verify_pool is not None, on_bytes
+                src_fd, out, dst, expected_size, verify_pool is not None, on_bytes, sm3_engine
             )
         else:
             total, sha, sm3 = _copy_chunked(
-                src_fd, out, dst, chunk_size, sm3_pool, verify_pool, on_bytes
+                src_fd, out, dst, chunk_size, sm3_pool, verify_pool, on_bytes, sm3_engine
             )
     finally:
         os.close(out)
@@ -196,11 +201,14 @@ def _copy_whole(
     expected_size: int,
     verify: bool,
     on_bytes: Callable[[int], None] | None,
+    sm3_engine: SharedSM3 | None,
 ) -> tuple[int, str, str]:
-    """The one-chunk file: every step inline, no pool hand-off. Returns size and digests."""
+    """The one-chunk file: every step inline, no pool hand-off (but the shared SM3
+    engine's, which hashes it beside the other files copied now). Returns size and
+    digests."""
     buf = _read_listed(src_fd, expected_size)
     sha = new_hasher("sha256")
-    sm3 = new_hasher("sm3")
+    sm3 = _sm3_hasher(sm3_engine)
     sha.update(buf)
     sm3.update(buf)
     _write_all(out, dst, buf)
@@ -223,11 +231,15 @@ def _copy_chunked(
     sm3_pool: ThreadPoolExecutor,
     verify_pool: ThreadPoolExecutor | None,
     on_bytes: Callable[[int], None] | None,
+    sm3_engine: SharedSM3 | None,
 ) -> tuple[int, str, str]:
-    """The chunked copy: SM3 on ``sm3_pool``, read-back of each stretch on ``verify_pool``."""
+    """The chunked copy: SM3 fed from ``sm3_pool`` (hashed there, or in the shared
+    engine's lanes), read-back of each stretch on ``verify_pool``."""
     sha = new_hasher("sha256")
-    sm3 = new_hasher("sm3")
-    sm3_feed = _Sm3Feed(sm3, sm3_pool)
+    sm3 = _sm3_hasher(sm3_engine)
+    # The lanes hash several times faster than a core: a lag of two chunks is enough for
+    # SM3 never to hold the copy up, and it keeps memory down with many files at once.
+    sm3_feed = _Sm3Feed(sm3, sm3_pool, SHARED_SM3_LAG if sm3_engine is not None else SM3_LAG)
     back = _ReadBack(dst, out, chunk_size, verify_pool) if verify_pool is not None else None
     # XXH3-128 of the recorder's bytes of the stretch not yet flushed; the read-back
     # compares the staged file's stretch with it.
@@ -275,6 +287,10 @@ def _copy_chunked(
         if back is not None:
             back.close()  # before the caller closes ``out``, which the read-back reads
     return total, sha.hexdigest(), sm3.hexdigest()
+
+
+def _sm3_hasher(engine: SharedSM3 | None) -> Hasher:
+    return engine.open_stream() if engine is not None else new_hasher("sm3")
 
 
 def _read_listed(fd: int, size: int) -> bytes:
@@ -333,6 +349,7 @@ def _check_source(src_fd: int, total: int, expected_size: int, expected_mtime_ns
 # stalls in a write or an fdatasync (SM3 is the slowest step and cannot be split), few
 # enough that memory stays a few chunks per file whatever the file's size.
 SM3_LAG = 4
+SHARED_SM3_LAG = 2
 
 
 class _Sm3Feed:
@@ -342,9 +359,9 @@ class _Sm3Feed:
     so); a file whose consumer waits for a thread only waits, it does not deadlock.
     """
 
-    def __init__(self, sm3: Any, pool: ThreadPoolExecutor) -> None:
+    def __init__(self, sm3: Any, pool: ThreadPoolExecutor, lag: int) -> None:
         self.sm3 = sm3
-        self.chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=SM3_LAG)
+        self.chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=lag)
         self.done = pool.submit(self._consume)
         self.closed = False
 
