@@ -237,7 +237,7 @@ def _copy_chunked(
     engine's lanes), read-back of each stretch on ``verify_pool``."""
     sha = new_hasher("sha256")
     sm3 = _sm3_hasher(sm3_engine)
-    # The lanes hash several times faster than a core: a lag of two chunks is enough for
+    # The lanes hash several times faster than a core: a lag of one chunk is enough for
     # SM3 never to hold the copy up, and it keeps memory down with many files at once.
     sm3_feed = _Sm3Feed(sm3, sm3_pool, SHARED_SM3_LAG if sm3_engine is not None else SM3_LAG)
     back = _ReadBack(dst, out, chunk_size, verify_pool) if verify_pool is not None else None
@@ -349,7 +349,7 @@ def _check_source(src_fd: int, total: int, expected_size: int, expected_mtime_ns
 # stalls in a write or an fdatasync (SM3 is the slowest step and cannot be split), few
 # enough that memory stays a few chunks per file whatever the file's size.
 SM3_LAG = 4
-SHARED_SM3_LAG = 2
+SHARED_SM3_LAG = 1
 
 
 class _Sm3Feed:
