@@ -147,8 +147,10 @@ class IngestSettings:
     stable_s: float = bounded(2.0, 0, 3600)
     # `liuhen ingest` gives up on a file still growing after this long.
     growing_timeout_s: float = bounded(60.0, 0, DAY_S)
-    # Files copied at once per docking, and dockings at once per station.
-    file_workers: int = bounded(3, 1, 64)
+    # Files copied at once per docking, and dockings at once per station. 16: the SM3
+    # engine's lanes (shared by the station's copies) fill when ~16 files are copied at
+    # once, and the fsync waits of small files overlap.
+    file_workers: int = bounded(16, 1, 64)
     docking_workers: int = bounded(2, 1, 64)
     chunk_mb: int = bounded(4, 1, 1024)
     # Delete files from the recorder after their stored copy is verified again. Off:

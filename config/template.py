@@ -75,7 +75,7 @@ poll_interval_s = 1.0
 # A file is taken once its size and mtime have been unchanged for this many seconds.
 stable_s = 2.0
 growing_timeout_s = 60.0
-file_workers = 3
+file_workers = 16
 docking_workers = 2
 chunk_mb = 4
 # Delete files from the recorder once their stored copy is verified again (off: the

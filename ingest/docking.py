@@ -47,7 +47,7 @@ from ingest.offload import (
     open_source,
     unlink_source,
 )
-from storage import StorageError, StoreUnavailable, content_key, fsync_dir
+from storage import StorageError, StoreUnavailable, content_key
 
 if TYPE_CHECKING:
     from ingest.station import Station
@@ -474,9 +474,11 @@ class RecorderDocking(DockingWork):
         part = self.station.staging / f.docking_uid / f"{f.id}.part"
         staged = part.with_suffix(".staged")
         os.replace(part, staged)
-        fsync_dir(staged.parent)
         staged_at = J.now_text()
-        self.journal.staged(f.id, digests=copied.digests, staged_at=staged_at)
+        # The folder's fsync and the journal's STAGED, shared with the files staged now.
+        self.station.staged_group.staged(
+            staged.parent, J.StagedMove(f.id, copied.digests, staged_at)
+        )
         if copied.read_back:
             self.station.read_back_done(f.id)
         if self.progress.waiting and self.progress.waiting.startswith("staging disk full"):

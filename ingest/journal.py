@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -186,6 +186,15 @@ class JournalFile:
         if self.sha256 is None or self.sm3 is None:
             return None
         return DigestPair.of_hex(self.sha256, self.sm3)
+
+
+@dataclass(frozen=True)
+class StagedMove:
+    """One file's move to STAGED (see :meth:`Journal.staged_many`)."""
+
+    file_id: int
+    digests: DigestPair
+    staged_at: str
 
 
 @dataclass(frozen=True)
@@ -393,6 +402,43 @@ class Journal:
             staged_at=staged_at,
             repair=None,
         )
+
+    def staged_many(self, moves: Sequence[StagedMove]) -> dict[int, IllegalTransition]:
+        """Many files STAGED in one transaction (one commit, one fsync), for files staged
+        at about the same moment. Each move is checked on its own, as :meth:`staged`
+        checks it: a file that may not become STAGED is left as it is and its refusal
+        returned (by journal id), and the others move."""
+        if not moves:
+            return {}
+        ids = list(dict.fromkeys(m.file_id for m in moves))
+        sources = {s.value for s in _FILE_MOVES[FileState.STAGED]}
+        marks = ",".join("?" * len(ids))
+        refused: dict[int, IllegalTransition] = {}
+        with self._tx() as db:
+            found = dict(
+                db.execute(f"SELECT id, state FROM files WHERE id IN ({marks})", ids).fetchall()
+            )
+            rows = []
+            for m in moves:
+                if found.get(m.file_id) not in sources:
+                    refused[m.file_id] = _refused(db, m.file_id, FileState.STAGED)
+                    continue
+                found[m.file_id] = FileState.STAGED.value  # a second move of it is refused
+                rows.append(
+                    (
+                        FileState.STAGED.value,
+                        m.digests.sha256.hex,
+                        m.digests.sm3.hex,
+                        m.staged_at,
+                        m.file_id,
+                    )
+                )
+            db.executemany(
+                "UPDATE files SET state = ?, sha256 = ?, sm3 = ?, staged_at = ?, repair = NULL "
+                "WHERE id = ?",
+                rows,
+            )
+        return refused
 
     def repair_noted(self, file_id: int, repair: str) -> None:
         """Before a damaged held copy of a staged file's bytes is replaced: what was found

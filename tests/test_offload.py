@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import subprocess
 import threading
@@ -13,10 +14,13 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+import sm3engine
 from catalog import verify_chain
 from catalog.models import CustodyEvent, Docking, DockingFile, Recording
 from ingest import journal as J
+from ingest import station as station_mod
 from ingest.synthetic import make_bulk_files, make_recorder
+from storage.digest import SharedSM3
 from tests.offload_helpers import file_digests, make_app
 
 
@@ -430,3 +434,71 @@ def test_staged_bytes_that_read_back_different_fail_the_copy(
     finally:
         os.close(fd)
     assert "dst.part" in info.value.message and "reads back different bytes" in info.value.message
+
+
+@pytest.mark.skipif(not sm3engine.AVAILABLE, reason="needs the SM3 engine (scripts/setup.sh)")
+def test_files_docked_at_once_share_the_stations_sm3_lanes_and_hash_as_hashlib(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 40 recordings of very unequal lengths (some of one 1 MiB chunk or less, some of
+    # several), 16 copied at once: more files than the engine has lanes, so lanes whose
+    # file ends are refilled by the next file's chunks while the others go on.
+    rec = make_bulk_files(tmp_path / "dock" / "A123456", 40, 100)
+    rng = random.Random(18)
+    for i, f in enumerate(f for f in rec.files if f.kind != "device-info"):
+        size = rng.choice([1, 63 << 10, 64 << 10, 700_001, 1 << 20, (1 << 20) + 1, 3_333_333])
+        (rec.root / f.relpath).write_bytes(i.to_bytes(8, "big") + rng.randbytes(size))
+    opened: list[object] = []
+    open_stream = SharedSM3.open_stream
+
+    def counted(self: SharedSM3) -> Any:
+        opened.append(self)
+        return open_stream(self)
+
+    # The first 16 copies start together (each waits for the others), so that the count
+    # of files copied at once does not depend on how fast this machine is.
+    together = threading.Barrier(16)
+    started = iter(range(10**6))
+    copy = station_mod.copy_and_hash
+
+    def gathered(*args: Any, **kwargs: Any) -> Any:
+        if next(started) < 16:
+            together.wait(timeout=60)
+        return copy(*args, **kwargs)
+
+    monkeypatch.setattr(SharedSM3, "open_stream", counted)
+    monkeypatch.setattr(station_mod, "copy_and_hash", gathered)
+    app = make_app(tmp_path / "data", chunk_mb=1, file_workers=16)
+    station = app.station()
+    result = station.run_docking(rec.root)
+    station.close()
+    assert result.state == "SAFE_TO_CLEAR" and result.stored == len(rec.files)  # + DEVICE.INF
+    # Of the 16 copied at once, all but the first few (which began with fewer than
+    # SHARED_SM3_FROM under way) were streams of one engine, the station's.
+    assert 16 - (station_mod.SHARED_SM3_FROM - 1) <= len(opened) <= len(rec.files)
+    assert len(set(map(id, opened))) == 1
+    assert_stored_exactly(app, rec.root)  # SHA-256 and SM3 as hashlib computes them
+
+
+@pytest.mark.skipif(not sm3engine.AVAILABLE, reason="needs the SM3 engine (scripts/setup.sh)")
+def test_a_few_long_recordings_hash_each_on_its_own_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two recordings (and DEVICE.INF): mostly empty lanes would hash them on one core
+    # slower than a core each, so the shared engine is left alone.
+    rec = make_bulk_files(tmp_path / "dock" / "A123456", 2, (3 << 20) + 5)
+    opened: list[object] = []
+    open_stream = SharedSM3.open_stream
+
+    def counted(self: SharedSM3) -> Any:
+        opened.append(self)
+        return open_stream(self)
+
+    monkeypatch.setattr(SharedSM3, "open_stream", counted)
+    app = make_app(tmp_path / "data", chunk_mb=1, file_workers=16)
+    station = app.station()
+    result = station.run_docking(rec.root)
+    station.close()
+    assert result.state == "SAFE_TO_CLEAR" and result.stored == len(rec.files)
+    assert opened == []
+    assert_stored_exactly(app, rec.root)

@@ -444,7 +444,7 @@ CHAINS: tuple[tuple[KillPoint, ...], ...] = (
         point(f"{JOURNAL}.done", "after"),
     ),
     (
-        point(f"{JOURNAL}.staged", "after", 60),
+        point(f"{JOURNAL}.staged_many", "after", 8),
         point(f"{STATION}._register_batch", "before"),
     ),
     # Registering: after the first batch is DONE, before the second is registered.
