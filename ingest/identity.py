@@ -11,13 +11,15 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-# Recorder clocks show China Standard Time (UTC+8, no daylight saving).
-CHINA_STANDARD_TIME = timezone(timedelta(hours=8), "CST")
+# Recorder clocks show China Standard Time (by default: the station.time_zone setting
+# names the zone a NameParser is given).
+from config.settings import CHINA_STANDARD_TIME
+
 MAX_INFO_BYTES = 64 * 1024
 
 
