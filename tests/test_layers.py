@@ -67,3 +67,17 @@ def test_china_standard_time_is_defined_once() -> None:
     assert compliance.periods.CST is cst
     assert ingest.identity.CHINA_STANDARD_TIME is cst
     assert ingest.synthetic.CHINA_STANDARD_TIME is cst
+
+
+def test_safe_to_clear_is_one_rule_for_station_and_district_check() -> None:
+    # The station clears a recorder by DockingState.is_safe_to_clear; the district check
+    # (which may not import ingest) must judge dockings by that same rule, not a copy.
+    from archive_export import district_check
+    from catalog.states import DockingState
+    from ingest import journal
+
+    assert journal.DockingState is DockingState
+    safe = {s for s in DockingState if s.is_safe_to_clear}
+    assert set(district_check.SAFE_DOCKING_STATES) == safe
+    assert {s.value for s in safe} == {"SAFE_TO_CLEAR", "CLEARED"}
+    assert not DockingState.NO_FILES.is_safe_to_clear
