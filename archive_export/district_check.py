@@ -57,7 +57,7 @@ from catalog.models import (
     WorkItem,
     utcnow,
 )
-from catalog.states import PROBED_STATES, RecordingState
+from catalog.states import PROBED_STATES, DockingState, RecordingState
 from storage import Digest, ObjectNotFound, ObjectStore, StorageError, content_key, digest_stream
 from storage.base import DAMAGED_PREFIX
 
@@ -74,7 +74,7 @@ RESTORED = "restored-after-expiry"
 # Docking-file states that mean "stored and verified" (CLEARED: also deleted from the
 # recorder afterwards).
 HELD_FILE_STATES = ("STORED", "DUPLICATE", "CLEARED")
-SAFE_DOCKING_STATES = ("SAFE_TO_CLEAR", "CLEARED")
+SAFE_DOCKING_STATES = tuple(s.value for s in DockingState if s.is_safe_to_clear)
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ import json
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +55,8 @@ from catalog.fields import shown
 from catalog.models import ActionOfficer, Case, DeviceAssignment, EnforcementAction, Officer, utcnow
 from catalog.signing import Signer
 from config.errors import EXIT_NOINPUT
+from config.settings import CHINA_STANDARD_TIME
 
-CHINA_STANDARD_TIME = timezone(timedelta(hours=8), "CST")
 CHUNK = 500
 OFFICER_SPLIT = re.compile(r"[;,、|\s]+")
 

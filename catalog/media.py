@@ -17,6 +17,7 @@ from catalog import queue
 from catalog.custody import append_event
 from catalog.models import Derivative, Recording, RecordingGroup, WorkItem, utcnow
 from catalog.states import PROBE_STATES, RecordingState
+from formats.filenames import NameParser
 
 # Work item kinds. ``derive`` plans a recording's derivatives once it is probed: it queues
 # one ``derive:<kind>`` item per derivative, so that each is made, fails and is retried
@@ -358,8 +359,9 @@ def find_recording(session: Session, ref: str) -> list[Recording]:
     return found
 
 
-def recording_report(session: Session, rec: Recording) -> dict[str, Any]:
-    """Everything `liuhen show` prints about one recording."""
+def recording_report(session: Session, rec: Recording, parser: NameParser) -> dict[str, Any]:
+    """Everything `liuhen show` prints about one recording; ``parser`` (built from the
+    settings) reads what each sighting's file name says."""
     from catalog.models import CustodyEvent, Device, Officer
     from catalog.sightings import sighting_report
 
@@ -399,7 +401,7 @@ def recording_report(session: Session, rec: Recording) -> dict[str, Any]:
         "flags": rec.flags,
         "chapters": segments,
         "failures": work_failures(session, [rec.id]).get(rec.id, []),
-        "seen_in": sighting_report(session, rec),
+        "seen_in": sighting_report(session, rec, parser),
         "derivatives": [
             {
                 "kind": d.kind,

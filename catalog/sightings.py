@@ -33,8 +33,7 @@ from sqlalchemy.orm import Session
 from catalog.custody import append_event
 from catalog.models import Device, Docking, DockingFile, Officer, Recording
 from catalog.signing import Signer
-from config.settings import DEFAULT_FILENAME_PATTERNS, DEFAULT_IMPORTANT_MARKER
-from ingest.identity import NameParser
+from formats.filenames import NameParser
 
 __all__ = ["CONFLICT_FLAG", "note_sightings", "sighting_report"]
 
@@ -168,15 +167,13 @@ def _number(session: Session, officer_id: int | None) -> str | None:
     return officer.number if officer else None
 
 
-def sighting_report(
-    session: Session, rec: Recording, parser: NameParser | None = None
-) -> list[dict[str, Any]]:
+def sighting_report(session: Session, rec: Recording, parser: NameParser) -> list[dict[str, Any]]:
     """Each sighting of ``rec``, first first, with the identity it gives.
 
-    ``parser`` reads the file names (the configured ``ingest.filename_patterns``); without
-    one the default patterns are used.
+    ``parser`` reads the file names: the caller builds it from the settings (the
+    configured ``ingest.filename_patterns`` and ``station.time_zone``), so "the file name
+    says" reads names as ingest read them.
     """
-    parser = parser or NameParser(DEFAULT_FILENAME_PATTERNS, DEFAULT_IMPORTANT_MARKER)
     rows = session.execute(
         select(DockingFile, Docking)
         .join(Docking, Docking.id == DockingFile.docking_id)

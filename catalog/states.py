@@ -1,4 +1,5 @@
-"""The states of a recording (``recordings.state``), defined once.
+"""The states of a recording (``recordings.state``) and of a docking (``dockings.state``),
+defined once.
 
 A recording is STORED when its docking registers it, PROBED once ffprobe has read it and
 DERIVED once its derivatives are made. A retention sweep makes it EXPIRING (the deletion
@@ -30,3 +31,28 @@ LIVE_STATES: Final = (RecordingState.STORED, RecordingState.PROBED, RecordingSta
 PROBE_STATES: Final = (RecordingState.STORED, RecordingState.PROBED)
 # The states whose probe result is recorded.
 PROBED_STATES: Final = (RecordingState.PROBED, RecordingState.DERIVED)
+
+
+class DockingState(StrEnum):
+    """A docking's state: in the station journal, and in the catalog (``dockings.state``).
+
+    Defined here, not in ingest, so the district check (archive_export, which may not
+    import ingest) judges "safe to clear" by the same rule the station clears by.
+    """
+
+    OFFLOADING = "OFFLOADING"  # under way, or interrupted: the next run resumes it
+    SAFE_TO_CLEAR = "SAFE_TO_CLEAR"  # every file stored, verified and registered
+    CLEARED = "CLEARED"  # safe to clear, and the recorder was cleared
+    INCOMPLETE = "INCOMPLETE"  # finished with files not taken: do not clear
+    # Nothing at all was found on the recorder (an empty or unmounted folder). Never safe
+    # to clear: 0 of 0 files stored proves nothing about what the recorder holds.
+    NO_FILES = "NO_FILES"
+
+    @property
+    def is_safe_to_clear(self) -> bool:
+        return self in (DockingState.SAFE_TO_CLEAR, DockingState.CLEARED)
+
+    @property
+    def is_unfinished(self) -> bool:
+        """A docking of the recorder continues it (and its staged files get stored)."""
+        return self in (DockingState.OFFLOADING, DockingState.INCOMPLETE)

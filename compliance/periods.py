@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
-CST = timezone(timedelta(hours=8), "CST")
+from config.settings import CHINA_STANDARD_TIME
+
+CST = CHINA_STANDARD_TIME
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 _YEAR = re.compile(r"^(\d{4})$")
 

@@ -8,6 +8,7 @@ under the data directory.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta, timezone
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -37,6 +38,13 @@ def bounded(default: Any, low: float, high: float) -> Any:
     outside it, and NaN or infinity, at start-up: a nonsense number would otherwise pass
     and crash much later (a timedelta overflow, a sleep of 1e300 s)."""
     return field(default=default, metadata={RANGE: (low, high)})
+
+
+# China Standard Time: what recorder clocks show, and the project's one definition of it.
+# China has kept UTC+8 without daylight saving since 1991, so a fixed offset is exact for
+# any recording and needs no tz database. Where a setting names the zone (station.time_zone),
+# this is only the default of code that runs without settings.
+CHINA_STANDARD_TIME = timezone(timedelta(hours=8), "CST")
 
 
 def zone_of(name: str) -> ZoneInfo:

@@ -1,36 +1,36 @@
 """Who recorded what: device and officer identity of a docked recorder.
 
 From the device information file on the recorder when present; else from file names,
-by the configured list of patterns (GA/T 947-style: serial, 警号, start time); else
-from the folder name. Raw values are always kept; an unknown device is still ingested,
-and flagged.
+by the configured list of patterns (GA/T 947-style: serial, 警号, start time; the rule
+itself is :mod:`formats.filenames`); else from the folder name. Raw values are always
+kept; an unknown device is still ingested, and flagged.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
-# Recorder clocks show China Standard Time (UTC+8, no daylight saving).
-CHINA_STANDARD_TIME = timezone(timedelta(hours=8), "CST")
+from config.settings import CHINA_STANDARD_TIME
+
+# The file-name rule lives in formats/ (the catalog reads names too, and may not import
+# ingest); re-exported here for ingest's own modules.
+from formats.filenames import NameFields, NameParser
+
+__all__ = [
+    "CHINA_STANDARD_TIME",
+    "DeviceIdentity",
+    "NameFields",
+    "NameParser",
+    "foreign_device",
+    "identify",
+    "read_device_info",
+    "several_recorders",
+]
+
 MAX_INFO_BYTES = 64 * 1024
-
-
-@dataclass(frozen=True)
-class NameFields:
-    """What a recorder file name says, per the first pattern that matched."""
-
-    serial: str | None = None
-    officer: str | None = None
-    start: datetime | None = None  # aware, UTC
-    seq: int | None = None
-    pattern: int | None = None  # index of the pattern that matched
-    important: bool = False  # the recorder tagged the file important (see important_marker)
 
 
 @dataclass(frozen=True)
@@ -49,58 +49,6 @@ class DeviceIdentity:
     @property
     def known(self) -> bool:
         return self.source != "folder"
-
-
-class NameParser:
-    """Reads recorder file names by the configured patterns. A name's start time is the
-    recorder's local wall-clock time, read in ``zone`` (the station's time zone,
-    ``station.time_zone``: the zone the media time rules read local times in too)."""
-
-    def __init__(
-        self,
-        patterns: tuple[str, ...],
-        important_marker: str = "",
-        *,
-        zone: tzinfo | str = CHINA_STANDARD_TIME,
-    ) -> None:
-        self.patterns = [re.compile(p) for p in patterns]
-        self.important = re.compile(important_marker) if important_marker else None
-        self.zone = ZoneInfo(zone) if isinstance(zone, str) else zone
-
-    def parse(self, name: str) -> NameFields:
-        # The important tag is vendor decoration around the usual name: take it out, so
-        # the same patterns read a tagged and an untagged file alike.
-        important = False
-        if self.important is not None:
-            stripped = self.important.sub("", name, count=1)
-            important, name = stripped != name, stripped
-        for index, pattern in enumerate(self.patterns):
-            m = pattern.search(name)
-            if not m:
-                continue
-            groups = m.groupdict()
-            start = _parse_start(groups.get("start"), self.zone)
-            seq = groups.get("seq")
-            return NameFields(
-                serial=groups.get("serial"),
-                officer=groups.get("officer"),
-                start=start,
-                seq=int(seq) if seq else None,
-                pattern=index,
-                important=important,
-            )
-        return NameFields(important=important)
-
-
-def _parse_start(text: str | None, zone: tzinfo) -> datetime | None:
-    if not text:
-        return None
-    digits = re.sub(r"[^0-9]", "", text)
-    try:
-        local = datetime.strptime(digits, "%Y%m%d%H%M%S")
-    except ValueError:
-        return None  # a name that looks right but names no real time (month 13 ...)
-    return local.replace(tzinfo=zone).astimezone(UTC)
 
 
 def read_device_info(root: Path, names: tuple[str, ...]) -> tuple[str, dict[str, str]] | None:

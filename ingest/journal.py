@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from catalog.chainrule import ChainHead, head_from_json
+from catalog.states import DockingState as DockingState  # stored by the catalog too
 from config.errors import LiuhenError
 from storage.digest import DigestPair
 
@@ -54,27 +55,6 @@ class FileState(StrEnum):
     def is_problem(self) -> bool:
         """Not taken, with a reason the docking reports."""
         return self in (FileState.REJECTED, FileState.QUARANTINED)
-
-
-class DockingState(StrEnum):
-    """A docking's state in the journal (``dockings.state``)."""
-
-    OFFLOADING = "OFFLOADING"  # under way, or interrupted: the next run resumes it
-    SAFE_TO_CLEAR = "SAFE_TO_CLEAR"  # every file stored, verified and registered
-    CLEARED = "CLEARED"  # safe to clear, and the recorder was cleared
-    INCOMPLETE = "INCOMPLETE"  # finished with files not taken: do not clear
-    # Nothing at all was found on the recorder (an empty or unmounted folder). Never safe
-    # to clear: 0 of 0 files stored proves nothing about what the recorder holds.
-    NO_FILES = "NO_FILES"
-
-    @property
-    def is_safe_to_clear(self) -> bool:
-        return self in (DockingState.SAFE_TO_CLEAR, DockingState.CLEARED)
-
-    @property
-    def is_unfinished(self) -> bool:
-        """A docking of the recorder continues it (and its staged files get stored)."""
-        return self in (DockingState.OFFLOADING, DockingState.INCOMPLETE)
 
 
 def is_safe_to_clear(state: str) -> bool:

@@ -78,11 +78,12 @@ import subprocess
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Final
 
 from config.errors import EXIT_UNAVAILABLE, LiuhenError
+from config.settings import CHINA_STANDARD_TIME
 from storage.digest import Hasher, new_hasher
 
 __all__ = [
@@ -135,10 +136,6 @@ FILENAME_RE: Final = re.compile(
 )
 # The recorder's file counter: four digits, wrapping from 9999 back to 1.
 SEQUENCE_MAX: Final = 9999
-
-# China has kept UTC+8 without daylight saving since 1991, so a fixed offset is exact
-# for any recording and needs no tz database.
-CHINA_STANDARD_TIME: Final = timezone(timedelta(hours=8), "CST")
 
 DEVICE_INFO_KEYS: Final = (
     "serial",

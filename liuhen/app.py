@@ -101,7 +101,9 @@ def initialize(app: App) -> InitReport:
 
 def clean_store_at_start(store: ObjectStore) -> int:
     """What puts killed midway left in the store (temporary files, unfinished multipart
-    uploads) older than an hour, removed when a service starts; the count is logged.
+    uploads) idle for over an hour, removed when a service starts; the count is logged.
+    An upload is judged by its newest part, so another station's put still running over
+    a slow link is left alone however long ago it started.
 
     Only services call this (``station watch``, ``worker``): it walks the whole directory
     store, too much for every one-shot command."""

@@ -15,6 +15,7 @@ from catalog.attach import describe_choices, recordings_named
 from catalog.errors import CatalogError
 from catalog.media import find_recording, recording_report, requeue_failures
 from config.errors import EXIT_NOINPUT, EXIT_USAGE, CheckFailed
+from formats.filenames import NameParser
 from liuhen.actor import actor_option
 from liuhen.district_cmds import apply_metrics_port, metrics_port_option
 from liuhen.output import out, print_json
@@ -102,8 +103,15 @@ def run_retry(app: Any, ref: str | None, all_failed: bool, actor: str) -> None:
 
 
 def run_show(app: Any, ref: str, as_json: bool) -> None:
+    # "The file name says" must read names as ingest read them: this installation's
+    # patterns, in its time zone.
+    parser = NameParser(
+        app.settings.ingest.filename_patterns,
+        app.settings.ingest.important_marker,
+        zone=app.settings.station.time_zone,
+    )
     with app.ready_catalog().session() as s:
-        report = recording_report(s, _one_recording(s, ref))
+        report = recording_report(s, _one_recording(s, ref), parser)
     if as_json:
         print_json(report)
         return

@@ -786,7 +786,11 @@ class S3Store:
     def remove_stale_temp_files(self, older_than_s: float = 3600.0) -> int:
         """Abort multipart uploads left by a process killed mid-put (or a put whose abort
         could not reach the server). Returns how many. Like LocalStore's method of the
-        same name, it leaves younger ones alone: they may be puts still running."""
+        same name, it leaves younger ones alone: they may be puts still running.
+
+        An upload's age is that of its newest part (of its start when it has none): a
+        station putting a long recording over a slow link started its upload hours ago
+        but sends parts all along, and another station starting must not abort it."""
         base = f"{self.prefix}/" if self.prefix else ""
         cutoff = datetime.now(UTC).timestamp() - older_than_s
         removed = 0
@@ -798,18 +802,29 @@ class S3Store:
                 for upload in page.get("Uploads") or ():
                     if _utc(upload["Initiated"]).timestamp() >= cutoff:
                         continue
-                    try:
-                        self.client.abort_multipart_upload(
-                            Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
-                        )
-                    except ClientError as exc:
-                        if _error_code(exc) != "NoSuchUpload":  # finished or aborted meanwhile
-                            raise
-                    else:
+                    if self._abort_if_idle(upload["Key"], upload["UploadId"], cutoff):
                         removed += 1
         except (ClientError, BotoCoreError) as exc:
             raise self._translate(exc, "clean up incomplete uploads", None) from exc
         return removed
+
+    def _abort_if_idle(self, full: str, upload_id: str, cutoff: float) -> bool:
+        """Abort the upload unless a part of it arrived at or after ``cutoff``; whether it
+        was aborted here (not when it finished or was aborted meanwhile)."""
+        pages = self.client.get_paginator("list_parts").paginate(
+            Bucket=self.bucket, Key=full, UploadId=upload_id
+        )
+        try:
+            for page in pages:
+                for part in page.get("Parts") or ():
+                    if _utc(part["LastModified"]).timestamp() >= cutoff:
+                        return False  # still being sent
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=full, UploadId=upload_id)
+        except ClientError as exc:
+            if _error_code(exc) != "NoSuchUpload":  # finished or aborted meanwhile
+                raise
+            return False
+        return True
 
     # -- checks ------------------------------------------------------------------------
 

@@ -168,3 +168,30 @@ def test_register_file_and_register_files_take_the_identity_alike(app: Any) -> N
             select(CustodyEvent.object_id).where(CustodyEvent.action == "identity-from-sighting")
         ).all()
         assert sorted(adopted) == sorted(r.sha256 for r in recordings)
+
+
+def test_show_reads_file_names_by_the_configured_patterns_and_zone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    """`show`'s "the file name says" reads names as ingest did: by this installation's
+    ``ingest.filename_patterns``, its local times in ``station.time_zone``."""
+    config = tmp_path / "liuhen.toml"
+    pattern = r"^CAM-(?P<serial>[A-Z0-9]+)-P(?P<officer>[0-9]+)-(?P<start>[0-9]{8}T[0-9]{6})"
+    config.write_text(
+        f"[station]\ntime_zone = \"UTC\"\n\n[ingest]\nfilename_patterns = ['{pattern}']\n",
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("LIUHEN_HOME", str(tmp_path / "data"))
+    monkeypatch.setenv("LIUHEN_CONFIG", str(config))
+    monkeypatch.setenv("LIUHEN_INGEST_STABLE_S", "0")
+    assert run_cli(capsys, "init").code == 0
+
+    dock(capsys, tmp_path / "dock" / "B777777", "CAM-B777777-P4711-20261126T083000.MP4")
+    report = show(capsys)
+
+    (sighting,) = report["seen_in"]
+    assert sighting["name"] == {
+        "serial": "B777777",
+        "officer": "4711",
+        "start": "2026-11-26T08:30:00+00:00",  # 08:30 local, the station's zone being UTC
+    }

@@ -552,3 +552,39 @@ def test_the_rgw_fixture_stops_exactly_the_daemons_it_started_even_on_failure(
     assert not server.directory.exists()
     # The session's server (another cluster, or another server) is untouched.
     s3_client.list_buckets()
+
+
+def test_start_up_cleanup_keeps_an_old_upload_whose_parts_still_arrive(
+    plain_store: S3Store, s3_client: Any, s3_bucket: str
+) -> None:
+    """Another station's put over a slow link: started long ago, its last part just sent.
+    A service starting elsewhere must not abort it; an old upload with no part is left
+    over from a killed put, and goes."""
+    full = f"{plain_store.prefix}/clip" if plain_store.prefix else "clip"
+    live = s3_client.create_multipart_upload(Bucket=s3_bucket, Key=full)["UploadId"]
+    etag = s3_client.upload_part(
+        Bucket=s3_bucket, Key=full, UploadId=live, PartNumber=1, Body=b"x" * (5 * MIB)
+    )["ETag"]
+    dead = s3_client.create_multipart_upload(Bucket=s3_bucket, Key=f"{full}-2")["UploadId"]
+
+    def started_two_days_ago(parsed: dict[str, Any], **_: Any) -> None:
+        # Servers date an upload when it is created: report both as started long ago.
+        for upload in parsed.get("Uploads") or ():
+            upload["Initiated"] = datetime.now(UTC) - timedelta(days=2)
+
+    plain_store.client.meta.events.register(
+        "after-call.s3.ListMultipartUploads", started_two_days_ago
+    )
+
+    assert plain_store.remove_stale_temp_files(older_than_s=3600) == 1
+    pending = s3_client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads") or []
+    assert [u["UploadId"] for u in pending] == [live]
+    assert dead not in [u["UploadId"] for u in pending]
+    # It is still a working upload: its put completes.
+    s3_client.complete_multipart_upload(
+        Bucket=s3_bucket,
+        Key=full,
+        UploadId=live,
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]},
+    )
+    assert s3_client.get_object(Bucket=s3_bucket, Key=full)["ContentLength"] == 5 * MIB
