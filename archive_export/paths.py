@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import unicodedata
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 
-CHINA_STANDARD_TIME = timezone(timedelta(hours=8), "CST")
+# The one China Standard Time (config), re-exported for export.py's folder dates.
+from config.settings import CHINA_STANDARD_TIME as CHINA_STANDARD_TIME
+
 UNKNOWN_DEVICE = "unknown-device"
 UNDATED = "undated"
 # Bytes of one path component; most file systems allow 255, leave room for "~<hash>".
