@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Literal
 
 from storage.base import CheckResult, ObjectInfo, StoreReport, check_held_copy, damaged_key
@@ -305,9 +305,16 @@ class LocalStore:
 
     def list(self, prefix: str = "") -> Iterator[str]:
         validate_prefix(prefix)
-        if not self.root.is_dir():
+        # Walk only the folder the prefix names whole ("anchors/" → anchors), not the
+        # whole store: listing anchors after every docking must not grow with the store.
+        folder = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        start = self.root / folder if folder else self.root
+        if not self.root.is_dir() or not start.is_dir():
             return
-        for dirpath, dirnames, filenames in os.walk(self.root):
+        parts = PurePosixPath(folder).parts if folder else ()
+        if any((self.root.joinpath(*parts[: i + 1])).is_symlink() for i in range(len(parts))):
+            return  # a linked folder is not an object's folder (nor walked from the root)
+        for dirpath, dirnames, filenames in os.walk(start):
             # Hidden folders (.holds) and temp files are not objects.
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             rel = os.path.relpath(dirpath, self.root)

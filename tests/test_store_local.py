@@ -113,3 +113,50 @@ def test_a_link_inside_the_store_that_stays_inside_is_followed(tmp_path: Path) -
     (tmp_path / "objects" / parts[0]).symlink_to(real, target_is_directory=True)
     store.put(key, io.BytesIO(data), expected=digest)
     assert (real / "/".join(parts[1:])).read_bytes() == data
+
+
+def test_listing_a_prefix_walks_only_its_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Listing the chain-head anchors after every docking must not walk every object of
+    the store: the walk starts at the folder the prefix names whole, and finds the same
+    keys, in the same order, as a walk of the whole store filtered by the prefix."""
+    store = LocalStore(tmp_path / "objects")
+    keys = ["anchors/s1/0001.json", "anchors/s1/0002.json", "anchors/s2/0001.json"]
+    for key in keys:
+        store.put(key, io.BytesIO(key.encode()), expected=digest_bytes(key.encode()))
+    held = digest_bytes(b"a recording")
+    store.put(content_key(held), io.BytesIO(b"a recording"), expected=held)
+    starts: list[str] = []
+    real_walk = os.walk
+
+    def walk(top: object, *args: object, **kwargs: object) -> object:
+        starts.append(os.fspath(top))  # type: ignore[arg-type]
+        return real_walk(top, *args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(os, "walk", walk)
+    assert list(store.list("anchors/")) == keys
+    assert list(store.list("anchors/s1/00")) == keys[:2]
+    assert list(store.list("sha256/")) == [content_key(held)]
+    assert starts == [
+        str(tmp_path / "objects" / "anchors"),
+        str(tmp_path / "objects" / "anchors" / "s1"),
+        str(tmp_path / "objects" / "sha256"),
+    ]
+    everything = list(store.list())
+    assert [k for k in everything if k.startswith("anchors/")] == keys
+    assert list(store.list("nothing/here/")) == []
+
+
+def test_listing_never_follows_a_linked_folder(tmp_path: Path) -> None:
+    """A folder linked into the store is not an object folder: a prefix naming it lists
+    nothing, as a walk from the root does not enter it."""
+    outside = tmp_path / "outside"
+    (outside / "deep").mkdir(parents=True)
+    (outside / "deep" / "planted").write_bytes(b"not evidence")
+    store = LocalStore(tmp_path / "objects")
+    (tmp_path / "objects").mkdir()
+    os.symlink(outside, tmp_path / "objects" / "anchors")
+    assert list(store.list()) == []
+    assert list(store.list("anchors/")) == []
+    assert list(store.list("anchors/deep/")) == []
