@@ -14,8 +14,10 @@ import click
 
 from config import LiuhenError, load_settings, settings_as_dict
 from config.errors import EXIT_SOFTWARE, CheckFailed
+from config.i18n import set_language, translate_click
 from liuhen import __version__
 from liuhen.actor import actor_option
+from liuhen.localized import LocalizedGroup
 from liuhen.output import err, mark, out, print_json
 
 if TYPE_CHECKING:
@@ -45,7 +47,9 @@ LAZY_COMMANDS = {
 }
 
 
-class LazyGroup(click.Group):
+class LazyGroup(LocalizedGroup):
+    group_class = LocalizedGroup  # subgroups list only their own commands
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(self.commands) | set(LAZY_COMMANDS))
 
@@ -79,6 +83,14 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON f
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Data directory [LIUHEN_HOME].")
 @click.option("--config", type=click.Path(dir_okay=False), help="Settings file [LIUHEN_CONFIG].")
 @click.option("-v", "--verbose", is_flag=True, help="Show the cause of errors.")
+@click.option(
+    "--lang",
+    type=click.Choice(["zh", "en"], case_sensitive=False),
+    is_eager=True,
+    expose_value=False,
+    callback=lambda _ctx, _param, value: set_language(value) if value else None,
+    help="Language of messages: zh (中文, the default) or en [LIUHEN_LANG].",
+)
 @click.version_option(__version__, prog_name="liuhen")
 @click.pass_context
 def cli(ctx: click.Context, data_dir: str | None, config: str | None, verbose: bool) -> None:
@@ -331,6 +343,8 @@ def main(argv: list[str] | None = None) -> NoReturn:
     Commands raise (a :class:`~config.errors.Reported` when their report has said what
     failed) and never exit by themselves."""
     verbose = "-v" in (argv or sys.argv[1:]) or "--verbose" in (argv or sys.argv[1:])
+    set_language(None)
+    translate_click()
     try:
         cli.main(args=argv, prog_name="liuhen", standalone_mode=False)
     except click.exceptions.Exit as exc:

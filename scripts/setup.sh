@@ -34,6 +34,12 @@ then
   apt_install fonts-wqy-zenhei poppler-utils
 fi
 
+# The layout tests run commands in a real terminal of 80 and 120 columns (tmux).
+if ! command -v tmux >/dev/null 2>&1; then
+  echo "setup: installing tmux from Debian's packages (terminal layout tests)" >&2
+  apt_install tmux
+fi
+
 ceph_missing=""
 for tool in ceph-mon ceph-osd radosgw radosgw-admin ceph ceph-authtool monmaptool; do
   command -v "$tool" >/dev/null 2>&1 || ceph_missing=1
@@ -77,4 +83,6 @@ if ! .venv/bin/python -W error -c 'import sm3engine' 2>/dev/null; then
   echo "setup: the SM3 engine did not build; SM3 falls back to hashlib (slower)." \
        "See $log and 'liuhen doctor'" >&2
 fi
+# Messages in Chinese: compile the catalog now (else the first command compiles it).
+.venv/bin/python scripts/i18n.py compile
 echo "setup: ready (.venv/bin/liuhen)" >&2

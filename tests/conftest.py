@@ -48,6 +48,12 @@ def isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     for name in list(os.environ):
         if name.startswith(env.PREFIX) and name not in TEST_ENV:
             monkeypatch.delenv(name)
+    # Tests written before the Chinese catalog read English messages; a test of what a
+    # Chinese reader sees sets LIUHEN_LANG=zh (or unsets it: Chinese is the default).
+    monkeypatch.setenv("LIUHEN_LANG", "en")
+    from config.i18n import set_language
+
+    set_language(None)
     return home
 
 

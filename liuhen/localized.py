@@ -1,0 +1,68 @@
+"""Click commands whose help is shown in the reader's language.
+
+Help texts stay in English in the source (command docstrings, ``help=`` of options) and
+are looked up in the catalog when help is printed, after ``--lang`` has been read; the
+catalog's msgid for a docstring is the docstring as click cleans it
+(:func:`inspect.cleandoc`), which is also what ``scripts/i18n.py`` extracts.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import click
+
+from config.i18n import _
+
+
+def translated_doc(text: str | None) -> str | None:
+    """A command's help in the reader's language; the part after ``\\f`` is dropped."""
+    if not text:
+        return text
+    cleaned = inspect.cleandoc(text).partition("\f")[0].strip()
+    return _(cleaned)
+
+
+@contextmanager
+def _reader_language(command: click.Command) -> Iterator[None]:
+    """The command's and its options' help translated while click formats it."""
+    saved_command = (command.help, command.short_help, command.epilog)
+    saved_params = [(p, getattr(p, "help", None)) for p in command.params]
+    command.help = translated_doc(command.help)
+    command.short_help = translated_doc(command.short_help)
+    command.epilog = translated_doc(command.epilog)
+    for param, text in saved_params:
+        if text:
+            param.help = _(text)
+    try:
+        yield
+    finally:
+        command.help, command.short_help, command.epilog = saved_command
+        for param, text in saved_params:
+            if text:
+                param.help = text
+
+
+class LocalizedCommand(click.Command):
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with _reader_language(self):
+            super().format_help(ctx, formatter)
+
+    def get_short_help_str(self, limit: int = 45) -> str:
+        with _reader_language(self):
+            return super().get_short_help_str(limit)
+
+
+class LocalizedGroup(click.Group):
+    command_class = LocalizedCommand
+    group_class: type[click.Group] | type[type] = type  # subgroups: LocalizedGroups too
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with _reader_language(self):
+            super().format_help(ctx, formatter)
+
+    def get_short_help_str(self, limit: int = 45) -> str:
+        with _reader_language(self):
+            return super().get_short_help_str(limit)
