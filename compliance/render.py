@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import io
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 from html import escape
 from pathlib import Path
 from typing import Any, Final
@@ -14,6 +14,8 @@ from compliance.charts import Chart, to_drawing, to_svg
 from compliance.coverage import STATUSES
 from compliance.periods import CST
 from config.errors import EXIT_CONFIG
+from config.settings import zone_of
+from config.timetext import show_time
 
 FONT_CANDIDATES: Final = (
     Path("/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc"),
@@ -30,20 +32,39 @@ class FontMissing(CatalogError):
 DAY_FMT: Final = "%Y年%m月%d日"
 
 
-def _cst(iso: str | None, *, fmt: str = "%Y-%m-%d %H:%M", back: bool = False) -> str:
-    """An ISO instant as China Standard Time text; ``back``: the day before (an end that
-    is exclusive, shown as the last day it includes)."""
-    if not iso:
-        return "从未"
-    at = datetime.fromisoformat(iso).astimezone(CST)
-    return (at - timedelta(days=1) if back else at).strftime(fmt)
+def report_zone(data: dict[str, Any]) -> tzinfo:
+    """The zone the report's times are shown in: the station's, recorded in the data
+    (reports written before it was recorded are China Standard Time)."""
+    name = data.get("time_zone")
+    return zone_of(name) if name else CST
+
+
+def _day(iso: str, zone: tzinfo, *, back: bool = False) -> str:
+    """An ISO instant as its day in ``zone``; ``back``: the day before (an end that is
+    exclusive, shown as the last day it includes)."""
+    at = datetime.fromisoformat(iso).astimezone(zone)
+    return (at - timedelta(days=1) if back else at).strftime(DAY_FMT)
+
+
+def last_day(iso: str, zone: tzinfo) -> str:
+    """The last day an exclusive end includes, in ``zone``: ``2026-12-31`` for the end
+    ``2027-01-01T00:00+08:00`` of the year 2026."""
+    return (datetime.fromisoformat(iso).astimezone(zone) - timedelta(days=1)).date().isoformat()
+
+
+def _when(iso: str | None, zone: tzinfo) -> str:
+    """An instant for a reader: ``2026-12-01 07:00 +08:00`` (config.timetext), or 从未."""
+    return show_time(iso, zone, seconds=False) if iso else "从未"
 
 
 def _period_text(data: dict[str, Any]) -> str:
     s = data["summary"]
+    zone = report_zone(data)
+    name = data.get("time_zone") or "Asia/Shanghai"
+    zone_text = "北京时间" if name in ("Asia/Shanghai", "Asia/Chongqing") else name
     return (
-        f"统计期间：{_cst(s['from'], fmt=DAY_FMT)}至{_cst(s['to'], fmt=DAY_FMT, back=True)}"
-        f"（北京时间）；生成时间：{_cst(data['generated_at'])}"
+        f"统计期间：{_day(s['from'], zone)}至{_day(s['to'], zone, back=True)}"
+        f"（{zone_text}）；生成时间：{_when(data['generated_at'], zone)}"
     )
 
 
@@ -107,7 +128,7 @@ def sections(data: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]
             d["model"],
             "是" if d["assigned"] else "否",
             d["officer_name"] or d["officer"] or "",
-            _cst(d["last_docked"]),
+            _when(d["last_docked"], report_zone(data)),
             _bytes(d["storage_used_bytes"]),
             _num(d["clock_offset_s"]),
             str(d["recordings_30d"]),

@@ -21,12 +21,14 @@ from sqlalchemy.orm import Session
 
 from catalog.canonical import canonical_json
 from catalog.signing import Signer, judge_trust, key_id_of, verify_signature
-from compliance.coverage import STATUS_ZH, STATUSES, Rules
+from compliance.coverage import STATUS_ZH, STATUSES, Progress, Rules
 from compliance.models import ReviewSample
 from compliance.periods import period
 from compliance.review import sample_report
 from compliance.summary import Housekeeping, summarize
 from compliance.survey import survey
+from config.settings import zone_of
+from config.timetext import iso_time
 
 SIGNATURE_FORMAT: Final = "liuhen-report-signature/1"
 COLORS: Final = {
@@ -80,10 +82,24 @@ def report_data(
     unit: str | None,
     year: int,
     now: datetime,
+    time_zone: str = "Asia/Shanghai",
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Every figure the report shows, as JSON-ready data (signed with the report)."""
-    start, end = period(str(year))
-    summary = summarize(session, rules, house, unit=unit, start=start, end=end, now=now)
+    """Every figure the report shows, as JSON-ready data (signed with the report); its
+    times are shown in ``time_zone`` (the station's), recorded with the data."""
+    zone = zone_of(time_zone)
+    start, end = period(str(year), zone)
+    summary = summarize(
+        session,
+        rules,
+        house,
+        unit=unit,
+        start=start,
+        end=end,
+        now=now,
+        zone=zone,
+        progress=progress,
+    )
     samples = session.scalars(
         select(ReviewSample).where(ReviewSample.period.like(f"{year}%")).order_by(ReviewSample.id)
     )
@@ -94,7 +110,8 @@ def report_data(
         else f"{year}年度全区执法全过程音像记录情况汇总",
         "unit": unit,
         "year": year,
-        "generated_at": now.isoformat(),
+        "generated_at": iso_time(now, zone),
+        "time_zone": time_zone,
         "summary": summary,
         "survey": survey(session, unit, min(now, end)),
         "reviews": reviews,
