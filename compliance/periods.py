@@ -60,7 +60,9 @@ def _read(text: str, zone: tzinfo) -> tuple[str, date]:
         year, month = int(m.group(1)), int(m.group(2))
         if not 1 <= month <= 12:
             raise PeriodError(
-                _("{text!r}: there is no month {month}").format(text=text, month=month)
+                _("{text!r} is not a year, month or day: there is no month {month}").format(
+                    text=text, month=month
+                )
             )
         return "month", date(year, month, 1)
     try:

@@ -10,9 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.cells import cell_len
 from rich.markup import escape
-from rich.table import Table
 
 from config.errors import CheckFailed
 from config.i18n import N_, _
@@ -21,6 +19,7 @@ from config.timetext import iso_time, show_clock, show_day, show_time
 from liuhen.actor import actor_option
 from liuhen.output import out, print_json
 from liuhen.progress import job_progress
+from liuhen.whole_table import print_rows
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 ROW_ID = click.IntRange(min=1, max=2**31 - 1)
@@ -162,11 +161,11 @@ def _stats_row(label: list[str], d: dict[str, Any]) -> list[str]:
 STATS_HEAD = (
     N_("actions"),
     N_("complete"),
-    N_("partly recorded"),
-    N_("not recorded"),
+    N_("partial"),
+    N_("none"),
     N_("uncertain"),
-    N_("median gap s"),
-    N_("worst gap s"),
+    N_("median gap (s)"),
+    N_("worst gap (s)"),
 )
 
 
@@ -186,7 +185,7 @@ def print_summary(data: dict[str, Any], zone: tzinfo) -> None:
     )
     if data["district"] is not None:
         head = _heads(N_("district"), *STATS_HEAD)
-        out.print(_table(head, [_stats_row([_("whole district")], data["district"])]))
+        print_rows(out, head, [_stats_row([_("whole district")], data["district"])])
     for u in data["units"]:
         _print_unit(u, data["housekeeping"])
 
@@ -194,11 +193,18 @@ def print_summary(data: dict[str, Any], zone: tzinfo) -> None:
 def _print_unit(u: dict[str, Any], house: dict[str, Any]) -> None:
     out.print(f"\n[bold]{escape(u['unit'] or _('(no unit)'))}[/bold]", markup=True)
     rows = [_stats_row([m["month"]], m) for m in u["months"]]
-    out.print(_table(_heads(N_("month"), *STATS_HEAD), [*rows, _stats_row([_("total")], u)]))
-    rows = [_stats_row([o["officer"], o["name"], o["month"]], o) for o in u["officers"]]
-    if rows:
+    print_rows(out, _heads(N_("month"), *STATS_HEAD), [*rows, _stats_row([_("total")], u)])
+    # One month: the month column says nothing the table above does not (and 80 columns
+    # are few for eleven).
+    months = {o["month"] for o in u["officers"]}
+    if len(months) == 1:
+        rows = [_stats_row([o["officer"], o["name"]], o) for o in u["officers"]]
+        heads = _heads(N_("officer number"), N_("name"), *STATS_HEAD)
+    else:
+        rows = [_stats_row([o["officer"], o["name"], o["month"]], o) for o in u["officers"]]
         heads = _heads(N_("officer number"), N_("name"), N_("month"), *STATS_HEAD)
-        out.print(_table(heads, rows, whole=3))
+    if rows:
+        print_rows(out, heads, rows, keys=(0,))
     out.print(
         _("recordings attached to no case after {days} days: {n}").format(
             days=house["unattached_days"], n=u["unattached_recordings"]["count"]
@@ -287,7 +293,7 @@ def print_sample(data: dict[str, Any]) -> None:
     heads = _heads(
         N_("case number"), N_("action"), N_("row id"), N_("verdict"), N_("rectification")
     )
-    out.print(_table(heads, rows, whole=3))
+    print_rows(out, heads, rows, keys=(0, 1, 2))
     check = data["check"]
     if check["population_changed"]:
         out.print(
@@ -407,7 +413,7 @@ def print_survey(rows: list[dict[str, Any]], zone: tzinfo) -> None:
         out.print(_("no devices"))
     for name, cells in units.items():
         out.print(f"[bold]{escape(name or _('(no unit)'))}[/bold]", markup=True)
-        out.print(_table(_heads(*SURVEY_HEAD), cells, whole=1))
+        print_rows(out, _heads(*SURVEY_HEAD), cells, keys=(0, 2))
 
 
 def run_report(
@@ -506,18 +512,6 @@ def _print_report_check(result: dict[str, Any], zone: tzinfo) -> None:
     )
 
 
-def _table(columns: list[str], rows: list[list[str]], *, whole: int = 0) -> Table:
-    """A table whose first ``whole`` columns (serials, officer and case numbers, ids that
-    people look up) are never wrapped: the other columns give way first."""
-    table = Table(*columns)
-    for i, column in enumerate(table.columns[:whole]):
-        column.no_wrap = True
-        column.min_width = max([1] + [cell_len(row[i]) for row in rows])
-    for row in rows:
-        table.add_row(*row)
-    return table
-
-
 def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> None:
     @cli.command("coverage")
     @click.argument("action", required=False)
@@ -535,8 +529,20 @@ def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> N
 
     @compliance_group.command("summary")
     @click.option("--unit", help="The enforcement unit (default: every unit, the district).")
-    @click.option("--from", "start", type=PERIOD, required=True, help="2026, 2026-11 or a day.")
-    @click.option("--to", "end", type=PERIOD, help="Last year, month or day (default: --from).")
+    @click.option(
+        "--from",
+        "start",
+        type=PERIOD,
+        required=True,
+        help="First year, month or day (station time): 2026, 2026-11, 2026-11-03, "
+        "2026/11/03 or 2026年11月3日.",
+    )
+    @click.option(
+        "--to",
+        "end",
+        type=PERIOD,
+        help="Last year, month or day, itself included (default: --from).",
+    )
     @json_option
     @pass_ctx
     def summary_cmd(ctx: Any, unit: str | None, start: str, end: str | None, as_json: bool) -> None:
@@ -595,7 +601,14 @@ def _register_review(cli: click.Group, pass_ctx: Decorator, json_option: Decorat
 
     @review_group.command("sample")
     @click.option("--unit", required=True, help="The enforcement unit reviewed.")
-    @click.option("--period", "period_text", required=True, help="2026, 2026-11 or a day.")
+    @click.option(
+        "--period",
+        "period_text",
+        type=PERIOD,
+        required=True,
+        help="The year, month or day reviewed (station time): 2026, 2026-11, 2026-11-03, "
+        "2026/11/03 or 2026年11月3日.",
+    )
     @click.option("--count", type=click.IntRange(min=1, max=100_000), required=True)
     @click.option("--seed", help="Seed of the draw (default: a random one, recorded).")
     @click.option("--redraw", is_flag=True, help="Draw again on a population that changed since.")

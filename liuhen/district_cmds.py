@@ -8,7 +8,6 @@ from typing import Any
 
 import click
 from rich.markup import escape
-from rich.padding import Padding
 from rich.text import Text
 
 from catalog.district_status import district_status
@@ -16,7 +15,7 @@ from config.errors import CheckFailed
 from config.i18n import N_, _
 from config.settings import zone_of
 from config.timetext import offset_text, show_clock, show_time
-from liuhen.doctor import FAIL, OK, ROLES, SKIP, WARN, run_doctor
+from liuhen.doctor import FAIL, OK, ROLES, SKIP, WARN, check_title, run_doctor
 from liuhen.output import out, print_json
 from liuhen.whole_table import print_rows
 
@@ -44,11 +43,10 @@ def print_doctor(report: Any) -> None:
     """Each check on a line of its own, its detail and what to do under it, indented:
     readable at 80 columns (long paths and URLs wrap between words, not inside them)."""
     for c in report.checks:
-        out.print(f"{_MARKS[c.status]} [bold]{escape(c.name)}[/bold]", markup=True)
-        out.print(Padding(Text(c.detail), (0, 0, 0, 4)), soft_wrap=False)
+        out.print(f"{_MARKS[c.status]} [bold]{escape(check_title(c.name))}[/bold]", markup=True)
+        _indented(Text(c.detail))
         if c.fix and c.status in (FAIL, WARN):
-            fix = Text(_("What to do: "), style="bold") + Text(c.fix)
-            out.print(Padding(fix, (0, 0, 0, 4)), soft_wrap=False)
+            _indented(Text(_("What to do: "), style="bold") + Text(c.fix))
     problems, warnings = report.count(FAIL), report.count(WARN)
     if report.ok:
         out.print(_("[green]no problems[/green] ({n} warning(s))").format(n=warnings), markup=True)
@@ -59,6 +57,16 @@ def print_doctor(report: Any) -> None:
             ),
             markup=True,
         )
+
+
+def _indented(text: Text, indent: int = 4) -> None:
+    """``text`` indented; at a terminal, wrapped between words to its width with every
+    line indented (a script reading the output gets one line per message)."""
+    text.expand_tabs(4)
+    width = max(20, out.width - indent) if out.is_terminal else 10**6
+    for line in text.wrap(out, width):
+        line.rstrip()
+        out.print(Text(" " * indent) + line, soft_wrap=True)
 
 
 def _size(n: float) -> str:

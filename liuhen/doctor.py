@@ -34,7 +34,7 @@ from catalog.heartbeat import LOST, status_of
 from catalog.models import Heartbeat, SigningKey, Station
 from catalog.signing import key_id_of, public_raw
 from config import LiuhenError, Settings, load_settings
-from config.i18n import _
+from config.i18n import N_, _
 from config.loader import mask_url
 from config.settings import CHINA_STANDARD_TIME, FfmpegSettings, zone_of
 from config.timetext import show_time
@@ -53,6 +53,42 @@ SPACE_FAIL_BYTES = 256 << 20
 TOOL_TIMEOUT_S = 15.0
 # The earliest plausible clock: a machine whose battery-backed clock reset reads 1970.
 EARLIEST_SANE = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+# The checks' names as people read them; ``Check.name`` stays English (the JSON's key).
+CHECK_TITLES = {
+    "settings": N_("settings"),
+    "data directory": N_("data directory"),
+    "signing key": N_("signing key"),
+    "catalog": N_("catalog"),
+    "catalog schema": N_("catalog schema"),
+    "key registered": N_("key registered"),
+    "clock": N_("clock"),
+    "store": N_("store"),
+    "store reachable": N_("store reachable"),
+    "store writable": N_("store writable"),
+    "store free space": N_("store free space"),
+    "store round trip": N_("store round trip"),
+    "store list": N_("store list"),
+    "store upload checks": N_("store upload checks"),
+    "store versioning": N_("store versioning"),
+    "store object lock": N_("store object lock"),
+    "custody chain heads": N_("custody chain heads"),
+    "ffmpeg": N_("ffmpeg"),
+    "ffprobe": N_("ffprobe"),
+    "ffmpeg encoders": N_("ffmpeg encoders"),
+    "staging space": N_("staging space"),
+    "sm3 engine": N_("sm3 engine"),
+    "signature engine": N_("signature engine"),
+    "station journal": N_("station journal"),
+    "dock root": N_("dock root"),
+    "services": N_("services"),
+}
+
+
+def check_title(name: str) -> str:
+    """A check's name in the reader's language (an unknown one as it is)."""
+    return _(CHECK_TITLES[name]) if name in CHECK_TITLES else name
 
 
 @dataclass

@@ -28,7 +28,14 @@ def key_table(
     title: str | None = None,
 ) -> Table:
     """A compact table whose ``keys`` columns are never wrapped (cells are plain text)."""
-    table = Table(*heads, title=title, box=box.SIMPLE_HEAD, title_justify="left")
+    table = Table(
+        *heads,
+        title=title,
+        box=box.SIMPLE_HEAD,
+        title_justify="left",
+        pad_edge=False,
+        collapse_padding=True,
+    )
     for i in keys:
         table.columns[i].no_wrap = True
     for row in rows:
