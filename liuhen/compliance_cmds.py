@@ -162,7 +162,7 @@ STATS_HEAD = (
     N_("actions"),
     N_("complete"),
     N_("partial"),
-    N_("none"),
+    N_("not recorded"),
     N_("uncertain"),
     N_("median gap (s)"),
     N_("worst gap (s)"),
@@ -199,10 +199,10 @@ def _print_unit(u: dict[str, Any], house: dict[str, Any]) -> None:
     months = {o["month"] for o in u["officers"]}
     if len(months) == 1:
         rows = [_stats_row([o["officer"], o["name"]], o) for o in u["officers"]]
-        heads = _heads(N_("officer number"), N_("name"), *STATS_HEAD)
+        heads = _heads(N_("officer number"), N_("officer name"), *STATS_HEAD)
     else:
         rows = [_stats_row([o["officer"], o["name"], o["month"]], o) for o in u["officers"]]
-        heads = _heads(N_("officer number"), N_("name"), N_("month"), *STATS_HEAD)
+        heads = _heads(N_("officer number"), N_("officer name"), N_("month"), *STATS_HEAD)
     if rows:
         print_rows(out, heads, rows, keys=(0,))
     out.print(
