@@ -113,12 +113,14 @@ def run_status(app: Any, as_json: bool, expiry_days: int) -> None:
         return
     zone = zone_of(app.settings.station.time_zone)
     out.print(
-        _("[bold]留痕 district[/bold] {catalog}, as of {when}").format(
-            catalog=escape(app.catalog.display_url), when=show_time(status["generated_at"], zone)
+        _("[bold]留痕 district[/bold], as of {when}").format(
+            when=show_time(status["generated_at"], zone)
         ),
         markup=True,
         soft_wrap=False,
     )
+    # The catalog on a line of its own: a long URL wraps alone.
+    out.print(_("catalog: {url}").format(url=app.catalog.display_url), markup=False)
     _print_stations(status["stations"], zone)
     _print_processes(status["processes"])
     _print_queue(status["queue"])
@@ -227,7 +229,8 @@ def _print_quarantined(q: dict[str, Any]) -> None:
     out.print(_("[yellow]{n} quarantined file(s)[/yellow]").format(n=q["count"]), markup=True)
     for f in q["items"][:10]:
         # The file on a line of its own: a long path is never broken by the reason.
-        out.print(f"  {f['station_id']} {f['path']}", markup=False, soft_wrap=False)
+        out.print(f"  {f['station_id']}:", markup=False, soft_wrap=False)
+        out.print(f"    {f['path']}", markup=False, soft_wrap=False)
         out.print(f"      {f['reason']}", markup=False, soft_wrap=False)
 
 

@@ -86,6 +86,23 @@ CHECK_TITLES = {
 }
 
 
+# Fixed details other packages give (the store's checks, the signature engine): shown in
+# the reader's language; details with values in them are shown as given.
+KNOWN_DETAILS = (
+    N_("write permission on the root"),
+    N_("write, read back, verify and delete a probe object"),
+    N_("not available on a directory store; retention is enforced by the catalog"),
+    N_("list objects under the prefix"),
+    N_("never enabled"),
+    N_("libsodium, OpenSSL for rejections"),
+)
+
+
+def known_text(detail: str) -> str:
+    """A detail of KNOWN_DETAILS translated; any other as it is."""
+    return _(detail) if detail in KNOWN_DETAILS else detail
+
+
 def check_title(name: str) -> str:
     """A check's name in the reader's language (an unknown one as it is)."""
     return _(CHECK_TITLES[name]) if name in CHECK_TITLES else name
@@ -584,7 +601,7 @@ def _store_ok(name: str, what: str, detail: str, is_s3: bool, lock: bool, bucket
             f"versioning {detail}",
             _("enable versioning on bucket {bucket} (Object Lock needs it)").format(bucket=bucket),
         )
-    return Check(name, OK, detail)
+    return Check(name, OK, known_text(detail))
 
 
 def _store_problem(
@@ -793,7 +810,7 @@ def _signature_engine() -> Check:
             _("OpenSSL only: custody checks of large bags take about twice as long"),
             _("install libsodium (Debian: apt-get install libsodium23; bash scripts/setup.sh)"),
         )
-    return Check("signature engine", OK, signature_engine())
+    return Check("signature engine", OK, known_text(signature_engine()))
 
 
 def _space(st: _State, role: str) -> Check:

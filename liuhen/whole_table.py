@@ -14,10 +14,16 @@ import io
 from collections.abc import Sequence
 
 from rich import box
+from rich.cells import cell_len
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
+
+from config.i18n import _
+
+# Cells up to this wide are kept on one line (a state, a time, a count with its label).
+SHORT_CELL = 24
 
 
 def key_table(
@@ -36,8 +42,10 @@ def key_table(
         pad_edge=False,
         collapse_padding=True,
     )
-    for i in keys:
-        table.columns[i].no_wrap = True
+    for i, column in enumerate(table.columns):
+        # Never "…": a cell too wide for its column folds rather than loses its end.
+        column.overflow = "fold"
+        column.no_wrap = i in keys
     for row in rows:
         table.add_row(*(Text(cell) for cell in row))
     return table
@@ -61,7 +69,13 @@ def print_rows(
 ) -> None:
     """``rows`` as a table if its key columns fit ``console`` whole, else as blocks."""
     table = key_table(heads, rows, keys=keys, title=title)
+    # The table is drawn when the keys fit whole and every short cell (a state, a number,
+    # a time) does too, and no longer cell has a word broken inside: a table squeezed
+    # further reads worse than blocks.
     values = [row[i] for row in rows for i in keys]
+    for row in rows:
+        for cell in row:
+            values += [cell] if cell_len(cell) <= SHORT_CELL else cell.split()
     if fits(table, values, console.width):
         console.print(table)
         return
@@ -74,5 +88,6 @@ def print_rows(
         )
         for i, (head, cell) in enumerate(zip(heads, row, strict=True)):
             if i not in keys and cell:
-                console.print(f"  {escape(head)}: {escape(cell)}", soft_wrap=False)
+                line = _("{heading}: {value}").format(heading=escape(head), value=escape(cell))
+                console.print("  " + line, soft_wrap=False)
 
