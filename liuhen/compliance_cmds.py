@@ -15,7 +15,7 @@ from rich.markup import escape
 from config.errors import CheckFailed
 from config.i18n import N_, _
 from config.settings import CHINA_STANDARD_TIME, zone_of
-from config.timetext import iso_time, show_clock, show_day, show_time
+from config.timetext import iso_time, offset_text, show_clock, show_day, show_time
 from liuhen.actor import actor_option
 from liuhen.output import out, print_json
 from liuhen.progress import job_progress
@@ -411,9 +411,15 @@ def print_survey(rows: list[dict[str, Any]], zone: tzinfo) -> None:
         )
     if not units:
         out.print(_("no devices"))
+    # The clock column leaves the offset out to stay narrow: the unit's line names it.
+    offset = offset_text(datetime.now(UTC).astimezone(zone))
     for name, cells in units.items():
-        out.print(f"[bold]{escape(name or _('(no unit)'))}[/bold]", markup=True)
-        print_rows(out, _heads(*SURVEY_HEAD), cells, keys=(0, 2))
+        out.print(
+            f"[bold]{escape(name or _('(no unit)'))}[/bold] "
+            + escape(_("(times {offset})").format(offset=offset)),
+            markup=True,
+        )
+        print_rows(out, [_(h) for h in SURVEY_HEAD], cells, keys=(0, 2))
 
 
 def run_report(

@@ -40,6 +40,7 @@ def key_table(
         box=box.SIMPLE_HEAD,
         title_justify="left",
         pad_edge=False,
+        show_edge=False,
         collapse_padding=True,
     )
     for i, column in enumerate(table.columns):
