@@ -25,6 +25,12 @@ Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 ROW_ID = click.IntRange(min=1, max=2**31 - 1)
 
 
+def say(*objects: Any, markup: bool = False) -> None:
+    """Print for a person: at a terminal, wrapped between words at its width (a number,
+    a time or an id is never split across lines); in a pipe, one line per message."""
+    out.print(*objects, markup=markup, soft_wrap=not out.is_terminal)
+
+
 def station_zone(app: Any) -> tzinfo:
     """The zone people at this station read and type times in (station.time_zone)."""
     return zone_of(app.settings.station.time_zone)
@@ -49,14 +55,14 @@ def print_coverage(cov: Any, zone: tzinfo) -> None:
     head = _("[bold]action {id}[/bold] {external} of {case}").format(
         id=a.id, external=escape(a.external_id), case=escape(a.case_number)
     )
-    out.print(head, markup=True)
+    say(head, markup=True)
     span = _("{start} → {end} ({seconds})").format(
         start=show_time(a.start, zone),
         end=show_time(a.end, zone),
         seconds=_secs(cov.together.window_s),
     )
-    out.print("  " + span + (_(" at {place}").format(place=a.place) if a.place else ""))
-    out.print(
+    say("  " + span + (_(" at {place}").format(place=a.place) if a.place else ""))
+    say(
         "  "
         + _("{status}, rule: {rule}; share {share}, longest gap {gap}").format(
             status=_(STATUS_TEXT[cov.status]),
@@ -66,16 +72,16 @@ def print_coverage(cov: Any, zone: tzinfo) -> None:
         )
     )
     for why in cov.reasons:
-        out.print("  " + _("[yellow]uncertain[/yellow] {why}").format(why=escape(why)), markup=True)
+        say("  " + _("[yellow]uncertain[/yellow] {why}").format(why=escape(why)), markup=True)
     for o in cov.officers:
         _print_officer(o, cov.rules.gap_threshold_s, zone)
     if not cov.officers:
-        out.print("  " + _("no officers recorded for this action"))
+        say("  " + _("no officers recorded for this action"))
 
 
 def _print_officer(o: Any, threshold: float, zone: tzinfo) -> None:
     lay = o.layout
-    out.print(
+    say(
         "  "
         + _(
             "officer {number} {name}: {share} ({n} recording(s)), started late {late}, "
@@ -90,7 +96,7 @@ def _print_officer(o: Any, threshold: float, zone: tzinfo) -> None:
         )
     )
     for g in lay.gaps(threshold):
-        out.print(
+        say(
             "    "
             + _("gap {start} → {end} ({seconds})").format(
                 start=show_time(g.start, zone), end=show_time(g.end, zone), seconds=_secs(g.seconds)
@@ -117,7 +123,7 @@ def run_coverage(app: Any, action: str | None, case: str | None, as_json: bool) 
     for cov in found:
         print_coverage(cov, zone)
     if not found:
-        out.print(_("case {number} has no enforcement actions").format(number=case))
+        say(_("case {number} has no enforcement actions").format(number=case))
 
 
 class _Period(click.ParamType):  # type: ignore[type-arg]
@@ -176,7 +182,7 @@ def _heads(*heads: str) -> list[str]:
 def print_summary(data: dict[str, Any], zone: tzinfo) -> None:
     from compliance.render import last_day
 
-    out.print(
+    say(
         _("Full-process record {first} to {last}, rule: {rule}").format(
             first=show_day(data["from"], zone),
             last=last_day(data["to"], zone),
@@ -191,7 +197,7 @@ def print_summary(data: dict[str, Any], zone: tzinfo) -> None:
 
 
 def _print_unit(u: dict[str, Any], house: dict[str, Any]) -> None:
-    out.print(f"\n[bold]{escape(u['unit'] or _('(no unit)'))}[/bold]", markup=True)
+    say(f"\n[bold]{escape(u['unit'] or _('(no unit)'))}[/bold]", markup=True)
     rows = [_stats_row([m["month"]], m) for m in u["months"]]
     print_rows(out, _heads(N_("month"), *STATS_HEAD), [*rows, _stats_row([_("total")], u)])
     # One month: the month column says nothing the table above does not (and 80 columns
@@ -205,13 +211,13 @@ def _print_unit(u: dict[str, Any], house: dict[str, Any]) -> None:
         heads = _heads(N_("officer number"), N_("officer name"), N_("month"), *STATS_HEAD)
     if rows:
         print_rows(out, heads, rows, keys=(0,))
-    out.print(
+    say(
         _("recordings attached to no case after {days} days: {n}").format(
             days=house["unattached_days"], n=u["unattached_recordings"]["count"]
         )
     )
     undocked = ", ".join(d["serial"] for d in u["undocked_devices"]) or _("none")
-    out.print(
+    say(
         _("devices not docked for {days} days: {serials}").format(
             days=house["undocked_days"], serials=undocked
         )
@@ -222,7 +228,7 @@ def _print_unit(u: dict[str, Any], house: dict[str, Any]) -> None:
         )
         for d in u["clock_off_devices"]
     )
-    out.print(
+    say(
         _("devices whose clock was off by over {seconds}: {serials}").format(
             seconds=_secs(house["clock_off_s"]), serials=off or _("none")
         )
@@ -262,7 +268,7 @@ def run_summary(
 
 
 def print_sample(data: dict[str, Any]) -> None:
-    out.print(
+    say(
         _(
             "review sample {sample}: {unit} {period}, {n} of {population} action(s), "
             "seed {seed}, population {digest}…, drawn by {who}"
@@ -296,14 +302,14 @@ def print_sample(data: dict[str, Any]) -> None:
     print_rows(out, heads, rows, keys=(0, 1, 2))
     check = data["check"]
     if check["population_changed"]:
-        out.print(
+        say(
             _("[yellow]population changed since the draw:[/yellow] {changes}").format(
                 changes=escape(check["changes_text"])
             ),
             markup=True,
         )
     if not check["redraw_matches"] or not check["population_hash_matches"]:
-        out.print(
+        say(
             _("[red]✗[/red] the recorded sample does not redraw from its seed and population"),
             markup=True,
         )
@@ -337,7 +343,7 @@ def run_sample(
         print_json(data)
         return
     if not new:
-        out.print(
+        say(
             _("same seed, same population: the sample drawn before (#{sample})").format(
                 sample=data["sample"]
             )
@@ -371,9 +377,7 @@ def run_survey(app: Any, unit: str | None, csv_path: str | None, as_json: bool) 
         sys.stdout.flush()
     elif csv_path is not None:
         Path(csv_path).write_bytes(to_csv(rows, zone))
-        out.print(
-            _("{n} device(s) written to {path}").format(n=len(rows), path=csv_path), markup=False
-        )
+        say(_("{n} device(s) written to {path}").format(n=len(rows), path=csv_path), markup=False)
     if as_json:
         print_json([r | {"last_docked": iso_time(r["last_docked"], zone)} for r in rows])
     elif csv_path is None:
@@ -410,11 +414,11 @@ def print_survey(rows: list[dict[str, Any]], zone: tzinfo) -> None:
             ]
         )
     if not units:
-        out.print(_("no devices"))
+        say(_("no devices"))
     # The clock column leaves the offset out to stay narrow: the unit's line names it.
     offset = offset_text(datetime.now(UTC).astimezone(zone))
     for name, cells in units.items():
-        out.print(
+        say(
             f"[bold]{escape(name or _('(no unit)'))}[/bold] "
             + escape(_("(times {offset})").format(offset=offset)),
             markup=True,
@@ -451,7 +455,7 @@ def run_report(
         print_json(signature | {"written": {k: str(v) for k, v in files.__dict__.items()}})
         return
     for path in (files.pdf, files.html, files.json, files.signature):
-        out.print(_("wrote {path}").format(path=path), markup=False)
+        say(_("wrote {path}").format(path=path), markup=False)
 
 
 def _record_report(
@@ -490,16 +494,16 @@ def run_verify_report(
 
 def _print_report_check(result: dict[str, Any], zone: tzinfo) -> None:
     for name, ok in result["files"].items():
-        out.print(f"{'[green]✓[/green]' if ok else '[red]✗[/red]'} {escape(name)}", markup=True)
+        say(f"{'[green]✓[/green]' if ok else '[red]✗[/red]'} {escape(name)}", markup=True)
     for p in result["problems"]:
-        out.print(f"[red]✗[/red] {escape(p)}", markup=True)
+        say(f"[red]✗[/red] {escape(p)}", markup=True)
     if not result["ok"]:
         return
     signed = _("report signed at {when} by key {key}").format(
         when=show_time(result["signed_at"], zone), key=result["key_id"]
     )
     if result["trust"] == "trusted":
-        out.print(
+        say(
             _("[green]✓[/green] {signed} of {stations} (trusted: in the key ring) verifies").format(
                 signed=escape(signed), stations=escape(", ".join(result["trusted_by"]))
             ),
@@ -508,7 +512,7 @@ def _print_report_check(result: dict[str, Any], zone: tzinfo) -> None:
         return
     # Like a bag without --trust: the signature file names its own key and station, so it
     # shows the files are as that key's holder signed them, not who that was.
-    out.print(
+    say(
         _(
             "[yellow]![/yellow] {signed}, naming station {station}: self-declared; the files "
             "match it, but anyone can sign with a key of their own (give --trust KEYRING to "
@@ -688,7 +692,7 @@ def _register_verdicts(review_group: click.Group, pass_ctx: Decorator) -> None:
                 reviewer=actor,
             )
             vid = row.id
-        out.print(
+        say(
             _("verdict {id}: action {action} of sample {sample} is {verdict}").format(
                 id=vid, action=action, sample=sample_id, verdict=verdict
             ),
@@ -714,4 +718,4 @@ def _register_verdicts(review_group: click.Group, pass_ctx: Decorator) -> None:
                 actor=actor,
                 zone=station_zone(app),
             )
-        out.print(_("verdict {id} marked rectified").format(id=verdict_id))
+        say(_("verdict {id} marked rectified").format(id=verdict_id))

@@ -91,6 +91,7 @@ PROCESS_STATES = {
     "died": N_("died"),
     "stopped": N_("stopped"),
 }
+PROCESS_ROLES = {"station": N_("station"), "worker": N_("worker")}
 QUEUE_STATES = (
     ("PENDING", N_("pending")),
     ("CLAIMED", N_("claimed")),
@@ -127,6 +128,7 @@ def run_status(app: Any, as_json: bool, expiry_days: int) -> None:
     _print_stuck(status["stuck"], zone)
     fails = status["failures"]
     if fails["count"]:
+        out.print()
         out.print(_("[red]{n} failed item(s)[/red]").format(n=fails["count"]), markup=True)
         print_failures_by_recording(fails)
     _print_quarantined(fails["quarantined_files"])
@@ -178,7 +180,7 @@ def _print_processes(processes: list[dict[str, Any]]) -> None:
             [
                 p["process_id"],
                 p["station_id"],
-                p["role"],
+                _(PROCESS_ROLES[p["role"]]) if p["role"] in PROCESS_ROLES else p["role"],
                 _(PROCESS_STATES[status]) if status in PROCESS_STATES else status,
                 _("{n:.0f} s ago").format(n=p["seen_s_ago"]),
                 doing,
@@ -214,6 +216,7 @@ def _stuck_reason(item: dict[str, Any], zone: Any) -> str:
 def _print_stuck(stuck: dict[str, Any], zone: Any) -> None:
     if not stuck["count"]:
         return
+    out.print()
     out.print(_("[red]{n} stuck item(s)[/red]").format(n=stuck["count"]), markup=True)
     for i in stuck["items"]:
         out.print(
@@ -226,6 +229,7 @@ def _print_stuck(stuck: dict[str, Any], zone: Any) -> None:
 def _print_quarantined(q: dict[str, Any]) -> None:
     if not q["count"]:
         return
+    out.print()
     out.print(_("[yellow]{n} quarantined file(s)[/yellow]").format(n=q["count"]), markup=True)
     for f in q["items"][:10]:
         # The file on a line of its own: a long path is never broken by the reason.
@@ -235,6 +239,7 @@ def _print_quarantined(q: dict[str, Any]) -> None:
 
 
 def _print_storage(st: dict[str, Any], ex: dict[str, Any]) -> None:
+    out.print()
     out.print(
         _(
             "storage: {total} ({originals} originals in {n} recordings, {derivatives} derivatives)"

@@ -77,6 +77,8 @@ def print_rows(
     for row in rows:
         for cell in row:
             values += [cell] if cell_len(cell) <= SHORT_CELL else cell.split()
+    if title:
+        console.print()  # a blank line between sections
     if fits(table, values, console.width):
         console.print(table)
         return
