@@ -190,7 +190,7 @@ def print_summary(data: dict[str, Any], zone: tzinfo) -> None:
         )
     )
     if data["district"] is not None:
-        head = _heads(N_("district"), *STATS_HEAD)
+        head = _heads(N_("unit"), *STATS_HEAD)
         print_rows(out, head, [_stats_row([_("whole district")], data["district"])])
     for u in data["units"]:
         _print_unit(u, data["housekeeping"])
