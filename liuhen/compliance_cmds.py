@@ -250,7 +250,9 @@ def run_summary(
             param_hint="'--to'",
         )
     settings = app.settings.compliance
-    with app.ready_catalog().session() as s:
+    # A district's year is 100,000 actions and half a minute: a bar at a terminal.
+    steps = job_progress(_("Judging enforcement actions"), total=None, enabled=not as_json)
+    with steps as p, app.ready_catalog().session() as s:
         data = summarize(
             s,
             Rules.of(settings),
@@ -260,6 +262,7 @@ def run_summary(
             end=end,
             now=now or datetime.now(UTC),
             zone=zone,
+            progress=p.update,
         )
     if as_json:
         print_json(data)

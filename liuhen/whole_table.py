@@ -93,4 +93,3 @@ def print_rows(
             if i not in keys and cell:
                 line = _("{heading}: {value}").format(heading=escape(head), value=escape(cell))
                 console.print("  " + line, soft_wrap=False)
-

@@ -63,9 +63,7 @@ def _district(tmp_path: Path) -> dict[str, Any]:
             "FfprobeError: ffprobe could not read the file\nmoov atom not found",
             failure=queue.DETERMINISTIC,
         )
-        name = s.scalar(
-            select(Recording.original_name).where(Recording.id == int(failed.subject))
-        )
+        name = s.scalar(select(Recording.original_name).where(Recording.id == int(failed.subject)))
         docking = s.scalars(select(Docking)).one()
         s.add(
             DockingFile(
