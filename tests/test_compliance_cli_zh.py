@@ -23,8 +23,8 @@ UNIT = "徐汇区市场监督管理局"
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)
+def utc(year: int, month: int, day: int, hour: int = 0) -> datetime:
+    return datetime(year, month, day, hour, tzinfo=UTC)
 
 
 # -- periods as people type them ------------------------------------------------------------
