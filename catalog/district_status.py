@@ -12,7 +12,7 @@ caller receives; the lists (stuck items, failures) are capped and carry the full
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
 from sqlalchemy import and_, func, select
@@ -34,7 +34,9 @@ from catalog.models import (
     utcnow,
 )
 from catalog.states import RecordingState
-from config.settings import RetentionSettings
+from config.i18n import _
+from config.settings import CHINA_STANDARD_TIME, RetentionSettings
+from config.timetext import show_time
 
 # Stopped and died processes stay listed this long (from when last seen), so a restart
 # is visible.
@@ -192,6 +194,7 @@ def stuck_items(
     *,
     now: datetime | None = None,
     limit: int = LIST_LIMIT,
+    zone: tzinfo = CHINA_STANDARD_TIME,
 ) -> dict[str, Any]:
     """Claimed items that are not progressing: the lease lapsed (its worker died or hung),
     or no live process owns it. Another worker takes a lapsed item at its next claim;
@@ -205,15 +208,16 @@ def stuck_items(
         owner = item.lease_owner or ""
         if item.lease_expires_at is None or item.lease_expires_at < now:
             reason = (
-                f"lease expired at {_iso(item.lease_expires_at)}: its worker died or hung"
+                _("lease expired at {at}: its worker died or hung").format(
+                    at=show_time(item.lease_expires_at, zone)
+                )
                 if item.lease_expires_at
-                else "claimed without a lease"
+                else _("claimed without a lease")
             )
         elif not _owner_alive(owner, alive):
-            reason = (
-                f"no live heartbeat from its owner {owner} "
-                f"(none within {ALIVE_FACTOR} heartbeat intervals)"
-            )
+            reason = _(
+                "no live heartbeat from its owner {owner} (none within {count} heartbeat intervals)"
+            ).format(owner=owner, count=ALIVE_FACTOR)
         else:
             continue
         items.append(
