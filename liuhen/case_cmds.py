@@ -521,8 +521,9 @@ def _show_case_head(app: Any, report: dict[str, Any]) -> None:
         closed = datetime.fromisoformat(report["closed_at"])
         fields.append((_("closed at"), local_time(app, closed)))
     for label, value in fields:
-        # soft_wrap off: a long title wraps at the terminal's width under its label.
-        out.print(f"  {label}: {value or '—'}", markup=False, soft_wrap=False)
+        # At a terminal a long title wraps at a space, not wherever the screen ends; in a
+        # pipe each field stays one line.
+        out.print(f"  {label}: {value or '—'}", markup=False, soft_wrap=not out.is_terminal)
 
 
 def _show_actions(actions: list[dict[str, Any]], zone: tzinfo) -> None:
@@ -564,11 +565,15 @@ def _show_recordings(report: dict[str, Any], zone: tzinfo) -> None:
                 offset=zone_suffix(zone).strip(" ()"),
             ),
             markup=False,
-            soft_wrap=False,
+            soft_wrap=not out.is_terminal,
         )
         out.print(f"      sha256 {r['sha256']}", markup=False)
         out.print(f"      sm3    {r['sm3']}", markup=False)
-        out.print("      " + _("why: {why}").format(why=r["why"]), markup=False, soft_wrap=False)
+        out.print(
+            "      " + _("why: {why}").format(why=r["why"]),
+            markup=False,
+            soft_wrap=not out.is_terminal,
+        )
     for r in report["detached"]:
         out.print(
             "  "
@@ -580,7 +585,7 @@ def _show_recordings(report: dict[str, Any], zone: tzinfo) -> None:
                 reason=r["detach_reason"],
             ),
             markup=False,
-            soft_wrap=False,
+            soft_wrap=not out.is_terminal,
         )
 
 
@@ -606,7 +611,7 @@ def run_attach(app: Any, number: str, ref: str, reason: str, actor: str) -> None
     out.print(
         text.format(id=rec.id, name=name, sha=rec.sha256[:16], number=number),
         markup=False,
-        soft_wrap=False,
+        soft_wrap=not out.is_terminal,
     )
 
 
@@ -629,7 +634,7 @@ def run_detach(app: Any, number: str, ref: str, reason: str, actor: str, force: 
         line += _(" (exported in {exports}: override recorded)").format(
             exports=", ".join(details["exports"])
         )
-    out.print(line, markup=False, soft_wrap=False)
+    out.print(line, markup=False, soft_wrap=not out.is_terminal)
 
 
 # --- retention ------------------------------------------------------------------------------
@@ -658,9 +663,9 @@ def run_explain(app: Any, ref: str, as_json: bool) -> None:
     )
     if decision.expired:
         head += _("; expired")
-    out.print(head, markup=False, soft_wrap=False)
+    out.print(head, markup=False, soft_wrap=not out.is_terminal)
     for line in decision.reasons:
-        out.print(f"  - {line}", markup=False, soft_wrap=False)
+        out.print(f"  - {line}", markup=False, soft_wrap=not out.is_terminal)
     for h in decision.released_holds:
         out.print(
             "  - "
@@ -677,7 +682,7 @@ def run_explain(app: Any, ref: str, as_json: bool) -> None:
                 release_reason=h["release_reason"],
             ),
             markup=False,
-            soft_wrap=False,
+            soft_wrap=not out.is_terminal,
         )
     if decision.store_retain_until:
         out.print(
@@ -706,7 +711,7 @@ def run_hold(app: Any, ref: str, reason: str, actor: str) -> None:
             command=f"'liuhen retention release {rec.id} --hold {row.id} --reason ...'",
         ),
         markup=False,
-        soft_wrap=False,
+        soft_wrap=not out.is_terminal,
     )
 
 
@@ -726,7 +731,7 @@ def run_release(app: Any, ref: str, hold_id: int | None, reason: str, actor: str
         if left
         else _("no hold left")
     )
-    out.print(line, markup=False, soft_wrap=False)
+    out.print(line, markup=False, soft_wrap=not out.is_terminal)
 
 
 def run_review(app: Any, ref: str, reason: str, actor: str) -> None:
@@ -854,7 +859,7 @@ def _print_sweep(report: R.SweepReport, apply: bool, zone: tzinfo, as_json: bool
                     id=r["recording"], name=r["name"], error=r["error"]
                 ),
                 markup=False,
-                soft_wrap=False,
+                soft_wrap=not out.is_terminal,
             )
     else:
         out.print(_("dry run: nothing deleted (run with --apply to delete)"), markup=False)
