@@ -95,7 +95,7 @@ def time_error(text: str) -> str:
     """The refusal of a time that cannot be read, repeating it as typed."""
     return _(
         "{text!r} is not a time: write e.g. 2026-12-01 07:00, 2026/12/01 7:00 or "
-        "2026年12月1日 7时 (station time unless an offset such as +08:00 is given)"
+        "2026年12月1日 7时30分 (station time unless an offset such as +08:00 is given)"
     ).format(text=text)
 
 
@@ -485,8 +485,8 @@ def run_case_list(app: Any, status: str | None, between: tuple[Any, Any], as_jso
     ]
     columns = [
         Column(_("case number"), whole=True),
-        Column(_("title")),
-        Column(_("unit"), drop=3),
+        Column(_("title"), fold_width=16),
+        Column(_("unit"), drop=3, fold_width=12),
         Column(_("status"), whole=True),
         Column(_("retention"), whole=True, drop=1),
         Column(_("security class (密级)"), drop=2),
@@ -515,7 +515,7 @@ def _show_case_head(app: Any, report: dict[str, Any]) -> None:
         (_(FIELD_LABELS["status"]), C.status_text(report["status"])),
         (_(FIELD_LABELS["retention"]), report["retention"]),
         (_(FIELD_LABELS["security_class"]), report["security_class"]),
-        (_(FIELD_LABELS["source"]), report["source"]),
+        (_(FIELD_LABELS["source"]), _source_text(report["source"])),
     ]
     if report["closed_at"]:
         closed = datetime.fromisoformat(report["closed_at"])
@@ -523,7 +523,14 @@ def _show_case_head(app: Any, report: dict[str, Any]) -> None:
     for label, value in fields:
         # At a terminal a long title wraps at a space, not wherever the screen ends; in a
         # pipe each field stays one line.
-        out.print(f"  {label}: {value or '—'}", markup=False, soft_wrap=not out.is_terminal)
+        line = _("{label}: {value}").format(label=label, value=value or "—")
+        out.print(f"  {line}", markup=False, soft_wrap=not out.is_terminal)
+
+
+def _source_text(source: str) -> str:
+    """Where a case came from: typed in (``manual``), or the export file it was imported
+    from."""
+    return _("entered by hand") if source == "manual" else source
 
 
 def _show_actions(actions: list[dict[str, Any]], zone: tzinfo) -> None:
@@ -539,10 +546,13 @@ def _show_actions(actions: list[dict[str, Any]], zone: tzinfo) -> None:
         for a in actions
     ]
     columns = [
-        Column(_("action"), whole=True),
+        Column(_("id"), whole=True),
         Column(_("time") + zone_suffix(zone), whole=True),
-        Column(_("officers (警号)")),
-        Column(_("place"), drop=1),
+        Column(
+            _("officers (警号)"),
+            fold_width=1 + max(len(o) for a in actions for o in a["officers"] or [""]),
+        ),
+        Column(_("place"), drop=1, fold_width=10),
     ]
     title = _("enforcement actions ({count})").format(count=len(actions))
     out.print(fit_table(columns, rows, out.width, title=title))
@@ -906,7 +916,7 @@ def _register_devices(cli: click.Group, pass_ctx: Decorator, json_option: Decora
         "--start",
         type=TIME,
         required=True,
-        help="Hand-over time, station time (e.g. 2026-12-01 07:00, 2026年12月1日 7时).",
+        help="Hand-over time, station time (e.g. 2026-12-01 07:00, 2026年12月1日 7时30分).",
     )
     @click.option(
         "--end",

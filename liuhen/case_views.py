@@ -30,26 +30,31 @@ class Column:
     # 0: always shown; otherwise dropped, highest first, until the table fits.
     drop: int = 0
     justify: str = "left"
+    # The narrowest a folding column may get before optional columns are dropped for it.
+    fold_width: int = MIN_FOLD
 
 
 def fit_table(
     columns: Sequence[Column], rows: Sequence[Sequence[str]], width: int, title: str | None = None
 ) -> Table:
     """A table of ``rows`` that fits ``width`` cells: whole columns at their widest value,
-    optional columns dropped (highest ``drop`` first) while it would not fit."""
-    keep = list(range(len(columns)))
+    optional columns dropped (highest ``drop`` first) while it would not fit, and optional
+    columns with nothing in them left out."""
+    keep = [
+        i
+        for i, col in enumerate(columns)
+        if not col.drop or any(r[i] and r[i] != "—" for r in rows)
+    ]
 
     def need(index: int) -> int:
         col = columns[index]
         widest = max([cell_len(col.header), *(cell_len(r[index]) for r in rows)])
-        return widest if col.whole else min(widest, MIN_FOLD)
+        return widest if col.whole else min(widest, col.fold_width)
 
     def total() -> int:
         return sum(need(i) for i in keep) + GAP * (len(keep) - 1)
 
-    for index in sorted(
-        (i for i, c in enumerate(columns) if c.drop), key=lambda i: -columns[i].drop
-    ):
+    for index in sorted((i for i in keep if columns[i].drop), key=lambda i: -columns[i].drop):
         if total() <= width:
             break
         keep.remove(index)
