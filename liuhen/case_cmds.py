@@ -246,9 +246,9 @@ def run_device_list(app: Any, as_json: bool) -> None:
         Column(_("serial"), whole=True),
         Column(_("model"), drop=2),
         Column(_("unit"), drop=3),
-        Column(_("registered"), drop=1),
+        Column(_("registered"), drop=4),
         Column(_("officer number (警号)"), whole=True),
-        Column(_("name")),
+        Column(_("name"), drop=1),
         Column(_("from") + offset, whole=True),
         Column(_("until") + offset, whole=True),
     ]

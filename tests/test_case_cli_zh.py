@@ -253,3 +253,25 @@ def test_case_life_messages_in_chinese_and_english(
     assert_chinese(listing.out)
     english = run_cli(capsys, "--lang", "en", "case", "list")
     assert "case number" in english.out and "closed" in english.out
+
+
+def test_imports_show_progress_at_a_terminal_only(
+    app: Any,
+    capsys: pytest.CaptureFixture[str],
+    zh: None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from rich.console import Console
+
+    import liuhen.progress
+
+    path = tmp_path / "export.csv"
+    path.write_text(CSV, encoding="utf-8")
+    screen = io.StringIO()
+    monkeypatch.setattr(liuhen.progress, "err", Console(file=screen, force_terminal=True, width=80))
+    r = run_cli(capsys, "case", "import", str(path), "--json")
+    assert r.code == 3 and json.loads(r.out)["rows"] == 3
+    assert screen.getvalue() == ""  # --json: for programs, no bar
+    r = run_cli(capsys, "case", "import", str(path))
+    assert "正在导入案件" in screen.getvalue()
