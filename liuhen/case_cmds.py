@@ -25,7 +25,14 @@ from catalog import retention as R
 from config.errors import EXIT_USAGE, CheckFailed, LiuhenError, PartlyRefused
 from config.i18n import N_, _
 from config.settings import zone_of
-from config.timetext import TimeTextError, parse_instant, parse_range, parse_time, show_time
+from config.timetext import (
+    TimeTextError,
+    iso_time,
+    parse_instant,
+    parse_range,
+    parse_time,
+    show_time,
+)
 from liuhen.actor import actor_option
 from liuhen.case_views import Column, fit_table, minutes, span, zone_suffix
 from liuhen.output import err, out, print_json
@@ -846,7 +853,9 @@ def _print_sweep(report: R.SweepReport, apply: bool, zone: tzinfo, as_json: bool
             {
                 "applied": report.applied,
                 "due": [d.as_dict(zone) for d in report.due],
-                "deleted": report.deleted,
+                "deleted": [
+                    {**d, "keep_until": iso_time(d.get("keep_until"), zone)} for d in report.deleted
+                ],
                 "refused": report.refused,
             }
         )
