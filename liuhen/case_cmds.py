@@ -774,8 +774,8 @@ def _due_table(due: list[R.Decision], zone: tzinfo, title: str) -> Any:
     columns = [
         Column(_("id"), whole=True, justify="right"),
         Column(_("file name"), whole=True),
-        Column("sha256", whole=True, drop=1),
-        Column(_("kept until") + zone_suffix(zone), whole=True, drop=2),
+        Column("sha256", whole=True, drop=2),
+        Column(_("kept until") + zone_suffix(zone), whole=True, drop=1),
     ]
     return fit_table(columns, rows, out.width, title=title)
 

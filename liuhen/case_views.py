@@ -15,7 +15,8 @@ from rich.table import Table
 
 from config.timetext import offset_text, show_time
 
-# Two spaces between columns (padding 1 on each side, none at the table's edges).
+# Two cells between columns: the box's (blank) divider and one cell of padding before it;
+# none at the table's edges.
 GAP = 2
 # A folding column narrower than this reads as a column of single characters.
 MIN_FOLD = 8
@@ -62,6 +63,7 @@ def fit_table(
         box=box.SIMPLE_HEAD,
         show_edge=False,
         pad_edge=False,
+        padding=(0, 1, 0, 0),
         title=title,
         title_justify="left",
         expand=False,

@@ -4,6 +4,7 @@ line, long Chinese titles fold instead, and nothing runs past the screen's edge.
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import Any
 
@@ -31,6 +32,12 @@ def _shown(argv: list[str], width: int) -> str:
     """The screen in Chinese (the default), checked for width and English leftovers."""
     text = screen(argv, width=width, env={"LIUHEN_LANG": "zh"})
     assert widest_line(text) <= width, text
+    # The terminal wraps what runs past its edge: a table's rule would then go on, on
+    # the next line.
+    lines = text.splitlines()
+    for rule, after in zip(lines, lines[1:], strict=False):
+        if rule and set(rule) == {"─"}:
+            assert not after.startswith("─"), f"wider than {width} columns:\n{text}"
     assert_chinese(text)
     return text
 
@@ -142,3 +149,8 @@ def test_retention_sweep_keeps_file_names_whole(app: Any, width: int) -> None:
     text = _shown(liuhen("retention", "sweep"), width)
     assert_whole(text, *names)
     assert "试运行" in text
+    [row] = [line.split() for line in text.splitlines() if names[0] in line]
+    # Each name with the day and minute it was kept until (the unattached minimum).
+    assert re.fullmatch(r"2025-\d\d-\d\d", row[-2]) and re.fullmatch(r"\d\d:\d\d", row[-1])
+    if width == 120:  # room for the digest prefix too
+        assert re.fullmatch(r"[0-9a-f]{16}", row[2]), row
