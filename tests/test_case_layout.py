@@ -4,6 +4,7 @@ line, long Chinese titles fold instead, and nothing runs past the screen's edge.
 
 from __future__ import annotations
 
+import itertools
 import re
 import sys
 from typing import Any
@@ -35,7 +36,7 @@ def _shown(argv: list[str], width: int) -> str:
     # The terminal wraps what runs past its edge: a table's rule would then go on, on
     # the next line.
     lines = text.splitlines()
-    for rule, after in zip(lines, lines[1:], strict=False):
+    for rule, after in itertools.pairwise(lines):
         if rule and set(rule) == {"─"}:
             assert not after.startswith("─"), f"wider than {width} columns:\n{text}"
     assert_chinese(text)
