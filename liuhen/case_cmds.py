@@ -156,6 +156,13 @@ def run_device_assign(
 ) -> None:
     zone = station_zone(app)
     start, end = times[0].at(zone), times[1].at(zone) if times[1] else None
+    if end is not None and end <= start:
+        raise click.BadParameter(
+            _("--end {end!r} is not after --start {start!r}").format(
+                end=times[1].text if times[1] else "", start=times[0].text
+            ),
+            param_hint="--end",
+        )
     with app.ready_catalog().transaction() as s:
         row, changed = D.assign_device(
             s,
@@ -408,6 +415,13 @@ def run_case_action(
 ) -> None:
     zone = station_zone(app)
     start, end = times[0].at(zone), times[1].at(zone)
+    if end < start:
+        raise click.BadParameter(
+            _("--end {end!r} is before --start {start!r}").format(
+                end=times[1].text, start=times[0].text
+            ),
+            param_hint="--end",
+        )
     with app.ready_catalog().transaction() as s:
         action, _new = C.add_action(
             s,
@@ -446,9 +460,9 @@ def run_case_action(
 def action_range(app: Any, start: str | None, end: str | None) -> tuple[Any, Any]:
     """``--from``/``--to`` as the half-open range [from, to) in UTC; ``--to`` is the first
     moment not included, and a range that holds nothing is refused saying so."""
-    for text in (start, end):
+    for option, text in (("--from", start), ("--to", end)):
         if text and _unreadable(text):
-            raise click.BadParameter(time_error(text))
+            raise click.BadParameter(time_error(text), param_hint=option)
     try:
         return parse_range(start, end, station_zone(app))
     except TimeTextError as exc:

@@ -73,6 +73,21 @@ def test_a_time_that_is_not_one_is_refused_as_typed(
         capsys, "--lang", "en", "device", "assign", SERIAL, "010203", "--start", "2026-13-01"
     )
     assert r.code == 2 and "'2026-13-01' is not a time" in r.err
+    # An end before the start is refused with both times as typed.
+    r = run_cli(
+        capsys,
+        "device",
+        "assign",
+        SERIAL,
+        "010203",
+        "--start",
+        "2026年12月2日 8时00分",
+        "--end",
+        "2026/12/02 07:00",
+    )
+    assert r.code == 2 and "'2026/12/02 07:00' 不晚于 --start '2026年12月2日 8时00分'" in r.err
+    r = run_cli(capsys, "case", "list", "--from", "昨天")
+    assert r.code == 2 and "--from" in r.err and "'昨天' 不是时间" in r.err
 
 
 def test_an_action_across_midnight_utc_is_on_its_shanghai_day(
