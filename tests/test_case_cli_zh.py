@@ -290,3 +290,24 @@ def test_imports_show_progress_at_a_terminal_only(
     assert screen.getvalue() == ""  # --json: for programs, no bar
     r = run_cli(capsys, "case", "import", str(path))
     assert "正在导入案件" in screen.getvalue()
+
+
+def test_retention_explain_and_holds_in_chinese(
+    app: Any, capsys: pytest.CaptureFixture[str], zh: None
+) -> None:
+    rec_id, name = _due_recording(app)
+    explained = run_cli(capsys, "retention", "explain", str(rec_id))
+    assert explained.code == 0 and name in explained.out
+    assert "未关联最短保管期" in explained.out and "+08:00" in explained.out
+    assert_chinese(explained.out)
+    held = run_cli(capsys, "retention", "hold", name, "--reason", "行政诉讼 2026-001")
+    assert held.code == 0 and "已施加法律保全" in held.out
+    assert_chinese(held.out)
+    again = run_cli(capsys, "retention", "hold", str(rec_id), "--reason", "行政复议")
+    refused = run_cli(capsys, "retention", "release", str(rec_id), "--reason", "结案")
+    assert again.code == 0 and refused.code == 2 and "--hold ID" in refused.err
+    assert "行政诉讼 2026-001" in refused.err and "+08:00" in refused.err
+    # (the "what to do" label is the command line's own, translated in its area)
+    assert_chinese(refused.err.replace("what to do:", ""))
+    data = json.loads(run_cli(capsys, "retention", "explain", str(rec_id), "--json").out)
+    assert data["rule"] == "legal-hold" and data["holds"][0]["reason"] == "行政诉讼 2026-001"
