@@ -60,3 +60,14 @@ def test_a_station_in_another_zone_types_and_reads_its_own_time(
     assert run_cli(capsys, "case", "import", str(path)).code == 0
     shown = run_cli(capsys, "case", "show", NUMBER)
     assert "2026-12-02 08:55–09:40" in shown.out and "(+06:00)" in shown.out
+
+
+def test_district_status_gives_times_at_the_offset_asked(app: Any) -> None:
+    from catalog.district_status import district_status
+    from config.settings import zone_of
+
+    with app.catalog.session() as s:
+        shanghai = district_status(s, zone=zone_of("Asia/Shanghai"))
+        plain = district_status(s)
+    assert shanghai["generated_at"].endswith("+08:00")
+    assert plain["generated_at"].endswith("+00:00")  # programs that asked for nothing
