@@ -449,8 +449,9 @@ def _report_usage(exc: click.ClickException, as_json: bool) -> None:
     hint = None
     ctx = getattr(exc, "ctx", None)
     if ctx is not None and ctx.command.get_help_option(ctx) is not None:
+        names = ctx.command.get_help_option_names(ctx)
         hint = _("Try '{command} {option}' for help.").format(
-            command=ctx.command_path, option=ctx.help_option_names[0]
+            command=ctx.command_path, option=max(names, key=len)
         )
     _print_error_json(exc.format_message(), hint, exc.exit_code, type(exc).__name__)
 
