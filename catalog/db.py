@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from catalog.errors import CatalogUnavailable, SchemaOutOfDate
+from config.i18n import _
 from config.loader import mask_url
 
 _IMMEDIATE = "liuhen_immediate"
@@ -116,9 +117,13 @@ class Catalog:
         except OperationalError as exc:
             if _is_connection_error(exc):
                 raise CatalogUnavailable(
-                    f"catalog {self.display_url} is unreachable: {str(exc.orig).strip()}",
-                    hint="check that the database is running and catalog.url is right; "
-                    "nothing was lost, retry",
+                    _("catalog {url} is unreachable: {error}").format(
+                        url=self.display_url, error=str(exc.orig).strip()
+                    ),
+                    hint=_(
+                        "check that the database is running and catalog.url is right; "
+                        "nothing was lost, retry"
+                    ),
                 ) from exc
             raise
 
@@ -140,13 +145,14 @@ class Catalog:
             return
         if current is None:
             raise SchemaOutOfDate(
-                f"catalog {self.display_url} has no 留痕 schema",
-                hint="run 'liuhen init' (new installation) or 'liuhen db upgrade'",
+                _("catalog {url} has no 留痕 schema").format(url=self.display_url),
+                hint=_("run 'liuhen init' (new installation) or 'liuhen db upgrade'"),
             )
         raise SchemaOutOfDate(
-            f"catalog {self.display_url} is at schema revision {current}, "
-            f"this version of 留痕 needs {head}",
-            hint="run 'liuhen db upgrade' (back up the catalog first)",
+            _(
+                "catalog {url} is at schema revision {current}, this version of 留痕 needs {head}"
+            ).format(url=self.display_url, current=current, head=head),
+            hint=_("run 'liuhen db upgrade' (back up the catalog first)"),
         )
 
     def upgrade(self) -> tuple[str | None, str]:

@@ -14,7 +14,7 @@ import click
 
 from config import LiuhenError, load_settings, settings_as_dict
 from config.errors import EXIT_SOFTWARE, CheckFailed
-from config.i18n import _, set_language, translate_click
+from config.i18n import _, normalise_language, set_language, translate_click
 from liuhen import __version__
 from liuhen.actor import actor_option
 from liuhen.localized import LocalizedGroup
@@ -395,7 +395,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     args = list(sys.argv[1:] if argv is None else argv)
     verbose = "-v" in args or "--verbose" in args
     as_json = "--json" in args
-    set_language(None)
+    set_language(_early_language(args))
     translate_click()
     configure_logging(verbose)
     try:
@@ -428,6 +428,23 @@ def main(argv: list[str] | None = None) -> NoReturn:
             err.print(hint, markup=False)
         sys.exit(EXIT_SOFTWARE)
     sys.exit(0)
+
+
+def _early_language(args: list[str]) -> str | None:
+    """The --lang given, read before click parses anything: click builds some of its own
+    texts (the --help option's help) before an eager option's callback runs."""
+    for i, arg in enumerate(args):
+        if arg == "--":
+            break
+        value = arg.partition("=")[2] if arg.startswith("--lang=") else None
+        if arg == "--lang" and i + 1 < len(args):
+            value = args[i + 1]
+        if value:
+            try:
+                return normalise_language(value)
+            except ValueError:
+                return None  # click says what --lang accepts
+    return None
 
 
 def _fail(as_json: bool, message: str, code: int, kind: str) -> None:

@@ -27,22 +27,29 @@ def translated_doc(text: str | None) -> str | None:
 
 @contextmanager
 def _reader_language(command: click.Command) -> Iterator[None]:
-    """The command's and its options' help translated while click formats it."""
+    """The command's and its options' help translated while click formats it (an
+    option's ``show_default`` text too, e.g. the --actor default "OS user")."""
     saved_command = (command.help, command.short_help, command.epilog)
-    saved_params = [(p, getattr(p, "help", None)) for p in command.params]
+    saved_params = [
+        (p, getattr(p, "help", None), getattr(p, "show_default", None)) for p in command.params
+    ]
     command.help = translated_doc(command.help)
     command.short_help = translated_doc(command.short_help)
     command.epilog = translated_doc(command.epilog)
-    for param, text in saved_params:
+    for param, text, default in saved_params:
         if text:
             param.help = _(text)
+        if isinstance(default, str) and default:
+            param.show_default = _(default)  # type: ignore[attr-defined]
     try:
         yield
     finally:
         command.help, command.short_help, command.epilog = saved_command
-        for param, text in saved_params:
+        for param, text, default in saved_params:
             if text:
                 param.help = text
+            if isinstance(default, str) and default:
+                param.show_default = default  # type: ignore[attr-defined]
 
 
 class LocalizedCommand(click.Command):
