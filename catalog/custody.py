@@ -287,13 +287,15 @@ class Problem:
 
     def describe(self) -> str:
         if not self.station_id:  # an anchor that could not even be read names no station
-            return f"{self.kind}: {self.detail}"
+            return _("{kind}: {detail}").format(kind=self.kind, detail=self.detail)
         where = _("station {station}").format(station=self.station_id)
         if self.seq is not None:
             where += _(" event #{seq}").format(seq=self.seq)
         if self.event_id is not None:
             where += _(" (row id {id})").format(id=self.event_id)
-        return f"{where}: {self.kind}: {self.detail}"
+        return _("{where}: {kind}: {detail}").format(
+            where=where, kind=self.kind, detail=self.detail
+        )
 
 
 @dataclass

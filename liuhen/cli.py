@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from config import LiuhenError, load_settings, settings_as_dict
+from config import LiuhenError, Settings, load_settings, settings_as_dict
 from config.errors import EXIT_SOFTWARE, CheckFailed
 from config.i18n import _, normalise_language, set_language, translate_click
 from liuhen import __version__
@@ -67,14 +67,21 @@ class Context:
     verbose: bool
     _app: App | None = None
 
-    def app(self) -> App:
-        """The station's wiring; its catalog, store and key refuse a data directory that
-        is not there (only ``init`` creates it: :meth:`App.require_data_dir`)."""
+    def app(self, *, create: bool = False) -> App:
+        """The station's wiring, for a command that works on the data directory: one
+        that is not there is refused before anything is opened (the journal, the
+        catalog, the key), because only ``init`` (``create``) makes it."""
         if self._app is None:
             from liuhen.app import App
 
-            self._app = App(load_settings(self.data_dir, self.config))
+            self._app = App(self.settings())
+        if not create:
+            self._app.require_data_dir()
         return self._app
+
+    def settings(self) -> Settings:
+        """The effective settings, without touching the data directory."""
+        return load_settings(self.data_dir, self.config)
 
 
 pass_ctx = click.make_pass_decorator(Context)
@@ -108,7 +115,7 @@ def init(ctx: Context, as_json: bool) -> None:
     """Create the data directory, settings file, signing key, catalog and store."""
     from liuhen.app import initialize
 
-    report = initialize(ctx.app())
+    report = initialize(ctx.app(create=True))
     if as_json:
         print_json(
             {
@@ -129,7 +136,7 @@ def init(ctx: Context, as_json: bool) -> None:
         for c in failed:
             err.print(
                 _("[yellow]warning[/yellow] store check '{name}': {detail}").format(
-                    name=_(c.name), detail=c.detail
+                    name=check_name(c.name), detail=c.detail
                 )
             )
 
@@ -144,7 +151,7 @@ def config_group() -> None:
 @pass_ctx
 def config_show(ctx: Context, as_json: bool) -> None:
     """Print the effective settings (file, then environment), secrets masked."""
-    data = settings_as_dict(ctx.app().settings)
+    data = settings_as_dict(ctx.settings())
     if as_json:
         print_json(data)
         return
@@ -219,9 +226,18 @@ def store_check(ctx: Context, as_json: bool) -> None:
     else:
         out.print(_("store {url}").format(url=report.url))
         for c in report.checks:
-            out.print(f"  {mark(c.ok)} {_(c.name)}: {c.detail}")
+            line = _("{name}: {detail}").format(name=check_name(c.name), detail=c.detail)
+            out.print(f"  {mark(c.ok)} {line}")
     if not report.ok:
         raise CheckFailed(_("store {url}: some checks failed").format(url=report.url))
+
+
+def check_name(name: str) -> str:
+    """A store check's name for people (JSON keeps the English name programs match)."""
+    header = name.removeprefix("verifies ")
+    if header != name:  # the S3 upload probes: "verifies Content-MD5" and such
+        return _("verifies {header}").format(header=header)
+    return _(name)
 
 
 @cli.group("custody")

@@ -52,7 +52,19 @@ def _reader_language(command: click.Command) -> Iterator[None]:
                 param.show_default = default  # type: ignore[attr-defined]
 
 
+def _help_option_in_reader_language(option: click.Option | None) -> click.Option | None:
+    """Click makes the --help option once per command and keeps it, its help already
+    translated: said again in the language of this moment (a process that switches
+    language, as the tests do, would otherwise keep the first one)."""
+    if option is not None:
+        option.help = _("Show this message and exit.")
+    return option
+
+
 class LocalizedCommand(click.Command):
+    def get_help_option(self, ctx: click.Context) -> click.Option | None:
+        return _help_option_in_reader_language(super().get_help_option(ctx))
+
     def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         with _reader_language(self):
             super().format_help(ctx, formatter)
@@ -65,6 +77,9 @@ class LocalizedCommand(click.Command):
 class LocalizedGroup(click.Group):
     command_class = LocalizedCommand
     group_class: type[click.Group] | type[type] = type  # subgroups: LocalizedGroups too
+
+    def get_help_option(self, ctx: click.Context) -> click.Option | None:
+        return _help_option_in_reader_language(super().get_help_option(ctx))
 
     def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         with _reader_language(self):

@@ -14,8 +14,11 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 LOG_FORMAT = "%(asctime)s %(name)s %(message)s"
 # Libraries that narrate their own work at INFO (alembic: "Context impl SQLiteImpl",
-# "Running upgrade", plugin set-up): detail for -v only, whatever the level of ours.
+# "Running upgrade"): detail for -v only, whatever the level of ours.
 _CHATTY = ("alembic",)
+# Set-up chatter that says nothing about this installation even to -v (alembic lists the
+# plugins it loads on every start).
+_SILENT = ("alembic.runtime.plugins",)
 
 
 def configure_logging(verbose: bool) -> None:
@@ -31,6 +34,8 @@ def configure_logging(verbose: bool) -> None:
     root.setLevel(level)
     for name in _CHATTY:
         logging.getLogger(name).setLevel(level)
+    for name in _SILENT:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def print_json(value: Any) -> None:
