@@ -91,7 +91,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON f
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Data directory [LIUHEN_HOME].")
 @click.option("--config", type=click.Path(dir_okay=False), help="Settings file [LIUHEN_CONFIG].")
-@click.option("-v", "--verbose", is_flag=True, help="Show the cause of errors.")
+@click.option("-v", "--verbose", is_flag=True, help="Log every step, and show the cause of errors.")
 @click.option(
     "--lang",
     type=click.Choice(["zh", "en"], case_sensitive=False),
