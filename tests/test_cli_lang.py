@@ -142,3 +142,19 @@ def test_help_and_usage_mistakes_in_chinese_and_english(
     assert english.code == 2 and "Error: Missing argument 'KEY_ID'" in english.err
     # --lang before anything else is read: click's own --help text follows it too.
     assert "Show this message and exit." in _ok(run_cli(capsys, "--lang", "en", "--help"))
+
+
+def test_the_settings_file_init_writes_is_commented_in_the_readers_language(
+    tmp_path: Path, chinese: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import tomllib
+
+    _ok(run_cli(capsys, "--data-dir", str(tmp_path / "zh"), "init"))
+    _ok(run_cli(capsys, "--lang", "en", "--data-dir", str(tmp_path / "en"), "init"))
+    zh = (tmp_path / "zh" / "liuhen.toml").read_text(encoding="utf-8")
+    en = (tmp_path / "en" / "liuhen.toml").read_text(encoding="utf-8")
+    assert zh.startswith("# 留痕（liuhen）本机设置。") and "# 数据目录：" in zh
+    assert en.startswith("# 留痕 (liuhen) settings for this installation.")
+    assert_chinese("\n".join(line for line in zh.splitlines() if line.startswith("# ")))
+    # Only the comments differ: the same keys and values, whichever language wrote it.
+    assert tomllib.loads(zh) == tomllib.loads(en)
