@@ -437,7 +437,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
         if as_json:
             _print_error_json(message, hint, EXIT_SOFTWARE, "internal")
         else:
-            err.print(f"liuhen: {message}", markup=False)
+            err.print(_("liuhen: {message}").format(message=message), markup=False)
         if verbose:
             traceback.print_exc()
         elif not as_json:

@@ -160,3 +160,29 @@ def test_the_demo_logs_no_digests_by_default(tmp_path: Path) -> None:
     demo = _run(tmp_path, "demo")
     assert demo.returncode == 0, demo.stderr
     assert demo.stderr == "" and not DIGEST.search(demo.stdout + demo.stderr)
+
+
+def test_an_internal_error_is_json_with_exit_70_too(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import liuhen.app
+
+    def broken(app: object) -> None:
+        raise RuntimeError("the disk caught fire")
+
+    monkeypatch.setattr(liuhen.app, "initialize", broken)
+    home = str(tmp_path / "liuhen")
+    human = run_cli(capsys, "--data-dir", home, "init")
+    assert human.code == 70 and human.out == ""
+    assert human.err.splitlines() == [
+        "liuhen: internal error: RuntimeError: the disk caught fire",
+        "run again with --verbose for the traceback, and report it",
+    ]
+    program = run_cli(capsys, "--data-dir", home, "init", "--json")
+    assert program.code == 70 and program.err == ""
+    assert _error(program.out) == {
+        "message": "internal error: RuntimeError: the disk caught fire",
+        "hint": "run again with --verbose for the traceback, and report it",
+        "exit_code": 70,
+        "kind": "internal",
+    }
