@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -158,3 +159,24 @@ def test_the_settings_file_init_writes_is_commented_in_the_readers_language(
     assert_chinese("\n".join(line for line in zh.splitlines() if line.startswith("# ")))
     # Only the comments differ: the same keys and values, whichever language wrote it.
     assert tomllib.loads(zh) == tomllib.loads(en)
+
+
+def test_an_s3_store_check_reads_in_chinese(
+    home: Path,
+    chinese: None,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    s3_endpoint: Any,
+    s3_bucket: str,
+) -> None:
+    monkeypatch.setenv("LIUHEN_STORE_URL", f"s3://{s3_bucket}/ev")
+    monkeypatch.setenv("LIUHEN_STORE_ENDPOINT_URL", s3_endpoint.url)
+    home.mkdir()
+    result = run_cli(capsys, "store", "check")
+    # moto stores bytes whatever their signed SHA-256 says: that one check fails there.
+    assert result.code == (1 if s3_endpoint.is_moto else 0), result.out + result.err
+    assert f"存储 s3://{s3_bucket}/ev" in result.out
+    assert f"可访问：{s3_endpoint.url} 上的存储桶 {s3_bucket}" in result.out
+    assert "对象锁定：存储桶未启用" in result.out and "版本控制：" in result.out
+    assert "校验 x-amz-content-sha256：" in result.out and "往返测试：" in result.out
+    assert_chinese(result.out)
