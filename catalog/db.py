@@ -44,9 +44,13 @@ class Catalog:
             parsed = parsed.set(drivername="postgresql+psycopg")
         self.dialect = parsed.get_backend_name()
         kwargs: dict[str, Any] = {"echo": echo, "future": True}
+        # The file of a SQLite catalog (None: PostgreSQL, or in memory). Its folder is
+        # made by `liuhen init` only (liuhen.app.initialize): a catalog.url naming a
+        # folder that is not there is an error, not a new empty catalog somewhere.
+        self.sqlite_file: Path | None = None
         if self.dialect == "sqlite":
             if parsed.database and parsed.database != ":memory:":
-                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+                self.sqlite_file = Path(parsed.database)
             kwargs["connect_args"] = {"timeout": busy_timeout_ms / 1000, "check_same_thread": False}
         else:
             kwargs["pool_pre_ping"] = True

@@ -89,6 +89,8 @@ def initialize(app: App) -> InitReport:
     else:
         generate_key_file(s.key_file)
         report.created.append(_("signing key {path} (Ed25519, mode 0600)").format(path=s.key_file))
+    if app.catalog.sqlite_file is not None:  # (only init makes its folder)
+        app.catalog.sqlite_file.parent.mkdir(parents=True, exist_ok=True)
     before, after = app.catalog.upgrade()
     report.schema = after
     if before == after:

@@ -186,3 +186,15 @@ def test_an_internal_error_is_json_with_exit_70_too(
         "exit_code": 70,
         "kind": "internal",
     }
+
+
+def test_a_catalog_url_naming_a_missing_folder_creates_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "liuhen"
+    assert run_cli(capsys, "--data-dir", str(home), "init").code == 0
+    typo = tmp_path / "catlog" / "catalog.sqlite3"
+    monkeypatch.setenv("LIUHEN_CATALOG_URL", f"sqlite:///{typo}")
+    result = run_cli(capsys, "--data-dir", str(home), "custody", "verify")
+    assert result.code == 69 and f"catalog sqlite:///{typo} is unreachable" in result.err
+    assert not typo.parent.exists()  # no empty catalog started in a mistyped folder
