@@ -53,7 +53,7 @@ class LiuhenError(Exception):
 
     def __str__(self) -> str:
         if self.hint:
-            return f"{self.message} ({self.hint})"
+            return _("{message} ({hint})").format(message=self.message, hint=self.hint)
         return self.message
 
 

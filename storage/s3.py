@@ -904,7 +904,7 @@ class S3Store:
             status = self._call(N_("read versioning of"), None, "get_bucket_versioning").get(
                 "Status"
             )
-            checks.append(CheckResult(N_("versioning"), True, str(status or _("never enabled"))))
+            checks.append(CheckResult(N_("versioning"), True, _versioning_text(status)))
         except StorageError as exc:
             checks.append(CheckResult(N_("versioning"), False, str(exc)))
 
@@ -1090,7 +1090,9 @@ class S3Store:
             if accepted
             else _("If-Match refuses the object's own ETag, quoted or not")
         )
-        return CheckResult(name, True, f"{if_none_match}; {if_match}")
+        return CheckResult(
+            name, True, _("{first}; {second}").format(first=if_none_match, second=if_match)
+        )
 
     def _remove_probe(self, key: str) -> CheckResult:
         try:
@@ -1283,6 +1285,17 @@ def _retention_date(when: datetime) -> datetime:
     if when.microsecond:
         when = when.replace(microsecond=0) + timedelta(seconds=1)
     return min(when, MAX_RETAIN_UNTIL)
+
+
+# In English as S3 says them (programs read the detail of `store check --json` too).
+_VERSIONING = {"Enabled": N_("Enabled"), "Suspended": N_("Suspended")}
+
+
+def _versioning_text(status: object) -> str:
+    """A bucket's versioning state as S3 names it (Enabled, Suspended), for people."""
+    if not status:
+        return _("never enabled")
+    return _(_VERSIONING.get(str(status), str(status)))
 
 
 def _protection(info: ObjectInfo) -> str:
