@@ -120,7 +120,7 @@ def _build_section(
             )
             values[f.name] = _in_range(label, _from_env(var, environ[var], typ), f)
         elif f.name in table:
-            label = f"{where}: '{section}.{f.name}'"
+            label = _("{where}: '{key}'").format(where=where, key=f"{section}.{f.name}")
             values[f.name] = _in_range(label, _from_toml(label, table[f.name], typ), f)
     return cls(**values)
 

@@ -184,3 +184,28 @@ def test_an_s3_store_check_reads_in_chinese(
     assert "对象锁定：存储桶未启用" in result.out and "版本控制：" in result.out
     assert "校验 x-amz-content-sha256：" in result.out and "往返测试：" in result.out
     assert_chinese(result.out)
+
+
+def test_settings_mistakes_are_explained_in_chinese(
+    home: Path, chinese: None, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _ok(run_cli(capsys, "init"))
+    settings = home / "liuhen.toml"
+    settings.write_text('[station]\ntime_zone = "Mars/Olympus"\n', encoding="utf-8")
+    zone = run_cli(capsys, "custody", "verify")
+    assert zone.code == 78
+    assert zone.err.splitlines() == [
+        f"liuhen：错误：{settings}：'station.time_zone' 必须是 IANA 时区名称，"
+        "实际为 'Mars/Olympus'",
+        "  处理办法：例如 Asia/Shanghai 或 UTC",
+    ]
+    settings.write_text("[store]\nmultipart_chunk_mb = 1\n", encoding="utf-8")
+    small = run_cli(capsys, "custody", "verify")
+    assert small.code == 78
+    assert f"{settings}：'store.multipart_chunk_mb' 必须在 5 与 5120 之间，实际为 1" in small.err
+    settings.unlink()
+    monkeypatch.setenv("LIUHEN_INGEST_STABLE_S", "abc")
+    env = run_cli(capsys, "custody", "verify")
+    assert env.code == 78 and "环境变量 LIUHEN_INGEST_STABLE_S 必须是数字，实际为 'abc'" in env.err
+    for result in (zone, small, env):
+        assert_chinese(result.err)
