@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-TEMPLATE = """\
+from config.i18n import N_, _
+
+# The file is written in the language of whoever runs `liuhen init` (Chinese by default):
+# comments only; keys and values are the same in every language.
+TEMPLATE = N_("""\
 # 留痕 (liuhen) settings for this installation.
 # Every key can also be set by an environment variable LIUHEN_<SECTION>_<KEY>,
 # e.g. LIUHEN_CATALOG_URL; the environment wins over this file.
@@ -125,8 +129,8 @@ doubt_margin_s = 300.0
 unattached_days = 30
 undocked_days = 7
 clock_off_s = 120.0
-"""  # noqa: E501
+""")  # noqa: E501
 
 
 def render(data_dir: Path, station_id: str) -> str:
-    return TEMPLATE.format(data_dir=data_dir, station_id=station_id)
+    return _(TEMPLATE).format(data_dir=data_dir, station_id=station_id)

@@ -13,6 +13,8 @@ from typing import Any
 
 import click
 
+from config.i18n import N_, _
+
 
 class ActorType(click.ParamType):  # type: ignore[type-arg]
     """Who acts: refused here, naming --actor, when the catalog could not record it (too
@@ -27,7 +29,11 @@ class ActorType(click.ParamType):  # type: ignore[type-arg]
         problems = actor_problems(str(value))
         if problems:
             self.fail(
-                "; ".join(problems) + " (give a shorter name: a user name or 警号)", param, ctx
+                _("{problems} (give a shorter name: a user name or 警号)").format(
+                    problems="; ".join(problems)
+                ),
+                param,
+                ctx,
             )
         return str(value)
 
@@ -40,6 +46,6 @@ def actor_option(f: Callable[..., Any]) -> Callable[..., Any]:
         "--actor",
         type=ACTOR,
         default=lambda: getpass.getuser(),
-        show_default="OS user",
+        show_default=N_("OS user"),  # translated when help is shown (liuhen.localized)
         help="Who does this (recorded in the custody log).",
     )(f)
