@@ -225,7 +225,9 @@ def recent_rows(
 def _size(n: int) -> str:
     if n >= 1e9:
         return f"{n / 1e9:.2f} GB"
-    return f"{n / 1e6:.1f} MB"
+    if n >= 1e6:
+        return f"{n / 1e6:.1f} MB"
+    return f"{n / 1e3:.1f} KB"
 
 
 def _duration(seconds: int) -> str:
@@ -308,7 +310,7 @@ def status_table(rows: list[dict[str, Any]], zone: tzinfo, width: int) -> Table:
         table.add_column(_("Data"), justify="right")
         table.add_column(_("Time left"), justify="right")
     verdicts = [_("SAFE TO CLEAR"), _("DO NOT UNPLUG")]
-    table.add_column(_("State"), min_width=max(cell_len(v) for v in verdicts) + 2)
+    table.add_column(_("State"), min_width=max(cell_len(v) for v in verdicts) + 2, overflow="fold")
     for r in rows:
         cells = [_docked_cell(r, zone)]
         if wide:
@@ -344,7 +346,7 @@ def status_view(journal: Journal, zone: tzinfo, *, show_all: bool, width: int) -
             "{n} dockings of the last 24 hours, newest first",
             len(shown),
         ).format(n=len(shown))
-    note += "; " + _("times in {zone} ({offset})").format(
+    note += "\n" + _("times in {zone} ({offset})").format(
         zone=getattr(zone, "key", str(zone)), offset=offset_text(now)
     )
     if hidden:

@@ -13,6 +13,7 @@ from typing import Any
 import click
 from rich.cells import cell_len
 from rich.markup import escape
+from rich.padding import Padding
 from rich.text import Text
 
 from catalog.attach import describe_choices, recordings_named
@@ -185,6 +186,13 @@ _RECORDING_STATES = {
     "EXPIRING": N_("being deleted (retention ended)"),
     "EXPIRED": N_("deleted (retention ended)"),
 }
+_FILE_STATES = {
+    "STORED": N_("stored"),
+    "DUPLICATE": N_("already held (same bytes)"),
+    "CLEARED": N_("stored, cleared from the recorder"),
+    "QUARANTINED": N_("quarantined"),
+    "REJECTED": N_("rejected"),
+}
 _KINDS = {
     "video": N_("video"),
     "audio": N_("audio"),
@@ -228,19 +236,30 @@ class _Fields:
         self.width = max(cell_len(label) for label in labels) + 2
 
     def line(self, label: str, value: str, *, style: str = "") -> None:
-        pad = " " * (self.width - cell_len(label))
-        head = " " * self.indent + label + pad
-        text = Text(head)
-        if cell_len(head) + cell_len(value) > out.width:
-            text.append("\n" + " " * (self.indent + 4))
-        text.append(value, style=style)
-        out.print(text, overflow="fold")
+        head = " " * self.indent + label + " " * (self.width - cell_len(label))
+        if cell_len(head) + cell_len(value) <= out.width:
+            out.print(Text.assemble(head, (value, style)))
+        else:
+            out.print(Text(" " * self.indent + label))
+            _say(Text(value, style=style), self.indent + 4)
+
+
+def _say(text: str | Text, indent: int) -> None:
+    """A line that wraps at the width of the terminal under its own indent (at spaces;
+    a name longer than the whole line is folded, never cut)."""
+    line = Text(text) if isinstance(text, str) else text
+    out.print(Padding(line, (0, 0, 0, indent), expand=False), soft_wrap=False)
 
 
 def _size_text(size: int | None) -> str:
     if size is None:
         return "—"
-    short = f"{size / 1e9:.2f} GB" if size >= 1e9 else f"{size / 1e6:.1f} MB"
+    if size >= 1e9:
+        short = f"{size / 1e9:.2f} GB"
+    elif size >= 1e6:
+        short = f"{size / 1e6:.1f} MB"
+    else:
+        short = f"{size / 1e3:.1f} KB"
     return _("{n} bytes ({short})").format(n=f"{size:,}", short=short)
 
 
@@ -262,8 +281,13 @@ def run_show(app: Any, ref: str, as_json: bool) -> None:
         print_json(report)
         return
     zone = zone_of(app.settings.station.time_zone)
-    _print_identity(report, zone)
-    _print_probe(report, zone)
+    # One column of labels for the fields of the recording, so that their values line up.
+    labels = [_("file name"), "SHA-256", "SM3", _("size"), _("device"), _("officer no.")]
+    labels += [_("capture start"), _("capture end"), _("media"), _("duration")]
+    labels += [_("format"), _("probe"), _("time from")]
+    fields = _Fields(labels)
+    _print_identity(report, zone, fields)
+    _print_probe(report, zone, fields)
     _print_failures(report["failures"], report["id"], zone)
     _print_chapters(report["chapters"], zone)
     _print_sightings(report["seen_in"], zone)
@@ -271,19 +295,13 @@ def run_show(app: Any, ref: str, as_json: bool) -> None:
     _print_custody(report["custody"], zone)
 
 
-def _print_identity(report: dict[str, Any], zone: tzinfo) -> None:
+def _print_identity(report: dict[str, Any], zone: tzinfo, f: _Fields) -> None:
     out.print(
         Text.assemble(
             (_("recording #{id}").format(id=report["id"]), "bold"),
             "  ",
             _named(_RECORDING_STATES, report["state"]),
         )
-    )
-    f = _Fields(
-        [
-            *(_("file name"), "SHA-256", "SM3", _("size"), _("device"), _("officer no.")),
-            *(_("capture start"), _("capture end"), _("media"), _("duration")),
-        ]
     )
     f.line(_("file name"), report["name"] or "—")
     f.line("SHA-256", report["sha256"])
@@ -297,8 +315,7 @@ def _print_identity(report: dict[str, Any], zone: tzinfo) -> None:
     f.line(_("duration"), _seconds(report["duration_s"]))
 
 
-def _print_probe(report: dict[str, Any], zone: tzinfo) -> None:
-    f = _Fields([_("format"), _("probe"), _("time from"), _("flag")])
+def _print_probe(report: dict[str, Any], zone: tzinfo, f: _Fields) -> None:
     probe = report["probe"]
     if probe and probe.get("ok"):
         parts = [str(probe.get("container") or "—")]
@@ -363,10 +380,10 @@ def _print_flag(flag: str, value: Any, zone: tzinfo) -> None:
     for item in items:
         if isinstance(item, dict):
             for n, (k, v) in enumerate(item.items()):
-                bullet = "    - " if n == 0 else "      "
-                out.print(Text(f"{bullet}{k}: {_time_or_text(v, zone)}"), overflow="fold")
+                bullet = "- " if n == 0 else "  "
+                _say(f"{bullet}{k}: {_time_or_text(v, zone)}", 4)
         else:
-            out.print(Text(f"    - {_time_or_text(item, zone)}"), overflow="fold")
+            _say(f"- {_time_or_text(item, zone)}", 4)
 
 
 def _print_chapters(chapters: list[dict[str, Any]], zone: tzinfo) -> None:
@@ -374,10 +391,7 @@ def _print_chapters(chapters: list[dict[str, Any]], zone: tzinfo) -> None:
         return
     out.print("  " + _("chapters (one recording split by the recorder):"))
     for c in chapters:
-        out.print(
-            Text(f"    #{c['seq']}  {c['name']}  {show_time(c['start'], zone)}"),
-            overflow="fold",
-        )
+        _say(f"#{c['seq']}  {c['name']}  {show_time(c['start'], zone)}", 4)
 
 
 def _print_sightings(sightings: list[dict[str, Any]], zone: tzinfo) -> None:
@@ -386,9 +400,9 @@ def _print_sightings(sightings: list[dict[str, Any]], zone: tzinfo) -> None:
         return
     out.print("  " + _("seen in these dockings:"))
     for v in sightings:
-        out.print(Text("    " + v["path"]), overflow="fold")
+        _say(v["path"], 4)
         docked = _("docked {at}, file {state}").format(
-            at=show_time(v["docked_at"], zone), state=v["state"]
+            at=show_time(v["docked_at"], zone), state=_named(_FILE_STATES, v["state"])
         )
         gave = _("device {device}, officer no. {officer}").format(
             device=v["device"] or "—", officer=v["officer"] or "—"
@@ -405,7 +419,7 @@ def _print_sightings(sightings: list[dict[str, Any]], zone: tzinfo) -> None:
         if says:
             lines.append(_("the file name says: {what}").format(what=_(", ").join(says)))
         for line in lines:
-            out.print(Text("      " + line), overflow="fold")
+            _say(line, 6)
 
 
 def _print_failures(failures: list[dict[str, Any]], rec_id: int, zone: tzinfo) -> None:
@@ -445,7 +459,7 @@ def _print_derivatives(derivatives: list[dict[str, Any]]) -> None:
         what = [_named(_KINDS, d["kind"]), d["method"] or "—", _size_text(d["size"])]
         if d["duration_s"]:
             what.append(_seconds(d["duration_s"]))
-        out.print(Text("    " + " · ".join(what)), overflow="fold")
+        _say(" · ".join(what), 4)
         f = _Fields(["SHA-256", "SM3"], indent=6)
         f.line("SHA-256", d["sha256"])
         if d.get("sm3"):
@@ -455,10 +469,13 @@ def _print_derivatives(derivatives: list[dict[str, Any]]) -> None:
 def _print_custody(events: list[dict[str, Any]], zone: tzinfo) -> None:
     out.print("  " + _("custody log (oldest first):"))
     for e in events:
-        line = f"    {show_time(e['at'], zone)}  {e['station']} #{e['seq']}  {e['action']}"
-        out.print(Text(line), overflow="fold")
-        if e.get("actor"):
-            out.print(Text("      " + _("by {actor}").format(actor=e["actor"])), overflow="fold")
+        line = f"{show_time(e['at'], zone)}  {e['action']}  ({e['station']} #{e['seq']})"
+        actor = _("by {actor}").format(actor=e["actor"]) if e.get("actor") else ""
+        if actor and 4 + cell_len(line) + 2 + cell_len(actor) <= out.width:
+            line, actor = f"{line}  {actor}", ""
+        _say(line, 4)
+        if actor:
+            _say(actor, 6)
 
 
 def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> None:
