@@ -193,6 +193,19 @@ _FILE_STATES = {
     "QUARANTINED": N_("quarantined"),
     "REJECTED": N_("rejected"),
 }
+# A flag's name as stored is what English shows (scripts and people search for it); the
+# catalog gives other languages a name of their own for it.
+_FLAGS = {
+    "damaged": N_("flag name: damaged"),
+    "unsupported": N_("flag name: unsupported"),
+    "unreadable": N_("flag name: unreadable"),
+    "time": N_("flag name: time"),
+    "identity_conflict": N_("flag name: identity_conflict"),
+    "officer_mismatch": N_("flag name: officer_mismatch"),
+    "stale_rule_attachment": N_("flag name: stale_rule_attachment"),
+    "unsafe_name": N_("flag name: unsafe_name"),
+    "expiry": N_("flag name: expiry"),
+}
 _KINDS = {
     "video": N_("video"),
     "audio": N_("audio"),
@@ -368,7 +381,8 @@ def _time_or_text(value: Any, zone: tzinfo) -> str:
 def _print_flag(flag: str, value: Any, zone: tzinfo) -> None:
     """A flag and its reason as lines a person reads (a list: one line each; a mapping:
     ``name: value`` lines), never a Python structure."""
-    head = _("flag {flag}").format(flag=flag)
+    name = _(_FLAGS[flag]) if flag in _FLAGS else flag
+    head = _("flag {flag}").format(flag=flag if name == _FLAGS.get(flag) else name)
     if isinstance(value, str):
         out.print(Text.assemble("  ", (head, "yellow"), ": ", value))
         return
@@ -380,8 +394,11 @@ def _print_flag(flag: str, value: Any, zone: tzinfo) -> None:
     for item in items:
         if isinstance(item, dict):
             for n, (k, v) in enumerate(item.items()):
-                bullet = "- " if n == 0 else "  "
-                _say(f"{bullet}{k}: {_time_or_text(v, zone)}", 4)
+                line = f"{k}: {_time_or_text(v, zone)}"
+                if n == 0:
+                    _say("- " + line, 4)
+                else:
+                    _say(line, 6)
         else:
             _say(f"- {_time_or_text(item, zone)}", 4)
 
