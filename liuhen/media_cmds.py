@@ -46,8 +46,15 @@ def run_worker(app: Any, drain: bool) -> None:
     # Quiet by default; --verbose shows what each item does. A worker that runs as a
     # service (no --drain) keeps its log: it is where its operators look.
     verbose = bool(getattr(click.get_current_context().find_root().obj, "verbose", False))
-    level = logging.INFO if verbose or not drain else logging.WARNING
-    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(message)s")
+    shown = drain and err.is_terminal
+    if shown:  # log lines go above the progress bar, not through it
+        from rich.logging import RichHandler
+
+        handler = RichHandler(console=err, show_path=False, markup=False)
+        logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler])
+    else:
+        level = logging.INFO if verbose or not drain else logging.WARNING
+        logging.basicConfig(level=level, format="%(asctime)s %(name)s %(message)s")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -55,9 +62,7 @@ def run_worker(app: Any, drain: bool) -> None:
 
     clean_store_at_start(app.store)
     catalog = app.ready_catalog()
-    with job_progress(
-        _("media work"), total=None, unit="items", enabled=drain and err.is_terminal
-    ) as bar:
+    with job_progress(_("media work"), total=None, unit="items", enabled=shown) as bar:
         worker_class = _counting(Worker, bar, catalog) if bar.shown else Worker
         worker = worker_class(app.settings, catalog=catalog, store=app.store, signer=app.signer)
         stats = worker.run(drain=drain, stop=stop)
