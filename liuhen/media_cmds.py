@@ -534,6 +534,6 @@ def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> N
     @json_option
     @pass_ctx
     def show_cmd(ctx: Any, recording: str, as_json: bool) -> None:
-        """A recording (id or digest prefix): digests, probe, times, flags, derivatives,
-        custody."""
+        """A recording (id, digest prefix or file name): digests, probe, times, flags,
+        derivatives, custody."""
         run_show(ctx.app(), recording, as_json)
