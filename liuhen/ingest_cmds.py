@@ -271,10 +271,10 @@ def _docked_cell(r: dict[str, Any], zone: tzinfo) -> str:
     return show_clock(r["started_at"], zone) + "\n[dim]#" + uid[:8] + "[/dim]"
 
 
-def _device_cell(r: dict[str, Any]) -> str:
-    if not r["device"]:
-        return "[red]" + _("unknown") + "[/red]"
-    text = escape(r["device"])
+def _device_cell(r: dict[str, Any], with_officer: bool = False) -> str:
+    text = escape(r["device"]) if r["device"] else "[red]" + _("unknown") + "[/red]"
+    if with_officer:  # a screen too narrow for a column of its own
+        text += "\n" + _("officer no. {officer}").format(officer=escape(r["officer"] or "—"))
     if (r["device_dockings"] or 0) > 1:
         text += "\n[cyan]" + _("docking {n}").format(n=r["device_docking"]) + "[/cyan]"
     return text
@@ -288,34 +288,39 @@ def _files_cell(r: dict[str, Any], wide: bool) -> str:
 
 
 def status_table(rows: list[dict[str, Any]], zone: tzinfo, width: int) -> Table:
-    """Newest first. Serials, officer numbers and dock times are never cut or folded (the
-    less important columns only exist on a wide screen); the state never wraps."""
+    """Newest first. Serials, officer numbers and dock times are never cut or folded: the
+    less important columns only exist on a wide screen, and on a very narrow one the
+    officer number goes under the serial; the verdict is never cut (what it waits for
+    may wrap under it)."""
     wide = width >= WIDE
     table = Table(
         title=_("留痕 station status"), box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False
     )
-
-    def whole(header: str, values: list[str]) -> None:
-        table.add_column(
-            header, no_wrap=True, min_width=max((cell_len(v) for v in values), default=1)
-        )
-
+    serial_w = max((cell_len(r["device"] or "") for r in rows), default=1)
+    officer_w = max((cell_len(r["officer"] or "") for r in rows), default=1)
+    verdict_w = max(cell_len(_("SAFE TO CLEAR")), cell_len(_("DO NOT UNPLUG"))) + 2
+    # Beside the serial and the 警号: the dock time, the files (e.g. "1234.5 MB") and the
+    # verdict, and a gap of three between each two of the five columns.
+    stacked = 11 + 9 + verdict_w + 4 * 3 + serial_w + officer_w > width
     table.add_column(_("Docked"), no_wrap=True)
     if wide:
         table.add_column(_("Slot"), overflow="fold")
-    whole(_("Device"), [r["device"] or "" for r in rows])
-    whole(_("Officer no."), [r["officer"] or "" for r in rows])
+    table.add_column(_("Device"), no_wrap=True, min_width=serial_w)
+    if not stacked:
+        table.add_column(_("Officer no."), no_wrap=True, min_width=officer_w)
     table.add_column(_("Files"), no_wrap=True, justify="right")
     if wide:
         table.add_column(_("Data"), justify="right")
         table.add_column(_("Time left"), justify="right")
-    verdicts = [_("SAFE TO CLEAR"), _("DO NOT UNPLUG")]
-    table.add_column(_("State"), min_width=max(cell_len(v) for v in verdicts) + 2, overflow="fold")
+    table.add_column(_("State"), min_width=verdict_w, overflow="fold")
     for r in rows:
         cells = [_docked_cell(r, zone)]
         if wide:
             cells.append(escape(r["slot"]))
-        cells += [_device_cell(r), escape(r["officer"] or "—"), _files_cell(r, wide)]
+        cells.append(_device_cell(r, with_officer=stacked))
+        if not stacked:
+            cells.append(escape(r["officer"] or "—"))
+        cells.append(_files_cell(r, wide))
         if wide:
             rate = f"{r['throughput_mb_s']:.1f} MB/s" if r["state"] == J.OFFLOADING else ""
             data = f"{_size(r['bytes_done'])} / {_size(r['bytes_total'])}"

@@ -166,3 +166,16 @@ def test_an_incomplete_docking_is_not_safe_and_says_why(
     assert "DO NOT UNPLUG" in table and "incomplete" in table
     assert "1 file not taken" in table
     assert "SAFE TO CLEAR" not in table
+
+
+def test_a_very_long_serial_keeps_the_officer_number_whole_at_80(
+    station: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No room for both beside each other: the 警号 goes under the serial, both whole."""
+    device = ("ZFJLY-SH-XUHUI-2026-A8-000000123456", "310104123456")
+    dock(capsys, write_recorder(tmp_path / "dock" / "slot1", device, ["现场_0001.MP4"]))
+
+    for lang, label in (("en", "officer no. "), ("zh", "警号 ")):
+        text = screen([LIUHEN, "station", "status"], width=80, env={"LIUHEN_LANG": lang})
+        assert widest_line(text) <= 80, text
+        assert_whole(text, device[0], label + device[1])
