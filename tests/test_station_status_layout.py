@@ -179,3 +179,29 @@ def test_a_very_long_serial_keeps_the_officer_number_whole_at_80(
         text = screen([LIUHEN, "station", "status"], width=80, env={"LIUHEN_LANG": lang})
         assert widest_line(text) <= 80, text
         assert_whole(text, device[0], label + device[1])
+
+
+def test_recent_is_the_newest_20_of_a_day_and_every_docking_under_way() -> None:
+    """A busy day: 25 dockings in the last hours and one left offloading two days ago
+    (a recorder still plugged in): the 20 newest and the one under way are shown."""
+    from liuhen.ingest_cmds import recent_rows
+
+    now = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+
+    def row(uid: str, hours_ago: float, state: str = "SAFE_TO_CLEAR") -> dict[str, Any]:
+        return {
+            "docking": uid,
+            "state": state,
+            "started_at": (now - timedelta(hours=hours_ago)).isoformat(),
+        }
+
+    rows = [row(f"d{i:02d}", 20 - i * 0.5) for i in range(25)]
+    rows.append(row("stuck", 48, "OFFLOADING"))
+    rows.append(row("old", 30))
+
+    shown, hidden = recent_rows(rows, show_all=False, now=now)
+    assert [r["docking"] for r in shown] == [f"d{i:02d}" for i in range(24, 4, -1)] + ["stuck"]
+    assert hidden == 6  # five of the day beyond the newest 20, and the old one
+    everything, none = recent_rows(rows, show_all=True, now=now)
+    assert len(everything) == 27 and none == 0
+    assert everything[0]["docking"] == "d24" and everything[-1]["docking"] == "stuck"
