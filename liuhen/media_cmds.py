@@ -211,6 +211,35 @@ _FLAGS = {
     "unsafe_name": N_("flag name: unsafe_name"),
     "expiry": N_("flag name: expiry"),
 }
+# A custody action's stored name is what English shows (the log's own word); the catalog
+# gives other languages a name for it.
+_ACTIONS = {
+    "offloaded": N_("custody action: offloaded"),
+    "stored": N_("custody action: stored"),
+    "verified": N_("custody action: verified"),
+    "probed": N_("custody action: probed"),
+    "derived": N_("custody action: derived"),
+    "duplicate-linked": N_("custody action: duplicate-linked"),
+    "identity-from-sighting": N_("custody action: identity-from-sighting"),
+    "flagged-identity-conflict": N_("custody action: flagged-identity-conflict"),
+    "flagged-damaged": N_("custody action: flagged-damaged"),
+    "repaired": N_("custody action: repaired"),
+    "marked-important": N_("custody action: marked-important"),
+    "work-requeued": N_("custody action: work-requeued"),
+    "attached": N_("custody action: attached"),
+    "detached": N_("custody action: detached"),
+    "officer-resolved": N_("custody action: officer-resolved"),
+    "reviewed": N_("custody action: reviewed"),
+    "legal-hold-placed": N_("custody action: legal-hold-placed"),
+    "legal-hold-released": N_("custody action: legal-hold-released"),
+    "expiry-decided": N_("custody action: expiry-decided"),
+    "expiry-undone": N_("custody action: expiry-undone"),
+    "expired-deleted": N_("custody action: expired-deleted"),
+    "restored-after-expiry": N_("custody action: restored-after-expiry"),
+    "exported": N_("custody action: exported"),
+    "cleared-from-recorder": N_("custody action: cleared-from-recorder"),
+    "fixity-failed": N_("custody action: fixity-failed"),
+}
 _KINDS = {
     "video": N_("video"),
     "audio": N_("audio"),
@@ -237,6 +266,14 @@ _RAW_TIMES = {
 
 
 _ISO_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
+
+
+def _stored_name(table: dict[str, str], key: str) -> str:
+    """A stored identifier as is in English; its name in the catalog in other languages."""
+    if key not in table:
+        return key
+    name = _(table[key])
+    return key if name == table[key] else name
 
 
 def _named(table: dict[str, str], key: str | None) -> str:
@@ -386,8 +423,7 @@ def _time_or_text(value: Any, zone: tzinfo) -> str:
 def _print_flag(flag: str, value: Any, zone: tzinfo) -> None:
     """A flag and its reason as lines a person reads (a list: one line each; a mapping:
     ``name: value`` lines), never a Python structure."""
-    name = _(_FLAGS[flag]) if flag in _FLAGS else flag
-    head = _("flag {flag}").format(flag=flag if name == _FLAGS.get(flag) else name)
+    head = _("flag {flag}").format(flag=_stored_name(_FLAGS, flag))
     if isinstance(value, str):
         out.print(Text.assemble("  ", (head, "yellow"), ": ", value))
         return
@@ -491,7 +527,8 @@ def _print_derivatives(derivatives: list[dict[str, Any]]) -> None:
 def _print_custody(events: list[dict[str, Any]], zone: tzinfo) -> None:
     out.print("  " + _("custody log (oldest first):"))
     for e in events:
-        line = f"{show_time(e['at'], zone)}  {e['action']}  ({e['station']} #{e['seq']})"
+        action = _stored_name(_ACTIONS, e["action"])
+        line = f"{show_time(e['at'], zone)}  {action}  ({e['station']} #{e['seq']})"
         actor = _("by {actor}").format(actor=e["actor"]) if e.get("actor") else ""
         if actor and 4 + cell_len(line) + 2 + cell_len(actor) <= out.width:
             line, actor = f"{line}  {actor}", ""
