@@ -34,6 +34,7 @@ from catalog.dockings import (
 )
 from catalog.errors import RecordingBeingExpired
 from config.errors import EXIT_NOINPUT, EXIT_PARTIAL
+from config.i18n import N_, _
 from ingest import journal as J
 from ingest.docking_outcome import outcome
 from ingest.identity import foreign_device
@@ -297,10 +298,11 @@ class RecorderDocking(DockingWork):
         self.journal.add_files(self.uid, [(e.relpath, 0, e.mtime_ns) for e in odd])
         by_path = {x.relpath: x for x in self.journal.files(self.uid)}
         for e in odd:
+            # Stored in English; `ingest` and `station status` show it translated.
             reason = (
-                "symbolic link: not followed out of the recorder"
+                N_("symbolic link: not followed out of the recorder")
                 if e.kind == "symlink"
-                else "not a regular file (device, socket or pipe)"
+                else N_("not a regular file (device, socket or pipe)")
             )
             f = by_path[e.relpath]
             if f.state == FileState.PENDING:
@@ -325,9 +327,11 @@ class RecorderDocking(DockingWork):
                 # Never filed silently under another device than the one its name names.
                 self.quarantine(
                     f,
-                    f"its name names device {other}, not this recorder's {self.jd.serial}: "
-                    f"not filed under {self.jd.serial}; dock it in a folder of its own (or "
-                    "correct the recorder's device file), then dock this recorder again",
+                    _(
+                        "its name names device {other}, not this recorder's {serial}: not "
+                        "filed under {serial}; dock it in a folder of its own (or correct the "
+                        "recorder's device file), then dock this recorder again"
+                    ).format(other=other, serial=self.jd.serial),
                 )
                 return None
             if f.state == FileState.PENDING:
@@ -382,7 +386,7 @@ class RecorderDocking(DockingWork):
                 if not stable:
                     continue  # looked at again after a little wait
                 if st.st_size == 0:
-                    reason = "zero-byte file: nothing to store"
+                    reason = N_("zero-byte file: nothing to store")
                     self.journal.rejected(f.id, reason)
                     return replace(f, state=FileState.REJECTED, reason=reason)
                 copied = self._copy(fd, f, attempt)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from config.i18n import _
 from config.settings import CHINA_STANDARD_TIME
 
 # The file-name rule lives in formats/ (the catalog reads names too, and may not import
@@ -83,21 +84,28 @@ def identify(
         officer = v.get("officer_number") or None
         if serials and serial and serials != [serial]:
             flags.append(
-                f"file names carry device serial(s) {', '.join(serials)}, device file says {serial}"
+                _("file names carry device serial(s) {serials}, device file says {serial}").format(
+                    serials=", ".join(serials), serial=serial
+                )
             )
         if officers and officer and officers != [officer]:
             flags.append(
-                f"file names carry officer number(s) {', '.join(officers)}, "
-                f"device file says {officer}"
+                _(
+                    "file names carry officer number(s) {officers}, device file says {officer}"
+                ).format(officers=", ".join(officers), officer=officer)
             )
         offset: float | None
         try:
             offset = float(v["clock_offset_s"]) if v.get("clock_offset_s") else None
         except ValueError:
             offset = None
-            flags.append(f"device file clock_offset_s is not a number: {v['clock_offset_s']!r}")
+            flags.append(
+                _("device file clock_offset_s is not a number: {value}").format(
+                    value=repr(v["clock_offset_s"])
+                )
+            )
         if not serial:
-            flags.append(f"device file {fname} has no serial")
+            flags.append(_("device file {name} has no serial").format(name=fname))
         return DeviceIdentity(
             serial=serial or (serials[0] if len(serials) == 1 else None),
             officer_number=officer,
@@ -112,7 +120,11 @@ def identify(
         )
     if serials:
         if len(serials) > 1:
-            flags.append(f"file names carry several device serials: {', '.join(serials)}")
+            flags.append(
+                _("file names carry several device serials: {serials}").format(
+                    serials=", ".join(serials)
+                )
+            )
         return DeviceIdentity(
             serial=serials[0],
             officer_number=officers[0] if len(officers) == 1 else None,
@@ -120,7 +132,7 @@ def identify(
             raw={"serials": serials, "officers": officers},
             flags=tuple(flags),
         )
-    flags.append("unknown device: no device file and no serial in the file names")
+    flags.append(_("unknown device: no device file and no serial in the file names"))
     return DeviceIdentity(
         serial=None,
         officer_number=officers[0] if len(officers) == 1 else None,

@@ -21,6 +21,7 @@ from typing import Any
 from catalog.chainrule import ChainHead, head_from_json
 from catalog.states import DockingState as DockingState  # stored by the catalog too
 from config.errors import LiuhenError
+from config.i18n import N_
 from storage.digest import DigestPair
 
 
@@ -86,14 +87,15 @@ _DOCKING_MOVES: dict[DockingState, frozenset[DockingState]] = {
 }
 
 # The message of an unfinished docking that is never resumed (see Journal.superseded).
-SUPERSEDED = "superseded by a later docking"
+SUPERSEDED = N_("superseded by a later docking")
 
 # The names other modules use (``J.STAGED``, ``J.SAFE_TO_CLEAR`` ...).
 PENDING, STAGED, DONE = FileState.PENDING, FileState.STAGED, FileState.DONE
 CLEARED, REJECTED, QUARANTINED = FileState.CLEARED, FileState.REJECTED, FileState.QUARANTINED
 OFFLOADING, SAFE_TO_CLEAR = DockingState.OFFLOADING, DockingState.SAFE_TO_CLEAR
 INCOMPLETE, NO_FILES = DockingState.INCOMPLETE, DockingState.NO_FILES
-NO_FILES_MESSAGE = (
+# Stored (and given in --json) in English; shown to a person as _(NO_FILES_MESSAGE).
+NO_FILES_MESSAGE = N_(
     "no files found on the recorder: check that it is mounted (or copied) "
     "completely, then dock it again; do not clear it"
 )

@@ -30,6 +30,7 @@ from catalog.district_status import queue_counts
 from catalog.heartbeat import Heartbeater, software_version
 from config import Settings
 from config.errors import ConfigError
+from config.i18n import _
 from ingest import journal as J
 from ingest.journal import Journal
 
@@ -398,9 +399,13 @@ class MetricsServer:
             self._http = MetricsHTTPServer((address, port), registry)
         except OSError as exc:
             raise ConfigError(
-                f"cannot serve metrics on {address}:{port}: {exc.strerror or exc}",
-                hint="choose another port (--metrics-port, station.metrics_port) or stop "
-                "the process using it",
+                _("cannot serve metrics on {address}:{port}: {error}").format(
+                    address=address, port=port, error=exc.strerror or exc
+                ),
+                hint=_(
+                    "choose another port (--metrics-port, station.metrics_port) or stop "
+                    "the process using it"
+                ),
             ) from exc
         self.address = address
         self.port = int(self._http.server_address[1])

@@ -30,6 +30,7 @@ from typing import Any, Final
 import xxhash
 
 from config.errors import EXIT_IOERR, LiuhenError
+from config.i18n import _
 from storage.digest import DigestPair, Hasher, SharedSM3, new_hasher
 
 # Staged bytes are flushed to disk every this many bytes while they are written.
@@ -342,8 +343,8 @@ def _read_listed(fd: int, size: int) -> bytes:
 
 def _read_error(done: int, exc: OSError) -> SourceVanished:
     return SourceVanished(
-        f"read error after {done} bytes: {exc.strerror}",
-        hint="check the recorder and its cable, then dock it again",
+        _("read error after {done} bytes: {error}").format(done=done, error=exc.strerror),
+        hint=_("check the recorder and its cable, then dock it again"),
     )
 
 
@@ -362,12 +363,16 @@ def _check_source(src_fd: int, total: int, expected_size: int, expected_mtime_ns
     st = os.fstat(src_fd)
     if total < expected_size or st.st_size < expected_size:
         raise SourceVanished(
-            f"file shrank while it was read ({expected_size} bytes expected, {total} read)",
-            hint="the recorder may have been pulled or rewritten; dock it again",
+            _("file shrank while it was read ({expected} bytes expected, {got} read)").format(
+                expected=expected_size, got=total
+            ),
+            hint=_("the recorder may have been pulled or rewritten; dock it again"),
         )
     if total != st.st_size or st.st_size != expected_size or st.st_mtime_ns != expected_mtime_ns:
         raise SourceChanged(
-            f"file changed while it was read ({expected_size} → {st.st_size} bytes)"
+            _("file changed while it was read ({before} → {after} bytes)").format(
+                before=expected_size, after=st.st_size
+            )
         )
 
 
@@ -459,8 +464,10 @@ class _ReadBack:
         size = os.fstat(self.fd).st_size
         if size != written:
             raise StagingReadBackMismatch(
-                f"staging file {self.path} is {size} bytes long, {written} were written",
-                hint="check the station's data disk; the file will be copied again",
+                _("staging file {path} is {size} bytes long, {written} were written").format(
+                    path=self.path, size=size, written=written
+                ),
+                hint=_("check the station's data disk; the file will be copied again"),
             )
 
     def close(self) -> None:
@@ -485,17 +492,21 @@ def _read_back_whole(path: Path, fd: int, written: bytes) -> None:
         back += more
     if len(back) < len(written):
         raise StagingReadBackMismatch(
-            f"staging file {path} is shorter than what was written "
-            f"({len(back)} of {len(written)} bytes read back)",
-            hint="check the station's data disk; the file will be copied again",
+            _(
+                "staging file {path} is shorter than what was written "
+                "({got} of {written} bytes read back)"
+            ).format(path=path, got=len(back), written=len(written)),
+            hint=_("check the station's data disk; the file will be copied again"),
         )
     if back != written:
         pairs = enumerate(zip(back, written, strict=False))
         first = next((i for i, (a, b) in pairs if a != b), len(written))
         raise StagingReadBackMismatch(
-            f"staging file {path} reads back different bytes than were written, in bytes "
-            f"0–{len(written)} (first difference at byte {first})",
-            hint="check the station's data disk (dmesg, SMART); the file is copied again",
+            _(
+                "staging file {path} reads back different bytes than were written, in bytes "
+                "0–{end} (first difference at byte {first})"
+            ).format(path=path, end=len(written), first=first),
+            hint=_("check the station's data disk (dmesg, SMART); the file is copied again"),
         )
 
 
@@ -510,28 +521,40 @@ def _read_back_stretch(
         buf = os.pread(fd, min(piece, end - offset), offset)
         if not buf:
             raise StagingReadBackMismatch(
-                f"staging file {path} is shorter than what was written "
-                f"({offset} of {end} bytes read back)",
-                hint="check the station's data disk; the file will be copied again",
+                _(
+                    "staging file {path} is shorter than what was written "
+                    "({got} of {written} bytes read back)"
+                ).format(path=path, got=offset, written=end),
+                hint=_("check the station's data disk; the file will be copied again"),
             )
         back.update(buf)
         offset += len(buf)
     actual = back.digest()
     if actual != expected:
         raise StagingReadBackMismatch(
-            f"staging file {path} reads back different bytes than were written, in bytes "
-            f"{start}–{end} (XXH3-128 {actual.hex()[:16]}…, recorder {expected.hex()[:16]}…)",
-            hint="check the station's data disk (dmesg, SMART); the file is copied again",
+            _(
+                "staging file {path} reads back different bytes than were written, in bytes "
+                "{start}–{end} (XXH3-128 {actual}…, recorder {expected}…)"
+            ).format(
+                path=path,
+                start=start,
+                end=end,
+                actual=actual.hex()[:16],
+                expected=expected.hex()[:16],
+            ),
+            hint=_("check the station's data disk (dmesg, SMART); the file is copied again"),
         )
 
 
 def _staging_error(dst: Path, exc: OSError) -> OffloadError:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return DiskFull(
-            f"staging disk full while writing {dst}",
-            hint="free space on the station's data disk; the docking resumes by itself",
+            _("staging disk full while writing {path}").format(path=dst),
+            hint=_("free space on the station's data disk; the docking resumes by itself"),
         )
-    return OffloadError(f"cannot write staging file {dst}: {exc.strerror}")
+    return OffloadError(
+        _("cannot write staging file {path}: {error}").format(path=dst, error=exc.strerror)
+    )
 
 
 class _suppress_fadvise:

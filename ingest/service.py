@@ -15,6 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from config.errors import ConfigError, LiuhenError
+from config.i18n import _
 from ingest.metrics import service_health, station_details
 from ingest.station import Station
 from ingest.watcher import DockEvent, DockWatcher, RecorderDocked, RecorderUndocked
@@ -26,8 +27,8 @@ def watch(station: Station, dock_root: Path, stop: threading.Event) -> None:
     """Run until ``stop`` is set."""
     if not dock_root.is_dir():
         raise ConfigError(
-            f"dock root {dock_root} is not a folder",
-            hint="create it, or set ingest.dock_root / pass --dock-root",
+            _("dock root {root} is not a folder").format(root=dock_root),
+            hint=_("create it, or set ingest.dock_root / pass --dock-root"),
         )
     # Heartbeats and metrics never stop offloading: a beat the catalog refuses is retried
     # at the next one, while dockings go on into staging.

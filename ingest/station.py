@@ -47,6 +47,7 @@ from catalog.models import Docking
 from catalog.retention import confirm_objects, lock_object_keys
 from config import Settings
 from config.errors import EXIT_USAGE
+from config.i18n import _
 from ingest import journal as J
 from ingest.docking import (
     TRANSIENT,
@@ -95,9 +96,12 @@ class SeveralRecorders(OffloadError):
     def __init__(self, root: Path, found: list[tuple[str, str]]) -> None:
         listed = ", ".join(f"{folder}/ ({serial})" for folder, serial in found)
         super().__init__(
-            f"{root} holds several recorders: {listed}; it is not docked as one",
-            hint="dock each recorder folder on its own: "
-            + "; ".join(f"liuhen ingest {root / folder}" for folder, _s in found),
+            _("{root} holds several recorders: {listed}; it is not docked as one").format(
+                root=root, listed=listed
+            ),
+            hint=_("dock each recorder folder on its own: {commands}").format(
+                commands="; ".join(f"liuhen ingest {root / folder}" for folder, _s in found)
+            ),
         )
         self.root = root
         self.folders = [root / folder for folder, _s in found]
@@ -364,7 +368,10 @@ class Station:
         stop = stop or threading.Event()
         root = root.absolute()
         if not root.is_dir():
-            raise OffloadError(f"{root}: not a folder", hint="name the recorder's folder or mount")
+            raise OffloadError(
+                _("{root}: not a folder").format(root=root),
+                hint=_("name the recorder's folder or mount"),
+            )
         entries = list(scan(root))
         if not entries:  # an empty folder, or a mount point with nothing mounted
             return self._no_files(root, slot or root.name)

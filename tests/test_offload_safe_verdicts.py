@@ -290,7 +290,12 @@ def test_staging_smaller_than_a_file_is_a_permanent_named_error(
     rec = make_bulk_files(tmp_path / "dock" / "A123456", 1, 200_000)
     (big,) = [p for p in rec.root.rglob("*.JPG")]
     env = {k: v for k, v in os.environ.items() if not k.startswith("LIUHEN_")}
-    env.update(LIUHEN_HOME=str(cli_env), LIUHEN_INGEST_STABLE_S="0", LIUHEN_INGEST_RETRY_MAX_S="1")
+    env.update(
+        LIUHEN_HOME=str(cli_env),
+        LIUHEN_INGEST_STABLE_S="0",
+        LIUHEN_INGEST_RETRY_MAX_S="1",
+        LIUHEN_LANG="en",  # the messages it checks, in English
+    )
 
     # A station that waited for space here would wait for ever: the timeout fails it.
     done = subprocess.run(

@@ -89,7 +89,11 @@ def test_body_cam_sighting_gives_its_identity_to_a_recording_without_one(
 
     # The human form lists both sightings with what each name says.
     text = run_cli(capsys, "show", "1").out
-    assert "seen in" in text and "VID_0001.MP4" in text and "serial=A123456" in text
+    assert "seen in these dockings" in text and "VID_0001.MP4" in text
+    said = (
+        "the file name says: device A123456, officer no. 010203, start 2026-11-26 08:30:00 +08:00"
+    )
+    assert said in " ".join(text.split())
 
 
 def test_a_sighting_naming_another_device_is_flagged_not_taken(station: Path, capsys: Any) -> None:

@@ -968,7 +968,8 @@ def recover_truncated_mp4(
         stream.unlink(missing_ok=True)
         tmp.unlink(missing_ok=True)
     elapsed = time.monotonic() - started
-    log.warning("recover %s: RECOVERED %d frames (video only) into %s", src.name, frames, final)
+    # An outcome, not a warning: the recording's flags and derivatives say it (-v shows it).
+    log.info("recover %s: RECOVERED %d frames (video only) into %s", src.name, frames, final)
     return Derivation(
         kind="recovered",
         path=final,
