@@ -5,12 +5,14 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from config.errors import EXIT_USAGE, CheckFailed, LiuhenError
+from config.i18n import _, ngettext
 from liuhen.actor import actor_option
 from liuhen.output import err, mark, out, print_json
 
@@ -30,7 +32,10 @@ def parse_size(text: str) -> int:
     """``500M``, ``4G``, ``4GiB``, ``1000000`` → bytes (powers of 1024 for K/M/G/T)."""
     m = _SIZE.match(text)
     if not m:
-        raise BadSize(f"--max-bag-size {text!r} is not a size", hint="e.g. 500M, 4G or 1000000")
+        raise BadSize(
+            _("--max-bag-size {text!r} is not a size").format(text=text),
+            hint=_("e.g. 500M, 4G or 1000000"),
+        )
     scale = 1024 ** " KMGT".index((m.group(2) or " ").upper())
     return int(float(m.group(1)) * scale)
 
@@ -52,36 +57,57 @@ def run_export(
     as_json: bool,
     actor: str,
 ) -> None:
-    from archive_export.export import (
-        ExportRequest,
-        export_bundle,
-        parse_day,
-        reconcile_interrupted,
-    )
+    from archive_export.export import ExportRequest, export_bundle, reconcile_interrupted
     from archive_export.fourprops import Options
+    from liuhen.progress import job_progress
 
     s = app.settings
-    req = ExportRequest(
-        out=Path(out_path),
-        cases=cases,
-        date_from=parse_day(date_from) if date_from else None,
-        date_to=parse_day(date_to) if date_to else None,
-        with_access=with_access,
-        max_bag_bytes=parse_size(max_bag_size) if max_bag_size else None,
-        organization=organization or s.station.unit or s.station.name,
-        fonds=fonds,
-        retention=retention,
-        security_class=security_class,
-        actor=actor,
-        options=Options(ffmpeg=s.ffmpeg.ffmpeg, ffprobe=s.ffmpeg.ffprobe, decode=decode),
-    )
+    lo, hi = _date_range(app, date_from, date_to)
     catalog = app.ready_catalog()
     # Exports of this host killed mid-way are settled first, and said on stderr whatever
     # becomes of this export (it may need the --out an interrupted one left behind).
-    reconciled = reconcile_interrupted(catalog, app.signer, actor=req.actor)
+    reconciled = reconcile_interrupted(catalog, app.signer, actor=actor)
     for note in reconciled:
-        err.print(f"reconciled an interrupted export: {note}", markup=False)
-    _print_export(export_bundle(catalog, app.store, app.signer, req), reconciled, as_json)
+        err.print(_("reconciled an interrupted export: {note}").format(note=note), markup=False)
+    # The total is known only once the recordings are chosen: export_bundle sets it.
+    with job_progress(_("Exporting"), total=None, unit="bytes", enabled=not as_json) as tick:
+        req = ExportRequest(
+            out=Path(out_path),
+            cases=cases,
+            date_from=lo,
+            date_to=hi,
+            with_access=with_access,
+            max_bag_bytes=parse_size(max_bag_size) if max_bag_size else None,
+            organization=organization or s.station.unit or s.station.name,
+            fonds=fonds,
+            retention=retention,
+            security_class=security_class,
+            actor=actor,
+            options=Options(ffmpeg=s.ffmpeg.ffmpeg, ffprobe=s.ffmpeg.ffprobe, decode=decode),
+            progress=tick,
+        )
+        result = export_bundle(catalog, app.store, app.signer, req)
+    _print_export(result, reconciled, as_json)
+
+
+class BadDate(LiuhenError):
+    exit_code = EXIT_USAGE
+
+
+def _date_range(
+    app: Any, date_from: str | None, date_to: str | None
+) -> tuple[datetime | None, datetime | None]:
+    """--from/--to as the station's people type them, as a half-open UTC interval."""
+    from config.settings import zone_of
+    from config.timetext import TimeTextError, parse_range
+
+    try:
+        return parse_range(date_from, date_to, zone_of(app.settings.station.time_zone))
+    except TimeTextError as exc:
+        raise BadDate(
+            str(exc),
+            hint=_("--to is exclusive: --from 2026-12-01 --to 2026-12-02 is all of 1 December"),
+        ) from exc
 
 
 def _print_export(result: ExportResult, reconciled: list[str], as_json: bool) -> None:
@@ -110,22 +136,48 @@ def _print_export(result: ExportResult, reconciled: list[str], as_json: bool) ->
         )
         return
     out.print(
-        f"export {result.uid}: {result.recordings} recordings, {result.bytes} bytes, "
-        f"{len(result.bags)} bag(s)"
+        _("export {uid}: {recordings} recordings, {size}, {bags} bag(s)").format(
+            uid=result.uid,
+            recordings=result.recordings,
+            size=_size(result.bytes),
+            bags=len(result.bags),
+        ),
+        markup=False,
     )
     for b in result.bags:
+        verdict = _("pass") if b.four_properties["ok"] else _("FAIL")
+        out.print(f"  {mark(b.four_properties['ok'])} {_esc(str(b.path))}")
         out.print(
-            f"  {mark(b.four_properties['ok'])} {b.path}  ({b.files} files, {b.bytes} "
-            f"bytes; four-properties {'pass' if b.four_properties['ok'] else 'FAIL'})"
+            "     "
+            + _("{files} files, {size}; four-properties check {verdict}").format(
+                files=b.files, size=_size(b.bytes), verdict=verdict
+            ),
+            markup=False,
         )
         for line in summary_lines(b.four_properties, failures_only=True):
             err.print(f"   {line}", markup=False)
     if any(not b.four_properties["ok"] for b in result.bags):
         err.print(
-            "   the bags are complete and signed; the four-properties report in each "
-            "(data/metadata/four-properties.html) lists every finding",
+            "   "
+            + _(
+                "the bags are complete and signed; the four-properties report in each "
+                "(data/metadata/four-properties.html) lists every finding"
+            ),
             markup=False,
         )
+
+
+def _size(n: int) -> str:
+    """Bytes as people read them, with the exact count for comparing with a receipt."""
+    from archive_export.bagwriter import human_size
+
+    return ngettext("{n} byte", "{n} bytes", n).format(n=n) + (
+        f" ({human_size(n)})" if n >= 1024 else ""
+    )
+
+
+def _esc(text: str) -> str:
+    return text.replace("[", "\\[")
 
 
 def run_four_properties(
