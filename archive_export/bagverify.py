@@ -693,12 +693,14 @@ def _fixity(
         return start_hashing(items, workers=workers).result
     total, done, lock = work_units(items), [0], threading.Lock()
     tick = progress
+    # The hashers count bytes once per algorithm; people read the bytes of the bag.
+    payload = sum(it.source.size for it in items)
 
     def count(units: int) -> None:
         with lock:
             done[0] += units
             now = done[0]
-        tick(now, total)
+        tick(now * payload // total if total else 0, payload)
 
     return start_hashing(items, workers=workers, progress=count).result
 

@@ -37,7 +37,7 @@ from archive_export.bagparse import MAX_FILES, MAX_TAG_BYTES, Finding, FindingLi
 from archive_export.msg import Msg
 from archive_export.parallel_hash import FileSource, SliceSource, hash_names, make_hasher
 from config.errors import EXIT_FAILED_CHECK, EXIT_NOINPUT, EXIT_USAGE, LiuhenError
-from config.i18n import N_
+from config.i18n import N_, _
 
 CUSTODY_FILE = "data/metadata/custody.jsonl"
 KEYS_FILE = "data/metadata/keys.json"
@@ -71,7 +71,7 @@ class BagTooLarge(LiuhenError):
     exit_code = EXIT_FAILED_CHECK
 
 
-_HINT = "give a bag directory or the .tar an export wrote"
+_HINT = N_("give a bag directory or the .tar an export wrote")
 _SPLIT_HINT = "a bag checked here holds at most {n:,} files; split the handover into several bags"
 
 
@@ -376,7 +376,10 @@ def open_tar(path: Path, *, stream: bool = True, bounded: bool = True) -> BagTre
     except (tarfile.TarError, EOFError, OSError) as exc:
         if stream:
             return _stream_tar(path)
-        raise BundleNotFound(f"{path}: not a readable tar file ({exc})", hint=_HINT) from exc
+        raise BundleNotFound(
+            _("{path}: not a readable tar file ({error})").format(path=path, error=exc),
+            hint=_(_HINT),
+        ) from exc
     if tree.too_many:
         return tree  # not checked further: a root guessed from part of it would mislead
     names = [_norm_member(m.name) for m in members if not _member_problem(m.name)]
@@ -553,21 +556,25 @@ def load_tree(path: Path) -> tuple[BagTree, str]:
     try:
         st = path.stat()
     except FileNotFoundError as exc:
-        raise BagUnusable(f"{path}: no such file or directory") from exc
+        raise BagUnusable(_("{path}: no such file or directory").format(path=path)) from exc
     except OSError as exc:
-        raise BagUnusable(f"{path}: cannot read: {exc.strerror}") from exc
+        raise BagUnusable(
+            _("{path}: cannot read: {error}").format(path=path, error=exc.strerror)
+        ) from exc
     if stat.S_ISDIR(st.st_mode):
         tree = walk_directory(path)
         if "bagit.txt" not in tree.files and not tree.too_many:
             raise BagUnusable(
-                f"{path}: no bagit.txt: not a BagIt bag",
-                hint="give the bag's top folder (the one holding bagit.txt and data/), or its .tar",
+                _("{path}: no bagit.txt: not a BagIt bag").format(path=path),
+                hint=_(
+                    "give the bag's top folder (the one holding bagit.txt and data/), or its .tar"
+                ),
             )
         return tree, "directory"
     if not tarfile.is_tarfile(path):
         raise BagUnusable(
-            f"{path}: neither a bag directory nor a tar",
-            hint="give a bag folder or a .tar made by 'liuhen export'",
+            _("{path}: neither a bag directory nor a tar").format(path=path),
+            hint=_("give a bag folder or a .tar made by 'liuhen export'"),
         )
     tree = open_tar(path)
     return tree, "tar-stream" if tree.streamed is not None else "tar"
@@ -719,10 +726,28 @@ class _Range(io.RawIOBase, BinaryIO):
         super().close()
 
 
+def open_checked(path: Path) -> BagView:
+    """:func:`open_bag` of something that is a bag: a folder holding ``bagit.txt``, or a
+    tar holding one; anything else is :class:`BagUnusable` (exit 2, as ``liuhen verify``
+    says of it), before any check runs."""
+    if path.is_file() and not tarfile.is_tarfile(path):
+        raise BagUnusable(
+            _("{path}: not a bag: neither a bag folder nor a tar").format(path=path),
+            hint=_("give a bag folder or a .tar made by 'liuhen export'"),
+        )
+    bag = open_bag(path)
+    if "bagit.txt" not in bag.files():
+        raise BagUnusable(
+            _("{path}: not a bag: it holds no bagit.txt").format(path=path),
+            hint=_("give the bag's top folder (the one holding bagit.txt and data/), or its .tar"),
+        )
+    return bag
+
+
 def open_bag(path: Path) -> BagView:
     """A bundle handed over (bounded: see the module doc)."""
     if path.is_dir():
         return DirBag(path, bounded=True)
     if path.is_file():
         return TarBag(path, bounded=True)
-    raise BundleNotFound(f"{path}: no such bundle", hint=_HINT)
+    raise BundleNotFound(_("{path}: no such bundle").format(path=path), hint=_(_HINT))

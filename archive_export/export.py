@@ -42,9 +42,9 @@ import socket
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Protocol, cast
 
 from sqlalchemy import and_, delete, or_, select, text, update
 from sqlalchemy.orm import Session
@@ -95,6 +95,7 @@ from catalog.models import (
 from catalog.signing import Signer
 from catalog.states import LIVE_STATES
 from config.errors import EXIT_NOINPUT, EXIT_UNAVAILABLE, EXIT_USAGE, LiuhenError
+from config.i18n import _
 from storage import fsync_dir
 from storage.base import ObjectStore
 from storage.errors import StorageError
@@ -131,6 +132,14 @@ class _CommitOutcomeUnknown(Exception):
         self.cause = cause
 
 
+class ProgressSink(Protocol):
+    """What an export reports as it goes (a progress bar, or nothing)."""
+
+    def set_total(self, total: int | None) -> None: ...
+    def advance(self, amount: int = 1) -> None: ...
+    def describe(self, text: str) -> None: ...
+
+
 @dataclass(frozen=True)
 class ExportRequest:
     out: Path  # a directory to create, or a file ending in .tar
@@ -145,6 +154,8 @@ class ExportRequest:
     security_class: str = ""  # 密级 when no case gives one
     actor: str = ""
     options: fourprops.Options = field(default_factory=fourprops.Options)
+    # Told the bytes to copy, then each chunk copied (liuhen.progress's Ticker).
+    progress: ProgressSink | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -168,21 +179,6 @@ class ExportResult:
     @property
     def bytes(self) -> int:
         return sum(b.bytes for b in self.bags)
-
-
-def parse_day(text: str) -> datetime:
-    """``YYYY-MM-DD`` (a day in China Standard Time) or an ISO 8601 time."""
-    try:
-        day = date.fromisoformat(text)
-    except ValueError:
-        pass
-    else:
-        return datetime(day.year, day.month, day.day, tzinfo=CHINA_STANDARD_TIME)
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise ExportError(f"{text!r} is neither a date (YYYY-MM-DD) nor an ISO 8601 time") from exc
-    return when if when.tzinfo else when.replace(tzinfo=CHINA_STANDARD_TIME)
 
 
 # -- selection ----------------------------------------------------------------------------
@@ -679,6 +675,8 @@ def export_bundle(
         bags = _plan(session, records, req, out, uid)
     paths = _bag_paths(out, len(bags))
     _check_paths_free(out, paths)
+    if req.progress is not None:
+        req.progress.set_total(sum(f.size for r in records for f in r.files))
     export_id = _start_export(catalog, signer, req, uid, actor, out, paths, len(records))
     writers: list[BagWriter] = []
     results: list[BagResult] = []
@@ -721,13 +719,24 @@ def _check_request(req: ExportRequest) -> None:
     """Cases or a date range, not both; a range with both ends, in order; a positive
     bag size."""
     if bool(req.cases) == (req.date_from is not None or req.date_to is not None):
-        raise ExportError("give either --case (one or more) or a date range (--from and --to)")
+        raise ExportError(
+            _("give either --case (one or more) or a date range (--from and --to)"),
+            hint=_("--to is exclusive: --from 2026-12-01 --to 2026-12-02 is all of 1 December"),
+        )
     if not req.cases and (req.date_from is None or req.date_to is None):
-        raise ExportError("a date range needs both --from and --to")
+        raise ExportError(
+            _("a date range needs both --from and --to"),
+            hint=_("--to is exclusive: --from 2026-12-01 --to 2026-12-02 is all of 1 December"),
+        )
     if req.date_from and req.date_to and req.date_from >= req.date_to:
-        raise ExportError(f"--from {req.date_from} is not before --to {req.date_to}")
+        # The command line refuses this first, with the times as typed (timetext).
+        raise ExportError(
+            _("--from {start} is not before --to {end} (--to is exclusive)").format(
+                start=req.date_from.isoformat(), end=req.date_to.isoformat()
+            )
+        )
     if req.max_bag_bytes is not None and req.max_bag_bytes <= 0:
-        raise ExportError("the bag size limit must be positive")
+        raise ExportError(_("the bag size limit must be positive"))
 
 
 def _check_paths_free(out: Path, paths: list[Path]) -> None:
@@ -1285,7 +1294,7 @@ def _write_bag(
     index: int,
     count: int,
 ) -> BagResult:
-    _copy_payload(store, writer, records)
+    _copy_payload(store, writer, records, req.progress)
     case_numbers = sorted({n for r in records for n in r.case_numbers})
     bag_count = f"{index} of {count}"
     meta = {
@@ -1333,7 +1342,12 @@ def _write_bag(
     )
 
 
-def _copy_payload(store: ObjectStore, writer: BagWriter, records: list[RecordInfo]) -> None:
+def _copy_payload(
+    store: ObjectStore,
+    writer: BagWriter,
+    records: list[RecordInfo],
+    progress: ProgressSink | None = None,
+) -> None:
     """Every file of the records from the store into the bag, checked against the
     catalog's digests as it is written."""
     for r in records:
@@ -1342,10 +1356,26 @@ def _copy_payload(store: ObjectStore, writer: BagWriter, records: list[RecordInf
                 f"object {f.object_key} ({f.role} of recording {r.recording_id}, "
                 f"{r.original_name}, sha256 {r.sha256})"
             )
+            if progress is not None:
+                progress.describe(f.path.rsplit("/", 1)[-1])
             with store.open(f.object_key) as stream:
+                source = stream if progress is None else cast(BinaryIO, _Counted(stream, progress))
                 writer.add_stream(
-                    f.path, stream, f.size, expect={"sha256": f.sha256, "sm3": f.sm3}, what=what
+                    f.path, source, f.size, expect={"sha256": f.sha256, "sm3": f.sm3}, what=what
                 )
+
+
+class _Counted:
+    """A stream that tells the progress bar how many bytes were read from it."""
+
+    def __init__(self, stream: BinaryIO, progress: ProgressSink) -> None:
+        self._stream = stream
+        self._progress = progress
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self._stream.read(size)
+        self._progress.advance(len(chunk))
+        return chunk
 
 
 def _write_custody(

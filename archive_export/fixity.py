@@ -128,6 +128,7 @@ def audit_store(
     batch: int = BATCH,
     on_result: Callable[[Result], None] | None = None,
     stop_after: int | None = None,
+    on_total: Callable[[int], None] | None = None,
 ) -> AuditReport:
     """Run (or resume) a fixity audit; see the module docstring.
 
@@ -145,6 +146,8 @@ def audit_store(
         bytes=run.bytes,
         failures=list((run.report or {}).get("failures", [])),
     )
+    if on_total is not None:
+        on_total(_bytes_to_read(catalog, run))
     for batches, ids in enumerate(_batches(catalog, run, batch), 1):
         targets = _targets(catalog, ids)
         results = _check_all(store, targets, workers)
@@ -209,6 +212,20 @@ def _batches(catalog: Catalog, run: FixityRun, size: int) -> Iterator[list[int]]
             return
         yield ids
         cursor = ids[-1]
+
+
+def _bytes_to_read(catalog: Catalog, run: FixityRun) -> int:
+    """What the rest of the run will read: its recordings' and their derivatives' sizes
+    (one query per batch of ids, as the run itself goes)."""
+    total = 0
+    for ids in _batches(catalog, run, 5000):
+        with catalog.session() as s:
+            total += sum(
+                n or 0 for n in s.scalars(select(Recording.size).where(Recording.id.in_(ids)))
+            )
+            sizes = s.scalars(select(Derivative.size).where(Derivative.recording_id.in_(ids)))
+            total += sum(n or 0 for n in sizes)
+    return total
 
 
 def _targets(catalog: Catalog, ids: list[int]) -> list[Target]:

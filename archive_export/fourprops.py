@@ -704,7 +704,7 @@ def _check_handover(
     if h.total_files is not None and h.total_files != len(h.rows):
         chk.fail(
             Msg(
-                N_("TOTAL says {total_files} files, the list has {n_rows}"),
+                N_("合计 says {total_files} files, the list has {n_rows}"),
                 total_files=h.total_files,
                 n_rows=len(h.rows),
             )
@@ -712,7 +712,7 @@ def _check_handover(
     if h.total_bytes is not None and h.total_bytes != sum(r[1] for r in h.rows):
         chk.fail(
             Msg(
-                N_("TOTAL says {total_bytes} bytes, the rows add up to {rows}"),
+                N_("合计 says {total_bytes} bytes, the rows add up to {rows}"),
                 total_bytes=h.total_bytes,
                 rows=sum(r[1] for r in h.rows),
             )

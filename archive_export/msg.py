@@ -14,6 +14,7 @@ template and fields so :func:`shown` (the reader's language) and :func:`in_chine
 from __future__ import annotations
 
 import gettext as _gettext
+from collections.abc import Callable
 from typing import Any
 
 from config.i18n import _, load_catalog
@@ -31,7 +32,7 @@ class Msg(str):
         self.fields = fields
         return self
 
-    def translated(self, gettext: Any) -> str:
+    def translated(self, gettext: Callable[[str], str]) -> str:
         # Fields that are themselves messages are translated too ("… : {problem}").
         inner = {
             k: (v.translated(gettext) if isinstance(v, Msg) else v) for k, v in self.fields.items()
