@@ -101,6 +101,14 @@ MAX_XML_ELEMENTS = 500_000
 DigestLookup = Callable[[str], "tuple[str, int] | None"]  # sha256 -> (sm3, size)
 
 
+def _level(problem: str, level: str) -> str:
+    """The problem, remembering whether it failed the check or only warned (a check that
+    fails may also hold warnings; the JSON keeps its one list of problems)."""
+    if isinstance(problem, Msg):
+        problem.level = level
+    return problem
+
+
 @dataclass
 class Check:
     id: str
@@ -114,11 +122,11 @@ class Check:
     more: int = 0  # problems counted but not listed (see LIST_PER_KIND)
 
     def fail(self, problem: str) -> None:
-        self._note(problem)
+        self._note(_level(problem, "fail"))
         self.status = "fail"
 
     def warn(self, problem: str) -> None:
-        self._note(problem)
+        self._note(_level(problem, "warn"))
         if self.status != "fail":
             self.status = "warn"
 
@@ -1313,8 +1321,11 @@ def summary_lines(report: Mapping[str, Any], *, failures_only: bool = False) -> 
         for chk in prop["checks"]:
             if failures_only and chk["status"] != "fail":
                 continue
-            szh, sen = STATUS_LABELS[chk["status"]]
             label = chk["label_zh"] if chinese else chk["label_en"]
             for p in chk["problems"]:
+                level = getattr(p, "level", chk["status"])
+                if failures_only and level != "fail":
+                    continue
+                szh, sen = STATUS_LABELS[level]
                 lines.append(f"  [{szh if chinese else sen}] {chk['id']} {label}: {shown(p)}")
     return lines

@@ -25,6 +25,7 @@ class Msg(str):
 
     template: str
     fields: dict[str, Any]
+    level: str  # set by whoever files it as a problem ("fail", "warn")
 
     def __new__(cls, template: str, /, **fields: Any) -> Msg:
         self = super().__new__(cls, template.format(**fields) if fields else template)
