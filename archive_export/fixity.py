@@ -33,12 +33,14 @@ from typing import Any
 
 from sqlalchemy import select
 
+from archive_export.msg import Msg
 from catalog.custody import append_event
 from catalog.db import Catalog
 from catalog.models import Derivative, FixityCheck, FixityRun, Recording
 from catalog.signing import Signer
 from catalog.states import RecordingState
 from config.errors import EXIT_USAGE, LiuhenError
+from config.i18n import N_
 from storage import ObjectNotFound, ObjectStore, StorageError, StoreUnavailable, new_hasher
 
 BATCH = 32
@@ -268,23 +270,31 @@ def _check(store: ObjectStore, t: Target) -> Result:
                 sm3.update(chunk)
                 n += len(chunk)
     except ObjectNotFound:
-        return Result(t, False, "missing: the object is not in the store", 0)
+        return Result(t, False, Msg(N_("missing: the object is not in the store")), 0)
     except StoreUnavailable:
         raise
     except StorageError as exc:
-        return Result(t, False, f"unreadable: {exc.message}", n)
+        return Result(t, False, Msg(N_("unreadable: {error}"), error=exc.message), n)
     except OSError as exc:
-        return Result(t, False, f"unreadable: {exc}", n)
-    problems = []
+        return Result(t, False, Msg(N_("unreadable: {error}"), error=exc), n)
+    problems: list[str] = []
     if n != t.size:
-        problems.append(f"size {n}, catalog says {t.size}")
-    if sha.hexdigest() != t.sha256:
-        problems.append(f"sha256 {sha.hexdigest()}, catalog says {t.sha256}")
-    if sm3.hexdigest() != t.sm3:
-        problems.append(f"sm3 {sm3.hexdigest()}, catalog says {t.sm3}")
+        problems.append(Msg(N_("size {size}, catalog says {expected}"), size=n, expected=t.size))
+    for alg, got, want in (("sha256", sha.hexdigest(), t.sha256), ("sm3", sm3.hexdigest(), t.sm3)):
+        if got != want:
+            problems.append(
+                Msg(N_("{alg} {got}, catalog says {expected}"), alg=alg, got=got, expected=want)
+            )
     if problems:
-        return Result(t, False, "mismatch: " + "; ".join(problems), n)
+        return Result(t, False, Msg(N_("mismatch: {problems}"), problems=_joined(problems)), n)
     return Result(t, True, "", n)
+
+
+def _joined(items: list[str]) -> str:
+    """``a; b; c``, each part translated when shown (the English is what is stored)."""
+    if len(items) == 1:
+        return items[0]
+    return Msg(N_("{first}; {rest}"), first=items[0], rest=_joined(items[1:]))
 
 
 def _commit_batch(
@@ -319,7 +329,7 @@ def _commit_batch(
                     recording_id=r.target.recording_id,
                     object_key=r.target.key,
                     ok=r.ok,
-                    detail=r.detail,
+                    detail=str(r.detail),  # stored in English, as every row
                     checked_at=now,
                 )
             )
@@ -335,7 +345,7 @@ def _commit_batch(
                 "object": r.target.kind,
                 "key": r.target.key,
                 "sha256": r.target.sha256,
-                "detail": r.detail,
+                "detail": str(r.detail),
             }
             if len(report.failures) < MAX_REPORTED:
                 report.failures.append(failure)
@@ -350,7 +360,7 @@ def _commit_batch(
                     "run": run.uid,
                     "key": r.target.key,
                     "kind": r.target.kind,
-                    "problem": r.detail,
+                    "problem": str(r.detail),
                 },
             )
         for rec in s.scalars(select(Recording).where(Recording.id.in_(ok_recordings))):
