@@ -42,7 +42,7 @@ import socket
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, cast
 
@@ -96,6 +96,7 @@ from catalog.signing import Signer
 from catalog.states import LIVE_STATES
 from config.errors import EXIT_NOINPUT, EXIT_UNAVAILABLE, EXIT_USAGE, LiuhenError
 from config.i18n import _
+from config.timetext import show_time
 from storage import fsync_dir
 from storage.base import ObjectStore
 from storage.errors import StorageError
@@ -156,6 +157,7 @@ class ExportRequest:
     options: fourprops.Options = field(default_factory=fourprops.Options)
     # Told the bytes to copy, then each chunk copied (liuhen.progress's Ticker).
     progress: ProgressSink | None = field(default=None, compare=False)
+    zone: tzinfo = CHINA_STANDARD_TIME  # the station's, for times in messages
 
 
 @dataclass
@@ -200,20 +202,25 @@ def _select(session: Session, req: ExportRequest) -> tuple[list[_Selected], list
     gone = [s.rec for s in by_rec.values() if s.rec.state not in LIVE_STATES]
     if gone:
         raise NothingToExport(
-            "the bytes of these recordings are not held: "
-            + ", ".join(f"{r.id} ({r.original_name}, {r.state})" for r in gone[:20]),
-            hint="they expired or were quarantined; see 'liuhen show ID'",
+            _("the bytes of these recordings are not held: {recordings}").format(
+                recordings=", ".join(f"{r.id} ({r.original_name}, {r.state})" for r in gone[:20])
+            ),
+            hint=_("they expired or were quarantined; see 'liuhen show ID'"),
         )
     selected = sorted(
         by_rec.values(), key=lambda s: (s.rec.captured_at or s.rec.received_at, s.rec.id)
     )
     if not selected:
         scope = (
-            f"case(s) {', '.join(req.cases)}" if req.cases else f"[{req.date_from}, {req.date_to})"
+            _("case(s) {numbers}").format(numbers=", ".join(req.cases))
+            if req.cases
+            else _("{start} to {end} (exclusive)").format(
+                start=show_time(req.date_from, req.zone), end=show_time(req.date_to, req.zone)
+            )
         )
         raise NothingToExport(
-            f"no recordings to export for {scope}",
-            hint="attach recordings to the case, or widen the date range",
+            _("no recordings to export for {scope}").format(scope=scope),
+            hint=_("attach recordings to the case, or widen the date range"),
         )
     if req.with_access:
         _choose_access(session, selected)
@@ -231,11 +238,15 @@ def _select_cases(
         try:  # the number as people type it (brackets, full-width digits)
             case = get_case(session, number)
         except CatalogError as exc:
-            problems.append(f"case {number!r} is not in the catalog ({exc.message})")
+            problems.append(
+                _("case {number!r} is not in the catalog ({error})").format(
+                    number=number, error=exc.message
+                )
+            )
             continue
         cases.append(case)
     if problems:
-        raise NothingToExport("; ".join(problems), hint="see 'liuhen case list'")
+        raise NothingToExport("; ".join(problems), hint=_("see 'liuhen case list'"))
     for case in cases:
         rows = session.execute(
             select(Recording)
@@ -664,7 +675,10 @@ def export_bundle(
     _check_request(req)
     out = req.out.absolute()
     if out.parent.exists() and not out.parent.is_dir():
-        raise ExportError(f"{out.parent} is not a directory", hint="choose another --out")
+        raise ExportError(
+            _("{folder} is not a directory").format(folder=out.parent),
+            hint=_("choose another --out"),
+        )
     actor = req.actor or f"station:{signer.station_id}"
     now = utcnow()
     today = now.astimezone(CHINA_STANDARD_TIME).strftime("%Y%m%d")
@@ -745,19 +759,21 @@ def _check_paths_free(out: Path, paths: list[Path]) -> None:
     partial = [q for p in paths if (q := p.with_name(p.name + PARTIAL_SUFFIX)).exists()]
     if partial:
         raise ExportError(
-            f"{', '.join(map(str, partial))}: left by an interrupted export",
-            hint="it is incomplete: remove it, then export again",
+            _("{paths}: left by an interrupted export").format(paths=", ".join(map(str, partial))),
+            hint=_("it is incomplete: remove it, then export again"),
         )
     taken = [p for p in paths if p.exists()]
     if taken:
         raise ExportError(
-            f"{', '.join(map(str, taken))} already exist(s)",
-            hint="choose another --out; an export never overwrites",
+            _("{paths} already exist(s)").format(paths=", ".join(map(str, taken))),
+            hint=_("choose another --out; an export never overwrites"),
         )
     try:
         _make_folder(out.parent)
     except OSError as exc:
-        raise ExportError(f"cannot create {out.parent}: {exc.strerror}") from exc
+        raise ExportError(
+            _("cannot create {folder}: {error}").format(folder=out.parent, error=exc.strerror)
+        ) from exc
 
 
 def _start_export(

@@ -85,6 +85,7 @@ def run_export(
             actor=actor,
             options=Options(ffmpeg=s.ffmpeg.ffmpeg, ffprobe=s.ffmpeg.ffprobe, decode=decode),
             progress=tick,
+            zone=_zone(app),
         )
         result = export_bundle(catalog, app.store, app.signer, req)
     _print_export(result, reconciled, as_json)
