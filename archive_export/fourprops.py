@@ -1317,7 +1317,7 @@ def summary_lines(report: Mapping[str, Any], *, failures_only: bool = False) -> 
         zh, en = STATUS_LABELS[prop["status"]]
         if not failures_only:
             label = prop["label_zh"] if chinese else prop["label_en"]
-            lines.append(f"{label}: {zh if chinese else en}")
+            lines.append(f"{label}：{zh}" if chinese else f"{label}: {en}")
         for chk in prop["checks"]:
             if failures_only and chk["status"] != "fail":
                 continue
@@ -1327,5 +1327,6 @@ def summary_lines(report: Mapping[str, Any], *, failures_only: bool = False) -> 
                 if failures_only and level != "fail":
                     continue
                 szh, sen = STATUS_LABELS[level]
-                lines.append(f"  [{szh if chinese else sen}] {chk['id']} {label}: {shown(p)}")
+                colon = "：" if chinese else ": "
+                lines.append(f"  [{szh if chinese else sen}] {chk['id']} {label}{colon}{shown(p)}")
     return lines

@@ -101,7 +101,10 @@ def _print_bag(r: BagReport) -> None:
     out.print(f"[bold]{kind}[/bold] {_esc(str(r.source))}")
     out.print(
         "  "
-        + _("{container}, BagIt {version}").format(container=r.container, version=r.version or "?"),
+        + _("{container}, BagIt {version}").format(
+            container=_(_CONTAINERS[r.container]) if r.container in _CONTAINERS else r.container,
+            version=r.version or "?",
+        ),
         markup=False,
     )
     for f in r.errors:
@@ -153,6 +156,11 @@ def _print_bag(r: BagReport) -> None:
         )
 
 
+_CONTAINERS = {
+    "directory": N_("directory"),
+    "tar": N_("tar"),
+    "tar-stream": N_("compressed tar, read as a stream"),
+}
 _SIGNATURE_STATUS = {
     "valid": N_("valid"),
     "invalid": N_("invalid"),
