@@ -229,8 +229,16 @@ def _print_file(app: Any, target: Path, report: Any) -> None:
             + _("not a recording, derivative or deleted original this catalog holds")
         )
     for m in report.matches:
-        desc = ", ".join(f"{k}={v}" for k, v in m.items() if k not in {"type", "sm3"})
-        out.print(f"  [green]✓[/green] {m['type']}: {_esc(desc)}")
+        out.print(f"  [green]✓[/green] {_esc(_(_MATCH.get(m['type'], m['type'])))}")
+        # One field a line: object keys and file names are never cut at 80 columns.
+        for key, value in m.items():
+            if key in {"type", "sm3"} or value is None:
+                continue
+            text = show_time(value, zone) if key.endswith("_at") else str(value)
+            label = _(_FIELDS[key]) if key in _FIELDS else key
+            out.print(
+                "      " + _("{label}: {value}").format(label=label, value=text), markup=False
+            )
     for p in report.problems:
         out.print(f"  [red]✗[/red] {_esc(shown(p))}")
     if report.custody:
@@ -241,6 +249,29 @@ def _print_file(app: Any, target: Path, report: Any) -> None:
             out.print(
                 f"    {mark} {at}  {e['station']} #{e['seq']}  {e['action']}  {_esc(e['actor'])}"
             )
+
+
+_MATCH = {
+    "recording": N_("recording"),
+    "derivative": N_("derivative"),
+    "tombstone": N_("deleted original (tombstone)"),
+}
+_FIELDS = {
+    "id": N_("id"),
+    "name": N_("file name"),
+    "state": N_("state"),
+    "size": N_("size (bytes)"),
+    "object_key": N_("object key"),
+    "captured_at": N_("captured at"),
+    "verified_at": N_("last verified at"),
+    "kind": N_("kind"),
+    "method": N_("method"),
+    "recording_id": N_("recording"),
+    "source_sha256": N_("original's SHA-256"),
+    "deleted_at": N_("deleted at"),
+    "reason": N_("reason"),
+    "actor": N_("by"),
+}
 
 
 # -- the store --------------------------------------------------------------------------------
