@@ -88,6 +88,14 @@ def test_export_and_verify_speak_chinese_by_default(
     assert "真实性" in r.out and "完整性" in r.out
     assert_chinese(r.out)
 
+    r = _ok(run_cli(capsys, "verify", "--store"))
+    assert "存储固定性核验" in r.out
+    assert_chinese(r.out)
+    original = next((bag / "data" / "originals").rglob("*.WAV"))
+    r = _ok(run_cli(capsys, "verify", str(original)))
+    assert "音视频记录" in r.out and "拍摄时间" in r.out and "+08:00" in r.out
+    assert_chinese(r.out)
+
     # A damaged payload file: the finding is told in Chinese, the bag named whole.
     victim = next((bag / "data" / "originals").rglob("*.*"))
     victim.write_bytes(victim.read_bytes()[:-1] + b"\0")
