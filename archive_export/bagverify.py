@@ -658,7 +658,7 @@ def custody_within_bounds(tree: BagTree, report: BagReport) -> bool:
                     "were not checked"
                 ),
                 lines=lines,
-                MAX_LINES=P.MAX_LINES,
+                max_lines=P.MAX_LINES,
             ),
         )
     )
