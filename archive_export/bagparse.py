@@ -877,19 +877,19 @@ def _place_entry(
         )
     if path in m.entries:
         prev = m.entries[path]
-        same = "same" if prev.digest == digest.lower() else "a different"
+        same = prev.digest == digest.lower()
         old = version is not None and version < (1, 0)
-        sev = ERROR if (not old or same != "same") else WARNING
+        sev = ERROR if (not old or not same) else WARNING
+        template = (
+            N_("{path!r} is listed again (first on line {line}) with the same checksum")
+            if same
+            else N_("{path!r} is listed again (first on line {line}) with a different checksum")
+        )
         add(
             Finding(
                 "duplicate-entry",
                 name,
-                Msg(
-                    N_("{path!r} is listed again (first on line {line}) with {same} checksum"),
-                    path=_clip(path),
-                    line=prev.line,
-                    same=same,
-                ),
+                Msg(template, path=_clip(path), line=prev.line),
                 sev,
                 number,
             )

@@ -165,6 +165,16 @@ def test_four_properties_mistakes_are_cheap(
         *("--out", str(bag)),
     )
     assert r.code == 0, r.err
+    # Exported by a Chinese reader: the bag's machine-readable report stays English, its
+    # HTML report (for people) is bilingual, as it would be from an English reader.
+    inside = json.loads((bag / "data/metadata/four-properties.json").read_text("utf-8"))
+    problems = [
+        p for prop in inside["properties"].values() for c in prop["checks"] for p in c["problems"]
+    ]
+    assert any(p.startswith("recommended field 'place' is empty") for p in problems)
+    assert not any("建议项" in p for p in problems)
+    inside_html = unescape((bag / "data/metadata/four-properties.html").read_text("utf-8"))
+    assert "建议项 'place'" in inside_html and "recommended field 'place'" in inside_html
     html = tmp_path / "reports" / "new" / "four-properties.html"
     r = run_cli(capsys, "four-properties", str(bag), "--html", str(html))
     assert r.code == 0, r.out
