@@ -59,6 +59,7 @@ from archive_export.bagwriter import (
 )
 from archive_export.descriptor import package_xml
 from archive_export.handover import handover_csv
+from archive_export.msg import Msg, joined
 from archive_export.paths import (
     CHINA_STANDARD_TIME,
     PathAllocator,
@@ -95,7 +96,7 @@ from catalog.models import (
 from catalog.signing import Signer
 from catalog.states import LIVE_STATES
 from config.errors import EXIT_NOINPUT, EXIT_UNAVAILABLE, EXIT_USAGE, LiuhenError
-from config.i18n import _
+from config.i18n import N_, _
 from config.timetext import show_time
 from storage import fsync_dir
 from storage.base import ObjectStore
@@ -1106,8 +1107,15 @@ def _complete(
             # A power cut can lose files whose directory was never synced: such a bag
             # is not the one the catalog recorded, and is not put in place.
             problems.append(
-                f"{partial} holds {found} (bytes.files) of payload, the "
-                f"export recorded {want}: left as it is"
+                Msg(
+                    N_(
+                        "{partial} holds {found} (bytes.files) of payload, the export "
+                        "recorded {want}: left as it is"
+                    ),
+                    partial=partial,
+                    found=found,
+                    want=want,
+                )
             )
         elif partial.exists() and not path.exists():
             try:
@@ -1119,23 +1127,45 @@ def _complete(
                 moved.append(f"{partial.name} -> {path.name}")
         elif not path.exists():
             problems.append(
-                f"{path} is missing (neither it nor {partial.name} is there: "
-                "removed, or on a medium not mounted now)"
+                Msg(
+                    N_(
+                        "{path} is missing (neither it nor {partial} is there: removed, or "
+                        "on a medium not mounted now)"
+                    ),
+                    path=path,
+                    partial=partial.name,
+                )
             )
         elif partial.exists():
-            problems.append(f"both {path} and {partial} exist: left as they are")
+            problems.append(
+                Msg(
+                    N_("both {path} and {partial} exist: left as they are"),
+                    path=path,
+                    partial=partial,
+                )
+            )
     if problems:
         # Still recorded as exported (its items keep its recordings from being detached
         # lightly); said again on every run until someone looks.
-        return f"export {uid} (DONE, interrupted while putting its bags in place): " + "; ".join(
-            problems
+        return Msg(
+            N_("export {uid} (DONE, interrupted while putting its bags in place): {problems}"),
+            uid=uid,
+            problems=joined(problems),
         )
     _record_in_place(catalog, export_id)
-    done = f"renamed {', '.join(moved)}" if moved else "its bags were already in place"
-    where = f" in {paths[0].parent}" if paths else ""
-    return (
-        f"export {uid} (DONE, interrupted while putting its bags in place{where}): "
-        f"completed, {done}"
+    done = (
+        Msg(N_("renamed {bags}"), bags=", ".join(moved))
+        if moved
+        else Msg(N_("its bags were already in place"))
+    )
+    return Msg(
+        N_(
+            "export {uid} (DONE, interrupted while putting its bags in place in {folder}): "
+            "completed, {done}"
+        ),
+        uid=uid,
+        folder=paths[0].parent if paths else "?",
+        done=done,
     )
 
 
@@ -1178,8 +1208,16 @@ def _remove_interrupted(
                 object_id=uid,
                 details={"error": error, "removed": removed},
             )
-    what = f"removed {', '.join(removed)}" if removed else "it had written nothing"
-    return f"export {uid} (RUNNING, its process is gone): {what}; recorded FAILED"
+    what = (
+        Msg(N_("removed {paths}"), paths=", ".join(removed))
+        if removed
+        else Msg(N_("it had written nothing"))
+    )
+    return Msg(
+        N_("export {uid} (RUNNING, its process is gone): {what}; recorded FAILED"),
+        uid=uid,
+        what=what,
+    )
 
 
 def _record_failure(

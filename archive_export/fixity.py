@@ -33,7 +33,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from archive_export.msg import Msg
+from archive_export.msg import Msg, joined
 from catalog.custody import append_event
 from catalog.db import Catalog
 from catalog.models import Derivative, FixityCheck, FixityRun, Recording
@@ -286,15 +286,8 @@ def _check(store: ObjectStore, t: Target) -> Result:
                 Msg(N_("{alg} {got}, catalog says {expected}"), alg=alg, got=got, expected=want)
             )
     if problems:
-        return Result(t, False, Msg(N_("mismatch: {problems}"), problems=_joined(problems)), n)
+        return Result(t, False, Msg(N_("mismatch: {problems}"), problems=joined(problems)), n)
     return Result(t, True, "", n)
-
-
-def _joined(items: list[str]) -> str:
-    """``a; b; c``, each part translated when shown (the English is what is stored)."""
-    if len(items) == 1:
-        return items[0]
-    return Msg(N_("{first}; {rest}"), first=items[0], rest=_joined(items[1:]))
 
 
 def _commit_batch(

@@ -17,7 +17,7 @@ import gettext as _gettext
 from collections.abc import Callable
 from typing import Any
 
-from config.i18n import _, load_catalog
+from config.i18n import N_, _, load_catalog
 
 
 class Msg(str):
@@ -39,6 +39,13 @@ class Msg(str):
             k: (v.translated(gettext) if isinstance(v, Msg) else v) for k, v in self.fields.items()
         }
         return gettext(self.template).format(**inner) if inner else gettext(self.template)
+
+
+def joined(items: list[str]) -> str:
+    """``a; b; c``, each part translated when shown (English where stored)."""
+    if len(items) == 1:
+        return items[0]
+    return Msg(N_("{first}; {rest}"), first=items[0], rest=joined(items[1:]))
 
 
 def shown(text: str) -> str:

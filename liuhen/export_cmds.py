@@ -59,6 +59,7 @@ def run_export(
 ) -> None:
     from archive_export.export import ExportRequest, export_bundle, reconcile_interrupted
     from archive_export.fourprops import Options
+    from archive_export.msg import shown
     from liuhen.progress import job_progress
 
     s = app.settings
@@ -68,7 +69,9 @@ def run_export(
     # becomes of this export (it may need the --out an interrupted one left behind).
     reconciled = reconcile_interrupted(catalog, app.signer, actor=actor)
     for note in reconciled:
-        err.print(_("reconciled an interrupted export: {note}").format(note=note), markup=False)
+        err.print(
+            _("reconciled an interrupted export: {note}").format(note=shown(note)), markup=False
+        )
     # The total is known only once the recordings are chosen: export_bundle sets it.
     with job_progress(_("Exporting"), total=None, unit="bytes", enabled=not as_json) as tick:
         req = ExportRequest(
