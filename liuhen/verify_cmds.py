@@ -257,20 +257,20 @@ _MATCH = {
     "tombstone": N_("deleted original (tombstone)"),
 }
 _FIELDS = {
-    "id": N_("id"),
+    "id": N_("catalog id"),
     "name": N_("file name"),
-    "state": N_("state"),
+    "state": N_("recording state"),
     "size": N_("size (bytes)"),
     "object_key": N_("object key"),
     "captured_at": N_("captured at"),
     "verified_at": N_("last verified at"),
-    "kind": N_("kind"),
-    "method": N_("method"),
+    "kind": N_("derivative kind"),
+    "method": N_("derived with"),
     "recording_id": N_("recording"),
     "source_sha256": N_("original's SHA-256"),
     "deleted_at": N_("deleted at"),
-    "reason": N_("reason"),
-    "actor": N_("by"),
+    "reason": N_("reason for deletion"),
+    "actor": N_("deleted by"),
 }
 
 
