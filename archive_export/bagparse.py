@@ -40,6 +40,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import cast
 
+from archive_export.msg import Msg, shown
+from config.i18n import N_
+
 ERROR = "error"
 WARNING = "warning"
 
@@ -120,20 +123,26 @@ class Finding:
     severity: str = ERROR
     line: int | None = None
 
-    def describe(self) -> str:
-        where = self.path or "(bag)"
+    def message(self) -> Msg:
+        """The finding as one message: English as a ``str``, translated when shown."""
+        where: str = self.path or Msg(N_("(bag)"))
         if self.line is not None:
-            where += f", line {self.line}"
-        return f"{where}: {self.kind}: {self.detail}"
+            where = Msg(N_("{path}, line {line}"), path=where, line=self.line)
+        return Msg(N_("{where}: {kind}: {detail}"), where=where, kind=self.kind, detail=self.detail)
+
+    def describe(self, *, translate: bool = True) -> str:
+        """The finding as a person reads it (their language), or in English for programs."""
+        return shown(self.message()) if translate else str(self.message())
 
     def as_dict(self) -> dict[str, object]:
+        # Programs read findings in English whatever the language (kind is the key).
         return {
             "kind": self.kind,
             "path": self.path,
             "line": self.line,
             "severity": self.severity,
-            "detail": self.detail,
-            "message": self.describe(),
+            "detail": str(self.detail),
+            "message": self.describe(translate=False),
         }
 
 
@@ -184,7 +193,7 @@ class FindingList(list[Finding]):
                 Finding(
                     kind,
                     path,
-                    f"and {n:,} more like this in this file (not listed one by one)",
+                    Msg(N_("and {n:,} more like this in this file (not listed one by one)"), n=n),
                     severity,
                 )
             )
@@ -193,7 +202,11 @@ class FindingList(list[Finding]):
                 Finding(
                     kind,
                     "",
-                    f"and {n:,} more {kind} findings in other files (not listed one by one)",
+                    Msg(
+                        N_("and {n:,} more {kind} findings in other files (not listed one by one)"),
+                        n=n,
+                        kind=kind,
+                    ),
                     severity,
                 )
             )
@@ -222,9 +235,14 @@ def bounded_lines(text: str, path: str, findings: list[Finding]) -> Iterator[tup
                 Finding(
                     "too-large",
                     path,
-                    f"has more than {MAX_LINES:,} lines; "
-                    "the rest was not read (a bag this verifier checks holds "
-                    f"at most {MAX_FILES:,} files)",
+                    Msg(
+                        N_(
+                            "has more than {max_lines:,} lines; the rest was not read (a bag this "
+                            "verifier checks holds at most {max_files:,} files)"
+                        ),
+                        max_lines=MAX_LINES,
+                        max_files=MAX_FILES,
+                    ),
                     ERROR,
                     number,
                 )
@@ -282,7 +300,7 @@ def parse_bagit_txt(data: bytes) -> Declaration:
     for number, line in enumerate(lines, 1):
         label, sep, value = line.partition(":")
         if not sep:
-            bad(f"line {line!r} is not 'Label: value'", number)
+            bad(Msg(N_("line {line!r} is not 'Label: value'"), line=line), number)
             continue
         if label != label.strip() or not value.startswith(" ") or value[1:] != value[1:].strip():
             spacing.append(
@@ -294,14 +312,30 @@ def parse_bagit_txt(data: bytes) -> Declaration:
             )
         label, value = label.strip(), value.strip()
         if number <= 2 and label != expected[number - 1]:
-            bad(f"line {number} must be {expected[number - 1]!r}, found {label!r}", number)
+            bad(
+                Msg(
+                    N_("line {number} must be {expected!r}, found {label!r}"),
+                    number=number,
+                    expected=expected[number - 1],
+                    label=label,
+                ),
+                number,
+            )
         elif number > 2:
-            bad(f"unexpected line {line!r} (bagit.txt has exactly two lines)", number)
+            bad(
+                Msg(N_("unexpected line {line!r} (bagit.txt has exactly two lines)"), line=line),
+                number,
+            )
         values.setdefault(label, value)
     if len(lines) < 2:
         bad(
-            f"has {len(lines)} line(s); exactly two are required "
-            "(BagIt-Version, Tag-File-Character-Encoding)"
+            Msg(
+                N_(
+                    "has {n_lines} line(s); exactly two are required (BagIt-Version, "
+                    "Tag-File-Character-Encoding)"
+                ),
+                n_lines=len(lines),
+            )
         )
     _declared_version(d, values.get("BagIt-Version"), bad)
     if not d.before_1_0:
@@ -316,60 +350,83 @@ def _declaration_text(data: bytes, bad: Callable[..., None]) -> str:
     """bagit.txt as text: at most MAX_BAGIT_TXT bytes, without a byte-order mark, UTF-8."""
     if len(data) > MAX_BAGIT_TXT:
         bad(
-            f"is {len(data):,} bytes; it holds two short lines (only the first "
-            f"{MAX_BAGIT_TXT} bytes were read)"
+            Msg(
+                N_(
+                    "is {n_data:,} bytes; it holds two short lines (only the first "
+                    "{MAX_BAGIT_TXT} bytes were read)"
+                ),
+                n_data=len(data),
+                MAX_BAGIT_TXT=MAX_BAGIT_TXT,
+            )
         )
         data = data[:MAX_BAGIT_TXT]
     if data.startswith(codecs.BOM_UTF8):
         # Every version: the declaration is UTF-8, and a reader not expecting the mark
         # sees a label "\ufeffBagIt-Version" and so no version at all.
         bad(
-            "starts with a byte-order mark (bagit.txt must not have one, in every BagIt "
-            "version); remove the first three bytes",
+            Msg(
+                N_(
+                    "starts with a byte-order mark (bagit.txt must not have one, in every BagIt "
+                    "version); remove the first three bytes"
+                )
+            ),
             1,
         )
         data = data[len(codecs.BOM_UTF8) :]
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        bad(f"not UTF-8 ({exc.reason} at byte {exc.start})")
+        bad(Msg(N_("not UTF-8 ({reason} at byte {start})"), reason=exc.reason, start=exc.start))
         return data.decode("utf-8", "replace")
 
 
 def _declared_version(d: Declaration, text: str | None, bad: Callable[..., None]) -> None:
     d.version_text = text
     if text is None:
-        bad("no BagIt-Version")
+        bad(Msg(N_("no BagIt-Version")))
         return
     m = _VERSION.match(text)
     if not m:
-        bad(f"BagIt-Version {text!r} is not M.N")
+        bad(Msg(N_("BagIt-Version {text!r} is not M.N"), text=text))
         return
     d.version = (int(m.group(1)), int(m.group(2)))
     if d.version not in SUPPORTED_VERSIONS:
         bad(
-            f"BagIt-Version {text} is not one this verifier knows (0.93–0.97, 1.0); checked as 1.0",
+            Msg(
+                N_(
+                    "BagIt-Version {text} is not one this verifier knows (0.93–0.97, 1.0); "
+                    "checked as 1.0"
+                ),
+                text=text,
+            ),
             severity=WARNING,
         )
 
 
 def _declared_encoding(d: Declaration, enc: str | None, bad: Callable[..., None]) -> None:
     if enc is None:
-        bad("no Tag-File-Character-Encoding")
+        bad(Msg(N_("no Tag-File-Character-Encoding")))
         return
     try:
         codecs.lookup(enc)
         d.encoding = enc
     except LookupError:
         bad(
-            f"Tag-File-Character-Encoding {enc!r} is not an encoding this system knows; "
-            "tag files read as UTF-8"
+            Msg(
+                N_(
+                    "Tag-File-Character-Encoding {enc!r} is not an encoding this system knows; "
+                    "tag files read as UTF-8"
+                ),
+                enc=enc,
+            )
         )
 
 
 def decode_tag_file(data: bytes, path: str, encoding: str, findings: list[Finding]) -> str:
     if encoding.lower().replace("_", "-") in {"utf-8", "utf8"} and data.startswith(codecs.BOM_UTF8):
-        findings.append(Finding("encoding", path, "starts with a byte-order mark", WARNING, 1))
+        findings.append(
+            Finding("encoding", path, Msg(N_("starts with a byte-order mark")), WARNING, 1)
+        )
         data = data[len(codecs.BOM_UTF8) :]
     try:
         return data.decode(encoding)
@@ -378,8 +435,15 @@ def decode_tag_file(data: bytes, path: str, encoding: str, findings: list[Findin
             Finding(
                 "encoding",
                 path,
-                f"not valid {encoding} ({exc.reason} at byte "
-                f"{exc.start}); undecodable bytes replaced",
+                Msg(
+                    N_(
+                        "not valid {encoding} ({reason} at byte {start}); undecodable bytes "
+                        "replaced"
+                    ),
+                    encoding=encoding,
+                    reason=exc.reason,
+                    start=exc.start,
+                ),
             )
         )
         return data.decode(encoding, "replace")
@@ -429,7 +493,7 @@ def parse_bag_info(
                     Finding(
                         "bag-info",
                         path,
-                        "continuation line with no element before it",
+                        Msg(N_("continuation line with no element before it")),
                         ERROR,
                         number,
                     )
@@ -441,13 +505,17 @@ def parse_bag_info(
         close()
         current = None
         if not line.strip():
-            info.findings.append(Finding("bag-info", path, "blank line", WARNING, number))
+            info.findings.append(Finding("bag-info", path, Msg(N_("blank line")), WARNING, number))
             continue
         label, sep, value = line.partition(":")
         if not sep:
             info.findings.append(
                 Finding(
-                    "bag-info", path, f"line {_clip(line)!r} is not 'Label: value'", ERROR, number
+                    "bag-info",
+                    path,
+                    Msg(N_("line {line!r} is not 'Label: value'"), line=_clip(line)),
+                    ERROR,
+                    number,
                 )
             )
             continue
@@ -464,13 +532,16 @@ def _check_label(
 ) -> None:
     """An element's label and the space after its colon (BagIt 1.0: exactly)."""
     if not label.strip():
-        info.findings.append(Finding("bag-info", path, "empty label", ERROR, number))
+        info.findings.append(Finding("bag-info", path, Msg(N_("empty label")), ERROR, number))
     elif strict and label != label.strip():
         info.findings.append(
             Finding(
                 "bag-info",
                 path,
-                f"label {_clip(label)!r} has leading/trailing whitespace (BagIt 1.0 forbids it)",
+                Msg(
+                    N_("label {label!r} has leading/trailing whitespace (BagIt 1.0 forbids it)"),
+                    label=_clip(label),
+                ),
                 ERROR,
                 number,
             )
@@ -480,7 +551,9 @@ def _check_label(
             Finding(
                 "bag-info",
                 path,
-                f"label {_clip(label.strip())!r}: no whitespace after the colon",
+                Msg(
+                    N_("label {label!r}: no whitespace after the colon"), label=_clip(label.strip())
+                ),
                 WARNING,
                 number,
             )
@@ -499,7 +572,14 @@ def _check_repeats(info: BagInfo, path: str, strict: bool) -> None:
                     Finding(
                         "bag-info",
                         path,
-                        f"reserved element {label!r} appears {count} times (it must not repeat)",
+                        Msg(
+                            N_(
+                                "reserved element {label!r} appears {count} times (it must not "
+                                "repeat)"
+                            ),
+                            label=label,
+                            count=count,
+                        ),
                     )
                 )
             elif len(set(v for k, v in info.items if k.lower() == label)) > 1:
@@ -508,7 +588,11 @@ def _check_repeats(info: BagInfo, path: str, strict: bool) -> None:
                     Finding(
                         "bag-info",
                         path,
-                        f"{label!r} appears {count} times with different values",
+                        Msg(
+                            N_("{label!r} appears {count} times with different values"),
+                            label=label,
+                            count=count,
+                        ),
                         WARNING,
                     )
                 )
@@ -519,7 +603,11 @@ def _check_reserved_values(info: BagInfo, path: str) -> None:
     for oxum in info.get_all("Payload-Oxum"):
         if not _OXUM.match(oxum):
             info.findings.append(
-                Finding("bag-info", path, f"Payload-Oxum {_clip(oxum)!r} is not '<bytes>.<count>'")
+                Finding(
+                    "bag-info",
+                    path,
+                    Msg(N_("Payload-Oxum {oxum!r} is not '<bytes>.<count>'"), oxum=_clip(oxum)),
+                )
             )
     bag_count = info.get("Bag-Count")
     if bag_count is not None:
@@ -529,13 +617,21 @@ def _check_reserved_values(info: BagInfo, path: str) -> None:
                 Finding(
                     "bag-info",
                     path,
-                    f"Bag-Count {_clip(bag_count)!r} is not 'N of T' (T may be '?')",
+                    Msg(
+                        N_("Bag-Count {bag_count!r} is not 'N of T' (T may be '?')"),
+                        bag_count=_clip(bag_count),
+                    ),
                 )
             )
     date = info.get("Bagging-Date")
     if date is not None and not _DATE.match(date):
         info.findings.append(
-            Finding("bag-info", path, f"Bagging-Date {_clip(date)!r} is not YYYY-MM-DD", WARNING)
+            Finding(
+                "bag-info",
+                path,
+                Msg(N_("Bagging-Date {date!r} is not YYYY-MM-DD"), date=_clip(date)),
+                WARNING,
+            )
         )
 
 
@@ -636,7 +732,7 @@ def _read_entry(
     findings added; None when the line names no usable entry."""
     name, add = m.name, m.findings.append
     if not line.strip():
-        add(Finding("manifest-format", name, "blank line", WARNING, number))
+        add(Finding("manifest-format", name, Msg(N_("blank line")), WARNING, number))
         return None
     parts = _split_line(line, version)
     if len(parts) != 2 or not parts[1]:
@@ -644,7 +740,7 @@ def _read_entry(
             Finding(
                 "manifest-format",
                 name,
-                f"line {_clip(line)!r} is not '<checksum> <path>'",
+                Msg(N_("line {line!r} is not '<checksum> <path>'"), line=_clip(line)),
                 ERROR,
                 number,
             )
@@ -663,14 +759,25 @@ def _read_entry(
             Finding(
                 "percent-encoding",
                 name,
-                f"path {_clip(raw_path)!r} has a '%' that is not %0A, %0D or %25",
+                Msg(
+                    N_("path {raw_path!r} has a '%' that is not %0A, %0D or %25"),
+                    raw_path=_clip(raw_path),
+                ),
                 WARNING,
                 number,
             )
         )
     why = check_path(path) or (check_path(alt) if alt is not None else None)
     if why is not None:
-        add(Finding("unsafe-path", name, f"{_clip(path)!r}: {why}", ERROR, number))
+        add(
+            Finding(
+                "unsafe-path",
+                name,
+                Msg(N_("{path!r}: {why}"), path=_clip(path), why=why),
+                ERROR,
+                number,
+            )
+        )
         return None
     return path, digest, alt
 
@@ -689,8 +796,13 @@ def _check_entry_text(
                 Finding(
                     "manifest-format",
                     name,
-                    f"path {_clip(raw_path)!r} starts with "
-                    "'*' (binary-mode marker of md5sum); ignored",
+                    Msg(
+                        N_(
+                            "path {raw_path!r} starts with '*' (binary-mode marker of md5sum); "
+                            "ignored"
+                        ),
+                        raw_path=_clip(raw_path),
+                    ),
                     WARNING,
                     number,
                 )
@@ -702,7 +814,12 @@ def _check_entry_text(
             Finding(
                 "manifest-format",
                 name,
-                f"checksum {_clip(digest)!r} for {_clip(raw_path)!r} is not {want}",
+                Msg(
+                    N_("checksum {digest!r} for {raw_path!r} is not {want}"),
+                    digest=_clip(digest),
+                    raw_path=_clip(raw_path),
+                    want=want,
+                ),
                 ERROR,
                 number,
             )
@@ -712,9 +829,13 @@ def _check_entry_text(
             Finding(
                 "manifest-format",
                 name,
-                f"path {_clip(raw_path)!r} contains a "
-                "backslash (separators must be '/'; on Windows a backslash is a "
-                "separator, so the file would not be found there)",
+                Msg(
+                    N_(
+                        "path {raw_path!r} contains a backslash (separators must be '/'; on "
+                        "Windows a backslash is a separator, so the file would not be found there)"
+                    ),
+                    raw_path=_clip(raw_path),
+                ),
                 WARNING,
                 number,
             )
@@ -738,7 +859,7 @@ def _place_entry(
             Finding(
                 "path-outside-data",
                 name,
-                f"{_clip(path)!r} is a payload manifest entry outside data/",
+                Msg(N_("{path!r} is a payload manifest entry outside data/"), path=_clip(path)),
                 ERROR,
                 number,
             )
@@ -749,21 +870,26 @@ def _place_entry(
             Finding(
                 "path-outside-data",
                 name,
-                f"{_clip(path)!r}: a tag manifest lists a payload file",
+                Msg(N_("{path!r}: a tag manifest lists a payload file"), path=_clip(path)),
                 WARNING,
                 number,
             )
         )
     if path in m.entries:
         prev = m.entries[path]
-        same = "same" if prev.digest == digest.lower() else "a different"
+        same = prev.digest == digest.lower()
         old = version is not None and version < (1, 0)
-        sev = ERROR if (not old or same != "same") else WARNING
+        sev = ERROR if (not old or not same) else WARNING
+        template = (
+            N_("{path!r} is listed again (first on line {line}) with the same checksum")
+            if same
+            else N_("{path!r} is listed again (first on line {line}) with a different checksum")
+        )
         add(
             Finding(
                 "duplicate-entry",
                 name,
-                f"{_clip(path)!r} is listed again (first on line {prev.line}) with {same} checksum",
+                Msg(template, path=_clip(path), line=prev.line),
                 sev,
                 number,
             )
@@ -774,9 +900,13 @@ def _place_entry(
             Finding(
                 "too-large",
                 name,
-                f"lists more than {MAX_FILES:,} files; the rest "
-                "was not read (this verifier checks bags of at most that many "
-                "files)",
+                Msg(
+                    N_(
+                        "lists more than {max_files:,} files; the rest was not read (this "
+                        "verifier checks bags of at most that many files)"
+                    ),
+                    max_files=MAX_FILES,
+                ),
                 ERROR,
                 number,
             )
@@ -796,8 +926,14 @@ def _normalisation_clashes(m: Manifest) -> None:
                 Finding(
                     "normalization-clash",
                     m.name,
-                    f"{other!r} and {path!r} differ only in Unicode "
-                    "normalisation (they clash on macOS and some archives)",
+                    Msg(
+                        N_(
+                            "{other!r} and {path!r} differ only in Unicode normalisation (they "
+                            "clash on macOS and some archives)"
+                        ),
+                        other=other,
+                        path=path,
+                    ),
                     WARNING,
                     m.entries[path].line,
                 )
@@ -816,9 +952,12 @@ def portability_findings(paths: Iterable[str]) -> list[Finding]:
                 Finding(
                     "backslash-name",
                     path,
-                    "the name contains a backslash, "
-                    "which Windows takes as a folder separator: extracted there "
-                    "it lands in another folder or is refused",
+                    Msg(
+                        N_(
+                            "the name contains a backslash, which Windows takes as a folder "
+                            "separator: extracted there it lands in another folder or is refused"
+                        )
+                    ),
                     WARNING,
                 )
             )
@@ -830,10 +969,14 @@ def portability_findings(paths: Iterable[str]) -> list[Finding]:
                 Finding(
                     "case-clash",
                     path,
-                    f"differs from {other!r} only in letter "
-                    "case: on a case-insensitive file system (Windows, macOS) "
-                    "one of the two overwrites the other when the bag is "
-                    "extracted or copied",
+                    Msg(
+                        N_(
+                            "differs from {other!r} only in letter case: on a case-insensitive "
+                            "file system (Windows, macOS) one of the two overwrites the other "
+                            "when the bag is extracted or copied"
+                        ),
+                        other=other,
+                    ),
                     WARNING,
                 )
             )
@@ -853,7 +996,7 @@ def parse_fetch(text: str, version: tuple[int, int] | None) -> tuple[dict[str, s
                 Finding(
                     "fetch-format",
                     "fetch.txt",
-                    f"line {_clip(line)!r} is not '<url> <length> <path>'",
+                    Msg(N_("line {line!r} is not '<url> <length> <path>'"), line=_clip(line)),
                     ERROR,
                     number,
                 )
@@ -866,7 +1009,7 @@ def parse_fetch(text: str, version: tuple[int, int] | None) -> tuple[dict[str, s
                 Finding(
                     "unsafe-path",
                     "fetch.txt",
-                    f"{_clip(path)!r}: {why or 'outside data/'}",
+                    Msg(N_("{path!r}: {value}"), path=_clip(path), value=why or "outside data/"),
                     ERROR,
                     number,
                 )

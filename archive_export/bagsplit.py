@@ -26,6 +26,7 @@ from archive_export.descriptor import package_xml
 from archive_export.handover import handover_csv
 from archive_export.records import RecordInfo
 from config.errors import EXIT_DATAERR, LiuhenError
+from config.i18n import N_, _
 
 # Share of each verifier bound a bag may use: the rest absorbs what is only estimated
 # (the package.xml header, the export's own custody event, the chain heads).
@@ -170,24 +171,28 @@ class Load:
         events, custody = self._custody_with(c)
         cases = len(self.cases) + len(c.cases - self.cases)
         measures: list[tuple[str, int, int]] = [
-            ("files", files, b.files),
-            ("files and folders", files + folders, b.members),
-            ("manifest lines", files - TAG_FILES, b.lines),
-            ("manifest bytes", max(manifests.values()), b.tag_bytes),
-            ("hand-over list bytes", self.handover + c.handover, b.tag_bytes),
-            ("custody excerpt events", events, b.lines),
-            ("custody excerpt bytes", custody, b.tag_bytes),
+            (N_("files in the bag"), files, b.files),
+            (N_("files and folders"), files + folders, b.members),
+            (N_("manifest lines"), files - TAG_FILES, b.lines),
+            (N_("manifest bytes"), max(manifests.values()), b.tag_bytes),
+            (N_("hand-over list bytes"), self.handover + c.handover, b.tag_bytes),
+            (N_("custody excerpt events"), events, b.lines),
+            (N_("custody excerpt bytes"), custody, b.tag_bytes),
             (
-                "manifest and custody bytes held together",
+                N_("manifest and custody bytes held together"),
                 sum(manifests.values()) + custody,
                 b.held_bytes,
             ),
-            ("package.xml bytes", self.package + c.package, b.tag_bytes),
-            ("package.xml elements", self.elements + c.elements + 4 * cases, b.xml_elements),
-            ("bag-info.txt lines", BAG_INFO_LINES + cases, b.lines),
+            (N_("package.xml bytes"), self.package + c.package, b.tag_bytes),
+            (N_("package.xml elements"), self.elements + c.elements + 4 * cases, b.xml_elements),
+            (N_("bag-info.txt lines"), BAG_INFO_LINES + cases, b.lines),
         ]
         return [
-            f"{what}: {n:,} (at most {bound:,} here)" for what, n, bound in measures if n > bound
+            _("{what}: {count:,} (at most {bound:,} here)").format(
+                what=_(what), count=n, bound=bound
+            )
+            for what, n, bound in measures
+            if n > bound
         ]
 
     def _custody_with(self, c: Cost) -> tuple[int, int]:
@@ -238,12 +243,15 @@ def plan(
             load, size = new_bag(), 0
         if over := load.over_with(cost):
             raise BagTooBig(
-                f"recording {r.recording_id} ({r.original_name}) is too big for one bag that "
-                "'liuhen verify' accepts (its bounds keep memory bounded on any input), even "
-                "alone: " + "; ".join(over),
-                hint="nothing was written or recorded; a history that long is not expected "
-                "(see 'Bags that liuhen verify accepts' in docs/export.md): check it "
-                f"with 'liuhen show {r.recording_id}' and 'liuhen custody verify'",
+                _(
+                    "recording {id} ({name}) is too big for one bag that 'liuhen verify' "
+                    "accepts (its bounds keep memory bounded on any input), even alone: {over}"
+                ).format(id=r.recording_id, name=r.original_name, over="; ".join(over)),
+                hint=_(
+                    "nothing was written or recorded; a history that long is not expected "
+                    "(see 'Bags that liuhen verify accepts' in docs/export.md): check it with "
+                    "'liuhen show {id}' and 'liuhen custody verify'"
+                ).format(id=r.recording_id),
             )
         load.add(r, cost)
         size += rsize

@@ -53,6 +53,7 @@ from archive_export.bagview import CUSTODY_FILE as CUSTODY_FILE
 from archive_export.bagview import KEYS_FILE as KEYS_FILE
 from archive_export.bagview import BagTree, TagTooLarge, load_tree
 from archive_export.bagview import BagUnusable as BagUnusable
+from archive_export.msg import Msg
 from archive_export.parallel_hash import (
     Item,
     Outcome,
@@ -69,6 +70,7 @@ from catalog.signing import (
     public_raw,
     verify_signature,
 )
+from config.i18n import N_
 
 SIGNATURE_FILE = "tagmanifest-sha256.txt.sig"
 SIGNED_FILE = "tagmanifest-sha256.txt"
@@ -198,7 +200,7 @@ def _read_tag(tree: BagTree, rel: str, report: BagReport) -> bytes | None:
         report.findings.append(Finding("too-large", rel, str(exc)))
         return None
     except (OSError, KeyError) as exc:
-        report.findings.append(Finding("unreadable", rel, f"cannot read: {exc}"))
+        report.findings.append(Finding("unreadable", rel, Msg(N_("cannot read: {exc}"), exc=exc)))
         return None
 
 
@@ -286,7 +288,12 @@ def _read_info(run: _Run) -> None:
             Finding(
                 "version",
                 other,
-                f"BagIt {run.decl.version_text} names its metadata file {info_name}, not {other}",
+                Msg(
+                    N_("BagIt {version_text} names its metadata file {info_name}, not {other}"),
+                    version_text=run.decl.version_text,
+                    info_name=info_name,
+                    other=other,
+                ),
                 WARNING,
             )
         )
@@ -305,8 +312,13 @@ def _read_manifests(run: _Run) -> None:
                 Finding(
                     "unsupported-algorithm",
                     rel,
-                    f"algorithm {alg!r} is not one this "
-                    "system can compute; this manifest's checksums were NOT verified",
+                    Msg(
+                        N_(
+                            "algorithm {alg!r} is not one this system can compute; this "
+                            "manifest's checksums were NOT verified"
+                        ),
+                        alg=alg,
+                    ),
                     WARNING,
                 )
             )
@@ -325,7 +337,11 @@ def _check_manifest_set(run: _Run) -> None:
     files = run.tree.files
     root_kinds = [P.manifest_kind(r) for r in files if "/" not in r]
     if not any(k is not None and k[0] == "manifest" for k in root_kinds):
-        run.add(Finding("missing-manifest", "", "no payload manifest (manifest-<algorithm>.txt)"))
+        run.add(
+            Finding(
+                "missing-manifest", "", Msg(N_("no payload manifest (manifest-<algorithm>.txt)"))
+            )
+        )
     if not run.report.liuhen:
         return
     present = {m.algorithm for m in run.payload_ms} | {
@@ -337,7 +353,7 @@ def _check_manifest_set(run: _Run) -> None:
                 Finding(
                     "missing-manifest",
                     f"manifest-{alg}.txt",
-                    f"a 留痕 bag carries a {alg} payload manifest; it is missing",
+                    Msg(N_("a 留痕 bag carries a {alg} payload manifest; it is missing"), alg=alg),
                 )
             )
         if f"tagmanifest-{alg}.txt" not in files:
@@ -345,7 +361,7 @@ def _check_manifest_set(run: _Run) -> None:
                 Finding(
                     "missing-manifest",
                     f"tagmanifest-{alg}.txt",
-                    f"a 留痕 bag carries a {alg} tag manifest; it is missing",
+                    Msg(N_("a 留痕 bag carries a {alg} tag manifest; it is missing"), alg=alg),
                 )
             )
 
@@ -354,7 +370,9 @@ def _read_payload(run: _Run) -> None:
     """The payload on disk, its portability, and ``fetch.txt``."""
     tree, report = run.tree, run.report
     if "data" not in tree.dirs:
-        run.add(Finding("missing-payload-dir", "data/", "there is no data/ payload directory"))
+        run.add(
+            Finding("missing-payload-dir", "data/", Msg(N_("there is no data/ payload directory")))
+        )
     run.payload = {r: s for r, s in tree.files.items() if r.startswith("data/")}
     report.payload_files = len(run.payload)
     report.payload_bytes = sum(run.payload.values())
@@ -381,7 +399,11 @@ def _locate(run: _Run, entry_path: str, manifest: str, alt: str | None = None) -
             Finding(
                 "normalization-clash",
                 manifest,
-                f"{entry_path!r} is on disk as {alt!r} (different Unicode normalisation)",
+                Msg(
+                    N_("{entry_path!r} is on disk as {alt!r} (different Unicode normalisation)"),
+                    entry_path=entry_path,
+                    alt=alt,
+                ),
                 WARNING,
             )
         )
@@ -394,16 +416,24 @@ def _missing_entry(run: _Run, m: P.Manifest, e: P.Entry) -> Finding:
         return Finding(
             "not-fetched",
             e.path,
-            f"listed in {m.name} and fetch.txt ({run.fetch[e.path]}) but not fetched into the bag",
+            Msg(
+                N_("listed in {name} and fetch.txt ({fetch}) but not fetched into the bag"),
+                name=m.name,
+                fetch=run.fetch[e.path],
+            ),
         )
     if e.path in run.tree.dirs:
         return Finding(
             "manifest-format",
             m.name,
-            f"{e.path!r} is a directory; manifests list files only",
+            Msg(N_("{path!r} is a directory; manifests list files only"), path=e.path),
             line=e.line,
         )
-    return Finding("missing-file", e.path, f"listed in {m.name} (line {e.line}) but not in the bag")
+    return Finding(
+        "missing-file",
+        e.path,
+        Msg(N_("listed in {name} (line {line}) but not in the bag"), name=m.name, line=e.line),
+    )
 
 
 def _match_entries(run: _Run) -> None:
@@ -432,14 +462,20 @@ def _check_unlisted_payload(run: _Run) -> None:
     for r in sorted(run.payload):
         got = set(listed.get(r, ()))
         if not got:
-            run.add(Finding("unexpected-file", r, "is in data/ but in no payload manifest"))
+            run.add(
+                Finding("unexpected-file", r, Msg(N_("is in data/ but in no payload manifest")))
+            )
         elif got != names:
             for missing in sorted(names - got):
                 run.add(
                     Finding(
                         "not-in-manifest",
                         r,
-                        f"is in data/ and in {', '.join(sorted(got))} but not in {missing}",
+                        Msg(
+                            N_("is in data/ and in {got} but not in {missing}"),
+                            got=", ".join(sorted(got)),
+                            missing=missing,
+                        ),
                     )
                 )
 
@@ -460,7 +496,7 @@ def _check_tag_coverage(run: _Run) -> None:
                     Finding(
                         "unexpected-file",
                         r,
-                        f"tag file not listed in {m.name}",
+                        Msg(N_("tag file not listed in {name}"), name=m.name),
                         ERROR if run.report.liuhen else WARNING,
                     )
                 )
@@ -471,8 +507,13 @@ def _check_tag_coverage(run: _Run) -> None:
                     Finding(
                         "manifest-format",
                         m.name,
-                        f"lists the tag manifest {listed!r} "
-                        "(tag manifests must not list tag manifests)",
+                        Msg(
+                            N_(
+                                "lists the tag manifest {listed!r} (tag manifests must not list "
+                                "tag manifests)"
+                            ),
+                            listed=listed,
+                        ),
                         WARNING,
                     )
                 )
@@ -489,13 +530,24 @@ def _check_oxum(run: _Run) -> None:
                 Finding(
                     "oxum-mismatch",
                     run.info_name,
-                    f"Payload-Oxum {oxum_text[:100]} but data/ holds {report.payload_bytes} "
-                    f"bytes in {report.payload_files} files",
+                    Msg(
+                        N_(
+                            "Payload-Oxum {oxum_text} but data/ holds {payload_bytes} bytes in "
+                            "{payload_files} files"
+                        ),
+                        oxum_text=oxum_text[:100],
+                        payload_bytes=report.payload_bytes,
+                        payload_files=report.payload_files,
+                    ),
                 )
             )
     if not oxums and report.liuhen:
         run.add(
-            Finding("bag-info", run.info_name, "a 留痕 bag declares Payload-Oxum; it is missing")
+            Finding(
+                "bag-info",
+                run.info_name,
+                Msg(N_("a 留痕 bag declares Payload-Oxum; it is missing")),
+            )
         )
 
 
@@ -511,7 +563,11 @@ def _check_contents(run: _Run) -> None:
             custody = _start_custody(inp)
     elif CUSTODY_FILE not in tree.files and report.liuhen:
         run.add(
-            Finding("custody", CUSTODY_FILE, "a 留痕 bag carries a custody excerpt; it is missing")
+            Finding(
+                "custody",
+                CUSTODY_FILE,
+                Msg(N_("a 留痕 bag carries a custody excerpt; it is missing")),
+            )
         )
     pending = _fixity(tree, run.want, run.workers, run.progress)
     try:
@@ -543,9 +599,14 @@ def _compare_digests(run: _Run, outcomes: Mapping[str, Outcome]) -> None:
                 Finding(
                     "not-verified",
                     actual,
-                    f"{m.algorithm} could not be computed: a "
-                    f"compressed tar streamed its payload before {m.name}; decompress it "
-                    "and verify again",
+                    Msg(
+                        N_(
+                            "{algorithm} could not be computed: a compressed tar streamed its "
+                            "payload before {name}; decompress it and verify again"
+                        ),
+                        algorithm=m.algorithm,
+                        name=m.name,
+                    ),
                 )
             )
         elif computed != e.digest:
@@ -553,7 +614,14 @@ def _compare_digests(run: _Run, outcomes: Mapping[str, Outcome]) -> None:
                 Finding(
                     "checksum-mismatch",
                     actual,
-                    f"{m.algorithm} is {computed}, {m.name} line {e.line} says {e.digest}",
+                    Msg(
+                        N_("{algorithm} is {computed}, {name} line {line} says {digest}"),
+                        algorithm=m.algorithm,
+                        computed=computed,
+                        name=m.name,
+                        line=e.line,
+                        digest=e.digest,
+                    ),
                 )
             )
 
@@ -584,9 +652,14 @@ def custody_within_bounds(tree: BagTree, report: BagReport) -> bool:
         Finding(
             "too-large",
             CUSTODY_FILE,
-            f"{lines:,} lines, more than the "
-            f"{P.MAX_LINES:,} this verifier reads; its events were not "
-            "checked",
+            Msg(
+                N_(
+                    "{lines:,} lines, more than the {max_lines:,} this verifier reads; its events "
+                    "were not checked"
+                ),
+                lines=lines,
+                max_lines=P.MAX_LINES,
+            ),
         )
     )
     return False
@@ -620,12 +693,14 @@ def _fixity(
         return start_hashing(items, workers=workers).result
     total, done, lock = work_units(items), [0], threading.Lock()
     tick = progress
+    # The hashers count bytes once per algorithm; people read the bytes of the bag.
+    payload = sum(it.source.size for it in items)
 
     def count(units: int) -> None:
         with lock:
             done[0] += units
             now = done[0]
-        tick(now, total)
+        tick(now * payload // total if total else 0, payload)
 
     return start_hashing(items, workers=workers, progress=count).result
 
@@ -648,7 +723,11 @@ def _check_signature(
         sig["status"] = "incomplete"
         report.findings.append(
             Finding(
-                "not-signed", missing, f"{missing} is missing, so the signature cannot be checked"
+                "not-signed",
+                missing,
+                Msg(
+                    N_("{missing} is missing, so the signature cannot be checked"), missing=missing
+                ),
             )
         )
         return
@@ -667,7 +746,12 @@ def _check_signature(
             Finding(
                 "bad-signature",
                 SIGNATURE_FILE,
-                f"does not verify over {SIGNED_FILE} with {KEY_FILE} ({key_id})",
+                Msg(
+                    N_("does not verify over {SIGNED_FILE} with {KEY_FILE} ({key_id})"),
+                    SIGNED_FILE=SIGNED_FILE,
+                    KEY_FILE=KEY_FILE,
+                    key_id=key_id,
+                ),
             )
         )
     _judge_trust(report, key_id, trusted)
@@ -679,7 +763,11 @@ def _unsigned(report: BagReport, trusted: Mapping[str, Iterable[str]] | None) ->
             Finding(
                 "not-signed",
                 SIGNATURE_FILE,
-                f"a 留痕 bag is signed ({SIGNATURE_FILE} by {KEY_FILE}); both are missing",
+                Msg(
+                    N_("a 留痕 bag is signed ({SIGNATURE_FILE} by {KEY_FILE}); both are missing"),
+                    SIGNATURE_FILE=SIGNATURE_FILE,
+                    KEY_FILE=KEY_FILE,
+                ),
             )
         )
     elif trusted is not None:
@@ -689,8 +777,14 @@ def _unsigned(report: BagReport, trusted: Mapping[str, Iterable[str]] | None) ->
             Finding(
                 "not-signed",
                 SIGNATURE_FILE,
-                f"a key ring was given but the bag is "
-                f"not signed (no {SIGNATURE_FILE}, no {KEY_FILE})",
+                Msg(
+                    N_(
+                        "a key ring was given but the bag is not signed (no {SIGNATURE_FILE}, no "
+                        "{KEY_FILE})"
+                    ),
+                    SIGNATURE_FILE=SIGNATURE_FILE,
+                    KEY_FILE=KEY_FILE,
+                ),
             )
         )
 
@@ -703,17 +797,17 @@ def _signing_key(tree: BagTree, report: BagReport) -> tuple[bytes, bytes, bytes]
     signature = _read_tag(tree, SIGNATURE_FILE, report)
     signed = _read_tag(tree, SIGNED_FILE, report) if SIGNED_FILE in tree.files else None
     if signed is None:
-        add(Finding("bad-signature", SIGNED_FILE, "the signed file is missing"))
+        add(Finding("bad-signature", SIGNED_FILE, Msg(N_("the signed file is missing"))))
         return None
     if pem is None or signature is None:
         return None
     try:
         key = serialization.load_pem_public_key(pem)
     except (ValueError, TypeError) as exc:
-        add(Finding("signing-key", KEY_FILE, f"not a PEM public key: {exc}"))
+        add(Finding("signing-key", KEY_FILE, Msg(N_("not a PEM public key: {exc}"), exc=exc)))
         return None
     if not isinstance(key, Ed25519PublicKey):
-        add(Finding("signing-key", KEY_FILE, "not an Ed25519 public key"))
+        add(Finding("signing-key", KEY_FILE, Msg(N_("not an Ed25519 public key"))))
         return None
     return public_raw(key), signature, signed
 
@@ -728,12 +822,25 @@ def _check_key_id(report: BagReport, info: P.BagInfo, key_id: str) -> None:
             Finding(
                 "key-id-mismatch",
                 KEY_FILE,
-                f"key id {key_id} does not match "
-                f"{KEY_ID_LABEL} {declared} in bag-info.txt (key replaced?)",
+                Msg(
+                    N_(
+                        "key id {key_id} does not match {KEY_ID_LABEL} {declared} in bag-info.txt "
+                        "(key replaced?)"
+                    ),
+                    key_id=key_id,
+                    KEY_ID_LABEL=KEY_ID_LABEL,
+                    declared=declared,
+                ),
             )
         )
     elif declared is None and report.liuhen:
-        report.findings.append(Finding("key-id-mismatch", "bag-info.txt", f"no {KEY_ID_LABEL}"))
+        report.findings.append(
+            Finding(
+                "key-id-mismatch",
+                "bag-info.txt",
+                Msg(N_("no {KEY_ID_LABEL}"), KEY_ID_LABEL=KEY_ID_LABEL),
+            )
+        )
 
 
 def _judge_trust(
@@ -743,7 +850,11 @@ def _judge_trust(
     sig["trust"], sig["trusted_by"] = judge_trust(key_id, trusted)
     if sig["trust"] == "untrusted":
         report.findings.append(
-            Finding("untrusted-key", KEY_FILE, f"{key_id} is in none of the given key rings")
+            Finding(
+                "untrusted-key",
+                KEY_FILE,
+                Msg(N_("{key_id} is in none of the given key rings"), key_id=key_id),
+            )
         )
 
 
@@ -797,7 +908,7 @@ def custody_input(
         keys_data = _read_tag(tree, KEYS_FILE, report)
     else:
         report.findings.append(
-            Finding("custody", KEYS_FILE, "missing: custody signatures cannot be checked")
+            Finding("custody", KEYS_FILE, Msg(N_("missing: custody signatures cannot be checked")))
         )
     raw_events = _read_tag(tree, CUSTODY_FILE, report)
     if raw_events is None:
@@ -890,7 +1001,12 @@ def check_custody_excerpt(inp: CustodyInput) -> CustodyResult:
             findings += _event_against_manifests(inp, number, ev)
     if inp.liuhen:
         findings += [
-            Finding("custody", path, "no custody event in the excerpt names this original", WARNING)
+            Finding(
+                "custody",
+                path,
+                Msg(N_("no custody event in the excerpt names this original")),
+                WARNING,
+            )
             for path, sha in sorted(inp.originals.items())
             if sha not in mentioned
         ]
@@ -926,7 +1042,13 @@ def _event_against_manifests(inp: CustodyInput, number: int, ev: EventRecord) ->
             Finding(
                 "custody-digest-mismatch",
                 CUSTODY_FILE,
-                f"{name}: says SM3 {sm3}, manifest-sm3.txt has {listed} for {path}",
+                Msg(
+                    N_("{name}: says SM3 {sm3}, manifest-sm3.txt has {listed} for {path}"),
+                    name=name,
+                    sm3=sm3,
+                    listed=listed,
+                    path=path,
+                ),
                 ERROR,
                 number,
             )
@@ -937,7 +1059,13 @@ def _event_against_manifests(inp: CustodyInput, number: int, ev: EventRecord) ->
             Finding(
                 "custody-digest-mismatch",
                 CUSTODY_FILE,
-                f"{name}: says {size} bytes, {path} has {inp.sizes[path]}",
+                Msg(
+                    N_("{name}: says {size} bytes, {path} has {sizes}"),
+                    name=name,
+                    size=size,
+                    path=path,
+                    sizes=inp.sizes[path],
+                ),
                 ERROR,
                 number,
             )

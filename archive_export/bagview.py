@@ -34,8 +34,10 @@ from typing import IO, Any, BinaryIO, Protocol, cast
 
 from archive_export import bagparse as P
 from archive_export.bagparse import MAX_FILES, MAX_TAG_BYTES, Finding, FindingList
+from archive_export.msg import Msg
 from archive_export.parallel_hash import FileSource, SliceSource, hash_names, make_hasher
 from config.errors import EXIT_FAILED_CHECK, EXIT_NOINPUT, EXIT_USAGE, LiuhenError
+from config.i18n import N_, _
 
 CUSTODY_FILE = "data/metadata/custody.jsonl"
 KEYS_FILE = "data/metadata/keys.json"
@@ -69,7 +71,7 @@ class BagTooLarge(LiuhenError):
     exit_code = EXIT_FAILED_CHECK
 
 
-_HINT = "give a bag directory or the .tar an export wrote"
+_HINT = N_("give a bag directory or the .tar an export wrote")
 _SPLIT_HINT = "a bag checked here holds at most {n:,} files; split the handover into several bags"
 
 
@@ -150,7 +152,13 @@ class BagTree:
         """False (and a ``too-many`` finding, once) when the bag already has MAX_FILES."""
         if not self.bounded or len(self.files) < MAX_FILES:
             return True
-        self.stop(f"the bag holds more than {MAX_FILES:,} files (stopped listing at {where})")
+        self.stop(
+            Msg(
+                N_("the bag holds more than {limit:,} files (stopped listing at {where})"),
+                limit=MAX_FILES,
+                where=where,
+            )
+        )
         return False
 
     def stop(self, detail: str) -> None:
@@ -160,9 +168,13 @@ class BagTree:
                 Finding(
                     "too-many",
                     "",
-                    f"{detail}; this verifier checks "
-                    "bags of at most that many: split the handover into "
-                    "several bags",
+                    Msg(
+                        N_(
+                            "{detail}; this verifier checks bags of at most that many: split the "
+                            "handover into several bags"
+                        ),
+                        detail=detail,
+                    ),
                 )
             )
 
@@ -177,7 +189,11 @@ def walk_directory(root: Path, *, bounded: bool = True) -> BagTree:
             it = os.scandir(root / rel_dir if rel_dir else root)
         except OSError as exc:
             tree.findings.append(
-                Finding("unreadable", rel_dir or ".", f"cannot list directory: {exc.strerror}")
+                Finding(
+                    "unreadable",
+                    rel_dir or ".",
+                    Msg(N_("cannot list directory: {strerror}"), strerror=exc.strerror),
+                )
             )
             continue
         with it:
@@ -192,13 +208,17 @@ def _walk_entry(tree: BagTree, e: os.DirEntry[str], rel: str, stack: list[str]) 
     try:
         st = e.stat(follow_symlinks=False)
     except OSError as exc:
-        tree.findings.append(Finding("unreadable", rel, f"cannot stat: {exc.strerror}"))
+        tree.findings.append(
+            Finding("unreadable", rel, Msg(N_("cannot stat: {strerror}"), strerror=exc.strerror))
+        )
         return True
     if stat.S_ISLNK(st.st_mode):
         # Never followed: a link could point outside the bag.
         tree.findings.append(
             Finding(
-                "link", rel, "is a symbolic link (not followed; a bag holds regular files only)"
+                "link",
+                rel,
+                Msg(N_("is a symbolic link (not followed; a bag holds regular files only)")),
             )
         )
     elif stat.S_ISDIR(st.st_mode):
@@ -213,7 +233,7 @@ def _walk_entry(tree: BagTree, e: os.DirEntry[str], rel: str, stack: list[str]) 
         tree.files[rel] = st.st_size
     else:
         tree.findings.append(
-            Finding("special-file", rel, "is not a regular file (device, fifo or socket)")
+            Finding("special-file", rel, Msg(N_("is not a regular file (device, fifo or socket)")))
         )
     return True
 
@@ -278,7 +298,13 @@ def _add_member(tree: BagTree, m: _Member, rel: str) -> bool:
     """Record a member; True when it is a regular file whose bytes belong to the bag."""
     if m.type == "link":
         tree.findings.append(
-            Finding("link", rel, f"tar member is a link to {m.linkname!r} (never followed)")
+            Finding(
+                "link",
+                rel,
+                Msg(
+                    N_("tar member is a link to {linkname!r} (never followed)"), linkname=m.linkname
+                ),
+            )
         )
     elif m.type == "dir":
         tree.dirs.add(rel)
@@ -288,8 +314,12 @@ def _add_member(tree: BagTree, m: _Member, rel: str) -> bool:
                 Finding(
                     "duplicate-member",
                     rel,
-                    "appears more than once in the tar (a later copy "
-                    "would silently replace the first on extraction)",
+                    Msg(
+                        N_(
+                            "appears more than once in the tar (a later copy would silently "
+                            "replace the first on extraction)"
+                        )
+                    ),
                 )
             )
             return False
@@ -301,7 +331,9 @@ def _add_member(tree: BagTree, m: _Member, rel: str) -> bool:
             tree.dirs.add("/".join(parts[:i]))
         return True
     else:
-        tree.findings.append(Finding("special-file", rel, "tar member is not a regular file"))
+        tree.findings.append(
+            Finding("special-file", rel, Msg(N_("tar member is not a regular file")))
+        )
     return False
 
 
@@ -313,7 +345,7 @@ def _tar_members(tf: tarfile.TarFile, tree: BagTree) -> Iterator[tarfile.TarInfo
         try:
             m = tf.next()
         except P.TarHeaderTooLarge as exc:  # not read: the verdict is "too large"
-            tree.findings.append(Finding("too-large", "", f"{exc}; not read"))
+            tree.findings.append(Finding("too-large", "", Msg(N_("{exc}; not read"), exc=exc)))
             tree.too_many = True  # not checked further: the rest of the tar is unknown
             return
         if m is None:
@@ -344,7 +376,10 @@ def open_tar(path: Path, *, stream: bool = True, bounded: bool = True) -> BagTre
     except (tarfile.TarError, EOFError, OSError) as exc:
         if stream:
             return _stream_tar(path)
-        raise BundleNotFound(f"{path}: not a readable tar file ({exc})", hint=_HINT) from exc
+        raise BundleNotFound(
+            _("{path}: not a readable tar file ({error})").format(path=path, error=exc),
+            hint=_(_HINT),
+        ) from exc
     if tree.too_many:
         return tree  # not checked further: a root guessed from part of it would mislead
     names = [_norm_member(m.name) for m in members if not _member_problem(m.name)]
@@ -372,13 +407,19 @@ def _place_members(tree: BagTree, members: list[_Member], length: int) -> None:
         name = _norm_member(m.name)
         why = _member_problem(m.name)
         if why:
-            tree.findings.append(Finding("unsafe-path", m.name, f"{why} (never extracted)"))
+            tree.findings.append(
+                Finding("unsafe-path", m.name, Msg(N_("{why} (never extracted)"), why=why))
+            )
             continue
         if not name or name + "/" == root:
             continue
         if root and not name.startswith(root):
             tree.findings.append(
-                Finding("unexpected-file", name, f"tar member outside the bag folder {root!r}")
+                Finding(
+                    "unexpected-file",
+                    name,
+                    Msg(N_("tar member outside the bag folder {root!r}"), root=root),
+                )
             )
             continue
         if _add_member(tree, m, name[len(root) :]):
@@ -390,7 +431,10 @@ def _place_members(tree: BagTree, members: list[_Member], length: int) -> None:
                 Finding(
                     "unreadable",
                     rel,
-                    f"truncated: the tar ends {m.offset + m.size - length} bytes into it",
+                    Msg(
+                        N_("truncated: the tar ends {count} bytes into it"),
+                        count=m.offset + m.size - length,
+                    ),
                 )
             )
             del tree.files[rel]
@@ -412,7 +456,9 @@ def _stream_tar(path: Path) -> BagTree:
                 name = _norm_member(m.name)
                 why = _member_problem(m.name)
                 if why:
-                    tree.findings.append(Finding("unsafe-path", m.name, f"{why} (never extracted)"))
+                    tree.findings.append(
+                        Finding("unsafe-path", m.name, Msg(N_("{why} (never extracted)"), why=why))
+                    )
                     continue
                 if not name:
                     continue
@@ -428,7 +474,9 @@ def _stream_tar(path: Path) -> BagTree:
                 if root and not name.startswith(root):
                     tree.findings.append(
                         Finding(
-                            "unexpected-file", name, f"tar member outside the bag folder {root!r}"
+                            "unexpected-file",
+                            name,
+                            Msg(N_("tar member outside the bag folder {root!r}"), root=root),
                         )
                     )
                     continue
@@ -451,7 +499,9 @@ def _stream_tar(path: Path) -> BagTree:
                 f"{path}: not a readable tar: {exc}",
                 hint="give a bag directory or a .tar made by 'liuhen export'",
             ) from exc
-        tree.findings.append(Finding("unreadable", str(path), f"the tar is damaged: {exc}"))
+        tree.findings.append(
+            Finding("unreadable", str(path), Msg(N_("the tar is damaged: {exc}"), exc=exc))
+        )
     if (root is None or "bagit.txt" not in tree.files) and not tree.too_many:
         raise BagUnusable(f"{path}: the tar holds no bagit.txt")
     for rel, data in tree.blobs.items():
@@ -477,7 +527,7 @@ def _take_member(tree: BagTree, rel: str, f: IO[bytes], size: int, algorithms: s
             if size <= MAX_TAG_BYTES
             else f"the tag files before it already hold {held:,} bytes in memory"
         )
-        tree.findings.append(Finding("too-large", rel, f"{why}; not read"))
+        tree.findings.append(Finding("too-large", rel, Msg(N_("{why}; not read"), why=why)))
         tree.stream_errors[rel] = f"too large to check ({why})"
         return
     tree.blobs[rel] = f.read(size)
@@ -506,21 +556,25 @@ def load_tree(path: Path) -> tuple[BagTree, str]:
     try:
         st = path.stat()
     except FileNotFoundError as exc:
-        raise BagUnusable(f"{path}: no such file or directory") from exc
+        raise BagUnusable(_("{path}: no such file or directory").format(path=path)) from exc
     except OSError as exc:
-        raise BagUnusable(f"{path}: cannot read: {exc.strerror}") from exc
+        raise BagUnusable(
+            _("{path}: cannot read: {error}").format(path=path, error=exc.strerror)
+        ) from exc
     if stat.S_ISDIR(st.st_mode):
         tree = walk_directory(path)
         if "bagit.txt" not in tree.files and not tree.too_many:
             raise BagUnusable(
-                f"{path}: no bagit.txt: not a BagIt bag",
-                hint="give the bag's top folder (the one holding bagit.txt and data/), or its .tar",
+                _("{path}: no bagit.txt: not a BagIt bag").format(path=path),
+                hint=_(
+                    "give the bag's top folder (the one holding bagit.txt and data/), or its .tar"
+                ),
             )
         return tree, "directory"
     if not tarfile.is_tarfile(path):
         raise BagUnusable(
-            f"{path}: neither a bag directory nor a tar",
-            hint="give a bag folder or a .tar made by 'liuhen export'",
+            _("{path}: neither a bag directory nor a tar").format(path=path),
+            hint=_("give a bag folder or a .tar made by 'liuhen export'"),
         )
     tree = open_tar(path)
     return tree, "tar-stream" if tree.streamed is not None else "tar"
@@ -672,10 +726,28 @@ class _Range(io.RawIOBase, BinaryIO):
         super().close()
 
 
+def open_checked(path: Path) -> BagView:
+    """:func:`open_bag` of something that is a bag: a folder holding ``bagit.txt``, or a
+    tar holding one; anything else is :class:`BagUnusable` (exit 2, as ``liuhen verify``
+    says of it), before any check runs."""
+    if path.is_file() and not tarfile.is_tarfile(path):
+        raise BagUnusable(
+            _("{path}: not a bag: neither a bag folder nor a tar").format(path=path),
+            hint=_("give a bag folder or a .tar made by 'liuhen export'"),
+        )
+    bag = open_bag(path)
+    if "bagit.txt" not in bag.files():
+        raise BagUnusable(
+            _("{path}: not a bag: it holds no bagit.txt").format(path=path),
+            hint=_("give the bag's top folder (the one holding bagit.txt and data/), or its .tar"),
+        )
+    return bag
+
+
 def open_bag(path: Path) -> BagView:
     """A bundle handed over (bounded: see the module doc)."""
     if path.is_dir():
         return DirBag(path, bounded=True)
     if path.is_file():
         return TarBag(path, bounded=True)
-    raise BundleNotFound(f"{path}: no such bundle", hint=_HINT)
+    raise BundleNotFound(_("{path}: no such bundle").format(path=path), hint=_(_HINT))

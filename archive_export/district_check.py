@@ -44,6 +44,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from archive_export.msg import Msg
 from catalog import Catalog, verify_chain
 from catalog.anchors import PREFIX, store_heads
 from catalog.chainrule import ChainHead
@@ -58,6 +59,7 @@ from catalog.models import (
     utcnow,
 )
 from catalog.states import PROBED_STATES, DockingState, RecordingState
+from config.i18n import N_
 from storage import Digest, ObjectNotFound, ObjectStore, StorageError, content_key, digest_stream
 from storage.base import DAMAGED_PREFIX
 
@@ -83,8 +85,11 @@ class Violation:
     object: str  # what it is about: "docking <uid>", "recording <sha256>", "object <key>"
     detail: str
 
-    def describe(self) -> str:
-        return f"{self.kind}: {self.object}: {self.detail}"
+    def describe(self) -> Msg:
+        """English as a ``str`` (programs), translated by ``msg.shown`` for people."""
+        return Msg(
+            N_("{kind}: {object}: {detail}"), kind=self.kind, object=self.object, detail=self.detail
+        )
 
 
 @dataclass
@@ -103,7 +108,10 @@ class DistrictReport:
         return {
             "ok": self.ok,
             "counts": dict(self.counts),
-            "violations": [v.__dict__ | {"message": v.describe()} for v in self.violations],
+            "violations": [
+                v.__dict__ | {"detail": str(v.detail), "message": str(v.describe())}
+                for v in self.violations
+            ],
         }
 
 
@@ -191,13 +199,21 @@ def _check_dockings(s: Any, report: DistrictReport, opts: CheckOptions, now: dat
                     report.add(
                         "file-without-recording",
                         where,
-                        f"state {f.state} but no recording row ({f.recording_id})",
+                        Msg(
+                            N_("state {state} but no recording row ({recording_id})"),
+                            state=f.state,
+                            recording_id=f.recording_id,
+                        ),
                     )
             elif f.state == "QUARANTINED" and d.state in SAFE_DOCKING_STATES:
                 report.add(
                     "docking-file-state",
                     where,
-                    f"quarantined ({f.reason}) in a docking marked {d.state}",
+                    Msg(
+                        N_("quarantined ({reason}) in a docking marked {state}"),
+                        reason=f.reason,
+                        state=d.state,
+                    ),
                 )
         if d.state in SAFE_DOCKING_STATES:
             # Every file the station found is registered: stored, duplicate or rejected.
@@ -205,13 +221,22 @@ def _check_dockings(s: Any, report: DistrictReport, opts: CheckOptions, now: dat
                 report.add(
                     "docking-files-missing",
                     name,
-                    f"{d.state} with {d.files_total} files found on the recorder but "
-                    f"{len(files)} registered in the catalog",
+                    Msg(
+                        N_(
+                            "{state} with {files_total} files found on the recorder but {n_files} "
+                            "registered in the catalog"
+                        ),
+                        state=d.state,
+                        files_total=d.files_total,
+                        n_files=len(files),
+                    ),
                 )
         elif d.state == "INCOMPLETE":
             if not d.problems:
                 report.add(
-                    "docking-incomplete-silent", name, "INCOMPLETE without any reason listed"
+                    "docking-incomplete-silent",
+                    name,
+                    Msg(N_("INCOMPLETE without any reason listed")),
                 )
         elif d.state == "OFFLOADING":
             last = max(x for x in (d.updated_at, seen.get(d.station_id)) if x is not None)
@@ -219,11 +244,17 @@ def _check_dockings(s: Any, report: DistrictReport, opts: CheckOptions, now: dat
                 report.add(
                     "docking-stalled",
                     name,
-                    f"OFFLOADING, no sign of life from it or its station since "
-                    f"{last.isoformat()} ({(now - last).total_seconds():.0f} s)",
+                    Msg(
+                        N_(
+                            "OFFLOADING, no sign of life from it or its station since {since} "
+                            "({seconds:.0f} s)"
+                        ),
+                        since=last.isoformat(),
+                        seconds=(now - last).total_seconds(),
+                    ),
                 )
         else:
-            report.add("docking-state", name, f"unknown state {d.state!r}")
+            report.add("docking-state", name, Msg(N_("unknown state {state!r}"), state=d.state))
 
 
 # -- recordings, derivatives and their objects --------------------------------------------------
@@ -251,25 +282,46 @@ def _check_object(
     try:
         info = store.head(key)
     except ObjectNotFound:
-        report.add("object-missing", what, f"object {key} is not in {store.url}")
+        report.add(
+            "object-missing", what, Msg(N_("object {key} is not in {url}"), key=key, url=store.url)
+        )
         missing.add(key)
         return
     if info.size != size:
-        report.add("object-size", what, f"object {key} is {info.size} bytes, catalog says {size}")
+        report.add(
+            "object-size",
+            what,
+            Msg(
+                N_("object {key} is {size} bytes, catalog says {expected}"),
+                key=key,
+                size=info.size,
+                expected=size,
+            ),
+        )
         return
     if rehash:
         try:
             with store.open(key) as stream:
                 got = digest_stream(stream, ("sha256", "sm3"))
         except StorageError as exc:
-            report.add("object-unreadable", what, f"object {key}: {exc.message}")
+            report.add(
+                "object-unreadable",
+                what,
+                Msg(N_("object {key}: {message}"), key=key, message=exc.message),
+            )
             return
         for alg, want in (("sha256", sha256), ("sm3", sm3)):
             if got[alg] != Digest(alg, want):
                 report.add(
                     "object-digest",
                     what,
-                    f"object {key}: {alg} {got[alg].hex}, catalog says {want}",
+                    Msg(
+                        N_("object {key}: {alg} {hex}, catalog says {want}"),
+                        key=key,
+                        alg=alg,
+                        hex=got[alg].hex,
+                        want=want,
+                    ),
                 )
         report.counts["objects_rehashed"] = report.counts.get("objects_rehashed", 0) + 1
 
@@ -303,14 +355,14 @@ def _check_recordings(
             report.add(
                 "processed-twice",
                 f"recording {by_sha.get(rec_id, rec_id)}",
-                f"{n} '{kind}' derivatives",
+                Msg(N_("{n} '{kind}' derivatives"), n=n, kind=kind),
             )
     for (source, kind), n in sorted(derived_events.items()):
         if n > 1 + events[RESTORED][source]:
             report.add(
                 "processed-twice",
                 f"recording {source}",
-                f"{n} 'derived' custody events for its {kind}",
+                Msg(N_("{n} 'derived' custody events for its {kind}"), n=n, kind=kind),
             )
     _check_shared(s, report, recs)
     if opts.expected_sha256 is not None:
@@ -352,7 +404,11 @@ def _check_recording(
 ) -> None:
     what = f"recording {r.sha256} ({r.original_name})"
     if r.object_key != content_key(Digest("sha256", r.sha256)):
-        report.add("object-key", what, f"key {r.object_key} is not the content key")
+        report.add(
+            "object-key",
+            what,
+            Msg(N_("key {object_key} is not the content key"), object_key=r.object_key),
+        )
     if r.state == RecordingState.EXPIRED:
         seen.expired.setdefault(r.object_key, f"expired recording {r.sha256}")
     elif r.state == RecordingState.EXPIRING:
@@ -377,13 +433,27 @@ def _check_recording(
         report.add(
             "stored-count",
             what,
-            f"{stored} 'stored' custody events (want {lives}: {lives - 1} restored after expiry)",
+            Msg(
+                N_(
+                    "{stored} 'stored' custody events (want {lives}: {restored} restored after "
+                    "expiry)"
+                ),
+                stored=stored,
+                lives=lives,
+                restored=lives - 1,
+            ),
         )
     probed = events["probed"][r.sha256]
     if probed > lives:
-        report.add("processed-twice", what, f"probed {probed} times to completion")
+        report.add(
+            "processed-twice", what, Msg(N_("probed {probed} times to completion"), probed=probed)
+        )
     if r.state in PROBED_STATES and probed == 0:
-        report.add("probe-unrecorded", what, f"state {r.state} without a 'probed' event")
+        report.add(
+            "probe-unrecorded",
+            what,
+            Msg(N_("state {state} without a 'probed' event"), state=r.state),
+        )
 
 
 def _check_derivatives(
@@ -403,7 +473,11 @@ def _check_derivatives(
         what = f"derivative {d.kind} {d.sha256} of recording {source}"
         per_kind[(d.recording_id, d.kind)] += 1
         if d.object_key != content_key(Digest("sha256", d.sha256)):
-            report.add("object-key", what, f"key {d.object_key} is not the content key")
+            report.add(
+                "object-key",
+                what,
+                Msg(N_("key {object_key} is not the content key"), object_key=d.object_key),
+            )
         state = by_id[d.recording_id].state if d.recording_id in by_id else None
         if state == RecordingState.EXPIRED:
             seen.expired.setdefault(d.object_key, f"{d.kind} of expired recording {source}")
@@ -429,12 +503,14 @@ def _check_shared(s: Any, report: DistrictReport, recs: list[Recording]) -> None
     rec_keys = Counter(r.object_key for r in recs)
     for key, n in rec_keys.items():
         if n > 1:
-            report.add("object-key-shared", f"object {key}", f"named by {n} recordings")
+            report.add(
+                "object-key-shared", f"object {key}", Msg(N_("named by {n} recordings"), n=n)
+            )
     dup_sha = s.execute(
         select(Recording.sha256, func.count()).group_by(Recording.sha256).having(func.count() > 1)
     ).all()
     for sha, n in dup_sha:
-        report.add("stored-twice", f"recording {sha}", f"{n} recording rows")
+        report.add("stored-twice", f"recording {sha}", Msg(N_("{n} recording rows"), n=n))
 
 
 def _check_expected(s: Any, report: DistrictReport, expected: frozenset[str]) -> None:
@@ -450,13 +526,13 @@ def _check_expected(s: Any, report: DistrictReport, expected: frozenset[str]) ->
         report.add(
             "file-not-stored",
             f"recorder file {sha}",
-            "a recorder held it, no docking file reaches a recording of it",
+            Msg(N_("a recorder held it, no docking file reaches a recording of it")),
         )
     for sha in sorted(reached - expected):
         report.add(
             "file-unexpected",
             f"recording {sha}",
-            "stored through a docking, but no recorder held it",
+            Msg(N_("stored through a docking, but no recorder held it")),
         )
 
 
@@ -480,17 +556,29 @@ def _check_work(s: Any, report: DistrictReport, opts: CheckOptions, now: datetim
             report.add(
                 "work-stuck",
                 what,
-                f"claimed by {i.lease_owner}, lease expired "
-                f"{(now - i.lease_expires_at).total_seconds():.0f} s ago, not taken over",
+                Msg(
+                    N_(
+                        "claimed by {lease_owner}, lease expired {total_seconds:.0f} s ago, not "
+                        "taken over"
+                    ),
+                    lease_owner=i.lease_owner,
+                    total_seconds=(now - i.lease_expires_at).total_seconds(),
+                ),
             )
         elif i.state == "FAILED":
             report.add(
-                "work-failed", what, f"failed for good after {i.attempts} attempts: {i.last_error}"
+                "work-failed",
+                what,
+                Msg(
+                    N_("failed for good after {attempts} attempts: {last_error}"),
+                    attempts=i.attempts,
+                    last_error=i.last_error,
+                ),
             )
     # A probe is queued in the transaction that registers the recording.
     for rec_id, sha in s.execute(select(Recording.id, Recording.sha256)):
         if str(rec_id) not in probe_subjects:
-            report.add("work-missing", f"recording {sha}", "no probe work item was queued")
+            report.add("work-missing", f"recording {sha}", Msg(N_("no probe work item was queued")))
 
 
 # -- the store ----------------------------------------------------------------------------------
@@ -517,14 +605,19 @@ def _check_store(
             report.add(
                 "orphan-object",
                 f"object {key}",
-                f"the {expired[key]} (deleted at expiry, see its tombstone) is still "
-                "in the store, and nothing live names it",
+                Msg(
+                    N_(
+                        "the {expired} (deleted at expiry, see its tombstone) is still in the "
+                        "store, and nothing live names it"
+                    ),
+                    expired=expired[key],
+                ),
             )
         else:
             report.add(
                 "orphan-object",
                 f"object {key}",
-                "in the store, but no recording or derivative names it",
+                Msg(N_("in the store, but no recording or derivative names it")),
             )
     report.counts["objects_listed"] = listed
     # Missing objects were already named one by one (head); the listing catches objects a
@@ -533,5 +626,5 @@ def _check_store(
         report.add(
             "object-unlisted",
             f"object {key}",
-            "named by the catalog, answers head, but is not in the store listing",
+            Msg(N_("named by the catalog, answers head, but is not in the store listing")),
         )

@@ -42,9 +42,9 @@ import socket
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Protocol, cast
 
 from sqlalchemy import and_, delete, or_, select, text, update
 from sqlalchemy.orm import Session
@@ -59,6 +59,7 @@ from archive_export.bagwriter import (
 )
 from archive_export.descriptor import package_xml
 from archive_export.handover import handover_csv
+from archive_export.msg import Msg, joined
 from archive_export.paths import (
     CHINA_STANDARD_TIME,
     PathAllocator,
@@ -95,6 +96,8 @@ from catalog.models import (
 from catalog.signing import Signer
 from catalog.states import LIVE_STATES
 from config.errors import EXIT_NOINPUT, EXIT_UNAVAILABLE, EXIT_USAGE, LiuhenError
+from config.i18n import N_, _
+from config.timetext import show_time
 from storage import fsync_dir
 from storage.base import ObjectStore
 from storage.errors import StorageError
@@ -131,6 +134,14 @@ class _CommitOutcomeUnknown(Exception):
         self.cause = cause
 
 
+class ProgressSink(Protocol):
+    """What an export reports as it goes (a progress bar, or nothing)."""
+
+    def set_total(self, total: int | None) -> None: ...
+    def advance(self, amount: int = 1) -> None: ...
+    def describe(self, text: str) -> None: ...
+
+
 @dataclass(frozen=True)
 class ExportRequest:
     out: Path  # a directory to create, or a file ending in .tar
@@ -145,6 +156,9 @@ class ExportRequest:
     security_class: str = ""  # 密级 when no case gives one
     actor: str = ""
     options: fourprops.Options = field(default_factory=fourprops.Options)
+    # Told the bytes to copy, then each chunk copied (liuhen.progress's Ticker).
+    progress: ProgressSink | None = field(default=None, compare=False)
+    zone: tzinfo = CHINA_STANDARD_TIME  # the station's, for times in messages
 
 
 @dataclass
@@ -170,21 +184,6 @@ class ExportResult:
         return sum(b.bytes for b in self.bags)
 
 
-def parse_day(text: str) -> datetime:
-    """``YYYY-MM-DD`` (a day in China Standard Time) or an ISO 8601 time."""
-    try:
-        day = date.fromisoformat(text)
-    except ValueError:
-        pass
-    else:
-        return datetime(day.year, day.month, day.day, tzinfo=CHINA_STANDARD_TIME)
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise ExportError(f"{text!r} is neither a date (YYYY-MM-DD) nor an ISO 8601 time") from exc
-    return when if when.tzinfo else when.replace(tzinfo=CHINA_STANDARD_TIME)
-
-
 # -- selection ----------------------------------------------------------------------------
 
 
@@ -204,20 +203,25 @@ def _select(session: Session, req: ExportRequest) -> tuple[list[_Selected], list
     gone = [s.rec for s in by_rec.values() if s.rec.state not in LIVE_STATES]
     if gone:
         raise NothingToExport(
-            "the bytes of these recordings are not held: "
-            + ", ".join(f"{r.id} ({r.original_name}, {r.state})" for r in gone[:20]),
-            hint="they expired or were quarantined; see 'liuhen show ID'",
+            _("the bytes of these recordings are not held: {recordings}").format(
+                recordings=", ".join(f"{r.id} ({r.original_name}, {r.state})" for r in gone[:20])
+            ),
+            hint=_("they expired or were quarantined; see 'liuhen show ID'"),
         )
     selected = sorted(
         by_rec.values(), key=lambda s: (s.rec.captured_at or s.rec.received_at, s.rec.id)
     )
     if not selected:
         scope = (
-            f"case(s) {', '.join(req.cases)}" if req.cases else f"[{req.date_from}, {req.date_to})"
+            _("case(s) {numbers}").format(numbers=", ".join(req.cases))
+            if req.cases
+            else _("{start} to {end} (exclusive)").format(
+                start=show_time(req.date_from, req.zone), end=show_time(req.date_to, req.zone)
+            )
         )
         raise NothingToExport(
-            f"no recordings to export for {scope}",
-            hint="attach recordings to the case, or widen the date range",
+            _("no recordings to export for {scope}").format(scope=scope),
+            hint=_("attach recordings to the case, or widen the date range"),
         )
     if req.with_access:
         _choose_access(session, selected)
@@ -235,11 +239,15 @@ def _select_cases(
         try:  # the number as people type it (brackets, full-width digits)
             case = get_case(session, number)
         except CatalogError as exc:
-            problems.append(f"case {number!r} is not in the catalog ({exc.message})")
+            problems.append(
+                _("case {number!r} is not in the catalog ({error})").format(
+                    number=number, error=exc.message
+                )
+            )
             continue
         cases.append(case)
     if problems:
-        raise NothingToExport("; ".join(problems), hint="see 'liuhen case list'")
+        raise NothingToExport("; ".join(problems), hint=_("see 'liuhen case list'"))
     for case in cases:
         rows = session.execute(
             select(Recording)
@@ -668,7 +676,10 @@ def export_bundle(
     _check_request(req)
     out = req.out.absolute()
     if out.parent.exists() and not out.parent.is_dir():
-        raise ExportError(f"{out.parent} is not a directory", hint="choose another --out")
+        raise ExportError(
+            _("{folder} is not a directory").format(folder=out.parent),
+            hint=_("choose another --out"),
+        )
     actor = req.actor or f"station:{signer.station_id}"
     now = utcnow()
     today = now.astimezone(CHINA_STANDARD_TIME).strftime("%Y%m%d")
@@ -679,6 +690,8 @@ def export_bundle(
         bags = _plan(session, records, req, out, uid)
     paths = _bag_paths(out, len(bags))
     _check_paths_free(out, paths)
+    if req.progress is not None:
+        req.progress.set_total(sum(f.size for r in records for f in r.files))
     export_id = _start_export(catalog, signer, req, uid, actor, out, paths, len(records))
     writers: list[BagWriter] = []
     results: list[BagResult] = []
@@ -721,13 +734,24 @@ def _check_request(req: ExportRequest) -> None:
     """Cases or a date range, not both; a range with both ends, in order; a positive
     bag size."""
     if bool(req.cases) == (req.date_from is not None or req.date_to is not None):
-        raise ExportError("give either --case (one or more) or a date range (--from and --to)")
+        raise ExportError(
+            _("give either --case (one or more) or a date range (--from and --to)"),
+            hint=_("--to is exclusive: --from 2026-12-01 --to 2026-12-02 is all of 1 December"),
+        )
     if not req.cases and (req.date_from is None or req.date_to is None):
-        raise ExportError("a date range needs both --from and --to")
+        raise ExportError(
+            _("a date range needs both --from and --to"),
+            hint=_("--to is exclusive: --from 2026-12-01 --to 2026-12-02 is all of 1 December"),
+        )
     if req.date_from and req.date_to and req.date_from >= req.date_to:
-        raise ExportError(f"--from {req.date_from} is not before --to {req.date_to}")
+        # The command line refuses this first, with the times as typed (timetext).
+        raise ExportError(
+            _("--from {start} is not before --to {end} (--to is exclusive)").format(
+                start=req.date_from.isoformat(), end=req.date_to.isoformat()
+            )
+        )
     if req.max_bag_bytes is not None and req.max_bag_bytes <= 0:
-        raise ExportError("the bag size limit must be positive")
+        raise ExportError(_("the bag size limit must be positive"))
 
 
 def _check_paths_free(out: Path, paths: list[Path]) -> None:
@@ -736,19 +760,21 @@ def _check_paths_free(out: Path, paths: list[Path]) -> None:
     partial = [q for p in paths if (q := p.with_name(p.name + PARTIAL_SUFFIX)).exists()]
     if partial:
         raise ExportError(
-            f"{', '.join(map(str, partial))}: left by an interrupted export",
-            hint="it is incomplete: remove it, then export again",
+            _("{paths}: left by an interrupted export").format(paths=", ".join(map(str, partial))),
+            hint=_("it is incomplete: remove it, then export again"),
         )
     taken = [p for p in paths if p.exists()]
     if taken:
         raise ExportError(
-            f"{', '.join(map(str, taken))} already exist(s)",
-            hint="choose another --out; an export never overwrites",
+            _("{paths} already exist(s)").format(paths=", ".join(map(str, taken))),
+            hint=_("choose another --out; an export never overwrites"),
         )
     try:
         _make_folder(out.parent)
     except OSError as exc:
-        raise ExportError(f"cannot create {out.parent}: {exc.strerror}") from exc
+        raise ExportError(
+            _("cannot create {folder}: {error}").format(folder=out.parent, error=exc.strerror)
+        ) from exc
 
 
 def _start_export(
@@ -1081,8 +1107,15 @@ def _complete(
             # A power cut can lose files whose directory was never synced: such a bag
             # is not the one the catalog recorded, and is not put in place.
             problems.append(
-                f"{partial} holds {found} (bytes.files) of payload, the "
-                f"export recorded {want}: left as it is"
+                Msg(
+                    N_(
+                        "{partial} holds {found} (bytes.files) of payload, the export "
+                        "recorded {want}: left as it is"
+                    ),
+                    partial=partial,
+                    found=found,
+                    want=want,
+                )
             )
         elif partial.exists() and not path.exists():
             try:
@@ -1094,23 +1127,45 @@ def _complete(
                 moved.append(f"{partial.name} -> {path.name}")
         elif not path.exists():
             problems.append(
-                f"{path} is missing (neither it nor {partial.name} is there: "
-                "removed, or on a medium not mounted now)"
+                Msg(
+                    N_(
+                        "{path} is missing (neither it nor {partial} is there: removed, or "
+                        "on a medium not mounted now)"
+                    ),
+                    path=path,
+                    partial=partial.name,
+                )
             )
         elif partial.exists():
-            problems.append(f"both {path} and {partial} exist: left as they are")
+            problems.append(
+                Msg(
+                    N_("both {path} and {partial} exist: left as they are"),
+                    path=path,
+                    partial=partial,
+                )
+            )
     if problems:
         # Still recorded as exported (its items keep its recordings from being detached
         # lightly); said again on every run until someone looks.
-        return f"export {uid} (DONE, interrupted while putting its bags in place): " + "; ".join(
-            problems
+        return Msg(
+            N_("export {uid} (DONE, interrupted while putting its bags in place): {problems}"),
+            uid=uid,
+            problems=joined(problems),
         )
     _record_in_place(catalog, export_id)
-    done = f"renamed {', '.join(moved)}" if moved else "its bags were already in place"
-    where = f" in {paths[0].parent}" if paths else ""
-    return (
-        f"export {uid} (DONE, interrupted while putting its bags in place{where}): "
-        f"completed, {done}"
+    done = (
+        Msg(N_("renamed {bags}"), bags=", ".join(moved))
+        if moved
+        else Msg(N_("its bags were already in place"))
+    )
+    return Msg(
+        N_(
+            "export {uid} (DONE, interrupted while putting its bags in place in {folder}): "
+            "completed, {done}"
+        ),
+        uid=uid,
+        folder=paths[0].parent if paths else "?",
+        done=done,
     )
 
 
@@ -1153,8 +1208,16 @@ def _remove_interrupted(
                 object_id=uid,
                 details={"error": error, "removed": removed},
             )
-    what = f"removed {', '.join(removed)}" if removed else "it had written nothing"
-    return f"export {uid} (RUNNING, its process is gone): {what}; recorded FAILED"
+    what = (
+        Msg(N_("removed {paths}"), paths=", ".join(removed))
+        if removed
+        else Msg(N_("it had written nothing"))
+    )
+    return Msg(
+        N_("export {uid} (RUNNING, its process is gone): {what}; recorded FAILED"),
+        uid=uid,
+        what=what,
+    )
 
 
 def _record_failure(
@@ -1285,7 +1348,7 @@ def _write_bag(
     index: int,
     count: int,
 ) -> BagResult:
-    _copy_payload(store, writer, records)
+    _copy_payload(store, writer, records, req.progress)
     case_numbers = sorted({n for r in records for n in r.case_numbers})
     bag_count = f"{index} of {count}"
     meta = {
@@ -1333,7 +1396,12 @@ def _write_bag(
     )
 
 
-def _copy_payload(store: ObjectStore, writer: BagWriter, records: list[RecordInfo]) -> None:
+def _copy_payload(
+    store: ObjectStore,
+    writer: BagWriter,
+    records: list[RecordInfo],
+    progress: ProgressSink | None = None,
+) -> None:
     """Every file of the records from the store into the bag, checked against the
     catalog's digests as it is written."""
     for r in records:
@@ -1342,10 +1410,26 @@ def _copy_payload(store: ObjectStore, writer: BagWriter, records: list[RecordInf
                 f"object {f.object_key} ({f.role} of recording {r.recording_id}, "
                 f"{r.original_name}, sha256 {r.sha256})"
             )
+            if progress is not None:
+                progress.describe(f.path.rsplit("/", 1)[-1])
             with store.open(f.object_key) as stream:
+                source = stream if progress is None else cast(BinaryIO, _Counted(stream, progress))
                 writer.add_stream(
-                    f.path, stream, f.size, expect={"sha256": f.sha256, "sm3": f.sm3}, what=what
+                    f.path, source, f.size, expect={"sha256": f.sha256, "sm3": f.sm3}, what=what
                 )
+
+
+class _Counted:
+    """A stream that tells the progress bar how many bytes were read from it."""
+
+    def __init__(self, stream: BinaryIO, progress: ProgressSink) -> None:
+        self._stream = stream
+        self._progress = progress
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self._stream.read(size)
+        self._progress.advance(len(chunk))
+        return chunk
 
 
 def _write_custody(

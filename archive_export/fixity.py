@@ -33,12 +33,14 @@ from typing import Any
 
 from sqlalchemy import select
 
+from archive_export.msg import Msg, joined
 from catalog.custody import append_event
 from catalog.db import Catalog
 from catalog.models import Derivative, FixityCheck, FixityRun, Recording
 from catalog.signing import Signer
 from catalog.states import RecordingState
 from config.errors import EXIT_USAGE, LiuhenError
+from config.i18n import N_
 from storage import ObjectNotFound, ObjectStore, StorageError, StoreUnavailable, new_hasher
 
 BATCH = 32
@@ -128,6 +130,7 @@ def audit_store(
     batch: int = BATCH,
     on_result: Callable[[Result], None] | None = None,
     stop_after: int | None = None,
+    on_total: Callable[[int], None] | None = None,
 ) -> AuditReport:
     """Run (or resume) a fixity audit; see the module docstring.
 
@@ -145,6 +148,8 @@ def audit_store(
         bytes=run.bytes,
         failures=list((run.report or {}).get("failures", [])),
     )
+    if on_total is not None:
+        on_total(_bytes_to_read(catalog, run))
     for batches, ids in enumerate(_batches(catalog, run, batch), 1):
         targets = _targets(catalog, ids)
         results = _check_all(store, targets, workers)
@@ -211,6 +216,20 @@ def _batches(catalog: Catalog, run: FixityRun, size: int) -> Iterator[list[int]]
         cursor = ids[-1]
 
 
+def _bytes_to_read(catalog: Catalog, run: FixityRun) -> int:
+    """What the rest of the run will read: its recordings' and their derivatives' sizes
+    (one query per batch of ids, as the run itself goes)."""
+    total = 0
+    for ids in _batches(catalog, run, 5000):
+        with catalog.session() as s:
+            total += sum(
+                n or 0 for n in s.scalars(select(Recording.size).where(Recording.id.in_(ids)))
+            )
+            sizes = s.scalars(select(Derivative.size).where(Derivative.recording_id.in_(ids)))
+            total += sum(n or 0 for n in sizes)
+    return total
+
+
 def _targets(catalog: Catalog, ids: list[int]) -> list[Target]:
     out: list[Target] = []
     with catalog.session() as s:
@@ -251,22 +270,23 @@ def _check(store: ObjectStore, t: Target) -> Result:
                 sm3.update(chunk)
                 n += len(chunk)
     except ObjectNotFound:
-        return Result(t, False, "missing: the object is not in the store", 0)
+        return Result(t, False, Msg(N_("missing: the object is not in the store")), 0)
     except StoreUnavailable:
         raise
     except StorageError as exc:
-        return Result(t, False, f"unreadable: {exc.message}", n)
+        return Result(t, False, Msg(N_("unreadable: {error}"), error=exc.message), n)
     except OSError as exc:
-        return Result(t, False, f"unreadable: {exc}", n)
-    problems = []
+        return Result(t, False, Msg(N_("unreadable: {error}"), error=exc), n)
+    problems: list[str] = []
     if n != t.size:
-        problems.append(f"size {n}, catalog says {t.size}")
-    if sha.hexdigest() != t.sha256:
-        problems.append(f"sha256 {sha.hexdigest()}, catalog says {t.sha256}")
-    if sm3.hexdigest() != t.sm3:
-        problems.append(f"sm3 {sm3.hexdigest()}, catalog says {t.sm3}")
+        problems.append(Msg(N_("size {size}, catalog says {expected}"), size=n, expected=t.size))
+    for alg, got, want in (("sha256", sha.hexdigest(), t.sha256), ("sm3", sm3.hexdigest(), t.sm3)):
+        if got != want:
+            problems.append(
+                Msg(N_("{alg} {got}, catalog says {expected}"), alg=alg, got=got, expected=want)
+            )
     if problems:
-        return Result(t, False, "mismatch: " + "; ".join(problems), n)
+        return Result(t, False, Msg(N_("mismatch: {problems}"), problems=joined(problems)), n)
     return Result(t, True, "", n)
 
 
@@ -302,7 +322,7 @@ def _commit_batch(
                     recording_id=r.target.recording_id,
                     object_key=r.target.key,
                     ok=r.ok,
-                    detail=r.detail,
+                    detail=str(r.detail),  # stored in English, as every row
                     checked_at=now,
                 )
             )
@@ -318,7 +338,7 @@ def _commit_batch(
                 "object": r.target.kind,
                 "key": r.target.key,
                 "sha256": r.target.sha256,
-                "detail": r.detail,
+                "detail": str(r.detail),
             }
             if len(report.failures) < MAX_REPORTED:
                 report.failures.append(failure)
@@ -333,7 +353,7 @@ def _commit_batch(
                     "run": run.uid,
                     "key": r.target.key,
                     "kind": r.target.kind,
-                    "problem": r.detail,
+                    "problem": str(r.detail),
                 },
             )
         for rec in s.scalars(select(Recording).where(Recording.id.in_(ok_recordings))):

@@ -22,7 +22,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from dataclasses import fields as dataclass_fields
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from functools import lru_cache
 from typing import Any, BinaryIO
 
@@ -44,7 +44,11 @@ from archive_export.descriptor import (
     read_package,
 )
 from archive_export.handover import read_handover
+from archive_export.msg import Msg, in_chinese, shown
 from archive_export.parallel_hash import Item, hash_items
+from config.i18n import N_, language
+from config.settings import CHINA_STANDARD_TIME
+from config.timetext import show_time
 from formats import mp4box
 
 FORMAT = "liuhen-four-properties/1"
@@ -97,6 +101,14 @@ MAX_XML_ELEMENTS = 500_000
 DigestLookup = Callable[[str], "tuple[str, int] | None"]  # sha256 -> (sm3, size)
 
 
+def _level(problem: str, level: str) -> str:
+    """The problem, remembering whether it failed the check or only warned (a check that
+    fails may also hold warnings; the JSON keeps its one list of problems)."""
+    if isinstance(problem, Msg):
+        problem.level = level
+    return problem
+
+
 @dataclass
 class Check:
     id: str
@@ -110,11 +122,11 @@ class Check:
     more: int = 0  # problems counted but not listed (see LIST_PER_KIND)
 
     def fail(self, problem: str) -> None:
-        self._note(problem)
+        self._note(_level(problem, "fail"))
         self.status = "fail"
 
     def warn(self, problem: str) -> None:
-        self._note(problem)
+        self._note(_level(problem, "warn"))
         if self.status != "fail":
             self.status = "warn"
 
@@ -127,7 +139,9 @@ class Check:
 
     def as_dict(self) -> dict[str, Any]:
         problems = self.problems + (
-            [f"and {self.more:,} more like these (not listed)"] if self.more else []
+            [Msg(N_("and {count:,} more like these (not listed)"), count=self.more)]
+            if self.more
+            else []
         )
         return {
             "id": self.id,
@@ -238,7 +252,7 @@ def check_bag(
     doc = _read_descriptor(bag, files, chk.descriptor)
     if catalog is None:
         chk.cat.status = "not-run"
-        chk.cat.detail = "no catalog given (offline check)"
+        chk.cat.detail = Msg(N_("no catalog given (offline check)"))
     elif doc is not None:
         _check_catalog(doc, digests, catalog, chk.cat)
     _check_custody(bag, files, doc, digests, verified, chk.custody)
@@ -300,14 +314,28 @@ def _judge_media(
 ) -> None:
     path = info["path"]
     if info["decode"] == "not-media":
-        chk.formats.warn(f"{path}: not an audio, video or image file (kept as recorded)")
+        chk.formats.warn(
+            Msg(N_("{path}: not an audio, video or image file (kept as recorded)"), path=path)
+        )
         return
     if info["decode"] == "fail":
-        chk.decode.fail(f"{path}: does not decode: {info['decode_error']}")
+        chk.decode.fail(
+            Msg(
+                N_("{path}: does not decode: {decode_error}"),
+                path=path,
+                decode_error=info["decode_error"],
+            )
+        )
     elif info["decode"] == "timeout":
-        chk.decode.warn(f"{path}: decoding did not finish in {opts.decode_timeout_s:.0f} s")
+        chk.decode.warn(
+            Msg(
+                N_("{path}: decoding did not finish in {decode_timeout_s:.0f} s"),
+                path=path,
+                decode_timeout_s=opts.decode_timeout_s,
+            )
+        )
     if info.get("encrypted"):
-        chk.crypt.fail(f"{path}: {info['encrypted']}")
+        chk.crypt.fail(Msg(N_("{path}: {encrypted}"), path=path, encrypted=info["encrypted"]))
     _check_format(info, role, record, chk.formats)
     if record is not None and role == "original":
         _compare_probe(record, info, chk.probe_match)
@@ -317,11 +345,16 @@ def _security(bag: BagView, opts: Options, payload_files: Mapping[str, int], chk
     _virus_scan(bag, opts, chk.virus)
     for odd in bag.odd_entries():
         chk.contents.fail(
-            f"{odd}: not a regular file inside the bag (link, device or escaping path)"
+            Msg(
+                N_("{odd}: not a regular file inside the bag (link, device or escaping path)"),
+                odd=odd,
+            )
         )
     for path in payload_files:
         if not path.startswith(("data/originals/", "data/access/", "data/metadata/")):
-            chk.contents.warn(f"{path}: outside data/originals, data/access and data/metadata")
+            chk.contents.warn(
+                Msg(N_("{path}: outside data/originals, data/access and data/metadata"), path=path)
+            )
 
 
 def _report(
@@ -387,7 +420,7 @@ def _payload_digests(
     digests.update(hashed)
     if verified is None:  # (otherwise the verifier reported it)
         for path, error in unreadable.items():
-            chk.fail(f"{path}: cannot be read: {error}")
+            chk.fail(Msg(N_("{path}: cannot be read: {error}"), path=path, error=error))
     return digests
 
 
@@ -411,11 +444,13 @@ def _hash_all(bag: BagView, paths: list[str]) -> tuple[dict[str, dict[str, str]]
 
 def _not_signed_yet(chk: _Checks) -> None:
     chk.structure.status = "not-run"
-    chk.structure.detail = (
-        "the tag manifests and the Ed25519 signature are written after this "
-        "report; check them with 'liuhen verify' or VERIFY.txt"
+    chk.structure.detail = Msg(
+        N_(
+            "the tag manifests and the Ed25519 signature are written after this report; check "
+            "them with 'liuhen verify' or VERIFY.txt"
+        )
     )
-    chk.payload.detail = "digests computed while each file was written"
+    chk.payload.detail = Msg(N_("digests computed while each file was written"))
 
 
 def _check_of(f: Finding, chk: _Checks) -> Check:
@@ -446,17 +481,21 @@ def _take_verification(
             continue
         target = _check_of(f, chk)
         if f.severity == ERROR:
-            target.fail(f.describe())
+            target.fail(f.message())
         else:
-            target.warn(f.describe())
+            target.warn(f.message())
     _check_profile(bag, files, verified.info, chk.structure)
     key_id = verified.signature.get("key_id")
     if key_id and verified.signature.get("status") == "valid":
-        chk.structure.notes.append(f"signature by {key_id} verifies")
+        chk.structure.notes.append(Msg(N_("signature by {key_id} verifies"), key_id=key_id))
     if key_id:
-        chk.structure.detail = f"signing key {key_id}"
+        chk.structure.detail = Msg(N_("signing key {key_id}"), key_id=key_id)
     payload = [p for p in files if p.startswith("data/")]
-    chk.payload.detail = f"{len(payload)} payload files hashed with {', '.join(ALGORITHMS)}"
+    chk.payload.detail = Msg(
+        N_("{count} payload files hashed with {algorithms}"),
+        count=len(payload),
+        algorithms=", ".join(ALGORITHMS),
+    )
 
 
 def _check_profile(bag: BagView, files: Mapping[str, int], info: BagInfo, chk: Check) -> None:
@@ -464,11 +503,16 @@ def _check_profile(bag: BagView, files: Mapping[str, int], info: BagInfo, chk: C
     in UTF-8 exactly, and who made it, for what and when."""
     if "bagit.txt" in files and bag.read("bagit.txt") != BAGIT_TXT:
         chk.fail(
-            "bagit.txt is not exactly 'BagIt-Version: 1.0' / 'Tag-File-Character-Encoding: UTF-8'"
+            Msg(
+                N_(
+                    "bagit.txt is not exactly 'BagIt-Version: 1.0' / "
+                    "'Tag-File-Character-Encoding: UTF-8'"
+                )
+            )
         )
     for label in ("Source-Organization", "External-Identifier", "Bagging-Date"):
         if not info.get(label):
-            chk.fail(f"bag-info.txt lacks {label}")
+            chk.fail(Msg(N_("bag-info.txt lacks {label}"), label=label))
 
 
 def _within_lines(bag: BagView, files: Mapping[str, int], path: str, chk: Check) -> bool:
@@ -481,27 +525,38 @@ def _within_lines(bag: BagView, files: Mapping[str, int], path: str, chk: Check)
     if lines <= MAX_LINES:
         return True
     chk.fail(
-        f"{path}: invalid: {lines:,} lines, more than the {MAX_LINES:,} read here (too "
-        "large); not checked"
+        Msg(
+            N_(
+                "{path}: invalid: {lines:,} lines, more than the {max_lines:,} read here (too "
+                "large); not checked"
+            ),
+            path=path,
+            lines=lines,
+            max_lines=MAX_LINES,
+        )
     )
     return False
 
 
 def _read_descriptor(bag: BagView, files: Mapping[str, int], chk: Check) -> PackageDoc | None:
     if PACKAGE not in files:
-        chk.fail(f"{PACKAGE} is missing")
+        chk.fail(Msg(N_("{file} is missing"), file=PACKAGE))
         return None
     data = bag.read(PACKAGE)
     if data.count(b"<") > MAX_XML_ELEMENTS:
         # ElementTree holds every element (a few hundred bytes each).
         chk.fail(
-            f"{PACKAGE}: invalid: more than {MAX_XML_ELEMENTS:,} elements (too large); not read"
+            Msg(
+                N_("{file}: invalid: more than {limit:,} elements (too large); not read"),
+                file=PACKAGE,
+                limit=MAX_XML_ELEMENTS,
+            )
         )
         return None
     try:
         return read_package(data)
     except ET.ParseError as exc:
-        chk.fail(f"{PACKAGE} is not well-formed XML: {exc}")
+        chk.fail(Msg(N_("{file} is not well-formed XML: {exc}"), file=PACKAGE, exc=exc))
         return None
 
 
@@ -514,25 +569,44 @@ def _check_catalog(
             known = lookup(f.get("sha256", ""))
             n += 1
             if known is None:
-                chk.fail(f"{f.get('path')}: SHA-256 {f.get('sha256')} is not in the catalog")
+                chk.fail(
+                    Msg(
+                        N_("{path}: SHA-256 {sha256} is not in the catalog"),
+                        path=f.get("path"),
+                        sha256=f.get("sha256"),
+                    )
+                )
                 continue
             sm3, size = known
             actual = digests.get(f.get("path", ""))
             if actual is not None and actual["sha256"] != f.get("sha256"):
                 chk.fail(
-                    f"{f.get('path')}: the file's SHA-256 {actual['sha256']} is not the "
-                    f"catalog's {f.get('sha256')}"
+                    Msg(
+                        N_("{path}: the file's SHA-256 {actual} is not the catalog's {sha256}"),
+                        path=f.get("path"),
+                        actual=actual["sha256"],
+                        sha256=f.get("sha256"),
+                    )
                 )
             if actual is not None and actual["sm3"] != sm3:
                 chk.fail(
-                    f"{f.get('path')}: the file's SM3 {actual['sm3']} is not the catalog's {sm3}"
+                    Msg(
+                        N_("{path}: the file's SM3 {actual} is not the catalog's {sm3}"),
+                        path=f.get("path"),
+                        actual=actual["sm3"],
+                        sm3=sm3,
+                    )
                 )
             if str(size) != f.get("size"):
                 chk.fail(
-                    f"{f.get('path')}: size {f.get('size')} in the descriptor, {size} in the "
-                    "catalog"
+                    Msg(
+                        N_("{path}: size {described} in the descriptor, {size} in the catalog"),
+                        path=f.get("path"),
+                        described=f.get("size"),
+                        size=size,
+                    )
                 )
-    chk.detail = f"{n} files compared with the catalog (SHA-256, SM3, size)"
+    chk.detail = Msg(N_("{n} files compared with the catalog (SHA-256, SM3, size)"), n=n)
 
 
 def _check_custody(
@@ -547,7 +621,7 @@ def _check_custody(
     findings taken above); at export, the verifier's custody check alone, against the
     digests as written. Then: every record is named by a custody event."""
     if CUSTODY not in files or KEYS not in files:
-        chk.fail(f"{CUSTODY} or {KEYS} is missing")
+        chk.fail(Msg(N_("{custody} or {keys} is missing"), custody=CUSTODY, keys=KEYS))
         return
     if verified is None:
         result = _custody_at_export(bag, digests, chk)
@@ -562,9 +636,16 @@ def _check_custody(
         for rec in doc.records:
             if rec.get("sha256") not in objects:
                 chk.fail(
-                    f"record {rec.get('seq')} ({rec.get('sha256')}): no custody event in {CUSTODY}"
+                    Msg(
+                        N_("record {seq} ({sha256}): no custody event in {file}"),
+                        seq=rec.get("seq"),
+                        sha256=rec.get("sha256"),
+                        file=CUSTODY,
+                    )
                 )
-    chk.detail = f"{summary['events']} events, {summary['keys']} keys"
+    chk.detail = Msg(
+        N_("{events} events, {keys} keys"), events=summary["events"], keys=summary["keys"]
+    )
     if summary["chain_heads"]:
         chk.detail += f", {summary['chain_heads']} signed chain heads"
 
@@ -590,9 +671,9 @@ def _custody_at_export(
             scratch.findings.extend(result.findings)
     for f in scratch.findings:
         if f.severity == ERROR:
-            chk.fail(f.describe())
+            chk.fail(f.message())
         else:
-            chk.warn(f.describe())
+            chk.warn(f.message())
     return result
 
 
@@ -603,32 +684,54 @@ def _check_handover(
     bag: BagView, files: Mapping[str, int], digests: Mapping[str, dict[str, str]], chk: Check
 ) -> None:
     if HANDOVER not in files:
-        chk.fail(f"{HANDOVER} is missing")
+        chk.fail(Msg(N_("{file} is missing"), file=HANDOVER))
         return
     h = read_handover(bag.read(HANDOVER))
     for p in h.problems:
-        chk.fail(f"{HANDOVER}: {p}")
+        chk.fail(Msg(N_("{file}: {p}"), file=HANDOVER, p=p))
     listed = {row[0] for row in h.rows}
     for path, size, sha256, sm3 in h.rows:
         if path not in files:
-            chk.fail(f"{path}: in the hand-over list but missing from the bag")
+            chk.fail(Msg(N_("{path}: in the hand-over list but missing from the bag"), path=path))
             continue
         if files[path] != size:
-            chk.fail(f"{path}: {files[path]} bytes, the hand-over list says {size}")
+            chk.fail(
+                Msg(
+                    N_("{path}: {size} bytes, the hand-over list says {listed}"),
+                    path=path,
+                    size=files[path],
+                    listed=size,
+                )
+            )
         got = digests.get(path)
         if got and (got["sha256"] != sha256 or got["sm3"] != sm3):
-            chk.fail(f"{path}: digests differ from the hand-over list")
+            chk.fail(Msg(N_("{path}: digests differ from the hand-over list"), path=path))
     expected = {p for p in files if p.startswith("data/")} - NOT_IN_HANDOVER
     for path in sorted(expected - listed):
-        chk.fail(f"{path}: in the bag but not in the hand-over list")
+        chk.fail(Msg(N_("{path}: in the bag but not in the hand-over list"), path=path))
     if h.total_files is not None and h.total_files != len(h.rows):
-        chk.fail(f"TOTAL says {h.total_files} files, the list has {len(h.rows)}")
+        chk.fail(
+            Msg(
+                N_("合计 says {total_files} files, the list has {n_rows}"),
+                total_files=h.total_files,
+                n_rows=len(h.rows),
+            )
+        )
     if h.total_bytes is not None and h.total_bytes != sum(r[1] for r in h.rows):
         chk.fail(
-            f"TOTAL says {h.total_bytes} bytes, the rows add up to {sum(r[1] for r in h.rows)}"
+            Msg(
+                N_("合计 says {total_bytes} bytes, the rows add up to {rows}"),
+                total_bytes=h.total_bytes,
+                rows=sum(r[1] for r in h.rows),
+            )
         )
     present = sum(files.get(r[0], 0) for r in h.rows)
-    chk.detail = f"{len(h.rows)} files, {h.total_bytes} bytes listed; {present} bytes present"
+    chk.detail = Msg(
+        N_("{n_rows} files, {total_bytes} bytes listed; {present} bytes present"),
+        n_rows=len(h.rows),
+        total_bytes=h.total_bytes,
+        present=present,
+    )
 
 
 def _check_descriptor(
@@ -640,27 +743,72 @@ def _check_descriptor(
             path = f.get("path", "")
             described.add(path)
             if path not in files:
-                chk.fail(f"{path}: record {rec.get('seq')} lists it, the bag lacks it")
+                chk.fail(
+                    Msg(
+                        N_("{path}: record {seq} lists it, the bag lacks it"),
+                        path=path,
+                        seq=rec.get("seq"),
+                    )
+                )
                 continue
             if str(files[path]) != f.get("size"):
-                chk.fail(f"{path}: {files[path]} bytes, the descriptor says {f.get('size')}")
+                chk.fail(
+                    Msg(
+                        N_("{path}: {size} bytes, the descriptor says {described}"),
+                        path=path,
+                        size=files[path],
+                        described=f.get("size"),
+                    )
+                )
             got = digests.get(path)
             if got and (got["sha256"] != f.get("sha256") or got["sm3"] != f.get("sm3")):
-                chk.fail(f"{path}: digests differ from the descriptor")
+                chk.fail(Msg(N_("{path}: digests differ from the descriptor"), path=path))
     for f in doc.files:
         path = f.get("path", "")
         described.add(path)
         if path not in files:
-            chk.fail(f"{path}: listed in the descriptor, the bag lacks it")
+            chk.fail(Msg(N_("{path}: listed in the descriptor, the bag lacks it"), path=path))
         elif str(files[path]) != f.get("size"):
-            chk.fail(f"{path}: {files[path]} bytes, the descriptor says {f.get('size')}")
+            chk.fail(
+                Msg(
+                    N_("{path}: {size} bytes, the descriptor says {described}"),
+                    path=path,
+                    size=files[path],
+                    described=f.get("size"),
+                )
+            )
     for path in sorted(files):
         if path.startswith(("data/originals/", "data/access/")) and path not in described:
-            chk.fail(f"{path}: a media file the descriptor does not describe")
-    chk.detail = f"{len(doc.records)} records, {len(described)} files described"
+            chk.fail(Msg(N_("{path}: a media file the descriptor does not describe"), path=path))
+    chk.detail = Msg(
+        N_("{n_records} records, {n_described} files described"),
+        n_records=len(doc.records),
+        n_described=len(described),
+    )
+
+
+# What fills each recommended field, for the warning that finds it empty.
+FILLED_BY = {
+    "place": N_("'liuhen case action NUMBER ACTION --place …' (the enforcement action's place)"),
+    "recorder": N_("'liuhen device assign SERIAL OFFICER --start …' (who carried the recorder)"),
+    "security-class": N_(
+        "'liuhen case update NUMBER --security-class …', or 'liuhen export --security-class …' "
+        "for recordings in no case"
+    ),
+    "device": N_("'liuhen device add SERIAL --model …' (the recorder's registration)"),
+}
+
+
+def _record_name(rec: Mapping[str, Any]) -> str:
+    """A record as people find it: its number and its original's file name."""
+    files = rec.get("files") or []
+    name = files[0].get("path", "").rsplit("/", 1)[-1] if files else ""
+    return f"{rec.get('seq')} ({name})" if name else str(rec.get("seq"))
 
 
 def _check_fields(doc: PackageDoc, chk: Check) -> None:
+    """Required fields missing fail the check; recommended ones empty only warn, naming
+    the records and what fills the field (a bag without them is still a valid bag)."""
     empty: dict[str, list[str]] = {}
     for rec in doc.records:
         have = set(rec["fields"])
@@ -668,22 +816,36 @@ def _check_fields(doc: PackageDoc, chk: Check) -> None:
             have.add("retention")
         missing = [f for f in REQUIRED_FIELDS if f not in have]
         if missing:
-            chk.fail(f"record {rec.get('seq')}: required field(s) missing: {', '.join(missing)}")
+            chk.fail(
+                Msg(
+                    N_("record {record}: required field(s) missing: {missing}"),
+                    record=_record_name(rec),
+                    missing=", ".join(missing),
+                )
+            )
         for f in RECOMMENDED_FIELDS:
             if f not in have:
-                empty.setdefault(f, []).append(str(rec.get("seq")))
-    for f, seqs in empty.items():
+                empty.setdefault(f, []).append(_record_name(rec))
+    for f, names in empty.items():
         # One line per field: a case without places would otherwise repeat it per record.
-        shown = ", ".join(seqs[:20]) + (" …" if len(seqs) > 20 else "")
+        listed = ", ".join(names[:20]) + (" …" if len(names) > 20 else "")
         chk.warn(
-            f"recommended field '{f}' is empty in {len(seqs)} of {len(doc.records)} "
-            f"records ({shown})"
+            Msg(
+                N_(
+                    "recommended field '{field}' is empty in {count} of {total} records: "
+                    "{records}; fill it with {option}"
+                ),
+                field=f,
+                count=len(names),
+                total=len(doc.records),
+                records=listed,
+                option=Msg(FILLED_BY.get(f, N_("the catalog"))),
+            )
         )
-    chk.detail = (
-        "required: "
-        + ", ".join(REQUIRED_FIELDS)
-        + "; recommended: "
-        + ", ".join(RECOMMENDED_FIELDS)
+    chk.detail = Msg(
+        N_("required: {required}; recommended: {recommended}"),
+        required=", ".join(REQUIRED_FIELDS),
+        recommended=", ".join(RECOMMENDED_FIELDS),
     )
 
 
@@ -695,7 +857,12 @@ def _check_gaps(doc: PackageDoc, chk: Check) -> None:
     )
     if seqs != list(range(first, first + len(seqs))):
         chk.fail(
-            f"record numbers are not {first}..{first + len(seqs) - 1} without gaps: {seqs[:20]}"
+            Msg(
+                N_("record numbers are not {first}..{last} without gaps: {seqs}"),
+                first=first,
+                last=first + len(seqs) - 1,
+                seqs=seqs[:20],
+            )
         )
     groups: dict[str, list[int]] = {}
     for r in doc.records:
@@ -706,10 +873,20 @@ def _check_gaps(doc: PackageDoc, chk: Check) -> None:
         segs.sort()
         if segs != list(range(segs[0], segs[0] + len(segs))):
             chk.warn(
-                f"chapter group {group}: segments {segs} are not consecutive "
-                "(a segment of a split recording is not in this bag)"
+                Msg(
+                    N_(
+                        "chapter group {group}: segments {segs} are not consecutive (a segment of "
+                        "a split recording is not in this bag)"
+                    ),
+                    group=group,
+                    segs=segs,
+                )
             )
-    chk.detail = f"{len(seqs)} records numbered; {len(groups)} split recording(s)"
+    chk.detail = Msg(
+        N_("{n_seqs} records numbered; {n_groups} split recording(s)"),
+        n_seqs=len(seqs),
+        n_groups=len(groups),
+    )
 
 
 # -- usability ----------------------------------------------------------------------------
@@ -910,15 +1087,35 @@ def _check_format(
         access = next((f.get("path") for f in record["files"] if f.get("role") == "access"), None)
     if access:
         chk.notes.append(
-            f"{path}: {why} is not a GB/T 18894 format; its access copy {access} is in the bag"
+            Msg(
+                N_(
+                    "{path}: {why} is not a GB/T 18894 format; its access copy {access} is in the "
+                    "bag"
+                ),
+                path=path,
+                why=why,
+                access=access,
+            )
         )
     elif role == "original":
         chk.warn(
-            f"{path}: {why} is not a GB/T 18894 archival format and no access copy is in "
-            "the bag (export with --with-access)"
+            Msg(
+                N_(
+                    "{path}: {why} is not a GB/T 18894 archival format and no access copy is in "
+                    "the bag (export with --with-access)"
+                ),
+                path=path,
+                why=why,
+            )
         )
     else:
-        chk.warn(f"{path}: access copy in {why}, not a GB/T 18894 archival format")
+        chk.warn(
+            Msg(
+                N_("{path}: access copy in {why}, not a GB/T 18894 archival format"),
+                path=path,
+                why=why,
+            )
+        )
 
 
 def _compare_probe(record: dict[str, Any], info: dict[str, Any], chk: Check) -> None:
@@ -927,7 +1124,13 @@ def _compare_probe(record: dict[str, Any], info: dict[str, Any], chk: Check) -> 
     if info.get("probe_error"):
         if tech.get("probe-error") or tech.get("container"):
             # The catalog's probe also failed (a damaged original): consistent, but say so.
-            chk.notes.append(f"{path}: ffprobe cannot read it: {info['probe_error'][:200]}")
+            chk.notes.append(
+                Msg(
+                    N_("{path}: ffprobe cannot read it: {probe_error}"),
+                    path=path,
+                    probe_error=info["probe_error"][:200],
+                )
+            )
         return
     for key, mine in (
         ("video-codec", "video_codec"),
@@ -938,11 +1141,26 @@ def _compare_probe(record: dict[str, Any], info: dict[str, Any], chk: Check) -> 
         want = tech.get(key)
         got = info.get(mine)
         if want not in (None, "") and str(got) != str(want):
-            chk.fail(f"{path}: {key} is {got} in the file, {want} in the descriptor")
+            chk.fail(
+                Msg(
+                    N_("{path}: {key} is {got} in the file, {want} in the descriptor"),
+                    path=path,
+                    key=key,
+                    got=got,
+                    want=want,
+                )
+            )
     want_d = _float(tech.get("duration-s"))
     got_d = info.get("duration_s")
     if want_d is not None and got_d is not None and abs(want_d - got_d) > 0.5:
-        chk.fail(f"{path}: duration {got_d:.2f} s in the file, {want_d:.2f} s in the descriptor")
+        chk.fail(
+            Msg(
+                N_("{path}: duration {got_d:.2f} s in the file, {want_d:.2f} s in the descriptor"),
+                path=path,
+                got_d=got_d,
+                want_d=want_d,
+            )
+        )
 
 
 def _one_line(stderr: bytes, url: str, path: str) -> str:
@@ -985,13 +1203,13 @@ def _virus_scan(bag: BagView, opts: Options, chk: Check) -> None:
     tool = opts.clamscan or shutil.which("clamscan")
     if not tool:
         chk.status = "not-run"
-        chk.detail = "clamscan is not installed on this machine: no virus scan was run"
+        chk.detail = Msg(N_("clamscan is not installed on this machine: no virus scan was run"))
         return
     cmd = [tool, "--no-summary", "--infected", "-r", str(bag.location)]
     try:
         proc = subprocess.run(cmd, capture_output=True, timeout=3600, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        chk.warn(f"clamscan could not finish: {exc}")
+        chk.warn(Msg(N_("clamscan could not finish: {exc}"), exc=exc))
         return
     text = proc.stdout.decode("utf-8", "replace")
     if proc.returncode == 1:
@@ -999,13 +1217,16 @@ def _virus_scan(bag: BagView, opts: Options, chk: Check) -> None:
             if line.rstrip().endswith("FOUND"):
                 chk.fail(line.strip())
         if not chk.problems:
-            chk.fail("clamscan reports an infection")
+            chk.fail(Msg(N_("clamscan reports an infection")))
     elif proc.returncode != 0:
         chk.warn(
-            f"clamscan failed (exit {proc.returncode}): "
-            f"{proc.stderr.decode('utf-8', 'replace').strip()[-300:]}"
+            Msg(
+                N_("clamscan failed (exit {returncode}): {stderr}"),
+                returncode=proc.returncode,
+                stderr=proc.stderr.decode("utf-8", "replace").strip()[-300:],
+            )
         )
-    chk.detail = f"clamscan {_tool_version_clam(tool)}"
+    chk.detail = Msg(N_("clamscan {version}"), version=_tool_version_clam(tool))
 
 
 def _tool_version_clam(tool: str) -> str:
@@ -1023,7 +1244,9 @@ def report_json(report: Mapping[str, Any]) -> bytes:
     return (json.dumps(report, ensure_ascii=False, indent=2, sort_keys=False) + "\n").encode()
 
 
-def report_html(report: Mapping[str, Any]) -> bytes:
+def report_html(report: Mapping[str, Any], zone: tzinfo = CHINA_STANDARD_TIME) -> bytes:
+    """The report for people: Chinese and English side by side whatever the language of
+    whoever made it (it travels inside the bag to the archive)."""
     e = html.escape
     rows = []
     for prop in report["properties"].values():
@@ -1035,12 +1258,12 @@ def report_html(report: Mapping[str, Any]) -> bytes:
         )
         for chk in prop["checks"]:
             szh, sen = STATUS_LABELS[chk["status"]]
-            items = "".join(f"<li>{e(p)}</li>" for p in chk["problems"])
-            notes = "".join(f'<li class="note">{e(n)}</li>' for n in chk["notes"])
+            items = "".join(f"<li>{_both(p)}</li>" for p in chk["problems"])
+            notes = "".join(f'<li class="note">{_both(n)}</li>' for n in chk["notes"])
             rows.append(
                 f'<tr class="{e(chk["status"])}"><td>{e(chk["id"])} {e(chk["label_zh"])}<br>'
                 f"<small>{e(chk['label_en'])}</small></td><td>{e(szh)}<br><small>{e(sen)}</small>"
-                f"</td><td>{e(chk['detail'])}<ul>{items}{notes}</ul></td></tr>"
+                f"</td><td>{_both(chk['detail'])}<ul>{items}{notes}</ul></td></tr>"
             )
         rows.append("</table>")
     files = "".join(
@@ -1051,16 +1274,19 @@ def report_html(report: Mapping[str, Any]) -> bytes:
         for f in report["files"]
     )
     overall = "通过 pass" if report["ok"] else "不通过 fail"
+    checked = show_time(report["checked_at"], zone)
     doc = f"""<!DOCTYPE html>
 <html lang="zh-CN"><head><meta charset="utf-8">
 <title>四性检测报告 Four-properties report — {e(report["bag"])}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;width:100%}}
 td,th{{border:1px solid #999;padding:4px;vertical-align:top;text-align:left}}
 .fail{{background:#fdd}}.warn{{background:#ffd}}.pass{{background:#efe}}.note{{color:#555}}
+.en{{color:#555;font-size:smaller}}
 </style></head><body>
 <h1>四性检测报告 Four-properties report (DA/T 70)</h1>
-<p>包 Bag: <b>{e(report["bag"])}</b><br>检测时间 Checked at: {e(report["checked_at"])}<br>
-方式 Mode: {e(report["mode"])}<br>载荷 Payload: {report["payload"]["files"]} 个文件 files,
+<p>包 Bag: <b>{e(report["bag"])}</b><br>检测时间 Checked at: {e(checked)}<br>
+方式 Mode: {e(MODE_LABELS.get(report["mode"], report["mode"]))}<br>
+载荷 Payload: {report["payload"]["files"]} 个文件 files,
 {report["payload"]["bytes"]} 字节 bytes<br>总体结论 Overall: <b>{overall}</b></p>
 {"".join(rows)}
 <h2>媒体文件 Media files</h2>
@@ -1071,16 +1297,36 @@ td,th{{border:1px solid #999;padding:4px;vertical-align:top;text-align:left}}
     return doc.encode("utf-8")
 
 
+MODE_LABELS = {"export": "导出时 at export", "on-demand": "按需检测 on demand"}
+
+
+def _both(text: str) -> str:
+    """A message in Chinese with its English below it (the same text once if untranslated)."""
+    zh, en = in_chinese(text), str(text)
+    if not en or zh == en:
+        return html.escape(en)
+    return f'{html.escape(zh)}<br><span class="en">{html.escape(en)}</span>'
+
+
 def summary_lines(report: Mapping[str, Any], *, failures_only: bool = False) -> list[str]:
-    """One line per property, then its checks' problems (``fail``/``warn``)."""
+    """One line per property, then its checks' problems (``fail``/``warn``), in the
+    reader's language."""
+    chinese = language() == "zh"
     lines = []
     for prop in report["properties"].values():
         zh, en = STATUS_LABELS[prop["status"]]
         if not failures_only:
-            lines.append(f"{prop['label_zh']} {prop['label_en']}: {zh} / {en}")
+            label = prop["label_zh"] if chinese else prop["label_en"]
+            lines.append(f"{label}：{zh}" if chinese else f"{label}: {en}")
         for chk in prop["checks"]:
             if failures_only and chk["status"] != "fail":
                 continue
+            label = chk["label_zh"] if chinese else chk["label_en"]
             for p in chk["problems"]:
-                lines.append(f"  [{chk['status']}] {chk['id']} {chk['label_en']}: {p}")
+                level = getattr(p, "level", chk["status"])
+                if failures_only and level != "fail":
+                    continue
+                szh, sen = STATUS_LABELS[level]
+                colon = "：" if chinese else ": "
+                lines.append(f"  [{szh if chinese else sen}] {chk['id']} {label}{colon}{shown(p)}")
     return lines

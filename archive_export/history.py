@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from catalog.errors import CatalogError
 from catalog.models import CustodyEvent, Export, ExportItem, Recording
 from config.errors import EXIT_NOINPUT
+from config.i18n import _
 
 
 class ExportNotFound(CatalogError):
@@ -130,10 +131,14 @@ def find_export(session: Session, ref: str) -> Export:
     if len(found) == 1:
         return found[0]
     if not found:
-        raise ExportNotFound(f"no export {ref!r}", hint="list them with 'liuhen export list'")
+        raise ExportNotFound(
+            _("no export {ref!r}").format(ref=ref), hint=_("list them with 'liuhen export list'")
+        )
     raise ExportNotFound(
-        f"{ref!r} names {len(found)} exports: " + ", ".join(e.uid for e in found),
-        hint="give more of the export id",
+        _("{ref!r} names {count} exports: {ids}").format(
+            ref=ref, count=len(found), ids=", ".join(e.uid for e in found)
+        ),
+        hint=_("give more of the export id"),
     )
 
 

@@ -15,11 +15,13 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from archive_export.msg import Msg
 from archive_export.parallel_hash import FileSource, Item, hash_items
 from catalog.chainrule import ChainChecker
 from catalog.custody import catalog_keys
 from catalog.models import CustodyEvent, Derivative, Recording, Tombstone
 from config.errors import EXIT_NOINPUT, LiuhenError
+from config.i18n import N_
 
 
 class FileUnreadable(LiuhenError):
@@ -146,8 +148,14 @@ def _check_custody(session: Session, report: FileReport, object_ids: set[str]) -
         kinds = {i.kind for i in found[ev.id]}
         for issue in found[ev.id]:
             report.problems.append(
-                f"custody event station {ev.station_id} #{ev.seq} "
-                f"({ev.action}): {issue.kind}: {issue.detail}"
+                Msg(
+                    N_("custody event station {station} #{seq} ({action}): {kind}: {detail}"),
+                    station=ev.station_id,
+                    seq=ev.seq,
+                    action=ev.action,
+                    kind=issue.kind,
+                    detail=issue.detail,
+                )
             )
         report.custody.append(
             {
@@ -167,9 +175,23 @@ def _check_custody(session: Session, report: FileReport, object_ids: set[str]) -
 def _compare(report: FileReport, what: str, ident: int, sm3: str, size: int) -> None:
     if sm3 != report.sm3:
         report.problems.append(
-            f"{what} {ident}: SHA-256 matches but SM3 differs (catalog {sm3}, file {report.sm3})"
+            Msg(
+                N_("{what} {id}: SHA-256 matches but SM3 differs (catalog {expected}, file {got})"),
+                what=what,
+                id=ident,
+                expected=sm3,
+                got=report.sm3,
+            )
         )
     if size != report.size:
         report.problems.append(
-            f"{what} {ident}: SHA-256 matches but size differs (catalog {size}, file {report.size})"
+            Msg(
+                N_(
+                    "{what} {id}: SHA-256 matches but size differs (catalog {expected}, file {got})"
+                ),
+                what=what,
+                id=ident,
+                expected=size,
+                got=report.size,
+            )
         )

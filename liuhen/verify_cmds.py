@@ -8,26 +8,20 @@ option, one entry in ``MODES`` and one function.
 from __future__ import annotations
 
 import tarfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
-from rich.progress import (
-    BarColumn,
-    Progress,
-    TaskProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from archive_export.bagverify import BagReport, BagUnusable, verify_bag
+from archive_export.msg import shown
 from catalog.signing import load_keyring
 from config.errors import EXIT_USAGE, CheckFailed, LiuhenError, Reported
-from liuhen.output import err, out, print_json
+from config.i18n import N_, _
+from liuhen.output import out, print_json
+from liuhen.progress import job_progress
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
@@ -67,13 +61,18 @@ def _trusted(req: Request) -> dict[str, set[str]]:
 def run_bag(ctx: Any, req: Request) -> None:
     assert req.target is not None
     try:
-        with _progress(enabled=not req.as_json) as tick:
+        with job_progress(
+            _("Verifying {name}").format(name=req.target.name),
+            total=None,
+            unit="bytes",
+            enabled=not req.as_json,
+        ) as ticker:
             # A ring given but empty still means "trust no key", never "no ring".
             report = verify_bag(
                 req.target,
                 trusted=_trusted(req) if req.trust_files else None,
                 workers=req.workers,
-                progress=tick,
+                progress=ticker.update if ticker.shown else None,
             )
     except BagUnusable as exc:
         if req.as_json:
@@ -93,36 +92,20 @@ def run_bag(ctx: Any, req: Request) -> None:
     else:
         _print_bag(report)
     if not report.ok:
-        raise CheckFailed(f"{req.target}: the bag does not verify")
-
-
-@contextmanager
-def _progress(*, enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
-    """A progress bar on stderr while a bag is hashed, only for a person at a terminal."""
-    if not enabled or not err.is_terminal:
-        yield None
-        return
-    with Progress(
-        TextColumn("hashing"),
-        BarColumn(),
-        TaskProgressColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=err,
-        transient=True,
-    ) as bar:
-        task = bar.add_task("hashing", total=None)
-
-        def tick(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
-        yield tick
+        raise CheckFailed(_("{target}: the bag does not verify").format(target=req.target))
 
 
 def _print_bag(r: BagReport) -> None:
-    kind = "留痕 bag" if r.liuhen else "bag"
+    kind = _("留痕 bag") if r.liuhen else _("bag")
+    # The bag's path alone on its line: never cut at 80 columns, whatever its length.
+    out.print(f"[bold]{kind}[/bold] {_esc(str(r.source))}")
     out.print(
-        f"[bold]{kind}[/bold] {r.source} ({r.container}, BagIt {r.version or '?'})", markup=True
+        "  "
+        + _("{container}, BagIt {version}").format(
+            container=_(_CONTAINERS[r.container]) if r.container in _CONTAINERS else r.container,
+            version=r.version or "?",
+        ),
+        markup=False,
     )
     for f in r.errors:
         out.print(f"  [red]✗[/red] {_esc(f.describe())}")
@@ -130,34 +113,80 @@ def _print_bag(r: BagReport) -> None:
         out.print(f"  [yellow]![/yellow] {_esc(f.describe())}")
     if "too-many" in r.kinds():
         # Listing stopped at a bound: nothing else was checked, so nothing else to show.
-        out.print("[red]✗[/red] INVALID: too many files; the bag was not checked further")
+        out.print("[red]✗[/red] " + _("INVALID: too many files; the bag was not checked further"))
         return
-    sig = r.signature
-    line = f"signature: {sig.get('status', '?')}"
-    if sig.get("key_id"):
-        line += f" by {sig['key_id'][:24]}…, {sig.get('trust')}"
-        if sig.get("trusted_by"):
-            line += f" (station {', '.join(sig['trusted_by'])})"
-    out.print(f"  {_esc(line)}")
+    out.print(f"  {_esc(_signature_line(r.signature))}")
     if r.custody:
         c = r.custody
         out.print(
-            f"  custody excerpt: {c['events']} events from {len(c['stations'])} "
-            f"station(s), {c['links_checked']} chain links checked, "
-            f"{'verifies' if c['ok'] else 'PROBLEMS (above)'}"
+            "  "
+            + _esc(
+                _(
+                    "custody excerpt: {events} events from {stations} station(s), {links} "
+                    "chain links checked, {verdict}"
+                ).format(
+                    events=c["events"],
+                    stations=len(c["stations"]),
+                    links=c["links_checked"],
+                    verdict=_("verifies") if c["ok"] else _("PROBLEMS (above)"),
+                )
+            )
         )
-    mb = r.payload_bytes / 1e6
-    summary = (
-        f"{r.payload_files} payload files, {mb:,.1f} MB; "
-        f"{', '.join(r.algorithms) or 'no'} checked in {r.seconds:.2f} s"
+    summary = _(
+        "{files} payload files, {mb:,.1f} MB; {algorithms} checked in {seconds:.2f} s"
+    ).format(
+        files=r.payload_files,
+        mb=r.payload_bytes / 1e6,
+        algorithms=", ".join(r.algorithms) or _("no digest"),
+        seconds=r.seconds,
     )
     if r.ok:
+        warned = _(" ({count} warning(s))").format(count=len(r.warnings)) if r.warnings else ""
         out.print(
-            f"[green]✓[/green] valid: {summary}"
-            + (f" ({len(r.warnings)} warning(s))" if r.warnings else "")
+            "[green]✓[/green] " + _esc(_("valid: {summary}").format(summary=summary) + warned)
         )
     else:
-        out.print(f"[red]✗[/red] INVALID: {len(r.errors)} problem(s); {summary}")
+        out.print(
+            "[red]✗[/red] "
+            + _esc(
+                _("INVALID: {count} problem(s); {summary}").format(
+                    count=len(r.errors), summary=summary
+                )
+            )
+        )
+
+
+_CONTAINERS = {
+    "directory": N_("directory"),
+    "tar": N_("tar"),
+    "tar-stream": N_("compressed tar, read as a stream"),
+}
+_SIGNATURE_STATUS = {
+    "valid": N_("valid"),
+    "invalid": N_("invalid"),
+    "not signed": N_("not signed"),
+    "incomplete": N_("incomplete"),
+}
+_TRUST = {
+    "trusted": N_("trusted"),
+    "untrusted": N_("untrusted"),
+    "self-declared": N_("self-declared"),
+}
+
+
+def _signature_line(sig: dict[str, Any]) -> str:
+    status = str(sig.get("status", "?"))
+    line = _("signature: {status}").format(
+        status=_(_SIGNATURE_STATUS[status]) if status in _SIGNATURE_STATUS else status
+    )
+    if sig.get("key_id"):
+        trust = str(sig.get("trust"))
+        line += _(" by {key}…, {trust}").format(
+            key=sig["key_id"][:24], trust=_(_TRUST[trust]) if trust in _TRUST else trust
+        )
+        if sig.get("trusted_by"):
+            line += _(" (station {stations})").format(stations=", ".join(sig["trusted_by"]))
+    return line
 
 
 def _esc(text: str) -> str:
@@ -171,32 +200,78 @@ def run_file(ctx: Any, req: Request) -> None:
     from archive_export.lookup import lookup_file
 
     assert req.target is not None
-    with ctx.app().ready_catalog().session() as s:
+    app = ctx.app()
+    with app.ready_catalog().session() as s:
         report = lookup_file(s, req.target)
     if req.as_json:
         print_json(report.as_dict())
     else:
-        out.print(f"[bold]{_esc(str(req.target))}[/bold]  {report.size} bytes")
-        out.print(f"  sha256 {report.sha256}\n  sm3    {report.sm3}")
-        if not report.known:
-            out.print(
-                "[red]✗[/red] not a recording, derivative or deleted original this catalog holds"
-            )
-        for m in report.matches:
-            desc = ", ".join(f"{k}={v}" for k, v in m.items() if k not in {"type", "sm3"})
-            out.print(f"  [green]✓[/green] {m['type']}: {_esc(desc)}")
-        for p in report.problems:
-            out.print(f"  [red]✗[/red] {_esc(p)}")
-        if report.custody:
-            out.print("  custody history:")
-            for e in report.custody:
-                mark = "✓" if e["hash_ok"] and e["signature_ok"] else "✗"
-                out.print(
-                    f"    {mark} {e['at']}  {e['station']} #{e['seq']}  {e['action']}  "
-                    f"{_esc(e['actor'])}"
-                )
+        _print_file(app, req.target, report)
     if not report.ok:
-        raise CheckFailed(f"{req.target}: not a recording this catalog holds, or not intact")
+        raise CheckFailed(
+            _("{target}: not a recording this catalog holds, or not intact").format(
+                target=req.target
+            )
+        )
+
+
+def _print_file(app: Any, target: Path, report: Any) -> None:
+    from config.settings import zone_of
+    from config.timetext import show_time
+
+    zone = zone_of(app.settings.station.time_zone)
+    out.print(f"[bold]{_esc(str(target))}[/bold]")
+    out.print("  " + _("{size} bytes").format(size=report.size), markup=False)
+    out.print(f"  sha256 {report.sha256}\n  sm3    {report.sm3}", markup=False)
+    if not report.known:
+        out.print(
+            "[red]✗[/red] "
+            + _("not a recording, derivative or deleted original this catalog holds")
+        )
+    for m in report.matches:
+        out.print(f"  [green]✓[/green] {_esc(_(_MATCH.get(m['type'], m['type'])))}")
+        # One field a line: object keys and file names are never cut at 80 columns.
+        for key, value in m.items():
+            if key in {"type", "sm3"} or value is None:
+                continue
+            text = show_time(value, zone) if key.endswith("_at") else str(value)
+            label = _(_FIELDS[key]) if key in _FIELDS else key
+            out.print(
+                "      " + _("{label}: {value}").format(label=label, value=text), markup=False
+            )
+    for p in report.problems:
+        out.print(f"  [red]✗[/red] {_esc(shown(p))}")
+    if report.custody:
+        out.print("  " + _("custody history:"))
+        for e in report.custody:
+            mark = "✓" if e["hash_ok"] and e["signature_ok"] else "✗"
+            at = show_time(e["at"], zone) if e["at"] else "—"
+            out.print(
+                f"    {mark} {at}  {e['station']} #{e['seq']}  {e['action']}  {_esc(e['actor'])}"
+            )
+
+
+_MATCH = {
+    "recording": N_("recording"),
+    "derivative": N_("derivative"),
+    "tombstone": N_("deleted original (tombstone)"),
+}
+_FIELDS = {
+    "id": N_("catalog id"),
+    "name": N_("file name"),
+    "state": N_("recording state"),
+    "size": N_("size (bytes)"),
+    "object_key": N_("object key"),
+    "captured_at": N_("captured at"),
+    "verified_at": N_("last verified at"),
+    "kind": N_("derivative kind"),
+    "method": N_("derived with"),
+    "recording_id": N_("recording"),
+    "source_sha256": N_("original's SHA-256"),
+    "deleted_at": N_("deleted at"),
+    "reason": N_("reason for deletion"),
+    "actor": N_("deleted by"),
+}
 
 
 # -- the store --------------------------------------------------------------------------------
@@ -213,41 +288,64 @@ def run_store(ctx: Any, req: Request) -> None:
     else:
         scope = make_scope("all")
     app = ctx.app()
+    with job_progress(
+        _("Store fixity"), total=None, unit="bytes", enabled=not req.as_json
+    ) as ticker:
 
-    def show(r: Any) -> None:
-        if not r.ok and not req.as_json:
-            out.print(
-                f"  [red]✗[/red] recording {r.target.recording_id} {r.target.kind} "
-                f"{r.target.key}: {_esc(r.detail)}"
-            )
+        def show(r: Any) -> None:
+            ticker.advance(r.nbytes)
+            if not r.ok and not req.as_json:
+                out.print(
+                    "  [red]✗[/red] "
+                    + _esc(
+                        _("recording {id} {kind} {key}: {detail}").format(
+                            id=r.target.recording_id,
+                            kind=r.target.kind,
+                            key=r.target.key,
+                            detail=shown(r.detail),
+                        )
+                    )
+                )
 
-    report = audit_store(
-        app.ready_catalog(),
-        app.store,
-        app.signer,
-        scope=scope,
-        actor=f"station:{app.settings.station.id}",
-        resume=req.resume,
-        workers=req.workers or default_workers(),
-        on_result=show,
-    )
+        report = audit_store(
+            app.ready_catalog(),
+            app.store,
+            app.signer,
+            scope=scope,
+            actor=f"station:{app.settings.station.id}",
+            resume=req.resume,
+            workers=req.workers or default_workers(),
+            on_result=show,
+            on_total=ticker.set_total,
+        )
     if req.as_json:
         print_json(report.as_dict())
     else:
-        what = "resumed run" if report.resumed else "run"
-        summary = (
-            f"{what} {report.run_uid}: {report.checked} objects, "
-            f"{report.bytes / 1e6:,.1f} MB checked, {report.failed} failed"
-        )
-        if report.ok:
-            out.print(f"[green]✓[/green] store fixity: {summary}")
-        else:
-            out.print(
-                f"[red]✗[/red] store fixity: {summary} (nothing was deleted; see the "
-                "custody log's fixity-failed events)"
-            )
+        _print_store(report)
     if not report.ok:
-        raise CheckFailed(f"store fixity: {report.failed} object(s) failed")
+        raise CheckFailed(_("store fixity: {count} object(s) failed").format(count=report.failed))
+
+
+def _print_store(report: Any) -> None:
+    summary = (
+        _("resumed run {run}: {checked} objects, {mb:,.1f} MB checked, {failed} failed")
+        if report.resumed
+        else _("run {run}: {checked} objects, {mb:,.1f} MB checked, {failed} failed")
+    ).format(
+        run=report.run_uid, checked=report.checked, mb=report.bytes / 1e6, failed=report.failed
+    )
+    if report.ok:
+        out.print("[green]✓[/green] " + _esc(_("store fixity: {summary}").format(summary=summary)))
+    else:
+        out.print(
+            "[red]✗[/red] "
+            + _esc(
+                _(
+                    "store fixity: {summary} (nothing was deleted; see the custody log's "
+                    "fixity-failed events)"
+                ).format(summary=summary)
+            )
+        )
 
 
 # -- the district -----------------------------------------------------------------------------
@@ -278,14 +376,24 @@ def run_district(ctx: Any, req: Request) -> None:
         print_json(report.as_dict())
     else:
         for v in report.violations:
-            out.print(f"  [red]✗[/red] {_esc(v.describe())}")
+            out.print(f"  [red]✗[/red] {_esc(shown(v.describe()))}")
         looked = ", ".join(f"{k} {n}" for k, n in report.counts.items())
         if report.ok:
-            out.print(f"[green]✓[/green] district invariants hold ({looked})")
+            out.print(
+                "[green]✓[/green] "
+                + _esc(_("district invariants hold ({counts})").format(counts=looked))
+            )
         else:
-            out.print(f"[red]✗[/red] {len(report.violations)} violation(s) ({looked})")
+            out.print(
+                "[red]✗[/red] "
+                + _esc(
+                    _("{count} violation(s) ({counts})").format(
+                        count=len(report.violations), counts=looked
+                    )
+                )
+            )
     if not report.ok:
-        raise CheckFailed(f"district: {len(report.violations)} violation(s)")
+        raise CheckFailed(_("district: {count} violation(s)").format(count=len(report.violations)))
 
 
 # -- mode selection ---------------------------------------------------------------------------
@@ -320,28 +428,29 @@ def _mode(req: Request) -> str:
     if req.district:
         if req.target is not None or req.store:
             raise VerifyUsageError(
-                "--district checks the whole catalog and store; give no BUNDLE, FILE or --store"
+                _("--district checks the whole catalog and store; give no BUNDLE, FILE or --store")
             )
         if req.audit_all or req.older_than is not None or req.resume:
-            raise VerifyUsageError("with --district only --sample N applies")
+            raise VerifyUsageError(_("with --district only --sample N applies"))
         return "district"
     store_opts = req.audit_all or req.sample is not None or req.older_than is not None or req.resume
     if req.store:
         if req.target is not None:
-            raise VerifyUsageError("--store checks the whole store; give no BUNDLE or FILE")
+            raise VerifyUsageError(_("--store checks the whole store; give no BUNDLE or FILE"))
         if sum([req.audit_all, req.sample is not None, req.older_than is not None]) > 1:
-            raise VerifyUsageError("choose one of --all, --sample N, --older-than DAYS")
+            raise VerifyUsageError(_("choose one of --all, --sample N, --older-than DAYS"))
         return "store"
     if store_opts:
-        raise VerifyUsageError("--all, --sample, --older-than and --resume go with --store")
+        raise VerifyUsageError(_("--all, --sample, --older-than and --resume go with --store"))
     if req.target is None:
         raise VerifyUsageError(
-            "give a BUNDLE (bag folder or .tar), a FILE, or --store", hint="liuhen verify --help"
+            _("give a BUNDLE (bag folder or .tar), a FILE, or --store"),
+            hint=_("see 'liuhen verify --help'"),
         )
     if req.as_file:
         return "file"
     if not req.target.exists():
-        raise BagUnusable(f"{req.target}: no such file or directory")
+        raise BagUnusable(_("{target}: no such file or directory").format(target=req.target))
     if req.target.name.endswith(".sig.json"):
         return "report"  # a signed report's signature file (compliance/report.py)
     return "bag" if _looks_like_bag(req.target) else "file"

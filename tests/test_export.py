@@ -232,8 +232,8 @@ def test_case_export_is_a_valid_signed_bag(
     assert {p for p in files if p.startswith(("data/originals/", "data/access/"))} <= listed
 
     # Hand-over list: every file before it, and a totals row that adds up.
-    rows = list(csv.reader(files["data/metadata/handover.csv"].decode().splitlines()))
-    assert rows[0] == ["path", "bytes", "sha256", "sm3"] and rows[-1][0] == "TOTAL"
+    rows = list(csv.reader(files["data/metadata/handover.csv"].decode("utf-8-sig").splitlines()))
+    assert rows[0] == ["文件路径", "字节数", "SHA-256", "SM3"] and rows[-1][0] == "合计"
     body = rows[1:-1]
     assert int(rows[-1][1]) == sum(int(r[1]) for r in body) and int(rows[-1][2]) == len(body)
     for path, size, _sha, _sm3 in body:

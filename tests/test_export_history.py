@@ -42,7 +42,7 @@ def test_export_list_and_show_reprint_the_hand_over(
     r = run_cli(capsys, "export", "list", "--json")
     [h] = json.loads(r.out)
     assert h["actor"] == "档案员" and h["scope"]["cases"] == [typed]
-    assert h["finished_at"].endswith("+00:00")
+    assert h["finished_at"].endswith("+08:00")
     [b] = h["bags"]
     assert (b["name"], b["path"], b["signed_digest"], b["signed_digest_from"]) == (
         "bag",
