@@ -151,8 +151,8 @@ def _print_stations(stations: list[dict[str, Any]], zone: Any) -> None:
         )
     heads = [
         _("station"),
-        _("name"),
-        _("running"),
+        _("station name"),
+        _("online"),
         # The clock column leaves the offset out to stay narrow: the heading names it.
         _("last docking ({offset})").format(offset=_offset(zone)),
         _("state"),
