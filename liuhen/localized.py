@@ -61,6 +61,27 @@ def _help_option_in_reader_language(option: click.Option | None) -> click.Option
     return option
 
 
+def short_help(command: click.Command, limit: int) -> str:
+    """The one-line summary in a command list: the first sentence of the translated help,
+    ended at "。" as well as ". ", and cut by screen columns (a Chinese character takes
+    two), not characters as click counts them."""
+    from rich.cells import cell_len
+
+    with _reader_language(command):
+        text = command.short_help or command.help or ""
+    first = " ".join(text.split("\n\n")[0].split())
+    for stop in ("。", ". "):
+        head, found, _rest = first.partition(stop)
+        if found:
+            first = head if stop == "。" else head + "."
+    if cell_len(first) <= limit:
+        return first
+    cut = first
+    while cut and cell_len(cut) > limit - 1:
+        cut = cut[:-1]
+    return cut.rstrip(" ，,;；") + "…"
+
+
 class LocalizedCommand(click.Command):
     def get_help_option(self, ctx: click.Context) -> click.Option | None:
         return _help_option_in_reader_language(super().get_help_option(ctx))
@@ -70,8 +91,7 @@ class LocalizedCommand(click.Command):
             super().format_help(ctx, formatter)
 
     def get_short_help_str(self, limit: int = 45) -> str:
-        with _reader_language(self):
-            return super().get_short_help_str(limit)
+        return short_help(self, limit)
 
 
 class LocalizedGroup(click.Group):
@@ -86,5 +106,4 @@ class LocalizedGroup(click.Group):
             super().format_help(ctx, formatter)
 
     def get_short_help_str(self, limit: int = 45) -> str:
-        with _reader_language(self):
-            return super().get_short_help_str(limit)
+        return short_help(self, limit)
