@@ -53,6 +53,9 @@ class Principal:
     roles: frozenset[Role]
     via: str  # "session" | "token" | "local"
     session_id: str | None = None
+    # What the user must fix before any permission counts (access.accounts: a one-time or
+    # expired password, an administrator without a second factor). Empty: nothing.
+    pending: frozenset[str] = frozenset()
 
     @property
     def actor(self) -> str:
@@ -144,6 +147,10 @@ def decide(
 ) -> Decision:
     """Whether ``principal`` may use ``permission`` on ``target``: pure, no catalog."""
     holding = tuple(r for r in Role if r in principal.roles and permission in ROLE_PERMISSIONS[r])
+    if principal.pending:
+        return Decision(
+            False, permission, "account must first: " + ", ".join(sorted(principal.pending))
+        )
     if not holding:
         return Decision(False, permission, "no role holds it")
     if target is None or permission not in SCOPED or target.kind in ("system", "user"):
@@ -181,7 +188,12 @@ def denial(principal: Principal, permission: Permission, target: Target | None) 
         message = _("{login} may not {permission}").format(
             login=principal.actor, permission=permission.value
         )
-    if principal.roles and any(permission in ROLE_PERMISSIONS[r] for r in principal.roles):
+    if principal.pending:
+        hint = _(
+            "first change your one-time or expired password (liuhen user passwd) and, for "
+            "an administrator, turn on two-factor login (liuhen user 2fa enroll)"
+        )
+    elif principal.roles and any(permission in ROLE_PERMISSIONS[r] for r in principal.roles):
         hint = _(
             "it is outside your unit and your own recordings; the security administrator "
             "can grant you the case for a period (liuhen case grant)"
@@ -232,9 +244,7 @@ def _attached_cases(session: Session, recording_id: int) -> list[tuple[str, str]
         for number, unit in session.execute(
             select(Case.number, Case.unit)
             .join(CaseRecording, CaseRecording.case_id == Case.id)
-            .where(
-                CaseRecording.recording_id == recording_id, CaseRecording.detached_at.is_(None)
-            )
+            .where(CaseRecording.recording_id == recording_id, CaseRecording.detached_at.is_(None))
         ).all()
     ]
 
