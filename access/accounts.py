@@ -265,6 +265,9 @@ def create_user(
         raise AccountError("; ".join(problems))
     wanted = frozenset(roles)
     check_roles(wanted)
+    problems = role_problems(wanted, unit=unit, officer_number=officer_number)
+    if problems:
+        raise AccountError("; ".join(problems))
     if session.scalar(select(User.id).where(User.login == login)) is not None:
         raise AccountError(_("login {login!r} is taken").format(login=login))
     when = _now(now)
@@ -297,6 +300,9 @@ def grant_role(
     if role in held:
         return False
     check_roles(held | {role})
+    problems = role_problems({role}, unit=user.unit, officer_number=user.officer_number)
+    if problems:
+        raise AccountError("; ".join(problems))
     session.add(UserRole(user_id=user.id, role=role.value, granted_by=actor, granted_at=_now(now)))
     session.flush()
     return True
@@ -574,3 +580,39 @@ def check_second_factor(
             session.flush()
             return True
     return False
+
+
+def role_problems(roles: Iterable[Role], *, unit: str, officer_number: str | None) -> list[str]:
+    """What the roles need of the account: a unit for every role reaching a unit, a
+    警号 for an officer (their own recordings are found by it)."""
+    from access.roles import ROLE_SCOPE, Scope
+
+    held = set(roles)
+    problems = []
+    if not unit and any(ROLE_SCOPE[r] is not Scope.ALL for r in held):
+        problems.append(
+            _("a user with the roles {roles} needs a unit (--unit)").format(
+                roles=", ".join(_(ROLE_TITLES[r]) for r in sorted(held))
+            )
+        )
+    if Role.OFFICER in held and not officer_number:
+        problems.append(_("an officer needs a 警号 (--officer)"))
+    return problems
+
+
+def verify_password(
+    session: Session,
+    user: User,
+    password: str,
+    *,
+    policy: AccessSettings,
+    source: str | None = None,
+    now: datetime | None = None,
+) -> None:
+    """Check a logged-in user's current password again (before changing it): a wrong
+    one counts towards the lockout like a failed login, and is recorded."""
+    when = _now(now)
+    if _verify(hasher(policy), user.password_hash, password):
+        return
+    _failed(session, user, policy, when)
+    raise _refuse(session, user.login, user, "bad_password", source, when, _wrong(user.login))
