@@ -23,6 +23,7 @@ from sqlalchemy import ColumnElement, false, or_, select
 from sqlalchemy.orm import Session
 
 from access.roles import (
+    LOCAL_PERMISSIONS,
     ROLE_PERMISSIONS,
     ROLE_SCOPE,
     ROLE_TITLES,
@@ -151,6 +152,10 @@ def decide(
         return Decision(
             False, permission, "account must first: " + ", ".join(sorted(principal.pending))
         )
+    if principal.via == "local":
+        # No accounts yet: the OS user who runs liuhen on the data directory, as before.
+        allowed = permission in LOCAL_PERMISSIONS
+        return Decision(allowed, permission, "local user, no accounts" if allowed else "admin")
     if not holding:
         return Decision(False, permission, "no role holds it")
     if target is None or permission not in SCOPED or target.kind in ("system", "user"):

@@ -213,6 +213,15 @@ ROLE_TITLES: Mapping[Role, str] = MappingProxyType(
 )
 
 
+# What the local principal may do while the catalog has no accounts (installs from before
+# issue 15): everything it could do then, but the administration of accounts, which
+# begins with the first administrator (`liuhen init --admin LOGIN`).
+LOCAL_PERMISSIONS = frozenset(
+    set().union(*(ROLE_PERMISSIONS[r] for r in NON_ADMIN_ROLES))
+    | {P.STATION_ADMIN, P.DEVICE_ADMIN, P.SETTINGS_ADMIN, P.DISTRICT_STATUS}
+)
+
+
 def roles_holding(permission: Permission) -> list[Role]:
     """The roles that hold ``permission``, in the order of :class:`Role`."""
     return [r for r in Role if permission in ROLE_PERMISSIONS[r]]
