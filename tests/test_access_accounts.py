@@ -50,21 +50,42 @@ GOOD = "Correct-Horse-9"
 
 def add(catalog: Catalog, login: str, *roles: Role, unit: str = "徐汇", **kw: Any) -> int:
     with catalog.transaction() as s:
-        user, _pw = create_user(s, login=login, unit=unit, roles=roles, actor="test",
-                                policy=POLICY, password=GOOD, now=T0, **kw)
+        user, _pw = create_user(
+            s,
+            login=login,
+            unit=unit,
+            roles=roles,
+            actor="test",
+            policy=POLICY,
+            password=GOOD,
+            now=T0,
+            **kw,
+        )
         return user.id
 
 
-def login(catalog: Catalog, name: str, password: str = GOOD, *, at: datetime,
-          totp: str | None = None, policy: AccessSettings = POLICY) -> Any:
+def login(
+    catalog: Catalog,
+    name: str,
+    password: str = GOOD,
+    *,
+    at: datetime,
+    totp: str | None = None,
+    policy: AccessSettings = POLICY,
+) -> Any:
     with catalog.transaction() as s:
         return authenticate(s, name, password, totp=totp, source="test", now=at, policy=policy)
 
 
 def attempts(catalog: Catalog, name: str) -> list[str]:
     with catalog.session() as s:
-        return list(s.scalars(select(LoginAttempt.result).where(LoginAttempt.login == name)
-                              .order_by(LoginAttempt.id)))
+        return list(
+            s.scalars(
+                select(LoginAttempt.result)
+                .where(LoginAttempt.login == name)
+                .order_by(LoginAttempt.id)
+            )
+        )
 
 
 def test_lockout_after_n_failures_and_not_before(catalog: Catalog) -> None:
@@ -150,7 +171,12 @@ def test_totp_is_required_for_administrators(catalog: Catalog) -> None:
         login(catalog, "root", at=later)
     assert missing.value.reason == "totp_required"
     with pytest.raises(LoginFailed) as wrong:
-        login(catalog, "root", at=later, totp="000000" if pyotp.TOTP(secret).at(later) != "000000" else "111111")
+        login(
+            catalog,
+            "root",
+            at=later,
+            totp="000000" if pyotp.TOTP(secret).at(later) != "000000" else "111111",
+        )
     assert wrong.value.reason == "bad_totp"
     full = login(catalog, "root", at=later, totp=pyotp.TOTP(secret).at(later))
     assert full.pending == frozenset() and decide(full, Permission.DEVICE_ADMIN).allowed
@@ -193,18 +219,22 @@ def test_password_policy_and_reuse(catalog: Catalog) -> None:
 
 def test_a_one_time_or_expired_password_must_be_changed_first(catalog: Catalog) -> None:
     with catalog.transaction() as s:
-        _u, one_time = create_user(s, login="gina", unit="徐汇", roles=[Role.REVIEWER],
-                                   actor="test", policy=POLICY)
+        _u, one_time = create_user(
+            s, login="gina", unit="徐汇", roles=[Role.REVIEWER], actor="test", policy=POLICY
+        )
     assert one_time
     assert login(catalog, "gina", one_time, at=T0).pending == {PENDING_PASSWORD}
     with catalog.transaction() as s:
         set_password(s, get_user(s, "gina"), "Brand-New-Pass-1", policy=POLICY, now=T0)
     assert login(catalog, "gina", "Brand-New-Pass-1", at=T0).pending == frozenset()
     aging = replace(POLICY, password_max_age_days=90)
-    assert login(catalog, "gina", "Brand-New-Pass-1", at=T0 + timedelta(days=89),
-                 policy=aging).pending == frozenset()
-    assert login(catalog, "gina", "Brand-New-Pass-1", at=T0 + timedelta(days=90),
-                 policy=aging).pending == {PENDING_PASSWORD}
+    assert (
+        login(catalog, "gina", "Brand-New-Pass-1", at=T0 + timedelta(days=89), policy=aging).pending
+        == frozenset()
+    )
+    assert login(
+        catalog, "gina", "Brand-New-Pass-1", at=T0 + timedelta(days=90), policy=aging
+    ).pending == {PENDING_PASSWORD}
 
 
 def test_a_hash_of_other_argon2_parameters_is_rehashed_at_login(catalog: Catalog) -> None:
@@ -287,8 +317,15 @@ def test_sessions_and_tokens_are_stored_hashed(catalog: Catalog) -> None:
     add(catalog, "mia", Role.REVIEWER)
     secret = _session(catalog, "mia", T0)
     with catalog.transaction() as s:
-        token = issue_token(s, name="case-system", role=Role.ARCHIVIST, unit="徐汇",
-                            expires_at=T0 + timedelta(days=30), created_by="sec", now=T0)
+        token = issue_token(
+            s,
+            name="case-system",
+            role=Role.ARCHIVIST,
+            unit="徐汇",
+            expires_at=T0 + timedelta(days=30),
+            created_by="sec",
+            now=T0,
+        )
     with catalog.session() as s:
         stored = " ".join(str(v) for v in s.execute(select(UserSession.secret_hash)).scalars())
         assert secret not in stored and token[4:] not in stored
@@ -298,8 +335,15 @@ def test_sessions_and_tokens_are_stored_hashed(catalog: Catalog) -> None:
 def test_token_scope_and_expiry(catalog: Catalog) -> None:
     expires = T0 + timedelta(days=30)
     with catalog.transaction() as s:
-        token = issue_token(s, name="cms", role=Role.ARCHIVIST, unit="徐汇", expires_at=expires,
-                            created_by="sec", now=T0)
+        token = issue_token(
+            s,
+            name="cms",
+            role=Role.ARCHIVIST,
+            unit="徐汇",
+            expires_at=expires,
+            created_by="sec",
+            now=T0,
+        )
     with catalog.transaction() as s:
         principal = principal_for_token(s, token, now=expires - timedelta(seconds=1))
     assert principal.roles == {Role.ARCHIVIST} and principal.unit == "徐汇"
@@ -323,5 +367,12 @@ def test_token_scope_and_expiry(catalog: Catalog) -> None:
 def test_tokens_refused(catalog: Catalog, role: Role, days: int, why: str) -> None:
     with pytest.raises(AccountError, match=why):
         with catalog.transaction() as s:
-            issue_token(s, name="x", role=role, unit="徐汇",
-                        expires_at=T0 + timedelta(days=days), created_by="sec", now=T0)
+            issue_token(
+                s,
+                name="x",
+                role=role,
+                unit="徐汇",
+                expires_at=T0 + timedelta(days=days),
+                created_by="sec",
+                now=T0,
+            )

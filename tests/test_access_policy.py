@@ -101,7 +101,9 @@ CHANGING = {
 }
 
 
-def who(role: Role, *, unit: str | None = "徐汇", number: str | None = None, uid: int = 1) -> Principal:
+def who(
+    role: Role, *, unit: str | None = "徐汇", number: str | None = None, uid: int = 1
+) -> Principal:
     return Principal(uid, role.value, role.value, unit, number, frozenset({role}), "session")
 
 
@@ -143,7 +145,10 @@ def test_unit_roles_reach_their_unit_only(role: Role) -> None:
 def test_a_units_case_brings_its_recordings_along() -> None:
     # A recording made by another unit's device, attached to one of 徐汇's cases.
     attached = Target(
-        "recording", "3", unit="静安", case_numbers=frozenset({"徐-9"}),
+        "recording",
+        "3",
+        unit="静安",
+        case_numbers=frozenset({"徐-9"}),
         case_units=frozenset({"徐汇"}),
     )
     assert decide(who(Role.REVIEWER), P.RECORDING_PLAY, attached).allowed
@@ -205,7 +210,13 @@ def test_a_grant_widens_reach_not_permissions() -> None:
 
 def test_a_principal_with_something_pending_may_do_nothing() -> None:
     admin = Principal(
-        1, "root", "root", None, None, frozenset({Role.SYSTEM_ADMIN}), "session",
+        1,
+        "root",
+        "root",
+        None,
+        None,
+        frozenset({Role.SYSTEM_ADMIN}),
+        "session",
         pending=frozenset({"totp_enroll"}),
     )
     assert not decide(admin, P.DEVICE_ADMIN).allowed
@@ -217,17 +228,26 @@ def test_a_principal_with_something_pending_may_do_nothing() -> None:
 def _world(app: Any) -> dict[str, Any]:
     """Two units: 徐汇 (device A111111 carried by 010203, case 徐-1) and 静安 (device
     B222222 carried by 040506, case 静-1), one recording attached to each case."""
-    rec_a = make_recording(app, serial="A111111", docking_officer="010203",
-                           start=cst(2026, 11, 2, 9))
-    rec_b = make_recording(app, serial="B222222", docking_officer="040506",
-                           start=cst(2026, 11, 3, 9))
+    rec_a = make_recording(
+        app, serial="A111111", docking_officer="010203", start=cst(2026, 11, 2, 9)
+    )
+    rec_b = make_recording(
+        app, serial="B222222", docking_officer="040506", start=cst(2026, 11, 3, 9)
+    )
     with app.catalog.transaction() as s:
         s.execute(update(Device).where(Device.serial == "A111111").values(unit="徐汇"))
         s.execute(update(Device).where(Device.serial == "B222222").values(unit="静安"))
         for number, unit, rec_id in (("徐-1", "徐汇", rec_a), ("静-1", "静安", rec_b)):
             create_case(s, app.signer, number=number, unit=unit, actor="test")
-            attach_manual(s, app.signer, case_number=number, rec=get_recording(s, str(rec_id)),
-                          reason="test", actor="test", policy=app.settings.retention)
+            attach_manual(
+                s,
+                app.signer,
+                case_number=number,
+                rec=get_recording(s, str(rec_id)),
+                reason="test",
+                actor="test",
+                policy=app.settings.retention,
+            )
         s.add(User(login="outside", unit="外单位", password_hash="!"))
     with app.catalog.session() as s:
         outsider = s.scalar(select(User.id).where(User.login == "outside"))
@@ -275,8 +295,15 @@ def test_an_officer_sees_what_their_device_assignment_covers(app: Any) -> None:
 
     w = _world(app)
     with app.catalog.transaction() as s:
-        assign_device(s, app.signer, serial="A111111", officer_number="070809",
-                      start=cst(2026, 11, 1), end=cst(2026, 11, 5), actor="test")
+        assign_device(
+            s,
+            app.signer,
+            serial="A111111",
+            officer_number="070809",
+            start=cst(2026, 11, 1),
+            end=cst(2026, 11, 5),
+            actor="test",
+        )
     carrier = who(Role.OFFICER, number="070809", uid=None)  # type: ignore[arg-type]
     assert w["a"] in _visible(app, carrier)
     with app.catalog.session() as s:
@@ -288,11 +315,24 @@ def test_a_case_grant_in_the_catalog_before_during_and_after(app: Any) -> None:
     start = datetime(2026, 12, 1, tzinfo=UTC)
     with app.catalog.transaction() as s:
         case_id = s.scalar(select(Case.id).where(Case.number == "静-1"))
-        s.add(CaseGrant(user_id=w["outsider"], case_id=case_id, starts_at=start,
-                        ends_at=start + timedelta(days=7), reason="法制审核", granted_by="sec"))
-    outsider = Principal(w["outsider"], "outside", "outside", "外单位", None,
-                         frozenset({Role.REVIEWER}), "session")
-    before, during, after = start - timedelta(hours=1), start + timedelta(days=1), start + timedelta(days=8)
+        s.add(
+            CaseGrant(
+                user_id=w["outsider"],
+                case_id=case_id,
+                starts_at=start,
+                ends_at=start + timedelta(days=7),
+                reason="法制审核",
+                granted_by="sec",
+            )
+        )
+    outsider = Principal(
+        w["outsider"], "outside", "outside", "外单位", None, frozenset({Role.REVIEWER}), "session"
+    )
+    before, during, after = (
+        start - timedelta(hours=1),
+        start + timedelta(days=1),
+        start + timedelta(days=8),
+    )
     assert _visible(app, outsider, before) == set()
     assert _visible(app, outsider, during) == {w["b"]}
     assert _visible(app, outsider, after) == set()
@@ -302,4 +342,6 @@ def test_a_case_grant_in_the_catalog_before_during_and_after(app: Any) -> None:
         assert not allowed(s, outsider, P.RECORDING_PLAY, target, now=before)
         assert allowed(s, outsider, P.RECORDING_PLAY, target, now=during)
         assert not allowed(s, outsider, P.RECORDING_PLAY, target, now=after)
-        assert not allowed(s, outsider, P.RECORDING_PLAY, target_for_recording(s, w["a"]), now=during)
+        assert not allowed(
+            s, outsider, P.RECORDING_PLAY, target_for_recording(s, w["a"]), now=during
+        )
