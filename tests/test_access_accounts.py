@@ -77,6 +77,12 @@ def login(
         return authenticate(s, name, password, totp=totp, source="test", now=at, policy=policy)
 
 
+def row(s: Any, uid: int) -> User:
+    found: User | None = s.get(User, uid)
+    assert found is not None
+    return found
+
+
 def attempts(catalog: Catalog, name: str) -> list[str]:
     with catalog.session() as s:
         return list(
@@ -118,9 +124,8 @@ def test_the_lockout_is_per_account_not_per_address(catalog: Catalog) -> None:
     add(catalog, "bob", Role.REVIEWER)
     add(catalog, "carol", Role.REVIEWER)
     for i in range(POLICY.lockout_failures):
-        with pytest.raises(LoginFailed):
-            with catalog.transaction() as s:
-                authenticate(s, "bob", "wrong", source=f"10.0.0.{i}", now=T0, policy=POLICY)
+        with pytest.raises(LoginFailed), catalog.transaction() as s:
+            authenticate(s, "bob", "wrong", source=f"10.0.0.{i}", now=T0, policy=POLICY)
     with pytest.raises(LoginFailed, match="locked"):
         login(catalog, "bob", at=T0)
     assert login(catalog, "carol", at=T0).login == "carol"
@@ -142,9 +147,8 @@ def test_the_three_administrator_roles_are_refused_on_one_account(
 ) -> None:
     uid = add(catalog, f"adm-{first.value}", first, unit="")
     for other in {Role.SYSTEM_ADMIN, Role.SECURITY_ADMIN, Role.AUDIT_ADMIN} - {first}:
-        with pytest.raises(AccountError, match="三员分立"):
-            with catalog.transaction() as s:
-                grant_role(s, s.get(User, uid), other, actor="test")
+        with pytest.raises(AccountError, match="三员分立"), catalog.transaction() as s:
+            grant_role(s, row(s, uid), other, actor="test")
         with pytest.raises(AccountError, match="only one of the administrator roles"):
             add(catalog, f"two-{first.value}-{other.value}", first, other, unit="")
     with catalog.session() as s:
@@ -202,19 +206,20 @@ def test_password_policy_and_reuse(catalog: Catalog) -> None:
         ("alllowercaseletters", "fewer than 3 of the classes"),
         ("Frank-is-9-great", "contains the login"),
     ]:
-        with pytest.raises(AccountError, match=why):
-            with catalog.transaction() as s:
-                set_password(s, s.get(User, uid), weak, policy=policy)
+        with pytest.raises(AccountError, match=why), catalog.transaction() as s:
+            set_password(s, row(s, uid), weak, policy=policy)
     news = ["Second-Pass-22", "Third-Pass-333", "Fourth-Pass-4444"]
     for new in news:
         with catalog.transaction() as s:
-            set_password(s, s.get(User, uid), new, policy=policy)
+            set_password(s, row(s, uid), new, policy=policy)
     for reused in news:  # the last 3, the current one included
-        with pytest.raises(AccountError, match="one of the last 3 passwords"):
-            with catalog.transaction() as s:
-                set_password(s, s.get(User, uid), reused, policy=policy)
+        with (
+            pytest.raises(AccountError, match="one of the last 3 passwords"),
+            catalog.transaction() as s,
+        ):
+            set_password(s, row(s, uid), reused, policy=policy)
     with catalog.transaction() as s:  # the 4th back may come again
-        set_password(s, s.get(User, uid), GOOD, policy=policy)
+        set_password(s, row(s, uid), GOOD, policy=policy)
 
 
 def test_a_one_time_or_expired_password_must_be_changed_first(catalog: Catalog) -> None:
@@ -348,12 +353,10 @@ def test_token_scope_and_expiry(catalog: Catalog) -> None:
         principal = principal_for_token(s, token, now=expires - timedelta(seconds=1))
     assert principal.roles == {Role.ARCHIVIST} and principal.unit == "徐汇"
     assert principal.via == "token" and principal.actor == "token:cms"
-    with pytest.raises(SessionExpired, match="expired"):
-        with catalog.transaction() as s:
-            principal_for_token(s, token, now=expires)
-    with pytest.raises(SessionExpired, match="unknown"):
-        with catalog.transaction() as s:
-            principal_for_token(s, token + "x", now=T0)
+    with pytest.raises(SessionExpired, match="expired"), catalog.transaction() as s:
+        principal_for_token(s, token, now=expires)
+    with pytest.raises(SessionExpired, match="unknown"), catalog.transaction() as s:
+        principal_for_token(s, token + "x", now=T0)
 
 
 @pytest.mark.parametrize(
@@ -365,14 +368,13 @@ def test_token_scope_and_expiry(catalog: Catalog) -> None:
     ],
 )
 def test_tokens_refused(catalog: Catalog, role: Role, days: int, why: str) -> None:
-    with pytest.raises(AccountError, match=why):
-        with catalog.transaction() as s:
-            issue_token(
-                s,
-                name="x",
-                role=role,
-                unit="徐汇",
-                expires_at=T0 + timedelta(days=days),
-                created_by="sec",
-                now=T0,
-            )
+    with pytest.raises(AccountError, match=why), catalog.transaction() as s:
+        issue_token(
+            s,
+            name="x",
+            role=role,
+            unit="徐汇",
+            expires_at=T0 + timedelta(days=days),
+            created_by="sec",
+            now=T0,
+        )
