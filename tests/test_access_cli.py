@@ -8,8 +8,8 @@ PostgreSQL."""
 from __future__ import annotations
 
 import io
-import re
 import json
+import re
 import stat
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
