@@ -426,3 +426,24 @@ def test_a_denial_reads_in_chinese(
     body = [labels.sub("", line) for line in refused.err.splitlines()]
     assert "device.admin" in refused.err
     assert_chinese("\n".join(body))
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "why"),
+    [
+        ("LIUHEN_ACCESS_SESSION_IDLE_MINUTES", "800", "longer than the absolute session end"),
+        ("LIUHEN_ACCESS_PASSWORD_MIN_LENGTH", "4", "password_min_length"),
+        ("LIUHEN_ACCESS_LOCKOUT_FAILURES", "0", "lockout_failures"),
+    ],
+)
+def test_access_settings_are_checked_at_start(
+    home: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    variable: str,
+    value: str,
+    why: str,
+) -> None:
+    monkeypatch.setenv(variable, value)
+    result = run_cli(capsys, "config", "show")
+    assert result.code == 78 and why in result.err and variable in result.err, result.err
