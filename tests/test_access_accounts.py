@@ -184,11 +184,17 @@ def test_totp_is_required_for_administrators(catalog: Catalog) -> None:
     assert wrong.value.reason == "bad_totp"
     full = login(catalog, "root", at=later, totp=pyotp.TOTP(secret).at(later))
     assert full.pending == frozenset() and decide(full, Permission.DEVICE_ADMIN).allowed
+    # A code is good once: seen over a shoulder, it cannot be replayed within its 30 s.
+    with pytest.raises(LoginFailed) as replayed:
+        login(catalog, "root", at=later + timedelta(seconds=5), totp=pyotp.TOTP(secret).at(later))
+    assert replayed.value.reason == "bad_totp"
+    nxt = later + timedelta(seconds=30)
+    assert login(catalog, "root", at=nxt, totp=pyotp.TOTP(secret).at(nxt)).login == "root"
     # A recovery code stands in once, and only once.
     assert login(catalog, "root", at=later, totp=codes[0]).login == "root"
     with pytest.raises(LoginFailed):
         login(catalog, "root", at=later, totp=codes[0])
-    assert attempts(catalog, "root").count("bad_totp") == 2
+    assert attempts(catalog, "root").count("bad_totp") == 3
 
 
 def test_totp_is_optional_for_the_others(catalog: Catalog) -> None:
