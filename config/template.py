@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-TEMPLATE = """\
+from config.i18n import N_, _
+
+# The file is written in the language of whoever runs `liuhen init` (Chinese by default):
+# comments only; keys and values are the same in every language.
+TEMPLATE = N_("""\
 # 留痕 (liuhen) settings for this installation.
 # Every key can also be set by an environment variable LIUHEN_<SECTION>_<KEY>,
 # e.g. LIUHEN_CATALOG_URL; the environment wins over this file.
@@ -142,8 +146,8 @@ session_idle_minutes = 30
 session_absolute_hours = 12
 # The longest validity of an API token.
 token_max_days = 365
-"""  # noqa: E501
+""")  # noqa: E501
 
 
 def render(data_dir: Path, station_id: str) -> str:
-    return TEMPLATE.format(data_dir=data_dir, station_id=station_id)
+    return _(TEMPLATE).format(data_dir=data_dir, station_id=station_id)
