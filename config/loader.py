@@ -301,6 +301,14 @@ def _validate(s: Settings, where: str, environ: Mapping[str, str]) -> None:
         )
     if s.compliance.rule not in {"each", "any"}:
         raise bad("compliance.rule", _("must be each (every officer records) or any"))
+    if s.access.session_idle_minutes > s.access.session_absolute_hours * 60:
+        raise bad(
+            "access.session_idle_minutes",
+            _(
+                "({idle}) is longer than the absolute session end "
+                "(access.session_absolute_hours = {hours})"
+            ).format(idle=s.access.session_idle_minutes, hours=s.access.session_absolute_hours),
+        )
     # Numeric ranges are checked as each value is read (config.settings.bounded).
 
 

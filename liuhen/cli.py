@@ -37,12 +37,17 @@ LAZY_COMMANDS = {
     "export": "export_cmds",
     "four-properties": "export_cmds",
     "ingest": "ingest_cmds",
+    "login": "user_cmds",
+    "logout": "user_cmds",
     "report": "compliance_cmds",
     "retention": "case_cmds",
     "review": "compliance_cmds",
     "show": "media_cmds",
     "station": "ingest_cmds",
+    "token": "user_cmds",
+    "user": "user_cmds",
     "verify": "verify_cmds",
+    "whoami": "user_cmds",
     "worker": "media_cmds",
 }
 
@@ -109,13 +114,21 @@ def cli(ctx: click.Context, data_dir: str | None, config: str | None, verbose: b
 
 
 @cli.command()
+@click.option(
+    "--admin",
+    "admin_login",
+    help="Create the first system administrator with this login; its one-time password "
+    "is printed once.",
+)
 @json_option
 @pass_ctx
-def init(ctx: Context, as_json: bool) -> None:
+def init(ctx: Context, admin_login: str | None, as_json: bool) -> None:
     """Create the data directory, settings file, signing key, catalog and store."""
     from liuhen.app import initialize
+    from liuhen.user_cmds import first_admin, show_first_admin
 
     report = initialize(ctx.app(create=True))
+    admin = first_admin(ctx.app(), admin_login, report)
     if as_json:
         print_json(
             {
@@ -125,12 +138,14 @@ def init(ctx: Context, as_json: bool) -> None:
                 "schema": report.schema,
                 "store_ok": report.store.ok if report.store else None,
             }
+            | admin
         )
         return
     for line in report.created:
         out.print(_("[green]created[/green] {what}").format(what=line))
     for line in report.kept:
         out.print(_("[dim]kept[/dim]    {what}").format(what=line))
+    show_first_admin(admin)
     if report.store and not report.store.ok:
         failed = [c for c in report.store.checks if not c.ok]
         for c in failed:

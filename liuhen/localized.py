@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import click
 
@@ -82,7 +83,19 @@ def short_help(command: click.Command, limit: int) -> str:
     return cut.rstrip(" ，,;；") + "…"
 
 
+def _checked(ctx: click.Context) -> None:
+    """The permission check of every command (liuhen/command_permissions.py), after its
+    arguments are parsed and before it runs."""
+    from liuhen.command_permissions import check_invocation
+
+    check_invocation(ctx)
+
+
 class LocalizedCommand(click.Command):
+    def invoke(self, ctx: click.Context) -> Any:
+        _checked(ctx)
+        return super().invoke(ctx)
+
     def get_help_option(self, ctx: click.Context) -> click.Option | None:
         return _help_option_in_reader_language(super().get_help_option(ctx))
 
@@ -97,6 +110,13 @@ class LocalizedCommand(click.Command):
 class LocalizedGroup(click.Group):
     command_class = LocalizedCommand
     group_class: type[click.Group] | type[type] = type  # subgroups: LocalizedGroups too
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from liuhen.command_permissions import group_runs_itself
+
+        if group_runs_itself(ctx):  # `liuhen export --out ...`: the group is the command
+            _checked(ctx)
+        return super().invoke(ctx)
 
     def get_help_option(self, ctx: click.Context) -> click.Option | None:
         return _help_option_in_reader_language(super().get_help_option(ctx))
