@@ -19,7 +19,16 @@ from urllib.parse import urlsplit, urlunsplit
 
 from config import env
 from config.errors import ConfigError
-from config.settings import DIGEST_ALGORITHMS, RANGE, SECTIONS, X264_PRESETS, Settings, zone_of
+from config.i18n import _
+from config.settings import (
+    AUDIT_MIN_KEEP_DAYS,
+    DIGEST_ALGORITHMS,
+    RANGE,
+    SECTIONS,
+    X264_PRESETS,
+    Settings,
+    zone_of,
+)
 
 STATION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -249,6 +258,17 @@ def _validate(s: Settings, where: str, environ: Mapping[str, str]) -> None:
         )
     if s.compliance.rule not in {"each", "any"}:
         raise bad("compliance.rule", "must be each (every officer records) or any")
+    if s.audit.keep_days < AUDIT_MIN_KEEP_DAYS:
+        raise bad(
+            "audit.keep_days",
+            _(
+                "must be at least {floor} days (audit records are kept at least six "
+                "months: GB/T 22239-2019 level 3), got {days}"
+            ).format(floor=AUDIT_MIN_KEEP_DAYS, days=s.audit.keep_days),
+            hint=_("set keep_days = {floor} or more in [audit]").format(
+                floor=AUDIT_MIN_KEEP_DAYS
+            ),
+        )
     # Numeric ranges are checked as each value is read (config.settings.bounded).
 
 

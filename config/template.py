@@ -125,6 +125,11 @@ doubt_margin_s = 300.0
 unattached_days = 30
 undocked_days = 7
 clock_off_s = 120.0
+
+[audit]
+# Access-audit events (logins, views, playbacks, downloads) are kept at least this many
+# days; at least 180 (GB/T 22239-2019 level 3: six months). See docs/security.md.
+keep_days = 180
 """  # noqa: E501
 
 
