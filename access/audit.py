@@ -142,9 +142,7 @@ def _check(actor: str, action: str, result: str, source: str | None) -> None:
     if not actor.strip():
         problems.append("the actor is empty")
     if problems:
-        raise AuditError(
-            _("cannot record access: {problems}").format(problems="; ".join(problems))
-        )
+        raise AuditError(_("cannot record access: {problems}").format(problems="; ".join(problems)))
 
 
 def _recording_key(session: Session, ref: str) -> tuple[str, int | None]:
@@ -177,6 +175,15 @@ class AccessEvent:
     def recording_id(self) -> int | None:
         value = self.details.get("recording_id")
         return value if isinstance(value, int) else None
+
+    def object_text(self) -> str:
+        """What a person calls the object: "recording #12", "case …", else its type and id."""
+        if self.recording_id is not None:
+            return _("recording #{id}").format(id=self.recording_id)
+        if self.object_type == "case":
+            return _("case {number}").format(number=self.object_id)
+        ident = self.object_id if len(self.object_id) <= 24 else self.object_id[:16] + "…"
+        return f"{self.object_type} {ident}"
 
     def as_json(self, zone: tzinfo) -> dict[str, Any]:
         return {

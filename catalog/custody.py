@@ -43,7 +43,6 @@ from catalog.errors import CatalogError
 from catalog.models import CustodyEvent, SigningKey, Station
 from catalog.signing import Signer
 
-
 # The actions of the access audit (access/audit.py): views, playbacks, downloads, logins…
 # They are custody events of the same signed chain (one mechanism, one verifier), but not
 # part of a recording's chain of custody as people read it: see :func:`not_access`.

@@ -265,9 +265,7 @@ def _validate(s: Settings, where: str, environ: Mapping[str, str]) -> None:
                 "must be at least {floor} days (audit records are kept at least six "
                 "months: GB/T 22239-2019 level 3), got {days}"
             ).format(floor=AUDIT_MIN_KEEP_DAYS, days=s.audit.keep_days),
-            hint=_("set keep_days = {floor} or more in [audit]").format(
-                floor=AUDIT_MIN_KEEP_DAYS
-            ),
+            hint=_("set keep_days = {floor} or more in [audit]").format(floor=AUDIT_MIN_KEEP_DAYS),
         )
     # Numeric ranges are checked as each value is read (config.settings.bounded).
 
