@@ -82,6 +82,35 @@ CUSTODY_LABELS = {
     "case-reopened": N_("case reopened"),
     "action-recorded": N_("enforcement action recorded"),
 }
+# What the usual keys of an event's details are called; others are shown as written.
+DETAIL_LABELS = {
+    "case": N_("case number"),
+    "reason": N_("reason"),
+    "method": N_("method"),
+    "error": N_("error"),
+    "store": N_("store"),
+    "path": N_("path"),
+    "unit": N_("unit"),
+    "station": N_("station"),
+    "role": N_("role"),
+    "officer": N_("officer"),
+    "name": N_("name"),
+    "kind": N_("kind"),
+    "size": N_("size"),
+    "bytes": N_("bytes"),
+    "files": N_("files"),
+    "docking": N_("docking"),
+    "hold": N_("legal hold"),
+    "keep_until": N_("keep until"),
+    "copy": N_("copy"),
+    "format": N_("format"),
+    "export": N_("export"),
+    "permission": N_("permission"),
+    "user": N_("user"),
+    "until": N_("until"),
+    "change": N_("change"),
+    "minutes": N_("minutes"),
+}
 CUSTODY, ACCESS = "custody", "access"
 
 
@@ -117,7 +146,7 @@ class ReportRow:
 
     def details_text(self) -> str:
         """The details a person reads: ``key: value`` pairs, in the event's order."""
-        return "; ".join(f"{k}: {_plain(v)}" for k, v in self.details.items())
+        return details_text(self.details)
 
 
 @dataclass(frozen=True)
@@ -259,7 +288,7 @@ def events_csv(events: Iterable[AccessEvent], zone: tzinfo) -> bytes:
             result_label(e.result),
             clock_text(position),
             clock_text(watched),
-            "; ".join(f"{k}: {_plain(v)}" for k, v in details.items()),
+            details_text(details),
             e.station_id,
             str(e.seq),
             e.event_hash,
@@ -284,6 +313,16 @@ def clock_text(seconds: float | None) -> str:
         whole, tenths = whole + 1, 0
     text = f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
     return text + (f".{tenths}" if tenths else "")
+
+
+def details_text(details: dict[str, Any]) -> str:
+    """``key: value; …`` with the usual keys named in the reader's language."""
+    return "; ".join(f"{_label(k)}: {_plain(v)}" for k, v in details.items())
+
+
+def _label(key: str) -> str:
+    known = DETAIL_LABELS.get(key)
+    return _(known) if known else key
 
 
 def _plain(value: Any) -> str:

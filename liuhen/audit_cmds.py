@@ -219,7 +219,7 @@ def _pad(text: str, width: int) -> str:
 def _print_log(events: list[Any], zone: tzinfo) -> None:
     """Two lines an event, within 80 columns: when, what, who, on what, result; then
     from where and the details."""
-    from access.access_report import clock_text
+    from access.access_report import clock_text, details_text
     from access.audit import POSITION_KEY, WATCHED_KEY, action_label, result_label
     from config.timetext import show_time
 
@@ -243,7 +243,8 @@ def _print_log(events: list[Any], zone: tzinfo) -> None:
                     pos=clock_text(_num(pos)) or "—", watched=clock_text(_num(watched)) or "—"
                 )
             )
-        extra += [f"{k}: {v}" for k, v in details.items()]
+        if details:
+            extra.append(details_text(details))
         out.print("    " + " · ".join(extra), markup=False)
     out.print(_("{n} event(s)").format(n=len(events)), markup=False)
 

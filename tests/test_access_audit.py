@@ -177,11 +177,8 @@ def test_a_bag_excerpt_leaves_access_events_out_and_still_verifies(
     made = run_cli(capsys, "export", "--case", CASE, "--out", str(out))
     assert made.code == 0, made.out + made.err
     bag = out
-    events = [
-        json.loads(line)
-        for line in (bag / "data" / "metadata" / "custody.jsonl").read_text(encoding="utf-8").splitlines()
-        if line.strip()
-    ]
+    excerpt = (bag / "data" / "metadata" / "custody.jsonl").read_text(encoding="utf-8")
+    events = [json.loads(line) for line in excerpt.splitlines() if line.strip()]
     assert events and not [e for e in events if e["action"].startswith("access.")]
     own = sorted(e["seq"] for e in events if e["station_id"] == app.signer.station_id)
     with app.catalog.session() as s:
