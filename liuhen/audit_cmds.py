@@ -49,9 +49,8 @@ def principal_of(ctx: Any) -> Any:
 
 
 def _local_principal() -> Any:
+    import access.roles as roles
     from access.policy import Principal
-
-    from access import roles
 
     local = getattr(
         roles, "NON_ADMIN_ROLES", frozenset(r for r in roles.Role if r not in roles.ADMIN_ROLES)
@@ -80,11 +79,44 @@ def _allowed(session: Session, principal: Any, name: str) -> bool:
     return bool(allowed(session, principal, Permission[name]))
 
 
-def _authorize(session: Session, principal: Any, name: str) -> None:
-    from access.policy import authorize
+def _require(app: Any, principal: Any, names: tuple[str, ...], what: tuple[str, str]) -> set[str]:
+    """The permissions named in ``names`` the principal holds. Holding none, the refusal
+    is itself an audit event (``access.denied`` on ``what``, an object type and id) and
+    is raised, naming the first permission."""
+    from access.policy import AccessDenied, authorize
     from access.roles import Permission
 
-    authorize(session, principal, Permission[name])
+    refusal: Exception | None = None
+    with app.ready_catalog().session() as session:
+        held = {n for n in names if _allowed(session, principal, n)}
+        if not held:
+            try:
+                authorize(session, principal, Permission[names[0]])
+            except AccessDenied as exc:
+                refusal = exc
+            else:  # allowed() and authorize() are one rule; kept safe all the same
+                held = {names[0]}
+    if refusal is None:
+        return held
+    _record_denied(app, principal, what, ", ".join(str(Permission[n].value) for n in names))
+    raise refusal
+
+
+def _record_denied(app: Any, principal: Any, what: tuple[str, str], permission: str) -> None:
+    from access.audit import record_access
+
+    with app.ready_catalog().transaction() as session:
+        record_access(
+            session,
+            app.signer,
+            actor=_actor(principal),
+            action="access.denied",
+            object_type=what[0],
+            object_id=what[1],
+            result="denied",
+            source=LOCAL_SOURCE,
+            details={"permission": permission},
+        )
 
 
 # -- audit log -----------------------------------------------------------------------------
@@ -178,12 +210,10 @@ def run_log(ctx: Any, q: LogQuery, as_json: bool, csv_path: Path | None) -> None
     zone = _zone(app)
     since, until = _range(q, zone)
     actions = _actions(q.actions)
+    principal = principal_of(ctx)
+    held = _require(app, principal, ("AUDIT_VIEW", "ADMIN_AUDIT_VIEW"), ("audit", "log"))
+    evidence, admin = "AUDIT_VIEW" in held, "ADMIN_AUDIT_VIEW" in held
     with app.ready_catalog().session() as session:
-        principal = principal_of(ctx)
-        evidence = _allowed(session, principal, "AUDIT_VIEW")
-        admin = _allowed(session, principal, "ADMIN_AUDIT_VIEW")
-        if not (evidence or admin):
-            _authorize(session, principal, "AUDIT_VIEW")  # refuses, naming the permission
         events = access_events(
             session,
             actor=q.user,
@@ -280,9 +310,10 @@ def run_report(ctx: Any, recording: str | None, case: str | None, out_path: Path
             hint=_("liuhen audit report --recording ID --out FILE.html, or --case NUMBER"),
         )
     app = ctx.app()
-    with app.ready_catalog().transaction() as session:
-        principal = principal_of(ctx)
-        _authorize(session, principal, "AUDIT_VIEW")
+    principal = principal_of(ctx)
+    subject = ("recording", recording) if recording is not None else ("case", str(case))
+    _require(app, principal, ("AUDIT_VIEW",), subject)
+    with app.ready_catalog().session() as session:
         rec_id = get_recording(session, recording).id if recording is not None else None
         report = access_report(
             session,
@@ -293,9 +324,13 @@ def run_report(ctx: Any, recording: str | None, case: str | None, out_path: Path
             generated_by=_actor(principal),
         )
         data = report.to_csv() if suffix == ".csv" else report.to_html().encode("utf-8")
-        digest = hashlib.sha256(data).hexdigest()
-        # The report itself is an access to the evidence's history, and its digest in
-        # the signed chain ties the file handed out to this moment and this person.
+    digest = hashlib.sha256(data).hexdigest()
+    part = out_path.with_name(out_path.name + ".part")
+    part.write_bytes(data)
+    # The report is itself an access to the evidence's history; its digest in the
+    # signed chain ties the file handed out to this moment and this person. The file
+    # is put in place only once that is recorded.
+    with app.ready_catalog().transaction() as session:
         record_access(
             session,
             app.signer,
@@ -306,7 +341,7 @@ def run_report(ctx: Any, recording: str | None, case: str | None, out_path: Path
             source=LOCAL_SOURCE,
             details={"format": suffix.lstrip("."), "sha256": digest},
         )
-        _write(out_path, data)
+    os.replace(part, out_path)
     out.print(
         _("{what}: {access} access event(s), {custody} custody event(s) → {path}").format(
             what=_subject(report),

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+import liuhen.actor
 from config.errors import LiuhenError
 
 
@@ -90,8 +91,6 @@ def act_as(monkeypatch: pytest.MonkeyPatch, login: str, *role_names: str) -> Any
     use_policy(monkeypatch)
     from access.policy import Principal
     from access.roles import Role
-
-    import liuhen.actor
 
     principal = Principal(
         user_id=None,

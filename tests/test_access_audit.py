@@ -271,6 +271,13 @@ def test_audit_log_is_refused_to_an_officer_and_paged(
     refused = run_cli(capsys, "audit", "log")
     assert refused.code == 77, refused.out + refused.err
     assert "wang" not in refused.out
+    with app.catalog.session() as s:
+        (denied,) = access_events(s, actor="officer7")
+    assert (denied.action, denied.object_type, denied.result) == (
+        "access.denied",
+        "audit",
+        "denied",
+    )
     act_as(monkeypatch, "auditor1", "auditor")
     page = run_cli(capsys, "audit", "log", "--limit", "2", "--json")
     doc = json.loads(page.out)

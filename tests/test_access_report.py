@@ -272,7 +272,11 @@ def test_a_report_refused_to_an_officer_and_for_a_bad_file_name(
     assert refused.code == 77 and not path.exists()
     with app.catalog.session() as s:
         assert access_events(s, actions=["access.report"]) == []
-        assert s.scalars(select(CustodyEvent).where(CustodyEvent.actor == "officer7")).all() == []
+        # The refusal is audited: once, naming who, what and the permission.
+        (denied,) = s.scalars(select(CustodyEvent).where(CustodyEvent.actor == "officer7"))
+        event = access_events(s, actions=["access.denied"], actor="officer7")[0]
+    assert denied.action == "access.denied" and event.recording_id == first
+    assert event.result == "denied" and event.details["permission"] == "audit.view"
     act_as(monkeypatch, "auditor1", "auditor")
     wrong = run_cli(capsys, "audit", "report", "--case", CASE, "--out", str(tmp_path / "r.pdf"))
     assert wrong.code == 2 and "r.pdf" in wrong.err
