@@ -321,3 +321,34 @@ def test_keep_days_refusal_reads_in_chinese(
     short = run_cli(capsys, "--config", str(_settings_file(tmp_path, 30)), "config", "show")
     assert short.code == 78
     assert "180" in short.err and "六个月" in short.err
+
+
+def test_audit_log_reads_in_chinese(
+    app: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from config.i18n import set_language
+    from tests.i18n_helpers import assert_chinese
+
+    rec_id, _sha = _case_with_views(app)
+    _record(
+        app,
+        actor="zhao",
+        action="access.play",
+        object_type="recording",
+        object_id=str(rec_id),
+        source="192.168.10.23",
+        details={"position_s": 5, "duration_s": 60},
+    )
+    act_as(monkeypatch, "auditor1", "auditor")
+    monkeypatch.setenv("LIUHEN_LANG", "zh")
+    set_language(None)
+    listed = run_cli(capsys, "audit", "log")
+    assert listed.code == 0, listed.err
+    assert_chinese(listed.out)
+    assert "播放位置 0:00:05，观看时长 0:01:00" in listed.out and "来自 192.168.10.23" in listed.out
+    assert f"音视频记录 #{rec_id}" in listed.out and "下载" in listed.out
+    assert max(cell_len(line) for line in listed.out.splitlines()) <= 80
+    helped = run_cli(capsys, "audit", "log", "--help")
+    assert (
+        helped.code == 0 and "只列出此账号" in helped.out and "起始时间（采集站时区）" in helped.out
+    )
