@@ -371,7 +371,9 @@ def _subject(report: Any) -> str:
 
 def run_verify_report(ctx: Any, path: Path, trust_files: tuple[Path, ...], as_json: bool) -> None:
     from access.report_signature import check_report
+    from config.timetext import iso_time, show_time
 
+    zone = _zone(ctx.app())
     check = check_report(path.read_bytes())
     if check.ok:
         if trust_files:
@@ -387,7 +389,7 @@ def run_verify_report(ctx: Any, path: Path, trust_files: tuple[Path, ...], as_js
                 "subject": check.subject,
                 "station": check.station,
                 "key_id": check.key_id,
-                "signed_at": check.at,
+                "signed_at": iso_time(check.at, zone) if check.at else None,
                 "trusted_by": check.trusted_by,
                 "problems": check.problems,
             }
@@ -403,7 +405,7 @@ def run_verify_report(ctx: Any, path: Path, trust_files: tuple[Path, ...], as_js
         out.print(
             "  "
             + _("signed by station {station} with key {key} at {at}").format(
-                station=check.station, key=check.key_id, at=check.at
+                station=check.station, key=check.key_id, at=show_time(check.at, zone)
             ),
             markup=False,
         )

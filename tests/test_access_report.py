@@ -169,6 +169,7 @@ def test_signed_html_verifies_and_any_one_byte_change_fails(
     ok = run_cli(capsys, "audit", "verify-report", str(path))
     assert ok.code == 0, ok.out + ok.err
     assert f"recording:{first}" in ok.out and app.signer.key_id in ok.out
+    assert "+08:00" in ok.out  # when it was signed, in the station's zone
     data = path.read_bytes()
     block = data.index(b'<section id="liuhen-signature">')
     digest = re.search(rb'data-field="sha256">([0-9a-f]{64})<', data)
