@@ -41,11 +41,11 @@ class AuditUsage(LiuhenError):
 
 def principal_of(ctx: Any) -> Any:
     """The caller: the logged-in account or API token (liuhen.actor.current_principal,
-    the access helper's), else the local user of this host."""
+    the access helper's, which reads the click context), else the local user."""
     import liuhen.actor
 
     current = getattr(liuhen.actor, "current_principal", None)
-    return _local_principal() if current is None else current(ctx)
+    return _local_principal() if current is None else current(click.get_current_context())
 
 
 def _local_principal() -> Any:
@@ -211,7 +211,7 @@ def run_log(ctx: Any, q: LogQuery, as_json: bool, csv_path: Path | None) -> None
     since, until = _range(q, zone)
     actions = _actions(q.actions)
     principal = principal_of(ctx)
-    held = _require(app, principal, ("AUDIT_VIEW", "ADMIN_AUDIT_VIEW"), ("audit", "log"))
+    held = _require(app, principal, ("AUDIT_VIEW", "ADMIN_AUDIT_VIEW"), ("command", "audit log"))
     evidence, admin = "AUDIT_VIEW" in held, "ADMIN_AUDIT_VIEW" in held
     with app.ready_catalog().session() as session:
         events = access_events(

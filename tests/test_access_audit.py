@@ -273,9 +273,10 @@ def test_audit_log_is_refused_to_an_officer_and_paged(
     assert "wang" not in refused.out
     with app.catalog.session() as s:
         (denied,) = access_events(s, actor="officer7")
-    assert (denied.action, denied.object_type, denied.result) == (
+    assert (denied.action, denied.object_type, denied.object_id, denied.result) == (
         "access.denied",
-        "audit",
+        "command",
+        "audit log",
         "denied",
     )
     act_as(monkeypatch, "auditor1", "auditor")
