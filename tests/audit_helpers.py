@@ -39,7 +39,10 @@ def _shim_modules() -> tuple[types.ModuleType, types.ModuleType]:
         AUDIT_VIEW = "audit.view"
         ADMIN_AUDIT_VIEW = "audit.admin_view"
 
-    table = {Role.AUDITOR: {Permission.AUDIT_VIEW}, Role.AUDIT_ADMIN: {Permission.ADMIN_AUDIT_VIEW}}
+    table = {
+        Role.AUDITOR: {Permission.AUDIT_VIEW},
+        Role.AUDIT_ADMIN: {Permission.AUDIT_VIEW, Permission.ADMIN_AUDIT_VIEW},
+    }
 
     @dataclass(frozen=True)
     class Principal:

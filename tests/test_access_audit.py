@@ -353,3 +353,20 @@ def test_audit_log_reads_in_chinese(
     assert (
         helped.code == 0 and "只列出此账号" in helped.out and "起始时间（采集站时区）" in helped.out
     )
+
+
+def test_logins_and_role_changes_are_for_the_audit_administrator(
+    app: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rec_id, _sha = _recording(app)
+    _record(app, actor="sec1", action="access.role_change", object_type="user", object_id="9")
+    _record(app, actor="zhang", action="access.login", object_type="user", object_id="3")
+    _record(
+        app, actor="zhang", action="access.view", object_type="recording", object_id=str(rec_id)
+    )
+    act_as(monkeypatch, "auditor1", "auditor")
+    auditor = json.loads(run_cli(capsys, "audit", "log", "--json").out)["events"]
+    assert [e["action"] for e in auditor] == ["access.view"]
+    act_as(monkeypatch, "auditadmin1", "audit_admin")
+    admin = json.loads(run_cli(capsys, "audit", "log", "--json").out)["events"]
+    assert [e["action"] for e in admin] == ["access.role_change", "access.login", "access.view"]
