@@ -374,12 +374,14 @@ def run_verify_report(ctx: Any, path: Path, trust_files: tuple[Path, ...], as_js
     from config.timetext import iso_time, show_time
 
     zone = _zone(ctx.app())
-    check = check_report(path.read_bytes())
+    data = path.read_bytes()
+    check = check_report(data)
+    written = None
     if check.ok:
         if trust_files:
             _trust_by_keyring(check, trust_files)
         else:
-            _trust_by_catalog(ctx.app(), check)
+            written = _trust_by_catalog(ctx.app(), check, hashlib.sha256(data).hexdigest())
     if as_json:
         print_json(
             {
@@ -391,6 +393,7 @@ def run_verify_report(ctx: Any, path: Path, trust_files: tuple[Path, ...], as_js
                 "key_id": check.key_id,
                 "signed_at": iso_time(check.at, zone) if check.at else None,
                 "trusted_by": check.trusted_by,
+                "written": written.as_json(zone) if written is not None else None,
                 "problems": check.problems,
             }
         )
@@ -409,6 +412,17 @@ def run_verify_report(ctx: Any, path: Path, trust_files: tuple[Path, ...], as_js
             ),
             markup=False,
         )
+        if written is not None:
+            out.print(
+                "  "
+                + _("written by {actor} at {at} (custody event {station} #{seq})").format(
+                    actor=written.actor,
+                    at=show_time(written.at, zone),
+                    station=written.station_id,
+                    seq=written.seq,
+                ),
+                markup=False,
+            )
     else:
         out.print("[red]✗[/red] " + _("{file} does not verify:").format(file=path))
         for p in check.problems:
@@ -434,10 +448,13 @@ def _trust_by_keyring(check: Any, files: tuple[Path, ...]) -> None:
         check.trusted_by = "keyring"
 
 
-def _trust_by_catalog(app: Any, check: Any) -> None:
+def _trust_by_catalog(app: Any, check: Any, file_sha256: str) -> Any:
+    """Judge the key by the catalog's keys; the ``access.report`` event that recorded
+    the writing of this very file, when the catalog holds it (None otherwise)."""
     from catalog.models import SigningKey
 
     with app.ready_catalog().session() as session:
+        written = _report_event(session, file_sha256)
         key = session.get(SigningKey, check.key_id)
         if key is None or key.station_id != check.station:
             check.problems.append(
@@ -445,7 +462,7 @@ def _trust_by_catalog(app: Any, check: Any) -> None:
                     key=check.key_id, station=check.station
                 )
             )
-            return
+            return written
         if key.retired_at is not None:
             from catalog.canonical import format_time
 
@@ -453,8 +470,23 @@ def _trust_by_catalog(app: Any, check: Any) -> None:
                 check.problems.append(
                     _("signed with key {key} after its retirement").format(key=check.key_id)
                 )
-                return
+                return written
     check.trusted_by = "catalog"
+    return written
+
+
+def _report_event(session: Session, file_sha256: str) -> Any:
+    from access.audit import event_of
+    from catalog.models import CustodyEvent
+
+    for ev in session.scalars(
+        select(CustodyEvent).where(
+            CustodyEvent.action == "access.report",
+            CustodyEvent.details.contains(f'"sha256":"{file_sha256}"'),
+        )
+    ):
+        return event_of(ev)
+    return None
 
 
 # -- commands ------------------------------------------------------------------------------

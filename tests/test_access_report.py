@@ -203,6 +203,12 @@ def test_the_report_is_itself_an_audited_access(
         (event,) = access_events(s, actions=["access.report"])
     assert event.actor == "auditor1" and event.recording_id == first
     assert event.details["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    # verify-report finds that event: who wrote this very file, and when.
+    checked = run_cli(capsys, "audit", "verify-report", str(path), "--json")
+    written = json.loads(checked.out)["written"]
+    assert written["actor"] == "auditor1" and written["seq"] == event.seq
+    shown = run_cli(capsys, "audit", "verify-report", str(path))
+    assert "written by auditor1 at " in shown.out and f"#{event.seq})" in shown.out
 
 
 def test_report_in_chinese_by_default_and_english_on_request(
