@@ -25,8 +25,9 @@ from config.i18n import _
 from liuhen.output import out, print_json
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
-# Where the CLI's own accesses come from, for the audit's "from where".
-LOCAL_SOURCE = "local"
+# Where the CLI's own accesses come from, for the audit's "from where" (as the access
+# helper's liuhen/access_audit.py records it).
+LOCAL_SOURCE = "cli"
 # Object types of evidence: their accesses are the auditor's (AUDIT_VIEW); the rest
 # (logins, users, roles, sessions) the audit administrator's (ADMIN_AUDIT_VIEW).
 EVIDENCE_TYPES = ("recording", "derivative", "case", "export")

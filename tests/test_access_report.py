@@ -202,6 +202,7 @@ def test_the_report_is_itself_an_audited_access(
     with app.catalog.session() as s:
         (event,) = access_events(s, actions=["access.report"])
     assert event.actor == "auditor1" and event.recording_id == first
+    assert event.source == "cli"  # from the command line, as every CLI access says
     assert event.details["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     # verify-report finds that event: who wrote this very file, and when.
     checked = run_cli(capsys, "audit", "verify-report", str(path), "--json")
