@@ -148,6 +148,15 @@ session_absolute_hours = 12
 token_max_days = 365
 """)  # noqa: E501
 
+# A section of its own, so that its translation is its own catalog entry.
+AUDIT_TEMPLATE = N_("""\
+
+[audit]
+# Access-audit events (logins, views, playbacks, downloads) are kept at least this many
+# days; at least 180 (GB/T 22239-2019 level 3: six months). See docs/security.md.
+keep_days = 180
+""")
+
 
 def render(data_dir: Path, station_id: str) -> str:
-    return _(TEMPLATE).format(data_dir=data_dir, station_id=station_id)
+    return _(TEMPLATE).format(data_dir=data_dir, station_id=station_id) + _(AUDIT_TEMPLATE)
