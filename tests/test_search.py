@@ -54,7 +54,7 @@ def corpus(app: Any) -> dict[str, int]:
         app, serial="DEV-B", docking_officer="040506", start=cst(2026, 12, 4), probe=False
     )
     with app.catalog.transaction() as s:
-        s.get(Recording, r["b3"]).captured_at = None  # type: ignore[union-attr]
+        s.get(Recording, r["b3"]).captured_at = None
         damaged = s.get(Recording, r["a2"])
         assert damaged is not None
         damaged.flags = {**damaged.flags, "damaged": "the media data ends after 0.4 s"}
@@ -63,13 +63,13 @@ def corpus(app: Any) -> dict[str, int]:
             s,
             app.signer,
             case_number="沪徐市监罚〔2026〕7号",
-            rec=s.get(Recording, r["b1"]),  # type: ignore[arg-type]
+            rec=s.get(Recording, r["b1"]),
             reason="seen at the scene",
             actor="test",
             policy=app.settings.retention,
             store=app.store,
         )
-        R.hold(s, app.signer, app.store, s.get(Recording, r["a1"]), reason="court", actor="t")  # type: ignore[arg-type]
+        R.hold(s, app.signer, app.store, s.get(Recording, r["a1"]), reason="court", actor="t")
     return r
 
 
