@@ -26,8 +26,15 @@ class Caller:
     def authorize(self, permission: str, target: Any = None) -> None:
         """Raise AccessDenied (403, audited) unless the caller holds ``permission``."""
 
-    def audit(self, action: str, object_type: str, object_id: str, **details: Any) -> None:
+    def audit(self, action: str, object_type: str, object_id: int | str, **details: Any) -> None:
         """Record an access event (point 4 of issue 15)."""
+
+    def recording_target(self, rec_id: int) -> Any:
+        """What the policy needs to know of a recording (its unit, officers, cases)."""
+        return None
+
+    def case_target(self, number: str) -> Any:
+        return None
 
     def scope(self) -> Any:
         """The SQL filter of the recordings the caller may see (None: all)."""

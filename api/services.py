@@ -37,7 +37,7 @@ def recording(ctx: ApiContext, rec_id: int) -> dict[str, Any]:
 def get_recording(session: Any, rec_id: int) -> Recording:
     """The recording by id; RecordingNotFound (404) with the CLI's words otherwise. (Not
     ``attach.get_recording``: there a number of 6 digits reads as a digest prefix.)"""
-    rec = session.get(Recording, rec_id) if 0 < rec_id < 2**31 else None
+    rec: Recording | None = session.get(Recording, rec_id) if 0 < rec_id < 2**31 else None
     if rec is None:
         raise A.RecordingNotFound(
             f"no recording matches {str(rec_id)!r}",
@@ -158,7 +158,7 @@ def create_case(ctx: ApiContext, *, actor: str, allow_similar: bool, **fields: s
             ctx.signer,
             actor=actor,
             allow_similar=allow_similar,
-            **fields,  # type: ignore[arg-type]
+            **fields,
         )
         return case.number
 
@@ -265,3 +265,16 @@ def detach(
             actor=actor,
             force_exported=force,
         )
+
+
+def case_summary(ctx: ApiContext, number: str) -> dict[str, Any]:
+    """The case's row as `case list` shows it, and its retention end."""
+    with ctx.catalog.session() as s:
+        case = C.get_case(s, number)
+        return {
+            "number": case.number,
+            "status": case.status,
+            "retention": case.retention,
+            "closed_at": iso_time(case.closed_at, ctx.zone),
+            "keep_until": iso_time(R.case_keep_until(case), ctx.zone),
+        }

@@ -39,6 +39,7 @@ LAZY_COMMANDS = {
     "ingest": "ingest_cmds",
     "report": "compliance_cmds",
     "retention": "case_cmds",
+    "serve": "serve_cmds",
     "review": "compliance_cmds",
     "show": "media_cmds",
     "station": "ingest_cmds",
