@@ -486,3 +486,8 @@ class Heartbeat(Base):
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_seen: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+# The tables of people and their access (issue 15) join the same metadata; last, because
+# that module builds on Base.
+from catalog import access_models as _access_models  # noqa: E402, F401

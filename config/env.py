@@ -9,6 +9,9 @@ from __future__ import annotations
 HOME = "LIUHEN_HOME"  # the data directory, when --data-dir is not given
 CONFIG = "LIUHEN_CONFIG"  # the settings file, when --config is not given
 PREFIX = "LIUHEN_"  # prefix of every per-field override, e.g. LIUHEN_CATALOG_URL
+# An API token (liuhen token issue) the CLI acts with instead of a login session: for
+# scripts and integrations (docs/security.md).
+TOKEN = "LIUHEN_TOKEN"
 
 # Test-suite only: an external S3 endpoint (MinIO, Ceph RGW) to run the store suite on,
 # and the PostgreSQL server to run the catalog suite on.

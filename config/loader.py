@@ -249,6 +249,12 @@ def _validate(s: Settings, where: str, environ: Mapping[str, str]) -> None:
         )
     if s.compliance.rule not in {"each", "any"}:
         raise bad("compliance.rule", "must be each (every officer records) or any")
+    if s.access.session_idle_minutes > s.access.session_absolute_hours * 60:
+        raise bad(
+            "access.session_idle_minutes",
+            f"({s.access.session_idle_minutes}) is longer than the absolute session end "
+            f"(access.session_absolute_hours = {s.access.session_absolute_hours})",
+        )
     # Numeric ranges are checked as each value is read (config.settings.bounded).
 
 

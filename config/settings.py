@@ -219,6 +219,29 @@ class ComplianceSettings:
 
 
 @dataclass(frozen=True)
+class AccessSettings:
+    # Passwords (docs/security.md): at least this long, with characters of at least this
+    # many of the four classes (lower case, upper case, digits, others), none of the last
+    # N passwords again, and changed every N days (0: no expiry).
+    password_min_length: int = bounded(12, 8, 256)
+    password_classes: int = bounded(3, 1, 4)
+    password_history: int = bounded(5, 0, 100)
+    password_max_age_days: int = bounded(0, 0, 3650)
+    # After this many failed logins in a row an account locks for this many minutes.
+    lockout_failures: int = bounded(5, 1, 100)
+    lockout_minutes: int = bounded(15, 1, 10_080)
+    # Sessions end after this long unused, and this long after login whatever happens.
+    session_idle_minutes: int = bounded(30, 1, 1440)
+    session_absolute_hours: int = bounded(12, 1, 720)
+    # API tokens: the longest validity an administrator may give one.
+    token_max_days: int = bounded(365, 1, 3650)
+    # Argon2id cost; a stored hash made with other values is rehashed at the next login.
+    argon2_time_cost: int = bounded(3, 1, 100)
+    argon2_memory_kib: int = bounded(65_536, 8, 4_194_304)
+    argon2_parallelism: int = bounded(4, 1, 64)
+
+
+@dataclass(frozen=True)
 class Settings:
     data_dir: Path
     # The file the settings were read from, or None when none existed.
@@ -232,6 +255,7 @@ class Settings:
     ingest: IngestSettings = field(default_factory=IngestSettings)
     media: MediaSettings = field(default_factory=MediaSettings)
     compliance: ComplianceSettings = field(default_factory=ComplianceSettings)
+    access: AccessSettings = field(default_factory=AccessSettings)
 
     @property
     def catalog_url(self) -> str:
@@ -273,4 +297,5 @@ SECTIONS: dict[str, type] = {
     "ingest": IngestSettings,
     "media": MediaSettings,
     "compliance": ComplianceSettings,
+    "access": AccessSettings,
 }

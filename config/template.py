@@ -125,6 +125,23 @@ doubt_margin_s = 300.0
 unattached_days = 30
 undocked_days = 7
 clock_off_s = 120.0
+
+[access]
+# Accounts, sessions and tokens (docs/security.md). Passwords: at least this long, with
+# at least this many of the classes lower/upper/digit/other, not one of the last N, and
+# changed every N days (0: never expires).
+password_min_length = 12
+password_classes = 3
+password_history = 5
+password_max_age_days = 0
+# After N failed logins in a row the account locks for M minutes.
+lockout_failures = 5
+lockout_minutes = 15
+# A session ends after this long unused, and this long after login.
+session_idle_minutes = 30
+session_absolute_hours = 12
+# The longest validity of an API token.
+token_max_days = 365
 """  # noqa: E501
 
 

@@ -37,13 +37,18 @@ LAZY_COMMANDS = {
     "export": "export_cmds",
     "four-properties": "export_cmds",
     "ingest": "ingest_cmds",
+    "login": "user_cmds",
+    "logout": "user_cmds",
     "report": "compliance_cmds",
     "retention": "case_cmds",
     "serve": "serve_cmds",
     "review": "compliance_cmds",
     "show": "media_cmds",
     "station": "ingest_cmds",
+    "token": "user_cmds",
+    "user": "user_cmds",
     "verify": "verify_cmds",
+    "whoami": "user_cmds",
     "worker": "media_cmds",
 }
 
@@ -101,13 +106,21 @@ def cli(ctx: click.Context, data_dir: str | None, config: str | None, verbose: b
 
 
 @cli.command()
+@click.option(
+    "--admin",
+    "admin_login",
+    help="Create the first system administrator with this login; its one-time password "
+    "is printed once.",
+)
 @json_option
 @pass_ctx
-def init(ctx: Context, as_json: bool) -> None:
+def init(ctx: Context, admin_login: str | None, as_json: bool) -> None:
     """Create the data directory, settings file, signing key, catalog and store."""
     from liuhen.app import initialize
+    from liuhen.user_cmds import first_admin, show_first_admin
 
     report = initialize(ctx.app())
+    admin = first_admin(ctx.app(), admin_login, report)
     if as_json:
         print_json(
             {
@@ -117,12 +130,14 @@ def init(ctx: Context, as_json: bool) -> None:
                 "schema": report.schema,
                 "store_ok": report.store.ok if report.store else None,
             }
+            | admin
         )
         return
     for line in report.created:
         out.print(f"[green]created[/green] {line}")
     for line in report.kept:
         out.print(f"[dim]kept[/dim]    {line}")
+    show_first_admin(admin)
     if report.store and not report.store.ok:
         failed = [c for c in report.store.checks if not c.ok]
         for c in failed:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import click
 
@@ -45,7 +46,19 @@ def _reader_language(command: click.Command) -> Iterator[None]:
                 param.help = text
 
 
+def _checked(ctx: click.Context) -> None:
+    """The permission check of every command (liuhen/command_permissions.py), after its
+    arguments are parsed and before it runs."""
+    from liuhen.command_permissions import check_invocation
+
+    check_invocation(ctx)
+
+
 class LocalizedCommand(click.Command):
+    def invoke(self, ctx: click.Context) -> Any:
+        _checked(ctx)
+        return super().invoke(ctx)
+
     def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         with _reader_language(self):
             super().format_help(ctx, formatter)
@@ -58,6 +71,13 @@ class LocalizedCommand(click.Command):
 class LocalizedGroup(click.Group):
     command_class = LocalizedCommand
     group_class: type[click.Group] | type[type] = type  # subgroups: LocalizedGroups too
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from liuhen.command_permissions import group_runs_itself
+
+        if group_runs_itself(ctx):  # `liuhen export --out ...`: the group is the command
+            _checked(ctx)
+        return super().invoke(ctx)
 
     def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         with _reader_language(self):

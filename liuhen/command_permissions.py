@@ -1,0 +1,226 @@
+"""Which CLI command needs which permission: the one table, checked in one place.
+
+Every command that reads or changes evidence (or administers people, devices or
+stations) is listed in :data:`COMMANDS`. :func:`check_invocation` runs when any command
+is invoked (liuhen/localized.py) and, for a listed command, finds who acts (the
+logged-in account, an API token in ``LIUHEN_TOKEN``, or the local OS user while the
+catalog has no accounts) and asks :func:`access.policy.authorize`: for the command as
+a whole, and for each case, recording or unit its arguments name. Commands themselves
+hold no permission logic.
+
+Not listed, on purpose: the host's own operations, governed by the operating system's
+permissions on the data directory and the signing key (``init``, ``db upgrade``,
+``config show``, ``store check``, ``doctor``, ``ingest``, ``demo``, ``station watch``,
+``worker``, ``custody anchor``), ``verify BUNDLE`` (a bag on disk: no catalog), and the
+commands of one's own session (``login``, ``logout``, ``whoami``).
+
+This module stays light (no SQLAlchemy) so that commands not listed here load nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from access.roles import Permission
+
+if TYPE_CHECKING:
+    from access.policy import Principal, Target
+
+P = Permission
+Params = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What a command needs: one of ``permissions`` (any), checked on the command as a
+    whole and on every case, recording and unit its arguments name."""
+
+    permissions: tuple[Permission, ...]
+    cases: tuple[str, ...] = ()  # parameters holding case numbers
+    recordings: tuple[str, ...] = ()  # parameters holding recording references
+    unit: str | None = None  # a parameter naming a unit; empty means the whole district
+    # The permission counts only when this says so (``verify`` with the catalog).
+    when: Callable[[Params], bool] | None = None
+    # Self-service: with this parameter empty or naming the principal's own login, the
+    # command needs no permission (``user passwd`` of one's own password).
+    own: str | None = None
+
+
+def rule(*permissions: Permission, **kw: Any) -> Rule:
+    return Rule(tuple(permissions), **kw)
+
+
+def _uses_catalog(params: Params) -> bool:
+    return bool(params.get("store") or params.get("district") or params.get("as_file"))
+
+
+COMMANDS: Mapping[str, Rule] = {
+    # recordings
+    "show": rule(P.RECORDING_VIEW, recordings=("recording",)),
+    "retention explain": rule(P.RECORDING_VIEW, recordings=("recording",)),
+    "retention review": rule(P.RECORDING_MARK, recordings=("recording",)),
+    "retention hold": rule(P.HOLD_CHANGE, recordings=("recording",)),
+    "retention release": rule(P.HOLD_CHANGE, recordings=("recording",)),
+    "retention sweep": rule(P.RETENTION_CHANGE),
+    # cases
+    "case list": rule(P.CASE_VIEW),
+    "case show": rule(P.CASE_VIEW, cases=("number",)),
+    "case create": rule(P.CASE_CHANGE),
+    "case action": rule(P.CASE_CHANGE, cases=("number",)),
+    "case import": rule(P.CASE_CHANGE),
+    "case close": rule(P.CASE_CHANGE, cases=("number",)),
+    "case reopen": rule(P.CASE_CHANGE, cases=("number",)),
+    "case update": rule(P.CASE_CHANGE, cases=("number",)),
+    "case attach": rule(P.CASE_ATTACH, cases=("number",), recordings=("recording",)),
+    "case detach": rule(P.CASE_ATTACH, cases=("number",), recordings=("recording",)),
+    # exports and checks
+    "export": rule(P.EXPORT, cases=("cases",)),
+    "export list": rule(P.EXPORT),
+    "export show": rule(P.EXPORT),
+    "four-properties": rule(P.VERIFY),
+    "verify": rule(P.VERIFY, when=_uses_catalog),
+    "custody verify": rule(P.CUSTODY_VIEW),
+    # 全过程记录 and 案卷评查
+    "coverage": rule(P.COMPLIANCE_VIEW, cases=("case",)),
+    "compliance summary": rule(P.COMPLIANCE_VIEW, unit="unit"),
+    "compliance survey": rule(P.COMPLIANCE_VIEW, unit="unit"),
+    "report self-inspection": rule(P.COMPLIANCE_VIEW, unit="unit"),
+    "review sample": rule(P.REVIEW_RUN, unit="unit"),
+    "review show": rule(P.COMPLIANCE_VIEW),
+    "review verdict": rule(P.REVIEW_RUN),
+    "review rectify": rule(P.REVIEW_RUN),
+    # the system
+    "device add": rule(P.DEVICE_ADMIN),
+    "device assign": rule(P.DEVICE_ADMIN),
+    "device import": rule(P.DEVICE_ADMIN),
+    "device list": rule(P.DEVICE_ADMIN),
+    "custody retire-key": rule(P.STATION_ADMIN),
+    "worker retry": rule(P.STATION_ADMIN),
+    "station status": rule(P.DISTRICT_STATUS),
+    "district status": rule(P.DISTRICT_STATUS),
+    # people
+    "user add": rule(P.USER_ADMIN),
+    "user disable": rule(P.USER_ADMIN),
+    "user list": rule(P.USER_ADMIN, P.ROLE_ADMIN),
+    "user passwd": rule(P.ROLE_ADMIN, own="login"),
+    "user lock": rule(P.ROLE_ADMIN),
+    "user unlock": rule(P.ROLE_ADMIN),
+    "user logout": rule(P.SESSION_REVOKE),
+    "user 2fa reset": rule(P.ROLE_ADMIN),
+    "user role grant": rule(P.ROLE_ADMIN),
+    "user role revoke": rule(P.ROLE_ADMIN),
+    "user case grant": rule(P.ROLE_ADMIN, cases=("number",)),
+    "user case revoke": rule(P.ROLE_ADMIN, cases=("number",)),
+    "user case list": rule(P.ROLE_ADMIN),
+    "token issue": rule(P.ROLE_ADMIN),
+    "token list": rule(P.ROLE_ADMIN),
+    "token revoke": rule(P.ROLE_ADMIN),
+}
+
+# Commands of one's own account: they need a logged-in principal but no permission (a
+# principal with a one-time password or without its second factor may run them).
+OWN_ACCOUNT = frozenset({"user 2fa enroll"})
+
+
+def command_path(ctx: click.Context) -> str:
+    """``case attach`` for ``liuhen case attach ...`` (whatever the program is called)."""
+    names = []
+    while ctx.parent is not None:
+        names.append(ctx.info_name or "")
+        ctx = ctx.parent
+    return " ".join(reversed(names))
+
+
+def group_runs_itself(ctx: click.Context) -> bool:
+    """Whether a group is invoked as a command (``liuhen export --out ...``) rather than
+    for one of its subcommands."""
+    pending = getattr(ctx, "_protected_args", None)
+    if pending is None:
+        pending = getattr(ctx, "protected_args", [])
+    return not pending and not ctx.args
+
+
+def check_invocation(ctx: click.Context) -> None:
+    """The permission check of a command, run just before its callback."""
+    path = command_path(ctx)
+    found = COMMANDS.get(path)
+    if found is not None and found.when is not None and not found.when(ctx.params):
+        found = None
+    takes_actor = "actor" in ctx.params
+    if found is None and not takes_actor and path not in OWN_ACCOUNT:
+        return  # nothing to check: load nothing
+    from liuhen import actor as who
+
+    principal = who.current_principal(ctx)
+    if takes_actor:
+        ctx.params["actor"] = who.actor_for(ctx, principal, ctx.params["actor"])
+    if path in OWN_ACCOUNT:
+        who.require_account(principal)
+    if found is not None:
+        enforce(ctx, principal, found)
+
+
+def _own(principal: Principal, value: Any) -> bool:
+    return not value or value == principal.login
+
+
+def enforce(ctx: click.Context, principal: Principal, found: Rule) -> None:
+    from access.policy import AccessDenied, authorize, decide
+    from liuhen import actor as who
+
+    if found.own is not None and _own(principal, ctx.params.get(found.own)):
+        who.require_account(principal)
+        return
+    app = who.app_of(ctx)
+    with app.ready_catalog().session() as session:
+        # The command as a whole: the first permission that allows it decides.
+        chosen = next(
+            (p for p in found.permissions if decide(principal, p).allowed), found.permissions[0]
+        )
+        try:
+            authorize(session, principal, chosen)
+            for target in targets(session, found, ctx.params):
+                authorize(session, principal, chosen, target)
+        except AccessDenied as refused:
+            who.note_denied(ctx, principal, chosen, refused)
+            raise
+
+
+def targets(session: Any, found: Rule, params: Params) -> list[Target]:
+    """The cases, recordings and unit a command's arguments name, as the policy sees
+    them; a reference that names nothing is left to the command to report."""
+    from access.policy import Target, target_for_case, target_for_recording
+    from catalog.attach import get_recording
+    from catalog.cases import get_case
+    from config.errors import LiuhenError
+
+    result: list[Target] = []
+    for name in found_values(found.cases, params):
+        try:
+            result.append(target_for_case(session, get_case(session, name).number))
+        except LiuhenError:
+            continue
+    for ref in found_values(found.recordings, params):
+        try:
+            result.append(target_for_recording(session, get_recording(session, ref).id))
+        except LiuhenError:
+            continue
+    if found.unit is not None:
+        unit = params.get(found.unit)
+        result.append(Target("unit", unit, unit=unit) if unit else Target("district"))
+    return result
+
+
+def found_values(names: tuple[str, ...], params: Params) -> list[str]:
+    values: list[str] = []
+    for name in names:
+        value = params.get(name)
+        if isinstance(value, (tuple, list)):
+            values += [str(v) for v in value if v]
+        elif value:
+            values.append(str(value))
+    return values
