@@ -73,7 +73,7 @@ from archive_export.records import PayloadFile, RecordInfo
 from catalog import anchors
 from catalog.cases import get_case
 from catalog.chainrule import ChainHead, check_heads
-from catalog.custody import append_event, catalog_keys
+from catalog.custody import append_event, catalog_keys, not_access
 from catalog.db import Catalog
 from catalog.errors import CatalogError
 from catalog.models import (
@@ -501,7 +501,11 @@ def _object_ids(session: Session, records: Sequence[RecordInfo]) -> dict[int, fr
 
 def _events(session: Session, ids: Iterable[str]) -> Iterable[CustodyEvent]:
     for chunk in _chunks(sorted(ids)):
-        yield from session.scalars(select(CustodyEvent).where(CustodyEvent.object_id.in_(chunk)))
+        # Access events (views, downloads) belong to the access report, not to the
+        # evidence's chain of custody in the bag; the excerpt verifies without them.
+        yield from session.scalars(
+            select(CustodyEvent).where(CustodyEvent.object_id.in_(chunk), not_access())
+        )
 
 
 def _event_dict(ev: CustodyEvent) -> dict[str, Any]:

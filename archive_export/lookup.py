@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from archive_export.parallel_hash import FileSource, Item, hash_items
 from catalog.chainrule import ChainChecker
-from catalog.custody import catalog_keys
+from catalog.custody import catalog_keys, not_access
 from catalog.models import CustodyEvent, Derivative, Recording, Tombstone
 from config.errors import EXIT_NOINPUT, LiuhenError
 
@@ -134,7 +134,7 @@ def _check_custody(session: Session, report: FileReport, object_ids: set[str]) -
     events = list(
         session.scalars(
             select(CustodyEvent)
-            .where(CustodyEvent.object_id.in_(object_ids))
+            .where(CustodyEvent.object_id.in_(object_ids), not_access())
             .order_by(CustodyEvent.at, CustodyEvent.station_id, CustodyEvent.seq)
         )
     )

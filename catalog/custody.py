@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Table, func, insert, select
+from sqlalchemy import ColumnElement, Table, func, insert, select
 from sqlalchemy.orm import Session
 
 from catalog.canonical import FORMAT_VERSION as FORMAT_VERSION
@@ -42,6 +42,20 @@ from catalog.chainrule import (
 from catalog.errors import CatalogError
 from catalog.models import CustodyEvent, SigningKey, Station
 from catalog.signing import Signer
+
+# The actions of the access audit (access/audit.py): views, playbacks, downloads, logins…
+# They are custody events of the same signed chain (one mechanism, one verifier), but not
+# part of a recording's chain of custody as people read it: see :func:`not_access`.
+ACCESS_NAMESPACE = "access."
+
+
+def not_access() -> ColumnElement[bool]:
+    """SQL condition: a custody event proper, not an access-audit event. Where a
+    recording's custody history is shown (`liuhen show`, `verify FILE`, a bag's custody
+    excerpt) access events are left out: they belong to the access report, read by
+    auditors. An excerpt with them left out still verifies (only consecutive events of
+    an excerpt must link, catalog.chainrule)."""
+    return CustodyEvent.action.not_like(ACCESS_NAMESPACE + "%")
 
 
 def register_station(

@@ -362,6 +362,7 @@ def find_recording(session: Session, ref: str) -> list[Recording]:
 def recording_report(session: Session, rec: Recording, parser: NameParser) -> dict[str, Any]:
     """Everything `liuhen show` prints about one recording; ``parser`` (built from the
     settings) reads what each sighting's file name says."""
+    from catalog.custody import not_access
     from catalog.models import CustodyEvent, Device, Officer
     from catalog.sightings import sighting_report
 
@@ -373,7 +374,7 @@ def recording_report(session: Session, rec: Recording, parser: NameParser) -> di
     object_ids = [rec.sha256, *(d.sha256 for d in derivatives)]
     events = session.scalars(
         select(CustodyEvent)
-        .where(CustodyEvent.object_id.in_(object_ids))
+        .where(CustodyEvent.object_id.in_(object_ids), not_access())
         .order_by(CustodyEvent.at, CustodyEvent.station_id, CustodyEvent.seq)
     )
     device = session.get(Device, rec.device_id) if rec.device_id else None

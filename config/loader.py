@@ -19,7 +19,16 @@ from urllib.parse import urlsplit, urlunsplit
 
 from config import env
 from config.errors import ConfigError
-from config.settings import DIGEST_ALGORITHMS, RANGE, SECTIONS, X264_PRESETS, Settings, zone_of
+from config.i18n import _
+from config.settings import (
+    AUDIT_MIN_KEEP_DAYS,
+    DIGEST_ALGORITHMS,
+    RANGE,
+    SECTIONS,
+    X264_PRESETS,
+    Settings,
+    zone_of,
+)
 
 STATION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -254,6 +263,15 @@ def _validate(s: Settings, where: str, environ: Mapping[str, str]) -> None:
             "access.session_idle_minutes",
             f"({s.access.session_idle_minutes}) is longer than the absolute session end "
             f"(access.session_absolute_hours = {s.access.session_absolute_hours})",
+        )
+    if s.audit.keep_days < AUDIT_MIN_KEEP_DAYS:
+        raise bad(
+            "audit.keep_days",
+            _(
+                "must be at least {floor} days (audit records are kept at least six "
+                "months: GB/T 22239-2019 level 3), got {days}"
+            ).format(floor=AUDIT_MIN_KEEP_DAYS, days=s.audit.keep_days),
+            hint=_("set keep_days = {floor} or more in [audit]").format(floor=AUDIT_MIN_KEEP_DAYS),
         )
     # Numeric ranges are checked as each value is read (config.settings.bounded).
 

@@ -218,6 +218,19 @@ class ComplianceSettings:
     clock_off_s: float = bounded(120.0, 0, DAY_S)
 
 
+# GB/T 22239-2019 (等保 2.0) level 3: audit records are kept at least six months.
+AUDIT_MIN_KEEP_DAYS = 180
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    # Access-audit events (logins, views, playbacks, downloads…) are kept at least this
+    # many days; never fewer than AUDIT_MIN_KEEP_DAYS (checked by the loader, with its
+    # own message). Nothing deletes custody events today, so they are kept for as long
+    # as the catalog: this is the floor any pruning or archiving of the catalog respects.
+    keep_days: int = bounded(AUDIT_MIN_KEEP_DAYS, 0, 36_600)
+
+
 @dataclass(frozen=True)
 class AccessSettings:
     # Passwords (docs/security.md): at least this long, with characters of at least this
@@ -256,6 +269,7 @@ class Settings:
     media: MediaSettings = field(default_factory=MediaSettings)
     compliance: ComplianceSettings = field(default_factory=ComplianceSettings)
     access: AccessSettings = field(default_factory=AccessSettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)
 
     @property
     def catalog_url(self) -> str:
@@ -298,4 +312,5 @@ SECTIONS: dict[str, type] = {
     "media": MediaSettings,
     "compliance": ComplianceSettings,
     "access": AccessSettings,
+    "audit": AuditSettings,
 }

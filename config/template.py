@@ -142,6 +142,11 @@ session_idle_minutes = 30
 session_absolute_hours = 12
 # The longest validity of an API token.
 token_max_days = 365
+
+[audit]
+# Access-audit events (logins, views, playbacks, downloads) are kept at least this many
+# days; at least 180 (GB/T 22239-2019 level 3: six months). See docs/security.md.
+keep_days = 180
 """  # noqa: E501
 
 

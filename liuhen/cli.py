@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 # command then pays only for the libraries it uses (`liuhen verify BUNDLE` does not
 # load SQLAlchemy, boto3 or the station).
 LAZY_COMMANDS = {
+    "audit": "audit_cmds",
     "case": "case_cmds",
     "compliance": "compliance_cmds",
     "coverage": "compliance_cmds",
