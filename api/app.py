@@ -8,7 +8,7 @@ from typing import Final
 
 from fastapi import APIRouter, FastAPI
 
-from api import cases, errors, ops, recordings
+from api import cases, errors, ops, recordings, session
 from api.context import ApiContext
 from api.jobs import ExportJobs
 from config import Settings
@@ -50,6 +50,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.jobs = ExportJobs(ctx)
     errors.install(app)
     v1 = APIRouter(prefix=PREFIX)
+    v1.include_router(session.router)
     v1.include_router(recordings.router)
     v1.include_router(cases.router)
     v1.include_router(ops.router)

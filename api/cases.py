@@ -41,7 +41,7 @@ def list_cases(
 ) -> list[dict[str, Any]]:
     """Cases, with how many recordings each holds."""
     who.authorize("case.view")
-    return services.list_cases(who.ctx, status)
+    return services.list_cases(who.ctx, status, scope=who.case_scope())
 
 
 @router.post("", status_code=201, summary="Create a case")

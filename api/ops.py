@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 
+from access.policy import Target
 from api.auth import Caller, caller
 from api.errors import ApiError
 from api.jobs import ExportJobs
@@ -50,6 +51,11 @@ def start_export(who: Who, jobs: Jobs, body: ExportStart) -> dict[str, Any]:
             _("name cases, or a time range (from, to), not both nor neither"),
             hint=_('e.g. {"cases": ["沪徐市监罚〔2026〕123号"]} or {"from": "2026-12-01"}'),
         )
+    for number in body.cases:
+        who.authorize("export.run", who.case_target(number))
+    if not body.cases and who.scope("export.run") is not None:
+        # A time range takes every unit's recordings: only a role reaching all units may.
+        who.authorize("export.run", Target("recordings", _("captured in a time range")))
     lo, hi = time_range(body.date_from, body.date_to, who.ctx.zone)
     job = jobs.start(
         cases=tuple(body.cases),

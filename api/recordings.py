@@ -99,10 +99,13 @@ def custody(
     after: Annotated[int, Query(ge=0, le=2**62, description="Events after this id.")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> dict[str, Any]:
-    """The signed custody events of the recording and its derivatives, oldest first
-    (with the access events once accounts exist); page with ``next_after``."""
-    who.authorize("custody.view", who.recording_target(rec_id))
-    return services.custody(who.ctx, rec_id, after=after, limit=limit)
+    """The signed custody events of the recording and its derivatives, oldest first;
+    for the auditors (who may read the audit) its access events too: who viewed,
+    played or downloaded it. Page with ``next_after``."""
+    target = who.recording_target(rec_id)
+    who.authorize("custody.view", target)
+    with_access = who.allowed("audit.view")
+    return services.custody(who.ctx, rec_id, after=after, limit=limit, with_access=with_access)
 
 
 @router.get("/{rec_id}/holds", response_model=list[Hold], summary="Legal holds")

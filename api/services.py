@@ -8,14 +8,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select, true
 
 from api.context import ApiContext
 from catalog import attach as A
 from catalog import case_import as I
 from catalog import cases as C
 from catalog import retention as R
-from catalog.models import CustodyEvent, Derivative, LegalHold, Recording
+from catalog.models import Case, CustodyEvent, Derivative, LegalHold, Recording
 from config.timetext import iso_time
 
 
@@ -47,9 +47,14 @@ def get_recording(session: Any, rec_id: int) -> Recording:
     return rec
 
 
-def custody(ctx: ApiContext, rec_id: int, *, after: int, limit: int) -> dict[str, Any]:
+def custody(
+    ctx: ApiContext, rec_id: int, *, after: int, limit: int, with_access: bool
+) -> dict[str, Any]:
     """The custody events of the recording and its derivatives, oldest first, paged by
-    event id."""
+    event id; ``with_access``: its access events too (who viewed, played, downloaded:
+    for the auditors only)."""
+    from catalog.custody import not_access
+
     with ctx.catalog.session() as s:
         rec = get_recording(s, rec_id)
         ids = [rec.sha256, str(rec.id)]
@@ -58,6 +63,7 @@ def custody(ctx: ApiContext, rec_id: int, *, after: int, limit: int) -> dict[str
             s.scalars(
                 select(CustodyEvent)
                 .where(CustodyEvent.object_id.in_(ids), CustodyEvent.id > after)
+                .where(true() if with_access else not_access())
                 .order_by(CustodyEvent.id)
                 .limit(limit + 1)
             )
@@ -141,9 +147,17 @@ def derivative(ctx: ApiContext, rec_id: int, kind: str) -> tuple[Recording, Deri
 # -- cases -----------------------------------------------------------------------------
 
 
-def list_cases(ctx: ApiContext, status: str | None) -> list[dict[str, Any]]:
+def list_cases(
+    ctx: ApiContext, status: str | None, *, scope: ColumnElement[bool] | None
+) -> list[dict[str, Any]]:
+    """`liuhen case list`, narrowed to the cases ``scope`` (the access policy) lets the
+    caller see."""
     with ctx.catalog.session() as s:
-        return C.list_cases(s, status)
+        cases = C.list_cases(s, status)
+        if scope is None:
+            return cases
+        visible = set(s.scalars(select(Case.number).where(scope)))
+    return [c for c in cases if c["number"] in visible]
 
 
 def case_report(ctx: ApiContext, number: str) -> dict[str, Any]:

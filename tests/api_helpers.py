@@ -88,3 +88,82 @@ def error_of(response: httpx.Response) -> dict[str, Any]:
     assert body["error"]["message"]
     error: dict[str, Any] = body["error"]
     return error
+
+
+def issue_token(app: Any, role: str, unit: str = "徐汇分局", name: str | None = None) -> str:
+    """An API token of ``role`` for ``unit``, as `liuhen token issue` makes one."""
+    from datetime import UTC, datetime, timedelta
+
+    from access.roles import Role
+    from access.sessions import issue_token as issue
+
+    with app.catalog.transaction() as s:
+        return issue(
+            s,
+            name=name or f"{role}-{unit}-{random.randrange(10**9)}",
+            role=Role(role),
+            unit=unit,
+            expires_at=datetime.now(UTC) + timedelta(days=1),
+            created_by="test",
+            policy=app.settings.access,
+        )
+
+
+PASSWORD = "Zhifa-jilu-2026!"
+
+
+def add_user(
+    app: Any,
+    login: str,
+    *roles: str,
+    unit: str = "徐汇分局",
+    officer_number: str | None = None,
+) -> str:
+    """A user with ``roles`` and the password PASSWORD (not one-time); returns the login."""
+    from access.accounts import create_user
+    from access.roles import Role
+
+    with app.catalog.transaction() as s:
+        create_user(
+            s,
+            login=login,
+            display_name=login,
+            unit=unit,
+            officer_number=officer_number,
+            roles=[Role(r) for r in roles],
+            actor="test",
+            policy=app.settings.access,
+            password=PASSWORD,
+        )
+    return login
+
+
+def access_events(app: Any, **filters: Any) -> list[Any]:
+    """The access events recorded so far (access.audit.access_events)."""
+    from access.audit import access_events as read
+
+    with app.catalog.session() as s:
+        return list(read(s, **filters))
+
+
+def login(base: str, name: str, totp: str | None = None) -> tuple[httpx.Client, str]:
+    """A client logged in as ``name`` (cookie session) and its CSRF token."""
+    http = client(base)
+    r = http.post("/api/v1/session", json={"login": name, "password": PASSWORD, "totp": totp})
+    assert r.status_code == 200, r.text
+    return http, str(r.json()["csrf_token"])
+
+
+def add_admin(app: Any, name: str, role: str) -> str:
+    """An administrator with two-factor login turned on; returns a current TOTP code."""
+    import pyotp
+
+    from access.accounts import confirm_totp, get_user, start_totp
+
+    add_user(app, name, role)
+    with app.catalog.transaction() as s:
+        user = get_user(s, name)
+        start_totp(s, user)
+        confirm_totp(s, user, pyotp.TOTP(user.totp_secret).now(), policy=app.settings.access)
+        secret = user.totp_secret
+    return str(pyotp.TOTP(secret).now())

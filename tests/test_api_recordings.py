@@ -11,13 +11,21 @@ import httpx
 import pytest
 
 from catalog.devices import add_device
-from tests.api_helpers import add_proxy, client, error_of, served
+from tests.api_helpers import add_proxy, client, error_of, issue_token, served
 from tests.case_helpers import cst, make_recording
 
 
 @pytest.fixture
-def api(app: Any) -> Iterator[httpx.Client]:
-    with served(app.settings) as base, client(base) as http:
+def base(app: Any) -> Iterator[str]:
+    with served(app.settings) as url:
+        yield url
+
+
+@pytest.fixture
+def api(app: Any, base: str) -> Iterator[httpx.Client]:
+    """An archivist of 徐汇分局, by API token."""
+    token = issue_token(app, "archivist", "徐汇分局")
+    with client(base, Authorization=f"Bearer {token}") as http:
         yield http
 
 
@@ -59,11 +67,18 @@ def test_a_range_outside_the_file_is_416_with_its_size(
     assert "range" in error_of(r)["message"]
 
 
-def test_no_proxy_yet_and_no_such_recording_are_404_in_json(api: httpx.Client, rec: int) -> None:
+def test_no_proxy_yet_and_no_such_recording_are_404_in_json(
+    app: Any, base: str, api: httpx.Client, rec: int
+) -> None:
     missing = api.get(f"/api/v1/recordings/{rec}/media/proxy")
     assert missing.status_code == 404
     assert "no proxy copy" in error_of(missing)["message"]
-    nothing = api.get("/api/v1/recordings/999999")
+    # A recording that does not exist is not in a unit: only a role reaching every unit
+    # learns that it does not exist (the others are refused, as for another unit's).
+    assert api.get("/api/v1/recordings/999999").status_code == 403
+    auditor = issue_token(app, "auditor")
+    with client(base, Authorization=f"Bearer {auditor}") as every_unit:
+        nothing = every_unit.get("/api/v1/recordings/999999")
     assert nothing.status_code == 404
     error = error_of(nothing)
     # The same words as `liuhen show 999999`'s error.
@@ -72,6 +87,8 @@ def test_no_proxy_yet_and_no_such_recording_are_404_in_json(api: httpx.Client, r
 
 
 def test_search_filters_and_pages_over_http(app: Any, api: httpx.Client, rec: int) -> None:
+    with app.catalog.transaction() as s:
+        add_device(s, app.signer, serial="DEV-B", unit="黄浦分局", actor="test")
     more = [
         make_recording(app, serial="DEV-A", docking_officer="010203", start=cst(2026, 12, 1, h))
         for h in (9, 11, 13)
@@ -95,8 +112,11 @@ def test_search_filters_and_pages_over_http(app: Any, api: httpx.Client, rec: in
         "/api/v1/recordings",
         params={"from": "2026-12-01 10:00", "to": "2026年12月1日 13:00"},
     ).json()
-    assert [i["id"] for i in r["items"]] == [more[1], other]
+    # Another unit's recording of 10:00 is not shown to this unit's archivist.
+    assert [i["id"] for i in r["items"]] == [more[1]]
     assert r["items"][0]["captured_at"] == "2026-12-01T11:00:00+08:00"
+    assert api.get("/api/v1/recordings", params={"device": "DEV-B"}).json()["items"] == []
+    assert api.get(f"/api/v1/recordings/{other}").status_code == 403
     assert [
         i["id"] for i in api.get("/api/v1/recordings", params={"unit": "徐汇分局"}).json()["items"]
     ] == [*reversed(more), rec]
@@ -163,3 +183,19 @@ def test_requests_that_do_not_fit_the_description_are_json_errors(api: httpx.Cli
     ):
         assert r.status_code in (404, 405, 422), r.text
         error_of(r)
+
+
+def test_without_credentials_nothing_is_answered(base: str, rec: int) -> None:
+    with client(base) as anonymous:
+        for r in (
+            anonymous.get("/api/v1/recordings"),
+            anonymous.get(f"/api/v1/recordings/{rec}/media/proxy"),
+            anonymous.post(f"/api/v1/recordings/{rec}/holds", json={"reason": "x"}),
+        ):
+            assert r.status_code == 401
+            assert "log in" in error_of(r)["message"]
+            assert r.headers["www-authenticate"].startswith("Bearer")
+    with client(base, Authorization="Bearer lht_not-a-token") as forged:
+        r = forged.get("/api/v1/recordings")
+        assert r.status_code == 401
+        assert "unknown or was revoked" in error_of(r)["message"]
