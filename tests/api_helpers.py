@@ -164,6 +164,6 @@ def add_admin(app: Any, name: str, role: str) -> str:
     with app.catalog.transaction() as s:
         user = get_user(s, name)
         start_totp(s, user)
-        confirm_totp(s, user, pyotp.TOTP(user.totp_secret).now(), policy=app.settings.access)
-        secret = user.totp_secret
+        secret = str(user.totp_secret)
+        confirm_totp(s, user, pyotp.TOTP(secret).now(), policy=app.settings.access)
     return str(pyotp.TOTP(secret).now())
