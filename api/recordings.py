@@ -156,8 +156,8 @@ def playback(who: Who, rec_id: RecordingId, body: Playback) -> Response:
     summary="Stream or download a copy",
     response_class=StreamingResponse,
     responses={
-        200: {"description": "The whole file.", "content": {"application/octet-stream": {}}},
-        206: {"description": "The range asked for.", "content": {"application/octet-stream": {}}},
+        200: {"description": "The whole file.", "content": {"*/*": {}}},
+        206: {"description": "The range asked for.", "content": {"*/*": {}}},
         416: {"description": "The range is not within the file.", **ERRORS[400]},
     },
 )
