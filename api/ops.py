@@ -13,6 +13,7 @@ from sqlalchemy import select
 from access.policy import Target
 from api.auth import Caller, caller
 from api.errors import ApiError
+from api.jobs import ExportJob as Job
 from api.jobs import ExportJobs
 from api.models import ERRORS, ExportJob, ExportStart
 from api.streaming import byte_range, stream_file
@@ -68,20 +69,38 @@ def start_export(who: Who, jobs: Jobs, body: ExportStart) -> dict[str, Any]:
     return job.as_dict(who.ctx)
 
 
-@router.get(
-    "/exports/jobs", response_model=list[ExportJob], tags=["exports"], summary="Export jobs"
-)
+def _reaches(who: Caller, scope: dict[str, Any]) -> bool:
+    """Whether the caller may export what an export of ``scope`` holds (each of its
+    cases; a time range: every unit)."""
+    cases = scope.get("cases") or []
+    if not cases:
+        return who.scope("export.run") is None
+    return all(who.allowed("export.run", who.case_target(n)) for n in cases)
+
+
+def _own_job(who: Caller, jobs: ExportJobs, job_id: str) -> Job:
+    """The job, for the one who started it or one who may export all it holds."""
+    found = jobs.get(job_id)
+    if found.actor != who.actor and not _reaches(who, found.scope):
+        for number in found.scope.get("cases") or []:
+            who.authorize("export.run", who.case_target(number))
+        who.authorize("export.run", Target("export", job_id))
+    return found
+
+
+@router.get("/exports/jobs", response_model=list[ExportJob], tags=["exports"], summary="Jobs")
 def list_jobs(who: Who, jobs: Jobs) -> list[dict[str, Any]]:
+    """The jobs of this server the caller started, or whose cases it may export."""
     who.authorize("export.run")
-    return [j.as_dict(who.ctx) for j in jobs.all()]
+    return [
+        j.as_dict(who.ctx) for j in jobs.all() if j.actor == who.actor or _reaches(who, j.scope)
+    ]
 
 
-@router.get(
-    "/exports/jobs/{job_id}", response_model=ExportJob, tags=["exports"], summary="Progress"
-)
+@router.get("/exports/jobs/{job_id}", response_model=ExportJob, tags=["exports"], summary="A job")
 def job(who: Who, jobs: Jobs, job_id: JobId) -> dict[str, Any]:
     who.authorize("export.run")
-    return jobs.get(job_id).as_dict(who.ctx)
+    return _own_job(who, jobs, job_id).as_dict(who.ctx)
 
 
 @router.get(
@@ -104,7 +123,7 @@ def download(
 ) -> StreamingResponse:
     """The finished bag as one .tar (with ranges, to resume). Audited as a download."""
     who.authorize("export.run")
-    found = jobs.get(job_id)
+    found = _own_job(who, jobs, job_id)
     if found.state != "done" or not found.out.is_file():
         raise ApiError(
             _("export job {id} is {state}: nothing to download yet").format(
@@ -129,7 +148,8 @@ def handovers(who: Who, include_failed: Annotated[bool, Query()] = False) -> lis
 
     who.authorize("export.run")
     with who.ctx.catalog.session() as s:
-        return handover_history(s, include_failed=include_failed)
+        history = handover_history(s, include_failed=include_failed)
+    return [h for h in history if _reaches(who, h.get("scope") or {})]
 
 
 @router.get("/verify/runs", tags=["verify"], summary="Fixity audits")

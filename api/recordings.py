@@ -61,6 +61,10 @@ def search(
     ``next_cursor`` back as ``cursor`` for the next page. Only recordings the caller may
     see are listed."""
     who.authorize("recording.view")
+    if case:
+        # Before the search looks the case up: its "did you mean" must not name another
+        # unit's case to someone who may not see it.
+        who.authorize("case.view", who.case_target(case))
     lo, hi = time_range(date_from, date_to, who.ctx.zone)
     query = SearchQuery(
         officer=officer,

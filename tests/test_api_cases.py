@@ -152,6 +152,12 @@ def test_an_export_runs_in_the_background_and_downloads_as_tar(
     assert run_cli(capsys, "verify", str(tar_path)).code == 0
     actions = [e.action for e in access_events(app, actor="token:cms")]
     assert actions.count("access.export") == 1 and actions.count("access.download") == 1
+    # Another unit's archivist neither sees the job nor downloads its bag.
+    other = issue_token(app, "archivist", "黄浦区市场监督管理局")
+    with client(str(archivist.base_url), Authorization=f"Bearer {other}") as elsewhere:
+        assert elsewhere.get("/api/v1/exports/jobs").json() == []
+        assert elsewhere.get(f"/api/v1/exports/jobs/{job['id']}/download").status_code == 403
+        assert elsewhere.get("/api/v1/exports").json() == []
 
 
 def test_export_requests_that_cannot_run_say_why(archivist: httpx.Client) -> None:
