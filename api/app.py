@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Final
 
 from fastapi import APIRouter, FastAPI
 
-from api import cases, errors, ops, recordings, session
+from api import cases, errors, ops, recordings, session, users
 from api.context import ApiContext
 from api.jobs import ExportJobs
 from config import Settings
+from config.errors import LiuhenError
 
 PREFIX: Final = "/api/v1"
 
@@ -33,6 +35,10 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Built once before the first request, not by two request threads at once; an
+        # out-of-date schema is left for the requests to report (503, what to run).
+        with contextlib.suppress(LiuhenError):
+            ctx.catalog  # noqa: B018
         yield
         app.state.jobs.close()
         ctx.close()
@@ -54,5 +60,6 @@ def create_app(settings: Settings) -> FastAPI:
     v1.include_router(recordings.router)
     v1.include_router(cases.router)
     v1.include_router(ops.router)
+    v1.include_router(users.router)
     app.include_router(v1)
     return app
