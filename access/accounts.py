@@ -524,6 +524,7 @@ def start_totp(session: Session, user: User) -> str:
     (:func:`confirm_totp`); returns the otpauth:// URI for the authenticator app."""
     user.totp_secret = pyotp.random_base32()
     user.totp_enabled = False
+    user.totp_last_step = None
     session.flush()
     return pyotp.TOTP(user.totp_secret).provisioning_uri(name=user.login, issuer_name=TOTP_ISSUER)
 
@@ -533,9 +534,7 @@ def confirm_totp(
 ) -> list[str]:
     """Turn the second factor on when ``code`` matches the new seed; returns the
     recovery codes (shown once, stored hashed)."""
-    if not user.totp_secret or not pyotp.TOTP(user.totp_secret).verify(
-        code.strip(), for_time=_now(now), valid_window=1
-    ):
+    if not user.totp_secret or not _totp_step_ok(user, code.strip(), _now(now)):
         raise AccountError(
             _("the code does not match: two-factor is not turned on"),
             hint=_("check the phone's clock and type the code shown now"),
@@ -560,8 +559,25 @@ def reset_totp(session: Session, user: User) -> None:
     """Turn the second factor off (a lost phone); an administrator must enroll again."""
     user.totp_secret = None
     user.totp_enabled = False
+    user.totp_last_step = None
     session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
     session.flush()
+
+
+def _totp_step_ok(user: User, code: str, now: datetime) -> bool:
+    """Whether ``code`` is the TOTP code of the step of ``now`` or a neighbour (a phone
+    clock 30 s off), and later than the last code accepted; the step is then kept."""
+    assert user.totp_secret is not None
+    totp = pyotp.TOTP(user.totp_secret)
+    for offset in (0, -1, 1):
+        when = now + timedelta(seconds=offset * totp.interval)
+        if secrets.compare_digest(totp.at(when), code):
+            step = totp.timecode(when)
+            if user.totp_last_step is not None and step <= user.totp_last_step:
+                return False  # this code (or an older one) was used already
+            user.totp_last_step = step
+            return True
+    return False
 
 
 def check_second_factor(
@@ -570,7 +586,7 @@ def check_second_factor(
     """A current TOTP code (±30 s), or an unused recovery code, which is then used up."""
     code = code.strip()
     if user.totp_secret and code.isdigit() and len(code) == 6:
-        return pyotp.TOTP(user.totp_secret).verify(code, for_time=now, valid_window=1)
+        return _totp_step_ok(user, code, now)
     ph = hasher(policy)
     for row in session.scalars(
         select(RecoveryCode).where(RecoveryCode.user_id == user.id, RecoveryCode.used_at.is_(None))

@@ -23,10 +23,13 @@ from sqlalchemy import ColumnElement, false, or_, select
 from sqlalchemy.orm import Session
 
 from access.roles import (
+    LOCAL_PERMISSIONS,
+    PERMISSION_TITLES,
     ROLE_PERMISSIONS,
     ROLE_SCOPE,
     ROLE_TITLES,
     SCOPED,
+    TARGET_KINDS,
     Permission,
     Role,
     Scope,
@@ -151,6 +154,10 @@ def decide(
         return Decision(
             False, permission, "account must first: " + ", ".join(sorted(principal.pending))
         )
+    if principal.via == "local":
+        # No accounts yet: the OS user who runs liuhen on the data directory, as before.
+        allowed = permission in LOCAL_PERMISSIONS
+        return Decision(allowed, permission, "local user, no accounts" if allowed else "admin")
     if not holding:
         return Decision(False, permission, "no role holds it")
     if target is None or permission not in SCOPED or target.kind in ("system", "user"):
@@ -178,15 +185,19 @@ def grants_of(session: Session, principal: Principal) -> list[Grant]:
 def denial(principal: Principal, permission: Permission, target: Target | None) -> AccessDenied:
     """The error for a refused request: names the permission and the target, and who
     can help."""
-    what = _("{kind} {id}").format(kind=target.kind, id=target.id) if target and target.id else ""
+    what = ""
+    if target is not None:
+        kind = _(TARGET_KINDS[target.kind]) if target.kind in TARGET_KINDS else target.kind
+        what = f"{kind} {target.id}" if target.id else kind
     holders = ", ".join(_(ROLE_TITLES[r]) for r in roles_holding(permission))
+    doing = _(PERMISSION_TITLES[permission])
     if what:
-        message = _("{login} may not {permission} on {target}").format(
-            login=principal.actor, permission=permission.value, target=what
+        message = _("{login} may not {what} ({permission}): {target}").format(
+            login=principal.actor, what=doing, permission=permission.value, target=what
         )
     else:
-        message = _("{login} may not {permission}").format(
-            login=principal.actor, permission=permission.value
+        message = _("{login} may not {what} ({permission})").format(
+            login=principal.actor, what=doing, permission=permission.value
         )
     if principal.pending:
         hint = _(
@@ -196,7 +207,7 @@ def denial(principal: Principal, permission: Permission, target: Target | None) 
     elif principal.roles and any(permission in ROLE_PERMISSIONS[r] for r in principal.roles):
         hint = _(
             "it is outside your unit and your own recordings; the security administrator "
-            "can grant you the case for a period (liuhen case grant)"
+            "can grant you the case for a period (liuhen user case grant)"
         )
     else:
         hint = _("roles that may: {roles}; ask the security administrator").format(

@@ -213,6 +213,58 @@ ROLE_TITLES: Mapping[Role, str] = MappingProxyType(
 )
 
 
+# What the local principal may do while the catalog has no accounts (installs from before
+# issue 15): everything it could do then, but the administration of accounts, which
+# begins with the first administrator (`liuhen init --admin LOGIN`).
+LOCAL_PERMISSIONS = frozenset(
+    set().union(*(ROLE_PERMISSIONS[r] for r in NON_ADMIN_ROLES))
+    | {P.STATION_ADMIN, P.DEVICE_ADMIN, P.SETTINGS_ADMIN, P.DISTRICT_STATUS}
+)
+
+
+# What a permission lets one do, for messages (translated when shown).
+PERMISSION_TITLES: Mapping[Permission, str] = MappingProxyType(
+    {
+        P.RECORDING_VIEW: N_("view recordings"),
+        P.RECORDING_PLAY: N_("play recordings"),
+        P.RECORDING_DOWNLOAD: N_("download access copies"),
+        P.ORIGINAL_DOWNLOAD: N_("download originals"),
+        P.RECORDING_MARK: N_("mark recordings"),
+        P.CASE_VIEW: N_("view cases"),
+        P.CASE_CHANGE: N_("change cases"),
+        P.CASE_ATTACH: N_("attach and detach recordings"),
+        P.HOLD_CHANGE: N_("place and release legal holds"),
+        P.RETENTION_CHANGE: N_("change retention"),
+        P.EXPORT: N_("export"),
+        P.VERIFY: N_("verify"),
+        P.CUSTODY_VIEW: N_("read the custody log"),
+        P.AUDIT_VIEW: N_("read the access audit"),
+        P.ADMIN_AUDIT_VIEW: N_("read the administrators' audit"),
+        P.STATION_ADMIN: N_("administer stations"),
+        P.DEVICE_ADMIN: N_("administer devices"),
+        P.USER_ADMIN: N_("administer users"),
+        P.ROLE_ADMIN: N_("administer roles and grants"),
+        P.SETTINGS_ADMIN: N_("administer settings"),
+        P.DISTRICT_STATUS: N_("read the district status"),
+        P.SESSION_REVOKE: N_("end other users' sessions"),
+        P.COMPLIANCE_VIEW: N_("read compliance figures"),
+        P.REVIEW_RUN: N_("run case reviews"),
+    }
+)
+
+# What a policy target is called (translated when shown).
+TARGET_KINDS: Mapping[str, str] = MappingProxyType(
+    {
+        "recording": N_("recording"),
+        "case": N_("case"),
+        "unit": N_("unit"),
+        "district": N_("the district"),
+        "user": N_("user"),
+        "system": N_("the system"),
+    }
+)
+
+
 def roles_holding(permission: Permission) -> list[Role]:
     """The roles that hold ``permission``, in the order of :class:`Role`."""
     return [r for r in Role if permission in ROLE_PERMISSIONS[r]]
@@ -221,7 +273,8 @@ def roles_holding(permission: Permission) -> list[Role]:
 def _check_table() -> None:
     """The table keeps the rules it is built on; checked at import, so a change that
     breaks them fails every test at once rather than silently widening a role."""
-    assert set(ROLE_PERMISSIONS) == set(Role) == set(ROLE_SCOPE)
+    assert set(ROLE_PERMISSIONS) == set(Role) == set(ROLE_SCOPE) == set(ROLE_TITLES)
+    assert set(PERMISSION_TITLES) == set(Permission)
     for role in ADMIN_ROLES:
         assert not ROLE_PERMISSIONS[role] & EVIDENCE_CONTENT, role
     for role in (Role.AUDITOR, Role.AUDIT_ADMIN):

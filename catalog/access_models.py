@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from catalog.models import Base, utcnow
@@ -38,6 +38,9 @@ class User(Base):
     must_change_password: Mapped[bool] = mapped_column(Boolean, default=True)
     totp_secret: Mapped[str | None] = mapped_column(String(64), default=None)
     totp_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The time step of the last TOTP code accepted: a code is good once (no replay of a
+    # code seen over someone's shoulder within its 30 seconds).
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     created_by: Mapped[str] = mapped_column(String(200), default="")
     last_login_at: Mapped[datetime | None] = mapped_column(default=None)

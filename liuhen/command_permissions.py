@@ -176,18 +176,21 @@ def enforce(ctx: click.Context, principal: Principal, found: Rule) -> None:
         who.require_account(principal)
         return
     app = who.app_of(ctx)
+    # The command as a whole: the first of its permissions the principal holds decides.
+    chosen = next(
+        (p for p in found.permissions if decide(principal, p).allowed), found.permissions[0]
+    )
+    refused: AccessDenied | None = None
     with app.ready_catalog().session() as session:
-        # The command as a whole: the first permission that allows it decides.
-        chosen = next(
-            (p for p in found.permissions if decide(principal, p).allowed), found.permissions[0]
-        )
         try:
             authorize(session, principal, chosen)
             for target in targets(session, found, ctx.params):
                 authorize(session, principal, chosen, target)
-        except AccessDenied as refused:
-            who.note_denied(ctx, principal, chosen, refused)
-            raise
+        except AccessDenied as exc:
+            refused = exc
+    if refused is not None:  # recorded outside the read session, then raised
+        who.note_denied(ctx, principal, chosen, refused)
+        raise refused
 
 
 def targets(session: Any, found: Rule, params: Params) -> list[Target]:

@@ -272,7 +272,8 @@ def set_account_state(ctx: Any, login: str, state: str) -> None:
             revoke_sessions(session, user.id, actor=principal.actor)
     action = "access.lock" if state != "active" else "access.unlock"
     _change(app, principal, action, login, state=state)
-    out.print(_("[green]✓[/green] account {login} is now {state}").format(login=login, state=state))
+    shown = {"locked": _("locked"), "active": _("active"), "disabled": _("disabled")}[state]
+    out.print(_("[green]✓[/green] account {login} is now {state}").format(login=login, state=shown))
 
 
 def _register_2fa(group: click.Group, pass_ctx: Decorator) -> None:

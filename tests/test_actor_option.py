@@ -1,6 +1,10 @@
 """``--actor`` is checked where the user types it: a name the catalog cannot record (longer
 than its actor columns, or holding a NUL) is a usage error naming --actor, on SQLite (which
-would silently keep it) and on PostgreSQL (which refused it with DataError, exit 70)."""
+would silently keep it) and on PostgreSQL (which refused it with DataError, exit 70).
+
+Since user accounts (issue 15), ``--actor`` is free text only while the catalog has no
+accounts (these tests make none); with accounts the actor is the logged-in principal and
+``--actor`` may only repeat it (tests/test_access_cli.py)."""
 
 from __future__ import annotations
 
@@ -101,3 +105,54 @@ def test_an_actor_as_long_as_the_column_is_recorded(
             select(CustodyEvent.actor).where(CustodyEvent.action == "device-registered")
         ).one()
     assert actor == "警" * 200
+
+
+def test_the_actor_defaults_to_the_principal_not_a_guess(
+    app: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No --actor: the principal's name (without accounts, the OS user), filled in by the
+    # permission hook rather than by the option's default.
+    import getpass
+
+    option = next(
+        p
+        for p in cli.get_command(click.Context(cli), "device").commands["add"].params  # type: ignore[union-attr]
+        if "--actor" in getattr(p, "opts", [])
+    )
+    assert option.default is None
+    assert run_cli(capsys, "device", "add", "A123456").code == 0
+    with app.catalog.session() as s:
+        actor = s.scalars(
+            select(CustodyEvent.actor).where(CustodyEvent.action == "device-registered")
+        ).one()
+    assert actor == getpass.getuser()
+
+
+def test_with_accounts_another_actor_is_refused(
+    app: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from access.accounts import create_user, principal_of
+    from access.roles import Role
+    from access.sessions import open_session
+    from config.settings import AccessSettings
+    from liuhen.actor import write_session_secret
+
+    cheap = AccessSettings(argon2_time_cost=1, argon2_memory_kib=1024, argon2_parallelism=1)
+    with app.catalog.transaction() as s:
+        user, _pw = create_user(
+            s,
+            login="root",
+            roles=[Role.SYSTEM_ADMIN],
+            actor="test",
+            policy=cheap,
+            password="Correct-Horse-9",
+        )
+        user.totp_enabled = True
+        secret = open_session(s, principal_of(s, user, via="session", policy=cheap))
+    write_session_secret(app.settings, secret)
+    r = run_cli(capsys, "device", "add", "A123456", "--actor", "admin")
+    assert r.code == 2 and "Invalid value for '--actor'" in r.err and "root" in r.err, r.err
+    # A name the catalog cannot hold is still refused as such, before anything else.
+    r = run_cli(capsys, "device", "add", "A123456", "--actor", "警" * 201)
+    assert r.code == 2 and "201 characters" in r.err
+    assert run_cli(capsys, "device", "add", "A123456", "--actor", "root").code == 0

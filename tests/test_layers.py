@@ -15,11 +15,14 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 FORBIDDEN = {
     "storage": {"catalog", "ingest", "archive_export", "compliance", "liuhen"},
-    "catalog": {"ingest", "archive_export", "compliance", "liuhen"},
+    "catalog": {"ingest", "archive_export", "compliance", "liuhen", "access"},
     "archive_export": {"ingest", "compliance", "liuhen"},
     "compliance": {"ingest", "archive_export", "liuhen"},
     "ingest": {"archive_export", "compliance", "liuhen"},
     "formats": {"storage", "catalog", "ingest", "archive_export", "compliance", "liuhen"},
+    # accounts and the policy (issue 15): on config, catalog and storage only, so that
+    # the CLI and the HTTP API both stand on it
+    "access": {"ingest", "archive_export", "compliance", "liuhen", "api", "web"},
     "config": {
         "storage",
         "catalog",

@@ -33,6 +33,7 @@ def upgrade() -> None:
         sa.Column('must_change_password', sa.Boolean(), nullable=False),
         sa.Column('totp_secret', sa.String(length=64), nullable=True),
         sa.Column('totp_enabled', sa.Boolean(), nullable=False),
+        sa.Column('totp_last_step', sa.BigInteger(), nullable=True),
         sa.Column('created_at', TZ, nullable=False),
         sa.Column('created_by', sa.String(length=200), nullable=False),
         sa.Column('last_login_at', TZ, nullable=True),
