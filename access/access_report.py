@@ -59,6 +59,11 @@ from config.timetext import show_time
 # What a custody action is called in the report; others are shown as written.
 CUSTODY_LABELS = {
     "docked": N_("docked"),
+    "offloaded": N_("copied from the recorder"),
+    "quarantined": N_("quarantined"),
+    "safe-to-clear": N_("SAFE TO CLEAR"),
+    "incomplete": N_("docking incomplete"),
+    "cleared": N_("recorder cleared"),
     "stored": N_("stored"),
     "verified": N_("verified"),
     "probed": N_("probed"),
@@ -110,6 +115,11 @@ DETAIL_LABELS = {
     "until": N_("until"),
     "change": N_("change"),
     "minutes": N_("minutes"),
+    "serial": N_("serial number"),
+    "slot": N_("dock slot"),
+    "identity": N_("identity from"),
+    "key": N_("object key"),
+    "flags": N_("flags"),
 }
 CUSTODY, ACCESS = "custody", "access"
 

@@ -105,7 +105,7 @@ def record_access(
     """Append one access event to this host's custody chain, in ``session``'s transaction.
 
     ``actor``: the principal's login; ``source``: where the request came from (an
-    address, or ``local`` for the CLI). A recording is named by its SHA-256, as its
+    address, or ``cli`` for the command line). A recording is named by its SHA-256, as its
     custody events name it; a numeric ``object_id`` of a recording (its catalog id, as
     in an API path) is turned into that, keeping the id in ``details["recording_id"]``,
     so the access report finds every access by one identifier. Playback passes

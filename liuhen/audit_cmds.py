@@ -25,8 +25,9 @@ from config.i18n import _
 from liuhen.output import out, print_json
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
-# Where the CLI's own accesses come from, for the audit's "from where".
-LOCAL_SOURCE = "local"
+# Where the CLI's own accesses come from, for the audit's "from where" (as the access
+# helper's liuhen/access_audit.py records it).
+LOCAL_SOURCE = "cli"
 # Object types of evidence: their accesses are the auditor's (AUDIT_VIEW); the rest
 # (logins, users, roles, sessions) the audit administrator's (ADMIN_AUDIT_VIEW).
 EVIDENCE_TYPES = ("recording", "derivative", "case", "export")
@@ -41,17 +42,16 @@ class AuditUsage(LiuhenError):
 
 def principal_of(ctx: Any) -> Any:
     """The caller: the logged-in account or API token (liuhen.actor.current_principal,
-    the access helper's), else the local user of this host."""
+    the access helper's, which reads the click context), else the local user."""
     import liuhen.actor
 
     current = getattr(liuhen.actor, "current_principal", None)
-    return _local_principal() if current is None else current(ctx)
+    return _local_principal() if current is None else current(click.get_current_context())
 
 
 def _local_principal() -> Any:
+    import access.roles as roles
     from access.policy import Principal
-
-    from access import roles
 
     local = getattr(
         roles, "NON_ADMIN_ROLES", frozenset(r for r in roles.Role if r not in roles.ADMIN_ROLES)
@@ -80,11 +80,44 @@ def _allowed(session: Session, principal: Any, name: str) -> bool:
     return bool(allowed(session, principal, Permission[name]))
 
 
-def _authorize(session: Session, principal: Any, name: str) -> None:
-    from access.policy import authorize
+def _require(app: Any, principal: Any, names: tuple[str, ...], what: tuple[str, str]) -> set[str]:
+    """The permissions named in ``names`` the principal holds. Holding none, the refusal
+    is itself an audit event (``access.denied`` on ``what``, an object type and id) and
+    is raised, naming the first permission."""
+    from access.policy import AccessDenied, authorize
     from access.roles import Permission
 
-    authorize(session, principal, Permission[name])
+    refusal: Exception | None = None
+    with app.ready_catalog().session() as session:
+        held = {n for n in names if _allowed(session, principal, n)}
+        if not held:
+            try:
+                authorize(session, principal, Permission[names[0]])
+            except AccessDenied as exc:
+                refusal = exc
+            else:  # allowed() and authorize() are one rule; kept safe all the same
+                held = {names[0]}
+    if refusal is None:
+        return held
+    _record_denied(app, principal, what, ", ".join(str(Permission[n].value) for n in names))
+    raise refusal
+
+
+def _record_denied(app: Any, principal: Any, what: tuple[str, str], permission: str) -> None:
+    from access.audit import record_access
+
+    with app.ready_catalog().transaction() as session:
+        record_access(
+            session,
+            app.signer,
+            actor=_actor(principal),
+            action="access.denied",
+            object_type=what[0],
+            object_id=what[1],
+            result="denied",
+            source=LOCAL_SOURCE,
+            details={"permission": permission},
+        )
 
 
 # -- audit log -----------------------------------------------------------------------------
@@ -178,12 +211,10 @@ def run_log(ctx: Any, q: LogQuery, as_json: bool, csv_path: Path | None) -> None
     zone = _zone(app)
     since, until = _range(q, zone)
     actions = _actions(q.actions)
+    principal = principal_of(ctx)
+    held = _require(app, principal, ("AUDIT_VIEW", "ADMIN_AUDIT_VIEW"), ("command", "audit log"))
+    evidence, admin = "AUDIT_VIEW" in held, "ADMIN_AUDIT_VIEW" in held
     with app.ready_catalog().session() as session:
-        principal = principal_of(ctx)
-        evidence = _allowed(session, principal, "AUDIT_VIEW")
-        admin = _allowed(session, principal, "ADMIN_AUDIT_VIEW")
-        if not (evidence or admin):
-            _authorize(session, principal, "AUDIT_VIEW")  # refuses, naming the permission
         events = access_events(
             session,
             actor=q.user,
@@ -280,9 +311,10 @@ def run_report(ctx: Any, recording: str | None, case: str | None, out_path: Path
             hint=_("liuhen audit report --recording ID --out FILE.html, or --case NUMBER"),
         )
     app = ctx.app()
-    with app.ready_catalog().transaction() as session:
-        principal = principal_of(ctx)
-        _authorize(session, principal, "AUDIT_VIEW")
+    principal = principal_of(ctx)
+    subject = ("recording", recording) if recording is not None else ("case", str(case))
+    _require(app, principal, ("AUDIT_VIEW",), subject)
+    with app.ready_catalog().session() as session:
         rec_id = get_recording(session, recording).id if recording is not None else None
         report = access_report(
             session,
@@ -293,9 +325,13 @@ def run_report(ctx: Any, recording: str | None, case: str | None, out_path: Path
             generated_by=_actor(principal),
         )
         data = report.to_csv() if suffix == ".csv" else report.to_html().encode("utf-8")
-        digest = hashlib.sha256(data).hexdigest()
-        # The report itself is an access to the evidence's history, and its digest in
-        # the signed chain ties the file handed out to this moment and this person.
+    digest = hashlib.sha256(data).hexdigest()
+    part = out_path.with_name(out_path.name + ".part")
+    part.write_bytes(data)
+    # The report is itself an access to the evidence's history; its digest in the
+    # signed chain ties the file handed out to this moment and this person. The file
+    # is put in place only once that is recorded.
+    with app.ready_catalog().transaction() as session:
         record_access(
             session,
             app.signer,
@@ -306,7 +342,7 @@ def run_report(ctx: Any, recording: str | None, case: str | None, out_path: Path
             source=LOCAL_SOURCE,
             details={"format": suffix.lstrip("."), "sha256": digest},
         )
-        _write(out_path, data)
+    os.replace(part, out_path)
     out.print(
         _("{what}: {access} access event(s), {custody} custody event(s) → {path}").format(
             what=_subject(report),
@@ -336,13 +372,17 @@ def _subject(report: Any) -> str:
 
 def run_verify_report(ctx: Any, path: Path, trust_files: tuple[Path, ...], as_json: bool) -> None:
     from access.report_signature import check_report
+    from config.timetext import iso_time, show_time
 
-    check = check_report(path.read_bytes())
+    zone = _zone(ctx.app())
+    data = path.read_bytes()
+    check = check_report(data)
+    written = None
     if check.ok:
         if trust_files:
             _trust_by_keyring(check, trust_files)
         else:
-            _trust_by_catalog(ctx.app(), check)
+            written = _trust_by_catalog(ctx.app(), check, hashlib.sha256(data).hexdigest())
     if as_json:
         print_json(
             {
@@ -352,8 +392,9 @@ def run_verify_report(ctx: Any, path: Path, trust_files: tuple[Path, ...], as_js
                 "subject": check.subject,
                 "station": check.station,
                 "key_id": check.key_id,
-                "signed_at": check.at,
+                "signed_at": iso_time(check.at, zone) if check.at else None,
                 "trusted_by": check.trusted_by,
+                "written": written.as_json(zone) if written is not None else None,
                 "problems": check.problems,
             }
         )
@@ -368,10 +409,21 @@ def run_verify_report(ctx: Any, path: Path, trust_files: tuple[Path, ...], as_js
         out.print(
             "  "
             + _("signed by station {station} with key {key} at {at}").format(
-                station=check.station, key=check.key_id, at=check.at
+                station=check.station, key=check.key_id, at=show_time(check.at, zone)
             ),
             markup=False,
         )
+        if written is not None:
+            out.print(
+                "  "
+                + _("written by {actor} at {at} (custody event {station} #{seq})").format(
+                    actor=written.actor,
+                    at=show_time(written.at, zone),
+                    station=written.station_id,
+                    seq=written.seq,
+                ),
+                markup=False,
+            )
     else:
         out.print("[red]✗[/red] " + _("{file} does not verify:").format(file=path))
         for p in check.problems:
@@ -397,10 +449,13 @@ def _trust_by_keyring(check: Any, files: tuple[Path, ...]) -> None:
         check.trusted_by = "keyring"
 
 
-def _trust_by_catalog(app: Any, check: Any) -> None:
+def _trust_by_catalog(app: Any, check: Any, file_sha256: str) -> Any:
+    """Judge the key by the catalog's keys; the ``access.report`` event that recorded
+    the writing of this very file, when the catalog holds it (None otherwise)."""
     from catalog.models import SigningKey
 
     with app.ready_catalog().session() as session:
+        written = _report_event(session, file_sha256)
         key = session.get(SigningKey, check.key_id)
         if key is None or key.station_id != check.station:
             check.problems.append(
@@ -408,7 +463,7 @@ def _trust_by_catalog(app: Any, check: Any) -> None:
                     key=check.key_id, station=check.station
                 )
             )
-            return
+            return written
         if key.retired_at is not None:
             from catalog.canonical import format_time
 
@@ -416,8 +471,23 @@ def _trust_by_catalog(app: Any, check: Any) -> None:
                 check.problems.append(
                     _("signed with key {key} after its retirement").format(key=check.key_id)
                 )
-                return
+                return written
     check.trusted_by = "catalog"
+    return written
+
+
+def _report_event(session: Session, file_sha256: str) -> Any:
+    from access.audit import event_of
+    from catalog.models import CustodyEvent
+
+    for ev in session.scalars(
+        select(CustodyEvent).where(
+            CustodyEvent.action == "access.report",
+            CustodyEvent.details.contains(f'"sha256":"{file_sha256}"'),
+        )
+    ):
+        return event_of(ev)
+    return None
 
 
 # -- commands ------------------------------------------------------------------------------

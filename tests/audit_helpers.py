@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+import liuhen.actor
 from config.errors import LiuhenError
 
 
@@ -38,7 +39,10 @@ def _shim_modules() -> tuple[types.ModuleType, types.ModuleType]:
         AUDIT_VIEW = "audit.view"
         ADMIN_AUDIT_VIEW = "audit.admin_view"
 
-    table = {Role.AUDITOR: {Permission.AUDIT_VIEW}, Role.AUDIT_ADMIN: {Permission.ADMIN_AUDIT_VIEW}}
+    table = {
+        Role.AUDITOR: {Permission.AUDIT_VIEW},
+        Role.AUDIT_ADMIN: {Permission.AUDIT_VIEW, Permission.ADMIN_AUDIT_VIEW},
+    }
 
     @dataclass(frozen=True)
     class Principal:
@@ -90,8 +94,6 @@ def act_as(monkeypatch: pytest.MonkeyPatch, login: str, *role_names: str) -> Any
     use_policy(monkeypatch)
     from access.policy import Principal
     from access.roles import Role
-
-    import liuhen.actor
 
     principal = Principal(
         user_id=None,

@@ -271,6 +271,14 @@ def test_audit_log_is_refused_to_an_officer_and_paged(
     refused = run_cli(capsys, "audit", "log")
     assert refused.code == 77, refused.out + refused.err
     assert "wang" not in refused.out
+    with app.catalog.session() as s:
+        (denied,) = access_events(s, actor="officer7")
+    assert (denied.action, denied.object_type, denied.object_id, denied.result) == (
+        "access.denied",
+        "command",
+        "audit log",
+        "denied",
+    )
     act_as(monkeypatch, "auditor1", "auditor")
     page = run_cli(capsys, "audit", "log", "--limit", "2", "--json")
     doc = json.loads(page.out)
@@ -314,3 +322,51 @@ def test_keep_days_refusal_reads_in_chinese(
     short = run_cli(capsys, "--config", str(_settings_file(tmp_path, 30)), "config", "show")
     assert short.code == 78
     assert "180" in short.err and "六个月" in short.err
+
+
+def test_audit_log_reads_in_chinese(
+    app: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from config.i18n import set_language
+    from tests.i18n_helpers import assert_chinese
+
+    rec_id, _sha = _case_with_views(app)
+    _record(
+        app,
+        actor="zhao",
+        action="access.play",
+        object_type="recording",
+        object_id=str(rec_id),
+        source="192.168.10.23",
+        details={"position_s": 5, "duration_s": 60},
+    )
+    act_as(monkeypatch, "auditor1", "auditor")
+    monkeypatch.setenv("LIUHEN_LANG", "zh")
+    set_language(None)
+    listed = run_cli(capsys, "audit", "log")
+    assert listed.code == 0, listed.err
+    assert_chinese(listed.out)
+    assert "播放位置 0:00:05，观看时长 0:01:00" in listed.out and "来自 192.168.10.23" in listed.out
+    assert f"音视频记录 #{rec_id}" in listed.out and "下载" in listed.out
+    assert max(cell_len(line) for line in listed.out.splitlines()) <= 80
+    helped = run_cli(capsys, "audit", "log", "--help")
+    assert (
+        helped.code == 0 and "只列出此账号" in helped.out and "起始时间（采集站时区）" in helped.out
+    )
+
+
+def test_logins_and_role_changes_are_for_the_audit_administrator(
+    app: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rec_id, _sha = _recording(app)
+    _record(app, actor="sec1", action="access.role_change", object_type="user", object_id="9")
+    _record(app, actor="zhang", action="access.login", object_type="user", object_id="3")
+    _record(
+        app, actor="zhang", action="access.view", object_type="recording", object_id=str(rec_id)
+    )
+    act_as(monkeypatch, "auditor1", "auditor")
+    auditor = json.loads(run_cli(capsys, "audit", "log", "--json").out)["events"]
+    assert [e["action"] for e in auditor] == ["access.view"]
+    act_as(monkeypatch, "auditadmin1", "audit_admin")
+    admin = json.loads(run_cli(capsys, "audit", "log", "--json").out)["events"]
+    assert [e["action"] for e in admin] == ["access.role_change", "access.login", "access.view"]

@@ -169,6 +169,7 @@ def test_signed_html_verifies_and_any_one_byte_change_fails(
     ok = run_cli(capsys, "audit", "verify-report", str(path))
     assert ok.code == 0, ok.out + ok.err
     assert f"recording:{first}" in ok.out and app.signer.key_id in ok.out
+    assert "+08:00" in ok.out  # when it was signed, in the station's zone
     data = path.read_bytes()
     block = data.index(b'<section id="liuhen-signature">')
     digest = re.search(rb'data-field="sha256">([0-9a-f]{64})<', data)
@@ -201,7 +202,14 @@ def test_the_report_is_itself_an_audited_access(
     with app.catalog.session() as s:
         (event,) = access_events(s, actions=["access.report"])
     assert event.actor == "auditor1" and event.recording_id == first
+    assert event.source == "cli"  # from the command line, as every CLI access says
     assert event.details["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    # verify-report finds that event: who wrote this very file, and when.
+    checked = run_cli(capsys, "audit", "verify-report", str(path), "--json")
+    written = json.loads(checked.out)["written"]
+    assert written["actor"] == "auditor1" and written["seq"] == event.seq
+    shown = run_cli(capsys, "audit", "verify-report", str(path))
+    assert "written by auditor1 at " in shown.out and f"#{event.seq})" in shown.out
 
 
 def test_report_in_chinese_by_default_and_english_on_request(
@@ -272,7 +280,11 @@ def test_a_report_refused_to_an_officer_and_for_a_bad_file_name(
     assert refused.code == 77 and not path.exists()
     with app.catalog.session() as s:
         assert access_events(s, actions=["access.report"]) == []
-        assert s.scalars(select(CustodyEvent).where(CustodyEvent.actor == "officer7")).all() == []
+        # The refusal is audited: once, naming who, what and the permission.
+        (denied,) = s.scalars(select(CustodyEvent).where(CustodyEvent.actor == "officer7"))
+        event = access_events(s, actions=["access.denied"], actor="officer7")[0]
+    assert denied.action == "access.denied" and event.recording_id == first
+    assert event.result == "denied" and event.details["permission"] == "audit.view"
     act_as(monkeypatch, "auditor1", "auditor")
     wrong = run_cli(capsys, "audit", "report", "--case", CASE, "--out", str(tmp_path / "r.pdf"))
     assert wrong.code == 2 and "r.pdf" in wrong.err
