@@ -15,7 +15,13 @@ Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 
 def run_serve(
-    app: Any, *, host: str, port: int, certfile: Path | None, keyfile: Path | None
+    app: Any,
+    *,
+    host: str,
+    port: int,
+    certfile: Path | None,
+    keyfile: Path | None,
+    accel_redirect: str | None = None,
 ) -> None:
     import uvicorn
 
@@ -40,7 +46,7 @@ def run_serve(
             markup=False,
         )
     uvicorn.run(
-        create_app(app.settings),
+        create_app(app.settings, accel_redirect=accel_redirect),
         host=host,
         port=port,
         ssl_certfile=str(certfile) if certfile else None,
