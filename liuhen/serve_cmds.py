@@ -75,7 +75,27 @@ def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> N
         type=click.Path(exists=True, dir_okay=False, path_type=Path),
         help="TLS private key (PEM).",
     )
+    @click.option(
+        "--accel-redirect",
+        metavar="LOCATION",
+        help="Behind nginx: its internal location serving the directory store (e.g. "
+        "/_liuhen_store/); nginx then sends the media bytes (docs/api.md).",
+    )
     @pass_ctx
-    def serve(ctx: Any, host: str, port: int, certfile: Path | None, keyfile: Path | None) -> None:
+    def serve(
+        ctx: Any,
+        host: str,
+        port: int,
+        certfile: Path | None,
+        keyfile: Path | None,
+        accel_redirect: str | None,
+    ) -> None:
         """Serve the HTTP API (JSON under /api/v1, described at /api/v1/openapi.json)."""
-        run_serve(ctx.app(), host=host, port=port, certfile=certfile, keyfile=keyfile)
+        run_serve(
+            ctx.app(),
+            host=host,
+            port=port,
+            certfile=certfile,
+            keyfile=keyfile,
+            accel_redirect=accel_redirect,
+        )

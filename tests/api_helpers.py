@@ -3,7 +3,6 @@ over TCP, as a client on another machine would talk to it."""
 
 from __future__ import annotations
 
-import getpass
 import hashlib
 import random
 import socket
@@ -171,71 +170,3 @@ def add_admin(app: Any, name: str, role: str) -> str:
         totp = pyotp.TOTP(secret)
         confirm_totp(s, user, totp.at(time.time() - totp.interval), policy=app.settings.access)
     return str(totp.now())
-
-
-NGINX_CONF = """
-daemon off;
-user {user};
-pid {dir}/nginx.pid;
-error_log {dir}/error.log;
-worker_processes 2;
-events {{ worker_connections 1024; }}
-http {{
-  access_log off;
-  client_body_temp_path {dir}/body;
-  proxy_temp_path {dir}/proxy;
-  fastcgi_temp_path {dir}/fastcgi;
-  uwsgi_temp_path {dir}/uwsgi;
-  scgi_temp_path {dir}/scgi;
-  sendfile on;
-  server {{
-    listen 127.0.0.1:{port};
-    location /api/ {{
-      proxy_pass {upstream};
-      proxy_set_header Host $host;
-      proxy_buffering off;
-    }}
-    location /_liuhen_store/ {{
-      internal;
-      alias {store}/;
-    }}
-  }}
-}}
-"""
-
-
-@contextmanager
-def nginx_in_front(upstream: str, store_root: str, folder: Any) -> Iterator[str]:
-    """nginx on a free loopback port: /api/ proxied to ``upstream``, and the directory
-    store as the internal location the API's X-Accel-Redirect names."""
-    import shutil
-    import subprocess
-
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    conf = folder / "nginx.conf"
-    # Workers as this user: the test's store is readable by it alone (in production,
-    # nginx's user needs read access to the store: docs/api.md).
-    conf.write_text(
-        NGINX_CONF.format(
-            dir=folder, port=port, upstream=upstream, store=store_root, user=getpass.getuser()
-        )
-    )
-    proc = subprocess.Popen([nginx, "-c", str(conf), "-p", str(folder)])
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.get(f"{base}/api/v1/openapi.json", timeout=2)
-                break
-            except httpx.TransportError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError((folder / "error.log").read_text()) from None
-                time.sleep(0.05)
-        yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
