@@ -11,13 +11,13 @@ from typing import Any
 import httpx
 import pytest
 
+from bench.api import nginx_in_front
 from catalog.devices import add_device
 from tests.api_helpers import (
     add_proxy,
     client,
     error_of,
     issue_token,
-    nginx_in_front,
     served,
 )
 from tests.case_helpers import cst, make_recording
