@@ -239,3 +239,14 @@ def test_behind_nginx_the_bytes_come_from_nginx_after_the_api_allowed_them(
         with client(base) as anonymous:
             assert anonymous.get(f"/api/v1/recordings/{rec}/media/proxy").status_code == 401
         direct.close()
+
+
+def test_values_the_catalog_cannot_hold_are_400_not_500(api: httpx.Client, rec: int) -> None:
+    for r in (
+        api.get("/api/v1/recordings", params={"officer": "01\x0002"}),
+        api.get("/api/v1/recordings", params={"unit": "徐\x00汇"}),
+        api.post(f"/api/v1/recordings/{rec}/holds", json={"reason": "court\x00order"}),
+    ):
+        assert r.status_code in (200, 201, 400), r.text
+        if r.status_code == 400:
+            error_of(r)
