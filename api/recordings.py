@@ -200,7 +200,9 @@ def media(
         )
     )
     if is_download:
-        who.audit("access.download", "recording", rec_id, kind=kind, sha256=sha256)
+        # A resumed download's pieces are each a download, of the bytes they name.
+        span = {"range": f"{rng.start}-{rng.end - 1}"} if rng.partial else {}
+        who.audit("access.download", "recording", rec_id, kind=kind, sha256=sha256, **span)
     elif rng.start == 0:  # a playback starts; the seeks it makes are not new viewings
         who.audit("access.play", "recording", rec_id, kind=kind, position_s=0)
     return response
