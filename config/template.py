@@ -157,6 +157,23 @@ AUDIT_TEMPLATE = N_("""\
 keep_days = 180
 """)
 
+# The HTTP API's section (its own message: the template's translation stays whole).
+API_SECTION = N_("""
+[api]
+# `liuhen serve`: the HTTP API (docs/api.md). Plain HTTP on loopback, behind a TLS reverse
+# proxy, unless a certificate and key (PEM files) are given.
+host = "127.0.0.1"
+port = 8000
+tls_cert = ""
+tls_key = ""
+# Behind nginx: its internal location serving the directory store, e.g. "/_liuhen_store/".
+accel_redirect = ""
+""")
+
 
 def render(data_dir: Path, station_id: str) -> str:
-    return _(TEMPLATE).format(data_dir=data_dir, station_id=station_id) + _(AUDIT_TEMPLATE)
+    return (
+        _(TEMPLATE).format(data_dir=data_dir, station_id=station_id)
+        + _(AUDIT_TEMPLATE)
+        + _(API_SECTION)
+    )

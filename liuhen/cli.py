@@ -42,6 +42,7 @@ LAZY_COMMANDS = {
     "logout": "user_cmds",
     "report": "compliance_cmds",
     "retention": "case_cmds",
+    "serve": "serve_cmds",
     "review": "compliance_cmds",
     "show": "media_cmds",
     "station": "ingest_cmds",

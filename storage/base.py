@@ -121,6 +121,17 @@ class ObjectStore(Protocol):
 
     def open(self, key: str) -> BinaryIO: ...
 
+    def read_range(self, key: str, start: int, end: int) -> Iterator[bytes]:
+        """Bytes ``[start, end)`` of the object, as chunks of at most ``READ_SIZE`` bytes:
+        what an HTTP range request streams without reading the rest of the object (a
+        player seeking into an hour of video). ``end`` beyond the object's size reads to
+        its end; ``start`` at or beyond it reads nothing. The object is opened before
+        this returns, so a missing one raises ObjectNotFound here, not at the first
+        chunk; ValueError for a negative ``start`` or an ``end`` before ``start``.
+        Closing the iterator early (a client gone) releases the file or connection.
+        """
+        ...
+
     def head(self, key: str) -> ObjectInfo: ...
 
     def exists(self, key: str) -> bool: ...
@@ -170,6 +181,12 @@ class ObjectStore(Protocol):
         full before this returns. Raises RepairRefused when the store forbids the overwrite.
         """
         ...
+
+
+def check_range(start: int, end: int) -> None:
+    """ValueError unless ``[start, end)`` is a well-formed byte range (see read_range)."""
+    if start < 0 or end < start:
+        raise ValueError(f"byte range [{start}, {end}) is not a range")
 
 
 def damaged_key(key: str, found: Digest) -> str:

@@ -21,7 +21,14 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Literal
 
 from config.i18n import N_, _
-from storage.base import CheckResult, ObjectInfo, StoreReport, check_held_copy, damaged_key
+from storage.base import (
+    CheckResult,
+    ObjectInfo,
+    StoreReport,
+    check_held_copy,
+    check_range,
+    damaged_key,
+)
 from storage.digest import READ_SIZE, Digest, digest_bytes, new_hasher
 from storage.durable import fsync_dir
 from storage.errors import (
@@ -293,6 +300,14 @@ class LocalStore:
         except FileNotFoundError as exc:
             raise ObjectNotFound(self.url, key) from exc
 
+    def read_range(self, key: str, start: int, end: int) -> Iterator[bytes]:
+        """See :meth:`storage.base.ObjectStore.read_range`: a seek, then reads of at most
+        ``READ_SIZE``; the file is open before this returns."""
+        check_range(start, end)
+        f = self.open(key)
+        f.seek(start)
+        return _chunks(f, end - start)
+
     def head(self, key: str) -> ObjectInfo:
         path = self._path(key)
         try:
@@ -456,6 +471,19 @@ def _round_trip(store: LocalStore) -> CheckResult:
     return CheckResult(
         N_("round trip"), True, _("write, read back, verify and delete a probe object")
     )
+
+
+def _chunks(f: BinaryIO, length: int) -> Iterator[bytes]:
+    """Up to ``length`` bytes of ``f`` from where it stands, then ``f`` closed (also when
+    the consumer stops early and the generator is closed)."""
+    with f:
+        left = length
+        while left > 0:
+            chunk = f.read(min(READ_SIZE, left))
+            if not chunk:
+                return
+            left -= len(chunk)
+            yield chunk
 
 
 def _temp_path(path: Path) -> Path:

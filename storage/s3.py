@@ -45,7 +45,14 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 from config.errors import ConfigError
 from config.i18n import N_, _
 from config.settings import StoreSettings
-from storage.base import CheckResult, ObjectInfo, StoreReport, check_held_copy, damaged_key
+from storage.base import (
+    CheckResult,
+    ObjectInfo,
+    StoreReport,
+    check_held_copy,
+    check_range,
+    damaged_key,
+)
 from storage.digest import READ_SIZE, Digest, Hasher, digest_bytes, new_hasher
 from storage.errors import (
     DigestMismatch,
@@ -657,6 +664,28 @@ class S3Store:
         raw = _BodyReader(resp["Body"], self, key)
         return io.BufferedReader(raw, buffer_size=READ_SIZE)
 
+    def read_range(self, key: str, start: int, end: int) -> Iterator[bytes]:
+        """See :meth:`storage.base.ObjectStore.read_range`: one GetObject with a Range
+        header, so only the bytes asked for cross the network."""
+        check_range(start, end)
+        full = self._full(key)
+        if start == end:
+            self._head_raw(key, full)  # nothing to read, but a missing object is an error
+            return iter(())
+        try:
+            resp = self.client.get_object(
+                Bucket=self.bucket, Key=full, Range=f"bytes={start}-{end - 1}"
+            )
+        except ClientError as exc:
+            if _error_code(exc) != "InvalidRange":
+                raise self._translate(exc, "read", key) from exc
+            # Starts at or past the end: S3 answers 416, the contract reads nothing.
+            self._head_raw(key, full)
+            return iter(())
+        except BotoCoreError as exc:
+            raise self._translate(exc, "read", key) from exc
+        return _range_chunks(_BodyReader(resp["Body"], self, key), end - start)
+
     @contextlib.contextmanager
     def local_file(self, key: str, expected: Digest, *, scratch: Path) -> Iterator[Path]:
         """See :meth:`storage.base.ObjectStore.local_file`: a download into ``scratch``,
@@ -1243,6 +1272,20 @@ class _BodyReader(io.RawIOBase):
         if not self.closed:
             self._body.close()
         super().close()
+
+
+def _range_chunks(body: _BodyReader, length: int) -> Iterator[bytes]:
+    """Up to ``length`` bytes of a ranged GetObject body in chunks of at most
+    ``READ_SIZE``; the connection is released when done or when the consumer stops."""
+    with body:
+        buffered = io.BufferedReader(body, buffer_size=READ_SIZE)
+        left = length
+        while left > 0:
+            chunk = buffered.read(min(READ_SIZE, left))
+            if not chunk:
+                return
+            left -= len(chunk)
+            yield chunk
 
 
 def _read_up_to(stream: BinaryIO, n: int) -> Chunk:
