@@ -40,6 +40,12 @@ if ! command -v tmux >/dev/null 2>&1; then
   apt_install tmux
 fi
 
+# The HTTP API's test behind a reverse proxy (X-Accel-Redirect) runs a real nginx.
+if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+  echo "setup: installing nginx from Debian's packages (the API behind a reverse proxy)" >&2
+  apt_install nginx
+fi
+
 ceph_missing=""
 for tool in ceph-mon ceph-osd radosgw radosgw-admin ceph ceph-authtool monmaptool; do
   command -v "$tool" >/dev/null 2>&1 || ceph_missing=1

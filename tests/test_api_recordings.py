@@ -21,6 +21,7 @@ from tests.api_helpers import (
     served,
 )
 from tests.case_helpers import cst, make_recording
+from tests.conftest import service_missing
 
 
 @pytest.fixture
@@ -216,7 +217,7 @@ def test_behind_nginx_the_bytes_come_from_nginx_after_the_api_allowed_them(
     import shutil
 
     if shutil.which("nginx") is None and not os.path.exists("/usr/sbin/nginx"):
-        pytest.skip("nginx not installed")
+        service_missing("nginx (scripts/setup.sh installs it)")
     data = add_proxy(app, rec)
     store_root = app.store.root
     token = issue_token(app, "archivist", "徐汇分局")
