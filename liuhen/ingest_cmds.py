@@ -7,7 +7,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from rich.table import Table
 from config.errors import Reported
 from ingest import journal as J
 from ingest.journal import Journal
+from ingest.status import status_rows
 from ingest.station import DockingResult
 from ingest.station import Progress as DockProgress
 from liuhen.district_cmds import apply_metrics_port, metrics_port_option
@@ -102,45 +102,6 @@ def _print_result(result: DockingResult, as_json: bool) -> None:
         out.print(f"[bold green]SAFE TO CLEAR[/bold green] ({result.state})")
     else:
         out.print(f"[bold red]NOT SAFE TO CLEAR[/bold red]: docking is {result.state}")
-
-
-def status_rows(journal: Journal) -> list[dict[str, Any]]:
-    rows = []
-    for d in journal.dockings():
-        prog = journal.progress(d.uid)
-        total_files = sum(v["files"] for v in prog.values())
-        total_bytes = sum(v["bytes"] for v in prog.values())
-        done = {k: v for k, v in prog.items() if k in J.HELD}
-        done_files = sum(v["files"] for v in done.values())
-        done_bytes = sum(v["bytes"] for v in done.values())
-        problems = sum(prog.get(k, {}).get("files", 0) for k in (J.QUARANTINED, J.REJECTED))
-        start = datetime.fromisoformat(d.started_at)
-        end = datetime.now(UTC) if d.state == J.OFFLOADING else datetime.fromisoformat(d.updated_at)
-        elapsed = max((end - start).total_seconds(), 1e-3)
-        rate = done_bytes / elapsed
-        eta = (total_bytes - done_bytes) / rate if d.state == J.OFFLOADING and rate > 0 else None
-        rows.append(
-            {
-                "throughput_mb_s": round(rate / 1e6, 2),
-                "eta_s": round(eta) if eta else None,
-                "docking": d.uid,
-                "slot": d.slot,
-                "device": d.serial,
-                "officer": d.identity.get("officer_number"),
-                "state": d.state,
-                "files_done": done_files,
-                "files_total": total_files,
-                "bytes_done": done_bytes,
-                "bytes_total": total_bytes,
-                "problems": problems,
-                "waiting": d.waiting,
-                "message": d.message,
-                "started_at": d.started_at,
-                "updated_at": d.updated_at,
-                "safe_to_clear": d.state.is_safe_to_clear,
-            }
-        )
-    return rows
 
 
 def status_table(rows: list[dict[str, Any]]) -> Table:
