@@ -34,6 +34,9 @@ FLAG_TEXT = {
     "unattached": N_("unattached"),
     "expiring": N_("expiring soon"),
     "on_hold": N_("on hold"),
+    # the keys the worker writes into a recording's flags
+    "time": N_("time disagreement"),
+    "unreadable": N_("unreadable"),
 }
 PLAYABLE = ("proxy", "access")
 
@@ -118,7 +121,8 @@ def recording_page(request: Request, rec_id: int) -> Response:
         if may["custody.view"]
         else None
     )
-    playable = [d["kind"] for d in report["derivatives"] if d["kind"] in PLAYABLE]
+    kinds = {d["kind"] for d in report["derivatives"]}
+    playable = [k for k in PLAYABLE if k in kinds]  # the proxy first: small, seeks fast
     values = {
         "rec": report,
         "may": may,
@@ -128,8 +132,24 @@ def recording_page(request: Request, rec_id: int) -> Response:
         "play_kind": playable[0] if playable and may["recording.play"] else None,
         "has_poster": any(d["kind"] == "poster" for d in report["derivatives"]),
         "flag_text": FLAG_TEXT,
+        "time_sources": _time_sources(report.get("time_evidence") or {}, who),
     }
     return _page(request, who, "recording.html", values)
+
+
+def _time_sources(evidence: dict[str, Any], who: Caller) -> list[tuple[str, str]]:
+    """What each source (file name, embedded, file time, receipt) said the start was,
+    times shown in the station's zone."""
+    from config.timetext import show_time
+
+    raw = evidence.get("raw") or {}
+    shown: list[tuple[str, str]] = []
+    for name, value in raw.items():
+        text = str(value)
+        if isinstance(value, str) and len(value) >= 19 and value[4] == "-":
+            text = show_time(value, who.ctx.zone)
+        shown.append((str(name), text))
+    return shown
 
 
 def _cases_of(who: Caller, rec_id: int) -> list[dict[str, Any]]:
