@@ -26,7 +26,17 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
 from typing import Any, Final
 
-from sqlalchemy import ColumnElement, Select, and_, exists, literal_column, or_, select, tuple_
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    exists,
+    literal_column,
+    or_,
+    select,
+    true,
+    tuple_,
+)
 from sqlalchemy.orm import Session
 
 from catalog.cases import get_case
@@ -112,11 +122,14 @@ def search_recordings(
     limit = query.limit
     rows: list[Any] = []
     if phase == 0:
-        timed = _page([*conditions, Recording.captured_at.is_not(None)], limit + 1)
-        if after_time is not None:
-            after = tuple_(Recording.captured_at, Recording.id) < (after_time, after_id)
-            timed = timed.where(after)
-        rows = list(session.execute(timed))
+        for branch in _timed_branches(query, policy or RetentionSettings(), now or utcnow()):
+            timed = _page([*conditions, Recording.captured_at.is_not(None), branch], limit + 1)
+            if after_time is not None:
+                after = tuple_(Recording.captured_at, Recording.id) < (after_time, after_id)
+                timed = timed.where(after)
+            rows += list(session.execute(timed))
+        rows.sort(key=lambda r: (r.Recording.captured_at, r.Recording.id), reverse=True)
+        del rows[limit + 1 :]
     if len(rows) <= limit:
         untimed = _page([*conditions, Recording.captured_at.is_(None)], limit + 1 - len(rows))
         if phase == 1:
@@ -126,6 +139,27 @@ def search_recordings(
     if len(rows) > limit:
         page.next_cursor = _encode_cursor(rows[limit - 1].Recording)
     return page
+
+
+def _timed_branches(
+    query: SearchQuery, policy: RetentionSettings, now: datetime
+) -> list[ColumnElement[bool]]:
+    """The recordings with a capture time, as parts each walked in page order and
+    merged: one part, unless a flag's condition has a cheaper form for some of them.
+
+    "expiring" (``since <= cutoff``): a probed recording's retention period runs from
+    its capture or later, so its capture time is before the cutoff, a range PostgreSQL
+    starts the walk at instead of reading every newer recording; a STORED one (capture
+    time unchecked, counted from its receipt) is the other part, few in number."""
+    if "expiring" not in query.flags:
+        return [true()]
+    cutoff = _expiry_cutoff(query, policy, now)
+    stored = Recording.state == RecordingState.STORED
+    return [and_(~stored, Recording.captured_at <= cutoff), stored]
+
+
+def _expiry_cutoff(query: SearchQuery, policy: RetentionSettings, now: datetime) -> datetime:
+    return now + timedelta(days=query.expiring_within_days - policy.unattached_days)
 
 
 def _check(query: SearchQuery) -> None:
@@ -165,12 +199,14 @@ def _conditions(
     session: Session, query: SearchQuery, policy: RetentionSettings, now: datetime
 ) -> list[ColumnElement[bool]]:
     found: list[ColumnElement[bool]] = []
+    # 警号 and serials are unique: one id each, compared with "=" so that PostgreSQL
+    # walks (officer_id | device_id, captured_at) in page order (migration 0007).
     if query.officer:
-        officers = select(Officer.id).where(Officer.number == query.officer.strip())
-        found.append(Recording.officer_id.in_(officers))
+        officer = select(Officer.id).where(Officer.number == query.officer.strip())
+        found.append(Recording.officer_id == officer.scalar_subquery())
     if query.device:
-        devices = select(Device.id).where(Device.serial == query.device.strip())
-        found.append(Recording.device_id.in_(devices))
+        device = select(Device.id).where(Device.serial == query.device.strip())
+        found.append(Recording.device_id == device.scalar_subquery())
     if query.unit:
         found.append(_in_unit(query.unit.strip()))
     if query.case:
@@ -226,7 +262,7 @@ def _flag(
         return _held()
     # "expiring": what catalog.retention.due lists at now + N days (its rules 1-4),
     # live and not yet due now would be "expiring soon"; due now is included as well.
-    cutoff = now + timedelta(days=query.expiring_within_days - policy.unattached_days)
+    cutoff = _expiry_cutoff(query, policy, now)
     return and_(
         Recording.state.in_(LIVE_STATES),
         _floor_since_sql() <= cutoff,

@@ -169,10 +169,11 @@ def test_bad_searches_say_what_is_wrong(
 def test_expiring_lists_what_the_sweep_would_delete_soon(app: Any) -> None:
     now = datetime.now(UTC)
     days = app.settings.retention.unattached_days
-    due_soon = make_recording(
-        app, start=now - timedelta(days=days - 5), received=now - timedelta(days=days - 5)
-    )
+    old = now - timedelta(days=days - 5)
+    due_soon = make_recording(app, start=old, received=old)
     later = make_recording(app, start=now - timedelta(days=1), received=now - timedelta(days=1))
+    # Not probed: counted from its receipt, whatever the (unchecked) time in its name.
+    unprobed = make_recording(app, start=now + timedelta(days=400), received=old, probe=False)
     with app.catalog.session() as s:
         page = search_recordings(
             s,
@@ -181,4 +182,5 @@ def test_expiring_lists_what_the_sweep_would_delete_soon(app: Any) -> None:
             policy=app.settings.retention,
         )
     ids = [i["id"] for i in page.items]
-    assert due_soon in ids and later not in ids
+    assert ids == [unprobed, due_soon]
+    assert later not in ids
