@@ -1,0 +1,203 @@
+"""A reviewer's day in a real browser (Debian's Chromium) on a real `liuhen serve`, over
+a station that docked a synthetic recorder and a worker that made its proxy:
+
+- five wrong passwords lock an account (the page says so, the catalog agrees);
+- the reviewer logs in, finds the recording by officer and capture time, plays the
+  proxy (the video's current time advances; seeking to the middle works), adds a marker
+  at the current position and attaches the recording to a case with a reason;
+- the audit names the reviewer for the view, the playback (with what was watched) and
+  the attachment; the marker is a custody event; pages fit 1280×800 and 1024×600.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from catalog.cases import create_case
+from catalog.models import Case, CaseRecording, CustodyEvent, Recording
+from ingest.synthetic import make_recorder
+from tests.api_helpers import PASSWORD, access_events, add_user
+from tests.offload_helpers import make_app
+from tests.web_helpers import chromium, liuhen_serve, no_sideways_scroll, shot
+
+pytestmark = pytest.mark.timeout(600)
+CASE = "沪徐市监罚〔2026〕123号"
+SIZES = ({"width": 1280, "height": 800}, {"width": 1024, "height": 600})
+
+
+def _station_with_a_proxy(data: Path, dock: Path) -> tuple[Any, Any]:
+    """A station that docked one recorder (one H.264 recording of 8 s, captured
+    2026-12-01 07:00 China time) and whose worker made its proxy."""
+    app = make_app(data)
+    recorder = make_recorder(
+        dock / "A123456",
+        start=datetime(2026, 12, 1, 7, 0, 0),
+        h264=1,
+        h265=0,
+        wav=0,
+        jpeg=0,
+        truncated=0,
+        segments=0,
+        duration_s=8.0,
+    )
+    station = app.station()
+    try:
+        assert station.run_docking(recorder.root).state == "SAFE_TO_CLEAR"
+    finally:
+        station.close()
+    env = {**os.environ, "LIUHEN_HOME": str(data)}
+    liuhen = Path(sys.executable).with_name("liuhen")
+    subprocess.run([str(liuhen), "worker", "--drain"], env=env, check=True, capture_output=True)
+    return app, recorder
+
+
+def _login(page: Any, base: str, login: str, password: str) -> None:
+    page.goto(f"{base}/login")
+    page.fill("#login", login)
+    page.fill("#password", password)
+    page.get_by_role("button", name="登录", exact=True).click()
+    page.wait_for_load_state()
+
+
+def _fits(page: Any, name: str) -> None:
+    """The page at both window sizes, without sideways scrolling; screenshots kept."""
+    for size in SIZES:
+        page.set_viewport_size(size)
+        no_sideways_scroll(page)
+        shot(page, f"{name}-{size['width']}x{size['height']}")
+    page.set_viewport_size(SIZES[0])
+
+
+def test_five_wrong_passwords_lock_the_account(tmp_path: Path) -> None:
+    from access.accounts import get_user
+
+    app = make_app(tmp_path / "data")
+    add_user(app, "wang", "reviewer", unit="徐汇分局")
+    with liuhen_serve(tmp_path / "data") as base, chromium() as browser:
+        page = browser.new_page(viewport=SIZES[0])
+        for attempt in range(5):
+            _login(page, base, "wang", f"wrong-{attempt}")
+            assert "错误" in page.locator("#login-error").inner_text()
+        _login(page, base, "wang", PASSWORD)  # right, but too late
+        refusal = page.locator("#login-error").inner_text()
+        assert "锁定" in refusal, refusal
+        assert "/login" in page.url
+        _fits(page, "login-locked")
+    with app.catalog.session() as s:
+        assert get_user(s, "wang").state == "locked"
+    failed = [e for e in access_events(app) if e.action == "access.login_failed"]
+    assert len(failed) == 6
+    app.close()
+
+
+def test_reviewer_finds_plays_marks_and_attaches(tmp_path: Path) -> None:
+    app, recorder = _station_with_a_proxy(tmp_path / "data", tmp_path / "dock")
+    unit = recorder.device.unit_name
+    officer = recorder.device.officer_number
+    add_user(app, "li", "reviewer", unit=unit)
+    with app.catalog.transaction() as s:
+        create_case(s, app.signer, number=CASE, title="无照经营", unit=unit, actor="test")
+        rec = s.scalars(select(Recording).where(Recording.original_name.like("%.MP4"))).one()
+        rec_id, rec_name, sha = rec.id, rec.original_name, rec.sha256
+    with liuhen_serve(tmp_path / "data") as base, chromium() as browser:
+        page = browser.new_page(viewport=SIZES[0])
+        _login(page, base, "li", PASSWORD)
+        assert page.url.endswith("/recordings")
+        _find(page, officer, rec_name)
+        _fits(page, "recordings")
+        page.get_by_role("link", name=rec_name).click()
+        page.wait_for_url(f"**/recordings/{rec_id}")
+        middle = _play_and_seek(page)
+        _mark(page, "当事人出示营业执照")
+        _attach(page, CASE, "现场检查无照经营，证明当事人经营行为")
+        _fits(page, "recording")
+    _check_the_records(app, rec_id, sha, middle)
+    app.close()
+
+
+def _find(page: Any, officer: str, name: str) -> None:
+    page.fill("#f-officer", officer)
+    page.fill("#f-from", "2026-12-01 06:30")
+    page.fill("#f-to", "2026-12-01 07:30")
+    page.get_by_role("button", name="检索").click()
+    page.wait_for_load_state()
+    assert page.locator(".result").count() == 1
+    assert page.locator(".result .name").inner_text() == name
+    # Another hour finds nothing: the times are the station's, not UTC.
+    page.fill("#f-from", "2026-12-01 08:00")
+    page.fill("#f-to", "2026-12-01 09:00")
+    page.get_by_role("button", name="检索").click()
+    page.wait_for_load_state()
+    assert page.locator(".result").count() == 0
+    page.go_back()
+    page.wait_for_load_state()
+
+
+def _play_and_seek(page: Any) -> float:
+    video = page.locator("#player")
+    assert video.get_attribute("data-kind") == "proxy"
+    page.wait_for_function("() => document.getElementById('player').readyState >= 1")
+    duration = float(video.evaluate("v => v.duration"))
+    assert duration > 6
+    video.evaluate("v => { v.muted = true; return v.play(); }")
+    page.wait_for_function("() => document.getElementById('player').currentTime > 1")
+    with page.expect_response(lambda r: r.url.endswith("/playback")) as reported:
+        video.evaluate("v => v.pause()")
+    assert reported.value.status == 204
+    middle = duration / 2
+    video.evaluate(f"v => {{ v.currentTime = {middle}; }}")
+    page.wait_for_function(
+        f"() => {{ const v = document.getElementById('player');"
+        f" return !v.seeking && Math.abs(v.currentTime - {middle}) < 0.3; }}"
+    )
+    return middle
+
+
+def _mark(page: Any, note: str) -> None:
+    page.fill("#marker-note", note)
+    page.get_by_role("button", name="添加标记").click()
+    page.locator("#markers li", has_text=note).wait_for()
+    assert "标记已添加" in page.locator("#marker-status").inner_text()
+
+
+def _attach(page: Any, number: str, reason: str) -> None:
+    page.fill("#attach-case", number)
+    page.fill("#attach-reason", reason)
+    page.get_by_role("button", name="关联到案件").click()
+    page.locator("#attach-status", has_text="已关联到案件").wait_for()
+    page.wait_for_load_state()
+    page.locator("table td", has_text=number).wait_for()  # the page shows it after reload
+    assert reason in page.locator("section", has_text="案件").first.inner_text()
+
+
+def _check_the_records(app: Any, rec_id: int, sha: str, middle: float) -> None:
+    # (The audit names a recording by its SHA-256, as its custody events do.)
+    events = access_events(app, actor="li", object_id=sha)
+    actions = [e.action for e in events]
+    assert "access.view" in actions
+    assert "access.attach" in actions
+    plays = [e for e in events if e.action == "access.play"]
+    watched = [e.details for e in plays if e.details.get("duration_s", 0) > 0]
+    assert watched and watched[0]["kind"] == "proxy" and watched[0]["duration_s"] >= 1
+    with app.catalog.session() as s:
+        marker = s.scalars(
+            select(CustodyEvent).where(CustodyEvent.action == "recording.marker")
+        ).one()
+        assert marker.actor == "li"
+        assert "当事人出示营业执照" in marker.details
+        link = s.scalars(
+            select(CaseRecording).join(Case).where(Case.number == CASE)
+        ).one()
+        assert link.recording_id == rec_id and link.method == "manual" and link.actor == "li"
+    import json
+
+    position = json.loads(marker.details)["position_s"]
+    assert abs(position - middle) < 0.5
