@@ -24,9 +24,9 @@ from rich.table import Table
 from config.errors import Reported
 from ingest import journal as J
 from ingest.journal import Journal
-from ingest.status import status_rows
 from ingest.station import DockingResult
 from ingest.station import Progress as DockProgress
+from ingest.status import status_rows
 from liuhen.district_cmds import apply_metrics_port, metrics_port_option
 from liuhen.output import err, out, print_json
 

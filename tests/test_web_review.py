@@ -193,9 +193,7 @@ def _check_the_records(app: Any, rec_id: int, sha: str, middle: float) -> None:
         ).one()
         assert marker.actor == "li"
         assert "当事人出示营业执照" in marker.details
-        link = s.scalars(
-            select(CaseRecording).join(Case).where(Case.number == CASE)
-        ).one()
+        link = s.scalars(select(CaseRecording).join(Case).where(Case.number == CASE)).one()
         assert link.recording_id == rec_id and link.method == "manual" and link.actor == "li"
     import json
 

@@ -28,7 +28,9 @@ def _docking_state(journal_path: Path) -> str:
         journal.close()
 
 
-def _held_mid_way(station: Any, root: Path) -> tuple[threading.Thread, threading.Event, threading.Event]:
+def _held_mid_way(
+    station: Any, root: Path
+) -> tuple[threading.Thread, threading.Event, threading.Event]:
     """Dock ``root`` in a thread that stops after its first file until released."""
     paused, release = threading.Event(), threading.Event()
 
@@ -67,7 +69,7 @@ def test_station_screen_shows_progress_then_safe_to_clear(tmp_path: Path) -> Non
                 assert "可安全拔出" not in text, text
                 assert card.get_attribute("data-state") == "OFFLOADING"
             done, total = (int(n) for n in card.locator(".files").inner_text().split("/"))
-            assert 0 < total and done < total
+            assert total > 0 and done < total
             assert card.locator(".device").inner_text() == "A123456"
             assert recorder.device.officer_number in card.locator(".officer").inner_text()
             shot(page, "station-1024x600-offloading")

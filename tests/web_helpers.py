@@ -103,9 +103,7 @@ def chromium() -> Iterator[Any]:
 
 def no_sideways_scroll(page: Any) -> None:
     """The page fits its window's width (nothing to scroll sideways)."""
-    width, inner = page.evaluate(
-        "() => [document.scrollingElement.scrollWidth, window.innerWidth]"
-    )
+    width, inner = page.evaluate("() => [document.scrollingElement.scrollWidth, window.innerWidth]")
     assert width <= inner, f"{page.url}: {width} px wide in a {inner} px window"
 
 

@@ -16,20 +16,28 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from access.sessions import SessionExpired
-from api.auth import CSRF_COOKIE, SESSION_COOKIE, Caller, NotAuthenticated, caller, csrf_token
+from api.auth import CSRF_COOKIE, SESSION_COOKIE, Caller, context, csrf_token, source_of
 
 # The station's own screen is a browser on the station itself.
 LOOPBACK: Final = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
 def page_caller(request: Request) -> Caller | None:
-    """The logged-in caller of a page, or None (no session, or it has ended)."""
-    if not request.cookies.get(SESSION_COOKIE):
+    """The logged-in caller of a page, or None (no session, or it has ended). As
+    ``api.auth.caller`` finds a cookie session; a page form that changes something
+    checks its CSRF field itself (:func:`csrf_ok`), forms cannot send a header."""
+    secret = request.cookies.get(SESSION_COOKIE)
+    if not secret:
         return None
+    from access.sessions import principal_for_session
+
+    ctx = context(request)
     try:
-        return caller(request)
-    except (NotAuthenticated, SessionExpired):
+        with ctx.catalog.transaction() as s:
+            principal = principal_for_session(s, secret, policy=ctx.settings.access)
+    except SessionExpired:
         return None
+    return Caller(ctx, principal, source_of(request))
 
 
 def to_login(request: Request) -> RedirectResponse:

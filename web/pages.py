@@ -78,8 +78,12 @@ async def logout(request: Request) -> Response:
 
     form = await form_of(request)
     who = page_caller(request)
+    if who is not None and not csrf_ok(request, form.get("csrf")):
+        # Not this site's own form (SameSite=Strict already keeps the cookie from other
+        # sites' forms): the session stays as it is.
+        return RedirectResponse("/", status_code=303)
     done = RedirectResponse("/login", status_code=303)
-    if who is not None and csrf_ok(request, form.get("csrf")):
+    if who is not None:
         await run_in_threadpool(api_logout, who, request, done)
     clear_cookies(done)
     return done

@@ -39,6 +39,15 @@ FLAG_TEXT = {
     "unreadable": N_("unreadable"),
 }
 PLAYABLE = ("proxy", "access")
+# The sources of a recording's times (ingest.timeevidence's names), as people call them.
+TIME_SOURCES = {
+    "file_name": N_("file name"),
+    "embedded": N_("embedded in the file"),
+    "file_mtime": N_("file modification time"),
+    "received": N_("received at the station"),
+    "clock_offset_s": N_("recorder clock offset (s)"),
+    "duration_s": N_("duration (s)"),
+}
 
 
 def _page(request: Request, who: Caller, template: str, values: dict[str, Any]) -> Response:
@@ -47,7 +56,7 @@ def _page(request: Request, who: Caller, template: str, values: dict[str, Any]) 
 
 
 def _csrf(request: Request) -> str:
-    from web.auth import CSRF_COOKIE
+    from api.auth import CSRF_COOKIE
 
     return request.cookies.get(CSRF_COOKIE, "")
 
@@ -80,8 +89,8 @@ def search_page(request: Request) -> Response:
             case=asked["case"] or None,
             date_from=asked["from"] or None,
             date_to=asked["to"] or None,
-            state=states or None,  # type: ignore[arg-type]
-            flag=flags or None,  # type: ignore[arg-type]
+            state=states or None,
+            flag=flags or None,
             cursor=q.get("cursor") or None,
         )
         values.update(items=found["items"], next_cursor=found["next_cursor"])
@@ -109,8 +118,8 @@ def recording_page(request: Request, rec_id: int) -> Response:
     try:
         report = api_recordings.detail(who, rec_id)  # authorized and audited as a view
     except LiuhenError as exc:
-        values = {"error": exc.message, "hint": exc.hint, "status": status_of(exc)}
-        return _page(request, who, "error.html", values)
+        failed = {"error": exc.message, "hint": exc.hint, "status": status_of(exc)}
+        return _page(request, who, "error.html", failed)
     target = who.recording_target(rec_id)
     may = {
         p: who.allowed(p, target)
@@ -123,7 +132,7 @@ def recording_page(request: Request, rec_id: int) -> Response:
     )
     kinds = {d["kind"] for d in report["derivatives"]}
     playable = [k for k in PLAYABLE if k in kinds]  # the proxy first: small, seeks fast
-    values = {
+    values: dict[str, Any] = {
         "rec": report,
         "may": may,
         "may_attach": who.allowed("case.attach"),
@@ -148,7 +157,7 @@ def _time_sources(evidence: dict[str, Any], who: Caller) -> list[tuple[str, str]
         text = str(value)
         if isinstance(value, str) and len(value) >= 19 and value[4] == "-":
             text = show_time(value, who.ctx.zone)
-        shown.append((str(name), text))
+        shown.append((TIME_SOURCES.get(str(name), str(name)), text))
     return shown
 
 
@@ -174,4 +183,3 @@ def _cases_of(who: Caller, rec_id: int) -> list[dict[str, Any]]:
             }
             for number, title, link in rows
         ]
-

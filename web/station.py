@@ -23,9 +23,9 @@ from starlette.responses import JSONResponse, Response
 
 from api.auth import context
 from api.context import ApiContext
+from config.i18n import N_
 from ingest.journal import Journal
 from ingest.status import status_rows
-from config.i18n import N_
 from web.auth import is_loopback, page_caller, to_login
 from web.render import gettext_of, render
 
