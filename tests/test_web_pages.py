@@ -185,3 +185,25 @@ def test_station_screen_without_a_journal(app: Any, web: TestClient) -> None:
     page = web.get("/station")
     assert page.status_code == 200
     assert "本服务器不是采集站" in page.text
+
+
+def test_cases_list_and_case_page(app: Any, web: TestClient, rec: int) -> None:
+    from catalog.cases import create_case
+
+    add_user(app, "chen", "archivist", unit=UNIT)
+    add_user(app, "zhao", "reviewer", unit="静安分局")
+    number = "沪徐市监罚〔2026〕7号"
+    with app.catalog.transaction() as s:
+        create_case(s, app.signer, number=number, title="无照经营", unit=UNIT, actor="test")
+    _login(web, "chen")
+    listing = web.get("/cases?status=open")
+    assert listing.status_code == 200 and number in listing.text
+    assert number not in web.get("/cases?q=不存在").text
+    page = web.get(f"/cases/{number}")
+    assert page.status_code == 200
+    assert "开始导出" in page.text and "结案" in page.text
+    assert_chinese(_text(page.text))
+    _login(web, "zhao")  # another unit's reviewer: not listed, not shown
+    assert number not in web.get("/cases").text
+    assert web.get(f"/cases/{number}").status_code == 403
+    assert web.get("/exports/no-such-export/receipt").status_code in (403, 404)

@@ -5,8 +5,11 @@ a station that docked a synthetic recorder and a worker that made its proxy:
 - the reviewer logs in, finds the recording by officer and capture time, plays the
   proxy (the video's current time advances; seeking to the middle works), adds a marker
   at the current position and attaches the recording to a case with a reason;
+- an archivist opens the case, exports it (progress, then the .tar download and the
+  hand-over receipt), and the downloaded bag passes `liuhen verify` and bagit-python;
 - the audit names the reviewer for the view, the playback (with what was watched) and
-  the attachment; the marker is a custody event; pages fit 1280×800 and 1024×600.
+  the attachment, and the archivist for the export and the download; the marker is a
+  custody event; pages fit 1280×800 and 1024×600.
 """
 
 from __future__ import annotations
@@ -103,6 +106,7 @@ def test_reviewer_finds_plays_marks_and_attaches(tmp_path: Path) -> None:
     unit = recorder.device.unit_name
     officer = recorder.device.officer_number
     add_user(app, "li", "reviewer", unit=unit)
+    add_user(app, "chen", "archivist", unit=unit)
     with app.catalog.transaction() as s:
         create_case(s, app.signer, number=CASE, title="无照经营", unit=unit, actor="test")
         rec = s.scalars(select(Recording).where(Recording.original_name.like("%.MP4"))).one()
@@ -119,8 +123,54 @@ def test_reviewer_finds_plays_marks_and_attaches(tmp_path: Path) -> None:
         _mark(page, "当事人出示营业执照")
         _attach(page, CASE, "现场检查无照经营，证明当事人经营行为")
         _fits(page, "recording")
+        page.get_by_role("button", name="退出登录").click()
+        page.wait_for_url("**/login")
+        _login(page, base, "chen", PASSWORD)
+        tar = _export(page, tmp_path / "download")
     _check_the_records(app, rec_id, sha, middle)
+    _check_the_bag(tar, tmp_path / "bag", rec_name)
+    exports = [e.action for e in access_events(app, actor="chen")]
+    assert "access.export" in exports and "access.download" in exports
     app.close()
+
+
+def _export(page: Any, into: Path) -> Path:
+    """The archivist finds the case, exports it and downloads the bag; the receipt page
+    lists the recording handed over."""
+    page.get_by_role("link", name="案件", exact=True).click()
+    page.get_by_role("link", name=CASE).click()
+    page.wait_for_load_state()
+    assert "现场检查无照经营" in page.locator("ol.timeline").inner_text()
+    _fits(page, "case")
+    page.get_by_role("button", name="开始导出").click()
+    page.locator("#export-done").wait_for(timeout=120_000)
+    assert page.locator("#export-bar").get_attribute("aria-valuenow") == "100"
+    assert "四性检测通过" in page.locator("#export-bags").inner_text()
+    with page.expect_download() as download:
+        page.locator("#export-download").click()
+    tar = into / download.value.suggested_filename
+    download.value.save_as(tar)
+    page.locator("#export-receipt").click()
+    page.wait_for_load_state()
+    assert "移交回执" in page.locator("h1").inner_text()
+    assert CASE in page.locator(".receipt").inner_text()
+    _fits(page, "receipt")
+    return tar
+
+
+def _check_the_bag(tar: Path, into: Path, rec_name: str) -> None:
+    import tarfile
+
+    import bagit
+
+    liuhen = Path(sys.executable).with_name("liuhen")
+    checked = subprocess.run([str(liuhen), "verify", str(tar)], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    with tarfile.open(tar) as t:
+        t.extractall(into, filter="data")
+    (bag,) = [p for p in into.iterdir() if p.is_dir()]
+    bagit.Bag(str(bag)).validate()
+    assert list(bag.rglob(rec_name))
 
 
 def _find(page: Any, officer: str, name: str) -> None:

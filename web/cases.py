@@ -27,13 +27,13 @@ router = APIRouter(include_in_schema=False)
 
 
 def _page(request: Request, who: Caller, template: str, values: dict[str, Any]) -> Response:
-    status = int(values.pop("status", 200))
+    status = int(values.pop("http_status", 200))
     values = {"user": who.principal, "csrf": request.cookies.get(CSRF_COOKIE, ""), **values}
     return render(request, template, values, zone=who.ctx.zone, status=status)
 
 
 def _failed(request: Request, who: Caller, exc: LiuhenError) -> Response:
-    values = {"error": exc.message, "hint": exc.hint, "status": status_of(exc)}
+    values = {"error": exc.message, "hint": exc.hint, "http_status": status_of(exc)}
     return _page(request, who, "error.html", values)
 
 
