@@ -27,11 +27,15 @@ def _version() -> str:
         return "0.0.0"
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, *, accel_redirect: str | None = None) -> FastAPI:
     """The API over the catalog, store and signing key the settings name. The catalog's
     schema is checked on the first request that needs it (SchemaOutOfDate says to run
-    `liuhen db upgrade`)."""
-    ctx = ApiContext(settings)
+    `liuhen db upgrade`).
+
+    ``accel_redirect``: behind nginx, the internal location that serves the directory
+    store's files (e.g. ``/_liuhen_store/``): a permitted, audited media request is then
+    answered with ``X-Accel-Redirect`` and nginx sends the bytes (docs/api.md)."""
+    ctx = ApiContext(settings, accel_redirect=accel_redirect)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

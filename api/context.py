@@ -17,6 +17,8 @@ from storage import ObjectStore, open_store
 @dataclass
 class ApiContext:
     settings: Settings
+    # The internal nginx location of the directory store, or None (docs/api.md).
+    accel_redirect: str | None = None
 
     @cached_property
     def catalog(self) -> Catalog:

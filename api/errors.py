@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from config.errors import (
@@ -133,6 +134,18 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _data_error(request: Request, exc: Exception) -> JSONResponse:
+    # A value PostgreSQL refuses to store or compare (a NUL character, a number beyond
+    # its column): the request's fault, not the server's.
+    log.info("%s %s: value refused by the catalog: %s", request.method, request.url.path, exc)
+    return error_response(
+        400,
+        _("the request holds a value the catalog cannot store or compare"),
+        _("remove control characters such as NUL, and keep numbers within range"),
+        "ValueRefused",
+    )
+
+
 async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
     # A bug: logged with its traceback; the client learns only that it happened.
     log.error("%s %s: internal error", request.method, request.url.path, exc_info=exc)
@@ -148,4 +161,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(LiuhenError, _liuhen_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(DataError, _data_error)
     app.add_exception_handler(Exception, _internal_error)

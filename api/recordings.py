@@ -14,11 +14,12 @@ from api import services
 from api.auth import Caller, caller
 from api.errors import ApiError
 from api.models import ERRORS, Hold, Playback, ReasonBody, SearchPage
-from api.streaming import byte_range, stream_object
+from api.streaming import accel_redirect, byte_range, stream_object
 from catalog.models import Derivative, Recording
 from catalog.search import DEFAULT_LIMIT, FLAGS, MAX_LIMIT, STATES, SearchQuery, time_range
 from catalog.search import search_recordings as run_search
 from config.i18n import _
+from storage import LocalStore
 
 router = APIRouter(prefix="/recordings", tags=["recordings"], responses=ERRORS)
 RecordingId = Annotated[int, Path(ge=1, le=2**31 - 1, description="The recording's id.")]
@@ -172,7 +173,7 @@ def media(
     download: Annotated[bool, Query(description="As a file to keep (audited).")] = False,
     range_: Annotated[str | None, Header(alias="Range", max_length=200)] = None,
     if_range: Annotated[str | None, Header(alias="If-Range", max_length=200)] = None,
-) -> StreamingResponse:
+) -> Response:
     """The proxy, access copy (or another derivative), with HTTP range requests (206,
     Content-Range; 416 for a range outside the file). Playing a proxy or access copy
     needs the play permission; downloading it, the download permission; the original
@@ -191,11 +192,17 @@ def media(
     etag = f'"{sha256}"'
     rng = byte_range(range_, size, if_range=if_range, etag=etag)
     name = _file_name(rec, kind, derived) if is_download else None
-    response = stream_object(
-        who.ctx.store, key, size, rng, media_type=media_type, etag=etag, filename=name
+    response: Response = (
+        accel_redirect(who.ctx, key, media_type=media_type, etag=etag, filename=name)
+        if who.ctx.accel_redirect and isinstance(who.ctx.store, LocalStore)
+        else stream_object(
+            who.ctx.store, key, size, rng, media_type=media_type, etag=etag, filename=name
+        )
     )
     if is_download:
-        who.audit("access.download", "recording", rec_id, kind=kind, sha256=sha256)
+        # A resumed download's pieces are each a download, of the bytes they name.
+        span = {"range": f"{rng.start}-{rng.end - 1}"} if rng.partial else {}
+        who.audit("access.download", "recording", rec_id, kind=kind, sha256=sha256, **span)
     elif rng.start == 0:  # a playback starts; the seeks it makes are not new viewings
         who.audit("access.play", "recording", rec_id, kind=kind, position_s=0)
     return response

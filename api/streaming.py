@@ -17,12 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Final
 
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
+from api.context import ApiContext
 from api.errors import ApiError
 from config.i18n import _
 from storage import ObjectStore
 from storage.digest import READ_SIZE
+from storage.keys import validate_key
 
 _SPEC: Final = re.compile(r"^\s*(\d*)\s*-\s*(\d*)\s*$")
 
@@ -103,6 +105,24 @@ def stream_object(
     return StreamingResponse(
         chunks, status_code=206 if rng.partial else 200, media_type=media_type, headers=headers
     )
+
+
+def accel_redirect(
+    ctx: ApiContext, key: str, *, media_type: str, etag: str, filename: str | None
+) -> Response:
+    """Hand the sending of a directory store's object to nginx (``X-Accel-Redirect``):
+    the request was authorized and audited here; nginx serves the file, ranges and all,
+    with sendfile, from its internal location (never reachable by clients directly)."""
+    validate_key(key)
+    headers = {
+        "X-Accel-Redirect": f"{ctx.accel_redirect or ''}{key}",
+        "ETag": etag,
+        "Cache-Control": "private, no-store",
+        "Content-Type": media_type,
+    }
+    if filename:
+        headers["Content-Disposition"] = _attachment(filename)
+    return Response(status_code=200, headers=headers)
 
 
 def _attachment(filename: str) -> str:

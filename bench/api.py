@@ -17,10 +17,11 @@ Then ``liuhen serve`` runs as its own process (uvicorn, as in production) and:
   on hold, a case, page two by cursor, officer and day together) sent by one client
   (latency of the query itself) and by ``--clients`` concurrent clients (the server
   under load): p50, p95, max in ms, as an auditor (every unit: the widest search);
-* streaming: ``cat`` of the proxy's file to /dev/null (warm, the second of two runs),
-  then the same bytes over HTTP as range requests: ``--clients`` clients (``curl``
-  processes) each fetch one slice of the file (``Range: bytes=a-b``); MiB/s of each and
-  their ratio.
+* streaming (``--via uvicorn``, or ``--via nginx``: nginx in front, the API answering
+  with X-Accel-Redirect as docs/api.md describes): ``cat`` of the proxy's file to
+  /dev/null (warm, the second of two runs), then the same bytes over HTTP as range
+  requests: ``--clients`` clients (``curl`` processes) each fetch one slice of the file
+  (``Range: bytes=a-b``); MiB/s of each and their ratio.
 
 Targets (issue 15): search p95 < 50 ms at 1,000,000 recordings; range streaming at least
 80% of ``cat``. Tests run this at a small size and assert no timing.
@@ -29,10 +30,12 @@ Targets (issue 15): search p95 < 50 ms at 1,000,000 recordings; range streaming 
 from __future__ import annotations
 
 import argparse
+import getpass
 import hashlib
 import json
 import os
 import random
+import shutil
 import socket
 import statistics
 import subprocess
@@ -41,7 +44,9 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -161,13 +166,17 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(data_dir: Path, url: str) -> tuple[subprocess.Popen[bytes], str]:
-    """``liuhen serve`` on a free loopback port, as its own process."""
+def start_server(
+    data_dir: Path, url: str, *, accel: bool = False
+) -> tuple[subprocess.Popen[bytes], str]:
+    """``liuhen serve`` on a free loopback port, as its own process (``accel``: with
+    ``--accel-redirect /_liuhen_store/``, for nginx in front)."""
     port = _free_port()
     env = {**os.environ, "LIUHEN_HOME": str(data_dir), "LIUHEN_CATALOG_URL": url}
     liuhen = Path(sys.executable).with_name("liuhen")
     proc = subprocess.Popen(
-        [str(liuhen), "serve", "--port", str(port)],
+        [str(liuhen), "serve", "--port", str(port)]
+        + (["--accel-redirect", "/_liuhen_store/"] if accel else []),
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -184,6 +193,79 @@ def start_server(data_dir: Path, url: str) -> tuple[subprocess.Popen[bytes], str
             time.sleep(0.1)
     proc.kill()
     raise RuntimeError("liuhen serve did not start")
+
+
+# nginx in front of `liuhen serve --accel-redirect`: what docs/api.md describes.
+NGINX_CONF = """
+daemon off;
+user {user};
+pid {dir}/nginx.pid;
+error_log {dir}/error.log;
+worker_processes 2;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  client_body_temp_path {dir}/body;
+  proxy_temp_path {dir}/proxy;
+  fastcgi_temp_path {dir}/fastcgi;
+  uwsgi_temp_path {dir}/uwsgi;
+  scgi_temp_path {dir}/scgi;
+  sendfile on;
+  server {{
+    listen 127.0.0.1:{port};
+    location /api/ {{
+      proxy_pass {upstream};
+      proxy_set_header Host $host;
+      proxy_buffering off;
+    }}
+    location /_liuhen_store/ {{
+      internal;
+      alias {store}/;
+    }}
+{extra}  }}
+}}
+"""
+
+
+@contextmanager
+def nginx_in_front(
+    upstream: str, store_root: str, folder: Path, *, extra: str = ""
+) -> Iterator[str]:
+    """nginx on a free loopback port: /api/ proxied to ``upstream``, and the directory
+    store as the internal location the API's X-Accel-Redirect names."""
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    conf = folder / "nginx.conf"
+    # Workers as this user: the test's store is readable by it alone (in production,
+    # nginx's user needs read access to the store: docs/api.md).
+    conf.write_text(
+        NGINX_CONF.format(
+            dir=folder,
+            port=port,
+            upstream=upstream,
+            store=store_root,
+            user=getpass.getuser(),
+            extra=extra,
+        )
+    )
+    proc = subprocess.Popen([nginx, "-c", str(conf), "-p", str(folder)])
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                httpx.get(f"{base}/api/v1/openapi.json", timeout=2)
+                break
+            except httpx.TransportError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError((folder / "error.log").read_text()) from None
+                time.sleep(0.05)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
 
 
 # -- measuring ---------------------------------------------------------------------------
@@ -251,54 +333,65 @@ def measure_search(base: str, token: str, searches: int, clients: int, seed: int
     return {"one_client_ms": _percentiles(single), f"{clients}_clients_ms": _percentiles(loaded)}
 
 
-def measure_streaming(
-    base: str, token: str, path: Path, rec_id: int, clients: int
-) -> dict[str, Any]:
-    size = path.stat().st_size
-    cat_s = 0.0
-    for _ in range(2):  # the second run reads from the page cache, as the server will
+def _cat_all(path: Path, clients: int) -> float:
+    """Seconds for ``clients`` concurrent ``cat`` of the file (warm: the second run)."""
+    seconds = 0.0
+    for _ in range(2):  # the first run fills the page cache, as the server's reads will
         t0 = time.perf_counter()
-        subprocess.run(["cat", str(path)], stdout=subprocess.DEVNULL, check=True)
-        cat_s = time.perf_counter() - t0
-    headers = {"Authorization": f"Bearer {token}"}
-    url = f"/api/v1/recordings/{rec_id}/media/proxy"
-    step = -(-size // clients)
-    slices = [(a, min(a + step, size) - 1) for a in range(0, size, step)]
+        procs = [
+            subprocess.Popen(["cat", str(path)], stdout=subprocess.DEVNULL) for _ in range(clients)
+        ]
+        for proc in procs:
+            proc.wait()
+        seconds = time.perf_counter() - t0
+    return seconds
 
-    def fetch(bounds: tuple[int, int]) -> int:
-        # curl, as a player or download manager would fetch: a Python client would
-        # measure its own parsing, not the server.
-        done = subprocess.run(
-            [
-                "curl",
-                "-s",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code} %{size_download}",
-                "-H",
-                f"Authorization: {headers['Authorization']}",
-                "-r",
-                f"{bounds[0]}-{bounds[1]}",
-                base + url,
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        code, got = done.stdout.split()
-        if code != "206":
-            raise RuntimeError(f"range request answered {code}")
-        return int(got)
 
-    fetch((0, min(size, MIB) - 1))  # warm-up
+def _curl_range(url: str, token: str, start: int) -> int:
+    """Bytes received for ``Range: bytes=start-`` (curl, as a player or download manager
+    fetches: a Python client would measure its own parsing, not the server)."""
+    done = subprocess.run(
+        [
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{size_download}",
+            "-H",
+            f"Authorization: Bearer {token}",
+            "-r",
+            f"{start}-",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    code, got = done.stdout.split()
+    if code != "206":
+        raise RuntimeError(f"range request answered {code}")
+    return int(got)
+
+
+def measure_streaming(
+    base: str, token: str, path: Path, rec_id: int, clients: int, *, url_path: str = ""
+) -> dict[str, Any]:
+    """``clients`` concurrent range requests, each from its own offset to the end (the
+    first half of the file spread over the clients), against as many concurrent ``cat``
+    of the whole file: MiB/s of each, and their ratio."""
+    size = path.stat().st_size
+    url = base + (url_path or f"/api/v1/recordings/{rec_id}/media/proxy")
+    starts = [k * (size // (2 * clients)) for k in range(clients)]
+    cat_s = _cat_all(path, clients)
+    _curl_range(url, token, max(size - MIB, 0))  # warm-up
     t0 = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
-        total = sum(pool.map(fetch, slices))
+        total = sum(pool.map(lambda start: _curl_range(url, token, start), starts))
     http_s = time.perf_counter() - t0
-    if total != size:
-        raise RuntimeError(f"streamed {total} bytes of {size}")
-    cat_mbs, http_mbs = size / MIB / cat_s, size / MIB / http_s
+    if total != sum(size - start for start in starts):
+        raise RuntimeError(f"streamed {total} bytes, not what was asked")
+    cat_mbs, http_mbs = clients * size / MIB / cat_s, total / MIB / http_s
     return {
         "proxy_mib": round(size / MIB, 1),
         "clients": clients,
@@ -378,7 +471,7 @@ def _prepare(data_dir: Path, url: str, recordings: int, proxy_mb: int, seed: int
             created_by="bench",
             policy=app.settings.access,
         )
-    store_path = Path(app.store.url.removeprefix("file://")) / key
+    store_path = Path(app.settings.store_url.removeprefix("file://")) / key
     app.close()
     return built, store_path, 1, token
 
@@ -392,6 +485,7 @@ def run(
     proxy_mb: int,
     seed: int = 7,
     keep: bool = False,
+    via: str = "uvicorn",
 ) -> dict[str, Any]:
     cleanup = None
     if url is None:
@@ -401,9 +495,31 @@ def run(
         with tempfile.TemporaryDirectory(prefix="liuhen-bench-api-") as tmp:
             data_dir = Path(tmp)
             built, proxy, rec_id, token = _prepare(data_dir, url, recordings, proxy_mb, seed)
-            proc, base = start_server(data_dir, url)
+            accel = via == "nginx"
+            proc, base = start_server(data_dir, url, accel=accel)
             search = measure_search(base, token, searches, clients, seed)
-            streaming = measure_streaming(base, token, proxy, rec_id, clients)
+            if accel:  # the bytes from nginx, after the API allowed and audited them
+                store_root = str(proxy.parents[1])  # the proxy's key is sha256/<hex>
+                # A public location serving the same file without the API: the baseline
+                # of what loopback HTTP itself costs (bench only, never in production).
+                static = f"location /_static/ {{ alias {store_root}/; }}"
+                with nginx_in_front(base, store_root, data_dir, extra=static) as front:
+                    streaming = measure_streaming(front, token, proxy, rec_id, clients)
+                    plain = measure_streaming(
+                        front,
+                        token,
+                        proxy,
+                        rec_id,
+                        clients,
+                        url_path=f"/_static/sha256/{proxy.name}",
+                    )
+                streaming["nginx_static_mib_s"] = plain["http_ranges_mib_s"]
+                streaming["ratio_to_nginx_static"] = round(
+                    streaming["http_ranges_mib_s"] / plain["http_ranges_mib_s"], 3
+                )
+            else:
+                streaming = measure_streaming(base, token, proxy, rec_id, clients)
+            streaming["via"] = via
     finally:
         if proc is not None:
             proc.terminate()
@@ -441,6 +557,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--searches", type=int, default=200, help="Searches per measurement.")
     p.add_argument("--proxy-mb", type=int, default=64)
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument(
+        "--via",
+        choices=["uvicorn", "nginx"],
+        default="uvicorn",
+        help="Stream from liuhen serve itself, or from nginx in front of it (X-Accel-Redirect).",
+    )
     p.add_argument("--json", type=Path, help="Also write the figures to this file.")
     p.add_argument("--keep", action="store_true", help="Keep the bench schema.")
     args = p.parse_args(argv)
@@ -452,6 +574,7 @@ def main(argv: list[str] | None = None) -> int:
         proxy_mb=args.proxy_mb,
         seed=args.seed,
         keep=args.keep,
+        via=args.via,
     )
     text_ = json.dumps(result, indent=2, ensure_ascii=False)
     print(text_)

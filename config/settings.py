@@ -255,6 +255,18 @@ class AccessSettings:
 
 
 @dataclass(frozen=True)
+class ApiSettings:
+    # `liuhen serve` (docs/api.md): where it listens; its command-line options override.
+    host: str = "127.0.0.1"
+    port: int = bounded(8000, 1, 65535)
+    # TLS certificate and key (PEM). Empty: plain HTTP, behind a TLS reverse proxy.
+    tls_cert: str = ""
+    tls_key: str = ""
+    # Behind nginx: its internal location serving the directory store (X-Accel-Redirect).
+    accel_redirect: str = ""
+
+
+@dataclass(frozen=True)
 class Settings:
     data_dir: Path
     # The file the settings were read from, or None when none existed.
@@ -270,6 +282,7 @@ class Settings:
     compliance: ComplianceSettings = field(default_factory=ComplianceSettings)
     access: AccessSettings = field(default_factory=AccessSettings)
     audit: AuditSettings = field(default_factory=AuditSettings)
+    api: ApiSettings = field(default_factory=ApiSettings)
 
     @property
     def catalog_url(self) -> str:
@@ -313,4 +326,5 @@ SECTIONS: dict[str, type] = {
     "compliance": ComplianceSettings,
     "access": AccessSettings,
     "audit": AuditSettings,
+    "api": ApiSettings,
 }

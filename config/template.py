@@ -147,6 +147,16 @@ token_max_days = 365
 # Access-audit events (logins, views, playbacks, downloads) are kept at least this many
 # days; at least 180 (GB/T 22239-2019 level 3: six months). See docs/security.md.
 keep_days = 180
+
+[api]
+# `liuhen serve`: the HTTP API (docs/api.md). Plain HTTP on loopback, behind a TLS reverse
+# proxy, unless a certificate and key (PEM files) are given.
+host = "127.0.0.1"
+port = 8000
+tls_cert = ""
+tls_key = ""
+# Behind nginx: its internal location serving the directory store, e.g. "/_liuhen_store/".
+accel_redirect = ""
 """  # noqa: E501
 
 

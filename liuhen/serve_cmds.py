@@ -15,7 +15,13 @@ Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 
 def run_serve(
-    app: Any, *, host: str, port: int, certfile: Path | None, keyfile: Path | None
+    app: Any,
+    *,
+    host: str,
+    port: int,
+    certfile: Path | None,
+    keyfile: Path | None,
+    accel_redirect: str | None = None,
 ) -> None:
     import uvicorn
 
@@ -40,7 +46,7 @@ def run_serve(
             markup=False,
         )
     uvicorn.run(
-        create_app(app.settings),
+        create_app(app.settings, accel_redirect=accel_redirect),
         host=host,
         port=port,
         ssl_certfile=str(certfile) if certfile else None,
@@ -55,21 +61,53 @@ def run_serve(
 
 def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> None:
     @cli.command("serve")
-    @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-    @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+    @click.option("--host", default=None, help="Address to listen on [api.host: 127.0.0.1].")
+    @click.option(
+        "--port",
+        type=click.IntRange(1, 65535),
+        default=None,
+        help="Port to listen on [api.port: 8000].",
+    )
     @click.option(
         "--tls-cert",
         "certfile",
         type=click.Path(exists=True, dir_okay=False, path_type=Path),
-        help="TLS certificate (PEM); without it, serve behind a TLS reverse proxy.",
+        help="TLS certificate (PEM) [api.tls_cert]; without it, serve behind a TLS reverse proxy.",
     )
     @click.option(
         "--tls-key",
         "keyfile",
         type=click.Path(exists=True, dir_okay=False, path_type=Path),
-        help="TLS private key (PEM).",
+        help="TLS private key (PEM) [api.tls_key].",
+    )
+    @click.option(
+        "--accel-redirect",
+        metavar="LOCATION",
+        help="Behind nginx: its internal location serving the directory store (e.g. "
+        "/_liuhen_store/); nginx then sends the media bytes (docs/api.md) "
+        "[api.accel_redirect].",
     )
     @pass_ctx
-    def serve(ctx: Any, host: str, port: int, certfile: Path | None, keyfile: Path | None) -> None:
+    def serve(
+        ctx: Any,
+        host: str | None,
+        port: int | None,
+        certfile: Path | None,
+        keyfile: Path | None,
+        accel_redirect: str | None,
+    ) -> None:
         """Serve the HTTP API (JSON under /api/v1, described at /api/v1/openapi.json)."""
-        run_serve(ctx.app(), host=host, port=port, certfile=certfile, keyfile=keyfile)
+        app = ctx.app()
+        api = app.settings.api  # the settings, where the command line says nothing
+        run_serve(
+            app,
+            host=host or api.host,
+            port=port or api.port,
+            certfile=certfile or _path(api.tls_cert),
+            keyfile=keyfile or _path(api.tls_key),
+            accel_redirect=accel_redirect or api.accel_redirect or None,
+        )
+
+
+def _path(text: str) -> Path | None:
+    return Path(text).expanduser() if text else None

@@ -4,14 +4,22 @@ with the command line's words."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
+from bench.api import nginx_in_front
 from catalog.devices import add_device
-from tests.api_helpers import add_proxy, client, error_of, issue_token, served
+from tests.api_helpers import (
+    add_proxy,
+    client,
+    error_of,
+    issue_token,
+    served,
+)
 from tests.case_helpers import cst, make_recording
 
 
@@ -200,3 +208,45 @@ def test_without_credentials_nothing_is_answered(base: str, rec: int) -> None:
         r = forged.get("/api/v1/recordings")
         assert r.status_code == 401
         assert "unknown or was revoked" in error_of(r)["message"]
+
+
+def test_behind_nginx_the_bytes_come_from_nginx_after_the_api_allowed_them(
+    app: Any, rec: int, tmp_path: Any
+) -> None:
+    import shutil
+
+    if shutil.which("nginx") is None and not os.path.exists("/usr/sbin/nginx"):
+        pytest.skip("nginx not installed")
+    data = add_proxy(app, rec)
+    store_root = app.store.root
+    token = issue_token(app, "archivist", "徐汇分局")
+    with (
+        served(app.settings, accel_redirect="/_liuhen_store/") as upstream,
+        nginx_in_front(upstream, str(store_root), tmp_path) as base,
+        client(base, Authorization=f"Bearer {token}") as http,
+    ):
+        direct = client(upstream, Authorization=f"Bearer {token}")
+        handed = direct.get(f"/api/v1/recordings/{rec}/media/proxy")
+        assert handed.headers["x-accel-redirect"].startswith("/_liuhen_store/sha256/")
+        assert handed.content == b""
+        r = http.get(f"/api/v1/recordings/{rec}/media/proxy", headers={"Range": "bytes=1000-1999"})
+        assert r.status_code == 206 and r.content == data[1000:2000]
+        assert r.headers["content-range"] == f"bytes 1000-1999/{len(data)}"
+        # The store itself is not reachable through nginx, and refusals stay refusals.
+        assert (
+            http.get(f"/_liuhen_store/{handed.headers['x-accel-redirect'][15:]}").status_code == 404
+        )
+        with client(base) as anonymous:
+            assert anonymous.get(f"/api/v1/recordings/{rec}/media/proxy").status_code == 401
+        direct.close()
+
+
+def test_values_the_catalog_cannot_hold_are_400_not_500(api: httpx.Client, rec: int) -> None:
+    for r in (
+        api.get("/api/v1/recordings", params={"officer": "01\x0002"}),
+        api.get("/api/v1/recordings", params={"unit": "徐\x00汇"}),
+        api.post(f"/api/v1/recordings/{rec}/holds", json={"reason": "court\x00order"}),
+    ):
+        assert r.status_code in (200, 201, 400), r.text
+        if r.status_code == 400:
+            error_of(r)

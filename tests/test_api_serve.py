@@ -31,10 +31,13 @@ def _free_port() -> int:
 def serve(app: Any, catalog_url: str) -> Iterator[str]:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "LIUHEN_LANG"}  # the default: zh
-    env |= {"LIUHEN_HOME": str(app.settings.data_dir), "LIUHEN_CATALOG_URL": catalog_url}
-    proc = subprocess.Popen(
-        [LIUHEN, "serve", "--port", str(port)], env=env, stderr=subprocess.PIPE, text=True
-    )
+    # The port from the settings ([api] port, here by its environment variable).
+    env |= {
+        "LIUHEN_HOME": str(app.settings.data_dir),
+        "LIUHEN_CATALOG_URL": catalog_url,
+        "LIUHEN_API_PORT": str(port),
+    }
+    proc = subprocess.Popen([LIUHEN, "serve"], env=env, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
