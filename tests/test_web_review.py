@@ -148,7 +148,7 @@ def _export(page: Any, into: Path) -> Path:
     assert "四性检测通过" in page.locator("#export-bags").inner_text()
     with page.expect_download() as download:
         page.locator("#export-download").click()
-    tar = into / download.value.suggested_filename
+    tar = into / str(download.value.suggested_filename)
     download.value.save_as(tar)
     page.locator("#export-receipt").click()
     page.wait_for_load_state()
