@@ -29,7 +29,13 @@ from catalog.models import Case, CaseRecording, CustodyEvent, Recording
 from ingest.synthetic import make_recorder
 from tests.api_helpers import PASSWORD, access_events, add_user
 from tests.offload_helpers import make_app
-from tests.web_helpers import chromium, liuhen_serve, no_sideways_scroll, shot
+from tests.web_helpers import (
+    chromium,
+    liuhen_serve,
+    no_sideways_scroll,
+    shot,
+    unlabelled_controls,
+)
 
 pytestmark = pytest.mark.timeout(600)
 CASE = "沪徐市监罚〔2026〕123号"
@@ -71,7 +77,9 @@ def _login(page: Any, base: str, login: str, password: str) -> None:
 
 
 def _fits(page: Any, name: str) -> None:
-    """The page at both window sizes, without sideways scrolling; screenshots kept."""
+    """The page at both window sizes, without sideways scrolling, every control
+    labelled; screenshots kept."""
+    assert unlabelled_controls(page) == []
     for size in SIZES:
         page.set_viewport_size(size)
         no_sideways_scroll(page)

@@ -12,10 +12,15 @@ import httpx
 import pytest
 
 from ingest.journal import Journal
-from ingest.station import Progress
 from ingest.synthetic import make_recorder
 from tests.offload_helpers import make_app
-from tests.web_helpers import chromium, liuhen_serve, no_sideways_scroll, shot
+from tests.web_helpers import (
+    chromium,
+    liuhen_serve,
+    no_sideways_scroll,
+    shot,
+    unlabelled_controls,
+)
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -28,18 +33,22 @@ def _docking_state(journal_path: Path) -> str:
         journal.close()
 
 
-def _held_mid_way(
+def _held_before_the_verdict(
     station: Any, root: Path
 ) -> tuple[threading.Thread, threading.Event, threading.Event]:
-    """Dock ``root`` in a thread that stops after its first file until released."""
+    """Dock ``root`` in a thread that stops just before the station writes the
+    docking's final state (every file may be copied by then) until released: the
+    moment a screen that guessed from the counts would say "safe" too early."""
     paused, release = threading.Event(), threading.Event()
+    finish = station.journal.finished
 
-    def hold(p: Progress) -> None:
-        if p.files_done >= 1 and not paused.is_set():
-            paused.set()
-            release.wait(timeout=120)
+    def held(uid: str, **kwargs: Any) -> None:
+        paused.set()
+        release.wait(timeout=120)
+        finish(uid, **kwargs)
 
-    thread = threading.Thread(target=lambda: station.run_docking(root, on_progress=hold))
+    station.journal.finished = held
+    thread = threading.Thread(target=lambda: station.run_docking(root))
     thread.start()
     return thread, paused, release
 
@@ -55,12 +64,12 @@ def test_station_screen_shows_progress_then_safe_to_clear(tmp_path: Path) -> Non
         page.goto(f"{base}/station")  # loopback: no login
         assert "/login" not in page.url
         page.get_by_text("还没有执法记录仪接入").wait_for()
-        thread, paused, release = _held_mid_way(station, recorder.root)
+        thread, paused, release = _held_before_the_verdict(station, recorder.root)
         try:
-            assert paused.wait(timeout=60), "the docking never reported its first file"
+            assert paused.wait(timeout=60), "the docking never finished"
             card = page.locator("article.slot")
             card.wait_for()
-            # Several polls while the docking is held mid-way: never safe.
+            # Several polls while the docking is held before its verdict: never safe.
             for _ in range(4):
                 with page.expect_response(lambda r: r.url.endswith("/station/status")):
                     pass
@@ -69,7 +78,7 @@ def test_station_screen_shows_progress_then_safe_to_clear(tmp_path: Path) -> Non
                 assert "可安全拔出" not in text, text
                 assert card.get_attribute("data-state") == "OFFLOADING"
             done, total = (int(n) for n in card.locator(".files").inner_text().split("/"))
-            assert total > 0 and done < total
+            assert total > 0 and 0 <= done <= total
             assert card.locator(".device").inner_text() == "A123456"
             assert recorder.device.officer_number in card.locator(".officer").inner_text()
             shot(page, "station-1024x600-offloading")
@@ -84,6 +93,7 @@ def test_station_screen_shows_progress_then_safe_to_clear(tmp_path: Path) -> Non
         assert card.locator(".bar").get_attribute("aria-valuenow") == "100"
         shot(page, "station-1024x600-safe")
         no_sideways_scroll(page)
+        assert unlabelled_controls(page) == []
     station.close()
     app.close()
 

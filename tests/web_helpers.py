@@ -111,3 +111,16 @@ def shot(page: Any, name: str) -> None:
     """A screenshot kept as a test artifact (LIUHEN_WEB_SHOTS, default test-artifacts/web)."""
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def unlabelled_controls(page: Any) -> list[str]:
+    """Controls a screen reader could not name (no label, aria-label or text): an
+    accessibility basic checked on every page (axe-core is not installed here)."""
+    found: list[str] = page.evaluate(
+        """() => Array.from(document.querySelectorAll(
+              'input:not([type=hidden]), select, textarea, button, video'))
+            .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')
+                         && !(e.textContent || '').trim())
+            .map(e => e.outerHTML.slice(0, 120))"""
+    )
+    return found

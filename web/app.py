@@ -13,8 +13,9 @@ from web import pages
 from web.render import STATIC
 
 
-def create_app(settings: Settings) -> FastAPI:
-    app = create_api(settings)
+def create_app(settings: Settings, *, accel_redirect: str | None = None) -> FastAPI:
+    """``api.app.create_app`` (same arguments) with the pages and /static."""
+    app = create_api(settings, accel_redirect=accel_redirect)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.include_router(pages.router)
     return app
