@@ -207,3 +207,20 @@ def test_cases_list_and_case_page(app: Any, web: TestClient, rec: int) -> None:
     assert number not in web.get("/cases").text
     assert web.get(f"/cases/{number}").status_code == 403
     assert web.get("/exports/no-such-export/receipt").status_code in (403, 404)
+
+
+def test_access_log_for_the_auditor_only(app: Any, web: TestClient, rec: int) -> None:
+    add_user(app, "li", "reviewer", unit=UNIT)
+    add_user(app, "sun", "auditor", unit=UNIT)
+    _login(web, "li")
+    assert web.get(f"/recordings/{rec}").status_code == 200  # a view, audited
+    assert web.get("/audit").status_code == 403  # a reviewer reads no audit (audited)
+    _login(web, "sun")
+    log = web.get(f"/audit?user=li&recording={rec}")
+    assert log.status_code == 200
+    rows = re.findall(r'<td class="actor">([^<]*)</td><td class="action">([^<]*)</td>', log.text)
+    assert ("li", "查看") in rows, rows
+    assert all(actor == "li" for actor, _ in rows)
+    assert "访问日志" in web.get("/recordings").text  # offered in the navigation
+    bad = web.get("/audit?from=not-a-time")
+    assert bad.status_code == 400

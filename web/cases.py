@@ -17,24 +17,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from api import cases as api_cases
-from api.auth import CSRF_COOKIE, Caller
+from api.auth import Caller
 from api.errors import status_of
 from config.errors import LiuhenError
 from web.auth import page_caller, to_login
-from web.render import render
+from web.render import page
 
 router = APIRouter(include_in_schema=False)
 
 
-def _page(request: Request, who: Caller, template: str, values: dict[str, Any]) -> Response:
-    status = int(values.pop("http_status", 200))
-    values = {"user": who.principal, "csrf": request.cookies.get(CSRF_COOKIE, ""), **values}
-    return render(request, template, values, zone=who.ctx.zone, status=status)
-
-
 def _failed(request: Request, who: Caller, exc: LiuhenError) -> Response:
     values = {"error": exc.message, "hint": exc.hint, "http_status": status_of(exc)}
-    return _page(request, who, "error.html", values)
+    return page(request, who, "error.html", values)
 
 
 @router.get("/cases")
@@ -51,7 +45,7 @@ def cases_page(request: Request) -> Response:
     if wanted:
         found = [c for c in found if wanted in c["number"] or wanted in (c.get("title") or "")]
     values = {"cases": found, "status": status, "q": wanted}
-    return _page(request, who, "cases.html", values)
+    return page(request, who, "cases.html", values)
 
 
 @router.get("/cases/{number:path}")
@@ -71,7 +65,7 @@ def case_page(request: Request, number: str) -> Response:
         "may_export": who.allowed("export.run", target),
         "size_total": sum(r["size"] for r in report["recordings"]),
     }
-    return _page(request, who, "case.html", values)
+    return page(request, who, "case.html", values)
 
 
 def timeline(report: dict[str, Any]) -> list[dict[str, Any]]:
@@ -124,4 +118,4 @@ def receipt_page(request: Request, uid: str) -> Response:
             who.authorize("export.run", Target("export", uid))
     except LiuhenError as exc:
         return _failed(request, who, exc)
-    return _page(request, who, "receipt.html", {"r": found})
+    return page(request, who, "receipt.html", {"r": found})

@@ -24,7 +24,7 @@ from catalog.search import FLAGS, STATES
 from config.errors import LiuhenError
 from config.i18n import N_
 from web.auth import page_caller, to_login
-from web.render import render
+from web.render import page
 
 router = APIRouter(include_in_schema=False)
 FILTERS = ("officer", "device", "unit", "case", "from", "to")
@@ -48,17 +48,6 @@ TIME_SOURCES = {
     "clock_offset_s": N_("recorder clock offset (s)"),
     "duration_s": N_("duration (s)"),
 }
-
-
-def _page(request: Request, who: Caller, template: str, values: dict[str, Any]) -> Response:
-    values = {"user": who.principal, "csrf": _csrf(request), **values}
-    return render(request, template, values, zone=who.ctx.zone, status=values.pop("status", 200))
-
-
-def _csrf(request: Request) -> str:
-    from api.auth import CSRF_COOKIE
-
-    return request.cookies.get(CSRF_COOKIE, "")
 
 
 @router.get("/recordings")
@@ -95,9 +84,9 @@ def search_page(request: Request) -> Response:
         )
         values.update(items=found["items"], next_cursor=found["next_cursor"])
     except LiuhenError as exc:
-        values.update(error=exc.message, hint=exc.hint, status=status_of(exc))
+        values.update(error=exc.message, hint=exc.hint, http_status=status_of(exc))
     values["next_url"] = _next_url(request, values["next_cursor"])
-    return _page(request, who, "recordings.html", values)
+    return page(request, who, "recordings.html", values)
 
 
 def _next_url(request: Request, cursor: str | None) -> str | None:
@@ -118,8 +107,8 @@ def recording_page(request: Request, rec_id: int) -> Response:
     try:
         report = api_recordings.detail(who, rec_id)  # authorized and audited as a view
     except LiuhenError as exc:
-        failed = {"error": exc.message, "hint": exc.hint, "status": status_of(exc)}
-        return _page(request, who, "error.html", failed)
+        failed = {"error": exc.message, "hint": exc.hint, "http_status": status_of(exc)}
+        return page(request, who, "error.html", failed)
     target = who.recording_target(rec_id)
     may = {
         p: who.allowed(p, target)
@@ -143,7 +132,7 @@ def recording_page(request: Request, rec_id: int) -> Response:
         "flag_text": FLAG_TEXT,
         "time_sources": _time_sources(report.get("time_evidence") or {}, who),
     }
-    return _page(request, who, "recording.html", values)
+    return page(request, who, "recording.html", values)
 
 
 def _time_sources(evidence: dict[str, Any], who: Caller) -> list[tuple[str, str]]:

@@ -23,6 +23,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
+from api.auth import Caller
 from config import i18n
 from config.timetext import show_clock, show_time
 
@@ -105,3 +106,20 @@ def render(
     if request.query_params.get("lang"):
         response.set_cookie(LANG_COOKIE, lang, samesite="strict", max_age=365 * 86400)
     return response
+
+
+def page(request: Request, who: Caller, template: str, values: Mapping[str, Any]) -> Response:
+    """A page for a logged-in user: who they are, the CSRF token of their session for
+    the page's forms, and which areas the navigation offers them. ``http_status`` in
+    ``values`` is the answer's status (an error shown in the page)."""
+    from api.auth import CSRF_COOKIE
+
+    shown = dict(values)
+    status = int(shown.pop("http_status", 200))
+    context = {
+        "user": who.principal,
+        "csrf": request.cookies.get(CSRF_COOKIE, ""),
+        "can_audit": who.allowed("audit.view") or who.allowed("audit.admin_view"),
+        **shown,
+    }
+    return render(request, template, context, zone=who.ctx.zone, status=status)
