@@ -8,8 +8,9 @@ a station that docked a synthetic recorder and a worker that made its proxy:
 - an archivist opens the case, exports it (progress, then the .tar download and the
   hand-over receipt), and the downloaded bag passes `liuhen verify` and bagit-python;
 - the audit names the reviewer for the view, the playback (with what was watched) and
-  the attachment, and the archivist for the export and the download; the marker is a
-  custody event; pages fit 1280×800 and 1024×600.
+  the attachment, and the archivist for the export and the download; an officer of
+  another unit is refused the recording (403) and the auditor sees that too, in the
+  access log page; the marker is a custody event; pages fit 1280×800 and 1024×600.
 """
 
 from __future__ import annotations
@@ -76,6 +77,21 @@ def _login(page: Any, base: str, login: str, password: str) -> None:
     page.wait_for_load_state()
 
 
+def _log_out(page: Any) -> None:
+    page.get_by_role("button", name="退出登录").click()
+    page.wait_for_url("**/login")
+
+
+def _logged(page: Any, url: str) -> set[str]:
+    """The actions the access log page lists for ``url``'s filters, each row checked
+    to be of the user asked for."""
+    page.goto(url)
+    user = url.split("user=")[1].split("&")[0]
+    actors = set(page.locator("td.actor").all_inner_texts())
+    assert actors == {user}, actors
+    return set(page.locator("td.action").all_inner_texts())
+
+
 def _fits(page: Any, name: str) -> None:
     """The page at both window sizes, without sideways scrolling, every control
     labelled; screenshots kept."""
@@ -115,6 +131,8 @@ def test_reviewer_finds_plays_marks_and_attaches(tmp_path: Path) -> None:
     officer = recorder.device.officer_number
     add_user(app, "li", "reviewer", unit=unit)
     add_user(app, "chen", "archivist", unit=unit)
+    add_user(app, "sun", "auditor", unit=unit)
+    add_user(app, "zhao", "officer", unit="静安分局", officer_number="999999")
     with app.catalog.transaction() as s:
         create_case(s, app.signer, number=CASE, title="无照经营", unit=unit, actor="test")
         rec = s.scalars(select(Recording).where(Recording.original_name.like("%.MP4"))).one()
@@ -131,10 +149,19 @@ def test_reviewer_finds_plays_marks_and_attaches(tmp_path: Path) -> None:
         _mark(page, "当事人出示营业执照")
         _attach(page, CASE, "现场检查无照经营，证明当事人经营行为")
         _fits(page, "recording")
-        page.get_by_role("button", name="退出登录").click()
-        page.wait_for_url("**/login")
+        _log_out(page)
         _login(page, base, "chen", PASSWORD)
         tar = _export(page, tmp_path / "download")
+        _log_out(page)
+        _login(page, base, "zhao", PASSWORD)
+        refused = page.goto(f"{base}/recordings/{rec_id}")
+        assert refused is not None and refused.status == 403
+        _log_out(page)
+        _login(page, base, "sun", PASSWORD)
+        assert {"查看", "播放", "关联"} <= _logged(page, f"{base}/audit?user=li&recording={rec_id}")
+        _fits(page, "audit")
+        assert {"导出", "下载"} <= _logged(page, f"{base}/audit?user=chen")
+        assert "拒绝访问" in _logged(page, f"{base}/audit?user=zhao")
     _check_the_records(app, rec_id, sha, middle)
     _check_the_bag(tar, tmp_path / "bag", rec_name)
     exports = [e.action for e in access_events(app, actor="chen")]
