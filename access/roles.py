@@ -201,14 +201,14 @@ ROLE_SCOPE: Mapping[Role, Scope] = MappingProxyType(
 # What a role is called to people (translated when shown: config.i18n._).
 ROLE_TITLES: Mapping[Role, str] = MappingProxyType(
     {
-        Role.OFFICER: N_("officer"),
-        Role.REVIEWER: N_("reviewer"),
-        Role.SUPERVISOR: N_("supervisor"),
-        Role.ARCHIVIST: N_("archivist"),
-        Role.AUDITOR: N_("auditor"),
-        Role.SYSTEM_ADMIN: N_("system administrator"),
-        Role.SECURITY_ADMIN: N_("security administrator"),
-        Role.AUDIT_ADMIN: N_("audit administrator"),
+        Role.OFFICER: N_("Officer"),
+        Role.REVIEWER: N_("Reviewer"),
+        Role.SUPERVISOR: N_("Supervisor"),
+        Role.ARCHIVIST: N_("Archivist"),
+        Role.AUDITOR: N_("Auditor"),
+        Role.SYSTEM_ADMIN: N_("System administrator"),
+        Role.SECURITY_ADMIN: N_("Security administrator"),
+        Role.AUDIT_ADMIN: N_("Audit administrator"),
     }
 )
 

@@ -38,6 +38,7 @@ from catalog.errors import CatalogError
 from catalog.models import CustodyEvent
 from catalog.signing import Signer
 from config.errors import EXIT_FAILED_CHECK
+from config.i18n import _
 from storage import Digest, ObjectStore, StorageError
 
 if TYPE_CHECKING:
@@ -158,11 +159,14 @@ def _refuse_if_contradicted(session: Session, last: ChainHead, seq: int) -> None
     )
     if seq < last.seq or held != last.event_hash:
         raise AnchorRefused(
-            f"custody chain of station {last.station_id}: the catalog no longer holds event "
-            f"#{last.seq} as anchored at {last.at} (catalog head #{seq}); not signing over "
-            "it",
-            hint="run 'liuhen custody verify'; restore the catalog from a copy that "
-            "holds the anchored events",
+            _(
+                "custody chain of station {station}: the catalog no longer holds event "
+                "#{seq} as anchored at {at} (catalog head #{head}); not signing over it"
+            ).format(station=last.station_id, seq=last.seq, at=last.at, head=seq),
+            hint=_(
+                "run 'liuhen custody verify'; restore the catalog from a copy that "
+                "holds the anchored events"
+            ),
         )
 
 
@@ -203,7 +207,11 @@ def store_heads(
                     data = f.read(1 << 16)
                 heads.append(head_from_json(parse_json(data), f"store {key}"))
             except (ValueError, StorageError) as exc:
-                issues.append(Issue("bad-anchor", "", None, f"store {key}: {exc}"))
+                issues.append(
+                    Issue(
+                        "bad-anchor", "", None, _("store {key}: {error}").format(key=key, error=exc)
+                    )
+                )
     return heads, issues
 
 
@@ -223,8 +231,10 @@ def file_heads(
                     "bad-anchor",
                     "",
                     None,
-                    f"{path}: no {BAG_FILE} (a bag exported "
-                    "before chain heads were written has none)",
+                    _(
+                        "{path}: no {file} (a bag exported before chain heads were written "
+                        "has none)"
+                    ).format(path=path, file=BAG_FILE),
                 )
             ]
         return file_heads(inner)
@@ -239,7 +249,14 @@ def file_heads(
             member = _bag_member(tar)
             f = tar.extractfile(member) if member is not None else None
             if member is None or f is None:
-                return [], [Issue("bad-anchor", "", None, f"{path}: no {BAG_FILE}")]
+                return [], [
+                    Issue(
+                        "bad-anchor",
+                        "",
+                        None,
+                        _("{path}: no {file}").format(path=path, file=BAG_FILE),
+                    )
+                ]
             return _some_heads(
                 heads_from_lines(f.read(MAX_FILE_BYTES), f"{path}:{member.name}"), path
             )
@@ -249,9 +266,10 @@ def file_heads(
                 "bad-anchor",
                 "",
                 None,
-                f"{path}: {path.stat().st_size} bytes, too "
-                "large for an anchors file (name a bag or a JSON-lines file of chain "
-                "heads)",
+                _(
+                    "{path}: {size} bytes, too large for an anchors file (name a bag or a "
+                    "JSON-lines file of chain heads)"
+                ).format(path=path, size=path.stat().st_size),
             )
         ]
     return _some_heads(heads_from_lines(path.read_bytes(), str(path)), path)
@@ -270,7 +288,9 @@ def _some_heads(
                 "bad-anchor",
                 "",
                 None,
-                f"{path}: holds no chain heads (name a bag or a JSON-lines file of chain heads)",
+                _(
+                    "{path}: holds no chain heads (name a bag or a JSON-lines file of chain heads)"
+                ).format(path=path),
             )
         ]
     return heads, issues

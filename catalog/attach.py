@@ -13,7 +13,7 @@ is a custody event with its actor and reason.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
 from sqlalchemy import func, select
@@ -39,7 +39,9 @@ from catalog.retention import lock_recording, sync_store_retention
 from catalog.signing import Signer
 from catalog.states import LIVE_STATES
 from config.errors import EXIT_NOINPUT
-from config.settings import RetentionSettings
+from config.i18n import _
+from config.settings import CHINA_STANDARD_TIME, RetentionSettings
+from config.timetext import show_time
 from storage import ObjectStore
 
 # Recordings are looked for this far before an action's window: no recorder segment is
@@ -195,15 +197,17 @@ def attach_manual(
 ) -> bool:
     """Attach by hand. False when it was attached already (nothing changes)."""
     if not reason.strip():
-        raise CaseError("attaching needs a reason", hint="give --reason TEXT")
+        raise CaseError(_("attaching needs a reason"), hint=_("give --reason TEXT"))
     case = get_case(session, case_number)
     locked = lock_recording(session, rec.id)
     assert locked is not None
     rec = locked
     if rec.state not in LIVE_STATES:
         raise CaseError(
-            f"recording {rec.id} ({rec.sha256[:16]}) is {rec.state}: its bytes are not held",
-            hint="see 'liuhen retention explain'",
+            _("recording {id} ({sha}) is {state}: its bytes are not held").format(
+                id=rec.id, sha=rec.sha256[:16], state=rec.state
+            ),
+            hint=_("see 'liuhen retention explain'"),
         )
     row = session.scalars(
         select(CaseRecording).where(
@@ -247,7 +251,7 @@ def detach(
 ) -> dict[str, Any]:
     """Detach by hand. A recording already exported needs ``force_exported``."""
     if not reason.strip():
-        raise CaseError("detaching needs a reason", hint="give --reason TEXT")
+        raise CaseError(_("detaching needs a reason"), hint=_("give --reason TEXT"))
     case = get_case(session, case_number)
     row = session.scalars(
         select(CaseRecording).where(
@@ -256,7 +260,9 @@ def detach(
     ).first()
     if row is None or row.detached_at is not None:
         raise CaseError(
-            f"recording {rec.id} ({rec.sha256[:16]}) is not attached to {case.number}",
+            _("recording {id} ({sha}) is not attached to {case}").format(
+                id=rec.id, sha=rec.sha256[:16], case=case.number
+            ),
             hint=f"liuhen case show '{case.number}'",
         )
     exports = list(
@@ -268,9 +274,11 @@ def detach(
     )
     if exports and not force_exported:
         raise CaseError(
-            f"recording {rec.id} ({rec.sha256[:16]}) was exported ({', '.join(exports)}); "
-            "detaching it leaves the exported package disagreeing with the catalog",
-            hint="if that is intended, run again with --force-exported",
+            _(
+                "recording {id} ({sha}) was exported ({exports}); detaching it leaves the "
+                "exported package disagreeing with the catalog"
+            ).format(id=rec.id, sha=rec.sha256[:16], exports=", ".join(exports)),
+            hint=_("if that is intended, run again with --force-exported"),
         )
     row.detached_at = utcnow()
     row.detached_by, row.detach_reason = actor, reason
@@ -505,18 +513,23 @@ def get_recording(session: Session, ref: str) -> Recording:
         return found[0]
     if not found:
         raise RecordingNotFound(
-            f"no recording matches {ref!r}",
-            hint="give a recording id, at least 6 hex digits of its SHA-256 or SM3, "
-            "or its file name",
+            _("no recording matches {ref!r}").format(ref=ref),
+            hint=_(
+                "give a recording id, at least 6 hex digits of its SHA-256 or SM3, or its file name"
+            ),
         )
     if by_name:
         raise RetentionError(
-            f"{len(found)} recordings are named {ref!r}: " + describe_choices(found),
-            hint="give the recording's id (the number after #) instead of its name",
+            _("{count} recordings are named {ref!r}: {choices}").format(
+                count=len(found), ref=ref, choices=describe_choices(found)
+            ),
+            hint=_("give the recording's id (the number after #) instead of its name"),
         )
     raise RetentionError(
-        f"{ref!r} matches {len(found)} recordings",
-        hint="give more digits: " + ", ".join(r.sha256[:16] for r in found),
+        _("{ref!r} matches {count} recordings").format(ref=ref, count=len(found)),
+        hint=_("give more digits: {choices}").format(
+            choices=", ".join(r.sha256[:16] for r in found)
+        ),
     )
 
 
@@ -541,12 +554,16 @@ def recordings_named(session: Session, name: str) -> list[Recording]:
     return []
 
 
-def describe_choices(recs: Iterable[Recording]) -> str:
-    """Candidates as a person picks one: id, name, capture start, SHA-256 prefix."""
-    return "; ".join(
-        f"#{r.id} {r.original_name} "
-        f"(captured {r.captured_at.isoformat() if r.captured_at else '?'}, "
-        f"sha256 {r.sha256[:16]})"
+def describe_choices(recs: Iterable[Recording], zone: tzinfo = CHINA_STANDARD_TIME) -> str:
+    """Candidates as a person picks one: id, name, capture start (in ``zone``), SHA-256
+    prefix."""
+    return _("; ").join(
+        _("#{id} {name} (captured {at}, sha256 {sha})").format(
+            id=r.id,
+            name=r.original_name,
+            at=show_time(r.captured_at, zone) if r.captured_at else "?",
+            sha=r.sha256[:16],
+        )
         for r in recs
     )
 

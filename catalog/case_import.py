@@ -14,8 +14,9 @@ action; a row without an action id only declares its case:
     officers 执法人员 (警号 separated by ; , 、 | or spaces), start 开始时间,
     end 结束时间, place 地点
 
-Times are ISO 8601; without a zone they are China Standard Time (UTC+8), as the case
-systems write them.
+Times are read by config.timetext, as people and case systems write them
+(2026-12-01 08:55, 2026/12/01 8:55, 2026年12月1日 8时55分, full-width digits too); a time
+without an offset is in the station's zone (``station.time_zone``, Asia/Shanghai).
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ import hashlib
 import io
 import json
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,9 @@ from catalog.fields import shown
 from catalog.models import ActionOfficer, Case, DeviceAssignment, EnforcementAction, Officer, utcnow
 from catalog.signing import Signer
 from config.errors import EXIT_NOINPUT
+from config.i18n import N_, _
 from config.settings import CHINA_STANDARD_TIME
+from config.timetext import TimeTextError, parse_instant
 
 CHUNK = 500
 OFFICER_SPLIT = re.compile(r"[;,、|\s]+")
@@ -103,15 +106,22 @@ def source_name(path: Path) -> str:
     return path.name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
-def parse_time(text: str) -> datetime:
-    """ISO 8601 (``T`` or a space); naive times are China Standard Time."""
-    value = datetime.fromisoformat(text.strip().replace("/", "-"))
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=CHINA_STANDARD_TIME)
+# Code that runs without settings reads times in China Standard Time; the commands pass
+# the station's zone.
+DEFAULT_ZONE: tzinfo = CHINA_STANDARD_TIME
+
+
+def time_problem(column: str, text: str, zone: tzinfo) -> tuple[datetime | None, str | None]:
+    """The instant ``text`` names (config.timetext, naive in ``zone``), or the problem
+    that repeats it as written: a row's times are reported with its other problems."""
     try:
-        return value.astimezone(UTC)
-    except OverflowError as exc:  # e.g. 0001-01-01 00:00 in UTC+8: before year 1 in UTC
-        raise ValueError(f"{text!r} is outside the calendar in UTC") from exc
+        return parse_instant(text, zone), None
+    except TimeTextError:
+        return None, _(
+            "{column} {text!r} is not a time: write e.g. 2026-12-01 08:55, 2026/12/01 "
+            "8:55 or 2026年12月1日 8时55分 (station time unless an offset such as +08:00 "
+            "is given)"
+        ).format(column=_(column), text=shown(text))
 
 
 @dataclass(frozen=True)
@@ -127,6 +137,9 @@ class ActionRow:
     # What was wrong with the row as read (times that are not times), reported with the
     # reasons the checks of its values find: a person fixes every one at once.
     problems: tuple[str, ...] = ()
+    # A start or end was given but is not a time: "start and end are required" would
+    # only repeat that problem.
+    unreadable_times: bool = False
 
 
 @dataclass
@@ -180,10 +193,18 @@ def _header_map(
                 # values the case system never meant for that column.
                 first = found[canonical]
                 raise ImportFileError(
-                    f"{source}: the header names the column {canonical} twice: column "
-                    f"{first + 1} {header[first].strip()!r} and column {index + 1} "
-                    f"{name.strip()!r}",
-                    hint="keep one of them and import again",
+                    _(
+                        "{source}: the header names the column {column} twice: column "
+                        "{first} {first_name!r} and column {second} {second_name!r}"
+                    ).format(
+                        source=source,
+                        column=canonical,
+                        first=first + 1,
+                        first_name=header[first].strip(),
+                        second=index + 1,
+                        second_name=name.strip(),
+                    ),
+                    hint=_("keep one of them and import again"),
                 )
             found[canonical] = index
     return found
@@ -210,8 +231,10 @@ def _parse_csv(text: str, source: str) -> list[tuple[int, list[str]]]:
         return rows
     except csv.Error as exc:
         raise ImportFileError(
-            f"{source}: not a CSV file the import can read ({exc})",
-            hint="export the file as CSV again",
+            _("{source}: not a CSV file the import can read ({error})").format(
+                source=source, error=exc
+            ),
+            hint=_("export the file as CSV again"),
         ) from exc
     finally:
         csv.field_size_limit(previous)
@@ -224,18 +247,24 @@ def _csv_rows(
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ImportFileError(
-            f"{source}: not UTF-8 text ({exc})", hint="export the file as UTF-8 CSV"
+            _("{source}: not UTF-8 text ({error})").format(source=source, error=exc),
+            hint=_("export the file as UTF-8 CSV"),
         ) from exc
     rows = _parse_csv(text, source)
     if not rows:
-        raise ImportFileError(f"{source}: the file is empty", hint="export it again")
+        raise ImportFileError(
+            _("{source}: the file is empty").format(source=source), hint=_("export it again")
+        )
     index = _header_map(rows[0][1], columns, source)
     missing = [c for c in required if c not in index]
     if missing:
         raise ImportFileError(
-            f"{source}: no column for {', '.join(missing)}",
-            hint="the header must name: "
-            + ", ".join(f"{c} ({'/'.join(columns[c][1:])})" for c in missing),
+            _("{source}: no column for {columns}").format(
+                source=source, columns=", ".join(missing)
+            ),
+            hint=_("the header must name: {columns}").format(
+                columns=", ".join(f"{c} ({'/'.join(columns[c][1:])})" for c in missing)
+            ),
         )
     for first, values in rows[1:]:
         if not any(v.strip() for v in values):
@@ -243,31 +272,44 @@ def _csv_rows(
         yield first, {k: (values[i].strip() if i < len(values) else "") for k, i in index.items()}
 
 
-def read_actions(path: Path, data: bytes | None = None) -> Iterator[ActionRow | str]:
+def read_actions(
+    path: Path, data: bytes | None = None, zone: tzinfo = DEFAULT_ZONE
+) -> Iterator[ActionRow | str]:
     """The rows of a CSV or JSON export: ActionRow (its ``problems`` say what could not
-    be read, e.g. a bad time text), or a problem text for a JSON entry that is not one."""
+    be read, e.g. a bad time text), or a problem text for a JSON entry that is not one.
+    Times without an offset are in ``zone``."""
     data = path.read_bytes() if data is None else data
     if path.suffix.lower() == ".json":
-        yield from _json_actions(data, path.name)
+        yield from _json_actions(data, path.name, zone)
         return
     for line, row in _csv_rows(data, CASE_COLUMNS, ("case_number",), path.name):
-        yield _make_row(f"line {line}", row)
+        yield _make_row(line_label(line), row, zone)
+
+
+def line_label(line: int) -> str:
+    """Where a CSV row is, as its problems name it: "line 12"."""
+    return _("line {line}").format(line=line)
 
 
 # Field labels of a row, as its problems name them.
 _LABELS = {
-    "case_number": "case number",
-    "title": "title",
-    "unit": "unit",
-    "status": "status",
-    "retention": "retention",
-    "security_class": "security class",
-    "action_id": "action id",
-    "start": "start",
-    "end": "end",
-    "place": "place",
+    "case_number": N_("case number"),
+    "title": N_("title"),
+    "unit": N_("unit"),
+    "status": N_("status"),
+    "retention": N_("retention"),
+    "security_class": N_("security class"),
+    "action_id": N_("action id"),
+    "start": N_("start"),
+    "end": N_("end"),
+    "place": N_("place"),
 }
-_JSON_KINDS = {bool: "true or false", float: "a number", list: "a list", dict: "an object"}
+_JSON_KINDS = {
+    bool: N_("true or false"),
+    float: N_("a number"),
+    list: N_("a list"),
+    dict: N_("an object"),
+}
 
 
 def _untextual(row: dict[str, Any], problems: list[str]) -> dict[str, Any]:
@@ -279,7 +321,8 @@ def _untextual(row: dict[str, Any], problems: list[str]) -> dict[str, Any]:
     for key, label in _LABELS.items():
         value = row.get(key)
         if isinstance(value, bool) or not isinstance(value, str | int | type(None)):
-            problems.append(f"{label} is not text ({_JSON_KINDS.get(type(value), 'not text')})")
+            kind = _(_JSON_KINDS.get(type(value), N_("not text")))
+            problems.append(_("{field} is not text ({kind})").format(field=_(label), kind=kind))
             out[key] = None
     # Officer numbers (警号) only as text: as a JSON number their leading zeros are gone,
     # and the action would name another officer.
@@ -287,33 +330,34 @@ def _untextual(row: dict[str, Any], problems: list[str]) -> dict[str, Any]:
     items = officers if isinstance(officers, list) else [officers]
     if not all(isinstance(o, str) for o in items) and officers is not None:
         kind = (
-            "a list holding something other than text"
+            N_("a list holding something other than text")
             if isinstance(officers, list)
-            else "a number"
+            else N_("a number")
             if isinstance(officers, int) and not isinstance(officers, bool)
-            else _JSON_KINDS.get(type(officers), "not text")
+            else _JSON_KINDS.get(type(officers), N_("not text"))
         )
         problems.append(
-            f"officers is not a list of officer numbers ({kind}; write each "
-            "as text, its leading zeros count)"
+            _(
+                "officers is not a list of officer numbers ({kind}; write each "
+                "as text, its leading zeros count)"
+            ).format(kind=_(kind))
         )
         out["officers"] = None
     return out
 
 
-def _make_row(where: str, row: dict[str, Any]) -> ActionRow | str:
+def _make_row(where: str, row: dict[str, Any], zone: tzinfo) -> ActionRow | str:
     problems: list[str] = []
     row = _untextual(row, problems)
     times: dict[str, datetime | None] = {"start": None, "end": None}
+    unreadable = False
     for key in times:
         text = str(row.get(key) or "").strip()
         if text:
-            try:
-                times[key] = parse_time(text)
-            except ValueError:
-                problems.append(
-                    f"{key} {shown(text)!r} is not a time (ISO 8601, e.g. 2026-03-01 09:30:00)"
-                )
+            times[key], problem = time_problem(_LABELS[key], text, zone)
+            if problem:
+                problems.append(problem)
+                unreadable = True
     officers = row.get("officers") or ""
     if isinstance(officers, str):
         officers = [o for o in OFFICER_SPLIT.split(officers) if o]
@@ -334,26 +378,30 @@ def _make_row(where: str, row: dict[str, Any]) -> ActionRow | str:
         end=times["end"],
         place=str(row.get("place") or "").strip(),
         problems=tuple(problems),
+        unreadable_times=unreadable,
     )
 
 
-def _json_actions(data: bytes, source: str) -> Iterator[ActionRow | str]:
+def _json_actions(data: bytes, source: str, zone: tzinfo) -> Iterator[ActionRow | str]:
     try:
         doc = json.loads(data.decode("utf-8-sig"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # (nested too deep)
         raise ImportFileError(
-            f"{source}: not valid UTF-8 JSON ({exc})", hint="export the cases again"
+            _("{source}: not valid UTF-8 JSON ({error})").format(source=source, error=exc),
+            hint=_("export the cases again"),
         ) from exc
     cases = doc.get("cases") if isinstance(doc, dict) else doc
     if not isinstance(cases, list):
         raise ImportFileError(
-            f"{source}: no list of cases",
-            hint='expected {"cases": [{"number": ..., "actions": [...]}]}',
+            _("{source}: no list of cases").format(source=source),
+            hint=_("expected {example}").format(
+                example='{"cases": [{"number": ..., "actions": [...]}]}'
+            ),
         )
     for i, case in enumerate(cases):
         where = f"cases[{i}]"
         if not isinstance(case, dict):
-            yield f"{where}: not an object"
+            yield _("{where}: not an object").format(where=where)
             continue
         base = {
             "case_number": case.get("number") or case.get("case_number"),
@@ -361,13 +409,13 @@ def _json_actions(data: bytes, source: str) -> Iterator[ActionRow | str]:
         }
         actions = case.get("actions") or []
         if not isinstance(actions, list):
-            yield f"{where}.actions: not a list"
+            yield _("{where}: not a list").format(where=f"{where}.actions")
             continue
         if not actions:
-            yield _make_row(where, base)
+            yield _make_row(where, base, zone)
         for j, action in enumerate(actions):
             if not isinstance(action, dict):
-                yield f"{where}.actions[{j}]: not an object"
+                yield _("{where}: not an object").format(where=f"{where}.actions[{j}]")
                 continue
             yield _make_row(
                 f"{where}.actions[{j}]",
@@ -379,60 +427,49 @@ def _json_actions(data: bytes, source: str) -> Iterator[ActionRow | str]:
                     "end": action.get("end"),
                     "place": action.get("place"),
                 },
+                zone,
             )
 
 
 # --- landing --------------------------------------------------------------------------------
 
 
+Progress = Callable[[int, int], None]  # (rows done, rows in all): a long import's bar
+
+
 def import_actions(
-    session: Session, signer: Signer, path: Path, *, actor: str, data: bytes | None = None
+    session: Session,
+    signer: Signer,
+    path: Path,
+    *,
+    actor: str,
+    data: bytes | None = None,
+    zone: tzinfo = DEFAULT_ZONE,
+    progress: Progress | None = None,
 ) -> ImportReport:
-    """Land the good rows of a case-management export; report the bad ones."""
+    """Land the good rows of a case-management export; report the bad ones, each with
+    every reason it was refused. Times without an offset are in ``zone``."""
     data = path.read_bytes() if data is None else data
     report = ImportReport(source=source_name(path))
     good: list[ActionRow] = []
     seen_actions: dict[tuple[str, str], ActionRow] = {}
     case_values: dict[str, tuple[dict[str, str], str]] = {}
-    for row in read_actions(path, data):
+    rows = list(read_actions(path, data, zone))
+    for done, row in enumerate(rows, 1):
+        if progress is not None:
+            progress(done, len(rows))
         report.rows += 1
         if isinstance(row, str):
             report.errors.append(row)
             continue
-        problems = list(row.problems)
-        problems += case_problems(
-            row.case_number,
-            row.case["status"],
-            row.case["retention"],
-            title=row.case["title"],
-            unit=row.case["unit"],
-            security_class=row.case["security_class"],
-        )
-        if row.action_id or row.officers or row.start or row.end or row.problems:
-            problems += action_problems(
-                row.action_id,
-                row.officers,
-                row.start,
-                row.end,
-                place=row.place,
-                times_required=not row.problems,
-            )
-        first = case_values.get(row.case_number)
-        if first is not None and first[0] != row.case:
-            problems.append(f"case {row.case_number} is described differently on {first[1]}")
-        key = (row.case_number, row.action_id)
-        if (
-            row.action_id
-            and key in seen_actions
-            and _action_key(seen_actions[key]) != _action_key(row)
-        ):
-            problems.append(
-                f"action {row.action_id} appears on {seen_actions[key].where} with other values"
-            )
+        problems = _row_problems(row, case_values, seen_actions)
         if problems:
-            report.errors.append(f"{row.where}: " + "; ".join(problems))
+            report.errors.append(
+                _("{where}: {problems}").format(where=row.where, problems=_("; ").join(problems))
+            )
             continue
         case_values.setdefault(row.case_number, (row.case, row.where))
+        key = (row.case_number, row.action_id)
         if row.action_id:
             if key in seen_actions:
                 report.unchanged += 1
@@ -451,6 +488,48 @@ def import_actions(
             details=report.as_dict() | {"errors": len(report.errors)},
         )
     return report
+
+
+def _row_problems(
+    row: ActionRow,
+    case_values: dict[str, tuple[dict[str, str], str]],
+    seen_actions: dict[tuple[str, str], ActionRow],
+) -> list[str]:
+    """Every reason the row is refused (as read, its case, its action, and how it
+    disagrees with earlier rows), so that a person fixes them all at once."""
+    problems = list(row.problems)
+    problems += case_problems(
+        row.case_number,
+        row.case["status"],
+        row.case["retention"],
+        title=row.case["title"],
+        unit=row.case["unit"],
+        security_class=row.case["security_class"],
+    )
+    if row.action_id or row.officers or row.start or row.end or row.unreadable_times:
+        problems += action_problems(
+            row.action_id,
+            row.officers,
+            row.start,
+            row.end,
+            place=row.place,
+            times_required=not row.unreadable_times,
+        )
+    first = case_values.get(row.case_number)
+    if first is not None and first[0] != row.case:
+        problems.append(
+            _("case {number} is described differently on {where}").format(
+                number=row.case_number, where=first[1]
+            )
+        )
+    key = (row.case_number, row.action_id)
+    if row.action_id and key in seen_actions and _action_key(seen_actions[key]) != _action_key(row):
+        problems.append(
+            _("action {action} appears on {where} with other values").format(
+                action=row.action_id, where=seen_actions[key].where
+            )
+        )
+    return problems
 
 
 def _action_key(row: ActionRow) -> tuple[Any, ...]:
@@ -533,13 +612,13 @@ def _land_cases(
             "created_at": now,
             "updated_at": now,
         }
-        for n, (v, _) in case_values.items()
+        for n, (v, _where) in case_values.items()
         if n not in cases
     ]
     for chunk in _chunks(new_cases):
         session.execute(insert(Case), list(chunk))
     report.cases_created = len(new_cases)
-    for n, (v, _) in case_values.items():
+    for n, (v, _where) in case_values.items():
         case = cases.get(n)
         if case is None:
             continue
@@ -699,69 +778,107 @@ class DeviceImportReport:
 
 
 def import_devices(
-    session: Session, signer: Signer, path: Path, *, actor: str
+    session: Session,
+    signer: Signer,
+    path: Path,
+    *,
+    actor: str,
+    zone: tzinfo = DEFAULT_ZONE,
+    progress: Progress | None = None,
 ) -> DeviceImportReport:
     """Devices and assignments from CSV (serial, model, unit, officer_number,
     officer_name, officer_unit, start, end). Rows without an officer only register the
-    device. Each row is its own savepoint: a bad row is reported and the rest land."""
+    device. Each row is its own savepoint: a bad row is reported and the rest land.
+    Times without an offset are in ``zone``."""
     report = DeviceImportReport(source=source_name(path))
-    rows = _csv_rows(path.read_bytes(), DEVICE_COLUMNS, ("serial",), report.source)
-    for line, row in sorted(rows, key=lambda r: (r[1].get("start") or "", r[0])):
+    rows = sorted(
+        _csv_rows(path.read_bytes(), DEVICE_COLUMNS, ("serial",), report.source),
+        key=lambda r: (r[1].get("start") or "", r[0]),
+    )
+    refused: list[tuple[int, str]] = []
+    for done, (line, row) in enumerate(rows, 1):
+        if progress is not None:
+            progress(done, len(rows))
         report.rows += 1
-        where = f"line {line}"
-        problems = device_problems(row["serial"], row.get("model", ""), row.get("unit", ""))
-        if row.get("officer_number") or row.get("officer_name") or row.get("officer_unit"):
-            problems += officer_problems(
-                row.get("officer_number", ""),
-                row.get("officer_name", ""),
-                row.get("officer_unit", ""),
-            )
-        times: dict[str, datetime | None] = {}
-        for key in ("start", "end"):
-            text = row.get(key, "")
-            try:
-                times[key] = parse_time(text) if text else None
-            except ValueError:
-                problems.append(f"{key} {shown(text)!r} is not a time (ISO 8601)")
-        if row.get("officer_number") and times.get("start") is None:
-            problems.append("an assignment needs a start time")
+        times, problems = _device_row_problems(row, zone)
+        if not problems:
+            problems = _land_device_row(session, signer, report, line, row, times, actor)
         if problems:
-            report.errors.append(f"{where}: " + "; ".join(problems))
-            continue
-        try:
-            with session.begin_nested():
-                _, changed = add_device(
+            refused.append(
+                (line, _("{where}: {problems}").format(where=line_label(line), problems=problems))
+            )
+    # Rows are landed in time order (hand-overs in sequence); a person reads the errors
+    # in file order.
+    report.errors = [text for _line, text in sorted(refused)]
+    return report
+
+
+def _device_row_problems(
+    row: dict[str, str], zone: tzinfo
+) -> tuple[dict[str, datetime | None], str]:
+    """The row's times, and every reason it is refused before the registry is asked
+    (empty when none), joined for the report."""
+    problems = device_problems(row["serial"], row.get("model", ""), row.get("unit", ""))
+    if row.get("officer_number") or row.get("officer_name") or row.get("officer_unit"):
+        problems += officer_problems(
+            row.get("officer_number", ""),
+            row.get("officer_name", ""),
+            row.get("officer_unit", ""),
+        )
+    times: dict[str, datetime | None] = {}
+    for key in ("start", "end"):
+        text = row.get(key, "")
+        times[key], problem = time_problem(_LABELS[key], text, zone) if text else (None, None)
+        if problem:
+            problems.append(problem)
+    if row.get("officer_number") and times.get("start") is None and not row.get("start"):
+        problems.append(_("an assignment needs a start time"))
+    return times, _("; ").join(problems)
+
+
+def _land_device_row(
+    session: Session,
+    signer: Signer,
+    report: DeviceImportReport,
+    line: int,
+    row: dict[str, str],
+    times: dict[str, datetime | None],
+    actor: str,
+) -> str:
+    """Register the row's device and assignment in a savepoint; the registry's refusal
+    (an assignment contradicting the history), or "" when it landed."""
+    try:
+        with session.begin_nested():
+            _, changed = add_device(
+                session,
+                signer,
+                serial=row["serial"],
+                model=row.get("model", ""),
+                unit=row.get("unit", ""),
+                actor=actor,
+            )
+            report.devices += changed
+            if row.get("officer_number"):
+                start = times["start"]
+                assert start is not None
+                assignment, new = assign_device(
                     session,
                     signer,
                     serial=row["serial"],
-                    model=row.get("model", ""),
-                    unit=row.get("unit", ""),
+                    officer_number=row["officer_number"],
+                    officer_name=row.get("officer_name", ""),
+                    officer_unit=row.get("officer_unit", ""),
+                    start=start,
+                    end=times["end"],
                     actor=actor,
+                    # Stored in the catalog: the same words whatever the reader's language.
+                    note=f"import {report.source} line {line}",
                 )
-                report.devices += changed
-                if row.get("officer_number"):
-                    start = times["start"]
-                    assert start is not None
-                    assignment, new = assign_device(
-                        session,
-                        signer,
-                        serial=row["serial"],
-                        officer_number=row["officer_number"],
-                        officer_name=row.get("officer_name", ""),
-                        officer_unit=row.get("officer_unit", ""),
-                        start=start,
-                        end=times["end"],
-                        actor=actor,
-                        note=f"import {report.source} {where}",
-                    )
-                    if new:
-                        report.assignments += 1
-                        report.new_assignments.append(assignment)
-                    else:
-                        report.unchanged += 1
-        except (DeviceError, DeviceNotFound) as exc:
-            report.errors.append(f"{where}: {exc.message}")
-    # Rows are landed in time order (hand-overs in sequence); a person reads the errors
-    # in file order.
-    report.errors.sort(key=lambda e: int(e.split(":", 1)[0].removeprefix("line ")))
-    return report
+                if new:
+                    report.assignments += 1
+                    report.new_assignments.append(assignment)
+                else:
+                    report.unchanged += 1
+    except (DeviceError, DeviceNotFound) as exc:
+        return exc.message
+    return ""

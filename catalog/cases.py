@@ -17,10 +17,10 @@ from __future__ import annotations
 import difflib
 import unicodedata
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session
 
 from catalog.custody import append_event
@@ -38,8 +38,20 @@ from catalog.models import (
 )
 from catalog.signing import Signer
 from config.errors import EXIT_NOINPUT
+from config.i18n import N_, _
+from config.settings import CHINA_STANDARD_TIME
+from config.timetext import iso_time, show_time
 
 STATUSES = ("open", "closed", "archived")
+# A status as a person reads it (the stored value stays English: it is the catalog's).
+_STATUS_TEXT = {"open": N_("open"), "closed": N_("closed"), "archived": N_("archived")}
+
+
+def status_text(status: str) -> str:
+    """A case status in the reader's language."""
+    return _(_STATUS_TEXT[status]) if status in _STATUS_TEXT else status
+
+
 # 保管期限: archival retention periods (永久 permanent, 定期30年, 定期10年).
 RETENTIONS = ("永久", "30年", "10年")
 RETENTION_ALIASES = {
@@ -67,11 +79,14 @@ class SimilarCase(CaseError):
     def __init__(self, number: str, existing: list[str]) -> None:
         self.number, self.existing = number, existing
         super().__init__(
-            f"{number!r} is written like existing case(s) "
-            + ", ".join(repr(n) for n in existing)
-            + " (brackets or digits typed differently)",
-            hint="if it is another case, confirm on a terminal or run again with --yes; "
-            f"if it is the same case: liuhen case show '{existing[0]}'",
+            _(
+                "{number!r} is written like existing case(s) {existing} (brackets or digits "
+                "typed differently)"
+            ).format(number=number, existing=", ".join(repr(n) for n in existing)),
+            hint=_(
+                "if it is another case, confirm on a terminal or run again with --yes; "
+                "if it is the same case: liuhen case show '{existing}'"
+            ).format(existing=existing[0]),
         )
 
 
@@ -139,21 +154,31 @@ def case_problems(
     """Every reason a case cannot be stored as given."""
     problems = []
     if not number:
-        problems.append("case number is empty")
+        problems.append(_("case number is empty"))
     elif any(not c.isprintable() for c in number):
-        problems.append(f"case number {shown(number)!r} holds control characters")
+        problems.append(
+            _("case number {number!r} holds control characters").format(number=shown(number))
+        )
     problems += fields_problems(
         {
-            "case number": (number, Case.number),
-            "title": (title, Case.title),
-            "unit": (unit, Case.unit),
-            "security class (密级)": (security_class, Case.security_class),
+            _("case number"): (number, Case.number),
+            _("title"): (title, Case.title),
+            _("unit"): (unit, Case.unit),
+            _("security class (密级)"): (security_class, Case.security_class),
         }
     )
     if status not in STATUSES:
-        problems.append(f"status {shown(status)!r} is not one of {', '.join(STATUSES)}")
+        problems.append(
+            _("status {status!r} is not one of {choices}").format(
+                status=shown(status), choices=", ".join(STATUSES)
+            )
+        )
     if retention not in RETENTIONS:
-        problems.append(f"retention {shown(retention)!r} is not one of {', '.join(RETENTIONS)}")
+        problems.append(
+            _("retention {retention!r} is not one of {choices}").format(
+                retention=shown(retention), choices=", ".join(RETENTIONS)
+            )
+        )
     return problems
 
 
@@ -165,26 +190,31 @@ def action_problems(
     *,
     place: str = "",
     times_required: bool = True,
+    zone: tzinfo = CHINA_STANDARD_TIME,
 ) -> list[str]:
     """Every reason an action cannot be stored as given. ``times_required=False`` when the
     caller has already reported times it could not read (one reason, not two)."""
     problems = []
     if not external_id:
-        problems.append("action id is empty")
+        problems.append(_("action id is empty"))
     problems += fields_problems(
         {
-            "action id": (external_id, EnforcementAction.external_id),
-            "place": (place, EnforcementAction.place),
+            _("action id"): (external_id, EnforcementAction.external_id),
+            _("place"): (place, EnforcementAction.place),
         }
     )
     if not officers:
-        problems.append("action has no officers")
+        problems.append(_("action has no officers"))
     problems += [p for o in officers if (p := check_officer_number(o))]
     if start is None or end is None:
         if times_required:
-            problems.append("action start and end are both required")
+            problems.append(_("action start and end are both required"))
     elif end < start:
-        problems.append(f"action ends ({end.isoformat()}) before it starts ({start.isoformat()})")
+        problems.append(
+            _("action ends ({end}) before it starts ({start})").format(
+                end=show_time(end, zone), start=show_time(start, zone)
+            )
+        )
     return problems
 
 
@@ -200,16 +230,19 @@ def get_case(session: Session, number: str) -> Case:
         return found[0]
     if found:
         raise CaseError(
-            f"{number!r} names {len(found)} cases written differently: "
-            + ", ".join(repr(c.number) for c in found),
-            hint="give the case number exactly as one of them is written",
+            _("{number!r} names {count} cases written differently: {cases}").format(
+                number=number, count=len(found), cases=", ".join(repr(c.number) for c in found)
+            ),
+            hint=_("give the case number exactly as one of them is written"),
         )
     near = closest_number(session, number)
     raise CaseNotFound(
-        f"no case {number!r}" + (f"; did you mean {near!r}?" if near else ""),
+        _("no case {number!r}; did you mean {near!r}?").format(number=number, near=near)
+        if near
+        else _("no case {number!r}").format(number=number),
         hint=f"liuhen case show '{near}'"
         if near
-        else "list cases with 'liuhen case list', or create it",
+        else _("list cases with 'liuhen case list', or create it"),
     )
 
 
@@ -235,10 +268,13 @@ def create_case(
     if problems := case_problems(
         number, status, retention, title=title, unit=unit, security_class=security_class
     ):
-        raise CaseError("; ".join(problems), hint="correct the case and run it again")
+        raise CaseError(_("; ").join(problems), hint=_("correct the case and run it again"))
     same = same_key_cases(session, number)
     if same and same[0].number == number:
-        raise CaseError(f"case {number!r} already exists", hint=f"liuhen case show '{number}'")
+        raise CaseError(
+            _("case {number!r} already exists").format(number=number),
+            hint=f"liuhen case show '{number}'",
+        )
     if same and not allow_similar:
         raise SimilarCase(number, [c.number for c in same])
     case = Case(
@@ -283,10 +319,11 @@ def add_action(
     end: datetime,
     place: str = "",
     actor: str,
+    zone: tzinfo = CHINA_STANDARD_TIME,
 ) -> tuple[EnforcementAction, bool]:
     """Record an enforcement action; the same action again changes nothing."""
-    if problems := action_problems(external_id, officers, start, end, place=place):
-        raise CaseError("; ".join(problems), hint="correct the action and run it again")
+    if problems := action_problems(external_id, officers, start, end, place=place, zone=zone):
+        raise CaseError(_("; ").join(problems), hint=_("correct the action and run it again"))
     existing = session.scalars(
         select(EnforcementAction).where(
             EnforcementAction.case_id == case.id, EnforcementAction.external_id == external_id
@@ -307,8 +344,10 @@ def add_action(
         ):
             return existing, False
         raise CaseError(
-            f"case {case.number}: action {external_id!r} exists with other values",
-            hint="import the case-management export to update actions",
+            _("case {number}: action {action!r} exists with other values").format(
+                number=case.number, action=external_id
+            ),
+            hint=_("import the case-management export to update actions"),
         )
     action = EnforcementAction(
         case_id=case.id, external_id=external_id, start=start, end=end, place=place
@@ -340,9 +379,17 @@ def add_action(
 UPDATABLE = ("title", "unit", "retention", "security_class")
 
 
+# What needs a reason, as the refusal names it.
+_NEEDS_REASON = {
+    "closing": N_("closing a case needs a reason"),
+    "reopening": N_("reopening a case needs a reason"),
+    "updating": N_("updating a case needs a reason"),
+}
+
+
 def _need_reason(reason: str, what: str) -> None:
     if not reason.strip():
-        raise CaseError(f"{what} a case needs a reason", hint="give --reason TEXT")
+        raise CaseError(_(_NEEDS_REASON[what]), hint=_("give --reason TEXT"))
 
 
 def close_case(
@@ -353,14 +400,18 @@ def close_case(
     reason: str,
     actor: str,
     now: datetime | None = None,
+    zone: tzinfo = CHINA_STANDARD_TIME,
 ) -> Case:
     """Close an open case: its 30年/10年 retention period runs from now."""
     _need_reason(reason, "closing")
     case = get_case(session, number)
     if case.status != "open":
         raise CaseError(
-            f"case {case.number} is {case.status} already (since "
-            f"{case.closed_at.isoformat() if case.closed_at else '?'})",
+            _("case {number} is {status} already (since {since})").format(
+                number=case.number,
+                status=status_text(case.status),
+                since=show_time(case.closed_at, zone),
+            ),
             hint=f"liuhen case show '{case.number}'",
         )
     case.status, case.closed_at = "closed", now or utcnow()
@@ -384,7 +435,9 @@ def reopen_case(session: Session, signer: Signer, number: str, *, reason: str, a
     case = get_case(session, number)
     if case.status != "closed":
         raise CaseError(
-            f"case {case.number} is {case.status}: only a closed case can be reopened",
+            _("case {number} is {status}: only a closed case can be reopened").format(
+                number=case.number, status=status_text(case.status)
+            ),
             hint=f"liuhen case show '{case.number}'",
         )
     was = case.closed_at
@@ -429,11 +482,11 @@ def update_case(
         unit=new["unit"],
         security_class=new["security_class"],
     ):
-        raise CaseError("; ".join(problems), hint="correct the values and run it again")
+        raise CaseError(_("; ").join(problems), hint=_("correct the values and run it again"))
     changes = {f: [getattr(case, f), new[f]] for f in UPDATABLE if getattr(case, f) != new[f]}
     if not changes:
         return case, {}
-    for f, (_, value) in changes.items():
+    for f, (_old, value) in changes.items():
         setattr(case, f, value)
     session.flush()
     append_event(
@@ -448,10 +501,25 @@ def update_case(
     return case, changes
 
 
-def list_cases(session: Session, status: str | None = None) -> list[dict[str, Any]]:
+def list_cases(
+    session: Session,
+    status: str | None = None,
+    *,
+    actions_from: datetime | None = None,
+    actions_to: datetime | None = None,
+) -> list[dict[str, Any]]:
+    """Cases by number with their recording counts; ``actions_from``/``actions_to``: only
+    cases with an enforcement action starting in [from, to) (``to`` excluded)."""
     query = select(Case).order_by(Case.number)
     if status:
         query = query.where(Case.status == status)
+    if actions_from is not None or actions_to is not None:
+        within = [EnforcementAction.case_id == Case.id]
+        if actions_from is not None:
+            within.append(EnforcementAction.start >= actions_from)
+        if actions_to is not None:
+            within.append(EnforcementAction.start < actions_to)
+        query = query.where(exists().where(*within))
     cases = list(session.scalars(query))
     counts: dict[int, int] = {
         case_id: n
@@ -475,9 +543,12 @@ def list_cases(session: Session, status: str | None = None) -> list[dict[str, An
     ]
 
 
-def case_report(session: Session, number: str) -> dict[str, Any]:
+def case_report(
+    session: Session, number: str, zone: tzinfo = CHINA_STANDARD_TIME
+) -> dict[str, Any]:
     """Everything `liuhen case show` prints: the case, its actions, and its recordings with
-    digests, times, officer and why each is attached (which rule, or who)."""
+    digests, times, officer and why each is attached (which rule, or who). Times are ISO
+    8601 with the offset of ``zone`` (the station's)."""
     case = get_case(session, number)
     # Three queries whatever the size of the case (actions with their officers, and
     # recordings with theirs), not one per row.
@@ -492,8 +563,8 @@ def case_report(session: Session, number: str) -> dict[str, Any]:
     actions = [
         {
             "id": a.external_id,
-            "start": a.start.isoformat(),
-            "end": a.end.isoformat(),
+            "start": iso_time(a.start, zone),
+            "end": iso_time(a.end, zone),
             "place": a.place,
             "officers": sorted(crew.get(a.id, [])),
         }
@@ -520,12 +591,12 @@ def case_report(session: Session, number: str) -> dict[str, Any]:
             "sha256": rec.sha256,
             "sm3": rec.sm3,
             "size": rec.size,
-            "capture_start": rec.captured_at.isoformat() if rec.captured_at else None,
-            "capture_end": rec.capture_end.isoformat() if rec.capture_end else None,
+            "capture_start": iso_time(rec.captured_at, zone),
+            "capture_end": iso_time(rec.capture_end, zone),
             "officer": officer_number,
             "method": cr.method,
             "why": attachment_reason(cr),
-            "attached_at": cr.attached_at.isoformat(),
+            "attached_at": iso_time(cr.attached_at, zone),
             "attached_by": cr.actor,
         }
         if cr.detached_at is None:
@@ -534,7 +605,7 @@ def case_report(session: Session, number: str) -> dict[str, Any]:
             history.append(
                 entry
                 | {
-                    "detached_at": cr.detached_at.isoformat(),
+                    "detached_at": iso_time(cr.detached_at, zone),
                     "detached_by": cr.detached_by,
                     "detach_reason": cr.detach_reason,
                 }
@@ -547,7 +618,7 @@ def case_report(session: Session, number: str) -> dict[str, Any]:
         "retention": case.retention,
         "security_class": case.security_class,
         "source": case.source,
-        "closed_at": case.closed_at.isoformat() if case.closed_at else None,
+        "closed_at": iso_time(case.closed_at, zone),
         "actions": actions,
         "recordings": recordings,
         "detached": history,
@@ -555,10 +626,13 @@ def case_report(session: Session, number: str) -> dict[str, Any]:
 
 
 def attachment_reason(cr: CaseRecording) -> str:
+    """Why a recording is attached, as a person reads it: the rule that matched, or who
+    attached it by hand and why."""
     if cr.method == "rule":
         rule = cr.rule or {}
-        return (
-            f"rule: officer {rule.get('officer')} in action(s) "
-            f"{', '.join(rule.get('actions', []))} ± {rule.get('margin_s')} s"
+        return _("rule: officer {officer} in action(s) {actions} ± {margin} s").format(
+            officer=rule.get("officer"),
+            actions=", ".join(rule.get("actions", [])),
+            margin=rule.get("margin_s"),
         )
-    return f"by hand: {cr.actor}: {cr.reason}"
+    return _("by hand: {actor}: {reason}").format(actor=cr.actor, reason=cr.reason)

@@ -39,6 +39,7 @@ from typing import Any, Protocol
 
 from catalog.canonical import GENESIS, canonical_bytes, canonical_json, format_time
 from catalog.signing import Signer, key_id_of, verify_signature, verify_signatures
+from config.i18n import _
 
 EVENT_FIELDS = (
     "station_id",
@@ -288,39 +289,58 @@ class ChainChecker:
         if hashlib.sha256(data).hexdigest() != ev.event_hash:
             issue(
                 "edited",
-                f"content does not match its hash (action {ev.action!r} on "
-                f"{ev.object_type} {ev.object_id})",
+                _("content does not match its hash (action {action} on {type} {id})").format(
+                    action=repr(ev.action), type=ev.object_type, id=ev.object_id
+                ),
             )
         self._check_trust(ev, issue)
         key = self.keys.get(ev.key_id)
         if key is None:
-            issue("unknown-key", f"signed by {ev.key_id}, which the verifier does not hold")
+            issue(
+                "unknown-key",
+                _("signed by {key}, which the verifier does not hold").format(key=ev.key_id),
+            )
             return issues
         if key.station_id and key.station_id != ev.station_id:
-            issue("unknown-key", f"signed by {ev.key_id}, a key of station {key.station_id}")
+            issue(
+                "unknown-key",
+                _("signed by {key}, a key of station {station}").format(
+                    key=ev.key_id, station=key.station_id
+                ),
+            )
         if key.retired_at is not None and self._latest_at > key.retired_at:
             issue(
                 "retired-key",
-                f"signed by {ev.key_id} after its retirement at "
-                f"{key.retired_at} (the chain had reached {self._latest_at})",
+                _(
+                    "signed by {key} after its retirement at {retired} "
+                    "(the chain had reached {latest})"
+                ).format(key=ev.key_id, retired=key.retired_at, latest=self._latest_at),
             )
         if signed is None:
             signed = self.verifies(key, ev.signature, data)
         if not signed:
-            issue("bad-signature", f"signature does not verify with {ev.key_id}")
+            issue("bad-signature", _("signature does not verify with {key}").format(key=ev.key_id))
         return issues
 
     def _check_link(self, ev: Event, issue: Callable[[str, str], None]) -> None:
         if self.whole:
             expect_seq, prev = (self._last[0] + 1, self._last[1]) if self._last else (1, GENESIS)
             if ev.seq > expect_seq:
-                issue("gap", f"events #{expect_seq}..#{ev.seq - 1} are missing (deleted rows?)")
+                issue(
+                    "gap",
+                    _("events #{first}..#{last} are missing (deleted rows?)").format(
+                        first=expect_seq, last=ev.seq - 1
+                    ),
+                )
             elif ev.seq < expect_seq:
-                issue("duplicate", f"sequence number {ev.seq} repeats")
+                issue("duplicate", _("sequence number {seq} repeats").format(seq=ev.seq))
             if ev.prev_hash != prev:
                 issue(
                     "broken-link",
-                    "does not follow the previous event (a row was inserted, deleted or reordered)",
+                    _(
+                        "does not follow the previous event "
+                        "(a row was inserted, deleted or reordered)"
+                    ),
                 )
             else:
                 self.links += 1
@@ -328,13 +348,15 @@ class ChainChecker:
         if self._last is None:
             return
         if ev.seq == self._last[0]:
-            issue("duplicate", f"sequence number {ev.seq} appears twice")
+            issue("duplicate", _("sequence number {seq} appears twice").format(seq=ev.seq))
         elif ev.seq == self._last[0] + 1:
             self.links += 1
             if ev.prev_hash != self._last[1]:
                 issue(
                     "broken-link",
-                    f"does not follow event #{self._last[0]} (inserted, deleted or edited)",
+                    _("does not follow event #{seq} (inserted, deleted or edited)").format(
+                        seq=self._last[0]
+                    ),
                 )
 
     def _check_trust(self, ev: Event, issue: Callable[[str, str], None]) -> None:
@@ -343,14 +365,16 @@ class ChainChecker:
             if ev.key_id not in pinned:
                 issue(
                     "untrusted-key",
-                    f"signed by {ev.key_id}, which is not a trusted key of "
-                    "the station (key replaced?)",
+                    _(
+                        "signed by {key}, which is not a trusted key of the station (key replaced?)"
+                    ).format(key=ev.key_id),
                 )
         elif self.trust.ring:
             issue(
                 "untrusted-station",
-                f"station {ev.station_id} is not in the key ring, so "
-                f"its key {ev.key_id} is not trusted",
+                _(
+                    "station {station} is not in the key ring, so its key {key} is not trusted"
+                ).format(station=ev.station_id, key=ev.key_id),
             )
 
     def verifies(self, key: Key, signature_hex: str, data: bytes) -> bool:
@@ -362,7 +386,7 @@ class ChainChecker:
         if not self.whole:
             return []
         return [
-            Issue("missing-chain", sid, None, "no custody events for a trusted station")
+            Issue("missing-chain", sid, None, _("no custody events for a trusted station"))
             for sid in sorted(self.trust.pinned)
             if sid not in self.stations
         ]
@@ -375,7 +399,9 @@ def key_issues(keys: Iterable[Key]) -> list[Issue]:
             "key-mismatch",
             k.station_id,
             None,
-            f"public key stored under {k.key_id} does not match that id (the key was replaced)",
+            _("public key stored under {key} does not match that id (the key was replaced)").format(
+                key=k.key_id
+            ),
         )
         for k in keys
         if key_id_of(k.public_key) != k.key_id
@@ -416,8 +442,13 @@ class ChainHead:
         return canonical_json(self.as_json())
 
     def describe(self) -> str:
-        where = f" from {self.source}" if self.source else ""
-        return f"#{self.seq} (event {self.event_hash[:16]}…, signed {self.at}{where})"
+        if self.source:
+            return _("#{seq} (event {hash}…, signed {at} from {source})").format(
+                seq=self.seq, hash=self.event_hash[:16], at=self.at, source=self.source
+            )
+        return _("#{seq} (event {hash}…, signed {at})").format(
+            seq=self.seq, hash=self.event_hash[:16], at=self.at
+        )
 
 
 def head_bytes(station_id: str, seq: int, event_hash: str, at: str, key_id: str) -> bytes:
@@ -444,12 +475,14 @@ def sign_head(signer: Signer, seq: int, event_hash: str, at: datetime | None = N
 def head_from_json(doc: object, source: str = "") -> ChainHead:
     """A chain head read from JSON; ValueError naming what is wrong."""
     if not isinstance(doc, dict) or doc.get("type") != HEAD_TYPE:
-        raise ValueError(f"not a {HEAD_TYPE} document")
+        raise ValueError(_("not a {type} document").format(type=HEAD_TYPE))
     text = ("station_id", "event_hash", "at", "key_id", "signature")
     wrong = [f for f in text if not isinstance(doc.get(f), str)]
     seq = doc.get("seq")
     if wrong or isinstance(seq, bool) or not isinstance(seq, int):
-        raise ValueError("missing or wrong fields: " + ", ".join(wrong or ["seq"]))
+        raise ValueError(
+            _("missing or wrong fields: {fields}").format(fields=", ".join(wrong or ["seq"]))
+        )
     return ChainHead(
         doc["station_id"],
         seq,
@@ -477,14 +510,25 @@ def heads_from_lines(data: bytes, source: str) -> tuple[list[ChainHead], list[Is
                         "bad-anchor",
                         "",
                         None,
-                        f"{source}: more lines that are not chain heads (not an anchors file?)",
+                        _(
+                            "{source}: more lines that are not chain heads (not an anchors file?)"
+                        ).format(source=source),
                         number,
                         "anchors",
                     )
                 )
                 break
             issues.append(
-                Issue("bad-anchor", "", None, f"{source} line {number}: {exc}", number, "anchors")
+                Issue(
+                    "bad-anchor",
+                    "",
+                    None,
+                    _("{source} line {number}: {error}").format(
+                        source=source, number=number, error=exc
+                    ),
+                    number,
+                    "anchors",
+                )
             )
     return heads, issues
 
@@ -502,20 +546,36 @@ def check_heads(
 
         def bad(kind: str, detail: str, _h: ChainHead = h) -> None:
             issues.append(
-                Issue(kind, _h.station_id, _h.seq, f"chain head {_h.describe()}: {detail}")
+                Issue(
+                    kind,
+                    _h.station_id,
+                    _h.seq,
+                    _("chain head {head}: {detail}").format(head=_h.describe(), detail=detail),
+                )
             )
 
         key = keys.get(h.key_id)
         pinned = trust.pinned.get(h.station_id)
         if key is None or (key.station_id and key.station_id != h.station_id):
-            bad("bad-anchor", f"signed by {h.key_id}, not a known key of the station")
+            bad(
+                "bad-anchor",
+                _("signed by {key}, not a known key of the station").format(key=h.key_id),
+            )
         elif pinned is not None and h.key_id not in pinned:
-            bad("bad-anchor", f"signed by {h.key_id}, not a trusted key of the station")
+            bad(
+                "bad-anchor",
+                _("signed by {key}, not a trusted key of the station").format(key=h.key_id),
+            )
         elif not checker.verifies(key, h.signature, h.signed_bytes()):
-            bad("bad-anchor", f"signature does not verify with {h.key_id}")
+            bad("bad-anchor", _("signature does not verify with {key}").format(key=h.key_id))
         else:
             if key.retired_at is not None and h.at > key.retired_at:
-                bad("retired-key", f"signed by {h.key_id} after its retirement at {key.retired_at}")
+                bad(
+                    "retired-key",
+                    _("signed by {key} after its retirement at {retired}").format(
+                        key=h.key_id, retired=key.retired_at
+                    ),
+                )
             good.append(h)
     return good, issues
 
@@ -550,18 +610,18 @@ def compare_heads(
         tail = chains.last_seq(sid)
         beyond = [h for h in anchored if h.seq > tail]
         if beyond:
-            have = f"ends at #{tail}" if tail else "holds no event"
+            have = _("ends at #{seq}").format(seq=tail) if tail else _("holds no event")
             issues.append(
                 Issue(
                     "truncated",
                     sid,
                     top.seq,
-                    (
-                        f"the catalog {have}, but the station signed a chain head at "
-                        f"{top.describe()}: events #{tail + 1}..#{top.seq} are missing (the newest "
-                        f"events were deleted or the catalog restored from an earlier copy); last "
-                        f"anchored seq {top.seq}"
-                    ),
+                    _(
+                        "the catalog {have}, but the station signed a chain head at "
+                        "{head}: events #{first}..#{last} are missing (the newest "
+                        "events were deleted or the catalog restored from an earlier copy); last "
+                        "anchored seq {last}"
+                    ).format(have=have, head=top.describe(), first=tail + 1, last=top.seq),
                 )
             )
         within = [h for h in anchored if h.seq <= tail]
@@ -574,10 +634,10 @@ def compare_heads(
                         "missing",
                         sid,
                         h.seq,
-                        (
-                            f"event #{h.seq}, anchored by chain head {h.describe()}, is not in the "
-                            f"catalog; last anchored seq {top.seq}"
-                        ),
+                        _(
+                            "event #{seq}, anchored by chain head {head}, is not in the "
+                            "catalog; last anchored seq {last}"
+                        ).format(seq=h.seq, head=h.describe(), last=top.seq),
                     )
                 )
             elif actual != h.event_hash:
@@ -586,12 +646,12 @@ def compare_heads(
                         "rollback",
                         sid,
                         h.seq,
-                        (
-                            f"event #{h.seq} in the catalog ({actual[:16]}…) is not the event the "
-                            f"station anchored in chain head {h.describe()}: the catalog was "
-                            f"rolled back to an earlier copy or rewritten; last anchored seq "
-                            f"{top.seq}"
-                        ),
+                        _(
+                            "event #{seq} in the catalog ({hash}…) is not the event the "
+                            "station anchored in chain head {head}: the catalog was "
+                            "rolled back to an earlier copy or rewritten; last anchored seq "
+                            "{last}"
+                        ).format(seq=h.seq, hash=actual[:16], head=h.describe(), last=top.seq),
                     )
                 )
     return issues, last_anchored
@@ -608,11 +668,11 @@ def _forks(sid: str, anchored: list[ChainHead]) -> list[Issue]:
                     "forked-anchor",
                     sid,
                     h.seq,
-                    (
-                        f"two validly signed chain heads at #{h.seq} name different events "
-                        f"({other.describe()} and {h.describe()}): the station's chain forked (a "
+                    _(
+                        "two validly signed chain heads at #{seq} name different events "
+                        "({one} and {other}): the station's chain forked (a "
                         "rollback that went on docking, or its key was used elsewhere)"
-                    ),
+                    ).format(seq=h.seq, one=other.describe(), other=h.describe()),
                 )
             )
     return issues
@@ -649,7 +709,9 @@ def keys_from_json(data: bytes, issues: list[Issue], where: str) -> dict[str, Ke
                         "key-mismatch",
                         key.station_id,
                         None,
-                        f"{where} key #{n}: public key does not match its id {key.key_id}",
+                        _("{where} key #{n}: public key does not match its id {key}").format(
+                            where=where, n=n, key=key.key_id
+                        ),
                         part="keys",
                     )
                 )
@@ -658,7 +720,13 @@ def keys_from_json(data: bytes, issues: list[Issue], where: str) -> dict[str, Ke
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
         issues.append(
             Issue(
-                "format", "", None, f"{where}: not the expected keys document: {exc!r}", part="keys"
+                "format",
+                "",
+                None,
+                _("{where}: not the expected keys document: {error}").format(
+                    where=where, error=repr(exc)
+                ),
+                part="keys",
             )
         )
     return keys
@@ -685,7 +753,13 @@ def check_excerpt(
         except ValueError as exc:
             result.issues.append(
                 Issue(
-                    "format", "", None, f"{where} line {number}: not a custody event: {exc}", number
+                    "format",
+                    "",
+                    None,
+                    _("{where} line {number}: not a custody event: {error}").format(
+                        where=where, number=number, error=exc
+                    ),
+                    number,
                 )
             )
     result.keys = with_retirements(result.keys, (ev for _n, ev in result.events))
@@ -716,10 +790,10 @@ def _heads_against_excerpt(
                     "rollback",
                     h.station_id,
                     h.seq,
-                    (
-                        f"event #{h.seq} in the excerpt ({got[1][:16]}…) is not the event of the "
-                        f"signed chain head {h.describe()}"
-                    ),
+                    _(
+                        "event #{seq} in the excerpt ({hash}…) is not the event of the "
+                        "signed chain head {head}"
+                    ).format(seq=h.seq, hash=got[1][:16], head=h.describe()),
                     got[0],
                 )
             )

@@ -42,6 +42,7 @@ from catalog.chainrule import (
 from catalog.errors import CatalogError
 from catalog.models import CustodyEvent, SigningKey, Station
 from catalog.signing import Signer
+from config.i18n import _
 
 # The actions of the access audit (access/audit.py): views, playbacks, downloads, logins…
 # They are custody events of the same signed chain (one mechanism, one verifier), but not
@@ -103,15 +104,19 @@ def retire_key(
     key = session.get(SigningKey, key_id)
     if key is None:
         raise CatalogError(
-            f"no signing key {key_id} in the catalog",
-            hint="liuhen custody verify --json lists the keys events name",
+            _("no signing key {key} in the catalog").format(key=key_id),
+            hint=_("liuhen custody verify --json lists the keys events name"),
         )
     if key_id == signer.key_id:
         raise CatalogError(
-            f"{key_id} is the key this host signs with; retiring it would "
-            "make its own events invalid",
-            hint="rotate this host to a new key first (docs/operations.md, "
-            "'Signing-key rotation'), then retire the old one",
+            _(
+                "{key} is the key this host signs with; retiring it would "
+                "make its own events invalid"
+            ).format(key=key_id),
+            hint=_(
+                "rotate this host to a new key first (docs/operations.md, "
+                "'Signing-key rotation'), then retire the old one"
+            ),
         )
     if key.retired_at is not None:
         return key, False
@@ -296,13 +301,15 @@ class Problem:
 
     def describe(self) -> str:
         if not self.station_id:  # an anchor that could not even be read names no station
-            return f"{self.kind}: {self.detail}"
-        where = f"station {self.station_id}"
+            return _("{kind}: {detail}").format(kind=self.kind, detail=self.detail)
+        where = _("station {station}").format(station=self.station_id)
         if self.seq is not None:
-            where += f" event #{self.seq}"
+            where += _(" event #{seq}").format(seq=self.seq)
         if self.event_id is not None:
-            where += f" (row id {self.event_id})"
-        return f"{where}: {self.kind}: {self.detail}"
+            where += _(" (row id {id})").format(id=self.event_id)
+        return _("{where}: {kind}: {detail}").format(
+            where=where, kind=self.kind, detail=self.detail
+        )
 
 
 @dataclass

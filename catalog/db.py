@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from catalog.errors import CatalogUnavailable, SchemaOutOfDate
+from config.i18n import _
 from config.loader import mask_url
 
 _IMMEDIATE = "liuhen_immediate"
@@ -43,9 +44,13 @@ class Catalog:
             parsed = parsed.set(drivername="postgresql+psycopg")
         self.dialect = parsed.get_backend_name()
         kwargs: dict[str, Any] = {"echo": echo, "future": True}
+        # The file of a SQLite catalog (None: PostgreSQL, or in memory). Its folder is
+        # made by `liuhen init` only (liuhen.app.initialize): a catalog.url naming a
+        # folder that is not there is an error, not a new empty catalog somewhere.
+        self.sqlite_file: Path | None = None
         if self.dialect == "sqlite":
             if parsed.database and parsed.database != ":memory:":
-                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+                self.sqlite_file = Path(parsed.database)
             kwargs["connect_args"] = {"timeout": busy_timeout_ms / 1000, "check_same_thread": False}
         else:
             kwargs["pool_pre_ping"] = True
@@ -116,9 +121,13 @@ class Catalog:
         except OperationalError as exc:
             if _is_connection_error(exc):
                 raise CatalogUnavailable(
-                    f"catalog {self.display_url} is unreachable: {str(exc.orig).strip()}",
-                    hint="check that the database is running and catalog.url is right; "
-                    "nothing was lost, retry",
+                    _("catalog {url} is unreachable: {error}").format(
+                        url=self.display_url, error=str(exc.orig).strip()
+                    ),
+                    hint=_(
+                        "check that the database is running and catalog.url is right; "
+                        "nothing was lost, retry"
+                    ),
                 ) from exc
             raise
 
@@ -140,13 +149,14 @@ class Catalog:
             return
         if current is None:
             raise SchemaOutOfDate(
-                f"catalog {self.display_url} has no 留痕 schema",
-                hint="run 'liuhen init' (new installation) or 'liuhen db upgrade'",
+                _("catalog {url} has no 留痕 schema").format(url=self.display_url),
+                hint=_("run 'liuhen init' (new installation) or 'liuhen db upgrade'"),
             )
         raise SchemaOutOfDate(
-            f"catalog {self.display_url} is at schema revision {current}, "
-            f"this version of 留痕 needs {head}",
-            hint="run 'liuhen db upgrade' (back up the catalog first)",
+            _(
+                "catalog {url} is at schema revision {current}, this version of 留痕 needs {head}"
+            ).format(url=self.display_url, current=current, head=head),
+            hint=_("run 'liuhen db upgrade' (back up the catalog first)"),
         )
 
     def upgrade(self) -> tuple[str | None, str]:

@@ -9,7 +9,7 @@ says only what the recorder was last configured with.
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import Any
 
 from sqlalchemy import or_, select
@@ -21,6 +21,9 @@ from catalog.fields import column_length, fields_problems, shown
 from catalog.models import Device, DeviceAssignment, Officer
 from catalog.signing import Signer
 from config.errors import EXIT_NOINPUT
+from config.i18n import _
+from config.settings import CHINA_STANDARD_TIME
+from config.timetext import iso_time, show_time
 
 # The longest 警号 and serial are the columns' lengths (one place for each number).
 OFFICER_NUMBER_MAX = column_length(Officer.number) or 32
@@ -40,20 +43,24 @@ class DeviceNotFound(CatalogError):
 def check_serial(serial: str) -> str | None:
     if SERIAL.match(serial):
         return None
-    return f"device serial {shown(serial)!r} is not 1-{SERIAL_MAX} letters/digits"
+    return _("device serial {serial!r} is not 1-{most} letters/digits").format(
+        serial=shown(serial), most=SERIAL_MAX
+    )
 
 
 def check_officer_number(number: str) -> str | None:
     if OFFICER_NUMBER.match(number):
         return None
-    return f"officer number (警号) {shown(number)!r} is not 1-{OFFICER_NUMBER_MAX} letters/digits"
+    return _("officer number (警号) {number!r} is not 1-{most} letters/digits").format(
+        number=shown(number), most=OFFICER_NUMBER_MAX
+    )
 
 
 def device_problems(serial: str, model: str, unit: str) -> list[str]:
     """Every reason a device's fields cannot be stored."""
     problems = [p for p in [check_serial(serial)] if p]
     return problems + fields_problems(
-        {"device model": (model, Device.model), "device unit": (unit, Device.unit)}
+        {_("device model"): (model, Device.model), _("device unit"): (unit, Device.unit)}
     )
 
 
@@ -61,7 +68,7 @@ def officer_problems(number: str, name: str, unit: str) -> list[str]:
     """Every reason an officer's fields cannot be stored."""
     problems = [p for p in [check_officer_number(number)] if p]
     return problems + fields_problems(
-        {"officer name": (name, Officer.name), "officer unit": (unit, Officer.unit)}
+        {_("officer name"): (name, Officer.name), _("officer unit"): (unit, Officer.unit)}
     )
 
 
@@ -84,8 +91,8 @@ def add_device(
     """Register a recorder (also one first seen at a dock). Returns (device, changed)."""
     if problems := device_problems(serial, model, unit):
         raise DeviceError(
-            "; ".join(problems),
-            hint="give the serial printed on the recorder, and a model and unit that fit",
+            _("; ").join(problems),
+            hint=_("give the serial printed on the recorder, and a model and unit that fit"),
         )
     device = session.scalars(select(Device).where(Device.serial == serial)).first()
     if device is None:
@@ -126,18 +133,22 @@ def assign_device(
     end: datetime | None = None,
     actor: str,
     note: str = "",
+    zone: tzinfo = CHINA_STANDARD_TIME,
 ) -> tuple[DeviceAssignment, bool]:
     """Give the recorder to an officer from ``start`` (until ``end``, or the next hand-over).
 
     The assignment current at ``start`` ends there. Returns (assignment, changed); the
     same assignment again changes nothing, so importing an assignment list twice is safe.
+    Refusals show times in ``zone`` (the station's).
     """
-    _check_assignment(serial, officer_number, officer_name, officer_unit, start, end, actor, note)
+    _check_assignment(
+        serial, officer_number, officer_name, officer_unit, (start, end), actor, note, zone
+    )
     device = session.scalars(select(Device).where(Device.serial == serial)).first()
     if device is None:
         raise DeviceNotFound(
-            f"no device with serial {serial!r}",
-            hint=f"register it first: liuhen device add {serial}",
+            _("no device with serial {serial!r}").format(serial=serial),
+            hint=_("register it first: {command}").format(command=f"liuhen device add {serial}"),
         )
     officer = ensure_officer(session, officer_number, officer_name, officer_unit)
     spans = list(
@@ -147,10 +158,10 @@ def assign_device(
             .order_by(DeviceAssignment.start)
         )
     )
-    same = _same_start(spans, serial, officer.id, start, end)
+    same = _same_start(spans, serial, officer.id, start, end, zone)
     if same is not None:
         return same, False
-    next_start = _next_start(spans, serial, start, end)
+    next_start = _next_start(spans, serial, start, end, zone)
     ended = None
     for a in spans:
         if a.start < start and (a.end is None or a.end > start):
@@ -189,21 +200,26 @@ def _check_assignment(
     officer_number: str,
     officer_name: str,
     officer_unit: str,
-    start: datetime,
-    end: datetime | None,
+    span: tuple[datetime, datetime | None],
     actor: str,
     note: str,
+    zone: tzinfo,
 ) -> None:
     """Refuse an assignment whose fields are out of bounds, all problems in one message."""
+    start, end = span
     problems = [p for p in [check_serial(serial)] if p]
     problems += officer_problems(officer_number, officer_name, officer_unit)
     problems += fields_problems(
-        {"actor": (actor, DeviceAssignment.actor), "note": (note, DeviceAssignment.note)}
+        {_("actor"): (actor, DeviceAssignment.actor), _("note"): (note, DeviceAssignment.note)}
     )
     if end is not None and end <= start:
-        problems.append(f"end {end.isoformat()} is not after start {start.isoformat()}")
+        problems.append(
+            _("end {end} is not after start {start}").format(
+                end=show_time(end, zone), start=show_time(start, zone)
+            )
+        )
     if problems:
-        raise DeviceError("; ".join(problems), hint="correct the assignment and run it again")
+        raise DeviceError(_("; ").join(problems), hint=_("correct the assignment and run it again"))
 
 
 def _same_start(
@@ -212,6 +228,7 @@ def _same_start(
     officer_id: int,
     start: datetime,
     end: datetime | None,
+    zone: tzinfo,
 ) -> DeviceAssignment | None:
     """The identical assignment already recorded (a repeat), or None; a different one at
     the same start is refused: an assignment is history."""
@@ -220,24 +237,34 @@ def _same_start(
             if a.officer_id == officer_id and (end is None or a.end == end):
                 return a
             raise DeviceError(
-                f"device {serial} is already assigned from {start.isoformat()} to another "
-                "officer or until another time",
-                hint="an assignment is history: give the hand-over time of a new one",
+                _(
+                    "device {serial} is already assigned from {start} to another officer "
+                    "or until another time"
+                ).format(serial=serial, start=show_time(start, zone)),
+                hint=_("an assignment is history: give the hand-over time of a new one"),
             )
     return None
 
 
 def _next_start(
-    spans: list[DeviceAssignment], serial: str, start: datetime, end: datetime | None
+    spans: list[DeviceAssignment],
+    serial: str,
+    start: datetime,
+    end: datetime | None,
+    zone: tzinfo,
 ) -> datetime | None:
     """The start of the next later assignment, refusing a new span that would overlap it."""
     later = [a for a in spans if a.start > start]
     next_start = later[0].start if later else None
     if end is not None and next_start is not None and end > next_start:
         raise DeviceError(
-            f"device {serial}: {start.isoformat()}–{end.isoformat()} overlaps the assignment "
-            f"from {next_start.isoformat()}",
-            hint="end the new assignment at or before the next hand-over",
+            _("device {serial}: {start} – {end} overlaps the assignment from {next}").format(
+                serial=serial,
+                start=show_time(start, zone),
+                end=show_time(end, zone),
+                next=show_time(next_start, zone),
+            ),
+            hint=_("end the new assignment at or before the next hand-over"),
         )
     return next_start
 
@@ -256,8 +283,9 @@ def officer_at(session: Session, device_id: int, at: datetime) -> int | None:
     ).first()
 
 
-def list_devices(session: Session) -> list[dict[str, Any]]:
-    """Every device with its assignment history, for `liuhen device list`."""
+def list_devices(session: Session, zone: tzinfo = CHINA_STANDARD_TIME) -> list[dict[str, Any]]:
+    """Every device with its assignment history, for `liuhen device list`; times are ISO
+    8601 with the offset of ``zone``."""
     officers = {o.id: o for o in session.scalars(select(Officer))}
     history: dict[int, list[dict[str, Any]]] = {}
     for a in session.scalars(select(DeviceAssignment).order_by(DeviceAssignment.start)):
@@ -267,8 +295,8 @@ def list_devices(session: Session) -> list[dict[str, Any]]:
                 "officer": o.number,
                 "name": o.name,
                 "unit": o.unit,
-                "start": a.start.isoformat(),
-                "end": a.end.isoformat() if a.end else None,
+                "start": iso_time(a.start, zone),
+                "end": iso_time(a.end, zone),
             }
         )
     return [

@@ -12,7 +12,7 @@ caller receives; the lists (stuck items, failures) are capped and carry the full
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 from sqlalchemy import and_, func, select
@@ -34,7 +34,9 @@ from catalog.models import (
     utcnow,
 )
 from catalog.states import RecordingState
+from config.i18n import _
 from config.settings import RetentionSettings
+from config.timetext import iso_time, show_time
 
 # Stopped and died processes stay listed this long (from when last seen), so a restart
 # is visible.
@@ -45,8 +47,9 @@ ERROR_CHARS = 500
 EXPIRY_SCAN_LIMIT = 10_000
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
+def _iso(value: datetime | None, zone: tzinfo) -> str | None:
+    """ISO 8601 with the offset of ``zone`` (UTC unless the caller names the station's)."""
+    return iso_time(value, zone)
 
 
 def district_status(
@@ -56,18 +59,20 @@ def district_status(
     expiry_within_days: int = 30,
     limit: int = LIST_LIMIT,
     retention: RetentionSettings | None = None,
+    zone: tzinfo = UTC,
 ) -> dict[str, Any]:
-    """The whole picture, as `district status --json` prints it."""
+    """The whole picture, as `district status --json` prints it; times ISO 8601 with the
+    offset of ``zone`` (pass the station's to show people their own time)."""
     now = now or utcnow()
-    processes = list_processes(session, now=now)
+    processes = list_processes(session, now=now, zone=zone)
     return {
-        "generated_at": _iso(now),
-        "stations": list_stations(session, processes),
+        "generated_at": _iso(now, zone),
+        "stations": list_stations(session, processes, zone=zone),
         "workers": [p for p in processes if p["role"] == "worker"],
         "processes": processes,
         "queue": queue_counts(session),
-        "stuck": stuck_items(session, processes, now=now, limit=limit),
-        "failures": failures(session, limit=limit),
+        "stuck": stuck_items(session, processes, now=now, limit=limit, zone=zone),
+        "failures": failures(session, limit=limit, zone=zone),
         "storage": storage_used(session),
         "expiry": expiry_due(session, now=now, within_days=expiry_within_days, policy=retention),
     }
@@ -76,7 +81,9 @@ def district_status(
 # -- processes and stations -------------------------------------------------------------------
 
 
-def list_processes(session: Session, *, now: datetime | None = None) -> list[dict[str, Any]]:
+def list_processes(
+    session: Session, *, now: datetime | None = None, zone: tzinfo = UTC
+) -> list[dict[str, Any]]:
     """Heartbeat rows: every running one, and those stopped within STOPPED_SHOWN_FOR."""
     now = now or utcnow()
     rows = session.scalars(
@@ -95,8 +102,8 @@ def list_processes(session: Session, *, now: datetime | None = None) -> list[dic
                 "pid": hb.pid,
                 "version": hb.version,
                 "status": status_of(hb, now),
-                "started_at": _iso(hb.started_at),
-                "last_seen": _iso(hb.last_seen),
+                "started_at": _iso(hb.started_at, zone),
+                "last_seen": _iso(hb.last_seen, zone),
                 "seen_s_ago": round((now - hb.last_seen).total_seconds(), 1),
                 "interval_s": interval_of(hb),
                 "details": dict(hb.details or {}),
@@ -105,7 +112,9 @@ def list_processes(session: Session, *, now: datetime | None = None) -> list[dic
     return out
 
 
-def list_stations(session: Session, processes: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+def list_stations(
+    session: Session, processes: Iterable[dict[str, Any]], *, zone: tzinfo = UTC
+) -> list[dict[str, Any]]:
     """Each registered station: keys, dockings by state, its last docking, its processes."""
     by_station: dict[str, list[dict[str, Any]]] = {}
     for p in processes:
@@ -149,8 +158,8 @@ def list_stations(session: Session, processes: Iterable[dict[str, Any]]) -> list
                     "uid": d.uid,
                     "state": d.state,
                     "slot": d.slot,
-                    "started_at": _iso(d.started_at),
-                    "finished_at": _iso(d.finished_at),
+                    "started_at": _iso(d.started_at, zone),
+                    "finished_at": _iso(d.finished_at, zone),
                     "files": d.files_total,
                     "bytes": d.bytes_total,
                 },
@@ -192,6 +201,7 @@ def stuck_items(
     *,
     now: datetime | None = None,
     limit: int = LIST_LIMIT,
+    zone: tzinfo = UTC,
 ) -> dict[str, Any]:
     """Claimed items that are not progressing: the lease lapsed (its worker died or hung),
     or no live process owns it. Another worker takes a lapsed item at its next claim;
@@ -205,15 +215,16 @@ def stuck_items(
         owner = item.lease_owner or ""
         if item.lease_expires_at is None or item.lease_expires_at < now:
             reason = (
-                f"lease expired at {_iso(item.lease_expires_at)}: its worker died or hung"
+                _("lease expired at {at}: its worker died or hung").format(
+                    at=show_time(item.lease_expires_at, zone)
+                )
                 if item.lease_expires_at
-                else "claimed without a lease"
+                else _("claimed without a lease")
             )
         elif not _owner_alive(owner, alive):
-            reason = (
-                f"no live heartbeat from its owner {owner} "
-                f"(none within {ALIVE_FACTOR} heartbeat intervals)"
-            )
+            reason = _(
+                "no live heartbeat from its owner {owner} (none within {count} heartbeat intervals)"
+            ).format(owner=owner, count=ALIVE_FACTOR)
         else:
             continue
         items.append(
@@ -223,15 +234,15 @@ def stuck_items(
                 "subject": item.subject,
                 "attempts": item.attempts,
                 "lease_owner": item.lease_owner,
-                "lease_expires_at": _iso(item.lease_expires_at),
-                "updated_at": _iso(item.updated_at),
+                "lease_expires_at": _iso(item.lease_expires_at, zone),
+                "updated_at": _iso(item.updated_at, zone),
                 "reason": reason,
             }
         )
     return {"count": len(items), "items": items[:limit]}
 
 
-def failures(session: Session, *, limit: int = LIST_LIMIT) -> dict[str, Any]:
+def failures(session: Session, *, limit: int = LIST_LIMIT, zone: tzinfo = UTC) -> dict[str, Any]:
     """Work items that failed for good, latest first, also grouped by recording (each
     with the reason and whether it would fail the same way again), and quarantined
     files."""
@@ -248,7 +259,7 @@ def failures(session: Session, *, limit: int = LIST_LIMIT) -> dict[str, Any]:
             "subject": w.subject,
             "attempts": w.attempts,
             "failure": w.failure,
-            "updated_at": _iso(w.updated_at),
+            "updated_at": _iso(w.updated_at, zone),
             "last_error": (w.last_error or "")[-ERROR_CHARS:],
         }
         for w in session.scalars(
@@ -270,7 +281,7 @@ def failures(session: Session, *, limit: int = LIST_LIMIT) -> dict[str, Any]:
             "station_id": sid,
             "path": f.relpath,
             "reason": f.reason,
-            "at": _iso(f.created_at),
+            "at": _iso(f.created_at, zone),
         }
         for f, uid, sid in session.execute(
             select(DockingFile, Docking.uid, Docking.station_id)
@@ -283,12 +294,14 @@ def failures(session: Session, *, limit: int = LIST_LIMIT) -> dict[str, Any]:
     return {
         "count": int(count),
         "items": items,
-        "by_recording": failures_by_recording(session, limit=limit),
+        "by_recording": failures_by_recording(session, limit=limit, zone=zone),
         "quarantined_files": {"count": int(quarantined), "items": files},
     }
 
 
-def failures_by_recording(session: Session, *, limit: int = LIST_LIMIT) -> dict[str, Any]:
+def failures_by_recording(
+    session: Session, *, limit: int = LIST_LIMIT, zone: tzinfo = UTC
+) -> dict[str, Any]:
     """Recordings with media work that failed for good, the latest failure first: each
     with its name, digest and failed items (kind, deterministic or transient, reason),
     so an operator sees what to look at and what `liuhen worker retry` would redo."""
@@ -314,7 +327,7 @@ def failures_by_recording(session: Session, *, limit: int = LIST_LIMIT) -> dict[
                 "kind": w.kind,
                 "failure": w.failure,
                 "attempts": w.attempts,
-                "updated_at": _iso(w.updated_at),
+                "updated_at": _iso(w.updated_at, zone),
                 "last_error": (w.last_error or "")[-ERROR_CHARS:],
             }
         )

@@ -34,6 +34,7 @@ from catalog.models import (
 from catalog.sightings import note_sightings
 from catalog.signing import Signer
 from catalog.states import RecordingState
+from config.i18n import _
 from storage.digest import DigestPair
 
 T = TypeVar("T")
@@ -499,16 +500,24 @@ def _name_flags(name: str, relpath_raw: bytes) -> dict[str, Any]:
 
 def _being_expired(name: str, recording_id: int) -> RecordingBeingExpired:
     return RecordingBeingExpired(
-        f"{name}: its bytes are those of recording {recording_id}, whose expiry is "
-        "under way; the file is kept staged and registered when that has finished",
-        hint="the station retries by itself; if it keeps waiting, finish the expiry "
-        "with `liuhen retention sweep --apply`",
+        _(
+            "{name}: its bytes are those of recording {id}, whose expiry is under way; the "
+            "file is kept staged and registered when that has finished"
+        ).format(name=name, id=recording_id),
+        hint=_(
+            "the station retries by itself; if it keeps waiting, finish the expiry "
+            "with `liuhen retention sweep --apply`"
+        ),
     )
 
 
 def _digest_conflict(name: str, sha256: str) -> DigestConflict:
     # Same SHA-256, different SM3 or size: impossible for honest bytes. Refuse loudly.
-    return DigestConflict(f"{name}: SHA-256 {sha256} already held with a different SM3/size")
+    return DigestConflict(
+        _("{name}: SHA-256 {sha256} already held with a different SM3/size").format(
+            name=name, sha256=sha256
+        )
+    )
 
 
 def _revive(

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy.orm import InstrumentedAttribute
 
 from catalog.models import Base
+from config.i18n import _
 
 # The longest value of an unbounded text column (a title, a place) an import takes: the
 # csv module's default field limit, so a CSV field and a JSON value get the same answer.
@@ -35,13 +36,17 @@ def limit_problems(label: str, value: str, limit: int) -> list[str]:
     problems = []
     if "\x00" in value:
         # PostgreSQL text cannot hold NUL at all.
-        problems.append(f"{label} contains a NUL character")
+        problems.append(_("{label} contains a NUL character").format(label=label))
     if any("\ud800" <= c <= "\udfff" for c in value):
         # A lone surrogate (e.g. a JSON "\ud800" escape) is not encodable as UTF-8.
-        problems.append(f"{label} is not valid Unicode (it holds a lone surrogate)")
+        problems.append(
+            _("{label} is not valid Unicode (it holds a lone surrogate)").format(label=label)
+        )
     if len(value) > limit:
         problems.append(
-            f"{label} is {len(value)} characters long, more than the {limit} it may have"
+            _("{label} is {length} characters long, more than the {limit} it may have").format(
+                label=label, length=len(value), limit=limit
+            )
         )
     return problems
 
@@ -53,11 +58,11 @@ def fields_problems(values: dict[str, tuple[str, InstrumentedAttribute[Any]]]) -
     ]
 
 
-def actor_problems(value: str, label: str = "the actor") -> list[str]:
+def actor_problems(value: str, label: str | None = None) -> list[str]:
     """Every reason ``value`` cannot be recorded as who did something. An actor goes into
     the custody event and into the acting row (an assignment, an attachment, a hold, an
     export…), so it must fit the narrowest of those columns."""
-    return limit_problems(label, value, actor_length())
+    return limit_problems(label or _("the actor"), value, actor_length())
 
 
 def actor_length() -> int:

@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 from sqlalchemy import and_, exists, or_, select, text
@@ -49,7 +49,9 @@ from catalog.models import (
 from catalog.signing import Signer
 from catalog.states import LIVE_STATES, RecordingState
 from config.errors import EXIT_USAGE
-from config.settings import RetentionSettings
+from config.i18n import N_, _
+from config.settings import CHINA_STANDARD_TIME, RetentionSettings
+from config.timetext import iso_time, show_time
 from storage import ObjectNotFound, ObjectStore, StorageError
 from storage.errors import RetentionRefused, StoreUnavailable
 
@@ -112,23 +114,22 @@ class Decision:
     released_holds: list[dict[str, Any]] = field(default_factory=list)
     store_retain_until: datetime | None = None
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self, zone: tzinfo = UTC) -> dict[str, Any]:
+        """For JSON: times ISO 8601 with the offset of ``zone`` (the station's)."""
         return {
             "recording": self.recording_id,
             "sha256": self.sha256,
             "name": self.name,
             "state": self.state,
             "rule": self.rule,
-            "keep_until": self.keep_until.isoformat() if self.keep_until else None,
+            "keep_until": iso_time(self.keep_until, zone),
             "expired": self.expired,
             "deletable": self.deletable,
             "reasons": self.reasons,
             "cases": self.cases,
             "holds": self.holds,
             "released_holds": self.released_holds,
-            "store_retain_until": (
-                self.store_retain_until.isoformat() if self.store_retain_until else None
-            ),
+            "store_retain_until": iso_time(self.store_retain_until, zone),
         }
 
 
@@ -140,13 +141,15 @@ def floor_since(rec: Recording) -> tuple[datetime, str]:
     STORED) the capture time is only the file name's, unchecked: a recorder whose clock was
     never set names files 1970, or far in the future; only the receipt counts then.
     :func:`_floor_since_sql` is the same rule in SQL."""
+    # The text is English in the catalog's records (an expiry's reason); `explain` shows
+    # it in the reader's language.
     if rec.state == RecordingState.STORED:
-        return rec.received_at, "receipt (capture time not yet checked: not probed)"
+        return rec.received_at, N_("receipt (capture time not yet checked: not probed)")
     if rec.captured_at is None:
-        return rec.received_at, "receipt (capture time unknown)"
+        return rec.received_at, N_("receipt (capture time unknown)")
     if rec.captured_at > rec.received_at:
-        return rec.captured_at, "capture (later than receipt)"
-    return rec.received_at, "receipt (later than capture)"
+        return rec.captured_at, N_("capture (later than receipt)")
+    return rec.received_at, N_("receipt (later than capture)")
 
 
 def _floor_since_sql() -> Any:
@@ -174,8 +177,14 @@ def case_keep_until(case: Case) -> datetime | None:
 
 
 def explain(
-    session: Session, rec: Recording, policy: RetentionSettings, now: datetime | None = None
+    session: Session,
+    rec: Recording,
+    policy: RetentionSettings,
+    now: datetime | None = None,
+    zone: tzinfo = CHINA_STANDARD_TIME,
 ) -> Decision:
+    """Which rule keeps ``rec``, until when, and the reasons in the reader's language
+    (times in ``zone``, the station's)."""
     now = now or datetime.now(UTC)
     all_holds = list(
         session.scalars(
@@ -191,23 +200,27 @@ def explain(
         store_retain_until=rec.retain_until,
         released_holds=[_hold_dict(h) for h in all_holds if h.released_at is not None],
     )
-    gone = _explain_gone(session, rec, base)
+    gone = _explain_gone(session, rec, base, zone)
     if gone is not None:
         return gone
     floor = floor_date(rec, policy)
     since = floor_since(rec)[1]
     reasons = [
-        f"unattached minimum: {policy.unattached_days} days from {since} → {floor.isoformat()}"
+        _("unattached minimum: {days} days from {since} → {until}").format(
+            days=policy.unattached_days, since=_(since), until=show_time(floor, zone)
+        )
     ]
     holds = [_hold_dict(h) for h in all_holds if h.released_at is None]
     cases = _attached_cases(session, rec)
-    rule, keep_until = _rule_of(rec, all_holds, cases, floor, reasons)
+    rule, keep_until = _rule_of(rec, all_holds, cases, floor, reasons, zone)
     expired = keep_until is not None and keep_until <= now
     deletable = expired and rule == "unattached" and rec.state in LIVE_STATES
     if expired and rule == "case":
         reasons.append(
-            "the case periods have run out; attached recordings are disposed of "
-            "with the case file, never by the sweep"
+            _(
+                "the case periods have run out; attached recordings are disposed of "
+                "with the case file, never by the sweep"
+            )
         )
     return Decision(
         **base,
@@ -221,16 +234,20 @@ def explain(
     )
 
 
-def _explain_gone(session: Session, rec: Recording, base: dict[str, Any]) -> Decision | None:
+def _explain_gone(
+    session: Session, rec: Recording, base: dict[str, Any], zone: tzinfo
+) -> Decision | None:
     """The decision for a recording already expired or being expired; None otherwise."""
     if rec.state == RecordingState.EXPIRED:
         stone = session.scalars(
             select(Tombstone).where(Tombstone.recording_id == rec.id).order_by(Tombstone.id.desc())
         ).first()  # the latest expiry
         why = (
-            f"deleted at expiry on {stone.deleted_at.isoformat()}: {stone.reason}"
+            _("deleted at expiry on {at}: {reason}").format(
+                at=show_time(stone.deleted_at, zone), reason=stone.reason
+            )
             if stone
-            else "expired"
+            else _("expired")
         )
         return Decision(
             **base,
@@ -250,9 +267,14 @@ def _explain_gone(session: Session, rec: Recording, base: dict[str, Any]) -> Dec
             expired=True,
             deletable=False,
             reasons=[
-                f"deletion decided on {pending.get('decided_at')} by "
-                f"{pending.get('actor')} ({pending.get('reason')}); not "
-                "finished: the next 'retention sweep --apply' completes it"
+                _(
+                    "deletion decided on {at} by {actor} ({reason}); not finished: the "
+                    "next 'retention sweep --apply' completes it"
+                ).format(
+                    at=show_time(pending.get("decided_at"), zone),
+                    actor=pending.get("actor"),
+                    reason=pending.get("reason"),
+                )
             ],
         )
     return None
@@ -285,6 +307,7 @@ def _rule_of(
     cases: list[dict[str, Any]],
     floor: datetime,
     reasons: list[str],
+    zone: tzinfo,
 ) -> tuple[str, datetime | None]:
     """Which rule keeps the recording, and until when (None: indefinitely); the reasons
     that rule gives go to the front of ``reasons``. Holds come first, then 'important'
@@ -295,12 +318,12 @@ def _rule_of(
     if holds:
         rule, keep_until = "legal-hold", None
         reasons[:0] = [
-            f"legal hold ({len(holds)} in force): never expires while held",
-            *(describe_hold(h) for h in holds),
+            _("legal hold ({count} in force): never expires while held").format(count=len(holds)),
+            *(describe_hold(h, zone) for h in holds),
         ]
     elif important:
         rule, keep_until = "important", None
-        reasons.insert(0, "marked important on the device: kept until reviewed")
+        reasons.insert(0, _("marked important on the device: kept until reviewed"))
     elif cases:
         rule = "case"
         ends = [case_keep_until_from(c) for c in cases]
@@ -310,15 +333,31 @@ def _rule_of(
             else max([floor, *(e for e in ends if e is not None)])
         )
         for c in cases:
-            end = c["keep_until"] or (
-                "永久"
+            end = (
+                show_time(c["keep_until"], zone)
+                if c["keep_until"]
+                else "永久"
                 if c["retention"] == PERMANENT
-                else f"{c['retention']} from closing (case is {c['status']})"
+                else _("{retention} from closing (case is {status})").format(
+                    retention=c["retention"], status=_(c["status"])
+                )
             )
-            reasons.insert(0, f"attached to {c['case']} ({c['method']}): {c['retention']} → {end}")
+            reasons.insert(
+                0,
+                _("attached to {case} ({method}): {retention} → {end}").format(
+                    case=c["case"],
+                    method=_(_METHOD_TEXT.get(c["method"], c["method"])),
+                    retention=c["retention"],
+                    end=end,
+                ),
+            )
     else:
         rule, keep_until = "unattached", floor
     return rule, keep_until
+
+
+# How a recording came to a case, as `explain` names it.
+_METHOD_TEXT = {"rule": N_("by rule"), "manual": N_("by hand")}
 
 
 def _hold_dict(h: LegalHold) -> dict[str, Any]:
@@ -423,10 +462,12 @@ def hold(
     actor: str,
 ) -> LegalHold:
     if not reason.strip():
-        raise RetentionError("a legal hold needs a reason", hint="give --reason TEXT")
+        raise RetentionError(_("a legal hold needs a reason"), hint=_("give --reason TEXT"))
     rec = lock_recording(session, rec.id) or rec
     if rec.state not in LIVE_STATES:
-        raise RetentionError(f"recording {rec.id} is {rec.state}: nothing left to hold")
+        raise RetentionError(
+            _("recording {id} is {state}: nothing left to hold").format(id=rec.id, state=rec.state)
+        )
     row = LegalHold(recording_id=rec.id, reason=reason, placed_by=actor)
     session.add(row)
     session.flush()
@@ -453,11 +494,16 @@ def open_holds(session: Session, rec_id: int) -> list[LegalHold]:
     )
 
 
-def describe_hold(h: LegalHold) -> str:
-    """One hold, as a person finds it again: its id, who placed it, when and why."""
-    text_ = f"hold {h.id}: placed by {h.placed_by} at {h.placed_at.isoformat()}: {h.reason}"
+def describe_hold(h: LegalHold, zone: tzinfo = CHINA_STANDARD_TIME) -> str:
+    """One hold, as a person finds it again: its id, who placed it, when (in ``zone``)
+    and why."""
+    text_ = _("hold {id}: placed by {by} at {at}: {reason}").format(
+        id=h.id, by=h.placed_by, at=show_time(h.placed_at, zone), reason=h.reason
+    )
     if h.released_at is not None:
-        text_ += f"; released by {h.released_by} at {h.released_at.isoformat()}: {h.release_reason}"
+        text_ += _("; released by {by} at {at}: {reason}").format(
+            by=h.released_by, at=show_time(h.released_at, zone), reason=h.release_reason
+        )
     return text_
 
 
@@ -475,20 +521,26 @@ def release(
     person's decision for a reason of its own (two proceedings, say); lifting one leaves
     the others, and the store's hold stays on while any remains."""
     if not reason.strip():
-        raise RetentionError("releasing a legal hold needs a reason", hint="give --reason TEXT")
+        raise RetentionError(
+            _("releasing a legal hold needs a reason"), hint=_("give --reason TEXT")
+        )
     rec = lock_recording(session, rec.id) or rec
     holds = open_holds(session, rec.id)
-    which = f"recording {rec.id} ({rec.sha256[:16]})"
+    which = _("recording {id} ({sha})").format(id=rec.id, sha=rec.sha256[:16])
     listing = "".join(f"\n  {describe_hold(h)}" for h in holds)
     if not holds:
         raise RetentionError(
-            f"{which} has no legal hold in force", hint="see 'liuhen retention explain'"
+            _("{which} has no legal hold in force").format(which=which),
+            hint=_("see 'liuhen retention explain'"),
         )
     if hold_id is None:
         if len(holds) > 1:
             raise HoldNotNamed(
-                f"{which} has {len(holds)} legal holds in force, and a release lifts one:{listing}",
-                hint="name the one to lift with --hold ID",
+                _("{which} has {count} legal holds in force, and a release lifts one:").format(
+                    which=which, count=len(holds)
+                )
+                + listing,
+                hint=_("name the one to lift with --hold ID"),
             )
         row = holds[0]
     else:
@@ -496,14 +548,17 @@ def release(
         if not found:
             other = session.get(LegalHold, hold_id)
             why = (
-                "is not a hold of this recording"
+                _("hold {id} is not a hold of this recording").format(id=hold_id)
                 if other is None or other.recording_id != rec.id
-                else f"was already released by {other.released_by} at "
-                f"{other.released_at.isoformat() if other.released_at else '?'}"
+                else _("hold {id} was already released by {by} at {at}").format(
+                    id=hold_id,
+                    by=other.released_by,
+                    at=show_time(other.released_at, CHINA_STANDARD_TIME),
+                )
             )
             raise RetentionError(
-                f"{which}: hold {hold_id} {why}; in force:{listing}",
-                hint="name one of the holds in force with --hold ID",
+                _("{which}: {why}; in force:").format(which=which, why=why) + listing,
+                hint=_("name one of the holds in force with --hold ID"),
             )
         row = found[0]
     row.released_at, row.released_by, row.release_reason = utcnow(), actor, reason
@@ -551,12 +606,12 @@ def _set_store_hold(store: ObjectStore | None, key: str, on: bool) -> str:
 def review(session: Session, signer: Signer, rec: Recording, *, reason: str, actor: str) -> None:
     """A reviewer has looked at an important recording: the other rules apply again."""
     if not reason.strip():
-        raise RetentionError("a review needs a reason", hint="give --reason TEXT")
+        raise RetentionError(_("a review needs a reason"), hint=_("give --reason TEXT"))
     rec = lock_recording(session, rec.id) or rec
     if not rec.important or rec.reviewed_at is not None:
         raise RetentionError(
-            f"recording {rec.id} is not awaiting review",
-            hint="only recordings marked important are reviewed",
+            _("recording {id} is not awaiting review").format(id=rec.id),
+            hint=_("only recordings marked important are reviewed"),
         )
     rec.reviewed_at = utcnow()
     append_event(
@@ -801,8 +856,11 @@ def decide_expiry(
     ):
         # The store's own lock outlasts the catalog's rule: decide nothing.
         raise RetentionRefused(
-            f"{rec.object_key}: the store keeps it (retained until "
-            f"{info.retain_until}, legal hold {info.legal_hold})"
+            _("{key}: the store keeps it (retained until {until}, legal hold {hold})").format(
+                key=rec.object_key,
+                until=show_time(info.retain_until, CHINA_STANDARD_TIME),
+                hold=_("on") if info.legal_hold else _("off"),
+            )
         )
     until = decision.keep_until.isoformat() if decision.keep_until else None
     reason = (
@@ -1024,17 +1082,28 @@ def sweep(
     apply: bool = False,
     now: datetime | None = None,
     limit: int | None = None,
+    only: Iterable[int] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> SweepReport:
-    """List what is due; with ``apply``, delete it, one transaction per recording."""
+    """List what is due; with ``apply``, delete it, one transaction per recording.
+
+    ``only``: the recordings a person confirmed from an earlier listing; what has come due
+    since is left for the next sweep (nobody saw it listed). ``progress(done, total)`` is
+    called as the deletions go (a long sweep's bar)."""
     now = now or datetime.now(UTC)
     with catalog.session() as s:
         listed = due(s, policy, now, limit)
+    if only is not None:
+        confirmed = set(only)
+        listed = [d for d in listed if d.recording_id in confirmed]
     report = SweepReport(applied=apply, due=listed)
     if not apply:
         return report
-    for d in listed:
+    for done, d in enumerate(listed):
+        if progress is not None:
+            progress(done, len(listed))
         try:
-            done = _expire(catalog, signer, store, d.recording_id, policy, now, actor)
+            expired = _expire(catalog, signer, store, d.recording_id, policy, now, actor)
         except RetentionRefused as exc:
             # The store's own lock outlasts the catalog's rule (it was set from receipt,
             # or extended on an attach since undone): the store wins; try a later sweep.
@@ -1047,6 +1116,8 @@ def sweep(
                 }
             )
             continue
-        if done is not None:
-            report.deleted.append(done)
+        if expired is not None:
+            report.deleted.append(expired)
+    if progress is not None:
+        progress(len(listed), len(listed))
     return report

@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from catalog.errors import KeyFileError
+from config.i18n import _
 
 
 def key_id_of(public_raw: bytes) -> str:
@@ -191,23 +192,29 @@ def load_key_file(path: Path) -> Ed25519PrivateKey:
         data = path.read_bytes()
     except FileNotFoundError as exc:
         raise KeyFileError(
-            f"station signing key {path} not found",
-            hint="run 'liuhen init' to create it, or set station.key_file",
+            _("station signing key {path} not found").format(path=path),
+            hint=_("run 'liuhen init' to create it, or set station.key_file"),
         ) from exc
     except PermissionError as exc:
-        raise KeyFileError(f"station signing key {path}: permission denied") from exc
+        raise KeyFileError(
+            _("station signing key {path}: permission denied").format(path=path)
+        ) from exc
     mode = path.stat().st_mode & 0o777
     if mode & 0o077:
         raise KeyFileError(
-            f"station signing key {path} is readable by others (mode {mode:o})",
-            hint=f"run 'chmod 600 {path}'",
+            _("station signing key {path} is readable by others (mode {mode})").format(
+                path=path, mode=f"{mode:o}"
+            ),
+            hint=_("run 'chmod 600 {path}'").format(path=path),
         )
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except ValueError as exc:
-        raise KeyFileError(f"station signing key {path} is not a PEM private key") from exc
+        raise KeyFileError(
+            _("station signing key {path} is not a PEM private key").format(path=path)
+        ) from exc
     if not isinstance(key, Ed25519PrivateKey):
-        raise KeyFileError(f"station signing key {path} is not an Ed25519 key")
+        raise KeyFileError(_("station signing key {path} is not an Ed25519 key").format(path=path))
     return key
 
 
@@ -221,7 +228,9 @@ def load_keyring(path: Path) -> dict[str, set[str]]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
-        raise KeyFileError(f"key ring {path}: cannot read: {exc.strerror}") from exc
+        raise KeyFileError(
+            _("key ring {path}: cannot read: {error}").format(path=path, error=exc.strerror)
+        ) from exc
     for number, line in enumerate(lines, 1):
         line = line.split("#", 1)[0].strip()
         if not line:
@@ -229,7 +238,9 @@ def load_keyring(path: Path) -> dict[str, set[str]]:
         parts = line.split()
         if len(parts) != 2 or not parts[1].startswith("ed25519:"):
             raise KeyFileError(
-                f"key ring {path}, line {number}: expected '<station id> ed25519:<hex>'"
+                _("key ring {path}, line {number}: expected '<station id> ed25519:<hex>'").format(
+                    path=path, number=number
+                )
             )
         ring.setdefault(parts[0], set()).add(parts[1])
     return ring

@@ -15,7 +15,7 @@ officer must record it whole; ``any``: together, at every moment one officer rec
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final, TypeAlias
@@ -28,6 +28,7 @@ from catalog.models import ActionOfficer, Case, EnforcementAction, Officer
 from compliance.history import History, load_history
 from compliance.timeline import Gap, Layout, lay
 from config.errors import EXIT_NOINPUT
+from config.i18n import N_, _
 
 COMPLETE: Final = "complete"
 PARTIAL: Final = "partial"
@@ -35,10 +36,19 @@ NONE: Final = "none"
 UNCERTAIN: Final = "uncertain"
 STATUSES: Final = (COMPLETE, PARTIAL, NONE, UNCERTAIN)
 STATUS_ZH: Final = {COMPLETE: "完整", PARTIAL: "部分记录", NONE: "未记录", UNCERTAIN: "存疑"}
+# The statuses as shown to a person, in their language (the Chinese is STATUS_ZH's).
+STATUS_TEXT: Final = {
+    COMPLETE: N_("complete"),
+    PARTIAL: N_("partly recorded"),
+    NONE: N_("not recorded"),
+    UNCERTAIN: N_("uncertain"),
+}
 RULES: Final = ("each", "any")
 
 
 # Rows of (id, external_id, case number, unit, start, end, place): ActionRow's fields.
+# Told (actions judged, actions in all) as a long coverage run goes.
+Progress: TypeAlias = Callable[[int, int], None]
 ActionSelect: TypeAlias = "Select[int, str, str, str, datetime, datetime, str]"
 
 
@@ -138,7 +148,9 @@ class ActionCoverage:
     @property
     def reasons(self) -> list[str]:
         return [
-            f"recording {rid} of officer {o.officer.number}: capture time in doubt: {why}"
+            _("recording {id} of officer {number}: capture time in doubt: {why}").format(
+                id=rid, number=o.officer.number, why=why
+            )
             for o in self.officers
             for rid, why in o.doubts
         ]
@@ -244,8 +256,11 @@ def _action_query() -> ActionSelect:
     ).join(Case, Case.id == EnforcementAction.case_id)
 
 
-def coverage_of(session: Session, query: ActionSelect, rules: Rules) -> list[ActionCoverage]:
-    """Coverage of every action the query (built on :func:`action_select`) selects."""
+def coverage_of(
+    session: Session, query: ActionSelect, rules: Rules, progress: Progress | None = None
+) -> list[ActionCoverage]:
+    """Coverage of every action the query (built on :func:`action_select`) selects;
+    ``progress(done, total)`` is told as actions are judged (a year is thousands)."""
     # Core, not the ORM session: these are plain rows, and the ORM's per-statement work
     # cost more than the query itself for one action.
     actions = [ActionRow(*row) for row in session.connection().execute(query)]
@@ -260,7 +275,12 @@ def coverage_of(session: Session, query: ActionSelect, rules: Rules) -> list[Act
         min(a.start for a in actions) - margin,
         max(a.end for a in actions) + margin,
     )
-    return [cover(a, officers.get(a.id, []), history, rules) for a in actions]
+    found = []
+    for done, a in enumerate(actions, 1):
+        found.append(cover(a, officers.get(a.id, []), history, rules))
+        if progress is not None and (done % 100 == 0 or done == len(actions)):
+            progress(done, len(actions))
+    return found
 
 
 def action_select() -> ActionSelect:
@@ -297,13 +317,15 @@ def action_coverage(session: Session, ref: str, rules: Rules) -> ActionCoverage:
     )
     if len(matches) > 1:
         raise CatalogError(
-            f"{len(matches)} actions have the id {ref!r} (in different cases)",
-            hint="name it by its row id (liuhen coverage --case N lists them)",
+            _("{n} actions have the id {ref!r} (in different cases)").format(
+                n=len(matches), ref=ref
+            ),
+            hint=_("name it by its row id (liuhen coverage --case N lists them)"),
         )
     if not matches:
         raise ActionNotFound(
-            f"no enforcement action {ref!r}",
-            hint="give the action's row id or its id in the case-management system",
+            _("no enforcement action {ref!r}").format(ref=ref),
+            hint=_("give the action's row id or its id in the case-management system"),
         )
     return coverage_of(session, q.where(EnforcementAction.id == matches[0]), rules)[0]
 

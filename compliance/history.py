@@ -19,6 +19,7 @@ from sqlalchemy import Text, case, cast, or_, select
 from sqlalchemy.orm import Session
 
 from catalog.models import DeviceAssignment, Recording
+from config.i18n import N_, _
 
 # No body-worn recorder records one file for a day (battery, file-size limits): a bound
 # on how far before an action's window a recording that overlaps it can have started,
@@ -27,7 +28,7 @@ MAX_RECORDING = timedelta(days=1)
 # Past this many ids an IN list is not worth it: the time range alone selects.
 IN_LIST_MAX = 5000
 # A file docked under a generic name has no capture time until the probe reads one.
-UNPROBED = "not probed yet: capture time unknown"
+UNPROBED = N_("not probed yet: capture time unknown")  # translated where it is used
 
 
 class Rec(NamedTuple):
@@ -48,7 +49,7 @@ def doubt_of(flags: dict[str, Any] | None, end: datetime | None) -> str | None:
     if times:
         return "; ".join(str(t) for t in times)
     if end is None:
-        return "capture end unknown (not probed yet, or no duration)"
+        return _("capture end unknown (not probed yet, or no duration)")
     return None
 
 
@@ -127,7 +128,7 @@ def load_history(
         held = spans.get(device_id) if device_id is not None else None
         for officer in _holders(held, own_officer, lo, min(received, hi)):
             if officer in wanted:
-                history.unknown.setdefault(officer, []).append(Rec(rid, lo, received, UNPROBED))
+                history.unknown.setdefault(officer, []).append(Rec(rid, lo, received, _(UNPROBED)))
     for officer, items in history.unknown.items():
         items.sort(key=lambda r: (r.end, r.id))
         history.received[officer] = [r.end for r in items if r.end is not None]

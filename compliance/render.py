@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import io
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 from html import escape
 from pathlib import Path
 from typing import Any, Final
@@ -14,6 +14,9 @@ from compliance.charts import Chart, to_drawing, to_svg
 from compliance.coverage import STATUSES
 from compliance.periods import CST
 from config.errors import EXIT_CONFIG
+from config.i18n import N_, _, language
+from config.settings import zone_of
+from config.timetext import show_time
 
 FONT_CANDIDATES: Final = (
     Path("/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc"),
@@ -27,23 +30,46 @@ class FontMissing(CatalogError):
     exit_code = EXIT_CONFIG
 
 
-DAY_FMT: Final = "%Y年%m月%d日"
+# A day as the report's language writes it (2026年01月01日, or 2026-01-01).
+DAY_TEXT: Final = N_("{year}-{month:02d}-{day:02d}")
 
 
-def _cst(iso: str | None, *, fmt: str = "%Y-%m-%d %H:%M", back: bool = False) -> str:
-    """An ISO instant as China Standard Time text; ``back``: the day before (an end that
-    is exclusive, shown as the last day it includes)."""
-    if not iso:
-        return "从未"
-    at = datetime.fromisoformat(iso).astimezone(CST)
-    return (at - timedelta(days=1) if back else at).strftime(fmt)
+def report_zone(data: dict[str, Any]) -> tzinfo:
+    """The zone the report's times are shown in: the station's, recorded in the data
+    (reports written before it was recorded are China Standard Time)."""
+    name = data.get("time_zone")
+    return zone_of(name) if name else CST
+
+
+def _day(iso: str, zone: tzinfo, *, back: bool = False) -> str:
+    """An ISO instant as its day in ``zone``; ``back``: the day before (an end that is
+    exclusive, shown as the last day it includes)."""
+    at = datetime.fromisoformat(iso).astimezone(zone)
+    day = at - timedelta(days=1) if back else at
+    return _(DAY_TEXT).format(year=day.year, month=day.month, day=day.day)
+
+
+def last_day(iso: str, zone: tzinfo) -> str:
+    """The last day an exclusive end includes, in ``zone``: ``2026-12-31`` for the end
+    ``2027-01-01T00:00+08:00`` of the year 2026."""
+    return (datetime.fromisoformat(iso).astimezone(zone) - timedelta(days=1)).date().isoformat()
+
+
+def _when(iso: str | None, zone: tzinfo) -> str:
+    """An instant for a reader: ``2026-12-01 07:00 +08:00`` (config.timetext), or never."""
+    return show_time(iso, zone, seconds=False) if iso else _("never")
 
 
 def _period_text(data: dict[str, Any]) -> str:
     s = data["summary"]
-    return (
-        f"统计期间：{_cst(s['from'], fmt=DAY_FMT)}至{_cst(s['to'], fmt=DAY_FMT, back=True)}"
-        f"（北京时间）；生成时间：{_cst(data['generated_at'])}"
+    zone = report_zone(data)
+    name = data.get("time_zone") or "Asia/Shanghai"
+    zone_text = _("Beijing time") if name in ("Asia/Shanghai", "Asia/Chongqing") else name
+    return _("Period: {first} to {last} ({zone}); generated {when}").format(
+        first=_day(s["from"], zone),
+        last=_day(s["to"], zone, back=True),
+        zone=zone_text,
+        when=_when(data["generated_at"], zone),
     )
 
 
@@ -56,14 +82,23 @@ def _num(v: Any) -> str:
 
 
 STATS_HEAD: Final = (
-    "执法活动",
-    "完整",
-    "部分记录",
-    "未记录",
-    "存疑",
-    "中位间断(秒)",
-    "最长间断(秒)",
+    N_("actions"),
+    N_("complete"),
+    N_("partly recorded"),
+    N_("not recorded"),
+    N_("uncertain"),
+    N_("median gap (s)"),
+    N_("worst gap (s)"),
 )
+
+
+def _heads(*heads: str) -> list[str]:
+    return [_(h) for h in heads]
+
+
+def _listed(items: list[str]) -> str:
+    """Items listed as the language lists them (、 in Chinese), or none."""
+    return _(", ").join(items) or _("none")
 
 
 def stats_cells(d: dict[str, Any]) -> list[str]:
@@ -75,82 +110,100 @@ def stats_cells(d: dict[str, Any]) -> list[str]:
     ]
 
 
-def sections(data: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+Section = tuple[str, list[str], list[list[str]]]
+
+
+def sections(data: dict[str, Any]) -> list[Section]:
     """The report's tables, (heading, columns, rows), shared by HTML and PDF."""
-    out: list[tuple[str, list[str], list[list[str]]]] = []
+    out: list[Section] = []
     summary = data["summary"]
     if summary["district"] is not None:
-        out.append(("全区合计", list(STATS_HEAD), [stats_cells(summary["district"])]))
+        out.append((_("District total"), _heads(*STATS_HEAD), [stats_cells(summary["district"])]))
         rows = [[u["unit"], *stats_cells(u)] for u in summary["units"]]
-        out.append(("各单位情况", ["单位", *STATS_HEAD], rows))
+        out.append((_("By unit"), _heads(N_("unit"), *STATS_HEAD), rows))
     for u in summary["units"] if summary["district"] is None else []:
-        rows = [[m["month"], *stats_cells(m)] for m in u["months"]]
-        out.append(("各月情况", ["月份", *STATS_HEAD], [*rows, ["全年", *stats_cells(u)]]))
-        rows = [[o["officer"], o["name"], o["month"], *stats_cells(o)] for o in u["officers"]]
-        out.append(("各执法人员情况", ["警号", "姓名", "月份", *STATS_HEAD], rows))
-        house = [
-            ["未关联案件的录像", str(u["unattached_recordings"]["count"])],
-            ["长期未接入的设备", "、".join(d["serial"] for d in u["undocked_devices"]) or "无"],
-            [
-                "接入时时钟偏差超限的设备",
-                "、".join(
-                    f"{d['serial']}({d['worst_offset_s']:+g}秒)" for d in u["clock_off_devices"]
-                )
-                or "无",
-            ],
-        ]
-        out.append(("设备与录像管理", ["项目", "情况"], house))
+        out += _unit_sections(u)
+    out.append(_survey_section(data))
+    columns = _heads(
+        N_("sample"), N_("case"), N_("action"), N_("verdict"), N_("reviewer"), N_("rectification")
+    )
+    out.append((_("Case-file review"), columns, _review_rows(data)))
+    return out
+
+
+def _unit_sections(u: dict[str, Any]) -> list[Section]:
+    rows = [[m["month"], *stats_cells(m)] for m in u["months"]]
+    out: list[Section] = [
+        (
+            _("By month"),
+            _heads(N_("month"), *STATS_HEAD),
+            [*rows, [_("whole year"), *stats_cells(u)]],
+        )
+    ]
+    rows = [[o["officer"], o["name"], o["month"], *stats_cells(o)] for o in u["officers"]]
+    heads = _heads(N_("officer number"), N_("officer name"), N_("month"), *STATS_HEAD)
+    out.append((_("By officer"), heads, rows))
+    clock_off = [
+        _("{serial} ({seconds})").format(
+            serial=d["serial"], seconds=_("{n:+g} s").format(n=d["worst_offset_s"])
+        )
+        for d in u["clock_off_devices"]
+    ]
+    house = [
+        [_("Recordings attached to no case"), str(u["unattached_recordings"]["count"])],
+        [_("Devices long not docked"), _listed([d["serial"] for d in u["undocked_devices"]])],
+        [_("Devices whose clock was off at docking"), _listed(clock_off)],
+    ]
+    out.append((_("Devices and recordings"), _heads(N_("item"), N_("finding")), house))
+    return out
+
+
+def _survey_section(data: dict[str, Any]) -> Section:
+    zone = report_zone(data)
     rows = [
         [
             d["unit"],
             d["serial"],
             d["model"],
-            "是" if d["assigned"] else "否",
+            _("yes") if d["assigned"] else _("no"),
             d["officer_name"] or d["officer"] or "",
-            _cst(d["last_docked"]),
+            _when(d["last_docked"], zone),
             _bytes(d["storage_used_bytes"]),
             _num(d["clock_offset_s"]),
             str(d["recordings_30d"]),
         ]
         for d in data["survey"]
     ]
-    out.append(
-        (
-            "音像记录设备摸底",
-            [
-                "单位",
-                "设备编号",
-                "型号",
-                "配发",
-                "使用人",
-                "最后接入",
-                "已用存储",
-                "时钟偏差(秒)",
-                "近30天录像",
-            ],
-            rows,
-        )
+    columns = _heads(
+        N_("unit"),
+        N_("serial"),
+        N_("model"),
+        N_("assigned"),
+        N_("holder"),
+        N_("last docked"),
+        N_("storage used"),
+        N_("clock offset (s)"),
+        N_("recordings in 30 days"),
     )
-    out.append(
-        ("案卷评查", ["抽样", "案件", "执法活动", "结论", "评查人", "整改情况"], _review_rows(data))
-    )
-    return out
+    return (_("Equipment survey"), columns, rows)
 
 
 def _review_rows(data: dict[str, Any]) -> list[list[str]]:
     rows = []
     for r in data["reviews"]:
-        label = f"#{r['sample']} {r['period']} 种子{r['seed']}"
+        label = _("#{sample} {period} seed {seed}").format(
+            sample=r["sample"], period=r["period"], seed=r["seed"]
+        )
         for a in r["actions"]:
             rect = a.get("rectification") or (
-                "待整改" if a["verdict"] in ("不完整", "不规范") else ""
+                _("to be rectified") if a["verdict"] in ("不完整", "不规范") else ""
             )
             rows.append(
                 [
                     label,
                     a["case"],
                     a["external_id"],
-                    a["verdict"] or "未评",
+                    a["verdict"] or _("not reviewed"),
                     a.get("reviewer") or "",
                     rect,
                 ]
@@ -162,6 +215,29 @@ def _bytes(n: int | None) -> str:
     if n is None:
         return "-"
     return f"{n / 1e9:.1f} GB"
+
+
+def _empty(columns: list[str]) -> list[list[str]]:
+    return [[_("none")] + [""] * (len(columns) - 1)]
+
+
+def _rules_text(rules: dict[str, Any]) -> str:
+    return _(
+        "Rule: {rule}; complete: share ≥ {share:g}% and no gap over {gap:g} s; gaps "
+        "listed over {threshold:g} s."
+    ).format(
+        rule=_("each officer") if rules["rule"] == "each" else _("any officer"),
+        share=rules["complete_share"] * 100,
+        gap=rules["complete_max_gap_s"],
+        threshold=rules["gap_threshold_s"],
+    )
+
+
+def _signed_text(command: str) -> str:
+    return _(
+        "This report was made by 留痕 and signed with the station's key (Ed25519); "
+        "check it with {command}."
+    ).format(command=command)
 
 
 CSS: Final = """
@@ -177,34 +253,29 @@ h1{font-size:22px}h2{font-size:17px;margin-top:1.5em}
 
 def render_html(data: dict[str, Any], charts: list[Chart]) -> str:
     e = escape
-    rules = data["summary"]["rules"]
+    command = "<code>liuhen verify {name}.sig.json</code>".format(name=e(_("report")))
     parts = [
         "<!DOCTYPE html>",
-        '<html lang="zh-CN"><head><meta charset="utf-8">',
+        f'<html lang="{"zh-CN" if language() == "zh" else "en"}"><head><meta charset="utf-8">',
         f"<title>{e(data['title'])}</title><style>{CSS}</style></head><body>",
         f"<h1>{e(data['title'])}</h1>",
-        f'<p class="meta">{e(_period_text(data))}；'
-        f"规则：{'每名执法人员均须记录' if rules['rule'] == 'each' else '任一执法人员记录即可'}，"
-        f"完整标准：覆盖率≥{rules['complete_share'] * 100:g}%"
-        f"且最长间断≤{rules['complete_max_gap_s']:g}秒，"
-        f"间断阈值{rules['gap_threshold_s']:g}秒。</p>",
-        "<h2>图表</h2>",
+        f'<p class="meta">{e(_period_text(data))} {e(_rules_text(data["summary"]["rules"]))}</p>',
+        f"<h2>{e(_('Charts'))}</h2>",
         *(f"<figure>{to_svg(c)}</figure>" for c in charts),
     ]
     for heading, columns, rows in sections(data):
         parts.append(f"<h2>{e(heading)}</h2><table><tr>")
         parts += [f"<th>{e(c)}</th>" for c in columns]
         parts.append("</tr>")
-        for row in rows or [["无"] + [""] * (len(columns) - 1)]:
+        for row in rows or _empty(columns):
             parts.append("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>")
         parts.append("</table>")
-    parts.append("<h2>指标定义</h2><dl>")
+    parts.append(f"<h2>{e(_('Definitions'))}</h2><dl>")
     for d in data["definitions"]:
         parts.append(f"<dt><b>{e(d['term'])}</b></dt><dd>{e(d['definition'])}</dd>")
-    parts.append(
-        '</dl><p class="meta">本报告由留痕系统生成，并以采集站密钥签名（Ed25519），'
-        "可用 <code>liuhen verify 报告.sig.json</code> 核验。</p></body></html>"
-    )
+    # The command is markup of our own; the sentence around it is escaped.
+    signed = e(_signed_text("\0")).replace("\0", command)
+    parts.append(f'</dl><p class="meta">{signed}</p></body></html>')
     return "\n".join(parts)
 
 
@@ -243,10 +314,7 @@ def render_pdf(data: dict[str, Any], charts: list[Chart]) -> bytes:
     for heading, columns, rows in sections(data):
         story.append(Paragraph(e(heading), h2))
         cells = [[Paragraph(e(c), cell) for c in columns]]
-        cells += [
-            [Paragraph(e(c), cell) for c in row]
-            for row in rows or [["无"] + [""] * (len(columns) - 1)]
-        ]
+        cells += [[Paragraph(e(c), cell) for c in row] for row in rows or _empty(columns)]
         table = Table(cells, repeatRows=1)
         table.setStyle(
             TableStyle(
@@ -258,17 +326,18 @@ def render_pdf(data: dict[str, Any], charts: list[Chart]) -> bytes:
             )
         )
         story.append(table)
-    story.append(Paragraph("指标定义", h2))
+    story.append(Paragraph(e(_("Definitions")), h2))
     for d in data["definitions"]:
         # Plain text: the CJK font has no bold face registered for <b>.
-        story.append(Paragraph(e(f"{d['term']}：{d['definition']}"), body))
-    story.append(Spacer(1, 8))
-    story.append(
-        Paragraph(
-            e("本报告由留痕系统生成并签名（Ed25519），可用 liuhen verify 报告.sig.json 核验。"),
-            body,
+        story.append(
+            Paragraph(
+                e(_("{term}: {definition}").format(term=d["term"], definition=d["definition"])),
+                body,
+            )
         )
-    )
+    story.append(Spacer(1, 8))
+    command = "liuhen verify {name}.sig.json".format(name=_("report"))
+    story.append(Paragraph(e(_signed_text(command)), body))
     buf = io.BytesIO()
     doc = SimpleDocTemplate(
         buf,

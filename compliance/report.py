@@ -1,5 +1,6 @@
 """The self-inspection report (自查报告) a unit sends to the 区司法局, and the district-wide
-summary across units: the figures as JSON, an HTML page and a PDF, in Chinese, signed.
+summary across units: the figures as JSON, an HTML page and a PDF, in the language of the
+command (Chinese by default, English with --lang en), signed.
 
 Files written to the output folder, named ``<stem>.json``, ``.html``, ``.pdf`` and
 ``.sig.json``. The signature file names each file's SHA-256 and size, the station and its
@@ -21,12 +22,15 @@ from sqlalchemy.orm import Session
 
 from catalog.canonical import canonical_json
 from catalog.signing import Signer, judge_trust, key_id_of, verify_signature
-from compliance.coverage import STATUS_ZH, STATUSES, Rules
+from compliance.coverage import STATUS_TEXT, STATUSES, Progress, Rules
 from compliance.models import ReviewSample
 from compliance.periods import period
 from compliance.review import sample_report
 from compliance.summary import Housekeeping, summarize
 from compliance.survey import survey
+from config.i18n import N_, _, language
+from config.settings import zone_of
+from config.timetext import iso_time
 
 SIGNATURE_FORMAT: Final = "liuhen-report-signature/1"
 COLORS: Final = {
@@ -35,31 +39,84 @@ COLORS: Final = {
     "none": "#c62828",
     "uncertain": "#9e9e9e",
 }
+# The terms the report defines, translated when the report is written.
 DEFINITIONS: Final = (
-    ("执法活动时间窗", "案件管理系统记录的执法活动开始至结束时间。"),
     (
-        "覆盖率",
-        "执法人员所持执法记录仪（按拍摄开始时的设备配发记录确定）在时间窗内的录像总时长占时间窗的比例；"
-        "多段录像重叠部分只计一次。规则为“每人”时取覆盖率最低的执法人员，为“任一”时取全体合计。",
+        N_("Action window"),
+        N_(
+            "The start and end of the enforcement action as the case-management system "
+            "recorded them."
+        ),
     ),
     (
-        "间断",
-        "时间窗内无录像的连续时段，含开始前未录（迟录）和结束前停录（早停）；超过阈值的间断逐条列出。",
+        N_("Share covered"),
+        N_(
+            "The part of the window covered by the recordings of the recorders the officer "
+            "carried (by the device assignment at each recording's capture start); where "
+            "recordings overlap, the time counts once. Under the rule 'each officer' the "
+            "least-recorded officer's share counts, under 'any officer' all officers' "
+            "recordings together."
+        ),
     ),
-    ("完整", "覆盖率不低于设定比例（默认95%）且最长间断不超过设定秒数（默认60秒）。"),
-    ("部分记录", "有录像覆盖时间窗的一部分，但未达到“完整”标准。"),
-    ("未记录", "执法人员的录像均未触及时间窗。"),
     (
-        "存疑",
-        "时间窗附近有拍摄时间存疑的录像（设备时钟未设置、多个时间来源相差过大、尚未解析时长等），"
-        "该录像不计入覆盖率，须人工核实。",
+        N_("Gap"),
+        N_(
+            "A stretch of the window with no recording, including the start not recorded "
+            "(started late) and the end not recorded (stopped early); every gap over the "
+            "threshold is listed."
+        ),
     ),
-    ("中位间断、最长间断", "已完整或部分记录的执法活动中，各活动最长间断的中位数和最大值（秒）。"),
-    ("未关联录像", "拍摄后超过设定天数（默认30天）仍未关联任何案件的录像数。"),
-    ("未接入设备", "截至报告期末超过设定天数（默认7天）未在采集站接入的执法记录仪。"),
     (
-        "时钟偏差",
-        "采集站接入时测得的设备时钟与标准时间之差（设备快为正）；超过设定秒数（默认120秒）的列出。",
+        N_("Complete"),
+        N_(
+            "The share covered is at least the set share (95% by default) and no gap is "
+            "longer than the set seconds (60 by default)."
+        ),
+    ),
+    (
+        N_("Partly recorded"),
+        N_("Recordings cover part of the window, short of complete."),
+    ),
+    (
+        N_("Not recorded"),
+        N_("None of the officers' recordings touches the window."),
+    ),
+    (
+        N_("Uncertain"),
+        N_(
+            "A recording whose capture time is in doubt lies near the window (a device clock "
+            "never set, time sources that disagree, a duration not yet read, …); it is not "
+            "counted and must be checked by a person."
+        ),
+    ),
+    (
+        N_("Median and longest gap"),
+        N_(
+            "Of the actions complete or partly recorded, the median and the maximum of each "
+            "action's longest gap (seconds)."
+        ),
+    ),
+    (
+        N_("Unattached recordings"),
+        N_(
+            "Recordings attached to no case more than the set days (30 by default) after "
+            "they were made."
+        ),
+    ),
+    (
+        N_("Devices not docked"),
+        N_(
+            "Recorders not docked at a station for more than the set days (7 by default) "
+            "at the end of the period."
+        ),
+    ),
+    (
+        N_("Clock offset"),
+        N_(
+            "The difference between the device clock and true time measured at docking "
+            "(positive when the device is ahead); those beyond the set seconds (120 by "
+            "default) are listed."
+        ),
     ),
 )
 
@@ -80,25 +137,46 @@ def report_data(
     unit: str | None,
     year: int,
     now: datetime,
+    time_zone: str = "Asia/Shanghai",
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Every figure the report shows, as JSON-ready data (signed with the report)."""
-    start, end = period(str(year))
-    summary = summarize(session, rules, house, unit=unit, start=start, end=end, now=now)
+    """Every figure the report shows, as JSON-ready data (signed with the report); its
+    times are shown in ``time_zone`` (the station's), recorded with the data."""
+    zone = zone_of(time_zone)
+    start, end = period(str(year), zone)
+    summary = summarize(
+        session,
+        rules,
+        house,
+        unit=unit,
+        start=start,
+        end=end,
+        now=now,
+        zone=zone,
+        progress=progress,
+    )
     samples = session.scalars(
         select(ReviewSample).where(ReviewSample.period.like(f"{year}%")).order_by(ReviewSample.id)
     )
     reviews = [sample_report(session, s) for s in samples if unit is None or s.unit == unit]
     return {
-        "title": f"{unit or '全区'}{year}年度执法全过程音像记录自查报告"
+        "title": _(
+            "{unit} {year}: self-inspection report on full-process audio-visual recording "
+            "of enforcement"
+        ).format(unit=unit, year=year)
         if unit
-        else f"{year}年度全区执法全过程音像记录情况汇总",
+        else _(
+            "District {year}: summary of full-process audio-visual recording of enforcement"
+        ).format(year=year),
+        "language": language(),
         "unit": unit,
         "year": year,
-        "generated_at": now.isoformat(),
+        "generated_at": iso_time(now, zone),
+        "time_zone": time_zone,
         "summary": summary,
         "survey": survey(session, unit, min(now, end)),
         "reviews": reviews,
-        "definitions": [{"term": t, "definition": d} for t, d in DEFINITIONS],
+        "definitions": [{"term": _(t), "definition": _(d)} for t, d in DEFINITIONS],
     }
 
 
@@ -119,10 +197,10 @@ def status_chart(title: str, rows: list[tuple[str, dict[str, Any]]]) -> Any:
     series = []
     for status in STATUSES:
         values = []
-        for _, counts in rows:
+        for _label, counts in rows:
             n = sum(counts[s] for s in STATUSES)
             values.append(counts[status] / n if n else 0.0)
-        series.append(Series(STATUS_ZH[status], COLORS[status], tuple(values)))
+        series.append(Series(_(STATUS_TEXT[status]), COLORS[status], tuple(values)))
     return Chart(title, tuple(label for label, _ in rows), tuple(series), stacked_share=True)
 
 
@@ -132,18 +210,27 @@ def charts_of(data: dict[str, Any]) -> list[Any]:
     out = []
     units = data["summary"]["units"]
     if data["unit"] is None:
-        out.append(status_chart("各单位执法活动记录情况", [(u["unit"], u) for u in units]))
+        out.append(
+            status_chart(
+                _("Recording of enforcement actions by unit"), [(u["unit"], u) for u in units]
+            )
+        )
         histogram = data["summary"]["district"]["gap_histogram"] if units else {}
     else:
         u = units[0]
-        out.append(status_chart("各月执法活动记录情况", [(m["month"], m) for m in u["months"]]))
-        out.append(status_chart("各执法人员记录情况", officer_totals(u)))
+        out.append(
+            status_chart(
+                _("Recording of enforcement actions by month"),
+                [(m["month"], m) for m in u["months"]],
+            )
+        )
+        out.append(status_chart(_("Recording by officer"), officer_totals(u)))
         histogram = u["gap_histogram"]
     out.append(
         Chart(
-            "最长间断分布（执法活动数）",
+            _("Longest gaps (number of actions)"),
             tuple(histogram),
-            (Series("执法活动", "#1565c0", tuple(float(v) for v in histogram.values())),),
+            (Series(_("actions"), "#1565c0", tuple(float(v) for v in histogram.values())),),
             stacked_share=False,
         )
     )

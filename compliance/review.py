@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any, Final
 
 from sqlalchemy import select
@@ -28,8 +28,10 @@ from catalog.errors import CatalogError
 from catalog.models import Case, EnforcementAction
 from catalog.signing import Signer
 from compliance.models import ReviewSample, ReviewVerdict
-from compliance.periods import period
+from compliance.periods import CST, canonical_period, period
 from config.errors import EXIT_FAILED_CHECK, EXIT_NOINPUT
+from config.i18n import _
+from config.timetext import show_time
 
 VERDICTS: Final = ("完整", "不完整", "不规范")
 CHECKLIST: Final = ("全程记录", "告知当事人正在录音录像", "画面清晰", "声音清晰", "按时上传")
@@ -88,13 +90,18 @@ class Changes:
     def describe(self) -> str:
         def names(keys: list[Key]) -> str:
             shown = ", ".join(f"{c} {a}" for c, a in keys[:10])
-            return shown + (f" and {len(keys) - 10} more" if len(keys) > 10 else "")
+            more = len(keys) - 10
+            return shown + (_(" and {n} more").format(n=more) if more > 0 else "")
 
         parts = []
         if self.added:
-            parts.append(f"{len(self.added)} added ({names(self.added)})")
+            parts.append(
+                _("{n} added ({names})").format(n=len(self.added), names=names(self.added))
+            )
         if self.removed:
-            parts.append(f"{len(self.removed)} removed ({names(self.removed)})")
+            parts.append(
+                _("{n} removed ({names})").format(n=len(self.removed), names=names(self.removed))
+            )
         return "; ".join(parts)
 
     def as_dict(self) -> dict[str, Any]:
@@ -127,7 +134,8 @@ def take_sample(
     (nothing new is recorded). On a changed population the draw is refused, naming what
     changed, unless ``redraw``: then a new sample is recorded that names the earlier one.
     """
-    period(period_text)  # refuses a period that is not one
+    # 2026/11/03 and 2026年11月3日 are the sample of 2026-11-03: one stored spelling.
+    period_text = canonical_period(period_text)  # refuses a period that is not one
     members = population_of(session, unit, period_text)
     keys = [k for k, _ in members]
     digest = population_hash(keys)
@@ -147,10 +155,20 @@ def take_sample(
     if earlier is not None and earlier.population_hash != digest and not redraw:
         assert diff is not None
         raise PopulationChanged(
-            f"the population of {unit} {period_text} changed since sample {earlier.id} was "
-            f"drawn with seed {seed!r}: {diff.describe()}",
-            hint="the earlier sample stands as drawn; to draw on today's population give "
-            "--redraw (recorded with the changes) or a new --seed",
+            _(
+                "the population of {unit} {period} changed since sample {sample} was "
+                "drawn with seed {seed!r}: {changes}"
+            ).format(
+                unit=unit,
+                period=period_text,
+                sample=earlier.id,
+                seed=seed,
+                changes=diff.describe(),
+            ),
+            hint=_(
+                "the earlier sample stands as drawn; to draw on today's population give "
+                "--redraw (recorded with the changes) or a new --seed"
+            ),
         )
     sample = ReviewSample(
         unit=unit,
@@ -192,7 +210,8 @@ def get_sample(session: Session, sample_id: int) -> ReviewSample:
     sample = session.get(ReviewSample, sample_id)
     if sample is None:
         raise ReviewNotFound(
-            f"no review sample {sample_id}", hint="draw one with 'liuhen review sample'"
+            _("no review sample {id}").format(id=sample_id),
+            hint=_("draw one with 'liuhen review sample'"),
         )
     return sample
 
@@ -219,12 +238,13 @@ def parse_checklist(items: list[str]) -> dict[str, bool]:
         name, value = name.strip(), value.strip().lower()
         if name not in CHECKLIST:
             raise ReviewError(
-                f"unknown checklist item {name!r}", hint=f"items: {', '.join(CHECKLIST)}"
+                _("unknown checklist item {name!r}").format(name=name),
+                hint=_("items: {items}").format(items=", ".join(CHECKLIST)),
             )
         if not sep or value not in _YES | _NO:
             raise ReviewError(
-                f"checklist item {item!r} needs =是 or =否 (yes/no)",
-                hint=f"e.g. --check {name}=是",
+                _("checklist item {item!r} needs =是 or =否 (yes/no)").format(item=item),
+                hint=_("e.g. --check {name}=是").format(name=name),
             )
         out[name] = value in _YES
     return out
@@ -245,8 +265,8 @@ def _sampled_action(session: Session, sample: ReviewSample, ref: str) -> Enforce
         if canonical_json([number, action.external_id]) in keys:
             return action
     raise ReviewError(
-        f"action {ref!r} is not in review sample {sample.id}",
-        hint=f"'liuhen review show {sample.id}' lists the sampled actions",
+        _("action {ref!r} is not in review sample {sample}").format(ref=ref, sample=sample.id),
+        hint=_("'liuhen review show {sample}' lists the sampled actions").format(sample=sample.id),
     )
 
 
@@ -262,7 +282,11 @@ def record_verdict(
     reviewer: str,
 ) -> ReviewVerdict:
     if verdict not in VERDICTS:
-        raise ReviewError(f"verdict {verdict!r} is not one of {', '.join(VERDICTS)}")
+        raise ReviewError(
+            _("verdict {verdict!r} is not one of {verdicts}").format(
+                verdict=verdict, verdicts=", ".join(VERDICTS)
+            )
+        )
     sample = get_sample(session, sample_id)
     action = _sampled_action(session, sample, action_ref)
     row = ReviewVerdict(
@@ -295,21 +319,33 @@ def record_verdict(
 
 
 def rectify(
-    session: Session, signer: Signer, *, verdict_id: int, what: str, actor: str
+    session: Session,
+    signer: Signer,
+    *,
+    verdict_id: int,
+    what: str,
+    actor: str,
+    zone: tzinfo = CST,
 ) -> ReviewVerdict:
     """Mark a finding (a verdict other than 完整) rectified, with what was done."""
     row = session.get(ReviewVerdict, verdict_id)
     if row is None:
-        raise ReviewNotFound(f"no review verdict {verdict_id}")
+        raise ReviewNotFound(_("no review verdict {id}").format(id=verdict_id))
     if row.verdict == "完整":
-        raise ReviewError(f"verdict {verdict_id} is 完整: there is nothing to rectify")
+        raise ReviewError(
+            _("verdict {id} is 完整: there is nothing to rectify").format(id=verdict_id)
+        )
     if row.rectified_at is not None:
         raise ReviewError(
-            f"verdict {verdict_id} was already marked rectified by {row.rectified_by} "
-            f"at {row.rectified_at.isoformat()}: {row.rectification}"
+            _("verdict {id} was already marked rectified by {who} at {when}: {what}").format(
+                id=verdict_id,
+                who=row.rectified_by,
+                when=show_time(row.rectified_at, zone),
+                what=row.rectification,
+            )
         )
     if not what.strip():
-        raise ReviewError("say what was done to rectify it (--what)")
+        raise ReviewError(_("say what was done to rectify it (--what)"))
     row.rectified_at, row.rectified_by, row.rectification = datetime.now(UTC), actor, what
     append_event(
         session,

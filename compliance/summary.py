@@ -9,7 +9,7 @@ import math
 import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
 from sqlalchemy import and_, exists, func, select
@@ -33,11 +33,13 @@ from compliance.coverage import (
     UNCERTAIN,
     ActionCoverage,
     OfficerCoverage,
+    Progress,
     Rules,
     action_select,
     coverage_of,
 )
-from compliance.periods import month_of
+from compliance.periods import CST, month_of
+from config.timetext import iso_time
 
 
 @dataclass(frozen=True)
@@ -112,11 +114,11 @@ class _Unit:
     names: dict[str, str] = field(default_factory=dict)
 
 
-def tally(found: Iterable[ActionCoverage]) -> dict[str, _Unit]:
+def tally(found: Iterable[ActionCoverage], zone: tzinfo = CST) -> dict[str, _Unit]:
     units: dict[str, _Unit] = {}
     for cov in found:
         u = units.setdefault(cov.action.unit, _Unit())
-        month = month_of(cov.action.start)
+        month = month_of(cov.action.start, zone)
         status, gap = cov.status, cov.longest_gap_s
         u.total.add(status, gap)
         u.months.setdefault(month, Tally()).add(status, gap)
@@ -136,24 +138,27 @@ def summarize(
     start: datetime,
     end: datetime,
     now: datetime,
+    zone: tzinfo = CST,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """The picture of one unit (or, with ``unit`` None, of every unit) over [start, end)."""
+    """The picture of one unit (or, with ``unit`` None, of every unit) over [start, end);
+    months are those of ``zone`` (the station's), as are the times given back."""
     # Housekeeping figures are as of the period's end (or now, for a period still running).
     now = min(now, end)
     q = action_select().where(EnforcementAction.start >= start, EnforcementAction.start < end)
     if unit is not None:
         q = q.where(Case.unit == unit)
-    found = coverage_of(session, q, rules)
-    units = tally(found)
+    found = coverage_of(session, q, rules, progress)
+    units = tally(found, zone)
     unattached = _unattached(session, unit, start, end, now - timedelta(days=house.unattached_days))
     devices = _devices(session, unit, start, end, now, house)
     names = set(units) | set(unattached) | set(devices)
     if unit is not None:
         names.add(unit)
     return {
-        "from": start.isoformat(),
-        "to": end.isoformat(),
-        "as_of": now.isoformat(),
+        "from": iso_time(start, zone),
+        "to": iso_time(end, zone),
+        "as_of": iso_time(now, zone),
         "rules": rules.as_dict(),
         "housekeeping": dict(house.__dict__),
         "district": _district(units) if unit is None else None,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 from typing import Any, Final
 
 from sqlalchemy import and_, func, or_, select
@@ -14,6 +14,8 @@ from sqlalchemy.orm import Session
 
 from catalog.models import Device, DeviceAssignment, Docking, Officer, Recording
 from compliance.summary import clock_offset
+from config.settings import CHINA_STANDARD_TIME
+from config.timetext import show_time
 
 RECENT_DAYS: Final = 30
 # Column keys (JSON) and their Chinese headers (CSV), in order.
@@ -97,14 +99,22 @@ def _last_dockings(session: Session) -> dict[int, tuple[datetime, int, dict[str,
     return {d: (at, used, raw) for d, at, used, raw in session.execute(q.order_by(Docking.id))}
 
 
-def to_csv(rows: list[dict[str, Any]]) -> bytes:
+def to_csv(rows: list[dict[str, Any]], zone: tzinfo = CHINA_STANDARD_TIME) -> bytes:
     """UTF-8 with a byte-order mark and CRLF lines: Excel on Chinese Windows opens it as
-    UTF-8 (without the mark it guesses GBK and garbles every Chinese character)."""
+    UTF-8 (without the mark it guesses GBK and garbles every Chinese character).
+
+    The headers are Chinese whatever the language: the survey is a form sent up to the
+    district in Chinese. Times are in ``zone`` (the station's), with their offset."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\r\n")
     writer.writerow([head for _, head in COLUMNS])
     for row in rows:
-        writer.writerow([_cell(row[key]) for key, _ in COLUMNS])
+        writer.writerow(
+            [
+                show_time(row[key], zone) if key == "last_docked" and row[key] else _cell(row[key])
+                for key, _head in COLUMNS
+            ]
+        )
     return b"\xef\xbb\xbf" + buf.getvalue().encode("utf-8")
 
 

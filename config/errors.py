@@ -10,10 +10,15 @@ went wrong (a check that found problems, rows refused) raises a :class:`Reported
 only its exit code is given.
 
 This module lives in ``config`` because ``config`` is the one package every other
-package may import; it imports nothing of ours.
+package may import; it imports nothing of ours but the catalog of messages
+(``config.i18n``).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
+
+from config.i18n import _
 
 # Exit codes, after BSD sysexits where one fits, so shell scripts and systemd can react.
 EXIT_OK = 0
@@ -48,7 +53,7 @@ class LiuhenError(Exception):
 
     def __str__(self) -> str:
         if self.hint:
-            return f"{self.message} ({self.hint})"
+            return _("{message} ({hint})").format(message=self.message, hint=self.hint)
         return self.message
 
 
@@ -56,6 +61,26 @@ class ConfigError(LiuhenError):
     """A configuration file or value is invalid or missing."""
 
     exit_code = EXIT_CONFIG
+
+
+class DataDirMissing(ConfigError):
+    """The data directory named (--data-dir, LIUHEN_HOME or the default) is not there:
+    only ``liuhen init`` creates it."""
+
+    def __init__(self, path: Path, *, exists: bool = False) -> None:
+        message = (
+            _("data directory {path} is not a directory")
+            if exists
+            else _("data directory {path} does not exist")
+        )
+        super().__init__(
+            message.format(path=path),
+            hint=_(
+                "run `liuhen init --data-dir {path}` to create it, or check --data-dir and "
+                "LIUHEN_HOME"
+            ).format(path=path),
+        )
+        self.path = path
 
 
 class UnavailableError(LiuhenError):

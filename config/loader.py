@@ -19,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from config import env
 from config.errors import ConfigError
-from config.i18n import _
+from config.i18n import N_, _
 from config.settings import (
     AUDIT_MIN_KEEP_DAYS,
     DIGEST_ALGORITHMS,
@@ -73,14 +73,17 @@ def load_settings(
         # RecursionError: arrays nested deeper than its parser goes.
         except (tomllib.TOMLDecodeError, UnicodeDecodeError, ValueError, RecursionError) as exc:
             raise ConfigError(
-                f"{cfg_path}: not valid TOML: {exc}", hint="fix the file or run 'liuhen init'"
+                _("{path}: not valid TOML: {error}").format(path=cfg_path, error=exc),
+                hint=_("fix the file or run 'liuhen init'"),
             ) from exc
         except OSError as exc:
-            raise ConfigError(f"{cfg_path}: cannot read: {exc.strerror}") from exc
+            raise ConfigError(
+                _("{path}: cannot read: {error}").format(path=cfg_path, error=exc.strerror)
+            ) from exc
     elif explicit:
         raise ConfigError(
-            f"{cfg_path}: settings file not found",
-            hint="check --config / LIUHEN_CONFIG, or run 'liuhen init' to create one",
+            _("{path}: settings file not found").format(path=cfg_path),
+            hint=_("check --config / LIUHEN_CONFIG, or run 'liuhen init' to create one"),
         )
 
     where = str(cfg_path)
@@ -88,14 +91,14 @@ def load_settings(
     if unknown:
         name = sorted(unknown)[0]
         raise ConfigError(
-            f"{where}: unknown section [{name}]",
-            hint=f"known sections: {', '.join(SECTIONS)}",
+            _("{where}: unknown section [{name}]").format(where=where, name=name),
+            hint=_("known sections: {names}").format(names=", ".join(SECTIONS)),
         )
     sections: dict[str, Any] = {}
     for name, cls in SECTIONS.items():
         table = raw.get(name, {})
         if not isinstance(table, dict):
-            raise ConfigError(f"{where}: [{name}] must be a table")
+            raise ConfigError(_("{where}: [{name}] must be a table").format(where=where, name=name))
         sections[name] = _build_section(name, cls, table, where, environ)
     settings = Settings(data_dir=ddir, source=source, **sections)
     _validate(settings, where, environ)
@@ -110,18 +113,22 @@ def _build_section(
     for key in table:
         if key not in names:
             raise ConfigError(
-                f"{where}: unknown key '{section}.{key}'",
-                hint=f"known keys in [{section}]: {', '.join(sorted(names))}",
+                _("{where}: unknown key '{key}'").format(where=where, key=f"{section}.{key}"),
+                hint=_("known keys in [{section}]: {names}").format(
+                    section=section, names=", ".join(sorted(names))
+                ),
             )
     values: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
         typ = hints[f.name]
         var = env.field_variable(section, f.name)
         if var in environ:
-            label = f"environment variable {var} ('{section}.{f.name}')"
+            label = _("environment variable {var} ('{key}')").format(
+                var=var, key=f"{section}.{f.name}"
+            )
             values[f.name] = _in_range(label, _from_env(var, environ[var], typ), f)
         elif f.name in table:
-            label = f"{where}: '{section}.{f.name}'"
+            label = _("{where}: '{key}'").format(where=where, key=f"{section}.{f.name}")
             values[f.name] = _in_range(label, _from_toml(label, table[f.name], typ), f)
     return cls(**values)
 
@@ -131,18 +138,26 @@ def _in_range(label: str, value: Any, f: dataclasses.Field[Any]) -> Any:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return value
     if isinstance(value, float) and not math.isfinite(value):
-        raise ConfigError(f"{label} must be a finite number, got {value}")
+        raise ConfigError(
+            _("{label} must be a finite number, got {value}").format(label=label, value=value)
+        )
     bounds = f.metadata.get(RANGE)
     if bounds is not None and not bounds[0] <= value <= bounds[1]:
         low, high = bounds
-        raise ConfigError(f"{label} must be between {low} and {high}, got {_shown(value)}")
+        raise ConfigError(
+            _("{label} must be between {low} and {high}, got {value}").format(
+                label=label, low=low, high=high, value=_shown(value)
+            )
+        )
     return value
 
 
 def _shown(value: float) -> str:
     """A number as the user can read it: a 300-digit integer is cut, not printed whole."""
     text = str(value)
-    return text if len(text) <= 24 else f"{text[:12]}… ({len(text)} digits)"
+    if len(text) <= 24:
+        return text
+    return _("{start}… ({count} digits)").format(start=text[:12], count=len(text))
 
 
 def _from_toml(label: str, value: Any, typ: Any) -> Any:
@@ -154,7 +169,11 @@ def _from_toml(label: str, value: Any, typ: Any) -> Any:
         ok = isinstance(value, int | float) and not isinstance(value, bool)
         if ok and isinstance(value, int) and abs(value) > 2**53:
             # float() of a huge integer overflows (or rounds): no setting is that big.
-            raise ConfigError(f"{label} must be a number of at most 16 digits, got {_shown(value)}")
+            raise ConfigError(
+                _("{label} must be a number of at most 16 digits, got {value}").format(
+                    label=label, value=_shown(value)
+                )
+            )
         value = float(value) if ok else value
     elif typ is str:
         ok = isinstance(value, str)
@@ -164,7 +183,11 @@ def _from_toml(label: str, value: Any, typ: Any) -> Any:
     else:  # pragma: no cover - a settings field of a type this loader does not know
         raise TypeError(typ)
     if not ok:
-        raise ConfigError(f"{label} must be {_type_name(typ)}, got {value!r}")
+        raise ConfigError(
+            _("{label} must be {kind}, got {value}").format(
+                label=label, kind=_type_name(typ), value=repr(value)
+            )
+        )
     return value
 
 
@@ -185,55 +208,75 @@ def _from_env(var: str, text: str, typ: Any) -> Any:
             return tuple(p.strip() for p in text.split(",") if p.strip())
     except ValueError as exc:
         raise ConfigError(
-            f"environment variable {var} must be {_type_name(typ)}, got {text!r}"
+            _("environment variable {var} must be {kind}, got {value}").format(
+                var=var, kind=_type_name(typ), value=repr(text)
+            )
         ) from exc
     raise TypeError(typ)  # pragma: no cover
 
 
 def _type_name(typ: Any) -> str:
     if typing.get_origin(typ) is tuple:
-        return "a list of strings"
-    return {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}[typ]
+        return _("a list of strings")
+    names = {
+        bool: N_("true or false"),
+        int: N_("a whole number"),
+        float: N_("a number"),
+        str: N_("a string"),
+    }
+    return _(names[typ])
 
 
 def _validate(s: Settings, where: str, environ: Mapping[str, str]) -> None:
     def bad(key: str, reason: str, hint: str | None = None) -> ConfigError:
         # Blame the variable when the value came from the environment, not the file.
         var = env.field_variable(*key.split(".", 1))
-        origin = f"environment variable {var}" if var in environ else where
-        return ConfigError(f"{origin}: '{key}' {reason}", hint=hint)
+        origin = _("environment variable {var}").format(var=var) if var in environ else where
+        return ConfigError(
+            _("{origin}: '{key}' {reason}").format(origin=origin, key=key, reason=reason),
+            hint=hint,
+        )
 
     if not STATION_ID.match(s.station.id):
         raise bad(
             "station.id",
-            f"must be 1-64 letters, digits, '.', '_' or '-', got {s.station.id!r}",
+            _("must be 1-64 letters, digits, '.', '_' or '-', got {value}").format(
+                value=repr(s.station.id)
+            ),
         )
     try:
         zone_of(s.station.time_zone)
     except ValueError as exc:
-        raise bad("station.time_zone", str(exc), hint="e.g. Asia/Shanghai or UTC") from exc
+        raise bad("station.time_zone", str(exc), hint=_("e.g. Asia/Shanghai or UTC")) from exc
     algs = s.digests.algorithms
     if "sha256" not in algs:
-        raise bad("digests.algorithms", "must include sha256 (it is the object key)")
+        raise bad("digests.algorithms", _("must include sha256 (it is the object key)"))
     for alg in algs:
         if alg not in DIGEST_ALGORITHMS:
             raise bad(
                 "digests.algorithms",
-                f"has unknown algorithm {alg!r}",
-                hint=f"choose from {', '.join(DIGEST_ALGORITHMS)}",
+                _("has unknown algorithm {name}").format(name=repr(alg)),
+                hint=_("choose from {names}").format(names=", ".join(DIGEST_ALGORITHMS)),
             )
     scheme = urlsplit(s.store_url).scheme
     if scheme not in {"file", "s3"}:
-        raise bad("store.url", f"must be file:///path or s3://bucket/prefix, got {s.store_url!r}")
+        raise bad(
+            "store.url",
+            _("must be file:///path or s3://bucket/prefix, got {value}").format(
+                value=repr(s.store_url)
+            ),
+        )
     if not s.catalog_url.startswith(("sqlite:", "postgresql:", "postgresql+psycopg:")):
         raise bad(
             "catalog.url",
-            f"must be a sqlite:/// or postgresql+psycopg:// URL, got {mask_url(s.catalog_url)!r}",
+            _("must be a sqlite:/// or postgresql+psycopg:// URL, got {value}").format(
+                value=repr(mask_url(s.catalog_url))
+            ),
         )
     if s.store.addressing_style not in {"path", "virtual", "auto"}:
-        raise bad("store.addressing_style", "must be path, virtual or auto")
+        raise bad("store.addressing_style", _("must be path, virtual or auto"))
     if s.store.object_lock_mode not in {"COMPLIANCE", "GOVERNANCE"}:
-        raise bad("store.object_lock_mode", "must be COMPLIANCE or GOVERNANCE")
+        raise bad("store.object_lock_mode", _("must be COMPLIANCE or GOVERNANCE"))
     for key, pattern in [
         *(("ingest.filename_patterns", p) for p in s.ingest.filename_patterns),
         ("ingest.important_marker", s.ingest.important_marker),
@@ -241,28 +284,38 @@ def _validate(s: Settings, where: str, environ: Mapping[str, str]) -> None:
         try:
             re.compile(pattern)
         except re.error as exc:
-            raise bad(key, f"has an invalid pattern {pattern!r}: {exc}") from exc
+            raise bad(
+                key,
+                _("has an invalid pattern {pattern}: {error}").format(
+                    pattern=repr(pattern), error=exc
+                ),
+            ) from exc
     if s.ingest.observer not in {"auto", "poll", "native"}:
-        raise bad("ingest.observer", "must be auto, poll or native")
+        raise bad("ingest.observer", _("must be auto, poll or native"))
     # Media settings are checked here too, not by ffmpeg in the worker once per recording.
     if s.media.preset not in X264_PRESETS:
         raise bad(
             "media.preset",
-            f"must be an x264 preset ({', '.join(X264_PRESETS)}), got {s.media.preset!r}",
+            _("must be an x264 preset ({names}), got {value}").format(
+                names=", ".join(X264_PRESETS), value=repr(s.media.preset)
+            ),
         )
     if s.media.proxy_max_height % 2:
         raise bad(
             "media.proxy_max_height",
-            f"must be even (x264 encodes 4:2:0 video in pairs of lines), "
-            f"got {s.media.proxy_max_height}",
+            _("must be even (x264 encodes 4:2:0 video in pairs of lines), got {value}").format(
+                value=s.media.proxy_max_height
+            ),
         )
     if s.compliance.rule not in {"each", "any"}:
-        raise bad("compliance.rule", "must be each (every officer records) or any")
+        raise bad("compliance.rule", _("must be each (every officer records) or any"))
     if s.access.session_idle_minutes > s.access.session_absolute_hours * 60:
         raise bad(
             "access.session_idle_minutes",
-            f"({s.access.session_idle_minutes}) is longer than the absolute session end "
-            f"(access.session_absolute_hours = {s.access.session_absolute_hours})",
+            _(
+                "({idle}) is longer than the absolute session end "
+                "(access.session_absolute_hours = {hours})"
+            ).format(idle=s.access.session_idle_minutes, hours=s.access.session_absolute_hours),
         )
     if s.audit.keep_days < AUDIT_MIN_KEEP_DAYS:
         raise bad(

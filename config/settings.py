@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from config.i18n import _
+
 DIGEST_ALGORITHMS = ("sha256", "sm3", "sha512")
 # x264's presets, fastest first (media.preset; the derivative profiles check the same list).
 X264_PRESETS = (
@@ -52,7 +54,9 @@ def zone_of(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError) as exc:  # ValueError: "../x", "" and such
-        raise ValueError(f"must be an IANA time zone name, got {name!r}") from exc
+        raise ValueError(
+            _("must be an IANA time zone name, got {value}").format(value=repr(name))
+        ) from exc
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-TEMPLATE = """\
+from config.i18n import N_, _
+
+# The file is written in the language of whoever runs `liuhen init` (Chinese by default):
+# comments only; keys and values are the same in every language.
+TEMPLATE = N_("""\
 # 留痕 (liuhen) settings for this installation.
 # Every key can also be set by an environment variable LIUHEN_<SECTION>_<KEY>,
 # e.g. LIUHEN_CATALOG_URL; the environment wins over this file.
@@ -142,12 +146,11 @@ session_idle_minutes = 30
 session_absolute_hours = 12
 # The longest validity of an API token.
 token_max_days = 365
+""")  # noqa: E501
 
-[audit]
-# Access-audit events (logins, views, playbacks, downloads) are kept at least this many
-# days; at least 180 (GB/T 22239-2019 level 3: six months). See docs/security.md.
-keep_days = 180
 
+# The HTTP API's section (its own message: the template's translation stays whole).
+API_SECTION = N_("""
 [api]
 # `liuhen serve`: the HTTP API (docs/api.md). Plain HTTP on loopback, behind a TLS reverse
 # proxy, unless a certificate and key (PEM files) are given.
@@ -157,8 +160,8 @@ tls_cert = ""
 tls_key = ""
 # Behind nginx: its internal location serving the directory store, e.g. "/_liuhen_store/".
 accel_redirect = ""
-"""  # noqa: E501
+""")
 
 
 def render(data_dir: Path, station_id: str) -> str:
-    return TEMPLATE.format(data_dir=data_dir, station_id=station_id)
+    return _(TEMPLATE).format(data_dir=data_dir, station_id=station_id) + _(API_SECTION)

@@ -20,6 +20,8 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, timezone, tzinfo
 
+from config.i18n import _
+
 # Full-width digits and punctuation people type with a Chinese input method.
 _FOLD = str.maketrans("０１２３４５６７８９：－／．＋　ＴＺ", "0123456789:-/.+ TZ")
 
@@ -74,7 +76,11 @@ def parse_time(text: str, zone: tzinfo) -> ParsedTime:
     try:
         the_day = date(year, month, day)
     except ValueError as exc:
-        raise TimeTextError(f"{text!r}: {exc}") from exc
+        raise TimeTextError(
+            _("{text}: there is no such day (month 1-12, day within the month)").format(
+                text=repr(text)
+            )
+        ) from exc
     rest = folded[m.end() :]
     clock = time(0, 0)
     has_clock = False
@@ -93,7 +99,11 @@ def parse_time(text: str, zone: tzinfo) -> ParsedTime:
                     int(fraction),
                 )
             except ValueError as exc:
-                raise TimeTextError(f"{text!r}: {exc}") from exc
+                raise TimeTextError(
+                    _("{text}: there is no such time of day (hours 0-23, minutes 0-59)").format(
+                        text=repr(text)
+                    )
+                ) from exc
             has_clock = True
         if offset is not None:
             return ParsedTime(datetime.combine(the_day, clock, offset), has_clock)
@@ -109,7 +119,9 @@ def parse_day(text: str, zone: tzinfo) -> date:
     """A calendar day; a time of day is refused (the caller asked for a day)."""
     parsed = parse_time(text, zone)
     if parsed.has_clock:
-        raise TimeTextError(f"{text!r}: give a day (e.g. 2026-12-01), not a time of day")
+        raise TimeTextError(
+            _("{text}: give a day (e.g. 2026-12-01), not a time of day").format(text=repr(text))
+        )
     return parsed.at.date()
 
 
@@ -130,8 +142,10 @@ def parse_range(
     hi = parse_instant(end, zone) if end else None
     if lo is not None and hi is not None and hi <= lo:
         raise TimeTextError(
-            f"--from {start!r} is not before --to {end!r}: --to is exclusive (the first "
-            f"moment not included), so give a later --to, e.g. the next day"
+            _(
+                "--from {start} is not before --to {end}: --to is exclusive (the first "
+                "moment not included), so give a later --to, e.g. the next day"
+            ).format(start=repr(start), end=repr(end))
         )
     return lo, hi
 
@@ -198,7 +212,7 @@ def _split_offset(rest: str, text: str) -> tuple[str, tzinfo | None]:
                 return rest[:cut], UTC
             minutes = int(m.group("oh")) * 60 + int(m.group("om"))
             if minutes >= 24 * 60:
-                raise TimeTextError(f"{text!r}: no such UTC offset")
+                raise TimeTextError(_("{text}: no such UTC offset").format(text=repr(text)))
             sign = -1 if m.group("sign") == "-" else 1
             return rest[:cut], timezone(sign * timedelta(minutes=minutes))
     return rest, None
@@ -208,12 +222,12 @@ def _to_utc(when: datetime, text: str) -> datetime:
     try:
         return when.astimezone(UTC)
     except OverflowError as exc:  # 0001-01-01 00:00 at UTC+8 is before year 1 in UTC
-        raise TimeTextError(f"{text!r} is outside the calendar") from exc
+        raise TimeTextError(_("{text} is outside the calendar").format(text=repr(text))) from exc
 
 
 def _bad(text: str) -> str:
-    return (
-        f"{text!r} is not a date or time: give e.g. 2026-12-01, 2026/12/01, "
-        f"2026年12月1日 or 2026-12-01 07:00 (station time unless an offset such as "
-        f"+08:00 is given)"
-    )
+    return _(
+        "{text} is not a date or time: give e.g. 2026-12-01, 2026/12/01, "
+        "2026年12月1日 or 2026-12-01 07:00 (station time unless an offset such as "
+        "+08:00 is given)"
+    ).format(text=repr(text))

@@ -54,7 +54,11 @@ class ActorType(click.ParamType):  # type: ignore[type-arg]
         problems = actor_problems(str(value))
         if problems:
             self.fail(
-                "; ".join(problems) + " (give a shorter name: a user name or 警号)", param, ctx
+                _("{problems} (give a shorter name: a user name or 警号)").format(
+                    problems="; ".join(problems)
+                ),
+                param,
+                ctx,
             )
         return str(value)
 

@@ -19,6 +19,7 @@ from catalog.anchors import file_heads, store_heads
 from catalog.chainrule import ChainHead, Issue
 from config import LiuhenError, Settings
 from config.errors import EXIT_USAGE
+from config.i18n import _
 from ingest.journal import read_anchors
 from storage import ObjectStore
 
@@ -55,7 +56,9 @@ def reachable_anchors(
         try:
             add(f"store {store.url}", *store_heads(store))
         except LiuhenError as exc:
-            got.unreachable.append(f"store {store.url}: {exc.message}")
+            got.unreachable.append(
+                _("store {url}: {error}").format(url=store.url, error=exc.message)
+            )
     for p in files:
         try:
             add(str(p), *file_heads(p, tarinfo=BoundedTarInfo))
@@ -63,7 +66,7 @@ def reachable_anchors(
         # user's Ctrl-D (the CLI reports EOFError as "aborted").
         except (OSError, EOFError, tarfile.TarError) as exc:
             raise AnchorFileError(
-                f"anchors {p}: cannot read: {exc}",
-                hint="name an exported bag (folder or .tar) or an anchors file",
+                _("anchors {path}: cannot read: {error}").format(path=p, error=exc),
+                hint=_("name an exported bag (folder or .tar) or an anchors file"),
             ) from exc
     return got

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from catalog import Catalog, Signer, generate_key_file, load_key_file, register_station
 from config import Settings
+from config.errors import DataDirMissing
+from config.i18n import _
 from config.template import render
 from ingest.station import Station
 from storage import ObjectStore, StoreReport, open_store
@@ -19,8 +21,17 @@ from storage import ObjectStore, StoreReport, open_store
 class App:
     settings: Settings
 
+    def require_data_dir(self) -> None:
+        """Refuse to work without the data directory: only ``liuhen init`` creates it, so
+        a mistyped --data-dir or LIUHEN_HOME names a folder that is not there instead of
+        quietly starting an empty station (a catalog, a store and a key) in it."""
+        where = self.settings.data_dir
+        if not where.is_dir():
+            raise DataDirMissing(where, exists=where.exists())
+
     @cached_property
     def catalog(self) -> Catalog:
+        self.require_data_dir()
         return Catalog(
             self.settings.catalog_url, busy_timeout_ms=self.settings.catalog.busy_timeout_ms
         )
@@ -32,10 +43,12 @@ class App:
 
     @cached_property
     def store(self) -> ObjectStore:
+        self.require_data_dir()
         return open_store(self.settings.store_url, self.settings.store)
 
     @cached_property
     def signer(self) -> Signer:
+        self.require_data_dir()
         return Signer(self.settings.station.id, load_key_file(self.settings.key_file))
 
     def station(self) -> Station:
@@ -64,37 +77,47 @@ def initialize(app: App) -> InitReport:
     s.data_dir.mkdir(parents=True, exist_ok=True)
     cfg = s.source or s.data_dir / "liuhen.toml"
     if cfg.exists():
-        report.kept.append(f"settings file {cfg}")
+        report.kept.append(_("settings file {path}").format(path=cfg))
     else:
         tmp = cfg.with_name(cfg.name + ".new")
         tmp.write_text(render(s.data_dir, s.station.id), encoding="utf-8")
         os.replace(tmp, cfg)
-        report.created.append(f"settings file {cfg}")
+        report.created.append(_("settings file {path}").format(path=cfg))
     if s.key_file.exists():
         load_key_file(s.key_file)  # refuses a key readable by others
-        report.kept.append(f"signing key {s.key_file}")
+        report.kept.append(_("signing key {path}").format(path=s.key_file))
     else:
         generate_key_file(s.key_file)
-        report.created.append(f"signing key {s.key_file} (Ed25519, mode 0600)")
+        report.created.append(_("signing key {path} (Ed25519, mode 0600)").format(path=s.key_file))
+    if app.catalog.sqlite_file is not None:  # (only init makes its folder)
+        app.catalog.sqlite_file.parent.mkdir(parents=True, exist_ok=True)
     before, after = app.catalog.upgrade()
     report.schema = after
     if before == after:
-        report.kept.append(f"catalog {app.catalog.display_url} (schema {after})")
+        report.kept.append(
+            _("catalog {url} (schema {schema})").format(url=app.catalog.display_url, schema=after)
+        )
     else:
         report.created.append(
-            f"catalog {app.catalog.display_url} (schema {before or 'none'} → {after})"
+            _("catalog {url} (schema {before} → {after})").format(
+                url=app.catalog.display_url, before=before or _("none"), after=after
+            )
         )
     with app.catalog.transaction() as session:
         if register_station(session, app.signer, name=s.station.name, unit=s.station.unit):
-            report.created.append(f"station {s.station.id} with key {app.signer.key_id[:24]}…")
+            report.created.append(
+                _("station {station} with key {key}…").format(
+                    station=s.station.id, key=app.signer.key_id[:24]
+                )
+            )
         else:
-            report.kept.append(f"station {s.station.id}")
+            report.kept.append(_("station {station}").format(station=s.station.id))
     store = app.store
     made = store.create()
     if made == "created":
-        report.created.append(f"object store {store.url}")
+        report.created.append(_("object store {url}").format(url=store.url))
     elif made == "existed":
-        report.kept.append(f"object store {store.url}")
+        report.kept.append(_("object store {url}").format(url=store.url))
     report.store = store.check()
     return report
 

@@ -1,26 +1,42 @@
 """`liuhen device …`, `liuhen case …`, `liuhen retention …`: thin commands over
-catalog/devices, cases, case_import, attach and retention."""
+catalog/devices, cases, case_import, attach and retention.
+
+Times people type here (``--start``, ``--end``, ``--from``, ``--to``, the times in an
+imported CSV or JSON) are read by config.timetext in the station's zone
+(``station.time_zone``), and every time shown is in that zone with its offset; JSON
+gives ISO 8601 with the offset."""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
 import click
-from rich.table import Table
 
 from catalog import attach as A
 from catalog import case_import as I
 from catalog import cases as C
 from catalog import devices as D
 from catalog import retention as R
-from config.errors import CheckFailed, PartlyRefused
+from config.errors import EXIT_USAGE, CheckFailed, LiuhenError, PartlyRefused
+from config.i18n import N_, _
 from config.settings import zone_of
+from config.timetext import (
+    TimeTextError,
+    iso_time,
+    parse_instant,
+    parse_range,
+    parse_time,
+    show_time,
+)
 from liuhen.actor import actor_option
+from liuhen.case_views import Column, fit_table, minutes, span, zone_suffix
 from liuhen.output import err, out, print_json
+from liuhen.progress import job_progress
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
@@ -30,28 +46,83 @@ Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 ROW_ID = click.IntRange(min=1, max=2**31 - 1)
 COUNT = click.IntRange(min=1, max=2**63 - 1)
 
+# Field names as `case update` and `case show` print them.
+FIELD_LABELS = {
+    "title": N_("title"),
+    "unit": N_("unit"),
+    "retention": N_("retention"),
+    "security_class": N_("security class (密级)"),
+    "status": N_("status"),
+    "source": N_("source"),
+}
+# Which rule keeps a recording, as `retention explain` names it.
+RULE_LABELS = {
+    "legal-hold": N_("legal hold"),
+    "important": N_("marked important"),
+    "case": N_("attached to a case"),
+    "unattached": N_("unattached minimum"),
+    "expired": N_("expired"),
+}
+
 
 def _reason_option(f: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--reason", required=True, help="Why (recorded in the custody log).")(f)
 
 
+@dataclass(frozen=True)
+class TypedTime:
+    """A time as typed: read in the station's zone once the settings are known."""
+
+    text: str
+
+    def at(self, zone: tzinfo) -> datetime:
+        return parse_instant(self.text, zone)
+
+
 class _Time(click.ParamType):  # type: ignore[type-arg]
+    """A time as people type it (config.timetext); the zone is applied by the command,
+    which knows the station's settings."""
+
     name = "time"
 
-    def convert(self, value: Any, param: Any, ctx: Any) -> datetime:
-        if isinstance(value, datetime):
+    def convert(self, value: Any, param: Any, ctx: Any) -> TypedTime:
+        if isinstance(value, TypedTime):
             return value
         try:
-            return I.parse_time(str(value))
-        except ValueError:
-            self.fail(
-                f"{value!r} is not a time (ISO 8601; without a zone: China Standard Time)",
-                param,
-                ctx,
-            )
+            parse_time(str(value), UTC)  # the form only: the zone comes later
+        except TimeTextError:
+            self.fail(time_error(str(value)), param, ctx)
+        return TypedTime(str(value))
 
 
 TIME = _Time()
+
+
+def time_error(text: str) -> str:
+    """The refusal of a time that cannot be read, repeating it as typed."""
+    return _(
+        "{text!r} is not a time: write e.g. 2026-12-01 07:00, 2026/12/01 7:00 or "
+        "2026年12月1日 7时30分 (station time unless an offset such as +08:00 is given)"
+    ).format(text=text)
+
+
+def station_zone(app: Any) -> tzinfo:
+    """The zone people type and read times in (``station.time_zone``)."""
+    return zone_of(app.settings.station.time_zone)
+
+
+def shown_time(when: datetime | None, zone: tzinfo) -> str:
+    """A time echoed back as typed: to the minute when it has no seconds, with its
+    offset (``2026-12-01 07:00 +08:00``)."""
+    if when is None:
+        return "—"
+    whole_minute = when.second == 0 and when.microsecond == 0
+    return show_time(when, zone, seconds=not whole_minute)
+
+
+def local_time(app: Any, when: datetime | None) -> str:
+    """A time as the station's people read it: in its time zone, with the offset."""
+    return "" if when is None else show_time(when, station_zone(app))
 
 
 def _name_officer(app: Any) -> Callable[[str], str | None]:
@@ -63,7 +134,12 @@ def _name_officer(app: Any) -> Callable[[str], str | None]:
 
 def _print_errors(errors: list[str]) -> None:
     for line in errors:
-        err.print(f"[red]refused[/red] {line}", markup=True, highlight=False)
+        err.print(_("[red]refused[/red] {problem}").format(problem=line), highlight=False)
+
+
+def _ticker(label: str, as_json: bool) -> Any:
+    """A progress bar over rows (items, rate, time left) at a terminal; none in scripts."""
+    return job_progress(label, total=None, unit="items", enabled=not as_json)
 
 
 # --- device ------------------------------------------------------------------------------
@@ -75,12 +151,19 @@ def run_device_assign(
     officer: str,
     name: str,
     unit: str,
-    start: datetime,
-    end: datetime | None,
+    times: tuple[TypedTime, TypedTime | None],
     actor: str,
 ) -> None:
-    catalog = app.ready_catalog()
-    with catalog.transaction() as s:
+    zone = station_zone(app)
+    start, end = times[0].at(zone), times[1].at(zone) if times[1] else None
+    if end is not None and end <= start:
+        raise click.BadParameter(
+            _("--end {end!r} is not after --start {start!r}").format(
+                end=times[1].text if times[1] else "", start=times[0].text
+            ),
+            param_hint="--end",
+        )
+    with app.ready_catalog().transaction() as s:
         row, changed = D.assign_device(
             s,
             app.signer,
@@ -91,6 +174,7 @@ def run_device_assign(
             start=start,
             end=end,
             actor=actor,
+            zone=zone,
         )
         looked = (
             A.after_assignment(
@@ -105,18 +189,22 @@ def run_device_assign(
             if changed
             else 0
         )
-    out.print(
-        f"{serial} → {officer} from {start.isoformat()}"
-        + (f" to {row.end.isoformat()}" if row.end else "")
-        + ("" if changed else " (already recorded)")
-        + (f"; {looked} recording(s) re-resolved" if looked else "")
+    line = _("{serial} → {officer} from {start}").format(
+        serial=serial, officer=officer, start=shown_time(start, zone)
     )
+    if row.end:
+        line += _(" until {end}").format(end=shown_time(row.end, zone))
+    if not changed:
+        line += _(" (already recorded)")
+    if looked:
+        line += _("; {count} recording(s) re-resolved").format(count=looked)
+    out.print(line, markup=False)
 
 
 def run_device_import(app: Any, path: Path, actor: str, as_json: bool) -> None:
-    catalog = app.ready_catalog()
-    with catalog.transaction() as s:
-        report = I.import_devices(s, app.signer, path, actor=actor)
+    zone = station_zone(app)
+    with app.ready_catalog().transaction() as s, _ticker(_("Importing devices"), as_json) as bar:
+        report = I.import_devices(s, app.signer, path, actor=actor, zone=zone, progress=bar.update)
         for row in report.new_assignments:
             A.after_assignment(
                 s,
@@ -131,22 +219,64 @@ def run_device_import(app: Any, path: Path, actor: str, as_json: bool) -> None:
         print_json(report.as_dict())
     else:
         out.print(
-            f"{report.rows} rows: {report.devices} devices registered or updated, "
-            f"{report.assignments} assignments, {report.unchanged} unchanged, "
-            f"{len(report.errors)} refused"
+            _(
+                "{rows} rows: {devices} devices registered or updated, {assignments} "
+                "assignments, {unchanged} unchanged, {refused} refused"
+            ).format(
+                rows=report.rows,
+                devices=report.devices,
+                assignments=report.assignments,
+                unchanged=report.unchanged,
+                refused=len(report.errors),
+            ),
+            markup=False,
         )
         _print_errors(report.errors)
     if report.errors:
-        raise PartlyRefused(f"{len(report.errors)} row(s) refused")
+        raise PartlyRefused(_("{count} row(s) refused").format(count=len(report.errors)))
+
+
+def run_device_list(app: Any, as_json: bool) -> None:
+    zone = station_zone(app)
+    with app.ready_catalog().session() as s:
+        devices = D.list_devices(s, zone)
+    if as_json:
+        print_json(devices)
+        return
+    rows: list[list[str]] = []
+    for d in devices:
+        fixed = [d["serial"], d["model"], d["unit"], _("yes") if d["registered"] else _("no")]
+        spans = d["assignments"] or [None]
+        for i, a in enumerate(spans):
+            lead = fixed if i == 0 else ["", "", "", ""]
+            if a is None:
+                rows.append([*lead, "—", "", "", ""])
+                continue
+            start = datetime.fromisoformat(a["start"])
+            end = datetime.fromisoformat(a["end"]) if a["end"] else None
+            rows.append([*lead, a["officer"], a["name"], minutes(start, zone), minutes(end, zone)])
+    offset = zone_suffix(zone)
+    columns = [
+        Column(_("serial"), whole=True),
+        Column(_("model"), drop=2),
+        Column(_("unit"), drop=3),
+        Column(_("registered"), drop=4),
+        Column(_("officer number (警号)"), whole=True),
+        Column(_("name"), drop=1),
+        Column(_("from") + offset, whole=True),
+        Column(_("until") + offset, whole=True),
+    ]
+    out.print(fit_table(columns, rows, out.width))
 
 
 # --- case ---------------------------------------------------------------------------------
 
 
 def run_case_import(app: Any, path: Path, actor: str, as_json: bool) -> None:
-    catalog = app.ready_catalog()
-    with catalog.transaction() as s:
-        report = I.import_actions(s, app.signer, path, actor=actor)
+    zone = station_zone(app)
+    with app.ready_catalog().transaction() as s, _ticker(_("Importing cases"), as_json) as bar:
+        report = I.import_actions(s, app.signer, path, actor=actor, zone=zone, progress=bar.update)
+        bar.describe(_("Attaching recordings"))
         report.attached = A.attach_for_actions(
             s,
             app.signer,
@@ -160,22 +290,25 @@ def run_case_import(app: Any, path: Path, actor: str, as_json: bool) -> None:
         print_json(report.as_dict())
     else:
         out.print(
-            f"{report.rows} rows: {report.cases_created} cases created, "
-            f"{report.cases_updated} updated; {report.actions_created} actions created, "
-            f"{report.actions_updated} updated, {report.unchanged} unchanged; "
-            f"{report.attached} recordings attached; {len(report.errors)} refused"
+            _(
+                "{rows} rows: {cases_created} cases created, {cases_updated} updated; "
+                "{actions_created} actions created, {actions_updated} updated, {unchanged} "
+                "unchanged; {attached} recordings attached; {refused} refused"
+            ).format(
+                rows=report.rows,
+                cases_created=report.cases_created,
+                cases_updated=report.cases_updated,
+                actions_created=report.actions_created,
+                actions_updated=report.actions_updated,
+                unchanged=report.unchanged,
+                attached=report.attached,
+                refused=len(report.errors),
+            ),
+            markup=False,
         )
         _print_errors(report.errors)
     if report.errors:
-        raise PartlyRefused(f"{len(report.errors)} row(s) refused")
-
-
-def local_time(app: Any, when: datetime | None) -> str:
-    """A time as the station's people read it: in its time zone, with the offset."""
-    if when is None:
-        return ""
-    zone = zone_of(app.settings.station.time_zone)
-    return when.astimezone(zone).isoformat(sep=" ", timespec="seconds")
+        raise PartlyRefused(_("{count} row(s) refused").format(count=len(report.errors)))
 
 
 def _confirm_similar(exc: C.SimilarCase, yes: bool) -> bool:
@@ -186,7 +319,7 @@ def _confirm_similar(exc: C.SimilarCase, yes: bool) -> bool:
     if not sys.stdin.isatty():
         return False
     err.print(f"{exc.message}", markup=False)
-    return click.confirm("create it as another case?", default=False, err=True)
+    return click.confirm(_("create it as another case?"), default=False, err=True)
 
 
 def run_case_create(app: Any, *, number: str, actor: str, yes: bool, **fields: str) -> None:
@@ -214,31 +347,40 @@ def run_case_create(app: Any, *, number: str, actor: str, yes: bool, **fields: s
         if not _confirm_similar(exc, yes):
             raise
         created = create(True)
-    out.print(f"case {created} created", markup=False)
+    out.print(_("case {number} created").format(number=created), markup=False)
 
 
 def _keep_line(app: Any, case: Any) -> str:
     until = R.case_keep_until(case)
     if case.status == "open":
-        return f"retention {case.retention}: the clock stops while the case is open"
+        return _("retention {retention}: the clock stops while the case is open").format(
+            retention=case.retention
+        )
     if until is None:
-        return f"retention {case.retention}: kept for ever"
-    return f"retention {case.retention} from the closing: kept until {local_time(app, until)}"
+        return _("retention {retention}: kept for ever").format(retention=case.retention)
+    return _("retention {retention} from the closing: kept until {until}").format(
+        retention=case.retention, until=local_time(app, until)
+    )
 
 
 def run_case_close(app: Any, number: str, reason: str, actor: str) -> None:
     with app.ready_catalog().transaction() as s:
-        case = C.close_case(s, app.signer, number, reason=reason, actor=actor)
+        case = C.close_case(
+            s, app.signer, number, reason=reason, actor=actor, zone=station_zone(app)
+        )
         R.sync_cases_store_retention(s, app.store, [case.id], app.settings.retention)
-        line = f"case {case.number} closed at {local_time(app, case.closed_at)}; "
-        line += _keep_line(app, case)
+        line = _("case {number} closed at {at}; {keep}").format(
+            number=case.number, at=local_time(app, case.closed_at), keep=_keep_line(app, case)
+        )
     out.print(line, markup=False)
 
 
 def run_case_reopen(app: Any, number: str, reason: str, actor: str) -> None:
     with app.ready_catalog().transaction() as s:
         case = C.reopen_case(s, app.signer, number, reason=reason, actor=actor)
-        line = f"case {case.number} reopened; " + _keep_line(app, case)
+        line = _("case {number} reopened; {keep}").format(
+            number=case.number, keep=_keep_line(app, case)
+        )
     out.print(line, markup=False)
 
 
@@ -251,11 +393,12 @@ def run_case_update(
             R.sync_cases_store_retention(s, app.store, [case.id], app.settings.retention)
         keep = _keep_line(app, case)
     if not changes:
-        out.print(f"case {case.number}: nothing to change", markup=False)
+        out.print(_("case {number}: nothing to change").format(number=case.number), markup=False)
         return
-    out.print(f"case {case.number} updated:", markup=False)
+    out.print(_("case {number} updated:").format(number=case.number), markup=False)
     for field, (old, new) in changes.items():
-        out.print(f"  {field:15} {old!r} → {new!r}", markup=False)
+        label = _(FIELD_LABELS.get(field, field))
+        out.print(f"  {label}: {old!r} → {new!r}", markup=False)
     if "retention" in changes:
         out.print(f"  {keep}", markup=False)
 
@@ -266,13 +409,21 @@ def run_case_action(
     action_id: str,
     *,
     officers: tuple[str, ...],
-    start: datetime,
-    end: datetime,
+    times: tuple[TypedTime, TypedTime],
     place: str,
     actor: str,
 ) -> None:
+    zone = station_zone(app)
+    start, end = times[0].at(zone), times[1].at(zone)
+    if end < start:
+        raise click.BadParameter(
+            _("--end {end!r} is before --start {start!r}").format(
+                end=times[1].text, start=times[0].text
+            ),
+            param_hint="--end",
+        )
     with app.ready_catalog().transaction() as s:
-        action, _ = C.add_action(
+        action, _new = C.add_action(
             s,
             app.signer,
             case=C.get_case(s, number),
@@ -282,6 +433,7 @@ def run_case_action(
             end=end,
             place=place,
             actor=actor,
+            zone=zone,
         )
         n = A.attach_for_actions(
             s,
@@ -291,61 +443,180 @@ def run_case_action(
             actor=actor,
             store=app.store,
         )
-    out.print(f"action {action_id} of {number} recorded; {n} recording(s) attached")
+    out.print(
+        _(
+            "action {action} of {number} recorded ({start} – {end}); {count} recording(s) attached"
+        ).format(
+            action=action_id,
+            number=number,
+            start=shown_time(start, zone),
+            end=shown_time(end, zone),
+            count=n,
+        ),
+        markup=False,
+    )
 
 
-def run_case_list(app: Any, status: str | None, as_json: bool) -> None:
+def action_range(app: Any, start: str | None, end: str | None) -> tuple[Any, Any]:
+    """``--from``/``--to`` as the half-open range [from, to) in UTC; ``--to`` is the first
+    moment not included, and a range that holds nothing is refused saying so."""
+    for option, text in (("--from", start), ("--to", end)):
+        if text and _unreadable(text):
+            raise click.BadParameter(time_error(text), param_hint=option)
+    try:
+        return parse_range(start, end, station_zone(app))
+    except TimeTextError as exc:
+        raise click.BadParameter(
+            _(
+                "--from {start!r} is not before --to {end!r}; --to is exclusive (the "
+                "first moment left out): for one day, give the next day as --to"
+            ).format(start=start, end=end),
+            param_hint="--to",
+        ) from exc
+
+
+def _unreadable(text: str) -> bool:
+    try:
+        parse_time(text, UTC)
+    except TimeTextError:
+        return True
+    return False
+
+
+def run_case_list(app: Any, status: str | None, between: tuple[Any, Any], as_json: bool) -> None:
     with app.ready_catalog().session() as s:
-        cases = C.list_cases(s, status)
+        cases = C.list_cases(s, status, actions_from=between[0], actions_to=between[1])
     if as_json:
         print_json(cases)
         return
-    table = Table("number", "title", "status", "retention", "密级", "recordings")
-    for c in cases:
-        table.add_row(
+    if not cases:
+        out.print(_("no case found"), markup=False)
+        return
+    rows = [
+        [
             c["number"],
             c["title"],
-            c["status"],
+            c["unit"],
+            C.status_text(c["status"]),
             c["retention"],
             c["security_class"],
             str(c["recordings"]),
-        )
-    out.print(table)
+        ]
+        for c in cases
+    ]
+    columns = [
+        Column(_("case number"), whole=True),
+        Column(_("title"), fold_width=16),
+        Column(_("unit"), drop=3, fold_width=12),
+        Column(_("status"), whole=True),
+        Column(_("retention"), whole=True, drop=1),
+        Column(_("security class (密级)"), drop=2),
+        Column(_("recordings"), whole=True, justify="right"),
+    ]
+    out.print(fit_table(columns, rows, out.width))
 
 
 def run_case_show(app: Any, number: str, as_json: bool) -> None:
+    zone = station_zone(app)
     with app.ready_catalog().session() as s:
-        report = C.case_report(s, number)
+        report = C.case_report(s, number, zone)
     if as_json:
         print_json(report)
         return
-    out.print(f"{report['number']}  {report['title']}", markup=False)
-    for key in ("unit", "status", "retention", "security_class", "source"):
-        out.print(f"  {key:15} {report[key] or ''}", markup=False)
+    _show_case_head(app, report)
+    _show_actions(report["actions"], zone)
+    _show_recordings(report, zone)
+
+
+def _show_case_head(app: Any, report: dict[str, Any]) -> None:
+    out.print(_("case {number}").format(number=report["number"]), markup=False)
+    fields = [
+        (_(FIELD_LABELS["title"]), report["title"]),
+        (_(FIELD_LABELS["unit"]), report["unit"]),
+        (_(FIELD_LABELS["status"]), C.status_text(report["status"])),
+        (_(FIELD_LABELS["retention"]), report["retention"]),
+        (_(FIELD_LABELS["security_class"]), report["security_class"]),
+        (_(FIELD_LABELS["source"]), _source_text(report["source"])),
+    ]
     if report["closed_at"]:
         closed = datetime.fromisoformat(report["closed_at"])
-        out.print(f"  {'closed_at':15} {local_time(app, closed)}", markup=False)
-    if report["actions"]:
-        table = Table("action", "start", "end", "officers", "place", title="enforcement actions")
-        for a in report["actions"]:
-            table.add_row(a["id"], a["start"], a["end"], ", ".join(a["officers"]), a["place"])
-        out.print(table)
+        fields.append((_("closed at"), local_time(app, closed)))
+    for label, value in fields:
+        # At a terminal a long title wraps at a space, not wherever the screen ends; in a
+        # pipe each field stays one line.
+        line = _("{label}: {value}").format(label=label, value=value or "—")
+        out.print(f"  {line}", markup=False, soft_wrap=not out.is_terminal)
+
+
+def _source_text(source: str) -> str:
+    """Where a case came from: typed in (``manual``), or the export file it was imported
+    from."""
+    return _("entered by hand") if source == "manual" else source
+
+
+def _show_actions(actions: list[dict[str, Any]], zone: tzinfo) -> None:
+    if not actions:
+        return
+    rows = [
+        [
+            a["id"],
+            span(datetime.fromisoformat(a["start"]), datetime.fromisoformat(a["end"]), zone),
+            ", ".join(a["officers"]),
+            a["place"],
+        ]
+        for a in actions
+    ]
+    columns = [
+        Column(_("id"), whole=True),
+        Column(_("time") + zone_suffix(zone), whole=True),
+        Column(
+            _("officers (警号)"),
+            fold_width=1 + max(len(o) for a in actions for o in a["officers"] or [""]),
+        ),
+        Column(_("place"), drop=1, fold_width=10),
+    ]
+    title = _("enforcement actions ({count})").format(count=len(actions))
+    out.print(fit_table(columns, rows, out.width, title=title))
+
+
+def _show_recordings(report: dict[str, Any], zone: tzinfo) -> None:
     # One block per recording rather than a table: digests and reasons are too wide for
-    # a terminal's columns, and these lines are what an auditor copies.
-    out.print(f"recordings ({len(report['recordings'])}):")
+    # a terminal's columns, and these lines are what an auditor copies. Each digest has
+    # a line of its own so that 80 columns hold it whole.
+    out.print(_("recordings ({count}):").format(count=len(report["recordings"])), markup=False)
     for r in report["recordings"]:
+        start = datetime.fromisoformat(r["capture_start"]) if r["capture_start"] else None
+        end = datetime.fromisoformat(r["capture_end"]) if r["capture_end"] else None
+        out.print(f"  #{r['recording']} {r['name']}", markup=False)
         out.print(
-            f"  #{r['recording']} {r['name']}  officer {r['officer'] or '?'}  "
-            f"{r['capture_start'] or '?'} → {r['capture_end'] or '?'}",
+            "      "
+            + _("officer {officer}, recorded {span} ({offset})").format(
+                officer=r["officer"] or "?",
+                span=span(start, end, zone),
+                offset=zone_suffix(zone).strip(" ()"),
+            ),
             markup=False,
+            soft_wrap=not out.is_terminal,
         )
-        out.print(f"      sha256 {r['sha256']}  sm3 {r['sm3']}", markup=False)
-        out.print(f"      why: {r['why']}", markup=False)
+        out.print(f"      sha256 {r['sha256']}", markup=False)
+        out.print(f"      sm3    {r['sm3']}", markup=False)
+        out.print(
+            "      " + _("why: {why}").format(why=r["why"]),
+            markup=False,
+            soft_wrap=not out.is_terminal,
+        )
     for r in report["detached"]:
         out.print(
-            f"  detached #{r['recording']} {r['name']} by {r['detached_by']} at "
-            f"{r['detached_at']}: {r['detach_reason']}",
+            "  "
+            + _("detached #{id} {name} by {by} at {at}: {reason}").format(
+                id=r["recording"],
+                name=r["name"],
+                by=r["detached_by"],
+                at=show_time(r["detached_at"], zone),
+                reason=r["detach_reason"],
+            ),
             markup=False,
+            soft_wrap=not out.is_terminal,
         )
 
 
@@ -362,10 +633,16 @@ def run_attach(app: Any, number: str, ref: str, reason: str, actor: str) -> None
             policy=app.settings.retention,
             store=app.store,
         )
+        name = rec.original_name
+    text = (
+        _("recording {id} {name} ({sha}) attached to {number}")
+        if changed
+        else _("recording {id} {name} ({sha}) was already attached to {number}")
+    )
     out.print(
-        f"recording {rec.id} ({rec.sha256[:16]}) "
-        + ("attached to " if changed else "was already attached to ")
-        + number
+        text.format(id=rec.id, name=name, sha=rec.sha256[:16], number=number),
+        markup=False,
+        soft_wrap=not out.is_terminal,
     )
 
 
@@ -381,42 +658,71 @@ def run_detach(app: Any, number: str, ref: str, reason: str, actor: str, force: 
             actor=actor,
             force_exported=force,
         )
-    out.print(
-        f"recording {rec.id} ({rec.sha256[:16]}) detached from {number}"
-        + (
-            f" (exported in {', '.join(details['exports'])}: override recorded)"
-            if details["override"]
-            else ""
-        )
+    line = _("recording {id} ({sha}) detached from {number}").format(
+        id=rec.id, sha=rec.sha256[:16], number=number
     )
+    if details["override"]:
+        line += _(" (exported in {exports}: override recorded)").format(
+            exports=", ".join(details["exports"])
+        )
+    out.print(line, markup=False, soft_wrap=not out.is_terminal)
 
 
 # --- retention ------------------------------------------------------------------------------
 
 
 def run_explain(app: Any, ref: str, as_json: bool) -> None:
+    zone = station_zone(app)
     with app.ready_catalog().session() as s:
-        decision = R.explain(s, A.get_recording(s, ref), app.settings.retention)
+        decision = R.explain(s, A.get_recording(s, ref), app.settings.retention, zone=zone)
     if as_json:
-        print_json(decision.as_dict())
+        print_json(decision.as_dict(zone))
         return
-    until = f"until {decision.keep_until.isoformat()}" if decision.keep_until else "indefinitely"
-    out.print(
-        f"recording {decision.recording_id} {decision.name} ({decision.state}): "
-        f"kept {until} (rule: {decision.rule})" + ("; expired" if decision.expired else ""),
-        markup=False,
+    rule = _(RULE_LABELS.get(decision.rule, decision.rule))
+    head = (
+        _("recording {id} {name} ({state}): kept until {until} (rule: {rule})").format(
+            id=decision.recording_id,
+            name=decision.name,
+            state=decision.state,
+            until=show_time(decision.keep_until, zone),
+            rule=rule,
+        )
+        if decision.keep_until
+        else _("recording {id} {name} ({state}): kept indefinitely (rule: {rule})").format(
+            id=decision.recording_id, name=decision.name, state=decision.state, rule=rule
+        )
     )
+    if decision.expired:
+        head += _("; expired")
+    out.print(head, markup=False, soft_wrap=not out.is_terminal)
     for line in decision.reasons:
-        out.print(f"  - {line}", markup=False)
+        out.print(f"  - {line}", markup=False, soft_wrap=not out.is_terminal)
     for h in decision.released_holds:
         out.print(
-            f"  - released: hold {h['id']}: placed by {h['by']} at {h['at']}: "
-            f"{h['reason']}; released by {h['released_by']} at {h['released_at']}: "
-            f"{h['release_reason']}",
+            "  - "
+            + _(
+                "released: hold {id}: placed by {by} at {at}: {reason}; released by "
+                "{released_by} at {released_at}: {release_reason}"
+            ).format(
+                id=h["id"],
+                by=h["by"],
+                at=show_time(h["at"], zone),
+                reason=h["reason"],
+                released_by=h["released_by"],
+                released_at=show_time(h["released_at"], zone),
+                release_reason=h["release_reason"],
+            ),
             markup=False,
+            soft_wrap=not out.is_terminal,
         )
     if decision.store_retain_until:
-        out.print(f"  - object store retention until {decision.store_retain_until.isoformat()}")
+        out.print(
+            "  - "
+            + _("object store retention until {until}").format(
+                until=show_time(decision.store_retain_until, zone)
+            ),
+            markup=False,
+        )
 
 
 def run_hold(app: Any, ref: str, reason: str, actor: str) -> None:
@@ -425,10 +731,18 @@ def run_hold(app: Any, ref: str, reason: str, actor: str) -> None:
         row = R.hold(s, app.signer, app.store, rec, reason=reason, actor=actor)
         held = len(R.open_holds(s, rec.id))
     out.print(
-        f"recording {rec.id} ({rec.sha256[:16]}): legal hold {row.id} placed "
-        f"({held} in force; lift it with 'liuhen retention release {rec.id} "
-        f"--hold {row.id} --reason ...')",
+        _(
+            "recording {id} ({sha}): legal hold {hold} placed ({count} in force; lift it "
+            "with {command})"
+        ).format(
+            id=rec.id,
+            sha=rec.sha256[:16],
+            hold=row.id,
+            count=held,
+            command=f"'liuhen retention release {rec.id} --hold {row.id} --reason ...'",
+        ),
         markup=False,
+        soft_wrap=not out.is_terminal,
     )
 
 
@@ -437,66 +751,151 @@ def run_release(app: Any, ref: str, hold_id: int | None, reason: str, actor: str
         rec = A.get_recording(s, ref)
         row = R.release(s, app.signer, app.store, rec, reason=reason, actor=actor, hold_id=hold_id)
         left = R.open_holds(s, rec.id)
-    out.print(
-        f"recording {rec.id} ({rec.sha256[:16]}): legal hold {row.id} released "
-        f"(placed by {row.placed_by}: {row.reason}); "
-        + (
-            f"{len(left)} still in force: " + ", ".join(str(h.id) for h in left)
-            if left
-            else "no hold left"
-        ),
-        markup=False,
+    line = _("recording {id} ({sha}): legal hold {hold} released (placed by {by}: {reason}); ")
+    line = line.format(
+        id=rec.id, sha=rec.sha256[:16], hold=row.id, by=row.placed_by, reason=row.reason
     )
+    line += (
+        _("{count} still in force: {holds}").format(
+            count=len(left), holds=", ".join(str(h.id) for h in left)
+        )
+        if left
+        else _("no hold left")
+    )
+    out.print(line, markup=False, soft_wrap=not out.is_terminal)
 
 
 def run_review(app: Any, ref: str, reason: str, actor: str) -> None:
     with app.ready_catalog().transaction() as s:
         rec = A.get_recording(s, ref)
         R.review(s, app.signer, rec, reason=reason, actor=actor)
-    out.print(f"recording {rec.id} ({rec.sha256[:16]}) reviewed; the other rules apply again")
+    out.print(
+        _("recording {id} ({sha}) reviewed; the other rules apply again").format(
+            id=rec.id, sha=rec.sha256[:16]
+        ),
+        markup=False,
+    )
 
 
-def run_sweep(app: Any, apply: bool, limit: int | None, actor: str, as_json: bool) -> None:
-    report = R.sweep(
+class SweepNotConfirmed(LiuhenError):
+    """`retention sweep --apply` with nobody to confirm it and no --yes."""
+
+    exit_code = EXIT_USAGE
+
+
+def _due_table(due: list[R.Decision], zone: tzinfo, title: str) -> Any:
+    rows = [[str(d.recording_id), d.name, d.sha256[:16], minutes(d.keep_until, zone)] for d in due]
+    columns = [
+        Column(_("id"), whole=True, justify="right"),
+        Column(_("file name"), whole=True),
+        Column("sha256", whole=True, drop=2),
+        Column(_("kept until") + zone_suffix(zone), whole=True, drop=1),
+    ]
+    return fit_table(columns, rows, out.width, title=title)
+
+
+def _confirm_sweep(app: Any, limit: int | None, zone: tzinfo) -> list[int] | None:
+    """What a person at a terminal agreed to delete (None: nothing, they said no)."""
+    listing = R.sweep(
         app.ready_catalog(),
         app.signer,
         app.store,
         app.settings.retention,
-        actor=actor,
-        apply=apply,
+        actor="",
+        apply=False,
         limit=limit,
         now=datetime.now(UTC),
     )
+    if not listing.due:
+        return []
+    title = _("to be deleted ({count}), with their derivatives:").format(count=len(listing.due))
+    err.print(_due_table(listing.due, zone, title))
+    question = _("Delete these {count} recordings? They cannot be brought back").format(
+        count=len(listing.due)
+    )
+    if not click.confirm(question, default=False, err=True):
+        return None
+    return [d.recording_id for d in listing.due]
+
+
+def run_sweep(
+    app: Any, apply: bool, limit: int | None, yes: bool, actor: str, as_json: bool
+) -> None:
+    zone = station_zone(app)
+    confirmed: list[int] | None = None
+    if apply and not yes:
+        if as_json or not sys.stdin.isatty():
+            raise SweepNotConfirmed(
+                _(
+                    "retention sweep --apply deletes recordings, and there is no terminal "
+                    "to confirm it on"
+                ),
+                hint=_(
+                    "see what is due with 'liuhen retention sweep', then run "
+                    "'liuhen retention sweep --apply --yes'"
+                ),
+            )
+        confirmed = _confirm_sweep(app, limit, zone)
+        if confirmed is None:
+            out.print(_("nothing deleted (not confirmed)"), markup=False)
+            return
+    with job_progress(
+        _("Deleting"), total=None, unit="items", enabled=apply and not as_json
+    ) as bar:
+        report = R.sweep(
+            app.ready_catalog(),
+            app.signer,
+            app.store,
+            app.settings.retention,
+            actor=actor,
+            apply=apply,
+            limit=limit,
+            now=datetime.now(UTC),
+            only=confirmed,
+            progress=bar.update,
+        )
+    _print_sweep(report, apply, zone, as_json)
+    if report.refused:
+        raise CheckFailed(
+            _("{count} deletion(s) refused by the store").format(count=len(report.refused))
+        )
+
+
+def _print_sweep(report: R.SweepReport, apply: bool, zone: tzinfo, as_json: bool) -> None:
     if as_json:
         print_json(
             {
                 "applied": report.applied,
-                "due": [d.as_dict() for d in report.due],
-                "deleted": report.deleted,
+                "due": [d.as_dict(zone) for d in report.due],
+                "deleted": [
+                    {**d, "keep_until": iso_time(d.get("keep_until"), zone)} for d in report.deleted
+                ],
                 "refused": report.refused,
             }
         )
+        return
+    if report.due:
+        title = _("due ({count})").format(count=len(report.due))
+        out.print(_due_table(report.due, zone, title))
     else:
-        if report.due:
-            table = Table("id", "name", "sha256", "kept until", title=f"due ({len(report.due)})")
-            for d in report.due:
-                table.add_row(
-                    str(d.recording_id),
-                    d.name,
-                    d.sha256[:16],
-                    d.keep_until.isoformat() if d.keep_until else "",
-                )
-            out.print(table)
-        else:
-            out.print("no recording is due for expiry")
-        if apply:
-            out.print(f"deleted {len(report.deleted)}, refused by the store {len(report.refused)}")
-            for r in report.refused:
-                err.print(f"refused {r['recording']} {r['name']}: {r['error']}", markup=False)
-        else:
-            out.print("dry run: nothing deleted (run with --apply to delete)")
-    if report.refused:
-        raise CheckFailed(f"{len(report.refused)} deletion(s) refused by the store")
+        out.print(_("no recording is due for expiry"), markup=False)
+    if apply:
+        out.print(
+            _("deleted {deleted}, refused by the store {refused}").format(
+                deleted=len(report.deleted), refused=len(report.refused)
+            ),
+            markup=False,
+        )
+        for r in report.refused:
+            err.print(
+                _("refused {id} {name}: {error}").format(
+                    id=r["recording"], name=r["name"], error=r["error"]
+                ),
+                markup=False,
+                soft_wrap=not out.is_terminal,
+            )
+    else:
+        out.print(_("dry run: nothing deleted (run with --apply to delete)"), markup=False)
 
 
 def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> None:
@@ -523,18 +922,31 @@ def _register_devices(cli: click.Group, pass_ctx: Decorator, json_option: Decora
         """Register a recorder by its serial."""
         app = ctx.app()
         with app.ready_catalog().transaction() as s:
-            _, changed = D.add_device(
+            _device, changed = D.add_device(
                 s, app.signer, serial=serial, model=model, unit=unit, actor=actor
             )
-        out.print(f"device {serial} " + ("registered" if changed else "already registered"))
+        text = (
+            _("device {serial} registered") if changed else _("device {serial} already registered")
+        )
+        out.print(text.format(serial=serial), markup=False)
 
     @device_group.command("assign")
     @click.argument("serial")
     @click.argument("officer")
     @click.option("--name", default="", help="Officer's name.")
     @click.option("--unit", default="", help="Officer's unit.")
-    @click.option("--start", type=TIME, required=True, help="Hand-over time.")
-    @click.option("--end", type=TIME, default=None, help="End (default: the next hand-over).")
+    @click.option(
+        "--start",
+        type=TIME,
+        required=True,
+        help="Hand-over time, station time (e.g. 2026-12-01 07:00, 2026年12月1日 7时30分).",
+    )
+    @click.option(
+        "--end",
+        type=TIME,
+        default=None,
+        help="End, station time (default: the next hand-over).",
+    )
     @actor_option
     @pass_ctx
     def device_assign(
@@ -543,36 +955,19 @@ def _register_devices(cli: click.Group, pass_ctx: Decorator, json_option: Decora
         officer: str,
         name: str,
         unit: str,
-        start: datetime,
-        end: datetime | None,
+        start: TypedTime,
+        end: TypedTime | None,
         actor: str,
     ) -> None:
         """Give recorder SERIAL to officer OFFICER (警号) from --start."""
-        run_device_assign(ctx.app(), serial, officer, name, unit, start, end, actor)
+        run_device_assign(ctx.app(), serial, officer, name, unit, (start, end), actor)
 
     @device_group.command("list")
     @json_option
     @pass_ctx
     def device_list(ctx: Any, as_json: bool) -> None:
         """Recorders and their assignment history."""
-        with ctx.app().ready_catalog().session() as s:
-            devices = D.list_devices(s)
-        if as_json:
-            print_json(devices)
-            return
-        table = Table("serial", "model", "unit", "registered", "assignments")
-        for d in devices:
-            table.add_row(
-                d["serial"],
-                d["model"],
-                d["unit"],
-                "yes" if d["registered"] else "no",
-                "\n".join(
-                    f"{a['officer']} {a['name']} {a['start']} → {a['end'] or '…'}"
-                    for a in d["assignments"]
-                ),
-            )
-        out.print(table)
+        run_device_list(ctx.app(), as_json)
 
     @device_group.command("import")
     @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
@@ -580,7 +975,8 @@ def _register_devices(cli: click.Group, pass_ctx: Decorator, json_option: Decora
     @json_option
     @pass_ctx
     def device_import(ctx: Any, path: Path, actor: str, as_json: bool) -> None:
-        """Devices and assignments from CSV."""
+        """Devices and assignments from CSV (times in station time unless they give an
+        offset)."""
         run_device_import(ctx.app(), path, actor, as_json)
 
 
@@ -635,8 +1031,10 @@ def _register_cases(cli: click.Group, pass_ctx: Decorator, json_option: Decorato
     @click.argument("number")
     @click.argument("action_id")
     @click.option("--officer", "officers", multiple=True, required=True, help="警号 (repeat).")
-    @click.option("--start", type=TIME, required=True)
-    @click.option("--end", type=TIME, required=True)
+    @click.option(
+        "--start", type=TIME, required=True, help="Start, station time (e.g. 2026-12-01 09:00)."
+    )
+    @click.option("--end", type=TIME, required=True, help="End, station time.")
     @click.option("--place", default="")
     @actor_option
     @pass_ctx
@@ -645,8 +1043,8 @@ def _register_cases(cli: click.Group, pass_ctx: Decorator, json_option: Decorato
         number: str,
         action_id: str,
         officers: tuple[str, ...],
-        start: datetime,
-        end: datetime,
+        start: TypedTime,
+        end: TypedTime,
         place: str,
         actor: str,
     ) -> None:
@@ -656,8 +1054,7 @@ def _register_cases(cli: click.Group, pass_ctx: Decorator, json_option: Decorato
             number,
             action_id,
             officers=officers,
-            start=start,
-            end=end,
+            times=(start, end),
             place=place,
             actor=actor,
         )
@@ -672,11 +1069,28 @@ def _register_case_links(
 
     @case_group.command("list")
     @click.option("--status", type=click.Choice(C.STATUSES), default=None)
+    @click.option(
+        "--from",
+        "start",
+        default=None,
+        help="Only cases with an enforcement action from this day or time on (station "
+        "time, e.g. 2026-12-01 or 2026年12月1日).",
+    )
+    @click.option(
+        "--to",
+        "end",
+        default=None,
+        help="…and before this day or time: --to is exclusive (--from 2026-12-01 --to "
+        "2026-12-02 is the whole of 1 December).",
+    )
     @json_option
     @pass_ctx
-    def case_list(ctx: Any, status: str | None, as_json: bool) -> None:
+    def case_list(
+        ctx: Any, status: str | None, start: str | None, end: str | None, as_json: bool
+    ) -> None:
         """Cases, with how many recordings each holds."""
-        run_case_list(ctx.app(), status, as_json)
+        app = ctx.app()
+        run_case_list(app, status, action_range(app, start, end), as_json)
 
     @case_group.command("show")
     @click.argument("number")
@@ -692,7 +1106,8 @@ def _register_case_links(
     @json_option
     @pass_ctx
     def case_import(ctx: Any, path: Path, actor: str, as_json: bool) -> None:
-        """Cases and actions from a case-management export (.csv or .json)."""
+        """Cases and actions from a case-management export (.csv or .json); times in
+        station time unless they give an offset. Every reason a row is refused is listed."""
         run_case_import(ctx.app(), path, actor, as_json)
 
     @case_group.command("attach")
@@ -824,14 +1239,24 @@ def _register_retention(cli: click.Group, pass_ctx: Decorator, json_option: Deco
         run_review(ctx.app(), recording, reason, actor)
 
     @retention_group.command("sweep")
-    @click.option("--apply", is_flag=True, help="Delete what is due (default: list only).")
+    @click.option(
+        "--apply",
+        is_flag=True,
+        help="Delete what is due (default: list only); on a terminal it lists them and asks first.",
+    )
+    @click.option(
+        "--yes",
+        is_flag=True,
+        help="With --apply: delete without asking (for scripts; without a terminal "
+        "--apply needs it).",
+    )
     @click.option("--limit", type=COUNT, default=None, help="At most this many recordings.")
     @actor_option
     @json_option
     @pass_ctx
     def retention_sweep(
-        ctx: Any, apply: bool, limit: int | None, actor: str, as_json: bool
+        ctx: Any, apply: bool, yes: bool, limit: int | None, actor: str, as_json: bool
     ) -> None:
         """List unattached, unheld, unimportant originals past their retention; --apply
         deletes them (and their derivatives), with a tombstone and a custody event each."""
-        run_sweep(ctx.app(), apply, limit, actor, as_json)
+        run_sweep(ctx.app(), apply, limit, yes, actor, as_json)

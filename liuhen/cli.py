@@ -12,13 +12,13 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from config import LiuhenError, load_settings, settings_as_dict
+from config import LiuhenError, Settings, load_settings, settings_as_dict
 from config.errors import EXIT_SOFTWARE, CheckFailed
-from config.i18n import set_language, translate_click
+from config.i18n import _, normalise_language, set_language, translate_click
 from liuhen import __version__
 from liuhen.actor import actor_option
 from liuhen.localized import LocalizedGroup
-from liuhen.output import err, mark, out, print_json
+from liuhen.output import configure_logging, err, mark, out, print_json
 
 if TYPE_CHECKING:
     from liuhen.app import App
@@ -74,12 +74,21 @@ class Context:
     verbose: bool
     _app: App | None = None
 
-    def app(self) -> App:
+    def app(self, *, create: bool = False) -> App:
+        """The station's wiring, for a command that works on the data directory: one
+        that is not there is refused before anything is opened (the journal, the
+        catalog, the key), because only ``init`` (``create``) makes it."""
         if self._app is None:
             from liuhen.app import App
 
-            self._app = App(load_settings(self.data_dir, self.config))
+            self._app = App(self.settings())
+        if not create:
+            self._app.require_data_dir()
         return self._app
+
+    def settings(self) -> Settings:
+        """The effective settings, without touching the data directory."""
+        return load_settings(self.data_dir, self.config)
 
 
 pass_ctx = click.make_pass_decorator(Context)
@@ -89,7 +98,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON f
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Data directory [LIUHEN_HOME].")
 @click.option("--config", type=click.Path(dir_okay=False), help="Settings file [LIUHEN_CONFIG].")
-@click.option("-v", "--verbose", is_flag=True, help="Show the cause of errors.")
+@click.option("-v", "--verbose", is_flag=True, help="Log every step, and show the cause of errors.")
 @click.option(
     "--lang",
     type=click.Choice(["zh", "en"], case_sensitive=False),
@@ -120,7 +129,7 @@ def init(ctx: Context, admin_login: str | None, as_json: bool) -> None:
     from liuhen.app import initialize
     from liuhen.user_cmds import first_admin, show_first_admin
 
-    report = initialize(ctx.app())
+    report = initialize(ctx.app(create=True))
     admin = first_admin(ctx.app(), admin_login, report)
     if as_json:
         print_json(
@@ -135,14 +144,18 @@ def init(ctx: Context, admin_login: str | None, as_json: bool) -> None:
         )
         return
     for line in report.created:
-        out.print(f"[green]created[/green] {line}")
+        out.print(_("[green]created[/green] {what}").format(what=line))
     for line in report.kept:
-        out.print(f"[dim]kept[/dim]    {line}")
+        out.print(_("[dim]kept[/dim]    {what}").format(what=line))
     show_first_admin(admin)
     if report.store and not report.store.ok:
         failed = [c for c in report.store.checks if not c.ok]
         for c in failed:
-            err.print(f"[yellow]warning[/yellow] store check '{c.name}': {c.detail}")
+            err.print(
+                _("[yellow]warning[/yellow] store check '{name}': {detail}").format(
+                    name=check_name(c.name), detail=c.detail
+                )
+            )
 
 
 @cli.group("config")
@@ -155,12 +168,17 @@ def config_group() -> None:
 @pass_ctx
 def config_show(ctx: Context, as_json: bool) -> None:
     """Print the effective settings (file, then environment), secrets masked."""
-    data = settings_as_dict(ctx.app().settings)
+    data = settings_as_dict(ctx.settings())
     if as_json:
         print_json(data)
         return
-    out.print(f"# data directory: {data.pop('data_dir')}")
-    out.print(f"# settings file:  {data.pop('source') or '(none: defaults)'}")
+    out.print(_("# data directory: {path}").format(path=data.pop("data_dir")))
+    source = data.pop("source")
+    out.print(
+        _("# settings file:  {path}").format(path=source)
+        if source
+        else _("# settings file:  (none: defaults)")
+    )
     for section, values in data.items():
         out.print(f"\n[bold]\\[{section}][/bold]")
         for key, value in values.items():
@@ -189,9 +207,17 @@ def db_upgrade(ctx: Context) -> None:
     catalog = ctx.app().catalog
     before, after = catalog.upgrade()
     if before == after:
-        out.print(f"catalog {catalog.display_url} is up to date (schema {after})")
+        out.print(
+            _("catalog {url} is up to date (schema {schema})").format(
+                url=catalog.display_url, schema=after
+            )
+        )
     else:
-        out.print(f"catalog {catalog.display_url}: schema {before or 'none'} → {after}")
+        out.print(
+            _("catalog {url}: schema {before} → {after}").format(
+                url=catalog.display_url, before=before or _("none"), after=after
+            )
+        )
 
 
 @cli.group("store")
@@ -215,11 +241,20 @@ def store_check(ctx: Context, as_json: bool) -> None:
             }
         )
     else:
-        out.print(f"store {report.url}")
+        out.print(_("store {url}").format(url=report.url))
         for c in report.checks:
-            out.print(f"  {mark(c.ok)} {c.name}: {c.detail}")
+            line = _("{name}: {detail}").format(name=check_name(c.name), detail=c.detail)
+            out.print(f"  {mark(c.ok)} {line}")
     if not report.ok:
-        raise CheckFailed(f"store {report.url}: some checks failed")
+        raise CheckFailed(_("store {url}: some checks failed").format(url=report.url))
+
+
+def check_name(name: str) -> str:
+    """A store check's name for people (JSON keeps the English name programs match)."""
+    header = name.removeprefix("verifies ")
+    if header != name:  # the S3 upload probes: "verifies Content-MD5" and such
+        return _("verifies {header}").format(header=header)
+    return _(name)
 
 
 @cli.group("custody")
@@ -287,23 +322,35 @@ def custody_verify(
             | {"anchor_sources": reached.sources, "anchors_unreachable": reached.unreachable}
         )
     else:
-        for p in report.problems:
-            out.print(f"[red]✗[/red] {p.describe()}")
-        for where in reached.unreachable:
-            out.print(f"[yellow]![/yellow] anchors not read: {where}")
-        summary = f"{report.events} events in {len(report.stations)} station chain(s)"
-        anchored = ", ".join(f"{s} #{n}" for s, n in sorted(report.last_anchored.items()))
-        summary += (
-            f"; last anchored: {anchored} ({report.heads_verified} signed chain heads)"
-            if anchored
-            else "; no signed chain head found"
-        )
-        if report.ok:
-            out.print(f"[green]✓[/green] custody log verifies: {summary}")
-        else:
-            out.print(f"[red]✗[/red] {len(report.problems)} problem(s) in {summary}")
+        _show_custody_report(report, reached.unreachable)
     if not report.ok:
-        raise CheckFailed(f"custody log: {len(report.problems)} problem(s)")
+        raise CheckFailed(_("custody log: {count} problem(s)").format(count=len(report.problems)))
+
+
+def _show_custody_report(report: Any, unreachable: list[str]) -> None:
+    for p in report.problems:
+        out.print(f"[red]✗[/red] {p.describe()}")
+    for where in unreachable:
+        out.print(_("[yellow]![/yellow] anchors not read: {where}").format(where=where))
+    summary = _("{events} events in {chains} station chain(s)").format(
+        events=report.events, chains=len(report.stations)
+    )
+    anchored = ", ".join(f"{s} #{n}" for s, n in sorted(report.last_anchored.items()))
+    summary += (
+        _("; last anchored: {anchored} ({heads} signed chain heads)").format(
+            anchored=anchored, heads=report.heads_verified
+        )
+        if anchored
+        else _("; no signed chain head found")
+    )
+    if report.ok:
+        out.print(_("[green]✓[/green] custody log verifies: {summary}").format(summary=summary))
+    else:
+        out.print(
+            _("[red]✗[/red] {count} problem(s) in {summary}").format(
+                count=len(report.problems), summary=summary
+            )
+        )
 
 
 @custody_group.command("retire-key")
@@ -315,15 +362,26 @@ def custody_retire_key(ctx: Context, key_id: str, actor: str, reason: str) -> No
     """Retire a station's old or leaked signing key: every event it signs from now on is
     reported by `custody verify`, `verify BUNDLE` and `four-properties`."""
     from catalog.custody import retire_key
+    from config.settings import zone_of
+    from config.timetext import show_time
 
     app = ctx.app()
     with app.ready_catalog().transaction() as session:
         key, changed = retire_key(session, app.signer, key_id, actor=actor, reason=reason)
         station, when = key.station_id, key.retired_at
+    shown = show_time(when, zone_of(app.settings.station.time_zone))
     if changed:
-        out.print(f"key {key_id} of station {station} retired at {when}")
+        out.print(
+            _("key {key} of station {station} retired at {when}").format(
+                key=key_id, station=station, when=shown
+            )
+        )
     else:
-        out.print(f"key {key_id} of station {station} was already retired at {when}")
+        out.print(
+            _("key {key} of station {station} was already retired at {when}").format(
+                key=key_id, station=station, when=shown
+            )
+        )
 
 
 @custody_group.command("anchor")
@@ -334,6 +392,8 @@ def custody_anchor(ctx: Context, as_json: bool) -> None:
     journal on a station). Stations do this by themselves; a worker or an admin host can
     run it from cron. Prints the signed head (keep a copy: it is evidence)."""
     from catalog.anchors import publish
+    from config.settings import zone_of
+    from config.timetext import show_time
     from ingest.journal import Journal
 
     app = ctx.app()
@@ -345,12 +405,17 @@ def custody_anchor(ctx: Context, as_json: bool) -> None:
         if journal is not None:
             journal.close()
     if head is None:
-        out.print(f"station {app.signer.station_id} has no custody events yet")
+        out.print(
+            _("station {station} has no custody events yet").format(station=app.signer.station_id)
+        )
     elif as_json:
         print_json(head.as_json())
     else:
+        shown = show_time(head.at, zone_of(app.settings.station.time_zone))
         out.print(
-            f"signed chain head of {head.station_id}: #{head.seq} {head.event_hash} at {head.at}"
+            _("signed chain head of {station}: #{seq} {hash} at {when}").format(
+                station=head.station_id, seq=head.seq, hash=head.event_hash, when=shown
+            )
         )
         print(head.to_line())
 
@@ -358,43 +423,101 @@ def custody_anchor(ctx: Context, as_json: bool) -> None:
 def main(argv: list[str] | None = None) -> NoReturn:
     """Entry point: the one place errors become exit codes and one-line messages.
     Commands raise (a :class:`~config.errors.Reported` when their report has said what
-    failed) and never exit by themselves."""
-    verbose = "-v" in (argv or sys.argv[1:]) or "--verbose" in (argv or sys.argv[1:])
-    set_language(None)
+    failed) and never exit by themselves. With ``--json`` an error is one JSON object on
+    stdout (``{"error": {...}}``) with the same text as the message people read."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    verbose = "-v" in args or "--verbose" in args
+    as_json = "--json" in args
+    set_language(_early_language(args))
     translate_click()
+    configure_logging(verbose)
     try:
-        cli.main(args=argv, prog_name="liuhen", standalone_mode=False)
+        cli.main(args=args, prog_name="liuhen", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
+        _report_usage(exc, as_json)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
-        err.print("aborted")
+        _fail(as_json, _("aborted"), 130, "Abort")
         sys.exit(130)
     except LiuhenError as exc:
         if not exc.reported:  # (a command's own report said it already)
-            _report(exc, verbose)
+            _report(exc, verbose, as_json)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        err.print("interrupted")
+        _fail(as_json, _("interrupted"), 130, "KeyboardInterrupt")
         sys.exit(130)
     except Exception as exc:  # a bug: say so plainly, keep the traceback for --verbose
-        err.print(f"liuhen: internal error: {type(exc).__name__}: {exc}", markup=False)
+        message = _("internal error: {kind}: {error}").format(kind=type(exc).__name__, error=exc)
+        hint = None if verbose else _("run again with --verbose for the traceback, and report it")
+        if as_json:
+            _print_error_json(message, hint, EXIT_SOFTWARE, "internal")
+        else:
+            err.print(_("liuhen: {message}").format(message=message), markup=False)
         if verbose:
             traceback.print_exc()
-        else:
-            err.print("run again with --verbose for the traceback, and report it", markup=False)
+        elif not as_json:
+            err.print(hint, markup=False)
         sys.exit(EXIT_SOFTWARE)
     sys.exit(0)
 
 
-def _report(exc: LiuhenError, verbose: bool) -> None:
-    err.print(f"liuhen: error: {exc.message}", markup=False)
+def _early_language(args: list[str]) -> str | None:
+    """The --lang given, read before click parses anything: click builds some of its own
+    texts (the --help option's help) before an eager option's callback runs."""
+    for i, arg in enumerate(args):
+        if arg == "--":
+            break
+        value = arg.partition("=")[2] if arg.startswith("--lang=") else None
+        if arg == "--lang" and i + 1 < len(args):
+            value = args[i + 1]
+        if value:
+            try:
+                return normalise_language(value)
+            except ValueError:
+                return None  # click says what --lang accepts
+    return None
+
+
+def _fail(as_json: bool, message: str, code: int, kind: str) -> None:
+    if as_json:
+        _print_error_json(message, None, code, kind)
+    else:
+        err.print(message, markup=False)
+
+
+def _print_error_json(message: str, hint: str | None, code: int, kind: str) -> None:
+    print_json({"error": {"message": message, "hint": hint, "exit_code": code, "kind": kind}})
+
+
+def _report_usage(exc: click.ClickException, as_json: bool) -> None:
+    """Click's message (a usage mistake, a bad file name) as people or programs read it."""
+    if not as_json:
+        exc.show()
+        return
+    hint = None
+    ctx = getattr(exc, "ctx", None)
+    if ctx is not None and ctx.command.get_help_option(ctx) is not None:
+        names = ctx.command.get_help_option_names(ctx)
+        hint = _("Try '{command} {option}' for help.").format(
+            command=ctx.command_path, option=max(names, key=len)
+        )
+    _print_error_json(exc.format_message(), hint, exc.exit_code, type(exc).__name__)
+
+
+def _report(exc: LiuhenError, verbose: bool, as_json: bool) -> None:
+    if as_json:
+        _print_error_json(exc.message, exc.hint, exc.exit_code, type(exc).__name__)
+        return
+    err.print(_("liuhen: error: {message}").format(message=exc.message), markup=False)
     if exc.hint:
-        err.print(f"  what to do: {exc.hint}", markup=False)
+        err.print(_("  what to do: {hint}").format(hint=exc.hint), markup=False)
     if verbose:
         cause = exc.__cause__
         while cause is not None:
-            err.print(f"  cause: {type(cause).__name__}: {cause}", markup=False)
+            err.print(
+                _("  cause: {kind}: {error}").format(kind=type(cause).__name__, error=cause),
+                markup=False,
+            )
             cause = cause.__cause__

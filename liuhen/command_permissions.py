@@ -11,7 +11,8 @@ hold no permission logic.
 Not listed, on purpose: the host's own operations, governed by the operating system's
 permissions on the data directory and the signing key (``init``, ``db upgrade``,
 ``config show``, ``store check``, ``doctor``, ``ingest``, ``demo``, ``station watch``,
-``worker``, ``custody anchor``), ``verify BUNDLE`` (a bag on disk: no catalog), and the
+``worker``, ``custody anchor``), ``verify BUNDLE`` and ``four-properties BUNDLE`` (a bag
+on disk, read without the catalog: a court's clerk checks a bag anywhere), and the
 commands of one's own session (``login``, ``logout``, ``whoami``).
 
 This module stays light (no SQLAlchemy) so that commands not listed here load nothing.
@@ -81,7 +82,7 @@ COMMANDS: Mapping[str, Rule] = {
     "export": rule(P.EXPORT, cases=("cases",)),
     "export list": rule(P.EXPORT),
     "export show": rule(P.EXPORT),
-    "four-properties": rule(P.VERIFY),
+    "four-properties": rule(P.VERIFY, when=lambda p: bool(p.get("with_catalog"))),
     "verify": rule(P.VERIFY, when=_uses_catalog),
     "custody verify": rule(P.CUSTODY_VIEW),
     # 全过程记录 and 案卷评查
@@ -169,17 +170,23 @@ def _own(principal: Principal, value: Any) -> bool:
 
 
 def enforce(ctx: click.Context, principal: Principal, found: Rule) -> None:
-    from access.policy import AccessDenied, authorize, decide
+    from access.policy import AccessDenied, authorize, decide, denial
     from liuhen import actor as who
 
     if found.own is not None and _own(principal, ctx.params.get(found.own)):
         who.require_account(principal)
         return
-    app = who.app_of(ctx)
     # The command as a whole: the first of its permissions the principal holds decides.
     chosen = next(
         (p for p in found.permissions if decide(principal, p).allowed), found.permissions[0]
     )
+    if principal.via == "local":
+        # No accounts: the local user reaches everything it may do at all, so no target
+        # is looked up (and a catalog not made yet is left to the command to report).
+        if not decide(principal, chosen).allowed:
+            raise denial(principal, chosen, None)
+        return
+    app = who.app_of(ctx)
     refused: AccessDenied | None = None
     with app.ready_catalog().session() as session:
         try:

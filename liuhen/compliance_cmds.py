@@ -5,63 +5,110 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
 import click
 from rich.markup import escape
-from rich.table import Table
 
 from config.errors import CheckFailed
+from config.i18n import N_, _
+from config.settings import CHINA_STANDARD_TIME, zone_of
+from config.timetext import iso_time, offset_text, show_clock, show_day, show_time
 from liuhen.actor import actor_option
 from liuhen.output import out, print_json
+from liuhen.progress import job_progress
+from liuhen.whole_table import print_rows
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 ROW_ID = click.IntRange(min=1, max=2**31 - 1)
 
 
+def say(*objects: Any, markup: bool = False) -> None:
+    """Print for a person: at a terminal, wrapped between words at its width (a number,
+    a time or an id is never split across lines); in a pipe, one line per message."""
+    out.print(*objects, markup=markup, soft_wrap=not out.is_terminal)
+
+
+def station_zone(app: Any) -> tzinfo:
+    """The zone people at this station read and type times in (station.time_zone)."""
+    return zone_of(app.settings.station.time_zone)
+
+
 def _secs(value: float) -> str:
-    return f"{value:g} s"
+    return _("{n:g} s").format(n=value)
 
 
 def _pct(value: float) -> str:
     return f"{value * 100:.1f}%"
 
 
-def print_coverage(cov: Any) -> None:
-    from compliance.coverage import STATUS_ZH
+def _rule(rule: str) -> str:
+    return _("each officer") if rule == "each" else _("any officer")
+
+
+def print_coverage(cov: Any, zone: tzinfo) -> None:
+    from compliance.coverage import STATUS_TEXT
 
     a = cov.action
-    out.print(
-        f"[bold]action {a.id}[/bold] {a.external_id} of {a.case_number} "
-        f"{a.start.isoformat()} → {a.end.isoformat()} ({_secs(cov.together.window_s)})"
-        + (f" at {a.place}" if a.place else ""),
-        markup=True,
+    head = _("[bold]action {id}[/bold] {external} of {case}").format(
+        id=a.id, external=escape(a.external_id), case=escape(a.case_number)
     )
-    out.print(
-        f"  {cov.status} ({STATUS_ZH[cov.status]}), rule {cov.rules.rule}: share "
-        f"{_pct(cov.share)}, longest gap {_secs(cov.longest_gap_s)}"
+    say(head, markup=True)
+    span = _("{start} → {end} ({seconds})").format(
+        start=show_time(a.start, zone),
+        end=show_time(a.end, zone),
+        seconds=_secs(cov.together.window_s),
+    )
+    say("  " + span + (_(" at {place}").format(place=a.place) if a.place else ""))
+    say(
+        "  "
+        + _("{status}, rule: {rule}; share {share}, longest gap {gap}").format(
+            status=_(STATUS_TEXT[cov.status]),
+            rule=_rule(cov.rules.rule),
+            share=_pct(cov.share),
+            gap=_secs(cov.longest_gap_s),
+        )
     )
     for why in cov.reasons:
-        out.print(f"  [yellow]uncertain[/yellow] {why}", markup=True)
+        say("  " + _("[yellow]uncertain[/yellow] {why}").format(why=escape(why)), markup=True)
     for o in cov.officers:
-        lay = o.layout
-        out.print(
-            f"  officer {o.officer.number} {o.officer.name}: {_pct(lay.share)} "
-            f"({len(o.recordings)} recording(s)), started late {_secs(lay.started_late_s)}, "
-            f"stopped early {_secs(lay.stopped_early_s)}"
-        )
-        for g in lay.gaps(cov.rules.gap_threshold_s):
-            out.print(f"    gap {g.start.isoformat()} → {g.end.isoformat()} ({_secs(g.seconds)})")
+        _print_officer(o, cov.rules.gap_threshold_s, zone)
     if not cov.officers:
-        out.print("  no officers recorded for this action")
+        say("  " + _("no officers recorded for this action"))
+
+
+def _print_officer(o: Any, threshold: float, zone: tzinfo) -> None:
+    lay = o.layout
+    say(
+        "  "
+        + _(
+            "officer {number} {name}: {share} ({n} recording(s)), started late {late}, "
+            "stopped early {early}"
+        ).format(
+            number=o.officer.number,
+            name=o.officer.name,
+            share=_pct(lay.share),
+            n=len(o.recordings),
+            late=_secs(lay.started_late_s),
+            early=_secs(lay.stopped_early_s),
+        )
+    )
+    for g in lay.gaps(threshold):
+        say(
+            "    "
+            + _("gap {start} → {end} ({seconds})").format(
+                start=show_time(g.start, zone), end=show_time(g.end, zone), seconds=_secs(g.seconds)
+            )
+        )
 
 
 def run_coverage(app: Any, action: str | None, case: str | None, as_json: bool) -> None:
     from compliance.coverage import Rules, action_coverage, case_coverage
 
     if (action is None) == (case is None):
-        raise click.UsageError("give either ACTION or --case NUMBER")
+        raise click.UsageError(_("give either ACTION or --case NUMBER"))
     rules = Rules.of(app.settings.compliance)
     with app.ready_catalog().session() as s:
         found = (
@@ -72,22 +119,26 @@ def run_coverage(app: Any, action: str | None, case: str | None, as_json: bool) 
     if as_json:
         print_json(found[0].as_dict() if action is not None else [c.as_dict() for c in found])
         return
+    zone = station_zone(app)
     for cov in found:
-        print_coverage(cov)
+        print_coverage(cov, zone)
     if not found:
-        out.print(f"case {case} has no enforcement actions")
+        say(_("case {number} has no enforcement actions").format(number=case))
 
 
 class _Period(click.ParamType):  # type: ignore[type-arg]
+    """A year, month or day as typed (2026, 2026-11, 2026/11/03, 2026年11月3日): checked
+    here, read in the station's zone by the command (compliance.periods)."""
+
     name = "period"
 
-    def convert(self, value: Any, param: Any, ctx: Any) -> tuple[Any, Any]:
-        from compliance.periods import period
+    def convert(self, value: Any, param: Any, ctx: Any) -> str:
+        from compliance.periods import canonical_period
 
         try:
-            return period(str(value))
-        except ValueError:
-            self.fail(f"{value!r} is not a year, month or day (2026, 2026-11, 2026-11-03)")
+            return canonical_period(str(value))
+        except ValueError as exc:
+            self.fail(str(exc))
 
 
 PERIOD = _Period()
@@ -112,45 +163,96 @@ def _stats_row(label: list[str], d: dict[str, Any]) -> list[str]:
     ]
 
 
-STATS_HEAD = ["actions", "完整", "部分", "未记录", "存疑", "median gap s", "worst gap s"]
+# Column heads of the figures tables, translated when shown.
+STATS_HEAD = (
+    N_("actions"),
+    N_("complete"),
+    N_("partial"),
+    N_("not recorded"),
+    N_("uncertain"),
+    N_("median gap (s)"),
+    N_("worst gap (s)"),
+)
 
 
-def print_summary(data: dict[str, Any]) -> None:
-    out.print(f"全过程记录 {data['from']} → {data['to']} (rule {data['rules']['rule']})")
+def _heads(*heads: str) -> list[str]:
+    return [_(h) for h in heads]
+
+
+def print_summary(data: dict[str, Any], zone: tzinfo) -> None:
+    from compliance.render import last_day
+
+    say(
+        _("Full-process record {first} to {last}, rule: {rule}").format(
+            first=show_day(data["from"], zone),
+            last=last_day(data["to"], zone),
+            rule=_rule(data["rules"]["rule"]),
+        )
+    )
     if data["district"] is not None:
-        out.print(_table(["district", *STATS_HEAD], [_stats_row(["全区"], data["district"])]))
+        head = _heads(N_("unit"), *STATS_HEAD)
+        print_rows(out, head, [_stats_row([_("whole district")], data["district"])])
     for u in data["units"]:
-        out.print(f"\n[bold]{u['unit'] or '(no unit)'}[/bold]", markup=True)
-        rows = [_stats_row([m["month"]], m) for m in u["months"]]
-        out.print(_table(["month", *STATS_HEAD], [*rows, _stats_row(["total"], u)]))
+        _print_unit(u, data["housekeeping"])
+
+
+def _print_unit(u: dict[str, Any], house: dict[str, Any]) -> None:
+    say(f"\n[bold]{escape(u['unit'] or _('(no unit)'))}[/bold]", markup=True)
+    rows = [_stats_row([m["month"]], m) for m in u["months"]]
+    print_rows(out, _heads(N_("month"), *STATS_HEAD), [*rows, _stats_row([_("total")], u)])
+    # One month: the month column says nothing the table above does not (and 80 columns
+    # are few for eleven).
+    months = {o["month"] for o in u["officers"]}
+    if len(months) == 1:
+        rows = [_stats_row([o["officer"], o["name"]], o) for o in u["officers"]]
+        heads = _heads(N_("officer number"), N_("officer name"), *STATS_HEAD)
+    else:
         rows = [_stats_row([o["officer"], o["name"], o["month"]], o) for o in u["officers"]]
-        if rows:
-            out.print(_table(["officer", "name", "month", *STATS_HEAD], rows))
-        house = data["housekeeping"]
-        out.print(
-            f"recordings attached to no case after {house['unattached_days']} days: "
-            f"{u['unattached_recordings']['count']}"
+        heads = _heads(N_("officer number"), N_("officer name"), N_("month"), *STATS_HEAD)
+    if rows:
+        print_rows(out, heads, rows, keys=(0,))
+    say(
+        _("recordings attached to no case after {days} days: {n}").format(
+            days=house["unattached_days"], n=u["unattached_recordings"]["count"]
         )
-        undocked = ", ".join(d["serial"] for d in u["undocked_devices"]) or "none"
-        out.print(f"devices not docked for {house['undocked_days']} days: {undocked}")
-        off = ", ".join(
-            f"{d['serial']} ({d['worst_offset_s']:+g} s)" for d in u["clock_off_devices"]
+    )
+    undocked = ", ".join(d["serial"] for d in u["undocked_devices"]) or _("none")
+    say(
+        _("devices not docked for {days} days: {serials}").format(
+            days=house["undocked_days"], serials=undocked
         )
-        out.print(
-            f"devices whose clock was off by over {house['clock_off_s']:g} s: {off or 'none'}"
+    )
+    off = ", ".join(
+        _("{serial} ({seconds})").format(
+            serial=d["serial"], seconds=_("{n:+g} s").format(n=d["worst_offset_s"])
         )
+        for d in u["clock_off_devices"]
+    )
+    say(
+        _("devices whose clock was off by over {seconds}: {serials}").format(
+            seconds=_secs(house["clock_off_s"]), serials=off or _("none")
+        )
+    )
 
 
 def run_summary(
-    app: Any, unit: str | None, start: Any, end: Any, as_json: bool, now: Any = None
+    app: Any, unit: str | None, first: str, last: str, as_json: bool, now: Any = None
 ) -> None:
-    from datetime import UTC, datetime
-
     from compliance.coverage import Rules
+    from compliance.periods import period
     from compliance.summary import Housekeeping, summarize
 
+    zone = station_zone(app)
+    start, end = period(first, zone)[0], period(last, zone)[1]
+    if end <= start:
+        raise click.BadParameter(
+            _("--to {last} is before --from {first}").format(first=first, last=last),
+            param_hint="'--to'",
+        )
     settings = app.settings.compliance
-    with app.ready_catalog().session() as s:
+    # A district's year is 100,000 actions and half a minute: a bar at a terminal.
+    steps = job_progress(_("Judging enforcement actions"), total=None, enabled=not as_json)
+    with steps as p, app.ready_catalog().session() as s:
         data = summarize(
             s,
             Rules.of(settings),
@@ -159,35 +261,61 @@ def run_summary(
             start=start,
             end=end,
             now=now or datetime.now(UTC),
+            zone=zone,
+            progress=p.update,
         )
     if as_json:
         print_json(data)
     else:
-        print_summary(data)
+        print_summary(data, zone)
 
 
 def print_sample(data: dict[str, Any]) -> None:
-    out.print(
-        f"review sample {data['sample']}: {data['unit']} {data['period']}, "
-        f"{len(data['actions'])} of {data['population']} action(s), seed {data['seed']}, "
-        f"population {data['population_hash'][:16]}…, drawn by {data['drawn_by']}"
+    say(
+        _(
+            "review sample {sample}: {unit} {period}, {n} of {population} action(s), "
+            "seed {seed}, population {digest}…, drawn by {who}"
+        ).format(
+            sample=data["sample"],
+            unit=data["unit"],
+            period=data["period"],
+            n=len(data["actions"]),
+            population=data["population"],
+            seed=data["seed"],
+            digest=data["population_hash"][:16],
+            who=data["drawn_by"],
+        ),
+        markup=False,
     )
     rows = [
         [
             a["case"],
             a["external_id"],
-            str(a["action"] or "gone"),
+            str(a["action"] or _("gone")),
             a["verdict"] or "-",
-            ("rectified: " + a["rectification"]) if a.get("rectification") else "",
+            _("rectified: {what}").format(what=a["rectification"])
+            if a.get("rectification")
+            else "",
         ]
         for a in data["actions"]
     ]
-    out.print(_table(["case", "action", "row id", "verdict", "rectification"], rows))
+    heads = _heads(
+        N_("case number"), N_("action"), N_("row id"), N_("verdict"), N_("rectification")
+    )
+    print_rows(out, heads, rows, keys=(0, 1, 2))
     check = data["check"]
     if check["population_changed"]:
-        out.print(f"[yellow]population changed since the draw:[/yellow] {check['changes_text']}")
+        say(
+            _("[yellow]population changed since the draw:[/yellow] {changes}").format(
+                changes=escape(check["changes_text"])
+            ),
+            markup=True,
+        )
     if not check["redraw_matches"] or not check["population_hash_matches"]:
-        out.print("[red]✗[/red] the recorded sample does not redraw from its seed and population")
+        say(
+            _("[red]✗[/red] the recorded sample does not redraw from its seed and population"),
+            markup=True,
+        )
 
 
 def run_sample(
@@ -218,7 +346,11 @@ def run_sample(
         print_json(data)
         return
     if not new:
-        out.print(f"same seed, same population: the sample drawn before (#{data['sample']})")
+        say(
+            _("same seed, same population: the sample drawn before (#{sample})").format(
+                sample=data["sample"]
+            )
+        )
     print_sample(data)
 
 
@@ -232,43 +364,82 @@ def run_show_sample(app: Any, sample_id: int, as_json: bool) -> None:
     else:
         print_sample(data)
     if not data["check"]["redraw_matches"] or not data["check"]["population_hash_matches"]:
-        raise CheckFailed("review sample: the sample no longer redraws from its population")
+        raise CheckFailed(_("review sample: the sample no longer redraws from its population"))
 
 
 def run_survey(app: Any, unit: str | None, csv_path: str | None, as_json: bool) -> None:
-    from datetime import UTC, datetime
-
-    from compliance.survey import COLUMNS, survey, to_csv
+    from compliance.survey import survey, to_csv
 
     if csv_path == "-" and as_json:
-        raise click.UsageError("--csv - and --json both write to standard output: choose one")
+        raise click.UsageError(_("--csv - and --json both write to standard output: choose one"))
+    zone = station_zone(app)
     with app.ready_catalog().session() as s:
         rows = survey(s, unit, datetime.now(UTC))
     if csv_path == "-":
-        sys.stdout.buffer.write(to_csv(rows))
+        sys.stdout.buffer.write(to_csv(rows, zone))
         sys.stdout.flush()
     elif csv_path is not None:
-        Path(csv_path).write_bytes(to_csv(rows))
-        out.print(f"{len(rows)} device(s) written to {csv_path}")
+        Path(csv_path).write_bytes(to_csv(rows, zone))
+        say(_("{n} device(s) written to {path}").format(n=len(rows), path=csv_path), markup=False)
     if as_json:
-        print_json(rows)
+        print_json([r | {"last_docked": iso_time(r["last_docked"], zone)} for r in rows])
     elif csv_path is None:
-        cells = [["" if r[k] is None else str(r[k]) for k, _ in COLUMNS] for r in rows]
-        out.print(_table([head for _, head in COLUMNS], cells))
+        print_survey(rows, zone)
+
+
+SURVEY_HEAD = (
+    N_("serial"),
+    N_("model"),
+    N_("holder"),
+    N_("last docked"),
+    N_("storage used"),
+    N_("clock off s"),
+    N_("recordings 30 d"),
+)
+
+
+def print_survey(rows: list[dict[str, Any]], zone: tzinfo) -> None:
+    """One table per unit; serials and officer numbers are never cut (they are looked up)."""
+    units: dict[str, list[list[str]]] = {}
+    for r in rows:
+        holder = " ".join(x for x in (r["officer"], r["officer_name"]) if x) or "-"
+        units.setdefault(r["unit"] or "", []).append(
+            [
+                r["serial"],
+                r["model"] or "",
+                holder,
+                show_clock(r["last_docked"], zone) if r["last_docked"] else _("never"),
+                "-"
+                if r["storage_used_bytes"] is None
+                else f"{r['storage_used_bytes'] / 1e9:.1f} GB",
+                "-" if r["clock_offset_s"] is None else f"{r['clock_offset_s']:+g}",
+                str(r["recordings_30d"]),
+            ]
+        )
+    if not units:
+        say(_("no devices"))
+    # The clock column leaves the offset out to stay narrow: the unit's line names it.
+    offset = offset_text(datetime.now(UTC).astimezone(zone))
+    for name, cells in units.items():
+        say(
+            f"[bold]{escape(name or _('(no unit)'))}[/bold] "
+            + escape(_("(times {offset})").format(offset=offset)),
+            markup=True,
+        )
+        print_rows(out, [_(h) for h in SURVEY_HEAD], cells, keys=(0, 2))
 
 
 def run_report(
     app: Any, unit: str | None, year: int, out_dir: Path, actor: str, as_json: bool
 ) -> None:
-    from datetime import UTC, datetime
-
-    from catalog.custody import append_event
     from compliance.coverage import Rules
     from compliance.report import report_data, write_report
     from compliance.summary import Housekeeping
 
     settings = app.settings.compliance
-    with app.ready_catalog().session() as s:
+    steps = job_progress(_("Self-inspection report"), total=None, enabled=not as_json)
+    with steps as p, app.ready_catalog().session() as s:
+        p.describe(_("Judging enforcement actions"))
         data = report_data(
             s,
             Rules.of(settings),
@@ -276,11 +447,27 @@ def run_report(
             unit=unit,
             year=year,
             now=datetime.now(UTC),
+            time_zone=app.settings.station.time_zone,
+            progress=p.update,
         )
-    stem = f"自查报告-{unit}-{year}" if unit else f"全区汇总-{year}"
-    files, signature = write_report(data, out_dir, stem.replace("/", "_"), app.signer)
-    # The custody log keeps the report's digests too: a report replaced whole, and signed
-    # again with another key, still differs from what the station recorded.
+        p.describe(_("Writing the PDF, HTML and JSON"))
+        stem = f"自查报告-{unit}-{year}" if unit else f"全区汇总-{year}"
+        files, signature = write_report(data, out_dir, stem.replace("/", "_"), app.signer)
+    _record_report(app, actor, unit, year, files, signature)
+    if as_json:
+        print_json(signature | {"written": {k: str(v) for k, v in files.__dict__.items()}})
+        return
+    for path in (files.pdf, files.html, files.json, files.signature):
+        say(_("wrote {path}").format(path=path), markup=False)
+
+
+def _record_report(
+    app: Any, actor: str, unit: str | None, year: int, files: Any, signature: dict[str, Any]
+) -> None:
+    """The custody log keeps the report's digests too: a report replaced whole, and signed
+    again with another key, still differs from what the station recorded."""
+    from catalog.custody import append_event
+
     with app.ready_catalog().transaction() as s:
         append_event(
             s,
@@ -291,14 +478,11 @@ def run_report(
             object_id=signature["files"][files.pdf.name]["sha256"],
             details={"unit": unit, "year": year, "files": signature["files"]},
         )
-    if as_json:
-        print_json(signature | {"written": {k: str(v) for k, v in files.__dict__.items()}})
-        return
-    for path in (files.pdf, files.html, files.json, files.signature):
-        out.print(f"wrote {path}")
 
 
-def run_verify_report(path: Path, as_json: bool, trusted: dict[str, set[str]] | None) -> None:
+def run_verify_report(
+    path: Path, as_json: bool, trusted: dict[str, set[str]] | None, zone: tzinfo | None = None
+) -> None:
     """`liuhen verify REPORT.sig.json`: the signature, whose key it is, every file it names."""
     from compliance.report import verify_report
 
@@ -306,41 +490,39 @@ def run_verify_report(path: Path, as_json: bool, trusted: dict[str, set[str]] | 
     if as_json:
         print_json(result)
     else:
-        _print_report_check(result)
+        _print_report_check(result, zone or CHINA_STANDARD_TIME)
     if not result["ok"]:
-        raise CheckFailed("report signature check failed")
+        raise CheckFailed(_("report signature check failed"))
 
 
-def _print_report_check(result: dict[str, Any]) -> None:
+def _print_report_check(result: dict[str, Any], zone: tzinfo) -> None:
     for name, ok in result["files"].items():
-        out.print(f"{'[green]✓[/green]' if ok else '[red]✗[/red]'} {escape(name)}", markup=True)
+        say(f"{'[green]✓[/green]' if ok else '[red]✗[/red]'} {escape(name)}", markup=True)
     for p in result["problems"]:
-        out.print(f"[red]✗[/red] {escape(p)}", markup=True)
+        say(f"[red]✗[/red] {escape(p)}", markup=True)
     if not result["ok"]:
         return
-    signed = f"report signed at {result['signed_at']} by key {result['key_id']}"
+    signed = _("report signed at {when} by key {key}").format(
+        when=show_time(result["signed_at"], zone), key=result["key_id"]
+    )
     if result["trust"] == "trusted":
-        out.print(
-            f"[green]✓[/green] {escape(signed)} of {escape(', '.join(result['trusted_by']))} "
-            "(trusted: in the key ring) verifies",
+        say(
+            _("[green]✓[/green] {signed} of {stations} (trusted: in the key ring) verifies").format(
+                signed=escape(signed), stations=escape(", ".join(result["trusted_by"]))
+            ),
             markup=True,
         )
         return
     # Like a bag without --trust: the signature file names its own key and station, so it
     # shows the files are as that key's holder signed them, not who that was.
-    out.print(
-        f"[yellow]![/yellow] {escape(signed)}, naming station {escape(str(result['station']))}: "
-        "self-declared; the files match it, but anyone can sign with a key of their own "
-        "(give --trust KEYRING to check whose key it is)",
+    say(
+        _(
+            "[yellow]![/yellow] {signed}, naming station {station}: self-declared; the files "
+            "match it, but anyone can sign with a key of their own (give --trust KEYRING to "
+            "check whose key it is)"
+        ).format(signed=escape(signed), station=escape(str(result["station"]))),
         markup=True,
     )
-
-
-def _table(columns: list[str], rows: list[list[str]]) -> Table:
-    table = Table(*columns)
-    for row in rows:
-        table.add_row(*row)
-    return table
 
 
 def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> None:
@@ -360,14 +542,26 @@ def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> N
 
     @compliance_group.command("summary")
     @click.option("--unit", help="The enforcement unit (default: every unit, the district).")
-    @click.option("--from", "start", type=PERIOD, required=True, help="2026, 2026-11 or a day.")
-    @click.option("--to", "end", type=PERIOD, help="Last year, month or day (default: --from).")
+    @click.option(
+        "--from",
+        "start",
+        type=PERIOD,
+        required=True,
+        help="First year, month or day (station time): 2026, 2026-11, 2026-11-03, "
+        "2026/11/03 or 2026年11月3日.",
+    )
+    @click.option(
+        "--to",
+        "end",
+        type=PERIOD,
+        help="Last year, month or day, itself included (default: --from).",
+    )
     @json_option
     @pass_ctx
-    def summary_cmd(ctx: Any, unit: str | None, start: Any, end: Any, as_json: bool) -> None:
+    def summary_cmd(ctx: Any, unit: str | None, start: str, end: str | None, as_json: bool) -> None:
         """Per unit, month and officer: actions fully, partly, not recorded or uncertain;
         median and worst gap; unattached recordings, undocked devices, clocks found off."""
-        run_summary(ctx.app(), unit, start[0], (end or start)[1], as_json)
+        run_summary(ctx.app(), unit, start, end or start, as_json)
 
     @compliance_group.command("survey")
     @click.option("--unit", help="The enforcement unit (default: every unit).")
@@ -420,7 +614,14 @@ def _register_review(cli: click.Group, pass_ctx: Decorator, json_option: Decorat
 
     @review_group.command("sample")
     @click.option("--unit", required=True, help="The enforcement unit reviewed.")
-    @click.option("--period", "period_text", required=True, help="2026, 2026-11 or a day.")
+    @click.option(
+        "--period",
+        "period_text",
+        type=PERIOD,
+        required=True,
+        help="The year, month or day reviewed (station time): 2026, 2026-11, 2026-11-03, "
+        "2026/11/03 or 2026年11月3日.",
+    )
     @click.option("--count", type=click.IntRange(min=1, max=100_000), required=True)
     @click.option("--seed", help="Seed of the draw (default: a random one, recorded).")
     @click.option("--redraw", is_flag=True, help="Draw again on a population that changed since.")
@@ -494,7 +695,12 @@ def _register_verdicts(review_group: click.Group, pass_ctx: Decorator) -> None:
                 reviewer=actor,
             )
             vid = row.id
-        out.print(f"verdict {vid}: action {action} of sample {sample_id} is {verdict}")
+        say(
+            _("verdict {id}: action {action} of sample {sample} is {verdict}").format(
+                id=vid, action=action, sample=sample_id, verdict=verdict
+            ),
+            markup=False,
+        )
 
     @review_group.command("rectify")
     @click.argument("verdict_id", type=ROW_ID)
@@ -507,5 +713,12 @@ def _register_verdicts(review_group: click.Group, pass_ctx: Decorator) -> None:
 
         app = ctx.app()
         with app.ready_catalog().transaction() as s:
-            rectify(s, app.signer, verdict_id=verdict_id, what=what, actor=actor)
-        out.print(f"verdict {verdict_id} marked rectified")
+            rectify(
+                s,
+                app.signer,
+                verdict_id=verdict_id,
+                what=what,
+                actor=actor,
+                zone=station_zone(app),
+            )
+        say(_("verdict {id} marked rectified").format(id=verdict_id))

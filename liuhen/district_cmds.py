@@ -7,12 +7,17 @@ from collections.abc import Callable
 from typing import Any
 
 import click
-from rich.table import Table
+from rich.markup import escape
+from rich.text import Text
 
 from catalog.district_status import district_status
 from config.errors import CheckFailed
-from liuhen.doctor import FAIL, OK, ROLES, SKIP, WARN, run_doctor
+from config.i18n import N_, _
+from config.settings import zone_of
+from config.timetext import offset_text, show_clock, show_time
+from liuhen.doctor import FAIL, OK, ROLES, SKIP, WARN, check_title, run_doctor
 from liuhen.output import out, print_json
+from liuhen.whole_table import print_rows
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
@@ -29,25 +34,74 @@ def run_doctor_cmd(ctx: Any, role: str, as_json: bool) -> None:
     if as_json:
         print_json(report.as_dict())
     else:
-        for c in report.checks:
-            out.print(f"{_MARKS[c.status]} {c.name}: {c.detail}", markup=True)
-            if c.fix and c.status in (FAIL, WARN):
-                out.print(f"    fix: {c.fix}", markup=False)
-        problems, warnings = report.count(FAIL), report.count(WARN)
-        if report.ok:
-            out.print(f"[green]no problems[/green] ({warnings} warning(s))")
-        else:
-            out.print(f"[red]{problems} problem(s)[/red], {warnings} warning(s)")
+        print_doctor(report)
     if not report.ok:
-        raise CheckFailed(f"doctor: {report.count(FAIL)} problem(s)")
+        raise CheckFailed(_("doctor: {n} problem(s)").format(n=report.count(FAIL)))
 
 
-def _size(n: int) -> str:
+def print_doctor(report: Any) -> None:
+    """Each check on a line of its own, its detail and what to do under it, indented:
+    readable at 80 columns (long paths and URLs wrap between words, not inside them)."""
+    for c in report.checks:
+        out.print(f"{_MARKS[c.status]} [bold]{escape(check_title(c.name))}[/bold]", markup=True)
+        _indented(Text(c.detail))
+        if c.fix and c.status in (FAIL, WARN):
+            _indented(Text(_("What to do: "), style="bold") + Text(c.fix))
+    problems, warnings = report.count(FAIL), report.count(WARN)
+    if report.ok:
+        out.print(_("[green]no problems[/green] ({n} warning(s))").format(n=warnings), markup=True)
+    else:
+        out.print(
+            _("[red]{problems} problem(s)[/red], {n} warning(s)").format(
+                problems=problems, n=warnings
+            ),
+            markup=True,
+        )
+
+
+def _indented(text: Text, indent: int = 4) -> None:
+    """``text`` indented; at a terminal, wrapped between words to its width with every
+    line indented (a script reading the output gets one line per message)."""
+    text.expand_tabs(4)
+    width = max(20, out.width - indent) if out.is_terminal else 10**6
+    for line in text.wrap(out, width):
+        line.rstrip()
+        out.print(Text(" " * indent) + line, soft_wrap=True)
+
+
+def _size(n: float) -> str:
     for unit in ("B", "kB", "MB", "GB", "TB"):
         if abs(n) < 1000 or unit == "TB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n = n / 1000  # type: ignore[assignment]
+        n = n / 1000
     return str(n)  # pragma: no cover
+
+
+# Docking states and process states as people read them (catalog.states, catalog.heartbeat).
+DOCKING_STATES = {
+    "OFFLOADING": N_("offloading"),
+    "SAFE_TO_CLEAR": N_("SAFE TO CLEAR"),
+    "CLEARED": N_("cleared"),
+    "INCOMPLETE": N_("incomplete: do not clear"),
+    "NO_FILES": N_("no files found"),
+}
+PROCESS_STATES = {
+    "alive": N_("alive"),
+    "lost": N_("lost"),
+    "died": N_("died"),
+    "stopped": N_("stopped"),
+}
+PROCESS_ROLES = {"station": N_("station"), "worker": N_("worker")}
+QUEUE_STATES = (
+    ("PENDING", N_("pending")),
+    ("CLAIMED", N_("claimed")),
+    ("DONE", N_("done")),
+    ("FAILED", N_("failed")),
+)
+
+
+def _docking_state(state: str) -> str:
+    return _(DOCKING_STATES[state]) if state in DOCKING_STATES else state
 
 
 def run_status(app: Any, as_json: bool, expiry_days: int) -> None:
@@ -58,72 +112,161 @@ def run_status(app: Any, as_json: bool, expiry_days: int) -> None:
     if as_json:
         print_json(status)
         return
-    out.print(f"[bold]留痕 district[/bold] {app.catalog.display_url} at {status['generated_at']}")
-    stations = Table(
-        "station", "name", "alive", "last docking", "state", "dockings", title="stations"
+    zone = zone_of(app.settings.station.time_zone)
+    out.print(
+        _("[bold]留痕 district[/bold], as of {when}").format(
+            when=show_time(status["generated_at"], zone)
+        ),
+        markup=True,
+        soft_wrap=False,
     )
-    for s in status["stations"]:
+    # The catalog on a line of its own: a long URL wraps alone.
+    out.print(_("catalog: {url}").format(url=app.catalog.display_url), markup=False)
+    _print_stations(status["stations"], zone)
+    _print_processes(status["processes"])
+    _print_queue(status["queue"])
+    _print_stuck(status["stuck"], zone)
+    fails = status["failures"]
+    if fails["count"]:
+        out.print()
+        out.print(_("[red]{n} failed item(s)[/red]").format(n=fails["count"]), markup=True)
+        print_failures_by_recording(fails)
+    _print_quarantined(fails["quarantined_files"])
+    _print_storage(status["storage"], status["expiry"])
+
+
+def _print_stations(stations: list[dict[str, Any]], zone: Any) -> None:
+    rows = []
+    for s in stations:
         d = s["last_docking"]
-        stations.add_row(
-            s["id"],
-            s["name"],
-            "[green]yes[/green]" if s["alive"] else "[dim]no[/dim]",
-            d["started_at"][:19] if d else "",
-            d["state"] if d else "",
-            ", ".join(f"{k} {v}" for k, v in sorted(s["dockings"].items())),
+        rows.append(
+            [
+                s["id"],
+                s["name"] or "",
+                _("yes") if s["alive"] else _("no"),
+                show_clock(d["started_at"], zone) if d else "",
+                _docking_state(d["state"]) if d else "",
+                ", ".join(f"{_docking_state(k)} {v}" for k, v in sorted(s["dockings"].items())),
+            ]
         )
-    out.print(stations)
-    procs = Table("process", "role", "station", "status", "last seen", "doing", title="processes")
-    for p in status["processes"]:
-        colour = {"alive": "green", "lost": "red", "died": "yellow"}.get(p["status"], "dim")
+    heads = [
+        _("station"),
+        _("name"),
+        _("running"),
+        # The clock column leaves the offset out to stay narrow: the heading names it.
+        _("last docking ({offset})").format(offset=_offset(zone)),
+        _("state"),
+        _("dockings"),
+    ]
+    print_rows(out, heads, rows, keys=(0,), title=_("stations"))
+
+
+def _offset(zone: Any) -> str:
+    from datetime import UTC, datetime
+
+    return offset_text(datetime.now(UTC).astimezone(zone))
+
+
+def _print_processes(processes: list[dict[str, Any]]) -> None:
+    rows = []
+    for p in processes:
         doing = ", ".join(
             f"{k}={v}"
             for k, v in sorted(p["details"].items())
             if k not in ("interval_s", "lease_owner")
         )
-        procs.add_row(
-            p["process_id"],
-            p["role"],
-            p["station_id"],
-            f"[{colour}]{p['status']}[/{colour}]",
-            f"{p['seen_s_ago']:.0f} s ago",
-            doing,
+        status = p["status"]
+        rows.append(
+            [
+                p["process_id"],
+                p["station_id"],
+                _(PROCESS_ROLES[p["role"]]) if p["role"] in PROCESS_ROLES else p["role"],
+                _(PROCESS_STATES[status]) if status in PROCESS_STATES else status,
+                _("{n:.0f} s ago").format(n=p["seen_s_ago"]),
+                doing,
+            ]
         )
-    out.print(procs)
-    queue = Table("kind", "PENDING", "CLAIMED", "DONE", "FAILED", title="work queue")
-    for kind, states in sorted(status["queue"].items()):
-        queue.add_row(
-            kind, *(str(states.get(k, 0)) for k in ("PENDING", "CLAIMED", "DONE", "FAILED"))
+    heads = [_("process"), _("station"), _("role"), _("status"), _("last seen"), _("doing")]
+    print_rows(out, heads, rows, keys=(0, 1), title=_("processes"))
+
+
+def _print_queue(queue: dict[str, dict[str, int]]) -> None:
+    rows = [
+        [kind, *(str(states.get(k, 0)) for k, _label in QUEUE_STATES)]
+        for kind, states in sorted(queue.items())
+    ]
+    heads = [_("kind"), *(_(label) for _key, label in QUEUE_STATES)]
+    print_rows(out, heads, rows, keys=(0,), title=_("work queue"))
+
+
+def _stuck_reason(item: dict[str, Any], zone: Any) -> str:
+    """Why an item is stuck, in the reader's language (catalog.district_status says it in
+    English for the JSON)."""
+    if item["reason"].startswith("lease expired") and item["lease_expires_at"]:
+        return _("lease expired at {when}: its worker died or hung").format(
+            when=show_time(item["lease_expires_at"], zone)
         )
-    out.print(queue)
-    stuck = status["stuck"]
-    if stuck["count"]:
-        out.print(f"[red]{stuck['count']} stuck item(s)[/red]")
-        for i in stuck["items"]:
-            out.print(f"  #{i['id']} {i['kind']} {i['subject']}: {i['reason']}", markup=False)
-    fails = status["failures"]
-    if fails["count"]:
-        out.print(f"[red]{fails['count']} failed item(s)[/red]")
-        print_failures_by_recording(fails)
-    q = fails["quarantined_files"]
-    if q["count"]:
-        out.print(f"[yellow]{q['count']} quarantined file(s)[/yellow]")
-        for f in q["items"][:10]:
-            out.print(f"  {f['station_id']} {f['path']}: {f['reason']}", markup=False)
-    st = status["storage"]
-    out.print(
-        f"storage: {_size(st['total_bytes'])} ({_size(st['originals_bytes'])} originals "
-        f"in {sum(v['count'] for v in st['recordings'].values())} recordings, "
-        f"{_size(st['derivatives_bytes'])} derivatives)"
-    )
-    ex = status["expiry"]
-    if "due" in ex:
-        floor = "at least " if ex.get("capped") else ""
+    if item["reason"].startswith("claimed without"):
+        return _("claimed without a lease")
+    if item["reason"].startswith("no live heartbeat"):
+        return _("no live heartbeat from its owner {owner}").format(owner=item["lease_owner"])
+    return str(item["reason"])
+
+
+def _print_stuck(stuck: dict[str, Any], zone: Any) -> None:
+    if not stuck["count"]:
+        return
+    out.print()
+    out.print(_("[red]{n} stuck item(s)[/red]").format(n=stuck["count"]), markup=True)
+    for i in stuck["items"]:
         out.print(
-            f"expiry: {floor}{ex['due']['count']} recording(s) due now "
-            f"({_size(ex['due']['bytes'])}), {ex['due_soon']['count']} more within "
-            f"{ex['within_days']} days"
+            f"  #{i['id']} {i['kind']} {i['subject']}: {_stuck_reason(i, zone)}",
+            markup=False,
+            soft_wrap=False,
         )
+
+
+def _print_quarantined(q: dict[str, Any]) -> None:
+    if not q["count"]:
+        return
+    out.print()
+    out.print(_("[yellow]{n} quarantined file(s)[/yellow]").format(n=q["count"]), markup=True)
+    for f in q["items"][:10]:
+        # The file on a line of its own: a long path is never broken by the reason.
+        out.print(f"  {f['station_id']}:", markup=False, soft_wrap=False)
+        out.print(f"    {f['path']}", markup=False, soft_wrap=False)
+        out.print(f"      {f['reason']}", markup=False, soft_wrap=False)
+
+
+def _print_storage(st: dict[str, Any], ex: dict[str, Any]) -> None:
+    out.print()
+    out.print(
+        _(
+            "storage: {total} ({originals} originals in {n} recordings, {derivatives} derivatives)"
+        ).format(
+            total=_size(st["total_bytes"]),
+            originals=_size(st["originals_bytes"]),
+            n=sum(v["count"] for v in st["recordings"].values()),
+            derivatives=_size(st["derivatives_bytes"]),
+        ),
+        soft_wrap=False,
+    )
+    if "due" not in ex:
+        return
+    text = (
+        _("expiry: at least {n} recording(s) due now ({size}), {soon} more within {days} days")
+        if ex.get("capped")
+        else _("expiry: {n} recording(s) due now ({size}), {soon} more within {days} days")
+    )
+    out.print(
+        text.format(
+            n=ex["due"]["count"],
+            size=_size(ex["due"]["bytes"]),
+            soon=ex["due_soon"]["count"],
+            days=ex["within_days"],
+        ),
+        soft_wrap=False,
+    )
 
 
 def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> None:
@@ -168,23 +311,41 @@ def print_failures_by_recording(fails: dict[str, Any]) -> None:
     shown: set[int] = set()
     for r in fails["by_recording"]["recordings"]:
         name = f" {r['name']}" if r["name"] else ""
-        out.print(f"  recording {r['recording']}{name}:", markup=False)
+        out.print(
+            _("  recording {id}{name}:").format(id=r["recording"], name=name),
+            markup=False,
+            soft_wrap=False,
+        )
         for i in r["items"]:
             shown.add(i["id"])
             last = (i["last_error"] or "").strip().splitlines()[-1:] or [""]
-            why = f" ({i['failure']})" if i["failure"] else ""
+            why = f" ({_failure(i['failure'])})" if i["failure"] else ""
             out.print(
-                f"    #{i['id']} {i['kind']}{why} after {i['attempts']} attempt(s): {last[0]}",
+                _("    #{id} {kind}{why} after {n} attempt(s): {error}").format(
+                    id=i["id"], kind=i["kind"], why=why, n=i["attempts"], error=last[0]
+                ),
                 markup=False,
+                soft_wrap=False,
             )
     for i in fails["items"]:
         if i["id"] not in shown:
             last = (i["last_error"] or "").strip().splitlines()[-1:] or [""]
             out.print(
-                f"  #{i['id']} {i['kind']} {i['subject']} after {i['attempts']} "
-                f"attempt(s): {last[0]}",
+                _("  #{id} {kind} {subject} after {n} attempt(s): {error}").format(
+                    id=i["id"],
+                    kind=i["kind"],
+                    subject=i["subject"],
+                    n=i["attempts"],
+                    error=last[0],
+                ),
                 markup=False,
+                soft_wrap=False,
             )
+
+
+def _failure(kind: str) -> str:
+    """Deterministic (fails the same way again) or transient, in the reader's language."""
+    return {"deterministic": _("deterministic"), "transient": _("transient")}.get(kind, kind)
 
 
 def metrics_port_option(fn: Callable[..., Any]) -> Callable[..., Any]:

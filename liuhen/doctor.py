@@ -21,7 +21,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -34,8 +34,10 @@ from catalog.heartbeat import LOST, status_of
 from catalog.models import Heartbeat, SigningKey, Station
 from catalog.signing import key_id_of, public_raw
 from config import LiuhenError, Settings, load_settings
+from config.i18n import N_, _
 from config.loader import mask_url
-from config.settings import FfmpegSettings
+from config.settings import CHINA_STANDARD_TIME, FfmpegSettings, zone_of
+from config.timetext import show_time
 from ingest.journal import JournalUnreadable, read_summary
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
@@ -51,6 +53,59 @@ SPACE_FAIL_BYTES = 256 << 20
 TOOL_TIMEOUT_S = 15.0
 # The earliest plausible clock: a machine whose battery-backed clock reset reads 1970.
 EARLIEST_SANE = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+# The checks' names as people read them; ``Check.name`` stays English (the JSON's key).
+CHECK_TITLES = {
+    "settings": N_("settings"),
+    "data directory": N_("data directory"),
+    "signing key": N_("signing key"),
+    "catalog": N_("catalog"),
+    "catalog schema": N_("catalog schema"),
+    "key registered": N_("key registered"),
+    "clock": N_("clock"),
+    "store": N_("store"),
+    "store reachable": N_("store reachable"),
+    "store writable": N_("store writable"),
+    "store free space": N_("store free space"),
+    "store round trip": N_("store round trip"),
+    "store list": N_("store list"),
+    "store upload checks": N_("store upload checks"),
+    "store versioning": N_("store versioning"),
+    "store object lock": N_("store object lock"),
+    "custody chain heads": N_("custody chain heads"),
+    "ffmpeg": N_("ffmpeg"),
+    "ffprobe": N_("ffprobe"),
+    "ffmpeg encoders": N_("ffmpeg encoders"),
+    "staging space": N_("staging space"),
+    "sm3 engine": N_("sm3 engine"),
+    "signature engine": N_("signature engine"),
+    "station journal": N_("station journal"),
+    "dock root": N_("dock root"),
+    "services": N_("services"),
+}
+
+
+# Fixed details other packages give (the store's checks, the signature engine): shown in
+# the reader's language; details with values in them are shown as given.
+KNOWN_DETAILS = (
+    N_("write permission on the root"),
+    N_("write, read back, verify and delete a probe object"),
+    N_("not available on a directory store; retention is enforced by the catalog"),
+    N_("list objects under the prefix"),
+    N_("never enabled"),
+    N_("libsodium, OpenSSL for rejections"),
+)
+
+
+def known_text(detail: str) -> str:
+    """A detail of KNOWN_DETAILS translated; any other as it is."""
+    return _(detail) if detail in KNOWN_DETAILS else detail
+
+
+def check_title(name: str) -> str:
+    """A check's name in the reader's language (an unknown one as it is)."""
+    return _(CHECK_TITLES[name]) if name in CHECK_TITLES else name
 
 
 @dataclass
@@ -144,13 +199,23 @@ def _guarded(name: str, fn: Callable[[], Check]) -> Check:
         return Check(
             name,
             FAIL,
-            f"the check itself failed: {type(exc).__name__}: {exc}",
-            "run 'liuhen --verbose doctor' and report it",
+            _("the check itself failed: {name}: {exc}").format(name=type(exc).__name__, exc=exc),
+            _("run 'liuhen --verbose doctor' and report it"),
         )
 
 
+def _zone(st: _State) -> tzinfo:
+    """The station's zone for the times shown (China Standard Time before settings load)."""
+    if st.settings is None:
+        return CHINA_STANDARD_TIME
+    try:
+        return zone_of(st.settings.station.time_zone)
+    except ValueError:
+        return CHINA_STANDARD_TIME
+
+
 def _skip(name: str, why: str) -> Check:
-    return Check(name, SKIP, f"not checked: {why}")
+    return Check(name, SKIP, _("not checked: {why}").format(why=why))
 
 
 # -- settings, data directory, key --------------------------------------------------------------
@@ -169,20 +234,21 @@ def _settings(
             "settings",
             FAIL,
             exc.message,
-            exc.hint or "fix the settings file (compare with 'liuhen init' output)",
+            exc.hint or _("fix the settings file (compare with 'liuhen init' output)"),
         )
     s = st.settings
-    where = str(s.source) if s.source else "no settings file (defaults and environment)"
-    detail = (
-        f"{where}; station {s.station.id}; catalog {mask_url(s.catalog_url)}; "
-        f"store {mask_url(s.store_url)}"
+    where = str(s.source) if s.source else _("no settings file (defaults and environment)")
+    detail = _("{where}; station {id}; catalog {catalog}; store {store}").format(
+        where=where, id=s.station.id, catalog=mask_url(s.catalog_url), store=mask_url(s.store_url)
     )
     if s.source is None:
         return Check(
             "settings",
             WARN,
             detail,
-            f"run 'liuhen init' to write {s.data_dir / 'liuhen.toml'} with every key",
+            _("run 'liuhen init' to write {path} with every key").format(
+                path=s.data_dir / "liuhen.toml"
+            ),
         )
     return Check("settings", OK, detail)
 
@@ -190,21 +256,21 @@ def _settings(
 def _data_dir(st: _State) -> Check:
     s = st.settings
     if s is None:
-        return _skip("data directory", "settings did not load")
+        return _skip("data directory", _("settings did not load"))
     d = s.data_dir
     if not d.is_dir():
         return Check(
             "data directory",
             FAIL,
-            f"{d} does not exist",
-            "run 'liuhen init' (or pass --data-dir / set LIUHEN_HOME to the right one)",
+            _("{d} does not exist").format(d=d),
+            _("run 'liuhen init' (or pass --data-dir / set LIUHEN_HOME to the right one)"),
         )
     if not os.access(d, os.W_OK | os.X_OK):
         return Check(
             "data directory",
             FAIL,
-            f"{d} is not writable by this user",
-            f"run the service as the owner of {d}, or 'chown -R <user> {d}'",
+            _("{d} is not writable by this user").format(d=d),
+            _("run the service as the owner of {d}, or 'chown -R <user> {d}'").format(d=d),
         )
     return Check("data directory", OK, str(d))
 
@@ -212,7 +278,7 @@ def _data_dir(st: _State) -> Check:
 def _key(st: _State) -> Check:
     s = st.settings
     if s is None:
-        return _skip("signing key", "settings did not load")
+        return _skip("signing key", _("settings did not load"))
     return _guarded("signing key", lambda: _key_check(st, s.key_file))
 
 
@@ -224,9 +290,11 @@ def _key_check(st: _State, path: Path) -> Check:
         return Check(
             "signing key",
             FAIL,
-            f"station signing key {path} not found",
-            "run 'liuhen init' to create and register it, or set station.key_file "
-            "to the station's key",
+            _("station signing key {path} not found").format(path=path),
+            _(
+                "run 'liuhen init' to create and register it, or set station.key_file to "
+                "the station's key"
+            ),
         )
     try:
         data = path.read_bytes()
@@ -234,8 +302,8 @@ def _key_check(st: _State, path: Path) -> Check:
         return Check(
             "signing key",
             FAIL,
-            f"{path}: cannot read: {exc.strerror}",
-            f"run the service as the key's owner, or 'chown <user> {path}'",
+            _("{path}: cannot read: {strerror}").format(path=path, strerror=exc.strerror),
+            _("run the service as the key's owner, or 'chown <user> {path}'").format(path=path),
         )
     problems: list[str] = []
     fixes: list[str] = []
@@ -243,20 +311,24 @@ def _key_check(st: _State, path: Path) -> Check:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError):
         key = None
-        problems.append(f"{path} is not an unencrypted PEM private key")
+        problems.append(_("{path} is not an unencrypted PEM private key").format(path=path))
         fixes.append(
-            "restore the station's key from its backup, or rotate to a new key "
-            "(docs/operations.md, 'Signing-key rotation')"
+            _(
+                "restore the station's key from its backup, or rotate to a new key "
+                "(docs/operations.md, 'Signing-key rotation')"
+            )
         )
     if key is not None and not isinstance(key, Ed25519PrivateKey):
-        problems.append(f"{path} is not an Ed25519 key")
-        fixes.append("use an Ed25519 key ('liuhen init' makes one)")
+        problems.append(_("{path} is not an Ed25519 key").format(path=path))
+        fixes.append(_("use an Ed25519 key ('liuhen init' makes one)"))
     elif isinstance(key, Ed25519PrivateKey):
         st.key_id = key_id_of(public_raw(key.public_key()))
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
-        problems.append(f"{path} is readable by others (mode {mode:o})")
-        fixes.append(f"run 'chmod 600 {path}'")
+        problems.append(
+            _("{path} is readable by others (mode {mode:o})").format(path=path, mode=mode)
+        )
+        fixes.append(_("run 'chmod 600 {path}'").format(path=path))
     if problems:
         return Check("signing key", FAIL, "; ".join(problems), "; ".join(fixes))
     return Check("signing key", OK, f"{path} (mode 600, {st.key_id})")
@@ -268,19 +340,23 @@ def _key_check(st: _State, path: Path) -> Check:
 def _catalog(st: _State) -> Check:
     s = st.settings
     if s is None:
-        return _skip("catalog", "settings did not load")
+        return _skip("catalog", _("settings did not load"))
     return _guarded("catalog", lambda: _catalog_check(st, s))
 
 
 def _catalog_fix(url: str) -> str:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        return "run 'liuhen init', or fix catalog.url"
-    return (
-        f"check that PostgreSQL at {parsed.host or 'localhost'}:{parsed.port or 5432} is "
-        f"running and accepts this host (pg_hba.conf), that database "
-        f"'{parsed.database}' and role '{parsed.username}' exist, and the password "
-        f"(PGPASSWORD or ~/.pgpass); or fix catalog.url"
+        return _("run 'liuhen init', or fix catalog.url")
+    return _(
+        "check that PostgreSQL at {host}:{port} is running and accepts this "
+        "host (pg_hba.conf), that database '{database}' and role '{username}' "
+        "exist, and the password (PGPASSWORD or ~/.pgpass); or fix catalog.url"
+    ).format(
+        host=parsed.host or "localhost",
+        port=parsed.port or 5432,
+        database=parsed.database,
+        username=parsed.username,
     )
 
 
@@ -291,17 +367,21 @@ def _catalog_check(st: _State, s: Settings) -> Check:
         db = parsed.database or ""
         # Connecting would create an empty database file: look before touching it.
         if db and db != ":memory:" and not Path(db).exists():
-            return Check("catalog", FAIL, f"no catalog at {db}", _catalog_fix(url))
+            return Check("catalog", FAIL, _("no catalog at {db}").format(db=db), _catalog_fix(url))
     cat = Catalog(url, busy_timeout_ms=s.catalog.busy_timeout_ms)
     st.catalog = cat
     try:
         with cat.session() as session:
             if cat.is_postgres:
                 version = session.execute(text("SHOW server_version")).scalar_one()
-                detail = f"PostgreSQL {version} at {cat.display_url}"
+                detail = _("PostgreSQL {version} at {display_url}").format(
+                    version=version, display_url=cat.display_url
+                )
             else:
                 version = session.execute(text("SELECT sqlite_version()")).scalar_one()
-                detail = f"SQLite {version} at {parsed.database}"
+                detail = _("SQLite {version} at {database}").format(
+                    version=version, database=parsed.database
+                )
     except LiuhenError as exc:
         return Check("catalog", FAIL, exc.message, _catalog_fix(url))
     except Exception as exc:
@@ -318,7 +398,7 @@ def _catalog_check(st: _State, s: Settings) -> Check:
 
 def _schema(st: _State) -> Check:
     if st.catalog is None or not st.catalog_ok:
-        return _skip("catalog schema", "the catalog is not reachable")
+        return _skip("catalog schema", _("the catalog is not reachable"))
     cat = st.catalog
 
     def check() -> Check:
@@ -327,7 +407,13 @@ def _schema(st: _State) -> Check:
         except SchemaOutOfDate as exc:
             return Check("catalog schema", FAIL, exc.message, exc.hint or "")
         st.schema_ok = True
-        return Check("catalog schema", OK, f"revision {cat.current_revision()} (current)")
+        return Check(
+            "catalog schema",
+            OK,
+            _("revision {current_revision} (current)").format(
+                current_revision=cat.current_revision()
+            ),
+        )
 
     return _guarded("catalog schema", check)
 
@@ -335,11 +421,11 @@ def _schema(st: _State) -> Check:
 def _registration(st: _State) -> Check:
     name = "key registered"
     if st.settings is None:
-        return _skip(name, "settings did not load")
+        return _skip(name, _("settings did not load"))
     if not st.schema_ok or st.catalog is None:
-        return _skip(name, "the catalog is not reachable or its schema is not current")
+        return _skip(name, _("the catalog is not reachable or its schema is not current"))
     if st.key_id is None:
-        return _skip(name, "the signing key could not be read")
+        return _skip(name, _("the signing key could not be read"))
     cat, key_id, sid = st.catalog, st.key_id, st.settings.station.id
 
     def check() -> Check:
@@ -353,34 +439,44 @@ def _registration(st: _State) -> Check:
             retired = rule.retired_at if rule is not None else None
             if row is None:
                 what = (
-                    f"station {sid} is not registered in the catalog"
+                    _("station {sid} is not registered in the catalog").format(sid=sid)
                     if station is None
-                    else f"station {sid} is registered, but not with this key"
+                    else _("station {sid} is registered, but not with this key").format(sid=sid)
                 )
                 return Check(
                     name,
                     FAIL,
                     f"{what} ({key_id})",
-                    "run 'liuhen init' on this host: it registers the station and "
-                    "its key (for a rotated key see docs/operations.md)",
+                    _(
+                        "run 'liuhen init' on this host: it registers the station and its key "
+                        "(for a rotated key see docs/operations.md)"
+                    ),
                 )
             if row.station_id != sid:
                 return Check(
                     name,
                     FAIL,
-                    f"key {key_id} belongs to station {row.station_id}, but station.id is {sid}",
-                    f'set station.id = "{row.station_id}", or give this host a key '
-                    "of its own ('liuhen init' with a new station.key_file)",
+                    _(
+                        "key {key_id} belongs to station {station_id}, but station.id is {sid}"
+                    ).format(key_id=key_id, station_id=row.station_id, sid=sid),
+                    _(
+                        'set station.id = "{station_id}", or give this host a key of its own '
+                        "('liuhen init' with a new station.key_file)"
+                    ).format(station_id=row.station_id),
                 )
             if retired is not None:
                 return Check(
                     name,
                     FAIL,
-                    f"key {key_id} of station {sid} was retired at {retired}",
-                    "point station.key_file at the station's current key "
-                    "(docs/operations.md, 'Signing-key rotation')",
+                    _("key {key_id} of station {sid} was retired at {retired}").format(
+                        key_id=key_id, sid=sid, retired=show_time(retired, _zone(st))
+                    ),
+                    _(
+                        "point station.key_file at the station's current key "
+                        "(docs/operations.md, 'Signing-key rotation')"
+                    ),
                 )
-        return Check(name, OK, f"station {sid}, key {key_id[:24]}…")
+        return Check(name, OK, _("station {sid}, key {key}…").format(sid=sid, key=key_id[:24]))
 
     return _guarded(name, check)
 
@@ -392,17 +488,21 @@ def _clock(st: _State) -> Check:
         return Check(
             name,
             FAIL,
-            f"the system clock reads {now.isoformat()}",
-            "set the clock and enable NTP (timedatectl set-ntp true)",
+            _("the system clock reads {when}").format(when=show_time(now, _zone(st))),
+            _("set the clock and enable NTP (timedatectl set-ntp true)"),
         )
     if st.catalog is None or not st.catalog_ok or not st.catalog.is_postgres:
         why = (
-            "the catalog is not reachable"
+            _("the catalog is not reachable")
             if st.settings and st.settings.catalog_url.startswith("postgresql")
-            else "a SQLite catalog has no server clock"
+            else _("a SQLite catalog has no server clock")
         )
         return Check(
-            name, OK, f"{now.isoformat(timespec='seconds')} (not compared: {why}; keep NTP on)"
+            name,
+            OK,
+            _("{when} (not compared: {why}; keep NTP on)").format(
+                when=show_time(now, _zone(st)), why=why
+            ),
         )
     cat = st.catalog
 
@@ -412,11 +512,13 @@ def _clock(st: _State) -> Check:
             server = s.execute(text("SELECT clock_timestamp()")).scalar_one()
             t1 = time.time()
         offset = server.timestamp() - (t0 + t1) / 2
-        detail = (
-            f"{abs(offset):.2f} s {'behind' if offset > 0 else 'ahead of'} the catalog "
-            f"server (±{(t1 - t0) / 2:.2f} s)"
+        said = (
+            _("{seconds:.2f} s behind the catalog server (±{error:.2f} s)")
+            if offset > 0
+            else _("{seconds:.2f} s ahead of the catalog server (±{error:.2f} s)")
         )
-        fix = "enable NTP on this host and on the database server (timedatectl set-ntp true)"
+        detail = said.format(seconds=abs(offset), error=(t1 - t0) / 2)
+        fix = _("enable NTP on this host and on the database server (timedatectl set-ntp true)")
         if abs(offset) > CLOCK_FAIL_S:
             return Check(name, FAIL, detail, fix)
         if abs(offset) > CLOCK_WARN_S:
@@ -432,7 +534,7 @@ def _clock(st: _State) -> Check:
 def _store(st: _State) -> list[Check]:
     s = st.settings
     if s is None:
-        return [_skip("store", "settings did not load")]
+        return [_skip("store", _("settings did not load"))]
     if urlsplit(s.store_url).scheme == "file":
         root = Path(unquote(urlsplit(s.store_url).path))
         if not root.is_dir():
@@ -441,8 +543,8 @@ def _store(st: _State) -> list[Check]:
                 Check(
                     "store",
                     FAIL,
-                    f"store directory {root} does not exist",
-                    "run 'liuhen init' (it creates the store), or fix store.url",
+                    _("store directory {root} does not exist").format(root=root),
+                    _("run 'liuhen init' (it creates the store), or fix store.url"),
                 )
             ]
     try:
@@ -459,14 +561,14 @@ def _store(st: _State) -> list[Check]:
         st.store = store
         report = store.check()
     except LiuhenError as exc:
-        return [Check("store", FAIL, exc.message, exc.hint or "fix store.url")]
+        return [Check("store", FAIL, exc.message, exc.hint or _("fix store.url"))]
     except Exception as exc:
         return [
             Check(
                 "store",
                 FAIL,
                 f"store {mask_url(s.store_url)}: {type(exc).__name__}: {exc}",
-                "check store.url, store.endpoint_url and the credentials",
+                _("check store.url, store.endpoint_url and the credentials"),
             )
         ]
     is_s3 = urlsplit(s.store_url).scheme == "s3"
@@ -487,17 +589,19 @@ def _store_ok(name: str, what: str, detail: str, is_s3: bool, lock: bool, bucket
             name,
             WARN,
             detail,
-            f"evidence in bucket {bucket} is protected by the catalog only: use a "
-            "bucket created with Object Lock (docs/operations.md, 'The bucket')",
+            _(
+                "evidence in bucket {bucket} is protected by the catalog only: use a "
+                "bucket created with Object Lock (docs/operations.md, 'The bucket')"
+            ).format(bucket=bucket),
         )
     if is_s3 and what == "versioning" and "Enabled" not in detail:
         return Check(
             name,
             WARN,
             f"versioning {detail}",
-            f"enable versioning on bucket {bucket} (Object Lock needs it)",
+            _("enable versioning on bucket {bucket} (Object Lock needs it)").format(bucket=bucket),
         )
-    return Check(name, OK, detail)
+    return Check(name, OK, known_text(detail))
 
 
 def _store_problem(
@@ -510,35 +614,37 @@ def _store_problem(
             name,
             WARN,
             detail,
-            f"allow s3:DeleteObject on {bucket}/<prefix>/liuhen-check/* only, so "
-            "probe objects are removed (docs/operations.md, 'Credentials')",
+            _(
+                "allow s3:DeleteObject on {bucket}/<prefix>/liuhen-check/* only, so "
+                "probe objects are removed (docs/operations.md, 'Credentials')"
+            ).format(bucket=bucket),
         )
     if not is_s3:
         root = urlsplit(s.store_url).path
         fixes = {
-            "reachable": f"create {root} or fix store.url",
-            "writable": f"make {root} writable by this user",
-            "free space": f"free space on the file system of {root}",
+            "reachable": _("create {root} or fix store.url").format(root=root),
+            "writable": _("make {root} writable by this user").format(root=root),
+            "free space": _("free space on the file system of {root}").format(root=root),
         }
         return Check(name, FAIL, detail, fixes.get(what, f"check {root}"))
     if "does not exist" in low:
-        fix = (
-            f"create bucket {bucket} with versioning and Object Lock "
-            f"(docs/operations.md, 'The bucket'), or fix store.url"
-        )
+        fix = _(
+            "create bucket {bucket} with versioning and Object Lock "
+            "(docs/operations.md, 'The bucket'), or fix store.url"
+        ).format(bucket=bucket)
     elif "access denied" in low or "no s3 credentials" in low:
-        fix = (
+        fix = _(
             "check the credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in the "
-            f"service's environment file) and that their policy allows this on bucket "
-            f"{bucket} (docs/operations.md, 'Credentials')"
-        )
+            "service's environment file) and that their policy allows this on bucket "
+            "{bucket} (docs/operations.md, 'Credentials')"
+        ).format(bucket=bucket)
     elif "did not answer" in low or "unreachable" in low:
-        fix = (
-            f"check that the object store at {s.store.endpoint_url or 'AWS'} is running "
-            "and reachable from this host, and store.endpoint_url"
-        )
+        fix = _(
+            "check that the object store at {endpoint} is running and reachable from "
+            "this host, and store.endpoint_url"
+        ).format(endpoint=s.store.endpoint_url or "AWS")
     else:
-        fix = "check store.url, store.endpoint_url and the bucket's policy"
+        fix = _("check store.url, store.endpoint_url and the bucket's policy")
     return Check(name, FAIL, detail, fix)
 
 
@@ -550,9 +656,9 @@ def _chain_heads(st: _State) -> Check:
     the check of `custody verify` and `verify --district` (catalog.custody.check_anchors)."""
     name = "custody chain heads"
     if st.settings is None:
-        return _skip(name, "settings did not load")
+        return _skip(name, _("settings did not load"))
     if not st.schema_ok or st.catalog is None:
-        return _skip(name, "the catalog is not reachable or its schema is not current")
+        return _skip(name, _("the catalog is not reachable or its schema is not current"))
     cat, settings = st.catalog, st.settings
 
     def check() -> Check:
@@ -568,26 +674,32 @@ def _chain_heads(st: _State) -> Check:
                 name,
                 FAIL,
                 "; ".join(found),
-                "the catalog lost custody events the stations signed for: run "
-                "'liuhen custody verify', then restore the catalog from a copy that "
-                "holds them (docs/custody.md)",
+                _(
+                    "the catalog lost custody events the stations signed for: run 'liuhen "
+                    "custody verify', then restore the catalog from a copy that holds them "
+                    "(docs/custody.md)"
+                ),
             )
         if not last and not reached.unreachable:
             # A new installation: stations sign their head after their first docking.
             return Check(
                 name,
                 OK,
-                "no signed chain head yet (a station signs one after "
-                "each docking; other hosts: 'liuhen custody anchor')",
+                _(
+                    "no signed chain head yet (a station signs one after each docking; other "
+                    "hosts: 'liuhen custody anchor')"
+                ),
             )
         anchored = ", ".join(f"{sid} #{n}" for sid, n in sorted(last.items()))
-        detail = f"the catalog holds every anchored event (last anchored: {anchored})"
+        detail = _("the catalog holds every anchored event (last anchored: {anchored})").format(
+            anchored=anchored
+        )
         if reached.unreachable:
             return Check(
                 name,
                 WARN,
-                detail + "; not read: " + "; ".join(reached.unreachable),
-                "make the store reachable",
+                detail + _("; not read: ") + "; ".join(reached.unreachable),
+                _("make the store reachable"),
             )
         return Check(name, OK, detail)
 
@@ -609,13 +721,13 @@ def _media_tools(st: _State, role: str) -> list[Check]:
 
 
 def _tool(name: str, binary: str, key: str, severity: str) -> Check:
-    fix = (
-        f"install ffmpeg (Debian/Ubuntu: 'apt install ffmpeg'), or set {key} to the full "
-        f"path of {name}"
-    )
+    fix = _(
+        "install ffmpeg (Debian/Ubuntu: 'apt install ffmpeg'), or set {key} to "
+        "the full path of {name}"
+    ).format(key=key, name=name)
     path = shutil.which(binary)
     if path is None:
-        where = "not found on PATH" if os.sep not in binary else "not an executable file"
+        where = _("not found on PATH") if os.sep not in binary else _("not an executable file")
         return Check(name, severity, f"{binary!r} {where}", fix)
     try:
         proc = subprocess.run(
@@ -626,11 +738,18 @@ def _tool(name: str, binary: str, key: str, severity: str) -> Check:
             check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
-        return Check(name, severity, f"{path} did not run: {exc}", fix)
+        return Check(name, severity, _("{path} did not run: {exc}").format(path=path, exc=exc), fix)
     first = proc.stdout.decode("utf-8", "replace").strip().splitlines()[:1]
     if proc.returncode != 0 or not first:
         tail = proc.stderr.decode("utf-8", "replace").strip()[-300:]
-        return Check(name, severity, f"{path} -version failed ({proc.returncode}): {tail}", fix)
+        return Check(
+            name,
+            severity,
+            _("{path} -version failed ({returncode}): {tail}").format(
+                path=path, returncode=proc.returncode, tail=tail
+            ),
+            fix,
+        )
     match = re.search(r"version\s+(\S+)", first[0])
     return Check(name, OK, f"{path}: {match.group(1) if match else first[0]}")
 
@@ -654,11 +773,12 @@ def _encoders(ffmpeg: str, severity: str) -> Check:
         return Check(
             "ffmpeg encoders",
             severity,
-            f"{ffmpeg} lacks the {', '.join(missing)} encoder(s) the access copies "
-            "and proxies need",
-            "install an ffmpeg build with libx264 (Debian's has it)",
+            _("{ffmpeg} lacks the {join} encoder(s) the access copies and proxies need").format(
+                ffmpeg=ffmpeg, join=", ".join(missing)
+            ),
+            _("install an ffmpeg build with libx264 (Debian's has it)"),
         )
-    return Check("ffmpeg encoders", OK, "libx264 and aac available")
+    return Check("ffmpeg encoders", OK, _("libx264 and aac available"))
 
 
 def _sm3_engine() -> Check:
@@ -670,10 +790,12 @@ def _sm3_engine() -> Check:
         return Check(
             "sm3 engine",
             WARN,
-            f"hashlib (OpenSSL), not 留痕's engine: {info['why']}",
-            "reinstall with a C compiler and Python's headers: bash scripts/setup.sh",
+            _("hashlib (OpenSSL), not 留痕's engine: {why}").format(why=info["why"]),
+            _("reinstall with a C compiler and Python's headers: bash scripts/setup.sh"),
         )
-    return Check("sm3 engine", OK, f"sm3engine on {info['instructions']}")
+    return Check(
+        "sm3 engine", OK, _("sm3engine on {instructions}").format(instructions=info["instructions"])
+    )
 
 
 def _signature_engine() -> Check:
@@ -685,19 +807,19 @@ def _signature_engine() -> Check:
         return Check(
             "signature engine",
             WARN,
-            "OpenSSL only: custody checks of large bags take about twice as long",
-            "install libsodium (Debian: apt-get install libsodium23; bash scripts/setup.sh)",
+            _("OpenSSL only: custody checks of large bags take about twice as long"),
+            _("install libsodium (Debian: apt-get install libsodium23; bash scripts/setup.sh)"),
         )
-    return Check("signature engine", OK, signature_engine())
+    return Check("signature engine", OK, known_text(signature_engine()))
 
 
 def _space(st: _State, role: str) -> Check:
     name = "staging space"
     s = st.settings
     if s is None:
-        return _skip(name, "settings did not load")
+        return _skip(name, _("settings did not load"))
     if not s.data_dir.is_dir():
-        return _skip(name, f"{s.data_dir} does not exist")
+        return _skip(name, _("{data_dir} does not exist").format(data_dir=s.data_dir))
 
     def check() -> Check:
         dirs = (
@@ -721,13 +843,17 @@ def _space(st: _State, role: str) -> Check:
                 return Check(
                     name,
                     FAIL,
-                    f"cannot write in {target}: {exc.strerror}",
-                    f"make {target} writable by the service's user",
+                    _("cannot write in {target}: {strerror}").format(
+                        target=target, strerror=exc.strerror
+                    ),
+                    _("make {target} writable by the service's user").format(target=target),
                 )
         vfs = os.statvfs(s.staging_dir if s.staging_dir.is_dir() else s.data_dir)
         free = vfs.f_bavail * vfs.f_frsize
-        detail = f"{free / 1e9:.1f} GB free for {', '.join(str(d) for d in dirs)}"
-        fix = (
+        detail = _("{gb:.1f} GB free for {folders}").format(
+            gb=free / 1e9, folders=", ".join(str(d) for d in dirs)
+        )
+        fix = _(
             "free space or move the data directory to a larger disk: staging holds a "
             "docked recorder's files until they are stored"
         )
@@ -744,38 +870,46 @@ def _journal(st: _State) -> Check:
     name = "station journal"
     s = st.settings
     if s is None:
-        return _skip(name, "settings did not load")
+        return _skip(name, _("settings did not load"))
     path = s.journal_path
     if not path.exists():
-        return Check(name, OK, f"{path}: none yet (created by the first docking)")
+        return Check(
+            name, OK, _("{path}: none yet (created by the first docking)").format(path=path)
+        )
 
     def check() -> Check:
         try:
             summary = read_summary(path)
         except JournalUnreadable as exc:
             fix = (
-                f"check the permissions of {path}"
+                _("check the permissions of {path}").format(path=path)
                 if exc.opening
-                else "stop the station and check the disk; restore the journal if need be"
+                else _("stop the station and check the disk; restore the journal if need be")
             )
             return Check(name, FAIL, exc.message, fix)
         if summary.damage is not None:
             return Check(
                 name,
                 FAIL,
-                f"{path} is damaged: {summary.damage}",
-                "stop the station, keep a copy of the journal and the staging "
-                "folder, and restore the journal from backup",
+                _("{path} is damaged: {damage}").format(path=path, damage=summary.damage),
+                _(
+                    "stop the station, keep a copy of the journal and the staging folder, "
+                    "and restore the journal from backup"
+                ),
             )
         open_dockings, staged = summary.unfinished_dockings, summary.staged_files
-        detail = f"{path}: {open_dockings} unfinished docking(s), {staged} file(s) staged"
+        detail = _("{path}: {open_dockings} unfinished docking(s), {staged} file(s) staged").format(
+            path=path, open_dockings=open_dockings, staged=staged
+        )
         if staged:
             return Check(
                 name,
                 WARN,
-                detail + " waiting for the store or catalog",
-                "they are stored when 'liuhen station watch' runs with the catalog "
-                "and store reachable",
+                detail + _(" waiting for the store or catalog"),
+                _(
+                    "they are stored when 'liuhen station watch' runs with the catalog and "
+                    "store reachable"
+                ),
             )
         return Check(name, OK, detail)
 
@@ -786,29 +920,29 @@ def _dock_root(st: _State) -> Check:
     name = "dock root"
     s = st.settings
     if s is None:
-        return _skip(name, "settings did not load")
+        return _skip(name, _("settings did not load"))
     root = s.ingest.dock_root
     if not root:
         return Check(
             name,
             WARN,
-            "ingest.dock_root is not set",
-            "set ingest.dock_root (or pass --dock-root to 'liuhen station watch')",
+            _("ingest.dock_root is not set"),
+            _("set ingest.dock_root (or pass --dock-root to 'liuhen station watch')"),
         )
     path = Path(root).expanduser()
     if not path.is_dir():
         return Check(
             name,
             FAIL,
-            f"{path} is not a folder",
-            f"create {path} (or mount the dock there), or fix ingest.dock_root",
+            _("{path} is not a folder").format(path=path),
+            _("create {path} (or mount the dock there), or fix ingest.dock_root").format(path=path),
         )
     if not os.access(path, os.R_OK | os.X_OK):
         return Check(
             name,
             FAIL,
-            f"{path} is not readable by this user",
-            f"give the service's user read access to {path}",
+            _("{path} is not readable by this user").format(path=path),
+            _("give the service's user read access to {path}").format(path=path),
         )
     return Check(name, OK, str(path))
 
@@ -816,7 +950,7 @@ def _dock_root(st: _State) -> Check:
 def _processes(st: _State) -> Check:
     name = "services"
     if st.settings is None or st.catalog is None or not st.schema_ok:
-        return _skip(name, "the catalog is not usable")
+        return _skip(name, _("the catalog is not usable"))
     cat, sid = st.catalog, st.settings.station.id
 
     def check() -> Check:
@@ -826,18 +960,22 @@ def _processes(st: _State) -> Check:
         states = [(r, status_of(r)) for r in rows]
         lost = [r for r, status in states if status == LOST]
         alive = [r for r, status in states if status == "alive"]
-        detail = (
-            f"station {sid}: {len(alive)} running, {len(lost)} lost "
-            f"({total} process heartbeats in the district)"
-        )
+        detail = _(
+            "station {sid}: {n} running, {n2} lost ({total} process heartbeats in the district)"
+        ).format(sid=sid, n=len(alive), n2=len(lost), total=total)
         if lost:
-            names = ", ".join(f"{r.role} on {r.host} (pid {r.pid})" for r in lost)
+            names = ", ".join(
+                _("{role} on {host} (pid {pid})").format(role=r.role, host=r.host, pid=r.pid)
+                for r in lost
+            )
             return Check(
                 name,
                 WARN,
                 f"{detail}: silent: {names}",
-                "check the service: 'systemctl status liuhen-station' / "
-                "'liuhen-worker@…' and its journal ('journalctl -u …')",
+                _(
+                    "check the service: 'systemctl status liuhen-station' / "
+                    "'liuhen-worker@…' and its journal ('journalctl -u …')"
+                ),
             )
         return Check(name, OK, detail)
 

@@ -28,22 +28,38 @@ def translated_doc(text: str | None) -> str | None:
 
 @contextmanager
 def _reader_language(command: click.Command) -> Iterator[None]:
-    """The command's and its options' help translated while click formats it."""
+    """The command's and its options' help translated while click formats it (an
+    option's ``show_default`` text too, e.g. the --actor default "OS user")."""
     saved_command = (command.help, command.short_help, command.epilog)
-    saved_params = [(p, getattr(p, "help", None)) for p in command.params]
+    saved_params = [
+        (p, getattr(p, "help", None), getattr(p, "show_default", None)) for p in command.params
+    ]
     command.help = translated_doc(command.help)
     command.short_help = translated_doc(command.short_help)
     command.epilog = translated_doc(command.epilog)
-    for param, text in saved_params:
+    for param, text, default in saved_params:
         if text:
             param.help = _(text)
+        if isinstance(default, str) and default:
+            param.show_default = _(default)  # type: ignore[attr-defined]
     try:
         yield
     finally:
         command.help, command.short_help, command.epilog = saved_command
-        for param, text in saved_params:
+        for param, text, default in saved_params:
             if text:
                 param.help = text
+            if isinstance(default, str) and default:
+                param.show_default = default  # type: ignore[attr-defined]
+
+
+def _help_option_in_reader_language(option: click.Option | None) -> click.Option | None:
+    """Click makes the --help option once per command and keeps it, its help already
+    translated: said again in the language of this moment (a process that switches
+    language, as the tests do, would otherwise keep the first one)."""
+    if option is not None:
+        option.help = _("Show this message and exit.")
+    return option
 
 
 def _checked(ctx: click.Context) -> None:
@@ -58,6 +74,9 @@ class LocalizedCommand(click.Command):
     def invoke(self, ctx: click.Context) -> Any:
         _checked(ctx)
         return super().invoke(ctx)
+
+    def get_help_option(self, ctx: click.Context) -> click.Option | None:
+        return _help_option_in_reader_language(super().get_help_option(ctx))
 
     def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         with _reader_language(self):
@@ -78,6 +97,9 @@ class LocalizedGroup(click.Group):
         if group_runs_itself(ctx):  # `liuhen export --out ...`: the group is the command
             _checked(ctx)
         return super().invoke(ctx)
+
+    def get_help_option(self, ctx: click.Context) -> click.Option | None:
+        return _help_option_in_reader_language(super().get_help_option(ctx))
 
     def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         with _reader_language(self):

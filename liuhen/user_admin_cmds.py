@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import click
+from rich.markup import escape
 
 from access.roles import Role
 from config.i18n import _
@@ -405,39 +406,7 @@ def _register_case_grants(group: click.Group, pass_ctx: Decorator, json_option: 
         ctx: Any, login: str, number: str, starts: str | None, ends: str, reason: str
     ) -> None:
         """Let a user reach a case and its recordings for a period, with their roles."""
-        from access.grants import grant_case
-
-        app, principal = ctx.app(), _principal(ctx)
-        _not_self(principal, login, _("grant cases to"))
-        start = _when(app, starts, "--from") if starts else datetime.now(UTC)
-        end = _when(app, ends, "--until")
-        with app.ready_catalog().transaction() as session:
-            grant = grant_case(
-                session,
-                _user(session, login),
-                number,
-                starts_at=start,
-                ends_at=end,
-                reason=reason,
-                actor=principal.actor,
-            )
-            case_number = grant_case_number(session, grant)
-        _change(
-            app,
-            principal,
-            "access.grant_change",
-            login,
-            case=case_number,
-            starts_at=start.isoformat(),
-            ends_at=end.isoformat(),
-            reason=reason,
-        )
-        out.print(
-            _("[green]✓[/green] case {case} granted to {login} from {start} until {end}").format(
-                case=case_number, login=login, start=_shown(app, start), end=_shown(app, end)
-            ),
-            markup=False,
-        )
+        grant_for(ctx, login, number, starts, ends, reason)
 
     @case_group.command("revoke")
     @click.argument("login")
@@ -455,9 +424,8 @@ def _register_case_grants(group: click.Group, pass_ctx: Decorator, json_option: 
         _change(app, principal, "access.grant_change", login, case=number, revoked=ended)
         out.print(
             _("[green]✓[/green] ended {n} grant(s) of case {case} to {login}").format(
-                n=ended, case=number, login=login
-            ),
-            markup=False,
+                n=ended, case=escape(number), login=login
+            )
         )
 
     @case_group.command("list")
@@ -507,45 +475,7 @@ def register_tokens(cli: click.Group, pass_ctx: Decorator, json_option: Decorato
     ) -> None:
         """Issue an API token; its secret is shown only now (give it as LIUHEN_TOKEN or
         an Authorization: Bearer header)."""
-        from access.sessions import issue_token
-
-        app, principal = ctx.app(), _principal(ctx)
-        until = (
-            _when(app, expires, "--expires")
-            if expires
-            else (datetime.now(UTC) + timedelta(days=90))
-        )
-        with app.ready_catalog().transaction() as session:
-            secret = issue_token(
-                session,
-                name=name,
-                role=Role(role),
-                unit=unit,
-                expires_at=until,
-                created_by=principal.actor,
-                policy=app.settings.access,
-            )
-        audit(
-            app,
-            actor=principal.actor,
-            action="access.token_change",
-            object_type="token",
-            object_id=name,
-            details={"issued": True, "role": role, "unit": unit, "expires_at": until.isoformat()},
-        )
-        if as_json:
-            print_json({"name": name, "token": secret, "expires_at": until.isoformat()})
-            return
-        out.print(
-            _(
-                "[green]✓[/green] token {name} ({role}, unit {unit}) until {until}; "
-                "its secret, shown only now:"
-            ).format(
-                name=name, role=_roles_text([role]), unit=unit or "-", until=_shown(app, until)
-            ),
-            markup=False,
-        )
-        print(secret)
+        issue_for(ctx, name, role, unit, expires, as_json)
 
     @token_group.command("list")
     @json_option
@@ -586,4 +516,87 @@ def register_tokens(cli: click.Group, pass_ctx: Decorator, json_option: Decorato
             object_id=name,
             details={"revoked": True},
         )
-        out.print(_("[green]✓[/green] token {name} revoked").format(name=name), markup=False)
+        out.print(_("[green]✓[/green] token {name} revoked").format(name=escape(name)))
+
+
+def grant_for(
+    ctx: Any, login: str, number: str, starts: str | None, ends: str, reason: str
+) -> None:
+    """`liuhen user case grant`."""
+    from access.grants import grant_case
+
+    app, principal = ctx.app(), _principal(ctx)
+    _not_self(principal, login, _("grant cases to"))
+    start = _when(app, starts, "--from") if starts else datetime.now(UTC)
+    end = _when(app, ends, "--until")
+    with app.ready_catalog().transaction() as session:
+        grant = grant_case(
+            session,
+            _user(session, login),
+            number,
+            starts_at=start,
+            ends_at=end,
+            reason=reason,
+            actor=principal.actor,
+        )
+        case_number = grant_case_number(session, grant)
+    _change(
+        app,
+        principal,
+        "access.grant_change",
+        login,
+        case=case_number,
+        starts_at=start.isoformat(),
+        ends_at=end.isoformat(),
+        reason=reason,
+    )
+    out.print(
+        _("[green]✓[/green] case {case} granted to {login} from {start} until {end}").format(
+            case=escape(case_number), login=login, start=_shown(app, start), end=_shown(app, end)
+        )
+    )
+
+
+def issue_for(
+    ctx: Any, name: str, role: str, unit: str, expires: str | None, as_json: bool
+) -> None:
+    """`liuhen token issue`."""
+    from access.sessions import issue_token
+
+    app, principal = ctx.app(), _principal(ctx)
+    until = (
+        _when(app, expires, "--expires") if expires else (datetime.now(UTC) + timedelta(days=90))
+    )
+    with app.ready_catalog().transaction() as session:
+        secret = issue_token(
+            session,
+            name=name,
+            role=Role(role),
+            unit=unit,
+            expires_at=until,
+            created_by=principal.actor,
+            policy=app.settings.access,
+        )
+    audit(
+        app,
+        actor=principal.actor,
+        action="access.token_change",
+        object_type="token",
+        object_id=name,
+        details={"issued": True, "role": role, "unit": unit, "expires_at": until.isoformat()},
+    )
+    if as_json:
+        print_json({"name": name, "token": secret, "expires_at": until.isoformat()})
+        return
+    out.print(
+        _(
+            "[green]✓[/green] token {name} ({role}, unit {unit}) until {until}; "
+            "its secret, shown only now:"
+        ).format(
+            name=escape(name),
+            role=_roles_text([role]),
+            unit=escape(unit or "-"),
+            until=_shown(app, until),
+        )
+    )
+    print(secret)

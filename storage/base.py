@@ -9,6 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO, Literal, Protocol, runtime_checkable
 
+from config.i18n import _
 from storage.digest import READ_SIZE, Digest, digest_stream
 from storage.errors import DamagedObject, StorageError
 
@@ -216,8 +217,10 @@ def check_held_copy(store: ObjectStore, key: str, source: Path, expected: Digest
     if found["sha256"] == expected:
         # The held copy is right and the new copy is not: never replace good with bad.
         raise StorageError(
-            f"{source}: this copy of {key} differs from the held object, which hashes "
-            "right; the copy is wrong, not the store",
-            hint="check the station's data disk; the file is copied again at the next docking",
+            _(
+                "{source}: this copy of {key} differs from the held object, which hashes "
+                "right; the copy is wrong, not the store"
+            ).format(source=source, key=key),
+            hint=_("check the station's data disk; the file is copied again at the next docking"),
         )
     raise DamagedObject(f"{store.url}/{key}", key, expected, found["sha256"], found["sm3"])

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
 import sm3engine
+from config.i18n import _ as gettext  # `_` is this module's throwaway name
 from sm3engine import Buffer
 
 _HEX_LENGTH = {"sha256": 64, "sm3": 64, "sha512": 128}
@@ -34,9 +35,15 @@ class Digest:
     def __post_init__(self) -> None:
         want = _HEX_LENGTH.get(self.algorithm)
         if want is None:
-            raise ValueError(f"unknown digest algorithm {self.algorithm!r}")
+            raise ValueError(
+                gettext("unknown digest algorithm {name}").format(name=repr(self.algorithm))
+            )
         if len(self.hex) != want or not _HEX.match(self.hex):
-            raise ValueError(f"not a {self.algorithm} digest: {self.hex!r}")
+            raise ValueError(
+                gettext("not a {algorithm} digest: {value}").format(
+                    algorithm=self.algorithm, value=repr(self.hex)
+                )
+            )
 
     def __str__(self) -> str:
         return f"{self.algorithm}:{self.hex}"
@@ -63,7 +70,11 @@ class DigestPair:
 
     def __post_init__(self) -> None:
         if self.sha256.algorithm != "sha256" or self.sm3.algorithm != "sm3":
-            raise ValueError(f"not a SHA-256 and SM3 pair: {self.sha256}, {self.sm3}")
+            raise ValueError(
+                gettext("not a SHA-256 and SM3 pair: {sha256}, {sm3}").format(
+                    sha256=self.sha256, sm3=self.sm3
+                )
+            )
 
     @classmethod
     def of_hex(cls, sha256: str, sm3: str) -> DigestPair:
@@ -80,7 +91,7 @@ def new_hasher(algorithm: str) -> Hasher:
         except ValueError:  # OpenSSL built without SM3: fall back to `cryptography`
             return _CryptographySM3()
     if algorithm not in _HEX_LENGTH:
-        raise ValueError(f"unknown digest algorithm {algorithm!r}")
+        raise ValueError(gettext("unknown digest algorithm {name}").format(name=repr(algorithm)))
     return hashlib.new(algorithm)
 
 

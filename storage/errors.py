@@ -10,6 +10,7 @@ from config.errors import (
     LiuhenError,
     UnavailableError,
 )
+from config.i18n import _
 from storage.digest import Digest
 
 
@@ -27,7 +28,7 @@ class ObjectNotFound(StorageError):
     exit_code = EXIT_NOINPUT
 
     def __init__(self, store: str, key: str) -> None:
-        super().__init__(f"{store}: object {key} not found")
+        super().__init__(_("{store}: object {key} not found").format(store=store, key=key))
         self.key = key
 
 
@@ -38,9 +39,13 @@ class DigestMismatch(StorageError):
 
     def __init__(self, where: str, expected: Digest, actual: Digest) -> None:
         super().__init__(
-            f"{where}: {expected.algorithm} mismatch: expected {expected.hex}, got {actual.hex}",
-            hint="the bytes changed in transit or at rest; nothing was written, "
-            "keep the source and retry",
+            _("{where}: {algorithm} mismatch: expected {expected}, got {actual}").format(
+                where=where, algorithm=expected.algorithm, expected=expected.hex, actual=actual.hex
+            ),
+            hint=_(
+                "the bytes changed in transit or at rest; nothing was written, "
+                "keep the source and retry"
+            ),
         )
         self.where = where
         self.expected = expected
@@ -75,9 +80,13 @@ class DamagedObject(StorageError):
         self, where: str, key: str, expected: Digest, found: Digest, found_sm3: Digest | None = None
     ) -> None:
         super().__init__(
-            f"{where}: the stored copy is damaged: SHA-256 {found.hex}, expected {expected.hex}",
-            hint="the station replaces it from the recorder's good bytes and keeps the damaged "
-            "copy aside; do not clear the recorder until the docking says SAFE TO CLEAR",
+            _("{where}: the stored copy is damaged: SHA-256 {found}, expected {expected}").format(
+                where=where, found=found.hex, expected=expected.hex
+            ),
+            hint=_(
+                "the station replaces it from the recorder's good bytes and keeps the damaged "
+                "copy aside; do not clear the recorder until the docking says SAFE TO CLEAR"
+            ),
         )
         self.key = key
         self.expected = expected

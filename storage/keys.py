@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from config.i18n import _
 from storage.digest import Digest
 from storage.errors import InvalidKeyError
 
@@ -15,25 +16,35 @@ _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=-]{0,127}$")
 def validate_key(key: object) -> str:
     """Return ``key`` if it is a well-formed object key, else raise InvalidKeyError."""
     if not isinstance(key, str):
-        raise InvalidKeyError(f"object key must be a string, got {type(key).__name__}")
+        raise InvalidKeyError(
+            _("object key must be a string, got {kind}").format(kind=type(key).__name__)
+        )
     shown = repr(key[:80])
     if not key:
-        raise InvalidKeyError("object key is empty")
+        raise InvalidKeyError(_("object key is empty"))
     if len(key) > MAX_KEY_LENGTH:
         raise InvalidKeyError(
-            f"object key {shown}... is {len(key)} characters (max {MAX_KEY_LENGTH})"
+            _("object key {key}... is {length} characters (max {max})").format(
+                key=shown, length=len(key), max=MAX_KEY_LENGTH
+            )
         )
     if "\x00" in key:
-        raise InvalidKeyError(f"object key {shown} contains a NUL character")
+        raise InvalidKeyError(_("object key {key} contains a NUL character").format(key=shown))
     if key.startswith("/") or key.endswith("/"):
-        raise InvalidKeyError(f"object key {shown} must not start or end with '/'")
+        raise InvalidKeyError(
+            _("object key {key} must not start or end with '/'").format(key=shown)
+        )
     for segment in key.split("/"):
         if segment in {"", ".", ".."}:
-            raise InvalidKeyError(f"object key {shown} has an empty, '.' or '..' segment")
+            raise InvalidKeyError(
+                _("object key {key} has an empty, '.' or '..' segment").format(key=shown)
+            )
         if not _SEGMENT.match(segment):
             raise InvalidKeyError(
-                f"object key {shown} has an invalid segment {segment[:40]!r}",
-                hint="keys use letters, digits, '.', '_', '=', '-' and '/' only",
+                _("object key {key} has an invalid segment {segment}").format(
+                    key=shown, segment=repr(segment[:40])
+                ),
+                hint=_("keys use letters, digits, '.', '_', '=', '-' and '/' only"),
             )
     return key
 

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Literal
 
+from config.i18n import N_, _
 from storage.base import (
     CheckResult,
     ObjectInfo,
@@ -88,9 +89,11 @@ class LocalStore:
                 target = (self.root / prefix).resolve(strict=False)
                 if not target.is_relative_to(self.root.resolve()):
                     raise StorageError(
-                        f"{self.url}: key {key} resolves outside the store "
-                        f"({prefix} is a link to {target})",
-                        hint="remove the link from the store folder; objects are never links",
+                        _(
+                            "{store}: key {key} resolves outside the store "
+                            "({prefix} is a link to {target})"
+                        ).format(store=self.url, key=key, prefix=prefix, target=target),
+                        hint=_("remove the link from the store folder; objects are never links"),
                     )
             elif stat.S_ISDIR(st.st_mode):
                 self._real_dirs.add(prefix)
@@ -116,9 +119,13 @@ class LocalStore:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             if exc.errno in _WAITING_ERRNOS:
-                raise self._write_error(key, exc, f"cannot create {path.parent}") from exc
+                raise self._write_error(
+                    key, exc, _("cannot create {path}").format(path=path.parent)
+                ) from exc
             raise StoreUnavailable(
-                f"{self.url}: cannot create {path.parent}: {exc.strerror}"
+                _("{store}: cannot create {path}: {error}").format(
+                    store=self.url, path=path.parent, error=exc.strerror
+                )
             ) from exc
         tmp = _temp_path(path)
         try:
@@ -159,8 +166,10 @@ class LocalStore:
             raise DigestMismatch(f"{self.url}/{key}", expected, actual)
         if size is not None and written != size:
             raise StorageError(
-                f"{self.url}/{key}: got {written} bytes, expected {size}",
-                hint="the source changed while it was read; retry",
+                _("{where}: got {got} bytes, expected {size}").format(
+                    where=f"{self.url}/{key}", got=written, size=size
+                ),
+                hint=_("the source changed while it was read; retry"),
             )
         os.chmod(tmp, 0o444)
 
@@ -170,15 +179,23 @@ class LocalStore:
         where = f"{self.url}/{key}"
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             return StoreFull(
-                f"store full: free space or extend the volume ({where}: {what}: {exc.strerror})",
-                hint="free space on the store's disk or extend the volume; waiting writes "
-                "resume by themselves",
+                _("store full: free space or extend the volume ({where}: {what}: {error})").format(
+                    where=where, what=what, error=exc.strerror
+                ),
+                hint=_(
+                    "free space on the store's disk or extend the volume; waiting writes "
+                    "resume by themselves"
+                ),
             )
         if exc.errno == errno.EROFS:
             return StoreReadOnly(
-                f"store read-only: remount it read-write ({where}: {what}: {exc.strerror})",
-                hint="make the store's file system writable again; waiting writes resume "
-                "by themselves",
+                _("store read-only: remount it read-write ({where}: {what}: {error})").format(
+                    where=where, what=what, error=exc.strerror
+                ),
+                hint=_(
+                    "make the store's file system writable again; waiting writes resume "
+                    "by themselves"
+                ),
             )
         return StorageError(f"{where}: {what}: {exc.strerror}")
 
@@ -259,12 +276,15 @@ class LocalStore:
         except OSError as exc:
             if exc.errno in (errno.EPERM, errno.EACCES):
                 raise RepairRefused(
-                    f"{self.url}/{key}: the store refused to replace the damaged copy "
-                    f"({exc.strerror}: {exc.filename})",
-                    hint="the file or its folder is protected (immutable attribute, "
-                    "permissions); lift the protection, then dock the recorder again",
+                    _(
+                        "{where}: the store refused to replace the damaged copy ({error}: {file})"
+                    ).format(where=f"{self.url}/{key}", error=exc.strerror, file=exc.filename),
+                    hint=_(
+                        "the file or its folder is protected (immutable attribute, "
+                        "permissions); lift the protection, then dock the recorder again"
+                    ),
                 ) from exc
-            raise self._write_error(key, exc, "cannot replace the damaged copy") from exc
+            raise self._write_error(key, exc, _("cannot replace the damaged copy")) from exc
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
@@ -357,7 +377,9 @@ class LocalStore:
     def delete(self, key: str) -> None:
         path = self._path(key)
         if self._hold_path(key).exists():
-            raise RetentionRefused(f"{self.url}/{key}: object is under legal hold")
+            raise RetentionRefused(
+                _("{where}: object is under legal hold").format(where=f"{self.url}/{key}")
+            )
         try:
             os.unlink(path)
         except FileNotFoundError as exc:
@@ -405,22 +427,30 @@ class LocalStore:
         checks: list[CheckResult] = []
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            checks.append(CheckResult("reachable", True, f"directory {self.root}"))
+            checks.append(
+                CheckResult(N_("reachable"), True, _("directory {path}").format(path=self.root))
+            )
         except OSError as exc:
-            checks.append(CheckResult("reachable", False, f"{self.root}: {exc.strerror}"))
+            checks.append(CheckResult(N_("reachable"), False, f"{self.root}: {exc.strerror}"))
             return StoreReport(self.url, checks)
         writable = os.access(self.root, os.W_OK)
-        checks.append(CheckResult("writable", writable, "write permission on the root"))
+        checks.append(CheckResult(N_("writable"), writable, _("write permission on the root")))
         if writable:
             checks.append(_round_trip(self))
         st = os.statvfs(self.root)
         free = st.f_bavail * st.f_frsize
-        checks.append(CheckResult("free space", free > 1 << 30, f"{free / 1e9:.1f} GB free"))
         checks.append(
             CheckResult(
-                "object lock",
+                N_("free space"),
+                free > 1 << 30,
+                _("{size} GB free").format(size=f"{free / 1e9:.1f}"),
+            )
+        )
+        checks.append(
+            CheckResult(
+                N_("object lock"),
                 True,
-                "not available on a directory store; retention is enforced by the catalog",
+                _("not available on a directory store; retention is enforced by the catalog"),
             )
         )
         return StoreReport(self.url, checks, object_lock=False)
@@ -435,8 +465,12 @@ def _round_trip(store: LocalStore) -> CheckResult:
         store.verify(key, expected)
         store.delete(key)
     except Exception as exc:  # reported, not raised: check lists every problem
-        return CheckResult("round trip", False, f"write/read/verify failed: {exc}")
-    return CheckResult("round trip", True, "write, read back, verify and delete a probe object")
+        return CheckResult(
+            N_("round trip"), False, _("write/read/verify failed: {error}").format(error=exc)
+        )
+    return CheckResult(
+        N_("round trip"), True, _("write, read back, verify and delete a probe object")
+    )
 
 
 def _chunks(f: BinaryIO, length: int) -> Iterator[bytes]:

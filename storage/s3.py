@@ -43,6 +43,7 @@ from botocore.exceptions import (
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from config.errors import ConfigError
+from config.i18n import N_, _
 from config.settings import StoreSettings
 from storage.base import (
     CheckResult,
@@ -80,7 +81,9 @@ SHA256_METADATA = "sha256"
 # 永久 evidence unprotected. Later dates are capped here, and each date set is read back.
 MAX_RETAIN_UNTIL = datetime(2106, 2, 7, 6, 28, 15, tzinfo=UTC)
 
-UNAVAILABLE_HINT = "check that the object store is running and reachable; nothing was lost, retry"
+UNAVAILABLE_HINT = N_(
+    "check that the object store is running and reachable; nothing was lost, retry"
+)
 _NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound", "NoSuchVersion"})
 _ACCESS_CODES = frozenset(
     {
@@ -158,15 +161,18 @@ class S3Store:
                 validate_key(self.prefix)
             except InvalidKeyError as exc:
                 raise ConfigError(
-                    f"store URL {self.url}: the prefix is not a valid key path: {exc.message}",
-                    hint="fix store.url",
+                    _("store URL {url}: the prefix is not a valid key path: {error}").format(
+                        url=self.url, error=exc.message
+                    ),
+                    hint=_("fix store.url"),
                 ) from exc
         addressing = _ADDRESSING.get(options.addressing_style)
         if addressing is None:
             raise ConfigError(
-                f"store.addressing_style {options.addressing_style!r} is not one of "
-                "path, virtual, auto",
-                hint="MinIO and Ceph usually need path",
+                _("store.addressing_style {value} is not one of path, virtual, auto").format(
+                    value=repr(options.addressing_style)
+                ),
+                hint=_("MinIO and Ceph usually need path"),
             )
         self.options = options
         self.multipart_threshold = max(1, options.multipart_threshold_mb) * MIB
@@ -211,27 +217,40 @@ class S3Store:
     def _translate(self, exc: Exception, action: str, key: str | None) -> StorageError:
         """The LiuhenError a boto error means to a user; the caller keeps it as cause."""
         where = self._where(key)
+        action = _(action)
         if isinstance(exc, NoCredentialsError):
             return StorageError(
-                f"{where}: no S3 credentials found to {action}",
-                hint="set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or use an "
-                "instance role; credentials never go in the settings file",
+                _("{where}: no S3 credentials found to {action}").format(
+                    where=where, action=action
+                ),
+                hint=_(
+                    "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or use an "
+                    "instance role; credentials never go in the settings file"
+                ),
             )
         if isinstance(exc, BotoConnectionError | HTTPClientError):
             return StoreUnavailable(
-                f"{where}: cannot {action}: the object store at {self.endpoint} "
-                f"did not answer ({exc})",
-                hint=UNAVAILABLE_HINT,
+                _(
+                    "{where}: cannot {action}: the object store at {endpoint} "
+                    "did not answer ({error})"
+                ).format(where=where, action=action, endpoint=self.endpoint, error=exc),
+                hint=_(UNAVAILABLE_HINT),
             )
         if not isinstance(exc, ClientError):
-            return StorageError(f"{where}: cannot {action}: {exc}")
+            return StorageError(
+                _("{where}: cannot {action}: {error}").format(where=where, action=action, error=exc)
+            )
         code = _error_code(exc)
         status = _status(exc)
         message = str(exc.response.get("Error", {}).get("Message") or code)
         if code == "NoSuchBucket" or (status == 404 and key is None):
             return StorageError(
-                f"{self.url}: bucket {self.bucket} does not exist at {self.endpoint}",
-                hint="create the bucket (with Object Lock enabled for evidence) or fix store.url",
+                _("{store}: bucket {bucket} does not exist at {endpoint}").format(
+                    store=self.url, bucket=self.bucket, endpoint=self.endpoint
+                ),
+                hint=_(
+                    "create the bucket (with Object Lock enabled for evidence) or fix store.url"
+                ),
             )
         if key is not None and (code in _NOT_FOUND_CODES or status == 404):
             return ObjectNotFound(self.url, key)
@@ -239,29 +258,47 @@ class S3Store:
             # Before the 403 test: RGW answers a quota it would exceed with 403. A full
             # store is a wait (nothing quarantined), as on the directory store.
             return StoreFull(
-                f"{where}: cannot {action}: store full ({code}: {message})",
-                hint="free space or raise the bucket's or user's quota; a station waits "
-                "and resumes by itself",
+                _("{where}: cannot {action}: store full ({code}: {message})").format(
+                    where=where, action=action, code=code, message=message
+                ),
+                hint=_(
+                    "free space or raise the bucket's or user's quota; a station waits "
+                    "and resumes by itself"
+                ),
             )
         if code in _ACCESS_CODES or status == 403:
             return StorageError(
-                f"{where}: access denied when trying to {action} ({code}: {message})",
-                hint="check the S3 credentials (AWS_ACCESS_KEY_ID / AWS_PROFILE) and that "
-                f"their policy allows this on bucket {self.bucket}",
+                _("{where}: access denied when trying to {action} ({code}: {message})").format(
+                    where=where, action=action, code=code, message=message
+                ),
+                hint=_(
+                    "check the S3 credentials (AWS_ACCESS_KEY_ID / AWS_PROFILE) and that "
+                    "their policy allows this on bucket {bucket}"
+                ).format(bucket=self.bucket),
             )
         if code in _CHECKSUM_CODES:
             return StorageError(
-                f"{where}: the object store computed a different checksum than the one "
-                f"sent ({code}); nothing was stored",
-                hint="the bytes changed in transit; retry",
+                _(
+                    "{where}: the object store computed a different checksum than the one "
+                    "sent ({code}); nothing was stored"
+                ).format(where=where, code=code),
+                hint=_("the bytes changed in transit; retry"),
             )
         if code in _TRANSIENT_CODES or status >= 500:
             return StoreUnavailable(
-                f"{where}: cannot {action}: the object store at {self.endpoint} "
-                f"answered {code}: {message}",
-                hint=UNAVAILABLE_HINT,
+                _(
+                    "{where}: cannot {action}: the object store at {endpoint} "
+                    "answered {code}: {message}"
+                ).format(
+                    where=where, action=action, endpoint=self.endpoint, code=code, message=message
+                ),
+                hint=_(UNAVAILABLE_HINT),
             )
-        return StorageError(f"{where}: cannot {action}: {code}: {message}")
+        return StorageError(
+            _("{where}: cannot {action}: {error}").format(
+                where=where, action=action, error=f"{code}: {message}"
+            )
+        )
 
     def _call(self, action: str, key: str | None, operation: str, **params: Any) -> Any:
         try:
@@ -280,36 +317,35 @@ class S3Store:
                 if _error_code(exc) not in _NO_LOCK_CODES:
                     # Not knowing must not silently drop retention on evidence.
                     raise self._translate(
-                        exc, "read the bucket's Object Lock configuration", None
+                        exc, N_("read the bucket's Object Lock configuration"), None
                     ) from exc
                 self._lock_enabled = False
-                self._lock_detail = (
+                self._lock_detail = _(
                     "not enabled on the bucket; retention is enforced by the catalog only"
                 )
             except BotoCoreError as exc:
                 raise self._translate(
-                    exc, "read the bucket's Object Lock configuration", None
+                    exc, N_("read the bucket's Object Lock configuration"), None
                 ) from exc
             else:
                 conf = resp.get("ObjectLockConfiguration") or {}
                 self._lock_enabled = conf.get("ObjectLockEnabled") == "Enabled"
                 default = (conf.get("Rule") or {}).get("DefaultRetention") or {}
                 if not self._lock_enabled:
-                    self._lock_detail = "not enabled on the bucket"
+                    self._lock_detail = _("not enabled on the bucket")
                 elif default:
                     period = (
-                        f"{default['Days']} days"
+                        _("{count} days").format(count=default["Days"])
                         if "Days" in default
-                        else f"{default.get('Years')} years"
+                        else _("{count} years").format(count=default.get("Years"))
                     )
-                    self._lock_detail = (
-                        f"enabled; bucket default retention {default.get('Mode')} {period}"
-                    )
+                    self._lock_detail = _(
+                        "enabled; bucket default retention {mode} {period}"
+                    ).format(mode=default.get("Mode"), period=period)
                 else:
-                    self._lock_detail = (
-                        f"enabled; no default retention, puts set "
-                        f"{self.options.object_lock_mode} retention"
-                    )
+                    self._lock_detail = _(
+                        "enabled; no default retention, puts set {mode} retention"
+                    ).format(mode=self.options.object_lock_mode)
         return self._lock_enabled
 
     def _lock_params(self, retain_until: datetime | None) -> dict[str, Any]:
@@ -399,8 +435,10 @@ class S3Store:
             raise DigestMismatch(self._where(key), expected, actual)
         if size is not None and total != size:
             raise StorageError(
-                f"{self._where(key)}: got {total} bytes, expected {size}; nothing was written",
-                hint="the source changed while it was read; retry",
+                _("{where}: got {got} bytes, expected {size}; nothing was written").format(
+                    where=self._where(key), got=total, size=size
+                ),
+                hint=_("the source changed while it was read; retry"),
             )
 
     def _put_single(
@@ -428,9 +466,9 @@ class S3Store:
         except ClientError as exc:
             if _status(exc) == 412:  # another writer put the same key meanwhile
                 return self._settle(key, expected, retain_until)
-            raise self._translate(exc, "write the object", key) from exc
+            raise self._translate(exc, N_("write the object"), key) from exc
         except BotoCoreError as exc:
-            raise self._translate(exc, "write the object", key) from exc
+            raise self._translate(exc, N_("write the object"), key) from exc
         return self._settle(key, expected, retain_until)
 
     def _put_multipart(
@@ -451,7 +489,7 @@ class S3Store:
         # The metadata is the expected digest: the upload only completes if the bytes
         # hash to it, so the object never carries a wrong one.
         resp = self._call(
-            "start a multipart upload",
+            N_("start a multipart upload"),
             key,
             "create_multipart_upload",
             Key=full,
@@ -491,12 +529,14 @@ class S3Store:
         number = len(parts) + 1
         if number > MAX_PARTS:
             raise StorageError(
-                f"{self._where(key)}: more than {MAX_PARTS} parts",
-                hint="raise store.multipart_chunk_mb or pass the size to put",
+                _("{where}: more than {count} parts").format(
+                    where=self._where(key), count=MAX_PARTS
+                ),
+                hint=_("raise store.multipart_chunk_mb or pass the size to put"),
             )
         checksum = base64.b64encode(hashlib.sha256(piece).digest()).decode("ascii")
         part = self._call(
-            f"upload part {number}",
+            _("upload part {number}").format(number=number),
             key,
             "upload_part",
             Key=full,
@@ -523,10 +563,10 @@ class S3Store:
             self._conditional(params, lambda p: self.client.complete_multipart_upload(**p))
         except ClientError as exc:
             if _status(exc) != 412:
-                raise self._translate(exc, "complete the multipart upload", key) from exc
+                raise self._translate(exc, N_("complete the multipart upload"), key) from exc
             return False
         except BotoCoreError as exc:
-            raise self._translate(exc, "complete the multipart upload", key) from exc
+            raise self._translate(exc, N_("complete the multipart upload"), key) from exc
         return True
 
     def _conditional(self, params: dict[str, Any], send: Callable[[dict[str, Any]], Any]) -> None:
@@ -562,11 +602,11 @@ class S3Store:
         try:
             return self.client.head_object(Bucket=self.bucket, Key=full)
         except (ClientError, BotoCoreError) as exc:
-            error = self._translate(exc, "read metadata of", key)
+            error = self._translate(exc, N_("read metadata of"), key)
             if isinstance(error, ObjectNotFound) and not self._bucket_seen:
                 # A HEAD has no body to say which is missing, the key or the bucket;
                 # every key "missing" from a misnamed bucket would mislead.
-                self._call("reach the bucket", None, "head_bucket")
+                self._call(N_("reach the bucket"), None, "head_bucket")
                 self._bucket_seen = True
             raise error from exc
 
@@ -600,9 +640,10 @@ class S3Store:
         info = existing or self.head(key)
         if info.sha256 is not None and info.sha256 != expected:
             raise StorageError(
-                f"{self._where(key)}: the key already holds an object with "
-                f"SHA-256 {info.sha256.hex}, not {expected.hex}",
-                hint="objects are immutable; store the new bytes under their own key",
+                _(
+                    "{where}: the key already holds an object with SHA-256 {held}, not {expected}"
+                ).format(where=self._where(key), held=info.sha256.hex, expected=expected.hex),
+                hint=_("objects are immutable; store the new bytes under their own key"),
             )
         if (
             retain_until is not None
@@ -619,7 +660,7 @@ class S3Store:
 
     def open(self, key: str) -> BinaryIO:
         full = self._full(key)
-        resp = self._call("read", key, "get_object", Key=full)
+        resp = self._call(N_("read"), key, "get_object", Key=full)
         raw = _BodyReader(resp["Body"], self, key)
         return io.BufferedReader(raw, buffer_size=READ_SIZE)
 
@@ -715,7 +756,7 @@ class S3Store:
                         continue  # not ours (a folder marker, another tool's name)
                     yield rel
         except (ClientError, BotoCoreError) as exc:
-            raise self._translate(exc, "list objects", None) from exc
+            raise self._translate(exc, N_("list objects"), None) from exc
 
     def verify(self, key: str, expected: Digest) -> ObjectInfo:
         hasher = new_hasher(expected.algorithm)
@@ -734,7 +775,7 @@ class S3Store:
         # S3 answers a delete of a missing key with success; the contract says otherwise.
         resp = self._head_raw(key, full)
         if not self._object_lock():
-            self._call("delete", key, "delete_object", Key=full)
+            self._call(N_("delete"), key, "delete_object", Key=full)
             return
         # A plain delete on a versioned bucket only adds a delete marker: the locked
         # version survives and the server never checks its retention. Deleting the
@@ -748,14 +789,17 @@ class S3Store:
         except ClientError as exc:
             if _error_code(exc) in _REFUSED_DELETE_CODES or _status(exc) == 403:
                 raise RetentionRefused(
-                    f"{self._where(key)}: the object store refused to delete it: "
-                    f"{_protection(self._info(key, resp))}",
-                    hint="evidence under retention or legal hold cannot be deleted; "
-                    "nothing was changed",
+                    _("{where}: the object store refused to delete it: {why}").format(
+                        where=self._where(key), why=_protection(self._info(key, resp))
+                    ),
+                    hint=_(
+                        "evidence under retention or legal hold cannot be deleted; "
+                        "nothing was changed"
+                    ),
                 ) from exc
-            raise self._translate(exc, "delete", key) from exc
+            raise self._translate(exc, N_("delete"), key) from exc
         except BotoCoreError as exc:
-            raise self._translate(exc, "delete", key) from exc
+            raise self._translate(exc, N_("delete"), key) from exc
 
     def set_retention(self, key: str, until: datetime) -> None:
         full = self._full(key)
@@ -769,9 +813,12 @@ class S3Store:
                 # COMPLIANCE refuses this on the server; GOVERNANCE would need a bypass
                 # we never ask for. Refuse here so both modes behave alike.
                 raise RetentionRefused(
-                    f"{self._where(key)}: retained until {_utc(current).isoformat()}; "
-                    f"cannot shorten to {until.isoformat()}",
-                    hint="retention can only be extended",
+                    _("{where}: retained until {until}; cannot shorten to {asked}").format(
+                        where=self._where(key),
+                        until=_utc(current).isoformat(),
+                        asked=until.isoformat(),
+                    ),
+                    hint=_("retention can only be extended"),
                 )
             return
         current_mode = resp.get("ObjectLockMode")
@@ -782,15 +829,22 @@ class S3Store:
         }
         if resp.get("VersionId"):
             params["VersionId"] = resp["VersionId"]
-        self._call("set retention on", key, "put_object_retention", **params)
+        self._call(N_("set retention on"), key, "put_object_retention", **params)
         # Read back: a server may keep another date than the one it accepted.
         kept = self.head(key).retain_until
         if kept is None or kept < until:
             raise StorageError(
-                f"{self._where(key)}: the object store accepted retention until "
-                f"{until.isoformat()} but keeps {kept.isoformat() if kept else 'none'}",
-                hint="the object is stored but not protected as asked; check the server's "
-                "Object Lock support before storing evidence there",
+                _(
+                    "{where}: the object store accepted retention until {asked} but keeps {kept}"
+                ).format(
+                    where=self._where(key),
+                    asked=until.isoformat(),
+                    kept=kept.isoformat() if kept else _("none"),
+                ),
+                hint=_(
+                    "the object is stored but not protected as asked; check the server's "
+                    "Object Lock support before storing evidence there"
+                ),
             )
 
     def set_legal_hold(self, key: str, on: bool) -> None:
@@ -798,14 +852,15 @@ class S3Store:
         resp = self._head_raw(key, full)
         if not self._object_lock():
             raise StorageError(
-                f"{self._where(key)}: cannot set a legal hold: bucket {self.bucket} "
-                "has no Object Lock",
-                hint="legal holds on S3 need a bucket created with Object Lock enabled",
+                _("{where}: cannot set a legal hold: bucket {bucket} has no Object Lock").format(
+                    where=self._where(key), bucket=self.bucket
+                ),
+                hint=_("legal holds on S3 need a bucket created with Object Lock enabled"),
             )
         params: dict[str, Any] = {"Key": full, "LegalHold": {"Status": "ON" if on else "OFF"}}
         if resp.get("VersionId"):
             params["VersionId"] = resp["VersionId"]
-        self._call("set the legal hold on", key, "put_object_legal_hold", **params)
+        self._call(N_("set the legal hold on"), key, "put_object_legal_hold", **params)
 
     # -- housekeeping ------------------------------------------------------------------
 
@@ -834,7 +889,7 @@ class S3Store:
                     if self._abort_if_idle(upload["Key"], upload["UploadId"], cutoff):
                         removed += 1
         except (ClientError, BotoCoreError) as exc:
-            raise self._translate(exc, "clean up incomplete uploads", None) from exc
+            raise self._translate(exc, N_("clean up incomplete uploads"), None) from exc
         return removed
 
     def _abort_if_idle(self, full: str, upload_id: str, cutoff: float) -> bool:
@@ -860,30 +915,40 @@ class S3Store:
     def check(self) -> StoreReport:
         checks: list[CheckResult] = []
         try:
-            self._call("reach the bucket", None, "head_bucket")
+            self._call(N_("reach the bucket"), None, "head_bucket")
         except StorageError as exc:
-            checks.append(CheckResult("reachable", False, str(exc)))
+            checks.append(CheckResult(N_("reachable"), False, str(exc)))
             return StoreReport(self.url, checks)
-        checks.append(CheckResult("reachable", True, f"bucket {self.bucket} at {self.endpoint}"))
+        checks.append(
+            CheckResult(
+                N_("reachable"),
+                True,
+                _("bucket {bucket} at {endpoint}").format(
+                    bucket=self.bucket, endpoint=self.endpoint
+                ),
+            )
+        )
 
         try:
-            status = self._call("read versioning of", None, "get_bucket_versioning").get("Status")
-            checks.append(CheckResult("versioning", True, str(status or "never enabled")))
+            status = self._call(N_("read versioning of"), None, "get_bucket_versioning").get(
+                "Status"
+            )
+            checks.append(CheckResult(N_("versioning"), True, _versioning_text(status)))
         except StorageError as exc:
-            checks.append(CheckResult("versioning", False, str(exc)))
+            checks.append(CheckResult(N_("versioning"), False, str(exc)))
 
         lock = False
         try:
             lock = self._object_lock()
-            checks.append(CheckResult("object lock", True, self._lock_detail))
+            checks.append(CheckResult(N_("object lock"), True, self._lock_detail))
         except StorageError as exc:
-            checks.append(CheckResult("object lock", False, str(exc)))
+            checks.append(CheckResult(N_("object lock"), False, str(exc)))
 
         try:
-            self._call("list objects", None, "list_objects_v2", Prefix=self.prefix, MaxKeys=1)
-            checks.append(CheckResult("list", True, "list objects under the prefix"))
+            self._call(N_("list objects"), None, "list_objects_v2", Prefix=self.prefix, MaxKeys=1)
+            checks.append(CheckResult(N_("list"), True, _("list objects under the prefix")))
         except StorageError as exc:
-            checks.append(CheckResult("list", False, str(exc)))
+            checks.append(CheckResult(N_("list"), False, str(exc)))
 
         checks.extend(self._upload_checks())
         checks.extend(self._round_trip())
@@ -897,9 +962,9 @@ class S3Store:
         key = f"liuhen-check/{uuid.uuid4().hex}"
         full = self._full(key)
         try:
-            resp = self._call("start a probe upload", key, "create_multipart_upload", Key=full)
+            resp = self._call(N_("start a probe upload"), key, "create_multipart_upload", Key=full)
         except StorageError as exc:
-            return [CheckResult("upload checks", False, str(exc))]
+            return [CheckResult(N_("upload checks"), False, str(exc))]
         upload_id = str(resp["UploadId"])
         try:
             return [
@@ -943,18 +1008,20 @@ class S3Store:
                 return CheckResult(
                     f"verifies {probe.name}",
                     True,
-                    f"a part with a wrong {probe.name} was refused ({code}); {probe.role}",
+                    _("a part with a wrong {header} was refused ({code}); {role}").format(
+                        header=probe.name, code=code, role=_(probe.role)
+                    ),
                 )
             return CheckResult(
                 f"verifies {probe.name}",
                 False,
-                str(self._translate(exc, "upload a probe part", None)),
+                str(self._translate(exc, N_("upload a probe part"), None)),
             )
         except BotoCoreError as exc:
             return CheckResult(
                 f"verifies {probe.name}",
                 False,
-                str(self._translate(exc, "upload a probe part", None)),
+                str(self._translate(exc, N_("upload a probe part"), None)),
             )
         finally:
             self.client.meta.events.unregister("before-send.s3.UploadPart", unique_id=hook)
@@ -962,13 +1029,17 @@ class S3Store:
             return CheckResult(
                 f"verifies {probe.name}",
                 False,
-                f"a part with a wrong {probe.name} was accepted: this server would store "
-                f"bytes changed in transit; {probe.role}",
+                _(
+                    "a part with a wrong {header} was accepted: this server would store "
+                    "bytes changed in transit; {role}"
+                ).format(header=probe.name, role=_(probe.role)),
             )
         return CheckResult(
             f"verifies {probe.name}",
             True,
-            f"no: a part with a wrong {probe.name} was accepted; {probe.role}",
+            _("no: a part with a wrong {header} was accepted; {role}").format(
+                header=probe.name, role=_(probe.role)
+            ),
         )
 
     def _round_trip(self) -> builtins.list[CheckResult]:
@@ -979,10 +1050,22 @@ class S3Store:
             self.put(key, io.BytesIO(payload), expected=expected, size=len(payload))
             with self.open(key) as f:
                 if f.read() != payload:
-                    return [CheckResult("round trip", False, f"{key}: read back other bytes")]
+                    return [
+                        CheckResult(
+                            N_("round trip"),
+                            False,
+                            _("{key}: read back other bytes").format(key=key),
+                        )
+                    ]
             self.verify(key, expected)
         except Exception as exc:  # reported, not raised: check lists every problem
-            return [CheckResult("round trip", False, f"write/read/verify failed: {exc}")]
+            return [
+                CheckResult(
+                    N_("round trip"),
+                    False,
+                    _("write/read/verify failed: {error}").format(error=exc),
+                )
+            ]
         conditional = self._conditional_write_check(key, payload)
         return [conditional, self._remove_probe(key)]
 
@@ -990,7 +1073,7 @@ class S3Store:
         """Whether If-None-Match: * refuses to replace the probe, and which form of its
         ETag If-Match accepts (Ceph RGW 16 refuses the quoted one boto sends)."""
         full = self._full(key)
-        name = "conditional writes"
+        name = N_("conditional writes")
         try:
             etag = str(self._head_raw(key, full)["ETag"])
             self.client.put_object(
@@ -1005,15 +1088,16 @@ class S3Store:
                 return CheckResult(
                     name,
                     False,
-                    f"If-None-Match: * on {key}: {self._translate(exc, 'write the probe', key)}",
+                    f"If-None-Match: * on {key}: "
+                    f"{self._translate(exc, N_('write the probe'), key)}",
                 )
-            if_none_match = "If-None-Match: * refuses to replace an object"
+            if_none_match = _("If-None-Match: * refuses to replace an object")
         except (BotoCoreError, StorageError) as exc:
             return CheckResult(name, False, f"If-None-Match: * on {key}: {exc}")
         else:
             # Harmless for content-addressed objects: a second writer's bytes hash to the
             # same key, and every put checks what the key holds afterwards.
-            if_none_match = (
+            if_none_match = _(
                 "If-None-Match: * is ignored (Ceph RGW on a versioned bucket): two stations "
                 "storing the same object at once may each write a version of the same bytes"
             )
@@ -1029,13 +1113,15 @@ class S3Store:
                 )
             except (ClientError, BotoCoreError):
                 continue
-            accepted.append("quoted" if form.startswith('"') else "unquoted")
+            accepted.append(_("quoted") if form.startswith('"') else _("unquoted"))
         if_match = (
-            f"If-Match accepts the {' and '.join(accepted)} ETag"
+            _("If-Match accepts the {forms} ETag").format(forms=_(" and ").join(accepted))
             if accepted
-            else "If-Match refuses the object's own ETag, quoted or not"
+            else _("If-Match refuses the object's own ETag, quoted or not")
         )
-        return CheckResult(name, True, f"{if_none_match}; {if_match}")
+        return CheckResult(
+            name, True, _("{first}; {second}").format(first=if_none_match, second=if_match)
+        )
 
     def _remove_probe(self, key: str) -> CheckResult:
         try:
@@ -1043,13 +1129,19 @@ class S3Store:
         except RetentionRefused:
             # A bucket default retention protects the probe too: that is the point.
             return CheckResult(
-                "round trip",
+                N_("round trip"),
                 True,
-                f"write, read back and verify a probe object; its delete was refused by "
-                f"the bucket's retention, so {key} stays until it expires",
+                _(
+                    "write, read back and verify a probe object; its delete was refused by "
+                    "the bucket's retention, so {key} stays until it expires"
+                ).format(key=key),
             )
         except Exception as exc:
-            return CheckResult("round trip", False, f"probe {key} written, delete failed: {exc}")
+            return CheckResult(
+                N_("round trip"),
+                False,
+                _("probe {key} written, delete failed: {error}").format(key=key, error=exc),
+            )
         # The If-Match probe wrote versions of its own on a versioned bucket.
         with contextlib.suppress(ClientError, BotoCoreError):
             listing = self.client.list_object_versions(Bucket=self.bucket, Prefix=self._full(key))
@@ -1058,7 +1150,9 @@ class S3Store:
                     self.client.delete_object(
                         Bucket=self.bucket, Key=v["Key"], VersionId=v["VersionId"]
                     )
-        return CheckResult("round trip", True, "write, read back, verify and delete a probe object")
+        return CheckResult(
+            N_("round trip"), True, _("write, read back, verify and delete a probe object")
+        )
 
     # -- repair of a damaged object (the station, on a docking of bytes already held) ------
 
@@ -1088,7 +1182,7 @@ class S3Store:
                 Key=self._full(aside),
             )
         except (ClientError, BotoCoreError) as exc:
-            raise self._repair_error(exc, key, "keep the damaged copy aside") from exc
+            raise self._repair_error(exc, key, N_("keep the damaged copy aside")) from exc
         self.verify(aside, found)
         twin = copy.copy(self)
         twin._conditional_writes = False
@@ -1107,7 +1201,7 @@ class S3Store:
                 exc.__cause__, ClientError | BotoCoreError
             ):
                 raise
-            raise self._repair_error(exc.__cause__, key, "replace the damaged copy") from exc
+            raise self._repair_error(exc.__cause__, key, N_("replace the damaged copy")) from exc
         self.verify(key, expected)
         return aside
 
@@ -1116,10 +1210,14 @@ class S3Store:
         if isinstance(error, StoreUnavailable):
             return error
         return RepairRefused(
-            f"{self._where(key)}: the object store refused to {action}: {error.message}",
-            hint="the bucket's Object Lock or policy forbids it; give the station the "
-            "right to overwrite (s3:PutObject) or repair the object by hand, then dock "
-            "the recorder again",
+            _("{where}: the object store refused to {action}: {error}").format(
+                where=self._where(key), action=_(action), error=error.message
+            ),
+            hint=_(
+                "the bucket's Object Lock or policy forbids it; give the station the "
+                "right to overwrite (s3:PutObject) or repair the object by hand, then dock "
+                "the recorder again"
+            ),
         )
 
 
@@ -1134,10 +1232,10 @@ _UPLOAD_PROBES = (
     _UploadProbe(
         "x-amz-content-sha256",
         True,
-        "every put is signed with its SHA-256, so bytes changed in transit are refused",
+        N_("every put is signed with its SHA-256, so bytes changed in transit are refused"),
     ),
-    _UploadProbe("Content-MD5", False, "not relied on"),
-    _UploadProbe("x-amz-checksum-sha256", False, "sent with every put, not relied on"),
+    _UploadProbe("Content-MD5", False, N_("not relied on")),
+    _UploadProbe("x-amz-checksum-sha256", False, N_("sent with every put, not relied on")),
 )
 
 
@@ -1159,9 +1257,12 @@ class _BodyReader(io.RawIOBase):
             data = self._body.read(len(view))
         except (BotoCoreError, urllib3.exceptions.HTTPError, OSError) as exc:
             raise StoreUnavailable(
-                f"{self._store.url}/{self._key}: reading stopped: the object store at "
-                f"{self._store.endpoint} went away ({exc})",
-                hint=UNAVAILABLE_HINT,
+                _(
+                    "{where}: reading stopped: the object store at {endpoint} went away ({error})"
+                ).format(
+                    where=f"{self._store.url}/{self._key}", endpoint=self._store.endpoint, error=exc
+                ),
+                hint=_(UNAVAILABLE_HINT),
             ) from exc
         n = len(data)
         view[:n] = data
@@ -1229,14 +1330,27 @@ def _retention_date(when: datetime) -> datetime:
     return min(when, MAX_RETAIN_UNTIL)
 
 
+# In English as S3 says them (programs read the detail of `store check --json` too).
+_VERSIONING = {"Enabled": N_("Enabled"), "Suspended": N_("Suspended")}
+
+
+def _versioning_text(status: object) -> str:
+    """A bucket's versioning state as S3 names it (Enabled, Suspended), for people."""
+    if not status:
+        return _("never enabled")
+    return _(_VERSIONING.get(str(status), str(status)))
+
+
 def _protection(info: ObjectInfo) -> str:
     reasons = []
     if info.legal_hold:
-        reasons.append("it is under legal hold")
+        reasons.append(_("it is under legal hold"))
     if info.retain_until is not None and info.retain_until > datetime.now(UTC):
-        reasons.append(f"it is retained until {info.retain_until.isoformat()}")
+        reasons.append(
+            _("it is retained until {until}").format(until=info.retain_until.isoformat())
+        )
     if not reasons:
-        return (
+        return _(
             "Object Lock retention or legal hold (or the credentials lack s3:DeleteObjectVersion)"
         )
-    return " and ".join(reasons)
+    return _(" and ").join(reasons)

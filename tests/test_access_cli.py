@@ -366,6 +366,7 @@ def test_a_case_grant_from_the_command_line(
         "法制审核",
     )
     assert granted.code == 0, granted.err
+    assert "徐-1 granted to outsider" in granted.out and "[green]" not in granted.out
     act_as(app, "outsider")
     assert run_cli(capsys, "show", str(world["rec"])).code == 0
     assert run_cli(capsys, "show", str(world["loose"])).code == 77  # not in the case

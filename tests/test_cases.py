@@ -138,8 +138,8 @@ def test_case_commands(app: Any, capsys: pytest.CaptureFixture[str]) -> None:
     assert shown["actions"] == [
         {
             "id": "A-1",
-            "start": "2026-03-02T01:00:00+00:00",
-            "end": "2026-03-02T02:00:00+00:00",
+            "start": "2026-03-02T09:00:00+08:00",
+            "end": "2026-03-02T10:00:00+08:00",
             "place": "漕溪北路",
             "officers": ["010203", "040506"],
         }
@@ -147,7 +147,7 @@ def test_case_commands(app: Any, capsys: pytest.CaptureFixture[str]) -> None:
     [entry] = shown["recordings"]
     assert entry["recording"] == rec and entry["method"] == "rule"
     assert entry["why"] == "rule: officer 010203 in action(s) A-1 ± 300 s"
-    assert entry["capture_start"] == "2026-03-02T01:30:00+00:00"
+    assert entry["capture_start"] == "2026-03-02T09:30:00+08:00"
     r = run_cli(capsys, "case", "show", NUMBER)
     assert r.code == 0 and "rule: officer 010203" in r.out and NUMBER in r.out
     r = run_cli(capsys, "case", "list", "--json")

@@ -94,6 +94,7 @@ def test_bad_settings_file_exit_code_and_message(
 def test_unreachable_catalog_is_a_clear_error(
     home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    home.mkdir()  # the data directory exists (only init creates it); the catalog does not
     monkeypatch.setenv("LIUHEN_CATALOG_URL", "postgresql+psycopg://nobody@127.0.0.1:1/none")
     result = run_cli(capsys, "db", "upgrade")
     assert result.code == 69
@@ -113,6 +114,7 @@ def test_store_check_reports_each_check(home: Path, capsys: pytest.CaptureFixtur
 def test_store_check_fails_on_an_unusable_store(
     home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    home.mkdir()  # the data directory exists (only init creates it); the store does not
     blocker = home.parent / "not-a-directory"
     blocker.write_text("x", encoding="utf-8")
     monkeypatch.setenv("LIUHEN_STORE_URL", (blocker / "objects").as_uri())

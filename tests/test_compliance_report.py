@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from config.i18n import set_language
 from tests.cli_helpers import run_cli
 from tests.compliance_helpers import World, at
 from tests.conftest import service_missing
@@ -33,6 +34,11 @@ def fill(app: Any) -> None:
         w.action("A-2", ["040506"], at(DAY), at(DAY + 3600))
         w.action("A-3", ["040506"], at(2 * DAY), at(2 * DAY + 600))
         w.docking("D1", at(DAY), clock_offset_s=400, bytes_total=3_000_000_000)
+
+
+def reader_language(monkeypatch: pytest.MonkeyPatch, lang: str) -> None:
+    monkeypatch.setenv("LIUHEN_LANG", lang)
+    set_language(None)
 
 
 def tool(name: str) -> str:
@@ -96,8 +102,12 @@ def make_report(app: Any, capsys: pytest.CaptureFixture[str], out: Path) -> dict
 
 @pytest.mark.parametrize("catalog_url", ["sqlite"], indirect=True)
 def test_report_renders_in_chinese_and_verifies(
-    app: Any, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    app: Any,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    reader_language(monkeypatch, "zh")  # the language of the report, as of its messages
     result = make_report(app, capsys, tmp_path / "out")
     files = {k: Path(v) for k, v in result["written"].items()}
     html = files["html"].read_text(encoding="utf-8")
@@ -120,6 +130,7 @@ def test_report_renders_in_chinese_and_verifies(
     page = next(tmp_path.glob("page*.png"))
     assert _non_blank(page)
 
+    reader_language(monkeypatch, "en")
     r = run_cli(capsys, "verify", str(files["signature"]))
     assert r.code == 0, r.out + r.err
     assert "self-declared" in r.out  # no key ring given: whose key it is stays unproven
@@ -173,8 +184,12 @@ def _non_blank(png: Path) -> bool:
 
 @pytest.mark.parametrize("catalog_url", ["sqlite"], indirect=True)
 def test_district_summary_across_units(
-    app: Any, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    app: Any,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    reader_language(monkeypatch, "zh")
     fill(app)
     with app.catalog.transaction() as s:
         w = World(s, unit="徐汇区城管执法局")
@@ -187,4 +202,29 @@ def test_district_summary_across_units(
     data = json.loads((tmp_path / "全区汇总-2026.json").read_text(encoding="utf-8"))
     assert data["summary"]["district"]["actions"] == 4
     r = run_cli(capsys, "verify", str(tmp_path / "全区汇总-2026.sig.json"))
+    assert r.code == 0, r.out + r.err
+
+
+@pytest.mark.parametrize("catalog_url", ["sqlite"], indirect=True)
+def test_report_in_english_on_request(
+    app: Any, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # The tests run with LIUHEN_LANG=en: the report a reader of English asked for.
+    result = make_report(app, capsys, tmp_path / "out")
+    files = {k: Path(v) for k, v in result["written"].items()}
+    html = files["html"].read_text(encoding="utf-8")
+    assert '<html lang="en">' in html
+    assert f"{UNIT} 2026: self-inspection report" in html
+    for text in ("Recording of enforcement actions by month", "Equipment survey", "Definitions"):
+        assert text in html, text
+    assert "Period: 2026-01-01 to 2026-12-31 (Beijing time)" in html
+    assert "各月执法活动记录情况" not in html and "指标定义" not in html
+    data = json.loads(files["json"].read_text(encoding="utf-8"))
+    assert data["language"] == "en" and data["definitions"][0]["term"] == "Action window"
+    assert data["generated_at"].endswith("+08:00")
+    text = subprocess.run(
+        [tool("pdftotext"), str(files["pdf"]), "-"], capture_output=True, check=True
+    ).stdout.decode("utf-8")
+    assert "self-inspection report" in text and "Equipment survey" in text and "张三" in text
+    r = run_cli(capsys, "verify", str(files["signature"]))
     assert r.code == 0, r.out + r.err

@@ -119,6 +119,6 @@ def test_cli_summary_table_and_json(app: Any, capsys: pytest.CaptureFixture[str]
     assert (u["actions"], u["complete"]) == (1, 1)
     r = run_cli(capsys, "compliance", "summary", "--unit", UNIT, "--from", "2026-11")
     assert r.code == 0, r.err
-    assert "2026-11" in r.out and "100.0%" in r.out and "完整" in r.out
+    assert "2026-11" in r.out and "100.0%" in r.out and "complete" in r.out
     r = run_cli(capsys, "compliance", "summary", "--from", "2026-13")
     assert r.code == 2 and "not a year, month or day" in r.err

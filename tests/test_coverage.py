@@ -236,7 +236,10 @@ def test_cli_coverage_json_and_table(app: Any, capsys: pytest.CaptureFixture[str
     assert data["start"] == T0.isoformat()
     r = run_cli(capsys, "coverage", "A-1")
     assert r.code == 0, r.err
-    assert "partial (部分记录)" in r.out
+    assert "partly recorded" in r.out
+    # Times as the station reads them: Shanghai, with the offset.
+    assert "2026-11-03 09:00:00 +08:00 → 2026-11-03 10:00:00 +08:00" in r.out
+    assert "gap 2026-11-03 09:16:40 +08:00 → 2026-11-03 09:18:20 +08:00 (100 s)" in r.out
     assert "gap" in r.out and "100 s" in r.out
     r = run_cli(capsys, "coverage", "--case", "沪徐市监罚〔2026〕1号", "--json")
     assert [c["external_id"] for c in json.loads(r.out)] == ["A-1"]

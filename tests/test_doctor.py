@@ -122,8 +122,9 @@ ffprobe = "/opt/missing/ffprobe"
     human = run_cli(capsys, "doctor")
     assert human.code == 1
     for name, check in bad.items():
-        assert f"✗ {name}: " in human.out
-        assert f"    fix: {check['fix']}\n" in human.out
+        # The check's name on a line of its own, what it found and what to do under it.
+        assert f"✗ {name}\n    {check['detail'].splitlines()[0]}" in human.out
+        assert f"    What to do: {check['fix']}\n" in human.out
     assert f"{len(bad)} problem(s)" in human.out
 
 

@@ -151,7 +151,7 @@ def test_sweep_dry_run_then_apply(app: Any, capsys: pytest.CaptureFixture[str]) 
     listed = json.loads(r.out)
     assert [d["recording"] for d in listed["due"]] == [expired] and listed["deleted"] == []
     assert app.store.exists(original_key)
-    r = run_cli(capsys, "retention", "sweep", "--apply", "--actor", "管理员")
+    r = run_cli(capsys, "retention", "sweep", "--apply", "--yes", "--actor", "管理员")
     assert r.code == 0, r.err
     assert not app.store.exists(original_key) and not app.store.exists(key)
     with app.catalog.session() as s:
@@ -172,7 +172,7 @@ def test_sweep_dry_run_then_apply(app: Any, capsys: pytest.CaptureFixture[str]) 
     r = run_cli(capsys, "retention", "explain", str(expired))
     assert "rule: expired" in r.out and "deleted at expiry" in r.out
     # Nothing more to do; an expired recording cannot be attached or held.
-    r = run_cli(capsys, "retention", "sweep", "--apply", "--json")
+    r = run_cli(capsys, "retention", "sweep", "--apply", "--yes", "--json")
     assert json.loads(r.out)["due"] == []
     with app.catalog.transaction() as s:
         create_case(s, app.signer, number="沪徐市监罚〔2026〕9号", actor="a")

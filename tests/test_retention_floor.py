@@ -34,7 +34,7 @@ def test_a_recorder_docked_months_late_is_kept_from_its_receipt(
     rec_id = make_recording(app, start=captured, received=now - timedelta(minutes=5))
     with app.catalog.session() as s:
         key = s.get_one(Recording, rec_id).object_key
-    r = run_cli(capsys, "retention", "sweep", "--apply", "--json")
+    r = run_cli(capsys, "retention", "sweep", "--apply", "--yes", "--json")
     assert r.code == 0, r.err
     assert json.loads(r.out)["due"] == [] and json.loads(r.out)["deleted"] == []
     assert app.store.exists(key)

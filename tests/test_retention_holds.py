@@ -90,7 +90,7 @@ def test_two_holds_are_lifted_one_at_a_time(app: Any, capsys: pytest.CaptureFixt
 
     # explain lists every hold: the one in force and the one lifted, who, when, why.
     r = run_cli(capsys, "retention", "explain", str(rec_id))
-    assert r.code == 0 and "rule: legal-hold" in r.out
+    assert r.code == 0 and "rule: legal hold" in r.out
     assert f"hold {second_id}: placed by 法务乙" in r.out and "信访复查 2026-017" in r.out
     assert f"released: hold {first_id}: placed by 法务甲" in r.out and "诉讼结案" in r.out
     r = run_cli(capsys, "retention", "explain", str(rec_id), "--json")
@@ -103,7 +103,7 @@ def test_two_holds_are_lifted_one_at_a_time(app: Any, capsys: pytest.CaptureFixt
     ]
 
     # Still held: the sweep keeps it, though its period has run out.
-    r = run_cli(capsys, "retention", "sweep", "--apply", "--json")
+    r = run_cli(capsys, "retention", "sweep", "--apply", "--yes", "--json")
     assert r.code == 0 and json.loads(r.out)["deleted"] == []
     assert app.store.exists(key)
     # A releasing the lifted hold again is refused, naming who lifted it.

@@ -98,7 +98,7 @@ def test_expiring_a_recording_keeps_another_recordings_original_with_the_same_by
         )
         key_a = s.get_one(Recording, a).object_key
         key_b = s.get_one(Recording, b).object_key
-    r = run_cli(capsys, "retention", "sweep", "--apply", "--json")
+    r = run_cli(capsys, "retention", "sweep", "--apply", "--yes", "--json")
     assert r.code == 0, r.err
     assert [d["recording"] for d in json.loads(r.out)["deleted"]] == [a]
     assert not app.store.exists(key_a)
