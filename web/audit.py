@@ -121,11 +121,17 @@ def _row(e: Any, who: Caller) -> dict[str, Any]:
         "at": e.at,
         "actor": e.actor,
         "action": action_label(e.action),
-        "object": f"{e.object_type} {e.details.get('recording_id') or e.object_id}",
+        "object": _object_text(e),
         "result": result_label(e.result),
         "source": e.source,
         "details": details_text(e.details),
     }
+
+
+def _object_text(e: Any) -> str:
+    """A recording by its id (its digest is in the custody event), the rest as named."""
+    rec_id = e.details.get("recording_id")
+    return f"#{rec_id}" if e.object_type == "recording" and rec_id else str(e.object_id)
 
 
 def _next_url(request: Request, after: int | None) -> str | None:
