@@ -224,3 +224,19 @@ def test_access_log_for_the_auditor_only(app: Any, web: TestClient, rec: int) ->
     assert "访问日志" in web.get("/recordings").text  # offered in the navigation
     bad = web.get("/audit?from=not-a-time")
     assert bad.status_code == 400
+
+
+def test_chain_of_custody_and_access_report(app: Any, web: TestClient, rec: int) -> None:
+    add_user(app, "li", "reviewer", unit=UNIT)
+    add_user(app, "sun", "auditor", unit=UNIT)
+    _login(web, "li")
+    assert web.get(f"/recordings/{rec}").status_code == 200
+    assert web.get(f"/audit/report?recording={rec}").status_code == 403
+    _login(web, "sun")
+    assert f'href="/audit/report?recording={rec}"' in web.get(f"/recordings/{rec}").text
+    report = web.get(f"/audit/report?recording={rec}")
+    assert report.status_code == 200
+    assert "li" in report.text  # the reviewer's view is in it
+    assert web.get("/audit/report").status_code == 400  # neither recording nor case
+    reported = [e for e in access_events(app, actor="sun") if e.action == "access.report"]
+    assert len(reported) == 1 and len(reported[0].details["sha256"]) == 64

@@ -16,12 +16,13 @@ from fastapi import APIRouter
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import HTMLResponse, Response
 
 from api.auth import Caller
-from api.errors import status_of
+from api.errors import ApiError, status_of
 from catalog.search import time_range
 from config.errors import LiuhenError
+from config.i18n import _
 from web.auth import page_caller, to_login
 from web.render import page
 
@@ -141,3 +142,52 @@ def _next_url(request: Request, after: int | None) -> str | None:
 
     kept = [(k, v) for k, v in request.query_params.multi_items() if k != "after"]
     return "/audit?" + urlencode([*kept, ("after", str(after))])
+
+
+@router.get("/audit/report")
+def report_page(request: Request) -> Response:
+    """The chain-of-custody and access report of one recording (``?recording=ID``) or
+    one case (``?case=NUMBER``), signed, to print or save as PDF from the browser (as
+    `liuhen audit report --out FILE.html`, and audited as that is: ``access.report``
+    with the digest of what was handed out)."""
+    import hashlib
+
+    from access.access_report import access_report
+    from api.services import get_recording
+
+    who = page_caller(request)
+    if who is None:
+        return to_login(request)
+    q = request.query_params
+    recording, case = q.get("recording", "").strip(), q.get("case", "").strip()
+    try:
+        if bool(recording) == bool(case):
+            raise ApiError(
+                _("name one recording or one case"),
+                hint=_("liuhen audit report --recording ID --out FILE.html, or --case NUMBER"),
+            )
+        subject = who.recording_target(_number(recording)) if recording else who.case_target(case)
+        who.authorize("audit.view", subject)
+        with who.ctx.catalog.session() as s:
+            rec_id = get_recording(s, _number(recording)).id if recording else None
+            report = access_report(
+                s,
+                recording_id=rec_id,
+                case_number=case or None,
+                zone=who.ctx.zone,
+                signer=who.ctx.signer,
+                generated_by=who.actor,
+            )
+            html = report.to_html()
+    except LiuhenError as exc:
+        failed = {"error": exc.message, "hint": exc.hint, "http_status": status_of(exc)}
+        return page(request, who, "error.html", failed)
+    digest = hashlib.sha256(html.encode("utf-8")).hexdigest()
+    who.audit(
+        "access.report",
+        report.subject_kind,
+        report.subject,
+        format="html",
+        sha256=digest,
+    )
+    return HTMLResponse(html, headers={"Cache-Control": "no-store"})
