@@ -151,6 +151,7 @@ def test_reviewer_finds_plays_marks_and_attaches(tmp_path: Path) -> None:
         _fits(page, "recording")
         _log_out(page)
         _login(page, base, "chen", PASSWORD)
+        _hold(page, f"{base}/recordings/{rec_id}", "行政复议期间保全")
         tar = _export(page, tmp_path / "download")
         _log_out(page)
         _login(page, base, "zhao", PASSWORD)
@@ -160,13 +161,22 @@ def test_reviewer_finds_plays_marks_and_attaches(tmp_path: Path) -> None:
         _login(page, base, "sun", PASSWORD)
         assert {"查看", "播放", "关联"} <= _logged(page, f"{base}/audit?user=li&recording={rec_id}")
         _fits(page, "audit")
-        assert {"导出", "下载"} <= _logged(page, f"{base}/audit?user=chen")
+        assert {"法律保全", "导出", "下载"} <= _logged(page, f"{base}/audit?user=chen")
         assert "拒绝访问" in _logged(page, f"{base}/audit?user=zhao")
     _check_the_records(app, rec_id, sha, middle)
     _check_the_bag(tar, tmp_path / "bag", rec_name)
     exports = [e.action for e in access_events(app, actor="chen")]
     assert "access.export" in exports and "access.download" in exports
     app.close()
+
+
+def _hold(page: Any, url: str, reason: str) -> None:
+    """The archivist places a legal hold on the recording, from its page."""
+    page.goto(url)
+    page.fill("#hold-reason", reason)
+    with page.expect_navigation():
+        page.get_by_role("button", name="设置法律保全").click()
+    assert reason in page.locator("#holds").inner_text()
 
 
 def _export(page: Any, into: Path) -> Path:

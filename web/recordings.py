@@ -125,6 +125,7 @@ def recording_page(request: Request, rec_id: int) -> Response:
         "rec": report,
         "may": may,
         "may_attach": who.allowed("case.attach"),
+        "may_hold": who.allowed("hold.change", target),
         "custody": custody,
         "cases": _cases_of(who, rec_id),
         "play_kind": playable[0] if playable and may["recording.play"] else None,

@@ -114,4 +114,42 @@
         .catch(function (e) { attachStatus.className = "alert"; attachStatus.textContent = texts.failed + ": " + e.message; });
     });
   }
+
+  // -- detach, legal holds: each with a reason, asked for in the page ---------------------
+  function withReason(then) {
+    var reason = window.prompt(texts.reason);
+    if (reason && reason.trim()) { then(reason.trim()); }
+  }
+  function reloadOr(out) {
+    return function (e) {
+      if (e) { out.className = "alert"; out.textContent = texts.failed + ": " + e.message; return; }
+      location.reload();
+    };
+  }
+  document.querySelectorAll("button.detach").forEach(function (b) {
+    b.addEventListener("click", function () {
+      withReason(function (reason) {
+        var body = { recording: parseInt(recId, 10), reason: reason };
+        api("POST", "/api/v1/cases/" + encodeURIComponent(b.dataset.case) + "/detach", body)
+          .then(function () { location.reload(); }, reloadOr(attachStatus));
+      });
+    });
+  });
+  var holdForm = document.getElementById("hold-form");
+  var holdStatus = document.getElementById("hold-status");
+  if (holdForm) {
+    holdForm.addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      api("POST", "/api/v1/recordings/" + recId + "/holds", { reason: holdForm.elements.reason.value })
+        .then(function () { location.reload(); }, reloadOr(holdStatus));
+    });
+  }
+  document.querySelectorAll("button.release-hold").forEach(function (b) {
+    b.addEventListener("click", function () {
+      withReason(function (reason) {
+        api("POST", "/api/v1/recordings/" + recId + "/holds/" + b.dataset.hold + "/release", { reason: reason })
+          .then(function () { location.reload(); }, reloadOr(holdStatus));
+      });
+    });
+  });
 })();
