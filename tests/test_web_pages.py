@@ -240,3 +240,16 @@ def test_chain_of_custody_and_access_report(app: Any, web: TestClient, rec: int)
     assert web.get("/audit/report").status_code == 400  # neither recording nor case
     reported = [e for e in access_events(app, actor="sun") if e.action == "access.report"]
     assert len(reported) == 1 and len(reported[0].details["sha256"]) == 64
+
+
+def test_district_status_page(app: Any, web: TestClient, rec: int) -> None:
+    add_user(app, "sun", "auditor", unit=UNIT)
+    add_user(app, "li", "reviewer", unit=UNIT)
+    _login(web, "li")
+    assert web.get("/district").status_code == 403  # auditors and system administrators
+    assert 'href="/district"' not in web.get("/recordings").text
+    _login(web, "sun")
+    page = web.get("/district")
+    assert page.status_code == 200, page.text
+    assert app.settings.station.id in page.text and "处理节点" in page.text
+    assert_chinese(_text(page.text))

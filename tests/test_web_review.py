@@ -163,6 +163,10 @@ def test_reviewer_finds_plays_marks_and_attaches(tmp_path: Path) -> None:
         _fits(page, "audit")
         assert {"法律保全", "导出", "下载"} <= _logged(page, f"{base}/audit?user=chen")
         assert "拒绝访问" in _logged(page, f"{base}/audit?user=zhao")
+        page.get_by_role("link", name="区级").click()
+        page.wait_for_url("**/district")
+        assert "station-01" in page.locator("main").inner_text()
+        _fits(page, "district")
     _check_the_records(app, rec_id, sha, middle)
     _check_the_bag(tar, tmp_path / "bag", rec_name)
     exports = [e.action for e in access_events(app, actor="chen")]

@@ -13,7 +13,7 @@ from starlette.responses import RedirectResponse, Response
 from api.auth import context
 from api.errors import status_of
 from config.errors import LiuhenError
-from web import audit, cases, recordings, station
+from web import audit, cases, district, recordings, station
 from web.auth import clear_cookies, csrf_ok, form_of, page_caller, safe_next
 from web.render import gettext_of, render
 
@@ -22,6 +22,7 @@ router.include_router(station.router)
 router.include_router(recordings.router)
 router.include_router(cases.router)
 router.include_router(audit.router)
+router.include_router(district.router)
 
 
 @router.get("/")

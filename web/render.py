@@ -120,6 +120,7 @@ def page(request: Request, who: Caller, template: str, values: Mapping[str, Any]
         "user": who.principal,
         "csrf": request.cookies.get(CSRF_COOKIE, ""),
         "can_audit": who.allowed("audit.view") or who.allowed("audit.admin_view"),
+        "can_district": who.allowed("district.status"),
         **shown,
     }
     return render(request, template, context, zone=who.ctx.zone, status=status)
