@@ -9,7 +9,7 @@ from typing import Final
 
 from fastapi import APIRouter, FastAPI
 
-from api import cases, errors, ops, recordings, session, users
+from api import cases, errors, markers, ops, recordings, session, users
 from api.context import ApiContext
 from api.jobs import ExportJobs
 from config import Settings
@@ -62,6 +62,7 @@ def create_app(settings: Settings, *, accel_redirect: str | None = None) -> Fast
     v1 = APIRouter(prefix=PREFIX)
     v1.include_router(session.router)
     v1.include_router(recordings.router)
+    v1.include_router(markers.router)
     v1.include_router(cases.router)
     v1.include_router(ops.router)
     v1.include_router(users.router)

@@ -20,7 +20,8 @@ from api.auth import (
 from api.models import ERRORS
 
 router = APIRouter(prefix="/session", tags=["session"], responses=ERRORS)
-COOKIE_PATH = "/api/"
+# "/": the web pages (web/) are logged in by the same session as the API they call.
+COOKIE_PATH = "/"
 
 
 class Login(BaseModel):

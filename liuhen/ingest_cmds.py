@@ -29,12 +29,13 @@ from rich.text import Text
 
 from config.errors import Reported
 from config.i18n import _, ngettext
-from config.settings import StationSettings, zone_of
-from config.timetext import iso_time, offset_text, show_clock
+from config.settings import zone_of
+from config.timetext import offset_text, show_clock
 from ingest import journal as J
 from ingest.journal import Journal
 from ingest.station import DockingResult
 from ingest.station import Progress as DockProgress
+from ingest.status import status_rows
 from liuhen.district_cmds import apply_metrics_port, metrics_port_option
 from liuhen.output import err, out, print_json
 
@@ -150,56 +151,6 @@ RECENT = timedelta(hours=24)
 RECENT_MAX = 20
 # From this many columns the table has room for the slot, the bytes and the time left.
 WIDE = 110
-
-
-def status_rows(journal: Journal, zone: tzinfo | None = None) -> list[dict[str, Any]]:
-    """Every docking, oldest first, as ``station status --json`` gives it."""
-    zone = zone or zone_of(StationSettings.time_zone)
-    rows = []
-    seen: dict[str, int] = {}
-    for d in journal.dockings():
-        prog = journal.progress(d.uid)
-        total_files = sum(v["files"] for v in prog.values())
-        total_bytes = sum(v["bytes"] for v in prog.values())
-        done = {k: v for k, v in prog.items() if k in J.HELD}
-        done_files = sum(v["files"] for v in done.values())
-        done_bytes = sum(v["bytes"] for v in done.values())
-        problems = sum(prog.get(k, {}).get("files", 0) for k in (J.QUARANTINED, J.REJECTED))
-        start = datetime.fromisoformat(d.started_at)
-        end = datetime.now(UTC) if d.state == J.OFFLOADING else datetime.fromisoformat(d.updated_at)
-        elapsed = max((end - start).total_seconds(), 1e-3)
-        rate = done_bytes / elapsed
-        eta = (total_bytes - done_bytes) / rate if d.state == J.OFFLOADING and rate > 0 else None
-        # The nth docking of this device at this station: what tells its dockings apart.
-        number = None
-        if d.serial:
-            number = seen[d.serial] = seen.get(d.serial, 0) + 1
-        rows.append(
-            {
-                "throughput_mb_s": round(rate / 1e6, 2),
-                "eta_s": round(eta) if eta else None,
-                "docking": d.uid,
-                "slot": d.slot,
-                "device": d.serial,
-                "officer": d.identity.get("officer_number"),
-                "state": d.state,
-                "files_done": done_files,
-                "files_total": total_files,
-                "bytes_done": done_bytes,
-                "bytes_total": total_bytes,
-                "problems": problems,
-                "waiting": d.waiting,
-                "message": d.message,
-                "started_at": d.started_at,
-                "updated_at": d.updated_at,
-                "docked_at": iso_time(d.started_at, zone),
-                "device_docking": number,
-                "safe_to_clear": d.state.is_safe_to_clear,
-            }
-        )
-    for r in rows:  # how many times its device docked here in all
-        r["device_dockings"] = seen.get(r["device"] or "", 0) or None
-    return rows
 
 
 def recent_rows(

@@ -25,7 +25,7 @@ def run_serve(
 ) -> None:
     import uvicorn
 
-    from api.app import create_app
+    from web.app import create_app  # the API with the web pages on it
 
     if (certfile is None) != (keyfile is None):
         raise click.UsageError(_("give both --tls-cert and --tls-key, or neither"))

@@ -46,6 +46,13 @@ if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
   apt_install nginx
 fi
 
+# The web pages' end-to-end tests drive Debian's Chromium with Playwright (pointed at
+# /usr/bin/chromium; Playwright never downloads a browser of its own).
+if [ ! -x /usr/bin/chromium ]; then
+  echo "setup: installing chromium from Debian's packages (web page tests)" >&2
+  apt_install chromium
+fi
+
 ceph_missing=""
 for tool in ceph-mon ceph-osd radosgw radosgw-admin ceph ceph-authtool monmaptool; do
   command -v "$tool" >/dev/null 2>&1 || ceph_missing=1

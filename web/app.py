@@ -1,0 +1,21 @@
+"""What `liuhen serve` runs: the HTTP API (``api.app.create_app``) with the web pages
+and their static files mounted on it. The API does not import the pages (it stands on
+its own for integrations); the pages stand on the API."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from starlette.staticfiles import StaticFiles
+
+from api.app import create_app as create_api
+from config import Settings
+from web import pages
+from web.render import STATIC
+
+
+def create_app(settings: Settings, *, accel_redirect: str | None = None) -> FastAPI:
+    """``api.app.create_app`` (same arguments) with the pages and /static."""
+    app = create_api(settings, accel_redirect=accel_redirect)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.include_router(pages.router)
+    return app

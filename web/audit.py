@@ -1,0 +1,193 @@
+"""The access log (``/audit``): who viewed, played, downloaded, exported, attached; who
+logged in, and who changed roles — filtered by user, recording, case and time, a page
+of events at a time, for the auditor and the audit administrator only.
+
+The events are the audit's own (``access.audit.access_events``: signed custody events
+in the ``access.`` namespace), and each reader sees what `liuhen audit log` shows them:
+accesses to evidence with ``audit.view``, logins, users and roles with
+``audit.admin_view`` (the three administrators are kept apart).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from fastapi import APIRouter
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+
+from api.auth import Caller
+from api.errors import ApiError, status_of
+from catalog.search import time_range
+from config.errors import LiuhenError
+from config.i18n import _
+from web.auth import page_caller, to_login
+from web.render import page
+
+router = APIRouter(include_in_schema=False)
+# The objects whose accesses are accesses to evidence (as `liuhen audit log` has them).
+EVIDENCE_TYPES: Final = ("recording", "derivative", "case", "export")
+PAGE: Final = 200
+FILTERS: Final = ("user", "recording", "case", "from", "to")
+
+
+@router.get("/audit")
+def audit_page(request: Request) -> Response:
+    who = page_caller(request)
+    if who is None:
+        return to_login(request)
+    q = request.query_params
+    asked = {k: q.get(k, "").strip() for k in FILTERS}
+    values: dict[str, Any] = {"asked": asked, "events": [], "next_url": None}
+    try:
+        evidence, admin = who.allowed("audit.view"), who.allowed("audit.admin_view")
+        if not (evidence or admin):
+            who.authorize("audit.view")  # refused, and the refusal audited
+        after = int(q["after"]) if q.get("after", "").isdigit() else None
+        events, next_after = _events(who, asked, after)
+        values["events"] = [_row(e, who) for e in _visible(events, evidence, admin)]
+        values["next_url"] = _next_url(request, next_after)
+    except LiuhenError as exc:
+        values.update(error=exc.message, hint=exc.hint, http_status=status_of(exc))
+        if status_of(exc) == 403:
+            return page(request, who, "error.html", values)
+    return page(request, who, "audit.html", values)
+
+
+def _events(who: Caller, asked: dict[str, str], after: int | None) -> tuple[list[Any], int | None]:
+    from access.audit import access_events
+
+    since, until = time_range(asked["from"] or None, asked["to"] or None, who.ctx.zone)
+    with who.ctx.catalog.session() as s:
+        events = access_events(
+            s,
+            actor=asked["user"] or None,
+            object_id=_objects(s, asked),
+            since=since,
+            until=until,
+            limit=PAGE,
+            after_id=after,
+        )
+    next_after = events[-1].id if len(events) == PAGE else None
+    return events, next_after
+
+
+def _objects(session: Session, asked: dict[str, str]) -> list[str] | None:
+    """The custody object ids a recording or case filter names (None: any object): the
+    case's number, its recordings' and their derivatives' digests."""
+    from api.services import get_recording
+    from catalog.cases import get_case
+    from catalog.models import CaseRecording, Derivative, Recording
+
+    if not asked["recording"] and not asked["case"]:
+        return None
+    rec_ids: list[int] = []
+    ids: list[str] = []
+    if asked["recording"]:
+        rec_ids.append(get_recording(session, _number(asked["recording"])).id)
+    if asked["case"]:
+        case = get_case(session, asked["case"])
+        ids.append(case.number)
+        rec_ids += session.scalars(
+            select(CaseRecording.recording_id).where(CaseRecording.case_id == case.id)
+        )
+    if rec_ids:
+        ids += session.scalars(select(Recording.sha256).where(Recording.id.in_(rec_ids)))
+        ids += session.scalars(
+            select(Derivative.sha256).where(Derivative.recording_id.in_(rec_ids))
+        )
+    return ids
+
+
+def _number(text: str) -> int:
+    return int(text) if text.isdigit() else 0  # 0: not found, said as such
+
+
+def _visible(events: list[Any], evidence: bool, admin: bool) -> list[Any]:
+    return [
+        e
+        for e in events
+        if (e.object_type in EVIDENCE_TYPES and evidence)
+        or (e.object_type not in EVIDENCE_TYPES and admin)
+    ]
+
+
+def _row(e: Any, who: Caller) -> dict[str, Any]:
+    from access.access_report import details_text
+    from access.audit import action_label, result_label
+
+    return {
+        "at": e.at,
+        "actor": e.actor,
+        "action": action_label(e.action),
+        "object": _object_text(e),
+        "result": result_label(e.result),
+        "source": e.source,
+        "details": details_text(e.details),
+    }
+
+
+def _object_text(e: Any) -> str:
+    """A recording by its id (its digest is in the custody event), the rest as named."""
+    rec_id = e.details.get("recording_id")
+    return f"#{rec_id}" if e.object_type == "recording" and rec_id else str(e.object_id)
+
+
+def _next_url(request: Request, after: int | None) -> str | None:
+    if after is None:
+        return None
+    from urllib.parse import urlencode
+
+    kept = [(k, v) for k, v in request.query_params.multi_items() if k != "after"]
+    return "/audit?" + urlencode([*kept, ("after", str(after))])
+
+
+@router.get("/audit/report")
+def report_page(request: Request) -> Response:
+    """The chain-of-custody and access report of one recording (``?recording=ID``) or
+    one case (``?case=NUMBER``), signed, to print or save as PDF from the browser (as
+    `liuhen audit report --out FILE.html`, and audited as that is: ``access.report``
+    with the digest of what was handed out)."""
+    import hashlib
+
+    from access.access_report import access_report
+    from api.services import get_recording
+
+    who = page_caller(request)
+    if who is None:
+        return to_login(request)
+    q = request.query_params
+    recording, case = q.get("recording", "").strip(), q.get("case", "").strip()
+    try:
+        if bool(recording) == bool(case):
+            raise ApiError(
+                _("name one recording or one case"),
+                hint=_("liuhen audit report --recording ID --out FILE.html, or --case NUMBER"),
+            )
+        subject = who.recording_target(_number(recording)) if recording else who.case_target(case)
+        who.authorize("audit.view", subject)
+        with who.ctx.catalog.session() as s:
+            rec_id = get_recording(s, _number(recording)).id if recording else None
+            report = access_report(
+                s,
+                recording_id=rec_id,
+                case_number=case or None,
+                zone=who.ctx.zone,
+                signer=who.ctx.signer,
+                generated_by=who.actor,
+            )
+            html = report.to_html()
+    except LiuhenError as exc:
+        failed = {"error": exc.message, "hint": exc.hint, "http_status": status_of(exc)}
+        return page(request, who, "error.html", failed)
+    digest = hashlib.sha256(html.encode("utf-8")).hexdigest()
+    who.audit(
+        "access.report",
+        report.subject_kind,
+        report.subject,
+        format="html",
+        sha256=digest,
+    )
+    return HTMLResponse(html, headers={"Cache-Control": "no-store"})
