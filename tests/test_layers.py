@@ -14,17 +14,28 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 FORBIDDEN = {
-    "storage": {"catalog", "ingest", "archive_export", "compliance", "liuhen", "api"},
-    "catalog": {"ingest", "archive_export", "compliance", "liuhen", "access", "api"},
-    "archive_export": {"ingest", "compliance", "liuhen", "api"},
-    "compliance": {"ingest", "archive_export", "liuhen", "api"},
-    "ingest": {"archive_export", "compliance", "liuhen", "api"},
-    "formats": {"storage", "catalog", "ingest", "archive_export", "compliance", "liuhen", "api"},
+    "storage": {"catalog", "ingest", "archive_export", "compliance", "liuhen", "api", "web"},
+    "catalog": {"ingest", "archive_export", "compliance", "liuhen", "access", "api", "web"},
+    "archive_export": {"ingest", "compliance", "liuhen", "api", "web"},
+    "compliance": {"ingest", "archive_export", "liuhen", "api", "web"},
+    "ingest": {"archive_export", "compliance", "liuhen", "api", "web"},
+    "formats": {
+        "storage",
+        "catalog",
+        "ingest",
+        "archive_export",
+        "compliance",
+        "liuhen",
+        "api",
+        "web",
+    },
     # accounts and the policy (issue 15): on config, catalog and storage only, so that
     # the CLI and the HTTP API both stand on it
     "access": {"ingest", "archive_export", "compliance", "liuhen", "api", "web"},
     # the HTTP API stands on the same functions as the command line, never on its modules
-    "api": {"liuhen"},
+    "api": {"liuhen", "web"},
+    # the pages stand on the API and the same functions, never on the command line
+    "web": {"liuhen"},
     "config": {
         "storage",
         "catalog",
@@ -34,6 +45,7 @@ FORBIDDEN = {
         "liuhen",
         "formats",
         "api",
+        "web",
     },
 }
 

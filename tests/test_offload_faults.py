@@ -43,6 +43,7 @@ from config import load_settings
 from ingest import journal as J
 from ingest.journal import Journal
 from ingest.station import DockingResult, Station
+from ingest.status import status_rows
 from ingest.synthetic import (
     DEFAULT_DEVICE,
     KIND_DEVICE_INFO,
@@ -51,7 +52,6 @@ from ingest.synthetic import (
     make_recorder,
 )
 from liuhen.app import App, initialize
-from liuhen.ingest_cmds import status_rows
 from storage import Digest, LocalStore, content_key
 from tests.fixtures.killpoints import BOOT as KILL_BOOT
 from tests.fixtures.killpoints import ENV as KILL_ENV

@@ -751,7 +751,7 @@ class Officer(threading.Thread):
 
     def run(self) -> None:
         from ingest.journal import Journal
-        from liuhen.ingest_cmds import status_rows  # what `liuhen station status --json` shows
+        from ingest.status import status_rows  # what `liuhen station status --json` shows
 
         opened: dict[int, Journal] = {}
         try:
