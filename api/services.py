@@ -15,7 +15,7 @@ from catalog import attach as A
 from catalog import case_import as I
 from catalog import cases as C
 from catalog import retention as R
-from catalog.models import Case, CustodyEvent, Derivative, LegalHold, Recording
+from catalog.models import CustodyEvent, Derivative, LegalHold, Recording
 from config.timetext import iso_time
 
 
@@ -153,11 +153,7 @@ def list_cases(
     """`liuhen case list`, narrowed to the cases ``scope`` (the access policy) lets the
     caller see."""
     with ctx.catalog.session() as s:
-        cases = C.list_cases(s, status)
-        if scope is None:
-            return cases
-        visible = set(s.scalars(select(Case.number).where(scope)))
-    return [c for c in cases if c["number"] in visible]
+        return C.list_cases(s, status, scope=scope)
 
 
 def case_report(ctx: ApiContext, number: str) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from datetime import datetime, tzinfo
 from typing import Any
 
-from sqlalchemy import exists, func, select
+from sqlalchemy import ColumnElement, exists, func, select
 from sqlalchemy.orm import Session
 
 from catalog.custody import append_event
@@ -507,10 +507,14 @@ def list_cases(
     *,
     actions_from: datetime | None = None,
     actions_to: datetime | None = None,
+    scope: ColumnElement[bool] | None = None,
 ) -> list[dict[str, Any]]:
     """Cases by number with their recording counts; ``actions_from``/``actions_to``: only
-    cases with an enforcement action starting in [from, to) (``to`` excluded)."""
+    cases with an enforcement action starting in [from, to) (``to`` excluded); ``scope``:
+    only the cases the reader may see (access.policy.case_scope; None: every case)."""
     query = select(Case).order_by(Case.number)
+    if scope is not None:
+        query = query.where(scope)
     if status:
         query = query.where(Case.status == status)
     if actions_from is not None or actions_to is not None:

@@ -483,9 +483,11 @@ def _unreadable(text: str) -> bool:
     return False
 
 
-def run_case_list(app: Any, status: str | None, between: tuple[Any, Any], as_json: bool) -> None:
+def run_case_list(
+    app: Any, status: str | None, between: tuple[Any, Any], as_json: bool, *, scope: Any = None
+) -> None:
     with app.ready_catalog().session() as s:
-        cases = C.list_cases(s, status, actions_from=between[0], actions_to=between[1])
+        cases = C.list_cases(s, status, actions_from=between[0], actions_to=between[1], scope=scope)
     if as_json:
         print_json(cases)
         return
@@ -1089,8 +1091,13 @@ def _register_case_links(
         ctx: Any, status: str | None, start: str | None, end: str | None, as_json: bool
     ) -> None:
         """Cases, with how many recordings each holds."""
+        from access.policy import case_scope
+        from liuhen.actor import current_principal
+
         app = ctx.app()
-        run_case_list(app, status, action_range(app, start, end), as_json)
+        # Only the cases the reader may see: the policy's filter, as the API lists them.
+        scope = case_scope(current_principal(click.get_current_context()))
+        run_case_list(app, status, action_range(app, start, end), as_json, scope=scope)
 
     @case_group.command("show")
     @click.argument("number")

@@ -342,6 +342,10 @@ def test_cli_refuses_another_units_evidence(
     if role is not Role.OFFICER:
         assert run_cli(capsys, "case", "show", "徐-1").code == 77
         assert run_cli(capsys, "case", "show", "静-1").code == 0
+        # A list shows what its reader may see, not every unit's cases.
+        listed = run_cli(capsys, "case", "list", "--json")
+        assert listed.code == 0, listed.err
+        assert [c["number"] for c in json.loads(listed.out)] == ["静-1"]
 
 
 def test_a_case_grant_from_the_command_line(
