@@ -83,6 +83,10 @@ def parse_time(text: str, zone: tzinfo) -> ParsedTime:
             )
         ) from exc
     rest = folded[m.end() :]
+    if rest and not m.group("m2") and rest[0] not in " T+-Z":
+        # "2026-12-123" is a mistyped day, not 12 December at 3 o'clock: after a date in
+        # digits the time of day is set off by a space or T (after 日 it may follow).
+        raise TimeTextError(_bad(text))
     clock = time(0, 0)
     has_clock = False
     if rest.strip():

@@ -52,7 +52,10 @@ def test_a_day_alone_is_its_midnight_in_the_station_zone(text: str) -> None:
     assert parse_instant(text, SHANGHAI) == datetime(2026, 11, 30, 16, 0, tzinfo=UTC)
 
 
-@pytest.mark.parametrize("text", ["2026-13-01", "yesterday", "2026-12-01 25:00", "12/01/2026"])
+@pytest.mark.parametrize(
+    "text",
+    ["2026-13-01", "yesterday", "2026-12-01 25:00", "12/01/2026", "2026-12-123", "2026-12-011"],
+)
 def test_bad_text_is_refused_repeating_it_as_typed(text: str) -> None:
     with pytest.raises(TimeTextError) as caught:
         parse_instant(text, SHANGHAI)
