@@ -71,6 +71,8 @@ class LoginFailed(LiuhenError):
     def __init__(self, message: str, *, reason: str, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.reason = reason
+        # True when this very failure locked the account (the caller audits access.lock).
+        self.locked = False
 
 
 @dataclass(frozen=True)
@@ -292,10 +294,19 @@ def create_user(
     return user, secret if one_time else None
 
 
+def lock_user_row(session: Session, user_id: int) -> None:
+    """Hold the user's row until the transaction ends, so two requests about one account
+    (two grants, two logins) run one after the other, the second seeing what the first
+    committed. PostgreSQL: SELECT … FOR UPDATE; SQLite ignores it, its write
+    transactions (BEGIN IMMEDIATE) already run one at a time."""
+    session.execute(select(User.id).where(User.id == user_id).with_for_update())
+
+
 def grant_role(
     session: Session, user: User, role: Role, *, actor: str, now: datetime | None = None
 ) -> bool:
     """Give ``user`` a role; False when it had it. Refuses a second administrator role."""
+    lock_user_row(session, user.id)  # else two grants each see one admin role and add theirs
     held = roles_of(session, user.id)
     if role in held:
         return False
@@ -457,13 +468,30 @@ def _closed_error(user: User, result: str) -> LoginFailed:
     )
 
 
-def _failed(session: Session, user: User, policy: AccessSettings, now: datetime) -> None:
-    """Count a failure; the N-th in a row locks the account for M minutes."""
+def _failed(
+    session: Session, user: User, policy: AccessSettings, now: datetime, error: LoginFailed
+) -> LoginFailed:
+    """Count a failure; the N-th in a row locks the account for M minutes (then
+    ``error.locked``). The caller holds the user's row (:func:`lock_user_row`)."""
     user.failed_logins += 1
-    if user.failed_logins >= policy.lockout_failures:
+    if user.failed_logins >= policy.lockout_failures and user.state != LOCKED:
         user.state = LOCKED
         user.locked_until = now + timedelta(minutes=policy.lockout_minutes)
+        error.locked = True
     session.flush()
+    return error
+
+
+def _load_locked(session: Session, login: str) -> User | None:
+    """The user of ``login`` with its row held for the whole login (see lock_user_row):
+    without it parallel wrong passwords each read the same count of failures and pass
+    the lockout, and parallel logins accept one TOTP code more than once."""
+    return session.scalar(
+        select(User)
+        .where(User.login == login)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
 
 
 def authenticate(
@@ -484,7 +512,7 @@ def authenticate(
     policy = policy or AccessSettings()
     when = _now(now)
     ph = hasher(policy)
-    user = session.scalar(select(User).where(User.login == login))
+    user = _load_locked(session, login)
     if user is None:
         ph.hash(password)  # as slow as a real check: timing does not tell a login exists
         raise _refuse(session, login, None, "unknown_user", source, when, _wrong(login))
@@ -492,8 +520,8 @@ def authenticate(
     if closed:
         raise _refuse(session, login, user, closed, source, when, _closed_error(user, closed))
     if not _verify(ph, user.password_hash, password):
-        _failed(session, user, policy, when)
-        raise _refuse(session, login, user, "bad_password", source, when, _wrong(login))
+        error = _failed(session, user, policy, when, _wrong(login))
+        raise _refuse(session, login, user, "bad_password", source, when, error)
     if user.totp_enabled:
         if not totp:
             error = LoginFailed(
@@ -503,10 +531,10 @@ def authenticate(
             )
             raise _refuse(session, login, user, "totp_required", source, when, error)
         if not check_second_factor(session, user, totp, policy=policy, now=when):
-            _failed(session, user, policy, when)
             error = LoginFailed(
                 _("account {login}: wrong two-factor code").format(login=login), reason="bad_totp"
             )
+            _failed(session, user, policy, when, error)
             raise _refuse(session, login, user, "bad_totp", source, when, error)
     if ph.check_needs_rehash(user.password_hash):
         user.password_hash = ph.hash(password)  # the settings' Argon2 parameters changed
@@ -628,7 +656,9 @@ def verify_password(
     """Check a logged-in user's current password again (before changing it): a wrong
     one counts towards the lockout like a failed login, and is recorded."""
     when = _now(now)
+    lock_user_row(session, user.id)
+    session.refresh(user)  # the count of failures as committed by anyone before the lock
     if _verify(hasher(policy), user.password_hash, password):
         return
-    _failed(session, user, policy, when)
-    raise _refuse(session, user.login, user, "bad_password", source, when, _wrong(user.login))
+    error = _failed(session, user, policy, when, _wrong(user.login))
+    raise _refuse(session, user.login, user, "bad_password", source, when, error)

@@ -79,9 +79,12 @@ def login(body: Login, request: Request, response: Response) -> dict[str, Any]:
             )
             secret = open_session(s, principal, source=source, policy=ctx.settings.access)
     except LoginFailed as exc:
-        Caller(ctx, _anonymous(body.login), source).audit(
-            "access.login_failed", "user", body.login, result=exc.reason
-        )
+        anonymous = Caller(ctx, _anonymous(body.login), source)
+        anonymous.audit("access.login_failed", "user", body.login, result=exc.reason)
+        if exc.locked:  # this failure reached the lockout (docs/security.md, "Audit")
+            anonymous.audit(
+                "access.lock", "user", body.login, result=exc.reason, cause="failed_logins"
+            )
         raise
     who = Caller(ctx, principal, source)
     who.audit("access.login", "user", principal.login)

@@ -95,19 +95,29 @@ def load_settings(
             hint=_("known sections: {names}").format(names=", ".join(SECTIONS)),
         )
     sections: dict[str, Any] = {}
+    policy_env: list[tuple[str, str, Any, Any]] = []
     for name, cls in SECTIONS.items():
         table = raw.get(name, {})
         if not isinstance(table, dict):
             raise ConfigError(_("{where}: [{name}] must be a table").format(where=where, name=name))
-        sections[name] = _build_section(name, cls, table, where, environ)
+        sections[name] = _build_section(name, cls, table, where, environ, policy_env)
     settings = Settings(data_dir=ddir, source=source, **sections)
     _validate(settings, where, environ)
+    for override in policy_env:  # after _validate: its own messages come first
+        _check_stricter(*override)
     return settings
 
 
 def _build_section(
-    section: str, cls: type, table: dict[str, Any], where: str, environ: Mapping[str, str]
+    section: str,
+    cls: type,
+    table: dict[str, Any],
+    where: str,
+    environ: Mapping[str, str],
+    policy_env: list[tuple[str, str, Any, Any]],
 ) -> Any:
+    """The section from the file's table and the environment; an environment value of the
+    access policy is appended to ``policy_env`` (key, variable, value, file's value)."""
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     for key in table:
@@ -122,15 +132,56 @@ def _build_section(
     for f in dataclasses.fields(cls):
         typ = hints[f.name]
         var = env.field_variable(section, f.name)
+        if f.name in table:
+            label = _("{where}: '{key}'").format(where=where, key=f"{section}.{f.name}")
+            values[f.name] = _in_range(label, _from_toml(label, table[f.name], typ), f)
         if var in environ:
             label = _("environment variable {var} ('{key}')").format(
                 var=var, key=f"{section}.{f.name}"
             )
-            values[f.name] = _in_range(label, _from_env(var, environ[var], typ), f)
-        elif f.name in table:
-            label = _("{where}: '{key}'").format(where=where, key=f"{section}.{f.name}")
-            values[f.name] = _in_range(label, _from_toml(label, table[f.name], typ), f)
+            value = _in_range(label, _from_env(var, environ[var], typ), f)
+            if section == "access" and f.name in _POLICY_HIGHER_IS_STRICTER:
+                policy_env.append((f.name, var, value, values.get(f.name, f.default)))
+            values[f.name] = value
     return cls(**values)
+
+
+# The access policy (docs/security.md): whoever runs a command sets its environment, so
+# an environment variable may only make these stricter than the settings file (or the
+# default). Each key says whether a higher value is stricter; for password_max_age_days
+# lower is stricter, but 0 (no expiry) is the weakest of all.
+_POLICY_HIGHER_IS_STRICTER: Mapping[str, bool] = {
+    "password_min_length": True,
+    "password_classes": True,
+    "password_history": True,
+    "password_max_age_days": False,
+    "lockout_failures": False,
+    "lockout_minutes": True,
+    "session_idle_minutes": False,
+    "session_absolute_hours": False,
+    "token_max_days": False,
+}
+
+
+def _weaker(key: str, value: int, base: int) -> bool:
+    if key == "password_max_age_days":
+        return (value == 0 and base != 0) or (base != 0 and value > base)
+    return value < base if _POLICY_HIGHER_IS_STRICTER[key] else value > base
+
+
+def _check_stricter(key: str, var: str, value: Any, base: Any) -> None:
+    """Refuse an environment variable that weakens the access policy."""
+    if _weaker(key, value, base):
+        raise ConfigError(
+            _(
+                "environment variable {var} ({value}) would weaken the access policy "
+                "'{key}' ({base} in the settings file or by default)"
+            ).format(var=var, value=value, key=f"access.{key}", base=base),
+            hint=_(
+                "an environment variable may only make the access policy stricter; "
+                "change the settings file instead, or unset {var}"
+            ).format(var=var),
+        )
 
 
 def _in_range(label: str, value: Any, f: dataclasses.Field[Any]) -> Any:

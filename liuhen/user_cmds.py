@@ -186,6 +186,17 @@ def run_login(app: App, login: str, password: str, totp: str | None) -> Principa
             result=exc.reason,
             source=_source(),
         )
+        if exc.locked:  # this failure reached the lockout (docs/security.md, "Audit")
+            audit(
+                app,
+                actor=login,
+                action="access.lock",
+                object_type="user",
+                object_id=login,
+                result=exc.reason,
+                source=_source(),
+                details={"cause": "failed_logins"},
+            )
         raise
     write_session_secret(app.settings, secret)
     audit(
