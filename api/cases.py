@@ -50,7 +50,8 @@ def create_case(who: Who, body: CaseCreate) -> dict[str, Any]:
     who.authorize("case.change")
     # A case of a unit: that unit's roles, or one reaching all units (as the CLI).
     who.authorize(
-        "case.change", Target("unit", body.unit, unit=body.unit) if body.unit else Target("district")
+        "case.change",
+        Target("unit", body.unit, unit=body.unit) if body.unit else Target("district"),
     )
     number = services.create_case(
         who.ctx,
