@@ -31,7 +31,6 @@ from access.roles import (
     ROLE_TITLES,
     SCOPED,
     TARGET_KINDS,
-    TOKEN_PERMISSIONS,
     Permission,
     Role,
     Scope,
@@ -160,9 +159,6 @@ def decide(
         # No accounts yet: the OS user who runs liuhen on the data directory, as before.
         allowed = permission in LOCAL_PERMISSIONS
         return Decision(allowed, permission, "local user, no accounts" if allowed else "admin")
-    if principal.via == "token" and permission not in TOKEN_PERMISSIONS:
-        # A token is for integrations, whatever roles it carries (docs/security.md).
-        return Decision(False, permission, "not for an API token")
     if not holding:
         return Decision(False, permission, "no role holds it")
     if target is None or permission not in SCOPED or target.kind in ("system", "user"):
