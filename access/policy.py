@@ -15,9 +15,10 @@ principal may not see.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import ColumnElement, false, or_, select
 from sqlalchemy.orm import Session
@@ -290,6 +291,36 @@ def target_for_recording(session: Session, recording_id: int | str) -> Target:
         officers=frozenset(officers),
         case_numbers=frozenset(n for n, _u in cases),
         case_units=frozenset(u for _n, u in cases if u),
+    )
+
+
+def may_change_case(
+    session: Session, principal: Principal, number: str, unit_if_new: str | None
+) -> bool:
+    """Whether the principal may change case ``number`` (an existing case: its unit; a
+    case still to be made: the unit it would get), as ``case import`` asks for each row."""
+    unit = session.scalar(select(Case.unit).where(Case.number == number))
+    if unit is None:  # no such case yet
+        unit = unit_if_new or None
+    target = Target(
+        "case",
+        number,
+        unit=unit or None,
+        case_numbers=frozenset({number}),
+        case_units=frozenset({unit}) if unit else frozenset(),
+    )
+    return allowed(session, principal, Permission.CASE_CHANGE, target)
+
+
+def may_see_export(session: Session, principal: Principal, scope: Mapping[str, Any]) -> bool:
+    """Whether the principal may see a hand-over of this scope: it may export each of
+    its cases; a time range (every unit's recordings) needs a role reaching all units."""
+    cases = scope.get("cases") or []
+    if not cases:
+        return allowed(session, principal, Permission.EXPORT, Target("district"))
+    return all(
+        allowed(session, principal, Permission.EXPORT, target_for_case(session, str(n)))
+        for n in cases
     )
 
 

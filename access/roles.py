@@ -222,6 +222,16 @@ LOCAL_PERMISSIONS = frozenset(
 )
 
 
+# What an API token may do whatever roles it was issued with: the integrations tokens
+# exist for (case management pushing cases, actions and attachments; a monitor reading
+# the district status; a verifier). Evidence is read and exported by people, logged in
+# (a token can be issued by the security administrator to itself, so a token's roles
+# alone must not open evidence).
+TOKEN_PERMISSIONS = frozenset(
+    {P.CASE_VIEW, P.CASE_CHANGE, P.CASE_ATTACH, P.DISTRICT_STATUS, P.VERIFY}
+)
+
+
 # What a permission lets one do, for messages (translated when shown).
 PERMISSION_TITLES: Mapping[Permission, str] = MappingProxyType(
     {

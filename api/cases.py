@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query
 
+from access.policy import Target, recording_scope
 from api import services
 from api.auth import Caller, caller
 from api.errors import ApiError
@@ -47,6 +48,11 @@ def list_cases(
 @router.post("", status_code=201, summary="Create a case")
 def create_case(who: Who, body: CaseCreate) -> dict[str, Any]:
     who.authorize("case.change")
+    # A case of a unit: that unit's roles, or one reaching all units (as the CLI).
+    who.authorize(
+        "case.change",
+        Target("unit", body.unit, unit=body.unit) if body.unit else Target("district"),
+    )
     number = services.create_case(
         who.ctx,
         actor=who.actor,
@@ -67,7 +73,9 @@ def import_cases(who: Who, body: CaseImport) -> dict[str, Any]:
     good rows land, the refused ones are listed in ``errors``; matching recordings are
     attached by rule."""
     who.authorize("case.change")
-    return services.import_cases(who.ctx, body.name, body.content.encode("utf-8"), actor=who.actor)
+    return services.import_cases(
+        who.ctx, body.name, body.content.encode("utf-8"), actor=who.actor, principal=who.principal
+    )
 
 
 @router.get("/{number}", summary="One case")
@@ -121,6 +129,7 @@ def add_action(who: Who, number: Number, body: ActionCreate) -> dict[str, Any]:
         end=end,
         place=body.place,
         actor=who.actor,
+        only=recording_scope(who.principal),
     )
     return {"action": body.id, "attached": attached}
 

@@ -6,7 +6,7 @@ only put the catalog's calls together and return JSON-ready values."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import ColumnElement, select, true
 
@@ -17,6 +17,9 @@ from catalog import cases as C
 from catalog import retention as R
 from catalog.models import CustodyEvent, Derivative, LegalHold, Recording
 from config.timetext import iso_time
+
+if TYPE_CHECKING:
+    from access.policy import Principal
 
 
 def recording(ctx: ApiContext, rec_id: int) -> dict[str, Any]:
@@ -204,8 +207,10 @@ def add_action(
     end: datetime,
     place: str,
     actor: str,
+    only: ColumnElement[bool] | None = None,
 ) -> int:
-    """Record the action and attach the recordings it matches; how many were attached."""
+    """Record the action and attach the recordings it matches (of those ``only`` lets
+    through: the caller's reach); how many were attached."""
     with ctx.catalog.transaction() as s:
         action, _ = C.add_action(
             s,
@@ -225,15 +230,29 @@ def add_action(
             policy=ctx.settings.retention,
             actor=actor,
             store=ctx.store,
+            only=only,
         )
 
 
-def import_cases(ctx: ApiContext, name: str, data: bytes, *, actor: str) -> dict[str, Any]:
-    """Cases and actions from a case-management export, as `liuhen case import`."""
+def import_cases(
+    ctx: ApiContext, name: str, data: bytes, *, actor: str, principal: Principal
+) -> dict[str, Any]:
+    """Cases and actions from a case-management export, as `liuhen case import`: rows of
+    cases the principal may not change are refused, and only recordings it may see are
+    attached by rule."""
     from pathlib import Path
 
+    from access.policy import may_change_case, recording_scope
+
     with ctx.catalog.transaction() as s:
-        report = I.import_actions(s, ctx.signer, Path(name), data=data, actor=actor)
+        report = I.import_actions(
+            s,
+            ctx.signer,
+            Path(name),
+            data=data,
+            actor=actor,
+            may_change=lambda number, unit: may_change_case(s, principal, number, unit),
+        )
         report.attached = A.attach_for_actions(
             s,
             ctx.signer,
@@ -241,6 +260,7 @@ def import_cases(ctx: ApiContext, name: str, data: bytes, *, actor: str) -> dict
             policy=ctx.settings.retention,
             actor=actor,
             store=ctx.store,
+            only=recording_scope(principal),
         )
         R.sync_cases_store_retention(s, ctx.store, report.closed_case_ids, ctx.settings.retention)
     return report.as_dict()

@@ -11,7 +11,9 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from api.auth import Caller, caller
+from api.errors import ApiError
 from api.models import ERRORS
+from config.i18n import _
 from config.timetext import iso_time
 
 router = APIRouter(tags=["users"], responses=ERRORS)
@@ -97,9 +99,18 @@ def set_state(
     from access.accounts import ACTIVE, DISABLED, LOCKED, get_user, roles_of, set_state
 
     who.authorize("role.admin" if change in ("lock", "unlock") else "user.admin")
+    _not_self(who, login)
     state = {"lock": LOCKED, "unlock": ACTIVE, "disable": DISABLED, "enable": ACTIVE}[change]
     with who.ctx.catalog.transaction() as s:
         user = get_user(s, login)
+        if change == "enable" and user.state != DISABLED:
+            # Enabling undoes a disable only: a lock is the security administrator's
+            # to lift (unlock), not the system administrator's.
+            raise ApiError(
+                _("user {login} is not disabled ({state})").format(login=login, state=user.state),
+                hint=_("a locked account is unlocked by the security administrator"),
+                status=409,
+            )
         set_state(s, user, state)
         done = _user_json(who, user, roles_of(s, user.id))
     who.audit(
@@ -119,11 +130,23 @@ def revoke(who: Who, login: Login, role: RoleName) -> dict[str, Any]:
     return _change_role(who, login, role, grant=False)
 
 
+def _not_self(who: Caller, login: str) -> None:
+    """No one changes their own roles or state: another administrator must (as the
+    command line's user commands)."""
+    if who.principal.login == login:
+        raise ApiError(
+            _("you may not change your own account's roles or state"),
+            hint=_("another administrator must do it"),
+            status=403,
+        )
+
+
 def _change_role(who: Caller, login: str, role: str, *, grant: bool) -> dict[str, Any]:
     from access.accounts import get_user, grant_role, revoke_role, roles_of
     from access.roles import Role
 
     who.authorize("role.admin")
+    _not_self(who, login)
     with who.ctx.catalog.transaction() as s:
         user = get_user(s, login)
         if grant:

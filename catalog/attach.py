@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from catalog.cases import CaseError, get_case
@@ -131,8 +131,13 @@ def attach_for_actions(
     policy: RetentionSettings,
     actor: str,
     store: ObjectStore | None = None,
+    only: ColumnElement[bool] | None = None,
 ) -> int:
     """After actions were created or changed: attach the recordings they match.
+
+    ``only``: a filter on the recordings that may be attached (the recordings the one
+    who changed the actions may see, access.policy.recording_scope): a unit's archivist
+    must not pull another unit's recordings into its case by naming their officer.
 
     Returns the number of new attachments. Candidates come from one query over the
     actions' officers and time range; each is then matched against all actions, so the
@@ -167,6 +172,7 @@ def attach_for_actions(
                 Recording.captured_at >= lo,
                 Recording.captured_at <= hi,
                 Recording.state.in_(LIVE_STATES),
+                *(() if only is None else (only,)),
             )
         ):
             if rec_officer is None or rec_start is None:

@@ -446,15 +446,20 @@ def import_actions(
     data: bytes | None = None,
     zone: tzinfo = DEFAULT_ZONE,
     progress: Progress | None = None,
+    may_change: Callable[[str, str], bool] | None = None,
 ) -> ImportReport:
     """Land the good rows of a case-management export; report the bad ones, each with
-    every reason it was refused. Times without an offset are in ``zone``."""
+    every reason it was refused. Times without an offset are in ``zone``.
+
+    ``may_change(case number, unit of a new case)``: whether the one importing may change
+    that case; rows of cases it may not are refused (another unit's cases)."""
     data = path.read_bytes() if data is None else data
     report = ImportReport(source=source_name(path))
     good: list[ActionRow] = []
     seen_actions: dict[tuple[str, str], ActionRow] = {}
     case_values: dict[str, tuple[dict[str, str], str]] = {}
     rows = list(read_actions(path, data, zone))
+    reach: dict[str, bool] = {}  # case number: may the importer change it
     for done, row in enumerate(rows, 1):
         if progress is not None:
             progress(done, len(rows))
@@ -463,6 +468,15 @@ def import_actions(
             report.errors.append(row)
             continue
         problems = _row_problems(row, case_values, seen_actions)
+        if not problems and may_change is not None:
+            if row.case_number not in reach:
+                reach[row.case_number] = may_change(row.case_number, row.case["unit"])
+            if not reach[row.case_number]:
+                problems.append(
+                    _("case {number} is outside your reach (another unit's case)").format(
+                        number=row.case_number
+                    )
+                )
         if problems:
             report.errors.append(
                 _("{where}: {problems}").format(where=row.where, problems=_("; ").join(problems))

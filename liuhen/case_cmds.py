@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -33,10 +33,13 @@ from config.timetext import (
     parse_time,
     show_time,
 )
-from liuhen.actor import actor_option
+from liuhen.actor import actor_option, current_principal
 from liuhen.case_views import Column, fit_table, minutes, span, zone_suffix
 from liuhen.output import err, out, print_json
 from liuhen.progress import job_progress
+
+if TYPE_CHECKING:
+    from access.policy import Principal
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
@@ -272,10 +275,45 @@ def run_device_list(app: Any, as_json: bool) -> None:
 # --- case ---------------------------------------------------------------------------------
 
 
+def _principal() -> Principal | None:
+    """Who runs this command line (None outside one)."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return None
+    return current_principal(ctx)
+
+
+def _attachable(principal: Principal | None) -> Any:
+    """The recordings an action changed by ``principal`` may attach: those it may see."""
+    if principal is None:
+        return None
+    from access.policy import recording_scope
+
+    return recording_scope(principal)
+
+
+def _may_change(session: Any, principal: Principal | None) -> Any:
+    """For ``case import``: whether the principal may change a row's case."""
+    if principal is None:
+        return None
+    from access.policy import may_change_case
+
+    return lambda number, unit: may_change_case(session, principal, number, unit)
+
+
 def run_case_import(app: Any, path: Path, actor: str, as_json: bool) -> None:
     zone = station_zone(app)
+    who = _principal()
     with app.ready_catalog().transaction() as s, _ticker(_("Importing cases"), as_json) as bar:
-        report = I.import_actions(s, app.signer, path, actor=actor, zone=zone, progress=bar.update)
+        report = I.import_actions(
+            s,
+            app.signer,
+            path,
+            actor=actor,
+            zone=zone,
+            progress=bar.update,
+            may_change=_may_change(s, who),
+        )
         bar.describe(_("Attaching recordings"))
         report.attached = A.attach_for_actions(
             s,
@@ -284,6 +322,7 @@ def run_case_import(app: Any, path: Path, actor: str, as_json: bool) -> None:
             policy=app.settings.retention,
             actor=actor,
             store=app.store,
+            only=_attachable(who),
         )
         R.sync_cases_store_retention(s, app.store, report.closed_case_ids, app.settings.retention)
     if as_json:
@@ -442,6 +481,7 @@ def run_case_action(
             policy=app.settings.retention,
             actor=actor,
             store=app.store,
+            only=_attachable(_principal()),
         )
     out.print(
         _(

@@ -49,6 +49,12 @@ class Rule:
     # Self-service: with this parameter empty or naming the principal's own login, the
     # command needs no permission (``user passwd`` of one's own password).
     own: str | None = None
+    # When this says so, the command takes every unit's evidence (``export --from/--to``
+    # without --case): only a role reaching all units may run it.
+    whole_district: Callable[[Params], bool] | None = None
+    # A permission needed besides (``user add --role``: granting roles is the security
+    # administrator's, the system administrator adds users without roles).
+    extra: Callable[[Params], Permission | None] | None = None
 
 
 def rule(*permissions: Permission, **kw: Any) -> Rule:
@@ -70,7 +76,8 @@ COMMANDS: Mapping[str, Rule] = {
     # cases
     "case list": rule(P.CASE_VIEW),
     "case show": rule(P.CASE_VIEW, cases=("number",)),
-    "case create": rule(P.CASE_CHANGE),
+    # A case of a unit (--unit): only that unit's roles, or one reaching all units.
+    "case create": rule(P.CASE_CHANGE, unit="unit"),
     "case action": rule(P.CASE_CHANGE, cases=("number",)),
     "case import": rule(P.CASE_CHANGE),
     "case close": rule(P.CASE_CHANGE, cases=("number",)),
@@ -79,7 +86,7 @@ COMMANDS: Mapping[str, Rule] = {
     "case attach": rule(P.CASE_ATTACH, cases=("number",), recordings=("recording",)),
     "case detach": rule(P.CASE_ATTACH, cases=("number",), recordings=("recording",)),
     # exports and checks
-    "export": rule(P.EXPORT, cases=("cases",)),
+    "export": rule(P.EXPORT, cases=("cases",), whole_district=lambda p: not p.get("cases")),
     "export list": rule(P.EXPORT),
     "export show": rule(P.EXPORT),
     "four-properties": rule(P.VERIFY, when=lambda p: bool(p.get("with_catalog"))),
@@ -104,7 +111,7 @@ COMMANDS: Mapping[str, Rule] = {
     "station status": rule(P.DISTRICT_STATUS),
     "district status": rule(P.DISTRICT_STATUS),
     # people
-    "user add": rule(P.USER_ADMIN),
+    "user add": rule(P.USER_ADMIN, extra=lambda p: P.ROLE_ADMIN if p.get("roles") else None),
     "user disable": rule(P.USER_ADMIN),
     "user list": rule(P.USER_ADMIN, P.ROLE_ADMIN),
     "user passwd": rule(P.ROLE_ADMIN, own="login"),
@@ -180,17 +187,21 @@ def enforce(ctx: click.Context, principal: Principal, found: Rule) -> None:
     chosen = next(
         (p for p in found.permissions if decide(principal, p).allowed), found.permissions[0]
     )
+    also = found.extra(ctx.params) if found.extra is not None else None
     if principal.via == "local":
         # No accounts: the local user reaches everything it may do at all, so no target
         # is looked up (and a catalog not made yet is left to the command to report).
-        if not decide(principal, chosen).allowed:
-            raise denial(principal, chosen, None)
+        for needed in (chosen, also):
+            if needed is not None and not decide(principal, needed).allowed:
+                raise denial(principal, needed, None)
         return
     app = who.app_of(ctx)
     refused: AccessDenied | None = None
     with app.ready_catalog().session() as session:
         try:
             authorize(session, principal, chosen)
+            if also is not None:
+                authorize(session, principal, also)
             for target in targets(session, found, ctx.params):
                 authorize(session, principal, chosen, target)
         except AccessDenied as exc:
@@ -222,6 +233,8 @@ def targets(session: Any, found: Rule, params: Params) -> list[Target]:
     if found.unit is not None:
         unit = params.get(found.unit)
         result.append(Target("unit", unit, unit=unit) if unit else Target("district"))
+    if found.whole_district is not None and found.whole_district(params):
+        result.append(Target("district"))
     return result
 
 

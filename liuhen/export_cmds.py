@@ -275,6 +275,8 @@ def run_export_list(app: Any, include_failed: bool, as_json: bool) -> None:
 
     with app.ready_catalog().session() as s:
         history = handover_history(s, include_failed=include_failed)
+        # Only the hand-overs the reader may export itself (as GET /api/v1/exports).
+        history = [h for h in history if _may_see(s, h.get("scope") or {})]
     if as_json:
         print_json([_zoned(app, h) for h in history])
         return
@@ -319,11 +321,29 @@ def _digest_from(bag: dict[str, Any]) -> str:
     return _(_DIGEST_FROM[source]) if source in _DIGEST_FROM else source
 
 
+def _may_see(session: Any, scope: dict[str, Any]) -> bool:
+    from access.policy import may_see_export
+    from liuhen.actor import current_principal
+
+    return may_see_export(session, current_principal(click.get_current_context()), scope)
+
+
+def _refuse_export(ref: str) -> None:
+    from access.policy import Target, denial
+    from access.roles import Permission
+    from liuhen.actor import current_principal
+
+    principal = current_principal(click.get_current_context())
+    raise denial(principal, Permission.EXPORT, Target("export", ref))
+
+
 def run_export_show(app: Any, ref: str, as_json: bool) -> None:
     from archive_export.history import handover_receipt
 
     with app.ready_catalog().session() as s:
         r = handover_receipt(s, ref)
+        if not _may_see(s, r.get("scope") or {}):
+            _refuse_export(ref)
     if as_json:
         print_json(_zoned(app, r))
         return

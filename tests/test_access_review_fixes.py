@@ -1,0 +1,112 @@
+"""The permission holes an independent review found in the accounts and roles work
+(issue 15), each shut: the reviewer's reproductions, asserting the correct behaviour."""
+
+# ruff: noqa: F811 (the fixtures of test_access_cli, imported, are parameters here)
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from access.roles import Role
+from tests.cli_helpers import run_cli
+from tests.test_access_cli import act_as, cheap_hashing, user, world  # noqa: F401
+
+
+def test_archivist_of_one_unit_may_not_export_a_time_range(
+    app: Any, world: dict[str, Any], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    user(app, "arch", Role.ARCHIVIST, unit="静安")
+    act_as(app, "arch")
+    out = tmp_path / "all.tar"
+    r = run_cli(
+        capsys, "export", "--from", "2026-11-01", "--to", "2026-11-05", "--out", str(out),
+        "--decode", "none",
+    )  # fmt: skip
+    assert r.code == 77, r.err
+    assert "export.run" in r.err
+    assert not out.exists()  # refused before anything was written
+
+
+def test_archivist_may_not_create_a_case_of_another_unit(
+    app: Any, world: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    user(app, "arch", Role.ARCHIVIST, unit="静安")
+    act_as(app, "arch")
+    assert run_cli(capsys, "case", "create", "徐-9", "--unit", "徐汇").code == 77
+    assert run_cli(capsys, "case", "create", "静-8", "--unit", "静安").code == 0
+
+
+def test_archivist_may_not_pull_another_units_recordings_by_rule(
+    app: Any, world: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    user(app, "arch", Role.ARCHIVIST, unit="静安")
+    act_as(app, "arch")
+    assert run_cli(capsys, "show", str(world["loose"])).code == 77
+    assert run_cli(capsys, "case", "create", "静-9", "--unit", "静安").code == 0
+    pulled = run_cli(
+        capsys, "case", "action", "静-9", "X1", "--officer", "010203",
+        "--start", "2026-11-02 00:00", "--end", "2026-11-02 23:00",
+    )  # fmt: skip
+    assert pulled.code == 0, pulled.err
+    assert "0 recording(s) attached" in pulled.out
+    assert run_cli(capsys, "show", str(world["loose"])).code == 77
+
+
+def test_archivist_may_not_change_another_units_case_by_import(
+    app: Any, world: dict[str, Any], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    user(app, "arch", Role.ARCHIVIST, unit="静安")
+    act_as(app, "arch")
+    csv = tmp_path / "in.csv"
+    csv.write_text(
+        "case_number,status,action_id,officers,start,end\n"
+        "徐-1,closed,A9,010203,2026-11-02 10:00,2026-11-02 12:00\n",
+        encoding="utf-8",
+    )
+    r = run_cli(capsys, "case", "import", str(csv))
+    assert r.code != 0
+    assert "徐-1" in r.out + r.err
+    user(app, "rev", Role.REVIEWER, unit="徐汇")
+    act_as(app, "rev")
+    shown = run_cli(capsys, "case", "show", "徐-1", "--json")
+    assert shown.code == 0, shown.err
+    assert '"closed"' not in shown.out
+
+
+def test_system_admin_may_not_add_a_user_with_roles(
+    app: Any, world: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    user(app, "root", Role.SYSTEM_ADMIN)
+    act_as(app, "root")
+    r = run_cli(
+        capsys, "user", "add", "puppet", "--role", "auditor", "--role", "archivist",
+        "--unit", "徐汇",
+    )  # fmt: skip
+    assert r.code == 77, r.err
+    assert run_cli(capsys, "user", "add", "plain", "--unit", "徐汇").code == 0
+
+
+def test_other_units_export_history_is_not_shown(
+    app: Any, world: dict[str, Any], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    import json
+
+    user(app, "a1", Role.ARCHIVIST, unit="徐汇")
+    user(app, "a2", Role.ARCHIVIST, unit="静安")
+    act_as(app, "a1")
+    r = run_cli(
+        capsys, "export", "--case", "徐-1", "--out", str(tmp_path / "b.tar"), "--decode", "none"
+    )
+    assert r.code == 0, r.err
+    mine = json.loads(run_cli(capsys, "export", "list", "--json").out)
+    assert len(mine) == 1
+    act_as(app, "a2")
+    lst = run_cli(capsys, "export", "list", "--json")
+    assert lst.code == 0, lst.err
+    assert json.loads(lst.out) == []
+    first = mine[0]
+    export_id = str(first.get("export_id") or first.get("id"))
+    assert run_cli(capsys, "export", "show", export_id).code != 0
