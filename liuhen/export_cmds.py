@@ -58,9 +58,9 @@ def run_export(
     actor: str,
 ) -> None:
     from archive_export.export import ExportRequest, export_bundle, reconcile_interrupted
-    from liuhen.access_audit import audit_cli
     from archive_export.fourprops import Options
     from archive_export.msg import shown
+    from liuhen.access_audit import audit_cli
     from liuhen.progress import job_progress
 
     s = app.settings

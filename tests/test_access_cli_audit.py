@@ -18,14 +18,15 @@ from catalog.models import Recording
 from config import i18n
 from tests.api_helpers import access_events
 from tests.cli_helpers import run_cli
-from tests.test_access_cli import act_as, cheap_hashing, user, world  # noqa: F401
+from tests.test_access_cli import act_as, cheap_hashing, user  # noqa: F401
+from tests.test_access_cli import world as world
 
 
 def _sha(app: Any, rec_id: int) -> str:
     with app.catalog.session() as s:
         rec = s.get(Recording, rec_id)
         assert rec is not None
-        return rec.sha256
+        return str(rec.sha256)
 
 
 def _one_new(app: Any, before: int, *argv: str, capsys: pytest.CaptureFixture[str]) -> Any:
