@@ -114,6 +114,8 @@ class AccessDenied(LiuhenError):
     def __init__(self, message: str, *, hint: str | None = None, decision: Decision | None = None):
         super().__init__(message, hint=hint)
         self.decision = decision
+        # What was refused (set by ``denial``): the audit says it again in English.
+        self.target: Target | None = None
 
 
 def _now(now: datetime | None) -> datetime:
@@ -214,7 +216,9 @@ def denial(principal: Principal, permission: Permission, target: Target | None) 
         hint = _("roles that may: {roles}; ask the security administrator").format(
             roles=holders or "-"
         )
-    return AccessDenied(message, hint=hint)
+    error = AccessDenied(message, hint=hint)
+    error.target = target
+    return error
 
 
 def authorize(

@@ -220,8 +220,19 @@ def note_denied(
     ctx: click.Context, principal: Principal, permission: Permission, refused: AccessDenied
 ) -> None:
     """A refusal is an audit event (access.denied) once the audit exists
-    (access/audit.py, issue 15 point 4); until then only the error says it."""
+    (access/audit.py, issue 15 point 4); until then only the error says it. Its reason is
+    stored in English whatever the runner's language, so one refusal reads the same in
+    the audit whoever ran it."""
+    from access.policy import denial
+    from config import i18n
     from liuhen.access_audit import audit
+
+    shown = i18n.language()
+    i18n.set_language("en")
+    try:
+        reason = denial(principal, permission, refused.target).message
+    finally:
+        i18n.set_language(shown)
 
     audit(
         app_of(ctx),
@@ -230,7 +241,7 @@ def note_denied(
         object_type="command",
         object_id=command_name(ctx),
         result="denied",
-        details={"permission": permission.value, "reason": refused.message},
+        details={"permission": permission.value, "reason": reason},
     )
 
 

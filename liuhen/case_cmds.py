@@ -33,6 +33,7 @@ from config.timetext import (
     parse_time,
     show_time,
 )
+from liuhen.access_audit import audit_cli
 from liuhen.actor import actor_option, current_principal
 from liuhen.case_views import Column, fit_table, minutes, span, zone_suffix
 from liuhen.output import err, out, print_json
@@ -1146,6 +1147,7 @@ def _register_case_links(
     def case_show(ctx: Any, number: str, as_json: bool) -> None:
         """A case, its actions and its recordings (digests, times, officer, why attached)."""
         run_case_show(ctx.app(), number, as_json)
+        audit_cli("access.view", "case", number)
 
     @case_group.command("import")
     @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
@@ -1166,6 +1168,7 @@ def _register_case_links(
     def case_attach(ctx: Any, number: str, recording: str, reason: str, actor: str) -> None:
         """Attach RECORDING (id, digest prefix or file name) to case NUMBER by hand."""
         run_attach(ctx.app(), number, recording, reason, actor)
+        audit_cli("access.attach", "recording", recording, actor=actor, case=number, reason=reason)
 
     @case_group.command("detach")
     @click.argument("number")
@@ -1183,6 +1186,7 @@ def _register_case_links(
     ) -> None:
         """Detach RECORDING from case NUMBER (the rule will not attach it again)."""
         run_detach(ctx.app(), number, recording, reason, actor, force_exported)
+        audit_cli("access.detach", "recording", recording, actor=actor, case=number, reason=reason)
 
 
 def _register_case_life(case_group: click.Group, pass_ctx: Decorator) -> None:
@@ -1256,6 +1260,7 @@ def _register_retention(cli: click.Group, pass_ctx: Decorator, json_option: Deco
     def retention_hold(ctx: Any, recording: str, reason: str, actor: str) -> None:
         """Place a legal hold on RECORDING (each hold has its own id, and is lifted alone)."""
         run_hold(ctx.app(), recording, reason, actor)
+        audit_cli("access.hold", "recording", recording, actor=actor, reason=reason)
 
     @retention_group.command("release")
     @click.argument("recording")
@@ -1275,6 +1280,9 @@ def _register_retention(cli: click.Group, pass_ctx: Decorator, json_option: Deco
     ) -> None:
         """Lift one legal hold of RECORDING; its other holds stay in force."""
         run_release(ctx.app(), recording, hold_id, reason, actor)
+        audit_cli(
+            "access.release", "recording", recording, actor=actor, hold=hold_id, reason=reason
+        )
 
     @retention_group.command("review")
     @click.argument("recording")

@@ -60,6 +60,7 @@ def run_export(
     from archive_export.export import ExportRequest, export_bundle, reconcile_interrupted
     from archive_export.fourprops import Options
     from archive_export.msg import shown
+    from liuhen.access_audit import audit_cli
     from liuhen.progress import job_progress
 
     s = app.settings
@@ -91,6 +92,13 @@ def run_export(
             zone=_zone(app),
         )
         result = export_bundle(catalog, app.store, app.signer, req)
+    # The access audit: one event per case exported, or one for the time range.
+    counts = {"export": result.uid, "recordings": result.recordings, "bags": len(result.bags)}
+    for number in cases:
+        audit_cli("access.export", "case", number, actor=actor, **counts)
+    if not cases:
+        span = {"from": lo.isoformat() if lo else None, "to": hi.isoformat() if hi else None}
+        audit_cli("access.export", "export", result.uid, actor=actor, **counts, **span)
     _print_export(result, reconciled, as_json)
 
 

@@ -573,4 +573,7 @@ def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> N
     def show_cmd(ctx: Any, recording: str, as_json: bool) -> None:
         """A recording (id, digest prefix or file name): digests, probe, times, flags,
         derivatives, custody."""
+        from liuhen.access_audit import audit_cli
+
         run_show(ctx.app(), recording, as_json)
+        audit_cli("access.view", "recording", recording)

@@ -166,7 +166,10 @@ def test_access_events_stay_out_of_show_and_verify_file(
     assert "attached" in actions  # its chain of custody is there
     assert not [a for a in actions if a.startswith("access.")]
     with app.catalog.session() as s:
-        assert len(access_events(s)) == 4
+        events = access_events(s)
+    # The four recorded before, then this `show` itself (recorded once it has printed).
+    assert len(events) == 5
+    assert (events[-1].action, events[-1].source) == ("access.view", "cli")
 
 
 def test_a_bag_excerpt_leaves_access_events_out_and_still_verifies(
