@@ -220,7 +220,10 @@ def test_sweep_apply_without_a_terminal_needs_yes(
     assert r.code == 2 and "--yes" in r.err and "没有可供确认的终端" in r.err
     assert _state(app, rec_id) != "EXPIRED"
     r = run_cli(capsys, "--lang", "en", "retention", "sweep", "--apply", "--json")
-    assert r.code == 2 and "--apply --yes" in r.err
+    # With --json the error is a JSON object on stdout (the same fields as the message).
+    error = json.loads(r.out)["error"]
+    assert r.code == 2 and error["exit_code"] == 2
+    assert "--apply --yes" in error["message"] + " " + (error["hint"] or "")
     assert _state(app, rec_id) != "EXPIRED"
 
 
