@@ -139,7 +139,7 @@ def test_help_and_usage_mistakes_in_chinese_and_english(
     assert "用法：" in shown and "创建数据目录、设置文件、签名密钥、目录库和存储。" in shown
     assert "显示本帮助并退出。" in shown
     retire = _ok(run_cli(capsys, "custody", "retire-key", "--help"))
-    assert "操作人（记入保管链日志）。" in retire and "操作系统用户名" in retire
+    assert "操作人（记入保管链日志）：默认为您的登录名" in retire
     assert_chinese(retire)
     wrong = run_cli(capsys, "custody", "retire-key")
     assert wrong.code == 2 and "错误：缺少参数 'KEY_ID'" in wrong.err, wrong.err

@@ -180,7 +180,8 @@ def test_review_periods_typed_differently_are_one_sample(
     assert f"评查样本 {a['sample']}：{UNIT} 2026-11" in r.out and "案号" in r.out
     assert_chinese(r.out)
     r = run_cli(capsys, *base, "--period", "2026年13月")
-    assert r.code == 2 and "不是年、月或日" in r.err
+    # base has --json: the error is a JSON object on stdout
+    assert r.code == 2 and "不是年、月或日" in json.loads(r.out)["error"]["message"]
 
 
 def test_report_is_quiet_in_scripts_and_speaks_chinese(
