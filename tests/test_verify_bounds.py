@@ -222,7 +222,9 @@ def test_four_properties_on_a_huge_tag_file(tmp_path: Path) -> None:
     assert run.code == 1, (run.code, run.err[-2000:])
     assert "Traceback" not in run.err
     assert run.peak_mb < PEAK_LIMIT_MB, f"peak RSS {run.peak_mb:.0f} MB"
-    assert "bag-info.txt" in run.err and "too large" in run.err
+    # --json: the error is a JSON object on stdout
+    message = json.loads(run.out)["error"]["message"]
+    assert "bag-info.txt" in message and "too large" in message
 
 
 def test_too_many_files_says_so_plainly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -284,7 +286,10 @@ def test_four_properties_on_a_huge_pax_header(tmp_path: Path) -> None:
     assert run.code == 1, (run.code, run.err[-2000:])
     assert "Traceback" not in run.err
     assert run.peak_mb < PEAK_LIMIT_MB, f"peak RSS {run.peak_mb:.0f} MB"
-    assert "extended header" in run.err and "too large" in run.err
+    assert (
+        "extended header" in json.loads(run.out)["error"]["message"]
+        and "too large" in json.loads(run.out)["error"]["message"]
+    )
 
 
 def test_old_gnu_sparse_extension_headers_are_not_collected(tmp_path: Path) -> None:
