@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
-from sqlalchemy import and_, exists, or_, select, text
+from sqlalchemy import ColumnElement, and_, exists, or_, select, text
 from sqlalchemy import case as sql_case
 from sqlalchemy.orm import Session
 
@@ -757,9 +757,15 @@ def confirm_objects(session: Session, store: ObjectStore, keys: Iterable[str]) -
 
 
 def due(
-    session: Session, policy: RetentionSettings, now: datetime, limit: int | None = None
+    session: Session,
+    policy: RetentionSettings,
+    now: datetime,
+    limit: int | None = None,
+    *,
+    scope: ColumnElement[bool] | None = None,
 ) -> list[Decision]:
-    """Recordings the sweep may delete now, oldest first."""
+    """Recordings the sweep may delete now, oldest first; ``scope`` (an SQL filter on
+    recordings, None for all) keeps a unit's archivist to the unit's recordings."""
     cutoff = now - timedelta(days=policy.unattached_days)
     since = _floor_since_sql()
     attached = exists().where(
@@ -780,6 +786,10 @@ def due(
         )
         .order_by(since, Recording.id)
     )
+    expiring = select(Recording).where(Recording.state == RecordingState.EXPIRING)
+    if scope is not None:
+        query = query.where(scope)
+        expiring = expiring.where(scope)
     if limit:
         query = query.limit(limit)
     # The query applies rules 1-3 (nothing attached, held or awaiting review); what is
@@ -788,9 +798,7 @@ def due(
     listed = []
     # Deletions decided by a sweep that did not finish come first, whatever the rules
     # say now: the decision is taken, and the bytes may already be gone.
-    for rec in session.scalars(
-        select(Recording).where(Recording.state == RecordingState.EXPIRING).order_by(Recording.id)
-    ):
+    for rec in session.scalars(expiring.order_by(Recording.id)):
         listed.append(explain(session, rec, policy, now))
     for rec in session.scalars(query):
         until = floor_date(rec, policy)
@@ -1084,6 +1092,7 @@ def sweep(
     limit: int | None = None,
     only: Iterable[int] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    scope: ColumnElement[bool] | None = None,
 ) -> SweepReport:
     """List what is due; with ``apply``, delete it, one transaction per recording.
 
@@ -1092,7 +1101,7 @@ def sweep(
     called as the deletions go (a long sweep's bar)."""
     now = now or datetime.now(UTC)
     with catalog.session() as s:
-        listed = due(s, policy, now, limit)
+        listed = due(s, policy, now, limit, scope=scope)
     if only is not None:
         confirmed = set(only)
         listed = [d for d in listed if d.recording_id in confirmed]

@@ -837,7 +837,19 @@ def _due_table(due: list[R.Decision], zone: tzinfo, title: str) -> Any:
     return fit_table(columns, rows, out.width, title=title)
 
 
-def _confirm_sweep(app: Any, limit: int | None, zone: tzinfo) -> list[int] | None:
+def _sweep_scope() -> Any:
+    """The recordings this command line's principal may sweep: a unit's archivist, the
+    unit's (its devices' and its cases'); a role reaching every unit, all of them."""
+    principal = _principal()
+    if principal is None:
+        return None
+    from access.policy import recording_scope
+    from access.roles import Permission
+
+    return recording_scope(principal, Permission.RETENTION_CHANGE)
+
+
+def _confirm_sweep(app: Any, limit: int | None, zone: tzinfo, scope: Any) -> list[int] | None:
     """What a person at a terminal agreed to delete (None: nothing, they said no)."""
     listing = R.sweep(
         app.ready_catalog(),
@@ -848,6 +860,7 @@ def _confirm_sweep(app: Any, limit: int | None, zone: tzinfo) -> list[int] | Non
         apply=False,
         limit=limit,
         now=datetime.now(UTC),
+        scope=scope,
     )
     if not listing.due:
         return []
@@ -865,6 +878,7 @@ def run_sweep(
     app: Any, apply: bool, limit: int | None, yes: bool, actor: str, as_json: bool
 ) -> None:
     zone = station_zone(app)
+    scope = _sweep_scope()
     confirmed: list[int] | None = None
     if apply and not yes:
         if as_json or not sys.stdin.isatty():
@@ -878,7 +892,7 @@ def run_sweep(
                     "'liuhen retention sweep --apply --yes'"
                 ),
             )
-        confirmed = _confirm_sweep(app, limit, zone)
+        confirmed = _confirm_sweep(app, limit, zone, scope)
         if confirmed is None:
             out.print(_("nothing deleted (not confirmed)"), markup=False)
             return
@@ -896,6 +910,7 @@ def run_sweep(
             now=datetime.now(UTC),
             only=confirmed,
             progress=bar.update,
+            scope=scope,
         )
     _print_sweep(report, apply, zone, as_json)
     if report.refused:

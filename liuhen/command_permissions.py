@@ -55,6 +55,11 @@ class Rule:
     # A permission needed besides (``user add --role``: granting roles is the security
     # administrator's, the system administrator adds users without roles).
     extra: Callable[[Params], Permission | None] | None = None
+    # Parameters naming an enforcement action (row id or external id), a review sample
+    # or a review verdict: each is checked as the unit or case it belongs to.
+    actions: tuple[str, ...] = ()
+    samples: tuple[str, ...] = ()
+    verdicts: tuple[str, ...] = ()
 
 
 def rule(*permissions: Permission, **kw: Any) -> Rule:
@@ -93,14 +98,14 @@ COMMANDS: Mapping[str, Rule] = {
     "verify": rule(P.VERIFY, when=_uses_catalog),
     "custody verify": rule(P.CUSTODY_VIEW),
     # 全过程记录 and 案卷评查
-    "coverage": rule(P.COMPLIANCE_VIEW, cases=("case",)),
+    "coverage": rule(P.COMPLIANCE_VIEW, cases=("case",), actions=("action",)),
     "compliance summary": rule(P.COMPLIANCE_VIEW, unit="unit"),
     "compliance survey": rule(P.COMPLIANCE_VIEW, unit="unit"),
     "report self-inspection": rule(P.COMPLIANCE_VIEW, unit="unit"),
     "review sample": rule(P.REVIEW_RUN, unit="unit"),
-    "review show": rule(P.COMPLIANCE_VIEW),
-    "review verdict": rule(P.REVIEW_RUN),
-    "review rectify": rule(P.REVIEW_RUN),
+    "review show": rule(P.COMPLIANCE_VIEW, samples=("sample_id",)),
+    "review verdict": rule(P.REVIEW_RUN, samples=("sample_id",)),
+    "review rectify": rule(P.REVIEW_RUN, verdicts=("verdict_id",)),
     # the system
     "device add": rule(P.DEVICE_ADMIN),
     "device assign": rule(P.DEVICE_ADMIN),
@@ -230,6 +235,12 @@ def targets(session: Any, found: Rule, params: Params) -> list[Target]:
             result.append(target_for_recording(session, get_recording(session, ref).id))
         except LiuhenError:
             continue
+    for ref in found_values(found.actions, params):
+        result += [target_for_case(session, n) for n in _cases_of_action(session, ref)]
+    for sample in found_values(found.samples, params):
+        result += _unit_targets(_sample_unit(session, int(sample)))
+    for verdict in found_values(found.verdicts, params):
+        result += _unit_targets(_verdict_unit(session, int(verdict)))
     if found.unit is not None:
         unit = params.get(found.unit)
         result.append(Target("unit", unit, unit=unit) if unit else Target("district"))
@@ -247,3 +258,38 @@ def found_values(names: tuple[str, ...], params: Params) -> list[str]:
         elif value:
             values.append(str(value))
     return values
+
+
+def _unit_targets(unit: str | None) -> list[Target]:
+    from access.policy import Target
+
+    return [Target("unit", unit, unit=unit)] if unit else []
+
+
+def _cases_of_action(session: Any, ref: str) -> list[str]:
+    """The case of an action named as ``liuhen coverage`` names it: its row id, or else
+    its external id (every case holding that id, when it is ambiguous)."""
+    from sqlalchemy import select
+
+    from catalog.models import Case, EnforcementAction
+
+    by_case = select(Case.number).join(EnforcementAction, EnforcementAction.case_id == Case.id)
+    if ref.isdigit() and len(ref) < 10:
+        found = session.scalar(by_case.where(EnforcementAction.id == int(ref)))
+        if found is not None:
+            return [found]
+    return sorted(set(session.scalars(by_case.where(EnforcementAction.external_id == ref))))
+
+
+def _sample_unit(session: Any, sample_id: int) -> str | None:
+    from compliance.models import ReviewSample
+
+    sample = session.get(ReviewSample, sample_id)
+    return sample.unit if sample is not None else None
+
+
+def _verdict_unit(session: Any, verdict_id: int) -> str | None:
+    from compliance.models import ReviewVerdict
+
+    verdict = session.get(ReviewVerdict, verdict_id)
+    return _sample_unit(session, verdict.sample_id) if verdict is not None else None
