@@ -12,7 +12,6 @@ from sqlalchemy import ColumnElement, select, true
 
 from api.context import ApiContext
 from catalog import attach as A
-from catalog import case_import as I
 from catalog import cases as C
 from catalog import retention as R
 from catalog.models import CustodyEvent, Derivative, LegalHold, Recording
@@ -243,26 +242,21 @@ def import_cases(
     from pathlib import Path
 
     from access.policy import may_change_case, recording_scope
+    from catalog.case_intake import import_and_attach
 
     with ctx.catalog.transaction() as s:
-        report = I.import_actions(
+        report = import_and_attach(
             s,
             ctx.signer,
+            ctx.store,
+            ctx.settings.retention,
             Path(name),
+            actor=actor,
+            zone=ctx.zone,
             data=data,
-            actor=actor,
             may_change=lambda number, unit: may_change_case(s, principal, number, unit),
+            attachable=recording_scope(principal),
         )
-        report.attached = A.attach_for_actions(
-            s,
-            ctx.signer,
-            report.new_action_ids,
-            policy=ctx.settings.retention,
-            actor=actor,
-            store=ctx.store,
-            only=recording_scope(principal),
-        )
-        R.sync_cases_store_retention(s, ctx.store, report.closed_case_ids, ctx.settings.retention)
     return report.as_dict()
 
 

@@ -303,29 +303,24 @@ def _may_change(session: Any, principal: Principal | None) -> Any:
 
 
 def run_case_import(app: Any, path: Path, actor: str, as_json: bool) -> None:
+    from catalog.case_intake import import_and_attach
+
     zone = station_zone(app)
     who = _principal()
     with app.ready_catalog().transaction() as s, _ticker(_("Importing cases"), as_json) as bar:
-        report = I.import_actions(
+        report = import_and_attach(
             s,
             app.signer,
+            app.store,
+            app.settings.retention,
             path,
             actor=actor,
             zone=zone,
             progress=bar.update,
             may_change=_may_change(s, who),
+            attachable=_attachable(who),
+            attaching=lambda: bar.describe(_("Attaching recordings")),
         )
-        bar.describe(_("Attaching recordings"))
-        report.attached = A.attach_for_actions(
-            s,
-            app.signer,
-            report.new_action_ids,
-            policy=app.settings.retention,
-            actor=actor,
-            store=app.store,
-            only=_attachable(who),
-        )
-        R.sync_cases_store_retention(s, app.store, report.closed_case_ids, app.settings.retention)
     if as_json:
         print_json(report.as_dict())
     else:
