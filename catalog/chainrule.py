@@ -39,7 +39,7 @@ from typing import Any, Protocol
 
 from catalog.canonical import GENESIS, canonical_bytes, canonical_json, format_time
 from catalog.signing import Signer, key_id_of, verify_signature, verify_signatures
-from config.i18n import _
+from config.i18n import N_, _
 
 EVENT_FIELDS = (
     "station_id",
@@ -212,6 +212,34 @@ class Trust:
     @classmethod
     def of(cls, pinned: Mapping[str, Iterable[str]] | None, ring: bool = False) -> Trust:
         return cls({s: frozenset(ids) for s, ids in (pinned or {}).items()}, ring)
+
+
+# What each kind of issue is called where a person reads it; the kind itself (the key)
+# is what ``--json`` and stored reports carry, in every language.
+ISSUE_KINDS: Mapping[str, str] = {
+    "bad-anchor": N_("bad-anchor"),
+    "bad-signature": N_("bad-signature"),
+    "broken-link": N_("broken-link"),
+    "duplicate": N_("duplicate"),
+    "edited": N_("edited"),
+    "forked-anchor": N_("forked-anchor"),
+    "format": N_("format"),
+    "gap": N_("gap"),
+    "key-mismatch": N_("key-mismatch"),
+    "missing": N_("missing"),
+    "missing-chain": N_("missing-chain"),
+    "retired-key": N_("retired-key"),
+    "rollback": N_("rollback"),
+    "truncated": N_("truncated"),
+    "unknown-key": N_("unknown-key"),
+    "untrusted-key": N_("untrusted-key"),
+    "untrusted-station": N_("untrusted-station"),
+}
+
+
+def kind_label(kind: str) -> str:
+    """An issue's kind in the reader's language (an unknown kind as it is)."""
+    return _(ISSUE_KINDS[kind]) if kind in ISSUE_KINDS else kind
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from catalog.chainrule import (
     check_heads,
     compare_heads,
     key_issues,
+    kind_label,
     retired_text,
     with_retirements,
 )
@@ -301,14 +302,14 @@ class Problem:
 
     def describe(self) -> str:
         if not self.station_id:  # an anchor that could not even be read names no station
-            return _("{kind}: {detail}").format(kind=self.kind, detail=self.detail)
+            return _("{kind}: {detail}").format(kind=kind_label(self.kind), detail=self.detail)
         where = _("station {station}").format(station=self.station_id)
         if self.seq is not None:
             where += _(" event #{seq}").format(seq=self.seq)
         if self.event_id is not None:
             where += _(" (row id {id})").format(id=self.event_id)
         return _("{where}: {kind}: {detail}").format(
-            where=where, kind=self.kind, detail=self.detail
+            where=where, kind=kind_label(self.kind), detail=self.detail
         )
 
 

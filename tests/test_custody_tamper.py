@@ -198,3 +198,19 @@ def test_trusted_key_ring_catches_a_replaced_key(
     result = run_cli(capsys, "custody", "verify", "--trust", str(ring))
     assert result.code == 1 and "untrusted-key" in result.out
     station.dispose()
+
+
+def test_problems_read_in_chinese_while_json_keeps_the_kind(
+    station: Catalog, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with station.transaction() as s:
+        edit_details(s)
+    monkeypatch.setenv("LIUHEN_LANG", "zh")
+    shown = run_cli(capsys, "custody", "verify")
+    assert shown.code == 1
+    assert "内容被改动" in shown.out and "edited" not in shown.out
+    as_json = run_cli(capsys, "custody", "verify", "--json")
+    import json
+
+    assert "edited" in [p["kind"] for p in json.loads(as_json.out)["problems"]]
+    station.dispose()
