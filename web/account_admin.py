@@ -66,7 +66,9 @@ def grant_case_to(
     _not_self(who, login)
     start = _instant(starts, _("Valid from"), who) if starts.strip() else datetime.now(UTC)
     if not ends.strip():
-        raise ApiError(_("give the end of the grant"), hint=_("a grant is for a period"), status=422)
+        raise ApiError(
+            _("give the end of the grant"), hint=_("a grant is for a period"), status=422
+        )
     end = _instant(ends, _("Valid until"), who)
     with who.ctx.catalog.transaction() as s:
         grant = grant_case(

@@ -60,9 +60,7 @@ def _covers(assignment: dict[str, Any], at: datetime) -> bool:
     return start <= at and (end is None or at < end)
 
 
-def _list_page(
-    request: Request, who: Caller, values: dict[str, Any] | None = None
-) -> Response:
+def _list_page(request: Request, who: Caller, values: dict[str, Any] | None = None) -> Response:
     shown = {
         "devices": _devices(who),
         # The CSV's columns as the import reads them: each name, and its Chinese ones.
@@ -124,10 +122,15 @@ async def import_page(request: Request) -> Response:
         posted = await multipart_of(request)
     except UploadTooLarge:
         return _list_page(
-            request, who, {"import_error": _("the file is too large (at most 20 MB)"), "http_status": 413}
+            request,
+            who,
+            {"import_error": _("the file is too large (at most 20 MB)"), "http_status": 413},
         )
     if not csrf_ok(request, posted.fields.get("csrf")):
-        values = {"import_error": _("the form has expired: open the page again and repeat"), "http_status": 403}
+        values = {
+            "import_error": _("the form has expired: open the page again and repeat"),
+            "http_status": 403,
+        }
         return _list_page(request, who, values)
     name, data = posted.files.get("file", ("", b""))
     if not name or not data:
@@ -136,7 +139,11 @@ async def import_page(request: Request) -> Response:
     try:
         report = await run_in_threadpool(_import, who, name, data)
     except LiuhenError as exc:
-        values = {"import_error": exc.message, "import_hint": exc.hint, "http_status": status_of(exc)}
+        values = {
+            "import_error": exc.message,
+            "import_hint": exc.hint,
+            "http_status": status_of(exc),
+        }
         return _list_page(request, who, values)
     values = {"report": report, "http_status": 422 if report["errors"] else 200}
     return _list_page(request, who, values)

@@ -191,8 +191,10 @@ async def change_role(request: Request) -> Response:
         title = _(ROLE_TITLES[Role(role)])
         if op == "grant":
             done = api_users.grant(who, login, role)  # type: ignore[arg-type]
-            text = _("{login} holds the role {role}") if done["changed"] else _(
-                "{login} already holds the role {role}"
+            text = (
+                _("{login} holds the role {role}")
+                if done["changed"]
+                else _("{login} already holds the role {role}")
             )
         else:
             done = api_users.revoke(who, login, role)  # type: ignore[arg-type]
