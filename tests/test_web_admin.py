@@ -27,7 +27,7 @@ from sqlalchemy import select
 from starlette.testclient import TestClient
 
 from catalog.cases import create_case
-from catalog.models import CustodyEvent
+from catalog.models import CustodyEvent, DeviceAssignment
 from config.i18n import set_language
 from config.settings import zone_of
 from config.timetext import show_time
@@ -116,8 +116,48 @@ def test_an_import_without_the_forms_token_imports_nothing(app: Any, web: TestCl
     assert done.status_code == 200, done.text
     assert "张伟" in done.text and "010203" in done.text
     with app.catalog.session() as s:
-        notes = {a["officer"] for d in list_devices(s) for a in d["assignments"]}
-    assert notes == {"010203", "010204"}
+        officers = {a["officer"] for d in list_devices(s) for a in d["assignments"]}
+        notes = set(s.scalars(select(DeviceAssignment.note)))
+    assert officers == {"010203", "010204"}
+    # Named by the file's name as uploaded, as the command line names its file.
+    assert notes == {"import 分配表.csv line 2", "import 分配表.csv line 3"}
+
+
+def test_accounts_locked_ended_and_disabled_each_by_their_administrator(
+    app: Any, web: TestClient
+) -> None:
+    from access.accounts import get_user
+
+    add_admin(app, "admin", "system_admin")
+    add_admin(app, "anquan", "security_admin")
+    add_user(app, "li", "reviewer", unit=UNIT)
+    with TestClient(create_app(app.settings), follow_redirects=False) as li:
+        _login(li, "li")
+        assert li.get("/recordings").status_code == 200
+        csrf = _login(web, "anquan", _totp(app, "anquan"))
+        ended = web.post("/admin/users/li/logout", data={"csrf": csrf})
+        assert ended.status_code == 200 and "已结束 li 的 1 个会话" in ended.text
+        assert li.get("/recordings").status_code == 303  # back to the login page
+    for change, state in (("lock", "locked"), ("unlock", "active")):
+        r = web.post("/admin/users/li/state", data={"csrf": csrf, "change": change})
+        assert r.status_code == 200, r.text
+        with app.catalog.session() as s:
+            assert get_user(s, "li").state == state
+    assert (
+        web.post("/admin/users/li/state", data={"csrf": csrf, "change": "disable"}).status_code
+        == 403
+    )
+    own = web.post("/admin/users/anquan/state", data={"csrf": csrf, "change": "lock"})
+    assert own.status_code == 403 and "另一位管理员" in own.text
+    csrf = _login(web, "admin", _totp(app, "admin"))
+    for change, state in (("disable", "disabled"), ("enable", "active")):
+        r = web.post("/admin/users/li/state", data={"csrf": csrf, "change": change})
+        assert r.status_code == 200, r.text
+        with app.catalog.session() as s:
+            assert get_user(s, "li").state == state
+    assert web.post("/admin/users/li/logout", data={"csrf": csrf}).status_code == 403
+    actions = [e.action for e in access_events(app, actor="anquan")]
+    assert "access.logout" in actions and "access.lock" in actions
 
 
 def test_a_second_administrator_role_is_refused_in_the_page(app: Any, web: TestClient) -> None:
