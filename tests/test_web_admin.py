@@ -108,6 +108,13 @@ def test_an_import_without_the_forms_token_imports_nothing(app: Any, web: TestCl
     assert forged.status_code == 403
     with app.catalog.session() as s:
         assert list_devices(s) == []
+    gbk = web.post(
+        "/admin/devices/import",
+        data={"csrf": csrf},
+        files={"file": ("gbk.csv", (HEADER + GOOD_ROWS).encode("gbk"), "text/csv")},
+    )
+    assert gbk.status_code == 422 and "UTF-8" in gbk.text  # the file's problem, shown
+    assert 'id="import-error"' in gbk.text
     done = web.post(
         "/admin/devices/import",
         data={"csrf": csrf},

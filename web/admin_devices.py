@@ -24,7 +24,7 @@ from starlette.responses import Response
 
 from api.auth import Caller
 from api.errors import status_of
-from catalog.case_import import DEVICE_COLUMNS
+from catalog.case_import import DEVICE_COLUMNS, ImportFileError
 from config.errors import LiuhenError
 from web.auth import csrf_ok, page_caller, to_login
 from web.render import gettext_of, page
@@ -142,7 +142,9 @@ async def import_page(request: Request) -> Response:
         values = {
             "import_error": exc.message,
             "import_hint": exc.hint,
-            "http_status": status_of(exc),
+            # A file the import cannot read is the upload's fault (422), not a missing
+            # file as the command line's exit code says.
+            "http_status": 422 if isinstance(exc, ImportFileError) else status_of(exc),
         }
         return _list_page(request, who, values)
     values = {"report": report, "http_status": 422 if report["errors"] else 200}
