@@ -90,7 +90,7 @@ def test_a_reviewer_is_refused_the_admin_pages(app: Any, web: TestClient) -> Non
     ):
         r = web.get(url)
         assert r.status_code == 403, url
-        assert f"({permission})" in r.text and "安全管理员" in r.text  # whom to ask
+        assert "无权" in r.text and f"（{permission}）" in r.text and "安全管理员" in r.text
     denied = [e for e in access_events(app, actor="li") if e.action == "access.denied"]
     assert {e.details["permission"] for e in denied} == {"device.admin", "user.admin"}
     assert len(denied) == 3
