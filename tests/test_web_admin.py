@@ -122,6 +122,8 @@ def test_an_import_without_the_forms_token_imports_nothing(app: Any, web: TestCl
     )
     assert done.status_code == 200, done.text
     assert "张伟" in done.text and "010203" in done.text
+    english = web.get("/admin/devices?lang=en").text
+    assert "Import an assignment list" in english and "Officer now" in english
     with app.catalog.session() as s:
         officers = {a["officer"] for d in list_devices(s) for a in d["assignments"]}
         notes = set(s.scalars(select(DeviceAssignment.note)))
@@ -232,6 +234,7 @@ def test_administrators_manage_devices_users_and_grants(tmp_path: Path) -> None:
         # A reviewer of another unit: no administration, and not the case (yet).
         _browser_login(page, base, "wu")
         assert page.locator("nav a", has_text="设备").count() == 0
+        assert page.locator("nav a", has_text="用户").count() == 0
         for url in ("/admin/devices", "/admin/users"):
             refused = page.goto(f"{base}{url}")
             assert refused is not None and refused.status == 403, url

@@ -33,13 +33,12 @@ async def multipart_of(request: Request) -> Posted:
     kind = request.headers.get("content-type", "")
     if not kind.startswith("multipart/form-data"):
         return Posted({}, {})
-    body = b""
+    body = bytearray(f"Content-Type: {kind}\r\nMIME-Version: 1.0\r\n\r\n", "latin-1", "replace")
     async for chunk in request.stream():
         body += chunk
         if len(body) > UPLOAD_MAX:
             raise UploadTooLarge(len(body))
-    head = f"Content-Type: {kind}\r\nMIME-Version: 1.0\r\n\r\n".encode("latin-1", "replace")
-    message = BytesParser(policy=policy.HTTP).parsebytes(head + body)
+    message = BytesParser(policy=policy.HTTP).parsebytes(bytes(body))
     fields: dict[str, str] = {}
     files: dict[str, tuple[str, bytes]] = {}
     for part in message.iter_parts():
