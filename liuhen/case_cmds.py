@@ -206,9 +206,9 @@ def run_device_assign(
 
 
 def run_device_import(app: Any, path: Path, actor: str, as_json: bool) -> None:
-    zone = station_zone(app)
-    from catalog.device_import import import_device_file
+    from catalog.device_import import import_device_file  # the one import, also the page's
 
+    zone = station_zone(app)
     with app.ready_catalog().transaction() as s, _ticker(_("Importing devices"), as_json) as bar:
         report = import_device_file(
             s,
