@@ -206,19 +206,20 @@ def run_device_assign(
 
 
 def run_device_import(app: Any, path: Path, actor: str, as_json: bool) -> None:
+    from catalog.device_import import import_device_file  # the one import, also the page's
+
     zone = station_zone(app)
     with app.ready_catalog().transaction() as s, _ticker(_("Importing devices"), as_json) as bar:
-        report = I.import_devices(s, app.signer, path, actor=actor, zone=zone, progress=bar.update)
-        for row in report.new_assignments:
-            A.after_assignment(
-                s,
-                app.signer,
-                row,
-                name_officer=_name_officer(app),
-                policy=app.settings.retention,
-                actor=actor,
-                store=app.store,
-            )
+        report = import_device_file(
+            s,
+            app.signer,
+            path,
+            actor=actor,
+            zone=zone,
+            settings=app.settings,
+            store=app.store,
+            progress=bar.update,
+        )
     if as_json:
         print_json(report.as_dict())
     else:

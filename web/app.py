@@ -9,7 +9,7 @@ from starlette.staticfiles import StaticFiles
 
 from api.app import create_app as create_api
 from config import Settings
-from web import pages
+from web import admin_devices, admin_users, pages
 from web.render import STATIC
 
 
@@ -18,4 +18,7 @@ def create_app(settings: Settings, *, accel_redirect: str | None = None) -> Fast
     app = create_api(settings, accel_redirect=accel_redirect)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.include_router(pages.router)
+    # The administrators' pages (devices, users): their own permissions, checked there.
+    app.include_router(admin_devices.router)
+    app.include_router(admin_users.router)
     return app

@@ -121,6 +121,8 @@ def page(request: Request, who: Caller, template: str, values: Mapping[str, Any]
         "csrf": request.cookies.get(CSRF_COOKIE, ""),
         "can_audit": who.allowed("audit.view") or who.allowed("audit.admin_view"),
         "can_district": who.allowed("district.status"),
+        "can_devices": who.allowed("device.admin"),
+        "can_users": who.allowed("user.admin") or who.allowed("role.admin"),
         **shown,
     }
     return render(request, template, context, zone=who.ctx.zone, status=status)
