@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from catalog import attach as A
-from catalog import case_import as I
 from catalog import cases as C
 from catalog import devices as D
 from catalog import retention as R
