@@ -131,7 +131,7 @@ def test_fixity_runs_and_failures(app: Any, web: TestClient) -> None:
     )
     assert failures is not None
     assert key in failures.group(1) and f'href="/recordings/{rec_id}"' in failures.group(1)
-    assert "missing" in failures.group(1)
+    assert "缺失：存储中没有该对象" in failures.group(1)  # the problem, in Chinese
     assert "从副本或备份恢复" in failures.group(1)  # what to do, in the reader's language
     english = web.get("/audit/integrity?lang=en").text
     assert "restore it from the replica or the backup" in english
