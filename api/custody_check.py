@@ -11,7 +11,7 @@ It lives here, not in ``liuhen``, because the pages may not import the command l
 from __future__ import annotations
 
 import tarfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,16 +78,17 @@ def reachable_anchors(
 
 
 def trusted_keys(
-    settings: Settings, signer: Signer, trust_files: Iterable[str | Path] = ()
+    settings: Settings, signer: Callable[[], Signer], trust_files: Iterable[str | Path] = ()
 ) -> dict[str, set[str]]:
     """Station id -> key ids trusted from outside the catalog: the auditor's key rings,
-    and this host's own key file (a trust anchor the catalog cannot replace)."""
+    and this host's own key file (a trust anchor the catalog cannot replace). ``signer``
+    is called only when the key file is there (a host without one still verifies)."""
     trusted: dict[str, set[str]] = {}
     for path in trust_files:
         for sid, ids in load_keyring(Path(path)).items():
             trusted.setdefault(sid, set()).update(ids)
     if settings.key_file.exists():
-        trusted.setdefault(settings.station.id, set()).add(signer.key_id)
+        trusted.setdefault(settings.station.id, set()).add(signer().key_id)
     return trusted
 
 

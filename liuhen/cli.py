@@ -295,7 +295,7 @@ def custody_verify(
 
     app = ctx.app()
     # The check the audit page runs too (api.custody_check): one implementation.
-    trusted = trusted_keys(app.settings, app.signer, trust_files)
+    trusted = trusted_keys(app.settings, lambda: app.signer, trust_files)
     reached = reachable_anchors(app.settings, app.store, anchor_files)
     with app.ready_catalog().session() as session:
         report = check_custody(session, reached, trusted, station=station, ring=bool(trust_files))

@@ -113,7 +113,7 @@ class CustodyChecks:
     def _check(self, run: CustodyRun) -> None:
         ctx = self.ctx
         try:
-            trusted = trusted_keys(ctx.settings, ctx.signer)
+            trusted = trusted_keys(ctx.settings, lambda: ctx.signer)
             reached = reachable_anchors(ctx.settings, ctx.store)
             run.general += reached.unreachable
             run.general += [i.detail for i in reached.issues if not i.station_id]
