@@ -58,6 +58,9 @@ PAGES = (
     Page("audit", "/audit", "sun"),
     Page("audit-integrity", "/audit/integrity", "sun"),
     Page("district", "/district", "sun"),
+    Page("admin-devices", "/admin/devices", "admin"),
+    Page("admin-device", "/admin/devices/A123456", "admin"),
+    Page("admin-users", "/admin/users", "admin"),
 )
 
 
@@ -94,9 +97,9 @@ def readable(name: str, violations: list[dict[str, Any]]) -> str:
 
 
 def _prepare(data: Path) -> int:
-    """A station that docked a recorder (its card on the station screen), a recording,
-    a case, a fixity audit that found an object missing, and an auditor; returns the
-    recording's id."""
+    """A station that docked a recorder A123456 (its card on the station screen), a
+    recording, a case, a fixity audit that found an object missing, an auditor and a
+    system administrator; returns the recording's id."""
     app = make_app(data)
     try:
         recorder = make_bulk_files(data.parent / "dock" / "A123456", 3, 20_000)
@@ -115,6 +118,7 @@ def _prepare(data: Path) -> int:
         (store.root / key).unlink()  # gone behind the store's back
         audit_store(app.catalog, app.store, app.signer, scope=make_scope("all"), actor="test")
         add_user(app, "sun", "auditor", unit=UNIT)
+        add_user(app, "admin", "system_admin", unit=UNIT)
     finally:
         app.close()
     return rec
