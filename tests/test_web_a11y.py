@@ -17,15 +17,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import pyotp
 import pytest
 from sqlalchemy import select
 
+from access.accounts import get_user
 from archive_export.fixity import audit_store, make_scope
 from catalog.cases import create_case
 from catalog.models import Recording
 from ingest.synthetic import make_bulk_files
 from storage import LocalStore
-from tests.api_helpers import PASSWORD, add_user
+from tests.api_helpers import PASSWORD, add_admin, add_user
 from tests.case_helpers import cst, make_recording
 from tests.offload_helpers import make_app
 from tests.web_helpers import chromium, liuhen_serve, shot
@@ -38,6 +40,7 @@ UNIT = "徐汇分局"
 CASE = "沪徐市监罚〔2026〕5号"
 DESKTOP = {"width": 1280, "height": 800}
 STATION_SCREEN = {"width": 1024, "height": 600}
+TOTP_SECRETS: dict[str, str] = {}  # login -> two-factor secret, for the administrators
 
 
 @dataclass(frozen=True)
@@ -118,7 +121,9 @@ def _prepare(data: Path) -> int:
         (store.root / key).unlink()  # gone behind the store's back
         audit_store(app.catalog, app.store, app.signer, scope=make_scope("all"), actor="test")
         add_user(app, "sun", "auditor", unit=UNIT)
-        add_user(app, "admin", "system_admin", unit=UNIT)
+        add_admin(app, "admin", "system_admin")  # administrators log in with a code
+        with app.catalog.session() as s:
+            TOTP_SECRETS["admin"] = str(get_user(s, "admin").totp_secret)
     finally:
         app.close()
     return rec
@@ -128,6 +133,8 @@ def _login(page: Any, base: str, login: str) -> None:
     page.goto(f"{base}/login")
     page.fill("#login", login)
     page.fill("#password", PASSWORD)
+    if login in TOTP_SECRETS:
+        page.fill("#totp", pyotp.TOTP(TOTP_SECRETS[login]).now())
     page.get_by_role("button", name="登录", exact=True).click()
     page.wait_for_load_state()
     assert "/login" not in page.url, f"{login} could not log in"
