@@ -324,6 +324,7 @@ def custody_check_status(request: Request) -> Response:
         return JSONResponse({"error": {"message": "not logged in"}}, status_code=401)
     try:
         who.authorize("custody.view")
+        _may_read_integrity(who)
     except LiuhenError as exc:
         return JSONResponse({"error": {"message": exc.message}}, status_code=status_of(exc))
     run = checks_of(who.ctx, request.app.state).run
