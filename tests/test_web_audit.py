@@ -105,7 +105,9 @@ def test_custody_chains_checked_from_the_page(app: Any, web: TestClient) -> None
     assert "✗" in row and "#2" in row
 
 
-def test_fixity_runs_and_failures(app: Any, web: TestClient) -> None:
+def test_fixity_runs_and_failures(
+    app: Any, web: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
     rec_id = make_recording(app, start=cst(2026, 12, 1, 7))
     make_recording(app, start=cst(2026, 12, 1, 8))
     first = audit_store(app.catalog, app.store, app.signer, scope=make_scope("all"), actor="test")
@@ -135,6 +137,10 @@ def test_fixity_runs_and_failures(app: Any, web: TestClient) -> None:
     assert "从副本或备份恢复" in failures.group(1)  # what to do, in the reader's language
     english = web.get("/audit/integrity?lang=en").text
     assert "restore it from the replica or the backup" in english
+    # A run with more failures than a page shows says how many more, and where to read them.
+    monkeypatch.setattr("web.audit.FIXITY_FAILURES", 0)
+    capped = web.get("/audit/integrity?lang=zh").text
+    assert "另有 1 项失败" in capped and key not in capped
 
 
 def test_only_the_auditor_reads_custody_and_fixity(app: Any, web: TestClient) -> None:

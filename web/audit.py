@@ -1,6 +1,9 @@
 """The access log (``/audit``): who viewed, played, downloaded, exported, attached; who
 logged in, and who changed roles — filtered by user, recording, case and time, a page
-of events at a time, for the auditor and the audit administrator only.
+of events at a time, for the auditor and the audit administrator only. Beside it
+(``/audit/integrity``), for the auditor: each station's custody chain with its signed
+chain heads and the custody check run from a button (``web.audit_checks``), and the
+store's fixity audits with their failures.
 
 The events are the audit's own (``access.audit.access_events``: signed custody events
 in the ``access.`` namespace), and each reader sees what `liuhen audit log` shows them:
@@ -212,6 +215,7 @@ FIXITY_ACTIONS: Final = {
     ),
 }
 FIXITY_RUNS: Final = 20
+FIXITY_FAILURES: Final = 200  # shown; the rest: GET /api/v1/verify/runs/{uid}
 
 
 @router.get("/audit/integrity")
@@ -238,12 +242,14 @@ def integrity_page(request: Request) -> Response:
         if fixity:
             runs = ops.verify_runs(who, limit=FIXITY_RUNS)
             values["runs"] = runs
-            values["failures"] = [
+            failures = [
                 f | {"run": r["uid"], "what_to_do": _what_to_do(f["detail"], request)}
                 for r in runs
                 if r["failed"]
                 for f in ops.verify_run(who, r["uid"])["failures"]
             ]
+            values["failures"] = failures[:FIXITY_FAILURES]
+            values["failures_more"] = max(0, len(failures) - FIXITY_FAILURES)
     except LiuhenError as exc:
         failed = {"error": exc.message, "hint": exc.hint, "http_status": status_of(exc)}
         return page(request, who, "error.html", failed)
