@@ -199,3 +199,52 @@ def test_access_log_filters(app: Any, web: TestClient) -> None:
     assert all(o in (f"#{second}", number) for _, _, o in by_case)
     assert listed("from=2000-01-01&to=2000-01-02") == []
     assert listed("from=2000-01-01")  # everything since
+
+
+def test_the_check_shows_its_progress_while_it_runs(
+    app: Any, web: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check held inside its first station (as a long chain would keep it): the page
+    and its progress answer say which station, how many are done, and the button waits."""
+    import threading
+
+    from api.custody_check import check_custody as real
+
+    reached, opened = threading.Event(), threading.Event()
+
+    def held(*args: Any, **kwargs: Any) -> Any:
+        reached.set()
+        opened.wait(timeout=60)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("web.audit_checks.check_custody", held)
+    make_recording(app, start=cst(2026, 12, 1, 7))
+    add_user(app, "sun", "auditor", unit=UNIT)
+    csrf = _login(web, "sun")
+    station = app.settings.station.id
+    try:
+        assert web.post("/audit/integrity/custody", data={"csrf": csrf}).status_code == 303
+        assert reached.wait(timeout=30)
+        run = web.get("/audit/integrity/custody").json()
+        assert run["state"] == "running" and run["current"] == station
+        assert (run["stations_done"], run["stations_total"]) == (0, 1)
+        page = web.get("/audit/integrity").text
+        assert f"正在校验采集站 {station}：已完成 0 / 1 个采集站" in page
+        assert re.search(r'id="custody-start"\s+disabled', page)
+        # Pressed again while it runs: the same check goes on, no second one starts.
+        web.post("/audit/integrity/custody", data={"csrf": csrf})
+        assert web.get("/audit/integrity/custody").json()["started_at"] == run["started_at"]
+    finally:
+        opened.set()
+    done = _check_custody_finished(web)
+    assert done["ok"] and done["stations_done"] == 1
+
+
+def _check_custody_finished(web: TestClient) -> dict[str, Any]:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        run: dict[str, Any] = web.get("/audit/integrity/custody").json()
+        if run["state"] != "running":
+            return run
+        time.sleep(0.1)
+    raise AssertionError("the custody check did not finish in 60 s")
