@@ -291,31 +291,14 @@ def custody_verify(
 ) -> None:
     """Walk every custody chain; report every broken link, bad signature or unknown key,
     and every event the signed chain heads vouch for that the catalog lacks."""
-    from catalog import verify_chain
-    from catalog.custody import Problem
-    from catalog.signing import load_keyring
-    from liuhen.anchoring import reachable_anchors
+    from api.custody_check import check_custody, reachable_anchors, trusted_keys
 
     app = ctx.app()
-    trusted: dict[str, set[str]] = {}
-    for path in trust_files:
-        for sid, ids in load_keyring(Path(path)).items():
-            trusted.setdefault(sid, set()).update(ids)
-    if app.settings.key_file.exists():
-        # This station's own key file is a trust anchor outside the catalog.
-        trusted.setdefault(app.settings.station.id, set()).add(app.signer.key_id)
+    # The check the audit page runs too (api.custody_check): one implementation.
+    trusted = trusted_keys(app.settings, lambda: app.signer, trust_files)
     reached = reachable_anchors(app.settings, app.store, anchor_files)
     with app.ready_catalog().session() as session:
-        report = verify_chain(
-            session,
-            trusted=trusted,
-            station_id=station,
-            ring=bool(trust_files),
-            anchors=reached.heads,
-        )
-    report.problems += [
-        Problem(i.station_id, i.seq, None, i.kind, i.detail) for i in reached.issues
-    ]
+        report = check_custody(session, reached, trusted, station=station, ring=bool(trust_files))
     if as_json:
         print_json(
             report.as_dict()

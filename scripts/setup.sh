@@ -53,6 +53,19 @@ if [ ! -x /usr/bin/chromium ]; then
   apt_install chromium
 fi
 
+# The accessibility test (tests/test_web_a11y.py) runs axe-core in the pages; it comes
+# from the npm registry into .cache/axe, never into the repository. Without npm the
+# test skips (fails under CI=true).
+if command -v npm >/dev/null 2>&1; then
+  if [ ! -f .cache/axe/node_modules/axe-core/axe.min.js ]; then
+    echo "setup: installing axe-core from the npm registry into .cache/axe" >&2
+    npm install --silent --no-audit --no-fund --prefix .cache/axe axe-core@4 >/dev/null ||
+      echo "setup: axe-core not installed; the accessibility test will skip" >&2
+  fi
+else
+  echo "setup: npm is missing; the accessibility test (axe-core) will skip" >&2
+fi
+
 ceph_missing=""
 for tool in ceph-mon ceph-osd radosgw radosgw-admin ceph ceph-authtool monmaptool; do
   command -v "$tool" >/dev/null 2>&1 || ceph_missing=1

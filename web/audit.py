@@ -1,6 +1,9 @@
 """The access log (``/audit``): who viewed, played, downloaded, exported, attached; who
 logged in, and who changed roles — filtered by user, recording, case and time, a page
-of events at a time, for the auditor and the audit administrator only.
+of events at a time, for the auditor and the audit administrator only. Beside it
+(``/audit/integrity``), for the auditor: each station's custody chain with its signed
+chain heads and the custody check run from a button (``web.audit_checks``), and the
+store's fixity audits with their failures.
 
 The events are the audit's own (``access.audit.access_events``: signed custody events
 in the ``access.`` namespace), and each reader sees what `liuhen audit log` shows them:
@@ -16,13 +19,13 @@ from fastapi import APIRouter
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from api.auth import Caller
 from api.errors import ApiError, status_of
 from catalog.search import time_range
 from config.errors import LiuhenError
-from config.i18n import _
+from config.i18n import N_, _
 from web.auth import page_caller, to_login
 from web.render import page
 
@@ -191,3 +194,145 @@ def report_page(request: Request) -> Response:
         sha256=digest,
     )
     return HTMLResponse(html, headers={"Cache-Control": "no-store"})
+
+
+# -- custody chains and store fixity (/audit/integrity) -----------------------------------------
+
+# What to do about a failed fixity check, by the kind its detail starts with (the
+# details are stored in English: archive_export.fixity).
+FIXITY_ACTIONS: Final = {
+    "missing": N_(
+        "The object is gone from the store: restore it from the replica or the backup, "
+        "then run liuhen verify --store again; keep this run's id for the record."
+    ),
+    "mismatch": N_(
+        "The stored bytes are not those ingested: do not overwrite anything; restore the "
+        "object from the replica or the backup and report it to the security administrator."
+    ),
+    "unreadable": N_(
+        "The store could not read the object: check the store (liuhen doctor), then run "
+        "liuhen verify --store --resume."
+    ),
+}
+FIXITY_RUNS: Final = 20
+FIXITY_FAILURES: Final = 200  # shown; the rest: GET /api/v1/verify/runs/{uid}
+
+
+@router.get("/audit/integrity")
+def integrity_page(request: Request) -> Response:
+    """Each station's custody chain (events, signed chain heads, the last check and a
+    button to run it) and the store's fixity audits with their failures: for the
+    auditor (``custody.view``, ``verify.run``) on the audit page's side."""
+    from api import ops
+    from web.audit_checks import chain_summaries, checks_of
+
+    who = page_caller(request)
+    if who is None:
+        return to_login(request)
+    values: dict[str, Any] = {}
+    try:
+        _may_read_integrity(who)
+        custody, fixity = who.allowed("custody.view"), who.allowed("verify.run")
+        if custody:
+            checks = checks_of(who.ctx, request.app.state)
+            values["chains"] = chain_summaries(who.ctx)
+            values["heads"] = _anchored_heads(who)
+            values["last"] = checks.last
+            values["run"] = checks.run
+        if fixity:
+            runs = ops.verify_runs(who, limit=FIXITY_RUNS)
+            values["runs"] = runs
+            failures = [
+                f | {"run": r["uid"], "what_to_do": _what_to_do(f["detail"], request)}
+                for r in runs
+                if r["failed"]
+                for f in ops.verify_run(who, r["uid"])["failures"]
+            ]
+            values["failures"] = failures[:FIXITY_FAILURES]
+            values["failures_more"] = max(0, len(failures) - FIXITY_FAILURES)
+    except LiuhenError as exc:
+        failed = {"error": exc.message, "hint": exc.hint, "http_status": status_of(exc)}
+        return page(request, who, "error.html", failed)
+    return page(request, who, "audit_integrity.html", values)
+
+
+def _may_read_integrity(who: Caller) -> None:
+    """The audit's readers who hold custody.view or verify.run; anyone else is refused
+    (and the refusal audited)."""
+    if not (who.allowed("audit.view") or who.allowed("audit.admin_view")):
+        who.authorize("audit.view")
+    if not (who.allowed("custody.view") or who.allowed("verify.run")):
+        who.authorize("custody.view")
+
+
+def _anchored_heads(who: Caller) -> dict[str, list[dict[str, Any]]]:
+    """Station -> its signed chain heads within reach (station journal, store), newest
+    first, each once with every place it was read from."""
+    from api.custody_check import reachable_anchors
+
+    reached = reachable_anchors(who.ctx.settings, who.ctx.store)
+    by_station: dict[str, dict[tuple[int, str], dict[str, Any]]] = {}
+    for h in reached.heads:
+        seen = by_station.setdefault(h.station_id, {})
+        row = seen.setdefault(
+            (h.seq, h.event_hash),
+            {"seq": h.seq, "hash": h.event_hash, "at": h.at, "key": h.key_id, "where": []},
+        )
+        where = "store" if h.source.startswith("store") else "journal"
+        if where not in row["where"]:
+            row["where"].append(where)
+    return {
+        sid: sorted(rows.values(), key=lambda r: r["seq"], reverse=True)[:5]
+        for sid, rows in by_station.items()
+    }
+
+
+def _what_to_do(detail: str, request: Request) -> str:
+    from web.render import gettext_of
+
+    kind = detail.split(":", 1)[0].strip()
+    text = FIXITY_ACTIONS.get(kind, FIXITY_ACTIONS["unreadable"])
+    return gettext_of(request)(text)
+
+
+@router.post("/audit/integrity/custody")
+async def start_custody_check(request: Request) -> Response:
+    """Start the custody check (the page's button; its CSRF field is checked)."""
+    from starlette.concurrency import run_in_threadpool
+
+    from web.audit_checks import checks_of
+    from web.auth import csrf_ok, form_of
+
+    form = await form_of(request)
+    who = page_caller(request)
+    if who is None:
+        return to_login(request)
+    if not csrf_ok(request, form.get("csrf")):
+        return RedirectResponse("/audit/integrity", status_code=303)
+    try:
+        await run_in_threadpool(who.authorize, "custody.view")
+        await run_in_threadpool(_may_read_integrity, who)
+    except LiuhenError as exc:
+        failed = {"error": exc.message, "hint": exc.hint, "http_status": status_of(exc)}
+        return page(request, who, "error.html", failed)
+    checks = checks_of(who.ctx, request.app.state)
+    await run_in_threadpool(checks.start, who.actor)
+    return RedirectResponse("/audit/integrity#custody", status_code=303)
+
+
+@router.get("/audit/integrity/custody")
+def custody_check_status(request: Request) -> Response:
+    """The running or last custody check, as JSON, for the page's progress bar."""
+    from web.audit_checks import checks_of
+
+    who = page_caller(request)
+    if who is None:
+        return JSONResponse({"error": {"message": "not logged in"}}, status_code=401)
+    try:
+        who.authorize("custody.view")
+        _may_read_integrity(who)
+    except LiuhenError as exc:
+        return JSONResponse({"error": {"message": exc.message}}, status_code=status_of(exc))
+    run = checks_of(who.ctx, request.app.state).run
+    body = run.as_dict(who.ctx.zone) if run else {"state": "none"}
+    return JSONResponse(body, headers={"Cache-Control": "no-store"})

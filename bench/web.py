@@ -1,0 +1,240 @@
+"""Web pages benchmark: how long `liuhen serve` takes to answer the recordings search
+page and a recording's page, on PostgreSQL, one client and ``--clients`` at once.
+
+    python -m bench.web [--url PG_URL] [--reuse] [--recordings N] [--clients 20]
+                        [--requests N] [--json FILE] [--keep]
+
+The district is bench/api.py's (:func:`bench.api.build`: 10 units, 500 officers, 600
+recorders, ``--recordings`` over a year, damaged, disagreeing times, cases, holds; rows
+by COPY, not timed), in a schema of its own in the PostgreSQL at 127.0.0.1:5432, dropped
+afterwards unless ``--keep``. ``--url URL --reuse`` measures a catalog already built
+(the schema a ``--keep`` run of this bench or bench/api printed): its recordings are
+kept, only the bench's auditor is added.
+
+Then ``liuhen serve`` runs as its own process (uvicorn, as in production) and an
+auditor, logged in through the login form (the pages' cookie session), asks:
+
+* the search page ``/recordings`` with bench/api.py's mix of filters (none, officer,
+  recorder, unit, a day, damaged, on hold, a case, officer and day, state and flag),
+  and its second page by the cursor the first page links to;
+* a recording's page ``/recordings/{id}`` for random recordings (each view is audited:
+  a signed custody event written before the page is answered, as in production).
+
+Each request is timed on the client over loopback (the HTTP exchange included: what a
+browser on the same network waits for the HTML), one client then ``--clients`` clients
+at once: p50, p95, max in ms. The issue's figures are at ``--recordings 1000000``, by
+hand; tests/test_web_bench.py runs it small and asserts no timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import func, select, text
+
+from bench.api import DEFAULT_PG, _fresh_pg, _percentiles, build, search_mix, start_server
+
+LOGIN, PASSWORD = "bench-auditor", "Bench-web-2026-pass"
+NEXT_PAGE = re.compile(r'href="(/recordings\?[^"]*cursor=[^"]*)"')
+
+
+def _prepare(data_dir: Path, url: str, recordings: int, seed: int, reuse: bool) -> int:
+    """The station's settings, key and catalog; the district (unless ``reuse`` and it is
+    there); the bench's auditor. Returns how many recordings the catalog holds."""
+    from access.accounts import create_user
+    from access.roles import Role
+    from catalog.models import Recording
+    from config import load_settings
+    from liuhen.app import App, initialize
+
+    settings = load_settings(data_dir=data_dir, environ={"LIUHEN_CATALOG_URL": url})
+    app = App(settings)
+    try:
+        initialize(app)
+        with app.catalog.session() as s:
+            held = int(s.scalar(select(func.count()).select_from(Recording)) or 0)
+        if not (reuse and held):
+            held = build(app.catalog, recordings, seed).recordings
+        with app.catalog.transaction() as s:
+            create_user(
+                s,
+                login=f"{LOGIN}-{data_dir.name[-8:]}",
+                display_name="bench",
+                unit="",
+                officer_number=None,
+                roles=[Role.AUDITOR],
+                actor="bench",
+                policy=app.settings.access,
+                password=PASSWORD,
+            )
+    finally:
+        app.close()
+    return held
+
+
+def _logged_in(base: str, login: str) -> httpx.Client:
+    http = httpx.Client(base_url=base, timeout=120, follow_redirects=False)
+    r = http.post("/login", data={"login": login, "password": PASSWORD, "next": "/recordings"})
+    if r.status_code != 303:
+        raise RuntimeError(f"login as {login}: {r.status_code} {r.text[:300]}")
+    return http
+
+
+def _get(http: httpx.Client, path: str, params: dict[str, Any] | None = None) -> tuple[float, str]:
+    t0 = time.perf_counter()
+    r = http.get(path, params=params)
+    ms = (time.perf_counter() - t0) * 1000
+    if r.status_code != 200:
+        raise RuntimeError(f"{path} {params or ''}: {r.status_code} {r.text[:300]}")
+    return ms, r.text
+
+
+def search_page(http: httpx.Client, params: dict[str, Any]) -> list[float]:
+    """The search page, and its second page when it links one (keyset paging)."""
+    ms, html = _get(http, "/recordings", params)
+    found = NEXT_PAGE.search(html)
+    if not found:
+        return [ms]
+    more, _ = _get(http, found.group(1).replace("&amp;", "&"))
+    return [ms, more]
+
+
+def recording_page(http: httpx.Client, rec_id: int) -> list[float]:
+    ms, _ = _get(http, f"/recordings/{rec_id}")
+    return [ms]
+
+
+def _search_job(params: dict[str, Any], http: httpx.Client) -> list[float]:
+    return search_page(http, params)
+
+
+def _recording_job(rec_id: int, http: httpx.Client) -> list[float]:
+    return recording_page(http, rec_id)
+
+
+def _measure(
+    base: str, login: str, jobs: Sequence[Callable[[httpx.Client], list[float]]], clients: int
+) -> dict[str, Any]:
+    http = _logged_in(base, login)
+    try:
+        for job in jobs[:5]:
+            job(http)  # warm-up: plans, caches, connections
+        single = [ms for job in jobs for ms in job(http)]
+    finally:
+        http.close()
+    local = threading.local()
+    opened: list[httpx.Client] = []
+
+    def run(job: Callable[[httpx.Client], list[float]]) -> list[float]:
+        if not hasattr(local, "http"):
+            local.http = _logged_in(base, login)
+            opened.append(local.http)
+        return job(local.http)
+
+    try:
+        with ThreadPoolExecutor(clients) as pool:
+            loaded = [ms for got in pool.map(run, [*jobs, *jobs]) for ms in got]
+    finally:
+        for http in opened:
+            http.close()
+    return {"one_client_ms": _percentiles(single), f"{clients}_clients_ms": _percentiles(loaded)}
+
+
+def run(
+    url: str | None,
+    *,
+    recordings: int,
+    clients: int,
+    requests: int,
+    seed: int = 7,
+    keep: bool = False,
+    reuse: bool = False,
+) -> dict[str, Any]:
+    cleanup = None
+    if url is None:
+        url, cleanup = _fresh_pg(DEFAULT_PG)
+    proc = None
+    try:
+        with tempfile.TemporaryDirectory(prefix="liuhen-bench-web-") as tmp:
+            data_dir = Path(tmp)
+            t0 = time.perf_counter()
+            held = _prepare(data_dir, url, recordings, seed, reuse)
+            prepared_s = time.perf_counter() - t0
+            login = f"{LOGIN}-{data_dir.name[-8:]}"
+            proc, base = start_server(data_dir, url)
+            rng = random.Random(seed)
+            mix = [q for _ in range(max(1, requests // 10)) for q in search_mix(0, rng)]
+            searches = [partial(_search_job, q) for q in mix]
+            ids = [rng.randrange(1, held + 1) for _ in range(requests)]
+            pages = [partial(_recording_job, i) for i in ids]
+            search = _measure(base, login, searches, clients)
+            recording = _measure(base, login, pages, clients)
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=30)
+        if cleanup is not None:
+            admin, schema = cleanup
+            if keep:
+                print(f"bench.web: kept the catalog: --url '{url}' --reuse", file=sys.stderr)
+            else:
+                with admin.begin() as conn:
+                    conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+            admin.dispose()
+    return {
+        "catalog": url if keep or reuse else None,
+        "recordings": held,
+        "prepare_s": round(prepared_s, 1),
+        "clients": clients,
+        "search_page": search,
+        "recording_page": recording,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description=(__doc__ or "").split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--url", help=f"A PostgreSQL catalog (default: a new schema in {DEFAULT_PG}).")
+    p.add_argument(
+        "--reuse", action="store_true", help="The catalog at --url is built: measure it as is."
+    )
+    p.add_argument("--recordings", type=int, default=20_000)
+    p.add_argument("--clients", type=int, default=20)
+    p.add_argument("--requests", type=int, default=200, help="Requests of each page.")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--json", type=Path, help="Also write the figures to this file.")
+    p.add_argument("--keep", action="store_true", help="Keep the bench schema (to --reuse it).")
+    args = p.parse_args(argv)
+    result = run(
+        args.url,
+        recordings=args.recordings,
+        clients=args.clients,
+        requests=args.requests,
+        seed=args.seed,
+        keep=args.keep,
+        reuse=args.reuse,
+    )
+    text_ = json.dumps(result, indent=2, ensure_ascii=False)
+    print(text_)
+    if args.json:
+        args.json.write_text(text_ + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
