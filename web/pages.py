@@ -56,7 +56,7 @@ async def login(request: Request) -> Response:
         # an account of its choosing, and what the officer then does would be recorded
         # under it. Browsers say where a form comes from (Origin, Sec-Fetch-Site).
         refused = {"next": target, "error": _("this login form was sent from another site")}
-        refused["hint"] = _("open 留痕 itself and log in there")
+        refused["hint"] = _("open liuhen itself and log in there")
         return _login_form(request, refused, status=403)
     try:
         body = Login(
