@@ -176,11 +176,15 @@ def test_markers_are_custody_events_in_position_order(app: Any, web: TestClient,
 
 
 def test_station_screen_without_a_journal(app: Any, web: TestClient) -> None:
-    """Off the station (the test client is not loopback) a login is needed; a server
-    without a station journal says it is not a station."""
+    """Off the station's own screen (the main listener) a login is needed, and the
+    district status permission (a reviewer's is refused); a server without a station
+    journal says it is not a station."""
     assert web.get("/station").status_code == 303
     add_user(app, "li", "reviewer", unit=UNIT)
     _login(web, "li")
+    assert web.get("/station").status_code == 403
+    add_user(app, "sun", "auditor", unit=UNIT)
+    _login(web, "sun")
     Path(app.settings.journal_path).unlink(missing_ok=True)
     page = web.get("/station")
     assert page.status_code == 200
