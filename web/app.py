@@ -9,7 +9,7 @@ from starlette.staticfiles import StaticFiles
 
 from api.app import create_app as create_api
 from config import Settings
-from web import admin_devices, admin_users, pages, station
+from web import admin_devices, admin_users, errors, pages, station
 from web.render import STATIC
 
 
@@ -25,4 +25,5 @@ def create_app(settings: Settings, *, accel_redirect: str | None = None) -> Fast
     # The administrators' pages (devices, users): their own permissions, checked there.
     app.include_router(admin_devices.router)
     app.include_router(admin_users.router)
+    errors.install(app)  # the pages' errors as a page, the API's as JSON
     return app
