@@ -92,19 +92,23 @@ def run_serve(
     station = _follower(
         uvicorn.Config(
             web_app, access_log=False, proxy_headers=False, lifespan="off", server_header=False
-        )
+        ),
+        leader=main,
     )
     asyncio.run(_serve_both(main, station, screen))
 
 
-def _follower(config: Any) -> Any:
-    """A server that leaves the signals to the main one, and stops when it stops."""
+def _follower(config: Any, leader: Any) -> Any:
+    """A server that leaves the signals to ``leader`` and shuts down when it does."""
     import uvicorn
 
     class Follower(uvicorn.Server):
         @contextlib.contextmanager
         def capture_signals(self) -> Iterator[None]:
             yield
+
+        async def on_tick(self, counter: int) -> bool:
+            return bool(leader.should_exit) or await super().on_tick(counter)
 
     return Follower(config)
 
