@@ -14,8 +14,8 @@ import pytest
 
 from ingest.journal import Journal
 from ingest.synthetic import make_recorder
-from tests.offload_helpers import make_app
 from tests.api_helpers import PASSWORD, add_user
+from tests.offload_helpers import make_app
 from tests.web_helpers import (
     chromium,
     free_port,
