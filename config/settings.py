@@ -268,6 +268,14 @@ class ApiSettings:
     tls_key: str = ""
     # Behind nginx: its internal location serving the directory store (X-Accel-Redirect).
     accel_redirect: str = ""
+    # The station's own screen (/station with no login): a second listener, on 127.0.0.1
+    # only and with no proxy headers, so no forwarded header can make a visitor the
+    # station. 0: none (then /station needs a login everywhere).
+    station_screen_port: int = bounded(8001, 0, 65535)
+    # The reverse proxies whose X-Forwarded-For and X-Forwarded-Proto are believed on the
+    # main listener (comma-separated addresses, uvicorn's forwarded_allow_ips), set here so
+    # that no FORWARDED_ALLOW_IPS in the environment widens it.
+    forwarded_allow_ips: str = "127.0.0.1"
 
 
 @dataclass(frozen=True)

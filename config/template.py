@@ -168,6 +168,11 @@ tls_cert = ""
 tls_key = ""
 # Behind nginx: its internal location serving the directory store, e.g. "/_liuhen_store/".
 accel_redirect = ""
+# The station's own screen, no login: http://127.0.0.1:PORT/station in a browser on the
+# station (loopback only; 0 = none).
+station_screen_port = 8001
+# The reverse proxies whose X-Forwarded-For and X-Forwarded-Proto are believed.
+forwarded_allow_ips = "127.0.0.1"
 """)
 
 

@@ -12,6 +12,7 @@ cd "$(dirname "$0")/.."
 LIUHEN_SETUP_NO_CEPH=1 bash scripts/setup.sh
 export LIUHEN_HOME="$PWD/demo-data"
 port="${LIUHEN_DEMO_PORT:-8000}"
+station_port="${LIUHEN_DEMO_STATION_PORT:-$((port + 1))}" # the station's own screen, loopback
 liuhen=.venv/bin/liuhen
 if [ -f "$LIUHEN_HOME/serve.pid" ]; then
   kill "$(cat "$LIUHEN_HOME/serve.pid")" 2>/dev/null || true
@@ -33,7 +34,7 @@ $liuhen custody verify
 # The web application on the same data, with a demo account (the CLI steps above ran
 # before any account existed; from now on commands need `liuhen login`).
 password=$(.venv/bin/python scripts/demo/web_account.py)
-nohup $liuhen serve --host 127.0.0.1 --port "$port" >"$LIUHEN_HOME/serve.log" 2>&1 &
+nohup $liuhen serve --host 127.0.0.1 --port "$port" --station-port "$station_port" >"$LIUHEN_HOME/serve.log" 2>&1 &
 echo $! >"$LIUHEN_HOME/serve.pid"
 for _ in $(seq 1 60); do
   if .venv/bin/python -c "import urllib.request, sys
@@ -43,6 +44,6 @@ urllib.request.urlopen('http://127.0.0.1:$port/login', timeout=1)" 2>/dev/null; 
   sleep 0.5
 done
 echo
-echo "网页 / web:  http://127.0.0.1:$port/    (采集站屏幕 / station screen: http://127.0.0.1:$port/station)"
+echo "网页 / web:  http://127.0.0.1:$port/    (采集站屏幕 / station screen: http://127.0.0.1:$station_port/station)"
 echo "演示账户 / demo account:  demo  密码 / password: $password"
 echo "停止 / stop:  kill \$(cat $LIUHEN_HOME/serve.pid)"

@@ -28,7 +28,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def serve(app: Any, catalog_url: str) -> Iterator[str]:
+def serve(app: Any, catalog_url: str) -> Iterator[tuple[str, int]]:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "LIUHEN_LANG"}  # the default: zh
     # The port from the settings ([api] port, here by its environment variable).
@@ -36,6 +36,8 @@ def serve(app: Any, catalog_url: str) -> Iterator[str]:
         "LIUHEN_HOME": str(app.settings.data_dir),
         "LIUHEN_CATALOG_URL": catalog_url,
         "LIUHEN_API_PORT": str(port),
+        "LIUHEN_API_STATION_SCREEN_PORT": str(_free_port()),
+        "FORWARDED_ALLOW_IPS": "*",  # uvicorn's own variable: [api] forwarded_allow_ips rules
     }
     proc = subprocess.Popen([LIUHEN, "serve"], env=env, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
@@ -49,7 +51,7 @@ def serve(app: Any, catalog_url: str) -> Iterator[str]:
                 assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
                 assert time.monotonic() < deadline, "liuhen serve did not start"
                 time.sleep(0.1)
-        yield base
+        yield base, int(env["LIUHEN_API_STATION_SCREEN_PORT"])
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -57,11 +59,12 @@ def serve(app: Any, catalog_url: str) -> Iterator[str]:
     assert f"127.0.0.1:{port}/api/v1" in said
 
 
-def test_serve_answers_with_its_description_and_json_errors(serve: str) -> None:
-    described = httpx.get(f"{serve}/api/v1/openapi.json").json()
+def test_serve_answers_with_its_description_and_json_errors(serve: tuple[str, int]) -> None:
+    base, _screen = serve
+    described = httpx.get(f"{base}/api/v1/openapi.json").json()
     assert described["openapi"].startswith("3.")
     assert "/api/v1/recordings/{rec_id}/media/{kind}" in described["paths"]
-    refused = httpx.get(f"{serve}/api/v1/recordings")
+    refused = httpx.get(f"{base}/api/v1/recordings")
     assert refused.status_code == 401
     message = refused.json()["error"]["message"]
     assert_chinese(message)
@@ -88,3 +91,13 @@ def test_the_api_bench_runs_small(pg_server: str) -> None:
     assert result["search"]["4_clients_ms"]["n"] >= 40
     assert result["streaming"]["proxy_mib"] == 2.0
     assert result["streaming"]["ratio"] > 0
+
+
+def test_serve_opens_the_station_screen_on_its_own_loopback_port(serve: tuple[str, int]) -> None:
+    """[api] station_screen_port: the station's own screen, no login, on 127.0.0.1 and
+    that port; the main port asks for a login whatever a forwarded header claims."""
+    base, screen = serve
+    assert httpx.get(f"http://127.0.0.1:{screen}/station/status").status_code == 200
+    claimed = {"X-Forwarded-For": "127.0.0.1"}
+    assert httpx.get(f"{base}/station/status", headers=claimed).status_code == 401
+    assert httpx.get(f"http://127.0.0.1:{screen}/api/v1/recordings").status_code == 404

@@ -176,11 +176,15 @@ def test_markers_are_custody_events_in_position_order(app: Any, web: TestClient,
 
 
 def test_station_screen_without_a_journal(app: Any, web: TestClient) -> None:
-    """Off the station (the test client is not loopback) a login is needed; a server
-    without a station journal says it is not a station."""
+    """Off the station's own screen (the main listener) a login is needed, and the
+    district status permission (a reviewer's is refused); a server without a station
+    journal says it is not a station."""
     assert web.get("/station").status_code == 303
     add_user(app, "li", "reviewer", unit=UNIT)
     _login(web, "li")
+    assert web.get("/station").status_code == 403
+    add_user(app, "sun", "auditor", unit=UNIT)
+    _login(web, "sun")
     Path(app.settings.journal_path).unlink(missing_ok=True)
     page = web.get("/station")
     assert page.status_code == 200
@@ -253,3 +257,21 @@ def test_district_status_page(app: Any, web: TestClient, rec: int) -> None:
     assert page.status_code == 200, page.text
     assert app.settings.station.id in page.text and "处理节点" in page.text
     assert_chinese(_text(page.text))
+
+
+def test_a_wrong_page_address_answers_an_error_page(app: Any, web: TestClient) -> None:
+    """A page address that does not exist answers the error page in the reader's
+    language, naming no path or exception; the API's own addresses still answer JSON."""
+    add_user(app, "li", "reviewer", unit=UNIT)
+    _login(web, "li")
+    for address in ("/no-such-page", "/recordings/not-a-number"):
+        got = web.get(address)
+        assert got.status_code == 404
+        assert got.headers["content-type"].startswith("text/html")
+        assert "没有这个页面" in got.text
+        assert address not in got.text
+    english = web.get("/no-such-page?lang=en")
+    assert "There is no such page." in english.text
+    api = web.get("/api/v1/no-such-endpoint")
+    assert api.status_code == 404
+    assert api.headers["content-type"].startswith("application/json")

@@ -1,6 +1,7 @@
 """The station screen in a real browser: a recorder docks, the screen shows its progress
 and 请勿拔出 while the docking is under way, and 可安全拔出 only once the station journal
-says SAFE_TO_CLEAR; at 1024×600 nothing scrolls sideways; no login on loopback."""
+says SAFE_TO_CLEAR; at 1024×600 nothing scrolls sideways; no login on the station's own
+loopback listener, a login and the district status permission on the main one."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ import pytest
 
 from ingest.journal import Journal
 from ingest.synthetic import make_recorder
+from tests.api_helpers import PASSWORD, add_user
 from tests.offload_helpers import make_app
 from tests.web_helpers import (
     chromium,
+    free_port,
     liuhen_serve,
     no_sideways_scroll,
     shot,
@@ -84,9 +87,10 @@ def test_station_screen_shows_progress_then_safe_to_clear(tmp_path: Path) -> Non
     station = app.station()
     stored, verdict = Gate(station.journal, "done"), Gate(station.journal, "finished")
     docking = threading.Thread(target=lambda: station.run_docking(recorder.root))
-    with liuhen_serve(data) as base, chromium() as browser:
+    screen = free_port()
+    with liuhen_serve(data, station_port=screen), chromium() as browser:
         page = browser.new_page(viewport={"width": 1024, "height": 600})
-        page.goto(f"{base}/station")  # loopback: no login
+        page.goto(f"http://127.0.0.1:{screen}/station")  # the station's own screen: no login
         assert "/login" not in page.url
         page.get_by_text("还没有执法记录仪接入").wait_for()
         docking.start()
@@ -122,14 +126,30 @@ def test_station_screen_shows_progress_then_safe_to_clear(tmp_path: Path) -> Non
 
 
 def test_station_screen_needs_a_login_from_elsewhere(tmp_path: Path) -> None:
-    """Off the station (here: a forwarded address, as a reverse proxy on the station
-    sends it), the screen asks for a login, and its data answers 401."""
+    """On the main listener (where a reverse proxy sends everyone, with whatever
+    forwarded address), the screen asks for a login, and its data answers 401 — even to
+    a request that claims to come from the station; on the station's own loopback
+    listener it opens with no login, and serves nothing else."""
     data = tmp_path / "data"
-    make_app(data).close()
-    with liuhen_serve(data) as base:
-        away = {"X-Forwarded-For": "10.1.2.3"}
-        page = httpx.get(f"{base}/station", headers=away, follow_redirects=False)
-        assert page.status_code == 303
-        assert page.headers["location"].startswith("/login?next=/station")
-        assert httpx.get(f"{base}/station/status", headers=away).status_code == 401
-        assert httpx.get(f"{base}/station/status").status_code == 200
+    app = make_app(data)
+    add_user(app, "sun", "auditor")  # may read the district status
+    add_user(app, "li", "reviewer")  # may not
+    app.close()
+    screen = free_port()
+    with liuhen_serve(data, station_port=screen) as base:
+        for claimed in ({}, {"X-Forwarded-For": "127.0.0.1"}, {"X-Forwarded-For": "10.1.2.3"}):
+            page = httpx.get(f"{base}/station", headers=claimed, follow_redirects=False)
+            assert page.status_code == 303
+            assert page.headers["location"].startswith("/login?next=/station")
+            assert httpx.get(f"{base}/station/status", headers=claimed).status_code == 401
+        own = f"http://127.0.0.1:{screen}"
+        assert httpx.get(f"{own}/station/status").status_code == 200
+        assert httpx.get(f"{own}/station").status_code == 200
+        assert httpx.get(f"{own}/recordings").status_code == 404  # the screen only
+        rebound = httpx.get(f"{own}/station/status", headers={"Host": f"evil.example:{screen}"})
+        assert rebound.status_code == 421
+        for login, expected in (("li", 403), ("sun", 200)):
+            with httpx.Client(base_url=base) as browser:
+                browser.post("/login", data={"login": login, "password": PASSWORD})
+                assert browser.get("/station/status").status_code == expected, login
+                assert browser.get("/station").status_code == expected, login

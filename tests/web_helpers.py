@@ -30,9 +30,13 @@ def free_port() -> int:
 
 
 @contextmanager
-def liuhen_serve(data_dir: Path, *, catalog_url: str | None = None) -> Iterator[str]:
+def liuhen_serve(
+    data_dir: Path, *, catalog_url: str | None = None, station_port: int = 0
+) -> Iterator[str]:
     """`liuhen serve` on the station in ``data_dir``, in Chinese (the default); yields
-    its base URL. Its output goes to serve.log beside the data for a failing test."""
+    its base URL. Its output goes to serve.log beside the data for a failing test.
+    ``station_port``: the station's own screen's listener (0: none, so that tests side
+    by side do not contend for its default port)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "LIUHEN_LANG"}
     env["LIUHEN_HOME"] = str(data_dir)
@@ -41,7 +45,10 @@ def liuhen_serve(data_dir: Path, *, catalog_url: str | None = None) -> Iterator[
     liuhen = Path(sys.executable).with_name("liuhen")
     log = (data_dir.parent / "serve.log").open("wb")
     proc = subprocess.Popen(
-        [str(liuhen), "serve", "--host", "127.0.0.1", "--port", str(port)],
+        [
+            *(str(liuhen), "serve", "--host", "127.0.0.1", "--port", str(port)),
+            *("--station-port", str(station_port)),
+        ],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import hmac
 from typing import Final
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, urlsplit
 
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
+from starlette.types import Scope
 
 from access.sessions import SessionExpired
 from api.auth import CSRF_COOKIE, SESSION_COOKIE, Caller, context, csrf_token, source_of
 
-# The station's own screen is a browser on the station itself.
-LOOPBACK: Final = frozenset({"127.0.0.1", "::1", "localhost"})
+# The station's own screen is a browser on the station itself, on its loopback listener.
+LOOPBACK: Final = frozenset({"127.0.0.1", "::1"})
+STATION_HOST_NAMES: Final = ("localhost", "127.0.0.1", "[::1]")
 
 
 def page_caller(request: Request) -> Caller | None:
@@ -53,8 +56,52 @@ def safe_next(target: str | None) -> str:
     return target
 
 
-def is_loopback(request: Request) -> bool:
-    return bool(request.client and request.client.host in LOOPBACK)
+def station_screen_port(request: Request) -> int:
+    """The port of the station screen's own listener (0: none), as `liuhen serve` set it
+    ([api] station_screen_port, or --station-port)."""
+    return int(getattr(request.app.state, "station_screen_port", 0) or 0)
+
+
+def on_station_listener(scope: Scope, port: int) -> bool:
+    """Whether the request came in on the station screen's listener: the listening
+    socket's own address (``scope["server"]``), which no forwarded header changes."""
+    server = scope.get("server")
+    return bool(port) and server is not None and server[0] in LOOPBACK and server[1] == port
+
+
+def station_host_ok(scope: Scope, port: int) -> bool:
+    """A loopback peer (that listener has no proxy headers: the raw peer) that names
+    the station by a loopback name and that port: a page of another site whose name
+    was rebound to 127.0.0.1 (DNS rebinding) sends its own name and is refused."""
+    client = scope.get("client")
+    host = Headers(scope=scope).get("host", "")
+    names = {f"{name}:{port}" for name in STATION_HOST_NAMES}
+    return client is not None and client[0] in LOOPBACK and host.lower() in names
+
+
+def is_station_screen(request: Request) -> bool:
+    """The station's own screen: a browser on the station, on its loopback listener."""
+    port = station_screen_port(request)
+    return on_station_listener(request.scope, port) and station_host_ok(request.scope, port)
+
+
+def same_site(request: Request) -> bool:
+    """Whether a form was posted by this site's own page, as the browser says it: no
+    ``Sec-Fetch-Site: cross-site`` and an ``Origin``, where one is sent, naming this
+    server (the Host the browser asked for; behind a reverse proxy, the one it passes
+    on). Clients that are no browser send neither, and are no CSRF risk."""
+    if request.headers.get("sec-fetch-site", "").lower() == "cross-site":
+        return False
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True
+    host = request.headers.get("host", "").lower()
+    parts = urlsplit(origin.lower())
+    if not parts.hostname or parts.scheme not in ("http", "https"):
+        return False  # "null": a sandboxed frame, a file, a data: URL
+    if ":" in host.rsplit("]", 1)[-1]:
+        return parts.netloc == host
+    return parts.hostname == host.strip("[]")  # a proxy that passes the name alone
 
 
 async def form_of(request: Request) -> dict[str, str]:

@@ -14,7 +14,7 @@ from api.auth import context
 from api.errors import status_of
 from config.errors import LiuhenError
 from web import audit, cases, district, recordings, station
-from web.auth import clear_cookies, csrf_ok, form_of, page_caller, safe_next
+from web.auth import clear_cookies, csrf_ok, form_of, page_caller, safe_next, same_site
 from web.render import gettext_of, render
 
 router = APIRouter(include_in_schema=False)
@@ -51,6 +51,13 @@ async def login(request: Request) -> Response:
     target = safe_next(form.get("next"))
     values: dict[str, Any] = {"next": target, "login": form.get("login", "")}
     _ = gettext_of(request)
+    if not same_site(request):
+        # Login CSRF: another site's page posting this form would log this browser into
+        # an account of its choosing, and what the officer then does would be recorded
+        # under it. Browsers say where a form comes from (Origin, Sec-Fetch-Site).
+        refused = {"next": target, "error": _("this login form was sent from another site")}
+        refused["hint"] = _("open liuhen itself and log in there")
+        return _login_form(request, refused, status=403)
     try:
         body = Login(
             login=form.get("login", "").strip(),

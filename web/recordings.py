@@ -9,6 +9,7 @@ page's script with the session's CSRF token.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter
@@ -19,12 +20,13 @@ from starlette.responses import Response
 from api import recordings as api_recordings
 from api.auth import Caller
 from api.errors import status_of
+from api.services import get_recording
 from catalog.models import Case, CaseRecording
 from catalog.search import FLAGS, STATES
 from config.errors import LiuhenError
 from config.i18n import N_
 from web.auth import page_caller, to_login
-from web.render import page
+from web.render import gettext_of, page
 
 router = APIRouter(include_in_schema=False)
 FILTERS = ("officer", "device", "unit", "case", "from", "to")
@@ -39,6 +41,7 @@ FLAG_TEXT = {
     "unreadable": N_("unreadable"),
 }
 PLAYABLE = ("proxy", "access")
+MAX_ID = 2**31 - 1  # the API's bound on a recording id in a path (api.recordings)
 # The sources of a recording's times (ingest.timeevidence's names), as people call them.
 TIME_SOURCES = {
     "file_name": N_("file name"),
@@ -105,6 +108,9 @@ def recording_page(request: Request, rec_id: int) -> Response:
     if who is None:
         return to_login(request)
     try:
+        if not 0 < rec_id <= MAX_ID:  # past the catalog's ids, as the API's path bounds
+            with who.ctx.catalog.session() as s:
+                get_recording(s, rec_id)  # says it is not found, in the API's words
         report = api_recordings.detail(who, rec_id)  # authorized and audited as a view
     except LiuhenError as exc:
         failed = {"error": exc.message, "hint": exc.hint, "http_status": status_of(exc)}
@@ -119,6 +125,8 @@ def recording_page(request: Request, rec_id: int) -> Response:
         if may["custody.view"]
         else None
     )
+    cases = _cases_of(who, rec_id)
+    _hide_cases(report, {c["number"] for c in cases if c.get("hidden")}, gettext_of(request))
     kinds = {d["kind"] for d in report["derivatives"]}
     playable = [k for k in PLAYABLE if k in kinds]  # the proxy first: small, seeks fast
     values: dict[str, Any] = {
@@ -127,7 +135,7 @@ def recording_page(request: Request, rec_id: int) -> Response:
         "may_attach": who.allowed("case.attach"),
         "may_hold": who.allowed("hold.change", target),
         "custody": custody,
-        "cases": _cases_of(who, rec_id),
+        "cases": cases,
         "play_kind": playable[0] if playable and may["recording.play"] else None,
         "has_poster": any(d["kind"] == "poster" for d in report["derivatives"]),
         "flag_text": FLAG_TEXT,
@@ -151,25 +159,52 @@ def _time_sources(evidence: dict[str, Any], who: Caller) -> list[tuple[str, str]
     return shown
 
 
+def _hide_cases(report: dict[str, Any], hidden: set[str], _: Callable[[str], str]) -> None:
+    """The retention decision names the cases that keep the recording: of a case the
+    reader may not see, only that one keeps it."""
+    retention = report.get("retention")
+    if not hidden or not retention:
+        return
+    retention["reasons"] = [
+        _("attached to a case you may not see") if any(n in r for n in hidden) else r
+        for r in retention.get("reasons") or []
+    ]
+    retention["cases"] = [c for c in retention.get("cases") or [] if c.get("case") not in hidden]
+
+
 def _cases_of(who: Caller, rec_id: int) -> list[dict[str, Any]]:
-    """The cases the recording is (or was) attached to, and why."""
+    """The cases the recording is (or was) attached to, and why — of the cases the
+    reader may see (the policy's ``case.view``). A case they may not see is only said to
+    be there: no number, reason or who attached it (the case itself answers them 403)."""
+    scope = who.case_scope()
     with who.ctx.catalog.session() as s:
-        rows = s.execute(
-            select(Case.number, Case.title, CaseRecording)
+        links = (
+            select(Case.id, Case.number, Case.title, CaseRecording)
             .join(CaseRecording, CaseRecording.case_id == Case.id)
             .where(CaseRecording.recording_id == rec_id)
             .order_by(CaseRecording.attached_at)
-        ).all()
-        return [
-            {
-                "number": number,
-                "title": title,
-                "method": link.method,
-                "reason": link.reason,
-                "actor": link.actor,
-                "attached_at": link.attached_at,
-                "detached_at": link.detached_at,
-                "detach_reason": link.detach_reason,
-            }
-            for number, title, link in rows
-        ]
+        )
+        rows = s.execute(links).all()
+        visible = (
+            None
+            if scope is None
+            else set(s.scalars(select(Case.id).where(Case.id.in_([r[0] for r in rows]), scope)))
+        )
+        shown: list[dict[str, Any]] = []
+        for case_id, number, title, link in rows:
+            if visible is not None and case_id not in visible:
+                shown.append({"hidden": True, "number": number, "detached_at": link.detached_at})
+                continue
+            shown.append(
+                {
+                    "number": number,
+                    "title": title,
+                    "method": link.method,
+                    "reason": link.reason,
+                    "actor": link.actor,
+                    "attached_at": link.attached_at,
+                    "detached_at": link.detached_at,
+                    "detach_reason": link.detach_reason,
+                }
+            )
+        return shown
