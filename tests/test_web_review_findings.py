@@ -356,7 +356,6 @@ def test_station_screen_refuses_a_foreign_host_name(app: Any) -> None:
         assert local.get("/api/v1/recordings").status_code == 404  # only the screen there
 
 
-@pytest.mark.xfail(reason="fixed in h/webaudit or by lead", strict=False)
 def test_an_odd_digit_in_the_access_log_paging_is_a_bad_request(app: Any, zh: None) -> None:
     """web/audit.py:48 and :105 trust str.isdigit(), which is true for '²': int('²')
     raises ValueError, the page answers 500 (JSON) instead of saying what is wrong."""

@@ -13,6 +13,7 @@ accesses to evidence with ``audit.view``, logins, users and roles with
 
 from __future__ import annotations
 
+import re
 from typing import Any, Final
 
 from fastapi import APIRouter
@@ -48,7 +49,7 @@ def audit_page(request: Request) -> Response:
         evidence, admin = who.allowed("audit.view"), who.allowed("audit.admin_view")
         if not (evidence or admin):
             who.authorize("audit.view")  # refused, and the refusal audited
-        after = int(q["after"]) if q.get("after", "").isdigit() else None
+        after = _row_id(q.get("after", ""))
         events, next_after = _events(who, asked, after)
         values["events"] = [_row(e, who) for e in _visible(events, evidence, admin)]
         values["next_url"] = _next_url(request, next_after)
@@ -104,8 +105,14 @@ def _objects(session: Session, asked: dict[str, str]) -> list[str] | None:
     return ids
 
 
+def _row_id(text: str) -> int | None:
+    """A row id typed in a URL: ASCII digits within the catalog's integers (str.isdigit
+    would take '²', which int() refuses), else None."""
+    return int(text) if re.fullmatch(r"[0-9]{1,10}", text) and int(text) < 2**31 else None
+
+
 def _number(text: str) -> int:
-    return int(text) if text.isdigit() else 0  # 0: not found, said as such
+    return _row_id(text) or 0  # 0: not found, said as such
 
 
 def _visible(events: list[Any], evidence: bool, admin: bool) -> list[Any]:
