@@ -169,8 +169,9 @@ def test_reviewer_finds_plays_marks_and_attaches(tmp_path: Path) -> None:
         _fits(page, "district")
     _check_the_records(app, rec_id, sha, middle)
     _check_the_bag(tar, tmp_path / "bag", rec_name)
-    exports = [e.action for e in access_events(app, actor="chen")]
-    assert "access.export" in exports and "access.download" in exports
+    exports = [(e.action, e.object_type) for e in access_events(app, actor="chen")]
+    assert {"access.export", "access.download"} <= {action for action, _ in exports}
+    assert ("access.view", "export") in exports  # the hand-over receipt was read
     app.close()
 
 

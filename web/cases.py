@@ -118,4 +118,6 @@ def receipt_page(request: Request, uid: str) -> Response:
             who.authorize("export.run", Target("export", uid))
     except LiuhenError as exc:
         return _failed(request, who, exc)
+    # Who read a hand-over receipt (its digests, the cases handed over) is an access.
+    who.audit("access.view", "export", uid, kind="receipt")
     return page(request, who, "receipt.html", {"r": found})
