@@ -447,6 +447,12 @@ CHAINS: tuple[tuple[KillPoint, ...], ...] = (
         point(f"{JOURNAL}.staged_many", "after", 8),
         point(f"{STATION}._register_batch", "before"),
     ),
+    # In the middle of a batch: its objects linked into the store but their folders not
+    # yet fsynced (the committer's make_durable); then fsynced, the catalog not committed.
+    (
+        point("storage.local.LocalStore.make_durable", "before", 2),
+        point("storage.local.LocalStore.make_durable", "after"),
+    ),
     # Registering: after the first batch is DONE, before the second is registered.
     (
         point(f"{JOURNAL}.done", "after"),
