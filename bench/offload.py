@@ -36,6 +36,10 @@ of a docking of multi-GB files within 50 MB of the same docking with 20 MB files
 goes (seconds summed over the station's threads). On a shared machine, ``--wait-idle S``
 waits (up to S seconds) before each timed run for other load to stop; the "other CPU"
 column shows how busy the machine was outside the measured process anyway.
+``--baseline-tree DIR`` times the same dockings with the code of another checkout (e.g.
+``git archive`` of an earlier commit, with its ``sm3engine`` built or copied in) in the
+same rounds, alternating which goes first: before/after figures taken under the same
+load.
 """
 
 from __future__ import annotations

@@ -470,7 +470,7 @@ CHAINS: tuple[tuple[KillPoint, ...], ...] = (
 
 @pytest.mark.fault
 @pytest.mark.slow
-@pytest.mark.timeout(1200)  # some 27 station runs; slow on a loaded machine, never stuck
+@pytest.mark.timeout(1200)  # some 29 station runs; slow on a loaded machine, never stuck
 def test_kill_9_anywhere_in_a_docking_loses_nothing_and_stores_nothing_twice(
     tmp_path: Path,
     record_property: Callable[[str, object], None],
