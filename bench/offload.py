@@ -4,7 +4,7 @@
                             [--small-kb 100] [--lanes-count 16] [--lanes-mb 64]
                             [--mem-mb 20] [--repeat 2] [--repeat-fast 3]
                             [--workdir DIR] [--keep] [--profile] [--json FILE]
-                            [--wait-idle S]
+                            [--wait-idle S] [--baseline-tree DIR]
 
 It writes its own recorders with :func:`ingest.synthetic.make_bulk_files` in a temporary
 folder (under ``./bench-data`` of the repository when writable, else the system temp
@@ -36,6 +36,10 @@ of a docking of multi-GB files within 50 MB of the same docking with 20 MB files
 goes (seconds summed over the station's threads). On a shared machine, ``--wait-idle S``
 waits (up to S seconds) before each timed run for other load to stop; the "other CPU"
 column shows how busy the machine was outside the measured process anyway.
+``--baseline-tree DIR`` times the same dockings with the code of another checkout (e.g.
+``git archive`` of an earlier commit, with its ``sm3engine`` built or copied in) in the
+same rounds, alternating which goes first: before/after figures taken under the same
+load.
 """
 
 from __future__ import annotations
@@ -83,6 +87,7 @@ NAIVE = "naive copyfile → SHA-256 → SM3"
 ONE_READ = "copy_and_hash only (1 file at a time)"
 DURABLE = "copyfile + fsync (no hashing)"
 PIPELINE = "pipeline: dock → SAFE_TO_CLEAR"
+BASELINE = "same, code of --baseline-tree"
 
 
 # -- workloads -------------------------------------------------------------------------------
@@ -161,6 +166,7 @@ class CpuMeter:
 
 IDLE_SHARE = 0.10  # "idle": less than this share of the machine busy over half a second
 WAIT_IDLE_S = 0.0  # set from --wait-idle
+BASELINE_TREE: Path | None = None  # set from --baseline-tree
 
 
 def wait_idle(limit_s: float) -> bool:
@@ -303,18 +309,22 @@ class Docked:
     sm3_engine: str = ""  # which SM3 engine and path the station ran
 
 
-def _child_env() -> dict[str, str]:
+def _child_env(tree: Path) -> dict[str, str]:
     # Only this benchmark's settings: no catalog or store URL from the caller's shell.
     # LIUHEN_SM3_PATH stays: it forces the SM3 engine's path (avx512, avx2, scalar).
     env = {
         k: v for k, v in os.environ.items() if not k.startswith("LIUHEN_") or k == "LIUHEN_SM3_PATH"
     }
     env["LIUHEN_INGEST_STABLE_S"] = "0"
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(tree), env.get("PYTHONPATH")) if p)
     return env
 
 
-def run_pipeline(w: Workload, data_dir: Path, *, profile: bool = False) -> Docked:
+def run_pipeline(
+    w: Workload, data_dir: Path, *, profile: bool = False, tree: Path = REPO
+) -> Docked:
+    """One docking in a child process running the code of ``tree`` (this repository, or
+    another checkout for a before/after comparison in the same run: --baseline-tree)."""
     spec = {
         "root": str(w.root),
         "data_dir": str(data_dir),
@@ -323,8 +333,8 @@ def run_pipeline(w: Workload, data_dir: Path, *, profile: bool = False) -> Docke
     }
     proc = subprocess.run(
         [sys.executable, "-m", "bench.offload", CHILD_FLAG, json.dumps(spec)],
-        cwd=REPO,
-        env=_child_env(),
+        cwd=tree,
+        env=_child_env(tree),
         capture_output=True,
         text=True,
         timeout=CHILD_TIMEOUT_S,
@@ -410,9 +420,10 @@ PROFILE_LABELS = (
     "RecorderDocking.stage: one file to staging (file workers)",
     "  copy_and_hash: read + SHA-256 + SM3 + write + fsync",
     "Station.store_file: store + verify (file workers)",
-    "  LocalStore.adopt: link + dir fsync (+ re-read)",
+    "  LocalStore.adopt: link (+ re-read)",
     "    verify re-read (SHA-256 of the staged file)",
     "Station._commit_batch: one batch (committer thread)",
+    "  LocalStore.make_durable: the batch's store folders fsynced",
     "  Catalog.run_retrying: the catalog write transaction",
     "    register_files (Core bulk rows + custody events)",
     "      custody events: chained + signed (ChainBatch.add)",
@@ -456,6 +467,7 @@ def _install_profiler(prof: Profiler, app: Any) -> None:
     prof.wrap(LocalStore, "adopt", next(L))
     prof.wrap(local_mod, "_hash_path", next(L))
     prof.wrap(Station, "_commit_batch", next(L))
+    prof.wrap(LocalStore, "make_durable", next(L))
     prof.wrap(Catalog, "run_retrying", next(L))
     prof.wrap(station_mod, "register_files", next(L))
     prof.wrap(ChainBatch, "add", next(L))
@@ -595,7 +607,10 @@ def measure_workload(
     )
     if profile and copies:  # the one-read copy without the station around it, for the profile
         slow.append((ONE_READ, run_one_read_copy))
-    labels = [label for label, _fn in fast + slow] + [PIPELINE]
+    # The pipeline, and with --baseline-tree the same docking by other code (before/after
+    # in one run), alternating which goes first from round to round.
+    pipelines = [(PIPELINE, REPO)] + ([(BASELINE, BASELINE_TREE)] if BASELINE_TREE else [])
+    labels = [label for label, _fn in fast + slow] + [label for label, _tree in pipelines]
     measures = {label: Measure(label) for label in labels}
     n = 0
     # Rounds, so that drift on a shared machine touches every measurement alike.
@@ -611,18 +626,18 @@ def measure_workload(
             measures[label].runs.append(seconds)
             measures[label].other.append(meter.other)
             _say(f"  round {rnd + 1}: {label}: {seconds:.3f} s")
-        if rnd < repeat:
+        for label, tree in pipelines[:: -1 if rnd % 2 else 1] if rnd < repeat else ():
             n += 1
             data_dir = scratch_base / f"run-{n}" / "data"
             data_dir.parent.mkdir(parents=True)
             settle(w)
-            docked = run_pipeline(w, data_dir)
+            docked = run_pipeline(w, data_dir, tree=tree)
             shutil.rmtree(data_dir.parent)
-            measures[PIPELINE].runs.append(docked.seconds)
-            measures[PIPELINE].other.append(docked.other_cpu)
-            measures[PIPELINE].docked.append(docked)
+            measures[label].runs.append(docked.seconds)
+            measures[label].other.append(docked.other_cpu)
+            measures[label].docked.append(docked)
             _say(
-                f"  round {rnd + 1}: {PIPELINE}: {docked.seconds:.3f} s "
+                f"  round {rnd + 1}: {label}: {docked.seconds:.3f} s "
                 f"(peak RSS {docked.hwm_kb / 1024:.1f} MiB)"
             )
     result = WorkloadResult(w, measures)
@@ -795,6 +810,14 @@ def verdicts(
             f"{small.best(PIPELINE) / small.best(NAIVE):.2f}; copyfile + fsync alone "
             f"{small.workload.count / small.best(DURABLE):.0f} files/s"
         )
+        if BASELINE in small.measures:
+            base = small.best(BASELINE)
+            lines.append(
+                f"info  small files, same run: --baseline-tree {small.workload.count / base:.0f} "
+                f"files/s, this tree {rate:.0f} files/s ({base / small.best(PIPELINE):.2f}× as "
+                f"many); each ÷ copyfile + fsync: {small.best(DURABLE) / base:.2f} and "
+                f"{small.best(DURABLE) / small.best(PIPELINE):.2f}"
+            )
     else:
         lines.append("SKIP  offload, small files (--small-count 0)")
     if big is not None and mem_small is not None:
@@ -883,6 +906,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     p.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     p.add_argument(
+        "--baseline-tree",
+        type=Path,
+        metavar="DIR",
+        help="also time each docking with the code of the checkout DIR (e.g. `git archive` "
+        "of an earlier commit, its sm3engine built or copied in), alternated round by round",
+    )
+    p.add_argument(
         "--wait-idle",
         type=float,
         default=0.0,
@@ -925,8 +955,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == [CHILD_FLAG]:
         return child_main(argv[1])
     args = parse_args(argv)
-    global WAIT_IDLE_S
+    global WAIT_IDLE_S, BASELINE_TREE
     WAIT_IDLE_S = args.wait_idle
+    BASELINE_TREE = args.baseline_tree.absolute() if args.baseline_tree else None
     big_size = int(args.big_gb * GIB)
     small_size = int(args.small_kb * 1000)
     mem_size = int(args.mem_mb * MB)

@@ -58,6 +58,12 @@ log = logging.getLogger("liuhen.station")
 # Problems with these services are waited out; the docking goes on staging meanwhile.
 TRANSIENT = (StoreUnavailable, CatalogUnavailable, RecordingBeingExpired)
 
+# Threads per copy slot (``ingest.file_workers`` slots) of a docking. A file copied and
+# fsynced gives up its slot, then waits for its group's staging-folder fsync and STAGED
+# journal write and is linked into the store: waiting on the disk, with no buffers.
+# With more threads than slots the next files are copied during that wait.
+THREADS_PER_COPY_SLOT = 2
+
 
 @dataclass
 class DockingResult:
@@ -255,6 +261,9 @@ class RecorderDocking(DockingWork):
     ) -> None:
         super().__init__(station, jd, stop=stop, report=report, wait=wait)
         self.root = root
+        # At most file_workers files of this docking copied at once (what the setting
+        # bounds: open recorder files, copy buffers, SM3 streams).
+        self._copy_slots = threading.BoundedSemaphore(station.ingest.file_workers)
 
     def run(self, entries: list[Any]) -> DockingResult:
         log.info("docking %s of %s (%s)", self.uid, self.root, self.jd.serial or "unknown device")
@@ -277,7 +286,7 @@ class RecorderDocking(DockingWork):
         # The committer knows they are coming and gathers them in bigger batches; each
         # take_file call settles its own one.
         committer.coming(len(todo))
-        workers = self.station.ingest.file_workers
+        workers = self.station.ingest.file_workers * THREADS_PER_COPY_SLOT
         with ThreadPoolExecutor(workers, thread_name_prefix="offload") as pool:
             futures = [pool.submit(self.take_file, f) for f in todo]
         # Every worker has finished; their files' registrations are settled before
@@ -363,40 +372,49 @@ class RecorderDocking(DockingWork):
         ingest = self.station.ingest
         attempt = _Attempt(time.monotonic() + ingest.growing_timeout_s, ingest.retry_initial_s)
         while not self.stop.is_set():
-            try:
-                fd = open_source(self.root, f.relpath)
-            except FileNotFoundError:
-                return self.quarantine(f, "vanished from the recorder before it was read")
-            except OSError as exc:
-                return self.quarantine(f, f"cannot open: {exc.strerror}")
-            try:
-                st = os.fstat(fd)
-                if st.st_size < f.size:
-                    # Recordings grow while written; one that shrinks was damaged or
-                    # rewritten on the recorder. Keep it for a person to look at.
-                    return self.quarantine(
-                        f, f"shrank from {f.size} to {st.st_size} bytes before it was read"
-                    )
-                if st.st_size != f.size or st.st_mtime_ns != f.mtime_ns:
-                    self.journal.grew(f.id, size=st.st_size, mtime_ns=st.st_mtime_ns)
-                    f = replace(f, size=st.st_size, mtime_ns=st.st_mtime_ns)
-                stable = self._stable(f, st, attempt)
-                if isinstance(stable, JournalFile):
-                    return stable  # quarantined: still growing
-                if not stable:
-                    continue  # looked at again after a little wait
-                if st.st_size == 0:
-                    reason = N_("zero-byte file: nothing to store")
-                    self.journal.rejected(f.id, reason)
-                    return replace(f, state=FileState.REJECTED, reason=reason)
-                copied = self._copy(fd, f, attempt)
-            finally:
-                os.close(fd)
+            with self._copy_slots:  # given up before the wait for the journal
+                f, copied = self._try_copy(f, attempt)
             if isinstance(copied, JournalFile):
-                return copied  # quarantined
+                return copied  # quarantined or rejected
             if copied is not None:
                 return self._staged(f, copied)
         return f
+
+    def _try_copy(
+        self, f: JournalFile, attempt: _Attempt
+    ) -> tuple[JournalFile, Copied | JournalFile | None]:
+        """One look at the file and, once it is stable, one copy into ``<id>.part``: the
+        file as the journal holds it now, and what was copied, or the file as it ended
+        (quarantined, rejected), or None when it is to be looked at again."""
+        try:
+            fd = open_source(self.root, f.relpath)
+        except FileNotFoundError:
+            return f, self.quarantine(f, "vanished from the recorder before it was read")
+        except OSError as exc:
+            return f, self.quarantine(f, f"cannot open: {exc.strerror}")
+        try:
+            st = os.fstat(fd)
+            if st.st_size < f.size:
+                # Recordings grow while written; one that shrinks was damaged or
+                # rewritten on the recorder. Keep it for a person to look at.
+                return f, self.quarantine(
+                    f, f"shrank from {f.size} to {st.st_size} bytes before it was read"
+                )
+            if st.st_size != f.size or st.st_mtime_ns != f.mtime_ns:
+                self.journal.grew(f.id, size=st.st_size, mtime_ns=st.st_mtime_ns)
+                f = replace(f, size=st.st_size, mtime_ns=st.st_mtime_ns)
+            stable = self._stable(f, st, attempt)
+            if isinstance(stable, JournalFile):
+                return f, stable  # quarantined: still growing
+            if not stable:
+                return f, None  # looked at again after a little wait
+            if st.st_size == 0:
+                reason = N_("zero-byte file: nothing to store")
+                self.journal.rejected(f.id, reason)
+                return f, replace(f, state=FileState.REJECTED, reason=reason)
+            return f, self._copy(fd, f, attempt)
+        finally:
+            os.close(fd)
 
     def _stable(self, f: JournalFile, st: os.stat_result, attempt: _Attempt) -> bool | JournalFile:
         """Stable: unchanged for stable_s, judged by the mtime's age or, when the

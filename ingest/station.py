@@ -329,6 +329,8 @@ class Station:
         self.committer = _Committer(
             lambda batch: self._commit_batch(batch), COMMIT_BATCH_MAX, COMMIT_WINDOW_S
         )
+        # The committer's batch of store folders fsynced beside its catalog transaction.
+        self._durable_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="durable")
         self._anchorer = anchors.Anchorer(
             self.catalog,
             self.signer,
@@ -339,6 +341,7 @@ class Station:
 
     def close(self) -> None:
         self.committer.close()
+        self._durable_pool.shutdown(wait=True)
         self._sm3_pool.shutdown(wait=True)
         if self._sm3_engine is not None:
             self._sm3_engine.close()
@@ -570,13 +573,20 @@ class Station:
         """Register stored files in one catalog transaction, drop their staged copies and
         mark them DONE in one journal transaction (the committer thread runs this).
 
-        The order is that of a single file: object stored (done by the workers), catalog
-        commit, staged copy unlinked, journal DONE. A file the catalog cannot take now
+        The order is that of a single file: object linked into the store (done by the
+        workers), the batch's store folders fsynced (:meth:`ObjectStore.make_durable`),
+        catalog commit, staged copy unlinked, journal DONE. A file the catalog cannot take now
         stays STAGED without holding back the others; an unexpected error in the batch's
         transaction has each file tried alone, so that only the bad one is quarantined.
         """
+        # The objects' names, linked by the workers without their folders' fsync, are made
+        # durable for the whole batch at once, while its catalog transaction is built; the
+        # transaction commits only once they are (see _register_batch).
+        durable = self._durable_pool.submit(
+            self.store.make_durable, [item.offloaded.object_key for item in batch]
+        )
         try:
-            results = self._register_batch(batch)
+            results = self._register_batch(batch, durable)
         except TRANSIENT as exc:  # the catalog is away: every file waits
             results = [Registered(error=exc)] * len(batch)
         except Exception as exc:
@@ -622,9 +632,10 @@ class Station:
             docking.report(docking.progress)
         self.anchor_chain_head(due_only=True)  # and every few minutes while it works
 
-    def _register_batch(self, batch: list[Stored]) -> list[Registered]:
+    def _register_batch(self, batch: list[Stored], durable: Future[None]) -> list[Registered]:
         """The catalog transaction of a batch (run again whole if it lost an insert race:
-        the files another station registered meanwhile are then duplicates)."""
+        the files another station registered meanwhile are then duplicates), committed
+        only once ``durable`` says the batch's objects are (raising its failure)."""
         dockings = {item.docking.uid: item.docking.jd for item in batch}
         refs: dict[str, DockingRef] = {}
 
@@ -642,6 +653,7 @@ class Station:
                     if r.error is None and not r.duplicate
                 ],
             )
+            durable.result()  # never a catalog row for an object a power cut could lose
             return results
 
         def register(s: Session) -> list[Registered]:
@@ -680,8 +692,15 @@ class Station:
         if self.settings.store.object_lock_days:
             retain = datetime.now(UTC) + timedelta(days=self.settings.store.object_lock_days)
         try:
+            # durable=False: the committer makes the batch's names durable together.
             self.store.put_file(
-                key, staged, expected=digest, size=f.size, retain_until=retain, verified=read_back
+                key,
+                staged,
+                expected=digest,
+                size=f.size,
+                retain_until=retain,
+                verified=read_back,
+                durable=False,
             )
             if self.store.server_verifies_checksums:
                 return "SHA-256 checksum checked by the object store", None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -84,6 +84,7 @@ class ObjectStore(Protocol):
         size: int | None = None,
         retain_until: datetime | None = None,
         verified: bool = False,
+        durable: bool = True,
     ) -> ObjectInfo:
         """Store the finished local file ``source``, which must hash to ``expected``
         (DigestMismatch otherwise, nothing stored); ``size``, its length if known, lets a
@@ -96,7 +97,18 @@ class ObjectStore(Protocol):
         again; a store that streams it hashes the bytes it sends in any case. Bytes the
         store already holds are never trusted: the held copy is compared with ``source``
         in full, and DamagedObject is raised when it differs.
+
+        ``durable=False`` lets a store whose names become durable only by a sync of their
+        folder (a directory store) leave that sync to :meth:`make_durable`, called once
+        for a batch of keys: until it returns, a power cut may lose the object's name.
+        A store whose writes are durable when they return ignores it.
         """
+        ...
+
+    def make_durable(self, keys: Sequence[str]) -> None:
+        """Make the objects stored under ``keys`` by ``put_file(..., durable=False)``
+        survive a power cut (a directory store: one fsync of each distinct folder, side
+        by side); nothing to do for a store whose writes are durable when they return."""
         ...
 
     def can_link(self, folder: Path) -> bool:

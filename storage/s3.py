@@ -24,7 +24,7 @@ import io
 import os
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -411,9 +411,11 @@ class S3Store:
         size: int | None = None,
         retain_until: datetime | None = None,
         verified: bool = False,
+        durable: bool = True,
     ) -> ObjectInfo:
         """See :meth:`storage.base.ObjectStore.put_file`: streamed through :meth:`put`,
-        which hashes what it sends whether or not the caller ``verified`` the file.
+        which hashes what it sends whether or not the caller ``verified`` the file (an
+        object is durable once its upload is answered, whatever ``durable`` says).
 
         A put of a held key only compares the stream with the digest recorded with the
         object, so a held copy is then compared with ``source`` in full as well.
@@ -427,6 +429,9 @@ class S3Store:
 
     def can_link(self, folder: Path) -> bool:
         return False  # bytes reach a server only by upload
+
+    def make_durable(self, keys: Sequence[str]) -> None:
+        """Nothing to do: an answered upload is durable (see ObjectStore.make_durable)."""
 
     def _check_bytes(
         self, key: str, expected: Digest, actual: Digest, total: int, size: int | None

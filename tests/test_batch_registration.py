@@ -316,6 +316,58 @@ def test_a_docking_registers_its_files_in_a_few_transactions(
     app.close()
 
 
+def test_no_recording_is_committed_before_its_object_survives_a_power_cut(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The workers link objects into the store without their folders' fsync; the
+    committer fsyncs the batch's folders together, and every catalog commit that
+    registers a recording comes after its object's folder was fsynced."""
+    import storage.local
+
+    lock = threading.Lock()
+    synced: set[Path] = set()
+    unsynced_at_commit: list[str] = []
+    real_fsync_dir = storage.local.fsync_dir
+
+    def fsync_dir(folder: Path) -> None:
+        time.sleep(0.02)  # a slow disk: a commit that did not wait for it is seen
+        real_fsync_dir(folder)
+        with lock:
+            synced.add(folder)
+
+    monkeypatch.setattr(storage.local, "fsync_dir", fsync_dir)
+    rec = make_bulk_files(tmp_path / "dock" / "A123456", 90, 3000)
+    app = make_app(tmp_path / "data")
+    objects = Path(app.store.root)
+    station = app.station()
+
+    dialect = app.catalog.engine.dialect
+    real_commit = dialect.do_commit
+
+    def do_commit(dbapi_connection: Any) -> None:
+        # The rows about to be committed (the batch's are Core inserts), read in the
+        # transaction itself, just before it commits.
+        cursor = dbapi_connection.cursor()
+        keys = [row[0] for row in cursor.execute("SELECT object_key FROM recordings")]
+        cursor.close()
+        with lock:
+            unsynced_at_commit.extend(
+                k for k in keys if objects / k.rsplit("/", 1)[0] not in synced
+            )
+        real_commit(dbapi_connection)
+
+    monkeypatch.setattr(dialect, "do_commit", do_commit)
+    result = station.run_docking(rec.root)
+    station.close()
+    assert (result.state, result.stored) == ("SAFE_TO_CLEAR", len(rec.files))
+    assert unsynced_at_commit == []
+    with app.catalog.session() as s:
+        keys = s.scalars(select(Recording.object_key)).all()
+    assert len(keys) == len(rec.files)
+    assert {objects / k.rsplit("/", 1)[0] for k in keys} <= synced
+    app.close()
+
+
 def test_a_file_the_catalog_refuses_is_quarantined_and_its_batch_goes_on(
     tmp_path: Path,
     patient_committer: None,

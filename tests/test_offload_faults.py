@@ -447,6 +447,12 @@ CHAINS: tuple[tuple[KillPoint, ...], ...] = (
         point(f"{JOURNAL}.staged_many", "after", 8),
         point(f"{STATION}._register_batch", "before"),
     ),
+    # In the middle of a batch: its objects linked into the store but their folders not
+    # yet fsynced (the committer's make_durable); then fsynced, the catalog not committed.
+    (
+        point("storage.local.LocalStore.make_durable", "before", 2),
+        point("storage.local.LocalStore.make_durable", "after"),
+    ),
     # Registering: after the first batch is DONE, before the second is registered.
     (
         point(f"{JOURNAL}.done", "after"),
@@ -464,7 +470,7 @@ CHAINS: tuple[tuple[KillPoint, ...], ...] = (
 
 @pytest.mark.fault
 @pytest.mark.slow
-@pytest.mark.timeout(1200)  # some 27 station runs; slow on a loaded machine, never stuck
+@pytest.mark.timeout(1200)  # some 29 station runs; slow on a loaded machine, never stuck
 def test_kill_9_anywhere_in_a_docking_loses_nothing_and_stores_nothing_twice(
     tmp_path: Path,
     record_property: Callable[[str, object], None],

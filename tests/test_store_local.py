@@ -160,3 +160,54 @@ def test_listing_never_follows_a_linked_folder(tmp_path: Path) -> None:
     assert list(store.list()) == []
     assert list(store.list("anchors/")) == []
     assert list(store.list("anchors/deep/")) == []
+
+
+def test_a_batch_of_linked_objects_is_made_durable_by_one_fsync_per_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """put_file(durable=False) links without the folder's fsync; make_durable then fsyncs
+    each distinct folder of the batch once (side by side), and a failing fsync is an error
+    of the store, never silence."""
+    import storage.local
+
+    synced: list[Path] = []
+    real_fsync_dir = storage.local.fsync_dir
+
+    def fsync_dir(folder: Path) -> None:
+        real_fsync_dir(folder)
+        synced.append(folder)
+
+    monkeypatch.setattr(storage.local, "fsync_dir", fsync_dir)
+    store = LocalStore(tmp_path / "objects")
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    keys = []
+    for i in range(12):
+        body = f"evidence {i}".encode()
+        staged = staging / f"{i}.staged"
+        staged.write_bytes(body)
+        digest = digest_bytes(body)
+        info = store.put_file(content_key(digest), staged, expected=digest, durable=False)
+        assert store.open(info.key).read() == body  # visible at once, whole
+        keys.append(info.key)
+    assert synced == []  # left to make_durable
+
+    store.make_durable(keys + keys[:3])  # a key twice: its folder once
+    folders = {tmp_path / "objects" / k.rsplit("/", 1)[0] for k in keys}
+    assert sorted(synced) == sorted(folders)
+
+    # The default is durable on return, as before.
+    synced.clear()
+    body = b"one more"
+    staged = staging / "more.staged"
+    staged.write_bytes(body)
+    digest = digest_bytes(body)
+    info = store.put_file(content_key(digest), staged, expected=digest)
+    assert synced == [tmp_path / "objects" / info.key.rsplit("/", 1)[0]]
+
+    def failing(folder: Path) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(storage.local, "fsync_dir", failing)
+    with pytest.raises(StorageError, match="Input/output error"):
+        store.make_durable(keys)
