@@ -110,3 +110,33 @@ def test_other_units_export_history_is_not_shown(
     first = mine[0]
     export_id = str(first.get("export_id") or first.get("id"))
     assert run_cli(capsys, "export", "show", export_id).code != 0
+
+
+def test_an_api_token_of_an_archivist_reaches_no_evidence(
+    app: Any,
+    world: dict[str, Any],
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import json
+
+    user(app, "sec", Role.SECURITY_ADMIN)
+    act_as(app, "sec")
+    issued = run_cli(
+        capsys, "token", "issue", "cms", "--role", "archivist", "--unit", "徐汇", "--json"
+    )
+    assert issued.code == 0, issued.err
+    monkeypatch.setenv("LIUHEN_TOKEN", json.loads(issued.out)["token"])
+    # The archivist's role would show and export 徐汇's recordings; its token does neither.
+    shown = run_cli(capsys, "show", str(world["rec"]))
+    assert shown.code == 77, shown.err
+    assert "integration permissions" in shown.err
+    out = tmp_path / "b.tar"
+    exported = run_cli(capsys, "export", "--case", "徐-1", "--out", str(out), "--decode", "none")
+    assert exported.code == 77, exported.err
+    assert not out.exists()
+    # What the token is for still works.
+    listed = run_cli(capsys, "case", "list")
+    assert listed.code == 0, listed.err
+    assert "徐-1" in listed.out

@@ -17,8 +17,8 @@ from tests.api_helpers import (
     add_proxy,
     client,
     error_of,
-    issue_token,
     served,
+    session_secret,
 )
 from tests.case_helpers import cst, make_recording
 from tests.conftest import service_missing
@@ -32,8 +32,8 @@ def base(app: Any) -> Iterator[str]:
 
 @pytest.fixture
 def api(app: Any, base: str) -> Iterator[httpx.Client]:
-    """An archivist of 徐汇分局, by API token."""
-    token = issue_token(app, "archivist", "徐汇分局")
+    """An archivist of 徐汇分局, logged in (its session secret as Bearer)."""
+    token = session_secret(app, "archivist", "徐汇分局")
     with client(base, Authorization=f"Bearer {token}") as http:
         yield http
 
@@ -85,7 +85,7 @@ def test_no_proxy_yet_and_no_such_recording_are_404_in_json(
     # A recording that does not exist is not in a unit: only a role reaching every unit
     # learns that it does not exist (the others are refused, as for another unit's).
     assert api.get("/api/v1/recordings/999999").status_code == 403
-    auditor = issue_token(app, "auditor")
+    auditor = session_secret(app, "auditor")
     with client(base, Authorization=f"Bearer {auditor}") as every_unit:
         nothing = every_unit.get("/api/v1/recordings/999999")
     assert nothing.status_code == 404
@@ -220,7 +220,7 @@ def test_behind_nginx_the_bytes_come_from_nginx_after_the_api_allowed_them(
         service_missing("nginx (scripts/setup.sh installs it)")
     data = add_proxy(app, rec)
     store_root = app.store.root
-    token = issue_token(app, "archivist", "徐汇分局")
+    token = session_secret(app, "archivist", "徐汇分局")
     with (
         served(app.settings, accel_redirect="/_liuhen_store/") as upstream,
         nginx_in_front(upstream, str(store_root), tmp_path) as base,
@@ -251,3 +251,4 @@ def test_values_the_catalog_cannot_hold_are_400_not_500(api: httpx.Client, rec: 
         assert r.status_code in (200, 201, 400), r.text
         if r.status_code == 400:
             error_of(r)
+

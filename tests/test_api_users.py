@@ -20,6 +20,7 @@ from tests.api_helpers import (
     issue_token,
     login,
     served,
+    session_secret,
 )
 
 
@@ -89,7 +90,8 @@ def test_administrators_manage_users_each_in_their_part(app: Any, base: str) -> 
 
 
 def test_tokens_and_evidence_roles_do_not_manage_users(app: Any, base: str) -> None:
-    with client(base, Authorization=f"Bearer {issue_token(app, 'auditor')}") as auditor:
-        assert auditor.get("/api/v1/users").status_code == 403
-        assert auditor.post("/api/v1/users", json={"login": "x"}).status_code == 403
-        assert auditor.put("/api/v1/users/x/roles/auditor").status_code == 403
+    for secret in (issue_token(app, "auditor"), session_secret(app, "auditor")):
+        with client(base, Authorization=f"Bearer {secret}") as auditor:
+            assert auditor.get("/api/v1/users").status_code == 403
+            assert auditor.post("/api/v1/users", json={"login": "x"}).status_code == 403
+            assert auditor.put("/api/v1/users/x/roles/auditor").status_code == 403
