@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 from sqlalchemy import select
@@ -68,6 +68,11 @@ RESULT_LABELS: Mapping[str, str] = {
 RESULT_KEY, SOURCE_KEY = "result", "source"
 # Playback: where it started and how long was watched, in seconds (details keys).
 POSITION_KEY, WATCHED_KEY = "position_s", "duration_s"
+# A playback opened part-way into a copy: the byte it started at (details key).
+OFFSET_KEY = "offset_bytes"
+# How long after a playback starts a player's further range requests of the recording
+# (seeks, buffering) are that playback rather than a new one.
+PLAYBACK_WINDOW = timedelta(minutes=30)
 # The longest source address kept (an IPv6 address with zone and port fits easily).
 MAX_SOURCE = 200
 
@@ -267,3 +272,25 @@ def access_events(
         query = query.where(CustodyEvent.id > after_id)
     query = query.order_by(CustodyEvent.id).limit(max(0, limit))
     return [event_of(ev) for ev in session.scalars(query)]
+
+
+def playing_already(
+    session: Session, actor: str, recording_id: int, *, now: datetime | None = None
+) -> bool:
+    """Whether ``actor`` started a playback of the recording within the last
+    :data:`PLAYBACK_WINDOW`: a player's next range request (a seek, more buffer) is part
+    of that playback, not a new one."""
+    sha256 = session.scalar(select(Recording.sha256).where(Recording.id == recording_id))
+    if sha256 is None:
+        return False
+    since = (now or datetime.now(UTC)) - PLAYBACK_WINDOW
+    started = access_events(
+        session,
+        actor=actor,
+        object_type="recording",
+        object_id=sha256,
+        since=since,
+        actions=["access.play"],
+        limit=1,
+    )
+    return bool(started)

@@ -52,9 +52,11 @@ def client(base: str, **headers: str) -> httpx.Client:
     return httpx.Client(base_url=base, headers=headers, timeout=30)
 
 
-def add_proxy(app: Any, rec_id: int, size: int = 200_000, seed: int = 1) -> bytes:
-    """A proxy of ``size`` bytes for the recording, stored and recorded as the worker
-    records one; returns its bytes."""
+def add_proxy(
+    app: Any, rec_id: int, size: int = 200_000, seed: int = 1, kind: str = "proxy"
+) -> bytes:
+    """A proxy (or another derivative ``kind``: a poster) of ``size`` bytes for the
+    recording, stored and recorded as the worker records one; returns its bytes."""
     data = random.Random(seed).randbytes(size)
     key = put_object(app, data)
     with app.catalog.transaction() as s:
@@ -64,7 +66,7 @@ def add_proxy(app: Any, rec_id: int, size: int = 200_000, seed: int = 1) -> byte
             app.signer,
             rec,
             DerivedObject(
-                kind="proxy",
+                kind=kind,
                 sha256=hashlib.sha256(data).hexdigest(),
                 sm3=hashlib.new("sm3", data).hexdigest(),
                 size=len(data),
