@@ -336,6 +336,36 @@ def set_state(session: Session, user: User, state: str) -> None:
     session.flush()
 
 
+# What each change of an account's state makes it (the access action that records it:
+# access.audit.STATE_ACTIONS). Lock and unlock are the security administrator's,
+# disable and enable (the account's existence) the system administrator's.
+STATE_CHANGES = {"lock": LOCKED, "unlock": ACTIVE, "disable": DISABLED, "enable": ACTIVE}
+
+
+class StateConflict(AccountError):
+    """A state change that does not fit the account's state (unlocking a disabled
+    account, enabling one that is not disabled)."""
+
+
+def change_state(session: Session, user: User, change: str) -> str:
+    """Lock, unlock, disable or enable ``user`` (a key of :data:`STATE_CHANGES`); returns
+    the new state. Unlocking does not undo a disable, nor enabling a lock: each is lifted
+    by the administrator who may set it."""
+    if change == "unlock" and user.state == DISABLED:
+        raise StateConflict(
+            _("account {login} is disabled, not locked").format(login=user.login),
+            hint=_("a disabled account is enabled by the system administrator"),
+        )
+    if change == "enable" and user.state != DISABLED:
+        raise StateConflict(
+            _("user {login} is not disabled ({state})").format(login=user.login, state=user.state),
+            hint=_("a locked account is unlocked by the security administrator"),
+        )
+    state = STATE_CHANGES[change]
+    set_state(session, user, state)
+    return state
+
+
 def local_principal() -> Principal:
     """The OS user, with every non-administrator role: how commands run while the
     catalog has no accounts (installs and scripts from before issue 15)."""
@@ -642,6 +672,24 @@ def role_problems(roles: Iterable[Role], *, unit: str, officer_number: str | Non
     if Role.OFFICER in held and not officer_number:
         problems.append(_("an officer needs a 警号 (--officer)"))
     return problems
+
+
+def change_password(
+    session: Session,
+    user: User,
+    current: str,
+    new: str,
+    *,
+    policy: AccessSettings,
+    source: str | None = None,
+    now: datetime | None = None,
+) -> None:
+    """One's own password changed: the current one again (:func:`verify_password`: a
+    wrong one counts towards the lockout, and the failure that reaches it raises
+    LoginFailed with ``locked`` set, for the caller to audit ``access.lock``), then the
+    new one under the policy."""
+    verify_password(session, user, current, policy=policy, source=source, now=now)
+    set_password(session, user, new, policy=policy, now=now)
 
 
 def verify_password(

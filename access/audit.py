@@ -52,12 +52,32 @@ ACTION_LABELS: Mapping[str, str] = {
     "access.detach": N_("detach"),
     "access.hold": N_("legal hold"),
     "access.release": N_("hold released"),
+    "access.unlock": N_("account unlocked"),
+    "access.user_disable": N_("account disabled"),
+    "access.user_enable": N_("account enabled"),
+    "access.user_change": N_("account added"),
+    "access.password_change": N_("password change"),
+    "access.token_change": N_("API token change"),
     "access.role_change": N_("role change"),
     "access.grant_change": N_("grant change"),
     "access.denied": N_("access denied"),
     "access.report": N_("audit report"),
 }
 ACTIONS = tuple(ACTION_LABELS)
+# The action recording each change of an account's state (access.accounts.STATE_CHANGES),
+# whichever entry point (the command line, the HTTP API) made it.
+STATE_ACTIONS: Mapping[str, str] = {
+    "lock": "access.lock",
+    "unlock": "access.unlock",
+    "disable": "access.user_disable",
+    "enable": "access.user_enable",
+}
+# Why an account locked (details["cause"] of access.lock).
+LOCK_BY_HAND, LOCK_FAILED_LOGINS, LOCK_FAILED_PASSWORD_CHECKS = (
+    "by_hand",
+    "failed_logins",
+    "failed_password_checks",
+)
 # The outcomes an access can have; ``result`` is free text beyond these.
 RESULT_LABELS: Mapping[str, str] = {
     "ok": N_("ok"),

@@ -41,6 +41,7 @@ STATUS_BY_EXIT: Final = {
 # Errors of other packages whose HTTP meaning the exit code does not carry.
 STATUS_BY_NAME: Final = {
     "SimilarCase": 409,
+    "StateConflict": 409,
     "LoginFailed": 401,
     "SessionExpired": 401,
 }

@@ -187,12 +187,28 @@ def _register_password(group: click.Group, pass_ctx: Decorator, json_option: Dec
 
 
 def change_own_password(app: Any, principal: Any, current: str, new: str) -> None:
-    from access.accounts import set_password, verify_password
+    from access.accounts import LoginFailed, change_password
+    from access.audit import LOCK_FAILED_PASSWORD_CHECKS
 
-    with app.ready_catalog().transaction() as session:
-        user = session.get(_user_model(), principal.user_id)
-        verify_password(session, user, current, policy=app.settings.access, source=_source())
-        set_password(session, user, new, policy=app.settings.access)
+    try:
+        with app.ready_catalog().transaction() as session:
+            user = session.get(_user_model(), principal.user_id)
+            change_password(
+                session, user, current, new, policy=app.settings.access, source=_source()
+            )
+    except LoginFailed as exc:
+        if exc.locked:  # this wrong current password reached the lockout
+            audit(
+                app,
+                actor=principal.actor,
+                action="access.lock",
+                object_type="user",
+                object_id=principal.login,
+                result=exc.reason,
+                source="cli",
+                details={"cause": LOCK_FAILED_PASSWORD_CHECKS},
+            )
+        raise
     _change(app, principal, "access.password_change", principal.login)
 
 
@@ -222,21 +238,21 @@ def _register_states(group: click.Group, pass_ctx: Decorator) -> None:
     @pass_ctx
     def user_lock(ctx: Any, login: str) -> None:
         """Lock an account until unlocked, and end its sessions."""
-        set_account_state(ctx, login, "locked")
+        set_account_state(ctx, login, "lock")
 
     @group.command("unlock")
     @click.argument("login")
     @pass_ctx
     def user_unlock(ctx: Any, login: str) -> None:
         """Unlock an account locked by hand or by failed logins."""
-        set_account_state(ctx, login, "active")
+        set_account_state(ctx, login, "unlock")
 
     @group.command("disable")
     @click.argument("login")
     @pass_ctx
     def user_disable(ctx: Any, login: str) -> None:
         """Disable an account for good (a person who left), and end its sessions."""
-        set_account_state(ctx, login, "disabled")
+        set_account_state(ctx, login, "disable")
 
     @group.command("logout")
     @click.argument("login")
@@ -254,25 +270,25 @@ def _register_states(group: click.Group, pass_ctx: Decorator) -> None:
         )
 
 
-def set_account_state(ctx: Any, login: str, state: str) -> None:
-    from access.accounts import DISABLED, set_state
+def set_account_state(ctx: Any, login: str, change: str) -> None:
+    """`liuhen user lock|unlock|disable`: ``change`` a key of access.accounts.STATE_CHANGES."""
+    from access.accounts import change_state
+    from access.audit import STATE_ACTIONS
     from access.sessions import revoke_sessions
 
     app, principal = ctx.app(), _principal(ctx)
     _not_self(
         principal,
         login,
-        {"locked": _("lock"), "active": _("unlock"), "disabled": _("disable")}[state],
+        {"lock": _("lock"), "unlock": _("unlock"), "disable": _("disable")}[change],
     )
     with app.ready_catalog().transaction() as session:
         user = _user(session, login)
-        if state == "active" and user.state == DISABLED:
-            raise UsageProblem(_("account {login} is disabled, not locked").format(login=login))
-        set_state(session, user, state)
-        if state != "active":
+        state = change_state(session, user, change)
+        if change in ("lock", "disable"):
             revoke_sessions(session, user.id, actor=principal.actor)
-    action = "access.lock" if state != "active" else "access.unlock"
-    _change(app, principal, action, login, state=state)
+    # The same action and details as the HTTP API's /users/{login}/{change} record.
+    _change(app, principal, STATE_ACTIONS[change], login, state=state)
     shown = {"locked": _("locked"), "active": _("active"), "disabled": _("disabled")}[state]
     out.print(_("[green]✓[/green] account {login} is now {state}").format(login=login, state=shown))
 

@@ -140,3 +140,46 @@ def test_an_api_token_of_an_archivist_reaches_no_evidence(
     listed = run_cli(capsys, "case", "list")
     assert listed.code == 0, listed.err
     assert "徐-1" in listed.out
+
+
+def _user_actions(app: Any, login: str) -> list[str]:
+    from access.audit import access_events
+
+    with app.catalog.session() as s:
+        return [e.action for e in access_events(s, object_type="user", object_id=login)]
+
+
+def test_account_states_are_audited_by_their_own_actions(
+    app: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The same actions as the HTTP API records (tests/test_api_users.py).
+    user(app, "alice", Role.REVIEWER)
+    user(app, "sec", Role.SECURITY_ADMIN)
+    user(app, "root", Role.SYSTEM_ADMIN)
+    act_as(app, "sec")
+    assert run_cli(capsys, "user", "lock", "alice").code == 0
+    assert run_cli(capsys, "user", "unlock", "alice").code == 0
+    act_as(app, "root")
+    assert run_cli(capsys, "user", "disable", "alice").code == 0
+    act_as(app, "sec")
+    refused = run_cli(capsys, "user", "unlock", "alice")  # a disable is not a lock
+    assert refused.code != 0 and "disabled, not locked" in refused.err
+    assert _user_actions(app, "alice") == ["access.lock", "access.unlock", "access.user_disable"]
+
+
+def test_a_password_change_that_locks_the_account_is_audited_as_a_lock(
+    app: Any, capsys: pytest.CaptureFixture[str], monkeypatch: Any
+) -> None:
+    from tests.test_access_cli import stdin
+
+    user(app, "alice", Role.REVIEWER)
+    act_as(app, "alice")
+    for _i in range(app.settings.access.lockout_failures):
+        stdin(monkeypatch, "wrong", "Another-Horse-7", "Another-Horse-7")
+        assert run_cli(capsys, "user", "passwd", "--password-stdin").code == 77
+    from access.audit import access_events
+
+    with app.catalog.session() as s:
+        locks = access_events(s, actions=["access.lock"], object_id="alice")
+    assert len(locks) == 1
+    assert locks[0].details["cause"] == "failed_password_checks"
