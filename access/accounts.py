@@ -20,7 +20,7 @@ import secrets
 import string
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 
 import pyotp
 from argon2 import PasswordHasher, Type
@@ -41,7 +41,8 @@ from catalog.devices import check_officer_number
 from catalog.fields import column_length, limit_problems
 from config.errors import EXIT_DATAERR, EXIT_NOINPUT, LiuhenError
 from config.i18n import _
-from config.settings import AccessSettings
+from config.settings import CHINA_STANDARD_TIME, AccessSettings
+from config.timetext import show_time
 
 ACTIVE, LOCKED, DISABLED = "active", "locked", "disabled"
 LOGIN_MAX = column_length(User.login) or 64
@@ -476,7 +477,7 @@ def _check_open(session: Session, user: User, now: datetime) -> str | None:
     return None
 
 
-def _closed_error(user: User, result: str) -> LoginFailed:
+def _closed_error(user: User, result: str, zone: tzinfo) -> LoginFailed:
     if result == "disabled":
         return LoginFailed(
             _("account {login} is disabled").format(login=user.login),
@@ -485,7 +486,7 @@ def _closed_error(user: User, result: str) -> LoginFailed:
         )
     if user.locked_until is not None:
         message = _("account {login} is locked until {until} after too many failed logins")
-        until = user.locked_until.isoformat(timespec="seconds")
+        until = show_time(user.locked_until, zone)  # the station's time, as people read it
         return LoginFailed(
             message.format(login=user.login, until=until),
             reason=result,
@@ -533,12 +534,14 @@ def authenticate(
     source: str | None = None,
     now: datetime | None = None,
     policy: AccessSettings | None = None,
+    zone: tzinfo = CHINA_STANDARD_TIME,
 ) -> Principal:
     """The principal of ``login`` when the password (and the TOTP or a recovery code,
     when the account has a second factor) is right; otherwise :class:`LoginFailed`.
     Every attempt is recorded; a failed one is committed before the error is raised, so
     call this in a transaction you may commit. ``principal.pending`` says what the user
-    must fix before any permission counts."""
+    must fix before any permission counts. ``zone``: the station's, in which a lock's
+    end is told."""
     policy = policy or AccessSettings()
     when = _now(now)
     ph = hasher(policy)
@@ -548,7 +551,7 @@ def authenticate(
         raise _refuse(session, login, None, "unknown_user", source, when, _wrong(login))
     closed = _check_open(session, user, when)
     if closed:
-        raise _refuse(session, login, user, closed, source, when, _closed_error(user, closed))
+        raise _refuse(session, login, user, closed, source, when, _closed_error(user, closed, zone))
     if not _verify(ph, user.password_hash, password):
         error = _failed(session, user, policy, when, _wrong(login))
         raise _refuse(session, login, user, "bad_password", source, when, error)

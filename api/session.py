@@ -76,6 +76,7 @@ def login(body: Login, request: Request, response: Response) -> dict[str, Any]:
                 totp=body.totp,
                 source=source,
                 policy=ctx.settings.access,
+                zone=ctx.zone,
             )
             secret = open_session(s, principal, source=source, policy=ctx.settings.access)
     except LoginFailed as exc:

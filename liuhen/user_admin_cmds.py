@@ -17,6 +17,8 @@ from liuhen.user_cmds import (
     ROLE_CHOICE,
     Decorator,
     UsageProblem,
+    _iso,
+    _json_times,
     _principal,
     _read_secret,
     _roles_text,
@@ -149,10 +151,10 @@ def _user_rows(app: Any) -> list[dict[str, Any]]:
                 "unit": u.unit,
                 "officer_number": u.officer_number,
                 "state": u.state,
-                "locked_until": u.locked_until.isoformat() if u.locked_until else None,
+                "locked_until": _iso(app, u.locked_until),
                 "roles": sorted(r.value for r in roles_of(session, u.id)),
                 "totp": u.totp_enabled,
-                "last_login_at": u.last_login_at.isoformat() if u.last_login_at else None,
+                "last_login_at": _iso(app, u.last_login_at),
             }
             for u in users
         ]
@@ -456,7 +458,7 @@ def _register_case_grants(group: click.Group, pass_ctx: Decorator, json_option: 
         with app.ready_catalog().session() as session:
             rows = list_grants(session, _user(session, login) if login else None)
         if as_json:
-            print_json(rows)
+            print_json(_json_times(app, rows))
             return
         for r in rows:
             state = _("revoked") if r["revoked_at"] else ""
@@ -504,7 +506,7 @@ def register_tokens(cli: click.Group, pass_ctx: Decorator, json_option: Decorato
         with app.ready_catalog().session() as session:
             rows = list_tokens(session)
         if as_json:
-            print_json(rows)
+            print_json(_json_times(app, rows))
             return
         for r in rows:
             state = _("revoked") if r["revoked_at"] else ""
@@ -602,7 +604,7 @@ def issue_for(
         details={"issued": True, "role": role, "unit": unit, "expires_at": until.isoformat()},
     )
     if as_json:
-        print_json({"name": name, "token": secret, "expires_at": until.isoformat()})
+        print_json({"name": name, "token": secret, "expires_at": _iso(app, until)})
         return
     out.print(
         _(

@@ -183,3 +183,42 @@ def test_a_password_change_that_locks_the_account_is_audited_as_a_lock(
         locks = access_events(s, actions=["access.lock"], object_id="alice")
     assert len(locks) == 1
     assert locks[0].details["cause"] == "failed_password_checks"
+
+
+def test_times_of_accounts_are_told_in_station_time(
+    app: Any, world: dict[str, Any], capsys: pytest.CaptureFixture[str], monkeypatch: Any
+) -> None:
+    import json
+
+    from tests.test_access_cli import GOOD, stdin
+
+    user(app, "alice", Role.REVIEWER, unit="静安")
+    user(app, "sec", Role.SECURITY_ADMIN)
+    for _i in range(app.settings.access.lockout_failures):
+        stdin(monkeypatch, "wrong")
+        assert run_cli(capsys, "login", "alice", "--password-stdin").code == 77
+    stdin(monkeypatch, GOOD)
+    locked = run_cli(capsys, "login", "alice", "--password-stdin")
+    assert locked.code == 77
+    # "locked until 2026-12-06 17:15:00 +08:00": Shanghai time, as people read it.
+    assert "locked until" in locked.err and " +08:00" in locked.err, locked.err
+    assert "+00:00" not in locked.err
+
+    act_as(app, "sec")
+    issued = run_cli(
+        capsys, "token", "issue", "cms", "--role", "archivist", "--unit", "徐汇",
+        "--expires", "2027-01-31 18:00", "--json",
+    )  # fmt: skip
+    assert issued.code == 0, issued.err
+    assert json.loads(issued.out)["expires_at"] == "2027-01-31T18:00:00+08:00"
+    tokens = json.loads(run_cli(capsys, "token", "list", "--json").out)
+    assert tokens[0]["expires_at"] == "2027-01-31T18:00:00+08:00"
+    assert tokens[0]["created_at"].endswith("+08:00") and tokens[0]["last_used_at"] is None
+    granted = run_cli(
+        capsys, "user", "case", "grant", "alice", "徐-1", "--from", "2026-12-01 08:00",
+        "--until", "2026-12-31 18:00", "--reason", "协查",
+    )  # fmt: skip
+    assert granted.code == 0, granted.err
+    grants = json.loads(run_cli(capsys, "user", "case", "list", "--json").out)
+    assert grants[0]["starts_at"] == "2026-12-01T08:00:00+08:00"
+    assert grants[0]["ends_at"] == "2026-12-31T18:00:00+08:00"
