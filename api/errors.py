@@ -159,6 +159,10 @@ async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 def install(app: FastAPI) -> None:
+    from api.language import RequestLanguage
+
+    # Messages in the language the request accepts (Accept-Language), per request.
+    app.add_middleware(RequestLanguage)
     app.add_exception_handler(LiuhenError, _liuhen_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
