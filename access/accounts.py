@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 
 from access.policy import EXIT_NOPERM, Principal
 from access.roles import ADMIN_ROLES, NON_ADMIN_ROLES, ROLE_TITLES, Role
+from access.totp_seal import SealError, TotpSealer, is_sealed
 from catalog.access_models import (
     LoginAttempt,
     PasswordHistory,
@@ -535,13 +536,14 @@ def authenticate(
     now: datetime | None = None,
     policy: AccessSettings | None = None,
     zone: tzinfo = CHINA_STANDARD_TIME,
+    sealer: TotpSealer | None = None,
 ) -> Principal:
     """The principal of ``login`` when the password (and the TOTP or a recovery code,
     when the account has a second factor) is right; otherwise :class:`LoginFailed`.
     Every attempt is recorded; a failed one is committed before the error is raised, so
     call this in a transaction you may commit. ``principal.pending`` says what the user
     must fix before any permission counts. ``zone``: the station's, in which a lock's
-    end is told."""
+    end is told; ``sealer``: of the TOTP seeds (access.totp_seal)."""
     policy = policy or AccessSettings()
     when = _now(now)
     ph = hasher(policy)
@@ -563,7 +565,7 @@ def authenticate(
                 hint=_("give the 6-digit code of your authenticator app, or a recovery code"),
             )
             raise _refuse(session, login, user, "totp_required", source, when, error)
-        if not check_second_factor(session, user, totp, policy=policy, now=when):
+        if not check_second_factor(session, user, totp, policy=policy, now=when, sealer=sealer):
             error = LoginFailed(
                 _("account {login}: wrong two-factor code").format(login=login), reason="bad_totp"
             )
@@ -580,22 +582,46 @@ def authenticate(
 # --- two-factor ------------------------------------------------------------------------
 
 
-def start_totp(session: Session, user: User) -> str:
-    """A new TOTP seed for ``user``, not active until confirmed with a code from it
-    (:func:`confirm_totp`); returns the otpauth:// URI for the authenticator app."""
-    user.totp_secret = pyotp.random_base32()
+def totp_seed(user: User, sealer: TotpSealer | None) -> str | None:
+    """The user's Base32 TOTP seed; a seed still stored plain (from before sealing) is
+    sealed now when a sealer is given (the caller's transaction keeps it)."""
+    stored = user.totp_secret
+    if not stored:
+        return None
+    if is_sealed(stored):
+        if sealer is None:
+            raise SealError(_("the two-factor seed is sealed and no TOTP key was given"))
+        return sealer.open(user.id, stored)
+    if sealer is not None:
+        user.totp_secret = sealer.seal(user.id, stored)
+    return stored
+
+
+def start_totp(session: Session, user: User, *, sealer: TotpSealer | None = None) -> str:
+    """A new TOTP seed for ``user`` (sealed by ``sealer``), not active until confirmed
+    with a code from it (:func:`confirm_totp`); returns the otpauth:// URI for the
+    authenticator app, which holds the seed."""
+    seed = pyotp.random_base32()
+    user.totp_secret = sealer.seal(user.id, seed) if sealer is not None else seed
     user.totp_enabled = False
     user.totp_last_step = None
     session.flush()
-    return pyotp.TOTP(user.totp_secret).provisioning_uri(name=user.login, issuer_name=TOTP_ISSUER)
+    return pyotp.TOTP(seed).provisioning_uri(name=user.login, issuer_name=TOTP_ISSUER)
 
 
 def confirm_totp(
-    session: Session, user: User, code: str, *, policy: AccessSettings, now: datetime | None = None
+    session: Session,
+    user: User,
+    code: str,
+    *,
+    policy: AccessSettings,
+    now: datetime | None = None,
+    sealer: TotpSealer | None = None,
 ) -> list[str]:
     """Turn the second factor on when ``code`` matches the new seed; returns the
     recovery codes (shown once, stored hashed)."""
-    if not user.totp_secret or not _totp_step_ok(user, code.strip(), _now(now)):
+    seed = totp_seed(user, sealer)
+    if not seed or not _totp_step_ok(user, seed, code.strip(), _now(now)):
         raise AccountError(
             _("the code does not match: two-factor is not turned on"),
             hint=_("check the phone's clock and type the code shown now"),
@@ -625,11 +651,10 @@ def reset_totp(session: Session, user: User) -> None:
     session.flush()
 
 
-def _totp_step_ok(user: User, code: str, now: datetime) -> bool:
+def _totp_step_ok(user: User, seed: str, code: str, now: datetime) -> bool:
     """Whether ``code`` is the TOTP code of the step of ``now`` or a neighbour (a phone
     clock 30 s off), and later than the last code accepted; the step is then kept."""
-    assert user.totp_secret is not None
-    totp = pyotp.TOTP(user.totp_secret)
+    totp = pyotp.TOTP(seed)
     for offset in (0, -1, 1):
         when = now + timedelta(seconds=offset * totp.interval)
         if secrets.compare_digest(totp.at(when), code):
@@ -642,12 +667,19 @@ def _totp_step_ok(user: User, code: str, now: datetime) -> bool:
 
 
 def check_second_factor(
-    session: Session, user: User, code: str, *, policy: AccessSettings, now: datetime
+    session: Session,
+    user: User,
+    code: str,
+    *,
+    policy: AccessSettings,
+    now: datetime,
+    sealer: TotpSealer | None = None,
 ) -> bool:
     """A current TOTP code (±30 s), or an unused recovery code, which is then used up."""
     code = code.strip()
-    if user.totp_secret and code.isdigit() and len(code) == 6:
-        return _totp_step_ok(user, code, now)
+    seed = totp_seed(user, sealer)
+    if seed and code.isdigit() and len(code) == 6:
+        return _totp_step_ok(user, seed, code, now)
     ph = hasher(policy)
     for row in session.scalars(
         select(RecoveryCode).where(RecoveryCode.user_id == user.id, RecoveryCode.used_at.is_(None))

@@ -306,9 +306,11 @@ def _register_2fa(group: click.Group, pass_ctx: Decorator) -> None:
     def twofa_enroll(ctx: Any, code: str | None) -> None:
         """Turn on two-factor login for your account: first without --code (shows the
         key for the authenticator app), then with --code (shows the recovery codes)."""
-        from access.accounts import confirm_totp, start_totp
+        from access.accounts import confirm_totp, start_totp, totp_seed
+        from access.totp_seal import sealer_of
 
         app, principal = ctx.app(), _principal(ctx)
+        sealer = sealer_of(app.settings.data_dir)  # the seed is kept sealed
         with app.ready_catalog().transaction() as session:
             user = session.get(_user_model(), principal.user_id)
             if user.totp_enabled:
@@ -320,10 +322,10 @@ def _register_2fa(group: click.Group, pass_ctx: Decorator) -> None:
                     ),
                 )
             if code is None:
-                uri = start_totp(session, user)
-                secret = user.totp_secret
+                uri = start_totp(session, user, sealer=sealer)
+                secret = totp_seed(user, sealer)
             else:
-                codes = confirm_totp(session, user, code, policy=app.settings.access)
+                codes = confirm_totp(session, user, code, policy=app.settings.access, sealer=sealer)
         if code is None:
             out.print(_("add this key to your authenticator app (or scan the URI as a QR code):"))
             print(secret)

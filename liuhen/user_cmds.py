@@ -163,6 +163,7 @@ def show_first_admin(admin: dict[str, Any]) -> None:
 def _attempt(app: App, login: str, password: str, totp: str | None) -> tuple[Principal, str]:
     from access.accounts import authenticate
     from access.sessions import open_session
+    from access.totp_seal import sealer_of
 
     with app.ready_catalog().transaction() as session:
         principal = authenticate(
@@ -173,6 +174,7 @@ def _attempt(app: App, login: str, password: str, totp: str | None) -> tuple[Pri
             source=_source(),
             policy=app.settings.access,
             zone=_zone(app),
+            sealer=sealer_of(app.settings.data_dir),
         )
         secret = open_session(session, principal, source=_source(), policy=app.settings.access)
     return principal, secret

@@ -222,3 +222,49 @@ def test_times_of_accounts_are_told_in_station_time(
     grants = json.loads(run_cli(capsys, "user", "case", "list", "--json").out)
     assert grants[0]["starts_at"] == "2026-12-01T08:00:00+08:00"
     assert grants[0]["ends_at"] == "2026-12-31T18:00:00+08:00"
+
+
+def test_totp_seeds_are_sealed_at_rest_and_logins_still_work(
+    app: Any, capsys: pytest.CaptureFixture[str], monkeypatch: Any
+) -> None:
+    import time
+
+    import pyotp
+    from sqlalchemy import update
+
+    from access.accounts import get_user
+    from catalog.access_models import User
+    from tests.test_access_cli import GOOD, stdin
+
+    user(app, "alice", Role.REVIEWER)
+    act_as(app, "alice")
+    enroll = run_cli(capsys, "user", "2fa", "enroll")
+    assert enroll.code == 0, enroll.err
+    seed = next(line for line in enroll.out.splitlines() if line.isalnum() and line.isupper())
+    totp = pyotp.TOTP(seed)
+    with app.catalog.session() as s:
+        stored = str(get_user(s, "alice").totp_secret)
+    assert seed not in stored and stored.startswith("s1:")
+    key = app.settings.data_dir / "keys" / "totp.key"
+    assert key.stat().st_mode & 0o777 == 0o600
+    # Enrolled with the previous step's code, so that the login's code is a new one.
+    previous = totp.at(time.time() - totp.interval)
+    assert run_cli(capsys, "user", "2fa", "enroll", "--code", previous).code == 0
+    stdin(monkeypatch, GOOD)
+    logged = run_cli(capsys, "login", "alice", "--password-stdin", "--totp", totp.now())
+    assert logged.code == 0, logged.err
+
+    # A seed stored plain before sealing still logs in, and is sealed by that login.
+    with app.catalog.transaction() as s:
+        s.execute(
+            update(User).where(User.login == "alice").values(totp_secret=seed, totp_last_step=0)
+        )
+    stdin(monkeypatch, GOOD)
+    again = run_cli(capsys, "login", "alice", "--password-stdin", "--totp", totp.now())
+    assert again.code == 0, again.err
+    with app.catalog.session() as s:
+        resealed = str(get_user(s, "alice").totp_secret)
+    assert resealed.startswith("s1:") and seed not in resealed
+    # A wrong code is still refused.
+    stdin(monkeypatch, GOOD)
+    assert run_cli(capsys, "login", "alice", "--password-stdin", "--totp", "000000").code == 77
