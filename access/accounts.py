@@ -20,7 +20,7 @@ import secrets
 import string
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 
 import pyotp
 from argon2 import PasswordHasher, Type
@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 
 from access.policy import EXIT_NOPERM, Principal
 from access.roles import ADMIN_ROLES, NON_ADMIN_ROLES, ROLE_TITLES, Role
+from access.totp_seal import SealError, TotpSealer, is_sealed
 from catalog.access_models import (
     LoginAttempt,
     PasswordHistory,
@@ -41,7 +42,8 @@ from catalog.devices import check_officer_number
 from catalog.fields import column_length, limit_problems
 from config.errors import EXIT_DATAERR, EXIT_NOINPUT, LiuhenError
 from config.i18n import _
-from config.settings import AccessSettings
+from config.settings import CHINA_STANDARD_TIME, AccessSettings
+from config.timetext import show_time
 
 ACTIVE, LOCKED, DISABLED = "active", "locked", "disabled"
 LOGIN_MAX = column_length(User.login) or 64
@@ -336,6 +338,36 @@ def set_state(session: Session, user: User, state: str) -> None:
     session.flush()
 
 
+# What each change of an account's state makes it (the access action that records it:
+# access.audit.STATE_ACTIONS). Lock and unlock are the security administrator's,
+# disable and enable (the account's existence) the system administrator's.
+STATE_CHANGES = {"lock": LOCKED, "unlock": ACTIVE, "disable": DISABLED, "enable": ACTIVE}
+
+
+class StateConflict(AccountError):
+    """A state change that does not fit the account's state (unlocking a disabled
+    account, enabling one that is not disabled)."""
+
+
+def change_state(session: Session, user: User, change: str) -> str:
+    """Lock, unlock, disable or enable ``user`` (a key of :data:`STATE_CHANGES`); returns
+    the new state. Unlocking does not undo a disable, nor enabling a lock: each is lifted
+    by the administrator who may set it."""
+    if change == "unlock" and user.state == DISABLED:
+        raise StateConflict(
+            _("account {login} is disabled, not locked").format(login=user.login),
+            hint=_("a disabled account is enabled by the system administrator"),
+        )
+    if change == "enable" and user.state != DISABLED:
+        raise StateConflict(
+            _("user {login} is not disabled ({state})").format(login=user.login, state=user.state),
+            hint=_("a locked account is unlocked by the security administrator"),
+        )
+    state = STATE_CHANGES[change]
+    set_state(session, user, state)
+    return state
+
+
 def local_principal() -> Principal:
     """The OS user, with every non-administrator role: how commands run while the
     catalog has no accounts (installs and scripts from before issue 15)."""
@@ -446,7 +478,7 @@ def _check_open(session: Session, user: User, now: datetime) -> str | None:
     return None
 
 
-def _closed_error(user: User, result: str) -> LoginFailed:
+def _closed_error(user: User, result: str, zone: tzinfo) -> LoginFailed:
     if result == "disabled":
         return LoginFailed(
             _("account {login} is disabled").format(login=user.login),
@@ -455,7 +487,7 @@ def _closed_error(user: User, result: str) -> LoginFailed:
         )
     if user.locked_until is not None:
         message = _("account {login} is locked until {until} after too many failed logins")
-        until = user.locked_until.isoformat(timespec="seconds")
+        until = show_time(user.locked_until, zone)  # the station's time, as people read it
         return LoginFailed(
             message.format(login=user.login, until=until),
             reason=result,
@@ -503,12 +535,15 @@ def authenticate(
     source: str | None = None,
     now: datetime | None = None,
     policy: AccessSettings | None = None,
+    zone: tzinfo = CHINA_STANDARD_TIME,
+    sealer: TotpSealer | None = None,
 ) -> Principal:
     """The principal of ``login`` when the password (and the TOTP or a recovery code,
     when the account has a second factor) is right; otherwise :class:`LoginFailed`.
     Every attempt is recorded; a failed one is committed before the error is raised, so
     call this in a transaction you may commit. ``principal.pending`` says what the user
-    must fix before any permission counts."""
+    must fix before any permission counts. ``zone``: the station's, in which a lock's
+    end is told; ``sealer``: of the TOTP seeds (access.totp_seal)."""
     policy = policy or AccessSettings()
     when = _now(now)
     ph = hasher(policy)
@@ -518,7 +553,7 @@ def authenticate(
         raise _refuse(session, login, None, "unknown_user", source, when, _wrong(login))
     closed = _check_open(session, user, when)
     if closed:
-        raise _refuse(session, login, user, closed, source, when, _closed_error(user, closed))
+        raise _refuse(session, login, user, closed, source, when, _closed_error(user, closed, zone))
     if not _verify(ph, user.password_hash, password):
         error = _failed(session, user, policy, when, _wrong(login))
         raise _refuse(session, login, user, "bad_password", source, when, error)
@@ -530,7 +565,7 @@ def authenticate(
                 hint=_("give the 6-digit code of your authenticator app, or a recovery code"),
             )
             raise _refuse(session, login, user, "totp_required", source, when, error)
-        if not check_second_factor(session, user, totp, policy=policy, now=when):
+        if not check_second_factor(session, user, totp, policy=policy, now=when, sealer=sealer):
             error = LoginFailed(
                 _("account {login}: wrong two-factor code").format(login=login), reason="bad_totp"
             )
@@ -547,22 +582,46 @@ def authenticate(
 # --- two-factor ------------------------------------------------------------------------
 
 
-def start_totp(session: Session, user: User) -> str:
-    """A new TOTP seed for ``user``, not active until confirmed with a code from it
-    (:func:`confirm_totp`); returns the otpauth:// URI for the authenticator app."""
-    user.totp_secret = pyotp.random_base32()
+def totp_seed(user: User, sealer: TotpSealer | None) -> str | None:
+    """The user's Base32 TOTP seed; a seed still stored plain (from before sealing) is
+    sealed now when a sealer is given (the caller's transaction keeps it)."""
+    stored = user.totp_secret
+    if not stored:
+        return None
+    if is_sealed(stored):
+        if sealer is None:
+            raise SealError(_("the two-factor seed is sealed and no TOTP key was given"))
+        return sealer.open(user.id, stored)
+    if sealer is not None:
+        user.totp_secret = sealer.seal(user.id, stored)
+    return stored
+
+
+def start_totp(session: Session, user: User, *, sealer: TotpSealer | None = None) -> str:
+    """A new TOTP seed for ``user`` (sealed by ``sealer``), not active until confirmed
+    with a code from it (:func:`confirm_totp`); returns the otpauth:// URI for the
+    authenticator app, which holds the seed."""
+    seed = pyotp.random_base32()
+    user.totp_secret = sealer.seal(user.id, seed) if sealer is not None else seed
     user.totp_enabled = False
     user.totp_last_step = None
     session.flush()
-    return pyotp.TOTP(user.totp_secret).provisioning_uri(name=user.login, issuer_name=TOTP_ISSUER)
+    return pyotp.TOTP(seed).provisioning_uri(name=user.login, issuer_name=TOTP_ISSUER)
 
 
 def confirm_totp(
-    session: Session, user: User, code: str, *, policy: AccessSettings, now: datetime | None = None
+    session: Session,
+    user: User,
+    code: str,
+    *,
+    policy: AccessSettings,
+    now: datetime | None = None,
+    sealer: TotpSealer | None = None,
 ) -> list[str]:
     """Turn the second factor on when ``code`` matches the new seed; returns the
     recovery codes (shown once, stored hashed)."""
-    if not user.totp_secret or not _totp_step_ok(user, code.strip(), _now(now)):
+    seed = totp_seed(user, sealer)
+    if not seed or not _totp_step_ok(user, seed, code.strip(), _now(now)):
         raise AccountError(
             _("the code does not match: two-factor is not turned on"),
             hint=_("check the phone's clock and type the code shown now"),
@@ -592,11 +651,10 @@ def reset_totp(session: Session, user: User) -> None:
     session.flush()
 
 
-def _totp_step_ok(user: User, code: str, now: datetime) -> bool:
+def _totp_step_ok(user: User, seed: str, code: str, now: datetime) -> bool:
     """Whether ``code`` is the TOTP code of the step of ``now`` or a neighbour (a phone
     clock 30 s off), and later than the last code accepted; the step is then kept."""
-    assert user.totp_secret is not None
-    totp = pyotp.TOTP(user.totp_secret)
+    totp = pyotp.TOTP(seed)
     for offset in (0, -1, 1):
         when = now + timedelta(seconds=offset * totp.interval)
         if secrets.compare_digest(totp.at(when), code):
@@ -609,12 +667,19 @@ def _totp_step_ok(user: User, code: str, now: datetime) -> bool:
 
 
 def check_second_factor(
-    session: Session, user: User, code: str, *, policy: AccessSettings, now: datetime
+    session: Session,
+    user: User,
+    code: str,
+    *,
+    policy: AccessSettings,
+    now: datetime,
+    sealer: TotpSealer | None = None,
 ) -> bool:
     """A current TOTP code (±30 s), or an unused recovery code, which is then used up."""
     code = code.strip()
-    if user.totp_secret and code.isdigit() and len(code) == 6:
-        return _totp_step_ok(user, code, now)
+    seed = totp_seed(user, sealer)
+    if seed and code.isdigit() and len(code) == 6:
+        return _totp_step_ok(user, seed, code, now)
     ph = hasher(policy)
     for row in session.scalars(
         select(RecoveryCode).where(RecoveryCode.user_id == user.id, RecoveryCode.used_at.is_(None))
@@ -642,6 +707,24 @@ def role_problems(roles: Iterable[Role], *, unit: str, officer_number: str | Non
     if Role.OFFICER in held and not officer_number:
         problems.append(_("an officer needs a 警号 (--officer)"))
     return problems
+
+
+def change_password(
+    session: Session,
+    user: User,
+    current: str,
+    new: str,
+    *,
+    policy: AccessSettings,
+    source: str | None = None,
+    now: datetime | None = None,
+) -> None:
+    """One's own password changed: the current one again (:func:`verify_password`: a
+    wrong one counts towards the lockout, and the failure that reaches it raises
+    LoginFailed with ``locked`` set, for the caller to audit ``access.lock``), then the
+    new one under the policy."""
+    verify_password(session, user, current, policy=policy, source=source, now=now)
+    set_password(session, user, new, policy=policy, now=now)
 
 
 def verify_password(

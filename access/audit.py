@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 from sqlalchemy import select
@@ -52,12 +52,32 @@ ACTION_LABELS: Mapping[str, str] = {
     "access.detach": N_("detach"),
     "access.hold": N_("legal hold"),
     "access.release": N_("hold released"),
+    "access.unlock": N_("account unlocked"),
+    "access.user_disable": N_("account disabled"),
+    "access.user_enable": N_("account enabled"),
+    "access.user_change": N_("account added"),
+    "access.password_change": N_("password change"),
+    "access.token_change": N_("API token change"),
     "access.role_change": N_("role change"),
     "access.grant_change": N_("grant change"),
     "access.denied": N_("access denied"),
     "access.report": N_("audit report"),
 }
 ACTIONS = tuple(ACTION_LABELS)
+# The action recording each change of an account's state (access.accounts.STATE_CHANGES),
+# whichever entry point (the command line, the HTTP API) made it.
+STATE_ACTIONS: Mapping[str, str] = {
+    "lock": "access.lock",
+    "unlock": "access.unlock",
+    "disable": "access.user_disable",
+    "enable": "access.user_enable",
+}
+# Why an account locked (details["cause"] of access.lock).
+LOCK_BY_HAND, LOCK_FAILED_LOGINS, LOCK_FAILED_PASSWORD_CHECKS = (
+    "by_hand",
+    "failed_logins",
+    "failed_password_checks",
+)
 # The outcomes an access can have; ``result`` is free text beyond these.
 RESULT_LABELS: Mapping[str, str] = {
     "ok": N_("ok"),
@@ -68,6 +88,11 @@ RESULT_LABELS: Mapping[str, str] = {
 RESULT_KEY, SOURCE_KEY = "result", "source"
 # Playback: where it started and how long was watched, in seconds (details keys).
 POSITION_KEY, WATCHED_KEY = "position_s", "duration_s"
+# A playback opened part-way into a copy: the byte it started at (details key).
+OFFSET_KEY = "offset_bytes"
+# How long after a playback starts a player's further range requests of the recording
+# (seeks, buffering) are that playback rather than a new one.
+PLAYBACK_WINDOW = timedelta(minutes=30)
 # The longest source address kept (an IPv6 address with zone and port fits easily).
 MAX_SOURCE = 200
 
@@ -267,3 +292,25 @@ def access_events(
         query = query.where(CustodyEvent.id > after_id)
     query = query.order_by(CustodyEvent.id).limit(max(0, limit))
     return [event_of(ev) for ev in session.scalars(query)]
+
+
+def playing_already(
+    session: Session, actor: str, recording_id: int, *, now: datetime | None = None
+) -> bool:
+    """Whether ``actor`` started a playback of the recording within the last
+    :data:`PLAYBACK_WINDOW`: a player's next range request (a seek, more buffer) is part
+    of that playback, not a new one."""
+    sha256 = session.scalar(select(Recording.sha256).where(Recording.id == recording_id))
+    if sha256 is None:
+        return False
+    since = (now or datetime.now(UTC)) - PLAYBACK_WINDOW
+    started = access_events(
+        session,
+        actor=actor,
+        object_type="recording",
+        object_id=sha256,
+        since=since,
+        actions=["access.play"],
+        limit=1,
+    )
+    return bool(started)

@@ -31,6 +31,7 @@ from access.roles import (
     ROLE_TITLES,
     SCOPED,
     TARGET_KINDS,
+    TOKEN_PERMISSIONS,
     Permission,
     Role,
     Scope,
@@ -143,6 +144,14 @@ def _reaches(
     return None
 
 
+# Why a token is refused what its role would hold (the audit keeps it in English).
+TOKEN_ONLY = "API tokens hold only the integration permissions"
+
+
+def _token_only(principal: Principal, permission: Permission) -> bool:
+    return principal.via == "token" and permission not in TOKEN_PERMISSIONS
+
+
 def decide(
     principal: Principal,
     permission: Permission,
@@ -157,6 +166,9 @@ def decide(
         return Decision(
             False, permission, "account must first: " + ", ".join(sorted(principal.pending))
         )
+    if _token_only(principal, permission):
+        # Whatever role the token was issued with: evidence is for people, logged in.
+        return Decision(False, permission, TOKEN_ONLY)
     if principal.via == "local":
         # No accounts yet: the OS user who runs liuhen on the data directory, as before.
         allowed = permission in LOCAL_PERMISSIONS
@@ -202,7 +214,12 @@ def denial(principal: Principal, permission: Permission, target: Target | None) 
         message = _("{login} may not {what} ({permission})").format(
             login=principal.actor, what=doing, permission=permission.value
         )
-    if principal.pending:
+    if _token_only(principal, permission):
+        hint = _(
+            "API tokens hold only the integration permissions ({permissions}); log in "
+            "as a person to read or export evidence (liuhen login)"
+        ).format(permissions=", ".join(sorted(p.value for p in TOKEN_PERMISSIONS)))
+    elif principal.pending:
         hint = _(
             "first change your one-time or expired password (liuhen user passwd) and, for "
             "an administrator, turn on two-factor login (liuhen user 2fa enroll)"

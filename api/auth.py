@@ -25,7 +25,7 @@ from fastapi import Request
 from sqlalchemy import ColumnElement
 
 from access import policy
-from access.audit import record_access
+from access.audit import playing_already, record_access
 from access.policy import AccessDenied, Principal, Target
 from access.roles import Permission
 from api.context import ApiContext
@@ -113,6 +113,12 @@ class Caller:
                 source=self.source or None,
                 details={**details, "via": f"api:{self.principal.via}"},
             )
+
+    def playing(self, rec_id: int) -> bool:
+        """Whether this caller has a playback of the recording going (started within
+        the last 30 minutes)."""
+        with self.ctx.catalog.session() as s:
+            return playing_already(s, self.actor, rec_id)
 
     def recording_target(self, rec_id: int) -> Target:
         with self.ctx.catalog.session() as s:

@@ -144,7 +144,9 @@ def _instant(text: str, name: str, who: Caller) -> Any:
 @router.post("/{number}/attach", summary="Attach a recording")
 def attach(who: Who, number: Number, body: AttachBody) -> dict[str, Any]:
     who.authorize("case.attach", who.case_target(number))
-    who.authorize("recording.view", who.recording_target(body.recording))
+    # The recording must be within reach too, as `liuhen case attach` checks it: by the
+    # attach permission, which an integration's token holds (not recording.view).
+    who.authorize("case.attach", who.recording_target(body.recording))
     changed = services.attach(who.ctx, number, body.recording, reason=body.reason, actor=who.actor)
     who.audit("access.attach", "recording", body.recording, case=number, reason=body.reason)
     return {"recording": body.recording, "case": number, "changed": changed}

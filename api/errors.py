@@ -41,6 +41,7 @@ STATUS_BY_EXIT: Final = {
 # Errors of other packages whose HTTP meaning the exit code does not carry.
 STATUS_BY_NAME: Final = {
     "SimilarCase": 409,
+    "StateConflict": 409,
     "LoginFailed": 401,
     "SessionExpired": 401,
 }
@@ -158,6 +159,10 @@ async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 def install(app: FastAPI) -> None:
+    from api.language import RequestLanguage
+
+    # Messages in the language the request accepts (Accept-Language), per request.
+    app.add_middleware(RequestLanguage)
     app.add_exception_handler(LiuhenError, _liuhen_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Header, Path, Query, Response
 from fastapi.responses import StreamingResponse
 
+from access.audit import OFFSET_KEY
 from api import services
 from api.auth import Caller, caller
 from api.errors import ApiError
@@ -25,6 +26,8 @@ router = APIRouter(prefix="/recordings", tags=["recordings"], responses=ERRORS)
 RecordingId = Annotated[int, Path(ge=1, le=2**31 - 1, description="The recording's id.")]
 Who = Annotated[Caller, Depends(caller)]
 MediaKind = Literal["proxy", "access", "audio", "poster", "thumbnail", "original"]
+# Still images of a recording: fetching one is a view, never a playback.
+STILLS = frozenset({"poster", "thumbnail"})
 # What a derivative kind is when its own file name says nothing.
 _MEDIA_TYPES = {
     "proxy": "video/mp4",
@@ -178,7 +181,8 @@ def media(
     Content-Range; 416 for a range outside the file). Playing a proxy or access copy
     needs the play permission; downloading it, the download permission; the original
     is only ever a download, for the roles that may take one. The start of a playback
-    and every download are audited."""
+    (once per recording and caller in 30 minutes: seeks are not new playbacks), a
+    poster's view and every download are audited."""
     target = who.recording_target(rec_id)
     is_download = download or kind == "original"
     permission = (
@@ -203,8 +207,14 @@ def media(
         # A resumed download's pieces are each a download, of the bytes they name.
         span = {"range": f"{rng.start}-{rng.end - 1}"} if rng.partial else {}
         who.audit("access.download", "recording", rec_id, kind=kind, sha256=sha256, **span)
-    elif rng.start == 0:  # a playback starts; the seeks it makes are not new viewings
-        who.audit("access.play", "recording", rec_id, kind=kind, position_s=0)
+    elif kind in STILLS:
+        # A poster shown in a list or on a page is a look at the recording, not a playback.
+        who.audit("access.view", "recording", rec_id, kind=kind)
+    elif not who.playing(rec_id):
+        # A playback starts, from the beginning or part-way (a player resumed at an
+        # offset); the seeks and buffering of one already going are not new playbacks.
+        where: dict[str, Any] = {"position_s": 0} if rng.start == 0 else {OFFSET_KEY: rng.start}
+        who.audit("access.play", "recording", rec_id, kind=kind, **where)
     return response
 
 

@@ -64,6 +64,7 @@ def login(body: Login, request: Request, response: Response) -> dict[str, Any]:
     the configured number of failures the account locks for a while."""
     from access.accounts import LoginFailed, authenticate
     from access.sessions import open_session
+    from access.totp_seal import sealer_of
 
     ctx = context(request)
     source = source_of(request)
@@ -76,6 +77,8 @@ def login(body: Login, request: Request, response: Response) -> dict[str, Any]:
                 totp=body.totp,
                 source=source,
                 policy=ctx.settings.access,
+                zone=ctx.zone,
+                sealer=sealer_of(ctx.settings.data_dir),
             )
             secret = open_session(s, principal, source=source, policy=ctx.settings.access)
     except LoginFailed as exc:

@@ -85,7 +85,8 @@ def add_user(who: Who, body: UserCreate) -> dict[str, Any]:
             policy=who.ctx.settings.access,
         )
         made = _user_json(who, user, frozenset())
-    who.audit("access.role_change", "user", body.login, change="created")
+    # As `liuhen user add` records it.
+    who.audit("access.user_change", "user", body.login, created=True, roles=[])
     return made | {"one_time_password": one_time}
 
 
@@ -96,26 +97,17 @@ def set_state(
     """Locking and unlocking is the security administrator's; disabling and enabling
     (the account's existence) the system administrator's. Sessions of a locked or
     disabled user end at their next request."""
-    from access.accounts import ACTIVE, DISABLED, LOCKED, get_user, roles_of, set_state
+    from access.accounts import change_state, get_user, roles_of
+    from access.audit import STATE_ACTIONS
 
     who.authorize("role.admin" if change in ("lock", "unlock") else "user.admin")
     _not_self(who, login)
-    state = {"lock": LOCKED, "unlock": ACTIVE, "disable": DISABLED, "enable": ACTIVE}[change]
     with who.ctx.catalog.transaction() as s:
         user = get_user(s, login)
-        if change == "enable" and user.state != DISABLED:
-            # Enabling undoes a disable only: a lock is the security administrator's
-            # to lift (unlock), not the system administrator's.
-            raise ApiError(
-                _("user {login} is not disabled ({state})").format(login=login, state=user.state),
-                hint=_("a locked account is unlocked by the security administrator"),
-                status=409,
-            )
-        set_state(s, user, state)
+        state = change_state(s, user, change)
         done = _user_json(who, user, roles_of(s, user.id))
-    who.audit(
-        "access.lock" if change == "lock" else "access.role_change", "user", login, change=change
-    )
+    # The same action and details as `liuhen user lock|unlock|disable` record.
+    who.audit(STATE_ACTIONS[change], "user", login, state=state)
     return done
 
 
@@ -163,10 +155,25 @@ def _change_role(who: Caller, login: str, role: str, *, grant: bool) -> dict[str
 def change_password(who: Who, body: PasswordChange) -> Response:
     """The current password again (a wrong one counts towards the lockout), then the new
     one under the password policy; a one-time password must be changed so first."""
-    from access.accounts import get_user, set_password, verify_password
+    from access.accounts import LoginFailed, change_password, get_user
+    from access.audit import LOCK_FAILED_PASSWORD_CHECKS
 
-    with who.ctx.catalog.transaction() as s:
-        user = get_user(s, who.principal.login)
-        verify_password(s, user, body.current, policy=who.ctx.settings.access, source=who.source)
-        set_password(s, user, body.new, policy=who.ctx.settings.access)
+    login = who.principal.login
+    try:
+        with who.ctx.catalog.transaction() as s:
+            user = get_user(s, login)
+            change_password(
+                s, user, body.current, body.new, policy=who.ctx.settings.access, source=who.source
+            )
+    except LoginFailed as exc:
+        if exc.locked:  # this wrong current password reached the lockout
+            who.audit(
+                "access.lock",
+                "user",
+                login,
+                result=exc.reason,
+                cause=LOCK_FAILED_PASSWORD_CHECKS,
+            )
+        raise
+    who.audit("access.password_change", "user", login)
     return Response(status_code=204)

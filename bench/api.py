@@ -415,11 +415,13 @@ def _fresh_pg(url: str) -> tuple[str, Any]:
 
 def _prepare(data_dir: Path, url: str, recordings: int, proxy_mb: int, seed: int) -> Any:
     """The station (settings, key, catalog, store), the district, one proxy and an
-    auditor's token; returns (built, proxy path, recording id, token)."""
+    auditor's session secret; returns (built, proxy path, recording id, token)."""
+    import secrets
     from dataclasses import replace
 
+    from access.accounts import create_user, principal_of
     from access.roles import Role
-    from access.sessions import issue_token
+    from access.sessions import open_session
     from catalog.media import DerivedObject, record_derivative
     from catalog.models import Recording
     from config import load_settings
@@ -462,15 +464,17 @@ def _prepare(data_dir: Path, url: str, recordings: int, proxy_mb: int, seed: int
             ),
             "bench",
         )
-        token = issue_token(
+        # A logged-in auditor (API tokens open no evidence): its session secret as Bearer.
+        auditor, _pw = create_user(
             s,
-            name="bench",
-            role=Role.AUDITOR,
-            unit="",
-            expires_at=datetime.now(UTC) + timedelta(hours=6),
-            created_by="bench",
+            login="bench",
+            roles=[Role.AUDITOR],
+            actor="bench",
             policy=app.settings.access,
+            password=secrets.token_urlsafe(24) + "-Aa1",
         )
+        principal = principal_of(s, auditor, via="session", policy=app.settings.access)
+        token = open_session(s, principal, source="bench", policy=app.settings.access)
     store_path = Path(app.settings.store_url.removeprefix("file://")) / key
     app.close()
     return built, store_path, 1, token

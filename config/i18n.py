@@ -16,13 +16,18 @@ memory instead.
 
 The language is chosen once per process: ``--lang`` (which calls :func:`set_language`),
 else ``LIUHEN_LANG``, else Chinese. Click's own messages ("Usage:", "Missing option") are
-translated too (:func:`translate_click`).
+translated too (:func:`translate_click`). A server answering people who read different
+languages chooses it per request (:func:`language_for`, a context variable: each request,
+each thread or task, has its own, and none leaks into another).
 """
 
 from __future__ import annotations
 
 import gettext as _gettext
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Final
 
@@ -47,6 +52,8 @@ _ALIASES: Final = {
 
 _language: str | None = None
 _catalog: _gettext.NullTranslations | None = None
+# The language of the request being answered (None: the process's), set by language_for.
+_request_language: ContextVar[str | None] = ContextVar("liuhen_language", default=None)
 
 
 def normalise_language(name: str) -> str:
@@ -73,8 +80,23 @@ def set_language(name: str | None) -> str:
 
 
 def language() -> str:
-    """The language of this process: ``zh`` or ``en``."""
+    """The language of the request being answered, else of this process: ``zh`` or
+    ``en``."""
+    chosen = _request_language.get()
+    if chosen is not None:
+        return chosen
     return _language if _language is not None else set_language(None)
+
+
+@contextmanager
+def language_for(name: str | None) -> Iterator[str]:
+    """Messages in ``name`` (``zh``/``en``; None: the process's language) inside the
+    block, for this context only (one request of a server); yields the language."""
+    token = _request_language.set(normalise_language(name) if name else None)
+    try:
+        yield language()
+    finally:
+        _request_language.reset(token)
 
 
 def _(message: str) -> str:
@@ -95,9 +117,14 @@ def N_(message: str) -> str:
 
 def _translations() -> _gettext.NullTranslations:
     global _catalog
+    if language() == "en":
+        return _ENGLISH
     if _catalog is None:
-        _catalog = load_catalog() if language() == "zh" else _gettext.NullTranslations()
+        _catalog = load_catalog()
     return _catalog
+
+
+_ENGLISH: Final = _gettext.NullTranslations()  # the messages as written
 
 
 def catalog_parts() -> list[Path]:

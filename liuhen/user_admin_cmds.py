@@ -17,6 +17,8 @@ from liuhen.user_cmds import (
     ROLE_CHOICE,
     Decorator,
     UsageProblem,
+    _iso,
+    _json_times,
     _principal,
     _read_secret,
     _roles_text,
@@ -149,10 +151,10 @@ def _user_rows(app: Any) -> list[dict[str, Any]]:
                 "unit": u.unit,
                 "officer_number": u.officer_number,
                 "state": u.state,
-                "locked_until": u.locked_until.isoformat() if u.locked_until else None,
+                "locked_until": _iso(app, u.locked_until),
                 "roles": sorted(r.value for r in roles_of(session, u.id)),
                 "totp": u.totp_enabled,
-                "last_login_at": u.last_login_at.isoformat() if u.last_login_at else None,
+                "last_login_at": _iso(app, u.last_login_at),
             }
             for u in users
         ]
@@ -187,12 +189,28 @@ def _register_password(group: click.Group, pass_ctx: Decorator, json_option: Dec
 
 
 def change_own_password(app: Any, principal: Any, current: str, new: str) -> None:
-    from access.accounts import set_password, verify_password
+    from access.accounts import LoginFailed, change_password
+    from access.audit import LOCK_FAILED_PASSWORD_CHECKS
 
-    with app.ready_catalog().transaction() as session:
-        user = session.get(_user_model(), principal.user_id)
-        verify_password(session, user, current, policy=app.settings.access, source=_source())
-        set_password(session, user, new, policy=app.settings.access)
+    try:
+        with app.ready_catalog().transaction() as session:
+            user = session.get(_user_model(), principal.user_id)
+            change_password(
+                session, user, current, new, policy=app.settings.access, source=_source()
+            )
+    except LoginFailed as exc:
+        if exc.locked:  # this wrong current password reached the lockout
+            audit(
+                app,
+                actor=principal.actor,
+                action="access.lock",
+                object_type="user",
+                object_id=principal.login,
+                result=exc.reason,
+                source="cli",
+                details={"cause": LOCK_FAILED_PASSWORD_CHECKS},
+            )
+        raise
     _change(app, principal, "access.password_change", principal.login)
 
 
@@ -222,21 +240,21 @@ def _register_states(group: click.Group, pass_ctx: Decorator) -> None:
     @pass_ctx
     def user_lock(ctx: Any, login: str) -> None:
         """Lock an account until unlocked, and end its sessions."""
-        set_account_state(ctx, login, "locked")
+        set_account_state(ctx, login, "lock")
 
     @group.command("unlock")
     @click.argument("login")
     @pass_ctx
     def user_unlock(ctx: Any, login: str) -> None:
         """Unlock an account locked by hand or by failed logins."""
-        set_account_state(ctx, login, "active")
+        set_account_state(ctx, login, "unlock")
 
     @group.command("disable")
     @click.argument("login")
     @pass_ctx
     def user_disable(ctx: Any, login: str) -> None:
         """Disable an account for good (a person who left), and end its sessions."""
-        set_account_state(ctx, login, "disabled")
+        set_account_state(ctx, login, "disable")
 
     @group.command("logout")
     @click.argument("login")
@@ -254,25 +272,25 @@ def _register_states(group: click.Group, pass_ctx: Decorator) -> None:
         )
 
 
-def set_account_state(ctx: Any, login: str, state: str) -> None:
-    from access.accounts import DISABLED, set_state
+def set_account_state(ctx: Any, login: str, change: str) -> None:
+    """`liuhen user lock|unlock|disable`: ``change`` a key of access.accounts.STATE_CHANGES."""
+    from access.accounts import change_state
+    from access.audit import STATE_ACTIONS
     from access.sessions import revoke_sessions
 
     app, principal = ctx.app(), _principal(ctx)
     _not_self(
         principal,
         login,
-        {"locked": _("lock"), "active": _("unlock"), "disabled": _("disable")}[state],
+        {"lock": _("lock"), "unlock": _("unlock"), "disable": _("disable")}[change],
     )
     with app.ready_catalog().transaction() as session:
         user = _user(session, login)
-        if state == "active" and user.state == DISABLED:
-            raise UsageProblem(_("account {login} is disabled, not locked").format(login=login))
-        set_state(session, user, state)
-        if state != "active":
+        state = change_state(session, user, change)
+        if change in ("lock", "disable"):
             revoke_sessions(session, user.id, actor=principal.actor)
-    action = "access.lock" if state != "active" else "access.unlock"
-    _change(app, principal, action, login, state=state)
+    # The same action and details as the HTTP API's /users/{login}/{change} record.
+    _change(app, principal, STATE_ACTIONS[change], login, state=state)
     shown = {"locked": _("locked"), "active": _("active"), "disabled": _("disabled")}[state]
     out.print(_("[green]✓[/green] account {login} is now {state}").format(login=login, state=shown))
 
@@ -288,9 +306,11 @@ def _register_2fa(group: click.Group, pass_ctx: Decorator) -> None:
     def twofa_enroll(ctx: Any, code: str | None) -> None:
         """Turn on two-factor login for your account: first without --code (shows the
         key for the authenticator app), then with --code (shows the recovery codes)."""
-        from access.accounts import confirm_totp, start_totp
+        from access.accounts import confirm_totp, start_totp, totp_seed
+        from access.totp_seal import sealer_of
 
         app, principal = ctx.app(), _principal(ctx)
+        sealer = sealer_of(app.settings.data_dir)  # the seed is kept sealed
         with app.ready_catalog().transaction() as session:
             user = session.get(_user_model(), principal.user_id)
             if user.totp_enabled:
@@ -302,10 +322,10 @@ def _register_2fa(group: click.Group, pass_ctx: Decorator) -> None:
                     ),
                 )
             if code is None:
-                uri = start_totp(session, user)
-                secret = user.totp_secret
+                uri = start_totp(session, user, sealer=sealer)
+                secret = totp_seed(user, sealer)
             else:
-                codes = confirm_totp(session, user, code, policy=app.settings.access)
+                codes = confirm_totp(session, user, code, policy=app.settings.access, sealer=sealer)
         if code is None:
             out.print(_("add this key to your authenticator app (or scan the URI as a QR code):"))
             print(secret)
@@ -440,7 +460,7 @@ def _register_case_grants(group: click.Group, pass_ctx: Decorator, json_option: 
         with app.ready_catalog().session() as session:
             rows = list_grants(session, _user(session, login) if login else None)
         if as_json:
-            print_json(rows)
+            print_json(_json_times(app, rows))
             return
         for r in rows:
             state = _("revoked") if r["revoked_at"] else ""
@@ -488,7 +508,7 @@ def register_tokens(cli: click.Group, pass_ctx: Decorator, json_option: Decorato
         with app.ready_catalog().session() as session:
             rows = list_tokens(session)
         if as_json:
-            print_json(rows)
+            print_json(_json_times(app, rows))
             return
         for r in rows:
             state = _("revoked") if r["revoked_at"] else ""
@@ -586,7 +606,7 @@ def issue_for(
         details={"issued": True, "role": role, "unit": unit, "expires_at": until.isoformat()},
     )
     if as_json:
-        print_json({"name": name, "token": secret, "expires_at": until.isoformat()})
+        print_json({"name": name, "token": secret, "expires_at": _iso(app, until)})
         return
     out.print(
         _(

@@ -68,6 +68,20 @@ def _shown(app: App, when: datetime | None) -> str:
     return show_time(when, _zone(app))
 
 
+def _iso(app: App, when: datetime | None) -> str | None:
+    """A time in --json output: ISO 8601 with the station's offset."""
+    from config.timetext import iso_time
+
+    return iso_time(when, _zone(app))
+
+
+def _json_times(app: App, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` with their times (datetime values) as :func:`_iso` writes them."""
+    return [
+        {k: _iso(app, v) if isinstance(v, datetime) else v for k, v in row.items()} for row in rows
+    ]
+
+
 def _read_secret(from_stdin: bool, prompt: str, *, confirm: bool = False) -> str:
     if from_stdin:
         line = sys.stdin.readline()
@@ -149,10 +163,18 @@ def show_first_admin(admin: dict[str, Any]) -> None:
 def _attempt(app: App, login: str, password: str, totp: str | None) -> tuple[Principal, str]:
     from access.accounts import authenticate
     from access.sessions import open_session
+    from access.totp_seal import sealer_of
 
     with app.ready_catalog().transaction() as session:
         principal = authenticate(
-            session, login, password, totp=totp, source=_source(), policy=app.settings.access
+            session,
+            login,
+            password,
+            totp=totp,
+            source=_source(),
+            policy=app.settings.access,
+            zone=_zone(app),
+            sealer=sealer_of(app.settings.data_dir),
         )
         secret = open_session(session, principal, source=_source(), policy=app.settings.access)
     return principal, secret

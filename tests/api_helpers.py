@@ -52,9 +52,11 @@ def client(base: str, **headers: str) -> httpx.Client:
     return httpx.Client(base_url=base, headers=headers, timeout=30)
 
 
-def add_proxy(app: Any, rec_id: int, size: int = 200_000, seed: int = 1) -> bytes:
-    """A proxy of ``size`` bytes for the recording, stored and recorded as the worker
-    records one; returns its bytes."""
+def add_proxy(
+    app: Any, rec_id: int, size: int = 200_000, seed: int = 1, kind: str = "proxy"
+) -> bytes:
+    """A proxy (or another derivative ``kind``: a poster) of ``size`` bytes for the
+    recording, stored and recorded as the worker records one; returns its bytes."""
     data = random.Random(seed).randbytes(size)
     key = put_object(app, data)
     with app.catalog.transaction() as s:
@@ -64,7 +66,7 @@ def add_proxy(app: Any, rec_id: int, size: int = 200_000, seed: int = 1) -> byte
             app.signer,
             rec,
             DerivedObject(
-                kind="proxy",
+                kind=kind,
                 sha256=hashlib.sha256(data).hexdigest(),
                 sm3=hashlib.new("sm3", data).hexdigest(),
                 size=len(data),
@@ -110,6 +112,40 @@ def issue_token(app: Any, role: str, unit: str = "徐汇分局", name: str | Non
 
 
 PASSWORD = "Zhifa-jilu-2026!"
+
+
+def session_secret(
+    app: Any,
+    role: str,
+    unit: str = "徐汇分局",
+    name: str | None = None,
+    officer_number: str | None = None,
+) -> str:
+    """A person of ``role`` for ``unit``, logged in: a new user (an officer gets 警号
+    999999 unless told) with a session; returns the session's secret, to send as
+    ``Authorization: Bearer`` as `liuhen login` keeps it. Evidence is read by people,
+    not by API tokens, so a test reading evidence acts as one."""
+    from access.accounts import create_user, principal_of
+    from access.roles import Role
+    from access.sessions import open_session
+
+    login = name or f"{role}-{random.randrange(10**9)}"
+    if officer_number is None and Role(role) is Role.OFFICER:
+        officer_number = "999999"
+    with app.catalog.transaction() as s:
+        user, _one_time = create_user(
+            s,
+            login=login,
+            display_name=login,
+            unit=unit,
+            officer_number=officer_number,
+            roles=[Role(role)],
+            actor="test",
+            policy=app.settings.access,
+            password=PASSWORD,
+        )
+        principal = principal_of(s, user, via="session", policy=app.settings.access)
+        return open_session(s, principal, source="test", policy=app.settings.access)
 
 
 def add_user(

@@ -110,3 +110,161 @@ def test_other_units_export_history_is_not_shown(
     first = mine[0]
     export_id = str(first.get("export_id") or first.get("id"))
     assert run_cli(capsys, "export", "show", export_id).code != 0
+
+
+def test_an_api_token_of_an_archivist_reaches_no_evidence(
+    app: Any,
+    world: dict[str, Any],
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import json
+
+    user(app, "sec", Role.SECURITY_ADMIN)
+    act_as(app, "sec")
+    issued = run_cli(
+        capsys, "token", "issue", "cms", "--role", "archivist", "--unit", "徐汇", "--json"
+    )
+    assert issued.code == 0, issued.err
+    monkeypatch.setenv("LIUHEN_TOKEN", json.loads(issued.out)["token"])
+    # The archivist's role would show and export 徐汇's recordings; its token does neither.
+    shown = run_cli(capsys, "show", str(world["rec"]))
+    assert shown.code == 77, shown.err
+    assert "integration permissions" in shown.err
+    out = tmp_path / "b.tar"
+    exported = run_cli(capsys, "export", "--case", "徐-1", "--out", str(out), "--decode", "none")
+    assert exported.code == 77, exported.err
+    assert not out.exists()
+    # What the token is for still works.
+    listed = run_cli(capsys, "case", "list")
+    assert listed.code == 0, listed.err
+    assert "徐-1" in listed.out
+
+
+def _user_actions(app: Any, login: str) -> list[str]:
+    from access.audit import access_events
+
+    with app.catalog.session() as s:
+        return [e.action for e in access_events(s, object_type="user", object_id=login)]
+
+
+def test_account_states_are_audited_by_their_own_actions(
+    app: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The same actions as the HTTP API records (tests/test_api_users.py).
+    user(app, "alice", Role.REVIEWER)
+    user(app, "sec", Role.SECURITY_ADMIN)
+    user(app, "root", Role.SYSTEM_ADMIN)
+    act_as(app, "sec")
+    assert run_cli(capsys, "user", "lock", "alice").code == 0
+    assert run_cli(capsys, "user", "unlock", "alice").code == 0
+    act_as(app, "root")
+    assert run_cli(capsys, "user", "disable", "alice").code == 0
+    act_as(app, "sec")
+    refused = run_cli(capsys, "user", "unlock", "alice")  # a disable is not a lock
+    assert refused.code != 0 and "disabled, not locked" in refused.err
+    assert _user_actions(app, "alice") == ["access.lock", "access.unlock", "access.user_disable"]
+
+
+def test_a_password_change_that_locks_the_account_is_audited_as_a_lock(
+    app: Any, capsys: pytest.CaptureFixture[str], monkeypatch: Any
+) -> None:
+    from tests.test_access_cli import stdin
+
+    user(app, "alice", Role.REVIEWER)
+    act_as(app, "alice")
+    for _i in range(app.settings.access.lockout_failures):
+        stdin(monkeypatch, "wrong", "Another-Horse-7", "Another-Horse-7")
+        assert run_cli(capsys, "user", "passwd", "--password-stdin").code == 77
+    from access.audit import access_events
+
+    with app.catalog.session() as s:
+        locks = access_events(s, actions=["access.lock"], object_id="alice")
+    assert len(locks) == 1
+    assert locks[0].details["cause"] == "failed_password_checks"
+
+
+def test_times_of_accounts_are_told_in_station_time(
+    app: Any, world: dict[str, Any], capsys: pytest.CaptureFixture[str], monkeypatch: Any
+) -> None:
+    import json
+
+    from tests.test_access_cli import GOOD, stdin
+
+    user(app, "alice", Role.REVIEWER, unit="静安")
+    user(app, "sec", Role.SECURITY_ADMIN)
+    for _i in range(app.settings.access.lockout_failures):
+        stdin(monkeypatch, "wrong")
+        assert run_cli(capsys, "login", "alice", "--password-stdin").code == 77
+    stdin(monkeypatch, GOOD)
+    locked = run_cli(capsys, "login", "alice", "--password-stdin")
+    assert locked.code == 77
+    # "locked until 2026-12-06 17:15:00 +08:00": Shanghai time, as people read it.
+    assert "locked until" in locked.err and " +08:00" in locked.err, locked.err
+    assert "+00:00" not in locked.err
+
+    act_as(app, "sec")
+    issued = run_cli(
+        capsys, "token", "issue", "cms", "--role", "archivist", "--unit", "徐汇",
+        "--expires", "2027-01-31 18:00", "--json",
+    )  # fmt: skip
+    assert issued.code == 0, issued.err
+    assert json.loads(issued.out)["expires_at"] == "2027-01-31T18:00:00+08:00"
+    tokens = json.loads(run_cli(capsys, "token", "list", "--json").out)
+    assert tokens[0]["expires_at"] == "2027-01-31T18:00:00+08:00"
+    assert tokens[0]["created_at"].endswith("+08:00") and tokens[0]["last_used_at"] is None
+    granted = run_cli(
+        capsys, "user", "case", "grant", "alice", "徐-1", "--from", "2026-12-01 08:00",
+        "--until", "2026-12-31 18:00", "--reason", "协查",
+    )  # fmt: skip
+    assert granted.code == 0, granted.err
+    grants = json.loads(run_cli(capsys, "user", "case", "list", "--json").out)
+    assert grants[0]["starts_at"] == "2026-12-01T08:00:00+08:00"
+    assert grants[0]["ends_at"] == "2026-12-31T18:00:00+08:00"
+
+
+def test_totp_seeds_are_sealed_at_rest_and_logins_still_work(
+    app: Any, capsys: pytest.CaptureFixture[str], monkeypatch: Any
+) -> None:
+    import time
+
+    import pyotp
+    from sqlalchemy import update
+
+    from access.accounts import get_user
+    from catalog.access_models import User
+    from tests.test_access_cli import GOOD, stdin
+
+    user(app, "alice", Role.REVIEWER)
+    act_as(app, "alice")
+    enroll = run_cli(capsys, "user", "2fa", "enroll")
+    assert enroll.code == 0, enroll.err
+    seed = next(line for line in enroll.out.splitlines() if line.isalnum() and line.isupper())
+    totp = pyotp.TOTP(seed)
+    with app.catalog.session() as s:
+        stored = str(get_user(s, "alice").totp_secret)
+    assert seed not in stored and stored.startswith("s1:")
+    key = app.settings.data_dir / "keys" / "totp.key"
+    assert key.stat().st_mode & 0o777 == 0o600
+    # Enrolled with the previous step's code, so that the login's code is a new one.
+    previous = totp.at(time.time() - totp.interval)
+    assert run_cli(capsys, "user", "2fa", "enroll", "--code", previous).code == 0
+    stdin(monkeypatch, GOOD)
+    logged = run_cli(capsys, "login", "alice", "--password-stdin", "--totp", totp.now())
+    assert logged.code == 0, logged.err
+
+    # A seed stored plain before sealing still logs in, and is sealed by that login.
+    with app.catalog.transaction() as s:
+        s.execute(
+            update(User).where(User.login == "alice").values(totp_secret=seed, totp_last_step=0)
+        )
+    stdin(monkeypatch, GOOD)
+    again = run_cli(capsys, "login", "alice", "--password-stdin", "--totp", totp.now())
+    assert again.code == 0, again.err
+    with app.catalog.session() as s:
+        resealed = str(get_user(s, "alice").totp_secret)
+    assert resealed.startswith("s1:") and seed not in resealed
+    # A wrong code is still refused.
+    stdin(monkeypatch, GOOD)
+    assert run_cli(capsys, "login", "alice", "--password-stdin", "--totp", "000000").code == 77

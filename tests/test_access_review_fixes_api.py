@@ -39,3 +39,16 @@ def test_system_admin_enable_does_not_undo_a_lock(app: Any, base: str) -> None:
             assert r.status_code != 200
         assert sys_http.post("/api/v1/users/alice/disable").json()["state"] == "disabled"
         assert sys_http.post("/api/v1/users/alice/enable").json()["state"] == "active"
+
+
+def test_a_locked_accounts_end_of_lock_is_told_in_station_time(app: Any, base: str) -> None:
+    add_user(app, "alice", "reviewer")
+    with client(base) as alice:
+        for _i in range(app.settings.access.lockout_failures):
+            r = alice.post("/api/v1/session", json={"login": "alice", "password": "wrong"})
+            assert r.status_code == 401
+        r = alice.post("/api/v1/session", json={"login": "alice", "password": PASSWORD})
+    assert r.status_code == 401
+    message = r.json()["error"]["message"]
+    assert "locked until" in message and " +08:00" in message, message
+    assert "+00:00" not in message

@@ -23,6 +23,7 @@ from tests.api_helpers import (
     issue_token,
     login,
     served,
+    session_secret,
 )
 from tests.case_helpers import cst, make_recording
 
@@ -56,15 +57,17 @@ def rec(app: Any) -> int:
     return rec_id
 
 
-def _token_client(app: Any, base: str, role: str, unit: str = "徐汇分局") -> httpx.Client:
-    return client(base, Authorization=f"Bearer {issue_token(app, role, unit, name=role + unit)}")
+def _person(app: Any, base: str, role: str, unit: str = "徐汇分局") -> httpx.Client:
+    """A logged-in user of ``role`` (login ROLE+UNIT), its session secret as Bearer."""
+    secret = session_secret(app, role, unit, name=role + unit)
+    return client(base, Authorization=f"Bearer {secret}")
 
 
 def test_a_range_request_without_permission_is_403_and_audited(
     app: Any, base: str, rec: int
 ) -> None:
     # Another unit's reviewer: may play proxies, not this unit's.
-    with _token_client(app, base, "reviewer", "黄浦分局") as other_unit:
+    with _person(app, base, "reviewer", "黄浦分局") as other_unit:
         r = other_unit.get(
             f"/api/v1/recordings/{rec}/media/proxy", headers={"Range": "bytes=1000-1999"}
         )
@@ -74,13 +77,13 @@ def test_a_range_request_without_permission_is_403_and_audited(
     assert r.content.find(b"\x00") == -1  # an error body, not a byte of the proxy
     denied = access_events(app, actions=["access.denied"])
     assert len(denied) == 1
-    assert denied[0].actor == "token:reviewer黄浦分局"
+    assert denied[0].actor == "reviewer黄浦分局"
     assert denied[0].recording_id == rec and denied[0].result == "denied"
     assert denied[0].details["permission"] == "recording.play"
 
 
 def test_each_access_is_one_audit_event_with_its_actor(app: Any, base: str, rec: int) -> None:
-    with _token_client(app, base, "archivist") as archivist:
+    with _person(app, base, "archivist") as archivist:
         assert archivist.get(f"/api/v1/recordings/{rec}").status_code == 200
         played = archivist.get(f"/api/v1/recordings/{rec}/media/proxy")
         assert played.status_code == 200
@@ -98,7 +101,7 @@ def test_each_access_is_one_audit_event_with_its_actor(app: Any, base: str, rec:
         assert "attachment" in got.headers["content-disposition"]
         original = archivist.get(f"/api/v1/recordings/{rec}/media/original")
         assert original.status_code == 200 and len(original.content) > 0
-    events = access_events(app, actor="token:archivist徐汇分局")
+    events = access_events(app, actor="archivist徐汇分局")
     assert [e.action for e in events] == [
         "access.view",
         "access.play",
@@ -114,23 +117,42 @@ def test_each_access_is_one_audit_event_with_its_actor(app: Any, base: str, rec:
 def test_roles_reach_what_point_2_says(app: Any, base: str, rec: int) -> None:
     # role: (view, play the proxy, download the proxy, take the original, place a hold)
     expected = {
-        "officer": (403, 403, 403, 403, 403),  # a token has no 警号: no own recordings
+        "officer": (403, 403, 403, 403, 403),  # 警号 999999 did not carry DEV-A
         "reviewer": (200, 200, 403, 403, 403),
         "supervisor": (200, 200, 403, 403, 403),
         "archivist": (200, 200, 200, 200, 201),
         "auditor": (200, 200, 403, 403, 403),
     }
     for role, codes in expected.items():
-        with _token_client(app, base, role) as http:
+        with _person(app, base, role) as http:
             assert _reach(http, rec) == codes, role
-    # The administrators (tokens may not hold their roles: two-factor login) reach no
-    # evidence content.
+    # The administrators (logged in with two factors) reach no evidence content.
     for role in ("system_admin", "security_admin", "audit_admin"):
         code = add_admin(app, f"admin-{role}", role)
         http, csrf = login(base, f"admin-{role}", totp=code)
         with closing(http):
             http.headers["X-CSRF-Token"] = csrf
             assert _reach(http, rec) == (403, 403, 403, 403, 403), role
+
+
+def test_an_api_token_reaches_no_evidence_whatever_its_role(app: Any, base: str, rec: int) -> None:
+    # The archivist's role holds everything _reach tries; its token holds none of it.
+    token = issue_token(app, "archivist", name="cms")
+    with client(base, Authorization=f"Bearer {token}") as http:
+        assert _reach(http, rec) == (403, 403, 403, 403, 403)
+        refused = error_of(http.get(f"/api/v1/recordings/{rec}/media/original"))
+        assert "integration permissions" in refused["hint"]
+        # What tokens are for still works: the case list of an integration.
+        assert http.get("/api/v1/cases").status_code == 200
+    denied = access_events(app, actor="token:cms", actions=["access.denied"])
+    assert len(denied) == 6  # the five of _reach, and the original again
+    assert {e.details["permission"] for e in denied} == {
+        "recording.view",
+        "recording.play",
+        "recording.download",
+        "original.download",
+        "hold.change",
+    }
 
 
 def _reach(http: httpx.Client, rec: int) -> tuple[int, ...]:

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from catalog.devices import add_device
-from tests.api_helpers import access_events, client, error_of, issue_token, served
+from tests.api_helpers import access_events, client, error_of, issue_token, served, session_secret
 from tests.case_helpers import cst, make_recording
 from tests.cli_helpers import run_cli
 
@@ -31,8 +31,18 @@ def base(app: Any) -> Iterator[str]:
 
 @pytest.fixture
 def archivist(app: Any, base: str) -> Iterator[httpx.Client]:
+    """The case-management integration: an archivist's API token (cases, actions,
+    attachments)."""
     token = issue_token(app, "archivist", "徐汇区市场监督管理局", name="cms")
     with client(base, Authorization=f"Bearer {token}") as http:
+        yield http
+
+
+@pytest.fixture
+def person(app: Any, base: str) -> Iterator[httpx.Client]:
+    """An archivist of the same unit, logged in as xu: exports are for people."""
+    secret = session_secret(app, "archivist", "徐汇区市场监督管理局", name="xu")
+    with client(base, Authorization=f"Bearer {secret}") as http:
         yield http
 
 
@@ -124,21 +134,27 @@ def test_import_action_attach_detach_and_the_audit(
 
 
 def test_an_export_runs_in_the_background_and_downloads_as_tar(
-    app: Any, archivist: httpx.Client, rec: int, capsys: pytest.CaptureFixture[str]
+    app: Any,
+    archivist: httpx.Client,
+    person: httpx.Client,
+    rec: int,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     archivist.post("/api/v1/cases", json={"number": NUMBER, "unit": "徐汇区市场监督管理局"})
     archivist.post(f"/api/v1/cases/{NUMBER}/attach", json={"recording": rec, "reason": "现场"})
-    started = archivist.post("/api/v1/exports", json={"cases": [NUMBER]})
+    # The integration's token does not export: evidence leaves with a person.
+    assert archivist.post("/api/v1/exports", json={"cases": [NUMBER]}).status_code == 403
+    started = person.post("/api/v1/exports", json={"cases": [NUMBER]})
     assert started.status_code == 202
     job = started.json()
     deadline = time.monotonic() + 120
     while job["state"] in ("queued", "running"):
         assert time.monotonic() < deadline, job
         time.sleep(0.2)
-        job = archivist.get(f"/api/v1/exports/jobs/{job['id']}").json()
+        job = person.get(f"/api/v1/exports/jobs/{job['id']}").json()
     assert job["state"] == "done", job["error"]
     assert job["bags"][0]["four_properties_ok"] is True
-    got = archivist.get(f"/api/v1/exports/jobs/{job['id']}/download")
+    got = person.get(f"/api/v1/exports/jobs/{job['id']}/download")
     assert got.status_code == 200 and got.headers["content-type"] == "application/x-tar"
     with tarfile.open(fileobj=io.BytesIO(got.content)) as tar:
         names = tar.getnames()
@@ -146,27 +162,27 @@ def test_an_export_runs_in_the_background_and_downloads_as_tar(
     assert any(n.endswith("manifest-sha256.txt") for n in names)
     assert job["bytes_written"] == len(got.content)
     # The export is the CLI's export: in its hand-over history, and verified offline.
-    history = archivist.get("/api/v1/exports").json()
+    history = person.get("/api/v1/exports").json()
     assert [h["export"] for h in history] == [job["export"]]
     tar_path = app.settings.data_dir / "exports" / "api" / f"{job['id']}.tar"
     assert run_cli(capsys, "verify", str(tar_path)).code == 0
-    actions = [e.action for e in access_events(app, actor="token:cms")]
+    actions = [e.action for e in access_events(app, actor="xu")]
     assert actions.count("access.export") == 1 and actions.count("access.download") == 1
     # Another unit's archivist neither sees the job nor downloads its bag.
-    other = issue_token(app, "archivist", "黄浦区市场监督管理局")
-    with client(str(archivist.base_url), Authorization=f"Bearer {other}") as elsewhere:
+    other = session_secret(app, "archivist", "黄浦区市场监督管理局")
+    with client(str(person.base_url), Authorization=f"Bearer {other}") as elsewhere:
         assert elsewhere.get("/api/v1/exports/jobs").json() == []
         assert elsewhere.get(f"/api/v1/exports/jobs/{job['id']}/download").status_code == 403
         assert elsewhere.get("/api/v1/exports").json() == []
 
 
-def test_export_requests_that_cannot_run_say_why(archivist: httpx.Client) -> None:
-    neither = archivist.post("/api/v1/exports", json={})
+def test_export_requests_that_cannot_run_say_why(person: httpx.Client) -> None:
+    neither = person.post("/api/v1/exports", json={})
     assert neither.status_code == 400 and "not both nor neither" in error_of(neither)["message"]
     # A time range takes every unit's recordings: not for a unit's archivist.
-    ranged = archivist.post("/api/v1/exports", json={"from": "2026-12-01"})
+    ranged = person.post("/api/v1/exports", json={"from": "2026-12-01"})
     assert ranged.status_code == 403
-    unknown = archivist.get(f"/api/v1/exports/jobs/{'0' * 32}")
+    unknown = person.get(f"/api/v1/exports/jobs/{'0' * 32}")
     assert unknown.status_code == 404 and error_of(unknown)["hint"]
 
 

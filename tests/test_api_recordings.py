@@ -14,11 +14,12 @@ import pytest
 from bench.api import nginx_in_front
 from catalog.devices import add_device
 from tests.api_helpers import (
+    access_events,
     add_proxy,
     client,
     error_of,
-    issue_token,
     served,
+    session_secret,
 )
 from tests.case_helpers import cst, make_recording
 from tests.conftest import service_missing
@@ -32,8 +33,8 @@ def base(app: Any) -> Iterator[str]:
 
 @pytest.fixture
 def api(app: Any, base: str) -> Iterator[httpx.Client]:
-    """An archivist of 徐汇分局, by API token."""
-    token = issue_token(app, "archivist", "徐汇分局")
+    """An archivist of 徐汇分局, logged in (its session secret as Bearer)."""
+    token = session_secret(app, "archivist", "徐汇分局")
     with client(base, Authorization=f"Bearer {token}") as http:
         yield http
 
@@ -85,7 +86,7 @@ def test_no_proxy_yet_and_no_such_recording_are_404_in_json(
     # A recording that does not exist is not in a unit: only a role reaching every unit
     # learns that it does not exist (the others are refused, as for another unit's).
     assert api.get("/api/v1/recordings/999999").status_code == 403
-    auditor = issue_token(app, "auditor")
+    auditor = session_secret(app, "auditor")
     with client(base, Authorization=f"Bearer {auditor}") as every_unit:
         nothing = every_unit.get("/api/v1/recordings/999999")
     assert nothing.status_code == 404
@@ -220,7 +221,7 @@ def test_behind_nginx_the_bytes_come_from_nginx_after_the_api_allowed_them(
         service_missing("nginx (scripts/setup.sh installs it)")
     data = add_proxy(app, rec)
     store_root = app.store.root
-    token = issue_token(app, "archivist", "徐汇分局")
+    token = session_secret(app, "archivist", "徐汇分局")
     with (
         served(app.settings, accel_redirect="/_liuhen_store/") as upstream,
         nginx_in_front(upstream, str(store_root), tmp_path) as base,
@@ -251,3 +252,56 @@ def test_values_the_catalog_cannot_hold_are_400_not_500(api: httpx.Client, rec: 
         assert r.status_code in (200, 201, 400), r.text
         if r.status_code == 400:
             error_of(r)
+
+
+def _plays(app: Any, rec: int) -> list[Any]:
+    return [e for e in access_events(app, actions=["access.play"]) if e.recording_id == rec]
+
+
+def test_a_poster_is_a_view_never_a_playback(app: Any, api: httpx.Client, rec: int) -> None:
+    poster = add_proxy(app, rec, size=3000, seed=2, kind="poster")
+    for _shown in range(2):
+        r = api.get(f"/api/v1/recordings/{rec}/media/poster")
+        assert r.status_code == 200 and r.content == poster
+    assert _plays(app, rec) == []
+    views = access_events(app, actions=["access.view"])
+    assert [(e.recording_id, e.details["kind"]) for e in views] == [(rec, "poster")] * 2
+
+
+def test_a_playback_resumed_at_an_offset_is_one_playback_start(
+    app: Any, base: str, api: httpx.Client, rec: int
+) -> None:
+    add_proxy(app, rec)
+    url = f"/api/v1/recordings/{rec}/media/proxy"
+    # A player resuming where it was left: its first request is part-way into the file.
+    assert api.get(url, headers={"Range": "bytes=150000-"}).status_code == 206
+    plays = _plays(app, rec)
+    assert len(plays) == 1
+    assert plays[0].details["offset_bytes"] == 150000
+    # Its seeks and further buffering, back to the start too, are the same playback.
+    for seek in ("bytes=5000-", "bytes=0-", "bytes=199000-"):
+        assert api.get(url, headers={"Range": seek}).status_code == 206
+    assert len(_plays(app, rec)) == 1
+    # Another person opening it is another playback.
+    other = session_secret(app, "reviewer", "徐汇分局", name="li")
+    with client(base, Authorization=f"Bearer {other}") as li:
+        assert li.get(url, headers={"Range": "bytes=5000-"}).status_code == 206
+    plays = _plays(app, rec)
+    assert [p.actor for p in plays][1:] == ["li"]
+    assert plays[1].details["offset_bytes"] == 5000
+
+
+def test_a_playback_counts_again_after_thirty_minutes(
+    app: Any, api: httpx.Client, rec: int
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from access.audit import playing_already
+
+    add_proxy(app, rec)
+    assert api.get(f"/api/v1/recordings/{rec}/media/proxy").status_code == 200
+    actor = _plays(app, rec)[0].actor
+    with app.catalog.session() as s:
+        assert playing_already(s, actor, rec)
+        later = datetime.now(UTC) + timedelta(minutes=31)
+        assert not playing_already(s, actor, rec, now=later)

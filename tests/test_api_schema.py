@@ -24,7 +24,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from catalog.devices import add_device
-from tests.api_helpers import add_proxy, issue_token, served
+from tests.api_helpers import add_proxy, served, session_secret
 from tests.case_helpers import cst, make_recording
 
 EXAMPLES = int(os.environ.get("LIUHEN_API_FUZZ_EXAMPLES", "6"))
@@ -53,7 +53,7 @@ def test_no_server_error_and_no_answer_the_description_forbids(
     app: Any, base: str, role: str
 ) -> None:
     schema = schemathesis.openapi.from_url(f"{base}/api/v1/openapi.json")
-    headers = {"Authorization": f"Bearer {issue_token(app, role)}"}
+    headers = {"Authorization": f"Bearer {session_secret(app, role)}"}
     operations = []
     for result in schema.get_all_operations():
         assert isinstance(result, Ok), result  # the description itself is valid

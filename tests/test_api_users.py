@@ -15,11 +15,13 @@ from tests.api_helpers import (
     PASSWORD,
     access_events,
     add_admin,
+    add_user,
     client,
     error_of,
     issue_token,
     login,
     served,
+    session_secret,
 )
 
 
@@ -82,14 +84,54 @@ def test_administrators_manage_users_each_in_their_part(app: Any, base: str) -> 
         assert r.status_code == 401
     changes = access_events(app, object_type="user", object_id="zhao")
     assert [e.action for e in changes if e.actor != "zhao"] == [
-        "access.role_change",
+        "access.user_change",  # added, as `liuhen user add` records it
         "access.role_change",
         "access.lock",
     ]
 
 
 def test_tokens_and_evidence_roles_do_not_manage_users(app: Any, base: str) -> None:
-    with client(base, Authorization=f"Bearer {issue_token(app, 'auditor')}") as auditor:
-        assert auditor.get("/api/v1/users").status_code == 403
-        assert auditor.post("/api/v1/users", json={"login": "x"}).status_code == 403
-        assert auditor.put("/api/v1/users/x/roles/auditor").status_code == 403
+    for secret in (issue_token(app, "auditor"), session_secret(app, "auditor")):
+        with client(base, Authorization=f"Bearer {secret}") as auditor:
+            assert auditor.get("/api/v1/users").status_code == 403
+            assert auditor.post("/api/v1/users", json={"login": "x"}).status_code == 403
+            assert auditor.put("/api/v1/users/x/roles/auditor").status_code == 403
+
+
+def test_account_states_are_audited_by_their_own_actions(app: Any, base: str) -> None:
+    # The same actions as `liuhen user lock|unlock|disable` (test_access_review_fixes.py).
+    sys_http, sys_csrf = login(base, "sysadm", totp=add_admin(app, "sysadm", "system_admin"))
+    sec_http, sec_csrf = login(base, "secadm", totp=add_admin(app, "secadm", "security_admin"))
+    add_user(app, "alice", "reviewer")
+    with closing(sys_http), closing(sec_http):
+        sys_http.headers["X-CSRF-Token"] = sys_csrf
+        sec_http.headers["X-CSRF-Token"] = sec_csrf
+        assert sec_http.post("/api/v1/users/alice/lock").status_code == 200
+        assert sec_http.post("/api/v1/users/alice/unlock").status_code == 200
+        assert sys_http.post("/api/v1/users/alice/disable").status_code == 200
+        refused = sec_http.post("/api/v1/users/alice/unlock")  # a disable is not a lock
+        assert refused.status_code == 409
+        assert "disabled, not locked" in error_of(refused)["message"]
+        assert sys_http.post("/api/v1/users/alice/enable").json()["state"] == "active"
+    events = access_events(app, object_type="user", object_id="alice")
+    assert [(e.action, e.details["state"]) for e in events] == [
+        ("access.lock", "locked"),
+        ("access.unlock", "active"),
+        ("access.user_disable", "disabled"),
+        ("access.user_enable", "active"),
+    ]
+
+
+def test_a_password_change_that_locks_the_account_is_audited_as_a_lock(app: Any, base: str) -> None:
+    add_user(app, "alice", "reviewer")
+    http, csrf = login(base, "alice")
+    with closing(http):
+        http.headers["X-CSRF-Token"] = csrf
+        for _i in range(app.settings.access.lockout_failures):
+            r = http.post(
+                "/api/v1/session/password", json={"current": "wrong", "new": "Another-Horse-7"}
+            )
+            assert r.status_code == 401
+    locks = access_events(app, actions=["access.lock"], object_id="alice")
+    assert len(locks) == 1 and locks[0].actor == "alice"
+    assert locks[0].details["cause"] == "failed_password_checks"
