@@ -185,7 +185,6 @@ def _nginx(upstream: str, folder: Path, address: str, headers: str) -> Iterator[
 # -- HIGH -----------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(reason="fixed in h/tok", strict=False)
 def test_a_proxy_streamed_from_its_second_byte_is_audited(
     app: Any, web: TestClient, rec: int
 ) -> None:
@@ -233,7 +232,6 @@ def test_recording_page_names_cases_its_reader_may_not_see(
     assert "线人举报内容核实" not in page.text
 
 
-@pytest.mark.xfail(reason="fixed in h/tok", strict=False)
 def test_a_poster_thumbnail_is_not_audited_as_a_playback(
     app: Any, web: TestClient, rec: int
 ) -> None:
