@@ -96,8 +96,26 @@ def detail(who: Who, rec_id: RecordingId) -> dict[str, Any]:
     derivatives, chapters, sightings, retention and holds. Audited as a view."""
     who.authorize("recording.view", who.recording_target(rec_id))
     report = services.recording(who.ctx, rec_id)
+    hide_unseen_cases(who, report)
     who.audit("access.view", "recording", rec_id)
     return report
+
+
+def hide_unseen_cases(who: Caller, report: dict[str, Any]) -> None:
+    """The retention decision names the cases that keep the recording; of a case the
+    reader may not see (``case.view``), only that one keeps it: no number, no reason."""
+    retention = report.get("retention")
+    if not retention:
+        return
+    numbers = {str(c["case"]) for c in retention.get("cases") or [] if c.get("case")}
+    hidden = {n for n in numbers if not who.allowed("case.view", who.case_target(n))}
+    if not hidden:
+        return
+    retention["reasons"] = [
+        _("attached to a case you may not see") if any(n in r for n in hidden) else r
+        for r in retention.get("reasons") or []
+    ]
+    retention["cases"] = [c for c in retention.get("cases") or [] if c.get("case") not in hidden]
 
 
 @router.get("/{rec_id}/custody", summary="Custody history")

@@ -35,6 +35,9 @@ LOCALE_DIR: Final = Path(__file__).parent / "locale"
 DOMAIN_DIR: Final = LOCALE_DIR / "zh_CN" / "LC_MESSAGES"
 LANGUAGES: Final = ("zh", "en")
 DEFAULT_LANGUAGE: Final = "zh"
+# The web application remembers a reader's choice of language in this cookie; the API
+# answers that reader in it too (api/language.py).
+LANG_COOKIE: Final = "liuhen_lang"
 _ALIASES: Final = {
     "zh": "zh",
     "zh_cn": "zh",

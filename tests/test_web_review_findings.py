@@ -230,6 +230,11 @@ def test_recording_page_names_cases_its_reader_may_not_see(
     assert page.status_code == 200  # their own recording
     assert number not in page.text
     assert "线人举报内容核实" not in page.text
+    # Nor does the API's JSON of the same recording name the case (its retention part).
+    detail = web.get(f"/api/v1/recordings/{rec}", headers={"Accept-Language": "zh"})
+    assert detail.status_code == 200, detail.text
+    assert number not in detail.text
+    assert "attached to a case you may not see" not in detail.text  # the page's language
 
 
 def test_a_poster_thumbnail_is_not_audited_as_a_playback(

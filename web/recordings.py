@@ -9,7 +9,6 @@ page's script with the session's CSRF token.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter
@@ -26,7 +25,7 @@ from catalog.search import FLAGS, STATES
 from config.errors import LiuhenError
 from config.i18n import N_
 from web.auth import page_caller, to_login
-from web.render import gettext_of, page
+from web.render import page
 
 router = APIRouter(include_in_schema=False)
 FILTERS = ("officer", "device", "unit", "case", "from", "to")
@@ -126,7 +125,6 @@ def recording_page(request: Request, rec_id: int) -> Response:
         else None
     )
     cases = _cases_of(who, rec_id)
-    _hide_cases(report, {c["number"] for c in cases if c.get("hidden")}, gettext_of(request))
     kinds = {d["kind"] for d in report["derivatives"]}
     playable = [k for k in PLAYABLE if k in kinds]  # the proxy first: small, seeks fast
     values: dict[str, Any] = {
@@ -157,19 +155,6 @@ def _time_sources(evidence: dict[str, Any], who: Caller) -> list[tuple[str, str]
             text = show_time(value, who.ctx.zone)
         shown.append((TIME_SOURCES.get(str(name), str(name)), text))
     return shown
-
-
-def _hide_cases(report: dict[str, Any], hidden: set[str], _: Callable[[str], str]) -> None:
-    """The retention decision names the cases that keep the recording: of a case the
-    reader may not see, only that one keeps it."""
-    retention = report.get("retention")
-    if not hidden or not retention:
-        return
-    retention["reasons"] = [
-        _("attached to a case you may not see") if any(n in r for n in hidden) else r
-        for r in retention.get("reasons") or []
-    ]
-    retention["cases"] = [c for c in retention.get("cases") or [] if c.get("case") not in hidden]
 
 
 def _cases_of(who: Caller, rec_id: int) -> list[dict[str, Any]]:

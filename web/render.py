@@ -29,7 +29,6 @@ from config.timetext import show_clock, show_time
 
 TEMPLATES: Final = Path(__file__).parent / "templates"
 STATIC: Final = Path(__file__).parent / "static"
-LANG_COOKIE: Final = "liuhen_lang"
 
 
 @cache
@@ -51,13 +50,8 @@ def translations(lang: str) -> gettext.NullTranslations:
 
 
 def page_language(request: Request) -> str:
-    """``zh`` or ``en``: the query's ``lang``, else the cookie, else the server's."""
-    for asked in (request.query_params.get("lang"), request.cookies.get(LANG_COOKIE)):
-        if asked:
-            try:
-                return i18n.normalise_language(asked)
-            except ValueError:
-                continue  # a bad value in a URL must not break the page
+    """``zh`` or ``en``: the query's ``lang``, else the cookie, else the server's (chosen
+    for the whole request, API messages included, by api.language.RequestLanguage)."""
     return i18n.language()
 
 
@@ -104,7 +98,7 @@ def render(
     response = HTMLResponse(html, status_code=status)
     response.headers["Cache-Control"] = "no-store"
     if request.query_params.get("lang"):
-        response.set_cookie(LANG_COOKIE, lang, samesite="strict", max_age=365 * 86400)
+        response.set_cookie(i18n.LANG_COOKIE, lang, samesite="strict", max_age=365 * 86400)
     return response
 
 
