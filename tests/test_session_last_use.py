@@ -5,7 +5,7 @@ its very next request, and a busy session stays alive (SQLite and PostgreSQL).""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import select
@@ -34,7 +34,7 @@ def _open(catalog: Catalog, name: str) -> str:
 def test_a_busy_session_writes_its_last_use_once_a_step(catalog: Catalog) -> None:
     add(catalog, "mona", Role.REVIEWER)
     secret = _open(catalog, "mona")
-    written = set()
+    written: set[datetime] = set()
     at = T0
     end = T0 + timedelta(minutes=POLICY.session_idle_minutes * 3)
     while at < end:  # a request every 10 s, for three idle periods
@@ -42,7 +42,7 @@ def test_a_busy_session_writes_its_last_use_once_a_step(catalog: Catalog) -> Non
         with catalog.transaction() as s:
             assert principal_for_session(s, secret, now=at, policy=POLICY).login == "mona"
         with catalog.session() as s:
-            written.add(s.scalar(select(UserSession.last_seen_at)))
+            written.add(s.scalars(select(UserSession.last_seen_at)).one())
     requests = (end - T0) // timedelta(seconds=10)
     # One write per step, not one per request; and the recorded use is never a step old.
     assert len(written) <= (end - T0) // LAST_USE_STEP + 1 < requests
