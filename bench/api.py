@@ -590,9 +590,7 @@ def run(
             built, proxy, rec_id, token = prep.built, prep.proxy, prep.rec_id, prep.token
             accel = via == "nginx"
             proc, base = start_server(data_dir, url, accel=accel)
-            auth = measure_auth(
-                base, {"token": token, "session": prep.officer_session}, max(searches, 20)
-            )
+            auth = measure_auth(base, {"token": token, "session": prep.officer_session}, searches)
             search = measure_search(base, token, searches, clients, seed)
             own = measure_search(
                 base, prep.officer_session, searches, clients, seed, mix=officer_mix
