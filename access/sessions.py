@@ -10,8 +10,13 @@ one role and one unit, never an administrator role (those need a second factor),
 an expiry, shown once and kept as its SHA-256. A 32-byte random secret needs no slow
 hash: it cannot be guessed from its digest.
 
-Every look-up reads the user again: a role taken away, a lock or a disabled account
-counts from the next request on.
+Every look-up reads the session and its user again (one indexed query, nothing cached):
+a revoked session, a role taken away, a lock or a disabled account counts from the next
+request on. What is not written on every request is the time of last use: a request
+only reads, unless ``LAST_USE_STEP`` has passed since the recorded last use (a write and
+a commit per request cost more than the search it authenticates). The idle end is
+therefore counted from a last use at most that step older than the real one: a session
+may end up to ``LAST_USE_STEP`` early, never late.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -35,6 +40,8 @@ from config.settings import AccessSettings
 
 TOKEN_PREFIX = "lht_"  # recognisable in a leaked file or a secret scanner
 SESSION_PREFIX = "lhs_"
+# How stale the recorded last use of a session or token may be (see the module's notes).
+LAST_USE_STEP: Final = timedelta(seconds=60)
 
 
 class SessionExpired(LiuhenError):
@@ -100,14 +107,20 @@ def principal_for_session(
     now: datetime | None = None,
     policy: AccessSettings | None = None,
 ) -> Principal:
-    """The principal of a live session, its last use moved to now; otherwise
-    :class:`SessionExpired` (the session is ended for good: idle, past its absolute end,
-    revoked, or its user locked or disabled). Commit the session after."""
+    """The principal of a live session, its last use moved to now (when the recorded one
+    is ``LAST_USE_STEP`` old); otherwise :class:`SessionExpired` (the session is ended
+    for good: idle, past its absolute end, revoked, or its user locked or disabled).
+    Commit the session after."""
     policy = policy or AccessSettings()
     when = _now(now)
-    row = session.scalar(select(UserSession).where(UserSession.secret_hash == digest(secret)))
-    if row is None or row.revoked_at is not None:
+    found = session.execute(
+        select(UserSession, User)
+        .outerjoin(User, User.id == UserSession.user_id)
+        .where(UserSession.secret_hash == digest(secret))
+    ).one_or_none()
+    if found is None or found.UserSession.revoked_at is not None:
         raise _login_again(_("the session has ended or was revoked"))
+    row, user = found.UserSession, found.User
     idle = timedelta(minutes=policy.session_idle_minutes)
     if when >= row.expires_at:
         _end(row, "absolute timeout", when)
@@ -125,13 +138,13 @@ def principal_for_session(
                 minutes=policy.session_idle_minutes
             )
         )
-    user = session.get(User, row.user_id)
     if user is None or user.state != ACTIVE:
         _end(row, "account not active", when)
         session.commit()
         raise _login_again(_("the account is locked or disabled"))
-    row.last_seen_at = when
-    session.flush()
+    if when - row.last_seen_at >= LAST_USE_STEP:
+        row.last_seen_at = when
+        session.flush()
     return principal_of(session, user, via="session", policy=policy, session_id=row.id, now=when)
 
 
@@ -251,8 +264,9 @@ def principal_for_token(session: Session, secret: str, *, now: datetime | None =
             ),
             hint=_("ask the security administrator for a new token (liuhen token issue)"),
         )
-    row.last_used_at = when
-    session.flush()
+    if row.last_used_at is None or when - row.last_used_at >= LAST_USE_STEP:
+        row.last_used_at = when
+        session.flush()
     return Principal(
         user_id=None,
         login=row.name,

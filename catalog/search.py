@@ -9,8 +9,15 @@ time is unknown (not probed, no time in the name) come after all the others, by 
 
 Every filter is one SQL condition on ``recordings`` (subqueries on small tables or on
 indexed columns), so that PostgreSQL walks the capture-time index and stops after one
-page; bench/api.py measures it on a million recordings (docs/api.md has the figures and
-the indexes it relies on).
+page; bench/api.py measures it on a million recordings (docs/api.md and
+docs/performance.md have the figures and the indexes it relies on).
+
+An access scope that is an OR of terms (an officer's own recordings, or those of the
+cases granted to them) is searched one term at a time and the pages merged: under an
+OR, PostgreSQL can only walk every recording newest first and test each against every
+term (at a million recordings, tens of thousands of rows for an officer's page); one
+term alone it walks by its own index (``officer_id, captured_at``) or reads as the
+small set it is, and stops after a page.
 
 A recording's unit is its recorder's unit, or, for a recorder registered without one,
 the unit of the officer it was resolved to.
@@ -27,6 +34,7 @@ from datetime import datetime, timedelta, tzinfo
 from typing import Any, Final
 
 from sqlalchemy import (
+    BooleanClauseList,
     ColumnElement,
     Select,
     and_,
@@ -38,6 +46,7 @@ from sqlalchemy import (
     tuple_,
 )
 from sqlalchemy.orm import Session
+from sqlalchemy.sql import operators
 
 from catalog.cases import get_case
 from catalog.errors import CatalogError
@@ -116,20 +125,22 @@ def search_recordings(
     policy's filter: what the person asking may see; None: everything)."""
     _check(query)
     conditions = _conditions(session, query, policy or RetentionSettings(), now or utcnow())
-    if scope is not None:
-        conditions.append(scope)
     phase, after_time, after_id = _decode_cursor(query.cursor)
     limit = query.limit
     rows: list[Any] = []
     if phase == 0:
         for branch in _timed_branches(query, policy or RetentionSettings(), now or utcnow()):
-            timed = _page([*conditions, Recording.captured_at.is_not(None), branch], limit + 1)
-            if after_time is not None:
-                after = tuple_(Recording.captured_at, Recording.id) < (after_time, after_id)
-                timed = timed.where(after)
-            rows += list(session.execute(timed))
-        rows.sort(key=lambda r: (r.Recording.captured_at, r.Recording.id), reverse=True)
-        del rows[limit + 1 :]
+            for term in _or_terms(scope):
+                timed = _page(
+                    [*conditions, Recording.captured_at.is_not(None), branch, term], limit + 1
+                )
+                if after_time is not None:
+                    after = tuple_(Recording.captured_at, Recording.id) < (after_time, after_id)
+                    timed = timed.where(after)
+                rows += list(session.execute(timed))
+        rows = _newest_first(rows)[: limit + 1]
+    if scope is not None:
+        conditions.append(scope)
     if len(rows) <= limit:
         untimed = _page([*conditions, Recording.captured_at.is_(None)], limit + 1 - len(rows))
         if phase == 1:
@@ -139,6 +150,25 @@ def search_recordings(
     if len(rows) > limit:
         page.next_cursor = _encode_cursor(rows[limit - 1].Recording)
     return page
+
+
+def _or_terms(scope: ColumnElement[bool] | None) -> list[ColumnElement[bool]]:
+    """The terms of an OR scope (nested ORs flattened), each searched on its own; a
+    scope of one term, or none, is one part."""
+    if scope is None:
+        return [true()]
+    if isinstance(scope, BooleanClauseList) and scope.operator is operators.or_:
+        return [term for clause in scope.clauses for term in _or_terms(clause)]
+    return [scope]
+
+
+def _newest_first(rows: list[Any]) -> list[Any]:
+    """Rows of several parts in page order, each recording once (it may match more
+    than one term of a scope)."""
+    unique = {row.Recording.id: row for row in rows}
+    return sorted(
+        unique.values(), key=lambda r: (r.Recording.captured_at, r.Recording.id), reverse=True
+    )
 
 
 def _timed_branches(

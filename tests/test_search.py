@@ -130,6 +130,40 @@ def test_paging_shows_every_match_once_in_order(
     assert _ids(app, limit=size, cursor=first.next_cursor) == everything[size : 2 * size]
 
 
+@pytest.mark.parametrize("size", [1, 2, 4])
+def test_a_scope_of_several_terms_pages_each_match_once(
+    app: Any, corpus: dict[str, int], size: int
+) -> None:
+    """An access scope that is an OR (an officer's own recordings, or a granted case's)
+    is searched one term at a time: a recording matching two terms is listed once, and
+    the pages keep the one order."""
+    from sqlalchemy import or_, select
+
+    from catalog.models import Device
+
+    r = corpus
+    dev_a = select(Device.id).where(Device.serial == "DEV-A").scalar_subquery()
+    scope = or_(
+        Recording.device_id == dev_a,  # a1, a2, a3
+        Recording.id.in_([r["a1"], r["b1"]]),  # a1 again, and b1
+        or_(Recording.captured_at < cst(2026, 12, 1, 8), Recording.id == r["b3"]),
+    )
+    expected = [i for i in _ids(app) if i in {r["a1"], r["a2"], r["a3"], r["b1"], r["b3"]}]
+    seen: list[int] = []
+    cursor = None
+    while True:
+        with app.catalog.session() as s:
+            page = search_recordings(
+                s, SearchQuery(limit=size, cursor=cursor), zone=ZONE, scope=scope
+            )
+        assert len(page.items) <= size
+        seen += [i["id"] for i in page.items]
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert seen == expected
+
+
 def test_summaries_say_what_a_list_shows(app: Any, corpus: dict[str, int]) -> None:
     with app.catalog.session() as s:
         page = search_recordings(s, SearchQuery(device="DEV-A", limit=1), zone=ZONE)
