@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, false, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from access.roles import (
     LOCAL_PERMISSIONS,
@@ -429,14 +429,18 @@ def _own_recordings(officer_number: str) -> ColumnElement[bool]:
     from catalog.models import DeviceAssignment
 
     officer = select(Officer.id).where(Officer.number == officer_number).scalar_subquery()
+    # The recordings of the officer's few assignments, found from the assignments (an
+    # uncorrelated set), not an EXISTS tried on every recording: at a million
+    # recordings that is the difference between ~70 ms and ~500 ms (bench/api).
+    held = aliased(Recording)
     carried = (
-        select(DeviceAssignment.id)
+        select(held.id)
+        .join(DeviceAssignment, DeviceAssignment.device_id == held.device_id)
         .where(
-            DeviceAssignment.device_id == Recording.device_id,
             DeviceAssignment.officer_id == officer,
-            DeviceAssignment.start <= Recording.captured_at,
-            or_(DeviceAssignment.end.is_(None), DeviceAssignment.end > Recording.captured_at),
+            DeviceAssignment.start <= held.captured_at,
+            or_(DeviceAssignment.end.is_(None), DeviceAssignment.end > held.captured_at),
+            held.officer_id.is_distinct_from(officer),  # the first term has those
         )
-        .correlate(Recording)
     )
-    return or_(Recording.officer_id == officer, carried.exists())
+    return or_(Recording.officer_id == officer, Recording.id.in_(carried))
