@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, Final
 
 from sqlalchemy import select, update
@@ -36,7 +36,8 @@ from catalog.access_models import ApiToken, User, UserSession
 from catalog.fields import column_length, limit_problems
 from config.errors import EXIT_NOINPUT, LiuhenError
 from config.i18n import _
-from config.settings import AccessSettings
+from config.settings import CHINA_STANDARD_TIME, AccessSettings
+from config.timetext import show_time
 
 TOKEN_PREFIX = "lht_"  # recognisable in a leaked file or a secret scanner
 SESSION_PREFIX = "lhs_"
@@ -247,9 +248,15 @@ def issue_token(
     return secret
 
 
-def principal_for_token(session: Session, secret: str, *, now: datetime | None = None) -> Principal:
+def principal_for_token(
+    session: Session,
+    secret: str,
+    *,
+    now: datetime | None = None,
+    zone: tzinfo = CHINA_STANDARD_TIME,
+) -> Principal:
     """The principal of a live API token (its one role, its unit); otherwise
-    :class:`SessionExpired`."""
+    :class:`SessionExpired` (its expiry said in ``zone``, the station's)."""
     when = _now(now)
     row = session.scalar(select(ApiToken).where(ApiToken.secret_hash == digest(secret)))
     if row is None or row.revoked_at is not None:
@@ -260,7 +267,7 @@ def principal_for_token(session: Session, secret: str, *, now: datetime | None =
     if when >= row.expires_at:
         raise SessionExpired(
             _("the API token {name} expired at {at}").format(
-                name=row.name, at=row.expires_at.isoformat(timespec="seconds")
+                name=row.name, at=show_time(row.expires_at, zone)
             ),
             hint=_("ask the security administrator for a new token (liuhen token issue)"),
         )

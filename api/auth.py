@@ -170,7 +170,7 @@ def _bearer(ctx: ApiContext, secret: str) -> Principal:
     from access.sessions import principal_for_token
 
     with ctx.catalog.transaction() as s:
-        return principal_for_token(s, secret)
+        return principal_for_token(s, secret, zone=ctx.zone)
 
 
 def _session(ctx: ApiContext, secret: str) -> Principal:

@@ -30,6 +30,7 @@ import click
 from config import env
 from config.errors import LiuhenError
 from config.i18n import _
+from config.settings import zone_of
 
 if TYPE_CHECKING:
     from access.policy import AccessDenied, Principal
@@ -180,7 +181,7 @@ def logged_in(app: App) -> Principal:
         )
     with app.ready_catalog().transaction() as session:
         if token:
-            return principal_for_token(session, token)
+            return principal_for_token(session, token, zone=zone_of(app.settings.station.time_zone))
         assert secret is not None
         try:
             return principal_for_session(session, secret, policy=app.settings.access)

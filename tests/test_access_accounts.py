@@ -359,8 +359,11 @@ def test_token_scope_and_expiry(catalog: Catalog) -> None:
         principal = principal_for_token(s, token, now=expires - timedelta(seconds=1))
     assert principal.roles == {Role.ARCHIVIST} and principal.unit == "徐汇"
     assert principal.via == "token" and principal.actor == "token:cms"
-    with pytest.raises(SessionExpired, match="expired"), catalog.transaction() as s:
+    with pytest.raises(SessionExpired, match="expired") as gone, catalog.transaction() as s:
         principal_for_token(s, token, now=expires)
+    # When it expired is said in the station's time, as people read times.
+    shown = (expires + timedelta(hours=8)).strftime("%Y-%m-%d %H:%M:%S")
+    assert f"expired at {shown} +08:00" in gone.value.message
     with pytest.raises(SessionExpired, match="unknown"), catalog.transaction() as s:
         principal_for_token(s, token + "x", now=T0)
 
