@@ -553,7 +553,13 @@ def authenticate(
         raise _refuse(session, login, None, "unknown_user", source, when, _wrong(login))
     closed = _check_open(session, user, when)
     if closed:
-        raise _refuse(session, login, user, closed, source, when, _closed_error(user, closed, zone))
+        # Why the account is closed is told only to whoever knows its password: to anyone
+        # else a locked or disabled account answers as a wrong password does, so its
+        # existence and state cannot be probed. (The attempt is recorded as what it was;
+        # a closed account's failures are not counted again.)
+        knows = _verify(ph, user.password_hash, password)
+        error = _closed_error(user, closed, zone) if knows else _wrong(login)
+        raise _refuse(session, login, user, closed, source, when, error)
     if not _verify(ph, user.password_hash, password):
         error = _failed(session, user, policy, when, _wrong(login))
         raise _refuse(session, login, user, "bad_password", source, when, error)

@@ -99,8 +99,9 @@ def _aad(user_id: int) -> bytes:
 def _write_new_key(path: Path) -> None:
     """32 random bytes, mode 0600, never replacing a key another process wrote first."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.new")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # A name of this call's own: threads of one server may make the key at once.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(8)}.new")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         os.write(fd, secrets.token_bytes(KEY_BYTES))
         os.fsync(fd)
@@ -109,9 +110,14 @@ def _write_new_key(path: Path) -> None:
     try:
         os.link(tmp, path)  # no-replace: an existing key is never overwritten
     except FileExistsError:
-        pass  # another process made it first: theirs is the key
+        pass  # another process or thread made it first: theirs is the key
     finally:
         os.unlink(tmp)
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)  # the key's name survives a power cut, as the seeds it seals do
+    finally:
+        os.close(folder)
 
 
 def sealer_of(data_dir: Path) -> TotpSealer:

@@ -387,3 +387,19 @@ def test_tokens_refused(catalog: Catalog, role: Role, days: int, why: str) -> No
             created_by="sec",
             now=T0,
         )
+
+
+def test_a_closed_accounts_state_is_told_only_with_its_password(catalog: Catalog) -> None:
+    """A locked or disabled account answers a wrong password as any wrong password: who
+    does not know the password cannot learn that the account exists or is closed."""
+    add(catalog, "alice", Role.REVIEWER)
+    for i in range(POLICY.lockout_failures):
+        with pytest.raises(LoginFailed):
+            login(catalog, "alice", "wrong", at=T0 + timedelta(seconds=i))
+    with pytest.raises(LoginFailed) as guessed:
+        login(catalog, "alice", "another-guess", at=T0 + timedelta(minutes=1))
+    assert guessed.value.message == "login 'alice': wrong login or password"
+    assert guessed.value.reason == "bad_password"
+    with pytest.raises(LoginFailed) as told:
+        login(catalog, "alice", at=T0 + timedelta(minutes=1))
+    assert told.value.reason == "locked" and "locked until" in told.value.message
