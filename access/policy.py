@@ -248,8 +248,7 @@ def authorize(
 ) -> None:
     """Raise :class:`AccessDenied` unless ``principal`` may use ``permission`` on
     ``target``; the principal's case grants are read from the catalog."""
-    grants = grants_of(session, principal) if target is not None else []
-    decision = decide(principal, permission, target, grants=grants, now=now)
+    decision = _decide_in(session, principal, permission, target, now)
     if not decision.allowed:
         error = denial(principal, permission, target)
         error.decision = decision
@@ -264,8 +263,25 @@ def allowed(
     *,
     now: datetime | None = None,
 ) -> bool:
-    grants = grants_of(session, principal) if target is not None else []
-    return decide(principal, permission, target, grants=grants, now=now).allowed
+    return _decide_in(session, principal, permission, target, now).allowed
+
+
+def _decide_in(
+    session: Session,
+    principal: Principal,
+    permission: Permission,
+    target: Target | None,
+    now: datetime | None,
+) -> Decision:
+    """:func:`decide`, the principal's case grants read from the catalog only when the
+    decision turns on them: a grant only ever adds reach, so what the roles allow alone
+    stands (a page asks the policy many times; most readers hold no grant that matters)."""
+    decision = decide(principal, permission, target, now=now)
+    if decision.allowed or target is None or principal.user_id is None:
+        return decision
+    if decision.reason != "out of scope":
+        return decision  # refused whatever the grants: no role, pending, a token
+    return decide(principal, permission, target, grants=grants_of(session, principal), now=now)
 
 
 # --- targets -------------------------------------------------------------------------
