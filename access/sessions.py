@@ -107,11 +107,13 @@ def principal_for_session(
     *,
     now: datetime | None = None,
     policy: AccessSettings | None = None,
+    touch: bool = True,
 ) -> Principal:
     """The principal of a live session, its last use moved to now (when the recorded one
-    is ``LAST_USE_STEP`` old); otherwise :class:`SessionExpired` (the session is ended
-    for good: idle, past its absolute end, revoked, or its user locked or disabled).
-    Commit the session after."""
+    is ``LAST_USE_STEP`` old; not with ``touch=False``: a screen polling by itself is not
+    a person using the session, and must not keep it from its idle timeout); otherwise
+    :class:`SessionExpired` (the session is ended for good: idle, past its absolute end,
+    revoked, or its user locked or disabled). Commit the session after."""
     policy = policy or AccessSettings()
     when = _now(now)
     found = session.execute(
@@ -143,7 +145,7 @@ def principal_for_session(
         _end(row, "account not active", when)
         session.commit()
         raise _login_again(_("the account is locked or disabled"))
-    if when - row.last_seen_at >= LAST_USE_STEP:
+    if touch and when - row.last_seen_at >= LAST_USE_STEP:
         row.last_seen_at = when
         session.flush()
     return principal_of(session, user, via="session", policy=policy, session_id=row.id, now=when)

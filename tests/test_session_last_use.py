@@ -95,3 +95,18 @@ def test_a_tokens_last_use_is_written_once_a_step(catalog: Catalog) -> None:
             seen.append(s.scalar(select(ApiToken.last_used_at)))
     first, at62 = T0 + timedelta(seconds=1), T0 + timedelta(seconds=62)
     assert seen == [first, first, first, at62, at62]
+
+
+def test_a_polling_screen_keeps_no_session_alive(catalog: Catalog) -> None:
+    """A page's script polling by itself (the station screen off the station, twice a
+    second) is not a person using the session: the idle timeout ends it all the same."""
+    add(catalog, "pete", Role.AUDITOR)
+    secret = _open(catalog, "pete")
+    idle = timedelta(minutes=POLICY.session_idle_minutes)
+    at = T0
+    while at < T0 + idle - timedelta(seconds=30):
+        at += timedelta(seconds=30)
+        with catalog.transaction() as s:
+            principal_for_session(s, secret, now=at, policy=POLICY, touch=False)
+    with pytest.raises(SessionExpired, match="unused"), catalog.transaction() as s:
+        principal_for_session(s, secret, now=T0 + idle, policy=POLICY, touch=False)

@@ -25,10 +25,12 @@ LOOPBACK: Final = frozenset({"127.0.0.1", "::1"})
 STATION_HOST_NAMES: Final = ("localhost", "127.0.0.1", "[::1]")
 
 
-def page_caller(request: Request) -> Caller | None:
+def page_caller(request: Request, *, touch: bool = True) -> Caller | None:
     """The logged-in caller of a page, or None (no session, or it has ended). As
     ``api.auth.caller`` finds a cookie session; a page form that changes something
-    checks its CSRF field itself (:func:`csrf_ok`), forms cannot send a header."""
+    checks its CSRF field itself (:func:`csrf_ok`), forms cannot send a header.
+    ``touch=False``: a request a page's script makes by itself (polling), which does not
+    count as use of the session (its idle timeout runs on)."""
     secret = request.cookies.get(SESSION_COOKIE)
     if not secret:
         return None
@@ -37,7 +39,7 @@ def page_caller(request: Request) -> Caller | None:
     ctx = context(request)
     try:
         with ctx.catalog.transaction() as s:
-            principal = principal_for_session(s, secret, policy=ctx.settings.access)
+            principal = principal_for_session(s, secret, policy=ctx.settings.access, touch=touch)
     except SessionExpired:
         return None
     return Caller(ctx, principal, source_of(request))

@@ -125,14 +125,14 @@ def _eta(seconds: int | None, _: Callable[[str], str]) -> str:
     return _("about {minutes} min {seconds} s left").format(minutes=minutes, seconds=secs)
 
 
-def _refusal(request: Request) -> Response | None:
+def _refusal(request: Request, *, polled: bool = False) -> Response | None:
     """None when the request may see the screen: the station's own screen (its loopback
     listener), or a logged-in user whose roles may read the district status — the
     stations' state is part of it, and the screen names officers and recorder serials.
     Else the answer: to the login page, or a refusal (audited, as on every page)."""
     if is_station_screen(request):
         return None
-    who = page_caller(request)
+    who = page_caller(request, touch=not polled)  # polling keeps no session alive
     if who is None:
         return to_login(request)
     try:
@@ -164,7 +164,7 @@ def station_page(request: Request) -> Response:
 @router.get("/station/status")
 def station_status(request: Request) -> Response:
     """The slots as JSON for the screen's script (polled every POLL_MS)."""
-    refused = _refusal(request)
+    refused = _refusal(request, polled=True)
     if isinstance(refused, RedirectResponse):
         return JSONResponse({"error": "login"}, status_code=401)
     if refused is not None:
