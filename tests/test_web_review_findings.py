@@ -10,7 +10,6 @@ Run: LIUHEN_TEST_S3_SERVER=moto python -m pytest tests/test_web_review_findings.
 from __future__ import annotations
 
 import getpass
-import hashlib
 import socket
 import subprocess
 import time
@@ -24,12 +23,9 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
-from catalog.media import DerivedObject, record_derivative
-from catalog.models import Recording
 from ingest.journal import DockingState, Journal, JournalDocking
 from tests import test_web_pages as pages
-from tests.api_helpers import PASSWORD, access_events, add_user
-from tests.case_helpers import put_object
+from tests.api_helpers import PASSWORD, access_events, add_proxy, add_user
 from tests.offload_helpers import make_app
 from tests.web_helpers import free_port, liuhen_serve
 from web.app import create_app
@@ -51,30 +47,6 @@ def _reads(app: Any, actor: str) -> list[Any]:
         for e in access_events(app, actor=actor)
         if e.action in ("access.play", "access.download", "access.view")
     ]
-
-
-def _add_poster(app: Any, rec_id: int) -> None:
-    """A poster frame for the recording, recorded as the worker records one."""
-    data = b"\xff\xd8\xff\xe0" + b"poster" * 100
-    key = put_object(app, data)
-    with app.catalog.transaction() as s:
-        record_derivative(
-            s,
-            app.signer,
-            s.get(Recording, rec_id),
-            DerivedObject(
-                kind="poster",
-                sha256=hashlib.sha256(data).hexdigest(),
-                sm3=hashlib.new("sm3", data).hexdigest(),
-                size=len(data),
-                object_key=key,
-                method="reencode",
-                command=["ffmpeg", "-i", "in", "poster.jpg"],
-                tool_version="test",
-                duration_s=None,
-            ),
-            "worker:test",
-        )
 
 
 def _docking_with_a_problem(journal_path: Path) -> None:
@@ -246,7 +218,7 @@ def test_a_poster_thumbnail_is_not_audited_as_a_playback(
     never happened, and a recording page's poster and preload write two more beside its
     view — the access log no longer says what was watched."""
     add_user(app, "li", "reviewer", unit=UNIT)
-    _add_poster(app, rec)
+    add_proxy(app, rec, size=600, kind="poster")  # a poster frame, as the worker makes one
     _login(web, "li")
     listing = web.get("/recordings?officer=010203")
     assert f'src="/api/v1/recordings/{rec}/media/poster"' in listing.text
