@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 
 from access.policy import EXIT_NOPERM, Principal
 from access.roles import ADMIN_ROLES, NON_ADMIN_ROLES, ROLE_TITLES, Role
-from access.totp_seal import SealError, TotpSealer, is_sealed
+from access.totp_seal import PREFIX, SealError, TotpSealer, is_sealed
 from catalog.access_models import (
     LoginAttempt,
     PasswordHistory,
@@ -358,6 +358,13 @@ def change_state(session: Session, user: User, change: str) -> str:
             _("account {login} is disabled, not locked").format(login=user.login),
             hint=_("a disabled account is enabled by the system administrator"),
         )
+    if change == "lock" and user.state == DISABLED:
+        # Else lock then unlock would reopen it: a disabled account is the system
+        # administrator's to enable (三员分立), not the security administrator's.
+        raise StateConflict(
+            _("account {login} is disabled, not active").format(login=user.login),
+            hint=_("a disabled account is enabled by the system administrator"),
+        )
     if change == "enable" and user.state != DISABLED:
         raise StateConflict(
             _("user {login} is not disabled ({state})").format(login=user.login, state=user.state),
@@ -553,13 +560,13 @@ def authenticate(
         raise _refuse(session, login, None, "unknown_user", source, when, _wrong(login))
     closed = _check_open(session, user, when)
     if closed:
-        # Why the account is closed is told only to whoever knows its password: to anyone
-        # else a locked or disabled account answers as a wrong password does, so its
-        # existence and state cannot be probed. (The attempt is recorded as what it was;
-        # a closed account's failures are not counted again.)
-        knows = _verify(ph, user.password_hash, password)
-        error = _closed_error(user, closed, zone) if knows else _wrong(login)
-        raise _refuse(session, login, user, closed, source, when, error)
+        # The password of a closed account is never read: every password gets the same
+        # answer, so a lock is no oracle for guessing it (its failures are not counted;
+        # an answer that told the right password apart would allow unlimited guesses).
+        # The answer says that the account is locked (until when) or disabled: that an
+        # account exists is less than what a guess could learn.
+        ph.hash(password)  # as slow as a check: timing tells nothing either
+        raise _refuse(session, login, user, closed, source, when, _closed_error(user, closed, zone))
     if not _verify(ph, user.password_hash, password):
         error = _failed(session, user, policy, when, _wrong(login))
         raise _refuse(session, login, user, "bad_password", source, when, error)
@@ -596,11 +603,23 @@ def totp_seed(user: User, sealer: TotpSealer | None) -> str | None:
         return None
     if is_sealed(stored):
         if sealer is None:
-            raise SealError(_("the two-factor seed is sealed and no TOTP key was given"))
+            raise SealError(
+                _("the two-factor seed is sealed and this host has no keys/totp.key"),
+                hint=_(
+                    "copy keys/totp.key (mode 0600) from the host that enrolled it; "
+                    "meanwhile a recovery code logs in"
+                ),
+            )
         return sealer.open(user.id, stored)
     if sealer is not None:
         user.totp_secret = sealer.seal(user.id, stored)
     return stored
+
+
+def sealed_seeds_exist(session: Session) -> bool:
+    """Whether any two-factor seed in the catalog is sealed (by some host's TOTP key)."""
+    found = session.scalar(select(User.id).where(User.totp_secret.like(PREFIX + "%")).limit(1))
+    return found is not None
 
 
 def start_totp(session: Session, user: User, *, sealer: TotpSealer | None = None) -> str:
@@ -683,9 +702,11 @@ def check_second_factor(
 ) -> bool:
     """A current TOTP code (±30 s), or an unused recovery code, which is then used up."""
     code = code.strip()
-    seed = totp_seed(user, sealer)
-    if seed and code.isdigit() and len(code) == 6:
-        return _totp_step_ok(user, seed, code, now)
+    if code.isdigit() and len(code) == 6:
+        # Only a TOTP code opens the seed: a recovery code works even on a host whose
+        # TOTP key does not open it (the way back in for an administrator).
+        seed = totp_seed(user, sealer)
+        return bool(seed) and _totp_step_ok(user, seed or "", code, now)
     ph = hasher(policy)
     for row in session.scalars(
         select(RecoveryCode).where(RecoveryCode.user_id == user.id, RecoveryCode.used_at.is_(None))

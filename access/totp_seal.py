@@ -56,12 +56,15 @@ class TotpSealer:
         self._aead = AESGCM(key)
 
     @classmethod
-    def in_dir(cls, keys_dir: Path) -> TotpSealer:
-        """The sealer of ``keys_dir/totp.key``, the file made (0600) when missing."""
+    def in_dir(cls, keys_dir: Path, *, create: bool = False) -> TotpSealer | None:
+        """The sealer of ``keys_dir/totp.key``; None when there is none, unless
+        ``create``: then the file is made (0600)."""
         path = keys_dir / KEY_FILE
-        if not path.exists():
-            _write_new_key(path)
         try:
+            if not path.exists():
+                if not create:
+                    return None
+                _write_new_key(path)
             return cls(path.read_bytes())
         except OSError as exc:
             raise SealError(
@@ -120,6 +123,27 @@ def _write_new_key(path: Path) -> None:
         os.close(folder)
 
 
-def sealer_of(data_dir: Path) -> TotpSealer:
-    """The sealer of a data directory: its ``keys/totp.key``."""
+def sealer_of(data_dir: Path) -> TotpSealer | None:
+    """The sealer of a data directory's ``keys/totp.key``, None when it has none: a login
+    never makes a key (a host sharing the catalog that lacked the key would make another
+    one, and seal seeds that the other hosts could then not open)."""
     return TotpSealer.in_dir(data_dir / "keys")
+
+
+def sealer_for_new_seed(data_dir: Path, sealed_seeds_exist: bool) -> TotpSealer:
+    """The sealer for a seed being enrolled: this data directory's key, made now when
+    no seed is sealed yet anywhere in the catalog; when seeds are sealed and this host
+    has no key, the key must be copied here, not made anew."""
+    found = TotpSealer.in_dir(data_dir / "keys", create=not sealed_seeds_exist)
+    if found is None:
+        raise SealError(
+            _(
+                "this host has no keys/totp.key, and the catalog's two-factor seeds are "
+                "sealed with another host's key"
+            ),
+            hint=_(
+                "copy keys/totp.key (mode 0600) from the host that enrolled them into "
+                "{path}; every host sharing the catalog needs the same key"
+            ).format(path=data_dir / "keys"),
+        )
+    return found

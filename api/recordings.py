@@ -131,7 +131,28 @@ def custody(
     target = who.recording_target(rec_id)
     who.authorize("custody.view", target)
     with_access = who.allowed("audit.view")
-    return services.custody(who.ctx, rec_id, after=after, limit=limit, with_access=with_access)
+    found = services.custody(who.ctx, rec_id, after=after, limit=limit, with_access=with_access)
+    _redact_unseen_cases(who, found["events"])
+    return found
+
+
+def _redact_unseen_cases(who: Caller, events: list[dict[str, Any]]) -> None:
+    """An attach or detach event names its case and why: of a case the reader may not
+    see (``case.view``), the event says only that a case it may not see was named
+    (``case_hidden``); the signed original is the auditors' to read."""
+    seen: dict[str, bool] = {}
+    for event in events:
+        details = event.get("details")
+        if not isinstance(details, dict) or not details.get("case"):
+            continue
+        number = details["case"]
+        number = str(number)
+        if number not in seen:
+            seen[number] = who.allowed("case.view", who.case_target(number))
+        if not seen[number]:
+            event["details"] = {
+                k: v for k, v in details.items() if k not in ("case", "reason", "rule")
+            } | {"case_hidden": True}
 
 
 @router.get("/{rec_id}/holds", response_model=list[Hold], summary="Legal holds")

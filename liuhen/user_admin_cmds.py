@@ -306,12 +306,13 @@ def _register_2fa(group: click.Group, pass_ctx: Decorator) -> None:
     def twofa_enroll(ctx: Any, code: str | None) -> None:
         """Turn on two-factor login for your account: first without --code (shows the
         key for the authenticator app), then with --code (shows the recovery codes)."""
-        from access.accounts import confirm_totp, start_totp, totp_seed
-        from access.totp_seal import sealer_of
+        from access.accounts import confirm_totp, sealed_seeds_exist, start_totp, totp_seed
+        from access.totp_seal import sealer_for_new_seed
 
         app, principal = ctx.app(), _principal(ctx)
-        sealer = sealer_of(app.settings.data_dir)  # the seed is kept sealed
         with app.ready_catalog().transaction() as session:
+            # The seed is kept sealed, under the key every host of the catalog shares.
+            sealer = sealer_for_new_seed(app.settings.data_dir, sealed_seeds_exist(session))
             user = session.get(_user_model(), principal.user_id)
             if user.totp_enabled:
                 raise UsageProblem(

@@ -136,7 +136,7 @@ class LocalStore:
                 os.link(tmp, path)  # never replaces an existing object
             except FileExistsError:
                 check_held_copy(self, key, tmp, expected)
-            fsync_dir(path.parent)
+            self._sync_chain(path.parent)
         except OSError as exc:
             raise self._write_error(key, exc, "write failed") from exc
         finally:
@@ -223,13 +223,32 @@ class LocalStore:
         its cache; the flushes of many folders asked for at once are merged, so a batch
         of 64 objects (64 folders, content keys spread them) costs about one flush,
         where one after the other it cost 64."""
-        folders = list(dict.fromkeys(self._path(key).parent for key in keys))
+        # Each folder, and the folders holding its name up to the store's root: a folder
+        # made for this batch (content keys fan out) is only as durable as its entry in
+        # its parent (POSIX; journaling filesystems happen to cover it). A folder with
+        # nothing new syncs at almost no cost.
+        folders = list(
+            dict.fromkeys(f for key in keys for f in self._chain(self._path(key).parent))
+        )
         if not folders:
             return
         if len(folders) == 1:
             self._sync_folder(folders[0])
             return
         list(_sync_pool().map(self._sync_folder, folders))  # raises the first failure
+
+    def _chain(self, folder: Path) -> list[Path]:
+        """``folder`` and each folder above it, up to the store's root."""
+        chain = [folder]
+        while chain[-1] != self.root and self.root in chain[-1].parents:
+            chain.append(chain[-1].parent)
+        return chain
+
+    def _sync_chain(self, folder: Path) -> None:
+        """fsync ``folder`` and the folders holding its name, up to the root (see
+        :meth:`make_durable`), the leaf first."""
+        for each in self._chain(folder):
+            fsync_dir(each)
 
     def _sync_folder(self, folder: Path) -> None:
         try:
@@ -272,7 +291,7 @@ class LocalStore:
             except FileExistsError:
                 check_held_copy(self, key, source, expected)
             if durable:
-                fsync_dir(path.parent)
+                self._sync_chain(path.parent)
         except OSError as exc:
             if exc.errno != errno.EXDEV:
                 raise self._write_error(key, exc, "cannot store") from exc
