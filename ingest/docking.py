@@ -34,7 +34,8 @@ from catalog.dockings import (
 )
 from catalog.errors import RecordingBeingExpired
 from config.errors import EXIT_NOINPUT, EXIT_PARTIAL
-from config.i18n import N_, _
+from config.i18n import N_
+from config.message import Msg, from_stored
 from ingest import journal as J
 from ingest.docking_outcome import outcome
 from ingest.identity import foreign_device
@@ -336,11 +337,15 @@ class RecorderDocking(DockingWork):
                 # Never filed silently under another device than the one its name names.
                 self.quarantine(
                     f,
-                    _(
-                        "its name names device {other}, not this recorder's {serial}: not "
-                        "filed under {serial}; dock it in a folder of its own (or correct the "
-                        "recorder's device file), then dock this recorder again"
-                    ).format(other=other, serial=self.jd.serial),
+                    Msg(  # English in the journal and the catalog, whoever docked it
+                        N_(
+                            "its name names device {other}, not this recorder's {serial}: not "
+                            "filed under {serial}; dock it in a folder of its own (or correct "
+                            "the recorder's device file), then dock this recorder again"
+                        ),
+                        other=other,
+                        serial=self.jd.serial,
+                    ),
                 )
                 return None
             if f.state == FileState.PENDING:
@@ -553,7 +558,7 @@ class RecorderDocking(DockingWork):
             duplicates=0,
             bytes=sum(f.size for f in done),
             problems=problems,
-            identity_flags=tuple(self.jd.identity.get("flags", [])),
+            identity_flags=tuple(from_stored(f) for f in self.jd.identity.get("flags", [])),
         )
 
     def record_outcome(

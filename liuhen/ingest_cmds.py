@@ -29,6 +29,7 @@ from rich.text import Text
 
 from config.errors import Reported
 from config.i18n import _, ngettext
+from config.message import is_message, shown
 from config.settings import zone_of
 from config.timetext import offset_text, show_clock
 from ingest import journal as J
@@ -59,7 +60,10 @@ def run_ingest(app: Any, path: Path, as_json: bool, quiet: bool) -> None:
 
 def stored_text(text: str) -> str:
     """A message the journal stored in English (a reason, what a docking waits for), in
-    the reader's language when the catalog knows it; as stored otherwise."""
+    the reader's language when the catalog knows it; as stored otherwise. A kept message
+    (config.message: template and fields) is translated with its fields."""
+    if is_message(text):
+        return shown(text)
     return _(text) if text else text
 
 
@@ -214,6 +218,8 @@ def _verdict(r: dict[str, Any]) -> str:
         )
     if r["waiting"]:
         lines.append("[yellow]" + escape(stored_text(r["waiting"])) + "[/yellow]")
+    for flag in r.get("identity_flags") or []:
+        lines.append("[yellow]" + escape(stored_text(flag)) + "[/yellow]")
     return "\n".join(lines)
 
 
