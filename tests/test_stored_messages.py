@@ -1,0 +1,110 @@
+"""Texts the station stores (identity flags of a docking, time flags of a recording) are
+kept as an English template and its fields (config.message), never in the language of
+the process that stored them: the same stored row reads in Chinese to a Chinese reader
+and in English to an English one, and ``--json`` carries English. Rows stored before
+(plain text) are shown as they are."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from config.i18n import set_language
+from config.message import Msg, from_stored, in_chinese, shown, stored
+from ingest.synthetic import DEVICE_INFO_NAME, make_bulk_files
+from liuhen import output
+from tests.cli_helpers import Result, run_cli
+
+FLAG_EN = "file names carry officer number(s) 010203, device file says 040506"
+UNKNOWN = "unknown device: no device file and no serial in the file names"
+FLAG_ZH = "文件名中的警号为 010203，设备信息文件中为 040506"
+
+
+def _ok(result: Result) -> str:
+    assert result.code == 0, result.out + result.err
+    return result.out
+
+
+def _in(lang: str, capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    try:
+        return _ok(run_cli(capsys, "--lang", lang, *args))
+    finally:
+        set_language("en")  # conftest's language for the next test
+
+
+@pytest.fixture
+def docked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Path:
+    """A recorder whose device file names another officer than its file names, docked by
+    a station running in Chinese (the default)."""
+    home = tmp_path / "liuhen"
+    monkeypatch.setenv("LIUHEN_HOME", str(home))
+    monkeypatch.setenv("LIUHEN_INGEST_STABLE_S", "0")
+    monkeypatch.setattr(output.out, "width", 400)  # a flag on one line of the table
+    _ok(run_cli(capsys, "init"))
+    rec = make_bulk_files(tmp_path / "dock" / "slot1", 2, 1000)
+    info = rec.root / DEVICE_INFO_NAME
+    info.write_text(info.read_text().replace("officer_number=010203", "officer_number=040506"))
+    docking = _in("zh", capsys, "ingest", str(rec.root))
+    assert FLAG_ZH in docking  # told at once, in the station's language
+    return home
+
+
+def test_the_same_stored_identity_flag_reads_in_each_readers_language(
+    docked: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    zh = _in("zh", capsys, "station", "status")
+    en = _in("en", capsys, "station", "status")
+    assert FLAG_ZH in zh and FLAG_EN not in zh
+    assert FLAG_EN in en and FLAG_ZH not in en
+    # Programs read English whoever stored it and whoever asks.
+    for lang in ("zh", "en"):
+        (row,) = json.loads(_in(lang, capsys, "station", "status", "--json"))
+        assert row["identity_flags"] == [FLAG_EN]
+    # Stored as template and fields, English text beside them for older readers.
+    (kept,) = _journal_flags(docked)
+    assert kept == {
+        "text": FLAG_EN,
+        "msg": "file names carry officer number(s) {officers}, device file says {officer}",
+        "fields": {"officers": "010203", "officer": "040506"},
+    }
+
+
+def test_a_flag_stored_as_plain_text_before_is_shown_as_it_is(
+    docked: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old = "文件名中的设备编号为 A999999，设备信息文件中为 A123456"  # stored by an older station
+    with sqlite3.connect(_journal(docked)) as db:
+        (identity,) = db.execute("SELECT identity FROM dockings").fetchone()
+        value = json.loads(identity)
+        value["flags"] = [old]
+        db.execute("UPDATE dockings SET identity = ?", (json.dumps(value, ensure_ascii=False),))
+    for lang in ("zh", "en"):
+        assert old in _in(lang, capsys, "station", "status")
+        (row,) = json.loads(_in(lang, capsys, "station", "status", "--json"))
+        assert row["identity_flags"] == [old]
+
+
+def test_a_message_survives_being_stored_with_a_message_inside_it() -> None:
+    inner = Msg("device file {name} has no serial", name="DEVICE.INF")
+    outer = Msg("{first}; {rest}", first=Msg(UNKNOWN), rest=inner)
+    kept = json.loads(json.dumps(stored(outer)))
+    assert from_stored(kept) == outer == f"{UNKNOWN}; device file DEVICE.INF has no serial"
+    assert in_chinese(kept) == in_chinese(outer)
+    assert "设备未知" in in_chinese(kept) and "设备信息文件 DEVICE.INF 中没有设备编号" in in_chinese(kept)
+    assert shown("plain text, as stored") == "plain text, as stored"
+
+
+def _journal(home: Path) -> Path:
+    return home / "station-journal.sqlite3"  # where `liuhen init` puts it
+
+
+def _journal_flags(home: Path) -> list[object]:
+    with sqlite3.connect(_journal(home)) as db:
+        (identity,) = db.execute("SELECT identity FROM dockings").fetchone()
+    flags: list[object] = json.loads(identity)["flags"]
+    return flags
