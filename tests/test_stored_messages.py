@@ -94,8 +94,9 @@ def test_a_message_survives_being_stored_with_a_message_inside_it() -> None:
     outer = Msg("{first}; {rest}", first=Msg(UNKNOWN), rest=inner)
     kept = json.loads(json.dumps(stored(outer)))
     assert from_stored(kept) == outer == f"{UNKNOWN}; device file DEVICE.INF has no serial"
-    assert in_chinese(kept) == in_chinese(outer)
-    assert "设备未知" in in_chinese(kept) and "设备信息文件 DEVICE.INF 中没有设备编号" in in_chinese(kept)
+    chinese = in_chinese(kept)
+    assert chinese == in_chinese(outer)
+    assert "设备未知" in chinese and "设备信息文件 DEVICE.INF 中没有设备编号" in chinese
     assert shown("plain text, as stored") == "plain text, as stored"
 
 
