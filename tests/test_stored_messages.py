@@ -7,6 +7,7 @@ and in English to an English one, and ``--json`` carries English. Rows stored be
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from pathlib import Path
 
@@ -19,6 +20,9 @@ from liuhen import output
 from tests.cli_helpers import Result, run_cli
 
 FLAG_EN = "file names carry officer number(s) 010203, device file says 040506"
+TIME_ZH = "比按文件名得出的开始时间早"
+# 2026-11-25 08:30 China Standard Time: a day before the synthetic files' names
+BEFORE_NAMES = 1795566600
 UNKNOWN = "unknown device: no device file and no serial in the file names"
 FLAG_ZH = "文件名中的警号为 010203，设备信息文件中为 040506"
 
@@ -49,6 +53,8 @@ def docked(
     rec = make_bulk_files(tmp_path / "dock" / "slot1", 2, 1000)
     info = rec.root / DEVICE_INFO_NAME
     info.write_text(info.read_text().replace("officer_number=010203", "officer_number=040506"))
+    for photo in rec.root.rglob("*.JPG"):  # written a day before the names say they began
+        os.utime(photo, (BEFORE_NAMES, BEFORE_NAMES))
     docking = _in("zh", capsys, "ingest", str(rec.root))
     assert FLAG_ZH in docking  # told at once, in the station's language
     return home
@@ -72,6 +78,22 @@ def test_the_same_stored_identity_flag_reads_in_each_readers_language(
         "msg": "file names carry officer number(s) {officers}, device file says {officer}",
         "fields": {"officers": "010203", "officer": "040506"},
     }
+
+
+def test_a_recordings_stored_time_flag_reads_in_each_readers_language(
+    docked: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _in("zh", capsys, "worker", "--drain")  # the worker, too, runs in Chinese
+    zh = _in("zh", capsys, "show", "2")  # the first photo (#1 is the device file)
+    en = _in("en", capsys, "show", "2")
+    assert ".JPG" in en
+    assert TIME_ZH in zh and "s before the file name start" not in zh
+    assert "s before the file name start (threshold 120 s)" in en and TIME_ZH not in en
+    for lang in ("zh", "en"):  # programs read the English text beside template and fields
+        (kept,) = json.loads(_in(lang, capsys, "show", "2", "--json"))["flags"]["time"]
+        assert kept["text"].startswith("file mtime 2026-11-25T")
+        assert kept["text"].endswith("a file cannot be written before its recording starts")
+        assert kept["fields"]["start"]["text"] == "file name"
 
 
 def test_a_flag_stored_as_plain_text_before_is_shown_as_it_is(
