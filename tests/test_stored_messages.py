@@ -9,17 +9,28 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+from starlette.testclient import TestClient
 
+from catalog.devices import add_device, assign_device
+from catalog.models import Recording
 from config.i18n import set_language
 from config.message import Msg, from_stored, in_chinese, shown, stored
+from config.settings import CHINA_STANDARD_TIME
+from ingest.media.timeevidence import TimeSources, derive_times
 from ingest.synthetic import DEVICE_INFO_NAME, make_bulk_files
 from liuhen import output
+from tests.api_helpers import PASSWORD, add_user
+from tests.case_helpers import cst, make_recording
 from tests.cli_helpers import Result, run_cli
+from web.app import create_app
 
 FLAG_EN = "file names carry officer number(s) 010203, device file says 040506"
+UNIT = "徐汇分局"
 TIME_ZH = "比按文件名得出的开始时间早"
 # 2026-11-25 08:30 China Standard Time: a day before the synthetic files' names
 BEFORE_NAMES = 1795566600
@@ -131,3 +142,54 @@ def _journal_flags(home: Path) -> list[object]:
         (identity,) = db.execute("SELECT identity FROM dockings").fetchone()
     flags: list[object] = json.loads(identity)["flags"]
     return flags
+
+
+def test_the_recording_page_shows_a_kept_time_flag_in_the_readers_language(
+    app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The web page reads the same row in the language the reader chose; a value stored
+    as plain text before stays as it was."""
+    rec_id = _web_recording(app)
+    start = datetime(2026, 12, 1, 7, tzinfo=CHINA_STANDARD_TIME)
+    evidence = derive_times(
+        TimeSources(
+            file_name=start,
+            embedded=None,
+            file_mtime=start - timedelta(days=1),
+            received=start + timedelta(hours=1),
+            clock_offset_s=None,
+            duration_s=None,
+        )
+    )
+    (flag,) = evidence.flags
+    with app.catalog.transaction() as s:
+        rec = s.get(Recording, rec_id)
+        assert rec is not None
+        rec.flags = {"time": [stored(flag)], "damaged": "旧记录里的原因"}  # older: plain text
+    add_user(app, "li", "reviewer", unit=UNIT)
+    with TestClient(create_app(app.settings), follow_redirects=False) as web:
+        login = {"login": "li", "password": PASSWORD, "next": "/recordings"}
+        assert web.post("/login", data=login).status_code == 303
+        zh = web.get(f"/recordings/{rec_id}?lang=zh").text
+        en = web.get(f"/recordings/{rec_id}?lang=en").text
+        api = web.get(f"/api/v1/recordings/{rec_id}").json()
+    assert TIME_ZH in zh and "before the file name start" not in zh
+    assert "s before the file name start (threshold 120 s)" in en and TIME_ZH not in en
+    assert "旧记录里的原因" in zh and "旧记录里的原因" in en
+    assert api["flags"]["time"][0]["text"] == str(flag)  # programs: the English text
+
+
+def _web_recording(app: Any) -> int:
+    """A recording on a device of UNIT, so that a reviewer of UNIT may open it."""
+    with app.catalog.transaction() as s:
+        add_device(s, app.signer, serial="DEV-A", unit=UNIT, actor="test")
+        assign_device(
+            s,
+            app.signer,
+            serial="DEV-A",
+            officer_number="010203",
+            officer_unit=UNIT,
+            start=cst(2026, 11, 1),
+            actor="test",
+        )
+    return make_recording(app, serial="DEV-A", docking_officer="010203", start=cst(2026, 12, 1, 7))
