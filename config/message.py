@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import gettext as _gettext
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from config.i18n import N_, _, load_catalog
 
@@ -81,9 +81,9 @@ def is_message(value: Any) -> bool:
     return isinstance(value, Msg) or (isinstance(value, dict) and isinstance(value.get("msg"), str))
 
 
-def from_stored(value: Any) -> str:
-    """What :func:`stored` kept, as a :class:`Msg` again; a plain string (an older row)
-    as it is; anything else as its text."""
+def from_stored(value: Any) -> Any:
+    """What :func:`stored` kept, as a :class:`Msg` again; anything else (a plain string
+    of an older row) as it is."""
     if isinstance(value, dict) and is_message(value):
         raw = value.get("fields") or {}
         fields = {k: from_stored(v) if isinstance(v, dict) else v for k, v in raw.items()}
@@ -91,7 +91,7 @@ def from_stored(value: Any) -> str:
             return Msg(value["msg"], **fields)
         except (KeyError, IndexError, ValueError):  # a template and fields that disagree
             return str(value.get("text") or value["msg"])
-    return value if isinstance(value, str) else str(value)
+    return value
 
 
 def english(value: Any) -> str:
@@ -103,7 +103,7 @@ def shown(text: Any) -> str:
     """``text`` (a :class:`Msg`, or what :func:`stored` kept) in the reader's language; a
     plain string is shown as it is."""
     kept = from_stored(text)
-    return kept.translated(_) if isinstance(kept, Msg) else kept
+    return kept.translated(_) if isinstance(kept, Msg) else cast(str, kept)
 
 
 _zh: _gettext.NullTranslations | None = None
@@ -114,7 +114,7 @@ def in_chinese(text: Any) -> str:
     global _zh
     kept = from_stored(text)
     if not isinstance(kept, Msg):
-        return kept
+        return cast(str, kept)
     if _zh is None:
         _zh = load_catalog()
     return kept.translated(_zh.gettext)

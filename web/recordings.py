@@ -149,7 +149,7 @@ def _flag_value(value: Any) -> str:
     """A flag's reason in the reader's language: a kept message translated (config.message),
     a list one item after another; an older row's plain text as it is."""
     items = value if isinstance(value, list) else [value]
-    return "; ".join(shown(v) if isinstance(v, str | dict) else str(v) for v in items)
+    return "; ".join(str(shown(v)) for v in items)
 
 
 def _time_sources(evidence: dict[str, Any], who: Caller) -> list[tuple[str, str]]:
