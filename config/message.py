@@ -18,18 +18,33 @@ Where it is stored in a JSON column or file, :func:`stored` keeps it as data::
 
 and :func:`from_stored` makes it a :class:`Msg` again. ``text`` is what programs read
 (``--json``, the API: :func:`english`); a row written before messages were kept this
-way holds a plain string, which is shown as it is.
+way holds a plain string, which is shown as it is. Where only a text column holds it
+(a quarantine reason in the station's journal and the catalog), it is kept as its
+English text, and :func:`recognised` reads the template and fields back out of it.
 """
 
 from __future__ import annotations
 
 import gettext as _gettext
-from collections.abc import Callable
+import re
+import string
+from collections.abc import Callable, Iterable
+from functools import cache
 from typing import Any, cast
 
 from config.i18n import N_, _, load_catalog
 
-__all__ = ["Msg", "english", "from_stored", "in_chinese", "is_message", "joined", "shown", "stored"]
+__all__ = [
+    "Msg",
+    "english",
+    "from_stored",
+    "in_chinese",
+    "is_message",
+    "joined",
+    "recognised",
+    "shown",
+    "stored",
+]
 
 
 class Msg(str):
@@ -92,6 +107,34 @@ def from_stored(value: Any) -> Any:
         except (KeyError, IndexError, ValueError):  # a template and fields that disagree
             return str(value.get("text") or value["msg"])
     return value
+
+
+def recognised(text: str, templates: Iterable[str]) -> str:
+    """``text``, kept as English text only (a text column), as the :class:`Msg` of the
+    first of ``templates`` it was made from, its fields read back out of it; else
+    ``text`` as it is (written in another language, or by no such template)."""
+    for template in templates:
+        pattern = _pattern(template)
+        found = pattern.fullmatch(text) if pattern is not None else None
+        if found is not None:
+            return Msg(template, **found.groupdict()) if found.groupdict() else Msg(template)
+    return text
+
+
+@cache
+def _pattern(template: str) -> re.Pattern[str] | None:
+    """What ``template`` formats to; None for a template whose fields have a format of
+    their own (read back they would not format again)."""
+    regex, seen = "", set()
+    for literal, name, spec, conversion in string.Formatter().parse(template):
+        regex += re.escape(literal)
+        if name is None:
+            continue
+        if spec or conversion or not name.isidentifier():
+            return None
+        regex += f"(?P={name})" if name in seen else f"(?P<{name}>.+?)"
+        seen.add(name)
+    return re.compile(regex, re.DOTALL)
 
 
 def english(value: Any) -> str:

@@ -29,10 +29,11 @@ from rich.text import Text
 
 from config.errors import Reported
 from config.i18n import _, ngettext
-from config.message import is_message, shown
+from config.message import is_message, recognised, shown
 from config.settings import zone_of
 from config.timetext import offset_text, show_clock
 from ingest import journal as J
+from ingest.docking import REASONS
 from ingest.journal import Journal
 from ingest.station import DockingResult
 from ingest.station import Progress as DockProgress
@@ -64,7 +65,8 @@ def stored_text(text: str) -> str:
     (config.message: template and fields) is translated with its fields."""
     if is_message(text):
         return shown(text)
-    return _(text) if text else text
+    reason = recognised(text, REASONS) if text else text  # a reason kept as English text
+    return shown(reason) if is_message(reason) else _(text) if text else text
 
 
 def _state_name(state: str) -> str:

@@ -19,8 +19,9 @@ from starlette.testclient import TestClient
 from catalog.devices import add_device, assign_device
 from catalog.models import Recording
 from config.i18n import set_language
-from config.message import Msg, from_stored, in_chinese, shown, stored
+from config.message import Msg, from_stored, in_chinese, is_message, recognised, shown, stored
 from config.settings import CHINA_STANDARD_TIME
+from ingest.docking import REASONS
 from ingest.media.timeevidence import TimeSources, derive_times
 from ingest.synthetic import DEVICE_INFO_NAME, make_bulk_files
 from liuhen import output
@@ -131,6 +132,9 @@ def test_a_message_survives_being_stored_with_a_message_inside_it() -> None:
     assert chinese == in_chinese(outer)
     assert "设备未知" in chinese and "设备信息文件 DEVICE.INF 中没有设备编号" in chinese
     assert shown("plain text, as stored") == "plain text, as stored"
+    older = "读取前已从记录仪上消失（旧的接入）"  # a reason an older station wrote in Chinese
+    assert recognised(older, REASONS) == older and not is_message(recognised(older, REASONS))
+    assert is_message(recognised("cannot open: Permission denied", REASONS))
 
 
 def _journal(home: Path) -> Path:
@@ -193,3 +197,42 @@ def _web_recording(app: Any) -> int:
             actor="test",
         )
     return make_recording(app, serial="DEV-A", docking_officer="010203", start=cst(2026, 12, 1, 7))
+
+
+def test_a_quarantine_reason_is_kept_in_english_and_read_in_each_language(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file whose name names another device, docked by a Chinese station: the journal
+    keeps the reason in English, each reader reads it in their language, JSON English."""
+    home = tmp_path / "liuhen"
+    monkeypatch.setenv("LIUHEN_HOME", str(home))
+    monkeypatch.setenv("LIUHEN_INGEST_STABLE_S", "0")
+    _ok(run_cli(capsys, "init"))
+    rec = make_bulk_files(tmp_path / "dock" / "slot1", 1, 1000)
+    stray = next(rec.root.rglob("*.JPG")).with_name("B999999_010203_20261126083000_0009.JPG")
+    stray.write_bytes(b"another recorder's photo")
+
+    def dock(lang: str, *args: str) -> str:
+        done = run_cli(capsys, "--lang", lang, "ingest", str(rec.root), *args)
+        set_language("en")
+        assert done.code == 3, done.out + done.err  # a file not taken
+        return done.out
+
+    zh = dock("zh")
+    assert "文件名中的设备是 B999999，不是本记录仪 A123456：未归入 A123456" in zh
+    (reason,) = _reasons(home)
+    assert reason == (
+        "its name names device B999999, not this recorder's A123456: not filed under "
+        "A123456; dock it in a folder of its own (or correct the recorder's device file), "
+        "then dock this recorder again"
+    )
+    assert reason not in zh  # shown in Chinese, its fields read back out of the English
+    assert reason in dock("en")
+    (problem,) = json.loads(dock("zh", "--json"))["problems"]
+    assert problem["reason"] == reason
+
+
+def _reasons(home: Path) -> list[str]:
+    with sqlite3.connect(_journal(home)) as db:
+        rows = db.execute("SELECT reason FROM files WHERE reason IS NOT NULL").fetchall()
+    return [r for (r,) in rows]
