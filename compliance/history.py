@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from catalog.models import DeviceAssignment, Recording
 from config.i18n import N_, _
+from config.message import english
 
 # No body-worn recorder records one file for a day (battery, file-size limits): a bound
 # on how far before an action's window a recording that overlaps it can have started,
@@ -47,7 +48,7 @@ def doubt_of(flags: dict[str, Any] | None, end: datetime | None) -> str | None:
     """
     times = (flags or {}).get("time") or []
     if times:
-        return "; ".join(str(t) for t in times)
+        return "; ".join(english(t) for t in times)  # kept as config.message data
     if end is None:
         return _("capture end unknown (not probed yet, or no duration)")
     return None

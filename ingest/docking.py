@@ -20,7 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_all
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from sqlalchemy.orm import Session
 
@@ -34,7 +34,8 @@ from catalog.dockings import (
 )
 from catalog.errors import RecordingBeingExpired
 from config.errors import EXIT_NOINPUT, EXIT_PARTIAL
-from config.i18n import N_, _
+from config.i18n import N_
+from config.message import Msg, from_stored
 from ingest import journal as J
 from ingest.docking_outcome import outcome
 from ingest.identity import foreign_device
@@ -54,6 +55,43 @@ if TYPE_CHECKING:
     from ingest.station import Station
 
 log = logging.getLogger("liuhen.station")
+
+# Why a file was not taken, as the journal and the catalog keep it: in English, whoever
+# docked it; `ingest` and `station status` read the template and fields back out of it
+# (config.message.recognised) and show it in the reader's language.
+SYMLINK: Final = N_("symbolic link: not followed out of the recorder")
+NOT_A_FILE: Final = N_("not a regular file (device, socket or pipe)")
+ZERO_BYTES: Final = N_("zero-byte file: nothing to store")
+FOREIGN_DEVICE: Final = N_(
+    "its name names device {other}, not this recorder's {serial}: not filed under {serial}; "
+    "dock it in a folder of its own (or correct the recorder's device file), then dock this "
+    "recorder again"
+)
+VANISHED: Final = N_("vanished from the recorder before it was read")
+CANNOT_OPEN: Final = N_("cannot open: {error}")
+SHRANK: Final = N_("shrank from {before} to {after} bytes before it was read")
+STILL_GROWING: Final = N_(
+    "still growing after {seconds} s; dock the recorder again when it has finished writing"
+)
+KEPT_CHANGING: Final = N_("kept changing while it was read")
+LARGER_THAN_DISK: Final = N_(
+    "{size} bytes, larger than the whole staging disk {staging} ({capacity} bytes): give "
+    "the station a larger data disk, then dock the recorder again"
+)
+UNEXPECTED: Final = N_("unexpected error: {kind}: {error}")
+REASONS: Final = (
+    SYMLINK,
+    NOT_A_FILE,
+    ZERO_BYTES,
+    FOREIGN_DEVICE,
+    VANISHED,
+    CANNOT_OPEN,
+    SHRANK,
+    STILL_GROWING,
+    KEPT_CHANGING,
+    LARGER_THAN_DISK,
+    UNEXPECTED,
+)
 
 # Problems with these services are waited out; the docking goes on staging meanwhile.
 TRANSIENT = (StoreUnavailable, CatalogUnavailable, RecordingBeingExpired)
@@ -215,7 +253,8 @@ class DockingWork:
 
     def quarantine_unexpected(self, f: JournalFile, exc: Exception) -> None:
         self.station.metrics.failures.inc(reason="quarantined")
-        self.journal.quarantined(f.id, f"unexpected error: {type(exc).__name__}: {exc}")
+        reason = Msg(UNEXPECTED, kind=type(exc).__name__, error=str(exc))
+        self.journal.quarantined(f.id, reason)
 
     def store_refused(self, f: JournalFile, exc: StorageError) -> None:
         """A store error that waiting will not cure (the staged copy no longer matches its
@@ -307,12 +346,7 @@ class RecorderDocking(DockingWork):
         self.journal.add_files(self.uid, [(e.relpath, 0, e.mtime_ns) for e in odd])
         by_path = {x.relpath: x for x in self.journal.files(self.uid)}
         for e in odd:
-            # Stored in English; `ingest` and `station status` show it translated.
-            reason = (
-                N_("symbolic link: not followed out of the recorder")
-                if e.kind == "symlink"
-                else N_("not a regular file (device, socket or pipe)")
-            )
+            reason = SYMLINK if e.kind == "symlink" else NOT_A_FILE
             f = by_path[e.relpath]
             if f.state == FileState.PENDING:
                 self.journal.rejected(f.id, reason)
@@ -336,11 +370,7 @@ class RecorderDocking(DockingWork):
                 # Never filed silently under another device than the one its name names.
                 self.quarantine(
                     f,
-                    _(
-                        "its name names device {other}, not this recorder's {serial}: not "
-                        "filed under {serial}; dock it in a folder of its own (or correct the "
-                        "recorder's device file), then dock this recorder again"
-                    ).format(other=other, serial=self.jd.serial),
+                    Msg(FOREIGN_DEVICE, other=other, serial=self.jd.serial),
                 )
                 return None
             if f.state == FileState.PENDING:
@@ -389,17 +419,15 @@ class RecorderDocking(DockingWork):
         try:
             fd = open_source(self.root, f.relpath)
         except FileNotFoundError:
-            return f, self.quarantine(f, "vanished from the recorder before it was read")
+            return f, self.quarantine(f, VANISHED)
         except OSError as exc:
-            return f, self.quarantine(f, f"cannot open: {exc.strerror}")
+            return f, self.quarantine(f, Msg(CANNOT_OPEN, error=exc.strerror))
         try:
             st = os.fstat(fd)
             if st.st_size < f.size:
                 # Recordings grow while written; one that shrinks was damaged or
                 # rewritten on the recorder. Keep it for a person to look at.
-                return f, self.quarantine(
-                    f, f"shrank from {f.size} to {st.st_size} bytes before it was read"
-                )
+                return f, self.quarantine(f, Msg(SHRANK, before=f.size, after=st.st_size))
             if st.st_size != f.size or st.st_mtime_ns != f.mtime_ns:
                 self.journal.grew(f.id, size=st.st_size, mtime_ns=st.st_mtime_ns)
                 f = replace(f, size=st.st_size, mtime_ns=st.st_mtime_ns)
@@ -409,7 +437,7 @@ class RecorderDocking(DockingWork):
             if not stable:
                 return f, None  # looked at again after a little wait
             if st.st_size == 0:
-                reason = N_("zero-byte file: nothing to store")
+                reason = ZERO_BYTES
                 self.journal.rejected(f.id, reason)
                 return f, replace(f, state=FileState.REJECTED, reason=reason)
             return f, self._copy(fd, f, attempt)
@@ -429,11 +457,8 @@ class RecorderDocking(DockingWork):
         if age >= ingest.stable_s:
             return True
         if time.monotonic() > attempt.deadline:
-            return self.quarantine(
-                f,
-                f"still growing after {ingest.growing_timeout_s:.0f} s; "
-                "dock the recorder again when it has finished writing",
-            )
+            seconds = f"{ingest.growing_timeout_s:.0f}"
+            return self.quarantine(f, Msg(STILL_GROWING, seconds=seconds))
         self.stop.wait(min(ingest.stable_s - age + 0.05, 1.0))
         return False
 
@@ -459,7 +484,7 @@ class RecorderDocking(DockingWork):
             progress.rewind(before)
             part.unlink(missing_ok=True)
             if time.monotonic() > attempt.deadline:
-                return self.quarantine(f, "kept changing while it was read")
+                return self.quarantine(f, KEPT_CHANGING)
             return None
         except SourceVanished as exc:
             part.unlink(missing_ok=True)
@@ -476,10 +501,7 @@ class RecorderDocking(DockingWork):
         capacity = _capacity(staging)
         if f.size > capacity:
             return self.quarantine(
-                f,
-                f"{f.size} bytes, larger than the whole staging disk "
-                f"{staging} ({capacity} bytes): give the station a larger "
-                "data disk, then dock the recorder again",
+                f, Msg(LARGER_THAN_DISK, size=f.size, staging=str(staging), capacity=capacity)
             )
         self.progress.waiting = f"{exc.message}: {exc.hint}"
         self.journal.waiting(self.uid, self.progress.waiting)
@@ -553,7 +575,7 @@ class RecorderDocking(DockingWork):
             duplicates=0,
             bytes=sum(f.size for f in done),
             problems=problems,
-            identity_flags=tuple(self.jd.identity.get("flags", [])),
+            identity_flags=tuple(from_stored(f) for f in self.jd.identity.get("flags", [])),
         )
 
     def record_outcome(

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from config.i18n import _
+from config.i18n import N_
+from config.message import Msg
 from config.settings import CHINA_STANDARD_TIME
 
 # The file-name rule lives in formats/ (the catalog reads names too, and may not import
@@ -45,6 +46,7 @@ class DeviceIdentity:
     clock_offset_s: float | None = None
     source: str = "folder"  # device-info | file-name | folder
     raw: dict[str, Any] = field(default_factory=dict)
+    # English, each a config.message.Msg: translated when read, never when stored
     flags: tuple[str, ...] = ()
 
     @property
@@ -84,15 +86,19 @@ def identify(
         officer = v.get("officer_number") or None
         if serials and serial and serials != [serial]:
             flags.append(
-                _("file names carry device serial(s) {serials}, device file says {serial}").format(
-                    serials=", ".join(serials), serial=serial
+                Msg(
+                    N_("file names carry device serial(s) {serials}, device file says {serial}"),
+                    serials=", ".join(serials),
+                    serial=serial,
                 )
             )
         if officers and officer and officers != [officer]:
             flags.append(
-                _(
-                    "file names carry officer number(s) {officers}, device file says {officer}"
-                ).format(officers=", ".join(officers), officer=officer)
+                Msg(
+                    N_("file names carry officer number(s) {officers}, device file says {officer}"),
+                    officers=", ".join(officers),
+                    officer=officer,
+                )
             )
         offset: float | None
         try:
@@ -100,12 +106,13 @@ def identify(
         except ValueError:
             offset = None
             flags.append(
-                _("device file clock_offset_s is not a number: {value}").format(
-                    value=repr(v["clock_offset_s"])
+                Msg(
+                    N_("device file clock_offset_s is not a number: {value}"),
+                    value=repr(v["clock_offset_s"]),
                 )
             )
         if not serial:
-            flags.append(_("device file {name} has no serial").format(name=fname))
+            flags.append(Msg(N_("device file {name} has no serial"), name=fname))
         return DeviceIdentity(
             serial=serial or (serials[0] if len(serials) == 1 else None),
             officer_number=officer,
@@ -121,8 +128,9 @@ def identify(
     if serials:
         if len(serials) > 1:
             flags.append(
-                _("file names carry several device serials: {serials}").format(
-                    serials=", ".join(serials)
+                Msg(
+                    N_("file names carry several device serials: {serials}"),
+                    serials=", ".join(serials),
                 )
             )
         return DeviceIdentity(
@@ -132,7 +140,7 @@ def identify(
             raw={"serials": serials, "officers": officers},
             flags=tuple(flags),
         )
-    flags.append(_("unknown device: no device file and no serial in the file names"))
+    flags.append(Msg(N_("unknown device: no device file and no serial in the file names")))
     return DeviceIdentity(
         serial=None,
         officer_number=officers[0] if len(officers) == 1 else None,

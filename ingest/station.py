@@ -48,6 +48,7 @@ from catalog.retention import confirm_objects, lock_object_keys
 from config import Settings
 from config.errors import EXIT_USAGE
 from config.i18n import _
+from config.message import stored
 from ingest import journal as J
 from ingest.docking import (
     TRANSIENT,
@@ -475,7 +476,7 @@ class Station:
                 "clock_offset_s": ident.clock_offset_s,
                 "source": ident.source,
                 "raw": ident.raw,
-                "flags": list(ident.flags),
+                "flags": [stored(f) for f in ident.flags],  # template + fields: shown later
             },
             state=J.OFFLOADING,
             started_at=now,

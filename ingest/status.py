@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 
+from config.message import from_stored
 from config.settings import StationSettings, zone_of
 from config.timetext import iso_time
 from ingest import journal as J
@@ -51,6 +52,9 @@ def status_rows(journal: Journal, zone: tzinfo | None = None) -> list[dict[str, 
                 "bytes_total": total_bytes,
                 "problems": problems,
                 "waiting": d.waiting,
+                # What the device file and the file names disagree on: English in --json
+                # (each a str), translated where a person reads it (config.message).
+                "identity_flags": [from_stored(f) for f in d.identity.get("flags") or []],
                 "message": d.message,
                 "started_at": d.started_at,
                 "updated_at": d.updated_at,

@@ -59,6 +59,7 @@ from catalog.retention import (
 from catalog.states import LIVE_STATES, PROBE_STATES, PROBED_STATES, RecordingState
 from config import Settings
 from config.errors import EXIT_DATAERR, EXIT_TEMPFAIL, LiuhenError, UnavailableError
+from config.message import stored
 from ingest.identity import NameParser
 from ingest.media import derive as D
 from ingest.media import recover
@@ -443,7 +444,8 @@ class Worker:
         )
         flags = probe_flags(result, damage, name)
         if times.flags:
-            flags["time"] = list(times.flags)
+            # template + fields, English text beside them: shown in the reader's language
+            flags["time"] = [stored(f) for f in times.flags]
         outcome = ProbeOutcome(
             probe=result.as_dict() | {"raw": result.raw},
             media_kind=result.kind,

@@ -29,9 +29,11 @@ from rich.text import Text
 
 from config.errors import Reported
 from config.i18n import _, ngettext
+from config.message import is_message, recognised, shown
 from config.settings import zone_of
 from config.timetext import offset_text, show_clock
 from ingest import journal as J
+from ingest.docking import REASONS
 from ingest.journal import Journal
 from ingest.station import DockingResult
 from ingest.station import Progress as DockProgress
@@ -59,8 +61,12 @@ def run_ingest(app: Any, path: Path, as_json: bool, quiet: bool) -> None:
 
 def stored_text(text: str) -> str:
     """A message the journal stored in English (a reason, what a docking waits for), in
-    the reader's language when the catalog knows it; as stored otherwise."""
-    return _(text) if text else text
+    the reader's language when the catalog knows it; as stored otherwise. A kept message
+    (config.message: template and fields) is translated with its fields."""
+    if is_message(text):
+        return shown(text)
+    reason = recognised(text, REASONS) if text else text  # a reason kept as English text
+    return shown(reason) if is_message(reason) else _(text) if text else text
 
 
 def _state_name(state: str) -> str:
@@ -214,6 +220,8 @@ def _verdict(r: dict[str, Any]) -> str:
         )
     if r["waiting"]:
         lines.append("[yellow]" + escape(stored_text(r["waiting"])) + "[/yellow]")
+    for flag in r.get("identity_flags") or []:
+        lines.append("[yellow]" + escape(stored_text(flag)) + "[/yellow]")
     return "\n".join(lines)
 
 

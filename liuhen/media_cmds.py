@@ -21,6 +21,7 @@ from catalog.errors import CatalogError
 from catalog.media import find_recording, recording_report, requeue_failures
 from config.errors import EXIT_NOINPUT, EXIT_USAGE, CheckFailed
 from config.i18n import N_, _, ngettext
+from config.message import is_message, shown
 from config.settings import zone_of
 from config.timetext import show_time
 from formats.filenames import NameParser
@@ -424,8 +425,8 @@ def _print_flag(flag: str, value: Any, zone: tzinfo) -> None:
     """A flag and its reason as lines a person reads (a list: one line each; a mapping:
     ``name: value`` lines), never a Python structure."""
     head = _("flag {flag}").format(flag=_stored_name(_FLAGS, flag))
-    if isinstance(value, str):
-        out.print(Text.assemble("  ", (head, "yellow"), ": ", value))
+    if isinstance(value, str) or is_message(value):
+        out.print(Text.assemble("  ", (head, "yellow"), ": ", shown(value)))
         return
     if value is True or value is None:
         out.print(Text.assemble("  ", (head, "yellow")))
@@ -433,7 +434,9 @@ def _print_flag(flag: str, value: Any, zone: tzinfo) -> None:
     out.print(Text.assemble("  ", (head, "yellow"), ":"))
     items = value if isinstance(value, list) else [value]
     for item in items:
-        if isinstance(item, dict):
+        if is_message(item):  # a kept message: in the reader's language
+            _say(f"- {shown(item)}", 4)
+        elif isinstance(item, dict):
             for n, (k, v) in enumerate(item.items()):
                 line = f"{k}: {_time_or_text(v, zone)}"
                 if n == 0:

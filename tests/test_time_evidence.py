@@ -14,6 +14,7 @@ import pytest
 
 from config.errors import ConfigError
 from config.loader import load_settings
+from config.message import from_stored
 from ingest.identity import CHINA_STANDARD_TIME
 from ingest.media.probe import probe
 from ingest.media.timeevidence import (
@@ -306,7 +307,10 @@ def test_as_dict_is_json() -> None:
     assert data["end"] == "2026-11-26T00:39:59Z"
     assert data["source"] == SOURCE_FILE_NAME
     assert data["corrected_by_offset"] is True
-    assert data["flags"] == list(ev.flags) and data["flags"]
+    # Each flag kept as its English text, template and fields (config.message).
+    assert [f["text"] for f in data["flags"]] == list(ev.flags) and data["flags"]
+    assert [from_stored(f) for f in data["flags"]] == list(ev.flags)
+    assert data["flags"][0]["msg"].startswith("{name} {time} is zero (the Unix epoch)")
     assert data["raw"]["embedded"] == "1970-01-01T00:00:00Z"
 
 

@@ -24,6 +24,7 @@ from catalog.models import Case, CaseRecording
 from catalog.search import FLAGS, STATES
 from config.errors import LiuhenError
 from config.i18n import N_
+from config.message import shown
 from web.auth import page_caller, to_login
 from web.render import page
 
@@ -137,9 +138,18 @@ def recording_page(request: Request, rec_id: int) -> Response:
         "play_kind": playable[0] if playable and may["recording.play"] else None,
         "has_poster": any(d["kind"] == "poster" for d in report["derivatives"]),
         "flag_text": FLAG_TEXT,
+        "flag_values": {k: _flag_value(v) for k, v in (report.get("flags") or {}).items()},
+        "time_flags": [shown(f) for f in (report.get("time_evidence") or {}).get("flags") or []],
         "time_sources": _time_sources(report.get("time_evidence") or {}, who),
     }
     return page(request, who, "recording.html", values)
+
+
+def _flag_value(value: Any) -> str:
+    """A flag's reason in the reader's language: a kept message translated (config.message),
+    a list one item after another; an older row's plain text as it is."""
+    items = value if isinstance(value, list) else [value]
+    return "; ".join(str(shown(v)) for v in items)
 
 
 def _time_sources(evidence: dict[str, Any], who: Caller) -> list[tuple[str, str]]:

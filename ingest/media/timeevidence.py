@@ -57,6 +57,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, Final
 
+from config.i18n import N_
+from config.message import Msg, stored
+
 __all__ = [
     "DEFAULT_THRESHOLD_S",
     "DEFAULT_ZONE",
@@ -87,6 +90,11 @@ SOURCE_EMBEDDED: Final = "embedded"
 SOURCE_FILE_MTIME_MINUS_DURATION: Final = "file-mtime-minus-duration"
 SOURCE_FILE_MTIME: Final = "file-mtime"
 SOURCE_RECEIVED: Final = "received"
+# The times the flags name (fields of their messages, translated with them).
+_FILE_NAME: Final = Msg(N_("file name"))
+_EMBEDDED: Final = Msg(N_("embedded creation time"))
+_FILE_MTIME: Final = Msg(N_("file mtime"))
+_MTIME_MINUS_DURATION: Final = Msg(N_("file mtime minus duration"))
 
 
 @dataclass(frozen=True)
@@ -113,7 +121,8 @@ class TimeEvidence:
     end: datetime | None
     source: str  # SOURCE_*: which source gave the start
     corrected_by_offset: bool  # the start was moved by the measured device clock offset
-    flags: tuple[str, ...]  # human-readable findings
+    # human-readable findings: English, each a config.message.Msg translated when read
+    flags: tuple[str, ...]
     raw: dict[str, str | float | None]  # every raw value (ISO strings), never overwritten
 
     def as_dict(self) -> dict[str, Any]:
@@ -123,7 +132,7 @@ class TimeEvidence:
             "end": _iso(self.end) if self.end else None,
             "source": self.source,
             "corrected_by_offset": self.corrected_by_offset,
-            "flags": list(self.flags),
+            "flags": [stored(f) for f in self.flags],  # template + fields: shown later
             "raw": dict(self.raw),
         }
 
@@ -132,16 +141,20 @@ class TimeEvidence:
 class _Reading:
     """One device-clock time, corrected for the clock offset."""
 
-    name: str  # "the file name time": for a value on its own
-    pair_name: str  # "file name": for a start estimate compared with another
+    name: Msg  # "the file name time": for a value on its own
+    pair_name: Msg  # "file name": for a start estimate compared with another
     raw: datetime
     value: datetime  # raw minus the clock offset, UTC
 
-    def describe(self) -> str:
-        text = f"{self.name} {_iso(self.value)}"
+    def describe(self) -> Msg:
         if self.value != self.raw:
-            text += f" (device clock showed {_iso(self.raw)})"
-        return text
+            return Msg(
+                N_("{name} {time} (device clock showed {raw})"),
+                name=self.name,
+                time=_iso(self.value),
+                raw=_iso(self.raw),
+            )
+        return Msg(N_("{name} {time}"), name=self.name, time=_iso(self.value))
 
 
 def derive_times(src: TimeSources, *, threshold_s: float = DEFAULT_THRESHOLD_S) -> TimeEvidence:
@@ -154,17 +167,17 @@ def derive_times(src: TimeSources, *, threshold_s: float = DEFAULT_THRESHOLD_S) 
 
     offset, length = _offset_and_length(src, threshold_s, flags)
 
-    def reading(name: str, pair_name: str, value: datetime | None) -> _Reading | None:
+    def reading(name: Msg, pair_name: Msg, value: datetime | None) -> _Reading | None:
         if value is None:
             return None
         shift = timedelta(seconds=offset or 0.0)
         return _Reading(name, pair_name, value, value.astimezone(UTC) - shift)
 
-    by_name = reading("file name time", "file name", src.file_name)
-    embedded = reading("embedded creation time", "embedded creation time", src.embedded)
+    by_name = reading(Msg(N_("file name time")), _FILE_NAME, src.file_name)
+    embedded = reading(_EMBEDDED, _EMBEDDED, src.embedded)
     mtime = reading(
-        "file mtime",
-        "file mtime minus duration" if length is not None else "file mtime",
+        _FILE_MTIME,
+        _MTIME_MINUS_DURATION if length is not None else _FILE_MTIME,
         src.file_mtime,
     )
     readings = [r for r in (by_name, embedded, mtime) if r is not None]
@@ -189,21 +202,37 @@ def derive_times(src: TimeSources, *, threshold_s: float = DEFAULT_THRESHOLD_S) 
     elif mtime is not None and mtime in plausible:
         source, chosen, start = SOURCE_FILE_MTIME, mtime, mtime.value
         flags.append(
-            "duration unknown: start set to the file mtime, which is usually the end of "
-            "the recording"
+            Msg(
+                N_(
+                    "duration unknown: start set to the file mtime, which is usually the end "
+                    "of the recording"
+                )
+            )
         )
     else:
         source, chosen, start = SOURCE_RECEIVED, None, received
         flags.append(
-            f"no plausible capture time from the device: start set to the station receive "
-            f"time {_iso(received)}"
+            Msg(
+                N_(
+                    "no plausible capture time from the device: start set to the station "
+                    "receive time {time}"
+                ),
+                time=_iso(received),
+            )
         )
 
     end = start + length if length is not None else None
     if chosen is not None and end is not None and end > latest:
         flags.append(
-            f"capture end {_iso(end)} is after the station received the file at "
-            f"{_iso(received)} (threshold {_secs(threshold_s)} s)"
+            Msg(
+                N_(
+                    "capture end {end} is after the station received the file at {received} "
+                    "(threshold {threshold} s)"
+                ),
+                end=_iso(end),
+                received=_iso(received),
+                threshold=_secs(threshold_s),
+            )
         )
 
     raw: dict[str, str | float | None] = {
@@ -230,17 +259,25 @@ def _offset_and_length(
     """The clock offset and the duration that can be used; a flag for each that cannot."""
     offset = src.clock_offset_s
     if offset is not None and not math.isfinite(offset):
-        flags.append(f"device clock offset {offset} is not a number: not applied")
+        flags.append(
+            Msg(N_("device clock offset {offset} is not a number: not applied"), offset=str(offset))
+        )
         offset = None
     if offset is not None and abs(offset) > threshold_s:
-        side = "ahead of" if offset > 0 else "behind"
-        flags.append(
-            f"device clock was {_secs(abs(offset))} s {side} the station clock at docking: "
-            "device times corrected by it"
+        ahead = N_(
+            "device clock was {seconds} s ahead of the station clock at docking: device "
+            "times corrected by it"
         )
+        behind = N_(
+            "device clock was {seconds} s behind the station clock at docking: device times "
+            "corrected by it"
+        )
+        flags.append(Msg(ahead if offset > 0 else behind, seconds=_secs(abs(offset))))
     duration = src.duration_s
     if duration is not None and not (math.isfinite(duration) and duration >= 0):
-        flags.append(f"duration {duration} is not a valid length: ignored")
+        flags.append(
+            Msg(N_("duration {duration} is not a valid length: ignored"), duration=str(duration))
+        )
         duration = None
     return offset, timedelta(seconds=duration) if duration is not None else None
 
@@ -258,17 +295,30 @@ def _disagreements(
             apart = abs((start_b - start_a).total_seconds())
             if apart > threshold_s:
                 flags.append(
-                    f"{a.pair_name} and {b.pair_name} differ by {_secs(apart)} s "
-                    f"(threshold {_secs(threshold_s)} s)"
+                    Msg(
+                        N_("{a} and {b} differ by {apart} s (threshold {threshold} s)"),
+                        a=a.pair_name,
+                        b=b.pair_name,
+                        apart=_secs(apart),
+                        threshold=_secs(threshold_s),
+                    )
                 )
     if lone_mtime is not None:
         for _, r, estimate in estimates:
             before = (estimate - lone_mtime.value).total_seconds()
             if before > threshold_s:
                 flags.append(
-                    f"file mtime {_iso(lone_mtime.value)} is {_secs(before)} s before the "
-                    f"{r.pair_name} start (threshold {_secs(threshold_s)} s): a file cannot "
-                    "be written before its recording starts"
+                    Msg(
+                        N_(
+                            "file mtime {mtime} is {before} s before the {start} start "
+                            "(threshold {threshold} s): a file cannot be written before its "
+                            "recording starts"
+                        ),
+                        mtime=_iso(lone_mtime.value),
+                        before=_secs(before),
+                        start=r.pair_name,
+                        threshold=_secs(threshold_s),
+                    )
                 )
     return flags
 
@@ -281,19 +331,35 @@ def _plausible(
     plausible: list[_Reading] = []
     for r in readings:
         if r.raw.astimezone(UTC) in ZERO_TIMES:
-            epoch = "the MP4/QuickTime epoch" if r.raw.year == 1904 else "the Unix epoch"
-            flags.append(
-                f"{r.name} {_iso(r.raw)} is zero ({epoch}): unset, the device never set it; "
-                "not used"
+            quicktime = N_(
+                "{name} {time} is zero (the MP4/QuickTime epoch): unset, the device never set "
+                "it; not used"
             )
+            unix = N_(
+                "{name} {time} is zero (the Unix epoch): unset, the device never set it; not used"
+            )
+            zero = quicktime if r.raw.year == 1904 else unix
+            flags.append(Msg(zero, name=r.name, time=_iso(r.raw)))
         elif r.value < EARLIEST_PLAUSIBLE:
-            flags.append(f"{r.describe()} is before 2000: device clock not set; not used")
+            flags.append(
+                Msg(
+                    N_("{reading} is before 2000: device clock not set; not used"),
+                    reading=r.describe(),
+                )
+            )
         elif r.value > latest:
             ahead = (r.value - received).total_seconds()
             flags.append(
-                f"{r.describe()} is {_secs(ahead)} s after the station received the file at "
-                f"{_iso(received)} (threshold {_secs(threshold_s)} s): device clock wrong; "
-                "not used"
+                Msg(
+                    N_(
+                        "{reading} is {ahead} s after the station received the file at "
+                        "{received} (threshold {threshold} s): device clock wrong; not used"
+                    ),
+                    reading=r.describe(),
+                    ahead=_secs(ahead),
+                    received=_iso(received),
+                    threshold=_secs(threshold_s),
+                )
             )
         else:
             plausible.append(r)
@@ -312,24 +378,35 @@ def _eight_hour_flags(
     """
     if embedded is None:
         return []
-    references: list[tuple[str, datetime]] = []
+    references: list[tuple[Msg, datetime]] = []
     if by_name is not None:
-        references.append(("file name", by_name.value))
+        references.append((_FILE_NAME, by_name.value))
     if mtime is not None and length is not None:
-        references.append(("file mtime minus duration", mtime.value - length))
+        references.append((_MTIME_MINUS_DURATION, mtime.value - length))
     for what, reference in references:
         if reference < EARLIEST_PLAUSIBLE:
             continue
         ahead = (embedded.value - reference).total_seconds()
         if abs(ahead - EIGHT_HOURS_S) <= EIGHT_HOURS_TOLERANCE_S:
             return [
-                f"embedded creation time is exactly 8 h off: local time written as UTC? "
-                f"({_secs(ahead)} s ahead of the {what})"
+                Msg(
+                    N_(
+                        "embedded creation time is exactly 8 h off: local time written as "
+                        "UTC? ({seconds} s ahead of the {what})"
+                    ),
+                    seconds=_secs(ahead),
+                    what=what,
+                )
             ]
         if abs(ahead + EIGHT_HOURS_S) <= EIGHT_HOURS_TOLERANCE_S:
             return [
-                f"embedded creation time is exactly 8 h behind the {what}: a time-zone "
-                f"mix-up (the {what} read as UTC+8 but written in UTC?)"
+                Msg(
+                    N_(
+                        "embedded creation time is exactly 8 h behind the {what}: a time-zone "
+                        "mix-up (the {what} read as UTC+8 but written in UTC?)"
+                    ),
+                    what=what,
+                )
             ]
     return []
 
