@@ -17,7 +17,7 @@ development machine). One proxy of ``--proxy-mb`` MiB (default 64; 1024 is the i
 Then ``liuhen serve`` runs as its own process (uvicorn, as in production) and:
 
 * authentication: ``GET /api/v1/session`` (who am I) one request at a time, with an
-  auditor's session and with an officer's session: what every request pays first;
+  integration's API token and with an auditor's session: what every request pays first;
 * search: a mix of queries (no filter, officer, recorder, unit, a station day, damaged,
   on hold, a case, page two by cursor, officer and day together) sent by one client
   (latency of the query itself) and by ``--clients`` concurrent clients (the server
@@ -498,6 +498,7 @@ class Prepared:
     token: str  # an auditor's session secret, as Bearer (API tokens open no evidence)
     officer_session: str  # an officer's session secret (sees their own recordings)
     officer_number: str
+    api_token: str  # an integration's API token (a case-management system): its auth cost
 
 
 def _prepare(data_dir: Path, url: str, recordings: int, proxy_mb: int, seed: int) -> Prepared:
@@ -508,7 +509,7 @@ def _prepare(data_dir: Path, url: str, recordings: int, proxy_mb: int, seed: int
 
     from access.accounts import create_user, principal_of
     from access.roles import Role
-    from access.sessions import open_session
+    from access.sessions import issue_token, open_session
     from catalog.media import DerivedObject, record_derivative
     from catalog.models import Recording
     from config import load_settings
@@ -562,6 +563,15 @@ def _prepare(data_dir: Path, url: str, recordings: int, proxy_mb: int, seed: int
         )
         principal = principal_of(s, auditor, via="session", policy=app.settings.access)
         token = open_session(s, principal, source="bench", policy=app.settings.access)
+        api_token = issue_token(
+            s,
+            name="bench-cms",
+            role=Role.ARCHIVIST,
+            unit=UNITS[0],
+            expires_at=datetime.now(UTC) + timedelta(hours=6),
+            created_by="bench",
+            policy=app.settings.access,
+        )
         number = f"{100000 + carrier(1, YEAR_START)}"
         user, _none = create_user(
             s,
@@ -577,7 +587,7 @@ def _prepare(data_dir: Path, url: str, recordings: int, proxy_mb: int, seed: int
         officer_session = open_session(s, principal, policy=app.settings.access)
     store_path = Path(app.settings.store_url.removeprefix("file://")) / key
     app.close()
-    return Prepared(built, store_path, 1, token, officer_session, number)
+    return Prepared(built, store_path, 1, token, officer_session, number, api_token)
 
 
 def run(
@@ -602,9 +612,8 @@ def run(
             built, proxy, rec_id, token = prep.built, prep.proxy, prep.rec_id, prep.token
             accel = via == "nginx"
             proc, base = start_server(data_dir, url, accel=accel)
-            auth = measure_auth(
-                base, {"auditor session": token, "officer session": prep.officer_session}, searches
-            )
+            # What every request pays first: an integration's token, a person's session.
+            auth = measure_auth(base, {"token": prep.api_token, "session": token}, searches)
             search = measure_search(base, token, searches, clients, seed)
             own = measure_search(
                 base, prep.officer_session, searches, clients, seed, mix=officer_mix
