@@ -132,6 +132,31 @@ def test_an_import_without_the_forms_token_imports_nothing(app: Any, web: TestCl
     assert notes == {"import 分配表.csv line 2", "import 分配表.csv line 3"}
 
 
+def test_a_body_of_many_tiny_parts_is_refused_unread(app: Any, web: TestClient) -> None:
+    """A form of ours has a few fields and one file: thousands of tiny parts are refused
+    before the MIME parser spends the server's time on them (nothing imported)."""
+    from catalog.devices import list_devices
+
+    add_admin(app, "admin", "system_admin")
+    csrf = _login(web, "admin", _totp(app, "admin"))
+    many = {f"f{i}": str(i) for i in range(500)}
+    refused = web.post(
+        "/admin/devices/import",
+        data={"csrf": csrf, **many},
+        files={"file": ("a.csv", (HEADER + GOOD_ROWS).encode(), "text/csv")},
+    )
+    assert refused.status_code == 413
+    with app.catalog.session() as s:
+        assert list_devices(s) == []
+
+
+def test_a_login_form_too_large_is_not_read(web: TestClient) -> None:
+    """A login form is a few hundred bytes; a huge body, sent before any login, is read
+    no further than the limit and answered as an empty form."""
+    r = web.post("/login", data={"login": "x" * 200_000, "password": "y"})
+    assert r.status_code == 400
+
+
 def test_accounts_locked_ended_and_disabled_each_by_their_administrator(
     app: Any, web: TestClient
 ) -> None:

@@ -106,10 +106,21 @@ def same_site(request: Request) -> bool:
     return parts.hostname == host.strip("[]")  # a proxy that passes the name alone
 
 
+# A page's form (a login, a reason, a filter) is a few hundred bytes; reached before any
+# login, a form's body is read no further than this.
+FORM_MAX = 64 * 1024
+
+
 async def form_of(request: Request) -> dict[str, str]:
-    """A posted HTML form (application/x-www-form-urlencoded), first value of each."""
-    body = (await request.body()).decode("utf-8", errors="replace")
-    return {k: v[0] for k, v in parse_qs(body, keep_blank_values=True).items()}
+    """A posted HTML form (application/x-www-form-urlencoded), first value of each; a
+    body over :data:`FORM_MAX` is read no further and counts as an empty form."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > FORM_MAX:
+            return {}
+    text = body.decode("utf-8", errors="replace")
+    return {k: v[0] for k, v in parse_qs(text, keep_blank_values=True).items()}
 
 
 def csrf_ok(request: Request, sent: str | None) -> bool:

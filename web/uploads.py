@@ -9,10 +9,14 @@ from email import policy
 from email.parser import BytesParser
 from typing import Final
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 # An assignment list of a district is a few thousand rows: far below this.
 UPLOAD_MAX: Final = 20 * 1024 * 1024
+# The form has a handful of fields and one file; a body of thousands of tiny parts is
+# not a form of ours, and parsing it would only cost time.
+PARTS_MAX: Final = 32
 
 
 class UploadTooLarge(ValueError):
@@ -38,7 +42,15 @@ async def multipart_of(request: Request) -> Posted:
         body += chunk
         if len(body) > UPLOAD_MAX:
             raise UploadTooLarge(len(body))
-    message = BytesParser(policy=policy.HTTP).parsebytes(bytes(body))
+    # Parsed in a worker thread: the event loop also serves the station screen.
+    return await run_in_threadpool(_parse, bytes(body))
+
+
+def _parse(body: bytes) -> Posted:
+    boundary_count = body.count(b"\r\n--")
+    if boundary_count > PARTS_MAX + 1:
+        raise UploadTooLarge(len(body))
+    message = BytesParser(policy=policy.HTTP).parsebytes(body)
     fields: dict[str, str] = {}
     files: dict[str, tuple[str, bytes]] = {}
     for part in message.iter_parts():
