@@ -376,6 +376,10 @@ def target_for_case(session: Session, number: str) -> Target:
 
 
 def _scopes(principal: Principal, permission: Permission) -> set[Scope]:
+    """How far the principal's roles reach with ``permission``; nowhere for what
+    :func:`decide` refuses whatever the target (a pending account, a token's evidence)."""
+    if principal.pending or _token_only(principal, permission):
+        return set()
     return {ROLE_SCOPE[r] for r in principal.roles if permission in ROLE_PERMISSIONS[r]}
 
 

@@ -345,3 +345,20 @@ def test_a_case_grant_in_the_catalog_before_during_and_after(app: Any) -> None:
         assert not allowed(
             s, outsider, P.RECORDING_PLAY, target_for_recording(s, w["a"]), now=during
         )
+
+
+def test_list_filters_reach_nothing_where_decide_refuses_everything() -> None:
+    """A token (evidence is for people) and a pending account (a one-time password not
+    yet changed) are refused any recording by decide(); the search filters agree, so a
+    list never shows what a detail would refuse."""
+    from dataclasses import replace
+
+    from sqlalchemy.sql.elements import False_
+
+    auditor = Principal(9, "aud", "aud", None, None, frozenset({Role.AUDITOR}), "session")
+    assert recording_scope(auditor) is None  # every unit
+    token = replace(auditor, via="token")
+    pending = replace(auditor, pending=frozenset({"password_change"}))
+    for who in (token, pending):
+        assert isinstance(recording_scope(who), False_)
+        assert not decide(who, Permission.RECORDING_VIEW).allowed
