@@ -22,7 +22,10 @@ auditor, logged in through the login form (the pages' cookie session), asks:
 
 Each request is timed on the client over loopback (the HTTP exchange included: what a
 browser on the same network waits for the HTML), one client then ``--clients`` clients
-at once: p50, p95, max in ms. The issue's figures are at ``--recordings 1000000``, by
+at once, each asking again the moment it is answered (a closed loop, far above what
+people do), and with ``--think-s S`` also ``--clients`` browsers that pause S seconds on
+average between pages (a person looking at a page before the next click): p50, p95,
+max in ms. The issue's figures are at ``--recordings 1000000``, by
 hand; tests/test_web_bench.py runs it small and asserts no timing.
 """
 
@@ -126,7 +129,11 @@ def _recording_job(rec_id: int, http: httpx.Client) -> list[float]:
 
 
 def _measure(
-    base: str, login: str, jobs: Sequence[Callable[[httpx.Client], list[float]]], clients: int
+    base: str,
+    login: str,
+    jobs: Sequence[Callable[[httpx.Client], list[float]]],
+    clients: int,
+    think_s: float = 0.0,
 ) -> dict[str, Any]:
     http = _logged_in(base, login)
     try:
@@ -150,7 +157,39 @@ def _measure(
     finally:
         for http in opened:
             http.close()
-    return {"one_client_ms": _percentiles(single), f"{clients}_clients_ms": _percentiles(loaded)}
+    result = {"one_client_ms": _percentiles(single), f"{clients}_clients_ms": _percentiles(loaded)}
+    if think_s > 0:
+        paced = _browsers(base, login, jobs, clients, think_s)
+        result[f"{clients}_browsers_{think_s:g}s_think_ms"] = _percentiles(paced)
+    return result
+
+
+def _browsers(
+    base: str,
+    login: str,
+    jobs: Sequence[Callable[[httpx.Client], list[float]]],
+    browsers: int,
+    think_s: float,
+) -> list[float]:
+    """``browsers`` people at once, each with their own session, opening pages one after
+    another with a pause between them (exponential, mean ``think_s``: the time to look at
+    a page before the next click). The closed loop above has no pause at all: each
+    client asks again the moment it is answered, far more than a person does."""
+
+    def person(index: int) -> list[float]:
+        rng = random.Random(index)
+        http = _logged_in(base, login)
+        times: list[float] = []
+        try:
+            for job in jobs[index::browsers]:
+                time.sleep(rng.expovariate(1 / think_s))
+                times += job(http)
+        finally:
+            http.close()
+        return times
+
+    with ThreadPoolExecutor(browsers) as pool:
+        return [ms for got in pool.map(person, range(browsers)) for ms in got]
 
 
 def run(
@@ -162,6 +201,7 @@ def run(
     seed: int = 7,
     keep: bool = False,
     reuse: bool = False,
+    think_s: float = 0.0,
 ) -> dict[str, Any]:
     cleanup = None
     if url is None:
@@ -180,8 +220,8 @@ def run(
             searches = [partial(_search_job, q) for q in mix]
             ids = [rng.randrange(1, held + 1) for _ in range(requests)]
             pages = [partial(_recording_job, i) for i in ids]
-            search = _measure(base, login, searches, clients)
-            recording = _measure(base, login, pages, clients)
+            search = _measure(base, login, searches, clients, think_s)
+            recording = _measure(base, login, pages, clients, think_s)
     finally:
         if proc is not None:
             proc.terminate()
@@ -219,6 +259,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--json", type=Path, help="Also write the figures to this file.")
     p.add_argument("--keep", action="store_true", help="Keep the bench schema (to --reuse it).")
+    p.add_argument(
+        "--think-s",
+        type=float,
+        default=0.0,
+        help="Also measure --clients browsers pausing this long on average between pages.",
+    )
     args = p.parse_args(argv)
     result = run(
         args.url,
@@ -228,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         keep=args.keep,
         reuse=args.reuse,
+        think_s=args.think_s,
     )
     text_ = json.dumps(result, indent=2, ensure_ascii=False)
     print(text_)
