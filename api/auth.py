@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from fastapi import Request
@@ -68,6 +68,10 @@ class Caller:
     ctx: ApiContext
     principal: Principal
     source: str
+    # The recordings this request asked the policy about, as the policy sees them: a
+    # page asks several times (its view, its player, its custody table) and each look-up
+    # is five queries. One request sees one state of the recording.
+    _recording_targets: dict[int, Target] = field(default_factory=dict, repr=False)
 
     @property
     def actor(self) -> str:
@@ -121,8 +125,12 @@ class Caller:
             return playing_already(s, self.actor, rec_id)
 
     def recording_target(self, rec_id: int) -> Target:
-        with self.ctx.catalog.session() as s:
-            return policy.target_for_recording(s, rec_id)
+        found = self._recording_targets.get(rec_id)
+        if found is None:
+            with self.ctx.catalog.session() as s:
+                found = policy.target_for_recording(s, rec_id)
+            self._recording_targets[rec_id] = found
+        return found
 
     def case_target(self, number: str) -> Target:
         """The case as the policy sees it, found as people write its number."""

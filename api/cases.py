@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Path, Query
 
 from access.policy import Target, recording_scope
+from access.roles import Permission
 from api import services
 from api.auth import Caller, caller
 from api.errors import ApiError
@@ -129,7 +130,7 @@ def add_action(who: Who, number: Number, body: ActionCreate) -> dict[str, Any]:
         end=end,
         place=body.place,
         actor=who.actor,
-        only=recording_scope(who.principal),
+        only=recording_scope(who.principal, Permission.CASE_ATTACH),
     )
     return {"action": body.id, "attached": attached}
 

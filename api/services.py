@@ -242,6 +242,7 @@ def import_cases(
     from pathlib import Path
 
     from access.policy import may_change_case, recording_scope
+    from access.roles import Permission
     from catalog.case_intake import import_and_attach
 
     with ctx.catalog.transaction() as s:
@@ -255,7 +256,7 @@ def import_cases(
             zone=ctx.zone,
             data=data,
             may_change=lambda number, unit: may_change_case(s, principal, number, unit),
-            attachable=recording_scope(principal),
+            attachable=recording_scope(principal, Permission.CASE_ATTACH),
         )
     return report.as_dict()
 

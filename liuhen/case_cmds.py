@@ -285,12 +285,14 @@ def _principal() -> Principal | None:
 
 
 def _attachable(principal: Principal | None) -> Any:
-    """The recordings an action changed by ``principal`` may attach: those it may see."""
+    """The recordings an action changed by ``principal`` may attach by rule: those within
+    its reach for attaching (an integration's token holds that, not the view)."""
     if principal is None:
         return None
     from access.policy import recording_scope
+    from access.roles import Permission
 
-    return recording_scope(principal)
+    return recording_scope(principal, Permission.CASE_ATTACH)
 
 
 def _may_change(session: Any, principal: Principal | None) -> Any:
