@@ -177,7 +177,8 @@ def test_worker_killed_mid_transcode_leaves_nothing_and_rerun_completes(tmp_path
         [LIUHEN, "worker", "--drain"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     try:
-        deadline = time.time() + 60
+        # Generous: on a loaded machine the worker's start and probe may take minutes.
+        deadline = time.time() + 240
         while time.time() < deadline and not _ffmpeg_child_of(worker.pid):
             time.sleep(0.05)
         assert _ffmpeg_child_of(worker.pid), "the worker never started ffmpeg"
