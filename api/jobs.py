@@ -5,25 +5,43 @@ only share the disk and the two cores).
 A job is what `liuhen export --out FILE.tar` does, into ``<data dir>/exports/api/<job>.tar``;
 its progress is the size of the bag written so far. The catalog's ``exports`` rows and
 custody events record the export itself, as for the CLI; the job list is the server's
-memory of who asked and where the file is, lost on restart (the bags are not).
+record of who asked and where the file is: ``<job>.json`` beside the bag
+(``api.filestate``), so that every process of `liuhen serve --workers N` sees every job,
+and a restart forgets none.
+
+Across processes: the process that takes a job holds ``<job>.lock`` until the job has
+its final state, and runs it only while it holds ``.export.lock`` too (one export at a
+time, whichever process took the job). A job left queued or running by a process that
+died (killed, or stopped before the job's turn came) is found so by whoever looks next,
+and is marked failed (code ``Interrupted``), its half-written bag removed.
 """
 
 from __future__ import annotations
 
+import logging
+import re
+import shutil
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from api.context import ApiContext
+from api.filestate import Held, hold, owner_gone, read_json, try_lock, write_json
 from archive_export.bagwriter import PARTIAL_SUFFIX
 from catalog.models import utcnow
 from config.errors import LiuhenError
 from config.i18n import _
 from config.timetext import iso_time
+
+log = logging.getLogger("liuhen.api")
+ACTIVE = ("queued", "running")
+_ID = re.compile(r"[0-9a-f]{32}")
+EXPORT_LOCK = ".export.lock"  # held by the one process exporting now
+WAIT_S = 0.5  # how often a queued job looks whether the export before it has finished
 
 
 @dataclass
@@ -39,8 +57,20 @@ class ExportJob:
     bags: list[dict[str, Any]] = field(default_factory=list)
     error: dict[str, Any] | None = None
 
+    @property
+    def record(self) -> Path:
+        return self.out.with_suffix(".json")
+
+    @property
+    def lock(self) -> Path:
+        return self.out.with_suffix(".lock")
+
+    @property
+    def partial(self) -> Path:
+        return self.out.with_name(self.out.name + PARTIAL_SUFFIX)
+
     def bytes_written(self) -> int:
-        for path in (self.out, self.out.with_name(self.out.name + PARTIAL_SUFFIX)):
+        for path in (self.out, self.partial):
             try:
                 return path.stat().st_size
             except OSError:
@@ -61,6 +91,40 @@ class ExportJob:
             "error": self.error,
         }
 
+    def save(self) -> None:
+        kept = asdict(self) | {
+            "out": self.out.name,
+            "started_at": _when(self.started_at),
+            "finished_at": _when(self.finished_at),
+        }
+        write_json(self.record, kept)
+
+    @classmethod
+    def load(cls, record: Path) -> ExportJob | None:
+        kept = read_json(record)
+        if not isinstance(kept, dict) or not _ID.fullmatch(str(kept.get("id", ""))):
+            return None
+        return cls(
+            id=kept["id"],
+            scope=kept.get("scope") or {},
+            actor=str(kept.get("actor", "")),
+            out=record.with_name(str(kept.get("out") or f"{kept['id']}.tar")),
+            state=str(kept.get("state", "failed")),
+            started_at=_parsed(kept.get("started_at")),
+            finished_at=_parsed(kept.get("finished_at")),
+            export=kept.get("export"),
+            bags=kept.get("bags") or [],
+            error=kept.get("error"),
+        )
+
+
+def _when(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _parsed(value: Any) -> datetime | None:
+    return datetime.fromisoformat(value) if isinstance(value, str) and value else None
+
 
 class JobNotFound(LiuhenError):
     http_status = 404
@@ -69,9 +133,12 @@ class JobNotFound(LiuhenError):
 class ExportJobs:
     def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
-        self._jobs: dict[str, ExportJob] = {}
-        self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="liuhen-export")
+        self._closing = threading.Event()
+
+    @property
+    def folder(self) -> Path:
+        return self.ctx.settings.data_dir / "exports" / "api"
 
     def start(
         self,
@@ -83,34 +150,85 @@ class ExportJobs:
         actor: str,
     ) -> ExportJob:
         job_id = uuid.uuid4().hex
-        folder = self.ctx.settings.data_dir / "exports" / "api"
         scope: dict[str, Any] = {
             "cases": list(cases),
             "from": iso_time(date_from, self.ctx.zone),
             "to": iso_time(date_to, self.ctx.zone),
             "with_access": with_access,
         }
-        job = ExportJob(job_id, scope, actor, folder / f"{job_id}.tar")
-        with self._lock:
-            self._jobs[job_id] = job
-        self._pool.submit(self._run, job, cases, date_from, date_to, with_access)
+        job = ExportJob(job_id, scope, actor, self.folder / f"{job_id}.tar")
+        job.out.parent.mkdir(parents=True, exist_ok=True)
+        mine = hold(job.lock)  # before the record: nobody may see it without its owner
+        try:
+            job.save()
+            self._pool.submit(self._run, job, mine, cases, date_from, date_to, with_access)
+        except BaseException:
+            mine.release(remove=True)
+            raise
         return job
 
     def get(self, job_id: str) -> ExportJob:
-        with self._lock:
-            job = self._jobs.get(job_id)
+        job = ExportJob.load(self.folder / f"{job_id}.json") if _ID.fullmatch(job_id) else None
         if job is None:
             raise JobNotFound(
                 _("no export job {id}").format(id=job_id),
                 hint=_("list the jobs with GET /api/v1/exports/jobs"),
             )
-        return job
+        return self._settled(job)
 
     def all(self) -> list[ExportJob]:
-        with self._lock:
-            return sorted(self._jobs.values(), key=lambda j: j.id)
+        jobs = (ExportJob.load(p) for p in self.folder.glob("*.json"))
+        return sorted((self._settled(j) for j in jobs if j is not None), key=lambda j: j.id)
+
+    def _settled(self, job: ExportJob) -> ExportJob:
+        """``job``, marked failed if the process that had it is gone before it ended."""
+        if job.state not in ACTIVE:
+            return job
+        gone = owner_gone(job.lock)
+        if gone is False:
+            return job
+        try:
+            now = ExportJob.load(job.record)  # under the lock: the owner's last word
+            if now is None or now.state not in ACTIVE:
+                return now or job
+            _interrupted(now)
+            return now
+        finally:
+            if isinstance(gone, Held):
+                gone.release(remove=True)
 
     def _run(
+        self,
+        job: ExportJob,
+        mine: Held,
+        cases: tuple[str, ...],
+        date_from: datetime | None,
+        date_to: datetime | None,
+        with_access: bool,
+    ) -> None:
+        turn: Held | None = None
+        try:
+            turn = self._turn()
+            if turn is None:  # the server is stopping before this job's turn came
+                _interrupted(job)
+                return
+            self._export(job, cases, date_from, date_to, with_access)
+        finally:
+            if turn is not None:
+                turn.release()
+            mine.release(remove=True)
+
+    def _turn(self) -> Held | None:
+        """The export lock, once the export before (in any process) has finished;
+        None when the server stops first."""
+        while not self._closing.is_set():
+            turn = try_lock(self.folder / EXPORT_LOCK)
+            if turn is not None:
+                return turn
+            self._closing.wait(WAIT_S)
+        return None
+
+    def _export(
         self,
         job: ExportJob,
         cases: tuple[str, ...],
@@ -123,8 +241,8 @@ class ExportJobs:
 
         s = self.ctx.settings
         job.state, job.started_at = "running", utcnow()
+        job.save()
         try:
-            job.out.parent.mkdir(parents=True, exist_ok=True)
             req = ExportRequest(
                 out=job.out,
                 cases=cases,
@@ -147,9 +265,7 @@ class ExportJobs:
                 "code": "InternalError",
             }
             job.state = "failed"
-            import logging
-
-            logging.getLogger("liuhen.api").exception("export job %s failed", job.id)
+            log.exception("export job %s failed", job.id)
         else:
             job.export = result.uid
             job.bags = [
@@ -165,6 +281,28 @@ class ExportJobs:
             job.state = "done"
         finally:
             job.finished_at = utcnow()
+            job.save()
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._closing.set()
+        self._pool.shutdown(wait=True)
+
+
+def _interrupted(job: ExportJob) -> None:
+    """``job`` failed: its process stopped before it ended; the half-written bag goes
+    (the catalog's own export row is reconciled by the next export)."""
+    partial = job.partial
+    if partial.is_dir():
+        shutil.rmtree(partial, ignore_errors=True)
+    else:
+        partial.unlink(missing_ok=True)
+    job.state = "failed"
+    job.finished_at = job.finished_at or utcnow()
+    job.error = {
+        "message": _(
+            "export job {id} was interrupted: the server process running it stopped"
+        ).format(id=job.id),
+        "hint": _("start the export again"),
+        "code": "Interrupted",
+    }
+    job.save()

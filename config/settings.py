@@ -276,6 +276,9 @@ class ApiSettings:
     # main listener (comma-separated addresses, uvicorn's forwarded_allow_ips), set here so
     # that no FORWARDED_ALLOW_IPS in the environment widens it.
     forwarded_allow_ips: str = "127.0.0.1"
+    # Server processes answering on the port (`liuhen serve --workers`): one Python
+    # process uses one core; on a machine with several, give about one per core.
+    workers: int = bounded(1, 1, 64)
 
 
 @dataclass(frozen=True)

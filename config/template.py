@@ -173,6 +173,8 @@ accel_redirect = ""
 station_screen_port = 8001
 # The reverse proxies whose X-Forwarded-For and X-Forwarded-Proto are believed.
 forwarded_allow_ips = "127.0.0.1"
+# Server processes answering on that port: about one per core.
+workers = 1
 """)
 
 

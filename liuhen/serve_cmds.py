@@ -1,21 +1,54 @@
 """`liuhen serve`: the HTTP API (api/) and the web pages on uvicorn, and the station's
-own screen on a second, loopback-only listener."""
+own screen on a second, loopback-only listener.
+
+With ``--workers N`` ([api] workers) above 1, N processes answer on the same port. This
+process binds both listening sockets, then starts each worker with the ``spawn`` method
+(a fresh interpreter: it builds its own application, catalog engine and store; nothing
+made here, no database connection, is shared). It restarts a worker that dies, and on
+SIGTERM or SIGINT stops them all and waits for them. Our own loop rather than uvicorn's
+``Multiprocess`` supervisor: only one worker (the first) serves the station screen's
+socket, each worker must tell when its application has started (a worker that cannot
+start is not restarted forever), and a worker whose parent is gone stops by itself.
+State the workers share (export jobs, the audit page's custody check) is kept in files
+of the data directory (api.filestate), not in a process's memory.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import socket
+import threading
+import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
 
-from config.i18n import _
+from config import LiuhenError, Settings
+from config.i18n import _, language, set_language
 from liuhen.output import err
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+STOP_WAIT_S = 30  # a worker still finishing requests after SIGTERM is killed after this
+GIVE_UP_AFTER = 5  # a worker that dies this many times in a row before it ever started
+
+
+@dataclass(frozen=True)
+class ServeSpec:
+    """What a server process needs to build its application and servers (picklable:
+    it goes to each worker)."""
+
+    settings: Settings
+    language: str
+    certfile: str | None
+    keyfile: str | None
+    accel_redirect: str | None
+    screen_port: int  # the station screen's listener, bound (0: none)
 
 
 def run_serve(
@@ -27,22 +60,22 @@ def run_serve(
     keyfile: Path | None,
     accel_redirect: str | None = None,
     station_port: int | None = None,
+    workers: int | None = None,
 ) -> None:
     """Serve the API and pages on ``host:port`` and, on ``127.0.0.1:station_port``, the
-    station's own screen (no login there; 0 or None: [api] station_screen_port)."""
-    import uvicorn
-
-    from web.app import create_app  # the API with the web pages on it
-
+    station's own screen (no login there; 0 or None: [api] station_screen_port), in
+    ``workers`` processes (None: [api] workers)."""
     if (certfile is None) != (keyfile is None):
         raise click.UsageError(_("give both --tls-cert and --tls-key, or neither"))
     api = app.settings.api
     screen_port = api.station_screen_port if station_port is None else station_port
+    count = api.workers if workers is None else workers
     if screen_port and screen_port == port:
         raise click.UsageError(
             _("the station screen's port {port} is the API's own: give another").format(port=port)
         )
     app.ready_catalog()  # an out-of-date schema is said now, not at the first request
+    app.catalog.dispose()  # the workers open their own connections
     scheme = "https" if certfile else "http"
     err.print(
         _("serving the API on {url}/api/v1 (description: {url}/api/v1/openapi.json)").format(
@@ -58,44 +91,112 @@ def run_serve(
             ).format(host=host),
             markup=False,
         )
-    web_app = create_app(app.settings, accel_redirect=accel_redirect)
+    main = _listen(host, port)
     screen = _station_socket(screen_port)
-    web_app.state.station_screen_port = screen.getsockname()[1] if screen else 0
-    main = uvicorn.Server(
+    spec = ServeSpec(
+        settings=app.settings,
+        language=language(),
+        certfile=str(certfile) if certfile else None,
+        keyfile=str(keyfile) if keyfile else None,
+        accel_redirect=accel_redirect,
+        screen_port=screen.getsockname()[1] if screen else 0,
+    )
+    if screen is not None:
+        err.print(
+            _(
+                "the station's own screen: http://127.0.0.1:{port}/station (this machine only)"
+            ).format(port=spec.screen_port),
+            markup=False,
+        )
+    if count <= 1:
+        serve_process(spec, main, screen)
+        return
+    err.print(_("{count} server processes answer on the port").format(count=count), markup=False)
+    Supervisor(spec, count, main, screen).run()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The main listening socket, bound here once for every worker."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise LiuhenError(
+            _("cannot listen on {host}:{port}: {error}").format(
+                host=host, port=port, error=exc.strerror or exc
+            ),
+            hint=_("another program may use that port: give another with --port"),
+        ) from exc
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve_process(
+    spec: ServeSpec,
+    main: socket.socket,
+    screen: socket.socket | None,
+    *,
+    ready: Any = None,
+    parent: int | None = None,
+) -> None:
+    """One server process: its own application on the sockets given; ``ready`` (an
+    event) is set once the application has started; ``parent``: stop when that process
+    is gone (a worker never outlives its supervisor)."""
+    import uvicorn
+
+    from web.app import create_app  # the API with the web pages on it
+
+    set_language(spec.language)
+    web_app = create_app(spec.settings, accel_redirect=spec.accel_redirect)
+    # Every worker knows the station screen's port (its guard tells that listener's
+    # requests by it), whether or not this one serves it.
+    web_app.state.station_screen_port = spec.screen_port
+    server = _Main(
         uvicorn.Config(
             web_app,
-            host=host,
-            port=port,
-            ssl_certfile=str(certfile) if certfile else None,
-            ssl_keyfile=str(keyfile) if keyfile else None,
+            ssl_certfile=spec.certfile,
+            ssl_keyfile=spec.keyfile,
             # Request lines carry no secrets (tokens go in headers), but access logs
             # belong to the reverse proxy; ours would only double them.
             access_log=False,
             # The reverse proxy's X-Forwarded-For and -Proto, believed from the proxies
             # the settings name only (never from FORWARDED_ALLOW_IPS in the environment).
             proxy_headers=True,
-            forwarded_allow_ips=api.forwarded_allow_ips,
+            forwarded_allow_ips=spec.settings.api.forwarded_allow_ips,
             server_header=False,
+        ),
+        parent=parent,
+    )
+    station = None
+    if screen is not None:
+        # The same application, plain HTTP on loopback, no proxy headers: what arrives
+        # here is a browser on this machine, whatever a forwarded header says.
+        station = _follower(
+            uvicorn.Config(
+                web_app, access_log=False, proxy_headers=False, lifespan="off", server_header=False
+            ),
+            leader=server,
         )
-    )
-    if screen is None:
-        main.run()
-        return
-    err.print(
-        _("the station's own screen: http://127.0.0.1:{port}/station (this machine only)").format(
-            port=web_app.state.station_screen_port
-        ),
-        markup=False,
-    )
-    # The same application, plain HTTP on loopback, no proxy headers: what arrives here
-    # is a browser on this machine, whatever a forwarded header says.
-    station = _follower(
-        uvicorn.Config(
-            web_app, access_log=False, proxy_headers=False, lifespan="off", server_header=False
-        ),
-        leader=main,
-    )
-    asyncio.run(_serve_both(main, station, screen))
+    asyncio.run(_serve_both(server, main, station, screen, ready))
+
+
+class _Main:
+    """uvicorn's server, also stopping when its supervisor (``parent``) is gone."""
+
+    def __new__(cls, config: Any, parent: int | None) -> Any:
+        import uvicorn
+
+        class Main(uvicorn.Server):
+            async def on_tick(self, counter: int) -> bool:
+                if parent is not None and os.getppid() != parent:
+                    return True
+                return await super().on_tick(counter)
+
+        return Main(config)
 
 
 def _follower(config: Any, leader: Any) -> Any:
@@ -113,13 +214,122 @@ def _follower(config: Any, leader: Any) -> Any:
     return Follower(config)
 
 
-async def _serve_both(main: Any, station: Any, screen: socket.socket) -> None:
+async def _serve_both(
+    main: Any, sock: socket.socket, station: Any, screen: socket.socket | None, ready: Any
+) -> None:
+    """The main server and, once its application has started (lifespan: the catalog
+    opened), the station screen's: a request there waits in the socket's queue until
+    then rather than meet an application not started (a 500)."""
+    serving = asyncio.create_task(main.serve(sockets=[sock]))
+    while not main.started and not serving.done():
+        await asyncio.sleep(0.05)
+    if not main.started:
+        await serving  # its exception, or the exit it asked for
+        raise SystemExit(3)
+    if ready is not None:
+        ready.set()
+    if station is None or screen is None:
+        await serving
+        return
     follower = asyncio.create_task(station.serve(sockets=[screen]))
     try:
-        await main.serve()
+        await serving
     finally:
         station.should_exit = True
         await follower
+
+
+def _worker_main(
+    spec: ServeSpec,
+    main: socket.socket,
+    screen: socket.socket | None,
+    ready: Any,
+    parent: int,
+) -> None:
+    """A worker process's entry point (module level: ``spawn`` imports it)."""
+    serve_process(spec, main, screen, ready=ready, parent=parent)
+
+
+@dataclass
+class _Worker:
+    slot: int
+    process: Any
+    ready: Any
+    failures: int = 0  # deaths in a row before it started
+
+
+class Supervisor:
+    """N worker processes on the sockets bound here: each dead one restarted, all
+    stopped on SIGTERM/SIGINT."""
+
+    def __init__(
+        self, spec: ServeSpec, count: int, main: socket.socket, screen: socket.socket | None
+    ) -> None:
+        import multiprocessing
+
+        self.spec, self.count, self.main, self.screen = spec, count, main, screen
+        self.mp = multiprocessing.get_context("spawn")
+        self.stop = threading.Event()
+        self.workers: list[_Worker] = []
+
+    def _launch(self, slot: int, failures: int = 0) -> _Worker:
+        ready = self.mp.Event()
+        process = self.mp.Process(
+            target=_worker_main,
+            args=(self.spec, self.main, self.screen if slot == 0 else None, ready, os.getpid()),
+            name=f"liuhen-serve-{slot}",
+        )
+        process.start()
+        return _Worker(slot, process, ready, failures)
+
+    def run(self) -> None:
+        handled = (signal.SIGTERM, signal.SIGINT)
+        previous = {sig: signal.signal(sig, lambda *_a: self.stop.set()) for sig in handled}
+        try:
+            self.workers = [self._launch(slot) for slot in range(self.count)]
+            while not self.stop.wait(0.2):
+                self._restart_dead()
+        finally:
+            self._stop_all()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _restart_dead(self) -> None:
+        for i, w in enumerate(self.workers):
+            if w.process.is_alive():
+                if w.ready.is_set():
+                    w.failures = 0
+                continue
+            code = w.process.exitcode
+            failures = 0 if w.ready.is_set() else w.failures + 1
+            if failures >= GIVE_UP_AFTER:
+                raise LiuhenError(
+                    _("server process {slot} cannot start (exit status {code})").format(
+                        slot=w.slot, code=code
+                    ),
+                    hint=_("the messages above say why"),
+                )
+            err.print(
+                _("server process {pid} stopped (exit status {code}); starting another").format(
+                    pid=w.process.pid, code=code
+                ),
+                markup=False,
+            )
+            if failures:
+                time.sleep(min(5.0, 0.5 * failures))  # not a tight loop of failing starts
+            self.workers[i] = self._launch(w.slot, failures)
+
+    def _stop_all(self) -> None:
+        for w in self.workers:
+            if w.process.is_alive():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(w.process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_WAIT_S
+        for w in self.workers:
+            w.process.join(max(0.0, deadline - time.monotonic()))
+            if w.process.is_alive():
+                w.process.kill()
+                w.process.join()
 
 
 def _station_socket(port: int) -> socket.socket | None:
@@ -180,6 +390,12 @@ def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> N
         help="Port of the station's own screen, on 127.0.0.1 only, no login; 0: none "
         "[api.station_screen_port: 8001].",
     )
+    @click.option(
+        "--workers",
+        type=click.IntRange(1, 64),
+        default=None,
+        help="Server processes answering on the port (about one per core) [api.workers: 1].",
+    )
     @pass_ctx
     def serve(
         ctx: Any,
@@ -189,6 +405,7 @@ def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> N
         keyfile: Path | None,
         accel_redirect: str | None,
         station_port: int | None,
+        workers: int | None,
     ) -> None:
         """Serve the HTTP API (JSON under /api/v1, described at /api/v1/openapi.json)."""
         app = ctx.app()
@@ -201,6 +418,7 @@ def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> N
             keyfile=keyfile or _path(api.tls_key),
             accel_redirect=accel_redirect or api.accel_redirect or None,
             station_port=station_port,
+            workers=workers,
         )
 
 

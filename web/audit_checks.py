@@ -3,9 +3,16 @@
 so the page can show how far it has come and each station's result.
 
 One check at a time per server (it reads every custody event: two at once would only
-share the disk and the two cores). The results are the server's memory, as the export
-jobs are: a restart forgets when each chain was last verified, and the next check tells
-it again.
+share the disk and the two cores), whichever process of `liuhen serve --workers N` the
+button reached: the check holds ``<data dir>/custody_checks/run.lock`` while it runs.
+The running or last check (``run.json``) and each station's last result
+(``stations.json``) are files there (``api.filestate``), so every process shows the
+same, and a restart forgets nothing; a check whose process died is shown as failed
+(interrupted).
+
+Problems are kept as data (kind, station, event number, detail), not as text in the
+language of the process that found them, and shown in the reader's language. The check
+runs in English, so the detail the chain walk writes is kept in English.
 """
 
 from __future__ import annotations
@@ -13,15 +20,47 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
 
 from api.context import ApiContext
 from api.custody_check import check_custody, reachable_anchors, trusted_keys
+from api.filestate import Held, owner_gone, read_json, try_lock, write_json
+from catalog.custody import Problem
 from catalog.models import CustodyEvent, Station
 from config.errors import LiuhenError
+from config.i18n import N_, language_for
+from config.message import Msg, shown, stored
 from config.timetext import iso_time
+
+
+def _problem(p: Problem) -> dict[str, Any]:
+    return {
+        "kind": p.kind,
+        "station": p.station_id,
+        "seq": p.seq,
+        "event_id": p.event_id,
+        "detail": str(p.detail),
+    }
+
+
+def problem_text(kept: Any) -> str:
+    """A kept problem (or note) in the reader's language."""
+    if isinstance(kept, dict) and "kind" in kept:
+        return Problem(
+            str(kept.get("station") or ""),
+            kept.get("seq"),
+            kept.get("event_id"),
+            str(kept["kind"]),
+            str(kept.get("detail") or ""),
+        ).describe()
+    return shown(kept)
+
+
+def _time(value: Any) -> datetime | None:
+    return datetime.fromisoformat(value) if isinstance(value, str) and value else None
 
 
 @dataclass
@@ -33,8 +72,13 @@ class StationResult:
     events: int
     last_anchored: int | None  # the highest event number a verified signed head vouches for
     heads_verified: int
-    problems: list[str]
+    kept_problems: list[dict[str, Any]]
     checked_at: datetime
+
+    @property
+    def problems(self) -> list[str]:
+        """The problems in the reader's language."""
+        return [problem_text(p) for p in self.kept_problems]
 
     def as_dict(self, zone: tzinfo) -> dict[str, Any]:
         return {
@@ -47,6 +91,29 @@ class StationResult:
             "checked_at": iso_time(self.checked_at, zone),
         }
 
+    def kept(self) -> dict[str, Any]:
+        return {
+            "station": self.station,
+            "ok": self.ok,
+            "events": self.events,
+            "last_anchored": self.last_anchored,
+            "heads_verified": self.heads_verified,
+            "problems": self.kept_problems,
+            "checked_at": self.checked_at.isoformat(),
+        }
+
+    @classmethod
+    def from_kept(cls, kept: dict[str, Any]) -> StationResult:
+        return cls(
+            station=str(kept["station"]),
+            ok=bool(kept["ok"]),
+            events=int(kept.get("events") or 0),
+            last_anchored=kept.get("last_anchored"),
+            heads_verified=int(kept.get("heads_verified") or 0),
+            kept_problems=list(kept.get("problems") or []),
+            checked_at=_time(kept.get("checked_at")) or datetime.now(UTC),
+        )
+
 
 @dataclass
 class CustodyRun:
@@ -58,19 +125,28 @@ class CustodyRun:
     finished_at: datetime | None = None
     current: str | None = None
     done: list[StationResult] = field(default_factory=list)
-    # Anchors that could not be read and name no station, and sources out of reach.
-    general: list[str] = field(default_factory=list)
-    error: str | None = None
+    # Anchors that could not be read and name no station (kept problems), and sources
+    # out of reach (kept messages).
+    kept_general: list[Any] = field(default_factory=list)
+    kept_error: Any = None
 
     @property
     def state(self) -> str:
-        if self.error is not None:
+        if self.kept_error is not None:
             return "failed"
         return "done" if self.finished_at is not None else "running"
 
     @property
     def ok(self) -> bool:
-        return self.state == "done" and not self.general and all(r.ok for r in self.done)
+        return self.state == "done" and not self.kept_general and all(r.ok for r in self.done)
+
+    @property
+    def general(self) -> list[str]:
+        return [problem_text(g) for g in self.kept_general]
+
+    @property
+    def error(self) -> str | None:
+        return None if self.kept_error is None else problem_text(self.kept_error)
 
     def as_dict(self, zone: tzinfo) -> dict[str, Any]:
         return {
@@ -87,38 +163,119 @@ class CustodyRun:
             "error": self.error,
         }
 
+    def kept(self) -> dict[str, Any]:
+        return {
+            "actor": self.actor,
+            "stations": self.stations,
+            "started_at": self.started_at.isoformat(),
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "current": self.current,
+            "done": [r.kept() for r in self.done],
+            "general": self.kept_general,
+            "error": self.kept_error,
+        }
+
+    @classmethod
+    def from_kept(cls, kept: dict[str, Any]) -> CustodyRun:
+        return cls(
+            actor=str(kept.get("actor", "")),
+            stations=[str(s) for s in kept.get("stations") or []],
+            started_at=_time(kept.get("started_at")) or datetime.now(UTC),
+            finished_at=_time(kept.get("finished_at")),
+            current=kept.get("current"),
+            done=[StationResult.from_kept(r) for r in kept.get("done") or []],
+            kept_general=list(kept.get("general") or []),
+            kept_error=kept.get("error"),
+        )
+
 
 class CustodyChecks:
     """The server's custody checks: the one running or last run, and each station's
-    last result (kept across runs)."""
+    last result (kept across runs), as the files in ``folder`` hold them."""
 
     def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
-        self._lock = threading.Lock()
-        self.run: CustodyRun | None = None
-        self.last: dict[str, StationResult] = {}
+        self.folder: Path = ctx.settings.data_dir / "custody_checks"
 
-    def start(self, actor: str) -> CustodyRun:
-        """A new check in the background, or the one still running."""
-        with self._lock:
-            if self.run is not None and self.run.state == "running":
-                return self.run
-            self.run = CustodyRun(actor=actor, stations=chain_stations(self.ctx))
-            run = self.run
-        threading.Thread(
-            target=self._check, args=(run,), name="liuhen-custody-check", daemon=True
-        ).start()
+    @property
+    def _run_file(self) -> Path:
+        return self.folder / "run.json"
+
+    @property
+    def _lock_file(self) -> Path:
+        return self.folder / "run.lock"
+
+    @property
+    def run(self) -> CustodyRun | None:
+        """The check running now or last run (one whose process died: failed)."""
+        run = self._read_run()
+        if run is None or run.state != "running":
+            return run
+        gone = owner_gone(self._lock_file)
+        if gone is False:
+            return run
+        try:
+            run = self._read_run()  # under the lock: the last word of the check's process
+            if run is not None and run.state == "running":
+                run.kept_error = stored(
+                    Msg(N_("interrupted: the server process running the check stopped"))
+                )
+                run.current = None
+                run.finished_at = datetime.now(UTC)
+                write_json(self._run_file, run.kept())
+            return run
+        finally:
+            if isinstance(gone, Held):
+                gone.release()
+
+    @property
+    def last(self) -> dict[str, StationResult]:
+        kept = read_json(self.folder / "stations.json")
+        if not isinstance(kept, dict):
+            return {}
+        return {k: StationResult.from_kept(v) for k, v in kept.items() if isinstance(v, dict)}
+
+    def _read_run(self) -> CustodyRun | None:
+        kept = read_json(self._run_file)
+        return CustodyRun.from_kept(kept) if isinstance(kept, dict) else None
+
+    def start(self, actor: str) -> CustodyRun | None:
+        """A new check in the background, or the one still running (in any process)."""
+        mine = try_lock(self._lock_file)
+        if mine is None:
+            return self.run
+        try:
+            run = CustodyRun(actor=actor, stations=chain_stations(self.ctx))
+            write_json(self._run_file, run.kept())
+            threading.Thread(
+                target=self._check, args=(run, mine), name="liuhen-custody-check", daemon=True
+            ).start()
+        except BaseException:
+            mine.release()
+            raise
         return run
 
-    def _check(self, run: CustodyRun) -> None:
+    def _check(self, run: CustodyRun, mine: Held) -> None:
+        try:
+            with language_for("en"):  # what the walk writes is kept: in English
+                self._walk(run)
+        finally:
+            mine.release()
+
+    def _walk(self, run: CustodyRun) -> None:
         ctx = self.ctx
         try:
             trusted = trusted_keys(ctx.settings, lambda: ctx.signer)
             reached = reachable_anchors(ctx.settings, ctx.store)
-            run.general += reached.unreachable
-            run.general += [i.detail for i in reached.issues if not i.station_id]
+            run.kept_general += [str(u) for u in reached.unreachable]
+            run.kept_general += [
+                _problem(Problem(i.station_id, i.seq, None, i.kind, i.detail))
+                for i in reached.issues
+                if not i.station_id
+            ]
             for station in run.stations:
                 run.current = station
+                write_json(self._run_file, run.kept())
                 with ctx.catalog.session() as s:
                     report = check_custody(s, reached, trusted, station=station)
                 mine = [p for p in report.problems if p.station_id == station]
@@ -128,33 +285,31 @@ class CustodyChecks:
                     events=report.events,
                     last_anchored=report.last_anchored.get(station),
                     heads_verified=report.heads_verified,
-                    problems=[p.describe() for p in mine],
+                    kept_problems=[_problem(p) for p in mine],
                     checked_at=datetime.now(UTC),
                 )
                 run.done.append(result)
-                self.last[station] = result
+                last = read_json(self.folder / "stations.json")
+                last = last if isinstance(last, dict) else {}
+                last[station] = result.kept()
+                write_json(self.folder / "stations.json", last)
         except LiuhenError as exc:
-            run.error = exc.message
+            run.kept_error = stored(exc.message) if isinstance(exc.message, Msg) else exc.message
         except Exception as exc:  # shown on the page, never a silently dead thread
-            run.error = f"{type(exc).__name__}: {exc}"
+            run.kept_error = f"{type(exc).__name__}: {exc}"
         finally:
             run.current = None
             run.finished_at = datetime.now(UTC)
+            write_json(self._run_file, run.kept())
 
 
 def checks_of(ctx: ApiContext, state: Any) -> CustodyChecks:
-    """The server's :class:`CustodyChecks`, made on first use (``app.state``)."""
+    """The server's :class:`CustodyChecks` (holding nothing but where its files are)."""
     checks: CustodyChecks | None = getattr(state, "custody_checks", None)
     if checks is None:
-        with _MAKE:
-            checks = getattr(state, "custody_checks", None)
-            if checks is None:
-                checks = CustodyChecks(ctx)
-                state.custody_checks = checks
+        checks = CustodyChecks(ctx)
+        state.custody_checks = checks
     return checks
-
-
-_MAKE = threading.Lock()
 
 
 def chain_stations(ctx: ApiContext) -> list[str]:
