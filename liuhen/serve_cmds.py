@@ -2,15 +2,16 @@
 own screen on a second, loopback-only listener.
 
 With ``--workers N`` ([api] workers) above 1, N processes answer on the same port. This
-process binds both listening sockets, then starts each worker with the ``spawn`` method
-(a fresh interpreter: it builds its own application, catalog engine and store; nothing
-made here, no database connection, is shared). It restarts a worker that dies, and on
-SIGTERM or SIGINT stops them all and waits for them. Our own loop rather than uvicorn's
-``Multiprocess`` supervisor: only one worker (the first) serves the station screen's
-socket, each worker must tell when its application has started (a worker that cannot
-start is not restarted forever), and a worker whose parent is gone stops by itself.
-State the workers share (export jobs, the audit page's custody check) is kept in files
-of the data directory (api.filestate), not in a process's memory.
+process binds both listening sockets, then starts each worker as a new interpreter
+(``python -m liuhen.serve_cmds``, the sockets inherited): it builds its own application,
+catalog engine and store; nothing made here, no database connection, is shared. The
+supervisor restarts a worker that dies, and on SIGTERM or SIGINT stops them all and
+waits for them. Our own loop rather than uvicorn's ``Multiprocess`` supervisor: only one
+worker (the first) serves the station screen's socket, each worker says when its
+application has started (a worker that cannot start is not restarted forever), and a
+worker whose supervisor is gone stops by itself. State the workers share (export jobs,
+the audit page's custody check) is kept in files of the data directory
+(api.filestate), not in a process's memory.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import contextlib
 import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -239,48 +242,76 @@ async def _serve_both(
         await follower
 
 
-def _worker_main(
-    spec: ServeSpec,
-    main: socket.socket,
-    screen: socket.socket | None,
-    ready: Any,
-    parent: int,
-) -> None:
-    """A worker process's entry point (module level: ``spawn`` imports it)."""
-    serve_process(spec, main, screen, ready=ready, parent=parent)
+def _worker_entry() -> None:
+    """A worker process (``python -m liuhen.serve_cmds``): what to serve comes pickled
+    on stdin from the supervisor, the sockets as inherited descriptors."""
+    import pickle
+
+    spec, main_fd, screen_fd, ready_fd, parent = pickle.load(sys.stdin.buffer)
+    main = socket.socket(fileno=main_fd)
+    screen = socket.socket(fileno=screen_fd) if screen_fd is not None else None
+    serve_process(spec, main, screen, ready=_Ready(ready_fd), parent=parent)
+
+
+class _Ready:
+    """The worker's side of its readiness pipe: one byte once its application started."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def set(self) -> None:
+        os.write(self.fd, b"1")
+        os.close(self.fd)
 
 
 @dataclass
 class _Worker:
     slot: int
-    process: Any
-    ready: Any
+    process: subprocess.Popen[bytes]
+    ready_fd: int  # the supervisor's end of the readiness pipe
+    ready: bool = False
     failures: int = 0  # deaths in a row before it started
+
+    def started(self) -> bool:
+        """Whether the worker has said its application started (never blocks)."""
+        if not self.ready:
+            with contextlib.suppress(BlockingIOError):
+                self.ready = os.read(self.ready_fd, 1) == b"1"
+        return self.ready
 
 
 class Supervisor:
     """N worker processes on the sockets bound here: each dead one restarted, all
-    stopped on SIGTERM/SIGINT."""
+    stopped on SIGTERM/SIGINT. Workers are plain child processes (``subprocess``, a new
+    interpreter each), not ``multiprocessing``'s, which would leave its own helper
+    process running past ours."""
 
     def __init__(
         self, spec: ServeSpec, count: int, main: socket.socket, screen: socket.socket | None
     ) -> None:
-        import multiprocessing
-
         self.spec, self.count, self.main, self.screen = spec, count, main, screen
-        self.mp = multiprocessing.get_context("spawn")
         self.stop = threading.Event()
         self.workers: list[_Worker] = []
 
     def _launch(self, slot: int, failures: int = 0) -> _Worker:
-        ready = self.mp.Event()
-        process = self.mp.Process(
-            target=_worker_main,
-            args=(self.spec, self.main, self.screen if slot == 0 else None, ready, os.getpid()),
-            name=f"liuhen-serve-{slot}",
-        )
-        process.start()
-        return _Worker(slot, process, ready, failures)
+        import pickle
+
+        screen = self.screen if slot == 0 else None
+        theirs_fd = screen.fileno() if screen is not None else None
+        ours, theirs = os.pipe()
+        os.set_blocking(ours, False)
+        fds = (self.main.fileno(), theirs) + ((theirs_fd,) if theirs_fd is not None else ())
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "liuhen.serve_cmds"], stdin=subprocess.PIPE, pass_fds=fds
+            )
+        finally:
+            os.close(theirs)
+        assert process.stdin is not None
+        with process.stdin:
+            what = (self.spec, self.main.fileno(), theirs_fd, theirs, os.getpid())
+            pickle.dump(what, process.stdin)
+        return _Worker(slot, process, ours, failures=failures)
 
     def run(self) -> None:
         handled = (signal.SIGTERM, signal.SIGINT)
@@ -296,12 +327,14 @@ class Supervisor:
 
     def _restart_dead(self) -> None:
         for i, w in enumerate(self.workers):
-            if w.process.is_alive():
-                if w.ready.is_set():
+            started = w.started()
+            code = w.process.poll()
+            if code is None:
+                if started:
                     w.failures = 0
                 continue
-            code = w.process.exitcode
-            failures = 0 if w.ready.is_set() else w.failures + 1
+            os.close(w.ready_fd)
+            failures = 0 if started else w.failures + 1
             if failures >= GIVE_UP_AFTER:
                 raise LiuhenError(
                     _("server process {slot} cannot start (exit status {code})").format(
@@ -321,15 +354,18 @@ class Supervisor:
 
     def _stop_all(self) -> None:
         for w in self.workers:
-            if w.process.is_alive():
+            if w.process.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(w.process.pid, signal.SIGTERM)
+                    w.process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + STOP_WAIT_S
         for w in self.workers:
-            w.process.join(max(0.0, deadline - time.monotonic()))
-            if w.process.is_alive():
+            try:
+                w.process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
                 w.process.kill()
-                w.process.join()
+                w.process.wait()
+            with contextlib.suppress(OSError):
+                os.close(w.ready_fd)
 
 
 def _station_socket(port: int) -> socket.socket | None:
@@ -424,3 +460,7 @@ def register(cli: click.Group, pass_ctx: Decorator, json_option: Decorator) -> N
 
 def _path(text: str) -> Path | None:
     return Path(text).expanduser() if text else None
+
+
+if __name__ == "__main__":
+    _worker_entry()
