@@ -34,7 +34,8 @@ from api.filestate import Held, hold, owner_gone, read_json, try_lock, write_jso
 from archive_export.bagwriter import PARTIAL_SUFFIX
 from catalog.models import utcnow
 from config.errors import LiuhenError
-from config.i18n import _
+from config.i18n import N_, _
+from config.message import Msg, is_message, shown, stored
 from config.timetext import iso_time
 
 log = logging.getLogger("liuhen.api")
@@ -88,7 +89,7 @@ class ExportJob:
             "bytes_written": self.bytes_written(),
             "export": self.export,
             "bags": self.bags,
-            "error": self.error,
+            "error": _shown_error(self.error),
         }
 
     def save(self) -> None:
@@ -116,6 +117,16 @@ class ExportJob:
             bags=kept.get("bags") or [],
             error=kept.get("error"),
         )
+
+
+def _shown_error(error: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The error in the reader's language where it was kept as a message (the
+    interruption, noticed by whichever process looked)."""
+    if error is None:
+        return None
+    return {
+        k: shown(v) if k in ("message", "hint") and is_message(v) else v for k, v in error.items()
+    }
 
 
 def _when(value: datetime | None) -> str | None:
@@ -299,10 +310,13 @@ def _interrupted(job: ExportJob) -> None:
     job.state = "failed"
     job.finished_at = job.finished_at or utcnow()
     job.error = {
-        "message": _(
-            "export job {id} was interrupted: the server process running it stopped"
-        ).format(id=job.id),
-        "hint": _("start the export again"),
+        "message": stored(
+            Msg(
+                N_("export job {id} was interrupted: the server process running it stopped"),
+                id=job.id,
+            )
+        ),
+        "hint": stored(Msg(N_("start the export again"))),
         "code": "Interrupted",
     }
     job.save()

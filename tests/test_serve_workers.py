@@ -329,7 +329,11 @@ def test_a_job_left_running_by_a_dead_process_is_failed_with_its_partial_bag_rem
     secret = session_secret(app, "archivist", UNIT, name="xu")
     with served(app.settings) as base, client(base, Authorization=f"Bearer {secret}") as http:
         job = http.get(f"/api/v1/exports/jobs/{job_id}", headers={"Accept-Language": "en"}).json()
+        # Kept as a message: each reader reads it in their language.
+        chinese = http.get(f"/api/v1/exports/jobs/{job_id}", headers={"Accept-Language": "zh"})
     assert job["state"] == "failed" and job["error"]["code"] == "Interrupted"
+    assert "was interrupted" in job["error"]["message"] and job["error"]["hint"]
+    assert "已中断" in chinese.json()["error"]["message"]
     assert not left.partial.exists()
 
 
