@@ -113,13 +113,11 @@ def serve2(app: Any, catalog_url: str) -> Iterator[Serve]:
         "LIUHEN_CATALOG_URL": catalog_url,
         "LIUHEN_API_PORT": str(port),
         "LIUHEN_API_STATION_SCREEN_PORT": str(screen),
-        "LIUHEN_API_WORKERS": "2",  # the setting; --workers overrides it (below)
+        "LIUHEN_API_WORKERS": "2",  # [api] workers (--workers: the test below)
         # An export waiting on a catalog lock the test holds waits, not fails.
         "LIUHEN_CATALOG_BUSY_TIMEOUT_MS": "600000",
     }
-    proc = subprocess.Popen(
-        [LIUHEN, "serve", "--workers", "2"], env=env, stderr=subprocess.PIPE, text=True
-    )
+    proc = subprocess.Popen([LIUHEN, "serve"], env=env, stderr=subprocess.PIPE, text=True)
     served_ = Serve(proc, f"http://127.0.0.1:{port}", screen)
     try:
         _wait("liuhen serve answers", lambda: served_.answers() or proc.poll() is not None)
@@ -421,6 +419,7 @@ def test_the_station_screen_answers_its_first_request_only_once_started(
         "LIUHEN_CATALOG_URL": catalog_url,
         "LIUHEN_API_PORT": str(_free_port()),
         "LIUHEN_API_STATION_SCREEN_PORT": str(screen),
+        "LIUHEN_API_WORKERS": "3",  # the option wins
     }
     proc = subprocess.Popen(
         [LIUHEN, "serve", "--workers", workers], env=env, stderr=subprocess.DEVNULL
@@ -436,6 +435,8 @@ def test_the_station_screen_answers_its_first_request_only_once_started(
 
         answer: httpx.Response = _wait("the station screen answers", first)
         assert answer.status_code == 200, answer.text
+        # --workers, not the setting: 1 is this very process, 2 are two children.
+        assert len(_workers(proc.pid)) == (0 if workers == "1" else 2)
     finally:
         proc.terminate()
         proc.wait(timeout=60)
