@@ -38,7 +38,7 @@ from liuhen.output import err
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 STOP_WAIT_S = 30  # a worker still finishing requests after SIGTERM is killed after this
-GIVE_UP_AFTER = 5  # a worker that dies this many times in a row before it ever started
+GIVE_UP_AFTER = 3  # a worker that dies this many times in a row before it ever started
 
 
 @dataclass(frozen=True)

@@ -440,3 +440,35 @@ def test_the_station_screen_answers_its_first_request_only_once_started(
     finally:
         proc.terminate()
         proc.wait(timeout=60)
+
+
+@pytest.mark.parametrize("catalog_url", ["sqlite"], indirect=True)  # the catalog plays no part
+def test_workers_that_cannot_start_make_serve_give_up(app: Any, tmp_path: Path) -> None:
+    """A certificate file that is no certificate: every worker fails as it starts; the
+    supervisor does not restart them forever, says so, and leaves no process behind."""
+    bad = tmp_path / "cert.pem"
+    bad.write_text("not a certificate\n")
+    env = {
+        **os.environ,
+        "LIUHEN_HOME": str(app.settings.data_dir),
+        "LIUHEN_LANG": "en",
+        "LIUHEN_API_PORT": str(_free_port()),
+        "LIUHEN_API_STATION_SCREEN_PORT": "0",
+    }
+    proc = subprocess.Popen(
+        [LIUHEN, "serve", "--workers", "2", "--tls-cert", str(bad), "--tls-key", str(bad)],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    seen: set[int] = set()
+
+    def ended() -> bool:
+        seen.update(_children(proc.pid))
+        return proc.poll() is not None
+
+    _wait("serve gives up", ended, 180)
+    said = proc.stderr.read() if proc.stderr else ""
+    assert proc.returncode != 0
+    assert "cannot start" in said, said
+    assert not [p for p in seen if _alive(p)]
