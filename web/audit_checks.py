@@ -18,6 +18,7 @@ runs in English, so the detail the chain walk writes is kept in English.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
@@ -242,6 +243,15 @@ class CustodyChecks:
     def start(self, actor: str) -> CustodyRun | None:
         """A new check in the background, or the one still running (in any process)."""
         mine = try_lock(self._lock_file)
+        for _ in range(20):
+            if mine is not None:
+                break
+            running = self.run
+            if running is not None and running.state == "running":
+                return running
+            # Held a moment by another process looking whether a check died: again.
+            time.sleep(0.05)
+            mine = try_lock(self._lock_file)
         if mine is None:
             return self.run
         try:
