@@ -404,6 +404,13 @@ def test_a_custody_check_whose_process_died_shows_as_interrupted(app: Any) -> No
         csrf = str(web.cookies["liuhen_csrf"])
         assert web.post("/audit/integrity/custody", data={"csrf": csrf}).status_code == 303
         assert web.get("/audit/integrity/custody").json()["state"] in ("running", "done")
+        # Let the check end before the catalog is dropped under it (a PostgreSQL
+        # schema dropped beside a running check deadlocks the teardown).
+        _wait(
+            "the custody check's end",
+            lambda: web.get("/audit/integrity/custody").json()["state"] != "running",
+            seconds=240,
+        )
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
