@@ -140,6 +140,18 @@ def _print_errors(errors: list[str]) -> None:
         err.print(_("[red]refused[/red] {problem}").format(problem=line), highlight=False)
 
 
+def _import_done(report: Any, summary: str, as_json: bool) -> None:
+    """What an import of a CSV (devices, cases) says when done: the report as JSON, or
+    its summary and each refused row; refused rows make the command fail."""
+    if as_json:
+        print_json(report.as_dict())
+    else:
+        out.print(summary, markup=False)
+        _print_errors(report.errors)
+    if report.errors:
+        raise PartlyRefused(_("{count} row(s) refused").format(count=len(report.errors)))
+
+
 def _ticker(label: str, as_json: bool) -> Any:
     """A progress bar over rows (items, rate, time left) at a terminal; none in scripts."""
     return job_progress(label, total=None, unit="items", enabled=not as_json)
@@ -219,25 +231,17 @@ def run_device_import(app: Any, path: Path, actor: str, as_json: bool) -> None:
             store=app.store,
             progress=bar.update,
         )
-    if as_json:
-        print_json(report.as_dict())
-    else:
-        out.print(
-            _(
-                "{rows} rows: {devices} devices registered or updated, {assignments} "
-                "assignments, {unchanged} unchanged, {refused} refused"
-            ).format(
-                rows=report.rows,
-                devices=report.devices,
-                assignments=report.assignments,
-                unchanged=report.unchanged,
-                refused=len(report.errors),
-            ),
-            markup=False,
-        )
-        _print_errors(report.errors)
-    if report.errors:
-        raise PartlyRefused(_("{count} row(s) refused").format(count=len(report.errors)))
+    summary = _(
+        "{rows} rows: {devices} devices registered or updated, {assignments} "
+        "assignments, {unchanged} unchanged, {refused} refused"
+    ).format(
+        rows=report.rows,
+        devices=report.devices,
+        assignments=report.assignments,
+        unchanged=report.unchanged,
+        refused=len(report.errors),
+    )
+    _import_done(report, summary, as_json)
 
 
 def run_device_list(app: Any, as_json: bool) -> None:
@@ -323,29 +327,21 @@ def run_case_import(app: Any, path: Path, actor: str, as_json: bool) -> None:
             attachable=_attachable(who),
             attaching=lambda: bar.describe(_("Attaching recordings")),
         )
-    if as_json:
-        print_json(report.as_dict())
-    else:
-        out.print(
-            _(
-                "{rows} rows: {cases_created} cases created, {cases_updated} updated; "
-                "{actions_created} actions created, {actions_updated} updated, {unchanged} "
-                "unchanged; {attached} recordings attached; {refused} refused"
-            ).format(
-                rows=report.rows,
-                cases_created=report.cases_created,
-                cases_updated=report.cases_updated,
-                actions_created=report.actions_created,
-                actions_updated=report.actions_updated,
-                unchanged=report.unchanged,
-                attached=report.attached,
-                refused=len(report.errors),
-            ),
-            markup=False,
-        )
-        _print_errors(report.errors)
-    if report.errors:
-        raise PartlyRefused(_("{count} row(s) refused").format(count=len(report.errors)))
+    summary = _(
+        "{rows} rows: {cases_created} cases created, {cases_updated} updated; "
+        "{actions_created} actions created, {actions_updated} updated, {unchanged} "
+        "unchanged; {attached} recordings attached; {refused} refused"
+    ).format(
+        rows=report.rows,
+        cases_created=report.cases_created,
+        cases_updated=report.cases_updated,
+        actions_created=report.actions_created,
+        actions_updated=report.actions_updated,
+        unchanged=report.unchanged,
+        attached=report.attached,
+        refused=len(report.errors),
+    )
+    _import_done(report, summary, as_json)
 
 
 def _confirm_similar(exc: C.SimilarCase, yes: bool) -> bool:

@@ -91,10 +91,9 @@ def _checked(ctx: click.Context) -> None:
     check_invocation(ctx)
 
 
-class LocalizedCommand(click.Command):
-    def invoke(self, ctx: click.Context) -> Any:
-        _checked(ctx)
-        return super().invoke(ctx)
+class _InReaderLanguage(click.Command):
+    """Help, its --help option and the one-line summary in the reader's language: the
+    same for a command and a group."""
 
     def get_help_option(self, ctx: click.Context) -> click.Option | None:
         return _help_option_in_reader_language(super().get_help_option(ctx))
@@ -107,7 +106,13 @@ class LocalizedCommand(click.Command):
         return short_help(self, limit)
 
 
-class LocalizedGroup(click.Group):
+class LocalizedCommand(_InReaderLanguage):
+    def invoke(self, ctx: click.Context) -> Any:
+        _checked(ctx)
+        return super().invoke(ctx)
+
+
+class LocalizedGroup(_InReaderLanguage, click.Group):
     command_class = LocalizedCommand
     group_class: type[click.Group] | type[type] = type  # subgroups: LocalizedGroups too
 
@@ -117,13 +122,3 @@ class LocalizedGroup(click.Group):
         if group_runs_itself(ctx):  # `liuhen export --out ...`: the group is the command
             _checked(ctx)
         return super().invoke(ctx)
-
-    def get_help_option(self, ctx: click.Context) -> click.Option | None:
-        return _help_option_in_reader_language(super().get_help_option(ctx))
-
-    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        with _reader_language(self):
-            super().format_help(ctx, formatter)
-
-    def get_short_help_str(self, limit: int = 45) -> str:
-        return short_help(self, limit)
