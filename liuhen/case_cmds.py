@@ -30,13 +30,16 @@ from config.timetext import (
     parse_instant,
     parse_range,
     parse_time,
+    show_minutes,
+    show_span,
     show_time,
+    zone_suffix,
 )
 from liuhen.access_audit import audit_cli
 from liuhen.actor import actor_option, current_principal
-from liuhen.case_views import Column, fit_table, minutes, span, zone_suffix
 from liuhen.output import err, out, print_json
 from liuhen.progress import job_progress
+from liuhen.screen_table import Column, fit_table
 
 if TYPE_CHECKING:
     from access.policy import Principal
@@ -262,7 +265,9 @@ def run_device_list(app: Any, as_json: bool) -> None:
                 continue
             start = datetime.fromisoformat(a["start"])
             end = datetime.fromisoformat(a["end"]) if a["end"] else None
-            rows.append([*lead, a["officer"], a["name"], minutes(start, zone), minutes(end, zone)])
+            rows.append(
+                [*lead, a["officer"], a["name"], show_minutes(start, zone), show_minutes(end, zone)]
+            )
     offset = zone_suffix(zone)
     columns = [
         Column(_("serial"), whole=True),
@@ -596,7 +601,7 @@ def _show_actions(actions: list[dict[str, Any]], zone: tzinfo) -> None:
     rows = [
         [
             a["id"],
-            span(datetime.fromisoformat(a["start"]), datetime.fromisoformat(a["end"]), zone),
+            show_span(datetime.fromisoformat(a["start"]), datetime.fromisoformat(a["end"]), zone),
             ", ".join(a["officers"]),
             a["place"],
         ]
@@ -628,7 +633,7 @@ def _show_recordings(report: dict[str, Any], zone: tzinfo) -> None:
             "      "
             + _("officer {officer}, recorded {span} ({offset})").format(
                 officer=r["officer"] or "?",
-                span=span(start, end, zone),
+                span=show_span(start, end, zone),
                 offset=zone_suffix(zone).strip(" ()"),
             ),
             markup=False,
@@ -820,7 +825,9 @@ class SweepNotConfirmed(LiuhenError):
 
 
 def _due_table(due: list[R.Decision], zone: tzinfo, title: str) -> Any:
-    rows = [[str(d.recording_id), d.name, d.sha256[:16], minutes(d.keep_until, zone)] for d in due]
+    rows = [
+        [str(d.recording_id), d.name, d.sha256[:16], show_minutes(d.keep_until, zone)] for d in due
+    ]
     columns = [
         Column(_("id"), whole=True, justify="right"),
         Column(_("file name"), whole=True),

@@ -17,7 +17,7 @@ from config.settings import zone_of
 from config.timetext import offset_text, show_clock, show_time
 from liuhen.doctor import FAIL, OK, ROLES, SKIP, WARN, check_title, run_doctor
 from liuhen.output import out, print_json
-from liuhen.whole_table import print_rows
+from liuhen.screen_table import print_rows
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
