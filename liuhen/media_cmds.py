@@ -426,7 +426,7 @@ def _print_flag(flag: str, value: Any, zone: tzinfo) -> None:
     ``name: value`` lines), never a Python structure."""
     head = _("flag {flag}").format(flag=_stored_name(_FLAGS, flag))
     if isinstance(value, str) or is_message(value):
-        out.print(Text.assemble("  ", (head, "yellow"), ": ", shown(value)))
+        out.print(Text.assemble("  ", (head, "yellow"), ": ", shown(value, zone)))
         return
     if value is True or value is None:
         out.print(Text.assemble("  ", (head, "yellow")))
@@ -435,7 +435,7 @@ def _print_flag(flag: str, value: Any, zone: tzinfo) -> None:
     items = value if isinstance(value, list) else [value]
     for item in items:
         if is_message(item):  # a kept message: in the reader's language
-            _say(f"- {shown(item)}", 4)
+            _say(f"- {shown(item, zone)}", 4)
         elif isinstance(item, dict):
             for n, (k, v) in enumerate(item.items()):
                 line = f"{k}: {_time_or_text(v, zone)}"

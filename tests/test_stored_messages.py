@@ -101,9 +101,13 @@ def test_a_recordings_stored_time_flag_reads_in_each_readers_language(
     assert ".JPG" in en
     assert TIME_ZH in zh and "s before the file name start" not in zh
     assert "s before the file name start (threshold 120 s)" in en and TIME_ZH not in en
+    # The file's mtime in Shanghai time for either reader; stored as the instant, in UTC.
+    for text in (zh, en):
+        assert "2026-11-25 08:30:00 +08:00" in text and "2026-11-25T00:30:00Z" not in text
     for lang in ("zh", "en"):  # programs read the English text beside template and fields
         (kept,) = json.loads(_in(lang, capsys, "show", "2", "--json"))["flags"]["time"]
-        assert kept["text"].startswith("file mtime 2026-11-25T")
+        assert kept["text"].startswith("file mtime 2026-11-25 08:30:00 +08:00 is ")
+        assert kept["fields"]["mtime"] == {"instant": "2026-11-25T00:30:00Z"}
         assert kept["text"].endswith("a file cannot be written before its recording starts")
         assert kept["fields"]["start"]["text"] == "file name"
 
@@ -181,6 +185,10 @@ def test_the_recording_page_shows_a_kept_time_flag_in_the_readers_language(
     assert "s before the file name start (threshold 120 s)" in en and TIME_ZH not in en
     assert "旧记录里的原因" in zh and "旧记录里的原因" in en
     assert api["flags"]["time"][0]["text"] == str(flag)  # programs: the English text
+    # The file's mtime, stored as its UTC instant, reads in Shanghai time everywhere.
+    mtime = "2026-11-30 07:00:00 +08:00"
+    assert mtime in zh and mtime in en and mtime in api["flags"]["time"][0]["text"]
+    assert api["flags"]["time"][0]["fields"]["mtime"] == {"instant": "2026-11-29T23:00:00Z"}
 
 
 def _web_recording(app: Any) -> int:
@@ -236,3 +244,26 @@ def _reasons(home: Path) -> list[str]:
     with sqlite3.connect(_journal(home)) as db:
         rows = db.execute("SELECT reason FROM files WHERE reason IS NOT NULL").fetchall()
     return [r for (r,) in rows]
+
+
+def test_a_time_in_a_message_is_kept_as_the_instant_and_read_in_station_time() -> None:
+    from datetime import UTC, timezone
+
+    at = datetime(2026, 11, 25, 16, 30, tzinfo=UTC)  # 00:30 the next day in Shanghai
+    flag = Msg(
+        "capture end {end} is after the station received the file at {received} "
+        "(threshold {threshold} s)",
+        end=at,
+        received=at,
+        threshold="120",
+    )
+    kept = json.loads(json.dumps(stored(flag)))
+    assert kept["fields"]["end"] == {"instant": "2026-11-25T16:30:00Z"}  # data stays UTC
+    assert kept["text"].startswith("capture end 2026-11-26 00:30:00 +08:00 is after")
+    assert "2026-11-26 00:30:00 +08:00" in in_chinese(kept) and "16:30" not in in_chinese(kept)
+    assert from_stored(kept) == flag
+    # In another station zone when the reader's station names one.
+    assert "2026-11-25 17:30:00 +01:00" in shown(kept, timezone(timedelta(hours=1)))
+    # A row from before, its time kept as UTC text: shown as it is.
+    older = {**kept, "fields": {**kept["fields"], "end": "2026-11-25T16:30:00Z"}}
+    assert "capture end 2026-11-25T16:30:00Z is after" in shown(older)
