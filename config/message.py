@@ -145,13 +145,19 @@ def from_stored(value: Any) -> Any:
 
 def recognised(text: str, templates: Iterable[str]) -> str:
     """``text``, kept as English text only (a text column), as the :class:`Msg` of the
-    first of ``templates`` it was made from, its fields read back out of it; else
-    ``text`` as it is (written in another language, or by no such template)."""
+    first of ``templates`` it was made from, its fields read back out of it (a field that
+    is itself made from one of ``templates`` as its Msg); else ``text`` as it is (written
+    in another language, or by no such template)."""
+    templates = tuple(templates)
     for template in templates:
         pattern = _pattern(template)
         found = pattern.fullmatch(text) if pattern is not None else None
         if found is not None:
-            return Msg(template, **found.groupdict()) if found.groupdict() else Msg(template)
+            inner = {
+                k: recognised(v, templates) if v != text else v
+                for k, v in found.groupdict().items()
+            }
+            return Msg(template, **inner) if inner else Msg(template)
     return text
 
 

@@ -33,7 +33,7 @@ from config.message import is_message, recognised, shown
 from config.settings import zone_of
 from config.timetext import offset_text, show_clock
 from ingest import journal as J
-from ingest.docking import REASONS
+from ingest.docking import STORED_TEXTS
 from ingest.journal import Journal
 from ingest.station import DockingResult
 from ingest.station import Progress as DockProgress
@@ -65,7 +65,7 @@ def stored_text(text: str) -> str:
     (config.message: template and fields) is translated with its fields."""
     if is_message(text):
         return shown(text)
-    reason = recognised(text, REASONS) if text else text  # a reason kept as English text
+    reason = recognised(text, STORED_TEXTS) if text else text  # kept as English text
     return shown(reason) if is_message(reason) else _(text) if text else text
 
 

@@ -267,3 +267,70 @@ def test_a_time_in_a_message_is_kept_as_the_instant_and_read_in_station_time() -
     # A row from before, its time kept as UTC text: shown as it is.
     older = {**kept, "fields": {**kept["fields"], "end": "2026-11-25T16:30:00Z"}}
     assert "capture end 2026-11-25T16:30:00Z is after" in shown(older)
+
+
+def test_an_offload_error_is_said_now_and_kept_in_english() -> None:
+    """Raised in a station running in Chinese, a read error says so in Chinese (the log,
+    the command line) and is kept in English with its template, for any later reader."""
+    import errno
+
+    from ingest.docking import STORED_TEXTS, kept_text
+    from ingest.offload import _read_error
+    from liuhen.ingest_cmds import stored_text
+
+    set_language("zh")
+    try:
+        exc = _read_error(4096, OSError(errno.EIO, "Input/output error"))
+        assert exc.message == "读取 4096 字节后出错：Input/output error"
+        kept = str(kept_text(exc))  # what the journal's text column holds
+        assert kept == (
+            "read error after 4096 bytes: Input/output error "
+            "(what to do: check the recorder and its cable, then dock it again)"
+        )
+        assert stored_text(kept) == (
+            "读取 4096 字节后出错：Input/output error"
+            "（处理办法：请检查记录仪及其连接线，然后重新接入）"
+        )
+    finally:
+        set_language("en")
+    assert stored_text(kept) == kept
+    assert is_message(recognised(kept, STORED_TEXTS))
+
+
+def test_what_a_docking_waits_for_reads_in_each_readers_language(
+    docked: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ingest.docking import kept_text, waiting_text
+    from ingest.offload import _staging_error
+    from storage.errors import StoreFull
+
+    set_language("zh")
+    try:  # made by a station running in Chinese
+        disk = _staging_error(Path("/staging/a.part"), OSError(28, "No space left on device"))
+        full = StoreFull("存储已满 (/srv/store)", hint="请释放空间")  # a message of the moment
+        kept_disk, kept_full = str(kept_text(disk)), str(waiting_text(full))
+    finally:
+        set_language("en")
+    disk_en = (
+        "staging disk full while writing /staging/a.part (what to do: free space on the "
+        "station's data disk; the docking resumes by itself)"
+    )
+    assert kept_disk == disk_en and kept_full.startswith("waiting: store full")
+    disk_zh = (
+        "写入 /staging/a.part 时暂存盘已满（处理办法：请释放采集站数据盘的空间；接入会自动继续）"
+    )
+    full_zh = "等待：存储已满：请释放空间或扩容；等待中的写入会自动继续"
+    older = "等待：对象存储 http://127.0.0.1:9 无法连接"  # stored translated by an older station
+    for stored_waiting, zh_text, en_text in (
+        (kept_disk, disk_zh, disk_en),
+        (kept_full, full_zh, kept_full),
+        (older, older, older),
+    ):
+        with sqlite3.connect(_journal(docked)) as db:
+            db.execute("UPDATE dockings SET waiting = ?", (stored_waiting,))
+        shown_zh = _in("zh", capsys, "station", "status")
+        assert zh_text in shown_zh, shown_zh
+        en = _in("en", capsys, "station", "status")
+        assert en_text in en and (stored_waiting == older or zh_text not in en)
+        (row,) = json.loads(_in("zh", capsys, "station", "status", "--json"))
+        assert row["waiting"] == stored_waiting  # programs: as stored, English when new
