@@ -66,7 +66,7 @@ def short_help(command: click.Command, limit: int) -> str:
     """The one-line summary in a command list: the first sentence of the translated help,
     ended at "。" as well as ". ", and cut by screen columns (a Chinese character takes
     two), not characters as click counts them."""
-    from rich.cells import cell_len
+    from liuhen.screen_table import clip
 
     with _reader_language(command):
         text = command.short_help or command.help or ""
@@ -75,12 +75,7 @@ def short_help(command: click.Command, limit: int) -> str:
         head, found, _rest = first.partition(stop)
         if found:
             first = head if stop == "。" else head + "."
-    if cell_len(first) <= limit:
-        return first
-    cut = first
-    while cut and cell_len(cut) > limit - 1:
-        cut = cut[:-1]
-    return cut.rstrip(" ，,;；") + "…"
+    return clip(first, limit)
 
 
 def _checked(ctx: click.Context) -> None:

@@ -11,7 +11,6 @@ from datetime import tzinfo
 from typing import Any
 
 import click
-from rich.cells import cell_len
 from rich.markup import escape
 from rich.padding import Padding
 from rich.text import Text
@@ -29,6 +28,7 @@ from liuhen.actor import actor_option
 from liuhen.district_cmds import apply_metrics_port, metrics_port_option
 from liuhen.output import err, out, print_json
 from liuhen.progress import Ticker, job_progress
+from liuhen.screen_table import cells
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
@@ -289,11 +289,11 @@ class _Fields:
 
     def __init__(self, labels: list[str], indent: int = 2) -> None:
         self.indent = indent
-        self.width = max(cell_len(label) for label in labels) + 2
+        self.width = max(cells(label) for label in labels) + 2
 
     def line(self, label: str, value: str, *, style: str = "") -> None:
-        head = " " * self.indent + label + " " * (self.width - cell_len(label))
-        if cell_len(head) + cell_len(value) <= out.width:
+        head = " " * self.indent + label + " " * (self.width - cells(label))
+        if cells(head) + cells(value) <= out.width:
             out.print(Text.assemble(head, (value, style)))
         else:
             out.print(Text(" " * self.indent + label))
@@ -533,7 +533,7 @@ def _print_custody(events: list[dict[str, Any]], zone: tzinfo) -> None:
         action = _stored_name(_ACTIONS, e["action"])
         line = f"{show_time(e['at'], zone)}  {action}  ({e['station']} #{e['seq']})"
         actor = _("by {actor}").format(actor=e["actor"]) if e.get("actor") else ""
-        if actor and 4 + cell_len(line) + 2 + cell_len(actor) <= out.width:
+        if actor and 4 + cells(line) + 2 + cells(actor) <= out.width:
             line, actor = f"{line}  {actor}", ""
         _say(line, 4)
         if actor:

@@ -3,7 +3,8 @@ text on the screen, decides which columns a table can show, and what happens to 
 that does not fit.
 
 Width is counted in terminal cells, as :func:`cells` counts them: a Chinese character
-(and any other East Asian wide character) takes two, a Latin one one. What people look up
+(and any other East Asian wide character) takes two, a Latin one one; :func:`clip` is
+the one cut of a text to a width (a summary line, never an identifier). What people look up
 or copy (a case number, a serial, a 警号, a station id, a file name) is never cut with
 "…" nor folded: its column is ``whole``. A table that would not fit the terminal gives
 way in one of two manners, the caller's choice:
@@ -46,6 +47,17 @@ SHORT_CELL = 24
 def cells(text: str) -> int:
     """How many terminal cells ``text`` takes (a Chinese character two)."""
     return cell_len(text)
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` in at most ``limit`` cells: whole when it fits, else cut and ended with
+    "…" (never an identifier: only a summary, such as a command's one-line help)."""
+    if cells(text) <= limit:
+        return text
+    cut = text
+    while cut and cells(cut) > limit - 1:
+        cut = cut[:-1]
+    return cut.rstrip(" ，,;；") + "…"
 
 
 @dataclass(frozen=True)

@@ -85,3 +85,12 @@ def test_rows_too_wide_for_80_are_blocks_with_their_keys_whole() -> None:
 def test_a_cell_is_plain_text_not_markup() -> None:
     lines = _drawn(80, fit_table([Column("题名")], [["[内部] 案件"]], 80))
     assert any("[内部] 案件" in line for line in lines), lines
+
+
+def test_a_summary_is_clipped_by_cells_not_characters() -> None:
+    from liuhen.screen_table import clip
+
+    assert clip("导入设备清单", 12) == "导入设备清单"  # 12 cells: whole
+    cut = clip("导入设备清单并登记分配", 12)
+    assert cut == "导入设备清…" and cells(cut) <= 12
+    assert clip("Import devices and assignments", 12) == "Import devi…"
