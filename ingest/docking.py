@@ -144,15 +144,16 @@ THREADS_PER_COPY_SLOT = 2
 def kept_text(exc: LiuhenError) -> str:
     """An error as the journal keeps it: its English message (a Msg, see config.errors)
     with what to do; the message of the moment for an error not made of kept messages."""
-    problem = exc.kept or exc.message
-    hint = exc.kept_hint if exc.kept is not None else exc.hint
+    kept = getattr(exc, "kept", None)  # None too for an error whose __init__ is its own
+    problem = kept or exc.message
+    hint = getattr(exc, "kept_hint", None) if kept is not None else exc.hint
     return Msg(WITH_HINT, problem=problem, hint=hint) if hint else problem
 
 
 def waiting_text(exc: LiuhenError) -> str:
     """What a docking waits for, as the journal keeps it: the service's own English
     message where it has one, else which service (its message of the moment is logged)."""
-    if exc.kept is not None:
+    if getattr(exc, "kept", None) is not None:
         return Msg(WAITING, problem=kept_text(exc))
     if isinstance(exc, CatalogUnavailable):
         return Msg(WAIT_CATALOG)
@@ -555,7 +556,7 @@ class RecorderDocking(DockingWork):
             return None
         except SourceVanished as exc:
             part.unlink(missing_ok=True)
-            return self.quarantine(f, exc.kept or exc.message)
+            return self.quarantine(f, getattr(exc, "kept", None) or exc.message)
         except DiskFull as exc:
             part.unlink(missing_ok=True)
             progress.rewind(before)
