@@ -352,7 +352,8 @@ class StateConflict(AccountError):
 def change_state(session: Session, user: User, change: str) -> str:
     """Lock, unlock, disable or enable ``user`` (a key of :data:`STATE_CHANGES`); returns
     the new state. Unlocking does not undo a disable, nor enabling a lock: each is lifted
-    by the administrator who may set it."""
+    by the administrator who may set it (enabling an account disabled while locked gives
+    it back locked, while its lock lasts)."""
     if change == "unlock" and user.state == DISABLED:
         raise StateConflict(
             _("account {login} is disabled, not locked").format(login=user.login),
@@ -370,9 +371,35 @@ def change_state(session: Session, user: User, change: str) -> str:
             _("user {login} is not disabled ({state})").format(login=user.login, state=user.state),
             hint=_("a locked account is unlocked by the security administrator"),
         )
-    state = STATE_CHANGES[change]
-    set_state(session, user, state)
-    return state
+    if change == "disable":
+        _disable(session, user)
+    elif change == "enable":
+        _enable(session, user, _now(None))
+    else:
+        set_state(session, user, STATE_CHANGES[change])
+    return user.state
+
+
+def _disable(session: Session, user: User) -> None:
+    """Disabled, the lock (and its end) kept for :func:`_enable`: the system
+    administrator's disable and enable never lift the security administrator's lock
+    nor a lockout after failed logins (三员分立)."""
+    if user.state != DISABLED:
+        user.disabled_from = user.state
+    user.state = DISABLED
+    session.flush()
+
+
+def _enable(session: Session, user: User, now: datetime) -> None:
+    """Back to what it was before it was disabled: still locked if the lock is in force
+    (a lockout that ended meanwhile is over, as at a login after it)."""
+    was_locked = user.disabled_from == LOCKED
+    user.disabled_from = None
+    if was_locked and (user.locked_until is None or user.locked_until > now):
+        user.state = LOCKED
+        session.flush()
+        return
+    set_state(session, user, ACTIVE)
 
 
 def local_principal() -> Principal:

@@ -31,6 +31,9 @@ class User(Base):
     # by the security administrator (locked_until None) lasts until unlocked.
     state: Mapped[str] = mapped_column(String(16), default="active")
     locked_until: Mapped[datetime | None] = mapped_column(default=None)
+    # The state a disabled account had when it was disabled ("locked" keeps its lock and
+    # locked_until through a disable and enable); None while not disabled.
+    disabled_from: Mapped[str | None] = mapped_column(String(16), default=None)
     failed_logins: Mapped[int] = mapped_column(Integer, default=0)
     password_hash: Mapped[str] = mapped_column(Text)
     password_changed_at: Mapped[datetime] = mapped_column(default=utcnow)

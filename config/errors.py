@@ -47,6 +47,15 @@ class LiuhenError(Exception):
     reported: bool = False
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
+        # A config.message.Msg is said in the language of this moment (the command line,
+        # the log) and kept as it is in ``kept`` and ``kept_hint``, for a process that
+        # stores it for later readers of either language (ingest's journal).
+        from config.message import Msg, shown
+
+        self.kept: Msg | None = message if isinstance(message, Msg) else None
+        self.kept_hint: Msg | None = hint if isinstance(hint, Msg) else None
+        message = shown(message)
+        hint = shown(hint) if hint is not None else None
         super().__init__(message)
         self.message = message
         self.hint = hint

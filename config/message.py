@@ -16,11 +16,15 @@ Where it is stored in a JSON column or file, :func:`stored` keeps it as data::
 
     {"text": "<English>", "msg": "<English template>", "fields": {...}}
 
-and :func:`from_stored` makes it a :class:`Msg` again. ``text`` is what programs read
-(``--json``, the API: :func:`english`); a row written before messages were kept this
-way holds a plain string, which is shown as it is. Where only a text column holds it
-(a quarantine reason in the station's journal and the catalog), it is kept as its
-English text, and :func:`recognised` reads the template and fields back out of it.
+and :func:`from_stored` makes it a :class:`Msg` again. A field that is a point in time (an
+aware ``datetime``) is kept as that instant, ``{"instant": "<ISO 8601 UTC>"}``, and shown
+in the station's time (``+08:00``, config.timetext) wherever the message is read: its
+English text too, so what the API and ``--json`` carry reads as people read times.
+``text`` is what programs read (``--json``, the API: :func:`english`); a row written
+before messages were kept this way holds a plain string, which is shown as it is.
+Where only a text column holds it (a quarantine reason in the station's journal and the
+catalog), it is kept as its English text, and :func:`recognised` reads the template
+and fields back out of it.
 """
 
 from __future__ import annotations
@@ -29,10 +33,13 @@ import gettext as _gettext
 import re
 import string
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, tzinfo
 from functools import cache
 from typing import Any, cast
 
 from config.i18n import N_, _, load_catalog
+from config.settings import CHINA_STANDARD_TIME
+from config.timetext import show_time
 
 __all__ = [
     "Msg",
@@ -55,17 +62,40 @@ class Msg(str):
     level: str  # set by whoever files it as a problem ("fail", "warn")
 
     def __new__(cls, template: str, /, **fields: Any) -> Msg:
-        self = super().__new__(cls, template.format(**fields) if fields else template)
+        text = template.format(**_times_shown(fields, None)) if fields else template
+        self = super().__new__(cls, text)
         self.template = template
         self.fields = fields
         return self
 
-    def translated(self, gettext: Callable[[str], str]) -> str:
+    def translated(self, gettext: Callable[[str], str], zone: tzinfo | None = None) -> str:
+        """In the language of ``gettext``; times in ``zone`` (the station's, +08:00 when
+        not given)."""
         # Fields that are themselves messages are translated too ("… : {problem}").
         inner = {
-            k: (v.translated(gettext) if isinstance(v, Msg) else v) for k, v in self.fields.items()
+            k: (v.translated(gettext, zone) if isinstance(v, Msg) else v)
+            for k, v in _times_shown(self.fields, zone).items()
         }
         return gettext(self.template).format(**inner) if inner else gettext(self.template)
+
+
+def _times_shown(fields: dict[str, Any], zone: tzinfo | None) -> dict[str, Any]:
+    """``fields`` with each point in time as a person reads it in ``zone``."""
+    return {
+        k: show_time(v, zone or CHINA_STANDARD_TIME) if isinstance(v, datetime) else v
+        for k, v in fields.items()
+    }
+
+
+def _instant(value: datetime) -> dict[str, str]:
+    """A point in time as :func:`stored` keeps it: UTC, ISO 8601."""
+    return {"instant": value.astimezone(UTC).isoformat().replace("+00:00", "Z")}
+
+
+def _field_from_stored(value: Any) -> Any:
+    if isinstance(value, dict) and isinstance(value.get("instant"), str):
+        return datetime.fromisoformat(value["instant"].replace("Z", "+00:00"))
+    return from_stored(value) if isinstance(value, dict) else value
 
 
 def joined(items: list[str]) -> str:
@@ -81,7 +111,11 @@ def stored(text: str) -> Any:
     if not isinstance(text, Msg):
         return text
     fields = {
-        k: stored(v) if isinstance(v, Msg) else (v if _plain(v) else str(v))
+        k: stored(v)
+        if isinstance(v, Msg)
+        else _instant(v)
+        if isinstance(v, datetime)
+        else (v if _plain(v) else str(v))
         for k, v in text.fields.items()
     }
     return {"text": str(text), "msg": text.template, "fields": fields}
@@ -101,7 +135,7 @@ def from_stored(value: Any) -> Any:
     of an older row) as it is."""
     if isinstance(value, dict) and is_message(value):
         raw = value.get("fields") or {}
-        fields = {k: from_stored(v) if isinstance(v, dict) else v for k, v in raw.items()}
+        fields = {k: _field_from_stored(v) for k, v in raw.items()}
         try:
             return Msg(value["msg"], **fields)
         except (KeyError, IndexError, ValueError):  # a template and fields that disagree
@@ -111,13 +145,19 @@ def from_stored(value: Any) -> Any:
 
 def recognised(text: str, templates: Iterable[str]) -> str:
     """``text``, kept as English text only (a text column), as the :class:`Msg` of the
-    first of ``templates`` it was made from, its fields read back out of it; else
-    ``text`` as it is (written in another language, or by no such template)."""
+    first of ``templates`` it was made from, its fields read back out of it (a field that
+    is itself made from one of ``templates`` as its Msg); else ``text`` as it is (written
+    in another language, or by no such template)."""
+    templates = tuple(templates)
     for template in templates:
         pattern = _pattern(template)
         found = pattern.fullmatch(text) if pattern is not None else None
         if found is not None:
-            return Msg(template, **found.groupdict()) if found.groupdict() else Msg(template)
+            inner = {
+                k: recognised(v, templates) if v != text else v
+                for k, v in found.groupdict().items()
+            }
+            return Msg(template, **inner) if inner else Msg(template)
     return text
 
 
@@ -142,17 +182,18 @@ def english(value: Any) -> str:
     return str(from_stored(value))
 
 
-def shown(text: Any) -> str:
-    """``text`` (a :class:`Msg`, or what :func:`stored` kept) in the reader's language; a
-    plain string is shown as it is."""
+def shown(text: Any, zone: tzinfo | None = None) -> str:
+    """``text`` (a :class:`Msg`, or what :func:`stored` kept) in the reader's language,
+    its times in ``zone`` (the station's; +08:00 when not given); a plain string is shown
+    as it is."""
     kept = from_stored(text)
-    return kept.translated(_) if isinstance(kept, Msg) else cast(str, kept)
+    return kept.translated(_, zone) if isinstance(kept, Msg) else cast(str, kept)
 
 
 _zh: _gettext.NullTranslations | None = None
 
 
-def in_chinese(text: Any) -> str:
+def in_chinese(text: Any, zone: tzinfo | None = None) -> str:
     """``text`` in Chinese whatever the reader's language (bilingual reports in a bag)."""
     global _zh
     kept = from_stored(text)
@@ -160,4 +201,4 @@ def in_chinese(text: Any) -> str:
         return cast(str, kept)
     if _zh is None:
         _zh = load_catalog()
-    return kept.translated(_zh.gettext)
+    return kept.translated(_zh.gettext, zone)

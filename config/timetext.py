@@ -167,6 +167,31 @@ def show_time(value: datetime | str | None, zone: tzinfo, *, seconds: bool = Tru
     return local.strftime(f"%Y-%m-%d {clock} ") + offset_text(local)
 
 
+def show_minutes(value: datetime | str | None, zone: tzinfo) -> str:
+    """``2026-12-01 07:00`` in ``zone``, for a table column whose header names the offset
+    (:func:`zone_suffix`); "—" for none."""
+    return show_time(value, zone, seconds=False).rsplit(" ", 1)[0] if value else "—"
+
+
+def show_span(start: datetime | None, end: datetime | None, zone: tzinfo) -> str:
+    """``2026-12-01 07:00–08:30`` in ``zone``, or both days when the span crosses midnight."""
+    if start is None:
+        return "—"
+    first = show_minutes(start, zone)
+    if end is None:
+        return first
+    last = show_minutes(end, zone)
+    if last[:10] == first[:10]:
+        last = last[11:]
+    return f"{first}–{last}"
+
+
+def zone_suffix(zone: tzinfo, when: datetime | None = None) -> str:
+    """`` (+08:00)``: the offset a column's times are in, for its header."""
+    moment = (when or datetime.now(UTC)).astimezone(zone)
+    return f" ({offset_text(moment)})"
+
+
 def show_clock(value: datetime | str | None, zone: tzinfo) -> str:
     """A short time for a narrow table: ``12-01 07:00`` in ``zone`` (offset left out)."""
     when = _as_datetime(value)

@@ -33,13 +33,14 @@ from catalog.dockings import (
     record_problem_file,
 )
 from catalog.errors import RecordingBeingExpired
-from config.errors import EXIT_NOINPUT, EXIT_PARTIAL
+from config.errors import EXIT_NOINPUT, EXIT_PARTIAL, LiuhenError
 from config.i18n import N_
 from config.message import Msg, from_stored
 from ingest import journal as J
 from ingest.docking_outcome import outcome
 from ingest.identity import foreign_device
 from ingest.journal import DockingState, FileState, JournalDocking, JournalFile
+from ingest.offload import KEPT as OFFLOAD_TEXTS
 from ingest.offload import (
     Copied,
     DiskFull,
@@ -50,6 +51,8 @@ from ingest.offload import (
     unlink_source,
 )
 from storage import StorageError, StoreUnavailable, content_key
+from storage.errors import KEPT as STORE_TEXTS
+from storage.errors import StoreFull, StoreReadOnly
 
 if TYPE_CHECKING:
     from ingest.station import Station
@@ -79,6 +82,25 @@ LARGER_THAN_DISK: Final = N_(
     "the station a larger data disk, then dock the recorder again"
 )
 UNEXPECTED: Final = N_("unexpected error: {kind}: {error}")
+# A problem said with what to do about it (a store's refusal, a full staging disk).
+WITH_HINT: Final = N_("{problem} (what to do: {hint})")
+# What a docking waits for, as the journal keeps it (``waiting``).
+WAITING: Final = N_("waiting: {problem}")
+WAIT_STORE: Final = N_(
+    "waiting for the object store, which is unreachable; the files wait on the staging disk"
+)
+WAIT_STORE_FULL: Final = N_(
+    "waiting: store full: free space or extend the volume; waiting writes resume by themselves"
+)
+WAIT_STORE_READ_ONLY: Final = N_(
+    "waiting: store read-only: make it writable again; waiting writes resume by themselves"
+)
+WAIT_CATALOG: Final = N_(
+    "waiting for the catalog, which is unreachable; the files wait on the staging disk"
+)
+WAIT_EXPIRY: Final = N_(
+    "waiting for the expiry of a recording of the same bytes to finish, to register the file again"
+)
 REASONS: Final = (
     SYMLINK,
     NOT_A_FILE,
@@ -92,6 +114,22 @@ REASONS: Final = (
     LARGER_THAN_DISK,
     UNEXPECTED,
 )
+# Every template of what the journal keeps as English text (a reason, what a docking
+# waits for), for reading it back; config.message.recognised takes the first that fits.
+# WITH_HINT first: a problem ending in a field ("… writing {path}") would otherwise take
+# the hint into that field. WAITING last: "waiting: store full: …" is a template itself.
+STORED_TEXTS: Final = (
+    WITH_HINT,
+    *REASONS,
+    *OFFLOAD_TEXTS,
+    *STORE_TEXTS,
+    WAIT_STORE,
+    WAIT_STORE_FULL,
+    WAIT_STORE_READ_ONLY,
+    WAIT_CATALOG,
+    WAIT_EXPIRY,
+    WAITING,
+)
 
 # Problems with these services are waited out; the docking goes on staging meanwhile.
 TRANSIENT = (StoreUnavailable, CatalogUnavailable, RecordingBeingExpired)
@@ -101,6 +139,31 @@ TRANSIENT = (StoreUnavailable, CatalogUnavailable, RecordingBeingExpired)
 # journal write and is linked into the store: waiting on the disk, with no buffers.
 # With more threads than slots the next files are copied during that wait.
 THREADS_PER_COPY_SLOT = 2
+
+
+def kept_text(exc: LiuhenError) -> str:
+    """An error as the journal keeps it: its English message (a Msg, see config.errors)
+    with what to do; the message of the moment for an error not made of kept messages."""
+    kept = getattr(exc, "kept", None)  # None too for an error whose __init__ is its own
+    problem = kept or exc.message
+    hint = getattr(exc, "kept_hint", None) if kept is not None else exc.hint
+    return Msg(WITH_HINT, problem=problem, hint=hint) if hint else problem
+
+
+def waiting_text(exc: LiuhenError) -> str:
+    """What a docking waits for, as the journal keeps it: the service's own English
+    message where it has one, else which service (its message of the moment is logged)."""
+    if getattr(exc, "kept", None) is not None:
+        return Msg(WAITING, problem=kept_text(exc))
+    if isinstance(exc, CatalogUnavailable):
+        return Msg(WAIT_CATALOG)
+    if isinstance(exc, RecordingBeingExpired):
+        return Msg(WAIT_EXPIRY)
+    if isinstance(exc, StoreFull):
+        return Msg(WAIT_STORE_FULL)
+    if isinstance(exc, StoreReadOnly):
+        return Msg(WAIT_STORE_READ_ONLY)
+    return Msg(WAIT_STORE)
 
 
 @dataclass
@@ -242,8 +305,13 @@ class DockingWork:
     def waiting_for(self, exc: Any) -> None:
         """A service is away (a TRANSIENT error): the docking says what it waits for."""
         self.station.metrics.failures.inc(reason="unavailable")
-        self.progress.waiting = f"waiting: {exc.message}"
-        self.journal.waiting(self.uid, self.progress.waiting)
+        self._waiting(waiting_text(exc))
+
+    def _waiting(self, text: str) -> None:
+        """What the docking waits for, kept in English (a Msg) for readers of either
+        language, or None: no longer waiting."""
+        self.progress.waiting = text
+        self.journal.waiting(self.uid, text)
 
     def quarantine(self, f: JournalFile, reason: str) -> JournalFile:
         log.warning("%s: quarantined: %s", display_name(f.relpath), reason)
@@ -253,14 +321,15 @@ class DockingWork:
 
     def quarantine_unexpected(self, f: JournalFile, exc: Exception) -> None:
         self.station.metrics.failures.inc(reason="quarantined")
-        reason = Msg(UNEXPECTED, kind=type(exc).__name__, error=str(exc))
+        error = kept_text(exc) if isinstance(exc, LiuhenError) else str(exc)
+        reason = Msg(UNEXPECTED, kind=type(exc).__name__, error=error)
         self.journal.quarantined(f.id, reason)
 
     def store_refused(self, f: JournalFile, exc: StorageError) -> None:
         """A store error that waiting will not cure (the staged copy no longer matches its
         digest, a damaged held copy the store will not let us replace): the staged copy
         is kept, the file quarantined with the store's reason and what to do."""
-        self.quarantine(f, f"{exc.message}: {exc.hint}" if exc.hint else exc.message)
+        self.quarantine(f, kept_text(exc))
 
     def refresh(self) -> list[JournalFile]:
         """The docking's files, and the progress figures they give."""
@@ -360,8 +429,7 @@ class RecorderDocking(DockingWork):
 
         def waiting(exc: Any) -> None:
             station.metrics.failures.inc(reason="unavailable")
-            self.progress.waiting = str(exc.message)
-            self.journal.waiting(self.uid, exc.message)
+            self._waiting(waiting_text(exc))
 
         handed = False
         try:
@@ -488,7 +556,7 @@ class RecorderDocking(DockingWork):
             return None
         except SourceVanished as exc:
             part.unlink(missing_ok=True)
-            return self.quarantine(f, exc.message)
+            return self.quarantine(f, getattr(exc, "kept", None) or exc.message)
         except DiskFull as exc:
             part.unlink(missing_ok=True)
             progress.rewind(before)
@@ -503,8 +571,7 @@ class RecorderDocking(DockingWork):
             return self.quarantine(
                 f, Msg(LARGER_THAN_DISK, size=f.size, staging=str(staging), capacity=capacity)
             )
-        self.progress.waiting = f"{exc.message}: {exc.hint}"
-        self.journal.waiting(self.uid, self.progress.waiting)
+        self._waiting(kept_text(exc))
         self.report(self.progress)
         log.warning(
             "%s: %s; retrying in %.0f s", display_name(f.relpath), exc.message, attempt.backoff

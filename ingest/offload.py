@@ -30,8 +30,55 @@ from typing import Any, Final
 import xxhash
 
 from config.errors import EXIT_IOERR, LiuhenError
-from config.i18n import _
+from config.i18n import N_
+from config.message import Msg
 from storage.digest import DigestPair, Hasher, SharedSM3, new_hasher
+
+# What the offload says went wrong, kept as English templates (config.message.Msg): the
+# docking stores them in its journal, and `ingest` and `station status` read them back
+# (config.message.recognised) and show them in the reader's language.
+READ_ERROR: Final = N_("read error after {done} bytes: {error}")
+CANNOT_WRITE: Final = N_("cannot write staging file {path}: {error}")
+CHECK_CABLE: Final = N_("check the recorder and its cable, then dock it again")
+SHRANK_WHILE_READ: Final = N_(
+    "file shrank while it was read ({expected} bytes expected, {got} read)"
+)
+CHANGED_WHILE_READ: Final = N_("file changed while it was read ({before} → {after} bytes)")
+READ_BACK_SHORT: Final = N_(
+    "staging file {path} is shorter than what was written ({got} of {written} bytes read back)"
+)
+READ_BACK_DIFFERS: Final = N_(
+    "staging file {path} reads back different bytes than were written, in bytes 0–{end} "
+    "(first difference at byte {first})"
+)
+READ_BACK_STRETCH_DIFFERS: Final = N_(
+    "staging file {path} reads back different bytes than were written, in bytes "
+    "{start}–{end} (XXH3-128 {actual}…, recorder {expected}…)"
+)
+DISK_FULL: Final = N_("staging disk full while writing {path}")
+DOCK_AGAIN: Final = N_("the recorder may have been pulled or rewritten; dock it again")
+STAGED_LENGTH: Final = N_("staging file {path} is {size} bytes long, {written} were written")
+CHECK_DISK: Final = N_("check the station's data disk; the file will be copied again")
+CHECK_DISK_HEALTH: Final = N_(
+    "check the station's data disk (dmesg, SMART); the file is copied again"
+)
+FREE_SPACE: Final = N_("free space on the station's data disk; the docking resumes by itself")
+KEPT: Final = (
+    READ_ERROR,
+    CANNOT_WRITE,
+    CHECK_CABLE,
+    SHRANK_WHILE_READ,
+    CHANGED_WHILE_READ,
+    READ_BACK_SHORT,
+    READ_BACK_DIFFERS,
+    READ_BACK_STRETCH_DIFFERS,
+    DISK_FULL,
+    DOCK_AGAIN,
+    STAGED_LENGTH,
+    CHECK_DISK,
+    CHECK_DISK_HEALTH,
+    FREE_SPACE,
+)
 
 # Staged bytes are flushed to disk every this many bytes while they are written.
 SYNC_EVERY = 64 << 20
@@ -343,8 +390,8 @@ def _read_listed(fd: int, size: int) -> bytes:
 
 def _read_error(done: int, exc: OSError) -> SourceVanished:
     return SourceVanished(
-        _("read error after {done} bytes: {error}").format(done=done, error=exc.strerror),
-        hint=_("check the recorder and its cable, then dock it again"),
+        Msg(READ_ERROR, done=done, error=exc.strerror),
+        hint=Msg(CHECK_CABLE),
     )
 
 
@@ -363,15 +410,19 @@ def _check_source(src_fd: int, total: int, expected_size: int, expected_mtime_ns
     st = os.fstat(src_fd)
     if total < expected_size or st.st_size < expected_size:
         raise SourceVanished(
-            _("file shrank while it was read ({expected} bytes expected, {got} read)").format(
-                expected=expected_size, got=total
+            Msg(
+                SHRANK_WHILE_READ,
+                expected=expected_size,
+                got=total,
             ),
-            hint=_("the recorder may have been pulled or rewritten; dock it again"),
+            hint=Msg(DOCK_AGAIN),
         )
     if total != st.st_size or st.st_size != expected_size or st.st_mtime_ns != expected_mtime_ns:
         raise SourceChanged(
-            _("file changed while it was read ({before} → {after} bytes)").format(
-                before=expected_size, after=st.st_size
+            Msg(
+                CHANGED_WHILE_READ,
+                before=expected_size,
+                after=st.st_size,
             )
         )
 
@@ -464,10 +515,13 @@ class _ReadBack:
         size = os.fstat(self.fd).st_size
         if size != written:
             raise StagingReadBackMismatch(
-                _("staging file {path} is {size} bytes long, {written} were written").format(
-                    path=self.path, size=size, written=written
+                Msg(
+                    STAGED_LENGTH,
+                    path=self.path,
+                    size=size,
+                    written=written,
                 ),
-                hint=_("check the station's data disk; the file will be copied again"),
+                hint=Msg(CHECK_DISK),
             )
 
     def close(self) -> None:
@@ -492,21 +546,25 @@ def _read_back_whole(path: Path, fd: int, written: bytes) -> None:
         back += more
     if len(back) < len(written):
         raise StagingReadBackMismatch(
-            _(
-                "staging file {path} is shorter than what was written "
-                "({got} of {written} bytes read back)"
-            ).format(path=path, got=len(back), written=len(written)),
-            hint=_("check the station's data disk; the file will be copied again"),
+            Msg(
+                READ_BACK_SHORT,
+                path=path,
+                got=len(back),
+                written=len(written),
+            ),
+            hint=Msg(CHECK_DISK),
         )
     if back != written:
         pairs = enumerate(zip(back, written, strict=False))
         first = next((i for i, (a, b) in pairs if a != b), len(written))
         raise StagingReadBackMismatch(
-            _(
-                "staging file {path} reads back different bytes than were written, in bytes "
-                "0–{end} (first difference at byte {first})"
-            ).format(path=path, end=len(written), first=first),
-            hint=_("check the station's data disk (dmesg, SMART); the file is copied again"),
+            Msg(
+                READ_BACK_DIFFERS,
+                path=path,
+                end=len(written),
+                first=first,
+            ),
+            hint=Msg(CHECK_DISK_HEALTH),
         )
 
 
@@ -521,40 +579,38 @@ def _read_back_stretch(
         buf = os.pread(fd, min(piece, end - offset), offset)
         if not buf:
             raise StagingReadBackMismatch(
-                _(
-                    "staging file {path} is shorter than what was written "
-                    "({got} of {written} bytes read back)"
-                ).format(path=path, got=offset, written=end),
-                hint=_("check the station's data disk; the file will be copied again"),
+                Msg(
+                    READ_BACK_SHORT,
+                    path=path,
+                    got=offset,
+                    written=end,
+                ),
+                hint=Msg(CHECK_DISK),
             )
         back.update(buf)
         offset += len(buf)
     actual = back.digest()
     if actual != expected:
         raise StagingReadBackMismatch(
-            _(
-                "staging file {path} reads back different bytes than were written, in bytes "
-                "{start}–{end} (XXH3-128 {actual}…, recorder {expected}…)"
-            ).format(
+            Msg(
+                READ_BACK_STRETCH_DIFFERS,
                 path=path,
                 start=start,
                 end=end,
                 actual=actual.hex()[:16],
                 expected=expected.hex()[:16],
             ),
-            hint=_("check the station's data disk (dmesg, SMART); the file is copied again"),
+            hint=Msg(CHECK_DISK_HEALTH),
         )
 
 
 def _staging_error(dst: Path, exc: OSError) -> OffloadError:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return DiskFull(
-            _("staging disk full while writing {path}").format(path=dst),
-            hint=_("free space on the station's data disk; the docking resumes by itself"),
+            Msg(DISK_FULL, path=dst),
+            hint=Msg(FREE_SPACE),
         )
-    return OffloadError(
-        _("cannot write staging file {path}: {error}").format(path=dst, error=exc.strerror)
-    )
+    return OffloadError(Msg(CANNOT_WRITE, path=dst, error=exc.strerror))
 
 
 class _suppress_fadvise:

@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.cells import cell_len
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from config.errors import EXIT_USAGE, CheckFailed, LiuhenError
 from config.i18n import _
 from liuhen.output import out, print_json
+from liuhen.screen_table import cells
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 # Where the CLI's own accesses come from, for the audit's "from where" (as the access
@@ -244,7 +244,7 @@ def run_log(ctx: Any, q: LogQuery, as_json: bool, csv_path: Path | None) -> None
 
 def _pad(text: str, width: int) -> str:
     """``text`` padded to ``width`` terminal cells (a Chinese character is two)."""
-    return text + " " * max(0, width - cell_len(text))
+    return text + " " * max(0, width - cells(text))
 
 
 def _print_log(events: list[Any], zone: tzinfo) -> None:

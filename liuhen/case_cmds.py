@@ -30,13 +30,16 @@ from config.timetext import (
     parse_instant,
     parse_range,
     parse_time,
+    show_minutes,
+    show_span,
     show_time,
+    zone_suffix,
 )
 from liuhen.access_audit import audit_cli
 from liuhen.actor import actor_option, current_principal
-from liuhen.case_views import Column, fit_table, minutes, span, zone_suffix
 from liuhen.output import err, out, print_json
 from liuhen.progress import job_progress
+from liuhen.screen_table import Column, fit_table
 
 if TYPE_CHECKING:
     from access.policy import Principal
@@ -140,6 +143,18 @@ def _print_errors(errors: list[str]) -> None:
         err.print(_("[red]refused[/red] {problem}").format(problem=line), highlight=False)
 
 
+def _import_done(report: Any, summary: str, as_json: bool) -> None:
+    """What an import of a CSV (devices, cases) says when done: the report as JSON, or
+    its summary and each refused row; refused rows make the command fail."""
+    if as_json:
+        print_json(report.as_dict())
+    else:
+        out.print(summary, markup=False)
+        _print_errors(report.errors)
+    if report.errors:
+        raise PartlyRefused(_("{count} row(s) refused").format(count=len(report.errors)))
+
+
 def _ticker(label: str, as_json: bool) -> Any:
     """A progress bar over rows (items, rate, time left) at a terminal; none in scripts."""
     return job_progress(label, total=None, unit="items", enabled=not as_json)
@@ -219,25 +234,17 @@ def run_device_import(app: Any, path: Path, actor: str, as_json: bool) -> None:
             store=app.store,
             progress=bar.update,
         )
-    if as_json:
-        print_json(report.as_dict())
-    else:
-        out.print(
-            _(
-                "{rows} rows: {devices} devices registered or updated, {assignments} "
-                "assignments, {unchanged} unchanged, {refused} refused"
-            ).format(
-                rows=report.rows,
-                devices=report.devices,
-                assignments=report.assignments,
-                unchanged=report.unchanged,
-                refused=len(report.errors),
-            ),
-            markup=False,
-        )
-        _print_errors(report.errors)
-    if report.errors:
-        raise PartlyRefused(_("{count} row(s) refused").format(count=len(report.errors)))
+    summary = _(
+        "{rows} rows: {devices} devices registered or updated, {assignments} "
+        "assignments, {unchanged} unchanged, {refused} refused"
+    ).format(
+        rows=report.rows,
+        devices=report.devices,
+        assignments=report.assignments,
+        unchanged=report.unchanged,
+        refused=len(report.errors),
+    )
+    _import_done(report, summary, as_json)
 
 
 def run_device_list(app: Any, as_json: bool) -> None:
@@ -258,7 +265,9 @@ def run_device_list(app: Any, as_json: bool) -> None:
                 continue
             start = datetime.fromisoformat(a["start"])
             end = datetime.fromisoformat(a["end"]) if a["end"] else None
-            rows.append([*lead, a["officer"], a["name"], minutes(start, zone), minutes(end, zone)])
+            rows.append(
+                [*lead, a["officer"], a["name"], show_minutes(start, zone), show_minutes(end, zone)]
+            )
     offset = zone_suffix(zone)
     columns = [
         Column(_("serial"), whole=True),
@@ -323,29 +332,21 @@ def run_case_import(app: Any, path: Path, actor: str, as_json: bool) -> None:
             attachable=_attachable(who),
             attaching=lambda: bar.describe(_("Attaching recordings")),
         )
-    if as_json:
-        print_json(report.as_dict())
-    else:
-        out.print(
-            _(
-                "{rows} rows: {cases_created} cases created, {cases_updated} updated; "
-                "{actions_created} actions created, {actions_updated} updated, {unchanged} "
-                "unchanged; {attached} recordings attached; {refused} refused"
-            ).format(
-                rows=report.rows,
-                cases_created=report.cases_created,
-                cases_updated=report.cases_updated,
-                actions_created=report.actions_created,
-                actions_updated=report.actions_updated,
-                unchanged=report.unchanged,
-                attached=report.attached,
-                refused=len(report.errors),
-            ),
-            markup=False,
-        )
-        _print_errors(report.errors)
-    if report.errors:
-        raise PartlyRefused(_("{count} row(s) refused").format(count=len(report.errors)))
+    summary = _(
+        "{rows} rows: {cases_created} cases created, {cases_updated} updated; "
+        "{actions_created} actions created, {actions_updated} updated, {unchanged} "
+        "unchanged; {attached} recordings attached; {refused} refused"
+    ).format(
+        rows=report.rows,
+        cases_created=report.cases_created,
+        cases_updated=report.cases_updated,
+        actions_created=report.actions_created,
+        actions_updated=report.actions_updated,
+        unchanged=report.unchanged,
+        attached=report.attached,
+        refused=len(report.errors),
+    )
+    _import_done(report, summary, as_json)
 
 
 def _confirm_similar(exc: C.SimilarCase, yes: bool) -> bool:
@@ -600,7 +601,7 @@ def _show_actions(actions: list[dict[str, Any]], zone: tzinfo) -> None:
     rows = [
         [
             a["id"],
-            span(datetime.fromisoformat(a["start"]), datetime.fromisoformat(a["end"]), zone),
+            show_span(datetime.fromisoformat(a["start"]), datetime.fromisoformat(a["end"]), zone),
             ", ".join(a["officers"]),
             a["place"],
         ]
@@ -632,7 +633,7 @@ def _show_recordings(report: dict[str, Any], zone: tzinfo) -> None:
             "      "
             + _("officer {officer}, recorded {span} ({offset})").format(
                 officer=r["officer"] or "?",
-                span=span(start, end, zone),
+                span=show_span(start, end, zone),
                 offset=zone_suffix(zone).strip(" ()"),
             ),
             markup=False,
@@ -824,7 +825,9 @@ class SweepNotConfirmed(LiuhenError):
 
 
 def _due_table(due: list[R.Decision], zone: tzinfo, title: str) -> Any:
-    rows = [[str(d.recording_id), d.name, d.sha256[:16], minutes(d.keep_until, zone)] for d in due]
+    rows = [
+        [str(d.recording_id), d.name, d.sha256[:16], show_minutes(d.keep_until, zone)] for d in due
+    ]
     columns = [
         Column(_("id"), whole=True, justify="right"),
         Column(_("file name"), whole=True),

@@ -118,6 +118,7 @@ COMMANDS: Mapping[str, Rule] = {
     # people
     "user add": rule(P.USER_ADMIN, extra=lambda p: P.ROLE_ADMIN if p.get("roles") else None),
     "user disable": rule(P.USER_ADMIN),
+    "user enable": rule(P.USER_ADMIN),
     "user list": rule(P.USER_ADMIN, P.ROLE_ADMIN),
     "user passwd": rule(P.ROLE_ADMIN, own="login"),
     "user lock": rule(P.ROLE_ADMIN),

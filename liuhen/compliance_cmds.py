@@ -19,7 +19,7 @@ from config.timetext import iso_time, offset_text, show_clock, show_day, show_ti
 from liuhen.actor import actor_option
 from liuhen.output import out, print_json
 from liuhen.progress import job_progress
-from liuhen.whole_table import print_rows
+from liuhen.screen_table import print_rows
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 ROW_ID = click.IntRange(min=1, max=2**31 - 1)

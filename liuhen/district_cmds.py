@@ -17,7 +17,7 @@ from config.settings import zone_of
 from config.timetext import offset_text, show_clock, show_time
 from liuhen.doctor import FAIL, OK, ROLES, SKIP, WARN, check_title, run_doctor
 from liuhen.output import out, print_json
-from liuhen.whole_table import print_rows
+from liuhen.screen_table import print_rows
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
@@ -227,6 +227,8 @@ def _print_stuck(stuck: dict[str, Any], zone: Any) -> None:
 
 
 def _print_quarantined(q: dict[str, Any]) -> None:
+    from liuhen.ingest_cmds import stored_text  # a reason kept in English, read back
+
     if not q["count"]:
         return
     out.print()
@@ -235,7 +237,7 @@ def _print_quarantined(q: dict[str, Any]) -> None:
         # The file on a line of its own: a long path is never broken by the reason.
         out.print(f"  {f['station_id']}:", markup=False, soft_wrap=False)
         out.print(f"    {f['path']}", markup=False, soft_wrap=False)
-        out.print(f"      {f['reason']}", markup=False, soft_wrap=False)
+        out.print(f"      {stored_text(f['reason'] or '')}", markup=False, soft_wrap=False)
 
 
 def _print_storage(st: dict[str, Any], ex: dict[str, Any]) -> None:

@@ -13,7 +13,6 @@ from typing import Any
 
 import click
 from rich import box
-from rich.cells import cell_len
 from rich.console import Group, RenderableType
 from rich.markup import escape
 from rich.progress import (
@@ -33,13 +32,14 @@ from config.message import is_message, recognised, shown
 from config.settings import zone_of
 from config.timetext import offset_text, show_clock
 from ingest import journal as J
-from ingest.docking import REASONS
+from ingest.docking import STORED_TEXTS
 from ingest.journal import Journal
 from ingest.station import DockingResult
 from ingest.station import Progress as DockProgress
 from ingest.status import status_rows
 from liuhen.district_cmds import apply_metrics_port, metrics_port_option
 from liuhen.output import err, out, print_json
+from liuhen.screen_table import cells
 
 
 def run_ingest(app: Any, path: Path, as_json: bool, quiet: bool) -> None:
@@ -65,7 +65,7 @@ def stored_text(text: str) -> str:
     (config.message: template and fields) is translated with its fields."""
     if is_message(text):
         return shown(text)
-    reason = recognised(text, REASONS) if text else text  # a reason kept as English text
+    reason = recognised(text, STORED_TEXTS) if text else text  # kept as English text
     return shown(reason) if is_message(reason) else _(text) if text else text
 
 
@@ -255,9 +255,9 @@ def status_table(rows: list[dict[str, Any]], zone: tzinfo, width: int) -> Table:
     table = Table(
         title=_("留痕 station status"), box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False
     )
-    serial_w = max((cell_len(r["device"] or "") for r in rows), default=1)
-    officer_w = max((cell_len(r["officer"] or "") for r in rows), default=1)
-    verdict_w = max(cell_len(_("SAFE TO CLEAR")), cell_len(_("DO NOT UNPLUG"))) + 2
+    serial_w = max((cells(r["device"] or "") for r in rows), default=1)
+    officer_w = max((cells(r["officer"] or "") for r in rows), default=1)
+    verdict_w = max(cells(_("SAFE TO CLEAR")), cells(_("DO NOT UNPLUG"))) + 2
     # Beside the serial and the 警号: the dock time, the files (e.g. "1234.5 MB") and the
     # verdict, and a gap of three between each two of the five columns.
     stacked = 11 + 9 + verdict_w + 4 * 3 + serial_w + officer_w > width
@@ -273,19 +273,19 @@ def status_table(rows: list[dict[str, Any]], zone: tzinfo, width: int) -> Table:
         table.add_column(_("Time left"), justify="right")
     table.add_column(_("State"), min_width=verdict_w, overflow="fold")
     for r in rows:
-        cells = [_docked_cell(r, zone)]
+        row = [_docked_cell(r, zone)]
         if wide:
-            cells.append(escape(r["slot"]))
-        cells.append(_device_cell(r, with_officer=stacked))
+            row.append(escape(r["slot"]))
+        row.append(_device_cell(r, with_officer=stacked))
         if not stacked:
-            cells.append(escape(r["officer"] or "—"))
-        cells.append(_files_cell(r, wide))
+            row.append(escape(r["officer"] or "—"))
+        row.append(_files_cell(r, wide))
         if wide:
             rate = f"{r['throughput_mb_s']:.1f} MB/s" if r["state"] == J.OFFLOADING else ""
             data = f"{_size(r['bytes_done'])} / {_size(r['bytes_total'])}"
-            cells += [data + ("\n" + rate if rate else ""), _eta(r)]
-        cells.append(_verdict(r))
-        table.add_row(*cells)
+            row += [data + ("\n" + rate if rate else ""), _eta(r)]
+        row.append(_verdict(r))
+        table.add_row(*row)
     return table
 
 

@@ -66,7 +66,7 @@ def short_help(command: click.Command, limit: int) -> str:
     """The one-line summary in a command list: the first sentence of the translated help,
     ended at "。" as well as ". ", and cut by screen columns (a Chinese character takes
     two), not characters as click counts them."""
-    from rich.cells import cell_len
+    from liuhen.screen_table import clip
 
     with _reader_language(command):
         text = command.short_help or command.help or ""
@@ -75,12 +75,7 @@ def short_help(command: click.Command, limit: int) -> str:
         head, found, _rest = first.partition(stop)
         if found:
             first = head if stop == "。" else head + "."
-    if cell_len(first) <= limit:
-        return first
-    cut = first
-    while cut and cell_len(cut) > limit - 1:
-        cut = cut[:-1]
-    return cut.rstrip(" ，,;；") + "…"
+    return clip(first, limit)
 
 
 def _checked(ctx: click.Context) -> None:
@@ -91,10 +86,9 @@ def _checked(ctx: click.Context) -> None:
     check_invocation(ctx)
 
 
-class LocalizedCommand(click.Command):
-    def invoke(self, ctx: click.Context) -> Any:
-        _checked(ctx)
-        return super().invoke(ctx)
+class _InReaderLanguage(click.Command):
+    """Help, its --help option and the one-line summary in the reader's language: the
+    same for a command and a group."""
 
     def get_help_option(self, ctx: click.Context) -> click.Option | None:
         return _help_option_in_reader_language(super().get_help_option(ctx))
@@ -107,7 +101,13 @@ class LocalizedCommand(click.Command):
         return short_help(self, limit)
 
 
-class LocalizedGroup(click.Group):
+class LocalizedCommand(_InReaderLanguage):
+    def invoke(self, ctx: click.Context) -> Any:
+        _checked(ctx)
+        return super().invoke(ctx)
+
+
+class LocalizedGroup(_InReaderLanguage, click.Group):
     command_class = LocalizedCommand
     group_class: type[click.Group] | type[type] = type  # subgroups: LocalizedGroups too
 
@@ -117,13 +117,3 @@ class LocalizedGroup(click.Group):
         if group_runs_itself(ctx):  # `liuhen export --out ...`: the group is the command
             _checked(ctx)
         return super().invoke(ctx)
-
-    def get_help_option(self, ctx: click.Context) -> click.Option | None:
-        return _help_option_in_reader_language(super().get_help_option(ctx))
-
-    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        with _reader_language(self):
-            super().format_help(ctx, formatter)
-
-    def get_short_help_str(self, limit: int = 45) -> str:
-        return short_help(self, limit)

@@ -11,7 +11,6 @@ from datetime import tzinfo
 from typing import Any
 
 import click
-from rich.cells import cell_len
 from rich.markup import escape
 from rich.padding import Padding
 from rich.text import Text
@@ -29,6 +28,7 @@ from liuhen.actor import actor_option
 from liuhen.district_cmds import apply_metrics_port, metrics_port_option
 from liuhen.output import err, out, print_json
 from liuhen.progress import Ticker, job_progress
+from liuhen.screen_table import cells
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
@@ -289,11 +289,11 @@ class _Fields:
 
     def __init__(self, labels: list[str], indent: int = 2) -> None:
         self.indent = indent
-        self.width = max(cell_len(label) for label in labels) + 2
+        self.width = max(cells(label) for label in labels) + 2
 
     def line(self, label: str, value: str, *, style: str = "") -> None:
-        head = " " * self.indent + label + " " * (self.width - cell_len(label))
-        if cell_len(head) + cell_len(value) <= out.width:
+        head = " " * self.indent + label + " " * (self.width - cells(label))
+        if cells(head) + cells(value) <= out.width:
             out.print(Text.assemble(head, (value, style)))
         else:
             out.print(Text(" " * self.indent + label))
@@ -426,7 +426,7 @@ def _print_flag(flag: str, value: Any, zone: tzinfo) -> None:
     ``name: value`` lines), never a Python structure."""
     head = _("flag {flag}").format(flag=_stored_name(_FLAGS, flag))
     if isinstance(value, str) or is_message(value):
-        out.print(Text.assemble("  ", (head, "yellow"), ": ", shown(value)))
+        out.print(Text.assemble("  ", (head, "yellow"), ": ", shown(value, zone)))
         return
     if value is True or value is None:
         out.print(Text.assemble("  ", (head, "yellow")))
@@ -435,7 +435,7 @@ def _print_flag(flag: str, value: Any, zone: tzinfo) -> None:
     items = value if isinstance(value, list) else [value]
     for item in items:
         if is_message(item):  # a kept message: in the reader's language
-            _say(f"- {shown(item)}", 4)
+            _say(f"- {shown(item, zone)}", 4)
         elif isinstance(item, dict):
             for n, (k, v) in enumerate(item.items()):
                 line = f"{k}: {_time_or_text(v, zone)}"
@@ -533,7 +533,7 @@ def _print_custody(events: list[dict[str, Any]], zone: tzinfo) -> None:
         action = _stored_name(_ACTIONS, e["action"])
         line = f"{show_time(e['at'], zone)}  {action}  ({e['station']} #{e['seq']})"
         actor = _("by {actor}").format(actor=e["actor"]) if e.get("actor") else ""
-        if actor and 4 + cell_len(line) + 2 + cell_len(actor) <= out.width:
+        if actor and 4 + cells(line) + 2 + cells(actor) <= out.width:
             line, actor = f"{line}  {actor}", ""
         _say(line, 4)
         if actor:

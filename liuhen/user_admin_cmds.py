@@ -256,6 +256,13 @@ def _register_states(group: click.Group, pass_ctx: Decorator) -> None:
         """Disable an account for good (a person who left), and end its sessions."""
         set_account_state(ctx, login, "disable")
 
+    @group.command("enable")
+    @click.argument("login")
+    @pass_ctx
+    def user_enable(ctx: Any, login: str) -> None:
+        """Enable a disabled account again; a lock it had when disabled still holds."""
+        set_account_state(ctx, login, "enable")
+
     @group.command("logout")
     @click.argument("login")
     @pass_ctx
@@ -273,7 +280,8 @@ def _register_states(group: click.Group, pass_ctx: Decorator) -> None:
 
 
 def set_account_state(ctx: Any, login: str, change: str) -> None:
-    """`liuhen user lock|unlock|disable`: ``change`` a key of access.accounts.STATE_CHANGES."""
+    """`liuhen user lock|unlock|disable|enable`: ``change`` a key of
+    access.accounts.STATE_CHANGES."""
     from access.accounts import change_state
     from access.audit import STATE_ACTIONS
     from access.sessions import revoke_sessions
@@ -282,7 +290,9 @@ def set_account_state(ctx: Any, login: str, change: str) -> None:
     _not_self(
         principal,
         login,
-        {"lock": _("lock"), "unlock": _("unlock"), "disable": _("disable")}[change],
+        {"lock": _("lock"), "unlock": _("unlock"), "disable": _("disable"), "enable": _("enable")}[
+            change
+        ],
     )
     with app.ready_catalog().transaction() as session:
         user = _user(session, login)

@@ -180,6 +180,20 @@ def _attempt(app: App, login: str, password: str, totp: str | None) -> tuple[Pri
     return principal, secret
 
 
+def _login_event(app: App, login: str, action: str, *, result: str = "ok", **details: str) -> None:
+    """One access event of a login at this terminal: the login acts on its own account."""
+    audit(
+        app,
+        actor=login,
+        action=action,
+        object_type="user",
+        object_id=login,
+        result=result,
+        source=_source(),
+        details=details or None,
+    )
+
+
 def run_login(app: App, login: str, password: str, totp: str | None) -> Principal:
     from access.accounts import LoginFailed, has_accounts
     from liuhen.actor import write_session_secret
@@ -199,37 +213,12 @@ def run_login(app: App, login: str, password: str, totp: str | None) -> Principa
             code = click.prompt(_("Two-factor code"))
             principal, secret = _attempt(app, login, password, code)
     except LoginFailed as exc:
-        audit(
-            app,
-            actor=login,
-            action="access.login_failed",
-            object_type="user",
-            object_id=login,
-            result=exc.reason,
-            source=_source(),
-        )
+        _login_event(app, login, "access.login_failed", result=exc.reason)
         if exc.locked:  # this failure reached the lockout (docs/security.md, "Audit")
-            audit(
-                app,
-                actor=login,
-                action="access.lock",
-                object_type="user",
-                object_id=login,
-                result=exc.reason,
-                source=_source(),
-                details={"cause": "failed_logins"},
-            )
+            _login_event(app, login, "access.lock", result=exc.reason, cause="failed_logins")
         raise
     write_session_secret(app.settings, secret)
-    audit(
-        app,
-        actor=login,
-        action="access.login",
-        object_type="user",
-        object_id=login,
-        source=_source(),
-        details={"session": principal.session_id or ""},
-    )
+    _login_event(app, login, "access.login", session=principal.session_id or "")
     return principal
 
 

@@ -87,12 +87,23 @@ def run_bag(ctx: Any, req: Request) -> None:
             )
             raise Reported(exc.message, exit_code=exc.exit_code) from exc
         raise
+    _conclude(
+        req,
+        report,
+        lambda: _print_bag(report),
+        _("{target}: the bag does not verify").format(target=req.target),
+    )
+
+
+def _conclude(req: Request, report: Any, show: Callable[[], None], failed: str) -> None:
+    """A check's end: its report as JSON or for a person, and ``failed`` as the error
+    (exit 1) when it found problems."""
     if req.as_json:
         print_json(report.as_dict())
     else:
-        _print_bag(report)
+        show()
     if not report.ok:
-        raise CheckFailed(_("{target}: the bag does not verify").format(target=req.target))
+        raise CheckFailed(failed)
 
 
 def _print_bag(r: BagReport) -> None:
@@ -203,16 +214,13 @@ def run_file(ctx: Any, req: Request) -> None:
     app = ctx.app()
     with app.ready_catalog().session() as s:
         report = lookup_file(s, req.target)
-    if req.as_json:
-        print_json(report.as_dict())
-    else:
-        _print_file(app, req.target, report)
-    if not report.ok:
-        raise CheckFailed(
-            _("{target}: not a recording this catalog holds, or not intact").format(
-                target=req.target
-            )
-        )
+    target = req.target
+    _conclude(
+        req,
+        report,
+        lambda: _print_file(app, target, report),
+        _("{target}: not a recording this catalog holds, or not intact").format(target=target),
+    )
 
 
 def _print_file(app: Any, target: Path, report: Any) -> None:
@@ -318,12 +326,12 @@ def run_store(ctx: Any, req: Request) -> None:
             on_result=show,
             on_total=ticker.set_total,
         )
-    if req.as_json:
-        print_json(report.as_dict())
-    else:
-        _print_store(report)
-    if not report.ok:
-        raise CheckFailed(_("store fixity: {count} object(s) failed").format(count=report.failed))
+    _conclude(
+        req,
+        report,
+        lambda: _print_store(report),
+        _("store fixity: {count} object(s) failed").format(count=report.failed),
+    )
 
 
 def _print_store(report: Any) -> None:

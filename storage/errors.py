@@ -10,8 +10,24 @@ from config.errors import (
     LiuhenError,
     UnavailableError,
 )
-from config.i18n import _
+from config.i18n import N_
+from config.message import Msg
 from storage.digest import Digest
+
+# The texts of a store's refusal of a file, kept as English templates (config.message.Msg):
+# a station keeps them in its journal as a quarantine reason, read back in the reader's
+# language (ingest.docking.STORED_TEXTS).
+NOT_FOUND = N_("{store}: object {key} not found")
+MISMATCH = N_("{where}: {algorithm} mismatch: expected {expected}, got {actual}")
+MISMATCH_HINT = N_(
+    "the bytes changed in transit or at rest; nothing was written, keep the source and retry"
+)
+DAMAGED = N_("{where}: the stored copy is damaged: SHA-256 {found}, expected {expected}")
+DAMAGED_HINT = N_(
+    "the station replaces it from the recorder's good bytes and keeps the damaged "
+    "copy aside; do not clear the recorder until the docking says SAFE TO CLEAR"
+)
+KEPT = (NOT_FOUND, MISMATCH, MISMATCH_HINT, DAMAGED, DAMAGED_HINT)
 
 
 class StorageError(LiuhenError):
@@ -28,7 +44,7 @@ class ObjectNotFound(StorageError):
     exit_code = EXIT_NOINPUT
 
     def __init__(self, store: str, key: str) -> None:
-        super().__init__(_("{store}: object {key} not found").format(store=store, key=key))
+        super().__init__(Msg(NOT_FOUND, store=store, key=key))
         self.key = key
 
 
@@ -39,13 +55,14 @@ class DigestMismatch(StorageError):
 
     def __init__(self, where: str, expected: Digest, actual: Digest) -> None:
         super().__init__(
-            _("{where}: {algorithm} mismatch: expected {expected}, got {actual}").format(
-                where=where, algorithm=expected.algorithm, expected=expected.hex, actual=actual.hex
+            Msg(
+                MISMATCH,
+                where=where,
+                algorithm=expected.algorithm,
+                expected=expected.hex,
+                actual=actual.hex,
             ),
-            hint=_(
-                "the bytes changed in transit or at rest; nothing was written, "
-                "keep the source and retry"
-            ),
+            hint=Msg(MISMATCH_HINT),
         )
         self.where = where
         self.expected = expected
@@ -80,13 +97,8 @@ class DamagedObject(StorageError):
         self, where: str, key: str, expected: Digest, found: Digest, found_sm3: Digest | None = None
     ) -> None:
         super().__init__(
-            _("{where}: the stored copy is damaged: SHA-256 {found}, expected {expected}").format(
-                where=where, found=found.hex, expected=expected.hex
-            ),
-            hint=_(
-                "the station replaces it from the recorder's good bytes and keeps the damaged "
-                "copy aside; do not clear the recorder until the docking says SAFE TO CLEAR"
-            ),
+            Msg(DAMAGED, where=where, found=found.hex, expected=expected.hex),
+            hint=Msg(DAMAGED_HINT),
         )
         self.key = key
         self.expected = expected

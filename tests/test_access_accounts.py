@@ -404,3 +404,71 @@ def test_a_locked_account_gives_every_password_the_same_answer(catalog: Catalog)
         answers.append((refused.value.reason, refused.value.message))
     assert answers[0] == answers[1]
     assert answers[0][0] == "locked" and "locked until" in answers[0][1]
+
+
+# --- disable and enable keep a lock (三员分立) ----------------------------------------------
+
+
+def _change(catalog: Catalog, name: str, *changes: str) -> str:
+    from access.accounts import change_state
+
+    with catalog.transaction() as s:
+        state = ""
+        for change in changes:
+            state = change_state(s, get_user(s, name), change)
+        return state
+
+
+def test_enabling_keeps_a_lockout_in_force(catalog: Catalog) -> None:
+    """The system administrator disables and enables an account locked after failed
+    logins: it is locked as before, until its lockout ends."""
+    now = datetime.now(UTC)
+    uid = add(catalog, "dora", Role.REVIEWER)
+    for i in range(POLICY.lockout_failures):
+        with pytest.raises(LoginFailed):
+            login(catalog, "dora", "wrong", at=now + timedelta(seconds=i))
+    with catalog.session() as s:
+        until = row(s, uid).locked_until
+    assert until is not None and until > now
+    assert _change(catalog, "dora", "disable") == "disabled"
+    assert _change(catalog, "dora", "enable") == "locked"
+    with catalog.session() as s:
+        assert row(s, uid).locked_until == until
+    with pytest.raises(LoginFailed) as refused:
+        login(catalog, "dora", at=now + timedelta(minutes=1))
+    assert refused.value.reason == "locked" and "locked until" in refused.value.message
+    # The lockout still ends when it was to end.
+    assert login(catalog, "dora", at=until + timedelta(seconds=1)).login == "dora"
+
+
+def test_enabling_keeps_the_security_administrators_lock(catalog: Catalog) -> None:
+    add(catalog, "erik", Role.REVIEWER)
+    assert _change(catalog, "erik", "lock", "disable", "enable") == "locked"
+    with pytest.raises(LoginFailed) as refused:
+        login(catalog, "erik", at=datetime.now(UTC) + timedelta(days=365))
+    assert refused.value.reason == "locked"
+    assert _change(catalog, "erik", "unlock") == "active"
+    assert login(catalog, "erik", at=datetime.now(UTC)).login == "erik"
+
+
+def test_a_lockout_that_ended_while_disabled_is_over(catalog: Catalog) -> None:
+    now = datetime.now(UTC)
+    uid = add(catalog, "fay", Role.REVIEWER)
+    long_ago = now - timedelta(minutes=POLICY.lockout_minutes + 5)
+    for i in range(POLICY.lockout_failures):
+        with pytest.raises(LoginFailed):
+            login(catalog, "fay", "wrong", at=long_ago + timedelta(seconds=i))
+    assert _change(catalog, "fay", "disable", "enable") == "active"
+    with catalog.session() as s:
+        assert row(s, uid).locked_until is None and row(s, uid).failed_logins == 0
+    assert login(catalog, "fay", at=now).login == "fay"
+
+
+def test_an_active_account_disabled_and_enabled_is_active(catalog: Catalog) -> None:
+    add(catalog, "gus", Role.REVIEWER)
+    assert _change(catalog, "gus", "disable") == "disabled"
+    with pytest.raises(LoginFailed) as refused:
+        login(catalog, "gus", at=datetime.now(UTC))
+    assert refused.value.reason == "disabled"
+    assert _change(catalog, "gus", "enable") == "active"
+    assert login(catalog, "gus", at=datetime.now(UTC)).login == "gus"

@@ -416,6 +416,33 @@ def test_lockout_from_the_command_line(
     assert run_cli(capsys, "login", "alice", "--password-stdin").code == 0
 
 
+def test_disable_and_enable_keep_a_lockout(
+    app: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The system administrator's disable and enable do not lift the lock after failed
+    logins: only the security administrator's unlock (or its end) does (三员分立)."""
+    user(app, "alice", Role.REVIEWER)
+    user(app, "root", Role.SYSTEM_ADMIN)
+    user(app, "sec", Role.SECURITY_ADMIN)
+    for _i in range(app.settings.access.lockout_failures):
+        stdin(monkeypatch, "wrong")
+        assert run_cli(capsys, "login", "alice", "--password-stdin").code == 77
+    act_as(app, "root")
+    assert run_cli(capsys, "user", "disable", "alice").code == 0
+    enabled = run_cli(capsys, "--lang", "en", "user", "enable", "alice")
+    assert enabled.code == 0 and "is now locked" in enabled.out, enabled.err
+    act_as(app, "sec")
+    listed = run_cli(capsys, "user", "list", "--json")
+    assert {u["login"]: u["state"] for u in json.loads(listed.out)}["alice"] == "locked"
+    stdin(monkeypatch, GOOD)
+    locked = run_cli(capsys, "--lang", "en", "login", "alice", "--password-stdin")
+    assert locked.code == 77 and "locked until" in locked.err
+    act_as(app, "sec")
+    assert run_cli(capsys, "user", "unlock", "alice").code == 0
+    stdin(monkeypatch, GOOD)
+    assert run_cli(capsys, "login", "alice", "--password-stdin").code == 0
+
+
 def test_a_denial_reads_in_chinese(
     app: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -24,7 +24,9 @@ from tests.tmux_helpers import assert_whole, screen, widest_line
 # Realistic and long: a district names its stations after unit and place.
 STATION = "xuhui-scjgj-kangjian-caijizhan-01"
 WORKER_HOST = "xh-scjgj-media-worker-03.district.sh.internal"
-REASON = "the recorder locked this file: copy refused"
+# A reason as a station keeps it: English, read back into its template in either language.
+REASON = "shrank from 4096 to 1024 bytes before it was read"
+REASON_ZH = "读取前从 4096 字节变小为 1024 字节"
 QUARANTINED = "DCIM/100MEDIA/DSJ_A1234567_20261201_083015_0001_LOCKED.MP4"
 
 
@@ -97,8 +99,9 @@ def test_district_status_keeps_ids_and_names_whole(tmp_path: Path, width: int) -
     assert "可安全拔出" in shown
     assert "+08:00" in shown
     assert "1 个任务失败" in shown and "1 个文件已隔离" in shown
-    # What the tools and the recorder said is shown as they said it; the rest is Chinese.
-    assert_chinese(shown.replace(REASON, "").replace("moov atom not found", ""))
+    assert REASON_ZH in shown and REASON not in shown
+    # What the tools said is shown as they said it; the rest is Chinese.
+    assert_chinese(shown.replace("moov atom not found", ""))
 
 
 def test_district_status_in_english(tmp_path: Path) -> None:
@@ -109,6 +112,7 @@ def test_district_status_in_english(tmp_path: Path) -> None:
     assert_whole(shown, STATION, d["worker"], d["recording"], QUARANTINED)
     for text in ("SAFE TO CLEAR", "1 failed item(s)", "1 quarantined file(s)", "work queue"):
         assert text in shown, text
+    assert REASON in shown and REASON_ZH not in shown
 
 
 def test_doctor_readable_at_80_columns(tmp_path: Path) -> None:

@@ -101,9 +101,13 @@ def test_a_recordings_stored_time_flag_reads_in_each_readers_language(
     assert ".JPG" in en
     assert TIME_ZH in zh and "s before the file name start" not in zh
     assert "s before the file name start (threshold 120 s)" in en and TIME_ZH not in en
+    # The file's mtime in Shanghai time for either reader; stored as the instant, in UTC.
+    for text in (zh, en):
+        assert "2026-11-25 08:30:00 +08:00" in text and "2026-11-25T00:30:00Z" not in text
     for lang in ("zh", "en"):  # programs read the English text beside template and fields
         (kept,) = json.loads(_in(lang, capsys, "show", "2", "--json"))["flags"]["time"]
-        assert kept["text"].startswith("file mtime 2026-11-25T")
+        assert kept["text"].startswith("file mtime 2026-11-25 08:30:00 +08:00 is ")
+        assert kept["fields"]["mtime"] == {"instant": "2026-11-25T00:30:00Z"}
         assert kept["text"].endswith("a file cannot be written before its recording starts")
         assert kept["fields"]["start"]["text"] == "file name"
 
@@ -181,6 +185,10 @@ def test_the_recording_page_shows_a_kept_time_flag_in_the_readers_language(
     assert "s before the file name start (threshold 120 s)" in en and TIME_ZH not in en
     assert "旧记录里的原因" in zh and "旧记录里的原因" in en
     assert api["flags"]["time"][0]["text"] == str(flag)  # programs: the English text
+    # The file's mtime, stored as its UTC instant, reads in Shanghai time everywhere.
+    mtime = "2026-11-30 07:00:00 +08:00"
+    assert mtime in zh and mtime in en and mtime in api["flags"]["time"][0]["text"]
+    assert api["flags"]["time"][0]["fields"]["mtime"] == {"instant": "2026-11-29T23:00:00Z"}
 
 
 def _web_recording(app: Any) -> int:
@@ -236,3 +244,93 @@ def _reasons(home: Path) -> list[str]:
     with sqlite3.connect(_journal(home)) as db:
         rows = db.execute("SELECT reason FROM files WHERE reason IS NOT NULL").fetchall()
     return [r for (r,) in rows]
+
+
+def test_a_time_in_a_message_is_kept_as_the_instant_and_read_in_station_time() -> None:
+    from datetime import UTC, timezone
+
+    at = datetime(2026, 11, 25, 16, 30, tzinfo=UTC)  # 00:30 the next day in Shanghai
+    flag = Msg(
+        "capture end {end} is after the station received the file at {received} "
+        "(threshold {threshold} s)",
+        end=at,
+        received=at,
+        threshold="120",
+    )
+    kept = json.loads(json.dumps(stored(flag)))
+    assert kept["fields"]["end"] == {"instant": "2026-11-25T16:30:00Z"}  # data stays UTC
+    assert kept["text"].startswith("capture end 2026-11-26 00:30:00 +08:00 is after")
+    assert "2026-11-26 00:30:00 +08:00" in in_chinese(kept) and "16:30" not in in_chinese(kept)
+    assert from_stored(kept) == flag
+    # In another station zone when the reader's station names one.
+    assert "2026-11-25 17:30:00 +01:00" in shown(kept, timezone(timedelta(hours=1)))
+    # A row from before, its time kept as UTC text: shown as it is.
+    older = {**kept, "fields": {**kept["fields"], "end": "2026-11-25T16:30:00Z"}}
+    assert "capture end 2026-11-25T16:30:00Z is after" in shown(older)
+
+
+def test_an_offload_error_is_said_now_and_kept_in_english() -> None:
+    """Raised in a station running in Chinese, a read error says so in Chinese (the log,
+    the command line) and is kept in English with its template, for any later reader."""
+    import errno
+
+    from ingest.docking import STORED_TEXTS, kept_text
+    from ingest.offload import _read_error
+    from liuhen.ingest_cmds import stored_text
+
+    set_language("zh")
+    try:
+        exc = _read_error(4096, OSError(errno.EIO, "Input/output error"))
+        assert exc.message == "读取 4096 字节后出错：Input/output error"
+        kept = str(kept_text(exc))  # what the journal's text column holds
+        assert kept == (
+            "read error after 4096 bytes: Input/output error "
+            "(what to do: check the recorder and its cable, then dock it again)"
+        )
+        assert stored_text(kept) == (
+            "读取 4096 字节后出错：Input/output error"
+            "（处理办法：请检查记录仪及其连接线，然后重新接入）"
+        )
+    finally:
+        set_language("en")
+    assert stored_text(kept) == kept
+    assert is_message(recognised(kept, STORED_TEXTS))
+
+
+def test_what_a_docking_waits_for_reads_in_each_readers_language(
+    docked: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ingest.docking import kept_text, waiting_text
+    from ingest.offload import _staging_error
+    from storage.errors import StoreFull
+
+    set_language("zh")
+    try:  # made by a station running in Chinese
+        disk = _staging_error(Path("/staging/a.part"), OSError(28, "No space left on device"))
+        full = StoreFull("存储已满 (/srv/store)", hint="请释放空间")  # a message of the moment
+        kept_disk, kept_full = str(kept_text(disk)), str(waiting_text(full))
+    finally:
+        set_language("en")
+    disk_en = (
+        "staging disk full while writing /staging/a.part (what to do: free space on the "
+        "station's data disk; the docking resumes by itself)"
+    )
+    assert kept_disk == disk_en and kept_full.startswith("waiting: store full")
+    disk_zh = (
+        "写入 /staging/a.part 时暂存盘已满（处理办法：请释放采集站数据盘的空间；接入会自动继续）"
+    )
+    full_zh = "等待：存储已满：请释放空间或扩容；等待中的写入会自动继续"
+    older = "等待：对象存储 http://127.0.0.1:9 无法连接"  # stored translated by an older station
+    for stored_waiting, zh_text, en_text in (
+        (kept_disk, disk_zh, disk_en),
+        (kept_full, full_zh, kept_full),
+        (older, older, older),
+    ):
+        with sqlite3.connect(_journal(docked)) as db:
+            db.execute("UPDATE dockings SET waiting = ?", (stored_waiting,))
+        shown_zh = _in("zh", capsys, "station", "status")
+        assert zh_text in shown_zh, shown_zh
+        en = _in("en", capsys, "station", "status")
+        assert en_text in en and (stored_waiting == older or zh_text not in en)
+        (row,) = json.loads(_in("zh", capsys, "station", "status", "--json"))
+        assert row["waiting"] == stored_waiting  # programs: as stored, English when new

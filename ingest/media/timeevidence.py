@@ -151,10 +151,10 @@ class _Reading:
             return Msg(
                 N_("{name} {time} (device clock showed {raw})"),
                 name=self.name,
-                time=_iso(self.value),
-                raw=_iso(self.raw),
+                time=self.value,
+                raw=self.raw,
             )
-        return Msg(N_("{name} {time}"), name=self.name, time=_iso(self.value))
+        return Msg(N_("{name} {time}"), name=self.name, time=self.value)
 
 
 def derive_times(src: TimeSources, *, threshold_s: float = DEFAULT_THRESHOLD_S) -> TimeEvidence:
@@ -217,7 +217,7 @@ def derive_times(src: TimeSources, *, threshold_s: float = DEFAULT_THRESHOLD_S) 
                     "no plausible capture time from the device: start set to the station "
                     "receive time {time}"
                 ),
-                time=_iso(received),
+                time=received,
             )
         )
 
@@ -229,8 +229,8 @@ def derive_times(src: TimeSources, *, threshold_s: float = DEFAULT_THRESHOLD_S) 
                     "capture end {end} is after the station received the file at {received} "
                     "(threshold {threshold} s)"
                 ),
-                end=_iso(end),
-                received=_iso(received),
+                end=end,
+                received=received,
                 threshold=_secs(threshold_s),
             )
         )
@@ -314,7 +314,7 @@ def _disagreements(
                             "(threshold {threshold} s): a file cannot be written before its "
                             "recording starts"
                         ),
-                        mtime=_iso(lone_mtime.value),
+                        mtime=lone_mtime.value,
                         before=_secs(before),
                         start=r.pair_name,
                         threshold=_secs(threshold_s),
@@ -357,7 +357,7 @@ def _plausible(
                     ),
                     reading=r.describe(),
                     ahead=_secs(ahead),
-                    received=_iso(received),
+                    received=received,
                     threshold=_secs(threshold_s),
                 )
             )
