@@ -38,7 +38,12 @@ def test_system_admin_enable_does_not_undo_a_lock(app: Any, base: str) -> None:
             r = alice.post("/api/v1/session", json={"login": "alice", "password": PASSWORD})
             assert r.status_code != 200
         assert sys_http.post("/api/v1/users/alice/disable").json()["state"] == "disabled"
-        assert sys_http.post("/api/v1/users/alice/enable").json()["state"] == "active"
+        # Nor does a disable and an enable: the lock is still in force afterwards.
+        assert sys_http.post("/api/v1/users/alice/enable").json()["state"] == "locked"
+        with client(base) as alice:
+            r = alice.post("/api/v1/session", json={"login": "alice", "password": PASSWORD})
+            assert r.status_code != 200
+        assert sec_http.post("/api/v1/users/alice/unlock").json()["state"] == "active"
 
 
 def test_a_locked_accounts_end_of_lock_is_told_in_station_time(app: Any, base: str) -> None:
