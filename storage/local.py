@@ -62,14 +62,21 @@ class LocalStore:
         # of thousands of small files asks for the same few folders again and again,
         # and resolving every key's full path cost ~0.7 ms of CPU per file.
         self._real_dirs: set[str] = set()
+        # The root as text: the hot paths (a docking asks about every object two or three
+        # times) join strings, which costs a fraction of building Path objects.
+        self._root_s = str(self.root)
 
     # -- paths -------------------------------------------------------------------------
 
     def _path(self, key: str) -> Path:
+        return Path(self._checked(key))
+
+    def _checked(self, key: str) -> str:
+        """The object's path as text, once the key is valid and leads to no link out of
+        the root (the checks of :meth:`_path`, without a Path object)."""
         validate_key(key)
-        path = self.root / key
         self._check_inside(key)
-        return path
+        return f"{self._root_s}/{key}"
 
     def _check_inside(self, key: str) -> None:
         """Defence in depth: the validator already forbids '..', but a symlink planted
@@ -84,7 +91,7 @@ class LocalStore:
             if prefix in self._real_dirs:
                 continue
             try:
-                st = os.lstat(self.root / prefix)
+                st = os.lstat(f"{self._root_s}/{prefix}")
             except (FileNotFoundError, NotADirectoryError):
                 return  # nothing below exists yet, so nothing below can be a link
             if stat.S_ISLNK(st.st_mode):
@@ -227,9 +234,7 @@ class LocalStore:
         # made for this batch (content keys fan out) is only as durable as its entry in
         # its parent (POSIX; journaling filesystems happen to cover it). A folder with
         # nothing new syncs at almost no cost.
-        folders = list(
-            dict.fromkeys(f for key in keys for f in self._chain(self._path(key).parent))
-        )
+        folders = list(dict.fromkeys(f for key in keys for f in self._key_folders(key)))
         if not folders:
             return
         if len(folders) == 1:
@@ -244,13 +249,23 @@ class LocalStore:
             chain.append(chain[-1].parent)
         return chain
 
+    def _key_folders(self, key: str) -> list[str]:
+        """The folder of the object ``key`` and each folder above it up to the root, as
+        :meth:`_chain` gives them but from the key's text (the key checked as by
+        :meth:`_path`): no Path objects for every object of a batch."""
+        self._checked(key)
+        parts = key.split("/")[:-1]
+        folders = [self._root_s + "/" + "/".join(parts[:i]) for i in range(len(parts), 0, -1)]
+        folders.append(self._root_s)
+        return folders
+
     def _sync_chain(self, folder: Path) -> None:
         """fsync ``folder`` and the folders holding its name, up to the root (see
         :meth:`make_durable`), the leaf first."""
         for each in self._chain(folder):
             fsync_dir(each)
 
-    def _sync_folder(self, folder: Path) -> None:
+    def _sync_folder(self, folder: Path | str) -> None:
         try:
             fsync_dir(folder)
         except OSError as exc:
@@ -361,9 +376,9 @@ class LocalStore:
         return _chunks(f, end - start)
 
     def head(self, key: str) -> ObjectInfo:
-        path = self._path(key)
+        path = self._checked(key)
         try:
-            st = path.stat()
+            st = os.stat(path)
         except FileNotFoundError as exc:
             raise ObjectNotFound(self.url, key) from exc
         sha = None
@@ -375,11 +390,11 @@ class LocalStore:
             size=st.st_size,
             sha256=sha,
             last_modified=datetime.fromtimestamp(st.st_mtime, UTC),
-            legal_hold=self._hold_path(key).exists(),
+            legal_hold=os.path.exists(f"{self._root_s}/{self._hold_name(key)}"),
         )
 
     def exists(self, key: str) -> bool:
-        return self._path(key).is_file()
+        return os.path.isfile(self._checked(key))
 
     @contextlib.contextmanager
     def local_file(self, key: str, expected: Digest, *, scratch: Path) -> Iterator[Path]:
@@ -424,7 +439,12 @@ class LocalStore:
     # -- retention ---------------------------------------------------------------------
 
     def _hold_path(self, key: str) -> Path:
-        return self._holds_dir() / (key.replace("/", "_") + _HOLD_SUFFIX)
+        return self.root / self._hold_name(key)
+
+    @staticmethod
+    def _hold_name(key: str) -> str:
+        """Where ``key``'s legal hold is marked, relative to the root."""
+        return ".holds/" + key.replace("/", "_") + _HOLD_SUFFIX
 
     def delete(self, key: str) -> None:
         path = self._path(key)
