@@ -28,7 +28,12 @@ def canonical_json(value: Any) -> str:
 
 
 def format_time(at: datetime) -> str:
-    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    utc = at.astimezone(UTC)
+    if utc.year >= 1000:
+        # The same text as the strftime below (every custody event's time goes through
+        # here), from isoformat, which costs half: its "+00:00" becomes the "Z".
+        return utc.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")  # (years below 1000: platform padding)
 
 
 def canonical_bytes(

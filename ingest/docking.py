@@ -467,7 +467,7 @@ class RecorderDocking(DockingWork):
         quarantined, or None when it is to be tried again (after a wait)."""
         station, progress = self.station, self.progress
         name = display_name(f.relpath)
-        part = station.staging / f.docking_uid / f"{f.id}.part"
+        part = station.staging_of(f.docking_uid) / f"{f.id}.part"
         part.parent.mkdir(parents=True, exist_ok=True)
         before = progress.bytes_done
         try:
@@ -515,7 +515,7 @@ class RecorderDocking(DockingWork):
 
     def _staged(self, f: JournalFile, copied: Copied) -> JournalFile:
         """The complete copy renamed into place, durably, and the file journaled STAGED."""
-        part = self.station.staging / f.docking_uid / f"{f.id}.part"
+        part = self.station.staging_of(f.docking_uid) / f"{f.id}.part"
         staged = part.with_suffix(".staged")
         os.replace(part, staged)
         staged_at = J.now_text()

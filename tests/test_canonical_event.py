@@ -78,3 +78,26 @@ def test_other_types_take_the_encoders_own_path() -> None:
     assert b'"object_id":42' in canonical_bytes(**fields)
     fields = dict.fromkeys(FIELDS, "x") | {"seq": True}  # a bool is not an int here
     assert canonical_bytes(**fields) == _by_encoder(fields)
+
+
+def test_event_times_are_written_as_strftime_writes_them() -> None:
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from catalog.canonical import format_time
+
+    rng = random.Random(8)
+    shanghai = timezone(timedelta(hours=8))
+    times = [
+        datetime(2026, 12, 6, 19, 31, 17, tzinfo=UTC),  # no microseconds
+        datetime(2026, 12, 6, 19, 31, 17, 5, tzinfo=UTC),
+        datetime(2026, 1, 1, 3, 0, 0, 999999, tzinfo=shanghai),  # the day before, in UTC
+        datetime(1000, 1, 1, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+    ]
+    times += [
+        datetime(2000, 1, 1, tzinfo=UTC) + timedelta(microseconds=rng.randint(0, 10**15))
+        for _ in range(1000)
+    ]
+    for at in times:
+        expected = at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        assert format_time(at) == expected, at
