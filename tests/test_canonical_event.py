@@ -101,3 +101,25 @@ def test_event_times_are_written_as_strftime_writes_them() -> None:
     for at in times:
         expected = at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         assert format_time(at) == expected, at
+
+
+def test_details_encode_as_the_encoder_does() -> None:
+    from catalog.canonical import canonical_json
+
+    def by_encoder(value: Any) -> str:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+    values: list[Any] = [
+        {},
+        {"b": 1, "a": [1, 2.5, None, True, False], "c": {"z": "中文\n", "y": -0.0}},
+        {"size": 2**70, "ratio": 1e-300, "path": 'a"b\\c\u2028', "nested": [{"k": []}]},
+        {2: "int keys", 1: "sorted as numbers"},
+    ]
+    for value in values:
+        assert canonical_json(value) == by_encoder(value)
+    loop: dict[str, Any] = {}
+    loop["self"] = loop
+    with pytest.raises(ValueError, match="Circular"):
+        canonical_json(loop)
+    with pytest.raises(TypeError):
+        canonical_json({"when": object()})
