@@ -12,6 +12,7 @@ defaults as Core (so a row reads back the same), but a datetime shared by a batc
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -60,10 +61,12 @@ class BulkInsert:
             and c.default is not None
             and not (c.primary_key and c.autoincrement in (True, "auto"))
         )
-        self._compiled: dict[int, _Compiled] = {}
+        # Per dialect object, held weakly: an id() could be reused by another engine's
+        # dialect (another database, another parameter style) once the first is gone.
+        self._compiled: weakref.WeakKeyDictionary[Dialect, _Compiled] = weakref.WeakKeyDictionary()
 
     def _for(self, dialect: Dialect) -> _Compiled:
-        found = self._compiled.get(id(dialect))
+        found = self._compiled.get(dialect)
         if found is not None:
             return found
         keys = self.columns + self._defaults
@@ -78,7 +81,7 @@ class BulkInsert:
                 processors.append((index[name], proc))
         order = itemgetter(*(index[n] for n in names)) if len(names) > 1 else _one(index[names[0]])
         found = _Compiled(compiled.string, compiled.positional, names, tuple(processors), order)
-        self._compiled[id(dialect)] = found
+        self._compiled[dialect] = found
         return found
 
     def run(self, conn: Connection, rows: Sequence[Sequence[Any]]) -> None:
