@@ -16,11 +16,13 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, func, insert, select
+from sqlalchemy import ColumnElement, Table, func, select
 from sqlalchemy.orm import Session
 
+from catalog.bulk import BulkInsert
 from catalog.canonical import FORMAT_VERSION as FORMAT_VERSION
 from catalog.canonical import GENESIS as GENESIS
 from catalog.canonical import canonical_bytes as canonical_bytes
@@ -280,13 +282,31 @@ class ChainBatch:
     def flush(self) -> None:
         """Insert the events added so far (Core executemany; no ORM objects)."""
         if self._rows:
-            self._session.connection().execute(_INSERT_EVENTS, self._rows)
+            _INSERT_EVENTS.run(
+                self._session.connection(),
+                list(map(_EVENT_VALUES, self._rows)),
+            )
             self._rows = []
 
 
-# ChainBatch's statements, built once (Core: no ORM work per batch).
+# ChainBatch's insert, straight to the driver (catalog.bulk: no per-row Core work).
 _EVENTS = table_of(CustodyEvent)
-_INSERT_EVENTS = insert(_EVENTS)
+_EVENT_COLUMNS = (
+    "station_id",
+    "seq",
+    "at",
+    "actor",
+    "action",
+    "object_type",
+    "object_id",
+    "details",
+    "prev_hash",
+    "event_hash",
+    "key_id",
+    "signature",
+)
+_INSERT_EVENTS = BulkInsert(_EVENTS, _EVENT_COLUMNS)
+_EVENT_VALUES = itemgetter(*_EVENT_COLUMNS)
 
 
 # -- verification ----------------------------------------------------------------------------

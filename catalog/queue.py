@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import Table, and_, bindparam, insert, or_, select
+from sqlalchemy import Table, and_, bindparam, or_, select
 from sqlalchemy.orm import Session
 
+from catalog.bulk import BulkInsert
 from catalog.models import WorkItem, utcnow
 
 PENDING, CLAIMED, DONE, FAILED = "PENDING", "CLAIMED", "DONE", "FAILED"
@@ -55,9 +56,8 @@ def enqueue_many(
     conn = session.connection()
     queued = set(conn.scalars(_QUEUED, {"kind": kind, "subjects": wanted}))
     when = not_before or utcnow()
-    rows = [{"kind": kind, "subject": s, "not_before": when} for s in wanted if s not in queued]
-    if rows:
-        conn.execute(_INSERT, rows)  # Core: the column defaults apply, no ORM objects
+    rows = [(kind, s, when) for s in wanted if s not in queued]
+    _INSERT.run(conn, rows)  # straight to the driver, with the columns' defaults
     return len(rows)
 
 
@@ -66,7 +66,7 @@ assert isinstance(_ITEMS, Table)
 _QUEUED = select(_ITEMS.c.subject).where(
     _ITEMS.c.kind == bindparam("kind"), _ITEMS.c.subject.in_(bindparam("subjects", expanding=True))
 )
-_INSERT = insert(_ITEMS)
+_INSERT = BulkInsert(_ITEMS, ("kind", "subject", "not_before"))
 
 
 def claim(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from config.settings import CHINA_STANDARD_TIME
@@ -46,8 +47,14 @@ class NameParser:
         self.patterns = [re.compile(p) for p in patterns]
         self.important = re.compile(important_marker) if important_marker else None
         self.zone = ZoneInfo(zone) if isinstance(zone, str) else zone
+        # A docking reads each name up to three times (identity, foreign device, filing);
+        # what a name says never changes, so the answers are kept (NameFields is frozen).
+        self._parse_cached = lru_cache(maxsize=_CACHED_NAMES)(self._parse)
 
     def parse(self, name: str) -> NameFields:
+        return self._parse_cached(name)
+
+    def _parse(self, name: str) -> NameFields:
         # The important tag is vendor decoration around the usual name: take it out, so
         # the same patterns read a tagged and an untagged file alike.
         important = False
@@ -75,9 +82,26 @@ class NameParser:
 def _parse_start(text: str | None, zone: tzinfo) -> datetime | None:
     if not text:
         return None
-    digits = re.sub(r"[^0-9]", "", text)
+    digits = _NOT_DIGIT.sub("", text)
     try:
-        local = datetime.strptime(digits, "%Y%m%d%H%M%S")
+        if len(digits) == 14:
+            # What strptime("%Y%m%d%H%M%S") reads from 14 digits (every field two digits
+            # wide, the year four), without its regex machinery: datetime checks the
+            # fields as strptime's result is checked (month 13, 30 February, hour 24 …).
+            local = datetime(
+                int(digits[:4]),
+                int(digits[4:6]),
+                int(digits[6:8]),
+                int(digits[8:10]),
+                int(digits[10:12]),
+                int(digits[12:14]),
+            )
+        else:  # narrower fields: strptime's own reading
+            local = datetime.strptime(digits, "%Y%m%d%H%M%S")
     except ValueError:
         return None  # a name that looks right but names no real time (month 13 ...)
     return local.replace(tzinfo=zone).astimezone(UTC)
+
+
+_NOT_DIGIT = re.compile(r"[^0-9]")
+_CACHED_NAMES = 8192  # names of one docking's identity pass still cached when filed

@@ -535,8 +535,10 @@ class RecorderDocking(DockingWork):
         quarantined, or None when it is to be tried again (after a wait)."""
         station, progress = self.station, self.progress
         name = display_name(f.relpath)
-        part = station.staging / f.docking_uid / f"{f.id}.part"
-        part.parent.mkdir(parents=True, exist_ok=True)
+        folder = station.staging_of(f.docking_uid)
+        if not os.path.isdir(folder):  # (mkdir of an existing folder raises inside: dearer)
+            folder.mkdir(parents=True, exist_ok=True)
+        part = folder / f"{f.id}.part"
         before = progress.bytes_done
         try:
             return station.copy_to_staging(fd, part, f, progress.add_bytes)
@@ -582,7 +584,7 @@ class RecorderDocking(DockingWork):
 
     def _staged(self, f: JournalFile, copied: Copied) -> JournalFile:
         """The complete copy renamed into place, durably, and the file journaled STAGED."""
-        part = self.station.staging / f.docking_uid / f"{f.id}.part"
+        part = self.station.staging_of(f.docking_uid) / f"{f.id}.part"
         staged = part.with_suffix(".staged")
         os.replace(part, staged)
         staged_at = J.now_text()

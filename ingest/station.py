@@ -293,6 +293,7 @@ class Station:
         )
         self.staging = settings.staging_dir
         self.staging.mkdir(parents=True, exist_ok=True)
+        self._staging_dirs: dict[str, Path] = {}
         self._catalog_ids: dict[str, int] = {}  # journal uid -> catalog docking id
         # The same, with what registering files needs of the docking (the committer's;
         # none of it changes once the docking exists).
@@ -495,7 +496,14 @@ class Station:
             log.warning("catalog not reachable yet (%s); staging goes on", exc.message)
 
     def _staged_path(self, f: JournalFile) -> Path:
-        return self.staging / f.docking_uid / f"{f.id}.staged"
+        return self.staging_of(f.docking_uid) / f"{f.id}.staged"
+
+    def staging_of(self, docking_uid: str) -> Path:
+        """A docking's staging folder: one Path per docking, not two per file."""
+        folder = self._staging_dirs.get(docking_uid)
+        if folder is None:
+            folder = self._staging_dirs[docking_uid] = self.staging / docking_uid
+        return folder
 
     def copy_to_staging(
         self, fd: int, part: Path, f: JournalFile, on_bytes: Callable[[int], None]

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 
-def fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path | str) -> None:
     """Make a rename, link or unlink in the folder ``path`` durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:

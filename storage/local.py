@@ -62,14 +62,21 @@ class LocalStore:
         # of thousands of small files asks for the same few folders again and again,
         # and resolving every key's full path cost ~0.7 ms of CPU per file.
         self._real_dirs: set[str] = set()
+        # The root as text: the hot paths (a docking asks about every object two or three
+        # times) join strings, which costs a fraction of building Path objects.
+        self._root_s = str(self.root)
 
     # -- paths -------------------------------------------------------------------------
 
     def _path(self, key: str) -> Path:
+        return Path(self._checked(key))
+
+    def _checked(self, key: str) -> str:
+        """The object's path as text, once the key is valid and leads to no link out of
+        the root (the checks of :meth:`_path`, without a Path object)."""
         validate_key(key)
-        path = self.root / key
         self._check_inside(key)
-        return path
+        return f"{self._root_s}/{key}"
 
     def _check_inside(self, key: str) -> None:
         """Defence in depth: the validator already forbids '..', but a symlink planted
@@ -84,7 +91,7 @@ class LocalStore:
             if prefix in self._real_dirs:
                 continue
             try:
-                st = os.lstat(self.root / prefix)
+                st = os.lstat(f"{self._root_s}/{prefix}")
             except (FileNotFoundError, NotADirectoryError):
                 return  # nothing below exists yet, so nothing below can be a link
             if stat.S_ISLNK(st.st_mode):
@@ -227,15 +234,21 @@ class LocalStore:
         # made for this batch (content keys fan out) is only as durable as its entry in
         # its parent (POSIX; journaling filesystems happen to cover it). A folder with
         # nothing new syncs at almost no cost.
-        folders = list(
-            dict.fromkeys(f for key in keys for f in self._chain(self._path(key).parent))
-        )
+        folders = list(dict.fromkeys(f for key in keys for f in self._key_folders(key)))
         if not folders:
             return
         if len(folders) == 1:
             self._sync_folder(folders[0])
             return
-        list(_sync_pool().map(self._sync_folder, folders))  # raises the first failure
+        # As many tasks as the pool has threads, each syncing its share one after the
+        # other: as many flushes in flight as one task per folder gave, without a task
+        # hand-off per folder (about two per small file, each under the interpreter lock).
+        shares = [folders[i::_SYNC_THREADS] for i in range(min(_SYNC_THREADS, len(folders)))]
+        list(_sync_pool().map(self._sync_folders, shares))  # raises the first failure
+
+    def _sync_folders(self, folders: Sequence[Path | str]) -> None:
+        for folder in folders:
+            self._sync_folder(folder)
 
     def _chain(self, folder: Path) -> list[Path]:
         """``folder`` and each folder above it, up to the store's root."""
@@ -244,13 +257,23 @@ class LocalStore:
             chain.append(chain[-1].parent)
         return chain
 
+    def _key_folders(self, key: str) -> list[str]:
+        """The folder of the object ``key`` and each folder above it up to the root, as
+        :meth:`_chain` gives them but from the key's text (the key checked as by
+        :meth:`_path`): no Path objects for every object of a batch."""
+        self._checked(key)
+        parts = key.split("/")[:-1]
+        folders = [self._root_s + "/" + "/".join(parts[:i]) for i in range(len(parts), 0, -1)]
+        folders.append(self._root_s)
+        return folders
+
     def _sync_chain(self, folder: Path) -> None:
         """fsync ``folder`` and the folders holding its name, up to the root (see
         :meth:`make_durable`), the leaf first."""
         for each in self._chain(folder):
             fsync_dir(each)
 
-    def _sync_folder(self, folder: Path) -> None:
+    def _sync_folder(self, folder: Path | str) -> None:
         try:
             fsync_dir(folder)
         except OSError as exc:
@@ -278,26 +301,26 @@ class LocalStore:
         to a copy through :meth:`put` across filesystems. ``durable=False``: the
         folder's fsync is left to :meth:`make_durable` (the caller's, for a batch).
         """
-        path = self._path(key)
+        path = self._checked(key)  # text: a docking of small files adopts thousands
         if not read_back:
             actual = _hash_path(source, expected.algorithm)
             if actual != expected:
                 raise DigestMismatch(str(source), expected, actual)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
             os.chmod(source, 0o444)
             try:
                 os.link(source, path)
             except FileExistsError:
                 check_held_copy(self, key, source, expected)
             if durable:
-                self._sync_chain(path.parent)
+                self._sync_chain(Path(path).parent)
         except OSError as exc:
             if exc.errno != errno.EXDEV:
                 raise self._write_error(key, exc, "cannot store") from exc
             with open(source, "rb") as f:
                 return self.put(key, f, expected=expected)
-        return self.head(key)
+        return self._head_at(key, path)
 
     def replace_damaged(
         self,
@@ -361,9 +384,12 @@ class LocalStore:
         return _chunks(f, end - start)
 
     def head(self, key: str) -> ObjectInfo:
-        path = self._path(key)
+        return self._head_at(key, self._checked(key))
+
+    def _head_at(self, key: str, path: str) -> ObjectInfo:
+        """:meth:`head` of ``key``, whose checked path is ``path``."""
         try:
-            st = path.stat()
+            st = os.stat(path)
         except FileNotFoundError as exc:
             raise ObjectNotFound(self.url, key) from exc
         sha = None
@@ -375,11 +401,11 @@ class LocalStore:
             size=st.st_size,
             sha256=sha,
             last_modified=datetime.fromtimestamp(st.st_mtime, UTC),
-            legal_hold=self._hold_path(key).exists(),
+            legal_hold=os.path.exists(f"{self._root_s}/{self._hold_name(key)}"),
         )
 
     def exists(self, key: str) -> bool:
-        return self._path(key).is_file()
+        return os.path.isfile(self._checked(key))
 
     @contextlib.contextmanager
     def local_file(self, key: str, expected: Digest, *, scratch: Path) -> Iterator[Path]:
@@ -424,7 +450,12 @@ class LocalStore:
     # -- retention ---------------------------------------------------------------------
 
     def _hold_path(self, key: str) -> Path:
-        return self._holds_dir() / (key.replace("/", "_") + _HOLD_SUFFIX)
+        return self.root / self._hold_name(key)
+
+    @staticmethod
+    def _hold_name(key: str) -> str:
+        """Where ``key``'s legal hold is marked, relative to the root."""
+        return ".holds/" + key.replace("/", "_") + _HOLD_SUFFIX
 
     def delete(self, key: str) -> None:
         path = self._path(key)
