@@ -303,23 +303,27 @@ def target_for_recording(session: Session, recording_id: int | str) -> Target:
     nobody but an unscoped role reaches (the caller then says it was not found)."""
     from catalog.devices import officer_at
 
+    # Rows by primary key (session.get): a session that goes on to show the recording
+    # finds them in its identity map instead of asking again, and the officer who
+    # carried the recorder is, as a rule, the recording's own officer (one look-up).
     rec = session.get(Recording, int(recording_id))
     if rec is None:
         return Target("recording", str(recording_id))
     officers: set[str] = set()
     if rec.officer_id is not None:
-        number = session.scalar(select(Officer.number).where(Officer.id == rec.officer_id))
-        if number:
-            officers.add(number)
+        officer = session.get(Officer, rec.officer_id)
+        if officer is not None and officer.number:
+            officers.add(officer.number)
     unit = None
     if rec.device_id is not None:
-        unit = session.scalar(select(Device.unit).where(Device.id == rec.device_id)) or None
+        device = session.get(Device, rec.device_id)
+        unit = (device.unit if device is not None else None) or None
         if rec.captured_at is not None:
             carried = officer_at(session, rec.device_id, rec.captured_at)
             if carried is not None:
-                number = session.scalar(select(Officer.number).where(Officer.id == carried))
-                if number:
-                    officers.add(number)
+                officer = session.get(Officer, carried)
+                if officer is not None and officer.number:
+                    officers.add(officer.number)
     cases = _attached_cases(session, rec.id)
     return Target(
         "recording",

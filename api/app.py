@@ -12,6 +12,7 @@ from fastapi import APIRouter, FastAPI
 from api import cases, errors, markers, ops, recordings, session, users
 from api.context import ApiContext
 from api.jobs import ExportJobs
+from api.timing import ServerTiming
 from config import Settings
 from config.errors import LiuhenError
 
@@ -67,4 +68,5 @@ def create_app(settings: Settings, *, accel_redirect: str | None = None) -> Fast
     v1.include_router(ops.router)
     v1.include_router(users.router)
     app.include_router(v1)
+    app.add_middleware(ServerTiming)  # how long each answer took the server (api/timing.py)
     return app

@@ -19,10 +19,11 @@ import contextlib
 import hashlib
 import hmac
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
 from fastapi import Request
 from sqlalchemy import ColumnElement
+from sqlalchemy.orm import Session
 
 from access import policy
 from access.audit import playing_already, record_access
@@ -83,11 +84,17 @@ class Caller:
         try:
             with self.ctx.catalog.session() as s:
                 policy.authorize(s, self.principal, Permission(permission), target)
-        except AccessDenied:
-            kind = target.kind if target is not None else "system"
-            ident = (target.id if target is not None else None) or permission
-            self.audit("access.denied", kind, ident, result="denied", permission=permission)
-            raise
+        except AccessDenied as exc:
+            self.refuse(exc, permission, target)
+
+    def refuse(self, exc: AccessDenied, permission: str, target: Target | None) -> NoReturn:
+        """Audit a refusal the policy decided (``policy.authorize`` in a session of the
+        handler's own), then raise it: called once that session is closed, so the
+        audit's transaction never waits for a second connection while holding one."""
+        kind = target.kind if target is not None else "system"
+        ident = (target.id if target is not None else None) or permission
+        self.audit("access.denied", kind, ident, result="denied", permission=permission)
+        raise exc
 
     def allowed(self, permission: str, target: Target | None = None) -> bool:
         """Whether the principal holds ``permission`` (to shape an answer, not to refuse)."""
@@ -124,11 +131,16 @@ class Caller:
         with self.ctx.catalog.session() as s:
             return playing_already(s, self.actor, rec_id)
 
-    def recording_target(self, rec_id: int) -> Target:
+    def recording_target(self, rec_id: int, session: Session | None = None) -> Target:
+        """The recording as the policy sees it (looked up once a request); ``session``:
+        the handler's own, which then holds the recording's rows for what it shows."""
         found = self._recording_targets.get(rec_id)
         if found is None:
-            with self.ctx.catalog.session() as s:
-                found = policy.target_for_recording(s, rec_id)
+            if session is None:
+                with self.ctx.catalog.session() as s:
+                    found = policy.target_for_recording(s, rec_id)
+            else:
+                found = policy.target_for_recording(session, rec_id)
             self._recording_targets[rec_id] = found
         return found
 

@@ -4,13 +4,19 @@ copy or original streamed with byte ranges."""
 from __future__ import annotations
 
 import mimetypes
+from collections.abc import Callable
 from pathlib import PurePosixPath
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Response
 from fastapi.responses import StreamingResponse
+from sqlalchemy import event as orm_event
+from sqlalchemy.orm import Session
 
+from access import policy
 from access.audit import OFFSET_KEY
+from access.policy import AccessDenied
+from access.roles import Permission
 from api import services
 from api.auth import Caller, caller
 from api.errors import ApiError
@@ -22,6 +28,7 @@ from catalog.search import search_recordings as run_search
 from config.i18n import _
 from storage import LocalStore
 
+T = TypeVar("T")
 router = APIRouter(prefix="/recordings", tags=["recordings"], responses=ERRORS)
 RecordingId = Annotated[int, Path(ge=1, le=2**31 - 1, description="The recording's id.")]
 Who = Annotated[Caller, Depends(caller)]
@@ -94,11 +101,40 @@ def search(
 def detail(who: Who, rec_id: RecordingId) -> dict[str, Any]:
     """What `liuhen show` prints: digests, probe, times and their sources, flags,
     derivatives, chapters, sightings, retention and holds. Audited as a view."""
-    who.authorize("recording.view", who.recording_target(rec_id))
-    report = services.recording(who.ctx, rec_id)
+    return view(who, rec_id)[0]
+
+
+def view(
+    who: Caller, rec_id: int, also: Callable[[Session], T] | None = None
+) -> tuple[dict[str, Any], T | None]:
+    """The recording's report for a caller the policy lets view it, audited as a view;
+    ``also``: more the page shows (its cases), read once the view is allowed.
+
+    One read session serves the policy's look-up, the report and ``also``: the rows the
+    policy read (the recording, its recorder, its officer) are the report's too, and one
+    connection is taken from the pool instead of one for each. A refusal is audited once
+    that session is closed (:meth:`Caller.refuse`)."""
+    refused: AccessDenied | None = None
+    extra: T | None = None
+    with who.ctx.catalog.session() as s:
+        # The session's identity map holds its rows weakly: a row the policy read and
+        # let go would be read again by the report. Held here until the session closes.
+        held: list[object] = []
+        orm_event.listen(s, "loaded_as_persistent", lambda _s, row: held.append(row))
+        target = who.recording_target(rec_id, s)
+        try:
+            policy.authorize(s, who.principal, Permission.RECORDING_VIEW, target)
+        except AccessDenied as exc:
+            refused = exc
+        else:
+            report = services.recording(who.ctx, rec_id, s)
+            if also is not None:
+                extra = also(s)
+    if refused is not None:
+        who.refuse(refused, Permission.RECORDING_VIEW.value, target)
     hide_unseen_cases(who, report)
     who.audit("access.view", "recording", rec_id)
-    return report
+    return report, extra
 
 
 def hide_unseen_cases(who: Caller, report: dict[str, Any]) -> None:
@@ -128,10 +164,25 @@ def custody(
     """The signed custody events of the recording and its derivatives, oldest first;
     for the auditors (who may read the audit) its access events too: who viewed,
     played or downloaded it. Page with ``next_after``."""
+    return custody_page(who, rec_id, after=after, limit=limit)
+
+
+def custody_page(
+    who: Caller, rec_id: int, *, after: int, limit: int, report: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """:func:`custody`'s answer; ``report``: the recording's, as :func:`view` gave it this
+    request (its digests name the custody events' objects: not looked up again)."""
     target = who.recording_target(rec_id)
     who.authorize("custody.view", target)
     with_access = who.allowed("audit.view")
-    found = services.custody(who.ctx, rec_id, after=after, limit=limit, with_access=with_access)
+    objects = (
+        None
+        if report is None
+        else [report["sha256"], str(report["id"]), *(d["sha256"] for d in report["derivatives"])]
+    )
+    found = services.custody(
+        who.ctx, rec_id, after=after, limit=limit, with_access=with_access, objects=objects
+    )
     _redact_unseen_cases(who, found["events"])
     return found
 

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import ColumnElement, select, true
+from sqlalchemy.orm import Session
 
 from api.context import ApiContext
 from catalog import attach as A
@@ -21,18 +22,22 @@ if TYPE_CHECKING:
     from access.policy import Principal
 
 
-def recording(ctx: ApiContext, rec_id: int) -> dict[str, Any]:
-    """What `liuhen show --json` prints, with the retention decision."""
+def recording(ctx: ApiContext, rec_id: int, session: Session | None = None) -> dict[str, Any]:
+    """What `liuhen show --json` prints, with the retention decision (``session``: the
+    caller's, which may hold the recording's rows already; else one of its own)."""
+    if session is None:
+        with ctx.catalog.session() as s:
+            return recording(ctx, rec_id, s)
     from catalog.media import recording_report
     from ingest.identity import NameParser
 
     parser = NameParser(ctx.settings.ingest.filename_patterns, ctx.settings.ingest.important_marker)
-    with ctx.catalog.session() as s:
-        rec = get_recording(s, rec_id)
-        report = recording_report(s, rec, parser)
-        report["retention"] = R.explain(s, rec, ctx.settings.retention).as_dict()
-        report["holds"] = [_hold(h, ctx) for h in _holds(s, rec.id)]
-    report.pop("custody", None)  # its own endpoint, with paging
+    rec = get_recording(session, rec_id)
+    # Without the custody history: its own endpoint, with paging.
+    report = recording_report(session, rec, parser, custody=False)
+    del report["custody"]
+    report["retention"] = R.explain(session, rec, ctx.settings.retention).as_dict()
+    report["holds"] = [_hold(h, ctx) for h in _holds(session, rec.id)]
     return report
 
 
@@ -50,17 +55,28 @@ def get_recording(session: Any, rec_id: int) -> Recording:
 
 
 def custody(
-    ctx: ApiContext, rec_id: int, *, after: int, limit: int, with_access: bool
+    ctx: ApiContext,
+    rec_id: int,
+    *,
+    after: int,
+    limit: int,
+    with_access: bool,
+    objects: list[str] | None = None,
 ) -> dict[str, Any]:
     """The custody events of the recording and its derivatives, oldest first, paged by
     event id; ``with_access``: its access events too (who viewed, played, downloaded:
-    for the auditors only)."""
+    for the auditors only). ``objects``: the events' object ids (the recording's SHA-256
+    and id, its derivatives' SHA-256) when the caller has just read them."""
     from catalog.custody import not_access
 
     with ctx.catalog.session() as s:
-        rec = get_recording(s, rec_id)
-        ids = [rec.sha256, str(rec.id)]
-        ids += list(s.scalars(select(Derivative.sha256).where(Derivative.recording_id == rec.id)))
+        ids = objects
+        if ids is None:
+            rec = get_recording(s, rec_id)
+            ids = [rec.sha256, str(rec.id)]
+            ids += list(
+                s.scalars(select(Derivative.sha256).where(Derivative.recording_id == rec.id))
+            )
         rows = list(
             s.scalars(
                 select(CustodyEvent)

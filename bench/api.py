@@ -2,7 +2,8 @@
 throughput against ``cat`` of the same file, through ``liuhen serve`` on loopback.
 
     python -m bench.api [--url PG_URL] [--recordings N] [--clients 50] [--searches N]
-                        [--proxy-mb MB] [--json FILE] [--keep]
+                        [--proxy-mb MB] [--via uvicorn|nginx] [--think-s S]
+                        [--workers N] [--json FILE] [--keep]
 
 Builds a district in a fresh catalog (default: a schema of its own in the PostgreSQL at
 127.0.0.1:5432, dropped afterwards unless ``--keep``): 10 units, 500 officers, 600
@@ -14,22 +15,28 @@ at capture); rows go in by COPY (timed: ``build_s``; 1,000,000 take 75-135 s on 
 development machine). One proxy of ``--proxy-mb`` MiB (default 64; 1024 is the issue's
 1 GB) is stored in the local store.
 
-Then ``liuhen serve`` runs as its own process (uvicorn, as in production) and:
+Then ``liuhen serve`` runs as its own process (uvicorn, as in production; ``--workers
+N`` is passed on to it when given) and:
 
 * authentication: ``GET /api/v1/session`` (who am I) one request at a time, with an
   integration's API token and with an auditor's session: what every request pays first;
 * search: a mix of queries (no filter, officer, recorder, unit, a station day, damaged,
   on hold, a case, page two by cursor, officer and day together) sent by one client
-  (latency of the query itself) and by ``--clients`` concurrent clients (the server
-  under load): p50, p95, max in ms, as an auditor (every unit: the widest search), and
-  an officer's mix (no filter, a day, a month, damaged) within their own recordings
-  (the access policy's own-recordings scope);
+  (latency of the query itself) and by ``--clients`` concurrent clients each asking
+  again the moment it is answered (a closed loop: the server under load), and with
+  ``--think-s S`` also by ``--clients`` people pausing S seconds on average between
+  searches (beside the closed loop, never instead of it): p50, p95, max in ms, each
+  beside the server's own time (``..._server_ms``, its ``Server-Timing`` header), as
+  an auditor (every unit: the widest search), and an officer's mix (no filter, a day,
+  a month, damaged) within their own recordings (the access policy's own-recordings
+  scope);
 * streaming (``--via uvicorn``, or ``--via nginx``: nginx in front, the API answering
   with X-Accel-Redirect as docs/api.md describes): ``cat`` of the proxy's file to
   /dev/null (warm, the second of two runs), then the same bytes over HTTP as range
   requests: ``--clients`` clients (``curl`` processes) each fetch one slice of the file
-  (``Range: bytes=a-b``); MiB/s of each and their ratio; with uvicorn, also one client
-  against one ``cat``.
+  (``Range: bytes=a-b``); MiB/s of each and their ratio; also one client against one
+  ``cat`` (``one_client``); with nginx, each beside nginx serving the same file as a
+  plain static location (what loopback HTTP itself costs).
 
 Targets (issue 15): search p95 < 50 ms at 1,000,000 recordings (judged on one client's
 p95, the worse of the auditor's and the officer's mix); range streaming at least 80% of
@@ -39,12 +46,10 @@ p95, the worse of the auditor's and the officer's mix); range streaming at least
 from __future__ import annotations
 
 import argparse
-import getpass
 import hashlib
 import json
 import os
 import random
-import shutil
 import socket
 import statistics
 import subprocess
@@ -63,6 +68,8 @@ from typing import Any
 
 import httpx
 from sqlalchemy import create_engine, insert, text
+
+from bench.nginx import running_nginx
 
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 TARGET_SEARCH_P95_MS = 50.0
@@ -215,16 +222,18 @@ def _free_port() -> int:
 
 
 def start_server(
-    data_dir: Path, url: str, *, accel: bool = False
+    data_dir: Path, url: str, *, accel: bool = False, workers: int | None = None
 ) -> tuple[subprocess.Popen[bytes], str]:
     """``liuhen serve`` on a free loopback port, as its own process (``accel``: with
-    ``--accel-redirect /_liuhen_store/``, for nginx in front)."""
+    ``--accel-redirect /_liuhen_store/``, for nginx in front; ``workers``: passed as
+    ``--workers N`` when given, else the server's own default)."""
     port = _free_port()
     env = {**os.environ, "LIUHEN_HOME": str(data_dir), "LIUHEN_CATALOG_URL": url}
     liuhen = Path(sys.executable).with_name("liuhen")
     proc = subprocess.Popen(
         [str(liuhen), "serve", "--port", str(port)]
-        + (["--accel-redirect", "/_liuhen_store/"] if accel else []),
+        + (["--accel-redirect", "/_liuhen_store/"] if accel else [])
+        + (["--workers", str(workers)] if workers is not None else []),
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -243,77 +252,25 @@ def start_server(
     raise RuntimeError("liuhen serve did not start")
 
 
-# nginx in front of `liuhen serve --accel-redirect`: what docs/api.md describes.
-NGINX_CONF = """
-daemon off;
-user {user};
-pid {dir}/nginx.pid;
-error_log {dir}/error.log;
-worker_processes 2;
-events {{ worker_connections 1024; }}
-http {{
-  access_log off;
-  client_body_temp_path {dir}/body;
-  proxy_temp_path {dir}/proxy;
-  fastcgi_temp_path {dir}/fastcgi;
-  uwsgi_temp_path {dir}/uwsgi;
-  scgi_temp_path {dir}/scgi;
-  sendfile on;
-  server {{
-    listen 127.0.0.1:{port};
-    location /api/ {{
+@contextmanager
+def nginx_in_front(
+    upstream: str, store_root: str, folder: Path, *, extra: str = ""
+) -> Iterator[str]:
+    """nginx on a free loopback port (bench/nginx.py): /api/ proxied to ``upstream``, and
+    the directory store as the internal location the API's X-Accel-Redirect names, as
+    docs/api.md describes; ``extra``: more locations."""
+    locations = f"""    location /api/ {{
       proxy_pass {upstream};
       proxy_set_header Host $host;
       proxy_buffering off;
     }}
     location /_liuhen_store/ {{
       internal;
-      alias {store}/;
+      alias {store_root}/;
     }}
-{extra}  }}
-}}
-"""
-
-
-@contextmanager
-def nginx_in_front(
-    upstream: str, store_root: str, folder: Path, *, extra: str = ""
-) -> Iterator[str]:
-    """nginx on a free loopback port: /api/ proxied to ``upstream``, and the directory
-    store as the internal location the API's X-Accel-Redirect names."""
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    conf = folder / "nginx.conf"
-    # Workers as this user: the test's store is readable by it alone (in production,
-    # nginx's user needs read access to the store: docs/api.md).
-    conf.write_text(
-        NGINX_CONF.format(
-            dir=folder,
-            port=port,
-            upstream=upstream,
-            store=store_root,
-            user=getpass.getuser(),
-            extra=extra,
-        )
-    )
-    proc = subprocess.Popen([nginx, "-c", str(conf), "-p", str(folder)])
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.get(f"{base}/api/v1/openapi.json", timeout=2)
-                break
-            except httpx.TransportError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError((folder / "error.log").read_text()) from None
-                time.sleep(0.05)
+    {extra}"""
+    with running_nginx(folder, locations) as base:
         yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
 
 
 # -- measuring ---------------------------------------------------------------------------
@@ -355,21 +312,58 @@ def _percentiles(ms: list[float]) -> dict[str, float]:
     }
 
 
-def _one_search(http: httpx.Client, params: dict[str, Any]) -> float:
+@dataclass(frozen=True)
+class Timed:
+    """One request's time: as the client saw it (the HTTP exchange over loopback
+    included), and as the server saw it (its ``Server-Timing: app;dur=`` header,
+    api/timing.py: from receiving the request to starting the answer)."""
+
+    client_ms: float
+    server_ms: float
+
+
+def timed_of(client_ms: float, response: httpx.Response) -> Timed:
+    from api.timing import server_ms
+
+    server = server_ms(response.headers.get("server-timing"))
+    if server is None:
+        raise RuntimeError(f"{response.url}: no Server-Timing header")
+    return Timed(client_ms, server)
+
+
+def timings(name: str, times: list[Timed]) -> dict[str, dict[str, float]]:
+    """``{name}_ms`` (the client's) and ``{name}_server_ms`` (the server's) percentiles."""
+    return {
+        f"{name}_ms": _percentiles([t.client_ms for t in times]),
+        f"{name}_server_ms": _percentiles([t.server_ms for t in times]),
+    }
+
+
+def _one_search(http: httpx.Client, params: dict[str, Any]) -> Timed:
     t0 = time.perf_counter()
     r = http.get("/api/v1/recordings", params=params)
     first = r.json()
     if r.status_code != 200:
         raise RuntimeError(f"search {params}: {r.status_code} {r.text[:300]}")
+    took = timed_of((time.perf_counter() - t0) * 1000, r)
     if first["next_cursor"]:  # page two, by cursor: what paging costs
+        t1 = time.perf_counter()
         r = http.get("/api/v1/recordings", params={**params, "cursor": first["next_cursor"]})
         r.raise_for_status()
-        return (time.perf_counter() - t0) * 500  # per request: two were made
-    return (time.perf_counter() - t0) * 1000
+        more = timed_of((time.perf_counter() - t1) * 1000, r)
+        # Per request: two were made.
+        return Timed((took.client_ms + more.client_ms) / 2, (took.server_ms + more.server_ms) / 2)
+    return took
 
 
 def measure_search(
-    base: str, token: str, searches: int, clients: int, seed: int, mix: Any = search_mix
+    base: str,
+    token: str,
+    searches: int,
+    clients: int,
+    seed: int,
+    mix: Any = search_mix,
+    think_s: float = 0.0,
 ) -> dict[str, Any]:
     rng = random.Random(seed)
     queries: list[dict[str, Any]] = []
@@ -382,15 +376,50 @@ def measure_search(
         single = [_one_search(http, q) for q in queries]
 
     local = threading.local()
+    opened: list[httpx.Client] = []
 
-    def run(q: dict[str, Any]) -> float:
+    def run(q: dict[str, Any]) -> Timed:
         if not hasattr(local, "http"):
             local.http = httpx.Client(base_url=base, headers=headers, timeout=120)
+            opened.append(local.http)
         return _one_search(local.http, q)
 
+    try:
+        with ThreadPoolExecutor(clients) as pool:
+            loaded = list(pool.map(run, queries * 2))
+    finally:
+        for http in opened:
+            http.close()
+    result = {**timings("one_client", single), **timings(f"{clients}_clients", loaded)}
+    if think_s > 0:
+        paced = _people(base, headers, queries, clients, think_s)
+        result.update(timings(f"{clients}_clients_{think_s:g}s_think", paced))
+    return result
+
+
+def _people(
+    base: str,
+    headers: dict[str, str],
+    queries: list[dict[str, Any]],
+    clients: int,
+    think_s: float,
+) -> list[Timed]:
+    """``clients`` people at once, each searching one query after another with a pause
+    between them (exponential, mean ``think_s``: reading the results before the next
+    search). The closed loop has no pause: each client asks again the moment it is
+    answered, far more than fifty people using the system do."""
+
+    def person(index: int) -> list[Timed]:
+        rng = random.Random(index)
+        times: list[Timed] = []
+        with httpx.Client(base_url=base, headers=headers, timeout=120) as http:
+            for q in queries[index::clients]:
+                time.sleep(rng.expovariate(1 / think_s))
+                times.append(_one_search(http, q))
+        return times
+
     with ThreadPoolExecutor(clients) as pool:
-        loaded = list(pool.map(run, queries * 2))
-    return {"one_client_ms": _percentiles(single), f"{clients}_clients_ms": _percentiles(loaded)}
+        return [t for got in pool.map(person, range(clients)) for t in got]
 
 
 def measure_auth(base: str, secrets: dict[str, str], requests: int) -> dict[str, Any]:
@@ -400,13 +429,14 @@ def measure_auth(base: str, secrets: dict[str, str], requests: int) -> dict[str,
     for kind, secret in secrets.items():
         headers = {"Authorization": f"Bearer {secret}"}
         with httpx.Client(base_url=base, headers=headers, timeout=60) as http:
-            ms = []
+            ms: list[Timed] = []
             for i in range(requests + 10):
                 t0 = time.perf_counter()
-                http.get("/api/v1/session").raise_for_status()
+                r = http.get("/api/v1/session")
+                r.raise_for_status()
                 if i >= 10:  # the first ten warm the connection and the server's caches
-                    ms.append((time.perf_counter() - t0) * 1000)
-        found[f"{kind}_ms"] = _percentiles(ms)
+                    ms.append(timed_of((time.perf_counter() - t0) * 1000, r))
+        found.update(timings(kind, ms))
     return found
 
 
@@ -600,6 +630,8 @@ def run(
     seed: int = 7,
     keep: bool = False,
     via: str = "uvicorn",
+    think_s: float = 0.0,
+    workers: int | None = None,
 ) -> dict[str, Any]:
     cleanup = None
     if url is None:
@@ -611,12 +643,18 @@ def run(
             prep = _prepare(data_dir, url, recordings, proxy_mb, seed)
             built, proxy, rec_id, token = prep.built, prep.proxy, prep.rec_id, prep.token
             accel = via == "nginx"
-            proc, base = start_server(data_dir, url, accel=accel)
+            proc, base = start_server(data_dir, url, accel=accel, workers=workers)
             # What every request pays first: an integration's token, a person's session.
             auth = measure_auth(base, {"token": prep.api_token, "session": token}, searches)
-            search = measure_search(base, token, searches, clients, seed)
+            search = measure_search(base, token, searches, clients, seed, think_s=think_s)
             own = measure_search(
-                base, prep.officer_session, searches, clients, seed, mix=officer_mix
+                base,
+                prep.officer_session,
+                searches,
+                clients,
+                seed,
+                mix=officer_mix,
+                think_s=think_s,
             )
             if accel:  # the bytes from nginx, after the API allowed and audited them
                 store_root = str(proxy.parents[1])  # the proxy's key is sha256/<hex>
@@ -624,19 +662,23 @@ def run(
                 # of what loopback HTTP itself costs (bench only, never in production).
                 static = f"location /_static/ {{ alias {store_root}/; }}"
                 with nginx_in_front(base, store_root, data_dir, extra=static) as front:
+                    static_path = f"/_static/sha256/{proxy.name}"
                     streaming = measure_streaming(front, token, proxy, rec_id, clients)
                     plain = measure_streaming(
-                        front,
-                        token,
-                        proxy,
-                        rec_id,
-                        clients,
-                        url_path=f"/_static/sha256/{proxy.name}",
+                        front, token, proxy, rec_id, clients, url_path=static_path
                     )
-                streaming["nginx_static_mib_s"] = plain["http_ranges_mib_s"]
-                streaming["ratio_to_nginx_static"] = round(
-                    streaming["http_ranges_mib_s"] / plain["http_ranges_mib_s"], 3
-                )
+                    # One player against one `cat`: the 50 clients' figure is bounded
+                    # by the two cores, one stream by the path a byte takes.
+                    one = measure_streaming(front, token, proxy, rec_id, 1)
+                    one_plain = measure_streaming(
+                        front, token, proxy, rec_id, 1, url_path=static_path
+                    )
+                for figures, baseline in ((streaming, plain), (one, one_plain)):
+                    figures["nginx_static_mib_s"] = baseline["http_ranges_mib_s"]
+                    figures["ratio_to_nginx_static"] = round(
+                        figures["http_ranges_mib_s"] / baseline["http_ranges_mib_s"], 3
+                    )
+                streaming["one_client"] = one
             else:
                 streaming = measure_streaming(base, token, proxy, rec_id, clients)
                 streaming["one_client"] = measure_streaming(base, token, proxy, rec_id, 1)
@@ -653,6 +695,7 @@ def run(
     p95 = max(search["one_client_ms"]["p95"], own["one_client_ms"]["p95"])
     return {
         "recordings": built.recordings,
+        "workers": workers,
         "build_s": round(built.seconds, 1),
         "auth": auth,
         "search": search,
@@ -686,6 +729,20 @@ def main(argv: list[str] | None = None) -> int:
         default="uvicorn",
         help="Stream from liuhen serve itself, or from nginx in front of it (X-Accel-Redirect).",
     )
+    p.add_argument(
+        "--think-s",
+        type=float,
+        default=0.0,
+        help=(
+            "Also measure --clients people pausing this long on average between searches "
+            "(beside the closed loop, which is always measured)."
+        ),
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="Pass --workers N to liuhen serve (default: not passed, its own default).",
+    )
     p.add_argument("--json", type=Path, help="Also write the figures to this file.")
     p.add_argument("--keep", action="store_true", help="Keep the bench schema.")
     args = p.parse_args(argv)
@@ -698,6 +755,8 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         keep=args.keep,
         via=args.via,
+        think_s=args.think_s,
+        workers=args.workers,
     )
     text_ = json.dumps(result, indent=2, ensure_ascii=False)
     print(text_)

@@ -359,9 +359,12 @@ def find_recording(session: Session, ref: str) -> list[Recording]:
     return found
 
 
-def recording_report(session: Session, rec: Recording, parser: NameParser) -> dict[str, Any]:
+def recording_report(
+    session: Session, rec: Recording, parser: NameParser, *, custody: bool = True
+) -> dict[str, Any]:
     """Everything `liuhen show` prints about one recording; ``parser`` (built from the
-    settings) reads what each sighting's file name says."""
+    settings) reads what each sighting's file name says. ``custody=False``: without the
+    custody history (the API pages it at its own endpoint)."""
     from catalog.custody import not_access
     from catalog.models import CustodyEvent, Device, Officer
     from catalog.sightings import sighting_report
@@ -372,10 +375,14 @@ def recording_report(session: Session, rec: Recording, parser: NameParser) -> di
         )
     )
     object_ids = [rec.sha256, *(d.sha256 for d in derivatives)]
-    events = session.scalars(
-        select(CustodyEvent)
-        .where(CustodyEvent.object_id.in_(object_ids), not_access())
-        .order_by(CustodyEvent.at, CustodyEvent.station_id, CustodyEvent.seq)
+    events = (
+        session.scalars(
+            select(CustodyEvent)
+            .where(CustodyEvent.object_id.in_(object_ids), not_access())
+            .order_by(CustodyEvent.at, CustodyEvent.station_id, CustodyEvent.seq)
+        )
+        if custody
+        else ()
     )
     device = session.get(Device, rec.device_id) if rec.device_id else None
     officer = session.get(Officer, rec.officer_id) if rec.officer_id else None

@@ -45,7 +45,7 @@ from sqlalchemy import (
     true,
     tuple_,
 )
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, load_only
 from sqlalchemy.sql import operators
 
 from catalog.cases import get_case
@@ -212,11 +212,31 @@ def _check(query: SearchQuery) -> None:
         )
 
 
+# What a result row shows and its cursor needs: a row's probe and time evidence (the
+# tools' whole reports, kilobytes of JSON each) are the recording page's, not the list's.
+_SUMMARY_COLUMNS: Final = (
+    Recording.id,
+    Recording.original_name,
+    Recording.sha256,
+    Recording.sm3,
+    Recording.size,
+    Recording.state,
+    Recording.media_kind,
+    Recording.duration_s,
+    Recording.captured_at,
+    Recording.capture_end,
+    Recording.received_at,
+    Recording.important,
+    Recording.flags,
+)
+
+
 def _page(
     conditions: Sequence[ColumnElement[bool]], limit: int
 ) -> Select[Recording, str, str, str, str]:
     return (
         select(Recording, Device.serial, Device.unit, Officer.number, Officer.unit)
+        .options(load_only(*_SUMMARY_COLUMNS))
         .outerjoin(Device, Device.id == Recording.device_id)
         .outerjoin(Officer, Officer.id == Recording.officer_id)
         .where(*conditions)

@@ -85,10 +85,16 @@ def test_serve_refuses_half_a_tls_setting(app: Any, tmp_path: Path) -> None:
 def test_the_api_bench_runs_small(pg_server: str) -> None:
     from bench.api import run
 
-    result = run(None, recordings=500, clients=4, searches=10, proxy_mb=2)
+    result = run(None, recordings=500, clients=4, searches=10, proxy_mb=2, think_s=0.01)
     assert result["recordings"] == 500
     assert result["search"]["one_client_ms"]["n"] >= 10
     assert result["search"]["4_clients_ms"]["n"] >= 20
+    # People pausing between searches, beside the closed loop (every query once).
+    assert result["search"]["4_clients_0.01s_think_ms"]["n"] == 10
+    # The server's own time (Server-Timing) beside each client-side figure.
+    assert result["search"]["4_clients_server_ms"]["n"] >= 20
+    assert result["auth"]["session_server_ms"]["n"]
+    assert result["streaming"]["one_client"]["clients"] == 1
     assert result["officer_search"]["one_client_ms"]["n"] >= 10  # the own-recordings scope
     assert result["auth"]["token_ms"]["n"] and result["auth"]["session_ms"]["n"]
     assert result["streaming"]["proxy_mib"] == 2.0

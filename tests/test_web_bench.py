@@ -20,11 +20,15 @@ def test_the_web_bench_runs_small(pg_server: str) -> None:
         assert first["search_page"]["one_client_ms"]["n"] >= 10
         assert first["search_page"]["3_clients_ms"]["n"] >= 20
         assert first["recording_page"]["one_client_ms"]["n"] == 10
+        # Beside each client-side figure, the server's own (its Server-Timing header).
+        assert first["recording_page"]["one_client_server_ms"]["n"] == 10
+        assert first["search_page"]["3_clients_server_ms"]["n"] >= 20
         again = run(kept, recordings=5000, clients=2, requests=10, reuse=True, think_s=0.01)
         assert again["recordings"] == 300  # measured as built, not built again
         assert again["recording_page"]["2_clients_ms"]["n"] == 20
         # Browsers pausing between pages: every page asked once, by one of the two.
         assert again["recording_page"]["2_browsers_0.01s_think_ms"]["n"] == 10
+        assert again["recording_page"]["2_browsers_0.01s_think_server_ms"]["n"] == 10
     finally:
         schema = kept.split("search_path%3D")[1]
         engine = create_engine(pg_server)

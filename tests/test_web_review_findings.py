@@ -9,10 +9,7 @@ Run: LIUHEN_TEST_S3_SERVER=moto python -m pytest tests/test_web_review_findings.
 
 from __future__ import annotations
 
-import getpass
 import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -23,6 +20,7 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
+from bench.nginx import proxy_location, running_nginx
 from ingest.journal import DockingState, Journal, JournalDocking
 from tests import test_web_pages as pages
 from tests.api_helpers import PASSWORD, access_events, add_proxy, add_user
@@ -101,57 +99,11 @@ def _station_screen(app: Any, host: str | None = None) -> TestClient:
     )
 
 
-NGINX = """
-daemon off;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log;
-worker_processes 1;
-events {{ worker_connections 64; }}
-http {{
-  access_log off;
-  client_body_temp_path {dir}/body;
-  proxy_temp_path {dir}/proxy;
-  fastcgi_temp_path {dir}/fastcgi;
-  uwsgi_temp_path {dir}/uwsgi;
-  scgi_temp_path {dir}/scgi;
-  server {{
-    listen {address}:{port};
-    location / {{
-      proxy_pass {upstream};
-{headers}
-    }}
-  }}
-}}
-"""
-
-
 @contextmanager
 def _nginx(upstream: str, folder: Path, address: str, headers: str) -> Iterator[str]:
     """nginx on ``address`` (a station's reverse proxy) in front of `liuhen serve`."""
-    folder.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    conf = folder / "nginx.conf"
-    conf.write_text(
-        NGINX.format(dir=folder, address=address, port=port, upstream=upstream, headers=headers)
-    )
-    if getpass.getuser() == "root":
-        conf.write_text(conf.read_text().replace("daemon off;", "daemon off;\nuser root;"))
-    proc = subprocess.Popen(["/usr/sbin/nginx", "-c", str(conf), "-p", str(folder)])
-    base = f"http://{address}:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.get(f"{base}/login", timeout=2)
-                break
-            except httpx.TransportError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError((folder / "error.log").read_text()) from None
-                time.sleep(0.1)
+    with running_nginx(folder, proxy_location(upstream, headers), address=address) as base:
         yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
 
 
 # -- HIGH -----------------------------------------------------------------------------------

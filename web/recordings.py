@@ -9,10 +9,12 @@ page's script with the session's CSRF token.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -111,7 +113,8 @@ def recording_page(request: Request, rec_id: int) -> Response:
         if not 0 < rec_id <= MAX_ID:  # past the catalog's ids, as the API's path bounds
             with who.ctx.catalog.session() as s:
                 get_recording(s, rec_id)  # says it is not found, in the API's words
-        report = api_recordings.detail(who, rec_id)  # authorized and audited as a view
+        # Authorized and audited as a view; the cases read in the same session.
+        report, cases = api_recordings.view(who, rec_id, partial(_cases_of, who, rec_id))
     except LiuhenError as exc:
         failed = {"error": exc.message, "hint": exc.hint, "http_status": status_of(exc)}
         return page(request, who, "error.html", failed)
@@ -121,11 +124,10 @@ def recording_page(request: Request, rec_id: int) -> Response:
         for p in ("recording.play", "recording.mark", "custody.view", "recording.download")
     }
     custody = (
-        api_recordings.custody(who, rec_id, after=0, limit=500)["events"]
+        api_recordings.custody_page(who, rec_id, after=0, limit=500, report=report)["events"]
         if may["custody.view"]
         else None
     )
-    cases = _cases_of(who, rec_id)
     kinds = {d["kind"] for d in report["derivatives"]}
     playable = [k for k in PLAYABLE if k in kinds]  # the proxy first: small, seeks fast
     values: dict[str, Any] = {
@@ -134,7 +136,7 @@ def recording_page(request: Request, rec_id: int) -> Response:
         "may_attach": who.allowed("case.attach"),
         "may_hold": who.allowed("hold.change", target),
         "custody": custody,
-        "cases": cases,
+        "cases": cases or [],
         "play_kind": playable[0] if playable and may["recording.play"] else None,
         "has_poster": any(d["kind"] == "poster" for d in report["derivatives"]),
         "flag_text": FLAG_TEXT,
@@ -167,39 +169,38 @@ def _time_sources(evidence: dict[str, Any], who: Caller) -> list[tuple[str, str]
     return shown
 
 
-def _cases_of(who: Caller, rec_id: int) -> list[dict[str, Any]]:
+def _cases_of(who: Caller, rec_id: int, s: Session) -> list[dict[str, Any]]:
     """The cases the recording is (or was) attached to, and why — of the cases the
     reader may see (the policy's ``case.view``). A case they may not see is only said to
     be there: no number, reason or who attached it (the case itself answers them 403)."""
     scope = who.case_scope()
-    with who.ctx.catalog.session() as s:
-        links = (
-            select(Case.id, Case.number, Case.title, CaseRecording)
-            .join(CaseRecording, CaseRecording.case_id == Case.id)
-            .where(CaseRecording.recording_id == rec_id)
-            .order_by(CaseRecording.attached_at)
+    links = (
+        select(Case.id, Case.number, Case.title, CaseRecording)
+        .join(CaseRecording, CaseRecording.case_id == Case.id)
+        .where(CaseRecording.recording_id == rec_id)
+        .order_by(CaseRecording.attached_at)
+    )
+    rows = s.execute(links).all()
+    visible = (
+        None
+        if scope is None or not rows
+        else set(s.scalars(select(Case.id).where(Case.id.in_([r[0] for r in rows]), scope)))
+    )
+    shown: list[dict[str, Any]] = []
+    for case_id, number, title, link in rows:
+        if visible is not None and case_id not in visible:
+            shown.append({"hidden": True, "number": number, "detached_at": link.detached_at})
+            continue
+        shown.append(
+            {
+                "number": number,
+                "title": title,
+                "method": link.method,
+                "reason": link.reason,
+                "actor": link.actor,
+                "attached_at": link.attached_at,
+                "detached_at": link.detached_at,
+                "detach_reason": link.detach_reason,
+            }
         )
-        rows = s.execute(links).all()
-        visible = (
-            None
-            if scope is None
-            else set(s.scalars(select(Case.id).where(Case.id.in_([r[0] for r in rows]), scope)))
-        )
-        shown: list[dict[str, Any]] = []
-        for case_id, number, title, link in rows:
-            if visible is not None and case_id not in visible:
-                shown.append({"hidden": True, "number": number, "detached_at": link.detached_at})
-                continue
-            shown.append(
-                {
-                    "number": number,
-                    "title": title,
-                    "method": link.method,
-                    "reason": link.reason,
-                    "actor": link.actor,
-                    "attached_at": link.attached_at,
-                    "detached_at": link.detached_at,
-                    "detach_reason": link.detach_reason,
-                }
-            )
-        return shown
+    return shown
