@@ -354,6 +354,10 @@ def change_state(session: Session, user: User, change: str) -> str:
     the new state. Unlocking does not undo a disable, nor enabling a lock: each is lifted
     by the administrator who may set it (enabling an account disabled while locked gives
     it back locked, while its lock lasts)."""
+    # The row as it is now, held to the end of the transaction: checked on a row read
+    # before, a lock racing a disable (or a disable racing a lock) would pass on the
+    # stale state, and a later unlock or enable would undo the other administrator's.
+    session.refresh(user, with_for_update=True)
     if change == "unlock" and user.state == DISABLED:
         raise StateConflict(
             _("account {login} is disabled, not locked").format(login=user.login),

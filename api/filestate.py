@@ -19,6 +19,7 @@ import contextlib
 import fcntl
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,8 @@ from typing import Any
 def write_json(path: Path, data: Any) -> None:
     """``data`` as ``path``, replacing any earlier version at once."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # One name per process and thread: two threads writing one record must not share it.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         with tmp.open("w", encoding="utf-8") as f:
             json.dump(data, f, ensure_ascii=False, sort_keys=True)

@@ -302,8 +302,12 @@ class Supervisor:
         os.set_blocking(ours, False)
         fds = (self.main.fileno(), theirs) + ((theirs_fd,) if theirs_fd is not None else ())
         try:
+            # -P: nothing is imported from the folder `liuhen serve` was started in (with
+            # -m, Python would look there first: a uvicorn.py in /tmp would run as us).
             process = subprocess.Popen(
-                [sys.executable, "-m", "liuhen.serve_cmds"], stdin=subprocess.PIPE, pass_fds=fds
+                [sys.executable, "-P", "-m", "liuhen.serve_cmds"],
+                stdin=subprocess.PIPE,
+                pass_fds=fds,
             )
         finally:
             os.close(theirs)

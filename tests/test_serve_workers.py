@@ -371,9 +371,12 @@ def test_a_custody_check_started_on_one_worker_shows_on_another_in_each_language
         assert run["state"] == "done" and not run["ok"]
         zh = other.get("/audit/integrity").text
         assert f"采集站 {station} 事件 #2" in zh and "内容被改动" in zh
+        # The walk's own detail in Chinese too (it is made as text: walked again in zh).
+        assert "内容与其哈希不符" in zh and "does not match its hash" not in zh
         en = other.get("/audit/integrity?lang=en").text
         assert f"station {station} event #2" in en and ": edited:" in en
-        assert "内容被改动" not in en
+        assert "content does not match its hash" in en
+        assert "内容被改动" not in en and "内容与其哈希不符" not in en
         english = other.get("/audit/integrity/custody").json()  # the page's language: en now
         mine = next(r for r in english["results"] if r["station"] == station)
         assert any(re.search(r"event #2 .*edited", p) for p in mine["problems"]), mine

@@ -50,6 +50,11 @@ def test_pages_and_api_calls_say_how_long_the_server_took(
     )
     assert r.status_code == 206 and len(r.content) == 100
     assert 0 < ms <= seen
+    # A login is not timed for its caller (a right and a wrong password are kept alike).
+    wrong = web.post("/login", data={"login": "timed", "password": "wrong", "next": "/"})
+    assert wrong.status_code in (200, 401, 303) and "server-timing" not in wrong.headers
+    api = web.post("/api/v1/session", json={"login": "timed", "password": "wrong"})
+    assert api.status_code == 401 and "server-timing" not in api.headers
 
 
 def test_server_timing_header_is_read_as_written() -> None:

@@ -12,7 +12,8 @@ same, and a restart forgets nothing; a check whose process died is shown as fail
 
 Problems are kept as data (kind, station, event number, detail), not as text in the
 language of the process that found them, and shown in the reader's language. The check
-runs in English, so the detail the chain walk writes is kept in English.
+runs in English; the chain walk writes its details as text, so a station with problems
+is walked again in Chinese and both details are kept.
 """
 
 from __future__ import annotations
@@ -32,31 +33,57 @@ from api.filestate import Held, owner_gone, read_json, try_lock, write_json
 from catalog.custody import Problem
 from catalog.models import CustodyEvent, Station
 from config.errors import LiuhenError
-from config.i18n import N_, language_for
+from config.i18n import N_, language, language_for
 from config.message import Msg, shown, stored
 from config.timetext import iso_time
 
 
-def _problem(p: Problem) -> dict[str, Any]:
-    return {
+def _problem(p: Problem, chinese: Problem | None = None) -> dict[str, Any]:
+    kept = {
         "kind": p.kind,
         "station": p.station_id,
         "seq": p.seq,
         "event_id": p.event_id,
         "detail": str(p.detail),
     }
+    if chinese is not None:
+        kept["detail_zh"] = str(chinese.detail)
+    return kept
+
+
+def _problems(english: list[Any], chinese: list[Any] | None) -> list[dict[str, Any]]:
+    """The problems as kept: each with its detail in English and, where the same walk in
+    Chinese found the same problem (same kind, station and event), in Chinese too."""
+    same = chinese is not None and len(chinese) == len(english)
+    pairs = zip(english, chinese if same and chinese is not None else english, strict=True)
+    return [
+        _problem(_as_problem(e), _as_problem(z) if same and _same(e, z) else None) for e, z in pairs
+    ]
+
+
+def _as_problem(p: Any) -> Problem:
+    if isinstance(p, Problem):
+        return p
+    return Problem(p.station_id, p.seq, None, p.kind, p.detail)  # an anchor's Issue
+
+
+def _same(a: Any, b: Any) -> bool:
+    return bool(a.kind == b.kind and a.station_id == b.station_id and a.seq == b.seq)
 
 
 def problem_text(kept: Any) -> str:
     """A kept problem (or note) in the reader's language."""
     if isinstance(kept, dict) and "kind" in kept:
+        chinese = kept.get("detail_zh") if language() == "zh" else None
         return Problem(
             str(kept.get("station") or ""),
             kept.get("seq"),
             kept.get("event_id"),
             str(kept["kind"]),
-            str(kept.get("detail") or ""),
+            str(chinese or kept.get("detail") or ""),
         ).describe()
+    if isinstance(kept, dict) and "en" in kept:  # a text kept in both languages
+        return str(kept.get(language()) or kept["en"])
     return shown(kept)
 
 
@@ -273,29 +300,54 @@ class CustodyChecks:
             mine.release()
 
     def _walk(self, run: CustodyRun) -> None:
+        """The check, in English; what it finds wrong (rare: a damaged or forged chain,
+        an anchor out of reach) is found again in Chinese, so the page shows a reader
+        either language: the chain walk's details are made as text where found."""
         ctx = self.ctx
         try:
             trusted = trusted_keys(ctx.settings, lambda: ctx.signer)
             reached = reachable_anchors(ctx.settings, ctx.store)
-            run.kept_general += [str(u) for u in reached.unreachable]
-            run.kept_general += [
-                _problem(Problem(i.station_id, i.seq, None, i.kind, i.detail))
-                for i in reached.issues
-                if not i.station_id
-            ]
+            general = [i for i in reached.issues if not i.station_id]
+            chinese_reached = None
+            if reached.unreachable or general:
+                with language_for("zh"):
+                    chinese_reached = reachable_anchors(ctx.settings, ctx.store)
+            if chinese_reached is not None and len(chinese_reached.unreachable) == len(
+                reached.unreachable
+            ):
+                run.kept_general += [
+                    {"en": str(e), "zh": str(z)}
+                    for e, z in zip(reached.unreachable, chinese_reached.unreachable, strict=True)
+                ]
+            else:
+                run.kept_general += [str(u) for u in reached.unreachable]
+            run.kept_general += _problems(
+                general,
+                None
+                if chinese_reached is None
+                else [i for i in chinese_reached.issues if not i.station_id],
+            )
             for station in run.stations:
                 run.current = station
                 write_json(self._run_file, run.kept())
                 with ctx.catalog.session() as s:
                     report = check_custody(s, reached, trusted, station=station)
-                mine = [p for p in report.problems if p.station_id == station]
+                found = [p for p in report.problems if p.station_id == station]
+                chinese = None
+                if found:
+                    with language_for("zh"), ctx.catalog.session() as s:
+                        again = check_custody(
+                            s, chinese_reached or reached, trusted, station=station
+                        )
+                    chinese = [p for p in again.problems if p.station_id == station]
+                mine = found
                 result = StationResult(
                     station=station,
                     ok=not mine,
                     events=report.events,
                     last_anchored=report.last_anchored.get(station),
                     heads_verified=report.heads_verified,
-                    kept_problems=[_problem(p) for p in mine],
+                    kept_problems=_problems(mine, chinese),
                     checked_at=datetime.now(UTC),
                 )
                 run.done.append(result)
@@ -304,7 +356,7 @@ class CustodyChecks:
                 last[station] = result.kept()
                 write_json(self.folder / "stations.json", last)
         except LiuhenError as exc:
-            run.kept_error = stored(exc.message) if isinstance(exc.message, Msg) else exc.message
+            run.kept_error = stored(exc.kept) if exc.kept is not None else exc.message
         except Exception as exc:  # shown on the page, never a silently dead thread
             run.kept_error = f"{type(exc).__name__}: {exc}"
         finally:
