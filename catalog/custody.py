@@ -29,6 +29,7 @@ from catalog.canonical import canonical_bytes as canonical_bytes
 from catalog.canonical import canonical_json as canonical_json
 from catalog.canonical import format_time as format_time
 from catalog.chainrule import (
+    EVENT_FIELDS,
     KEY_RETIRED,
     ChainChecker,
     ChainHead,
@@ -291,20 +292,7 @@ class ChainBatch:
 
 # ChainBatch's insert, straight to the driver (catalog.bulk: no per-row Core work).
 _EVENTS = table_of(CustodyEvent)
-_EVENT_COLUMNS = (
-    "station_id",
-    "seq",
-    "at",
-    "actor",
-    "action",
-    "object_type",
-    "object_id",
-    "details",
-    "prev_hash",
-    "event_hash",
-    "key_id",
-    "signature",
-)
+_EVENT_COLUMNS = EVENT_FIELDS  # the fields of an event are the columns of its row
 _INSERT_EVENTS = BulkInsert(_EVENTS, _EVENT_COLUMNS)
 _EVENT_VALUES = itemgetter(*_EVENT_COLUMNS)
 
