@@ -33,6 +33,7 @@ from typing import Any
 import click
 
 from config import LiuhenError, Settings
+from config.errors import Reported
 from config.i18n import _, language, set_language
 from liuhen.output import err
 
@@ -228,7 +229,8 @@ async def _serve_both(
         await asyncio.sleep(0.05)
     if not main.started:
         await serving  # its exception, or the exit it asked for
-        raise SystemExit(3)
+        # uvicorn has logged why (a port in use, a start-up that failed).
+        raise Reported("the server did not start", exit_code=3)
     if ready is not None:
         ready.set()
     if station is None or screen is None:
@@ -250,7 +252,10 @@ def _worker_entry() -> None:
     spec, main_fd, screen_fd, ready_fd, parent = pickle.load(sys.stdin.buffer)
     main = socket.socket(fileno=main_fd)
     screen = socket.socket(fileno=screen_fd) if screen_fd is not None else None
-    serve_process(spec, main, screen, ready=_Ready(ready_fd), parent=parent)
+    try:
+        serve_process(spec, main, screen, ready=_Ready(ready_fd), parent=parent)
+    except Reported as exc:  # said already: this process's own end (liuhen.cli.main's)
+        raise SystemExit(exc.exit_code) from None
 
 
 class _Ready:

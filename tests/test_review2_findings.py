@@ -110,9 +110,9 @@ def test_a_new_store_folder_is_made_durable_in_its_parent(
     synced: list[Path] = []
     real = storage.local.fsync_dir
 
-    def fsync_dir(folder: Path) -> None:
+    def fsync_dir(folder: Path | str) -> None:
         real(folder)
-        synced.append(folder)
+        synced.append(Path(folder))
 
     monkeypatch.setattr(storage.local, "fsync_dir", fsync_dir)
     store = storage.local.LocalStore(tmp_path / "objects")
