@@ -11,6 +11,7 @@ with its outcome (:func:`ingest.docking_outcome.outcome`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -45,9 +46,9 @@ from ingest.offload import (
     Copied,
     DiskFull,
     SourceChanged,
+    SourceFolders,
     SourceVanished,
     StagingReadBackMismatch,
-    open_source,
     unlink_source,
 )
 from storage import StorageError, StoreUnavailable, content_key
@@ -217,7 +218,7 @@ class Stored:
     f: JournalFile
     docking: DockingWork
     offloaded: OffloadedFile
-    staged: Path
+    staged: str  # the staged copy's path
     started: float  # monotonic time its store began (the store_seconds metric)
     # What a transient refusal (catalog away, recording being expired) does for the file's
     # submitter; None: the submitter handles the error returned by ``done``.
@@ -372,6 +373,9 @@ class RecorderDocking(DockingWork):
         # At most file_workers files of this docking copied at once (what the setting
         # bounds: open recorder files, copy buffers, SM3 streams).
         self._copy_slots = threading.BoundedSemaphore(station.ingest.file_workers)
+        # The recorder's folders, each walked once (with O_NOFOLLOW) and kept open while
+        # the docking's files are taken.
+        self._sources = SourceFolders(root)
 
     def run(self, entries: list[Any]) -> DockingResult:
         log.info("docking %s of %s (%s)", self.uid, self.root, self.jd.serial or "unknown device")
@@ -395,8 +399,11 @@ class RecorderDocking(DockingWork):
         # take_file call settles its own one.
         committer.coming(len(todo))
         workers = self.station.ingest.file_workers * THREADS_PER_COPY_SLOT
-        with ThreadPoolExecutor(workers, thread_name_prefix="offload") as pool:
-            futures = [pool.submit(self.take_file, f) for f in todo]
+        try:
+            with ThreadPoolExecutor(workers, thread_name_prefix="offload") as pool:
+                futures = [pool.submit(self.take_file, f) for f in todo]
+        finally:
+            self._sources.close()  # every worker is done with the recorder's folders
         # Every worker has finished; their files' registrations are settled before
         # anything reads the journal again (even when a worker failed).
         commits = [
@@ -441,13 +448,15 @@ class RecorderDocking(DockingWork):
                     Msg(FOREIGN_DEVICE, other=other, serial=self.jd.serial),
                 )
                 return None
+            staged_now = False
             if f.state == FileState.PENDING:
                 started = time.monotonic()
                 f = self.stage(f)
-                if f.state == FileState.STAGED:
+                staged_now = f.state == FileState.STAGED
+                if staged_now:
                     station.metrics.stage_seconds.observe(time.monotonic() - started)
             if f.state == FileState.STAGED:
-                stored = station.store_file(self, f, waiting)
+                stored = station.store_file(self, f, waiting, staged_now=staged_now)
                 handed = True
                 return station.committer.submit(stored, was_coming=True)
         except TRANSIENT as exc:
@@ -485,7 +494,7 @@ class RecorderDocking(DockingWork):
         file as the journal holds it now, and what was copied, or the file as it ended
         (quarantined, rejected), or None when it is to be looked at again."""
         try:
-            fd = open_source(self.root, f.relpath)
+            fd = self._sources.open(f.relpath)
         except FileNotFoundError:
             return f, self.quarantine(f, VANISHED)
         except OSError as exc:
@@ -537,14 +546,14 @@ class RecorderDocking(DockingWork):
         name = display_name(f.relpath)
         folder = station.staging_of(f.docking_uid)
         if not os.path.isdir(folder):  # (mkdir of an existing folder raises inside: dearer)
-            folder.mkdir(parents=True, exist_ok=True)
-        part = folder / f"{f.id}.part"
+            os.makedirs(folder, exist_ok=True)
+        part = f"{folder}/{f.id}.part"
         before = progress.bytes_done
         try:
             return station.copy_to_staging(fd, part, f, progress.add_bytes)
         except StagingReadBackMismatch as exc:
             progress.rewind(before)
-            part.unlink(missing_ok=True)
+            _unlink_quiet(part)
             log.error("%s: %s", name, exc.message)
             if time.monotonic() > attempt.deadline:
                 raise
@@ -552,15 +561,15 @@ class RecorderDocking(DockingWork):
             return None
         except SourceChanged:
             progress.rewind(before)
-            part.unlink(missing_ok=True)
+            _unlink_quiet(part)
             if time.monotonic() > attempt.deadline:
                 return self.quarantine(f, KEPT_CHANGING)
             return None
         except SourceVanished as exc:
-            part.unlink(missing_ok=True)
+            _unlink_quiet(part)
             return self.quarantine(f, getattr(exc, "kept", None) or exc.message)
         except DiskFull as exc:
-            part.unlink(missing_ok=True)
+            _unlink_quiet(part)
             progress.rewind(before)
             return self._disk_full(f, exc, attempt)
 
@@ -584,14 +593,11 @@ class RecorderDocking(DockingWork):
 
     def _staged(self, f: JournalFile, copied: Copied) -> JournalFile:
         """The complete copy renamed into place, durably, and the file journaled STAGED."""
-        part = self.station.staging_of(f.docking_uid) / f"{f.id}.part"
-        staged = part.with_suffix(".staged")
-        os.replace(part, staged)
+        folder = self.station.staging_of(f.docking_uid)
+        os.replace(f"{folder}/{f.id}.part", f"{folder}/{f.id}.staged")
         staged_at = J.now_text()
         # The folder's fsync and the journal's STAGED, shared with the files staged now.
-        self.station.staged_group.staged(
-            staged.parent, J.StagedMove(f.id, copied.digests, staged_at)
-        )
+        self.station.staged_group.staged(folder, J.StagedMove(f.id, copied.digests, staged_at))
         if copied.read_back:
             self.station.read_back_done(f.id)
         if self.progress.waiting and self.progress.waiting.startswith("staging disk full"):
@@ -732,6 +738,12 @@ class RecorderDocking(DockingWork):
                 actor=station.actor,
             )
         return state
+
+
+def _unlink_quiet(path: str) -> None:
+    """Remove a partial copy if it is there."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
 
 
 def _capacity(folder: Path) -> int:

@@ -20,6 +20,7 @@ import itertools
 import os
 import queue
 import stat
+import threading
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -181,6 +182,50 @@ def open_source(root: Path, relpath: bytes) -> int:
         os.close(fd)
 
 
+class SourceFolders:
+    """Opens a docking's recorder files, keeping the descriptors of the folders it has
+    walked (each opened once with O_NOFOLLOW by :func:`open_parent`).
+
+    A photo folder of thousands of files otherwise costs a walk from the root per file
+    (here three opens and two closes before the file's own open, each a system call and
+    a hand-off of the interpreter lock). A kept descriptor is the folder that was
+    walked: a link put in its place later is never followed, as on a fresh walk. At most
+    ``limit`` folders are kept (a recorder of many folders cannot use up descriptors);
+    past that a file's folder is walked as :func:`open_source` does. :meth:`close` once
+    no thread opens files with it any more (the docking's copies are done)."""
+
+    def __init__(self, root: Path, limit: int = 64) -> None:
+        self.root = root
+        self.limit = limit
+        self._fds: dict[bytes, int] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def open(self, relpath: bytes) -> int:
+        """Like :func:`open_source` (same errors): a descriptor of the file for reading."""
+        parent, _, name = relpath.rpartition(b"/")
+        folder = self._fds.get(parent)
+        if folder is None:
+            walked, _name = open_parent(self.root, relpath)
+            with self._lock:
+                keep = not self._closed and parent not in self._fds
+                if keep and len(self._fds) < self.limit:
+                    self._fds[parent] = folder = walked
+            if folder is None:  # not kept: used for this file alone
+                try:
+                    return os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=walked)
+                finally:
+                    os.close(walked)
+        return os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=folder)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            fds, self._fds = self._fds, {}
+        for fd in fds.values():
+            os.close(fd)
+
+
 def unlink_source(
     root: Path, relpath: bytes, *, size: int | None = None, mtime_ns: int | None = None
 ) -> bool:
@@ -209,7 +254,7 @@ def unlink_source(
 
 def copy_and_hash(
     src_fd: int,
-    dst: Path,
+    dst: str | Path,
     *,
     expected_size: int,
     expected_mtime_ns: int,
@@ -261,7 +306,7 @@ def copy_and_hash(
 def _copy_whole(
     src_fd: int,
     out: int,
-    dst: Path,
+    dst: str | Path,
     expected_size: int,
     verify: bool,
     on_bytes: Callable[[int], None] | None,
@@ -290,7 +335,7 @@ def _copy_whole(
 def _copy_chunked(
     src_fd: int,
     out: int,
-    dst: Path,
+    dst: str | Path,
     chunk_size: int,
     sm3_pool: ThreadPoolExecutor,
     verify_pool: ThreadPoolExecutor | None,
@@ -395,7 +440,7 @@ def _read_error(done: int, exc: OSError) -> SourceVanished:
     )
 
 
-def _write_all(out: int, dst: Path, buf: bytes | memoryview) -> None:
+def _write_all(out: int, dst: str | Path, buf: bytes | memoryview) -> None:
     try:
         view = memoryview(buf)
         while view:
@@ -482,7 +527,9 @@ class _ReadBack:
     copy at the next flush, naming its byte range, rather than at the end.
     """
 
-    def __init__(self, path: Path, fd: int, chunk_size: int, pool: ThreadPoolExecutor) -> None:
+    def __init__(
+        self, path: str | Path, fd: int, chunk_size: int, pool: ThreadPoolExecutor
+    ) -> None:
         self.path = path
         self.fd = fd  # the copy's own descriptor: pread does not move its offset
         self.piece = min(chunk_size, READ_BACK_PIECE)
@@ -533,7 +580,7 @@ class _ReadBack:
         self.pending = []
 
 
-def _read_back_whole(path: Path, fd: int, written: bytes) -> None:
+def _read_back_whole(path: str | Path, fd: int, written: bytes) -> None:
     """Read the staged file of one chunk back and compare it with ``written`` byte for
     byte: exact, and cheaper than hashing both (each XXH3 call over 64 KiB would also let
     go of the GIL, and on a busy station getting it back costs up to a switch interval)."""
@@ -569,7 +616,7 @@ def _read_back_whole(path: Path, fd: int, written: bytes) -> None:
 
 
 def _read_back_stretch(
-    path: Path, fd: int, start: int, end: int, piece: int, expected: bytes
+    path: str | Path, fd: int, start: int, end: int, piece: int, expected: bytes
 ) -> None:
     """Read bytes ``start``–``end`` of the staged file back; raise unless their XXH3-128
     is ``expected``, that of the recorder's bytes written there."""
@@ -604,7 +651,7 @@ def _read_back_stretch(
         )
 
 
-def _staging_error(dst: Path, exc: OSError) -> OffloadError:
+def _staging_error(dst: str | Path, exc: OSError) -> OffloadError:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return DiskFull(
             Msg(DISK_FULL, path=dst),

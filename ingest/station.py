@@ -16,6 +16,7 @@ only after every file of the docking is stored, verified and registered.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -218,7 +219,7 @@ class _StagedGroup:
         self._waiting: list[_StagedSlot] = []
         self._flushing = False
 
-    def staged(self, folder: Path, move: J.StagedMove) -> None:
+    def staged(self, folder: str, move: J.StagedMove) -> None:
         """Return once ``move`` is durable in the journal; raise its refusal or failure."""
         mine = _StagedSlot(folder, move)
         with self._cond:
@@ -255,7 +256,7 @@ class _StagedGroup:
 
 
 class _StagedSlot:
-    def __init__(self, folder: Path, move: J.StagedMove) -> None:
+    def __init__(self, folder: str, move: J.StagedMove) -> None:
         self.folder = folder
         self.move = move
         self.settled = False
@@ -293,7 +294,9 @@ class Station:
         )
         self.staging = settings.staging_dir
         self.staging.mkdir(parents=True, exist_ok=True)
-        self._staging_dirs: dict[str, Path] = {}
+        # A docking's staging folder as text: the per-file paths below it are joined as
+        # strings (a Path built, joined and converted back cost several µs a file).
+        self._staging_dirs: dict[str, str] = {}
         self._catalog_ids: dict[str, int] = {}  # journal uid -> catalog docking id
         # The same, with what registering files needs of the docking (the committer's;
         # none of it changes once the docking exists).
@@ -495,18 +498,18 @@ class Station:
         except TRANSIENT as exc:
             log.warning("catalog not reachable yet (%s); staging goes on", exc.message)
 
-    def _staged_path(self, f: JournalFile) -> Path:
-        return self.staging_of(f.docking_uid) / f"{f.id}.staged"
+    def _staged_path(self, f: JournalFile) -> str:
+        return f"{self.staging_of(f.docking_uid)}/{f.id}.staged"
 
-    def staging_of(self, docking_uid: str) -> Path:
-        """A docking's staging folder: one Path per docking, not two per file."""
+    def staging_of(self, docking_uid: str) -> str:
+        """A docking's staging folder, as text (its files' paths are joined to it)."""
         folder = self._staging_dirs.get(docking_uid)
         if folder is None:
-            folder = self._staging_dirs[docking_uid] = self.staging / docking_uid
+            folder = self._staging_dirs[docking_uid] = os.path.join(self.staging, docking_uid)
         return folder
 
     def copy_to_staging(
-        self, fd: int, part: Path, f: JournalFile, on_bytes: Callable[[int], None]
+        self, fd: int, part: str, f: JournalFile, on_bytes: Callable[[int], None]
     ) -> Copied:
         """Copy the open recorder file ``fd`` to ``part`` with both digests in the same
         read, on the station's hashing and read-back pools.
@@ -540,10 +543,17 @@ class Station:
         self._read_back.add(file_id)
 
     def store_file(
-        self, docking: DockingWork, f: JournalFile, on_transient: TransientHandler | None
+        self,
+        docking: DockingWork,
+        f: JournalFile,
+        on_transient: TransientHandler | None,
+        *,
+        staged_now: bool = False,
     ) -> Stored:
         """Store and verify one staged file (in the calling worker, in parallel with the
-        others); what it needs for its registration comes back, for the committer."""
+        others); what it needs for its registration comes back, for the committer.
+        ``staged_now``: the caller has just staged it, so its staged copy is there (only
+        the committer removes it, once the file is registered)."""
         started = time.monotonic()
         digests = f.digests
         assert digests is not None and f.staged_at
@@ -553,7 +563,7 @@ class Station:
         # _store), and register_files sees a duplicate by its SHA-256 in the same
         # transaction that records it.
         repaired: dict[str, str] | None = json.loads(f.repair) if f.repair else None
-        if staged.exists():
+        if staged_now or os.path.exists(staged):
             verified_by, now_repaired = self._store(
                 f, key, staged, digests.sha256, f.id in self._read_back
             )
@@ -615,7 +625,8 @@ class Station:
         # two finds the file registered (held) on restart and needs the copy no more, while
         # the other order would leave the copy in staging for ever.
         for item in done:
-            item.staged.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(item.staged)
         self.journal.done(item.f.id for item in done)
         dockings: dict[int, DockingWork] = {}
         for item, r in zip(batch, results, strict=True):
@@ -687,7 +698,7 @@ class Station:
         self,
         f: JournalFile,
         key: str,
-        staged: Path,
+        staged: str,
         digest: Digest,
         read_back: bool,
     ) -> tuple[str, dict[str, str] | None]:
@@ -704,7 +715,7 @@ class Station:
             # durable=False: the committer makes the batch's names durable together.
             self.store.put_file(
                 key,
-                staged,
+                Path(staged),
                 expected=digest,
                 size=f.size,
                 retain_until=retain,
@@ -723,7 +734,7 @@ class Station:
         self,
         f: JournalFile,
         key: str,
-        staged: Path,
+        staged: str,
         digest: Digest,
         damaged: DamagedObject,
         retain: datetime | None,
@@ -739,7 +750,7 @@ class Station:
         log.error("%s; replacing it from %s", damaged.message, display_name(f.relpath))
         self.journal.repair_noted(f.id, json.dumps(repair))
         self.store.replace_damaged(
-            key, staged, expected=digest, found=damaged.found, retain_until=retain
+            key, Path(staged), expected=digest, found=damaged.found, retain_until=retain
         )
         return repair
 

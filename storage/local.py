@@ -307,7 +307,7 @@ class LocalStore:
             if actual != expected:
                 raise DigestMismatch(str(source), expected, actual)
         try:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
+            _make_folder(path.rpartition("/")[0])
             os.chmod(source, 0o444)
             try:
                 os.link(source, path)
@@ -595,6 +595,18 @@ def _hash_path(path: Path, algorithm: str) -> Digest:
         while chunk := f.read(READ_SIZE):
             hasher.update(chunk)
     return Digest(algorithm, hasher.hexdigest())
+
+
+def _make_folder(folder: str) -> None:
+    """``os.makedirs(folder, exist_ok=True)`` in one ``mkdir`` when the parent is there
+    (the usual case: content keys fan out under folders made long ago), where makedirs
+    first looks the parent up."""
+    try:
+        os.mkdir(folder)
+    except FileExistsError:
+        pass  # a file there instead fails the link that follows, as before
+    except FileNotFoundError:
+        os.makedirs(folder, exist_ok=True)
 
 
 def _same_filesystem(a: Path, b: Path) -> bool:
