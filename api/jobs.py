@@ -13,8 +13,7 @@ Across processes: the process that takes a job holds ``<job>.lock`` until the jo
 its final state, and runs it only while it holds ``.export.lock`` too (one export at a
 time, whichever process took the job). A job left queued or running by a process that
 died (killed, or stopped before the job's turn came) is found so by whoever looks next,
-and is marked failed (code ``Interrupted``), its half-written bag removed, and the
-catalog's export row it left RUNNING is recorded FAILED with its custody event.
+and is marked failed (code ``Interrupted``), its half-written bag removed.
 """
 
 from __future__ import annotations
@@ -204,24 +203,10 @@ class ExportJobs:
             if now is None or now.state not in ACTIVE:
                 return now or job
             _interrupted(now)
-            self._reconcile_catalog(now.actor)
             return now
         finally:
             if isinstance(gone, Held):
                 gone.release(remove=True)
-
-    def _reconcile_catalog(self, actor: str) -> None:
-        """Record FAILED the catalog's export whose process died with the job (and its
-        ``export-failed`` event), now rather than at the next export: the catalog and
-        the audit trail say what the job list says. A failure here leaves it for the
-        next export, which reconciles too; it never fails the reader's request."""
-        from archive_export.export import reconcile_interrupted
-
-        try:
-            for note in reconcile_interrupted(self.ctx.catalog, self.ctx.signer, actor=actor):
-                log.warning("%s", note)
-        except Exception:
-            log.exception("reconciling interrupted exports failed; the next export will")
 
     def _run(
         self,
@@ -316,7 +301,7 @@ class ExportJobs:
 
 def _interrupted(job: ExportJob) -> None:
     """``job`` failed: its process stopped before it ended; the half-written bag goes
-    (the catalog's own export row is reconciled by ``_reconcile_catalog``)."""
+    (the catalog's own export row is reconciled by the next export)."""
     partial = job.partial
     if partial.is_dir():
         shutil.rmtree(partial, ignore_errors=True)
