@@ -191,7 +191,8 @@ class SourceFolders:
     a hand-off of the interpreter lock). A kept descriptor is the folder that was
     walked: a link put in its place later is never followed, as on a fresh walk. At most
     ``limit`` folders are kept (a recorder of many folders cannot use up descriptors);
-    past that a file's folder is walked as :func:`open_source` does. :meth:`close` once
+    past that a file's folder is walked as :func:`open_source` does, and so is a file
+    the kept folder cannot open (a folder put back at its path: a remount). :meth:`close` once
     no thread opens files with it any more (the docking's copies are done)."""
 
     def __init__(self, root: Path, limit: int = 64) -> None:
@@ -216,7 +217,13 @@ class SourceFolders:
                     return os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=walked)
                 finally:
                     os.close(walked)
-        return os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=folder)
+        try:
+            return os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=folder)
+        except OSError:
+            # The kept folder may no longer be the one at its path (the recorder mounted
+            # again there mid-docking): a fresh walk decides, with the same errors. The
+            # stale descriptor stays kept until close(): another thread may be using it.
+            return open_source(self.root, relpath)
 
     def close(self) -> None:
         with self._lock:
