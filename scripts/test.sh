@@ -9,4 +9,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 echo "== ruff" && .venv/bin/ruff check . && .venv/bin/ruff format --check .
 echo "== mypy" && .venv/bin/mypy
-echo "== pytest" && .venv/bin/python -m pytest "$@"
+# Two test processes by default (pytest-xdist); LIUHEN_TEST_WORKERS sets how many
+# (0: one process, as for a debugger). Every test has its own data directory, schema,
+# bucket and ports; each process starts its own Ceph gateway.
+echo "== pytest" && .venv/bin/python -m pytest -n "${LIUHEN_TEST_WORKERS:-2}" "$@"
