@@ -245,8 +245,13 @@ def check_roles(roles: Iterable[Role]) -> None:
 
 
 def roles_of(session: Session, user_id: int) -> frozenset[Role]:
-    names = session.scalars(select(UserRole.role).where(UserRole.user_id == user_id)).all()
-    return frozenset(Role(n) for n in names if n in Role.__members__.values())
+    return role_set(session.scalars(select(UserRole.role).where(UserRole.user_id == user_id)))
+
+
+def role_set(names: Iterable[str | None]) -> frozenset[Role]:
+    """The roles named by ``user_roles`` rows (a name this version does not know grants
+    nothing)."""
+    return frozenset(Role(n) for n in names if n is not None and n in Role.__members__.values())
 
 
 def create_user(
@@ -448,8 +453,11 @@ def principal_of(
     policy: AccessSettings,
     session_id: str | None = None,
     now: datetime | None = None,
+    roles: frozenset[Role] | None = None,
 ) -> Principal:
-    roles = roles_of(session, user.id)
+    """``roles``: the user's roles when the caller read them with the user (one query)."""
+    if roles is None:
+        roles = roles_of(session, user.id)
     return Principal(
         user_id=user.id,
         login=user.login,

@@ -10,7 +10,8 @@ one role and one unit, never an administrator role (those need a second factor),
 an expiry, shown once and kept as its SHA-256. A 32-byte random secret needs no slow
 hash: it cannot be guessed from its digest.
 
-Every look-up reads the session and its user again (one indexed query, nothing cached):
+Every look-up reads the session, its user and the user's roles again (one indexed query,
+nothing cached):
 a revoked session, a role taken away, a lock or a disabled account counts from the next
 request on. What is not written on every request is the time of last use: a request
 only reads, unless ``LAST_USE_STEP`` has passed since the recorded last use (a write and
@@ -29,10 +30,10 @@ from typing import Any, Final
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from access.accounts import ACTIVE, AccountError, principal_of
+from access.accounts import ACTIVE, AccountError, principal_of, role_set
 from access.policy import EXIT_NOPERM, Principal
 from access.roles import ADMIN_ROLES, ROLE_TITLES, Role
-from catalog.access_models import ApiToken, User, UserSession
+from catalog.access_models import ApiToken, User, UserRole, UserSession
 from catalog.fields import column_length, limit_problems
 from config.errors import EXIT_NOINPUT, LiuhenError
 from config.i18n import _
@@ -116,14 +117,16 @@ def principal_for_session(
     revoked, or its user locked or disabled). Commit the session after."""
     policy = policy or AccessSettings()
     when = _now(now)
+    # One statement: a row per role of the user (one row, role None, for a user without).
     found = session.execute(
-        select(UserSession, User)
+        select(UserSession, User, UserRole.role)
         .outerjoin(User, User.id == UserSession.user_id)
+        .outerjoin(UserRole, UserRole.user_id == User.id)
         .where(UserSession.secret_hash == digest(secret))
-    ).one_or_none()
-    if found is None or found.UserSession.revoked_at is not None:
+    ).all()
+    if not found or found[0].UserSession.revoked_at is not None:
         raise _login_again(_("the session has ended or was revoked"))
-    row, user = found.UserSession, found.User
+    row, user = found[0].UserSession, found[0].User
     idle = timedelta(minutes=policy.session_idle_minutes)
     if when >= row.expires_at:
         _end(row, "absolute timeout", when)
@@ -148,7 +151,10 @@ def principal_for_session(
     if touch and when - row.last_seen_at >= LAST_USE_STEP:
         row.last_seen_at = when
         session.flush()
-    return principal_of(session, user, via="session", policy=policy, session_id=row.id, now=when)
+    roles = role_set(f.role for f in found)
+    return principal_of(
+        session, user, via="session", policy=policy, session_id=row.id, now=when, roles=roles
+    )
 
 
 def close_session(session: Session, secret: str, *, now: datetime | None = None) -> None:

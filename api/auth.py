@@ -189,14 +189,14 @@ def _bearer(ctx: ApiContext, secret: str) -> Principal:
         return _session(ctx, secret)
     from access.sessions import principal_for_token
 
-    with ctx.catalog.transaction() as s:
+    with ctx.catalog.look_up() as s:
         return principal_for_token(s, secret, zone=ctx.zone)
 
 
 def _session(ctx: ApiContext, secret: str) -> Principal:
     from access.sessions import principal_for_session
 
-    with ctx.catalog.transaction() as s:
+    with ctx.catalog.look_up() as s:
         return principal_for_session(s, secret, policy=ctx.settings.access)
 
 

@@ -38,7 +38,7 @@ def page_caller(request: Request, *, touch: bool = True) -> Caller | None:
 
     ctx = context(request)
     try:
-        with ctx.catalog.transaction() as s:
+        with ctx.catalog.look_up() as s:
             principal = principal_for_session(s, secret, policy=ctx.settings.access, touch=touch)
     except SessionExpired:
         return None
