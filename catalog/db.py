@@ -9,14 +9,15 @@ sessions begin with BEGIN, write sessions with BEGIN IMMEDIATE.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DisconnectionError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from catalog.errors import CatalogUnavailable, SchemaOutOfDate
@@ -34,6 +35,15 @@ RACE_ATTEMPTS = 5
 RETRYABLE_SQLSTATES = ("40P01", "40001")
 
 T = TypeVar("T")
+
+# PostgreSQL: a pooled connection unused this long is pinged before it is handed out
+# (a server restarted or a link dropped meanwhile: a fresh connection instead, nobody
+# sees an error). One used more recently is not: under load every connection is, and
+# the ping was a round trip of each request's seven. A server that went away within
+# that time fails the request that finds out (503, "retry": CatalogUnavailable) and
+# the pool drops every connection made before.
+PING_IDLE_S: Final = 2.0
+_LAST_USE = "liuhen_last_use"
 
 
 class Catalog:
@@ -53,11 +63,12 @@ class Catalog:
                 self.sqlite_file = Path(parsed.database)
             kwargs["connect_args"] = {"timeout": busy_timeout_ms / 1000, "check_same_thread": False}
         else:
-            kwargs["pool_pre_ping"] = True
             kwargs["connect_args"] = {"connect_timeout": 10}
         self.engine: Engine = create_engine(parsed, **kwargs)
         if self.dialect == "sqlite":
             _configure_sqlite(self.engine, busy_timeout_ms)
+        else:
+            _ping_when_idle(self.engine)
         self._read = sessionmaker(self.engine, expire_on_commit=False)
         self._write = sessionmaker(
             self.engine.execution_options(**{_IMMEDIATE: True}), expire_on_commit=False
@@ -217,6 +228,26 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
     def _on_begin(conn: Any) -> None:
         immediate = conn.get_execution_options().get(_IMMEDIATE, False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """``pool_pre_ping``, for connections idle ``PING_IDLE_S`` or longer only."""
+
+    @event.listens_for(engine.pool, "connect")
+    @event.listens_for(engine.pool, "checkin")
+    def _used(_dbapi_conn: Any, record: Any) -> None:
+        record.info[_LAST_USE] = time.monotonic()
+
+    @event.listens_for(engine.pool, "checkout")
+    def _checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        if time.monotonic() - record.info.get(_LAST_USE, 0.0) < PING_IDLE_S:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except Exception as exc:
+            # The pool invalidates this connection and checks out a fresh one (whose
+            # failure to connect is the request's error, as with pool_pre_ping).
+            raise DisconnectionError(f"pooled connection failed its ping: {exc}") from exc
 
 
 def _is_connection_error(exc: OperationalError) -> bool:
