@@ -17,7 +17,16 @@ from catalog.models import Base, Recording, utcnow
 # Coverage reads a few officers' recordings in a time window: by device (the assignment at
 # capture) or by officer (no assignment), each with the capture start. Declared here, on
 # the catalog's recordings table, because the compliance migration (0007) creates them.
-Index("ix_recordings_device_captured", Recording.device_id, Recording.captured_at)
+# The device index also holds officer_id (and id, which SQLite's indexes hold anyway), so
+# an officer's search tests a carried recording's officer in the index, not its row
+# (access.policy._own_recordings; migration 0011).
+Index(
+    "ix_recordings_device_captured",
+    Recording.device_id,
+    Recording.captured_at,
+    Recording.officer_id,
+    postgresql_include=["id"],
+)
 Index("ix_recordings_officer_captured", Recording.officer_id, Recording.captured_at)
 
 
