@@ -128,3 +128,23 @@ def test_a_disconnect_sqlalchemy_recognises_is_the_catalog_unavailable(tmp_path:
         with pytest.raises(CatalogUnavailable), cat._guard():
             raise dropped
     cat.dispose()
+
+
+def test_the_wrapped_search_route_still_refuses_bad_searches_as_json(app: Any) -> None:
+    """The search route is search() wrapped (functools.wraps): a SearchError is the API's
+    JSON error, a parameter out of range FastAPI's 422, a caller without the permission
+    403, as before the wrapper."""
+    add_user(app, "sup", "supervisor")
+    add_user(app, "nobody")
+    with TestClient(create_app(app.settings)) as http:
+        assert http.post("/api/v1/session", json={"login": "sup", "password": PASSWORD})
+        bad = http.get("/api/v1/recordings", params={"cursor": "not-a-cursor"})
+        assert bad.status_code == 400, bad.text
+        assert bad.json()["error"]["code"] == "SearchError", bad.json()
+        assert "cursor" in bad.json()["error"]["message"]
+        assert http.get("/api/v1/recordings", params={"limit": 0}).status_code == 422
+        assert http.get("/api/v1/recordings", params={"state": "LOST"}).status_code == 422
+        ok = http.get("/api/v1/recordings", params={"limit": 1})
+        assert ok.status_code == 200 and ok.headers["content-type"] == "application/json"
+        http.post("/api/v1/session", json={"login": "nobody", "password": PASSWORD})
+        assert http.get("/api/v1/recordings").status_code == 403
