@@ -17,7 +17,7 @@ from typing import Any, Final, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import DisconnectionError, IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, InvalidatePoolError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from catalog.errors import CatalogUnavailable, SchemaOutOfDate
@@ -245,12 +245,17 @@ def _ping_when_idle(engine: Engine) -> None:
         try:
             engine.dialect.do_ping(dbapi_conn)
         except Exception as exc:
-            # The pool invalidates this connection and checks out a fresh one (whose
-            # failure to connect is the request's error, as with pool_pre_ping).
-            raise DisconnectionError(f"pooled connection failed its ping: {exc}") from exc
+            # As with pool_pre_ping: the pool replaces this connection (a failure to
+            # connect is the request's error) and, the server having gone away, drops
+            # every connection made before it too, not one failed ping at a time.
+            raise InvalidatePoolError(f"pooled connection failed its ping: {exc}") from exc
 
 
 def _is_connection_error(exc: OperationalError) -> bool:
+    if exc.connection_invalidated:
+        # SQLAlchemy found the connection broken (psycopg's ``broken``), whatever the
+        # driver's words for it (an SSL link cut says "SSL SYSCALL error: EOF detected").
+        return True
     msg = str(exc.orig).lower()
     return any(
         s in msg
