@@ -33,6 +33,7 @@ import xxhash
 from config.errors import EXIT_IOERR, LiuhenError
 from config.i18n import N_
 from config.message import Msg
+from ingest.direct_io import BUFFERS, DirectReader, DirectWriter
 from storage.digest import DigestPair, Hasher, SharedSM3, new_hasher
 
 # What the offload says went wrong, kept as English templates (config.message.Msg): the
@@ -355,7 +356,8 @@ def _copy_chunked(
     sm3 = _sm3_hasher(sm3_engine)
     # The lanes hash several times faster than a core: a lag of one chunk is enough for
     # SM3 never to hold the copy up, and it keeps memory down with many files at once.
-    lag = SHARED_SM3_LAG if sm3_engine is not None else SM3_LAG
+    # A file begun with too few others to fill them hashes on its own thread at first.
+    lag = SHARED_SM3_LAG if sm3_engine is not None and sm3_engine.in_lanes() else SM3_LAG
     sm3_feed = _Sm3Feed(sm3, sm3_pool, lag)
     # Chunks are read into a ring of buffers, reused, rather than into a fresh ``bytes``
     # each: a new 4 MiB object is fresh memory from the kernel, and faulting in the pages
@@ -363,8 +365,18 @@ def _copy_chunked(
     # into again only once SM3 is done with it: SM3 holds at most ``lag`` queued chunks
     # and the one it hashes, and SHA-256 and the write are done with a chunk before the
     # next read.
-    ring = [bytearray(chunk_size) for _ in range(lag + 2)]
-    back = _ReadBack(dst, out, chunk_size, verify_pool) if verify_pool is not None else None
+    # The buffers are page-aligned, so the copy can be written past the page cache
+    # (ingest/direct_io.py).
+    ring = [BUFFERS.take(chunk_size) for _ in range(lag + 2)]
+    try:
+        writer = DirectWriter(dst, out)
+    except OSError as exc:
+        raise _staging_error(dst, exc) from exc
+    try:
+        back = _ReadBack(dst, out, chunk_size, verify_pool) if verify_pool is not None else None
+    except OSError as exc:
+        writer.close()
+        raise _staging_error(dst, exc) from exc
     # XXH3-128 of the recorder's bytes of the stretch not yet flushed; the read-back
     # compares the staged file's stretch with it.
     stretch = xxhash.xxh3_128() if back is not None else None
@@ -385,7 +397,10 @@ def _copy_chunked(
             sha.update(buf)
             if stretch is not None:
                 stretch.update(buf)
-            _write_all(out, dst, buf)
+            try:
+                writer.write_at(buf, total)
+            except OSError as exc:
+                raise _staging_error(dst, exc) from exc
             total += len(buf)
             if total - synced >= SYNC_EVERY:
                 # Flush as we go: the final fsync then waits for the last stretch only,
@@ -410,8 +425,12 @@ def _copy_chunked(
             back.finish(total)
     finally:
         sm3_feed.close()
+        writer.close()
         if back is not None:
             back.close()  # before the caller closes ``out``, which the read-back reads
+    # Only a copy that ended well gives its chunks back: after a failure SM3's thread may
+    # still be hashing one of them.
+    BUFFERS.give(ring)
     return total, sha.hexdigest(), sm3.hexdigest()
 
 
@@ -538,8 +557,11 @@ class _ReadBack:
         self, path: str | Path, fd: int, chunk_size: int, pool: ThreadPoolExecutor
     ) -> None:
         self.path = path
-        self.fd = fd  # the copy's own descriptor: pread does not move its offset
         self.piece = min(chunk_size, READ_BACK_PIECE)
+        # Past the page cache where the filesystem allows, else through the copy's own
+        # descriptor (pread does not move its offset). Stretches are read one at a time.
+        self.reader = DirectReader(path, fd, self.piece)
+        self.fd = fd
         self.pool = pool
         self.pending: list[Future[None]] = []
 
@@ -559,7 +581,7 @@ class _ReadBack:
         if before is not None:
             # Submitted earlier, so already running on another thread (or cancelled).
             before.result()
-        _read_back_stretch(self.path, self.fd, start, end, self.piece, expected)
+        _read_back_stretch(self.path, self.reader, start, end, self.piece, expected)
 
     def finish(self, written: int) -> None:
         for pending in self.pending:
@@ -585,6 +607,7 @@ class _ReadBack:
             pending.cancel()
         futures.wait(self.pending)
         self.pending = []
+        self.reader.close(reuse=True)  # no stretch is being read any more
 
 
 def _read_back_whole(path: str | Path, fd: int, written: bytes) -> None:
@@ -623,14 +646,14 @@ def _read_back_whole(path: str | Path, fd: int, written: bytes) -> None:
 
 
 def _read_back_stretch(
-    path: str | Path, fd: int, start: int, end: int, piece: int, expected: bytes
+    path: str | Path, reader: DirectReader, start: int, end: int, piece: int, expected: bytes
 ) -> None:
     """Read bytes ``start``–``end`` of the staged file back; raise unless their XXH3-128
     is ``expected``, that of the recorder's bytes written there."""
     back = xxhash.xxh3_128()
     offset = start
     while offset < end:
-        buf = os.pread(fd, min(piece, end - offset), offset)
+        buf = reader.read(offset, min(piece, end - offset))
         if not buf:
             raise StagingReadBackMismatch(
                 Msg(

@@ -77,10 +77,11 @@ log = logging.getLogger("liuhen.station")
 COMMIT_BATCH_MAX = 64
 COMMIT_WINDOW_S = 0.05
 
-# A file copied while at least this many are (itself included) hashes its SM3 in the
-# station's shared engine. Per core the engine's 16 lanes hash about 2.5 GB/s, a lane
-# about a sixteenth of that, against 0.35 GB/s for one stream on its own: from three or
-# four streams on, lanes beat a core each on a two-core station.
+# While at least this many files are copied (each one's SM3 a stream of the station's
+# shared engine), their chunks are hashed in its lanes; fewer, each on its own thread.
+# Per core the engine's 16 lanes hash about 2.5 GB/s, a lane about a sixteenth of that,
+# against 0.35 GB/s for one stream on its own: from three or four streams on, lanes beat
+# a core each on a two-core station.
 SHARED_SM3_FROM = 4
 
 # The custody event ``verified`` of a file whose damaged held copy it replaced.
@@ -313,9 +314,7 @@ class Station:
         # are hashed side by side in the engine's SIMD lanes (16 with AVX-512), several
         # times faster per core than one file at a time. Without the engine (not built),
         # each file is hashed on its own thread by hashlib.
-        self._sm3_engine = SharedSM3() if sm3engine.AVAILABLE else None
-        self._copying = 0  # files being copied now, of every docking
-        self._copying_lock = threading.Lock()
+        self._sm3_engine = SharedSM3(SHARED_SM3_FROM) if sm3engine.AVAILABLE else None
         # Reads each staged file back behind its copy (not where the store's server
         # checks the SHA-256 itself on upload).
         self._verify_pool = (
@@ -514,29 +513,21 @@ class Station:
         """Copy the open recorder file ``fd`` to ``part`` with both digests in the same
         read, on the station's hashing and read-back pools.
 
-        Its SM3 goes through the station's shared engine when at least
-        :data:`SHARED_SM3_FROM` files are being copied (this one included), and on a
-        thread of its own otherwise: the engine hashes a batch of a few streams at the
-        cost of a full one, on one core, so one or two long recordings hash faster each
-        on its own core than side by side in mostly empty lanes."""
-        with self._copying_lock:
-            self._copying += 1
-            shared = self._copying >= SHARED_SM3_FROM
-        try:
-            return copy_and_hash(
-                fd,
-                part,
-                expected_size=f.size,
-                expected_mtime_ns=f.mtime_ns,
-                chunk_size=self.ingest.chunk_mb << 20,
-                sm3_pool=self._sm3_pool,
-                verify_pool=self._verify_pool,
-                on_bytes=on_bytes,
-                sm3_engine=self._sm3_engine if shared else None,
-            )
-        finally:
-            with self._copying_lock:
-                self._copying -= 1
+        Its SM3 is a stream of the station's shared engine: hashed in its lanes while at
+        least :data:`SHARED_SM3_FROM` files are copied, and on a thread of its own while
+        fewer are (decided chunk by chunk, so the first files of a docking join the lanes
+        once the others start, and the last one leaves them)."""
+        return copy_and_hash(
+            fd,
+            part,
+            expected_size=f.size,
+            expected_mtime_ns=f.mtime_ns,
+            chunk_size=self.ingest.chunk_mb << 20,
+            sm3_pool=self._sm3_pool,
+            verify_pool=self._verify_pool,
+            on_bytes=on_bytes,
+            sm3_engine=self._sm3_engine,
+        )
 
     def read_back_done(self, file_id: int) -> None:
         """The file's staged copy was read back as it was written (by this process)."""

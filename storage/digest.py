@@ -198,7 +198,12 @@ class SharedSM3:
     may reuse its buffer. Use as a context manager, or call :meth:`close`.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, min_streams: int = 1) -> None:
+        # Below this many open streams each hashes on its caller's thread, chunk by chunk
+        # (the same context, so a stream moves between the two as others open and end):
+        # the engine hashes a batch of a few streams at the cost of a full one, on one
+        # core, so one or two long recordings hash faster each on its own core.
+        self.min_streams = min_streams
         self._cond = threading.Condition()
         self._pending: list[tuple[sm3engine.SM3Hasher, Buffer, threading.Event]] = []
         self._closed = False
@@ -206,6 +211,10 @@ class SharedSM3:
         self._live = 0  # streams opened and not yet finished (hexdigest) nor dropped
         self._thread = threading.Thread(target=self._run, name="sm3-lanes", daemon=True)
         self._thread.start()
+
+    def in_lanes(self) -> bool:
+        """Whether chunks go to the lanes now (enough streams are open)."""
+        return self._live >= self.min_streams
 
     def open_stream(self) -> SM3Stream:
         ended = [False]
@@ -280,7 +289,9 @@ class SM3Stream:
         self._ended = ended if ended is not None else [True]
 
     def update(self, data: bytes | memoryview, /) -> None:
-        if len(data) < SHARED_MIN:  # not worth a hand-off to the hashing thread
+        if len(data) < SHARED_MIN or not self._shared.in_lanes():
+            # Not worth a hand-off to the hashing thread, or too few streams open for
+            # the lanes to beat this thread's own core.
             self._hasher.update(data)
         else:
             self._shared._submit(self._hasher, data)

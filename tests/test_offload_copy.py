@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from ingest import offload
+from ingest import direct_io, offload
 from ingest.offload import (
     READ_BACK_CHECK,
     Copied,
@@ -30,6 +30,14 @@ from ingest.offload import (
 from storage.digest import DigestPair
 
 CHUNK = 64 << 10  # small chunks keep the chunked path's files small here
+
+
+@pytest.fixture(autouse=True, params=["direct", "cached"])
+def staging_io(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every copy test runs twice: written and read back past the page cache (O_DIRECT,
+    this filesystem allowing), and through it, as on a filesystem without direct I/O."""
+    monkeypatch.setattr(direct_io, "ENABLED", request.param == "direct")
+    return str(request.param)
 
 
 @pytest.fixture
