@@ -62,9 +62,34 @@ static const uint32_t TJ[64] = {
  */
 static uint32_t TJ_WIDE[64][MAX_LANES] __attribute__((aligned(64)));
 
+/* SHA-256 (FIPS 180-4): the initial state and the round constants K. */
+static const uint32_t SHA256_IV[8] = {
+    0x6a09e667U, 0xbb67ae85U, 0x3c6ef372U, 0xa54ff53aU,
+    0x510e527fU, 0x9b05688cU, 0x1f83d9abU, 0x5be0cd19U,
+};
+
+static const uint32_t SHA256_K[64] __attribute__((aligned(16))) = {
+    0x428a2f98U, 0x71374491U, 0xb5c0fbcfU, 0xe9b5dba5U, 0x3956c25bU, 0x59f111f1U, 0x923f82a4U,
+    0xab1c5ed5U, 0xd807aa98U, 0x12835b01U, 0x243185beU, 0x550c7dc3U, 0x72be5d74U, 0x80deb1feU,
+    0x9bdc06a7U, 0xc19bf174U, 0xe49b69c1U, 0xefbe4786U, 0x0fc19dc6U, 0x240ca1ccU, 0x2de92c6fU,
+    0x4a7484aaU, 0x5cb0a9dcU, 0x76f988daU, 0x983e5152U, 0xa831c66dU, 0xb00327c8U, 0xbf597fc7U,
+    0xc6e00bf3U, 0xd5a79147U, 0x06ca6351U, 0x14292967U, 0x27b70a85U, 0x2e1b2138U, 0x4d2c6dfcU,
+    0x53380d13U, 0x650a7354U, 0x766a0abbU, 0x81c2c92eU, 0x92722c85U, 0xa2bfe8a1U, 0xa81a664bU,
+    0xc24b8b70U, 0xc76c51a3U, 0xd192e819U, 0xd6990624U, 0xf40e3585U, 0x106aa070U, 0x19a4c116U,
+    0x1e376c08U, 0x2748774cU, 0x34b0bcb5U, 0x391c0cb3U, 0x4ed8aa4aU, 0x5b9cca4fU, 0x682e6ff3U,
+    0x748f82eeU, 0x78a5636fU, 0x84c87814U, 0x8cc70208U, 0x90befffaU, 0xa4506cebU, 0xbef9a3f7U,
+    0xc67178f2U,
+};
+
+/* K across 16 lanes, added from memory like TJ_WIDE. */
+static uint32_t K_WIDE[64][MAX_LANES] __attribute__((aligned(64)));
+
 static void init_constants(void) {
     for (int j = 0; j < 64; j++)
-        for (int l = 0; l < MAX_LANES; l++) TJ_WIDE[j][l] = TJ[j];
+        for (int l = 0; l < MAX_LANES; l++) {
+            TJ_WIDE[j][l] = TJ[j];
+            K_WIDE[j][l] = SHA256_K[j];
+        }
 }
 
 static inline uint32_t load_be32(const uint8_t *p) {
@@ -126,6 +151,39 @@ static inline void store_be32(uint8_t *p, uint32_t v) {
     WR(k) = OP_XOR3(OP_P1(OP_XOR3(WR((k)-16), WR((k)-9), OP_ROL(WR((k)-3), 15))),         \
                     OP_ROL(WR((k)-13), 7), WR((k)-6))
 
+/*
+ * SHA-256's round in the same style: the round leaves the new A in H and the new E in D,
+ * so the next round is called with (H, A, B, C, D, E, F, G). Message word k (k >= 16) is
+ * expanded into the same ring of sixteen just before round k.
+ */
+#define SHA_S0(x) OP_XOR3(OP_ROR(x, 2), OP_ROR(x, 13), OP_ROR(x, 22))
+#define SHA_S1(x) OP_XOR3(OP_ROR(x, 6), OP_ROR(x, 11), OP_ROR(x, 25))
+#define SHA_s0(x) OP_XOR3(OP_ROR(x, 7), OP_ROR(x, 18), OP_SHR(x, 3))
+#define SHA_s1(x) OP_XOR3(OP_ROR(x, 17), OP_ROR(x, 19), OP_SHR(x, 10))
+#define SHA_EXPAND(k)                                                  \
+    WR(k) = OP_ADD(OP_ADD(SHA_s1(WR((k)-2)), WR((k)-7)),               \
+                   OP_ADD(SHA_s0(WR((k)-15)), WR((k)-16)))
+#define SHA_ROUND(A, B, C, D, E, F, G, H, j)                                                \
+    do {                                                                                    \
+        if ((j) >= 16) SHA_EXPAND(j);                                                       \
+        OP_T t1 = OP_ADD(OP_ADD(H, OP_ADD(OP_K(j), WR(j))), OP_ADD(SHA_S1(E), OP_CH(E, F, G))); \
+        OP_T t2 = OP_ADD(SHA_S0(A), OP_MAJ(A, B, C));                                       \
+        D = OP_ADD(D, t1);                                                                  \
+        H = OP_ADD(t1, t2);                                                                 \
+    } while (0)
+#define SHA_8ROUNDS(j)                            \
+    SHA_ROUND(a, b, c, d, e, f, g, h, (j) + 0);   \
+    SHA_ROUND(h, a, b, c, d, e, f, g, (j) + 1);   \
+    SHA_ROUND(g, h, a, b, c, d, e, f, (j) + 2);   \
+    SHA_ROUND(f, g, h, a, b, c, d, e, (j) + 3);   \
+    SHA_ROUND(e, f, g, h, a, b, c, d, (j) + 4);   \
+    SHA_ROUND(d, e, f, g, h, a, b, c, (j) + 5);   \
+    SHA_ROUND(c, d, e, f, g, h, a, b, (j) + 6);   \
+    SHA_ROUND(b, c, d, e, f, g, h, a, (j) + 7)
+#define SHA_64ROUNDS()                                                   \
+    SHA_8ROUNDS(0); SHA_8ROUNDS(8); SHA_8ROUNDS(16); SHA_8ROUNDS(24);    \
+    SHA_8ROUNDS(32); SHA_8ROUNDS(40); SHA_8ROUNDS(48); SHA_8ROUNDS(56)
+
 /* ---- scalar ------------------------------------------------------------------------ */
 
 #define OP_T uint32_t
@@ -140,6 +198,11 @@ static inline void store_be32(uint8_t *p, uint32_t v) {
 #define OP_P0(x) ((x) ^ OP_ROL(x, 9) ^ OP_ROL(x, 17))
 #define OP_P1(x) ((x) ^ OP_ROL(x, 15) ^ OP_ROL(x, 23))
 #define OP_XOR3(x, y, z) ((x) ^ (y) ^ (z))
+#define OP_ROR(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
+#define OP_SHR(x, n) ((x) >> (n))
+#define OP_K(j) SHA256_K[j]
+#define OP_CH(x, y, z) ((((y) ^ (z)) & (x)) ^ (z))
+#define OP_MAJ(x, y, z) (((x) & (y)) | ((z) & ((x) | (y))))
 
 #define SCALAR_BODY                                                        \
     {                                                                      \
@@ -163,6 +226,28 @@ __attribute__((target("bmi2")))
 static void sm3_blocks_bmi2(uint32_t st[8], const uint8_t *p, size_t nblocks) SCALAR_BODY
 #endif
 
+#define SHA_SCALAR_BODY                                                    \
+    {                                                                      \
+        uint32_t W[16];                                                    \
+        while (nblocks--) {                                                \
+            for (int i = 0; i < 16; i++) W[i] = load_be32(p + 4 * i);      \
+            uint32_t a = st[0], b = st[1], c = st[2], d = st[3];           \
+            uint32_t e = st[4], f = st[5], g = st[6], h = st[7];           \
+            SHA_64ROUNDS();                                                \
+            st[0] += a; st[1] += b; st[2] += c; st[3] += d;                \
+            st[4] += e; st[5] += f; st[6] += g; st[7] += h;                \
+            p += 64;                                                       \
+        }                                                                  \
+    }
+
+static void sha256_blocks_scalar(uint32_t st[8], const uint8_t *p, size_t nblocks)
+    SHA_SCALAR_BODY
+
+#if SM3_X86
+__attribute__((target("bmi2")))
+static void sha256_blocks_bmi2(uint32_t st[8], const uint8_t *p, size_t nblocks) SHA_SCALAR_BODY
+#endif
+
 #undef OP_T
 #undef OP_ADD
 #undef OP_XOR
@@ -175,8 +260,73 @@ static void sm3_blocks_bmi2(uint32_t st[8], const uint8_t *p, size_t nblocks) SC
 #undef OP_P0
 #undef OP_P1
 #undef OP_XOR3
+#undef OP_ROR
+#undef OP_SHR
+#undef OP_K
+#undef OP_CH
+#undef OP_MAJ
 
 typedef void (*scalar_fn)(uint32_t st[8], const uint8_t *p, size_t nblocks);
+
+#if SM3_X86
+/*
+ * SHA-256 with the SHA extensions (SHA-NI): four rounds per pair of sha256rnds2, the
+ * message schedule by sha256msg1/msg2. The state lives as ABEF and CDGH in two
+ * registers. Group g holds message words 4g .. 4g + 3 in M[g % 4]; while its rounds run,
+ * the words of group g + 1 are finished (msg2) and those of group g + 3 begun (msg1).
+ */
+#define SHANI_GROUP(g, cur, nxt, prv)                                                  \
+    do {                                                                               \
+        __m128i m = _mm_add_epi32(cur, _mm_load_si128((const __m128i *)(SHA256_K + 4 * (g)))); \
+        s1 = _mm_sha256rnds2_epu32(s1, s0, m);                                         \
+        if ((g) >= 3 && (g) <= 14) {                                                   \
+            nxt = _mm_add_epi32(nxt, _mm_alignr_epi8(cur, prv, 4));                    \
+            nxt = _mm_sha256msg2_epu32(nxt, cur);                                      \
+        }                                                                              \
+        s0 = _mm_sha256rnds2_epu32(s0, s1, _mm_shuffle_epi32(m, 0x0E));                \
+        if ((g) >= 1 && (g) <= 12) prv = _mm_sha256msg1_epu32(prv, cur);               \
+    } while (0)
+
+__attribute__((target("sha,sse4.1"))) static void sha256_blocks_shani(uint32_t st[8],
+                                                                       const uint8_t *p,
+                                                                       size_t nblocks) {
+    const __m128i bswap = _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL);
+    __m128i t = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)st), 0xB1); /* CDAB */
+    __m128i s1 = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)(st + 4)), 0x1B); /* EFGH */
+    __m128i s0 = _mm_alignr_epi8(t, s1, 8);   /* ABEF */
+    s1 = _mm_blend_epi16(s1, t, 0xF0);        /* CDGH */
+    while (nblocks--) {
+        __m128i abef = s0, cdgh = s1;
+        __m128i m0 = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(p + 0)), bswap);
+        __m128i m1 = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(p + 16)), bswap);
+        __m128i m2 = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(p + 32)), bswap);
+        __m128i m3 = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(p + 48)), bswap);
+        SHANI_GROUP(0, m0, m1, m3);
+        SHANI_GROUP(1, m1, m2, m0);
+        SHANI_GROUP(2, m2, m3, m1);
+        SHANI_GROUP(3, m3, m0, m2);
+        SHANI_GROUP(4, m0, m1, m3);
+        SHANI_GROUP(5, m1, m2, m0);
+        SHANI_GROUP(6, m2, m3, m1);
+        SHANI_GROUP(7, m3, m0, m2);
+        SHANI_GROUP(8, m0, m1, m3);
+        SHANI_GROUP(9, m1, m2, m0);
+        SHANI_GROUP(10, m2, m3, m1);
+        SHANI_GROUP(11, m3, m0, m2);
+        SHANI_GROUP(12, m0, m1, m3);
+        SHANI_GROUP(13, m1, m2, m0);
+        SHANI_GROUP(14, m2, m3, m1);
+        SHANI_GROUP(15, m3, m0, m2);
+        s0 = _mm_add_epi32(s0, abef);
+        s1 = _mm_add_epi32(s1, cdgh);
+        p += 64;
+    }
+    t = _mm_shuffle_epi32(s0, 0x1B);          /* FEBA */
+    s1 = _mm_shuffle_epi32(s1, 0xB1);         /* DCHG */
+    _mm_storeu_si128((__m128i *)st, _mm_blend_epi16(t, s1, 0xF0));       /* DCBA */
+    _mm_storeu_si128((__m128i *)(st + 4), _mm_alignr_epi8(s1, t, 8));    /* HGFE */
+}
+#endif
 
 /*
  * A lane kernel hashes nblocks blocks in every lane. st holds the lanes' states
@@ -202,6 +352,11 @@ typedef void (*lane_fn)(uint32_t *st, const uint8_t *const *ptr, const size_t *s
 #define OP_P0(x) OP_XOR(OP_XOR(x, OP_ROL(x, 9)), OP_ROL(x, 17))
 #define OP_P1(x) OP_XOR(OP_XOR(x, OP_ROL(x, 15)), OP_ROL(x, 23))
 #define OP_XOR3(x, y, z) OP_XOR(OP_XOR(x, y), z)
+#define OP_ROR(x, n) _mm256_or_si256(_mm256_srli_epi32(x, n), _mm256_slli_epi32(x, 32 - (n)))
+#define OP_SHR(x, n) _mm256_srli_epi32(x, n)
+#define OP_K(j) _mm256_loadu_si256((const __m256i *)K_WIDE[j])
+#define OP_CH(x, y, z) OP_XOR(_mm256_and_si256(OP_XOR(y, z), x), z)
+#define OP_MAJ(x, y, z) OP_FF1(x, y, z)
 
 /* Eight rows (one per lane, eight words each) into eight columns (one per word). */
 __attribute__((target("avx2"))) static inline void transpose8(__m256i r[8]) {
@@ -254,6 +409,39 @@ __attribute__((target("avx2"))) static void sm3_lanes_avx2(uint32_t *st,
     for (int w = 0; w < 8; w++) _mm256_storeu_si256((__m256i *)(st + 8 * w), s[w]);
 }
 
+/* SHA-256 in 8 lanes: the same loads and transpose, SHA-256's rounds, added back. */
+__attribute__((target("avx2"))) static void sha256_lanes_avx2(uint32_t *st,
+                                                               const uint8_t *const *ptr,
+                                                               const size_t *step,
+                                                               size_t nblocks) {
+    const __m256i bswap = _mm256_setr_epi8(3, 2, 1, 0, 7, 6, 5, 4, 11, 10, 9, 8, 15, 14, 13, 12,
+                                           3, 2, 1, 0, 7, 6, 5, 4, 11, 10, 9, 8, 15, 14, 13, 12);
+    const uint8_t *p[8];
+    for (int l = 0; l < 8; l++) p[l] = ptr[l];
+    __m256i s[8];
+    for (int w = 0; w < 8; w++) s[w] = _mm256_loadu_si256((const __m256i *)(st + 8 * w));
+    __m256i W[16];
+    for (size_t n = 0; n < nblocks; n++) {
+        for (int half = 0; half < 2; half++) {
+            __m256i r[8];
+            for (int l = 0; l < 8; l++) {
+                if (half == 0) _mm_prefetch((const char *)p[l] + PREFETCH_AHEAD, _MM_HINT_T0);
+                r[l] = _mm256_shuffle_epi8(
+                    _mm256_loadu_si256((const __m256i *)(p[l] + 32 * half)), bswap);
+            }
+            transpose8(r);
+            for (int w = 0; w < 8; w++) W[8 * half + w] = r[w];
+        }
+        for (int l = 0; l < 8; l++) p[l] += step[l];
+        __m256i a = s[0], b = s[1], c = s[2], d = s[3], e = s[4], f = s[5], g = s[6], h = s[7];
+        SHA_64ROUNDS();
+        s[0] = OP_ADD(s[0], a); s[1] = OP_ADD(s[1], b); s[2] = OP_ADD(s[2], c);
+        s[3] = OP_ADD(s[3], d); s[4] = OP_ADD(s[4], e); s[5] = OP_ADD(s[5], f);
+        s[6] = OP_ADD(s[6], g); s[7] = OP_ADD(s[7], h);
+    }
+    for (int w = 0; w < 8; w++) _mm256_storeu_si256((__m256i *)(st + 8 * w), s[w]);
+}
+
 #undef OP_T
 #undef OP_ADD
 #undef OP_XOR
@@ -266,6 +454,11 @@ __attribute__((target("avx2"))) static void sm3_lanes_avx2(uint32_t *st,
 #undef OP_P0
 #undef OP_P1
 #undef OP_XOR3
+#undef OP_ROR
+#undef OP_SHR
+#undef OP_K
+#undef OP_CH
+#undef OP_MAJ
 
 /* ---- AVX-512, 16 lanes: vprold rotates, vpternlogd three-input booleans ------------- */
 
@@ -281,6 +474,11 @@ __attribute__((target("avx2"))) static void sm3_lanes_avx2(uint32_t *st,
 #define OP_GG1(x, y, z) _mm512_ternarylogic_epi32(x, y, z, 0xCA) /* x ? y : z */
 #define OP_P0(x) OP_XOR3(x, OP_ROL(x, 9), OP_ROL(x, 17))
 #define OP_P1(x) OP_XOR3(x, OP_ROL(x, 15), OP_ROL(x, 23))
+#define OP_ROR(x, n) _mm512_ror_epi32(x, n)
+#define OP_SHR(x, n) _mm512_srli_epi32(x, n)
+#define OP_K(j) _mm512_loadu_si512((const void *)K_WIDE[j])
+#define OP_CH(x, y, z) _mm512_ternarylogic_epi32(x, y, z, 0xCA) /* x ? y : z */
+#define OP_MAJ(x, y, z) _mm512_ternarylogic_epi32(x, y, z, 0xE8)
 
 /* Sixteen rows (lanes) of sixteen words into sixteen columns (words). */
 __attribute__((target("avx512f"))) static inline void transpose16(__m512i r[16]) {
@@ -334,6 +532,31 @@ __attribute__((target("avx512f,avx512bw"))) static void sm3_lanes_avx512(
     }
     for (int w = 0; w < 8; w++) _mm512_storeu_si512((void *)(st + 16 * w), s[w]);
 }
+
+__attribute__((target("avx512f,avx512bw"))) static void sha256_lanes_avx512(
+    uint32_t *st, const uint8_t *const *ptr, const size_t *step, size_t nblocks) {
+    const __m512i bswap = _mm512_broadcast_i32x4(
+        _mm_setr_epi8(3, 2, 1, 0, 7, 6, 5, 4, 11, 10, 9, 8, 15, 14, 13, 12));
+    const uint8_t *p[16];
+    for (int l = 0; l < 16; l++) p[l] = ptr[l];
+    __m512i s[8];
+    for (int w = 0; w < 8; w++) s[w] = _mm512_loadu_si512((const void *)(st + 16 * w));
+    __m512i W[16];
+    for (size_t n = 0; n < nblocks; n++) {
+        for (int l = 0; l < 16; l++) {
+            _mm_prefetch((const char *)p[l] + PREFETCH_AHEAD, _MM_HINT_T0);
+            W[l] = _mm512_shuffle_epi8(_mm512_loadu_si512((const void *)p[l]), bswap);
+        }
+        transpose16(W);
+        for (int l = 0; l < 16; l++) p[l] += step[l];
+        __m512i a = s[0], b = s[1], c = s[2], d = s[3], e = s[4], f = s[5], g = s[6], h = s[7];
+        SHA_64ROUNDS();
+        s[0] = OP_ADD(s[0], a); s[1] = OP_ADD(s[1], b); s[2] = OP_ADD(s[2], c);
+        s[3] = OP_ADD(s[3], d); s[4] = OP_ADD(s[4], e); s[5] = OP_ADD(s[5], f);
+        s[6] = OP_ADD(s[6], g); s[7] = OP_ADD(s[7], h);
+    }
+    for (int w = 0; w < 8; w++) _mm512_storeu_si512((void *)(st + 16 * w), s[w]);
+}
 #endif /* SM3_X86 */
 
 /* ---- paths ------------------------------------------------------------------------- */
@@ -344,8 +567,29 @@ static const int PATH_LANES[NPATHS] = {1, 8, 16};
 
 static int path_supported[NPATHS];
 static int current_path = PATH_SCALAR;
-static scalar_fn blocks_one = sm3_blocks_scalar;
 static const char *scalar_isa = "generic";
+
+/*
+ * What differs between the two hashes the engine runs: the initial state, the
+ * single-stream compression (chosen at import from cpuid) and the lane kernels. The
+ * padding, the big-endian words and the job machinery are the same for both.
+ */
+typedef struct {
+    const char *name;
+    const uint32_t *iv;
+    scalar_fn one;
+    const char *one_isa;
+    lane_fn lanes[NPATHS];
+} algo_t;
+
+static algo_t ALGO_SM3 = {"sm3", SM3_IV, sm3_blocks_scalar, "generic", {NULL, NULL, NULL}};
+static algo_t ALGO_SHA256 = {"sha256", SHA256_IV, sha256_blocks_scalar, "generic",
+                             {NULL, NULL, NULL}};
+/* The best single-stream SHA-256 code this CPU runs, and whether set_sha_ni() allows
+ * SHA-NI (the tests turn it off to check the portable code on a CPU that has it). */
+static scalar_fn sha256_best = sha256_blocks_scalar;
+static const char *sha256_best_isa = "generic";
+static int has_sha_ni = 0;
 
 static void detect_cpu(void) {
     path_supported[PATH_SCALAR] = 1;
@@ -355,19 +599,28 @@ static void detect_cpu(void) {
     path_supported[PATH_AVX512] =
         __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
     if (__builtin_cpu_supports("bmi2")) {
-        blocks_one = sm3_blocks_bmi2;
-        scalar_isa = "bmi2";
+        ALGO_SM3.one = sm3_blocks_bmi2;
+        scalar_isa = ALGO_SM3.one_isa = "bmi2";
+        sha256_best = ALGO_SHA256.one = sha256_blocks_bmi2;
+        sha256_best_isa = ALGO_SHA256.one_isa = "bmi2";
     }
+    /* SHA-NI: cpuid leaf 7, sub-leaf 0, EBX bit 29 (GCC 12's __builtin_cpu_supports
+     * does not know "sha"); the SSE4.1 blend it needs comes with every such CPU. */
+    unsigned int eax = 0, ebx = 0, ecx = 0, edx = 0;
+    __asm__ volatile("cpuid" : "=a"(eax), "=b"(ebx), "=c"(ecx), "=d"(edx) : "a"(0));
+    if (eax >= 7) {
+        __asm__ volatile("cpuid" : "=a"(eax), "=b"(ebx), "=c"(ecx), "=d"(edx) : "a"(7), "c"(0));
+        if ((ebx >> 29) & 1 && __builtin_cpu_supports("sse4.1")) {
+            has_sha_ni = 1;
+            sha256_best = ALGO_SHA256.one = sha256_blocks_shani;
+            sha256_best_isa = ALGO_SHA256.one_isa = "sha-ni";
+        }
+    }
+    ALGO_SM3.lanes[PATH_AVX2] = sm3_lanes_avx2;
+    ALGO_SM3.lanes[PATH_AVX512] = sm3_lanes_avx512;
+    ALGO_SHA256.lanes[PATH_AVX2] = sha256_lanes_avx2;
+    ALGO_SHA256.lanes[PATH_AVX512] = sha256_lanes_avx512;
 #endif
-}
-
-static lane_fn lane_kernel(int path) {
-#if SM3_X86
-    if (path == PATH_AVX512) return sm3_lanes_avx512;
-    if (path == PATH_AVX2) return sm3_lanes_avx2;
-#endif
-    (void)path;
-    return NULL;
 }
 
 /* ---- the lane scheduler ------------------------------------------------------------ */
@@ -408,10 +661,10 @@ static void start_job(job_t *job, uint8_t *scratch) {
     }
 }
 
-static void run_one(job_t *job, uint8_t *scratch) {
+static void run_one(job_t *job, uint8_t *scratch, scalar_fn one) {
     start_job(job, scratch);
     for (int i = 0; i < 3; i++)
-        if (job->nseg[i]) blocks_one(job->state, job->seg[i], job->nseg[i]);
+        if (job->nseg[i]) one(job->state, job->seg[i], job->nseg[i]);
 }
 
 static const uint8_t ZERO_BLOCK[64];
@@ -449,7 +702,8 @@ static void prefetch_start(const lane_t *ln) {
  * When a single job is left it runs on the scalar code (a lone lane in a vector is
  * slower than scalar).
  */
-static void drive(int lanes, lane_fn kernel, next_job_fn next, void *src) {
+static void drive(int lanes, lane_fn kernel, scalar_fn blocks_one, next_job_fn next,
+                  void *src) {
     lane_t ln[MAX_LANES];
     const uint8_t *ptr[MAX_LANES];
     size_t step[MAX_LANES];
@@ -513,16 +767,16 @@ static void drive(int lanes, lane_fn kernel, next_job_fn next, void *src) {
     }
 }
 
-/* Run jobs on `path`: lanes when it has them, else one job after another. */
-static void run_jobs(int path, next_job_fn next, void *src) {
-    lane_fn kernel = lane_kernel(path);
+/* Run jobs of `algo` on `path`: lanes when it has them, else one job after another. */
+static void run_jobs(int path, const algo_t *algo, next_job_fn next, void *src) {
+    lane_fn kernel = algo->lanes[path];
     if (kernel) {
-        drive(PATH_LANES[path], kernel, next, src);
+        drive(PATH_LANES[path], kernel, algo->one, next, src);
         return;
     }
     job_t job;
     uint8_t scratch[128];
-    while (next(src, &job)) run_one(&job, scratch);
+    while (next(src, &job)) run_one(&job, scratch, algo->one);
 }
 
 /* Split a message (or its rest after `before` bytes already hashed) into a final job. */
@@ -549,6 +803,7 @@ typedef struct {
     uint64_t length;
     uint8_t buf[64];
     size_t buflen;
+    const algo_t *algo;
 } ctx_t;
 
 typedef struct {
@@ -557,10 +812,15 @@ typedef struct {
     int busy; /* set, under the GIL, while the GIL is released over this context */
 } SM3Object;
 
-static PyTypeObject SM3Type;
+static PyTypeObject SM3Type, SHA256Type;
 
-static void ctx_init(ctx_t *c) {
-    memcpy(c->state, SM3_IV, sizeof SM3_IV);
+static int is_hasher(PyObject *o) {
+    return PyObject_TypeCheck(o, &SM3Type) || PyObject_TypeCheck(o, &SHA256Type);
+}
+
+static void ctx_init(ctx_t *c, const algo_t *algo) {
+    c->algo = algo;
+    memcpy(c->state, algo->iv, 32);
     c->length = 0;
     c->buflen = 0;
 }
@@ -602,7 +862,7 @@ static void ctx_update(ctx_t *c, const uint8_t *data, size_t len) {
     job_t job;
     ctx_job(c, data, len, &job);
     for (int i = 0; i < 2; i++)
-        if (job.nseg[i]) blocks_one(c->state, job.seg[i], job.nseg[i]);
+        if (job.nseg[i]) c->algo->one(c->state, job.seg[i], job.nseg[i]);
     ctx_after_job(c, &job);
 }
 
@@ -611,7 +871,7 @@ static void ctx_digest(const ctx_t *c, uint8_t out[32]) {
     uint8_t tail[128];
     memcpy(st, c->state, sizeof st);
     size_t n = build_tail(tail, c->buf, c->buflen, c->length);
-    blocks_one(st, tail, n);
+    c->algo->one(st, tail, n);
     state_to_digest(st, out);
 }
 
@@ -645,7 +905,8 @@ static PyObject *SM3_update(SM3Object *self, PyObject *arg) {
 /* Reading a context another thread is updating would give a digest of no defined bytes. */
 static int not_busy(SM3Object *self) {
     if (!self->busy) return 0;
-    PyErr_SetString(PyExc_RuntimeError, "this SM3 object is being updated by another thread");
+    PyErr_Format(PyExc_RuntimeError, "this %s object is being updated by another thread",
+                 self->ctx.algo == &ALGO_SM3 ? "SM3" : "SHA-256");
     return -1;
 }
 
@@ -671,7 +932,7 @@ static PyObject *SM3_hexdigest(SM3Object *self, PyObject *Py_UNUSED(ignored)) {
 
 static PyObject *SM3_copy(SM3Object *self, PyObject *Py_UNUSED(ignored)) {
     if (not_busy(self) < 0) return NULL;
-    SM3Object *other = PyObject_New(SM3Object, &SM3Type);
+    SM3Object *other = PyObject_New(SM3Object, Py_TYPE(self));
     if (other == NULL) return NULL;
     other->ctx = self->ctx;
     other->busy = 0;
@@ -684,7 +945,7 @@ static PyObject *SM3_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O:SM3", kwlist, &data)) return NULL;
     SM3Object *self = (SM3Object *)type->tp_alloc(type, 0);
     if (self == NULL) return NULL;
-    ctx_init(&self->ctx);
+    ctx_init(&self->ctx, PyType_IsSubtype(type, &SHA256Type) ? &ALGO_SHA256 : &ALGO_SM3);
     self->busy = 0;
     if (data != NULL) {
         PyObject *r = SM3_update(self, data);
@@ -698,7 +959,7 @@ static PyObject *SM3_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
 }
 
 static PyObject *SM3_get_name(PyObject *self, void *closure) {
-    return PyUnicode_FromString("sm3");
+    return PyUnicode_FromString(((SM3Object *)self)->ctx.algo->name);
 }
 static PyObject *SM3_get_digest_size(PyObject *self, void *closure) {
     return PyLong_FromLong(32);
@@ -732,19 +993,39 @@ static PyTypeObject SM3Type = {
     .tp_getset = SM3_getset,
 };
 
+/* The same object for SHA-256: its own type so that isinstance and repr tell them apart. */
+static PyTypeObject SHA256Type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "sm3engine._sm3engine.SHA256",
+    .tp_basicsize = sizeof(SM3Object),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "An incremental SHA-256 context (update, digest, hexdigest, copy).",
+    .tp_new = SM3_new,
+    .tp_methods = SM3_methods,
+    .tp_getset = SM3_getset,
+};
+
 /* ---- many streams and many messages at once ------------------------------------------ */
 
 typedef struct {
     Py_buffer *views;
     uint32_t *states;
     Py_ssize_t n, i;
+    const uint32_t *iv;
 } many_src;
+
+/* The algorithm named by a hash_many/hash_batch argument (NULL: SM3). */
+static const algo_t *algo_named(const char *name) {
+    if (name == NULL || strcmp(name, "sm3") == 0) return &ALGO_SM3;
+    if (strcmp(name, "sha256") == 0) return &ALGO_SHA256;
+    PyErr_Format(PyExc_ValueError, "unknown hash %s (sm3 or sha256)", name);
+    return NULL;
+}
 
 static int next_many(void *p, job_t *job) {
     many_src *s = p;
     if (s->i >= s->n) return 0;
     uint32_t *st = s->states + 8 * s->i;
-    memcpy(st, SM3_IV, sizeof SM3_IV);
+    memcpy(st, s->iv, 32);
     final_job(job, st, s->views[s->i].buf, (size_t)s->views[s->i].len, 0);
     s->i++;
     return 1;
@@ -780,7 +1061,12 @@ static PyObject *snapshot(PyObject *obj, const char *message) {
     return items;
 }
 
-static PyObject *hash_many(PyObject *module, PyObject *arg) {
+static PyObject *hash_many(PyObject *module, PyObject *args) {
+    PyObject *arg;
+    const char *name = NULL;
+    if (!PyArg_ParseTuple(args, "O|s:hash_many", &arg, &name)) return NULL;
+    const algo_t *algo = algo_named(name);
+    if (algo == NULL) return NULL;
     PyObject *seq = snapshot(arg, "hash_many() takes a sequence of buffers");
     if (seq == NULL) return NULL;
     Py_ssize_t n = PyTuple_GET_SIZE(seq), got = 0;
@@ -794,10 +1080,10 @@ static PyObject *hash_many(PyObject *module, PyObject *arg) {
     for (; got < n; got++)
         if (PyObject_GetBuffer(PyTuple_GET_ITEM(seq, got), &views[got], PyBUF_SIMPLE) < 0)
             goto done;
-    many_src src = {views, states, n, 0};
+    many_src src = {views, states, n, 0, algo->iv};
     int path = current_path;
     Py_BEGIN_ALLOW_THREADS
-    run_jobs(path, next_many, &src);
+    run_jobs(path, algo, next_many, &src);
     Py_END_ALLOW_THREADS
     result = digests_list(states, n);
 done:
@@ -813,13 +1099,14 @@ typedef struct {
     const int64_t *offsets;
     uint32_t *states;
     Py_ssize_t n, i;
+    const uint32_t *iv;
 } batch_src;
 
 static int next_batch(void *p, job_t *job) {
     batch_src *s = p;
     if (s->i >= s->n) return 0;
     uint32_t *st = s->states + 8 * s->i;
-    memcpy(st, SM3_IV, sizeof SM3_IV);
+    memcpy(st, s->iv, 32);
     int64_t a = s->offsets[s->i], b = s->offsets[s->i + 1];
     final_job(job, st, s->base + a, (size_t)(b - a), 0);
     s->i++;
@@ -868,7 +1155,10 @@ static int64_t *read_offsets(PyObject *obj, Py_ssize_t *count) {
 
 static PyObject *hash_batch(PyObject *module, PyObject *args) {
     PyObject *data, *offs;
-    if (!PyArg_ParseTuple(args, "OO:hash_batch", &data, &offs)) return NULL;
+    const char *name = NULL;
+    if (!PyArg_ParseTuple(args, "OO|s:hash_batch", &data, &offs, &name)) return NULL;
+    const algo_t *algo = algo_named(name);
+    if (algo == NULL) return NULL;
     Py_buffer view;
     if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) return NULL;
     Py_ssize_t count = 0;
@@ -892,10 +1182,10 @@ static PyObject *hash_batch(PyObject *module, PyObject *args) {
         PyErr_NoMemory();
         goto done;
     }
-    batch_src src = {view.buf, offsets, states, count - 1, 0};
+    batch_src src = {view.buf, offsets, states, count - 1, 0, algo->iv};
     int path = current_path;
     Py_BEGIN_ALLOW_THREADS
-    run_jobs(path, next_batch, &src);
+    run_jobs(path, algo, next_batch, &src);
     Py_END_ALLOW_THREADS
     /* One bytes object for all the digests: one Python object per message would cost
      * about as much as hashing a few hundred bytes of it. */
@@ -915,10 +1205,12 @@ typedef struct {
     Py_buffer *views;
     job_t *jobs;
     Py_ssize_t n, i;
+    const algo_t *algo; /* this pass takes only the jobs of this algorithm's objects */
 } update_src;
 
 static int next_update(void *p, job_t *job) {
     update_src *s = p;
+    while (s->i < s->n && s->objs[s->i]->ctx.algo != s->algo) s->i++;
     if (s->i >= s->n) return 0;
     *job = s->jobs[s->i++];
     return 1;
@@ -933,7 +1225,7 @@ static void release_update(SM3Object **objs, Py_buffer *views, Py_ssize_t claime
 static PyObject *update_many(PyObject *module, PyObject *args) {
     PyObject *hs, *cs;
     if (!PyArg_ParseTuple(args, "OO:update_many", &hs, &cs)) return NULL;
-    PyObject *hseq = snapshot(hs, "update_many() takes a sequence of SM3 objects");
+    PyObject *hseq = snapshot(hs, "update_many() takes a sequence of SM3 or SHA256 objects");
     if (hseq == NULL) return NULL;
     PyObject *cseq = snapshot(cs, "update_many() takes a sequence of buffers");
     if (cseq == NULL) {
@@ -946,7 +1238,7 @@ static PyObject *update_many(PyObject *module, PyObject *args) {
     Py_buffer *views = PyMem_Calloc((size_t)n + 1, sizeof *views);
     job_t *jobs = PyMem_Calloc((size_t)n + 1, sizeof *jobs);
     if (PyTuple_GET_SIZE(cseq) != n) {
-        PyErr_SetString(PyExc_ValueError, "update_many() needs one chunk per SM3 object");
+        PyErr_SetString(PyExc_ValueError, "update_many() needs one chunk per hasher");
         goto done;
     }
     if (objs == NULL || views == NULL || jobs == NULL) {
@@ -955,8 +1247,9 @@ static PyObject *update_many(PyObject *module, PyObject *args) {
     }
     for (; claimed < n; claimed++) {
         PyObject *h = PyTuple_GET_ITEM(hseq, claimed);
-        if (!PyObject_TypeCheck(h, &SM3Type)) {
-            PyErr_SetString(PyExc_TypeError, "update_many() takes SM3 objects of this engine");
+        if (!is_hasher(h)) {
+            PyErr_SetString(PyExc_TypeError,
+                            "update_many() takes SM3 or SHA256 objects of this engine");
             goto done;
         }
         /* borrowed from hseq, a tuple this call keeps until after the last write */
@@ -970,10 +1263,15 @@ static PyObject *update_many(PyObject *module, PyObject *args) {
             goto done;
     for (Py_ssize_t i = 0; i < n; i++)
         ctx_job(&objs[i]->ctx, views[i].buf, (size_t)views[i].len, &jobs[i]);
-    update_src src = {objs, views, jobs, n, 0};
+    /* each algorithm's jobs through its own kernel, one pass after the other */
+    int nsha = 0;
+    for (Py_ssize_t i = 0; i < n; i++) nsha += objs[i]->ctx.algo == &ALGO_SHA256;
+    update_src sm3_src = {objs, views, jobs, n, 0, &ALGO_SM3};
+    update_src sha_src = {objs, views, jobs, n, 0, &ALGO_SHA256};
     int path = current_path;
     Py_BEGIN_ALLOW_THREADS
-    run_jobs(path, next_update, &src);
+    if (nsha < n) run_jobs(path, &ALGO_SM3, next_update, &sm3_src);
+    if (nsha > 0) run_jobs(path, &ALGO_SHA256, next_update, &sha_src);
     Py_END_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < n; i++) ctx_after_job(&objs[i]->ctx, &jobs[i]);
     result = Py_None;
@@ -1041,10 +1339,33 @@ static PyObject *scalar_instructions(PyObject *module, PyObject *Py_UNUSED(ignor
     return PyUnicode_FromString(scalar_isa);
 }
 
+static PyObject *sha256_instructions(PyObject *module, PyObject *Py_UNUSED(ignored)) {
+    return PyUnicode_FromString(ALGO_SHA256.one_isa);
+}
+
+/* Off: single SHA-256 streams use the portable code even where the CPU has SHA-NI (so
+ * that the tests check it there too). Returns whether SHA-NI is now used. */
+static PyObject *set_sha_ni(PyObject *module, PyObject *arg) {
+    int on = PyObject_IsTrue(arg);
+    if (on < 0) return NULL;
+#if SM3_X86
+    if (on && has_sha_ni) {
+        ALGO_SHA256.one = sha256_blocks_shani;
+        ALGO_SHA256.one_isa = "sha-ni";
+    } else {
+        int bmi2 = __builtin_cpu_supports("bmi2");
+        ALGO_SHA256.one = bmi2 ? sha256_blocks_bmi2 : sha256_blocks_scalar;
+        ALGO_SHA256.one_isa = bmi2 ? "bmi2" : "generic";
+    }
+#endif
+    return PyBool_FromLong(ALGO_SHA256.one_isa[0] == 's');
+}
+
 static PyMethodDef module_methods[] = {
-    {"hash_many", hash_many, METH_O, "SM3 digests of many buffers, hashed side by side."},
+    {"hash_many", hash_many, METH_VARARGS,
+     "Digests (SM3, or the hash named: sm3, sha256) of many buffers, hashed side by side."},
     {"hash_batch", hash_batch, METH_VARARGS,
-     "SM3 digests of the messages buffer[offsets[i]:offsets[i+1]], concatenated."},
+     "Digests (SM3, or the hash named) of buffer[offsets[i]:offsets[i+1]], concatenated."},
     {"update_many", update_many, METH_VARARGS,
      "Feed chunks[i] to hashers[i] for every i, the streams side by side."},
     {"set_path", set_path, METH_O, "Use this path from now on: avx512, avx2 or scalar."},
@@ -1052,7 +1373,11 @@ static PyMethodDef module_methods[] = {
     {"supported_paths", supported_paths, METH_NOARGS, "The paths this CPU can run, best first."},
     {"lanes", lanes, METH_NOARGS, "Messages hashed side by side on the path in use."},
     {"scalar_instructions", scalar_instructions, METH_NOARGS,
-     "Instructions the single-stream code uses."},
+     "Instructions the single-stream SM3 code uses."},
+    {"sha256_instructions", sha256_instructions, METH_NOARGS,
+     "Instructions the single-stream SHA-256 code uses: sha-ni, bmi2 or generic."},
+    {"set_sha_ni", set_sha_ni, METH_O,
+     "Use SHA-NI for single SHA-256 streams (when the CPU has it) or not; for tests."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1085,12 +1410,18 @@ PyMODINIT_FUNC PyInit__sm3engine(void) {
         }
         current_path = i;
     }
-    if (PyType_Ready(&SM3Type) < 0) return NULL;
+    if (PyType_Ready(&SM3Type) < 0 || PyType_Ready(&SHA256Type) < 0) return NULL;
     PyObject *m = PyModule_Create(&module_def);
     if (m == NULL) return NULL;
     Py_INCREF(&SM3Type);
     if (PyModule_AddObject(m, "SM3", (PyObject *)&SM3Type) < 0) {
         Py_DECREF(&SM3Type);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&SHA256Type);
+    if (PyModule_AddObject(m, "SHA256", (PyObject *)&SHA256Type) < 0) {
+        Py_DECREF(&SHA256Type);
         Py_DECREF(m);
         return NULL;
     }
