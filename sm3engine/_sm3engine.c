@@ -580,16 +580,45 @@ typedef struct {
     scalar_fn one;
     const char *one_isa;
     lane_fn lanes[NPATHS];
+    /* When no job is left to start and at most this many lanes are still busy, drive()
+     * finishes them one after another on the single-stream code: fewer lanes than that
+     * hash slower in the vector than alone. */
+    int solo[NPATHS];
 } algo_t;
 
-static algo_t ALGO_SM3 = {"sm3", SM3_IV, sm3_blocks_scalar, "generic", {NULL, NULL, NULL}};
+static algo_t ALGO_SM3 = {"sm3", SM3_IV, sm3_blocks_scalar, "generic", {NULL, NULL, NULL},
+                          {1, 1, 1}};
 static algo_t ALGO_SHA256 = {"sha256", SHA256_IV, sha256_blocks_scalar, "generic",
-                             {NULL, NULL, NULL}};
-/* The best single-stream SHA-256 code this CPU runs, and whether set_sha_ni() allows
- * SHA-NI (the tests turn it off to check the portable code on a CPU that has it). */
-static scalar_fn sha256_best = sha256_blocks_scalar;
-static const char *sha256_best_isa = "generic";
+                             {NULL, NULL, NULL}, {1, 1, 1}};
 static int has_sha_ni = 0;
+
+/*
+ * SHA-256's single-stream code and lanes, with SHA-NI (when the CPU has it and `shani`)
+ * or as on a CPU without it (set_sha_ni(False): the tests check that code here too).
+ */
+static void sha256_configure(int shani) {
+#if SM3_X86
+    int bmi2 = __builtin_cpu_supports("bmi2");
+    ALGO_SHA256.one = bmi2 ? sha256_blocks_bmi2 : sha256_blocks_scalar;
+    ALGO_SHA256.one_isa = bmi2 ? "bmi2" : "generic";
+    ALGO_SHA256.lanes[PATH_AVX2] = sha256_lanes_avx2;
+    ALGO_SHA256.lanes[PATH_AVX512] = sha256_lanes_avx512;
+    ALGO_SHA256.solo[PATH_AVX512] = 1;
+    if (shani && has_sha_ni) {
+        ALGO_SHA256.one = sha256_blocks_shani;
+        ALGO_SHA256.one_isa = "sha-ni";
+        /* Measured on a Xeon with AVX-512 and SHA-NI (bench/hash, 2026-12-07): SHA-NI
+         * hashes one stream at 1.6-1.7 GB/s, the 16 lanes about 3.4 GB/s in all, so
+         * below 8 busy lanes one stream after another on SHA-NI is faster; and 8 lanes
+         * of AVX2 (1.2 GB/s in all) lose to it outright, so with SHA-NI the avx2 path
+         * hashes SHA-256 one stream at a time. */
+        ALGO_SHA256.lanes[PATH_AVX2] = NULL;
+        ALGO_SHA256.solo[PATH_AVX512] = 7;
+    }
+#else
+    (void)shani;
+#endif
+}
 
 static void detect_cpu(void) {
     path_supported[PATH_SCALAR] = 1;
@@ -601,8 +630,6 @@ static void detect_cpu(void) {
     if (__builtin_cpu_supports("bmi2")) {
         ALGO_SM3.one = sm3_blocks_bmi2;
         scalar_isa = ALGO_SM3.one_isa = "bmi2";
-        sha256_best = ALGO_SHA256.one = sha256_blocks_bmi2;
-        sha256_best_isa = ALGO_SHA256.one_isa = "bmi2";
     }
     /* SHA-NI: cpuid leaf 7, sub-leaf 0, EBX bit 29 (GCC 12's __builtin_cpu_supports
      * does not know "sha"); the SSE4.1 blend it needs comes with every such CPU. */
@@ -610,17 +637,12 @@ static void detect_cpu(void) {
     __asm__ volatile("cpuid" : "=a"(eax), "=b"(ebx), "=c"(ecx), "=d"(edx) : "a"(0));
     if (eax >= 7) {
         __asm__ volatile("cpuid" : "=a"(eax), "=b"(ebx), "=c"(ecx), "=d"(edx) : "a"(7), "c"(0));
-        if ((ebx >> 29) & 1 && __builtin_cpu_supports("sse4.1")) {
-            has_sha_ni = 1;
-            sha256_best = ALGO_SHA256.one = sha256_blocks_shani;
-            sha256_best_isa = ALGO_SHA256.one_isa = "sha-ni";
-        }
+        if ((ebx >> 29) & 1 && __builtin_cpu_supports("sse4.1")) has_sha_ni = 1;
     }
     ALGO_SM3.lanes[PATH_AVX2] = sm3_lanes_avx2;
     ALGO_SM3.lanes[PATH_AVX512] = sm3_lanes_avx512;
-    ALGO_SHA256.lanes[PATH_AVX2] = sha256_lanes_avx2;
-    ALGO_SHA256.lanes[PATH_AVX512] = sha256_lanes_avx512;
 #endif
+    sha256_configure(1);
 }
 
 /* ---- the lane scheduler ------------------------------------------------------------ */
@@ -702,8 +724,8 @@ static void prefetch_start(const lane_t *ln) {
  * When a single job is left it runs on the scalar code (a lone lane in a vector is
  * slower than scalar).
  */
-static void drive(int lanes, lane_fn kernel, scalar_fn blocks_one, next_job_fn next,
-                  void *src) {
+static void drive(int lanes, lane_fn kernel, scalar_fn blocks_one, int solo,
+                  next_job_fn next, void *src) {
     lane_t ln[MAX_LANES];
     const uint8_t *ptr[MAX_LANES];
     size_t step[MAX_LANES];
@@ -729,7 +751,7 @@ static void drive(int lanes, lane_fn kernel, scalar_fn blocks_one, next_job_fn n
             active += ln[l].active;
         }
         if (active == 0) return;
-        if (active == 1 && !more) {
+        if (active <= solo && !more) {
             for (int l = 0; l < lanes; l++) {
                 if (!ln[l].active) continue;
                 uint32_t one[8];
@@ -771,7 +793,7 @@ static void drive(int lanes, lane_fn kernel, scalar_fn blocks_one, next_job_fn n
 static void run_jobs(int path, const algo_t *algo, next_job_fn next, void *src) {
     lane_fn kernel = algo->lanes[path];
     if (kernel) {
-        drive(PATH_LANES[path], kernel, algo->one, next, src);
+        drive(PATH_LANES[path], kernel, algo->one, algo->solo[path], next, src);
         return;
     }
     job_t job;
@@ -1348,18 +1370,10 @@ static PyObject *sha256_instructions(PyObject *module, PyObject *Py_UNUSED(ignor
 static PyObject *set_sha_ni(PyObject *module, PyObject *arg) {
     int on = PyObject_IsTrue(arg);
     if (on < 0) return NULL;
-#if SM3_X86
-    if (on && has_sha_ni) {
-        ALGO_SHA256.one = sha256_blocks_shani;
-        ALGO_SHA256.one_isa = "sha-ni";
-    } else {
-        int bmi2 = __builtin_cpu_supports("bmi2");
-        ALGO_SHA256.one = bmi2 ? sha256_blocks_bmi2 : sha256_blocks_scalar;
-        ALGO_SHA256.one_isa = bmi2 ? "bmi2" : "generic";
-    }
-#endif
+    sha256_configure(on);
     return PyBool_FromLong(ALGO_SHA256.one_isa[0] == 's');
 }
+
 
 static PyMethodDef module_methods[] = {
     {"hash_many", hash_many, METH_VARARGS,
