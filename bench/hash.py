@@ -1,6 +1,7 @@
-"""SM3 throughput per core: 留痕's engine (sm3engine) on each path against hashlib's SM3.
+"""SM3 and SHA-256 throughput per core: 留痕's engine (sm3engine) on each path against
+hashlib's SM3 and SHA-256.
 
-    python -m bench.hash [--repeat 5] [--small] [--json FILE]
+    python -m bench.hash [--repeat 5] [--small] [--no-sha-ni] [--json FILE]
 
 Workloads (all from random bytes made once, in memory, so no disk is timed):
 
@@ -9,7 +10,11 @@ Workloads (all from random bytes made once, in memory, so no disk is timed):
 * ``4 KiB messages`` and ``256 B messages``: 64 MiB of messages of that size in one
   buffer (``hash_batch`` with ``array("q")`` offsets, the digests in one buffer;
   hashlib: one ``hashlib.new("sm3", m)`` per message, the digests joined);
-* ``one 256 MiB stream``: a single context fed 1 MiB at a time (``new().update``).
+* ``one 256 MiB stream``: a single context fed 1 MiB at a time (``new().update``);
+* ``SHA-256 16 × 16 MiB streams`` and ``SHA-256 one 256 MiB stream``: the same with
+  ``new_sha256()`` against ``hashlib.sha256`` (OpenSSL, with SHA-NI where the CPU has
+  it); ``--no-sha-ni`` runs the engine's SHA-256 as on a CPU without SHA-NI
+  (``set_sha_ni(False)``: portable single-stream code, AVX2 lanes), hashlib unchanged.
 
 Each workload is timed with the CPU time of the hashing thread (per core, so that other
 load on a shared machine stretches both sides alike), hashlib first and then each path
@@ -19,7 +24,7 @@ and repeats twice: a smoke run of a few seconds.
 
 Targets (issue 18, docs/performance.md): with AVX-512 ≥ 8 × hashlib and with AVX2
 ≥ 4 × for many messages of ≥ 4 KiB (the 16-stream and 4 KiB rows); a single stream
-≥ 1.0 × on every path.
+≥ 1.0 × on every path. The SHA-256 rows have no target: they are printed.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ class Workload:
     engine_run: Callable[[], object]
     many: bool  # many messages of >= 4 KiB (the lanes' targets apply)
     single: bool  # one stream (the >= 1.0x target applies)
+    targets: bool = True  # False: figures only (the SHA-256 rows)
 
 
 def cpu_description() -> tuple[str, list[str]]:
@@ -67,9 +73,11 @@ def cpu_description() -> tuple[str, list[str]]:
     return model, [f for f in SHOWN_FLAGS if f in flags]
 
 
-def _streams(data: list[memoryview]) -> Callable[[], object]:
+def _streams(
+    data: list[memoryview], new: Callable[[], sm3engine.SM3Hasher] = sm3engine.new
+) -> Callable[[], object]:
     def run() -> object:
-        hashers = [sm3engine.new() for _ in data]
+        hashers = [new() for _ in data]
         for start in range(0, len(data[0]), FEED):
             sm3engine.update_many(hashers, [d[start : start + FEED] for d in data])
         return [h.digest() for h in hashers]
@@ -77,11 +85,11 @@ def _streams(data: list[memoryview]) -> Callable[[], object]:
     return run
 
 
-def _streams_hashlib(data: list[memoryview]) -> Callable[[], object]:
+def _streams_hashlib(data: list[memoryview], name: str = "sm3") -> Callable[[], object]:
     def run() -> object:
         out = []
         for d in data:
-            h = hashlib.new("sm3")
+            h = hashlib.new(name)
             for start in range(0, len(d), FEED):
                 h.update(d[start : start + FEED])
             out.append(h.digest())
@@ -135,6 +143,24 @@ def workloads(scale: int) -> list[Workload]:
             False,
             True,
         ),
+        Workload(
+            "SHA-256 16 × 16 MiB",
+            size,
+            _streams_hashlib(streams, "sha256"),
+            _streams(streams, sm3engine.new_sha256),
+            True,
+            False,
+            targets=False,
+        ),
+        Workload(
+            "SHA-256 one 256 MiB",
+            size,
+            _one_stream(pool, hashlib.sha256),
+            _one_stream(pool, sm3engine.new_sha256),
+            False,
+            True,
+            targets=False,
+        ),
     ]
 
 
@@ -169,6 +195,8 @@ def verdicts(
 ) -> list[str]:
     lines = []
     for w in loads:
+        if not w.targets:
+            continue
         for p in paths:
             want = 8.0 if p == "avx512" and w.many else 4.0 if p == "avx2" and w.many else None
             if w.single:
@@ -186,6 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=None, help="repetitions [5; 2 with --small]")
     ap.add_argument("--small", action="store_true", help="sizes / 16: a smoke run")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    ap.add_argument(
+        "--no-sha-ni", action="store_true", help="the engine's SHA-256 as without SHA-NI"
+    )
     args = ap.parse_args(argv)
     repeat = args.repeat or (2 if args.small else 5)
     if not sm3engine.AVAILABLE:
@@ -196,11 +227,14 @@ def main(argv: list[str] | None = None) -> int:
     default = sm3engine.engine_info()["path"]
     print(f"CPU: {model}; flags: {' '.join(flags) or '-'}")
     print(f"paths: {', '.join(paths)} (default {default}); {repeat} repetitions, medians")
+    sha_ni = sm3engine.set_sha_ni(not args.no_sha_ni)
+    print(f"SHA-256 single streams: {sm3engine._c.sha256_instructions()}")
     loads = workloads(16 if args.small else 1)
     try:
         figures = measure(loads, paths, repeat)
     finally:
         sm3engine.set_path(default)
+        sm3engine.set_sha_ni(True)
     med = {w: {k: statistics.median(v) for k, v in f.items()} for w, f in figures.items()}
     head = f"{'workload':22s} {'hashlib MB/s':>12s}" + "".join(
         f" {p + ' MB/s':>12s} {'×':>6s}" for p in paths
@@ -216,7 +250,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(
             json.dumps(
-                {"cpu": model, "flags": flags, "paths": paths, "repeat": repeat, "median": med},
+                {
+                    "cpu": model,
+                    "flags": flags,
+                    "paths": paths,
+                    "repeat": repeat,
+                    "sha_ni": sha_ni,
+                    "median": med,
+                },
                 indent=2,
             )
         )
