@@ -1,12 +1,15 @@
 /*
- * SM3 (GB/T 32905-2016) for 留痕: one scalar compression function for single streams
- * and multi-lane SIMD versions (AVX2: 8 lanes, AVX-512: 16 lanes) that hash several
- * independent messages side by side, one message per 32-bit lane.
+ * SM3 (GB/T 32905-2016) and SHA-256 (FIPS 180-4) for 留痕: a scalar compression function
+ * for single streams (SHA-NI for SHA-256 where the CPU has it) and multi-lane SIMD
+ * versions (AVX2: 8 lanes, AVX-512: 16 lanes) that hash several independent messages
+ * side by side, one message per 32-bit lane. Both hashes have 32-bit words, the same
+ * padding and a big-endian length, so one job and lane machinery serves both; only the
+ * initial state, the rounds and the feed-forward (xor for SM3, add for SHA-256) differ.
  *
  * Every SIMD path is compiled with a target attribute, so one build runs on any x86_64
  * CPU; the path is chosen at import from cpuid (__builtin_cpu_supports) and can be
- * forced with LIUHEN_SM3_PATH=avx512|avx2|scalar (or set_path()) so that each path is
- * tested on one machine. The GIL is released while hashing.
+ * forced with LIUHEN_SM3_PATH=avx512|avx2|scalar (or set_path()), for both hashes, so
+ * that each path is tested on one machine. The GIL is released while hashing.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -16,6 +19,7 @@
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define SM3_X86 1
+#include <cpuid.h>
 #include <immintrin.h>
 #else
 #define SM3_X86 0
@@ -632,13 +636,11 @@ static void detect_cpu(void) {
         scalar_isa = ALGO_SM3.one_isa = "bmi2";
     }
     /* SHA-NI: cpuid leaf 7, sub-leaf 0, EBX bit 29 (GCC 12's __builtin_cpu_supports
-     * does not know "sha"); the SSE4.1 blend it needs comes with every such CPU. */
+     * does not know "sha"); the code also needs SSE4.1 (a blend), which such CPUs have. */
     unsigned int eax = 0, ebx = 0, ecx = 0, edx = 0;
-    __asm__ volatile("cpuid" : "=a"(eax), "=b"(ebx), "=c"(ecx), "=d"(edx) : "a"(0));
-    if (eax >= 7) {
-        __asm__ volatile("cpuid" : "=a"(eax), "=b"(ebx), "=c"(ecx), "=d"(edx) : "a"(7), "c"(0));
-        if ((ebx >> 29) & 1 && __builtin_cpu_supports("sse4.1")) has_sha_ni = 1;
-    }
+    if (__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) && (ebx >> 29) & 1 &&
+        __builtin_cpu_supports("sse4.1"))
+        has_sha_ni = 1;
     ALGO_SM3.lanes[PATH_AVX2] = sm3_lanes_avx2;
     ALGO_SM3.lanes[PATH_AVX512] = sm3_lanes_avx512;
 #endif
