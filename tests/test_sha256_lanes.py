@@ -280,3 +280,34 @@ def test_without_the_extension_hashlib_hashes_sha256() -> None:
         check=True,
     )
     assert out.stdout.split() == [ABC, ABC, ABC, ABC, "OpenSSL"]
+
+
+def test_a_context_being_hashed_is_busy_for_other_threads() -> None:
+    """update_many releases the GIL: meanwhile another thread's digest() of one of its
+    contexts is refused (RuntimeError), not computed from half-updated state."""
+    import threading
+
+    chunk = bytes(8 << 20)
+    seen = 0
+    for _ in range(5):
+        hashers = [sm3engine.new_sha256() for _ in range(16)]
+        done = threading.Event()
+
+        def run(hs: list[sm3engine.SM3Hasher] = hashers, ev: threading.Event = done) -> None:
+            sm3engine.update_many(hs, [chunk] * 16)
+            ev.set()
+
+        t = threading.Thread(target=run)
+        t.start()
+        while not done.is_set():
+            try:
+                hashers[5].digest()
+            except RuntimeError as exc:
+                assert "SHA-256 object is being updated" in str(exc)
+                seen += 1
+                break
+        t.join()
+        assert [h.digest() for h in hashers] == [ref(chunk)] * 16
+        if seen:
+            break
+    assert seen
