@@ -67,7 +67,7 @@ from ingest.metrics import ServiceMetrics
 from ingest.offload import READ_BACK_CHECK, Copied, OffloadError, copy_and_hash, scan
 from storage import ObjectStore, content_key, fsync_dir
 from storage.base import damaged_key
-from storage.digest import Digest, SharedSM3
+from storage.digest import Digest, SharedLanes
 from storage.errors import DamagedObject
 
 log = logging.getLogger("liuhen.station")
@@ -314,7 +314,7 @@ class Station:
         # are hashed side by side in the engine's SIMD lanes (16 with AVX-512), several
         # times faster per core than one file at a time. Without the engine (not built),
         # each file is hashed on its own thread by hashlib.
-        self._sm3_engine = SharedSM3(SHARED_SM3_FROM) if sm3engine.AVAILABLE else None
+        self._sm3_engine = SharedLanes(SHARED_SM3_FROM) if sm3engine.AVAILABLE else None
         # Reads each staged file back behind its copy (not where the store's server
         # checks the SHA-256 itself on upload).
         self._verify_pool = (

@@ -63,6 +63,7 @@ __all__ = [
     "new_sha256",
     "set_path",
     "set_sha_ni",
+    "sha256_native",
     "supported_paths",
     "update_many",
 ]
@@ -163,6 +164,13 @@ def set_sha_ni(on: bool) -> bool:
     if _c is None:
         raise RuntimeError(f"the SM3 engine is not available ({_why})")
     return _c.set_sha_ni(on)
+
+
+def sha256_native() -> bool:
+    """Whether one SHA-256 stream in the engine runs on the CPU's SHA extensions (as fast
+    as OpenSSL's); without them the engine's portable code is slower than hashlib's for
+    a lone stream, and SHA-256 gains only from many streams at once."""
+    return _c is not None and _c.sha256_instructions() == "sha-ni"
 
 
 def lanes() -> int:

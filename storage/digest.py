@@ -128,9 +128,9 @@ def digest_stream(stream: BinaryIO, algorithms: tuple[str, ...] = ("sha256",)) -
 # refilled from the next file without waiting for the others.
 MANY_CHUNK = 1 << 20
 
-# SharedSM3: chunks below this are hashed by the calling thread (a hand-off costs more).
+# SharedLanes: chunks below this are hashed by the calling thread (a hand-off costs more).
 SHARED_MIN = 64 << 10
-# SharedSM3: while fewer chunks wait than there are lanes and streams open, the hashing
+# SharedLanes: while fewer chunks wait than there are lanes and streams open, the hashing
 # thread waits this long at most for more. The engine hashes a part-filled batch at the
 # cost of a full one, so without it the lanes ran half empty under a busy station (its
 # copying threads slower than the lanes) and SM3 cost twice the CPU it needs.
@@ -186,11 +186,12 @@ def _sm3_files(paths: list[tuple[int, str | os.PathLike[str]]]) -> list[tuple[in
     return done
 
 
-class SharedSM3:
-    """One multi-stream SM3 engine shared by many threads, each hashing its own stream.
+class SharedLanes:
+    """One multi-stream engine (SM3, and SHA-256 where it pays) shared by many threads,
+    each hashing its own stream.
 
     Meant for a station copying several files at once (of one or several dockings): each
-    copying thread opens a stream and calls :meth:`SM3Stream.update` with the chunk it
+    copying thread opens a stream and calls :meth:`LaneStream.update` with the chunk it
     has just read; one hashing thread takes every chunk waiting at that moment, from every
     stream, and hashes them side by side in the engine's lanes (``update_many``). The
     lanes fill by themselves: while one batch is hashed the next one gathers, so no
@@ -200,27 +201,32 @@ class SharedSM3:
 
     def __init__(self, min_streams: int = 1) -> None:
         # Below this many open streams each hashes on its caller's thread, chunk by chunk
-        # (the same context, so a stream moves between the two as others open and end):
+        # (the same contexts, so a stream moves between the two as others open and end):
         # the engine hashes a batch of a few streams at the cost of a full one, on one
         # core, so one or two long recordings hash faster each on its own core.
         self.min_streams = min_streams
+        # SHA-256 joins the lanes only where 16 of them beat the SHA extensions (about
+        # 2 x per core) and a stream hashed alone in the engine is as fast as OpenSSL's:
+        # AVX-512 with SHA-NI. Elsewhere a file's SHA-256 stays with hashlib.
+        self.sha256 = sm3engine.lanes() >= 16 and sm3engine.sha256_native()
         self._cond = threading.Condition()
-        self._pending: list[tuple[sm3engine.SM3Hasher, Buffer, threading.Event]] = []
+        self._pending: list[tuple[tuple[sm3engine.SM3Hasher, ...], Buffer, threading.Event]] = []
         self._closed = False
         self._error: BaseException | None = None
         self._live = 0  # streams opened and not yet finished (hexdigest) nor dropped
-        self._thread = threading.Thread(target=self._run, name="sm3-lanes", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="hash-lanes", daemon=True)
         self._thread.start()
 
     def in_lanes(self) -> bool:
         """Whether chunks go to the lanes now (enough streams are open)."""
         return self._live >= self.min_streams
 
-    def open_stream(self) -> SM3Stream:
+    def open_stream(self) -> LaneStream:
+        """A stream hashing SM3 (and SHA-256 too once :meth:`LaneStream.add_sha256`)."""
         ended = [False]
         with self._cond:
             self._live += 1
-        stream = SM3Stream(self, sm3engine.new(), ended)
+        stream = LaneStream(self, (sm3engine.new(),), ended)
         weakref.finalize(stream, self._ended, ended)  # a stream dropped unfinished
         return stream
 
@@ -230,16 +236,16 @@ class SharedSM3:
                 ended[0] = True
                 self._live -= 1
 
-    def _submit(self, hasher: sm3engine.SM3Hasher, chunk: Buffer) -> None:
+    def _submit(self, hashers: tuple[sm3engine.SM3Hasher, ...], chunk: Buffer) -> None:
         done = threading.Event()
         with self._cond:
             if self._closed:
-                raise RuntimeError("this SharedSM3 is closed")
-            self._pending.append((hasher, chunk, done))
+                raise RuntimeError("these hash lanes are closed")
+            self._pending.append((hashers, chunk, done))
             self._cond.notify()
         done.wait()
         if self._error is not None:
-            raise RuntimeError("the shared SM3 engine failed") from self._error
+            raise RuntimeError("the shared hash lanes failed") from self._error
 
     def _run(self) -> None:
         while True:
@@ -258,9 +264,13 @@ class SharedSM3:
                     self._cond.wait(left)
                 batch, self._pending = self._pending, []
             # A stream has at most one chunk waiting (update blocks until it is hashed),
-            # so every hasher in a batch is distinct, as update_many requires.
+            # so every context in a batch is distinct, as update_many requires; a chunk
+            # feeds each of its stream's contexts (SM3 and SHA-256 go through their own
+            # lanes in the one call).
+            hashers = [h for hs, _, _ in batch for h in hs]
+            chunks = [c for hs, c, _ in batch for _ in hs]
             try:
-                sm3engine.update_many([h for h, _, _ in batch], [c for _, c, _ in batch])
+                sm3engine.update_many(hashers, chunks)
             except BaseException as exc:  # handed to every waiting caller
                 self._error = exc
             for _, _, done in batch:
@@ -272,30 +282,51 @@ class SharedSM3:
             self._cond.notify()
         self._thread.join()
 
-    def __enter__(self) -> SharedSM3:
+    def __enter__(self) -> SharedLanes:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
 
-class SM3Stream:
-    """One stream of a :class:`SharedSM3`; a Hasher, used by one thread at a time."""
+class LaneStream:
+    """One stream of a :class:`SharedLanes`: a file's SM3 context (a Hasher) and, when
+    opened so, its SHA-256 context, fed the same chunks; used by one thread at a time."""
 
     def __init__(
-        self, shared: SharedSM3, hasher: sm3engine.SM3Hasher, ended: list[bool] | None = None
+        self,
+        shared: SharedLanes,
+        hashers: tuple[sm3engine.SM3Hasher, ...],
+        ended: list[bool] | None = None,
     ) -> None:
-        self._shared, self._hasher = shared, hasher
+        self._shared, self._hashers = shared, hashers
         self._ended = ended if ended is not None else [True]
 
     def update(self, data: bytes | memoryview, /) -> None:
         if len(data) < SHARED_MIN or not self._shared.in_lanes():
             # Not worth a hand-off to the hashing thread, or too few streams open for
             # the lanes to beat this thread's own core.
-            self._hasher.update(data)
+            for h in self._hashers:
+                h.update(data)
         else:
-            self._shared._submit(self._hasher, data)
+            self._shared._submit(self._hashers, data)
 
     def hexdigest(self) -> str:
+        """The SM3 digest; the stream takes no more chunks."""
         self._shared._ended(self._ended)  # no more chunks: the lanes stop waiting for it
-        return self._hasher.hexdigest()
+        return self._hashers[0].hexdigest()
+
+    def add_sha256(self) -> None:
+        """Hash SHA-256 of the stream too, in the lanes beside SM3; only before the first
+        chunk, and only where :attr:`SharedLanes.sha256` says the lanes take it."""
+        if not self._shared.sha256:
+            raise ValueError("SHA-256 does not go through these lanes (see SharedLanes.sha256)")
+        if len(self._hashers) == 1:
+            self._hashers = (self._hashers[0], sm3engine.new_sha256())
+
+    def sha256_hexdigest(self) -> str:
+        """The SHA-256 digest, for a stream opened with ``sha256``."""
+        if len(self._hashers) < 2:
+            raise ValueError("this stream hashes SM3 only")
+        self._shared._ended(self._ended)
+        return self._hashers[1].hexdigest()

@@ -445,14 +445,17 @@ def test_staged_bytes_that_read_back_different_fail_the_copy(
     assert "dst.part" in info.value.message and "reads back different bytes" in info.value.message
 
 
-def lanes_batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The number of streams in each batch the station's shared engine hashes in its
-    lanes (the engine itself runs; only the sizes are noted)."""
+def lanes_batches(monkeypatch: pytest.MonkeyPatch, kinds: set[str] | None = None) -> list[int]:
+    """The number of SM3 streams in each batch the station's shared engine hashes in its
+    lanes, and in ``kinds`` the hashes seen there (the engine itself runs; only the sizes
+    and names are noted)."""
     batches: list[int] = []
     update_many = sm3engine.update_many
 
     def noted(hashers: Any, chunks: Any) -> None:
-        batches.append(len(hashers))
+        batches.append(sum(h.name == "sm3" for h in hashers))
+        if kinds is not None:
+            kinds.update(h.name for h in hashers)
         update_many(hashers, chunks)
 
     monkeypatch.setattr(digest_mod.sm3engine, "update_many", noted)
@@ -471,7 +474,8 @@ def test_files_docked_at_once_share_the_stations_sm3_lanes_and_hash_as_hashlib(
     for i, f in enumerate(f for f in rec.files if f.kind != "device-info"):
         size = rng.choice([1, 63 << 10, 64 << 10, 700_001, 1 << 20, (1 << 20) + 1, 3_333_333])
         (rec.root / f.relpath).write_bytes(i.to_bytes(8, "big") + rng.randbytes(size))
-    batches = lanes_batches(monkeypatch)
+    kinds: set[str] = set()
+    batches = lanes_batches(monkeypatch, kinds)
 
     # The first 16 copies start together (each waits for the others), so that the count
     # of files copied at once does not depend on how fast this machine is.
@@ -490,8 +494,11 @@ def test_files_docked_at_once_share_the_stations_sm3_lanes_and_hash_as_hashlib(
     result = station.run_docking(rec.root)
     station.close()
     assert result.state == "SAFE_TO_CLEAR" and result.stored == len(rec.files)  # + DEVICE.INF
-    # Chunks of many files were hashed side by side in the lanes.
+    # Chunks of many files were hashed side by side in the lanes; their SHA-256 too
+    # where the lanes take it (AVX-512 with SHA-NI), else on the copying threads.
     assert max(batches) >= station_mod.SHARED_SM3_FROM
+    lanes = station._sm3_engine
+    assert kinds == ({"sm3", "sha256"} if lanes is not None and lanes.sha256 else {"sm3"})
     assert_stored_exactly(app, rec.root)  # SHA-256 and SM3 as hashlib computes them
 
 

@@ -335,12 +335,12 @@ def test_shared_engine_many_threads_one_stream_each(pool: memoryview) -> None:
     stream's digest, whatever the interleaving and chunk sizes."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from storage.digest import SharedSM3
+    from storage.digest import SharedLanes
 
     rnd = random.Random(7)
     messages = [pool[rnd.randrange(1, 99) : rnd.randrange(100, 3 << 20)] for _ in range(24)]
 
-    def copy(shared: SharedSM3, data: memoryview, seed: int) -> str:
+    def copy(shared: SharedLanes, data: memoryview, seed: int) -> str:
         r, stream, done = random.Random(seed), shared.open_stream(), 0
         while done < len(data):
             n = r.choice([1, 100, 65536, 300_000, 1 << 20])
@@ -348,7 +348,7 @@ def test_shared_engine_many_threads_one_stream_each(pool: memoryview) -> None:
             done += n
         return stream.hexdigest()
 
-    with SharedSM3() as shared, ThreadPoolExecutor(max_workers=12) as threads:
+    with SharedLanes() as shared, ThreadPoolExecutor(max_workers=12) as threads:
         got = list(threads.map(copy, [shared] * len(messages), messages, range(len(messages))))
     assert got == [ref(m).hex() for m in messages]
     with pytest.raises(RuntimeError):
