@@ -38,7 +38,7 @@ from operator import itemgetter
 from typing import Any, Protocol
 
 from catalog.canonical import GENESIS, canonical_bytes, canonical_json, format_time
-from catalog.signing import SignatureStream, Signer, key_id_of, verify_signature
+from catalog.signing import Signer, key_id_of, verify_signature, verify_signatures
 from config.i18n import N_, _
 
 EVENT_FIELDS = (
@@ -280,39 +280,23 @@ class ChainChecker:
         return self._check(ev, line, event_bytes(ev), None)
 
     def check_all(self, events: Sequence[tuple[int | None, Event]]) -> list[Issue]:
-        """:meth:`check` of each ``(line, event)`` in turn, the same rule, with the
-        signatures verified on the other cores while the canonical bytes are made."""
-        data: list[bytes] = []
-        tickets: list[int | None] = []
-        with SignatureStream() as stream:
-            for _line, ev in events:
-                d = event_bytes(ev)
-                data.append(d)
-                tickets.append(self.submit(stream, ev, d))
-            verdicts = stream.finish()
-        return self.check_prepared(events, data, tickets, verdicts)
-
-    def submit(self, stream: SignatureStream, ev: Event, data: bytes) -> int | None:
-        """Queue the event's signature on ``stream``; None when there is nothing to verify
-        (an unknown key, a signature that is not hex: :meth:`_check` reports those)."""
-        key = self.keys.get(ev.key_id)
-        signature = _signature_bytes(ev.signature)
-        if key is None or signature is None:
-            return None
-        return stream.add(key.public_key, signature, data)
-
-    def check_prepared(
-        self,
-        events: Sequence[tuple[int | None, Event]],
-        data: Sequence[bytes],
-        tickets: Sequence[int | None],
-        verdicts: Sequence[bool],
-    ) -> list[Issue]:
-        """The rule over ``events`` in this order, with each one's canonical bytes and its
-        signature's verdict (``verdicts[ticket]``; None: verified here) already known."""
+        """:meth:`check` of each ``(line, event)`` in turn, the same rule, with every
+        signature verified in one batch first (spread over the cores)."""
+        data = [event_bytes(ev) for _line, ev in events]
+        jobs: list[tuple[bytes, bytes, bytes]] = []
+        batched: list[int] = []  # index into events of each job
+        for i, (_line, ev) in enumerate(events):
+            key = self.keys.get(ev.key_id)
+            signature = _signature_bytes(ev.signature)
+            if key is not None and signature is not None:
+                jobs.append((key.public_key, signature, data[i]))
+                batched.append(i)
+        verdicts: list[bool | None] = [None] * len(events)
+        for i, ok in zip(batched, verify_signatures(jobs), strict=True):
+            verdicts[i] = ok
         issues: list[Issue] = []
-        for (line, ev), d, ticket in zip(events, data, tickets, strict=True):
-            issues += self._check(ev, line, d, None if ticket is None else verdicts[ticket])
+        for (line, ev), d, verdict in zip(events, data, verdicts, strict=True):
+            issues += self._check(ev, line, d, verdict)
         return issues
 
     def _check(self, ev: Event, line: int | None, data: bytes, signed: bool | None) -> list[Issue]:
@@ -789,44 +773,27 @@ def check_excerpt(
     result = ExcerptResult()
     if keys is not None:
         result.keys = keys_from_json(keys, result.issues, "keys.json")
-    # Each event's signature is queued as soon as its line is read, so the other cores
-    # verify while this thread reads on. Verifying needs only a key's bytes, which
-    # keys.json gives: the retirements the events record (with_retirements, below) change
-    # a key's retirement time, never its bytes, and are judged by the rule afterwards.
-    checker = ChainChecker(result.keys, trust, whole=False)
-    data: list[bytes] = []
-    tickets: list[int | None] = []
-    with SignatureStream() as stream:
-        for number, line in enumerate(events.decode("utf-8", "replace").split("\n"), 1):
-            if not line.strip():
-                continue
-            try:
-                ev = event_from_json(parse_json(line))
-            except ValueError as exc:
-                result.issues.append(
-                    Issue(
-                        "format",
-                        "",
-                        None,
-                        _("{where} line {number}: not a custody event: {error}").format(
-                            where=where, number=number, error=exc
-                        ),
-                        number,
-                    )
+    for number, line in enumerate(events.decode("utf-8", "replace").split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            result.events.append((number, event_from_json(parse_json(line))))
+        except ValueError as exc:
+            result.issues.append(
+                Issue(
+                    "format",
+                    "",
+                    None,
+                    _("{where} line {number}: not a custody event: {error}").format(
+                        where=where, number=number, error=exc
+                    ),
+                    number,
                 )
-                continue
-            result.events.append((number, ev))
-            d = event_bytes(ev)
-            data.append(d)
-            tickets.append(checker.submit(stream, ev, d))
-        verdicts = stream.finish()
-    result.keys = checker.keys = with_retirements(result.keys, (ev for _n, ev in result.events))
-    got = result.events
-    order = sorted(range(len(got)), key=lambda i: (got[i][1].station_id, got[i][1].seq, got[i][0]))
-    ordered = [got[i] for i in order]
-    result.issues += checker.check_prepared(
-        ordered, [data[i] for i in order], [tickets[i] for i in order], verdicts
-    )
+            )
+    result.keys = with_retirements(result.keys, (ev for _n, ev in result.events))
+    checker = ChainChecker(result.keys, trust, whole=False)
+    ordered = sorted(result.events, key=lambda x: (x[1].station_id, x[1].seq, x[0]))
+    result.issues += checker.check_all(ordered)
     result.stations, result.links = checker.stations, checker.links
     if heads is not None:
         read, bad = heads_from_lines(heads, "anchors.jsonl")

@@ -16,7 +16,6 @@ import ctypes
 import hashlib
 import os
 import threading
-from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -64,11 +63,6 @@ _SODIUM_NAMES = ("libsodium.so.23", "libsodium.so.26", "libsodium.so", "libsodiu
 # Below this many signatures a batch is verified on the calling thread: starting threads
 # costs more than it saves.
 PARALLEL_MIN = 64
-# SignatureStream: when more than STREAM_HIGH signatures wait, the producer verifies until
-# STREAM_LOW wait (see the class).
-STREAM_HIGH = 16
-STREAM_LOW = 8
-STREAM_IDLE_S = 0.0002  # a helper with nothing to verify yet sleeps this long
 
 _sodium_lock = threading.Lock()
 _sodium_state: list[_SodiumVerify | None] = []  # [] until first looked for
@@ -168,103 +162,6 @@ def verify_signatures(
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ed25519") as pool:
         return [ok for chunk in pool.map(part, range(workers)) for ok in chunk]
-
-
-class SignatureStream:
-    """Signatures verified while the caller is still producing them (a custody excerpt's
-    events are parsed and their canonical bytes made one by one).
-
-    Parsing holds the GIL; libsodium's verification does not. A helper thread that waits
-    for the GIL while the caller parses gets it only when the caller lets go, which
-    CPython forces every 5 ms (``sys.getswitchinterval``): a helper verifying next to a
-    busy parser would verify one signature per 5 ms. So the caller lets go itself: each
-    time more than ``STREAM_BACKLOG`` signatures wait, it verifies the oldest one (51 µs
-    outside the GIL), and the helpers verify while it does, and while it parses the next
-    few events. The two share the work by themselves: the faster the helpers, the less
-    the caller verifies. Without libsodium (OpenSSL holds the GIL) or for fewer than
-    ``PARALLEL_MIN`` signatures, everything is verified in :meth:`finish`, in order, on
-    the calling thread, as :func:`verify_signatures` would.
-
-    Use as a context manager (the helpers stop even if the caller fails), :meth:`add`
-    each signature, then :meth:`finish` for the verdicts in the order added.
-    """
-
-    def __init__(self, workers: int | None = None) -> None:
-        self._jobs: list[tuple[bytes, bytes, bytes]] = []
-        self._verdicts: list[bool] = []
-        self._pending: deque[int] = deque()  # indexes not yet taken (popleft is atomic)
-        self._threads: list[threading.Thread] = []
-        self._closing = threading.Event()
-        self._errors: list[BaseException] = []
-        self._fast = fast_verify_available()
-        # The caller verifies too, so one helper fewer than the cores.
-        self._workers = max(1, (workers or os.cpu_count() or 1) - 1)
-
-    def __enter__(self) -> SignatureStream:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._pending.clear()  # after a failure nothing more is verified
-        self._stop()
-
-    def add(self, public_key: bytes, signature: bytes, data: bytes) -> int:
-        """Queue a signature; its index in :meth:`finish`'s list."""
-        i = len(self._jobs)
-        self._jobs.append((public_key, signature, data))
-        self._verdicts.append(False)
-        if self._fast:
-            self._pending.append(i)
-            if self._threads:
-                if len(self._pending) > STREAM_HIGH:
-                    while len(self._pending) > STREAM_LOW:
-                        self._verify_next()
-            elif i + 1 >= PARALLEL_MIN:
-                self._start()
-        return i
-
-    def finish(self) -> list[bool]:
-        """Every verdict, in the order added (the caller helps with what is left)."""
-        if not self._fast:
-            return [verify_signature(*job) for job in self._jobs]
-        while self._pending:
-            self._verify_next()
-        self._stop()
-        return self._verdicts
-
-    def _verify_next(self) -> None:
-        try:
-            i = self._pending.popleft()
-        except IndexError:  # a helper took the last one
-            return
-        self._verdicts[i] = verify_signature(*self._jobs[i])
-
-    def _start(self) -> None:
-        for n in range(self._workers):
-            thread = threading.Thread(target=self._work, name=f"ed25519-{n}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
-
-    def _stop(self) -> None:
-        self._closing.set()
-        for thread in self._threads:
-            thread.join()
-        self._threads.clear()
-        if self._errors:
-            raise self._errors.pop()
-
-    def _work(self) -> None:
-        pending, jobs, verdicts = self._pending, self._jobs, self._verdicts
-        try:
-            while True:
-                try:
-                    i = pending.popleft()
-                except IndexError:
-                    if self._closing.wait(STREAM_IDLE_S):  # else: the caller still parses
-                        return
-                    continue
-                verdicts[i] = verify_signature(*jobs[i])
-        except BaseException as exc:  # re-raised on the caller's thread
-            self._errors.append(exc)
 
 
 def generate_key_file(path: Path) -> Ed25519PrivateKey:
