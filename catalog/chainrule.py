@@ -123,6 +123,23 @@ def parse_json(text: str | bytes) -> Any:
         raise ValueError("JSON nested too deep") from exc
 
 
+# The C scanner json.loads ends in, called without json.loads's Python layers (its
+# whitespace handling and checks cost as much as the scanning of a custody line).
+_SCAN = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+
+def parse_json_line(text: str) -> Any:
+    """:func:`parse_json` of one line, the same value or the same error: a line that is
+    exactly one JSON value (the usual custody line) is scanned directly; anything else
+    (leading or trailing blanks, extra data, malformed, nested too deep) goes through
+    :func:`parse_json`, which answers or raises as it always did."""
+    try:
+        doc, end = _SCAN(text, 0)
+    except (StopIteration, ValueError, RecursionError):
+        return parse_json(text)
+    return doc if end == len(text) else parse_json(text)
+
+
 def event_from_json(doc: object) -> EventRecord:
     """An excerpt line's object as an event; ValueError naming what is wrong."""
     if type(doc) is dict:
@@ -773,11 +790,14 @@ def check_excerpt(
     result = ExcerptResult()
     if keys is not None:
         result.keys = keys_from_json(keys, result.issues, "keys.json")
+    order: list[tuple[str, int, int]] = []  # what the rule's order sorts on, per event
     for number, line in enumerate(events.decode("utf-8", "replace").split("\n"), 1):
         if not line.strip():
             continue
         try:
-            result.events.append((number, event_from_json(parse_json(line))))
+            ev = event_from_json(parse_json_line(line))
+            result.events.append((number, ev))
+            order.append((ev.station_id, ev.seq, number))
         except ValueError as exc:
             result.issues.append(
                 Issue(
@@ -792,7 +812,9 @@ def check_excerpt(
             )
     result.keys = with_retirements(result.keys, (ev for _n, ev in result.events))
     checker = ChainChecker(result.keys, trust, whole=False)
-    ordered = sorted(result.events, key=lambda x: (x[1].station_id, x[1].seq, x[0]))
+    ordered = [
+        result.events[i] for i in sorted(range(len(order)), key=order.__getitem__)
+    ]  # (station, seq, line) order, as the rule reads a chain
     result.issues += checker.check_all(ordered)
     result.stations, result.links = checker.stations, checker.links
     if heads is not None:
