@@ -56,6 +56,8 @@ EVENT_FIELDS = (
     "signature",
 )
 _TEXT = itemgetter(*(i for i, f in enumerate(EVENT_FIELDS) if f != "seq"))
+_FIELDS_OF = itemgetter(*EVENT_FIELDS)  # a line's values in field order (KeyError: one missing)
+_ONLY_STR = {str}
 HEAD_TYPE = "liuhen-chain-head"
 # Lines of an anchors file reported one by one before the rest is summarised.
 MAX_BAD_HEAD_LINES = 20
@@ -146,10 +148,10 @@ def event_from_json(doc: object) -> EventRecord:
         # The common case in one pass: every field there, text but ``seq`` a number
         # (``type(...) is int`` also refuses a bool). Anything else: the checks below.
         try:
-            values = [doc[f] for f in EVENT_FIELDS]
+            values = _FIELDS_OF(doc)
         except KeyError:
-            values = []
-        if values and type(values[1]) is int and all(type(v) is str for v in _TEXT(values)):
+            values = ()
+        if values and type(values[1]) is int and set(map(type, _TEXT(values))) == _ONLY_STR:
             return EventRecord(*values)
     if not isinstance(doc, dict):
         raise ValueError("not an object")
