@@ -56,6 +56,8 @@ EVENT_FIELDS = (
     "signature",
 )
 _TEXT = itemgetter(*(i for i, f in enumerate(EVENT_FIELDS) if f != "seq"))
+_FIELDS_OF = itemgetter(*EVENT_FIELDS)  # a line's values in field order (KeyError: one missing)
+_ONLY_STR = {str}
 HEAD_TYPE = "liuhen-chain-head"
 # Lines of an anchors file reported one by one before the rest is summarised.
 MAX_BAD_HEAD_LINES = 20
@@ -123,16 +125,33 @@ def parse_json(text: str | bytes) -> Any:
         raise ValueError("JSON nested too deep") from exc
 
 
+# The C scanner json.loads ends in, called without json.loads's Python layers (its
+# whitespace handling and checks cost as much as the scanning of a custody line).
+_SCAN = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+
+def parse_json_line(text: str) -> Any:
+    """:func:`parse_json` of one line, the same value or the same error: a line that is
+    exactly one JSON value (the usual custody line) is scanned directly; anything else
+    (leading or trailing blanks, extra data, malformed, nested too deep) goes through
+    :func:`parse_json`, which answers or raises as it always did."""
+    try:
+        doc, end = _SCAN(text, 0)
+    except (StopIteration, ValueError, RecursionError):
+        return parse_json(text)
+    return doc if end == len(text) else parse_json(text)
+
+
 def event_from_json(doc: object) -> EventRecord:
     """An excerpt line's object as an event; ValueError naming what is wrong."""
     if type(doc) is dict:
         # The common case in one pass: every field there, text but ``seq`` a number
         # (``type(...) is int`` also refuses a bool). Anything else: the checks below.
         try:
-            values = [doc[f] for f in EVENT_FIELDS]
+            values = _FIELDS_OF(doc)
         except KeyError:
-            values = []
-        if values and type(values[1]) is int and all(type(v) is str for v in _TEXT(values)):
+            values = ()
+        if values and type(values[1]) is int and set(map(type, _TEXT(values))) == _ONLY_STR:
             return EventRecord(*values)
     if not isinstance(doc, dict):
         raise ValueError("not an object")
@@ -773,11 +792,14 @@ def check_excerpt(
     result = ExcerptResult()
     if keys is not None:
         result.keys = keys_from_json(keys, result.issues, "keys.json")
+    order: list[tuple[str, int, int]] = []  # what the rule's order sorts on, per event
     for number, line in enumerate(events.decode("utf-8", "replace").split("\n"), 1):
         if not line.strip():
             continue
         try:
-            result.events.append((number, event_from_json(parse_json(line))))
+            ev = event_from_json(parse_json_line(line))
+            result.events.append((number, ev))
+            order.append((ev.station_id, ev.seq, number))
         except ValueError as exc:
             result.issues.append(
                 Issue(
@@ -792,7 +814,9 @@ def check_excerpt(
             )
     result.keys = with_retirements(result.keys, (ev for _n, ev in result.events))
     checker = ChainChecker(result.keys, trust, whole=False)
-    ordered = sorted(result.events, key=lambda x: (x[1].station_id, x[1].seq, x[0]))
+    ordered = [
+        result.events[i] for i in sorted(range(len(order)), key=order.__getitem__)
+    ]  # (station, seq, line) order, as the rule reads a chain
     result.issues += checker.check_all(ordered)
     result.stations, result.links = checker.stations, checker.links
     if heads is not None:

@@ -174,11 +174,17 @@ def test_key_cache_is_by_key_bytes_not_by_key_id(engine: str) -> None:
 
 
 def test_batch_gives_the_findings_of_one_by_one(engine: str) -> None:
-    key = Ed25519PrivateKey.generate()
+    """Damage spread over the batch's chunks and threads: signatures broken in the middle
+    and at a chunk's edge, an edited event, a broken link, an event signed by another key
+    under the excerpt's key id, and one naming a key the verifier does not hold."""
+    key, other = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
     evs = signed_events(key, STATION, _objects(120))
-    for i in (3, 150, 151, 359):
+    for i in (3, 150, 151, 359, signing.CHUNK - 1, signing.CHUNK):
         _flip(evs[i])
     evs[200]["actor"] = "station:other"
+    evs[250]["prev_hash"] = "1" * 64
+    evs[300]["signature"] = other.sign(_canonical(evs[300])).hex()  # the wrong key
+    evs[310]["key_id"] = key_id_of(public_raw(other.public_key()))  # a key not held
     kid = key_id_of(public_raw(key.public_key()))
     keys = {kid: Key(kid, STATION, public_raw(key.public_key()))}
     records = [(n, event_from_json(e)) for n, e in enumerate(evs, 1)]
@@ -186,8 +192,23 @@ def test_batch_gives_the_findings_of_one_by_one(engine: str) -> None:
     expected = [i for n, ev in records for i in one_by_one.check(ev, n)]
     batched = ChainChecker(keys, whole=False)
     assert batched.check_all(records) == expected
-    assert {i.kind for i in expected} == {"bad-signature", "edited"}
+    assert {i.kind for i in expected} == {"bad-signature", "edited", "broken-link", "unknown-key"}
+    assert {i.line for i in expected if i.kind == "bad-signature"} == {
+        4,
+        151,
+        152,
+        360,
+        signing.CHUNK,
+        signing.CHUNK + 1,
+        201,
+        251,
+        301,
+    }
     assert (batched.links, batched.stations) == (one_by_one.links, one_by_one.stations)
+    excerpt = check_excerpt(_excerpt(evs), _keys(key_row(key, STATION)))
+    assert [(i.kind, i.line, i.detail) for i in excerpt.issues] == [
+        (i.kind, i.line, i.detail) for i in expected
+    ]
 
 
 def test_verify_signatures_keeps_order_across_threads(engine: str) -> None:
@@ -201,6 +222,59 @@ def test_verify_signatures_keeps_order_across_threads(engine: str) -> None:
             sig = sig[:10] + bytes([sig[10] ^ 0x80]) + sig[11:]
         jobs.append((pub, sig, data))
     assert verify_signatures(jobs, workers=2) == [i % 7 != 0 for i in range(500)]
+
+
+def test_verify_signatures_raises_what_a_thread_raised(
+    engine: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error on a helper thread is not a verdict: the batch raises it."""
+    key = Ed25519PrivateKey.generate()
+    pub = public_raw(key.public_key())
+    jobs = [(pub, key.sign(b"%d" % i), b"%d" % i) for i in range(300)]
+    jobs[250] = (pub, bytes(64), b"250")  # rejected: asked of OpenSSL, which fails here
+
+    def broken(public_key: bytes, signature: bytes, data: bytes) -> bool:
+        raise MemoryError("injected")
+
+    monkeypatch.setattr(signing, "_openssl_verifies", broken)
+    monkeypatch.setattr(signing, "_openssl_key", broken)
+    if engine == "openssl":
+        monkeypatch.setattr(signing, "verify_signature", broken)
+    with pytest.raises(MemoryError, match="injected"):
+        verify_signatures(jobs, workers=2)
+    assert not [t for t in threading.enumerate() if t.name.startswith("ed25519")]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        '{"a": 1}',
+        '  {"a": 1}',
+        '{"a": 1}  ',
+        '{"a": 1} {"b": 2}',
+        '{"a": 1},',
+        '\ufeff{"a": 1}',
+        '{"a": "\x01"}',
+        '{"a": }',
+        "[" * 100_000,
+        '"text"',
+        "12",
+        "",
+        "NaN",
+    ],
+)
+def test_line_parser_answers_as_json_loads(line: str) -> None:
+    """The custody lines' direct scan gives parse_json's value, or its error."""
+    from catalog.chainrule import parse_json, parse_json_line
+
+    try:
+        expected: object = parse_json(line)
+    except ValueError as exc:
+        with pytest.raises(ValueError) as got:
+            parse_json_line(line)
+        assert str(got.value) == str(exc)
+    else:
+        assert repr(parse_json_line(line)) == repr(expected)  # (NaN is not equal to itself)
 
 
 def test_wrong_lengths_are_rejected_not_read_past(engine: str) -> None:
