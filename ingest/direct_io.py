@@ -80,16 +80,17 @@ BUFFERS = BufferPool(keep_bytes=256 << 20)
 
 
 def open_direct(path: str | Path, flags: int) -> int | None:
-    """``path`` opened with ``flags | O_DIRECT``, or None where the filesystem (or the
-    platform) has no direct I/O. Other errors are the caller's, as for ``os.open``."""
+    """``path`` opened with ``flags | O_DIRECT``, or None where it cannot be: no direct
+    I/O on the filesystem or platform (EINVAL), or any other refusal (out of
+    descriptors, say). The direct descriptor only spares the page cache; the caller's
+    ordinary descriptor does the same work, and meets any error that is really the
+    file's."""
     if not ENABLED or not hasattr(os, "O_DIRECT"):
         return None
     try:
         return os.open(path, flags | os.O_DIRECT)
-    except OSError as exc:
-        if exc.errno == errno.EINVAL:
-            return None
-        raise
+    except OSError:
+        return None
 
 
 def pwrite_all(fd: int, buf: memoryview, offset: int) -> None:
@@ -142,9 +143,15 @@ class DirectReader:
     def __init__(self, path: str | Path, fallback: int, piece: int) -> None:
         self.fallback = fallback
         self.fd = open_direct(path, os.O_RDONLY)
-        # An unaligned request widens to the blocks around it: room for one more at
-        # each end.
-        self.buf = BUFFERS.take(piece + 2 * ALIGN) if self.fd is not None else None
+        self.buf: mmap.mmap | None = None
+        if self.fd is not None:
+            # An unaligned request widens to the blocks around it: room for one more at
+            # each end.
+            try:
+                self.buf = BUFFERS.take(piece + 2 * ALIGN)
+            except BaseException:
+                self.close()
+                raise
 
     def read(self, offset: int, n: int) -> bytes | memoryview:
         """Up to ``n`` bytes at ``offset``; fewer only at the end of the file."""

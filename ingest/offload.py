@@ -34,7 +34,7 @@ from config.errors import EXIT_IOERR, LiuhenError
 from config.i18n import N_
 from config.message import Msg
 from ingest.direct_io import BUFFERS, DirectReader, DirectWriter
-from storage.digest import DigestPair, Hasher, SharedLanes, new_hasher
+from storage.digest import DigestPair, Hasher, LaneStream, SharedLanes, new_hasher
 
 # What the offload says went wrong, kept as English templates (config.message.Msg): the
 # docking stores them in its journal, and `ingest` and `station status` read them back
@@ -57,6 +57,7 @@ READ_BACK_STRETCH_DIFFERS: Final = N_(
     "staging file {path} reads back different bytes than were written, in bytes "
     "{start}–{end} (XXH3-128 {actual}…, recorder {expected}…)"
 )
+READ_BACK_FAILED: Final = N_("cannot read staging file {path} back: {error}")
 DISK_FULL: Final = N_("staging disk full while writing {path}")
 DOCK_AGAIN: Final = N_("the recorder may have been pulled or rewritten; dock it again")
 STAGED_LENGTH: Final = N_("staging file {path} is {size} bytes long, {written} were written")
@@ -74,6 +75,7 @@ KEPT: Final = (
     READ_BACK_SHORT,
     READ_BACK_DIFFERS,
     READ_BACK_STRETCH_DIFFERS,
+    READ_BACK_FAILED,
     DISK_FULL,
     DOCK_AGAIN,
     STAGED_LENGTH,
@@ -113,8 +115,9 @@ class DiskFull(OffloadError):
 class Copied:
     size: int
     digests: DigestPair  # of the recorder's bytes, taken in the read that copied them
-    # True when the staged file was read back (through the page cache) after each flush
-    # to disk and every stretch's XXH3-128 matched the bytes read from the recorder.
+    # True when the staged file was read back (past the page cache where the filesystem
+    # allows) after each flush to disk and every stretch's XXH3-128 matched the bytes
+    # read from the recorder.
     read_back: bool = False
 
 
@@ -367,7 +370,6 @@ def _copy_chunked(
     # SM3 never to hold the copy up, and it keeps memory down with many files at once.
     # A file begun with too few others to fill them hashes on its own thread at first.
     lag = SHARED_SM3_LAG if in_lanes else SM3_LAG
-    sm3_feed = _Sm3Feed(sm3, sm3_pool, lag)
     # Chunks are read into a ring of buffers, reused, rather than into a fresh ``bytes``
     # each: a new 4 MiB object is fresh memory from the kernel, and faulting in the pages
     # of every byte copied cost about a third of the copy's system time. A buffer is read
@@ -375,9 +377,10 @@ def _copy_chunked(
     # and the one it hashes, and SHA-256 and the write are done with a chunk before the
     # next read.
     # The buffers are page-aligned, so the copy can be written past the page cache
-    # (ingest/direct_io.py).
-    ring = [BUFFERS.take(chunk_size) for _ in range(lag + 2)]
+    # (ingest/direct_io.py). Everything that may fail to open is opened before the SM3
+    # thread starts, so that a failure here leaves no thread waiting for chunks.
     try:
+        ring = [BUFFERS.take(chunk_size) for _ in range(lag + 2)]
         writer = DirectWriter(dst, out)
     except OSError as exc:
         raise _staging_error(dst, exc) from exc
@@ -386,6 +389,7 @@ def _copy_chunked(
     except OSError as exc:
         writer.close()
         raise _staging_error(dst, exc) from exc
+    sm3_feed = _Sm3Feed(sm3, sm3_pool, lag)
     # XXH3-128 of the recorder's bytes of the stretch not yet flushed; the read-back
     # compares the staged file's stretch with it.
     stretch = xxhash.xxh3_128() if back is not None else None
@@ -426,6 +430,10 @@ def _copy_chunked(
             if on_bytes is not None:
                 on_bytes(len(buf))
         sm3_feed.finish()
+        # Both digests now: the stream ends here, not after the fsync and read-back, so
+        # the shared lanes stop counting (and waiting for) a file with no more chunks.
+        sm3_hex = sm3.hexdigest()
+        sha_hex = sha.hexdigest() if sha is not None else _lane_sha256(stream)
         try:
             os.fsync(out)
         except OSError as exc:
@@ -441,10 +449,13 @@ def _copy_chunked(
     # Only a copy that ended well gives its chunks back: after a failure SM3's thread may
     # still be hashing one of them.
     BUFFERS.give(ring)
-    if sha is None and stream is not None:
-        return total, stream.sha256_hexdigest(), stream.hexdigest()
-    assert sha is not None
-    return total, sha.hexdigest(), sm3.hexdigest()
+    return total, sha_hex, sm3_hex
+
+
+def _lane_sha256(stream: LaneStream | None) -> str:
+    if stream is None:
+        raise RuntimeError("no SHA-256 context for this copy")
+    return stream.sha256_hexdigest()
 
 
 def _sm3_hasher(engine: SharedLanes | None) -> Hasher:
@@ -532,10 +543,19 @@ class _Sm3Feed:
         self.closed = False
 
     def _consume(self) -> None:
-        while (buf := self.chunks.get()) is not None:
-            self.sm3.update(buf)
+        try:
+            while (buf := self.chunks.get()) is not None:
+                self.sm3.update(buf)
+        except BaseException:
+            # Keep emptying the queue until the copy closes it, so that the copying
+            # thread never waits on a full queue; it sees the error at its next put.
+            while self.chunks.get() is not None:
+                pass
+            raise
 
     def put(self, buf: bytes | memoryview) -> None:
+        if self.done.done():
+            self.done.result()  # the hashing failed: raise its error, copy no further
         self.chunks.put(buf)
 
     def finish(self) -> None:
@@ -666,7 +686,15 @@ def _read_back_stretch(
     back = xxhash.xxh3_128()
     offset = start
     while offset < end:
-        buf = reader.read(offset, min(piece, end - offset))
+        try:
+            buf = reader.read(offset, min(piece, end - offset))
+        except OSError as exc:
+            # The disk could not give the bytes back (EIO on a bad block): the copy is
+            # not verified and is made again, as for bytes that read back different.
+            raise StagingReadBackMismatch(
+                Msg(READ_BACK_FAILED, path=path, error=exc.strerror),
+                hint=Msg(CHECK_DISK_HEALTH),
+            ) from exc
         if not buf:
             raise StagingReadBackMismatch(
                 Msg(

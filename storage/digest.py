@@ -210,9 +210,8 @@ class SharedLanes:
         # AVX-512 with SHA-NI. Elsewhere a file's SHA-256 stays with hashlib.
         self.sha256 = sm3engine.lanes() >= 16 and sm3engine.sha256_native()
         self._cond = threading.Condition()
-        self._pending: list[tuple[tuple[sm3engine.SM3Hasher, ...], Buffer, threading.Event]] = []
+        self._pending: list[tuple[tuple[sm3engine.SM3Hasher, ...], Buffer, _Waiter]] = []
         self._closed = False
-        self._error: BaseException | None = None
         self._live = 0  # streams opened and not yet finished (hexdigest) nor dropped
         self._thread = threading.Thread(target=self._run, name="hash-lanes", daemon=True)
         self._thread.start()
@@ -237,15 +236,17 @@ class SharedLanes:
                 self._live -= 1
 
     def _submit(self, hashers: tuple[sm3engine.SM3Hasher, ...], chunk: Buffer) -> None:
-        done = threading.Event()
+        waiter = _Waiter()
         with self._cond:
             if self._closed:
                 raise RuntimeError("these hash lanes are closed")
-            self._pending.append((hashers, chunk, done))
+            self._pending.append((hashers, chunk, waiter))
             self._cond.notify()
-        done.wait()
-        if self._error is not None:
-            raise RuntimeError("the shared hash lanes failed") from self._error
+        waiter.done.wait()
+        if waiter.error is not None:
+            # This batch failed (its streams' digests are lost); later batches are not
+            # affected.
+            raise RuntimeError("the shared hash lanes failed") from waiter.error
 
     def _run(self) -> None:
         while True:
@@ -269,12 +270,14 @@ class SharedLanes:
             # lanes in the one call).
             hashers = [h for hs, _, _ in batch for h in hs]
             chunks = [c for hs, c, _ in batch for _ in hs]
+            error: BaseException | None = None
             try:
                 sm3engine.update_many(hashers, chunks)
-            except BaseException as exc:  # handed to every waiting caller
-                self._error = exc
-            for _, _, done in batch:
-                done.set()
+            except BaseException as exc:  # handed to every caller of this batch
+                error = exc
+            for _, _, waiter in batch:
+                waiter.error = error
+                waiter.done.set()
 
     def close(self) -> None:
         with self._cond:
@@ -289,6 +292,16 @@ class SharedLanes:
         self.close()
 
 
+class _Waiter:
+    """One chunk handed to the lanes: set when hashed, with the batch's error if any."""
+
+    __slots__ = ("done", "error")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+
+
 class LaneStream:
     """One stream of a :class:`SharedLanes`: a file's SM3 context (a Hasher) and, when
     opened so, its SHA-256 context, fed the same chunks; used by one thread at a time."""
@@ -301,8 +314,10 @@ class LaneStream:
     ) -> None:
         self._shared, self._hashers = shared, hashers
         self._ended = ended if ended is not None else [True]
+        self._fed = False
 
     def update(self, data: bytes | memoryview, /) -> None:
+        self._fed = True
         if len(data) < SHARED_MIN or not self._shared.in_lanes():
             # Not worth a hand-off to the hashing thread, or too few streams open for
             # the lanes to beat this thread's own core.
@@ -321,6 +336,8 @@ class LaneStream:
         chunk, and only where :attr:`SharedLanes.sha256` says the lanes take it."""
         if not self._shared.sha256:
             raise ValueError("SHA-256 does not go through these lanes (see SharedLanes.sha256)")
+        if self._fed:
+            raise ValueError("SHA-256 must be added before the stream's first chunk")
         if len(self._hashers) == 1:
             self._hashers = (self._hashers[0], sm3engine.new_sha256())
 

@@ -90,10 +90,28 @@ def cached_pages(path: Path) -> int:
     return sum(b & 1 for b in vec)
 
 
+def honours_direct_io(folder: Path) -> bool:
+    """Whether a file written with O_DIRECT in ``folder`` stays out of the page cache:
+    tmpfs (and some FUSE filesystems) accept the flag and cache anyway."""
+    probe = folder / "direct-probe"
+    fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_DIRECT, 0o600)
+    try:
+        buf = direct_io.aligned_buffer(2 * direct_io.ALIGN)
+        os.pwrite(fd, memoryview(buf), 0)
+    finally:
+        os.close(fd)
+    try:
+        return cached_pages(probe) == 0
+    finally:
+        probe.unlink()
+
+
 @pytest.mark.parametrize("size", [3 * CHUNK, 3 * CHUNK + 1, 5 * CHUNK + 4095, 2 * CHUNK + 7])
 def test_a_large_copy_bypasses_the_page_cache_and_is_exact(
     tmp_path: Path, pools: tuple[ThreadPoolExecutor, ThreadPoolExecutor], size: int
 ) -> None:
+    if not honours_direct_io(tmp_path):
+        pytest.skip(f"{tmp_path} caches O_DIRECT writes (tmpfs?): nothing to observe")
     src = tmp_path / "long.MP4"
     src.write_bytes(os.urandom(size))
     dst = tmp_path / "staged.part"
@@ -167,8 +185,9 @@ def test_a_write_refused_midway_is_rewritten_through_the_cache(
     copied = copy(src, dst, pools)
     monkeypatch.undo()
     assert direct_writes == 2
-    # The first chunk went past the cache, the rest through it.
-    assert cached_pages(dst) == -(-(5 * CHUNK + 10) // mmap.PAGESIZE)
+    if honours_direct_io(tmp_path):  # else which bytes went past the cache cannot be seen
+        # The first chunk went past the cache, the rest through it.
+        assert cached_pages(dst) == -(-(5 * CHUNK + 10) // mmap.PAGESIZE)
     assert_same(copied, src, dst)
 
 

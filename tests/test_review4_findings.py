@@ -89,13 +89,10 @@ def test_finding_a_failed_direct_open_leaves_the_sm3_thread_stuck(
     monkeypatch: pytest.MonkeyPatch,
     which: str,
 ) -> None:
-    """_copy_chunked starts the SM3 consumer (_Sm3Feed) before DirectWriter/_ReadBack
-    open their O_DIRECT descriptors, outside the try whose finally closes the feed. An
-    open failing with anything but EINVAL (EMFILE here: each large copy now holds four
-    descriptors) raises with the consumer blocked on its queue for ever: a thread of the
-    station's sm3 pool lost per failure (later copies wait for one; Station.close()'s
-    shutdown(wait=True) never returns) and, with the shared lanes, a stream counted live
-    for ever."""
+    """An O_DIRECT open failing with anything but EINVAL (EMFILE here: each large copy
+    holds four descriptors) once raised with the SM3 consumer blocked on its queue for
+    ever. Fixed: the direct descriptor is only an optimisation, so the copy goes through
+    the ordinary one, exact, and leaves no thread nor live stream behind."""
     real_open = os.open
 
     def emfile(path: Any, flags: int, mode: int = 0o777, **kw: Any) -> int:
@@ -109,14 +106,36 @@ def test_finding_a_failed_direct_open_leaves_the_sm3_thread_stuck(
     src.write_bytes(os.urandom(4 * CHUNK + 5))
     monkeypatch.setattr(offload.os, "open", emfile)
     with SharedLanes(min_streams=1) as lanes:
+        _copy(src, tmp_path / "staged.part", pools, lanes)
+        monkeypatch.undo()
+        gc.collect()
+        assert (tmp_path / "staged.part").read_bytes() == src.read_bytes()
+        assert lanes._live == 0
+        pools[0].submit(lambda: None).result(timeout=30)
+
+
+def test_finding_a_copy_failing_before_its_first_chunk_leaves_no_thread_stuck(
+    tmp_path: Path,
+    pools: tuple[ThreadPoolExecutor, ThreadPoolExecutor],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The chunk buffers cannot be had (ENOMEM from mmap): the copy fails as a staging
+    error, and the SM3 thread was never started for it."""
+
+    def no_memory(size: int) -> Any:
+        raise OSError(errno.ENOMEM, "Cannot allocate memory")
+
+    src = tmp_path / "long.MP4"
+    src.write_bytes(os.urandom(4 * CHUNK + 5))
+    monkeypatch.setattr(offload.BUFFERS, "take", no_memory)
+    with SharedLanes(min_streams=1) as lanes:
         with pytest.raises(OffloadError):
             _copy(src, tmp_path / "staged.part", pools, lanes)
         monkeypatch.undo()
         gc.collect()
         live = lanes._live
         try:
-            # The pool's one thread should be free for the next file.
-            pools[0].submit(lambda: None).result(timeout=3)
+            pools[0].submit(lambda: None).result(timeout=30)
             stuck = False
         except FutureTimeout:
             stuck = True
@@ -158,7 +177,7 @@ def test_finding_an_sm3_consumer_error_hangs_the_copy(
 
         t = threading.Thread(target=run, daemon=True)
         t.start()
-        t.join(5)
+        t.join(60)  # a hang, not slowness: the copy takes milliseconds
         hung = t.is_alive()
         deadline = time.monotonic() + 10
         while t.is_alive() and time.monotonic() < deadline:  # free the stuck copy
