@@ -16,6 +16,7 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_all
@@ -134,12 +135,6 @@ STORED_TEXTS: Final = (
 
 # Problems with these services are waited out; the docking goes on staging meanwhile.
 TRANSIENT = (StoreUnavailable, CatalogUnavailable, RecordingBeingExpired)
-
-# Threads per copy slot (``ingest.file_workers`` slots) of a docking. A file copied and
-# fsynced gives up its slot, then waits for its group's staging-folder fsync and STAGED
-# journal write and is linked into the store: waiting on the disk, with no buffers.
-# With more threads than slots the next files are copied during that wait.
-THREADS_PER_COPY_SLOT = 2
 
 
 def kept_text(exc: LiuhenError) -> str:
@@ -370,9 +365,6 @@ class RecorderDocking(DockingWork):
     ) -> None:
         super().__init__(station, jd, stop=stop, report=report, wait=wait)
         self.root = root
-        # At most file_workers files of this docking copied at once (what the setting
-        # bounds: open recorder files, copy buffers, SM3 streams).
-        self._copy_slots = threading.BoundedSemaphore(station.ingest.file_workers)
         # The recorder's folders, each walked once (with O_NOFOLLOW) and kept open while
         # the docking's files are taken.
         self._sources = SourceFolders(root)
@@ -393,25 +385,46 @@ class RecorderDocking(DockingWork):
         return result
 
     def take_files(self, todo: list[JournalFile]) -> None:
-        """Workers stage and store files; the committer registers them in batches."""
+        """Workers stage files and hand them on; the staging group stores them and the
+        committer registers them, each in batches."""
         committer = self.station.committer
         # The committer knows they are coming and gathers them in bigger batches; each
         # take_file call settles its own one.
         committer.coming(len(todo))
-        workers = self.station.ingest.file_workers * THREADS_PER_COPY_SLOT
+        # One worker per copy slot, each taking the next file until none is left (no task
+        # and future per file): a worker waits for its own copy and fsync only, never for
+        # its group's journal write (the staging group's thread does that).
+        left = deque(todo)
+        commits: list[Future[Exception | None]] = []
+        failures: list[BaseException] = []
+
+        def work() -> None:
+            while True:
+                try:
+                    f = left.popleft()
+                except IndexError:
+                    return
+                try:
+                    commit = self.take_file(f)
+                except BaseException as exc:  # a journal failure: the docking ends below
+                    failures.append(exc)
+                    continue
+                if commit is not None:
+                    commits.append(commit)
+
+        workers = min(self.station.ingest.file_workers, len(todo))
         try:
-            with ThreadPoolExecutor(workers, thread_name_prefix="offload") as pool:
-                futures = [pool.submit(self.take_file, f) for f in todo]
+            with ThreadPoolExecutor(max(1, workers), thread_name_prefix="offload") as pool:
+                runs = [pool.submit(work) for _ in range(workers)]
         finally:
             self._sources.close()  # every worker is done with the recorder's folders
         # Every worker has finished; their files' registrations are settled before
         # anything reads the journal again (even when a worker failed).
-        commits = [
-            c for fut in futures if fut.exception() is None and (c := fut.result()) is not None
-        ]
         wait_all(commits)
-        for fut in futures:
-            fut.result()  # a worker's journal failure ends the docking here
+        for run in runs:
+            run.result()
+        if failures:
+            raise failures[0]  # a worker's journal failure ends the docking here
         for commit in commits:
             commit.result()  # and so does one in the committer
 
@@ -430,14 +443,14 @@ class RecorderDocking(DockingWork):
     # -- one file -------------------------------------------------------------------------
 
     def take_file(self, f: JournalFile) -> Future[Exception | None] | None:
-        """Stage and store one file and hand it to the committer (whose future it returns)."""
+        """Stage and store one file and hand it to the committer: the future its
+        registration settles, or None when it was not handed on (quarantined, rejected,
+        stopped, a service away). A file this call copies is handed to the station's
+        staging group and the call returns at once: the group's thread journals it
+        STAGED, stores it and hands it to the committer (:meth:`_after_staged`)."""
         station = self.station
         name = display_name(f.relpath)
-
-        def waiting(exc: Any) -> None:
-            station.metrics.failures.inc(reason="unavailable")
-            self._waiting(waiting_text(exc))
-
+        waiting = self._waiting_handler()
         handed = False
         try:
             other = foreign_device(name.rsplit("/", 1)[-1], station.parser, self.jd.serial)
@@ -448,15 +461,17 @@ class RecorderDocking(DockingWork):
                     Msg(FOREIGN_DEVICE, other=other, serial=self.jd.serial),
                 )
                 return None
-            staged_now = False
             if f.state == FileState.PENDING:
                 started = time.monotonic()
-                f = self.stage(f)
-                staged_now = f.state == FileState.STAGED
-                if staged_now:
-                    station.metrics.stage_seconds.observe(time.monotonic() - started)
-            if f.state == FileState.STAGED:
-                stored = station.store_file(self, f, waiting, staged_now=staged_now)
+                staged = self.stage(f)
+                if isinstance(staged, JournalFile):
+                    f = staged  # quarantined, rejected, or PENDING when stopped
+                else:
+                    done = self._hand_staged(*staged, started, waiting)
+                    handed = True
+                    return done
+            if f.state == FileState.STAGED:  # staged by an earlier run
+                stored = station.store_file(self, f, waiting)
                 handed = True
                 return station.committer.submit(stored, was_coming=True)
         except TRANSIENT as exc:
@@ -472,19 +487,27 @@ class RecorderDocking(DockingWork):
             self.report(self.progress)
         return None
 
-    def stage(self, f: JournalFile) -> JournalFile:
-        """Copy a pending file into staging once it is stable, hashing it in the same read;
-        the file as the journal now holds it (STAGED, QUARANTINED, REJECTED, or PENDING
-        when stopped)."""
+    def _waiting_handler(self) -> TransientHandler:
+        station = self.station
+
+        def waiting(exc: Any) -> None:
+            station.metrics.failures.inc(reason="unavailable")
+            self._waiting(waiting_text(exc))
+
+        return waiting
+
+    def stage(self, f: JournalFile) -> JournalFile | tuple[JournalFile, Copied]:
+        """Copy a pending file into ``<id>.part`` once it is stable, hashing it in the same
+        read: the file as the journal holds it and what was copied, or the file as it
+        ended (QUARANTINED, REJECTED, or PENDING when stopped)."""
         ingest = self.station.ingest
         attempt = _Attempt(time.monotonic() + ingest.growing_timeout_s, ingest.retry_initial_s)
         while not self.stop.is_set():
-            with self._copy_slots:  # given up before the wait for the journal
-                f, copied = self._try_copy(f, attempt)
+            f, copied = self._try_copy(f, attempt)
             if isinstance(copied, JournalFile):
                 return copied  # quarantined or rejected
             if copied is not None:
-                return self._staged(f, copied)
+                return f, copied
         return f
 
     def _try_copy(
@@ -591,27 +614,79 @@ class RecorderDocking(DockingWork):
         attempt.backoff = min(attempt.backoff * 2, self.station.ingest.retry_max_s)
         return None
 
-    def _staged(self, f: JournalFile, copied: Copied) -> JournalFile:
-        """The complete copy renamed into place, durably, and the file journaled STAGED."""
+    def _hand_staged(
+        self, f: JournalFile, copied: Copied, started: float, waiting: TransientHandler
+    ) -> Future[Exception | None]:
+        """The complete copy renamed into place and handed to the station's staging
+        group, which makes the name durable and journals the file STAGED (with the files
+        staged at the same moment), then stores it and hands it to the committer: the
+        future the file's registration settles."""
         folder = self.station.staging_of(f.docking_uid)
         os.replace(f"{folder}/{f.id}.part", f"{folder}/{f.id}.staged")
         staged_at = J.now_text()
-        # The folder's fsync and the journal's STAGED, shared with the files staged now.
-        self.station.staged_group.staged(folder, J.StagedMove(f.id, copied.digests, staged_at))
-        if copied.read_back:
-            self.station.read_back_done(f.id)
-        if self.progress.waiting and self.progress.waiting.startswith("staging disk full"):
-            self.progress.waiting = None
-            self.journal.waiting(self.uid, None)
-        # What the journal now holds for it, without reading it back.
-        return replace(
-            f,
-            state=FileState.STAGED,
-            sha256=copied.digests.sha256.hex,
-            sm3=copied.digests.sm3.hex,
-            staged_at=staged_at,
-            repair=None,
-        )
+        done: Future[Exception | None] = Future()
+
+        def then(error: BaseException | None) -> None:
+            try:
+                self._after_staged(f, copied, staged_at, error, started, waiting, done)
+            except BaseException as exc:  # a journal failure: it ends the docking
+                if not done.done():
+                    done.set_exception(exc)
+                raise
+
+        move = J.StagedMove(f.id, copied.digests, staged_at)
+        self.station.staged_group.submit(folder, move, then)
+        return done
+
+    def _after_staged(
+        self,
+        f: JournalFile,
+        copied: Copied,
+        staged_at: str,
+        error: BaseException | None,
+        started: float,
+        waiting: TransientHandler,
+        done: Future[Exception | None],
+    ) -> None:
+        """A file the staging group has journaled STAGED (or refused, ``error``): stored
+        and handed to the committer, on the group's thread; its errors are the file's
+        own, as in :meth:`take_file`, and settle ``done`` when it is not handed on."""
+        station = self.station
+        handed = False
+        try:
+            if error is not None:
+                raise error
+            station.metrics.stage_seconds.observe(time.monotonic() - started)
+            if copied.read_back:
+                station.read_back_done(f.id)
+            if self.progress.waiting and self.progress.waiting.startswith("staging disk full"):
+                self.progress.waiting = None
+                self.journal.waiting(self.uid, None)
+            # What the journal now holds for it, without reading it back.
+            f = replace(
+                f,
+                state=FileState.STAGED,
+                sha256=copied.digests.sha256.hex,
+                sm3=copied.digests.sm3.hex,
+                staged_at=staged_at,
+                repair=None,
+            )
+            stored = station.store_file(self, f, waiting, staged_now=True, done=done)
+            station.committer.submit(stored, was_coming=True)
+            handed = True
+        except TRANSIENT as exc:
+            waiting(exc)
+        except StorageError as exc:  # the store refused this file, saying why
+            self.store_refused(f, exc)
+        except Exception as exc:  # one bad file never blocks the others
+            log.exception("%s: unexpected error", display_name(f.relpath))
+            self.quarantine_unexpected(f, exc)
+        finally:
+            if not handed:
+                station.committer.coming(-1)  # it will not come: nothing to wait for
+        if not handed:
+            done.set_result(None)
+            self.report(self.progress)
 
     # -- the end of a docking ---------------------------------------------------------------
 

@@ -84,6 +84,9 @@ COMMIT_WINDOW_S = 0.05
 # a core each on a two-core station.
 SHARED_SM3_FROM = 4
 
+# At most this many staged files are journaled STAGED in one transaction (see _StagedGroup).
+STAGED_GROUP_MAX = 256
+
 # The custody event ``verified`` of a file whose damaged held copy it replaced.
 REPAIR_CHECK = (
     "damaged held copy replaced by the recorder's bytes (kept aside first) and "
@@ -202,43 +205,87 @@ class _Committer:
 
 
 class _StagedGroup:
-    """Group commit of staged files: the staging folders' fsync and the journal's STAGED
-    moves of every file staged at about the same moment, done once for all of them.
+    """Group commit of staged files, on a thread of its own: the staging folders' fsync
+    and the journal's STAGED moves of every file staged at about the same moment, done
+    once for all of them, then what follows for each file.
 
-    A worker whose file is staged (its ``.staged`` name in place) calls :meth:`staged`.
-    If no flush is under way it flushes everything waiting, its own file included;
-    otherwise it waits, and the files that arrived meanwhile go together in the next
-    flush, led by one of their workers. No timer: a lone file is flushed at once. The
-    order per file is unchanged (name durable in its folder, then STAGED in the journal,
-    then returned to the worker), so a kill at any point leaves each file either PENDING
-    (copied again) or STAGED with its staged copy in place.
+    A worker whose file is staged (its ``.staged`` name in place) hands it over with
+    :meth:`submit` and goes on to its next file; it does not wait for the disk. The
+    group's thread flushes everything waiting (one fsync per staging folder, one journal
+    transaction), then calls each file's ``then`` with the file's refusal or failure
+    (None: STAGED is durable): the docking's worker used to wait for this itself,
+    woken with every other waiting worker at the end of each flush (a hand-off of the
+    interpreter lock each), and a second thread per copy slot kept the copies going
+    meanwhile. No timer: a lone file is flushed at once, and files arriving during a
+    flush go in the next. The order per file is unchanged (name durable in its folder,
+    then STAGED in the journal, then ``then``: stored and registered), so a kill at any
+    point leaves each file either PENDING (copied again) or STAGED with its staged copy
+    in place.
     """
 
-    def __init__(self, journal: Journal) -> None:
+    def __init__(self, journal: Journal, max_group: int = STAGED_GROUP_MAX) -> None:
         self._journal = journal
+        self._max = max_group
         self._cond = threading.Condition()
         self._waiting: list[_StagedSlot] = []
-        self._flushing = False
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def submit(
+        self, folder: str, move: J.StagedMove, then: Callable[[BaseException | None], None]
+    ) -> None:
+        """Make ``move`` durable in the journal, then call ``then`` with its refusal or
+        failure (None: done), on the group's thread. ``then`` settles whatever waits for
+        the file; an error it raises is logged."""
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("the station is closed")
+            if self._thread is None:
+                # A daemon, as the committer: whoever handed a file waits for its outcome.
+                self._thread = threading.Thread(target=self._run, name="staged", daemon=True)
+                self._thread.start()
+            self._waiting.append(_StagedSlot(folder, move, then))
+            if len(self._waiting) == 1:  # the thread sleeps only when nothing waits
+                self._cond.notify()
 
     def staged(self, folder: str, move: J.StagedMove) -> None:
         """Return once ``move`` is durable in the journal; raise its refusal or failure."""
-        mine = _StagedSlot(folder, move)
+        settled = threading.Event()
+        outcome: list[BaseException | None] = []
+
+        def then(error: BaseException | None) -> None:
+            outcome.append(error)
+            settled.set()
+
+        self.submit(folder, move, then)
+        settled.wait()
+        if outcome[0] is not None:
+            raise outcome[0]
+
+    def close(self) -> None:
+        """Flush what is waiting, then stop the thread."""
         with self._cond:
-            self._waiting.append(mine)
-            while not mine.settled and self._flushing:
-                self._cond.wait()
-            if mine.settled:
-                mine.raise_error()
-                return
-            self._flushing = True
-            batch, self._waiting = self._waiting, []
-        try:
-            self._flush(batch)
-        finally:
+            self._closed = True
+            thread = self._thread
+            self._cond.notify()
+        if thread is not None:
+            thread.join()
+
+    def _run(self) -> None:
+        while True:
             with self._cond:
-                self._flushing = False
-                self._cond.notify_all()
-        mine.raise_error()
+                while not self._waiting and not self._closed:
+                    self._cond.wait()
+                if not self._waiting:
+                    return  # closed, and nothing left
+                batch = self._waiting[: self._max]
+                del self._waiting[: self._max]
+            self._flush(batch)
+            for slot in batch:
+                try:
+                    slot.then(slot.error)
+                except BaseException:  # then settles its file's waiters; never stop here
+                    log.exception("after staging journal file %d", slot.move.file_id)
 
     def _flush(self, batch: list[_StagedSlot]) -> None:
         try:
@@ -247,25 +294,21 @@ class _StagedGroup:
             refused = self._journal.staged_many([slot.move for slot in batch])
             for slot in batch:
                 slot.error = refused.get(slot.move.file_id)
-        except BaseException as exc:  # each worker of the batch sees it, as its own
+        except BaseException as exc:  # each file of the batch sees it, as its own
             for slot in batch:
                 slot.error = exc
-        finally:
-            with self._cond:
-                for slot in batch:
-                    slot.settled = True
 
 
 class _StagedSlot:
-    def __init__(self, folder: str, move: J.StagedMove) -> None:
+    __slots__ = ("error", "folder", "move", "then")
+
+    def __init__(
+        self, folder: str, move: J.StagedMove, then: Callable[[BaseException | None], None]
+    ) -> None:
         self.folder = folder
         self.move = move
-        self.settled = False
+        self.then = then
         self.error: BaseException | None = None
-
-    def raise_error(self) -> None:
-        if self.error is not None:
-            raise self.error
 
 
 class Station:
@@ -344,6 +387,7 @@ class Station:
         )
 
     def close(self) -> None:
+        self.staged_group.close()  # before the committer: it hands files to it
         self.committer.close()
         self._durable_pool.shutdown(wait=True)
         self._sm3_pool.shutdown(wait=True)
@@ -540,11 +584,14 @@ class Station:
         on_transient: TransientHandler | None,
         *,
         staged_now: bool = False,
+        done: Future[Exception | None] | None = None,
     ) -> Stored:
-        """Store and verify one staged file (in the calling worker, in parallel with the
-        others); what it needs for its registration comes back, for the committer.
-        ``staged_now``: the caller has just staged it, so its staged copy is there (only
-        the committer removes it, once the file is registered)."""
+        """Store and verify one staged file (in the calling thread: a worker, or the
+        staging group's thread for a file just staged); what it needs for its
+        registration comes back, for the committer. ``staged_now``: the caller has just
+        staged it, so its staged copy is there (only the committer removes it, once the
+        file is registered). ``done``: the future its registration settles (one the
+        caller already handed out), else a new one."""
         started = time.monotonic()
         digests = f.digests
         assert digests is not None and f.staged_at
@@ -577,7 +624,9 @@ class Station:
             important=fields.important,
             repaired=repaired,
         )
-        return Stored(f, docking, offloaded, staged, started, on_transient)
+        if done is None:
+            return Stored(f, docking, offloaded, staged, started, on_transient)
+        return Stored(f, docking, offloaded, staged, started, on_transient, done)
 
     def _commit_batch(self, batch: list[Stored]) -> None:
         """Register stored files in one catalog transaction, drop their staged copies and
