@@ -84,8 +84,9 @@ COMMIT_WINDOW_S = 0.05
 # a core each on a two-core station.
 SHARED_SM3_FROM = 4
 
-# At most this many staged files are journaled STAGED in one transaction (see _StagedGroup).
-STAGED_GROUP_MAX = 256
+# At most this many staged files are journaled STAGED in one transaction (see _StagedGroup),
+# as many as the committer registers in one.
+STAGED_GROUP_MAX = 64
 
 # The custody event ``verified`` of a file whose damaged held copy it replaced.
 REPAIR_CHECK = (

@@ -443,8 +443,10 @@ CHAINS: tuple[tuple[KillPoint, ...], ...] = (
         point("os.link", "after", 40),
         point(f"{JOURNAL}.done", "after"),
     ),
+    # The staging group's thread journals at most 64 files a transaction (STAGED_GROUP_MAX)
+    # and takes whatever waits: 160 files are surely at least three groups, not eight.
     (
-        point(f"{JOURNAL}.staged_many", "after", 8),
+        point(f"{JOURNAL}.staged_many", "after", 2),
         point(f"{STATION}._register_batch", "before"),
     ),
     # In the middle of a batch: its objects linked into the store but their folders not
