@@ -1,0 +1,33 @@
+"""Signer.sign through libsodium (which lets go of the interpreter lock) gives OpenSSL's
+signature byte for byte (Ed25519 is deterministic), and OpenSSL signs without it."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from catalog import signing
+from catalog.signing import Signer
+
+
+@pytest.mark.skipif(not signing.fast_verify_available(), reason="libsodium not installed")
+def test_libsodium_signatures_are_openssls() -> None:
+    for _ in range(20):
+        key = Ed25519PrivateKey.generate()
+        signer = Signer("station", key)
+        assert signer._sodium_signing is not None
+        for size in (0, 1, 63, 64, 65, 400, 4096):
+            data = os.urandom(size)
+            signature = signer.sign(data)
+            assert signature == key.sign(data)
+            key.public_key().verify(signature, data)  # raises if it does not verify
+
+
+def test_without_libsodium_openssl_signs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(signing, "_sodium", lambda: None)
+    key = Ed25519PrivateKey.generate()
+    signer = Signer("station", key)
+    assert signer._sodium_signing is None
+    assert signer.sign(b"event") == key.sign(b"event")
