@@ -221,9 +221,6 @@ class Stored:
     # Settles once the file is DONE or quarantined (None), or left STAGED by a TRANSIENT
     # error (that error).
     done: Future[Exception | None] = field(default_factory=Future)
-    # Settles once the object's store folders are durable: made so by the staging group
-    # for the files it linked (see Station.linked); None: the committer makes them so.
-    durable: Future[None] | None = None
 
 
 class DockingWork:
@@ -675,7 +672,7 @@ class RecorderDocking(DockingWork):
                 repair=None,
             )
             stored = station.store_file(self, f, waiting, staged_now=True, done=done)
-            station.linked(stored)  # to the committer once its group's folders are synced
+            station.committer.submit(stored, was_coming=True)
             handed = True
         except TRANSIENT as exc:
             waiting(exc)

@@ -224,15 +224,9 @@ class _StagedGroup:
     in place.
     """
 
-    def __init__(
-        self,
-        journal: Journal,
-        max_group: int = STAGED_GROUP_MAX,
-        on_flushed: Callable[[], None] | None = None,
-    ) -> None:
+    def __init__(self, journal: Journal, max_group: int = STAGED_GROUP_MAX) -> None:
         self._journal = journal
         self._max = max_group
-        self._on_flushed = on_flushed  # called on the group's thread after each group
         self._cond = threading.Condition()
         self._waiting: list[_StagedSlot] = []
         self._thread: threading.Thread | None = None
@@ -293,11 +287,6 @@ class _StagedGroup:
                     slot.then(slot.error)
                 except BaseException:  # then settles its file's waiters; never stop here
                     log.exception("after staging journal file %d", slot.move.file_id)
-            if self._on_flushed is not None:
-                try:
-                    self._on_flushed()
-                except BaseException:  # it settles its files' waiters itself
-                    log.exception("after a staged group of %d files", len(batch))
 
     def _flush(self, batch: list[_StagedSlot]) -> None:
         try:
@@ -341,10 +330,7 @@ class Station:
         self.store = store
         self.signer = signer
         self.journal = journal or Journal(settings.journal_path)
-        self.staged_group = _StagedGroup(self.journal, on_flushed=self._group_linked)
-        # Files the staging group's thread has linked into the store in its current group
-        # (only that thread touches the list), on their way to the committer.
-        self._linked: list[Stored] = []
+        self.staged_group = _StagedGroup(self.journal)
         self.actor = f"station:{signer.station_id}"
         self.parser = NameParser(
             self.ingest.filename_patterns,
@@ -647,30 +633,6 @@ class Station:
             return Stored(f, docking, offloaded, staged, started, on_transient)
         return Stored(f, docking, offloaded, staged, started, on_transient, done)
 
-    def linked(self, stored: Stored) -> None:
-        """A file the staging group's thread has just stored (linked into place, its
-        folders not yet fsynced): handed to the committer with the rest of its group."""
-        self._linked.append(stored)
-
-    def _group_linked(self) -> None:
-        """After each staging group (on its thread): the store folders of the objects it
-        linked are fsynced at once, on the durable pool, while the files wait for the
-        committer; the committer's transaction for them commits only once that is done.
-        Started here rather than by the committer, the fsyncs (a disk's latency, about
-        two folders per file) no longer hold the committer up."""
-        linked, self._linked = self._linked, []
-        if not linked:
-            return
-        durable = self._durable_pool.submit(
-            self.store.make_durable, [item.offloaded.object_key for item in linked]
-        )
-        for item in linked:
-            item.durable = durable
-            try:
-                self.committer.submit(item, was_coming=True)
-            except BaseException as exc:  # the station is closing: the file stays STAGED
-                item.done.set_exception(exc)
-
     def _commit_batch(self, batch: list[Stored]) -> None:
         """Register stored files in one catalog transaction (the committer thread runs
         this), then hand them to the finisher, which drops their staged copies and marks
@@ -683,16 +645,12 @@ class Station:
         stays STAGED without holding back the others; an unexpected error in the batch's
         transaction has each file tried alone, so that only the bad one is quarantined.
         """
-        # The objects' names, linked without their folders' fsync, are made durable for
-        # the whole batch at once (already asked for by the staging group for the files it
-        # linked), while its catalog transaction is built; the transaction commits only
-        # once they are (see _register_batch).
-        pending = {id(f): f for item in batch if (f := item.durable) is not None}
-        rest = [item.offloaded.object_key for item in batch if item.durable is None]
-        if rest:
-            later = self._durable_pool.submit(self.store.make_durable, rest)
-            pending[id(later)] = later
-        durable = list(pending.values())
+        # The objects' names, linked by the workers without their folders' fsync, are made
+        # durable for the whole batch at once, while its catalog transaction is built; the
+        # transaction commits only once they are (see _register_batch).
+        durable = self._durable_pool.submit(
+            self.store.make_durable, [item.offloaded.object_key for item in batch]
+        )
         try:
             results = self._register_batch(batch, durable)
         except TRANSIENT as exc:  # the catalog is away: every file waits
@@ -706,7 +664,6 @@ class Station:
                     exc,
                 )
                 for item in batch:
-                    item.durable = None  # its folders synced again: a failed sync is tried anew
                     self._commit_batch([item])
                 return
             results = [Registered(error=exc)]
@@ -762,10 +719,10 @@ class Station:
         for docking in dockings.values():
             docking.report(docking.progress)
 
-    def _register_batch(self, batch: list[Stored], durable: list[Future[None]]) -> list[Registered]:
+    def _register_batch(self, batch: list[Stored], durable: Future[None]) -> list[Registered]:
         """The catalog transaction of a batch (run again whole if it lost an insert race:
         the files another station registered meanwhile are then duplicates), committed
-        only once ``durable`` say the batch's objects are (raising the first failure)."""
+        only once ``durable`` says the batch's objects are (raising its failure)."""
         dockings = {item.docking.uid: item.docking.jd for item in batch}
         refs: dict[str, DockingRef] = {}
 
@@ -783,8 +740,7 @@ class Station:
                     if r.error is None and not r.duplicate
                 ],
             )
-            for synced in durable:  # never a catalog row for an object a power cut could lose
-                synced.result()
+            durable.result()  # never a catalog row for an object a power cut could lose
             return results
 
         def register(s: Session) -> list[Registered]:
