@@ -213,6 +213,37 @@ def _signed_fields(
     at: datetime | None,
 ) -> dict[str, Any]:
     """The columns of one event: its canonical fields, their hash and signature."""
+    fields, data = _chained_fields(
+        signer,
+        key_id,
+        seq,
+        prev,
+        actor=actor,
+        action=action,
+        object_type=object_type,
+        object_id=object_id,
+        details=details,
+        at=at,
+    )
+    fields["signature"] = signer.sign(data).hex()
+    return fields
+
+
+def _chained_fields(
+    signer: Signer,
+    key_id: str,
+    seq: int,
+    prev: str,
+    *,
+    actor: str,
+    action: str,
+    object_type: str,
+    object_id: str,
+    details: Mapping[str, Any] | None,
+    at: datetime | None,
+) -> tuple[dict[str, Any], bytes]:
+    """One event's canonical fields and hash (the chain links by the hash, which the
+    signature is not part of), and the bytes to sign."""
     fields: dict[str, Any] = {
         "station_id": signer.station_id,
         "seq": seq,
@@ -227,8 +258,7 @@ def _signed_fields(
     }
     data = canonical_bytes(**fields)
     fields["event_hash"] = hashlib.sha256(data).hexdigest()
-    fields["signature"] = signer.sign(data).hex()
-    return fields
+    return fields, data
 
 
 class ChainBatch:
@@ -250,6 +280,7 @@ class ChainBatch:
         # Once per batch, so append_event's own lock and head read serve.
         self._seq, self._prev = _lock_and_read_head(session, signer.station_id)
         self._rows: list[dict[str, Any]] = []
+        self._unsigned: list[bytes] = []  # the canonical bytes of the rows, signed at flush
 
     def add(
         self,
@@ -261,7 +292,7 @@ class ChainBatch:
         details: Mapping[str, Any] | None = None,
         at: datetime | None = None,
     ) -> None:
-        fields = _signed_fields(
+        fields, data = _chained_fields(
             self._signer,
             self._key_id,
             self._seq,
@@ -274,6 +305,7 @@ class ChainBatch:
             at=at,
         )
         self._rows.append(fields)
+        self._unsigned.append(data)
         self._seq += 1
         self._prev = fields["event_hash"]
 
@@ -281,8 +313,13 @@ class ChainBatch:
         return len(self._rows)
 
     def flush(self) -> None:
-        """Insert the events added so far (Core executemany; no ORM objects)."""
+        """Sign the events added so far, all at once (spread over the cores where
+        libsodium signs), and insert them (Core executemany; no ORM objects)."""
         if self._rows:
+            signatures = self._signer.sign_many(self._unsigned)
+            for row, signature in zip(self._rows, signatures, strict=True):
+                row["signature"] = signature.hex()
+            self._unsigned = []
             _INSERT_EVENTS.run(
                 self._session.connection(),
                 list(map(_EVENT_VALUES, self._rows)),

@@ -31,3 +31,21 @@ def test_without_libsodium_openssl_signs(monkeypatch: pytest.MonkeyPatch) -> Non
     signer = Signer("station", key)
     assert signer._sodium_signing is None
     assert signer.sign(b"event") == key.sign(b"event")
+
+
+@pytest.mark.parametrize("sodium", [True, False], ids=["libsodium", "openssl"])
+def test_signing_many_at_once_gives_each_its_own_signature_in_order(
+    monkeypatch: pytest.MonkeyPatch, sodium: bool
+) -> None:
+    """A registration batch signs its events together, spread over the cores: every
+    signature is the one OpenSSL gives that event, in the events' order (500 events:
+    several chunks per thread)."""
+    if not sodium:
+        monkeypatch.setattr(signing, "_sodium", lambda: None)
+    elif not signing.fast_verify_available():
+        pytest.skip("libsodium not installed")
+    key = Ed25519PrivateKey.generate()
+    signer = Signer("station", key)
+    datas = [os.urandom(i % 300) + i.to_bytes(4, "big") for i in range(500)]
+    assert signer.sign_many(datas) == [key.sign(d) for d in datas]
+    assert signer.sign_many([]) == []
