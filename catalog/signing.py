@@ -81,10 +81,16 @@ class Signer:
     @cached_property
     def _sodium_signing(self) -> _SodiumSign | None:
         """libsodium's signer for this key, made once (None: OpenSSL signs)."""
-        verifier = _sodium()
-        if verifier is None:
-            return None
-        return _SodiumSign.of(verifier.lib, self.private_key)
+        # cached_property takes no lock from Python 3.12 on: without this one, threads
+        # signing first at once would each expand the secret key.
+        with _signing_lock:
+            made = self.__dict__.get("_sodium_signing", _UNMADE)
+            if made is not _UNMADE:
+                return made  # type: ignore[no-any-return]
+            verifier = _sodium()
+            if verifier is None:
+                return None
+            return _SodiumSign.of(verifier.lib, self.private_key)
 
 
 ENGINE_ENV = "LIUHEN_ED25519"  # "openssl": never use libsodium (tests run both paths)
@@ -94,6 +100,8 @@ _SODIUM_NAMES = ("libsodium.so.23", "libsodium.so.26", "libsodium.so", "libsodiu
 PARALLEL_MIN = 64
 
 _sodium_lock = threading.Lock()
+_signing_lock = threading.Lock()
+_UNMADE = object()
 _sodium_state: list[_SodiumVerify | None] = []  # [] until first looked for
 
 

@@ -133,6 +133,16 @@ STORED_TEXTS: Final = (
     WAITING,
 )
 
+
+class _LeftStaged(Exception):
+    """A staged file left for later: its docking is stopping."""
+
+
+# Files of a docking copied and not yet registered, per copy slot (ingest.file_workers):
+# 4 lets the committer fill its batches (64 files with the default 16 slots) while the
+# store and catalog keep up, and bounds staging and a stop's backlog when they do not.
+IN_FLIGHT_PER_SLOT = 4
+
 # Problems with these services are waited out; the docking goes on staging meanwhile.
 TRANSIENT = (StoreUnavailable, CatalogUnavailable, RecordingBeingExpired)
 
@@ -397,6 +407,10 @@ class RecorderDocking(DockingWork):
         left = deque(todo)
         commits: list[Future[Exception | None]] = []
         failures: list[BaseException] = []
+        # At most this many of the docking's files copied and not yet registered: with a
+        # store slower than the copies, the recorder is not all copied into staging
+        # first, and a stopped docking has only these few still to settle.
+        room = threading.BoundedSemaphore(IN_FLIGHT_PER_SLOT * self.station.ingest.file_workers)
 
         def work() -> None:
             while True:
@@ -404,12 +418,17 @@ class RecorderDocking(DockingWork):
                     f = left.popleft()
                 except IndexError:
                     return
+                room.acquire()
                 try:
                     commit = self.take_file(f)
                 except BaseException as exc:  # a journal failure: the docking ends below
+                    room.release()
                     failures.append(exc)
                     continue
-                if commit is not None:
+                if commit is None:
+                    room.release()
+                else:
+                    commit.add_done_callback(lambda _done: room.release())
                     commits.append(commit)
 
         workers = min(self.station.ingest.file_workers, len(todo))
@@ -656,6 +675,8 @@ class RecorderDocking(DockingWork):
         try:
             if error is not None:
                 raise error
+            if self.stop.is_set():
+                raise _LeftStaged
             station.metrics.stage_seconds.observe(time.monotonic() - started)
             if copied.read_back:
                 station.read_back_done(f.id)
@@ -674,6 +695,11 @@ class RecorderDocking(DockingWork):
             stored = station.store_file(self, f, waiting, staged_now=True, done=done)
             station.committer.submit(stored, was_coming=True)
             handed = True
+        except _LeftStaged:
+            # Stopping: the file is STAGED, durably, with its staged copy in place; the
+            # recorder's next docking (or a restart) stores it. A stopped docking does
+            # not first store everything it had copied.
+            pass
         except TRANSIENT as exc:
             waiting(exc)
         except StorageError as exc:  # the store refused this file, saying why

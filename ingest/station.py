@@ -224,9 +224,15 @@ class _StagedGroup:
     in place.
     """
 
-    def __init__(self, journal: Journal, max_group: int = STAGED_GROUP_MAX) -> None:
+    def __init__(
+        self, journal: Journal, max_group: int = STAGED_GROUP_MAX, after_workers: int = 16
+    ) -> None:
         self._journal = journal
         self._max = max_group
+        # What follows STAGED for each file (the store's put: a link on a directory store,
+        # an upload on S3) runs on these threads, several files at once, so that neither a
+        # slow put nor a store that is away holds up the next group's journal write.
+        self._after = ThreadPoolExecutor(max(1, after_workers), thread_name_prefix="stored")
         self._cond = threading.Condition()
         self._waiting: list[_StagedSlot] = []
         self._thread: threading.Thread | None = None
@@ -264,13 +270,14 @@ class _StagedGroup:
             raise outcome[0]
 
     def close(self) -> None:
-        """Flush what is waiting, then stop the thread."""
+        """Flush what is waiting, then stop the thread, once what follows is done."""
         with self._cond:
             self._closed = True
             thread = self._thread
             self._cond.notify()
         if thread is not None:
             thread.join()
+        self._after.shutdown(wait=True)
 
     def _run(self) -> None:
         while True:
@@ -283,10 +290,7 @@ class _StagedGroup:
                 del self._waiting[: self._max]
             self._flush(batch)
             for slot in batch:
-                try:
-                    slot.then(slot.error)
-                except BaseException:  # then settles its file's waiters; never stop here
-                    log.exception("after staging journal file %d", slot.move.file_id)
+                self._after.submit(_then, slot)
 
     def _flush(self, batch: list[_StagedSlot]) -> None:
         try:
@@ -298,6 +302,13 @@ class _StagedGroup:
         except BaseException as exc:  # each file of the batch sees it, as its own
             for slot in batch:
                 slot.error = exc
+
+
+def _then(slot: _StagedSlot) -> None:
+    try:
+        slot.then(slot.error)
+    except BaseException:  # then settles its file's waiters; never stop the pool here
+        log.exception("after staging journal file %d", slot.move.file_id)
 
 
 class _StagedSlot:
@@ -330,7 +341,10 @@ class Station:
         self.store = store
         self.signer = signer
         self.journal = journal or Journal(settings.journal_path)
-        self.staged_group = _StagedGroup(self.journal)
+        self.staged_group = _StagedGroup(
+            self.journal,
+            after_workers=self.ingest.file_workers * max(1, self.ingest.docking_workers),
+        )
         self.actor = f"station:{signer.station_id}"
         self.parser = NameParser(
             self.ingest.filename_patterns,
