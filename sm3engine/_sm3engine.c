@@ -86,13 +86,13 @@ static const uint32_t SHA256_K[64] __attribute__((aligned(16))) = {
 };
 
 /* K across 16 lanes, added from memory like TJ_WIDE. */
-static uint32_t K_WIDE[64][MAX_LANES] __attribute__((aligned(64)));
+static uint32_t SHA256_K_WIDE[64][MAX_LANES] __attribute__((aligned(64)));
 
 static void init_constants(void) {
     for (int j = 0; j < 64; j++)
         for (int l = 0; l < MAX_LANES; l++) {
             TJ_WIDE[j][l] = TJ[j];
-            K_WIDE[j][l] = SHA256_K[j];
+            SHA256_K_WIDE[j][l] = SHA256_K[j];
         }
 }
 
@@ -188,87 +188,103 @@ static inline void store_be32(uint8_t *p, uint32_t v) {
     SHA_8ROUNDS(0); SHA_8ROUNDS(8); SHA_8ROUNDS(16); SHA_8ROUNDS(24);    \
     SHA_8ROUNDS(32); SHA_8ROUNDS(40); SHA_8ROUNDS(48); SHA_8ROUNDS(56)
 
-/* ---- scalar ------------------------------------------------------------------------ */
+/*
+ * The OP_* operations the rounds are written in. Each instruction set below defines its
+ * primitives under its own prefix (SC_, V8_, V16_) and names that prefix in OPS before
+ * its kernels; the operations that read the same on every set are written here once.
+ */
+#define OP_PASTE_(p, n) p##_##n
+#define OP_PASTE(p, n) OP_PASTE_(p, n)
+#define OP_T OP_PASTE(OPS, T)
+#define OP_ADD(x, y) OP_PASTE(OPS, ADD)(x, y)
+#define OP_XOR(x, y) OP_PASTE(OPS, XOR)(x, y)
+#define OP_XOR3(x, y, z) OP_PASTE(OPS, XOR3)(x, y, z)
+#define OP_ROL(x, n) OP_PASTE(OPS, ROL)(x, n)
+#define OP_ROR(x, n) OP_PASTE(OPS, ROR)(x, n)
+#define OP_SHR(x, n) OP_PASTE(OPS, SHR)(x, n)
+#define OP_TJ(j) OP_PASTE(OPS, TABLE)(TJ, j)
+#define OP_K(j) OP_PASTE(OPS, TABLE)(SHA256_K, j)
+#define OP_MAJ(x, y, z) OP_PASTE(OPS, MAJ)(x, y, z)
+#define OP_CH(x, y, z) OP_PASTE(OPS, CHOOSE)(x, y, z) /* x ? y : z */
+#define OP_FF0(x, y, z) OP_XOR3(x, y, z)
+#define OP_GG0(x, y, z) OP_XOR3(x, y, z)
+#define OP_FF1(x, y, z) OP_MAJ(x, y, z)
+#define OP_GG1(x, y, z) OP_CH(x, y, z)
+#define OP_P0(x) OP_XOR3(x, OP_ROL(x, 9), OP_ROL(x, 17))
+#define OP_P1(x) OP_XOR3(x, OP_ROL(x, 15), OP_ROL(x, 23))
 
-#define OP_T uint32_t
-#define OP_ADD(x, y) ((x) + (y))
-#define OP_XOR(x, y) ((x) ^ (y))
-#define OP_ROL(x, n) (((x) << (n)) | ((x) >> (32 - (n))))
-#define OP_TJ(j) TJ[j]
-#define OP_FF0(x, y, z) ((x) ^ (y) ^ (z))
-#define OP_GG0(x, y, z) ((x) ^ (y) ^ (z))
-#define OP_FF1(x, y, z) (((x) & (y)) | ((z) & ((x) | (y))))
-#define OP_GG1(x, y, z) ((((y) ^ (z)) & (x)) ^ (z))
-#define OP_P0(x) ((x) ^ OP_ROL(x, 9) ^ OP_ROL(x, 17))
-#define OP_P1(x) ((x) ^ OP_ROL(x, 15) ^ OP_ROL(x, 23))
-#define OP_XOR3(x, y, z) ((x) ^ (y) ^ (z))
-#define OP_ROR(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
-#define OP_SHR(x, n) ((x) >> (n))
-#define OP_K(j) SHA256_K[j]
-#define OP_CH(x, y, z) ((((y) ^ (z)) & (x)) ^ (z))
-#define OP_MAJ(x, y, z) (((x) & (y)) | ((z) & ((x) | (y))))
+/*
+ * One block's 64 rounds (ROUNDS: SM3_64ROUNDS or SHA_64ROUNDS) on the state words s[0..7],
+ * the message words already in W; the feed-forward COMBINE is OP_XOR for SM3 and OP_ADD
+ * for SHA-256. The one block step of every kernel, scalar and lanes alike.
+ */
+#define STATE_ROUNDS(s, ROUNDS, COMBINE)                                                  \
+    do {                                                                                  \
+        OP_T a = s[0], b = s[1], c = s[2], d = s[3], e = s[4], f = s[5], g = s[6], h = s[7]; \
+        ROUNDS();                                                                         \
+        s[0] = COMBINE(s[0], a); s[1] = COMBINE(s[1], b); s[2] = COMBINE(s[2], c);        \
+        s[3] = COMBINE(s[3], d); s[4] = COMBINE(s[4], e); s[5] = COMBINE(s[5], f);        \
+        s[6] = COMBINE(s[6], g); s[7] = COMBINE(s[7], h);                                 \
+    } while (0)
 
-#define SCALAR_BODY                                                        \
-    {                                                                      \
-        uint32_t W[16];                                                    \
-        while (nblocks--) {                                                \
-            for (int i = 0; i < 16; i++) W[i] = load_be32(p + 4 * i);      \
-            uint32_t a = st[0], b = st[1], c = st[2], d = st[3];           \
-            uint32_t e = st[4], f = st[5], g = st[6], h = st[7];           \
-            SM3_64ROUNDS();                                                \
-            st[0] ^= a; st[1] ^= b; st[2] ^= c; st[3] ^= d;                \
-            st[4] ^= e; st[5] ^= f; st[6] ^= g; st[7] ^= h;                \
-            p += 64;                                                       \
-        }                                                                  \
+/*
+ * A lane kernel (lane_fn, below) for the instruction set OPS names: its LANES lanes, the
+ * state rows loaded and stored with LOAD and STORE, each block's message words gathered
+ * from the lanes, byte-swapped (with BSWAP) and transposed into W by MESSAGE, then one
+ * block of ROUNDS fed forward with COMBINE.
+ */
+#define LANE_KERNEL(name, ROUNDS, COMBINE)                                                 \
+    OP_PASTE(OPS, TARGET) static void name(                                                \
+        uint32_t *st, const uint8_t *const *ptr, const size_t *step, size_t nblocks) {     \
+        const OP_T bswap = OP_PASTE(OPS, BSWAP);                                           \
+        const uint8_t *p[OP_PASTE(OPS, LANES)];                                            \
+        for (int l = 0; l < OP_PASTE(OPS, LANES); l++) p[l] = ptr[l];                      \
+        OP_T s[8];                                                                         \
+        for (int w = 0; w < 8; w++) s[w] = OP_PASTE(OPS, LOAD)(st + OP_PASTE(OPS, LANES) * w); \
+        OP_T W[16];                                                                        \
+        for (size_t n = 0; n < nblocks; n++) {                                             \
+            OP_PASTE(OPS, MESSAGE)(W, p, bswap);                                           \
+            for (int l = 0; l < OP_PASTE(OPS, LANES); l++) p[l] += step[l];                \
+            STATE_ROUNDS(s, ROUNDS, COMBINE);                                              \
+        }                                                                                  \
+        for (int w = 0; w < 8; w++) OP_PASTE(OPS, STORE)(st + OP_PASTE(OPS, LANES) * w, s[w]); \
     }
 
-static void sm3_blocks_scalar(uint32_t st[8], const uint8_t *p, size_t nblocks) SCALAR_BODY
+/* ---- scalar ------------------------------------------------------------------------ */
+
+#define SC_T uint32_t
+#define SC_ADD(x, y) ((x) + (y))
+#define SC_XOR(x, y) ((x) ^ (y))
+#define SC_XOR3(x, y, z) ((x) ^ (y) ^ (z))
+#define SC_ROL(x, n) (((x) << (n)) | ((x) >> (32 - (n))))
+#define SC_ROR(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
+#define SC_SHR(x, n) ((x) >> (n))
+#define SC_TABLE(t, j) t[j]
+#define SC_MAJ(x, y, z) (((x) & (y)) | ((z) & ((x) | (y))))
+#define SC_CHOOSE(x, y, z) ((((y) ^ (z)) & (x)) ^ (z))
+#define OPS SC
+
+/* A single-stream compression: nblocks blocks from p into st. */
+#define SCALAR_BLOCKS(name, ROUNDS, COMBINE)                                 \
+    static void name(uint32_t st[8], const uint8_t *p, size_t nblocks) {     \
+        uint32_t W[16];                                                      \
+        while (nblocks--) {                                                  \
+            for (int i = 0; i < 16; i++) W[i] = load_be32(p + 4 * i);        \
+            STATE_ROUNDS(st, ROUNDS, COMBINE);                               \
+            p += 64;                                                         \
+        }                                                                    \
+    }
+
+SCALAR_BLOCKS(sm3_blocks_scalar, SM3_64ROUNDS, OP_XOR)
+SCALAR_BLOCKS(sha256_blocks_scalar, SHA_64ROUNDS, OP_ADD)
 
 #if SM3_X86
 /* The same code with BMI2's rorx: rotates without a register copy. */
-__attribute__((target("bmi2")))
-static void sm3_blocks_bmi2(uint32_t st[8], const uint8_t *p, size_t nblocks) SCALAR_BODY
+__attribute__((target("bmi2"))) SCALAR_BLOCKS(sm3_blocks_bmi2, SM3_64ROUNDS, OP_XOR)
+__attribute__((target("bmi2"))) SCALAR_BLOCKS(sha256_blocks_bmi2, SHA_64ROUNDS, OP_ADD)
 #endif
 
-#define SHA_SCALAR_BODY                                                    \
-    {                                                                      \
-        uint32_t W[16];                                                    \
-        while (nblocks--) {                                                \
-            for (int i = 0; i < 16; i++) W[i] = load_be32(p + 4 * i);      \
-            uint32_t a = st[0], b = st[1], c = st[2], d = st[3];           \
-            uint32_t e = st[4], f = st[5], g = st[6], h = st[7];           \
-            SHA_64ROUNDS();                                                \
-            st[0] += a; st[1] += b; st[2] += c; st[3] += d;                \
-            st[4] += e; st[5] += f; st[6] += g; st[7] += h;                \
-            p += 64;                                                       \
-        }                                                                  \
-    }
-
-static void sha256_blocks_scalar(uint32_t st[8], const uint8_t *p, size_t nblocks)
-    SHA_SCALAR_BODY
-
-#if SM3_X86
-__attribute__((target("bmi2")))
-static void sha256_blocks_bmi2(uint32_t st[8], const uint8_t *p, size_t nblocks) SHA_SCALAR_BODY
-#endif
-
-#undef OP_T
-#undef OP_ADD
-#undef OP_XOR
-#undef OP_ROL
-#undef OP_TJ
-#undef OP_FF0
-#undef OP_GG0
-#undef OP_FF1
-#undef OP_GG1
-#undef OP_P0
-#undef OP_P1
-#undef OP_XOR3
-#undef OP_ROR
-#undef OP_SHR
-#undef OP_K
-#undef OP_CH
-#undef OP_MAJ
+#undef OPS
 
 typedef void (*scalar_fn)(uint32_t st[8], const uint8_t *p, size_t nblocks);
 
@@ -343,24 +359,18 @@ typedef void (*lane_fn)(uint32_t *st, const uint8_t *const *ptr, const size_t *s
 #if SM3_X86
 /* ---- AVX2, 8 lanes ----------------------------------------------------------------- */
 
-#define OP_T __m256i
-#define OP_ADD(x, y) _mm256_add_epi32(x, y)
-#define OP_XOR(x, y) _mm256_xor_si256(x, y)
-#define OP_ROL(x, n) _mm256_or_si256(_mm256_slli_epi32(x, n), _mm256_srli_epi32(x, 32 - (n)))
-#define OP_TJ(j) _mm256_loadu_si256((const __m256i *)TJ_WIDE[j])
-#define OP_FF0(x, y, z) OP_XOR(OP_XOR(x, y), z)
-#define OP_GG0(x, y, z) OP_XOR(OP_XOR(x, y), z)
-#define OP_FF1(x, y, z) \
+#define V8_T __m256i
+#define V8_ADD(x, y) _mm256_add_epi32(x, y)
+#define V8_XOR(x, y) _mm256_xor_si256(x, y)
+#define V8_XOR3(x, y, z) V8_XOR(V8_XOR(x, y), z)
+#define V8_ROL(x, n) _mm256_or_si256(_mm256_slli_epi32(x, n), _mm256_srli_epi32(x, 32 - (n)))
+#define V8_ROR(x, n) _mm256_or_si256(_mm256_srli_epi32(x, n), _mm256_slli_epi32(x, 32 - (n)))
+#define V8_SHR(x, n) _mm256_srli_epi32(x, n)
+#define V8_TABLE(t, j) _mm256_loadu_si256((const __m256i *)t##_WIDE[j])
+#define V8_MAJ(x, y, z) \
     _mm256_or_si256(_mm256_and_si256(x, y), _mm256_and_si256(z, _mm256_or_si256(x, y)))
-#define OP_GG1(x, y, z) OP_XOR(_mm256_and_si256(OP_XOR(y, z), x), z)
-#define OP_P0(x) OP_XOR(OP_XOR(x, OP_ROL(x, 9)), OP_ROL(x, 17))
-#define OP_P1(x) OP_XOR(OP_XOR(x, OP_ROL(x, 15)), OP_ROL(x, 23))
-#define OP_XOR3(x, y, z) OP_XOR(OP_XOR(x, y), z)
-#define OP_ROR(x, n) _mm256_or_si256(_mm256_srli_epi32(x, n), _mm256_slli_epi32(x, 32 - (n)))
-#define OP_SHR(x, n) _mm256_srli_epi32(x, n)
-#define OP_K(j) _mm256_loadu_si256((const __m256i *)K_WIDE[j])
-#define OP_CH(x, y, z) OP_XOR(_mm256_and_si256(OP_XOR(y, z), x), z)
-#define OP_MAJ(x, y, z) OP_FF1(x, y, z)
+#define V8_CHOOSE(x, y, z) V8_XOR(_mm256_and_si256(V8_XOR(y, z), x), z)
+#define OPS V8
 
 /* Eight rows (one per lane, eight words each) into eight columns (one per word). */
 __attribute__((target("avx2"))) static inline void transpose8(__m256i r[8]) {
@@ -382,107 +392,43 @@ __attribute__((target("avx2"))) static inline void transpose8(__m256i r[8]) {
     r[7] = _mm256_permute2x128_si256(u3, u7, 0x31);
 }
 
-__attribute__((target("avx2"))) static void sm3_lanes_avx2(uint32_t *st,
-                                                            const uint8_t *const *ptr,
-                                                            const size_t *step, size_t nblocks) {
-    const __m256i bswap = _mm256_setr_epi8(3, 2, 1, 0, 7, 6, 5, 4, 11, 10, 9, 8, 15, 14, 13, 12,
-                                           3, 2, 1, 0, 7, 6, 5, 4, 11, 10, 9, 8, 15, 14, 13, 12);
-    const uint8_t *p[8];
-    for (int l = 0; l < 8; l++) p[l] = ptr[l];
-    __m256i s[8];
-    for (int w = 0; w < 8; w++) s[w] = _mm256_loadu_si256((const __m256i *)(st + 8 * w));
-    __m256i W[16];
-    for (size_t n = 0; n < nblocks; n++) {
-        for (int half = 0; half < 2; half++) {
-            __m256i r[8];
-            for (int l = 0; l < 8; l++) {
-                if (half == 0) _mm_prefetch((const char *)p[l] + PREFETCH_AHEAD, _MM_HINT_T0);
-                r[l] = _mm256_shuffle_epi8(
-                    _mm256_loadu_si256((const __m256i *)(p[l] + 32 * half)), bswap);
-            }
-            transpose8(r);
-            for (int w = 0; w < 8; w++) W[8 * half + w] = r[w];
-        }
-        for (int l = 0; l < 8; l++) p[l] += step[l];
-        __m256i a = s[0], b = s[1], c = s[2], d = s[3], e = s[4], f = s[5], g = s[6], h = s[7];
-        SM3_64ROUNDS();
-        s[0] = OP_XOR(s[0], a); s[1] = OP_XOR(s[1], b); s[2] = OP_XOR(s[2], c);
-        s[3] = OP_XOR(s[3], d); s[4] = OP_XOR(s[4], e); s[5] = OP_XOR(s[5], f);
-        s[6] = OP_XOR(s[6], g); s[7] = OP_XOR(s[7], h);
+#define V8_TARGET __attribute__((target("avx2")))
+#define V8_LANES 8
+#define V8_BSWAP                                                                           \
+    _mm256_setr_epi8(3, 2, 1, 0, 7, 6, 5, 4, 11, 10, 9, 8, 15, 14, 13, 12, 3, 2, 1, 0, 7, 6, 5, \
+                     4, 11, 10, 9, 8, 15, 14, 13, 12)
+#define V8_LOAD(q) _mm256_loadu_si256((const __m256i *)(q))
+#define V8_STORE(q, v) _mm256_storeu_si256((__m256i *)(q), v)
+/* A block of each lane, in two 32-byte halves, as the sixteen message words. */
+#define V8_MESSAGE(W, p, bswap)                                                            \
+    for (int half = 0; half < 2; half++) {                                                 \
+        __m256i r[8];                                                                      \
+        for (int l = 0; l < 8; l++) {                                                      \
+            if (half == 0) _mm_prefetch((const char *)p[l] + PREFETCH_AHEAD, _MM_HINT_T0); \
+            r[l] = _mm256_shuffle_epi8(V8_LOAD(p[l] + 32 * half), bswap);                  \
+        }                                                                                  \
+        transpose8(r);                                                                     \
+        for (int w = 0; w < 8; w++) W[8 * half + w] = r[w];                                \
     }
-    for (int w = 0; w < 8; w++) _mm256_storeu_si256((__m256i *)(st + 8 * w), s[w]);
-}
 
-/* SHA-256 in 8 lanes: the same loads and transpose, SHA-256's rounds, added back. */
-__attribute__((target("avx2"))) static void sha256_lanes_avx2(uint32_t *st,
-                                                               const uint8_t *const *ptr,
-                                                               const size_t *step,
-                                                               size_t nblocks) {
-    const __m256i bswap = _mm256_setr_epi8(3, 2, 1, 0, 7, 6, 5, 4, 11, 10, 9, 8, 15, 14, 13, 12,
-                                           3, 2, 1, 0, 7, 6, 5, 4, 11, 10, 9, 8, 15, 14, 13, 12);
-    const uint8_t *p[8];
-    for (int l = 0; l < 8; l++) p[l] = ptr[l];
-    __m256i s[8];
-    for (int w = 0; w < 8; w++) s[w] = _mm256_loadu_si256((const __m256i *)(st + 8 * w));
-    __m256i W[16];
-    for (size_t n = 0; n < nblocks; n++) {
-        for (int half = 0; half < 2; half++) {
-            __m256i r[8];
-            for (int l = 0; l < 8; l++) {
-                if (half == 0) _mm_prefetch((const char *)p[l] + PREFETCH_AHEAD, _MM_HINT_T0);
-                r[l] = _mm256_shuffle_epi8(
-                    _mm256_loadu_si256((const __m256i *)(p[l] + 32 * half)), bswap);
-            }
-            transpose8(r);
-            for (int w = 0; w < 8; w++) W[8 * half + w] = r[w];
-        }
-        for (int l = 0; l < 8; l++) p[l] += step[l];
-        __m256i a = s[0], b = s[1], c = s[2], d = s[3], e = s[4], f = s[5], g = s[6], h = s[7];
-        SHA_64ROUNDS();
-        s[0] = OP_ADD(s[0], a); s[1] = OP_ADD(s[1], b); s[2] = OP_ADD(s[2], c);
-        s[3] = OP_ADD(s[3], d); s[4] = OP_ADD(s[4], e); s[5] = OP_ADD(s[5], f);
-        s[6] = OP_ADD(s[6], g); s[7] = OP_ADD(s[7], h);
-    }
-    for (int w = 0; w < 8; w++) _mm256_storeu_si256((__m256i *)(st + 8 * w), s[w]);
-}
+LANE_KERNEL(sm3_lanes_avx2, SM3_64ROUNDS, OP_XOR)
+LANE_KERNEL(sha256_lanes_avx2, SHA_64ROUNDS, OP_ADD)
 
-#undef OP_T
-#undef OP_ADD
-#undef OP_XOR
-#undef OP_ROL
-#undef OP_TJ
-#undef OP_FF0
-#undef OP_GG0
-#undef OP_FF1
-#undef OP_GG1
-#undef OP_P0
-#undef OP_P1
-#undef OP_XOR3
-#undef OP_ROR
-#undef OP_SHR
-#undef OP_K
-#undef OP_CH
-#undef OP_MAJ
+#undef OPS
 
 /* ---- AVX-512, 16 lanes: vprold rotates, vpternlogd three-input booleans ------------- */
 
-#define OP_T __m512i
-#define OP_ADD(x, y) _mm512_add_epi32(x, y)
-#define OP_XOR(x, y) _mm512_xor_si512(x, y)
-#define OP_ROL(x, n) _mm512_rol_epi32(x, n)
-#define OP_TJ(j) _mm512_loadu_si512((const void *)TJ_WIDE[j])
-#define OP_XOR3(x, y, z) _mm512_ternarylogic_epi32(x, y, z, 0x96)
-#define OP_FF0(x, y, z) OP_XOR3(x, y, z)
-#define OP_GG0(x, y, z) OP_XOR3(x, y, z)
-#define OP_FF1(x, y, z) _mm512_ternarylogic_epi32(x, y, z, 0xE8) /* majority */
-#define OP_GG1(x, y, z) _mm512_ternarylogic_epi32(x, y, z, 0xCA) /* x ? y : z */
-#define OP_P0(x) OP_XOR3(x, OP_ROL(x, 9), OP_ROL(x, 17))
-#define OP_P1(x) OP_XOR3(x, OP_ROL(x, 15), OP_ROL(x, 23))
-#define OP_ROR(x, n) _mm512_ror_epi32(x, n)
-#define OP_SHR(x, n) _mm512_srli_epi32(x, n)
-#define OP_K(j) _mm512_loadu_si512((const void *)K_WIDE[j])
-#define OP_CH(x, y, z) _mm512_ternarylogic_epi32(x, y, z, 0xCA) /* x ? y : z */
-#define OP_MAJ(x, y, z) _mm512_ternarylogic_epi32(x, y, z, 0xE8)
+#define V16_T __m512i
+#define V16_ADD(x, y) _mm512_add_epi32(x, y)
+#define V16_XOR(x, y) _mm512_xor_si512(x, y)
+#define V16_XOR3(x, y, z) _mm512_ternarylogic_epi32(x, y, z, 0x96)
+#define V16_ROL(x, n) _mm512_rol_epi32(x, n)
+#define V16_ROR(x, n) _mm512_ror_epi32(x, n)
+#define V16_SHR(x, n) _mm512_srli_epi32(x, n)
+#define V16_TABLE(t, j) _mm512_loadu_si512((const void *)t##_WIDE[j])
+#define V16_MAJ(x, y, z) _mm512_ternarylogic_epi32(x, y, z, 0xE8)
+#define V16_CHOOSE(x, y, z) _mm512_ternarylogic_epi32(x, y, z, 0xCA)
+#define OPS V16
 
 /* Sixteen rows (lanes) of sixteen words into sixteen columns (words). */
 __attribute__((target("avx512f"))) static inline void transpose16(__m512i r[16]) {
@@ -511,56 +457,27 @@ __attribute__((target("avx512f"))) static inline void transpose16(__m512i r[16])
     }
 }
 
-__attribute__((target("avx512f,avx512bw"))) static void sm3_lanes_avx512(
-    uint32_t *st, const uint8_t *const *ptr, const size_t *step, size_t nblocks) {
-    const __m512i bswap = _mm512_broadcast_i32x4(
-        _mm_setr_epi8(3, 2, 1, 0, 7, 6, 5, 4, 11, 10, 9, 8, 15, 14, 13, 12));
-    const uint8_t *p[16];
-    for (int l = 0; l < 16; l++) p[l] = ptr[l];
-    __m512i s[8];
-    for (int w = 0; w < 8; w++) s[w] = _mm512_loadu_si512((const void *)(st + 16 * w));
-    __m512i W[16];
-    for (size_t n = 0; n < nblocks; n++) {
-        for (int l = 0; l < 16; l++) {
-            /* sixteen streams at once are more than the hardware prefetcher follows */
-            _mm_prefetch((const char *)p[l] + PREFETCH_AHEAD, _MM_HINT_T0);
-            W[l] = _mm512_shuffle_epi8(_mm512_loadu_si512((const void *)p[l]), bswap);
-        }
-        transpose16(W);
-        for (int l = 0; l < 16; l++) p[l] += step[l];
-        __m512i a = s[0], b = s[1], c = s[2], d = s[3], e = s[4], f = s[5], g = s[6], h = s[7];
-        SM3_64ROUNDS();
-        s[0] = OP_XOR(s[0], a); s[1] = OP_XOR(s[1], b); s[2] = OP_XOR(s[2], c);
-        s[3] = OP_XOR(s[3], d); s[4] = OP_XOR(s[4], e); s[5] = OP_XOR(s[5], f);
-        s[6] = OP_XOR(s[6], g); s[7] = OP_XOR(s[7], h);
-    }
-    for (int w = 0; w < 8; w++) _mm512_storeu_si512((void *)(st + 16 * w), s[w]);
-}
+#define V16_TARGET __attribute__((target("avx512f,avx512bw")))
+#define V16_LANES 16
+#define V16_BSWAP \
+    _mm512_broadcast_i32x4(_mm_setr_epi8(3, 2, 1, 0, 7, 6, 5, 4, 11, 10, 9, 8, 15, 14, 13, 12))
+#define V16_LOAD(q) _mm512_loadu_si512((const void *)(q))
+#define V16_STORE(q, v) _mm512_storeu_si512((void *)(q), v)
+/* A 64-byte block of each lane as the sixteen message words; sixteen streams at once are
+ * more than the hardware prefetcher follows. */
+#define V16_MESSAGE(W, p, bswap)                                                 \
+    do {                                                                         \
+        for (int l = 0; l < 16; l++) {                                           \
+            _mm_prefetch((const char *)p[l] + PREFETCH_AHEAD, _MM_HINT_T0);      \
+            W[l] = _mm512_shuffle_epi8(V16_LOAD(p[l]), bswap);                   \
+        }                                                                        \
+        transpose16(W);                                                          \
+    } while (0)
 
-__attribute__((target("avx512f,avx512bw"))) static void sha256_lanes_avx512(
-    uint32_t *st, const uint8_t *const *ptr, const size_t *step, size_t nblocks) {
-    const __m512i bswap = _mm512_broadcast_i32x4(
-        _mm_setr_epi8(3, 2, 1, 0, 7, 6, 5, 4, 11, 10, 9, 8, 15, 14, 13, 12));
-    const uint8_t *p[16];
-    for (int l = 0; l < 16; l++) p[l] = ptr[l];
-    __m512i s[8];
-    for (int w = 0; w < 8; w++) s[w] = _mm512_loadu_si512((const void *)(st + 16 * w));
-    __m512i W[16];
-    for (size_t n = 0; n < nblocks; n++) {
-        for (int l = 0; l < 16; l++) {
-            _mm_prefetch((const char *)p[l] + PREFETCH_AHEAD, _MM_HINT_T0);
-            W[l] = _mm512_shuffle_epi8(_mm512_loadu_si512((const void *)p[l]), bswap);
-        }
-        transpose16(W);
-        for (int l = 0; l < 16; l++) p[l] += step[l];
-        __m512i a = s[0], b = s[1], c = s[2], d = s[3], e = s[4], f = s[5], g = s[6], h = s[7];
-        SHA_64ROUNDS();
-        s[0] = OP_ADD(s[0], a); s[1] = OP_ADD(s[1], b); s[2] = OP_ADD(s[2], c);
-        s[3] = OP_ADD(s[3], d); s[4] = OP_ADD(s[4], e); s[5] = OP_ADD(s[5], f);
-        s[6] = OP_ADD(s[6], g); s[7] = OP_ADD(s[7], h);
-    }
-    for (int w = 0; w < 8; w++) _mm512_storeu_si512((void *)(st + 16 * w), s[w]);
-}
+LANE_KERNEL(sm3_lanes_avx512, SM3_64ROUNDS, OP_XOR)
+LANE_KERNEL(sha256_lanes_avx512, SHA_64ROUNDS, OP_ADD)
+
+#undef OPS
 #endif /* SM3_X86 */
 
 /* ---- paths ------------------------------------------------------------------------- */
@@ -1007,26 +924,21 @@ static PyGetSetDef SM3_getset[] = {
     {NULL, NULL, NULL, NULL, NULL},
 };
 
-static PyTypeObject SM3Type = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "sm3engine._sm3engine.SM3",
-    .tp_basicsize = sizeof(SM3Object),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "An incremental SM3 context (update, digest, hexdigest, copy).",
-    .tp_new = SM3_new,
-    .tp_methods = SM3_methods,
-    .tp_getset = SM3_getset,
-};
+/* One type per hash, so that isinstance and repr tell them apart; everything but the
+ * name and the doc is shared (the context's algo_t says which hash it runs). */
+#define HASHER_TYPE(pyname, hash)                                                  \
+    {                                                                              \
+        PyVarObject_HEAD_INIT(NULL, 0).tp_name = "sm3engine._sm3engine." pyname,   \
+        .tp_basicsize = sizeof(SM3Object),                                         \
+        .tp_flags = Py_TPFLAGS_DEFAULT,                                            \
+        .tp_doc = "An incremental " hash " context (update, digest, hexdigest, copy).", \
+        .tp_new = SM3_new,                                                         \
+        .tp_methods = SM3_methods,                                                 \
+        .tp_getset = SM3_getset,                                                   \
+    }
 
-/* The same object for SHA-256: its own type so that isinstance and repr tell them apart. */
-static PyTypeObject SHA256Type = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "sm3engine._sm3engine.SHA256",
-    .tp_basicsize = sizeof(SM3Object),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "An incremental SHA-256 context (update, digest, hexdigest, copy).",
-    .tp_new = SM3_new,
-    .tp_methods = SM3_methods,
-    .tp_getset = SM3_getset,
-};
+static PyTypeObject SM3Type = HASHER_TYPE("SM3", "SM3");
+static PyTypeObject SHA256Type = HASHER_TYPE("SHA256", "SHA-256");
 
 /* ---- many streams and many messages at once ------------------------------------------ */
 

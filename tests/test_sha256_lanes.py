@@ -13,13 +13,13 @@ import hashlib
 import random
 from array import array
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import sm3engine
+from tests import engine_paths as ep
 
 pytestmark = pytest.mark.skipif(not sm3engine.AVAILABLE, reason="the SM3 engine is not built")
 
@@ -27,22 +27,6 @@ ABC = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
 M448 = b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"
 M448_HEX = "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"
 MILLION_A = "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0"
-
-
-def _cpu_flags() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
-
-
-FLAGS = _cpu_flags()
-NEEDS = {"avx512": {"avx512f", "avx512bw"}, "avx2": {"avx2"}, "scalar": set()}
-HAS_SHA_NI = "sha_ni" in FLAGS
 
 
 def ref(data: bytes | memoryview) -> bytes:
@@ -66,29 +50,24 @@ def sm3_ref(data: bytes | memoryview) -> bytes:
 )
 def path(request: pytest.FixtureRequest) -> Iterator[str]:
     name, shani = request.param
-    missing = NEEDS[name] - FLAGS
-    if missing:
-        pytest.skip(f"this CPU lacks {', '.join(sorted(missing))}")
-    if shani and not HAS_SHA_NI:
+    ep.skip_unless_cpu_runs(name)
+    if shani and not ep.HAS_SHA_NI:
         pytest.skip("this CPU lacks sha_ni")
-    before = sm3engine.engine_info()["path"]
-    sm3engine.set_path(name)
-    assert sm3engine.set_sha_ni(shani) == shani
-    yield name
-    sm3engine.set_path(before)
-    sm3engine.set_sha_ni(True)
+    with ep.forced_path(name):
+        assert sm3engine.set_sha_ni(shani) == shani
+        yield name
+        sm3engine.set_sha_ni(True)
 
 
 @pytest.fixture(scope="module")
 def pool() -> memoryview:
-    """12 MB of random bytes that every test slices messages from."""
-    return memoryview(random.Random(1804).randbytes(12 << 20))
+    return ep.random_pool(1804)
 
 
 def test_sha_ni_is_used_where_the_cpu_has_it() -> None:
-    want = "sha-ni" if HAS_SHA_NI else ("bmi2" if "bmi2" in FLAGS else "generic")
+    want = "sha-ni" if ep.HAS_SHA_NI else ("bmi2" if "bmi2" in ep.FLAGS else "generic")
     assert sm3engine._c.sha256_instructions() == want
-    assert ("SHA-NI" in sm3engine.engine_info()["sha256"]) == HAS_SHA_NI
+    assert ("SHA-NI" in sm3engine.engine_info()["sha256"]) == ep.HAS_SHA_NI
     assert "SHA-256" in sm3engine.engine_info()["instructions"]
 
 
@@ -134,38 +113,16 @@ def test_every_length_0_to_300_in_one_call(path: str, pool: memoryview) -> None:
     hashers = [sm3engine.new_sha256() for _ in msgs]
     sm3engine.update_many(hashers, msgs)
     assert [h.digest() for h in hashers] == want
-    assert sm3engine.hash_many(msgs, "sha256") == want
-    offsets = [0]
-    for m in msgs:
-        offsets.append(offsets[-1] + len(m))
-    assert sm3engine.hash_batch(b"".join(msgs), array("q", offsets), "sha256") == b"".join(want)
+    ep.check_many_and_batch(msgs, want, "sha256")
 
 
 @pytest.mark.parametrize("streams", [1, 3, 8, 16, 17, 40])
 def test_random_messages_unaligned(path: str, pool: memoryview, streams: int) -> None:
-    rnd = random.Random(streams)
-    # one message up to 4 MB per call, the rest up to 256 kB (the test stays quick)
-    sizes = [rnd.randrange(4 << 20)] + [rnd.randrange(256 << 10) for _ in range(streams - 1)]
-    rnd.shuffle(sizes)
-    msgs = [pool[(off := rnd.randrange(1, 1 << 20) | 1) : off + n] for n in sizes]
-    want = [ref(m) for m in msgs]
-    assert sm3engine.hash_many(msgs, "sha256") == want
-    # the same messages as streams, fed in chunks of random sizes, several calls
-    hashers = [sm3engine.new_sha256() for _ in msgs]
-    done = [0] * len(msgs)
-    while any(d < len(m) for d, m in zip(done, msgs, strict=True)):
-        chunks = []
-        for i, m in enumerate(msgs):
-            n = rnd.choice([0, 1, 63, 64, 65, 4095, 1 << 20, 3 << 20])
-            chunks.append(m[done[i] : done[i] + n])
-            done[i] = min(len(m), done[i] + n)
-        sm3engine.update_many(hashers, chunks)
-    assert [h.digest() for h in hashers] == want
+    ep.check_random_streams(pool, streams, 4 << 20, sm3engine.new_sha256, ref, "sha256")
 
 
 def test_very_unequal_lengths_in_one_call(path: str, pool: memoryview) -> None:
-    sizes = [0, 1, 55, 56, 63, 64, 65, 119, 120, 128, 1000, 4096, 65537, 1 << 20, 5 << 20, 9]
-    msgs = [pool[3 + i : 3 + i + n] for i, n in enumerate(sizes)]
+    msgs = ep.unequal_messages(pool)
     assert sm3engine.hash_many(msgs, "sha256") == [ref(m) for m in msgs]
     hashers = [sm3engine.new_sha256(b"x") for _ in msgs]
     sm3engine.update_many(hashers, msgs)
@@ -203,34 +160,17 @@ def test_sm3_and_sha256_mixed_in_one_call(path: str, pool: memoryview) -> None:
 @settings(max_examples=60, deadline=None)
 @given(
     st.lists(st.binary(max_size=700), max_size=40),
-    st.sampled_from(["avx512", "avx2", "scalar"]),
+    st.sampled_from(ep.PATHS),
     st.booleans(),
 )
 def test_property_against_hashlib(msgs: list[bytes], name: str, shani: bool) -> None:
-    if NEEDS[name] - FLAGS:
-        name = "scalar"
-    before = sm3engine.engine_info()["path"]
-    sm3engine.set_path(name)
-    sm3engine.set_sha_ni(shani)
-    try:
-        want = [ref(m) for m in msgs]
-        assert sm3engine.hash_many(msgs, "sha256") == want
-        offsets = [0]
-        for m in msgs:
-            offsets.append(offsets[-1] + len(m))
-        assert sm3engine.hash_batch(b"".join(msgs), offsets, "sha256") == b"".join(want)
-        hashers = [sm3engine.new_sha256() for _ in msgs]
-        thirds = [len(m) // 3 for m in msgs]
-        sm3engine.update_many(hashers, [m[:t] for m, t in zip(msgs, thirds, strict=True)])
-        copies = [h.copy() for h in hashers]
-        sm3engine.update_many(hashers, [m[t:] for m, t in zip(msgs, thirds, strict=True)])
-        assert [h.digest() for h in hashers] == want
-        for c, m, t in zip(copies, msgs, thirds, strict=True):
-            c.update(m[t:])
-            assert c.digest() == ref(m)
-    finally:
-        sm3engine.set_path(before)
-        sm3engine.set_sha_ni(True)
+    with ep.forced_path(ep.runnable(name)):
+        sm3engine.set_sha_ni(shani)
+        try:
+            ep.check_many_and_batch(msgs, [ref(m) for m in msgs], "sha256")
+            ep.check_split_update_and_copy(sm3engine.new_sha256, msgs, ref)
+        finally:
+            sm3engine.set_sha_ni(True)
 
 
 @settings(max_examples=60, deadline=None)

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 import sm3engine
 from archive_export.parallel_hash import FileSource, Item, hash_items
 from storage.digest import Digest, new_hasher, sm3_many
+from tests import engine_paths as ep
 
 pytestmark = pytest.mark.skipif(not sm3engine.AVAILABLE, reason="the SM3 engine is not built")
 
@@ -30,49 +31,30 @@ ABC = "66c7f0f462eeedd9d1f2d46bdc10e4e24167c4875cf2f7a2297da02b8f4ba8e0"
 ABCD16 = "debe9ff92275b8a138604889c18e5a4d6fdb70e5387e5765293dcba39c0c5732"
 
 
-def _cpu_flags() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
-
-
-FLAGS = _cpu_flags()
-NEEDS = {"avx512": {"avx512f", "avx512bw"}, "avx2": {"avx2"}, "scalar": set()}
-
-
 def ref(data: bytes | memoryview) -> bytes:
     return hashlib.new("sm3", data).digest()
 
 
-@pytest.fixture(params=["avx512", "avx2", "scalar"])
+@pytest.fixture(params=ep.PATHS)
 def path(request: pytest.FixtureRequest) -> Iterator[str]:
     name: str = request.param
-    missing = NEEDS[name] - FLAGS
-    if missing:
-        pytest.skip(f"this CPU lacks {', '.join(sorted(missing))}")
-    before = sm3engine.engine_info()["path"]
-    sm3engine.set_path(name)
-    yield name
-    sm3engine.set_path(before)
+    ep.skip_unless_cpu_runs(name)
+    with ep.forced_path(name):
+        yield name
 
 
 @pytest.fixture(scope="module")
 def pool() -> memoryview:
-    """12 MB of random bytes that every test slices messages from."""
-    return memoryview(random.Random(32905).randbytes(12 << 20))
+    return ep.random_pool(32905)
 
 
 def test_the_path_runs_what_the_cpu_has() -> None:
     """The best path the CPU supports runs unless one is forced."""
-    want = "avx512" if NEEDS["avx512"] <= FLAGS else "avx2" if "avx2" in FLAGS else "scalar"
+    best = "avx512" if ep.NEEDS["avx512"] <= ep.FLAGS else "avx2"
+    want = best if best == "avx512" or "avx2" in ep.FLAGS else "scalar"
     if os.environ.get("LIUHEN_SM3_PATH"):
         want = os.environ["LIUHEN_SM3_PATH"]
-    assert sm3engine.supported_paths()[0] == ("avx512" if NEEDS["avx512"] <= FLAGS else "avx2")
+    assert sm3engine.supported_paths()[0] == best
     assert sm3engine.engine_info()["path"] == want
 
 
@@ -93,70 +75,25 @@ def test_every_length_0_to_300_in_one_call(path: str, pool: memoryview) -> None:
     """Lanes refill as the short messages end, and every padding case (a tail of 0 to 63
     bytes, one or two padding blocks) is met in every lane."""
     msgs = [pool[7 + n : 7 + 2 * n] for n in range(301)]
-    want = [ref(m) for m in msgs]
-    assert sm3engine.hash_many(msgs) == want
-    offsets = [0]
-    for m in msgs:
-        offsets.append(offsets[-1] + len(m))
-    assert sm3engine.hash_batch(b"".join(msgs), offsets) == b"".join(want)
-    assert sm3engine.hash_batch(b"".join(msgs), array("q", offsets)) == b"".join(want)
+    ep.check_many_and_batch(msgs, [ref(m) for m in msgs])
 
 
 @pytest.mark.parametrize("streams", [1, 3, 8, 16, 17, 40])
 def test_random_messages_unaligned(path: str, pool: memoryview, streams: int) -> None:
-    rnd = random.Random(streams)
-    # one message up to 10 MB per call, the rest up to 256 kB (the test stays quick)
-    sizes = [rnd.randrange(10 << 20)] + [rnd.randrange(256 << 10) for _ in range(streams - 1)]
-    rnd.shuffle(sizes)
-    msgs = [pool[(off := rnd.randrange(1, 1 << 20) | 1) : off + n] for n in sizes]
-    want = [ref(m) for m in msgs]
-    assert sm3engine.hash_many(msgs) == want
-    # the same messages as streams, fed in chunks of random sizes, several calls
-    hashers = [sm3engine.new() for _ in msgs]
-    done = [0] * len(msgs)
-    while any(d < len(m) for d, m in zip(done, msgs, strict=True)):
-        chunks = []
-        for i, m in enumerate(msgs):
-            n = rnd.choice([0, 1, 63, 64, 65, 4095, 1 << 20, 3 << 20])
-            chunks.append(m[done[i] : done[i] + n])
-            done[i] = min(len(m), done[i] + n)
-        sm3engine.update_many(hashers, chunks)
-    assert [h.digest() for h in hashers] == want
+    ep.check_random_streams(pool, streams, 10 << 20, sm3engine.new, ref)
 
 
 def test_very_unequal_lengths_in_one_call(path: str, pool: memoryview) -> None:
-    sizes = [0, 1, 55, 56, 63, 64, 65, 119, 120, 128, 1000, 4096, 65537, 1 << 20, 5 << 20, 9]
-    msgs = [pool[3 + i : 3 + i + n] for i, n in enumerate(sizes)]
+    msgs = ep.unequal_messages(pool)
     assert sm3engine.hash_many(msgs) == [ref(m) for m in msgs]
 
 
 @settings(max_examples=60, deadline=None)
-@given(
-    st.lists(st.binary(max_size=700), max_size=40), st.sampled_from(["avx512", "avx2", "scalar"])
-)
+@given(st.lists(st.binary(max_size=700), max_size=40), st.sampled_from(ep.PATHS))
 def test_property_against_hashlib(msgs: list[bytes], name: str) -> None:
-    if NEEDS[name] - FLAGS:
-        name = "scalar"
-    before = sm3engine.engine_info()["path"]
-    sm3engine.set_path(name)
-    try:
-        want = [ref(m) for m in msgs]
-        assert sm3engine.hash_many(msgs) == want
-        offsets = [0]
-        for m in msgs:
-            offsets.append(offsets[-1] + len(m))
-        assert sm3engine.hash_batch(b"".join(msgs), offsets) == b"".join(want)
-        hashers = [sm3engine.new() for _ in msgs]
-        halves = [len(m) // 3 for m in msgs]
-        sm3engine.update_many(hashers, [m[:h] for m, h in zip(msgs, halves, strict=True)])
-        copies = [h.copy() for h in hashers]
-        sm3engine.update_many(hashers, [m[h:] for m, h in zip(msgs, halves, strict=True)])
-        assert [h.digest() for h in hashers] == want
-        for c, m, h in zip(copies, msgs, halves, strict=True):
-            c.update(m[h:])
-            assert c.digest() == ref(m)
-    finally:
-        sm3engine.set_path(before)
+    with ep.forced_path(ep.runnable(name)):
+        ep.check_many_and_batch(msgs, [ref(m) for m in msgs])
+        ep.check_split_update_and_copy(sm3engine.new, msgs, ref)
 
 
 @settings(max_examples=60, deadline=None)
