@@ -319,12 +319,11 @@ class ChainBatch:
             signatures = self._signer.sign_many(self._unsigned)
             for row, signature in zip(self._rows, signatures, strict=True):
                 row["signature"] = signature.hex()
-            self._unsigned = []
             _INSERT_EVENTS.run(
                 self._session.connection(),
                 list(map(_EVENT_VALUES, self._rows)),
             )
-            self._rows = []
+            self._rows, self._unsigned = [], []  # together: a failed insert keeps both
 
 
 # ChainBatch's insert, straight to the driver (catalog.bulk: no per-row Core work).

@@ -316,8 +316,17 @@ class DockingWork:
     def _waiting(self, text: str) -> None:
         """What the docking waits for, kept in English (a Msg) for readers of either
         language, or None: no longer waiting."""
-        self.progress.waiting = text
-        self.journal.waiting(self.uid, text)
+        with self.progress.lock:  # files staged side by side set and clear it
+            self.progress.waiting = text
+            self.journal.waiting(self.uid, text)
+
+    def _space_again(self) -> None:
+        """A file was staged: if the docking waited for staging space, it no longer
+        does (and only then: another file may meanwhile wait for something else)."""
+        with self.progress.lock:
+            if self.progress.waiting and self.progress.waiting.startswith("staging disk full"):
+                self.progress.waiting = None
+                self.journal.waiting(self.uid, None)
 
     def quarantine(self, f: JournalFile, reason: str) -> JournalFile:
         log.warning("%s: quarantined: %s", display_name(f.relpath), reason)
@@ -398,9 +407,6 @@ class RecorderDocking(DockingWork):
         """Workers stage files and hand them on; the staging group stores them and the
         committer registers them, each in batches."""
         committer = self.station.committer
-        # The committer knows they are coming and gathers them in bigger batches; each
-        # take_file call settles its own one.
-        committer.coming(len(todo))
         # One worker per copy slot, each taking the next file until none is left (no task
         # and future per file): a worker waits for its own copy and fsync only, never for
         # its group's journal write (the staging group's thread does that).
@@ -419,6 +425,10 @@ class RecorderDocking(DockingWork):
                 except IndexError:
                     return
                 room.acquire()
+                # The committer knows it is coming and gathers the files that hold room
+                # in bigger batches (not those that wait for room: it would wait its
+                # window out for them); each take_file call settles its own one.
+                committer.coming(1)
                 try:
                     commit = self.take_file(f)
                 except BaseException as exc:  # a journal failure: the docking ends below
@@ -680,9 +690,7 @@ class RecorderDocking(DockingWork):
             station.metrics.stage_seconds.observe(time.monotonic() - started)
             if copied.read_back:
                 station.read_back_done(f.id)
-            if self.progress.waiting and self.progress.waiting.startswith("staging disk full"):
-                self.progress.waiting = None
-                self.journal.waiting(self.uid, None)
+            self._space_again()
             # What the journal now holds for it, without reading it back.
             f = replace(
                 f,
