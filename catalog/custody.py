@@ -158,7 +158,7 @@ def append_event(
 ) -> CustodyEvent:
     """Append one signed event to the signer's station chain, in ``session``'s transaction."""
     seq, prev = _lock_and_read_head(session, signer.station_id)
-    fields = _signed_fields(
+    fields, data = _chained_fields(
         signer,
         signer.key_id,
         seq,
@@ -170,6 +170,7 @@ def append_event(
         details=details,
         at=at,
     )
+    fields["signature"] = signer.sign(data).hex()
     ev = CustodyEvent(**fields)
     session.add(ev)
     session.flush()
@@ -197,36 +198,6 @@ def _lock_and_read_head(session: Session, station_id: str) -> tuple[int, str]:
         .limit(1)
     ).first()
     return (head[0] + 1, head[1]) if head else (1, GENESIS)
-
-
-def _signed_fields(
-    signer: Signer,
-    key_id: str,
-    seq: int,
-    prev: str,
-    *,
-    actor: str,
-    action: str,
-    object_type: str,
-    object_id: str,
-    details: Mapping[str, Any] | None,
-    at: datetime | None,
-) -> dict[str, Any]:
-    """The columns of one event: its canonical fields, their hash and signature."""
-    fields, data = _chained_fields(
-        signer,
-        key_id,
-        seq,
-        prev,
-        actor=actor,
-        action=action,
-        object_type=object_type,
-        object_id=object_id,
-        details=details,
-        at=at,
-    )
-    fields["signature"] = signer.sign(data).hex()
-    return fields
 
 
 def _chained_fields(
