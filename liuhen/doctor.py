@@ -794,7 +794,11 @@ def _sm3_engine() -> Check:
             _("reinstall with a C compiler and Python's headers: bash scripts/setup.sh"),
         )
     return Check(
-        "sm3 engine", OK, _("sm3engine on {instructions}").format(instructions=info["instructions"])
+        "sm3 engine",
+        OK,
+        _("sm3engine on {instructions}; SHA-256 on {sha256}").format(
+            instructions=info["sm3"], sha256=info["sha256_isa"]
+        ),
     )
 
 

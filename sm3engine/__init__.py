@@ -186,7 +186,9 @@ def engine_info() -> dict[str, str]:
             "engine": "hashlib",
             "path": "hashlib",
             "instructions": "OpenSSL",
+            "sm3": "OpenSSL",
             "sha256": "OpenSSL",
+            "sha256_isa": "OpenSSL",
             "why": _why,
         }
     path = _c.get_path()
@@ -204,11 +206,19 @@ def engine_info() -> dict[str, str]:
         "avx2": "SHA-NI" if one == "sha-ni" else f"8 lanes, single streams on {single}",
         "scalar": single,
     }[path]
+    # The instruction sets alone (no prose), for ``liuhen doctor``'s translated line.
+    sha256_isa = {
+        "avx512": f"{sm3}, SHA-NI" if one == "sha-ni" else sm3,
+        "avx2": "SHA-NI" if one == "sha-ni" else sm3,
+        "scalar": single,
+    }[path]
     return {
         "engine": "sm3engine",
         "path": path,
         "instructions": f"{sm3}; SHA-256: {sha256}",
+        "sm3": sm3,
         "sha256": sha256,
+        "sha256_isa": sha256_isa,
         "why": "",
     }
 
