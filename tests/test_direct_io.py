@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 from ingest import direct_io, offload
-from ingest.offload import Copied, copy_and_hash
+from ingest.offload import Copied
+from tests.offload_helpers import copy_listed
 
 CHUNK = 256 << 10
 
@@ -33,20 +34,7 @@ def pools() -> Iterator[tuple[ThreadPoolExecutor, ThreadPoolExecutor]]:
 
 
 def copy(src: Path, dst: Path, pools: tuple[ThreadPoolExecutor, ThreadPoolExecutor]) -> Copied:
-    st = src.stat()
-    fd = os.open(src, os.O_RDONLY)
-    try:
-        return copy_and_hash(
-            fd,
-            dst,
-            expected_size=st.st_size,
-            expected_mtime_ns=st.st_mtime_ns,
-            chunk_size=CHUNK,
-            sm3_pool=pools[0],
-            verify_pool=pools[1],
-        )
-    finally:
-        os.close(fd)
+    return copy_listed(src, dst, pools, chunk=CHUNK)
 
 
 def assert_same(copied: Copied, src: Path, dst: Path) -> None:

@@ -28,6 +28,7 @@ from ingest.offload import (
     copy_and_hash,
 )
 from storage.digest import DigestPair
+from tests.offload_helpers import copy_listed
 
 CHUNK = 64 << 10  # small chunks keep the chunked path's files small here
 
@@ -63,22 +64,9 @@ def copy(
     on_bytes: Callable[[int], None] | None = None,
     expected_size: int | None = None,
 ) -> Copied:
-    """Copy as the station does: size and mtime as listed when the recorder was scanned."""
-    st = src.stat()
-    fd = os.open(src, os.O_RDONLY)
-    try:
-        return copy_and_hash(
-            fd,
-            dst,
-            expected_size=st.st_size if expected_size is None else expected_size,
-            expected_mtime_ns=st.st_mtime_ns,
-            chunk_size=chunk,
-            sm3_pool=pools[0],
-            verify_pool=pools[1] if verify else None,
-            on_bytes=on_bytes,
-        )
-    finally:
-        os.close(fd)
+    return copy_listed(
+        src, dst, pools, chunk=chunk, verify=verify, on_bytes=on_bytes, expected_size=expected_size
+    )
 
 
 def flip_byte(path: Path, offset: int) -> None:

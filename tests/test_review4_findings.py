@@ -26,9 +26,10 @@ import pytest
 
 import sm3engine
 from ingest import direct_io, offload
-from ingest.offload import OffloadError, copy_and_hash
+from ingest.offload import OffloadError
 from storage import digest as digest_mod
 from storage.digest import SharedLanes
+from tests.offload_helpers import copy_listed
 
 CHUNK = 256 << 10
 
@@ -62,21 +63,7 @@ def _copy(
     pools: tuple[ThreadPoolExecutor, ThreadPoolExecutor],
     engine: SharedLanes | None = None,
 ) -> offload.Copied:
-    st = src.stat()
-    fd = os.open(src, os.O_RDONLY)
-    try:
-        return copy_and_hash(
-            fd,
-            dst,
-            expected_size=st.st_size,
-            expected_mtime_ns=st.st_mtime_ns,
-            chunk_size=CHUNK,
-            sm3_pool=pools[0],
-            verify_pool=pools[1],
-            sm3_engine=engine,
-        )
-    finally:
-        os.close(fd)
+    return copy_listed(src, dst, pools, chunk=CHUNK, engine=engine)
 
 
 # ---- 1. error paths of _copy_chunked ----------------------------------------------------
